@@ -4,7 +4,14 @@
 //! deadline come out. No sockets, threads or clock reads live here.
 
 pub mod cipher;
+pub mod conn;
 pub mod error;
+pub mod kex;
+pub mod keys;
+pub mod msg;
 pub mod wire;
 
+pub mod transport;
+
+pub use conn::{AuthAttempt, Config, Connection, Event, HostKeySigner, Role};
 pub use error::{Error, Result};

@@ -82,18 +82,18 @@ pub struct MacAlg {
     pub tag_len: usize,
 }
 
-// mod aesctr;
-// mod aesgcm;
-// mod chachapoly;
+mod aesctr;
+mod aesgcm;
+mod chachapoly;
 mod none;
 
 /// Ciphers in default preference order (OpenSSH's order).
 pub static CIPHERS: &[CipherAlg] = &[
-    // chachapoly::ALG,
-    // aesctr::AES128_CTR,
-    // aesctr::AES256_CTR,
-    // aesgcm::AES128_GCM,
-    // aesgcm::AES256_GCM,
+    chachapoly::ALG,
+    aesctr::AES128_CTR,
+    aesctr::AES256_CTR,
+    aesgcm::AES128_GCM,
+    aesgcm::AES256_GCM,
 ];
 
 /// MACs in default preference order.

@@ -1,0 +1,256 @@
+//! The binary packet protocol (RFC 4253 §6) and the version exchange (§4.2).
+
+use crate::cipher::{self, KeyMaterial, OpeningKey, SealingKey};
+use crate::error::{Error, Result};
+
+/// Largest `packet_length` accepted, as OpenSSH (PACKET_MAX_SIZE).
+pub const MAX_PACKET_LEN: usize = 256 * 1024;
+/// Largest payload we send; leaves room for padding and length.
+pub const MAX_PAYLOAD_OUT: usize = 35000 * 2;
+/// A version line may hold at most 255 bytes including CR LF (RFC 4253 §4.2).
+const MAX_VERSION_LINE: usize = 255;
+/// A client accepts this many bytes of lines before the server's version line.
+const MAX_PREAMBLE: usize = 64 * 1024;
+
+/// Outcome of feeding bytes to the version exchange.
+pub enum VersionScan {
+    /// Need more bytes.
+    More,
+    /// The peer's version line (without CR LF) and the number of bytes consumed.
+    Done(String, usize),
+}
+
+/// Looks for the peer's identification string in `buf`. `seen` is the number
+/// of preamble bytes consumed earlier (kept by the caller across calls).
+/// Servers may send other lines first; clients may not (`allow_preamble`).
+pub fn scan_version(buf: &[u8], allow_preamble: bool, seen: &mut usize) -> Result<VersionScan> {
+    let mut pos = 0;
+    loop {
+        let rest = &buf[pos..];
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            let looks_like_version = rest.starts_with(b"SSH-") || b"SSH-".starts_with(rest);
+            if rest.len() > MAX_VERSION_LINE && (looks_like_version || !allow_preamble) {
+                return Err(Error::TooLarge("version line"));
+            }
+            if *seen + rest.len() > MAX_PREAMBLE {
+                return Err(Error::TooLarge("pre-version banner"));
+            }
+            return Ok(VersionScan::More);
+        };
+        let line = &rest[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.starts_with(b"SSH-") {
+            if nl + 1 > MAX_VERSION_LINE {
+                return Err(Error::TooLarge("version line"));
+            }
+            if !(line.starts_with(b"SSH-2.0-") || line.starts_with(b"SSH-1.99-")) {
+                return Err(Error::Protocol("peer does not speak SSH protocol version 2"));
+            }
+            if line.iter().any(|&c| !(0x20..0x7f).contains(&c)) {
+                return Err(Error::Malformed("version line"));
+            }
+            let v = String::from_utf8(line.to_vec()).map_err(|_| Error::Malformed("version line"))?;
+            return Ok(VersionScan::Done(v, pos + nl + 1));
+        }
+        if !allow_preamble {
+            return Err(Error::Protocol("peer did not send an SSH version line"));
+        }
+        *seen += nl + 1;
+        if *seen > MAX_PREAMBLE {
+            return Err(Error::TooLarge("pre-version banner"));
+        }
+        pos += nl + 1;
+    }
+}
+
+/// Encrypting side of the packet layer.
+pub struct PacketWriter {
+    key: Box<dyn SealingKey>,
+    pub seq: u32,
+    scratch: Vec<u8>,
+    /// Bytes and packets sealed under the current keys (for rekeying limits).
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+impl PacketWriter {
+    pub fn new(m: &KeyMaterial, seq: u32) -> Result<Self> {
+        Ok(PacketWriter {
+            key: cipher::sealing_key(m)?,
+            seq,
+            scratch: Vec::new(),
+            bytes: 0,
+            packets: 0,
+        })
+    }
+
+    pub fn none() -> Self {
+        Self::new(&none_material(), 0).expect("none cipher")
+    }
+
+    pub fn set_key(&mut self, m: &KeyMaterial) -> Result<()> {
+        self.key = cipher::sealing_key(m)?;
+        self.bytes = 0;
+        self.packets = 0;
+        Ok(())
+    }
+
+    pub fn export(&self) -> KeyMaterial {
+        self.key.export()
+    }
+
+    /// Frames, pads, seals `payload` and appends the packet to `out`.
+    pub fn write(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let bs = self.key.block_size().max(8);
+        let aad = if self.key.length_outside_blocks() { 4 } else { 0 };
+        let unpadded = 4 + 1 + payload.len() - aad;
+        let mut pad = bs - unpadded % bs;
+        if pad < 4 {
+            pad += bs;
+        }
+        let packet_len = 1 + payload.len() + pad;
+        let p = &mut self.scratch;
+        p.clear();
+        p.reserve(4 + packet_len + self.key.tag_len());
+        p.extend_from_slice(&(packet_len as u32).to_be_bytes());
+        p.push(pad as u8);
+        p.extend_from_slice(payload);
+        let start = p.len();
+        p.resize(start + pad, 0);
+        openssl::rand::rand_bytes(&mut p[start..])?;
+        self.key.seal(self.seq, p)?;
+        out.extend_from_slice(p);
+        self.seq = self.seq.wrapping_add(1);
+        self.bytes += p.len() as u64;
+        self.packets += 1;
+        Ok(())
+    }
+}
+
+/// Decrypting side of the packet layer.
+pub struct PacketReader {
+    key: Box<dyn OpeningKey>,
+    pub seq: u32,
+    scratch: Vec<u8>,
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+impl PacketReader {
+    pub fn new(m: &KeyMaterial, seq: u32) -> Result<Self> {
+        Ok(PacketReader {
+            key: cipher::opening_key(m)?,
+            seq,
+            scratch: Vec::new(),
+            bytes: 0,
+            packets: 0,
+        })
+    }
+
+    pub fn none() -> Self {
+        Self::new(&none_material(), 0).expect("none cipher")
+    }
+
+    pub fn set_key(&mut self, m: &KeyMaterial) -> Result<()> {
+        self.key = cipher::opening_key(m)?;
+        self.bytes = 0;
+        self.packets = 0;
+        Ok(())
+    }
+
+    pub fn export(&self) -> KeyMaterial {
+        self.key.export()
+    }
+
+    /// Tries to take one packet from the front of `buf`. Returns the payload
+    /// and the number of bytes consumed, or `None` if more bytes are needed.
+    /// The length is checked before anything is buffered.
+    pub fn read(&mut self, buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let first4 = [buf[0], buf[1], buf[2], buf[3]];
+        let len = self.key.decrypt_length(self.seq, first4) as usize;
+        let bs = self.key.block_size().max(8);
+        if !(5..=MAX_PACKET_LEN).contains(&len) {
+            return Err(Error::TooLarge("packet length"));
+        }
+        let aligned = if self.key.length_outside_blocks() { len } else { len + 4 };
+        if aligned % bs != 0 {
+            return Err(Error::Malformed("packet length not a multiple of the block size"));
+        }
+        let tag_len = self.key.tag_len();
+        let total = 4 + len + tag_len;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let p = &mut self.scratch;
+        p.clear();
+        p.extend_from_slice(&buf[..4 + len]);
+        self.key.open(self.seq, p, &buf[4 + len..total])?;
+        let pad = p[4] as usize;
+        if pad < 4 || pad + 1 > len {
+            return Err(Error::Malformed("padding length"));
+        }
+        let payload = p[5..4 + len - pad].to_vec();
+        if payload.is_empty() {
+            return Err(Error::Malformed("empty packet"));
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.bytes += total as u64;
+        self.packets += 1;
+        Ok(Some((payload, total)))
+    }
+}
+
+pub fn none_material() -> KeyMaterial {
+    KeyMaterial {
+        cipher: "none".into(),
+        mac: String::new(),
+        key: Vec::new(),
+        iv: Vec::new(),
+        mac_key: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_lines() {
+        let mut seen = 0;
+        match scan_version(b"hello\r\nSSH-2.0-OpenSSH_9.2 x\r\nrest", true, &mut seen).unwrap() {
+            VersionScan::Done(v, n) => {
+                assert_eq!(v, "SSH-2.0-OpenSSH_9.2 x");
+                assert_eq!(n, 30);
+            }
+            VersionScan::More => panic!(),
+        }
+        let mut seen = 0;
+        assert!(scan_version(b"hello\r\n", false, &mut seen).is_err());
+        let mut seen = 0;
+        assert!(scan_version(b"SSH-1.5-old\r\n", true, &mut seen).is_err());
+        let mut seen = 0;
+        assert!(matches!(scan_version(b"SSH-2.0-", true, &mut seen), Ok(VersionScan::More)));
+        let long = vec![b'a'; 300];
+        let mut seen = 0;
+        assert!(scan_version(&long, false, &mut seen).is_err());
+    }
+
+    #[test]
+    fn none_packets_roundtrip_and_reject_bad_lengths() {
+        let mut w = PacketWriter::none();
+        let mut r = PacketReader::none();
+        let mut out = Vec::new();
+        w.write(b"\x05hello", &mut out).unwrap();
+        assert_eq!(out.len() % 8, 0);
+        let (p, n) = r.read(&out).unwrap().unwrap();
+        assert_eq!(p, b"\x05hello");
+        assert_eq!(n, out.len());
+        let mut bad = out.clone();
+        bad[..4].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+        assert!(r.read(&bad).is_err());
+        assert!(r.read(&out[..3]).unwrap().is_none());
+    }
+}

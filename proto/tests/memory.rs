@@ -1,0 +1,325 @@
+//! A client and a server instance wired together in memory: key exchange,
+//! rekeys, user auth, channel traffic, and the state moved mid-transfer.
+
+use std::time::{Duration, Instant};
+
+use ressh_proto::keys::{KeyType, PrivateKey};
+use ressh_proto::msg::{ChannelKind, ChannelReq};
+use ressh_proto::{AuthAttempt, Config, Connection, Event, HostKeySigner};
+
+struct Pair {
+    c: Connection,
+    s: Connection,
+    now: Instant,
+    ce: Vec<Event>,
+    se: Vec<Event>,
+}
+
+impl Pair {
+    fn new(client: Config, server: Config, host: Vec<PrivateKey>) -> Pair {
+        let now = Instant::now();
+        Pair {
+            c: Connection::client(client, now).unwrap(),
+            s: Connection::server(server, Box::new(host), now).unwrap(),
+            now,
+            ce: Vec::new(),
+            se: Vec::new(),
+        }
+    }
+
+    /// Moves bytes both ways until both sides are quiet. Host keys are
+    /// accepted as they come.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let a = self.c.take_output();
+            let b = self.s.take_output();
+            if !a.is_empty() {
+                self.s.handle_input(&a, self.now).unwrap();
+            }
+            if !b.is_empty() {
+                self.c.handle_input(&b, self.now).unwrap();
+            }
+            let mut moved = !a.is_empty() || !b.is_empty();
+            while let Some(e) = self.c.poll_event() {
+                if let Event::HostKey(_) = e {
+                    self.c.accept_host_key(self.now).unwrap();
+                }
+                self.ce.push(e);
+                moved = true;
+            }
+            while let Some(e) = self.s.poll_event() {
+                self.se.push(e);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("pump did not settle");
+    }
+
+    fn auth_with_key(&mut self, key: &PrivateKey, alg: &str) {
+        self.pump();
+        assert!(self.ce.contains(&Event::AuthReady));
+        self.c.auth_publickey("alice", alg, key).unwrap();
+        self.pump();
+        let req = self.se.pop().expect("auth request");
+        match req {
+            Event::AuthRequest {
+                user,
+                attempt: AuthAttempt::PublicKey { key: k, algorithm },
+            } => {
+                assert_eq!(user, "alice");
+                assert_eq!(k, key.public_key());
+                assert_eq!(algorithm, alg);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        self.s.auth_accept().unwrap();
+        self.pump();
+        assert_eq!(self.ce.last(), Some(&Event::AuthSuccess));
+    }
+
+    /// Opens a session channel with an exec; returns (client id, server id).
+    fn open_exec(&mut self) -> (u32, u32) {
+        let cid = self.c.open_channel(ChannelKind::Session).unwrap();
+        self.pump();
+        let sid = match self.se.pop() {
+            Some(Event::ChannelOpenRequest { id, kind: ChannelKind::Session }) => id,
+            other => panic!("unexpected {other:?}"),
+        };
+        self.s.accept_channel(sid).unwrap();
+        self.pump();
+        assert_eq!(self.ce.pop(), Some(Event::ChannelOpened { id: cid }));
+        self.c.channel_request(cid, ChannelReq::Exec(b"cat".to_vec()), true).unwrap();
+        self.pump();
+        assert!(matches!(self.se.pop(), Some(Event::ChannelRequest { want_reply: true, .. })));
+        self.s.channel_reply(sid, true).unwrap();
+        self.pump();
+        assert_eq!(self.ce.pop(), Some(Event::ChannelReply { id: cid, success: true }));
+        (cid, sid)
+    }
+}
+
+fn cfg(cipher: &str) -> Config {
+    let mut c = Config::default();
+    if !cipher.is_empty() {
+        c.ciphers = vec![cipher.to_string()];
+    }
+    c
+}
+
+/// Sends `total` bytes from server to client through the channel, consuming
+/// on the client side; returns what arrived. Calls `mid` once halfway.
+fn transfer(p: &mut Pair, cid: u32, sid: u32, total: usize, mut mid: impl FnMut(&mut Pair)) -> Vec<u8> {
+    let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut did_mid = false;
+    while got.len() < total {
+        if sent < total {
+            sent += p.s.send_data(sid, &data[sent..(sent + 100_000).min(total)]).unwrap();
+        }
+        if !did_mid && got.len() > total / 2 {
+            // Called with packets still unsent in the server's output.
+            did_mid = true;
+            mid(p);
+        }
+        p.pump();
+        for e in std::mem::take(&mut p.ce) {
+            if let Event::Data { id, data } = e {
+                assert_eq!(id, cid);
+                p.c.consume(cid, data.len()).unwrap();
+                got.extend_from_slice(&data);
+            }
+        }
+        p.se.clear();
+    }
+    assert!(did_mid || total == 0);
+    assert!(got == data, "stream corrupted ({} of {} bytes)", got.len(), data.len());
+    got
+}
+
+#[test]
+fn every_cipher_kex_auth_and_data() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    for cipher in [
+        "chacha20-poly1305@openssh.com",
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+        "aes128-ctr",
+        "aes256-ctr",
+    ] {
+        for mac in ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"] {
+            let mut c = cfg(cipher);
+            c.macs = vec![mac.to_string()];
+            let host = PrivateKey::from_openssh_pem(host.to_openssh_pem("h").unwrap().as_bytes()).unwrap();
+            let mut p = Pair::new(c, cfg(""), vec![host]);
+            p.auth_with_key(&user, "ssh-ed25519");
+            match p.ce.iter().find(|e| matches!(e, Event::KexDone { .. })) {
+                Some(Event::KexDone { first: true, algorithms }) => {
+                    assert_eq!(algorithms.cipher_c2s, cipher);
+                    assert_eq!(algorithms.cipher_s2c, cipher);
+                }
+                other => panic!("{other:?}"),
+            }
+            let (cid, sid) = p.open_exec();
+            transfer(&mut p, cid, sid, 300_000, |_| {});
+        }
+    }
+}
+
+#[test]
+fn host_and_user_key_types() {
+    for (host_type, alg) in [
+        (KeyType::Ed25519, "ssh-ed25519"),
+        (KeyType::EcdsaP256, "ecdsa-sha2-nistp256"),
+        (KeyType::Rsa, "rsa-sha2-512"),
+        (KeyType::Rsa, "rsa-sha2-256"),
+    ] {
+        let host = PrivateKey::generate(host_type).unwrap();
+        let mut c = cfg("");
+        c.host_key_algs = vec![alg.to_string()];
+        let mut p = Pair::new(c, cfg(""), vec![host]);
+        let user = PrivateKey::generate(host_type).unwrap();
+        p.auth_with_key(&user, alg);
+        match p.ce.iter().find(|e| matches!(e, Event::KexDone { .. })) {
+            Some(Event::KexDone { algorithms, .. }) => assert_eq!(algorithms.host_key, alg),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn rekeys_during_transfer_and_state_moves_mid_transfer() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let host2 = PrivateKey::from_openssh_pem(host.to_openssh_pem("").unwrap().as_bytes()).unwrap();
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut c = cfg("aes256-ctr");
+    c.rekey_bytes = 200_000; // several rekeys in a 2 MB transfer
+    let mut p = Pair::new(c, cfg(""), vec![host]);
+    p.auth_with_key(&user, "ssh-ed25519");
+    let (cid, sid) = p.open_exec();
+    let mut host2 = Some(host2);
+    transfer(&mut p, cid, sid, 2_000_000, |p| {
+        // Move both ends to "other processes" in the middle of the stream,
+        // with packets still in flight in the server's output buffer.
+        assert!(!p.s.output().is_empty());
+        let sstate = p.s.export(p.now).unwrap();
+        let cstate = p.c.export(p.now).unwrap();
+        let signer: Box<dyn HostKeySigner> = Box::new(vec![host2.take().unwrap()]);
+        p.s = Connection::import(&sstate, Some(signer), p.now).unwrap();
+        p.c = Connection::import(&cstate, None, p.now).unwrap();
+    });
+    // Client-initiated and server-initiated rekeys both work after the move.
+    p.c.rekey().unwrap();
+    p.pump();
+    assert!(p.ce.iter().any(|e| matches!(e, Event::KexDone { first: false, .. })));
+    p.s.rekey().unwrap();
+    p.pump();
+    // Time-based rekey.
+    p.now += Duration::from_secs(3601);
+    let before = p.s.poll_timeout().unwrap();
+    assert!(before <= p.now);
+    p.c.handle_timeout(p.now).unwrap();
+    p.pump();
+    assert!(p.ce.iter().any(|e| matches!(e, Event::KexDone { first: false, .. })));
+}
+
+#[test]
+fn password_and_keyboard_interactive() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+    p.pump();
+    p.c.auth_none("bob").unwrap();
+    p.pump();
+    assert!(matches!(p.se.pop(), Some(Event::AuthRequest { attempt: AuthAttempt::None, .. })));
+    p.s.auth_reject(&["password", "keyboard-interactive"], false).unwrap();
+    p.pump();
+    assert_eq!(
+        p.ce.pop(),
+        Some(Event::AuthFailure {
+            methods: vec!["password".into(), "keyboard-interactive".into()],
+            partial: false
+        })
+    );
+    p.c.auth_password("bob", "wrong").unwrap();
+    p.pump();
+    match p.se.pop() {
+        Some(Event::AuthRequest { attempt: AuthAttempt::Password(pw), .. }) => assert_eq!(pw.as_str(), "wrong"),
+        other => panic!("{other:?}"),
+    }
+    p.s.auth_reject(&["keyboard-interactive"], false).unwrap();
+    p.pump();
+    p.c.auth_keyboard_interactive("bob").unwrap();
+    p.pump();
+    assert!(matches!(p.se.pop(), Some(Event::AuthRequest { attempt: AuthAttempt::KeyboardInteractive { .. }, .. })));
+    p.s.auth_info_request("", "", &[("Password: ", false)]).unwrap();
+    p.pump();
+    match p.ce.pop() {
+        Some(Event::AuthInfoRequest { prompts, .. }) => assert_eq!(prompts, vec![("Password: ".to_string(), false)]),
+        other => panic!("{other:?}"),
+    }
+    p.c.auth_info_response(&["secret"]).unwrap();
+    p.pump();
+    match p.se.pop() {
+        Some(Event::AuthInfoResponse(r)) => assert_eq!(r[0].as_str(), "secret"),
+        other => panic!("{other:?}"),
+    }
+    p.s.auth_accept().unwrap();
+    p.pump();
+    assert_eq!(p.ce.pop(), Some(Event::AuthSuccess));
+    assert!(p.s.is_authenticated());
+}
+
+#[test]
+fn bad_signature_is_refused_by_the_engine() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+    p.pump();
+    let mut sig = user.sign("ssh-ed25519", b"not the session").unwrap();
+    let n = sig.len();
+    sig[n - 1] ^= 1;
+    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key(), sig).unwrap();
+    p.pump();
+    assert!(p.se.iter().all(|e| !matches!(e, Event::AuthRequest { .. })));
+    assert!(matches!(p.ce.pop(), Some(Event::AuthFailure { .. })));
+}
+
+#[test]
+fn window_flow_control_and_close() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+    p.auth_with_key(&user, "ssh-ed25519");
+    let (cid, sid) = p.open_exec();
+    // Without consuming, the server can send at most one window.
+    let big = vec![7u8; 5 * 1024 * 1024];
+    let n = p.s.send_data(sid, &big).unwrap();
+    assert_eq!(n, Config::default().window as usize);
+    p.pump();
+    assert_eq!(p.s.send_window(sid), 0);
+    let got: usize = p
+        .ce
+        .drain(..)
+        .map(|e| match e {
+            Event::Data { data, .. } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(got, n);
+    p.c.consume(cid, got).unwrap();
+    p.pump();
+    assert!(p.se.contains(&Event::Writable { id: sid }));
+    assert!(p.s.send_window(sid) > 0);
+    p.s.channel_request(sid, ChannelReq::ExitStatus(3), false).unwrap();
+    p.s.send_eof(sid).unwrap();
+    p.s.close_channel(sid).unwrap();
+    p.pump();
+    assert!(p.ce.contains(&Event::Eof { id: cid }));
+    assert!(p.ce.contains(&Event::Closed { id: cid }));
+    assert!(p.se.contains(&Event::Closed { id: sid }));
+    assert!(p.c.send_data(cid, b"x").is_err());
+}

@@ -1,0 +1,28 @@
+//! Test support for ressh's integration tests (DESIGN.md §7: real peers, real users).
+//!
+//! Everything here shells out to the system's own tools (`useradd`, `ssh-keygen`,
+//! Debian's `/usr/sbin/sshd`, ...) and uses only std, so the harness never depends on
+//! ressh code that is still in progress.
+//!
+//! Rules the helpers enforce:
+//! - A test that needs root calls [`require_root`] and FAILS when not root; it never
+//!   passes having tested nothing. The same for missing binaries ([`require_cmd`]).
+//! - Everything a test creates is removed on `Drop`: users ([`TestUser`]), daemons and
+//!   their children ([`Sshd`]), directories ([`TempDir`]).
+//! - No child can hang the suite: [`run`] kills it after a timeout.
+//! - Network: loopback only (`127.0.0.1`).
+
+mod cmd;
+mod keys;
+mod sshd;
+mod tempdir;
+mod user;
+
+pub use cmd::{
+    is_root, require_cmd, require_root, run, run_ok, run_timeout, run_with_stdin, which,
+    DEFAULT_TIMEOUT,
+};
+pub use keys::ssh_keygen;
+pub use sshd::{free_port, Sshd, SSHD_BIN};
+pub use tempdir::TempDir;
+pub use user::TestUser;
