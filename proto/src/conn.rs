@@ -92,7 +92,11 @@ impl Default for Config {
             window: 2 * 1024 * 1024,
             max_packet: 32 * 1024,
             max_channels: 1024,
-            auth_methods: vec!["publickey".into(), "password".into(), "keyboard-interactive".into()],
+            auth_methods: vec![
+                "publickey".into(),
+                "password".into(),
+                "keyboard-interactive".into(),
+            ],
         }
     }
 }
@@ -104,10 +108,18 @@ pub enum AuthAttempt {
     Password(Zeroizing<String>),
     /// A public key offered without a signature: answer with
     /// [`Connection::auth_pk_ok`] if it would be accepted.
-    PublicKeyQuery { algorithm: String, key: PublicKey },
+    PublicKeyQuery {
+        algorithm: String,
+        key: PublicKey,
+    },
     /// A public key whose signature over the session has been verified.
-    PublicKey { algorithm: String, key: PublicKey },
-    KeyboardInteractive { submethods: String },
+    PublicKey {
+        algorithm: String,
+        key: PublicKey,
+    },
+    KeyboardInteractive {
+        submethods: String,
+    },
     Other(String),
 }
 
@@ -118,7 +130,10 @@ pub enum Event {
     /// The key exchange waits until [`Connection::accept_host_key`] is called.
     HostKey(PublicKey),
     /// A key exchange finished (`first` for the one that set the session id).
-    KexDone { first: bool, algorithms: Negotiated },
+    KexDone {
+        first: bool,
+        algorithms: Negotiated,
+    },
     /// Client: the server accepted the user-auth service; auth may begin.
     AuthReady,
     /// Client: a banner to show the user.
@@ -126,40 +141,90 @@ pub enum Event {
     /// Client: auth succeeded; the connection protocol is open.
     AuthSuccess,
     /// Client: the attempt failed; methods that can continue.
-    AuthFailure { methods: Vec<String>, partial: bool },
+    AuthFailure {
+        methods: Vec<String>,
+        partial: bool,
+    },
     /// Client: the server would accept this public key.
     AuthPkOk,
     /// Client: keyboard-interactive prompts (text, echo).
-    AuthInfoRequest { name: String, instruction: String, prompts: Vec<(String, bool)> },
+    AuthInfoRequest {
+        name: String,
+        instruction: String,
+        prompts: Vec<(String, bool)>,
+    },
     /// Client: the server wants a password change (treated as a failure).
-    AuthPasswordChange { prompt: String },
+    AuthPasswordChange {
+        prompt: String,
+    },
     /// Server: a user-auth request to accept or reject.
-    AuthRequest { user: String, attempt: AuthAttempt },
+    AuthRequest {
+        user: String,
+        attempt: AuthAttempt,
+    },
     /// Server: responses to keyboard-interactive prompts.
     AuthInfoResponse(Vec<Zeroizing<String>>),
     /// The peer asks to open a channel; answer with accept/reject_channel.
-    ChannelOpenRequest { id: u32, kind: ChannelKind },
+    ChannelOpenRequest {
+        id: u32,
+        kind: ChannelKind,
+    },
     /// A channel we opened was confirmed.
-    ChannelOpened { id: u32 },
+    ChannelOpened {
+        id: u32,
+    },
     /// A channel we opened was refused.
-    ChannelOpenFailed { id: u32, reason: u32, description: String },
+    ChannelOpenFailed {
+        id: u32,
+        reason: u32,
+        description: String,
+    },
     /// A channel request; if `want_reply`, answer with channel_reply.
-    ChannelRequest { id: u32, want_reply: bool, request: ChannelReq },
+    ChannelRequest {
+        id: u32,
+        want_reply: bool,
+        request: ChannelReq,
+    },
     /// The reply to one of our channel requests, in order.
-    ChannelReply { id: u32, success: bool },
-    Data { id: u32, data: Vec<u8> },
-    ExtendedData { id: u32, code: u32, data: Vec<u8> },
+    ChannelReply {
+        id: u32,
+        success: bool,
+    },
+    Data {
+        id: u32,
+        data: Vec<u8>,
+    },
+    ExtendedData {
+        id: u32,
+        code: u32,
+        data: Vec<u8>,
+    },
     /// The peer's window grew: more data can be sent on this channel.
-    Writable { id: u32 },
-    Eof { id: u32 },
+    Writable {
+        id: u32,
+    },
+    Eof {
+        id: u32,
+    },
     /// The channel is closed on both sides; its id is free.
-    Closed { id: u32 },
+    Closed {
+        id: u32,
+    },
     /// A global request; if `want_reply`, answer with global_reply.
-    GlobalRequest { want_reply: bool, request: GlobalReq },
+    GlobalRequest {
+        want_reply: bool,
+        request: GlobalReq,
+    },
     /// The reply to one of our global requests, in order.
-    GlobalReply { success: bool, data: Vec<u8> },
+    GlobalReply {
+        success: bool,
+        data: Vec<u8>,
+    },
     /// The peer closed the connection with DISCONNECT.
-    Disconnected { reason: u32, description: String },
+    Disconnected {
+        reason: u32,
+        description: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,7 +343,12 @@ impl Connection {
         Self::new(Role::Server, config, Some(signer), now)
     }
 
-    fn new(role: Role, config: Config, signer: Option<Box<dyn HostKeySigner>>, now: Instant) -> Result<Self> {
+    fn new(
+        role: Role,
+        config: Config,
+        signer: Option<Box<dyn HostKeySigner>>,
+        now: Instant,
+    ) -> Result<Self> {
         let mut c = Connection {
             role,
             local_version: config.version.clone(),
@@ -624,7 +694,9 @@ impl Connection {
             };
             self.strict_kex = strict;
             if strict && self.reader.seq != 1 {
-                return Err(Error::Protocol("strict KEX: KEXINIT was not the first message"));
+                return Err(Error::Protocol(
+                    "strict KEX: KEXINIT was not the first message",
+                ));
             }
             if self.role == Role::Server {
                 self.peer_ext_info = peer.kex.iter().any(|k| k == kex::EXT_INFO_C);
@@ -657,7 +729,9 @@ impl Connection {
             (Role::Server, num::KEX_ECDH_INIT) if kx.eph.is_none() && !kx.newkeys_sent => {
                 self.server_ecdh(payload)
             }
-            (Role::Client, num::KEX_ECDH_REPLY) if kx.eph.is_some() && kx.pending.is_none() && !kx.newkeys_sent => {
+            (Role::Client, num::KEX_ECDH_REPLY)
+                if kx.eph.is_some() && kx.pending.is_none() && !kx.newkeys_sent =>
+            {
                 self.client_ecdh(payload)
             }
             _ => Err(Error::Protocol("unexpected key exchange message")),
@@ -668,7 +742,10 @@ impl Connection {
         let init = msg::KexEcdhInit::decode(&payload)?;
         let kx = self.kex.as_mut().expect("kex");
         let n = kx.negotiated.clone().expect("negotiated");
-        let signer = self.signer.as_ref().ok_or(Error::Protocol("server without signer"))?;
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or(Error::Protocol("server without signer"))?;
         let key = signer
             .public_keys()
             .into_iter()
@@ -693,7 +770,14 @@ impl Connection {
         let sid = self.session_id.get_or_insert_with(|| h.clone()).clone();
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &n)?;
         kx.recv_keys = Some(c2s);
-        self.write_now(&msg::KexEcdhReply { host_key: k_s, q_s, signature }.encode())?;
+        self.write_now(
+            &msg::KexEcdhReply {
+                host_key: k_s,
+                q_s,
+                signature,
+            }
+            .encode(),
+        )?;
         self.send_newkeys(s2c)
     }
 
@@ -703,7 +787,9 @@ impl Connection {
         let n = kx.negotiated.clone().expect("negotiated");
         let key = PublicKey::from_blob(&reply.host_key)?;
         if !key.signature_algorithms().contains(&n.host_key.as_str()) {
-            return Err(Error::Protocol("host key does not match the negotiated algorithm"));
+            return Err(Error::Protocol(
+                "host key does not match the negotiated algorithm",
+            ));
         }
         let k = kx.eph.as_ref().expect("eph").agree(&reply.q_s)?;
         let q_c = kx.eph.as_ref().expect("eph").public()?;
@@ -720,7 +806,9 @@ impl Connection {
         )?;
         let alg = key.verify(&h, &reply.signature)?;
         if alg != n.host_key {
-            return Err(Error::Protocol("host key signature algorithm differs from the negotiated one"));
+            return Err(Error::Protocol(
+                "host key signature algorithm differs from the negotiated one",
+            ));
         }
         let sid = self.session_id.clone().unwrap_or_else(|| h.clone());
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &n)?;
@@ -786,8 +874,14 @@ impl Connection {
         if payload.len() != 1 {
             return Err(Error::TrailingData);
         }
-        let kx = self.kex.as_mut().ok_or(Error::Protocol("NEWKEYS outside key exchange"))?;
-        let keys = kx.recv_keys.take().ok_or(Error::Protocol("NEWKEYS before key exchange reply"))?;
+        let kx = self
+            .kex
+            .as_mut()
+            .ok_or(Error::Protocol("NEWKEYS outside key exchange"))?;
+        let keys = kx
+            .recv_keys
+            .take()
+            .ok_or(Error::Protocol("NEWKEYS before key exchange reply"))?;
         kx.newkeys_recv = true;
         self.reader.set_key(&keys)?;
         if self.strict_kex {
@@ -797,7 +891,10 @@ impl Connection {
     }
 
     fn finish_kex_if_done(&mut self) -> Result<()> {
-        let done = self.kex.as_ref().is_some_and(|k| k.newkeys_sent && k.newkeys_recv);
+        let done = self
+            .kex
+            .as_ref()
+            .is_some_and(|k| k.newkeys_sent && k.newkeys_recv);
         if !done {
             return Ok(());
         }
@@ -831,18 +928,7 @@ impl Connection {
     fn dispatch(&mut self, payload: Vec<u8>, _now: Instant) -> Result<()> {
         let n = payload[0];
         let seq = self.reader.seq.wrapping_sub(1);
-        // Strict KEX (Terrapin): during the first exchange only kex messages.
-        let in_first_kex = self.session_id.is_none() || self.kex.as_ref().is_some_and(|k| k.first);
-        if self.strict_kex || self.session_id.is_none() {
-            if in_first_kex && !matches!(n, num::KEXINIT | num::NEWKEYS | 30..=49 | num::DISCONNECT) {
-                if self.strict_kex || self.kex.as_ref().is_some_and(|k| k.peer_init.is_none()) {
-                    return Err(Error::Protocol("unexpected message during initial key exchange"));
-                }
-            }
-        }
-        if self.kex.as_ref().is_some_and(|k| k.first && k.peer_init.is_none()) && n != num::KEXINIT && n != num::DISCONNECT {
-            return Err(Error::Protocol("first message was not KEXINIT"));
-        }
+        self.check_allowed_during_kex(n)?;
         if self.authenticated && n >= 80 {
             self.recv_msgs += 1;
         }
@@ -877,7 +963,8 @@ impl Connection {
                     for (name, value) in e.0 {
                         if name == "server-sig-algs" {
                             let v = String::from_utf8_lossy(&value).to_string();
-                            self.server_sig_algs = Some(v.split(',').map(|s| s.to_string()).collect());
+                            self.server_sig_algs =
+                                Some(v.split(',').map(|s| s.to_string()).collect());
                         }
                     }
                 }
@@ -900,6 +987,41 @@ impl Connection {
                 self.send(p)
             }
         }
+    }
+
+    /// RFC 4253 §7.1 and OpenSSH's strict KEX (Terrapin): which messages a
+    /// peer may send while a key exchange runs.
+    fn check_allowed_during_kex(&self, n: u8) -> Result<()> {
+        let Some(kx) = &self.kex else {
+            return Ok(());
+        };
+        let generic = matches!(
+            n,
+            num::DISCONNECT | num::IGNORE | num::UNIMPLEMENTED | num::DEBUG
+        );
+        let kex_msg = matches!(n, num::KEXINIT | num::NEWKEYS | 30..=49);
+        if kx.peer_init.is_none() {
+            if kx.first && n != num::KEXINIT && n != num::DISCONNECT {
+                return Err(Error::Protocol("first message was not KEXINIT"));
+            }
+            // A rekey the peer has not seen yet: anything may still arrive.
+            return Ok(());
+        }
+        if kx.newkeys_recv {
+            return Ok(());
+        }
+        if kx.first && self.strict_kex {
+            if kex_msg || n == num::DISCONNECT {
+                return Ok(());
+            }
+            return Err(Error::Protocol(
+                "strict KEX: unexpected message during initial key exchange",
+            ));
+        }
+        if kex_msg || generic {
+            return Ok(());
+        }
+        Err(Error::Protocol("unexpected message during key exchange"))
     }
 
     // ----- user authentication ------------------------------------------
@@ -929,7 +1051,9 @@ impl Connection {
         match n {
             num::USERAUTH_REQUEST => {
                 if self.server_auth_pending {
-                    return Err(Error::Protocol("user-auth request while another is pending"));
+                    return Err(Error::Protocol(
+                        "user-auth request while another is pending",
+                    ));
                 }
                 let req = msg::UserauthRequest::decode(&payload)?;
                 if req.service != "ssh-connection" {
@@ -944,14 +1068,21 @@ impl Connection {
                 self.auth_user = Some(req.user.clone());
                 let attempt = match req.method {
                     AuthMethod::None => AuthAttempt::None,
-                    AuthMethod::Password { password, new_password } => {
+                    AuthMethod::Password {
+                        password,
+                        new_password,
+                    } => {
                         if new_password.is_some() {
                             AuthAttempt::Other("password-change".into())
                         } else {
                             AuthAttempt::Password(Zeroizing::new(password.to_string()))
                         }
                     }
-                    AuthMethod::PublicKey { algorithm, blob, signature } => {
+                    AuthMethod::PublicKey {
+                        algorithm,
+                        blob,
+                        signature,
+                    } => {
                         let Ok(key) = PublicKey::from_blob(&blob) else {
                             return self.auth_failure_auto();
                         };
@@ -962,9 +1093,17 @@ impl Connection {
                             None => AuthAttempt::PublicKeyQuery { algorithm, key },
                             Some(sig) => {
                                 let sid = self.session_id.clone().expect("session id");
-                                let data = msg::publickey_signed_data(&sid, &req.user, &req.service, &algorithm, &blob);
+                                let data = msg::publickey_signed_data(
+                                    &sid,
+                                    &req.user,
+                                    &req.service,
+                                    &algorithm,
+                                    &blob,
+                                );
                                 match key.verify(&data, &sig) {
-                                    Ok(a) if a == algorithm => AuthAttempt::PublicKey { algorithm, key },
+                                    Ok(a) if a == algorithm => {
+                                        AuthAttempt::PublicKey { algorithm, key }
+                                    }
                                     _ => return self.auth_failure_auto(),
                                 }
                             }
@@ -984,7 +1123,11 @@ impl Connection {
             }
             num::USERAUTH_INFO_RESPONSE => {
                 let r = msg::UserauthInfoResponse::decode(&payload)?;
-                let responses = r.responses.into_iter().map(|s| Zeroizing::new(s.to_string())).collect();
+                let responses = r
+                    .responses
+                    .into_iter()
+                    .map(|s| Zeroizing::new(s.to_string()))
+                    .collect();
                 self.events.push_back(Event::AuthInfoResponse(responses));
                 Ok(())
             }
@@ -994,7 +1137,13 @@ impl Connection {
 
     fn auth_failure_auto(&mut self) -> Result<()> {
         let methods = self.config.auth_methods.clone();
-        self.send(msg::UserauthFailure { methods, partial_success: false }.encode())
+        self.send(
+            msg::UserauthFailure {
+                methods,
+                partial_success: false,
+            }
+            .encode(),
+        )
     }
 
     fn expect_server_auth(&mut self) -> Result<()> {
@@ -1018,20 +1167,37 @@ impl Connection {
         self.expect_server_auth()?;
         self.server_auth_pending = false;
         let methods = methods.iter().map(|s| s.to_string()).collect();
-        self.send(msg::UserauthFailure { methods, partial_success: partial }.encode())
+        self.send(
+            msg::UserauthFailure {
+                methods,
+                partial_success: partial,
+            }
+            .encode(),
+        )
     }
 
     /// Server: the queried public key would be accepted (SSH_MSG_USERAUTH_PK_OK).
     pub fn auth_pk_ok(&mut self, algorithm: &str, key: &PublicKey) -> Result<()> {
         self.expect_server_auth()?;
         self.server_auth_pending = false;
-        self.send(msg::UserauthPkOk { algorithm: algorithm.to_string(), blob: key.to_blob() }.encode())
+        self.send(
+            msg::UserauthPkOk {
+                algorithm: algorithm.to_string(),
+                blob: key.to_blob(),
+            }
+            .encode(),
+        )
     }
 
     /// Server: sends keyboard-interactive prompts for the pending request;
     /// the answers arrive as [`Event::AuthInfoResponse`], after which the
     /// request is pending again for accept/reject/another info request.
-    pub fn auth_info_request(&mut self, name: &str, instruction: &str, prompts: &[(&str, bool)]) -> Result<()> {
+    pub fn auth_info_request(
+        &mut self,
+        name: &str,
+        instruction: &str,
+        prompts: &[(&str, bool)],
+    ) -> Result<()> {
         self.expect_server_auth()?;
         let m = msg::UserauthInfoRequest {
             name: name.to_string(),
@@ -1048,7 +1214,13 @@ impl Connection {
         if self.authenticated {
             return Ok(());
         }
-        self.send(msg::UserauthBanner { message: text.to_string(), language: String::new() }.encode())
+        self.send(
+            msg::UserauthBanner {
+                message: text.to_string(),
+                language: String::new(),
+            }
+            .encode(),
+        )
     }
 
     fn client_auth_message(&mut self, n: u8, payload: Vec<u8>) -> Result<()> {
@@ -1111,7 +1283,9 @@ impl Connection {
         if self.role != Role::Client || self.authenticated || !self.service_ok {
             return Err(Error::Protocol("user authentication not possible now"));
         }
-        if self.client_auth != ClientAuth::Idle && self.client_auth != ClientAuth::KeyboardInteractive {
+        if self.client_auth != ClientAuth::Idle
+            && self.client_auth != ClientAuth::KeyboardInteractive
+        {
             return Err(Error::Protocol("a user-auth request is already pending"));
         }
         self.auth_user = Some(user.to_string());
@@ -1138,7 +1312,12 @@ impl Connection {
     }
 
     /// Client: asks whether the server would accept `key` ([`Event::AuthPkOk`]).
-    pub fn auth_publickey_query(&mut self, user: &str, algorithm: &str, key: &PublicKey) -> Result<()> {
+    pub fn auth_publickey_query(
+        &mut self,
+        user: &str,
+        algorithm: &str,
+        key: &PublicKey,
+    ) -> Result<()> {
         let method = AuthMethod::PublicKey {
             algorithm: algorithm.to_string(),
             blob: key.to_blob(),
@@ -1148,14 +1327,34 @@ impl Connection {
     }
 
     /// Client: the bytes a public-key signature must cover (RFC 4252 §7).
-    pub fn publickey_sign_data(&self, user: &str, algorithm: &str, key: &PublicKey) -> Result<Vec<u8>> {
-        let sid = self.session_id.as_ref().ok_or(Error::Protocol("no session id yet"))?;
-        Ok(msg::publickey_signed_data(sid, user, "ssh-connection", algorithm, &key.to_blob()))
+    pub fn publickey_sign_data(
+        &self,
+        user: &str,
+        algorithm: &str,
+        key: &PublicKey,
+    ) -> Result<Vec<u8>> {
+        let sid = self
+            .session_id
+            .as_ref()
+            .ok_or(Error::Protocol("no session id yet"))?;
+        Ok(msg::publickey_signed_data(
+            sid,
+            user,
+            "ssh-connection",
+            algorithm,
+            &key.to_blob(),
+        ))
     }
 
     /// Client: public-key auth with a signature made over
     /// [`Self::publickey_sign_data`] (by a key file or an agent).
-    pub fn auth_publickey_signed(&mut self, user: &str, algorithm: &str, key: &PublicKey, signature: Vec<u8>) -> Result<()> {
+    pub fn auth_publickey_signed(
+        &mut self,
+        user: &str,
+        algorithm: &str,
+        key: &PublicKey,
+        signature: Vec<u8>,
+    ) -> Result<()> {
         let method = AuthMethod::PublicKey {
             algorithm: algorithm.to_string(),
             blob: key.to_blob(),
@@ -1197,7 +1396,9 @@ impl Connection {
 
 impl Connection {
     fn chan(&mut self, id: u32) -> Result<&mut Channel> {
-        self.channels.get_mut(&id).ok_or(Error::Protocol("no such channel"))
+        self.channels
+            .get_mut(&id)
+            .ok_or(Error::Protocol("no such channel"))
     }
 
     fn check_conn(&self) -> Result<()> {
@@ -1212,10 +1413,18 @@ impl Connection {
         if self.channels.len() >= self.config.max_channels {
             return Err(Error::TooLarge("channel count"));
         }
-        Ok((0u32..).find(|i| !self.channels.contains_key(i)).expect("free id"))
+        Ok((0u32..)
+            .find(|i| !self.channels.contains_key(i))
+            .expect("free id"))
     }
 
-    fn new_channel(&self, state: ChanState, remote_id: u32, remote_window: u32, remote_max_packet: u32) -> Channel {
+    fn new_channel(
+        &self,
+        state: ChanState,
+        remote_id: u32,
+        remote_window: u32,
+        remote_max_packet: u32,
+    ) -> Channel {
         Channel {
             state,
             remote_id,
@@ -1289,7 +1498,12 @@ impl Connection {
     }
 
     /// Sends a channel request; with `want_reply` an [`Event::ChannelReply`] follows.
-    pub fn channel_request(&mut self, id: u32, request: ChannelReq, want_reply: bool) -> Result<()> {
+    pub fn channel_request(
+        &mut self,
+        id: u32,
+        request: ChannelReq,
+        want_reply: bool,
+    ) -> Result<()> {
         self.check_conn()?;
         let ch = self.chan(id)?;
         if ch.state != ChanState::Open || ch.sent_close {
@@ -1329,7 +1543,9 @@ impl Connection {
     /// How many bytes [`Self::send_data`] would take now.
     pub fn send_window(&self, id: u32) -> usize {
         match self.channels.get(&id) {
-            Some(ch) if ch.state == ChanState::Open && !ch.sent_eof && !ch.sent_close => ch.remote_window as usize,
+            Some(ch) if ch.state == ChanState::Open && !ch.sent_eof && !ch.sent_close => {
+                ch.remote_window as usize
+            }
             _ => 0,
         }
     }
@@ -1438,7 +1654,11 @@ impl Connection {
     }
 
     fn reap(&mut self, id: u32) {
-        if self.channels.get(&id).is_some_and(|c| c.sent_close && c.recv_close) {
+        if self
+            .channels
+            .get(&id)
+            .is_some_and(|c| c.sent_close && c.recv_close)
+        {
             self.channels.remove(&id);
             self.events.push_back(Event::Closed { id });
         }
@@ -1450,7 +1670,13 @@ impl Connection {
         if want_reply {
             self.global_replies_owed_to_us += 1;
         }
-        self.send(msg::GlobalRequest { want_reply, request }.encode())
+        self.send(
+            msg::GlobalRequest {
+                want_reply,
+                request,
+            }
+            .encode(),
+        )
     }
 
     /// Answers the oldest global request that wanted a reply.
@@ -1535,7 +1761,8 @@ impl Connection {
                 ch.remote_id = m.sender;
                 ch.remote_window = m.initial_window;
                 ch.remote_max_packet = m.max_packet;
-                self.events.push_back(Event::ChannelOpened { id: m.recipient });
+                self.events
+                    .push_back(Event::ChannelOpened { id: m.recipient });
                 Ok(())
             }
             num::CHANNEL_OPEN_FAILURE => {
@@ -1596,11 +1823,15 @@ impl Connection {
             num::GLOBAL_REQUEST => {
                 let m = msg::GlobalRequest::decode(&payload)?;
                 match m.request {
-                    GlobalReq::Keepalive | GlobalReq::HostKeys(_) | GlobalReq::Other { .. } if m.want_reply => {
+                    GlobalReq::Keepalive | GlobalReq::HostKeys(_) | GlobalReq::Other { .. }
+                        if m.want_reply =>
+                    {
                         // Unknown or informational: refuse, as OpenSSH does.
                         self.send(msg::RequestFailure.encode())
                     }
-                    GlobalReq::Keepalive | GlobalReq::HostKeys(_) | GlobalReq::Other { .. } => Ok(()),
+                    GlobalReq::Keepalive | GlobalReq::HostKeys(_) | GlobalReq::Other { .. } => {
+                        Ok(())
+                    }
                     GlobalReq::NoMoreSessions => {
                         self.no_more_sessions = true;
                         Ok(())
@@ -1646,7 +1877,9 @@ impl Connection {
             return Err(Error::Protocol("data on a channel not open for data"));
         }
         if data.len() > max_packet || data.len() > ch.local_window as usize {
-            return Err(Error::Protocol("peer sent more data than the window allows"));
+            return Err(Error::Protocol(
+                "peer sent more data than the window allows",
+            ));
         }
         ch.local_window -= data.len() as u32;
         if ch.sent_close {
@@ -1673,17 +1906,35 @@ impl Connection {
         };
         let session = matches!(m.kind, ChannelKind::Session);
         if session && (self.role == Role::Client || self.no_more_sessions) {
-            return refuse(self, msg::open_failure::ADMINISTRATIVELY_PROHIBITED, "session channels not allowed");
+            return refuse(
+                self,
+                msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "session channels not allowed",
+            );
         }
         if m.max_packet == 0 {
-            return refuse(self, msg::open_failure::ADMINISTRATIVELY_PROHIBITED, "zero maximum packet size");
+            return refuse(
+                self,
+                msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "zero maximum packet size",
+            );
         }
         let Ok(id) = self.alloc_id() else {
-            return refuse(self, msg::open_failure::RESOURCE_SHORTAGE, "too many channels");
+            return refuse(
+                self,
+                msg::open_failure::RESOURCE_SHORTAGE,
+                "too many channels",
+            );
         };
-        let ch = self.new_channel(ChanState::PeerOpening, m.sender, m.initial_window, m.max_packet);
+        let ch = self.new_channel(
+            ChanState::PeerOpening,
+            m.sender,
+            m.initial_window,
+            m.max_packet,
+        );
         self.channels.insert(id, ch);
-        self.events.push_back(Event::ChannelOpenRequest { id, kind: m.kind });
+        self.events
+            .push_back(Event::ChannelOpenRequest { id, kind: m.kind });
         Ok(())
     }
 }
@@ -1789,8 +2040,13 @@ impl Connection {
     /// Rebuilds a connection from [`Self::export`]'s output. The input is
     /// treated as hostile: decoded strictly and checked for consistency.
     /// A server needs its host-key signer again for later rekeys.
-    pub fn import(bytes: &[u8], signer: Option<Box<dyn HostKeySigner>>, now: Instant) -> Result<Self> {
-        let s: Snapshot = postcard::from_bytes(bytes).map_err(|_| Error::State("undecodable state"))?;
+    pub fn import(
+        bytes: &[u8],
+        signer: Option<Box<dyn HostKeySigner>>,
+        now: Instant,
+    ) -> Result<Self> {
+        let s: Snapshot =
+            postcard::from_bytes(bytes).map_err(|_| Error::State("undecodable state"))?;
         if s.version != SNAPSHOT_VERSION {
             return Err(Error::State("unknown state version"));
         }
@@ -1813,7 +2069,9 @@ impl Connection {
             return Err(Error::State("inconsistent transport state"));
         }
         if (s.role == Role::Server) != signer.is_some() {
-            return Err(Error::State("a server needs a host-key signer, a client none"));
+            return Err(Error::State(
+                "a server needs a host-key signer, a client none",
+            ));
         }
         let mut writer = PacketWriter::new(&s.writer, s.writer_seq)?;
         writer.bytes = s.writer_bytes;
@@ -1857,3 +2115,7 @@ impl Connection {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "conn_fuzz.rs"]
+mod fuzz_tests;

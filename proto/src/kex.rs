@@ -47,7 +47,12 @@ fn first_match(client: &[String], server: &[String], what: &'static str) -> Resu
 
 /// RFC 4253 §7.1: for each category the first client algorithm the server supports.
 pub fn negotiate(client: &KexInit, server: &KexInit) -> Result<Negotiated> {
-    let methods: Vec<String> = client.kex.iter().filter(|n| !is_pseudo(n)).cloned().collect();
+    let methods: Vec<String> = client
+        .kex
+        .iter()
+        .filter(|n| !is_pseudo(n))
+        .cloned()
+        .collect();
     let kex = first_match(&methods, &server.kex, "key exchange method")?;
     let host_key = first_match(&client.host_key, &server.host_key, "host key algorithm")?;
     let cipher_c2s = first_match(&client.cipher_c2s, &server.cipher_c2s, "cipher")?;
@@ -140,7 +145,13 @@ pub fn exchange_hash(
 }
 
 /// RFC 4253 §7.2 key derivation of `len` bytes with letter `x`.
-pub fn derive(k: &[u8], h: &[u8], x: u8, session_id: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+pub fn derive(
+    k: &[u8],
+    h: &[u8],
+    x: u8,
+    session_id: &[u8],
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
     let mut kenc = Zeroizing::new(Vec::new());
     kenc.put_mpint(k);
     let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
@@ -169,7 +180,12 @@ pub fn derive_keys(
     session_id: &[u8],
     n: &Negotiated,
 ) -> Result<(KeyMaterial, KeyMaterial)> {
-    let one = |cipher_name: &str, mac_name: &str, iv_x: u8, key_x: u8, mac_x: u8| -> Result<KeyMaterial> {
+    let one = |cipher_name: &str,
+               mac_name: &str,
+               iv_x: u8,
+               key_x: u8,
+               mac_x: u8|
+     -> Result<KeyMaterial> {
         let c = cipher::cipher(cipher_name)?;
         let (mac, mac_len) = if mac_name.is_empty() {
             (String::new(), 0)
@@ -214,7 +230,9 @@ mod tests {
             hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
         );
         let k = e
-            .agree(&hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"))
+            .agree(&hex(
+                "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
+            ))
             .unwrap();
         assert_eq!(
             &k[..],
@@ -234,8 +252,13 @@ mod tests {
         let out = derive(&k, &h, b'C', &sid, 64).unwrap();
         let mut kenc = Vec::new();
         kenc.put_mpint(&k);
-        let k1 = openssl::hash::hash(MessageDigest::sha256(), &[&kenc[..], &h, b"C", &sid].concat()).unwrap();
-        let k2 = openssl::hash::hash(MessageDigest::sha256(), &[&kenc[..], &h, &k1].concat()).unwrap();
+        let k1 = openssl::hash::hash(
+            MessageDigest::sha256(),
+            &[&kenc[..], &h, b"C", &sid].concat(),
+        )
+        .unwrap();
+        let k2 =
+            openssl::hash::hash(MessageDigest::sha256(), &[&kenc[..], &h, &k1].concat()).unwrap();
         assert_eq!(&out[..32], &k1[..]);
         assert_eq!(&out[32..], &k2[..]);
     }

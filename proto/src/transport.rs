@@ -44,12 +44,15 @@ pub fn scan_version(buf: &[u8], allow_preamble: bool, seen: &mut usize) -> Resul
                 return Err(Error::TooLarge("version line"));
             }
             if !(line.starts_with(b"SSH-2.0-") || line.starts_with(b"SSH-1.99-")) {
-                return Err(Error::Protocol("peer does not speak SSH protocol version 2"));
+                return Err(Error::Protocol(
+                    "peer does not speak SSH protocol version 2",
+                ));
             }
             if line.iter().any(|&c| !(0x20..0x7f).contains(&c)) {
                 return Err(Error::Malformed("version line"));
             }
-            let v = String::from_utf8(line.to_vec()).map_err(|_| Error::Malformed("version line"))?;
+            let v =
+                String::from_utf8(line.to_vec()).map_err(|_| Error::Malformed("version line"))?;
             return Ok(VersionScan::Done(v, pos + nl + 1));
         }
         if !allow_preamble {
@@ -102,7 +105,11 @@ impl PacketWriter {
     /// Frames, pads, seals `payload` and appends the packet to `out`.
     pub fn write(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let bs = self.key.block_size().max(8);
-        let aad = if self.key.length_outside_blocks() { 4 } else { 0 };
+        let aad = if self.key.length_outside_blocks() {
+            4
+        } else {
+            0
+        };
         let unpadded = 4 + 1 + payload.len() - aad;
         let mut pad = bs - unpadded % bs;
         if pad < 4 {
@@ -175,9 +182,15 @@ impl PacketReader {
         if !(5..=MAX_PACKET_LEN).contains(&len) {
             return Err(Error::TooLarge("packet length"));
         }
-        let aligned = if self.key.length_outside_blocks() { len } else { len + 4 };
+        let aligned = if self.key.length_outside_blocks() {
+            len
+        } else {
+            len + 4
+        };
         if aligned % bs != 0 {
-            return Err(Error::Malformed("packet length not a multiple of the block size"));
+            return Err(Error::Malformed(
+                "packet length not a multiple of the block size",
+            ));
         }
         let tag_len = self.key.tag_len();
         let total = 4 + len + tag_len;
@@ -232,7 +245,10 @@ mod tests {
         let mut seen = 0;
         assert!(scan_version(b"SSH-1.5-old\r\n", true, &mut seen).is_err());
         let mut seen = 0;
-        assert!(matches!(scan_version(b"SSH-2.0-", true, &mut seen), Ok(VersionScan::More)));
+        assert!(matches!(
+            scan_version(b"SSH-2.0-", true, &mut seen),
+            Ok(VersionScan::More)
+        ));
         let long = vec![b'a'; 300];
         let mut seen = 0;
         assert!(scan_version(&long, false, &mut seen).is_err());

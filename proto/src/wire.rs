@@ -151,7 +151,8 @@ impl Put for Vec<u8> {
         self.extend_from_slice(v)
     }
     fn put_name_list(&mut self, names: &[&str]) {
-        let len: usize = names.iter().map(|n| n.len()).sum::<usize>() + names.len().saturating_sub(1);
+        let len: usize =
+            names.iter().map(|n| n.len()).sum::<usize>() + names.len().saturating_sub(1);
         self.put_u32(len as u32);
         for (i, n) in names.iter().enumerate() {
             if i > 0 {
@@ -161,7 +162,10 @@ impl Put for Vec<u8> {
         }
     }
     fn put_mpint(&mut self, magnitude: &[u8]) {
-        let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len());
+        let start = magnitude
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(magnitude.len());
         let m = &magnitude[start..];
         if m.first().is_some_and(|&b| b & 0x80 != 0) {
             self.put_u32(m.len() as u32 + 1);

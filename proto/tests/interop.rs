@@ -21,9 +21,14 @@ const CIPHERS: &[(&str, &str)] = &[
 
 /// Pumps a connection over a blocking socket, handing each event to `on`,
 /// until `on` returns true or the deadline passes.
-fn drive(conn: &mut Connection, sock: &mut TcpStream, mut on: impl FnMut(&mut Connection, Event) -> bool) {
+fn drive(
+    conn: &mut Connection,
+    sock: &mut TcpStream,
+    mut on: impl FnMut(&mut Connection, Event) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = vec![0u8; 65536];
     loop {
         let out = conn.take_output();
@@ -46,7 +51,9 @@ fn drive(conn: &mut Connection, sock: &mut TcpStream, mut on: impl FnMut(&mut Co
         match sock.read(&mut buf) {
             Ok(0) => panic!("peer closed the connection"),
             Ok(n) => conn.handle_input(&buf[..n], Instant::now()).unwrap(),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => panic!("read: {e}"),
         }
     }
@@ -60,10 +67,23 @@ struct ExecResult {
 }
 
 /// Runs `command` through proto's client against the server at `port`.
-fn client_exec(port: u16, cfg: Config, user: &str, key: &PrivateKey, host_key: &PublicKey, command: &str, rekey_midway: bool) -> ExecResult {
+fn client_exec(
+    port: u16,
+    cfg: Config,
+    user: &str,
+    key: &PrivateKey,
+    host_key: &PublicKey,
+    command: &str,
+    rekey_midway: bool,
+) -> ExecResult {
     let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut conn = Connection::client(cfg, Instant::now()).unwrap();
-    let mut r = ExecResult { stdout: Vec::new(), stderr: Vec::new(), status: None, rekeys: 0 };
+    let mut r = ExecResult {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        status: None,
+        rekeys: 0,
+    };
     let mut chan = None;
     let mut asked_rekey = false;
     drive(&mut conn, &mut sock, |c, e| {
@@ -78,7 +98,9 @@ fn client_exec(port: u16, cfg: Config, user: &str, key: &PrivateKey, host_key: &
             }
             Event::AuthFailure { methods, .. } => panic!("auth failed; can continue: {methods:?}"),
             Event::AuthSuccess => chan = Some(c.open_channel(ChannelKind::Session).unwrap()),
-            Event::ChannelOpened { id } => c.channel_request(id, ChannelReq::Exec(command.as_bytes().to_vec()), true).unwrap(),
+            Event::ChannelOpened { id } => c
+                .channel_request(id, ChannelReq::Exec(command.as_bytes().to_vec()), true)
+                .unwrap(),
             Event::ChannelReply { success, .. } => assert!(success, "exec refused"),
             Event::Data { id, data } => {
                 r.stdout.extend_from_slice(&data);
@@ -92,7 +114,10 @@ fn client_exec(port: u16, cfg: Config, user: &str, key: &PrivateKey, host_key: &
                 r.stderr.extend_from_slice(&data);
                 c.consume(id, data.len()).unwrap();
             }
-            Event::ChannelRequest { request: ChannelReq::ExitStatus(s), .. } => r.status = Some(s),
+            Event::ChannelRequest {
+                request: ChannelReq::ExitStatus(s),
+                ..
+            } => r.status = Some(s),
             Event::KexDone { first: false, .. } => r.rekeys += 1,
             Event::Eof { id } => c.send_eof(id).unwrap(),
             Event::Closed { id } => {
@@ -119,35 +144,77 @@ fn proto_client_against_stock_sshd_every_cipher() {
         let (key_path, pub_line) = ssh_keygen(dir.path(), kind, "");
         user.authorize_key(&pub_line);
         let key = PrivateKey::from_openssh_pem(&std::fs::read(&key_path).unwrap()).unwrap();
-        assert_eq!(key.public_key(), PublicKey::from_openssh(&pub_line).unwrap().0);
+        assert_eq!(
+            key.public_key(),
+            PublicKey::from_openssh(&pub_line).unwrap().0
+        );
     }
     let sshd = Sshd::start("");
     let (host_key, _) = PublicKey::from_openssh(&sshd.host_key_pub("ed25519")).unwrap();
-    let key = PrivateKey::from_openssh_pem(&std::fs::read(dir.path().join("id_ed25519")).unwrap()).unwrap();
+    let key = PrivateKey::from_openssh_pem(&std::fs::read(dir.path().join("id_ed25519")).unwrap())
+        .unwrap();
     for (cipher, mac) in CIPHERS {
-        let mut cfg = Config::default();
-        cfg.ciphers = vec![cipher.to_string()];
+        let mut cfg = Config {
+            ciphers: vec![cipher.to_string()],
+            ..Default::default()
+        };
         if !mac.is_empty() {
             cfg.macs = vec![mac.to_string()];
         }
-        let r = client_exec(sshd.port(), cfg, &user.name, &key, &host_key, "echo hello; echo oops >&2; exit 7", false);
-        assert_eq!(r.stdout, b"hello\n", "{cipher}: stdout; sshd log:\n{}", sshd.log());
+        let r = client_exec(
+            sshd.port(),
+            cfg,
+            &user.name,
+            &key,
+            &host_key,
+            "echo hello; echo oops >&2; exit 7",
+            false,
+        );
+        assert_eq!(
+            r.stdout,
+            b"hello\n",
+            "{cipher}: stdout; sshd log:\n{}",
+            sshd.log()
+        );
         assert_eq!(r.stderr, b"oops\n", "{cipher}");
         assert_eq!(r.status, Some(7), "{cipher}");
     }
     // Each user key type and RSA's two signature algorithms, and host keys of each type.
-    for (kind, host_alg) in [("rsa", "rsa-sha2-512"), ("rsa", "rsa-sha2-256"), ("ecdsa", "ecdsa-sha2-nistp256")] {
-        let key = PrivateKey::from_openssh_pem(&std::fs::read(dir.path().join(format!("id_{kind}"))).unwrap()).unwrap();
+    for (kind, host_alg) in [
+        ("rsa", "rsa-sha2-512"),
+        ("rsa", "rsa-sha2-256"),
+        ("ecdsa", "ecdsa-sha2-nistp256"),
+    ] {
+        let key = PrivateKey::from_openssh_pem(
+            &std::fs::read(dir.path().join(format!("id_{kind}"))).unwrap(),
+        )
+        .unwrap();
         let (hk, _) = PublicKey::from_openssh(&sshd.host_key_pub(kind)).unwrap();
-        let mut cfg = Config::default();
-        cfg.host_key_algs = vec![host_alg.to_string()];
+        let cfg = Config {
+            host_key_algs: vec![host_alg.to_string()],
+            ..Default::default()
+        };
         let r = client_exec(sshd.port(), cfg, &user.name, &key, &hk, "id -un", false);
-        assert_eq!(r.stdout, format!("{}\n", user.name).as_bytes(), "{kind}/{host_alg}");
+        assert_eq!(
+            r.stdout,
+            format!("{}\n", user.name).as_bytes(),
+            "{kind}/{host_alg}"
+        );
     }
     // Bulk data with rekeys started by byte count (client side) and on demand.
-    let mut cfg = Config::default();
-    cfg.rekey_bytes = 4 << 20;
-    let r = client_exec(sshd.port(), cfg, &user.name, &key, &host_key, "head -c 20000000 /dev/zero", true);
+    let cfg = Config {
+        rekey_bytes: 4 << 20,
+        ..Default::default()
+    };
+    let r = client_exec(
+        sshd.port(),
+        cfg,
+        &user.name,
+        &key,
+        &host_key,
+        "head -c 20000000 /dev/zero",
+        true,
+    );
     assert_eq!(r.stdout.len(), 20_000_000);
     assert!(r.stdout.iter().all(|&b| b == 0));
     assert!(r.rekeys >= 4, "expected several rekeys, saw {}", r.rekeys);
@@ -156,20 +223,36 @@ fn proto_client_against_stock_sshd_every_cipher() {
 
 /// A one-connection server on proto's server role that runs exec requests
 /// with `sh -c` and accepts exactly `allowed`.
-fn serve_one(listener: TcpListener, host: PrivateKey, allowed: PublicKey) -> std::thread::JoinHandle<()> {
+fn serve_one(
+    listener: TcpListener,
+    host: PrivateKey,
+    allowed: PublicKey,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().unwrap();
-        let mut conn = Connection::server(Config::default(), Box::new(vec![host]), Instant::now()).unwrap();
+        let mut conn =
+            Connection::server(Config::default(), Box::new(vec![host]), Instant::now()).unwrap();
         drive(&mut conn, &mut sock, |c, e| {
             match e {
-                Event::AuthRequest { attempt: AuthAttempt::PublicKeyQuery { algorithm, key }, .. } if key == allowed => {
-                    c.auth_pk_ok(&algorithm, &key).unwrap()
-                }
-                Event::AuthRequest { attempt: AuthAttempt::PublicKey { key, .. }, .. } if key == allowed => c.auth_accept().unwrap(),
+                Event::AuthRequest {
+                    attempt: AuthAttempt::PublicKeyQuery { algorithm, key },
+                    ..
+                } if key == allowed => c.auth_pk_ok(&algorithm, &key).unwrap(),
+                Event::AuthRequest {
+                    attempt: AuthAttempt::PublicKey { key, .. },
+                    ..
+                } if key == allowed => c.auth_accept().unwrap(),
                 Event::AuthRequest { .. } => c.auth_reject(&["publickey"], false).unwrap(),
-                Event::ChannelOpenRequest { id, kind: ChannelKind::Session } => c.accept_channel(id).unwrap(),
+                Event::ChannelOpenRequest {
+                    id,
+                    kind: ChannelKind::Session,
+                } => c.accept_channel(id).unwrap(),
                 Event::ChannelOpenRequest { id, .. } => c.reject_channel(id, 1, "no").unwrap(),
-                Event::ChannelRequest { id, want_reply, request: ChannelReq::Exec(cmd) } => {
+                Event::ChannelRequest {
+                    id,
+                    want_reply,
+                    request: ChannelReq::Exec(cmd),
+                } => {
                     if want_reply {
                         c.channel_reply(id, true).unwrap();
                     }
@@ -181,13 +264,21 @@ fn serve_one(listener: TcpListener, host: PrivateKey, allowed: PublicKey) -> std
                         .unwrap();
                     // Small outputs here: the window is never exceeded.
                     assert_eq!(c.send_data(id, &out.stdout).unwrap(), out.stdout.len());
-                    assert_eq!(c.send_extended_data(id, 1, &out.stderr).unwrap(), out.stderr.len());
+                    assert_eq!(
+                        c.send_extended_data(id, 1, &out.stderr).unwrap(),
+                        out.stderr.len()
+                    );
                     let code = out.status.code().unwrap_or(255) as u32;
-                    c.channel_request(id, ChannelReq::ExitStatus(code), false).unwrap();
+                    c.channel_request(id, ChannelReq::ExitStatus(code), false)
+                        .unwrap();
                     c.send_eof(id).unwrap();
                     c.close_channel(id).unwrap();
                 }
-                Event::ChannelRequest { id, want_reply: true, .. } => c.channel_reply(id, false).unwrap(),
+                Event::ChannelRequest {
+                    id,
+                    want_reply: true,
+                    ..
+                } => c.channel_reply(id, false).unwrap(),
                 Event::Closed { .. } => return true,
                 Event::Disconnected { .. } => return true,
                 _ => {}
@@ -213,18 +304,43 @@ fn stock_ssh_against_proto_server_every_cipher() {
             let port = listener.local_addr().unwrap().port();
             let host = PrivateKey::generate(host_kind).unwrap();
             let known = dir.path().join("known_hosts");
-            std::fs::write(&known, format!("[127.0.0.1]:{port} {}\n", host.public_key().to_openssh(""))).unwrap();
+            std::fs::write(
+                &known,
+                format!("[127.0.0.1]:{port} {}\n", host.public_key().to_openssh("")),
+            )
+            .unwrap();
             let server = serve_one(listener, host, allowed.clone());
             let mut cmd = Command::new("ssh");
-            cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-                .arg("-o")
-                .arg(format!("UserKnownHostsFile={}", known.display()))
-                .args(["-o", &format!("HostKeyAlgorithms={host_alg}"), "-o", "IdentitiesOnly=yes"])
-                .arg("-i")
-                .arg(&key_path)
-                .args(["-c", cipher])
-                .args(if mac.is_empty() { vec![] } else { vec!["-m", mac] })
-                .args(["-p", &port.to_string(), "tester@127.0.0.1", "echo out; echo err >&2; exit 5"]);
+            cmd.args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known.display()))
+            .args([
+                "-o",
+                &format!("HostKeyAlgorithms={host_alg}"),
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-i")
+            .arg(&key_path)
+            .args(["-c", cipher])
+            .args(if mac.is_empty() {
+                vec![]
+            } else {
+                vec!["-m", mac]
+            })
+            .args([
+                "-p",
+                &port.to_string(),
+                "tester@127.0.0.1",
+                "echo out; echo err >&2; exit 5",
+            ]);
             let out = cmd.output().unwrap();
             server.join().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -85,18 +85,35 @@ impl Pair {
         let cid = self.c.open_channel(ChannelKind::Session).unwrap();
         self.pump();
         let sid = match self.se.pop() {
-            Some(Event::ChannelOpenRequest { id, kind: ChannelKind::Session }) => id,
+            Some(Event::ChannelOpenRequest {
+                id,
+                kind: ChannelKind::Session,
+            }) => id,
             other => panic!("unexpected {other:?}"),
         };
         self.s.accept_channel(sid).unwrap();
         self.pump();
         assert_eq!(self.ce.pop(), Some(Event::ChannelOpened { id: cid }));
-        self.c.channel_request(cid, ChannelReq::Exec(b"cat".to_vec()), true).unwrap();
+        self.c
+            .channel_request(cid, ChannelReq::Exec(b"cat".to_vec()), true)
+            .unwrap();
         self.pump();
-        assert!(matches!(self.se.pop(), Some(Event::ChannelRequest { want_reply: true, .. })));
+        assert!(matches!(
+            self.se.pop(),
+            Some(Event::ChannelRequest {
+                want_reply: true,
+                ..
+            })
+        ));
         self.s.channel_reply(sid, true).unwrap();
         self.pump();
-        assert_eq!(self.ce.pop(), Some(Event::ChannelReply { id: cid, success: true }));
+        assert_eq!(
+            self.ce.pop(),
+            Some(Event::ChannelReply {
+                id: cid,
+                success: true
+            })
+        );
         (cid, sid)
     }
 }
@@ -111,14 +128,22 @@ fn cfg(cipher: &str) -> Config {
 
 /// Sends `total` bytes from server to client through the channel, consuming
 /// on the client side; returns what arrived. Calls `mid` once halfway.
-fn transfer(p: &mut Pair, cid: u32, sid: u32, total: usize, mut mid: impl FnMut(&mut Pair)) -> Vec<u8> {
+fn transfer(
+    p: &mut Pair,
+    cid: u32,
+    sid: u32,
+    total: usize,
+    mut mid: impl FnMut(&mut Pair),
+) -> Vec<u8> {
     let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
     let mut sent = 0;
     let mut got = Vec::new();
     let mut did_mid = false;
     while got.len() < total {
         if sent < total {
-            sent += p.s.send_data(sid, &data[sent..(sent + 100_000).min(total)]).unwrap();
+            sent +=
+                p.s.send_data(sid, &data[sent..(sent + 100_000).min(total)])
+                    .unwrap();
         }
         if !did_mid && got.len() > total / 2 {
             // Called with packets still unsent in the server's output.
@@ -136,7 +161,12 @@ fn transfer(p: &mut Pair, cid: u32, sid: u32, total: usize, mut mid: impl FnMut(
         p.se.clear();
     }
     assert!(did_mid || total == 0);
-    assert!(got == data, "stream corrupted ({} of {} bytes)", got.len(), data.len());
+    assert!(
+        got == data,
+        "stream corrupted ({} of {} bytes)",
+        got.len(),
+        data.len()
+    );
     got
 }
 
@@ -151,14 +181,21 @@ fn every_cipher_kex_auth_and_data() {
         "aes128-ctr",
         "aes256-ctr",
     ] {
-        for mac in ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"] {
+        for mac in [
+            "hmac-sha2-256-etm@openssh.com",
+            "hmac-sha2-512-etm@openssh.com",
+        ] {
             let mut c = cfg(cipher);
             c.macs = vec![mac.to_string()];
-            let host = PrivateKey::from_openssh_pem(host.to_openssh_pem("h").unwrap().as_bytes()).unwrap();
+            let host =
+                PrivateKey::from_openssh_pem(host.to_openssh_pem("h").unwrap().as_bytes()).unwrap();
             let mut p = Pair::new(c, cfg(""), vec![host]);
             p.auth_with_key(&user, "ssh-ed25519");
             match p.ce.iter().find(|e| matches!(e, Event::KexDone { .. })) {
-                Some(Event::KexDone { first: true, algorithms }) => {
+                Some(Event::KexDone {
+                    first: true,
+                    algorithms,
+                }) => {
                     assert_eq!(algorithms.cipher_c2s, cipher);
                     assert_eq!(algorithms.cipher_s2c, cipher);
                 }
@@ -215,7 +252,10 @@ fn rekeys_during_transfer_and_state_moves_mid_transfer() {
     // Client-initiated and server-initiated rekeys both work after the move.
     p.c.rekey().unwrap();
     p.pump();
-    assert!(p.ce.iter().any(|e| matches!(e, Event::KexDone { first: false, .. })));
+    assert!(p
+        .ce
+        .iter()
+        .any(|e| matches!(e, Event::KexDone { first: false, .. })));
     p.s.rekey().unwrap();
     p.pump();
     // Time-based rekey.
@@ -224,7 +264,10 @@ fn rekeys_during_transfer_and_state_moves_mid_transfer() {
     assert!(before <= p.now);
     p.c.handle_timeout(p.now).unwrap();
     p.pump();
-    assert!(p.ce.iter().any(|e| matches!(e, Event::KexDone { first: false, .. })));
+    assert!(p
+        .ce
+        .iter()
+        .any(|e| matches!(e, Event::KexDone { first: false, .. })));
 }
 
 #[test]
@@ -234,8 +277,15 @@ fn password_and_keyboard_interactive() {
     p.pump();
     p.c.auth_none("bob").unwrap();
     p.pump();
-    assert!(matches!(p.se.pop(), Some(Event::AuthRequest { attempt: AuthAttempt::None, .. })));
-    p.s.auth_reject(&["password", "keyboard-interactive"], false).unwrap();
+    assert!(matches!(
+        p.se.pop(),
+        Some(Event::AuthRequest {
+            attempt: AuthAttempt::None,
+            ..
+        })
+    ));
+    p.s.auth_reject(&["password", "keyboard-interactive"], false)
+        .unwrap();
     p.pump();
     assert_eq!(
         p.ce.pop(),
@@ -247,18 +297,30 @@ fn password_and_keyboard_interactive() {
     p.c.auth_password("bob", "wrong").unwrap();
     p.pump();
     match p.se.pop() {
-        Some(Event::AuthRequest { attempt: AuthAttempt::Password(pw), .. }) => assert_eq!(pw.as_str(), "wrong"),
+        Some(Event::AuthRequest {
+            attempt: AuthAttempt::Password(pw),
+            ..
+        }) => assert_eq!(pw.as_str(), "wrong"),
         other => panic!("{other:?}"),
     }
     p.s.auth_reject(&["keyboard-interactive"], false).unwrap();
     p.pump();
     p.c.auth_keyboard_interactive("bob").unwrap();
     p.pump();
-    assert!(matches!(p.se.pop(), Some(Event::AuthRequest { attempt: AuthAttempt::KeyboardInteractive { .. }, .. })));
-    p.s.auth_info_request("", "", &[("Password: ", false)]).unwrap();
+    assert!(matches!(
+        p.se.pop(),
+        Some(Event::AuthRequest {
+            attempt: AuthAttempt::KeyboardInteractive { .. },
+            ..
+        })
+    ));
+    p.s.auth_info_request("", "", &[("Password: ", false)])
+        .unwrap();
     p.pump();
     match p.ce.pop() {
-        Some(Event::AuthInfoRequest { prompts, .. }) => assert_eq!(prompts, vec![("Password: ".to_string(), false)]),
+        Some(Event::AuthInfoRequest { prompts, .. }) => {
+            assert_eq!(prompts, vec![("Password: ".to_string(), false)])
+        }
         other => panic!("{other:?}"),
     }
     p.c.auth_info_response(&["secret"]).unwrap();
@@ -282,7 +344,8 @@ fn bad_signature_is_refused_by_the_engine() {
     let mut sig = user.sign("ssh-ed25519", b"not the session").unwrap();
     let n = sig.len();
     sig[n - 1] ^= 1;
-    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key(), sig).unwrap();
+    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key(), sig)
+        .unwrap();
     p.pump();
     assert!(p.se.iter().all(|e| !matches!(e, Event::AuthRequest { .. })));
     assert!(matches!(p.ce.pop(), Some(Event::AuthFailure { .. })));
@@ -301,20 +364,20 @@ fn window_flow_control_and_close() {
     assert_eq!(n, Config::default().window as usize);
     p.pump();
     assert_eq!(p.s.send_window(sid), 0);
-    let got: usize = p
-        .ce
-        .drain(..)
-        .map(|e| match e {
-            Event::Data { data, .. } => data.len(),
-            _ => 0,
-        })
-        .sum();
+    let got: usize =
+        p.ce.drain(..)
+            .map(|e| match e {
+                Event::Data { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum();
     assert_eq!(got, n);
     p.c.consume(cid, got).unwrap();
     p.pump();
     assert!(p.se.contains(&Event::Writable { id: sid }));
     assert!(p.s.send_window(sid) > 0);
-    p.s.channel_request(sid, ChannelReq::ExitStatus(3), false).unwrap();
+    p.s.channel_request(sid, ChannelReq::ExitStatus(3), false)
+        .unwrap();
     p.s.send_eof(sid).unwrap();
     p.s.close_channel(sid).unwrap();
     p.pump();

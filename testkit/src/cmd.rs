@@ -98,9 +98,10 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Runs `cmd` with stdin from `/dev/null`, capturing stdout and stderr.
 ///
-/// The child runs in its own process group. If it has not exited after `timeout`, the
-/// whole group is killed with SIGKILL and this function panics, printing what the child
-/// wrote so far: a hung child fails its test instead of hanging the suite. If the child
+/// The child runs in its own process group. If it has not exited after `timeout`, it,
+/// its process group and all its descendants are killed with SIGKILL and this function
+/// panics, printing what the child wrote so far: a hung child fails its test instead of
+/// hanging the suite. If the child
 /// exits but something it started keeps the output pipes open for more than a few
 /// seconds, that process group is killed too.
 pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
@@ -134,31 +135,11 @@ fn run_inner(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Outp
         });
     }
     let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
-    let readers: [(bool, Option<Box<dyn Read + Send>>); 2] = [
-        (
-            true,
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-        (
-            false,
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-    ];
-    for (is_stdout, reader) in readers {
-        let tx = tx.clone();
-        if let Some(mut reader) = reader {
-            thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = reader.read_to_end(&mut buf);
-                let _ = tx.send((is_stdout, buf));
-            });
-        }
+    if let Some(out) = child.stdout.take() {
+        read_in_thread(out, true, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        read_in_thread(err, false, tx.clone());
     }
     drop(tx);
 
@@ -176,6 +157,7 @@ fn run_inner(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Outp
         }
     };
     if status.is_none() {
+        kill_tree(pid); // also what left the group with setsid
         kill_group(pid);
         let _ = child.kill();
         let _ = child.wait();
@@ -220,6 +202,19 @@ fn run_inner(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Outp
             )
         }
     }
+}
+
+/// Reads `reader` to its end in a new thread and sends `(tag, bytes)` on `tx`.
+fn read_in_thread(
+    mut reader: impl Read + Send + 'static,
+    tag: bool,
+    tx: mpsc::Sender<(bool, Vec<u8>)>,
+) {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        let _ = tx.send((tag, buf));
+    });
 }
 
 pub(crate) fn describe_output(out: &Output) -> String {

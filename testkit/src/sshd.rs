@@ -3,7 +3,6 @@
 use std::fs::{self, DirBuilder, File};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -185,7 +184,6 @@ impl Sshd {
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2)
-                .process_group(0)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {SSHD_BIN}: {e}"));
             match wait_ready(&mut child, port, &log_path, logs_listening) {
