@@ -113,9 +113,11 @@ pub enum AuthAttempt {
         key: PublicKey,
     },
     /// A public key whose signature over the session has been verified.
+    /// The signature is kept so a privileged monitor can verify it again.
     PublicKey {
         algorithm: String,
         key: PublicKey,
+        signature: Vec<u8>,
     },
     KeyboardInteractive {
         submethods: String,
@@ -1101,9 +1103,11 @@ impl Connection {
                                     &blob,
                                 );
                                 match key.verify(&data, &sig) {
-                                    Ok(a) if a == algorithm => {
-                                        AuthAttempt::PublicKey { algorithm, key }
-                                    }
+                                    Ok(a) if a == algorithm => AuthAttempt::PublicKey {
+                                        algorithm,
+                                        key,
+                                        signature: sig,
+                                    },
                                     _ => return self.auth_failure_auto(),
                                 }
                             }

@@ -67,7 +67,10 @@ impl Pair {
         match req {
             Event::AuthRequest {
                 user,
-                attempt: AuthAttempt::PublicKey { key: k, algorithm },
+                attempt:
+                    AuthAttempt::PublicKey {
+                        key: k, algorithm, ..
+                    },
             } => {
                 assert_eq!(user, "alice");
                 assert_eq!(k, key.public_key());

@@ -1,0 +1,147 @@
+//! The closed set of messages between resshd's processes.
+//!
+//! Directions: monitor → kex worker ([`ToKex`]), kex worker → monitor
+//! ([`FromKex`]), monitor → session worker ([`ToSession`]), session worker
+//! → monitor ([`FromSession`]). The monitor accepts each request only in
+//! the state where it is valid (see `ressh-monitor`).
+
+use serde::{Deserialize, Serialize};
+
+/// What the monitor tells a fresh kex worker. The worker gets the host
+/// keys' public halves only; it asks the monitor for every signature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KexStart {
+    pub proto: ressh_proto::Config,
+    pub host_keys: Vec<Vec<u8>>,
+    pub banner: Option<String>,
+    /// Seconds the client has to authenticate (LoginGraceTime; 0 = no limit).
+    pub login_grace_secs: u64,
+    /// "addr port" of the peer, for log lines.
+    pub peer: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToKex {
+    Start(KexStart),
+    /// The answer to [`FromKex::Sign`].
+    Signature(Result<Vec<u8>, String>),
+    /// The answer to [`FromKex::Auth`].
+    Verdict(AuthVerdict),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthVerdict {
+    Accept,
+    Reject {
+        methods: Vec<String>,
+        partial: bool,
+    },
+    /// The queried public key would be accepted.
+    PkOk,
+    /// Too many failures or a policy refusal: disconnect with this text.
+    Disconnect(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AuthRequest {
+    None,
+    /// Without `signature`, a query; with it, the monitor verifies the
+    /// signature itself over the session id it saw at the first signing.
+    PublicKey {
+        algorithm: String,
+        blob: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    },
+    Password(String),
+    KeyboardInteractive,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromKex {
+    /// Sign `data` (an exchange hash) with the host key `key` using `alg`.
+    Sign {
+        key: Vec<u8>,
+        alg: String,
+        data: Vec<u8>,
+    },
+    /// Judge a user-auth request.
+    Auth { user: String, request: AuthRequest },
+    /// After an accepted auth: the exported connection, to be handed to
+    /// the session worker with the socket.
+    Authenticated { state: Vec<u8> },
+}
+
+/// The authenticated user, as the monitor resolved it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+/// AllowTcpForwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Forwarding {
+    All,
+    Local,
+    Remote,
+    None,
+}
+
+/// What the session worker may do, merged from the configuration (after
+/// Match) and the authorized_keys options of the key used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionPolicy {
+    /// ForceCommand or command= (the former wins).
+    pub force_command: Option<String>,
+    pub permit_pty: bool,
+    pub forwarding: Forwarding,
+    /// PermitOpen / permitopen= entries (`host:port`, `*` wildcards; empty = any).
+    pub permit_open: Vec<String>,
+    /// PermitListen / permitlisten= entries (empty = any).
+    pub permit_listen: Vec<String>,
+    /// GatewayPorts: remote forwards may bind non-loopback addresses.
+    pub gateway_ports: bool,
+    /// AcceptEnv patterns.
+    pub accept_env: Vec<String>,
+    /// environment= from authorized_keys (already filtered by PermitUserEnvironment).
+    pub key_environment: Vec<(String, String)>,
+    /// Subsystem name → command.
+    pub subsystems: Vec<(String, String)>,
+    pub client_alive_interval_secs: u64,
+    pub client_alive_count_max: u32,
+    pub max_sessions: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionStart {
+    /// The exported connection from the kex worker.
+    pub state: Vec<u8>,
+    /// Public host key blobs (rekeys are signed by the monitor).
+    pub host_keys: Vec<Vec<u8>>,
+    pub user: UserInfo,
+    pub peer_addr: String,
+    pub peer_port: u16,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub policy: SessionPolicy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToSession {
+    /// Sent once, with the client's socket attached.
+    Start(SessionStart),
+    Signature(Result<Vec<u8>, String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromSession {
+    /// A rekey's exchange hash to sign.
+    Sign {
+        key: Vec<u8>,
+        alg: String,
+        data: Vec<u8>,
+    },
+}

@@ -1,0 +1,3 @@
+//! The privileged side of resshd's privilege separation: configuration in
+//! sshd_config syntax, authorization policy, authorized_keys, and the
+//! per-connection monitor that answers its unprivileged workers.
