@@ -22,7 +22,7 @@ pub struct KexStart {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToKex {
-    Start(KexStart),
+    Start(Box<KexStart>),
     /// The answer to [`FromKex::Sign`].
     Signature(Result<Vec<u8>, String>),
     /// The answer to [`FromKex::Auth`].
@@ -132,7 +132,7 @@ pub struct SessionStart {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToSession {
     /// Sent once, with the client's socket attached.
-    Start(SessionStart),
+    Start(Box<SessionStart>),
     Signature(Result<Vec<u8>, String>),
 }
 
