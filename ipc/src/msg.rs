@@ -145,3 +145,11 @@ pub enum FromSession {
         data: Vec<u8>,
     },
 }
+
+/// Monitor → broker (resshd): lifecycle of a connection, so the broker
+/// keeps its table of live sessions (MaxStartups counts connections that
+/// have not authenticated; resilient reconnects are routed through it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToBroker {
+    Authenticated { user: String },
+}

@@ -1,3 +1,10 @@
 //! The privileged side of resshd's privilege separation: configuration in
 //! sshd_config syntax, authorization policy, authorized_keys, and the
 //! per-connection monitor that answers its unprivileged workers.
+
+pub mod authkeys;
+
+pub mod config;
+pub mod log;
+pub mod monitor;
+pub mod policy;

@@ -14,6 +14,7 @@
 
 mod cmd;
 mod keys;
+mod resshd;
 mod sshd;
 mod tempdir;
 mod user;
@@ -23,6 +24,7 @@ pub use cmd::{
     DEFAULT_TIMEOUT,
 };
 pub use keys::ssh_keygen;
+pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;
 pub use user::TestUser;

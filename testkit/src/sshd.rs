@@ -143,8 +143,19 @@ impl Sshd {
     /// last. Waits (at most 10 s) until the port accepts connections; panics with the
     /// server's log if it does not. Requires root.
     pub fn start(extra_config: &str) -> Sshd {
-        require_root();
         require_cmd(SSHD_BIN);
+        Sshd::start_binary(Path::new(SSHD_BIN), extra_config)
+    }
+
+    /// Like [`Sshd::start`] with another sshd-compatible server binary
+    /// (`resshd`), started with the same flags and generated configuration.
+    pub fn start_binary(bin: &Path, extra_config: &str) -> Sshd {
+        require_root();
+        assert!(
+            bin.exists(),
+            "{} is missing (build the workspace first)",
+            bin.display()
+        );
         ensure_privsep_dir();
         let dir = TempDir::new("sshd");
         let keygen = require_cmd("ssh-keygen");
@@ -176,7 +187,7 @@ impl Sshd {
             let log = File::create(&log_path)
                 .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
             let log2 = log.try_clone().expect("dup log fd");
-            let mut child = Command::new(SSHD_BIN)
+            let mut child = Command::new(bin)
                 .arg("-D")
                 .arg("-e")
                 .arg("-f")
@@ -185,7 +196,7 @@ impl Sshd {
                 .stdout(log)
                 .stderr(log2)
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {SSHD_BIN}: {e}"));
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             match wait_ready(&mut child, port, &log_path, logs_listening) {
                 Ok(()) => {
                     return Sshd {
@@ -204,8 +215,9 @@ impl Sshd {
                     }
                     let cfg = fs::read_to_string(&config_path).unwrap_or_default();
                     panic!(
-                        "sshd on 127.0.0.1:{port} {why}\n--- sshd_config ---\n{cfg}\
-                         --- sshd log ---\n{log}"
+                        "{} on 127.0.0.1:{port} {why}\n--- sshd_config ---\n{cfg}\
+                         --- log ---\n{log}",
+                        bin.display()
                     );
                 }
             }

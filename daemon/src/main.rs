@@ -1,0 +1,495 @@
+//! resshd: the root listener and broker of ressh's SSH daemon.
+//!
+//! It parses the configuration, loads host keys, listens, and forks one
+//! monitor per connection (see `ressh-monitor`); it keeps the table of
+//! live connections, enforces MaxStartups, and handles signals: SIGHUP
+//! re-executes it with the same arguments, SIGTERM stops listening and
+//! exits while established sessions carry on.
+
+mod args;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use ressh_ipc::msg::ToBroker;
+use ressh_ipc::Endpoint;
+use ressh_monitor::config::{Config, Settings};
+use ressh_monitor::log;
+use ressh_monitor::monitor::{Context, Privsep};
+use ressh_proto::keys::PrivateKey;
+
+use args::Args;
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("resshd: {e}");
+            eprintln!("{}", args::USAGE);
+            return ExitCode::from(1);
+        }
+    };
+    if args.version {
+        eprintln!("ressh_{} (resshd)", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    log::init(
+        if args.debug {
+            log::Level::Debug
+        } else if args.quiet {
+            log::Level::Error
+        } else {
+            log::Level::Info
+        },
+        false,
+    );
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("resshd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(args: &Args) -> Result<Config, String> {
+    let config = Config::load(&args.config_file, &args.overrides).map_err(|e| e.to_string())?;
+    for w in config.warnings() {
+        eprintln!("resshd: {w}");
+    }
+    Ok(config)
+}
+
+fn load_host_keys(paths: &[PathBuf]) -> Vec<PrivateKey> {
+    let mut keys = Vec::new();
+    for p in paths {
+        match std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| PrivateKey::from_openssh_pem(&b).map_err(|e| e.to_string()))
+        {
+            Ok(k) => keys.push(k),
+            Err(e) => log::error(&format!("Unable to load host key \"{}\": {e}", p.display())),
+        }
+    }
+    keys
+}
+
+/// The workers live next to resshd (a build tree), else in /usr/libexec/ressh.
+fn worker_path(name: &str) -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    Path::new("/usr/libexec/ressh").join(name)
+}
+
+fn privsep(settings: &Settings) -> Result<Privsep, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(Privsep::Unprivileged {
+            uid: nix::unistd::getuid().as_raw(),
+        });
+    }
+    let name = &settings.privilege_separation_user;
+    let user = nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("Privilege separation user {name} does not exist"))?;
+    let dir = settings.privilege_separation_directory.clone();
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let md = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    use std::os::unix::fs::MetadataExt;
+    if md.uid() != 0 || md.mode() & 0o022 != 0 || !md.is_dir() {
+        return Err(format!(
+            "{} must be a directory owned by root and not group or world-writable",
+            dir.display()
+        ));
+    }
+    if std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .next()
+        .is_some()
+    {
+        return Err(format!("{} must be empty", dir.display()));
+    }
+    Ok(Privsep::Root {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        chroot: dir,
+    })
+}
+
+fn bind(settings: &Settings) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::new();
+    for addr in settings.listen_socket_addrs().map_err(|e| e.to_string())? {
+        let l = listen(addr)
+            .map_err(|e| format!("Bind to port {} on {} failed: {e}.", addr.port(), addr.ip()))?;
+        log::info(&format!(
+            "Server listening on {} port {}.",
+            addr.ip(),
+            addr.port()
+        ));
+        out.push(l);
+    }
+    if out.is_empty() {
+        return Err("Cannot bind any address.".into());
+    }
+    Ok(out)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let fam = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket::socket(
+        fam,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
+    Ok(TcpListener::from(fd))
+}
+
+fn daemonize() -> Result<(), String> {
+    // SAFETY: single-threaded here; the parent exits at once.
+    match unsafe { fork() }.map_err(|e| e.to_string())? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(|e| e.to_string())?;
+    std::env::set_current_dir("/").map_err(|e| e.to_string())?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| e.to_string())?;
+    nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| e.to_string())?;
+    nix::unistd::dup2(null.as_raw_fd(), 1).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+struct Child {
+    /// None once the monitor closed it (it is exiting).
+    broker: Option<Endpoint>,
+    authenticated: bool,
+}
+
+struct Signals {
+    pipe: UnixStream,
+    ids: Vec<signal_hook::SigId>,
+    flags: [Arc<std::sync::atomic::AtomicBool>; 3],
+}
+
+const SIGS: [i32; 3] = [libc::SIGCHLD, libc::SIGHUP, libc::SIGTERM];
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let (r, w) = UnixStream::pair().map_err(|e| e.to_string())?;
+        r.set_nonblocking(true).map_err(|e| e.to_string())?;
+        w.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut ids = Vec::new();
+        let flags = SIGS.map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        for (i, s) in SIGS.iter().enumerate() {
+            ids.push(signal_hook::flag::register(*s, flags[i].clone()).map_err(|e| e.to_string())?);
+            ids.push(
+                signal_hook::low_level::pipe::register(
+                    *s,
+                    w.try_clone().map_err(|e| e.to_string())?,
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
+        // SIGINT terminates like SIGTERM.
+        ids.push(
+            signal_hook::flag::register(libc::SIGINT, flags[2].clone())
+                .map_err(|e| e.to_string())?,
+        );
+        ids.push(
+            signal_hook::low_level::pipe::register(libc::SIGINT, w).map_err(|e| e.to_string())?,
+        );
+        Ok(Signals {
+            pipe: r,
+            ids,
+            flags,
+        })
+    }
+
+    fn take(&self, i: usize) -> bool {
+        self.flags[i].swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// In a forked child: back to default dispositions.
+    fn uninstall(self) {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+        for s in SIGS.iter().chain([libc::SIGINT].iter()) {
+            // SAFETY: restoring the default disposition.
+            unsafe { libc::signal(*s, libc::SIG_DFL) };
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    if let Some(path) = &args.log_file {
+        // Every process (monitors and workers) inherits stderr: all log here.
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        nix::unistd::dup2(f.as_raw_fd(), 2).map_err(|e| e.to_string())?;
+    }
+    let config = load_config(&args)?;
+    let mut settings = config.global();
+    if !args.ports.is_empty() {
+        // -p replaces the configured ports on every listen address.
+        let mut hosts: Vec<String> = Vec::new();
+        for la in &settings.listen_addresses {
+            if !hosts.contains(&la.host) {
+                hosts.push(la.host.clone());
+            }
+        }
+        settings.listen_addresses = hosts
+            .iter()
+            .flat_map(|h| {
+                args.ports
+                    .iter()
+                    .map(move |p| ressh_monitor::config::ListenAddress {
+                        host: h.clone(),
+                        port: *p,
+                    })
+            })
+            .collect();
+        settings.ports = args.ports.clone();
+    }
+    let mut key_paths = args.host_keys.clone();
+    key_paths.extend(settings.host_keys.iter().cloned());
+    settings.host_keys = key_paths;
+    let host_keys = load_host_keys(&settings.host_keys);
+    if host_keys.is_empty() {
+        return Err("no hostkeys available -- exiting.".into());
+    }
+    let privsep = privsep(&settings)?;
+    if args.test {
+        return Ok(());
+    }
+    let listeners = bind(&settings)?;
+    if !args.foreground {
+        daemonize()?;
+    }
+    if let Some(pid_file) = &settings.pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            log::error(&format!(
+                "Couldn't create pid file \"{}\": {e}",
+                pid_file.display()
+            ));
+        }
+    }
+    let ctx = Context {
+        config: Arc::new(config),
+        host_keys: Arc::new(host_keys),
+        kex_worker: worker_path("resshd-kex"),
+        session_worker: worker_path("resshd-session"),
+        privsep,
+    };
+    serve(&ctx, &settings, listeners)
+}
+
+fn serve(ctx: &Context, settings: &Settings, listeners: Vec<TcpListener>) -> Result<(), String> {
+    let signals = Signals::install()?;
+    let mut children: HashMap<Pid, Child> = HashMap::new();
+    let mut drops: u64 = 0;
+    loop {
+        let mut fds: Vec<PollFd> = Vec::with_capacity(1 + listeners.len() + children.len());
+        fds.push(PollFd::new(signals.pipe.as_fd(), PollFlags::POLLIN));
+        for l in &listeners {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        let pids: Vec<Pid> = children
+            .iter()
+            .filter(|(_, c)| c.broker.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &pids {
+            if let Some(b) = &children[p].broker {
+                fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if ready[0] {
+            let mut sink = [0u8; 64];
+            while matches!((&signals.pipe).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        if signals.take(0) {
+            reap(&mut children);
+        }
+        if signals.take(2) {
+            log::info("Received signal 15; terminating.");
+            if let Some(p) = &settings.pid_file {
+                let _ = std::fs::remove_file(p);
+            }
+            return Ok(());
+        }
+        if signals.take(1) {
+            log::info("Received SIGHUP; restarting.");
+            return reexec();
+        }
+        for (i, p) in pids.iter().enumerate() {
+            if !ready[1 + listeners.len() + i] {
+                continue;
+            }
+            let Some(c) = children.get_mut(p) else {
+                continue;
+            };
+            match c.broker.as_ref().map(|b| b.recv::<ToBroker>()) {
+                Some(Ok((ToBroker::Authenticated { .. }, _))) => c.authenticated = true,
+                _ => {
+                    // Closed or misbehaving: the monitor is exiting.
+                    c.broker = None;
+                    c.authenticated = true;
+                }
+            }
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if !ready[1 + i] {
+                continue;
+            }
+            loop {
+                let (sock, peer) = match l.accept() {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        log::error(&format!("accept: {e}"));
+                        break;
+                    }
+                };
+                let startups = children.values().filter(|c| !c.authenticated).count() as u32;
+                if drop_startup(settings, startups) {
+                    drops += 1;
+                    log::info(&format!(
+                        "drop connection #{drops} from [{}]:{} on [{}]:{} past MaxStartups",
+                        peer.ip(),
+                        peer.port(),
+                        sock.local_addr()
+                            .map(|a| a.ip().to_string())
+                            .unwrap_or_default(),
+                        sock.local_addr().map(|a| a.port()).unwrap_or(0)
+                    ));
+                    continue;
+                }
+                let local = match sock.local_addr() {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                };
+                let _ = sock.set_nonblocking(false);
+                let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
+                // SAFETY: resshd is single-threaded; the child only sets up
+                // its own state and then runs the monitor.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => {
+                        drop(ours);
+                        drop(listeners);
+                        drop(children);
+                        signals.uninstall();
+                        let code = ressh_monitor::monitor::run(
+                            ctx,
+                            OwnedFd::from(sock),
+                            peer,
+                            local,
+                            Some(theirs),
+                        );
+                        std::process::exit(code);
+                    }
+                    Ok(ForkResult::Parent { child }) => {
+                        drop(theirs);
+                        children.insert(
+                            child,
+                            Child {
+                                broker: Some(ours),
+                                authenticated: false,
+                            },
+                        );
+                    }
+                    Err(e) => log::error(&format!("fork: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// sshd's MaxStartups start:rate:full random early drop.
+fn drop_startup(s: &Settings, startups: u32) -> bool {
+    let (start, rate, full) = (
+        s.max_startups.start,
+        s.max_startups.rate,
+        s.max_startups.full,
+    );
+    if startups >= full {
+        return true;
+    }
+    if startups < start {
+        return false;
+    }
+    let p = rate as u64 * 100
+        + (100 - rate as u64) * 100 * (startups - start) as u64 / (full - start).max(1) as u64;
+    let mut r = [0u8; 4];
+    let _ = openssl::rand::rand_bytes(&mut r);
+    (u32::from_ne_bytes(r) % 10_000) < p as u32
+}
+
+fn reap(children: &mut HashMap<Pid, Child>) {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
+                children.remove(&pid);
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn reexec() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(format!("re-exec failed: {err}"))
+}

@@ -1,0 +1,50 @@
+//! What the monitor derives from the effective [`Settings`] for its
+//! workers: the protocol configuration, the banner, and list forms.
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::config::{PermitList, Settings};
+
+/// The protocol engine's configuration for a connection.
+pub fn proto_config(s: &Settings) -> ressh_proto::Config {
+    let mut c = ressh_proto::Config {
+        ciphers: s.ciphers.clone(),
+        macs: s.macs.clone(),
+        kex: s.kex_algorithms.clone(),
+        host_key_algs: s.host_key_algorithms.clone(),
+        ..Default::default()
+    };
+    if s.rekey_limit > 0 {
+        c.rekey_bytes = s.rekey_limit;
+    }
+    if s.rekey_interval > Duration::ZERO {
+        c.rekey_interval = s.rekey_interval;
+    }
+    c
+}
+
+/// The Banner file's text, read as root, bounded like OpenSSH (256 KiB).
+pub fn banner_text(s: &Settings) -> Option<String> {
+    let path = s.banner.as_ref()?;
+    let f = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::new();
+    f.take(256 * 1024).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// PermitOpen / PermitListen as the session worker reads them: empty for
+/// any, `["none"]` for nothing, else `host:port` entries (`*` port: any).
+pub fn permit_list(p: &PermitList) -> Vec<String> {
+    match p {
+        PermitList::Any => Vec::new(),
+        PermitList::None => vec!["none".to_string()],
+        PermitList::List(l) => l
+            .iter()
+            .map(|hp| match hp.port {
+                Some(port) => format!("{}:{port}", hp.host),
+                None => format!("{}:*", hp.host),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,372 @@
+//! "session" channels: pty-req, env, shell, exec, subsystem, window-change,
+//! signal; the child's output, then exit-status or exit-signal, EOF, CLOSE.
+
+use mio::Interest;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use ressh_proto::msg::ChannelReq;
+use ressh_proto::wire::printable;
+use ressh_proto::Connection;
+
+use super::relay::{OnEof, Relay};
+use super::Ctx;
+use crate::pty::{self, Pty, WinSize};
+use crate::{child, env, log, pattern};
+
+/// Most env requests accepted per session.
+const MAX_ENV: usize = 256;
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Status(i32),
+    Signal(Signal, bool),
+}
+
+struct Child {
+    pid: Pid,
+    with_pty: bool,
+    /// Forced command or subsystem: signal requests are refused (as OpenSSH).
+    restricted: bool,
+    exit: Option<ExitKind>,
+}
+
+pub struct SessionChan {
+    id: u32,
+    pty: Option<Pty>,
+    term: Option<String>,
+    tty: Option<String>,
+    size: Option<WinSize>,
+    /// The relay slot of the pty master once the child runs.
+    master_slot: Option<usize>,
+    env: Vec<(String, Vec<u8>)>,
+    relay: Relay,
+    child: Option<Child>,
+    finished: bool,
+}
+
+enum What {
+    Shell,
+    Exec(Vec<u8>),
+    Subsystem(String),
+}
+
+/// Signal names accepted in "signal" requests (OpenSSH's set).
+fn signal_by_name(name: &str) -> Option<Signal> {
+    Some(match name {
+        "ABRT" => Signal::SIGABRT,
+        "ALRM" => Signal::SIGALRM,
+        "FPE" => Signal::SIGFPE,
+        "HUP" => Signal::SIGHUP,
+        "ILL" => Signal::SIGILL,
+        "INT" => Signal::SIGINT,
+        "KILL" => Signal::SIGKILL,
+        "PIPE" => Signal::SIGPIPE,
+        "QUIT" => Signal::SIGQUIT,
+        "SEGV" => Signal::SIGSEGV,
+        "TERM" => Signal::SIGTERM,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => return None,
+    })
+}
+
+impl SessionChan {
+    pub fn new(id: u32) -> SessionChan {
+        SessionChan {
+            id,
+            pty: None,
+            term: None,
+            tty: None,
+            size: None,
+            master_slot: None,
+            env: Vec::new(),
+            relay: Relay::new(id, OnEof::Close),
+            child: None,
+            finished: false,
+        }
+    }
+
+    pub fn relay(&mut self) -> &mut Relay {
+        &mut self.relay
+    }
+
+    /// The child's pid and whether it has a pty, while it runs.
+    pub fn running_child(&self) -> Option<(Pid, bool)> {
+        self.child
+            .as_ref()
+            .filter(|c| c.exit.is_none())
+            .map(|c| (c.pid, c.with_pty))
+    }
+
+    /// Handles a channel request; the result is the reply (if one is wanted).
+    pub fn request(&mut self, ctx: &mut Ctx, req: ChannelReq) -> bool {
+        let started = self.child.is_some();
+        match req {
+            ChannelReq::PtyReq {
+                term,
+                cols,
+                rows,
+                width_px,
+                height_px,
+                modes,
+            } => {
+                if !ctx.info.policy.permit_pty {
+                    log!("pty request refused: PermitTTY is off");
+                    return false;
+                }
+                if started || self.pty.is_some() {
+                    return false;
+                }
+                let size = WinSize {
+                    cols,
+                    rows,
+                    width_px,
+                    height_px,
+                };
+                match pty::open(size, &modes) {
+                    Ok(p) => {
+                        self.tty = Some(p.path.clone());
+                        self.term = Some(term);
+                        self.size = Some(size);
+                        self.pty = Some(p);
+                        true
+                    }
+                    Err(e) => {
+                        log!("cannot allocate a pty: {e}");
+                        false
+                    }
+                }
+            }
+            ChannelReq::Env { name, value } => {
+                if started || self.env.len() >= MAX_ENV || name.contains('=') {
+                    return false;
+                }
+                if !pattern::matches_any(&ctx.info.policy.accept_env, &name) {
+                    return false;
+                }
+                self.env.retain(|(n, _)| n != &name);
+                self.env.push((name, value));
+                true
+            }
+            ChannelReq::Shell => !started && self.start(ctx, What::Shell),
+            ChannelReq::Exec(cmd) => !started && self.start(ctx, What::Exec(cmd)),
+            ChannelReq::Subsystem(name) => !started && self.start(ctx, What::Subsystem(name)),
+            ChannelReq::WindowChange {
+                cols,
+                rows,
+                width_px,
+                height_px,
+            } => {
+                let size = WinSize {
+                    cols,
+                    rows,
+                    width_px,
+                    height_px,
+                };
+                let fd = match (&self.pty, self.master_slot) {
+                    (Some(p), _) => Some(std::os::fd::AsRawFd::as_raw_fd(&p.master)),
+                    (None, Some(slot)) => self.relay.raw_fd(slot),
+                    _ => None,
+                };
+                fd.is_some_and(|fd| pty::set_winsize(fd, size).is_ok())
+            }
+            ChannelReq::Signal(name) => self.signal(&name),
+            ChannelReq::X11Req { .. } => {
+                log!("X11 forwarding request refused");
+                false
+            }
+            ChannelReq::AuthAgentReq => {
+                log!("agent forwarding request refused");
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn signal(&mut self, name: &str) -> bool {
+        let Some(sig) = signal_by_name(name) else {
+            log!("unsupported signal {:?}", printable(name.as_bytes()));
+            return false;
+        };
+        let Some(c) = self.child.as_ref().filter(|c| c.exit.is_none()) else {
+            return false;
+        };
+        if c.restricted {
+            log!("refusing to send signal {name} to a forced-command or subsystem session");
+            return false;
+        }
+        // The child leads its own session: without a pty its process group
+        // gets the signal, with one the session leader (the shell).
+        let r = if c.with_pty {
+            kill(c.pid, sig)
+        } else {
+            killpg(c.pid, sig)
+        };
+        r.is_ok()
+    }
+
+    fn start(&mut self, ctx: &mut Ctx, what: What) -> bool {
+        let info = &ctx.info;
+        let policy = &info.policy;
+        let mut restricted = false;
+        let (requested, label): (Option<Vec<u8>>, String) = match &what {
+            What::Shell => (None, "shell".to_string()),
+            What::Exec(c) => (Some(c.clone()), format!("exec \"{}\"", printable(c))),
+            What::Subsystem(name) => {
+                let Some((_, cmd)) = policy.subsystems.iter().find(|(n, _)| n == name) else {
+                    log!(
+                        "subsystem request for {} failed, subsystem not found",
+                        printable(name.as_bytes())
+                    );
+                    return false;
+                };
+                restricted = true;
+                (
+                    Some(cmd.as_bytes().to_vec()),
+                    format!("subsystem \"{}\"", printable(name.as_bytes())),
+                )
+            }
+        };
+        let (command, original, label) = match &policy.force_command {
+            Some(forced) => {
+                restricted = true;
+                let label = format!(
+                    "{label} replaced by forced command \"{}\"",
+                    printable(forced.as_bytes())
+                );
+                (Some(forced.as_bytes().to_vec()), requested, label)
+            }
+            None => (requested, None, label),
+        };
+        let shell = if info.user.shell.is_empty() {
+            "/bin/sh"
+        } else {
+            info.user.shell.as_str()
+        };
+        let environment = env::build(&env::EnvInputs {
+            user: &info.user,
+            shell,
+            client_env: &self.env,
+            key_env: &policy.key_environment,
+            peer_addr: &info.peer_addr,
+            peer_port: info.peer_port,
+            local_addr: &info.local_addr,
+            local_port: info.local_port,
+            tty: self.tty.as_deref(),
+            term: self.term.as_deref(),
+            original_command: original.as_deref(),
+            tz: std::env::var_os("TZ").map(std::os::unix::ffi::OsStringExt::into_vec),
+        });
+        let spec = child::Spec {
+            shell,
+            command: command.as_deref(),
+            env: &environment,
+            home: &info.user.home,
+            pty_slave: self.pty.as_ref().map(|p| &p.slave),
+        };
+        let spawned = match child::spawn(&spec) {
+            Ok(s) => s,
+            Err(e) => {
+                log!("{label}: cannot start {shell}: {e}");
+                return false;
+            }
+        };
+        match &self.tty {
+            Some(tty) => log!("{label} on {tty}, pid {}", spawned.pid),
+            None => log!("{label}, pid {}", spawned.pid),
+        }
+        let with_pty = self.pty.is_some();
+        let r = match self.pty.take() {
+            Some(p) => {
+                // Only the child keeps the slave open, so the master reads
+                // EIO once the child (and whatever inherited it) is gone.
+                drop(p.slave);
+                self.relay.set_on_eof(OnEof::Ignore);
+                self.relay
+                    .add(ctx, p.master, Interest::READABLE | Interest::WRITABLE)
+                    .map(|slot| {
+                        self.master_slot = Some(slot);
+                        self.relay.add_out(slot, None);
+                        self.relay.set_input(slot);
+                    })
+            }
+            None => (|| {
+                let (i, o, e) = (spawned.stdin, spawned.stdout, spawned.stderr);
+                let (Some(i), Some(o), Some(e)) = (i, o, e) else {
+                    return Err(std::io::Error::other("child without pipes"));
+                };
+                let si = self.relay.add(ctx, i, Interest::WRITABLE)?;
+                let so = self.relay.add(ctx, o, Interest::READABLE)?;
+                let se = self.relay.add(ctx, e, Interest::READABLE)?;
+                self.relay.add_out(so, None);
+                self.relay
+                    .add_out(se, Some(ressh_proto::msg::EXTENDED_DATA_STDERR));
+                self.relay.set_input(si);
+                Ok(())
+            })(),
+        };
+        ctx.children.insert(spawned.pid, self.id);
+        self.child = Some(Child {
+            pid: spawned.pid,
+            with_pty,
+            restricted,
+            exit: None,
+        });
+        if let Err(e) = r {
+            // Without its fds the child cannot be served: let it go.
+            log!("cannot watch the child's fds: {e}");
+            let _ = killpg(spawned.pid, Signal::SIGHUP);
+            self.relay.close(ctx);
+        }
+        true
+    }
+
+    /// The child has been reaped.
+    pub fn child_exited(&mut self, exit: ExitKind) {
+        if let Some(c) = &mut self.child {
+            c.exit = Some(exit);
+        }
+    }
+
+    /// After the child exited and its output is drained: exit-status or
+    /// exit-signal, EOF, CLOSE.
+    pub fn poll_finish(&mut self, conn: &mut Connection) -> ressh_proto::Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        let Some(exit) = self.child.as_ref().and_then(|c| c.exit) else {
+            return Ok(());
+        };
+        if !self.relay.outs_done() {
+            return Ok(());
+        }
+        self.finished = true;
+        let req = match exit {
+            ExitKind::Status(code) => ChannelReq::ExitStatus(code as u32),
+            ExitKind::Signal(sig, core_dumped) => ChannelReq::ExitSignal {
+                signal: sig.as_str().trim_start_matches("SIG").to_string(),
+                core_dumped,
+                message: String::new(),
+                language: String::new(),
+            },
+        };
+        // The client may already be closing the channel: not an error.
+        let _ = conn.channel_request(self.id, req, false);
+        conn.send_eof(self.id)?;
+        conn.close_channel(self.id)
+    }
+
+    /// The channel is closed: its relay, to drain what the client sent.
+    pub fn into_relay(mut self, _ctx: &mut Ctx) -> Relay {
+        self.pty = None;
+        std::mem::replace(&mut self.relay, Relay::new(self.id, OnEof::Close))
+    }
+
+    /// The channel is gone: close every fd (a pty's hangup reaches its
+    /// processes). A child still running stays in `ctx.children` to be reaped.
+    pub fn close(&mut self, ctx: &mut Ctx) {
+        self.relay.close(ctx);
+        self.pty = None;
+    }
+}

@@ -1,0 +1,159 @@
+//! Starting the user's commands: the login shell, `shell -c command`, with a
+//! pty or with pipes, in a new session.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::unistd::Pid;
+
+/// What to run.
+pub struct Spec<'a> {
+    /// The shell binary (absolute path).
+    pub shell: &'a str,
+    /// `shell -c command`; None runs the shell as a login shell.
+    pub command: Option<&'a [u8]>,
+    pub env: &'a [(String, Vec<u8>)],
+    pub home: &'a str,
+    /// With a pty: its slave becomes stdin, stdout, stderr and the
+    /// controlling terminal.
+    pub pty_slave: Option<&'a OwnedFd>,
+}
+
+/// A started child and this side's ends of its pipes (non-blocking).
+pub struct Spawned {
+    pub pid: Pid,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        FcntlArg::F_GETFL,
+    )?);
+    fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(path)
+}
+
+/// Signals 1..NSIG exist on Linux (64 of them).
+const NSIG: libc::c_int = 65;
+
+/// A short text for the errors chdir can give (strerror is not safe after fork).
+fn chdir_error_text(errno: i32) -> &'static [u8] {
+    match errno {
+        libc::ENOENT => b"No such file or directory\n",
+        libc::EACCES => b"Permission denied\n",
+        libc::ENOTDIR => b"Not a directory\n",
+        _ => b"Error\n",
+    }
+}
+
+/// Starts the child. Between fork and exec only async-signal-safe calls run:
+/// setsid, TIOCSCTTY, chdir (home, else `/` with a message on stderr like
+/// sshd's), default signal dispositions and an empty signal mask.
+pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
+    let mut cmd = Command::new(spec.shell);
+    match spec.command {
+        Some(c) => {
+            cmd.arg0(basename(spec.shell));
+            cmd.arg("-c").arg(OsStr::from_bytes(c));
+        }
+        None => {
+            cmd.arg0(format!("-{}", basename(spec.shell)));
+        }
+    }
+    cmd.env_clear();
+    for (n, v) in spec.env {
+        cmd.env(n, OsStr::from_bytes(v));
+    }
+    let with_pty = spec.pty_slave.is_some();
+    match spec.pty_slave {
+        Some(slave) => {
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave.try_clone()?));
+        }
+        None => {
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+    }
+    let home = CString::new(spec.home).unwrap_or_else(|_| CString::from(c"/"));
+    let mut msg = b"Could not chdir to home directory ".to_vec();
+    msg.extend_from_slice(spec.home.as_bytes());
+    msg.extend_from_slice(b": ");
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if with_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::chdir(home.as_ptr()) != 0 {
+                let errno = *libc::__errno_location();
+                let text = chdir_error_text(errno);
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::write(2, text.as_ptr().cast(), text.len());
+                libc::chdir(c"/".as_ptr());
+            }
+            for sig in 1..NSIG {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    // Drop the Command now: it holds this side's copies of the pty slave.
+    drop(cmd);
+    let pid = Pid::from_raw(child.id() as i32);
+    let stdin = child.stdin.take().map(OwnedFd::from);
+    let stdout = child.stdout.take().map(OwnedFd::from);
+    let stderr = child.stderr.take().map(OwnedFd::from);
+    for fd in [&stdin, &stdout, &stderr].into_iter().flatten() {
+        set_nonblocking(fd)?;
+    }
+    // The child is reaped by the event loop (waitpid on SIGCHLD); std's
+    // handle is dropped without waiting.
+    Ok(Spawned {
+        pid,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basenames() {
+        assert_eq!(basename("/bin/bash"), "bash");
+        assert_eq!(basename("sh"), "sh");
+    }
+}

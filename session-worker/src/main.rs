@@ -1,0 +1,94 @@
+//! resshd-session: the post-authentication worker of resshd, one per
+//! connection, running as the user (DESIGN.md §3).
+//!
+//! The monitor execs it with the uid, gids and groups of the user already
+//! set, cwd `/`, and its IPC endpoint on fd 3. The worker receives
+//! `ToSession::Start` with the client's TCP socket, imports the connection
+//! state exported by the kex worker, and serves the connection protocol
+//! (sessions, ptys, forwarding) until the client goes away. Host-key
+//! signatures for rekeys are asked from the monitor.
+
+mod channels;
+mod child;
+mod env;
+#[macro_use]
+mod log;
+mod pattern;
+mod policy;
+mod pty;
+mod session;
+mod signer;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use ressh_ipc::msg::ToSession;
+use ressh_ipc::Endpoint;
+use ressh_proto::keys::PublicKey;
+use ressh_proto::Connection;
+use zeroize::Zeroize;
+
+/// The fd the monitor puts the IPC endpoint on.
+const IPC_FD: i32 = 3;
+/// How long to wait for the monitor (Start, signatures).
+const IPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            log!("fatal: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run() -> Result<(), String> {
+    // Take fd 3, and keep it from every child.
+    fcntl(IPC_FD, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("no IPC endpoint on fd {IPC_FD}: {e}"))?;
+    // SAFETY: fd 3 is open (checked above) and nothing else in this process owns it.
+    let endpoint = Arc::new(Endpoint::from_fd(unsafe { OwnedFd::from_raw_fd(IPC_FD) }));
+    endpoint
+        .set_timeout(Some(IPC_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+
+    let (msg, mut fds) = endpoint
+        .recv::<ToSession>()
+        .map_err(|e| format!("waiting for Start: {e}"))?;
+    let ToSession::Start(mut start) = msg else {
+        return Err("the first message was not Start".into());
+    };
+    if fds.len() != 1 {
+        return Err(format!("Start came with {} fds, not 1", fds.len()));
+    }
+    log::set_context(&start.user.name, &start.peer_addr, start.peer_port);
+    let sock = std::net::TcpStream::from(fds.remove(0));
+
+    let host_keys = start
+        .host_keys
+        .iter()
+        .map(|b| PublicKey::from_blob(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("host key from monitor: {e}"))?;
+    let signer = signer::MonitorSigner::new(endpoint, host_keys);
+    let conn = Connection::import(&start.state, Some(Box::new(signer)), Instant::now());
+    // The state holds the session keys: wipe this copy at once.
+    start.state.zeroize();
+    let conn = conn.map_err(|e| format!("importing the connection: {e}"))?;
+
+    let start = *start;
+    let info = channels::Info {
+        user: start.user,
+        policy: start.policy,
+        peer_addr: start.peer_addr,
+        peer_port: start.peer_port,
+        local_addr: start.local_addr,
+        local_port: start.local_port,
+    };
+    let mut s = session::Session::new(conn, sock, info)?;
+    s.run()
+}

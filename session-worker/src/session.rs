@@ -1,0 +1,818 @@
+//! The event loop of one connection: the client's socket, every child's
+//! pipes or pty, forwarded sockets and listeners, SIGCHLD, and timers
+//! (rekey by time, ClientAlive).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use ressh_proto::error::reason;
+use ressh_proto::msg::{open_failure, ChannelKind, ChannelReq, GlobalReq};
+use ressh_proto::wire::printable;
+use ressh_proto::{Connection, Event};
+
+use crate::channels::relay::Relay;
+use crate::channels::session::{ExitKind, SessionChan};
+use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
+use crate::channels::{Ctx, Info, Target, OUT_HIGH};
+use crate::policy;
+
+const SOCK: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+const FIRST_TOKEN: usize = 16;
+
+/// Bytes read from the client or a local fd at once.
+const CHUNK: usize = 64 * 1024;
+/// Rounds of work between polls, so that a busy transfer does not starve
+/// signals, listeners and timers.
+const MAX_ROUNDS: usize = 64;
+/// How long queued output may take to drain once the session ends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+enum Chan {
+    Session(SessionChan),
+    Tcp(TcpChan),
+}
+
+/// ClientAliveInterval / ClientAliveCountMax.
+struct Alive {
+    interval: Option<Duration>,
+    max: u32,
+    missed: u32,
+    deadline: Option<Instant>,
+}
+
+impl Alive {
+    fn heard(&mut self, now: Instant) {
+        self.missed = 0;
+        self.deadline = self.interval.map(|i| now + i);
+    }
+}
+
+type Resolved = (u32, io::Result<Vec<SocketAddr>>);
+
+pub struct Session {
+    poll: Poll,
+    conn: Connection,
+    sock: TcpStream,
+    sock_readable: bool,
+    sock_writable: bool,
+    ctx: Ctx,
+    chans: HashMap<u32, Chan>,
+    listeners: HashMap<u64, Listener>,
+    next_listener: u64,
+    /// Relays of closed channels still writing what the client sent.
+    lingering: HashMap<u64, Relay>,
+    next_linger: u64,
+    signal_pipe: UnixStream,
+    term_signal: Arc<AtomicUsize>,
+    waker: Arc<Waker>,
+    resolved_tx: Sender<Resolved>,
+    resolved_rx: Receiver<Resolved>,
+    alive: Alive,
+    scratch: Vec<u8>,
+    /// Set when the session is over; the loop then flushes and returns.
+    ended: bool,
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl Session {
+    pub fn new(conn: Connection, sock: std::net::TcpStream, info: Info) -> Result<Session, String> {
+        let poll = Poll::new().map_err(|e| io_err("poll", e))?;
+        let registry = poll.registry().try_clone().map_err(|e| io_err("poll", e))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| io_err("socket", e))?;
+        let _ = sock.set_nodelay(true);
+        let mut sock = TcpStream::from_std(sock);
+        poll.registry()
+            .register(&mut sock, SOCK, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| io_err("poll", e))?;
+
+        // SIGCHLD and the terminating signals wake the loop through a pipe;
+        // which terminating signal came is kept in a flag.
+        let (signal_pipe, wr) = UnixStream::pair().map_err(|e| io_err("signal pipe", e))?;
+        signal_pipe
+            .set_nonblocking(true)
+            .and_then(|_| wr.set_nonblocking(true))
+            .map_err(|e| io_err("signal pipe", e))?;
+        let term_signal = Arc::new(AtomicUsize::new(0));
+        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+            signal_hook::flag::register_usize(sig, term_signal.clone(), sig as usize)
+                .map_err(|e| io_err("signal", e))?;
+        }
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+            let w = wr.try_clone().map_err(|e| io_err("signal pipe", e))?;
+            signal_hook::low_level::pipe::register(sig, w).map_err(|e| io_err("signal", e))?;
+        }
+        poll.registry()
+            .register(
+                &mut SourceFd(&signal_pipe.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )
+            .map_err(|e| io_err("poll", e))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| io_err("poll", e))?);
+        let (resolved_tx, resolved_rx) = mpsc::channel();
+
+        let p = &info.policy;
+        let interval = (p.client_alive_interval_secs > 0)
+            .then(|| Duration::from_secs(p.client_alive_interval_secs));
+        let mut alive = Alive {
+            interval,
+            max: p.client_alive_count_max,
+            missed: 0,
+            deadline: None,
+        };
+        alive.heard(Instant::now());
+        Ok(Session {
+            poll,
+            conn,
+            sock,
+            sock_readable: true,
+            sock_writable: true,
+            ctx: Ctx::new(registry, info, FIRST_TOKEN),
+            chans: HashMap::new(),
+            listeners: HashMap::new(),
+            next_listener: 0,
+            lingering: HashMap::new(),
+            next_linger: 0,
+            signal_pipe,
+            term_signal,
+            waker,
+            resolved_tx,
+            resolved_rx,
+            alive,
+            scratch: vec![0; CHUNK],
+            ended: false,
+        })
+    }
+
+    /// Runs until the client disconnects or the connection ends. Errors are
+    /// internal failures (the caller logs them and exits non-zero).
+    pub fn run(&mut self) -> Result<(), String> {
+        // Bytes the kex worker read past the end of authentication.
+        let r = self.conn.handle_input(&[], Instant::now());
+        self.after_input(r);
+        let mut events = Events::with_capacity(256);
+        while !self.ended {
+            let more = self.work();
+            if self.ended {
+                break;
+            }
+            let timeout = match more {
+                true => Some(Duration::ZERO),
+                false => self
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now())),
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("poll", e)),
+            }
+            for ev in events.iter() {
+                self.dispatch(ev)?;
+            }
+            self.timers();
+        }
+        self.flush();
+        self.cleanup();
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.conn.poll_timeout(), self.alive.deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Logs a proto error that ended the connection.
+    fn after_input(&mut self, r: ressh_proto::Result<()>) {
+        if let Err(e) = r {
+            log!("disconnecting: {e}");
+            self.end();
+        }
+    }
+
+    fn dispatch(&mut self, ev: &mio::event::Event) -> Result<(), String> {
+        match ev.token() {
+            SOCK => {
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.sock_readable = true;
+                }
+                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                    self.sock_writable = true;
+                }
+            }
+            SIGNALS => self.signals(),
+            WAKER => self.resolutions(),
+            token => match self.ctx.target(token) {
+                Some(Target::Chan(id)) => match self.chans.get_mut(&id) {
+                    Some(Chan::Session(s)) => s.relay().ready(token, ev),
+                    Some(Chan::Tcp(t)) => {
+                        let r = t.ready(&mut self.conn, &mut self.ctx, token, ev);
+                        self.tcp_status(id, r);
+                    }
+                    None => {}
+                },
+                Some(Target::Linger(k)) => {
+                    if let Some(r) = self.lingering.get_mut(&k) {
+                        r.ready(token, ev);
+                    }
+                }
+                Some(Target::Listener(lid)) => {
+                    if let Some(l) = self.listeners.get_mut(&lid) {
+                        for c in l.accept(&mut self.conn, &mut self.ctx) {
+                            self.chans.insert(c.id(), Chan::Tcp(c));
+                        }
+                    }
+                }
+                None => {}
+            },
+        }
+        Ok(())
+    }
+
+    fn tcp_status(&mut self, id: u32, r: ressh_proto::Result<Status>) {
+        match r {
+            Ok(Status::Alive) => {}
+            Ok(Status::Gone) => self.forget(id),
+            Err(e) => self.chan_error(id, e),
+        }
+    }
+
+    /// A channel operation failed: with the connection gone the session
+    /// ends, otherwise only the channel is closed.
+    fn chan_error(&mut self, id: u32, e: ressh_proto::Error) {
+        if self.conn.is_closed() {
+            log!("connection closed: {e}");
+            self.end();
+            return;
+        }
+        log!("channel {id}: {e}");
+        let _ = self.conn.close_channel(id);
+    }
+
+    /// The channel is closed on both sides: release it, but first let what
+    /// the client sent reach the local side (as OpenSSH drains a channel's
+    /// output buffer before closing its fd).
+    fn closed(&mut self, id: u32) {
+        self.ctx.children.retain(|_, c| *c != id);
+        let mut relay = match self.chans.remove(&id) {
+            Some(Chan::Session(s)) => s.into_relay(&mut self.ctx),
+            Some(Chan::Tcp(t)) => t.into_relay(&mut self.ctx),
+            None => return,
+        };
+        let key = self.next_linger;
+        if relay.linger(&mut self.ctx, Target::Linger(key)) {
+            self.next_linger += 1;
+            self.lingering.insert(key, relay);
+        }
+    }
+
+    fn forget(&mut self, id: u32) {
+        // A child still running is reaped, but no longer reported.
+        self.ctx.children.retain(|_, c| *c != id);
+        match self.chans.remove(&id) {
+            Some(Chan::Session(mut s)) => s.close(&mut self.ctx),
+            Some(Chan::Tcp(mut t)) => t.close(&mut self.ctx),
+            None => {}
+        }
+    }
+
+    // ----- moving bytes ----------------------------------------------------
+
+    /// Does what can be done without waiting; returns whether more work is
+    /// left (the round limit was reached).
+    fn work(&mut self) -> bool {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut more = false;
+        for round in 0.. {
+            let mut progress = self.read_socket(&mut scratch);
+            self.drain_events();
+            let ids: Vec<u32> = self.chans.keys().copied().collect();
+            for id in ids {
+                progress |= self.pump_chan(id, &mut scratch);
+            }
+            progress |= self.pump_lingering(&mut scratch);
+            self.drain_events();
+            progress |= self.write_socket();
+            if self.conn.is_closed() {
+                self.end();
+            }
+            if self.ended || !progress {
+                break;
+            }
+            if round + 1 == MAX_ROUNDS {
+                more = true;
+                break;
+            }
+        }
+        self.scratch = scratch;
+        more
+    }
+
+    fn pump_chan(&mut self, id: u32, scratch: &mut [u8]) -> bool {
+        let (conn, ctx) = (&mut self.conn, &mut self.ctx);
+        let r = match self.chans.get_mut(&id) {
+            Some(Chan::Session(s)) => s
+                .relay()
+                .pump(conn, ctx, scratch)
+                .and_then(|p| s.poll_finish(conn).map(|_| p)),
+            Some(Chan::Tcp(t)) => t.pump(conn, ctx, scratch),
+            None => return false,
+        };
+        match r {
+            Ok(p) => p,
+            Err(e) => {
+                self.chan_error(id, e);
+                true
+            }
+        }
+    }
+
+    fn pump_lingering(&mut self, scratch: &mut [u8]) -> bool {
+        let mut progress = false;
+        let keys: Vec<u64> = self.lingering.keys().copied().collect();
+        for k in keys {
+            let Some(r) = self.lingering.get_mut(&k) else {
+                continue;
+            };
+            // Detached: the engine is not called, so this cannot fail.
+            progress |= r
+                .pump(&mut self.conn, &mut self.ctx, scratch)
+                .unwrap_or(true);
+            if r.lingering_done() {
+                r.close(&mut self.ctx);
+                self.lingering.remove(&k);
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    fn read_socket(&mut self, buf: &mut [u8]) -> bool {
+        if !self.sock_readable || self.ended || self.conn.output().len() >= OUT_HIGH {
+            return false;
+        }
+        match self.sock.read(buf) {
+            Ok(0) => {
+                let i = &self.ctx.info;
+                log!("Connection closed by {} port {}", i.peer_addr, i.peer_port);
+                self.end();
+            }
+            Ok(n) => {
+                let now = Instant::now();
+                self.alive.heard(now);
+                let r = self.conn.handle_input(&buf[..n], now);
+                self.after_input(r);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let i = &self.ctx.info;
+                log!(
+                    "Read error from remote host {} port {}: {e}",
+                    i.peer_addr,
+                    i.peer_port
+                );
+                self.end();
+            }
+        }
+        true
+    }
+
+    fn write_socket(&mut self) -> bool {
+        let mut progress = false;
+        while self.sock_writable && !self.conn.output().is_empty() {
+            match self.sock.write(self.conn.output()) {
+                Ok(n) => {
+                    self.conn.consume_output(n);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if !self.ended {
+                        let i = &self.ctx.info;
+                        log!(
+                            "Write error to remote host {} port {}: {e}",
+                            i.peer_addr,
+                            i.peer_port
+                        );
+                    }
+                    self.end();
+                    self.sock_writable = false;
+                    self.conn.consume_output(self.conn.output().len());
+                }
+            }
+        }
+        progress
+    }
+
+    /// Best effort: sends what is still queued (a DISCONNECT, final
+    /// channel messages) for a short while.
+    fn flush(&mut self) {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let mut events = Events::with_capacity(8);
+        while !self.conn.output().is_empty() {
+            self.write_socket();
+            if self.conn.output().is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if self.poll.poll(&mut events, Some(deadline - now)).is_err() {
+                break;
+            }
+            if events
+                .iter()
+                .any(|e| e.token() == SOCK && (e.is_writable() || e.is_error()))
+            {
+                self.sock_writable = true;
+            }
+        }
+    }
+
+    /// SIGHUP to the process groups of pty sessions (like sshd), then every
+    /// fd is closed.
+    fn cleanup(&mut self) {
+        for chan in self.chans.values() {
+            if let Chan::Session(s) = chan {
+                if let Some((pid, true)) = s.running_child() {
+                    let _ = killpg(pid, Signal::SIGHUP);
+                }
+            }
+        }
+        let ids: Vec<u32> = self.chans.keys().copied().collect();
+        for id in ids {
+            self.forget(id);
+        }
+        for (_, mut r) in self.lingering.drain() {
+            r.close(&mut self.ctx);
+        }
+        let lids: Vec<u64> = self.listeners.keys().copied().collect();
+        for lid in lids {
+            if let Some(mut l) = self.listeners.remove(&lid) {
+                l.close(&mut self.ctx);
+            }
+        }
+    }
+
+    // ----- protocol events -------------------------------------------------
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            self.event(ev);
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::ChannelOpenRequest { id, kind } => self.open_request(id, kind),
+            Event::ChannelOpened { id } => {
+                if let Some(Chan::Tcp(t)) = self.chans.get_mut(&id) {
+                    t.opened();
+                }
+            }
+            Event::ChannelOpenFailed { id, .. } => self.forget(id),
+            Event::ChannelRequest {
+                id,
+                want_reply,
+                request,
+            } => self.channel_request(id, want_reply, request),
+            Event::Data { id, data } => {
+                let r = match self.chans.get_mut(&id) {
+                    Some(Chan::Session(s)) => s.relay().data(&mut self.conn, &data),
+                    Some(Chan::Tcp(t)) => t.relay().data(&mut self.conn, &data),
+                    None => self.conn.consume(id, data.len()),
+                };
+                if let Err(e) = r {
+                    self.chan_error(id, e);
+                }
+            }
+            // Nothing reads extended data from a client: drop it.
+            Event::ExtendedData { id, data, .. } => {
+                if let Err(e) = self.conn.consume(id, data.len()) {
+                    self.chan_error(id, e);
+                }
+            }
+            Event::Eof { id } => match self.chans.get_mut(&id) {
+                Some(Chan::Session(s)) => s.relay().peer_eof(),
+                Some(Chan::Tcp(t)) => t.relay().peer_eof(),
+                None => {}
+            },
+            Event::Closed { id } => self.closed(id),
+            Event::GlobalRequest {
+                want_reply,
+                request,
+            } => self.global_request(want_reply, request),
+            Event::Disconnected {
+                reason,
+                description,
+            } => {
+                let i = &self.ctx.info;
+                log!(
+                    "Received disconnect from {} port {}:{reason}: {}",
+                    i.peer_addr,
+                    i.peer_port,
+                    printable(description.as_bytes())
+                );
+                self.end();
+            }
+            // Replies to our keepalives: any input already reset the count.
+            Event::GlobalReply { .. } | Event::ChannelReply { .. } | Event::Writable { .. } => {}
+            _ => {}
+        }
+    }
+
+    fn open_request(&mut self, id: u32, kind: ChannelKind) {
+        let r = match kind {
+            ChannelKind::Session => {
+                let sessions = self
+                    .chans
+                    .values()
+                    .filter(|c| matches!(c, Chan::Session(_)))
+                    .count();
+                if sessions >= self.ctx.info.policy.max_sessions as usize {
+                    log!("refused a session channel: MaxSessions reached");
+                    self.conn.reject_channel(
+                        id,
+                        open_failure::ADMINISTRATIVELY_PROHIBITED,
+                        "too many sessions",
+                    )
+                } else {
+                    self.chans.insert(id, Chan::Session(SessionChan::new(id)));
+                    self.conn.accept_channel(id)
+                }
+            }
+            ChannelKind::DirectTcpip {
+                host,
+                port,
+                originator,
+                originator_port,
+            } => self.direct_tcpip(id, &host, port, &originator, originator_port),
+            other => {
+                log!(
+                    "refused a channel of unknown type {}",
+                    printable(other.name().as_bytes())
+                );
+                self.conn.reject_channel(
+                    id,
+                    open_failure::UNKNOWN_CHANNEL_TYPE,
+                    "unknown channel type",
+                )
+            }
+        };
+        if let Err(e) = r {
+            self.chan_error(id, e);
+        }
+    }
+
+    fn direct_tcpip(
+        &mut self,
+        id: u32,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+    ) -> ressh_proto::Result<()> {
+        use ressh_ipc::msg::Forwarding;
+        let p = &self.ctx.info.policy;
+        let shown = printable(host.as_bytes());
+        let allowed = matches!(p.forwarding, Forwarding::All | Forwarding::Local);
+        if !allowed {
+            log!(
+                "refused local port forward: originator {} port {originator_port}, target {shown} port {port}",
+                printable(originator.as_bytes())
+            );
+            return self.conn.reject_channel(
+                id,
+                open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "port forwarding is disabled",
+            );
+        }
+        let Ok(port16) = u16::try_from(port) else {
+            return self
+                .conn
+                .reject_channel(id, open_failure::CONNECT_FAILED, "port out of range");
+        };
+        if !policy::permit_open(&p.permit_open, host, port) {
+            log!(
+                "Received request from {} port {originator_port} to connect to host {shown} port {port}, but the request was denied.",
+                printable(originator.as_bytes())
+            );
+            return self.conn.reject_channel(
+                id,
+                open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "administratively prohibited: open failed",
+            );
+        }
+        log!(
+            "direct-tcpip to {shown} port {port} from {} port {originator_port}",
+            printable(originator.as_bytes())
+        );
+        let mut chan = TcpChan::resolving(id, host, port16);
+        let status = match quick_resolve(host, port16) {
+            Some(addrs) => chan.connect_next(&mut self.conn, &mut self.ctx, addrs.into())?,
+            None => {
+                // Names are resolved on a short-lived thread so the loop never
+                // blocks on DNS; its answer arrives through the waker.
+                let (tx, waker, h) = (
+                    self.resolved_tx.clone(),
+                    self.waker.clone(),
+                    host.to_string(),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("resolve".into())
+                    .spawn(move || {
+                        use std::net::ToSocketAddrs;
+                        let r = (h.as_str(), port16).to_socket_addrs().map(|a| a.collect());
+                        let _ = tx.send((id, r));
+                        let _ = waker.wake();
+                    });
+                if let Err(e) = spawned {
+                    log!("cannot start a resolver thread: {e}");
+                    self.conn.reject_channel(
+                        id,
+                        open_failure::RESOURCE_SHORTAGE,
+                        "resource shortage",
+                    )?;
+                    return Ok(());
+                }
+                Status::Alive
+            }
+        };
+        if status == Status::Alive {
+            self.chans.insert(id, Chan::Tcp(chan));
+        }
+        Ok(())
+    }
+
+    fn resolutions(&mut self) {
+        while let Ok((id, addrs)) = self.resolved_rx.try_recv() {
+            if let Some(Chan::Tcp(t)) = self.chans.get_mut(&id) {
+                let r = t.resolved(&mut self.conn, &mut self.ctx, addrs);
+                self.tcp_status(id, r);
+            }
+        }
+    }
+
+    fn channel_request(&mut self, id: u32, want_reply: bool, request: ChannelReq) {
+        let ok = match self.chans.get_mut(&id) {
+            Some(Chan::Session(s)) => s.request(&mut self.ctx, request),
+            _ => false,
+        };
+        if want_reply {
+            if let Err(e) = self.conn.channel_reply(id, ok) {
+                self.chan_error(id, e);
+            }
+        }
+    }
+
+    fn global_request(&mut self, want_reply: bool, request: GlobalReq) {
+        let (ok, data) = match request {
+            GlobalReq::TcpipForward { address, port } => match self.tcpip_forward(&address, port) {
+                Some(bound) if port == 0 => (true, (bound as u32).to_be_bytes().to_vec()),
+                Some(_) => (true, Vec::new()),
+                None => (false, Vec::new()),
+            },
+            GlobalReq::CancelTcpipForward { address, port } => {
+                let found = self
+                    .listeners
+                    .iter()
+                    .find(|(_, l)| {
+                        l.address == address && (l.port == port || l.bound as u32 == port)
+                    })
+                    .map(|(k, _)| *k);
+                match found.and_then(|k| self.listeners.remove(&k)) {
+                    Some(mut l) => {
+                        l.close(&mut self.ctx);
+                        log!(
+                            "remote forward on {} port {} cancelled",
+                            printable(address.as_bytes()),
+                            l.bound
+                        );
+                        (true, Vec::new())
+                    }
+                    None => (false, Vec::new()),
+                }
+            }
+            _ => (false, Vec::new()),
+        };
+        if want_reply {
+            if let Err(e) = self.conn.global_reply(ok, &data) {
+                log!("global reply: {e}");
+                self.end();
+            }
+        }
+    }
+
+    /// Binds a remote forward; the bound port, or None when refused.
+    fn tcpip_forward(&mut self, address: &str, port: u32) -> Option<u16> {
+        use ressh_ipc::msg::Forwarding;
+        let p = &self.ctx.info.policy;
+        let shown = printable(address.as_bytes());
+        if !matches!(p.forwarding, Forwarding::All | Forwarding::Remote) {
+            log!("refused remote port forward on {shown} port {port}: forwarding is disabled");
+            return None;
+        }
+        if !policy::permit_listen(&p.permit_listen, address, port) {
+            log!("refused remote port forward on {shown} port {port}: not permitted");
+            return None;
+        }
+        let id = self.next_listener;
+        self.next_listener += 1;
+        match Listener::bind(&mut self.ctx, id, address, port) {
+            Ok(l) => {
+                log!("remote forward listening on {shown} port {}", l.bound);
+                let bound = l.bound;
+                self.listeners.insert(id, l);
+                Some(bound)
+            }
+            Err(e) => {
+                log!("remote forward on {shown} port {port} failed: {e}");
+                None
+            }
+        }
+    }
+
+    // ----- signals and timers ----------------------------------------------
+
+    fn signals(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.signal_pipe).read(&mut buf), Ok(n) if n > 0) {}
+        let sig = self.term_signal.swap(0, Ordering::SeqCst);
+        if sig != 0 {
+            log!("Received signal {sig}; terminating.");
+            self.end();
+        }
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitKind::Status(code)),
+                Ok(WaitStatus::Signaled(pid, sig, core)) => (pid, ExitKind::Signal(sig, core)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            if let Some(id) = self.ctx.children.remove(&pid) {
+                if let Some(Chan::Session(s)) = self.chans.get_mut(&id) {
+                    s.child_exited(exit);
+                }
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            let r = self.conn.handle_timeout(now);
+            self.after_input(r);
+        }
+        if let (Some(deadline), Some(interval)) = (self.alive.deadline, self.alive.interval) {
+            if deadline <= now {
+                self.alive.missed += 1;
+                if self.alive.max > 0 && self.alive.missed > self.alive.max {
+                    log!("Timeout, client not responding");
+                    self.conn
+                        .disconnect(reason::BY_APPLICATION, "Timeout, client not responding");
+                    self.end();
+                    return;
+                }
+                self.alive.deadline = Some(now + interval);
+                if let Err(e) = self.conn.global_request(GlobalReq::Keepalive, true) {
+                    log!("keepalive: {e}");
+                    self.end();
+                }
+            }
+        }
+    }
+}

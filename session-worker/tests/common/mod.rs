@@ -1,0 +1,596 @@
+//! A test harness that plays resshd's monitor and kex worker for
+//! `resshd-session`: it accepts stock OpenSSH clients on 127.0.0.1,
+//! authenticates them in-process with ressh-proto's server role, exports the
+//! connection right after USERAUTH_SUCCESS is queued, and execs the built
+//! worker as a real test user with the client's socket and an IPC endpoint
+//! on fd 3, answering its signature requests with the host key.
+
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ressh_ipc::msg::{Forwarding, FromSession, SessionPolicy, SessionStart, ToSession, UserInfo};
+use ressh_ipc::Endpoint;
+use ressh_proto::keys::{KeyType, PrivateKey, PublicKey};
+use ressh_proto::{AuthAttempt, Config, Connection, Event};
+use ressh_testkit::{require_cmd, require_root, ssh_keygen, TempDir, TestUser};
+
+pub const WORKER: &str = env!("CARGO_BIN_EXE_resshd-session");
+
+/// A permissive policy like a default sshd_config with AcceptEnv LANG LC_*
+/// and the sftp subsystem.
+pub fn default_policy() -> SessionPolicy {
+    SessionPolicy {
+        force_command: None,
+        permit_pty: true,
+        forwarding: Forwarding::All,
+        permit_open: Vec::new(),
+        permit_listen: Vec::new(),
+        gateway_ports: false,
+        accept_env: vec!["LANG".into(), "LC_*".into()],
+        key_environment: Vec::new(),
+        subsystems: vec![("sftp".into(), "/usr/lib/openssh/sftp-server".into())],
+        client_alive_interval_secs: 0,
+        client_alive_count_max: 3,
+        max_sessions: 10,
+    }
+}
+
+struct Shared {
+    workers: Mutex<Vec<Child>>,
+    signs: AtomicUsize,
+    connections: AtomicUsize,
+    errors: Mutex<Vec<String>>,
+}
+
+pub struct Harness {
+    pub port: u16,
+    pub host_key: PublicKey,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub dir: TempDir,
+    log_path: PathBuf,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    // Dropped last: killing the user's processes and deleting the user.
+    pub user: TestUser,
+}
+
+struct ServeCfg {
+    host: PrivateKey,
+    allowed: PublicKey,
+    user: UserInfo,
+    groups: Vec<libc::gid_t>,
+    policy: SessionPolicy,
+    log_path: PathBuf,
+}
+
+impl Harness {
+    pub fn start(prefix: &str, policy: SessionPolicy) -> Harness {
+        require_root();
+        require_cmd("ssh");
+        let user = TestUser::create(prefix);
+        let dir = TempDir::new(prefix);
+        let (key, pub_line) = ssh_keygen(dir.path(), "ed25519", "");
+        let allowed = PublicKey::from_openssh(&pub_line).unwrap().0;
+        let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let known_hosts = dir.join("known_hosts");
+        fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", host.public_key().to_openssh("")),
+        )
+        .unwrap();
+        let log_path = dir.join("worker.log");
+        File::create(&log_path).unwrap();
+
+        let cname = CString::new(user.name.clone()).unwrap();
+        let groups = nix::unistd::getgrouplist(&cname, nix::unistd::Gid::from_raw(user.gid))
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let host_key = host.public_key();
+        let cfg = Arc::new(ServeCfg {
+            host,
+            allowed,
+            user: UserInfo {
+                name: user.name.clone(),
+                uid: user.uid,
+                gid: user.gid,
+                home: user.home.to_string_lossy().into_owned(),
+                shell: "/bin/sh".into(),
+            },
+            groups,
+            policy,
+            log_path: log_path.clone(),
+        });
+        let shared = Arc::new(Shared {
+            workers: Mutex::new(Vec::new()),
+            signs: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            errors: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            thread::spawn(move || accept_loop(listener, cfg, shared, stop))
+        };
+        Harness {
+            port,
+            host_key,
+            key,
+            known_hosts,
+            dir,
+            log_path,
+            shared,
+            stop,
+            thread: Some(thread),
+            user,
+        }
+    }
+
+    /// The options every stock client gets: no config, strict host key
+    /// checking against this harness's key, our identity only.
+    pub fn client_opts(&self) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            format!("IdentityFile={}", self.key.display()),
+            "-o".into(),
+            format!("User={}", self.user.name),
+        ]
+    }
+
+    /// `ssh` to the harness; append options and the command.
+    pub fn ssh(&self) -> Command {
+        let mut c = Command::new(require_cmd("ssh"));
+        c.args(self.client_opts())
+            .args(["-p", &self.port.to_string(), "127.0.0.1"]);
+        c
+    }
+
+    /// `ssh` with extra options before the host.
+    pub fn ssh_with(&self, opts: &[&str]) -> Command {
+        let mut c = Command::new(require_cmd("ssh"));
+        c.args(self.client_opts())
+            .args(opts)
+            .args(["-p", &self.port.to_string(), "127.0.0.1"]);
+        c
+    }
+
+    /// The ssh command line as one shell string (for tmux).
+    pub fn ssh_shell_line(&self, opts: &[&str]) -> String {
+        let mut parts = vec![require_cmd("ssh").display().to_string()];
+        parts.extend(self.client_opts());
+        parts.extend(opts.iter().map(|s| s.to_string()));
+        parts.extend(["-p".to_string(), self.port.to_string(), "127.0.0.1".into()]);
+        parts
+            .iter()
+            .map(|p| format!("'{}'", p.replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn sftp(&self) -> Command {
+        let mut c = Command::new(require_cmd("sftp"));
+        c.args(self.client_opts())
+            .args(["-P", &self.port.to_string()]);
+        c
+    }
+
+    pub fn scp(&self) -> Command {
+        let mut c = Command::new(require_cmd("scp"));
+        c.args(self.client_opts())
+            .args(["-P", &self.port.to_string()]);
+        c
+    }
+
+    /// Host-key signatures the workers asked for (rekeys).
+    pub fn signs(&self) -> usize {
+        self.shared.signs.load(Ordering::SeqCst)
+    }
+
+    /// Pids of the workers started so far.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .workers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.id())
+            .collect()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// What the workers logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until every worker has exited and checks each exited 0 and
+    /// that the harness saw no errors. Returns the workers' log.
+    pub fn finish(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut workers = self.shared.workers.lock().unwrap();
+            let mut running = 0;
+            for w in workers.iter_mut() {
+                match w.try_wait().unwrap() {
+                    Some(st) => assert!(
+                        st.success(),
+                        "a worker exited with {st}; log:\n{}",
+                        self.log()
+                    ),
+                    None => running += 1,
+                }
+            }
+            drop(workers);
+            if running == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{running} worker(s) still running; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let errors = self.shared.errors.lock().unwrap();
+        assert!(
+            errors.is_empty(),
+            "harness errors: {errors:?}\nlog:\n{}",
+            self.log()
+        );
+        self.log()
+    }
+
+    /// Waits until `pred` holds for the log (or panics after `timeout`).
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log condition not met; log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes a file into the user's home, owned by the user.
+    pub fn user_file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let p = self.user.home.join(name);
+        fs::write(&p, content).unwrap();
+        self.user.own(&p, 0o644);
+        p
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut workers = self
+            .shared
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for w in workers.iter_mut() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<ServeCfg>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut handlers = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((sock, _)) => {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let (cfg, shared) = (cfg.clone(), shared.clone());
+                handlers.push(thread::spawn(move || {
+                    if let Err(e) = serve(sock, &cfg, &shared) {
+                        shared.errors.lock().unwrap().push(e);
+                    }
+                }));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    for h in handlers {
+        let _ = h.join();
+    }
+}
+
+/// Authenticates one client in-process, then hands it to a worker.
+fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), String> {
+    sock.set_nonblocking(false).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let mut conn = Connection::server(
+        Config::default(),
+        Box::new(vec![cfg.host.clone()]),
+        Instant::now(),
+    )
+    .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = vec![0u8; 65536];
+    'auth: loop {
+        let out = conn.take_output();
+        sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::AuthRequest {
+                    user,
+                    attempt: AuthAttempt::PublicKeyQuery { algorithm, key },
+                } if user == cfg.user.name && key == cfg.allowed => conn
+                    .auth_pk_ok(&algorithm, &key)
+                    .map_err(|e| e.to_string())?,
+                Event::AuthRequest {
+                    user,
+                    attempt: AuthAttempt::PublicKey { key, .. },
+                } if user == cfg.user.name && key == cfg.allowed => {
+                    conn.auth_accept().map_err(|e| e.to_string())?;
+                    break 'auth;
+                }
+                Event::AuthRequest { .. } => conn
+                    .auth_reject(&["publickey"], false)
+                    .map_err(|e| e.to_string())?,
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("authentication timed out".into());
+        }
+        match sock.read(&mut buf) {
+            // A client that gave up (e.g. a host key test): not an error.
+            Ok(0) => return Ok(()),
+            Ok(n) => conn
+                .handle_input(&buf[..n], Instant::now())
+                .map_err(|e| format!("pre-auth: {e}"))?,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    // USERAUTH_SUCCESS is still in the output buffer: the worker sends it.
+    let state = conn.export(Instant::now()).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+
+    let (monitor, worker_end) = Endpoint::pair().map_err(|e| e.to_string())?;
+    let worker_fd = worker_end.into_fd();
+    let raw = worker_fd.as_raw_fd();
+    let log = File::options()
+        .append(true)
+        .open(&cfg.log_path)
+        .map_err(|e| e.to_string())?;
+    let (uid, gid, groups) = (cfg.user.uid, cfg.user.gid, cfg.groups.clone());
+    let mut cmd = Command::new(WORKER);
+    cmd.env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: only async-signal-safe calls between fork and exec, like the
+    // monitor: the endpoint to fd 3, then the user's groups, gid and uid.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setgid(gid) < 0
+                || libc::setuid(uid) < 0
+                || libc::chdir(c"/".as_ptr()) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("spawn worker: {e}"))?;
+    drop(worker_fd);
+    shared.workers.lock().unwrap().push(child);
+
+    let local = sock.local_addr().map_err(|e| e.to_string())?;
+    let peer = sock.peer_addr().map_err(|e| e.to_string())?;
+    let start = SessionStart {
+        state: state.to_vec(),
+        host_keys: vec![cfg.host.public_key().to_blob()],
+        user: cfg.user.clone(),
+        peer_addr: peer.ip().to_string(),
+        peer_port: peer.port(),
+        local_addr: local.ip().to_string(),
+        local_port: local.port(),
+        policy: cfg.policy.clone(),
+    };
+    monitor
+        .send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
+        .map_err(|e| format!("send Start: {e}"))?;
+    drop(sock);
+
+    // Answer signature requests until the worker exits.
+    loop {
+        match monitor.recv::<FromSession>() {
+            Ok((FromSession::Sign { key, alg, data }, _)) => {
+                let reply = if key == cfg.host.public_key().to_blob() {
+                    cfg.host.sign(&alg, &data).map_err(|e| e.to_string())
+                } else {
+                    Err("unknown host key".to_string())
+                };
+                shared.signs.fetch_add(1, Ordering::SeqCst);
+                monitor
+                    .send(&ToSession::Signature(reply), &[])
+                    .map_err(|e| format!("send Signature: {e}"))?;
+            }
+            Err(ressh_ipc::Error::Closed) => return Ok(()),
+            Err(e) => return Err(format!("monitor recv: {e}")),
+        }
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> String {
+    let data = fs::read(path).unwrap();
+    hex(&openssl::sha::sha256(&data))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `n` random bytes.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    openssl::rand::rand_bytes(&mut v).unwrap();
+    v
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// ressh-proto's client role over a blocking socket, for requests stock
+/// `ssh` cannot make (signal) and for watching the wire closely.
+pub struct ProtoClient {
+    pub conn: Connection,
+    sock: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl ProtoClient {
+    /// Connects, checks the host key, authenticates with the harness key.
+    pub fn connect(h: &Harness) -> ProtoClient {
+        let sock = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut c = ProtoClient {
+            conn: Connection::client(Config::default(), Instant::now()).unwrap(),
+            sock,
+            buf: vec![0; 65536],
+        };
+        let key = PrivateKey::from_openssh_pem(&fs::read(&h.key).unwrap()).unwrap();
+        let (user, host_key) = (h.user.name.clone(), h.host_key.clone());
+        c.until(Duration::from_secs(30), |conn, ev| {
+            match ev {
+                Event::HostKey(k) => {
+                    assert_eq!(k, host_key);
+                    conn.accept_host_key(Instant::now()).unwrap();
+                }
+                Event::AuthReady => conn.auth_publickey(&user, "ssh-ed25519", &key).unwrap(),
+                Event::AuthFailure { methods, .. } => panic!("auth failed: {methods:?}"),
+                Event::AuthSuccess => return true,
+                _ => {}
+            }
+            false
+        });
+        c
+    }
+
+    /// Pumps the connection, handing each event to `on` until it returns
+    /// true; panics after `timeout`.
+    pub fn until(&mut self, timeout: Duration, mut on: impl FnMut(&mut Connection, Event) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.conn.take_output();
+            if !out.is_empty() {
+                self.sock.write_all(&out).unwrap();
+            }
+            let mut any = false;
+            while let Some(ev) = self.conn.poll_event() {
+                any = true;
+                if on(&mut self.conn, ev) {
+                    let out = self.conn.take_output();
+                    self.sock.write_all(&out).unwrap();
+                    return;
+                }
+            }
+            if any {
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on the connection"
+            );
+            self.read_once();
+        }
+    }
+
+    /// Reads whatever arrives within the socket's short timeout.
+    pub fn read_once(&mut self) {
+        match self.sock.read(&mut self.buf) {
+            Ok(0) => panic!("the server closed the connection"),
+            Ok(n) => self
+                .conn
+                .handle_input(&self.buf[..n], Instant::now())
+                .unwrap(),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// Sends DISCONNECT and closes.
+    pub fn bye(mut self) {
+        self.conn.disconnect(11, "bye");
+        let _ = self.sock.write_all(&self.conn.take_output());
+    }
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
