@@ -1,6 +1,20 @@
 //! The event loop of one connection: the client's socket, every child's
 //! pipes or pty, forwarded sockets and listeners, SIGCHLD, and timers
 //! (rekey by time, ClientAlive).
+//!
+//! Readiness is edge-triggered (mio): each fd keeps "readable"/"writable"
+//! flags that an event sets and an EAGAIN clears, so an fd is never
+//! re-registered. After every batch of input the loop pumps every channel
+//! again; a channel's fds are read only while its send window is open, which
+//! also notices a window reopened by WINDOW_ADJUST even when the engine
+//! raised no `Event::Writable` (it does so only after a cut-short send).
+//! Reading from the client stops while more than [`OUT_HIGH`] bytes wait to
+//! be sent to it, and so does reading from local fds.
+//!
+//! Names in direct-tcpip requests are resolved on a short-lived thread
+//! (numeric addresses and `localhost` directly), so DNS never blocks the
+//! loop. Host-key signatures for a rekey do block it, for at most the IPC
+//! timeout: the monitor is local and answers at once.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

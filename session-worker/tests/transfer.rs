@@ -13,6 +13,7 @@ const LONG: Duration = Duration::from_secs(240);
 
 #[test]
 fn sftp_put_and_get_64_mib() {
+    ressh_testkit::require_cmd("/usr/lib/openssh/sftp-server");
     let h = Harness::start("sftp", default_policy());
     let up = h.dir.join("up.bin");
     fs::write(&up, random_bytes(64 << 20)).unwrap();

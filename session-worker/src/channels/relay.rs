@@ -353,7 +353,8 @@ impl Relay {
 
     /// A lingering relay has written everything (or failed).
     pub fn lingering_done(&self) -> bool {
-        !matches!(self.input, Input::Open(_)) || self.pending() == 0 && self.on_eof == OnEof::Ignore
+        !matches!(self.input, Input::Open(_))
+            || (self.pending() == 0 && self.on_eof == OnEof::Ignore)
     }
 
     /// Deregisters and closes every fd.
