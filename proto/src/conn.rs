@@ -17,8 +17,12 @@ use crate::error::{reason, Error, Result};
 use crate::kex::{self, Ephemeral, Negotiated};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::msg::{self, num, AuthMethod, ChannelKind, ChannelReq, GlobalReq};
+use crate::resilience::{self, is_resilient};
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
 use crate::wire::Reader;
+
+/// How long a received resilient message may wait for its acknowledgement.
+const ACK_DELAY: Duration = Duration::from_secs(1);
 
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +73,15 @@ pub struct Config {
     /// Server: the methods named in USERAUTH_FAILURE when the engine itself
     /// refuses an attempt (a bad signature).
     pub auth_methods: Vec<String>,
+    /// Offer the resilience extension (docs/PROTOCOL.md).
+    pub resilience: bool,
+    /// Bytes of unacknowledged channel data kept before sending stops.
+    pub resilience_buffer: u32,
+    /// Server: how long a detached session waits, in seconds (advertised).
+    pub detach_timeout: u32,
+    /// Client: probe the server after this much silence and report
+    /// [`Event::ConnectionDead`] after as much again (zero: off).
+    pub keepalive: Duration,
 }
 
 impl Default for Config {
@@ -97,6 +110,10 @@ impl Default for Config {
                 "password".into(),
                 "keyboard-interactive".into(),
             ],
+            resilience: true,
+            resilience_buffer: 16 * 1024 * 1024,
+            detach_timeout: 3600,
+            keepalive: Duration::ZERO,
         }
     }
 }
@@ -227,6 +244,31 @@ pub enum Event {
         reason: u32,
         description: String,
     },
+    /// Resilience is on for this session; the peer's detach timeout
+    /// (seconds; the server's, 0 from a client).
+    ResilienceReady {
+        detach_timeout: u32,
+    },
+    /// Client: no packet for twice the keepalive interval: the transport is
+    /// dead; reconnect (see [`Connection::reconnect_attempt`]).
+    ConnectionDead,
+    /// Server (a new connection): the client asks to resume a session. The
+    /// engine stops reading; route the request to the owning session.
+    ReconnectRequest(Box<ReconnectRequest>),
+    /// A reconnect completed; the session runs on the new transport.
+    Reconnected,
+}
+
+/// A reconnect request as received on a new connection, with everything
+/// the owning session needs to validate it (docs/PROTOCOL.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconnectRequest {
+    pub request: resilience::Request,
+    pub transcript: resilience::Transcript,
+    pub negotiated: Negotiated,
+    /// Packets the new connection's server side has sent and received.
+    pub writer_seq: u32,
+    pub reader_seq: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +325,11 @@ struct KexRun {
     newkeys_recv: bool,
     /// Keys for the direction we receive, installed at the peer's NEWKEYS.
     recv_keys: Option<KeyMaterial>,
+    /// First exchange: both sides offered resilience.
+    resilience: bool,
+    /// Server: this connection is a reconnect (the extension was chosen).
+    reconnect: bool,
+    reconnect_received: bool,
 }
 
 struct PendingKeys {
@@ -325,9 +372,17 @@ pub struct Connection {
     global_replies_owed_to_us: u32,
     global_replies_we_owe: u32,
     no_more_sessions: bool,
-    /// Messages sent and received after authentication (for resilience).
+    /// Messages sent and received after authentication.
     sent_msgs: u64,
     recv_msgs: u64,
+    /// The resilience extension, once negotiated.
+    resilience: Option<resilience::State>,
+    /// When the oldest unacknowledged resilient message arrived.
+    ack_timer: Option<Instant>,
+    /// Keepalive: last packet received, probe sent, death reported.
+    last_rx: Instant,
+    probe_sent: Option<Instant>,
+    dead_reported: bool,
     closed: bool,
 }
 
@@ -383,6 +438,11 @@ impl Connection {
             no_more_sessions: false,
             sent_msgs: 0,
             recv_msgs: 0,
+            resilience: None,
+            ack_timer: None,
+            last_rx: now,
+            probe_sent: None,
+            dead_reported: false,
             closed: false,
         };
         c.outbuf.extend_from_slice(c.local_version.as_bytes());
@@ -454,6 +514,10 @@ impl Connection {
             return Err(Error::Closed);
         }
         self.now = now;
+        if !data.is_empty() {
+            self.last_rx = now;
+            self.probe_sent = None;
+        }
         self.inbuf.extend_from_slice(data);
         let r = self.process(now);
         self.fail_on_err(r)
@@ -461,10 +525,67 @@ impl Connection {
 
     /// The next moment [`Self::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed || self.session_id.is_none() || self.kex.is_some() {
+        if self.closed || self.session_id.is_none() {
             return None;
         }
-        Some(self.last_kex + self.config.rekey_interval)
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        if self.kex.is_none() {
+            at(self.last_kex + self.config.rekey_interval);
+        }
+        if let Some(a) = self.ack_timer {
+            at(a + ACK_DELAY);
+        }
+        if self.keepalive_on() && !self.dead_reported {
+            match self.probe_sent {
+                Some(p) => at(p + self.config.keepalive),
+                None => at(self.last_rx + self.config.keepalive),
+            }
+        }
+        t
+    }
+
+    fn keepalive_on(&self) -> bool {
+        self.role == Role::Client
+            && !self.config.keepalive.is_zero()
+            && self.resilience.as_ref().is_some_and(|r| r.active)
+    }
+
+    /// Timers of the resilience extension: delayed ACKs and keepalives.
+    fn resilience_timers(&mut self, now: Instant) -> Result<()> {
+        if self.ack_timer.is_some_and(|a| now >= a + ACK_DELAY) {
+            self.send_ack(false)?;
+        }
+        if self.keepalive_on() && !self.dead_reported {
+            match self.probe_sent {
+                None if now.saturating_duration_since(self.last_rx) >= self.config.keepalive => {
+                    self.send_ack(true)?;
+                    self.probe_sent = Some(now);
+                }
+                Some(p) if now.saturating_duration_since(p) >= self.config.keepalive => {
+                    self.dead_reported = true;
+                    self.events.push_back(Event::ConnectionDead);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends SSH_MSG_RESILIENCE_ACK with our receive count.
+    fn send_ack(&mut self, want_reply: bool) -> Result<()> {
+        let Some(r) = self.resilience.as_mut() else {
+            return Ok(());
+        };
+        if r.hold_acks {
+            self.ack_timer = None;
+            return Ok(());
+        }
+        let count = r.recv;
+        r.acked_recv = count;
+        r.unacked_bytes = 0;
+        self.ack_timer = None;
+        self.send(resilience::encode_ack(count, want_reply))
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
@@ -480,6 +601,7 @@ impl Connection {
         } else {
             Ok(())
         };
+        let r = r.and_then(|_| self.resilience_timers(now));
         self.fail_on_err(r)
     }
 
@@ -555,8 +677,13 @@ impl Connection {
             if self.closed {
                 return Ok(());
             }
-            // A client waiting for the host-key verdict reads nothing more.
-            if self.kex.as_ref().is_some_and(|k| k.pending.is_some()) {
+            // A client waiting for the host-key verdict reads nothing more,
+            // nor does a server that handed a reconnect request on.
+            if self
+                .kex
+                .as_ref()
+                .is_some_and(|k| k.pending.is_some() || k.reconnect_received)
+            {
                 return Ok(());
             }
             let Some((payload, n)) = self.reader.read(&self.inbuf[*off..])? else {
@@ -595,11 +722,22 @@ impl Connection {
             self.deferred.push_back(payload);
             return Ok(());
         }
-        self.write_now(&payload)?;
-        if self.authenticated && n >= 80 {
+        self.write_payload(&payload)?;
+        self.maybe_rekey()
+    }
+
+    /// Writes a payload and records it for counting and retransmission.
+    fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
+        self.write_now(payload)?;
+        if self.authenticated && payload[0] >= 80 {
             self.sent_msgs += 1;
         }
-        self.maybe_rekey()
+        if let Some(r) = self.resilience.as_mut() {
+            if r.active && is_resilient(payload[0]) {
+                r.sent(payload);
+            }
+        }
+        Ok(())
     }
 
     fn write_now(&mut self, payload: &[u8]) -> Result<()> {
@@ -621,6 +759,9 @@ impl Connection {
                     kex_names.push(kex::STRICT_C.into());
                 }
                 Role::Server => kex_names.push(kex::STRICT_S.into()),
+            }
+            if self.config.resilience {
+                kex_names.push(resilience::NAME.into());
             }
         }
         let host_key = match (&self.role, &self.signer) {
@@ -670,6 +811,9 @@ impl Connection {
             newkeys_sent: false,
             newkeys_recv: false,
             recv_keys: None,
+            resilience: false,
+            reconnect: false,
+            reconnect_received: false,
         });
         Ok(())
     }
@@ -703,6 +847,18 @@ impl Connection {
             if self.role == Role::Server {
                 self.peer_ext_info = peer.kex.iter().any(|k| k == kex::EXT_INFO_C);
             }
+            kx.resilience =
+                self.config.resilience && peer.kex.iter().any(|k| k == resilience::NAME);
+        }
+        if n.kex == resilience::NAME {
+            // A reconnect: only a server, only as the first exchange.
+            if self.role != Role::Server || !kx.first || !self.config.resilience {
+                return Err(Error::Protocol("unexpected reconnect key exchange"));
+            }
+            kx.reconnect = true;
+            kx.negotiated = Some(n);
+            kx.peer_init = Some(payload);
+            return Ok(());
         }
         kx.ignore_next = peer.first_kex_follows && !kex::guess_was_right(c, s);
         kx.negotiated = Some(n);
@@ -769,6 +925,13 @@ impl Connection {
             &k,
         )?;
         let signature = signer.sign(&key, &n.host_key, &h)?;
+        if kx.first && kx.resilience {
+            self.resilience = Some(resilience::State::new(
+                resilience::resume_secret(&k, &h)?,
+                self.config.resilience_buffer,
+                self.config.detach_timeout,
+            ));
+        }
         let sid = self.session_id.get_or_insert_with(|| h.clone()).clone();
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &n)?;
         kx.recv_keys = Some(c2s);
@@ -814,6 +977,13 @@ impl Connection {
         }
         let sid = self.session_id.clone().unwrap_or_else(|| h.clone());
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &n)?;
+        if kx.first && kx.resilience {
+            self.resilience = Some(resilience::State::new(
+                resilience::resume_secret(&k, &h)?,
+                self.config.resilience_buffer,
+                0,
+            ));
+        }
         if let Some(known) = &self.host_key {
             // A rekey must present the same host key.
             if known != &reply.host_key {
@@ -911,11 +1081,12 @@ impl Connection {
             crate::wire::Put::put_str(&mut p, "ssh-userauth");
             self.write_now(&p)?;
         }
+        self.flush_deferred()
+    }
+
+    fn flush_deferred(&mut self) -> Result<()> {
         while let Some(p) = self.deferred.pop_front() {
-            self.write_now(&p)?;
-            if self.authenticated && p[0] >= 80 {
-                self.sent_msgs += 1;
-            }
+            self.write_payload(&p)?;
         }
         Ok(())
     }
@@ -927,13 +1098,44 @@ impl Connection {
 
     // ----- dispatch --------------------------------------------------------
 
-    fn dispatch(&mut self, payload: Vec<u8>, _now: Instant) -> Result<()> {
+    fn dispatch(&mut self, payload: Vec<u8>, now: Instant) -> Result<()> {
         let n = payload[0];
         let seq = self.reader.seq.wrapping_sub(1);
         self.check_allowed_during_kex(n)?;
         if self.authenticated && n >= 80 {
             self.recv_msgs += 1;
         }
+        if let Some(r) = self.resilience.as_mut() {
+            // Client: the server's first packet after a reconnect proves it
+            // committed; adopt the ratcheted secret.
+            if let Some(next) = r.next_rs.take() {
+                r.rs = next;
+            }
+            if r.active && is_resilient(n) {
+                if r.skip > 0 {
+                    // Already received on the old connection.
+                    r.skip -= 1;
+                    return Ok(());
+                }
+                r.recv += 1;
+                r.unacked_bytes += payload.len();
+                self.ack_timer.get_or_insert(now);
+            }
+        }
+        let resilient = is_resilient(n);
+        self.dispatch_inner(n, seq, payload)?;
+        if resilient
+            && self
+                .resilience
+                .as_ref()
+                .is_some_and(|r| r.active && r.ack_due_by_volume())
+        {
+            self.send_ack(false)?;
+        }
+        Ok(())
+    }
+
+    fn dispatch_inner(&mut self, n: u8, seq: u32, payload: Vec<u8>) -> Result<()> {
         match n {
             num::DISCONNECT => {
                 let d = msg::Disconnect::decode(&payload)?;
@@ -983,6 +1185,56 @@ impl Connection {
             },
             80..=127 if self.authenticated => self.connection_message(n, payload),
             80..=127 => Err(Error::Protocol("connection message before authentication")),
+            resilience::MSG_ACK if self.resilience.as_ref().is_some_and(|r| r.active) => {
+                let (count, want_reply) = resilience::decode_ack(&payload)?;
+                let freed = self.resilience.as_mut().expect("resilience").acked(count)?;
+                if freed {
+                    self.wake_blocked_channels();
+                }
+                if want_reply {
+                    self.send_ack(false)?;
+                }
+                Ok(())
+            }
+            resilience::MSG_INFO if self.resilience.as_ref().is_some_and(|r| r.active) => {
+                let (detach, cap) = resilience::decode_info(&payload)?;
+                let r = self.resilience.as_mut().expect("resilience");
+                if r.peer_cap.is_some() {
+                    return Err(Error::Protocol("second RESILIENCE_INFO"));
+                }
+                r.peer_cap = Some(cap.max(4096));
+                r.peer_detach = Some(detach);
+                self.events.push_back(Event::ResilienceReady {
+                    detach_timeout: detach,
+                });
+                Ok(())
+            }
+            resilience::MSG_RECONNECT_REQUEST
+                if self
+                    .kex
+                    .as_ref()
+                    .is_some_and(|k| k.reconnect && k.peer_init.is_some()) =>
+            {
+                let request = resilience::Request::decode(&payload)?;
+                let kx = self.kex.as_mut().expect("kex");
+                kx.reconnect_received = true;
+                let transcript = resilience::Transcript {
+                    v_c: self.peer_version.clone().unwrap_or_default(),
+                    v_s: self.local_version.clone(),
+                    i_c: kx.peer_init.clone().expect("peer init"),
+                    i_s: kx.local_init.clone(),
+                };
+                let negotiated = kx.negotiated.clone().expect("negotiated");
+                self.events
+                    .push_back(Event::ReconnectRequest(Box::new(ReconnectRequest {
+                        request,
+                        transcript,
+                        negotiated,
+                        writer_seq: self.writer.seq,
+                        reader_seq: self.reader.seq,
+                    })));
+                Ok(())
+            }
             _ => {
                 let mut p = vec![num::UNIMPLEMENTED];
                 crate::wire::Put::put_u32(&mut p, seq);
@@ -1011,6 +1263,14 @@ impl Connection {
         }
         if kx.newkeys_recv {
             return Ok(());
+        }
+        if kx.reconnect {
+            if n == resilience::MSG_RECONNECT_REQUEST && !kx.reconnect_received
+                || n == num::DISCONNECT
+            {
+                return Ok(());
+            }
+            return Err(Error::Protocol("unexpected message in a reconnect"));
         }
         if kx.first && self.strict_kex {
             if kex_msg || n == num::DISCONNECT {
@@ -1163,7 +1423,18 @@ impl Connection {
         self.expect_server_auth()?;
         self.server_auth_pending = false;
         self.authenticated = true;
-        self.send(vec![num::USERAUTH_SUCCESS])
+        self.send(vec![num::USERAUTH_SUCCESS])?;
+        self.activate_resilience()
+    }
+
+    /// Starts counting resilient messages and announces our parameters.
+    fn activate_resilience(&mut self) -> Result<()> {
+        let Some(r) = self.resilience.as_mut() else {
+            return Ok(());
+        };
+        r.active = true;
+        let info = resilience::encode_info(r.local_detach, r.local_cap);
+        self.send(info)
     }
 
     /// Server: rejects the pending request, naming the methods that can continue.
@@ -1243,7 +1514,7 @@ impl Connection {
                 self.client_auth = ClientAuth::Idle;
                 self.authenticated = true;
                 self.events.push_back(Event::AuthSuccess);
-                Ok(())
+                self.activate_resilience()
             }
             num::USERAUTH_FAILURE if self.client_auth != ClientAuth::Idle => {
                 let f = msg::UserauthFailure::decode(&payload)?;
@@ -1548,9 +1819,27 @@ impl Connection {
     pub fn send_window(&self, id: u32) -> usize {
         match self.channels.get(&id) {
             Some(ch) if ch.state == ChanState::Open && !ch.sent_eof && !ch.sent_close => {
-                ch.remote_window as usize
+                (ch.remote_window as usize).min(self.resilience_room())
             }
             _ => 0,
+        }
+    }
+
+    /// Room under the resilience buffer cap (unlimited without resilience).
+    fn resilience_room(&self) -> usize {
+        match &self.resilience {
+            Some(r) if r.active => r.room(),
+            _ => usize::MAX,
+        }
+    }
+
+    /// After buffer space was freed: channels that were cut short can send.
+    fn wake_blocked_channels(&mut self) {
+        for (id, ch) in self.channels.iter_mut() {
+            if ch.blocked && ch.remote_window > 0 {
+                ch.blocked = false;
+                self.events.push_back(Event::Writable { id: *id });
+            }
         }
     }
 
@@ -1569,11 +1858,12 @@ impl Connection {
     fn send_data_ext(&mut self, id: u32, code: Option<u32>, data: &[u8]) -> Result<usize> {
         self.check_conn()?;
         let our_max = crate::transport::MAX_PAYLOAD_OUT as u32 - 64;
+        let room = self.resilience_room();
         let ch = self.chan(id)?;
         if ch.state != ChanState::Open || ch.sent_eof || ch.sent_close {
             return Err(Error::Protocol("channel not open for data"));
         }
-        let n = data.len().min(ch.remote_window as usize);
+        let n = data.len().min(ch.remote_window as usize).min(room);
         if n < data.len() {
             ch.blocked = true;
         }
@@ -1984,6 +2274,7 @@ struct Snapshot {
     no_more_sessions: bool,
     sent_msgs: u64,
     recv_msgs: u64,
+    resilience: Option<resilience::State>,
 }
 
 impl Connection {
@@ -2035,6 +2326,7 @@ impl Connection {
             no_more_sessions: self.no_more_sessions,
             sent_msgs: self.sent_msgs,
             recv_msgs: self.recv_msgs,
+            resilience: self.resilience.clone(),
         };
         postcard::to_stdvec(&s)
             .map(Zeroizing::new)
@@ -2071,6 +2363,16 @@ impl Connection {
         }
         if s.session_id.len() != 32 || !s.peer_version.starts_with("SSH-") {
             return Err(Error::State("inconsistent transport state"));
+        }
+        if let Some(r) = &s.resilience {
+            let sum: usize = r.buffer.iter().map(|m| m.len()).sum();
+            if r.rs.len() != 32
+                || sum != r.buffer_bytes
+                || r.buffer.len() as u64 > r.sent
+                || r.buffer.iter().any(|m| m.is_empty() || !is_resilient(m[0]))
+            {
+                return Err(Error::State("inconsistent resilience state"));
+            }
         }
         if (s.role == Role::Server) != signer.is_some() {
             return Err(Error::State(
@@ -2115,6 +2417,11 @@ impl Connection {
             no_more_sessions: s.no_more_sessions,
             sent_msgs: s.sent_msgs,
             recv_msgs: s.recv_msgs,
+            resilience: s.resilience,
+            ack_timer: None,
+            last_rx: now,
+            probe_sent: None,
+            dead_reported: false,
             closed: false,
         })
     }
@@ -2123,3 +2430,7 @@ impl Connection {
 #[cfg(test)]
 #[path = "conn_fuzz.rs"]
 mod fuzz_tests;
+
+#[path = "reconnect.rs"]
+mod reconnect;
+pub use reconnect::{ClientReconnect, Refused, ServerReconnect};

@@ -19,6 +19,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::Rsa;
 use openssl::sign::{Signer, Verifier};
+use openssl::symm::{Cipher, Crypter, Mode};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -65,6 +66,14 @@ const OPENSSH_END: &str = "-----END OPENSSH PRIVATE KEY-----";
 const OPENSSH_LINE_LEN: usize = 70;
 /// Block size of cipher "none" in PROTOCOL.key (padding aligns to it).
 const NONE_BLOCK_SIZE: usize = 8;
+/// Block (and IV) size of the AES ciphers of encrypted key files.
+const AES_BLOCK_SIZE: usize = 16;
+/// Bound on bcrypt-pbkdf rounds of a key file (ssh-keygen's default is 16),
+/// so a crafted file cannot make decryption run for hours.
+const MAX_KDF_ROUNDS: u32 = 100_000;
+
+/// The error text of a private key that the passphrase given does not decrypt.
+pub const BAD_PASSPHRASE: &str = "incorrect passphrase supplied to decrypt private key";
 
 /// The PEM labels handed to OpenSSL, as (label, encrypted).
 const PEM_LABELS: &[(&str, bool)] = &[
@@ -468,12 +477,7 @@ struct OpensshEnvelope<'a> {
 
 enum Kdf<'a> {
     None,
-    /// Parsed now so that the bcrypt-pbkdf decryption step only has to use them.
-    #[allow(dead_code)]
-    Bcrypt {
-        salt: &'a [u8],
-        rounds: u32,
-    },
+    Bcrypt { salt: &'a [u8], rounds: u32 },
 }
 
 impl<'a> OpensshEnvelope<'a> {
@@ -525,21 +529,63 @@ impl<'a> OpensshEnvelope<'a> {
     }
 
     /// The plaintext private section and the cipher block size it is padded
-    /// to. Decryption (bcrypt-pbkdf + aes256-ctr/-gcm) belongs here once
-    /// supported; for now encrypted keys are refused.
-    fn decrypt(&self, _passphrase: Option<&[u8]>) -> Result<(Zeroizing<Vec<u8>>, usize)> {
+    /// to. An encrypted section needs `passphrase`: the key and IV come from
+    /// bcrypt-pbkdf over it and the salt, the cipher is AES in CTR or CBC mode.
+    fn decrypt(&self, passphrase: Option<&[u8]>) -> Result<(Zeroizing<Vec<u8>>, usize)> {
         match (&self.kdf, self.cipher) {
             (Kdf::None, b"none") => {
                 let mut v = Zeroizing::new(Vec::with_capacity(self.private.len()));
                 v.extend_from_slice(self.private);
                 Ok((v, NONE_BLOCK_SIZE))
             }
-            (Kdf::Bcrypt { salt: _, rounds: _ }, _) => {
-                Err(Error::Malformed("encrypted private key"))
+            (Kdf::Bcrypt { salt, rounds }, cipher) => {
+                let Some(passphrase) = passphrase else {
+                    return Err(Error::Malformed("encrypted private key"));
+                };
+                let (c, key_len) = match cipher {
+                    b"aes256-ctr" => (Cipher::aes_256_ctr(), 32),
+                    b"aes192-ctr" => (Cipher::aes_192_ctr(), 24),
+                    b"aes128-ctr" => (Cipher::aes_128_ctr(), 16),
+                    b"aes256-cbc" => (Cipher::aes_256_cbc(), 32),
+                    b"aes192-cbc" => (Cipher::aes_192_cbc(), 24),
+                    b"aes128-cbc" => (Cipher::aes_128_cbc(), 16),
+                    other => return Err(Error::UnknownAlgorithm(printable(other))),
+                };
+                if *rounds > MAX_KDF_ROUNDS {
+                    return Err(Error::TooLarge("bcrypt kdf rounds"));
+                }
+                if self.private.is_empty() || self.private.len() % AES_BLOCK_SIZE != 0 {
+                    return Err(Error::Malformed("private section length"));
+                }
+                if passphrase.is_empty() {
+                    // bcrypt-pbkdf refuses an empty passphrase; none decrypts.
+                    return Err(Error::Malformed(BAD_PASSPHRASE));
+                }
+                let mut km = Zeroizing::new(vec![0u8; key_len + AES_BLOCK_SIZE]);
+                bcrypt_pbkdf::bcrypt_pbkdf(passphrase, salt, *rounds, &mut km)
+                    .map_err(|_| Error::Malformed("bcrypt kdf options"))?;
+                let mut crypter =
+                    Crypter::new(c, Mode::Decrypt, &km[..key_len], Some(&km[key_len..]))?;
+                crypter.pad(false);
+                let mut v = Zeroizing::new(vec![0u8; self.private.len() + AES_BLOCK_SIZE]);
+                let n = crypter.update(self.private, &mut v)?;
+                let m = crypter.finalize(&mut v[n..])?;
+                v.truncate(n + m);
+                Ok((v, AES_BLOCK_SIZE))
             }
             _ => Err(Error::Malformed("cipher and kdf do not fit")),
         }
     }
+}
+
+/// What a private key file tells without its passphrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateKeyInfo {
+    /// Whether a passphrase is needed to read the private key.
+    pub encrypted: bool,
+    /// The public key, when the format carries it in the clear (OpenSSH's
+    /// own format does; PEM files do not).
+    pub public: Option<PublicKey>,
 }
 
 /// Extracts the base64 body between `-----BEGIN label-----` and
@@ -698,7 +744,7 @@ impl PrivateKey {
             return Err(Error::Malformed("PEM armour"));
         }
         if text.starts_with(OPENSSH_BEGIN) {
-            return Self::from_openssh_text(text);
+            return Self::from_openssh_text(text, None);
         }
         for &(label, encrypted) in PEM_LABELS {
             let begin = format!("-----BEGIN {label}-----");
@@ -721,12 +767,74 @@ impl PrivateKey {
         Err(Error::Malformed("unsupported private key format"))
     }
 
-    fn from_openssh_text(text: &str) -> Result<PrivateKey> {
+    /// Reads a private key like [`Self::from_openssh_pem`], decrypting it
+    /// with `passphrase` if it is encrypted: OpenSSH's format (bcrypt-pbkdf
+    /// with AES-CTR or -CBC) or encrypted PEM (through OpenSSL). A wrong
+    /// passphrase gives `Error::Malformed(BAD_PASSPHRASE)`.
+    pub fn from_openssh_pem_with_passphrase(text: &[u8], passphrase: &[u8]) -> Result<PrivateKey> {
+        if text.len() > MAX_KEY_TEXT {
+            return Err(Error::TooLarge("private key file"));
+        }
+        let s = std::str::from_utf8(text).map_err(|_| Error::Malformed("private key text"))?;
+        let s = s.trim_matches(|c: char| c.is_ascii_whitespace());
+        if s.matches("-----BEGIN ").count() != 1 {
+            return Err(Error::Malformed("PEM armour"));
+        }
+        if s.starts_with(OPENSSH_BEGIN) {
+            return Self::from_openssh_text(s, Some(passphrase));
+        }
+        let encrypted_pem = s.contains("Proc-Type: 4,ENCRYPTED")
+            || s.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----");
+        if !encrypted_pem {
+            return Self::from_openssh_pem(text);
+        }
+        if !PEM_LABELS
+            .iter()
+            .any(|(label, _)| s.starts_with(&format!("-----BEGIN {label}-----")))
+        {
+            return Err(Error::Malformed("unsupported private key format"));
+        }
+        let pkey = PKey::private_key_from_pem_passphrase(s.as_bytes(), passphrase)
+            .map_err(|_| Error::Malformed(BAD_PASSPHRASE))?;
+        PrivateKey::from_pkey(pkey)
+    }
+
+    /// Whether a private key file needs a passphrase, and its public key if
+    /// readable without one.
+    pub fn inspect(text: &[u8]) -> Result<PrivateKeyInfo> {
+        if text.len() > MAX_KEY_TEXT {
+            return Err(Error::TooLarge("private key file"));
+        }
+        let s = std::str::from_utf8(text).map_err(|_| Error::Malformed("private key text"))?;
+        let s = s.trim_matches(|c: char| c.is_ascii_whitespace());
+        if s.starts_with(OPENSSH_BEGIN) {
+            let b64 = pem_body(s, OPENSSH_BEGIN, OPENSSH_END)?;
+            let bin = b64_decode_strict(&b64)?;
+            let env = OpensshEnvelope::parse(&bin)?;
+            return Ok(PrivateKeyInfo {
+                encrypted: !matches!(env.kdf, Kdf::None),
+                public: Some(PublicKey::from_blob(env.public)?),
+            });
+        }
+        if !s.starts_with("-----BEGIN ") {
+            return Err(Error::Malformed("unsupported private key format"));
+        }
+        let encrypted = s.contains("Proc-Type: 4,ENCRYPTED")
+            || s.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----");
+        let public = if encrypted {
+            None
+        } else {
+            Some(Self::from_openssh_pem(text)?.public_key())
+        };
+        Ok(PrivateKeyInfo { encrypted, public })
+    }
+
+    fn from_openssh_text(text: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey> {
         let b64 = pem_body(text, OPENSSH_BEGIN, OPENSSH_END)?;
         let bin = b64_decode_strict(&b64)?;
         let env = OpensshEnvelope::parse(&bin)?;
         let header_public = PublicKey::from_blob(env.public)?;
-        let (plain, block) = env.decrypt(None)?;
+        let (plain, block) = env.decrypt(passphrase)?;
         if plain.len() < block || plain.len() % block != 0 {
             return Err(Error::Malformed("private section length"));
         }
@@ -734,6 +842,9 @@ impl PrivateKey {
         let check1 = r.u32()?;
         let check2 = r.u32()?;
         if check1 != check2 {
+            if matches!(env.kdf, Kdf::Bcrypt { .. }) {
+                return Err(Error::Malformed(BAD_PASSPHRASE));
+            }
             return Err(Error::Malformed("check-ints differ (wrong passphrase?)"));
         }
         let key = Self::read_openssh_private(&mut r)?;
@@ -1296,6 +1407,83 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
                 Error::Malformed("encrypted private key")
             );
         }
+    }
+
+    #[test]
+    fn encrypted_keys_decrypt_with_their_passphrase() {
+        // ED25519_ENCRYPTED_KEY: ssh-keygen's default aes256-ctr + bcrypt, 16 rounds.
+        let info = PrivateKey::inspect(ED25519_ENCRYPTED_KEY.as_bytes()).unwrap();
+        assert!(info.encrypted);
+        let public = info.public.expect("public key in the clear");
+        let key = PrivateKey::from_openssh_pem_with_passphrase(
+            ED25519_ENCRYPTED_KEY.as_bytes(),
+            b"secret",
+        )
+        .unwrap();
+        assert_eq!(key.public_key(), public);
+        let sig = key.sign("ssh-ed25519", MSG).unwrap();
+        assert_eq!(public.verify(MSG, &sig), Ok("ssh-ed25519"));
+        for wrong in [&b"Secret"[..], b"secre", b""] {
+            assert_eq!(
+                PrivateKey::from_openssh_pem_with_passphrase(
+                    ED25519_ENCRYPTED_KEY.as_bytes(),
+                    wrong
+                )
+                .unwrap_err(),
+                Error::Malformed(BAD_PASSPHRASE)
+            );
+        }
+        // Encrypted PEM, through OpenSSL.
+        for (text, pass) in [
+            (ECDSA_ENCRYPTED_PKCS8, &b"x"[..]),
+            (ECDSA_ENCRYPTED_SEC1, b"xxxxx"),
+        ] {
+            let info = PrivateKey::inspect(text.as_bytes()).unwrap();
+            assert!(info.encrypted && info.public.is_none());
+            let k = PrivateKey::from_openssh_pem_with_passphrase(text.as_bytes(), pass).unwrap();
+            assert_eq!(k.key_type(), KeyType::EcdsaP256);
+            assert_eq!(
+                PrivateKey::from_openssh_pem_with_passphrase(text.as_bytes(), b"nope").unwrap_err(),
+                Error::Malformed(BAD_PASSPHRASE)
+            );
+        }
+        // Unencrypted keys read the same with or without a passphrase.
+        let plain = PrivateKey::inspect(ED25519_KEY.as_bytes()).unwrap();
+        assert!(!plain.encrypted);
+        assert_eq!(
+            PrivateKey::from_openssh_pem_with_passphrase(ED25519_KEY.as_bytes(), b"any")
+                .unwrap()
+                .public_key(),
+            plain.public.unwrap()
+        );
+    }
+
+    #[test]
+    fn encrypted_key_damage_is_refused() {
+        let bin = key_binary(ED25519_ENCRYPTED_KEY);
+        let env = OpensshEnvelope::parse(&bin).unwrap();
+        // A flipped ciphertext bit in the check-ints reads as a wrong passphrase;
+        // a private section not a multiple of the block size is malformed.
+        let mut p = env.private.to_vec();
+        p[1] ^= 1;
+        let e = PrivateKey::from_openssh_pem_with_passphrase(
+            armour(&with_private(&bin, &p)).as_bytes(),
+            b"secret",
+        );
+        assert_eq!(e.unwrap_err(), Error::Malformed(BAD_PASSPHRASE));
+        let mut p = env.private.to_vec();
+        p.push(0);
+        assert!(PrivateKey::from_openssh_pem_with_passphrase(
+            armour(&with_private(&bin, &p)).as_bytes(),
+            b"secret",
+        )
+        .is_err());
+        // Unknown cipher names are refused by name.
+        let at = bin.windows(10).position(|w| w == b"aes256-ctr").unwrap();
+        let mut b = bin.clone();
+        b[at..at + 10].copy_from_slice(b"aes256-xyz");
+        let e = PrivateKey::from_openssh_pem_with_passphrase(armour(&b).as_bytes(), b"secret");
+        assert_eq!(e.unwrap_err(), Error::UnknownAlgorithm("aes256-xyz".into()));
     }
 
     #[test]

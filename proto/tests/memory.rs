@@ -80,7 +80,7 @@ impl Pair {
         }
         self.s.auth_accept().unwrap();
         self.pump();
-        assert_eq!(self.ce.last(), Some(&Event::AuthSuccess));
+        assert!(self.ce.contains(&Event::AuthSuccess));
     }
 
     /// Opens a session channel with an exec; returns (client id, server id).
@@ -334,7 +334,7 @@ fn password_and_keyboard_interactive() {
     }
     p.s.auth_accept().unwrap();
     p.pump();
-    assert_eq!(p.ce.pop(), Some(Event::AuthSuccess));
+    assert!(p.ce.contains(&Event::AuthSuccess));
     assert!(p.s.is_authenticated());
 }
 

@@ -1,0 +1,456 @@
+//! The resilience extension (docs/PROTOCOL.md): names, messages, the
+//! resume-secret derivations and the retransmit buffer.
+
+use std::collections::VecDeque;
+
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::wire::{Put, Reader};
+
+/// The pseudo key-exchange name that negotiates the extension and marks a reconnect.
+pub const NAME: &str = "resilience-v00@ressh.org";
+
+pub const MSG_ACK: u8 = 240;
+pub const MSG_INFO: u8 = 241;
+pub const MSG_RECONNECT_REQUEST: u8 = 242;
+pub const MSG_RECONNECT_REPLY: u8 = 243;
+pub const MSG_RECONNECT_FAILURE: u8 = 244;
+
+/// RECONNECT_FAILURE codes.
+pub mod failure {
+    pub const UNKNOWN_SESSION: u32 = 1;
+    pub const AUTHENTICATION_FAILED: u32 = 2;
+    pub const NOT_ALLOWED: u32 = 3;
+    pub const TRY_AGAIN: u32 = 4;
+}
+
+/// Whether a message number is counted and retransmitted.
+pub fn is_resilient(n: u8) -> bool {
+    (80..=127).contains(&n)
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
+    let k = PKey::hmac(key)?;
+    let mut s = Signer::new(MessageDigest::sha256(), &k)?;
+    for p in parts {
+        s.update(p)?;
+    }
+    Ok(Zeroizing::new(s.sign_to_vec()?))
+}
+
+/// RS_0 from the first key exchange.
+pub fn resume_secret(k: &[u8], h: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut b = Zeroizing::new(Vec::new());
+    b.put_mpint(k);
+    b.put_string(h);
+    b.put_str("ressh resume secret");
+    Ok(Zeroizing::new(
+        openssl::hash::hash(MessageDigest::sha256(), &b)?.to_vec(),
+    ))
+}
+
+/// T_i from RS_i.
+pub fn token(rs: &[u8]) -> Result<Vec<u8>> {
+    Ok(hmac(rs, &[b"ressh resume token"])?.to_vec())
+}
+
+/// The transcript of a reconnect connection: version lines and KEXINITs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub v_c: String,
+    pub v_s: String,
+    pub i_c: Vec<u8>,
+    pub i_s: Vec<u8>,
+}
+
+impl Transcript {
+    fn encode(&self, b: &mut Vec<u8>) {
+        b.put_str(&self.v_c);
+        b.put_str(&self.v_s);
+        b.put_string(&self.i_c);
+        b.put_string(&self.i_s);
+    }
+}
+
+/// MAC_C: over the client's half of the transcript only, so the request
+/// can be sent without waiting for the server (docs/PROTOCOL.md §5).
+pub fn mac_c(
+    rs: &[u8],
+    v_c: &str,
+    i_c: &[u8],
+    token: &[u8],
+    q_c: &[u8],
+    r_c: u64,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let mut b = Vec::new();
+    b.put_str(v_c);
+    b.put_string(i_c);
+    b.put_string(token);
+    b.put_string(q_c);
+    b.put_u64(r_c);
+    hmac(rs, &[b"client", &b])
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn h_prime(
+    t: &Transcript,
+    token: &[u8],
+    q_c: &[u8],
+    q_s: &[u8],
+    r_c: u64,
+    r_s: u64,
+    k: &[u8],
+) -> Result<Vec<u8>> {
+    let mut b = Zeroizing::new(Vec::new());
+    t.encode(&mut b);
+    b.put_string(token);
+    b.put_string(q_c);
+    b.put_string(q_s);
+    b.put_u64(r_c);
+    b.put_u64(r_s);
+    b.put_mpint(k);
+    Ok(openssl::hash::hash(MessageDigest::sha256(), &b)?.to_vec())
+}
+
+pub fn mac_s(rs: &[u8], h: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut b = Vec::new();
+    b.put_string(h);
+    hmac(rs, &[b"server", &b])
+}
+
+/// RS_{i+1}.
+pub fn ratchet(rs: &[u8], h: &[u8], k: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut b = Zeroizing::new(Vec::new());
+    b.put_string(h);
+    b.put_mpint(k);
+    hmac(rs, &[b"ressh ratchet", &b])
+}
+
+pub fn encode_ack(count: u64, want_reply: bool) -> Vec<u8> {
+    let mut p = vec![MSG_ACK];
+    p.put_u64(count);
+    p.put_bool(want_reply);
+    p
+}
+
+pub fn decode_ack(p: &[u8]) -> Result<(u64, bool)> {
+    let mut r = Reader::new(&p[1..]);
+    let c = r.u64()?;
+    let w = r.bool()?;
+    r.finish()?;
+    Ok((c, w))
+}
+
+pub fn encode_info(detach_secs: u32, cap: u32) -> Vec<u8> {
+    let mut p = vec![MSG_INFO];
+    p.put_u32(detach_secs);
+    p.put_u32(cap);
+    p
+}
+
+pub fn decode_info(p: &[u8]) -> Result<(u32, u32)> {
+    let mut r = Reader::new(&p[1..]);
+    let d = r.u32()?;
+    let c = r.u32()?;
+    r.finish()?;
+    Ok((d, c))
+}
+
+/// SSH_MSG_RECONNECT_REQUEST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub token: Vec<u8>,
+    pub q_c: Vec<u8>,
+    pub r_c: u64,
+    pub mac: Vec<u8>,
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = vec![MSG_RECONNECT_REQUEST];
+        p.put_string(&self.token);
+        p.put_string(&self.q_c);
+        p.put_u64(self.r_c);
+        p.put_string(&self.mac);
+        p
+    }
+
+    pub fn decode(p: &[u8]) -> Result<Request> {
+        if p.first() != Some(&MSG_RECONNECT_REQUEST) {
+            return Err(Error::Malformed("message number"));
+        }
+        let mut r = Reader::new(&p[1..]);
+        let token = r.string()?;
+        let q_c = r.string()?;
+        let r_c = r.u64()?;
+        let mac = r.string()?;
+        r.finish()?;
+        if token.len() != 32 || q_c.len() != 32 || mac.len() != 32 {
+            return Err(Error::Malformed("reconnect request"));
+        }
+        Ok(Request {
+            token: token.to_vec(),
+            q_c: q_c.to_vec(),
+            r_c,
+            mac: mac.to_vec(),
+        })
+    }
+}
+
+/// SSH_MSG_RECONNECT_REPLY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub q_s: Vec<u8>,
+    pub r_s: u64,
+    pub mac: Vec<u8>,
+}
+
+impl Reply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = vec![MSG_RECONNECT_REPLY];
+        p.put_string(&self.q_s);
+        p.put_u64(self.r_s);
+        p.put_string(&self.mac);
+        p
+    }
+
+    pub fn decode(p: &[u8]) -> Result<Reply> {
+        let mut r = Reader::new(&p[1..]);
+        let q_s = r.string()?;
+        let r_s = r.u64()?;
+        let mac = r.string()?;
+        r.finish()?;
+        if q_s.len() != 32 || mac.len() != 32 {
+            return Err(Error::Malformed("reconnect reply"));
+        }
+        Ok(Reply {
+            q_s: q_s.to_vec(),
+            r_s,
+            mac: mac.to_vec(),
+        })
+    }
+}
+
+pub fn encode_failure(code: u32, description: &str) -> Vec<u8> {
+    let mut p = vec![MSG_RECONNECT_FAILURE];
+    p.put_u32(code);
+    p.put_str(description);
+    p
+}
+
+pub fn decode_failure(p: &[u8]) -> Result<(u32, String)> {
+    let mut r = Reader::new(&p[1..]);
+    let code = r.u32()?;
+    let d = r.utf8()?.to_string();
+    r.finish()?;
+    Ok((code, d))
+}
+
+/// Per-connection resilience state: counters, the retransmit buffer and the
+/// resume secret. Exported with the connection.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct State {
+    pub rs: Zeroizing<Vec<u8>>,
+    /// Server: the secret before the last reconnect, still accepted once
+    /// (docs/PROTOCOL.md §5); client: none.
+    pub prev_rs: Option<Zeroizing<Vec<u8>>>,
+    /// Client: the ratcheted secret, adopted when the server's first packet
+    /// under the new keys arrives.
+    pub next_rs: Option<Zeroizing<Vec<u8>>>,
+    /// Counting started (after user authentication).
+    pub active: bool,
+    /// Resilient messages sent; `buffer[0]` is number `sent - buffer.len()`.
+    pub sent: u64,
+    pub buffer: VecDeque<Vec<u8>>,
+    pub buffer_bytes: usize,
+    /// Resilient messages received.
+    pub recv: u64,
+    /// Receive count at the last ACK sent, and payload bytes since.
+    pub acked_recv: u64,
+    pub unacked_bytes: usize,
+    /// Duplicates to drop after a reconnect (make-before-break).
+    pub skip: u64,
+    /// A reconnect is being prepared: send no ACK on the old connection, so
+    /// the peer keeps everything from the count we announced.
+    pub hold_acks: bool,
+    /// Our cap and detach timeout, and the peer's (from INFO).
+    pub local_cap: u32,
+    pub local_detach: u32,
+    pub peer_cap: Option<u32>,
+    pub peer_detach: Option<u32>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "resilience(sent {}, buffered {} msgs/{} B, recv {}, skip {})",
+            self.sent,
+            self.buffer.len(),
+            self.buffer_bytes,
+            self.recv,
+            self.skip
+        )
+    }
+}
+
+impl State {
+    pub fn new(rs: Zeroizing<Vec<u8>>, local_cap: u32, local_detach: u32) -> State {
+        State {
+            rs,
+            prev_rs: None,
+            next_rs: None,
+            active: false,
+            sent: 0,
+            buffer: VecDeque::new(),
+            buffer_bytes: 0,
+            recv: 0,
+            acked_recv: 0,
+            unacked_bytes: 0,
+            skip: 0,
+            hold_acks: false,
+            local_cap,
+            local_detach,
+            peer_cap: None,
+            peer_detach: None,
+        }
+    }
+
+    /// Records a resilient message we send.
+    pub fn sent(&mut self, payload: &[u8]) {
+        self.sent += 1;
+        self.buffer_bytes += payload.len();
+        self.buffer.push_back(payload.to_vec());
+    }
+
+    /// Applies the peer's receive count; returns whether buffer space was freed.
+    pub fn acked(&mut self, count: u64) -> Result<bool> {
+        let base = self.sent - self.buffer.len() as u64;
+        if count < base || count > self.sent {
+            return Err(Error::Protocol("acknowledgement count out of range"));
+        }
+        let mut freed = false;
+        for _ in base..count {
+            if let Some(p) = self.buffer.pop_front() {
+                self.buffer_bytes -= p.len();
+                freed = true;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Buffered messages numbered `from` and above, for retransmission.
+    pub fn unacked_from(&self, from: u64) -> Result<impl Iterator<Item = &Vec<u8>>> {
+        let base = self.sent - self.buffer.len() as u64;
+        if from < base || from > self.sent {
+            return Err(Error::Protocol("peer's receive count out of range"));
+        }
+        Ok(self.buffer.iter().skip((from - base) as usize))
+    }
+
+    /// Room left under our cap for channel data.
+    pub fn room(&self) -> usize {
+        (self.local_cap as usize).saturating_sub(self.buffer_bytes)
+    }
+
+    /// Whether an ACK is due by volume.
+    pub fn ack_due_by_volume(&self) -> bool {
+        let threshold = (self.peer_cap.unwrap_or(self.local_cap) / 4).max(1) as usize;
+        self.unacked_bytes >= threshold
+    }
+
+    pub fn token(&self) -> Result<Vec<u8>> {
+        token(&self.rs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_frees_on_ack_and_bounds_counts() {
+        let mut s = State::new(Zeroizing::new(vec![1; 32]), 100, 0);
+        for i in 0..5u8 {
+            s.sent(&[80, i]);
+        }
+        assert_eq!(s.buffer_bytes, 10);
+        assert!(s.acked(2).unwrap());
+        assert_eq!(s.buffer.len(), 3);
+        assert_eq!(s.unacked_from(3).unwrap().count(), 2);
+        assert!(s.acked(1).is_err(), "backwards");
+        assert!(s.acked(6).is_err(), "beyond what was sent");
+        assert!(s.unacked_from(1).is_err(), "already freed");
+        assert!(!s.acked(2).unwrap());
+    }
+
+    #[test]
+    fn derivations_are_distinct_and_deterministic() {
+        let rs = resume_secret(&[7; 32], &[9; 32]).unwrap();
+        let t = token(&rs).unwrap();
+        assert_eq!(t, token(&rs).unwrap());
+        let tr = Transcript {
+            v_c: "SSH-2.0-a".into(),
+            v_s: "SSH-2.0-b".into(),
+            i_c: vec![20, 1],
+            i_s: vec![20, 2],
+        };
+        let m1 = mac_c(&rs, &tr.v_c, &tr.i_c, &t, &[3; 32], 5).unwrap();
+        assert_ne!(
+            m1,
+            mac_c(&rs, &tr.v_c, &[20, 9], &t, &[3; 32], 5).unwrap(),
+            "bound to the client's KEXINIT"
+        );
+        assert_ne!(
+            m1,
+            mac_c(&rs, &tr.v_c, &tr.i_c, &t, &[3; 32], 6).unwrap(),
+            "bound to the count"
+        );
+        let h = h_prime(&tr, &t, &[3; 32], &[4; 32], 5, 6, &[8; 32]).unwrap();
+        let mut tr2 = tr.clone();
+        tr2.i_s = vec![20, 3];
+        assert_ne!(
+            h,
+            h_prime(&tr2, &t, &[3; 32], &[4; 32], 5, 6, &[8; 32]).unwrap(),
+            "bound to the server's KEXINIT"
+        );
+        let next = ratchet(&rs, &h, &[8; 32]).unwrap();
+        assert_ne!(&next[..], &rs[..]);
+        assert_ne!(token(&next).unwrap(), t);
+        // HMAC-SHA-256 itself, RFC 4231 test case 2.
+        let tag = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]).unwrap();
+        assert_eq!(
+            tag.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn messages_round_trip_and_reject_garbage() {
+        let r = Request {
+            token: vec![1; 32],
+            q_c: vec![2; 32],
+            r_c: 9,
+            mac: vec![3; 32],
+        };
+        assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        let mut bad = r.encode();
+        bad.push(0);
+        assert!(Request::decode(&bad).is_err());
+        assert!(Request::decode(&[MSG_RECONNECT_REQUEST, 0, 0]).is_err());
+        assert_eq!(decode_ack(&encode_ack(7, true)).unwrap(), (7, true));
+        assert_eq!(
+            decode_info(&encode_info(3600, 1 << 20)).unwrap(),
+            (3600, 1 << 20)
+        );
+        assert_eq!(
+            decode_failure(&encode_failure(1, "gone")).unwrap(),
+            (1, "gone".to_string())
+        );
+    }
+}

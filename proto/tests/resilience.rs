@@ -1,0 +1,444 @@
+//! The resilience extension between two in-memory instances: counting and
+//! acknowledgements, backpressure, reconnects (also make-before-break and
+//! after moving the state to another process), and attacks on the
+//! reconnect exchange.
+
+use std::time::{Duration, Instant};
+
+use ressh_proto::keys::{KeyType, PrivateKey};
+use ressh_proto::msg::{ChannelKind, ChannelReq};
+use ressh_proto::{Config, Connection, Event, HostKeySigner};
+
+fn host() -> Box<dyn HostKeySigner> {
+    Box::new(vec![PrivateKey::generate(KeyType::Ed25519).unwrap()])
+}
+
+struct Pair {
+    c: Connection,
+    s: Connection,
+    now: Instant,
+    /// Data the client received on the channel.
+    got: Vec<u8>,
+    cid: u32,
+    sid: u32,
+    /// Whether the client consumes (reads) what arrives.
+    consume: bool,
+    events_c: Vec<Event>,
+}
+
+impl Pair {
+    fn new(cc: Config, sc: Config) -> Pair {
+        let now = Instant::now();
+        let mut p = Pair {
+            c: Connection::client(cc, now).unwrap(),
+            s: Connection::server(sc, host(), now).unwrap(),
+            now,
+            got: Vec::new(),
+            cid: 0,
+            sid: 0,
+            consume: true,
+            events_c: Vec::new(),
+        };
+        p.pump();
+        p.c.auth_none("u").unwrap();
+        p.pump();
+        p.cid = p.c.open_channel(ChannelKind::Session).unwrap();
+        p.pump();
+        p.c.channel_request(p.cid, ChannelReq::Shell, false)
+            .unwrap();
+        p.pump();
+        p
+    }
+
+    /// Delivers bytes both ways until quiet; `wire` decides what passes.
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let a = self.c.take_output();
+            let b = self.s.take_output();
+            if !a.is_empty() {
+                self.s.handle_input(&a, self.now).unwrap();
+            }
+            if !b.is_empty() {
+                self.c.handle_input(&b, self.now).unwrap();
+            }
+            let moved = self.events() || !a.is_empty() || !b.is_empty();
+            if !moved {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+
+    fn events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(e) = self.c.poll_event() {
+            any = true;
+            match &e {
+                Event::HostKey(_) => self.c.accept_host_key(self.now).unwrap(),
+                Event::Data { id, data } if *id == self.cid => {
+                    self.got.extend_from_slice(data);
+                    if self.consume {
+                        self.c.consume(*id, data.len()).unwrap();
+                    }
+                }
+                _ => {}
+            }
+            self.events_c.push(e);
+        }
+        while let Some(e) = self.s.poll_event() {
+            any = true;
+            match e {
+                Event::AuthRequest { .. } => self.s.auth_accept().unwrap(),
+                Event::ChannelOpenRequest { id, .. } => {
+                    self.sid = id;
+                    self.s.accept_channel(id).unwrap();
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+
+    /// The TCP connection dies: whatever was in flight is lost.
+    fn cut(&mut self) {
+        self.c.take_output();
+        self.s.take_output();
+    }
+
+    /// A full reconnect over a fresh in-memory transport.
+    fn reconnect(&mut self, sc: &Config) {
+        let mut att = self.c.reconnect_attempt().unwrap();
+        let mut w2 = Connection::server(sc.clone(), host(), self.now).unwrap();
+        w2.handle_input(&att.take_output(), self.now).unwrap();
+        let req = match w2.poll_event() {
+            Some(Event::ReconnectRequest(r)) => r,
+            other => panic!("expected a reconnect request, got {other:?}"),
+        };
+        let mut sr = self.s.accept_reconnect(&req).unwrap();
+        sr.handle_input(&w2.take_unprocessed_input()).unwrap();
+        let mut to_client = w2.take_output();
+        to_client.extend(sr.take_output());
+        att.handle_input(&to_client).unwrap();
+        assert!(att.is_done());
+        sr.handle_input(&att.take_output()).unwrap();
+        assert!(sr.is_confirmed());
+        self.s.commit_reconnect(sr, self.now).unwrap();
+        self.c.complete_reconnect(att, self.now).unwrap();
+        self.pump();
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn negotiated_both_sides_and_acks_are_cheap() {
+    let mut p = Pair::new(Config::default(), Config::default());
+    assert!(p.c.resilience_active() && p.s.resilience_active());
+    assert!(p.events_c.iter().any(|e| matches!(
+        e,
+        Event::ResilienceReady {
+            detach_timeout: 3600
+        }
+    )));
+    let data = pattern(40 << 20);
+    let mut sent = 0;
+    let mut wire = 0usize;
+    let mut acks_wire = 0usize;
+    while p.got.len() < data.len() {
+        if sent < data.len() {
+            let w = p.s.send_window(p.sid).min(data.len() - sent).min(1 << 20);
+            sent += p.s.send_data(p.sid, &data[sent..sent + w]).unwrap();
+        }
+        let b = p.s.take_output();
+        wire += b.len();
+        p.c.handle_input(&b, p.now).unwrap();
+        p.events();
+        // Everything the client sends back here is window adjusts and ACKs.
+        let a = p.c.take_output();
+        acks_wire += a.len();
+        p.s.handle_input(&a, p.now).unwrap();
+        p.events();
+    }
+    assert!(p.got == data);
+    let (buffered, _, _) = p.s.resilience_stats().unwrap();
+    assert!(buffered <= 16 << 20);
+    // Acknowledgement bytes (with the window adjusts, which plain SSH sends
+    // too) stay far below 0.1% of the data.
+    let share = acks_wire as f64 / wire as f64;
+    assert!(share < 0.001, "ack share {share}");
+}
+
+#[test]
+fn peer_without_resilience_gets_plain_ssh() {
+    let off = Config {
+        resilience: false,
+        ..Default::default()
+    };
+    let p = Pair::new(Config::default(), off.clone());
+    assert!(!p.c.resilience_active() && !p.s.resilience_active());
+    let p = Pair::new(off, Config::default());
+    assert!(!p.c.resilience_active() && !p.s.resilience_active());
+}
+
+/// Streams `total` bytes server→client, cutting the connection and
+/// reconnecting `cuts` times; every byte arrives once, in order.
+fn stream_with_cuts(
+    total: usize,
+    cuts: usize,
+    sc: &Config,
+    mut between: impl FnMut(&mut Pair, usize),
+) -> Pair {
+    let mut p = Pair::new(Config::default(), sc.clone());
+    let data = pattern(total);
+    let mut sent = 0;
+    let mut cut = 0;
+    while p.got.len() < total {
+        if sent < total {
+            let w = p.s.send_window(p.sid).min(total - sent).min(100_000);
+            sent += p.s.send_data(p.sid, &data[sent..sent + w]).unwrap();
+            // Client→server traffic too, so both directions retransmit.
+            p.c.send_data(p.cid, b"keystroke").unwrap();
+        }
+        if cut < cuts && sent > (cut + 1) * total / (cuts + 1) {
+            cut += 1;
+            p.cut();
+            between(&mut p, cut);
+            p.reconnect(sc);
+            continue;
+        }
+        p.pump();
+    }
+    assert_eq!(cut, cuts);
+    assert!(
+        p.got == data,
+        "stream corrupted: {} of {} bytes",
+        p.got.len(),
+        total
+    );
+    p
+}
+
+#[test]
+fn reconnects_lose_and_repeat_nothing() {
+    let p = stream_with_cuts(8 << 20, 10, &Config::default(), |_, _| {});
+    assert_eq!(
+        p.events_c
+            .iter()
+            .filter(|e| matches!(e, Event::Reconnected))
+            .count(),
+        10
+    );
+}
+
+#[test]
+fn tokens_ratchet_and_old_requests_are_refused() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    let t0 = p.c.resume_token().unwrap();
+    // Record a complete first attempt, as an eavesdropper would.
+    let mut att = p.c.reconnect_attempt().unwrap();
+    let recorded_request = att.output().to_vec();
+    let mut w2 = Connection::server(sc.clone(), host(), p.now).unwrap();
+    w2.handle_input(&att.take_output(), p.now).unwrap();
+    let Some(Event::ReconnectRequest(req)) = w2.poll_event() else {
+        panic!()
+    };
+    let mut sr = p.s.accept_reconnect(&req).unwrap();
+    let mut to_client = w2.take_output();
+    to_client.extend(sr.take_output());
+    att.handle_input(&to_client).unwrap();
+    let recorded_confirmation = att.output().to_vec();
+    sr.handle_input(&att.take_output()).unwrap();
+    p.s.commit_reconnect(sr, p.now).unwrap();
+    p.c.complete_reconnect(att, p.now).unwrap();
+    p.pump();
+    let t1 = p.c.resume_token().unwrap();
+    assert_ne!(t0, t1, "the token ratchets");
+    assert_eq!(p.s.resume_token().unwrap(), t1);
+
+    // Replay of the recorded request and confirmation: the MAC still checks
+    // (the previous token is accepted once), but the confirmation fails
+    // under the new server ephemeral key, and the session is untouched.
+    let mut w3 = Connection::server(sc.clone(), host(), p.now).unwrap();
+    w3.handle_input(&recorded_request, p.now).unwrap();
+    let Some(Event::ReconnectRequest(req)) = w3.poll_event() else {
+        panic!()
+    };
+    match p.s.accept_reconnect(&req) {
+        Ok(mut sr) => {
+            assert!(sr.handle_input(&recorded_confirmation).is_err() || !sr.is_confirmed());
+            p.s.abort_reconnect();
+        }
+        Err(r) => assert_eq!(r.code, 1),
+    }
+    // The live session still works both ways.
+    p.s.send_data(p.sid, b"still here").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"still here"));
+    // A second successful reconnect retires the first token for good.
+    p.cut();
+    p.reconnect(&sc);
+    let mut w4 = Connection::server(sc, host(), p.now).unwrap();
+    w4.handle_input(&recorded_request, p.now).unwrap();
+    let Some(Event::ReconnectRequest(req)) = w4.poll_event() else {
+        panic!()
+    };
+    let refused = p.s.accept_reconnect(&req).err().expect("refused");
+    assert_eq!(refused.code, 1, "{refused:?}");
+}
+
+#[test]
+fn forged_requests_are_refused_and_change_nothing() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    let other = Pair::new(Config::default(), sc.clone());
+    // A token of another session.
+    let mut q = other.c;
+    let mut att = q.reconnect_attempt().unwrap();
+    let mut w2 = Connection::server(sc.clone(), host(), p.now).unwrap();
+    w2.handle_input(&att.take_output(), p.now).unwrap();
+    let Some(Event::ReconnectRequest(req)) = w2.poll_event() else {
+        panic!()
+    };
+    assert_eq!(p.s.accept_reconnect(&req).err().unwrap().code, 1);
+    // The right token with a wrong MAC.
+    let mut att = p.c.reconnect_attempt().unwrap();
+    p.c.abort_reconnect();
+    let mut w2 = Connection::server(sc.clone(), host(), p.now).unwrap();
+    w2.handle_input(&att.take_output(), p.now).unwrap();
+    let Some(Event::ReconnectRequest(mut req)) = w2.poll_event() else {
+        panic!()
+    };
+    req.request.mac[0] ^= 1;
+    assert_eq!(p.s.accept_reconnect(&req).err().unwrap().code, 2);
+    // A receive count changed on the wire: the MAC covers it.
+    req.request.mac[0] ^= 1;
+    req.request.r_c += 1000;
+    assert_eq!(p.s.accept_reconnect(&req).err().unwrap().code, 2);
+    // Garbage after the resilience KEXINIT: the new connection fails alone.
+    let mut att = p.c.reconnect_attempt().unwrap();
+    p.c.abort_reconnect();
+    let out = att.take_output();
+    // Keep the version line and the KEXINIT packet, then send junk.
+    let v = out.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let len = u32::from_be_bytes(out[v..v + 4].try_into().unwrap()) as usize;
+    let mut garbage = out[..v + 4 + len].to_vec();
+    garbage.extend_from_slice(&[0xff; 64]);
+    let mut w3 = Connection::server(sc, host(), p.now).unwrap();
+    assert!(w3.handle_input(&garbage, p.now).is_err());
+    // Through all of it the session carries on.
+    p.s.send_data(p.sid, b"alive").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"alive"));
+}
+
+#[test]
+fn make_before_break_drops_duplicates() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    let mut att = p.c.reconnect_attempt().unwrap();
+    // The old connection still delivers data after the attempt announced
+    // its count: the server will retransmit it, the client drops it.
+    p.s.send_data(p.sid, b"old-path ").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"old-path "));
+    let mut w2 = Connection::server(sc, host(), p.now).unwrap();
+    w2.handle_input(&att.take_output(), p.now).unwrap();
+    let Some(Event::ReconnectRequest(req)) = w2.poll_event() else {
+        panic!()
+    };
+    let mut sr = p.s.accept_reconnect(&req).unwrap();
+    let mut to_client = w2.take_output();
+    to_client.extend(sr.take_output());
+    att.handle_input(&to_client).unwrap();
+    sr.handle_input(&att.take_output()).unwrap();
+    p.s.commit_reconnect(sr, p.now).unwrap();
+    p.c.complete_reconnect(att, p.now).unwrap();
+    p.pump();
+    p.s.send_data(p.sid, b"new-path").unwrap();
+    p.pump();
+    assert!(
+        p.got.ends_with(b"old-path new-path"),
+        "{:?}",
+        String::from_utf8_lossy(&p.got)
+    );
+}
+
+#[test]
+fn backpressure_caps_the_buffer() {
+    let cap = 256 * 1024;
+    let sc = Config {
+        resilience_buffer: cap,
+        ..Default::default()
+    };
+    let mut p = Pair::new(Config::default(), sc);
+    // The client is unreachable: nothing the server sends is acknowledged.
+    let chunk = vec![7u8; 64 * 1024];
+    let mut accepted = 0;
+    for _ in 0..100 {
+        accepted += p.s.send_data(p.sid, &chunk).unwrap();
+        p.s.take_output();
+    }
+    let (buffered, _, _) = p.s.resilience_stats().unwrap();
+    assert!(accepted <= cap as usize, "took {accepted} beyond the cap");
+    assert!(buffered <= cap as usize + 4096, "buffered {buffered}");
+    assert_eq!(p.s.send_window(p.sid), 0);
+    // The client comes back: everything taken arrives, then sending resumes.
+    p.reconnect(&Config {
+        resilience_buffer: cap,
+        ..Default::default()
+    });
+    assert_eq!(p.got.len(), accepted);
+    assert!(p.s.send_window(p.sid) > 0);
+}
+
+#[test]
+fn state_moves_between_processes_with_its_buffers() {
+    let sc = Config::default();
+    let p = stream_with_cuts(2 << 20, 3, &sc, |p, cut| {
+        if cut == 2 {
+            let st = p.s.export(p.now).unwrap();
+            p.s = Connection::import(&st, Some(host_same(&p.s)), p.now).unwrap();
+            let ct = p.c.export(p.now).unwrap();
+            p.c = Connection::import(&ct, None, p.now).unwrap();
+        }
+    });
+    assert!(p.c.resilience_active());
+}
+
+/// The reconnect never signs, so any signer does for the moved server.
+fn host_same(_: &Connection) -> Box<dyn HostKeySigner> {
+    host()
+}
+
+#[test]
+fn keepalive_reports_a_dead_connection() {
+    let cc = Config {
+        keepalive: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let mut p = Pair::new(cc, Config::default());
+    let t = p.c.poll_timeout().unwrap();
+    assert!(t <= p.now + Duration::from_secs(5));
+    // Silence: the first timeout sends a probe, the server answers.
+    p.now += Duration::from_secs(5);
+    p.c.handle_timeout(p.now).unwrap();
+    p.pump();
+    assert!(!p
+        .events_c
+        .iter()
+        .any(|e| matches!(e, Event::ConnectionDead)));
+    // Now the server is gone: probe, then dead.
+    p.now += Duration::from_secs(5);
+    p.c.handle_timeout(p.now).unwrap();
+    p.c.take_output();
+    p.now += Duration::from_secs(5);
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert!(p
+        .events_c
+        .iter()
+        .any(|e| matches!(e, Event::ConnectionDead)));
+}
