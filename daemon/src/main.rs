@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use ressh_ipc::msg::ToBroker;
+use ressh_ipc::msg::{FromBroker, ToBroker};
 use ressh_ipc::Endpoint;
 use ressh_monitor::config::{Config, Settings};
 use ressh_monitor::log;
@@ -198,8 +198,7 @@ fn daemonize() -> Result<(), String> {
 }
 
 struct Child {
-    /// None once the monitor closed it (it is exiting).
-    broker: Option<Endpoint>,
+    /// Authenticated, or gone: no longer counts against MaxStartups.
     authenticated: bool,
 }
 
@@ -315,35 +314,60 @@ fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
+    let broker_sock = broker_listener(&settings.broker_socket)?;
     let ctx = Context {
+        broker_socket: settings.broker_socket.clone(),
         config: Arc::new(config),
         host_keys: Arc::new(host_keys),
         kex_worker: worker_path("resshd-kex"),
         session_worker: worker_path("resshd-session"),
         privsep,
     };
-    serve(&ctx, &settings, listeners)
+    serve(&ctx, &settings, listeners, broker_sock)
 }
 
-fn serve(ctx: &Context, settings: &Settings, listeners: Vec<TcpListener>) -> Result<(), String> {
+/// Binds the broker socket that monitors connect to (root-only). A stale
+/// socket of an earlier resshd is replaced: its monitors reconnect here.
+fn broker_listener(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let l =
+        UnixListener::bind(path).map_err(|e| format!("broker socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+fn serve(
+    ctx: &Context,
+    settings: &Settings,
+    listeners: Vec<TcpListener>,
+    broker_sock: UnixListener,
+) -> Result<(), String> {
     let signals = Signals::install()?;
+    // Connections forked by this resshd, for MaxStartups.
     let mut children: HashMap<Pid, Child> = HashMap::new();
+    // Broker links of monitors (ours, or an earlier resshd's), by pid.
+    let mut links: HashMap<Pid, Endpoint> = HashMap::new();
+    let mut broker = Broker::default();
     let mut drops: u64 = 0;
     loop {
-        let mut fds: Vec<PollFd> = Vec::with_capacity(1 + listeners.len() + children.len());
+        let mut fds: Vec<PollFd> = Vec::with_capacity(2 + listeners.len() + links.len());
         fds.push(PollFd::new(signals.pipe.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(broker_sock.as_fd(), PollFlags::POLLIN));
         for l in &listeners {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
-        let pids: Vec<Pid> = children
-            .iter()
-            .filter(|(_, c)| c.broker.is_some())
-            .map(|(p, _)| *p)
-            .collect();
+        let pids: Vec<Pid> = links.keys().copied().collect();
         for p in &pids {
-            if let Some(b) = &children[p].broker {
-                fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
-            }
+            fds.push(PollFd::new(links[p].as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -370,24 +394,36 @@ fn serve(ctx: &Context, settings: &Settings, listeners: Vec<TcpListener>) -> Res
             log::info("Received SIGHUP; restarting.");
             return reexec();
         }
+        if ready[1] {
+            accept_links(&broker_sock, &mut links);
+        }
+        let base = 2 + listeners.len();
         for (i, p) in pids.iter().enumerate() {
-            if !ready[1 + listeners.len() + i] {
+            if !ready[base + i] {
                 continue;
             }
-            let Some(c) = children.get_mut(p) else {
-                continue;
-            };
-            match c.broker.as_ref().map(|b| b.recv::<ToBroker>()) {
-                Some(Ok((ToBroker::Authenticated { .. }, _))) => c.authenticated = true,
+            let msg = links.get(p).map(|b| b.recv::<ToBroker>());
+            match msg {
+                Some(Ok((m, fds))) => {
+                    if matches!(m, ToBroker::Authenticated { .. }) {
+                        if let Some(c) = children.get_mut(p) {
+                            c.authenticated = true;
+                        }
+                    }
+                    broker.handle(*p, m, fds, &links);
+                }
                 _ => {
                     // Closed or misbehaving: the monitor is exiting.
-                    c.broker = None;
-                    c.authenticated = true;
+                    links.remove(p);
+                    if let Some(c) = children.get_mut(p) {
+                        c.authenticated = true;
+                    }
+                    broker.forget(*p);
                 }
             }
         }
         for (i, l) in listeners.iter().enumerate() {
-            if !ready[1 + i] {
+            if !ready[2 + i] {
                 continue;
             }
             loop {
@@ -418,30 +454,23 @@ fn serve(ctx: &Context, settings: &Settings, listeners: Vec<TcpListener>) -> Res
                     Err(_) => continue,
                 };
                 let _ = sock.set_nonblocking(false);
-                let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
                 // SAFETY: resshd is single-threaded; the child only sets up
                 // its own state and then runs the monitor.
                 match unsafe { fork() } {
                     Ok(ForkResult::Child) => {
-                        drop(ours);
                         drop(listeners);
+                        drop(links);
+                        drop(broker_sock);
                         drop(children);
                         signals.uninstall();
-                        let code = ressh_monitor::monitor::run(
-                            ctx,
-                            OwnedFd::from(sock),
-                            peer,
-                            local,
-                            Some(theirs),
-                        );
+                        let code =
+                            ressh_monitor::monitor::run(ctx, OwnedFd::from(sock), peer, local);
                         std::process::exit(code);
                     }
                     Ok(ForkResult::Parent { child }) => {
-                        drop(theirs);
                         children.insert(
                             child,
                             Child {
-                                broker: Some(ours),
                                 authenticated: false,
                             },
                         );
@@ -450,6 +479,35 @@ fn serve(ctx: &Context, settings: &Settings, listeners: Vec<TcpListener>) -> Res
                 }
             }
         }
+    }
+}
+
+/// Accepts monitors' broker links; only processes of our own uid (root).
+fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Endpoint>) {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    loop {
+        let (s, _) = match l.accept() {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                log::error(&format!("broker accept: {e}"));
+                return;
+            }
+        };
+        let Ok(cred) = getsockopt(&s, PeerCredentials) else {
+            continue;
+        };
+        if cred.uid() != nix::unistd::geteuid().as_raw() {
+            log::error(&format!("broker: refused a link from uid {}", cred.uid()));
+            continue;
+        }
+        if s.set_nonblocking(false).is_err() {
+            continue;
+        }
+        links.insert(
+            Pid::from_raw(cred.pid()),
+            Endpoint::from_fd(OwnedFd::from(s)),
+        );
     }
 }
 
@@ -471,6 +529,131 @@ fn drop_startup(s: &Settings, startups: u32) -> bool {
     let mut r = [0u8; 4];
     let _ = openssl::rand::rand_bytes(&mut r);
     (u32::from_ne_bytes(r) % 10_000) < p as u32
+}
+
+/// The table of live sessions and the routing of reconnects between the
+/// monitor of a new connection and the monitor that owns the session.
+#[derive(Default)]
+struct Broker {
+    tokens: HashMap<Vec<u8>, Pid>,
+    /// Route id → (monitor of the new connection, owning monitor).
+    routes: HashMap<u64, (Pid, Pid)>,
+    next_id: u64,
+}
+
+impl Broker {
+    fn send(
+        links: &HashMap<Pid, Endpoint>,
+        to: Pid,
+        m: &FromBroker,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) {
+        if let Some(b) = links.get(&to) {
+            if let Err(e) = b.send(m, fds) {
+                log::error(&format!("broker: to monitor {to}: {e}"));
+            }
+        }
+    }
+
+    fn forget(&mut self, pid: Pid) {
+        self.tokens.retain(|_, p| *p != pid);
+        let dead: Vec<u64> = self
+            .routes
+            .iter()
+            .filter(|(_, (a, b))| *a == pid || *b == pid)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.routes.remove(&id);
+        }
+    }
+
+    fn handle(
+        &mut self,
+        from: Pid,
+        m: ToBroker,
+        fds: Vec<OwnedFd>,
+        children: &HashMap<Pid, Endpoint>,
+    ) {
+        match m {
+            ToBroker::Authenticated { .. } => {}
+            ToBroker::Tokens(tokens) => {
+                self.tokens.retain(|_, p| *p != from);
+                for t in tokens {
+                    self.tokens.insert(t, from);
+                }
+            }
+            ToBroker::Detached | ToBroker::Attached => {}
+            ToBroker::Route {
+                request,
+                peer_addr,
+                peer_port,
+            } => {
+                let owner = self.tokens.get(&request.request.token).copied();
+                match owner {
+                    Some(owner) if owner != from => {
+                        self.next_id += 1;
+                        let id = self.next_id;
+                        self.routes.insert(id, (from, owner));
+                        let v = FromBroker::Validate {
+                            id,
+                            request,
+                            peer_addr,
+                            peer_port,
+                        };
+                        Self::send(children, owner, &v, &[]);
+                    }
+                    _ => {
+                        let r = FromBroker::RouteResult(Err((
+                            ressh_proto::resilience::failure::UNKNOWN_SESSION,
+                            "unknown session".to_string(),
+                        )));
+                        Self::send(children, from, &r, &[]);
+                    }
+                }
+            }
+            ToBroker::Verdict { id, result } => {
+                let Some(&(requester, owner)) = self.routes.get(&id) else {
+                    return;
+                };
+                if owner != from {
+                    log::error(&format!(
+                        "broker: monitor {from} answered for a route it does not own"
+                    ));
+                    return;
+                }
+                if result.is_err() {
+                    self.routes.remove(&id);
+                }
+                Self::send(children, requester, &FromBroker::RouteResult(result), &[]);
+            }
+            ToBroker::Handover {
+                leftover,
+                peer_addr,
+                peer_port,
+            } => {
+                let Some((&id, &(_, owner))) = self.routes.iter().find(|(_, (r, _))| *r == from)
+                else {
+                    log::error(&format!(
+                        "broker: monitor {from} handed over a socket nobody asked for"
+                    ));
+                    return;
+                };
+                self.routes.remove(&id);
+                let [fd] = match <[OwnedFd; 1]>::try_from(fds) {
+                    Ok(f) => f,
+                    Err(_) => return,
+                };
+                let t = FromBroker::Transport {
+                    id,
+                    leftover,
+                    peer_addr,
+                    peer_port,
+                };
+                Self::send(children, owner, &t, &[fd.as_fd()]);
+            }
+        }
+    }
 }
 
 fn reap(children: &mut HashMap<Pid, Child>) {

@@ -27,6 +27,13 @@ pub enum ToKex {
     Signature(Result<Vec<u8>, String>),
     /// The answer to [`FromKex::Auth`].
     Verdict(AuthVerdict),
+    /// The reconnect was refused: send RECONNECT_FAILURE and exit.
+    ReconnectRefused {
+        code: u32,
+        description: String,
+    },
+    /// The socket went to the owning session: exit without a word.
+    ReconnectHandedOver,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +76,13 @@ pub enum FromKex {
     /// After an accepted auth: the exported connection, to be handed to
     /// the session worker with the socket.
     Authenticated { state: Vec<u8> },
+    /// The new connection asks to resume a session. `leftover` holds the
+    /// bytes read after the request; the worker has sent everything it had
+    /// to send (its version line and KEXINIT).
+    Reconnect {
+        request: Box<ressh_proto::ReconnectRequest>,
+        leftover: Vec<u8>,
+    },
 }
 
 /// The authenticated user, as the monitor resolved it.
@@ -113,6 +127,9 @@ pub struct SessionPolicy {
     pub client_alive_interval_secs: u64,
     pub client_alive_count_max: u32,
     pub max_sessions: u32,
+    /// DetachTimeout: how long a session whose transport broke waits for a
+    /// reconnect (0: it ends at once, as without resilience).
+    pub detach_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +151,18 @@ pub enum ToSession {
     /// Sent once, with the client's socket attached.
     Start(Box<SessionStart>),
     Signature(Result<Vec<u8>, String>),
+    /// Phase 1 of a reconnect: validate (Connection::accept_reconnect) and
+    /// answer with [`FromSession::ReconnectVerdict`]. Nothing changes yet.
+    Reconnect(Box<ressh_proto::ReconnectRequest>),
+    /// Phase 2, only after a positive verdict, with the new socket attached:
+    /// bytes already read from it, and the client's new address. The worker
+    /// sends the reply, waits for the key confirmation and commits, or
+    /// aborts (the session stays as it was).
+    Transport {
+        leftover: Vec<u8>,
+        peer_addr: String,
+        peer_port: u16,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +173,15 @@ pub enum FromSession {
         alg: String,
         data: Vec<u8>,
     },
+    /// The resume tokens this session answers to now (after start and after
+    /// every reconnect).
+    Tokens(Vec<Vec<u8>>),
+    /// The answer to [`ToSession::Reconnect`]: Err((code, description)).
+    ReconnectVerdict(Result<(), (u32, String)>),
+    /// The transport broke without DISCONNECT: the session waits.
+    Detached,
+    /// A reconnect committed: the session runs on the new transport.
+    Attached { peer_addr: String, peer_port: u16 },
 }
 
 /// Monitor → broker (resshd): lifecycle of a connection, so the broker
@@ -151,5 +189,52 @@ pub enum FromSession {
 /// have not authenticated; resilient reconnects are routed through it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToBroker {
-    Authenticated { user: String },
+    Authenticated {
+        user: String,
+    },
+    /// The session answers to these resume tokens (replacing earlier ones).
+    Tokens(Vec<Vec<u8>>),
+    Detached,
+    Attached,
+    /// A new connection's monitor asks to route a reconnect request.
+    Route {
+        request: Box<ressh_proto::ReconnectRequest>,
+        peer_addr: String,
+        peer_port: u16,
+    },
+    /// The owning monitor's verdict on a routed request (`id` from
+    /// [`FromBroker::Validate`]).
+    Verdict {
+        id: u64,
+        result: Result<(), (u32, String)>,
+    },
+    /// The new connection's monitor hands over the socket (attached) after a
+    /// positive verdict.
+    Handover {
+        leftover: Vec<u8>,
+        peer_addr: String,
+        peer_port: u16,
+    },
+}
+
+/// Broker (resshd) → monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromBroker {
+    /// To the owning monitor: validate this request for the client at the
+    /// given address; answer with [`ToBroker::Verdict`].
+    Validate {
+        id: u64,
+        request: Box<ressh_proto::ReconnectRequest>,
+        peer_addr: String,
+        peer_port: u16,
+    },
+    /// To the new connection's monitor: the owner's verdict.
+    RouteResult(Result<(), (u32, String)>),
+    /// To the owning monitor: the new socket (attached) for request `id`.
+    Transport {
+        id: u64,
+        leftover: Vec<u8>,
+        peer_addr: String,
+        peer_port: u16,
+    },
 }

@@ -82,14 +82,21 @@ impl HostKeySigner for MonitorSigner {
 }
 
 fn log(peer: &str, msg: &str) {
-    eprintln!("resshd-kex[{}]: {peer}: {msg}", std::process::id());
+    log_line(&format!("{peer}: {msg}"));
+}
+
+/// One write per line, so that lines of concurrent workers sharing the
+/// log do not interleave (eprintln! writes a line in pieces).
+fn log_line(msg: &str) {
+    let line = format!("resshd-kex[{}]: {msg}\n", std::process::id());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("resshd-kex[{}]: {e}", std::process::id());
+            log_line(&e);
             ExitCode::from(1)
         }
     }
@@ -134,11 +141,15 @@ fn run() -> Result<(), String> {
     let mut sock = TcpStream::from(sock);
     let mut banner = start.banner.clone();
     let mut buf = vec![0u8; 64 * 1024];
+    // The user of the last auth request, for the log (as sshd's
+    // "Connection closed by authenticating user ...").
+    let mut auth_user: Option<String> = None;
     loop {
         flush(&mut conn, &mut sock)?;
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::AuthRequest { user, attempt } => {
+                    auth_user = Some(ressh_proto::wire::printable(user.as_bytes()));
                     if let Some(text) = banner.take() {
                         conn.auth_banner(&text).map_err(|e| e.to_string())?;
                     }
@@ -206,8 +217,35 @@ fn run() -> Result<(), String> {
                         }
                     }
                 }
+                Event::ReconnectRequest(request) => {
+                    // Resume an existing session: the monitor routes the
+                    // request; the socket goes to the session only if it
+                    // validates. Everything we had to send is sent.
+                    flush(&mut conn, &mut sock)?;
+                    let leftover = conn.take_unprocessed_input();
+                    ipc.send(&FromKex::Reconnect { request, leftover }, &[])
+                        .map_err(|e| e.to_string())?;
+                    return match ipc.recv::<ToKex>() {
+                        Ok((ToKex::ReconnectHandedOver, _)) => Ok(()),
+                        Ok((ToKex::ReconnectRefused { code, description }, _)) => {
+                            let refused = ressh_proto::Refused { code, description };
+                            conn.reconnect_failure(&refused)
+                                .map_err(|e| e.to_string())?;
+                            let _ = flush(&mut conn, &mut sock);
+                            Ok(())
+                        }
+                        Ok(_) => Err("monitor answered out of turn".into()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                }
                 Event::Disconnected { .. } => {
-                    log(&peer, "Received disconnect before authentication");
+                    log(
+                        &peer,
+                        &format!(
+                            "Received disconnect{} before authentication",
+                            by_user(&auth_user)
+                        ),
+                    );
                     return Ok(());
                 }
                 _ => {}
@@ -236,7 +274,13 @@ fn run() -> Result<(), String> {
         }
         let n = match sock.read(&mut buf) {
             Ok(0) => {
-                log(&peer, "Connection closed before authentication");
+                log(
+                    &peer,
+                    &format!(
+                        "Connection closed{} before authentication",
+                        by_user(&auth_user)
+                    ),
+                );
                 return Ok(());
             }
             Ok(n) => n,
@@ -247,6 +291,14 @@ fn run() -> Result<(), String> {
             let _ = flush(&mut conn, &mut sock);
             return Err(format!("{peer}: {e}"));
         }
+    }
+}
+
+/// " by authenticating user NAME" once the client named a user.
+fn by_user(user: &Option<String>) -> String {
+    match user {
+        Some(u) => format!(" by authenticating user {u}"),
+        None => String::new(),
     }
 }
 

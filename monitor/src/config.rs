@@ -86,6 +86,7 @@
 //! |---|---|---|---|
 //! | PrivilegeSeparationUser | `privilege_separation_user` | resshd | the unprivileged user of `resshd-kex` |
 //! | PrivilegeSeparationDirectory | `privilege_separation_directory` | /run/resshd/empty | its empty chroot |
+//! | BrokerSocket | `broker_socket` | /run/resshd/broker.sock | where monitors reach resshd; survives restarts of resshd |
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
 //! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | detached sessions kept per user |
 //! | ResilienceBufferSize (M) | `resilience_buffer_size` | 16M | per-session cap on unacknowledged data (64K..4G, K/M/G suffixes) |
@@ -360,6 +361,7 @@ pub struct Settings {
     pub version_addendum: Option<String>,
     pub privilege_separation_user: String,
     pub privilege_separation_directory: PathBuf,
+    pub broker_socket: PathBuf,
 
     // Allowed in Match.
     pub permit_root_login: PermitRootLogin,
@@ -698,6 +700,7 @@ impl Settings {
             "privilegeseparationdirectory",
             &self.privilege_separation_directory.display().to_string(),
         );
+        line("brokersocket", &self.broker_socket.display().to_string());
         line("detachtimeout", &self.detach_timeout.as_secs().to_string());
         line(
             "maxdetachedsessions",

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ressh_ipc::msg::{
-    AuthRequest, AuthVerdict, Forwarding, FromKex, FromSession, KexStart, SessionPolicy,
-    SessionStart, ToKex, ToSession, UserInfo,
+    AuthRequest, AuthVerdict, Forwarding, FromBroker, FromKex, FromSession, KexStart,
+    SessionPolicy, SessionStart, ToBroker, ToKex, ToSession, UserInfo,
 };
 use ressh_ipc::Endpoint;
 use ressh_proto::keys::{PrivateKey, PublicKey};
@@ -44,6 +44,8 @@ pub enum Privsep {
 
 /// What every monitor shares, set up once by resshd.
 pub struct Context {
+    /// Where resshd's broker listens (BrokerSocket).
+    pub broker_socket: PathBuf,
     pub config: Arc<Config>,
     pub host_keys: Arc<Vec<PrivateKey>>,
     pub kex_worker: PathBuf,
@@ -52,13 +54,8 @@ pub struct Context {
 }
 
 /// Runs the monitor for one connection; returns the process exit code.
-pub fn run(
-    ctx: &Context,
-    sock: OwnedFd,
-    peer: SocketAddr,
-    local: SocketAddr,
-    broker: Option<Endpoint>,
-) -> i32 {
+pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) -> i32 {
+    let broker = connect_broker(&ctx.broker_socket);
     let mut m = Monitor {
         ctx,
         peer,
@@ -73,6 +70,7 @@ pub fn run(
         failures: 0,
         accepted: None,
         broker,
+        tokens: Vec::new(),
     };
     match m.run(sock) {
         Ok(()) => 0,
@@ -101,6 +99,8 @@ struct Monitor<'a> {
     failures: u32,
     accepted: Option<Accepted>,
     broker: Option<Endpoint>,
+    /// The session's current resume tokens, to register again.
+    tokens: Vec<Vec<u8>>,
 }
 
 /// Moves `fds` to 3, 4, ... in a child between fork and exec.
@@ -147,6 +147,14 @@ impl Monitor<'_> {
         ));
         let (ipc, mut child) = self.spawn_kex(&sock)?;
         let result = self.serve_kex(&ipc);
+        let result = match result {
+            Ok(KexOutcome::Reconnect(request, leftover)) => {
+                // The worker waits for our answer before it exits.
+                self.route_reconnect(&ipc, &sock, request, leftover)
+                    .map(|()| KexOutcome::Closed)
+            }
+            other => other,
+        };
         // The worker exits by itself after the hand-over; make sure of it.
         if result.is_err() {
             let _ = child.kill();
@@ -165,7 +173,7 @@ impl Monitor<'_> {
             }
             Err(e) => log::error(&format!("wait for kex worker: {e}")),
         }
-        let Some(state) = result? else {
+        let KexOutcome::Authenticated(state) = result? else {
             return Ok(());
         };
         if let (Some(b), Some(a)) = (&self.broker, &self.accepted) {
@@ -228,7 +236,69 @@ impl Monitor<'_> {
 
     /// Serves the kex worker until it hands over an authenticated
     /// connection (Some) or the client goes away (None).
-    fn serve_kex(&mut self, ipc: &Endpoint) -> Result<Option<Vec<u8>>, String> {
+    /// A new connection that asks to resume a session: ask the broker to
+    /// route the request to the owning session; only after it validated,
+    /// hand the socket over (DESIGN.md §3, reconnect path).
+    fn route_reconnect(
+        &mut self,
+        kex: &Endpoint,
+        sock: &OwnedFd,
+        request: Box<ressh_proto::ReconnectRequest>,
+        leftover: Vec<u8>,
+    ) -> Result<(), String> {
+        let who = self.who();
+        let result = match &self.broker {
+            None => Err((
+                ressh_proto::resilience::failure::UNKNOWN_SESSION,
+                "no broker".to_string(),
+            )),
+            Some(b) => {
+                b.set_timeout(Some(Duration::from_secs(15)))
+                    .map_err(|e| e.to_string())?;
+                b.send(
+                    &ToBroker::Route {
+                        request,
+                        peer_addr: self.peer.ip().to_string(),
+                        peer_port: self.peer.port(),
+                    },
+                    &[],
+                )
+                .map_err(|e| e.to_string())?;
+                match b.recv::<FromBroker>() {
+                    Ok((FromBroker::RouteResult(r), _)) => r,
+                    Ok(_) => return Err("broker answered out of turn".into()),
+                    Err(e) => Err((
+                        ressh_proto::resilience::failure::TRY_AGAIN,
+                        format!("broker: {e}"),
+                    )),
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                let b = self.broker.as_ref().expect("broker");
+                b.send(
+                    &ToBroker::Handover {
+                        leftover,
+                        peer_addr: self.peer.ip().to_string(),
+                        peer_port: self.peer.port(),
+                    },
+                    &[sock.as_fd()],
+                )
+                .map_err(|e| e.to_string())?;
+                log::info(&format!("Reconnect from {who} handed to its session"));
+                kex.send(&ToKex::ReconnectHandedOver, &[])
+                    .map_err(|e| e.to_string())
+            }
+            Err((code, description)) => {
+                log::info(&format!("Reconnect from {who} refused: {description}"));
+                kex.send(&ToKex::ReconnectRefused { code, description }, &[])
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn serve_kex(&mut self, ipc: &Endpoint) -> Result<KexOutcome, String> {
         let grace = self.settings.login_grace_time;
         let deadline = (!grace.is_zero()).then(|| Instant::now() + grace + Duration::from_secs(1));
         loop {
@@ -241,7 +311,7 @@ impl Monitor<'_> {
             }
             let msg = match ipc.recv::<FromKex>() {
                 Ok((m, _)) => m,
-                Err(ressh_ipc::Error::Closed) => return Ok(None),
+                Err(ressh_ipc::Error::Closed) => return Ok(KexOutcome::Closed),
                 Err(e) => return Err(e.to_string()),
             };
             match msg {
@@ -270,11 +340,17 @@ impl Monitor<'_> {
                     ipc.send(&ToKex::Verdict(v), &[])
                         .map_err(|e| e.to_string())?;
                 }
+                FromKex::Reconnect { request, leftover } => {
+                    if self.session_id.is_some() {
+                        return Err("reconnect request after a key exchange".into());
+                    }
+                    return Ok(KexOutcome::Reconnect(request, leftover));
+                }
                 FromKex::Authenticated { state } => {
                     if self.accepted.is_none() {
                         return Err("kex worker claims success the monitor did not grant".into());
                     }
-                    return Ok(Some(state));
+                    return Ok(KexOutcome::Authenticated(state));
                 }
             }
         }
@@ -499,6 +575,7 @@ impl Monitor<'_> {
             client_alive_interval_secs: s.client_alive_interval.as_secs(),
             client_alive_count_max: s.client_alive_count_max,
             max_sessions: s.max_sessions,
+            detach_timeout_secs: s.detach_timeout.as_secs(),
         }
     }
 
@@ -557,21 +634,11 @@ impl Monitor<'_> {
         ours.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
             .map_err(|e| e.to_string())?;
         drop(sock);
-        // Serve rekey signatures until the session worker exits.
-        loop {
-            match ours.recv::<FromSession>() {
-                Ok((FromSession::Sign { key, alg, data }, _)) => {
-                    let r = self.sign(&key, &alg, &data);
-                    ours.send(&ToSession::Signature(r), &[])
-                        .map_err(|e| e.to_string())?;
-                }
-                Err(ressh_ipc::Error::Closed) => break,
-                Err(e) => {
-                    log::error(&format!("{}: session worker: {e}", self.who()));
-                    let _ = child.kill();
-                    break;
-                }
-            }
+        // Serve the session worker (rekey signatures, tokens, reconnects)
+        // and the broker (routed reconnects) until the worker exits.
+        if let Err(e) = self.serve_session(&ours) {
+            log::error(&format!("{}: session worker: {e}", self.who()));
+            let _ = child.kill();
         }
         let status = child.wait().map_err(|e| e.to_string())?;
         log::info(&format!("Disconnected from {}", self.who()));
@@ -580,6 +647,240 @@ impl Monitor<'_> {
         }
         Ok(())
     }
+}
+
+enum KexOutcome {
+    Closed,
+    Authenticated(Vec<u8>),
+    Reconnect(Box<ressh_proto::ReconnectRequest>, Vec<u8>),
+}
+
+impl Monitor<'_> {
+    fn serve_session(&mut self, ours: &Endpoint) -> Result<(), String> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // The routed request being validated: its id.
+        let mut validating: Option<u64> = None;
+        loop {
+            let (session_ready, broker_ready) = {
+                let mut fds = vec![PollFd::new(ours.as_fd(), PollFlags::POLLIN)];
+                if let Some(b) = &self.broker {
+                    fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+                }
+                // Without a broker (resshd restarting), look for the new one
+                // every second.
+                let timeout = if self.broker.is_some() {
+                    PollTimeout::NONE
+                } else {
+                    PollTimeout::from(1000u16)
+                };
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("poll: {e}")),
+                }
+                let r: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+                (r[0], r.get(1).copied().unwrap_or(false))
+            };
+            if self.broker.is_none() {
+                self.relink_broker();
+            }
+            if session_ready {
+                match ours.recv::<FromSession>() {
+                    Ok((m, _)) => self.from_session(ours, m, &mut validating)?,
+                    Err(ressh_ipc::Error::Closed) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            if broker_ready {
+                let b = self.broker.as_ref().expect("broker");
+                match b.recv::<FromBroker>() {
+                    Ok((m, fds)) => self.from_broker(ours, m, fds, &mut validating)?,
+                    Err(e) => {
+                        // resshd went away (restart): the session carries on
+                        // without routing until a new broker takes over.
+                        log::info(&format!("{}: lost the broker: {e}", self.who()));
+                        self.broker = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers again with a (new) broker: the session stays reachable for
+    /// reconnects across restarts of resshd.
+    fn relink_broker(&mut self) {
+        let Some(b) = connect_broker(&self.ctx.broker_socket) else {
+            return;
+        };
+        let user = self
+            .accepted
+            .as_ref()
+            .map(|a| a.user.name.clone())
+            .unwrap_or_default();
+        let ok = b.send(&ToBroker::Authenticated { user }, &[]).is_ok()
+            && b.send(&ToBroker::Tokens(self.tokens.clone()), &[]).is_ok();
+        if ok {
+            log::info(&format!("{}: registered with the broker again", self.who()));
+            self.broker = Some(b);
+        }
+    }
+
+    fn to_broker(&self, m: &ToBroker) {
+        if let Some(b) = &self.broker {
+            let _ = b.send(m, &[]);
+        }
+    }
+
+    fn from_session(
+        &mut self,
+        ours: &Endpoint,
+        m: FromSession,
+        validating: &mut Option<u64>,
+    ) -> Result<(), String> {
+        match m {
+            FromSession::Sign { key, alg, data } => {
+                let r = self.sign(&key, &alg, &data);
+                ours.send(&ToSession::Signature(r), &[])
+                    .map_err(|e| e.to_string())
+            }
+            FromSession::Tokens(t) => {
+                if t.len() > 4 || t.iter().any(|x| x.len() != 32) {
+                    return Err("bad tokens".into());
+                }
+                self.to_broker(&ToBroker::Tokens(t.clone()));
+                self.tokens = t;
+                Ok(())
+            }
+            FromSession::ReconnectVerdict(result) => {
+                let Some(id) = validating.take() else {
+                    return Err("reconnect verdict nobody asked for".into());
+                };
+                self.to_broker(&ToBroker::Verdict { id, result });
+                Ok(())
+            }
+            FromSession::Detached => {
+                log::info(&format!("Detached: {}", self.who()));
+                self.to_broker(&ToBroker::Detached);
+                Ok(())
+            }
+            FromSession::Attached {
+                peer_addr,
+                peer_port,
+            } => {
+                let old = self.who();
+                if let Ok(ip) = peer_addr.parse() {
+                    self.peer = SocketAddr::new(ip, peer_port);
+                }
+                log::info(&format!("Reconnected: {} (was {old})", self.who()));
+                self.to_broker(&ToBroker::Attached);
+                Ok(())
+            }
+        }
+    }
+
+    fn from_broker(
+        &mut self,
+        ours: &Endpoint,
+        m: FromBroker,
+        fds: Vec<OwnedFd>,
+        validating: &mut Option<u64>,
+    ) -> Result<(), String> {
+        match m {
+            FromBroker::Validate {
+                id,
+                request,
+                peer_addr,
+                peer_port,
+            } => {
+                if let Err(why) = self.reconnect_allowed(&peer_addr) {
+                    log::info(&format!(
+                        "Reconnect of {} from {peer_addr} port {peer_port} refused: {why}",
+                        self.who()
+                    ));
+                    self.to_broker(&ToBroker::Verdict {
+                        id,
+                        result: Err((ressh_proto::resilience::failure::NOT_ALLOWED, why)),
+                    });
+                    return Ok(());
+                }
+                *validating = Some(id);
+                ours.send(&ToSession::Reconnect(request), &[])
+                    .map_err(|e| e.to_string())
+            }
+            FromBroker::Transport {
+                id: _,
+                leftover,
+                peer_addr,
+                peer_port,
+            } => {
+                let [fd] = <[OwnedFd; 1]>::try_from(fds)
+                    .map_err(|_| "transport without exactly one socket")?;
+                ours.send(
+                    &ToSession::Transport {
+                        leftover,
+                        peer_addr,
+                        peer_port,
+                    },
+                    &[fd.as_fd()],
+                )
+                .map_err(|e| e.to_string())
+            }
+            FromBroker::RouteResult(_) => Err("route result for a session".into()),
+        }
+    }
+
+    /// The address rules, checked again for a reconnect from `addr`:
+    /// AllowUsers/DenyUsers (with @host), AllowGroups/DenyGroups and the
+    /// configuration as Match Address resolves it there, and the from=
+    /// option of the key the user logged in with.
+    fn reconnect_allowed(&self, addr: &str) -> Result<(), String> {
+        let a = self.accepted.as_ref().ok_or("no user")?;
+        let ip: std::net::IpAddr = addr.parse().map_err(|_| "bad address".to_string())?;
+        let group_names: Vec<String> = a
+            .groups
+            .iter()
+            .filter_map(|g| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(*g))
+                    .ok()
+                    .flatten()
+            })
+            .map(|g| g.name)
+            .collect();
+        let settings = self.ctx.config.resolve(&MatchContext {
+            user: Some(a.user.name.clone()),
+            groups: group_names.clone(),
+            addr: Some(ip),
+            local_addr: Some(self.local.ip()),
+            local_port: Some(self.local.port()),
+            ..Default::default()
+        });
+        let peer = PeerInfo {
+            addr: ip,
+            port: 0,
+            hostname: None,
+        };
+        authkeys::user_host_allowed(
+            &a.user.name,
+            &peer,
+            &group_names,
+            &settings.allow_users,
+            &settings.deny_users,
+            &settings.allow_groups,
+            &settings.deny_groups,
+        )?;
+        if let Some(from) = &a.options.from {
+            if !authkeys::from_matches(from, &peer) {
+                return Err(format!("key's from=\"{from}\" does not match {addr}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A link to resshd's broker, or None when it cannot be reached.
+fn connect_broker(path: &std::path::Path) -> Option<Endpoint> {
+    let s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    Some(Endpoint::from_fd(OwnedFd::from(s)))
 }
 
 /// The user's primary and supplementary groups.

@@ -21,6 +21,8 @@ pub fn proto_config(s: &Settings) -> ressh_proto::Config {
     if s.rekey_interval > Duration::ZERO {
         c.rekey_interval = s.rekey_interval;
     }
+    c.detach_timeout = u32::try_from(s.detach_timeout.as_secs()).unwrap_or(u32::MAX);
+    c.resilience_buffer = u32::try_from(s.resilience_buffer_size).unwrap_or(u32::MAX);
     c
 }
 

@@ -14,5 +14,8 @@ pub mod wire;
 
 pub mod transport;
 
-pub use conn::{AuthAttempt, Config, Connection, Event, HostKeySigner, Role};
+pub use conn::{
+    AuthAttempt, ClientReconnect, Config, Connection, Event, HostKeySigner, ReconnectRequest,
+    Refused, Role, ServerReconnect,
+};
 pub use error::{Error, Result};

@@ -30,9 +30,10 @@ impl Resshd {
         let parent = TempDir::new("resshd-chroot");
         let chroot = parent.join("empty");
         let config = format!(
-            "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\n{extra_config}",
+            "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\nBrokerSocket {}\n{extra_config}",
             privsep_user.name,
-            chroot.display()
+            chroot.display(),
+            parent.join("broker.sock").display()
         );
         let server = Sshd::start_binary(bin, &config);
         Resshd {

@@ -61,6 +61,7 @@ pub(crate) enum Imp {
     VersionAddendum,
     PrivilegeSeparationUser,
     PrivilegeSeparationDirectory,
+    BrokerSocket,
     DetachTimeout,
     MaxDetachedSessions,
     ResilienceBufferSize,
@@ -242,6 +243,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     // resshd's own.
     imp("privilegeseparationuser", Imp::PrivilegeSeparationUser, G),
     imp("privilegeseparationdirectory", Imp::PrivilegeSeparationDirectory, G),
+    imp("brokersocket", Imp::BrokerSocket, G),
     imp("detachtimeout", Imp::DetachTimeout, M),
     imp("maxdetachedsessions", Imp::MaxDetachedSessions, M),
     imp("resiliencebuffersize", Imp::ResilienceBufferSize, M),

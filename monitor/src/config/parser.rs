@@ -750,6 +750,13 @@ impl Parser {
                 }
                 Value::PrivilegeSeparationDirectory(PathBuf::from(d))
             }
+            Imp::BrokerSocket => {
+                let d = a.one()?;
+                if !d.starts_with('/') {
+                    return Err(format!("{} must be an absolute path", a.keyword));
+                }
+                Value::BrokerSocket(PathBuf::from(d))
+            }
             Imp::ResilienceBufferSize => {
                 let v = parse_size(a.one()?).map_err(|e| format!("{}: {e}", a.keyword))?;
                 if !(MIN_RESILIENCE_BUFFER..=MAX_RESILIENCE_BUFFER).contains(&v) {

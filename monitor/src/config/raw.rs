@@ -76,6 +76,7 @@ pub(crate) enum Value {
     VersionAddendum(String),
     PrivilegeSeparationUser(String),
     PrivilegeSeparationDirectory(PathBuf),
+    BrokerSocket(PathBuf),
     DetachTimeout(Duration),
     MaxDetachedSessions(u32),
     ResilienceBufferSize(u64),
@@ -103,6 +104,7 @@ pub(crate) struct Raw {
     version_addendum: Option<String>,
     privilege_separation_user: Option<String>,
     privilege_separation_directory: Option<PathBuf>,
+    broker_socket: Option<PathBuf>,
 
     permit_root_login: Option<PermitRootLogin>,
     log_level: Option<LogLevel>,
@@ -249,6 +251,7 @@ impl Raw {
             Value::PrivilegeSeparationDirectory(x) => {
                 first(&mut self.privilege_separation_directory, x)
             }
+            Value::BrokerSocket(x) => first(&mut self.broker_socket, x),
             Value::DetachTimeout(x) => first(&mut self.detach_timeout, x),
             Value::MaxDetachedSessions(x) => first(&mut self.max_detached_sessions, x),
             Value::ResilienceBufferSize(x) => first(&mut self.resilience_buffer_size, x),
@@ -414,6 +417,9 @@ impl Raw {
             privilege_separation_directory: self
                 .privilege_separation_directory
                 .unwrap_or_else(|| PathBuf::from("/run/resshd/empty")),
+            broker_socket: self
+                .broker_socket
+                .unwrap_or_else(|| PathBuf::from("/run/resshd/broker.sock")),
 
             permit_root_login: self
                 .permit_root_login

@@ -1219,6 +1219,7 @@ const NOT_COMPARED: &[&str] = &[
     "pubkeyacceptedalgorithms",
     "privilegeseparationuser",
     "privilegeseparationdirectory",
+    "brokersocket",
     "detachtimeout",
     "maxdetachedsessions",
     "resiliencebuffersize",

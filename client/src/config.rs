@@ -1,0 +1,1323 @@
+//! ssh_config: `~/.ssh/config` and `/etc/ssh/ssh_config` (or `-F file`),
+//! with `Host` and `Match` blocks, `Include`, first-value-wins, and the
+//! `%` tokens, resolved into one [`Config`] for a destination.
+//!
+//! Every keyword ssh knows is classified: implemented, accepted because it is
+//! harmless to ignore, accepted only at its safe default (anything else is
+//! refused with a clear message), or unknown (an error, as in ssh, unless
+//! listed by `IgnoreUnknown`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::args::{self, Args};
+use crate::log::Level;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(s: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(s.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strict {
+    Yes,
+    AcceptNew,
+    No,
+    Ask,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestTty {
+    No,
+    Yes,
+    Force,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionType {
+    Default,
+    None,
+    Subsystem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Any,
+    Inet,
+    Inet6,
+}
+
+/// The settings for one connection, after all sources and defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The host as given on the command line (lowercased), used by `Host`.
+    pub original_host: String,
+    /// Where to connect: HostName, or the original host.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub local_user: String,
+    pub home: PathBuf,
+    /// Identity files with whether the user named them (a missing named file
+    /// is reported; missing defaults are not).
+    pub identity_files: Vec<(PathBuf, bool)>,
+    pub identities_only: bool,
+    /// The agent socket; None when disabled or unset.
+    pub identity_agent: Option<PathBuf>,
+    pub proxy_command: Option<String>,
+    pub proxy_jump: Option<String>,
+    pub server_alive_interval: u64,
+    pub server_alive_count_max: u32,
+    pub connect_timeout: Option<Duration>,
+    pub connection_attempts: u32,
+    pub strict: Strict,
+    pub user_known_hosts: Vec<PathBuf>,
+    pub global_known_hosts: Vec<PathBuf>,
+    pub hash_known_hosts: bool,
+    pub host_key_alias: Option<String>,
+    pub local_forwards: Vec<String>,
+    pub remote_forwards: Vec<String>,
+    pub send_env: Vec<String>,
+    pub set_env: Vec<(String, String)>,
+    pub batch_mode: bool,
+    pub log_level: Level,
+    pub request_tty: RequestTty,
+    pub address_family: Family,
+    /// None: escapes disabled.
+    pub escape_char: Option<u8>,
+    pub ciphers: Option<String>,
+    pub macs: Option<String>,
+    pub kex_algorithms: Option<String>,
+    pub host_key_algorithms: Option<String>,
+    pub pubkey_accepted_algorithms: Option<String>,
+    pub preferred_authentications: Vec<String>,
+    pub pubkey_authentication: bool,
+    pub password_authentication: bool,
+    pub kbd_interactive_authentication: bool,
+    pub number_of_password_prompts: u32,
+    pub exit_on_forward_failure: bool,
+    pub gateway_ports: bool,
+    pub remote_command: Option<String>,
+    pub session_type: SessionType,
+    pub stdin_null: bool,
+    /// The -F file, passed on to ProxyJump's child.
+    pub config_file: Option<String>,
+}
+
+/// How a keyword is handled.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Implemented; the first value wins.
+    Single,
+    /// Implemented; every value accumulates (IdentityFile, LocalForward...).
+    Multi,
+    /// Accepted and ignored: not doing it is harmless.
+    Ignored,
+    /// Only these values (lowercase) are accepted; others are refused.
+    Only(&'static [&'static str]),
+}
+
+const NO: &[&str] = &["no", "false"];
+
+fn keyword_kind(k: &str) -> Option<Kind> {
+    use Kind::*;
+    Some(match k {
+        "hostname" | "port" | "user" | "identitiesonly" | "identityagent" | "proxycommand"
+        | "proxyjump" | "serveraliveinterval" | "serveralivecountmax" | "connecttimeout"
+        | "connectionattempts" | "stricthostkeychecking" | "userknownhostsfile"
+        | "globalknownhostsfile" | "hashknownhosts" | "hostkeyalias" | "setenv" | "batchmode"
+        | "loglevel" | "requesttty" | "addressfamily" | "escapechar" | "ciphers" | "macs"
+        | "kexalgorithms" | "hostkeyalgorithms" | "pubkeyacceptedalgorithms"
+        | "pubkeyacceptedkeytypes" | "preferredauthentications" | "pubkeyauthentication"
+        | "passwordauthentication" | "kbdinteractiveauthentication"
+        | "challengeresponseauthentication" | "numberofpasswordprompts"
+        | "exitonforwardfailure" | "clearallforwardings" | "gatewayports" | "remotecommand"
+        | "sessiontype" | "stdinnull" | "ignoreunknown" => Single,
+        "identityfile" | "localforward" | "remoteforward" | "sendenv" => Multi,
+        "compression" | "tcpkeepalive" | "visualhostkey" | "checkhostip"
+        | "gssapiauthentication" | "gssapidelegatecredentials" | "gssapikeyexchange"
+        | "gssapitrustdns" | "gssapirenewalforcesrekey" | "gssapiclientidentity"
+        | "gssapiserveridentity" | "protocol" | "syslogfacility" | "ipqos"
+        | "nohostauthenticationforlocalhost" | "rekeylimit" | "xauthlocation"
+        | "canonicalizehostname" | "canonicaldomains" | "canonicalizefallbacklocal"
+        | "canonicalizemaxdots" | "canonicalizepermittedcnames" | "streamlocalbindmask"
+        | "streamlocalbindunlink" | "fingerprinthash" | "securitykeyprovider"
+        | "requiredrsasize" | "obscurekeystroketiming" | "enableescapecommandline"
+        | "tag" | "logverbose" | "permitremoteopen" | "forwardx11timeout"
+        | "forwardx11trusted" | "casignaturealgorithms" | "hostbasedacceptedalgorithms"
+        | "hostbasedkeytypes" | "updatehostkeys" | "addkeystoagent"
+        | "useroaming" | "controlpath" | "warnweakcrypto" | "verifyhostkeydns"
+        | "localcommand" | "channeltimeout" | "usekeychain" => Ignored,
+        "forwardagent" | "forwardx11" | "permitlocalcommand" | "forkafterauthentication"
+        | "hostbasedauthentication" | "enablesshkeysign" | "useprivilegedport"
+        | "proxyusefdpass" | "controlpersist" => Only(NO),
+        "controlmaster" => Only(&["no", "false"]),
+        "tunnel" => Only(&["no", "false"]),
+        "dynamicforward" | "bindaddress" | "bindinterface" | "certificatefile"
+        | "knownhostscommand" | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => {
+            Only(&[])
+        }
+        _ => return None,
+    })
+}
+
+/// Canonical keyword for aliases.
+fn canonical(k: &str) -> &str {
+    match k {
+        "pubkeyacceptedkeytypes" => "pubkeyacceptedalgorithms",
+        "challengeresponseauthentication" => "kbdinteractiveauthentication",
+        _ => k,
+    }
+}
+
+/// Splits a config line into words: whitespace separated, `"quoted"` words,
+/// and an optional `=` after the keyword. Comments start with `#` at a word.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quote {
+            if c == '"' {
+                quote = false;
+            } else {
+                cur.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                quote = true;
+                in_word = true;
+            }
+            '#' if !in_word => break,
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '=' if words.is_empty() && in_word => {
+                words.push(std::mem::take(&mut cur));
+                in_word = false;
+                // Only one '=' separates keyword and value.
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                if chars.peek() == Some(&'=') {
+                    return Err("two '=' after the keyword".into());
+                }
+            }
+            '=' if words.is_empty() && !in_word => {
+                // "Keyword = value": the '=' stands alone.
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                words.push(String::new());
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote {
+        return Err("unterminated quote".into());
+    }
+    if in_word {
+        words.push(cur);
+    }
+    // Drop the empty marker of a standalone '='.
+    if words.len() >= 2 && words[1].is_empty() {
+        words.remove(1);
+    }
+    Ok(words)
+}
+
+/// ssh's pattern match: `*` and `?` wildcards, whole string.
+pub fn wildmatch(pat: &str, s: &str) -> bool {
+    fn rec(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| rec(rest, &s[i..])),
+            Some((b'?', rest)) => !s.is_empty() && rec(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && rec(rest, &s[1..]),
+        }
+    }
+    rec(pat.as_bytes(), s.as_bytes())
+}
+
+/// Matches `s` against a comma list of patterns with `!` negation: false if
+/// any negated pattern matches, else true if any positive pattern does.
+/// Host names compare case-insensitively.
+pub fn match_pattern_list(s: &str, list: &str, lowercase: bool) -> bool {
+    let s = if lowercase {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_string()
+    };
+    let mut matched = false;
+    for pat in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (neg, pat) = match pat.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pat),
+        };
+        let pat = if lowercase {
+            pat.to_ascii_lowercase()
+        } else {
+            pat.to_string()
+        };
+        if wildmatch(&pat, &s) {
+            if neg {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// Collected raw values, first wins for singles.
+#[derive(Default, Debug)]
+struct Raw {
+    single: HashMap<String, Vec<String>>,
+    multi: HashMap<String, Vec<Vec<String>>>,
+    ignore_unknown: Option<String>,
+}
+
+struct Ctx<'a> {
+    original_host: &'a str,
+    local_user: &'a str,
+    home: &'a Path,
+    /// Files being read (for Include loops) and depth.
+    depth: usize,
+    /// Whether this file is the user's (relative Includes go to ~/.ssh).
+    user_file: bool,
+}
+
+impl Raw {
+    fn set(&mut self, key: &str, vals: Vec<String>, active: bool) -> Result<(), String> {
+        let key = canonical(key);
+        let kind = match keyword_kind(key) {
+            Some(k) => k,
+            None => {
+                if let Some(list) = &self.ignore_unknown {
+                    if match_pattern_list(key, list, true) {
+                        return Ok(());
+                    }
+                }
+                return Err(format!("Bad configuration option: {key}"));
+            }
+        };
+        if !active {
+            return Ok(());
+        }
+        if vals.is_empty() {
+            return Err(format!("{key}: missing argument"));
+        }
+        match kind {
+            Kind::Single => {
+                validate(key, &vals)?;
+                if key == "ignoreunknown" && self.ignore_unknown.is_none() {
+                    self.ignore_unknown = Some(vals.join(","));
+                }
+                self.single.entry(key.to_string()).or_insert(vals);
+            }
+            Kind::Multi => {
+                validate(key, &vals)?;
+                let list = self.multi.entry(key.to_string()).or_default();
+                if key == "sendenv" {
+                    for v in vals {
+                        if let Some(pat) = v.strip_prefix('-') {
+                            list.retain(|x| !wildmatch(pat, &x[0]));
+                        } else {
+                            list.push(vec![v]);
+                        }
+                    }
+                } else {
+                    list.push(vals);
+                }
+            }
+            Kind::Ignored => {}
+            Kind::Only(allowed) => {
+                let v = vals[0].to_ascii_lowercase();
+                if !allowed.contains(&v.as_str()) {
+                    let what = if allowed.is_empty() {
+                        format!("{key} is not supported by ressh")
+                    } else {
+                        format!(
+                            "{key} {} is not supported by ressh (only {})",
+                            vals[0],
+                            allowed.join("/")
+                        )
+                    };
+                    return Err(what);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn yes_no(key: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("{key}: expected yes or no, got {v:?}")),
+    }
+}
+
+fn validate(key: &str, vals: &[String]) -> Result<(), String> {
+    let v = vals[0].as_str();
+    let lower = v.to_ascii_lowercase();
+    let number = |max: u64| -> Result<(), String> {
+        match v.parse::<u64>() {
+            Ok(n) if n <= max => Ok(()),
+            _ => Err(format!("{key}: bad number {v:?}")),
+        }
+    };
+    match key {
+        "port" => {
+            if args::parse_port(v).is_none() {
+                return Err(format!("Bad port '{v}'"));
+            }
+        }
+        "identitiesonly" | "batchmode" | "pubkeyauthentication" | "passwordauthentication"
+        | "kbdinteractiveauthentication" | "exitonforwardfailure" | "clearallforwardings"
+        | "stdinnull" | "hashknownhosts" => {
+            yes_no(key, v)?;
+        }
+        "gatewayports" => {
+            if !matches!(lower.as_str(), "yes" | "no" | "true" | "false" | "clientspecified") {
+                return Err(format!("{key}: bad value {v:?}"));
+            }
+        }
+        "serveraliveinterval" | "connecttimeout" => {
+            if lower != "none" {
+                number(u32::MAX as u64)?;
+            }
+        }
+        "serveralivecountmax" | "numberofpasswordprompts" | "connectionattempts" => {
+            number(u32::MAX as u64)?
+        }
+        "stricthostkeychecking" => {
+            if !matches!(
+                lower.as_str(),
+                "yes" | "no" | "off" | "ask" | "accept-new" | "true" | "false"
+            ) {
+                return Err(format!("{key}: bad value {v:?}"));
+            }
+        }
+        "loglevel" => {
+            if Level::parse(v).is_none() {
+                return Err(format!("unsupported log level '{v}'"));
+            }
+        }
+        "requesttty" => {
+            if !matches!(lower.as_str(), "no" | "yes" | "force" | "auto" | "true" | "false") {
+                return Err(format!("{key}: bad value {v:?}"));
+            }
+        }
+        "sessiontype" => {
+            if !matches!(lower.as_str(), "none" | "subsystem" | "default") {
+                return Err(format!("{key}: bad value {v:?}"));
+            }
+        }
+        "addressfamily" => {
+            if !matches!(lower.as_str(), "any" | "inet" | "inet6") {
+                return Err(format!("{key}: bad value {v:?}"));
+            }
+        }
+        "escapechar" => {
+            parse_escape_char(v)?;
+        }
+        "setenv" => {
+            for kv in vals {
+                if !kv.contains('=') || kv.starts_with('=') {
+                    return Err(format!("SetEnv: expected NAME=VALUE, got {kv:?}"));
+                }
+            }
+        }
+        "localforward" | "remoteforward" => {
+            if vals.len() > 2 {
+                return Err(format!("{key}: too many arguments"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `none`, a single character, or `^X`.
+pub fn parse_escape_char(v: &str) -> Result<Option<u8>, String> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let b = v.as_bytes();
+    match b {
+        [c] if c.is_ascii() => Ok(Some(*c)),
+        [b'^', c] if c.is_ascii_alphabetic() || (b'@'..=b'_').contains(c) => {
+            Ok(Some(c.to_ascii_uppercase() & 0x1f))
+        }
+        _ => Err(format!("Bad escape character '{v}'")),
+    }
+}
+
+/// `~` or `~/...` to the home directory.
+pub fn expand_tilde(p: &str, home: &Path) -> PathBuf {
+    if p == "~" {
+        return home.to_path_buf();
+    }
+    if let Some(rest) = p.strip_prefix("~/") {
+        return home.join(rest);
+    }
+    PathBuf::from(p)
+}
+
+/// Values for `%` tokens.
+pub struct Tokens<'a> {
+    pub host: &'a str,
+    pub original_host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub local_user: &'a str,
+    pub home: &'a Path,
+}
+
+/// Expands %h %p %r %u %n %d %i %l %L %%; other tokens are refused.
+pub fn expand_tokens(s: &str, t: &Tokens<'_>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('h') => out.push_str(t.host),
+            Some('n') => out.push_str(t.original_host),
+            Some('p') => out.push_str(&t.port.to_string()),
+            Some('r') => out.push_str(t.user),
+            Some('u') => out.push_str(t.local_user),
+            Some('d') => out.push_str(&t.home.to_string_lossy()),
+            // SAFETY: getuid cannot fail.
+            Some('i') => out.push_str(&unsafe { libc::getuid() }.to_string()),
+            Some('L') | Some('l') => {
+                let h = nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.push_str(h.split('.').next().unwrap_or(""));
+            }
+            Some(o) => return err(format!("unknown token %{o} in {s:?}")),
+            None => return err(format!("'%' at the end of {s:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Local user name and home directory.
+pub fn local_user() -> (String, PathBuf) {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let pw = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+    let name = pw
+        .as_ref()
+        .map(|p| p.name.clone())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| uid.to_string());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| pw.map(|p| p.dir))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    (name, home)
+}
+
+/// Expands a glob for Include (sorted, as glob(3)).
+fn glob(pattern: &str) -> Vec<PathBuf> {
+    if !pattern.contains(['*', '?', '[']) {
+        return vec![PathBuf::from(pattern)];
+    }
+    let Ok(c) = std::ffi::CString::new(pattern) else {
+        return Vec::new();
+    };
+    // SAFETY: glob_t is plain data, filled by glob and freed by globfree.
+    let mut g: libc::glob_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::glob(c.as_ptr(), 0, None, &mut g) };
+    let mut out = Vec::new();
+    if rc == 0 {
+        for i in 0..g.gl_pathc {
+            // SAFETY: glob filled gl_pathc valid C strings.
+            let p = unsafe { std::ffi::CStr::from_ptr(*g.gl_pathv.add(i)) };
+            use std::os::unix::ffi::OsStrExt;
+            out.push(PathBuf::from(std::ffi::OsStr::from_bytes(p.to_bytes())));
+        }
+    }
+    unsafe { libc::globfree(&mut g) };
+    out
+}
+
+fn read_file(
+    raw: &mut Raw,
+    path: &Path,
+    ctx: &Ctx<'_>,
+    active_in: bool,
+    must_exist: bool,
+) -> Result<(), ConfigError> {
+    if ctx.depth > 16 {
+        return err(format!("{}: Include nested too deeply", path.display()));
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return err(format!("Can't open user config file {}: {e}", path.display())),
+    };
+    let mut active = active_in;
+    for (n, line) in text.lines().enumerate() {
+        let at = || format!("{} line {}", path.display(), n + 1);
+        let words = split_words(line).map_err(|e| ConfigError(format!("{}: {e}", at())))?;
+        let Some((key, vals)) = words.split_first() else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        let vals = vals.to_vec();
+        match key.as_str() {
+            "host" => {
+                if vals.is_empty() {
+                    return err(format!("{}: Host with no patterns", at()));
+                }
+                active = host_matches(&vals, ctx.original_host);
+            }
+            "match" => {
+                active = eval_match(&vals, raw, ctx).map_err(|e| ConfigError(format!("{}: {e}", at())))?;
+            }
+            "include" => {
+                if vals.is_empty() {
+                    return err(format!("{}: Include with no file", at()));
+                }
+                for v in &vals {
+                    let p = expand_tilde(v, ctx.home);
+                    let p = if p.is_absolute() {
+                        p
+                    } else if ctx.user_file {
+                        ctx.home.join(".ssh").join(p)
+                    } else {
+                        Path::new("/etc/ssh").join(p)
+                    };
+                    for f in glob(&p.to_string_lossy()) {
+                        let sub = Ctx {
+                            depth: ctx.depth + 1,
+                            ..*ctx
+                        };
+                        read_file(raw, &f, &sub, active, false)?;
+                    }
+                }
+            }
+            _ => raw
+                .set(&key, vals, active)
+                .map_err(|e| ConfigError(format!("{}: {e}", at())))?,
+        }
+    }
+    Ok(())
+}
+
+fn host_matches(patterns: &[String], host: &str) -> bool {
+    let mut matched = false;
+    for p in patterns {
+        let (neg, pat) = match p.strip_prefix('!') {
+            Some(x) => (true, x),
+            None => (false, p.as_str()),
+        };
+        if match_pattern_list(host, pat, true) {
+            if neg {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
+    if vals.is_empty() {
+        return Err("Match with no criteria".into());
+    }
+    let mut result = true;
+    let mut i = 0;
+    while i < vals.len() {
+        let crit = vals[i].to_ascii_lowercase();
+        i += 1;
+        let (neg, crit) = match crit.strip_prefix('!') {
+            Some(c) => (true, c.to_string()),
+            None => (false, crit),
+        };
+        let ok = match crit.as_str() {
+            "all" => true,
+            "canonical" | "final" => false,
+            "host" | "originalhost" | "user" | "localuser" => {
+                let Some(arg) = vals.get(i) else {
+                    return Err(format!("Match {crit} needs an argument"));
+                };
+                i += 1;
+                let hostname = raw
+                    .single
+                    .get("hostname")
+                    .map(|v| v[0].replace("%h", ctx.original_host))
+                    .unwrap_or_else(|| ctx.original_host.to_string());
+                let user = raw
+                    .single
+                    .get("user")
+                    .map(|v| v[0].clone())
+                    .unwrap_or_else(|| ctx.local_user.to_string());
+                match crit.as_str() {
+                    "host" => match_pattern_list(&hostname, arg, true),
+                    "originalhost" => match_pattern_list(ctx.original_host, arg, true),
+                    "user" => match_pattern_list(&user, arg, false),
+                    _ => match_pattern_list(ctx.local_user, arg, false),
+                }
+            }
+            "exec" | "tagged" | "localnetwork" | "version" | "sessiontype" | "command" => {
+                return Err(format!("Match {crit} is not supported by ressh"));
+            }
+            other => return Err(format!("Unsupported Match attribute {other}")),
+        };
+        if ok == neg {
+            result = false;
+        }
+    }
+    Ok(result)
+}
+
+/// Builds the configuration for `args`' destination: command-line settings
+/// first, then `-F file` or the user's and the system's files.
+pub fn resolve(a: &Args) -> Result<Config, ConfigError> {
+    resolve_with(a, None)
+}
+
+/// Like [`resolve`]; `system` replaces /etc/ssh/ssh_config (for tests).
+pub fn resolve_with(a: &Args, system: Option<&Path>) -> Result<Config, ConfigError> {
+    let dest_s = a
+        .destination
+        .as_deref()
+        .ok_or_else(|| ConfigError(args::USAGE.to_string()))?;
+    let dest = args::parse_destination(dest_s).map_err(|e| ConfigError(e.0))?;
+    let (local_user, home) = local_user();
+    let original_host = dest.host.to_ascii_lowercase();
+    let mut raw = Raw::default();
+    // The destination's user and port come before -l/-p, as in ssh.
+    if let Some(u) = &dest.user {
+        raw.set("user", vec![u.clone()], true)
+            .map_err(ConfigError)?;
+    }
+    if let Some(p) = dest.port {
+        raw.set("port", vec![p.to_string()], true)
+            .map_err(ConfigError)?;
+    }
+    for (k, v) in &a.settings {
+        let vals = if matches!(k.as_str(), "localforward" | "remoteforward") {
+            vec![v.clone()]
+        } else {
+            split_words(v).map_err(|e| ConfigError(format!("-o {k}: {e}")))?
+        };
+        let vals = if vals.is_empty() { vec![String::new()] } else { vals };
+        raw.set(k, vals, true)
+            .map_err(|e| ConfigError(format!("command line: {e}")))?;
+    }
+    let ctx = Ctx {
+        original_host: &original_host,
+        local_user: &local_user,
+        home: &home,
+        depth: 0,
+        user_file: true,
+    };
+    match a.config_file.as_deref() {
+        Some("none") => {}
+        Some(f) => read_file(&mut raw, &expand_tilde(f, &home), &ctx, true, true)?,
+        None => {
+            read_file(&mut raw, &home.join(".ssh/config"), &ctx, true, false)?;
+            let sys = system.unwrap_or(Path::new("/etc/ssh/ssh_config"));
+            let ctx = Ctx {
+                user_file: false,
+                ..ctx
+            };
+            read_file(&mut raw, sys, &ctx, true, false)?;
+        }
+    }
+    finish(raw, a, original_host, local_user, home)
+}
+
+fn finish(
+    raw: Raw,
+    a: &Args,
+    original_host: String,
+    local_user: String,
+    home: PathBuf,
+) -> Result<Config, ConfigError> {
+    let one = |k: &str| raw.single.get(k).map(|v| v[0].clone());
+    let all = |k: &str| raw.single.get(k).cloned();
+    let flag = |k: &str, d: bool| one(k).map(|v| yes_no(k, &v).unwrap_or(d)).unwrap_or(d);
+    let num = |k: &str, d: u64| {
+        one(k)
+            .and_then(|v| {
+                if v.eq_ignore_ascii_case("none") {
+                    Some(0)
+                } else {
+                    v.parse().ok()
+                }
+            })
+            .unwrap_or(d)
+    };
+    let port = one("port")
+        .and_then(|p| args::parse_port(&p))
+        .unwrap_or(22);
+    let user = one("user").unwrap_or_else(|| local_user.clone());
+    let host = match one("hostname") {
+        Some(h) => h.replace("%h", &original_host).replace("%%", "%"),
+        None => original_host.clone(),
+    };
+    let t = Tokens {
+        host: &host,
+        original_host: &original_host,
+        port,
+        user: &user,
+        local_user: &local_user,
+        home: &home,
+    };
+    let path = |s: &str| -> Result<PathBuf, ConfigError> {
+        Ok(expand_tilde(&expand_tokens(s, &t)?, &home))
+    };
+    let mut identity_files = Vec::new();
+    match raw.multi.get("identityfile") {
+        Some(list) => {
+            for v in list {
+                if v[0].eq_ignore_ascii_case("none") {
+                    continue;
+                }
+                identity_files.push((path(&v[0])?, true));
+            }
+        }
+        None => {
+            for f in ["id_rsa", "id_ecdsa", "id_ed25519"] {
+                identity_files.push((home.join(".ssh").join(f), false));
+            }
+        }
+    }
+    let identity_agent = match one("identityagent") {
+        Some(v) if v.eq_ignore_ascii_case("none") => None,
+        Some(v) if v == "SSH_AUTH_SOCK" => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+        Some(v) if v.starts_with('$') => std::env::var_os(&v[1..]).map(PathBuf::from),
+        Some(v) => Some(path(&v)?),
+        None => std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+    };
+    let files = |k: &str, default: &[&str]| -> Result<Vec<PathBuf>, ConfigError> {
+        let vals: Vec<String> = match all(k) {
+            Some(v) => v,
+            None => default.iter().map(|s| s.to_string()).collect(),
+        };
+        if vals.len() == 1 && vals[0].eq_ignore_ascii_case("none") {
+            return Ok(Vec::new());
+        }
+        vals.iter().map(|v| path(v)).collect()
+    };
+    let strict = match one("stricthostkeychecking")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("yes") | Some("true") => Strict::Yes,
+        Some("no") | Some("off") | Some("false") => Strict::No,
+        Some("accept-new") => Strict::AcceptNew,
+        _ => Strict::Ask,
+    };
+    let fwd = |k: &str| -> Vec<String> {
+        raw.multi
+            .get(k)
+            .map(|l| l.iter().map(|v| v.join(":")).collect())
+            .unwrap_or_default()
+    };
+    let clear_all = flag("clearallforwardings", false);
+    let mut set_env = Vec::new();
+    for kv in all("setenv").unwrap_or_default() {
+        let (k, v) = kv.split_once('=').expect("validated");
+        set_env.push((k.to_string(), v.to_string()));
+    }
+    let log_level = one("loglevel")
+        .and_then(|l| Level::parse(&l))
+        .unwrap_or(Level::Info);
+    let request_tty = match one("requesttty").map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("no") | Some("false") => RequestTty::No,
+        Some("yes") | Some("true") => RequestTty::Yes,
+        Some("force") => RequestTty::Force,
+        _ => RequestTty::Auto,
+    };
+    let address_family = match one("addressfamily").map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("inet") => Family::Inet,
+        Some("inet6") => Family::Inet6,
+        _ => Family::Any,
+    };
+    let escape_char = match one("escapechar") {
+        Some(v) => parse_escape_char(&v).map_err(ConfigError)?,
+        None => Some(b'~'),
+    };
+    let preferred_authentications = one("preferredauthentications")
+        .map(|s| s.split(',').map(|m| m.trim().to_string()).collect())
+        .unwrap_or_else(|| {
+            ["publickey", "keyboard-interactive", "password"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+    let remote_command = match one("remotecommand") {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("none") => None,
+        Some(_) => {
+            let words = all("remotecommand").unwrap_or_default().join(" ");
+            Some(expand_tokens(&words, &t)?)
+        }
+    };
+    let session_type = match one("sessiontype").map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("none") => SessionType::None,
+        Some("subsystem") => SessionType::Subsystem,
+        _ => SessionType::Default,
+    };
+    let proxy_command = match all("proxycommand") {
+        Some(v) if v.len() == 1 && v[0].eq_ignore_ascii_case("none") => None,
+        Some(v) => Some(expand_tokens(&v.join(" "), &t)?),
+        None => None,
+    };
+    let proxy_jump = match one("proxyjump") {
+        Some(v) if v.eq_ignore_ascii_case("none") => None,
+        other => other,
+    };
+    if proxy_command.is_some() && proxy_jump.is_some() {
+        // ssh takes whichever came first; ressh keeps it simple and refuses.
+        return err("ProxyCommand and ProxyJump are both set; use one");
+    }
+    let gateway_ports = matches!(
+        one("gatewayports").map(|s| s.to_ascii_lowercase()).as_deref(),
+        Some("yes") | Some("true")
+    );
+    Ok(Config {
+        host,
+        port,
+        user: user.clone(),
+        identity_files,
+        identities_only: flag("identitiesonly", false),
+        identity_agent,
+        proxy_command,
+        proxy_jump,
+        server_alive_interval: num("serveraliveinterval", 0),
+        server_alive_count_max: num("serveralivecountmax", 3) as u32,
+        connect_timeout: match num("connecttimeout", 0) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        connection_attempts: num("connectionattempts", 1).max(1) as u32,
+        strict,
+        user_known_hosts: files("userknownhostsfile", &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"])?,
+        global_known_hosts: files(
+            "globalknownhostsfile",
+            &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
+        )?,
+        hash_known_hosts: flag("hashknownhosts", false),
+        host_key_alias: one("hostkeyalias"),
+        local_forwards: if clear_all { Vec::new() } else { fwd("localforward") },
+        remote_forwards: if clear_all { Vec::new() } else { fwd("remoteforward") },
+        send_env: raw
+            .multi
+            .get("sendenv")
+            .map(|l| l.iter().map(|v| v[0].clone()).collect())
+            .unwrap_or_default(),
+        set_env,
+        batch_mode: flag("batchmode", false),
+        log_level,
+        request_tty,
+        address_family,
+        escape_char,
+        ciphers: one("ciphers"),
+        macs: one("macs"),
+        kex_algorithms: one("kexalgorithms"),
+        host_key_algorithms: one("hostkeyalgorithms"),
+        pubkey_accepted_algorithms: one("pubkeyacceptedalgorithms"),
+        preferred_authentications,
+        pubkey_authentication: flag("pubkeyauthentication", true),
+        password_authentication: flag("passwordauthentication", true),
+        kbd_interactive_authentication: flag("kbdinteractiveauthentication", true),
+        number_of_password_prompts: num("numberofpasswordprompts", 3) as u32,
+        exit_on_forward_failure: flag("exitonforwardfailure", false),
+        gateway_ports,
+        remote_command,
+        session_type,
+        stdin_null: flag("stdinnull", false),
+        config_file: a.config_file.clone(),
+        original_host,
+        local_user,
+        home,
+    })
+}
+
+/// Applies an algorithm list spec (`a,b`, `+a,b`, `-pat`, `^a,b`) to
+/// `defaults`; every named algorithm must be one of `known`.
+pub fn algorithm_list(
+    what: &str,
+    spec: &str,
+    defaults: &[String],
+    known: &[String],
+) -> Result<Vec<String>, ConfigError> {
+    let check = |names: &[String]| -> Result<(), ConfigError> {
+        for n in names {
+            if !known.contains(n) {
+                return err(format!("Bad {what} spec: unsupported algorithm '{n}'"));
+            }
+        }
+        Ok(())
+    };
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let out = if let Some(rest) = spec.strip_prefix('+') {
+        let add = list(rest);
+        check(&add)?;
+        let mut v = defaults.to_vec();
+        for a in add {
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    } else if let Some(rest) = spec.strip_prefix('-') {
+        let pats = rest.to_string();
+        defaults
+            .iter()
+            .filter(|d| !match_pattern_list(d, &pats, false))
+            .cloned()
+            .collect()
+    } else if let Some(rest) = spec.strip_prefix('^') {
+        let first = list(rest);
+        check(&first)?;
+        let mut v = first.clone();
+        v.extend(defaults.iter().filter(|d| !first.contains(d)).cloned());
+        v
+    } else {
+        let mut v = Vec::new();
+        for pat in list(spec) {
+            if pat.contains(['*', '?']) {
+                v.extend(known.iter().filter(|k| wildmatch(&pat, k)).cloned());
+            } else {
+                check(std::slice::from_ref(&pat))?;
+                v.push(pat);
+            }
+        }
+        v
+    };
+    if out.is_empty() {
+        return err(format!("Bad {what} spec '{spec}': no algorithm left"));
+    }
+    Ok(out)
+}
+
+/// The `-G` output: the effective settings, one per line, as ssh prints them.
+pub fn dump(c: &Config) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| {
+        s.push_str(k);
+        s.push(' ');
+        s.push_str(v);
+        s.push('\n');
+    };
+    line("host", &c.original_host);
+    line("user", &c.user);
+    line("hostname", &c.host);
+    line("port", &c.port.to_string());
+    line(
+        "batchmode",
+        if c.batch_mode { "yes" } else { "no" },
+    );
+    line(
+        "stricthostkeychecking",
+        match c.strict {
+            Strict::Yes => "true",
+            Strict::No => "false",
+            Strict::AcceptNew => "accept-new",
+            Strict::Ask => "ask",
+        },
+    );
+    for (f, _) in &c.identity_files {
+        line("identityfile", &f.to_string_lossy());
+    }
+    let files: Vec<String> = c
+        .user_known_hosts
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    line("userknownhostsfile", &files.join(" "));
+    if let Some(p) = &c.proxy_command {
+        line("proxycommand", p);
+    }
+    if let Some(p) = &c.proxy_jump {
+        line("proxyjump", p);
+    }
+    if c.server_alive_interval > 0 {
+        line("serveraliveinterval", &c.server_alive_interval.to_string());
+    }
+    line("serveralivecountmax", &c.server_alive_count_max.to_string());
+    if let Some(t) = c.connect_timeout {
+        line("connecttimeout", &t.as_secs().to_string());
+    }
+    for f in &c.local_forwards {
+        line("localforward", f);
+    }
+    for f in &c.remote_forwards {
+        line("remoteforward", f);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_for(dest: &str, settings: &[(&str, &str)], file: Option<&Path>) -> Args {
+        Args {
+            destination: Some(dest.into()),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            config_file: file.map(|p| p.to_string_lossy().into_owned()),
+            ..Default::default()
+        }
+    }
+
+    fn with_config(text: &str, dest: &str, settings: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "ressh-cfg-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config");
+        std::fs::write(&f, text).unwrap();
+        let r = resolve(&args_for(dest, settings, Some(&f)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    fn rand_suffix() -> u64 {
+        let mut b = [0u8; 8];
+        openssl::rand::rand_bytes(&mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    #[test]
+    fn words_and_equals() {
+        assert_eq!(split_words("Port 22").unwrap(), vec!["Port", "22"]);
+        assert_eq!(split_words("Port=22").unwrap(), vec!["Port", "22"]);
+        assert_eq!(split_words("  Port = 22 # c").unwrap(), vec!["Port", "22"]);
+        assert_eq!(
+            split_words("ProxyCommand \"a b\" c").unwrap(),
+            vec!["ProxyCommand", "a b", "c"]
+        );
+        assert_eq!(split_words("# only").unwrap(), Vec::<String>::new());
+        assert!(split_words("X \"open").is_err());
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(wildmatch("*.example.com", "a.example.com"));
+        assert!(!wildmatch("*.example.com", "example.com"));
+        assert!(wildmatch("h?st", "host"));
+        assert!(match_pattern_list("a.b", "x,*.b", true));
+        assert!(!match_pattern_list("a.b", "*.b,!a.b", true));
+        assert!(match_pattern_list("A.B", "a.b", true));
+        assert!(!match_pattern_list("Bob", "bob", false));
+    }
+
+    #[test]
+    fn first_value_wins_and_host_blocks() {
+        let text = "\
+Host alias
+    HostName real.example
+    Port 2200
+    User first
+    IdentityFile ~/.ssh/a_%r_%h_%p
+Host *
+    Port 9999
+    User second
+    IdentityFile /k/%u
+    StrictHostKeyChecking accept-new
+    LocalForward 8080 localhost:80
+    SendEnv LANG LC_*
+    SendEnv -LC_*
+    SetEnv A=1 B=2
+    SetEnv C=3
+";
+        let c = with_config(text, "alias", &[]).unwrap();
+        assert_eq!(c.host, "real.example");
+        assert_eq!(c.port, 2200);
+        assert_eq!(c.user, "first");
+        assert_eq!(c.identity_files.len(), 2);
+        assert!(c.identity_files[0]
+            .0
+            .ends_with(".ssh/a_first_real.example_2200"));
+        assert_eq!(c.identity_files[1].0, PathBuf::from(format!("/k/{}", c.local_user)));
+        assert_eq!(c.strict, Strict::AcceptNew);
+        assert_eq!(c.local_forwards, vec!["8080:localhost:80"]);
+        assert_eq!(c.send_env, vec!["LANG"]);
+        assert_eq!(
+            c.set_env,
+            vec![("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
+        // The command line wins over the file; the destination's user over -l.
+        let c = with_config(text, "u@alias", &[("user", "cli"), ("port", "1")]).unwrap();
+        assert_eq!((c.user.as_str(), c.port), ("u", 1));
+        // Other hosts skip the first block.
+        let c = with_config(text, "other", &[]).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.user.as_str()), ("other", 9999, "second"));
+    }
+
+    #[test]
+    fn match_blocks() {
+        let text = "\
+Match host real.example user bob
+    Port 1
+Match originalhost al* !localuser nobody-here
+    Port 2
+Match all
+    Port 3
+Host x
+    HostName real.example
+";
+        // HostName is not known yet when the Match lines are read.
+        let c = with_config(text, "bob@alias", &[]).unwrap();
+        assert_eq!(c.port, 2);
+        let c = with_config(text, "bob@real.example", &[]).unwrap();
+        assert_eq!(c.port, 1);
+        let c = with_config(text, "z", &[]).unwrap();
+        assert_eq!(c.port, 3);
+        assert!(with_config("Match exec true\n", "h", &[]).is_err());
+    }
+
+    #[test]
+    fn proxy_and_timers() {
+        let text = "\
+Host *
+    ProxyCommand nc %h %p
+    ServerAliveInterval 5
+    ServerAliveCountMax 2
+    ConnectTimeout 7
+    RequestTTY force
+    BatchMode yes
+    LogLevel DEBUG2
+    UserKnownHostsFile /tmp/kh1 /tmp/kh2
+";
+        let c = with_config(text, "h", &[("port", "2022")]).unwrap();
+        assert_eq!(c.proxy_command.as_deref(), Some("nc h 2022"));
+        assert_eq!((c.server_alive_interval, c.server_alive_count_max), (5, 2));
+        assert_eq!(c.connect_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(c.request_tty, RequestTty::Force);
+        assert!(c.batch_mode);
+        assert_eq!(c.log_level, Level::Debug2);
+        assert_eq!(
+            c.user_known_hosts,
+            vec![PathBuf::from("/tmp/kh1"), PathBuf::from("/tmp/kh2")]
+        );
+        let c = with_config("ProxyJump a@b:22,c\n", "h", &[]).unwrap();
+        assert_eq!(c.proxy_jump.as_deref(), Some("a@b:22,c"));
+    }
+
+    #[test]
+    fn refusals_and_unknowns() {
+        let e = with_config("Bogus 1\n", "h", &[]).unwrap_err();
+        assert!(e.0.contains("Bad configuration option: bogus"), "{e}");
+        assert!(e.0.contains("line 1"), "{e}");
+        assert!(with_config("IgnoreUnknown bog*\nBogus 1\n", "h", &[]).is_ok());
+        let e = with_config("ForwardAgent yes\n", "h", &[]).unwrap_err();
+        assert!(e.0.contains("not supported"), "{e}");
+        // Only in an active block.
+        assert!(with_config("Host other\n ForwardAgent yes\n", "h", &[]).is_ok());
+        assert!(with_config("ForwardAgent no\nForwardX11 no\n", "h", &[]).is_ok());
+        let e = with_config("DynamicForward 1080\n", "h", &[]).unwrap_err();
+        assert!(e.0.contains("not supported"), "{e}");
+        assert!(with_config("Port x\n", "h", &[]).is_err());
+        assert!(with_config("StrictHostKeyChecking maybe\n", "h", &[]).is_err());
+        // Debian's stock ssh_config lines are fine.
+        let debian = "Host *\n    SendEnv LANG LC_*\n    HashKnownHosts yes\n    \
+                      GSSAPIAuthentication yes\n";
+        let c = with_config(debian, "h", &[]).unwrap();
+        assert!(c.hash_known_hosts);
+        // The command line's own refusals.
+        let e = with_config("", "h", &[("forwardagent", "yes")]).unwrap_err();
+        assert!(e.0.contains("command line"), "{e}");
+    }
+
+    #[test]
+    fn include_files() {
+        let dir = std::env::temp_dir().join(format!("ressh-inc-{}", rand_suffix()));
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/a.conf"), "Port 1234\n").unwrap();
+        std::fs::write(dir.join("d/b.conf"), "Port 4321\nUser inc\n").unwrap();
+        let main = dir.join("config");
+        std::fs::write(
+            &main,
+            format!("Host h\n  Include {}/d/*.conf\nHost *\n  User last\n", dir.display()),
+        )
+        .unwrap();
+        let c = resolve(&args_for("h", &[], Some(&main))).unwrap();
+        assert_eq!((c.port, c.user.as_str()), (1234, "inc"));
+        let c = resolve(&args_for("other", &[], Some(&main))).unwrap();
+        assert_eq!((c.port, c.user.as_str()), (22, "last"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_and_escape() {
+        let home = PathBuf::from("/home/u");
+        let t = Tokens {
+            host: "h",
+            original_host: "o",
+            port: 22,
+            user: "r",
+            local_user: "l",
+            home: &home,
+        };
+        assert_eq!(expand_tokens("%h:%p %r %u %n %%", &t).unwrap(), "h:22 r l o %");
+        assert_eq!(expand_tokens("%d/x", &t).unwrap(), "/home/u/x");
+        assert!(expand_tokens("%Z", &t).is_err());
+        assert!(expand_tokens("50%", &t).is_err());
+        assert_eq!(parse_escape_char("~").unwrap(), Some(b'~'));
+        assert_eq!(parse_escape_char("^]").unwrap(), Some(0x1d));
+        assert_eq!(parse_escape_char("none").unwrap(), None);
+        assert!(parse_escape_char("ab").is_err());
+    }
+
+    #[test]
+    fn algorithm_specs() {
+        let d: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let k: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(algorithm_list("x", "d,a", &d, &k).unwrap(), vec!["d", "a"]);
+        assert_eq!(algorithm_list("x", "+d", &d, &k).unwrap(), vec!["a", "b", "c", "d"]);
+        assert_eq!(algorithm_list("x", "-b", &d, &k).unwrap(), vec!["a", "c"]);
+        assert_eq!(algorithm_list("x", "^c", &d, &k).unwrap(), vec!["c", "a", "b"]);
+        assert!(algorithm_list("x", "zz", &d, &k).is_err());
+        assert!(algorithm_list("x", "-*", &d, &k).is_err());
+    }
+}

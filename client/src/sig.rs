@@ -1,0 +1,86 @@
+//! Signals turned into flags plus a wake-up byte on a socket the event loop
+//! (and the terminal prompts) poll: SIGWINCH becomes a window-change request,
+//! SIGINT/SIGTERM/SIGHUP/SIGQUIT end the program through its normal exit
+//! path, so the terminal is restored.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
+
+pub struct Signals {
+    wake_rx: UnixStream,
+    winch: Arc<AtomicBool>,
+    /// The terminating signal received, if any.
+    term: Arc<std::sync::atomic::AtomicI32>,
+}
+
+static SIGNALS: OnceLock<Signals> = OnceLock::new();
+
+/// Installs the handlers once; later calls return the same instance.
+pub fn install() -> std::io::Result<&'static Signals> {
+    if let Some(s) = SIGNALS.get() {
+        return Ok(s);
+    }
+    let (rx, tx) = UnixStream::pair()?;
+    rx.set_nonblocking(true)?;
+    tx.set_nonblocking(true)?;
+    let winch = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    signal_hook::flag::register(SIGWINCH, winch.clone())?;
+    signal_hook::low_level::pipe::register(SIGWINCH, tx.try_clone()?)?;
+    for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
+        let t = term.clone();
+        // SAFETY: the handler only stores into an atomic (async-signal-safe).
+        unsafe {
+            signal_hook::low_level::register(sig, move || {
+                t.store(sig, Ordering::SeqCst);
+            })?;
+        }
+        signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+    }
+    let _ = SIGNALS.set(Signals {
+        wake_rx: rx,
+        winch,
+        term,
+    });
+    Ok(SIGNALS.get().expect("set above"))
+}
+
+/// The installed signals, if [`install`] ran.
+pub fn get() -> Option<&'static Signals> {
+    SIGNALS.get()
+}
+
+impl Signals {
+    /// The descriptor that becomes readable when a signal arrives.
+    pub fn fd(&self) -> RawFd {
+        self.wake_rx.as_raw_fd()
+    }
+
+    /// Empties the wake-up socket.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = (&self.wake_rx).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Whether SIGWINCH arrived since the last call.
+    pub fn take_winch(&self) -> bool {
+        self.winch.swap(false, Ordering::SeqCst)
+    }
+
+    /// The terminating signal received, if any (it stays set).
+    pub fn terminated(&self) -> Option<i32> {
+        match self.term.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+}

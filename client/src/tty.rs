@@ -1,0 +1,288 @@
+//! The local terminal: raw mode (restored on every exit path), window size,
+//! and the terminal modes sent with a pty request.
+//!
+//! The saved settings live in a process-wide slot so that the panic hook,
+//! the signal path and normal exit all restore the same state.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+static SAVED: Mutex<Option<(RawFd, libc::termios)>> = Mutex::new(None);
+static RAW: AtomicBool = AtomicBool::new(false);
+
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+fn get_attr(fd: RawFd) -> io::Result<libc::termios> {
+    // SAFETY: termios is plain data; tcgetattr fills it.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(t)
+}
+
+fn set_attr(fd: RawFd, t: &libc::termios) -> io::Result<()> {
+    // SAFETY: t is a valid termios.
+    if unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the terminal is in raw mode now (log lines then end in CR LF).
+pub fn raw_active() -> bool {
+    RAW.load(Ordering::Relaxed)
+}
+
+/// Puts the terminal on `fd` in raw mode, as ssh does (enter_raw_mode).
+pub fn enter_raw(fd: RawFd) -> io::Result<()> {
+    let orig = get_attr(fd)?;
+    let mut t = orig;
+    t.c_iflag |= libc::IGNPAR;
+    t.c_iflag &= !(libc::ISTRIP
+        | libc::INLCR
+        | libc::IGNCR
+        | libc::ICRNL
+        | libc::IXON
+        | libc::IXANY
+        | libc::IXOFF
+        | libc::IUCLC);
+    t.c_lflag &= !(libc::ISIG
+        | libc::ICANON
+        | libc::ECHO
+        | libc::ECHOE
+        | libc::ECHOK
+        | libc::ECHONL
+        | libc::IEXTEN);
+    t.c_oflag &= !libc::OPOST;
+    t.c_cc[libc::VMIN] = 1;
+    t.c_cc[libc::VTIME] = 0;
+    {
+        let mut saved = SAVED.lock().unwrap_or_else(|e| e.into_inner());
+        if saved.is_none() {
+            *saved = Some((fd, orig));
+        }
+    }
+    set_attr(fd, &t)?;
+    RAW.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Restores the settings saved by [`enter_raw`]; idempotent, callable from
+/// the panic hook.
+pub fn leave_raw() {
+    let saved = match SAVED.try_lock() {
+        Ok(mut g) => g.take(),
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().take(),
+        Err(_) => None,
+    };
+    if let Some((fd, t)) = saved {
+        let _ = set_attr(fd, &t);
+    }
+    RAW.store(false, Ordering::Relaxed);
+}
+
+/// Restores the terminal before the default panic message is printed.
+pub fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        leave_raw();
+        prev(info);
+    }));
+}
+
+/// Raw mode for as long as the guard lives.
+pub struct RawGuard {
+    fd: RawFd,
+}
+
+impl RawGuard {
+    pub fn new(fd: RawFd) -> io::Result<RawGuard> {
+        enter_raw(fd)?;
+        Ok(RawGuard { fd })
+    }
+
+    /// Leaves raw mode for a while (~^Z); [`Self::resume`] enters it again.
+    pub fn suspend(&self) {
+        leave_raw();
+    }
+
+    pub fn resume(&self) {
+        let _ = enter_raw(self.fd);
+    }
+}
+
+impl Drop for RawGuard {
+    fn drop(&mut self) {
+        leave_raw();
+    }
+}
+
+/// (columns, rows, width px, height px) of the terminal on `fd`.
+pub fn window_size(fd: RawFd) -> Option<(u32, u32, u32, u32)> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return None;
+    }
+    Some((
+        ws.ws_col as u32,
+        ws.ws_row as u32,
+        ws.ws_xpixel as u32,
+        ws.ws_ypixel as u32,
+    ))
+}
+
+/// The encoded terminal modes of RFC 4254 §8 for the terminal on `fd`
+/// (only TTY_OP_END when `fd` is not a terminal).
+pub fn terminal_modes(fd: RawFd) -> Vec<u8> {
+    let Ok(t) = get_attr(fd) else {
+        return ressh_proto::msg::encode_modes(&[]);
+    };
+    let mut m: Vec<(u8, u32)> = Vec::new();
+    let cc = |i: usize| -> u32 {
+        let v = t.c_cc[i];
+        if v == 0 {
+            255 // _POSIX_VDISABLE, as ssh sends it
+        } else {
+            v as u32
+        }
+    };
+    for (op, idx) in [
+        (1u8, libc::VINTR),
+        (2, libc::VQUIT),
+        (3, libc::VERASE),
+        (4, libc::VKILL),
+        (5, libc::VEOF),
+        (6, libc::VEOL),
+        (7, libc::VEOL2),
+        (8, libc::VSTART),
+        (9, libc::VSTOP),
+        (10, libc::VSUSP),
+        (12, libc::VREPRINT),
+        (13, libc::VWERASE),
+        (14, libc::VLNEXT),
+        (18, libc::VDISCARD),
+    ] {
+        m.push((op, cc(idx)));
+    }
+    let flag = |set: libc::tcflag_t, bit: libc::tcflag_t| u32::from(set & bit != 0);
+    for (op, bit) in [
+        (30u8, libc::IGNPAR),
+        (31, libc::PARMRK),
+        (32, libc::INPCK),
+        (33, libc::ISTRIP),
+        (34, libc::INLCR),
+        (35, libc::IGNCR),
+        (36, libc::ICRNL),
+        (37, libc::IUCLC),
+        (38, libc::IXON),
+        (39, libc::IXANY),
+        (40, libc::IXOFF),
+        (41, libc::IMAXBEL),
+        (42, libc::IUTF8),
+    ] {
+        m.push((op, flag(t.c_iflag, bit)));
+    }
+    for (op, bit) in [
+        (50u8, libc::ISIG),
+        (51, libc::ICANON),
+        (52, libc::XCASE),
+        (53, libc::ECHO),
+        (54, libc::ECHOE),
+        (55, libc::ECHOK),
+        (56, libc::ECHONL),
+        (57, libc::NOFLSH),
+        (58, libc::TOSTOP),
+        (59, libc::IEXTEN),
+        (60, libc::ECHOCTL),
+        (61, libc::ECHOKE),
+        (62, libc::PENDIN),
+    ] {
+        m.push((op, flag(t.c_lflag, bit)));
+    }
+    for (op, bit) in [
+        (70u8, libc::OPOST),
+        (71, libc::OLCUC),
+        (72, libc::ONLCR),
+        (73, libc::OCRNL),
+        (74, libc::ONOCR),
+        (75, libc::ONLRET),
+    ] {
+        m.push((op, flag(t.c_oflag, bit)));
+    }
+    m.push((90, u32::from(t.c_cflag & libc::CSIZE == libc::CS7)));
+    m.push((91, u32::from(t.c_cflag & libc::CSIZE == libc::CS8)));
+    m.push((92, flag(t.c_cflag, libc::PARENB)));
+    m.push((93, flag(t.c_cflag, libc::PARODD)));
+    // SAFETY: reading speeds from a valid termios.
+    let (ispeed, ospeed) = unsafe { (libc::cfgetispeed(&t), libc::cfgetospeed(&t)) };
+    m.push((128, baud(ispeed)));
+    m.push((129, baud(ospeed)));
+    ressh_proto::msg::encode_modes(&m)
+}
+
+fn baud(s: libc::speed_t) -> u32 {
+    match s {
+        libc::B0 => 0,
+        libc::B1200 => 1200,
+        libc::B2400 => 2400,
+        libc::B4800 => 4800,
+        libc::B9600 => 9600,
+        libc::B19200 => 19200,
+        libc::B38400 => 38400,
+        libc::B57600 => 57600,
+        libc::B115200 => 115200,
+        libc::B230400 => 230400,
+        _ => 38400,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_of_a_non_terminal_are_empty() {
+        let (r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::os::fd::AsRawFd;
+        assert_eq!(terminal_modes(r.as_raw_fd()), vec![0]);
+        assert!(window_size(r.as_raw_fd()).is_none());
+        assert!(!isatty(r.as_raw_fd()));
+    }
+
+    #[test]
+    fn modes_of_a_pty_parse() {
+        // A real pty pair from the kernel.
+        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+        assert!(master >= 0);
+        unsafe {
+            assert_eq!(libc::grantpt(master), 0);
+            assert_eq!(libc::unlockpt(master), 0);
+        }
+        let name = unsafe { std::ffi::CStr::from_ptr(libc::ptsname(master)) }.to_owned();
+        let slave = unsafe { libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+        assert!(slave >= 0);
+        let modes = terminal_modes(slave);
+        let parsed = ressh_proto::msg::parse_modes(&modes).unwrap();
+        assert!(parsed.iter().any(|&(op, _)| op == 53), "ECHO present");
+        assert!(parsed.iter().any(|&(op, _)| op == 129), "output speed present");
+        // Raw mode on and off restores the settings.
+        let before = get_attr(slave).unwrap();
+        enter_raw(slave).unwrap();
+        assert!(raw_active());
+        assert_eq!(get_attr(slave).unwrap().c_lflag & libc::ECHO, 0);
+        leave_raw();
+        assert!(!raw_active());
+        assert_eq!(get_attr(slave).unwrap().c_lflag, before.c_lflag);
+        unsafe {
+            libc::close(slave);
+            libc::close(master);
+        }
+    }
+}
