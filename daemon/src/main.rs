@@ -96,7 +96,8 @@ fn worker_path(name: &str) -> PathBuf {
     Path::new("/usr/libexec/ressh").join(name)
 }
 
-fn privsep(settings: &Settings) -> Result<Privsep, String> {
+/// Checks (and, unless only testing, creates) the privsep setup.
+fn privsep(settings: &Settings, create: bool) -> Result<Privsep, String> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(Privsep::Unprivileged {
             uid: nix::unistd::getuid().as_raw(),
@@ -109,6 +110,13 @@ fn privsep(settings: &Settings) -> Result<Privsep, String> {
         .ok_or_else(|| format!("Privilege separation user {name} does not exist"))?;
     let dir = settings.privilege_separation_directory.clone();
     if !dir.exists() {
+        if !create {
+            return Ok(Privsep::Root {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+                chroot: dir,
+            });
+        }
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -298,7 +306,18 @@ fn run(args: Args) -> Result<(), String> {
     if host_keys.is_empty() {
         return Err("no hostkeys available -- exiting.".into());
     }
-    let privsep = privsep(&settings)?;
+    if !args.debug && !args.quiet {
+        use ressh_monitor::config::LogLevel as L;
+        log::init(
+            match settings.log_level {
+                L::Quiet | L::Fatal | L::Error => log::Level::Error,
+                L::Info | L::Verbose => log::Level::Info,
+                _ => log::Level::Debug,
+            },
+            std::env::var_os("JOURNAL_STREAM").is_some(),
+        );
+    }
+    let privsep = privsep(&settings, !args.test)?;
     if args.test {
         return Ok(());
     }

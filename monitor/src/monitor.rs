@@ -686,7 +686,7 @@ impl Monitor<'_> {
             }
             if session_ready {
                 match ours.recv::<FromSession>() {
-                    Ok((m, _)) => self.from_session(ours, m, &mut validating)?,
+                    Ok((m, _)) => self.on_session_msg(ours, m, &mut validating)?,
                     Err(ressh_ipc::Error::Closed) => return Ok(()),
                     Err(e) => return Err(e.to_string()),
                 }
@@ -694,7 +694,7 @@ impl Monitor<'_> {
             if broker_ready {
                 let b = self.broker.as_ref().expect("broker");
                 match b.recv::<FromBroker>() {
-                    Ok((m, fds)) => self.from_broker(ours, m, fds, &mut validating)?,
+                    Ok((m, fds)) => self.on_broker_msg(ours, m, fds, &mut validating)?,
                     Err(e) => {
                         // resshd went away (restart): the session carries on
                         // without routing until a new broker takes over.
@@ -731,7 +731,7 @@ impl Monitor<'_> {
         }
     }
 
-    fn from_session(
+    fn on_session_msg(
         &mut self,
         ours: &Endpoint,
         m: FromSession,
@@ -778,7 +778,7 @@ impl Monitor<'_> {
         }
     }
 
-    fn from_broker(
+    fn on_broker_msg(
         &mut self,
         ours: &Endpoint,
         m: FromBroker,

@@ -3,23 +3,25 @@
 //! Peer-supplied text must go through `ressh_proto::wire::printable`.
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
-static PREFIX: OnceLock<String> = OnceLock::new();
+static PREFIX: Mutex<Option<String>> = Mutex::new(None);
 
-/// Sets the user and peer named in every later line (once).
+/// Sets the user and peer named in every later line (again after a
+/// reconnect from another address).
 pub fn set_context(user: &str, addr: &str, port: u16) {
-    let _ = PREFIX.set(format!(
+    let p = format!(
         "resshd-session[{}]: user {} from {} port {}",
         std::process::id(),
         ressh_proto::wire::printable(user.as_bytes()),
         ressh_proto::wire::printable(addr.as_bytes()),
         port
-    ));
+    );
+    *PREFIX.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
 }
 
 pub fn write(args: std::fmt::Arguments<'_>) {
-    let line = match PREFIX.get() {
+    let line = match PREFIX.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
         Some(p) => format!("{p}: {args}\n"),
         None => format!("resshd-session[{}]: {args}\n", std::process::id()),
     };

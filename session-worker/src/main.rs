@@ -7,6 +7,11 @@
 //! state exported by the kex worker, and serves the connection protocol
 //! (sessions, ptys, forwarding) until the client goes away. Host-key
 //! signatures for rekeys are asked from the monitor.
+//!
+//! With the resilience extension (docs/PROTOCOL.md) a broken transport
+//! detaches the session instead of ending it; the monitor then routes a
+//! reconnect to it (`ToSession::Reconnect`, then `ToSession::Transport` with
+//! the new socket), see `session::resume`.
 
 mod channels;
 mod child;
@@ -20,7 +25,7 @@ mod session;
 mod signer;
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -74,7 +79,8 @@ fn run() -> Result<(), String> {
         .map(|b| PublicKey::from_blob(b))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("host key from monitor: {e}"))?;
-    let signer = signer::MonitorSigner::new(endpoint, host_keys);
+    let inbox: signer::Inbox = Arc::new(Mutex::new(Default::default()));
+    let signer = signer::MonitorSigner::new(endpoint.clone(), host_keys, inbox.clone());
     let conn = Connection::import(&start.state, Some(Box::new(signer)), Instant::now());
     // The state holds the session keys: wipe this copy at once.
     start.state.zeroize();
@@ -89,6 +95,6 @@ fn run() -> Result<(), String> {
         local_addr: start.local_addr,
         local_port: start.local_port,
     };
-    let mut s = session::Session::new(conn, sock, info)?;
+    let mut s = session::Session::new(conn, sock, info, endpoint, inbox)?;
     s.run()
 }

@@ -1,20 +1,29 @@
 //! The event loop of one connection: the client's socket, every child's
-//! pipes or pty, forwarded sockets and listeners, SIGCHLD, and timers
-//! (rekey by time, ClientAlive).
+//! pipes or pty, forwarded sockets and listeners, SIGCHLD, the monitor's
+//! endpoint, and timers (rekey by time, ClientAlive, detach, reconnect).
 //!
 //! Readiness is edge-triggered (mio): each fd keeps "readable"/"writable"
 //! flags that an event sets and an EAGAIN clears, so an fd is never
 //! re-registered. After every batch of input the loop pumps every channel
 //! again; a channel's fds are read only while its send window is open, which
-//! also notices a window reopened by WINDOW_ADJUST even when the engine
-//! raised no `Event::Writable` (it does so only after a cut-short send).
-//! Reading from the client stops while more than [`OUT_HIGH`] bytes wait to
-//! be sent to it, and so does reading from local fds.
+//! also notices a window reopened by WINDOW_ADJUST or by an ACK of the
+//! resilience extension even when the engine raised no `Event::Writable`
+//! (it does so only after a cut-short send). Reading from the client stops
+//! while more than [`OUT_HIGH`] bytes wait to be sent to it, and so does
+//! reading from local fds.
+//!
+//! With the resilience extension active, a transport that ends without
+//! DISCONNECT detaches the session (see [`resume`]): channels, children and
+//! forwards stay, and what they produce waits in the engine's retransmit
+//! buffer, whose cap closes the send windows; nothing is read from them
+//! beyond it.
 //!
 //! Names in direct-tcpip requests are resolved on a short-lived thread
 //! (numeric addresses and `localhost` directly), so DNS never blocks the
 //! loop. Host-key signatures for a rekey do block it, for at most the IPC
 //! timeout: the monitor is local and answers at once.
+
+mod resume;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -25,6 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ressh_ipc::Endpoint;
 
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -42,10 +53,18 @@ use crate::channels::session::{ExitKind, SessionChan};
 use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
 use crate::channels::{Ctx, Info, Target, OUT_HIGH};
 use crate::policy;
+use crate::signer::Inbox;
 
+use resume::{Detached, Monitor, Pending};
+
+/// The client's transport.
 const SOCK: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
+/// The monitor's endpoint.
+const IPC: Token = Token(3);
+/// The transport of a reconnect not yet confirmed.
+const NEW_SOCK: Token = Token(4);
 const FIRST_TOKEN: usize = 16;
 
 /// Bytes read from the client or a local fd at once.
@@ -78,12 +97,48 @@ impl Alive {
 
 type Resolved = (u32, io::Result<Vec<SocketAddr>>);
 
+/// A TCP connection to the client and its readiness.
+struct Wire {
+    stream: TcpStream,
+    readable: bool,
+    writable: bool,
+    /// Bytes to send before the engine's output (the tail of a reconnect
+    /// reply that was not written yet when the session moved here).
+    pre: Vec<u8>,
+}
+
+impl Wire {
+    fn new(stream: TcpStream) -> Wire {
+        Wire {
+            stream,
+            readable: true,
+            writable: true,
+            pre: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, ev: &mio::event::Event) {
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.readable = true;
+        }
+        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+            self.writable = true;
+        }
+    }
+}
+
 pub struct Session {
     poll: Poll,
     conn: Connection,
-    sock: TcpStream,
-    sock_readable: bool,
-    sock_writable: bool,
+    /// The client's transport; None while detached.
+    wire: Option<Wire>,
+    /// The monitor's endpoint: signatures, tokens, routed reconnects.
+    monitor: Monitor,
+    /// Set while the session waits for a reconnect.
+    detached: Option<Detached>,
+    /// A reconnect accepted by [`Connection::accept_reconnect`] and not yet
+    /// committed or abandoned.
+    pending: Option<Pending>,
     ctx: Ctx,
     chans: HashMap<u32, Chan>,
     listeners: HashMap<u64, Listener>,
@@ -107,15 +162,22 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> String {
 }
 
 impl Session {
-    pub fn new(conn: Connection, sock: std::net::TcpStream, info: Info) -> Result<Session, String> {
+    pub fn new(
+        conn: Connection,
+        sock: std::net::TcpStream,
+        info: Info,
+        endpoint: Arc<Endpoint>,
+        inbox: Inbox,
+    ) -> Result<Session, String> {
         let poll = Poll::new().map_err(|e| io_err("poll", e))?;
         let registry = poll.registry().try_clone().map_err(|e| io_err("poll", e))?;
-        sock.set_nonblocking(true)
-            .map_err(|e| io_err("socket", e))?;
-        let _ = sock.set_nodelay(true);
-        let mut sock = TcpStream::from_std(sock);
+        let sock = resume::into_mio(sock, poll.registry(), SOCK)?;
         poll.registry()
-            .register(&mut sock, SOCK, Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut SourceFd(&endpoint.as_raw_fd()),
+                IPC,
+                Interest::READABLE,
+            )
             .map_err(|e| io_err("poll", e))?;
 
         // SIGCHLD and the terminating signals wake the loop through a pipe;
@@ -157,9 +219,10 @@ impl Session {
         Ok(Session {
             poll,
             conn,
-            sock,
-            sock_readable: true,
-            sock_writable: true,
+            wire: Some(Wire::new(sock)),
+            monitor: Monitor::new(endpoint, inbox),
+            detached: None,
+            pending: None,
             ctx: Ctx::new(registry, info, FIRST_TOKEN),
             chans: HashMap::new(),
             listeners: HashMap::new(),
@@ -183,6 +246,7 @@ impl Session {
         // Bytes the kex worker read past the end of authentication.
         let r = self.conn.handle_input(&[], Instant::now());
         self.after_input(r);
+        self.send_tokens();
         let mut events = Events::with_capacity(256);
         while !self.ended {
             let more = self.work();
@@ -211,10 +275,16 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [self.conn.poll_timeout(), self.alive.deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        let pending = self.pending.as_ref().map(|p| p.deadline);
+        match &self.detached {
+            // Detached: no engine timers (nothing can be sent) and no
+            // ClientAlive, only the detach timeout.
+            Some(d) => [d.deadline, pending].into_iter().flatten().min(),
+            None => [self.conn.poll_timeout(), self.alive.deadline, pending]
+                .into_iter()
+                .flatten()
+                .min(),
+        }
     }
 
     fn end(&mut self) {
@@ -232,13 +302,16 @@ impl Session {
     fn dispatch(&mut self, ev: &mio::event::Event) -> Result<(), String> {
         match ev.token() {
             SOCK => {
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.sock_readable = true;
-                }
-                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                    self.sock_writable = true;
+                if let Some(w) = &mut self.wire {
+                    w.note(ev);
                 }
             }
+            NEW_SOCK => {
+                if let Some(w) = self.pending.as_mut().and_then(|p| p.wire.as_mut()) {
+                    w.note(ev);
+                }
+            }
+            IPC => self.monitor.readable = true,
             SIGNALS => self.signals(),
             WAKER => self.resolutions(),
             token => match self.ctx.target(token) {
@@ -323,7 +396,12 @@ impl Session {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut more = false;
         for round in 0.. {
-            let mut progress = self.read_socket(&mut scratch);
+            let mut progress = self.service_monitor();
+            progress |= self.pump_pending(&mut scratch);
+            if self.ended {
+                break;
+            }
+            progress |= self.read_socket(&mut scratch);
             self.drain_events();
             let ids: Vec<u32> = self.chans.keys().copied().collect();
             for id in ids {
@@ -387,14 +465,17 @@ impl Session {
     }
 
     fn read_socket(&mut self, buf: &mut [u8]) -> bool {
-        if !self.sock_readable || self.ended || self.conn.output().len() >= OUT_HIGH {
+        if self.ended || self.conn.output().len() >= OUT_HIGH {
             return false;
         }
-        match self.sock.read(buf) {
+        let Some(w) = self.wire.as_mut().filter(|w| w.readable) else {
+            return false;
+        };
+        match w.stream.read(buf) {
             Ok(0) => {
                 let i = &self.ctx.info;
-                log!("Connection closed by {} port {}", i.peer_addr, i.peer_port);
-                self.end();
+                let why = format!("Connection closed by {} port {}", i.peer_addr, i.peer_port);
+                self.transport_lost(&why);
             }
             Ok(n) => {
                 let now = Instant::now();
@@ -402,45 +483,68 @@ impl Session {
                 let r = self.conn.handle_input(&buf[..n], now);
                 self.after_input(r);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_readable = false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 let i = &self.ctx.info;
-                log!(
+                let why = format!(
                     "Read error from remote host {} port {}: {e}",
-                    i.peer_addr,
-                    i.peer_port
+                    i.peer_addr, i.peer_port
                 );
-                self.end();
+                self.transport_lost(&why);
             }
         }
         true
     }
 
     fn write_socket(&mut self) -> bool {
+        let Some(w) = self.wire.as_mut() else {
+            // Detached: what the engine queued was for the lost transport;
+            // the retransmit buffer keeps what matters.
+            if !self.conn.output().is_empty() {
+                let _ = self.conn.take_output();
+            }
+            return false;
+        };
         let mut progress = false;
-        while self.sock_writable && !self.conn.output().is_empty() {
-            match self.sock.write(self.conn.output()) {
+        let mut failed = None;
+        while w.writable && (!w.pre.is_empty() || !self.conn.output().is_empty()) {
+            let from_pre = !w.pre.is_empty();
+            let data = if from_pre {
+                &w.pre[..]
+            } else {
+                self.conn.output()
+            };
+            match w.stream.write(data) {
                 Ok(n) => {
-                    self.conn.consume_output(n);
+                    if from_pre {
+                        w.pre.drain(..n);
+                    } else {
+                        self.conn.consume_output(n);
+                    }
                     progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock_writable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    if !self.ended {
-                        let i = &self.ctx.info;
-                        log!(
-                            "Write error to remote host {} port {}: {e}",
-                            i.peer_addr,
-                            i.peer_port
-                        );
-                    }
-                    self.end();
-                    self.sock_writable = false;
-                    self.conn.consume_output(self.conn.output().len());
+                    w.writable = false;
+                    failed = Some(e);
+                    break;
                 }
             }
+        }
+        if let Some(e) = failed {
+            if self.ended {
+                self.conn.consume_output(self.conn.output().len());
+            } else {
+                let i = &self.ctx.info;
+                let why = format!(
+                    "Write error to remote host {} port {}: {e}",
+                    i.peer_addr, i.peer_port
+                );
+                self.transport_lost(&why);
+            }
+            progress = true;
         }
         progress
     }
@@ -450,7 +554,7 @@ impl Session {
     fn flush(&mut self) {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
         let mut events = Events::with_capacity(8);
-        while !self.conn.output().is_empty() {
+        while self.wire.is_some() && !self.conn.output().is_empty() {
             self.write_socket();
             if self.conn.output().is_empty() {
                 break;
@@ -466,14 +570,17 @@ impl Session {
                 .iter()
                 .any(|e| e.token() == SOCK && (e.is_writable() || e.is_error()))
             {
-                self.sock_writable = true;
+                if let Some(w) = &mut self.wire {
+                    w.writable = true;
+                }
             }
         }
     }
 
     /// SIGHUP to the process groups of pty sessions (like sshd), then every
-    /// fd is closed.
+    /// fd is closed. The same after a disconnect and a detach timeout.
     fn cleanup(&mut self) {
+        self.abandon_pending("the session ended");
         for chan in self.chans.values() {
             if let Chan::Session(s) = chan {
                 if let Some((pid, true)) = s.running_child() {
@@ -558,7 +665,11 @@ impl Session {
                 self.end();
             }
             // Replies to our keepalives: any input already reset the count.
-            Event::GlobalReply { .. } | Event::ChannelReply { .. } | Event::Writable { .. } => {}
+            // Reconnected: logged by the commit itself.
+            Event::GlobalReply { .. }
+            | Event::ChannelReply { .. }
+            | Event::Writable { .. }
+            | Event::Reconnected => {}
             _ => {}
         }
     }
@@ -807,6 +918,24 @@ impl Session {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
+            self.abandon_pending("timed out");
+        }
+        if let Some(d) = &self.detached {
+            if d.deadline.is_some_and(|t| t <= now) {
+                let i = &self.ctx.info;
+                log!(
+                    "Detach timeout: user {} from {} port {}",
+                    printable(i.user.name.as_bytes()),
+                    i.peer_addr,
+                    i.peer_port
+                );
+                self.end();
+            }
+            // ClientAlive does not run while detached, nor do the
+            // engine's timers: there is no transport to send on.
+            return;
+        }
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             let r = self.conn.handle_timeout(now);
             self.after_input(r);
@@ -816,6 +945,12 @@ impl Session {
                 self.alive.missed += 1;
                 if self.alive.max > 0 && self.alive.missed > self.alive.max {
                     log!("Timeout, client not responding");
+                    if self.can_detach() {
+                        // A dead transport, not a closed session: wait for
+                        // the client to come back (docs/PROTOCOL.md §6).
+                        self.detach();
+                        return;
+                    }
                     self.conn
                         .disconnect(reason::BY_APPLICATION, "Timeout, client not responding");
                     self.end();

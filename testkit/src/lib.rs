@@ -10,10 +10,12 @@
 //! - Everything a test creates is removed on `Drop`: users ([`TestUser`]), daemons and
 //!   their children ([`Sshd`]), directories ([`TempDir`]).
 //! - No child can hang the suite: [`run`] kills it after a timeout.
-//! - Network: loopback only (`127.0.0.1`).
+//! - Network: loopback (`127.0.0.1`), or the network namespaces of [`Net`], whose
+//!   addresses all come from 198.18.0.0/15.
 
 mod cmd;
 mod keys;
+mod netns;
 mod resshd;
 mod sshd;
 mod tempdir;
@@ -24,6 +26,7 @@ pub use cmd::{
     DEFAULT_TIMEOUT,
 };
 pub use keys::ssh_keygen;
+pub use netns::{require_netns, Net};
 pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;

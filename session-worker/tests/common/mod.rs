@@ -4,9 +4,18 @@
 //! connection right after USERAUTH_SUCCESS is queued, and execs the built
 //! worker as a real test user with the client's socket and an IPC endpoint
 //! on fd 3, answering its signature requests with the host key.
+//!
+//! For the resilience extension it also plays the broker and the new
+//! connection's kex worker (W2 + M2): a connection whose first key exchange
+//! is a reconnect is run until `Event::ReconnectRequest`, routed by its token
+//! (from the workers' `FromSession::Tokens`) to the owning worker as
+//! `ToSession::Reconnect`, and after a positive verdict handed over with
+//! `ToSession::Transport`; a refusal goes back as RECONNECT_FAILURE. What
+//! the workers tell the monitor is recorded ([`MonitorEvent`]).
 
 #![allow(dead_code)]
 
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -15,15 +24,16 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ressh_ipc::msg::{Forwarding, FromSession, SessionPolicy, SessionStart, ToSession, UserInfo};
 use ressh_ipc::Endpoint;
 use ressh_proto::keys::{KeyType, PrivateKey, PublicKey};
-use ressh_proto::{AuthAttempt, Config, Connection, Event};
+use ressh_proto::resilience::failure;
+use ressh_proto::{AuthAttempt, Config, Connection, Event, ReconnectRequest, Refused};
 use ressh_testkit::{require_cmd, require_root, ssh_keygen, TempDir, TestUser};
 
 pub const WORKER: &str = env!("CARGO_BIN_EXE_resshd-session");
@@ -44,14 +54,70 @@ pub fn default_policy() -> SessionPolicy {
         client_alive_interval_secs: 0,
         client_alive_count_max: 3,
         max_sessions: 10,
+        detach_timeout_secs: 0,
+    }
+}
+
+/// What a worker told the monitor, besides signature requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorEvent {
+    /// How many tokens came.
+    Tokens(usize),
+    Verdict(Result<(), (u32, String)>),
+    Detached,
+    Attached {
+        peer_addr: String,
+        peer_port: u16,
+    },
+}
+
+/// The monitor's end of one worker's endpoint.
+struct Link {
+    ep: Endpoint,
+    /// Sends come from the worker's monitor thread and from W2 threads.
+    send_lock: Mutex<()>,
+    verdicts: Mutex<VecDeque<Result<(), (u32, String)>>>,
+    verdict_cv: Condvar,
+    tokens: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Link {
+    fn send(&self, m: &ToSession, fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<(), String> {
+        let _g = self.send_lock.lock().unwrap();
+        self.ep.send(m, fds).map_err(|e| e.to_string())
+    }
+
+    fn wait_verdict(&self, timeout: Duration) -> Option<Result<(), (u32, String)>> {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.verdicts.lock().unwrap();
+        loop {
+            if let Some(v) = q.pop_front() {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            q = self.verdict_cv.wait_timeout(q, deadline - now).unwrap().0;
+        }
     }
 }
 
 struct Shared {
     workers: Mutex<Vec<Child>>,
     signs: AtomicUsize,
+    /// Signature requests received (counted before answering).
+    sign_requests: AtomicUsize,
+    /// Delay before answering a signature request, in ms.
+    sign_delay_ms: AtomicU64,
     connections: AtomicUsize,
     errors: Mutex<Vec<String>>,
+    /// Resume token → the owning worker's link.
+    routes: Mutex<HashMap<Vec<u8>, Arc<Link>>>,
+    /// (worker index, event), in arrival order.
+    events: Mutex<Vec<(usize, MonitorEvent)>>,
+    /// Reconnect connections handed over to a worker.
+    handovers: AtomicUsize,
 }
 
 pub struct Harness {
@@ -69,6 +135,7 @@ pub struct Harness {
 }
 
 struct ServeCfg {
+    proto: Config,
     host: PrivateKey,
     allowed: PublicKey,
     user: UserInfo,
@@ -79,6 +146,16 @@ struct ServeCfg {
 
 impl Harness {
     pub fn start(prefix: &str, policy: SessionPolicy) -> Harness {
+        let proto = Config {
+            detach_timeout: u32::try_from(policy.detach_timeout_secs).unwrap_or(u32::MAX),
+            ..Config::default()
+        };
+        Harness::start_with(prefix, policy, proto)
+    }
+
+    /// Like [`Self::start`] with the protocol configuration the kex worker
+    /// (and so the session worker) runs with.
+    pub fn start_with(prefix: &str, policy: SessionPolicy, proto: Config) -> Harness {
         require_root();
         require_cmd("ssh");
         let user = TestUser::create(prefix);
@@ -106,6 +183,7 @@ impl Harness {
             .collect();
         let host_key = host.public_key();
         let cfg = Arc::new(ServeCfg {
+            proto,
             host,
             allowed,
             user: UserInfo {
@@ -122,8 +200,13 @@ impl Harness {
         let shared = Arc::new(Shared {
             workers: Mutex::new(Vec::new()),
             signs: AtomicUsize::new(0),
+            sign_requests: AtomicUsize::new(0),
+            sign_delay_ms: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             errors: Mutex::new(Vec::new()),
+            routes: Mutex::new(HashMap::new()),
+            events: Mutex::new(Vec::new()),
+            handovers: AtomicUsize::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -212,6 +295,60 @@ impl Harness {
     /// Host-key signatures the workers asked for (rekeys).
     pub fn signs(&self) -> usize {
         self.shared.signs.load(Ordering::SeqCst)
+    }
+
+    /// Signature requests received so far (counted before answering).
+    pub fn sign_requests(&self) -> usize {
+        self.shared.sign_requests.load(Ordering::SeqCst)
+    }
+
+    /// Answer later signature requests only after `d`.
+    pub fn set_sign_delay(&self, d: Duration) {
+        self.shared
+            .sign_delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Reconnects handed over to a worker with `ToSession::Transport`.
+    pub fn handovers(&self) -> usize {
+        self.shared.handovers.load(Ordering::SeqCst)
+    }
+
+    /// What the workers told the monitor: (worker index, event).
+    pub fn monitor_events(&self) -> Vec<(usize, MonitorEvent)> {
+        self.shared.events.lock().unwrap().clone()
+    }
+
+    /// How many of the recorded events match `pred`.
+    pub fn count_events(&self, pred: impl Fn(&MonitorEvent) -> bool) -> usize {
+        self.monitor_events()
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .count()
+    }
+
+    /// Waits until at least `n` recorded events match `pred`.
+    pub fn wait_events(&self, n: usize, pred: impl Fn(&MonitorEvent) -> bool, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count_events(&pred) < n {
+            assert!(
+                Instant::now() < deadline,
+                "monitor events: {:?}\nlog:\n{}",
+                self.monitor_events(),
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether every worker has exited.
+    pub fn workers_exited(&self) -> bool {
+        self.shared
+            .workers
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .all(|w| w.try_wait().unwrap().is_some())
     }
 
     /// Pids of the workers started so far.
@@ -349,7 +486,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
     let mut conn = Connection::server(
-        Config::default(),
+        cfg.proto.clone(),
         Box::new(vec![cfg.host.clone()]),
         Instant::now(),
     )
@@ -377,6 +514,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                 Event::AuthRequest { .. } => conn
                     .auth_reject(&["publickey"], false)
                     .map_err(|e| e.to_string())?,
+                Event::ReconnectRequest(req) => return route(sock, conn, req, shared),
                 _ => {}
             }
         }
@@ -436,7 +574,18 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
     }
     let child = cmd.spawn().map_err(|e| format!("spawn worker: {e}"))?;
     drop(worker_fd);
-    shared.workers.lock().unwrap().push(child);
+    let index = {
+        let mut w = shared.workers.lock().unwrap();
+        w.push(child);
+        w.len() - 1
+    };
+    let link = Arc::new(Link {
+        ep: monitor,
+        send_lock: Mutex::new(()),
+        verdicts: Mutex::new(VecDeque::new()),
+        verdict_cv: Condvar::new(),
+        tokens: Mutex::new(Vec::new()),
+    });
 
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let peer = sock.peer_addr().map_err(|e| e.to_string())?;
@@ -450,27 +599,117 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         local_port: local.port(),
         policy: cfg.policy.clone(),
     };
-    monitor
-        .send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
+    link.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
         .map_err(|e| format!("send Start: {e}"))?;
     drop(sock);
 
-    // Answer signature requests until the worker exits.
-    loop {
-        match monitor.recv::<FromSession>() {
+    // Play the monitor until the worker exits.
+    let record = |e: MonitorEvent| shared.events.lock().unwrap().push((index, e));
+    let result = loop {
+        match link.ep.recv::<FromSession>() {
             Ok((FromSession::Sign { key, alg, data }, _)) => {
+                shared.sign_requests.fetch_add(1, Ordering::SeqCst);
+                let delay = shared.sign_delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    thread::sleep(Duration::from_millis(delay));
+                }
                 let reply = if key == cfg.host.public_key().to_blob() {
                     cfg.host.sign(&alg, &data).map_err(|e| e.to_string())
                 } else {
                     Err("unknown host key".to_string())
                 };
                 shared.signs.fetch_add(1, Ordering::SeqCst);
-                monitor
-                    .send(&ToSession::Signature(reply), &[])
-                    .map_err(|e| format!("send Signature: {e}"))?;
+                if let Err(e) = link.send(&ToSession::Signature(reply), &[]) {
+                    break Err(format!("send Signature: {e}"));
+                }
             }
-            Err(ressh_ipc::Error::Closed) => return Ok(()),
-            Err(e) => return Err(format!("monitor recv: {e}")),
+            Ok((FromSession::Tokens(t), _)) => {
+                record(MonitorEvent::Tokens(t.len()));
+                let mut routes = shared.routes.lock().unwrap();
+                let mut mine = link.tokens.lock().unwrap();
+                for old in mine.drain(..) {
+                    routes.remove(&old);
+                }
+                for tok in t {
+                    routes.insert(tok.clone(), link.clone());
+                    mine.push(tok);
+                }
+            }
+            Ok((FromSession::ReconnectVerdict(v), _)) => {
+                record(MonitorEvent::Verdict(v.clone()));
+                link.verdicts.lock().unwrap().push_back(v);
+                link.verdict_cv.notify_all();
+            }
+            Ok((FromSession::Detached, _)) => record(MonitorEvent::Detached),
+            Ok((
+                FromSession::Attached {
+                    peer_addr,
+                    peer_port,
+                },
+                _,
+            )) => record(MonitorEvent::Attached {
+                peer_addr,
+                peer_port,
+            }),
+            Err(ressh_ipc::Error::Closed) => break Ok(()),
+            Err(e) => break Err(format!("monitor recv: {e}")),
+        }
+    };
+    let mut routes = shared.routes.lock().unwrap();
+    for old in link.tokens.lock().unwrap().drain(..) {
+        routes.remove(&old);
+    }
+    result
+}
+
+/// W2 + M2 + broker: routes a reconnect request to the worker that owns its
+/// token and, after a positive verdict, hands the socket over.
+fn route(
+    mut sock: TcpStream,
+    mut conn: Connection,
+    req: Box<ReconnectRequest>,
+    shared: &Shared,
+) -> Result<(), String> {
+    // The version line and KEXINIT go out before the session's reply.
+    sock.write_all(&conn.take_output())
+        .map_err(|e| format!("write: {e}"))?;
+    let link = shared
+        .routes
+        .lock()
+        .unwrap()
+        .get(&req.request.token)
+        .cloned();
+    let verdict = match &link {
+        None => Err((failure::UNKNOWN_SESSION, "unknown session".to_string())),
+        Some(l) => {
+            l.send(&ToSession::Reconnect(req), &[])?;
+            l.wait_verdict(Duration::from_secs(30))
+                .unwrap_or(Err((failure::TRY_AGAIN, "no verdict".to_string())))
+        }
+    };
+    match verdict {
+        Ok(()) => {
+            let l = link.expect("a positive verdict comes from a worker");
+            let leftover = conn.take_unprocessed_input();
+            let peer = sock.peer_addr().map_err(|e| e.to_string())?;
+            sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+            l.send(
+                &ToSession::Transport {
+                    leftover,
+                    peer_addr: peer.ip().to_string(),
+                    peer_port: peer.port(),
+                },
+                &[sock.as_fd()],
+            )?;
+            shared.handovers.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        Err((code, description)) => {
+            conn.reconnect_failure(&Refused { code, description })
+                .map_err(|e| e.to_string())?;
+            // The client may be gone already: not an error.
+            let _ = sock.write_all(&conn.take_output());
+            Ok(())
         }
     }
 }
@@ -497,23 +736,43 @@ pub fn text(b: &[u8]) -> String {
 }
 
 /// ressh-proto's client role over a blocking socket, for requests stock
-/// `ssh` cannot make (signal) and for watching the wire closely.
+/// `ssh` cannot make (signal), for watching the wire closely, and for the
+/// resilience extension (stock `ssh` does not speak it): the transport can
+/// be killed and the session resumed over a new TCP connection.
 pub struct ProtoClient {
     pub conn: Connection,
-    sock: TcpStream,
+    sock: Option<TcpStream>,
+    /// An old transport kept open after a make-before-break reconnect.
+    stale: Option<TcpStream>,
     buf: Vec<u8>,
+    port: u16,
+}
+
+/// How a test breaks the client's TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// shutdown(SHUT_RDWR): the server reads EOF.
+    Shutdown,
+    /// SO_LINGER 0 and close: the server gets a reset.
+    Reset,
 }
 
 impl ProtoClient {
     /// Connects, checks the host key, authenticates with the harness key.
     pub fn connect(h: &Harness) -> ProtoClient {
+        Self::connect_with(h, Config::default())
+    }
+
+    pub fn connect_with(h: &Harness, config: Config) -> ProtoClient {
         let sock = TcpStream::connect(("127.0.0.1", h.port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let mut c = ProtoClient {
-            conn: Connection::client(Config::default(), Instant::now()).unwrap(),
-            sock,
+            conn: Connection::client(config, Instant::now()).unwrap(),
+            sock: Some(sock),
+            stale: None,
             buf: vec![0; 65536],
+            port: h.port,
         };
         let key = PrivateKey::from_openssh_pem(&fs::read(&h.key).unwrap()).unwrap();
         let (user, host_key) = (h.user.name.clone(), h.host_key.clone());
@@ -533,21 +792,28 @@ impl ProtoClient {
         c
     }
 
+    fn sock(&mut self) -> &mut TcpStream {
+        self.sock.as_mut().expect("the client has no transport")
+    }
+
+    fn flush(&mut self) {
+        let out = self.conn.take_output();
+        if !out.is_empty() {
+            self.sock().write_all(&out).unwrap();
+        }
+    }
+
     /// Pumps the connection, handing each event to `on` until it returns
     /// true; panics after `timeout`.
     pub fn until(&mut self, timeout: Duration, mut on: impl FnMut(&mut Connection, Event) -> bool) {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self.conn.take_output();
-            if !out.is_empty() {
-                self.sock.write_all(&out).unwrap();
-            }
+            self.flush();
             let mut any = false;
             while let Some(ev) = self.conn.poll_event() {
                 any = true;
                 if on(&mut self.conn, ev) {
-                    let out = self.conn.take_output();
-                    self.sock.write_all(&out).unwrap();
+                    self.flush();
                     return;
                 }
             }
@@ -564,24 +830,156 @@ impl ProtoClient {
 
     /// Reads whatever arrives within the socket's short timeout.
     pub fn read_once(&mut self) {
-        match self.sock.read(&mut self.buf) {
+        let mut buf = std::mem::take(&mut self.buf);
+        match self.sock().read(&mut buf) {
             Ok(0) => panic!("the server closed the connection"),
-            Ok(n) => self
-                .conn
-                .handle_input(&self.buf[..n], Instant::now())
-                .unwrap(),
+            Ok(n) => self.conn.handle_input(&buf[..n], Instant::now()).unwrap(),
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => panic!("read: {e}"),
         }
+        self.buf = buf;
+    }
+
+    /// Breaks the TCP connection without DISCONNECT; whatever is in flight
+    /// is lost. The session can go on with [`Self::reconnect`].
+    pub fn kill_transport(&mut self, how: Cut) {
+        let s = self.sock.take().expect("the client has no transport");
+        match how {
+            Cut::Shutdown => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Cut::Reset => {
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: a valid socket and a correctly sized option value.
+                let r = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&linger as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(r, 0, "SO_LINGER");
+            }
+        }
+        drop(s);
+        self.stale = None;
+        // Bytes the engine queued for the dead transport are lost with it.
+        let _ = self.conn.take_output();
+    }
+
+    /// Resumes the session over a new TCP connection (through the harness,
+    /// which routes the request to the worker). A live transport is kept
+    /// until the new one works (make-before-break) and then closed later.
+    pub fn reconnect(&mut self) -> Result<(), Refused> {
+        self.reconnect_tampered(|_| {}, false)
+    }
+
+    /// A reconnect whose first bytes `tamper` may change; with `give_up`
+    /// the new connection is closed as soon as the server's reply arrives
+    /// (before the key confirmation). A failed attempt changes nothing.
+    pub fn reconnect_tampered(
+        &mut self,
+        tamper: impl FnOnce(&mut Vec<u8>),
+        give_up: bool,
+    ) -> Result<(), Refused> {
+        let mut att = self.conn.reconnect_attempt().unwrap();
+        let mut first = att.take_output();
+        tamper(&mut first);
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        s.write_all(&first).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let fail = |att: &ressh_proto::ClientReconnect, why: String| {
+            att.refused().cloned().unwrap_or(Refused {
+                code: 0,
+                description: why,
+            })
+        };
+        let mut buf = vec![0u8; 65536];
+        while !att.is_done() {
+            assert!(Instant::now() < deadline, "reconnect timed out");
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    self.conn.abort_reconnect();
+                    return Err(fail(&att, "closed".into()));
+                }
+                Ok(n) => {
+                    if let Err(e) = att.handle_input(&buf[..n]) {
+                        self.conn.abort_reconnect();
+                        return Err(fail(&att, e.to_string()));
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => {
+                    self.conn.abort_reconnect();
+                    return Err(fail(&att, e.to_string()));
+                }
+            }
+            if give_up && att.is_done() {
+                drop(s);
+                self.conn.abort_reconnect();
+                return Err(fail(&att, "gave up".into()));
+            }
+            let out = att.take_output();
+            if !out.is_empty() {
+                s.write_all(&out).unwrap();
+            }
+        }
+        self.conn.complete_reconnect(att, Instant::now()).unwrap();
+        // Keep the old transport open: the server drops it at its commit.
+        self.stale = self.sock.replace(s);
+        self.flush();
+        Ok(())
+    }
+
+    /// A reconnect whose request the client never confirms: it sends the
+    /// request and then only holds the new connection open for `hold`.
+    pub fn reconnect_unconfirmed(&mut self, hold: Duration) {
+        let mut att = self.conn.reconnect_attempt().unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(&att.take_output()).unwrap();
+        thread::sleep(hold);
+        drop(s);
+        drop(att);
+        self.conn.abort_reconnect();
     }
 
     /// Sends DISCONNECT and closes.
     pub fn bye(mut self) {
         self.conn.disconnect(11, "bye");
-        let _ = self.sock.write_all(&self.conn.take_output());
+        let out = self.conn.take_output();
+        let _ = self.sock().write_all(&out);
     }
+}
+
+/// Flips a byte of the MAC of the last packet in a client's first
+/// reconnect bytes (version line, KEXINIT, RECONNECT_REQUEST, unencrypted).
+pub fn flip_request_mac(bytes: &mut [u8]) {
+    let mut at = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut last = at;
+    while at < bytes.len() {
+        last = at;
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len;
+    }
+    let len = u32::from_be_bytes(bytes[last..last + 4].try_into().unwrap()) as usize;
+    let pad = bytes[last + 4] as usize;
+    let payload_end = last + 4 + len - pad;
+    assert_eq!(
+        bytes[last + 5],
+        ressh_proto::resilience::MSG_RECONNECT_REQUEST
+    );
+    // The MAC is the payload's last field: 32 bytes.
+    bytes[payload_end - 1] ^= 0x55;
 }
 
 /// Resident memory of a process in KiB.

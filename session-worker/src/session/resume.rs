@@ -1,0 +1,460 @@
+//! Detaching and reconnecting (docs/PROTOCOL.md §5–6), and the monitor's
+//! endpoint as a source of messages.
+//!
+//! A transport that ends without DISCONNECT (EOF, an error, a reset, or
+//! ClientAlive finding it dead) detaches the session when the extension is
+//! active and DetachTimeout is not zero: the socket is closed, the monitor
+//! told (`FromSession::Detached`), and everything else stays. What children
+//! write waits in the engine's retransmit buffer until its cap closes the
+//! send windows; then they are not read (and block), so memory stays
+//! bounded. The session ends when the detach timeout passes.
+//!
+//! A reconnect comes in two steps from the monitor. `ToSession::Reconnect`
+//! carries the request the new connection's kex worker received: the engine
+//! validates it ([`Connection::accept_reconnect`]) and the verdict goes
+//! back; nothing in the session changes. After a positive verdict
+//! `ToSession::Transport` brings the new socket: the reply goes out on it,
+//! and once the client's key confirmation arrives the session moves there
+//! ([`Connection::commit_reconnect`]), dropping the old socket if it was
+//! still open (make-before-break). A failed or late attempt is abandoned
+//! ([`Connection::abort_reconnect`]) and the session is as it was.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use ressh_ipc::msg::{FromSession, ToSession};
+use ressh_ipc::Endpoint;
+use ressh_proto::wire::printable;
+use ressh_proto::{ReconnectRequest, ServerReconnect};
+
+use super::{io_err, Session, Wire, NEW_SOCK, SOCK};
+use crate::signer::Inbox;
+
+/// How long an accepted reconnect may wait for its transport, and then for
+/// the client's key confirmation.
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The monitor's endpoint, read without blocking the loop.
+pub struct Monitor {
+    endpoint: Arc<Endpoint>,
+    /// Messages the signer received while it waited for a signature.
+    inbox: Inbox,
+    /// Edge-triggered readiness; cleared when poll(2) finds nothing.
+    pub readable: bool,
+}
+
+type Incoming = (ToSession, Vec<OwnedFd>);
+
+impl Monitor {
+    pub fn new(endpoint: Arc<Endpoint>, inbox: Inbox) -> Monitor {
+        Monitor {
+            endpoint,
+            inbox,
+            readable: true,
+        }
+    }
+
+    pub fn send(&self, m: &FromSession) -> ressh_ipc::Result<()> {
+        self.endpoint.send(m, &[])
+    }
+
+    /// The next message, queued ones first; None when nothing waits.
+    fn try_recv(&mut self) -> ressh_ipc::Result<Option<Incoming>> {
+        let queued = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        if let Some(m) = queued {
+            return Ok(Some(m));
+        }
+        if !self.readable {
+            return Ok(None);
+        }
+        let mut fds = [PollFd::new(self.endpoint.as_fd(), PollFlags::POLLIN)];
+        let ready = loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r?,
+            }
+        };
+        if ready == 0 {
+            self.readable = false;
+            return Ok(None);
+        }
+        // A frame has begun (or the monitor hung up, which recv reports):
+        // the monitor writes whole frames, so this does not wait long.
+        self.endpoint.recv::<ToSession>().map(Some)
+    }
+}
+
+/// A detached session's timer.
+pub struct Detached {
+    pub since: Instant,
+    /// None: DetachTimeout too large to represent, i.e. wait forever.
+    pub deadline: Option<Instant>,
+}
+
+/// An accepted reconnect attempt.
+pub struct Pending {
+    sr: ServerReconnect,
+    pub deadline: Instant,
+    /// The new transport, once the monitor sent it.
+    pub wire: Option<Wire>,
+    peer_addr: String,
+    peer_port: u16,
+}
+
+/// A connected socket from the monitor, made non-blocking and registered.
+pub fn into_mio(
+    sock: std::net::TcpStream,
+    registry: &Registry,
+    token: Token,
+) -> Result<TcpStream, String> {
+    sock.set_nonblocking(true)
+        .map_err(|e| io_err("socket", e))?;
+    let _ = sock.set_nodelay(true);
+    let mut sock = TcpStream::from_std(sock);
+    registry
+        .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
+        .map_err(|e| io_err("poll", e))?;
+    Ok(sock)
+}
+
+impl Session {
+    /// Tells the monitor something; a monitor that is gone ends the session.
+    fn notify(&mut self, m: FromSession) {
+        if let Err(e) = self.monitor.send(&m) {
+            if !self.ended {
+                log!("monitor: {e}; ending the session");
+            }
+            self.end();
+        }
+    }
+
+    /// The tokens the broker routes reconnects by (with resilience only).
+    pub(super) fn send_tokens(&mut self) {
+        if self.conn.resilience_active() {
+            let t = self.conn.resume_tokens();
+            self.notify(FromSession::Tokens(t));
+        }
+    }
+
+    /// Handles what the monitor sent; returns whether anything came.
+    pub(super) fn service_monitor(&mut self) -> bool {
+        let mut progress = false;
+        while !self.ended {
+            match self.monitor.try_recv() {
+                Ok(Some((m, fds))) => {
+                    progress = true;
+                    self.monitor_message(m, fds);
+                }
+                Ok(None) => break,
+                Err(ressh_ipc::Error::Closed) => {
+                    log!("the monitor closed its endpoint; ending the session");
+                    self.end();
+                }
+                Err(e) => {
+                    log!("monitor: {e}; ending the session");
+                    self.end();
+                }
+            }
+        }
+        progress
+    }
+
+    fn monitor_message(&mut self, m: ToSession, fds: Vec<OwnedFd>) {
+        match m {
+            ToSession::Reconnect(req) if fds.is_empty() => self.reconnect_request(&req),
+            ToSession::Transport {
+                leftover,
+                peer_addr,
+                peer_port,
+            } => self.transport(leftover, peer_addr, peer_port, fds),
+            ToSession::Reconnect(_) => {
+                log!("monitor: a reconnect request with descriptors; ignored")
+            }
+            ToSession::Signature(_) => log!("monitor: a signature nobody asked for; ignored"),
+            ToSession::Start(_) => log!("monitor: a second Start; ignored"),
+        }
+    }
+
+    /// Phase 1: validate. A newer accepted attempt replaces an older one; a
+    /// refused one leaves the older in place (a forged request must not
+    /// disturb the real client's attempt).
+    fn reconnect_request(&mut self, req: &ReconnectRequest) {
+        let verdict = match self.conn.accept_reconnect(req) {
+            Ok(sr) => {
+                if let Some(old) = self.pending.take() {
+                    // The engine still holds ACKs for the new attempt: no
+                    // abort_reconnect here.
+                    log!("a newer reconnect attempt replaces the pending one");
+                    self.drop_pending_wire(old);
+                }
+                self.pending = Some(Pending {
+                    sr,
+                    deadline: Instant::now() + PENDING_TIMEOUT,
+                    wire: None,
+                    peer_addr: String::new(),
+                    peer_port: 0,
+                });
+                Ok(())
+            }
+            Err(r) => {
+                log!(
+                    "reconnect refused: {} (code {})",
+                    printable(r.description.as_bytes()),
+                    r.code
+                );
+                Err((r.code, r.description))
+            }
+        };
+        self.notify(FromSession::ReconnectVerdict(verdict));
+    }
+
+    /// Phase 2: the new socket for the accepted attempt.
+    fn transport(
+        &mut self,
+        leftover: Vec<u8>,
+        peer_addr: String,
+        peer_port: u16,
+        mut fds: Vec<OwnedFd>,
+    ) {
+        let shown = format!("{} port {peer_port}", printable(peer_addr.as_bytes()));
+        if fds.len() != 1 {
+            log!(
+                "monitor: a transport from {shown} with {} descriptors; ignored",
+                fds.len()
+            );
+            return;
+        }
+        let fd = fds.remove(0);
+        let Some(p) = self.pending.as_mut() else {
+            log!("monitor: a transport from {shown} without a pending reconnect; closed");
+            return;
+        };
+        if p.wire.is_some() {
+            log!("monitor: a second transport from {shown} for one reconnect; closed");
+            return;
+        }
+        let sock = std::net::TcpStream::from(fd);
+        let stream = match into_mio(sock, self.poll.registry(), NEW_SOCK) {
+            Ok(s) => s,
+            Err(e) => {
+                p.peer_addr = peer_addr;
+                p.peer_port = peer_port;
+                self.abandon_pending(&e);
+                return;
+            }
+        };
+        let mut wire = Wire::new(stream);
+        wire.pre = p.sr.take_output();
+        p.wire = Some(wire);
+        p.peer_addr = peer_addr;
+        p.peer_port = peer_port;
+        p.deadline = Instant::now() + PENDING_TIMEOUT;
+        self.feed_pending(&leftover);
+    }
+
+    /// Bytes from the new transport for the attempt; commits once the
+    /// client's key confirmation verified.
+    fn feed_pending(&mut self, data: &[u8]) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        if let Err(e) = p.sr.handle_input(data) {
+            self.abandon_pending(&e.to_string());
+            return;
+        }
+        let out = p.sr.take_output();
+        if let Some(w) = p.wire.as_mut() {
+            w.pre.extend_from_slice(&out);
+        }
+        if p.sr.is_confirmed() {
+            self.commit();
+        }
+    }
+
+    /// Moves bytes on the new transport of a pending attempt.
+    pub(super) fn pump_pending(&mut self, buf: &mut [u8]) -> bool {
+        let mut progress = false;
+        loop {
+            let Some(w) = self.pending.as_mut().and_then(|p| p.wire.as_mut()) else {
+                return progress;
+            };
+            if w.writable && !w.pre.is_empty() {
+                match w.stream.write(&w.pre) {
+                    Ok(n) => {
+                        w.pre.drain(..n);
+                        progress = true;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.abandon_pending(&format!("write error: {e}"));
+                        return true;
+                    }
+                }
+            }
+            if !w.readable {
+                return progress;
+            }
+            match w.stream.read(buf) {
+                Ok(0) => {
+                    self.abandon_pending("connection closed before the key confirmation");
+                    return true;
+                }
+                Ok(n) => {
+                    progress = true;
+                    self.feed_pending(&buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.abandon_pending(&format!("read error: {e}"));
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn drop_pending_wire(&mut self, p: Pending) {
+        if let Some(mut w) = p.wire {
+            let _ = self.poll.registry().deregister(&mut w.stream);
+        }
+    }
+
+    /// Gives up the pending attempt (failed, timed out, or the session
+    /// ends); the session goes on as it was.
+    pub(super) fn abandon_pending(&mut self, why: &str) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        match p.wire.is_some() {
+            true => log!(
+                "Reconnect from {} port {} failed: {why}",
+                printable(p.peer_addr.as_bytes()),
+                p.peer_port
+            ),
+            false => log!("Reconnect abandoned before its transport arrived: {why}"),
+        }
+        self.drop_pending_wire(p);
+        self.conn.abort_reconnect();
+    }
+
+    /// The client confirmed the keys: the session moves to the new transport.
+    fn commit(&mut self) {
+        let Some(mut p) = self.pending.take() else {
+            return;
+        };
+        let Some(mut wire) = p.wire.take() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        if let Some(mut old) = self.wire.take() {
+            // Make-before-break: the old connection never broke, or this
+            // loop has not noticed yet. It carries nothing more.
+            let _ = registry.deregister(&mut old.stream);
+        }
+        if let Err(e) = registry.reregister(
+            &mut wire.stream,
+            SOCK,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log!("Reconnect failed: {}", io_err("poll", e));
+            self.conn.abort_reconnect();
+            self.end();
+            return;
+        }
+        wire.pre.extend(p.sr.take_output());
+        wire.readable = true;
+        wire.writable = true;
+        let now = Instant::now();
+        let r = self.conn.commit_reconnect(p.sr, now);
+        self.wire = Some(wire);
+        let away = self
+            .detached
+            .take()
+            .map(|d| now.saturating_duration_since(d.since))
+            .unwrap_or_default();
+        let info = &mut self.ctx.info;
+        let (old_addr, old_port) = (
+            std::mem::replace(&mut info.peer_addr, p.peer_addr),
+            std::mem::replace(&mut info.peer_port, p.peer_port),
+        );
+        crate::log::set_context(&info.user.name, &info.peer_addr, info.peer_port);
+        log!(
+            "Reconnected: user {} from {} port {} (was {} port {}) after {:.1} s",
+            printable(info.user.name.as_bytes()),
+            printable(info.peer_addr.as_bytes()),
+            info.peer_port,
+            printable(old_addr.as_bytes()),
+            old_port,
+            away.as_secs_f64()
+        );
+        let (peer_addr, peer_port) = (info.peer_addr.clone(), info.peer_port);
+        self.alive.heard(now);
+        if let Err(e) = r {
+            log!("disconnecting: {e}");
+            self.end();
+            return;
+        }
+        self.notify(FromSession::Attached {
+            peer_addr,
+            peer_port,
+        });
+        self.send_tokens();
+    }
+
+    /// Whether a lost transport detaches the session rather than ending it.
+    pub(super) fn can_detach(&self) -> bool {
+        !self.ended
+            && !self.conn.is_closed()
+            && self.conn.resilience_active()
+            && self.ctx.info.policy.detach_timeout_secs > 0
+    }
+
+    /// The transport ended without DISCONNECT (`why` is logged): detach, or
+    /// end the session as without resilience.
+    pub(super) fn transport_lost(&mut self, why: &str) {
+        log!("{why}");
+        if self.can_detach() {
+            self.detach();
+        } else {
+            self.end();
+        }
+    }
+
+    pub(super) fn detach(&mut self) {
+        if let Some(mut w) = self.wire.take() {
+            let _ = self.poll.registry().deregister(&mut w.stream);
+        }
+        // Queued for the lost transport: the retransmit buffer keeps what
+        // the client has not acknowledged.
+        let _ = self.conn.take_output();
+        if self.detached.is_some() {
+            return;
+        }
+        let secs = self.ctx.info.policy.detach_timeout_secs;
+        let now = Instant::now();
+        self.detached = Some(Detached {
+            since: now,
+            deadline: now.checked_add(Duration::from_secs(secs)),
+        });
+        self.alive.deadline = None;
+        let i = &self.ctx.info;
+        log!(
+            "Detached: user {} from {} port {}; waiting up to {secs} s for a reconnect",
+            printable(i.user.name.as_bytes()),
+            i.peer_addr,
+            i.peer_port
+        );
+        self.notify(FromSession::Detached);
+    }
+}
