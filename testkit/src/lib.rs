@@ -8,7 +8,7 @@
 //! - A test that needs root calls [`require_root`] and FAILS when not root; it never
 //!   passes having tested nothing. The same for missing binaries ([`require_cmd`]).
 //! - Everything a test creates is removed on `Drop`: users ([`TestUser`]), daemons and
-//!   their children ([`Sshd`]), directories ([`TempDir`]).
+//!   their children ([`Sshd`]), directories ([`TempDir`]), network namespaces ([`Net`]).
 //! - No child can hang the suite: [`run`] kills it after a timeout.
 //! - Network: loopback (`127.0.0.1`), or the network namespaces of [`Net`], whose
 //!   addresses all come from 198.18.0.0/15.
