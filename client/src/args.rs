@@ -174,7 +174,8 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
     if a.stdio_forward.is_some() {
         a.settings.push(("sessiontype".into(), "none".into()));
         a.settings.push(("requesttty".into(), "no".into()));
-        a.settings.push(("clearallforwardings".into(), "yes".into()));
+        a.settings
+            .push(("clearallforwardings".into(), "yes".into()));
     } else if no_command {
         a.settings.push(("sessiontype".into(), "none".into()));
     } else if subsystem {
@@ -373,7 +374,14 @@ mod tests {
         ]);
         assert!(has(&a, "remotecommand", "none") && has(&a, "batchmode", "yes"));
         // git
-        let a = p(&["-o", "SendEnv=GIT_PROTOCOL", "-p", "22", "h", "git-upload-pack '/r.git'"]);
+        let a = p(&[
+            "-o",
+            "SendEnv=GIT_PROTOCOL",
+            "-p",
+            "22",
+            "h",
+            "git-upload-pack '/r.git'",
+        ]);
         assert!(has(&a, "sendenv", "GIT_PROTOCOL"));
         assert_eq!(a.command, vec!["git-upload-pack '/r.git'"]);
     }
@@ -423,7 +431,13 @@ mod tests {
         assert!(parse_destination("ssh://h:0").is_err());
         assert!(parse_destination("ssh://h/path").is_err());
         assert!(parse_destination("@h").is_err());
-        assert_eq!(split_option("Port = 22").unwrap(), ("port".into(), "22".into()));
-        assert_eq!(split_option("user\tx").unwrap(), ("user".into(), "x".into()));
+        assert_eq!(
+            split_option("Port = 22").unwrap(),
+            ("port".into(), "22".into())
+        );
+        assert_eq!(
+            split_option("user\tx").unwrap(),
+            ("user".into(), "x".into())
+        );
     }
 }

@@ -266,7 +266,10 @@ mod tests {
             ask("Sure? ", Kind::Confirm, false).unwrap().as_str(),
             "Sure? |confirm"
         );
-        assert_eq!(ask("fail", Kind::Secret, false), Err(PromptError::Cancelled));
+        assert_eq!(
+            ask("fail", Kind::Secret, false),
+            Err(PromptError::Cancelled)
+        );
         assert!(matches!(
             ask("x", Kind::Secret, true),
             Err(PromptError::Unavailable(_))

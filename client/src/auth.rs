@@ -47,10 +47,15 @@ fn proto_err(e: ressh_proto::Error) -> String {
 impl Auth {
     pub fn new(cfg: &Config, identities: Vec<Identity>, agent: Option<Agent>) -> Auth {
         let accepted_algs = cfg.pubkey_accepted_algorithms.as_ref().map(|spec| {
-            let known: Vec<String> = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let known: Vec<String> = [
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             crate::config::algorithm_list("PubkeyAcceptedAlgorithms", spec, &known, &known)
                 .unwrap_or(known)
         });
@@ -284,7 +289,11 @@ impl Auth {
     }
 
     /// A password change is demanded: ressh does not do that; next method.
-    pub fn on_password_change(&mut self, conn: &mut Connection, prompt: &str) -> Result<(), String> {
+    pub fn on_password_change(
+        &mut self,
+        conn: &mut Connection,
+        prompt: &str,
+    ) -> Result<(), String> {
         crate::info!("{}", clean(prompt));
         crate::info!("Password change required but not supported by ressh.");
         self.password = false;

@@ -67,8 +67,6 @@ pub struct Config {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub local_user: String,
-    pub home: PathBuf,
     /// Identity files with whether the user named them (a missing named file
     /// is reported; missing defaults are not).
     pub identity_files: Vec<(PathBuf, bool)>,
@@ -133,41 +131,107 @@ const NO: &[&str] = &["no", "false"];
 fn keyword_kind(k: &str) -> Option<Kind> {
     use Kind::*;
     Some(match k {
-        "hostname" | "port" | "user" | "identitiesonly" | "identityagent" | "proxycommand"
-        | "proxyjump" | "serveraliveinterval" | "serveralivecountmax" | "connecttimeout"
-        | "connectionattempts" | "stricthostkeychecking" | "userknownhostsfile"
-        | "globalknownhostsfile" | "hashknownhosts" | "hostkeyalias" | "setenv" | "batchmode"
-        | "loglevel" | "requesttty" | "addressfamily" | "escapechar" | "ciphers" | "macs"
-        | "kexalgorithms" | "hostkeyalgorithms" | "pubkeyacceptedalgorithms"
-        | "pubkeyacceptedkeytypes" | "preferredauthentications" | "pubkeyauthentication"
-        | "passwordauthentication" | "kbdinteractiveauthentication"
-        | "challengeresponseauthentication" | "numberofpasswordprompts"
-        | "exitonforwardfailure" | "clearallforwardings" | "gatewayports" | "remotecommand"
-        | "sessiontype" | "stdinnull" | "ignoreunknown" => Single,
+        "hostname"
+        | "port"
+        | "user"
+        | "identitiesonly"
+        | "identityagent"
+        | "proxycommand"
+        | "proxyjump"
+        | "serveraliveinterval"
+        | "serveralivecountmax"
+        | "connecttimeout"
+        | "connectionattempts"
+        | "stricthostkeychecking"
+        | "userknownhostsfile"
+        | "globalknownhostsfile"
+        | "hashknownhosts"
+        | "hostkeyalias"
+        | "setenv"
+        | "batchmode"
+        | "loglevel"
+        | "requesttty"
+        | "addressfamily"
+        | "escapechar"
+        | "ciphers"
+        | "macs"
+        | "kexalgorithms"
+        | "hostkeyalgorithms"
+        | "pubkeyacceptedalgorithms"
+        | "pubkeyacceptedkeytypes"
+        | "preferredauthentications"
+        | "pubkeyauthentication"
+        | "passwordauthentication"
+        | "kbdinteractiveauthentication"
+        | "challengeresponseauthentication"
+        | "numberofpasswordprompts"
+        | "exitonforwardfailure"
+        | "clearallforwardings"
+        | "gatewayports"
+        | "remotecommand"
+        | "sessiontype"
+        | "stdinnull"
+        | "ignoreunknown" => Single,
         "identityfile" | "localforward" | "remoteforward" | "sendenv" => Multi,
-        "compression" | "tcpkeepalive" | "visualhostkey" | "checkhostip"
-        | "gssapiauthentication" | "gssapidelegatecredentials" | "gssapikeyexchange"
-        | "gssapitrustdns" | "gssapirenewalforcesrekey" | "gssapiclientidentity"
-        | "gssapiserveridentity" | "protocol" | "syslogfacility" | "ipqos"
-        | "nohostauthenticationforlocalhost" | "rekeylimit" | "xauthlocation"
-        | "canonicalizehostname" | "canonicaldomains" | "canonicalizefallbacklocal"
-        | "canonicalizemaxdots" | "canonicalizepermittedcnames" | "streamlocalbindmask"
-        | "streamlocalbindunlink" | "fingerprinthash" | "securitykeyprovider"
-        | "requiredrsasize" | "obscurekeystroketiming" | "enableescapecommandline"
-        | "tag" | "logverbose" | "permitremoteopen" | "forwardx11timeout"
-        | "forwardx11trusted" | "casignaturealgorithms" | "hostbasedacceptedalgorithms"
-        | "hostbasedkeytypes" | "updatehostkeys" | "addkeystoagent"
-        | "useroaming" | "controlpath" | "warnweakcrypto" | "verifyhostkeydns"
-        | "localcommand" | "channeltimeout" | "usekeychain" => Ignored,
-        "forwardagent" | "forwardx11" | "permitlocalcommand" | "forkafterauthentication"
-        | "hostbasedauthentication" | "enablesshkeysign" | "useprivilegedport"
-        | "proxyusefdpass" | "controlpersist" => Only(NO),
+        "compression"
+        | "tcpkeepalive"
+        | "visualhostkey"
+        | "checkhostip"
+        | "gssapiauthentication"
+        | "gssapidelegatecredentials"
+        | "gssapikeyexchange"
+        | "gssapitrustdns"
+        | "gssapirenewalforcesrekey"
+        | "gssapiclientidentity"
+        | "gssapiserveridentity"
+        | "protocol"
+        | "syslogfacility"
+        | "ipqos"
+        | "nohostauthenticationforlocalhost"
+        | "rekeylimit"
+        | "xauthlocation"
+        | "canonicalizehostname"
+        | "canonicaldomains"
+        | "canonicalizefallbacklocal"
+        | "canonicalizemaxdots"
+        | "canonicalizepermittedcnames"
+        | "streamlocalbindmask"
+        | "streamlocalbindunlink"
+        | "fingerprinthash"
+        | "securitykeyprovider"
+        | "requiredrsasize"
+        | "obscurekeystroketiming"
+        | "enableescapecommandline"
+        | "tag"
+        | "logverbose"
+        | "permitremoteopen"
+        | "forwardx11timeout"
+        | "forwardx11trusted"
+        | "casignaturealgorithms"
+        | "hostbasedacceptedalgorithms"
+        | "hostbasedkeytypes"
+        | "updatehostkeys"
+        | "addkeystoagent"
+        | "useroaming"
+        | "controlpath"
+        | "warnweakcrypto"
+        | "verifyhostkeydns"
+        | "localcommand"
+        | "channeltimeout"
+        | "usekeychain" => Ignored,
+        "forwardagent"
+        | "forwardx11"
+        | "permitlocalcommand"
+        | "forkafterauthentication"
+        | "hostbasedauthentication"
+        | "enablesshkeysign"
+        | "useprivilegedport"
+        | "proxyusefdpass"
+        | "controlpersist" => Only(NO),
         "controlmaster" => Only(&["no", "false"]),
         "tunnel" => Only(&["no", "false"]),
         "dynamicforward" | "bindaddress" | "bindinterface" | "certificatefile"
-        | "knownhostscommand" | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => {
-            Only(&[])
-        }
+        | "knownhostscommand" | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => Only(&[]),
         _ => return None,
     })
 }
@@ -184,12 +248,31 @@ fn canonical(k: &str) -> &str {
 /// Splits a config line into words: whitespace separated, `"quoted"` words,
 /// and an optional `=` after the keyword. Comments start with `#` at a word.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(Vec::new());
+    }
+    // The keyword ends at whitespace or '='; one '=' may follow it.
+    let kend = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    let mut words = vec![line[..kend].to_string()];
+    let mut rest = line[kend..].trim_start();
+    if let Some(r) = rest.strip_prefix('=') {
+        rest = r.trim_start();
+    }
+    words.extend(split_args(rest)?);
+    Ok(words)
+}
+
+/// Splits a value into words: whitespace separated, `"quoted"` words; a
+/// `#` at the start of a word begins a comment.
+pub fn split_args(rest: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
     let mut quote = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in rest.chars() {
         if quote {
             if c == '"' {
                 quote = false;
@@ -210,24 +293,6 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
                     in_word = false;
                 }
             }
-            '=' if words.is_empty() && in_word => {
-                words.push(std::mem::take(&mut cur));
-                in_word = false;
-                // Only one '=' separates keyword and value.
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                    chars.next();
-                }
-                if chars.peek() == Some(&'=') {
-                    return Err("two '=' after the keyword".into());
-                }
-            }
-            '=' if words.is_empty() && !in_word => {
-                // "Keyword = value": the '=' stands alone.
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                    chars.next();
-                }
-                words.push(String::new());
-            }
             c => {
                 cur.push(c);
                 in_word = true;
@@ -239,10 +304,6 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
     }
     if in_word {
         words.push(cur);
-    }
-    // Drop the empty marker of a standalone '='.
-    if words.len() >= 2 && words[1].is_empty() {
-        words.remove(1);
     }
     Ok(words)
 }
@@ -395,13 +456,22 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
                 return Err(format!("Bad port '{v}'"));
             }
         }
-        "identitiesonly" | "batchmode" | "pubkeyauthentication" | "passwordauthentication"
-        | "kbdinteractiveauthentication" | "exitonforwardfailure" | "clearallforwardings"
-        | "stdinnull" | "hashknownhosts" => {
+        "identitiesonly"
+        | "batchmode"
+        | "pubkeyauthentication"
+        | "passwordauthentication"
+        | "kbdinteractiveauthentication"
+        | "exitonforwardfailure"
+        | "clearallforwardings"
+        | "stdinnull"
+        | "hashknownhosts" => {
             yes_no(key, v)?;
         }
         "gatewayports" => {
-            if !matches!(lower.as_str(), "yes" | "no" | "true" | "false" | "clientspecified") {
+            if !matches!(
+                lower.as_str(),
+                "yes" | "no" | "true" | "false" | "clientspecified"
+            ) {
                 return Err(format!("{key}: bad value {v:?}"));
             }
         }
@@ -427,7 +497,10 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
             }
         }
         "requesttty" => {
-            if !matches!(lower.as_str(), "no" | "yes" | "force" | "auto" | "true" | "false") {
+            if !matches!(
+                lower.as_str(),
+                "no" | "yes" | "force" | "auto" | "true" | "false"
+            ) {
                 return Err(format!("{key}: bad value {v:?}"));
             }
         }
@@ -583,7 +656,12 @@ fn read_file(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if !must_exist && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return err(format!("Can't open user config file {}: {e}", path.display())),
+        Err(e) => {
+            return err(format!(
+                "Can't open user config file {}: {e}",
+                path.display()
+            ))
+        }
     };
     let mut active = active_in;
     for (n, line) in text.lines().enumerate() {
@@ -602,7 +680,8 @@ fn read_file(
                 active = host_matches(&vals, ctx.original_host);
             }
             "match" => {
-                active = eval_match(&vals, raw, ctx).map_err(|e| ConfigError(format!("{}: {e}", at())))?;
+                active = eval_match(&vals, raw, ctx)
+                    .map_err(|e| ConfigError(format!("{}: {e}", at())))?;
             }
             "include" => {
                 if vals.is_empty() {
@@ -730,9 +809,13 @@ pub fn resolve_with(a: &Args, system: Option<&Path>) -> Result<Config, ConfigErr
         let vals = if matches!(k.as_str(), "localforward" | "remoteforward") {
             vec![v.clone()]
         } else {
-            split_words(v).map_err(|e| ConfigError(format!("-o {k}: {e}")))?
+            split_args(v).map_err(|e| ConfigError(format!("-o {k}: {e}")))?
         };
-        let vals = if vals.is_empty() { vec![String::new()] } else { vals };
+        let vals = if vals.is_empty() {
+            vec![String::new()]
+        } else {
+            vals
+        };
         raw.set(k, vals, true)
             .map_err(|e| ConfigError(format!("command line: {e}")))?;
     }
@@ -780,9 +863,7 @@ fn finish(
             })
             .unwrap_or(d)
     };
-    let port = one("port")
-        .and_then(|p| args::parse_port(&p))
-        .unwrap_or(22);
+    let port = one("port").and_then(|p| args::parse_port(&p)).unwrap_or(22);
     let user = one("user").unwrap_or_else(|| local_user.clone());
     let host = match one("hostname") {
         Some(h) => h.replace("%h", &original_host).replace("%%", "%"),
@@ -864,7 +945,10 @@ fn finish(
         Some("force") => RequestTty::Force,
         _ => RequestTty::Auto,
     };
-    let address_family = match one("addressfamily").map(|s| s.to_ascii_lowercase()).as_deref() {
+    let address_family = match one("addressfamily")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("inet") => Family::Inet,
         Some("inet6") => Family::Inet6,
         _ => Family::Any,
@@ -889,7 +973,10 @@ fn finish(
             Some(expand_tokens(&words, &t)?)
         }
     };
-    let session_type = match one("sessiontype").map(|s| s.to_ascii_lowercase()).as_deref() {
+    let session_type = match one("sessiontype")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("none") => SessionType::None,
         Some("subsystem") => SessionType::Subsystem,
         _ => SessionType::Default,
@@ -908,11 +995,13 @@ fn finish(
         return err("ProxyCommand and ProxyJump are both set; use one");
     }
     let gateway_ports = matches!(
-        one("gatewayports").map(|s| s.to_ascii_lowercase()).as_deref(),
+        one("gatewayports")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref(),
         Some("yes") | Some("true")
     );
     Ok(Config {
-        host,
+        host: host.clone(),
         port,
         user: user.clone(),
         identity_files,
@@ -928,15 +1017,26 @@ fn finish(
         },
         connection_attempts: num("connectionattempts", 1).max(1) as u32,
         strict,
-        user_known_hosts: files("userknownhostsfile", &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"])?,
+        user_known_hosts: files(
+            "userknownhostsfile",
+            &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"],
+        )?,
         global_known_hosts: files(
             "globalknownhostsfile",
             &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
         )?,
         hash_known_hosts: flag("hashknownhosts", false),
         host_key_alias: one("hostkeyalias"),
-        local_forwards: if clear_all { Vec::new() } else { fwd("localforward") },
-        remote_forwards: if clear_all { Vec::new() } else { fwd("remoteforward") },
+        local_forwards: if clear_all {
+            Vec::new()
+        } else {
+            fwd("localforward")
+        },
+        remote_forwards: if clear_all {
+            Vec::new()
+        } else {
+            fwd("remoteforward")
+        },
         send_env: raw
             .multi
             .get("sendenv")
@@ -965,8 +1065,6 @@ fn finish(
         stdin_null: flag("stdinnull", false),
         config_file: a.config_file.clone(),
         original_host,
-        local_user,
-        home,
     })
 }
 
@@ -1047,10 +1145,7 @@ pub fn dump(c: &Config) -> String {
     line("user", &c.user);
     line("hostname", &c.host);
     line("port", &c.port.to_string());
-    line(
-        "batchmode",
-        if c.batch_mode { "yes" } else { "no" },
-    );
+    line("batchmode", if c.batch_mode { "yes" } else { "no" });
     line(
         "stricthostkeychecking",
         match c.strict {
@@ -1107,7 +1202,11 @@ mod tests {
         }
     }
 
-    fn with_config(text: &str, dest: &str, settings: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn with_config(
+        text: &str,
+        dest: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir().join(format!(
             "ressh-cfg-{}-{}",
             std::process::id(),
@@ -1138,6 +1237,10 @@ mod tests {
         );
         assert_eq!(split_words("# only").unwrap(), Vec::<String>::new());
         assert!(split_words("X \"open").is_err());
+        assert_eq!(
+            split_args("FOO=bar \"a b\"").unwrap(),
+            vec!["FOO=bar", "a b"]
+        );
     }
 
     #[test]
@@ -1178,7 +1281,10 @@ Host *
         assert!(c.identity_files[0]
             .0
             .ends_with(".ssh/a_first_real.example_2200"));
-        assert_eq!(c.identity_files[1].0, PathBuf::from(format!("/k/{}", c.local_user)));
+        assert_eq!(
+            c.identity_files[1].0,
+            PathBuf::from(format!("/k/{}", local_user().0))
+        );
         assert_eq!(c.strict, Strict::AcceptNew);
         assert_eq!(c.local_forwards, vec!["8080:localhost:80"]);
         assert_eq!(c.send_env, vec!["LANG"]);
@@ -1191,7 +1297,10 @@ Host *
         assert_eq!((c.user.as_str(), c.port), ("u", 1));
         // Other hosts skip the first block.
         let c = with_config(text, "other", &[]).unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.user.as_str()), ("other", 9999, "second"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.user.as_str()),
+            ("other", 9999, "second")
+        );
     }
 
     #[test]
@@ -1278,7 +1387,10 @@ Host *
         let main = dir.join("config");
         std::fs::write(
             &main,
-            format!("Host h\n  Include {}/d/*.conf\nHost *\n  User last\n", dir.display()),
+            format!(
+                "Host h\n  Include {}/d/*.conf\nHost *\n  User last\n",
+                dir.display()
+            ),
         )
         .unwrap();
         let c = resolve(&args_for("h", &[], Some(&main))).unwrap();
@@ -1299,7 +1411,10 @@ Host *
             local_user: "l",
             home: &home,
         };
-        assert_eq!(expand_tokens("%h:%p %r %u %n %%", &t).unwrap(), "h:22 r l o %");
+        assert_eq!(
+            expand_tokens("%h:%p %r %u %n %%", &t).unwrap(),
+            "h:22 r l o %"
+        );
         assert_eq!(expand_tokens("%d/x", &t).unwrap(), "/home/u/x");
         assert!(expand_tokens("%Z", &t).is_err());
         assert!(expand_tokens("50%", &t).is_err());
@@ -1314,9 +1429,15 @@ Host *
         let d: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let k: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
         assert_eq!(algorithm_list("x", "d,a", &d, &k).unwrap(), vec!["d", "a"]);
-        assert_eq!(algorithm_list("x", "+d", &d, &k).unwrap(), vec!["a", "b", "c", "d"]);
+        assert_eq!(
+            algorithm_list("x", "+d", &d, &k).unwrap(),
+            vec!["a", "b", "c", "d"]
+        );
         assert_eq!(algorithm_list("x", "-b", &d, &k).unwrap(), vec!["a", "c"]);
-        assert_eq!(algorithm_list("x", "^c", &d, &k).unwrap(), vec!["c", "a", "b"]);
+        assert_eq!(
+            algorithm_list("x", "^c", &d, &k).unwrap(),
+            vec!["c", "a", "b"]
+        );
         assert!(algorithm_list("x", "zz", &d, &k).is_err());
         assert!(algorithm_list("x", "-*", &d, &k).is_err());
     }

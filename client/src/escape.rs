@@ -61,8 +61,8 @@ impl Escape {
                     b'?' => Some(Cmd::Help),
                     b'R' => Some(Cmd::Rekey),
                     b'B' => Some(Cmd::Break),
-                    b'V' => Some(Cmd::MoreVerbose),
-                    b'v' => Some(Cmd::LessVerbose),
+                    b'V' => Some(Cmd::LessVerbose),
+                    b'v' => Some(Cmd::MoreVerbose),
                     b'C' | b'&' => Some(Cmd::Unsupported(b)),
                     _ => None,
                 };
@@ -156,7 +156,10 @@ mod tests {
     #[test]
     fn other_escape_char() {
         let mut e = Escape::new(0x1d);
-        assert_eq!(e.feed(b"~.\n\x1d."), vec![d(b"~.\n"), Out::Cmd(Cmd::Disconnect)]);
+        assert_eq!(
+            e.feed(b"~.\n\x1d."),
+            vec![d(b"~.\n"), Out::Cmd(Cmd::Disconnect)]
+        );
         assert!(e.help().contains("^]."));
     }
 }

@@ -132,7 +132,10 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(parse("8080:localhost:80", false).unwrap(), fw(None, 8080, "localhost", 80));
+        assert_eq!(
+            parse("8080:localhost:80", false).unwrap(),
+            fw(None, 8080, "localhost", 80)
+        );
         assert_eq!(
             parse("127.0.0.1:8080:db:5432", false).unwrap(),
             fw(Some("127.0.0.1"), 8080, "db", 5432)

@@ -127,7 +127,9 @@ pub fn verify(cfg: &Config, key: &PublicKey, peer: &str) -> Result<Outcome, Stri
                          reconfigured, or this may be an attack.\n",
                     );
                 }
-                prompt.push_str("Are you sure you want to continue connecting (yes/no/[fingerprint])? ");
+                prompt.push_str(
+                    "Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
+                );
                 let answer = askpass::confirm(&prompt, cfg.batch_mode).map_err(|_| {
                     format!(
                         "Host key verification failed: no {label} host key is known for \

@@ -83,7 +83,9 @@ impl Agent {
             return Err(std::io::Error::other("agent refused to list keys"));
         }
         let mut rd = Rd(&r[1..]);
-        let n = rd.u32().ok_or_else(|| std::io::Error::other("bad agent answer"))?;
+        let n = rd
+            .u32()
+            .ok_or_else(|| std::io::Error::other("bad agent answer"))?;
         let mut out = Vec::new();
         for _ in 0..n.min(1024) {
             let (Some(blob), Some(comment)) = (rd.string(), rd.string()) else {
@@ -127,7 +129,10 @@ impl Agent {
 
 pub enum Source {
     Agent,
-    File { path: PathBuf, key: Option<PrivateKey> },
+    File {
+        path: PathBuf,
+        key: Option<PrivateKey>,
+    },
 }
 
 pub struct Identity {
@@ -300,11 +305,7 @@ pub fn signature_algorithm(
                 .find(|a| ok(a) && server(a))
                 .or_else(|| ["rsa-sha2-512", "rsa-sha2-256"].into_iter().find(|a| ok(a)))
         }
-        _ => key
-            .signature_algorithms()
-            .iter()
-            .copied()
-            .find(|a| ok(a)),
+        _ => key.signature_algorithms().iter().copied().find(|a| ok(a)),
     }
 }
 
@@ -323,7 +324,10 @@ mod tests {
             signature_algorithm(&rsa, Some(&only256), None),
             Some("rsa-sha2-256")
         );
-        assert_eq!(signature_algorithm(&ed, Some(&only256), None), Some("ssh-ed25519"));
+        assert_eq!(
+            signature_algorithm(&ed, Some(&only256), None),
+            Some("ssh-ed25519")
+        );
         let acc = l(&["ecdsa-sha2-nistp256"]);
         assert_eq!(signature_algorithm(&ed, None, Some(&acc)), None);
     }

@@ -146,7 +146,9 @@ impl KnownHosts {
                         file: f.clone(),
                         line: i + 1,
                     }),
-                    None => crate::debug2!("{}:{}: unreadable known_hosts line", f.display(), i + 1),
+                    None => {
+                        crate::debug2!("{}:{}: unreadable known_hosts line", f.display(), i + 1)
+                    }
                 }
             }
         }
@@ -219,7 +221,10 @@ impl KnownHosts {
 pub fn add(file: &Path, name: &str, key: &PublicKey, hash: bool) -> io::Result<()> {
     if let Some(dir) = file.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
     }
     let host_field = if hash {
@@ -265,7 +270,9 @@ mod tests {
         let d = tmp("a");
         let k1 = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
         let k2 = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
-        let k3 = PrivateKey::generate(KeyType::EcdsaP256).unwrap().public_key();
+        let k3 = PrivateKey::generate(KeyType::EcdsaP256)
+            .unwrap()
+            .public_key();
         let f = d.join("known_hosts");
         let mut salt = [7u8; 20];
         salt[0] = 1;
@@ -287,15 +294,24 @@ mod tests {
         fs::write(&f, text).unwrap();
         let kh = KnownHosts::load(&[f.clone(), d.join("missing")]);
         assert_eq!(kh.entries.len(), 5);
-        assert!(matches!(kh.check("host1", &k1), Verdict::Known(Location { line: 2, .. })));
+        assert!(matches!(
+            kh.check("host1", &k1),
+            Verdict::Known(Location { line: 2, .. })
+        ));
         assert!(matches!(kh.check("HOST1", &k1), Verdict::Known(_)));
         assert!(matches!(kh.check("[hashed]:2200", &k1), Verdict::Known(_)));
         assert!(matches!(kh.check("hashed", &k1), Verdict::New { .. }));
         // k2 is revoked everywhere.
-        assert!(matches!(kh.check("host1", &k2), Verdict::Revoked(Location { line: 5, .. })));
+        assert!(matches!(
+            kh.check("host1", &k2),
+            Verdict::Revoked(Location { line: 5, .. })
+        ));
         // A different ed25519 key for host1.
         let k4 = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
-        assert!(matches!(kh.check("host1", &k4), Verdict::Changed(Location { line: 2, .. })));
+        assert!(matches!(
+            kh.check("host1", &k4),
+            Verdict::Changed(Location { line: 2, .. })
+        ));
         // Negation.
         assert!(matches!(kh.check("bad.host1", &k1), Verdict::New { .. }));
         // Port-qualified name and other types.
@@ -324,7 +340,9 @@ mod tests {
     fn add_plain_and_hashed() {
         let d = tmp("b");
         let f = d.join("sub/known_hosts");
-        let k = PrivateKey::generate(KeyType::EcdsaP256).unwrap().public_key();
+        let k = PrivateKey::generate(KeyType::EcdsaP256)
+            .unwrap()
+            .public_key();
         add(&f, "[127.0.0.1]:2222", &k, false).unwrap();
         add(&f, "other", &k, true).unwrap();
         let text = fs::read_to_string(&f).unwrap();
@@ -332,10 +350,16 @@ mod tests {
         assert!(text.lines().nth(1).unwrap().starts_with("|1|"));
         assert!(!text.contains("other"));
         let kh = KnownHosts::load(&[f.clone()]);
-        assert!(matches!(kh.check("[127.0.0.1]:2222", &k), Verdict::Known(_)));
+        assert!(matches!(
+            kh.check("[127.0.0.1]:2222", &k),
+            Verdict::Known(_)
+        ));
         assert!(matches!(kh.check("other", &k), Verdict::Known(_)));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(
             fs::metadata(d.join("sub")).unwrap().permissions().mode() & 0o777,
             0o700

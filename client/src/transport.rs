@@ -120,7 +120,10 @@ pub struct DialError(pub String);
 pub fn dial(cfg: &Config) -> Result<Transport, DialError> {
     if let Some(jump) = &cfg.proxy_jump {
         let argv = jump_command(cfg, jump)?;
-        crate::debug1!("Setting implicit ProxyCommand from ProxyJump: {}", argv.join(" "));
+        crate::debug1!(
+            "Setting implicit ProxyCommand from ProxyJump: {}",
+            argv.join(" ")
+        );
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
         return spawn(cmd, format!("{} via {jump}", cfg.host));

@@ -271,7 +271,10 @@ mod tests {
         let modes = terminal_modes(slave);
         let parsed = ressh_proto::msg::parse_modes(&modes).unwrap();
         assert!(parsed.iter().any(|&(op, _)| op == 53), "ECHO present");
-        assert!(parsed.iter().any(|&(op, _)| op == 129), "output speed present");
+        assert!(
+            parsed.iter().any(|&(op, _)| op == 129),
+            "output speed present"
+        );
         // Raw mode on and off restores the settings.
         let before = get_attr(slave).unwrap();
         enter_raw(slave).unwrap();

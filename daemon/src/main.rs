@@ -7,6 +7,7 @@
 //! exits while established sessions carry on.
 
 mod args;
+mod notify;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -50,12 +51,12 @@ fn main() -> ExitCode {
         } else {
             log::Level::Info
         },
-        false,
+        args.log_file.is_none() && notify::stderr_is_journal(),
     );
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("resshd: {e}");
+            e.lines().for_each(log::error);
             ExitCode::from(1)
         }
     }
@@ -342,6 +343,7 @@ fn run(args: Args) -> Result<(), String> {
         session_worker: worker_path("resshd-session"),
         privsep,
     };
+    notify::ready();
     serve(&ctx, &settings, listeners, broker_sock)
 }
 
@@ -404,6 +406,7 @@ fn serve(
         }
         if signals.take(2) {
             log::info("Received signal 15; terminating.");
+            notify::stopping();
             if let Some(p) = &settings.pid_file {
                 let _ = std::fs::remove_file(p);
             }
@@ -411,6 +414,7 @@ fn serve(
         }
         if signals.take(1) {
             log::info("Received SIGHUP; restarting.");
+            notify::reloading();
             return reexec();
         }
         if ready[1] {
@@ -609,6 +613,16 @@ impl Broker {
                 peer_port,
             } => {
                 let owner = self.tokens.get(&request.request.token).copied();
+                if owner.is_some_and(|o| self.routes.values().any(|(_, w)| *w == o)) {
+                    // One reconnect per session at a time: the attempts
+                    // would race for the same session.
+                    let r = FromBroker::RouteResult(Err((
+                        ressh_proto::resilience::failure::TRY_AGAIN,
+                        "another reconnect of this session is in progress".to_string(),
+                    )));
+                    Self::send(children, from, &r, &[]);
+                    return;
+                }
                 match owner {
                     Some(owner) if owner != from => {
                         self.next_id += 1;

@@ -351,8 +351,10 @@ pub struct Connection {
     writer: PacketWriter,
     reader: PacketReader,
     kex: Option<KexRun>,
-    /// Payloads held back while a key exchange runs.
+    /// Payloads held back while a key exchange runs, and the bytes of the
+    /// resilient ones (they count against the buffer cap).
     deferred: VecDeque<Vec<u8>>,
+    deferred_bytes: usize,
     events: VecDeque<Event>,
     session_id: Option<Vec<u8>>,
     host_key: Option<Vec<u8>>,
@@ -419,6 +421,7 @@ impl Connection {
             reader: PacketReader::none(),
             kex: None,
             deferred: VecDeque::new(),
+            deferred_bytes: 0,
             events: VecDeque::new(),
             session_id: None,
             host_key: None,
@@ -719,6 +722,9 @@ impl Connection {
         let n = payload[0];
         let transport = (1..=49).contains(&n);
         if self.kex.is_some() && !transport {
+            if is_resilient(n) {
+                self.deferred_bytes += payload.len();
+            }
             self.deferred.push_back(payload);
             return Ok(());
         }
@@ -1088,6 +1094,7 @@ impl Connection {
         while let Some(p) = self.deferred.pop_front() {
             self.write_payload(&p)?;
         }
+        self.deferred_bytes = 0;
         Ok(())
     }
 
@@ -1828,7 +1835,7 @@ impl Connection {
     /// Room under the resilience buffer cap (unlimited without resilience).
     fn resilience_room(&self) -> usize {
         match &self.resilience {
-            Some(r) if r.active => r.room(),
+            Some(r) if r.active => r.room().saturating_sub(self.deferred_bytes),
             _ => usize::MAX,
         }
     }
@@ -2398,6 +2405,7 @@ impl Connection {
             reader,
             kex: None,
             deferred: VecDeque::new(),
+            deferred_bytes: 0,
             events: VecDeque::new(),
             session_id: Some(s.session_id),
             host_key: s.host_key,

@@ -664,6 +664,13 @@ impl Session {
                 );
                 self.end();
             }
+            // The engine found the transport dead (it keeps no keepalive on
+            // a server today, but a dead transport detaches all the same).
+            Event::ConnectionDead if self.wire.is_some() => {
+                let i = &self.ctx.info;
+                let why = format!("Connection to {} port {} is dead", i.peer_addr, i.peer_port);
+                self.transport_lost(&why);
+            }
             // Replies to our keepalives: any input already reset the count.
             // Reconnected: logged by the commit itself.
             Event::GlobalReply { .. }

@@ -118,6 +118,8 @@ struct Shared {
     events: Mutex<Vec<(usize, MonitorEvent)>>,
     /// Reconnect connections handed over to a worker.
     handovers: AtomicUsize,
+    /// Every worker's link, by worker index.
+    links: Mutex<Vec<Arc<Link>>>,
 }
 
 pub struct Harness {
@@ -207,6 +209,7 @@ impl Harness {
             routes: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             handovers: AtomicUsize::new(0),
+            links: Mutex::new(Vec::new()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -339,6 +342,12 @@ impl Harness {
             );
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The monitor goes away: its end of worker `index`'s endpoint is shut.
+    pub fn close_monitor(&self, index: usize) {
+        let link = self.shared.links.lock().unwrap()[index].clone();
+        nix::sys::socket::shutdown(link.ep.as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
     }
 
     /// Whether every worker has exited.
@@ -586,6 +595,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         verdict_cv: Condvar::new(),
         tokens: Mutex::new(Vec::new()),
     });
+    shared.links.lock().unwrap().push(link.clone());
 
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let peer = sock.peer_addr().map_err(|e| e.to_string())?;
@@ -826,6 +836,17 @@ impl ProtoClient {
             );
             self.read_once();
         }
+    }
+
+    /// One round: sends what is queued, hands every pending event to `on`,
+    /// then reads for at most the socket's short timeout.
+    pub fn step(&mut self, mut on: impl FnMut(&mut Connection, Event)) {
+        self.flush();
+        while let Some(ev) = self.conn.poll_event() {
+            on(&mut self.conn, ev);
+        }
+        self.flush();
+        self.read_once();
     }
 
     /// Reads whatever arrives within the socket's short timeout.

@@ -1,0 +1,362 @@
+//! Shared set-up for ressh's tests against real servers: a test user with a
+//! key, a server (Debian's sshd or resshd), a known_hosts file and an
+//! ssh_config for `ressh -F`.
+
+#![allow(dead_code, unused_imports)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use ressh_testkit::{
+    require_cmd, require_root, resshd_bin, run_timeout, run_with_stdin, ssh_keygen, Resshd, Sshd,
+    TempDir, TestUser,
+};
+
+pub const RESSH: &str = env!("CARGO_BIN_EXE_ressh");
+pub const T: Duration = Duration::from_secs(60);
+
+pub enum Server {
+    Sshd(Sshd),
+    Resshd(Resshd),
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        match self {
+            Server::Sshd(s) => s.port(),
+            Server::Resshd(r) => r.port(),
+        }
+    }
+    pub fn known_hosts(&self) -> String {
+        match self {
+            Server::Sshd(s) => s.known_hosts(),
+            Server::Resshd(r) => r.server.known_hosts(),
+        }
+    }
+    pub fn log(&self) -> String {
+        match self {
+            Server::Sshd(s) => s.log(),
+            Server::Resshd(r) => r.log(),
+        }
+    }
+    pub fn sshd(&self) -> &Sshd {
+        match self {
+            Server::Sshd(s) => s,
+            Server::Resshd(r) => &r.server,
+        }
+    }
+}
+
+/// A user, a key authorized for it, a running server, and files for ressh.
+/// Field order is drop order: the server goes before the user.
+pub struct Env {
+    pub server: Server,
+    pub dir: TempDir,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub config: PathBuf,
+    pub user: TestUser,
+}
+
+impl Env {
+    /// Debian's sshd with `extra` sshd_config lines.
+    pub fn sshd(extra: &str) -> Env {
+        require_root();
+        let user = TestUser::create("cl");
+        let server = Server::Sshd(Sshd::start(extra));
+        Env::finish(user, server)
+    }
+
+    /// ressh's own daemon.
+    pub fn resshd(extra: &str) -> Env {
+        require_root();
+        let user = TestUser::create("cr");
+        let server = Server::Resshd(Resshd::start(&resshd_bin(), extra));
+        Env::finish(user, server)
+    }
+
+    fn finish(user: TestUser, server: Server) -> Env {
+        let dir = TempDir::new("ressh-client");
+        let (key, pub_line) = ssh_keygen(dir.path(), "ed25519", "");
+        user.authorize_key(&pub_line);
+        let known_hosts = dir.join("known_hosts");
+        fs::write(&known_hosts, server.known_hosts()).unwrap();
+        let config = dir.join("ssh_config");
+        let env = Env {
+            server,
+            dir,
+            key,
+            known_hosts,
+            config,
+            user,
+        };
+        env.write_config("");
+        env
+    }
+
+    /// Rewrites the -F file: `extra` lines first (first value wins), then
+    /// the test defaults.
+    pub fn write_config(&self, extra: &str) {
+        fs::write(&self.config, self.config_text(extra, true)).unwrap();
+    }
+
+    /// A second config file `name` (without the test key when `with_key` is
+    /// false); returns its path.
+    pub fn alt_config(&self, name: &str, extra: &str, with_key: bool) -> PathBuf {
+        let p = self.dir.join(name);
+        fs::write(&p, self.config_text(extra, with_key)).unwrap();
+        p
+    }
+
+    pub fn config_text(&self, extra: &str, with_key: bool) -> String {
+        let key = if with_key {
+            format!("    IdentityFile {}\n", self.key.display())
+        } else {
+            "    IdentityFile none\n".to_string()
+        };
+        format!(
+            "{extra}\nHost *\n    User {}\n    Port {}\n{key}    \
+             IdentitiesOnly yes\n    IdentityAgent none\n    UserKnownHostsFile {}\n    \
+             GlobalKnownHostsFile none\n    StrictHostKeyChecking yes\n    BatchMode yes\n",
+            self.user.name,
+            self.server.port(),
+            self.known_hosts.display()
+        )
+    }
+
+    /// `ressh -F config` with a clean askpass environment.
+    pub fn ressh(&self) -> Command {
+        self.ressh_with(&self.config)
+    }
+
+    /// `ressh -F <config>` with a clean askpass environment.
+    pub fn ressh_with(&self, config: &Path) -> Command {
+        let mut c = Command::new(RESSH);
+        c.arg("-F").arg(config);
+        c.env_remove("SSH_AUTH_SOCK")
+            .env_remove("SSH_ASKPASS")
+            .env_remove("SSH_ASKPASS_REQUIRE")
+            .env_remove("DISPLAY");
+        c
+    }
+
+    /// Runs `ressh -F config 127.0.0.1 <args...>`.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut c = self.ressh();
+        c.arg("127.0.0.1").args(args);
+        run_timeout(&mut c, T)
+    }
+
+    /// Runs `ressh -F config <opts...> 127.0.0.1 <cmd...>`.
+    pub fn exec_to(&self, opts: &[&str], cmd: &[&str]) -> Output {
+        let mut c = self.ressh();
+        c.args(opts).arg("127.0.0.1").args(cmd);
+        run_timeout(&mut c, T)
+    }
+
+    /// Writes a file into the user's home, owned by the user.
+    pub fn user_file(&self, rel: &str, data: &[u8], mode: u32) -> PathBuf {
+        let p = self.user.home.join(rel);
+        fs::write(&p, data).unwrap();
+        self.user.own(&p, mode);
+        p
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Panics with the command's output and the server log.
+pub fn check(out: &Output, env: &Env, what: &str) {
+    if !out.status.success() {
+        panic!(
+            "{what}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server log ---\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr),
+            env.server.log()
+        );
+    }
+}
+
+/// Random bytes (from /dev/urandom) in a file of `size` bytes.
+pub fn random_file(path: &Path, size: usize) {
+    let mut src = fs::File::open("/dev/urandom").unwrap();
+    let mut dst = fs::File::create(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len());
+        src.read_exact(&mut buf[..n]).unwrap();
+        dst.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let out = run_timeout(Command::new("sha256sum").arg(path), T);
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:port.
+pub fn wait_port(port: u16, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process killed (with its group) on drop.
+pub struct Bg(pub std::process::Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` in the background with piped stderr.
+pub fn spawn(cmd: &mut Command) -> Bg {
+    Bg(cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap())
+}
+
+/// Polls `f` until it gives Some or `timeout` passes; panics with `what`
+/// and `context()`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= end {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private tmux server (its own socket) killed on drop.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn new(tag: &str) -> Tmux {
+        require_cmd("tmux");
+        let mut b = [0u8; 4];
+        fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        Tmux {
+            socket: format!(
+                "ressh-cl-{tag}-{}-{}",
+                std::process::id(),
+                u32::from_le_bytes(b)
+            ),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(require_cmd("tmux"));
+        c.env("TERM", "xterm")
+            .args(["-f", "/dev/null", "-L", &self.socket]);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = run_timeout(self.cmd().args(args), T);
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Starts `shell_cmd` (run by sh) in a 100x30 window named main.
+    pub fn start(&self, shell_cmd: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "main",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            shell_cmd,
+        ]);
+    }
+
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "main", "-S", "-100"])
+    }
+
+    pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_for(
+            what,
+            Duration::from_secs(20),
+            || {
+                let s = self.screen();
+                pred(&s).then_some(s)
+            },
+            || format!("--- screen ---\n{}", self.screen()),
+        )
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "main"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = run_timeout(self.cmd().arg("kill-server"), T);
+    }
+}
+
+/// Shell-quotes one word.
+pub fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// An askpass script printing `answer` and logging its prompt to `log`.
+pub fn askpass(dir: &Path, name: &str, answer: &str) -> (PathBuf, PathBuf) {
+    let script = dir.join(name);
+    let log = dir.join(format!("{name}.log"));
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {}\nprintf '%s\\n' {}\n",
+            sq(&log.to_string_lossy()),
+            sq(answer)
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    (script, log)
+}
