@@ -13,6 +13,9 @@ pub struct Args {
     pub command: Vec<String>,
     /// Settings in command-line order, first wins: (keyword lowercased, value).
     pub settings: Vec<(String, String)>,
+    /// Where the destination's user and port go among `settings` (ssh takes
+    /// whichever of `-l` and `user@` came first).
+    pub dest_index: usize,
     pub config_file: Option<String>,
     /// Number of -v flags.
     pub verbose: u8,
@@ -55,18 +58,18 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
     let argv: Vec<String> = argv.into_iter().collect();
     let mut a = Args::default();
     let mut i = 0;
-    let mut no_command = false;
-    let mut subsystem = false;
-    let mut disable_tty = false;
+    // Flags ssh assigns directly: they win over -o and config files, and a
+    // later one over an earlier one. Kept apart, prepended at the end.
+    let mut direct: Vec<(String, String)> = Vec::new();
+    let mut tty_req: Option<&str> = None;
     while i < argv.len() {
         let arg = &argv[i];
         i += 1;
         if arg == "--" {
-            if a.destination.is_none() {
-                if i < argv.len() {
-                    a.destination = Some(argv[i].clone());
-                    i += 1;
-                }
+            if a.destination.is_none() && i < argv.len() {
+                a.destination = Some(argv[i].clone());
+                a.dest_index = a.settings.len();
+                i += 1;
             }
             a.command.extend(argv[i..].iter().cloned());
             break;
@@ -74,6 +77,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
         if !arg.starts_with('-') || arg == "-" {
             if a.destination.is_none() {
                 a.destination = Some(arg.clone());
+                a.dest_index = a.settings.len();
                 continue;
             }
             a.command.push(arg.clone());
@@ -87,29 +91,36 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
             j += 1;
             if FLAGS.contains(c) {
                 match c {
-                    '4' => a.settings.push(("addressfamily".into(), "inet".into())),
-                    '6' => a.settings.push(("addressfamily".into(), "inet6".into())),
+                    '4' => direct.push(("addressfamily".into(), "inet".into())),
+                    '6' => direct.push(("addressfamily".into(), "inet6".into())),
                     'A' => return Err(refuse('A', "agent forwarding")),
-                    'a' => a.settings.push(("forwardagent".into(), "no".into())),
-                    'C' => a.settings.push(("compression".into(), "yes".into())),
+                    'a' => direct.push(("forwardagent".into(), "no".into())),
+                    'C' => direct.push(("compression".into(), "yes".into())),
                     'f' => return Err(refuse('f', "going to the background")),
                     'G' => a.print_config = true,
-                    'g' => a.settings.push(("gatewayports".into(), "yes".into())),
+                    'g' => direct.push(("gatewayports".into(), "yes".into())),
                     'K' => return Err(refuse('K', "GSSAPI")),
                     'k' => a
                         .settings
                         .push(("gssapidelegatecredentials".into(), "no".into())),
                     'M' => return Err(refuse('M', "connection sharing")),
-                    'N' => no_command = true,
-                    'n' => a.settings.push(("stdinnull".into(), "yes".into())),
+                    'N' => direct.push(("sessiontype".into(), "none".into())),
+                    'n' => direct.push(("stdinnull".into(), "yes".into())),
                     'q' => a.quiet = true,
-                    's' => subsystem = true,
-                    'T' => disable_tty = true,
-                    't' => a.tty = a.tty.saturating_add(1),
+                    's' => direct.push(("sessiontype".into(), "subsystem".into())),
+                    'T' => tty_req = Some("no"),
+                    't' => {
+                        a.tty = a.tty.saturating_add(1);
+                        tty_req = Some(if tty_req == Some("yes") {
+                            "force"
+                        } else {
+                            "yes"
+                        });
+                    }
                     'V' => a.version = true,
                     'v' => a.verbose = a.verbose.saturating_add(1),
                     'X' | 'Y' => return Err(refuse(c, "X11 forwarding")),
-                    'x' => a.settings.push(("forwardx11".into(), "no".into())),
+                    'x' => direct.push(("forwardx11".into(), "no".into())),
                     'y' => {} // syslog: logging goes to stderr or -E
                     _ => unreachable!(),
                 }
@@ -134,24 +145,24 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
             match c {
                 'B' => return Err(refuse('B', "bind interface")),
                 'b' => return Err(refuse('b', "bind address")),
-                'c' => a.settings.push(kw("ciphers")),
+                'c' => direct.push(kw("ciphers")),
                 'D' => return Err(refuse('D', "dynamic (SOCKS) forwarding")),
                 'E' => a.log_file = Some(val),
-                'e' => a.settings.push(kw("escapechar")),
+                'e' => direct.push(kw("escapechar")),
                 'F' => a.config_file = Some(val),
                 'I' => return Err(refuse('I', "PKCS#11")),
                 'i' => a.settings.push(kw("identityfile")),
-                'J' => a.settings.push(kw("proxyjump")),
+                'J' => direct.push(kw("proxyjump")),
                 'L' => a.settings.push(kw("localforward")),
                 'l' => a.settings.push(kw("user")),
-                'm' => a.settings.push(kw("macs")),
+                'm' => direct.push(kw("macs")),
                 'O' => return Err(refuse('O', "control commands")),
                 'o' => {
                     let (k, v) = split_option(&val)?;
                     a.settings.push((k, v));
                 }
                 'P' => a.settings.push(kw("tag")),
-                'p' => a.settings.push(kw("port")),
+                'p' => direct.push(kw("port")),
                 'R' => a.settings.push(kw("remoteforward")),
                 'S' => a.settings.push(kw("controlpath")),
                 'W' => a.stdio_forward = Some(val),
@@ -161,33 +172,28 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
         }
     }
     if a.quiet {
-        a.settings.insert(0, ("loglevel".into(), "QUIET".into()));
+        direct.push(("loglevel".into(), "QUIET".into()));
     } else if a.verbose > 0 {
         let l = match a.verbose {
             1 => "DEBUG1",
             2 => "DEBUG2",
             _ => "DEBUG3",
         };
-        a.settings.insert(0, ("loglevel".into(), l.into()));
+        direct.push(("loglevel".into(), l.into()));
     }
-    // Session type and tty, in ssh's precedence.
+    if let Some(t) = tty_req {
+        direct.push(("requesttty".into(), t.into()));
+    }
     if a.stdio_forward.is_some() {
-        a.settings.push(("sessiontype".into(), "none".into()));
-        a.settings.push(("requesttty".into(), "no".into()));
-        a.settings
-            .push(("clearallforwardings".into(), "yes".into()));
-    } else if no_command {
-        a.settings.push(("sessiontype".into(), "none".into()));
-    } else if subsystem {
-        a.settings.push(("sessiontype".into(), "subsystem".into()));
+        direct.push(("sessiontype".into(), "none".into()));
+        direct.push(("requesttty".into(), "no".into()));
+        direct.push(("clearallforwardings".into(), "yes".into()));
     }
-    if disable_tty {
-        a.settings.push(("requesttty".into(), "no".into()));
-    } else if a.tty == 1 {
-        a.settings.push(("requesttty".into(), "yes".into()));
-    } else if a.tty >= 2 {
-        a.settings.push(("requesttty".into(), "force".into()));
-    }
+    // The last direct flag wins: put them first, latest first.
+    direct.reverse();
+    a.dest_index += direct.len();
+    direct.append(&mut a.settings);
+    a.settings = direct;
     Ok(a)
 }
 
@@ -384,6 +390,32 @@ mod tests {
         ]);
         assert!(has(&a, "sendenv", "GIT_PROTOCOL"));
         assert_eq!(a.command, vec!["git-upload-pack '/r.git'"]);
+    }
+
+    #[test]
+    fn direct_flags_win_over_options() {
+        let a = p(&[
+            "-o",
+            "RequestTTY=force",
+            "-T",
+            "-p",
+            "1",
+            "-oPort=2",
+            "-p3",
+            "h",
+        ]);
+        let first = |k: &str| a.settings.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        assert_eq!(first("requesttty"), "no");
+        assert_eq!(first("port"), "3");
+        let a = p(&["-T", "-t", "-t", "h"]);
+        let first = |k: &str| a.settings.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        assert_eq!(first("requesttty"), "force");
+        let a = p(&["-N", "-W", "h:1", "j"]);
+        let first = |k: &str| a.settings.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        assert_eq!(first("sessiontype"), "none");
+        assert_eq!(first("requesttty"), "no");
+        let a = p(&["-l", "x", "u@h", "-l", "y"]);
+        assert_eq!(a.dest_index, 1);
     }
 
     #[test]

@@ -444,18 +444,27 @@ fn yes_no(key: &str, v: &str) -> Result<bool, String> {
 fn validate(key: &str, vals: &[String]) -> Result<(), String> {
     let v = vals[0].as_str();
     let lower = v.to_ascii_lowercase();
-    let number = |max: u64| -> Result<(), String> {
-        match v.parse::<u64>() {
-            Ok(n) if n <= max => Ok(()),
-            _ => Err(format!("{key}: bad number {v:?}")),
+    let one_of = |opts: &[&str]| -> Result<(), String> {
+        if opts.contains(&lower.as_str()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key}: bad value {v:?} (one of {})",
+                opts.join(", ")
+            ))
+        }
+    };
+    let number = || -> Result<(), String> {
+        match v.parse::<u32>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("{key}: bad number {v:?}")),
         }
     };
     match key {
-        "port" => {
-            if args::parse_port(v).is_none() {
-                return Err(format!("Bad port '{v}'"));
-            }
-        }
+        "port" => match args::parse_port(v) {
+            Some(_) => Ok(()),
+            None => Err(format!("Bad port '{v}'")),
+        },
         "identitiesonly"
         | "batchmode"
         | "pubkeyauthentication"
@@ -464,74 +473,37 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
         | "exitonforwardfailure"
         | "clearallforwardings"
         | "stdinnull"
-        | "hashknownhosts" => {
-            yes_no(key, v)?;
-        }
-        "gatewayports" => {
-            if !matches!(
-                lower.as_str(),
-                "yes" | "no" | "true" | "false" | "clientspecified"
-            ) {
-                return Err(format!("{key}: bad value {v:?}"));
-            }
-        }
-        "serveraliveinterval" | "connecttimeout" => {
-            if lower != "none" {
-                number(u32::MAX as u64)?;
-            }
-        }
-        "serveralivecountmax" | "numberofpasswordprompts" | "connectionattempts" => {
-            number(u32::MAX as u64)?
-        }
+        | "hashknownhosts" => yes_no(key, v).map(|_| ()),
+        "gatewayports" => one_of(&["yes", "no", "true", "false", "clientspecified"]),
+        "serveraliveinterval" | "connecttimeout" if lower == "none" => Ok(()),
+        "serveraliveinterval"
+        | "connecttimeout"
+        | "serveralivecountmax"
+        | "numberofpasswordprompts"
+        | "connectionattempts" => number(),
         "stricthostkeychecking" => {
-            if !matches!(
-                lower.as_str(),
-                "yes" | "no" | "off" | "ask" | "accept-new" | "true" | "false"
-            ) {
-                return Err(format!("{key}: bad value {v:?}"));
-            }
+            one_of(&["yes", "no", "off", "ask", "accept-new", "true", "false"])
         }
-        "loglevel" => {
-            if Level::parse(v).is_none() {
-                return Err(format!("unsupported log level '{v}'"));
-            }
+        "loglevel" => match Level::parse(v) {
+            Some(_) => Ok(()),
+            None => Err(format!("unsupported log level '{v}'")),
+        },
+        "requesttty" => one_of(&["no", "yes", "force", "auto", "true", "false"]),
+        "sessiontype" => one_of(&["none", "subsystem", "default"]),
+        "addressfamily" => one_of(&["any", "inet", "inet6"]),
+        "escapechar" => parse_escape_char(v).map(|_| ()),
+        "setenv" => match vals
+            .iter()
+            .find(|kv| !kv.contains('=') || kv.starts_with('='))
+        {
+            Some(kv) => Err(format!("SetEnv: expected NAME=VALUE, got {kv:?}")),
+            None => Ok(()),
+        },
+        "localforward" | "remoteforward" if vals.len() > 2 => {
+            Err(format!("{key}: too many arguments"))
         }
-        "requesttty" => {
-            if !matches!(
-                lower.as_str(),
-                "no" | "yes" | "force" | "auto" | "true" | "false"
-            ) {
-                return Err(format!("{key}: bad value {v:?}"));
-            }
-        }
-        "sessiontype" => {
-            if !matches!(lower.as_str(), "none" | "subsystem" | "default") {
-                return Err(format!("{key}: bad value {v:?}"));
-            }
-        }
-        "addressfamily" => {
-            if !matches!(lower.as_str(), "any" | "inet" | "inet6") {
-                return Err(format!("{key}: bad value {v:?}"));
-            }
-        }
-        "escapechar" => {
-            parse_escape_char(v)?;
-        }
-        "setenv" => {
-            for kv in vals {
-                if !kv.contains('=') || kv.starts_with('=') {
-                    return Err(format!("SetEnv: expected NAME=VALUE, got {kv:?}"));
-                }
-            }
-        }
-        "localforward" | "remoteforward" => {
-            if vals.len() > 2 {
-                return Err(format!("{key}: too many arguments"));
-            }
-        }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `none`, a single character, or `^X`.
@@ -796,16 +768,19 @@ pub fn resolve_with(a: &Args, system: Option<&Path>) -> Result<Config, ConfigErr
     let (local_user, home) = local_user();
     let original_host = dest.host.to_ascii_lowercase();
     let mut raw = Raw::default();
-    // The destination's user and port come before -l/-p, as in ssh.
+    let mut dest_settings = Vec::new();
     if let Some(u) = &dest.user {
-        raw.set("user", vec![u.clone()], true)
-            .map_err(ConfigError)?;
+        dest_settings.push(("user".to_string(), u.clone()));
     }
     if let Some(p) = dest.port {
-        raw.set("port", vec![p.to_string()], true)
-            .map_err(ConfigError)?;
+        dest_settings.push(("port".to_string(), p.to_string()));
     }
-    for (k, v) in &a.settings {
+    let at = a.dest_index.min(a.settings.len());
+    let settings = a.settings[..at]
+        .iter()
+        .chain(dest_settings.iter())
+        .chain(a.settings[at..].iter());
+    for (k, v) in settings {
         let vals = if matches!(k.as_str(), "localforward" | "remoteforward") {
             vec![v.clone()]
         } else {
@@ -931,6 +906,11 @@ fn finish(
             .unwrap_or_default()
     };
     let clear_all = flag("clearallforwardings", false);
+    for (k, remote) in [("localforward", false), ("remoteforward", true)] {
+        for spec in fwd(k) {
+            crate::forward::parse(&spec, remote).map_err(ConfigError)?;
+        }
+    }
     let mut set_env = Vec::new();
     for kv in all("setenv").unwrap_or_default() {
         let (k, v) = kv.split_once('=').expect("validated");
@@ -1198,6 +1178,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             config_file: file.map(|p| p.to_string_lossy().into_owned()),
+            // As in `ressh <options> destination`.
+            dest_index: settings.len(),
             ..Default::default()
         }
     }
@@ -1292,9 +1274,21 @@ Host *
             c.set_env,
             vec![("A".into(), "1".into()), ("B".into(), "2".into())]
         );
-        // The command line wins over the file; the destination's user over -l.
+        // The command line wins over the file; of -l and user@, the first.
         let c = with_config(text, "u@alias", &[("user", "cli"), ("port", "1")]).unwrap();
-        assert_eq!((c.user.as_str(), c.port), ("u", 1));
+        assert_eq!((c.user.as_str(), c.port), ("cli", 1));
+        let a = crate::args::parse(
+            ["u@alias", "-l", "cli", "-p", "7"]
+                .iter()
+                .map(|s| s.to_string()),
+        )
+        .unwrap();
+        let c = resolve(&Args {
+            config_file: Some("none".into()),
+            ..a
+        })
+        .unwrap();
+        assert_eq!((c.user.as_str(), c.port), ("u", 7));
         // Other hosts skip the first block.
         let c = with_config(text, "other", &[]).unwrap();
         assert_eq!(

@@ -251,6 +251,7 @@ pub fn collect(cfg: &Config, agent: Option<&mut Agent>) -> Vec<Identity> {
 /// Reads a private key file, asking for its passphrase (up to `tries`
 /// times) when it is encrypted.
 pub fn load_private(path: &Path, batch: bool, tries: u32) -> Result<PrivateKey, String> {
+    check_permissions(path)?;
     let text = zeroize::Zeroizing::new(
         std::fs::read(path).map_err(|e| format!("Load key \"{}\": {e}", path.display()))?,
     );
@@ -286,6 +287,23 @@ pub fn load_private(path: &Path, batch: bool, tries: u32) -> Result<PrivateKey, 
         }
     }
     Err(format!("too many bad passphrases for {}", path.display()))
+}
+
+/// Refuses a private key file of ours that others can read, as ssh does.
+fn check_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| format!("Load key \"{}\": {e}", path.display()))?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if m.uid() == uid && m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "Permissions 0{:o} for '{}' are too open: the private key must not be accessible \
+             by others; this key will be ignored",
+            m.mode() & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The signature algorithm for `key`: for RSA the best SHA-2 variant the

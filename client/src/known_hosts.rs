@@ -349,7 +349,7 @@ mod tests {
         assert!(text.starts_with("[127.0.0.1]:2222 ecdsa-sha2-nistp256 "));
         assert!(text.lines().nth(1).unwrap().starts_with("|1|"));
         assert!(!text.contains("other"));
-        let kh = KnownHosts::load(&[f.clone()]);
+        let kh = KnownHosts::load(std::slice::from_ref(&f));
         assert!(matches!(
             kh.check("[127.0.0.1]:2222", &k),
             Verdict::Known(_)

@@ -30,6 +30,10 @@ use crate::sig::Signals;
 use crate::transport::{self, Transport};
 use crate::tty::{self, RawGuard};
 
+mod data;
+mod forwards;
+mod setup;
+
 const T_READ: Token = Token(0);
 const T_WRITE: Token = Token(1);
 const T_SIGNAL: Token = Token(2);
@@ -104,6 +108,8 @@ impl Sink {
 }
 
 struct Chan {
+    /// The engine's channel id (reused by the engine once closed).
+    id: u32,
     kind: Kind,
     open: bool,
     closed: bool,
@@ -126,8 +132,9 @@ struct Chan {
 }
 
 impl Chan {
-    fn new(kind: Kind, desc: String) -> Chan {
+    fn new(id: u32, kind: Kind, desc: String) -> Chan {
         Chan {
+            id,
             kind,
             open: false,
             closed: false,
@@ -180,6 +187,9 @@ struct Connecting {
     sock: mio::net::TcpStream,
 }
 
+/// Our key of a channel.
+type Key = u64;
+
 /// How the session ended: exit code and a message for stderr.
 #[derive(Debug)]
 pub struct Quit {
@@ -205,15 +215,20 @@ pub struct Session {
     /// The transport reported EOF or an error.
     t_dead: bool,
     sig: &'static Signals,
-    chans: BTreeMap<u32, Chan>,
-    tokens: HashMap<Token, u32>,
+    /// Channels by our own key: a closed channel still writing out its
+    /// last data keeps its key while the engine reuses its id.
+    chans: BTreeMap<Key, Chan>,
+    /// Live engine channel ids to keys.
+    live: HashMap<u32, Key>,
+    next_key: Key,
+    tokens: HashMap<Token, Key>,
     next_token: usize,
     listeners: Vec<(Token, Listener)>,
     rfwds: Vec<RemoteFwd>,
     globals: VecDeque<Global>,
     connecting: HashMap<Token, Connecting>,
     auth: Option<Auth>,
-    main: Option<u32>,
+    main: Option<Key>,
     exit_status: Option<i32>,
     exit_signal: Option<String>,
     escape: Option<Escape>,
@@ -292,6 +307,8 @@ impl Session {
             t_dead: false,
             sig,
             chans: BTreeMap::new(),
+            live: HashMap::new(),
+            next_key: 0,
             tokens: HashMap::new(),
             next_token: FIRST_DYNAMIC,
             listeners: Vec::new(),
@@ -319,6 +336,20 @@ impl Session {
         let t = Token(self.next_token);
         self.next_token += 1;
         t
+    }
+
+    fn insert_chan(&mut self, ch: Chan) -> Key {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.live.insert(ch.id, key);
+        self.chans.insert(key, ch);
+        key
+    }
+
+    /// The live channel with engine id `id`.
+    fn chan_mut(&mut self, id: u32) -> Option<&mut Chan> {
+        let key = self.live.get(&id)?;
+        self.chans.get_mut(key)
     }
 
     fn set_quit(&mut self, q: Quit) {
@@ -379,10 +410,10 @@ impl Session {
                     }
                     return;
                 }
-                let Some(&id) = self.tokens.get(&t) else {
+                let Some(&key) = self.tokens.get(&t) else {
                     return;
                 };
-                let Some(ch) = self.chans.get_mut(&id) else {
+                let Some(ch) = self.chans.get_mut(&key) else {
                     return;
                 };
                 let (is_stdout, is_stderr) = (t == T_STDOUT, t == T_STDERR);
@@ -408,17 +439,21 @@ impl Session {
         for d in [self.kex_deadline, self.next_alive].into_iter().flatten() {
             t = Some(t.map_or(d, |x| x.min(d)));
         }
-        // Inputs that cannot be polled (regular files) are read whenever the
-        // channel can take data: no waiting then.
-        let busy = self.conn.output().len() < OUT_HIGH
-            && self.chans.iter().any(|(&id, c)| {
-                c.open
-                    && !c.closed
-                    && !c.sent_eof
-                    && c.in_ready
-                    && c.input.as_ref().is_some_and(|f| f.mode == Mode::Always)
-                    && (c.in_eof || self.conn.send_window(id) > 0)
-            });
+        // Readiness is edge-triggered: while something is known to be
+        // ready and can make progress, do not wait. That is the transport
+        // when the read budget ran out, and local inputs the channel window
+        // and the output backlog let us read (terminals and files included).
+        let room = self.conn.output().len() < OUT_HIGH;
+        let busy = (self.t_read && !self.t_dead)
+            || (room
+                && self.chans.values().any(|c| {
+                    c.open
+                        && !c.closed
+                        && !c.sent_eof
+                        && !c.close_sent
+                        && (c.in_ready || c.in_eof || !c.unsent.is_empty())
+                        && (c.in_eof || self.conn.send_window(c.id) > 0)
+                }));
         if busy {
             return Some(Duration::ZERO);
         }
@@ -600,11 +635,15 @@ impl Session {
     }
 
     fn send_window_change(&mut self) {
-        let Some(id) = self.main else { return };
-        if !matches!(self.plan, Plan::Session { pty: true, .. }) {
+        let Some(id) = self
+            .main
+            .and_then(|k| self.chans.get(&k))
+            .filter(|c| c.open && !c.closed)
+            .map(|c| c.id)
+        else {
             return;
-        }
-        if !self.chans.get(&id).is_some_and(|c| c.open && !c.closed) {
+        };
+        if !matches!(self.plan, Plan::Session { pty: true, .. }) {
             return;
         }
         let fd = if tty::isatty(0) { 0 } else { 1 };
@@ -653,14 +692,21 @@ impl Session {
                 }
             }
             Event::KexDone { first, algorithms } => {
+                let mac = |m: &str| {
+                    if m.is_empty() {
+                        "<implicit>".to_string()
+                    } else {
+                        m.to_string()
+                    }
+                };
                 crate::debug1!(
                     "kex: {} host key {} cipher {} / {} mac {} / {}",
                     algorithms.kex,
                     algorithms.host_key,
                     algorithms.cipher_c2s,
                     algorithms.cipher_s2c,
-                    algorithms.mac_c2s,
-                    algorithms.mac_s2c
+                    mac(&algorithms.mac_c2s),
+                    mac(&algorithms.mac_s2c)
                 );
                 if first {
                     self.kex_deadline = None;
@@ -732,7 +778,7 @@ impl Session {
                 want_reply,
                 request,
             } => {
-                if Some(id) == self.main {
+                if self.main.is_some() && self.main == self.live.get(&id).copied() {
                     match &request {
                         ChannelReq::ExitStatus(s) => self.exit_status = Some(*s as i32),
                         ChannelReq::ExitSignal {
@@ -762,15 +808,17 @@ impl Session {
             }
             Event::Writable { .. } => {}
             Event::Eof { id } => {
-                if let Some(c) = self.chans.get_mut(&id) {
+                if let Some(c) = self.chan_mut(id) {
                     c.recv_eof = true;
                 }
             }
             Event::Closed { id } => {
-                if let Some(c) = self.chans.get_mut(&id) {
+                if let Some(c) = self.chan_mut(id) {
                     c.closed = true;
                     c.close_sent = true;
                 }
+                // The engine may hand this id to a new channel now.
+                self.live.remove(&id);
             }
             Event::GlobalRequest { want_reply, .. } => {
                 if want_reply {
@@ -794,867 +842,6 @@ impl Session {
         }
     }
 
-    fn start_auth(&mut self) {
-        let mut agent = match &self.cfg.identity_agent {
-            Some(p) if self.cfg.pubkey_authentication => match Agent::connect(p) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    crate::debug1!("cannot reach agent at {}: {e}", p.display());
-                    None
-                }
-            },
-            _ => None,
-        };
-        let ids = if self.cfg.pubkey_authentication {
-            identity::collect(&self.cfg, agent.as_mut())
-        } else {
-            Vec::new()
-        };
-        let mut a = Auth::new(&self.cfg, ids, agent);
-        if self.untrusted {
-            a.disable_interactive();
-        }
-        if let Err(m) = a.start(&mut self.conn) {
-            self.set_quit(fatal(m));
-        }
-        self.auth = Some(a);
-    }
-
-    fn on_auth_success(&mut self) {
-        if let Some(a) = self.auth.take() {
-            crate::verbose!(
-                "Authenticated to {} ({}) using {}.",
-                self.cfg.host,
-                self.transport.describe(),
-                a.describe_success()
-            );
-        }
-        self.authenticated = true;
-        if self.cfg.server_alive_interval > 0 {
-            self.next_alive =
-                Some(Instant::now() + Duration::from_secs(self.cfg.server_alive_interval));
-        }
-        if let Err(q) = self.setup_forwards() {
-            self.set_quit(q);
-            return;
-        }
-        if let Err(q) = self.open_main() {
-            self.set_quit(q);
-        }
-    }
-
-    // ----- setting up -------------------------------------------------------
-
-    fn setup_forwards(&mut self) -> Result<(), Quit> {
-        if self.untrusted
-            && (!self.cfg.local_forwards.is_empty() || !self.cfg.remote_forwards.is_empty())
-        {
-            crate::error!("Port forwarding is disabled to avoid man-in-the-middle attacks.");
-            return Ok(());
-        }
-        for spec in self.cfg.local_forwards.clone() {
-            let f = forward::parse(&spec, false).map_err(|e| fatal(format!("ressh: {e}")))?;
-            let addrs = forward::bind_addrs(&f, self.cfg.gateway_ports)
-                .map_err(|e| fatal(format!("ressh: {e}")))?;
-            let mut bound = 0;
-            let mut last_err = None;
-            for a in addrs {
-                match TcpListener::bind(a) {
-                    Ok(mut l) => {
-                        let t = self.token();
-                        self.poll
-                            .registry()
-                            .register(&mut l, t, Interest::READABLE)
-                            .map_err(|e| fatal(format!("ressh: {e}")))?;
-                        crate::debug1!("Local forwarding listening on {a}.");
-                        self.listeners.push((
-                            t,
-                            Listener {
-                                sock: l,
-                                fwd: f.clone(),
-                            },
-                        ));
-                        bound += 1;
-                    }
-                    Err(e) => {
-                        crate::debug1!("bind {a}: {e}");
-                        last_err = Some(format!(
-                            "bind [{}]:{}: {}",
-                            a.ip(),
-                            a.port(),
-                            transport::strip_os_error(&e)
-                        ));
-                    }
-                }
-            }
-            if bound == 0 {
-                let m = format!(
-                    "{}\nCould not request local forwarding.",
-                    last_err.unwrap_or_else(|| "no address to bind".into())
-                );
-                if self.cfg.exit_on_forward_failure {
-                    return Err(fatal(m));
-                }
-                crate::error!("{m}");
-            }
-        }
-        for spec in self.cfg.remote_forwards.clone() {
-            let f = forward::parse(&spec, true).map_err(|e| fatal(format!("ressh: {e}")))?;
-            let req = GlobalReq::TcpipForward {
-                address: forward::remote_bind(&f),
-                port: f.port as u32,
-            };
-            self.conn
-                .global_request(req, true)
-                .map_err(|e| fatal(format!("ressh: {e}")))?;
-            self.globals
-                .push_back(Global::RemoteForward(self.rfwds.len()));
-            self.rfwds.push(RemoteFwd {
-                fwd: f,
-                bound: None,
-            });
-        }
-        Ok(())
-    }
-
-    fn attach_stdio(&mut self, id: u32, stderr: bool) -> Result<(), Quit> {
-        let reg = self.poll.registry();
-        let input = if self.cfg.stdin_null {
-            LocalFd::devnull()
-        } else {
-            LocalFd::stdio(0, false, reg, T_STDIN)
-        }
-        .map_err(|e| fatal(format!("ressh: stdin: {e}")))?;
-        let out = LocalFd::stdio(1, true, reg, T_STDOUT)
-            .map_err(|e| fatal(format!("ressh: stdout: {e}")))?;
-        let ch = self.chans.get_mut(&id).expect("channel just made");
-        ch.in_ready = true;
-        ch.input = Some(std::rc::Rc::new(input));
-        ch.out = Some(Sink::new(std::rc::Rc::new(out)));
-        ch.tokens.extend([T_STDIN, T_STDOUT]);
-        if stderr {
-            let err = LocalFd::stdio(2, true, reg, T_STDERR)
-                .map_err(|e| fatal(format!("ressh: stderr: {e}")))?;
-            ch.err = Some(Sink::new(std::rc::Rc::new(err)));
-            ch.tokens.push(T_STDERR);
-        }
-        for t in [T_STDIN, T_STDOUT, T_STDERR] {
-            self.tokens.insert(t, id);
-        }
-        Ok(())
-    }
-
-    fn open_main(&mut self) -> Result<(), Quit> {
-        match self.plan.clone() {
-            Plan::None => Ok(()),
-            Plan::Stdio { host, port } => {
-                let kind = ChannelKind::DirectTcpip {
-                    host: host.clone(),
-                    port: port as u32,
-                    originator: "127.0.0.1".into(),
-                    originator_port: 65535,
-                };
-                let id = self
-                    .conn
-                    .open_channel(kind)
-                    .map_err(|e| fatal(format!("ressh: {e}")))?;
-                self.chans.insert(
-                    id,
-                    Chan::new(Kind::Stdio, format!("stdio forward to {host}:{port}")),
-                );
-                self.main = Some(id);
-                self.attach_stdio(id, false)
-            }
-            Plan::Session { pty, .. } => {
-                self.modes = tty::terminal_modes(0);
-                if pty && tty::isatty(0) {
-                    match RawGuard::new(0) {
-                        Ok(g) => self.raw = Some(g),
-                        Err(e) => crate::debug1!("raw mode: {e}"),
-                    }
-                }
-                if pty {
-                    if let Some(c) = self.cfg.escape_char {
-                        self.escape = Some(Escape::new(c));
-                    }
-                }
-                let id = self
-                    .conn
-                    .open_channel(ChannelKind::Session)
-                    .map_err(|e| fatal(format!("ressh: {e}")))?;
-                self.chans
-                    .insert(id, Chan::new(Kind::Main, "the session".into()));
-                self.main = Some(id);
-                self.attach_stdio(id, true)
-            }
-        }
-    }
-
-    fn on_opened(&mut self, id: u32) {
-        let Some(ch) = self.chans.get_mut(&id) else {
-            return;
-        };
-        ch.open = true;
-        if ch.kind != Kind::Main {
-            return;
-        }
-        let Plan::Session {
-            command,
-            subsystem,
-            pty,
-        } = self.plan.clone()
-        else {
-            return;
-        };
-        let mut reqs: Vec<(ChannelReq, Option<Req>)> = Vec::new();
-        if pty {
-            let term = std::env::var("TERM").unwrap_or_default();
-            let fd = if tty::isatty(0) { 0 } else { 1 };
-            let (cols, rows, w, h) = tty::window_size(fd).unwrap_or((80, 24, 0, 0));
-            reqs.push((
-                ChannelReq::PtyReq {
-                    term,
-                    cols,
-                    rows,
-                    width_px: w,
-                    height_px: h,
-                    modes: self.modes.clone(),
-                },
-                Some(Req::Pty),
-            ));
-        }
-        let mut sent_env: Vec<String> = Vec::new();
-        for pat in &self.cfg.send_env {
-            for (k, v) in std::env::vars_os() {
-                let k = k.to_string_lossy().into_owned();
-                if config::match_pattern_list(&k, pat, false) && !sent_env.contains(&k) {
-                    crate::debug1!("Sending env {k}");
-                    use std::os::unix::ffi::OsStrExt;
-                    reqs.push((
-                        ChannelReq::Env {
-                            name: k.clone(),
-                            value: v.as_bytes().to_vec(),
-                        },
-                        None,
-                    ));
-                    sent_env.push(k);
-                }
-            }
-        }
-        for (k, v) in &self.cfg.set_env {
-            crate::debug1!("Setting env {k} = {v}");
-            reqs.push((
-                ChannelReq::Env {
-                    name: k.clone(),
-                    value: v.as_bytes().to_vec(),
-                },
-                None,
-            ));
-        }
-        match (command, subsystem) {
-            (Some(c), true) => {
-                crate::debug1!("Sending subsystem: {c}");
-                reqs.push((ChannelReq::Subsystem(c), Some(Req::Subsystem)));
-            }
-            (Some(c), false) => {
-                crate::debug1!("Sending command: {c}");
-                reqs.push((ChannelReq::Exec(c.into_bytes()), Some(Req::Exec)));
-            }
-            (None, _) => reqs.push((ChannelReq::Shell, Some(Req::Shell))),
-        }
-        for (r, kind) in reqs {
-            if let Err(e) = self.conn.channel_request(id, r, kind.is_some()) {
-                self.set_quit(fatal(format!("ressh: {e}")));
-                return;
-            }
-            if let Some(k) = kind {
-                if let Some(ch) = self.chans.get_mut(&id) {
-                    ch.replies.push_back(k);
-                }
-            }
-        }
-    }
-
-    fn on_reply(&mut self, id: u32, success: bool) {
-        let Some(ch) = self.chans.get_mut(&id) else {
-            return;
-        };
-        let Some(r) = ch.replies.pop_front() else {
-            return;
-        };
-        if success {
-            return;
-        }
-        match r {
-            Req::Pty => crate::error!("PTY allocation request failed on channel {id}"),
-            Req::Shell => self.set_quit(fatal(format!("shell request failed on channel {id}"))),
-            Req::Exec => self.set_quit(fatal(format!("exec request failed on channel {id}"))),
-            Req::Subsystem => {
-                self.set_quit(fatal(format!("subsystem request failed on channel {id}")))
-            }
-        }
-    }
-
-    fn on_open_failed(&mut self, id: u32, r: u32, description: &str) {
-        let why = match r {
-            msg::open_failure::ADMINISTRATIVELY_PROHIBITED => "administratively prohibited",
-            msg::open_failure::CONNECT_FAILED => "connect failed",
-            msg::open_failure::UNKNOWN_CHANNEL_TYPE => "unknown channel type",
-            msg::open_failure::RESOURCE_SHORTAGE => "resource shortage",
-            _ => "unknown reason",
-        };
-        let text = format!(
-            "channel {id}: open failed: {why}: {}",
-            auth::clean(description)
-        );
-        let kind = self.chans.get(&id).map(|c| c.kind);
-        match kind {
-            Some(Kind::Main) => self.set_quit(fatal(text)),
-            Some(Kind::Stdio) => self.set_quit(fatal(format!("{text}\nstdio forwarding failed"))),
-            Some(_) => {
-                crate::info!("{text}");
-                self.drop_chan(id);
-            }
-            None => {}
-        }
-    }
-
-    fn on_global_reply(&mut self, success: bool, data: &[u8]) {
-        match self.globals.pop_front() {
-            Some(Global::Keepalive) | None => {}
-            Some(Global::RemoteForward(i)) => {
-                let f = self.rfwds[i].fwd.clone();
-                if success {
-                    if f.port == 0 {
-                        let port = msg::RequestSuccess(data.to_vec()).bound_port().unwrap_or(0);
-                        self.rfwds[i].bound = Some(port);
-                        crate::info!(
-                            "Allocated port {port} for remote forward to {}:{}",
-                            f.host,
-                            f.host_port
-                        );
-                    } else {
-                        self.rfwds[i].bound = Some(f.port as u32);
-                    }
-                    crate::debug1!("remote forward success for: listen {}", f.port);
-                } else {
-                    let m = format!(
-                        "Warning: remote port forwarding failed for listen port {}",
-                        f.port
-                    );
-                    if self.cfg.exit_on_forward_failure {
-                        self.set_quit(fatal(m));
-                    } else {
-                        crate::error!("{m}");
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_open_request(&mut self, id: u32, kind: ChannelKind) {
-        let ChannelKind::ForwardedTcpip {
-            address,
-            port,
-            originator,
-            originator_port,
-        } = kind
-        else {
-            crate::debug1!("refusing a {} channel from the server", kind.name());
-            let _ = self.conn.reject_channel(
-                id,
-                msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
-                "open refused by client",
-            );
-            return;
-        };
-        let idx = self
-            .rfwds
-            .iter()
-            .position(|r| r.bound == Some(port) && forward::remote_bind(&r.fwd) == address);
-        let idx = idx.or_else(|| self.rfwds.iter().position(|r| r.bound == Some(port)));
-        let Some(idx) = idx else {
-            crate::info!("WARNING: server requests forwarding for unknown listen_port {port}");
-            let _ = self.conn.reject_channel(
-                id,
-                msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
-                "unknown port",
-            );
-            return;
-        };
-        let f = self.rfwds[idx].fwd.clone();
-        crate::debug1!(
-            "client_request_forwarded_tcpip: listen {address} port {port}, originator \
-             {originator} port {originator_port} -> {}:{}",
-            f.host,
-            f.host_port
-        );
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(f.host.as_str(), f.host_port))
-            .ok()
-            .and_then(|mut a| a.next());
-        let sock = addr.and_then(|a| mio::net::TcpStream::connect(a).ok());
-        let Some(mut sock) = sock else {
-            crate::info!("connect_to {} port {}: failed.", f.host, f.host_port);
-            let _ = self.conn.reject_channel(
-                id,
-                msg::open_failure::CONNECT_FAILED,
-                "Connection refused",
-            );
-            return;
-        };
-        let t = self.token();
-        if self
-            .poll
-            .registry()
-            .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
-            .is_err()
-        {
-            let _ =
-                self.conn
-                    .reject_channel(id, msg::open_failure::RESOURCE_SHORTAGE, "cannot poll");
-            return;
-        }
-        self.connecting.insert(
-            t,
-            Connecting {
-                id,
-                rfwd: idx,
-                sock,
-            },
-        );
-    }
-
-    /// A -R connection attempt made progress.
-    fn finish_connect(&mut self, t: Token) {
-        let Some(c) = self.connecting.get(&t) else {
-            return;
-        };
-        let done = match c.sock.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match c.sock.peer_addr() {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Err(e),
-            },
-        };
-        let mut c = self.connecting.remove(&t).expect("present");
-        let _ = self.poll.registry().deregister(&mut c.sock);
-        let f = self.rfwds[c.rfwd].fwd.clone();
-        match done {
-            Err(e) => {
-                crate::info!(
-                    "connect_to {} port {}: failed: {}",
-                    f.host,
-                    f.host_port,
-                    transport::strip_os_error(&e)
-                );
-                let _ = self.conn.reject_channel(
-                    c.id,
-                    msg::open_failure::CONNECT_FAILED,
-                    "Connection refused",
-                );
-            }
-            Ok(()) => {
-                // SAFETY: the socket's fd moves into an OwnedFd; mio no longer owns it.
-                let fd = unsafe { OwnedFd::from_raw_fd(c.sock.into_raw_fd()) };
-                let t2 = self.token();
-                match LocalFd::socket(fd, self.poll.registry(), t2) {
-                    Ok(l) => {
-                        if self.conn.accept_channel(c.id).is_err() {
-                            return;
-                        }
-                        let mut ch = Chan::new(
-                            Kind::Remote(c.rfwd),
-                            format!("remote forward to {}:{}", f.host, f.host_port),
-                        );
-                        let l = std::rc::Rc::new(l);
-                        ch.open = true;
-                        ch.input = Some(l.clone());
-                        ch.out = Some(Sink::new(l));
-                        ch.tokens.push(t2);
-                        self.tokens.insert(t2, c.id);
-                        self.chans.insert(c.id, ch);
-                    }
-                    Err(_) => {
-                        let _ = self.conn.reject_channel(
-                            c.id,
-                            msg::open_failure::RESOURCE_SHORTAGE,
-                            "cannot poll",
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Accepts connections on -L listeners.
-    fn accept_local(&mut self) {
-        if !self.authenticated || self.quit.is_some() {
-            return;
-        }
-        for i in 0..self.listeners.len() {
-            loop {
-                let (sock, peer) = match self.listeners[i].1.sock.accept() {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        crate::debug1!("accept: {e}");
-                        break;
-                    }
-                };
-                let f = self.listeners[i].1.fwd.clone();
-                let kind = ChannelKind::DirectTcpip {
-                    host: f.host.clone(),
-                    port: f.host_port as u32,
-                    originator: peer.ip().to_string(),
-                    originator_port: peer.port() as u32,
-                };
-                let id = match self.conn.open_channel(kind) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        crate::info!("cannot open a channel for {peer}: {e}");
-                        continue;
-                    }
-                };
-                crate::debug1!(
-                    "Connection to port {} forwarding to {}:{} requested (channel {id}).",
-                    f.port,
-                    f.host,
-                    f.host_port
-                );
-                // SAFETY: the accepted socket's fd moves into an OwnedFd.
-                let fd = unsafe { OwnedFd::from_raw_fd(sock.into_raw_fd()) };
-                let t = self.token();
-                let Ok(l) = LocalFd::socket(fd, self.poll.registry(), t) else {
-                    let _ = self.conn.close_channel(id);
-                    continue;
-                };
-                let l = std::rc::Rc::new(l);
-                let mut ch = Chan::new(
-                    Kind::Local(i),
-                    format!("port {} to {}:{} from {peer}", f.port, f.host, f.host_port),
-                );
-                ch.input = Some(l.clone());
-                ch.out = Some(Sink::new(l));
-                ch.in_ready = true;
-                ch.tokens.push(t);
-                self.tokens.insert(t, id);
-                self.chans.insert(id, ch);
-            }
-        }
-    }
-
-    // ----- the data path -----------------------------------------------------
-
-    fn on_data(&mut self, id: u32, ext: bool, data: Vec<u8>) {
-        let n = data.len();
-        let Some(ch) = self.chans.get_mut(&id) else {
-            let _ = self.conn.consume(id, n);
-            return;
-        };
-        let sink = if ext {
-            ch.err.as_mut()
-        } else {
-            ch.out.as_mut()
-        };
-        match sink {
-            Some(s) if !s.dead => {
-                if s.off > 0 && s.off == s.buf.len() {
-                    s.buf.clear();
-                    s.off = 0;
-                }
-                s.buf.extend_from_slice(&data);
-            }
-            _ => {
-                let _ = self.conn.consume(id, n);
-            }
-        }
-    }
-
-    fn flush_outputs(&mut self) {
-        let ids: Vec<u32> = self.chans.keys().copied().collect();
-        for id in ids {
-            self.flush_chan(id);
-        }
-    }
-
-    fn flush_chan(&mut self, id: u32) {
-        let Some(ch) = self.chans.get_mut(&id) else {
-            return;
-        };
-        let mut consumed = 0;
-        let mut failed = false;
-        for s in [ch.out.as_mut(), ch.err.as_mut()].into_iter().flatten() {
-            while s.ready && !s.dead && s.pending() > 0 {
-                match s.fd.write(&s.buf[s.off..]) {
-                    Ok(n) => {
-                        s.off += n;
-                        consumed += n;
-                        if s.fd.mode == Mode::Poll && n == 0 {
-                            s.ready = false;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.ready = false,
-                    Err(e) => {
-                        crate::debug1!("channel {id}: write failed: {e}");
-                        consumed += s.pending();
-                        s.dead = true;
-                        s.buf.clear();
-                        s.off = 0;
-                        failed = true;
-                    }
-                }
-            }
-            if s.pending() == 0 && s.off > 0 {
-                s.buf.clear();
-                s.off = 0;
-            } else if s.off > (1 << 20) {
-                s.buf.drain(..s.off);
-                s.off = 0;
-            }
-        }
-        let forward = matches!(ch.kind, Kind::Local(_) | Kind::Remote(_));
-        if ch.recv_eof && !ch.out_shut && ch.drained() {
-            ch.out_shut = true;
-            if forward {
-                if let Some(s) = &ch.out {
-                    s.fd.shutdown_write();
-                }
-            }
-        }
-        let want_close =
-            forward && !ch.close_sent && ch.open && (failed || (ch.sent_eof && ch.out_shut));
-        if consumed > 0 && !ch.closed {
-            let _ = self.conn.consume(id, consumed);
-        }
-        if want_close {
-            if let Some(ch) = self.chans.get_mut(&id) {
-                ch.close_sent = true;
-            }
-            let _ = self.conn.close_channel(id);
-        }
-    }
-
-    fn pump_inputs(&mut self, buf: &mut [u8]) {
-        let ids: Vec<u32> = self.chans.keys().copied().collect();
-        for id in ids {
-            if self.quit.is_some() {
-                return;
-            }
-            self.pump_chan(id, buf);
-        }
-    }
-
-    fn pump_chan(&mut self, id: u32, buf: &mut [u8]) {
-        loop {
-            let Some(ch) = self.chans.get_mut(&id) else {
-                return;
-            };
-            if !ch.open || ch.closed || ch.sent_eof || ch.close_sent {
-                return;
-            }
-            if !ch.unsent.is_empty() {
-                match self.conn.send_data(id, &ch.unsent) {
-                    Ok(n) => {
-                        ch.unsent.drain(..n);
-                    }
-                    Err(_) => return,
-                }
-                if !ch.unsent.is_empty() {
-                    return;
-                }
-            }
-            if ch.in_eof {
-                ch.sent_eof = true;
-                let _ = self.conn.send_eof(id);
-                return;
-            }
-            let window = self.conn.send_window(id);
-            if !ch.in_ready || window == 0 || self.conn.output().len() >= OUT_HIGH {
-                return;
-            }
-            let Some(input) = ch.input.clone() else {
-                return;
-            };
-            let want = window.min(buf.len());
-            match input.read(&mut buf[..want]) {
-                Ok(0) => {
-                    ch.in_eof = true;
-                    ch.in_ready = false;
-                    crate::debug2!("channel {id}: local input at EOF");
-                }
-                Ok(n) => {
-                    if input.mode == Mode::Tty && !crate::fdio::poll_now(input.raw(), false) {
-                        ch.in_ready = false;
-                    }
-                    let is_main = ch.kind == Kind::Main;
-                    if is_main && self.escape.is_some() {
-                        let outs = self.escape.as_mut().expect("checked").feed(&buf[..n]);
-                        for o in outs {
-                            match o {
-                                escape::Out::Data(d) => {
-                                    if let Some(ch) = self.chans.get_mut(&id) {
-                                        ch.unsent.extend_from_slice(&d);
-                                    }
-                                }
-                                escape::Out::Cmd(c) => {
-                                    // Send what came before the escape first.
-                                    self.send_unsent(id);
-                                    self.escape_cmd(c);
-                                    if self.quit.is_some() {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-                        ch.unsent.extend_from_slice(&buf[..n]);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ch.in_ready = false;
-                    return;
-                }
-                Err(e) => {
-                    crate::debug1!("channel {id}: read failed: {e}");
-                    ch.in_eof = true;
-                    if matches!(ch.kind, Kind::Local(_) | Kind::Remote(_)) {
-                        ch.close_sent = true;
-                        let _ = self.conn.close_channel(id);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn send_unsent(&mut self, id: u32) {
-        if let Some(ch) = self.chans.get_mut(&id) {
-            if !ch.unsent.is_empty() {
-                if let Ok(n) = self.conn.send_data(id, &ch.unsent) {
-                    ch.unsent.drain(..n);
-                }
-            }
-        }
-    }
-
-    fn escape_cmd(&mut self, c: escape::Cmd) {
-        let esc = self.escape.as_ref().map(|e| e.char()).unwrap_or(b'~');
-        let e = if esc < 0x20 {
-            format!("^{}", (esc + b'@') as char)
-        } else {
-            (esc as char).to_string()
-        };
-        match c {
-            escape::Cmd::Disconnect => {
-                crate::log::raw_text(&format!("{e}.\n"));
-                self.set_quit(Quit {
-                    code: 255,
-                    msg: Some(format!("Connection to {} closed.", self.cfg.host)),
-                });
-            }
-            escape::Cmd::Suspend => {
-                crate::log::raw_text(&format!("{e}^Z [suspend ressh]\n"));
-                if let Some(g) = &self.raw {
-                    g.suspend();
-                }
-                // SAFETY: stopping ourselves; the default action of SIGTSTP.
-                unsafe { libc::raise(libc::SIGTSTP) };
-                if let Some(g) = &self.raw {
-                    g.resume();
-                }
-                self.send_window_change();
-            }
-            escape::Cmd::ListConnections => {
-                let mut s = String::from("The following connections are open:\n");
-                for (id, ch) in &self.chans {
-                    s.push_str(&format!("  #{id} {}\n", ch.desc));
-                }
-                crate::log::raw_text(&s);
-            }
-            escape::Cmd::Help => {
-                let h = self.escape.as_ref().map(|x| x.help()).unwrap_or_default();
-                crate::log::raw_text(&h);
-            }
-            escape::Cmd::Rekey => {
-                crate::log::raw_text(&format!("{e}R\n"));
-                let _ = self.conn.rekey();
-            }
-            escape::Cmd::Break => {
-                if let Some(id) = self.main {
-                    let mut data = Vec::new();
-                    data.extend_from_slice(&1000u32.to_be_bytes());
-                    let _ = self.conn.channel_request(
-                        id,
-                        ChannelReq::Other {
-                            name: "break".into(),
-                            data,
-                        },
-                        false,
-                    );
-                }
-            }
-            escape::Cmd::MoreVerbose | escape::Cmd::LessVerbose => {
-                use crate::log::{level, set_level, Level};
-                let l = level() as u8;
-                let n = if c == escape::Cmd::MoreVerbose {
-                    (l + 1).min(Level::Debug3 as u8)
-                } else {
-                    l.saturating_sub(1).max(Level::Error as u8)
-                };
-                let lv = [
-                    Level::Quiet,
-                    Level::Fatal,
-                    Level::Error,
-                    Level::Info,
-                    Level::Verbose,
-                    Level::Debug1,
-                    Level::Debug2,
-                    Level::Debug3,
-                ][n as usize];
-                set_level(lv);
-                crate::log::raw_text(&format!("{e}V [LogLevel {lv:?}]\n"));
-            }
-            escape::Cmd::Unsupported(b) => {
-                crate::log::raw_text(&format!("{e}{} is not supported by ressh\n", b as char));
-            }
-        }
-    }
-
-    /// Drops channels that are closed and drained.
-    fn reap_channels(&mut self) {
-        let done: Vec<u32> = self
-            .chans
-            .iter()
-            .filter(|(_, c)| c.closed && c.drained())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in done {
-            if Some(id) == self.main {
-                continue; // kept until exit for its status
-            }
-            self.drop_chan(id);
-        }
-    }
-
-    fn drop_chan(&mut self, id: u32) {
-        if let Some(mut ch) = self.chans.remove(&id) {
-            for t in &ch.tokens {
-                self.tokens.remove(t);
-            }
-            let reg = self.poll.registry();
-            let mut fds: Vec<std::rc::Rc<LocalFd>> = Vec::new();
-            fds.extend(ch.input.take());
-            fds.extend(ch.out.take().map(|s| s.fd));
-            fds.extend(ch.err.take().map(|s| s.fd));
-            for f in fds {
-                if let Ok(mut f) = std::rc::Rc::try_unwrap(f) {
-                    f.deregister(reg);
-                }
-            }
-        }
-    }
-
     fn check_done(&mut self) {
         if self.quit.is_some() {
             return;
@@ -1669,14 +856,16 @@ impl Session {
             return;
         }
         // Wait for forwarded connections still open, as ssh does.
-        let others = self.chans.keys().any(|&id| id != main) || !self.connecting.is_empty();
+        let others = self.chans.keys().any(|&k| k != main) || !self.connecting.is_empty();
         if others && !self.t_dead {
             return;
         }
+        let stdio = self.chans.get(&main).is_some_and(|c| c.kind == Kind::Stdio);
         let code = match (self.exit_status, &self.exit_signal) {
             (Some(s), _) => s,
+            (None, None) if stdio => 0,
             (None, Some(sig)) => {
-                crate::info!("Remote command killed by signal {sig}.");
+                crate::debug1!("Remote command killed by signal {sig}.");
                 255
             }
             (None, None) => 255,
@@ -1727,9 +916,9 @@ impl Session {
                 _ => break,
             }
         }
-        let ids: Vec<u32> = self.chans.keys().copied().collect();
-        for id in ids {
-            self.drop_chan(id);
+        let keys: Vec<Key> = self.chans.keys().copied().collect();
+        for key in keys {
+            self.drop_chan(key);
         }
         self.transport.deregister(self.poll.registry());
         self.transport.close();

@@ -283,6 +283,19 @@ mod tests {
         leave_raw();
         assert!(!raw_active());
         assert_eq!(get_attr(slave).unwrap().c_lflag, before.c_lflag);
+        // A panic in raw mode: the hook restores the terminal.
+        install_panic_hook();
+        enter_raw(slave).unwrap();
+        let r = std::panic::catch_unwind(|| panic!("boom"));
+        assert!(r.is_err());
+        assert!(!raw_active());
+        assert_eq!(get_attr(slave).unwrap().c_lflag, before.c_lflag);
+        // The guard restores on drop.
+        {
+            let _g = RawGuard::new(slave).unwrap();
+            assert_eq!(get_attr(slave).unwrap().c_lflag & libc::ICANON, 0);
+        }
+        assert_eq!(get_attr(slave).unwrap().c_lflag, before.c_lflag);
         unsafe {
             libc::close(slave);
             libc::close(master);

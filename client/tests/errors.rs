@@ -184,7 +184,7 @@ fn unresponsive_server_times_out_with_server_alive() {
         "ressh to give up",
         Duration::from_secs(20),
         || child.0.try_wait().unwrap(),
-        || String::new(),
+        String::new,
     );
     let _ = run_timeout(Command::new("kill").arg("-CONT").args(&pids), T);
     assert!(started.elapsed() < Duration::from_secs(10));

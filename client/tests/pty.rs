@@ -13,9 +13,11 @@ use std::time::Duration;
 /// exit status and whether the terminal is back in cooked mode.
 fn pane(env: &Env, opts: &str) -> String {
     format!(
-        "echo LOCALTERM=$TERM; {} -F {} {opts} 127.0.0.1; echo EXIT=$?; \
+        "echo LOCALTERM=$TERM; sh -c 'echo $$ > {}; exec {} -F {} {opts} 127.0.0.1'; \
+         echo EXIT=$?; \
          stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo \
          | tr '\\n' ' '; echo; sleep 120",
+        env.dir.join("ressh.pid").display(),
         RESSH,
         env.config.display()
     )
@@ -97,7 +99,7 @@ fn escapes_and_signals_restore_the_terminal() {
     tmux.wait("the connection list", |s| s.contains("#0 the session"));
     tmux.keys(&["Enter", "~~"]);
     tmux.keys(&["echo tilde", "Enter"]);
-    tmux.wait("~~ sends one ~", |s| s.contains("~echo tilde"));
+    tmux.wait("~~ sends one ~", |s| s.contains("~echo: not found"));
     tmux.keys(&["Enter", "~."]);
     let s = tmux.wait("the exit status", |s| s.contains("icanon"));
     assert!(s.contains("EXIT=255"), "{s}");
@@ -111,15 +113,8 @@ fn escapes_and_signals_restore_the_terminal() {
     let tmux = Tmux::new("sig");
     tmux.start(&pane(&env, "-o ServerAliveCountMax=7"));
     tmux.wait("the remote prompt", prompt);
-    let pids = run_timeout(
-        Command::new("pgrep").args([
-            "-f",
-            &format!("{} -o ServerAliveCountMax=7", env.config.display()),
-        ]),
-        T,
-    );
-    let pids = text(&pids.stdout);
-    let pid = pids.split_whitespace().next().expect("ressh's pid");
+    let pid = std::fs::read_to_string(env.dir.join("ressh.pid")).unwrap();
+    let pid = pid.trim();
     assert!(run_timeout(Command::new("kill").args(["-TERM", pid]), T)
         .status
         .success());

@@ -44,6 +44,19 @@ fn exec_output_exit_code_and_stdin() {
     let out = env.exec(&["kill", "-9", "$$"]);
     assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
 
+    // The reader of stdout goes away: the session ends, the remote command
+    // does not run on.
+    let started = std::time::Instant::now();
+    let out = run_timeout(
+        Command::new("sh").arg("-c").arg(format!(
+            "{RESSH} -F {} 127.0.0.1 yes | head -n 2",
+            env.config.display()
+        )),
+        T,
+    );
+    assert_eq!(text(&out.stdout), "y\ny\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
     // -s: a subsystem.
     let mut c = env.ressh();
     c.args(["-s", "127.0.0.1", "sftp"]);
@@ -108,6 +121,22 @@ fn key_files_of_each_type() {
             text(&out.stderr)
         );
         env.user.authorize_key(&line);
+        // A key file others can read is ignored, as ssh does.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let out = login_with(&env, &bare, &key, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{kind}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("are too open"),
+            "{}",
+            text(&out.stderr)
+        );
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         let out = login_with(&env, &bare, &key, &[]);
         check(&out, &env, kind);
         assert_eq!(text(&out.stdout), format!("{}\n", env.user.name));

@@ -187,7 +187,7 @@ fn git_clone_and_push_over_ressh() {
     let bare = env.user.home.join("repo.git");
     ok(
         git(
-            &env.dir.path().to_path_buf(),
+            env.dir.path(),
             &[
                 "clone",
                 "-q",

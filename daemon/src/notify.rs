@@ -103,6 +103,8 @@ pub fn stderr_is_journal() -> bool {
         return false;
     };
     match nix::sys::stat::fstat(2) {
+        // dev_t and ino_t are not u64 on every target.
+        #[allow(clippy::unnecessary_cast)]
         Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
         Err(_) => false,
     }
