@@ -14,6 +14,7 @@ mod hostkey;
 mod identity;
 mod known_hosts;
 mod log;
+mod netwatch;
 mod session;
 mod sig;
 mod transport;

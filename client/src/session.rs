@@ -32,6 +32,7 @@ use crate::tty::{self, RawGuard};
 
 mod data;
 mod forwards;
+mod resume;
 mod setup;
 
 const T_READ: Token = Token(0);
@@ -241,6 +242,9 @@ pub struct Session {
     last_recv: Instant,
     alive_missed: u32,
     next_alive: Option<Instant>,
+    /// A transport being replaced (resilience).
+    resume: Option<resume::Resume>,
+    watch: resume::Watch,
     quit: Option<Quit>,
 }
 
@@ -280,7 +284,14 @@ impl Session {
     pub fn connect(cfg: Config, plan: Plan) -> Result<Session, Quit> {
         let sig = crate::sig::install().map_err(|e| fatal(format!("ressh: signals: {e}")))?;
         let known = hostkey::known_types(&cfg);
-        let pc = proto_config(&cfg, &known).map_err(|e| fatal(format!("ressh: {e}")))?;
+        let mut pc = proto_config(&cfg, &known).map_err(|e| fatal(format!("ressh: {e}")))?;
+        // Resilience keepalives (docs/PROTOCOL.md §4): ServerAliveInterval,
+        // else 15 s; a silent server then means reconnecting.
+        pc.keepalive = Duration::from_secs(if cfg.server_alive_interval > 0 {
+            cfg.server_alive_interval
+        } else {
+            15
+        });
         let mut transport = transport::dial(&cfg).map_err(|e| fatal(format!("ressh: {}", e.0)))?;
         let now = Instant::now();
         let conn = Connection::client(pc, now).map_err(|e| fatal(format!("ressh: {e}")))?;
@@ -296,6 +307,7 @@ impl Session {
             )
             .map_err(|e| fatal(format!("ressh: {e}")))?;
         let kex_deadline = cfg.connect_timeout.map(|t| now + t);
+        let watch = resume::Watch::new(poll.registry());
         Ok(Session {
             cfg,
             plan,
@@ -328,6 +340,8 @@ impl Session {
             last_recv: now,
             alive_missed: 0,
             next_alive: None,
+            resume: None,
+            watch,
             quit: None,
         })
     }
@@ -383,6 +397,7 @@ impl Session {
             }
             self.handle_signals();
             self.read_transport(&mut buf);
+            self.resume_tick(&mut buf);
             self.handle_timeouts();
             self.accept_local();
             self.pump_inputs(&mut buf);
@@ -394,6 +409,9 @@ impl Session {
     }
 
     fn mark(&mut self, t: Token, readable: bool, writable: bool) {
+        if self.mark_resume(t, readable, writable) {
+            return;
+        }
         match t {
             T_READ => {
                 self.t_read |= readable;
@@ -436,7 +454,10 @@ impl Session {
     fn next_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut t: Option<Instant> = self.conn.poll_timeout();
-        for d in [self.kex_deadline, self.next_alive].into_iter().flatten() {
+        for d in [self.kex_deadline, self.next_alive, self.resume_timeout()]
+            .into_iter()
+            .flatten()
+        {
             t = Some(t.map_or(d, |x| x.min(d)));
         }
         // Readiness is edge-triggered: while something is known to be
@@ -488,6 +509,9 @@ impl Session {
     /// The transport broke. After the session ended that is no error: the
     /// remaining output is written and the exit status stands.
     fn lost(&mut self, msg: String) {
+        if self.detach(&msg) {
+            return;
+        }
         self.t_dead = true;
         self.t_read = false;
         self.t_write = false;
@@ -602,7 +626,9 @@ impl Session {
             }
             self.drain_events();
         }
-        if self.next_alive.is_some_and(|t| now >= t) {
+        // With resilience, the engine's keepalives watch the transport and a
+        // silent server means reconnecting, not giving up.
+        if self.next_alive.is_some_and(|t| now >= t) && !self.resilient() {
             if self.alive_missed >= self.cfg.server_alive_count_max {
                 self.set_quit(fatal(format!(
                     "Timeout, server {} not responding.",
@@ -691,6 +717,19 @@ impl Session {
                     }
                 }
             }
+            Event::ResilienceReady { detach_timeout } => {
+                crate::debug1!(
+                    "resilience on; the server keeps a lost session for {detach_timeout} s"
+                );
+                if let Some(t) = self.keepalive() {
+                    self.transport.set_user_timeout(t * 2);
+                }
+            }
+            Event::ConnectionDead => {
+                let why = format!("no answer from {} to keepalives", self.cfg.host);
+                self.detach(&why);
+            }
+            Event::Reconnected => crate::debug1!("session resumed on the new connection"),
             Event::KexDone { first, algorithms } => {
                 let mac = |m: &str| {
                     if m.is_empty() {

@@ -9,11 +9,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR2, SIGWINCH};
 
 pub struct Signals {
     wake_rx: UnixStream,
     winch: Arc<AtomicBool>,
+    /// SIGUSR2: reconnect now.
+    usr2: Arc<AtomicBool>,
     /// The terminating signal received, if any.
     term: Arc<std::sync::atomic::AtomicI32>,
 }
@@ -32,6 +34,9 @@ pub fn install() -> std::io::Result<&'static Signals> {
     let term = Arc::new(std::sync::atomic::AtomicI32::new(0));
     signal_hook::flag::register(SIGWINCH, winch.clone())?;
     signal_hook::low_level::pipe::register(SIGWINCH, tx.try_clone()?)?;
+    let usr2 = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGUSR2, usr2.clone())?;
+    signal_hook::low_level::pipe::register(SIGUSR2, tx.try_clone()?)?;
     for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
         let t = term.clone();
         // SAFETY: the handler only stores into an atomic (async-signal-safe).
@@ -45,6 +50,7 @@ pub fn install() -> std::io::Result<&'static Signals> {
     let _ = SIGNALS.set(Signals {
         wake_rx: rx,
         winch,
+        usr2,
         term,
     });
     Ok(SIGNALS.get().expect("set above"))
@@ -74,6 +80,11 @@ impl Signals {
     /// Whether SIGWINCH arrived since the last call.
     pub fn take_winch(&self) -> bool {
         self.winch.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether SIGUSR2 (reconnect now) arrived since the last call.
+    pub fn take_usr2(&self) -> bool {
+        self.usr2.swap(false, Ordering::SeqCst)
     }
 
     /// The terminating signal received, if any (it stays set).

@@ -41,6 +41,32 @@ fn set_nonblocking(fd: i32) -> io::Result<()> {
 }
 
 impl Transport {
+    /// The TCP endpoints (none through a proxy command).
+    pub fn tcp_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
+        match self {
+            Transport::Tcp { sock, .. } => Some((sock.local_addr().ok()?, sock.peer_addr().ok()?)),
+            Transport::Command { .. } => None,
+        }
+    }
+
+    /// TCP_USER_TIMEOUT: unacknowledged data this long means the connection
+    /// is dead, without waiting for TCP's own many-minute timeout.
+    pub fn set_user_timeout(&self, t: Duration) {
+        if let Transport::Tcp { sock, .. } = self {
+            let ms = t.as_millis().min(u32::MAX as u128) as libc::c_uint;
+            // SAFETY: setsockopt with a valid pointer to a c_uint.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_USER_TIMEOUT,
+                    (&ms as *const libc::c_uint).cast(),
+                    std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+
     /// Registers for readiness: one token for TCP, read/write tokens for pipes.
     pub fn register(&mut self, reg: &Registry, r: Token, w: Token) -> io::Result<()> {
         match self {

@@ -245,7 +245,13 @@ impl Session {
             }
             escape::Cmd::Rekey => {
                 crate::log::raw_text(&format!("{e}R\n"));
-                let _ = self.conn.rekey();
+                // With resilience ~R reconnects (make-before-break); else,
+                // as in ssh, it rekeys.
+                if self.resilient() {
+                    self.begin_resume("~R", None);
+                } else {
+                    let _ = self.conn.rekey();
+                }
             }
             escape::Cmd::Break => {
                 if let Some(id) = self.main.and_then(|k| self.chans.get(&k)).map(|c| c.id) {
