@@ -109,6 +109,10 @@ pub struct Config {
     pub remote_command: Option<String>,
     pub session_type: SessionType,
     pub stdin_null: bool,
+    /// `Resilience` (ressh's own keyword, default yes): offer the resilience
+    /// extension. `no` makes every connection plain SSH (for comparisons;
+    /// OpenSSH's `ssh` needs `IgnoreUnknown Resilience` to share the file).
+    pub resilience: bool,
     /// The -F file, passed on to ProxyJump's child.
     pub config_file: Option<String>,
 }
@@ -171,6 +175,7 @@ fn keyword_kind(k: &str) -> Option<Kind> {
         | "remotecommand"
         | "sessiontype"
         | "stdinnull"
+        | "resilience"
         | "ignoreunknown" => Single,
         "identityfile" | "localforward" | "remoteforward" | "sendenv" => Multi,
         "compression"
@@ -473,6 +478,7 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
         | "exitonforwardfailure"
         | "clearallforwardings"
         | "stdinnull"
+        | "resilience"
         | "hashknownhosts" => yes_no(key, v).map(|_| ()),
         "gatewayports" => one_of(&["yes", "no", "true", "false", "clientspecified"]),
         "serveraliveinterval" | "connecttimeout" if lower == "none" => Ok(()),
@@ -702,6 +708,49 @@ fn host_matches(patterns: &[String], host: &str) -> bool {
     matched
 }
 
+/// `Match exec`: runs the command (tokens expanded) with the user's shell,
+/// stdin from /dev/null; it matches when the command exits 0.
+fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
+    let hostname = raw
+        .single
+        .get("hostname")
+        .map(|v| v[0].replace("%h", ctx.original_host))
+        .unwrap_or_else(|| ctx.original_host.to_string());
+    let user = raw
+        .single
+        .get("user")
+        .map(|v| v[0].clone())
+        .unwrap_or_else(|| ctx.local_user.to_string());
+    let port = raw
+        .single
+        .get("port")
+        .and_then(|v| v[0].parse().ok())
+        .unwrap_or(22);
+    let cmd = expand_tokens(
+        arg,
+        &Tokens {
+            host: &hostname,
+            original_host: ctx.original_host,
+            port,
+            user: &user,
+            local_user: ctx.local_user,
+            home: ctx.home,
+        },
+    )
+    .map_err(|e| e.0)?;
+    let shell = std::env::var("SHELL")
+        .ok()
+        .filter(|s| s.starts_with('/'))
+        .unwrap_or_else(|| "/bin/sh".to_string());
+    let status = std::process::Command::new(shell)
+        .arg("-c")
+        .arg(&cmd)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("Match exec {cmd:?}: {e}"))?;
+    Ok(status.success())
+}
+
 fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
     if vals.is_empty() {
         return Err("Match with no criteria".into());
@@ -740,7 +789,15 @@ fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String>
                     _ => match_pattern_list(ctx.local_user, arg, false),
                 }
             }
-            "exec" | "tagged" | "localnetwork" | "version" | "sessiontype" | "command" => {
+            "exec" => {
+                let Some(arg) = vals.get(i) else {
+                    return Err("Match exec needs an argument".into());
+                };
+                i += 1;
+                // As ssh: no command runs once the line cannot match.
+                result && match_exec(arg, raw, ctx)?
+            }
+            "tagged" | "localnetwork" | "version" | "sessiontype" | "command" => {
                 return Err(format!("Match {crit} is not supported by ressh"));
             }
             other => return Err(format!("Unsupported Match attribute {other}")),
@@ -1043,6 +1100,7 @@ fn finish(
         remote_command,
         session_type,
         stdin_null: flag("stdinnull", false),
+        resilience: flag("resilience", true),
         config_file: a.config_file.clone(),
         original_host,
     })
@@ -1126,6 +1184,7 @@ pub fn dump(c: &Config) -> String {
     line("hostname", &c.host);
     line("port", &c.port.to_string());
     line("batchmode", if c.batch_mode { "yes" } else { "no" });
+    line("resilience", if c.resilience { "yes" } else { "no" });
     line(
         "stricthostkeychecking",
         match c.strict {
@@ -1316,7 +1375,12 @@ Host x
         assert_eq!(c.port, 1);
         let c = with_config(text, "z", &[]).unwrap();
         assert_eq!(c.port, 3);
-        assert!(with_config("Match exec true\n", "h", &[]).is_err());
+        assert!(
+            with_config("Match exec \"test %h = h\"\nPort 2000\n", "h", &[])
+                .is_ok_and(|c| c.port == 2000)
+        );
+        assert!(with_config("Match exec false\nPort 2000\n", "h", &[]).is_ok_and(|c| c.port == 22));
+        assert!(with_config("Match exec\n", "h", &[]).is_err());
     }
 
     #[test]

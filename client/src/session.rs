@@ -258,6 +258,7 @@ fn proto_config(cfg: &Config, known_types: &[String]) -> Result<ressh_proto::Con
         }
         Ok(())
     };
+    pc.resilience = cfg.resilience;
     spec("cipher", &cfg.ciphers, &mut pc.ciphers)?;
     spec("MAC", &cfg.macs, &mut pc.macs)?;
     spec("key exchange", &cfg.kex_algorithms, &mut pc.kex)?;
@@ -940,6 +941,20 @@ impl Session {
                     }
                 }
             }
+        }
+        let st = self.conn.stats();
+        crate::debug1!(
+            "Transferred: sent {}, received {} bytes of channel data",
+            st.data_sent,
+            st.data_received
+        );
+        if self.conn.resilience_active() {
+            crate::debug1!(
+                "resilience: sent {} ACKs ({} bytes on the wire), received {}",
+                st.acks_sent,
+                st.ack_wire_bytes,
+                st.acks_received
+            );
         }
         if !self.conn.is_closed() {
             self.conn

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-pub const USAGE: &str = "usage: resshd [-DdeqtV] [-E log_file] [-f config_file] [-h host_key_file] [-o option] [-p port]";
+pub const USAGE: &str = "usage: resshd [-DdeiqTtV] [-C connection_spec] [-E log_file] [-f config_file]\n              [-h host_key_file] [-o option] [-p port]";
 
 #[derive(Debug, Default)]
 pub struct Args {
@@ -16,6 +16,12 @@ pub struct Args {
     pub log_file: Option<PathBuf>,
     pub quiet: bool,
     pub test: bool,
+    /// -T: print the effective configuration (implies -t).
+    pub dump: bool,
+    /// -C: the connection to apply Match for with -T.
+    pub connection_spec: Option<String>,
+    /// -i: one connection on stdin/stdout (inetd).
+    pub inetd: bool,
     pub version: bool,
 }
 
@@ -43,8 +49,13 @@ impl Args {
                     'e' => a.log_stderr = true,
                     'q' => a.quiet = true,
                     't' => a.test = true,
+                    'T' => {
+                        a.dump = true;
+                        a.test = true;
+                    }
+                    'i' => a.inetd = true,
                     'V' => a.version = true,
-                    'E' | 'f' | 'h' | 'o' | 'p' => {
+                    'C' | 'E' | 'f' | 'h' | 'o' | 'p' => {
                         let rest = &flags[i + c.len_utf8()..];
                         let v = if rest.is_empty() {
                             it.next()
@@ -53,6 +64,7 @@ impl Args {
                             rest.to_string()
                         };
                         match c {
+                            'C' => a.connection_spec = Some(v),
                             'E' => a.log_file = Some(PathBuf::from(v)),
                             'f' => a.config_file = PathBuf::from(v),
                             'h' => a.host_keys.push(PathBuf::from(v)),
@@ -106,5 +118,12 @@ mod tests {
         assert!(p(&["-p", "0"]).is_err());
         assert!(p(&["-p"]).is_err());
         assert!(p(&["-t"]).unwrap().test);
+        let a = p(&["-T", "-C", "user=alice,addr=10.0.0.1", "-i"]).unwrap();
+        assert!(a.dump && a.test && a.inetd);
+        assert_eq!(
+            a.connection_spec.as_deref(),
+            Some("user=alice,addr=10.0.0.1")
+        );
+        assert!(p(&["-C"]).is_err());
     }
 }

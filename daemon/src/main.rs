@@ -23,7 +23,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use ressh_ipc::msg::{FromBroker, ToBroker};
 use ressh_ipc::Endpoint;
-use ressh_monitor::config::{Config, Settings};
+use ressh_monitor::config::{Config, MatchContext, Settings};
 use ressh_monitor::log;
 use ressh_monitor::monitor::{Context, Privsep};
 use ressh_proto::keys::PrivateKey;
@@ -53,6 +53,10 @@ fn main() -> ExitCode {
         },
         args.log_file.is_none() && notify::stderr_is_journal(),
     );
+    if args.inetd && !args.log_stderr && args.log_file.is_none() {
+        // sshd -i logs to syslog: stderr is the client's.
+        syslog_stderr();
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -279,30 +283,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let config = load_config(&args)?;
     let mut settings = config.global();
-    if !args.ports.is_empty() {
-        // -p replaces the configured ports on every listen address.
-        let mut hosts: Vec<String> = Vec::new();
-        for la in &settings.listen_addresses {
-            if !hosts.contains(&la.host) {
-                hosts.push(la.host.clone());
-            }
-        }
-        settings.listen_addresses = hosts
-            .iter()
-            .flat_map(|h| {
-                args.ports
-                    .iter()
-                    .map(move |p| ressh_monitor::config::ListenAddress {
-                        host: h.clone(),
-                        port: *p,
-                    })
-            })
-            .collect();
-        settings.ports = args.ports.clone();
-    }
-    let mut key_paths = args.host_keys.clone();
-    key_paths.extend(settings.host_keys.iter().cloned());
-    settings.host_keys = key_paths;
+    apply_command_line(&mut settings, &args);
     let host_keys = load_host_keys(&settings.host_keys);
     if host_keys.is_empty() {
         return Err("no hostkeys available -- exiting.".into());
@@ -315,12 +296,24 @@ fn run(args: Args) -> Result<(), String> {
                 L::Info | L::Verbose => log::Level::Info,
                 _ => log::Level::Debug,
             },
-            std::env::var_os("JOURNAL_STREAM").is_some(),
+            std::env::var_os("JOURNAL_STREAM").is_some() || (args.inetd && syslog_mode()),
         );
     }
     let privsep = privsep(&settings, !args.test)?;
+    if args.dump {
+        let mut s = match &args.connection_spec {
+            Some(spec) => config.resolve(&parse_connection_spec(spec)?),
+            None => settings.clone(),
+        };
+        apply_command_line(&mut s, &args);
+        print!("{}", s.dump());
+        return Ok(());
+    }
     if args.test {
         return Ok(());
+    }
+    if args.inetd {
+        return inetd(config, settings, host_keys, privsep);
     }
     let listeners = bind(&settings)?;
     if !args.foreground {
@@ -345,6 +338,248 @@ fn run(args: Args) -> Result<(), String> {
     };
     notify::ready();
     serve(&ctx, &settings, listeners, broker_sock)
+}
+
+/// -p and -h: ports replace the configured ones on every listen address;
+/// host keys come before the configured ones.
+fn apply_command_line(settings: &mut Settings, args: &Args) {
+    if !args.ports.is_empty() {
+        // -p replaces the configured ports on every listen address.
+        let mut hosts: Vec<String> = Vec::new();
+        for la in &settings.listen_addresses {
+            if !hosts.contains(&la.host) {
+                hosts.push(la.host.clone());
+            }
+        }
+        settings.listen_addresses = hosts
+            .iter()
+            .flat_map(|h| {
+                args.ports
+                    .iter()
+                    .map(move |p| ressh_monitor::config::ListenAddress {
+                        host: h.clone(),
+                        port: *p,
+                    })
+            })
+            .collect();
+        settings.ports = args.ports.clone();
+    }
+    let mut key_paths = args.host_keys.clone();
+    key_paths.extend(settings.host_keys.iter().cloned());
+    settings.host_keys = key_paths;
+}
+
+/// sshd's -C connection specification: `user=`, `host=`, `addr=`,
+/// `laddr=`, `lport=`, `rdomain=`, comma-separated.
+fn parse_connection_spec(spec: &str) -> Result<MatchContext, String> {
+    let mut ctx = MatchContext::default();
+    for item in spec.split(',') {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("Invalid test mode specification {item}"))?;
+        match k {
+            "user" => {
+                ctx.groups = nix::unistd::User::from_name(v)
+                    .ok()
+                    .flatten()
+                    .map(|u| {
+                        ressh_monitor::monitor::user_groups(&u)
+                            .into_iter()
+                            .filter_map(|g| {
+                                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(g))
+                                    .ok()
+                                    .flatten()
+                            })
+                            .map(|g| g.name)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ctx.user = Some(v.to_string());
+            }
+            "host" => ctx.host = Some(v.to_string()),
+            "addr" => {
+                ctx.addr = Some(
+                    v.parse()
+                        .map_err(|_| format!("Invalid test mode specification {item}"))?,
+                )
+            }
+            "laddr" => {
+                ctx.local_addr = Some(
+                    v.parse()
+                        .map_err(|_| format!("Invalid test mode specification {item}"))?,
+                )
+            }
+            "lport" => {
+                ctx.local_port = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| format!("Invalid -C port {v}"))?,
+                )
+            }
+            "rdomain" => {}
+            _ => return Err(format!("Invalid test mode specification {item}")),
+        }
+    }
+    Ok(ctx)
+}
+
+/// Whether stderr was pointed at syslog (inetd mode without -e/-E).
+static SYSLOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn syslog_mode() -> bool {
+    SYSLOG.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Points stderr at the syslog socket (one datagram per log line, each
+/// with its priority), or at /dev/null without one: in inetd mode stderr
+/// belongs to whoever started us (ssh's ProxyCommand shows it to the user).
+fn syslog_stderr() {
+    use std::os::unix::net::UnixDatagram;
+    let target: Option<OwnedFd> = UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log").map(|()| s))
+        .ok()
+        .map(OwnedFd::from);
+    let fd = match target {
+        Some(fd) => {
+            SYSLOG.store(true, std::sync::atomic::Ordering::Relaxed);
+            log::set_facility(libc::LOG_AUTH);
+            fd
+        }
+        None => match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            Ok(f) => OwnedFd::from(f),
+            Err(_) => return,
+        },
+    };
+    let _ = nix::unistd::dup2(fd.as_raw_fd(), 2);
+}
+
+/// -i: serve the one connection on stdin/stdout with a monitor in this
+/// process. A socket on stdin is used as it is; pipes (stdin and stdout
+/// apart, as ssh's ProxyCommand gives them) are joined into one socket by a
+/// small relay process, since the workers take one socket.
+fn inetd(
+    config: Config,
+    settings: Settings,
+    host_keys: Vec<PrivateKey>,
+    privsep: Privsep,
+) -> Result<(), String> {
+    let (sock, peer, local) = inetd_socket()?;
+    let ctx = Context {
+        broker_socket: settings.broker_socket.clone(),
+        config: Arc::new(config),
+        host_keys: Arc::new(host_keys),
+        kex_worker: worker_path("resshd-kex"),
+        session_worker: worker_path("resshd-session"),
+        privsep,
+    };
+    let code = ressh_monitor::monitor::run(&ctx, sock, peer, local);
+    std::process::exit(code);
+}
+
+/// The connection's socket and addresses; 0.0.0.0 port 0 where stdin is
+/// no TCP socket.
+fn inetd_socket() -> Result<(OwnedFd, SocketAddr, SocketAddr), String> {
+    use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
+    use nix::sys::stat::{fstat, SFlag};
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let is_sock = |fd: i32| {
+        fstat(fd).is_ok_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
+        })
+    };
+    let same = match (fstat(0), fstat(1)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    };
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| e.to_string())?;
+    if is_sock(0) && same {
+        let fd = nix::unistd::dup(0).map_err(|e| format!("dup: {e}"))?;
+        // SAFETY: dup just made this descriptor for us.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let addr = |a: Option<SockaddrStorage>| {
+            a.and_then(|s| {
+                s.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+                    .or_else(|| {
+                        s.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+                    })
+            })
+            .unwrap_or(unknown)
+        };
+        let peer = addr(getpeername::<SockaddrStorage>(0).ok());
+        let local = addr(getsockname::<SockaddrStorage>(0).ok());
+        for fd in [0, 1] {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+        return Ok((sock, peer, local));
+    }
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: single-threaded here; the child only relays bytes and exits.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(ours);
+            relay_stdio(theirs);
+        }
+        ForkResult::Parent { .. } => {
+            drop(theirs);
+            for fd in [0, 1] {
+                let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+            }
+            Ok((OwnedFd::from(ours), unknown, unknown))
+        }
+    }
+}
+
+/// The relay of inetd mode over pipes: stdin to the socket, the socket to
+/// stdout; exits when the connection's side is done.
+fn relay_stdio(sock: UnixStream) -> ! {
+    let up = match sock.try_clone() {
+        Ok(s) => s,
+        Err(_) => std::process::exit(1),
+    };
+    std::thread::spawn(move || {
+        pump(0, up.as_raw_fd());
+        let _ = up.shutdown(std::net::Shutdown::Write);
+    });
+    pump(sock.as_raw_fd(), 1);
+    std::process::exit(0);
+}
+
+/// Copies from `from` to `to` until EOF or an error, with plain reads and
+/// writes (std's copy splices, and a splice from a pipe into a Unix socket
+/// can wait for more input before it delivers what it has).
+fn pump(from: i32, to: i32) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: plain read(2)/write(2) on descriptors this process owns.
+        let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 0 {
+            return;
+        }
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        let mut off = 0;
+        while off < n as usize {
+            let w = unsafe { libc::write(to, buf[off..].as_ptr().cast(), n as usize - off) };
+            if w < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            off += w as usize;
+        }
+    }
 }
 
 /// Binds the broker socket that monitors connect to (root-only). A stale

@@ -6,6 +6,7 @@
 //! the state where it is valid (see `ressh-monitor`).
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// What the monitor tells a fresh kex worker. The worker gets the host
 /// keys' public halves only; it asks the monitor for every signature.
@@ -47,6 +48,13 @@ pub enum AuthVerdict {
     PkOk,
     /// Too many failures or a policy refusal: disconnect with this text.
     Disconnect(String),
+    /// Keyboard-interactive (PAM): send these prompts (text, echo) to the
+    /// client; its answers come back as [`AuthRequest::InfoResponse`].
+    InfoRequest {
+        name: String,
+        instruction: String,
+        prompts: Vec<(String, bool)>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,8 +67,10 @@ pub enum AuthRequest {
         blob: Vec<u8>,
         signature: Option<Vec<u8>>,
     },
-    Password(String),
+    Password(Zeroizing<String>),
     KeyboardInteractive,
+    /// The client's answers to the last [`AuthVerdict::InfoRequest`].
+    InfoResponse(Vec<Zeroizing<String>>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +154,13 @@ pub struct SessionStart {
     pub local_addr: String,
     pub local_port: u16,
     pub policy: SessionPolicy,
+    /// Variables from PAM (pam_getenvlist after pam_open_session), added to
+    /// every child's environment.
+    pub pam_env: Vec<(String, String)>,
+    /// Shown on interactive logins (a shell on a pty) unless ~/.hushlogin
+    /// exists: PAM's session messages, "Last login: ..." (PrintLastLog)
+    /// and /etc/motd (PrintMotd).
+    pub login_message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +199,12 @@ pub enum FromSession {
     Detached,
     /// A reconnect committed: the session runs on the new transport.
     Attached { peer_addr: String, peer_port: u16 },
+    /// A login shell or command started on the pty `tty` (`/dev/pts/N`)
+    /// as process `pid`: the monitor records the login (utmp, wtmp,
+    /// lastlog) as sshd does for pty sessions.
+    LoginStarted { tty: String, pid: i32 },
+    /// The process on `tty` ended: the monitor records the logout.
+    LoginEnded { tty: String },
 }
 
 /// Monitor → broker (resshd): lifecycle of a connection, so the broker

@@ -144,11 +144,17 @@ fn run() -> Result<(), String> {
     // The user of the last auth request, for the log (as sshd's
     // "Connection closed by authenticating user ...").
     let mut auth_user: Option<String> = None;
+    // The user of a keyboard-interactive exchange waiting for the
+    // client's answers (the monitor's PAM conversation waits for them).
+    let mut kbdint: Option<String> = None;
     loop {
         flush(&mut conn, &mut sock)?;
         while let Some(ev) = conn.poll_event() {
-            match ev {
+            // A user-auth request, or the answers of a keyboard-interactive
+            // exchange, for the monitor to judge.
+            let (user, request, pk) = match ev {
                 Event::AuthRequest { user, attempt } => {
+                    kbdint = None;
                     auth_user = Some(ressh_proto::wire::printable(user.as_bytes()));
                     if let Some(text) = banner.take() {
                         conn.auth_banner(&text).map_err(|e| e.to_string())?;
@@ -169,7 +175,7 @@ fn run() -> Result<(), String> {
                             blob: key.to_blob(),
                             signature: Some(signature),
                         },
-                        AuthAttempt::Password(p) => AuthRequest::Password(p.to_string()),
+                        AuthAttempt::Password(p) => AuthRequest::Password(p),
                         AuthAttempt::KeyboardInteractive { .. } => AuthRequest::KeyboardInteractive,
                         AuthAttempt::Other(_) => AuthRequest::None,
                     };
@@ -179,43 +185,15 @@ fn run() -> Result<(), String> {
                         } => Some((algorithm.clone(), blob.clone())),
                         _ => None,
                     };
-                    ipc.send(&FromKex::Auth { user, request }, &[])
-                        .map_err(|e| e.to_string())?;
-                    let verdict = match ipc.recv::<ToKex>() {
-                        Ok((ToKex::Verdict(v), _)) => v,
-                        Ok(_) => return Err("monitor answered out of turn".into()),
-                        Err(e) => return Err(e.to_string()),
+                    (user, request, pk)
+                }
+                Event::AuthInfoResponse(answers) => {
+                    let Some(user) = kbdint.take() else {
+                        conn.disconnect(reason::PROTOCOL_ERROR, "unexpected info response");
+                        let _ = flush(&mut conn, &mut sock);
+                        return Err(format!("{peer}: info response without a request"));
                     };
-                    match verdict {
-                        AuthVerdict::Accept => {
-                            conn.auth_accept().map_err(|e| e.to_string())?;
-                            // The USERAUTH_SUCCESS travels in the exported output.
-                            let state = conn.export(Instant::now()).map_err(|e| e.to_string())?;
-                            ipc.send(
-                                &FromKex::Authenticated {
-                                    state: state.to_vec(),
-                                },
-                                &[],
-                            )
-                            .map_err(|e| e.to_string())?;
-                            return Ok(());
-                        }
-                        AuthVerdict::Reject { methods, partial } => {
-                            let m: Vec<&str> = methods.iter().map(|s| s.as_str()).collect();
-                            conn.auth_reject(&m, partial).map_err(|e| e.to_string())?;
-                        }
-                        AuthVerdict::PkOk => {
-                            let (alg, blob) =
-                                pk.ok_or("PkOk for a request that was no key query")?;
-                            let key = PublicKey::from_blob(&blob).map_err(|e| e.to_string())?;
-                            conn.auth_pk_ok(&alg, &key).map_err(|e| e.to_string())?;
-                        }
-                        AuthVerdict::Disconnect(text) => {
-                            conn.disconnect(reason::NO_MORE_AUTH_METHODS_AVAILABLE, &text);
-                            flush(&mut conn, &mut sock)?;
-                            return Ok(());
-                        }
-                    }
+                    (user, AuthRequest::InfoResponse(answers), None)
                 }
                 Event::ReconnectRequest(request) => {
                     // Resume an existing session: the monitor routes the
@@ -248,7 +226,60 @@ fn run() -> Result<(), String> {
                     );
                     return Ok(());
                 }
-                _ => {}
+                _ => continue,
+            };
+            ipc.send(
+                &FromKex::Auth {
+                    user: user.clone(),
+                    request,
+                },
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+            let verdict = match ipc.recv::<ToKex>() {
+                Ok((ToKex::Verdict(v), _)) => v,
+                Ok(_) => return Err("monitor answered out of turn".into()),
+                Err(e) => return Err(e.to_string()),
+            };
+            match verdict {
+                AuthVerdict::Accept => {
+                    conn.auth_accept().map_err(|e| e.to_string())?;
+                    // The USERAUTH_SUCCESS travels in the exported output.
+                    let state = conn.export(Instant::now()).map_err(|e| e.to_string())?;
+                    ipc.send(
+                        &FromKex::Authenticated {
+                            state: state.to_vec(),
+                        },
+                        &[],
+                    )
+                    .map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+                AuthVerdict::Reject { methods, partial } => {
+                    let m: Vec<&str> = methods.iter().map(|s| s.as_str()).collect();
+                    conn.auth_reject(&m, partial).map_err(|e| e.to_string())?;
+                }
+                AuthVerdict::PkOk => {
+                    let (alg, blob) = pk.ok_or("PkOk for a request that was no key query")?;
+                    let key = PublicKey::from_blob(&blob).map_err(|e| e.to_string())?;
+                    conn.auth_pk_ok(&alg, &key).map_err(|e| e.to_string())?;
+                }
+                AuthVerdict::Disconnect(text) => {
+                    conn.disconnect(reason::NO_MORE_AUTH_METHODS_AVAILABLE, &text);
+                    flush(&mut conn, &mut sock)?;
+                    return Ok(());
+                }
+                AuthVerdict::InfoRequest {
+                    name,
+                    instruction,
+                    prompts,
+                } => {
+                    let p: Vec<(&str, bool)> =
+                        prompts.iter().map(|(t, e)| (t.as_str(), *e)).collect();
+                    conn.auth_info_request(&name, &instruction, &p)
+                        .map_err(|e| e.to_string())?;
+                    kbdint = Some(user);
+                }
             }
         }
         flush(&mut conn, &mut sock)?;

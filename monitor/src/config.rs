@@ -78,6 +78,8 @@
 //! | ChannelTimeout (M), UnusedConnectionTimeout (M) | ... | none |
 //! | MaxStartups, PerSourceMaxStartups, PerSourceNetBlockSize | ... | 10:30:100, none, 32:128 |
 //! | VersionAddendum | `version_addendum` | none |
+//! | UsePAM | `use_pam` | no; with yes: password and keyboard-interactive authentication, account and session management through PAM service `resshd` (see `pam`) |
+//! | PrintMotd, PrintLastLog | `print_motd`, `print_last_log` | yes, yes: shown on interactive logins (a shell on a pty) unless ~/.hushlogin exists |
 //! | Include, Match | structure | |
 //!
 //! resshd's own keywords:
@@ -95,10 +97,8 @@
 //! the feature is absent and its absence only makes resshd more
 //! restrictive, or the keyword tunes something resshd does its own way.
 //! Values are still syntax-checked like sshd does.
-//! UsePAM (PAM comes later: until then no PAM account/session modules run,
-//! and password/keyboard-interactive authentication stay off),
 //! X11Forwarding, X11DisplayOffset, X11UseLocalhost, XAuthLocation,
-//! PrintMotd, PrintLastLog, TCPKeepAlive (KeepAlive), Compression, IPQoS,
+//! TCPKeepAlive (KeepAlive), Compression, IPQoS,
 //! ModuliFile, PermitUserRC, IgnoreRhosts, IgnoreUserKnownHosts,
 //! HostbasedUsesNameFromPacketOnly, HostbasedAcceptedAlgorithms
 //! (-KeyTypes), KerberosOrLocalPasswd, KerberosTicketCleanup,
@@ -119,7 +119,7 @@
 //! | UseDNS | no | host-name patterns (`DenyUsers u@*.example`, `Match Host`) would silently stop matching |
 //! | HostbasedAuthentication, KerberosAuthentication, GSSAPIAuthentication, GSSAPIKeyExchange | no | users relying on them would be locked out without a hint |
 //! | PermitTunnel | no | no tun/tap forwarding |
-//! | ChrootDirectory | none | sessions would see the whole file system |
+//! | ChrootDirectory | none | sessions would see the whole file system (resshd cannot chroot sessions) |
 //! | AuthorizedKeysCommand | none | the command may be where keys are revoked |
 //! | AuthorizedPrincipalsFile, AuthorizedPrincipalsCommand, TrustedUserCAKeys | none | no certificate authentication |
 //! | RevokedKeys | none | a revocation list we cannot honour |
@@ -132,6 +132,16 @@
 //! RhostsAuthentication, RhostsRSAAuthentication, RSAAuthentication,
 //! CheckMail, PermitBlacklistedKeys, UseLogin, VerifyReverseMapping,
 //! ReverseMappingCheck, AuthorizedKeysFile2, UsePrivilegeSeparation.
+//!
+//! `internal-sftp` (in `Subsystem` or `ForceCommand`) runs Debian's
+//! external sftp server, `/usr/lib/openssh/sftp-server`, with the same
+//! arguments: resshd has no in-process sftp server, and without
+//! ChrootDirectory the two serve the same files. Without UsePAM, password
+//! and keyboard-interactive authentication stay off whatever
+//! PasswordAuthentication says, and locked (`!` password) and expired
+//! accounts are refused as sshd refuses them without PAM.
+//! `Match Host` matches the peer's address (resshd never resolves names,
+//! as sshd with UseDNS no).
 //!
 //! Deliberate differences from sshd 9.2: MaxStartups,
 //! PerSourceNetBlockSize and StreamLocalBindMask follow first-wins (sshd
@@ -362,6 +372,13 @@ pub struct Settings {
     pub privilege_separation_user: String,
     pub privilege_separation_directory: PathBuf,
     pub broker_socket: PathBuf,
+    /// UsePAM: password and keyboard-interactive authentication through
+    /// PAM, PAM account and session management (service `resshd`).
+    pub use_pam: bool,
+    /// PrintMotd: /etc/motd on interactive logins.
+    pub print_motd: bool,
+    /// PrintLastLog: "Last login: ..." on interactive logins.
+    pub print_last_log: bool,
 
     // Allowed in Match.
     pub permit_root_login: PermitRootLogin,
@@ -560,6 +577,9 @@ impl Settings {
                 PermitRootLogin::No => "no",
             },
         );
+        line("usepam", yn(self.use_pam));
+        line("printmotd", yn(self.print_motd));
+        line("printlastlog", yn(self.print_last_log));
         line("pubkeyauthentication", yn(self.pubkey_authentication));
         line("passwordauthentication", yn(self.password_authentication));
         line(

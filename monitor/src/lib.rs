@@ -6,5 +6,7 @@ pub mod authkeys;
 
 pub mod config;
 pub mod log;
+pub mod loginrec;
 pub mod monitor;
+pub mod pam;
 pub mod policy;

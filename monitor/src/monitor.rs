@@ -29,7 +29,10 @@ use crate::config::{
     Config, GatewayPorts, MatchContext, PermitRootLogin, PermitUserEnvironment, Settings,
 };
 use crate::log;
+use crate::loginrec::{self, Login};
+use crate::pam::{self, Pam};
 use crate::policy;
+use zeroize::Zeroizing;
 
 /// How workers are confined.
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         peer,
         local,
         settings: ctx.config.resolve(&MatchContext {
+            // UseDNS no: the host is the address, as in sshd.
+            host: Some(peer.ip().to_string()),
             addr: Some(peer.ip()),
             local_addr: Some(local.ip()),
             local_port: Some(local.port()),
@@ -71,6 +76,12 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         accepted: None,
         broker,
         tokens: Vec::new(),
+        partial: None,
+        pam: None,
+        stashed: None,
+        ipc_failure: None,
+        login_messages: Vec::new(),
+        logins: Vec::new(),
     };
     match m.run(sock) {
         Ok(()) => 0,
@@ -101,6 +112,31 @@ struct Monitor<'a> {
     broker: Option<Endpoint>,
     /// The session's current resume tokens, to register again.
     tokens: Vec<Vec<u8>>,
+    /// Methods that succeeded so far (AuthenticationMethods with more
+    /// than one method).
+    partial: Option<Partial>,
+    /// The PAM transaction (UsePAM): from the first password,
+    /// keyboard-interactive or account check until the session ends.
+    pam: Option<Pam>,
+    /// A request from the kex worker that cut a keyboard-interactive
+    /// conversation short: handled next.
+    stashed: Option<FromKex>,
+    /// The link to the kex worker broke inside a PAM conversation.
+    ipc_failure: Option<String>,
+    /// Messages from PAM (account management, session) for the login.
+    login_messages: Vec<String>,
+    /// Logins recorded in utmp/wtmp, to record the logout.
+    logins: Vec<Login>,
+}
+
+/// Progress through AuthenticationMethods for one user.
+struct Partial {
+    user: String,
+    completed: Vec<String>,
+    /// The authorized_keys options of a publickey step.
+    options: KeyOptions,
+    used_keys: Vec<Vec<u8>>,
+    settings: Settings,
 }
 
 /// Moves `fds` to 3, 4, ... in a child between fork and exec.
@@ -120,6 +156,12 @@ fn place_fds(fds: &[i32]) -> std::io::Result<()> {
         if unsafe { libc::dup2(h, 3 + i as i32) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
+    }
+    // The temporary copies are not close-on-exec (F_DUPFD): left open, they
+    // would reach the worker and every process it starts (the user's).
+    for &h in &high {
+        // SAFETY: closing a descriptor this child made above.
+        unsafe { libc::close(h) };
     }
     Ok(())
 }
@@ -309,10 +351,13 @@ impl Monitor<'_> {
                 }
                 ipc.set_timeout(Some(left)).map_err(|e| e.to_string())?;
             }
-            let msg = match ipc.recv::<FromKex>() {
-                Ok((m, _)) => m,
-                Err(ressh_ipc::Error::Closed) => return Ok(KexOutcome::Closed),
-                Err(e) => return Err(e.to_string()),
+            let msg = match self.stashed.take() {
+                Some(m) => m,
+                None => match ipc.recv::<FromKex>() {
+                    Ok((m, _)) => m,
+                    Err(ressh_ipc::Error::Closed) => return Ok(KexOutcome::Closed),
+                    Err(e) => return Err(e.to_string()),
+                },
             };
             match msg {
                 FromKex::Sign { key, alg, data } => {
@@ -333,7 +378,15 @@ impl Monitor<'_> {
                     if self.accepted.is_some() || self.session_id.is_none() {
                         return Err("auth request out of order".into());
                     }
-                    let v = self.judge(&user, request);
+                    let v = self.judge(ipc, &user, request);
+                    if let Some(e) = self.ipc_failure.take() {
+                        if e == "closed" {
+                            return Ok(KexOutcome::Closed);
+                        }
+                        return Err(e);
+                    }
+                    // A conversation cut short: the next request is due.
+                    let Some(v) = v else { continue };
                     if let AuthVerdict::Disconnect(t) = &v {
                         log::info(&format!("Disconnecting {}: {t}", self.who()));
                     }
@@ -362,29 +415,51 @@ impl Monitor<'_> {
         if self.failures >= max {
             return AuthVerdict::Disconnect("Too many authentication failures".into());
         }
-        let mut methods = Vec::new();
-        if self.settings.pubkey_authentication {
-            methods.push("publickey".to_string());
-        }
+        let methods = match &self.partial {
+            Some(p) => methods_left(&p.settings, &p.completed),
+            None => methods_left(&self.settings, &[]),
+        };
         AuthVerdict::Reject {
             methods,
             partial: false,
         }
     }
 
-    fn judge(&mut self, name: &str, request: AuthRequest) -> AuthVerdict {
+    /// Judges one user-auth request. None when no verdict is due: a
+    /// keyboard-interactive conversation was cut short by another request
+    /// (now in `stashed`) or by a broken link (`ipc_failure`).
+    fn judge(&mut self, ipc: &Endpoint, name: &str, request: AuthRequest) -> Option<AuthVerdict> {
         let ip = self.peer.ip();
         let port = self.peer.port();
+        if self.partial.as_ref().is_some_and(|p| p.user != name) {
+            self.partial = None;
+        }
+        let method = match &request {
+            AuthRequest::None => "none",
+            AuthRequest::PublicKey { .. } => "publickey",
+            AuthRequest::Password(_) => "password",
+            AuthRequest::KeyboardInteractive => "keyboard-interactive",
+            // Answers with no conversation in progress.
+            AuthRequest::InfoResponse(_) => return Some(self.reject()),
+        };
         let user = match self.lookup_user(name) {
             Some(u) => u,
             None => {
-                if !matches!(request, AuthRequest::None) {
+                if method != "none" {
                     log::info(&format!(
                         "Invalid user {} from {ip} port {port}",
                         ressh_proto::wire::printable(name.as_bytes())
                     ));
                 }
-                return self.reject();
+                // PAM runs for unknown users as for others (and fails), so
+                // that prompts and timing do not tell which users exist.
+                let s = self.settings.clone();
+                if matches!(method, "password" | "keyboard-interactive")
+                    && method_allowed(&s, &[], method)
+                {
+                    return self.pam_auth(ipc, name, None, request, s);
+                }
+                return Some(self.reject());
             }
         };
         let groups = user_groups(&user);
@@ -400,10 +475,10 @@ impl Monitor<'_> {
         let settings = self.ctx.config.resolve(&MatchContext {
             user: Some(user.name.clone()),
             groups: group_names.clone(),
+            host: Some(ip.to_string()),
             addr: Some(ip),
             local_addr: Some(self.local.ip()),
             local_port: Some(self.local.port()),
-            ..Default::default()
         });
         let peer = PeerInfo {
             addr: ip,
@@ -420,16 +495,54 @@ impl Monitor<'_> {
             &settings.deny_groups,
         ) {
             log::info(&why);
-            return self.reject();
+            return Some(self.reject());
         }
-        let AuthRequest::PublicKey {
-            algorithm,
-            blob,
-            signature,
-        } = request
-        else {
-            // none, password and keyboard-interactive: not offered (PAM arrives later).
-            return self.reject();
+        if !settings.use_pam {
+            // Without PAM, sshd refuses locked and expired accounts itself.
+            if let Err(why) = shadow_account_ok(&user.name) {
+                log::info(&why);
+                return Some(self.reject());
+            }
+        }
+        let completed = self
+            .partial
+            .as_ref()
+            .map(|p| p.completed.clone())
+            .unwrap_or_default();
+        if method == "none" || !method_allowed(&settings, &completed, method) {
+            return Some(self.reject());
+        }
+        match request {
+            AuthRequest::PublicKey {
+                algorithm,
+                blob,
+                signature,
+            } => Some(self.publickey(user, groups, settings, algorithm, blob, signature)),
+            request => {
+                if user.uid.is_root() && settings.permit_root_login != PermitRootLogin::Yes {
+                    log::info(&format!("ROOT LOGIN REFUSED FROM {ip} port {port}"));
+                    return Some(self.reject());
+                }
+                self.pam_auth(ipc, name, Some((user, groups)), request, settings)
+            }
+        }
+    }
+
+    fn publickey(
+        &mut self,
+        user: nix::unistd::User,
+        groups: Vec<u32>,
+        settings: Settings,
+        algorithm: String,
+        blob: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> AuthVerdict {
+        let ip = self.peer.ip();
+        let port = self.peer.port();
+        let peer = PeerInfo {
+            addr: ip,
+            port,
+            hostname: None,
         };
         if !settings.pubkey_authentication
             || !settings
@@ -510,19 +623,211 @@ impl Monitor<'_> {
                 return self.reject();
             }
         }
-        log::info(&format!(
-            "Accepted publickey for {} from {ip} port {port} ssh2: {} {}",
+        if self
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.used_keys.contains(&blob))
+        {
+            // "publickey,publickey" needs two different keys.
+            return self.reject();
+        }
+        let text = format!(
+            "publickey for {} from {ip} port {port} ssh2: {} {}",
             user.name,
             key.key_type_name(),
             key.fingerprint()
-        ));
+        );
+        self.success(
+            "publickey",
+            &text,
+            user,
+            groups,
+            settings,
+            Some((found.options, blob)),
+        )
+    }
+
+    /// A method succeeded: the user is in when AuthenticationMethods is
+    /// satisfied (and PAM's account management agrees), else the client
+    /// is told which methods remain (partial success).
+    fn success(
+        &mut self,
+        method: &str,
+        text: &str,
+        user: nix::unistd::User,
+        groups: Vec<u32>,
+        settings: Settings,
+        key: Option<(KeyOptions, Vec<u8>)>,
+    ) -> AuthVerdict {
+        let p = self.partial.get_or_insert_with(|| Partial {
+            user: user.name.clone(),
+            completed: Vec::new(),
+            options: KeyOptions::default(),
+            used_keys: Vec::new(),
+            settings: settings.clone(),
+        });
+        p.completed.push(method.to_string());
+        p.settings = settings.clone();
+        if let Some((options, blob)) = key {
+            p.options = options;
+            p.used_keys.push(blob);
+        }
+        if !auth_complete(&settings, &p.completed) {
+            log::info(&format!("Partial {text}"));
+            return AuthVerdict::Reject {
+                methods: methods_left(&settings, &p.completed),
+                partial: true,
+            };
+        }
+        let options = p.options.clone();
+        if settings.use_pam {
+            if let Err(v) = self.pam_account(&user.name) {
+                return v;
+            }
+        }
+        log::info(&format!("Accepted {text}"));
+        self.partial = None;
         self.accepted = Some(Accepted {
             user,
             groups,
-            options: found.options,
+            options,
             settings,
         });
         AuthVerdict::Accept
+    }
+
+    /// The PAM transaction for `name`, started (again) if needed.
+    fn ensure_pam(&mut self, name: &str) -> Result<&mut Pam, String> {
+        if !self.pam.as_ref().is_some_and(|p| p.user() == name) {
+            self.pam = None;
+            let p = Pam::start(pam::SERVICE, name, &self.peer.ip().to_string())
+                .map_err(|e| format!("PAM: pam_start: {e}"))?;
+            self.pam = Some(p);
+        }
+        Ok(self.pam.as_mut().expect("started"))
+    }
+
+    /// pam_acct_mgmt, as sshd runs it after every successful method
+    /// (expired accounts, pam_nologin, access rules). Messages for the user
+    /// are kept for the login; a refusal disconnects, as in sshd.
+    fn pam_account(&mut self, name: &str) -> Result<(), AuthVerdict> {
+        let mut messages = Vec::new();
+        let r = match self.ensure_pam(name) {
+            Ok(pam) => pam
+                .acct_mgmt(0, &mut pam::collect_messages(&mut messages))
+                .map_err(|e| {
+                    if e.code == pam::PAM_NEW_AUTHTOK_REQD {
+                        format!(
+                            "Access denied for user {name}: the password has expired \
+                             (resshd cannot change passwords during login)"
+                        )
+                    } else {
+                        log::debug(&format!("PAM: pam_acct_mgmt for {name}: {e}"));
+                        format!("Access denied for user {name} by PAM account configuration")
+                    }
+                }),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {
+                self.login_messages.extend(messages);
+                Ok(())
+            }
+            Err(why) => {
+                log::info(&why);
+                let text = messages.join("\n");
+                let text = text.trim();
+                Err(AuthVerdict::Disconnect(if text.is_empty() {
+                    "Access denied by PAM account configuration".to_string()
+                } else {
+                    text.to_string()
+                }))
+            }
+        }
+    }
+
+    /// Password and keyboard-interactive authentication through PAM.
+    /// `user` is None for a user that does not exist: PAM runs all the
+    /// same, and the attempt fails.
+    fn pam_auth(
+        &mut self,
+        ipc: &Endpoint,
+        name: &str,
+        user: Option<(nix::unistd::User, Vec<u32>)>,
+        request: AuthRequest,
+        settings: Settings,
+    ) -> Option<AuthVerdict> {
+        let ip = self.peer.ip();
+        let port = self.peer.port();
+        let (method, label) = match &request {
+            AuthRequest::Password(_) => ("password", "password"),
+            _ => ("keyboard-interactive", "keyboard-interactive/pam"),
+        };
+        if let Err(e) = self.ensure_pam(name) {
+            log::error(&e);
+            return Some(self.reject());
+        }
+        let mut pam = self.pam.take().expect("started");
+        let flags = if settings.permit_empty_passwords {
+            0
+        } else {
+            pam::PAM_DISALLOW_NULL_AUTHTOK
+        };
+        let result = match request {
+            AuthRequest::Password(password) => {
+                if password.is_empty() && !settings.permit_empty_passwords {
+                    Err(())
+                } else {
+                    // Answers a password prompt with the password; any other
+                    // prompt fails the conversation (as sshd's).
+                    let mut conv = |msgs: &[pam::Message]| {
+                        msgs.iter()
+                            .map(|m| match m {
+                                pam::Message::PromptEchoOff(_) => Some(Some(password.clone())),
+                                pam::Message::PromptEchoOn(_) => None,
+                                _ => Some(None),
+                            })
+                            .collect::<Option<Vec<_>>>()
+                    };
+                    pam.authenticate(flags, &mut conv).map_err(|_| ())
+                }
+            }
+            _ => {
+                let stashed = &mut self.stashed;
+                let failure = &mut self.ipc_failure;
+                let mut info = String::new();
+                let mut conv = |msgs: &[pam::Message]| {
+                    kbdint_round(ipc, name, msgs, &mut info, stashed, failure)
+                };
+                pam.authenticate(flags, &mut conv).map_err(|_| ())
+            }
+        };
+        let pam_user = pam.pam_user();
+        self.pam = Some(pam);
+        if self.ipc_failure.is_some() {
+            return None;
+        }
+        if self.stashed.is_some() {
+            log::debug(&format!(
+                "keyboard-interactive for {} abandoned by the client",
+                ressh_proto::wire::printable(name.as_bytes())
+            ));
+            return None;
+        }
+        match (result, user) {
+            (Ok(()), Some((user, groups))) if pam_user.as_deref() == Some(name) => {
+                let text = format!("{label} for {name} from {ip} port {port} ssh2");
+                Some(self.success(method, &text, user, groups, settings, None))
+            }
+            (_, user) => {
+                log::info(&format!(
+                    "Failed {label} for {}{} from {ip} port {port} ssh2",
+                    if user.is_some() { "" } else { "invalid user " },
+                    ressh_proto::wire::printable(name.as_bytes())
+                ));
+                Some(self.reject())
+            }
+        }
     }
 
     fn lookup_user(&self, name: &str) -> Option<nix::unistd::User> {
@@ -548,7 +853,11 @@ impl Monitor<'_> {
             (false, false) => Forwarding::None,
         };
         SessionPolicy {
-            force_command: s.force_command.clone().or_else(|| o.command.clone()),
+            force_command: s
+                .force_command
+                .as_deref()
+                .map(policy::external_sftp)
+                .or_else(|| o.command.clone()),
             permit_pty: s.permit_tty && !o.no_pty,
             forwarding,
             permit_open: narrow(&policy::permit_list(&s.permit_open), &o.permitopen),
@@ -570,7 +879,7 @@ impl Monitor<'_> {
             subsystems: s
                 .subsystems
                 .iter()
-                .map(|x| (x.name.clone(), x.command.clone()))
+                .map(|x| (x.name.clone(), policy::external_sftp(&x.command)))
                 .collect(),
             client_alive_interval_secs: s.client_alive_interval.as_secs(),
             client_alive_count_max: s.client_alive_count_max,
@@ -579,8 +888,70 @@ impl Monitor<'_> {
         }
     }
 
+    /// PAM's credentials and session (UsePAM), opened before the session
+    /// worker starts as sshd opens them; returns PAM's environment.
+    fn open_pam_session(&mut self) -> Result<Vec<(String, String)>, String> {
+        let name = self.accepted.as_ref().expect("accepted").user.name.clone();
+        let mut messages = Vec::new();
+        let pam = self.ensure_pam(&name)?;
+        pam.establish_cred(&mut pam::collect_messages(&mut messages))
+            .map_err(|e| format!("PAM: pam_setcred(): {e}"))?;
+        pam.open_session(&mut pam::collect_messages(&mut messages))
+            .map_err(|e| format!("PAM: pam_open_session(): {e}"))?;
+        let env = pam
+            .env()
+            .into_iter()
+            // sshd's PAM_ENV_DENYLIST: PAM must not fake these.
+            .filter(|(n, _)| !n.starts_with("SSH_AUTH_INFO") && !n.starts_with("SSH_CONNECTION"))
+            .collect();
+        self.login_messages.extend(messages);
+        Ok(env)
+    }
+
+    /// What an interactive login shows (sshd's display_loginmsg and
+    /// do_motd): PAM's messages, the last login, /etc/motd.
+    fn login_message(&self, settings: &Settings, uid: u32) -> String {
+        let mut text = String::new();
+        for m in &self.login_messages {
+            text.push_str(m);
+            if !m.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        if settings.print_last_log {
+            if let Some(line) = loginrec::last_login_message(uid) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        if settings.print_motd {
+            if let Ok(f) = std::fs::File::open("/etc/motd") {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                if f.take(64 * 1024).read_to_end(&mut buf).is_ok() {
+                    text.push_str(&String::from_utf8_lossy(&buf));
+                }
+            }
+        }
+        text
+    }
+
     fn run_session(&mut self, sock: OwnedFd, state: Vec<u8>) -> Result<(), String> {
+        let use_pam = self.accepted.as_ref().expect("accepted").settings.use_pam;
+        let pam_env = if use_pam {
+            match self.open_pam_session() {
+                Ok(env) => env,
+                Err(e) => {
+                    // As sshd: no session without PAM's.
+                    log::error(&format!("{}: {e}", self.who()));
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let a = self.accepted.as_ref().expect("accepted");
+        let login_message = self.login_message(&a.settings, a.user.uid.as_raw());
         let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.ctx.session_worker);
         cmd.env_clear()
@@ -630,6 +1001,8 @@ impl Monitor<'_> {
             local_addr: self.local.ip().to_string(),
             local_port: self.local.port(),
             policy: self.policy(a),
+            pam_env,
+            login_message,
         };
         ours.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
             .map_err(|e| e.to_string())?;
@@ -640,7 +1013,18 @@ impl Monitor<'_> {
             log::error(&format!("{}: session worker: {e}", self.who()));
             let _ = child.kill();
         }
-        let status = child.wait().map_err(|e| e.to_string())?;
+        let status = child.wait().map_err(|e| e.to_string());
+        for l in std::mem::take(&mut self.logins) {
+            if let Err(e) = loginrec::record_logout(&l) {
+                log::debug(&format!("logout record for {}: {e}", l.tty));
+            }
+        }
+        if let Some(mut pam) = self.pam.take() {
+            if let Err(e) = pam.close_session() {
+                log::error(&format!("PAM: pam_close_session(): {e}"));
+            }
+        }
+        let status = status?;
         log::info(&format!("Disconnected from {}", self.who()));
         if !status.success() {
             log::debug(&format!("session worker ended with {status}"));
@@ -758,6 +1142,19 @@ impl Monitor<'_> {
                 self.to_broker(&ToBroker::Verdict { id, result });
                 Ok(())
             }
+            FromSession::LoginStarted { tty, pid } => {
+                self.record_login(tty, pid);
+                Ok(())
+            }
+            FromSession::LoginEnded { tty } => {
+                if let Some(i) = self.logins.iter().position(|l| l.tty == tty) {
+                    let l = self.logins.remove(i);
+                    if let Err(e) = loginrec::record_logout(&l) {
+                        log::debug(&format!("logout record for {tty}: {e}"));
+                    }
+                }
+                Ok(())
+            }
             FromSession::Detached => {
                 log::info(&format!("Detached: {}", self.who()));
                 self.to_broker(&ToBroker::Detached);
@@ -776,6 +1173,40 @@ impl Monitor<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Records a login the session worker reports, after checking that
+    /// the tty and the process are the user's (the worker runs as the user
+    /// and must not write records for others).
+    fn record_login(&mut self, tty: String, pid: i32) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(a) = &self.accepted else { return };
+        let uid = a.user.uid.as_raw();
+        let tty_ok =
+            loginrec::valid_tty(&tty) && std::fs::metadata(&tty).is_ok_and(|m| m.uid() == uid);
+        let pid_ok =
+            pid > 1 && std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
+        if !tty_ok || !pid_ok || self.logins.len() >= 64 || self.logins.iter().any(|l| l.tty == tty)
+        {
+            log::info(&format!(
+                "{}: refused a login record for {} (pid {pid})",
+                self.who(),
+                ressh_proto::wire::printable(tty.as_bytes())
+            ));
+            return;
+        }
+        let l = Login {
+            tty,
+            pid,
+            user: a.user.name.clone(),
+            uid,
+            host: self.peer.ip().to_string(),
+            addr: self.peer.ip(),
+        };
+        if let Err(e) = loginrec::record_login(&l) {
+            log::debug(&format!("login record for {}: {e}", l.tty));
+        }
+        self.logins.push(l);
     }
 
     fn on_broker_msg(
@@ -849,10 +1280,10 @@ impl Monitor<'_> {
         let settings = self.ctx.config.resolve(&MatchContext {
             user: Some(a.user.name.clone()),
             groups: group_names.clone(),
+            host: Some(ip.to_string()),
             addr: Some(ip),
             local_addr: Some(self.local.ip()),
             local_port: Some(self.local.port()),
-            ..Default::default()
         });
         let peer = PeerInfo {
             addr: ip,
@@ -901,4 +1332,159 @@ fn narrow(config: &[String], key: &[String]) -> Vec<String> {
         (true, false) => key.to_vec(),
         (false, false) => key.iter().filter(|k| config.contains(k)).cloned().collect(),
     }
+}
+
+/// One round of a keyboard-interactive conversation: PAM's prompts go to
+/// the client (through the kex worker) with the messages before them as
+/// the instruction; the answers come back. Messages without a prompt wait
+/// for the next prompt. None fails the conversation: when the client sent
+/// something else (kept in `stashed`), or the link broke (`failure`).
+fn kbdint_round(
+    ipc: &Endpoint,
+    name: &str,
+    msgs: &[pam::Message],
+    info: &mut String,
+    stashed: &mut Option<FromKex>,
+    failure: &mut Option<String>,
+) -> Option<Vec<Option<Zeroizing<String>>>> {
+    let mut prompts = Vec::new();
+    for m in msgs {
+        match m {
+            pam::Message::PromptEchoOff(t) => prompts.push((t.clone(), false)),
+            pam::Message::PromptEchoOn(t) => prompts.push((t.clone(), true)),
+            pam::Message::Error(t) | pam::Message::Info(t) => {
+                info.push_str(t);
+                info.push('\n');
+            }
+        }
+    }
+    if prompts.is_empty() {
+        return Some(vec![None; msgs.len()]);
+    }
+    let n = prompts.len();
+    let request = AuthVerdict::InfoRequest {
+        name: String::new(),
+        instruction: std::mem::take(info),
+        prompts,
+    };
+    if let Err(e) = ipc.send(&ToKex::Verdict(request), &[]) {
+        *failure = Some(e.to_string());
+        return None;
+    }
+    match ipc.recv::<FromKex>() {
+        Ok((
+            FromKex::Auth {
+                user,
+                request: AuthRequest::InfoResponse(answers),
+            },
+            _,
+        )) => {
+            if user != name || answers.len() != n {
+                return None;
+            }
+            let mut answers = answers.into_iter();
+            Some(
+                msgs.iter()
+                    .map(|m| if m.is_prompt() { answers.next() } else { None })
+                    .collect(),
+            )
+        }
+        Ok((other, _)) => {
+            *stashed = Some(other);
+            None
+        }
+        Err(ressh_ipc::Error::Closed) => {
+            *failure = Some("closed".into());
+            None
+        }
+        Err(e) => {
+            *failure = Some(e.to_string());
+            None
+        }
+    }
+}
+
+/// Whether a method name from AuthenticationMethods names `method`
+/// (`keyboard-interactive:pam` names keyboard-interactive).
+fn names_method(listed: &str, method: &str) -> bool {
+    listed == method || listed.split_once(':').is_some_and(|(m, _)| m == method)
+}
+
+/// The lists of AuthenticationMethods that `completed` is a prefix of.
+fn open_lists<'a>(s: &'a Settings, completed: &'a [String]) -> Option<Vec<&'a Vec<String>>> {
+    let lists = s.authentication_methods.as_ref()?;
+    Some(
+        lists
+            .iter()
+            .filter(|l| {
+                l.len() >= completed.len()
+                    && l.iter().zip(completed).all(|(a, b)| names_method(a, b))
+            })
+            .collect(),
+    )
+}
+
+/// Methods the client may try next.
+fn methods_left(s: &Settings, completed: &[String]) -> Vec<String> {
+    let enabled = policy::auth_methods(s);
+    match open_lists(s, completed) {
+        None => enabled,
+        Some(lists) => {
+            let mut out: Vec<String> = Vec::new();
+            for l in lists {
+                if let Some(next) = l.get(completed.len()) {
+                    let base = next.split(':').next().unwrap_or(next).to_string();
+                    if enabled.contains(&base) && !out.contains(&base) {
+                        out.push(base);
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Whether `method` may be tried now.
+fn method_allowed(s: &Settings, completed: &[String], method: &str) -> bool {
+    methods_left(s, completed).iter().any(|m| m == method)
+}
+
+/// Whether the methods completed satisfy AuthenticationMethods.
+fn auth_complete(s: &Settings, completed: &[String]) -> bool {
+    match open_lists(s, completed) {
+        None => true,
+        Some(lists) => lists.iter().any(|l| l.len() == completed.len()),
+    }
+}
+
+/// sshd's checks of the shadow entry without PAM (auth.c allowed_user):
+/// a locked password ("!") or an expired account refuses the user.
+fn shadow_account_ok(name: &str) -> Result<(), String> {
+    let Ok(c) = CString::new(name) else {
+        return Ok(());
+    };
+    // SAFETY: getspnam returns a pointer to static storage (or null); the
+    // monitor is single-threaded and copies what it needs at once.
+    let (locked, expire) = unsafe {
+        let sp = libc::getspnam(c.as_ptr());
+        if sp.is_null() {
+            return Ok(());
+        }
+        let pw = (*sp).sp_pwdp;
+        let locked = !pw.is_null() && *pw == b'!' as libc::c_char;
+        (locked, (*sp).sp_expire)
+    };
+    if locked {
+        return Err(format!("User {name} not allowed because account is locked"));
+    }
+    if expire != -1 {
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| (d.as_secs() / 86400) as libc::c_long)
+            .unwrap_or(0);
+        if today > expire {
+            return Err(format!("Account {name} has expired"));
+        }
+    }
+    Ok(())
 }

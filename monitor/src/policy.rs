@@ -21,9 +21,26 @@ pub fn proto_config(s: &Settings) -> ressh_proto::Config {
     if s.rekey_interval > Duration::ZERO {
         c.rekey_interval = s.rekey_interval;
     }
+    c.auth_methods = auth_methods(s);
     c.detach_timeout = u32::try_from(s.detach_timeout.as_secs()).unwrap_or(u32::MAX);
     c.resilience_buffer = u32::try_from(s.resilience_buffer_size).unwrap_or(u32::MAX);
     c
+}
+
+/// The user-auth methods offered: publickey, and with UsePAM password and
+/// keyboard-interactive (each as far as enabled).
+pub fn auth_methods(s: &Settings) -> Vec<String> {
+    let mut m = Vec::new();
+    if s.pubkey_authentication {
+        m.push("publickey".to_string());
+    }
+    if s.use_pam && s.password_authentication {
+        m.push("password".to_string());
+    }
+    if s.use_pam && s.kbd_interactive_authentication {
+        m.push("keyboard-interactive".to_string());
+    }
+    m
 }
 
 /// The Banner file's text, read as root, bounded like OpenSSH (256 KiB).
@@ -48,5 +65,36 @@ pub fn permit_list(p: &PermitList) -> Vec<String> {
                 None => format!("{}:*", hp.host),
             })
             .collect(),
+    }
+}
+
+/// Where Debian's sftp server lives (openssh-sftp-server).
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// `internal-sftp [args]` (sshd's in-process sftp server) as the external
+/// sftp server with the same arguments: resshd has no in-process server,
+/// and without ChrootDirectory (which resshd refuses) the two behave the
+/// same. Any other command is returned as it is.
+pub fn external_sftp(command: &str) -> String {
+    match command.strip_prefix("internal-sftp") {
+        Some("") => SFTP_SERVER.to_string(),
+        Some(rest) if rest.starts_with([' ', '\t']) => format!("{SFTP_SERVER}{rest}"),
+        _ => command.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_sftp_runs_the_sftp_server() {
+        assert_eq!(external_sftp("internal-sftp"), SFTP_SERVER);
+        assert_eq!(
+            external_sftp("internal-sftp -l INFO"),
+            format!("{SFTP_SERVER} -l INFO")
+        );
+        assert_eq!(external_sftp("internal-sftpx"), "internal-sftpx");
+        assert_eq!(external_sftp("/bin/true"), "/bin/true");
     }
 }

@@ -118,6 +118,20 @@ impl Default for Config {
     }
 }
 
+/// Counters of one connection's traffic, for diagnostics (`ressh -v`) and
+/// benchmarks. They survive reconnects (they count for the session).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// SSH_MSG_RESILIENCE_ACKs sent, and their bytes on the wire (length,
+    /// padding, MAC or tag included).
+    pub acks_sent: u64,
+    pub ack_wire_bytes: u64,
+    pub acks_received: u64,
+    /// Channel data bytes (payload of CHANNEL_DATA and EXTENDED_DATA).
+    pub data_sent: u64,
+    pub data_received: u64,
+}
+
 /// A user-auth attempt seen by a server, for the application to judge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthAttempt {
@@ -348,6 +362,10 @@ pub struct Connection {
     preamble_seen: usize,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
+    /// Bytes at the front of `outbuf` already sent ([`Self::consume_output`]):
+    /// consuming moves this offset instead of shifting the rest of the buffer
+    /// (which can hold megabytes) after every socket write.
+    out_pos: usize,
     writer: PacketWriter,
     reader: PacketReader,
     kex: Option<KexRun>,
@@ -386,6 +404,7 @@ pub struct Connection {
     probe_sent: Option<Instant>,
     dead_reported: bool,
     closed: bool,
+    stats: Stats,
 }
 
 impl Connection {
@@ -417,6 +436,7 @@ impl Connection {
             preamble_seen: 0,
             inbuf: Vec::new(),
             outbuf: Vec::new(),
+            out_pos: 0,
             writer: PacketWriter::none(),
             reader: PacketReader::none(),
             kex: None,
@@ -447,6 +467,7 @@ impl Connection {
             probe_sent: None,
             dead_reported: false,
             closed: false,
+            stats: Stats::default(),
         };
         c.outbuf.extend_from_slice(c.local_version.as_bytes());
         c.outbuf.extend_from_slice(b"\r\n");
@@ -458,16 +479,26 @@ impl Connection {
 
     /// Bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
-        &self.outbuf
+        &self.outbuf[self.out_pos..]
     }
 
     /// Marks `n` bytes of [`Self::output`] as sent.
     pub fn consume_output(&mut self, n: usize) {
-        self.outbuf.drain(..n.min(self.outbuf.len()));
+        self.out_pos = (self.out_pos + n).min(self.outbuf.len());
+        if self.out_pos == self.outbuf.len() {
+            self.outbuf.clear();
+            self.out_pos = 0;
+        } else if self.out_pos >= 64 * 1024 && self.out_pos * 2 >= self.outbuf.len() {
+            // Compact once the sent part is at least as large as the rest:
+            // the bytes moved never exceed the bytes consumed.
+            self.outbuf.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
     }
 
     /// Takes all pending output at once.
     pub fn take_output(&mut self) -> Vec<u8> {
+        self.outbuf.drain(..std::mem::take(&mut self.out_pos));
         std::mem::take(&mut self.outbuf)
     }
 
@@ -508,6 +539,11 @@ impl Connection {
     /// Messages sent and received since authentication.
     pub fn message_counts(&self) -> (u64, u64) {
         (self.sent_msgs, self.recv_msgs)
+    }
+
+    /// Traffic counters (ACKs, channel data).
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Feeds received bytes. On a protocol error the connection queues a
@@ -747,7 +783,12 @@ impl Connection {
     }
 
     fn write_now(&mut self, payload: &[u8]) -> Result<()> {
+        let before = self.outbuf.len();
         self.writer.write(payload, &mut self.outbuf)?;
+        if payload[0] == resilience::MSG_ACK {
+            self.stats.acks_sent += 1;
+            self.stats.ack_wire_bytes += (self.outbuf.len() - before) as u64;
+        }
         if self.writer.seq == 0 && !self.strict_kex {
             return Err(Error::Protocol("outgoing sequence number wrapped"));
         }
@@ -1194,6 +1235,7 @@ impl Connection {
             80..=127 => Err(Error::Protocol("connection message before authentication")),
             resilience::MSG_ACK if self.resilience.as_ref().is_some_and(|r| r.active) => {
                 let (count, want_reply) = resilience::decode_ack(&payload)?;
+                self.stats.acks_received += 1;
                 let freed = self.resilience.as_mut().expect("resilience").acked(count)?;
                 if freed {
                     self.wake_blocked_channels();
@@ -1877,6 +1919,7 @@ impl Connection {
         let max = ch.remote_max_packet.clamp(1, our_max) as usize;
         ch.remote_window -= n as u32;
         let recipient = ch.remote_id;
+        self.stats.data_sent += n as u64;
         for chunk in data[..n].chunks(max) {
             let mut p = Vec::with_capacity(chunk.len() + 16);
             match code {
@@ -2183,7 +2226,9 @@ impl Connection {
             ));
         }
         ch.local_window -= data.len() as u32;
-        if ch.sent_close {
+        let closing = ch.sent_close;
+        self.stats.data_received += data.len() as u64;
+        if closing {
             // Closing: data is dropped, the window no longer matters.
             return Ok(());
         }
@@ -2307,7 +2352,7 @@ impl Connection {
             local_version: self.local_version.clone(),
             peer_version: self.peer_version.clone().unwrap_or_default(),
             inbuf: self.inbuf.clone(),
-            outbuf: self.outbuf.clone(),
+            outbuf: self.output().to_vec(),
             writer: self.writer.export(),
             writer_seq: self.writer.seq,
             writer_bytes: self.writer.bytes,
@@ -2401,6 +2446,7 @@ impl Connection {
             preamble_seen: 0,
             inbuf: s.inbuf,
             outbuf: s.outbuf,
+            out_pos: 0,
             writer,
             reader,
             kex: None,
@@ -2431,6 +2477,7 @@ impl Connection {
             probe_sent: None,
             dead_reported: false,
             closed: false,
+            stats: Stats::default(),
         })
     }
 }

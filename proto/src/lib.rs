@@ -16,6 +16,6 @@ pub mod transport;
 
 pub use conn::{
     AuthAttempt, ClientReconnect, Config, Connection, Event, HostKeySigner, ReconnectRequest,
-    Refused, Role, ServerReconnect,
+    Refused, Role, ServerReconnect, Stats,
 };
 pub use error::{Error, Result};

@@ -384,6 +384,7 @@ impl Connection {
         self.reader = att.reader;
         self.inbuf = att.inbuf;
         self.outbuf = att.outbuf;
+        self.out_pos = 0;
         self.peer_version = att.peer_version;
         self.after_reconnect(now, resend)?;
         // Bytes of the server that came with its NEWKEYS.
@@ -543,6 +544,7 @@ impl Connection {
         self.reader = sr.reader;
         self.inbuf = sr.inbuf;
         self.outbuf = sr.outbuf;
+        self.out_pos = 0;
         self.peer_version = Some(sr.transcript.v_c);
         self.local_version = sr.transcript.v_s;
         if let Some(r) = self.resilience.as_mut() {

@@ -15,6 +15,8 @@ pub struct EnvInputs<'a> {
     pub client_env: &'a [(String, Vec<u8>)],
     /// environment= options of the key.
     pub key_env: &'a [(String, String)],
+    /// What PAM's modules set (pam_env), with UsePAM.
+    pub pam_env: &'a [(String, String)],
     pub peer_addr: &'a str,
     pub peer_port: u16,
     pub local_addr: &'a str,
@@ -39,8 +41,8 @@ fn set(env: &mut Vec<(String, Vec<u8>)>, name: &str, value: impl Into<Vec<u8>>) 
 
 /// The environment, in OpenSSH's order: client variables first (so the
 /// fixed ones below override them), then USER .. SHELL, TZ, TERM, the key's
-/// environment= options, SSH_CLIENT, SSH_CONNECTION, SSH_TTY and
-/// SSH_ORIGINAL_COMMAND.
+/// environment= options, PAM's environment, SSH_CLIENT, SSH_CONNECTION,
+/// SSH_TTY and SSH_ORIGINAL_COMMAND.
 pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
     let mut env = Vec::new();
     for (n, v) in i.client_env {
@@ -64,6 +66,9 @@ pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
         set(&mut env, "TERM", term);
     }
     for (n, v) in i.key_env {
+        set(&mut env, n, v.as_str());
+    }
+    for (n, v) in i.pam_env {
         set(&mut env, n, v.as_str());
     }
     set(
@@ -112,11 +117,16 @@ mod tests {
             ("USER".to_string(), b"mallory".to_vec()),
         ];
         let key_env = vec![("FROM_KEY".to_string(), "1".to_string())];
+        let pam_env = vec![
+            ("FROM_PAM".to_string(), "2".to_string()),
+            ("SSH_CLIENT".to_string(), "forged".to_string()),
+        ];
         let env = build(&EnvInputs {
             user: &user,
             shell: "/bin/bash",
             client_env: &client,
             key_env: &key_env,
+            pam_env: &pam_env,
             peer_addr: "127.0.0.1",
             peer_port: 5555,
             local_addr: "127.0.0.1",
@@ -138,6 +148,7 @@ mod tests {
         assert_eq!(get(&env, "SSH_TTY"), Some(&b"/dev/pts/3"[..]));
         assert_eq!(get(&env, "TERM"), Some(&b"xterm"[..]));
         assert_eq!(get(&env, "FROM_KEY"), Some(&b"1"[..]));
+        assert_eq!(get(&env, "FROM_PAM"), Some(&b"2"[..]));
         assert_eq!(get(&env, "SSH_ORIGINAL_COMMAND"), Some(&b"ls -l"[..]));
         assert_eq!(env.iter().filter(|(n, _)| n == "USER").count(), 1);
     }

@@ -94,6 +94,8 @@ fn run() -> Result<(), String> {
         peer_port: start.peer_port,
         local_addr: start.local_addr,
         local_port: start.local_port,
+        pam_env: start.pam_env,
+        login_message: start.login_message,
     };
     let mut s = session::Session::new(conn, sock, info, endpoint, inbox)?;
     s.run()

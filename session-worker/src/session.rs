@@ -409,6 +409,11 @@ impl Session {
             }
             progress |= self.pump_lingering(&mut scratch);
             self.drain_events();
+            for m in std::mem::take(&mut self.ctx.to_monitor) {
+                if let Err(e) = self.monitor.send(&m) {
+                    log!("monitor: {e}");
+                }
+            }
             progress |= self.write_socket();
             if self.conn.is_closed() {
                 self.end();
@@ -915,6 +920,11 @@ impl Session {
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,
             };
+            if let Some(tty) = self.ctx.logins.remove(&pid) {
+                self.ctx
+                    .to_monitor
+                    .push(ressh_ipc::msg::FromSession::LoginEnded { tty });
+            }
             if let Some(id) = self.ctx.children.remove(&pid) {
                 if let Some(Chan::Session(s)) = self.chans.get_mut(&id) {
                     s.child_exited(exit);
@@ -937,6 +947,17 @@ impl Session {
                     i.peer_addr,
                     i.peer_port
                 );
+                // Torn down with all its processes (issue 5): nobody will
+                // come back for them. Each child leads its own process group
+                // (setsid), which its shell's jobs share; cleanup() only
+                // hangs up pty sessions, as sshd does after a disconnect.
+                for chan in self.chans.values() {
+                    if let Chan::Session(s) = chan {
+                        if let Some((pid, _)) = s.running_child() {
+                            let _ = killpg(pid, Signal::SIGKILL);
+                        }
+                    }
+                }
                 self.end();
             }
             // ClientAlive does not run while detached, nor do the

@@ -372,6 +372,28 @@ impl Net {
         killed
     }
 
+    /// Like [`Net::kill_tcp`], for killing again and again while a client keeps
+    /// reconnecting: one `ss -K` run, nothing required and nothing checked afterwards (a
+    /// connection made meanwhile is legitimately alive). Returns how many connections it
+    /// killed (0 when there was none).
+    pub fn try_kill_tcp(&self, port: u16) -> usize {
+        let _state = self.state();
+        let ss = require_cmd("ss");
+        let dst = format!("{SERVER_ADDR}:{port}");
+        let out = ok(self.cmd_client(&ss).args(["-K", "-t", "-n", "-H"]).args([
+            "state",
+            "connected",
+            "exclude",
+            "time-wait",
+            "dst",
+            &dst,
+        ]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+
     /// `on`: the router silently drops everything it forwards between client and server
     /// (nftables `drop`), both ways; connections stall, nothing is reset. `off`: traffic
     /// flows again and stalled connections resume on their next retransmission.
@@ -426,15 +448,23 @@ impl Net {
     /// the old address stall (their source address is gone). Returns once a new
     /// connection from the new address gets through (unless a blackhole or reject is on).
     pub fn roam(&self) {
+        self.roam_timed();
+    }
+
+    /// [`Net::roam`], returning when the client's default route started moving to the
+    /// new uplink (taken just before the `ip route replace` that moves it): the moment
+    /// the client's path to the server changed, for measuring how fast it follows.
+    pub fn roam_timed(&self) -> Instant {
         let mut state = self.state();
         let (old, new) = (state.uplink, state.uplink.other());
-        self.add_uplink(new);
+        let route_changed = self.add_uplink(new);
         ip_batch(&self.client, &format!("link del {}\n", old.iface()));
         state.uplink = new;
         state.link_up = true;
         if !state.blackhole && !state.reject {
             self.check_path(new);
         }
+        route_changed
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -442,8 +472,9 @@ impl Net {
     }
 
     /// Creates `uplink` (a veth pair router ↔ client with both addresses), waits until it
-    /// is up at both ends and points the client's default route at it.
-    fn add_uplink(&self, uplink: Uplink) {
+    /// is up at both ends and points the client's default route at it. Returns when it
+    /// started changing the route.
+    fn add_uplink(&self, uplink: Uplink) -> Instant {
         let iface = uplink.iface();
         ip_batch(
             &self.router,
@@ -464,6 +495,7 @@ impl Net {
         );
         self.wait_up(&self.client, iface);
         self.wait_up(&self.router, iface);
+        let route_changed = Instant::now();
         ip_batch(
             &self.client,
             &format!(
@@ -471,6 +503,7 @@ impl Net {
                 uplink.router_addr()
             ),
         );
+        route_changed
     }
 
     /// Waits until `iface` in `ns` has operstate UP (carrier on, queueing discipline
@@ -670,14 +703,14 @@ fn setns_net(ns: &File) -> io::Result<()> {
     }
 }
 
-fn in_ns<'c>(name: &str, cmd: &'c mut Command) -> &'c mut Command {
+pub(crate) fn in_ns<'c>(name: &str, cmd: &'c mut Command) -> &'c mut Command {
     let ns = ns_file(name);
     // SAFETY: the closure runs in the forked child before exec; it only makes the
     // setns syscall and reads errno: no allocation, no locks (async-signal-safe).
     unsafe { cmd.pre_exec(move || setns_net(&ns)) }
 }
 
-fn enter_ns<F, R>(name: &str, f: F) -> R
+pub(crate) fn enter_ns<F, R>(name: &str, f: F) -> R
 where
     F: FnOnce() -> R + Send,
     R: Send,

@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Sshd, TempDir, TestUser};
+use crate::{Net, Sshd, TempDir, TestUser};
 
-/// resshd on 127.0.0.1 with generated host keys, its own privsep user (a
-/// [`TestUser`]) and its own empty chroot directory; everything is removed
-/// on drop.
+/// resshd on 127.0.0.1 (or, with [`Resshd::start_in`], inside a [`Net`]'s
+/// server namespace) with generated host keys, its own privsep user (a
+/// [`TestUser`]), its own empty chroot directory and broker socket;
+/// everything is removed on drop.
 pub struct Resshd {
     // Field order is drop order: the daemon goes first.
     pub server: Sshd,
@@ -18,6 +19,18 @@ pub struct Resshd {
 impl Resshd {
     /// `bin` is the resshd binary; its workers must sit next to it.
     pub fn start(bin: &Path, extra_config: &str) -> Resshd {
+        Resshd::start_inner(bin, extra_config, None)
+    }
+
+    /// Like [`Resshd::start`], but resshd runs inside `net`'s server namespace and
+    /// listens on `net.server_addr()` (198.18.0.1) port 22
+    /// ([`Sshd::start_binary_in`]). Its monitors and workers run there too, so the
+    /// lab's drop kills whatever outlives the daemon.
+    pub fn start_in(bin: &Path, net: &Net, extra_config: &str) -> Resshd {
+        Resshd::start_inner(bin, extra_config, Some(net))
+    }
+
+    fn start_inner(bin: &Path, extra_config: &str, net: Option<&Net>) -> Resshd {
         for w in ["resshd-kex", "resshd-session"] {
             let p = bin.with_file_name(w);
             assert!(
@@ -35,7 +48,10 @@ impl Resshd {
             chroot.display(),
             parent.join("broker.sock").display()
         );
-        let server = Sshd::start_binary(bin, &config);
+        let server = match net {
+            Some(net) => Sshd::start_binary_in(bin, &config, net, 22),
+            None => Sshd::start_binary(bin, &config),
+        };
         Resshd {
             server,
             privsep_user,
@@ -50,6 +66,17 @@ impl Resshd {
 
     pub fn log(&self) -> String {
         self.server.log()
+    }
+
+    /// Stops resshd (SIGTERM; established sessions carry on) and starts it again with
+    /// the same configuration and broker socket: see [`Sshd::restart`].
+    pub fn restart(&mut self) {
+        self.server.restart();
+    }
+
+    /// SIGHUP: resshd re-executes itself; see [`Sshd::reload`].
+    pub fn reload(&mut self) {
+        self.server.reload();
     }
 }
 

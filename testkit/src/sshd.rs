@@ -1,6 +1,6 @@
 //! Debian's stock OpenSSH server on loopback, as the reference peer.
 
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{self, require_cmd, require_root, run_ok};
 use crate::keys::read_pub;
-use crate::TempDir;
+use crate::{Net, TempDir};
 
 /// The server binary started by [`Sshd::start`].
 pub const SSHD_BIN: &str = "/usr/sbin/sshd";
@@ -48,10 +48,22 @@ pub fn free_port() -> u16 {
 /// Debian's `/usr/sbin/sshd -D -e -f <config>` listening on `127.0.0.1:<port>`, with
 /// fresh host keys in its own temp dir. On drop it and all its children (connection
 /// handlers, user sessions) are killed and the dir is removed.
+///
+/// [`Sshd::start_binary_in`] starts one inside a [`Net`]'s server namespace instead,
+/// listening on the lab's server address; [`Sshd::restart`] and [`Sshd::reload`] stop
+/// and start it again, or send it SIGHUP, with the same configuration.
 #[derive(Debug)]
 pub struct Sshd {
     child: Child,
+    bin: PathBuf,
+    addr: Ipv4Addr,
     port: u16,
+    /// The network namespace it runs in (by name); None: the caller's.
+    netns: Option<String>,
+    logs_listening: bool,
+    /// Processes an earlier instance left running (stopped by [`Sshd::stop`]: its
+    /// established sessions carry on); killed with their descendants on drop.
+    previous: Vec<u32>,
     config_path: PathBuf,
     log_path: PathBuf,
     dir: TempDir,
@@ -72,7 +84,7 @@ fn keyword(line: &str) -> Option<String> {
 /// The full sshd_config: the caller's global lines first (sshd takes the first value
 /// of most keywords), then the fixed lines, the defaults the caller did not set, and
 /// last the caller's `Match` blocks (which must end the file).
-fn build_config(dir: &Path, port: u16, extra: &str) -> String {
+fn build_config(dir: &Path, addr: Ipv4Addr, port: u16, extra: &str) -> String {
     let mut global = Vec::new();
     let mut matches = Vec::new();
     for line in extra.lines() {
@@ -93,7 +105,7 @@ fn build_config(dir: &Path, port: u16, extra: &str) -> String {
         }
     }
     cfg += "# fixed\n";
-    cfg += &format!("Port {port}\nListenAddress 127.0.0.1\nPidFile none\n");
+    cfg += &format!("Port {port}\nListenAddress {addr}\nPidFile none\n");
     for kind in HOST_KEY_KINDS {
         cfg += &format!("HostKey {}\n", host_key_path(dir, kind).display());
     }
@@ -150,6 +162,22 @@ impl Sshd {
     /// Like [`Sshd::start`] with another sshd-compatible server binary
     /// (`resshd`), started with the same flags and generated configuration.
     pub fn start_binary(bin: &Path, extra_config: &str) -> Sshd {
+        Sshd::start_inner(bin, extra_config, None)
+    }
+
+    /// Like [`Sshd::start_binary`], but the server runs inside `net`'s server
+    /// namespace ([`Net::in_server`]) and listens on `net.server_addr()` port `port`
+    /// (a fresh namespace has every port free: 22 is a natural choice) instead of
+    /// 127.0.0.1. Everything else (host keys, defaults, log, drop) is the same.
+    pub fn start_binary_in(bin: &Path, extra_config: &str, net: &Net, port: u16) -> Sshd {
+        Sshd::start_inner(
+            bin,
+            extra_config,
+            Some((net.server_ns().to_string(), net.server_addr(), port)),
+        )
+    }
+
+    fn start_inner(bin: &Path, extra_config: &str, netns: Option<(String, Ipv4Addr, u16)>) -> Sshd {
         require_root();
         assert!(
             bin.exists(),
@@ -181,27 +209,36 @@ impl Sshd {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = free_port();
-            fs::write(&config_path, build_config(dir.path(), port, extra_config))
-                .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
-            let log = File::create(&log_path)
+            let (ns, addr, port) = match &netns {
+                Some((ns, addr, port)) => (Some(ns.clone()), *addr, *port),
+                None => (None, Ipv4Addr::LOCALHOST, free_port()),
+            };
+            fs::write(
+                &config_path,
+                build_config(dir.path(), addr, port, extra_config),
+            )
+            .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+            File::create(&log_path)
                 .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
-            let log2 = log.try_clone().expect("dup log fd");
-            let mut child = Command::new(bin)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            match wait_ready(&mut child, port, &log_path, logs_listening) {
+            let mut child = spawn_daemon(bin, &config_path, &log_path, ns.as_deref());
+            let ready = wait_ready(
+                &mut child,
+                (addr, port),
+                ns.as_deref(),
+                &log_path,
+                logs_listening,
+                0,
+            );
+            match ready {
                 Ok(()) => {
                     return Sshd {
                         child,
+                        bin: bin.to_path_buf(),
+                        addr,
                         port,
+                        netns: ns,
+                        logs_listening,
+                        previous: Vec::new(),
                         config_path,
                         log_path,
                         dir,
@@ -210,12 +247,12 @@ impl Sshd {
                 Err(why) => {
                     kill_tree(&mut child);
                     let log = read_log(&log_path);
-                    if log.contains("Address already in use") && attempt < 3 {
+                    if log.contains("Address already in use") && attempt < 3 && ns.is_none() {
                         continue;
                     }
                     let cfg = fs::read_to_string(&config_path).unwrap_or_default();
                     panic!(
-                        "{} on 127.0.0.1:{port} {why}\n--- sshd_config ---\n{cfg}\
+                        "{} on {addr}:{port} {why}\n--- sshd_config ---\n{cfg}\
                          --- log ---\n{log}",
                         bin.display()
                     );
@@ -224,7 +261,93 @@ impl Sshd {
         }
     }
 
-    /// The TCP port on 127.0.0.1.
+    fn wait_ready(&mut self, listening_before: usize) -> Result<(), String> {
+        wait_ready(
+            &mut self.child,
+            (self.addr, self.port),
+            self.netns.as_deref(),
+            &self.log_path,
+            self.logs_listening,
+            listening_before,
+        )
+    }
+
+    fn listening_lines(&self) -> usize {
+        let listening = format!("Server listening on {} port {}.", self.addr, self.port);
+        read_log(&self.log_path).matches(&listening).count()
+    }
+
+    /// Stops the server with SIGTERM and waits (at most 10 s) until it has exited; its
+    /// children (established sessions) are left running, as a daemon restart leaves
+    /// them, and are killed on drop. Panics if it does not exit. See [`Sshd::restart`].
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id();
+        self.previous.extend(cmd::descendants(pid));
+        cmd::signal_pids("TERM", &[pid.to_string()]);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                _ => panic!(
+                    "{} (pid {pid}) did not exit within {READY_TIMEOUT:?} of SIGTERM\n--- log ---\n{}",
+                    self.bin.display(),
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    /// [`Sshd::stop`], then starts the same binary again with the same configuration
+    /// file, address and port (the log file goes on), and waits until it accepts
+    /// connections. Panics (with the log) if it does not.
+    pub fn restart(&mut self) {
+        self.stop();
+        let before = self.listening_lines();
+        self.child = spawn_daemon(
+            &self.bin,
+            &self.config_path,
+            &self.log_path,
+            self.netns.as_deref(),
+        );
+        if let Err(why) = self.wait_ready(before) {
+            panic!(
+                "{} restarted on {}:{} {why}\n--- log ---\n{}",
+                self.bin.display(),
+                self.addr,
+                self.port,
+                self.log()
+            );
+        }
+    }
+
+    /// Sends SIGHUP (sshd and resshd re-execute themselves, keeping their pid) and waits
+    /// until the new image has logged that it listens again and accepts connections.
+    /// Panics (with the log) if it does not.
+    pub fn reload(&mut self) {
+        let before = self.listening_lines();
+        cmd::signal_pids("HUP", &[self.child.id().to_string()]);
+        if let Err(why) = self.wait_ready(before) {
+            panic!(
+                "{} after SIGHUP on {}:{} {why}\n--- log ---\n{}",
+                self.bin.display(),
+                self.addr,
+                self.port,
+                self.log()
+            );
+        }
+    }
+
+    /// The address it listens on: 127.0.0.1, or the lab's server address
+    /// ([`Sshd::start_binary_in`]).
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The TCP port (on 127.0.0.1, or on [`Sshd::addr`]).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -260,12 +383,16 @@ impl Sshd {
         read_pub(Path::new(&path)).unwrap_or_else(|e| panic!("read host key {kind}: {e}"))
     }
 
-    /// `known_hosts` lines for all three host keys (`[127.0.0.1]:PORT keytype base64`),
-    /// each ending in a newline.
+    /// `known_hosts` lines for all three host keys (`[127.0.0.1]:PORT keytype base64`;
+    /// `ADDR keytype base64` on port 22), each ending in a newline.
     pub fn known_hosts(&self) -> String {
+        let host = match self.port {
+            22 => self.addr.to_string(),
+            port => format!("[{}]:{port}", self.addr),
+        };
         HOST_KEY_KINDS
             .iter()
-            .map(|k| format!("[127.0.0.1]:{} {}\n", self.port, self.host_key_pub(k)))
+            .map(|k| format!("{host} {}\n", self.host_key_pub(k)))
             .collect()
     }
 }
@@ -276,23 +403,33 @@ fn read_log(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until the server accepts TCP connections on `port` (and, when its log level
-/// shows it, has logged that it listens there: then the listener is surely sshd's).
+/// Waits until the server accepts TCP connections on `addr` (from inside `netns` if
+/// given) and, when its log level shows it, has logged that it listens there more
+/// than `listening_before` times: then the listener is surely this instance's.
 fn wait_ready(
     child: &mut Child,
-    port: u16,
+    addr: (Ipv4Addr, u16),
+    netns: Option<&str>,
     log_path: &Path,
     logs_listening: bool,
+    listening_before: usize,
 ) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let listening = format!("Server listening on 127.0.0.1 port {port}.");
+    let listening = format!("Server listening on {} port {}.", addr.0, addr.1);
+    let addr = SocketAddr::from(addr);
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("exited at start: {status}"));
         }
-        let logged = !logs_listening || read_log(log_path).contains(&listening);
-        if logged && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        let logged =
+            !logs_listening || read_log(log_path).matches(&listening).count() > listening_before;
+        let connect = || TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        let accepts = logged
+            && match netns {
+                Some(ns) => crate::netns::enter_ns(ns, connect).is_ok(),
+                None => connect().is_ok(),
+            };
+        if accepts {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -300,6 +437,31 @@ fn wait_ready(
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts `bin -D -e -f config` with stdout and stderr appended to `log` (O_APPEND:
+/// the processes of an earlier instance may still write there), inside network
+/// namespace `netns` if given.
+fn spawn_daemon(bin: &Path, config: &Path, log: &Path, netns: Option<&str>) -> Child {
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let log2 = log_file.try_clone().expect("dup log fd");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log2);
+    if let Some(ns) = netns {
+        crate::netns::in_ns(ns, &mut cmd);
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 /// Kills `child` and every process below it, and reaps it. Idempotent.
@@ -316,6 +478,11 @@ fn kill_tree(child: &mut Child) {
 impl Drop for Sshd {
     fn drop(&mut self) {
         kill_tree(&mut self.child);
+        for &pid in &self.previous {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                cmd::kill_tree(pid);
+            }
+        }
     }
 }
 
@@ -327,7 +494,7 @@ mod tests {
     fn config_puts_caller_first_and_match_last() {
         let extra = "PasswordAuthentication no\nSubsystem=sftp internal-sftp\n\
                      Match User bob\n  ForceCommand true\n";
-        let cfg = build_config(Path::new("/x"), 2222, extra);
+        let cfg = build_config(Path::new("/x"), Ipv4Addr::LOCALHOST, 2222, extra);
         let pos = |s: &str| {
             cfg.find(s)
                 .unwrap_or_else(|| panic!("{s} missing in\n{cfg}"))

@@ -65,6 +65,9 @@ pub(crate) enum Imp {
     DetachTimeout,
     MaxDetachedSessions,
     ResilienceBufferSize,
+    UsePam,
+    PrintMotd,
+    PrintLastLog,
     Include,
     Match,
 }
@@ -171,8 +174,6 @@ const TUNMODES: &[&str] = &["no", "point-to-point", "ethernet", "yes"];
 const DIGESTS: &[&str] = &["md5", "sha1", "sha256", "sha384", "sha512"];
 
 const NO_X11: &str = "resshd has no X11 forwarding";
-const NO_PAM: &str =
-    "resshd does not use PAM yet (password and keyboard-interactive authentication stay off)";
 const NO_KRB: &str = "resshd has no Kerberos or GSSAPI support";
 const NO_HOSTBASED: &str = "resshd has no host-based authentication";
 const NO_CERTS: &str = "resshd does not accept certificates";
@@ -238,6 +239,9 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("channeltimeout", Imp::ChannelTimeout, M),
     imp("unusedconnectiontimeout", Imp::UnusedConnectionTimeout, M),
     imp("versionaddendum", Imp::VersionAddendum, G),
+    imp("usepam", Imp::UsePam, G),
+    imp("printmotd", Imp::PrintMotd, G),
+    imp("printlastlog", Imp::PrintLastLog, G),
     imp("include", Imp::Include, M),
     imp("match", Imp::Match, M),
     // resshd's own.
@@ -250,13 +254,10 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     // Ignored with a warning: the feature is absent and its absence only
     // makes resshd more restrictive, or the keyword tunes something resshd
     // does its own way.
-    ign("usepam", Check::Flag, G, NO_PAM),
     ign("x11forwarding", Check::Flag, M, NO_X11),
     ign("x11displayoffset", Check::Int, M, NO_X11),
     ign("x11uselocalhost", Check::Flag, M, NO_X11),
     ign("xauthlocation", Check::One, G, NO_X11),
-    ign("printmotd", Check::Flag, G, "resshd does not print /etc/motd (pam_motd does, with PAM)"),
-    ign("printlastlog", Check::Flag, G, "resshd does not print the last login"),
     ign("tcpkeepalive", Check::Flag, G, "resshd detects dead connections itself"),
     ign("keepalive", Check::Flag, G, "resshd detects dead connections itself"),
     ign(

@@ -767,6 +767,9 @@ impl Parser {
                 }
                 Value::ResilienceBufferSize(v)
             }
+            Imp::UsePam => Value::UsePam(parse_flag(a.one()?)?),
+            Imp::PrintMotd => Value::PrintMotd(parse_flag(a.one()?)?),
+            Imp::PrintLastLog => Value::PrintLastLog(parse_flag(a.one()?)?),
             Imp::Include | Imp::Match => return Ok(None),
         };
         Ok(Some(v))

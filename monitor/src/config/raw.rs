@@ -80,6 +80,9 @@ pub(crate) enum Value {
     DetachTimeout(Duration),
     MaxDetachedSessions(u32),
     ResilienceBufferSize(u64),
+    UsePam(bool),
+    PrintMotd(bool),
+    PrintLastLog(bool),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,6 +108,9 @@ pub(crate) struct Raw {
     privilege_separation_user: Option<String>,
     privilege_separation_directory: Option<PathBuf>,
     broker_socket: Option<PathBuf>,
+    use_pam: Option<bool>,
+    print_motd: Option<bool>,
+    print_last_log: Option<bool>,
 
     permit_root_login: Option<PermitRootLogin>,
     log_level: Option<LogLevel>,
@@ -255,6 +261,9 @@ impl Raw {
             Value::DetachTimeout(x) => first(&mut self.detach_timeout, x),
             Value::MaxDetachedSessions(x) => first(&mut self.max_detached_sessions, x),
             Value::ResilienceBufferSize(x) => first(&mut self.resilience_buffer_size, x),
+            Value::UsePam(x) => first(&mut self.use_pam, x),
+            Value::PrintMotd(x) => first(&mut self.print_motd, x),
+            Value::PrintLastLog(x) => first(&mut self.print_last_log, x),
         }
     }
 
@@ -420,6 +429,9 @@ impl Raw {
             broker_socket: self
                 .broker_socket
                 .unwrap_or_else(|| PathBuf::from("/run/resshd/broker.sock")),
+            use_pam: self.use_pam.unwrap_or(false),
+            print_motd: self.print_motd.unwrap_or(true),
+            print_last_log: self.print_last_log.unwrap_or(true),
 
             permit_root_login: self
                 .permit_root_login

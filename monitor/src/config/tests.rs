@@ -870,9 +870,6 @@ fn unknown_refused_deprecated() {
         "PermitTunnel no",
         "UseDNS no",
         "X11Forwarding yes",
-        "UsePAM yes",
-        "PrintMotd no",
-        "PrintLastLog yes",
         "TCPKeepAlive no",
         "Compression delayed",
         "GSSAPIAuthentication no",
@@ -1147,7 +1144,7 @@ fn debian_default_sshd_config() {
             }]
         );
     }
-    for kw in ["UsePAM", "X11Forwarding", "PrintMotd"] {
+    for kw in ["X11Forwarding"] {
         if text.lines().any(|l| l.starts_with(kw)) {
             assert!(
                 c.warnings()
@@ -1569,4 +1566,21 @@ proptest! {
             prop_assert!(!s.ports.is_empty());
         }
     }
+}
+
+#[test]
+fn pam_motd_lastlog() {
+    let c = parse("UsePAM yes\nPrintMotd no\nPrintLastLog no\n");
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let s = c.global();
+    assert!(s.use_pam && !s.print_motd && !s.print_last_log);
+    let d = parse("Port 22").global();
+    assert!(!d.use_pam && d.print_motd && d.print_last_log);
+    let dump = s.dump();
+    assert!(
+        dump.contains("usepam yes\nprintmotd no\nprintlastlog no\n"),
+        "{dump}"
+    );
+    parse_err("UsePAM maybe");
+    parse_err("Match User x\nPrintMotd no");
 }

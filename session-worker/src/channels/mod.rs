@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::unistd::Pid;
-use ressh_ipc::msg::{SessionPolicy, UserInfo};
+use ressh_ipc::msg::{FromSession, SessionPolicy, UserInfo};
 
 /// Bytes queued for the client beyond which nothing more is read from local
 /// fds or from the client (backpressure).
@@ -37,6 +37,10 @@ pub struct Info {
     pub peer_port: u16,
     pub local_addr: String,
     pub local_port: u16,
+    /// Variables from PAM, for every child's environment.
+    pub pam_env: Vec<(String, String)>,
+    /// Shown on interactive logins (see `SessionStart::login_message`).
+    pub login_message: String,
 }
 
 /// Shared state of the event loop that channel code works with.
@@ -47,6 +51,10 @@ pub struct Ctx {
     pub info: Info,
     /// Live children: pid → session channel id.
     pub children: HashMap<Pid, u32>,
+    /// Children on a pty whose login the monitor recorded: pid → tty.
+    pub logins: HashMap<Pid, String>,
+    /// Messages for the monitor, sent by the event loop.
+    pub to_monitor: Vec<FromSession>,
 }
 
 impl Ctx {
@@ -58,6 +66,8 @@ impl Ctx {
             next_token: first_token,
             info,
             children: HashMap::new(),
+            logins: HashMap::new(),
+            to_monitor: Vec::new(),
         }
     }
 

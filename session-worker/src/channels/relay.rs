@@ -63,6 +63,9 @@ pub struct Relay {
     /// The channel is gone (its id may be reused): nothing is reported to
     /// the engine any more.
     detached: bool,
+    /// Bytes sent as channel data before anything read from the outputs
+    /// (the login message of an interactive login).
+    prefix: Vec<u8>,
 }
 
 impl Relay {
@@ -78,6 +81,7 @@ impl Relay {
             peer_eof: false,
             failed: false,
             detached: false,
+            prefix: Vec::new(),
         }
     }
 
@@ -110,6 +114,11 @@ impl Relay {
             code,
             eof: false,
         });
+    }
+
+    /// Sends `bytes` as channel data before what the outputs read.
+    pub fn push_prefix(&mut self, bytes: &[u8]) {
+        self.prefix.extend_from_slice(bytes);
     }
 
     /// Writes the channel's data to `slot`.
@@ -285,6 +294,13 @@ impl Relay {
             let window = conn.send_window(self.id);
             if window == 0 || conn.output().len() >= OUT_HIGH {
                 break;
+            }
+            if code.is_none() && !self.prefix.is_empty() && !self.detached {
+                let n = window.min(self.prefix.len());
+                let sent = conn.send_data(self.id, &self.prefix[..n])?;
+                self.prefix.drain(..sent);
+                progress = true;
+                continue;
             }
             let Some(s) = self.streams.get_mut(slot).and_then(|s| s.as_mut()) else {
                 self.outs[i].eof = true;

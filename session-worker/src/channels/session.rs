@@ -249,6 +249,7 @@ impl SessionChan {
             shell,
             client_env: &self.env,
             key_env: &policy.key_environment,
+            pam_env: &info.pam_env,
             peer_addr: &info.peer_addr,
             peer_port: info.peer_port,
             local_addr: &info.local_addr,
@@ -277,6 +278,25 @@ impl SessionChan {
             None => log!("{label}, pid {}", spawned.pid),
         }
         let with_pty = self.pty.is_some();
+        if let (Some(tty), true) = (&self.tty, with_pty) {
+            // The monitor records the login (utmp, wtmp, lastlog).
+            ctx.to_monitor
+                .push(ressh_ipc::msg::FromSession::LoginStarted {
+                    tty: tty.clone(),
+                    pid: spawned.pid.as_raw(),
+                });
+            ctx.logins.insert(spawned.pid, tty.clone());
+            // sshd's display_loginmsg and do_motd: for a login shell on a
+            // pty, unless ~/.hushlogin exists.
+            if command.is_none()
+                && !info.login_message.is_empty()
+                && !std::path::Path::new(&info.user.home)
+                    .join(".hushlogin")
+                    .exists()
+            {
+                self.relay.push_prefix(&crlf(&info.login_message));
+            }
+        }
         let r = match self.pty.take() {
             Some(p) => {
                 // Only the child keeps the slave open, so the master reads
@@ -368,5 +388,28 @@ impl SessionChan {
     pub fn close(&mut self, ctx: &mut Ctx) {
         self.relay.close(ctx);
         self.pty = None;
+    }
+}
+
+/// Text for a terminal: line ends as CR LF (what a pty's ONLCR makes of
+/// what a program writes; this text is sent past the pty).
+fn crlf(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut prev = 0u8;
+    for &b in text.as_bytes() {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crlf() {
+        assert_eq!(super::crlf("a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
     }
 }

@@ -608,6 +608,8 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         local_addr: local.ip().to_string(),
         local_port: local.port(),
         policy: cfg.policy.clone(),
+        pam_env: Vec::new(),
+        login_message: String::new(),
     };
     link.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
         .map_err(|e| format!("send Start: {e}"))?;
@@ -651,6 +653,8 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                 link.verdict_cv.notify_all();
             }
             Ok((FromSession::Detached, _)) => record(MonitorEvent::Detached),
+            // Login records are the real monitor's business.
+            Ok((FromSession::LoginStarted { .. } | FromSession::LoginEnded { .. }, _)) => {}
             Ok((
                 FromSession::Attached {
                     peer_addr,

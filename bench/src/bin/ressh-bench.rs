@@ -1,0 +1,1381 @@
+//! ressh-bench: ressh/resshd and OpenSSH's ssh/sshd side by side, in one
+//! run, on this machine; prints a table of ratios (Markdown).
+//!
+//! Run it with `bench/run` (builds first) or, after
+//! `cargo build --release --workspace --bins`, `target/release/ressh-bench`.
+//! It needs root: it starts Debian's sshd, creates a temporary user (removed
+//! at the end) whose sessions both servers run, and measures reconnects in
+//! network namespaces (198.18.0.0/15). Everything else stays on 127.0.0.1.
+//! See bench/README.md.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ressh_bench::daemon::{ClientSetup, Keys, Kind, Server, ServerSpec};
+use ressh_bench::proc::{self, Mem};
+use ressh_bench::stats::{ratio, Summary};
+use ressh_bench::{bin_dir, is_root, require_bin};
+use ressh_testkit::{Net, TempDir, TestUser};
+
+const MIB: u64 = 1 << 20;
+
+const USAGE: &str = "\
+usage: ressh-bench [--reps N] [--size MIB] [--sessions N] [--seq N] [--conc N]
+                   [--trials N] [--only LIST] [--skip LIST] [--quick] [--out FILE]
+
+Measures ressh/resshd and OpenSSH ssh/sshd side by side on this machine and
+prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
+  cat       1 GiB (--size) through exec cat, each cipher, both directions
+  sftp      sftp get and put of the same file
+  resil     resilience on vs off; ACK bytes on the wire
+  setup     exec true: --seq sequential (200), --conc concurrent (50)
+  memory    RSS/PSS per idle session and per detached session (--sessions 1000)
+  reconnect reconnect after a killed connection / a route change (--trials 30)
+--reps N    repetitions of each transfer (default 3)
+--quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10
+--out FILE  also write the report to FILE
+--serve     only start both servers (as for the measurements), print client
+            command lines, and wait for Enter (for profiling by hand)";
+
+/// Ciphers both implementations support (with the MAC used for CTR).
+const CIPHERS: &[(&str, &str, Option<&str>)] = &[
+    ("chacha20-poly1305", "chacha20-poly1305@openssh.com", None),
+    ("aes128-gcm", "aes128-gcm@openssh.com", None),
+    ("aes256-gcm", "aes256-gcm@openssh.com", None),
+    (
+        "aes128-ctr + hmac-sha2-256-etm",
+        "aes128-ctr",
+        Some("hmac-sha2-256-etm@openssh.com"),
+    ),
+    (
+        "aes256-ctr + hmac-sha2-256-etm",
+        "aes256-ctr",
+        Some("hmac-sha2-256-etm@openssh.com"),
+    ),
+];
+
+struct Opts {
+    reps: usize,
+    size_mib: u64,
+    sessions: usize,
+    seq: usize,
+    conc: usize,
+    trials: usize,
+    sections: Vec<&'static str>,
+    out: Option<PathBuf>,
+    /// Only start the two servers, print client commands, wait for Enter.
+    serve: bool,
+}
+
+const SECTIONS: [&str; 6] = ["cat", "sftp", "resil", "setup", "memory", "reconnect"];
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        reps: 3,
+        size_mib: 1024,
+        sessions: 1000,
+        seq: 200,
+        conc: 50,
+        trials: 30,
+        sections: SECTIONS.to_vec(),
+        out: None,
+        serve: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    let list = |s: &str| -> Result<Vec<&'static str>, String> {
+        s.split(',')
+            .map(|x| {
+                SECTIONS
+                    .iter()
+                    .find(|k| **k == x.trim())
+                    .copied()
+                    .ok_or_else(|| format!("unknown section {x:?}"))
+            })
+            .collect()
+    };
+    while i < args.len() {
+        let a = args[i].as_str();
+        let mut val = || -> Result<String, String> {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{a}: bad number {v:?}"));
+        match a {
+            "--reps" => o.reps = num(val()?)?.max(1),
+            "--size" => o.size_mib = num(val()?)?.max(1) as u64,
+            "--sessions" => o.sessions = num(val()?)?.max(1),
+            "--seq" => o.seq = num(val()?)?.max(1),
+            "--conc" => o.conc = num(val()?)?.max(1),
+            "--trials" => o.trials = num(val()?)?.max(1),
+            "--only" => o.sections = list(&val()?)?,
+            "--skip" => {
+                let skip = list(&val()?)?;
+                o.sections.retain(|s| !skip.contains(s));
+            }
+            "--quick" => {
+                o.reps = 1;
+                o.size_mib = 256;
+                o.seq = 50;
+                o.conc = 20;
+                o.sessions = 100;
+                o.trials = 10;
+            }
+            "--out" => o.out = Some(PathBuf::from(val()?)),
+            "--serve" => o.serve = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// Progress on stderr.
+macro_rules! say {
+    ($($a:tt)*) => {{ eprintln!("ressh-bench: {}", format!($($a)*)); }};
+}
+
+/// One line of the final table.
+struct Row {
+    section: &'static str,
+    what: String,
+    unit: &'static str,
+    ressh: Summary,
+    openssh: Option<Summary>,
+    /// true: a larger value is better (throughput); false: smaller (time, memory).
+    higher_better: bool,
+    prec: usize,
+    note: String,
+}
+
+impl Row {
+    fn advantage(&self) -> String {
+        let Some(o) = &self.openssh else {
+            return "–".into();
+        };
+        if self.higher_better {
+            ratio(self.ressh.median, o.median)
+        } else {
+            ratio(o.median, self.ressh.median)
+        }
+    }
+}
+
+struct Bench {
+    o: Opts,
+    /// The user every session logs in as: a fresh account with /bin/sh and
+    /// no startup files of note, so that logins cost the same on both
+    /// servers and nothing of root's environment (~/.bashrc) is measured.
+    user: TestUser,
+    dir: TempDir,
+    keys: Keys,
+    file: PathBuf,
+    bytes: u64,
+    ressh: PathBuf,
+    resshd: PathBuf,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+fn main() {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ressh-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !is_root() {
+        eprintln!(
+            "ressh-bench: needs root (it runs Debian's sshd, creates a temporary user to log \
+             in as, and uses network namespaces); try `sudo bench/run`"
+        );
+        std::process::exit(2);
+    }
+    if let Err(e) = run(o) {
+        eprintln!("ressh-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: Opts) -> Result<(), String> {
+    proc::raise_nofile();
+    let bins = bin_dir();
+    let ressh = require_bin(&bins, "ressh")?;
+    let resshd = require_bin(&bins, "resshd")?;
+    require_bin(&bins, "resshd-kex")?;
+    require_bin(&bins, "resshd-session")?;
+    for p in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/sftp"] {
+        if !Path::new(p).exists() {
+            return Err(format!("{p} is missing: apt-get install openssh-server openssh-client"));
+        }
+    }
+    let dir = TempDir::new("bench");
+    // The chroot of resshd's pre-auth worker must not be writable by others;
+    // TempDir is 0700 root.
+    let keys = Keys::generate(dir.path())?;
+    let user = TestUser::create("bench");
+    user.authorize_key(&keys.user_pub);
+    let bytes = o.size_mib * MIB;
+    let file = user.home.join("data");
+    if o.sections.iter().any(|s| ["cat", "sftp", "resil"].contains(s)) {
+        say!("writing {} MiB of random data to {}", o.size_mib, file.display());
+        make_file(&file, bytes)?;
+        user.own(&file, 0o600);
+    }
+    let mut b = Bench {
+        o,
+        user,
+        dir,
+        keys,
+        file,
+        bytes,
+        ressh,
+        resshd,
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    if b.o.serve {
+        return b.serve();
+    }
+    let machine = machine_info(&b.ressh, &b.resshd);
+    let started = Instant::now();
+    let sections = b.o.sections.clone();
+    for s in sections {
+        let load = proc::loadavg();
+        say!("== {s} (load average {load:.2})");
+        if load > 0.5 {
+            b.notes.push(format!(
+                "load average was {load:.2} when section `{s}` started: something else was running"
+            ));
+        }
+        let r = match s {
+            "cat" => b.throughput(),
+            "sftp" => b.sftp(),
+            "resil" => b.resilience(),
+            "setup" => b.setup(),
+            "memory" => b.memory(),
+            "reconnect" => b.reconnect(),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            say!("section {s} failed: {e}");
+            b.notes.push(format!("section `{s}` failed: {e}"));
+        }
+    }
+    let report = b.report(&machine, started.elapsed());
+    println!("{report}");
+    if let Some(out) = &b.o.out {
+        fs::write(out, &report).map_err(|e| format!("{}: {e}", out.display()))?;
+        say!("report written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// `bytes` of random data (from OpenSSL's generator) in `path`.
+fn make_file(path: &Path, bytes: u64) -> Result<(), String> {
+    let mut f = File::create(path).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        openssl::rand::rand_bytes(&mut buf[..n]).map_err(|e| e.to_string())?;
+        f.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    f.sync_all().map_err(|e| e.to_string())
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s += &String::from_utf8_lossy(&o.stderr);
+            s.trim().to_string()
+        })
+        .unwrap_or_else(|e| format!("({cmd}: {e})"))
+}
+
+fn machine_info(ressh: &Path, resshd: &Path) -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let debian = fs::read_to_string("/etc/debian_version").unwrap_or_default();
+    format!(
+        "- CPU: {model}, {cores} cores available\n- memory: {mem}\n- kernel: Linux {}, \
+         Debian {}\n- OpenSSH: {}\n- ressh: {}; {}\n- date: {}",
+        kernel.trim(),
+        debian.trim(),
+        sh("ssh", &["-V"]),
+        sh(&ressh.display().to_string(), &["-V"]),
+        sh(&resshd.display().to_string(), &["-V"]),
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    )
+}
+
+// ----- one transfer ----------------------------------------------------------
+
+/// What one transfer measured.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// From the first byte moving to the end (connection setup excluded).
+    secs: f64,
+    /// From spawning the client to its exit.
+    wall: f64,
+    /// Busy CPU seconds of the whole machine meanwhile.
+    cpu: f64,
+}
+
+fn splice(from: i32, to: i32, len: usize) -> isize {
+    // SAFETY: plain splice(2) between two valid descriptors, no offsets.
+    unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE,
+        )
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Runs `cmd` (a client whose remote command writes `bytes` to stdout) with
+/// stdout spliced to /dev/null by this process.
+fn download(cmd: Command, bytes: u64) -> Result<Sample, String> {
+    download_log(cmd, bytes).map(|(s, _)| s)
+}
+
+/// [`download`], also returning what the client wrote to stderr.
+fn download_log(mut cmd: Command, bytes: u64) -> Result<(Sample, String), String> {
+    let devnull = File::create("/dev/null").map_err(|e| e.to_string())?;
+    let cpu0 = proc::cpu_busy();
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let out = child.stdout.take().expect("stdout");
+    let mut got = 0u64;
+    let mut first = None;
+    loop {
+        let n = splice(out.as_raw_fd(), devnull.as_raw_fd(), 1 << 20);
+        if n <= 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        got += n as u64;
+    }
+    let end = Instant::now();
+    let cpu1 = proc::cpu_busy();
+    let st = child.wait().map_err(|e| e.to_string())?;
+    let err = stderr_of(&mut child);
+    if !st.success() || got != bytes {
+        return Err(format!(
+            "client exited with {st} after {got} of {bytes} bytes: {}",
+            err.trim()
+        ));
+    }
+    let first = first.unwrap_or(end);
+    let s = Sample {
+        secs: (end - first).as_secs_f64(),
+        wall: (end - t0).as_secs_f64(),
+        cpu: cpu1 - cpu0,
+    };
+    Ok((s, err))
+}
+
+/// Runs `cmd` (a client whose remote command reads stdin to EOF) with
+/// `file` spliced into its stdin. The transfer starts when the client
+/// first drains the pipe.
+fn upload(mut cmd: Command, file: &Path, bytes: u64) -> Result<Sample, String> {
+    let src = File::open(file).map_err(|e| e.to_string())?;
+    let cpu0 = proc::cpu_busy();
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdin = child.stdin.take().expect("stdin");
+    let mut sent = 0u64;
+    let mut first = None;
+    let mut calls = 0;
+    while sent < bytes {
+        let n = splice(src.as_raw_fd(), stdin.as_raw_fd(), (bytes - sent).min(MIB) as usize);
+        if n <= 0 {
+            break;
+        }
+        calls += 1;
+        // The first call fills the empty pipe; the second returns once the
+        // client has started reading.
+        if calls == 2 {
+            first = Some(Instant::now());
+        }
+        sent += n as u64;
+    }
+    drop(stdin);
+    let st = child.wait().map_err(|e| e.to_string())?;
+    let end = Instant::now();
+    let cpu1 = proc::cpu_busy();
+    let err = stderr_of(&mut child);
+    if !st.success() || sent != bytes {
+        return Err(format!(
+            "client exited with {st} after {sent} of {bytes} bytes: {}",
+            err.trim()
+        ));
+    }
+    let first = first.unwrap_or(t0);
+    Ok(Sample {
+        secs: (end - first).as_secs_f64(),
+        wall: (end - t0).as_secs_f64(),
+        cpu: cpu1 - cpu0,
+    })
+}
+
+/// Runs a command to completion and returns its wall time.
+fn timed(cmd: &mut Command) -> Result<f64, String> {
+    let t0 = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let t = t0.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} exited with {}: {}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(t)
+}
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs
+}
+
+// ----- servers -----------------------------------------------------------------
+
+impl Bench {
+    /// A server of `kind` on 127.0.0.1 with the common settings plus `extra`.
+    fn server(&self, kind: Kind, tag: &str, extra: &str) -> Result<Server, String> {
+        let (bin, privsep) = match kind {
+            Kind::Ressh => (self.resshd.clone(), Some("nobody".to_string())),
+            Kind::OpenSsh => (PathBuf::from("/usr/sbin/sshd"), None),
+        };
+        let spec = ServerSpec {
+            kind,
+            bin,
+            dir: self.dir.join(format!("{tag}-{}", kind.name())),
+            listen: "127.0.0.1".parse().expect("address"),
+            port: None,
+            host_key: self.keys.host_key.clone(),
+            authorized_keys: self.user.home.join(".ssh/authorized_keys"),
+            privsep_user: privsep,
+            extra: format!("MaxStartups 1000\nMaxSessions 100\n{extra}"),
+        };
+        Server::start(&spec, &|_| {})
+    }
+
+    fn client(&self, s: &Server, port: Option<u16>) -> Result<ClientSetup, String> {
+        let bin = match s.kind {
+            Kind::Ressh => self.ressh.clone(),
+            Kind::OpenSsh => PathBuf::from("/usr/bin/ssh"),
+        };
+        ClientSetup::new(
+            s.kind,
+            &bin,
+            &self.dir.join(format!("client-{}", s.kind.name())),
+            &self.keys,
+            &s.addr.to_string(),
+            port.unwrap_or(s.port),
+            &self.user.name,
+        )
+    }
+
+    fn both(&self, tag: &str, extra: &str) -> Result<[(Server, ClientSetup); 2], String> {
+        let r = self.server(Kind::Ressh, tag, extra)?;
+        let o = self.server(Kind::OpenSsh, tag, extra)?;
+        let rc = self.client(&r, None)?;
+        let oc = self.client(&o, None)?;
+        Ok([(r, rc), (o, oc)])
+    }
+
+    fn serve(&self) -> Result<(), String> {
+        let pair = self.both("serve", "")?;
+        for (s, c) in &pair {
+            let cmd = c.ssh(&[]);
+            let line: Vec<String> = std::iter::once(cmd.get_program())
+                .chain(cmd.get_args())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            println!("{} (server pid {}, log {}):\n  {}", s.kind.name(), s.pid(), s.log.display(), line.join(" "));
+        }
+        println!("data file: {}\npress Enter to stop", self.file.display());
+        let mut l = String::new();
+        let _ = std::io::stdin().read_line(&mut l);
+        Ok(())
+    }
+
+    fn row(
+        &mut self,
+        section: &'static str,
+        what: impl Into<String>,
+        unit: &'static str,
+        ressh: &[f64],
+        openssh: Option<&[f64]>,
+        higher_better: bool,
+        prec: usize,
+        note: impl Into<String>,
+    ) {
+        self.rows.push(Row {
+            section,
+            what: what.into(),
+            unit,
+            ressh: Summary::of(ressh),
+            openssh: openssh.map(Summary::of),
+            higher_better,
+            prec,
+            note: note.into(),
+        });
+    }
+
+    // ----- sections ----------------------------------------------------------
+
+    fn throughput(&mut self) -> Result<(), String> {
+        let pair = self.both("cat", "")?;
+        let cat = format!("cat {}", self.file.display());
+        for (label, cipher, mac) in CIPHERS {
+            let mut extra = vec!["-c", cipher];
+            if let Some(m) = mac {
+                extra.extend(["-m", m]);
+            }
+            for dir in ["down", "up"] {
+                let mut res: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+                for rep in 0..self.o.reps {
+                    for (_, c) in &pair {
+                        let s = if dir == "down" {
+                            let mut cmd = c.ssh(&extra);
+                            cmd.arg(&cat);
+                            download(cmd, self.bytes)
+                        } else {
+                            let mut cmd = c.ssh(&extra);
+                            cmd.arg("cat > /dev/null");
+                            upload(cmd, &self.file, self.bytes)
+                        }
+                        .map_err(|e| format!("{} {label} {dir}: {e}", c.kind.name()))?;
+                        say!(
+                            "{label} {dir} {} #{rep}: {:.0} MB/s ({:.2} s, {:.2} s with setup, {:.2} CPU s)",
+                            c.kind.name(),
+                            mbps(self.bytes, s.secs),
+                            s.secs,
+                            s.wall,
+                            s.cpu
+                        );
+                        res.entry(c.kind.name()).or_default().push(s);
+                    }
+                }
+                let bytes = self.bytes;
+                let tp = |k: &str| -> Vec<f64> {
+                    res[k].iter().map(|s| mbps(bytes, s.secs)).collect()
+                };
+                let cpu = |k: &str| -> Vec<f64> {
+                    res[k]
+                        .iter()
+                        .map(|s| s.cpu / (bytes as f64 / (1u64 << 30) as f64))
+                        .collect()
+                };
+                let arrow = if dir == "down" {
+                    "server → client"
+                } else {
+                    "client → server"
+                };
+                let (r, o) = (tp("ressh"), tp("OpenSSH"));
+                self.row(
+                    "cat",
+                    format!("exec cat, {label}, {arrow}"),
+                    "MB/s",
+                    &r,
+                    Some(&o),
+                    true,
+                    0,
+                    "",
+                );
+                let (r, o) = (cpu("ressh"), cpu("OpenSSH"));
+                self.row(
+                    "cat",
+                    format!("  CPU per GiB (whole machine), {label}, {arrow}"),
+                    "CPU s",
+                    &r,
+                    Some(&o),
+                    false,
+                    2,
+                    "",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn sftp(&mut self) -> Result<(), String> {
+        let pair = self.both("sftp", "")?;
+        let batch = |name: &str, text: String| -> Result<PathBuf, String> {
+            let p = self.dir.join(name);
+            fs::write(&p, text).map_err(|e| e.to_string())?;
+            Ok(p)
+        };
+        let empty = batch("sftp-empty", "pwd\n".into())?;
+        let get = batch("sftp-get", format!("get {} /dev/null\n", self.file.display()))?;
+        let put = batch("sftp-put", format!("put {} /dev/null\n", self.file.display()))?;
+        let run = |c: &ClientSetup, b: &Path| -> Result<f64, String> {
+            let bs = b.display().to_string();
+            let mut cmd = c.sftp(&["-q", "-b", &bs]);
+            cmd.arg(c.dest());
+            timed(&mut cmd).map_err(|e| format!("sftp via {}: {e}", c.kind.name()))
+        };
+        let mut base: BTreeMap<&str, f64> = BTreeMap::new();
+        for (_, c) in &pair {
+            let v: Result<Vec<f64>, String> = (0..5).map(|_| run(c, &empty)).collect();
+            let m = Summary::of(&v?).median;
+            say!("sftp session without a transfer via {}: {:.3} s", c.kind.name(), m);
+            base.insert(c.kind.name(), m);
+        }
+        for (what, b) in [("get", &get), ("put", &put)] {
+            let mut res: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            for rep in 0..self.o.reps {
+                for (_, c) in &pair {
+                    let t = run(c, b)?;
+                    let secs = (t - base[c.kind.name()]).max(1e-3);
+                    say!(
+                        "sftp {what} {} #{rep}: {:.0} MB/s ({t:.2} s with setup)",
+                        c.kind.name(),
+                        mbps(self.bytes, secs)
+                    );
+                    res.entry(c.kind.name())
+                        .or_default()
+                        .push(mbps(self.bytes, secs));
+                }
+            }
+            self.row(
+                "sftp",
+                format!("sftp {what} (stock sftp; -S ressh against resshd)"),
+                "MB/s",
+                &res["ressh"],
+                Some(&res["OpenSSH"]),
+                true,
+                0,
+                "session setup subtracted",
+            );
+        }
+        Ok(())
+    }
+
+    fn resilience(&mut self) -> Result<(), String> {
+        let s = self.server(Kind::Ressh, "resil", "")?;
+        let c = self.client(&s, None)?;
+        let cat = format!("cat {}", self.file.display());
+        let mut on = Vec::new();
+        let mut off = Vec::new();
+        for rep in 0..self.o.reps.max(3) {
+            for (res, extra) in [(&mut on, "yes"), (&mut off, "no")] {
+                let opt = format!("Resilience={extra}");
+                let mut cmd = c.ssh(&["-o", &opt]);
+                cmd.arg(&cat);
+                let smp = download(cmd, self.bytes)?;
+                say!(
+                    "resilience {extra} #{rep}: {:.0} MB/s",
+                    mbps(self.bytes, smp.secs)
+                );
+                res.push(mbps(self.bytes, smp.secs));
+            }
+        }
+        let (son, soff) = (Summary::of(&on), Summary::of(&off));
+        self.rows.push(Row {
+            section: "resil",
+            what: "exec cat server → client, resilience on (ressh) vs off (ressh -o Resilience=no)"
+                .into(),
+            unit: "MB/s",
+            ressh: son,
+            openssh: Some(soff),
+            higher_better: true,
+            prec: 0,
+            note: "the OpenSSH column is ressh with resilience off".into(),
+        });
+        // ACK bytes on the wire, as counted by the client (`ressh -v` logs
+        // them at exit): in a download, the client is the one acknowledging.
+        let mut cmd = c.ssh(&["-v"]);
+        cmd.arg(&cat);
+        let (_, log) = download_log(cmd, self.bytes)?;
+        let line = log
+            .lines()
+            .find(|l| l.contains("resilience: sent"))
+            .ok_or("ressh -v did not log its ACK counts")?;
+        let num_after = |key: &str| -> f64 {
+            line.split(key)
+                .next()
+                .and_then(|x| x.split_whitespace().last())
+                .and_then(|x| x.trim_start_matches('(').parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let acks = num_after(" ACKs");
+        let ack_bytes = num_after(" bytes on the wire");
+        say!("{}", line.trim());
+        let share = ack_bytes / self.bytes as f64 * 100.0;
+        self.row(
+            "resil",
+            "ACK bytes on the wire per byte of data, in a download",
+            "%",
+            &[share],
+            None,
+            false,
+            5,
+            format!(
+                "{acks:.0} ACKs, {ack_bytes:.0} bytes (length, padding and tag included) \
+                 for {} MiB of data (ressh -v's count)",
+                self.o.size_mib
+            ),
+        );
+        Ok(())
+    }
+
+    fn setup(&mut self) -> Result<(), String> {
+        let pair = self.both("setup", "")?;
+        let mut seq: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
+        let blocks = 10.min(self.o.seq);
+        let per = self.o.seq.div_ceil(blocks);
+        for block in 0..blocks {
+            for (_, c) in &pair {
+                let c0 = proc::cpu_busy();
+                for _ in 0..per {
+                    let mut cmd = c.ssh(&[]);
+                    cmd.arg("true");
+                    let t = timed(&mut cmd)?;
+                    seq.entry(c.kind.name()).or_default().push(t * 1000.0);
+                }
+                *cpu.entry(c.kind.name()).or_default() += proc::cpu_busy() - c0;
+            }
+            say!("sequential exec true: block {}/{blocks} done", block + 1);
+        }
+        for (_, c) in &pair {
+            let s = Summary::of(&seq[c.kind.name()]);
+            say!(
+                "{}: exec true median {:.1} ms, p95 {:.1} ms",
+                c.kind.name(),
+                s.median,
+                s.p95
+            );
+        }
+        let n = (per * blocks) as f64;
+        self.row(
+            "setup",
+            format!("exec true, {} sequential: time per connection", per * blocks),
+            "ms",
+            &seq["ressh"],
+            Some(&seq["OpenSSH"]),
+            false,
+            1,
+            "median (min–max); p95 below",
+        );
+        let p95 = |k: &str| Summary::of(&seq[k]).p95;
+        self.row(
+            "setup",
+            "  p95 of the same",
+            "ms",
+            &[p95("ressh")],
+            Some(&[p95("OpenSSH")]),
+            false,
+            1,
+            "",
+        );
+        self.row(
+            "setup",
+            "  CPU per connection (whole machine, client + server)",
+            "ms",
+            &[cpu["ressh"] / n * 1000.0],
+            Some(&[cpu["OpenSSH"] / n * 1000.0]),
+            false,
+            1,
+            "",
+        );
+        let mut rate: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut lat: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for rep in 0..self.o.reps.max(3) {
+            for (_, c) in &pair {
+                let t0 = Instant::now();
+                let mut kids = Vec::new();
+                for _ in 0..self.o.conc {
+                    let mut cmd = c.ssh(&[]);
+                    cmd.arg("true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null());
+                    kids.push(cmd.spawn().map_err(|e| e.to_string())?);
+                }
+                let mut failed = 0;
+                for mut k in kids {
+                    let ok = k.wait().map(|s| s.success()).unwrap_or(false);
+                    if !ok {
+                        failed += 1;
+                    }
+                    lat.entry(c.kind.name())
+                        .or_default()
+                        .push(t0.elapsed().as_secs_f64() * 1000.0);
+                }
+                let wall = t0.elapsed().as_secs_f64();
+                if failed > 0 {
+                    return Err(format!(
+                        "{} of {} concurrent {} connections failed",
+                        failed,
+                        self.o.conc,
+                        c.kind.name()
+                    ));
+                }
+                say!(
+                    "{} concurrent via {} #{rep}: {wall:.2} s, {:.0} connections/s",
+                    self.o.conc,
+                    c.kind.name(),
+                    self.o.conc as f64 / wall
+                );
+                rate.entry(c.kind.name())
+                    .or_default()
+                    .push(self.o.conc as f64 / wall);
+            }
+        }
+        self.row(
+            "setup",
+            format!("exec true, {} at once: connections per second", self.o.conc),
+            "conn/s",
+            &rate["ressh"],
+            Some(&rate["OpenSSH"]),
+            true,
+            0,
+            "",
+        );
+        Ok(())
+    }
+
+    fn memory(&mut self) -> Result<(), String> {
+        let n = self.o.sessions;
+        let mut results: BTreeMap<&str, MemResult> = BTreeMap::new();
+        for kind in [Kind::Ressh, Kind::OpenSsh] {
+            let extra = format!(
+                "MaxDetachedSessions {}\nDetachTimeout 3600\n",
+                n + 10
+            );
+            let extra = if kind == Kind::Ressh { extra } else { String::new() };
+            let s = self.server(kind, "memory", &extra)?;
+            let c = self.client(&s, None)?;
+            thread::sleep(Duration::from_millis(200));
+            let base = proc::tree_mem(&s.tree());
+            let t0 = Instant::now();
+            let mut kids: Vec<(Child, BufReader<ChildStdout>)> = Vec::new();
+            let mut failed = 0;
+            while kids.len() + failed < n {
+                let wave = (n - kids.len() - failed).min(25);
+                let mut batch = Vec::new();
+                for _ in 0..wave {
+                    let mut cmd = c.ssh(&["-T"]);
+                    cmd.arg("echo ready; exec sleep 100000")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::null());
+                    batch.push(cmd.spawn().map_err(|e| e.to_string())?);
+                }
+                for mut k in batch {
+                    let mut r = BufReader::new(k.stdout.take().expect("stdout"));
+                    let mut line = String::new();
+                    let _ = r.read_line(&mut line);
+                    if line.trim() == "ready" {
+                        kids.push((k, r));
+                    } else {
+                        failed += 1;
+                        let _ = k.kill();
+                        let _ = k.wait();
+                    }
+                }
+                if kids.len() % 250 < 25 {
+                    say!("{}: {} sessions up", kind.name(), kids.len());
+                }
+            }
+            if failed > 0 {
+                self.notes.push(format!(
+                    "memory: {failed} of {n} {} sessions failed to start",
+                    kind.name()
+                ));
+            }
+            let up = kids.len().max(1) as f64;
+            say!(
+                "{}: {} sessions in {:.1} s",
+                kind.name(),
+                kids.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            thread::sleep(Duration::from_secs(2));
+            let idle = proc::tree_mem(&s.tree());
+            let cmd_mem = idle
+                .by_comm
+                .get("sleep")
+                .map(|x| x.1)
+                .unwrap_or_default();
+            let client_pids: Vec<u32> = kids.iter().map(|(k, _)| k.id()).collect();
+            let cm = proc::tree_mem(&client_pids);
+            let per = |a: &Mem, b: &Mem, minus: &Mem, f: fn(&Mem) -> u64| {
+                (f(a) as f64 - f(b) as f64 - f(minus) as f64) / up / 1024.0
+            };
+            let rss = |m: &Mem| m.rss;
+            let pss = |m: &Mem| m.pss;
+            let desc: Vec<String> = {
+                let mut v: Vec<_> = idle.by_comm.iter().collect();
+                v.sort_by_key(|(k, _)| (*k).clone());
+                v.iter()
+                    .map(|(k, (cnt, m))| format!("{k}×{cnt}: RSS {} MiB", m.rss / 1024))
+                    .collect()
+            };
+            say!("{} server processes with {} sessions: {}", kind.name(), kids.len(), desc.join(", "));
+            let key = kind.name();
+            let mut r = MemResult {
+                sessions: kids.len(),
+                idle_rss: per(&idle.total, &base.total, &cmd_mem, rss),
+                idle_pss: per(&idle.total, &base.total, &cmd_mem, pss),
+                procs_per_session: (idle.procs as f64 - base.procs as f64
+                    - idle.by_comm.get("sleep").map(|x| x.0).unwrap_or(0) as f64)
+                    / up,
+                client_rss: cm.total.rss as f64 / up / 1024.0,
+                client_pss: cm.total.pss as f64 / up / 1024.0,
+                detached_rss: f64::NAN,
+                detached_pss: f64::NAN,
+            };
+            if kind == Kind::Ressh {
+                proc::kill_all(&client_pids);
+                for (mut k, _) in kids.drain(..) {
+                    let _ = k.wait();
+                }
+                let want = r.sessions;
+                let ok = proc::wait_until(Duration::from_secs(60), || {
+                    s.log_text().matches("Detached:").count() >= want
+                });
+                if !ok {
+                    self.notes.push(format!(
+                        "memory: only {} of {want} sessions logged Detached",
+                        s.log_text().matches("Detached:").count()
+                    ));
+                }
+                thread::sleep(Duration::from_secs(2));
+                let det = proc::tree_mem(&s.tree());
+                let cmd_mem = det.by_comm.get("sleep").map(|x| x.1).unwrap_or_default();
+                r.detached_rss = per(&det.total, &base.total, &cmd_mem, rss);
+                r.detached_pss = per(&det.total, &base.total, &cmd_mem, pss);
+            }
+            say!("{key}: {r:?}");
+            drop(kids);
+            drop(s);
+            results.insert(key, r);
+        }
+        let (r, o) = (results["ressh"].clone(), results["OpenSSH"].clone());
+        let n = r.sessions;
+        self.row(
+            "memory",
+            format!("server RSS per idle session ({n} sessions)"),
+            "MiB",
+            &[r.idle_rss],
+            Some(&[o.idle_rss]),
+            false,
+            2,
+            "all server processes, minus the user's `sleep`",
+        );
+        self.row(
+            "memory",
+            "  PSS per idle session (shared pages split)",
+            "MiB",
+            &[r.idle_pss],
+            Some(&[o.idle_pss]),
+            false,
+            2,
+            format!(
+                "server processes per session: {:.1} vs {:.1}",
+                r.procs_per_session, o.procs_per_session
+            ),
+        );
+        self.row(
+            "memory",
+            "server RSS per detached session (client killed)",
+            "MiB",
+            &[r.detached_rss],
+            Some(&[o.idle_rss]),
+            false,
+            2,
+            "OpenSSH column: its idle session (it has no detached state)",
+        );
+        self.row(
+            "memory",
+            "  PSS per detached session",
+            "MiB",
+            &[r.detached_pss],
+            Some(&[o.idle_pss]),
+            false,
+            2,
+            "",
+        );
+        self.row(
+            "memory",
+            "client RSS per session",
+            "MiB",
+            &[r.client_rss],
+            Some(&[o.client_rss]),
+            false,
+            2,
+            format!("PSS {:.2} vs {:.2} MiB", r.client_pss, o.client_pss),
+        );
+        Ok(())
+    }
+
+    fn reconnect(&mut self) -> Result<(), String> {
+        let net = Net::new("bench");
+        let port = 2222;
+        let spec = ServerSpec {
+            kind: Kind::Ressh,
+            bin: self.resshd.clone(),
+            dir: self.dir.join("reconnect-resshd"),
+            listen: net.server_addr(),
+            port: Some(port),
+            host_key: self.keys.host_key.clone(),
+            authorized_keys: self.user.home.join(".ssh/authorized_keys"),
+            privsep_user: Some("nobody".into()),
+            extra: "DetachTimeout 600\n".into(),
+        };
+        let server = Server::start(&spec, &|cmd| {
+            net.in_server(cmd);
+        })?;
+        let c = ClientSetup::new(
+            Kind::Ressh,
+            &self.ressh,
+            &self.dir.join("client-reconnect"),
+            &self.keys,
+            &net.server_addr().to_string(),
+            port,
+            &self.user.name,
+        )?;
+        let log = self.dir.join("reconnect-client.log");
+        let logs = log.display().to_string();
+        let mut cmd = c.ssh(&["-T", "-o", "LogLevel=VERBOSE", "-E", &logs]);
+        cmd.arg("cat");
+        net.in_client(&mut cmd);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut echo = Echo::new(&mut child);
+        echo.round(Duration::from_secs(10))
+            .map_err(|e| format!("the session does not echo: {e}"))?;
+        let ss = ressh_testkit::require_cmd("ss");
+        let dst = format!("{}:{port}", net.server_addr());
+        let mut kill = Vec::new();
+        let mut kill_end = Vec::new();
+        for i in 0..self.o.trials {
+            thread::sleep(Duration::from_millis(150));
+            echo.round(Duration::from_secs(10))?;
+            let t0 = Instant::now();
+            let out = net
+                .cmd_client(&ss)
+                .args(["-K", "-t", "-n", "-H", "state", "connected", "dst", &dst])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let t1 = Instant::now();
+            let killed = String::from_utf8_lossy(&out.stdout).lines().count();
+            if killed == 0 {
+                return Err("ss -K killed nothing (kernel without CONFIG_INET_DIAG_DESTROY?)".into());
+            }
+            echo.round(Duration::from_secs(20))
+                .map_err(|e| format!("kill trial {i}: {e}"))?;
+            let t2 = Instant::now();
+            kill.push((t2 - t0).as_secs_f64() * 1000.0);
+            kill_end.push((t2 - t1).as_secs_f64() * 1000.0);
+        }
+        say!(
+            "after ss -K: median {:.1} ms, p95 {:.1} ms (from ss's start); {:.1} / {:.1} from its exit",
+            Summary::of(&kill).median,
+            Summary::of(&kill).p95,
+            Summary::of(&kill_end).median,
+            Summary::of(&kill_end).p95
+        );
+        // Route changes: the client moves between two uplinks (new address
+        // each time), made before the old one is deleted.
+        let mut roam = Vec::new();
+        let mut roam_end = Vec::new();
+        let mut cur = 1u8; // Net starts on uplink A: 198.18.1.2 via up-a.
+        for i in 0..self.o.trials {
+            let new = 3 - cur;
+            add_uplink(&net, new)?;
+            // Let the client see the new interface come up (it must not
+            // move yet: the default route is unchanged).
+            thread::sleep(Duration::from_millis(150));
+            echo.round(Duration::from_secs(10))?;
+            let t0 = Instant::now();
+            ip_batch(
+                net.client_ns(),
+                &format!(
+                    "route replace default via 198.18.{new}.1 dev {}\nlink del {}\n",
+                    iface(new),
+                    iface(cur)
+                ),
+            )?;
+            let t1 = Instant::now();
+            echo.round(Duration::from_secs(30))
+                .map_err(|e| format!("roam trial {i}: {e}"))?;
+            let t2 = Instant::now();
+            roam.push((t2 - t0).as_secs_f64() * 1000.0);
+            roam_end.push((t2 - t1).as_secs_f64() * 1000.0);
+            cur = new;
+        }
+        say!(
+            "after a route change: median {:.1} ms, p95 {:.1} ms (from ip's start); {:.1} / {:.1} from its exit",
+            Summary::of(&roam).median,
+            Summary::of(&roam).p95,
+            Summary::of(&roam_end).median,
+            Summary::of(&roam_end).p95
+        );
+        drop(echo);
+        let _ = child.kill();
+        let _ = child.wait();
+        let clog = fs::read_to_string(&log).unwrap_or_default();
+        let reconnects = clog.matches("reconnected to").count();
+        drop(server);
+        drop(net);
+        let t = self.o.trials;
+        self.row(
+            "reconnect",
+            format!("after a killed connection (ss -K), {t} trials: median"),
+            "ms",
+            &kill,
+            None,
+            false,
+            1,
+            format!(
+                "trigger → first echoed byte on the new connection; p95 {:.1} ms; \
+                 {:.1} ms median from the end of `ss -K`",
+                Summary::of(&kill).p95,
+                Summary::of(&kill_end).median
+            ),
+        );
+        self.row(
+            "reconnect",
+            format!("after a route change (new address), {t} trials: median"),
+            "ms",
+            &roam,
+            None,
+            false,
+            1,
+            format!(
+                "p95 {:.1} ms; {:.1} ms median from the end of `ip`; client logged {reconnects} reconnects",
+                Summary::of(&roam).p95,
+                Summary::of(&roam_end).median
+            ),
+        );
+        Ok(())
+    }
+
+    fn report(&self, machine: &str, took: Duration) -> String {
+        let mut s = String::new();
+        s += "# ressh vs OpenSSH\n\n";
+        s += machine;
+        s += &format!(
+            "\n- run: `{}`, {:.0} s\n\n",
+            std::env::args().collect::<Vec<_>>().join(" "),
+            took.as_secs_f64()
+        );
+        s += "Values: median (min–max) of the repetitions. Advantage: how many times better \
+              ressh is (ressh ÷ OpenSSH for throughput, OpenSSH ÷ ressh for times and memory); \
+              above 1 means ressh is better.\n\n";
+        s += "| measurement | unit | ressh | OpenSSH | advantage | note |\n";
+        s += "|---|---|---|---|---|---|\n";
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                r.what,
+                r.unit,
+                r.ressh.range(r.prec),
+                r.openssh
+                    .map(|o| o.range(r.prec))
+                    .unwrap_or_else(|| "n/a".into()),
+                r.advantage(),
+                r.note
+            );
+            let _ = r.section;
+        }
+        if !self.notes.is_empty() {
+            s += "\nNotes:\n";
+            for n in &self.notes {
+                s += &format!("- {n}\n");
+            }
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MemResult {
+    sessions: usize,
+    idle_rss: f64,
+    idle_pss: f64,
+    procs_per_session: f64,
+    client_rss: f64,
+    client_pss: f64,
+    detached_rss: f64,
+    detached_pss: f64,
+}
+
+// ----- echo through a session --------------------------------------------------
+
+/// A session running `cat`: write a byte, wait for it to come back.
+struct Echo {
+    stdin: ChildStdin,
+    rx: mpsc::Receiver<std::io::Result<u8>>,
+}
+
+impl Echo {
+    fn new(child: &mut Child) -> Echo {
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || loop {
+            let mut b = [0u8; 1];
+            let r = stdout.read(&mut b).and_then(|n| {
+                if n == 0 {
+                    Err(std::io::Error::other("EOF"))
+                } else {
+                    Ok(b[0])
+                }
+            });
+            let end = r.is_err();
+            if tx.send(r).is_err() || end {
+                break;
+            }
+        });
+        Echo { stdin, rx }
+    }
+
+    /// Sends one byte and waits for its echo.
+    fn round(&mut self, timeout: Duration) -> Result<(), String> {
+        self.stdin
+            .write_all(b"x")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("write: {e}"))?;
+        match self.rx.recv_timeout(timeout) {
+            Ok(Ok(b'x')) => Ok(()),
+            Ok(Ok(b)) => Err(format!("echo returned {b:#x}")),
+            Ok(Err(e)) => Err(format!("read: {e}")),
+            Err(_) => Err(format!("no echo within {timeout:?}")),
+        }
+    }
+}
+
+// ----- the lab's uplinks (as testkit's Net::roam, split so the trigger can be timed)
+
+fn iface(n: u8) -> &'static str {
+    if n == 1 {
+        "up-a"
+    } else {
+        "up-b"
+    }
+}
+
+fn ip_batch(ns: &str, script: &str) -> Result<(), String> {
+    let mut c = Command::new(ressh_testkit::require_cmd("ip"))
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = c.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip -n {ns} -batch failed: {script}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+fn wait_up(ns: &str, dev: &str) -> Result<(), String> {
+    let ok = proc::wait_until(Duration::from_secs(5), || {
+        Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "dev", dev])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(" state UP "))
+            .unwrap_or(false)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{dev} in {ns} did not come up"))
+    }
+}
+
+/// Creates uplink `n` (1: up-a 198.18.1.0/24, 2: up-b 198.18.2.0/24)
+/// between the router and the client, without touching the default route.
+fn add_uplink(net: &Net, n: u8) -> Result<(), String> {
+    let dev = iface(n);
+    ip_batch(
+        net.router_ns(),
+        &format!(
+            "link add {dev} type veth peer name {dev} netns {c}\n\
+             addr add 198.18.{n}.1/24 dev {dev}\nlink set {dev} up\n",
+            c = net.client_ns()
+        ),
+    )?;
+    ip_batch(
+        net.client_ns(),
+        &format!("addr add 198.18.{n}.2/24 dev {dev}\nlink set {dev} up\n"),
+    )?;
+    wait_up(net.client_ns(), dev)?;
+    wait_up(net.router_ns(), dev)
+}

@@ -1,0 +1,2 @@
+//! ressh-demo (being written).
+fn main() {}

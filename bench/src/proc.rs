@@ -1,0 +1,213 @@
+//! Processes: trees read from `/proc`, killing them, their memory, and the
+//! machine's CPU time.
+
+use std::collections::HashMap;
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// `(pid, ppid)` of every process, from `/proc/<pid>/stat`.
+pub fn all_links() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(pp) = stat_field(pid, 1).and_then(|s| s.parse().ok()) {
+            out.push((pid, pp));
+        }
+    }
+    out
+}
+
+/// Field `i` (0 = state) after the `(comm)` of `/proc/<pid>/stat`.
+fn stat_field(pid: u32, i: usize) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(i).map(str::to_string)
+}
+
+/// Every descendant of `root`, not `root` itself.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let links = all_links();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (p, pp) in links {
+        children.entry(pp).or_default().push(p);
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        if let Some(c) = children.get(&found[i]) {
+            found.extend(c);
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a plain pid; errors (gone already) are ignored.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// SIGKILLs `root` and everything below it. The tree is frozen with SIGSTOP
+/// first, level by level, so that nothing forks away while it is killed.
+pub fn kill_tree(root: u32) {
+    let mut frozen = vec![root];
+    signal(root, libc::SIGSTOP);
+    for _ in 0..50 {
+        thread::sleep(Duration::from_millis(2));
+        let new: Vec<u32> = descendants(root)
+            .into_iter()
+            .filter(|p| !frozen.contains(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for &p in &new {
+            signal(p, libc::SIGSTOP);
+        }
+        frozen.extend(new);
+    }
+    for &p in &frozen {
+        signal(p, libc::SIGKILL);
+    }
+}
+
+/// SIGKILLs `pids` (a flat list; no tree walk).
+pub fn kill_all(pids: &[u32]) {
+    for &p in pids {
+        signal(p, libc::SIGKILL);
+    }
+}
+
+/// The command name of `pid`.
+pub fn comm(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Resident and proportional set size of one process, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mem {
+    pub rss: u64,
+    pub pss: u64,
+}
+
+impl std::ops::AddAssign for Mem {
+    fn add_assign(&mut self, o: Mem) {
+        self.rss += o.rss;
+        self.pss += o.pss;
+    }
+}
+
+/// RSS and PSS of `pid` from `/proc/<pid>/smaps_rollup`.
+pub fn mem(pid: u32) -> Option<Mem> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let mut m = Mem::default();
+    for line in s.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(k), Some(v)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let v: u64 = v.parse().unwrap_or(0);
+        match k {
+            "Rss:" => m.rss = v,
+            "Pss:" => m.pss = v,
+            _ => {}
+        }
+    }
+    Some(m)
+}
+
+/// Memory of a set of processes, split by command name.
+#[derive(Debug, Default, Clone)]
+pub struct TreeMem {
+    pub total: Mem,
+    pub procs: usize,
+    pub by_comm: HashMap<String, (usize, Mem)>,
+}
+
+/// Sums the memory of `pids`.
+pub fn tree_mem(pids: &[u32]) -> TreeMem {
+    let mut t = TreeMem::default();
+    for &p in pids {
+        let Some(m) = mem(p) else { continue };
+        t.total += m;
+        t.procs += 1;
+        let e = t.by_comm.entry(comm(p)).or_default();
+        e.0 += 1;
+        e.1 += m;
+    }
+    t
+}
+
+/// Busy CPU time of the whole machine so far, in seconds (all cores:
+/// user + nice + system + irq + softirq + steal, from `/proc/stat`).
+pub fn cpu_busy() -> f64 {
+    let s = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().next() else {
+        return 0.0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, x)| x)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    busy as f64 / hz
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Raises the soft limit on open files to the hard limit (many clients).
+pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a valid, initialized struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+        r.rlim_cur
+    }
+}
+
+/// Polls `f` every few milliseconds until it returns true or `timeout`
+/// passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}

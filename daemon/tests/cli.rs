@@ -1,0 +1,415 @@
+//! resshd's everyday sshd command line: -i (inetd mode, as ssh's
+//! ProxyCommand and with a socket on stdin), -T with and without -C, -t
+//! on Debian's default /etc/ssh/sshd_config, -V.
+//!
+//! Every test needs root (it creates users) and fails without it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{describe, text, Login, SSH_TIMEOUT};
+use ressh_testkit::{
+    require_cmd, require_root, resshd_bin, run_timeout, ssh_keygen, TempDir, TestUser,
+};
+
+/// A resshd configuration for inetd mode: its own privsep user, chroot,
+/// broker socket and host key, in a temp dir.
+struct InetdSetup {
+    config: PathBuf,
+    known_hosts: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+    _privsep: TestUser,
+}
+
+impl InetdSetup {
+    fn new(extra: &str) -> InetdSetup {
+        require_root();
+        let privsep = TestUser::create("ips");
+        let dir = TempDir::new("inetd");
+        let (host_key, host_pub) = ssh_keygen(dir.path(), "ed25519", "");
+        let config = dir.join("resshd_config");
+        fs::write(
+            &config,
+            format!(
+                "{extra}HostKey {}\nPrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\n\
+                 BrokerSocket {}\nPidFile none\nUsePAM no\nPrintMotd no\nPrintLastLog no\nLogLevel DEBUG\n",
+                host_key.display(),
+                privsep.name,
+                dir.join("empty").display(),
+                dir.join("broker.sock").display(),
+            ),
+        )
+        .unwrap();
+        let known_hosts = dir.join("known_hosts");
+        // The ProxyCommand's host name, and the address of the socket test.
+        fs::write(
+            &known_hosts,
+            format!("inetd-host {host_pub}\n[127.0.0.1]:* {host_pub}\n"),
+        )
+        .unwrap();
+        InetdSetup {
+            config,
+            known_hosts,
+            log: dir.join("resshd.log"),
+            _dir: dir,
+            _privsep: privsep,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn ssh(&self, login: &Login) -> Command {
+        let mut c = Command::new(require_cmd("ssh"));
+        c.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"])
+            .arg("-o")
+            .arg(format!("IdentityFile={}", login.key.display()))
+            .arg("-o")
+            .arg(format!("User={}", login.user.name))
+            .args(["-o", "LogLevel=ERROR"]);
+        c
+    }
+}
+
+/// `ssh -o ProxyCommand="resshd -i -f CONFIG" user@host command`: the
+/// monitor runs on the pipes ssh gives its ProxyCommand.
+#[test]
+fn inetd_mode_as_a_proxy_command() {
+    let setup = InetdSetup::new("");
+    let login = Login::new("inetd");
+    let proxy = format!(
+        "{} -i -f {} -E {}",
+        resshd_bin().display(),
+        setup.config.display(),
+        setup.log.display()
+    );
+    let out = run_timeout(
+        setup
+            .ssh(&login)
+            .arg("-o")
+            .arg(format!("ProxyCommand={proxy}"))
+            .arg("inetd-host")
+            .arg("echo ok; id -un"),
+        SSH_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}\n--- resshd log ---\n{}",
+        describe(&out),
+        setup.log()
+    );
+    assert_eq!(text(&out.stdout), format!("ok\n{}\n", login.user.name));
+    let log = setup.log();
+    assert!(
+        log.contains(&format!("Accepted publickey for {}", login.user.name)),
+        "{log}"
+    );
+    // Without -e or -E nothing reaches ssh's stderr (sshd -i logs to
+    // syslog).
+    let proxy = format!(
+        "{} -i -f {}",
+        resshd_bin().display(),
+        setup.config.display()
+    );
+    let out = run_timeout(
+        setup
+            .ssh(&login)
+            .arg("-o")
+            .arg(format!("ProxyCommand={proxy}"))
+            .arg("inetd-host")
+            .arg("echo quiet"),
+        SSH_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "quiet\n");
+    assert!(!text(&out.stderr).contains("resshd"), "{}", describe(&out));
+}
+
+/// `resshd -i` with a TCP socket on stdin and stdout (as inetd runs it):
+/// the peer's address is known.
+#[test]
+fn inetd_mode_on_a_socket() {
+    let setup = InetdSetup::new("");
+    let login = Login::new("inetds");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = setup.ssh(&login);
+    client
+        .args(["-p", &port.to_string(), "127.0.0.1", "echo via-socket"])
+        .stdin(Stdio::null());
+    let client = std::thread::spawn(move || run_timeout(&mut client, SSH_TIMEOUT));
+    let (sock, peer) = listener.accept().unwrap();
+    let fd = OwnedFd::from(sock);
+    let mut daemon = Command::new(resshd_bin())
+        .args(["-i", "-f"])
+        .arg(&setup.config)
+        .arg("-E")
+        .arg(&setup.log)
+        .stdin(Stdio::from(fd.try_clone().unwrap()))
+        .stdout(Stdio::from(fd))
+        .spawn()
+        .unwrap();
+    let out: Output = client.join().unwrap();
+    let _ = daemon.wait();
+    assert!(
+        out.status.success(),
+        "{}\n--- resshd log ---\n{}",
+        describe(&out),
+        setup.log()
+    );
+    assert_eq!(text(&out.stdout), "via-socket\n");
+    let log = setup.log();
+    assert!(
+        log.contains(&format!("Connection from 127.0.0.1 port {}", peer.port())),
+        "{log}"
+    );
+}
+
+/// `resshd -T` output as keyword → values.
+fn dump(args: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let out = run_timeout(Command::new(resshd_bin()).args(args), SSH_TIMEOUT);
+    assert!(out.status.success(), "resshd {args:?}: {}", describe(&out));
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in text(&out.stdout).lines() {
+        let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+        m.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    m
+}
+
+fn one<'a>(m: &'a BTreeMap<String, Vec<String>>, k: &str) -> &'a str {
+    m.get(k)
+        .and_then(|v| v.first())
+        .unwrap_or_else(|| panic!("no {k} in {m:?}"))
+}
+
+/// -T prints the effective configuration; -C applies Match (user, host,
+/// address, local address and port) like sshd -T -C.
+#[test]
+fn dump_with_and_without_connection_spec() {
+    require_root();
+    let dir = TempDir::new("dump");
+    let (key, _) = ssh_keygen(dir.path(), "ed25519", "");
+    let cfg = dir.join("cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "HostKey {key}\nPrivilegeSeparationUser nobody\nPrivilegeSeparationDirectory {d}/empty\n\
+             BrokerSocket {d}/b.sock\nPidFile none\nUsePAM yes\nMaxSessions 7\n\
+             PasswordAuthentication yes\nPrintMotd no\n\
+             Match User alice Address 10.0.0.0/8\n  MaxSessions 2\n  PasswordAuthentication no\n\
+             Match Host gw.example\n  AllowTcpForwarding no\n\
+             Match LocalPort 2222\n  ForceCommand /bin/echo hi\n\
+             Match All\n  PermitTTY no\n",
+            key = key.display(),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.display().to_string();
+    let g = dump(&["-T", "-f", &c]);
+    assert_eq!(one(&g, "usepam"), "yes");
+    assert_eq!(one(&g, "printmotd"), "no");
+    assert_eq!(one(&g, "printlastlog"), "yes");
+    assert_eq!(one(&g, "maxsessions"), "7");
+    assert_eq!(one(&g, "passwordauthentication"), "yes");
+    assert_eq!(one(&g, "permittty"), "no");
+    assert_eq!(one(&g, "forcecommand"), "none");
+    let m = dump(&[
+        "-T",
+        "-f",
+        &c,
+        "-C",
+        "user=alice,host=gw.example,addr=10.1.2.3,laddr=127.0.0.1,lport=2222",
+    ]);
+    assert_eq!(one(&m, "maxsessions"), "2");
+    assert_eq!(one(&m, "passwordauthentication"), "no");
+    assert_eq!(one(&m, "allowtcpforwarding"), "no");
+    assert_eq!(one(&m, "forcecommand"), "/bin/echo hi");
+    let other = dump(&["-T", "-f", &c, "-C", "user=bob,addr=10.1.2.3,lport=22"]);
+    assert_eq!(one(&other, "maxsessions"), "7");
+    assert_eq!(one(&other, "allowtcpforwarding"), "yes");
+    // -p and -o apply to -T as to the daemon.
+    let p = dump(&["-T", "-f", &c, "-p", "2200", "-o", "MaxAuthTries=3"]);
+    assert_eq!(p["port"], vec!["2200"]);
+    assert_eq!(one(&p, "maxauthtries"), "3");
+    // A bad specification is an error.
+    let out = run_timeout(
+        Command::new(resshd_bin()).args(["-T", "-f", &c, "-C", "bogus=1"]),
+        SSH_TIMEOUT,
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+
+    // Where sshd is there, its -T agrees on the keywords both print.
+    let sshd = Path::new("/usr/sbin/sshd");
+    if sshd.exists() {
+        let plain = dir.join("sshd_cfg");
+        let text_cfg = fs::read_to_string(&cfg).unwrap();
+        let sshd_text: String = text_cfg
+            .lines()
+            .filter(|l| !l.starts_with("PrivilegeSeparation") && !l.starts_with("BrokerSocket"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&plain, sshd_text).unwrap();
+        let spec = "user=alice,host=gw.example,addr=10.1.2.3,laddr=127.0.0.1,lport=2222";
+        let out = run_timeout(
+            Command::new(sshd)
+                .args(["-T", "-f"])
+                .arg(&plain)
+                .args(["-C", spec]),
+            SSH_TIMEOUT,
+        );
+        if out.status.success() {
+            let theirs = text(&out.stdout);
+            for k in [
+                "maxsessions",
+                "passwordauthentication",
+                "allowtcpforwarding",
+                "forcecommand",
+                "permittty",
+                "usepam",
+                "printmotd",
+                "printlastlog",
+            ] {
+                let line = theirs
+                    .lines()
+                    .find(|l| l.split(' ').next() == Some(k))
+                    .unwrap_or_else(|| panic!("sshd -T has no {k}"));
+                assert_eq!(line, format!("{k} {}", one(&m, k)), "{k}");
+            }
+        }
+    }
+}
+
+/// `resshd -t -f /etc/ssh/sshd_config` on Debian's default file passes
+/// with warnings only; `-T` shows its values.
+#[test]
+fn debian_default_sshd_config() {
+    require_root();
+    let path = Path::new("/etc/ssh/sshd_config");
+    assert!(
+        path.exists(),
+        "/etc/ssh/sshd_config is missing: install openssh-server (.ci/run does)"
+    );
+    let dir = TempDir::new("debcfg");
+    let (key, _) = ssh_keygen(dir.path(), "ed25519", "");
+    let args = [
+        "-f".to_string(),
+        path.display().to_string(),
+        "-o".to_string(),
+        format!("HostKey={}", key.display()),
+        "-o".to_string(),
+        "PrivilegeSeparationUser=nobody".to_string(),
+        "-o".to_string(),
+        format!(
+            "PrivilegeSeparationDirectory={}",
+            dir.join("empty").display()
+        ),
+    ];
+    let out = run_timeout(
+        Command::new(resshd_bin()).arg("-t").args(&args),
+        SSH_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    for l in text(&out.stderr).lines() {
+        assert!(
+            l.contains("unsupported option") && l.contains("ignored")
+                || l.contains("Deprecated option"),
+            "not a warning: {l}\n{}",
+            describe(&out)
+        );
+    }
+    let mut dump_args = vec!["-T"];
+    dump_args.extend(args.iter().map(|s| s.as_str()));
+    let d = dump(&dump_args);
+    // What Debian's file sets, as its lines say.
+    let file = fs::read_to_string(path).unwrap();
+    let set = |kw: &str| {
+        file.lines()
+            .map(|l| l.trim())
+            .find(|l| l.split_whitespace().next() == Some(kw))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(|v| v.to_ascii_lowercase())
+    };
+    for (kw, key) in [
+        ("UsePAM", "usepam"),
+        (
+            "KbdInteractiveAuthentication",
+            "kbdinteractiveauthentication",
+        ),
+        ("PrintMotd", "printmotd"),
+        ("PasswordAuthentication", "passwordauthentication"),
+    ] {
+        if let Some(v) = set(kw) {
+            assert_eq!(one(&d, key), v, "{kw}");
+        }
+    }
+    if file.lines().any(|l| l.starts_with("AcceptEnv LANG LC_*")) {
+        assert_eq!(d["acceptenv"], vec!["LANG", "LC_*"]);
+    }
+    if file.contains("/usr/lib/openssh/sftp-server") {
+        assert!(d["subsystem"].contains(&"sftp /usr/lib/openssh/sftp-server".to_string()));
+    }
+}
+
+/// -V prints the version and exits.
+#[test]
+fn version() {
+    let out = run_timeout(
+        Command::new(resshd_bin()).arg("-V"),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).starts_with("ressh_"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// `Subsystem sftp internal-sftp` and `ForceCommand internal-sftp` (common
+/// in existing sshd_configs) run the external sftp server: stock sftp
+/// works, and a forced internal-sftp serves sftp whatever was asked.
+#[test]
+fn internal_sftp_runs_the_sftp_server() {
+    require_root();
+    let login = Login::new("isftp");
+    fs::write(login.user.home.join("hello.txt"), "hi\n").unwrap();
+    for extra in [
+        "Subsystem sftp internal-sftp\n",
+        "Subsystem sftp internal-sftp -l INFO\nForceCommand internal-sftp\n",
+    ] {
+        let srv = common::Server::start(extra);
+        let out = ressh_testkit::run_with_stdin(
+            srv.sftp(&login).args(["-b", "-", "127.0.0.1"]),
+            b"ls\n",
+            SSH_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "{extra}: {}\n--- resshd log ---\n{}",
+            describe(&out),
+            srv.log()
+        );
+        assert!(
+            text(&out.stdout).contains("hello.txt"),
+            "{}",
+            describe(&out)
+        );
+        srv.assert_healthy();
+    }
+}

@@ -1,0 +1,403 @@
+//! Issue 5, item 6: attacks on the reconnect, each refused and logged while
+//! the sessions they aim at keep working (docs/PROTOCOL.md §5, §8).
+//!
+//! `reconnect_attacks_are_refused` (loopback): users A and B run the
+//! counter through ressh, each through its own recording TCP proxy
+//! ([`Proxy`], the ProxyCommand-free way to see the client's bytes). Each
+//! proxy cuts its connection once, so each client reconnects and the proxy
+//! records that reconnect: version line, KEXINIT (only the resilience name),
+//! RECONNECT_REQUEST, NEWKEYS, then the key confirmation and data under the
+//! new keys. On fresh TCP connections straight to resshd the test then sends:
+//! 1. the whole recorded reconnect of A, replayed (the MAC verifies, the
+//!    token is still honoured until A's next reconnect, but the key
+//!    confirmation cannot, since the server's ephemeral key is fresh);
+//! 2. A's request with one byte of its MAC flipped: AUTHENTICATION_FAILED;
+//! 3. B's request (B's MAC, under B's resume secret) carrying A's token, as
+//!    user B would who saw A's token on the wire: AUTHENTICATION_FAILED;
+//! 4. A's version line and reconnect KEXINIT followed by 4 KiB of garbage.
+//!
+//! Each must be refused (the connection closed, a failure code where the
+//! protocol has one), logged by resshd, and change nothing: no "Reconnected"
+//! beyond the real ones, both counters keep going, A can still reconnect
+//! (cut again), and at the end both outputs hold every number exactly once.
+//!
+//! `reconnect_from_a_forbidden_address_is_refused` (namespaces): with
+//! `AllowUsers U@198.18.1.2`, the client roams to 198.18.2.2; its reconnect
+//! is refused with NOT_ALLOWED and logged with the new address. What happens
+//! then, asserted: ressh believes the refusal once it is repeated
+//! (PROTOCOL.md §5) and exits with an error; the session on the server,
+//! whose old path is gone, is detached by ClientAlive and ends at its
+//! detach timeout with all its processes.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// SSH_MSG_RECONNECT_REQUEST.
+const REQUEST: u8 = 242;
+
+/// One user's session through a proxy.
+struct Side {
+    login: Login,
+    proxy: Proxy,
+    client: Option<Client>,
+    stop: std::path::PathBuf,
+}
+
+impl Side {
+    fn new(dir: &TempDir, known_hosts: &std::path::Path, tag: &str, target: SocketAddr) -> Side {
+        let proxy = Proxy::start(target);
+        let login = Lab::make_login(dir, known_hosts, tag, CLIENT_EXTRA);
+        write_client_config(
+            &login.config,
+            &login.user.name,
+            &login.key,
+            known_hosts,
+            "127.0.0.1",
+            proxy.port,
+            CLIENT_EXTRA,
+        );
+        let stop = login.user.home.join("stop-counter");
+        Side {
+            login,
+            proxy,
+            client: None,
+            stop,
+        }
+    }
+
+    fn start(&mut self) {
+        self.client = Some(Client::spawn(&mut ressh_here(
+            &self.login.config,
+            &["server", &counter_cmd(&self.stop, 1_000_000)],
+        )));
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("started")
+    }
+}
+
+/// Cuts the side's proxied connection and waits for the reconnect; returns
+/// what the client sent on the new connection (the reconnect exchange and
+/// what followed).
+fn cut_and_record(side: &Side, server: &Resshd) -> Vec<u8> {
+    let before = side.proxy.accepted();
+    let before_log = reconnects(&server.log());
+    let t = Instant::now();
+    side.proxy.cut();
+    side.client()
+        .wait_err("reconnected to ", t, Duration::from_secs(30));
+    wait_for(
+        "resshd to log the reconnect",
+        Duration::from_secs(10),
+        || (reconnects(&server.log()) > before_log).then_some(()),
+        || server.log(),
+    );
+    let seen = side.client().line_count();
+    side.client().wait_lines(seen + 10, T);
+    assert_eq!(side.proxy.accepted(), before + 1);
+    side.proxy.recorded(before)
+}
+
+/// The parts of a recorded reconnect.
+struct Recorded {
+    version: Vec<u8>,
+    kexinit: Vec<u8>,
+    request: Vec<u8>,
+    all: Vec<u8>,
+}
+
+fn parse_reconnect(bytes: &[u8]) -> Recorded {
+    let c = parse_clear(bytes);
+    assert!(
+        c.payloads.len() >= 2 && c.payloads[0][0] == 20 && c.payloads[1][0] == REQUEST,
+        "not a reconnect: {:?}",
+        c.payloads.iter().map(|p| p[0]).collect::<Vec<_>>()
+    );
+    let kex = text(&c.payloads[0]);
+    assert!(
+        kex.contains("resilience-v00@ressh.org") && !kex.contains("curve25519"),
+        "the reconnect KEXINIT lists more than the resilience name"
+    );
+    Recorded {
+        version: c.version,
+        kexinit: c.payloads[0].clone(),
+        request: c.payloads[1].clone(),
+        all: bytes.to_vec(),
+    }
+}
+
+/// The token (`string T_i`) of a request payload: its byte range.
+fn token_range(request: &[u8]) -> std::ops::Range<usize> {
+    let len = u32::from_be_bytes(request[1..5].try_into().unwrap()) as usize;
+    assert_eq!(len, 32, "token length");
+    5..5 + len
+}
+
+/// Sends `bytes` on a fresh connection to resshd; returns the local port,
+/// what the server sent back, whether it closed, and how long that took.
+fn attack(port: u16, bytes: &[u8]) -> (u16, Vec<u8>, bool, Duration) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let local = s.local_addr().unwrap().port();
+    let t = Instant::now();
+    // The server may close before it has read everything: that is fine.
+    let _ = s.write_all(bytes);
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(30));
+    (local, got, closed, t.elapsed())
+}
+
+/// resshd's log lines about the attacker's connection from local `port`.
+fn lines_about(log: &str, port: u16) -> String {
+    log.lines()
+        .filter(|l| l.contains(&format!("127.0.0.1 port {port}")))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn reconnect_attacks_are_refused() {
+    require_root();
+    let server = Resshd::start(
+        &ressh_bin().with_file_name("resshd"),
+        "DetachTimeout 300\nLogLevel DEBUG1\n",
+    );
+    let dir = TempDir::new("e2e-attacks");
+    let known_hosts = dir.join("known_hosts");
+    let target = SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let mut a = Side::new(&dir, &known_hosts, "a", target);
+    let mut b = Side::new(&dir, &known_hosts, "b", target);
+    // known_hosts for the proxies' ports.
+    let mut kh = String::new();
+    for p in [a.proxy.port, b.proxy.port] {
+        for kind in ["ed25519", "rsa", "ecdsa"] {
+            kh += &format!("[127.0.0.1]:{p} {}\n", server.server.host_key_pub(kind));
+        }
+    }
+    fs::write(&known_hosts, kh).unwrap();
+    a.start();
+    b.start();
+    a.client().wait_lines(50, T);
+    b.client().wait_lines(50, T);
+
+    let ra = parse_reconnect(&cut_and_record(&a, &server));
+    let rb = parse_reconnect(&cut_and_record(&b, &server));
+    assert_ne!(
+        ra.request[token_range(&ra.request)],
+        rb.request[token_range(&rb.request)]
+    );
+    let reconnected = reconnects(&server.log());
+    assert_eq!(reconnected, 2, "{}", server.log());
+
+    let mut results = Vec::new();
+    let progress = |side: &Side, what: &str| {
+        let seen = side.client().line_count();
+        side.client().wait_lines(seen + 20, T);
+        assert!(
+            side.client()
+                .out_lines()
+                .iter()
+                .all(|(_, l)| !l.starts_with("END")),
+            "{what}: the counter ended"
+        );
+    };
+
+    // 1. Replay of A's whole reconnect.
+    let (p, got, closed, took) = attack(server.port(), &ra.all);
+    let log = server.log();
+    let about = lines_about(&log, p);
+    assert!(closed, "replay: resshd kept the connection open\n{about}");
+    assert_eq!(reconnects(&log), reconnected, "replay: {log}");
+    assert!(
+        about.contains("failed") || about.contains("refused"),
+        "replay: nothing logged about the refusal\n{log}"
+    );
+    results.push(format!(
+        "replayed reconnect: closed after {:.0} ms, {} bytes back; log: {}",
+        took.as_secs_f64() * 1000.0,
+        got.len(),
+        about.trim().replace('\n', " | ")
+    ));
+    progress(&a, "after the replay");
+
+    // 2. A's request with a flipped MAC byte.
+    let mut req = ra.request.clone();
+    *req.last_mut().unwrap() ^= 0x01;
+    let mut bytes = ra.version.clone();
+    bytes.extend(clear_packet(&ra.kexinit));
+    bytes.extend(clear_packet(&req));
+    let (p, got, closed, took) = attack(server.port(), &bytes);
+    let log = server.log();
+    let about = lines_about(&log, p);
+    let failure = reconnect_failure(&got);
+    assert!(
+        closed,
+        "wrong MAC: resshd kept the connection open\n{about}"
+    );
+    assert_eq!(
+        failure.as_ref().map(|f| f.0),
+        Some(2),
+        "wrong MAC: expected RECONNECT_FAILURE AUTHENTICATION_FAILED (2), got {failure:?}\n{log}"
+    );
+    assert!(about.contains("refused"), "wrong MAC: not logged\n{log}");
+    results.push(format!(
+        "wrong MAC: {failure:?} after {:.0} ms; log: {}",
+        took.as_secs_f64() * 1000.0,
+        about.trim().replace('\n', " | ")
+    ));
+    progress(&a, "after the wrong MAC");
+
+    // 3. B's request with A's token.
+    let mut req = rb.request.clone();
+    req[token_range(&rb.request)].copy_from_slice(&ra.request[token_range(&ra.request)]);
+    let mut bytes = rb.version.clone();
+    bytes.extend(clear_packet(&rb.kexinit));
+    bytes.extend(clear_packet(&req));
+    let (p, got, closed, took) = attack(server.port(), &bytes);
+    let log = server.log();
+    let about = lines_about(&log, p);
+    let failure = reconnect_failure(&got);
+    assert!(
+        closed,
+        "foreign token: resshd kept the connection open\n{about}"
+    );
+    assert_eq!(
+        failure.as_ref().map(|f| f.0),
+        Some(2),
+        "foreign token: expected AUTHENTICATION_FAILED (2), got {failure:?}\n{log}"
+    );
+    assert!(
+        about.contains("refused"),
+        "foreign token: not logged\n{log}"
+    );
+    results.push(format!(
+        "B's request with A's token: {failure:?} after {:.0} ms; log: {}",
+        took.as_secs_f64() * 1000.0,
+        about.trim().replace('\n', " | ")
+    ));
+    progress(&a, "after the foreign token");
+    progress(&b, "after the foreign token");
+
+    // 4. Garbage after the resilience KEXINIT.
+    let mut garbage = vec![0u8; 4096];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut garbage)
+        .unwrap();
+    let mut bytes = ra.version.clone();
+    bytes.extend(clear_packet(&ra.kexinit));
+    bytes.extend(&garbage);
+    let (p, got, closed, took) = attack(server.port(), &bytes);
+    let log = server.log();
+    let about = lines_about(&log, p);
+    assert!(closed, "garbage: resshd kept the connection open\n{about}");
+    assert!(
+        about.lines().count() >= 2,
+        "garbage: nothing logged beyond the connection\n{log}"
+    );
+    results.push(format!(
+        "garbage after the KEXINIT: closed after {:.0} ms, {} bytes back; log: {}",
+        took.as_secs_f64() * 1000.0,
+        got.len(),
+        about.trim().replace('\n', " | ")
+    ));
+
+    // Nothing changed: no reconnect beyond the real two, both sessions go
+    // on, and A can still reconnect.
+    let log = server.log();
+    assert_eq!(reconnects(&log), reconnected, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    progress(&a, "after the attacks");
+    progress(&b, "after the attacks");
+    let again = parse_reconnect(&cut_and_record(&a, &server));
+    assert_ne!(
+        again.request[token_range(&again.request)],
+        ra.request[token_range(&ra.request)],
+        "the token did not ratchet"
+    );
+
+    for side in [a, b] {
+        let Side { client, stop, .. } = side;
+        let mut client = client.expect("started");
+        fs::write(&stop, "").unwrap();
+        let status = client.wait_exit(T);
+        assert!(status.success(), "{status}\n{}", client.describe());
+        check_counter(&client.out_lines());
+    }
+    for r in &results {
+        report("attacks", r);
+    }
+}
+
+#[test]
+fn reconnect_from_a_forbidden_address_is_refused() {
+    let lab = Lab::new(
+        "allow",
+        "AllowUsers {USER}@198.18.1.2\nDetachTimeout 5\nClientAliveInterval 1\n\
+         ClientAliveCountMax 2\n",
+    );
+    let user = lab.user().name.clone();
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    client.wait_lines(50, T);
+    let procs = lab.user().processes();
+    assert!(procs.len() >= 2, "{procs:?}");
+
+    lab.net.roam();
+    assert_eq!(lab.net.client_addr().to_string(), "198.18.2.2");
+    let log = lab.wait_log(
+        "the reconnect from 198.18.2.2 to be refused",
+        Duration::from_secs(30),
+        |l| l.contains("from 198.18.2.2 port ") && l.contains("refused"),
+    );
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("from 198.18.2.2 port ") && l.contains("refused"))
+        .unwrap()
+        .to_string();
+    assert!(
+        refusal.contains(&format!("Reconnect of user {user} 198.18.1.2 port ")),
+        "the refusal does not name the session: {refusal}"
+    );
+    // The client: refused twice, it gives up with a message.
+    let status = client.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "ressh: {status}");
+    let err = client.stderr();
+    assert!(
+        err.contains("no longer knows this session") || err.contains("refused"),
+        "ressh's message: {err}"
+    );
+    // The server: no reconnect; the session, whose old path is gone, is
+    // detached by ClientAlive and ends at its detach timeout.
+    let log = lab.wait_log(
+        "the session to end at its detach timeout",
+        Duration::from_secs(30),
+        |l| l.contains(&format!("Detach timeout: user {user}")),
+    );
+    assert!(!log.contains("Reconnected"), "{log}");
+    assert!(
+        log.contains(&format!("Detached: user {user} from 198.18.1.2")),
+        "{log}"
+    );
+    wait_for(
+        "the session's processes to end",
+        Duration::from_secs(10),
+        || lab.user().processes().is_empty().then_some(()),
+        || format!("{:?}\n{}", lab.user().processes(), lab.log()),
+    );
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("Reconnect of user ") && l.contains("refused"))
+        .count();
+    report(
+        "attacks",
+        &format!(
+            "reconnect from a forbidden address: {refusals} refusal(s) logged ({refusal}); \
+             ressh gave up ({status}): {}; session ended at its detach timeout",
+            err.lines().rfind(|l| l.starts_with("ressh:")).unwrap_or("")
+        ),
+    );
+}

@@ -1,0 +1,864 @@
+//! Shared set-up of the end-to-end tests: a lab (network namespaces with
+//! resshd in the server namespace, a user with a key, an ssh_config for
+//! ressh in the client namespace), background clients whose output is read
+//! with arrival times, the counter program and its checker, timing
+//! statistics, a recording TCP proxy and /proc readers.
+//!
+//! Everything made here is removed on drop: clients (their process
+//! groups), daemons, users, temp dirs and namespaces.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use ressh_testkit::{
+    require_cmd, require_netns, require_root, resshd_bin, run_timeout, ssh_keygen, Net, Resshd,
+    Sshd, TempDir, TestUser, SSHD_BIN,
+};
+
+/// How long one short command (an exec, a small transfer) may take.
+pub const T: Duration = Duration::from_secs(60);
+
+/// The port resshd (or sshd) listens on inside a lab's server namespace.
+pub const PORT: u16 = 22;
+
+/// The client binary, next to resshd: `target/<profile>/ressh`.
+pub fn ressh_bin() -> PathBuf {
+    let bin = resshd_bin();
+    for b in ["resshd", "resshd-kex", "resshd-session", "ressh"] {
+        let p = bin.with_file_name(b);
+        assert!(
+            p.exists(),
+            "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`) so \
+             that the binaries are built next to the tests",
+            p.display()
+        );
+    }
+    bin.with_file_name("ressh")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` every 20 ms until it returns Some, or panics after `timeout`
+/// with `what` and the text `context` gives.
+pub fn wait_for<R>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<R>,
+    context: impl Fn() -> String,
+) -> R {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            context()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Shell-quotes one word.
+pub fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Random bytes (from /dev/urandom) in a file of `size` bytes.
+pub fn random_file(path: &Path, size: usize) {
+    let mut src = fs::File::open("/dev/urandom").unwrap();
+    let mut dst = fs::File::create(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len());
+        src.read_exact(&mut buf[..n]).unwrap();
+        dst.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let out = run_timeout(Command::new(require_cmd("sha256sum")).arg(path), T);
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+// ----- the lab ---------------------------------------------------------------
+
+/// A user with a key, and the ssh_config (`-F`) that makes ressh log in as
+/// it to the host alias `server`.
+pub struct Login {
+    pub key: PathBuf,
+    pub config: PathBuf,
+    pub user: TestUser,
+}
+
+/// Writes an ssh_config for `user` with `key` at `path`: host alias
+/// `server` is `hostname` port `port`, strict host key checking against
+/// `known_hosts`, no agent, batch mode, and `extra` lines first (the first
+/// value of a keyword wins).
+pub fn write_client_config(
+    path: &Path,
+    user: &str,
+    key: &Path,
+    known_hosts: &Path,
+    hostname: &str,
+    port: u16,
+    extra: &str,
+) {
+    fs::write(
+        path,
+        format!(
+            "{extra}\nHost *\n    HostName {hostname}\n    Port {port}\n    User {user}\n    \
+             IdentityFile {}\n    IdentitiesOnly yes\n    IdentityAgent none\n    \
+             UserKnownHostsFile {}\n    GlobalKnownHostsFile none\n    \
+             StrictHostKeyChecking yes\n    BatchMode yes\n    ConnectTimeout 20\n",
+            key.display(),
+            known_hosts.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Client settings of the lab: keepalives every second, so a silent path is
+/// noticed within about two seconds (PROTOCOL.md §4), and "connection lost" /
+/// "reconnected" lines on stderr.
+pub const CLIENT_EXTRA: &str = "ServerAliveInterval 1\nLogLevel VERBOSE\n";
+
+/// A three-namespace lab ([`Net`]) with resshd listening on 198.18.0.1:22 in
+/// the server namespace, and a user who logs in with ressh from the client
+/// namespace. Field order is drop order: the namespaces go last.
+pub struct Lab {
+    pub resshd: Resshd,
+    pub login: Login,
+    pub known_hosts: PathBuf,
+    pub dir: TempDir,
+    pub net: Net,
+}
+
+impl Lab {
+    /// `server_extra`: resshd_config lines (they win over the defaults);
+    /// `{USER}` in them becomes the lab user's name.
+    pub fn new(tag: &str, server_extra: &str) -> Lab {
+        require_netns();
+        let ressh = ressh_bin();
+        let net = Net::new(tag);
+        let dir = TempDir::new("e2e");
+        let known_hosts = dir.join("known_hosts");
+        let login = Lab::make_login(&dir, &known_hosts, "u", CLIENT_EXTRA);
+        let resshd = Resshd::start_in(
+            &ressh.with_file_name("resshd"),
+            &net,
+            &server_extra.replace("{USER}", &login.user.name),
+        );
+        fs::write(&known_hosts, resshd.server.known_hosts()).unwrap();
+        Lab {
+            resshd,
+            login,
+            known_hosts,
+            dir,
+            net,
+        }
+    }
+
+    /// Another user with its own key and config (`tag` names the files).
+    pub fn make_login(dir: &TempDir, known_hosts: &Path, tag: &str, extra: &str) -> Login {
+        let user = TestUser::create(&format!("e2e{tag}"));
+        let keydir = dir.join(format!("keys-{tag}"));
+        fs::create_dir_all(&keydir).unwrap();
+        let (key, pub_line) = ssh_keygen(&keydir, "ed25519", "");
+        user.authorize_key(&pub_line);
+        let config = dir.join(format!("ssh_config-{tag}"));
+        write_client_config(
+            &config,
+            &user.name,
+            &key,
+            known_hosts,
+            "198.18.0.1",
+            PORT,
+            extra,
+        );
+        Login { key, config, user }
+    }
+
+    pub fn user(&self) -> &TestUser {
+        &self.login.user
+    }
+
+    pub fn log(&self) -> String {
+        self.resshd.log()
+    }
+
+    /// `ressh -F <config> <args...>` inside the client namespace.
+    pub fn ressh(&self, args: &[&str]) -> Command {
+        ressh_cmd(&self.net, &self.login.config, args)
+    }
+
+    /// Waits until resshd's log satisfies `pred`; returns the log.
+    pub fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        wait_for(
+            what,
+            timeout,
+            || {
+                let l = self.log();
+                pred(&l).then_some(l)
+            },
+            || format!("--- resshd log ---\n{}", self.log()),
+        )
+    }
+
+    /// The resshd-session processes of the lab's user.
+    pub fn session_workers(&self) -> Vec<u32> {
+        worker_pids(self.user())
+    }
+}
+
+/// `ressh -F config args...` in `net`'s client namespace, with a clean
+/// agent/askpass environment.
+pub fn ressh_cmd(net: &Net, config: &Path, args: &[&str]) -> Command {
+    let mut c = ressh_here(config, args);
+    net.in_client(&mut c);
+    c
+}
+
+/// `ressh -F config args...` in the test's own namespace (loopback tests).
+pub fn ressh_here(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(ressh_bin());
+    c.arg("-F").arg(config).args(args);
+    c.env_remove("SSH_AUTH_SOCK")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("DISPLAY");
+    c
+}
+
+/// The resshd-session processes running as `user`.
+pub fn worker_pids(user: &TestUser) -> Vec<u32> {
+    user.processes()
+        .into_iter()
+        .filter(|p| comm(*p).as_deref() == Some("resshd-session"))
+        .collect()
+}
+
+/// `/proc/<pid>/comm`.
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// VmRSS of `pid` in bytes (None once it is gone).
+pub fn rss(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The sockets among `pid`'s descriptors above stderr, as `fd -> socket:[inode]`.
+pub fn sockets_above_stderr(pid: u32) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd: u32 = e.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(e.path()).ok()?;
+            let target = target.to_string_lossy();
+            (fd > 2 && target.starts_with("socket:")).then(|| format!("{fd} -> {target}"))
+        })
+        .collect()
+}
+
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Sends `sig` (`"STOP"`, `"KILL"`, ...) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new(require_cmd("kill"))
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+// ----- background clients ----------------------------------------------------
+
+/// One line of output and when the test read it.
+pub type Line = (Instant, String);
+
+/// A child process in its own process group (killed with it on drop) whose
+/// stdout and stderr lines are collected with their arrival times.
+pub struct Client {
+    child: Child,
+    pub out: Arc<Mutex<Vec<Line>>>,
+    pub err: Arc<Mutex<Vec<Line>>>,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+fn read_lines(mut r: impl Read + Send + 'static, into: Arc<Mutex<Vec<Line>>>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut partial = Vec::new();
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let now = Instant::now();
+            partial.extend_from_slice(&buf[..n]);
+            let mut lines = Vec::new();
+            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=i).collect();
+                lines.push((now, text(&line[..line.len() - 1])));
+            }
+            into.lock().unwrap().extend(lines);
+        }
+        if !partial.is_empty() {
+            into.lock().unwrap().push((Instant::now(), text(&partial)));
+        }
+    })
+}
+
+impl Client {
+    /// Starts `cmd` with stdin from /dev/null.
+    pub fn spawn(cmd: &mut Command) -> Client {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            read_lines(child.stdout.take().unwrap(), out.clone()),
+            read_lines(child.stderr.take().unwrap(), err.clone()),
+        ];
+        Client {
+            child,
+            out,
+            err,
+            readers,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn out_lines(&self) -> Vec<Line> {
+        self.out.lock().unwrap().clone()
+    }
+
+    pub fn err_lines(&self) -> Vec<Line> {
+        self.err.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err_lines()
+            .iter()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.out.lock().unwrap().len()
+    }
+
+    /// Stdout's last line and when it arrived.
+    pub fn last_line(&self) -> Option<Line> {
+        self.out.lock().unwrap().last().cloned()
+    }
+
+    /// Waits until stdout has more than `n` lines.
+    pub fn wait_lines(&self, n: usize, timeout: Duration) {
+        wait_for(
+            &format!("more than {n} lines of output"),
+            timeout,
+            || (self.line_count() > n).then_some(()),
+            || self.describe(),
+        );
+    }
+
+    /// Waits until a stderr line contains `needle` at or after `since`;
+    /// returns when that line arrived.
+    pub fn wait_err(&self, needle: &str, since: Instant, timeout: Duration) -> Instant {
+        wait_for(
+            &format!("\"{needle}\" on the client's stderr"),
+            timeout,
+            || {
+                self.err_lines()
+                    .into_iter()
+                    .find(|(t, l)| *t >= since && l.contains(needle))
+                    .map(|(t, _)| t)
+            },
+            || self.describe(),
+        )
+    }
+
+    /// Exit status, if it has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits for the process to exit and for its output to end.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.try_status() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not exit within {timeout:?}\n{}",
+                    self.pid(),
+                    self.describe()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            // The pipes close when the last holder exits: our own children are gone.
+            let _ = r.join();
+        }
+        status
+    }
+
+    /// The last lines of stdout and all of stderr, for failure messages.
+    pub fn describe(&self) -> String {
+        let out = self.out_lines();
+        let tail: String = out
+            .iter()
+            .skip(out.len().saturating_sub(20))
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        format!(
+            "--- stdout ({} lines, last 20) ---\n{tail}--- stderr ---\n{}",
+            out.len(),
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ----- the counter -------------------------------------------------------------
+
+/// A remote program that prints 0, 1, 2, ... one number every 10 ms (the
+/// shell's loop and `sleep 0.01`), until `max` or until `stop` exists, then
+/// `END <count>`.
+pub fn counter_cmd(stop: &Path, max: u64) -> String {
+    format!(
+        "i=0; while [ $i -lt {max} ] && [ ! -e {stop} ]; do echo $i; i=$((i+1)); sleep 0.01; \
+         done; echo END $i",
+        stop = sq(&stop.to_string_lossy())
+    )
+}
+
+/// Checks that `lines` are 0, 1, ..., n-1 followed by `END n`: every number
+/// exactly once, in order. Returns n.
+pub fn check_counter(lines: &[Line]) -> u64 {
+    let mut want = 0u64;
+    for (i, (_, l)) in lines.iter().enumerate() {
+        if let Some(end) = l.strip_prefix("END ") {
+            assert_eq!(
+                end.parse::<u64>().ok(),
+                Some(want),
+                "the counter ended at {end} after printing 0..{want}"
+            );
+            assert_eq!(
+                i + 1,
+                lines.len(),
+                "output after END: {:?}",
+                &lines[i + 1..]
+            );
+            return want;
+        }
+        let got: Option<u64> = l.parse().ok();
+        if got != Some(want) {
+            let from = i.saturating_sub(5);
+            let around: Vec<&str> = lines[from..(i + 5).min(lines.len())]
+                .iter()
+                .map(|(_, l)| l.as_str())
+                .collect();
+            panic!(
+                "line {i}: expected {want}, got {l:?} (a number lost, repeated or out of order); \
+                 lines {from}..: {around:?}"
+            );
+        }
+        want += 1;
+    }
+    panic!("the counter's output has no END line (it printed 0..{want})");
+}
+
+/// The biggest silence in `lines` (arrival times) between `from` and
+/// `until`: (the gap, when the line after it arrived). Lines arriving in one
+/// read share their time, so a burst after an outage counts once.
+pub fn biggest_gap(lines: &[Line], from: Instant, until: Instant) -> Option<(Duration, Instant)> {
+    let mut prev: Option<Instant> = None;
+    let mut best: Option<(Duration, Instant)> = None;
+    for (t, _) in lines {
+        if *t > until {
+            break;
+        }
+        if let Some(p) = prev {
+            if *t >= from {
+                let gap = t.saturating_duration_since(p.max(from));
+                if best.map_or(true, |(g, _)| gap > g) {
+                    best = Some((gap, *t));
+                }
+            }
+        }
+        prev = Some(*t);
+    }
+    best
+}
+
+/// The first line that arrived after `t`.
+pub fn first_after(lines: &[Line], t: Instant) -> Option<Instant> {
+    lines.iter().map(|(at, _)| *at).find(|at| *at > t)
+}
+
+// ----- statistics --------------------------------------------------------------
+
+/// Durations of one kind, printed as count, min, median, p95 and max.
+#[derive(Default)]
+pub struct Stats {
+    pub samples: Vec<Duration>,
+}
+
+impl Stats {
+    pub fn add(&mut self, d: Duration) {
+        self.samples.push(d);
+    }
+
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut s = self.samples.clone();
+        s.sort();
+        if s.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((s.len() - 1) as f64 * q).round() as usize;
+        s[i]
+    }
+
+    pub fn summary(&self) -> String {
+        if self.samples.is_empty() {
+            return "no samples".into();
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!(
+            "n={} min={:.0} ms median={:.0} ms p95={:.0} ms max={:.0} ms",
+            self.samples.len(),
+            ms(self.quantile(0.0)),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.95)),
+            ms(self.quantile(1.0))
+        )
+    }
+}
+
+/// Prints a measurement line (shown with `-- --nocapture`).
+pub fn report(test: &str, what: &str) {
+    println!("[e2e {test}] {what}");
+}
+
+/// Client-side reconnect times from ressh's own "reconnected ... after X s"
+/// lines (from noticing the loss to the reconnect exchange done).
+pub fn client_reconnect_times(stderr: &str) -> Stats {
+    let mut s = Stats::default();
+    for l in stderr.lines() {
+        if let Some(rest) = l.split("reconnected to ").nth(1) {
+            if let Some(x) = rest
+                .split(" after ")
+                .nth(1)
+                .and_then(|r| r.split(" s").next())
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                s.add(Duration::from_secs_f64(x));
+            }
+        }
+    }
+    s
+}
+
+/// How many reconnects resshd's session workers logged.
+pub fn reconnects(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.starts_with("resshd-session[") && l.contains(": Reconnected: user "))
+        .count()
+}
+
+/// How many lines of `log` contain `needle`.
+pub fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+// ----- a recording TCP proxy ---------------------------------------------------
+
+/// One proxied connection: what the client sent, and the two sockets.
+pub struct Proxied {
+    pub from_client: Arc<Mutex<Vec<u8>>>,
+    client: TcpStream,
+    server: TcpStream,
+}
+
+/// A TCP proxy on 127.0.0.1 (of the namespace it was made in) that forwards
+/// to `target`, records every byte each client sends, and can cut all its
+/// connections (both sides see EOF, like a broken path that a RST ends).
+pub struct Proxy {
+    pub port: u16,
+    pub conns: Arc<Mutex<Vec<Proxied>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target: std::net::SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let conns: Arc<Mutex<Vec<Proxied>>> = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, s2) = (conns.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let (client, _) = match listener.accept() {
+                    Ok(x) => x,
+                    Err(_) => {
+                        thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let rec = Arc::new(Mutex::new(Vec::new()));
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    Some(rec.clone()),
+                );
+                pump(
+                    server.try_clone().unwrap(),
+                    client.try_clone().unwrap(),
+                    None,
+                );
+                c2.lock().unwrap().push(Proxied {
+                    from_client: rec,
+                    client,
+                    server,
+                });
+            }
+        });
+        Proxy { port, conns, stop }
+    }
+
+    /// How many connections it has accepted.
+    pub fn accepted(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// What the client sent on connection `i` so far.
+    pub fn recorded(&self, i: usize) -> Vec<u8> {
+        self.conns.lock().unwrap()[i]
+            .from_client
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    /// Shuts down every connection made so far, both ways.
+    pub fn cut(&self) {
+        for c in self.conns.lock().unwrap().iter() {
+            let _ = c.client.shutdown(Shutdown::Both);
+            let _ = c.server.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, rec: Option<Arc<Mutex<Vec<u8>>>>) {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(r) = &rec {
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = from.shutdown(Shutdown::Read);
+    });
+}
+
+// ----- SSH packets in clear ------------------------------------------------------
+
+/// The start of an SSH connection as sent in clear: the version line and
+/// the binary packets up to the first NEWKEYS (RFC 4253 §6; no MAC and no
+/// encryption before it), as payloads; `rest` is everything after them.
+pub struct Clear {
+    pub version: Vec<u8>,
+    pub payloads: Vec<Vec<u8>>,
+    pub rest: Vec<u8>,
+}
+
+pub fn parse_clear(bytes: &[u8]) -> Clear {
+    let eol = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a version line");
+    let version = bytes[..eol + 2].to_vec();
+    let mut at = eol + 2;
+    let mut payloads = Vec::new();
+    while at + 5 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let pad = bytes[at + 4] as usize;
+        assert!(len > pad && at + 4 + len <= bytes.len(), "bad clear packet");
+        let payload = bytes[at + 5..at + 4 + len - pad].to_vec();
+        at += 4 + len;
+        let newkeys = payload.first() == Some(&21);
+        payloads.push(payload);
+        if newkeys {
+            break;
+        }
+    }
+    Clear {
+        version,
+        payloads,
+        rest: bytes[at..].to_vec(),
+    }
+}
+
+/// One binary packet in clear carrying `payload` (block size 8, 4+ bytes of
+/// padding, here zeros: nobody checks).
+pub fn clear_packet(payload: &[u8]) -> Vec<u8> {
+    let mut pad = 8 - (5 + payload.len()) % 8;
+    if pad < 4 {
+        pad += 8;
+    }
+    let len = 1 + payload.len() + pad;
+    let mut p = Vec::with_capacity(4 + len);
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.push(pad as u8);
+    p.extend_from_slice(payload);
+    p.resize(p.len() + pad, 0);
+    p
+}
+
+/// Reads what a server sends on `s` until it closes (or `timeout`):
+/// (bytes, whether it closed).
+pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, false)
+            }
+            // A reset is a close too.
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+/// The code and description of an SSH_MSG_RECONNECT_FAILURE (244) among
+/// the clear packets a server sent.
+pub fn reconnect_failure(server_bytes: &[u8]) -> Option<(u32, String)> {
+    if !server_bytes.windows(2).any(|w| w == b"\r\n") {
+        return None;
+    }
+    let c = parse_clear(server_bytes);
+    c.payloads
+        .iter()
+        .find(|p| p.first() == Some(&244))
+        .map(|p| {
+            let code = u32::from_be_bytes(p[1..5].try_into().unwrap());
+            let len = u32::from_be_bytes(p[5..9].try_into().unwrap()) as usize;
+            (code, text(&p[9..9 + len.min(p.len() - 9)]))
+        })
+}
+
+/// Formats a byte count as MiB.
+pub fn mib(n: u64) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{:.1} MiB", n as f64 / (1 << 20) as f64);
+    s
+}

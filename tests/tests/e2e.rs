@@ -1,0 +1,41 @@
+//! End-to-end tests of resilient sessions (issue 5): ressh against resshd
+//! (and against stock OpenSSH) in network namespaces the tests create, with
+//! addresses from 198.18.0.0/15, or on loopback. One scenario per module;
+//! each module's doc says what it does and what it prints (run with
+//! `-- --nocapture` to see the measurements).
+//!
+//! | issue 5 item | module |
+//! |---|---|
+//! | 1. sftp down/up and a `-L` stream with a kill every second | `transfer` |
+//! | 2. counter through 50 mixed disruptions | `disruptions` |
+//! | 3. roaming to a new address | `roaming` |
+//! | 4. 10 minutes blackholed with the client stopped | `long.rs` |
+//! | 5. detach timeout | `detach` |
+//! | 6. attacks on the reconnect, AllowUsers on a new address | `attacks` |
+//! | 7. backpressure and memory | `backpressure` |
+//! | 8. stock OpenSSH on either side | `legacy` |
+//! | 9. resshd restarted while a session is detached | `restart` |
+//!
+//! All tests need root and the workspace's binaries (`cargo build
+//! --workspace`; `cargo test --workspace` builds them). They fail, never
+//! skip, when something is missing.
+//!
+//! One binary on purpose: Cargo runs test binaries one after another, while
+//! libtest runs the tests of one binary in parallel (`--test-threads=2` in
+//! CI), starting them in the order of their names.
+
+mod common;
+
+// The 10-minute test (tests/long.rs) is named to sort first, so it starts
+// at once and the other tests run beside it on the second thread.
+#[path = "long.rs"]
+mod a_long;
+
+mod attacks;
+mod backpressure;
+mod detach;
+mod disruptions;
+mod legacy;
+mod restart;
+mod roaming;
+mod transfer;

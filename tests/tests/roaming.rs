@@ -1,0 +1,109 @@
+//! Issue 5, item 3: roaming. The client's namespace moves from uplink A
+//! (198.18.1.2) to uplink B (198.18.2.2) and the old uplink disappears
+//! ([`Net::roam`]: make the new, move the default route, delete the old);
+//! then back, six moves in all. The session goes on (the counter's output
+//! is complete and in order), resshd logs each reconnect with the new
+//! address, and the time from the route change to data flowing again is
+//! measured.
+//!
+//! Printed per move and as median/p95: route change -> ressh's
+//! "reconnected" line; route change -> the end of the longest pause in the
+//! counter's output around the move (when a new line arrives; with
+//! make-before-break there may be no pause beyond the counter's own 10 ms
+//! interval: then this is just the next line); and that pause itself.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const MOVES: usize = 6;
+
+#[test]
+fn session_follows_the_client_to_a_new_address() {
+    let lab = Lab::new("roam", "DetachTimeout 300\n");
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    client.wait_lines(100, T);
+    let user = lab.user().name.clone();
+
+    let mut to_reconnected = Stats::default();
+    let mut to_data = Stats::default();
+    let mut pauses = Stats::default();
+    let mut moves = Vec::new();
+    for i in 0..MOVES {
+        let (old, new) = if i % 2 == 0 {
+            ("198.18.1.2", "198.18.2.2")
+        } else {
+            ("198.18.2.2", "198.18.1.2")
+        };
+        assert_eq!(lab.net.client_addr().to_string(), old);
+        let before = reconnects(&lab.log());
+        let route = lab.net.roam_timed();
+        let done = Instant::now();
+        assert_eq!(lab.net.client_addr().to_string(), new);
+        let needle = format!("Reconnected: user {user} from {new} port ");
+        let log = lab.wait_log(
+            &format!("resshd to log the reconnect from {new} (move {i})"),
+            Duration::from_secs(30),
+            |l| reconnects(l) > before && l.contains(&needle),
+        );
+        let line = log
+            .lines()
+            .rfind(|l| l.contains(&needle))
+            .unwrap()
+            .to_string();
+        assert!(
+            line.contains(&format!("(was {old} port ")),
+            "the reconnect line does not name the old address {old}: {line}"
+        );
+        let reconnected = client.wait_err("reconnected to ", route, Duration::from_secs(30));
+        let seen = client.line_count();
+        client.wait_lines(seen + 20, Duration::from_secs(30));
+        let lines = client.out_lines();
+        let (pause, back) = biggest_gap(
+            &lines,
+            route.min(reconnected) - Duration::from_millis(50),
+            reconnected + Duration::from_millis(300),
+        )
+        .expect("lines around the move");
+        to_reconnected.add(reconnected.saturating_duration_since(route));
+        to_data.add(back.saturating_duration_since(route));
+        pauses.add(pause);
+        moves.push(format!(
+            "{old} -> {new}: route change -> reconnected {:.0} ms, -> data {:.0} ms, longest \
+             pause {:.0} ms (roam() itself took {:.0} ms)",
+            ms(reconnected.saturating_duration_since(route)),
+            ms(back.saturating_duration_since(route)),
+            ms(pause),
+            ms(done.duration_since(route))
+        ));
+        assert!(
+            client.try_status().is_none(),
+            "ressh exited after move {i}\n{}",
+            client.describe()
+        );
+    }
+
+    fs::write(&stop, "").unwrap();
+    let status = client.wait_exit(T);
+    assert!(status.success(), "ressh: {status}\n{}", client.describe());
+    let n = check_counter(&client.out_lines());
+    for m in &moves {
+        report("roaming", m);
+    }
+    report(
+        "roaming",
+        &format!(
+            "{n} numbers, each exactly once; route change -> reconnected: {}; route change -> \
+             data flowing: {}; longest pause: {}",
+            to_reconnected.summary(),
+            to_data.summary(),
+            pauses.summary()
+        ),
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
