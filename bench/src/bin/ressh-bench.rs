@@ -41,6 +41,8 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
 --reps N    repetitions of each transfer (default 3)
 --quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10
 --out FILE  also write the report to FILE
+--ciphers L only these ciphers in `cat` (e.g. chacha20-poly1305@openssh.com)
+--down-only only server → client in `cat`
 --serve     only start both servers (as for the measurements), print client
             command lines, and wait for Enter (for profiling by hand)";
 
@@ -72,6 +74,10 @@ struct Opts {
     out: Option<PathBuf>,
     /// Only start the two servers, print client commands, wait for Enter.
     serve: bool,
+    /// Ciphers of the `cat` section (names as in [`CIPHERS`]); empty: all.
+    ciphers: Vec<String>,
+    /// Directions of the `cat` section.
+    dirs: Vec<&'static str>,
 }
 
 const SECTIONS: [&str; 6] = ["cat", "sftp", "resil", "setup", "memory", "reconnect"];
@@ -87,6 +93,8 @@ fn parse_args() -> Result<Opts, String> {
         sections: SECTIONS.to_vec(),
         out: None,
         serve: false,
+        ciphers: Vec::new(),
+        dirs: vec!["down", "up"],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -132,6 +140,8 @@ fn parse_args() -> Result<Opts, String> {
             }
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--serve" => o.serve = true,
+            "--ciphers" => o.ciphers = val()?.split(',').map(str::to_string).collect(),
+            "--down-only" => o.dirs = vec!["down"],
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -343,12 +353,52 @@ fn machine_info(ressh: &Path, resshd: &Path) -> String {
 /// What one transfer measured.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
-    /// From the first byte moving to the end (connection setup excluded).
+    /// From the first byte moving to the last one arriving (connection
+    /// setup and teardown excluded).
     secs: f64,
-    /// From spawning the client to its exit.
+    /// From spawning the client to the last byte.
     wall: f64,
     /// Busy CPU seconds of the whole machine meanwhile.
     cpu: f64,
+    /// CPU seconds of the server's processes for this connection (the
+    /// user's own command excluded), of the client, and of the command.
+    server_cpu: f64,
+    client_cpu: f64,
+    cmd_cpu: f64,
+}
+
+/// Remote commands run for the user (their CPU is not the server's).
+const USER_COMMANDS: &[&str] = &["cat", "sleep", "sh", "dash", "bash", "head"];
+
+/// CPU seconds used so far by `pid` (user + system).
+fn cpu_of(pid: u32) -> f64 {
+    let Ok(st) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = st.rfind(')').map(|i| &st[i + 1..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state(0) ... utime(11) stime(12).
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (t(11) + t(12)) / hz
+}
+
+/// (server processes, user commands) CPU under `server`, for connections
+/// made after the server started (the listener itself is excluded).
+fn server_cpu(server: &Server) -> (f64, f64) {
+    let (mut srv, mut cmd) = (0.0, 0.0);
+    for p in proc::descendants(server.pid()) {
+        let c = cpu_of(p);
+        if USER_COMMANDS.contains(&proc::comm(p).as_str()) {
+            cmd += c;
+        } else {
+            srv += c;
+        }
+    }
+    (srv, cmd)
 }
 
 fn splice(from: i32, to: i32, len: usize) -> isize {
@@ -373,14 +423,15 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
-/// Runs `cmd` (a client whose remote command writes `bytes` to stdout) with
+/// Runs `cmd`, a client whose remote command writes `bytes` to stdout and
+/// then sleeps a second (so that its processes can be measured), with
 /// stdout spliced to /dev/null by this process.
-fn download(cmd: Command, bytes: u64) -> Result<Sample, String> {
-    download_log(cmd, bytes).map(|(s, _)| s)
+fn download(server: &Server, cmd: Command, bytes: u64) -> Result<Sample, String> {
+    download_log(server, cmd, bytes).map(|(s, _)| s)
 }
 
 /// [`download`], also returning what the client wrote to stderr.
-fn download_log(mut cmd: Command, bytes: u64) -> Result<(Sample, String), String> {
+fn download_log(server: &Server, mut cmd: Command, bytes: u64) -> Result<(Sample, String), String> {
     let devnull = File::create("/dev/null").map_err(|e| e.to_string())?;
     let cpu0 = proc::cpu_busy();
     let t0 = Instant::now();
@@ -393,6 +444,8 @@ fn download_log(mut cmd: Command, bytes: u64) -> Result<(Sample, String), String
     let out = child.stdout.take().expect("stdout");
     let mut got = 0u64;
     let mut first = None;
+    let mut end = None;
+    let mut procs = (0.0, 0.0, 0.0);
     loop {
         let n = splice(out.as_raw_fd(), devnull.as_raw_fd(), 1 << 20);
         if n <= 0 {
@@ -400,9 +453,12 @@ fn download_log(mut cmd: Command, bytes: u64) -> Result<(Sample, String), String
         }
         first.get_or_insert_with(Instant::now);
         got += n as u64;
+        if got >= bytes && end.is_none() {
+            end = Some((Instant::now(), proc::cpu_busy()));
+            let (srv, cmd) = server_cpu(server);
+            procs = (srv, cpu_of(child.id()), cmd);
+        }
     }
-    let end = Instant::now();
-    let cpu1 = proc::cpu_busy();
     let st = child.wait().map_err(|e| e.to_string())?;
     let err = stderr_of(&mut child);
     if !st.success() || got != bytes {
@@ -411,29 +467,35 @@ fn download_log(mut cmd: Command, bytes: u64) -> Result<(Sample, String), String
             err.trim()
         ));
     }
+    let (end, cpu1) = end.expect("all bytes arrived");
     let first = first.unwrap_or(end);
     let s = Sample {
         secs: (end - first).as_secs_f64(),
         wall: (end - t0).as_secs_f64(),
         cpu: cpu1 - cpu0,
+        server_cpu: procs.0,
+        client_cpu: procs.1,
+        cmd_cpu: procs.2,
     };
     Ok((s, err))
 }
 
-/// Runs `cmd` (a client whose remote command reads stdin to EOF) with
-/// `file` spliced into its stdin. The transfer starts when the client
-/// first drains the pipe.
-fn upload(mut cmd: Command, file: &Path, bytes: u64) -> Result<Sample, String> {
+/// Runs `cmd`, a client whose remote command reads stdin to EOF, prints
+/// `done` and sleeps a second, with `file` spliced into its stdin. The
+/// transfer starts when the client first drains the pipe and ends when
+/// `done` arrives.
+fn upload(server: &Server, mut cmd: Command, file: &Path, bytes: u64) -> Result<Sample, String> {
     let src = File::open(file).map_err(|e| e.to_string())?;
     let cpu0 = proc::cpu_busy();
     let t0 = Instant::now();
     let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
     let stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut sent = 0u64;
     let mut first = None;
     let mut calls = 0;
@@ -451,11 +513,15 @@ fn upload(mut cmd: Command, file: &Path, bytes: u64) -> Result<Sample, String> {
         sent += n as u64;
     }
     drop(stdin);
-    let st = child.wait().map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
     let end = Instant::now();
     let cpu1 = proc::cpu_busy();
+    let (srv, cmdc) = server_cpu(server);
+    let client_cpu = cpu_of(child.id());
+    let st = child.wait().map_err(|e| e.to_string())?;
     let err = stderr_of(&mut child);
-    if !st.success() || sent != bytes {
+    if !st.success() || sent != bytes || line.trim() != "done" {
         return Err(format!(
             "client exited with {st} after {sent} of {bytes} bytes: {}",
             err.trim()
@@ -466,6 +532,9 @@ fn upload(mut cmd: Command, file: &Path, bytes: u64) -> Result<Sample, String> {
         secs: (end - first).as_secs_f64(),
         wall: (end - t0).as_secs_f64(),
         cpu: cpu1 - cpu0,
+        server_cpu: srv,
+        client_cpu,
+        cmd_cpu: cmdc,
     })
 }
 
@@ -584,73 +653,81 @@ impl Bench {
 
     fn throughput(&mut self) -> Result<(), String> {
         let pair = self.both("cat", "")?;
-        let cat = format!("cat {}", self.file.display());
+        let down = format!("cat {}; sleep 1", self.file.display());
+        let up = "cat > /dev/null && echo done; sleep 1";
+        let gib = self.bytes as f64 / (1u64 << 30) as f64;
         for (label, cipher, mac) in CIPHERS {
+            if !self.o.ciphers.is_empty() && !self.o.ciphers.iter().any(|c| c == cipher) {
+                continue;
+            }
             let mut extra = vec!["-c", cipher];
             if let Some(m) = mac {
                 extra.extend(["-m", m]);
             }
-            for dir in ["down", "up"] {
+            for dir in self.o.dirs.clone() {
                 let mut res: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
                 for rep in 0..self.o.reps {
-                    for (_, c) in &pair {
+                    for (srv, c) in &pair {
+                        let mut cmd = c.ssh(&extra);
                         let s = if dir == "down" {
-                            let mut cmd = c.ssh(&extra);
-                            cmd.arg(&cat);
-                            download(cmd, self.bytes)
+                            cmd.arg(&down);
+                            download(srv, cmd, self.bytes)
                         } else {
-                            let mut cmd = c.ssh(&extra);
-                            cmd.arg("cat > /dev/null");
-                            upload(cmd, &self.file, self.bytes)
+                            cmd.arg(up);
+                            upload(srv, cmd, &self.file, self.bytes)
                         }
                         .map_err(|e| format!("{} {label} {dir}: {e}", c.kind.name()))?;
                         say!(
-                            "{label} {dir} {} #{rep}: {:.0} MB/s ({:.2} s, {:.2} s with setup, {:.2} CPU s)",
+                            "{label} {dir} {} #{rep}: {:.0} MB/s ({:.2} s; {:.2} s from spawn; \
+                             CPU s: server {:.2}, client {:.2}, command {:.2}, machine {:.2})",
                             c.kind.name(),
                             mbps(self.bytes, s.secs),
                             s.secs,
                             s.wall,
+                            s.server_cpu,
+                            s.client_cpu,
+                            s.cmd_cpu,
                             s.cpu
                         );
                         res.entry(c.kind.name()).or_default().push(s);
                     }
                 }
                 let bytes = self.bytes;
-                let tp = |k: &str| -> Vec<f64> {
-                    res[k].iter().map(|s| mbps(bytes, s.secs)).collect()
-                };
-                let cpu = |k: &str| -> Vec<f64> {
-                    res[k]
-                        .iter()
-                        .map(|s| s.cpu / (bytes as f64 / (1u64 << 30) as f64))
-                        .collect()
+                let get = |k: &str, f: &dyn Fn(&Sample) -> f64| -> Vec<f64> {
+                    res[k].iter().map(f).collect()
                 };
                 let arrow = if dir == "down" {
                     "server → client"
                 } else {
                     "client → server"
                 };
-                let (r, o) = (tp("ressh"), tp("OpenSSH"));
+                let tp = |s: &Sample| mbps(bytes, s.secs);
                 self.row(
                     "cat",
                     format!("exec cat, {label}, {arrow}"),
                     "MB/s",
-                    &r,
-                    Some(&o),
+                    &get("ressh", &tp),
+                    Some(&get("OpenSSH", &tp)),
                     true,
                     0,
                     "",
                 );
-                let (r, o) = (cpu("ressh"), cpu("OpenSSH"));
+                let srv = |s: &Sample| s.server_cpu / gib;
+                let cli = |s: &Sample| s.client_cpu / gib;
+                let (rc, oc) = (get("ressh", &cli), get("OpenSSH", &cli));
                 self.row(
                     "cat",
-                    format!("  CPU per GiB (whole machine), {label}, {arrow}"),
+                    "  server CPU per GiB",
                     "CPU s",
-                    &r,
-                    Some(&o),
+                    &get("ressh", &srv),
+                    Some(&get("OpenSSH", &srv)),
                     false,
                     2,
-                    "",
+                    format!(
+                        "client: {:.2} vs {:.2} CPU s per GiB",
+                        Summary::of(&rc).median,
+                        Summary::of(&oc).median
+                    ),
                 );
             }
         }
@@ -713,7 +790,7 @@ impl Bench {
     fn resilience(&mut self) -> Result<(), String> {
         let s = self.server(Kind::Ressh, "resil", "")?;
         let c = self.client(&s, None)?;
-        let cat = format!("cat {}", self.file.display());
+        let cat = format!("cat {}; sleep 1", self.file.display());
         let mut on = Vec::new();
         let mut off = Vec::new();
         for rep in 0..self.o.reps.max(3) {
@@ -721,7 +798,7 @@ impl Bench {
                 let opt = format!("Resilience={extra}");
                 let mut cmd = c.ssh(&["-o", &opt]);
                 cmd.arg(&cat);
-                let smp = download(cmd, self.bytes)?;
+                let smp = download(&s, cmd, self.bytes)?;
                 say!(
                     "resilience {extra} #{rep}: {:.0} MB/s",
                     mbps(self.bytes, smp.secs)
@@ -745,7 +822,7 @@ impl Bench {
         // them at exit): in a download, the client is the one acknowledging.
         let mut cmd = c.ssh(&["-v"]);
         cmd.arg(&cat);
-        let (_, log) = download_log(cmd, self.bytes)?;
+        let (_, log) = download_log(&s, cmd, self.bytes)?;
         let line = log
             .lines()
             .find(|l| l.contains("resilience: sent"))
