@@ -292,25 +292,26 @@ impl ClientSetup {
         format!("{}@{}", self.user, self.host)
     }
 
-    /// `ressh|ssh <opts> <extra> -p PORT user@host` (append the command).
+    /// `ressh|ssh <extra> <opts> -p PORT user@host` (append the command).
+    /// `extra` comes first: its `-o` options win (the first value counts).
     pub fn ssh(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(&self.opts)
-            .args(extra)
+        c.args(extra)
+            .args(&self.opts)
             .arg("-p")
             .arg(self.port.to_string())
             .arg(self.dest());
         c
     }
 
-    /// `sftp [-S ressh] <opts> <extra> -P PORT` (append `-b` and the destination).
+    /// `sftp [-S ressh] <extra> <opts> -P PORT` (append the destination).
     pub fn sftp(&self, extra: &[&str]) -> Command {
         let mut c = Command::new("sftp");
         if self.kind == Kind::Ressh {
             c.arg("-S").arg(&self.bin);
         }
-        c.args(&self.opts)
-            .args(extra)
+        c.args(extra)
+            .args(&self.opts)
             .arg("-P")
             .arg(self.port.to_string());
         c

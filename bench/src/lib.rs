@@ -5,6 +5,8 @@
 //! Nothing here is a test: `cargo test` builds this crate but runs nothing of it.
 
 pub mod daemon;
+pub mod engine;
+pub mod lab;
 pub mod proc;
 pub mod relay;
 pub mod stats;
@@ -16,7 +18,9 @@ use std::path::{Path, PathBuf};
 /// there (the `bench/run` and `bench/demo` wrappers build them).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().expect("the executable's directory").to_path_buf()
+    exe.parent()
+        .expect("the executable's directory")
+        .to_path_buf()
 }
 
 /// `dir/name`, or a clear error naming the build command when it is missing.

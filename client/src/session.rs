@@ -46,7 +46,7 @@ const FIRST_DYNAMIC: usize = 16;
 /// Stop reading local input while this much is waiting for the transport.
 const OUT_HIGH: usize = 1 << 20;
 /// Read size for local input and the transport.
-const BUF: usize = 64 * 1024;
+const BUF: usize = 256 * 1024;
 /// Transport bytes handled per wake-up before local I/O gets a turn.
 const READ_BUDGET: usize = 4 << 20;
 
@@ -562,6 +562,10 @@ impl Session {
                         return;
                     }
                     self.drain_events();
+                    // Write out what arrived now: that returns the window
+                    // to the server (WINDOW_ADJUST) while it is still
+                    // sending, instead of after the whole read budget.
+                    self.flush_outputs();
                     self.flush_transport();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.t_read = false,

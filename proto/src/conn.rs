@@ -405,7 +405,15 @@ pub struct Connection {
     dead_reported: bool,
     closed: bool,
     stats: Stats,
+    /// Payload buffers of sent packets, kept for the next ones (see
+    /// [`Connection::recycle`]): a bulk transfer then allocates nothing per
+    /// packet and writes into memory that is still in the CPU's caches.
+    spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
 }
+
+/// Bytes of spare payload buffers a connection keeps at most.
+const SPARE_MAX: usize = 2 << 20;
 
 impl Connection {
     /// A client connection; its version line and first KEXINIT are queued.
@@ -468,6 +476,8 @@ impl Connection {
             dead_reported: false,
             closed: false,
             stats: Stats::default(),
+            spare: Vec::new(),
+            spare_bytes: 0,
         };
         c.outbuf.extend_from_slice(c.local_version.as_bytes());
         c.outbuf.extend_from_slice(b"\r\n");
@@ -725,9 +735,23 @@ impl Connection {
             {
                 return Ok(());
             }
-            let Some((payload, n)) = self.reader.read(&self.inbuf[*off..])? else {
+            // Decrypted where it lies: the payload is copied out once.
+            let Some((range, n)) = self.reader.read_in_place(&mut self.inbuf[*off..])? else {
                 return Ok(());
             };
+            let plain = &self.inbuf[*off + range.start..*off + range.end];
+            if plain[0] == num::CHANNEL_DATA && self.authenticated {
+                let (id, data) = msg::decode_channel_data(plain)?;
+                let (data, len) = (data.to_vec(), plain.len());
+                *off += n;
+                if self.reader.seq == 0 && !self.strict_kex && self.session_id.is_some() {
+                    return Err(Error::Protocol("incoming sequence number wrapped"));
+                }
+                self.dispatch_channel_data(id, data, len, now)?;
+                self.maybe_rekey()?;
+                continue;
+            }
+            let payload = plain.to_vec();
             *off += n;
             if self.reader.seq == 0 && !self.strict_kex && self.session_id.is_some() {
                 // Sequence numbers wrapped without a rekey: refuse, as OpenSSH.
@@ -764,22 +788,45 @@ impl Connection {
             self.deferred.push_back(payload);
             return Ok(());
         }
-        self.write_payload(&payload)?;
+        self.write_payload(payload)?;
         self.maybe_rekey()
     }
 
-    /// Writes a payload and records it for counting and retransmission.
-    fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
-        self.write_now(payload)?;
+    /// Writes a payload and records it for counting and retransmission
+    /// (the retransmit buffer keeps the payload itself, not a copy).
+    fn write_payload(&mut self, payload: Vec<u8>) -> Result<()> {
+        self.write_now(&payload)?;
         if self.authenticated && payload[0] >= 80 {
             self.sent_msgs += 1;
         }
-        if let Some(r) = self.resilience.as_mut() {
-            if r.active && is_resilient(payload[0]) {
-                r.sent(payload);
-            }
+        match self.resilience.as_mut() {
+            Some(r) if r.active && is_resilient(payload[0]) => r.sent(payload),
+            _ => self.recycle(payload),
         }
         Ok(())
+    }
+
+    /// Keeps a payload buffer no longer needed for the next packet.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap >= 4096 && self.spare_bytes + cap <= SPARE_MAX {
+            buf.clear();
+            self.spare_bytes += cap;
+            self.spare.push(buf);
+        }
+    }
+
+    /// An empty buffer for a payload of `len` bytes, recycled if possible.
+    fn payload_buf(&mut self, len: usize) -> Vec<u8> {
+        let mut b = match self.spare.pop() {
+            Some(b) => {
+                self.spare_bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        };
+        b.reserve(len);
+        b
     }
 
     fn write_now(&mut self, payload: &[u8]) -> Result<()> {
@@ -1133,7 +1180,7 @@ impl Connection {
 
     fn flush_deferred(&mut self) -> Result<()> {
         while let Some(p) = self.deferred.pop_front() {
-            self.write_payload(&p)?;
+            self.write_payload(p)?;
         }
         self.deferred_bytes = 0;
         Ok(())
@@ -1149,6 +1196,34 @@ impl Connection {
     fn dispatch(&mut self, payload: Vec<u8>, now: Instant) -> Result<()> {
         let n = payload[0];
         let seq = self.reader.seq.wrapping_sub(1);
+        if !self.count_received(n, payload.len(), now)? {
+            return Ok(());
+        }
+        self.dispatch_inner(n, seq, payload)?;
+        self.ack_if_due(n)
+    }
+
+    /// CHANNEL_DATA after authentication, decoded where it was decrypted:
+    /// the data is copied once, straight into the Vec that
+    /// [`Event::Data`] carries (the hot path of bulk transfers).
+    fn dispatch_channel_data(
+        &mut self,
+        id: u32,
+        data: Vec<u8>,
+        len: usize,
+        now: Instant,
+    ) -> Result<()> {
+        if !self.count_received(num::CHANNEL_DATA, len, now)? {
+            return Ok(());
+        }
+        self.on_data(id, None, data)?;
+        self.ack_if_due(num::CHANNEL_DATA)
+    }
+
+    /// The bookkeeping of every received message `n` of `len` bytes: state
+    /// checks, counts, the resilience receive count. False: a duplicate
+    /// after a reconnect, to be dropped.
+    fn count_received(&mut self, n: u8, len: usize, now: Instant) -> Result<bool> {
         self.check_allowed_during_kex(n)?;
         if self.authenticated && n >= 80 {
             self.recv_msgs += 1;
@@ -1163,16 +1238,19 @@ impl Connection {
                 if r.skip > 0 {
                     // Already received on the old connection.
                     r.skip -= 1;
-                    return Ok(());
+                    return Ok(false);
                 }
                 r.recv += 1;
-                r.unacked_bytes += payload.len();
+                r.unacked_bytes += len;
                 self.ack_timer.get_or_insert(now);
             }
         }
-        let resilient = is_resilient(n);
-        self.dispatch_inner(n, seq, payload)?;
-        if resilient
+        Ok(true)
+    }
+
+    /// After a resilient message: an ACK once enough has arrived.
+    fn ack_if_due(&mut self, n: u8) -> Result<()> {
+        if is_resilient(n)
             && self
                 .resilience
                 .as_ref()
@@ -1236,7 +1314,15 @@ impl Connection {
             resilience::MSG_ACK if self.resilience.as_ref().is_some_and(|r| r.active) => {
                 let (count, want_reply) = resilience::decode_ack(&payload)?;
                 self.stats.acks_received += 1;
-                let freed = self.resilience.as_mut().expect("resilience").acked(count)?;
+                let mut done = Vec::new();
+                let freed = self
+                    .resilience
+                    .as_mut()
+                    .expect("resilience")
+                    .acked_with(count, |p| done.push(p))?;
+                for p in done {
+                    self.recycle(p);
+                }
                 if freed {
                     self.wake_blocked_channels();
                 }
@@ -1921,7 +2007,7 @@ impl Connection {
         let recipient = ch.remote_id;
         self.stats.data_sent += n as u64;
         for chunk in data[..n].chunks(max) {
-            let mut p = Vec::with_capacity(chunk.len() + 16);
+            let mut p = self.payload_buf(chunk.len() + 16);
             match code {
                 None => {
                     p.extend_from_slice(&msg::channel_data_header(recipient, chunk.len() as u32));
@@ -2478,6 +2564,8 @@ impl Connection {
             dead_reported: false,
             closed: false,
             stats: Stats::default(),
+            spare: Vec::new(),
+            spare_bytes: 0,
         })
     }
 }

@@ -70,7 +70,6 @@ pub fn scan_version(buf: &[u8], allow_preamble: bool, seen: &mut usize) -> Resul
 pub struct PacketWriter {
     key: Box<dyn SealingKey>,
     pub seq: u32,
-    scratch: Vec<u8>,
     /// Bytes and packets sealed under the current keys (for rekeying limits).
     pub bytes: u64,
     pub packets: u64,
@@ -81,7 +80,6 @@ impl PacketWriter {
         Ok(PacketWriter {
             key: cipher::sealing_key(m)?,
             seq,
-            scratch: Vec::new(),
             bytes: 0,
             packets: 0,
         })
@@ -102,7 +100,9 @@ impl PacketWriter {
         self.key.export()
     }
 
-    /// Frames, pads, seals `payload` and appends the packet to `out`.
+    /// Frames, pads, seals `payload` and appends the packet to `out`. The
+    /// packet is built and sealed in place at the end of `out`: the payload
+    /// is copied once (this is the hot path of bulk transfers).
     pub fn write(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let bs = self.key.block_size().max(8);
         let aad = if self.key.length_outside_blocks() {
@@ -116,19 +116,24 @@ impl PacketWriter {
             pad += bs;
         }
         let packet_len = 1 + payload.len() + pad;
-        let p = &mut self.scratch;
-        p.clear();
-        p.reserve(4 + packet_len + self.key.tag_len());
-        p.extend_from_slice(&(packet_len as u32).to_be_bytes());
-        p.push(pad as u8);
-        p.extend_from_slice(payload);
-        let start = p.len();
-        p.resize(start + pad, 0);
-        openssl::rand::rand_bytes(&mut p[start..])?;
-        self.key.seal(self.seq, p)?;
-        out.extend_from_slice(p);
+        let tag_len = self.key.tag_len();
+        let start = out.len();
+        out.reserve(4 + packet_len + tag_len);
+        out.extend_from_slice(&(packet_len as u32).to_be_bytes());
+        out.push(pad as u8);
+        out.extend_from_slice(payload);
+        let pad_at = out.len();
+        out.resize(pad_at + pad + tag_len, 0);
+        let (packet, tag) = out[start..].split_at_mut(4 + packet_len);
+        let sealed = openssl::rand::rand_bytes(&mut packet[pad_at - start..])
+            .map_err(Error::from)
+            .and_then(|()| self.key.seal_in_place(self.seq, packet, tag));
+        if let Err(e) = sealed {
+            out.truncate(start);
+            return Err(e);
+        }
         self.seq = self.seq.wrapping_add(1);
-        self.bytes += p.len() as u64;
+        self.bytes += (out.len() - start) as u64;
         self.packets += 1;
         Ok(())
     }
@@ -173,6 +178,53 @@ impl PacketReader {
     /// and the number of bytes consumed, or `None` if more bytes are needed.
     /// The length is checked before anything is buffered.
     pub fn read(&mut self, buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>> {
+        let Some(total) = self.packet_size(buf)? else {
+            return Ok(None);
+        };
+        let mut p = std::mem::take(&mut self.scratch);
+        p.clear();
+        p.extend_from_slice(&buf[..total]);
+        let r = self.read_in_place(&mut p);
+        let out = match r {
+            Ok(Some((range, n))) => Ok(Some((p[range].to_vec(), n))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        self.scratch = p;
+        out
+    }
+
+    /// Like [`Self::read`], but verifies and decrypts the packet where it
+    /// lies in `buf` and returns where its payload is, without copying.
+    /// On an error the packet's bytes in `buf` may have been changed.
+    pub fn read_in_place(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<(std::ops::Range<usize>, usize)>> {
+        let Some(total) = self.packet_size(buf)? else {
+            return Ok(None);
+        };
+        let tag_len = self.key.tag_len();
+        let len = total - 4 - tag_len;
+        let (p, tag) = buf[..total].split_at_mut(4 + len);
+        self.key.open(self.seq, p, tag)?;
+        let pad = p[4] as usize;
+        if pad < 4 || pad + 1 > len {
+            return Err(Error::Malformed("padding length"));
+        }
+        let payload = 5..4 + len - pad;
+        if payload.is_empty() {
+            return Err(Error::Malformed("empty packet"));
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.bytes += total as u64;
+        self.packets += 1;
+        Ok(Some((payload, total)))
+    }
+
+    /// The size of the packet at the front of `buf` (length, body and tag),
+    /// once `buf` holds all of it; the length is checked first.
+    fn packet_size(&self, buf: &[u8]) -> Result<Option<usize>> {
         if buf.len() < 4 {
             return Ok(None);
         }
@@ -197,22 +249,7 @@ impl PacketReader {
         if buf.len() < total {
             return Ok(None);
         }
-        let p = &mut self.scratch;
-        p.clear();
-        p.extend_from_slice(&buf[..4 + len]);
-        self.key.open(self.seq, p, &buf[4 + len..total])?;
-        let pad = p[4] as usize;
-        if pad < 4 || pad + 1 > len {
-            return Err(Error::Malformed("padding length"));
-        }
-        let payload = p[5..4 + len - pad].to_vec();
-        if payload.is_empty() {
-            return Err(Error::Malformed("empty packet"));
-        }
-        self.seq = self.seq.wrapping_add(1);
-        self.bytes += total as u64;
-        self.packets += 1;
-        Ok(Some((payload, total)))
+        Ok(Some(total))
     }
 }
 

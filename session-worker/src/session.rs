@@ -68,7 +68,7 @@ const NEW_SOCK: Token = Token(4);
 const FIRST_TOKEN: usize = 16;
 
 /// Bytes read from the client or a local fd at once.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// Rounds of work between polls, so that a busy transfer does not starve
 /// signals, listeners and timers.
 const MAX_ROUNDS: usize = 64;

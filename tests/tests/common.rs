@@ -564,6 +564,32 @@ pub fn biggest_gap(lines: &[Line], from: Instant, until: Instant) -> Option<(Dur
     best
 }
 
+/// When output flowed again after a disruption that began at `from` and
+/// that ressh recovered from at `reconnected` (its "reconnected" line):
+/// the end of the longest pause between the two (plus 300 ms), if that
+/// pause is a real one (over three `normal` intervals); else, when the
+/// output never visibly paused, the first line after `reconnected`.
+pub fn resumed_at(
+    lines: &[Line],
+    from: Instant,
+    reconnected: Instant,
+    normal: Duration,
+) -> Option<Instant> {
+    match biggest_gap(lines, from, reconnected + Duration::from_millis(300)) {
+        Some((gap, back)) if gap > normal * 3 => Some(back),
+        _ => first_after(lines, reconnected),
+    }
+}
+
+/// The median interval between consecutive lines among the first 200.
+pub fn normal_interval(lines: &[Line]) -> Duration {
+    let mut s = Stats::default();
+    for w in lines.windows(2).take(200) {
+        s.add(w[1].0.duration_since(w[0].0));
+    }
+    s.quantile(0.5)
+}
+
 /// The first line that arrived after `t`.
 pub fn first_after(lines: &[Line], t: Instant) -> Option<Instant> {
     lines.iter().map(|(at, _)| *at).find(|at| *at > t)

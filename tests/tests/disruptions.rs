@@ -20,9 +20,10 @@
 //! Printed per kind: the outage (the longest pause in the client's output
 //! from the start of the disruption until just after ressh reported the
 //! reconnect, minus the counter's normal interval) and the recovery (from
-//! the end of the disruption to the first line after that pause), median
-//! and p95. A kill's pause hides within the counter's interval when the
-//! reconnect takes less than it.
+//! the end of the disruption to the first line after that pause, or, when
+//! the output never visibly paused, to the first line after the reconnect:
+//! [`resumed_at`]), median and p95. A kill's pause hides within the
+//! counter's interval when the reconnect takes less than it.
 
 use std::fs;
 use std::thread;
@@ -136,33 +137,32 @@ fn counter_survives_50_mixed_disruptions() {
     let n = check_counter(&lines);
 
     // Measurements.
-    let mut normal = Stats::default();
-    for w in lines.windows(2).take(100) {
-        normal.add(w[1].0.duration_since(w[0].0));
-    }
-    let normal_gap = normal.quantile(0.5);
+    let normal_gap = normal_interval(&lines);
     let names = ["kill", "blackhole", "reject", "link down"];
     let mut outage: Vec<Stats> = names.iter().map(|_| Stats::default()).collect();
     let mut recovery: Vec<Stats> = names.iter().map(|_| Stats::default()).collect();
     let mut all = Stats::default();
     let err = client.err_lines();
     for (i, (kind, start, end)) in done.iter().enumerate() {
-        // Look for the pause between the disruption and shortly after ressh
-        // said it reconnected (a kill's pause can hide in the counter's
-        // jitter: later jitter must not count), and before the next one.
         let next = done
             .get(i + 1)
             .map(|d| d.1)
             .unwrap_or(*end + Duration::from_secs(10));
-        let until = err
-            .iter()
-            .find(|(t, l)| t >= start && l.contains("reconnected to "))
-            .map(|(t, _)| *t + Duration::from_millis(500))
-            .unwrap_or(next)
-            .min(next);
         let k = names.iter().position(|x| *x == kind.name()).unwrap();
-        if let Some((gap, back)) = biggest_gap(&lines, *start, until) {
+        let Some(reconnected) = err
+            .iter()
+            .find(|(t, l)| t >= start && *t < next && l.contains("reconnected to "))
+            .map(|(t, _)| *t)
+        else {
+            continue;
+        };
+        // The pause: from the disruption until just after the reconnect
+        // (later jitter must not count), and before the next disruption.
+        let until = (reconnected + Duration::from_millis(300)).min(next);
+        if let Some((gap, _)) = biggest_gap(&lines, *start, until) {
             outage[k].add(gap.saturating_sub(normal_gap));
+        }
+        if let Some(back) = resumed_at(&lines, *start, reconnected, normal_gap) {
             let r = back.saturating_duration_since(*end);
             recovery[k].add(r);
             all.add(r);

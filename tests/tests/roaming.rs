@@ -7,10 +7,10 @@
 //! measured.
 //!
 //! Printed per move and as median/p95: route change -> ressh's
-//! "reconnected" line; route change -> the end of the longest pause in the
-//! counter's output around the move (when a new line arrives; with
-//! make-before-break there may be no pause beyond the counter's own 10 ms
-//! interval: then this is just the next line); and that pause itself.
+//! "reconnected" line; route change -> data flowing (the end of the pause
+//! in the counter's output around the move, or, with make-before-break
+//! hiding it within the counter's own 10 ms interval, the first line after
+//! the reconnect: [`resumed_at`]); and the longest pause itself.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -61,12 +61,11 @@ fn session_follows_the_client_to_a_new_address() {
         let seen = client.line_count();
         client.wait_lines(seen + 20, Duration::from_secs(30));
         let lines = client.out_lines();
-        let (pause, back) = biggest_gap(
-            &lines,
-            route.min(reconnected) - Duration::from_millis(50),
-            reconnected + Duration::from_millis(300),
-        )
-        .expect("lines around the move");
+        let from = route.min(reconnected) - Duration::from_millis(50);
+        let (pause, _) = biggest_gap(&lines, from, reconnected + Duration::from_millis(300))
+            .expect("lines around the move");
+        let back = resumed_at(&lines, from, reconnected, normal_interval(&lines))
+            .expect("a line after the reconnect");
         to_reconnected.add(reconnected.saturating_duration_since(route));
         to_data.add(back.saturating_duration_since(route));
         pauses.add(pause);

@@ -32,6 +32,7 @@ usage: ressh-bench [--reps N] [--size MIB] [--sessions N] [--seq N] [--conc N]
 
 Measures ressh/resshd and OpenSSH ssh/sshd side by side on this machine and
 prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
+  engine    ressh's protocol engine alone, in memory (CPU time per side)
   cat       1 GiB (--size) through exec cat, each cipher, both directions
   sftp      sftp get and put of the same file
   resil     resilience on vs off; ACK bytes on the wire
@@ -80,7 +81,15 @@ struct Opts {
     dirs: Vec<&'static str>,
 }
 
-const SECTIONS: [&str; 6] = ["cat", "sftp", "resil", "setup", "memory", "reconnect"];
+const SECTIONS: [&str; 7] = [
+    "engine",
+    "cat",
+    "sftp",
+    "resil",
+    "setup",
+    "memory",
+    "reconnect",
+];
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
@@ -117,7 +126,10 @@ fn parse_args() -> Result<Opts, String> {
                 .cloned()
                 .ok_or_else(|| format!("{a} needs a value"))
         };
-        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{a}: bad number {v:?}"));
+        let num = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{a}: bad number {v:?}"))
+        };
         match a {
             "--reps" => o.reps = num(val()?)?.max(1),
             "--size" => o.size_mib = num(val()?)?.max(1) as u64,
@@ -230,7 +242,9 @@ fn run(o: Opts) -> Result<(), String> {
     require_bin(&bins, "resshd-session")?;
     for p in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/sftp"] {
         if !Path::new(p).exists() {
-            return Err(format!("{p} is missing: apt-get install openssh-server openssh-client"));
+            return Err(format!(
+                "{p} is missing: apt-get install openssh-server openssh-client"
+            ));
         }
     }
     let dir = TempDir::new("bench");
@@ -241,8 +255,15 @@ fn run(o: Opts) -> Result<(), String> {
     user.authorize_key(&keys.user_pub);
     let bytes = o.size_mib * MIB;
     let file = user.home.join("data");
-    if o.sections.iter().any(|s| ["cat", "sftp", "resil"].contains(s)) {
-        say!("writing {} MiB of random data to {}", o.size_mib, file.display());
+    if o.sections
+        .iter()
+        .any(|s| ["cat", "sftp", "resil"].contains(s))
+    {
+        say!(
+            "writing {} MiB of random data to {}",
+            o.size_mib,
+            file.display()
+        );
         make_file(&file, bytes)?;
         user.own(&file, 0o600);
     }
@@ -273,6 +294,7 @@ fn run(o: Opts) -> Result<(), String> {
             ));
         }
         let r = match s {
+            "engine" => b.engine(),
             "cat" => b.throughput(),
             "sftp" => b.sftp(),
             "resil" => b.resilience(),
@@ -328,7 +350,9 @@ fn machine_info(ressh: &Path, resshd: &Path) -> String {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
         .unwrap_or_default();
-    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -500,7 +524,11 @@ fn upload(server: &Server, mut cmd: Command, file: &Path, bytes: u64) -> Result<
     let mut first = None;
     let mut calls = 0;
     while sent < bytes {
-        let n = splice(src.as_raw_fd(), stdin.as_raw_fd(), (bytes - sent).min(MIB) as usize);
+        let n = splice(
+            src.as_raw_fd(),
+            stdin.as_raw_fd(),
+            (bytes - sent).min(MIB) as usize,
+        );
         if n <= 0 {
             break;
         }
@@ -618,7 +646,13 @@ impl Bench {
                 .chain(cmd.get_args())
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
-            println!("{} (server pid {}, log {}):\n  {}", s.kind.name(), s.pid(), s.log.display(), line.join(" "));
+            println!(
+                "{} (server pid {}, log {}):\n  {}",
+                s.kind.name(),
+                s.pid(),
+                s.log.display(),
+                line.join(" ")
+            );
         }
         println!("data file: {}\npress Enter to stop", self.file.display());
         let mut l = String::new();
@@ -734,6 +768,55 @@ impl Bench {
         Ok(())
     }
 
+    fn engine(&mut self) -> Result<(), String> {
+        use ressh_bench::engine;
+        let total = 256 << 20;
+        for (label, cipher, mac) in CIPHERS {
+            let mac = mac.unwrap_or("hmac-sha2-256-etm@openssh.com");
+            let mut pk = (Vec::new(), Vec::new());
+            let mut on = (Vec::new(), Vec::new());
+            let mut off = (Vec::new(), Vec::new());
+            for _ in 0..self.o.reps.max(3) {
+                let r = engine::packets(cipher, mac, total);
+                pk.0.push(r.send);
+                pk.1.push(r.recv);
+                let r = engine::engine(cipher, mac, true, total);
+                on.0.push(r.send);
+                on.1.push(r.recv);
+                let r = engine::engine(cipher, mac, false, total);
+                off.0.push(r.send);
+                off.1.push(r.recv);
+            }
+            let m = |v: &Vec<f64>| Summary::of(v).median;
+            say!(
+                "engine {label}: send {:.0} MB/s (packets alone {:.0}, resilience off {:.0}); \
+                 receive {:.0} MB/s (packets alone {:.0}, resilience off {:.0})",
+                m(&on.0),
+                m(&pk.0),
+                m(&off.0),
+                m(&on.1),
+                m(&pk.1),
+                m(&off.1)
+            );
+            for (side, v, p, o) in [
+                ("sending", &on.0, &pk.0, &off.0),
+                ("receiving", &on.1, &pk.1, &off.1),
+            ] {
+                self.row(
+                    "engine",
+                    format!("engine in memory, {label}, {side} (per CPU second)"),
+                    "MB/s",
+                    v,
+                    None,
+                    true,
+                    0,
+                    format!("packet layer alone {:.0}; resilience off {:.0}", m(p), m(o)),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn sftp(&mut self) -> Result<(), String> {
         let pair = self.both("sftp", "")?;
         let batch = |name: &str, text: String| -> Result<PathBuf, String> {
@@ -742,8 +825,14 @@ impl Bench {
             Ok(p)
         };
         let empty = batch("sftp-empty", "pwd\n".into())?;
-        let get = batch("sftp-get", format!("get {} /dev/null\n", self.file.display()))?;
-        let put = batch("sftp-put", format!("put {} /dev/null\n", self.file.display()))?;
+        let get = batch(
+            "sftp-get",
+            format!("get {} /dev/null\n", self.file.display()),
+        )?;
+        let put = batch(
+            "sftp-put",
+            format!("put {} /dev/null\n", self.file.display()),
+        )?;
         let run = |c: &ClientSetup, b: &Path| -> Result<f64, String> {
             let bs = b.display().to_string();
             let mut cmd = c.sftp(&["-q", "-b", &bs]);
@@ -754,7 +843,11 @@ impl Bench {
         for (_, c) in &pair {
             let v: Result<Vec<f64>, String> = (0..5).map(|_| run(c, &empty)).collect();
             let m = Summary::of(&v?).median;
-            say!("sftp session without a transfer via {}: {:.3} s", c.kind.name(), m);
+            say!(
+                "sftp session without a transfer via {}: {:.3} s",
+                c.kind.name(),
+                m
+            );
             base.insert(c.kind.name(), m);
         }
         for (what, b) in [("get", &get), ("put", &put)] {
@@ -886,7 +979,10 @@ impl Bench {
         let n = (per * blocks) as f64;
         self.row(
             "setup",
-            format!("exec true, {} sequential: time per connection", per * blocks),
+            format!(
+                "exec true, {} sequential: time per connection",
+                per * blocks
+            ),
             "ms",
             &seq["ressh"],
             Some(&seq["OpenSSH"]),
@@ -976,11 +1072,12 @@ impl Bench {
         let n = self.o.sessions;
         let mut results: BTreeMap<&str, MemResult> = BTreeMap::new();
         for kind in [Kind::Ressh, Kind::OpenSsh] {
-            let extra = format!(
-                "MaxDetachedSessions {}\nDetachTimeout 3600\n",
-                n + 10
-            );
-            let extra = if kind == Kind::Ressh { extra } else { String::new() };
+            let extra = format!("MaxDetachedSessions {}\nDetachTimeout 3600\n", n + 10);
+            let extra = if kind == Kind::Ressh {
+                extra
+            } else {
+                String::new()
+            };
             let s = self.server(kind, "memory", &extra)?;
             let c = self.client(&s, None)?;
             thread::sleep(Duration::from_millis(200));
@@ -1030,11 +1127,7 @@ impl Bench {
             );
             thread::sleep(Duration::from_secs(2));
             let idle = proc::tree_mem(&s.tree());
-            let cmd_mem = idle
-                .by_comm
-                .get("sleep")
-                .map(|x| x.1)
-                .unwrap_or_default();
+            let cmd_mem = idle.by_comm.get("sleep").map(|x| x.1).unwrap_or_default();
             let client_pids: Vec<u32> = kids.iter().map(|(k, _)| k.id()).collect();
             let cm = proc::tree_mem(&client_pids);
             let per = |a: &Mem, b: &Mem, minus: &Mem, f: fn(&Mem) -> u64| {
@@ -1049,13 +1142,19 @@ impl Bench {
                     .map(|(k, (cnt, m))| format!("{k}×{cnt}: RSS {} MiB", m.rss / 1024))
                     .collect()
             };
-            say!("{} server processes with {} sessions: {}", kind.name(), kids.len(), desc.join(", "));
+            say!(
+                "{} server processes with {} sessions: {}",
+                kind.name(),
+                kids.len(),
+                desc.join(", ")
+            );
             let key = kind.name();
             let mut r = MemResult {
                 sessions: kids.len(),
                 idle_rss: per(&idle.total, &base.total, &cmd_mem, rss),
                 idle_pss: per(&idle.total, &base.total, &cmd_mem, pss),
-                procs_per_session: (idle.procs as f64 - base.procs as f64
+                procs_per_session: (idle.procs as f64
+                    - base.procs as f64
                     - idle.by_comm.get("sleep").map(|x| x.0).unwrap_or(0) as f64)
                     / up,
                 client_rss: cm.total.rss as f64 / up / 1024.0,
@@ -1187,94 +1286,110 @@ impl Bench {
         let mut echo = Echo::new(&mut child);
         echo.round(Duration::from_secs(10))
             .map_err(|e| format!("the session does not echo: {e}"))?;
-        let ss = ressh_testkit::require_cmd("ss");
-        let dst = format!("{}:{port}", net.server_addr());
+        let dst = std::net::SocketAddrV4::new(net.server_addr(), port);
+        let reconnects = || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("reconnected to")
+                .count()
+        };
+        // Killed connections: SOCK_DESTROY (as `ss -K`) from a thread in the
+        // client's namespace, timed at the call; then one byte through the
+        // session's `cat` and back, which only the new connection can carry.
         let mut kill = Vec::new();
-        let mut kill_end = Vec::new();
         for i in 0..self.o.trials {
             thread::sleep(Duration::from_millis(150));
             echo.round(Duration::from_secs(10))?;
-            let t0 = Instant::now();
-            let out = net
-                .cmd_client(&ss)
-                .args(["-K", "-t", "-n", "-H", "state", "connected", "dst", &dst])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let t1 = Instant::now();
-            let killed = String::from_utf8_lossy(&out.stdout).lines().count();
-            if killed == 0 {
-                return Err("ss -K killed nothing (kernel without CONFIG_INET_DIAG_DESTROY?)".into());
-            }
+            let (t0, _) = net
+                .enter_client(|| ressh_bench::lab::destroy_tcp_to(dst))
+                .map_err(|e| {
+                    format!("SOCK_DESTROY (the kernel needs CONFIG_INET_DIAG_DESTROY): {e}")
+                })?;
             echo.round(Duration::from_secs(20))
                 .map_err(|e| format!("kill trial {i}: {e}"))?;
-            let t2 = Instant::now();
-            kill.push((t2 - t0).as_secs_f64() * 1000.0);
-            kill_end.push((t2 - t1).as_secs_f64() * 1000.0);
+            kill.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
         say!(
-            "after ss -K: median {:.1} ms, p95 {:.1} ms (from ss's start); {:.1} / {:.1} from its exit",
+            "after a killed connection: median {:.1} ms, p95 {:.1} ms",
             Summary::of(&kill).median,
-            Summary::of(&kill).p95,
-            Summary::of(&kill_end).median,
-            Summary::of(&kill_end).p95
+            Summary::of(&kill).p95
         );
-        // Route changes: the client moves between two uplinks (new address
-        // each time), made before the old one is deleted.
+        // Route changes: the client moves between two uplinks (a new
+        // address each time): the new uplink is made first, then, in one
+        // `ip -batch`, the default route moves to it and the old one is
+        // deleted. The trigger is the kernel's announcement of the route
+        // change (netlink, as ressh hears it); the end is ressh logging that
+        // the session runs on its new connection. The old connection keeps
+        // working until its uplink goes (make-before-break), so a byte sent
+        // at the trigger may still take it: the log is the witness.
+        let watch = net
+            .enter_client(ressh_bench::lab::RouteWatch::start)
+            .map_err(|e| format!("netlink: {e}"))?;
+        let logw = ressh_bench::lab::LogWatch::new(&log).map_err(|e| format!("inotify: {e}"))?;
         let mut roam = Vec::new();
-        let mut roam_end = Vec::new();
+        let mut roam_alone = Vec::new();
         let mut cur = 1u8; // Net starts on uplink A: 198.18.1.2 via up-a.
-        for i in 0..self.o.trials {
+        for i in 0..2 * self.o.trials {
+            // First the realistic move (route and old uplink in one batch),
+            // then the route change alone (the old uplink deleted after).
+            let split = i >= self.o.trials;
             let new = 3 - cur;
             add_uplink(&net, new)?;
             // Let the client see the new interface come up (it must not
             // move yet: the default route is unchanged).
             thread::sleep(Duration::from_millis(150));
             echo.round(Duration::from_secs(10))?;
-            let t0 = Instant::now();
-            ip_batch(
-                net.client_ns(),
-                &format!(
-                    "route replace default via 198.18.{new}.1 dev {}\nlink del {}\n",
-                    iface(new),
-                    iface(cur)
-                ),
-            )?;
-            let t1 = Instant::now();
-            echo.round(Duration::from_secs(30))
+            let before = reconnects();
+            let t_start = Instant::now();
+            let route = format!(
+                "route replace default via 198.18.{new}.1 dev {}\n",
+                iface(new)
+            );
+            let del = format!("link del {}\n", iface(cur));
+            ip_batch(net.client_ns(), &if split { route } else { route + &del })?;
+            let done = logw
+                .wait(Duration::from_secs(30), || reconnects() > before)
+                .ok_or(format!("roam trial {i}: ressh did not log a reconnect"))?;
+            let t0 = watch
+                .first_after(t_start)
+                .ok_or(format!("roam trial {i}: no netlink announcement"))?;
+            let ms = done.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+            if split {
+                roam_alone.push(ms);
+                ip_batch(net.client_ns(), &del)?;
+            } else {
+                roam.push(ms);
+            }
+            echo.round(Duration::from_secs(10))
                 .map_err(|e| format!("roam trial {i}: {e}"))?;
-            let t2 = Instant::now();
-            roam.push((t2 - t0).as_secs_f64() * 1000.0);
-            roam_end.push((t2 - t1).as_secs_f64() * 1000.0);
             cur = new;
         }
         say!(
-            "after a route change: median {:.1} ms, p95 {:.1} ms (from ip's start); {:.1} / {:.1} from its exit",
+            "after a route change: median {:.1} ms, p95 {:.1} ms; the route change alone: {:.1} / {:.1} ms",
             Summary::of(&roam).median,
             Summary::of(&roam).p95,
-            Summary::of(&roam_end).median,
-            Summary::of(&roam_end).p95
+            Summary::of(&roam_alone).median,
+            Summary::of(&roam_alone).p95
         );
         drop(echo);
         let _ = child.kill();
         let _ = child.wait();
-        let clog = fs::read_to_string(&log).unwrap_or_default();
-        let reconnects = clog.matches("reconnected to").count();
+        let logged = reconnects();
+        drop(watch);
         drop(server);
         drop(net);
         let t = self.o.trials;
         self.row(
             "reconnect",
-            format!("after a killed connection (ss -K), {t} trials: median"),
+            format!("after a killed connection (SOCK_DESTROY, as ss -K), {t} trials: median"),
             "ms",
             &kill,
             None,
             false,
             1,
             format!(
-                "trigger → first echoed byte on the new connection; p95 {:.1} ms; \
-                 {:.1} ms median from the end of `ss -K`",
-                Summary::of(&kill).p95,
-                Summary::of(&kill_end).median
+                "from the kill to the first byte echoed over the new connection; p95 {:.1} ms",
+                Summary::of(&kill).p95
             ),
         );
         self.row(
@@ -1286,9 +1401,22 @@ impl Bench {
             false,
             1,
             format!(
-                "p95 {:.1} ms; {:.1} ms median from the end of `ip`; client logged {reconnects} reconnects",
-                Summary::of(&roam).p95,
-                Summary::of(&roam_end).median
+                "from the kernel's route announcement to ressh running on the new connection; \
+                 p95 {:.1} ms; the old uplink is deleted in the same `ip -batch`",
+                Summary::of(&roam).p95
+            ),
+        );
+        self.row(
+            "reconnect",
+            format!("  the route change alone (old uplink deleted afterwards), {t} trials: median"),
+            "ms",
+            &roam_alone,
+            None,
+            false,
+            1,
+            format!(
+                "p95 {:.1} ms; ressh logged {logged} reconnects in all",
+                Summary::of(&roam_alone).p95
             ),
         );
         Ok(())

@@ -19,11 +19,13 @@ impl Session {
         };
         match sink {
             Some(s) if !s.dead => {
-                if s.off > 0 && s.off == s.buf.len() {
-                    s.buf.clear();
+                if s.pending() == 0 {
+                    // Nothing waiting: keep the engine's buffer, no copy.
+                    s.buf = data;
                     s.off = 0;
+                } else {
+                    s.buf.extend_from_slice(&data);
                 }
-                s.buf.extend_from_slice(&data);
             }
             _ => {
                 let _ = self.conn.consume(id, n);

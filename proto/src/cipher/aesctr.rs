@@ -171,11 +171,15 @@ impl SealingKey for CtrEtm {
     fn tag_len(&self) -> usize {
         self.mac_alg.tag_len
     }
-    fn seal(&mut self, seq: u32, packet: &mut Vec<u8>) -> Result<()> {
+    fn seal_in_place(&mut self, seq: u32, packet: &mut [u8], tag: &mut [u8]) -> Result<()> {
         check_layout(packet.len())?;
+        let n = self.mac_alg.tag_len;
+        if tag.len() != n {
+            return Err(Error::State("wrong tag length"));
+        }
         self.crypt(&mut packet[4..])?;
         self.compute_mac(seq, packet)?;
-        packet.extend_from_slice(&self.tag[..self.mac_alg.tag_len]);
+        tag.copy_from_slice(&self.tag[..n]);
         Ok(())
     }
     fn export(&self) -> KeyMaterial {

@@ -138,8 +138,11 @@ impl SealingKey for Gcm {
     fn tag_len(&self) -> usize {
         TAG
     }
-    fn seal(&mut self, _seq: u32, packet: &mut Vec<u8>) -> Result<()> {
+    fn seal_in_place(&mut self, _seq: u32, packet: &mut [u8], tag: &mut [u8]) -> Result<()> {
         check_layout(packet.len())?;
+        if tag.len() != TAG {
+            return Err(Error::State("wrong tag length"));
+        }
         let nonce = self.nonce();
         self.ctx.encrypt_init(None, None, Some(&nonce))?;
         self.ctx.cipher_update(&packet[..4], None)?;
@@ -151,9 +154,7 @@ impl SealingKey for Gcm {
         if self.ctx.cipher_final(&mut rest)? != 0 {
             return Err(Error::Crypto("unexpected GCM final output".into()));
         }
-        let mut tag = [0u8; TAG];
-        self.ctx.tag(&mut tag)?;
-        packet.extend_from_slice(&tag);
+        self.ctx.tag(tag)?;
         self.counter = self.counter.wrapping_add(1);
         Ok(())
     }

@@ -146,12 +146,14 @@ impl SealingKey for ChaChaPoly {
     fn tag_len(&self) -> usize {
         TAG
     }
-    fn seal(&mut self, seq: u32, packet: &mut Vec<u8>) -> Result<()> {
+    fn seal_in_place(&mut self, seq: u32, packet: &mut [u8], tag: &mut [u8]) -> Result<()> {
         check_layout(packet.len())?;
+        if tag.len() != TAG {
+            return Err(Error::State("wrong tag length"));
+        }
         apply(self.header.get_mut(), 0, seq, &mut packet[..4])?;
         apply(&mut self.main, 1, seq, &mut packet[4..])?;
-        let tag = self.tag(seq, packet)?;
-        packet.extend_from_slice(&tag);
+        tag.copy_from_slice(&self.tag(seq, packet)?);
         Ok(())
     }
     fn export(&self) -> KeyMaterial {

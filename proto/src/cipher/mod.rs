@@ -43,8 +43,21 @@ pub trait SealingKey: Send {
     /// Bytes of tag or MAC appended after the packet.
     fn tag_len(&self) -> usize;
     /// `packet` is `[u32 length][u8 padding length][payload][padding]`, with
-    /// padding already aligned. Encrypts it in place and appends the tag.
-    fn seal(&mut self, seq: u32, packet: &mut Vec<u8>) -> Result<()>;
+    /// padding already aligned. Encrypts it in place and writes the tag into
+    /// `tag` ([`Self::tag_len`] bytes). The transport seals packets where
+    /// they are queued for sending, without copying them.
+    fn seal_in_place(&mut self, seq: u32, packet: &mut [u8], tag: &mut [u8]) -> Result<()>;
+    /// Like [`Self::seal_in_place`], appending the tag to `packet`.
+    fn seal(&mut self, seq: u32, packet: &mut Vec<u8>) -> Result<()> {
+        let n = packet.len();
+        packet.resize(n + self.tag_len(), 0);
+        let (body, tag) = packet.split_at_mut(n);
+        let r = self.seal_in_place(seq, body, tag);
+        if r.is_err() {
+            packet.truncate(n);
+        }
+        r
+    }
     /// Current key state, for export.
     fn export(&self) -> KeyMaterial;
 }

@@ -25,7 +25,7 @@ impl SealingKey for None {
     fn tag_len(&self) -> usize {
         0
     }
-    fn seal(&mut self, _seq: u32, _packet: &mut Vec<u8>) -> Result<()> {
+    fn seal_in_place(&mut self, _seq: u32, _packet: &mut [u8], _tag: &mut [u8]) -> Result<()> {
         Ok(())
     }
     fn export(&self) -> KeyMaterial {

@@ -15,8 +15,12 @@ use nix::unistd::Pid;
 use ressh_ipc::msg::{FromSession, SessionPolicy, UserInfo};
 
 /// Bytes queued for the client beyond which nothing more is read from local
-/// fds or from the client (backpressure).
-pub const OUT_HIGH: usize = 4 << 20;
+/// fds or from the client (backpressure). Small on purpose: the loop then
+/// alternates between encrypting a few packets and handing them to the
+/// socket, so the client starts decrypting while we encrypt (a large value
+/// made bulk transfers stop-and-go, and copied through buffers larger than
+/// the CPU caches).
+pub const OUT_HIGH: usize = 256 << 10;
 
 /// What a poll token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
