@@ -794,6 +794,9 @@ fn drop_startup(s: &Settings, startups: u32) -> bool {
 #[derive(Default)]
 struct Broker {
     tokens: HashMap<Vec<u8>, Pid>,
+    /// Authenticated user of each monitor, and since when it is detached.
+    users: HashMap<Pid, String>,
+    detached: HashMap<Pid, std::time::Instant>,
     /// Route id → (monitor of the new connection, owning monitor).
     routes: HashMap<u64, (Pid, Pid)>,
     next_id: u64,
@@ -815,6 +818,8 @@ impl Broker {
 
     fn forget(&mut self, pid: Pid) {
         self.tokens.retain(|_, p| *p != pid);
+        self.users.remove(&pid);
+        self.detached.remove(&pid);
         let dead: Vec<u64> = self
             .routes
             .iter()
@@ -834,14 +839,40 @@ impl Broker {
         children: &HashMap<Pid, Endpoint>,
     ) {
         match m {
-            ToBroker::Authenticated { .. } => {}
+            ToBroker::Authenticated { user } => {
+                self.users.insert(from, user);
+            }
             ToBroker::Tokens(tokens) => {
                 self.tokens.retain(|_, p| *p != from);
                 for t in tokens {
                     self.tokens.insert(t, from);
                 }
             }
-            ToBroker::Detached | ToBroker::Attached => {}
+            ToBroker::Attached => {
+                self.detached.remove(&from);
+            }
+            ToBroker::Detached { max_per_user } => {
+                self.detached.insert(from, std::time::Instant::now());
+                // MaxDetachedSessions: end the user's oldest detached sessions.
+                let Some(user) = self.users.get(&from).cloned() else {
+                    return;
+                };
+                loop {
+                    let mut mine: Vec<(Pid, std::time::Instant)> = self
+                        .detached
+                        .iter()
+                        .filter(|(p, _)| self.users.get(p) == Some(&user))
+                        .map(|(p, t)| (*p, *t))
+                        .collect();
+                    if mine.len() as u64 <= max_per_user as u64 {
+                        break;
+                    }
+                    mine.sort_by_key(|(_, t)| *t);
+                    let (oldest, _) = mine[0];
+                    self.detached.remove(&oldest);
+                    Self::send(children, oldest, &FromBroker::Terminate, &[]);
+                }
+            }
             ToBroker::Route {
                 request,
                 peer_addr,

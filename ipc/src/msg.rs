@@ -168,6 +168,9 @@ pub enum ToSession {
     /// Sent once, with the client's socket attached.
     Start(Box<SessionStart>),
     Signature(Result<Vec<u8>, String>),
+    /// The user has too many detached sessions and this is the oldest: end
+    /// it as if its detach timeout had passed (only while detached).
+    Terminate,
     /// Phase 1 of a reconnect: validate (Connection::accept_reconnect) and
     /// answer with [`FromSession::ReconnectVerdict`]. Nothing changes yet.
     Reconnect(Box<ressh_proto::ReconnectRequest>),
@@ -217,7 +220,11 @@ pub enum ToBroker {
     },
     /// The session answers to these resume tokens (replacing earlier ones).
     Tokens(Vec<Vec<u8>>),
-    Detached,
+    /// The session lost its transport; the user may keep at most
+    /// `max_per_user` detached sessions (MaxDetachedSessions).
+    Detached {
+        max_per_user: u32,
+    },
     Attached,
     /// A new connection's monitor asks to route a reconnect request.
     Route {
@@ -253,6 +260,9 @@ pub enum FromBroker {
     },
     /// To the new connection's monitor: the owner's verdict.
     RouteResult(Result<(), (u32, String)>),
+    /// To the owning monitor: its session is the oldest detached one of a
+    /// user over MaxDetachedSessions: end it.
+    Terminate,
     /// To the owning monitor: the new socket (attached) for request `id`.
     Transport {
         id: u64,

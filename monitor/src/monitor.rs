@@ -1157,7 +1157,11 @@ impl Monitor<'_> {
             }
             FromSession::Detached => {
                 log::info(&format!("Detached: {}", self.who()));
-                self.to_broker(&ToBroker::Detached);
+                let max_per_user = self
+                    .accepted
+                    .as_ref()
+                    .map_or(u32::MAX, |a| a.settings.max_detached_sessions);
+                self.to_broker(&ToBroker::Detached { max_per_user });
                 Ok(())
             }
             FromSession::Attached {
@@ -1255,6 +1259,14 @@ impl Monitor<'_> {
                     &[fd.as_fd()],
                 )
                 .map_err(|e| e.to_string())
+            }
+            FromBroker::Terminate => {
+                log::info(&format!(
+                    "{}: too many detached sessions for the user; ending the oldest",
+                    self.who()
+                ));
+                ours.send(&ToSession::Terminate, &[])
+                    .map_err(|e| e.to_string())
             }
             FromBroker::RouteResult(_) => Err("route result for a session".into()),
         }

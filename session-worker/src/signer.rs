@@ -71,7 +71,9 @@ impl HostKeySigner for MonitorSigner {
                     return Err(fail(ressh_proto::wire::printable(e.as_bytes())))
                 }
                 ToSession::Start(_) => return Err(fail("unexpected second Start".into())),
-                m @ (ToSession::Reconnect(_) | ToSession::Transport { .. }) => {
+                m @ (ToSession::Reconnect(_)
+                | ToSession::Transport { .. }
+                | ToSession::Terminate) => {
                     self.inbox
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

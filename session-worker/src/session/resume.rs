@@ -179,6 +179,12 @@ impl Session {
             ToSession::Reconnect(_) => {
                 log!("monitor: a reconnect request with descriptors; ignored")
             }
+            ToSession::Terminate => {
+                if let Some(d) = self.detached.as_mut() {
+                    log!("too many detached sessions for this user: ending this one");
+                    d.deadline = Some(std::time::Instant::now());
+                }
+            }
             ToSession::Signature(_) => log!("monitor: a signature nobody asked for; ignored"),
             ToSession::Start(_) => log!("monitor: a second Start; ignored"),
         }
