@@ -660,6 +660,7 @@ impl Bench {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn row(
         &mut self,
         section: &'static str,
