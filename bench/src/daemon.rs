@@ -154,6 +154,9 @@ impl Server {
             let out = File::create(&log).map_err(|e| e.to_string())?;
             let err = out.try_clone().map_err(|e| e.to_string())?;
             let mut cmd = Command::new(&spec.bin);
+            // Its own process group: a Ctrl-C at the terminal reaches only
+            // us, and we take the whole tree down in order.
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
             cmd.args(["-D", "-e", "-f"])
                 .arg(&config)
                 .stdin(Stdio::null())

@@ -140,13 +140,12 @@ impl Pair {
 /// (handle_input, events, consume, and its window adjusts going back) timed
 /// separately.
 pub fn engine(cipher: &str, mac: &str, resilience: bool, total: usize) -> EngineRate {
-    let mut cfg = Config::default();
-    cfg.ciphers = vec![cipher.into()];
-    cfg.macs = vec![mac.into()];
-    cfg.resilience = resilience;
-    if let Ok(v) = std::env::var("BENCH_RBUF") {
-        cfg.resilience_buffer = v.parse().unwrap();
-    }
+    let cfg = Config {
+        ciphers: vec![cipher.into()],
+        macs: vec![mac.into()],
+        resilience,
+        ..Config::default()
+    };
     let host = PrivateKey::generate(KeyType::Ed25519).expect("host key");
     let user = PrivateKey::generate(KeyType::Ed25519).expect("user key");
     let now = Instant::now();
@@ -188,6 +187,7 @@ pub fn engine(cipher: &str, mac: &str, resilience: bool, total: usize) -> Engine
                 if let Event::Data { id, data } = e {
                     got += data.len();
                     p.c.consume(id, data.len()).expect("consume");
+                    p.c.reuse_buffer(data);
                 }
             }
             let back = p.c.take_output();

@@ -173,14 +173,6 @@ pub fn cpu_busy() -> f64 {
     busy as f64 / hz
 }
 
-/// The 1-minute load average.
-pub fn loadavg() -> f64 {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(0.0)
-}
-
 /// Raises the soft limit on open files to the hard limit (many clients).
 pub fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit on a valid, initialized struct.

@@ -742,7 +742,11 @@ impl Connection {
             let plain = &self.inbuf[*off + range.start..*off + range.end];
             if plain[0] == num::CHANNEL_DATA && self.authenticated {
                 let (id, data) = msg::decode_channel_data(plain)?;
-                let (data, len) = (data.to_vec(), plain.len());
+                let (len, dlen) = (plain.len(), data.len());
+                // The data ends the payload (decode checked its length).
+                let at = *off + range.end - dlen;
+                let mut data = self.payload_buf(dlen);
+                data.extend_from_slice(&self.inbuf[at..at + dlen]);
                 *off += n;
                 if self.reader.seq == 0 && !self.strict_kex && self.session_id.is_some() {
                     return Err(Error::Protocol("incoming sequence number wrapped"));
@@ -804,6 +808,14 @@ impl Connection {
             _ => self.recycle(payload),
         }
         Ok(())
+    }
+
+    /// Gives back the buffer of an [`Event::Data`] once its bytes are used
+    /// (optional): data received later is copied into it rather than into
+    /// fresh memory, which keeps bulk transfers free of per-packet
+    /// allocations. A buffer not given back is simply freed.
+    pub fn reuse_buffer(&mut self, buf: Vec<u8>) {
+        self.recycle(buf);
     }
 
     /// Keeps a payload buffer no longer needed for the next packet.

@@ -636,6 +636,7 @@ impl Session {
                     Some(Chan::Tcp(t)) => t.relay().data(&mut self.conn, &data),
                     None => self.conn.consume(id, data.len()),
                 };
+                self.conn.reuse_buffer(data);
                 if let Err(e) = r {
                     self.chan_error(id, e);
                 }

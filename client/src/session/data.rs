@@ -20,11 +20,14 @@ impl Session {
         match sink {
             Some(s) if !s.dead => {
                 if s.pending() == 0 {
-                    // Nothing waiting: keep the engine's buffer, no copy.
-                    s.buf = data;
+                    // Nothing waiting: keep the engine's buffer, no copy,
+                    // and give it ours for the next data.
+                    let old = std::mem::replace(&mut s.buf, data);
                     s.off = 0;
+                    self.conn.reuse_buffer(old);
                 } else {
                     s.buf.extend_from_slice(&data);
+                    self.conn.reuse_buffer(data);
                 }
             }
             _ => {
