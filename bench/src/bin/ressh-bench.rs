@@ -287,11 +287,19 @@ fn run(o: Opts) -> Result<(), String> {
     let sections = b.o.sections.clone();
     for s in sections {
         // The load average would count our own previous section: measure
-        // instead what the rest of the machine uses while we sit still.
-        let t = Instant::now();
-        let c0 = proc::cpu_busy();
-        thread::sleep(Duration::from_secs(1));
-        let others = (proc::cpu_busy() - c0) / t.elapsed().as_secs_f64();
+        // instead what the rest of the machine uses while we sit still, and
+        // give it up to 30 s to settle (a previous section's thousand
+        // sessions take a while to go).
+        let settle = Instant::now();
+        let others = loop {
+            let t = Instant::now();
+            let c0 = proc::cpu_busy();
+            thread::sleep(Duration::from_secs(1));
+            let others = (proc::cpu_busy() - c0) / t.elapsed().as_secs_f64();
+            if others <= 0.15 || settle.elapsed() > Duration::from_secs(30) {
+                break others;
+            }
+        };
         say!("== {s} (other processes busy: {others:.2} cores)");
         if others > 0.15 {
             b.notes.push(format!(
