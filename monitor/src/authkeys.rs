@@ -57,6 +57,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ressh_proto::keys::PublicKey;
+
+use crate::config::pattern;
 use serde::{Deserialize, Serialize};
 
 /// Longest authorized_keys line accepted, without its line ending.
@@ -73,8 +75,6 @@ const NI_MAXHOST: usize = 1025;
 const TUNID_MAX: u64 = TUNNEL_ANY as u64 - 1;
 /// Bound on an expanded relative AuthorizedKeysFile path (PATH_MAX).
 const PATH_MAX: usize = 4096;
-/// Bound on one comma-separated sub-pattern (match_pattern_list's buffer).
-const SUBPATTERN_MAX: usize = 1023;
 
 /// The key options of one authorized_keys line.
 ///
@@ -737,171 +737,6 @@ pub fn parse_line(line: &str) -> Result<Option<AuthorizedKey>, String> {
 // ---------------------------------------------------------------------------
 // Patterns (match.c, addrmatch.c)
 
-/// match_pattern(): `*` and `?` wildcards, byte-wise. Linear-time
-/// backtracking over the last `*`, equivalent to OpenSSH's recursion.
-fn match_pattern(s: &[u8], p: &[u8]) -> bool {
-    let (mut si, mut pi) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            pi += 1;
-            star = Some((pi, si));
-        } else if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// match_pattern_list(): comma-separated sub-patterns, each possibly
-/// negated with `!`. -1 if a negated one matches, 1 if a positive one does,
-/// else 0.
-fn match_pattern_list(s: &[u8], pattern: &[u8], dolower: bool) -> i32 {
-    let mut got_positive = false;
-    let mut i = 0;
-    while i < pattern.len() {
-        let negated = pattern[i] == b'!';
-        if negated {
-            i += 1;
-        }
-        let start = i;
-        while i < pattern.len() && pattern[i] != b',' && i - start < SUBPATTERN_MAX {
-            i += 1;
-        }
-        if i - start >= SUBPATTERN_MAX {
-            return 0;
-        }
-        let sub = &pattern[start..i];
-        if i < pattern.len() && pattern[i] == b',' {
-            i += 1;
-        }
-        let matched = if dolower {
-            match_pattern(s, &sub.to_ascii_lowercase())
-        } else {
-            match_pattern(s, sub)
-        };
-        if matched {
-            if negated {
-                return -1;
-            }
-            got_positive = true;
-        }
-    }
-    i32::from(got_positive)
-}
-
-enum Cidr {
-    Net(IpAddr, u32),
-    NotAnAddress,
-    Inconsistent,
-}
-
-fn addr_bits(a: IpAddr) -> (u128, u32) {
-    match a {
-        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
-        IpAddr::V6(v6) => (u128::from(v6), 128),
-    }
-}
-
-fn net_mask(len: u32, width: u32) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        (u128::MAX << (width - len)) & (u128::MAX >> (128 - width))
-    }
-}
-
-/// addr_pton_cidr(): `addr[/len]`. Inconsistent for a mask too long for
-/// the family or host bits set.
-fn addr_pton_cidr(p: &[u8]) -> Cidr {
-    if p.len() >= 64 {
-        return Cidr::NotAnAddress;
-    }
-    let Ok(s) = std::str::from_utf8(p) else {
-        return Cidr::NotAnAddress;
-    };
-    let (a, mask) = match s.split_once('/') {
-        Some((a, m)) => {
-            if m.is_empty() || !m.bytes().all(|c| c.is_ascii_digit()) {
-                return Cidr::NotAnAddress;
-            }
-            let v = m.bytes().fold(0u64, |v, d| {
-                v.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-            });
-            if v > 128 {
-                return Cidr::NotAnAddress;
-            }
-            (a, Some(v as u32))
-        }
-        None => (s, None),
-    };
-    let Ok(addr) = a.parse::<IpAddr>() else {
-        return Cidr::NotAnAddress;
-    };
-    let (bits, width) = addr_bits(addr);
-    let len = mask.unwrap_or(width);
-    if len > width || bits & !net_mask(len, width) != 0 {
-        return Cidr::Inconsistent;
-    }
-    Cidr::Net(addr, len)
-}
-
-/// addr_match_list(): a list of CIDR networks and wildcard patterns against
-/// an address. 1 on a match, 0 on none, -1 on a negated match, -2 on an
-/// invalid entry (an empty one, or an inconsistent network).
-fn addr_match_list(addr: IpAddr, list: &[u8]) -> i32 {
-    let text = addr.to_string();
-    let (abits, awidth) = addr_bits(addr);
-    let mut ret = 0;
-    for entry in list.split(|&b| b == b',') {
-        let (neg, cp) = match entry.split_first() {
-            Some((b'!', rest)) => (true, rest),
-            _ => (false, entry),
-        };
-        if cp.is_empty() {
-            return -2;
-        }
-        let hit = match addr_pton_cidr(cp) {
-            Cidr::Inconsistent => return -2,
-            Cidr::Net(net, len) => {
-                let (nbits, nwidth) = addr_bits(net);
-                nwidth == awidth && abits & net_mask(len, awidth) == nbits
-            }
-            Cidr::NotAnAddress => match_pattern(text.as_bytes(), cp),
-        };
-        if hit {
-            if neg {
-                return -1;
-            }
-            ret = 1;
-        }
-    }
-    ret
-}
-
-/// match_host_and_ip(): 1 if the host name or the address matches and
-/// neither matches a negated entry, 0 if not, -1 if the list is invalid.
-fn match_host_and_ip(host: &str, ip: IpAddr, patterns: &[u8]) -> i32 {
-    let mip = match addr_match_list(ip, patterns) {
-        -2 => return -1,
-        -1 => return 0,
-        m => m,
-    };
-    let mhost = match_pattern_list(host.to_ascii_lowercase().as_bytes(), patterns, true);
-    if mhost == -1 || (mhost == 0 && mip == 0) {
-        0
-    } else {
-        1
-    }
-}
-
 /// Whether a `from="..."` pattern list admits the peer (sshd's
 /// match_host_and_ip()): entries are host name or address wildcards
 /// (`*`, `?`), CIDR networks (IPv4 or IPv6), each possibly negated with
@@ -910,26 +745,11 @@ fn match_host_and_ip(host: &str, ip: IpAddr, patterns: &[u8]) -> i32 {
 /// (UseDNS no) host patterns are compared with the address text, so only
 /// address-like patterns can match.
 pub fn from_matches(from: &str, peer: &PeerInfo) -> bool {
-    match_host_and_ip(&peer.host(), peer.ip(), from.as_bytes()) == 1
+    pattern::match_host_and_ip(Some(&peer.host()), Some(peer.ip()), from).unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------
 // AllowUsers / DenyUsers / AllowGroups / DenyGroups (auth.c allowed_user)
-
-/// match_user(): `user-pattern` or `user-pattern@host-pattern-list`
-/// (split at the first `@`). -1 if the host part is invalid.
-fn match_user(user: &str, host: &str, ip: IpAddr, pattern: &str) -> i32 {
-    match pattern.split_once('@') {
-        None => i32::from(match_pattern(user.as_bytes(), pattern.as_bytes())),
-        Some((upat, hpat)) => {
-            if match_pattern(user.as_bytes(), upat.as_bytes()) {
-                match_host_and_ip(host, ip, hpat.as_bytes())
-            } else {
-                0
-            }
-        }
-    }
-}
 
 /// sshd's allowed_user() checks of DenyUsers, AllowUsers, DenyGroups and
 /// AllowGroups, in that order. `groups` are the names of the user's primary
@@ -956,27 +776,27 @@ pub fn user_host_allowed(
         ))
     };
     for pat in deny_users {
-        match match_user(user, &host, ip, pat) {
-            r if r < 0 => return Err(format!("Invalid DenyUsers pattern \"{}\"", trunc(pat, 100))),
-            0 => {}
-            _ => return refuse("listed in DenyUsers"),
+        match pattern::match_user(user, Some(&host), Some(ip), pat) {
+            Err(_) => return Err(format!("Invalid DenyUsers pattern \"{}\"", trunc(pat, 100))),
+            Ok(false) => {}
+            Ok(true) => return refuse("listed in DenyUsers"),
         }
     }
     if !allow_users.is_empty() {
         let mut listed = false;
         for pat in allow_users {
-            match match_user(user, &host, ip, pat) {
-                r if r < 0 => {
+            match pattern::match_user(user, Some(&host), Some(ip), pat) {
+                Err(_) => {
                     return Err(format!(
                         "Invalid AllowUsers pattern \"{}\"",
                         trunc(pat, 100)
                     ))
                 }
-                1 => {
+                Ok(true) => {
                     listed = true;
                     break;
                 }
-                _ => {}
+                Ok(false) => {}
             }
         }
         if !listed {
@@ -988,10 +808,9 @@ pub fn user_host_allowed(
             return refuse("not in any group");
         }
         let any_match = |pats: &[String]| {
-            groups.iter().any(|g| {
-                pats.iter()
-                    .any(|p| match_pattern(g.as_bytes(), p.as_bytes()))
-            })
+            groups
+                .iter()
+                .any(|g| pats.iter().any(|p| pattern::match_pattern(g, p)))
         };
         if !deny_groups.is_empty() && any_match(deny_groups) {
             return refuse("a group is listed in DenyGroups");
@@ -1267,9 +1086,9 @@ fn scan_file(
             }
         }
         if let Some(from) = &ak.options.from {
-            let r = match_host_and_ip(&peer.host(), peer.ip(), from.as_bytes());
-            if r != 1 {
-                if r < 0 {
+            let r = pattern::match_host_and_ip(Some(&peer.host()), Some(peer.ip()), from);
+            if r != Ok(true) {
+                if r.is_err() {
                     log.push(format!("{loc}: invalid from criteria"));
                 }
                 log.push(format!(
@@ -1756,31 +1575,6 @@ mod tests {
     }
 
     // --- patterns --------------------------------------------------------
-
-    #[test]
-    fn authkeys_match_pattern() {
-        assert!(match_pattern(b"", b""));
-        assert!(match_pattern(b"", b"*"));
-        assert!(!match_pattern(b"", b"?"));
-        assert!(match_pattern(b"host.example.com", b"*.example.com"));
-        assert!(match_pattern(b"abcabc", b"*abc"));
-        assert!(match_pattern(b"abc", b"a*b*c"));
-        assert!(match_pattern(b"a*c", b"a?c"));
-        assert!(!match_pattern(b"abcd", b"a*c"));
-        assert!(!match_pattern(b"ab", b"abc"));
-        assert!(match_pattern(&[b'a'; 200], &[b'*'; 100]));
-        assert_eq!(match_pattern_list(b"foo", b"bar,f*", false), 1);
-        assert_eq!(match_pattern_list(b"foo", b"f*,!foo", false), -1);
-        assert_eq!(match_pattern_list(b"foo", b"", false), 0);
-        assert_eq!(match_pattern_list(b"foo", b"foo,", false), 1);
-        assert_eq!(match_pattern_list(b"foo", b"FOO", true), 1);
-        assert_eq!(match_pattern_list(b"foo", b"FOO", false), 0);
-        let long = [b'x'; SUBPATTERN_MAX];
-        assert_eq!(
-            match_pattern_list(b"foo", &[b"foo,", &long[..]].concat(), false),
-            0
-        );
-    }
 
     #[test]
     fn authkeys_from_addresses() {
@@ -2410,7 +2204,6 @@ mod tests {
 
         #[test]
         fn authkeys_patterns_never_panic(s in ".{0,40}", p in ".{0,40}") {
-            let _ = match_pattern(s.as_bytes(), p.as_bytes());
             let _ = from_matches(&p, &peer4([1, 2, 3, 4]));
             let _ = from_matches(&p, &PeerInfo { addr: "::1".parse().unwrap(), port: 1, hostname: Some(s.clone()) });
         }
