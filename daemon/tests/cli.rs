@@ -103,7 +103,7 @@ fn inetd_mode_as_a_proxy_command() {
             .arg("-o")
             .arg(format!("ProxyCommand={proxy}"))
             .arg("inetd-host")
-            .arg("echo ok; id -un"),
+            .arg("echo ok; id -un; echo \"$SSH_CONNECTION\""),
         SSH_TIMEOUT,
     );
     assert!(
@@ -112,10 +112,21 @@ fn inetd_mode_as_a_proxy_command() {
         describe(&out),
         setup.log()
     );
-    assert_eq!(text(&out.stdout), format!("ok\n{}\n", login.user.name));
+    // No socket, so no address: shown as sshd shows it.
+    assert_eq!(
+        text(&out.stdout),
+        format!("ok\n{}\nUNKNOWN 65535 UNKNOWN 65535\n", login.user.name)
+    );
     let log = setup.log();
     assert!(
-        log.contains(&format!("Accepted publickey for {}", login.user.name)),
+        log.contains("Connection from UNKNOWN port 65535 on UNKNOWN port 65535"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Accepted publickey for {} from UNKNOWN port 65535 ssh2",
+            login.user.name
+        )),
         "{log}"
     );
     // Without -e or -E nothing reaches ssh's stderr (sshd -i logs to

@@ -53,6 +53,7 @@ impl PamService {
         let text = format!(
             "# written by ressh's tests (daemon/tests/pam.rs); removed after them\n\
              @include common-auth\n\
+             auth       optional     pam_group.so\n\
              account    required     pam_nologin.so file={nologin}\n\
              @include common-account\n\
              @include common-session\n\
@@ -191,6 +192,72 @@ fn password_and_keyboard_interactive_through_pam() {
     // The password never reaches the log.
     assert!(!srv.log().contains(PASSWORD), "{}", srv.log());
     srv.assert_healthy();
+    drop(pam);
+}
+
+/// /etc/security/group.conf (pam_group has no option for another file)
+/// with one rule of the test; the previous file is restored on drop. Only
+/// taken while the test holds the PAM service, so under PAM_LOCK.
+struct GroupConf {
+    saved: Option<Vec<u8>>,
+}
+
+const GROUP_CONF: &str = "/etc/security/group.conf";
+
+impl GroupConf {
+    fn install(_pam: &PamService, rule: &str) -> GroupConf {
+        let saved = fs::read(GROUP_CONF).ok();
+        fs::write(
+            GROUP_CONF,
+            format!(
+                "# written by ressh's tests (daemon/tests/pam.rs); removed after them\n{rule}\n"
+            ),
+        )
+        .unwrap();
+        GroupConf { saved }
+    }
+}
+
+impl Drop for GroupConf {
+    fn drop(&mut self) {
+        match &self.saved {
+            Some(b) => {
+                let _ = fs::write(GROUP_CONF, b);
+            }
+            None => {
+                let _ = fs::remove_file(GROUP_CONF);
+            }
+        }
+    }
+}
+
+/// Groups that pam_setcred grants (pam_group) are the session's, as with
+/// sshd, besides the user's own.
+#[test]
+fn groups_from_pam_setcred_reach_the_session() {
+    let pam = PamService::install();
+    let user = TestUser::create("pamgrp");
+    user.set_password(PASSWORD);
+    // A group the user is not in: Debian's base-passwd always has `games`
+    // (gid 60), with no members.
+    let group = "games".to_string();
+    let conf = GroupConf::install(&pam, &format!("resshd;*;{};Al0000-2400;{group}", user.name));
+    let srv = pam_server("");
+    let out = run_pw(&srv, &user.name, PASSWORD, "password", "id -Gn");
+    assert!(
+        out.status.success(),
+        "{}\n--- resshd log ---\n{}",
+        describe(&out),
+        srv.log()
+    );
+    let groups: Vec<String> = text(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert!(groups.contains(&group), "id -Gn: {groups:?}");
+    assert!(groups.contains(&user.name), "id -Gn: {groups:?}");
+    srv.assert_healthy();
+    drop(conf);
     drop(pam);
 }
 

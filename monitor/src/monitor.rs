@@ -65,10 +65,10 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         local,
         settings: ctx.config.resolve(&MatchContext {
             // UseDNS no: the host is the address, as in sshd.
-            host: Some(peer.ip().to_string()),
-            addr: Some(peer.ip()),
-            local_addr: Some(local.ip()),
-            local_port: Some(local.port()),
+            host: known(peer).then(|| peer.ip().to_string()),
+            addr: known(peer).then(|| peer.ip()),
+            local_addr: known(local).then(|| local.ip()),
+            local_port: known(local).then(|| local.port()),
             ..Default::default()
         }),
         session_id: None,
@@ -169,23 +169,31 @@ fn place_fds(fds: &[i32]) -> std::io::Result<()> {
 impl Monitor<'_> {
     fn who(&self) -> String {
         match &self.accepted {
-            Some(a) => format!(
-                "user {} {} port {}",
-                a.user.name,
-                self.peer.ip(),
-                self.peer.port()
-            ),
-            None => format!("{} port {}", self.peer.ip(), self.peer.port()),
+            Some(a) => format!("user {} {}", a.user.name, self.at()),
+            None => self.at(),
         }
+    }
+
+    /// "ADDRESS port PORT" of the peer for logs, or sshd's "UNKNOWN port
+    /// 65535" where the connection is no socket (inetd mode over pipes).
+    fn at(&self) -> String {
+        format!("{} port {}", self.peer_ip(), self.peer_port())
+    }
+
+    fn peer_ip(&self) -> String {
+        shown_ip(self.peer)
+    }
+
+    fn peer_port(&self) -> u16 {
+        shown_port(self.peer)
     }
 
     fn run(&mut self, sock: OwnedFd) -> Result<(), String> {
         log::info(&format!(
-            "Connection from {} port {} on {} port {}",
-            self.peer.ip(),
-            self.peer.port(),
-            self.local.ip(),
-            self.local.port()
+            "Connection from {} on {} port {}",
+            self.at(),
+            shown_ip(self.local),
+            shown_port(self.local)
         ));
         let (ipc, mut child) = self.spawn_kex(&sock)?;
         let result = self.serve_kex(&ipc);
@@ -256,7 +264,7 @@ impl Monitor<'_> {
                 .collect(),
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
-            peer: format!("{} port {}", self.peer.ip(), self.peer.port()),
+            peer: self.at(),
         };
         ours.send(&ToKex::Start(Box::new(start)), &[])
             .map_err(|e| e.to_string())?;
@@ -429,8 +437,8 @@ impl Monitor<'_> {
     /// keyboard-interactive conversation was cut short by another request
     /// (now in `stashed`) or by a broken link (`ipc_failure`).
     fn judge(&mut self, ipc: &Endpoint, name: &str, request: AuthRequest) -> Option<AuthVerdict> {
-        let ip = self.peer.ip();
-        let port = self.peer.port();
+        let (ip, port) = (self.peer.ip(), self.peer.port());
+        let at = self.at();
         if self.partial.as_ref().is_some_and(|p| p.user != name) {
             self.partial = None;
         }
@@ -447,7 +455,7 @@ impl Monitor<'_> {
             None => {
                 if method != "none" {
                     log::info(&format!(
-                        "Invalid user {} from {ip} port {port}",
+                        "Invalid user {} from {at}",
                         ressh_proto::wire::printable(name.as_bytes())
                     ));
                 }
@@ -520,7 +528,7 @@ impl Monitor<'_> {
             } => Some(self.publickey(user, groups, settings, algorithm, blob, signature)),
             request => {
                 if user.uid.is_root() && settings.permit_root_login != PermitRootLogin::Yes {
-                    log::info(&format!("ROOT LOGIN REFUSED FROM {ip} port {port}"));
+                    log::info(&format!("ROOT LOGIN REFUSED FROM {at}"));
                     return Some(self.reject());
                 }
                 self.pam_auth(ipc, name, Some((user, groups)), request, settings)
@@ -537,8 +545,8 @@ impl Monitor<'_> {
         blob: Vec<u8>,
         signature: Option<Vec<u8>>,
     ) -> AuthVerdict {
-        let ip = self.peer.ip();
-        let port = self.peer.port();
+        let (ip, port) = (self.peer.ip(), self.peer.port());
+        let at = self.at();
         let peer = PeerInfo {
             addr: ip,
             port,
@@ -583,7 +591,7 @@ impl Monitor<'_> {
         let Some(found) = found else {
             if signature.is_some() {
                 log::info(&format!(
-                    "Failed publickey for {} from {ip} port {port} ssh2: {} {}",
+                    "Failed publickey for {} from {at} ssh2: {} {}",
                     user.name,
                     key.key_type_name(),
                     key.fingerprint()
@@ -598,7 +606,7 @@ impl Monitor<'_> {
                 PermitRootLogin::No => false,
             };
             if !ok {
-                log::info(&format!("ROOT LOGIN REFUSED FROM {ip} port {port}"));
+                log::info(&format!("ROOT LOGIN REFUSED FROM {at}"));
                 return self.reject();
             }
         }
@@ -617,7 +625,7 @@ impl Monitor<'_> {
             Ok(a) if a == algorithm => {}
             _ => {
                 log::info(&format!(
-                    "Failed publickey for {} from {ip} port {port}: bad signature",
+                    "Failed publickey for {} from {at}: bad signature",
                     user.name
                 ));
                 return self.reject();
@@ -632,7 +640,7 @@ impl Monitor<'_> {
             return self.reject();
         }
         let text = format!(
-            "publickey for {} from {ip} port {port} ssh2: {} {}",
+            "publickey for {} from {at} ssh2: {} {}",
             user.name,
             key.key_type_name(),
             key.fingerprint()
@@ -757,8 +765,7 @@ impl Monitor<'_> {
         request: AuthRequest,
         settings: Settings,
     ) -> Option<AuthVerdict> {
-        let ip = self.peer.ip();
-        let port = self.peer.port();
+        let at = self.at();
         let (method, label) = match &request {
             AuthRequest::Password(_) => ("password", "password"),
             _ => ("keyboard-interactive", "keyboard-interactive/pam"),
@@ -816,12 +823,12 @@ impl Monitor<'_> {
         }
         match (result, user) {
             (Ok(()), Some((user, groups))) if pam_user.as_deref() == Some(name) => {
-                let text = format!("{label} for {name} from {ip} port {port} ssh2");
+                let text = format!("{label} for {name} from {at} ssh2");
                 Some(self.success(method, &text, user, groups, settings, None))
             }
             (_, user) => {
                 log::info(&format!(
-                    "Failed {label} for {}{} from {ip} port {port} ssh2",
+                    "Failed {label} for {}{} from {at} ssh2",
                     if user.is_some() { "" } else { "invalid user " },
                     ressh_proto::wire::printable(name.as_bytes())
                 ));
@@ -891,11 +898,35 @@ impl Monitor<'_> {
     /// PAM's credentials and session (UsePAM), opened before the session
     /// worker starts as sshd opens them; returns PAM's environment.
     fn open_pam_session(&mut self) -> Result<Vec<(String, String)>, String> {
-        let name = self.accepted.as_ref().expect("accepted").user.name.clone();
+        let a = self.accepted.as_ref().expect("accepted");
+        let (name, groups) = (a.user.name.clone(), a.groups.clone());
+        let change_ids = matches!(self.ctx.privsep, Privsep::Root { .. });
         let mut messages = Vec::new();
         let pam = self.ensure_pam(&name)?;
-        pam.establish_cred(&mut pam::collect_messages(&mut messages))
-            .map_err(|e| format!("PAM: pam_setcred(): {e}"))?;
+        // Modules such as pam_group add groups to the process that calls
+        // pam_setcred, as sshd's child does before it drops root: call it
+        // with the user's groups in place, keep what it leaves for the
+        // session worker, and put the monitor's own back.
+        let saved = if change_ids {
+            let saved = nix::unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?;
+            set_groups(&groups)?;
+            Some(saved)
+        } else {
+            None
+        };
+        let cred = pam.establish_cred(&mut pam::collect_messages(&mut messages));
+        let with_pam = saved.as_ref().map(|_| nix::unistd::getgroups());
+        if let Some(saved) = &saved {
+            let raw: Vec<u32> = saved.iter().map(|g| g.as_raw()).collect();
+            set_groups(&raw)?;
+        }
+        cred.map_err(|e| format!("PAM: pam_setcred(): {e}"))?;
+        if let Some(g) = with_pam {
+            let g = g.map_err(|e| format!("getgroups: {e}"))?;
+            self.accepted.as_mut().expect("accepted").groups =
+                g.iter().map(|g| g.as_raw()).collect();
+        }
+        let pam = self.pam.as_mut().expect("PAM started");
         pam.open_session(&mut pam::collect_messages(&mut messages))
             .map_err(|e| format!("PAM: pam_open_session(): {e}"))?;
         let env = pam
@@ -996,10 +1027,10 @@ impl Monitor<'_> {
                 .map(|k| k.public_key().to_blob())
                 .collect(),
             user,
-            peer_addr: self.peer.ip().to_string(),
-            peer_port: self.peer.port(),
-            local_addr: self.local.ip().to_string(),
-            local_port: self.local.port(),
+            peer_addr: self.peer_ip(),
+            peer_port: self.peer_port(),
+            local_addr: shown_ip(self.local),
+            local_port: shown_port(self.local),
             policy: self.policy(a),
             pam_env,
             login_message,
@@ -1204,7 +1235,7 @@ impl Monitor<'_> {
             pid,
             user: a.user.name.clone(),
             uid,
-            host: self.peer.ip().to_string(),
+            host: self.peer_ip(),
             addr: self.peer.ip(),
         };
         if let Err(e) = loginrec::record_login(&l) {
@@ -1324,6 +1355,39 @@ impl Monitor<'_> {
 fn connect_broker(path: &std::path::Path) -> Option<Endpoint> {
     let s = std::os::unix::net::UnixStream::connect(path).ok()?;
     Some(Endpoint::from_fd(OwnedFd::from(s)))
+}
+
+/// Whether `a` is a real address: inetd mode over pipes has none and
+/// passes 0.0.0.0 port 0.
+fn known(a: SocketAddr) -> bool {
+    !(a.ip().is_unspecified() && a.port() == 0)
+}
+
+/// The address as sshd shows it: "UNKNOWN" where there is none.
+fn shown_ip(a: SocketAddr) -> String {
+    if known(a) {
+        a.ip().to_string()
+    } else {
+        "UNKNOWN".into()
+    }
+}
+
+/// The port as sshd shows it: 65535 where there is none.
+fn shown_port(a: SocketAddr) -> u16 {
+    if known(a) {
+        a.port()
+    } else {
+        65535
+    }
+}
+
+/// setgroups(2) for this process (the monitor runs as root).
+fn set_groups(groups: &[u32]) -> Result<(), String> {
+    // SAFETY: setgroups with a valid pointer and length.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The user's primary and supplementary groups.
