@@ -67,6 +67,24 @@ impl Transport {
         }
     }
 
+    /// Whether a transport of [`dial_nonblocking`] has finished connecting
+    /// (an error if the connection failed). Pipes are ready at once.
+    pub fn connected(&self) -> io::Result<bool> {
+        match self {
+            Transport::Tcp { sock, .. } => {
+                if let Some(e) = sock.take_error()? {
+                    return Err(e);
+                }
+                match sock.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Transport::Command { .. } => Ok(true),
+        }
+    }
+
     /// Registers for readiness: one token for TCP, read/write tokens for pipes.
     pub fn register(&mut self, reg: &Registry, r: Token, w: Token) -> io::Result<()> {
         match self {
@@ -248,7 +266,8 @@ pub fn parse_jump(s: &str) -> Result<(Option<String>, String, Option<u16>), Dial
     Ok((user, host, port))
 }
 
-fn connect_tcp(cfg: &Config) -> Result<Transport, DialError> {
+/// The server's addresses, as AddressFamily allows.
+fn resolve(cfg: &Config) -> Result<Vec<SocketAddr>, DialError> {
     let addrs: Vec<SocketAddr> = (cfg.host.as_str(), cfg.port)
         .to_socket_addrs()
         .map_err(|e| {
@@ -271,6 +290,37 @@ fn connect_tcp(cfg: &Config) -> Result<Transport, DialError> {
             cfg.host
         )));
     }
+    Ok(addrs)
+}
+
+/// A new transport for a reconnect attempt, without blocking: the session
+/// keeps running while TCP connects (check [`Transport::connected`] when
+/// it becomes writable). Attempt `n` tries the server's `n`-th address
+/// (round robin). A proxy command is started as by [`dial`].
+pub fn dial_nonblocking(cfg: &Config, n: u32) -> Result<Transport, DialError> {
+    if cfg.proxy_jump.is_some() || cfg.proxy_command.is_some() {
+        return dial(cfg);
+    }
+    let addrs = resolve(cfg)?;
+    let a = addrs[n as usize % addrs.len()];
+    crate::debug1!("Connecting to {} [{}] port {}.", cfg.host, a.ip(), a.port());
+    let sock = mio::net::TcpStream::connect(a).map_err(|e| {
+        DialError(format!(
+            "connect to address {} port {}: {}",
+            a.ip(),
+            a.port(),
+            strip_os_error(&e)
+        ))
+    })?;
+    let _ = sock.set_nodelay(true);
+    Ok(Transport::Tcp {
+        sock,
+        desc: format!("{} port {}", a.ip(), a.port()),
+    })
+}
+
+fn connect_tcp(cfg: &Config) -> Result<Transport, DialError> {
+    let addrs = resolve(cfg)?;
     let mut last = None;
     for attempt in 0..cfg.connection_attempts {
         if attempt > 0 {

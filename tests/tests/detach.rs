@@ -123,3 +123,31 @@ fn vanished_client_session_is_torn_down_after_detach_timeout() {
     }
     assert!(!lab.log().contains("Reconnected"), "{}", lab.log());
 }
+
+/// While a reconnect attempt waits on TCP (the server unreachable behind a
+/// blackhole, SYNs lost), ressh keeps serving its event loop: SIGTERM ends
+/// it at once rather than when the connect gives up (ConnectTimeout 20 in
+/// the lab's config, the kernel's SYN retries without one).
+#[test]
+fn ressh_stays_responsive_while_a_reconnect_waits_on_tcp() {
+    let lab = Lab::new("attemptwait", "");
+    let mut client = Client::spawn(&mut lab.ressh(&["-v", "server", "echo started; sleep 1000"]));
+    client.wait_lines(0, T);
+    let since = Instant::now();
+    lab.net.blackhole(true);
+    client.wait_err("connection lost", since, Duration::from_secs(15));
+    client.wait_err("reconnect attempt 1", since, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    signal(client.pid(), "TERM");
+    client.wait_exit(Duration::from_secs(3));
+    let took = sent.elapsed();
+    lab.net.blackhole(false);
+    report(
+        "reconnect",
+        &format!(
+            "SIGTERM during a connect to an unreachable server: exited after {} ms",
+            took.as_millis()
+        ),
+    );
+}

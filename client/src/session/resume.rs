@@ -48,6 +48,8 @@ struct Attempt {
     started: Instant,
     readable: bool,
     writable: bool,
+    /// The reconnect request, until TCP has connected.
+    request: Option<Vec<u8>>,
 }
 
 /// What watches for reasons to reconnect early.
@@ -213,7 +215,7 @@ impl Session {
         r.attempts += 1;
         let n = r.attempts;
         crate::debug1!("reconnect attempt {n}");
-        let mut transport = match transport::dial(&self.cfg) {
+        let mut transport = match transport::dial_nonblocking(&self.cfg, n - 1) {
             Ok(t) => t,
             Err(e) => {
                 crate::debug1!("reconnect attempt {n}: {}", e.0);
@@ -237,22 +239,35 @@ impl Session {
         if let Some(t) = self.keepalive() {
             transport.set_user_timeout(t * 2);
         }
-        let out = cr.take_output();
-        let mut a = Attempt {
+        // The request goes with our first bytes once TCP has connected;
+        // nothing is awaited first.
+        self.resume.as_mut().expect("resume").attempt = Some(Attempt {
             transport,
+            request: Some(cr.take_output()),
             cr,
             started: Instant::now(),
             readable: true,
             writable: true,
-        };
-        // The request goes with our first bytes; nothing is awaited first.
-        if write_all_now(&mut a.transport, &out).is_err() {
-            a.transport.deregister(self.poll.registry());
-            self.conn.abort_reconnect();
-            self.attempt_failed(false);
-            return;
+        });
+    }
+
+    /// Sends the reconnect request once the new TCP connection is up.
+    /// Ok(false) while it is still connecting.
+    fn send_request(a: &mut Attempt) -> io::Result<bool> {
+        if a.request.is_none() {
+            return Ok(true);
         }
-        self.resume.as_mut().expect("resume").attempt = Some(a);
+        if !a.writable {
+            return Ok(false);
+        }
+        if !a.transport.connected()? {
+            a.writable = false;
+            return Ok(false);
+        }
+        let out = a.request.take().expect("request");
+        write_all_now(&mut a.transport, &out)?;
+        crate::debug1!("Connection established.");
+        Ok(true)
     }
 
     fn drive_attempt(&mut self, buf: &mut [u8]) {
@@ -263,6 +278,15 @@ impl Session {
             crate::debug1!("reconnect attempt timed out");
             self.drop_attempt(false);
             return;
+        }
+        match Self::send_request(a) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                crate::debug1!("reconnect attempt: {e}");
+                self.drop_attempt(false);
+                return;
+            }
         }
         let mut failed = false;
         while a.readable {
