@@ -7,7 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{default_policy, text, Harness};
+use common::{default_policy, Harness};
+use ressh_testkit::text;
 use ressh_testkit::{require_cmd, run, run_with_stdin};
 
 #[test]

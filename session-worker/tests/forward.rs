@@ -10,8 +10,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{default_policy, random_bytes, text, Harness};
+use common::{default_policy, random_bytes, Harness};
 use ressh_ipc::msg::Forwarding;
+use ressh_testkit::text;
 use ressh_testkit::{free_port, run};
 
 /// An echo server on 127.0.0.1: each connection gets its bytes back, and

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{default_policy, text, Harness};
+use common::{default_policy, Harness};
+use ressh_testkit::text;
 use ressh_testkit::{require_cmd, run};
 
 /// A private tmux server, killed on drop.

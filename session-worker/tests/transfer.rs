@@ -6,7 +6,8 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{default_policy, hex, random_bytes, sha256_file, text, Harness};
+use common::{default_policy, hex, random_bytes, sha256_file, Harness};
+use ressh_testkit::text;
 use ressh_testkit::{run_timeout, run_with_stdin};
 
 const LONG: Duration = Duration::from_secs(240);

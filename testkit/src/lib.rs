@@ -20,6 +20,7 @@ mod resshd;
 mod sshd;
 mod tempdir;
 mod user;
+mod util;
 
 pub use cmd::{
     is_root, require_cmd, require_root, run, run_ok, run_timeout, run_with_stdin, which,
@@ -31,3 +32,4 @@ pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;
 pub use user::TestUser;
+pub use util::{random_file, sha256_file, text, wait_for};

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub use ressh_testkit::{random_file, sha256_file, text, wait_for};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
@@ -48,59 +49,9 @@ pub fn ressh_bin() -> PathBuf {
     bin.with_file_name("ressh")
 }
 
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Polls `f` every 20 ms until it returns Some, or panics after `timeout`
-/// with `what` and the text `context` gives.
-pub fn wait_for<R>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<R>,
-    context: impl Fn() -> String,
-) -> R {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Shell-quotes one word.
 pub fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// Random bytes (from /dev/urandom) in a file of `size` bytes.
-pub fn random_file(path: &Path, size: usize) {
-    let mut src = fs::File::open("/dev/urandom").unwrap();
-    let mut dst = fs::File::create(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(buf.len());
-        src.read_exact(&mut buf[..n]).unwrap();
-        dst.write_all(&buf[..n]).unwrap();
-        left -= n;
-    }
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    let out = run_timeout(Command::new(require_cmd("sha256sum")).arg(path), T);
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 // ----- the lab ---------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub use ressh_testkit::{random_file, sha256_file, text, wait_for};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -167,10 +168,6 @@ impl Env {
     }
 }
 
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Panics with the command's output and the server log.
 pub fn check(out: &Output, env: &Env, what: &str) {
     if !out.status.success() {
@@ -182,29 +179,6 @@ pub fn check(out: &Output, env: &Env, what: &str) {
             env.server.log()
         );
     }
-}
-
-/// Random bytes (from /dev/urandom) in a file of `size` bytes.
-pub fn random_file(path: &Path, size: usize) {
-    let mut src = fs::File::open("/dev/urandom").unwrap();
-    let mut dst = fs::File::create(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(buf.len());
-        src.read_exact(&mut buf[..n]).unwrap();
-        dst.write_all(&buf[..n]).unwrap();
-        left -= n;
-    }
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    let out = run_timeout(Command::new("sha256sum").arg(path), T);
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:port.
@@ -237,26 +211,6 @@ pub fn spawn(cmd: &mut Command) -> Bg {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap())
-}
-
-/// Polls `f` until it gives Some or `timeout` passes; panics with `what`
-/// and `context()`.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= end {
-            panic!("timed out waiting for {what}\n{}", context());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A private tmux server (its own socket) killed on drop.

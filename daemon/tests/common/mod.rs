@@ -22,13 +22,10 @@ use std::time::{Duration, Instant};
 use ressh_testkit::{
     require_cmd, require_root, resshd_bin, run, run_timeout, ssh_keygen, Resshd, TempDir, TestUser,
 };
+pub use ressh_testkit::{text, wait_for};
 
 /// How long one stock client command may take before it counts as hung.
 pub const SSH_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 pub fn describe(out: &Output) -> String {
     format!(
@@ -37,28 +34,6 @@ pub fn describe(out: &Output) -> String {
         text(&out.stdout),
         text(&out.stderr)
     )
-}
-
-/// Polls `f` every 20 ms until it returns Some, or panics after `timeout`
-/// with `what` and the text `context` gives.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ----- the server ------------------------------------------------------------

@@ -745,10 +745,6 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// ressh-proto's client role over a blocking socket, for requests stock
 /// `ssh` cannot make (signal), for watching the wire closely, and for the
 /// resilience extension (stock `ssh` does not speak it): the transport can
