@@ -17,6 +17,7 @@ mod log;
 mod netwatch;
 mod session;
 mod sig;
+mod socks;
 mod transport;
 mod tty;
 
