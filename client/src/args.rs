@@ -39,10 +39,11 @@ impl fmt::Display for ArgError {
 }
 
 pub const USAGE: &str = "\
-usage: ressh [-46aCGNnqsTtVvx] [-c cipher_spec] [-E log_file] [-e escape_char]
-             [-F configfile] [-i identity_file] [-J destination] [-L address]
-             [-l login_name] [-m mac_spec] [-o option] [-p port] [-R address]
-             [-W host:port] destination [command [argument ...]]";
+usage: ressh [-46aCfGNnqsTtVvx] [-c cipher_spec] [-D [bind_address:]port]
+             [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]
+             [-J destination] [-L address] [-l login_name] [-m mac_spec]
+             [-o option] [-p port] [-R address] [-W host:port]
+             destination [command [argument ...]]";
 
 /// Flags without an argument.
 const FLAGS: &str = "46AaCfGgKkMNnqsTtVvXxYy";
@@ -96,7 +97,10 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                     'A' => return Err(refuse('A', "agent forwarding")),
                     'a' => direct.push(("forwardagent".into(), "no".into())),
                     'C' => direct.push(("compression".into(), "yes".into())),
-                    'f' => return Err(refuse('f', "going to the background")),
+                    'f' => {
+                        direct.push(("forkafterauthentication".into(), "yes".into()));
+                        direct.push(("stdinnull".into(), "yes".into()));
+                    }
                     'G' => a.print_config = true,
                     'g' => direct.push(("gatewayports".into(), "yes".into())),
                     'K' => return Err(refuse('K', "GSSAPI")),
@@ -146,7 +150,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                 'B' => return Err(refuse('B', "bind interface")),
                 'b' => return Err(refuse('b', "bind address")),
                 'c' => direct.push(kw("ciphers")),
-                'D' => return Err(refuse('D', "dynamic (SOCKS) forwarding")),
+                'D' => a.settings.push(kw("dynamicforward")),
                 'E' => a.log_file = Some(val),
                 'e' => direct.push(kw("escapechar")),
                 'F' => a.config_file = Some(val),
@@ -423,15 +427,37 @@ mod tests {
         for args in [
             &["-A", "h"][..],
             &["-X", "h"],
-            &["-D", "1080", "h"],
-            &["-f", "h"],
             &["-M", "h"],
+            &["-O", "exit", "h"],
         ] {
             let e = parse(args.iter().map(|s| s.to_string())).unwrap_err();
             assert!(e.0.contains("not supported"), "{e}");
         }
         assert!(parse(["-Z".to_string()]).is_err());
         assert!(parse(["-p".to_string()]).is_err());
+    }
+
+    #[test]
+    fn dynamic_forward_and_background() {
+        let a = p(&[
+            "-D",
+            "1080",
+            "-D127.0.0.1:1081",
+            "-fN",
+            "h",
+            "-D",
+            "[::1]:1082",
+        ]);
+        let dynamic: Vec<&str> = a
+            .settings
+            .iter()
+            .filter(|(k, _)| k == "dynamicforward")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(dynamic, ["1080", "127.0.0.1:1081", "[::1]:1082"]);
+        assert!(has(&a, "forkafterauthentication", "yes"));
+        assert!(has(&a, "stdinnull", "yes"));
+        assert!(has(&a, "sessiontype", "none"));
     }
 
     #[test]

@@ -67,13 +67,14 @@ pub struct Config {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// Identity files with whether the user named them (a missing named file
-    /// is reported; missing defaults are not).
-    pub identity_files: Vec<(PathBuf, bool)>,
+    pub identity_files: Vec<IdentityFile>,
     pub identities_only: bool,
     /// The agent socket; None when disabled or unset.
     pub identity_agent: Option<PathBuf>,
+    /// ProxyCommand with its `%` tokens expanded.
     pub proxy_command: Option<String>,
+    /// ProxyCommand as written (`-G` prints it so, as ssh does).
+    pub proxy_command_spec: Option<String>,
     pub proxy_jump: Option<String>,
     pub server_alive_interval: u64,
     pub server_alive_count_max: u32,
@@ -86,6 +87,8 @@ pub struct Config {
     pub host_key_alias: Option<String>,
     pub local_forwards: Vec<String>,
     pub remote_forwards: Vec<String>,
+    /// -D and DynamicForward: `[bind_address:]port`.
+    pub dynamic_forwards: Vec<String>,
     pub send_env: Vec<String>,
     pub set_env: Vec<(String, String)>,
     pub batch_mode: bool,
@@ -105,6 +108,8 @@ pub struct Config {
     pub kbd_interactive_authentication: bool,
     pub number_of_password_prompts: u32,
     pub exit_on_forward_failure: bool,
+    /// -f: go to the background once authenticated.
+    pub fork_after_authentication: bool,
     pub gateway_ports: bool,
     pub remote_command: Option<String>,
     pub session_type: SessionType,
@@ -115,6 +120,18 @@ pub struct Config {
     pub resilience: bool,
     /// The -F file, passed on to ProxyJump's child.
     pub config_file: Option<String>,
+}
+
+/// An IdentityFile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFile {
+    pub path: PathBuf,
+    /// The user named it: a missing named file is reported, a missing
+    /// default is not.
+    pub explicit: bool,
+    /// As written, `~` and `%` tokens unexpanded (`-G` prints it so, as ssh
+    /// does).
+    pub spec: String,
 }
 
 /// How a keyword is handled.
@@ -175,9 +192,10 @@ fn keyword_kind(k: &str) -> Option<Kind> {
         | "remotecommand"
         | "sessiontype"
         | "stdinnull"
+        | "forkafterauthentication"
         | "resilience"
         | "ignoreunknown" => Single,
-        "identityfile" | "localforward" | "remoteforward" | "sendenv" => Multi,
+        "identityfile" | "localforward" | "remoteforward" | "dynamicforward" | "sendenv" => Multi,
         "compression"
         | "tcpkeepalive"
         | "visualhostkey"
@@ -227,7 +245,6 @@ fn keyword_kind(k: &str) -> Option<Kind> {
         "forwardagent"
         | "forwardx11"
         | "permitlocalcommand"
-        | "forkafterauthentication"
         | "hostbasedauthentication"
         | "enablesshkeysign"
         | "useprivilegedport"
@@ -235,8 +252,8 @@ fn keyword_kind(k: &str) -> Option<Kind> {
         | "controlpersist" => Only(NO),
         "controlmaster" => Only(&["no", "false"]),
         "tunnel" => Only(&["no", "false"]),
-        "dynamicforward" | "bindaddress" | "bindinterface" | "certificatefile"
-        | "knownhostscommand" | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => Only(&[]),
+        "bindaddress" | "bindinterface" | "certificatefile" | "knownhostscommand"
+        | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => Only(&[]),
         _ => return None,
     })
 }
@@ -268,6 +285,32 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
     }
     words.extend(split_args(rest)?);
     Ok(words)
+}
+
+/// Keywords whose value is a command: the rest of the line, verbatim
+/// (quotes, spaces and `#` included), as ssh takes it.
+fn is_command(key: &str) -> bool {
+    matches!(key, "proxycommand" | "remotecommand")
+}
+
+/// A configuration line of a command keyword: the keyword (lowercased)
+/// and its value as one word (none if empty). None for other lines.
+fn command_line(line: &str) -> Option<(String, Vec<String>)> {
+    let line = line.trim();
+    let kend = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    let key = line[..kend].to_ascii_lowercase();
+    if !is_command(&key) {
+        return None;
+    }
+    let rest = line[kend..].trim_start_matches(|c: char| c.is_whitespace() || c == '=');
+    let vals = if rest.is_empty() {
+        Vec::new()
+    } else {
+        vec![rest.to_string()]
+    };
+    Some((key, vals))
 }
 
 /// Splits a value into words: whitespace separated, `"quoted"` words; a
@@ -478,6 +521,7 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
         | "exitonforwardfailure"
         | "clearallforwardings"
         | "stdinnull"
+        | "forkafterauthentication"
         | "resilience"
         | "hashknownhosts" => yes_no(key, v).map(|_| ()),
         "gatewayports" => one_of(&["yes", "no", "true", "false", "clientspecified"]),
@@ -508,6 +552,7 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
         "localforward" | "remoteforward" if vals.len() > 2 => {
             Err(format!("{key}: too many arguments"))
         }
+        "dynamicforward" if vals.len() > 1 => Err(format!("{key}: too many arguments")),
         _ => Ok(()),
     }
 }
@@ -644,12 +689,16 @@ fn read_file(
     let mut active = active_in;
     for (n, line) in text.lines().enumerate() {
         let at = || format!("{} line {}", path.display(), n + 1);
-        let words = split_words(line).map_err(|e| ConfigError(format!("{}: {e}", at())))?;
-        let Some((key, vals)) = words.split_first() else {
-            continue;
+        let (key, vals) = match command_line(line) {
+            Some(kv) => kv,
+            None => {
+                let words = split_words(line).map_err(|e| ConfigError(format!("{}: {e}", at())))?;
+                let Some((key, vals)) = words.split_first() else {
+                    continue;
+                };
+                (key.to_ascii_lowercase(), vals.to_vec())
+            }
         };
-        let key = key.to_ascii_lowercase();
-        let vals = vals.to_vec();
         match key.as_str() {
             "host" => {
                 if vals.is_empty() {
@@ -838,7 +887,11 @@ pub fn resolve_with(a: &Args, system: Option<&Path>) -> Result<Config, ConfigErr
         .chain(dest_settings.iter())
         .chain(a.settings[at..].iter());
     for (k, v) in settings {
-        let vals = if matches!(k.as_str(), "localforward" | "remoteforward") {
+        let vals = if is_command(k)
+            || matches!(
+                k.as_str(),
+                "localforward" | "remoteforward" | "dynamicforward"
+            ) {
             vec![v.clone()]
         } else {
             split_args(v).map_err(|e| ConfigError(format!("-o {k}: {e}")))?
@@ -919,12 +972,20 @@ fn finish(
                 if v[0].eq_ignore_ascii_case("none") {
                     continue;
                 }
-                identity_files.push((path(&v[0])?, true));
+                identity_files.push(IdentityFile {
+                    path: path(&v[0])?,
+                    explicit: true,
+                    spec: v[0].clone(),
+                });
             }
         }
         None => {
             for f in ["id_rsa", "id_ecdsa", "id_ed25519"] {
-                identity_files.push((home.join(".ssh").join(f), false));
+                identity_files.push(IdentityFile {
+                    path: home.join(".ssh").join(f),
+                    explicit: false,
+                    spec: format!("~/.ssh/{f}"),
+                });
             }
         }
     }
@@ -967,6 +1028,9 @@ fn finish(
         for spec in fwd(k) {
             crate::forward::parse(&spec, remote).map_err(ConfigError)?;
         }
+    }
+    for spec in fwd("dynamicforward") {
+        crate::forward::parse_dynamic(&spec).map_err(ConfigError)?;
     }
     let mut set_env = Vec::new();
     for kv in all("setenv").unwrap_or_default() {
@@ -1018,9 +1082,13 @@ fn finish(
         Some("subsystem") => SessionType::Subsystem,
         _ => SessionType::Default,
     };
-    let proxy_command = match all("proxycommand") {
+    let proxy_command_spec = match all("proxycommand") {
         Some(v) if v.len() == 1 && v[0].eq_ignore_ascii_case("none") => None,
-        Some(v) => Some(expand_tokens(&v.join(" "), &t)?),
+        Some(v) => Some(v.join(" ")),
+        None => None,
+    };
+    let proxy_command = match &proxy_command_spec {
+        Some(v) => Some(expand_tokens(v, &t)?),
         None => None,
     };
     let proxy_jump = match one("proxyjump") {
@@ -1045,6 +1113,7 @@ fn finish(
         identities_only: flag("identitiesonly", false),
         identity_agent,
         proxy_command,
+        proxy_command_spec,
         proxy_jump,
         server_alive_interval: num("serveraliveinterval", 0),
         server_alive_count_max: num("serveralivecountmax", 3) as u32,
@@ -1074,6 +1143,11 @@ fn finish(
         } else {
             fwd("remoteforward")
         },
+        dynamic_forwards: if clear_all {
+            Vec::new()
+        } else {
+            fwd("dynamicforward")
+        },
         send_env: raw
             .multi
             .get("sendenv")
@@ -1096,6 +1170,7 @@ fn finish(
         kbd_interactive_authentication: flag("kbdinteractiveauthentication", true),
         number_of_password_prompts: num("numberofpasswordprompts", 3) as u32,
         exit_on_forward_failure: flag("exitonforwardfailure", false),
+        fork_after_authentication: flag("forkafterauthentication", false),
         gateway_ports,
         remote_command,
         session_type,
@@ -1170,8 +1245,10 @@ pub fn algorithm_list(
     Ok(out)
 }
 
-/// The `-G` output: the effective settings, one per line, as ssh prints them.
+/// The `-G` output: the effective settings, one per line, as ssh prints them
+/// (IdentityFile and ProxyCommand as written, other paths expanded).
 pub fn dump(c: &Config) -> String {
+    let yn = |b: bool| if b { "yes" } else { "no" };
     let mut s = String::new();
     let mut line = |k: &str, v: &str| {
         s.push_str(k);
@@ -1183,8 +1260,12 @@ pub fn dump(c: &Config) -> String {
     line("user", &c.user);
     line("hostname", &c.host);
     line("port", &c.port.to_string());
-    line("batchmode", if c.batch_mode { "yes" } else { "no" });
-    line("resilience", if c.resilience { "yes" } else { "no" });
+    line("batchmode", yn(c.batch_mode));
+    line("resilience", yn(c.resilience));
+    line("exitonforwardfailure", yn(c.exit_on_forward_failure));
+    line("forkafterauthentication", yn(c.fork_after_authentication));
+    line("gatewayports", yn(c.gateway_ports));
+    line("hashknownhosts", yn(c.hash_known_hosts));
     line(
         "stricthostkeychecking",
         match c.strict {
@@ -1194,8 +1275,8 @@ pub fn dump(c: &Config) -> String {
             Strict::Ask => "ask",
         },
     );
-    for (f, _) in &c.identity_files {
-        line("identityfile", &f.to_string_lossy());
+    for f in &c.identity_files {
+        line("identityfile", &f.spec);
     }
     let files: Vec<String> = c
         .user_known_hosts
@@ -1203,11 +1284,14 @@ pub fn dump(c: &Config) -> String {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     line("userknownhostsfile", &files.join(" "));
-    if let Some(p) = &c.proxy_command {
+    if let Some(p) = &c.proxy_command_spec {
         line("proxycommand", p);
     }
     if let Some(p) = &c.proxy_jump {
         line("proxyjump", p);
+    }
+    if let Some(r) = &c.remote_command {
+        line("remotecommand", r);
     }
     if c.server_alive_interval > 0 {
         line("serveraliveinterval", &c.server_alive_interval.to_string());
@@ -1216,11 +1300,24 @@ pub fn dump(c: &Config) -> String {
     if let Some(t) = c.connect_timeout {
         line("connecttimeout", &t.as_secs().to_string());
     }
-    for f in &c.local_forwards {
-        line("localforward", f);
+    for (k, list, remote) in [
+        ("localforward", &c.local_forwards, false),
+        ("remoteforward", &c.remote_forwards, true),
+    ] {
+        for spec in list {
+            // Checked when the configuration was resolved.
+            if let Ok(f) = crate::forward::parse(spec, remote) {
+                line(k, &crate::forward::show(&f));
+            }
+        }
     }
-    for f in &c.remote_forwards {
-        line("remoteforward", f);
+    for spec in &c.dynamic_forwards {
+        if let Ok((bind, port)) = crate::forward::parse_dynamic(spec) {
+            line(
+                "dynamicforward",
+                &crate::forward::show_listen(bind.as_deref(), port),
+            );
+        }
     }
     s
 }
@@ -1278,6 +1375,16 @@ mod tests {
         );
         assert_eq!(split_words("# only").unwrap(), Vec::<String>::new());
         assert!(split_words("X \"open").is_err());
+        // Commands are the rest of the line, verbatim, as ssh takes them.
+        assert_eq!(
+            command_line("  ProxyCommand = nc \"%h\"  %p # c \"").unwrap(),
+            ("proxycommand".into(), vec!["nc \"%h\"  %p # c \"".into()])
+        );
+        assert_eq!(
+            command_line("RemoteCommand").unwrap(),
+            ("remotecommand".into(), vec![])
+        );
+        assert!(command_line("Port 22").is_none() && command_line("# x").is_none());
         assert_eq!(
             split_args("FOO=bar \"a b\"").unwrap(),
             vec!["FOO=bar", "a b"]
@@ -1320,10 +1427,11 @@ Host *
         assert_eq!(c.user, "first");
         assert_eq!(c.identity_files.len(), 2);
         assert!(c.identity_files[0]
-            .0
+            .path
             .ends_with(".ssh/a_first_real.example_2200"));
+        assert_eq!(c.identity_files[0].spec, "~/.ssh/a_%r_%h_%p");
         assert_eq!(
-            c.identity_files[1].0,
+            c.identity_files[1].path,
             PathBuf::from(format!("/k/{}", local_user().0))
         );
         assert_eq!(c.strict, Strict::AcceptNew);
@@ -1398,6 +1506,7 @@ Host *
 ";
         let c = with_config(text, "h", &[("port", "2022")]).unwrap();
         assert_eq!(c.proxy_command.as_deref(), Some("nc h 2022"));
+        assert_eq!(c.proxy_command_spec.as_deref(), Some("nc %h %p"));
         assert_eq!((c.server_alive_interval, c.server_alive_count_max), (5, 2));
         assert_eq!(c.connect_timeout, Some(Duration::from_secs(7)));
         assert_eq!(c.request_tty, RequestTty::Force);
@@ -1422,8 +1531,15 @@ Host *
         // Only in an active block.
         assert!(with_config("Host other\n ForwardAgent yes\n", "h", &[]).is_ok());
         assert!(with_config("ForwardAgent no\nForwardX11 no\n", "h", &[]).is_ok());
-        let e = with_config("DynamicForward 1080\n", "h", &[]).unwrap_err();
-        assert!(e.0.contains("not supported"), "{e}");
+        let e = with_config("DynamicForward 1080:h:80\n", "h", &[]).unwrap_err();
+        assert!(e.0.contains("Bad dynamic forwarding"), "{e}");
+        let e = with_config("ControlMaster auto\n", "h", &[]).unwrap_err();
+        assert!(e.0.contains("controlmaster auto is not supported"), "{e}");
+        let e = with_config("ForkAfterAuthentication maybe\n", "h", &[]).unwrap_err();
+        assert!(e.0.contains("expected yes or no"), "{e}");
+        for v in ["yes", "no", "ask"] {
+            assert!(with_config(&format!("UpdateHostKeys {v}\n"), "h", &[]).is_ok());
+        }
         assert!(with_config("Port x\n", "h", &[]).is_err());
         assert!(with_config("StrictHostKeyChecking maybe\n", "h", &[]).is_err());
         // Debian's stock ssh_config lines are fine.
@@ -1434,6 +1550,35 @@ Host *
         // The command line's own refusals.
         let e = with_config("", "h", &[("forwardagent", "yes")]).unwrap_err();
         assert!(e.0.contains("command line"), "{e}");
+    }
+
+    #[test]
+    fn dynamic_forwards_fork_and_dump() {
+        let text = "\
+DynamicForward 127.0.0.1:1080
+DynamicForward 1081
+LocalForward 127.0.0.1:8080 db:5432
+ForkAfterAuthentication yes
+ProxyCommand nc %h %p %r
+";
+        let c = with_config(text, "h", &[("dynamicforward", "[::1]:1082")]).unwrap();
+        assert_eq!(
+            c.dynamic_forwards,
+            vec!["[::1]:1082", "127.0.0.1:1080", "1081"]
+        );
+        assert!(c.fork_after_authentication);
+        let d = dump(&c);
+        for l in [
+            "dynamicforward [::1]:1082\ndynamicforward [127.0.0.1]:1080\ndynamicforward 1081\n",
+            "localforward [127.0.0.1]:8080 [db]:5432\n",
+            "forkafterauthentication yes\n",
+            "proxycommand nc %h %p %r\n",
+            "identityfile ~/.ssh/id_rsa\n",
+        ] {
+            assert!(d.contains(l), "{l:?} in\n{d}");
+        }
+        let c = with_config(text, "h", &[("clearallforwardings", "yes")]).unwrap();
+        assert!(c.dynamic_forwards.is_empty() && c.local_forwards.is_empty());
     }
 
     #[test]

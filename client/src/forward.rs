@@ -1,6 +1,6 @@
-//! Port forwarding specs (-L, -R, LocalForward, RemoteForward) and the
-//! local listeners of -L. Unix-socket and dynamic (SOCKS) forwards are
-//! refused with a clear message.
+//! Port forwarding specs (-L, -R, -D, LocalForward, RemoteForward,
+//! DynamicForward) and the addresses of local listeners. Unix-socket and
+//! remote dynamic forwards are refused with a clear message.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
@@ -82,29 +82,67 @@ fn port_or_socket(s: &str, spec: &str) -> Result<u16, String> {
     port(s, false, spec)
 }
 
-/// The addresses a -L listener binds.
-pub fn bind_addrs(f: &Forward, gateway_ports: bool) -> Result<Vec<SocketAddr>, String> {
+/// Parses a -D spec, `[bind_address:]port`: the bind address (None: the
+/// default) and the port.
+pub fn parse_dynamic(spec: &str) -> Result<(Option<String>, u16), String> {
+    let f = fields(spec)?;
+    let (bind, p) = match f.len() {
+        1 => (None, &f[0]),
+        2 => (Some(f[0].clone()), &f[1]),
+        _ => return Err(format!("Bad dynamic forwarding specification {spec:?}")),
+    };
+    match port(p, false, spec) {
+        Ok(p) => Ok((bind, p)),
+        Err(e) if e.contains("Unix") => Err(e),
+        Err(_) => Err(format!("Bad dynamic forwarding specification {spec:?}")),
+    }
+}
+
+/// The addresses a -L or -D listener on `bind` (None: the default) binds.
+pub fn bind_addrs(
+    bind: Option<&str>,
+    port: u16,
+    gateway_ports: bool,
+) -> Result<Vec<SocketAddr>, String> {
     let any = || {
         vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), f.port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), f.port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
         ]
     };
     let lo = || {
         vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), f.port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), f.port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
         ]
     };
-    Ok(match f.bind.as_deref() {
+    Ok(match bind {
         None if gateway_ports => any(),
         None | Some("localhost") => lo(),
         Some("") | Some("*") => any(),
-        Some(h) => (h, f.port)
+        Some(h) => (h, port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve listen address {h}: {e}"))?
             .collect(),
     })
+}
+
+/// A listen address as `ssh -G` prints it: `port`, or `[bind]:port`.
+pub fn show_listen(bind: Option<&str>, port: u16) -> String {
+    match bind {
+        None => port.to_string(),
+        Some(b) => format!("[{b}]:{port}"),
+    }
+}
+
+/// A -L or -R forward as `ssh -G` prints it: `listen [host]:port`.
+pub fn show(f: &Forward) -> String {
+    format!(
+        "{} [{}]:{}",
+        show_listen(f.bind.as_deref(), f.port),
+        f.host,
+        f.host_port
+    )
 }
 
 /// The listen address sent in a tcpip-forward request (ssh's
@@ -155,12 +193,50 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_specs() {
+        assert_eq!(parse_dynamic("1080").unwrap(), (None, 1080));
+        assert_eq!(
+            parse_dynamic("127.0.0.1:1080").unwrap(),
+            (Some("127.0.0.1".into()), 1080)
+        );
+        assert_eq!(
+            parse_dynamic("[::1]:1080").unwrap(),
+            (Some("::1".into()), 1080)
+        );
+        assert_eq!(parse_dynamic("*:1080").unwrap(), (Some("*".into()), 1080));
+        assert_eq!(parse_dynamic(":1080").unwrap(), (Some("".into()), 1080));
+        for bad in ["0", "x", "a:b:1", "1080:h:80", "70000", ""] {
+            assert!(
+                parse_dynamic(bad).unwrap_err().contains("Bad dynamic"),
+                "{bad}"
+            );
+        }
+        assert!(parse_dynamic("/tmp/s").unwrap_err().contains("Unix"));
+    }
+
+    #[test]
+    fn shown_as_ssh_g_does() {
+        assert_eq!(show_listen(None, 1080), "1080");
+        assert_eq!(show_listen(Some(""), 1080), "[]:1080");
+        assert_eq!(
+            show(&parse("127.0.0.1:8080:db:5432", false).unwrap()),
+            "[127.0.0.1]:8080 [db]:5432"
+        );
+        assert_eq!(
+            show(&parse("0:localhost:80", true).unwrap()),
+            "0 [localhost]:80"
+        );
+    }
+
+    #[test]
     fn binds() {
         let f = parse("8080:h:1", false).unwrap();
-        let a = bind_addrs(&f, false).unwrap();
+        let a = bind_addrs(f.bind.as_deref(), f.port, false).unwrap();
         assert!(a.iter().all(|a| a.ip().is_loopback()));
-        let a = bind_addrs(&f, true).unwrap();
+        let a = bind_addrs(None, 1080, true).unwrap();
         assert!(a.iter().all(|a| a.ip().is_unspecified()));
+        let a = bind_addrs(Some("127.0.0.1"), 1080, true).unwrap();
+        assert_eq!(a, vec!["127.0.0.1:1080".parse().unwrap()]);
         assert_eq!(remote_bind(&f), "localhost");
         assert_eq!(remote_bind(&parse("*:1:h:2", true).unwrap()), "");
     }

@@ -162,9 +162,10 @@ fn file_public(path: &Path) -> Result<Option<PublicKey>, String> {
 /// Builds the identity list for `cfg`.
 pub fn collect(cfg: &Config, agent: Option<&mut Agent>) -> Vec<Identity> {
     let mut files: Vec<(PathBuf, Option<PublicKey>)> = Vec::new();
-    for (path, explicit) in &cfg.identity_files {
+    for f in &cfg.identity_files {
+        let path = &f.path;
         if !path.exists() {
-            if *explicit {
+            if f.explicit {
                 crate::info!(
                     "Warning: Identity file {} not accessible: No such file or directory.",
                     path.display()

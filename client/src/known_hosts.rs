@@ -355,6 +355,23 @@ mod tests {
             Verdict::Known(_)
         ));
         assert!(matches!(kh.check("other", &k), Verdict::Known(_)));
+        // Stock ssh-keygen finds the hashed entries, with and without a port.
+        add(&f, "[h.example]:2222", &k, true).unwrap();
+        let keygen = ressh_testkit::require_cmd("ssh-keygen");
+        for (name, line) in [("other", 2), ("[h.example]:2222", 3)] {
+            let out = ressh_testkit::run_timeout(
+                std::process::Command::new(&keygen)
+                    .args(["-F", name, "-f"])
+                    .arg(&f),
+                std::time::Duration::from_secs(30),
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "ssh-keygen -F {name}: {text}");
+            assert!(
+                text.contains(&format!("# Host {name} found: line {line}")),
+                "{text}"
+            );
+        }
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             fs::metadata(&f).unwrap().permissions().mode() & 0o777,

@@ -69,6 +69,11 @@ pub fn set_fd(fd: RawFd) {
     LOG_FD.store(fd, Ordering::Relaxed);
 }
 
+/// Whether log lines go to stderr (no -E file).
+pub fn on_stderr() -> bool {
+    LOG_FD.load(Ordering::Relaxed) == 2
+}
+
 /// Writes all of `buf` to `fd`, waiting out EAGAIN; errors are dropped.
 pub fn write_all_fd(fd: RawFd, mut buf: &[u8]) {
     while !buf.is_empty() {

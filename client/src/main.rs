@@ -17,6 +17,7 @@ mod log;
 mod netwatch;
 mod session;
 mod sig;
+mod socks;
 mod transport;
 mod tty;
 
@@ -97,6 +98,18 @@ fn main() {
         Ok(c) => c,
         Err(e) => die(&format!("ressh: {e}")),
     };
+    // As ssh, before -G too: a command excludes RemoteCommand, and -f needs
+    // something to run in the background.
+    if !a.command.is_empty() && cfg.remote_command.is_some() {
+        die("Cannot execute command-line and remote command.");
+    }
+    if cfg.fork_after_authentication
+        && a.command.is_empty()
+        && cfg.remote_command.is_none()
+        && cfg.session_type != SessionType::None
+    {
+        die("Cannot fork into background without a command to execute.");
+    }
     if a.print_config {
         print!("{}", config::dump(&cfg));
         std::process::exit(0);

@@ -27,6 +27,7 @@ use crate::forward::{self, Forward};
 use crate::hostkey::{self, Outcome};
 use crate::identity::{self, Agent};
 use crate::sig::Signals;
+use crate::socks;
 use crate::transport::{self, Transport};
 use crate::tty::{self, RawGuard};
 
@@ -69,7 +70,7 @@ pub enum Plan {
 enum Kind {
     Main,
     Stdio,
-    /// A -L connection (listener index).
+    /// A -L or -D connection (listener index).
     Local(usize),
     /// A -R connection (remote forward index).
     Remote(usize),
@@ -130,6 +131,9 @@ struct Chan {
     close_sent: bool,
     replies: VecDeque<Req>,
     desc: String,
+    /// A -D connection owed its SOCKS reply: sent when the server answers
+    /// the channel open.
+    socks: Option<socks::Version>,
 }
 
 impl Chan {
@@ -152,6 +156,7 @@ impl Chan {
             close_sent: false,
             replies: VecDeque::new(),
             desc,
+            socks: None,
         }
     }
 
@@ -166,9 +171,22 @@ impl Chan {
     }
 }
 
+/// A -L or -D listener.
 struct Listener {
     sock: TcpListener,
-    fwd: Forward,
+    port: u16,
+    /// -L: where every connection goes; None (-D): where each connection's
+    /// SOCKS request says.
+    to: Option<(String, u16)>,
+}
+
+/// A -D connection whose SOCKS request is still coming.
+struct SocksConn {
+    sock: mio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    listener: usize,
+    hs: socks::Handshake,
+    readable: bool,
 }
 
 struct RemoteFwd {
@@ -225,6 +243,7 @@ pub struct Session {
     tokens: HashMap<Token, Key>,
     next_token: usize,
     listeners: Vec<(Token, Listener)>,
+    socks: HashMap<Token, SocksConn>,
     rfwds: Vec<RemoteFwd>,
     globals: VecDeque<Global>,
     connecting: HashMap<Token, Connecting>,
@@ -245,6 +264,9 @@ pub struct Session {
     /// A transport being replaced (resilience).
     resume: Option<resume::Resume>,
     watch: resume::Watch,
+    /// -f: to go to the background once authenticated and, with
+    /// ExitOnForwardFailure, once the remote forwards are confirmed.
+    fork_pending: bool,
     quit: Option<Quit>,
 }
 
@@ -309,6 +331,7 @@ impl Session {
             .map_err(|e| fatal(format!("ressh: {e}")))?;
         let kex_deadline = cfg.connect_timeout.map(|t| now + t);
         let watch = resume::Watch::new(poll.registry());
+        let fork_pending = cfg.fork_after_authentication;
         Ok(Session {
             cfg,
             plan,
@@ -325,6 +348,7 @@ impl Session {
             tokens: HashMap::new(),
             next_token: FIRST_DYNAMIC,
             listeners: Vec::new(),
+            socks: HashMap::new(),
             rfwds: Vec::new(),
             globals: VecDeque::new(),
             connecting: HashMap::new(),
@@ -343,6 +367,7 @@ impl Session {
             next_alive: None,
             resume: None,
             watch,
+            fork_pending,
             quit: None,
         })
     }
@@ -401,6 +426,7 @@ impl Session {
             self.resume_tick(&mut buf);
             self.handle_timeouts();
             self.accept_local();
+            self.pump_socks();
             self.pump_inputs(&mut buf);
             self.flush_outputs();
             self.reap_channels();
@@ -422,11 +448,14 @@ impl Session {
             T_WRITE => self.t_write |= writable,
             T_SIGNAL => {}
             _ => {
-                if let Some(c) = self.connecting.get(&t) {
-                    let _ = c;
+                if self.connecting.contains_key(&t) {
                     if writable || readable {
                         self.finish_connect(t);
                     }
+                    return;
+                }
+                if let Some(s) = self.socks.get_mut(&t) {
+                    s.readable |= readable;
                     return;
                 }
                 let Some(&key) = self.tokens.get(&t) else {

@@ -23,6 +23,10 @@ pub enum Transport {
     },
     Command {
         child: Child,
+        /// A pidfd of the child (None on kernels without pidfd_open): after
+        /// -f the child is no longer ours to wait for, and this still names
+        /// it and only it.
+        pidfd: Option<OwnedFd>,
         /// The child's stdout: we read the server's bytes here.
         rd: std::fs::File,
         /// The child's stdin: we write to the server here.
@@ -131,10 +135,15 @@ impl Transport {
         }
     }
 
-    /// Ends the transport; a proxy child gets SIGHUP and is reaped.
+    /// Ends the transport; a proxy child gets SIGHUP and is reaped. One
+    /// started before -f went to the background belongs to the parent that
+    /// exited: it gets its SIGHUP through the pidfd, and init reaps it.
     pub fn close(&mut self) {
-        if let Transport::Command { child, .. } = self {
-            if let Ok(None) = child.try_wait() {
+        let Transport::Command { child, pidfd, .. } = self else {
+            return;
+        };
+        match child.try_wait() {
+            Ok(None) => {
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
                 for _ in 0..50 {
@@ -145,6 +154,21 @@ impl Transport {
                 }
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            Ok(Some(_)) => {}
+            Err(_) => {
+                if let Some(fd) = pidfd.take() {
+                    // SAFETY: pidfd_send_signal on our pidfd; no siginfo.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            fd.as_raw_fd(),
+                            libc::SIGHUP,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        )
+                    };
+                }
             }
         }
     }
@@ -188,6 +212,12 @@ fn spawn(mut cmd: Command, desc: String) -> Result<Transport, DialError> {
     let mut child = cmd
         .spawn()
         .map_err(|e| DialError(format!("proxy command failed to start: {e}")))?;
+    // SAFETY: pidfd_open of our own child, not yet waited for, so the pid
+    // names it; the result is checked.
+    let pidfd = match unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } {
+        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        _ => None,
+    };
     let wr = child.stdin.take().expect("piped");
     let rd = child.stdout.take().expect("piped");
     // SAFETY: the fds come from the child's pipes, owned and not used elsewhere.
@@ -197,6 +227,7 @@ fn spawn(mut cmd: Command, desc: String) -> Result<Transport, DialError> {
     set_nonblocking(rd.as_raw_fd()).map_err(|e| DialError(e.to_string()))?;
     Ok(Transport::Command {
         child,
+        pidfd,
         rd,
         wr,
         desc,

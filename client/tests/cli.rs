@@ -1,5 +1,5 @@
-//! The command line alone (no server): version, usage, refused options,
-//! bad configuration, and -G.
+//! The command line alone (no server): version, usage, refused options
+//! (connection sharing among them), bad configuration, and -G.
 
 use std::process::Command;
 
@@ -31,10 +31,13 @@ fn unsupported_options_are_refused_clearly() {
     for args in [
         &["-A", "h", "true"][..],
         &["-X", "h"],
-        &["-D", "1080", "h"],
-        &["-f", "h", "true"],
+        &["-M", "h", "true"],
+        &["-O", "check", "h"],
+        &["-F", "none", "-o", "ControlMaster=auto", "h", "true"],
+        &["-F", "none", "-o", "ControlMaster yes", "h", "true"],
+        &["-F", "none", "-o", "ControlPersist=10m", "h", "true"],
         &["-F", "none", "-o", "ForwardAgent=yes", "h", "true"],
-        &["-F", "none", "-o", "DynamicForward=1080", "h", "true"],
+        &["-F", "none", "-D", "/tmp/socks.sock", "h", "true"],
         &["-F", "none", "-o", "NoSuchOption=1", "h", "true"],
         &["-F", "none", "-L", "/tmp/a.sock:/tmp/b.sock", "h", "true"],
     ] {
@@ -50,6 +53,49 @@ fn unsupported_options_are_refused_clearly() {
 }
 
 #[test]
+fn bad_dynamic_forwards_and_background_without_command() {
+    for (args, msg) in [
+        (
+            &["-F", "none", "-D", "1080:h:80", "h", "true"][..],
+            "Bad dynamic forwarding specification",
+        ),
+        (
+            &["-F", "none", "-D", "0", "h", "true"],
+            "Bad dynamic forwarding specification",
+        ),
+        (
+            &["-F", "none", "-o", "DynamicForward=x", "h", "true"],
+            "Bad dynamic forwarding specification",
+        ),
+        (
+            &["-F", "none", "-f", "h"],
+            "Cannot fork into background without a command to execute.",
+        ),
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(255), "{args:?}");
+        assert!(err(&o).contains(msg), "{args:?}: {}", err(&o));
+    }
+    // Accepted: UpdateHostKeys (known_hosts is left alone), ControlMaster no,
+    // -f with -N.
+    let o = run(&[
+        "-F",
+        "none",
+        "-G",
+        "-o",
+        "UpdateHostKeys=yes",
+        "-o",
+        "ControlMaster=no",
+        "-f",
+        "-N",
+        "h",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("forkafterauthentication yes\n"), "{s}");
+}
+
+#[test]
 fn print_config() {
     let o = run(&["-F", "none", "-G", "-p", "2222", "-l", "bob", "Example.COM"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
@@ -57,4 +103,11 @@ fn print_config() {
     assert!(s.contains("hostname example.com\n"), "{s}");
     assert!(s.contains("port 2222\n"), "{s}");
     assert!(s.contains("user bob\n"), "{s}");
+    let o = run(&["-F", "none", "-G", "-D", "1080", "-g", "-D", "*:1081", "h"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.contains("dynamicforward 1080\ndynamicforward [*]:1081\n"),
+        "{s}"
+    );
+    assert!(s.contains("gatewayports yes\n"), "{s}");
 }

@@ -1,6 +1,7 @@
 //! `ressh -G host` against `ssh -G host` for an ssh_config with Host and
 //! Match blocks (host, originalhost, user, exec, all): the same values for
-//! the fields ressh supports.
+//! the fields ressh supports, commands and IdentityFile as written (with
+//! their `%` tokens), forwards in ssh's format.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,9 +15,20 @@ Host alias1
     HostName real.example
     Port 2201
     User alice
+    IdentityFile ~/.ssh/id_%r@%h:%p
+    LocalForward 127.0.0.1:8080 db:5432
+    LocalForward 8081 [::1]:80
+    RemoteForward 0 localhost:80
+    DynamicForward 1080
+    DynamicForward [::1]:1081
+    GatewayPorts yes
+    ExitOnForwardFailure yes
+    HashKnownHosts yes
+    RemoteCommand echo "a  b" %h %r
 Host *.internal
     User ops
-    ProxyCommand nc %h %p
+    ProxyCommand  nc -X connect -x "proxy.example:3128"  %h %p # as %r
+    UserKnownHostsFile ~/kh_%h /tmp/kh_%r
 Match host real.example user alice
     ServerAliveInterval 15
     # (Debian's ssh makes BatchMode imply ServerAliveInterval 300 when unset)
@@ -31,7 +43,8 @@ Match all
     ServerAliveCountMax 4
 "#;
 
-/// The fields both print that ressh implements.
+/// The fields both print that ressh implements, with all their values
+/// (in order, for the ones that may repeat).
 const FIELDS: &[&str] = &[
     "user",
     "hostname",
@@ -41,10 +54,20 @@ const FIELDS: &[&str] = &[
     "connecttimeout",
     "batchmode",
     "stricthostkeychecking",
-    // Not proxycommand: ssh -G prints it with its %-tokens, ressh -G
-    // expanded.
+    "proxycommand",
+    "proxyjump",
+    "remotecommand",
+    "userknownhostsfile",
+    "localforward",
+    "remoteforward",
+    "dynamicforward",
+    "gatewayports",
+    "exitonforwardfailure",
+    "forkafterauthentication",
+    "hashknownhosts",
 ];
 
+/// `-G`'s output: each key's values joined by newlines.
 fn dump(bin: &str, file: &str, args: &[&str]) -> BTreeMap<String, String> {
     let out = ressh_testkit::run_timeout(
         Command::new(bin).args(["-F", file, "-G"]).args(args),
@@ -58,7 +81,12 @@ fn dump(bin: &str, file: &str, args: &[&str]) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for l in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some((k, v)) = l.split_once(' ') {
-            m.entry(k.to_string()).or_insert_with(|| v.to_string());
+            m.entry(k.to_string())
+                .and_modify(|old: &mut String| {
+                    old.push('\n');
+                    old.push_str(v)
+                })
+                .or_insert_with(|| v.to_string());
         }
     }
     m
@@ -74,8 +102,12 @@ fn print_config_matches_ssh() {
     for args in [
         &["alias1"][..],
         &["db.internal"],
+        &["-l", "bob", "-p", "2222", "db.internal"],
         &["-l", "alice", "-p", "2222", "other.example"],
         &["-o", "ConnectTimeout=3", "alias1"],
+        &["-D", "127.0.0.1:1090", "-L", "1:h:2", "-f", "alias1"],
+        &["-o", "ProxyCommand=ssh -W \"%h:%p\"  -l %r jump", "x"],
+        &["-J", "u@jump:2222,other", "x", "true"],
     ] {
         let ours = dump(RESSH, &file, args);
         let theirs = dump(&ssh.display().to_string(), &file, args);
@@ -89,6 +121,18 @@ fn print_config_matches_ssh() {
                 (None, Some(b)) => panic!("ressh -G {args:?} has no {f} (ssh: {b})"),
             }
         }
+        // IdentityFile as written; by default ssh's list without the key
+        // types ressh lacks (security keys, XMSS, DSA).
+        let (ours, theirs) = (&ours["identityfile"], &theirs["identityfile"]);
+        if theirs.starts_with("~/.ssh/id_rsa\n") {
+            assert_eq!(
+                ours, "~/.ssh/id_rsa\n~/.ssh/id_ecdsa\n~/.ssh/id_ed25519",
+                "{args:?}"
+            );
+            assert!(ours.lines().all(|l| theirs.lines().any(|t| t == l)));
+        } else {
+            assert_eq!(ours, theirs, "identityfile for {args:?}");
+        }
     }
     // The blocks took effect as ssh reads them.
     let a = dump(RESSH, &file, &["alias1"]);
@@ -96,4 +140,29 @@ fn print_config_matches_ssh() {
     assert_eq!(a["connecttimeout"], "7");
     assert_eq!(a["serveralivecountmax"], "4");
     assert_eq!(a["stricthostkeychecking"], "accept-new");
+    assert_eq!(a["remotecommand"], "echo \"a  b\" real.example alice");
+    assert_eq!(a["dynamicforward"], "1080\n[::1]:1081");
+    let a = dump(RESSH, &file, &["db.internal"]);
+    assert_eq!(
+        a["proxycommand"],
+        "nc -X connect -x \"proxy.example:3128\"  %h %p # as %r"
+    );
+    // As ssh, -f needs a command, and a command excludes RemoteCommand.
+    for (args, msg) in [
+        (&["-f", "db.internal"][..], "Cannot fork into background"),
+        (
+            &["alias1", "true"],
+            "Cannot execute command-line and remote command",
+        ),
+    ] {
+        for bin in [RESSH, &ssh.display().to_string()] {
+            let out = ressh_testkit::run_timeout(
+                Command::new(bin).args(["-F", &file, "-G"]).args(args),
+                Duration::from_secs(30),
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(255), "{bin} {args:?}");
+            assert!(err.contains(msg), "{bin} {args:?}: {err}");
+        }
+    }
 }

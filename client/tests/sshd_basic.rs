@@ -379,6 +379,21 @@ fn known_hosts_first_use_match_and_modes() {
         T,
     );
     assert!(out.status.success(), "ssh-keygen -F: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!("# Host {name} found: line 1")),
+        "{}",
+        text(&out.stdout)
+    );
+    // UpdateHostKeys is accepted (sshd announces its keys after login);
+    // ressh leaves known_hosts as it is.
+    for v in ["yes", "ask", "no"] {
+        check(
+            &env.exec(&["-o", &format!("UpdateHostKeys={v}"), "true"]),
+            &env,
+            "UpdateHostKeys",
+        );
+    }
+    assert_eq!(fs::read_to_string(&env.known_hosts).unwrap(), kh);
 
     // ask: the askpass program confirms (SSH_ASKPASS_PROMPT=confirm).
     fs::write(&env.known_hosts, "").unwrap();

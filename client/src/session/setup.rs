@@ -1,5 +1,6 @@
 //! Setting a session up once authenticated: the forwards, the main
-//! channel and its requests, and the replies to them.
+//! channel and its requests, the replies to them, and going to the
+//! background (-f).
 
 use super::*;
 
@@ -50,61 +51,140 @@ impl Session {
         }
         if let Err(q) = self.open_main() {
             self.set_quit(q);
+            return;
         }
+        if self.fork_pending && !self.remote_forwards_pending() {
+            self.go_background();
+        }
+    }
+
+    /// Whether -f waits for the server's answers to -R requests: with
+    /// ExitOnForwardFailure a refusal must still end ressh in the foreground.
+    fn remote_forwards_pending(&self) -> bool {
+        self.cfg.exit_on_forward_failure
+            && self
+                .globals
+                .iter()
+                .any(|g| matches!(g, Global::RemoteForward(_)))
+    }
+
+    /// -f, as ssh's fork_postauth: the parent exits 0 and the child carries
+    /// on in a new session, its stdin, stdout and (unless it logs there at
+    /// a debug level) stderr on /dev/null. The session's own descriptors
+    /// were copied before, so a remote command's output still reaches the
+    /// original stdout. ressh never starts a thread, so the child has all
+    /// it needs: the event loop, the signal handlers and their wake-up
+    /// socket, the netlink watcher, the listeners.
+    fn go_background(&mut self) {
+        self.fork_pending = false;
+        crate::debug1!("forking to background");
+        // SAFETY: single-threaded (above). The parent leaves with _exit,
+        // which skips destructors: they would end the session the child now
+        // owns (DISCONNECT, the proxy command's SIGHUP).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = io::Error::last_os_error();
+            self.set_quit(fatal(format!("ressh: cannot go to the background: {e}")));
+            return;
+        }
+        if pid > 0 {
+            // SAFETY: see above.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: plain system calls on our own descriptors; setsid cannot
+        // fail in a child, which is no process group leader.
+        unsafe {
+            libc::setsid();
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null >= 0 {
+                let keep_stderr =
+                    crate::log::on_stderr() && crate::log::enabled(crate::log::Level::Debug1);
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                if !keep_stderr {
+                    libc::dup2(null, 2);
+                }
+                libc::close(null);
+            }
+        }
+    }
+
+    /// Binds the listener of a -L (`to` Some) or -D forward.
+    fn listen(
+        &mut self,
+        bind: Option<&str>,
+        port: u16,
+        to: Option<(String, u16)>,
+    ) -> Result<(), Quit> {
+        let addrs = forward::bind_addrs(bind, port, self.cfg.gateway_ports)
+            .map_err(|e| fatal(format!("ressh: {e}")))?;
+        let what = if to.is_some() {
+            "Local forwarding"
+        } else {
+            "Dynamic forwarding (SOCKS)"
+        };
+        let mut bound = 0;
+        let mut last_err = None;
+        for a in addrs {
+            match TcpListener::bind(a) {
+                Ok(mut l) => {
+                    let t = self.token();
+                    self.poll
+                        .registry()
+                        .register(&mut l, t, Interest::READABLE)
+                        .map_err(|e| fatal(format!("ressh: {e}")))?;
+                    crate::debug1!("{what} listening on {a}.");
+                    self.listeners.push((
+                        t,
+                        Listener {
+                            sock: l,
+                            port,
+                            to: to.clone(),
+                        },
+                    ));
+                    bound += 1;
+                }
+                Err(e) => {
+                    crate::debug1!("bind {a}: {e}");
+                    last_err = Some(format!(
+                        "bind [{}]:{}: {}",
+                        a.ip(),
+                        a.port(),
+                        transport::strip_os_error(&e)
+                    ));
+                }
+            }
+        }
+        if bound == 0 {
+            let m = format!(
+                "{}\nCould not request local forwarding.",
+                last_err.unwrap_or_else(|| "no address to bind".into())
+            );
+            if self.cfg.exit_on_forward_failure {
+                return Err(fatal(m));
+            }
+            crate::error!("{m}");
+        }
+        Ok(())
     }
 
     pub(super) fn setup_forwards(&mut self) -> Result<(), Quit> {
         if self.untrusted
-            && (!self.cfg.local_forwards.is_empty() || !self.cfg.remote_forwards.is_empty())
+            && (!self.cfg.local_forwards.is_empty()
+                || !self.cfg.remote_forwards.is_empty()
+                || !self.cfg.dynamic_forwards.is_empty())
         {
             crate::error!("Port forwarding is disabled to avoid man-in-the-middle attacks.");
             return Ok(());
         }
         for spec in self.cfg.local_forwards.clone() {
             let f = forward::parse(&spec, false).map_err(|e| fatal(format!("ressh: {e}")))?;
-            let addrs = forward::bind_addrs(&f, self.cfg.gateway_ports)
-                .map_err(|e| fatal(format!("ressh: {e}")))?;
-            let mut bound = 0;
-            let mut last_err = None;
-            for a in addrs {
-                match TcpListener::bind(a) {
-                    Ok(mut l) => {
-                        let t = self.token();
-                        self.poll
-                            .registry()
-                            .register(&mut l, t, Interest::READABLE)
-                            .map_err(|e| fatal(format!("ressh: {e}")))?;
-                        crate::debug1!("Local forwarding listening on {a}.");
-                        self.listeners.push((
-                            t,
-                            Listener {
-                                sock: l,
-                                fwd: f.clone(),
-                            },
-                        ));
-                        bound += 1;
-                    }
-                    Err(e) => {
-                        crate::debug1!("bind {a}: {e}");
-                        last_err = Some(format!(
-                            "bind [{}]:{}: {}",
-                            a.ip(),
-                            a.port(),
-                            transport::strip_os_error(&e)
-                        ));
-                    }
-                }
-            }
-            if bound == 0 {
-                let m = format!(
-                    "{}\nCould not request local forwarding.",
-                    last_err.unwrap_or_else(|| "no address to bind".into())
-                );
-                if self.cfg.exit_on_forward_failure {
-                    return Err(fatal(m));
-                }
-                crate::error!("{m}");
-            }
+            self.listen(f.bind.as_deref(), f.port, Some((f.host, f.host_port)))?;
+        }
+        for spec in self.cfg.dynamic_forwards.clone() {
+            let (bind, port) =
+                forward::parse_dynamic(&spec).map_err(|e| fatal(format!("ressh: {e}")))?;
+            self.listen(bind.as_deref(), port, None)?;
         }
         for spec in self.cfg.remote_forwards.clone() {
             let f = forward::parse(&spec, true).map_err(|e| fatal(format!("ressh: {e}")))?;
@@ -199,10 +279,21 @@ impl Session {
     }
 
     pub(super) fn on_opened(&mut self, id: u32) {
-        let Some(ch) = self.chan_mut(id) else {
+        let Some(ch) = self.live.get(&id).and_then(|k| self.chans.get_mut(k)) else {
             return;
         };
         ch.open = true;
+        if let Some(v) = ch.socks.take() {
+            // The first bytes on a fresh socket: they fit its buffer.
+            let r = socks::reply(v, socks::Rep::Succeeded);
+            let sent = ch.out.as_ref().map(|s| s.fd.write(&r));
+            if !matches!(sent, Some(Ok(n)) if n == r.len()) {
+                crate::debug1!("channel {id}: cannot send the SOCKS reply; closing");
+                ch.close_sent = true;
+                let _ = self.conn.close_channel(id);
+            }
+            return;
+        }
         if ch.kind != Kind::Main {
             return;
         }
@@ -323,6 +414,19 @@ impl Session {
             Some(Kind::Stdio) => self.set_quit(fatal(format!("{text}\nstdio forwarding failed"))),
             Some(_) => {
                 crate::info!("{text}");
+                if let Some((v, s)) = self
+                    .chans
+                    .get(&key)
+                    .and_then(|c| Some((c.socks?, c.out.as_ref()?)))
+                {
+                    let rep = match r {
+                        msg::open_failure::ADMINISTRATIVELY_PROHIBITED => socks::Rep::NotAllowed,
+                        msg::open_failure::CONNECT_FAILED => socks::Rep::Refused,
+                        _ => socks::Rep::GeneralFailure,
+                    };
+                    // Best effort: the client is closed next anyway.
+                    let _ = s.fd.write(&socks::reply(v, rep));
+                }
                 self.drop_chan(key);
             }
             None => {}
@@ -354,9 +458,12 @@ impl Session {
                     );
                     if self.cfg.exit_on_forward_failure {
                         self.set_quit(fatal(m));
-                    } else {
-                        crate::error!("{m}");
+                        return;
                     }
+                    crate::error!("{m}");
+                }
+                if self.fork_pending && self.quit.is_none() && !self.remote_forwards_pending() {
+                    self.go_background();
                 }
             }
         }

@@ -314,3 +314,124 @@ pub fn askpass(dir: &Path, name: &str, answer: &str) -> (PathBuf, PathBuf) {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     (script, log)
 }
+
+/// An echo server on 127.0.0.1 for the life of the test process.
+pub fn echo_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    port
+}
+
+/// A SOCKS5 CONNECT through the proxy on 127.0.0.1:`proxy` to `host`
+/// (an IPv4 address or a name) and `port`: the stream and the reply code
+/// (0: connected).
+pub fn socks5(proxy: u16, host: &str, port: u16) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0], "SOCKS5 method selection");
+    let mut req = vec![5, 1, 0];
+    match host.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => {
+            req.push(1);
+            req.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            req.extend_from_slice(&[3, host.len() as u8]);
+            req.extend_from_slice(host.as_bytes());
+        }
+    }
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut r = [0u8; 10];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!((r[0], r[2], r[3]), (5, 0, 1), "SOCKS5 reply {r:?}");
+    (s, r[1])
+}
+
+/// A SOCKS4 (or, for a name, SOCKS4a) CONNECT: the stream and the reply
+/// code (90: granted).
+pub fn socks4(proxy: u16, host: &str, port: u16) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = vec![4, 1];
+    req.extend_from_slice(&port.to_be_bytes());
+    match host.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => {
+            req.extend_from_slice(&ip.octets());
+            req.extend_from_slice(b"user\0");
+        }
+        Err(_) => {
+            req.extend_from_slice(&[0, 0, 0, 1]);
+            req.extend_from_slice(b"user\0");
+            req.extend_from_slice(host.as_bytes());
+            req.push(0);
+        }
+    }
+    s.write_all(&req).unwrap();
+    let mut r = [0u8; 8];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(r[0], 0, "SOCKS4 reply {r:?}");
+    (s, r[1])
+}
+
+/// Writes `data` to an echoing stream and reads it back.
+pub fn echo_roundtrip(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).unwrap();
+    let mut got = vec![0u8; data.len()];
+    s.read_exact(&mut got).unwrap();
+    assert!(got == data, "the echo differs");
+}
+
+/// Everything the peer sends until it closes (with a time limit).
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+/// Aborts ressh's TCP connections to the server on 127.0.0.1:`port` (ss -K,
+/// as a cut connection); returns how many.
+pub fn kill_tcp_to(port: u16) -> usize {
+    let out = run_timeout(
+        Command::new(require_cmd("ss")).args([
+            "-K",
+            "-t",
+            "-n",
+            "-H",
+            "state",
+            "connected",
+            "exclude",
+            "time-wait",
+            "dst",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        T,
+    );
+    assert!(out.status.success(), "ss -K: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+/// How many lines of the file at `path` contain `needle` (0 if missing).
+pub fn count_in_file(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
