@@ -1,6 +1,7 @@
 //! Shared pieces of ressh's benchmark (`ressh-bench`) and demo (`ressh-demo`):
 //! keys, daemons on loopback or in a namespace, client command lines,
-//! TCP relays, process trees and their memory, and statistics.
+//! TCP relays, process trees and their memory, statistics, and restls beside
+//! stunnel.
 //!
 //! Nothing here is a test: `cargo test` builds this crate but runs nothing of it.
 
@@ -10,6 +11,7 @@ pub mod lab;
 pub mod proc;
 pub mod relay;
 pub mod stats;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -149,6 +149,22 @@ pub fn tree_mem(pids: &[u32]) -> TreeMem {
     t
 }
 
+/// CPU seconds used so far by `pid` (user + system).
+pub fn cpu_of(pid: u32) -> f64 {
+    let Ok(st) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = st.rfind(')').map(|i| &st[i + 1..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state(0) ... utime(11) stime(12).
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (t(11) + t(12)) / hz
+}
+
 /// Busy CPU time of the whole machine so far, in seconds (all cores:
 /// user + nice + system + irq + softirq + steal, from `/proc/stat`).
 pub fn cpu_busy() -> f64 {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use ressh_bench::daemon::{ClientSetup, Keys, Kind, Server, ServerSpec};
 use ressh_bench::proc::{self, Mem};
 use ressh_bench::stats::{ratio, Summary};
+use ressh_bench::tls::{self, Tunnel};
 use ressh_bench::{bin_dir, is_root, require_bin};
 use ressh_testkit::{Net, TempDir, TestUser};
 
@@ -39,6 +40,8 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
   setup     exec true: --seq sequential (200), --conc concurrent (50)
   memory    RSS/PSS per idle session and per detached session (--sessions 1000)
   reconnect reconnect after a killed connection / a route change (--trials 30)
+  tls       restls beside stunnel4: --size through each tunnel both ways;
+            restls's reconnect after a killed TLS connection (--trials)
 --reps N    repetitions of each transfer (default 5)
 --quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10
 --out FILE  also write the report to FILE
@@ -81,7 +84,7 @@ struct Opts {
     dirs: Vec<&'static str>,
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "engine",
     "cat",
     "sftp",
@@ -89,6 +92,7 @@ const SECTIONS: [&str; 7] = [
     "setup",
     "memory",
     "reconnect",
+    "tls",
 ];
 
 fn parse_args() -> Result<Opts, String> {
@@ -314,6 +318,7 @@ fn run(o: Opts) -> Result<(), String> {
             "setup" => b.setup(),
             "memory" => b.memory(),
             "reconnect" => b.reconnect(),
+            "tls" => b.tls(),
             _ => Ok(()),
         };
         if let Err(e) = r {
@@ -407,28 +412,12 @@ struct Sample {
 /// Remote commands run for the user (their CPU is not the server's).
 const USER_COMMANDS: &[&str] = &["cat", "sleep", "sh", "dash", "bash", "head"];
 
-/// CPU seconds used so far by `pid` (user + system).
-fn cpu_of(pid: u32) -> f64 {
-    let Ok(st) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = st.rfind(')').map(|i| &st[i + 1..]) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state(0) ... utime(11) stime(12).
-    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (t(11) + t(12)) / hz
-}
-
 /// (server processes, user commands) CPU under `server`, for connections
 /// made after the server started (the listener itself is excluded).
 fn server_cpu(server: &Server) -> (f64, f64) {
     let (mut srv, mut cmd) = (0.0, 0.0);
     for p in proc::descendants(server.pid()) {
-        let c = cpu_of(p);
+        let c = proc::cpu_of(p);
         if USER_COMMANDS.contains(&proc::comm(p).as_str()) {
             cmd += c;
         } else {
@@ -503,7 +492,7 @@ fn download_log(server: &Server, mut cmd: Command, bytes: u64) -> Result<(Sample
         if got >= bytes && end.is_none() {
             end = Some((Instant::now(), proc::cpu_busy()));
             let (srv, cmd) = server_cpu(server);
-            procs = (srv, cpu_of(child.id()), cmd);
+            procs = (srv, proc::cpu_of(child.id()), cmd);
         }
     }
     let st = child.wait().map_err(|e| e.to_string())?;
@@ -570,7 +559,7 @@ fn upload(server: &Server, mut cmd: Command, file: &Path, bytes: u64) -> Result<
     let end = Instant::now();
     let cpu1 = proc::cpu_busy();
     let (srv, cmdc) = server_cpu(server);
-    let client_cpu = cpu_of(child.id());
+    let client_cpu = proc::cpu_of(child.id());
     let st = child.wait().map_err(|e| e.to_string())?;
     let err = stderr_of(&mut child);
     if !st.success() || sent != bytes || line.trim() != "done" {
@@ -709,6 +698,92 @@ impl Bench {
     }
 
     // ----- sections ----------------------------------------------------------
+
+    /// restls beside stunnel4 (bench/src/tls.rs): a stream of --size bytes
+    /// through each tunnel, both ways, and restls's reconnect time.
+    fn tls(&mut self) -> Result<(), String> {
+        let restls = require_bin(&bin_dir(), "restls")?;
+        let dir = self.dir.join("tls");
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (cert, key) = tls::make_cert(&dir)?;
+        let backend = tls::Backend::start()?;
+        let r = tls::start(Tunnel::Restls, &restls, &dir, &cert, &key, backend.port)?;
+        let s = tls::start(Tunnel::Stunnel, &restls, &dir, &cert, &key, backend.port)?;
+        let bytes = self.bytes;
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        for (down, label) in [
+            (true, "backend → client end"),
+            (false, "client end → backend"),
+        ] {
+            let (mut rt, mut st, mut rc, mut sc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for rep in 0..self.o.reps {
+                for (t, name) in [(&r, "restls"), (&s, "stunnel4")] {
+                    let (secs, cpu) = tls::transfer(t, down, bytes)
+                        .map_err(|e| format!("{name}, {label}: {e}"))?;
+                    say!(
+                        "tls {label} {name} #{rep}: {:.0} MB/s (tunnel CPU {cpu:.2} s)",
+                        mbps(bytes, secs)
+                    );
+                    let (tp, c) = if name == "restls" {
+                        (&mut rt, &mut rc)
+                    } else {
+                        (&mut st, &mut sc)
+                    };
+                    tp.push(mbps(bytes, secs));
+                    c.push(cpu / gib);
+                }
+            }
+            self.row(
+                "tls",
+                format!("restls vs stunnel4, {} MiB, {label}", bytes / MIB),
+                "MB/s",
+                &rt,
+                Some(&st),
+                true,
+                0,
+                "the OpenSSH column is stunnel4; TLS 1.3 with OpenSSL's defaults on both",
+            );
+            self.row(
+                "tls",
+                "  CPU per GiB of both tunnel processes",
+                "CPU s",
+                &rc,
+                Some(&sc),
+                false,
+                2,
+                "",
+            );
+        }
+        let ms = tls::reconnects(&r, self.o.trials)?;
+        let p95 = Summary::of(&ms).p95;
+        say!(
+            "restls after a killed TLS connection: median {:.1} ms, p95 {p95:.1} ms",
+            Summary::of(&ms).median
+        );
+        let lost = tls::stunnel_loses_the_stream(&s)?;
+        self.row(
+            "tls",
+            format!(
+                "restls: after a killed TLS connection (SOCK_DESTROY), {} trials: median",
+                ms.len()
+            ),
+            "ms",
+            &ms,
+            None,
+            false,
+            1,
+            format!(
+                "from the kill to the first byte echoed over the new connection; p95 {p95:.1} ms; \
+                 stunnel4 {}",
+                if lost {
+                    "ends the application's connection instead"
+                } else {
+                    "kept the stream (unexpected)"
+                }
+            ),
+        );
+        Ok(())
+    }
 
     fn throughput(&mut self) -> Result<(), String> {
         let pair = self.both("cat", "")?;
