@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openssl::ssl::{ExtensionContext, SslContext, SslMethod, SslVerifyMode};
+use ressh_testkit::{require_netns, Net};
 use ressh_tls::{Answer, Hello, EXT_TYPE};
 
 const MIB: usize = 1 << 20;
@@ -200,7 +201,10 @@ struct Chat {
 
 impl Chat {
     fn new(port: u16) -> Chat {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Chat::over(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    fn over(s: TcpStream) -> Chat {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         Chat {
             w: s.try_clone().unwrap(),
@@ -359,4 +363,64 @@ fn redis_through_the_tunnel_survives_cuts() {
         cuts >= 2,
         "only {cuts} cuts: the stream was too short to test"
     );
+}
+
+#[test]
+fn client_follows_a_route_change_at_once() {
+    require_netns();
+    let net = Net::new("restls");
+    let certs = Certs::new();
+    let server_ip = net.server_addr();
+    let echo = net.enter_server(|| TcpListener::bind((server_ip, 0)).unwrap());
+    let eport = echo.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut &s, &mut w);
+            });
+        }
+    });
+    let srv = Proc::spawn(
+        net.cmd_server(env!("CARGO_BIN_EXE_restls"))
+            .args(["server", "--listen", &format!("{server_ip}:0")])
+            .args(["--forward", &format!("{server_ip}:{eport}")])
+            .arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key),
+    );
+    let sport = listening(&srv).port();
+    // A keepalive of 10 s: only the route change can explain a quick reconnect.
+    let cli = Proc::spawn(
+        net.cmd_client(env!("CARGO_BIN_EXE_restls"))
+            .args(["client", "--listen", "127.0.0.1:0"])
+            .args(["--connect", &format!("{server_ip}:{sport}")])
+            .arg("--ca")
+            .arg(&certs.cert)
+            .args(["--servername", NAME, "--keepalive", "10"]),
+    );
+    let cport = listening(&cli).port();
+    let s = net.enter_client(|| TcpStream::connect(("127.0.0.1", cport)).unwrap());
+    let mut chat = Chat::over(s);
+    chat.round();
+    let old = net.client_addr();
+    let moved = net.roam_timed();
+    chat.round();
+    let took = moved.elapsed();
+    let logs = format!("server:\n{}\nclient:\n{}", srv.stderr(), cli.stderr());
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?} to follow the route change\n{logs}"
+    );
+    assert!(
+        srv.stderr()
+            .contains(&format!("peer address changed from {old}:")),
+        "{logs}"
+    );
+    assert!(cli.stderr().contains("reconnected"), "{logs}");
+    eprintln!("followed the route change in {took:?}\n{logs}");
+    for _ in 0..50 {
+        chat.round();
+    }
 }

@@ -105,22 +105,28 @@ pub fn wait_listening(port: u16, p: &Proc) {
     }
 }
 
-/// Starts restls listening on a port of its choice, and returns that port.
-fn start(cmd: &mut Command) -> (Proc, u16) {
-    let p = Proc::spawn(cmd.args(["--listen", "127.0.0.1:0"]));
+/// The address restls says it listens on (its first line of log).
+pub fn listening(p: &Proc) -> std::net::SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let log = p.stderr();
-        let port = log
+        let addr = log
             .lines()
-            .find_map(|l| l.strip_prefix("restls: listening on 127.0.0.1:"))
-            .and_then(|p| p.trim().parse().ok());
-        if let Some(port) = port {
-            return (p, port);
+            .find_map(|l| l.strip_prefix("restls: listening on "))
+            .and_then(|a| a.trim().parse().ok());
+        if let Some(a) = addr {
+            return a;
         }
         assert!(Instant::now() < deadline, "restls did not start:\n{log}");
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts restls listening on a port of its choice, and returns that port.
+fn start(cmd: &mut Command) -> (Proc, u16) {
+    let p = Proc::spawn(cmd.args(["--listen", "127.0.0.1:0"]));
+    let port = listening(&p).port();
+    (p, port)
 }
 
 /// A restls server forwarding to 127.0.0.1:`forward`; returns its port.
