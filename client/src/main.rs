@@ -14,7 +14,6 @@ mod hostkey;
 mod identity;
 mod known_hosts;
 mod log;
-mod netwatch;
 mod session;
 mod sig;
 mod socks;

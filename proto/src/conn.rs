@@ -2515,11 +2515,11 @@ impl Connection {
             return Err(Error::State("inconsistent transport state"));
         }
         if let Some(r) = &s.resilience {
-            let sum: usize = r.buffer.iter().map(|m| m.len()).sum();
             if r.rs.len() != 32
-                || sum != r.buffer_bytes
-                || r.buffer.len() as u64 > r.sent
-                || r.buffer.iter().any(|m| m.is_empty() || !is_resilient(m[0]))
+                || !r.buffer.is_consistent()
+                || r.buffer
+                    .chunks()
+                    .any(|m| m.is_empty() || !is_resilient(m[0]))
             {
                 return Err(Error::State("inconsistent resilience state"));
             }

@@ -291,7 +291,7 @@ impl Connection {
     pub fn resilience_stats(&self) -> Option<(usize, u64, u64)> {
         self.resilience
             .as_ref()
-            .map(|r| (r.buffer_bytes, r.sent, r.recv))
+            .map(|r| (r.buffer.bytes(), r.buffer.sent(), r.recv))
     }
 
     /// Client: prepares a reconnect over a new transport. The live
@@ -378,7 +378,7 @@ impl Connection {
             .ok_or(Error::Protocol("receive count went backwards"))?;
         r.acked(v.r_s)?;
         r.next_rs = Some(v.next_rs);
-        let resend: Vec<Vec<u8>> = r.unacked_from(v.r_s)?.cloned().collect();
+        let resend: Vec<Vec<u8>> = r.unacked_from(v.r_s)?.map(<[u8]>::to_vec).collect();
         self.kex = None;
         self.writer = att.writer;
         self.reader = att.reader;
@@ -536,7 +536,7 @@ impl Connection {
             .checked_sub(sr.r_s)
             .ok_or(Error::Protocol("receive count went backwards"))?;
         r.acked(sr.r_c)?;
-        let resend: Vec<Vec<u8>> = r.unacked_from(sr.r_c)?.cloned().collect();
+        let resend: Vec<Vec<u8>> = r.unacked_from(sr.r_c)?.map(<[u8]>::to_vec).collect();
         r.prev_rs = Some(sr.used_rs);
         r.rs = sr.next_rs;
         self.kex = None;

@@ -1,11 +1,10 @@
 //! The resilience extension (docs/PROTOCOL.md): names, messages, the
 //! resume-secret derivations and the retransmit buffer.
 
-use std::collections::VecDeque;
-
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
+use ressh_resilience::{Retransmit, Unit};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -271,10 +270,8 @@ pub struct State {
     pub next_rs: Option<Zeroizing<Vec<u8>>>,
     /// Counting started (after user authentication).
     pub active: bool,
-    /// Resilient messages sent; `buffer[0]` is number `sent - buffer.len()`.
-    pub sent: u64,
-    pub buffer: VecDeque<Vec<u8>>,
-    pub buffer_bytes: usize,
+    /// Resilient messages sent and not yet acknowledged (counted in messages).
+    pub buffer: Retransmit,
     /// Resilient messages received.
     pub recv: u64,
     /// Receive count at the last ACK sent, and payload bytes since.
@@ -296,12 +293,8 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "resilience(sent {}, buffered {} msgs/{} B, recv {}, skip {})",
-            self.sent,
-            self.buffer.len(),
-            self.buffer_bytes,
-            self.recv,
-            self.skip
+            "resilience({:?}, recv {}, skip {})",
+            self.buffer, self.recv, self.skip
         )
     }
 }
@@ -313,9 +306,7 @@ impl State {
             prev_rs: None,
             next_rs: None,
             active: false,
-            sent: 0,
-            buffer: VecDeque::new(),
-            buffer_bytes: 0,
+            buffer: Retransmit::new(Unit::Message),
             recv: 0,
             acked_recv: 0,
             unacked_bytes: 0,
@@ -330,9 +321,7 @@ impl State {
 
     /// Records a resilient message we send.
     pub fn sent(&mut self, payload: Vec<u8>) {
-        self.sent += 1;
-        self.buffer_bytes += payload.len();
-        self.buffer.push_back(payload);
+        self.buffer.push(payload);
     }
 
     /// Applies the peer's receive count; returns whether buffer space was freed.
@@ -341,34 +330,22 @@ impl State {
     }
 
     /// [`Self::acked`], handing every freed payload to `reuse`.
-    pub fn acked_with(&mut self, count: u64, mut reuse: impl FnMut(Vec<u8>)) -> Result<bool> {
-        let base = self.sent - self.buffer.len() as u64;
-        if count < base || count > self.sent {
-            return Err(Error::Protocol("acknowledgement count out of range"));
-        }
-        let mut freed = false;
-        for _ in base..count {
-            if let Some(p) = self.buffer.pop_front() {
-                self.buffer_bytes -= p.len();
-                freed = true;
-                reuse(p);
-            }
-        }
-        Ok(freed)
+    pub fn acked_with(&mut self, count: u64, reuse: impl FnMut(Vec<u8>)) -> Result<bool> {
+        self.buffer
+            .acked(count, reuse)
+            .map_err(|_| Error::Protocol("acknowledgement count out of range"))
     }
 
     /// Buffered messages numbered `from` and above, for retransmission.
-    pub fn unacked_from(&self, from: u64) -> Result<impl Iterator<Item = &Vec<u8>>> {
-        let base = self.sent - self.buffer.len() as u64;
-        if from < base || from > self.sent {
-            return Err(Error::Protocol("peer's receive count out of range"));
-        }
-        Ok(self.buffer.iter().skip((from - base) as usize))
+    pub fn unacked_from(&self, from: u64) -> Result<impl Iterator<Item = &[u8]>> {
+        self.buffer
+            .unacked_from(from)
+            .map_err(|_| Error::Protocol("peer's receive count out of range"))
     }
 
     /// Room left under our cap for channel data.
     pub fn room(&self) -> usize {
-        (self.local_cap as usize).saturating_sub(self.buffer_bytes)
+        (self.local_cap as usize).saturating_sub(self.buffer.bytes())
     }
 
     /// Whether an ACK is due by volume: a quarter of the peer's cap, but at
@@ -394,9 +371,9 @@ mod tests {
         for i in 0..5u8 {
             s.sent(vec![80, i]);
         }
-        assert_eq!(s.buffer_bytes, 10);
+        assert_eq!(s.buffer.bytes(), 10);
         assert!(s.acked(2).unwrap());
-        assert_eq!(s.buffer.len(), 3);
+        assert_eq!(s.buffer.chunks().count(), 3);
         assert_eq!(s.unacked_from(3).unwrap().count(), 2);
         assert!(s.acked(1).is_err(), "backwards");
         assert!(s.acked(6).is_err(), "beyond what was sent");

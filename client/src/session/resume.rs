@@ -13,8 +13,8 @@ use mio::Token;
 use ressh_proto::ClientReconnect;
 
 use super::{fatal, Session, T_READ, T_WRITE};
-use crate::netwatch;
 use crate::transport::{self, Transport};
+use ressh_resilience::netwatch;
 
 /// Tokens of the transport being tried and of the netlink socket.
 pub(super) const T_NEW_READ: Token = Token(6);

@@ -1,0 +1,14 @@
+//! The parts of ressh's resilience extensions that are the same for SSH
+//! (docs/PROTOCOL.md, counting messages) and TLS (docs/restls.md, counting
+//! bytes):
+//!
+//! - [`Retransmit`]: data sent and not yet acknowledged, kept for
+//!   retransmission after a reconnect, freed by the peer's receive count,
+//!   which is checked against what was actually sent;
+//! - [`netwatch`]: what makes a client reconnect before TCP notices a broken
+//!   path (route and address changes, resume from suspend).
+
+pub mod netwatch;
+mod retransmit;
+
+pub use retransmit::{OutOfRange, Retransmit, Unit};

@@ -1,0 +1,311 @@
+//! The client role: the first connection, and reconnects when the
+//! connection breaks, goes silent, the route or source address changes, or
+//! the machine resumes from suspend (docs/restls.md §6).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openssl::ssl::SslContext;
+use ressh_resilience::netwatch::{self, Netlink, SuspendDetector};
+
+use crate::core::Core;
+use crate::ctx::{self, TicketSlot};
+use crate::engine::Tls;
+use crate::frame::{self, Frame};
+use crate::pump::{self, Events, Local, Resilient, Side};
+use crate::secret::{self, Answer, Hello, Role, Secret};
+
+const CONNECT_TIME: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// HOST:PORT of the server, resolved again on every reconnect.
+    pub connect: String,
+    /// The name the server's certificate must carry (and SNI), or an IP.
+    pub servername: String,
+    /// CA certificates (PEM); None: the system's.
+    pub ca: Option<PathBuf>,
+    /// Silence after which a keepalive is sent; twice this, the connection
+    /// counts as broken.
+    pub keepalive: Duration,
+    /// How long to keep trying to reconnect.
+    pub give_up: Duration,
+    /// Most unacknowledged bytes kept.
+    pub buffer: usize,
+}
+
+impl ClientConfig {
+    pub fn new(connect: &str, servername: &str) -> ClientConfig {
+        ClientConfig {
+            connect: connect.to_string(),
+            servername: servername.to_string(),
+            ca: None,
+            keepalive: Duration::from_secs(10),
+            give_up: Duration::from_secs(3600),
+            buffer: 8 << 20,
+        }
+    }
+}
+
+/// A connection made by [`Client::connect`], not yet relaying.
+pub struct Connection {
+    tls: Tls,
+    /// Some: the extension was negotiated.
+    resilient: Option<(Secret, TicketSlot)>,
+}
+
+impl Connection {
+    pub fn is_resilient(&self) -> bool {
+        self.resilient.is_some()
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.tls.peer
+    }
+}
+
+pub struct Client {
+    ctx: SslContext,
+    config: ClientConfig,
+}
+
+fn tcp_connect(to: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{to}: no address"));
+    for a in to.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIME) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, openssl::error::ErrorStack> {
+        let ctx = ctx::client_context(config.ca.as_deref())?;
+        Ok(Client { ctx, config })
+    }
+
+    /// Opens the first connection: TLS with the extension offered.
+    pub fn connect(&self) -> Result<Connection, String> {
+        let tcp = tcp_connect(&self.config.connect).map_err(|e| e.to_string())?;
+        let ticket: TicketSlot = Arc::new(Mutex::new(None));
+        let ssl = ctx::client_ssl(&self.ctx, &self.config.servername, &Hello::New, &ticket)
+            .map_err(|e| e.to_string())?;
+        let mut tls = Tls::new(ssl, tcp).map_err(|e| e.to_string())?;
+        tls.handshake(Instant::now() + HANDSHAKE_TIME)
+            .map_err(|e| e.to_string())?;
+        let resilient = match ctx::answer(tls.ssl.ssl()).filter(|_| tls.is_tls13()) {
+            None => None,
+            Some(Answer::New) => {
+                let s = Secret::initial(tls.ssl.ssl()).map_err(|e| e.to_string())?;
+                Some((s, ticket))
+            }
+            Some(a) => return Err(format!("server answered {a:?} to a new connection")),
+        };
+        Ok(Connection { tls, resilient })
+    }
+
+    /// Relays `conn` to `local` until the connection ends.
+    pub fn relay(
+        &self,
+        conn: Connection,
+        local: &mut dyn Local,
+        events: &dyn Events,
+    ) -> Result<(), String> {
+        let Some((secret, ticket)) = conn.resilient else {
+            return pump::run_plain(local, conn.tls);
+        };
+        let source = conn.tls.tcp.local_addr().ok().map(|a| a.ip());
+        let mut side = ClientSide {
+            client: self,
+            secret,
+            ticket,
+            netlink: Netlink::open().ok(),
+            suspend: SuspendDetector::default(),
+            source,
+            ping_sent: false,
+        };
+        let r = Resilient {
+            core: Core::new(self.config.buffer),
+            conn: Some(conn.tls),
+            tx: Vec::new(),
+            to_local: Vec::new(),
+            last_rx: Instant::now(),
+            events,
+        };
+        pump::run_resilient(local, r, &mut side)
+    }
+
+    /// The stream form: connects, and returns a socket the application reads
+    /// and writes as if it were the connection; a thread relays it.
+    pub fn stream(self: &Arc<Self>, events: Arc<dyn Events>) -> Result<UnixStream, String> {
+        let conn = self.connect()?;
+        let (app, mut ours) = UnixStream::pair().map_err(|e| e.to_string())?;
+        let me = self.clone();
+        std::thread::spawn(move || me.relay(conn, &mut ours, &*events));
+        Ok(app)
+    }
+}
+
+/// Why a reconnect attempt failed.
+enum Failed {
+    /// Try again later.
+    Transient(String),
+    /// The connection cannot be continued.
+    Fatal(String),
+}
+
+struct ClientSide<'c> {
+    client: &'c Client,
+    secret: Secret,
+    ticket: TicketSlot,
+    netlink: Option<Netlink>,
+    suspend: SuspendDetector,
+    /// Our address on the current connection.
+    source: Option<IpAddr>,
+    ping_sent: bool,
+}
+
+impl ClientSide<'_> {
+    /// One reconnect attempt (docs/restls.md §5), beside the live connection
+    /// if there is one: nothing changes unless it succeeds.
+    fn attempt(&mut self, r: &mut Resilient<'_>) -> Result<(), Failed> {
+        use Failed::{Fatal, Transient};
+        let cfg = &self.client.config;
+        let r_c = r.core.recv_count();
+        let hello = self.secret.hello();
+        let tcp = tcp_connect(&cfg.connect).map_err(|e| Transient(format!("connect: {e}")))?;
+        let ssl = ctx::client_ssl(&self.client.ctx, &cfg.servername, &hello, &self.ticket)
+            .map_err(|e| Transient(e.to_string()))?;
+        let mut tls = Tls::new(ssl, tcp).map_err(|e| Transient(e.to_string()))?;
+        let deadline = Instant::now() + HANDSHAKE_TIME;
+        tls.handshake(deadline)
+            .map_err(|e| Transient(e.to_string()))?;
+        match ctx::answer(tls.ssl.ssl()).filter(|_| tls.is_tls13()) {
+            Some(Answer::Accepted) => {}
+            Some(Answer::Refused) => return Err(Transient("server refused the reconnect".into())),
+            Some(Answer::Unknown) => {
+                return Err(Fatal("server no longer knows the connection".into()))
+            }
+            _ => return Err(Fatal("server no longer offers resilience".into())),
+        }
+        if !tls.ssl.ssl().session_reused() {
+            return Err(Transient("session not resumed".into()));
+        }
+        let e = secret::resume_binding(tls.ssl.ssl()).map_err(|e| Transient(e.to_string()))?;
+        let mut out = Vec::new();
+        frame::put_resume(
+            &mut out,
+            r_c,
+            &self.secret.resume_mac(Role::Client, &e, r_c),
+        );
+        tls.encrypt(&out).map_err(|e| Transient(e.to_string()))?;
+        tls.flush_blocking(deadline)
+            .map_err(|e| Transient(e.to_string()))?;
+        let (r_s, mac) = loop {
+            match frame::parse(&tls.plain) {
+                Ok(Some((Frame::Resume { count, mac }, n))) => {
+                    let v = (count, *mac);
+                    tls.plain.drain(..n);
+                    break v;
+                }
+                Ok(None) => tls
+                    .read_plain_blocking(deadline)
+                    .map_err(|e| Transient(e.to_string()))?,
+                Ok(Some(_)) | Err(_) => return Err(Transient("no RESUME from the server".into())),
+            }
+        };
+        if !secret::mac_eq(&mac, &self.secret.resume_mac(Role::Server, &e, r_s)) {
+            return Err(Transient("server's RESUME did not verify".into()));
+        }
+        let mut frames = Vec::new();
+        r.core
+            .resume(r_s, r_c, &mut frames)
+            .map_err(|e| Fatal(e.to_string()))?;
+        self.secret = self.secret.ratchet(&e);
+        self.source = tls.tcp.local_addr().ok().map(|a| a.ip());
+        self.ping_sent = false;
+        r.switch(tls, frames, Instant::now()).map_err(Fatal)
+    }
+}
+
+impl Side for ClientSide<'_> {
+    fn extra_fd(&self) -> Option<RawFd> {
+        self.netlink.as_ref().map(|n| n.as_raw_fd())
+    }
+
+    fn deadline(&self, r: &Resilient<'_>) -> Option<Instant> {
+        let ka = self.client.config.keepalive;
+        let silence = r.last_rx + if self.ping_sent { ka * 2 } else { ka };
+        // Wake at least every second to notice a resume from suspend.
+        Some(silence.min(Instant::now() + Duration::from_secs(1)))
+    }
+
+    fn act(
+        &mut self,
+        r: &mut Resilient<'_>,
+        extra_ready: bool,
+        now: Instant,
+    ) -> Result<Option<String>, String> {
+        let ka = self.client.config.keepalive;
+        let mut trigger = None;
+        if extra_ready && self.netlink.as_ref().is_some_and(|n| n.drain()) {
+            let peer = r.conn.as_ref().map(|c| c.peer);
+            let now_src = peer.and_then(netwatch::preferred_source);
+            if now_src != self.source {
+                trigger = Some("route or source address changed");
+            }
+        }
+        if self.suspend.resumed() {
+            trigger = Some("resumed from suspend");
+        }
+        if let Some(t) = trigger {
+            // Make before break: the old connection stays until this works.
+            match self.attempt(r) {
+                Ok(()) => return Ok(None),
+                // The old connection carries on; if it is dead too, the
+                // keepalive finds out.
+                Err(Failed::Transient(e)) => {
+                    r.events.lost(&format!("{t}; reconnect failed: {e}"));
+                }
+                Err(Failed::Fatal(e)) => return Err(e),
+            }
+        }
+        if now.saturating_duration_since(r.last_rx) < ka {
+            self.ping_sent = false;
+        } else if !self.ping_sent {
+            self.ping_sent = true;
+            r.core.ping(&mut r.tx);
+        } else if now.saturating_duration_since(r.last_rx) >= ka * 2 {
+            return Ok(Some("silent connection".into()));
+        }
+        Ok(None)
+    }
+
+    /// Reconnects until it works or the give-up time passes.
+    fn broken(&mut self, r: &mut Resilient<'_>, why: &str, now: Instant) -> Result<(), String> {
+        let give_up = now + self.client.config.give_up;
+        let mut wait = Duration::ZERO;
+        let mut last = why.to_string();
+        while Instant::now() < give_up {
+            pump::sleep_until(Instant::now() + wait);
+            match self.attempt(r) {
+                Ok(()) => return Ok(()),
+                Err(Failed::Fatal(e)) => return Err(e),
+                Err(Failed::Transient(e)) => last = e,
+            }
+            wait = pump::backoff(wait);
+        }
+        Err(format!("gave up reconnecting: {last}"))
+    }
+
+    fn ended(&mut self) {}
+}

@@ -1,0 +1,187 @@
+//! OpenSSL contexts with the restls extension (docs/restls.md §2): the
+//! client offers it in ClientHello, the server answers in
+//! EncryptedExtensions. A peer that does not know it ignores it.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
+use openssl::ssl::{
+    ExtensionContext, Ssl, SslAlert, SslContext, SslFiletype, SslMethod, SslRef, SslSession,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
+};
+
+use crate::secret::{Answer, Hello, EXT_TYPE};
+use crate::server::{Entry, Table};
+
+/// Lifetime of the server's session tickets: the TLS 1.3 maximum (RFC 8446
+/// §4.6.1). A reconnect resumes with the ticket of the previous connection,
+/// so a connection can be resumed for this long after its last (re)connect.
+const TICKET_LIFETIME: libc::c_long = 7 * 24 * 3600;
+
+extern "C" {
+    // OpenSSL ≥ 1.1 (a function, not a macro); the openssl crate lacks it.
+    fn SSL_CTX_set_timeout(ctx: *mut openssl_sys::SSL_CTX, t: libc::c_long) -> libc::c_long;
+}
+
+/// Where a resumption ticket for the next reconnect is kept (client).
+pub type TicketSlot = Arc<Mutex<Option<SslSession>>>;
+
+struct Indices {
+    /// Client: the extension body to send. Server: the body received.
+    hello: Index<Ssl, Vec<u8>>,
+    answer: Index<Ssl, Answer>,
+    ticket: Index<Ssl, TicketSlot>,
+    entry: Index<Ssl, Arc<Entry>>,
+}
+
+fn indices() -> &'static Indices {
+    static I: OnceLock<Indices> = OnceLock::new();
+    I.get_or_init(|| Indices {
+        hello: Ssl::new_ex_index().expect("ex_data index"),
+        answer: Ssl::new_ex_index().expect("ex_data index"),
+        ticket: Ssl::new_ex_index().expect("ex_data index"),
+        entry: Ssl::new_ex_index().expect("ex_data index"),
+    })
+}
+
+fn ext_context() -> ExtensionContext {
+    ExtensionContext::TLS_ONLY
+        | ExtensionContext::CLIENT_HELLO
+        | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS
+}
+
+/// The server's answer to our extension (client), or the answer it gave
+/// (server); None: not negotiated.
+pub fn answer(ssl: &SslRef) -> Option<Answer> {
+    ssl.ex_data(indices().answer).copied()
+}
+
+/// Server: the connection a reconnect's ClientHello named.
+pub fn entry(ssl: &SslRef) -> Option<Arc<Entry>> {
+    ssl.ex_data(indices().entry).cloned()
+}
+
+pub fn server_context(
+    cert: &Path,
+    key: &Path,
+    table: Arc<Table>,
+) -> Result<SslContext, ErrorStack> {
+    let mut b = SslContext::builder(SslMethod::tls_server())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_certificate_chain_file(cert)?;
+    b.set_private_key_file(key, SslFiletype::PEM)?;
+    b.check_private_key()?;
+    // SAFETY: a valid SSL_CTX of ours; the call only stores the value.
+    unsafe { SSL_CTX_set_timeout(b.as_ptr(), TICKET_LIFETIME) };
+    let i = indices();
+    b.add_custom_ext(
+        EXT_TYPE,
+        ext_context(),
+        move |ssl: &mut SslRef, ctx, _| {
+            if !ctx.contains(ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS) {
+                return Ok(None);
+            }
+            Ok(answer(ssl).map(|a| vec![a as u8]))
+        },
+        move |ssl: &mut SslRef, ctx, data: &[u8], _| {
+            if !ctx.contains(ExtensionContext::CLIENT_HELLO) {
+                return Ok(());
+            }
+            if let Some(first) = ssl.ex_data(i.hello) {
+                // The second ClientHello after a HelloRetryRequest must
+                // repeat the first (RFC 8446 §4.1.2); it is not a new attempt.
+                return if first.as_slice() == data {
+                    Ok(())
+                } else {
+                    Err(SslAlert::ILLEGAL_PARAMETER)
+                };
+            }
+            let hello = Hello::decode(data).ok_or(SslAlert::DECODE_ERROR)?;
+            ssl.set_ex_data(i.hello, data.to_vec());
+            let a = match hello {
+                Hello::New => Answer::New,
+                Hello::Reconnect { token, nonce, mac } => match table.check(&token, &nonce, &mac) {
+                    Ok(e) => {
+                        ssl.set_ex_data(i.entry, e);
+                        Answer::Accepted
+                    }
+                    Err(a) => a,
+                },
+            };
+            ssl.set_ex_data(i.answer, a);
+            Ok(())
+        },
+    )?;
+    Ok(b.build())
+}
+
+pub fn client_context(ca: Option<&Path>) -> Result<SslContext, ErrorStack> {
+    let mut b = SslContext::builder(SslMethod::tls_client())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_verify(SslVerifyMode::PEER);
+    match ca {
+        Some(f) => b.set_ca_file(f)?,
+        None => b.set_default_verify_paths()?,
+    }
+    let i = indices();
+    b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+    b.set_new_session_callback(move |ssl, session| {
+        if let Some(slot) = ssl.ex_data(i.ticket) {
+            if let Ok(mut t) = slot.lock() {
+                *t = Some(session);
+            }
+        }
+    });
+    b.add_custom_ext(
+        EXT_TYPE,
+        ext_context(),
+        move |ssl: &mut SslRef, ctx, _| {
+            if !ctx.contains(ExtensionContext::CLIENT_HELLO) {
+                return Ok(None);
+            }
+            Ok(ssl.ex_data(i.hello).cloned())
+        },
+        move |ssl: &mut SslRef, ctx, data: &[u8], _| {
+            if !ctx.contains(ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS) {
+                return Ok(());
+            }
+            let a = Answer::decode(data).ok_or(SslAlert::DECODE_ERROR)?;
+            ssl.set_ex_data(i.answer, a);
+            Ok(())
+        },
+    )?;
+    Ok(b.build())
+}
+
+/// A client `Ssl` offering `hello`, verifying the server as `servername`,
+/// keeping new tickets in `ticket`.
+pub fn client_ssl(
+    ctx: &SslContext,
+    servername: &str,
+    hello: &Hello,
+    ticket: &TicketSlot,
+) -> Result<Ssl, ErrorStack> {
+    let mut ssl = Ssl::new(ctx)?;
+    match servername.parse::<IpAddr>() {
+        Ok(ip) => ssl.param_mut().set_ip(ip)?,
+        Err(_) => {
+            ssl.set_hostname(servername)?;
+            ssl.param_mut().set_host(servername)?;
+        }
+    }
+    ssl.set_ex_data(indices().hello, hello.encode());
+    ssl.set_ex_data(indices().ticket, ticket.clone());
+    if let Hello::Reconnect { .. } = hello {
+        let t = ticket.lock().ok().and_then(|t| t.clone());
+        if let Some(t) = t {
+            // SAFETY: tickets come only from connections made with `ctx`
+            // (the caller keeps one context per resilient connection's life).
+            unsafe { ssl.set_session(&t)? };
+        }
+    }
+    ssl.set_connect_state();
+    Ok(ssl)
+}

@@ -1,0 +1,371 @@
+//! Shared set-up of restls's tests: certificates made at test time, the
+//! restls binary as server and client, a cuttable recording relay between
+//! them, fast deterministic streams and their hashes. Everything runs on
+//! 127.0.0.1 and is removed or killed on drop.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use openssl::symm::{Cipher, Crypter, Mode};
+
+pub use ressh_testkit::{free_port, require_cmd, run_timeout, TempDir};
+
+pub const NAME: &str = "restls-test";
+
+/// A self-signed certificate for [`NAME`], made with `openssl req`.
+pub struct Certs {
+    pub dir: TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let openssl = require_cmd("openssl");
+        let dir = TempDir::new("restls-certs");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = run_timeout(
+            Command::new(openssl)
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .args(["-subj", &format!("/CN={NAME}")])
+                .args(["-addext", &format!("subjectAltName=DNS:{NAME}")])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "openssl req: {out:?}");
+        Certs { dir, cert, key }
+    }
+}
+
+/// A child process killed on drop, its stderr kept in a file.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let dir = TempDir::new("restls-log");
+        let log = dir.join("stderr");
+        let f = fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Proc {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn restls() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_restls"))
+}
+
+/// Waits until something listens on 127.0.0.1:`port`, without connecting
+/// (a connection to a tunnel would be a tunnelled connection).
+pub fn wait_listening(port: u16, p: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port}:\n{}",
+            p.stderr()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The address restls says it listens on (its first line of log).
+pub fn listening(p: &Proc) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = p.stderr();
+        let addr = log
+            .lines()
+            .find_map(|l| l.strip_prefix("restls: listening on "))
+            .and_then(|a| a.trim().parse().ok());
+        if let Some(a) = addr {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "restls did not start:\n{log}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts restls listening on a port of its choice, and returns that port.
+fn start(cmd: &mut Command) -> (Proc, u16) {
+    let p = Proc::spawn(cmd.args(["--listen", "127.0.0.1:0"]));
+    let port = listening(&p).port();
+    (p, port)
+}
+
+/// A restls server forwarding to 127.0.0.1:`forward`; returns its port.
+pub fn server(certs: &Certs, forward: u16) -> (Proc, u16) {
+    start(
+        restls()
+            .args(["server", "--forward", &format!("127.0.0.1:{forward}")])
+            .arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key)
+            .args(["--detach-timeout", "60"]),
+    )
+}
+
+/// A restls client connecting to 127.0.0.1:`connect`; returns its port.
+pub fn client(certs: &Certs, connect: u16) -> (Proc, u16) {
+    start(
+        restls()
+            .args(["client", "--connect", &format!("127.0.0.1:{connect}")])
+            .arg("--ca")
+            .arg(&certs.cert)
+            .args(["--servername", NAME, "--keepalive", "2", "--give-up", "60"]),
+    )
+}
+
+#[derive(Default)]
+struct RelayState {
+    live: Vec<(TcpStream, TcpStream)>,
+    /// What each client sent, up to [`RECORD`] bytes, by connection.
+    recorded: Vec<Arc<Mutex<Vec<u8>>>>,
+    /// Capture the next connection's first flight and close it unforwarded.
+    hold_next: bool,
+}
+
+const RECORD: usize = 64 * 1024;
+
+/// A TCP relay on 127.0.0.1 that can cut every connection through it (both
+/// ends see the connection end abruptly, without close_notify) and records
+/// what clients send.
+pub struct Relay {
+    pub port: u16,
+    state: Arc<Mutex<RelayState>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+fn copy(mut from: TcpStream, mut to: TcpStream, rec: Option<Arc<Mutex<Vec<u8>>>>, rate: u64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    let mut moved = 0u64;
+    loop {
+        // At most `rate` bytes a second, so that a transfer lasts long
+        // enough to be cut many times.
+        let due = Duration::from_secs_f64(moved as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(r) = &rec {
+            let mut r = r.lock().unwrap();
+            let take = n.min(RECORD.saturating_sub(r.len()));
+            r.extend_from_slice(&buf[..take]);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        moved += n as u64;
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+impl Relay {
+    /// A relay to 127.0.0.1:`to` moving at most `rate` bytes a second in
+    /// each direction of each connection.
+    pub fn new(to: u16, rate: u64) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let state = Arc::new(Mutex::new(RelayState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        let accept = thread::spawn(move || {
+            while !sp.load(Ordering::Relaxed) {
+                let c = match l.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                c.set_nonblocking(false).unwrap();
+                let rec = Arc::new(Mutex::new(Vec::new()));
+                let hold = {
+                    let mut s = st.lock().unwrap();
+                    s.recorded.push(rec.clone());
+                    std::mem::take(&mut s.hold_next)
+                };
+                if hold {
+                    let mut c = c;
+                    thread::spawn(move || {
+                        c.set_read_timeout(Some(Duration::from_millis(300)))
+                            .unwrap();
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = c.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                        let _ = c.shutdown(Shutdown::Both);
+                    });
+                    continue;
+                }
+                let Ok(s) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                st.lock()
+                    .unwrap()
+                    .live
+                    .push((c.try_clone().unwrap(), s.try_clone().unwrap()));
+                let (c2, s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+                thread::spawn(move || copy(c, s, Some(rec), rate));
+                thread::spawn(move || copy(s2, c2, None, rate));
+            }
+        });
+        Relay {
+            port,
+            state,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// Cuts every live connection; returns how many.
+    pub fn cut(&self) -> usize {
+        let live = std::mem::take(&mut self.state.lock().unwrap().live);
+        for (c, s) in &live {
+            let _ = c.shutdown(Shutdown::Both);
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        live.len()
+    }
+
+    /// Connections made through the relay so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().recorded.len()
+    }
+
+    /// What the client sent on connection `i` (first [`RECORD`] bytes).
+    pub fn recorded(&self, i: usize) -> Vec<u8> {
+        self.state.lock().unwrap().recorded[i]
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    /// The next connection is recorded and closed without reaching the server.
+    pub fn hold_next(&self) {
+        self.state.lock().unwrap().hold_next = true;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+/// A fast deterministic stream (AES-128-CTR keystream), seeded.
+pub struct Gen(Crypter);
+
+impl Gen {
+    pub fn new(seed: u8) -> Gen {
+        let c = Crypter::new(
+            Cipher::aes_128_ctr(),
+            Mode::Encrypt,
+            &[seed; 16],
+            Some(&[0; 16]),
+        )
+        .unwrap();
+        Gen(c)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let zeros = vec![0u8; buf.len()];
+        let mut out = vec![0u8; buf.len() + 16];
+        let n = self.0.update(&zeros, &mut out).unwrap();
+        buf.copy_from_slice(&out[..n]);
+    }
+}
+
+/// Writes `total` bytes of `Gen(seed)` to `w`, then shuts down its write side.
+pub fn send_stream(mut w: TcpStream, seed: u8, total: usize) -> std::io::Result<()> {
+    let mut g = Gen::new(seed);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        g.fill(&mut buf[..n]);
+        w.write_all(&buf[..n])?;
+        left -= n;
+    }
+    w.shutdown(Shutdown::Write)
+}
+
+/// Reads to the end of `r` and checks it is exactly `total` bytes of
+/// `Gen(seed)`; Err says where it first differs.
+pub fn check_stream(mut r: TcpStream, seed: u8, total: usize) -> Result<(), String> {
+    r.set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
+    let mut g = Gen::new(seed);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut want = vec![0u8; 256 * 1024];
+    let mut at = 0usize;
+    loop {
+        let n = r.read(&mut buf).map_err(|e| format!("read at {at}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if at + n > total {
+            return Err(format!("more than {total} bytes"));
+        }
+        g.fill(&mut want[..n]);
+        if buf[..n] != want[..n] {
+            let i = (0..n).find(|&i| buf[i] != want[i]).unwrap();
+            return Err(format!("differs at byte {}", at + i));
+        }
+        at += n;
+    }
+    if at != total {
+        return Err(format!("ended after {at} of {total} bytes"));
+    }
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! restls end to end: the tunnel under repeated cuts, interop with stock
+//! OpenSSL peers, forged reconnects, and a real application.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use openssl::ssl::{ExtensionContext, SslContext, SslMethod, SslVerifyMode};
+use ressh_testkit::{require_netns, Net};
+use ressh_tls::{Answer, Hello, EXT_TYPE};
+
+const MIB: usize = 1 << 20;
+
+/// Cuts every connection through `relay` every `every` until `stop`.
+fn cutter(relay: Arc<Relay>, every: Duration, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut cuts = 0;
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(every);
+            cuts += relay.cut();
+        }
+        cuts
+    })
+}
+
+#[test]
+fn tunnel_256_mib_both_ways_with_a_cut_every_half_second() {
+    const TOTAL: usize = 256 * MIB;
+    let certs = Certs::new();
+    // The application's server: sends its stream and checks ours.
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = target.local_addr().unwrap().port();
+    let far = thread::spawn(move || {
+        let (s, _) = target.accept().unwrap();
+        let w = s.try_clone().unwrap();
+        let tx = thread::spawn(move || send_stream(w, 2, TOTAL));
+        let r = check_stream(s, 1, TOTAL);
+        tx.join().unwrap().map_err(|e| e.to_string()).and(r)
+    });
+    let (srv, sport) = server(&certs, tport);
+    let relay = Arc::new(Relay::new(sport, 64 * MIB as u64));
+    let (cli, cport) = client(&certs, relay.port);
+
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cuts = cutter(relay.clone(), Duration::from_millis(500), stop.clone());
+    let s = TcpStream::connect(("127.0.0.1", cport)).unwrap();
+    let w = s.try_clone().unwrap();
+    let tx = thread::spawn(move || send_stream(w, 1, TOTAL));
+    let near = check_stream(s, 2, TOTAL);
+    stop.store(true, Ordering::Relaxed);
+    let cuts = cuts.join().unwrap();
+    let logs = || format!("server:\n{}\nclient:\n{}", srv.stderr(), cli.stderr());
+    tx.join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("sending: {e}\n{}", logs()));
+    near.unwrap_or_else(|e| panic!("server to client: {e}\n{}", logs()));
+    far.join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("client to server: {e}\n{}", logs()));
+    let took = start.elapsed();
+    eprintln!(
+        "256 MiB each way in {took:?}, {cuts} cuts, {} TCP connections",
+        relay.connections()
+    );
+    assert!(
+        cuts as f64 >= took.as_secs_f64() && cuts >= 3,
+        "too few cuts ({cuts} in {took:?}): nothing was tested\n{}",
+        logs()
+    );
+    assert!(cli.stderr().contains("reconnected"), "{}", logs());
+}
+
+/// An echo server for one connection at a time, forever.
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut &s, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn legacy_openssl_s_client_against_restls_server() {
+    let certs = Certs::new();
+    let (srv, sport) = server(&certs, echo_server());
+    let mut c = Command::new(require_cmd("openssl"));
+    c.args(["s_client", "-connect", &format!("127.0.0.1:{sport}")])
+        .args([
+            "-servername",
+            NAME,
+            "-verify_return_error",
+            "-quiet",
+            "-ign_eof",
+        ])
+        .arg("-CAfile")
+        .arg(&certs.cert)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"plain TLS works\n").unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "plain TLS works\n", "server log:\n{}", srv.stderr());
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn legacy_restls_client_against_openssl_s_server() {
+    let certs = Certs::new();
+    let port = free_port();
+    let mut s = Command::new(require_cmd("openssl"));
+    s.args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-rev"])
+        .arg("-cert")
+        .arg(&certs.cert)
+        .arg("-key")
+        .arg(&certs.key);
+    let srv = Proc::spawn(&mut s);
+    wait_listening(port, &srv);
+    let (cli, cport) = client(&certs, port);
+    let mut c = TcpStream::connect(("127.0.0.1", cport)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"stressed\n").unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "desserts", "client log:\n{}", cli.stderr());
+}
+
+/// A TLS client that offers `hello` (no ticket: a full handshake) and
+/// returns the server's answer and whether the server then closed the
+/// connection without sending anything.
+fn probe(port: u16, certs: &Certs, hello: &[u8]) -> (Option<Answer>, bool) {
+    let answer: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let mut b = SslContext::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(&certs.cert).unwrap();
+    b.set_verify(SslVerifyMode::PEER);
+    let body = hello.to_vec();
+    let a = answer.clone();
+    b.add_custom_ext(
+        EXT_TYPE,
+        ExtensionContext::TLS_ONLY
+            | ExtensionContext::CLIENT_HELLO
+            | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS,
+        move |_, ctx, _| {
+            Ok(ctx
+                .contains(ExtensionContext::CLIENT_HELLO)
+                .then(|| body.clone()))
+        },
+        move |_, _, data: &[u8], _| {
+            *a.lock().unwrap() = Answer::decode(data);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let ctx = b.build();
+    let mut ssl = openssl::ssl::Ssl::new(&ctx).unwrap();
+    ssl.set_hostname(NAME).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut s = ssl.connect(tcp).expect("handshake");
+    let mut buf = [0u8; 64];
+    let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+    let a = *answer.lock().unwrap();
+    (a, closed)
+}
+
+/// The reconnect extension body in a recorded ClientHello.
+fn hello_in(bytes: &[u8]) -> Option<Vec<u8>> {
+    let [hi, lo] = EXT_TYPE.to_be_bytes();
+    let pat = [hi, lo, 0, 97, 1];
+    let at = bytes.windows(pat.len()).position(|w| w == pat)?;
+    bytes.get(at + 4..at + 4 + 97).map(<[u8]>::to_vec)
+}
+
+/// A line-echo conversation that must keep working.
+struct Chat {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    n: u64,
+}
+
+impl Chat {
+    fn new(port: u16) -> Chat {
+        Chat::over(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    fn over(s: TcpStream) -> Chat {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Chat {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+            n: 0,
+        }
+    }
+
+    fn round(&mut self) {
+        self.n += 1;
+        let msg = format!("line {}\n", self.n);
+        self.w.write_all(msg.as_bytes()).unwrap();
+        let mut got = String::new();
+        self.r.read_line(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn forged_reconnects_are_refused_and_the_live_connection_carries_on() {
+    let certs = Certs::new();
+    let (srv, sport) = server(&certs, echo_server());
+    let relay = Relay::new(sport, u64::MAX);
+    let (_cli, cport) = client(&certs, relay.port);
+    let mut chat = Chat::new(cport);
+    chat.round();
+    let reconnects = |p: &Proc| p.stderr().matches("reconnected").count();
+
+    // 1. An identifier the server never issued.
+    let mut forged = Hello::Reconnect {
+        token: [7; 32],
+        nonce: [8; 32],
+        mac: [9; 32],
+    }
+    .encode();
+    assert_eq!(probe(sport, &certs, &forged), (Some(Answer::Unknown), true));
+    chat.round();
+
+    // 2. A genuine reconnect replayed byte for byte.
+    relay.cut();
+    chat.round();
+    let n = relay.connections();
+    let genuine = relay.recorded(n - 1);
+    assert!(
+        hello_in(&genuine).is_some(),
+        "no reconnect ClientHello recorded"
+    );
+    let before = reconnects(&srv);
+    let refused = |p: &Proc| p.stderr().matches("reconnect refused: Refused").count();
+    let refusals = refused(&srv);
+    let mut replay = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+    replay
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    replay.write_all(&genuine).unwrap();
+    let mut sink = Vec::new();
+    let _ = replay.read_to_end(&mut sink);
+    wait_until("the server to refuse the replay", || {
+        refused(&srv) > refusals
+    });
+    chat.round();
+    assert_eq!(reconnects(&srv), before, "{}", srv.stderr());
+
+    // 3. A reconnect whose ClientHello never reached the server, sent again
+    //    by someone without the session's ticket: the token, nonce and MAC
+    //    pass, but without resumption the server refuses.
+    relay.hold_next();
+    relay.cut();
+    wait_until("the held ClientHello", || {
+        relay.connections() > n + 1 && hello_in(&relay.recorded(n)).is_some()
+    });
+    forged = hello_in(&relay.recorded(n)).unwrap();
+    chat.round(); // the client retried through the relay
+    let refusals = srv.stderr().matches("reconnect refused").count();
+    let (answer, closed) = probe(sport, &certs, &forged);
+    assert!(closed, "the server talked to a forger");
+    // The nonce is fresh unless the client's retry reused it (it does not).
+    assert_eq!(answer, Some(Answer::Accepted));
+    wait_until("the server to refuse the unresumed reconnect", || {
+        srv.stderr().matches("reconnect refused").count() > refusals
+    });
+    assert!(
+        srv.stderr().contains("no valid resumption"),
+        "{}",
+        srv.stderr()
+    );
+    for _ in 0..100 {
+        chat.round();
+    }
+}
+
+#[test]
+fn redis_through_the_tunnel_survives_cuts() {
+    const N: usize = 10_000;
+    let redis = require_cmd("redis-server");
+    let cli_bin = require_cmd("redis-cli");
+    let certs = Certs::new();
+    let rport = free_port();
+    let dir = TempDir::new("restls-redis");
+    let rs = Proc::spawn(
+        Command::new(redis)
+            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path()),
+    );
+    wait_listening(rport, &rs);
+    let (srv, sport) = server(&certs, rport);
+    let relay = Arc::new(Relay::new(sport, u64::MAX));
+    let (cli, cport) = client(&certs, relay.port);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let cuts = cutter(relay.clone(), Duration::from_millis(500), stop.clone());
+    let mut c = Command::new(cli_bin);
+    c.args(["-h", "127.0.0.1", "-p", &cport.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = thread::spawn(move || {
+        for _ in 0..N {
+            stdin.write_all(b"INCR restls:counter\n").unwrap();
+        }
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    feeder.join().unwrap();
+    let status = child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let cuts = cuts.join().unwrap();
+    let want: Vec<String> = (1..=N).map(|i| i.to_string()).collect();
+    let got: Vec<&str> = out.lines().collect();
+    assert!(
+        status.success() && got == want,
+        "redis-cli: {status}, {} replies, last {:?}\nserver:\n{}\nclient:\n{}",
+        got.len(),
+        got.last(),
+        srv.stderr(),
+        cli.stderr()
+    );
+    assert!(
+        cuts >= 2,
+        "only {cuts} cuts: the stream was too short to test"
+    );
+}
+
+#[test]
+fn client_follows_a_route_change_at_once() {
+    require_netns();
+    let net = Net::new("restls");
+    let certs = Certs::new();
+    let server_ip = net.server_addr();
+    let echo = net.enter_server(|| TcpListener::bind((server_ip, 0)).unwrap());
+    let eport = echo.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in echo.incoming().flatten() {
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut &s, &mut w);
+            });
+        }
+    });
+    let srv = Proc::spawn(
+        net.cmd_server(env!("CARGO_BIN_EXE_restls"))
+            .args(["server", "--listen", &format!("{server_ip}:0")])
+            .args(["--forward", &format!("{server_ip}:{eport}")])
+            .arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key),
+    );
+    let sport = listening(&srv).port();
+    // A keepalive of 10 s: only the route change can explain a quick reconnect.
+    let cli = Proc::spawn(
+        net.cmd_client(env!("CARGO_BIN_EXE_restls"))
+            .args(["client", "--listen", "127.0.0.1:0"])
+            .args(["--connect", &format!("{server_ip}:{sport}")])
+            .arg("--ca")
+            .arg(&certs.cert)
+            .args(["--servername", NAME, "--keepalive", "10"]),
+    );
+    let cport = listening(&cli).port();
+    let s = net.enter_client(|| TcpStream::connect(("127.0.0.1", cport)).unwrap());
+    let mut chat = Chat::over(s);
+    chat.round();
+    let old = net.client_addr();
+    let moved = net.roam_timed();
+    chat.round();
+    let took = moved.elapsed();
+    let logs = format!("server:\n{}\nclient:\n{}", srv.stderr(), cli.stderr());
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?} to follow the route change\n{logs}"
+    );
+    assert!(
+        srv.stderr()
+            .contains(&format!("peer address changed from {old}:")),
+        "{logs}"
+    );
+    assert!(cli.stderr().contains("reconnected"), "{logs}");
+    eprintln!("followed the route change in {took:?}\n{logs}");
+    for _ in 0..50 {
+        chat.round();
+    }
+}
