@@ -16,7 +16,7 @@ use ressh_tls::{Client, ClientConfig, Events, Server, ServerConfig};
 
 const USAGE: &str = "usage:
   restls server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
-                [--detach-timeout SECS] [--buffer BYTES]
+                [--detach-timeout SECS] [--buffer BYTES] [--max-startups N]
   restls client --listen ADDR:PORT --connect HOST:PORT [--ca FILE] [--servername NAME]
                 [--keepalive SECS] [--give-up SECS] [--buffer BYTES]";
 
@@ -51,6 +51,7 @@ struct Args {
     keepalive: Option<u64>,
     give_up: Option<u64>,
     buffer: Option<usize>,
+    max_startups: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -78,6 +79,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--keepalive" => a.keepalive = Some(num(val()?)?.max(1)),
             "--give-up" => a.give_up = Some(num(val()?)?),
             "--buffer" => a.buffer = Some(num(val()?)?.clamp(64 * 1024, 1 << 30) as usize),
+            "--max-startups" => a.max_startups = Some(num(val()?)?.clamp(1, 1 << 16) as usize),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -124,6 +126,9 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             if let Some(b) = a.buffer {
                 cfg.buffer = b;
+            }
+            if let Some(m) = a.max_startups {
+                cfg.max_startups = m;
             }
             let server = Server::new(&need(a.cert, "--cert")?, &need(a.key, "--key")?, cfg)
                 .map_err(|e| format!("certificate or key: {e}"))?;

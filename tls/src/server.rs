@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -34,6 +35,11 @@ pub struct ServerConfig {
     pub detach_timeout: Duration,
     /// Most unacknowledged bytes kept per connection.
     pub buffer: usize,
+    /// Most TLS handshakes in progress at once (sshd's MaxStartups, without
+    /// its random early drop): a connection beyond them is closed at once,
+    /// so that a flood of slow handshakes cannot take every thread and
+    /// descriptor.
+    pub max_startups: usize,
 }
 
 impl Default for ServerConfig {
@@ -41,7 +47,17 @@ impl Default for ServerConfig {
         ServerConfig {
             detach_timeout: Duration::from_secs(3600),
             buffer: 8 << 20,
+            max_startups: 64,
         }
+    }
+}
+
+/// One handshake in progress, counted in [`Server::startups`] until dropped.
+struct Startup<'a>(&'a AtomicUsize);
+
+impl Drop for Startup<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -122,6 +138,8 @@ pub struct Server {
     ctx: SslContext,
     table: Arc<Table>,
     config: ServerConfig,
+    /// Handshakes in progress.
+    startups: AtomicUsize,
 }
 
 impl Server {
@@ -132,7 +150,12 @@ impl Server {
     ) -> Result<Server, openssl::error::ErrorStack> {
         let table = Arc::new(Table::default());
         let ctx = ctx::server_context(cert, key, table.clone())?;
-        Ok(Server { ctx, table, config })
+        Ok(Server {
+            ctx,
+            table,
+            config,
+            startups: AtomicUsize::new(0),
+        })
     }
 
     /// Serves one accepted TCP connection on the calling thread: a new
@@ -144,11 +167,19 @@ impl Server {
         open_local: impl FnOnce() -> io::Result<L>,
         events: &dyn Events,
     ) -> Result<(), String> {
+        let startup = Startup(&self.startups);
+        if self.startups.fetch_add(1, Ordering::SeqCst) >= self.config.max_startups {
+            return Err(format!(
+                "refused: {} TLS handshakes in progress already (max startups)",
+                self.config.max_startups
+            ));
+        }
         let mut ssl = Ssl::new(&self.ctx).map_err(|e| e.to_string())?;
         ssl.set_accept_state();
         let mut tls = Tls::new(ssl, tcp).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + HANDSHAKE_TIME;
         let handshake = tls.handshake(deadline);
+        drop(startup);
         let answer = ctx::answer(tls.ssl.ssl());
         if let Err(e) = handshake {
             return Err(match answer {

@@ -424,3 +424,51 @@ fn client_follows_a_route_change_at_once() {
         chat.round();
     }
 }
+
+/// A flood of connections that never finish their handshake cannot take
+/// the server: past --max-startups, a new connection is closed at once and
+/// logged; once the silent ones go, clients are served again.
+#[test]
+fn handshakes_beyond_max_startups_are_refused() {
+    let certs = Certs::new();
+    let echo = echo_server();
+    let (srv, sport) = start_server(&certs, echo, &["--max-startups", "2"]);
+    let silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", sport)).unwrap())
+        .collect();
+    // Both are accepted and wait in their handshakes.
+    thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let started = Instant::now();
+    let r = third.read(&mut b);
+    let closed = match &r {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed, "the third connection was not closed: {r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    wait_until("the refusal in the server's log", || {
+        srv.stderr().contains("max startups")
+    });
+    drop(silent);
+    // The slots are free again: a real client gets through.
+    let (_cli, cport) = client(&certs, sport);
+    let mut c = TcpStream::connect(("127.0.0.1", cport)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+}

@@ -131,6 +131,11 @@ fn start(cmd: &mut Command) -> (Proc, u16) {
 
 /// A restls server forwarding to 127.0.0.1:`forward`; returns its port.
 pub fn server(certs: &Certs, forward: u16) -> (Proc, u16) {
+    start_server(certs, forward, &[])
+}
+
+/// [`server`] with more options.
+pub fn start_server(certs: &Certs, forward: u16, extra: &[&str]) -> (Proc, u16) {
     start(
         restls()
             .args(["server", "--forward", &format!("127.0.0.1:{forward}")])
@@ -138,7 +143,8 @@ pub fn server(certs: &Certs, forward: u16) -> (Proc, u16) {
             .arg(&certs.cert)
             .arg("--key")
             .arg(&certs.key)
-            .args(["--detach-timeout", "60"]),
+            .args(["--detach-timeout", "60"])
+            .args(extra),
     )
 }
 
