@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::free_port;
 use crate::lab::destroy_tcp_to;
 use crate::proc;
+use crate::relay::CountingRelay;
 
 /// A self-signed certificate for `localhost` (P-256) and its key.
 pub fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
@@ -129,6 +130,9 @@ pub struct Running {
     children: Vec<Child>,
     pub port: u16,
     pub server_port: u16,
+    /// Between the two ends, when started with `counted`: the bytes on the
+    /// wire each way.
+    pub relay: Option<CountingRelay>,
 }
 
 impl Running {
@@ -147,7 +151,8 @@ impl Drop for Running {
     }
 }
 
-/// Starts `kind` in front of `backend`, with logs in `dir`.
+/// Starts `kind` in front of `backend`, with logs in `dir`; `counted`: the
+/// client end reaches the server end through a [`CountingRelay`].
 pub fn start(
     kind: Tunnel,
     restls: &Path,
@@ -155,8 +160,18 @@ pub fn start(
     cert: &Path,
     key: &Path,
     backend: u16,
+    counted: bool,
 ) -> Result<Running, String> {
     let (sport, cport) = (free_port(), free_port());
+    let relay = if counted {
+        Some(
+            CountingRelay::start(SocketAddrV4::new(Ipv4Addr::LOCALHOST, sport).into())
+                .map_err(|e| format!("relay: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let to_server = relay.as_ref().map_or(sport, |r| r.port);
     let log = |name: &str| -> Result<Stdio, String> {
         fs::File::create(dir.join(name))
             .map(Stdio::from)
@@ -176,7 +191,7 @@ pub fn start(
             let mut c = Command::new(restls);
             c.arg("client")
                 .args(["--listen", &format!("127.0.0.1:{cport}")])
-                .args(["--connect", &format!("127.0.0.1:{sport}")])
+                .args(["--connect", &format!("127.0.0.1:{to_server}")])
                 .arg("--ca")
                 .arg(cert)
                 .args(["--servername", "localhost"]);
@@ -203,7 +218,7 @@ pub fn start(
             );
             let client = format!(
                 "foreground = yes\npid =\nsyslog = no\n[c]\nclient = yes\n\
-                 accept = 127.0.0.1:{cport}\nconnect = 127.0.0.1:{sport}\nCAfile = {}\n\
+                 accept = 127.0.0.1:{cport}\nconnect = 127.0.0.1:{to_server}\nCAfile = {}\n\
                  verifyChain = yes\ncheckHost = localhost\nsni = localhost\n",
                 cert.display()
             );
@@ -225,6 +240,7 @@ pub fn start(
         children,
         port: cport,
         server_port: sport,
+        relay,
     };
     for p in [sport, cport] {
         if !proc::wait_until(Duration::from_secs(10), || {
@@ -278,6 +294,17 @@ pub fn transfer(t: &Running, down: bool, bytes: u64) -> Result<(f64, f64), Strin
     // Let the tunnel's processes finish their accounting of this stream.
     thread::sleep(Duration::from_millis(50));
     Ok((secs, t.cpu() - cpu0))
+}
+
+/// Bytes on the wire per byte of data for an upload of `bytes` through a
+/// tunnel started with `counted`: (client → server, server → client per
+/// data byte), handshake, records, framing and acknowledgements included.
+pub fn wire_overhead(t: &Running, bytes: u64) -> Result<(f64, f64), String> {
+    let relay = t.relay.as_ref().ok_or("the tunnel has no counting relay")?;
+    relay.reset();
+    transfer(t, false, bytes)?;
+    let (up, down) = relay.counts();
+    Ok((up as f64 / bytes as f64, down as f64 / bytes as f64))
 }
 
 /// restls only: an echoed stream whose TLS connection (client end to server

@@ -707,8 +707,24 @@ impl Bench {
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (cert, key) = tls::make_cert(&dir)?;
         let backend = tls::Backend::start()?;
-        let r = tls::start(Tunnel::Restls, &restls, &dir, &cert, &key, backend.port)?;
-        let s = tls::start(Tunnel::Stunnel, &restls, &dir, &cert, &key, backend.port)?;
+        let r = tls::start(
+            Tunnel::Restls,
+            &restls,
+            &dir,
+            &cert,
+            &key,
+            backend.port,
+            false,
+        )?;
+        let s = tls::start(
+            Tunnel::Stunnel,
+            &restls,
+            &dir,
+            &cert,
+            &key,
+            backend.port,
+            false,
+        )?;
         let bytes = self.bytes;
         let gib = bytes as f64 / (1u64 << 30) as f64;
         for (down, label) in [
@@ -754,6 +770,35 @@ impl Bench {
                 "",
             );
         }
+        // Bytes on the wire, through a counting relay between the two ends
+        // (apart from the timed runs: the relay costs CPU of its own).
+        let mut wire = Vec::new();
+        for kind in [Tunnel::Restls, Tunnel::Stunnel] {
+            let t = tls::start(kind, &restls, &dir, &cert, &key, backend.port, true)?;
+            let (up, down) = tls::wire_overhead(&t, bytes.min(256 * MIB))?;
+            say!("tls {kind:?}: wire bytes per data byte {up:.5} (data direction), {down:.6} back");
+            wire.push((up, down));
+        }
+        self.row(
+            "tls",
+            "  wire overhead in the data's direction (TLS records, restls frames)",
+            "%",
+            &[(wire[0].0 - 1.0) * 100.0],
+            Some(&[(wire[1].0 - 1.0) * 100.0]),
+            false,
+            3,
+            "handshake included; client end → backend",
+        );
+        self.row(
+            "tls",
+            "  bytes sent back per data byte (restls: its ACKs)",
+            "%",
+            &[wire[0].1 * 100.0],
+            Some(&[wire[1].1 * 100.0]),
+            false,
+            4,
+            "handshake included",
+        );
         let ms = tls::reconnects(&r, self.o.trials)?;
         let p95 = Summary::of(&ms).p95;
         say!(
