@@ -39,6 +39,8 @@ pub struct ClientConfig {
     pub give_up: Duration,
     /// Most unacknowledged bytes kept.
     pub buffer: usize,
+    /// The highest TLS version offered (None: TLS 1.3).
+    pub max_version: Option<openssl::ssl::SslVersion>,
 }
 
 impl ClientConfig {
@@ -50,6 +52,7 @@ impl ClientConfig {
             keepalive: Duration::from_secs(10),
             give_up: Duration::from_secs(3600),
             buffer: 8 << 20,
+            max_version: None,
         }
     }
 }
@@ -89,7 +92,7 @@ fn tcp_connect(to: &str) -> io::Result<TcpStream> {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, openssl::error::ErrorStack> {
-        let ctx = ctx::client_context(config.ca.as_deref())?;
+        let ctx = ctx::client_context(config.ca.as_deref(), config.max_version)?;
         Ok(Client { ctx, config })
     }
 
@@ -102,7 +105,7 @@ impl Client {
         let mut tls = Tls::new(ssl, tcp).map_err(|e| e.to_string())?;
         tls.handshake(Instant::now() + HANDSHAKE_TIME)
             .map_err(|e| e.to_string())?;
-        let resilient = match ctx::answer(tls.ssl.ssl()).filter(|_| tls.is_tls13()) {
+        let resilient = match ctx::answer(tls.ssl.ssl()) {
             None => None,
             Some(Answer::New) => {
                 let s = Secret::initial(tls.ssl.ssl()).map_err(|e| e.to_string())?;
@@ -189,7 +192,7 @@ impl ClientSide<'_> {
         let deadline = Instant::now() + HANDSHAKE_TIME;
         tls.handshake(deadline)
             .map_err(|e| Transient(e.to_string()))?;
-        match ctx::answer(tls.ssl.ssl()).filter(|_| tls.is_tls13()) {
+        match ctx::answer(tls.ssl.ssl()) {
             Some(Answer::Accepted) => {}
             Some(Answer::Refused) => return Err(Transient("server refused the reconnect".into())),
             Some(Answer::Unknown) => {

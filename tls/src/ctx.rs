@@ -50,7 +50,16 @@ fn indices() -> &'static Indices {
 fn ext_context() -> ExtensionContext {
     ExtensionContext::TLS_ONLY
         | ExtensionContext::CLIENT_HELLO
+        | ExtensionContext::TLS1_2_SERVER_HELLO
         | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS
+}
+
+/// Where the server's answer goes: EncryptedExtensions (TLS 1.3) or
+/// ServerHello (TLS 1.2).
+fn answer_context(ctx: ExtensionContext) -> bool {
+    ctx.intersects(
+        ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS | ExtensionContext::TLS1_2_SERVER_HELLO,
+    )
 }
 
 /// The server's answer to our extension (client), or the answer it gave
@@ -81,7 +90,7 @@ pub fn server_context(
         EXT_TYPE,
         ext_context(),
         move |ssl: &mut SslRef, ctx, _| {
-            if !ctx.contains(ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS) {
+            if !answer_context(ctx) {
                 return Ok(None);
             }
             Ok(answer(ssl).map(|a| vec![a as u8]))
@@ -118,9 +127,14 @@ pub fn server_context(
     Ok(b.build())
 }
 
-pub fn client_context(ca: Option<&Path>) -> Result<SslContext, ErrorStack> {
+/// `max`: the highest TLS version to offer (None: OpenSSL's, TLS 1.3).
+pub fn client_context(
+    ca: Option<&Path>,
+    max: Option<SslVersion>,
+) -> Result<SslContext, ErrorStack> {
     let mut b = SslContext::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_max_proto_version(max)?;
     b.set_verify(SslVerifyMode::PEER);
     match ca {
         Some(f) => b.set_ca_file(f)?,
@@ -145,7 +159,7 @@ pub fn client_context(ca: Option<&Path>) -> Result<SslContext, ErrorStack> {
             Ok(ssl.ex_data(i.hello).cloned())
         },
         move |ssl: &mut SslRef, ctx, data: &[u8], _| {
-            if !ctx.contains(ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS) {
+            if !answer_context(ctx) {
                 return Ok(());
             }
             let a = Answer::decode(data).ok_or(SslAlert::DECODE_ERROR)?;

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
-use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream, SslVersion};
+use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream};
 
 /// Most TCP bytes read per call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -84,10 +84,6 @@ impl Tls {
             peer,
             plain: Vec::new(),
         })
-    }
-
-    pub fn is_tls13(&self) -> bool {
-        self.ssl.ssl().version2() == Some(SslVersion::TLS1_3)
     }
 
     /// Bytes waiting to go to TCP.

@@ -18,12 +18,16 @@ const USAGE: &str = "usage:
   restls server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
                 [--detach-timeout SECS] [--buffer BYTES] [--max-startups N]
   restls client --listen ADDR:PORT --connect HOST:PORT [--ca FILE] [--servername NAME]
-                [--keepalive SECS] [--give-up SECS] [--buffer BYTES]";
+                [--keepalive SECS] [--give-up SECS] [--buffer BYTES] [--tls-max 1.2|1.3]";
 
 /// Logs a connection's events to stderr.
 struct Log(u64);
 
 impl Events for Log {
+    fn established(&self, version: &str, resilient: bool) {
+        let how = if resilient { "resilient" } else { "plain TLS" };
+        eprintln!("restls: connection {}: {version}, {how}", self.0);
+    }
     fn lost(&self, why: &str) {
         eprintln!("restls: connection {}: lost: {why}", self.0);
     }
@@ -52,6 +56,7 @@ struct Args {
     give_up: Option<u64>,
     buffer: Option<usize>,
     max_startups: Option<usize>,
+    tls_max: Option<openssl::ssl::SslVersion>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -79,6 +84,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--keepalive" => a.keepalive = Some(num(val()?)?.max(1)),
             "--give-up" => a.give_up = Some(num(val()?)?),
             "--buffer" => a.buffer = Some(num(val()?)?.clamp(64 * 1024, 1 << 30) as usize),
+            "--tls-max" => {
+                a.tls_max = Some(match val()?.as_str() {
+                    "1.2" => openssl::ssl::SslVersion::TLS1_2,
+                    "1.3" => openssl::ssl::SslVersion::TLS1_3,
+                    v => return Err(format!("--tls-max: 1.2 or 1.3, not {v}")),
+                })
+            }
             "--max-startups" => a.max_startups = Some(num(val()?)?.clamp(1, 1 << 16) as usize),
             _ => return Err(format!("unknown argument {flag}")),
         }
@@ -154,6 +166,7 @@ fn run(args: &[String]) -> Result<(), String> {
             if let Some(g) = a.give_up {
                 cfg.give_up = Duration::from_secs(g);
             }
+            cfg.max_version = a.tls_max;
             if let Some(b) = a.buffer {
                 cfg.buffer = b;
             }

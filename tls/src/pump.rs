@@ -19,6 +19,9 @@ const CHUNK: usize = 64 * 1024;
 /// What happens to a connection, for applications that care (paper §5.4).
 /// Called on the connection's own thread; keep them short.
 pub trait Events: Send + Sync {
+    /// Server: a new connection's handshake completed, with the extension
+    /// (`resilient`) or as plain TLS.
+    fn established(&self, _tls_version: &str, _resilient: bool) {}
     /// The TCP connection broke; the client is reconnecting, the server waits.
     fn lost(&self, _why: &str) {}
     /// A reconnect completed over a new TCP connection from or to `peer`.

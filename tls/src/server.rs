@@ -189,7 +189,11 @@ impl Server {
                 _ => e.to_string(),
             });
         }
-        match answer.filter(|_| tls.is_tls13()) {
+        let version = tls.ssl.ssl().version_str();
+        if !matches!(answer, Some(Answer::Accepted)) {
+            events.established(version, answer == Some(Answer::New));
+        }
+        match answer {
             None => {
                 let mut local = open_local().map_err(|e| format!("forward: {e}"))?;
                 pump::run_plain(&mut local, tls)

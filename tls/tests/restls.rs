@@ -472,3 +472,46 @@ fn handshakes_beyond_max_startups_are_refused() {
     c.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");
 }
+
+/// Over TLS 1.2 the extension is answered in ServerHello and a reconnect
+/// resumes the TLS 1.2 session: a stream through the tunnel survives cuts.
+#[test]
+fn tls12_tunnel_is_resilient_too() {
+    const TOTAL: usize = 32 * MIB;
+    let certs = Certs::new();
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = target.local_addr().unwrap().port();
+    let far = thread::spawn(move || {
+        let (s, _) = target.accept().unwrap();
+        let w = s.try_clone().unwrap();
+        let tx = thread::spawn(move || send_stream(w, 4, TOTAL));
+        let r = check_stream(s, 3, TOTAL);
+        tx.join().unwrap().map_err(|e| e.to_string()).and(r)
+    });
+    let (srv, sport) = server(&certs, tport);
+    let relay = Arc::new(Relay::new(sport, 8 * MIB as u64));
+    let (cli, cport) = start_client(&certs, relay.port, &["--tls-max", "1.2"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cuts = cutter(relay.clone(), Duration::from_millis(500), stop.clone());
+    let s = TcpStream::connect(("127.0.0.1", cport)).unwrap();
+    let w = s.try_clone().unwrap();
+    let tx = thread::spawn(move || send_stream(w, 3, TOTAL));
+    let near = check_stream(s, 4, TOTAL);
+    stop.store(true, Ordering::Relaxed);
+    let cuts = cuts.join().unwrap();
+    let logs = || format!("server:\n{}\nclient:\n{}", srv.stderr(), cli.stderr());
+    tx.join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("sending: {e}\n{}", logs()));
+    near.unwrap_or_else(|e| panic!("server to client: {e}\n{}", logs()));
+    far.join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("client to server: {e}\n{}", logs()));
+    assert!(cuts >= 3, "too few cuts ({cuts})\n{}", logs());
+    assert!(
+        srv.stderr().contains("TLSv1.2, resilient"),
+        "not a resilient TLS 1.2 connection\n{}",
+        logs()
+    );
+    assert!(cli.stderr().contains("reconnected"), "{}", logs());
+}

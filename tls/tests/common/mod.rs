@@ -150,12 +150,18 @@ pub fn start_server(certs: &Certs, forward: u16, extra: &[&str]) -> (Proc, u16) 
 
 /// A restls client connecting to 127.0.0.1:`connect`; returns its port.
 pub fn client(certs: &Certs, connect: u16) -> (Proc, u16) {
+    start_client(certs, connect, &[])
+}
+
+/// [`client`] with more options.
+pub fn start_client(certs: &Certs, connect: u16, extra: &[&str]) -> (Proc, u16) {
     start(
         restls()
             .args(["client", "--connect", &format!("127.0.0.1:{connect}")])
             .arg("--ca")
             .arg(&certs.cert)
-            .args(["--servername", NAME, "--keepalive", "2", "--give-up", "60"]),
+            .args(["--servername", NAME, "--keepalive", "2", "--give-up", "60"])
+            .args(extra),
     )
 }
 
