@@ -49,6 +49,18 @@ impl Tmux {
         }
     }
 
+    /// Whether the screen satisfies `pred` within `within`.
+    fn poll(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if pred(&self.screen()) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "main"];
         args.extend_from_slice(keys);
@@ -97,14 +109,35 @@ fn pty_shell_through_tmux() {
     assert!(!s.contains("T= "), "TERM must come from pty-req: {s}");
 
     // Resizing the terminal sends window-change.
+    // The change travels tmux -> ssh -> worker -> pty while the shell may
+    // already run `stty`: asked again until it shows.
     tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
-    thread::sleep(Duration::from_millis(200));
-    tmux.keys(&["clear; stty size", "Enter"]);
-    tmux.wait("new size", |s| s.contains("30 100"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tmux.keys(&["clear; stty size", "Enter"]);
+        if tmux.poll(Duration::from_secs(2), |s| s.contains("30 100")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stty size never showed 30 100:\n{}",
+            tmux.screen()
+        );
+    }
 
-    // ^C reaches the foreground job through the terminal (ISIG, VINTR).
+    // ^C reaches the foreground job through the terminal (ISIG, VINTR);
+    // sent once the sleep runs (before, it could hit `clear`, and the
+    // sleep would then hold the shell for 100 s).
     tmux.keys(&["clear; sleep 100", "Enter"]);
-    thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pgrep = require_cmd("pgrep");
+    while !run(Command::new(&pgrep).args(["-u", &h.user.name, "-x", "sleep"]))
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the sleep never started");
+        thread::sleep(Duration::from_millis(50));
+    }
     tmux.keys(&["C-c"]);
     tmux.keys(&["echo interrupted-ok", "Enter"]);
     tmux.wait("the shell after ^C", |s| s.contains("\ninterrupted-ok"));
