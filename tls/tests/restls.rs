@@ -30,9 +30,30 @@ fn cutter(relay: Arc<Relay>, every: Duration, stop: Arc<AtomicBool>) -> thread::
     })
 }
 
-#[test]
-fn tunnel_256_mib_both_ways_with_a_cut_every_half_second() {
-    const TOTAL: usize = 256 * MIB;
+/// A stream through the tunnel: what it took and what the processes said.
+struct CutRun {
+    srv: Proc,
+    cli: Proc,
+    relay: Arc<Relay>,
+    cuts: usize,
+    took: Duration,
+}
+
+impl CutRun {
+    fn logs(&self) -> String {
+        format!(
+            "server:\n{}\nclient:\n{}",
+            self.srv.stderr(),
+            self.cli.stderr()
+        )
+    }
+}
+
+/// `total` bytes each way between an application and its server through
+/// client → relay (at most `rate` bytes/s) → server, the relay cutting
+/// every connection every half second; the client started with
+/// `client_args`. Panics unless both streams arrive identical.
+fn stream_with_cuts(total: usize, rate: u64, client_args: &[&str]) -> CutRun {
     let certs = Certs::new();
     // The application's server: sends its stream and checks ours.
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -40,42 +61,53 @@ fn tunnel_256_mib_both_ways_with_a_cut_every_half_second() {
     let far = thread::spawn(move || {
         let (s, _) = target.accept().unwrap();
         let w = s.try_clone().unwrap();
-        let tx = thread::spawn(move || send_stream(w, 2, TOTAL));
-        let r = check_stream(s, 1, TOTAL);
+        let tx = thread::spawn(move || send_stream(w, 2, total));
+        let r = check_stream(s, 1, total);
         tx.join().unwrap().map_err(|e| e.to_string()).and(r)
     });
     let (srv, sport) = server(&certs, tport);
-    let relay = Arc::new(Relay::new(sport, 64 * MIB as u64));
-    let (cli, cport) = client(&certs, relay.port);
+    let relay = Arc::new(Relay::new(sport, rate));
+    let (cli, cport) = start_client(&certs, relay.port, client_args);
 
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let cuts = cutter(relay.clone(), Duration::from_millis(500), stop.clone());
     let s = TcpStream::connect(("127.0.0.1", cport)).unwrap();
     let w = s.try_clone().unwrap();
-    let tx = thread::spawn(move || send_stream(w, 1, TOTAL));
-    let near = check_stream(s, 2, TOTAL);
+    let tx = thread::spawn(move || send_stream(w, 1, total));
+    let near = check_stream(s, 2, total);
     stop.store(true, Ordering::Relaxed);
-    let cuts = cuts.join().unwrap();
-    let logs = || format!("server:\n{}\nclient:\n{}", srv.stderr(), cli.stderr());
+    let run = CutRun {
+        srv,
+        cli,
+        relay,
+        cuts: cuts.join().unwrap(),
+        took: start.elapsed(),
+    };
     tx.join()
         .unwrap()
-        .unwrap_or_else(|e| panic!("sending: {e}\n{}", logs()));
-    near.unwrap_or_else(|e| panic!("server to client: {e}\n{}", logs()));
+        .unwrap_or_else(|e| panic!("sending: {e}\n{}", run.logs()));
+    near.unwrap_or_else(|e| panic!("server to client: {e}\n{}", run.logs()));
     far.join()
         .unwrap()
-        .unwrap_or_else(|e| panic!("client to server: {e}\n{}", logs()));
-    let took = start.elapsed();
+        .unwrap_or_else(|e| panic!("client to server: {e}\n{}", run.logs()));
+    run
+}
+
+#[test]
+fn tunnel_256_mib_both_ways_with_a_cut_every_half_second() {
+    let run = stream_with_cuts(256 * MIB, 64 * MIB as u64, &[]);
+    let (cuts, took) = (run.cuts, run.took);
     eprintln!(
         "256 MiB each way in {took:?}, {cuts} cuts, {} TCP connections",
-        relay.connections()
+        run.relay.connections()
     );
     assert!(
         cuts as f64 >= took.as_secs_f64() && cuts >= 3,
         "too few cuts ({cuts} in {took:?}): nothing was tested\n{}",
-        logs()
+        run.logs()
     );
-    assert!(cli.stderr().contains("reconnected"), "{}", logs());
+    assert!(run.cli.stderr().contains("reconnected"), "{}", run.logs());
 }
 
 /// An echo server for one connection at a time, forever.
@@ -477,41 +509,12 @@ fn handshakes_beyond_max_startups_are_refused() {
 /// resumes the TLS 1.2 session: a stream through the tunnel survives cuts.
 #[test]
 fn tls12_tunnel_is_resilient_too() {
-    const TOTAL: usize = 32 * MIB;
-    let certs = Certs::new();
-    let target = TcpListener::bind("127.0.0.1:0").unwrap();
-    let tport = target.local_addr().unwrap().port();
-    let far = thread::spawn(move || {
-        let (s, _) = target.accept().unwrap();
-        let w = s.try_clone().unwrap();
-        let tx = thread::spawn(move || send_stream(w, 4, TOTAL));
-        let r = check_stream(s, 3, TOTAL);
-        tx.join().unwrap().map_err(|e| e.to_string()).and(r)
-    });
-    let (srv, sport) = server(&certs, tport);
-    let relay = Arc::new(Relay::new(sport, 8 * MIB as u64));
-    let (cli, cport) = start_client(&certs, relay.port, &["--tls-max", "1.2"]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let cuts = cutter(relay.clone(), Duration::from_millis(500), stop.clone());
-    let s = TcpStream::connect(("127.0.0.1", cport)).unwrap();
-    let w = s.try_clone().unwrap();
-    let tx = thread::spawn(move || send_stream(w, 3, TOTAL));
-    let near = check_stream(s, 4, TOTAL);
-    stop.store(true, Ordering::Relaxed);
-    let cuts = cuts.join().unwrap();
-    let logs = || format!("server:\n{}\nclient:\n{}", srv.stderr(), cli.stderr());
-    tx.join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("sending: {e}\n{}", logs()));
-    near.unwrap_or_else(|e| panic!("server to client: {e}\n{}", logs()));
-    far.join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("client to server: {e}\n{}", logs()));
-    assert!(cuts >= 3, "too few cuts ({cuts})\n{}", logs());
+    let run = stream_with_cuts(32 * MIB, 8 * MIB as u64, &["--tls-max", "1.2"]);
+    assert!(run.cuts >= 3, "too few cuts ({})\n{}", run.cuts, run.logs());
     assert!(
-        srv.stderr().contains("TLSv1.2, resilient"),
+        run.srv.stderr().contains("TLSv1.2, resilient"),
         "not a resilient TLS 1.2 connection\n{}",
-        logs()
+        run.logs()
     );
-    assert!(cli.stderr().contains("reconnected"), "{}", logs());
+    assert!(run.cli.stderr().contains("reconnected"), "{}", run.logs());
 }
