@@ -1,82 +1,17 @@
-//! Processes: trees read from `/proc`, killing them, their memory, and the
-//! machine's CPU time.
+//! Processes: trees (testkit's `descendants` and `kill_tree`), their memory,
+//! and the machine's CPU time.
 
 use std::collections::HashMap;
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// `(pid, ppid)` of every process, from `/proc/<pid>/stat`.
-pub fn all_links() -> Vec<(u32, u32)> {
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some(pp) = stat_field(pid, 1).and_then(|s| s.parse().ok()) {
-            out.push((pid, pp));
-        }
-    }
-    out
-}
-
-/// Field `i` (0 = state) after the `(comm)` of `/proc/<pid>/stat`.
-fn stat_field(pid: u32, i: usize) -> Option<String> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(i).map(str::to_string)
-}
-
-/// Every descendant of `root`, not `root` itself.
-pub fn descendants(root: u32) -> Vec<u32> {
-    let links = all_links();
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (p, pp) in links {
-        children.entry(pp).or_default().push(p);
-    }
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        if let Some(c) = children.get(&found[i]) {
-            found.extend(c);
-        }
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
+pub use ressh_testkit::{descendants, kill_tree};
 
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a plain pid; errors (gone already) are ignored.
     unsafe {
         libc::kill(pid as i32, sig);
-    }
-}
-
-/// SIGKILLs `root` and everything below it. The tree is frozen with SIGSTOP
-/// first, level by level, so that nothing forks away while it is killed.
-pub fn kill_tree(root: u32) {
-    let mut frozen = vec![root];
-    signal(root, libc::SIGSTOP);
-    for _ in 0..50 {
-        thread::sleep(Duration::from_millis(2));
-        let new: Vec<u32> = descendants(root)
-            .into_iter()
-            .filter(|p| !frozen.contains(p))
-            .collect();
-        if new.is_empty() {
-            break;
-        }
-        for &p in &new {
-            signal(p, libc::SIGSTOP);
-        }
-        frozen.extend(new);
-    }
-    for &p in &frozen {
-        signal(p, libc::SIGKILL);
     }
 }
 

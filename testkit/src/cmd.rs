@@ -282,18 +282,17 @@ fn process_links() -> Vec<(u32, u32)> {
 }
 
 /// All descendants of `root` (children, their children, ...), read from `/proc`.
-pub(crate) fn descendants(root: u32) -> Vec<u32> {
-    let links = process_links();
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for (p, pp) in process_links() {
+        children.entry(pp).or_default().push(p);
+    }
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            links
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
+        if let Some(c) = children.get(&found[i]) {
+            found.extend(c);
+        }
         i += 1;
     }
     found.remove(0);
@@ -304,7 +303,7 @@ pub(crate) fn descendants(root: u32) -> Vec<u32> {
 /// level by level, until a scan finds no new process), because a process still forking
 /// while its parent is killed would escape: its child is re-parented and can no longer
 /// be found from `root`. `root` itself is not reaped here.
-pub(crate) fn kill_tree(root: u32) {
+pub fn kill_tree(root: u32) {
     let stopped = |pid: u32| !matches!(proc_state(pid), Some('R' | 'S' | 'D' | 'I' | 'W'));
     let mut frozen = vec![root];
     signal_pids("STOP", &[root.to_string()]);

@@ -23,8 +23,8 @@ mod user;
 mod util;
 
 pub use cmd::{
-    is_root, require_cmd, require_root, run, run_ok, run_timeout, run_with_stdin, which,
-    DEFAULT_TIMEOUT,
+    descendants, is_root, kill_tree, require_cmd, require_root, run, run_ok, run_timeout,
+    run_with_stdin, which, DEFAULT_TIMEOUT,
 };
 pub use keys::ssh_keygen;
 pub use netns::{require_netns, Net};
