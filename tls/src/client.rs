@@ -16,7 +16,7 @@ use ressh_resilience::netwatch::{self, Netlink, SuspendDetector};
 use crate::core::Core;
 use crate::ctx::{self, TicketSlot};
 use crate::engine::Tls;
-use crate::frame::{self, Frame};
+use crate::frame;
 use crate::pump::{self, Events, Local, Resilient, Side};
 use crate::secret::{self, Answer, Hello, Role, Secret};
 
@@ -213,19 +213,10 @@ impl ClientSide<'_> {
         tls.encrypt(&out).map_err(|e| Transient(e.to_string()))?;
         tls.flush_blocking(deadline)
             .map_err(|e| Transient(e.to_string()))?;
-        let (r_s, mac) = loop {
-            match frame::parse(&tls.plain) {
-                Ok(Some((Frame::Resume { count, mac }, n))) => {
-                    let v = (count, *mac);
-                    tls.plain.drain(..n);
-                    break v;
-                }
-                Ok(None) => tls
-                    .read_plain_blocking(deadline)
-                    .map_err(|e| Transient(e.to_string()))?,
-                Ok(Some(_)) | Err(_) => return Err(Transient("no RESUME from the server".into())),
-            }
-        };
+        let (r_s, mac) = tls
+            .read_resume(deadline)
+            .map_err(|e| Transient(e.to_string()))?
+            .ok_or_else(|| Transient("no RESUME from the server".into()))?;
         if !secret::mac_eq(&mac, &self.secret.resume_mac(Role::Server, &e, r_s)) {
             return Err(Transient("server's RESUME did not verify".into()));
         }

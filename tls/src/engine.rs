@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslStream};
 
+use crate::frame::{self, Frame, MAC_LEN};
+
 /// Most TCP bytes read per call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -213,6 +215,23 @@ impl Tls {
             }
         }
         Ok(())
+    }
+
+    /// Blocks until the peer's first frame arrived; it must be a RESUME:
+    /// its count and MAC, or None when the first frame is anything else or
+    /// malformed.
+    pub fn read_resume(&mut self, deadline: Instant) -> io::Result<Option<(u64, [u8; MAC_LEN])>> {
+        loop {
+            match frame::parse(&self.plain) {
+                Ok(Some((Frame::Resume { count, mac }, n))) => {
+                    let r = (count, *mac);
+                    self.plain.drain(..n);
+                    return Ok(Some(r));
+                }
+                Ok(None) => self.read_plain_blocking(deadline)?,
+                Ok(Some(_)) | Err(_) => return Ok(None),
+            }
+        }
     }
 
     fn read_blocking(&mut self, deadline: Instant) -> io::Result<()> {

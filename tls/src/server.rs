@@ -17,7 +17,7 @@ use openssl::ssl::{Ssl, SslContext};
 use crate::core::Core;
 use crate::ctx;
 use crate::engine::Tls;
-use crate::frame::{self, Frame, MAC_LEN};
+use crate::frame::{self, MAC_LEN};
 use crate::pump::{self, Events, Local, Resilient, Side};
 use crate::secret::{self, Answer, Role, Secret, LEN};
 
@@ -226,21 +226,12 @@ impl Server {
             tls.close();
             return Err("reconnect refused: no valid resumption".into());
         }
-        let (count, mac) = loop {
-            match frame::parse(&tls.plain) {
-                Ok(Some((Frame::Resume { count, mac }, n))) => {
-                    let r = (count, *mac);
-                    tls.plain.drain(..n);
-                    break r;
-                }
-                Ok(None) => tls
-                    .read_plain_blocking(deadline)
-                    .map_err(|e| format!("reconnect: {e}"))?,
-                Ok(Some(_)) | Err(_) => {
-                    tls.close();
-                    return Err("reconnect refused: no RESUME".into());
-                }
-            }
+        let Some((count, mac)) = tls
+            .read_resume(deadline)
+            .map_err(|e| format!("reconnect: {e}"))?
+        else {
+            tls.close();
+            return Err("reconnect refused: no RESUME".into());
         };
         entry
             .handoff
