@@ -328,14 +328,7 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     let broker_sock = broker_listener(&settings.broker_socket)?;
-    let ctx = Context {
-        broker_socket: settings.broker_socket.clone(),
-        config: Arc::new(config),
-        host_keys: Arc::new(host_keys),
-        kex_worker: worker_path("resshd-kex"),
-        session_worker: worker_path("resshd-session"),
-        privsep,
-    };
+    let ctx = context(&settings, config, host_keys, privsep);
     notify::ready();
     serve(&ctx, &settings, listeners, broker_sock)
 }
@@ -454,6 +447,24 @@ fn syslog_stderr() {
     let _ = nix::unistd::dup2(fd.as_raw_fd(), 2);
 }
 
+/// What every monitor needs: the configuration, the host keys, where the
+/// workers and the broker are.
+fn context(
+    settings: &Settings,
+    config: Config,
+    host_keys: Vec<PrivateKey>,
+    privsep: Privsep,
+) -> Context {
+    Context {
+        broker_socket: settings.broker_socket.clone(),
+        config: Arc::new(config),
+        host_keys: Arc::new(host_keys),
+        kex_worker: worker_path("resshd-kex"),
+        session_worker: worker_path("resshd-session"),
+        privsep,
+    }
+}
+
 /// -i: serve the one connection on stdin/stdout with a monitor in this
 /// process. A socket on stdin is used as it is; pipes (stdin and stdout
 /// apart, as ssh's ProxyCommand gives them) are joined into one socket by a
@@ -465,14 +476,7 @@ fn inetd(
     privsep: Privsep,
 ) -> Result<(), String> {
     let (sock, peer, local) = inetd_socket()?;
-    let ctx = Context {
-        broker_socket: settings.broker_socket.clone(),
-        config: Arc::new(config),
-        host_keys: Arc::new(host_keys),
-        kex_worker: worker_path("resshd-kex"),
-        session_worker: worker_path("resshd-session"),
-        privsep,
-    };
+    let ctx = context(&settings, config, host_keys, privsep);
     let code = ressh_monitor::monitor::run(&ctx, sock, peer, local);
     std::process::exit(code);
 }
