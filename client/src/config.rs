@@ -757,9 +757,9 @@ fn host_matches(patterns: &[String], host: &str) -> bool {
     matched
 }
 
-/// `Match exec`: runs the command (tokens expanded) with the user's shell,
-/// stdin from /dev/null; it matches when the command exits 0.
-fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
+/// The host name and remote user as set so far (what `Match host`,
+/// `Match user` and the tokens of `Match exec` see).
+fn host_and_user(raw: &Raw, ctx: &Ctx<'_>) -> (String, String) {
     let hostname = raw
         .single
         .get("hostname")
@@ -770,6 +770,13 @@ fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
         .get("user")
         .map(|v| v[0].clone())
         .unwrap_or_else(|| ctx.local_user.to_string());
+    (hostname, user)
+}
+
+/// `Match exec`: runs the command (tokens expanded) with the user's shell,
+/// stdin from /dev/null; it matches when the command exits 0.
+fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
+    let (hostname, user) = host_and_user(raw, ctx);
     let port = raw
         .single
         .get("port")
@@ -821,16 +828,7 @@ fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String>
                     return Err(format!("Match {crit} needs an argument"));
                 };
                 i += 1;
-                let hostname = raw
-                    .single
-                    .get("hostname")
-                    .map(|v| v[0].replace("%h", ctx.original_host))
-                    .unwrap_or_else(|| ctx.original_host.to_string());
-                let user = raw
-                    .single
-                    .get("user")
-                    .map(|v| v[0].clone())
-                    .unwrap_or_else(|| ctx.local_user.to_string());
+                let (hostname, user) = host_and_user(raw, ctx);
                 match crit.as_str() {
                     "host" => match_pattern_list(&hostname, arg, true),
                     "originalhost" => match_pattern_list(ctx.original_host, arg, true),
