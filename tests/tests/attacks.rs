@@ -151,6 +151,28 @@ fn attack(port: u16, bytes: &[u8]) -> (u16, Vec<u8>, bool, Duration) {
 }
 
 /// resshd's log lines about the attacker's connection from local `port`.
+/// Sends `bytes` as a reconnect attempt that must fail authentication:
+/// the connection closed with RECONNECT_FAILURE AUTHENTICATION_FAILED (2)
+/// and a "refused" line logged about it. Returns a line for the report.
+fn refused_as_unauthenticated(server: &Resshd, what: &str, bytes: &[u8]) -> String {
+    let (p, got, closed, took) = attack(server.port(), bytes);
+    let log = server.log();
+    let about = lines_about(&log, p);
+    let failure = reconnect_failure(&got);
+    assert!(closed, "{what}: resshd kept the connection open\n{about}");
+    assert_eq!(
+        failure.as_ref().map(|f| f.0),
+        Some(2),
+        "{what}: expected RECONNECT_FAILURE AUTHENTICATION_FAILED (2), got {failure:?}\n{log}"
+    );
+    assert!(about.contains("refused"), "{what}: not logged\n{log}");
+    format!(
+        "{what}: {failure:?} after {:.0} ms; log: {}",
+        took.as_secs_f64() * 1000.0,
+        about.trim().replace('\n', " | ")
+    )
+}
+
 fn lines_about(log: &str, port: u16) -> String {
     log.lines()
         .filter(|l| l.contains(&format!("127.0.0.1 port {port}")))
@@ -229,25 +251,7 @@ fn reconnect_attacks_are_refused() {
     let mut bytes = ra.version.clone();
     bytes.extend(clear_packet(&ra.kexinit));
     bytes.extend(clear_packet(&req));
-    let (p, got, closed, took) = attack(server.port(), &bytes);
-    let log = server.log();
-    let about = lines_about(&log, p);
-    let failure = reconnect_failure(&got);
-    assert!(
-        closed,
-        "wrong MAC: resshd kept the connection open\n{about}"
-    );
-    assert_eq!(
-        failure.as_ref().map(|f| f.0),
-        Some(2),
-        "wrong MAC: expected RECONNECT_FAILURE AUTHENTICATION_FAILED (2), got {failure:?}\n{log}"
-    );
-    assert!(about.contains("refused"), "wrong MAC: not logged\n{log}");
-    results.push(format!(
-        "wrong MAC: {failure:?} after {:.0} ms; log: {}",
-        took.as_secs_f64() * 1000.0,
-        about.trim().replace('\n', " | ")
-    ));
+    results.push(refused_as_unauthenticated(&server, "wrong MAC", &bytes));
     progress(&a, "after the wrong MAC");
 
     // 3. B's request with A's token.
@@ -256,27 +260,10 @@ fn reconnect_attacks_are_refused() {
     let mut bytes = rb.version.clone();
     bytes.extend(clear_packet(&rb.kexinit));
     bytes.extend(clear_packet(&req));
-    let (p, got, closed, took) = attack(server.port(), &bytes);
-    let log = server.log();
-    let about = lines_about(&log, p);
-    let failure = reconnect_failure(&got);
-    assert!(
-        closed,
-        "foreign token: resshd kept the connection open\n{about}"
-    );
-    assert_eq!(
-        failure.as_ref().map(|f| f.0),
-        Some(2),
-        "foreign token: expected AUTHENTICATION_FAILED (2), got {failure:?}\n{log}"
-    );
-    assert!(
-        about.contains("refused"),
-        "foreign token: not logged\n{log}"
-    );
-    results.push(format!(
-        "B's request with A's token: {failure:?} after {:.0} ms; log: {}",
-        took.as_secs_f64() * 1000.0,
-        about.trim().replace('\n', " | ")
+    results.push(refused_as_unauthenticated(
+        &server,
+        "B's request with A's token",
+        &bytes,
     ));
     progress(&a, "after the foreign token");
     progress(&b, "after the foreign token");
