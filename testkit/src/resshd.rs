@@ -1,6 +1,7 @@
 //! resshd, ressh's own daemon, started like [`Sshd`] for end-to-end tests.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::{Net, Sshd, TempDir, TestUser};
 
@@ -66,6 +67,20 @@ impl Resshd {
 
     pub fn log(&self) -> String {
         self.server.log()
+    }
+
+    /// Waits until the log satisfies `pred`; returns the log. Panics after
+    /// `timeout` with `what` and the log.
+    pub fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        crate::wait_for(
+            what,
+            timeout,
+            || {
+                let l = self.log();
+                pred(&l).then_some(l)
+            },
+            || format!("--- resshd log ---\n{}", self.log()),
+        )
     }
 
     /// Stops resshd (SIGTERM; established sessions carry on) and starts it again with

@@ -167,15 +167,7 @@ impl Lab {
 
     /// Waits until resshd's log satisfies `pred`; returns the log.
     pub fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        wait_for(
-            what,
-            timeout,
-            || {
-                let l = self.log();
-                pred(&l).then_some(l)
-            },
-            || format!("--- resshd log ---\n{}", self.log()),
-        )
+        self.resshd.wait_log(what, timeout, pred)
     }
 
     /// The resshd-session processes of the lab's user.

@@ -96,15 +96,7 @@ impl Server {
 
     /// Waits until resshd's log satisfies `pred`; returns the log.
     pub fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        wait_for(
-            what,
-            timeout,
-            || {
-                let l = self.log();
-                pred(&l).then_some(l)
-            },
-            || format!("--- resshd log ---\n{}", self.log()),
-        )
+        self.resshd.wait_log(what, timeout, pred)
     }
 
     /// No process of resshd panicked or was killed by a signal (a seccomp
