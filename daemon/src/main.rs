@@ -7,6 +7,7 @@
 //! exits while established sessions carry on.
 
 mod args;
+mod broker;
 mod notify;
 
 use std::collections::HashMap;
@@ -17,18 +18,20 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use ressh_ipc::msg::{FromBroker, ToBroker};
-use ressh_ipc::Endpoint;
+use ressh_ipc::msg::ToBroker;
+use ressh_ipc::{Endpoint, Outbox};
 use ressh_monitor::config::{Config, MatchContext, Settings};
 use ressh_monitor::log;
 use ressh_monitor::monitor::{Context, Privsep};
 use ressh_proto::keys::PrivateKey;
 
 use args::Args;
+use broker::Broker;
 
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
@@ -315,6 +318,7 @@ fn run(args: Args) -> Result<(), String> {
     if args.inetd {
         return inetd(config, settings, host_keys, privsep);
     }
+    let broker_sock = broker_listener(&settings.broker_socket)?;
     let listeners = bind(&settings)?;
     if !args.foreground {
         daemonize()?;
@@ -327,7 +331,6 @@ fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let broker_sock = broker_listener(&settings.broker_socket)?;
     let ctx = context(&settings, config, host_keys, privsep);
     notify::ready();
     serve(&ctx, &settings, listeners, broker_sock)
@@ -587,10 +590,20 @@ fn pump(from: i32, to: i32) {
 }
 
 /// Binds the broker socket that monitors connect to (root-only). A stale
-/// socket of an earlier resshd is replaced: its monitors reconnect here.
+/// socket of an earlier resshd is replaced: its monitors reconnect here;
+/// a live one is refused.
 fn broker_listener(path: &Path) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // A socket a live resshd still answers on is its, not ours to take:
+    // its sessions would lose their reconnects. One nobody answers on is
+    // left by a resshd that stopped (or by ourselves before SIGHUP).
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "BrokerSocket {} belongs to a running resshd; give this instance a BrokerSocket of its own",
+            path.display()
+        ));
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -605,6 +618,20 @@ fn broker_listener(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
+/// A monitor's link: what it sends is read when poll(2) says so; what we
+/// send waits in a bounded queue and never blocks the loop.
+struct Link {
+    ep: Endpoint,
+    out: Outbox,
+}
+
+/// How long the rest of a frame a monitor began may take.
+const LINK_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes queued for one monitor at most (a few reconnect requests).
+const LINK_QUEUE: usize = 1024 * 1024;
+/// A monitor that takes nothing from its link for this long is dropped.
+const LINK_STALL: Duration = Duration::from_secs(10);
+
 fn serve(
     ctx: &Context,
     settings: &Settings,
@@ -615,10 +642,18 @@ fn serve(
     // Connections forked by this resshd, for MaxStartups.
     let mut children: HashMap<Pid, Child> = HashMap::new();
     // Broker links of monitors (ours, or an earlier resshd's), by pid.
-    let mut links: HashMap<Pid, Endpoint> = HashMap::new();
-    let mut broker = Broker::default();
+    let mut links: HashMap<Pid, Link> = HashMap::new();
+    let mut broker = Broker::new(Instant::now());
     let mut drops: u64 = 0;
     loop {
+        let now = Instant::now();
+        let mut timeout = broker
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now));
+        if links.values().any(|l| !l.out.is_empty()) {
+            timeout =
+                Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
+        }
         let mut fds: Vec<PollFd> = Vec::with_capacity(2 + listeners.len() + links.len());
         fds.push(PollFd::new(signals.pipe.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(broker_sock.as_fd(), PollFlags::POLLIN));
@@ -627,9 +662,19 @@ fn serve(
         }
         let pids: Vec<Pid> = links.keys().copied().collect();
         for p in &pids {
-            fds.push(PollFd::new(links[p].as_fd(), PollFlags::POLLIN));
+            let l = &links[p];
+            let mut ev = PollFlags::POLLIN;
+            if !l.out.is_empty() {
+                ev |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(l.ep.as_fd(), ev));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let t = match timeout {
+            None => PollTimeout::NONE,
+            Some(t) => PollTimeout::try_from(t.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX),
+        };
+        match poll(&mut fds, t) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
@@ -657,33 +702,51 @@ fn serve(
             return reexec();
         }
         if ready[1] {
-            accept_links(&broker_sock, &mut links);
+            accept_links(&broker_sock, &mut links, &mut broker);
         }
+        let now = Instant::now();
+        let mut outs = broker.tick(now);
         let base = 2 + listeners.len();
         for (i, p) in pids.iter().enumerate() {
             if !ready[base + i] {
                 continue;
             }
-            let msg = links.get(p).map(|b| b.recv::<ToBroker>());
-            match msg {
-                Some(Ok((m, fds))) => {
-                    if matches!(m, ToBroker::Authenticated { .. }) {
+            let Some(link) = links.get(p) else { continue };
+            let result = match link.ep.recv::<ToBroker>() {
+                Ok((m, fds)) => broker.handle(*p, m, fds, now),
+                // Closed: the monitor is exiting.
+                Err(ressh_ipc::Error::Closed) => Err(String::new()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(o) => {
+                    if broker.authenticated(*p) {
                         if let Some(c) = children.get_mut(p) {
                             c.authenticated = true;
                         }
                     }
-                    broker.handle(*p, m, fds, &links);
+                    outs.extend(o);
                 }
-                _ => {
-                    // Closed or misbehaving: the monitor is exiting.
-                    links.remove(p);
-                    if let Some(c) = children.get_mut(p) {
-                        c.authenticated = true;
+                Err(why) => {
+                    if !why.is_empty() {
+                        log::error(&format!("broker: monitor {p}: {why}; link dropped"));
                     }
-                    broker.forget(*p);
+                    drop_link(&mut links, &mut broker, &mut children, *p);
                 }
             }
         }
+        for (to, m, fds) in outs {
+            let Some(link) = links.get_mut(&to) else {
+                continue;
+            };
+            if let Err(e) = link.out.push(&m, fds) {
+                log::error(&format!(
+                    "broker: monitor {to} does not read ({e}); link dropped"
+                ));
+                drop_link(&mut links, &mut broker, &mut children, to);
+            }
+        }
+        flush_links(&mut links, &mut broker, &mut children);
         for (i, l) in listeners.iter().enumerate() {
             if !ready[2 + i] {
                 continue;
@@ -744,8 +807,51 @@ fn serve(
     }
 }
 
+/// Forgets a monitor's link (it exited, misbehaved or stopped reading).
+fn drop_link(
+    links: &mut HashMap<Pid, Link>,
+    broker: &mut Broker,
+    children: &mut HashMap<Pid, Child>,
+    pid: Pid,
+) {
+    links.remove(&pid);
+    broker.closed(pid);
+    if let Some(c) = children.get_mut(&pid) {
+        c.authenticated = true;
+    }
+}
+
+/// Sends what each link takes now; drops a monitor that has taken nothing
+/// for [`LINK_STALL`].
+fn flush_links(
+    links: &mut HashMap<Pid, Link>,
+    broker: &mut Broker,
+    children: &mut HashMap<Pid, Child>,
+) {
+    let now = Instant::now();
+    let mut dead = Vec::new();
+    for (pid, l) in links.iter_mut() {
+        if l.out.is_empty() {
+            continue;
+        }
+        if let Err(e) = l.out.flush(l.ep.as_fd()) {
+            log::error(&format!("broker: to monitor {pid}: {e}; link dropped"));
+            dead.push(*pid);
+        } else if l.out.stalled_for(now).is_some_and(|t| t >= LINK_STALL) {
+            log::error(&format!(
+                "broker: monitor {pid} has read nothing for {} s; link dropped",
+                LINK_STALL.as_secs()
+            ));
+            dead.push(*pid);
+        }
+    }
+    for pid in dead {
+        drop_link(links, broker, children, pid);
+    }
+}
+
 /// Accepts monitors' broker links; only processes of our own uid (root).
-fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Endpoint>) {
+fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut Broker) {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     loop {
         let (s, _) = match l.accept() {
@@ -763,13 +869,21 @@ fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Endpoint>) {
             log::error(&format!("broker: refused a link from uid {}", cred.uid()));
             continue;
         }
-        if s.set_nonblocking(false).is_err() {
+        // Reads are done when poll(2) says so; the timeout bounds the wait
+        // for the rest of a frame a monitor began.
+        let ep = Endpoint::from_fd(OwnedFd::from(s));
+        if ep.set_timeout(Some(LINK_READ_TIMEOUT)).is_err() {
             continue;
         }
+        let pid = Pid::from_raw(cred.pid());
         links.insert(
-            Pid::from_raw(cred.pid()),
-            Endpoint::from_fd(OwnedFd::from(s)),
+            pid,
+            Link {
+                ep,
+                out: Outbox::new(LINK_QUEUE),
+            },
         );
+        broker.opened(pid);
     }
 }
 
@@ -791,172 +905,6 @@ fn drop_startup(s: &Settings, startups: u32) -> bool {
     let mut r = [0u8; 4];
     let _ = openssl::rand::rand_bytes(&mut r);
     (u32::from_ne_bytes(r) % 10_000) < p as u32
-}
-
-/// The table of live sessions and the routing of reconnects between the
-/// monitor of a new connection and the monitor that owns the session.
-#[derive(Default)]
-struct Broker {
-    tokens: HashMap<Vec<u8>, Pid>,
-    /// Authenticated user of each monitor, and since when it is detached.
-    users: HashMap<Pid, String>,
-    detached: HashMap<Pid, std::time::Instant>,
-    /// Route id → (monitor of the new connection, owning monitor).
-    routes: HashMap<u64, (Pid, Pid)>,
-    next_id: u64,
-}
-
-impl Broker {
-    fn send(
-        links: &HashMap<Pid, Endpoint>,
-        to: Pid,
-        m: &FromBroker,
-        fds: &[std::os::fd::BorrowedFd<'_>],
-    ) {
-        if let Some(b) = links.get(&to) {
-            if let Err(e) = b.send(m, fds) {
-                log::error(&format!("broker: to monitor {to}: {e}"));
-            }
-        }
-    }
-
-    fn forget(&mut self, pid: Pid) {
-        self.tokens.retain(|_, p| *p != pid);
-        self.users.remove(&pid);
-        self.detached.remove(&pid);
-        let dead: Vec<u64> = self
-            .routes
-            .iter()
-            .filter(|(_, (a, b))| *a == pid || *b == pid)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
-            self.routes.remove(&id);
-        }
-    }
-
-    fn handle(
-        &mut self,
-        from: Pid,
-        m: ToBroker,
-        fds: Vec<OwnedFd>,
-        children: &HashMap<Pid, Endpoint>,
-    ) {
-        match m {
-            ToBroker::Authenticated { user } => {
-                self.users.insert(from, user);
-            }
-            ToBroker::Tokens(tokens) => {
-                self.tokens.retain(|_, p| *p != from);
-                for t in tokens {
-                    self.tokens.insert(t, from);
-                }
-            }
-            ToBroker::Attached => {
-                self.detached.remove(&from);
-            }
-            ToBroker::Detached { max_per_user } => {
-                self.detached.insert(from, std::time::Instant::now());
-                // MaxDetachedSessions: end the user's oldest detached sessions.
-                let Some(user) = self.users.get(&from).cloned() else {
-                    return;
-                };
-                loop {
-                    let mut mine: Vec<(Pid, std::time::Instant)> = self
-                        .detached
-                        .iter()
-                        .filter(|(p, _)| self.users.get(p) == Some(&user))
-                        .map(|(p, t)| (*p, *t))
-                        .collect();
-                    if mine.len() as u64 <= max_per_user as u64 {
-                        break;
-                    }
-                    mine.sort_by_key(|(_, t)| *t);
-                    let (oldest, _) = mine[0];
-                    self.detached.remove(&oldest);
-                    Self::send(children, oldest, &FromBroker::Terminate, &[]);
-                }
-            }
-            ToBroker::Route {
-                request,
-                peer_addr,
-                peer_port,
-            } => {
-                let owner = self.tokens.get(&request.request.token).copied();
-                if owner.is_some_and(|o| self.routes.values().any(|(_, w)| *w == o)) {
-                    // One reconnect per session at a time: the attempts
-                    // would race for the same session.
-                    let r = FromBroker::RouteResult(Err((
-                        ressh_proto::resilience::failure::TRY_AGAIN,
-                        "another reconnect of this session is in progress".to_string(),
-                    )));
-                    Self::send(children, from, &r, &[]);
-                    return;
-                }
-                match owner {
-                    Some(owner) if owner != from => {
-                        self.next_id += 1;
-                        let id = self.next_id;
-                        self.routes.insert(id, (from, owner));
-                        let v = FromBroker::Validate {
-                            id,
-                            request,
-                            peer_addr,
-                            peer_port,
-                        };
-                        Self::send(children, owner, &v, &[]);
-                    }
-                    _ => {
-                        let r = FromBroker::RouteResult(Err((
-                            ressh_proto::resilience::failure::UNKNOWN_SESSION,
-                            "unknown session".to_string(),
-                        )));
-                        Self::send(children, from, &r, &[]);
-                    }
-                }
-            }
-            ToBroker::Verdict { id, result } => {
-                let Some(&(requester, owner)) = self.routes.get(&id) else {
-                    return;
-                };
-                if owner != from {
-                    log::error(&format!(
-                        "broker: monitor {from} answered for a route it does not own"
-                    ));
-                    return;
-                }
-                if result.is_err() {
-                    self.routes.remove(&id);
-                }
-                Self::send(children, requester, &FromBroker::RouteResult(result), &[]);
-            }
-            ToBroker::Handover {
-                leftover,
-                peer_addr,
-                peer_port,
-            } => {
-                let Some((&id, &(_, owner))) = self.routes.iter().find(|(_, (r, _))| *r == from)
-                else {
-                    log::error(&format!(
-                        "broker: monitor {from} handed over a socket nobody asked for"
-                    ));
-                    return;
-                };
-                self.routes.remove(&id);
-                let [fd] = match <[OwnedFd; 1]>::try_from(fds) {
-                    Ok(f) => f,
-                    Err(_) => return,
-                };
-                let t = FromBroker::Transport {
-                    id,
-                    leftover,
-                    peer_addr,
-                    peer_port,
-                };
-                Self::send(children, owner, &t, &[fd.as_fd()]);
-            }
-        }
-    }
 }
 
 fn reap(children: &mut HashMap<Pid, Child>) {

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+pub mod harden;
 pub mod msg;
 
 /// Largest frame accepted.
@@ -108,15 +109,24 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Sends `msg` with `fds` attached.
+    /// Bounds how long a send may block (None: forever).
+    pub fn set_send_timeout(&self, t: Option<Duration>) -> Result<()> {
+        let tv = match t {
+            Some(d) => TimeVal::new(d.as_secs() as i64, d.subsec_micros() as i64),
+            None => TimeVal::new(0, 0),
+        };
+        setsockopt(&self.sock, sockopt::SendTimeout, &tv)?;
+        Ok(())
+    }
+
+    /// Sends `msg` with `fds` attached, blocking until all of it is sent
+    /// (or the send timeout passes). Root processes use an [`Outbox`]
+    /// towards a peer that might not read.
     pub fn send<T: Serialize>(&self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
         if fds.len() > MAX_FDS {
             return Err(Error::BadFds);
         }
-        let body = Zeroizing::new(postcard::to_stdvec(msg).map_err(|_| Error::Decode)?);
-        if body.len() > MAX_FRAME {
-            return Err(Error::TooLarge(body.len()));
-        }
+        let body = encode(msg)?;
         let header = (body.len() as u32).to_be_bytes();
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -230,6 +240,119 @@ impl Endpoint {
     }
 }
 
+/// A message's body, checked against [`MAX_FRAME`].
+fn encode<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>> {
+    let body = Zeroizing::new(postcard::to_stdvec(msg).map_err(|_| Error::Decode)?);
+    if body.len() > MAX_FRAME {
+        return Err(Error::TooLarge(body.len()));
+    }
+    Ok(body)
+}
+
+/// Messages waiting to be sent to a peer that is not made to be trusted to
+/// read: sending never blocks. Frames leave whole and in order, each with
+/// its descriptors on its first byte; the queue is bounded in bytes, and
+/// [`Outbox::stalled_for`] tells how long the peer has read nothing.
+#[derive(Debug)]
+pub struct Outbox {
+    frames: std::collections::VecDeque<Frame>,
+    bytes: usize,
+    limit: usize,
+    /// Since when the queue has not been empty without progress.
+    stalled_since: Option<std::time::Instant>,
+}
+
+#[derive(Debug)]
+struct Frame {
+    data: Zeroizing<Vec<u8>>,
+    off: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl Outbox {
+    /// An empty queue that holds at most `limit` bytes.
+    pub fn new(limit: usize) -> Outbox {
+        Outbox {
+            frames: Default::default(),
+            bytes: 0,
+            limit,
+            stalled_since: None,
+        }
+    }
+
+    /// Queues `msg` with `fds`; Err(TooLarge) when the queue would pass its
+    /// limit (the peer reads too little: drop it).
+    pub fn push<T: Serialize>(&mut self, msg: &T, fds: Vec<OwnedFd>) -> Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(Error::BadFds);
+        }
+        let body = encode(msg)?;
+        let mut data = Zeroizing::new(Vec::with_capacity(4 + body.len()));
+        data.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        data.extend_from_slice(&body);
+        if self.bytes + data.len() > self.limit {
+            return Err(Error::TooLarge(self.bytes + data.len()));
+        }
+        self.bytes += data.len();
+        if self.frames.is_empty() {
+            self.stalled_since = Some(std::time::Instant::now());
+        }
+        self.frames.push_back(Frame { data, off: 0, fds });
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// How long the queue has waited without the peer taking anything.
+    pub fn stalled_for(&self, now: std::time::Instant) -> Option<Duration> {
+        self.stalled_since.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Sends what the socket takes now, without blocking.
+    pub fn flush(&mut self, sock: BorrowedFd<'_>) -> Result<()> {
+        let mut progress = false;
+        while let Some(f) = self.frames.front_mut() {
+            let raw: Vec<RawFd> = f.fds.iter().map(|d| d.as_raw_fd()).collect();
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &cmsg };
+            let iov = [IoSlice::new(&f.data[f.off..])];
+            match sendmsg::<()>(
+                sock.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) => {
+                    progress = true;
+                    f.fds.clear();
+                    f.off += n;
+                    self.bytes -= n;
+                    if f.off == f.data.len() {
+                        self.frames.pop_front();
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.frames.is_empty() {
+            self.stalled_since = None;
+        } else if progress {
+            self.stalled_since = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+}
+
 impl AsFd for Endpoint {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
@@ -291,6 +414,44 @@ mod tests {
         b.set_timeout(Some(Duration::from_millis(50))).unwrap();
         nix::unistd::write(&a, &[0, 0]).unwrap();
         assert!(matches!(b.recv::<u8>(), Err(Error::Io(_))));
+    }
+
+    #[test]
+    fn an_outbox_never_blocks_and_keeps_frames_whole() {
+        let (a, b) = Endpoint::pair().unwrap();
+        let (p, q) = Endpoint::pair().unwrap();
+        let mut out = Outbox::new(4 * 1024 * 1024);
+        // Far more than the socket holds: a peer that does not read.
+        let big = vec![7u8; 64 * 1024];
+        out.push(&(1u32, big.clone()), vec![p.into_fd()]).unwrap();
+        for i in 2..40u32 {
+            out.push(&(i, big.clone()), vec![]).unwrap();
+        }
+        out.flush(a.as_fd()).unwrap();
+        assert!(!out.is_empty(), "the socket took it all");
+        assert!(out.stalled_for(std::time::Instant::now()).is_some());
+        // The limit bounds what waits.
+        let mut small = Outbox::new(1000);
+        assert!(matches!(small.push(&big, vec![]), Err(Error::TooLarge(_))));
+        // The reader gets every frame whole, in order, the fd with the first.
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 1..40u32 {
+                let ((i, v), fds): ((u32, Vec<u8>), _) = b.recv().unwrap();
+                assert_eq!(v.len(), 64 * 1024);
+                got.push((i, fds.len()));
+            }
+            got
+        });
+        while !out.is_empty() {
+            out.flush(a.as_fd()).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = reader.join().unwrap();
+        assert_eq!(got[0], (1, 1));
+        assert!(got.iter().enumerate().all(|(k, (i, _))| *i == k as u32 + 1));
+        assert!(got[1..].iter().all(|(_, n)| *n == 0));
+        drop(q);
     }
 
     #[test]

@@ -187,12 +187,14 @@ pub enum ToSession {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FromSession {
-    /// A rekey's exchange hash to sign.
+    /// A rekey's exchange hash to sign: once per key exchange.
     Sign {
         key: Vec<u8>,
         alg: String,
         data: Vec<u8>,
     },
+    /// A key exchange completed: the next one may be signed.
+    KexDone,
     /// The resume tokens this session answers to now (after start and after
     /// every reconnect).
     Tokens(Vec<Vec<u8>>),
@@ -210,6 +212,12 @@ pub enum FromSession {
     LoginEnded { tty: String },
 }
 
+/// The version of the monitor ↔ broker link, sent first in
+/// [`ToBroker::Hello`]: monitors that outlive an upgrade of resshd are
+/// refused clearly, never misparsed. Bump it with any change to
+/// [`ToBroker`] or [`FromBroker`].
+pub const BROKER_VERSION: u32 = 2;
+
 /// Monitor → broker (resshd): lifecycle of a connection, so the broker
 /// keeps its table of live sessions (MaxStartups counts connections that
 /// have not authenticated; resilient reconnects are routed through it).
@@ -221,9 +229,11 @@ pub enum ToBroker {
     /// The session answers to these resume tokens (replacing earlier ones).
     Tokens(Vec<Vec<u8>>),
     /// The session lost its transport; the user may keep at most
-    /// `max_per_user` detached sessions (MaxDetachedSessions).
+    /// `max_per_user` sessions detached for longer than `grace_secs`
+    /// (MaxDetachedSessions, DetachGraceTime).
     Detached {
         max_per_user: u32,
+        grace_secs: u64,
     },
     Attached,
     /// A new connection's monitor asks to route a reconnect request.
@@ -244,6 +254,11 @@ pub enum ToBroker {
         leftover: Vec<u8>,
         peer_addr: String,
         peer_port: u16,
+    },
+    /// The first message on every link (a variant added last, so that an
+    /// older monitor's first message never decodes as it).
+    Hello {
+        version: u32,
     },
 }
 

@@ -4,24 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nix::unistd::{chdir, chroot, setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{chdir, chroot};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
 /// Drops to `uid`/`gid` inside `root` (when running as root).
 pub fn drop_privileges(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
     chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    setgroups(&[Gid::from_raw(gid)]).map_err(|e| format!("setgroups: {e}"))?;
-    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
-    setresgid(g, g, g).map_err(|e| format!("setresgid: {e}"))?;
-    setresuid(u, u, u).map_err(|e| format!("setresuid: {e}"))?;
-    // Regaining root must be impossible now.
-    if uid != 0
-        && (nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root())
-    {
-        return Err("privileges could be regained".into());
-    }
-    Ok(())
+    ressh_ipc::harden::become_user(uid, gid, &[gid])?;
+    // Kex workers share the privsep user: none may trace another.
+    ressh_ipc::harden::non_dumpable()
 }
 
 /// Sets no_new_privs and installs the seccomp filter.

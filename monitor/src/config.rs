@@ -90,7 +90,8 @@
 //! | PrivilegeSeparationDirectory | `privilege_separation_directory` | /run/resshd/empty | its empty chroot |
 //! | BrokerSocket | `broker_socket` | /run/resshd/broker.sock | where monitors reach resshd; survives restarts of resshd |
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
-//! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | detached sessions kept per user |
+//! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | sessions per user kept detached longer than DetachGraceTime |
+//! | DetachGraceTime (M) | `detach_grace_time` | 10m | how long a detached session does not count against MaxDetachedSessions |
 //! | ResilienceBufferSize (M) | `resilience_buffer_size` | 16M | per-session cap on unacknowledged data (64K..4G, K/M/G suffixes) |
 //!
 //! **Ignored with a warning** (`file:line: unsupported option X ignored`):
@@ -427,6 +428,10 @@ pub struct Settings {
     pub unused_connection_timeout: Option<Duration>,
     pub detach_timeout: Duration,
     pub max_detached_sessions: u32,
+    /// Detached for less than this, a session does not count against
+    /// MaxDetachedSessions (a network blip cuts all of a user's
+    /// connections at once).
+    pub detach_grace_time: Duration,
     pub resilience_buffer_size: u64,
 }
 
@@ -725,6 +730,10 @@ impl Settings {
         line(
             "maxdetachedsessions",
             &self.max_detached_sessions.to_string(),
+        );
+        line(
+            "detachgracetime",
+            &self.detach_grace_time.as_secs().to_string(),
         );
         line(
             "resiliencebuffersize",

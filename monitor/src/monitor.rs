@@ -28,6 +28,7 @@ use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
     Config, GatewayPorts, MatchContext, PermitRootLogin, PermitUserEnvironment, Settings,
 };
+use crate::gate::{KexGate, SessionGate};
 use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
@@ -72,6 +73,8 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
             ..Default::default()
         }),
         session_id: None,
+        kex_gate: KexGate::default(),
+        session_gate: SessionGate::default(),
         failures: 0,
         accepted: None,
         broker,
@@ -107,6 +110,9 @@ struct Monitor<'a> {
     settings: Settings,
     /// The first exchange hash signed: the session id.
     session_id: Option<Vec<u8>>,
+    /// Which request each worker may make now.
+    kex_gate: KexGate,
+    session_gate: SessionGate,
     failures: u32,
     accepted: Option<Accepted>,
     broker: Option<Endpoint>,
@@ -298,8 +304,9 @@ impl Monitor<'_> {
     ) -> Result<(), String> {
         let who = self.who();
         let result = match &self.broker {
+            // resshd is restarting: the client tries again.
             None => Err((
-                ressh_proto::resilience::failure::UNKNOWN_SESSION,
+                ressh_proto::resilience::failure::TRY_AGAIN,
                 "no broker".to_string(),
             )),
             Some(b) => {
@@ -367,25 +374,20 @@ impl Monitor<'_> {
                     Err(e) => return Err(e.to_string()),
                 },
             };
+            // The table: anything out of phase kills the worker.
+            self.kex_gate
+                .check((&msg).into(), self.accepted.is_some())
+                .map_err(|e| format!("kex worker: {e}"))?;
             match msg {
                 FromKex::Sign { key, alg, data } => {
-                    if self.accepted.is_some() {
-                        return Err("kex worker asked for a signature after auth".into());
-                    }
-                    if self.session_id.is_none() {
-                        if data.len() != 32 {
-                            return Err("first signature request is not an exchange hash".into());
-                        }
-                        self.session_id = Some(data.clone());
-                    }
+                    // The one signature (the gate allows no second): its
+                    // exchange hash is the session id.
+                    self.session_id = Some(data.clone());
                     let r = self.sign(&key, &alg, &data);
                     ipc.send(&ToKex::Signature(r), &[])
                         .map_err(|e| e.to_string())?;
                 }
                 FromKex::Auth { user, request } => {
-                    if self.accepted.is_some() || self.session_id.is_none() {
-                        return Err("auth request out of order".into());
-                    }
                     let v = self.judge(ipc, &user, request);
                     if let Some(e) = self.ipc_failure.take() {
                         if e == "closed" {
@@ -402,15 +404,9 @@ impl Monitor<'_> {
                         .map_err(|e| e.to_string())?;
                 }
                 FromKex::Reconnect { request, leftover } => {
-                    if self.session_id.is_some() {
-                        return Err("reconnect request after a key exchange".into());
-                    }
                     return Ok(KexOutcome::Reconnect(request, leftover));
                 }
                 FromKex::Authenticated { state } => {
-                    if self.accepted.is_none() {
-                        return Err("kex worker claims success the monitor did not grant".into());
-                    }
                     return Ok(KexOutcome::Authenticated(state));
                 }
             }
@@ -991,22 +987,19 @@ impl Monitor<'_> {
             .current_dir("/");
         let fds = [theirs.as_raw_fd()];
         let (uid, gid) = (a.user.uid.as_raw(), a.user.gid.as_raw());
-        let groups: Vec<libc::gid_t> = a.groups.clone();
-        let change_ids = matches!(self.ctx.privsep, Privsep::Root { .. });
-        // SAFETY: only async-signal-safe calls (dup, setgroups, setgid, setuid).
-        unsafe {
-            cmd.pre_exec(move || {
-                place_fds(&fds)?;
-                if change_ids
-                    && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0)
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        if matches!(self.ctx.privsep, Privsep::Root { .. }) {
+            // The worker becomes the user itself: exec'd as root and then
+            // changing its credentials, it is never dumpable by the user.
+            let groups: Vec<String> = a.groups.iter().map(|g| g.to_string()).collect();
+            cmd.arg("--uid")
+                .arg(uid.to_string())
+                .arg("--gid")
+                .arg(gid.to_string())
+                .arg("--groups")
+                .arg(groups.join(","));
+        }
+        // SAFETY: place_fds only calls async-signal-safe functions.
+        unsafe { cmd.pre_exec(move || place_fds(&fds)) };
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.ctx.session_worker.display()))?;
@@ -1070,30 +1063,93 @@ enum KexOutcome {
     Reconnect(Box<ressh_proto::ReconnectRequest>, Vec<u8>),
 }
 
+/// How long the session worker may take for a reconnect verdict before the
+/// new connection is told to try again (the worker may be stopped).
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The rest of a frame the session worker began must come within this.
+const WORKER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes queued for the session worker at most, and how long it may leave
+/// them unread before the monitor ends it.
+const WORKER_QUEUE: usize = 1024 * 1024;
+const WORKER_STALL: Duration = Duration::from_secs(30);
+/// How often a monitor without a broker looks for one (resshd restarting).
+const RELINK_EVERY: Duration = Duration::from_millis(200);
+
+/// The session worker's link: reads when poll(2) says so, writes through a
+/// bounded queue, so the monitor never blocks on a process the user owns.
+struct WorkerLink<'e> {
+    ep: &'e Endpoint,
+    out: ressh_ipc::Outbox,
+    /// The routed request the worker validates: its id, when it was sent,
+    /// and whether the broker was already answered for it (too late).
+    validating: Option<(u64, Instant, bool)>,
+    /// The address of the transport last handed to the worker: what the
+    /// monitor itself saw, believed over anything the worker says.
+    handed: Option<SocketAddr>,
+}
+
+impl WorkerLink<'_> {
+    fn send(&mut self, m: &ToSession, fds: Vec<OwnedFd>) -> Result<(), String> {
+        self.out
+            .push(m, fds)
+            .map_err(|e| format!("the session worker does not read: {e}"))?;
+        self.out.flush(self.ep.as_fd()).map_err(|e| e.to_string())
+    }
+}
+
 impl Monitor<'_> {
     fn serve_session(&mut self, ours: &Endpoint) -> Result<(), String> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        // The routed request being validated: its id.
-        let mut validating: Option<u64> = None;
+        ours.set_timeout(Some(WORKER_READ_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut w = WorkerLink {
+            ep: ours,
+            out: ressh_ipc::Outbox::new(WORKER_QUEUE),
+            validating: None,
+            handed: None,
+        };
         loop {
+            let now = Instant::now();
+            let mut timeout: Option<Duration> = None;
+            let mut soon = |t: Duration| timeout = Some(timeout.map_or(t, |x: Duration| x.min(t)));
+            if self.broker.is_none() {
+                soon(RELINK_EVERY);
+            }
+            if !w.out.is_empty() {
+                soon(Duration::from_secs(1));
+            }
+            if let Some((_, since, false)) = w.validating {
+                soon((since + VERDICT_TIMEOUT).saturating_duration_since(now));
+            }
             let (session_ready, broker_ready) = {
-                let mut fds = vec![PollFd::new(ours.as_fd(), PollFlags::POLLIN)];
+                let mut ev = PollFlags::POLLIN;
+                if !w.out.is_empty() {
+                    ev |= PollFlags::POLLOUT;
+                }
+                let mut fds = vec![PollFd::new(ours.as_fd(), ev)];
                 if let Some(b) = &self.broker {
                     fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
                 }
-                // Without a broker (resshd restarting), look for the new one
-                // every second.
-                let timeout = if self.broker.is_some() {
-                    PollTimeout::NONE
-                } else {
-                    PollTimeout::from(1000u16)
+                let t = match timeout {
+                    None => PollTimeout::NONE,
+                    Some(t) => PollTimeout::try_from(t.as_millis().min(60_000) as i32 + 1)
+                        .unwrap_or(PollTimeout::MAX),
                 };
-                match poll(&mut fds, timeout) {
+                match poll(&mut fds, t) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(format!("poll: {e}")),
                 }
-                let r: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+                let r: Vec<bool> = fds
+                    .iter()
+                    .map(|f| {
+                        f.revents().is_some_and(|r| {
+                            r.intersects(
+                                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
+                            )
+                        })
+                    })
+                    .collect();
                 (r[0], r.get(1).copied().unwrap_or(false))
             };
             if self.broker.is_none() {
@@ -1101,7 +1157,12 @@ impl Monitor<'_> {
             }
             if session_ready {
                 match ours.recv::<FromSession>() {
-                    Ok((m, _)) => self.on_session_msg(ours, m, &mut validating)?,
+                    Ok((m, fds)) => {
+                        if !fds.is_empty() {
+                            return Err("descriptors from the session worker".into());
+                        }
+                        self.on_session_msg(&mut w, m)?
+                    }
                     Err(ressh_ipc::Error::Closed) => return Ok(()),
                     Err(e) => return Err(e.to_string()),
                 }
@@ -1109,7 +1170,7 @@ impl Monitor<'_> {
             if broker_ready {
                 let b = self.broker.as_ref().expect("broker");
                 match b.recv::<FromBroker>() {
-                    Ok((m, fds)) => self.on_broker_msg(ours, m, fds, &mut validating)?,
+                    Ok((m, fds)) => self.on_broker_msg(&mut w, m, fds)?,
                     Err(e) => {
                         // resshd went away (restart): the session carries on
                         // without routing until a new broker takes over.
@@ -1117,6 +1178,33 @@ impl Monitor<'_> {
                         self.broker = None;
                     }
                 }
+            }
+            let now = Instant::now();
+            if let Some((id, since, answered)) = w.validating.as_mut() {
+                if !*answered && now.saturating_duration_since(*since) >= VERDICT_TIMEOUT {
+                    // The worker is slow or stopped: the client tries again;
+                    // its late verdict is dropped.
+                    *answered = true;
+                    log::info(&format!(
+                        "{}: the session gave no reconnect verdict in {} s",
+                        self.who(),
+                        VERDICT_TIMEOUT.as_secs()
+                    ));
+                    self.to_broker(&ToBroker::Verdict {
+                        id: *id,
+                        result: Err((
+                            ressh_proto::resilience::failure::TRY_AGAIN,
+                            "the session is busy".into(),
+                        )),
+                    });
+                }
+            }
+            w.out.flush(ours.as_fd()).map_err(|e| e.to_string())?;
+            if w.out.stalled_for(now).is_some_and(|t| t >= WORKER_STALL) {
+                return Err(format!(
+                    "the session worker has read nothing for {} s",
+                    WORKER_STALL.as_secs()
+                ));
             }
         }
     }
@@ -1146,31 +1234,34 @@ impl Monitor<'_> {
         }
     }
 
-    fn on_session_msg(
-        &mut self,
-        ours: &Endpoint,
-        m: FromSession,
-        validating: &mut Option<u64>,
-    ) -> Result<(), String> {
+    fn on_session_msg(&mut self, w: &mut WorkerLink<'_>, m: FromSession) -> Result<(), String> {
+        // A verdict that came after the broker was told to try again.
+        if matches!(m, FromSession::ReconnectVerdict(_))
+            && matches!(w.validating, Some((_, _, true)))
+        {
+            w.validating = None;
+            self.session_gate.check(&m)?;
+            return Ok(());
+        }
+        // The table: anything out of phase kills the worker.
+        self.session_gate
+            .check(&m)
+            .map_err(|e| format!("session worker: {e}"))?;
         match m {
             FromSession::Sign { key, alg, data } => {
                 let r = self.sign(&key, &alg, &data);
-                ours.send(&ToSession::Signature(r), &[])
-                    .map_err(|e| e.to_string())
+                w.send(&ToSession::Signature(r), Vec::new())
             }
+            FromSession::KexDone => Ok(()),
             FromSession::Tokens(t) => {
-                if t.len() > 4 || t.iter().any(|x| x.len() != 32) {
-                    return Err("bad tokens".into());
-                }
                 self.to_broker(&ToBroker::Tokens(t.clone()));
                 self.tokens = t;
                 Ok(())
             }
             FromSession::ReconnectVerdict(result) => {
-                let Some(id) = validating.take() else {
-                    return Err("reconnect verdict nobody asked for".into());
-                };
-                self.to_broker(&ToBroker::Verdict { id, result });
+                if let Some((id, _, _)) = w.validating.take() {
+                    self.to_broker(&ToBroker::Verdict { id, result });
+                }
                 Ok(())
             }
             FromSession::LoginStarted { tty, pid } => {
@@ -1188,21 +1279,31 @@ impl Monitor<'_> {
             }
             FromSession::Detached => {
                 log::info(&format!("Detached: {}", self.who()));
-                let max_per_user = self
-                    .accepted
-                    .as_ref()
-                    .map_or(u32::MAX, |a| a.settings.max_detached_sessions);
-                self.to_broker(&ToBroker::Detached { max_per_user });
+                let (max_per_user, grace_secs) =
+                    self.accepted.as_ref().map_or((u32::MAX, 0), |a| {
+                        (
+                            a.settings.max_detached_sessions,
+                            a.settings.detach_grace_time.as_secs(),
+                        )
+                    });
+                self.to_broker(&ToBroker::Detached {
+                    max_per_user,
+                    grace_secs,
+                });
                 Ok(())
             }
-            FromSession::Attached {
-                peer_addr,
-                peer_port,
-            } => {
+            FromSession::Attached { .. } => {
+                // The address is the one the monitor handed over itself, not
+                // the worker's word.
+                let Some(peer) = w.handed.take() else {
+                    log::error(&format!(
+                        "{}: the session worker claims a reconnect it was not given",
+                        self.who()
+                    ));
+                    return Ok(());
+                };
                 let old = self.who();
-                if let Ok(ip) = peer_addr.parse() {
-                    self.peer = SocketAddr::new(ip, peer_port);
-                }
+                self.peer = peer;
                 log::info(&format!("Reconnected: {} (was {old})", self.who()));
                 self.to_broker(&ToBroker::Attached);
                 Ok(())
@@ -1246,10 +1347,9 @@ impl Monitor<'_> {
 
     fn on_broker_msg(
         &mut self,
-        ours: &Endpoint,
+        w: &mut WorkerLink<'_>,
         m: FromBroker,
         fds: Vec<OwnedFd>,
-        validating: &mut Option<u64>,
     ) -> Result<(), String> {
         match m {
             FromBroker::Validate {
@@ -1258,20 +1358,29 @@ impl Monitor<'_> {
                 peer_addr,
                 peer_port,
             } => {
+                let refuse = |code, why: String| ToBroker::Verdict {
+                    id,
+                    result: Err((code, why)),
+                };
                 if let Err(why) = self.reconnect_allowed(&peer_addr) {
                     log::info(&format!(
                         "Reconnect of {} from {peer_addr} port {peer_port} refused: {why}",
                         self.who()
                     ));
-                    self.to_broker(&ToBroker::Verdict {
-                        id,
-                        result: Err((ressh_proto::resilience::failure::NOT_ALLOWED, why)),
-                    });
+                    let code = ressh_proto::resilience::failure::NOT_ALLOWED;
+                    self.to_broker(&refuse(code, why));
                     return Ok(());
                 }
-                *validating = Some(id);
-                ours.send(&ToSession::Reconnect(request), &[])
-                    .map_err(|e| e.to_string())
+                if w.validating.is_some() {
+                    // One request at the worker at a time: it may be
+                    // stopped, and nothing piles up for it.
+                    let code = ressh_proto::resilience::failure::TRY_AGAIN;
+                    self.to_broker(&refuse(code, "the session is busy".into()));
+                    return Ok(());
+                }
+                w.validating = Some((id, Instant::now(), false));
+                self.session_gate.asked_verdict();
+                w.send(&ToSession::Reconnect(request), Vec::new())
             }
             FromBroker::Transport {
                 id: _,
@@ -1279,25 +1388,28 @@ impl Monitor<'_> {
                 peer_addr,
                 peer_port,
             } => {
-                let [fd] = <[OwnedFd; 1]>::try_from(fds)
-                    .map_err(|_| "transport without exactly one socket")?;
-                ours.send(
+                if fds.len() != 1 {
+                    return Err("transport without exactly one socket".into());
+                }
+                let Ok(ip) = peer_addr.parse::<std::net::IpAddr>() else {
+                    return Err(format!("transport from a bad address {peer_addr:?}"));
+                };
+                w.handed = Some(SocketAddr::new(ip, peer_port));
+                w.send(
                     &ToSession::Transport {
                         leftover,
                         peer_addr,
                         peer_port,
                     },
-                    &[fd.as_fd()],
+                    fds,
                 )
-                .map_err(|e| e.to_string())
             }
             FromBroker::Terminate => {
                 log::info(&format!(
-                    "{}: too many detached sessions for the user; ending the oldest",
+                    "{}: too many detached sessions for the user; ending the one detached longest",
                     self.who()
                 ));
-                ours.send(&ToSession::Terminate, &[])
-                    .map_err(|e| e.to_string())
+                w.send(&ToSession::Terminate, Vec::new())
             }
             FromBroker::RouteResult(_) => Err("route result for a session".into()),
         }
@@ -1351,10 +1463,18 @@ impl Monitor<'_> {
     }
 }
 
-/// A link to resshd's broker, or None when it cannot be reached.
+/// A link to resshd's broker, greeted with our protocol version, or None
+/// when it cannot be reached. The broker reads at once; the send timeout
+/// only keeps a wedged broker from wedging this monitor.
 fn connect_broker(path: &std::path::Path) -> Option<Endpoint> {
     let s = std::os::unix::net::UnixStream::connect(path).ok()?;
-    Some(Endpoint::from_fd(OwnedFd::from(s)))
+    let b = Endpoint::from_fd(OwnedFd::from(s));
+    b.set_send_timeout(Some(Duration::from_secs(2))).ok()?;
+    let hello = ToBroker::Hello {
+        version: ressh_ipc::msg::BROKER_VERSION,
+    };
+    b.send(&hello, &[]).ok()?;
+    Some(b)
 }
 
 /// Whether `a` is a real address: inetd mode over pipes has none and

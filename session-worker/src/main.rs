@@ -1,8 +1,9 @@
 //! resshd-session: the post-authentication worker of resshd, one per
 //! connection, running as the user (DESIGN.md §3).
 //!
-//! The monitor execs it with the uid, gids and groups of the user already
-//! set, cwd `/`, and its IPC endpoint on fd 3. The worker receives
+//! The monitor execs it as root with `--uid --gid --groups` of the user,
+//! cwd `/`, and its IPC endpoint on fd 3; the worker changes to the user
+//! itself, so it is never dumpable (`ressh_ipc::harden`). The worker receives
 //! `ToSession::Start` with the client's TCP socket, imports the connection
 //! state exported by the kex worker, and serves the connection protocol
 //! (sessions, ptys, forwarding) until the client goes away. Host-key
@@ -52,6 +53,13 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
+    // First of all, before fd 3 is used: become the user (when exec'd as
+    // root) and make this process untraceable (see ressh_ipc::harden).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((uid, gid, groups)) = ressh_ipc::harden::user_args(&args)? {
+        ressh_ipc::harden::become_user(uid, gid, &groups)?;
+    }
+    ressh_ipc::harden::forbid_tracing()?;
     // Take fd 3, and keep it from every child.
     fcntl(IPC_FD, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|e| format!("no IPC endpoint on fd {IPC_FD}: {e}"))?;

@@ -35,6 +35,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ressh_ipc::msg::FromSession;
 use ressh_ipc::Endpoint;
 
 use mio::net::TcpStream;
@@ -677,6 +678,9 @@ impl Session {
                 let why = format!("Connection to {} port {} is dead", i.peer_addr, i.peer_port);
                 self.transport_lost(&why);
             }
+            // The monitor signs one exchange hash per key exchange: tell it
+            // this one is done, so it signs the next.
+            Event::KexDone { .. } => self.notify(FromSession::KexDone),
             // Replies to our keepalives: any input already reset the count.
             // Reconnected: logged by the commit itself.
             Event::GlobalReply { .. }

@@ -35,6 +35,7 @@ mod attacks;
 mod backpressure;
 mod detach;
 mod disruptions;
+mod hostile_user;
 mod legacy;
 mod restart;
 mod roaming;

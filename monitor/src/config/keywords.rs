@@ -63,6 +63,7 @@ pub(crate) enum Imp {
     PrivilegeSeparationDirectory,
     BrokerSocket,
     DetachTimeout,
+    DetachGraceTime,
     MaxDetachedSessions,
     ResilienceBufferSize,
     UsePam,
@@ -249,6 +250,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("privilegeseparationdirectory", Imp::PrivilegeSeparationDirectory, G),
     imp("brokersocket", Imp::BrokerSocket, G),
     imp("detachtimeout", Imp::DetachTimeout, M),
+    imp("detachgracetime", Imp::DetachGraceTime, M),
     imp("maxdetachedsessions", Imp::MaxDetachedSessions, M),
     imp("resiliencebuffersize", Imp::ResilienceBufferSize, M),
     // Ignored with a warning: the feature is absent and its absence only

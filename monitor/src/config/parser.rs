@@ -609,6 +609,7 @@ impl Parser {
             Imp::Banner => Value::Banner(derelativise(a.one()?)?),
             Imp::ClientAliveInterval => Value::ClientAliveInterval(parse_time(a.one()?)?),
             Imp::DetachTimeout => Value::DetachTimeout(parse_time(a.one()?)?),
+            Imp::DetachGraceTime => Value::DetachGraceTime(parse_time(a.one()?)?),
             Imp::AuthorizedKeysFile => {
                 let list = a.some()?;
                 let mut out = Vec::with_capacity(list.len());

@@ -78,6 +78,7 @@ pub(crate) enum Value {
     PrivilegeSeparationDirectory(PathBuf),
     BrokerSocket(PathBuf),
     DetachTimeout(Duration),
+    DetachGraceTime(Duration),
     MaxDetachedSessions(u32),
     ResilienceBufferSize(u64),
     UsePam(bool),
@@ -149,6 +150,7 @@ pub(crate) struct Raw {
     channel_timeouts: Option<Vec<ChannelTimeout>>,
     unused_connection_timeout: Option<Option<Duration>>,
     detach_timeout: Option<Duration>,
+    detach_grace_time: Option<Duration>,
     max_detached_sessions: Option<u32>,
     resilience_buffer_size: Option<u64>,
 }
@@ -259,6 +261,7 @@ impl Raw {
             }
             Value::BrokerSocket(x) => first(&mut self.broker_socket, x),
             Value::DetachTimeout(x) => first(&mut self.detach_timeout, x),
+            Value::DetachGraceTime(x) => first(&mut self.detach_grace_time, x),
             Value::MaxDetachedSessions(x) => first(&mut self.max_detached_sessions, x),
             Value::ResilienceBufferSize(x) => first(&mut self.resilience_buffer_size, x),
             Value::UsePam(x) => first(&mut self.use_pam, x),
@@ -326,6 +329,7 @@ impl Raw {
             &m.unused_connection_timeout,
         );
         over(&mut self.detach_timeout, &m.detach_timeout);
+        over(&mut self.detach_grace_time, &m.detach_grace_time);
         over(&mut self.max_detached_sessions, &m.max_detached_sessions);
         over(&mut self.resilience_buffer_size, &m.resilience_buffer_size);
     }
@@ -476,6 +480,7 @@ impl Raw {
             channel_timeouts: self.channel_timeouts.unwrap_or_default(),
             unused_connection_timeout: self.unused_connection_timeout.unwrap_or(None),
             detach_timeout: self.detach_timeout.unwrap_or(Duration::from_secs(3600)),
+            detach_grace_time: self.detach_grace_time.unwrap_or(Duration::from_secs(600)),
             max_detached_sessions: self.max_detached_sessions.unwrap_or(10),
             resilience_buffer_size: self.resilience_buffer_size.unwrap_or(16 << 20),
         }

@@ -154,6 +154,7 @@ fn defaults_are_sshds() {
     );
     assert_eq!(s.detach_timeout, secs(3600));
     assert_eq!(s.max_detached_sessions, 10);
+    assert_eq!(s.detach_grace_time, secs(600));
     assert_eq!(s.resilience_buffer_size, 16 << 20);
     let ciphers: Vec<&str> = ressh_proto::cipher::CIPHERS
         .iter()
@@ -501,7 +502,7 @@ fn value_formats() {
     assert!(parse_err("Port 0").contains("Badly formatted port"));
     assert!(parse_err("Port 65536").contains("Badly formatted port"));
     // resshd's own keywords.
-    let s = g("PrivilegeSeparationUser sshd\nPrivilegeSeparationDirectory /var/empty\nDetachTimeout 2h30m\nMaxDetachedSessions 3\nResilienceBufferSize 64M");
+    let s = g("PrivilegeSeparationUser sshd\nPrivilegeSeparationDirectory /var/empty\nDetachTimeout 2h30m\nDetachGraceTime 90s\nMaxDetachedSessions 3\nResilienceBufferSize 64M");
     assert_eq!(s.privilege_separation_user, "sshd");
     assert_eq!(
         s.privilege_separation_directory,
@@ -509,6 +510,7 @@ fn value_formats() {
     );
     assert_eq!(s.detach_timeout, secs(9000));
     assert_eq!(s.max_detached_sessions, 3);
+    assert_eq!(s.detach_grace_time, secs(90));
     assert_eq!(s.resilience_buffer_size, 64 << 20);
     assert_eq!(g("ResilienceBufferSize 1g").resilience_buffer_size, 1 << 30);
     parse_err("ResilienceBufferSize 1K");

@@ -128,7 +128,7 @@ pub fn into_mio(
 
 impl Session {
     /// Tells the monitor something; a monitor that is gone ends the session.
-    fn notify(&mut self, m: FromSession) {
+    pub(super) fn notify(&mut self, m: FromSession) {
         if let Err(e) = self.monitor.send(&m) {
             if !self.ended {
                 log!("monitor: {e}; ending the session");

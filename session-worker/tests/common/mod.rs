@@ -555,12 +555,15 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         .map_err(|e| e.to_string())?;
     let (uid, gid, groups) = (cfg.user.uid, cfg.user.gid, cfg.groups.clone());
     let mut cmd = Command::new(WORKER);
+    let groups_arg: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    cmd.args(["--uid", &uid.to_string(), "--gid", &gid.to_string()])
+        .args(["--groups", &groups_arg.join(",")]);
     cmd.env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
     // SAFETY: only async-signal-safe calls between fork and exec, like the
-    // monitor: the endpoint to fd 3, then the user's groups, gid and uid.
+    // monitor: the endpoint to fd 3 and cwd /; the worker becomes the user.
     unsafe {
         cmd.pre_exec(move || {
             if raw == 3 {
@@ -571,11 +574,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
             } else if libc::dup2(raw, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                || libc::setgid(gid) < 0
-                || libc::setuid(uid) < 0
-                || libc::chdir(c"/".as_ptr()) < 0
-            {
+            if libc::chdir(c"/".as_ptr()) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -653,6 +652,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                 link.verdict_cv.notify_all();
             }
             Ok((FromSession::Detached, _)) => record(MonitorEvent::Detached),
+            Ok((FromSession::KexDone, _)) => {}
             // Login records are the real monitor's business.
             Ok((FromSession::LoginStarted { .. } | FromSession::LoginEnded { .. }, _)) => {}
             Ok((

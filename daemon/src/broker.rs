@@ -1,0 +1,523 @@
+//! The broker's table: which monitor owns which session, and the routing of
+//! a reconnect from the monitor of a new connection to the monitor that
+//! owns the session (docs/ARCHITECTURE.md, reconnect path).
+//!
+//! Sans-IO: [`Broker::handle`] takes a message from a monitor's link and
+//! returns what to send to which monitor; [`Broker::tick`] runs the timers.
+//! resshd's event loop does the sending through a non-blocking
+//! [`ressh_ipc::Outbox`] per link, so nothing here can wait on a monitor.
+//!
+//! What a monitor says is checked against the table: the first message of a
+//! link must be [`ToBroker::Hello`] with this build's [`BROKER_VERSION`]; a
+//! token already owned by another session is not taken over; a verdict or a
+//! hand-over counts only from the monitor the route names.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+use ressh_ipc::msg::{FromBroker, ToBroker, BROKER_VERSION};
+use ressh_proto::resilience::failure;
+
+/// After resshd (re)starts, monitors of running sessions register again
+/// within about a second; until this much time has passed an unknown token
+/// is answered TRY_AGAIN, not UNKNOWN_SESSION.
+pub const FILLING: Duration = Duration::from_secs(5);
+
+/// A message for a monitor.
+pub type Out = (Pid, FromBroker, Vec<OwnedFd>);
+
+#[derive(Default)]
+struct Link {
+    /// Said Hello with our version.
+    greeted: bool,
+    user: Option<String>,
+    detached: Option<Detached>,
+}
+
+#[derive(Clone, Copy)]
+struct Detached {
+    since: Instant,
+    max_per_user: u32,
+    grace: Duration,
+    /// Told to end already.
+    ended: bool,
+}
+
+pub struct Broker {
+    started: Instant,
+    links: HashMap<Pid, Link>,
+    tokens: HashMap<Vec<u8>, Pid>,
+    /// Route id → (monitor of the new connection, owning monitor).
+    routes: HashMap<u64, (Pid, Pid)>,
+    next_id: u64,
+}
+
+fn refusal(code: u32, why: &str) -> FromBroker {
+    FromBroker::RouteResult(Err((code, why.to_string())))
+}
+
+impl Broker {
+    pub fn new(now: Instant) -> Broker {
+        Broker {
+            started: now,
+            links: HashMap::new(),
+            tokens: HashMap::new(),
+            routes: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// A monitor linked to us.
+    pub fn opened(&mut self, pid: Pid) {
+        self.links.insert(pid, Link::default());
+    }
+
+    /// A monitor's link closed (it exited) or was dropped.
+    pub fn closed(&mut self, pid: Pid) {
+        self.links.remove(&pid);
+        self.tokens.retain(|_, p| *p != pid);
+        self.routes.retain(|_, (a, b)| *a != pid && *b != pid);
+    }
+
+    /// Whether `pid`'s monitor has authenticated a user (it then no longer
+    /// counts against MaxStartups).
+    pub fn authenticated(&self, pid: Pid) -> bool {
+        self.links.get(&pid).is_some_and(|l| l.user.is_some())
+    }
+
+    /// Handles a message from `from`'s link. Err: a protocol violation;
+    /// drop the link (the error says why).
+    pub fn handle(
+        &mut self,
+        from: Pid,
+        m: ToBroker,
+        fds: Vec<OwnedFd>,
+        now: Instant,
+    ) -> Result<Vec<Out>, String> {
+        let link = self.links.entry(from).or_default();
+        if !link.greeted {
+            return match m {
+                ToBroker::Hello { version } if version == BROKER_VERSION => {
+                    link.greeted = true;
+                    Ok(Vec::new())
+                }
+                ToBroker::Hello { version } => Err(format!(
+                    "monitor speaks broker protocol {version}, this resshd {BROKER_VERSION}"
+                )),
+                _ => Err("monitor of an older resshd (no Hello)".into()),
+            };
+        }
+        let mut out = Vec::new();
+        match m {
+            ToBroker::Hello { .. } => return Err("a second Hello".into()),
+            ToBroker::Authenticated { user } => {
+                if link.user.is_some() {
+                    return Err("authenticated twice".into());
+                }
+                link.user = Some(user);
+            }
+            ToBroker::Tokens(tokens) => {
+                if link.user.is_none() {
+                    return Err("tokens before authentication".into());
+                }
+                self.tokens.retain(|_, p| *p != from);
+                for t in tokens {
+                    match self.tokens.get(&t) {
+                        Some(owner) if *owner != from => {
+                            return Err(format!("claims a token of monitor {owner}"))
+                        }
+                        _ => {
+                            self.tokens.insert(t, from);
+                        }
+                    }
+                }
+            }
+            ToBroker::Attached => link.detached = None,
+            ToBroker::Detached {
+                max_per_user,
+                grace_secs,
+            } => {
+                if link.user.is_none() {
+                    return Err("detached before authentication".into());
+                }
+                if link.detached.is_none() {
+                    link.detached = Some(Detached {
+                        since: now,
+                        max_per_user,
+                        grace: Duration::from_secs(grace_secs),
+                        ended: false,
+                    });
+                }
+                out.extend(self.tick(now));
+            }
+            ToBroker::Route { request, .. } if link.user.is_some() => {
+                let _ = request;
+                return Err("a session's monitor asked to route a reconnect".into());
+            }
+            ToBroker::Route {
+                request,
+                peer_addr,
+                peer_port,
+            } => {
+                if self.routes.values().any(|(r, _)| *r == from) {
+                    return Err("a second route request".into());
+                }
+                let owner = self.tokens.get(&request.request.token).copied();
+                let reply = match owner {
+                    Some(o) if self.routes.values().any(|(_, w)| *w == o) => refusal(
+                        failure::TRY_AGAIN,
+                        "another reconnect of this session is in progress",
+                    ),
+                    Some(o) if o != from => {
+                        self.next_id += 1;
+                        let id = self.next_id;
+                        self.routes.insert(id, (from, o));
+                        out.push((
+                            o,
+                            FromBroker::Validate {
+                                id,
+                                request,
+                                peer_addr,
+                                peer_port,
+                            },
+                            Vec::new(),
+                        ));
+                        return Ok(out);
+                    }
+                    _ if now.saturating_duration_since(self.started) < FILLING => refusal(
+                        failure::TRY_AGAIN,
+                        "resshd restarted; sessions are registering again",
+                    ),
+                    _ => refusal(failure::UNKNOWN_SESSION, "unknown session"),
+                };
+                out.push((from, reply, Vec::new()));
+            }
+            ToBroker::Verdict { id, result } => {
+                let Some(&(requester, owner)) = self.routes.get(&id) else {
+                    // The requester gave up meanwhile.
+                    return Ok(out);
+                };
+                if owner != from {
+                    return Err(format!("answered for route {id}, which it does not own"));
+                }
+                if result.is_err() {
+                    self.routes.remove(&id);
+                }
+                out.push((requester, FromBroker::RouteResult(result), Vec::new()));
+            }
+            ToBroker::Handover {
+                leftover,
+                peer_addr,
+                peer_port,
+            } => {
+                let Some((&id, &(_, owner))) = self.routes.iter().find(|(_, (r, _))| *r == from)
+                else {
+                    return Err("handed over a socket nobody asked for".into());
+                };
+                self.routes.remove(&id);
+                if fds.len() != 1 {
+                    return Err("a hand-over without exactly one socket".into());
+                }
+                out.push((
+                    owner,
+                    FromBroker::Transport {
+                        id,
+                        leftover,
+                        peer_addr,
+                        peer_port,
+                    },
+                    fds,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// MaxDetachedSessions: a session counts against its user's cap once it
+    /// has been detached for longer than its grace period, so a network
+    /// blip that cuts all of a user's connections at once ends none of
+    /// them; past the cap, the sessions detached longest are ended.
+    pub fn tick(&mut self, now: Instant) -> Vec<Out> {
+        let mut counted: HashMap<&str, Vec<(Instant, Pid, u32)>> = HashMap::new();
+        for (pid, l) in &self.links {
+            let (Some(user), Some(d)) = (&l.user, &l.detached) else {
+                continue;
+            };
+            if !d.ended && now.saturating_duration_since(d.since) >= d.grace {
+                counted
+                    .entry(user)
+                    .or_default()
+                    .push((d.since, *pid, d.max_per_user));
+            }
+        }
+        let mut end = Vec::new();
+        for (_, mut list) in counted {
+            list.sort();
+            // The cap of the newest detached session applies (Match blocks
+            // may differ between a user's sessions).
+            let cap = list.last().map_or(u32::MAX, |x| x.2) as usize;
+            let over = list.len().saturating_sub(cap);
+            end.extend(list.into_iter().take(over).map(|x| x.1));
+        }
+        end.into_iter()
+            .map(|pid| {
+                if let Some(d) = self.links.get_mut(&pid).and_then(|l| l.detached.as_mut()) {
+                    d.ended = true;
+                }
+                (pid, FromBroker::Terminate, Vec::new())
+            })
+            .collect()
+    }
+
+    /// When [`Broker::tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .filter_map(|l| l.detached.as_ref())
+            .filter(|d| !d.ended)
+            .map(|d| d.since + d.grace)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ressh_proto::kex::Negotiated;
+    use ressh_proto::resilience::{Request, Transcript};
+    use ressh_proto::ReconnectRequest;
+
+    fn pid(n: i32) -> Pid {
+        Pid::from_raw(n)
+    }
+
+    fn hello(b: &mut Broker, p: i32, t0: Instant) {
+        b.opened(pid(p));
+        let v = ToBroker::Hello {
+            version: BROKER_VERSION,
+        };
+        assert!(b.handle(pid(p), v, vec![], t0).unwrap().is_empty());
+    }
+
+    fn session(b: &mut Broker, p: i32, user: &str, token: u8, t0: Instant) {
+        hello(b, p, t0);
+        b.handle(
+            pid(p),
+            ToBroker::Authenticated { user: user.into() },
+            vec![],
+            t0,
+        )
+        .unwrap();
+        b.handle(pid(p), ToBroker::Tokens(vec![vec![token; 32]]), vec![], t0)
+            .unwrap();
+    }
+
+    fn route(token: u8) -> ToBroker {
+        let request = ReconnectRequest {
+            request: Request {
+                token: vec![token; 32],
+                q_c: vec![1; 32],
+                r_c: 0,
+                mac: vec![2; 32],
+            },
+            transcript: Transcript {
+                v_c: "SSH-2.0-x".into(),
+                v_s: "SSH-2.0-y".into(),
+                i_c: vec![],
+                i_s: vec![],
+            },
+            negotiated: Negotiated {
+                kex: String::new(),
+                host_key: String::new(),
+                cipher_c2s: String::new(),
+                cipher_s2c: String::new(),
+                mac_c2s: String::new(),
+                mac_s2c: String::new(),
+            },
+            writer_seq: 0,
+            reader_seq: 0,
+        };
+        ToBroker::Route {
+            request: Box::new(request),
+            peer_addr: "198.18.0.2".into(),
+            peer_port: 4000,
+        }
+    }
+
+    fn detached(max: u32, grace: u64) -> ToBroker {
+        ToBroker::Detached {
+            max_per_user: max,
+            grace_secs: grace,
+        }
+    }
+
+    #[test]
+    fn links_must_greet_with_our_version() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        b.opened(pid(1));
+        let old = ToBroker::Authenticated { user: "u".into() };
+        assert!(b.handle(pid(1), old, vec![], t0).is_err());
+        b.opened(pid(2));
+        let v = ToBroker::Hello {
+            version: BROKER_VERSION + 1,
+        };
+        assert!(b.handle(pid(2), v, vec![], t0).is_err());
+        hello(&mut b, 3, t0);
+        let again = ToBroker::Hello {
+            version: BROKER_VERSION,
+        };
+        assert!(b.handle(pid(3), again, vec![], t0).is_err());
+    }
+
+    #[test]
+    fn a_reconnect_goes_to_the_owner_and_the_verdict_back() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        session(&mut b, 10, "alice", 7, t0);
+        hello(&mut b, 20, t0);
+        let out = b.handle(pid(20), route(7), vec![], t0).unwrap();
+        let [(to, FromBroker::Validate { id, .. }, _)] = &out[..] else {
+            panic!("no validate")
+        };
+        assert_eq!(*to, pid(10));
+        // Only the owner may answer.
+        hello(&mut b, 30, t0);
+        let forged = ToBroker::Verdict {
+            id: *id,
+            result: Ok(()),
+        };
+        assert!(b.handle(pid(30), forged, vec![], t0).is_err());
+        let v = ToBroker::Verdict {
+            id: *id,
+            result: Ok(()),
+        };
+        let out = b.handle(pid(10), v, vec![], t0).unwrap();
+        assert!(matches!(
+            &out[..],
+            [(p, FromBroker::RouteResult(Ok(())), _)] if *p == pid(20)
+        ));
+    }
+
+    #[test]
+    fn unknown_tokens_are_try_again_while_sessions_register() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        hello(&mut b, 20, t0);
+        let out = b.handle(pid(20), route(9), vec![], t0).unwrap();
+        assert!(matches!(
+            &out[..],
+            [(_, FromBroker::RouteResult(Err((c, _))), _)] if *c == failure::TRY_AGAIN
+        ));
+        let later = t0 + FILLING;
+        hello(&mut b, 21, later);
+        let out = b.handle(pid(21), route(9), vec![], later).unwrap();
+        assert!(matches!(
+            &out[..],
+            [(_, FromBroker::RouteResult(Err((c, _))), _)] if *c == failure::UNKNOWN_SESSION
+        ));
+    }
+
+    #[test]
+    fn a_session_cannot_take_another_sessions_token() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        session(&mut b, 10, "alice", 7, t0);
+        hello(&mut b, 11, t0);
+        b.handle(
+            pid(11),
+            ToBroker::Authenticated {
+                user: "mallory".into(),
+            },
+            vec![],
+            t0,
+        )
+        .unwrap();
+        let steal = ToBroker::Tokens(vec![vec![7; 32]]);
+        assert!(b.handle(pid(11), steal, vec![], t0).is_err());
+        hello(&mut b, 20, t0);
+        let out = b.handle(pid(20), route(7), vec![], t0).unwrap();
+        assert_eq!(out[0].0, pid(10));
+    }
+
+    #[test]
+    fn tokens_need_an_authenticated_session() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        hello(&mut b, 10, t0);
+        let t = ToBroker::Tokens(vec![vec![1; 32]]);
+        assert!(b.handle(pid(10), t, vec![], t0).is_err());
+    }
+
+    #[test]
+    fn a_blip_ends_no_session_and_the_cap_holds_after_the_grace() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        for p in 0..200 {
+            session(&mut b, 100 + p, "auto", p as u8, t0);
+        }
+        // All 200 connections cut at once: nothing ends within the grace.
+        for p in 0..200 {
+            let out = b
+                .handle(pid(100 + p), detached(10, 60), vec![], t0)
+                .unwrap();
+            assert!(out.is_empty());
+        }
+        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_secs(60)));
+        // 195 come back.
+        for p in 0..195 {
+            b.handle(pid(100 + p), ToBroker::Attached, vec![], t0)
+                .unwrap();
+        }
+        assert!(b.tick(t0 + Duration::from_secs(59)).is_empty());
+        // Five stay away past the grace: under the cap of 10, all kept.
+        assert!(b.tick(t0 + Duration::from_secs(61)).is_empty());
+        // Another user's hoard: the ones detached longest end.
+        for p in 0..12 {
+            session(&mut b, 1000 + p, "hoarder", 200 + p as u8, t0);
+            let at = t0 + Duration::from_secs(p as u64);
+            b.handle(pid(1000 + p), detached(10, 60), vec![], at)
+                .unwrap();
+        }
+        let out = b.tick(t0 + Duration::from_secs(200));
+        let mut ended: Vec<i32> = out.iter().map(|(p, _, _)| p.as_raw()).collect();
+        ended.sort();
+        assert_eq!(ended, vec![1000, 1001]);
+        assert!(out
+            .iter()
+            .all(|(_, m, _)| matches!(m, FromBroker::Terminate)));
+        // Told once only.
+        assert!(b.tick(t0 + Duration::from_secs(300)).is_empty());
+    }
+
+    #[test]
+    fn hand_over_only_for_the_route_and_with_one_socket() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        session(&mut b, 10, "alice", 7, t0);
+        hello(&mut b, 20, t0);
+        let h = || ToBroker::Handover {
+            leftover: vec![],
+            peer_addr: "198.18.0.2".into(),
+            peer_port: 1,
+        };
+        assert!(b.handle(pid(20), h(), vec![], t0).is_err());
+        hello(&mut b, 21, t0);
+        b.handle(pid(21), route(7), vec![], t0).unwrap();
+        // A second attempt at the same session waits its turn.
+        hello(&mut b, 22, t0);
+        let out = b.handle(pid(22), route(7), vec![], t0).unwrap();
+        assert!(matches!(
+            &out[..],
+            [(_, FromBroker::RouteResult(Err((c, _))), _)] if *c == failure::TRY_AGAIN
+        ));
+        let (s, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let out = b.handle(pid(21), h(), vec![s.into()], t0).unwrap();
+        assert!(matches!(
+            &out[..],
+            [(p, FromBroker::Transport { .. }, fds)] if *p == pid(10) && fds.len() == 1
+        ));
+    }
+}

@@ -1,0 +1,111 @@
+//! What a worker does before it trusts anything it got: become its user
+//! for good, and make itself impossible to trace.
+//!
+//! A worker that runs as the logged-in user (resshd-session) is that user's
+//! process: were it dumpable, the user could ptrace it or copy its monitor
+//! link with pidfd_getfd(2) and speak to the root monitor in its name. The
+//! monitor therefore execs it as root, and the worker changes its own
+//! credentials: the kernel makes a process non-dumpable the moment its
+//! credentials change, so there is no window between exec and
+//! [`forbid_tracing`] in which the user could attach.
+
+use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+
+/// Becomes `uid`/`gid` with the supplementary `groups`, irrevocably.
+pub fn become_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
+    let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
+    let (g, u) = (Gid::from_raw(gid), Uid::from_raw(uid));
+    setresgid(g, g, g).map_err(|e| format!("setresgid: {e}"))?;
+    setresuid(u, u, u).map_err(|e| format!("setresuid: {e}"))?;
+    // Regaining root must be impossible now.
+    if uid != 0
+        && (nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root())
+    {
+        return Err("privileges could be regained".into());
+    }
+    Ok(())
+}
+
+/// Makes this process non-dumpable (no ptrace, no pidfd_getfd, no core,
+/// the files in /proc/PID owned by root) and refuses to go on if a tracer is attached.
+pub fn forbid_tracing() -> Result<(), String> {
+    non_dumpable()?;
+    match tracer_pid()? {
+        0 => Ok(()),
+        pid => Err(format!("traced by process {pid}: refusing to run")),
+    }
+}
+
+/// PR_SET_DUMPABLE 0, also where fs.suid_dumpable would leave it set.
+pub fn non_dumpable() -> Result<(), String> {
+    // SAFETY: prctl with constant arguments has no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "PR_SET_DUMPABLE: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The TracerPid of this process, from /proc/self/status.
+fn tracer_pid() -> Result<u32, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("/proc/self/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "/proc/self/status has no TracerPid".to_string())
+}
+
+/// `--uid N --gid N --groups A,B,...` as a worker's command line carries
+/// them; None where `--uid` is absent (resshd runs unprivileged).
+pub fn user_args(args: &[String]) -> Result<Option<(u32, u32, Vec<u32>)>, String> {
+    let (mut uid, mut gid, mut groups) = (None, None, Vec::new());
+    let mut it = args.iter();
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
+        let num = |s: &str| s.parse::<u32>().map_err(|_| format!("bad {k} {s:?}"));
+        match k.as_str() {
+            "--uid" => uid = Some(num(v)?),
+            "--gid" => gid = Some(num(v)?),
+            "--groups" => {
+                groups = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(num)
+                    .collect::<Result<_, _>>()?
+            }
+            _ => return Err(format!("unknown argument {k}")),
+        }
+    }
+    match (uid, gid) {
+        (Some(u), Some(g)) => Ok(Some((u, g, groups))),
+        (None, None) if groups.is_empty() => Ok(None),
+        _ => Err("--uid and --gid go together".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn user_arguments() {
+        assert_eq!(user_args(&[]).unwrap(), None);
+        assert_eq!(
+            user_args(&v(&["--uid", "5", "--gid", "6", "--groups", "6,7"])).unwrap(),
+            Some((5, 6, vec![6, 7]))
+        );
+        assert!(user_args(&v(&["--uid", "5"])).is_err());
+        assert!(user_args(&v(&["--uid", "x", "--gid", "1"])).is_err());
+        assert!(user_args(&v(&["--bogus", "1"])).is_err());
+        assert!(user_args(&v(&["--uid"])).is_err());
+    }
+}

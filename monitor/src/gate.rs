@@ -1,0 +1,255 @@
+//! The monitor's table of which request a worker may make, and when.
+//!
+//! As OpenSSH's `mon_dispatch_proto20` with MON_ONCE/MON_AUTH/MON_PERMIT:
+//! each request a worker can send is allowed only in certain phases and a
+//! bounded number of times, and its size is checked before the monitor acts
+//! on it. A request the table refuses is a protocol violation: the monitor
+//! logs it and kills the worker. The table is sans-IO, so every request is
+//! tested in every phase without processes (see the tests below).
+//!
+//! The workers are hostile: the kex worker parses the network; the session
+//! worker runs as the user, who can kill it or (were it dumpable) control it.
+//! The table is the second line of defence; the first is that the session
+//! worker is not dumpable (`ressh_ipc::harden`).
+
+use ressh_ipc::msg::{FromKex, FromSession};
+
+/// Lengths of the exchange hashes of the key exchanges resshd offers
+/// (SHA-256, SHA-384, SHA-512): the only data a host key signs.
+pub const HASH_LENGTHS: [usize; 3] = [32, 48, 64];
+
+/// Most resume tokens a session answers to at once, and their length.
+pub const MAX_TOKENS: usize = 4;
+pub const TOKEN_LEN: usize = 32;
+
+fn hash_length(data: &[u8]) -> Result<(), String> {
+    if HASH_LENGTHS.contains(&data.len()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "signature asked over {} bytes, not an exchange hash",
+            data.len()
+        ))
+    }
+}
+
+/// A kex worker's request, as far as the table looks at it.
+#[derive(Debug, Clone, Copy)]
+pub enum KexRequest<'a> {
+    Sign(&'a [u8]),
+    Auth,
+    Authenticated,
+    Reconnect,
+}
+
+impl<'a> From<&'a FromKex> for KexRequest<'a> {
+    fn from(m: &'a FromKex) -> Self {
+        match m {
+            FromKex::Sign { data, .. } => KexRequest::Sign(data),
+            FromKex::Auth { .. } => KexRequest::Auth,
+            FromKex::Authenticated { .. } => KexRequest::Authenticated,
+            FromKex::Reconnect { .. } => KexRequest::Reconnect,
+        }
+    }
+}
+
+/// The kex worker's phase, as the monitor saw it.
+#[derive(Debug, Default)]
+pub struct KexGate {
+    /// The one exchange hash was signed (MON_ONCE): it is the session id.
+    signed: bool,
+    /// The new connection asked to resume a session instead.
+    reconnect: bool,
+}
+
+impl KexGate {
+    /// Checks `m` against the phase (`accepted`: the monitor itself
+    /// accepted a user) and advances it.
+    pub fn check(&mut self, m: KexRequest<'_>, accepted: bool) -> Result<(), String> {
+        match m {
+            KexRequest::Sign(data) => {
+                if accepted || self.signed || self.reconnect {
+                    return Err("a second host-key signature before auth".into());
+                }
+                hash_length(data)?;
+                self.signed = true;
+            }
+            KexRequest::Auth => {
+                if !self.signed || accepted {
+                    return Err("auth request out of order".into());
+                }
+            }
+            KexRequest::Authenticated => {
+                if !accepted {
+                    return Err("kex worker claims success the monitor did not grant".into());
+                }
+            }
+            KexRequest::Reconnect => {
+                if self.signed || self.reconnect {
+                    return Err("reconnect request after a key exchange".into());
+                }
+                self.reconnect = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The session worker's phase, as the monitor saw it.
+#[derive(Debug)]
+pub struct SessionGate {
+    /// A rekey's signature may be given: once per key exchange the worker
+    /// completes (`FromSession::KexDone`), never twice in a row.
+    may_sign: bool,
+    /// A routed reconnect awaits the worker's verdict.
+    validating: bool,
+}
+
+impl Default for SessionGate {
+    fn default() -> Self {
+        SessionGate {
+            may_sign: true,
+            validating: false,
+        }
+    }
+}
+
+impl SessionGate {
+    /// The monitor sent the worker a reconnect request to validate.
+    pub fn asked_verdict(&mut self) {
+        self.validating = true;
+    }
+
+    /// Checks `m` against the phase and advances it.
+    pub fn check(&mut self, m: &FromSession) -> Result<(), String> {
+        match m {
+            FromSession::Sign { data, .. } => {
+                if !self.may_sign {
+                    return Err("a second host-key signature in one key exchange".into());
+                }
+                hash_length(data)?;
+                self.may_sign = false;
+            }
+            FromSession::KexDone => self.may_sign = true,
+            FromSession::Tokens(t) => {
+                if t.len() > MAX_TOKENS || t.iter().any(|x| x.len() != TOKEN_LEN) {
+                    return Err("bad resume tokens".into());
+                }
+            }
+            FromSession::ReconnectVerdict(_) => {
+                if !self.validating {
+                    return Err("a reconnect verdict nobody asked for".into());
+                }
+                self.validating = false;
+            }
+            FromSession::LoginStarted { tty, .. } | FromSession::LoginEnded { tty } => {
+                if tty.len() > 64 {
+                    return Err("a tty name too long".into());
+                }
+            }
+            FromSession::Detached | FromSession::Attached { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use KexRequest::{Auth, Authenticated, Reconnect};
+
+    const ZEROS: [u8; 4096] = [0; 4096];
+
+    fn sign(n: usize) -> KexRequest<'static> {
+        KexRequest::Sign(&ZEROS[..n])
+    }
+
+    fn ssign(n: usize) -> FromSession {
+        FromSession::Sign {
+            key: vec![],
+            alg: "ssh-ed25519".into(),
+            data: vec![0; n],
+        }
+    }
+
+    #[test]
+    fn kex_worker_gets_one_signature_of_a_hash() {
+        for n in [0, 1, 20, 31, 33, 1000] {
+            assert!(KexGate::default().check(sign(n), false).is_err(), "{n}");
+        }
+        for n in HASH_LENGTHS {
+            let mut g = KexGate::default();
+            g.check(sign(n), false).unwrap();
+            // MON_ONCE: a second signature (a pre-auth rekey, or an oracle).
+            assert!(g.check(sign(n), false).is_err());
+        }
+        // Not after auth either.
+        assert!(KexGate::default().check(sign(32), true).is_err());
+    }
+
+    #[test]
+    fn kex_worker_auth_only_after_the_kex_and_before_success() {
+        let mut g = KexGate::default();
+        assert!(g.check(Auth, false).is_err());
+        g.check(sign(32), false).unwrap();
+        g.check(Auth, false).unwrap();
+        g.check(Auth, false).unwrap();
+        assert!(g.check(Auth, true).is_err());
+    }
+
+    #[test]
+    fn kex_worker_success_only_when_the_monitor_granted_it() {
+        let mut g = KexGate::default();
+        g.check(sign(32), false).unwrap();
+        assert!(g.check(Authenticated, false).is_err());
+        g.check(Authenticated, true).unwrap();
+    }
+
+    #[test]
+    fn kex_worker_reconnect_only_instead_of_a_kex() {
+        let mut g = KexGate::default();
+        g.check(Reconnect, false).unwrap();
+        assert!(g.check(Reconnect, false).is_err());
+        assert!(g.check(sign(32), false).is_err());
+        let mut g = KexGate::default();
+        g.check(sign(32), false).unwrap();
+        assert!(g.check(Reconnect, false).is_err());
+    }
+
+    #[test]
+    fn session_worker_gets_one_signature_per_key_exchange() {
+        let mut g = SessionGate::default();
+        for n in [0, 16, 100, 4096] {
+            assert!(g.check(&ssign(n)).is_err(), "{n}");
+        }
+        g.check(&ssign(32)).unwrap();
+        assert!(g.check(&ssign(32)).is_err(), "twice without a kex");
+        g.check(&FromSession::KexDone).unwrap();
+        g.check(&ssign(64)).unwrap();
+        assert!(g.check(&ssign(64)).is_err());
+    }
+
+    #[test]
+    fn session_worker_verdicts_only_when_asked() {
+        let mut g = SessionGate::default();
+        let v = || FromSession::ReconnectVerdict(Ok(()));
+        assert!(g.check(&v()).is_err());
+        g.asked_verdict();
+        g.check(&v()).unwrap();
+        assert!(g.check(&v()).is_err());
+    }
+
+    #[test]
+    fn session_worker_tokens_and_ttys_are_bounded() {
+        let mut g = SessionGate::default();
+        g.check(&FromSession::Tokens(vec![vec![0; 32]; 4])).unwrap();
+        assert!(g.check(&FromSession::Tokens(vec![vec![0; 32]; 5])).is_err());
+        assert!(g.check(&FromSession::Tokens(vec![vec![0; 31]])).is_err());
+        let tty = "/dev/pts/".to_string() + &"9".repeat(100);
+        assert!(g
+            .check(&FromSession::LoginEnded { tty: tty.clone() })
+            .is_err());
+        assert!(g.check(&FromSession::LoginStarted { tty, pid: 2 }).is_err());
+        g.check(&FromSession::Detached).unwrap();
+    }
+}

@@ -1,0 +1,449 @@
+//! A logged-in user against resshd's privilege separation (issue 13): the
+//! user owns their `resshd-session` (same uid) and plays every trick a shell
+//! allows against it and against the root processes around it.
+//!
+//! - `a_user_cannot_take_over_their_session_worker`: as the user, copying
+//!   the worker's monitor link with pidfd_getfd(2), attaching with ptrace(2)
+//!   and opening /proc/PID/mem all fail (the worker is not dumpable: it is
+//!   exec'd as root and becomes the user itself), so the user cannot ask the
+//!   monitor for host-key signatures in its name.
+//! - `a_traced_session_worker_refuses_to_run`: a resshd-session started under
+//!   a tracer exits at once, before it reads anything from its monitor.
+//! - `a_stopped_session_worker_does_not_wedge_resshd`: the user SIGSTOPs
+//!   their worker and floods resshd with reconnect requests naming its token,
+//!   each with a 30 KB KEXINIT; resshd keeps answering new connections (a
+//!   banner within 2 s, a stock ssh login of another user) throughout, and
+//!   the session resumes after SIGCONT. The flood lasts 45 s
+//!   (`RESSH_WEDGE_SECS` makes it longer).
+//! - `a_second_resshd_does_not_take_the_broker_socket`: a rescue resshd on
+//!   another port with the same BrokerSocket refuses to start, says why, and
+//!   the first one's sessions keep reconnecting.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// One user's ressh session through a recording proxy to a loopback resshd.
+struct Session {
+    login: Login,
+    proxy: Proxy,
+    client: Client,
+    _stop: std::path::PathBuf,
+}
+
+fn start_session(server: &Resshd, dir: &TempDir, tag: &str) -> Session {
+    let target = SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let proxy = Proxy::start(target);
+    let known_hosts = dir.join(format!("known_hosts-{tag}"));
+    let login = Lab::make_login(dir, &known_hosts, tag, CLIENT_EXTRA);
+    write_client_config(
+        &login.config,
+        &login.user.name,
+        &login.key,
+        &known_hosts,
+        "127.0.0.1",
+        proxy.port,
+        CLIENT_EXTRA,
+    );
+    let mut kh = String::new();
+    for kind in ["ed25519", "rsa", "ecdsa"] {
+        kh += &format!(
+            "[127.0.0.1]:{} {}\n",
+            proxy.port,
+            server.server.host_key_pub(kind)
+        );
+    }
+    fs::write(&known_hosts, kh).unwrap();
+    let stop = dir.join(format!("stop-{tag}"));
+    let client = Client::spawn(&mut ressh_here(
+        &login.config,
+        &["server", &counter_cmd(&stop, 1_000_000)],
+    ));
+    client.wait_lines(20, T);
+    Session {
+        login,
+        proxy,
+        client,
+        _stop: stop,
+    }
+}
+
+/// Cuts the session's connection and returns what ressh sent on the new
+/// one (its reconnect), once resshd logged the reconnect.
+fn cut_and_record(s: &Session, server: &Resshd) -> Vec<u8> {
+    let before = s.proxy.accepted();
+    let before_log = reconnects(&server.log());
+    let t = Instant::now();
+    s.proxy.cut();
+    s.client.wait_err("reconnected to ", t, T);
+    wait_for(
+        "resshd to log the reconnect",
+        Duration::from_secs(10),
+        || (reconnects(&server.log()) > before_log).then_some(()),
+        || server.log(),
+    );
+    s.proxy.recorded(before)
+}
+
+fn the_worker(user: &TestUser) -> u32 {
+    wait_for(
+        "the user's resshd-session",
+        Duration::from_secs(20),
+        || {
+            let w = worker_pids(user);
+            (w.len() == 1).then(|| w[0])
+        },
+        String::new,
+    )
+}
+
+#[test]
+fn a_user_cannot_take_over_their_session_worker() {
+    require_root();
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "");
+    let dir = TempDir::new("e2e-takeover");
+    let s = start_session(&server, &dir, "tk");
+    let worker = the_worker(&s.login.user);
+    let (uid, gid) = (s.login.user.uid, s.login.user.gid);
+
+    // As the user: every way into the worker's descriptors and memory.
+    // SAFETY: the child calls only async-signal-safe functions (raw
+    // syscalls and _exit) before it exits.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork");
+    if child == 0 {
+        unsafe {
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                libc::_exit(100);
+            }
+            let mut got = 0;
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, worker as libc::c_long, 0);
+            if pidfd < 0 {
+                libc::_exit(101);
+            }
+            if libc::syscall(libc::SYS_pidfd_getfd, pidfd, 3 as libc::c_long, 0) >= 0 {
+                got |= 1;
+            }
+            if libc::ptrace(libc::PTRACE_SEIZE, worker as libc::pid_t, 0, 0) == 0 {
+                got |= 2;
+            }
+            let mut path = *b"/proc/0000000000/mem\0";
+            let digits = {
+                let mut d = [0u8; 10];
+                let mut n = worker;
+                for i in (0..10).rev() {
+                    d[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+                d
+            };
+            path[6..16].copy_from_slice(&digits);
+            if libc::open(path.as_ptr() as *const libc::c_char, libc::O_RDONLY) >= 0 {
+                got |= 4;
+            }
+            libc::_exit(got);
+        }
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut st, 0) }, child);
+    assert!(libc::WIFEXITED(st), "the user's probe died: {st}");
+    let got = libc::WEXITSTATUS(st);
+    assert!(got < 100, "the probe could not become the user: {got}");
+    assert_eq!(
+        got & 1,
+        0,
+        "the user copied the worker's monitor link with pidfd_getfd"
+    );
+    assert_eq!(got & 2, 0, "the user attached to the worker with ptrace");
+    assert_eq!(got & 4, 0, "the user opened the worker's memory");
+    // Non-dumpable: /proc/PID/status belongs to root, though the process
+    // is the user's.
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(format!("/proc/{worker}/status")).unwrap();
+    assert_eq!(
+        meta.uid(),
+        0,
+        "/proc/{worker}/status of a non-dumpable worker"
+    );
+    let status = fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uids.split_whitespace()
+            .skip(1)
+            .all(|u| u == uid.to_string()),
+        "the worker runs as the user: {uids}"
+    );
+
+    let seen = s.client.line_count();
+    s.client.wait_lines(seen + 10, T);
+}
+
+#[test]
+fn a_traced_session_worker_refuses_to_run() {
+    require_root();
+    let worker = ressh_bin().with_file_name("resshd-session");
+    let mut cmd = Command::new(&worker);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: ptrace(TRACEME) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    // Reaped below with waitpid(2), as its tracer must.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut err = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // Be its tracer: let it run, passing on its signals.
+    let code = loop {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+        if libc::WIFEXITED(st) {
+            break libc::WEXITSTATUS(st);
+        }
+        if libc::WIFSIGNALED(st) {
+            panic!("the worker died of signal {}", libc::WTERMSIG(st));
+        }
+        let sig = libc::WSTOPSIG(st);
+        let pass = if sig == libc::SIGTRAP { 0 } else { sig };
+        // SAFETY: continuing our stopped tracee.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, pass as libc::c_long) };
+    };
+    let stderr = reader.join().unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("traced by process"), "{stderr}");
+}
+
+/// A cleartext KEXINIT payload like `kexinit`, its client-to-server
+/// languages list replaced by `n` bytes of names.
+fn padded_kexinit(kexinit: &[u8], n: usize) -> Vec<u8> {
+    let mut lists = Vec::new();
+    let mut at = 17;
+    for _ in 0..10 {
+        let len = u32::from_be_bytes(kexinit[at..at + 4].try_into().unwrap()) as usize;
+        lists.push(kexinit[at + 4..at + 4 + len].to_vec());
+        at += 4 + len;
+    }
+    let mut pad = "x".repeat(n - n % 2);
+    // "x,x,x...": names separated by commas.
+    unsafe { pad.as_bytes_mut() }
+        .iter_mut()
+        .skip(1)
+        .step_by(2)
+        .for_each(|b| *b = b',');
+    pad.push('x');
+    lists[8] = pad.into_bytes();
+    let mut p = kexinit[..17].to_vec();
+    for l in lists {
+        p.extend_from_slice(&(l.len() as u32).to_be_bytes());
+        p.extend_from_slice(&l);
+    }
+    p.extend_from_slice(&kexinit[at..]);
+    p
+}
+
+/// Whether resshd sends its version line on a fresh connection within `t`.
+fn banner_within(port: u16, t: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), t) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(t));
+    let mut buf = [0u8; 8];
+    matches!(s.read(&mut buf), Ok(n) if n >= 4 && buf.starts_with(b"SSH-"))
+}
+
+#[test]
+fn a_stopped_session_worker_does_not_wedge_resshd() {
+    require_root();
+    let server = Resshd::start(
+        &ressh_bin().with_file_name("resshd"),
+        // The flood must not be dropped as a flood here: what is tested is
+        // that nothing waits on the stopped worker.
+        "DetachTimeout 300\nMaxStartups 1000\n",
+    );
+    let dir = TempDir::new("e2e-wedge");
+    let s = start_session(&server, &dir, "wg");
+    let other = Lab::make_login(&dir, &dir.join("kh-other"), "wo", "");
+    let recorded = parse_clear(&cut_and_record(&s, &server));
+    let kexinit = padded_kexinit(&recorded.payloads[0], 30_000);
+    let mut attack = recorded.version.clone();
+    attack.extend(clear_packet(&kexinit));
+    attack.extend(clear_packet(&recorded.payloads[1]));
+    let worker = the_worker(&s.login.user);
+
+    // The user stops their own worker...
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            &s.login.user.name,
+            "--",
+            "kill",
+            "-STOP",
+            &worker.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ...and floods resshd with its recorded reconnect request.
+    let secs: u64 = std::env::var("RESSH_WEDGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(45);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, sent, attack) = (stop.clone(), sent.clone(), attack.clone());
+            let port = server.port();
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+                        thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    if c.write_all(&attack).is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = read_until_closed(&mut c, Duration::from_secs(20));
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut probes = 0;
+    let mut worst = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let t = Instant::now();
+        let ok = banner_within(server.port(), Duration::from_secs(2));
+        worst = worst.max(t.elapsed());
+        probes += 1;
+        assert!(
+            ok,
+            "no banner within 2 s after {:.0} s of the flood ({} requests sent)\n{}",
+            t0.elapsed().as_secs_f64(),
+            sent.load(Ordering::Relaxed),
+            server.log()
+        );
+        if probes % 10 == 0 {
+            // A real login of another user, with stock ssh.
+            let mut ssh = Command::new("ssh");
+            ssh.args(ssh_opts(&other, server.port()))
+                .arg("true")
+                .stdin(Stdio::null());
+            let out = run_timeout(&mut ssh, Duration::from_secs(20));
+            assert!(
+                out.status.success(),
+                "another user cannot log in during the flood: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                server.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    report(
+        "a_stopped_session_worker_does_not_wedge_resshd",
+        &format!(
+            "{} reconnect requests of 30 KB in {secs} s against a stopped worker; \
+             {probes} probes, slowest banner {:.0} ms",
+            sent.load(Ordering::Relaxed),
+            worst.as_secs_f64() * 1000.0
+        ),
+    );
+    let _ = Command::new("runuser")
+        .args([
+            "-u",
+            &s.login.user.name,
+            "--",
+            "kill",
+            "-CONT",
+            &worker.to_string(),
+        ])
+        .status();
+    for f in flooders {
+        let _ = f.join();
+    }
+    // The session goes on.
+    let seen = s.client.line_count();
+    s.client.wait_lines(seen + 10, T);
+}
+
+/// Stock ssh options for `login` against 127.0.0.1:`port`.
+fn ssh_opts(login: &Login, port: u16) -> Vec<String> {
+    vec![
+        "-F".into(),
+        "none".into(),
+        "-p".into(),
+        port.to_string(),
+        "-i".into(),
+        login.key.display().to_string(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-l".into(),
+        login.user.name.clone(),
+        "127.0.0.1".into(),
+    ]
+}
+
+#[test]
+fn a_second_resshd_does_not_take_the_broker_socket() {
+    require_root();
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "DetachTimeout 300\n");
+    let dir = TempDir::new("e2e-second");
+    let s = start_session(&server, &dir, "sd");
+    // A rescue instance on another port, same configuration.
+    let port = free_port();
+    let mut second = Command::new(ressh_bin().with_file_name("resshd"));
+    second
+        .arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(server.server.config_path())
+        .arg("-p")
+        .arg(port.to_string())
+        .stdin(Stdio::null());
+    let out = run_timeout(&mut second, Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second resshd started: {err}");
+    assert!(err.contains("belongs to a running resshd"), "{err}");
+    // The first one's session still reconnects.
+    cut_and_record(&s, &server);
+    let seen = s.client.line_count();
+    s.client.wait_lines(seen + 10, T);
+}
