@@ -22,6 +22,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 pub mod msg;
+pub mod permit;
 
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
