@@ -19,7 +19,6 @@ mod env;
 #[macro_use]
 mod log;
 mod pattern;
-mod policy;
 mod pty;
 mod session;
 mod signer;
