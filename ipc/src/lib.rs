@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 pub mod harden;
 pub mod msg;
+pub mod permit;
 
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -5,6 +5,7 @@
 //! → monitor ([`FromSession`]). The monitor accepts each request only in
 //! the state where it is valid (see `ressh-monitor`).
 
+use crate::permit::Permits;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -122,10 +123,12 @@ pub struct SessionPolicy {
     pub force_command: Option<String>,
     pub permit_pty: bool,
     pub forwarding: Forwarding,
-    /// PermitOpen / permitopen= entries (`host:port`, `*` wildcards; empty = any).
-    pub permit_open: Vec<String>,
-    /// PermitListen / permitlisten= entries (empty = any).
-    pub permit_listen: Vec<String>,
+    /// direct-tcpip destinations: PermitOpen and the key's permitopen=,
+    /// both of which must allow a destination.
+    pub permit_open: Permits,
+    /// tcpip-forward listen addresses: PermitListen and the key's
+    /// permitlisten=, both of which must allow an address.
+    pub permit_listen: Permits,
     /// GatewayPorts: remote forwards may bind non-loopback addresses.
     pub gateway_ports: bool,
     /// AcceptEnv patterns.

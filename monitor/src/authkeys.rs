@@ -44,7 +44,9 @@
 //! - `expiry-time` is local time, exactly as OpenSSH computes it
 //!   (`mktime()` with `tm_isdst = 0`), or UTC with a `Z` / `UTC` suffix.
 //! - `permitopen` / `permitlisten` ports may be service names
-//!   (`getservbyname()`), as in OpenSSH; values are kept as written.
+//!   (`getservbyname()`), as in OpenSSH. Values are parsed here, once, into
+//!   [`HostPort`] entries (names lowercased, addresses as addresses); a
+//!   malformed one refuses the line, as in OpenSSH.
 
 use std::ffi::{CString, OsString};
 use std::fs::{self, File, Metadata};
@@ -56,6 +58,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
 use ressh_proto::keys::PublicKey;
 
 use crate::config::pattern;
@@ -95,12 +98,12 @@ pub struct KeyOptions {
     pub no_agent_forwarding: bool,
     pub no_x11_forwarding: bool,
     pub no_user_rc: bool,
-    /// `permitopen="host:port"` as written (`host` may be `[v6addr]`,
-    /// `port` may be `*`).
-    pub permitopen: Vec<String>,
-    /// `permitlisten="[host:]port"`; a bare port is stored as `*:port`, as
-    /// OpenSSH does.
-    pub permitlisten: Vec<String>,
+    /// `permitopen="host:port"`, parsed (`host` may be `[v6addr]`, `port`
+    /// may be `*` or a service name); empty when the option is absent.
+    pub permitopen: Vec<HostPort>,
+    /// `permitlisten="[host:]port"`, parsed; a bare port is `*:port` (any
+    /// listen address), as in OpenSSH.
+    pub permitlisten: Vec<HostPort>,
     /// `expiry-time=`: the entry is refused after this time (Unix seconds);
     /// the earliest one wins when repeated.
     pub expiry_time: Option<i64>,
@@ -319,12 +322,13 @@ fn hpdelim2(s: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     }
 }
 
-/// handle_permit(): one permitopen / permitlisten value.
+/// handle_permit(): one permitopen / permitlisten value, parsed into the
+/// typed entry the session worker matches (it never sees the string).
 fn handle_permit(
     s: &[u8],
     pos: &mut usize,
     allow_bare_port: bool,
-    permits: &mut Vec<String>,
+    permits: &mut Vec<HostPort>,
 ) -> Result<(), &'static str> {
     if permits.len() > PERMIT_MAX {
         return Err("too many permission directives");
@@ -335,16 +339,23 @@ fn handle_permit(
         v.extend_from_slice(&opt);
         opt = v;
     }
-    let port = match hpdelim2(&opt) {
-        Some((host, port)) if host.len() < NI_MAXHOST => port,
+    let (host, port) = match hpdelim2(&opt) {
+        Some((host, port)) if host.len() < NI_MAXHOST => (host, port),
         _ => return Err("invalid permission hostname"),
     };
-    match port {
-        Some(b"*") => {}
-        Some(p) if a2port(p) > 0 => {}
-        _ => return Err("invalid permission port"),
-    }
-    permits.push(utf8(opt)?);
+    let port = match port {
+        Some(b"*") => PortPattern::Any,
+        Some(p) => match u16::try_from(a2port(p)) {
+            Ok(n) if n > 0 => PortPattern::Port(n),
+            _ => return Err("invalid permission port"),
+        },
+        None => return Err("invalid permission port"),
+    };
+    let host = std::str::from_utf8(host).map_err(|_| "option value is not valid UTF-8")?;
+    permits.push(HostPort {
+        host: HostPattern::new(host),
+        port,
+    });
     Ok(())
 }
 
@@ -1387,9 +1398,33 @@ mod tests {
             r#"permitopen="localhost:22",permitopen="[::1]:8080",permitopen="*:*",permitopen="h:*",permitopen="10.0.0.1/443""#,
         )
         .unwrap();
+        let hp = |host: &str, port: Option<u16>| HostPort {
+            host: HostPattern::new(host),
+            port: port.map_or(PortPattern::Any, PortPattern::Port),
+        };
         assert_eq!(
             o.permitopen,
-            vec!["localhost:22", "[::1]:8080", "*:*", "h:*", "10.0.0.1/443"]
+            vec![
+                hp("localhost", Some(22)),
+                hp("::1", Some(8080)),
+                hp("*", None),
+                hp("h", None),
+                hp("10.0.0.1", Some(443)),
+            ]
+        );
+        // Parsed: brackets gone, addresses as addresses, names lowercased.
+        assert_eq!(
+            o.permitopen[1].host,
+            HostPattern::Addr("::1".parse().unwrap())
+        );
+        let o = opts(r#"permitopen="[0:0::1]:22",permitopen="DB.Example.org:5432""#).unwrap();
+        assert_eq!(
+            o.permitopen,
+            vec![hp("::1", Some(22)), hp("db.example.org", Some(5432))]
+        );
+        assert_eq!(
+            o.permitopen[1].host,
+            HostPattern::Name("db.example.org".into())
         );
         for bad in [
             "host",
@@ -1421,13 +1456,20 @@ mod tests {
         // A bare port in permitlisten means any listen address.
         let o = opts(r#"permitlisten="8080",permitlisten="localhost:2222",permitlisten="[::1]:*""#)
             .unwrap();
-        assert_eq!(o.permitlisten, vec!["*:8080", "localhost:2222", "[::1]:*"]);
+        assert_eq!(
+            o.permitlisten,
+            vec![
+                hp("*", Some(8080)),
+                hp("localhost", Some(2222)),
+                hp("::1", None)
+            ]
+        );
         assert_eq!(opts(r#"permitlisten="0""#), Err("invalid permission port"));
         // Ports may be service names, as with a2port().
         if Path::new("/etc/services").exists() {
             assert_eq!(
                 opts(r#"permitopen="localhost:ssh""#).unwrap().permitopen,
-                vec!["localhost:ssh"]
+                vec![hp("localhost", Some(22))]
             );
         }
     }

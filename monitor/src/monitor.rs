@@ -863,8 +863,8 @@ impl Monitor<'_> {
                 .or_else(|| o.command.clone()),
             permit_pty: s.permit_tty && !o.no_pty,
             forwarding,
-            permit_open: narrow(&policy::permit_list(&s.permit_open), &o.permitopen),
-            permit_listen: narrow(&policy::permit_list(&s.permit_listen), &o.permitlisten),
+            permit_open: policy::permits(&s.permit_open, &o.permitopen),
+            permit_listen: policy::permits(&s.permit_listen, &o.permitlisten),
             gateway_ports: s.gateway_ports != GatewayPorts::No,
             accept_env: s.accept_env.clone(),
             key_environment: match &s.permit_user_environment {
@@ -1518,15 +1518,6 @@ pub fn user_groups(user: &nix::unistd::User) -> Vec<u32> {
     match nix::unistd::getgrouplist(&name, user.gid) {
         Ok(g) => g.into_iter().map(|g| g.as_raw()).collect(),
         Err(_) => vec![user.gid.as_raw()],
-    }
-}
-
-/// Combines a configured list with a key's list: both must allow.
-fn narrow(config: &[String], key: &[String]) -> Vec<String> {
-    match (config.is_empty(), key.is_empty()) {
-        (_, true) => config.to_vec(),
-        (true, false) => key.to_vec(),
-        (false, false) => key.iter().filter(|k| config.contains(k)).cloned().collect(),
     }
 }
 

@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::time::Duration;
 
+use ressh_ipc::permit::{HostPattern, HostPort, Permit, Permits, PortPattern};
+
 use crate::config::{PermitList, Settings};
 
 /// The protocol engine's configuration for a connection.
@@ -52,20 +54,29 @@ pub fn banner_text(s: &Settings) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// PermitOpen / PermitListen as the session worker reads them: empty for
-/// any, `["none"]` for nothing, else `host:port` entries (`*` port: any).
-pub fn permit_list(p: &PermitList) -> Vec<String> {
-    match p {
-        PermitList::Any => Vec::new(),
-        PermitList::None => vec!["none".to_string()],
-        PermitList::List(l) => l
-            .iter()
-            .map(|hp| match hp.port {
-                Some(port) => format!("{}:{port}", hp.host),
-                None => format!("{}:*", hp.host),
-            })
-            .collect(),
-    }
+/// What the session worker enforces for PermitOpen (or PermitListen) and
+/// the key's permitopen= (or permitlisten=): both lists, each of which must
+/// allow a destination, as in OpenSSH. The configuration's `none` is an
+/// empty list (nothing); a key without the option does not restrict.
+pub fn permits(config: &PermitList, key: &[HostPort]) -> Permits {
+    let admin = match config {
+        PermitList::Any => Permit::Any,
+        PermitList::None => Permit::Only(Vec::new()),
+        PermitList::List(l) => Permit::Only(
+            l.iter()
+                .map(|hp| HostPort {
+                    host: HostPattern::new(&hp.host),
+                    port: hp.port.map_or(PortPattern::Any, PortPattern::Port),
+                })
+                .collect(),
+        ),
+    };
+    let key = if key.is_empty() {
+        Permit::Any
+    } else {
+        Permit::Only(key.to_vec())
+    };
+    Permits { admin, key }
 }
 
 /// Where Debian's sftp server lives (openssh-sftp-server).
@@ -86,6 +97,132 @@ pub fn external_sftp(command: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authkeys;
+    use crate::config::Config;
+
+    /// The PermitOpen and PermitListen the session worker gets for a
+    /// configuration and an authorized_keys line with `key_options`,
+    /// parsed as resshd parses them.
+    fn permits_for(config: &str, key_options: &str) -> (Permits, Permits) {
+        let s = Config::parse_str(
+            config,
+            "test.conf",
+            std::path::Path::new("/nonexistent"),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{config}: {e}"))
+        .global();
+        let line = format!(
+            "{key_options} ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIFyF8y3kHHWSqAPQAGk7SnVNj1sDWbhyvLXWhn2Ea0Yy c"
+        );
+        let o = authkeys::parse_line(line.trim_start())
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+            .expect("a key line")
+            .options;
+        (
+            permits(&s.permit_open, &o.permitopen),
+            permits(&s.permit_listen, &o.permitlisten),
+        )
+    }
+
+    fn open(config: &str, key_options: &str) -> Permits {
+        permits_for(config, key_options).0
+    }
+
+    fn listen(config: &str, key_options: &str) -> Permits {
+        permits_for(config, key_options).1
+    }
+
+    #[test]
+    fn permitopen_none_and_a_key_permitopen_allow_nothing() {
+        // Issue 13, hole 3: this allowed every destination.
+        let p = open("PermitOpen none", r#"permitopen="127.0.0.1:10""#);
+        assert_eq!(p.admin, Permit::Only(Vec::new()));
+        for (h, port) in [("127.0.0.1", 10), ("127.0.0.1", 22), ("example.org", 80)] {
+            assert!(!p.allows(h, port), "{h}:{port}");
+        }
+        assert!(!open("PermitOpen none", "").allows("127.0.0.1", 10));
+    }
+
+    #[test]
+    fn permitopen_needs_both_lists() {
+        // Disjoint: nothing.
+        let p = open("PermitOpen a:1", r#"permitopen="b:2""#);
+        assert!(!p.allows("a", 1));
+        assert!(!p.allows("b", 2));
+        // Both name it: allowed, and only it.
+        let p = open("PermitOpen a:1 b:2", r#"permitopen="b:2""#);
+        assert!(p.allows("b", 2));
+        assert!(!p.allows("a", 1));
+        // any + key: the key's list alone.
+        let p = open("PermitOpen any", r#"permitopen="b:2",permitopen="c:*""#);
+        assert!(p.allows("b", 2));
+        assert!(p.allows("c", 9));
+        assert!(!p.allows("a", 1));
+        assert!(!p.allows("b", 3));
+        // A list + no key option: the list alone.
+        let p = open("PermitOpen a:1", "");
+        assert!(p.allows("a", 1));
+        assert!(!p.allows("a", 2));
+        // Default (any) and no option: anything.
+        assert!(open("", "").allows("anything", 1));
+        // A wildcard configuration narrowed by the key.
+        let p = open("PermitOpen *:*", r#"permitopen="localhost:22""#);
+        assert!(p.allows("localhost", 22));
+        assert!(!p.allows("localhost", 23));
+        assert!(!p.allows("127.0.0.1", 22));
+    }
+
+    #[test]
+    fn permitopen_entries_are_compared_parsed() {
+        // `[::1]:22` in one list and `::1` port 22 asked for; other
+        // spellings of the same address; names case-insensitively.
+        let p = open(
+            "PermitOpen [::1]:22 DB.example.org:5432",
+            r#"permitopen="[0::1]:22""#,
+        );
+        assert!(p.allows("::1", 22));
+        assert!(p.allows("0:0:0:0:0:0:0:1", 22));
+        assert!(!p.allows("::1", 5432));
+        assert!(!p.allows("::2", 22));
+        let p = open(
+            "PermitOpen DB.example.org:5432",
+            r#"permitopen="db.EXAMPLE.org:5432""#,
+        );
+        assert!(p.allows("db.example.org", 5432));
+        assert!(p.allows("DB.EXAMPLE.ORG", 5432));
+        // A service name is its port.
+        let p = open("PermitOpen localhost:22", r#"permitopen="localhost:ssh""#);
+        assert!(p.allows("localhost", 22));
+    }
+
+    #[test]
+    fn permitlisten_is_narrowed_by_the_key() {
+        let p = listen("PermitListen none", r#"permitlisten="8080""#);
+        assert!(!p.allows("localhost", 8080));
+        assert!(!p.allows("", 8080));
+        let p = listen("PermitListen 8080", r#"permitlisten="9090""#);
+        assert!(!p.allows("localhost", 8080));
+        assert!(!p.allows("localhost", 9090));
+        // A bare port is any listen address, in the configuration and in the
+        // key (OpenSSH's `*:port`).
+        let p = listen("PermitListen 8080", r#"permitlisten="localhost:8080""#);
+        assert!(p.allows("localhost", 8080));
+        assert!(!p.allows("0.0.0.0", 8080));
+        assert!(!p.allows("localhost", 8081));
+        let p = listen("PermitListen localhost:8080", r#"permitlisten="8080""#);
+        assert!(p.allows("localhost", 8080));
+        assert!(!p.allows("", 8080));
+        // `localhost` is a name: it is not 127.0.0.1 (as in OpenSSH).
+        let p = listen("PermitListen 127.0.0.1:8080", "");
+        assert!(p.allows("127.0.0.1", 8080));
+        assert!(!p.allows("localhost", 8080));
+        // permitlisten= does not touch PermitOpen and the other way round.
+        let (o, l) = permits_for("PermitOpen none", r#"permitlisten="8080""#);
+        assert!(!o.allows("localhost", 8080));
+        assert!(l.allows("localhost", 8080));
+    }
 
     #[test]
     fn internal_sftp_runs_the_sftp_server() {

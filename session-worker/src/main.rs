@@ -20,7 +20,6 @@ mod env;
 #[macro_use]
 mod log;
 mod pattern;
-mod policy;
 mod pty;
 mod session;
 mod signer;

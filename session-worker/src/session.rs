@@ -53,7 +53,6 @@ use crate::channels::relay::Relay;
 use crate::channels::session::{ExitKind, SessionChan};
 use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
 use crate::channels::{Ctx, Info, Target, OUT_HIGH};
-use crate::policy;
 use crate::signer::Inbox;
 
 use resume::{Detached, Monitor, Pending};
@@ -762,7 +761,7 @@ impl Session {
                 .conn
                 .reject_channel(id, open_failure::CONNECT_FAILED, "port out of range");
         };
-        if !policy::permit_open(&p.permit_open, host, port) {
+        if !p.permit_open.allows(host, port) {
             log!(
                 "Received request from {} port {originator_port} to connect to host {shown} port {port}, but the request was denied.",
                 printable(originator.as_bytes())
@@ -882,7 +881,7 @@ impl Session {
             log!("refused remote port forward on {shown} port {port}: forwarding is disabled");
             return None;
         }
-        if !policy::permit_listen(&p.permit_listen, address, port) {
+        if !p.permit_listen.allows(address, port) {
             log!("refused remote port forward on {shown} port {port}: not permitted");
             return None;
         }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{default_policy, random_bytes, Harness};
 use ressh_ipc::msg::Forwarding;
+use ressh_ipc::permit::{HostPattern, HostPort, Permit, PortPattern};
 use ressh_testkit::text;
 use ressh_testkit::{free_port, run};
 
@@ -31,6 +32,14 @@ fn echo_server() -> u16 {
         }
     });
     port
+}
+
+/// A PermitOpen / PermitListen entry, `None` for port `*`.
+fn entry(host: &str, port: Option<u16>) -> HostPort {
+    HostPort {
+        host: HostPattern::new(host),
+        port: port.map_or(PortPattern::Any, PortPattern::Port),
+    }
 }
 
 /// Sends `n` random bytes through `port` and checks they come back intact,
@@ -178,7 +187,10 @@ fn forwarding_refusals() {
     let echo = echo_server();
     // PermitOpen limits direct-tcpip targets; a closed port fails to connect.
     let mut policy = default_policy();
-    policy.permit_open = vec![format!("127.0.0.1:{}", free_port()), "localhost:*".into()];
+    policy.permit_open.admin = Permit::Only(vec![
+        entry("127.0.0.1", Some(free_port())),
+        entry("localhost", None),
+    ]);
     let h = Harness::start("fwdno", policy);
     let out = run(h
         .ssh_with(&["-W", &format!("127.0.0.1:{echo}")])
@@ -206,6 +218,48 @@ fn forwarding_refusals() {
         "{log}"
     );
     drop(h);
+
+    // The key's list narrows the configuration's: with PermitOpen none, a
+    // key's permitopen= naming the echo server opens nothing; with the
+    // configuration allowing it, a key naming another port opens nothing;
+    // with both naming it (`[::ffff:127.0.0.1]` is 127.0.0.1) it opens.
+    let mut policy = default_policy();
+    policy.permit_open.admin = Permit::Only(Vec::new());
+    policy.permit_open.key = Permit::Only(vec![entry("127.0.0.1", Some(echo))]);
+    let h = Harness::start("fwdnone", policy);
+    let out = run(h
+        .ssh_with(&["-W", &format!("127.0.0.1:{echo}")])
+        .stdin(Stdio::null()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("administratively prohibited"),
+        "{}",
+        text(&out.stderr)
+    );
+    h.finish();
+    let mut policy = default_policy();
+    policy.permit_open.admin = Permit::Only(vec![entry("127.0.0.1", Some(echo))]);
+    policy.permit_open.key = Permit::Only(vec![entry("127.0.0.1", Some(10))]);
+    let h = Harness::start("fwdkey", policy);
+    let out = run(h
+        .ssh_with(&["-W", &format!("127.0.0.1:{echo}")])
+        .stdin(Stdio::null()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("administratively prohibited"),
+        "{}",
+        text(&out.stderr)
+    );
+    h.finish();
+    let mut policy = default_policy();
+    policy.permit_open.admin = Permit::Only(vec![entry("127.0.0.1", Some(echo))]);
+    policy.permit_open.key = Permit::Only(vec![entry("[::ffff:127.0.0.1]", Some(echo))]);
+    let h = Harness::start("fwdboth", policy);
+    let out = run(h
+        .ssh_with(&["-W", &format!("127.0.0.1:{echo}")])
+        .stdin(Stdio::null()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    h.finish();
 
     // AllowTcpForwarding local: remote forwards are refused.
     let mut policy = default_policy();

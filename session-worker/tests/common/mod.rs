@@ -30,6 +30,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ressh_ipc::msg::{Forwarding, FromSession, SessionPolicy, SessionStart, ToSession, UserInfo};
+use ressh_ipc::permit::Permits;
 use ressh_ipc::Endpoint;
 use ressh_proto::keys::{KeyType, PrivateKey, PublicKey};
 use ressh_proto::resilience::failure;
@@ -45,8 +46,8 @@ pub fn default_policy() -> SessionPolicy {
         force_command: None,
         permit_pty: true,
         forwarding: Forwarding::All,
-        permit_open: Vec::new(),
-        permit_listen: Vec::new(),
+        permit_open: Permits::ANY,
+        permit_listen: Permits::ANY,
         gateway_ports: false,
         accept_env: vec!["LANG".into(), "LC_*".into()],
         key_environment: Vec::new(),
