@@ -332,7 +332,10 @@ impl Session {
                 }
                 Ok(n) => {
                     if let Err(e) = a.cr.handle_input(&buf[..n]) {
-                        crate::debug1!("reconnect refused or failed: {e}");
+                        crate::debug1!(
+                            "reconnect refused or failed: {}",
+                            ressh_proto::wire::printable(e.to_string().as_bytes())
+                        );
                         failed = Some(e.to_string());
                         break;
                     }
