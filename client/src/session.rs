@@ -34,6 +34,7 @@ use crate::tty::{self, RawGuard};
 mod data;
 mod forwards;
 mod resume;
+mod retry;
 mod setup;
 
 const T_READ: Token = Token(0);

@@ -333,6 +333,7 @@ fn reconnect_from_a_forbidden_address_is_refused() {
     let procs = lab.user().processes();
     assert!(procs.len() >= 2, "{procs:?}");
 
+    let roamed = Instant::now();
     lab.net.roam();
     assert_eq!(lab.net.client_addr().to_string(), "198.18.2.2");
     let log = lab.wait_log(
@@ -349,13 +350,24 @@ fn reconnect_from_a_forbidden_address_is_refused() {
         refusal.contains(&format!("Reconnect of user {user} 198.18.1.2 port ")),
         "the refusal does not name the session: {refusal}"
     );
-    // The client: refused twice, it gives up with a message.
-    let status = client.wait_exit(Duration::from_secs(30));
+    // The client: the refusal is unauthenticated, so it keeps trying (and
+    // says so) until the server's detach timeout (5 s, plus ressh's
+    // margin) has passed, then gives up with a message.
+    let status = client.wait_exit(Duration::from_secs(40));
+    let gave_up = roamed.elapsed();
     assert!(!status.success(), "ressh: {status}");
     let err = client.stderr();
     assert!(
-        err.contains("no longer knows this session") || err.contains("refused"),
+        err.contains("server refuses this address") && err.contains("retrying in "),
         "ressh's message: {err}"
+    );
+    assert!(
+        err.contains("detach timeout (5 s) passed"),
+        "ressh's message: {err}"
+    );
+    assert!(
+        gave_up >= Duration::from_secs(5),
+        "ressh gave up {gave_up:?} after the roam, before the detach timeout\n{err}"
     );
     // The server: no reconnect; the session, whose old path is gone, is
     // detached by ClientAlive and ends at its detach timeout.

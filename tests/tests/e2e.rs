@@ -15,6 +15,7 @@
 //! | 7. backpressure and memory | `backpressure` |
 //! | 8. stock OpenSSH on either side | `legacy` |
 //! | 9. resshd restarted while a session is detached | `restart` |
+//! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
 //!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never
@@ -37,6 +38,7 @@ mod detach;
 mod disruptions;
 mod hostile_user;
 mod legacy;
+mod refused;
 mod restart;
 mod roaming;
 mod transfer;

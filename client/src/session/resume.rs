@@ -3,8 +3,10 @@
 //! source address, a resume from suspend, SIGUSR2 or `~R`), the session
 //! keeps running and a new transport is made beside the old one. The
 //! reconnect exchange runs on it; only when it has succeeded is it swapped
-//! in (make-before-break). Retries back off until the server's detach
-//! timeout has passed.
+//! in (make-before-break). Retries back off with jitter (retry.rs); the
+//! session is given up only when the transport has been lost for longer
+//! than the server's detach timeout: no refusal from the server is
+//! authenticated, so none ends it.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use mio::Token;
 use ressh_proto::ClientReconnect;
 
+use super::retry::{self, Failure, Schedule};
 use super::{fatal, Session, T_READ, T_WRITE};
 use crate::transport::{self, Transport};
 use ressh_resilience::netwatch;
@@ -23,21 +26,22 @@ pub(super) const T_NETLINK: Token = Token(8);
 
 /// One attempt may take this long before it is abandoned.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Refusals the server may repeat before we believe it (it is unauthenticated).
-const REFUSALS_BELIEVED: u32 = 2;
+/// Failed attempts after which a make-before-break resume (the old
+/// transport still works) stops and keeps the old transport.
+const ATTEMPTS_BESIDE_OLD: u32 = 3;
 
 /// The state of a session whose transport is being replaced.
 pub(super) struct Resume {
     /// When the old transport was lost (None: it still works, make-before-break).
     lost_at: Option<Instant>,
     started: Instant,
-    deadline: Instant,
+    /// The server's announced detach timeout, seconds.
+    detach_timeout: u32,
     next_try: Instant,
-    backoff: Duration,
+    schedule: Schedule,
     attempts: u32,
-    refusals: u32,
+    /// What the last failed attempt ran into.
+    last_failure: Option<Failure>,
     attempt: Option<Attempt>,
     why: String,
 }
@@ -99,10 +103,24 @@ impl Session {
         self.transport.close();
         let now = Instant::now();
         match &mut self.resume {
-            Some(r) => {
-                r.lost_at.get_or_insert(now);
+            Some(r) if r.lost_at.is_none() => {
+                r.lost_at = Some(now);
+                // Trying beside a working transport, maybe waiting a while
+                // between attempts: now there is no other, hurry.
+                if r.attempt.is_none() {
+                    r.schedule.reset();
+                    r.next_try = now + r.schedule.next_delay();
+                }
             }
+            Some(_) => {}
             None => self.begin_resume(why, Some(now)),
+        }
+        if let Some(r) = &self.resume {
+            let secs = r.detach_timeout;
+            crate::debug1!(
+                "the server keeps the session for {secs} s; retrying until then (+{} s)",
+                retry::MARGIN.as_secs()
+            );
         }
         self.status(&format!("connection lost ({why}); reconnecting"));
         true
@@ -111,20 +129,31 @@ impl Session {
     /// Starts replacing the transport; `lost_at` None keeps the old one
     /// running meanwhile.
     pub(super) fn begin_resume(&mut self, why: &str, lost_at: Option<Instant>) {
-        if !self.resilient() || self.resume.is_some() {
+        if !self.resilient() {
             return;
         }
         let now = Instant::now();
-        let detach = Duration::from_secs(self.conn.peer_detach_timeout().unwrap_or(0) as u64);
+        if let Some(r) = self.resume.as_mut() {
+            // Asked again (SIGUSR2, ~R) while waiting between attempts:
+            // try now, and back off from the start.
+            if r.attempt.is_none() {
+                crate::debug1!("reconnecting now: {why}");
+                r.schedule.reset();
+                r.next_try = now;
+            }
+            return;
+        }
+        let mut schedule = Schedule::new(retry::seed());
+        let first = schedule.next_delay();
         crate::debug1!("reconnecting: {why}");
         self.resume = Some(Resume {
             lost_at,
             started: now,
-            deadline: now + detach,
-            next_try: now,
-            backoff: BACKOFF_FIRST,
+            detach_timeout: self.conn.peer_detach_timeout().unwrap_or(0),
+            next_try: now + first,
+            schedule,
             attempts: 0,
-            refusals: 0,
+            last_failure: None,
             attempt: None,
             why: why.to_string(),
         });
@@ -146,14 +175,20 @@ impl Session {
             return;
         };
         let now = Instant::now();
-        if now >= r.deadline && r.lost_at.is_some() {
+        if retry::give_up(r.lost_at, r.detach_timeout, now) {
             let secs = r
                 .lost_at
                 .map(|t| now.duration_since(t).as_secs())
                 .unwrap_or(0);
+            let last = r
+                .last_failure
+                .as_ref()
+                .map(|f| format!("; last answer: {}", f.describe()))
+                .unwrap_or_default();
+            let detach = r.detach_timeout;
             self.conn.abort_reconnect();
             self.set_quit(fatal(format!(
-                "ressh: connection to {} lost {secs} s ago and the server's detach timeout passed",
+                "ressh: connection to {} lost {secs} s ago and the server's detach timeout ({detach} s) passed{last}",
                 self.cfg.host
             )));
             return;
@@ -219,7 +254,7 @@ impl Session {
             Ok(t) => t,
             Err(e) => {
                 crate::debug1!("reconnect attempt {n}: {}", e.0);
-                self.attempt_failed(false);
+                self.attempt_failed(Failure::Connection(e.0));
                 return;
             }
         };
@@ -233,7 +268,7 @@ impl Session {
         if let Err(e) = transport.register(self.poll.registry(), T_NEW_READ, T_NEW_WRITE) {
             crate::debug1!("reconnect attempt {n}: {e}");
             self.conn.abort_reconnect();
-            self.attempt_failed(false);
+            self.attempt_failed(Failure::Connection(e.to_string()));
             return;
         }
         if let Some(t) = self.keepalive() {
@@ -276,7 +311,7 @@ impl Session {
         };
         if a.started.elapsed() > ATTEMPT_TIMEOUT {
             crate::debug1!("reconnect attempt timed out");
-            self.drop_attempt(false);
+            self.drop_attempt(Failure::Connection("no answer".into()));
             return;
         }
         match Self::send_request(a) {
@@ -284,21 +319,24 @@ impl Session {
             Ok(false) => return,
             Err(e) => {
                 crate::debug1!("reconnect attempt: {e}");
-                self.drop_attempt(false);
+                self.drop_attempt(Failure::Connection(e.to_string()));
                 return;
             }
         }
-        let mut failed = false;
+        let mut failed = None;
         while a.readable {
             match a.transport.read(buf) {
                 Ok(0) => {
-                    failed = true;
+                    failed = Some("connection closed".to_string());
                     break;
                 }
                 Ok(n) => {
                     if let Err(e) = a.cr.handle_input(&buf[..n]) {
-                        crate::debug1!("reconnect refused or failed: {e}");
-                        failed = true;
+                        crate::debug1!(
+                            "reconnect refused or failed: {}",
+                            ressh_proto::wire::printable(e.to_string().as_bytes())
+                        );
+                        failed = Some(e.to_string());
                         break;
                     }
                     if a.cr.is_done() {
@@ -309,21 +347,22 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     crate::debug1!("reconnect attempt: {e}");
-                    failed = true;
+                    failed = Some(e.to_string());
                     break;
                 }
             }
         }
-        if failed {
-            let refused = a.cr.refused().is_some_and(|r| (1..=3).contains(&r.code));
-            if let Some(r) = a.cr.refused() {
-                crate::debug1!(
-                    "server refused the reconnect: {} ({})",
-                    r.description,
-                    r.code
-                );
-            }
-            self.drop_attempt(refused);
+        if let Some(e) = failed {
+            // Unauthenticated, whatever it says: it ends this attempt only.
+            let f = match a.cr.refused() {
+                Some(r) => Failure::Refused {
+                    code: r.code,
+                    description: r.description.clone(),
+                },
+                None => Failure::Connection(e),
+            };
+            crate::debug1!("reconnect attempt failed: {}", f.describe());
+            self.drop_attempt(f);
             return;
         }
         if a.cr.is_done() {
@@ -331,49 +370,55 @@ impl Session {
         }
     }
 
-    fn drop_attempt(&mut self, refused: bool) {
+    fn drop_attempt(&mut self, f: Failure) {
         if let Some(mut a) = self.resume.as_mut().and_then(|r| r.attempt.take()) {
             a.transport.deregister(self.poll.registry());
             a.transport.close();
         }
         self.conn.abort_reconnect();
-        self.attempt_failed(refused);
+        self.attempt_failed(f);
     }
 
-    fn attempt_failed(&mut self, refused: bool) {
+    /// An attempt failed: schedule the next one. Nothing the server said
+    /// ends the session here (see retry.rs); resume_tick gives up once the
+    /// server's detach timeout has passed.
+    fn attempt_failed(&mut self, f: Failure) {
         let Some(r) = self.resume.as_mut() else {
             return;
         };
-        if refused {
-            r.refusals += 1;
-            if r.refusals >= REFUSALS_BELIEVED {
-                let why = r.why.clone();
-                self.set_quit(fatal(format!(
-                    "ressh: the server no longer knows this session (after: {why})"
-                )));
-                return;
-            }
-        }
         let now = Instant::now();
-        r.next_try = now + r.backoff;
-        r.backoff = (r.backoff * 2).min(BACKOFF_MAX);
-        if r.lost_at.is_none() && r.attempts >= 3 {
+        let wait = r.schedule.next_delay();
+        r.next_try = now + wait;
+        let what = f.describe();
+        r.last_failure = Some(f);
+        if r.lost_at.is_none() && r.attempts >= ATTEMPTS_BESIDE_OLD {
             // The old transport still works and the new path does not:
             // keep the old one and stop trying.
-            crate::debug1!("keeping the current connection");
+            crate::verbose!("reconnect failed ({what}); keeping the current connection");
             self.resume = None;
             return;
         }
+        let since = r
+            .lost_at
+            .map(|t| format!("disconnected {} s; ", now.duration_since(t).as_secs()))
+            .unwrap_or_default();
+        let until = retry::deadline(r.lost_at, r.detach_timeout)
+            .map(|d| {
+                format!(
+                    ", giving up in {} s",
+                    d.saturating_duration_since(now).as_secs()
+                )
+            })
+            .unwrap_or_default();
+        let text = format!(
+            "{since}attempt {} failed: {what}; retrying in {:.1} s{until}",
+            r.attempts,
+            wait.as_secs_f64()
+        );
         if self.raw.is_some() {
-            let secs = r
-                .lost_at
-                .map(|t| now.duration_since(t).as_secs())
-                .unwrap_or(0);
-            let next = r.backoff.as_millis() as f64 / 2000.0;
-            crate::log::raw_text(&format!(
-                "\r[ressh: disconnected {secs} s; attempt {} failed, next in {next:.1} s]\x1b[K",
-                r.attempts
-            ));
+            crate::log::raw_text(&format!("\r[ressh: {text}]\x1b[K"));
+        } else {
+            crate::verbose!("{text}");
         }
     }
 
@@ -435,8 +480,8 @@ impl Session {
                 None => r.next_try,
             };
             t = t.map(|t| t.min(x)).or(Some(x));
-            if r.lost_at.is_some() {
-                t = t.map(|t| t.min(r.deadline));
+            if let Some(d) = retry::deadline(r.lost_at, r.detach_timeout) {
+                t = t.map(|t| t.min(d));
             }
         }
         t
