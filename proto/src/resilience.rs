@@ -1,6 +1,8 @@
 //! The resilience extension (docs/PROTOCOL.md): names, messages, the
 //! resume-secret derivations and the retransmit buffer.
 
+use std::collections::VecDeque;
+
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
@@ -34,6 +36,15 @@ pub mod failure {
 /// allocator churn), rare enough to cost 0.004% of the data (a 36-byte ACK
 /// per MiB).
 pub const ACK_EVERY: usize = 1 << 20;
+
+/// Server: reconnect attempts accepted and not yet confirmed that a session
+/// keeps at once. One more is refused with TRY_AGAIN; none is evicted.
+pub const MAX_PENDING_RECONNECTS: usize = 4;
+
+/// Server: verified reconnect requests remembered to recognise replays
+/// (16-byte prefixes of MAC_C, 16 KiB). Only requests whose MAC verified
+/// enter it, so only the real client's attempts fill it.
+pub const SEEN_REQUESTS: usize = 1024;
 
 /// Whether a message number is counted and retransmitted.
 pub fn is_resilient(n: u8) -> bool {
@@ -282,6 +293,10 @@ pub struct State {
     /// A reconnect is being prepared: send no ACK on the old connection, so
     /// the peer keeps everything from the count we announced.
     pub hold_acks: bool,
+    /// Server: MAC_C prefixes of the verified reconnect requests seen,
+    /// oldest first, at most [`SEEN_REQUESTS`]: one seen before is a replay.
+    #[serde(default)]
+    pub seen_requests: VecDeque<[u8; 16]>,
     /// Our cap and detach timeout, and the peer's (from INFO).
     pub local_cap: u32,
     pub local_detach: u32,
@@ -312,6 +327,7 @@ impl State {
             unacked_bytes: 0,
             skip: 0,
             hold_acks: false,
+            seen_requests: VecDeque::new(),
             local_cap,
             local_detach,
             peer_cap: None,
@@ -358,6 +374,24 @@ impl State {
 
     pub fn token(&self) -> Result<Vec<u8>> {
         token(&self.rs)
+    }
+
+    /// Server: records the MAC of a verified reconnect request; false if it
+    /// was seen before (a replay). The oldest entry goes past
+    /// [`SEEN_REQUESTS`].
+    pub fn first_sighting(&mut self, mac: &[u8]) -> bool {
+        let mut key = [0u8; 16];
+        let n = mac.len().min(16);
+        key[..n].copy_from_slice(&mac[..n]);
+        // MAC_C is public (sent in clear): no need for a constant-time scan.
+        if self.seen_requests.contains(&key) {
+            return false;
+        }
+        if self.seen_requests.len() >= SEEN_REQUESTS {
+            self.seen_requests.pop_front();
+        }
+        self.seen_requests.push_back(key);
+        true
     }
 }
 
