@@ -814,6 +814,7 @@ impl Connection {
     fn send(&mut self, payload: Vec<u8>) -> Result<()> {
         let n = payload[0];
         let transport = (1..=49).contains(&n);
+        self.check_bound(n, payload.len(), transport)?;
         if self.kex.is_some() && !transport {
             if is_resilient(n) {
                 self.deferred_bytes += payload.len();
@@ -823,6 +824,33 @@ impl Connection {
         }
         self.write_payload(payload)?;
         self.maybe_rekey()
+    }
+
+    /// Refuses to queue a message past the hard bound on what waits for the
+    /// peer (issue 13, hole 5): with resilience, the unacknowledged
+    /// resilient messages and bytes ([`resilience::MAX_MESSAGES`], the cap
+    /// plus [`resilience::MAX_BYTES_ABOVE_CAP`]); always, what is held back
+    /// during a key exchange. Channel data stops well before (see
+    /// [`resilience::State::room`]); only a peer that asks for replies and
+    /// never acknowledges them gets here, and the connection ends with
+    /// DISCONNECT.
+    fn check_bound(&mut self, n: u8, len: usize, transport: bool) -> Result<()> {
+        let deferring = self.kex.is_some() && !transport;
+        let (msgs, bytes) = match deferring {
+            true => (self.deferred.len() + 1, self.deferred_bytes + len),
+            false => (usize::from(is_resilient(n)), len),
+        };
+        let ok = match self.resilience.as_ref().filter(|r| r.active) {
+            Some(r) if is_resilient(n) || deferring => r.within_bound(msgs, bytes),
+            Some(_) => true,
+            None => !deferring || msgs <= resilience::MAX_MESSAGES,
+        };
+        if ok {
+            return Ok(());
+        }
+        let e = Error::Protocol("too much unacknowledged: the peer does not acknowledge");
+        self.disconnect(e.disconnect_reason(), &e.to_string());
+        Err(e)
     }
 
     /// Writes a payload and records it for counting and retransmission

@@ -296,6 +296,13 @@ impl Connection {
             .map(|r| (r.buffer.bytes(), r.buffer.sent(), r.recv))
     }
 
+    /// (messages, bytes) sent and not yet acknowledged (with resilience).
+    pub fn unacknowledged(&self) -> Option<(usize, usize)> {
+        self.resilience
+            .as_ref()
+            .map(|r| (r.buffer.len(), r.buffer.bytes()))
+    }
+
     /// Client: prepares a reconnect over a new transport. The live
     /// connection is not changed; it may even keep running meanwhile.
     pub fn reconnect_attempt(&mut self) -> Result<ClientReconnect> {

@@ -37,6 +37,23 @@ pub mod failure {
 /// per MiB).
 pub const ACK_EVERY: usize = 1 << 20;
 
+/// Unacknowledged resilient messages after which a party stops sending
+/// channel data (as at its byte cap): a child writing one byte at a time
+/// must not fill the cap with tiny messages, each of which costs memory
+/// beyond its payload.
+pub const DATA_MESSAGES: usize = 48 * 1024;
+
+/// The hard bound on everything unacknowledged or queued for sending, data
+/// or not: messages, and bytes above the cap. Past it the peer is not
+/// acknowledging what it asks for (a flood of requests that want replies,
+/// never ACKed) and the connection ends with DISCONNECT.
+pub const MAX_MESSAGES: usize = 64 * 1024;
+pub const MAX_BYTES_ABOVE_CAP: usize = 1 << 20;
+
+/// Resilient messages received after which an ACK is sent whatever their
+/// size, so that an honest peer's sender stays far below [`DATA_MESSAGES`].
+pub const ACK_EVERY_MESSAGES: u64 = 4096;
+
 /// Server: reconnect attempts accepted and not yet confirmed that a session
 /// keeps at once. One more is refused with TRY_AGAIN; none is evicted.
 pub const MAX_PENDING_RECONNECTS: usize = 4;
@@ -359,17 +376,32 @@ impl State {
             .map_err(|_| Error::Protocol("peer's receive count out of range"))
     }
 
-    /// Room left under our cap for channel data.
+    /// Room left under our cap for channel data: none once the buffer
+    /// holds [`DATA_MESSAGES`] messages.
     pub fn room(&self) -> usize {
+        if self.buffer.len() >= DATA_MESSAGES {
+            return 0;
+        }
         (self.local_cap as usize).saturating_sub(self.buffer.bytes())
     }
 
+    /// Whether `msgs` more messages of `bytes` more bytes beside the
+    /// retransmit buffer stay within the hard bound ([`MAX_MESSAGES`],
+    /// the cap plus [`MAX_BYTES_ABOVE_CAP`]).
+    pub fn within_bound(&self, msgs: usize, bytes: usize) -> bool {
+        self.buffer.len().saturating_add(msgs) <= MAX_MESSAGES
+            && self.buffer.bytes().saturating_add(bytes)
+                <= (self.local_cap as usize).saturating_add(MAX_BYTES_ABOVE_CAP)
+    }
+
     /// Whether an ACK is due by volume: a quarter of the peer's cap, but at
-    /// most every [`ACK_EVERY`] bytes (docs/PROTOCOL.md §4).
+    /// most every [`ACK_EVERY`] bytes, or [`ACK_EVERY_MESSAGES`] messages
+    /// (docs/PROTOCOL.md §4).
     pub fn ack_due_by_volume(&self) -> bool {
         let threshold =
             (self.peer_cap.unwrap_or(self.local_cap) / 4).clamp(1, ACK_EVERY as u32) as usize;
         self.unacked_bytes >= threshold
+            || self.recv.saturating_sub(self.acked_recv) >= ACK_EVERY_MESSAGES
     }
 
     pub fn token(&self) -> Result<Vec<u8>> {

@@ -631,3 +631,83 @@ fn malformed_request_gets_reconnect_failure() {
     assert_eq!(u32::from_be_bytes(last[1..5].try_into().unwrap()), 2);
     assert!(!payloads.iter().any(|p| p[0] == 1), "a DISCONNECT was sent");
 }
+
+/// Issue 13, hole 5: a peer that never acknowledges and sends thousands of
+/// want-reply global requests (each answered with REQUEST_FAILURE, a
+/// resilient message) cannot grow the retransmit buffer past the hard
+/// bound: the server disconnects with a reason when it is reached.
+#[test]
+fn unacknowledged_replies_are_bounded() {
+    use ressh_proto::msg::GlobalReq;
+    use ressh_proto::resilience::{MAX_BYTES_ABOVE_CAP, MAX_MESSAGES};
+    let sc = Config::default();
+    let cap = sc.resilience_buffer as usize;
+    let mut p = Pair::new(Config::default(), sc);
+    // A prepared reconnect holds the client's ACKs: from now on it never
+    // acknowledges anything (nor answers keepalives).
+    let _never = p.c.reconnect_attempt().unwrap();
+    let (mut most, mut most_bytes, mut sent) = (0, 0, 0);
+    let mut ended = None;
+    'flood: for _ in 0..200 {
+        for _ in 0..1000 {
+            p.c.global_request(
+                GlobalReq::Other {
+                    name: "flood@example.com".into(),
+                    data: vec![0; 64],
+                },
+                true,
+            )
+            .unwrap();
+            sent += 1;
+        }
+        let a = p.c.take_output();
+        let r = p.s.handle_input(&a, p.now);
+        let (held, bytes) = p.s.unacknowledged().unwrap();
+        most = most.max(held);
+        most_bytes = most_bytes.max(bytes);
+        assert!(held <= MAX_MESSAGES, "{held} messages held");
+        assert!(bytes <= cap + MAX_BYTES_ABOVE_CAP, "{bytes} bytes held");
+        let b = p.s.take_output();
+        let _ = p.c.handle_input(&b, p.now);
+        while let Some(e) = p.c.poll_event() {
+            if let Event::Disconnected { description, .. } = e {
+                ended = Some(description);
+            }
+        }
+        if r.is_err() {
+            assert!(p.s.is_closed());
+            break 'flood;
+        }
+    }
+    let why = ended.expect("the server did not disconnect");
+    assert!(why.contains("does not acknowledge"), "{why}");
+    println!(
+        "bound reached after {sent} requests: {most} messages / {most_bytes} bytes unacknowledged; \
+         DISCONNECT: {why}"
+    );
+}
+
+/// Issue 13, hole 5: channel data in tiny messages stops at
+/// DATA_MESSAGES unacknowledged messages, long before the byte cap.
+#[test]
+fn tiny_channel_data_stops_at_the_message_bound() {
+    use ressh_proto::resilience::DATA_MESSAGES;
+    let mut p = Pair::new(Config::default(), Config::default());
+    let _never = p.c.reconnect_attempt().unwrap();
+    let mut n = 0;
+    while p.s.send_window(p.sid) > 0 && n < 10 * DATA_MESSAGES {
+        assert_eq!(p.s.send_data(p.sid, b"x").unwrap(), 1);
+        n += 1;
+        if n % 1000 == 0 {
+            let b = p.s.take_output();
+            p.c.handle_input(&b, p.now).unwrap();
+            p.events();
+            let a = p.c.take_output();
+            p.s.handle_input(&a, p.now).unwrap();
+        }
+    }
+    let (held, bytes) = p.s.unacknowledged().unwrap();
+    assert!(held <= DATA_MESSAGES + 16, "{held} messages held");
+    assert!(bytes < 1 << 20, "{bytes}");
+    assert_eq!(p.s.send_window(p.sid), 0);
+}
