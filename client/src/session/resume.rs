@@ -317,11 +317,7 @@ impl Session {
         if failed {
             let refused = a.cr.refused().is_some_and(|r| (1..=3).contains(&r.code));
             if let Some(r) = a.cr.refused() {
-                crate::debug1!(
-                    "server refused the reconnect: {} ({})",
-                    r.description,
-                    r.code
-                );
+                crate::debug1!("{}", refusal_text(r));
             }
             self.drop_attempt(refused);
             return;
@@ -444,6 +440,17 @@ impl Session {
 }
 
 /// Writes a few hundred bytes to a fresh transport (its buffer is empty).
+/// The server's RECONNECT_FAILURE (or DISCONNECT) for the log. It is sent
+/// in clear and unauthenticated: its text is shown with control characters
+/// (and anything else not printable ASCII) escaped, and cut at 256 bytes.
+fn refusal_text(r: &ressh_proto::Refused) -> String {
+    format!(
+        "server refused the reconnect: {} ({})",
+        ressh_proto::wire::printable(r.description.as_bytes()),
+        r.code
+    )
+}
+
 fn write_all_now(t: &mut Transport, mut b: &[u8]) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     while !b.is_empty() {
@@ -456,4 +463,21 @@ fn write_all_now(t: &mut Transport, mut b: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_text_escapes_control_characters() {
+        let r = ressh_proto::Refused {
+            code: 1,
+            description: "gone\x1b]0;owned\x07\r\n\x1b[2J".into(),
+        };
+        let t = refusal_text(&r);
+        assert!(!t.chars().any(|c| c.is_control()), "{t:?}");
+        assert!(t.contains("gone\\x1b]0;owned\\x07"), "{t:?}");
+        assert!(t.ends_with("(1)"), "{t:?}");
+    }
 }
