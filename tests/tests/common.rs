@@ -632,8 +632,11 @@ pub struct Proxy {
     /// While set, new connections are accepted and recorded but go nowhere
     /// (a path that swallows the client's attempts): see [`Proxy::held`].
     pub blackhole: Arc<AtomicBool>,
-    held: Arc<Mutex<Vec<(TcpStream, Arc<Mutex<Vec<u8>>>)>>>,
+    held: Arc<Mutex<Vec<Held>>>,
 }
+
+/// A swallowed connection and what its client sent.
+type Held = (TcpStream, Arc<Mutex<Vec<u8>>>);
 
 impl Proxy {
     pub fn start(target: std::net::SocketAddr) -> Proxy {
@@ -643,7 +646,7 @@ impl Proxy {
         let conns: Arc<Mutex<Vec<Proxied>>> = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let blackhole = Arc::new(AtomicBool::new(false));
-        let held: Arc<Mutex<Vec<(TcpStream, Arc<Mutex<Vec<u8>>>)>>> = Arc::default();
+        let held: Arc<Mutex<Vec<Held>>> = Arc::default();
         let (c2, s2, b2, h2) = (conns.clone(), stop.clone(), blackhole.clone(), held.clone());
         thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
