@@ -9,8 +9,9 @@
 //! RECONNECT_REQUEST, NEWKEYS, then the key confirmation and data under the
 //! new keys. On fresh TCP connections straight to resshd the test then sends:
 //! 1. the whole recorded reconnect of A, replayed (the MAC verifies, the
-//!    token is still honoured until A's next reconnect, but the key
-//!    confirmation cannot, since the server's ephemeral key is fresh);
+//!    token is still honoured until A's next reconnect, but the request was
+//!    seen before and is refused as a replay; the key confirmation could
+//!    not verify anyway, since the server's ephemeral key is fresh);
 //! 2. A's request with one byte of its MAC flipped: AUTHENTICATION_FAILED;
 //! 3. B's request (B's MAC, under B's resume secret) carrying A's token, as
 //!    user B would who saw A's token on the wire: AUTHENTICATION_FAILED;
