@@ -410,6 +410,12 @@ pub struct Connection {
     /// packet and writes into memory that is still in the CPU's caches.
     spare: Vec<Vec<u8>>,
     spare_bytes: usize,
+    /// Server: reconnect attempts accepted and neither committed nor
+    /// aborted (ACKs are held while there are any).
+    reconnects_pending: usize,
+    /// Server: reconnects committed; an attempt prepared before the last
+    /// commit can no longer commit.
+    reconnect_epoch: u64,
 }
 
 /// Bytes of spare payload buffers a connection keeps at most.
@@ -478,6 +484,8 @@ impl Connection {
             stats: Stats::default(),
             spare: Vec::new(),
             spare_bytes: 0,
+            reconnects_pending: 0,
+            reconnect_epoch: 0,
         };
         c.outbuf.extend_from_slice(c.local_version.as_bytes());
         c.outbuf.extend_from_slice(b"\r\n");
@@ -682,12 +690,33 @@ impl Connection {
 
     fn fail_on_err(&mut self, r: Result<()>) -> Result<()> {
         if let Err(e) = &r {
-            if !matches!(e, Error::PeerDisconnected { .. } | Error::Closed) {
+            if matches!(e, Error::PeerDisconnected { .. } | Error::Closed) {
+            } else if self.in_reconnect_exchange() && !self.closed {
+                // During a reconnect the answer is RECONNECT_FAILURE, not
+                // DISCONNECT (docs/PROTOCOL.md §7): a request that cannot be
+                // parsed cannot be authenticated.
+                let f = resilience::encode_failure(
+                    resilience::failure::AUTHENTICATION_FAILED,
+                    &e.to_string(),
+                );
+                let _ = self.writer.write(&f, &mut self.outbuf);
+            } else {
                 self.disconnect(e.disconnect_reason(), &e.to_string());
             }
             self.closed = true;
         }
         r
+    }
+
+    /// Server: the peer's KEXINIT chose the reconnect exchange and its
+    /// request has not been handed on yet.
+    fn in_reconnect_exchange(&self) -> bool {
+        self.role == Role::Server
+            && self.peer_version.is_some()
+            && self
+                .kex
+                .as_ref()
+                .is_some_and(|k| k.reconnect && !k.reconnect_received)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -785,6 +814,7 @@ impl Connection {
     fn send(&mut self, payload: Vec<u8>) -> Result<()> {
         let n = payload[0];
         let transport = (1..=49).contains(&n);
+        self.check_bound(n, payload.len(), transport)?;
         if self.kex.is_some() && !transport {
             if is_resilient(n) {
                 self.deferred_bytes += payload.len();
@@ -794,6 +824,33 @@ impl Connection {
         }
         self.write_payload(payload)?;
         self.maybe_rekey()
+    }
+
+    /// Refuses to queue a message past the hard bound on what waits for the
+    /// peer (issue 13, hole 5): with resilience, the unacknowledged
+    /// resilient messages and bytes ([`resilience::MAX_MESSAGES`], the cap
+    /// plus [`resilience::MAX_BYTES_ABOVE_CAP`]); always, what is held back
+    /// during a key exchange. Channel data stops well before (see
+    /// [`resilience::State::room`]); only a peer that asks for replies and
+    /// never acknowledges them gets here, and the connection ends with
+    /// DISCONNECT.
+    fn check_bound(&mut self, n: u8, len: usize, transport: bool) -> Result<()> {
+        let deferring = self.kex.is_some() && !transport;
+        let (msgs, bytes) = match deferring {
+            true => (self.deferred.len() + 1, self.deferred_bytes + len),
+            false => (usize::from(is_resilient(n)), len),
+        };
+        let ok = match self.resilience.as_ref().filter(|r| r.active) {
+            Some(r) if is_resilient(n) || deferring => r.within_bound(msgs, bytes),
+            Some(_) => true,
+            None => !deferring || msgs <= resilience::MAX_MESSAGES,
+        };
+        if ok {
+            return Ok(());
+        }
+        let e = Error::Protocol("too much unacknowledged: the peer does not acknowledge");
+        self.disconnect(e.disconnect_reason(), &e.to_string());
+        Err(e)
     }
 
     /// Writes a payload and records it for counting and retransmission
@@ -2578,6 +2635,8 @@ impl Connection {
             stats: Stats::default(),
             spare: Vec::new(),
             spare_bytes: 0,
+            reconnects_pending: 0,
+            reconnect_epoch: 0,
         })
     }
 }

@@ -208,6 +208,8 @@ pub struct ServerReconnect {
     next_rs: Zeroizing<Vec<u8>>,
     used_rs: Zeroizing<Vec<u8>>,
     transcript: Transcript,
+    /// The server's reconnect epoch when it was accepted.
+    epoch: u64,
 }
 
 impl ServerReconnect {
@@ -292,6 +294,13 @@ impl Connection {
         self.resilience
             .as_ref()
             .map(|r| (r.buffer.bytes(), r.buffer.sent(), r.recv))
+    }
+
+    /// (messages, bytes) sent and not yet acknowledged (with resilience).
+    pub fn unacknowledged(&self) -> Option<(usize, usize)> {
+        self.resilience
+            .as_ref()
+            .map(|r| (r.buffer.len(), r.buffer.bytes()))
     }
 
     /// Client: prepares a reconnect over a new transport. The live
@@ -393,38 +402,77 @@ impl Connection {
     }
 
     /// Server, owning session: validates a routed reconnect request and
-    /// prepares the reply. Nothing in the session changes yet.
+    /// prepares the reply. Nothing in the session changes yet, and nothing
+    /// happens to other attempts already accepted: up to
+    /// [`resilience::MAX_PENDING_RECONNECTS`] may wait for their key
+    /// confirmation at once, and the first confirmed one commits. A request
+    /// whose MAC verified before (a replay, docs/PROTOCOL.md §8) is refused.
     pub fn accept_reconnect(
         &mut self,
         req: &ReconnectRequest,
     ) -> std::result::Result<ServerReconnect, Refused> {
-        let sr = self.validate_reconnect(req)?;
+        let rs = self.validate_reconnect(req)?;
+        if self.reconnects_pending >= resilience::MAX_PENDING_RECONNECTS {
+            return Err(Refused {
+                code: resilience::failure::TRY_AGAIN,
+                description: "too many reconnects of this session in progress".into(),
+            });
+        }
+        let sr = self
+            .prepare_server_reconnect(req, rs)
+            .map_err(|e| Refused {
+                code: resilience::failure::TRY_AGAIN,
+                description: e.to_string(),
+            })?;
+        self.reconnects_pending += 1;
         if let Some(r) = self.resilience.as_mut() {
             r.hold_acks = true;
         }
         Ok(sr)
     }
 
-    /// A prepared reconnect was abandoned (it failed or timed out): the
-    /// session goes on as before.
+    /// Abandons the reconnect being prepared (client), or every attempt a
+    /// server accepted (none of them can commit after this): the session
+    /// goes on as before.
     pub fn abort_reconnect(&mut self) {
+        if self.reconnects_pending > 0 {
+            self.reconnects_pending = 0;
+            self.reconnect_epoch += 1;
+        }
         if let Some(r) = self.resilience.as_mut() {
             r.hold_acks = false;
         }
     }
 
+    /// Server: one accepted attempt failed or timed out; the others (if
+    /// any) stay pending, and the session goes on as before.
+    pub fn drop_reconnect(&mut self, sr: ServerReconnect) {
+        if sr.epoch != self.reconnect_epoch {
+            // Forgotten already, by a commit or abort_reconnect.
+            return;
+        }
+        self.reconnects_pending = self.reconnects_pending.saturating_sub(1);
+        let held = self.reconnects_pending > 0;
+        if let Some(r) = self.resilience.as_mut() {
+            r.hold_acks = held;
+        }
+    }
+
+    /// Checks a request's token, MAC, freshness and count; returns the
+    /// resume secret it was made with.
     fn validate_reconnect(
-        &self,
+        &mut self,
         req: &ReconnectRequest,
-    ) -> std::result::Result<ServerReconnect, Refused> {
+    ) -> std::result::Result<Zeroizing<Vec<u8>>, Refused> {
         let refuse = |code, d: &str| Refused {
             code,
             description: d.to_string(),
         };
+        let role = self.role;
         let Some(r) = self
             .resilience
-            .as_ref()
-            .filter(|r| r.active && self.role == Role::Server)
+            .as_mut()
+            .filter(|r| r.active && role == Role::Server)
         else {
             return Err(refuse(
                 resilience::failure::UNKNOWN_SESSION,
@@ -461,14 +509,21 @@ impl Connection {
                 "authentication failed",
             ));
         }
+        // The client makes a fresh request (fresh Q_C) for every attempt,
+        // so a MAC that verified before is a recording played again.
+        if !r.first_sighting(&q.mac) {
+            return Err(refuse(
+                resilience::failure::AUTHENTICATION_FAILED,
+                "replayed request",
+            ));
+        }
         if r.unacked_from(q.r_c).is_err() {
             return Err(refuse(
                 resilience::failure::AUTHENTICATION_FAILED,
                 "receive count out of range",
             ));
         }
-        self.prepare_server_reconnect(req, rs)
-            .map_err(|e| refuse(resilience::failure::TRY_AGAIN, &e.to_string()))
+        Ok(rs)
     }
 
     fn prepare_server_reconnect(
@@ -517,28 +572,38 @@ impl Connection {
             next_rs,
             used_rs: rs,
             transcript: req.transcript.clone(),
+            epoch: self.reconnect_epoch,
         })
     }
 
     /// Server, owning session: the client confirmed the keys; the session
     /// moves to the new transport. Its first packet is an ACK (which tells
-    /// the client the server committed), then the retransmissions.
+    /// the client the server committed), then the retransmissions. Every
+    /// other attempt still pending is void from now on: drop it.
     pub fn commit_reconnect(&mut self, sr: ServerReconnect, now: Instant) -> Result<()> {
         if !sr.confirmed {
             return Err(Error::Protocol("reconnect not confirmed"));
+        }
+        if sr.epoch != self.reconnect_epoch {
+            return Err(Error::Protocol("reconnect superseded"));
         }
         let r = self
             .resilience
             .as_mut()
             .ok_or(Error::Protocol("resilience is not active"))?;
-        r.skip = r
+        // Checked before anything changes (acked() checks its range first).
+        let skip = r
             .recv
             .checked_sub(sr.r_s)
             .ok_or(Error::Protocol("receive count went backwards"))?;
         r.acked(sr.r_c)?;
+        r.skip = skip;
         let resend: Vec<Vec<u8>> = r.unacked_from(sr.r_c)?.map(<[u8]>::to_vec).collect();
         r.prev_rs = Some(sr.used_rs);
         r.rs = sr.next_rs;
+        r.hold_acks = false;
+        self.reconnects_pending = 0;
+        self.reconnect_epoch += 1;
         self.kex = None;
         self.writer = sr.writer;
         self.reader = sr.reader;
@@ -547,9 +612,6 @@ impl Connection {
         self.out_pos = 0;
         self.peer_version = Some(sr.transcript.v_c);
         self.local_version = sr.transcript.v_s;
-        if let Some(r) = self.resilience.as_mut() {
-            r.hold_acks = false;
-        }
         self.send_ack(false)?;
         self.after_reconnect(now, resend)?;
         let r = self.process(now);

@@ -1,6 +1,8 @@
 //! The resilience extension (docs/PROTOCOL.md): names, messages, the
 //! resume-secret derivations and the retransmit buffer.
 
+use std::collections::VecDeque;
+
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
@@ -34,6 +36,32 @@ pub mod failure {
 /// allocator churn), rare enough to cost 0.004% of the data (a 36-byte ACK
 /// per MiB).
 pub const ACK_EVERY: usize = 1 << 20;
+
+/// Unacknowledged resilient messages after which a party stops sending
+/// channel data (as at its byte cap): a child writing one byte at a time
+/// must not fill the cap with tiny messages, each of which costs memory
+/// beyond its payload.
+pub const DATA_MESSAGES: usize = 48 * 1024;
+
+/// The hard bound on everything unacknowledged or queued for sending, data
+/// or not: messages, and bytes above the cap. Past it the peer is not
+/// acknowledging what it asks for (a flood of requests that want replies,
+/// never ACKed) and the connection ends with DISCONNECT.
+pub const MAX_MESSAGES: usize = 64 * 1024;
+pub const MAX_BYTES_ABOVE_CAP: usize = 1 << 20;
+
+/// Resilient messages received after which an ACK is sent whatever their
+/// size, so that an honest peer's sender stays far below [`DATA_MESSAGES`].
+pub const ACK_EVERY_MESSAGES: u64 = 4096;
+
+/// Server: reconnect attempts accepted and not yet confirmed that a session
+/// keeps at once. One more is refused with TRY_AGAIN; none is evicted.
+pub const MAX_PENDING_RECONNECTS: usize = 4;
+
+/// Server: verified reconnect requests remembered to recognise replays
+/// (16-byte prefixes of MAC_C, 16 KiB). Only requests whose MAC verified
+/// enter it, so only the real client's attempts fill it.
+pub const SEEN_REQUESTS: usize = 1024;
 
 /// Whether a message number is counted and retransmitted.
 pub fn is_resilient(n: u8) -> bool {
@@ -282,6 +310,10 @@ pub struct State {
     /// A reconnect is being prepared: send no ACK on the old connection, so
     /// the peer keeps everything from the count we announced.
     pub hold_acks: bool,
+    /// Server: MAC_C prefixes of the verified reconnect requests seen,
+    /// oldest first, at most [`SEEN_REQUESTS`]: one seen before is a replay.
+    #[serde(default)]
+    pub seen_requests: VecDeque<[u8; 16]>,
     /// Our cap and detach timeout, and the peer's (from INFO).
     pub local_cap: u32,
     pub local_detach: u32,
@@ -312,6 +344,7 @@ impl State {
             unacked_bytes: 0,
             skip: 0,
             hold_acks: false,
+            seen_requests: VecDeque::new(),
             local_cap,
             local_detach,
             peer_cap: None,
@@ -343,21 +376,54 @@ impl State {
             .map_err(|_| Error::Protocol("peer's receive count out of range"))
     }
 
-    /// Room left under our cap for channel data.
+    /// Room left under our cap for channel data: none once the buffer
+    /// holds [`DATA_MESSAGES`] messages.
     pub fn room(&self) -> usize {
+        if self.buffer.len() >= DATA_MESSAGES {
+            return 0;
+        }
         (self.local_cap as usize).saturating_sub(self.buffer.bytes())
     }
 
+    /// Whether `msgs` more messages of `bytes` more bytes beside the
+    /// retransmit buffer stay within the hard bound ([`MAX_MESSAGES`],
+    /// the cap plus [`MAX_BYTES_ABOVE_CAP`]).
+    pub fn within_bound(&self, msgs: usize, bytes: usize) -> bool {
+        self.buffer.len().saturating_add(msgs) <= MAX_MESSAGES
+            && self.buffer.bytes().saturating_add(bytes)
+                <= (self.local_cap as usize).saturating_add(MAX_BYTES_ABOVE_CAP)
+    }
+
     /// Whether an ACK is due by volume: a quarter of the peer's cap, but at
-    /// most every [`ACK_EVERY`] bytes (docs/PROTOCOL.md §4).
+    /// most every [`ACK_EVERY`] bytes, or [`ACK_EVERY_MESSAGES`] messages
+    /// (docs/PROTOCOL.md §4).
     pub fn ack_due_by_volume(&self) -> bool {
         let threshold =
             (self.peer_cap.unwrap_or(self.local_cap) / 4).clamp(1, ACK_EVERY as u32) as usize;
         self.unacked_bytes >= threshold
+            || self.recv.saturating_sub(self.acked_recv) >= ACK_EVERY_MESSAGES
     }
 
     pub fn token(&self) -> Result<Vec<u8>> {
         token(&self.rs)
+    }
+
+    /// Server: records the MAC of a verified reconnect request; false if it
+    /// was seen before (a replay). The oldest entry goes past
+    /// [`SEEN_REQUESTS`].
+    pub fn first_sighting(&mut self, mac: &[u8]) -> bool {
+        let mut key = [0u8; 16];
+        let n = mac.len().min(16);
+        key[..n].copy_from_slice(&mac[..n]);
+        // MAC_C is public (sent in clear): no need for a constant-time scan.
+        if self.seen_requests.contains(&key) {
+            return false;
+        }
+        if self.seen_requests.len() >= SEEN_REQUESTS {
+            self.seen_requests.pop_front();
+        }
+        self.seen_requests.push_back(key);
+        true
     }
 }
 

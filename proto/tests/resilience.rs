@@ -266,12 +266,15 @@ fn tokens_ratchet_and_old_requests_are_refused() {
     let Some(Event::ReconnectRequest(req)) = w3.poll_event() else {
         panic!()
     };
+    // It is refused as a replay (issue 13, hole 4); were it accepted,
+    // the recorded confirmation could not confirm it.
     match p.s.accept_reconnect(&req) {
         Ok(mut sr) => {
             assert!(sr.handle_input(&recorded_confirmation).is_err() || !sr.is_confirmed());
-            p.s.abort_reconnect();
+            p.s.drop_reconnect(sr);
+            panic!("a replayed request was accepted");
         }
-        Err(r) => assert_eq!(r.code, 1),
+        Err(r) => assert_eq!(r.code, 2, "{r:?}"),
     }
     // The live session still works both ways.
     p.s.send_data(p.sid, b"still here").unwrap();
@@ -441,4 +444,270 @@ fn keepalive_reports_a_dead_connection() {
         .events_c
         .iter()
         .any(|e| matches!(e, Event::ConnectionDead)));
+}
+
+/// A reconnect attempt of the client as the server's session sees it:
+/// the client's half, the request routed to the session, and the new
+/// connection's engine (which sent the server's version line and KEXINIT).
+fn attempt(
+    p: &mut Pair,
+    sc: &Config,
+) -> (
+    ressh_proto::ClientReconnect,
+    Box<ressh_proto::ReconnectRequest>,
+    Connection,
+) {
+    let mut att = p.c.reconnect_attempt().unwrap();
+    let mut w = Connection::server(sc.clone(), host(), p.now).unwrap();
+    w.handle_input(&att.take_output(), p.now).unwrap();
+    let Some(Event::ReconnectRequest(req)) = w.poll_event() else {
+        panic!("no reconnect request")
+    };
+    (att, req, w)
+}
+
+/// Runs an accepted attempt's exchange to the key confirmation.
+fn confirm(
+    att: &mut ressh_proto::ClientReconnect,
+    w: &mut Connection,
+    sr: &mut ressh_proto::ServerReconnect,
+) {
+    let mut to_client = w.take_output();
+    to_client.extend(sr.take_output());
+    att.handle_input(&to_client).unwrap();
+    assert!(att.is_done());
+    sr.handle_input(&att.take_output()).unwrap();
+    assert!(sr.is_confirmed());
+}
+
+/// Issue 13, hole 4: a recorded request played again while the real
+/// attempt is pending is refused as a replay and disturbs nothing.
+#[test]
+fn replayed_request_is_refused_and_leaves_the_pending_attempt() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    p.cut();
+    let (mut att, req, mut w) = attempt(&mut p, &sc);
+    let mut sr = p.s.accept_reconnect(&req).unwrap();
+    // The same request again, as often as an attacker likes.
+    for _ in 0..20 {
+        let refused = p.s.accept_reconnect(&req).err().expect("replay accepted");
+        assert_eq!(refused.code, 2, "{refused:?}");
+        assert!(refused.description.contains("replay"), "{refused:?}");
+    }
+    confirm(&mut att, &mut w, &mut sr);
+    p.s.commit_reconnect(sr, p.now).unwrap();
+    p.c.complete_reconnect(att, p.now).unwrap();
+    p.pump();
+    p.s.send_data(p.sid, b"resumed").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"resumed"));
+    // After the commit the recording is still a replay (its token is the
+    // previous one, accepted until the next reconnect).
+    assert_eq!(p.s.accept_reconnect(&req).err().unwrap().code, 2);
+}
+
+/// Issue 13, hole 4: an accepted attempt that never confirms (a replay
+/// that slipped past the replay memory, or an attempt the client gave
+/// up) neither evicts nor disturbs the real one, even when it fails while
+/// the real one waits: ACKs stay held for the real attempt.
+#[test]
+fn pending_attempt_is_not_evicted_by_an_unconfirmed_one() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    // An attempt the client gave up; its request reached the server.
+    let (_given_up, stale, _w0) = attempt(&mut p, &sc);
+    p.c.abort_reconnect();
+    // The real attempt, made while the old connection still works.
+    let (mut att, req, mut w) = attempt(&mut p, &sc);
+    let mut sr = p.s.accept_reconnect(&req).unwrap();
+    let other = p.s.accept_reconnect(&stale).unwrap();
+    // Up to the bound, then TRY_AGAIN: nothing is evicted.
+    let mut more = Vec::new();
+    let mut refused = None;
+    for _ in 0..4 {
+        let (_a, r, _w) = attempt(&mut p, &sc);
+        p.c.abort_reconnect();
+        match p.s.accept_reconnect(&r) {
+            Ok(s) => more.push(s),
+            Err(e) => refused = Some(e),
+        }
+    }
+    assert_eq!(more.len(), 2, "four attempts pending at most");
+    assert_eq!(refused.expect("refused").code, 4);
+    // The unconfirmed ones fail while the real one waits; traffic on the
+    // old path goes on meanwhile.
+    p.s.drop_reconnect(other);
+    for s in more {
+        p.s.drop_reconnect(s);
+    }
+    p.c.send_data(p.cid, b"typed on the old path").unwrap();
+    let a = p.c.take_output();
+    p.s.handle_input(&a, p.now).unwrap();
+    p.now += Duration::from_secs(5);
+    p.s.handle_timeout(p.now).unwrap();
+    let to_client = p.s.take_output();
+    assert!(
+        to_client.is_empty(),
+        "the server acknowledged on the old path while an attempt was pending"
+    );
+    // The real attempt completes and nothing is lost or repeated.
+    confirm(&mut att, &mut w, &mut sr);
+    p.s.commit_reconnect(sr, p.now).unwrap();
+    p.c.complete_reconnect(att, p.now).unwrap();
+    p.pump();
+    p.s.send_data(p.sid, b"resumed").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"resumed"));
+}
+
+/// Issue 13, hole 4: two attempts pending at once; the first confirmed
+/// commits and the other can never commit after it.
+#[test]
+fn two_concurrent_attempts_the_confirmed_one_wins() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    p.cut();
+    let (mut a1, r1, mut w1) = attempt(&mut p, &sc);
+    let (mut a2, r2, mut w2) = attempt(&mut p, &sc);
+    let mut s1 = p.s.accept_reconnect(&r1).unwrap();
+    let mut s2 = p.s.accept_reconnect(&r2).unwrap();
+    confirm(&mut a2, &mut w2, &mut s2);
+    p.s.commit_reconnect(s2, p.now).unwrap();
+    p.c.complete_reconnect(a2, p.now).unwrap();
+    p.pump();
+    let token = p.s.resume_token();
+    // The first attempt confirms too late: refused, and nothing changes.
+    confirm(&mut a1, &mut w1, &mut s1);
+    assert!(p.s.commit_reconnect(s1, p.now).is_err());
+    assert_eq!(p.s.resume_token(), token);
+    p.s.send_data(p.sid, b"still one session").unwrap();
+    p.c.send_data(p.cid, b"both ways").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"still one session"));
+    assert!(!p.s.is_closed() && !p.c.is_closed());
+    // And the next reconnect works as usual.
+    p.cut();
+    p.reconnect(&sc);
+    p.s.send_data(p.sid, b"again").unwrap();
+    p.pump();
+    assert!(p.got.ends_with(b"again"));
+}
+
+/// The clear packets after the version line of what a server sent.
+fn clear_payloads(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut at = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut out = Vec::new();
+    while at + 5 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let pad = bytes[at + 4] as usize;
+        out.push(bytes[at + 5..at + 4 + len - pad].to_vec());
+        at += 4 + len;
+    }
+    out
+}
+
+/// Issue 13: a malformed REQUEST gets RECONNECT_FAILURE (docs/PROTOCOL.md
+/// §7), not DISCONNECT.
+#[test]
+fn malformed_request_gets_reconnect_failure() {
+    let sc = Config::default();
+    let mut p = Pair::new(Config::default(), sc.clone());
+    let mut att = p.c.reconnect_attempt().unwrap();
+    p.c.abort_reconnect();
+    let mut out = att.take_output();
+    let v = out.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let len = u32::from_be_bytes(out[v..v + 4].try_into().unwrap()) as usize;
+    // The request's packet: length, padding length, message number, then
+    // the token's length, made 33.
+    let req = v + 4 + len;
+    assert_eq!(out[req + 5], 242);
+    out[req + 9] = 33;
+    let mut w = Connection::server(sc, host(), p.now).unwrap();
+    assert!(w.handle_input(&out, p.now).is_err());
+    let payloads = clear_payloads(&w.take_output());
+    let last = payloads.last().expect("an answer");
+    assert_eq!(last[0], 244, "answered with message {}", last[0]);
+    assert_eq!(u32::from_be_bytes(last[1..5].try_into().unwrap()), 2);
+    assert!(!payloads.iter().any(|p| p[0] == 1), "a DISCONNECT was sent");
+}
+
+/// Issue 13, hole 5: a peer that never acknowledges and sends thousands of
+/// want-reply global requests (each answered with REQUEST_FAILURE, a
+/// resilient message) cannot grow the retransmit buffer past the hard
+/// bound: the server disconnects with a reason when it is reached.
+#[test]
+fn unacknowledged_replies_are_bounded() {
+    use ressh_proto::msg::GlobalReq;
+    use ressh_proto::resilience::{MAX_BYTES_ABOVE_CAP, MAX_MESSAGES};
+    let sc = Config::default();
+    let cap = sc.resilience_buffer as usize;
+    let mut p = Pair::new(Config::default(), sc);
+    // A prepared reconnect holds the client's ACKs: from now on it never
+    // acknowledges anything (nor answers keepalives).
+    let _never = p.c.reconnect_attempt().unwrap();
+    let (mut most, mut most_bytes, mut sent) = (0, 0, 0);
+    let mut ended = None;
+    'flood: for _ in 0..200 {
+        for _ in 0..1000 {
+            p.c.global_request(
+                GlobalReq::Other {
+                    name: "flood@example.com".into(),
+                    data: vec![0; 64],
+                },
+                true,
+            )
+            .unwrap();
+            sent += 1;
+        }
+        let a = p.c.take_output();
+        let r = p.s.handle_input(&a, p.now);
+        let (held, bytes) = p.s.unacknowledged().unwrap();
+        most = most.max(held);
+        most_bytes = most_bytes.max(bytes);
+        assert!(held <= MAX_MESSAGES, "{held} messages held");
+        assert!(bytes <= cap + MAX_BYTES_ABOVE_CAP, "{bytes} bytes held");
+        let b = p.s.take_output();
+        let _ = p.c.handle_input(&b, p.now);
+        while let Some(e) = p.c.poll_event() {
+            if let Event::Disconnected { description, .. } = e {
+                ended = Some(description);
+            }
+        }
+        if r.is_err() {
+            assert!(p.s.is_closed());
+            break 'flood;
+        }
+    }
+    let why = ended.expect("the server did not disconnect");
+    assert!(why.contains("does not acknowledge"), "{why}");
+    println!(
+        "bound reached after {sent} requests: {most} messages / {most_bytes} bytes unacknowledged; \
+         DISCONNECT: {why}"
+    );
+}
+
+/// Issue 13, hole 5: channel data in tiny messages stops at
+/// DATA_MESSAGES unacknowledged messages, long before the byte cap.
+#[test]
+fn tiny_channel_data_stops_at_the_message_bound() {
+    use ressh_proto::resilience::DATA_MESSAGES;
+    let mut p = Pair::new(Config::default(), Config::default());
+    let _never = p.c.reconnect_attempt().unwrap();
+    let mut n = 0;
+    while p.s.send_window(p.sid) > 0 && n < 10 * DATA_MESSAGES {
+        assert_eq!(p.s.send_data(p.sid, b"x").unwrap(), 1);
+        n += 1;
+        if n % 1000 == 0 {
+            let b = p.s.take_output();
+            p.c.handle_input(&b, p.now).unwrap();
+            p.events();
+            let a = p.c.take_output();
+            p.s.handle_input(&a, p.now).unwrap();
+        }
+    }
+    let (held, bytes) = p.s.unacknowledged().unwrap();
+    assert!(held <= DATA_MESSAGES + 16, "{held} messages held");
+    assert!(bytes < 1 << 20, "{bytes}");
+    assert_eq!(p.s.send_window(p.sid), 0);
 }

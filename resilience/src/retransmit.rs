@@ -97,6 +97,11 @@ impl Retransmit {
         }
     }
 
+    /// Chunks held (messages, when counting messages).
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Unacknowledged bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes

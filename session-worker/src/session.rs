@@ -65,6 +65,8 @@ const WAKER: Token = Token(2);
 const IPC: Token = Token(3);
 /// The transport of a reconnect not yet confirmed.
 const NEW_SOCK: Token = Token(4);
+/// Tokens NEW_SOCK.. for the transports of pending reconnects, one each.
+const NEW_SOCKS: usize = ressh_proto::resilience::MAX_PENDING_RECONNECTS;
 const FIRST_TOKEN: usize = 16;
 
 /// Bytes read from the client or a local fd at once.
@@ -136,9 +138,11 @@ pub struct Session {
     monitor: Monitor,
     /// Set while the session waits for a reconnect.
     detached: Option<Detached>,
-    /// A reconnect accepted by [`Connection::accept_reconnect`] and not yet
-    /// committed or abandoned.
-    pending: Option<Pending>,
+    /// Reconnects accepted by [`Connection::accept_reconnect`] and not yet
+    /// committed or abandoned, oldest first (at most
+    /// [`ressh_proto::resilience::MAX_PENDING_RECONNECTS`]).
+    pending: Vec<Pending>,
+    next_pending: u64,
     ctx: Ctx,
     chans: HashMap<u32, Chan>,
     listeners: HashMap<u64, Listener>,
@@ -222,7 +226,8 @@ impl Session {
             wire: Some(Wire::new(sock)),
             monitor: Monitor::new(endpoint, inbox),
             detached: None,
-            pending: None,
+            pending: Vec::new(),
+            next_pending: 0,
             ctx: Ctx::new(registry, info, FIRST_TOKEN),
             chans: HashMap::new(),
             listeners: HashMap::new(),
@@ -275,7 +280,7 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let pending = self.pending.as_ref().map(|p| p.deadline);
+        let pending = self.pending.iter().map(|p| p.deadline).min();
         match &self.detached {
             // Detached: no engine timers (nothing can be sent) and no
             // ClientAlive, only the detach timeout.
@@ -306,8 +311,13 @@ impl Session {
                     w.note(ev);
                 }
             }
-            NEW_SOCK => {
-                if let Some(w) = self.pending.as_mut().and_then(|p| p.wire.as_mut()) {
+            t if (NEW_SOCK.0..NEW_SOCK.0 + NEW_SOCKS).contains(&t.0) => {
+                if let Some(w) = self
+                    .pending
+                    .iter_mut()
+                    .find(|p| p.token == t)
+                    .and_then(|p| p.wire.as_mut())
+                {
                     w.note(ev);
                 }
             }
@@ -585,7 +595,7 @@ impl Session {
     /// SIGHUP to the process groups of pty sessions (like sshd), then every
     /// fd is closed. The same after a disconnect and a detach timeout.
     fn cleanup(&mut self) {
-        self.abandon_pending("the session ended");
+        self.abandon_all_pending("the session ended");
         for chan in self.chans.values() {
             if let Chan::Session(s) = chan {
                 if let Some((pid, true)) = s.running_child() {
@@ -939,8 +949,14 @@ impl Session {
 
     fn timers(&mut self) {
         let now = Instant::now();
-        if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
-            self.abandon_pending("timed out");
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|p| p.deadline <= now)
+            .map(|p| p.id)
+            .collect();
+        for id in late {
+            self.abandon_pending(id, "timed out");
         }
         if let Some(d) = &self.detached {
             if d.deadline.is_some_and(|t| t <= now) {

@@ -629,7 +629,14 @@ pub struct Proxy {
     pub port: u16,
     pub conns: Arc<Mutex<Vec<Proxied>>>,
     stop: Arc<AtomicBool>,
+    /// While set, new connections are accepted and recorded but go nowhere
+    /// (a path that swallows the client's attempts): see [`Proxy::held`].
+    pub blackhole: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<Held>>>,
 }
+
+/// A swallowed connection and what its client sent.
+type Held = (TcpStream, Arc<Mutex<Vec<u8>>>);
 
 impl Proxy {
     pub fn start(target: std::net::SocketAddr) -> Proxy {
@@ -638,7 +645,9 @@ impl Proxy {
         listener.set_nonblocking(true).unwrap();
         let conns: Arc<Mutex<Vec<Proxied>>> = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c2, s2) = (conns.clone(), stop.clone());
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let held: Arc<Mutex<Vec<Held>>> = Arc::default();
+        let (c2, s2, b2, h2) = (conns.clone(), stop.clone(), blackhole.clone(), held.clone());
         thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let (client, _) = match listener.accept() {
@@ -649,6 +658,18 @@ impl Proxy {
                     }
                 };
                 client.set_nonblocking(false).unwrap();
+                if b2.load(Ordering::Relaxed) {
+                    let rec = Arc::new(Mutex::new(Vec::new()));
+                    let (mut from, r2) = (client.try_clone().unwrap(), rec.clone());
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            r2.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    });
+                    h2.lock().unwrap().push((client, rec));
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
@@ -672,7 +693,24 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, conns, stop }
+        Proxy {
+            port,
+            conns,
+            stop,
+            blackhole,
+            held,
+        }
+    }
+
+    /// What the client sent on the connections swallowed while
+    /// [`Proxy::blackhole`] was set, in order.
+    pub fn held(&self) -> Vec<Vec<u8>> {
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.lock().unwrap().clone())
+            .collect()
     }
 
     /// How many connections it has accepted.
@@ -694,6 +732,9 @@ impl Proxy {
         for c in self.conns.lock().unwrap().iter() {
             let _ = c.client.shutdown(Shutdown::Both);
             let _ = c.server.shutdown(Shutdown::Both);
+        }
+        for (c, _) in self.held.lock().unwrap().iter() {
+            let _ = c.shutdown(Shutdown::Both);
         }
     }
 }

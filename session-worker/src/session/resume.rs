@@ -17,7 +17,10 @@
 //! and once the client's key confirmation arrives the session moves there
 //! ([`Connection::commit_reconnect`]), dropping the old socket if it was
 //! still open (make-before-break). A failed or late attempt is abandoned
-//! ([`Connection::abort_reconnect`]) and the session is as it was.
+//! ([`Connection::drop_reconnect`]) and the session is as it was. Several
+//! accepted attempts may wait at once (bounded by the engine); none evicts
+//! another, the first confirmed commits and voids the rest, and a replayed
+//! request is refused before it becomes one (docs/PROTOCOL.md §8).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,7 +35,7 @@ use ressh_ipc::Endpoint;
 use ressh_proto::wire::printable;
 use ressh_proto::{ReconnectRequest, ServerReconnect};
 
-use super::{io_err, Session, Wire, NEW_SOCK, SOCK};
+use super::{io_err, Session, Wire, NEW_SOCK, NEW_SOCKS, SOCK};
 use crate::signer::Inbox;
 
 /// How long an accepted reconnect may wait for its transport, and then for
@@ -102,6 +105,9 @@ pub struct Detached {
 
 /// An accepted reconnect attempt.
 pub struct Pending {
+    pub id: u64,
+    /// The poll token of its transport.
+    pub token: Token,
     sr: ServerReconnect,
     pub deadline: Instant,
     /// The new transport, once the monitor sent it.
@@ -190,40 +196,54 @@ impl Session {
         }
     }
 
-    /// Phase 1: validate. A newer accepted attempt replaces an older one; a
-    /// refused one leaves the older in place (a forged request must not
-    /// disturb the real client's attempt).
+    /// Phase 1: validate. An accepted attempt joins those pending; none is
+    /// ever evicted (a replayed or otherwise unconfirmable attempt must not
+    /// displace the real client's), the engine bounds how many there are,
+    /// and the first confirmed one commits. A refused one changes nothing.
     fn reconnect_request(&mut self, req: &ReconnectRequest) {
         let verdict = match self.conn.accept_reconnect(req) {
             Ok(sr) => {
-                if let Some(old) = self.pending.take() {
-                    // The engine still holds ACKs for the new attempt: no
-                    // abort_reconnect here.
-                    log!("a newer reconnect attempt replaces the pending one");
-                    self.drop_pending_wire(old);
+                let token = (0..NEW_SOCKS)
+                    .map(|i| Token(NEW_SOCK.0 + i))
+                    .find(|t| self.pending.iter().all(|p| p.token != *t));
+                match token {
+                    Some(token) => {
+                        self.next_pending += 1;
+                        self.pending.push(Pending {
+                            id: self.next_pending,
+                            token,
+                            sr,
+                            deadline: Instant::now() + PENDING_TIMEOUT,
+                            wire: None,
+                            peer_addr: String::new(),
+                            peer_port: 0,
+                        });
+                        Ok(())
+                    }
+                    None => {
+                        // The engine bounds the attempts by the same number.
+                        self.conn.drop_reconnect(sr);
+                        Err((
+                            ressh_proto::resilience::failure::TRY_AGAIN,
+                            "too many reconnects in progress".to_string(),
+                        ))
+                    }
                 }
-                self.pending = Some(Pending {
-                    sr,
-                    deadline: Instant::now() + PENDING_TIMEOUT,
-                    wire: None,
-                    peer_addr: String::new(),
-                    peer_port: 0,
-                });
-                Ok(())
             }
-            Err(r) => {
-                log!(
-                    "reconnect refused: {} (code {})",
-                    printable(r.description.as_bytes()),
-                    r.code
-                );
-                Err((r.code, r.description))
-            }
+            Err(r) => Err((r.code, r.description)),
         };
+        if let Err((code, description)) = &verdict {
+            log!(
+                "reconnect refused: {} (code {code})",
+                printable(description.as_bytes())
+            );
+        }
         self.notify(FromSession::ReconnectVerdict(verdict));
     }
 
-    /// Phase 2: the new socket for the accepted attempt.
+    /// Phase 2: the new socket for the accepted attempt. The broker routes
+    /// one reconnect of a session at a time, from the request to the
+    /// handover, so the socket belongs to the attempt accepted last.
     fn transport(
         &mut self,
         leftover: Vec<u8>,
@@ -240,7 +260,7 @@ impl Session {
             return;
         }
         let fd = fds.remove(0);
-        let Some(p) = self.pending.as_mut() else {
+        let Some(p) = self.pending.last_mut() else {
             log!("monitor: a transport from {shown} without a pending reconnect; closed");
             return;
         };
@@ -248,13 +268,14 @@ impl Session {
             log!("monitor: a second transport from {shown} for one reconnect; closed");
             return;
         }
+        let id = p.id;
         let sock = std::net::TcpStream::from(fd);
-        let stream = match into_mio(sock, self.poll.registry(), NEW_SOCK) {
+        let stream = match into_mio(sock, self.poll.registry(), p.token) {
             Ok(s) => s,
             Err(e) => {
                 p.peer_addr = peer_addr;
                 p.peer_port = peer_port;
-                self.abandon_pending(&e);
+                self.abandon_pending(id, &e);
                 return;
             }
         };
@@ -264,17 +285,17 @@ impl Session {
         p.peer_addr = peer_addr;
         p.peer_port = peer_port;
         p.deadline = Instant::now() + PENDING_TIMEOUT;
-        self.feed_pending(&leftover);
+        self.feed_pending(id, &leftover);
     }
 
-    /// Bytes from the new transport for the attempt; commits once the
+    /// Bytes from the new transport for attempt `id`; commits once the
     /// client's key confirmation verified.
-    fn feed_pending(&mut self, data: &[u8]) {
-        let Some(p) = self.pending.as_mut() else {
+    fn feed_pending(&mut self, id: u64, data: &[u8]) {
+        let Some(p) = self.pending.iter_mut().find(|p| p.id == id) else {
             return;
         };
         if let Err(e) = p.sr.handle_input(data) {
-            self.abandon_pending(&e.to_string());
+            self.abandon_pending(id, &e.to_string());
             return;
         }
         let out = p.sr.take_output();
@@ -282,15 +303,29 @@ impl Session {
             w.pre.extend_from_slice(&out);
         }
         if p.sr.is_confirmed() {
-            self.commit();
+            self.commit(id);
         }
     }
 
-    /// Moves bytes on the new transport of a pending attempt.
+    /// Moves bytes on the new transports of pending attempts.
     pub(super) fn pump_pending(&mut self, buf: &mut [u8]) -> bool {
+        let ids: Vec<u64> = self.pending.iter().map(|p| p.id).collect();
+        let mut progress = false;
+        for id in ids {
+            progress |= self.pump_one(id, buf);
+        }
+        progress
+    }
+
+    fn pump_one(&mut self, id: u64, buf: &mut [u8]) -> bool {
         let mut progress = false;
         loop {
-            let Some(w) = self.pending.as_mut().and_then(|p| p.wire.as_mut()) else {
+            let Some(w) = self
+                .pending
+                .iter_mut()
+                .find(|p| p.id == id)
+                .and_then(|p| p.wire.as_mut())
+            else {
                 return progress;
             };
             if w.writable && !w.pre.is_empty() {
@@ -303,7 +338,7 @@ impl Session {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        self.abandon_pending(&format!("write error: {e}"));
+                        self.abandon_pending(id, &format!("write error: {e}"));
                         return true;
                     }
                 }
@@ -313,35 +348,30 @@ impl Session {
             }
             match w.stream.read(buf) {
                 Ok(0) => {
-                    self.abandon_pending("connection closed before the key confirmation");
+                    self.abandon_pending(id, "connection closed before the key confirmation");
                     return true;
                 }
                 Ok(n) => {
                     progress = true;
-                    self.feed_pending(&buf[..n]);
+                    self.feed_pending(id, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.abandon_pending(&format!("read error: {e}"));
+                    self.abandon_pending(id, &format!("read error: {e}"));
                     return true;
                 }
             }
         }
     }
 
-    fn drop_pending_wire(&mut self, p: Pending) {
-        if let Some(mut w) = p.wire {
+    fn drop_pending_wire(&mut self, p: &mut Pending) {
+        if let Some(mut w) = p.wire.take() {
             let _ = self.poll.registry().deregister(&mut w.stream);
         }
     }
 
-    /// Gives up the pending attempt (failed, timed out, or the session
-    /// ends); the session goes on as it was.
-    pub(super) fn abandon_pending(&mut self, why: &str) {
-        let Some(p) = self.pending.take() else {
-            return;
-        };
+    fn log_abandoned(p: &Pending, why: &str) {
         match p.wire.is_some() {
             true => log!(
                 "Reconnect from {} port {} failed: {why}",
@@ -350,18 +380,43 @@ impl Session {
             ),
             false => log!("Reconnect abandoned before its transport arrived: {why}"),
         }
-        self.drop_pending_wire(p);
+    }
+
+    /// Gives up attempt `id` (failed or timed out); the other attempts and
+    /// the session go on as they were.
+    pub(super) fn abandon_pending(&mut self, id: u64, why: &str) {
+        let Some(i) = self.pending.iter().position(|p| p.id == id) else {
+            return;
+        };
+        let mut p = self.pending.remove(i);
+        Self::log_abandoned(&p, why);
+        self.drop_pending_wire(&mut p);
+        self.conn.drop_reconnect(p.sr);
+    }
+
+    /// Gives up every pending attempt (the session ends).
+    pub(super) fn abandon_all_pending(&mut self, why: &str) {
+        for mut p in std::mem::take(&mut self.pending) {
+            Self::log_abandoned(&p, why);
+            self.drop_pending_wire(&mut p);
+        }
         self.conn.abort_reconnect();
     }
 
-    /// The client confirmed the keys: the session moves to the new transport.
-    fn commit(&mut self) {
-        let Some(mut p) = self.pending.take() else {
+    /// The client confirmed the keys of attempt `id`: the session moves to
+    /// its transport, and every other pending attempt is void.
+    fn commit(&mut self, id: u64) {
+        let Some(i) = self.pending.iter().position(|p| p.id == id) else {
             return;
         };
+        let mut p = self.pending.remove(i);
         let Some(mut wire) = p.wire.take() else {
             return;
         };
+        for mut other in std::mem::take(&mut self.pending) {
+            Self::log_abandoned(&other, "another attempt confirmed first");
+            self.drop_pending_wire(&mut other);
+        }
         let registry = self.poll.registry();
         if let Some(mut old) = self.wire.take() {
             // Make-before-break: the old connection never broke, or this
