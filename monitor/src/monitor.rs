@@ -100,6 +100,8 @@ struct Accepted {
     groups: Vec<u32>,
     options: KeyOptions,
     settings: Settings,
+    /// The methods the user authenticated with, in order.
+    methods: Vec<String>,
 }
 
 struct Monitor<'a> {
@@ -684,6 +686,7 @@ impl Monitor<'_> {
             };
         }
         let options = p.options.clone();
+        let methods = p.completed.clone();
         if settings.use_pam {
             if let Err(v) = self.pam_account(&user.name) {
                 return v;
@@ -696,6 +699,7 @@ impl Monitor<'_> {
             groups,
             options,
             settings,
+            methods,
         });
         AuthVerdict::Accept
     }
@@ -1415,11 +1419,15 @@ impl Monitor<'_> {
         }
     }
 
-    /// The address rules, checked again for a reconnect from `addr`:
-    /// AllowUsers/DenyUsers (with @host), AllowGroups/DenyGroups and the
-    /// configuration as Match Address resolves it there, and the from=
-    /// option of the key the user logged in with.
-    fn reconnect_allowed(&self, addr: &str) -> Result<(), String> {
+    /// A reconnect from `addr` is judged as a new login from there would
+    /// be, except for the authentication itself: the configuration as Match
+    /// resolves it for that address; AllowUsers/DenyUsers (with @host),
+    /// AllowGroups/DenyGroups; the from= option of the key used;
+    /// PermitRootLogin; the methods the user authenticated with must still
+    /// be enabled and satisfy AuthenticationMethods there; and the account
+    /// must still be valid (PAM account management with the new PAM_RHOST,
+    /// or the shadow entry without PAM).
+    fn reconnect_allowed(&mut self, addr: &str) -> Result<(), String> {
         let a = self.accepted.as_ref().ok_or("no user")?;
         let ip: std::net::IpAddr = addr.parse().map_err(|_| "bad address".to_string())?;
         let group_names: Vec<String> = a
@@ -1458,6 +1466,23 @@ impl Monitor<'_> {
             if !authkeys::from_matches(from, &peer) {
                 return Err(format!("key's from=\"{from}\" does not match {addr}"));
             }
+        }
+        admissible(
+            &settings,
+            a.user.uid.is_root(),
+            &a.methods,
+            a.options.command.is_some(),
+        )?;
+        let name = a.user.name.clone();
+        if settings.use_pam {
+            let mut messages = Vec::new();
+            let pam = self.ensure_pam(&name)?;
+            pam.set_item(pam::PAM_RHOST, &ip.to_string())
+                .map_err(|e| format!("PAM: {e}"))?;
+            pam.acct_mgmt(0, &mut pam::collect_messages(&mut messages))
+                .map_err(|e| format!("PAM account management refuses {name}: {e}"))?;
+        } else {
+            shadow_account_ok(&name)?;
         }
         Ok(())
     }
@@ -1636,6 +1661,43 @@ fn method_allowed(s: &Settings, completed: &[String], method: &str) -> bool {
     methods_left(s, completed).iter().any(|m| m == method)
 }
 
+/// Whether a user who authenticated with `methods` (in order) would be let
+/// in under `s`: PermitRootLogin, each method enabled in turn, and
+/// AuthenticationMethods satisfied. For a reconnect from a new address.
+fn admissible(
+    s: &Settings,
+    root: bool,
+    methods: &[String],
+    forced_command: bool,
+) -> Result<(), String> {
+    if root {
+        let by_key = methods.iter().all(|m| m == "publickey");
+        let ok = match s.permit_root_login {
+            PermitRootLogin::Yes => true,
+            PermitRootLogin::ProhibitPassword => by_key,
+            PermitRootLogin::ForcedCommandsOnly => by_key && forced_command,
+            PermitRootLogin::No => false,
+        };
+        if !ok {
+            return Err("PermitRootLogin refuses root from there".into());
+        }
+    }
+    for (i, m) in methods.iter().enumerate() {
+        if !method_allowed(s, &methods[..i], m) {
+            return Err(format!(
+                "authentication method {m} is not allowed from there"
+            ));
+        }
+    }
+    if !auth_complete(s, methods) {
+        return Err(format!(
+            "AuthenticationMethods asks more than {} from there",
+            methods.join(",")
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the methods completed satisfy AuthenticationMethods.
 fn auth_complete(s: &Settings, completed: &[String]) -> bool {
     match open_lists(s, completed) {
@@ -1674,4 +1736,76 @@ fn shadow_account_ok(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The settings a connection from `addr` gets under `config`.
+    fn at(config: &str, addr: &str) -> Settings {
+        let c = Config::parse_str(config, "t.conf", Path::new("/nonexistent"), &[]).unwrap();
+        let ip: std::net::IpAddr = addr.parse().unwrap();
+        c.resolve(&MatchContext {
+            user: Some("u".into()),
+            host: Some(addr.into()),
+            addr: Some(ip),
+            ..Default::default()
+        })
+    }
+
+    fn m(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    const TWO_FACTORS_OUTSIDE: &str = "UsePAM yes\nPasswordAuthentication yes\n\
+        Match Address 198.18.0.0/16\n\
+        AuthenticationMethods publickey\n\
+        Match Address *,!198.18.0.0/16\n\
+        AuthenticationMethods publickey,password\n";
+
+    #[test]
+    fn one_factor_inside_is_not_enough_outside() {
+        let inside = at(TWO_FACTORS_OUTSIDE, "198.18.0.2");
+        let outside = at(TWO_FACTORS_OUTSIDE, "203.0.113.9");
+        let key = m(&["publickey"]);
+        assert!(admissible(&inside, false, &key, false).is_ok());
+        let e = admissible(&outside, false, &key, false).unwrap_err();
+        assert!(e.contains("AuthenticationMethods"), "{e}");
+        // Two factors satisfy both.
+        let both = m(&["publickey", "password"]);
+        assert!(admissible(&outside, false, &both, false).is_ok());
+    }
+
+    #[test]
+    fn a_method_disabled_at_the_new_address_refuses() {
+        let c = "UsePAM yes\nPasswordAuthentication yes\nMatch Address 203.0.113.0/24\nPasswordAuthentication no\n";
+        let pw = m(&["password"]);
+        assert!(admissible(&at(c, "198.18.0.2"), false, &pw, false).is_ok());
+        assert!(admissible(&at(c, "203.0.113.9"), false, &pw, false).is_err());
+        // The order of AuthenticationMethods is part of it.
+        let c =
+            "UsePAM yes\nPasswordAuthentication yes\nAuthenticationMethods password,publickey\n";
+        let s = at(c, "198.18.0.2");
+        assert!(admissible(&s, false, &m(&["password", "publickey"]), false).is_ok());
+        assert!(admissible(&s, false, &m(&["publickey", "password"]), false).is_err());
+    }
+
+    #[test]
+    fn root_is_judged_by_permit_root_login_there() {
+        let c = "UsePAM yes\nPermitRootLogin yes\nPasswordAuthentication yes\n\
+            Match Address 203.0.113.0/24\nPermitRootLogin no\n\
+            Match Address 192.0.2.0/24\nPermitRootLogin prohibit-password\n\
+            Match Address 100.64.0.0/10\nPermitRootLogin forced-commands-only\n";
+        let key = m(&["publickey"]);
+        let pw = m(&["password"]);
+        assert!(admissible(&at(c, "198.18.0.2"), true, &pw, false).is_ok());
+        assert!(admissible(&at(c, "203.0.113.9"), true, &key, false).is_err());
+        assert!(admissible(&at(c, "203.0.113.9"), false, &key, false).is_ok());
+        assert!(admissible(&at(c, "192.0.2.1"), true, &key, false).is_ok());
+        assert!(admissible(&at(c, "192.0.2.1"), true, &pw, false).is_err());
+        assert!(admissible(&at(c, "100.64.0.1"), true, &key, false).is_err());
+        assert!(admissible(&at(c, "100.64.0.1"), true, &key, true).is_ok());
+    }
 }

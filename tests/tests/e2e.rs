@@ -38,6 +38,7 @@ mod detach;
 mod disruptions;
 mod hostile_user;
 mod legacy;
+mod readmission;
 mod refused;
 mod restart;
 mod roaming;
