@@ -5,6 +5,7 @@
 pub mod authkeys;
 
 pub mod config;
+pub mod keepalive;
 pub mod log;
 pub mod loginrec;
 pub mod monitor;
