@@ -16,6 +16,10 @@
 //! | 8. stock OpenSSH on either side | `legacy` |
 //! | 9. resshd restarted while a session is detached | `restart` |
 //!
+//! | issue 13 hole | module |
+//! |---|---|
+//! | 11. a client that vanished without FIN/RST, default configuration | `vanished` |
+//!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never
 //! skip, when something is missing.
@@ -39,3 +43,4 @@ mod legacy;
 mod restart;
 mod roaming;
 mod transfer;
+mod vanished;
