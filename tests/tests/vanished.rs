@@ -201,14 +201,21 @@ fn vanished_openssh_client_is_dropped_by_tcp_keepalive() {
     // stock ssh would then give up by itself, which does not matter here.
     // A pty (-tt): when a session ends, resshd hangs up its processes as
     // sshd does; commands without a pty outlive it, with sshd too.
-    cmd.arg("-F")
-        .arg(&lab.login.config)
-        .args(["-tt", "-o", "ServerAliveInterval=0", "server", REMOTE]);
+    cmd.arg("-F").arg(&lab.login.config).args([
+        "-tt",
+        "-o",
+        "ServerAliveInterval=0",
+        "server",
+        REMOTE,
+    ]);
     let (mut client, procs) = idle_session(&lab, &mut cmd);
-    let socks = server_sockets(&lab);
-    assert!(
-        socks.contains("timer:(keepalive,"),
-        "resshd's socket has no keepalive timer (TCPKeepAlive yes is the default):\n{socks}"
+    // ss shows one timer: the retransmission timer while data is in
+    // flight, the keepalive timer once the connection is idle.
+    let socks = wait_for(
+        "a keepalive timer on resshd's idle socket (TCPKeepAlive yes is the default)",
+        Duration::from_secs(5),
+        || Some(server_sockets(&lab)).filter(|s| s.contains("timer:(keepalive,")),
+        || server_sockets(&lab),
     );
     let dark = vanish(&lab, &mut client);
     let log = lab.wait_log(
@@ -242,6 +249,8 @@ fn vanished_openssh_client_is_dropped_by_tcp_keepalive() {
         .arg(&lab.login.config)
         .args(["-o", "ServerAliveInterval=0", "server", REMOTE]);
     let (mut client, _) = idle_session(&lab, &mut cmd);
+    // Idle for as long as the keepalive timer took to show above.
+    std::thread::sleep(Duration::from_secs(2));
     let socks = server_sockets(&lab);
     assert!(
         !socks.trim().is_empty() && !socks.contains("keepalive"),
