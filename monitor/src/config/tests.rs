@@ -1587,7 +1587,11 @@ fn pam_motd_lastlog() {
 #[test]
 fn tcp_keep_alive_global_default_yes() {
     assert!(parse("Port 22").global().tcp_keep_alive);
-    for (text, want) in [("TCPKeepAlive no", false), ("KeepAlive no", false), ("TCPKeepAlive yes", true)] {
+    for (text, want) in [
+        ("TCPKeepAlive no", false),
+        ("KeepAlive no", false),
+        ("TCPKeepAlive yes", true),
+    ] {
         let c = parse(text);
         assert!(c.warnings().is_empty(), "{text}: {:?}", c.warnings());
         let s = c.global();
@@ -1596,7 +1600,11 @@ fn tcp_keep_alive_global_default_yes() {
         assert!(s.dump().contains(&line), "{text}");
     }
     // First value wins, as in sshd; global only.
-    assert!(!parse("TCPKeepAlive no\nTCPKeepAlive yes").global().tcp_keep_alive);
+    assert!(
+        !parse("TCPKeepAlive no\nTCPKeepAlive yes")
+            .global()
+            .tcp_keep_alive
+    );
     parse_err("TCPKeepAlive maybe");
     parse_err("Match User x\nTCPKeepAlive no");
 }
