@@ -80,6 +80,7 @@
 //! | VersionAddendum | `version_addendum` | none |
 //! | UsePAM | `use_pam` | no; with yes: password and keyboard-interactive authentication, account and session management through PAM service `resshd` (see `pam`) |
 //! | PrintMotd, PrintLastLog | `print_motd`, `print_last_log` | yes, yes: shown on interactive logins (a shell on a pty) unless ~/.hushlogin exists |
+//! | TCPKeepAlive (KeepAlive) | `tcp_keep_alive` | yes: SO_KEEPALIVE on each accepted connection, the kernel's timers (`net.ipv4.tcp_keepalive_*`) decide when a silent peer is dead, as with sshd |
 //! | Include, Match | structure | |
 //!
 //! resshd's own keywords:
@@ -99,7 +100,7 @@
 //! restrictive, or the keyword tunes something resshd does its own way.
 //! Values are still syntax-checked like sshd does.
 //! X11Forwarding, X11DisplayOffset, X11UseLocalhost, XAuthLocation,
-//! TCPKeepAlive (KeepAlive), Compression, IPQoS,
+//! Compression, IPQoS,
 //! ModuliFile, PermitUserRC, IgnoreRhosts, IgnoreUserKnownHosts,
 //! HostbasedUsesNameFromPacketOnly, HostbasedAcceptedAlgorithms
 //! (-KeyTypes), KerberosOrLocalPasswd, KerberosTicketCleanup,
@@ -380,6 +381,9 @@ pub struct Settings {
     pub print_motd: bool,
     /// PrintLastLog: "Last login: ..." on interactive logins.
     pub print_last_log: bool,
+    /// TCPKeepAlive: SO_KEEPALIVE on every accepted connection, with the
+    /// kernel's timers (as sshd).
+    pub tcp_keep_alive: bool,
 
     // Allowed in Match.
     pub permit_root_login: PermitRootLogin,
@@ -585,6 +589,7 @@ impl Settings {
         line("usepam", yn(self.use_pam));
         line("printmotd", yn(self.print_motd));
         line("printlastlog", yn(self.print_last_log));
+        line("tcpkeepalive", yn(self.tcp_keep_alive));
         line("pubkeyauthentication", yn(self.pubkey_authentication));
         line("passwordauthentication", yn(self.password_authentication));
         line(

@@ -6,6 +6,7 @@ pub mod authkeys;
 
 pub mod config;
 pub mod gate;
+pub mod keepalive;
 pub mod log;
 pub mod loginrec;
 pub mod monitor;

@@ -86,6 +86,7 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         login_messages: Vec::new(),
         logins: Vec::new(),
     };
+    crate::keepalive::apply(&sock, m.settings.tcp_keep_alive);
     match m.run(sock) {
         Ok(()) => 0,
         Err(e) => {

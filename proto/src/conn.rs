@@ -80,7 +80,8 @@ pub struct Config {
     /// Server: how long a detached session waits, in seconds (advertised).
     pub detach_timeout: u32,
     /// Client: probe the server after this much silence and report
-    /// [`Event::ConnectionDead`] after as much again (zero: off).
+    /// [`Event::ConnectionDead`] after as much again (zero: off); announced
+    /// to the server in whole seconds, rounded up (docs/PROTOCOL.md §4).
     pub keepalive: Duration,
 }
 
@@ -258,8 +259,9 @@ pub enum Event {
         reason: u32,
         description: String,
     },
-    /// Resilience is on for this session; the peer's detach timeout
-    /// (seconds; the server's, 0 from a client).
+    /// Resilience is on for this session (the peer's INFO arrived); the
+    /// server's detach timeout in seconds on a client, 0 on a server (see
+    /// [`Connection::peer_keepalive`] for what a client announced).
     ResilienceReady {
         detach_timeout: u32,
     },
@@ -1401,16 +1403,26 @@ impl Connection {
                 Ok(())
             }
             resilience::MSG_INFO if self.resilience.as_ref().is_some_and(|r| r.active) => {
-                let (detach, cap) = resilience::decode_info(&payload)?;
+                let (secs, cap) = resilience::decode_info(&payload)?;
                 let r = self.resilience.as_mut().expect("resilience");
                 if r.peer_cap.is_some() {
                     return Err(Error::Protocol("second RESILIENCE_INFO"));
                 }
                 r.peer_cap = Some(cap.max(4096));
-                r.peer_detach = Some(detach);
-                self.events.push_back(Event::ResilienceReady {
-                    detach_timeout: detach,
-                });
+                // The first field is the server's detach timeout, or the
+                // client's keepalive interval (0: none announced).
+                let detach_timeout = match self.role {
+                    Role::Client => {
+                        r.peer_detach = Some(secs);
+                        secs
+                    }
+                    Role::Server => {
+                        r.peer_keepalive = (secs > 0).then_some(secs);
+                        0
+                    }
+                };
+                self.events
+                    .push_back(Event::ResilienceReady { detach_timeout });
                 Ok(())
             }
             resilience::MSG_RECONNECT_REQUEST
@@ -1633,11 +1645,21 @@ impl Connection {
 
     /// Starts counting resilient messages and announces our parameters.
     fn activate_resilience(&mut self) -> Result<()> {
+        // A client announces its keepalive interval in whole seconds,
+        // rounded up, so that the server never expects it sooner than it
+        // comes; 0 when it sends no keepalives.
+        let k = self.config.keepalive;
+        let keepalive =
+            u32::try_from(k.as_secs() + u64::from(k.subsec_nanos() > 0)).unwrap_or(u32::MAX);
         let Some(r) = self.resilience.as_mut() else {
             return Ok(());
         };
         r.active = true;
-        let info = resilience::encode_info(r.local_detach, r.local_cap);
+        let secs = match self.role {
+            Role::Server => r.local_detach,
+            Role::Client => keepalive,
+        };
+        let info = resilience::encode_info(secs, r.local_cap);
         self.send(info)
     }
 

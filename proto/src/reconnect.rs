@@ -4,7 +4,7 @@
 //! [`ClientReconnect`] until the server's reply verified, [`ServerReconnect`]
 //! until the client's key confirmation arrived.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -287,6 +287,15 @@ impl Connection {
 
     pub fn peer_detach_timeout(&self) -> Option<u32> {
         self.resilience.as_ref().and_then(|r| r.peer_detach)
+    }
+
+    /// Server: the keepalive interval the client announced
+    /// (docs/PROTOCOL.md §4), if it announced one.
+    pub fn peer_keepalive(&self) -> Option<Duration> {
+        self.resilience
+            .as_ref()
+            .and_then(|r| r.peer_keepalive)
+            .map(|s| Duration::from_secs(u64::from(s)))
     }
 
     /// (bytes buffered for retransmission, resilient messages sent, received)

@@ -180,13 +180,17 @@ pub fn decode_ack(p: &[u8]) -> Result<(u64, bool)> {
     Ok((c, w))
 }
 
-pub fn encode_info(detach_secs: u32, cap: u32) -> Vec<u8> {
+/// SSH_MSG_RESILIENCE_INFO (docs/PROTOCOL.md §4). `secs` is the server's
+/// detach timeout when a server sends it, the client's keepalive interval
+/// (0: none) when a client does.
+pub fn encode_info(secs: u32, cap: u32) -> Vec<u8> {
     let mut p = vec![MSG_INFO];
-    p.put_u32(detach_secs);
+    p.put_u32(secs);
     p.put_u32(cap);
     p
 }
 
+/// (seconds, buffer cap); see [`encode_info`].
 pub fn decode_info(p: &[u8]) -> Result<(u32, u32)> {
     let mut r = Reader::new(&p[1..]);
     let d = r.u32()?;
@@ -319,6 +323,10 @@ pub struct State {
     pub local_detach: u32,
     pub peer_cap: Option<u32>,
     pub peer_detach: Option<u32>,
+    /// Server: the keepalive interval the client announced in its INFO
+    /// (seconds, nonzero); None when it announced none (0, as clients
+    /// before this field did) or its INFO has not arrived.
+    pub peer_keepalive: Option<u32>,
 }
 
 impl std::fmt::Debug for State {
@@ -349,6 +357,7 @@ impl State {
             local_detach,
             peer_cap: None,
             peer_detach: None,
+            peer_keepalive: None,
         }
     }
 

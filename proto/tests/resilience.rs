@@ -132,6 +132,34 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
+/// The client announces its keepalive interval in its INFO, in whole
+/// seconds rounded up; the server records it, keeps it across a reconnect,
+/// and reads 0 (older clients, keepalives off) as none announced.
+#[test]
+fn client_announces_its_keepalive_interval() {
+    for (keepalive, want) in [
+        (Duration::from_secs(4), Some(Duration::from_secs(4))),
+        (Duration::from_millis(1500), Some(Duration::from_secs(2))),
+        (Duration::ZERO, None),
+    ] {
+        let cc = Config {
+            keepalive,
+            ..Config::default()
+        };
+        let mut p = Pair::new(cc, Config::default());
+        assert_eq!(p.s.peer_keepalive(), want, "{keepalive:?}");
+        assert_eq!(p.c.peer_keepalive(), None, "servers announce none");
+        assert_eq!(p.c.peer_detach_timeout(), Some(3600));
+        // Moved to another process (the session worker), then resumed.
+        let st = p.s.export(p.now).unwrap();
+        p.s = Connection::import(&st, Some(host_same(&p.s)), p.now).unwrap();
+        assert_eq!(p.s.peer_keepalive(), want, "after export and import");
+        p.cut();
+        p.reconnect(&Config::default());
+        assert_eq!(p.s.peer_keepalive(), want, "after a reconnect");
+    }
+}
+
 #[test]
 fn negotiated_both_sides_and_acks_are_cheap() {
     let mut p = Pair::new(Config::default(), Config::default());

@@ -76,24 +76,33 @@ const CHUNK: usize = 256 * 1024;
 const MAX_ROUNDS: usize = 64;
 /// How long queued output may take to drain once the session ends.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A resilient client that announced its keepalive interval K is taken for
+/// gone after this many intervals without a packet from it
+/// (docs/PROTOCOL.md §4): the transport is lost and the session detaches.
+const SILENT_INTERVALS: u32 = 3;
+/// ... but never after less than this.
+const SILENCE_FLOOR: Duration = Duration::from_secs(10);
 
 enum Chan {
     Session(SessionChan),
     Tcp(TcpChan),
 }
 
-/// ClientAliveInterval / ClientAliveCountMax.
+/// ClientAliveInterval / ClientAliveCountMax, and when the client was last
+/// heard from (for its announced keepalive interval).
 struct Alive {
     interval: Option<Duration>,
     max: u32,
     missed: u32,
     deadline: Option<Instant>,
+    last_heard: Instant,
 }
 
 impl Alive {
     fn heard(&mut self, now: Instant) {
         self.missed = 0;
         self.deadline = self.interval.map(|i| now + i);
+        self.last_heard = now;
     }
 }
 
@@ -218,6 +227,7 @@ impl Session {
             max: p.client_alive_count_max,
             missed: 0,
             deadline: None,
+            last_heard: Instant::now(),
         };
         alive.heard(Instant::now());
         Ok(Session {
@@ -285,11 +295,30 @@ impl Session {
             // Detached: no engine timers (nothing can be sent) and no
             // ClientAlive, only the detach timeout.
             Some(d) => [d.deadline, pending].into_iter().flatten().min(),
-            None => [self.conn.poll_timeout(), self.alive.deadline, pending]
-                .into_iter()
-                .flatten()
-                .min(),
+            None => [
+                self.conn.poll_timeout(),
+                self.alive.deadline,
+                self.silence_deadline(),
+                pending,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         }
+    }
+
+    /// When an attached client that announced its keepalive interval K has
+    /// been silent for [`SILENT_INTERVALS`] × K (at least
+    /// [`SILENCE_FLOOR`]); None without an announcement (older clients,
+    /// keepalives off, no resilience) or while detached.
+    fn silence_deadline(&self) -> Option<Instant> {
+        if self.wire.is_none() || self.detached.is_some() {
+            return None;
+        }
+        let k = self.conn.peer_keepalive()?;
+        let limit = k.checked_mul(SILENT_INTERVALS)?.max(SILENCE_FLOOR);
+        // None (never) if a huge announced interval overflows the clock.
+        self.alive.last_heard.checked_add(limit)
     }
 
     fn end(&mut self) {
@@ -983,6 +1012,32 @@ impl Session {
             // ClientAlive does not run while detached, nor do the
             // engine's timers: there is no transport to send on.
             return;
+        }
+        if self.silence_deadline().is_some_and(|t| t <= now) {
+            // Bytes waiting in the socket (unread while our output queue is
+            // full, or while this process was stopped) are not silence.
+            let mut b = [0u8; 1];
+            let waiting = self
+                .wire
+                .as_ref()
+                .is_some_and(|w| w.stream.peek(&mut b).is_ok());
+            if waiting {
+                self.alive.last_heard = now;
+            } else {
+                let i = &self.ctx.info;
+                let why = format!(
+                    "Timeout, nothing from {} port {} for {:.1} s (keepalive interval {} s)",
+                    i.peer_addr,
+                    i.peer_port,
+                    now.saturating_duration_since(self.alive.last_heard)
+                        .as_secs_f64(),
+                    self.conn.peer_keepalive().unwrap_or_default().as_secs()
+                );
+                // Detaches (only a resilient client announces an interval);
+                // with DetachTimeout 0 it ends, like any lost transport.
+                self.transport_lost(&why);
+                return;
+            }
         }
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             let r = self.conn.handle_timeout(now);

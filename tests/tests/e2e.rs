@@ -17,6 +17,10 @@
 //! | 9. resshd restarted while a session is detached | `restart` |
 //! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
 //!
+//! | issue 13 hole | module |
+//! |---|---|
+//! | 11. a client that vanished without FIN/RST, default configuration | `vanished` |
+//!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never
 //! skip, when something is missing.
@@ -43,3 +47,4 @@ mod refused;
 mod restart;
 mod roaming;
 mod transfer;
+mod vanished;

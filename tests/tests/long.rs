@@ -3,9 +3,11 @@
 //! restored and the client continued (SIGCONT): the session resumes.
 //!
 //! resshd runs with `DetachTimeout 15m` (more than the outage) and
-//! ClientAlive every 15 s, 3 missed: it detaches the session about a minute
-//! into the outage, so the resume is a real reconnect to a detached
-//! session, not an old TCP connection that simply survived. The remote
+//! ClientAlive every 15 s, 3 missed. The lab's ressh announces a keepalive
+//! interval of 1 s, so resshd detaches the session 10 s into the outage
+//! (3 silent intervals, at least 10 s; ClientAlive alone would take about a
+//! minute): the resume is a real reconnect to a detached session, not an
+//! old TCP connection that simply survived. The remote
 //! counter goes on printing meanwhile (about 0.4 MB in 10 minutes, well
 //! under the retransmit buffer's cap); at the end its output must hold
 //! every number exactly once.

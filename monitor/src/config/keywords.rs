@@ -69,6 +69,7 @@ pub(crate) enum Imp {
     UsePam,
     PrintMotd,
     PrintLastLog,
+    TcpKeepAlive,
     Include,
     Match,
 }
@@ -243,6 +244,8 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("usepam", Imp::UsePam, G),
     imp("printmotd", Imp::PrintMotd, G),
     imp("printlastlog", Imp::PrintLastLog, G),
+    imp("tcpkeepalive", Imp::TcpKeepAlive, G),
+    imp("keepalive", Imp::TcpKeepAlive, G),
     imp("include", Imp::Include, M),
     imp("match", Imp::Match, M),
     // resshd's own.
@@ -260,8 +263,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     ign("x11displayoffset", Check::Int, M, NO_X11),
     ign("x11uselocalhost", Check::Flag, M, NO_X11),
     ign("xauthlocation", Check::One, G, NO_X11),
-    ign("tcpkeepalive", Check::Flag, G, "resshd detects dead connections itself"),
-    ign("keepalive", Check::Flag, G, "resshd detects dead connections itself"),
     ign(
         "compression",
         Check::OneOf(&["yes", "delayed", "no"]),

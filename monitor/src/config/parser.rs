@@ -771,6 +771,7 @@ impl Parser {
             Imp::UsePam => Value::UsePam(parse_flag(a.one()?)?),
             Imp::PrintMotd => Value::PrintMotd(parse_flag(a.one()?)?),
             Imp::PrintLastLog => Value::PrintLastLog(parse_flag(a.one()?)?),
+            Imp::TcpKeepAlive => Value::TcpKeepAlive(parse_flag(a.one()?)?),
             Imp::Include | Imp::Match => return Ok(None),
         };
         Ok(Some(v))

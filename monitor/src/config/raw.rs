@@ -84,6 +84,7 @@ pub(crate) enum Value {
     UsePam(bool),
     PrintMotd(bool),
     PrintLastLog(bool),
+    TcpKeepAlive(bool),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,6 +113,7 @@ pub(crate) struct Raw {
     use_pam: Option<bool>,
     print_motd: Option<bool>,
     print_last_log: Option<bool>,
+    tcp_keep_alive: Option<bool>,
 
     permit_root_login: Option<PermitRootLogin>,
     log_level: Option<LogLevel>,
@@ -267,6 +269,7 @@ impl Raw {
             Value::UsePam(x) => first(&mut self.use_pam, x),
             Value::PrintMotd(x) => first(&mut self.print_motd, x),
             Value::PrintLastLog(x) => first(&mut self.print_last_log, x),
+            Value::TcpKeepAlive(x) => first(&mut self.tcp_keep_alive, x),
         }
     }
 
@@ -436,6 +439,7 @@ impl Raw {
             use_pam: self.use_pam.unwrap_or(false),
             print_motd: self.print_motd.unwrap_or(true),
             print_last_log: self.print_last_log.unwrap_or(true),
+            tcp_keep_alive: self.tcp_keep_alive.unwrap_or(true),
 
             permit_root_login: self
                 .permit_root_login

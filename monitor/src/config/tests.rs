@@ -872,7 +872,6 @@ fn unknown_refused_deprecated() {
         "PermitTunnel no",
         "UseDNS no",
         "X11Forwarding yes",
-        "TCPKeepAlive no",
         "Compression delayed",
         "GSSAPIAuthentication no",
         "IPQoS lowdelay throughput",
@@ -1585,4 +1584,29 @@ fn pam_motd_lastlog() {
     );
     parse_err("UsePAM maybe");
     parse_err("Match User x\nPrintMotd no");
+}
+
+#[test]
+fn tcp_keep_alive_global_default_yes() {
+    assert!(parse("Port 22").global().tcp_keep_alive);
+    for (text, want) in [
+        ("TCPKeepAlive no", false),
+        ("KeepAlive no", false),
+        ("TCPKeepAlive yes", true),
+    ] {
+        let c = parse(text);
+        assert!(c.warnings().is_empty(), "{text}: {:?}", c.warnings());
+        let s = c.global();
+        assert_eq!(s.tcp_keep_alive, want, "{text}");
+        let line = format!("tcpkeepalive {}\n", if want { "yes" } else { "no" });
+        assert!(s.dump().contains(&line), "{text}");
+    }
+    // First value wins, as in sshd; global only.
+    assert!(
+        !parse("TCPKeepAlive no\nTCPKeepAlive yes")
+            .global()
+            .tcp_keep_alive
+    );
+    parse_err("TCPKeepAlive maybe");
+    parse_err("Match User x\nTCPKeepAlive no");
 }
