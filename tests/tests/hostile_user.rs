@@ -371,6 +371,12 @@ fn a_stopped_session_worker_does_not_wedge_resshd() {
         thread::sleep(Duration::from_millis(500));
     }
     stop.store(true, Ordering::Relaxed);
+    // The flood reached the stopped worker: its monitor gave up waiting.
+    let log = server.log();
+    assert!(
+        log.contains("the session gave no reconnect verdict"),
+        "the requests never reached the session\n{log}"
+    );
     report(
         "a_stopped_session_worker_does_not_wedge_resshd",
         &format!(
