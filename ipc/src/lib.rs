@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 pub mod harden;
 pub mod msg;
+pub mod pattern;
 pub mod permit;
 
 /// Largest frame accepted.
@@ -102,21 +103,13 @@ impl Endpoint {
 
     /// Bounds how long a receive may block (None: forever).
     pub fn set_timeout(&self, t: Option<Duration>) -> Result<()> {
-        let tv = match t {
-            Some(d) => TimeVal::new(d.as_secs() as i64, d.subsec_micros() as i64),
-            None => TimeVal::new(0, 0),
-        };
-        setsockopt(&self.sock, sockopt::ReceiveTimeout, &tv)?;
+        setsockopt(&self.sock, sockopt::ReceiveTimeout, &timeval(t))?;
         Ok(())
     }
 
     /// Bounds how long a send may block (None: forever).
     pub fn set_send_timeout(&self, t: Option<Duration>) -> Result<()> {
-        let tv = match t {
-            Some(d) => TimeVal::new(d.as_secs() as i64, d.subsec_micros() as i64),
-            None => TimeVal::new(0, 0),
-        };
-        setsockopt(&self.sock, sockopt::SendTimeout, &tv)?;
+        setsockopt(&self.sock, sockopt::SendTimeout, &timeval(t))?;
         Ok(())
     }
 
@@ -238,6 +231,14 @@ impl Endpoint {
             return Err(Error::Decode);
         }
         Ok((msg, fds))
+    }
+}
+
+/// A socket timeout: None (0) waits forever.
+fn timeval(t: Option<Duration>) -> TimeVal {
+    match t {
+        Some(d) => TimeVal::new(d.as_secs() as i64, d.subsec_micros() as i64),
+        None => TimeVal::new(0, 0),
     }
 }
 

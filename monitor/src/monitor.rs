@@ -1035,10 +1035,11 @@ impl Monitor<'_> {
         };
         ours.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
             .map_err(|e| e.to_string())?;
-        drop(sock);
+        // The monitor keeps its copy of the socket to see for itself when
+        // the transport ends (serve_session).
         // Serve the session worker (rekey signatures, tokens, reconnects)
         // and the broker (routed reconnects) until the worker exits.
-        if let Err(e) = self.serve_session(&ours) {
+        if let Err(e) = self.serve_session(&ours, sock) {
             log::error(&format!("{}: session worker: {e}", self.who()));
             let _ = child.kill();
         }
@@ -1088,9 +1089,12 @@ struct WorkerLink<'e> {
     /// The routed request the worker validates: its id, when it was sent,
     /// and whether the broker was already answered for it (too late).
     validating: Option<(u64, Instant, bool)>,
-    /// The address of the transport last handed to the worker: what the
+    /// The transport last handed to the worker, and its address: what the
     /// monitor itself saw, believed over anything the worker says.
-    handed: Option<SocketAddr>,
+    handed: Option<(SocketAddr, OwnedFd)>,
+    /// The monitor's copy of the session's transport, watched for its end
+    /// (EOF, reset, error); None once the session counts as detached.
+    transport: Option<OwnedFd>,
 }
 
 impl WorkerLink<'_> {
@@ -1103,8 +1107,10 @@ impl WorkerLink<'_> {
 }
 
 impl Monitor<'_> {
-    fn serve_session(&mut self, ours: &Endpoint) -> Result<(), String> {
+    fn serve_session(&mut self, ours: &Endpoint, sock: OwnedFd) -> Result<(), String> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // nix has no name for it.
+        let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
         ours.set_timeout(Some(WORKER_READ_TIMEOUT))
             .map_err(|e| e.to_string())?;
         let mut w = WorkerLink {
@@ -1112,6 +1118,7 @@ impl Monitor<'_> {
             out: ressh_ipc::Outbox::new(WORKER_QUEUE),
             validating: None,
             handed: None,
+            transport: Some(sock),
         };
         loop {
             let now = Instant::now();
@@ -1126,12 +1133,18 @@ impl Monitor<'_> {
             if let Some((_, since, false)) = w.validating {
                 soon((since + VERDICT_TIMEOUT).saturating_duration_since(now));
             }
-            let (session_ready, broker_ready) = {
+            let (session_ready, broker_ready, transport_ended) = {
                 let mut ev = PollFlags::POLLIN;
                 if !w.out.is_empty() {
                     ev |= PollFlags::POLLOUT;
                 }
                 let mut fds = vec![PollFd::new(ours.as_fd(), ev)];
+                // The peer's end of the stream (POLLRDHUP), a reset or an
+                // error (always reported); the monitor never reads it.
+                let t = w.transport.as_ref().map(|t| t.as_fd());
+                if let Some(t) = t {
+                    fds.push(PollFd::new(t, rdhup));
+                }
                 if let Some(b) = &self.broker {
                     fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
                 }
@@ -1150,13 +1163,23 @@ impl Monitor<'_> {
                     .map(|f| {
                         f.revents().is_some_and(|r| {
                             r.intersects(
-                                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
+                                PollFlags::POLLIN
+                                    | rdhup
+                                    | PollFlags::POLLHUP
+                                    | PollFlags::POLLERR,
                             )
                         })
                     })
                     .collect();
-                (r[0], r.get(1).copied().unwrap_or(false))
+                let t = usize::from(t.is_some());
+                (r[0], r.get(1 + t).copied().unwrap_or(false), t == 1 && r[1])
             };
+            if transport_ended {
+                // Seen by the monitor itself: the session counts as detached
+                // whether or not its worker says so.
+                w.transport = None;
+                self.detached_to_broker();
+            }
             if self.broker.is_none() {
                 self.relink_broker();
             }
@@ -1212,6 +1235,20 @@ impl Monitor<'_> {
                 ));
             }
         }
+    }
+
+    /// Tells the broker the session lost its transport (MaxDetachedSessions).
+    fn detached_to_broker(&self) {
+        let (max_per_user, grace_secs) = self.accepted.as_ref().map_or((u32::MAX, 0), |a| {
+            (
+                a.settings.max_detached_sessions,
+                a.settings.detach_grace_time.as_secs(),
+            )
+        });
+        self.to_broker(&ToBroker::Detached {
+            max_per_user,
+            grace_secs,
+        });
     }
 
     /// Registers again with a (new) broker: the session stays reachable for
@@ -1284,23 +1321,17 @@ impl Monitor<'_> {
             }
             FromSession::Detached => {
                 log::info(&format!("Detached: {}", self.who()));
-                let (max_per_user, grace_secs) =
-                    self.accepted.as_ref().map_or((u32::MAX, 0), |a| {
-                        (
-                            a.settings.max_detached_sessions,
-                            a.settings.detach_grace_time.as_secs(),
-                        )
-                    });
-                self.to_broker(&ToBroker::Detached {
-                    max_per_user,
-                    grace_secs,
-                });
+                // The worker gave the transport up (a silent peer, say):
+                // believed, since it can only count against its own user.
+                if w.transport.take().is_some() {
+                    self.detached_to_broker();
+                }
                 Ok(())
             }
             FromSession::Attached { .. } => {
                 // The address is the one the monitor handed over itself, not
-                // the worker's word.
-                let Some(peer) = w.handed.take() else {
+                // the worker's word; the monitor watches that socket now.
+                let Some((peer, sock)) = w.handed.take() else {
                     log::error(&format!(
                         "{}: the session worker claims a reconnect it was not given",
                         self.who()
@@ -1309,6 +1340,7 @@ impl Monitor<'_> {
                 };
                 let old = self.who();
                 self.peer = peer;
+                w.transport = Some(sock);
                 log::info(&format!("Reconnected: {} (was {old})", self.who()));
                 self.to_broker(&ToBroker::Attached);
                 Ok(())
@@ -1399,14 +1431,16 @@ impl Monitor<'_> {
                 let Ok(ip) = peer_addr.parse::<std::net::IpAddr>() else {
                     return Err(format!("transport from a bad address {peer_addr:?}"));
                 };
-                w.handed = Some(SocketAddr::new(ip, peer_port));
+                let [fd] = <[OwnedFd; 1]>::try_from(fds).map_err(|_| "no socket")?;
+                let copy = fd.try_clone().map_err(|e| e.to_string())?;
+                w.handed = Some((SocketAddr::new(ip, peer_port), copy));
                 w.send(
                     &ToSession::Transport {
                         leftover,
                         peer_addr,
                         peer_port,
                     },
-                    fds,
+                    vec![fd],
                 )
             }
             FromBroker::Terminate => {

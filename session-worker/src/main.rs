@@ -19,7 +19,6 @@ mod child;
 mod env;
 #[macro_use]
 mod log;
-mod pattern;
 mod pty;
 mod session;
 mod signer;

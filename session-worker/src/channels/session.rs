@@ -11,7 +11,8 @@ use ressh_proto::Connection;
 use super::relay::{OnEof, Relay};
 use super::Ctx;
 use crate::pty::{self, Pty, WinSize};
-use crate::{child, env, log, pattern};
+use crate::{child, env, log};
+use ressh_ipc::pattern;
 
 /// Most env requests accepted per session.
 const MAX_ENV: usize = 256;

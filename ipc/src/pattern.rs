@@ -53,6 +53,9 @@ mod tests {
         assert!(m("*.example.*", "www.example.org"));
         assert!(!m("", "x"));
         assert!(m("", ""));
+        assert!(m("?", "x"));
+        assert!(!m("?", ""));
+        assert!(!m("abc", "ab"));
     }
 
     #[test]
