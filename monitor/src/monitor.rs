@@ -145,8 +145,11 @@ struct Partial {
     settings: Settings,
 }
 
-/// Moves `fds` to 3, 4, ... in a child between fork and exec.
-/// Async-signal-safe: only dup/dup2 calls.
+/// Moves `fds` to 3, 4, ... in a child between fork and exec, and keeps
+/// every other descriptor above them from the exec: whatever resshd was
+/// started with, a PAM module left open, or a library opened without
+/// close-on-exec reaches neither worker nor the user's processes.
+/// Async-signal-safe: only dup/dup2/close/close_range calls.
 fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
@@ -169,7 +172,7 @@ fn place_fds(fds: &[i32]) -> std::io::Result<()> {
         // SAFETY: closing a descriptor this child made above.
         unsafe { libc::close(h) };
     }
-    Ok(())
+    ressh_ipc::harden::cloexec_from(3 + fds.len() as i32)
 }
 
 impl Monitor<'_> {
