@@ -87,19 +87,22 @@ static MONITOR: OnceLock<Arc<Endpoint>> = OnceLock::new();
 /// One log line. The worker holds no descriptor on resshd's log: the line
 /// goes to the monitor ([`FromKex::Log`], cut to [`MAX_LOG_LEN`]), which
 /// writes it under this process's name and pid and the peer's address.
-/// Before the link exists (a bad command line) it goes to stderr, which is
-/// /dev/null under a monitor and the terminal of an admin who runs us.
+/// Without the link (a bad command line, or the monitor is gone) it goes to
+/// stderr, which is /dev/null under a monitor and the terminal of an admin
+/// who runs us by hand.
 fn log_line(msg: &str) {
-    let Some(ipc) = MONITOR.get() else {
-        let line = format!("resshd-kex[{}]: {msg}\n", std::process::id());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        return;
-    };
     let mut end = msg.len().min(MAX_LOG_LEN);
     while !msg.is_char_boundary(end) {
         end -= 1;
     }
-    let _ = ipc.send(&FromKex::Log(msg[..end].to_string()), &[]);
+    let msg = &msg[..end];
+    let sent = MONITOR
+        .get()
+        .is_some_and(|ipc| ipc.send(&FromKex::Log(msg.to_string()), &[]).is_ok());
+    if !sent {
+        let line = format!("resshd-kex[{}]: {msg}\n", std::process::id());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
 }
 
 fn main() -> ExitCode {

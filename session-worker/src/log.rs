@@ -21,13 +21,6 @@ pub fn to_monitor(endpoint: Arc<Endpoint>) {
 
 pub fn write(args: std::fmt::Arguments<'_>) {
     let mut msg = args.to_string();
-    let Some(ipc) = MONITOR.get() else {
-        // Before the link is taken (a bad command line, a failure to become
-        // the user): stderr, which is /dev/null under a monitor.
-        let line = format!("resshd-session[{}]: {msg}\n", std::process::id());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        return;
-    };
     if msg.len() > MAX_LOG_LEN {
         let mut end = MAX_LOG_LEN;
         while !msg.is_char_boundary(end) {
@@ -35,7 +28,16 @@ pub fn write(args: std::fmt::Arguments<'_>) {
         }
         msg.truncate(end);
     }
-    let _ = ipc.send(&FromSession::Log(msg), &[]);
+    let sent = MONITOR
+        .get()
+        .is_some_and(|ipc| ipc.send(&FromSession::Log(msg.clone()), &[]).is_ok());
+    if !sent {
+        // Before the link is taken (a bad command line, a failure to become
+        // the user) or after the monitor went away: stderr, which is
+        // /dev/null under a monitor (a test harness may keep it).
+        let line = format!("resshd-session[{}]: {msg}\n", std::process::id());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
 }
 
 /// Writes one log line: `log!("exec {:?}", cmd)`.
