@@ -34,6 +34,14 @@ use args::Args;
 use broker::Broker;
 
 fn main() -> ExitCode {
+    // Descriptors beyond stdin, stdout and stderr that resshd was started
+    // with (an admin's shell, a wrapper script; systemd passes none, and
+    // resshd takes no sockets from it) are meant for nobody: closed before
+    // anything else opens one, so no monitor, worker or user inherits them.
+    if let Err(e) = ressh_ipc::harden::close_from(3) {
+        eprintln!("resshd: closing inherited descriptors: {e}");
+        return ExitCode::from(1);
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

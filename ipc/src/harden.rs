@@ -109,3 +109,111 @@ mod tests {
         assert!(user_args(&v(&["--uid"])).is_err());
     }
 }
+
+/// Marks every descriptor from `lowest` up close-on-exec: the next exec
+/// takes none of them along, whoever opened them (the environment resshd
+/// was started from, a PAM module, a library). For the `pre_exec` hooks of
+/// the processes resshd starts, so async-signal-safe: raw system calls
+/// only. Marking rather than closing keeps std's own close-on-exec pipe,
+/// which reports a failed exec to the parent, working.
+pub fn cloexec_from(lowest: i32) -> std::io::Result<()> {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC touches descriptor
+    // flags only.
+    let r = unsafe {
+        libc::close_range(
+            lowest.max(0) as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+        return Err(e);
+    }
+    // Kernels before 5.11: every descriptor the process may have.
+    for fd in lowest.max(0)..fd_limit() {
+        // SAFETY: fcntl on an integer descriptor; a closed one fails (EBADF).
+        unsafe {
+            let f = libc::fcntl(fd, libc::F_GETFD);
+            if f >= 0 && f & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from `lowest` up (resshd at startup, before it
+/// opens anything: whatever it inherited beyond stdin, stdout and stderr
+/// is not meant for it nor for anything it starts).
+pub fn close_from(lowest: i32) -> std::io::Result<()> {
+    // SAFETY: close_range(2) closes descriptors nothing in this process
+    // uses yet (called first thing in main).
+    let r = unsafe { libc::close_range(lowest.max(0) as libc::c_uint, libc::c_uint::MAX, 0) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+        return Err(e);
+    }
+    for fd in lowest.max(0)..fd_limit() {
+        // SAFETY: as above; closing a closed descriptor fails harmlessly.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+/// One past the highest descriptor the process can have (RLIMIT_NOFILE,
+/// capped): for the loops where close_range(2) is missing.
+fn fd_limit() -> i32 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0
+        || rl.rlim_cur == libc::RLIM_INFINITY
+    {
+        return 1 << 20;
+    }
+    rl.rlim_cur.min(1 << 20) as i32
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn is_cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD on an integer descriptor.
+        let f = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(f >= 0, "fd {fd}: {}", std::io::Error::last_os_error());
+        f & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn descriptors_from_the_lowest_up_become_close_on_exec() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: F_DUPFD on our own descriptor: copies without CLOEXEC.
+        let (low, high) = unsafe {
+            (
+                libc::fcntl(f.as_raw_fd(), libc::F_DUPFD, 600),
+                libc::fcntl(f.as_raw_fd(), libc::F_DUPFD, 700),
+            )
+        };
+        assert!((600..650).contains(&low) && high >= 700, "{low} {high}");
+        assert!(!is_cloexec(low) && !is_cloexec(high));
+        cloexec_from(650).unwrap();
+        assert!(is_cloexec(high), "above the bound");
+        assert!(!is_cloexec(low), "below the bound: untouched");
+        // SAFETY: closing the copies made above.
+        unsafe {
+            libc::close(high);
+            libc::close(low);
+        }
+    }
+}

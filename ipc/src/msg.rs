@@ -9,6 +9,11 @@ use crate::permit::Permits;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+/// The longest log line a worker may send ([`FromKex::Log`],
+/// [`FromSession::Log`]), in bytes; a worker cuts longer ones, and the
+/// monitor kills a worker that sends one.
+pub const MAX_LOG_LEN: usize = 1024;
+
 /// What the monitor tells a fresh kex worker. The worker gets the host
 /// keys' public halves only; it asks the monitor for every signature.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,8 +23,6 @@ pub struct KexStart {
     pub banner: Option<String>,
     /// Seconds the client has to authenticate (LoginGraceTime; 0 = no limit).
     pub login_grace_secs: u64,
-    /// "addr port" of the peer, for log lines.
-    pub peer: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +97,11 @@ pub enum FromKex {
         request: Box<ressh_proto::ReconnectRequest>,
         leftover: Vec<u8>,
     },
+    /// One log line (at most [`MAX_LOG_LEN`] bytes, no newline): the worker
+    /// has no descriptor on the log. The monitor writes it under the
+    /// worker's name and pid and the peer it saw, with control characters
+    /// escaped, as far as its rate limit allows.
+    Log(String),
 }
 
 /// The authenticated user, as the monitor resolved it.
@@ -213,6 +221,9 @@ pub enum FromSession {
     LoginStarted { tty: String, pid: i32 },
     /// The process on `tty` ended: the monitor records the logout.
     LoginEnded { tty: String },
+    /// One log line, as [`FromKex::Log`]; the monitor names the user and
+    /// the peer address itself.
+    Log(String),
 }
 
 /// The version of the monitor ↔ broker link, sent first in

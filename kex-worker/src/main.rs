@@ -15,11 +15,11 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use ressh_ipc::msg::{AuthRequest, AuthVerdict, FromKex, ToKex};
+use ressh_ipc::msg::{AuthRequest, AuthVerdict, FromKex, ToKex, MAX_LOG_LEN};
 use ressh_ipc::Endpoint;
 use ressh_proto::error::reason;
 use ressh_proto::keys::PublicKey;
@@ -81,15 +81,28 @@ impl HostKeySigner for MonitorSigner {
     }
 }
 
-fn log(peer: &str, msg: &str) {
-    log_line(&format!("{peer}: {msg}"));
-}
+/// The monitor's link, once this process has it: log lines go there.
+static MONITOR: OnceLock<Arc<Endpoint>> = OnceLock::new();
 
-/// One write per line, so that lines of concurrent workers sharing the
-/// log do not interleave (eprintln! writes a line in pieces).
+/// One log line. The worker holds no descriptor on resshd's log: the line
+/// goes to the monitor ([`FromKex::Log`], cut to [`MAX_LOG_LEN`]), which
+/// writes it under this process's name and pid and the peer's address.
+/// Without the link (a bad command line, or the monitor is gone) it goes to
+/// stderr, which is /dev/null under a monitor and the terminal of an admin
+/// who runs us by hand.
 fn log_line(msg: &str) {
-    let line = format!("resshd-kex[{}]: {msg}\n", std::process::id());
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let mut end = msg.len().min(MAX_LOG_LEN);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    let msg = &msg[..end];
+    let sent = MONITOR
+        .get()
+        .is_some_and(|ipc| ipc.send(&FromKex::Log(msg.to_string()), &[]).is_ok());
+    if !sent {
+        let line = format!("resshd-kex[{}]: {msg}\n", std::process::id());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
 }
 
 fn main() -> ExitCode {
@@ -119,12 +132,12 @@ fn run() -> Result<(), String> {
     sandbox::confine()?;
 
     let ipc = Arc::new(Endpoint::from_fd(ipc));
+    let _ = MONITOR.set(ipc.clone());
     let start = match ipc.recv::<ToKex>() {
         Ok((ToKex::Start(s), _)) => s,
         Ok(_) => return Err("monitor did not start with Start".into()),
         Err(e) => return Err(e.to_string()),
     };
-    let peer = start.peer.clone();
     let mut keys = Vec::new();
     for k in &start.host_keys {
         keys.push(PublicKey::from_blob(k).map_err(|e| format!("host key from monitor: {e}"))?);
@@ -191,7 +204,7 @@ fn run() -> Result<(), String> {
                     let Some(user) = kbdint.take() else {
                         conn.disconnect(reason::PROTOCOL_ERROR, "unexpected info response");
                         let _ = flush(&mut conn, &mut sock);
-                        return Err(format!("{peer}: info response without a request"));
+                        return Err("info response without a request".into());
                     };
                     (user, AuthRequest::InfoResponse(answers), None)
                 }
@@ -217,13 +230,10 @@ fn run() -> Result<(), String> {
                     };
                 }
                 Event::Disconnected { .. } => {
-                    log(
-                        &peer,
-                        &format!(
-                            "Received disconnect{} before authentication",
-                            by_user(&auth_user)
-                        ),
-                    );
+                    log_line(&format!(
+                        "Received disconnect{} before authentication",
+                        by_user(&auth_user)
+                    ));
                     return Ok(());
                 }
                 _ => continue,
@@ -289,7 +299,7 @@ fn run() -> Result<(), String> {
                 if left.is_zero() {
                     conn.disconnect(reason::BY_APPLICATION, "Timeout before authentication");
                     let _ = flush(&mut conn, &mut sock);
-                    return Err(format!("{peer}: Timeout before authentication"));
+                    return Err("Timeout before authentication".into());
                 }
                 PollTimeout::try_from(left.as_millis().min(60_000) as i32)
                     .unwrap_or(PollTimeout::MAX)
@@ -305,22 +315,19 @@ fn run() -> Result<(), String> {
         }
         let n = match sock.read(&mut buf) {
             Ok(0) => {
-                log(
-                    &peer,
-                    &format!(
-                        "Connection closed{} before authentication",
-                        by_user(&auth_user)
-                    ),
-                );
+                log_line(&format!(
+                    "Connection closed{} before authentication",
+                    by_user(&auth_user)
+                ));
                 return Ok(());
             }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{peer}: read: {e}")),
+            Err(e) => return Err(format!("read: {e}")),
         };
         if let Err(e) = conn.handle_input(&buf[..n], Instant::now()) {
             let _ = flush(&mut conn, &mut sock);
-            return Err(format!("{peer}: {e}"));
+            return Err(e.to_string());
         }
     }
 }

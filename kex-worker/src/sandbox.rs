@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use nix::unistd::{chdir, chroot};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// Drops to `uid`/`gid` inside `root` (when running as root).
 pub fn drop_privileges(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
@@ -18,6 +21,13 @@ pub fn drop_privileges(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
 
 /// Sets no_new_privs and installs the seccomp filter.
 pub fn confine() -> Result<(), String> {
+    let prog = filter()?;
+    no_new_privs()?;
+    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}"))
+}
+
+/// PR_SET_NO_NEW_PRIVS (async-signal-safe).
+fn no_new_privs() -> Result<(), String> {
     // SAFETY: prctl with these constant arguments has no memory effects.
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if r != 0 {
@@ -26,6 +36,11 @@ pub fn confine() -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
+    Ok(())
+}
+
+/// The allow-list: anything else kills the process (SIGSYS).
+fn filter() -> Result<BpfProgram, String> {
     let allowed: &[libc::c_long] = &[
         libc::SYS_read,
         libc::SYS_write,
@@ -56,12 +71,27 @@ pub fn confine() -> Result<(), String> {
         libc::SYS_sigaltstack,
         libc::SYS_getpid,
         libc::SYS_gettid,
-        libc::SYS_fcntl,
         libc::SYS_setsockopt,
         libc::SYS_getsockopt,
         libc::SYS_sched_yield,
     ];
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = allowed.iter().map(|&n| (n, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        allowed.iter().map(|&n| (n, Vec::new())).collect();
+    // fcntl only as std uses it (F_GETFD, checking a descriptor it closes):
+    // nothing that could route signals (F_SETOWN, F_SETSIG, O_ASYNC via
+    // F_SETFL), take leases or locks, or duplicate descriptors. The kernel
+    // reads the command as a 32-bit int: so does the rule.
+    let getfd = SeccompCondition::new(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::F_GETFD as u64,
+    )
+    .map_err(|e| format!("seccomp: {e}"))?;
+    rules.insert(
+        libc::SYS_fcntl,
+        vec![SeccompRule::new(vec![getfd]).map_err(|e| format!("seccomp: {e}"))?],
+    );
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e}"))?;
     let filter = SeccompFilter::new(
         rules,
@@ -70,9 +100,114 @@ pub fn confine() -> Result<(), String> {
         arch,
     )
     .map_err(|e| format!("seccomp: {e}"))?;
-    let prog: BpfProgram = filter
+    filter
         .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("seccomp: {e}"))?;
-    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}"))?;
-    Ok(())
+        .map_err(|e: seccompiler::BackendError| format!("seccomp: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `probe` in a forked child under the kex worker's filter (as
+    /// `confine` installs it) and returns how the child ended: Ok(exit
+    /// code) or Err(signal). Between fork and exit only async-signal-safe
+    /// calls run (the program is built before the fork).
+    fn under_filter(probe: impl Fn() -> libc::c_int) -> Result<i32, i32> {
+        let prog = filter().unwrap();
+        // SAFETY: the child makes only raw system calls and _exits.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                let code = if no_new_privs().is_ok() && seccompiler::apply_filter(&prog).is_ok() {
+                    probe()
+                } else {
+                    99
+                };
+                // SAFETY: ends the forked child without running destructors.
+                unsafe { libc::_exit(code) }
+            }
+            pid => {
+                let mut st = 0;
+                // SAFETY: waiting for our own child.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+                if libc::WIFSIGNALED(st) {
+                    Err(libc::WTERMSIG(st))
+                } else {
+                    Ok(libc::WEXITSTATUS(st))
+                }
+            }
+        }
+    }
+
+    /// fcntl(0, cmd, arg) in the child: 0 if it returned, 1 if it failed.
+    fn fcntl(cmd: libc::c_int, arg: libc::c_long) -> impl Fn() -> libc::c_int {
+        // SAFETY: fcntl on fd 0 with integer arguments only.
+        move || (unsafe { libc::fcntl(0, cmd, arg) } < 0) as libc::c_int
+    }
+
+    /// Linux's values (asm-generic/fcntl.h); the libc crate lacks them.
+    const F_SETSIG: libc::c_int = 10;
+    const F_SETOWN_EX: libc::c_int = 15;
+
+    #[test]
+    fn fcntl_commands_the_worker_does_not_use_kill_it() {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() } as libc::c_long;
+        let forbidden: &[(&str, libc::c_int, libc::c_long)] = &[
+            ("F_SETOWN", libc::F_SETOWN, me),
+            ("F_SETOWN_EX", F_SETOWN_EX, 0),
+            ("F_SETSIG", F_SETSIG, libc::SIGIO as libc::c_long),
+            (
+                "F_SETFL O_ASYNC",
+                libc::F_SETFL,
+                libc::O_ASYNC as libc::c_long,
+            ),
+            (
+                "F_SETFL O_NONBLOCK",
+                libc::F_SETFL,
+                libc::O_NONBLOCK as libc::c_long,
+            ),
+            ("F_GETFL", libc::F_GETFL, 0),
+            ("F_DUPFD", libc::F_DUPFD, 100),
+            ("F_DUPFD_CLOEXEC", libc::F_DUPFD_CLOEXEC, 100),
+            ("F_SETFD", libc::F_SETFD, libc::FD_CLOEXEC as libc::c_long),
+            ("F_SETLK", libc::F_SETLK, 0),
+            (
+                "F_SETLEASE",
+                libc::F_SETLEASE,
+                libc::F_RDLCK as libc::c_long,
+            ),
+            ("F_NOTIFY", libc::F_NOTIFY, 0),
+            ("F_SETPIPE_SZ", libc::F_SETPIPE_SZ, 1 << 20),
+        ];
+        for &(name, cmd, arg) in forbidden {
+            assert_eq!(
+                under_filter(fcntl(cmd, arg)),
+                Err(libc::SIGSYS),
+                "fcntl {name} must kill the worker"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fcntl_the_worker_uses_is_allowed() {
+        // F_GETFD: std checks descriptors with it when it closes them.
+        assert_eq!(under_filter(fcntl(libc::F_GETFD, 0)), Ok(0));
+        // An upper half of the command word does not smuggle a command
+        // through (the kernel reads cmd as a 32-bit int).
+        let smuggled = (1 << 32) | libc::F_SETOWN as libc::c_long;
+        let call = move || {
+            // SAFETY: a raw fcntl system call with integer arguments.
+            unsafe { libc::syscall(libc::SYS_fcntl, 0, smuggled, 0) };
+            0
+        };
+        assert_eq!(under_filter(call), Err(libc::SIGSYS));
+        // And the filter is not "kill everything": plain work goes on.
+        assert_eq!(
+            // SAFETY: getpid has no preconditions.
+            under_filter(|| (unsafe { libc::getpid() } <= 0) as libc::c_int),
+            Ok(0)
+        );
+    }
 }

@@ -12,7 +12,9 @@
 //! The table is the second line of defence; the first is that the session
 //! worker is not dumpable (`ressh_ipc::harden`).
 
-use ressh_ipc::msg::{FromKex, FromSession};
+use std::time::{Duration, Instant};
+
+use ressh_ipc::msg::{FromKex, FromSession, MAX_LOG_LEN};
 
 /// Lengths of the exchange hashes of the key exchanges resshd offers
 /// (SHA-256, SHA-384, SHA-512): the only data a host key signs.
@@ -33,6 +35,18 @@ fn hash_length(data: &[u8]) -> Result<(), String> {
     }
 }
 
+/// A log line from a worker: any time, at most [`MAX_LOG_LEN`] bytes (the
+/// worker cuts its lines to that; a longer one is no line of ours).
+fn log_length(text: &str) -> Result<(), String> {
+    if text.len() > MAX_LOG_LEN {
+        return Err(format!(
+            "a log line of {} bytes (at most {MAX_LOG_LEN})",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
 /// A kex worker's request, as far as the table looks at it.
 #[derive(Debug, Clone, Copy)]
 pub enum KexRequest<'a> {
@@ -40,6 +54,7 @@ pub enum KexRequest<'a> {
     Auth,
     Authenticated,
     Reconnect,
+    Log(&'a str),
 }
 
 impl<'a> From<&'a FromKex> for KexRequest<'a> {
@@ -49,6 +64,7 @@ impl<'a> From<&'a FromKex> for KexRequest<'a> {
             FromKex::Auth { .. } => KexRequest::Auth,
             FromKex::Authenticated { .. } => KexRequest::Authenticated,
             FromKex::Reconnect { .. } => KexRequest::Reconnect,
+            FromKex::Log(text) => KexRequest::Log(text),
         }
     }
 }
@@ -90,6 +106,8 @@ impl KexGate {
                 }
                 self.reconnect = true;
             }
+            // In any phase (the rate is the monitor's [`LogBudget`]).
+            KexRequest::Log(text) => log_length(text)?,
         }
         Ok(())
     }
@@ -147,9 +165,67 @@ impl SessionGate {
                     return Err("a tty name too long".into());
                 }
             }
+            FromSession::Log(text) => log_length(text)?,
             FromSession::Detached | FromSession::Attached { .. } => {}
         }
         Ok(())
+    }
+}
+
+/// Log lines a worker may have written at once, and how many more it gets
+/// per second: a worker (the user's, or a compromised kex worker) cannot
+/// flood resshd's log. Lines over the budget are dropped and counted; the
+/// count is reported once lines pass again.
+pub const LOG_BURST: u32 = 100;
+pub const LOG_PER_SEC: u32 = 10;
+
+/// A token bucket of [`LOG_BURST`] lines refilled at [`LOG_PER_SEC`].
+#[derive(Debug)]
+pub struct LogBudget {
+    tokens: u32,
+    since: Instant,
+    dropped: u64,
+}
+
+/// What to do with one log line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogVerdict {
+    /// Write it; `dropped` lines were suppressed before it (say so first).
+    Write {
+        dropped: u64,
+    },
+    Drop,
+}
+
+impl LogBudget {
+    pub fn new(now: Instant) -> LogBudget {
+        LogBudget {
+            tokens: LOG_BURST,
+            since: now,
+            dropped: 0,
+        }
+    }
+
+    pub fn take(&mut self, now: Instant) -> LogVerdict {
+        let tick = Duration::from_secs(1) / LOG_PER_SEC;
+        let elapsed = now.saturating_duration_since(self.since);
+        let earned = (elapsed.as_nanos() / tick.as_nanos()).min(LOG_BURST as u128) as u32;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(LOG_BURST);
+            self.since = if self.tokens == LOG_BURST {
+                now
+            } else {
+                self.since + tick * earned
+            };
+        }
+        if self.tokens == 0 {
+            self.dropped += 1;
+            return LogVerdict::Drop;
+        }
+        self.tokens -= 1;
+        LogVerdict::Write {
+            dropped: std::mem::take(&mut self.dropped),
+        }
     }
 }
 
@@ -251,5 +327,74 @@ mod tests {
             .is_err());
         assert!(g.check(&FromSession::LoginStarted { tty, pid: 2 }).is_err());
         g.check(&FromSession::Detached).unwrap();
+    }
+
+    #[test]
+    fn log_lines_in_every_phase_but_bounded() {
+        let long = "x".repeat(MAX_LOG_LEN + 1);
+        let ok = "y".repeat(MAX_LOG_LEN);
+        // Kex worker: before the kex, after it, after auth, after a reconnect.
+        let mut g = KexGate::default();
+        g.check(KexRequest::Log(&ok), false).unwrap();
+        g.check(sign(32), false).unwrap();
+        g.check(KexRequest::Log("a"), false).unwrap();
+        g.check(KexRequest::Log("a"), true).unwrap();
+        assert!(g.check(KexRequest::Log(&long), false).is_err());
+        assert!(g.check(KexRequest::Log(&long), true).is_err());
+        let mut g = KexGate::default();
+        g.check(Reconnect, false).unwrap();
+        g.check(KexRequest::Log("a"), false).unwrap();
+        // A log line changes no phase: the one signature is still due.
+        let mut g = KexGate::default();
+        g.check(KexRequest::Log("a"), false).unwrap();
+        g.check(sign(32), false).unwrap();
+        assert!(g.check(sign(32), false).is_err());
+        // Session worker: any time, bounded, and no phase changes.
+        let mut g = SessionGate::default();
+        g.check(&FromSession::Log(ok.clone())).unwrap();
+        assert!(g.check(&FromSession::Log(long.clone())).is_err());
+        g.check(&ssign(32)).unwrap();
+        g.check(&FromSession::Log("a".into())).unwrap();
+        assert!(g.check(&ssign(32)).is_err(), "a log line is no KexDone");
+        assert!(g.check(&FromSession::ReconnectVerdict(Ok(()))).is_err());
+        // From the decoded frame too.
+        let m = FromKex::Log(long);
+        assert!(KexGate::default().check((&m).into(), false).is_err());
+    }
+
+    #[test]
+    fn log_lines_are_rate_limited_and_the_dropped_counted() {
+        let t0 = Instant::now();
+        let mut b = LogBudget::new(t0);
+        for _ in 0..LOG_BURST {
+            assert_eq!(b.take(t0), LogVerdict::Write { dropped: 0 });
+        }
+        for _ in 0..1000 {
+            assert_eq!(b.take(t0), LogVerdict::Drop);
+        }
+        // A tenth of a second later one line passes, saying how many went.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.take(t1), LogVerdict::Write { dropped: 1000 });
+        assert_eq!(b.take(t1), LogVerdict::Drop);
+        // A flood at the rate gets the rate, not more: 60 s, 10 000 lines.
+        let mut written = 0;
+        for i in 0..10_000u64 {
+            if let LogVerdict::Write { .. } = b.take(t1 + Duration::from_micros(6000 * i)) {
+                written += 1;
+            }
+        }
+        assert!(
+            (590..=LOG_PER_SEC * 60 + 1).contains(&written),
+            "{written} lines in 60 s"
+        );
+        // After a quiet while the whole burst is back, and no more.
+        let t2 = t1 + Duration::from_secs(3600);
+        let mut n = 0;
+        while let LogVerdict::Write { .. } = b.take(t2) {
+            n += 1;
+        }
+        assert_eq!(n, LOG_BURST);
+        // Time going backwards (it does not, but) is no gift either.
+        assert_eq!(b.take(t0), LogVerdict::Drop);
     }
 }

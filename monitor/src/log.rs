@@ -63,3 +63,60 @@ pub fn error(msg: &str) {
 pub fn debug(msg: &str) {
     log(Level::Debug, msg)
 }
+
+/// A line a worker sent ([`ressh_ipc::msg::FromKex::Log`],
+/// [`ressh_ipc::msg::FromSession::Log`]), written as
+/// `PROGRAM[PID]: CONTEXT: TEXT`: the program and pid of the worker as the
+/// monitor started it and the context (peer, user) as the monitor saw it,
+/// so a worker cannot speak for another process, and the text with every
+/// control character escaped, so it cannot end its line and start another.
+pub fn relay(program: &str, pid: u32, context: &str, text: &str) {
+    if !enabled(Level::Info) {
+        return;
+    }
+    let line = format!("{program}[{pid}]: {context}: {}\n", escape(text));
+    let line = if PREFIX.load(Ordering::Relaxed) {
+        format!(
+            "<{}>{line}",
+            Level::Info as i32 | FACILITY.load(Ordering::Relaxed)
+        )
+    } else {
+        line
+    };
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `text` with control characters (C0, DEL, C1, and the Unicode line and
+/// paragraph separators) as `\xNN` / `\u{NNNN}`, everything else as is.
+pub fn escape(text: &str) -> String {
+    let mut s = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if (c as u32) < 0x20 || c == '\x7f' => s.push_str(&format!("\\x{:02x}", c as u32)),
+            c if ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}' => {
+                s.push_str(&format!("\\u{{{:04x}}}", c as u32))
+            }
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn a_worker_line_cannot_start_another() {
+        let forged = "x\nresshd[1]: Accepted publickey for root\r\x1b[2K\u{85}\u{2028}\x7f";
+        let e = escape(forged);
+        assert!(!e.chars().any(|c| c.is_control() || c == '\u{2028}'), "{e}");
+        assert_eq!(
+            e,
+            "x\\x0aresshd[1]: Accepted publickey for root\\x0d\\x1b[2K\\u{0085}\\u{2028}\\x7f"
+        );
+        // Printable text, UTF-8 included, stays as it is (the workers'
+        // own escapes too).
+        assert_eq!(escape("exec \"ls\\x0a\" é"), "exec \"ls\\x0a\" é");
+    }
+}

@@ -28,7 +28,7 @@ use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
     Config, GatewayPorts, MatchContext, PermitRootLogin, PermitUserEnvironment, Settings,
 };
-use crate::gate::{KexGate, SessionGate};
+use crate::gate::{KexGate, LogBudget, LogVerdict, SessionGate};
 use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
@@ -85,6 +85,8 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         ipc_failure: None,
         login_messages: Vec::new(),
         logins: Vec::new(),
+        worker_pid: 0,
+        log_budget: LogBudget::new(Instant::now()),
     };
     crate::keepalive::apply(&sock, m.settings.tcp_keep_alive);
     match m.run(sock) {
@@ -136,6 +138,11 @@ struct Monitor<'a> {
     login_messages: Vec<String>,
     /// Logins recorded in utmp/wtmp, to record the logout.
     logins: Vec<Login>,
+    /// The pid of the worker running now, for its log lines.
+    worker_pid: u32,
+    /// How many log lines the workers may still send (one budget for the
+    /// connection, kex and session worker alike).
+    log_budget: LogBudget,
 }
 
 /// Progress through AuthenticationMethods for one user.
@@ -148,8 +155,11 @@ struct Partial {
     settings: Settings,
 }
 
-/// Moves `fds` to 3, 4, ... in a child between fork and exec.
-/// Async-signal-safe: only dup/dup2 calls.
+/// Moves `fds` to 3, 4, ... in a child between fork and exec, and keeps
+/// every other descriptor above them from the exec: whatever resshd was
+/// started with, a PAM module left open, or a library opened without
+/// close-on-exec reaches neither worker nor the user's processes.
+/// Async-signal-safe: only dup/dup2/close/close_range calls.
 fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
@@ -172,7 +182,7 @@ fn place_fds(fds: &[i32]) -> std::io::Result<()> {
         // SAFETY: closing a descriptor this child made above.
         unsafe { libc::close(h) };
     }
-    Ok(())
+    ressh_ipc::harden::cloexec_from(3 + fds.len() as i32)
 }
 
 impl Monitor<'_> {
@@ -205,6 +215,7 @@ impl Monitor<'_> {
             shown_port(self.local)
         ));
         let (ipc, mut child) = self.spawn_kex(&sock)?;
+        self.worker_pid = child.id();
         let result = self.serve_kex(&ipc);
         let result = match result {
             Ok(KexOutcome::Reconnect(request, leftover)) => {
@@ -249,7 +260,12 @@ impl Monitor<'_> {
     fn spawn_kex(&self, sock: &OwnedFd) -> Result<(Endpoint, Child), String> {
         let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.ctx.kex_worker);
-        cmd.env_clear().stdin(Stdio::null()).stdout(Stdio::null());
+        // Not the log on fd 2: the worker logs through us (FromKex::Log),
+        // and what else it might write there (a panic) goes nowhere.
+        cmd.env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         if let Privsep::Root { uid, gid, chroot } = &self.ctx.privsep {
             cmd.arg("--chroot").arg(chroot);
             cmd.arg("--uid").arg(uid.to_string());
@@ -273,7 +289,6 @@ impl Monitor<'_> {
                 .collect(),
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
-            peer: self.at(),
         };
         ours.send(&ToKex::Start(Box::new(start)), &[])
             .map_err(|e| e.to_string())?;
@@ -411,6 +426,10 @@ impl Monitor<'_> {
                 }
                 FromKex::Authenticated { state } => {
                     return Ok(KexOutcome::Authenticated(state));
+                }
+                FromKex::Log(text) => {
+                    let context = self.at();
+                    self.relay_log("resshd-kex", &context, &text);
                 }
             }
         }
@@ -986,9 +1005,12 @@ impl Monitor<'_> {
         let login_message = self.login_message(&a.settings, a.user.uid.as_raw());
         let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.ctx.session_worker);
+        // Not the log on fd 2: the worker runs as the user and logs through
+        // us (FromSession::Log).
         cmd.env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .current_dir("/");
         let fds = [theirs.as_raw_fd()];
         let (uid, gid) = (a.user.uid.as_raw(), a.user.gid.as_raw());
@@ -1008,6 +1030,7 @@ impl Monitor<'_> {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.ctx.session_worker.display()))?;
+        self.worker_pid = child.id();
         drop(theirs);
         let user = UserInfo {
             name: a.user.name.clone(),
@@ -1310,6 +1333,20 @@ impl Monitor<'_> {
                 self.record_login(tty, pid);
                 Ok(())
             }
+            FromSession::Log(text) => {
+                // The user and the address as this monitor knows them.
+                let context = match &self.accepted {
+                    Some(a) => format!(
+                        "user {} from {} port {}",
+                        a.user.name,
+                        self.peer_ip(),
+                        self.peer_port()
+                    ),
+                    None => self.at(),
+                };
+                self.relay_log("resshd-session", &context, &text);
+                Ok(())
+            }
             FromSession::LoginEnded { tty } => {
                 if let Some(i) = self.logins.iter().position(|l| l.tty == tty) {
                     let l = self.logins.remove(i);
@@ -1344,6 +1381,25 @@ impl Monitor<'_> {
                 log::info(&format!("Reconnected: {} (was {old})", self.who()));
                 self.to_broker(&ToBroker::Attached);
                 Ok(())
+            }
+        }
+    }
+
+    /// Writes a worker's log line (checked for length by the gate) under
+    /// the worker's name and pid, within the connection's log budget.
+    fn relay_log(&mut self, program: &str, context: &str, text: &str) {
+        match self.log_budget.take(Instant::now()) {
+            LogVerdict::Drop => {}
+            LogVerdict::Write { dropped } => {
+                if dropped > 0 {
+                    log::relay(
+                        program,
+                        self.worker_pid,
+                        context,
+                        &format!("{dropped} log lines dropped (too many)"),
+                    );
+                }
+                log::relay(program, self.worker_pid, context, text);
             }
         }
     }

@@ -84,7 +84,8 @@ fn chdir_error_text(errno: i32) -> &'static [u8] {
 
 /// Starts the child. Between fork and exec only async-signal-safe calls run:
 /// setsid, TIOCSCTTY, chdir (home, else `/` with a message on stderr like
-/// sshd's), default signal dispositions and an empty signal mask.
+/// sshd's), default signal dispositions, an empty signal mask, and every
+/// descriptor above stderr close-on-exec.
 pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     let mut cmd = Command::new(spec.shell);
     match spec.command {
@@ -142,7 +143,9 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
+            // Only stdin, stdout and stderr reach the user's command:
+            // nothing this process holds or inherited without close-on-exec.
+            ressh_ipc::harden::cloexec_from(3)
         });
     }
     let mut child = cmd.spawn()?;

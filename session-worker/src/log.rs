@@ -1,32 +1,43 @@
-//! Log lines on stderr, one event per line, each naming the peer and user:
-//! `resshd-session[PID]: user alice from 127.0.0.1 port 5555: exec "ls"`.
-//! Peer-supplied text must go through `ressh_proto::wire::printable`.
+//! Log lines, one event per line. The worker runs as the user and holds no
+//! descriptor on resshd's log: each line goes to the monitor
+//! ([`FromSession::Log`], cut to [`MAX_LOG_LEN`]), which writes it as
+//! `resshd-session[PID]: user alice from 127.0.0.1 port 5555: exec "ls"`,
+//! naming the user and peer itself and escaping control characters.
+//! Peer-supplied text should still go through `ressh_proto::wire::printable`
+//! (the monitor's escaping is the backstop, not the format).
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, OnceLock};
 
-static PREFIX: Mutex<Option<String>> = Mutex::new(None);
+use ressh_ipc::msg::{FromSession, MAX_LOG_LEN};
+use ressh_ipc::Endpoint;
 
-/// Sets the user and peer named in every later line (again after a
-/// reconnect from another address).
-pub fn set_context(user: &str, addr: &str, port: u16) {
-    let p = format!(
-        "resshd-session[{}]: user {} from {} port {}",
-        std::process::id(),
-        ressh_proto::wire::printable(user.as_bytes()),
-        ressh_proto::wire::printable(addr.as_bytes()),
-        port
-    );
-    *PREFIX.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+static MONITOR: OnceLock<Arc<Endpoint>> = OnceLock::new();
+
+/// From now on lines go to the monitor over `endpoint`.
+pub fn to_monitor(endpoint: Arc<Endpoint>) {
+    let _ = MONITOR.set(endpoint);
 }
 
 pub fn write(args: std::fmt::Arguments<'_>) {
-    let line = match PREFIX.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-        Some(p) => format!("{p}: {args}\n"),
-        None => format!("resshd-session[{}]: {args}\n", std::process::id()),
-    };
-    // One write per line so lines of concurrent processes do not interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let mut msg = args.to_string();
+    if msg.len() > MAX_LOG_LEN {
+        let mut end = MAX_LOG_LEN;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+    }
+    let sent = MONITOR
+        .get()
+        .is_some_and(|ipc| ipc.send(&FromSession::Log(msg.clone()), &[]).is_ok());
+    if !sent {
+        // Before the link is taken (a bad command line, a failure to become
+        // the user) or after the monitor went away: stderr, which is
+        // /dev/null under a monitor (a test harness may keep it).
+        let line = format!("resshd-session[{}]: {msg}\n", std::process::id());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
 }
 
 /// Writes one log line: `log!("exec {:?}", cmd)`.

@@ -66,6 +66,7 @@ fn run() -> Result<(), String> {
     endpoint
         .set_timeout(Some(IPC_TIMEOUT))
         .map_err(|e| e.to_string())?;
+    log::to_monitor(endpoint.clone());
 
     let (msg, mut fds) = endpoint
         .recv::<ToSession>()
@@ -76,7 +77,6 @@ fn run() -> Result<(), String> {
     if fds.len() != 1 {
         return Err(format!("Start came with {} fds, not 1", fds.len()));
     }
-    log::set_context(&start.user.name, &start.peer_addr, start.peer_port);
     let sock = std::net::TcpStream::from(fds.remove(0));
 
     let host_keys = start

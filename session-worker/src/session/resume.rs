@@ -449,7 +449,6 @@ impl Session {
             std::mem::replace(&mut info.peer_addr, p.peer_addr),
             std::mem::replace(&mut info.peer_port, p.peer_port),
         );
-        crate::log::set_context(&info.user.name, &info.peer_addr, info.peer_port);
         log!(
             "Reconnected: user {} from {} port {} (was {} port {}) after {:.1} s",
             printable(info.user.name.as_bytes()),

@@ -582,6 +582,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         });
     }
     let child = cmd.spawn().map_err(|e| format!("spawn worker: {e}"))?;
+    let pid = child.id();
     drop(worker_fd);
     let index = {
         let mut w = shared.workers.lock().unwrap();
@@ -615,7 +616,13 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         .map_err(|e| format!("send Start: {e}"))?;
     drop(sock);
 
-    // Play the monitor until the worker exits.
+    // Play the monitor until the worker exits. Its log lines go to the
+    // log as the real monitor writes them (without the escaping).
+    let mut log = File::options()
+        .append(true)
+        .open(&cfg.log_path)
+        .map_err(|e| e.to_string())?;
+    let mut shown_peer = (peer.ip().to_string(), peer.port());
     let record = |e: MonitorEvent| shared.events.lock().unwrap().push((index, e));
     let result = loop {
         match link.ep.recv::<FromSession>() {
@@ -654,6 +661,13 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
             }
             Ok((FromSession::Detached, _)) => record(MonitorEvent::Detached),
             Ok((FromSession::KexDone, _)) => {}
+            Ok((FromSession::Log(text), _)) => {
+                let line = format!(
+                    "resshd-session[{pid}]: user {} from {} port {}: {text}\n",
+                    cfg.user.name, shown_peer.0, shown_peer.1
+                );
+                let _ = log.write_all(line.as_bytes());
+            }
             // Login records are the real monitor's business.
             Ok((FromSession::LoginStarted { .. } | FromSession::LoginEnded { .. }, _)) => {}
             Ok((
@@ -662,10 +676,13 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                     peer_port,
                 },
                 _,
-            )) => record(MonitorEvent::Attached {
-                peer_addr,
-                peer_port,
-            }),
+            )) => {
+                shown_peer = (peer_addr.clone(), peer_port);
+                record(MonitorEvent::Attached {
+                    peer_addr,
+                    peer_port,
+                })
+            }
             Err(ressh_ipc::Error::Closed) => break Ok(()),
             Err(e) => break Err(format!("monitor recv: {e}")),
         }
