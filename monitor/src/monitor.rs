@@ -1164,19 +1164,19 @@ impl Monitor<'_> {
                 let mut fds = vec![PollFd::new(ours.as_fd(), ev)];
                 // The peer's end of the stream (POLLRDHUP), a reset or an
                 // error (always reported); the monitor never reads it.
-                let t = w.transport.as_ref().map(|t| t.as_fd());
-                if let Some(t) = t {
+                let watched = w.transport.as_ref().map(|t| t.as_fd());
+                if let Some(t) = watched {
                     fds.push(PollFd::new(t, rdhup));
                 }
                 if let Some(b) = &self.broker {
                     fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
                 }
-                let t = match timeout {
+                let wait = match timeout {
                     None => PollTimeout::NONE,
                     Some(t) => PollTimeout::try_from(t.as_millis().min(60_000) as i32 + 1)
                         .unwrap_or(PollTimeout::MAX),
                 };
-                match poll(&mut fds, t) {
+                match poll(&mut fds, wait) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(format!("poll: {e}")),
@@ -1194,7 +1194,7 @@ impl Monitor<'_> {
                         })
                     })
                     .collect();
-                let t = usize::from(t.is_some());
+                let t = usize::from(watched.is_some());
                 (r[0], r.get(1 + t).copied().unwrap_or(false), t == 1 && r[1])
             };
             if transport_ended {
