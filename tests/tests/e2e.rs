@@ -16,6 +16,7 @@
 //! | 8. stock OpenSSH on either side | `legacy` |
 //! | 9. resshd restarted while a session is detached | `restart` |
 //! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
+//! | issue 24 targets: mass reconnects, also during a flood | `mass` |
 //!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never
@@ -38,6 +39,7 @@ mod detach;
 mod disruptions;
 mod hostile_user;
 mod legacy;
+mod mass;
 mod refused;
 mod restart;
 mod roaming;
