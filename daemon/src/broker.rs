@@ -87,6 +87,12 @@ impl Broker {
         self.links.get(&pid).is_some_and(|l| l.user.is_some())
     }
 
+    /// Whether `pid`'s monitor has a reconnect request routed to a live
+    /// session (it is then a reconnect, no longer a startup).
+    pub fn routing(&self, pid: Pid) -> bool {
+        self.routes.values().any(|(r, _)| *r == pid)
+    }
+
     /// Handles a message from `from`'s link. Err: a protocol violation;
     /// drop the link (the error says why).
     pub fn handle(
@@ -383,6 +389,7 @@ mod tests {
             panic!("no validate")
         };
         assert_eq!(*to, pid(10));
+        assert!(b.routing(pid(20)) && !b.routing(pid(10)));
         // Only the owner may answer.
         hello(&mut b, 30, t0);
         let forged = ToBroker::Verdict {

@@ -2,13 +2,15 @@
 //!
 //! It parses the configuration, loads host keys, listens, and forks one
 //! monitor per connection (see `ressh-monitor`); it keeps the table of
-//! live connections, enforces MaxStartups, and handles signals: SIGHUP
+//! live connections, enforces MaxStartups and PerSourceMaxStartups (with a
+//! budget of their own for reconnects, `startups.rs`), and handles signals: SIGHUP
 //! re-executes it with the same arguments, SIGTERM stops listening and
 //! exits while established sessions carry on.
 
 mod args;
 mod broker;
 mod notify;
+mod startups;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use ressh_ipc::msg::ToBroker;
@@ -32,6 +35,7 @@ use ressh_proto::keys::PrivateKey;
 
 use args::Args;
 use broker::Broker;
+use startups::{Class, Startups};
 
 fn main() -> ExitCode {
     // Descriptors beyond stdin, stdout and stderr that resshd was started
@@ -219,11 +223,6 @@ fn daemonize() -> Result<(), String> {
     nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| e.to_string())?;
     nix::unistd::dup2(null.as_raw_fd(), 1).map_err(|e| e.to_string())?;
     Ok(())
-}
-
-struct Child {
-    /// Authenticated, or gone: no longer counts against MaxStartups.
-    authenticated: bool,
 }
 
 struct Signals {
@@ -647,16 +646,19 @@ fn serve(
     broker_sock: UnixListener,
 ) -> Result<(), String> {
     let signals = Signals::install()?;
-    // Connections forked by this resshd, for MaxStartups.
-    let mut children: HashMap<Pid, Child> = HashMap::new();
+    // Connections forked by this resshd and not yet authenticated, for
+    // MaxStartups, PerSourceMaxStartups and the reconnects' budget.
+    let mut children = Startups::new(startups::Limits::from(settings));
     // Broker links of monitors (ours, or an earlier resshd's), by pid.
     let mut links: HashMap<Pid, Link> = HashMap::new();
     let mut broker = Broker::new(Instant::now());
-    let mut drops: u64 = 0;
+    let mut throttle = Throttle::default();
     loop {
         let now = Instant::now();
-        let mut timeout = broker
-            .next_deadline()
+        let mut timeout = [broker.next_deadline(), children.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|d| d.saturating_duration_since(now));
         if links.values().any(|l| !l.out.is_empty()) {
             timeout =
@@ -714,6 +716,7 @@ fn serve(
         }
         let now = Instant::now();
         let mut outs = broker.tick(now);
+        children.tick(now);
         let base = 2 + listeners.len();
         for (i, p) in pids.iter().enumerate() {
             if !ready[base + i] {
@@ -729,9 +732,9 @@ fn serve(
             match result {
                 Ok(o) => {
                     if broker.authenticated(*p) {
-                        if let Some(c) = children.get_mut(p) {
-                            c.authenticated = true;
-                        }
+                        children.done(*p);
+                    } else if broker.routing(*p) {
+                        children.routed(*p);
                     }
                     outs.extend(o);
                 }
@@ -768,24 +771,37 @@ fn serve(
                         break;
                     }
                 };
-                let startups = children.values().filter(|c| !c.authenticated).count() as u32;
-                if drop_startup(settings, startups) {
-                    drops += 1;
-                    log::info(&format!(
-                        "drop connection #{drops} from [{}]:{} on [{}]:{} past MaxStartups",
+                let local = sock.local_addr().ok();
+                // A reconnect sends its first flight without waiting for
+                // us: it is usually queued already. Only looked at, never
+                // parsed (startups::claims_reconnect).
+                let mut first = [0u8; 128];
+                let got = nix::sys::socket::recv(
+                    sock.as_raw_fd(),
+                    &mut first,
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                )
+                .unwrap_or(0);
+                let claim = startups::claims_reconnect(&first[..got]);
+                let mut r = [0u8; 4];
+                let _ = openssl::rand::rand_bytes(&mut r);
+                let r = u32::from_ne_bytes(r) % 10_000;
+                let class = match children.admit(peer.ip(), claim, r) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        throttle.dropped(&why, peer, local);
+                        continue;
+                    }
+                };
+                if class != Class::Startup {
+                    log::debug(&format!(
+                        "connection from [{}]:{} admitted as a reconnect ({} in progress)",
                         peer.ip(),
                         peer.port(),
-                        sock.local_addr()
-                            .map(|a| a.ip().to_string())
-                            .unwrap_or_default(),
-                        sock.local_addr().map(|a| a.port()).unwrap_or(0)
+                        children.reconnects() + 1
                     ));
-                    continue;
                 }
-                let local = match sock.local_addr() {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                };
+                let Some(local) = local else { continue };
                 let _ = sock.set_nonblocking(false);
                 // SAFETY: resshd is single-threaded; the child only sets up
                 // its own state and then runs the monitor.
@@ -801,15 +817,64 @@ fn serve(
                         std::process::exit(code);
                     }
                     Ok(ForkResult::Parent { child }) => {
-                        children.insert(
-                            child,
-                            Child {
-                                authenticated: false,
-                            },
-                        );
+                        children.add(child, peer.ip(), class, Instant::now());
                     }
                     Err(e) => log::error(&format!("fork: {e}")),
                 }
+            }
+        }
+        throttle.check(children.startups(), settings.max_startups.start);
+    }
+}
+
+/// sshd's log of dropped connections: "beginning MaxStartups throttling"
+/// at the first drop, a line per drop, "exited MaxStartups throttling"
+/// once the startups fell below `start`.
+#[derive(Default)]
+struct Throttle {
+    since: Option<Instant>,
+    dropped: u64,
+}
+
+impl Throttle {
+    fn dropped(&mut self, why: &startups::Drop, peer: SocketAddr, local: Option<SocketAddr>) {
+        if self.since.is_none() {
+            log::error("beginning MaxStartups throttling");
+            self.since = Some(Instant::now());
+            self.dropped = 0;
+        }
+        self.dropped += 1;
+        let (lip, lport) = local.map_or((String::new(), 0), |a| (a.ip().to_string(), a.port()));
+        let (startups, reason) = match why {
+            startups::Drop::MaxStartups { startups } => (*startups, "past MaxStartups".to_string()),
+            startups::Drop::PerSource {
+                startups,
+                count,
+                block,
+                bits,
+            } => (
+                *startups,
+                format!(
+                    "past PerSourceMaxStartups ({count} not yet authenticated from {block}/{bits})"
+                ),
+            ),
+        };
+        log::info(&format!(
+            "drop connection #{startups} from [{}]:{} on [{lip}]:{lport} {reason}",
+            peer.ip(),
+            peer.port()
+        ));
+    }
+
+    fn check(&mut self, startups: u32, start: u32) {
+        if let Some(since) = self.since {
+            if startups + 1 < start.max(1) || (start == 0 && startups == 0) {
+                log::info(&format!(
+                    "exited MaxStartups throttling after {} s, {} connections dropped",
+                    since.elapsed().as_secs(),
+                    self.dropped
+                ));
+                self.since = None;
             }
         }
     }
@@ -819,23 +884,17 @@ fn serve(
 fn drop_link(
     links: &mut HashMap<Pid, Link>,
     broker: &mut Broker,
-    children: &mut HashMap<Pid, Child>,
+    children: &mut Startups,
     pid: Pid,
 ) {
     links.remove(&pid);
     broker.closed(pid);
-    if let Some(c) = children.get_mut(&pid) {
-        c.authenticated = true;
-    }
+    children.done(pid);
 }
 
 /// Sends what each link takes now; drops a monitor that has taken nothing
 /// for [`LINK_STALL`].
-fn flush_links(
-    links: &mut HashMap<Pid, Link>,
-    broker: &mut Broker,
-    children: &mut HashMap<Pid, Child>,
-) {
+fn flush_links(links: &mut HashMap<Pid, Link>, broker: &mut Broker, children: &mut Startups) {
     let now = Instant::now();
     let mut dead = Vec::new();
     for (pid, l) in links.iter_mut() {
@@ -895,31 +954,11 @@ fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut B
     }
 }
 
-/// sshd's MaxStartups start:rate:full random early drop.
-fn drop_startup(s: &Settings, startups: u32) -> bool {
-    let (start, rate, full) = (
-        s.max_startups.start,
-        s.max_startups.rate,
-        s.max_startups.full,
-    );
-    if startups >= full {
-        return true;
-    }
-    if startups < start {
-        return false;
-    }
-    let p = rate as u64 * 100
-        + (100 - rate as u64) * 100 * (startups - start) as u64 / (full - start).max(1) as u64;
-    let mut r = [0u8; 4];
-    let _ = openssl::rand::rand_bytes(&mut r);
-    (u32::from_ne_bytes(r) % 10_000) < p as u32
-}
-
-fn reap(children: &mut HashMap<Pid, Child>) {
+fn reap(children: &mut Startups) {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
-                children.remove(&pid);
+                children.done(pid);
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(_) => {}

@@ -254,3 +254,88 @@ fn past_max_startups_connections_are_dropped_and_service_recovers() {
     assert_eq!(text(&out.stdout), "got hi\n", "{}", describe(&out));
     srv.assert_healthy();
 }
+
+/// A TCP connection to the server from source address `src` (any address
+/// of 127.0.0.0/8 is this host's).
+fn connect_from(srv: &Server, src: &str) -> TcpStream {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let from: SockaddrIn = format!("{src}:0")
+        .parse::<std::net::SocketAddrV4>()
+        .unwrap()
+        .into();
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &from).unwrap();
+    let to: SockaddrIn = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), srv.port()).into();
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &to).unwrap();
+    TcpStream::from(fd)
+}
+
+/// Whether the server greets `s` with its version line (true) or closes it
+/// at once (false).
+fn greeted(s: &mut TcpStream, srv: &Server) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 8];
+    match s.read(&mut b) {
+        Ok(0) => false,
+        Ok(_) if b.starts_with(b"SSH-") => true,
+        other => panic!("unexpected answer {other:?} {b:?}\n{}", srv.log()),
+    }
+}
+
+/// Issue 13, hole 8: PerSourceMaxStartups bounds the unauthenticated
+/// connections of one source netblock (PerSourceNetBlockSize); other
+/// sources are unaffected, and MaxStartups (far away here) plays no part.
+/// The sources are 127.0.1.2 and 127.0.1.3: the same /24, different /32s;
+/// the harness's own connections come from 127.0.0.1, another block.
+#[test]
+fn per_source_max_startups_limits_one_source_and_spares_another() {
+    require_root();
+    let login = Login::new("persrc");
+    for (block, same_block) in [(32, false), (24, true)] {
+        let srv = Server::start(&format!(
+            "MaxStartups 100:30:200\nPerSourceMaxStartups 2\nPerSourceNetBlockSize {block}:128\n"
+        ));
+        let mut held = Vec::new();
+        for i in 0..4 {
+            let mut s = connect_from(&srv, "127.0.1.2");
+            let ok = greeted(&mut s, &srv);
+            assert_eq!(ok, i < 2, "connection {i} from 127.0.1.2\n{}", srv.log());
+            held.push(s);
+        }
+        let mut s = connect_from(&srv, "127.0.1.3");
+        assert_eq!(greeted(&mut s, &srv), !same_block, "{}", srv.log());
+        held.push(s);
+        let want = format!(
+            "past PerSourceMaxStartups (2 not yet authenticated from 127.0.1.{}/{block})",
+            if same_block { 0 } else { 2 }
+        );
+        srv.wait_log("the per-source drops", Duration::from_secs(10), |l| {
+            l.matches(&want).count() == 2 + same_block as usize
+        });
+        let log = srv.log();
+        assert!(log.contains("drop connection #"), "{log}");
+        assert!(log.contains("from [127.0.1.2]:"), "{log}");
+        assert!(log.contains("beginning MaxStartups throttling"), "{log}");
+        assert!(!log.contains("past MaxStartups"), "{log}");
+        // Another source logs in while 127.0.1.x is at its limit.
+        assert_eq!(srv.exec_ok(&login, "echo in"), "in\n", "{}", srv.log());
+        // Once the held connections are gone, 127.0.1.2 gets in again.
+        drop(held);
+        wait_for(
+            "the held connections' monitors to exit",
+            Duration::from_secs(15),
+            || srv.monitors().is_empty().then_some(()),
+            || srv.log(),
+        );
+        let mut s = connect_from(&srv, "127.0.1.2");
+        assert!(greeted(&mut s, &srv), "{}", srv.log());
+        drop(s);
+        srv.assert_healthy();
+    }
+}

@@ -16,6 +16,7 @@
 //! | 8. stock OpenSSH on either side | `legacy` |
 //! | 9. resshd restarted while a session is detached | `restart` |
 //! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
+//! | issue 24 targets: mass reconnects, also during a flood | `mass` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -42,6 +43,7 @@ mod detach;
 mod disruptions;
 mod hostile_user;
 mod legacy;
+mod mass;
 mod readmission;
 mod refused;
 mod restart;
