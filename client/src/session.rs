@@ -485,7 +485,11 @@ impl Session {
     fn next_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut t: Option<Instant> = self.conn.poll_timeout();
-        for d in [self.kex_deadline, self.next_alive, self.resume_timeout()]
+        // With resilience the engine's own keepalives watch the transport
+        // and `next_alive` is not acted on (see the timers): waking for it
+        // would spin once it has passed, as it does while detached.
+        let alive = self.next_alive.filter(|_| !self.resilient());
+        for d in [self.kex_deadline, alive, self.resume_timeout()]
             .into_iter()
             .flatten()
         {

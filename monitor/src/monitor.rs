@@ -1186,10 +1186,7 @@ impl Monitor<'_> {
                     .map(|f| {
                         f.revents().is_some_and(|r| {
                             r.intersects(
-                                PollFlags::POLLIN
-                                    | rdhup
-                                    | PollFlags::POLLHUP
-                                    | PollFlags::POLLERR,
+                                PollFlags::POLLIN | rdhup | PollFlags::POLLHUP | PollFlags::POLLERR,
                             )
                         })
                     })

@@ -151,3 +151,41 @@ fn ressh_stays_responsive_while_a_reconnect_waits_on_tcp() {
         ),
     );
 }
+
+/// ressh's CPU time (user + system) in clock ticks, from /proc/PID/stat.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5) (utime, stime); `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A ressh that cannot reconnect waits quietly: its CPU time over 3 s of an
+/// outage stays far below a core's (it spun at 100% when a keepalive
+/// deadline it no longer acts on had passed, which starved the machine
+/// when hundreds of clients were cut at once).
+#[test]
+fn a_detached_ressh_waits_without_spinning() {
+    let lab = Lab::new("nospin", "");
+    let mut client = Client::spawn(&mut lab.ressh(&["-v", "server", "echo started; sleep 1000"]));
+    client.wait_lines(0, T);
+    let since = Instant::now();
+    lab.net.blackhole(true);
+    client.wait_err("connection lost", since, Duration::from_secs(15));
+    let before = cpu_ticks(client.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(client.pid()) - before;
+    lab.net.blackhole(false);
+    signal(client.pid(), "TERM");
+    client.wait_exit(Duration::from_secs(5));
+    // 100 ticks a second: 30 would be 10% of a core.
+    assert!(
+        used < 30,
+        "ressh used {used} ticks of CPU in 3 s while detached"
+    );
+    report(
+        "reconnect",
+        &format!("detached ressh over 3 s: {used} ticks of CPU"),
+    );
+}
