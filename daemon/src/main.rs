@@ -200,9 +200,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    // Deeper than sshd's 128: every client of an office reconnects at once
+    // after a network blip, and a SYN dropped costs that client a second.
     socket::listen(
         &fd,
-        socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
+        socket::Backlog::new(1024).unwrap_or(socket::Backlog::MAXCONN),
     )?;
     Ok(TcpListener::from(fd))
 }
@@ -639,6 +641,25 @@ const LINK_QUEUE: usize = 1024 * 1024;
 /// A monitor that takes nothing from its link for this long is dropped.
 const LINK_STALL: Duration = Duration::from_secs(10);
 
+/// The first bytes queued on `sock`, looked at and left there.
+fn peek_first(sock: &std::net::TcpStream) -> Vec<u8> {
+    let mut first = [0u8; 128];
+    let got = nix::sys::socket::recv(
+        sock.as_raw_fd(),
+        &mut first,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .unwrap_or(0);
+    first[..got].to_vec()
+}
+
+/// A uniformly random number below 10,000 (MaxStartups' random early drop).
+fn random() -> u32 {
+    let mut r = [0u8; 4];
+    let _ = openssl::rand::rand_bytes(&mut r);
+    u32::from_ne_bytes(r) % 10_000
+}
+
 fn serve(
     ctx: &Context,
     settings: &Settings,
@@ -646,6 +667,12 @@ fn serve(
     broker_sock: UnixListener,
 ) -> Result<(), String> {
     let signals = Signals::install()?;
+    // The broker keeps a link to every session's monitor: thousands of
+    // descriptors on a busy server. Its own soft limit goes up to the hard
+    // one; each monitor puts the inherited one back before anything else.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nofile = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, nofile.1, nofile.1);
     // Connections forked by this resshd and not yet authenticated, for
     // MaxStartups, PerSourceMaxStartups and the reconnects' budget.
     let mut children = Startups::new(startups::Limits::from(settings));
@@ -660,6 +687,7 @@ fn serve(
             .flatten()
             .min()
             .map(|d| d.saturating_duration_since(now));
+
         if links.values().any(|l| !l.out.is_empty()) {
             timeout =
                 Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
@@ -771,25 +799,17 @@ fn serve(
                         break;
                     }
                 };
-                let local = sock.local_addr().ok();
+                let Ok(local) = sock.local_addr() else {
+                    continue;
+                };
                 // A reconnect sends its first flight without waiting for
                 // us: it is usually queued already. Only looked at, never
                 // parsed (startups::claims_reconnect).
-                let mut first = [0u8; 128];
-                let got = nix::sys::socket::recv(
-                    sock.as_raw_fd(),
-                    &mut first,
-                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-                )
-                .unwrap_or(0);
-                let claim = startups::claims_reconnect(&first[..got]);
-                let mut r = [0u8; 4];
-                let _ = openssl::rand::rand_bytes(&mut r);
-                let r = u32::from_ne_bytes(r) % 10_000;
-                let class = match children.admit(peer.ip(), claim, r) {
+                let claim = startups::claims_reconnect(&peek_first(&sock));
+                let class = match children.admit(peer.ip(), claim, random()) {
                     Ok(c) => c,
                     Err(why) => {
-                        throttle.dropped(&why, peer, local);
+                        throttle.dropped(&why, peer, Some(local));
                         continue;
                     }
                 };
@@ -801,10 +821,10 @@ fn serve(
                         children.reconnects() + 1
                     ));
                 }
-                let Some(local) = local else { continue };
                 let _ = sock.set_nonblocking(false);
                 // SAFETY: resshd is single-threaded; the child only sets up
-                // its own state and then runs the monitor.
+                // its own state and then runs the monitor. Forked at once, so
+                // it holds no other client's socket.
                 match unsafe { fork() } {
                     Ok(ForkResult::Child) => {
                         drop(listeners);
@@ -812,6 +832,7 @@ fn serve(
                         drop(broker_sock);
                         drop(children);
                         signals.uninstall();
+                        let _ = setrlimit(Resource::RLIMIT_NOFILE, nofile.0, nofile.1);
                         let code =
                             ressh_monitor::monitor::run(ctx, OwnedFd::from(sock), peer, local);
                         std::process::exit(code);

@@ -109,7 +109,14 @@ impl Mass {
         let killed_at = Instant::now();
         // One `ss -K` run: the first reconnects are up before a second look.
         let killed = self.lab.net.try_kill_tcp(PORT);
-        assert_eq!(killed, self.clients.len(), "connections killed");
+        let kill_took = killed_at.elapsed();
+        // At least every session's; with many, the first clients are back
+        // before `ss` is done, and their new connections go too.
+        assert!(
+            killed >= self.clients.len(),
+            "{killed} connections killed for {} sessions",
+            self.clients.len()
+        );
         let mut times = Stats::default();
         let deadline = killed_at + Duration::from_secs(60);
         for (i, c) in self.clients.iter().enumerate() {
@@ -125,8 +132,9 @@ impl Mass {
         report(
             tag,
             &format!(
-                "{} sessions killed at once, time to the client's \"reconnected\": {}",
+                "{} sessions killed at once (`ss -K` took {} ms), time to the client's \"reconnected\": {}",
                 self.clients.len(),
+                kill_took.as_millis(),
                 times.summary()
             ),
         );
