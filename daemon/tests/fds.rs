@@ -48,16 +48,7 @@ struct Scene {
 
 fn scene(srv: &Server, login: &Login, command: &str) -> Scene {
     let ssh = Bg::spawn(srv.ssh(login, &[]).arg(command));
-    let session = wait_for(
-        "the session worker",
-        Duration::from_secs(20),
-        || {
-            descendants_named(srv.pid(), "resshd-session")
-                .first()
-                .copied()
-        },
-        || srv.log(),
-    );
+    let session = srv.session_worker();
     let shell = wait_for(
         "the user's shell below the session worker",
         Duration::from_secs(20),

@@ -204,16 +204,7 @@ fn client_alive_disconnects_a_stopped_client() {
     assert!(!srv.log().contains("Timeout, client not responding"));
 
     let mut ssh = Bg::spawn(srv.ssh(&login, &["-tt"]).arg("sleep 60"));
-    let session = wait_for(
-        "the session worker",
-        Duration::from_secs(20),
-        || {
-            descendants_named(srv.pid(), "resshd-session")
-                .first()
-                .copied()
-        },
-        || srv.log(),
-    );
+    let session = srv.session_worker();
     let sleep = wait_for(
         "the user's sleep",
         Duration::from_secs(20),

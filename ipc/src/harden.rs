@@ -117,13 +117,37 @@ mod tests {
 /// only. Marking rather than closing keeps std's own close-on-exec pipe,
 /// which reports a failed exec to the parent, working.
 pub fn cloexec_from(lowest: i32) -> std::io::Result<()> {
-    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC touches descriptor
-    // flags only.
+    close_range(lowest, libc::CLOSE_RANGE_CLOEXEC, |fd| {
+        // SAFETY: fcntl on an integer descriptor; a closed one fails (EBADF).
+        unsafe {
+            let f = libc::fcntl(fd, libc::F_GETFD);
+            if f >= 0 && f & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
+            }
+        }
+    })
+}
+
+/// Closes every descriptor from `lowest` up (resshd at startup, before it
+/// opens anything: whatever it inherited beyond stdin, stdout and stderr
+/// is not meant for it nor for anything it starts).
+pub fn close_from(lowest: i32) -> std::io::Result<()> {
+    close_range(lowest, 0, |fd| {
+        // SAFETY: closing a descriptor nothing in this process uses yet
+        // (called first thing in main); a closed one fails harmlessly.
+        unsafe { libc::close(fd) };
+    })
+}
+
+/// close_range(2) from `lowest` up with `flags`; on kernels before 5.11,
+/// `each` for every descriptor the process may have.
+fn close_range(lowest: i32, flags: u32, each: impl Fn(i32)) -> std::io::Result<()> {
+    // SAFETY: close_range(2) on descriptors the callers own (see them).
     let r = unsafe {
         libc::close_range(
             lowest.max(0) as libc::c_uint,
             libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            flags as libc::c_int,
         )
     };
     if r == 0 {
@@ -133,36 +157,8 @@ pub fn cloexec_from(lowest: i32) -> std::io::Result<()> {
     if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
         return Err(e);
     }
-    // Kernels before 5.11: every descriptor the process may have.
     for fd in lowest.max(0)..fd_limit() {
-        // SAFETY: fcntl on an integer descriptor; a closed one fails (EBADF).
-        unsafe {
-            let f = libc::fcntl(fd, libc::F_GETFD);
-            if f >= 0 && f & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Closes every descriptor from `lowest` up (resshd at startup, before it
-/// opens anything: whatever it inherited beyond stdin, stdout and stderr
-/// is not meant for it nor for anything it starts).
-pub fn close_from(lowest: i32) -> std::io::Result<()> {
-    // SAFETY: close_range(2) closes descriptors nothing in this process
-    // uses yet (called first thing in main).
-    let r = unsafe { libc::close_range(lowest.max(0) as libc::c_uint, libc::c_uint::MAX, 0) };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
-        return Err(e);
-    }
-    for fd in lowest.max(0)..fd_limit() {
-        // SAFETY: as above; closing a closed descriptor fails harmlessly.
-        unsafe { libc::close(fd) };
+        each(fd);
     }
     Ok(())
 }

@@ -215,6 +215,20 @@ impl Server {
     }
 
     /// Pids of resshd's monitors (its direct children).
+    /// Waits for a session worker below resshd; returns its pid.
+    pub fn session_worker(&self) -> u32 {
+        wait_for(
+            "the session worker",
+            Duration::from_secs(20),
+            || {
+                descendants_named(self.pid(), "resshd-session")
+                    .first()
+                    .copied()
+            },
+            || self.log(),
+        )
+    }
+
     pub fn monitors(&self) -> Vec<u32> {
         children(self.pid())
     }
