@@ -353,12 +353,28 @@ impl Net {
             .cmd_client(&ss)
             .args(["-K", "-t", "-n", "-H"])
             .args(filter));
-        let killed = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count();
+        // The local address:port of each connection a line of `ss` shows.
+        let locals = |out: &[u8]| -> Vec<String> {
+            String::from_utf8_lossy(out)
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+                .collect()
+        };
+        let killed = locals(&out.stdout);
+        // A connection alive now is a failure only if it is one `ss -K` was
+        // to kill: a client that reconnects at once has a new one already.
         let left = ok(self.cmd_client(&ss).args(["-t", "-n", "-H"]).args(filter));
-        let left = String::from_utf8_lossy(&left.stdout).trim().to_string();
+        let survivors: Vec<String> = String::from_utf8_lossy(&left.stdout)
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|local| killed.iter().any(|k| k == local))
+            })
+            .map(str::to_string)
+            .collect();
+        let left = survivors.join("\n");
+        let killed = killed.len();
         if !left.is_empty() {
             panic!(
                 "kill_tcp({port}): `ss -K` left these connections alive in {} (kernel \
