@@ -1220,6 +1220,7 @@ const NOT_COMPARED: &[&str] = &[
     "brokersocket",
     "detachtimeout",
     "maxdetachedsessions",
+    "detachgracetime",
     "resiliencebuffersize",
 ];
 
