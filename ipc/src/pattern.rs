@@ -7,7 +7,7 @@ pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
     let (mut p, mut i) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while i < s.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == s[i]) {
+        if p < pattern.len() && (pattern[p] == b'?' || (pattern[p] != b'*' && pattern[p] == s[i])) {
             p += 1;
             i += 1;
         } else if p < pattern.len() && pattern[p] == b'*' {
@@ -56,6 +56,8 @@ mod tests {
         assert!(m("?", "x"));
         assert!(!m("?", ""));
         assert!(!m("abc", "ab"));
+        // A `*` in the pattern is a wildcard even where the string has one.
+        assert!(m("*a", "*ba"));
     }
 
     #[test]

@@ -63,30 +63,7 @@ impl AddrMatch {
 
 /// Whether `s` matches the glob `pattern` (`*` and `?`), case-sensitively.
 pub fn match_pattern(s: &str, pattern: &str) -> bool {
-    match_bytes(s.as_bytes(), pattern.as_bytes())
-}
-
-/// Iterative glob matcher: on a mismatch, backtrack to the last `*` and let
-/// it absorb one more byte. Equivalent to OpenSSH's recursive matcher.
-fn match_bytes(s: &[u8], p: &[u8]) -> bool {
-    let (mut si, mut pi) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || (p[pi] != b'*' && p[pi] == s[si])) {
-            si += 1;
-            pi += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
+    ressh_ipc::pattern::matches(pattern.as_bytes(), s.as_bytes())
 }
 
 /// Matches `s` against a comma-separated pattern list (OpenSSH's
