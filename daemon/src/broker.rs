@@ -45,12 +45,21 @@ struct Detached {
     ended: bool,
 }
 
+/// A reconnect in flight from the monitor of the new connection to the
+/// monitor that owns the session.
+#[derive(Clone, Copy)]
+struct Route {
+    requester: Pid,
+    owner: Pid,
+    /// The owner accepted; the requester is handing the socket over.
+    accepted: bool,
+}
+
 pub struct Broker {
     started: Instant,
     links: HashMap<Pid, Link>,
     tokens: HashMap<Vec<u8>, Pid>,
-    /// Route id → (monitor of the new connection, owning monitor).
-    routes: HashMap<u64, (Pid, Pid)>,
+    routes: HashMap<u64, Route>,
     next_id: u64,
 }
 
@@ -74,11 +83,24 @@ impl Broker {
         self.links.insert(pid, Link::default());
     }
 
-    /// A monitor's link closed (it exited) or was dropped.
-    pub fn closed(&mut self, pid: Pid) {
+    /// A monitor's link closed (it exited) or was dropped. A reconnect
+    /// waiting on that monitor's verdict is answered TRY_AGAIN at once (the
+    /// client retries and then learns whether the session still exists).
+    pub fn closed(&mut self, pid: Pid) -> Vec<Out> {
         self.links.remove(&pid);
         self.tokens.retain(|_, p| *p != pid);
-        self.routes.retain(|_, (a, b)| *a != pid && *b != pid);
+        let mut out = Vec::new();
+        self.routes.retain(|_, r| {
+            if r.owner == pid && r.requester != pid && !r.accepted {
+                out.push((
+                    r.requester,
+                    refusal(failure::TRY_AGAIN, "the session's monitor went away"),
+                    Vec::new(),
+                ));
+            }
+            r.requester != pid && r.owner != pid
+        });
+        out
     }
 
     /// Whether `pid`'s monitor has authenticated a user (it then no longer
@@ -90,7 +112,7 @@ impl Broker {
     /// Whether `pid`'s monitor has a reconnect request routed to a live
     /// session (it is then a reconnect, no longer a startup).
     pub fn routing(&self, pid: Pid) -> bool {
-        self.routes.values().any(|(r, _)| *r == pid)
+        self.routes.values().any(|r| r.requester == pid)
     }
 
     /// Handles a message from `from`'s link. Err: a protocol violation;
@@ -167,19 +189,26 @@ impl Broker {
                 peer_addr,
                 peer_port,
             } => {
-                if self.routes.values().any(|(r, _)| *r == from) {
+                if self.routes.values().any(|r| r.requester == from) {
                     return Err("a second route request".into());
                 }
                 let owner = self.tokens.get(&request.request.token).copied();
                 let reply = match owner {
-                    Some(o) if self.routes.values().any(|(_, w)| *w == o) => refusal(
+                    Some(o) if self.routes.values().any(|r| r.owner == o) => refusal(
                         failure::TRY_AGAIN,
                         "another reconnect of this session is in progress",
                     ),
                     Some(o) if o != from => {
                         self.next_id += 1;
                         let id = self.next_id;
-                        self.routes.insert(id, (from, o));
+                        self.routes.insert(
+                            id,
+                            Route {
+                                requester: from,
+                                owner: o,
+                                accepted: false,
+                            },
+                        );
                         out.push((
                             o,
                             FromBroker::Validate {
@@ -201,15 +230,21 @@ impl Broker {
                 out.push((from, reply, Vec::new()));
             }
             ToBroker::Verdict { id, result } => {
-                let Some(&(requester, owner)) = self.routes.get(&id) else {
+                let Some(route) = self.routes.get_mut(&id) else {
                     // The requester gave up meanwhile.
                     return Ok(out);
                 };
-                if owner != from {
+                if route.owner != from {
                     return Err(format!("answered for route {id}, which it does not own"));
                 }
+                if route.accepted {
+                    return Err(format!("answered twice for route {id}"));
+                }
+                let requester = route.requester;
                 if result.is_err() {
                     self.routes.remove(&id);
+                } else {
+                    route.accepted = true;
                 }
                 out.push((requester, FromBroker::RouteResult(result), Vec::new()));
             }
@@ -218,11 +253,15 @@ impl Broker {
                 peer_addr,
                 peer_port,
             } => {
-                let Some((&id, &(_, owner))) = self.routes.iter().find(|(_, (r, _))| *r == from)
+                let Some((&id, &route)) = self
+                    .routes
+                    .iter()
+                    .find(|(_, r)| r.requester == from && r.accepted)
                 else {
                     return Err("handed over a socket nobody asked for".into());
                 };
                 self.routes.remove(&id);
+                let owner = route.owner;
                 if fds.len() != 1 {
                     return Err("a hand-over without exactly one socket".into());
                 }
@@ -409,6 +448,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reconnect_waiting_on_a_vanished_owner_hears_try_again_at_once() {
+        let t0 = Instant::now();
+        let mut b = Broker::new(t0);
+        session(&mut b, 10, "alice", 7, t0);
+        hello(&mut b, 20, t0);
+        let out = b.handle(pid(20), route(7), vec![], t0).unwrap();
+        assert!(matches!(&out[..], [(_, FromBroker::Validate { .. }, _)]));
+        let out = b.closed(pid(10));
+        assert!(matches!(
+            &out[..],
+            [(p, FromBroker::RouteResult(Err((c, _))), _)]
+                if *p == pid(20) && *c == failure::TRY_AGAIN
+        ));
+        assert!(!b.routing(pid(20)));
+        // The requester leaving answers nobody.
+        session(&mut b, 11, "alice", 8, t0);
+        hello(&mut b, 21, t0);
+        b.handle(pid(21), route(8), vec![], t0).unwrap();
+        assert!(b.closed(pid(21)).is_empty());
+        assert!(!b.routing(pid(21)));
+    }
+
+    #[test]
     fn unknown_tokens_are_try_again_while_sessions_register() {
         let t0 = Instant::now();
         let mut b = Broker::new(t0);
@@ -512,7 +574,21 @@ mod tests {
         };
         assert!(b.handle(pid(20), h(), vec![], t0).is_err());
         hello(&mut b, 21, t0);
+        let out = b.handle(pid(21), route(7), vec![], t0).unwrap();
+        let [(_, FromBroker::Validate { id, .. }, _)] = &out[..] else {
+            panic!("no validate")
+        };
+        let id = *id;
+        // Not before the owner accepted.
+        let (s, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(b.handle(pid(21), h(), vec![s.into()], t0).is_err());
+        let mut b = Broker::new(t0);
+        session(&mut b, 10, "alice", 7, t0);
+        hello(&mut b, 21, t0);
         b.handle(pid(21), route(7), vec![], t0).unwrap();
+        let ok = || ToBroker::Verdict { id, result: Ok(()) };
+        b.handle(pid(10), ok(), vec![], t0).unwrap();
+        assert!(b.handle(pid(10), ok(), vec![], t0).is_err(), "twice");
         // A second attempt at the same session waits its turn.
         hello(&mut b, 22, t0);
         let out = b.handle(pid(22), route(7), vec![], t0).unwrap();

@@ -908,9 +908,22 @@ fn drop_link(
     children: &mut Startups,
     pid: Pid,
 ) {
-    links.remove(&pid);
-    broker.closed(pid);
-    children.done(pid);
+    let mut gone = vec![pid];
+    while let Some(pid) = gone.pop() {
+        links.remove(&pid);
+        children.done(pid);
+        for (to, m, fds) in broker.closed(pid) {
+            let Some(l) = links.get_mut(&to) else {
+                continue;
+            };
+            if let Err(e) = l.out.push(&m, fds) {
+                log::error(&format!(
+                    "broker: monitor {to} does not read ({e}); link dropped"
+                ));
+                gone.push(to);
+            }
+        }
+    }
 }
 
 /// Sends what each link takes now; drops a monitor that has taken nothing

@@ -213,8 +213,9 @@ pub enum FromSession {
     ReconnectVerdict(Result<(), (u32, String)>),
     /// The transport broke without DISCONNECT: the session waits.
     Detached,
-    /// A reconnect committed: the session runs on the new transport.
-    Attached { peer_addr: String, peer_port: u16 },
+    /// A reconnect committed: the session runs on the transport the
+    /// monitor handed over last (whose address the monitor knows itself).
+    Attached,
     /// A login shell or command started on the pty `tty` (`/dev/pts/N`)
     /// as process `pid`: the monitor records the login (utmp, wtmp,
     /// lastlog) as sshd does for pty sessions.

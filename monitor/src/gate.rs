@@ -166,7 +166,7 @@ impl SessionGate {
                 }
             }
             FromSession::Log(text) => log_length(text)?,
-            FromSession::Detached | FromSession::Attached { .. } => {}
+            FromSession::Detached | FromSession::Attached => {}
         }
         Ok(())
     }

@@ -1362,7 +1362,7 @@ impl Monitor<'_> {
                 }
                 Ok(())
             }
-            FromSession::Attached { .. } => {
+            FromSession::Attached => {
                 // The address is the one the monitor handed over itself, not
                 // the worker's word; the monitor watches that socket now.
                 let Some((peer, sock)) = w.handed.take() else {

@@ -458,17 +458,13 @@ impl Session {
             old_port,
             away.as_secs_f64()
         );
-        let (peer_addr, peer_port) = (info.peer_addr.clone(), info.peer_port);
         self.alive.heard(now);
         if let Err(e) = r {
             log!("disconnecting: {e}");
             self.end();
             return;
         }
-        self.notify(FromSession::Attached {
-            peer_addr,
-            peer_port,
-        });
+        self.notify(FromSession::Attached);
         self.send_tokens();
     }
 

@@ -66,6 +66,7 @@ pub enum MonitorEvent {
     Tokens(usize),
     Verdict(Result<(), (u32, String)>),
     Detached,
+    /// A reconnect committed; the address is the one handed over.
     Attached {
         peer_addr: String,
         peer_port: u16,
@@ -80,6 +81,9 @@ struct Link {
     verdicts: Mutex<VecDeque<Result<(), (u32, String)>>>,
     verdict_cv: Condvar,
     tokens: Mutex<Vec<Vec<u8>>>,
+    /// The address of the connection last handed over, as the monitor
+    /// knows it (the worker does not report it).
+    handed: Mutex<Option<(String, u16)>>,
 }
 
 impl Link {
@@ -595,6 +599,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         verdicts: Mutex::new(VecDeque::new()),
         verdict_cv: Condvar::new(),
         tokens: Mutex::new(Vec::new()),
+        handed: Mutex::new(None),
     });
     shared.links.lock().unwrap().push(link.clone());
 
@@ -670,17 +675,13 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
             }
             // Login records are the real monitor's business.
             Ok((FromSession::LoginStarted { .. } | FromSession::LoginEnded { .. }, _)) => {}
-            Ok((
-                FromSession::Attached {
-                    peer_addr,
-                    peer_port,
-                },
-                _,
-            )) => {
-                shown_peer = (peer_addr.clone(), peer_port);
+            Ok((FromSession::Attached, _)) => {
+                if let Some(p) = link.handed.lock().unwrap().take() {
+                    shown_peer = p;
+                }
                 record(MonitorEvent::Attached {
-                    peer_addr,
-                    peer_port,
+                    peer_addr: shown_peer.0.clone(),
+                    peer_port: shown_peer.1,
                 })
             }
             Err(ressh_ipc::Error::Closed) => break Ok(()),
@@ -725,6 +726,7 @@ fn route(
             let leftover = conn.take_unprocessed_input();
             let peer = sock.peer_addr().map_err(|e| e.to_string())?;
             sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+            *l.handed.lock().unwrap() = Some((peer.ip().to_string(), peer.port()));
             l.send(
                 &ToSession::Transport {
                     leftover,
