@@ -18,6 +18,7 @@ use crate::kex::{self, Ephemeral, Negotiated};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::msg::{self, num, AuthMethod, ChannelKind, ChannelReq, GlobalReq};
 use crate::resilience::{self, is_resilient};
+use crate::suspect::Watch;
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
 use crate::wire::Reader;
 
@@ -83,6 +84,13 @@ pub struct Config {
     /// [`Event::ConnectionDead`] after as much again (zero: off); announced
     /// to the server in whole seconds, rounded up (docs/PROTOCOL.md §4).
     pub keepalive: Duration,
+    /// Client, keepalives on: a probe unanswered for a few smoothed round
+    /// trips, at least `suspect_floor` and at most `suspect_cap` (and never
+    /// more than the keepalive interval), raises [`Event::PathSuspect`];
+    /// `suspect_cap` None: no suspicion, only the keepalive
+    /// (docs/PROTOCOL.md §4, "Path suspicion").
+    pub suspect_floor: Duration,
+    pub suspect_cap: Option<Duration>,
 }
 
 impl Default for Config {
@@ -115,6 +123,8 @@ impl Default for Config {
             resilience_buffer: 16 * 1024 * 1024,
             detach_timeout: 3600,
             keepalive: Duration::ZERO,
+            suspect_floor: Duration::from_millis(500),
+            suspect_cap: Some(Duration::MAX),
         }
     }
 }
@@ -268,6 +278,12 @@ pub enum Event {
     /// Client: no packet for twice the keepalive interval: the transport is
     /// dead; reconnect (see [`Connection::reconnect_attempt`]).
     ConnectionDead,
+    /// Client: a probe has had no answer for the suspicion timeout
+    /// ([`Connection::suspect_timeout`]); the path may be dead. Once per
+    /// probe. Trying a new connection beside the old one is cheap; if the
+    /// application knows the path still carries bytes it calls
+    /// [`Connection::path_alive`] instead.
+    PathSuspect,
     /// Server (a new connection): the client asks to resume a session. The
     /// engine stops reading; route the request to the owning session.
     ReconnectRequest(Box<ReconnectRequest>),
@@ -405,6 +421,8 @@ pub struct Connection {
     last_rx: Instant,
     probe_sent: Option<Instant>,
     dead_reported: bool,
+    /// Client: round trips and what may make the path suspect.
+    watch: Watch,
     closed: bool,
     stats: Stats,
     /// Payload buffers of sent packets, kept for the next ones (see
@@ -482,6 +500,7 @@ impl Connection {
             last_rx: now,
             probe_sent: None,
             dead_reported: false,
+            watch: Watch::default(),
             closed: false,
             stats: Stats::default(),
             spare: Vec::new(),
@@ -576,6 +595,7 @@ impl Connection {
         if !data.is_empty() {
             self.last_rx = now;
             self.probe_sent = None;
+            self.watch.heard();
         }
         self.inbuf.extend_from_slice(data);
         let r = self.process(now);
@@ -596,9 +616,20 @@ impl Connection {
             at(a + ACK_DELAY);
         }
         if self.keepalive_on() && !self.dead_reported {
+            let s = self.suspect_timeout();
             match self.probe_sent {
-                Some(p) => at(p + self.config.keepalive),
-                None => at(self.last_rx + self.config.keepalive),
+                Some(p) => {
+                    at(p + self.config.keepalive);
+                    if let Some(x) = self.watch.suspect_due() {
+                        at(x);
+                    }
+                }
+                None => {
+                    at(self.last_rx + self.config.keepalive);
+                    if let Some(x) = s.and_then(|s| self.watch.probe_due(s)) {
+                        at(x);
+                    }
+                }
             }
         }
         t
@@ -610,41 +641,102 @@ impl Connection {
             && self.resilience.as_ref().is_some_and(|r| r.active)
     }
 
-    /// Timers of the resilience extension: delayed ACKs and keepalives.
+    /// Client: how long a probe may go unanswered before the path is
+    /// suspect ([`Event::PathSuspect`]): a few smoothed round trips within
+    /// the configured floor and cap, never above the keepalive interval.
+    /// None without keepalives or with suspicion off.
+    pub fn suspect_timeout(&self) -> Option<Duration> {
+        let cap = self.config.suspect_cap?.min(self.config.keepalive);
+        self.keepalive_on()
+            .then(|| self.watch.rtt.timeout(self.config.suspect_floor, cap))
+    }
+
+    /// Client: the smoothed round-trip time measured from want-reply ACKs
+    /// on the current connection, if any was measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.watch.rtt.srtt()
+    }
+
+    /// Client, after [`Event::PathSuspect`]: the application knows the
+    /// path still carries bytes (the kernel received TCP acknowledgements
+    /// for data in flight: our probe waits behind a bulk upload). Suspect
+    /// again only after another suspicion timeout; the keepalive deadline
+    /// stays.
+    pub fn path_alive(&mut self, now: Instant) {
+        if let (Some(_), Some(s)) = (self.probe_sent, self.suspect_timeout()) {
+            self.watch.rearm(now, s);
+        }
+    }
+
+    /// Timers of the resilience extension: delayed ACKs, keepalives and
+    /// path suspicion.
     fn resilience_timers(&mut self, now: Instant) -> Result<()> {
         if self.ack_timer.is_some_and(|a| now >= a + ACK_DELAY) {
             self.send_ack(false)?;
         }
         if self.keepalive_on() && !self.dead_reported {
+            let s = self.suspect_timeout();
             match self.probe_sent {
-                None if now.saturating_duration_since(self.last_rx) >= self.config.keepalive => {
-                    self.send_ack(true)?;
-                    self.probe_sent = Some(now);
+                None => {
+                    let idle = now.saturating_duration_since(self.last_rx) >= self.config.keepalive;
+                    let due = s
+                        .and_then(|s| self.watch.probe_due(s))
+                        .is_some_and(|t| now >= t);
+                    if idle || due {
+                        self.send_probe(now)?;
+                    }
                 }
                 Some(p) if now.saturating_duration_since(p) >= self.config.keepalive => {
                     self.dead_reported = true;
                     self.events.push_back(Event::ConnectionDead);
                 }
-                _ => {}
+                Some(_) => {
+                    if self.watch.take_suspicion(now) {
+                        self.events.push_back(Event::PathSuspect);
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Sends SSH_MSG_RESILIENCE_ACK with our receive count.
-    fn send_ack(&mut self, want_reply: bool) -> Result<()> {
+    /// Client: a keepalive probe (an ACK with want reply). Unanswered for
+    /// the suspicion timeout it makes the path suspect, for the keepalive
+    /// interval dead.
+    fn send_probe(&mut self, now: Instant) -> Result<()> {
+        self.probe_sent = Some(now);
+        if self.send_ack(true)? {
+            let s = self.suspect_timeout();
+            self.watch.want_reply_sent(now, s);
+        }
+        Ok(())
+    }
+
+    /// Sends SSH_MSG_RESILIENCE_ACK with our receive count; false when
+    /// ACKs are held (a reconnect is being prepared). A client asks for a
+    /// reply when its round-trip measurement is missing or old.
+    fn send_ack(&mut self, mut want_reply: bool) -> Result<bool> {
+        let now = self.now;
+        let measure = self.role == Role::Client
+            && self.suspect_timeout().is_some()
+            && self.watch.wants_rtt(now);
         let Some(r) = self.resilience.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         if r.hold_acks {
             self.ack_timer = None;
-            return Ok(());
+            return Ok(false);
         }
         let count = r.recv;
         r.acked_recv = count;
         r.unacked_bytes = 0;
         self.ack_timer = None;
-        self.send(resilience::encode_ack(count, want_reply))
+        if measure && !want_reply {
+            want_reply = true;
+            self.watch.want_reply_sent(now, None);
+        }
+        self.send(resilience::encode_ack(count, want_reply))?;
+        Ok(true)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
@@ -863,7 +955,10 @@ impl Connection {
             self.sent_msgs += 1;
         }
         match self.resilience.as_mut() {
-            Some(r) if r.active && is_resilient(payload[0]) => r.sent(payload),
+            Some(r) if r.active && is_resilient(payload[0]) => {
+                r.sent(payload);
+                self.watch.resilient_sent(self.now);
+            }
             _ => self.recycle(payload),
         }
         Ok(())
@@ -1314,6 +1409,7 @@ impl Connection {
                 r.recv += 1;
                 r.unacked_bytes += len;
                 self.ack_timer.get_or_insert(now);
+                self.watch.resilient_received(now);
             }
         }
         Ok(true)
@@ -1385,6 +1481,7 @@ impl Connection {
             resilience::MSG_ACK if self.resilience.as_ref().is_some_and(|r| r.active) => {
                 let (count, want_reply) = resilience::decode_ack(&payload)?;
                 self.stats.acks_received += 1;
+                self.watch.ack_received(self.now, self.config.keepalive);
                 let mut done = Vec::new();
                 let freed = self
                     .resilience
@@ -1414,6 +1511,12 @@ impl Connection {
                 let detach_timeout = match self.role {
                     Role::Client => {
                         r.peer_detach = Some(secs);
+                        // Measure the round trip at once: it sets the
+                        // suspicion timeout.
+                        if self.suspect_timeout().is_some() {
+                            self.send_ack(true)?;
+                            self.watch.want_reply_sent(self.now, None);
+                        }
                         secs
                     }
                     Role::Server => {
@@ -2653,6 +2756,7 @@ impl Connection {
             last_rx: now,
             probe_sent: None,
             dead_reported: false,
+            watch: Watch::default(),
             closed: false,
             stats: Stats::default(),
             spare: Vec::new(),

@@ -10,6 +10,7 @@ pub mod kex;
 pub mod keys;
 pub mod msg;
 pub mod resilience;
+pub mod suspect;
 pub mod wire;
 
 pub mod transport;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::kex::{self, Ephemeral, Negotiated};
 use crate::msg::{self, num};
 use crate::resilience::{self, Request, Transcript};
+use crate::suspect::Watch;
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
 
 /// Why a reconnect was refused, from SSH_MSG_RECONNECT_FAILURE.
@@ -639,6 +640,13 @@ impl Connection {
         self.last_rx = now;
         self.probe_sent = None;
         self.dead_reported = false;
+        // A new path: measure its round trip before the retransmissions
+        // queue up behind the probe.
+        self.watch = Watch::default();
+        if self.role == Role::Client && self.suspect_timeout().is_some() {
+            self.send_ack(true)?;
+            self.watch.want_reply_sent(now, None);
+        }
         for p in resend {
             self.write_now(&p)?;
         }

@@ -739,3 +739,157 @@ fn tiny_channel_data_stops_at_the_message_bound() {
     assert!(bytes < 1 << 20, "{bytes}");
     assert_eq!(p.s.send_window(p.sid), 0);
 }
+
+/// Path suspicion (docs/PROTOCOL.md §4): the client measures the round
+/// trip from want-reply ACKs, probes when the server falls silent after
+/// sending or when what it sent has no answer, and reports
+/// `PathSuspect` once per probe unanswered for the suspicion timeout, long
+/// before `ConnectionDead` (the keepalive interval).
+#[test]
+fn a_silent_path_is_suspected_after_a_few_round_trips() {
+    let ka = Duration::from_secs(15);
+    let cc = Config {
+        keepalive: ka,
+        ..Default::default()
+    };
+    let mut p = Pair::new(cc, Config::default());
+    let suspects = |p: &Pair| {
+        p.events_c
+            .iter()
+            .filter(|e| matches!(e, Event::PathSuspect))
+            .count()
+    };
+    let dead = |p: &Pair| {
+        p.events_c
+            .iter()
+            .any(|e| matches!(e, Event::ConnectionDead))
+    };
+    // Measured at once (answered within the same instant here): the floor.
+    let s = p.c.suspect_timeout().unwrap();
+    assert_eq!(s, Duration::from_millis(500));
+    assert_eq!(p.c.srtt(), Some(Duration::ZERO));
+
+    // The server prints, then stops: one probe S after its last output;
+    // answered 80 ms later, it is a round-trip sample and no suspicion.
+    p.s.send_data(p.sid, b"hello").unwrap();
+    p.pump();
+    let last = p.now;
+    assert_eq!(p.c.poll_timeout(), Some(last + s));
+    p.now = last + s;
+    p.c.handle_timeout(p.now).unwrap();
+    let probe = p.c.take_output();
+    assert!(!probe.is_empty(), "no probe after the server's silence");
+    p.now += Duration::from_millis(40);
+    p.s.handle_input(&probe, p.now).unwrap();
+    let answer = p.s.take_output();
+    assert!(
+        !answer.is_empty(),
+        "the server answers a want-reply ACK at once"
+    );
+    p.now += Duration::from_millis(40);
+    p.c.handle_input(&answer, p.now).unwrap();
+    p.events();
+    assert_eq!(
+        p.c.srtt(),
+        Some(Duration::from_millis(10)),
+        "7/8·0 + 1/8·80 ms"
+    );
+    // One probe per silence: only the delayed ACK of "hello" and the
+    // keepalive are left.
+    p.now = last + Duration::from_secs(1);
+    p.c.handle_timeout(p.now).unwrap();
+    p.pump();
+    let answered = last + s + Duration::from_millis(80);
+    assert_eq!(p.c.poll_timeout(), Some(answered + ka));
+    assert_eq!(suspects(&p), 0);
+
+    // The path dies while the user types: a probe S after the keystroke,
+    // a suspicion S after the probe, once.
+    p.now += Duration::from_secs(3);
+    p.c.handle_timeout(p.now).unwrap();
+    p.c.send_data(p.cid, b"x").unwrap();
+    let typed = p.now;
+    p.cut();
+    assert_eq!(p.c.poll_timeout(), Some(typed + s));
+    p.now = typed + s;
+    p.c.handle_timeout(p.now).unwrap();
+    assert!(
+        !p.c.take_output().is_empty(),
+        "no probe after the keystroke"
+    );
+    p.now = typed + s * 2 - Duration::from_millis(1);
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert_eq!(suspects(&p), 0, "suspected early");
+    p.now = typed + s * 2;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert_eq!(suspects(&p), 1);
+    p.now += s;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert_eq!(suspects(&p), 1, "one suspicion per probe");
+    // The application knows the path carries bytes: S more, then again.
+    p.c.path_alive(p.now);
+    assert_eq!(p.c.poll_timeout(), Some(p.now + s));
+    p.now += s;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert_eq!(suspects(&p), 2);
+    assert!(!dead(&p));
+    // The keepalive interval after the probe: dead, as before.
+    p.now = typed + s + ka;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert!(dead(&p));
+
+    // A new connection: its round trip is measured afresh, and an idle
+    // session's keepalive probe unanswered for S is a suspicion too.
+    p.reconnect(&Config::default());
+    assert_eq!(p.c.srtt(), Some(Duration::ZERO));
+    p.events_c.clear();
+    let idle = p.now;
+    p.now = idle + ka;
+    p.c.handle_timeout(p.now).unwrap();
+    assert!(!p.c.take_output().is_empty(), "no keepalive probe");
+    p.cut();
+    p.now = idle + ka + s;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert_eq!(suspects(&p), 1);
+    assert!(!dead(&p));
+}
+
+/// With suspicion off (no cap) only the keepalive acts, as before.
+#[test]
+fn suspicion_off_leaves_only_the_keepalive() {
+    let ka = Duration::from_secs(15);
+    let cc = Config {
+        keepalive: ka,
+        suspect_cap: None,
+        ..Default::default()
+    };
+    let mut p = Pair::new(cc, Config::default());
+    assert_eq!(p.c.suspect_timeout(), None);
+    assert_eq!(p.c.srtt(), None, "nothing measured: no want-reply sent");
+    p.s.send_data(p.sid, b"hello").unwrap();
+    p.pump();
+    p.c.send_data(p.cid, b"x").unwrap();
+    p.cut();
+    let t0 = p.now;
+    // The delayed ACK, then the keepalive.
+    assert_eq!(p.c.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    p.now = t0 + Duration::from_secs(1);
+    p.c.handle_timeout(p.now).unwrap();
+    assert_eq!(p.c.poll_timeout(), Some(t0 + ka));
+    p.now = t0 + ka;
+    p.c.handle_timeout(p.now).unwrap();
+    p.now = t0 + ka * 2;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert!(!p.events_c.iter().any(|e| matches!(e, Event::PathSuspect)));
+    assert!(p
+        .events_c
+        .iter()
+        .any(|e| matches!(e, Event::ConnectionDead)));
+}
