@@ -25,6 +25,12 @@ use crate::wire::Reader;
 /// How long a received resilient message may wait for its acknowledgement.
 const ACK_DELAY: Duration = Duration::from_secs(1);
 
+/// Client: unacknowledged payload of ours from which a probe may wait
+/// behind our own bytes somewhere on the path (a bulk upload): its answer
+/// is then not expected in a round trip, but the server's ACKs of the
+/// upload are, every [`ACK_DELAY`] (docs/PROTOCOL.md §4, "Path suspicion").
+const BULK_UNACKED: usize = 64 << 10;
+
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -664,7 +670,7 @@ impl Connection {
     /// stays.
     pub fn path_alive(&mut self, now: Instant) {
         if let (Some(_), Some(s)) = (self.probe_sent, self.suspect_timeout()) {
-            self.watch.rearm(now, s);
+            self.watch.rearm(now + s);
         }
     }
 
@@ -692,7 +698,19 @@ impl Connection {
                 }
                 Some(_) => {
                     if self.watch.take_suspicion(now) {
-                        self.events.push_back(Event::PathSuspect);
+                        // During an upload the server's ACKs of it are the
+                        // sign of life: suspect only once they stop.
+                        let bulk = self
+                            .resilience
+                            .as_ref()
+                            .is_some_and(|r| r.buffer.bytes() >= BULK_UNACKED);
+                        let until = s
+                            .zip(self.watch.progress_at())
+                            .map(|(s, p)| p + ACK_DELAY + s);
+                        match until {
+                            Some(u) if bulk && now < u => self.watch.rearm(u),
+                            _ => self.events.push_back(Event::PathSuspect),
+                        }
                     }
                 }
             }
@@ -1492,6 +1510,7 @@ impl Connection {
                     self.recycle(p);
                 }
                 if freed {
+                    self.watch.progress(self.now);
                     self.wake_blocked_channels();
                 }
                 if want_reply {

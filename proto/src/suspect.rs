@@ -79,6 +79,8 @@ pub struct Watch {
     /// When the outstanding probe becomes a suspicion (None: no probe, or
     /// reported already).
     suspect_at: Option<Instant>,
+    /// The last ACK that acknowledged resilient messages of ours.
+    progress_at: Option<Instant>,
 }
 
 impl Watch {
@@ -94,6 +96,15 @@ impl Watch {
             self.rtt.sample(now.saturating_duration_since(t).min(cap));
             self.last_sample = Some(now);
         }
+    }
+
+    /// An ACK acknowledged resilient messages of ours.
+    pub fn progress(&mut self, now: Instant) {
+        self.progress_at = Some(now);
+    }
+
+    pub fn progress_at(&self) -> Option<Instant> {
+        self.progress_at
     }
 
     /// A resilient message arrived: the server is active.
@@ -151,10 +162,9 @@ impl Watch {
         false
     }
 
-    /// The path is known to carry our bytes (the kernel's TCP ACKs): wait
-    /// `s` more before suspecting again.
-    pub fn rearm(&mut self, now: Instant, s: Duration) {
-        self.suspect_at = Some(now + s);
+    /// The path is known to carry our bytes: suspect at `at`, not before.
+    pub fn rearm(&mut self, at: Instant) {
+        self.suspect_at = Some(at);
     }
 }
 
@@ -232,7 +242,7 @@ mod tests {
         assert!(w.take_suspicion(p + s));
         assert!(!w.take_suspicion(p + s * 10), "reported once per probe");
         // The kernel says the path carries our bytes: again S from now.
-        w.rearm(p + s * 2, s);
+        w.rearm(p + s * 3);
         assert!(w.take_suspicion(p + s * 3));
         // Hearing anything clears a pending suspicion.
         w.want_reply_sent(p + s * 4, Some(s));

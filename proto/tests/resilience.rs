@@ -893,3 +893,61 @@ fn suspicion_off_leaves_only_the_keepalive() {
         .iter()
         .any(|e| matches!(e, Event::ConnectionDead)));
 }
+
+/// During an upload a probe may wait behind our own bytes (in a socket
+/// buffer, a proxy): while the server's ACKs of the upload keep coming
+/// (every second at least, §4), the suspicion waits for them to stop.
+#[test]
+fn an_upload_is_suspected_only_when_the_servers_acks_stop() {
+    let cc = Config {
+        keepalive: Duration::from_secs(15),
+        ..Default::default()
+    };
+    let mut p = Pair::new(cc, Config::default());
+    let s = p.c.suspect_timeout().unwrap();
+    let send = |p: &mut Pair, n: usize| {
+        let data = pattern(n);
+        let mut off = 0;
+        while off < n {
+            off += p.c.send_data(p.cid, &data[off..]).unwrap();
+        }
+    };
+    let t0 = p.now;
+    // 200 KiB reach the server; 200 KiB more are stuck in a queue.
+    send(&mut p, 200 << 10);
+    let arrived = p.c.take_output();
+    p.s.handle_input(&arrived, p.now).unwrap();
+    send(&mut p, 200 << 10);
+    let _queued = p.c.take_output();
+    // The server acknowledges what arrived a second later.
+    p.now = t0 + Duration::from_secs(1);
+    p.s.handle_timeout(p.now).unwrap();
+    let ack = p.s.take_output();
+    assert!(!ack.is_empty(), "no delayed ACK from the server");
+    p.c.handle_input(&ack, p.now).unwrap();
+    let progress = p.now;
+    // More is sent; the probe S later waits behind it, unanswered.
+    send(&mut p, 1024);
+    p.c.take_output();
+    p.now = progress + s;
+    p.c.handle_timeout(p.now).unwrap();
+    assert!(!p.c.take_output().is_empty(), "no probe");
+    p.now = progress + s * 2;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    let suspects = |p: &Pair| {
+        p.events_c
+            .iter()
+            .filter(|e| matches!(e, Event::PathSuspect))
+            .count()
+    };
+    assert_eq!(suspects(&p), 0, "suspected while the server's ACKs are due");
+    // The server's next ACK was due a second after the last plus S: none
+    // came, so now the path is suspect.
+    let until = progress + Duration::from_secs(1) + s;
+    assert_eq!(p.c.poll_timeout(), Some(until));
+    p.now = until;
+    p.c.handle_timeout(p.now).unwrap();
+    p.events();
+    assert_eq!(suspects(&p), 1);
+}
