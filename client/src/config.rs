@@ -118,6 +118,13 @@ pub struct Config {
     /// extension. `no` makes every connection plain SSH (for comparisons;
     /// OpenSSH's `ssh` needs `IgnoreUnknown Resilience` to share the file).
     pub resilience: bool,
+    /// `ResilienceSuspectFloor` and `ResilienceSuspectCap` (ressh's own,
+    /// milliseconds): the bounds of the suspicion timeout, after which an
+    /// unanswered probe makes ressh try a new connection beside the old one
+    /// (docs/PROTOCOL.md §4). Defaults 500 and the keepalive interval
+    /// (None); a cap of 0 turns suspicion off.
+    pub suspect_floor_ms: u64,
+    pub suspect_cap_ms: Option<u64>,
     /// The -F file, passed on to ProxyJump's child.
     pub config_file: Option<String>,
 }
@@ -194,6 +201,8 @@ fn keyword_kind(k: &str) -> Option<Kind> {
         | "stdinnull"
         | "forkafterauthentication"
         | "resilience"
+        | "resiliencesuspectfloor"
+        | "resiliencesuspectcap"
         | "ignoreunknown" => Single,
         "identityfile" | "localforward" | "remoteforward" | "dynamicforward" | "sendenv" => Multi,
         "compression"
@@ -525,8 +534,12 @@ fn validate(key: &str, vals: &[String]) -> Result<(), String> {
         | "resilience"
         | "hashknownhosts" => yes_no(key, v).map(|_| ()),
         "gatewayports" => one_of(&["yes", "no", "true", "false", "clientspecified"]),
-        "serveraliveinterval" | "connecttimeout" if lower == "none" => Ok(()),
+        "serveraliveinterval" | "connecttimeout" | "resiliencesuspectcap" if lower == "none" => {
+            Ok(())
+        }
         "serveraliveinterval"
+        | "resiliencesuspectfloor"
+        | "resiliencesuspectcap"
         | "connecttimeout"
         | "serveralivecountmax"
         | "numberofpasswordprompts"
@@ -1174,6 +1187,10 @@ fn finish(
         session_type,
         stdin_null: flag("stdinnull", false),
         resilience: flag("resilience", true),
+        suspect_floor_ms: num("resiliencesuspectfloor", 500),
+        suspect_cap_ms: one("resiliencesuspectcap")
+            .filter(|v| !v.eq_ignore_ascii_case("none"))
+            .map(|_| num("resiliencesuspectcap", 0)),
         config_file: a.config_file.clone(),
         original_host,
     })
@@ -1260,6 +1277,12 @@ pub fn dump(c: &Config) -> String {
     line("port", &c.port.to_string());
     line("batchmode", yn(c.batch_mode));
     line("resilience", yn(c.resilience));
+    line("resiliencesuspectfloor", &c.suspect_floor_ms.to_string());
+    line(
+        "resiliencesuspectcap",
+        &c.suspect_cap_ms
+            .map_or("none".to_string(), |ms| ms.to_string()),
+    );
     line("exitonforwardfailure", yn(c.exit_on_forward_failure));
     line("forkafterauthentication", yn(c.fork_after_authentication));
     line("gatewayports", yn(c.gateway_ports));

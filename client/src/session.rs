@@ -265,6 +265,7 @@ pub struct Session {
     /// A transport being replaced (resilience).
     resume: Option<resume::Resume>,
     watch: resume::Watch,
+    suspicions: resume::Suspicions,
     /// -f: to go to the background once authenticated and, with
     /// ExitOnForwardFailure, once the remote forwards are confirmed.
     fork_pending: bool,
@@ -282,6 +283,12 @@ fn proto_config(cfg: &Config, known_types: &[String]) -> Result<ressh_proto::Con
         Ok(())
     };
     pc.resilience = cfg.resilience;
+    pc.suspect_floor = Duration::from_millis(cfg.suspect_floor_ms);
+    pc.suspect_cap = match cfg.suspect_cap_ms {
+        None => Some(Duration::MAX),
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+    };
     spec("cipher", &cfg.ciphers, &mut pc.ciphers)?;
     spec("MAC", &cfg.macs, &mut pc.macs)?;
     spec("key exchange", &cfg.kex_algorithms, &mut pc.kex)?;
@@ -368,6 +375,7 @@ impl Session {
             next_alive: None,
             resume: None,
             watch,
+            suspicions: resume::Suspicions::default(),
             fork_pending,
             quit: None,
         })
@@ -595,6 +603,7 @@ impl Session {
                         self.protocol_error(e);
                         return;
                     }
+                    self.heard_on_old();
                     self.drain_events();
                     // Write out what arrived now: that returns the window
                     // to the server (WINDOW_ADJUST) while it is still
@@ -658,7 +667,9 @@ impl Session {
             )));
             return;
         }
-        if self.conn.poll_timeout().is_some_and(|t| now >= t) {
+        // Every turn, not only when due: the engine times what is sent
+        // next (the path suspicion's wait for an answer) from this clock.
+        if self.conn.poll_timeout().is_some() {
             if let Err(e) = self.conn.handle_timeout(now) {
                 self.protocol_error(e);
                 return;
@@ -768,6 +779,7 @@ impl Session {
                 let why = format!("no answer from {} to keepalives", self.cfg.host);
                 self.detach(&why);
             }
+            Event::PathSuspect => self.path_suspect(),
             Event::Reconnected => crate::debug1!("session resumed on the new connection"),
             Event::KexDone { first, algorithms } => {
                 let mac = |m: &str| {
@@ -993,6 +1005,7 @@ impl Session {
                 st.ack_wire_bytes,
                 st.acks_received
             );
+            crate::verbose!("{}", self.suspicions.summary());
         }
         if !self.conn.is_closed() {
             self.conn

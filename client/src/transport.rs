@@ -16,6 +16,34 @@ use crate::args;
 use crate::config::{Config, Family};
 use crate::log::Level;
 
+/// What [`Transport::tcp_progress`] reads from the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpProgress {
+    /// Since the last TCP acknowledgement from the peer.
+    pub since_ack: Duration,
+    /// Segments sent and not acknowledged yet.
+    pub in_flight: u32,
+    /// Bytes in the send buffer not sent yet.
+    pub not_sent: u32,
+}
+
+impl TcpProgress {
+    /// Whether an unanswered probe may just be waiting behind our own
+    /// bytes on a live path: segments are in flight and the peer
+    /// acknowledged some within `s` (the suspicion timeout); or nothing is
+    /// in flight while bytes wait, so the peer's window is closed (it reads
+    /// slower than we send) as its last acknowledgement said, within
+    /// `keepalive` (the probe waits behind bytes it has not read; the
+    /// keepalive deadline still applies).
+    pub fn moving(&self, s: Duration, keepalive: Duration) -> bool {
+        if self.in_flight > 0 {
+            self.since_ack < s
+        } else {
+            self.not_sent > 0 && self.since_ack < keepalive
+        }
+    }
+}
+
 pub enum Transport {
     Tcp {
         sock: mio::net::TcpStream,
@@ -69,6 +97,35 @@ impl Transport {
                 );
             }
         }
+    }
+
+    /// The kernel's view of a TCP transport's sending side (`TCP_INFO`),
+    /// to tell a path that is only slow from a dead one; None through a
+    /// proxy command or if the kernel does not say.
+    pub fn tcp_progress(&self) -> Option<TcpProgress> {
+        let Transport::Tcp { sock, .. } = self else {
+            return None;
+        };
+        // SAFETY: tcp_info is plain old data; getsockopt writes at most
+        // `len` bytes into it and sets `len` to what it wrote.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        // Older kernels fill less; tcpi_notsent_bytes is the last field read.
+        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_notsent_bytes) + 4;
+        (r == 0 && len as usize >= needed).then(|| TcpProgress {
+            since_ack: Duration::from_millis(info.tcpi_last_ack_recv.into()),
+            in_flight: info.tcpi_unacked,
+            not_sent: info.tcpi_notsent_bytes,
+        })
     }
 
     /// Whether a transport of [`dial_nonblocking`] has finished connecting

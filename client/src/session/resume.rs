@@ -44,6 +44,34 @@ pub(super) struct Resume {
     last_failure: Option<Failure>,
     attempt: Option<Attempt>,
     why: String,
+    /// Started on a path suspicion: the old transport answering first
+    /// ends it (the path was only slow).
+    suspected: bool,
+}
+
+/// Path suspicions of the session and how they ended (logged at -v).
+#[derive(Debug, Default)]
+pub(super) struct Suspicions {
+    /// Reconnects started on a suspicion.
+    reconnects: u64,
+    /// ... that switched to the new connection.
+    switched: u64,
+    /// ... abandoned because the old connection answered first.
+    old_back: u64,
+    /// ... that gave up beside the working old connection.
+    failed: u64,
+    /// Suspicions dismissed: TCP acknowledged our bytes in flight.
+    dismissed: u64,
+}
+
+impl Suspicions {
+    pub(super) fn summary(&self) -> String {
+        format!(
+            "path suspicions: {} reconnects ({} switched, {} kept the old connection that \
+             answered first, {} failed), {} dismissed as TCP acknowledged our data",
+            self.reconnects, self.switched, self.old_back, self.failed, self.dismissed
+        )
+    }
 }
 
 struct Attempt {
@@ -156,7 +184,74 @@ impl Session {
             last_failure: None,
             attempt: None,
             why: why.to_string(),
+            suspected: false,
         });
+    }
+
+    /// The engine's [`ressh_proto::Event::PathSuspect`]: a probe had no
+    /// answer for the suspicion timeout. Unless the kernel says our bytes
+    /// are moving (a probe queued behind a bulk upload), try a new
+    /// connection beside the old one; whichever answers first wins.
+    pub(super) fn path_suspect(&mut self) {
+        if !self.resilient() || self.t_dead || self.resume.is_some() {
+            return;
+        }
+        let Some(s) = self.conn.suspect_timeout() else {
+            return;
+        };
+        let now = Instant::now();
+        let tcp = self.transport.tcp_progress();
+        if let Some(p) = &tcp {
+            crate::debug1!(
+                "path suspected; TCP: last acknowledgement {} ms ago, {} segments in flight, \
+                 {} bytes unsent",
+                p.since_ack.as_millis(),
+                p.in_flight,
+                p.not_sent
+            );
+        }
+        let keepalive = self.keepalive().unwrap_or(s);
+        if tcp.is_some_and(|p| p.moving(s, keepalive)) {
+            self.suspicions.dismissed += 1;
+            crate::debug1!("TCP says our data is moving: the path is only slow");
+            self.conn.path_alive(now);
+            return;
+        }
+        self.suspicions.reconnects += 1;
+        let why = format!(
+            "path suspected: no answer to a probe for {} ms",
+            s.as_millis()
+        );
+        self.begin_resume(&why, None);
+        if let Some(r) = self.resume.as_mut() {
+            r.suspected = true;
+        }
+    }
+
+    /// Bytes arrived on the current transport. If a suspicion's attempt
+    /// is under way beside it, the path was only slow: the attempt is
+    /// abandoned before its key confirmation (the server commits nothing
+    /// without it) and the old connection kept.
+    pub(super) fn heard_on_old(&mut self) {
+        if !self
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.suspected && r.lost_at.is_none())
+        {
+            return;
+        }
+        let r = self.resume.take().expect("resume");
+        if let Some(mut a) = r.attempt {
+            a.transport.deregister(self.poll.registry());
+            a.transport.close();
+        }
+        self.conn.abort_reconnect();
+        self.suspicions.old_back += 1;
+        crate::verbose!(
+            "the old connection answered after {} ms, before the new one was ready: keeping it; {}",
+            r.started.elapsed().as_millis(),
+            self.suspicions.summary()
+        );
     }
 
     /// A one-line status for interactive sessions; -v logs otherwise.
@@ -395,6 +490,9 @@ impl Session {
             // The old transport still works and the new path does not:
             // keep the old one and stop trying.
             crate::verbose!("reconnect failed ({what}); keeping the current connection");
+            if r.suspected {
+                self.suspicions.failed += 1;
+            }
             self.resume = None;
             return;
         }
@@ -458,6 +556,10 @@ impl Session {
             crate::log::raw_text(&format!("\r[ressh: {text}]\x1b[K\r\n"));
         } else {
             crate::verbose!("{text}");
+        }
+        if r.suspected {
+            self.suspicions.switched += 1;
+            crate::verbose!("{}", self.suspicions.summary());
         }
         self.drain_events();
     }
