@@ -16,6 +16,7 @@
 mod cmd;
 mod keys;
 mod netns;
+mod relay;
 mod resshd;
 mod sshd;
 mod tempdir;
@@ -28,6 +29,7 @@ pub use cmd::{
 };
 pub use keys::ssh_keygen;
 pub use netns::{require_netns, Net};
+pub use relay::DelayRelay;
 pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;

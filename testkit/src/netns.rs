@@ -112,6 +112,8 @@ struct State {
     link_up: bool,
     blackhole: bool,
     reject: bool,
+    /// Client ports whose TCP flows the router drops ([`Net::drop_flow`]).
+    dropped: Vec<u16>,
 }
 
 /// Three network namespaces, "server", "router" and "client", wired as in the module
@@ -199,6 +201,7 @@ impl Net {
                 link_up: true,
                 blackhole: false,
                 reject: false,
+                dropped: Vec::new(),
             }),
         };
         for name in [&net.server, &net.router, &net.client] {
@@ -428,6 +431,43 @@ impl Net {
         self.apply_filter(&state);
     }
 
+    /// `on`: the router silently drops the packets of one TCP flow, both ways: the one
+    /// from the client's current address and port `client_port` (see
+    /// [`Net::client_ports`]). Other flows, new connections included, pass: a NAT or
+    /// firewall that forgot this flow. `off`: it flows again.
+    pub fn drop_flow(&self, client_port: u16, on: bool) {
+        let mut state = self.state();
+        state.dropped.retain(|p| *p != client_port);
+        if on {
+            state.dropped.push(client_port);
+        }
+        self.apply_filter(&state);
+    }
+
+    /// The local ports of the client namespace's established TCP connections to the
+    /// server's `port` (`ss`), in no particular order.
+    pub fn client_ports(&self, port: u16) -> Vec<u16> {
+        let ss = require_cmd("ss");
+        let dst = format!("{SERVER_ADDR}:{port}");
+        let out =
+            ok(self
+                .cmd_client(&ss)
+                .args(["-t", "-n", "-H", "state", "established", "dst", &dst]));
+        // With a state filter `ss` leaves the state column out: the local
+        // address:port is the third.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(2)?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
     /// Sets the client's current uplink down or up (`ip link set`, client side). Down:
     /// the client loses its routes and packets both ways are lost; connections stall.
     /// Up: returns once the link is up, the default route is back and (unless a
@@ -572,11 +612,16 @@ impl Net {
         let mut script = format!("table {NFT_TABLE}\ndelete table {NFT_TABLE}\n");
         let mut rules = Vec::new();
         if state.blackhole {
-            rules.push("drop");
+            rules.push("drop".to_string());
         }
         if state.reject {
-            rules.push("meta l4proto tcp reject with tcp reset");
-            rules.push("reject with icmpx type admin-prohibited");
+            rules.push("meta l4proto tcp reject with tcp reset".to_string());
+            rules.push("reject with icmpx type admin-prohibited".to_string());
+        }
+        let client = state.uplink.client_addr();
+        for p in &state.dropped {
+            rules.push(format!("ip saddr {client} tcp sport {p} drop"));
+            rules.push(format!("ip daddr {client} tcp dport {p} drop"));
         }
         if !rules.is_empty() {
             script += &format!(

@@ -299,7 +299,19 @@ fn read_lines(mut r: impl Read + Send + 'static, into: Arc<Mutex<Vec<Line>>>) ->
 impl Client {
     /// Starts `cmd` with stdin from /dev/null.
     pub fn spawn(cmd: &mut Command) -> Client {
-        cmd.stdin(Stdio::null())
+        Client::spawn_with(cmd, Stdio::null())
+    }
+
+    /// Starts `cmd` with a pipe as stdin, for the test to type into.
+    pub fn spawn_typed(cmd: &mut Command) -> (Client, std::process::ChildStdin) {
+        let mut c = Client::spawn_with(cmd, Stdio::piped());
+        let stdin = c.child.stdin.take().unwrap();
+        (c, stdin)
+    }
+
+    /// Starts `cmd` with `stdin`.
+    pub fn spawn_with(cmd: &mut Command, stdin: Stdio) -> Client {
+        cmd.stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);

@@ -17,6 +17,7 @@
 //! | 9. resshd restarted while a session is detached | `restart` |
 //! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
 //! | issue 24 targets: mass reconnects, also during a flood | `mass` |
+//! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -48,5 +49,6 @@ mod readmission;
 mod refused;
 mod restart;
 mod roaming;
+mod suspicion;
 mod transfer;
 mod vanished;

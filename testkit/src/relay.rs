@@ -1,0 +1,128 @@
+//! A slow path for tests that must not mistake slow for dead: a TCP relay that
+//! delays every byte by a fixed time each way and passes at most a given rate each
+//! way (a bottleneck with a queue in front of it). The kernel has no `netem` here,
+//! so the delay is made in user space: the relay reads, waits, then writes.
+//!
+//! Std only. The relay holds at most [`QUEUE_CHUNKS`] chunks of [`CHUNK`] bytes per
+//! direction; beyond that it stops reading and TCP's flow control pushes back.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bytes read at a time.
+const CHUNK: usize = 16 << 10;
+/// Chunks in flight inside the relay per direction.
+const QUEUE_CHUNKS: usize = 64;
+
+/// A running relay; stops accepting and cuts its connections on drop.
+pub struct DelayRelay {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl DelayRelay {
+    /// Serves `listener` (bound by the caller, in the namespace it wants): each
+    /// connection is forwarded to `target` (connected from the thread that calls this,
+    /// so from its namespace), every byte `one_way` late and at most `rate` bytes per
+    /// second, each way.
+    pub fn start(
+        listener: TcpListener,
+        target: SocketAddr,
+        one_way: Duration,
+        rate: u64,
+    ) -> io::Result<DelayRelay> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (s, c) = (stop.clone(), conns.clone());
+        thread::Builder::new()
+            .name("delay-relay".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    let client = match listener.accept() {
+                        Ok((c, _)) => c,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(target) else {
+                        continue;
+                    };
+                    for (from, to) in [(&client, &server), (&server, &client)] {
+                        let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
+                            continue;
+                        };
+                        let (tx, rx) = sync_channel(QUEUE_CHUNKS);
+                        thread::spawn(move || read_side(from, tx, rate));
+                        thread::spawn(move || write_side(rx, to, one_way));
+                    }
+                    let mut held = c.lock().unwrap_or_else(|e| e.into_inner());
+                    held.push(client);
+                    held.push(server);
+                }
+            })?;
+        Ok(DelayRelay { addr, stop, conns })
+    }
+}
+
+impl Drop for DelayRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Reads at most `rate` bytes per second and queues each chunk with its arrival time.
+fn read_side(mut from: TcpStream, tx: SyncSender<(Instant, Vec<u8>)>, rate: u64) {
+    let start = Instant::now();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        // Not ahead of the rate: wait until `total` bytes are due.
+        let due = start + Duration::from_secs_f64(total as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        total += n as u64;
+        if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+}
+
+/// Writes each chunk `one_way` after it arrived; half-closes at the end.
+fn write_side(rx: Receiver<(Instant, Vec<u8>)>, mut to: TcpStream, one_way: Duration) {
+    for (at, chunk) in rx {
+        let due = at + one_way;
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        if to.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
