@@ -18,9 +18,9 @@ use crate::kex::{self, Ephemeral, Negotiated};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::msg::{self, num, AuthMethod, ChannelKind, ChannelReq, GlobalReq};
 use crate::resilience::{self, is_resilient};
-use crate::suspect::Watch;
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
 use crate::wire::Reader;
+use ressh_resilience::suspect::Watch;
 
 /// How long a received resilient message may wait for its acknowledgement.
 const ACK_DELAY: Duration = Duration::from_secs(1);

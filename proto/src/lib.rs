@@ -10,7 +10,6 @@ pub mod kex;
 pub mod keys;
 pub mod msg;
 pub mod resilience;
-pub mod suspect;
 pub mod wire;
 
 pub mod transport;

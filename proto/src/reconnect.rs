@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::kex::{self, Ephemeral, Negotiated};
 use crate::msg::{self, num};
 use crate::resilience::{self, Request, Transcript};
-use crate::suspect::Watch;
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
+use ressh_resilience::suspect::Watch;
 
 /// Why a reconnect was refused, from SSH_MSG_RECONNECT_FAILURE.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,9 +6,12 @@
 //!   retransmission after a reconnect, freed by the peer's receive count,
 //!   which is checked against what was actually sent;
 //! - [`netwatch`]: what makes a client reconnect before TCP notices a broken
-//!   path (route and address changes, resume from suspend).
+//!   path (route and address changes, resume from suspend);
+//! - [`suspect`]: when a client suspects a silently dead path (probes
+//!   unanswered for a few smoothed round trips).
 
 pub mod netwatch;
 mod retransmit;
+pub mod suspect;
 
 pub use retransmit::{OutOfRange, Retransmit, Unit};

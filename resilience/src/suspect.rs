@@ -1,9 +1,10 @@
 //! Client: suspecting a silently dead path (docs/PROTOCOL.md §4, "Path
-//! suspicion"). Sans-IO like the rest of the engine: every method takes the
-//! time from the caller.
+//! suspicion"; docs/restls.md §6). Sans-IO: every method takes the time
+//! from the caller. Both extensions have the same tools: an ACK with "want
+//! reply" that the server answers at once.
 //!
 //! The client measures the round trip from each want-reply ACK to the next
-//! ACK it receives (the server answers want-reply at once) and keeps a
+//! ACK it receives and keeps a
 //! smoothed estimate as TCP does (RFC 6298). It probes (a want-reply ACK)
 //! when a resilient message it sent has had no answer of any kind for the
 //! suspicion timeout S, or when the server's traffic stopped for S after it
