@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use openssl::ssl::SslContext;
 use ressh_resilience::netwatch::{self, Netlink, SuspendDetector};
+use ressh_resilience::suspect::Watch;
 
-use crate::core::Core;
+use crate::core::{self, Core};
 use crate::ctx::{self, TicketSlot};
 use crate::engine::Tls;
 use crate::frame;
@@ -22,6 +23,12 @@ use crate::secret::{self, Answer, Hello, Role, Secret};
 
 const CONNECT_TIME: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+/// The least time a probe goes unanswered before the path is suspect
+/// (docs/restls.md §6); at most the keepalive interval.
+const SUSPECT_FLOOR: Duration = Duration::from_millis(500);
+/// Unacknowledged bytes from which a probe may wait behind our own data:
+/// the server's ACKs of it (due within 50 ms of arrival) are awaited instead.
+const BULK_UNACKED: usize = 64 << 10;
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -134,7 +141,9 @@ impl Client {
             netlink: Netlink::open().ok(),
             suspend: SuspendDetector::default(),
             source,
-            ping_sent: false,
+            watch: Watch::default(),
+            probe_sent: None,
+            seen: Seen::default(),
         };
         let r = Resilient {
             core: Core::new(self.config.buffer),
@@ -174,7 +183,21 @@ struct ClientSide<'c> {
     suspend: SuspendDetector,
     /// Our address on the current connection.
     source: Option<IpAddr>,
-    ping_sent: bool,
+    /// Round trips and what makes the path suspect (docs/restls.md §6).
+    watch: Watch,
+    /// The keepalive or suspicion probe awaiting any answer.
+    probe_sent: Option<Instant>,
+    seen: Seen,
+}
+
+/// What the connection had done at the last look, to tell what is new.
+#[derive(Default)]
+struct Seen {
+    last_rx: Option<Instant>,
+    recv: u64,
+    sent: u64,
+    peer_acked: u64,
+    last_ack: Option<Instant>,
 }
 
 impl ClientSide<'_> {
@@ -226,9 +249,104 @@ impl ClientSide<'_> {
             .map_err(|e| Fatal(e.to_string()))?;
         self.secret = self.secret.ratchet(&e);
         self.source = tls.tcp.local_addr().ok().map(|a| a.ip());
-        self.ping_sent = false;
-        r.switch(tls, frames, Instant::now()).map_err(Fatal)
+        let now = Instant::now();
+        r.switch(tls, frames, now).map_err(Fatal)?;
+        // A new path: measure its round trip afresh.
+        self.probe_sent = None;
+        self.watch = Watch::default();
+        self.seen.last_rx = Some(r.last_rx);
+        Ok(())
     }
+
+    /// The suspicion timeout: a few smoothed round trips, within
+    /// [`SUSPECT_FLOOR`] and the keepalive interval.
+    fn suspect_timeout(&self) -> Duration {
+        let ka = self.client.config.keepalive;
+        self.watch.rtt.timeout(SUSPECT_FLOOR.min(ka), ka)
+    }
+
+    /// Feeds the watch with what happened since the last look (all of it
+    /// at `now`: the pump read and sent it in this turn).
+    fn observe(&mut self, r: &Resilient<'_>, now: Instant) {
+        let ka = self.client.config.keepalive;
+        if self.seen.last_rx != Some(r.last_rx) {
+            self.seen.last_rx = Some(r.last_rx);
+            self.watch.heard();
+            self.probe_sent = None;
+        }
+        let recv = r.core.recv_count();
+        if recv > self.seen.recv {
+            self.watch.resilient_received(now);
+        }
+        let last_ack = r.core.last_ack();
+        if let Some(t) = last_ack.filter(|_| last_ack != self.seen.last_ack) {
+            self.watch.ack_received(t, ka);
+        }
+        let peer_acked = r.core.peer_acked();
+        if peer_acked > self.seen.peer_acked {
+            self.watch.progress(now);
+        }
+        let sent = r.core.sent_count();
+        if sent > self.seen.sent {
+            self.watch.resilient_sent(now);
+        }
+        self.seen.recv = recv;
+        self.seen.last_ack = last_ack;
+        self.seen.peer_acked = peer_acked;
+        self.seen.sent = sent;
+    }
+
+    /// Keepalive, round-trip measurement and path suspicion.
+    fn probe(&mut self, r: &mut Resilient<'_>, now: Instant) -> Probe {
+        let ka = self.client.config.keepalive;
+        let s = self.suspect_timeout();
+        match self.probe_sent {
+            None => {
+                let idle = now.saturating_duration_since(r.last_rx) >= ka;
+                let due = self.watch.probe_due(s).is_some_and(|t| now >= t);
+                if idle || due {
+                    r.core.ping(&mut r.tx);
+                    self.probe_sent = Some(now);
+                    self.watch.want_reply_sent(now, Some(s));
+                } else if self.watch.wants_rtt(now) {
+                    r.core.ping(&mut r.tx);
+                    self.watch.want_reply_sent(now, None);
+                }
+            }
+            Some(p) if now.saturating_duration_since(p) >= ka => return Probe::Dead,
+            Some(_) => {
+                if self.watch.take_suspicion(now) {
+                    // During an upload the server's ACKs of it are the sign
+                    // of life: suspect only once they stop.
+                    let until = self
+                        .watch
+                        .progress_at()
+                        .map(|p| p + core::ACK_DELAY + s)
+                        .filter(|u| r.core.buffered() >= BULK_UNACKED && now < *u);
+                    match until {
+                        Some(u) => self.watch.rearm(u),
+                        None => {
+                            return Probe::Suspect(format!(
+                                "path suspected: no answer to a probe for {} ms",
+                                s.as_millis()
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Probe::Fine
+    }
+}
+
+/// What [`ClientSide::probe`] concluded.
+enum Probe {
+    Fine,
+    /// A probe had no answer for the suspicion timeout: try a new
+    /// connection beside this one.
+    Suspect(String),
+    /// No answer for the keepalive interval: the connection is broken.
+    Dead,
 }
 
 impl Side for ClientSide<'_> {
@@ -238,9 +356,20 @@ impl Side for ClientSide<'_> {
 
     fn deadline(&self, r: &Resilient<'_>) -> Option<Instant> {
         let ka = self.client.config.keepalive;
-        let silence = r.last_rx + if self.ping_sent { ka * 2 } else { ka };
+        let s = self.suspect_timeout();
+        let mut t = match self.probe_sent {
+            Some(p) => p + ka,
+            None => r.last_rx + ka,
+        };
+        let watch = match self.probe_sent {
+            Some(_) => self.watch.suspect_due(),
+            None => self.watch.probe_due(s),
+        };
+        if let Some(w) = watch {
+            t = t.min(w);
+        }
         // Wake at least every second to notice a resume from suspend.
-        Some(silence.min(Instant::now() + Duration::from_secs(1)))
+        Some(t.min(Instant::now() + Duration::from_secs(1)))
     }
 
     fn act(
@@ -249,17 +378,22 @@ impl Side for ClientSide<'_> {
         extra_ready: bool,
         now: Instant,
     ) -> Result<Option<String>, String> {
-        let ka = self.client.config.keepalive;
         let mut trigger = None;
         if extra_ready && self.netlink.as_ref().is_some_and(|n| n.drain()) {
             let peer = r.conn.as_ref().map(|c| c.peer);
             let now_src = peer.and_then(netwatch::preferred_source);
             if now_src != self.source {
-                trigger = Some("route or source address changed");
+                trigger = Some("route or source address changed".into());
             }
         }
         if self.suspend.resumed() {
-            trigger = Some("resumed from suspend");
+            trigger = Some("resumed from suspend".into());
+        }
+        self.observe(r, now);
+        match self.probe(r, now) {
+            Probe::Fine => {}
+            Probe::Suspect(why) => trigger = trigger.or(Some(why)),
+            Probe::Dead => return Ok(Some("silent connection".into())),
         }
         if let Some(t) = trigger {
             // Make before break: the old connection stays until this works.
@@ -272,14 +406,6 @@ impl Side for ClientSide<'_> {
                 }
                 Err(Failed::Fatal(e)) => return Err(e),
             }
-        }
-        if now.saturating_duration_since(r.last_rx) < ka {
-            self.ping_sent = false;
-        } else if !self.ping_sent {
-            self.ping_sent = true;
-            r.core.ping(&mut r.tx);
-        } else if now.saturating_duration_since(r.last_rx) >= ka * 2 {
-            return Ok(Some("silent connection".into()));
         }
         Ok(None)
     }

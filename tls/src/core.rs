@@ -50,6 +50,8 @@ pub struct Core {
     /// Count carried by the last ACK (or RESUME) we sent.
     acked: u64,
     ack_at: Option<Instant>,
+    /// When the last ACK from the peer arrived.
+    last_ack: Option<Instant>,
 }
 
 impl Core {
@@ -66,6 +68,7 @@ impl Core {
             in_off: 0,
             acked: 0,
             ack_at: None,
+            last_ack: None,
         }
     }
 
@@ -110,8 +113,19 @@ impl Core {
         self.recv + u64::from(self.peer_fin)
     }
 
-    fn sent_count(&self) -> u64 {
+    /// Units sent so far (application bytes and FIN).
+    pub fn sent_count(&self) -> u64 {
         self.out.sent() + u64::from(self.fin_sent)
+    }
+
+    /// The highest count the peer acknowledged.
+    pub fn peer_acked(&self) -> u64 {
+        self.peer_acked
+    }
+
+    /// When the last ACK from the peer arrived.
+    pub fn last_ack(&self) -> Option<Instant> {
+        self.last_ack
     }
 
     /// The peer ended its direction.
@@ -174,6 +188,7 @@ impl Core {
                 Frame::Data(d) => self.data(d, app, tx, now),
                 Frame::Fin => self.fin(tx),
                 Frame::Ack { count, want_reply } => {
+                    self.last_ack = Some(now);
                     let r = self.take_ack(count).map(|f| freed |= f);
                     if want_reply {
                         self.put_ack(tx, false);
