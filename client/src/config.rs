@@ -1512,6 +1512,31 @@ Host x
         assert!(with_config("Match exec\n", "h", &[]).is_err());
     }
 
+    /// ressh's own suspicion bounds (milliseconds): defaults, values, `none`
+    /// for the cap (the keepalive interval), 0 to turn suspicion off, and
+    /// garbage refused.
+    #[test]
+    fn suspicion_bounds() {
+        let c = with_config("", "h", &[]).unwrap();
+        assert_eq!((c.suspect_floor_ms, c.suspect_cap_ms), (500, None));
+        let c = with_config(
+            "ResilienceSuspectFloor 200\nResilienceSuspectCap 3000\n",
+            "h",
+            &[],
+        )
+        .unwrap();
+        assert_eq!((c.suspect_floor_ms, c.suspect_cap_ms), (200, Some(3000)));
+        let c = with_config("ResilienceSuspectCap 0\n", "h", &[]).unwrap();
+        assert_eq!(c.suspect_cap_ms, Some(0));
+        let c = with_config("ResilienceSuspectCap none\n", "h", &[]).unwrap();
+        assert_eq!(c.suspect_cap_ms, None);
+        assert!(with_config("ResilienceSuspectFloor soon\n", "h", &[]).is_err());
+        assert!(with_config("ResilienceSuspectCap -1\n", "h", &[]).is_err());
+        let g = dump(&with_config("ResilienceSuspectCap 900\n", "h", &[]).unwrap());
+        assert!(g.contains("resiliencesuspectfloor 500\n"), "{g}");
+        assert!(g.contains("resiliencesuspectcap 900\n"), "{g}");
+    }
+
     #[test]
     fn proxy_and_timers() {
         let text = "\
