@@ -114,6 +114,8 @@ struct State {
     reject: bool,
     /// Client ports whose TCP flows the router drops ([`Net::drop_flow`]).
     dropped: Vec<u16>,
+    /// The router drops every TCP SYN ([`Net::drop_new_connections`]).
+    no_new: bool,
 }
 
 /// Three network namespaces, "server", "router" and "client", wired as in the module
@@ -202,6 +204,7 @@ impl Net {
                 blackhole: false,
                 reject: false,
                 dropped: Vec::new(),
+                no_new: false,
             }),
         };
         for name in [&net.server, &net.router, &net.client] {
@@ -444,6 +447,14 @@ impl Net {
         self.apply_filter(&state);
     }
 
+    /// `on`: the router silently drops every TCP connection request (SYN) it forwards,
+    /// both ways; established connections pass. `off`: new connections pass again.
+    pub fn drop_new_connections(&self, on: bool) {
+        let mut state = self.state();
+        state.no_new = on;
+        self.apply_filter(&state);
+    }
+
     /// The local ports of the client namespace's established TCP connections to the
     /// server's `port` (`ss`), in no particular order.
     pub fn client_ports(&self, port: u16) -> Vec<u16> {
@@ -619,6 +630,9 @@ impl Net {
             rules.push("reject with icmpx type admin-prohibited".to_string());
         }
         let client = state.uplink.client_addr();
+        if state.no_new {
+            rules.push("tcp flags & (syn | ack) == syn drop".to_string());
+        }
         for p in &state.dropped {
             rules.push(format!("ip saddr {client} tcp sport {p} drop"));
             rules.push(format!("ip daddr {client} tcp dport {p} drop"));

@@ -63,6 +63,11 @@ fn env_number(name: &str, default: usize) -> usize {
 /// An ssh_config for the lab's user with ressh's defaults, to resshd
 /// through `port` of 198.18.0.1 (its own, or a relay's).
 fn default_config(lab: &Lab, name: &str, port: u16) -> PathBuf {
+    config_with(lab, name, port, "LogLevel VERBOSE\n")
+}
+
+/// [`default_config`] with `extra` lines instead of `LogLevel VERBOSE`.
+fn config_with(lab: &Lab, name: &str, port: u16, extra: &str) -> PathBuf {
     let path = lab.dir.join(name);
     write_client_config(
         &path,
@@ -71,7 +76,7 @@ fn default_config(lab: &Lab, name: &str, port: u16) -> PathBuf {
         &lab.known_hosts,
         "198.18.0.1",
         port,
-        "LogLevel VERBOSE\nHostKeyAlias 198.18.0.1\n",
+        &format!("{extra}HostKeyAlias 198.18.0.1\n"),
     );
     path
 }
@@ -207,6 +212,53 @@ fn typing_echoes_again_within_seconds_when_the_flow_is_dropped() {
             took.summary()
         ),
     );
+}
+
+/// A path that was only slow: the flow is dropped long enough for a
+/// suspicion, and new connections cannot get through, so the attempt
+/// beside it hangs; then the old flow passes again. Its bytes arrive
+/// before the attempt completed: ressh abandons the attempt and keeps the
+/// old connection (the same local port), resshd commits no reconnect, and
+/// the counter's output is complete and in order.
+#[test]
+fn a_path_that_comes_back_first_keeps_the_old_connection() {
+    let lab = Lab::new("susp_back", "DetachTimeout 300\n");
+    let cfg = config_with(&lab, "debug_config", PORT, "LogLevel DEBUG1\n");
+    let stop = lab.user().home.join("stop-counter");
+    let cmd = format!(
+        "i=0; while [ ! -e {} ]; do echo $i; i=$((i+1)); sleep 0.1; done; echo END $i",
+        sq(&stop.to_string_lossy())
+    );
+    let mut client = Client::spawn(&mut ressh_cmd(&lab.net, &cfg, &["server", &cmd]));
+    client.wait_lines(10, T);
+    let port = session_port(&lab);
+    lab.net.drop_new_connections(true);
+    lab.net.drop_flow(port, true);
+    let dropped = Instant::now();
+    client.wait_err("reconnect attempt 1", dropped, Duration::from_secs(10));
+    lab.net.drop_flow(port, false);
+    let kept = client.wait_err("keeping it", dropped, Duration::from_secs(20));
+    lab.net.drop_new_connections(false);
+    report(
+        "suspicion",
+        &format!(
+            "slow path: the old connection answered first, {:.0} ms after the drop",
+            ms(kept.saturating_duration_since(dropped))
+        ),
+    );
+    client.wait_lines(client.line_count() + 10, Duration::from_secs(20));
+    assert_eq!(session_port(&lab), port, "ressh left the old connection");
+    fs::write(&stop, "").unwrap();
+    let status = client.wait_exit(T);
+    assert!(status.success(), "ressh: {status}\n{}", client.describe());
+    check_counter(&client.out_lines());
+    let want = "path suspicions: 1 reconnects (0 switched, 1 kept the old connection";
+    assert!(
+        client.stderr().lines().any(|l| l.starts_with(want)),
+        "ressh's counts do not say {want:?}\n{}",
+        client.describe()
+    );
+    assert_eq!(reconnects(&lab.log()), 0, "resshd committed a reconnect");
 }
 
 #[test]
