@@ -14,9 +14,12 @@
 //!   and the remote `cat` echoes it;
 //! - idle: nothing flows; the stall is noticed within the keepalive
 //!   interval (15 s by default) plus the suspicion timeout, not twice it;
+//! - a path that comes back: the flow passes again while the attempt
+//!   beside it cannot connect; ressh keeps the old connection, resshd
+//!   commits no reconnect, the output is exact;
 //! - a slow healthy path: an upload through a relay with 100 ms round trip
-//!   and a 1 MB/s bottleneck for [`slow_secs`]: no reconnect on suspicion
-//!   (ressh's counts at exit), and the upload arrives intact.
+//!   and a 100 kB/s bottleneck for [`slow_secs`]: no reconnect on
+//!   suspicion (ressh's counts at exit), and the upload arrives intact.
 //!
 //! Printed: the time from the drop to output flowing again, per drop and
 //! as a distribution (`RESSH_E2E_SUSPECT_RUNS=10` for bench/README.md).
