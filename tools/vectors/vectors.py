@@ -9,8 +9,8 @@ The Rust tests pin this script's output; regenerate with
 
     python3 tools/vectors/vectors.py
 
-and compare with the hex constants in proto/src/resilience.rs,
-proto/src/reconnect.rs, proto/src/kex.rs and tls/src/secret.rs.
+and compare with the hex constants in the tests of proto/src/kex.rs,
+proto/src/resilience.rs and tls/src/secret.rs.
 """
 
 import hashlib
