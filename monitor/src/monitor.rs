@@ -898,7 +898,7 @@ impl Monitor<'_> {
                     .environment
                     .iter()
                     .filter(|(k, _)| {
-                        crate::config::pattern::match_pattern_list(k, pat, false).is_match()
+                        ressh_compat::pattern::match_pattern_list(k, pat, false).is_match()
                     })
                     .cloned()
                     .collect(),
