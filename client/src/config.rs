@@ -2,23 +2,26 @@
 //! with `Host` and `Match` blocks, `Include`, first-value-wins, and the
 //! `%` tokens, resolved into one [`Config`] for a destination.
 //!
-//! Every keyword ssh knows is classified: implemented, accepted because it is
-//! harmless to ignore, accepted only at its safe default (anything else is
-//! refused with a clear message), or unknown (an error, as in ssh, unless
-//! listed by `IgnoreUnknown`).
+//! Every keyword ssh knows is classified in the keyword table
+//! (`config/keywords.rs`): implemented (parsed at its line into a typed field,
+//! first value wins), accepted because it is harmless to ignore, accepted
+//! only at its safe default (anything else is refused with a clear message),
+//! or unknown (an error, as in ssh, unless listed by `IgnoreUnknown`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ressh_compat::expand::{percent_expand, tilde_expand};
 use ressh_compat::glob::glob;
-use ressh_compat::misc::{argv_split, convtime, split_keyword};
+use ressh_compat::misc::{argv_split, split_keyword};
 use ressh_compat::pattern;
 
 use crate::args::{self, Args};
+
+mod keywords;
 use crate::log::Level;
+use keywords::Raw;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -139,139 +142,6 @@ pub struct IdentityFile {
     pub spec: String,
 }
 
-/// How a keyword is handled.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// Implemented; the first value wins.
-    Single,
-    /// Implemented; every value accumulates (IdentityFile, LocalForward...).
-    Multi,
-    /// Accepted and ignored: not doing it is harmless.
-    Ignored,
-    /// Only these values (lowercase) are accepted; others are refused.
-    Only(&'static [&'static str]),
-}
-
-const NO: &[&str] = &["no", "false"];
-
-fn keyword_kind(k: &str) -> Option<Kind> {
-    use Kind::*;
-    Some(match k {
-        "hostname"
-        | "port"
-        | "user"
-        | "identitiesonly"
-        | "identityagent"
-        | "proxycommand"
-        | "proxyjump"
-        | "serveraliveinterval"
-        | "serveralivecountmax"
-        | "connecttimeout"
-        | "connectionattempts"
-        | "stricthostkeychecking"
-        | "userknownhostsfile"
-        | "globalknownhostsfile"
-        | "hashknownhosts"
-        | "hostkeyalias"
-        | "setenv"
-        | "batchmode"
-        | "loglevel"
-        | "requesttty"
-        | "addressfamily"
-        | "escapechar"
-        | "ciphers"
-        | "macs"
-        | "kexalgorithms"
-        | "hostkeyalgorithms"
-        | "pubkeyacceptedalgorithms"
-        | "pubkeyacceptedkeytypes"
-        | "preferredauthentications"
-        | "pubkeyauthentication"
-        | "passwordauthentication"
-        | "kbdinteractiveauthentication"
-        | "challengeresponseauthentication"
-        | "numberofpasswordprompts"
-        | "exitonforwardfailure"
-        | "clearallforwardings"
-        | "gatewayports"
-        | "remotecommand"
-        | "sessiontype"
-        | "stdinnull"
-        | "forkafterauthentication"
-        | "resilience"
-        | "ignoreunknown" => Single,
-        "identityfile" | "localforward" | "remoteforward" | "dynamicforward" | "sendenv" => Multi,
-        "compression"
-        | "tcpkeepalive"
-        | "visualhostkey"
-        | "checkhostip"
-        | "gssapiauthentication"
-        | "gssapidelegatecredentials"
-        | "gssapikeyexchange"
-        | "gssapitrustdns"
-        | "gssapirenewalforcesrekey"
-        | "gssapiclientidentity"
-        | "gssapiserveridentity"
-        | "protocol"
-        | "syslogfacility"
-        | "ipqos"
-        | "nohostauthenticationforlocalhost"
-        | "rekeylimit"
-        | "xauthlocation"
-        | "canonicalizehostname"
-        | "canonicaldomains"
-        | "canonicalizefallbacklocal"
-        | "canonicalizemaxdots"
-        | "canonicalizepermittedcnames"
-        | "streamlocalbindmask"
-        | "streamlocalbindunlink"
-        | "fingerprinthash"
-        | "securitykeyprovider"
-        | "requiredrsasize"
-        | "obscurekeystroketiming"
-        | "enableescapecommandline"
-        | "tag"
-        | "logverbose"
-        | "permitremoteopen"
-        | "forwardx11timeout"
-        | "forwardx11trusted"
-        | "casignaturealgorithms"
-        | "hostbasedacceptedalgorithms"
-        | "hostbasedkeytypes"
-        | "updatehostkeys"
-        | "addkeystoagent"
-        | "useroaming"
-        | "controlpath"
-        | "warnweakcrypto"
-        | "verifyhostkeydns"
-        | "localcommand"
-        | "channeltimeout"
-        | "usekeychain" => Ignored,
-        "forwardagent"
-        | "forwardx11"
-        | "permitlocalcommand"
-        | "hostbasedauthentication"
-        | "enablesshkeysign"
-        | "useprivilegedport"
-        | "proxyusefdpass"
-        | "controlpersist" => Only(NO),
-        "controlmaster" => Only(&["no", "false"]),
-        "tunnel" => Only(&["no", "false"]),
-        "bindaddress" | "bindinterface" | "certificatefile" | "knownhostscommand"
-        | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => Only(&[]),
-        _ => return None,
-    })
-}
-
-/// Canonical keyword for aliases.
-fn canonical(k: &str) -> &str {
-    match k {
-        "pubkeyacceptedkeytypes" => "pubkeyacceptedalgorithms",
-        "challengeresponseauthentication" => "kbdinteractiveauthentication",
-        _ => k,
-    }
-}
-
 /// Keywords whose value is a command: the rest of the line, verbatim
 /// (quotes, spaces and `#` included), as ssh takes it.
 fn is_command(key: &str) -> bool {
@@ -294,14 +164,6 @@ fn command_line(line: &str) -> Option<(String, Vec<String>)> {
     Some((key, vals))
 }
 
-/// Collected raw values, first wins for singles.
-#[derive(Default, Debug)]
-struct Raw {
-    single: HashMap<String, Vec<String>>,
-    multi: HashMap<String, Vec<Vec<String>>>,
-    ignore_unknown: Option<String>,
-}
-
 struct Ctx<'a> {
     /// The host as given on the command line (what `Host` lines see).
     given_host: &'a str,
@@ -313,146 +175,6 @@ struct Ctx<'a> {
     depth: usize,
     /// Whether this file is the user's (relative Includes go to ~/.ssh).
     user_file: bool,
-}
-
-impl Raw {
-    fn set(&mut self, key: &str, vals: Vec<String>, active: bool) -> Result<(), String> {
-        let key = canonical(key);
-        let kind = match keyword_kind(key) {
-            Some(k) => k,
-            None => {
-                if let Some(list) = &self.ignore_unknown {
-                    if pattern::match_pattern_list(key, list, true).is_match() {
-                        return Ok(());
-                    }
-                }
-                return Err(format!("Bad configuration option: {key}"));
-            }
-        };
-        if !active {
-            return Ok(());
-        }
-        if vals.is_empty() {
-            return Err(format!("{key}: missing argument"));
-        }
-        match kind {
-            Kind::Single => {
-                validate(key, &vals)?;
-                if key == "ignoreunknown" && self.ignore_unknown.is_none() {
-                    self.ignore_unknown = Some(vals.join(","));
-                }
-                self.single.entry(key.to_string()).or_insert(vals);
-            }
-            Kind::Multi => {
-                validate(key, &vals)?;
-                let list = self.multi.entry(key.to_string()).or_default();
-                if key == "sendenv" {
-                    for v in vals {
-                        if let Some(pat) = v.strip_prefix('-') {
-                            list.retain(|x| !pattern::match_pattern(&x[0], pat));
-                        } else {
-                            list.push(vec![v]);
-                        }
-                    }
-                } else {
-                    list.push(vals);
-                }
-            }
-            Kind::Ignored => {}
-            Kind::Only(allowed) => {
-                let v = vals[0].to_ascii_lowercase();
-                if !allowed.contains(&v.as_str()) {
-                    let what = if allowed.is_empty() {
-                        format!("{key} is not supported by ressh")
-                    } else {
-                        format!(
-                            "{key} {} is not supported by ressh (only {})",
-                            vals[0],
-                            allowed.join("/")
-                        )
-                    };
-                    return Err(what);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn yes_no(key: &str, v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "yes" | "true" => Ok(true),
-        "no" | "false" => Ok(false),
-        _ => Err(format!("{key}: expected yes or no, got {v:?}")),
-    }
-}
-
-fn validate(key: &str, vals: &[String]) -> Result<(), String> {
-    let v = vals[0].as_str();
-    let lower = v.to_ascii_lowercase();
-    let one_of = |opts: &[&str]| -> Result<(), String> {
-        if opts.contains(&lower.as_str()) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{key}: bad value {v:?} (one of {})",
-                opts.join(", ")
-            ))
-        }
-    };
-    let number = || -> Result<(), String> {
-        match v.parse::<u32>() {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format!("{key}: bad number {v:?}")),
-        }
-    };
-    match key {
-        "port" => match args::parse_port(v) {
-            Some(_) => Ok(()),
-            None => Err(format!("Bad port '{v}'")),
-        },
-        "identitiesonly"
-        | "batchmode"
-        | "pubkeyauthentication"
-        | "passwordauthentication"
-        | "kbdinteractiveauthentication"
-        | "exitonforwardfailure"
-        | "clearallforwardings"
-        | "stdinnull"
-        | "forkafterauthentication"
-        | "resilience"
-        | "hashknownhosts" => yes_no(key, v).map(|_| ()),
-        "gatewayports" => one_of(&["yes", "no", "true", "false", "clientspecified"]),
-        "serveraliveinterval" | "connecttimeout" if lower == "none" => Ok(()),
-        "serveraliveinterval" | "connecttimeout" => match convtime(v) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("{key}: {e}")),
-        },
-        "serveralivecountmax" | "numberofpasswordprompts" | "connectionattempts" => number(),
-        "stricthostkeychecking" => {
-            one_of(&["yes", "no", "off", "ask", "accept-new", "true", "false"])
-        }
-        "loglevel" => match Level::parse(v) {
-            Some(_) => Ok(()),
-            None => Err(format!("unsupported log level '{v}'")),
-        },
-        "requesttty" => one_of(&["no", "yes", "force", "auto", "true", "false"]),
-        "sessiontype" => one_of(&["none", "subsystem", "default"]),
-        "addressfamily" => one_of(&["any", "inet", "inet6"]),
-        "escapechar" => parse_escape_char(v).map(|_| ()),
-        "setenv" => match vals
-            .iter()
-            .find(|kv| !kv.contains('=') || kv.starts_with('='))
-        {
-            Some(kv) => Err(format!("SetEnv: expected NAME=VALUE, got {kv:?}")),
-            None => Ok(()),
-        },
-        "localforward" | "remoteforward" if vals.len() > 2 => {
-            Err(format!("{key}: too many arguments"))
-        }
-        "dynamicforward" if vals.len() > 1 => Err(format!("{key}: too many arguments")),
-        _ => Ok(()),
-    }
 }
 
 /// `none`, a single character, or `^X`.
@@ -632,31 +354,30 @@ fn host_matches(patterns: &[String], host: &str) -> bool {
     matched
 }
 
+/// HostName with its `%h` (the original host) and `%%` expanded, or the
+/// original host.
+fn host_name(raw: &Raw, original_host: &str) -> String {
+    match &raw.host_name {
+        Some(h) => h.replace("%h", original_host).replace("%%", "%"),
+        None => original_host.to_string(),
+    }
+}
+
 /// The host name and remote user as set so far (what `Match host`,
 /// `Match user` and the tokens of `Match exec` see).
 fn host_and_user(raw: &Raw, ctx: &Ctx<'_>) -> (String, String) {
-    let hostname = raw
-        .single
-        .get("hostname")
-        .map(|v| v[0].replace("%h", ctx.original_host))
-        .unwrap_or_else(|| ctx.original_host.to_string());
     let user = raw
-        .single
-        .get("user")
-        .map(|v| v[0].clone())
+        .user
+        .clone()
         .unwrap_or_else(|| ctx.local_user.to_string());
-    (hostname, user)
+    (host_name(raw, ctx.original_host), user)
 }
 
 /// `Match exec`: runs the command (tokens expanded) with the user's shell,
 /// stdin from /dev/null; it matches when the command exits 0.
 fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
     let (hostname, user) = host_and_user(raw, ctx);
-    let port = raw
-        .single
-        .get("port")
-        .and_then(|v| v[0].parse().ok())
-        .unwrap_or(22);
+    let port = raw.port.unwrap_or(22);
     let cmd = expand_tokens(
         arg,
         &Tokens {
@@ -809,33 +530,9 @@ fn finish(
     local_user: String,
     home: PathBuf,
 ) -> Result<Config, ConfigError> {
-    let one = |k: &str| raw.single.get(k).map(|v| v[0].clone());
-    let all = |k: &str| raw.single.get(k).cloned();
-    let flag = |k: &str, d: bool| one(k).map(|v| yes_no(k, &v).unwrap_or(d)).unwrap_or(d);
-    let num = |k: &str, d: u64| {
-        one(k)
-            .and_then(|v| {
-                if v.eq_ignore_ascii_case("none") {
-                    Some(0)
-                } else {
-                    v.parse().ok()
-                }
-            })
-            .unwrap_or(d)
-    };
-    // ServerAliveInterval and ConnectTimeout: convtime, or none (validated).
-    let time = |k: &str| -> u64 {
-        one(k)
-            .filter(|v| !v.eq_ignore_ascii_case("none"))
-            .and_then(|v| convtime(&v).ok())
-            .map_or(0, |d| d.as_secs())
-    };
-    let port = one("port").and_then(|p| args::parse_port(&p)).unwrap_or(22);
-    let user = one("user").unwrap_or_else(|| local_user.clone());
-    let host = match one("hostname") {
-        Some(h) => h.replace("%h", &original_host).replace("%%", "%"),
-        None => original_host.clone(),
-    };
+    let port = raw.port.unwrap_or(22);
+    let user = raw.user.clone().unwrap_or_else(|| local_user.clone());
+    let host = host_name(&raw, &original_host);
     let t = Tokens {
         host: &host,
         original_host: &original_host,
@@ -846,216 +543,132 @@ fn finish(
     };
     let path = |s: &str| -> Result<PathBuf, ConfigError> { tilde(&expand_tokens(s, &t)?, &home) };
     let mut identity_files = Vec::new();
-    match raw.multi.get("identityfile") {
-        Some(list) => {
-            for v in list {
-                if v[0].eq_ignore_ascii_case("none") {
-                    continue;
-                }
-                identity_files.push(IdentityFile {
-                    path: path(&v[0])?,
-                    explicit: true,
-                    spec: v[0].clone(),
-                });
-            }
-        }
-        None => {
-            for f in ["id_rsa", "id_ecdsa", "id_ed25519"] {
-                identity_files.push(IdentityFile {
-                    path: home.join(".ssh").join(f),
-                    explicit: false,
-                    spec: format!("~/.ssh/{f}"),
-                });
-            }
+    if raw.identity_files.is_empty() {
+        for f in ["id_rsa", "id_ecdsa", "id_ed25519"] {
+            identity_files.push(IdentityFile {
+                path: home.join(".ssh").join(f),
+                explicit: false,
+                spec: format!("~/.ssh/{f}"),
+            });
         }
     }
-    let identity_agent = match one("identityagent") {
+    for v in &raw.identity_files {
+        if v.eq_ignore_ascii_case("none") {
+            continue;
+        }
+        identity_files.push(IdentityFile {
+            path: path(v)?,
+            explicit: true,
+            spec: v.clone(),
+        });
+    }
+    let identity_agent = match raw.identity_agent.as_deref() {
         Some(v) if v.eq_ignore_ascii_case("none") => None,
-        Some(v) if v == "SSH_AUTH_SOCK" => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+        Some("SSH_AUTH_SOCK") => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
         Some(v) if v.starts_with('$') => std::env::var_os(&v[1..]).map(PathBuf::from),
-        Some(v) => Some(path(&v)?),
+        Some(v) => Some(path(v)?),
         None => std::env::var_os("SSH_AUTH_SOCK")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
     };
-    let files = |k: &str, default: &[&str]| -> Result<Vec<PathBuf>, ConfigError> {
-        let vals: Vec<String> = match all(k) {
-            Some(v) => v,
-            None => default.iter().map(|s| s.to_string()).collect(),
+    let files =
+        |set: &Option<Vec<String>>, default: &[&str]| -> Result<Vec<PathBuf>, ConfigError> {
+            let vals: Vec<String> = match set {
+                Some(v) => v.clone(),
+                None => default.iter().map(|s| s.to_string()).collect(),
+            };
+            if vals.len() == 1 && vals[0].eq_ignore_ascii_case("none") {
+                return Ok(Vec::new());
+            }
+            vals.iter().map(|v| path(v)).collect()
         };
-        if vals.len() == 1 && vals[0].eq_ignore_ascii_case("none") {
-            return Ok(Vec::new());
-        }
-        vals.iter().map(|v| path(v)).collect()
-    };
-    let strict = match one("stricthostkeychecking")
-        .map(|s| s.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("yes") | Some("true") => Strict::Yes,
-        Some("no") | Some("off") | Some("false") => Strict::No,
-        Some("accept-new") => Strict::AcceptNew,
-        _ => Strict::Ask,
-    };
-    let fwd = |k: &str| -> Vec<String> {
-        raw.multi
-            .get(k)
-            .map(|l| l.iter().map(|v| v.join(":")).collect())
-            .unwrap_or_default()
-    };
-    let clear_all = flag("clearallforwardings", false);
-    for (k, remote) in [("localforward", false), ("remoteforward", true)] {
-        for spec in fwd(k) {
-            crate::forward::parse(&spec, remote).map_err(ConfigError)?;
-        }
+    for spec in &raw.local_forwards {
+        crate::forward::parse(spec, false).map_err(ConfigError)?;
     }
-    for spec in fwd("dynamicforward") {
-        crate::forward::parse_dynamic(&spec).map_err(ConfigError)?;
+    for spec in &raw.remote_forwards {
+        crate::forward::parse(spec, true).map_err(ConfigError)?;
     }
-    let mut set_env = Vec::new();
-    for kv in all("setenv").unwrap_or_default() {
-        let (k, v) = kv.split_once('=').expect("validated");
-        set_env.push((k.to_string(), v.to_string()));
+    for spec in &raw.dynamic_forwards {
+        crate::forward::parse_dynamic(spec).map_err(ConfigError)?;
     }
-    let log_level = one("loglevel")
-        .and_then(|l| Level::parse(&l))
-        .unwrap_or(Level::Info);
-    let request_tty = match one("requesttty").map(|s| s.to_ascii_lowercase()).as_deref() {
-        Some("no") | Some("false") => RequestTty::No,
-        Some("yes") | Some("true") => RequestTty::Yes,
-        Some("force") => RequestTty::Force,
-        _ => RequestTty::Auto,
-    };
-    let address_family = match one("addressfamily")
-        .map(|s| s.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("inet") => Family::Inet,
-        Some("inet6") => Family::Inet6,
-        _ => Family::Any,
-    };
-    let escape_char = match one("escapechar") {
-        Some(v) => parse_escape_char(&v).map_err(ConfigError)?,
-        None => Some(b'~'),
-    };
-    let preferred_authentications = one("preferredauthentications")
-        .map(|s| s.split(',').map(|m| m.trim().to_string()).collect())
-        .unwrap_or_else(|| {
-            ["publickey", "keyboard-interactive", "password"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        });
-    let remote_command = match one("remotecommand") {
-        None => None,
-        Some(v) if v.eq_ignore_ascii_case("none") => None,
-        Some(_) => {
-            let words = all("remotecommand").unwrap_or_default().join(" ");
-            Some(expand_tokens(&words, &t)?)
-        }
-    };
-    let session_type = match one("sessiontype")
-        .map(|s| s.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("none") => SessionType::None,
-        Some("subsystem") => SessionType::Subsystem,
-        _ => SessionType::Default,
-    };
-    let proxy_command_spec = match all("proxycommand") {
-        Some(v) if v.len() == 1 && v[0].eq_ignore_ascii_case("none") => None,
-        Some(v) => Some(v.join(" ")),
+    let clear_all = raw.clear_all_forwardings.unwrap_or(false);
+    let forwards = |list: &[String]| if clear_all { Vec::new() } else { list.to_vec() };
+    let preferred_authentications = raw.preferred_authentications.clone().unwrap_or_else(|| {
+        ["publickey", "keyboard-interactive", "password"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    let not_none = |v: &Option<String>| v.clone().filter(|v| !v.eq_ignore_ascii_case("none"));
+    let remote_command = match not_none(&raw.remote_command) {
+        Some(words) => Some(expand_tokens(&words, &t)?),
         None => None,
     };
+    let proxy_command_spec = not_none(&raw.proxy_command);
     let proxy_command = match &proxy_command_spec {
         Some(v) => Some(expand_tokens(v, &t)?),
         None => None,
     };
-    let proxy_jump = match one("proxyjump") {
-        Some(v) if v.eq_ignore_ascii_case("none") => None,
-        other => other,
-    };
+    let proxy_jump = not_none(&raw.proxy_jump);
     if proxy_command.is_some() && proxy_jump.is_some() {
         // ssh takes whichever came first; ressh keeps it simple and refuses.
         return err("ProxyCommand and ProxyJump are both set; use one");
     }
-    let gateway_ports = matches!(
-        one("gatewayports")
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref(),
-        Some("yes") | Some("true")
-    );
     Ok(Config {
         host: host.clone(),
         port,
         user: user.clone(),
         identity_files,
-        identities_only: flag("identitiesonly", false),
+        identities_only: raw.identities_only.unwrap_or(false),
         identity_agent,
         proxy_command,
         proxy_command_spec,
         proxy_jump,
-        server_alive_interval: time("serveraliveinterval"),
-        server_alive_count_max: num("serveralivecountmax", 3) as u32,
-        connect_timeout: match time("connecttimeout") {
+        server_alive_interval: raw.server_alive_interval.unwrap_or(0),
+        server_alive_count_max: raw.server_alive_count_max.unwrap_or(3),
+        connect_timeout: match raw.connect_timeout.unwrap_or(0) {
             0 => None,
             s => Some(Duration::from_secs(s)),
         },
-        connection_attempts: num("connectionattempts", 1).max(1) as u32,
-        strict,
+        connection_attempts: raw.connection_attempts.unwrap_or(1).max(1),
+        strict: raw.strict.unwrap_or(Strict::Ask),
         user_known_hosts: files(
-            "userknownhostsfile",
+            &raw.user_known_hosts,
             &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"],
         )?,
         global_known_hosts: files(
-            "globalknownhostsfile",
+            &raw.global_known_hosts,
             &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
         )?,
-        hash_known_hosts: flag("hashknownhosts", false),
-        host_key_alias: one("hostkeyalias"),
-        local_forwards: if clear_all {
-            Vec::new()
-        } else {
-            fwd("localforward")
-        },
-        remote_forwards: if clear_all {
-            Vec::new()
-        } else {
-            fwd("remoteforward")
-        },
-        dynamic_forwards: if clear_all {
-            Vec::new()
-        } else {
-            fwd("dynamicforward")
-        },
-        send_env: raw
-            .multi
-            .get("sendenv")
-            .map(|l| l.iter().map(|v| v[0].clone()).collect())
-            .unwrap_or_default(),
-        set_env,
-        batch_mode: flag("batchmode", false),
-        log_level,
-        request_tty,
-        address_family,
-        escape_char,
-        ciphers: one("ciphers"),
-        macs: one("macs"),
-        kex_algorithms: one("kexalgorithms"),
-        host_key_algorithms: one("hostkeyalgorithms"),
-        pubkey_accepted_algorithms: one("pubkeyacceptedalgorithms"),
+        hash_known_hosts: raw.hash_known_hosts.unwrap_or(false),
+        host_key_alias: raw.host_key_alias.clone(),
+        local_forwards: forwards(&raw.local_forwards),
+        remote_forwards: forwards(&raw.remote_forwards),
+        dynamic_forwards: forwards(&raw.dynamic_forwards),
+        send_env: raw.send_env.clone(),
+        set_env: raw.set_env.clone().unwrap_or_default(),
+        batch_mode: raw.batch_mode.unwrap_or(false),
+        log_level: raw.log_level.unwrap_or(Level::Info),
+        request_tty: raw.request_tty.unwrap_or(RequestTty::Auto),
+        address_family: raw.address_family.unwrap_or(Family::Any),
+        escape_char: raw.escape_char.unwrap_or(Some(b'~')),
+        ciphers: raw.ciphers.clone(),
+        macs: raw.macs.clone(),
+        kex_algorithms: raw.kex_algorithms.clone(),
+        host_key_algorithms: raw.host_key_algorithms.clone(),
+        pubkey_accepted_algorithms: raw.pubkey_accepted_algorithms.clone(),
         preferred_authentications,
-        pubkey_authentication: flag("pubkeyauthentication", true),
-        password_authentication: flag("passwordauthentication", true),
-        kbd_interactive_authentication: flag("kbdinteractiveauthentication", true),
-        number_of_password_prompts: num("numberofpasswordprompts", 3) as u32,
-        exit_on_forward_failure: flag("exitonforwardfailure", false),
-        fork_after_authentication: flag("forkafterauthentication", false),
-        gateway_ports,
+        pubkey_authentication: raw.pubkey_authentication.unwrap_or(true),
+        password_authentication: raw.password_authentication.unwrap_or(true),
+        kbd_interactive_authentication: raw.kbd_interactive_authentication.unwrap_or(true),
+        number_of_password_prompts: raw.number_of_password_prompts.unwrap_or(3),
+        exit_on_forward_failure: raw.exit_on_forward_failure.unwrap_or(false),
+        fork_after_authentication: raw.fork_after_authentication.unwrap_or(false),
+        gateway_ports: raw.gateway_ports.unwrap_or(false),
         remote_command,
-        session_type,
-        stdin_null: flag("stdinnull", false),
-        resilience: flag("resilience", true),
+        session_type: raw.session_type.unwrap_or(SessionType::Default),
+        stdin_null: raw.stdin_null.unwrap_or(false),
+        resilience: raw.resilience.unwrap_or(true),
         config_file: a.config_file.clone(),
         original_host,
     })
