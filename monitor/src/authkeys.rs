@@ -44,7 +44,8 @@
 //! - `expiry-time` is local time, exactly as OpenSSH computes it
 //!   (`mktime()` with `tm_isdst = 0`), or UTC with a `Z` / `UTC` suffix.
 //! - `permitopen` / `permitlisten` ports may be service names
-//!   (`getservbyname()`), as in OpenSSH. Values are parsed here, once, into
+//!   (from /etc/services, `ressh_compat::misc::a2port`), as in OpenSSH.
+//!   Values are parsed here, once, into
 //!   [`HostPort`] entries (names lowercased, addresses as addresses); a
 //!   malformed one refuses the line, as in OpenSSH.
 
