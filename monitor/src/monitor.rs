@@ -312,7 +312,7 @@ impl Monitor<'_> {
     /// connection (Some) or the client goes away (None).
     /// A new connection that asks to resume a session: ask the broker to
     /// route the request to the owning session; only after it validated,
-    /// hand the socket over (DESIGN.md §3, reconnect path).
+    /// hand the socket over (the path of a reconnect in docs/ARCHITECTURE.md).
     fn route_reconnect(
         &mut self,
         kex: &Endpoint,
@@ -898,7 +898,7 @@ impl Monitor<'_> {
                     .environment
                     .iter()
                     .filter(|(k, _)| {
-                        crate::config::pattern::match_pattern_list(k, pat, false).is_match()
+                        ressh_compat::pattern::match_pattern_list(k, pat, false).is_match()
                     })
                     .cloned()
                     .collect(),

@@ -1,4 +1,5 @@
-//! Test support for ressh's integration tests (DESIGN.md §7: real peers, real users).
+//! Test support for ressh's integration tests: real peers (Debian's OpenSSH), real
+//! Unix users, real ptys and sockets, never a stub where the real part can run.
 //!
 //! Everything here shells out to the system's own tools (`useradd`, `ssh-keygen`,
 //! Debian's `/usr/sbin/sshd`, ...) and uses only std, so the harness never depends on
