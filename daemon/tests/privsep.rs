@@ -29,8 +29,8 @@ struct Secret {
     bytes: Vec<u8>,
     /// The root monitor holds the key in this form: the form OpenSSL
     /// keeps a loaded key in (for ed25519, the seed). The big-endian forms
-    /// of files and wire buffers are not there: the monitor keeps no
-    /// decoded key file, so for them the scan itself is what is shown.
+    /// of files and wire buffers are in no live process of resshd (the
+    /// monitor keeps no decoded key file): no positive control for them.
     in_monitor: bool,
 }
 
