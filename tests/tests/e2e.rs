@@ -22,6 +22,10 @@
 //! |---|---|
 //! | 11. a client that vanished without FIN/RST, default configuration | `vanished` |
 //!
+//! | issue 21 item | module |
+//! |---|---|
+//! | resshd's RekeyLimit by bytes and by time, seen by stock ssh | `rekey` |
+//!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never
 //! skip, when something is missing.
@@ -46,6 +50,7 @@ mod legacy;
 mod mass;
 mod readmission;
 mod refused;
+mod rekey;
 mod restart;
 mod roaming;
 mod transfer;
