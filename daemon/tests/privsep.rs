@@ -1,5 +1,5 @@
 //! resshd's privilege separation, read from /proc while connections live
-//! (DESIGN.md §3): the pre-auth worker runs as the privsep user in its
+//! (docs/ARCHITECTURE.md): the pre-auth worker runs as the privsep user in its
 //! empty chroot with no_new_privs and a seccomp filter; the session worker
 //! runs as the authenticated user with the user's groups; and no
 //! unprivileged process holds a host key, neither as an open file nor
