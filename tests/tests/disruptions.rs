@@ -151,13 +151,20 @@ fn counter_survives_50_mixed_disruptions() {
             client.describe()
         );
         // It forced a reconnect, for its own reason.
-        client.wait_err("reconnected to ", start, Duration::from_secs(10));
-        let why: Vec<String> = client
-            .err_lines()
-            .into_iter()
-            .filter(|(t, l)| *t >= start && l.contains("reconnected to "))
-            .map(|(_, l)| l)
-            .collect();
+        let why = wait_for(
+            &format!("disruption {i} ({kind:?}) to force a reconnect"),
+            Duration::from_secs(10),
+            || {
+                let why: Vec<String> = client
+                    .err_lines()
+                    .into_iter()
+                    .filter(|(t, l)| *t >= start && l.contains("reconnected to "))
+                    .map(|(_, l)| l)
+                    .collect();
+                (!why.is_empty()).then_some(why)
+            },
+            || client.describe(),
+        );
         assert!(
             why.iter().any(|l| kind.caused(l)),
             "disruption {i} ({kind:?}) forced no reconnect of its kind: {why:?}\n{}",
