@@ -615,16 +615,19 @@ pub fn count(log: &str, needle: &str) -> usize {
 
 // ----- a recording TCP proxy ---------------------------------------------------
 
-/// One proxied connection: what the client sent, and the two sockets.
+/// One proxied connection: what each side sent, and the two sockets.
 pub struct Proxied {
     pub from_client: Arc<Mutex<Vec<u8>>>,
+    pub from_server: Arc<Mutex<Vec<u8>>>,
     client: TcpStream,
     server: TcpStream,
 }
 
-/// A TCP proxy on 127.0.0.1 (of the namespace it was made in) that forwards
-/// to `target`, records every byte each client sends, and can cut all its
-/// connections (both sides see EOF, like a broken path that a RST ends).
+/// A TCP proxy on 127.0.0.1 (of the namespace it was made in: started
+/// inside [`Net::enter_client`], it listens and connects from there) that
+/// forwards to `target`, records every byte each side sends, and can cut
+/// all its connections (both sides see EOF, like a broken path that a RST
+/// ends).
 pub struct Proxy {
     pub port: u16,
     pub conns: Arc<Mutex<Vec<Proxied>>>,
@@ -676,18 +679,20 @@ impl Proxy {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let rec = Arc::new(Mutex::new(Vec::new()));
+                let answers = Arc::new(Mutex::new(Vec::new()));
                 pump(
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
-                    Some(rec.clone()),
+                    rec.clone(),
                 );
                 pump(
                     server.try_clone().unwrap(),
                     client.try_clone().unwrap(),
-                    None,
+                    answers.clone(),
                 );
                 c2.lock().unwrap().push(Proxied {
                     from_client: rec,
+                    from_server: answers,
                     client,
                     server,
                 });
@@ -727,6 +732,15 @@ impl Proxy {
             .clone()
     }
 
+    /// What the server sent on connection `i` so far.
+    pub fn answered(&self, i: usize) -> Vec<u8> {
+        self.conns.lock().unwrap()[i]
+            .from_server
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
     /// Shuts down every connection made so far, both ways.
     pub fn cut(&self) {
         for c in self.conns.lock().unwrap().iter() {
@@ -746,7 +760,7 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, rec: Option<Arc<Mutex<Vec<u8>>>>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, rec: Arc<Mutex<Vec<u8>>>) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -754,9 +768,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, rec: Option<Arc<Mutex<Vec<u8>>>>
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if let Some(r) = &rec {
-                r.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+            rec.lock().unwrap().extend_from_slice(&buf[..n]);
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }
