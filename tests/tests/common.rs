@@ -20,7 +20,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[allow(unused_imports)]
 pub use ressh_testkit::{
@@ -606,6 +606,54 @@ pub fn reconnects(log: &str) -> usize {
     log.lines()
         .filter(|l| l.starts_with("resshd-session[") && l.contains(": Reconnected: user "))
         .count()
+}
+
+/// Waits until resshd's log holds more than `seen` lines containing
+/// `needle`, the next of which was written after `since` (both taken before
+/// what makes resshd write it); returns when that line was written, as
+/// (not before, not after) in the kernel's real-time clock (a few ms
+/// granular), from the log file's modification times rather than from when
+/// the test noticed the line: exact (both the same) when it was still the
+/// last line at the poll that found it, else between the start of the
+/// previous poll (it was not there yet) and the time of the last write.
+pub fn wait_logged(
+    resshd: &Resshd,
+    needle: &str,
+    seen: usize,
+    since: SystemTime,
+    timeout: Duration,
+) -> (SystemTime, SystemTime) {
+    let path = resshd.server.log_path();
+    let mtime = || fs::metadata(path).and_then(|m| m.modified()).unwrap();
+    let mut before = since;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = SystemTime::now();
+        let m1 = mtime();
+        let log = resshd.log();
+        if mtime() == m1 {
+            let lines: Vec<&str> = log.lines().collect();
+            match lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(needle))
+                .nth(seen)
+            {
+                Some((i, _)) if i + 1 == lines.len() => return (m1, m1),
+                Some(_) => return (before, m1),
+                // Not written when this read began (the file times lag the
+                // clock by up to a tick).
+                None => before = before.max(now - Duration::from_millis(10)),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for line {} with \"{needle}\" in resshd's \
+             log\n{log}",
+            seen + 1
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// How many lines of `log` contain `needle`.
