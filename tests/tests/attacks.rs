@@ -204,12 +204,7 @@ fn reconnect_attacks_are_refused() {
     let mut a = Side::new(&dir, &known_hosts, "a", target);
     let mut b = Side::new(&dir, &known_hosts, "b", target);
     // known_hosts for the proxies' ports.
-    let mut kh = String::new();
-    for p in [a.proxy.port, b.proxy.port] {
-        for kind in ["ed25519", "rsa", "ecdsa"] {
-            kh += &format!("[127.0.0.1]:{p} {}\n", server.server.host_key_pub(kind));
-        }
-    }
+    let kh = known_hosts_at(&server, a.proxy.port) + &known_hosts_at(&server, b.proxy.port);
     fs::write(&known_hosts, kh).unwrap();
     a.start();
     b.start();
@@ -365,15 +360,7 @@ fn reconnect_from_a_forbidden_address_is_refused() {
         proxy.port,
         CLIENT_EXTRA,
     );
-    let mut kh = String::new();
-    for kind in ["ed25519", "rsa", "ecdsa"] {
-        kh += &format!(
-            "[127.0.0.1]:{} {}\n",
-            proxy.port,
-            lab.resshd.server.host_key_pub(kind)
-        );
-    }
-    fs::write(&lab.known_hosts, kh).unwrap();
+    fs::write(&lab.known_hosts, known_hosts_at(&lab.resshd, proxy.port)).unwrap();
     let stop = lab.user().home.join("stop-counter");
     let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
     client.wait_lines(50, T);
@@ -524,15 +511,7 @@ fn replayed_request_does_not_block_the_real_reconnect() {
     let known_hosts = dir.join("known_hosts");
     let target = SocketAddr::from(([127, 0, 0, 1], server.port()));
     let mut a = Side::new(&dir, &known_hosts, "a", target);
-    let mut kh = String::new();
-    for kind in ["ed25519", "rsa", "ecdsa"] {
-        kh += &format!(
-            "[127.0.0.1]:{} {}\n",
-            a.proxy.port,
-            server.server.host_key_pub(kind)
-        );
-    }
-    fs::write(&known_hosts, kh).unwrap();
+    fs::write(&known_hosts, known_hosts_at(&server, a.proxy.port)).unwrap();
     a.start();
     a.client().wait_lines(50, T);
     // Cut, and swallow the client's attempts until one request is recorded.

@@ -49,6 +49,15 @@ pub fn ressh_bin() -> PathBuf {
     bin.with_file_name("ressh")
 }
 
+/// `known_hosts` lines for `server`'s three host keys as seen at
+/// `[127.0.0.1]:port` (a proxy's port in front of it).
+pub fn known_hosts_at(server: &Resshd, port: u16) -> String {
+    ["ed25519", "rsa", "ecdsa"]
+        .iter()
+        .map(|kind| format!("[127.0.0.1]:{port} {}\n", server.server.host_key_pub(kind)))
+        .collect()
+}
+
 /// Shell-quotes one word.
 pub fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
