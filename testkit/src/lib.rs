@@ -20,6 +20,7 @@ mod netns;
 mod resshd;
 mod sshd;
 mod tempdir;
+mod tmux;
 mod user;
 mod util;
 
@@ -32,5 +33,6 @@ pub use netns::{require_netns, Net};
 pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;
+pub use tmux::Tmux;
 pub use user::TestUser;
 pub use util::{random_file, sha256_file, text, wait_for};

@@ -17,6 +17,7 @@
 //! | 9. resshd restarted while a session is detached | `restart` |
 //! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
 //! | issue 24 targets: mass reconnects, also during a flood | `mass` |
+//! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -54,4 +55,5 @@ mod rekey;
 mod restart;
 mod roaming;
 mod transfer;
+mod triggers;
 mod vanished;

@@ -53,15 +53,7 @@ fn start_session(server: &Resshd, dir: &TempDir, tag: &str) -> Session {
         proxy.port,
         CLIENT_EXTRA,
     );
-    let mut kh = String::new();
-    for kind in ["ed25519", "rsa", "ecdsa"] {
-        kh += &format!(
-            "[127.0.0.1]:{} {}\n",
-            proxy.port,
-            server.server.host_key_pub(kind)
-        );
-    }
-    fs::write(&known_hosts, kh).unwrap();
+    fs::write(&known_hosts, known_hosts_at(server, proxy.port)).unwrap();
     let stop = dir.join(format!("stop-{tag}"));
     let client = Client::spawn(&mut ressh_here(
         &login.config,
