@@ -1457,8 +1457,11 @@ impl Monitor<'_> {
                         "Reconnect of {} from {peer_addr} port {peer_port} refused: {why}",
                         self.who()
                     ));
+                    // The reason names the user and the policy: it stays
+                    // in the log; the unauthenticated peer hears no more
+                    // than the code says.
                     let code = ressh_proto::resilience::failure::NOT_ALLOWED;
-                    self.to_broker(&refuse(code, why));
+                    self.to_broker(&refuse(code, "not allowed from this address".into()));
                     return Ok(());
                 }
                 if w.validating.is_some() {

@@ -407,6 +407,18 @@ fn reconnect_from_a_forbidden_address_is_refused() {
         "expected RECONNECT_FAILURE NOT_ALLOWED ({NOT_ALLOWED}) on each reconnect while the \
          session lasted, then UNKNOWN_SESSION ({UNKNOWN_SESSION}); got {answers:?}\n{err}"
     );
+    // The reason (it names the user and the rule) stays in the log; the
+    // unauthenticated answer says no more than its code.
+    assert!(
+        refusal.contains("AllowUsers"),
+        "the log line lacks the reason: {refusal}"
+    );
+    for (_, text) in answers.iter().flatten() {
+        assert!(
+            !text.contains(&user) && !text.contains("AllowUsers"),
+            "RECONNECT_FAILURE tells an unauthenticated peer too much: {text:?}"
+        );
+    }
     assert!(
         err.contains("server refuses this address") && err.contains("retrying in "),
         "ressh's message: {err}"
