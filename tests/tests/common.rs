@@ -820,6 +820,33 @@ pub fn clear_packet(payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// SSH_MSG_RECONNECT_REQUEST.
+pub const REQUEST: u8 = 242;
+
+/// What a client sent on the first connection `proxy` swallowed (while
+/// [`Proxy::blackhole`] is set) that carries a whole reconnect request;
+/// waits 30 s for it, then panics with `context()`.
+pub fn swallowed_reconnect(proxy: &Proxy, context: impl Fn() -> String) -> Vec<u8> {
+    wait_for(
+        "a swallowed reconnect request",
+        Duration::from_secs(30),
+        || {
+            proxy.held().into_iter().find(|b| {
+                b.windows(2).any(|w| w == b"\r\n")
+                    && parse_clear(b).payloads.get(1).map(|p| p[0]) == Some(REQUEST)
+            })
+        },
+        context,
+    )
+}
+
+/// The token (`string T_i`) of a request payload: its byte range.
+pub fn token_range(request: &[u8]) -> std::ops::Range<usize> {
+    let len = u32::from_be_bytes(request[1..5].try_into().unwrap()) as usize;
+    assert_eq!(len, 32, "token length");
+    5..5 + len
+}
+
 /// Reads what a server sends on `s` until it closes (or `timeout`):
 /// (bytes, whether it closed).
 pub fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {

@@ -20,6 +20,8 @@
 //!
 //! | issue 13 hole | module |
 //! |---|---|
+//! | 1, 2, 12. a user against their own worker, a second resshd | `hostile_user` |
+//! | 10. a session worker that lies (the user took it over) | `hostile_user` |
 //! | 11. a client that vanished without FIN/RST, default configuration | `vanished` |
 //!
 //! All tests need root and the workspace's binaries (`cargo build

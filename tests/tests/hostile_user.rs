@@ -18,6 +18,18 @@
 //! - `a_second_resshd_does_not_take_the_broker_socket`: a rescue resshd on
 //!   another port with the same BrokerSocket refuses to start, says why, and
 //!   the first one's sessions keep reconnecting.
+//! - `a_lying_session_worker_is_not_believed`: the user took over their
+//!   worker (played by `src/bin/hostile-session.rs`, installed as
+//!   resshd-session of a copy of resshd; other users get the real worker).
+//!   Its lies, each in a stock ssh login: a reconnect it was not handed
+//!   (no "Reconnected" logged), login records for a tty or a pid not the
+//!   user's (none in wtmp), the resume token of another user's live session
+//!   (the broker drops the claim; that session still reconnects and the
+//!   liar is asked nothing), a host-key signature over 100 bytes, a second
+//!   one without a key exchange, a reconnect verdict unasked and a 2000-byte
+//!   log line forging a root login. The last four end the worker and its
+//!   connection, no signature or forged line gets through, and resshd logs
+//!   why.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -452,4 +464,201 @@ fn a_second_resshd_does_not_take_the_broker_socket() {
     cut_and_record(&s, &server);
     let seen = s.client.line_count();
     s.client.wait_lines(seen + 10, T);
+}
+
+/// resshd with its real binaries copied into `dir`, the session worker
+/// replaced by the hostile one (`src/bin/hostile-session.rs`), which runs
+/// the real worker for every uid its script does not name.
+fn resshd_with_hostile_worker(dir: &TempDir) -> (Resshd, std::path::PathBuf) {
+    let bin = dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    let built = ressh_bin();
+    for (from, to) in [
+        ("resshd", "resshd"),
+        ("resshd-kex", "resshd-kex"),
+        ("resshd-session", "resshd-session.real"),
+    ] {
+        fs::copy(built.with_file_name(from), bin.join(to)).unwrap();
+    }
+    fs::copy(
+        env!("CARGO_BIN_EXE_hostile-session"),
+        bin.join("resshd-session"),
+    )
+    .unwrap();
+    let server = Resshd::start(&bin.join("resshd"), "DetachTimeout 300\n");
+    (server, bin.join("hostile.script"))
+}
+
+/// One login of `who` with stock ssh whose session worker follows `plan`;
+/// returns ssh and the hostile worker's pid, once it said it started.
+fn hostile_login(
+    server: &Resshd,
+    script: &std::path::Path,
+    who: &Login,
+    plan: &str,
+) -> (std::process::Child, u32) {
+    fs::write(script, format!("{} {plan}\n", who.user.uid)).unwrap();
+    let ssh = Command::new("ssh")
+        .args(ssh_opts(who, server.port()))
+        .arg("-N")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let said = format!(": hostile: {plan} pid ");
+    let log = server.wait_log(&said, T, |l| l.contains(&said));
+    let line = log.lines().find(|l| l.contains(&said)).unwrap();
+    let pid = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (ssh, pid)
+}
+
+/// Waits until the hostile worker `pid` is dead and its client's
+/// connection closed; returns resshd's log.
+fn killed(server: &Resshd, mut ssh: std::process::Child, pid: u32) -> String {
+    wait_for(
+        "the hostile worker to be killed",
+        Duration::from_secs(20),
+        || (!alive(pid)).then_some(()),
+        || server.log(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ssh.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ssh still connected");
+        thread::sleep(Duration::from_millis(100));
+    }
+    server.log()
+}
+
+/// Asserts that the monitor logged `why` as its reason to end a worker.
+fn ended_for(log: &str, why: &str) {
+    assert!(log.contains(&format!("session worker: {why}")), "{log}");
+}
+
+/// Whether process `pid` said `what` through its monitor (in `log`).
+fn said(log: &str, pid: u32, what: &str) -> bool {
+    let mine = format!("resshd-session[{pid}]: ");
+    log.lines()
+        .any(|l| l.starts_with(&mine) && l.contains(what))
+}
+
+#[test]
+fn a_lying_session_worker_is_not_believed() {
+    require_root();
+    let dir = TempDir::new("e2e-liar");
+    let (server, script) = resshd_with_hostile_worker(&dir);
+    // Another user's real session (ressh, the real worker), to be robbed.
+    let victim = start_session(&server, &dir, "lv");
+    let liar = Lab::make_login(&dir, &dir.join("kh-liar"), "ll", "");
+    let name = &liar.user.name;
+    let no = |log: &str, what: &str| {
+        assert!(!log.contains(what), "{what:?} in the log\n{log}");
+    };
+
+    // Attached without a hand-over; login records for a tty that is not
+    // the user's (root's pty, with the worker's own pid) and for the
+    // worker's own pty with a pid that is not the user's (init).
+    let root_pty = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR).unwrap();
+    nix::pty::grantpt(&root_pty).unwrap();
+    let root_tty = nix::pty::ptsname_r(&root_pty).unwrap();
+    let (ssh, pid) = hostile_login(&server, &script, &liar, &format!("lies {root_tty}"));
+    let log = server.wait_log("the lies", T, |l| l.contains(": hostile: told its lies"));
+    // Neither the broker nor the log hears of a reconnect.
+    no(&log, &format!("Reconnected: user {name}"));
+    let wtmp = Command::new("utmpdump")
+        .arg("/var/log/wtmp")
+        .output()
+        .unwrap();
+    assert!(wtmp.status.success());
+    let wtmp = String::from_utf8_lossy(&wtmp.stdout);
+    assert!(
+        !wtmp.contains(name.as_str()),
+        "wtmp records the liar:\n{}",
+        wtmp.lines()
+            .filter(|l| l.contains(name.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        log.contains("the session worker claims a reconnect it was not given"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "refused a login record for {root_tty} (pid {pid})"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused a login record for /dev/pts/") && l.ends_with("(pid 1)")),
+        "{log}"
+    );
+    signal(pid, "KILL");
+    let mut ssh = ssh;
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+
+    // Tokens: the victim's. Its client's next reconnect is swallowed, so
+    // the token it names stays the session's; the liar claims it.
+    victim.proxy.blackhole.store(true, Ordering::Relaxed);
+    victim.proxy.cut();
+    let request = parse_clear(&swallowed_reconnect(&victim.proxy, || {
+        victim.client.stderr()
+    }))
+    .payloads
+    .swap_remove(1);
+    let token: String = request[token_range(&request)]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (ssh, pid) = hostile_login(&server, &script, &liar, &format!("steal {token}"));
+    server.wait_log("the claim", T, |l| {
+        l.contains(": hostile: claimed the token")
+    });
+    // The monitor passed the claim on before it relayed that line; the
+    // broker reads it within milliseconds.
+    thread::sleep(Duration::from_secs(1));
+    let before = reconnects(&server.log());
+    victim.proxy.blackhole.store(false, Ordering::Relaxed);
+    victim.proxy.cut();
+    let seen = victim.client.line_count();
+    victim.client.wait_lines(seen + 10, T);
+    let log = server.log();
+    assert!(reconnects(&log) > before, "{log}");
+    no(&log, ": hostile: asked for a verdict");
+    no(&log, ": hostile: was handed the transport");
+    assert!(log.contains("claims a token of monitor"), "{log}");
+    signal(pid, "KILL");
+    let mut ssh = ssh;
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+
+    // A signature over 100 bytes: no exchange hash. None comes back.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "sign 100");
+    let log = killed(&server, ssh, pid);
+    assert!(!said(&log, pid, "hostile: signature"), "{log}");
+    ended_for(&log, "signature asked over 100 bytes");
+    // Two over 32 bytes without a key exchange between them: the first is
+    // the one a rekey may have; the second is refused.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "sign 32");
+    let log = killed(&server, ssh, pid);
+    assert!(said(&log, pid, "hostile: signature 1 came back"), "{log}");
+    assert!(!said(&log, pid, "hostile: signature 2"), "{log}");
+    ended_for(&log, "a second host-key signature");
+    // A reconnect verdict nobody asked for.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "verdict");
+    ended_for(
+        &killed(&server, ssh, pid),
+        "a reconnect verdict nobody asked for",
+    );
+    // A log line over the limit, forging a root login: not written.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "log 2000");
+    let log = killed(&server, ssh, pid);
+    no(&log, "203.0.113.66");
+    ended_for(&log, "a log line of 2000 bytes");
+
+    // Through all of it the victim's session went on.
+    let seen = victim.client.line_count();
+    victim.client.wait_lines(seen + 10, T);
 }
