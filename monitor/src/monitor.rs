@@ -1305,10 +1305,9 @@ impl Monitor<'_> {
             self.session_gate.check(&m)?;
             return Ok(());
         }
-        // The table: anything out of phase kills the worker.
-        self.session_gate
-            .check(&m)
-            .map_err(|e| format!("session worker: {e}"))?;
+        // The table: anything out of phase kills the worker (logged by
+        // run_session as "session worker: ...").
+        self.session_gate.check(&m)?;
         match m {
             FromSession::Sign { key, alg, data } => {
                 let r = self.sign(&key, &alg, &data);

@@ -42,9 +42,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// SSH_MSG_RECONNECT_REQUEST.
-const REQUEST: u8 = 242;
-
 /// RECONNECT_FAILURE codes (PROTOCOL.md §5).
 const UNKNOWN_SESSION: u32 = 1;
 const AUTHENTICATION_FAILED: u32 = 2;
@@ -140,13 +137,6 @@ fn parse_reconnect(bytes: &[u8]) -> Recorded {
         request: c.payloads[1].clone(),
         all: bytes.to_vec(),
     }
-}
-
-/// The token (`string T_i`) of a request payload: its byte range.
-fn token_range(request: &[u8]) -> std::ops::Range<usize> {
-    let len = u32::from_be_bytes(request[1..5].try_into().unwrap()) as usize;
-    assert_eq!(len, 32, "token length");
-    5..5 + len
 }
 
 /// Sends `bytes` on a fresh connection to resshd; returns the local port,
@@ -531,17 +521,7 @@ fn replayed_request_does_not_block_the_real_reconnect() {
         .blackhole
         .store(true, std::sync::atomic::Ordering::Relaxed);
     a.proxy.cut();
-    let recorded = wait_for(
-        "a swallowed reconnect request",
-        Duration::from_secs(30),
-        || {
-            a.proxy.held().into_iter().find(|b| {
-                b.windows(2).any(|w| w == b"\r\n")
-                    && parse_clear(b).payloads.get(1).map(|p| p[0]) == Some(REQUEST)
-            })
-        },
-        || server.log(),
-    );
+    let recorded = swallowed_reconnect(&a.proxy, || server.log());
     let rec = parse_reconnect(&recorded);
     let mut replay = rec.version.clone();
     replay.extend(clear_packet(&rec.kexinit));

@@ -220,10 +220,20 @@ pub fn comm(pid: u32) -> Option<String> {
 
 /// VmRSS of `pid` in bytes (None once it is gone).
 pub fn rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// VmHWM of `pid` in bytes: the most it was resident (None once it is gone).
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A size field of /proc/`pid`/status (`field` with its colon), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
@@ -887,6 +897,33 @@ pub fn clear_packet(payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(payload);
     p.resize(p.len() + pad, 0);
     p
+}
+
+/// SSH_MSG_RECONNECT_REQUEST.
+pub const REQUEST: u8 = 242;
+
+/// What a client sent on the first connection `proxy` swallowed (while
+/// [`Proxy::blackhole`] is set) that carries a whole reconnect request;
+/// waits 30 s for it, then panics with `context()`.
+pub fn swallowed_reconnect(proxy: &Proxy, context: impl Fn() -> String) -> Vec<u8> {
+    wait_for(
+        "a swallowed reconnect request",
+        Duration::from_secs(30),
+        || {
+            proxy.held().into_iter().find(|b| {
+                b.windows(2).any(|w| w == b"\r\n")
+                    && parse_clear(b).payloads.get(1).map(|p| p[0]) == Some(REQUEST)
+            })
+        },
+        context,
+    )
+}
+
+/// The token (`string T_i`) of a request payload: its byte range.
+pub fn token_range(request: &[u8]) -> std::ops::Range<usize> {
+    let len = u32::from_be_bytes(request[1..5].try_into().unwrap()) as usize;
+    assert_eq!(len, 32, "token length");
+    5..5 + len
 }
 
 /// Reads what a server sends on `s` until it closes (or `timeout`):

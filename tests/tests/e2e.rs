@@ -21,6 +21,9 @@
 //!
 //! | issue 13 hole | module |
 //! |---|---|
+//! | 1, 2, 12. a user against their own worker, a second resshd | `hostile_user` |
+//! | 5. a client that never acknowledges and floods requests | `backpressure` |
+//! | 10. a session worker that lies (the user took it over) | `hostile_user` |
 //! | 11. a client that vanished without FIN/RST, default configuration | `vanished` |
 //!
 //! | issue 21 item | module |
