@@ -274,11 +274,9 @@ pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     }
 }
 
+/// A port as ssh takes one (`-p`, `host:port`, `Port`): `a2port`, not 0.
 pub fn parse_port(p: &str) -> Option<u16> {
-    match p.parse::<u16>() {
-        Ok(0) | Err(_) => None,
-        Ok(n) => Some(n),
-    }
+    ressh_compat::misc::a2port(p).filter(|&p| p > 0)
 }
 
 fn pct_decode(s: &str) -> Result<String, ArgError> {

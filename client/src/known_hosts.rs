@@ -14,7 +14,7 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use ressh_proto::keys::PublicKey;
 
-use crate::config::match_pattern_list;
+use ressh_compat::pattern::match_hostname;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Marker {
@@ -157,7 +157,7 @@ impl KnownHosts {
 
     fn host_matches(e: &Entry, name: &str) -> bool {
         match &e.hosts {
-            Hosts::Patterns(p) => match_pattern_list(name, p, true),
+            Hosts::Patterns(p) => match_hostname(name, p).is_match(),
             Hosts::Hashed { salt, hash } => &hmac_sha1(salt, name.as_bytes()) == hash,
         }
     }

@@ -144,103 +144,7 @@ pub fn terminal_modes(fd: RawFd) -> Vec<u8> {
     let Ok(t) = get_attr(fd) else {
         return ressh_proto::msg::encode_modes(&[]);
     };
-    let mut m: Vec<(u8, u32)> = Vec::new();
-    let cc = |i: usize| -> u32 {
-        let v = t.c_cc[i];
-        if v == 0 {
-            255 // _POSIX_VDISABLE, as ssh sends it
-        } else {
-            v as u32
-        }
-    };
-    for (op, idx) in [
-        (1u8, libc::VINTR),
-        (2, libc::VQUIT),
-        (3, libc::VERASE),
-        (4, libc::VKILL),
-        (5, libc::VEOF),
-        (6, libc::VEOL),
-        (7, libc::VEOL2),
-        (8, libc::VSTART),
-        (9, libc::VSTOP),
-        (10, libc::VSUSP),
-        (12, libc::VREPRINT),
-        (13, libc::VWERASE),
-        (14, libc::VLNEXT),
-        (18, libc::VDISCARD),
-    ] {
-        m.push((op, cc(idx)));
-    }
-    let flag = |set: libc::tcflag_t, bit: libc::tcflag_t| u32::from(set & bit != 0);
-    for (op, bit) in [
-        (30u8, libc::IGNPAR),
-        (31, libc::PARMRK),
-        (32, libc::INPCK),
-        (33, libc::ISTRIP),
-        (34, libc::INLCR),
-        (35, libc::IGNCR),
-        (36, libc::ICRNL),
-        (37, libc::IUCLC),
-        (38, libc::IXON),
-        (39, libc::IXANY),
-        (40, libc::IXOFF),
-        (41, libc::IMAXBEL),
-        (42, libc::IUTF8),
-    ] {
-        m.push((op, flag(t.c_iflag, bit)));
-    }
-    for (op, bit) in [
-        (50u8, libc::ISIG),
-        (51, libc::ICANON),
-        (52, libc::XCASE),
-        (53, libc::ECHO),
-        (54, libc::ECHOE),
-        (55, libc::ECHOK),
-        (56, libc::ECHONL),
-        (57, libc::NOFLSH),
-        (58, libc::TOSTOP),
-        (59, libc::IEXTEN),
-        (60, libc::ECHOCTL),
-        (61, libc::ECHOKE),
-        (62, libc::PENDIN),
-    ] {
-        m.push((op, flag(t.c_lflag, bit)));
-    }
-    for (op, bit) in [
-        (70u8, libc::OPOST),
-        (71, libc::OLCUC),
-        (72, libc::ONLCR),
-        (73, libc::OCRNL),
-        (74, libc::ONOCR),
-        (75, libc::ONLRET),
-    ] {
-        m.push((op, flag(t.c_oflag, bit)));
-    }
-    m.push((90, u32::from(t.c_cflag & libc::CSIZE == libc::CS7)));
-    m.push((91, u32::from(t.c_cflag & libc::CSIZE == libc::CS8)));
-    m.push((92, flag(t.c_cflag, libc::PARENB)));
-    m.push((93, flag(t.c_cflag, libc::PARODD)));
-    // SAFETY: reading speeds from a valid termios.
-    let (ispeed, ospeed) = unsafe { (libc::cfgetispeed(&t), libc::cfgetospeed(&t)) };
-    m.push((128, baud(ispeed)));
-    m.push((129, baud(ospeed)));
-    ressh_proto::msg::encode_modes(&m)
-}
-
-fn baud(s: libc::speed_t) -> u32 {
-    match s {
-        libc::B0 => 0,
-        libc::B1200 => 1200,
-        libc::B2400 => 2400,
-        libc::B4800 => 4800,
-        libc::B9600 => 9600,
-        libc::B19200 => 19200,
-        libc::B38400 => 38400,
-        libc::B57600 => 57600,
-        libc::B115200 => 115200,
-        libc::B230400 => 230400,
-        _ => 38400,
-    }
+    ressh_proto::msg::encode_modes(&ressh_compat::ttymodes::from_termios(&t))
 }
 
 #[cfg(test)]
@@ -271,6 +175,7 @@ mod tests {
         let modes = terminal_modes(slave);
         let parsed = ressh_proto::msg::parse_modes(&modes).unwrap();
         assert!(parsed.iter().any(|&(op, _)| op == 53), "ECHO present");
+        assert!(parsed.iter().any(|&(op, _)| op == 16), "VSWTC present");
         assert!(
             parsed.iter().any(|&(op, _)| op == 129),
             "output speed present"

@@ -1,10 +1,17 @@
-//! Keyboard-interactive authentication and the pre-auth banner, against
-//! ressh-proto's own server role in this process (Debian's sshd offers
-//! keyboard-interactive only through PAM, which the test sshd does not use).
+//! Keyboard-interactive authentication and the pre-auth banner against
+//! Debian's sshd with `UsePAM yes`: pam_unix asks its questions through
+//! keyboard-interactive, ressh answers them through an askpass, and sshd
+//! sends a `Banner` file that holds terminal escape sequences.
+//!
+//! pam_unix asks one question a round, never echoed, and has no name or
+//! instruction; what it cannot show (two prompts in one request, one of
+//! them echoed, the request's name and instruction, retries of such
+//! rounds) is served by ressh-proto's own server role in this process.
 
 mod common;
 use common::*;
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
@@ -14,8 +21,108 @@ use ressh_proto::keys::{KeyType, PrivateKey};
 use ressh_proto::msg::ChannelReq;
 use ressh_proto::{AuthAttempt, Config, Connection, Event};
 
-/// Serves one connection: the banner, keyboard-interactive with two
-/// prompts (the answers must be `code` and `yes`), then one exec.
+/// The banner: text with colour escapes, a carriage return, a bell.
+const BANNER: &[u8] = b"Welcome to the \x1b[31mkbd\x1b[0m test.\r\nNo \x07bells here.\n";
+
+/// A user with `password`, Debian's sshd offering only keyboard-interactive
+/// through PAM and showing [`BANNER`], and a ressh config that tries only
+/// keyboard-interactive, asking an askpass.
+fn setup(password: &str) -> (Env, TempDir, std::path::PathBuf) {
+    let files = TempDir::new("kbd-banner");
+    let banner = files.join("banner");
+    fs::write(&banner, BANNER).unwrap();
+    let env = Env::sshd(&format!(
+        "UsePAM yes\nKbdInteractiveAuthentication yes\nPasswordAuthentication no\n\
+         PubkeyAuthentication no\nBanner {}\n",
+        banner.display()
+    ));
+    env.user.set_password(password);
+    let config = env.alt_config(
+        "kbd_config",
+        "BatchMode no\nPreferredAuthentications keyboard-interactive\nNumberOfPasswordPrompts 2\n",
+        false,
+    );
+    (env, files, config)
+}
+
+/// ressh against `env` answering the prompts with `answers` in order;
+/// returns its output and the prompts the askpass saw.
+fn login(env: &Env, config: &std::path::Path, answers: &[&str]) -> (std::process::Output, String) {
+    let (script, log) = askpass_answers(env.dir.path(), "kbd-askpass", answers);
+    let out = run_timeout(
+        env.ressh_with(config)
+            .env("SSH_ASKPASS", &script)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .args(["127.0.0.1", "echo logged in as $(id -un)"]),
+        T,
+    );
+    let prompts = fs::read_to_string(&log).unwrap_or_default();
+    (out, prompts)
+}
+
+#[test]
+fn keyboard_interactive_through_pam_and_the_banner() {
+    let (env, _files, config) = setup("kbd-Secret-42");
+    let (out, prompts) = login(&env, &config, &["kbd-Secret-42"]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ressh: {}\n{err}\n--- server log ---\n{}",
+        out.status,
+        env.server.log()
+    );
+    assert_eq!(
+        text(&out.stdout),
+        format!("logged in as {}\n", env.user.name)
+    );
+    // pam_unix's one question, through keyboard-interactive.
+    assert_eq!(prompts, "Password: \n", "{err}");
+    assert!(
+        env.server.log().contains(&format!(
+            "Accepted keyboard-interactive/pam for {}",
+            env.user.name
+        )),
+        "{}",
+        env.server.log()
+    );
+    // The banner is shown with its control characters taken out (as text,
+    // never as escapes for the terminal).
+    assert!(
+        err.contains("Welcome to the [31mkbd[0m test.\nNo bells here.\n"),
+        "{err:?}"
+    );
+    assert!(
+        !err.contains(['\x1b', '\r', '\x07']),
+        "control characters reached the terminal: {err:?}"
+    );
+}
+
+#[test]
+fn keyboard_interactive_wrong_answers_are_refused() {
+    let (env, _files, config) = setup("kbd-Secret-42");
+    let (out, prompts) = login(&env, &config, &["wrong-1", "wrong-2", "kbd-Secret-42"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert_eq!(text(&out.stdout), "");
+    // NumberOfPasswordPrompts 2: two questions, two wrong answers, no third.
+    assert_eq!(prompts, "Password: \nPassword: \n", "{err}");
+    assert!(
+        err.contains("Permission denied (keyboard-interactive)"),
+        "{err}"
+    );
+    let log = env.server.log();
+    assert!(!log.contains("Accepted keyboard-interactive"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "Failed keyboard-interactive/pam for {}",
+            env.user.name
+        )),
+        "{log}"
+    );
+}
+
+/// Serves one connection: keyboard-interactive with two prompts, the
+/// second echoed (the answers must be `code` and `yes`), then one exec.
 fn serve(mut sock: TcpStream, code: &'static str) -> Vec<String> {
     let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
     let mut conn =
@@ -25,7 +132,6 @@ fn serve(mut sock: TcpStream, code: &'static str) -> Vec<String> {
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 65536];
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut bannered = false;
     loop {
         let out = conn.take_output();
         if !out.is_empty() && sock.write_all(&out).is_err() {
@@ -33,26 +139,19 @@ fn serve(mut sock: TcpStream, code: &'static str) -> Vec<String> {
         }
         while let Some(ev) = conn.poll_event() {
             match ev {
-                Event::AuthRequest { attempt, .. } => {
-                    if !bannered {
-                        bannered = true;
-                        conn.auth_banner("Welcome to the \x1b[31mkbd\x1b[0m test.\n")
-                            .unwrap();
+                Event::AuthRequest { attempt, .. } => match attempt {
+                    AuthAttempt::KeyboardInteractive { .. } => conn
+                        .auth_info_request(
+                            "Two factors",
+                            "Answer both.",
+                            &[("Code: ", false), ("Really? ", true)],
+                        )
+                        .unwrap(),
+                    other => {
+                        seen.push(format!("{other:?}").chars().take(20).collect());
+                        conn.auth_reject(&["keyboard-interactive"], false).unwrap()
                     }
-                    match attempt {
-                        AuthAttempt::KeyboardInteractive { .. } => conn
-                            .auth_info_request(
-                                "Two factors",
-                                "Answer both.",
-                                &[("Code: ", false), ("Really? ", true)],
-                            )
-                            .unwrap(),
-                        other => {
-                            seen.push(format!("{other:?}").chars().take(20).collect());
-                            conn.auth_reject(&["keyboard-interactive"], false).unwrap()
-                        }
-                    }
-                }
+                },
                 Event::AuthInfoResponse(answers) => {
                     let a: Vec<&str> = answers.iter().map(|s| s.as_str()).collect();
                     seen.push(format!("answers {a:?}"));
@@ -114,18 +213,7 @@ fn run_against(
     let port = l.local_addr().unwrap().port();
     let h = thread::spawn(move || serve(l.accept().unwrap().0, code));
     let dir = TempDir::new("kbd");
-    // An askpass that answers each prompt from a list, in order.
-    let script = dir.join("ap");
-    let mut body = String::from(
-        "#!/bin/sh\nprintf '%s\\n' \"$1\" >> \"$0.log\"\nn=$(wc -l < \"$0.log\")\ncase $n in\n",
-    );
-    for (i, a) in answers.iter().enumerate() {
-        body.push_str(&format!("  {}) echo {};;\n", i + 1, sq(a)));
-    }
-    body.push_str("  *) exit 1;;\nesac\n");
-    std::fs::write(&script, body).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (script, log) = askpass_answers(dir.path(), "ap", answers);
     let out = run_timeout(
         std::process::Command::new(RESSH)
             .args(["-F", "none", "-o", "StrictHostKeyChecking=accept-new"])
@@ -151,12 +239,12 @@ fn run_against(
         T,
     );
     let seen = h.join().unwrap();
-    let log = std::fs::read_to_string(dir.join("ap.log")).unwrap_or_default();
+    let log = fs::read_to_string(log).unwrap_or_default();
     (out, seen, log)
 }
 
 #[test]
-fn keyboard_interactive_prompts_through_askpass() {
+fn two_prompts_in_one_round_against_the_protocol_library() {
     let (out, seen, log) = run_against("4711", &["4711", "yes"]);
     assert_eq!(
         text(&out.stdout),
@@ -171,15 +259,12 @@ fn keyboard_interactive_prompts_through_askpass() {
         "{seen:?}"
     );
     let err = text(&out.stderr);
-    // The banner is shown, its escape sequences removed; then the
-    // interactive request's name and instruction.
-    assert!(err.contains("Welcome to the [31mkbd[0m test."), "{err}");
-    assert!(!err.contains('\x1b'), "{err:?}");
+    // The interactive request's name and instruction are shown.
     assert!(err.contains("Two factors\nAnswer both.\n"), "{err}");
 }
 
 #[test]
-fn keyboard_interactive_wrong_answers_are_retried_then_refused() {
+fn rounds_of_two_prompts_are_retried_then_refused() {
     let (out, seen, log) = run_against("4711", &["1", "yes", "2", "yes"]);
     assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
     // NumberOfPasswordPrompts=2: two rounds of two prompts.

@@ -166,3 +166,72 @@ fn print_config_matches_ssh() {
         }
     }
 }
+
+/// The syntax ressh shares with ssh through ressh-compat, where ressh
+/// used to differ: quoting with `'` and `\` (OpenSSH's argv_split), times
+/// with units (convtime) for ServerAliveInterval and ConnectTimeout, `Host`
+/// words as single case-sensitive patterns against the host as typed, and
+/// an Include glob. ssh -G is the reference for every value.
+#[test]
+fn shared_syntax_matches_ssh() {
+    let ssh = ressh_testkit::require_cmd("ssh");
+    let ssh = ssh.display().to_string();
+    let dir = ressh_testkit::TempDir::new("ressh-G-syntax");
+    fs::create_dir_all(dir.join("inc.d")).unwrap();
+    fs::write(dir.join("inc.d/a.conf"), "User included\n").unwrap();
+    fs::write(dir.join("inc.d/b.conf"), "User second\nPort 2400\n").unwrap();
+    let file = dir.join("ssh_config");
+    fs::write(
+        &file,
+        format!(
+            r#"
+Host FOO
+    User upper
+Host foo,bar
+    Port 2200
+Host inc
+    Include {}/inc.d/*.conf
+Host q*
+    ServerAliveInterval 1m
+    ConnectTimeout 1h30s
+    IdentityFile "/a b/k"
+    IdentityFile '/c d/k'
+    IdentityFile /e\ f/k
+    IdentityFile '/it\'s'/k
+Host *
+    ServerAliveCountMax 5
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    for host in ["FOO", "foo", "bar", "inc", "qx"] {
+        let ours = dump(RESSH, &file, &[host]);
+        let theirs = dump(&ssh, &file, &[host]);
+        for f in [
+            "user",
+            "port",
+            "serveraliveinterval",
+            "serveralivecountmax",
+            "connecttimeout",
+        ] {
+            match (ours.get(f), theirs.get(f)) {
+                // ressh leaves out what is unset.
+                (None, Some(t)) => assert!(t == "none" || t == "0", "{f} for {host}: {t}"),
+                (a, b) => assert_eq!(a, b, "{f} for {host}"),
+            }
+        }
+        if host == "qx" {
+            assert_eq!(ours["identityfile"], theirs["identityfile"]);
+        }
+    }
+    // What ssh says, so that a change of Debian's ssh shows here too.
+    let q = dump(&ssh, &file, &["qx"]);
+    assert_eq!(q["serveraliveinterval"], "60");
+    assert_eq!(q["connecttimeout"], "3630");
+    assert_eq!(q["identityfile"], "/a b/k\n/c d/k\n/e f/k\n/it's/k");
+    assert_eq!(dump(&ssh, &file, &["FOO"])["user"], "upper");
+    assert_ne!(dump(&ssh, &file, &["foo"])["user"], "upper");
+    assert_eq!(dump(&ssh, &file, &["inc"])["user"], "included");
+}

@@ -29,9 +29,14 @@ fn sleepers(login: &Login) -> usize {
     sleeper_pids(login).len()
 }
 
+/// Three sessions A, B, C (started in that order) detach in the order B,
+/// C, A; with `MaxDetachedSessions 2`, once all three are past the grace
+/// the one detached longest, B, is ended, and A and C stay: neither the
+/// oldest session (A), nor the newest (C), nor the last detached (A) is the
+/// one chosen.
 #[test]
 fn the_oldest_detached_session_of_a_user_is_ended_past_the_cap() {
-    let srv = Server::start("DetachTimeout 600\nMaxDetachedSessions 1\nDetachGraceTime 3\n");
+    let srv = Server::start("DetachTimeout 600\nMaxDetachedSessions 2\nDetachGraceTime 3\n");
     let login = Login::new("dc");
     let ressh = resshd_bin().with_file_name("ressh");
     assert!(
@@ -73,41 +78,50 @@ fn the_oldest_detached_session_of_a_user_is_ended_past_the_cap() {
             thread::sleep(Duration::from_millis(50));
         }
     };
-    let mut first = start();
-    wait("the first session", &|| sleepers(&login) == 1);
-    let first_sleeper = sleeper_pids(&login)[0];
-    let mut second = start();
-    wait("the second session", &|| sleepers(&login) == 2);
-    // The clients vanish without DISCONNECT: both sessions detach, the
-    // first one first.
-    first.kill().unwrap();
-    first.wait().unwrap();
-    wait("the first detach", &|| {
-        srv.log().matches("Detached: user").count() >= 1
-    });
-    second.kill().unwrap();
-    second.wait().unwrap();
-    let both = Instant::now();
-    wait("the second detach", &|| {
-        srv.log().matches("Detached: user").count() >= 2
-    });
-    // Within the grace period both are kept, though over the cap.
+    // Each session's client and the pid of its `sleep 3099`.
+    let mut sessions = Vec::new();
+    for n in 1..=3 {
+        let client = start();
+        wait("the session", &|| sleepers(&login) == n);
+        let new = sleeper_pids(&login)
+            .into_iter()
+            .find(|p| sessions.iter().all(|(_, s)| s != p))
+            .unwrap();
+        sessions.push((client, new));
+    }
+    let [a, b, c] = [sessions[0].1, sessions[1].1, sessions[2].1];
+    // The clients vanish without DISCONNECT, in the order B, C, A: each
+    // session detaches before the next client goes.
+    for (n, i) in [1, 2, 0].into_iter().enumerate() {
+        let client = &mut sessions[i].0;
+        client.kill().unwrap();
+        client.wait().unwrap();
+        wait("the detach", &|| {
+            srv.log().matches("Detached: user").count() > n
+        });
+    }
+    let all = Instant::now();
+    // Within the grace period all are kept, though over the cap.
     thread::sleep(Duration::from_millis(1500));
-    assert_eq!(sleepers(&login), 2, "ended within the grace\n{}", srv.log());
-    wait("the oldest session ended", &|| sleepers(&login) == 1);
+    assert_eq!(sleepers(&login), 3, "ended within the grace\n{}", srv.log());
+    wait("a session ended", &|| sleepers(&login) == 2);
     assert!(
-        both.elapsed() >= Duration::from_secs(2),
+        all.elapsed() >= Duration::from_secs(2),
         "ended {:?} after the detaches, before the grace",
-        both.elapsed()
+        all.elapsed()
     );
     let log = srv.log();
     assert!(log.contains("too many detached sessions"), "{log}");
-    // It was the first one (detached longest); the younger one is still
-    // there, waiting for its client.
+    let left = sleeper_pids(&login);
     assert!(
-        !sleeper_pids(&login).contains(&first_sleeper),
-        "the younger session was ended\n{log}"
+        !left.contains(&b),
+        "B, detached longest, was not the one ended (A {a}, B {b}, C {c} -> {left:?})\n{log}"
     );
+    // A and C are still there, waiting for their clients; nothing more ends.
     thread::sleep(Duration::from_millis(500));
-    assert_eq!(sleepers(&login), 1, "{log}");
+    let mut left = sleeper_pids(&login);
+    left.sort();
+    let mut want = vec![a, c];
+    want.sort();
+    assert_eq!(left, want, "A {a} and C {c} must stay\n{log}");
 }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::{
     describe, echo_round_trip, random_bytes, sha256_file, text, wait_listening, Bg, EchoServer,
-    Login, Server, TestGroup, Tmux, SSH_TIMEOUT,
+    Login, Server, TestGroup, SSH_TIMEOUT,
 };
-use ressh_testkit::{free_port, require_root, run_timeout, TempDir};
+use ressh_testkit::{free_port, require_root, run_timeout, TempDir, Tmux};
 
 /// Item 1: ed25519 and RSA logins; exec's stdout, stderr and exit status; the
 /// session's uid, gid and supplementary groups.
@@ -109,18 +109,7 @@ fn pty_shell_through_tmux_with_resize() {
     let login = Login::new("pty");
     let srv = Server::start("");
     let tmux = Tmux::new(&format!("pty{}", srv.port()));
-    let line = srv.ssh_shell_line(&login, &["-tt"]);
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &line,
-    ]);
+    tmux.start(100, 30, &srv.ssh_shell_line(&login, &["-tt"]));
     // dash's prompt.
     tmux.wait("the shell prompt", |s| {
         s.lines().any(|l| l.trim_end().ends_with('$'))

@@ -1,10 +1,10 @@
 //! resshd's privilege separation, read from /proc while connections live
-//! (DESIGN.md §3): the pre-auth worker runs as the privsep user in its
+//! (docs/ARCHITECTURE.md): the pre-auth worker runs as the privsep user in its
 //! empty chroot with no_new_privs and a seccomp filter; the session worker
 //! runs as the authenticated user with the user's groups; and no
 //! unprivileged process holds a host key, neither as an open file nor
 //! anywhere in its memory, while the root monitor does (which shows that
-//! the memory scan finds a key where there is one).
+//! the memory scan finds each key, in each form looked for, where it is).
 //!
 //! Every test needs root and fails without it.
 
@@ -22,15 +22,29 @@ use common::{
 };
 use ressh_testkit::require_root;
 
+/// One host private key's secret in one encoding, to look for in memory.
+struct Secret {
+    key: &'static str,
+    form: &'static str,
+    bytes: Vec<u8>,
+    /// The root monitor holds the key in this form: the form OpenSSL
+    /// keeps a loaded key in (for ed25519, the seed). The big-endian forms
+    /// of files and wire buffers are in no live process of resshd (the
+    /// monitor keeps no decoded key file): no positive control for them.
+    in_monitor: bool,
+}
+
 /// Every host private key of `srv` as byte strings to look for in memory:
 /// the ed25519 seed as stored, and the secret numbers of the RSA and ECDSA
 /// keys both big-endian (as in files and wire buffers) and little-endian
-/// (OpenSSL's BIGNUM words on x86_64). Each entry is (what, bytes).
-fn host_secrets(srv: &Server) -> Vec<(String, Vec<u8>)> {
-    let mut v = vec![(
-        "ed25519 seed".to_string(),
-        ed25519_seed(&srv.host_key_file("ed25519")),
-    )];
+/// (OpenSSL's BIGNUM words on x86_64).
+fn host_secrets(srv: &Server) -> Vec<Secret> {
+    let mut v = vec![Secret {
+        key: "ed25519",
+        form: "seed",
+        bytes: ed25519_seed(&srv.host_key_file("ed25519")),
+        in_monitor: true,
+    }];
     let load = |kind: &str| {
         let pem = fs::read(srv.host_key_file(kind)).unwrap();
         ressh_proto::keys::PrivateKey::from_openssh_pem(&pem).unwrap()
@@ -39,13 +53,40 @@ fn host_secrets(srv: &Server) -> Vec<(String, Vec<u8>)> {
     let d = rsa.pkey().rsa().unwrap().d().to_vec();
     let ec = load("ecdsa");
     let s = ec.pkey().ec_key().unwrap().private_key().to_vec();
-    for (what, be) in [("rsa d", d), ("ecdsa scalar", s)] {
+    for (key, be) in [("rsa d", d), ("ecdsa scalar", s)] {
         let mut le = be.clone();
         le.reverse();
-        v.push((format!("{what} (big-endian)"), be));
-        v.push((format!("{what} (little-endian)"), le));
+        v.push(Secret {
+            key,
+            form: "big-endian",
+            bytes: be,
+            in_monitor: false,
+        });
+        v.push(Secret {
+            key,
+            form: "little-endian",
+            bytes: le,
+            in_monitor: true,
+        });
     }
     v
+}
+
+/// The positive control of the memory scans: every host key is found in
+/// the root monitor's memory (which holds them all to sign), in the form
+/// a loaded key takes, so a scan that cannot find a key (a wrong
+/// encoding, unreadable memory) fails here instead of passing the "not
+/// in the worker" assertions.
+fn assert_monitor_holds_every_key(secrets: &[Secret], monitor: u32) {
+    let missing: Vec<String> = secrets
+        .iter()
+        .filter(|s| s.in_monitor && !memory_contains(monitor, &s.bytes).0)
+        .map(|s| format!("{} ({})", s.key, s.form))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the memory scan must find every host key in the monitor (pid {monitor}); not found: {missing:?}"
+    );
 }
 
 /// Asserts that no fd of `pid` points at a host key or its directory's
@@ -65,12 +106,13 @@ fn assert_no_key_fds(srv: &Server, pid: u32, who: &str) {
 }
 
 /// Asserts that none of the host secrets is anywhere in `pid`'s memory.
-fn assert_no_secrets_in_memory(secrets: &[(String, Vec<u8>)], pid: u32, who: &str) {
-    for (what, bytes) in secrets {
-        let (found, scanned) = memory_contains(pid, bytes);
+fn assert_no_secrets_in_memory(secrets: &[Secret], pid: u32, who: &str) {
+    for s in secrets {
+        let (found, scanned) = memory_contains(pid, &s.bytes);
         assert!(
             !found,
-            "the host key's {what} is in the memory of {who} (pid {pid})"
+            "the host key's {} ({}) is in the memory of {who} (pid {pid})",
+            s.key, s.form
         );
         assert!(
             scanned > 512 * 1024,
@@ -168,11 +210,7 @@ fn kex_worker_is_confined_and_holds_no_host_key() {
         );
     }
     assert_no_secrets_in_memory(&secrets, kex, "resshd-kex");
-    let (found, _) = memory_contains(monitor, &secrets[0].1);
-    assert!(
-        found,
-        "the memory scan must find the ed25519 seed in the monitor (pid {monitor})"
-    );
+    assert_monitor_holds_every_key(&secrets, monitor);
 
     // The probe is still served: the worker is alive until we go.
     assert!(alive(kex));
@@ -244,11 +282,7 @@ fn session_worker_runs_as_the_user_and_holds_no_host_key() {
         assert_no_key_fds(&srv, pid, &who);
         assert_no_secrets_in_memory(&secrets, pid, &who);
     }
-    let (found, _) = memory_contains(monitor, &secrets[0].1);
-    assert!(
-        found,
-        "the memory scan must find the ed25519 seed in the monitor (pid {monitor})"
-    );
+    assert_monitor_holds_every_key(&secrets, monitor);
     assert!(
         Path::new(&format!("/proc/{}", ssh.pid())).exists(),
         "ssh still runs"

@@ -23,7 +23,6 @@ use zeroize::Zeroizing;
 
 pub mod harden;
 pub mod msg;
-pub mod pattern;
 pub mod permit;
 
 /// Largest frame accepted.

@@ -46,7 +46,7 @@ impl HostPattern {
         match self {
             HostPattern::Addr(a) => host.parse::<IpAddr>().is_ok_and(|h| h.to_canonical() == *a),
             HostPattern::Name(p) => {
-                crate::pattern::matches(p.as_bytes(), host.to_ascii_lowercase().as_bytes())
+                ressh_compat::pattern::matches(p.as_bytes(), host.to_ascii_lowercase().as_bytes())
             }
         }
     }

@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use ressh_compat::log as compat_log;
 use ressh_ipc::msg::{AuthRequest, AuthVerdict, FromKex, ToKex, MAX_LOG_LEN};
 use ressh_ipc::Endpoint;
 use ressh_proto::error::reason;
@@ -91,17 +92,17 @@ static MONITOR: OnceLock<Arc<Endpoint>> = OnceLock::new();
 /// stderr, which is /dev/null under a monitor and the terminal of an admin
 /// who runs us by hand.
 fn log_line(msg: &str) {
-    let mut end = msg.len().min(MAX_LOG_LEN);
-    while !msg.is_char_boundary(end) {
-        end -= 1;
-    }
-    let msg = &msg[..end];
+    let msg = compat_log::cut(msg, MAX_LOG_LEN);
     let sent = MONITOR
         .get()
         .is_some_and(|ipc| ipc.send(&FromKex::Log(msg.to_string()), &[]).is_ok());
     if !sent {
-        let line = format!("resshd-kex[{}]: {msg}\n", std::process::id());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        compat_log::to_stderr(&compat_log::line(
+            None,
+            "resshd-kex",
+            std::process::id(),
+            msg,
+        ));
     }
 }
 

@@ -21,9 +21,14 @@ pub fn drop_privileges(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
 
 /// Sets no_new_privs and installs the seccomp filter.
 pub fn confine() -> Result<(), String> {
-    let prog = filter()?;
+    install(&filter()?)
+}
+
+/// The installation half of [`confine`], given the built program: only
+/// system calls, so a forked child of the tests can run it as well.
+fn install(prog: &BpfProgram) -> Result<(), String> {
     no_new_privs()?;
-    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}"))
+    seccompiler::apply_filter(prog).map_err(|e| format!("seccomp: {e}"))
 }
 
 /// PR_SET_NO_NEW_PRIVS (async-signal-safe).
@@ -109,21 +114,17 @@ fn filter() -> Result<BpfProgram, String> {
 mod tests {
     use super::*;
 
-    /// Runs `probe` in a forked child under the kex worker's filter (as
-    /// `confine` installs it) and returns how the child ended: Ok(exit
-    /// code) or Err(signal). Between fork and exit only async-signal-safe
-    /// calls run (the program is built before the fork).
+    /// Runs `probe` in a forked child under the kex worker's filter,
+    /// installed as `confine` installs it, and returns how the child ended:
+    /// Ok(exit code) or Err(signal). Between fork and exit only
+    /// async-signal-safe calls run (the program is built before the fork).
     fn under_filter(probe: impl Fn() -> libc::c_int) -> Result<i32, i32> {
         let prog = filter().unwrap();
         // SAFETY: the child makes only raw system calls and _exits.
         match unsafe { libc::fork() } {
             -1 => panic!("fork: {}", std::io::Error::last_os_error()),
             0 => {
-                let code = if no_new_privs().is_ok() && seccompiler::apply_filter(&prog).is_ok() {
-                    probe()
-                } else {
-                    99
-                };
+                let code = if install(&prog).is_ok() { probe() } else { 99 };
                 // SAFETY: ends the forked child without running destructors.
                 unsafe { libc::_exit(code) }
             }
@@ -188,6 +189,101 @@ mod tests {
                 "fcntl {name} must kill the worker"
             );
         }
+    }
+
+    /// What an attacker who runs code in the worker would try first: a
+    /// new connection, a program, a secret file, another process, root's
+    /// identity, a child. Each kills the worker outright (the filter's
+    /// action is KillProcess), so none returns an error it could go on from.
+    #[test]
+    fn escapes_from_the_worker_are_killed_by_sigsys() {
+        use std::ffi::CString;
+        let shadow = CString::new("/etc/shadow").unwrap();
+        let shadow = shadow.as_ptr();
+        // A program that is not there: exec fails with ENOENT if the call
+        // is let through (a real program would die of the inherited filter
+        // on its first system call, looking like a kill by the filter).
+        let prog = CString::new("/nonexistent/ressh-probe").unwrap();
+        let argv = [prog.as_ptr(), std::ptr::null()];
+        let (prog, argv) = (prog.as_ptr(), argv.as_ptr());
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // Attaching to the test itself would stop it: a pid above any
+        // pid_max answers ESRCH if the call is let through.
+        const NO_PID: libc::pid_t = libc::pid_t::MAX;
+        // Each probe exits 0 if the call went through, 1 if it failed:
+        // either way the child lived, which is the failure under test.
+        fn lived(r: libc::c_int) -> libc::c_int {
+            (r < 0) as libc::c_int
+        }
+        type Probe<'a> = (&'a str, Box<dyn Fn() -> libc::c_int + 'a>);
+        // SAFETY (all probes): raw system calls with valid, NUL-terminated
+        // strings and null-terminated argument vectors, or integers.
+        let probes: Vec<Probe> = vec![
+            (
+                "socket",
+                Box::new(|| lived(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) })),
+            ),
+            (
+                "socketpair",
+                Box::new(|| {
+                    let mut sv = [0; 2];
+                    lived(unsafe {
+                        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr())
+                    })
+                }),
+            ),
+            (
+                "execve",
+                Box::new(move || lived(unsafe { libc::execve(prog, argv, std::ptr::null()) })),
+            ),
+            (
+                "openat /etc/shadow",
+                Box::new(move || {
+                    lived(unsafe { libc::openat(libc::AT_FDCWD, shadow, libc::O_RDONLY) })
+                }),
+            ),
+            (
+                "open /etc/shadow",
+                Box::new(move || {
+                    lived(
+                        unsafe { libc::syscall(libc::SYS_open, shadow, libc::O_RDONLY) }
+                            as libc::c_int,
+                    )
+                }),
+            ),
+            (
+                "ptrace PTRACE_TRACEME",
+                Box::new(|| {
+                    lived(unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } as libc::c_int)
+                }),
+            ),
+            (
+                "ptrace PTRACE_ATTACH",
+                Box::new(move || {
+                    lived(unsafe { libc::ptrace(libc::PTRACE_ATTACH, NO_PID, 0, 0) } as libc::c_int)
+                }),
+            ),
+            (
+                "kill",
+                Box::new(move || lived(unsafe { libc::kill(parent, 0) })),
+            ),
+            ("setuid", Box::new(|| lived(unsafe { libc::setuid(0) }))),
+            ("fork", Box::new(|| lived(unsafe { libc::fork() }))),
+            ("getppid", Box::new(|| lived(unsafe { libc::getppid() }))),
+        ];
+        let survived: Vec<String> = probes
+            .iter()
+            .map(|(name, probe)| (name, under_filter(probe)))
+            .filter(|(_, end)| *end != Err(libc::SIGSYS))
+            .map(|(name, end)| format!("{name}: {end:?}"))
+            .collect();
+        assert!(
+            survived.is_empty(),
+            "each must kill the worker with SIGSYS (Err({})); these ended otherwise \
+             (Ok(exit code) or Err(signal)): {survived:#?}",
+            libc::SIGSYS
+        );
     }
 
     #[test]

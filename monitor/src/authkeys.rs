@@ -44,11 +44,12 @@
 //! - `expiry-time` is local time, exactly as OpenSSH computes it
 //!   (`mktime()` with `tm_isdst = 0`), or UTC with a `Z` / `UTC` suffix.
 //! - `permitopen` / `permitlisten` ports may be service names
-//!   (`getservbyname()`), as in OpenSSH. Values are parsed here, once, into
+//!   (from /etc/services, `ressh_compat::misc::a2port`), as in OpenSSH.
+//!   Values are parsed here, once, into
 //!   [`HostPort`] entries (names lowercased, addresses as addresses); a
 //!   malformed one refuses the line, as in OpenSSH.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufRead, BufReader};
 use std::net::IpAddr;
@@ -56,12 +57,13 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
 use ressh_proto::keys::PublicKey;
 
-use crate::config::pattern;
+use ressh_compat::expand::percent_expand;
+use ressh_compat::misc::a2port;
+use ressh_compat::pattern;
 use serde::{Deserialize, Serialize};
 
 /// Longest authorized_keys line accepted, without its line ending.
@@ -209,31 +211,6 @@ fn strtonum(s: &[u8], min: i64, max: i64) -> Option<i64> {
     (min..=max).contains(&v).then_some(v)
 }
 
-/// getservbyname() is not reentrant.
-static SERVICES: Mutex<()> = Mutex::new(());
-
-/// OpenSSH's a2port(): a number 0..=65535 or a TCP service name; -1 if
-/// neither.
-fn a2port(s: &[u8]) -> i64 {
-    if let Some(p) = strtonum(s, 0, 65535) {
-        return p;
-    }
-    let Ok(name) = CString::new(s) else {
-        return -1;
-    };
-    let _lock = SERVICES.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: both arguments are NUL-terminated strings; the result points
-    // into libc's static buffer, read before the lock is released.
-    unsafe {
-        let se = libc::getservbyname(name.as_ptr(), c"tcp".as_ptr());
-        if se.is_null() {
-            -1
-        } else {
-            i64::from(u16::from_be((*se).s_port as u16))
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Key options (auth-options.c sshauthopt_parse)
 
@@ -345,8 +322,8 @@ fn handle_permit(
     };
     let port = match port {
         Some(b"*") => PortPattern::Any,
-        Some(p) => match u16::try_from(a2port(p)) {
-            Ok(n) if n > 0 => PortPattern::Port(n),
+        Some(p) => match std::str::from_utf8(p).ok().and_then(a2port) {
+            Some(n) if n > 0 => PortPattern::Port(n),
             _ => return Err("invalid permission port"),
         },
         None => return Err("invalid permission port"),
@@ -1162,23 +1139,13 @@ pub fn expand_authorized_keys_path(
     home: &Path,
     uid: u32,
 ) -> Result<PathBuf, String> {
-    let mut out: Vec<u8> = Vec::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            let mut b = [0; 4];
-            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-            continue;
-        }
-        match chars.next() {
-            None => return Err(format!("invalid format \"{pattern}\": trailing %")),
-            Some('%') => out.push(b'%'),
-            Some('h') => out.extend_from_slice(home.as_os_str().as_bytes()),
-            Some('u') => out.extend_from_slice(user.as_bytes()),
-            Some('U') => out.extend_from_slice(uid.to_string().as_bytes()),
-            Some(t) => return Err(format!("unknown key %{t} in \"{pattern}\"")),
-        }
-    }
+    let home_text = home
+        .to_str()
+        .ok_or_else(|| format!("home directory {} is not UTF-8", home.display()))?;
+    let uid = uid.to_string();
+    let out = percent_expand(pattern, &[('h', home_text), ('u', user), ('U', &uid)])
+        .map_err(|e| e.to_string())?
+        .into_bytes();
     if out.first() == Some(&b'/') {
         return Ok(PathBuf::from(OsString::from_vec(out)));
     }
@@ -2226,7 +2193,7 @@ mod tests {
         );
         assert_eq!(x("keys/%u"), Ok(PathBuf::from("/home/alice/keys/alice")));
         assert!(x("/etc/%x").unwrap_err().contains("unknown key %x"));
-        assert!(x("/etc/%").unwrap_err().contains("invalid format"));
+        assert!(x("/etc/%").unwrap_err().contains("trailing %"));
         assert!(x(&"a".repeat(PATH_MAX)).unwrap_err().contains("too long"));
     }
 

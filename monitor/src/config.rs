@@ -21,7 +21,7 @@
 //!
 //! `Match` criteria: `All`, `User`, `Group`, `Host`, `Address`,
 //! `LocalAddress`, `LocalPort` (and `RDomain`, accepted, never matching),
-//! with the pattern lists of [`pattern`]. Only the keywords sshd 9.2 allows
+//! with the pattern lists of [`ressh_compat::pattern`]. Only the keywords sshd 9.2 allows
 //! in a `Match` block may appear in one, except after `Match All`, which
 //! sshd treats as "back to the global section". A criterion whose value the
 //! [`MatchContext`] lacks (the user before authentication) does not match.
@@ -59,7 +59,7 @@
 //! | PermitEmptyPasswords (M) | `permit_empty_passwords` | no |
 //! | AuthenticationMethods (M) | `authentication_methods` | any |
 //! | MaxAuthTries (M), MaxSessions (M) | `max_auth_tries`, `max_sessions` | 6, 10 |
-//! | AuthorizedKeysFile (M) | `authorized_keys_files` | .ssh/authorized_keys .ssh/authorized_keys2; tokens kept, see [`expand_tokens`] |
+//! | AuthorizedKeysFile (M) | `authorized_keys_files` | .ssh/authorized_keys .ssh/authorized_keys2; tokens kept, see [`crate::authkeys::expand_authorized_keys_path`] |
 //! | RequiredRSASize (M) | `required_rsa_size` | 1024 (`ressh_proto` refuses < 2048 regardless) |
 //! | Banner (M) | `banner` | none |
 //! | AllowUsers / DenyUsers / AllowGroups / DenyGroups (M) | `allow_users` ... | accumulate; a Match block's list replaces the global one |
@@ -160,7 +160,6 @@ use serde::{Deserialize, Serialize};
 
 mod keywords;
 mod parser;
-pub mod pattern;
 mod raw;
 mod values;
 
@@ -400,7 +399,8 @@ pub struct Settings {
     pub max_auth_tries: u32,
     pub max_sessions: u32,
     pub required_rsa_size: u32,
-    /// Unexpanded (`%h`, `%u`, `%U`, `%%`, see [`expand_tokens`]); empty
+    /// Unexpanded (`%h`, `%u`, `%U`, `%%`, see
+    /// [`crate::authkeys::expand_authorized_keys_path`]); empty
     /// for `none`.
     pub authorized_keys_files: Vec<String>,
     pub banner: Option<PathBuf>,
@@ -942,55 +942,5 @@ impl Config {
                 n.eq_ignore_ascii_case(name)
             })
         })
-    }
-}
-
-/// Expands the tokens of AuthorizedKeysFile: `%h` (home directory), `%u`
-/// (user name), `%%` (a `%`). Any other token is an error (`%U` needs
-/// [`expand_tokens_uid`]).
-pub fn expand_tokens(s: &str, user: &str, home: &str) -> Result<String, ConfigError> {
-    expand(s, user, home, None)
-}
-
-/// [`expand_tokens`], also expanding `%U` (the user's numeric uid).
-pub fn expand_tokens_uid(s: &str, user: &str, home: &str, uid: u32) -> Result<String, ConfigError> {
-    expand(s, user, home, Some(uid))
-}
-
-fn expand(s: &str, user: &str, home: &str, uid: Option<u32>) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(s.len() + home.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('%') => out.push('%'),
-            Some('h') => out.push_str(home),
-            Some('u') => out.push_str(user),
-            Some('U') if uid.is_some() => out.push_str(&uid.unwrap_or_default().to_string()),
-            Some(t) => {
-                return Err(ConfigError::one(format!("unknown key %{t} in \"{s}\"")));
-            }
-            None => return Err(ConfigError::one(format!("trailing % in \"{s}\""))),
-        }
-    }
-    Ok(out)
-}
-
-/// The path of one AuthorizedKeysFile entry for a user: tokens expanded,
-/// and relative to the home directory unless absolute (as sshd).
-pub fn authorized_keys_path(
-    pattern: &str,
-    user: &str,
-    home: &str,
-    uid: u32,
-) -> Result<PathBuf, ConfigError> {
-    let p = expand_tokens_uid(pattern, user, home, uid)?;
-    if p.starts_with('/') {
-        Ok(PathBuf::from(p))
-    } else {
-        Ok(Path::new(home).join(p))
     }
 }

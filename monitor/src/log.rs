@@ -2,7 +2,7 @@
 //! syslog priority, to stderr (with a `<N>` priority prefix that journald
 //! understands when asked to) or appended to a file (-E).
 
-use std::io::Write;
+use ressh_compat::log as compat_log;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,17 +39,19 @@ pub fn log(level: Level, msg: &str) {
     if !enabled(level) {
         return;
     }
-    // One write per line, so lines of several processes do not interleave.
-    let line = if PREFIX.load(Ordering::Relaxed) {
-        format!(
-            "<{}>resshd[{}]: {msg}\n",
-            level as i32 | FACILITY.load(Ordering::Relaxed),
-            std::process::id()
-        )
-    } else {
-        format!("resshd[{}]: {msg}\n", std::process::id())
-    };
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    compat_log::to_stderr(&compat_log::line(
+        priority(level),
+        "resshd",
+        std::process::id(),
+        msg,
+    ));
+}
+
+/// The `<N>` prefix's value for `level`, if prefixes are on.
+fn priority(level: Level) -> Option<i32> {
+    PREFIX
+        .load(Ordering::Relaxed)
+        .then(|| level as i32 | FACILITY.load(Ordering::Relaxed))
 }
 
 pub fn info(msg: &str) {
@@ -74,16 +76,13 @@ pub fn relay(program: &str, pid: u32, context: &str, text: &str) {
     if !enabled(Level::Info) {
         return;
     }
-    let line = format!("{program}[{pid}]: {context}: {}\n", escape(text));
-    let line = if PREFIX.load(Ordering::Relaxed) {
-        format!(
-            "<{}>{line}",
-            Level::Info as i32 | FACILITY.load(Ordering::Relaxed)
-        )
-    } else {
-        line
-    };
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let text = format!("{context}: {}", escape(text));
+    compat_log::to_stderr(&compat_log::line(
+        priority(Level::Info),
+        program,
+        pid,
+        &text,
+    ));
 }
 
 /// `text` with control characters (C0, DEL, C1, and the Unicode line and

@@ -312,7 +312,7 @@ impl Monitor<'_> {
     /// connection (Some) or the client goes away (None).
     /// A new connection that asks to resume a session: ask the broker to
     /// route the request to the owning session; only after it validated,
-    /// hand the socket over (DESIGN.md §3, reconnect path).
+    /// hand the socket over (the path of a reconnect in docs/ARCHITECTURE.md).
     fn route_reconnect(
         &mut self,
         kex: &Endpoint,
@@ -898,7 +898,7 @@ impl Monitor<'_> {
                     .environment
                     .iter()
                     .filter(|(k, _)| {
-                        crate::config::pattern::match_pattern_list(k, pat, false).is_match()
+                        ressh_compat::pattern::match_pattern_list(k, pat, false).is_match()
                     })
                     .cloned()
                     .collect(),
@@ -1305,10 +1305,9 @@ impl Monitor<'_> {
             self.session_gate.check(&m)?;
             return Ok(());
         }
-        // The table: anything out of phase kills the worker.
-        self.session_gate
-            .check(&m)
-            .map_err(|e| format!("session worker: {e}"))?;
+        // The table: anything out of phase kills the worker (logged by
+        // run_session as "session worker: ...").
+        self.session_gate.check(&m)?;
         match m {
             FromSession::Sign { key, alg, data } => {
                 let r = self.sign(&key, &alg, &data);
@@ -1457,8 +1456,11 @@ impl Monitor<'_> {
                         "Reconnect of {} from {peer_addr} port {peer_port} refused: {why}",
                         self.who()
                     ));
+                    // The reason names the user and the policy: it stays
+                    // in the log; the unauthenticated peer hears no more
+                    // than the code says.
                     let code = ressh_proto::resilience::failure::NOT_ALLOWED;
-                    self.to_broker(&refuse(code, why));
+                    self.to_broker(&refuse(code, "not allowed from this address".into()));
                     return Ok(());
                 }
                 if w.validating.is_some() {

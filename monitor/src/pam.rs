@@ -159,7 +159,8 @@ unsafe fn c_text(p: *const c_char) -> String {
     if p.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(p).to_string_lossy().into_owned()
+        // SAFETY: the caller passes a NUL-terminated string from PAM.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
     }
 }
 
@@ -172,75 +173,86 @@ unsafe extern "C" fn converse(
     resp: *mut *mut PamResponse,
     appdata_ptr: *mut c_void,
 ) -> c_int {
-    if resp.is_null() || msg.is_null() || appdata_ptr.is_null() {
-        return PAM_CONV_ERR;
-    }
-    *resp = ptr::null_mut();
-    if num_msg <= 0 || num_msg > PAM_MAX_NUM_MSG {
-        return PAM_CONV_ERR;
-    }
-    let slot = &mut *(appdata_ptr as *mut Slot);
-    if slot.current.is_null() {
-        return PAM_CONV_ERR;
-    }
-    let n = num_msg as usize;
-    let mut messages = Vec::with_capacity(n);
-    for i in 0..n {
-        // Linux-PAM passes an array of pointers to messages.
-        let m = *msg.add(i);
-        if m.is_null() {
+    // SAFETY: Linux-PAM calls this with `num_msg` message pointers in `msg`, a
+    // place for the answers in `resp` and the `appdata_ptr` of our pam_conv,
+    // which points to the `Slot` of a live handle; each is checked for null
+    // and the count bounded before use, and the answers are allocated with
+    // malloc as PAM frees them.
+    unsafe {
+        if resp.is_null() || msg.is_null() || appdata_ptr.is_null() {
             return PAM_CONV_ERR;
         }
-        let text = c_text((*m).msg);
-        messages.push(match (*m).msg_style {
-            PAM_PROMPT_ECHO_OFF => Message::PromptEchoOff(text),
-            PAM_PROMPT_ECHO_ON => Message::PromptEchoOn(text),
-            PAM_ERROR_MSG => Message::Error(text),
-            PAM_TEXT_INFO => Message::Info(text),
-            _ => return PAM_CONV_ERR,
-        });
-    }
-    let handler = &mut *(slot.current as *mut &mut Conversation<'_>);
-    let answers =
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&messages))) {
-            Ok(Some(a)) if a.len() == n => a,
-            _ => return PAM_CONV_ERR,
-        };
-    let out = libc::calloc(n, std::mem::size_of::<PamResponse>()) as *mut PamResponse;
-    if out.is_null() {
-        return PAM_BUF_ERR;
-    }
-    for (i, a) in answers.iter().enumerate() {
-        let Some(a) = a else { continue };
-        let bytes = a.as_bytes();
-        if bytes.len() > PAM_MAX_RESP_SIZE || bytes.contains(&0) {
-            free_responses(out, n);
+        *resp = ptr::null_mut();
+        if num_msg <= 0 || num_msg > PAM_MAX_NUM_MSG {
             return PAM_CONV_ERR;
         }
-        let p = libc::malloc(bytes.len() + 1) as *mut u8;
-        if p.is_null() {
-            free_responses(out, n);
+        let slot = &mut *(appdata_ptr as *mut Slot);
+        if slot.current.is_null() {
+            return PAM_CONV_ERR;
+        }
+        let n = num_msg as usize;
+        let mut messages = Vec::with_capacity(n);
+        for i in 0..n {
+            // Linux-PAM passes an array of pointers to messages.
+            let m = *msg.add(i);
+            if m.is_null() {
+                return PAM_CONV_ERR;
+            }
+            let text = c_text((*m).msg);
+            messages.push(match (*m).msg_style {
+                PAM_PROMPT_ECHO_OFF => Message::PromptEchoOff(text),
+                PAM_PROMPT_ECHO_ON => Message::PromptEchoOn(text),
+                PAM_ERROR_MSG => Message::Error(text),
+                PAM_TEXT_INFO => Message::Info(text),
+                _ => return PAM_CONV_ERR,
+            });
+        }
+        let handler = &mut *(slot.current as *mut &mut Conversation<'_>);
+        let answers =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&messages))) {
+                Ok(Some(a)) if a.len() == n => a,
+                _ => return PAM_CONV_ERR,
+            };
+        let out = libc::calloc(n, std::mem::size_of::<PamResponse>()) as *mut PamResponse;
+        if out.is_null() {
             return PAM_BUF_ERR;
         }
-        ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-        *p.add(bytes.len()) = 0;
-        (*out.add(i)).resp = p as *mut c_char;
+        for (i, a) in answers.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let bytes = a.as_bytes();
+            if bytes.len() > PAM_MAX_RESP_SIZE || bytes.contains(&0) {
+                free_responses(out, n);
+                return PAM_CONV_ERR;
+            }
+            let p = libc::malloc(bytes.len() + 1) as *mut u8;
+            if p.is_null() {
+                free_responses(out, n);
+                return PAM_BUF_ERR;
+            }
+            ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+            *p.add(bytes.len()) = 0;
+            (*out.add(i)).resp = p as *mut c_char;
+        }
+        *resp = out;
+        PAM_SUCCESS
     }
-    *resp = out;
-    PAM_SUCCESS
 }
 
 /// Frees (after wiping) the answers of a failed conversation.
 unsafe fn free_responses(out: *mut PamResponse, n: usize) {
-    for i in 0..n {
-        let r = (*out.add(i)).resp;
-        if !r.is_null() {
-            let len = libc::strlen(r);
-            ptr::write_bytes(r, 0, len);
-            libc::free(r as *mut c_void);
+    // SAFETY: `out` is a calloc'd array of `n` responses whose `resp` fields
+    // are null or NUL-terminated malloc'd strings, owned here.
+    unsafe {
+        for i in 0..n {
+            let r = (*out.add(i)).resp;
+            if !r.is_null() {
+                let len = libc::strlen(r);
+                ptr::write_bytes(r, 0, len);
+                libc::free(r as *mut c_void);
+            }
         }
+        libc::free(out as *mut c_void);
     }
-    libc::free(out as *mut c_void);
 }
 
 /// A conversation for calls that should not prompt: messages are kept in

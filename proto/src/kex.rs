@@ -206,25 +206,28 @@ pub fn derive_keys(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+impl Ephemeral {
+    /// A fixed key pair, for test vectors.
+    pub(crate) fn from_private(raw: &[u8]) -> Ephemeral {
+        Ephemeral {
+            key: PKey::private_key_from_raw_bytes(raw, Id::X25519).unwrap(),
+        }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Vectors from tools/vectors/vectors.py, which computes them from RFC
+    //! 4253 §7.2 and §8, RFC 5656 §4 and RFC 8731 §3 with its own encoders.
+    use super::*;
+    use crate::wire::hex;
 
     #[test]
     fn x25519_rfc7748_vector() {
         // RFC 7748 §6.1: Alice's private key and Bob's public key give K.
-        let alice = PKey::private_key_from_raw_bytes(
-            &hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"),
-            Id::X25519,
-        )
-        .unwrap();
-        let e = Ephemeral { key: alice };
+        let e = Ephemeral::from_private(&hex(
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+        ));
         assert_eq!(
             e.public().unwrap(),
             hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
@@ -242,24 +245,63 @@ mod tests {
         assert!(e.agree(&[1u8; 31]).is_err());
     }
 
+    /// Shared secrets of three shapes (vectors.py's k_real, k_high,
+    /// k_zero): an X25519 output with its top bit clear, one with it set
+    /// (the mpint gains a 0x00) and one with leading zero bytes (the mpint
+    /// drops them, then gains a 0x00).
+    const K_REAL: &str = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
+    const K_HIGH: &str = "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f";
+    const K_ZERO: &str = "0000f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d";
+
     #[test]
-    fn derivation_extends_with_previous_output() {
-        // Independent check of RFC 4253 §7.2 with Python's hashlib:
-        // K = mpint(0x01..0x20), H = 32 x 0x11, session_id = 32 x 0x22.
+    fn exchange_hash_matches_independent_vectors() {
+        let i_c = hex("14101112131415161718191a1b1c1d1e1f636c69656e74206b6578696e6974");
+        let i_s = hex("14202122232425262728292a2b2c2d2e2f736572766572206b6578696e6974");
+        let k_s = hex("0000000b7373682d6564323535313900000020
+             404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f");
+        let q_c = hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+        let q_s = hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+        for (k, h) in [
+            (
+                K_REAL,
+                "ba021c3bd8ac5bab4a6bc674b7289947cb04551132fd5cdabe2e036258b65ffd",
+            ),
+            (
+                K_HIGH,
+                "825334d0acce89f679ec10e7de3e5bfa46fad38f0a41d48c7a7b1bd4b060c54d",
+            ),
+            (
+                K_ZERO,
+                "38cccfcda06777b02bd42d1c00ceb4d893d2bd83db7bcb7a54e9f137cd788d8c",
+            ),
+        ] {
+            let got = exchange_hash(
+                "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3",
+                "SSH-2.0-resshd_0.1",
+                &i_c,
+                &i_s,
+                &k_s,
+                &q_c,
+                &q_s,
+                &hex(k),
+            )
+            .unwrap();
+            assert_eq!(got, hex(h), "K = {k}");
+        }
+    }
+
+    #[test]
+    fn derivation_matches_independent_vector() {
+        // K = mpint(0x01..0x20), H = 32 x 0x11, session_id = 32 x 0x22:
+        // two blocks, the second from the first.
         let k: Vec<u8> = (1..=32).collect();
-        let h = vec![0x11; 32];
-        let sid = vec![0x22; 32];
-        let out = derive(&k, &h, b'C', &sid, 64).unwrap();
-        let mut kenc = Vec::new();
-        kenc.put_mpint(&k);
-        let k1 = openssl::hash::hash(
-            MessageDigest::sha256(),
-            &[&kenc[..], &h, b"C", &sid].concat(),
-        )
-        .unwrap();
-        let k2 =
-            openssl::hash::hash(MessageDigest::sha256(), &[&kenc[..], &h, &k1].concat()).unwrap();
-        assert_eq!(&out[..32], &k1[..]);
-        assert_eq!(&out[32..], &k2[..]);
+        let out = derive(&k, &[0x11; 32], b'C', &[0x22; 32], 64).unwrap();
+        assert_eq!(
+            &out[..],
+            &hex(
+                "5069068aa9749add4d61d1d5ceff418d2e74890fde11c71adc4310ed904c9914
+                 f968cfcaf1a28b1ec231a03d9dd6ed8ed7a9aec1a11a27f45d00d223e6177bb3"
+            )[..]
+        );
     }
 }

@@ -1026,13 +1026,7 @@ impl PrivateKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::wire::hex;
 
     fn b64(s: &str) -> Vec<u8> {
         base64::decode_block(s).unwrap()

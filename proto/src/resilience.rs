@@ -439,6 +439,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kex::Ephemeral;
+    use crate::wire::hex;
 
     #[test]
     fn buffer_frees_on_ack_and_bounds_counts() {
@@ -456,44 +458,105 @@ mod tests {
         assert!(!s.acked(2).unwrap());
     }
 
+    /// docs/PROTOCOL.md §3 and §5 against tools/vectors/vectors.py, which
+    /// computes them from the document's text with its own encoders and
+    /// X25519: RS_0 for shared secrets of three shapes (top bit clear, top
+    /// bit set, leading zero bytes: the mpint encodings differ), T_0, and a
+    /// reconnect with RS_0 (MAC_C, H', MAC_S, the ratchet, T_1).
     #[test]
-    fn derivations_are_distinct_and_deterministic() {
-        let rs = resume_secret(&[7; 32], &[9; 32]).unwrap();
-        let t = token(&rs).unwrap();
-        assert_eq!(t, token(&rs).unwrap());
+    fn derivations_match_independent_vectors() {
+        let h0 = hex("606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f");
+        for (k, rs) in [
+            (
+                "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742",
+                "5ecd7ce78f253bc0aa6fb4b1c662dc299f825da2b0e688fa30e82fde8fd411d3",
+            ),
+            (
+                "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
+                "69c95a09bc57827104b77414f113c155ae83921c6e0858dc10dde85eed5d37d4",
+            ),
+            (
+                "0000f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d",
+                "31dab659f972b3e69abdbe54790fe890c1ff6ffb47e43c6ae8121a6a6b4ab21f",
+            ),
+        ] {
+            assert_eq!(
+                &resume_secret(&hex(k), &h0).unwrap()[..],
+                &hex(rs)[..],
+                "K = {k}"
+            );
+        }
+        let rs0 = resume_secret(
+            &hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"),
+            &h0,
+        )
+        .unwrap();
+        let t0 = token(&rs0).unwrap();
+        assert_eq!(
+            t0,
+            hex("3073ff4759a87a13a8091903a93a08f3d58fc4b9c4e362810dae35d6587047b7")
+        );
+
+        // The reconnect: fixed ephemeral keys through the project's X25519.
+        let e_c = Ephemeral::from_private(&hex(
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf",
+        ));
+        let e_s = Ephemeral::from_private(&hex(
+            "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf",
+        ));
+        let (q_c, q_s) = (e_c.public().unwrap(), e_s.public().unwrap());
+        assert_eq!(
+            q_c,
+            hex("605a725d2a4adfeeb1a29e17edd621c1b7593ee8cdbc44ac6c4ab6e2f805d23c")
+        );
+        assert_eq!(
+            q_s,
+            hex("dc2cca31e8e43bbd91dff7e475cca3347eb478107d5bd765aba4ae4a30c35d44")
+        );
+        let k2 = e_s.agree(&q_c).unwrap();
+        assert_eq!(
+            &k2[..],
+            &hex("3b87c5035cce13678dd93d2dbc3a3d42039ebec86444a1ff82cd61b84c6fe968")[..]
+        );
+        let (r_c, r_s) = (0x0102_0304_0506_0708, 42);
         let tr = Transcript {
-            v_c: "SSH-2.0-a".into(),
-            v_s: "SSH-2.0-b".into(),
-            i_c: vec![20, 1],
-            i_s: vec![20, 2],
+            v_c: "SSH-2.0-ressh_0.1".into(),
+            v_s: "SSH-2.0-resshd_0.1".into(),
+            i_c: hex("14303132333435363738393a3b3c3d3e3f7265636f6e6e656374206b6578696e6974"),
+            i_s: hex("14505152535455565758595a5b5c5d5e5f736572766572206b6578696e6974"),
         };
-        let m1 = mac_c(&rs, &tr.v_c, &tr.i_c, &t, &[3; 32], 5).unwrap();
-        assert_ne!(
-            m1,
-            mac_c(&rs, &tr.v_c, &[20, 9], &t, &[3; 32], 5).unwrap(),
-            "bound to the client's KEXINIT"
+        assert_eq!(
+            &mac_c(&rs0, &tr.v_c, &tr.i_c, &t0, &q_c, r_c).unwrap()[..],
+            &hex("9b7ca7ae968d952ce6111a6a5522caebdafb780c920c85e5f0b9a6fa2ada0088")[..]
         );
-        assert_ne!(
-            m1,
-            mac_c(&rs, &tr.v_c, &tr.i_c, &t, &[3; 32], 6).unwrap(),
-            "bound to the count"
+        let h2 = h_prime(&tr, &t0, &q_c, &q_s, r_c, r_s, &k2).unwrap();
+        assert_eq!(
+            h2,
+            hex("760bcfe11354b2ae12a3b8303e5ea7a3dcf65148e5b6cb5205b1df571ac0724d")
         );
-        let h = h_prime(&tr, &t, &[3; 32], &[4; 32], 5, 6, &[8; 32]).unwrap();
-        let mut tr2 = tr.clone();
-        tr2.i_s = vec![20, 3];
-        assert_ne!(
-            h,
-            h_prime(&tr2, &t, &[3; 32], &[4; 32], 5, 6, &[8; 32]).unwrap(),
-            "bound to the server's KEXINIT"
+        assert_eq!(
+            &mac_s(&rs0, &h2).unwrap()[..],
+            &hex("9fd3a432a2617fd4a543ca9096c7e7ca40098c6abef41f16da64fb272d2d1f43")[..]
         );
-        let next = ratchet(&rs, &h, &[8; 32]).unwrap();
-        assert_ne!(&next[..], &rs[..]);
-        assert_ne!(token(&next).unwrap(), t);
+        let rs1 = ratchet(&rs0, &h2, &k2).unwrap();
+        assert_eq!(
+            &rs1[..],
+            &hex("8bbd47c6522e16c0311bb1e49c5bb8aeb61c704df7b45349834edfffa5a7af9f")[..]
+        );
+        assert_eq!(
+            token(&rs1).unwrap(),
+            hex("54107a3996533a4e5513bad6585ffcab0befa198abfd73fe62bfdc20dc6cbe42")
+        );
+        // The new traffic keys: K', H' and the original session id.
+        assert_eq!(
+            &crate::kex::derive(&k2, &h2, b'C', &h0, 32).unwrap()[..],
+            &hex("9839dca7755a64d8436faefb58cbdabb3aea8d6073153ff59529e2cd09b89df5")[..]
+        );
         // HMAC-SHA-256 itself, RFC 4231 test case 2.
         let tag = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]).unwrap();
         assert_eq!(
-            tag.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            &tag[..],
+            &hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")[..]
         );
     }
 

@@ -130,18 +130,20 @@ fn cfg(cipher: &str) -> Config {
 }
 
 /// Sends `total` bytes from server to client through the channel, consuming
-/// on the client side; returns what arrived. Calls `mid` once halfway.
+/// on the client side, and checks what arrived. Calls `mid` once halfway.
+/// Returns how many rekeys the client and the server finished meanwhile.
 fn transfer(
     p: &mut Pair,
     cid: u32,
     sid: u32,
     total: usize,
     mut mid: impl FnMut(&mut Pair),
-) -> Vec<u8> {
+) -> (usize, usize) {
     let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
     let mut sent = 0;
     let mut got = Vec::new();
     let mut did_mid = false;
+    let mut rekeys = (0, 0);
     while got.len() < total {
         if sent < total {
             sent +=
@@ -155,13 +157,17 @@ fn transfer(
         }
         p.pump();
         for e in std::mem::take(&mut p.ce) {
-            if let Event::Data { id, data } = e {
-                assert_eq!(id, cid);
-                p.c.consume(cid, data.len()).unwrap();
-                got.extend_from_slice(&data);
+            match e {
+                Event::Data { id, data } => {
+                    assert_eq!(id, cid);
+                    p.c.consume(cid, data.len()).unwrap();
+                    got.extend_from_slice(&data);
+                }
+                Event::KexDone { first: false, .. } => rekeys.0 += 1,
+                _ => {}
             }
         }
-        p.se.clear();
+        rekeys.1 += rekeys_in(&std::mem::take(&mut p.se));
     }
     assert!(did_mid || total == 0);
     assert!(
@@ -170,7 +176,15 @@ fn transfer(
         got.len(),
         data.len()
     );
-    got
+    rekeys
+}
+
+/// The rekeys (key exchanges after the first) finished among `events`.
+fn rekeys_in(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::KexDone { first: false, .. }))
+        .count()
 }
 
 #[test]
@@ -205,7 +219,7 @@ fn every_cipher_kex_auth_and_data() {
                 other => panic!("{other:?}"),
             }
             let (cid, sid) = p.open_exec();
-            transfer(&mut p, cid, sid, 300_000, |_| {});
+            assert_eq!(transfer(&mut p, cid, sid, 300_000, |_| {}), (0, 0));
         }
     }
 }
@@ -242,7 +256,7 @@ fn rekeys_during_transfer_and_state_moves_mid_transfer() {
     p.auth_with_key(&user, "ssh-ed25519");
     let (cid, sid) = p.open_exec();
     let mut host2 = Some(host2);
-    transfer(&mut p, cid, sid, 2_000_000, |p| {
+    let rekeys = transfer(&mut p, cid, sid, 2_000_000, |p| {
         // Move both ends to "other processes" in the middle of the stream,
         // with packets still in flight in the server's output buffer.
         assert!(!p.s.output().is_empty());
@@ -252,25 +266,58 @@ fn rekeys_during_transfer_and_state_moves_mid_transfer() {
         p.s = Connection::import(&sstate, Some(signer), p.now).unwrap();
         p.c = Connection::import(&cstate, None, p.now).unwrap();
     });
-    // Client-initiated and server-initiated rekeys both work after the move.
-    p.c.rekey().unwrap();
+    eprintln!("rekeys during the transfer (client, server): {rekeys:?}");
+    // The client rekeys once it has received more than 200 000 bytes under
+    // one set of keys. The server sends 100 000-byte chunks that arrive
+    // whole, so the limit is passed by the packet overhead at the end of
+    // every second chunk, and the key exchange finishes before the next
+    // chunk: one rekey per 200 000 bytes of data, finished on both sides.
+    assert_eq!(
+        rekeys,
+        (10, 10),
+        "rekeys during a 2 MB transfer (client, server)"
+    );
+
+    // A client-initiated rekey after the move, then a server-initiated
+    // one: each is one key exchange, finished by both sides.
+    for (who, initiator) in [("client", true), ("server", false)] {
+        p.ce.clear();
+        p.se.clear();
+        if initiator {
+            p.c.rekey().unwrap();
+        } else {
+            p.s.rekey().unwrap();
+        }
+        p.pump();
+        assert_eq!(
+            (rekeys_in(&p.ce), rekeys_in(&p.se)),
+            (1, 1),
+            "a rekey started by the {who}: {:?} {:?}",
+            p.ce,
+            p.se
+        );
+    }
+
+    // The time limit: the default hour counts from the last key exchange.
+    // Neither side rekeys a second early; the client rekeys at the hour.
+    let last = p.now;
+    p.ce.clear();
+    p.se.clear();
+    p.now = last + Duration::from_secs(3599);
+    p.c.handle_timeout(p.now).unwrap();
+    p.s.handle_timeout(p.now).unwrap();
     p.pump();
-    assert!(p
-        .ce
-        .iter()
-        .any(|e| matches!(e, Event::KexDone { first: false, .. })));
-    p.s.rekey().unwrap();
-    p.pump();
-    // Time-based rekey.
-    p.now += Duration::from_secs(3601);
-    let before = p.s.poll_timeout().unwrap();
-    assert!(before <= p.now);
+    assert_eq!((rekeys_in(&p.ce), rekeys_in(&p.se)), (0, 0), "early rekey");
+    assert!(p.c.poll_timeout().unwrap() > p.now);
+    p.now = last + Duration::from_secs(3600);
+    assert!(p.c.poll_timeout().unwrap() <= p.now);
     p.c.handle_timeout(p.now).unwrap();
     p.pump();
-    assert!(p
-        .ce
-        .iter()
-        .any(|e| matches!(e, Event::KexDone { first: false, .. })));
+    assert_eq!(
+        (rekeys_in(&p.ce), rekeys_in(&p.se)),
+        (1, 1),
+        "the rekey at the hour"
+    );
 }
 
 #[test]

@@ -106,15 +106,28 @@ fn clock(id: libc::clockid_t) -> Duration {
 }
 
 /// Notices that the machine was suspended: CLOCK_BOOTTIME advances during
-/// suspend, CLOCK_MONOTONIC does not.
+/// suspend, CLOCK_MONOTONIC does not, so the difference between the two
+/// grows by the time slept. (A process that is merely stopped or starved
+/// sees both clocks advance alike: only a suspend separates them.)
 pub struct SuspendDetector {
     gap: Duration,
+}
+
+/// CLOCK_BOOTTIME - CLOCK_MONOTONIC: the time spent suspended since boot.
+fn suspended_since_boot() -> Duration {
+    clock(libc::CLOCK_BOOTTIME).saturating_sub(clock(libc::CLOCK_MONOTONIC))
+}
+
+/// Whether the machine slept between two readings of
+/// [`suspended_since_boot`]: for more than a second (shorter is noise).
+fn slept(before: Duration, now: Duration) -> bool {
+    now.saturating_sub(before) > Duration::from_secs(1)
 }
 
 impl Default for SuspendDetector {
     fn default() -> Self {
         SuspendDetector {
-            gap: clock(libc::CLOCK_BOOTTIME).saturating_sub(clock(libc::CLOCK_MONOTONIC)),
+            gap: suspended_since_boot(),
         }
     }
 }
@@ -122,8 +135,8 @@ impl Default for SuspendDetector {
 impl SuspendDetector {
     /// True (once) if the machine slept more than a second since the last call.
     pub fn resumed(&mut self) -> bool {
-        let gap = clock(libc::CLOCK_BOOTTIME).saturating_sub(clock(libc::CLOCK_MONOTONIC));
-        let slept = gap.saturating_sub(self.gap) > Duration::from_secs(1);
+        let gap = suspended_since_boot();
+        let slept = slept(self.gap, gap);
         self.gap = gap;
         slept
     }
@@ -143,5 +156,20 @@ mod tests {
         assert!(!d.resumed());
         let n = Netlink::open().unwrap();
         n.drain();
+    }
+
+    /// The detector's decision on readings of BOOTTIME - MONOTONIC: a sleep
+    /// of more than a second, and only that, is a resume.
+    #[test]
+    fn a_sleep_of_more_than_a_second_is_a_resume() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert!(slept(s(10), s(10) + ms(1001)));
+        assert!(slept(s(0), s(3600)));
+        assert!(!slept(s(10), s(11)));
+        assert!(!slept(s(10), s(10) + ms(300)));
+        assert!(!slept(s(10), s(10)));
+        // The difference never shrinks; if a reading did, it is no sleep.
+        assert!(!slept(s(10), s(5)));
     }
 }

@@ -6,9 +6,9 @@
 //! Peer-supplied text should still go through `ressh_proto::wire::printable`
 //! (the monitor's escaping is the backstop, not the format).
 
-use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
+use ressh_compat::log as compat_log;
 use ressh_ipc::msg::{FromSession, MAX_LOG_LEN};
 use ressh_ipc::Endpoint;
 
@@ -20,23 +20,21 @@ pub fn to_monitor(endpoint: Arc<Endpoint>) {
 }
 
 pub fn write(args: std::fmt::Arguments<'_>) {
-    let mut msg = args.to_string();
-    if msg.len() > MAX_LOG_LEN {
-        let mut end = MAX_LOG_LEN;
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        msg.truncate(end);
-    }
+    let text = args.to_string();
+    let msg = compat_log::cut(&text, MAX_LOG_LEN);
     let sent = MONITOR
         .get()
-        .is_some_and(|ipc| ipc.send(&FromSession::Log(msg.clone()), &[]).is_ok());
+        .is_some_and(|ipc| ipc.send(&FromSession::Log(msg.to_string()), &[]).is_ok());
     if !sent {
         // Before the link is taken (a bad command line, a failure to become
         // the user) or after the monitor went away: stderr, which is
         // /dev/null under a monitor (a test harness may keep it).
-        let line = format!("resshd-session[{}]: {msg}\n", std::process::id());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        compat_log::to_stderr(&compat_log::line(
+            None,
+            "resshd-session",
+            std::process::id(),
+            msg,
+        ));
     }
 }
 

@@ -1,5 +1,5 @@
 //! resshd-session: the post-authentication worker of resshd, one per
-//! connection, running as the user (DESIGN.md §3).
+//! connection, running as the user (the process model: docs/ARCHITECTURE.md).
 //!
 //! The monitor execs it as root with `--uid --gid --groups` of the user,
 //! cwd `/`, and its IPC endpoint on fd 3; the worker changes to the user

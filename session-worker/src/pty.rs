@@ -5,7 +5,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use ressh_proto::msg::{mode, parse_modes};
+use ressh_compat::ttymodes;
+use ressh_proto::msg::parse_modes;
 
 /// A fresh pty; the slave is closed in this process once the child has it.
 pub struct Pty {
@@ -70,134 +71,6 @@ pub fn set_winsize(fd: RawFd, s: WinSize) -> io::Result<()> {
     Ok(())
 }
 
-/// Control characters: RFC 4254 opcode → c_cc index.
-const CHARS: &[(u8, usize)] = &[
-    (mode::VINTR, libc::VINTR),
-    (mode::VQUIT, libc::VQUIT),
-    (mode::VERASE, libc::VERASE),
-    (mode::VKILL, libc::VKILL),
-    (mode::VEOF, libc::VEOF),
-    (6, libc::VEOL),
-    (7, libc::VEOL2),
-    (8, libc::VSTART),
-    (9, libc::VSTOP),
-    (10, libc::VSUSP),
-    (12, libc::VREPRINT),
-    (13, libc::VWERASE),
-    (14, libc::VLNEXT),
-    (16, libc::VSWTC),
-    (18, libc::VDISCARD),
-];
-
-#[derive(Clone, Copy)]
-enum Field {
-    I,
-    L,
-    O,
-    C,
-}
-
-/// Flags: RFC 4254 opcode → termios field and bits.
-const FLAGS: &[(u8, Field, libc::tcflag_t)] = &[
-    (30, Field::I, libc::IGNPAR),
-    (31, Field::I, libc::PARMRK),
-    (32, Field::I, libc::INPCK),
-    (33, Field::I, libc::ISTRIP),
-    (34, Field::I, libc::INLCR),
-    (35, Field::I, libc::IGNCR),
-    (36, Field::I, libc::ICRNL),
-    (37, Field::I, libc::IUCLC),
-    (38, Field::I, libc::IXON),
-    (39, Field::I, libc::IXANY),
-    (40, Field::I, libc::IXOFF),
-    (41, Field::I, libc::IMAXBEL),
-    (42, Field::I, libc::IUTF8),
-    (mode::ISIG, Field::L, libc::ISIG),
-    (mode::ICANON, Field::L, libc::ICANON),
-    (52, Field::L, libc::XCASE),
-    (mode::ECHO, Field::L, libc::ECHO),
-    (54, Field::L, libc::ECHOE),
-    (55, Field::L, libc::ECHOK),
-    (56, Field::L, libc::ECHONL),
-    (57, Field::L, libc::NOFLSH),
-    (58, Field::L, libc::TOSTOP),
-    (59, Field::L, libc::IEXTEN),
-    (60, Field::L, libc::ECHOCTL),
-    (61, Field::L, libc::ECHOKE),
-    (62, Field::L, libc::PENDIN),
-    (mode::OPOST, Field::O, libc::OPOST),
-    (71, Field::O, libc::OLCUC),
-    (72, Field::O, libc::ONLCR),
-    (73, Field::O, libc::OCRNL),
-    (74, Field::O, libc::ONOCR),
-    (75, Field::O, libc::ONLRET),
-    (90, Field::C, libc::CS7),
-    (mode::CS8, Field::C, libc::CS8),
-    (92, Field::C, libc::PARENB),
-    (93, Field::C, libc::PARODD),
-];
-
-/// The termios speed constant for a baud rate, if it is a standard one.
-fn speed(baud: u32) -> Option<libc::speed_t> {
-    Some(match baud {
-        0 => libc::B0,
-        50 => libc::B50,
-        75 => libc::B75,
-        110 => libc::B110,
-        134 => libc::B134,
-        150 => libc::B150,
-        200 => libc::B200,
-        300 => libc::B300,
-        600 => libc::B600,
-        1200 => libc::B1200,
-        1800 => libc::B1800,
-        2400 => libc::B2400,
-        4800 => libc::B4800,
-        9600 => libc::B9600,
-        19200 => libc::B19200,
-        38400 => libc::B38400,
-        57600 => libc::B57600,
-        115200 => libc::B115200,
-        230400 => libc::B230400,
-        460800 => libc::B460800,
-        921600 => libc::B921600,
-        _ => return None,
-    })
-}
-
-/// Applies parsed modes to a termios, like OpenSSH's tty_parse_modes:
-/// unknown opcodes are ignored, a character of 255 disables it.
-pub fn modes_to_termios(t: &mut libc::termios, modes: &[(u8, u32)]) {
-    for &(op, val) in modes {
-        if let Some(&(_, idx)) = CHARS.iter().find(|(o, _)| *o == op) {
-            t.c_cc[idx] = if val == 255 { 0 } else { val as libc::cc_t };
-        } else if let Some(&(_, field, bits)) = FLAGS.iter().find(|(o, _, _)| *o == op) {
-            let f = match field {
-                Field::I => &mut t.c_iflag,
-                Field::L => &mut t.c_lflag,
-                Field::O => &mut t.c_oflag,
-                Field::C => &mut t.c_cflag,
-            };
-            if val != 0 {
-                *f |= bits;
-            } else {
-                *f &= !bits;
-            }
-        } else if op == mode::TTY_OP_ISPEED || op == mode::TTY_OP_OSPEED {
-            if let Some(s) = speed(val) {
-                // SAFETY: t is a valid termios.
-                unsafe {
-                    if op == mode::TTY_OP_ISPEED {
-                        libc::cfsetispeed(t, s);
-                    } else {
-                        libc::cfsetospeed(t, s);
-                    }
-                }
-            }
-        }
-    }
-}
-
 fn apply_modes(fd: RawFd, modes: &[(u8, u32)]) -> io::Result<()> {
     if modes.is_empty() {
         return Ok(());
@@ -207,7 +80,7 @@ fn apply_modes(fd: RawFd, modes: &[(u8, u32)]) -> io::Result<()> {
     if unsafe { libc::tcgetattr(fd, &mut t) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    modes_to_termios(&mut t, modes);
+    ttymodes::to_termios(&mut t, modes);
     // SAFETY: fd is a terminal, t a valid termios.
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } < 0 {
         return Err(io::Error::last_os_error());
@@ -220,38 +93,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes_map_to_termios() {
-        // SAFETY: plain data.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        t.c_lflag = libc::ECHO;
-        let modes = [
-            (mode::VINTR, 3),
-            (mode::VEOF, 255),
-            (mode::ECHO, 0),
-            (mode::ICANON, 1),
-            (mode::ISIG, 1),
-            (mode::OPOST, 1),
-            (72, 1),
-            (36, 1),
-            (mode::CS8, 1),
-            (mode::TTY_OP_OSPEED, 38400),
-            (mode::TTY_OP_ISPEED, 12345),
-            (159, 1),
-        ];
-        modes_to_termios(&mut t, &modes);
-        assert_eq!(t.c_cc[libc::VINTR], 3);
-        assert_eq!(t.c_cc[libc::VEOF], 0);
-        assert_eq!(t.c_lflag & libc::ECHO, 0);
-        assert_ne!(t.c_lflag & libc::ICANON, 0);
-        assert_ne!(t.c_lflag & libc::ISIG, 0);
-        assert_ne!(t.c_oflag & libc::OPOST, 0);
-        assert_ne!(t.c_oflag & libc::ONLCR, 0);
-        assert_ne!(t.c_iflag & libc::ICRNL, 0);
-        assert_eq!(t.c_cflag & libc::CSIZE, libc::CS8);
-        assert_eq!(unsafe { libc::cfgetospeed(&t) }, libc::B38400);
-    }
-
-    #[test]
     fn openpty_applies_size_and_modes() {
         let size = WinSize {
             cols: 100,
@@ -259,7 +100,7 @@ mod tests {
             width_px: 0,
             height_px: 0,
         };
-        let modes = ressh_proto::msg::encode_modes(&[(mode::ECHO, 0), (mode::VINTR, 7)]);
+        let modes = ressh_proto::msg::encode_modes(&[(53, 0), (1, 7)]);
         let p = open(size, &modes).unwrap();
         assert!(p.path.starts_with("/dev/pts/"), "{}", p.path);
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };

@@ -7,97 +7,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{default_policy, Harness};
-use ressh_testkit::text;
-use ressh_testkit::{require_cmd, run};
-
-/// A private tmux server, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(require_cmd("tmux"));
-        c.env("TERM", "xterm")
-            .args(["-f", "/dev/null", "-L", &self.socket]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = run(self.cmd().args(args));
-        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "main"])
-    }
-
-    /// Waits until the screen satisfies `pred`.
-    fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waiting for {what}; screen:\n{s}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Whether the screen satisfies `pred` within `within`.
-    fn poll(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if pred(&self.screen()) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "main"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn alive(&self) -> bool {
-        run(self.cmd().args(["has-session", "-t", "main"]))
-            .status
-            .success()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = run(self.cmd().arg("kill-server"));
-    }
-}
+use ressh_testkit::{require_cmd, run, Tmux};
 
 #[test]
 fn pty_shell_through_tmux() {
     let h = Harness::start("pty", default_policy());
-    let tmux = Tmux {
-        socket: format!("ressh-pty-{}-{}", std::process::id(), h.port),
-    };
-    let line = h.ssh_shell_line(&["-tt"]);
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &line,
-    ]);
+    let tmux = Tmux::new(&format!("pty{}", h.port));
+    tmux.start(80, 24, &h.ssh_shell_line(&["-tt"]));
     // dash's prompt for a login shell.
     tmux.wait("the prompt", |s| s.lines().any(|l| l.trim_end() == "$"));
     tmux.keys(&["stty size; tty; echo \"T=$TERM H=$HOME\"", "Enter"]);

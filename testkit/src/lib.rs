@@ -1,4 +1,5 @@
-//! Test support for ressh's integration tests (DESIGN.md §7: real peers, real users).
+//! Test support for ressh's integration tests: real peers (Debian's OpenSSH), real
+//! Unix users, real ptys and sockets, never a stub where the real part can run.
 //!
 //! Everything here shells out to the system's own tools (`useradd`, `ssh-keygen`,
 //! Debian's `/usr/sbin/sshd`, ...) and uses only std, so the harness never depends on
@@ -20,6 +21,7 @@ mod relay;
 mod resshd;
 mod sshd;
 mod tempdir;
+mod tmux;
 mod user;
 mod util;
 
@@ -33,5 +35,6 @@ pub use relay::DelayRelay;
 pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;
+pub use tmux::Tmux;
 pub use user::TestUser;
 pub use util::{random_file, sha256_file, text, wait_for};

@@ -1,4 +1,5 @@
-//! A small routed lab of network namespaces for outage and roaming tests (DESIGN.md §7).
+//! A small routed lab of network namespaces for outage and roaming tests (addresses from
+//! 198.18.0.0/15 only; every name unique to the test that makes it).
 //!
 //! ```text
 //!   server ns                router ns (ip_forward=1)              client ns

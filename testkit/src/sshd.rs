@@ -371,6 +371,12 @@ impl Sshd {
         read_log(&self.log_path)
     }
 
+    /// The file sshd's stderr goes to (its modification time is when the last
+    /// line was written).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     /// The host public key line (`"ssh-ed25519 AAAA..."`) of `kind`: `ed25519`, `rsa`
     /// or `ecdsa` (nistp256).
     pub fn host_key_pub(&self, kind: &str) -> String {

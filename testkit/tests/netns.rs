@@ -217,16 +217,16 @@ fn echo_through_the_lab_then_everything_removed() {
 #[test]
 fn kill_tcp_breaks_the_connection_at_once() {
     let (net, echo, mut conn) = lab("kill");
-    let started = Instant::now();
     assert_eq!(net.kill_tcp(echo.port()), 1);
+    // Broken by the time kill_tcp returned (however long running `ss`
+    // took): a read fails or sees the end without waiting.
     let mut buf = [0u8; 16];
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.set_nonblocking(true).unwrap();
     match conn.read(&mut buf) {
         Ok(0) => {}
         Err(e) if !is_timeout(&e) => {}
-        other => panic!("read after kill_tcp: {other:?}"),
+        other => panic!("read right after kill_tcp: {other:?} (the connection is not broken)"),
     }
-    assert!(started.elapsed() < Duration::from_secs(1));
 
     // Nothing left to kill: a clear failure, not a silent no-op.
     let port = echo.port();

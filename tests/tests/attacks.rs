@@ -15,7 +15,9 @@
 //! 2. A's request with one byte of its MAC flipped: AUTHENTICATION_FAILED;
 //! 3. B's request (B's MAC, under B's resume secret) carrying A's token, as
 //!    user B would who saw A's token on the wire: AUTHENTICATION_FAILED;
-//! 4. A's version line and reconnect KEXINIT followed by 4 KiB of garbage.
+//! 4. A's version line and reconnect KEXINIT followed by 4 KiB of garbage
+//!    (an impossible packet length first): RECONNECT_FAILURE
+//!    AUTHENTICATION_FAILED naming the error, which resshd logs.
 //!
 //! Each must be refused (the connection closed, a failure code where the
 //! protocol has one), logged by resshd, and change nothing: no "Reconnected"
@@ -24,11 +26,14 @@
 //!
 //! `reconnect_from_a_forbidden_address_is_refused` (namespaces): with
 //! `AllowUsers U@198.18.1.2`, the client roams to 198.18.2.2; its reconnect
-//! is refused with NOT_ALLOWED and logged with the new address. What happens
-//! then, asserted: ressh believes the refusal once it is repeated
-//! (PROTOCOL.md §5) and exits with an error; the session on the server,
-//! whose old path is gone, is detached by ClientAlive and ends at its
-//! detach timeout with all its processes.
+//! is refused with NOT_ALLOWED and logged with the new address. ressh goes
+//! through a recording proxy in its own namespace, so the refusal is read
+//! on the wire: every reconnect attempt from the new address gets
+//! RECONNECT_FAILURE with code 3 (NOT_ALLOWED, PROTOCOL.md §5). What happens
+//! then, asserted: ressh keeps trying (no refusal is authenticated) until
+//! the server's detach timeout has passed and exits with an error; the
+//! session on the server, whose old path is gone, is detached by
+//! ClientAlive and ends at its detach timeout with all its processes.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -37,8 +42,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// SSH_MSG_RECONNECT_REQUEST.
-const REQUEST: u8 = 242;
+/// RECONNECT_FAILURE codes (PROTOCOL.md §5).
+const UNKNOWN_SESSION: u32 = 1;
+const AUTHENTICATION_FAILED: u32 = 2;
+const NOT_ALLOWED: u32 = 3;
 
 /// One user's session through a proxy.
 struct Side {
@@ -132,13 +139,6 @@ fn parse_reconnect(bytes: &[u8]) -> Recorded {
     }
 }
 
-/// The token (`string T_i`) of a request payload: its byte range.
-fn token_range(request: &[u8]) -> std::ops::Range<usize> {
-    let len = u32::from_be_bytes(request[1..5].try_into().unwrap()) as usize;
-    assert_eq!(len, 32, "token length");
-    5..5 + len
-}
-
 /// Sends `bytes` on a fresh connection to resshd; returns the local port,
 /// what the server sent back, whether it closed, and how long that took.
 fn attack(port: u16, bytes: &[u8]) -> (u16, Vec<u8>, bool, Duration) {
@@ -163,7 +163,7 @@ fn refused_as_unauthenticated(server: &Resshd, what: &str, bytes: &[u8]) -> Stri
     assert!(closed, "{what}: resshd kept the connection open\n{about}");
     assert_eq!(
         failure.as_ref().map(|f| f.0),
-        Some(2),
+        Some(AUTHENTICATION_FAILED),
         "{what}: expected RECONNECT_FAILURE AUTHENTICATION_FAILED (2), got {failure:?}\n{log}"
     );
     assert!(about.contains("refused"), "{what}: not logged\n{log}");
@@ -194,12 +194,7 @@ fn reconnect_attacks_are_refused() {
     let mut a = Side::new(&dir, &known_hosts, "a", target);
     let mut b = Side::new(&dir, &known_hosts, "b", target);
     // known_hosts for the proxies' ports.
-    let mut kh = String::new();
-    for p in [a.proxy.port, b.proxy.port] {
-        for kind in ["ed25519", "rsa", "ecdsa"] {
-            kh += &format!("[127.0.0.1]:{p} {}\n", server.server.host_key_pub(kind));
-        }
-    }
+    let kh = known_hosts_at(&server, a.proxy.port) + &known_hosts_at(&server, b.proxy.port);
     fs::write(&known_hosts, kh).unwrap();
     a.start();
     b.start();
@@ -269,12 +264,17 @@ fn reconnect_attacks_are_refused() {
     progress(&a, "after the foreign token");
     progress(&b, "after the foreign token");
 
-    // 4. Garbage after the resilience KEXINIT.
+    // 4. Garbage after the resilience KEXINIT, read as the next packet: its
+    // first byte has the top bit set, so its length field (2 GiB or more) is
+    // refused before anything else is looked at, whatever the rest is. In
+    // the reconnect exchange the answer is RECONNECT_FAILURE, not
+    // DISCONNECT (PROTOCOL.md §7), naming the error; the log names it too.
     let mut garbage = vec![0u8; 4096];
     fs::File::open("/dev/urandom")
         .unwrap()
         .read_exact(&mut garbage)
         .unwrap();
+    garbage[0] |= 0x80;
     let mut bytes = ra.version.clone();
     bytes.extend(clear_packet(&ra.kexinit));
     bytes.extend(&garbage);
@@ -282,14 +282,21 @@ fn reconnect_attacks_are_refused() {
     let log = server.log();
     let about = lines_about(&log, p);
     assert!(closed, "garbage: resshd kept the connection open\n{about}");
+    let failure = reconnect_failure(&got);
+    assert_eq!(
+        failure,
+        Some((AUTHENTICATION_FAILED, "packet length too large".to_string())),
+        "garbage: the answer on the wire\n{about}"
+    );
     assert!(
-        about.lines().count() >= 2,
-        "garbage: nothing logged beyond the connection\n{log}"
+        about
+            .lines()
+            .any(|l| l.ends_with(": packet length too large")),
+        "garbage: the error is not logged\n{log}"
     );
     results.push(format!(
-        "garbage after the KEXINIT: closed after {:.0} ms, {} bytes back; log: {}",
+        "garbage after the KEXINIT: {failure:?} after {:.0} ms; log: {}",
         took.as_secs_f64() * 1000.0,
-        got.len(),
         about.trim().replace('\n', " | ")
     ));
 
@@ -328,9 +335,26 @@ fn reconnect_from_a_forbidden_address_is_refused() {
          ClientAliveCountMax 2\n",
     );
     let user = lab.user().name.clone();
+    // ressh -> a recording proxy on the client namespace's loopback ->
+    // resshd, from the client's current address.
+    let proxy = lab
+        .net
+        .enter_client(|| Proxy::start(SocketAddr::from((lab.net.server_addr(), PORT))));
+    let login = &lab.login;
+    write_client_config(
+        &login.config,
+        &user,
+        &login.key,
+        &lab.known_hosts,
+        "127.0.0.1",
+        proxy.port,
+        CLIENT_EXTRA,
+    );
+    fs::write(&lab.known_hosts, known_hosts_at(&lab.resshd, proxy.port)).unwrap();
     let stop = lab.user().home.join("stop-counter");
     let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
     client.wait_lines(50, T);
+    assert_eq!(proxy.accepted(), 1);
     let procs = lab.user().processes();
     assert!(procs.len() >= 2, "{procs:?}");
 
@@ -358,6 +382,33 @@ fn reconnect_from_a_forbidden_address_is_refused() {
     let gave_up = roamed.elapsed();
     assert!(!status.success(), "ressh: {status}");
     let err = client.stderr();
+    // On the wire: each reconnect attempt that reached resshd (from the new
+    // address) was answered RECONNECT_FAILURE NOT_ALLOWED while the session
+    // lasted, UNKNOWN_SESSION once it had ended at its detach timeout.
+    let answers: Vec<Option<(u32, String)>> = (1..proxy.accepted())
+        .map(|i| reconnect_failure(&proxy.answered(i)))
+        .collect();
+    let codes: Vec<u32> = answers.iter().flatten().map(|f| f.0).collect();
+    let refused = codes.iter().take_while(|c| **c == NOT_ALLOWED).count();
+    assert!(
+        codes.len() == answers.len()
+            && refused > 0
+            && codes[refused..].iter().all(|c| *c == UNKNOWN_SESSION),
+        "expected RECONNECT_FAILURE NOT_ALLOWED ({NOT_ALLOWED}) on each reconnect while the \
+         session lasted, then UNKNOWN_SESSION ({UNKNOWN_SESSION}); got {answers:?}\n{err}"
+    );
+    // The reason (it names the user and the rule) stays in the log; the
+    // unauthenticated answer says no more than its code.
+    assert!(
+        refusal.contains("AllowUsers"),
+        "the log line lacks the reason: {refusal}"
+    );
+    for (_, text) in answers.iter().flatten() {
+        assert!(
+            !text.contains(&user) && !text.contains("AllowUsers"),
+            "RECONNECT_FAILURE tells an unauthenticated peer too much: {text:?}"
+        );
+    }
     assert!(
         err.contains("server refuses this address") && err.contains("retrying in "),
         "ressh's message: {err}"
@@ -396,7 +447,9 @@ fn reconnect_from_a_forbidden_address_is_refused() {
         "attacks",
         &format!(
             "reconnect from a forbidden address: {refusals} refusal(s) logged ({refusal}); \
-             ressh gave up ({status}): {}; session ended at its detach timeout",
+             on the wire: {:?}; ressh gave up ({status}): {}; session ended at its detach \
+             timeout",
+            answers[0].as_ref().map(|f| f.0),
             err.lines().rfind(|l| l.starts_with("ressh:")).unwrap_or("")
         ),
     );
@@ -460,15 +513,7 @@ fn replayed_request_does_not_block_the_real_reconnect() {
     let known_hosts = dir.join("known_hosts");
     let target = SocketAddr::from(([127, 0, 0, 1], server.port()));
     let mut a = Side::new(&dir, &known_hosts, "a", target);
-    let mut kh = String::new();
-    for kind in ["ed25519", "rsa", "ecdsa"] {
-        kh += &format!(
-            "[127.0.0.1]:{} {}\n",
-            a.proxy.port,
-            server.server.host_key_pub(kind)
-        );
-    }
-    fs::write(&known_hosts, kh).unwrap();
+    fs::write(&known_hosts, known_hosts_at(&server, a.proxy.port)).unwrap();
     a.start();
     a.client().wait_lines(50, T);
     // Cut, and swallow the client's attempts until one request is recorded.
@@ -476,17 +521,7 @@ fn replayed_request_does_not_block_the_real_reconnect() {
         .blackhole
         .store(true, std::sync::atomic::Ordering::Relaxed);
     a.proxy.cut();
-    let recorded = wait_for(
-        "a swallowed reconnect request",
-        Duration::from_secs(30),
-        || {
-            a.proxy.held().into_iter().find(|b| {
-                b.windows(2).any(|w| w == b"\r\n")
-                    && parse_clear(b).payloads.get(1).map(|p| p[0]) == Some(REQUEST)
-            })
-        },
-        || server.log(),
-    );
+    let recorded = swallowed_reconnect(&a.proxy, || server.log());
     let rec = parse_reconnect(&recorded);
     let mut replay = rec.version.clone();
     replay.extend(clear_packet(&rec.kexinit));

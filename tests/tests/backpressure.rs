@@ -8,6 +8,16 @@
 //!
 //! Printed: memory before and during the blackhole (max), bytes delivered
 //! before it, and the time to finish after it.
+//!
+//! Issue 13, hole 5: `a_client_that_never_acknowledges_is_disconnected`. A
+//! client built on ressh's own protocol engine (an attacker need not run
+//! ressh) logs in to a loopback resshd (default configuration) as a real
+//! user with the resilience extension, never acknowledges anything and
+//! floods global requests that want a reply. The session worker's peak
+//! resident memory (VmHWM) stays under 64 MiB, resshd ends the session
+//! with DISCONNECT "too much unacknowledged: the peer does not acknowledge"
+//! and logs it, and the worker exits. Printed: requests sent, memory
+//! before and at most.
 
 use std::io::Read;
 use std::process::Stdio;
@@ -185,4 +195,225 @@ fn blackholed_bulk_output_is_held_back_and_then_delivered_whole() {
         mib(CAP),
         mib(SLACK)
     );
+}
+
+/// The most a session worker may hold while its client never acknowledges
+/// anything (issue 13, hole 5; 445 MB were seen before the bound).
+const UNACKED_RSS_BOUND: u64 = 64 << 20;
+
+#[test]
+fn a_client_that_never_acknowledges_is_disconnected() {
+    use ressh_proto::keys::PrivateKey;
+    use ressh_proto::msg::GlobalReq;
+    use ressh_proto::{Config, Connection, Event};
+    use std::net::TcpStream;
+
+    require_root();
+    // The defaults: ResilienceBufferSize 16M.
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "");
+    let dir = TempDir::new("e2e-unacked");
+    let login = Lab::make_login(&dir, &dir.join("known_hosts"), "na", "");
+    let key = PrivateKey::from_openssh_pem(&std::fs::read(&login.key).unwrap()).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut conn = Connection::client(Config::default(), Instant::now()).unwrap();
+
+    let (mut pending, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+    // Log in as the user, with the resilience extension.
+    let deadline = Instant::now() + T;
+    let mut authenticated = false;
+    while !authenticated {
+        assert!(Instant::now() < deadline, "no login\n{}", server.log());
+        let (progress, end) = pump(&mut conn, &mut sock, &mut pending, &mut buf);
+        assert!(end.is_none(), "{end:?} before the login\n{}", server.log());
+        while let Some(e) = conn.poll_event() {
+            match e {
+                Event::HostKey(_) => conn.accept_host_key(Instant::now()).unwrap(),
+                Event::AuthReady => {
+                    let alg = key.public_key().signature_algorithms()[0];
+                    conn.auth_publickey(&login.user.name, alg, &key).unwrap();
+                }
+                Event::AuthSuccess => authenticated = true,
+                Event::AuthFailure { methods, .. } => panic!("auth refused: {methods:?}"),
+                _ => {}
+            }
+        }
+        if !progress {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(
+        conn.resilience_active(),
+        "resshd did not take up resilience"
+    );
+    // A prepared reconnect holds the client's ACKs back: from here on it
+    // acknowledges nothing.
+    let _never = conn.reconnect_attempt().unwrap();
+    let worker = wait_for(
+        "the user's resshd-session",
+        Duration::from_secs(20),
+        || {
+            let w = worker_pids(&login.user);
+            (w.len() == 1).then(|| w[0])
+        },
+        || server.log(),
+    );
+    let before = rss(worker).unwrap();
+    // The worker's high-water mark, read until it is gone.
+    let peak = Arc::new(AtomicU64::new(0));
+    let p = peak.clone();
+    let sampler = thread::spawn(move || {
+        while let Some(hwm) = peak_rss(worker) {
+            p.fetch_max(hwm, Ordering::Relaxed);
+            thread::sleep(Duration::from_millis(2));
+        }
+    });
+
+    // The flood: global requests that want a reply, as fast as resshd takes
+    // them; every reply stays unacknowledged.
+    let t0 = Instant::now();
+    let (mut sent, mut ended, mut end) = (0u64, None, None);
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "still connected after {sent} requests; worker at {}\n{}",
+            mib(rss(worker).unwrap_or(0)),
+            server.log()
+        );
+        if pending.len() < 1 << 20 {
+            for _ in 0..256 {
+                let flood = GlobalReq::Other {
+                    name: "flood@example.com".into(),
+                    data: vec![0; 64],
+                };
+                if conn.global_request(flood, true).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+        }
+        let (progress, e) = pump(&mut conn, &mut sock, &mut pending, &mut buf);
+        while let Some(e) = conn.poll_event() {
+            if let Event::Disconnected { description, .. } = e {
+                ended = Some(description);
+            }
+        }
+        let most = peak.load(Ordering::Relaxed);
+        assert!(
+            most <= UNACKED_RSS_BOUND,
+            "resshd-session reached {} after {sent} unacknowledged requests",
+            mib(most)
+        );
+        if let Some(e) = e {
+            end = Some(e);
+            break;
+        }
+        if ended.is_some() {
+            break;
+        }
+        if !progress {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    // The DISCONNECT, unless resshd closed with requests of the flood
+    // still unread: then its kernel resets the connection and drops what
+    // it had not sent yet (the reason is in resshd's log, below).
+    let why = match (ended, end) {
+        (Some(why), _) => {
+            assert!(why.contains("does not acknowledge"), "{why}");
+            format!("DISCONNECT: {why}")
+        }
+        (None, Some(End::Reset)) => "reset before the DISCONNECT arrived".to_string(),
+        (None, Some(End::Error(e))) => panic!("{e}, without DISCONNECT\n{}", server.log()),
+        (None, end) => panic!("{end:?} without DISCONNECT\n{}", server.log()),
+    };
+    wait_for(
+        "the session worker to exit",
+        Duration::from_secs(20),
+        || (!alive(worker)).then_some(()),
+        || server.log(),
+    );
+    sampler.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(
+        peak <= UNACKED_RSS_BOUND,
+        "resshd-session reached {}",
+        mib(peak)
+    );
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&format!("resshd-session[{worker}]: "))
+                && l.contains("disconnecting: ")
+                && l.contains("does not acknowledge")),
+        "{log}"
+    );
+    report(
+        "a_client_that_never_acknowledges_is_disconnected",
+        &format!(
+            "{sent} unacknowledged requests in {:.1} s; resshd-session {} before, at most {} \
+             (bound {}); {why}",
+            t0.elapsed().as_secs_f64(),
+            mib(before),
+            mib(peak),
+            mib(UNACKED_RSS_BOUND)
+        ),
+    );
+}
+
+/// How a connection ended, as [`pump`] saw it.
+#[derive(Debug)]
+enum End {
+    /// The peer closed (FIN).
+    Closed,
+    /// The peer reset the connection.
+    Reset,
+    /// Another error of the socket, or of the protocol (a DISCONNECT
+    /// received is one: see the connection's events).
+    Error(String),
+}
+
+/// Moves one round of bytes between `conn` and the non-blocking `sock`:
+/// writes what it can of its output (the rest waits in `pending`), feeds
+/// it what arrived. Returns whether anything moved, and how the
+/// connection ended if it did.
+fn pump(
+    conn: &mut ressh_proto::Connection,
+    sock: &mut std::net::TcpStream,
+    pending: &mut Vec<u8>,
+    buf: &mut [u8],
+) -> (bool, Option<End>) {
+    use std::io::{ErrorKind, Write};
+    pending.extend(conn.take_output());
+    let mut progress = false;
+    while !pending.is_empty() {
+        match sock.write(pending) {
+            Ok(n) => {
+                pending.drain(..n);
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // The server closed: what it sent last is still to be read.
+            Err(_) => {
+                pending.clear();
+                break;
+            }
+        }
+    }
+    loop {
+        match sock.read(buf) {
+            Ok(0) => return (progress, Some(End::Closed)),
+            Ok(n) => {
+                progress = true;
+                if let Err(e) = conn.handle_input(&buf[..n], Instant::now()) {
+                    return (progress, Some(End::Error(e.to_string())));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return (progress, None),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                return (progress, Some(End::Reset))
+            }
+            Err(e) => return (progress, Some(End::Error(e.to_string()))),
+        }
+    }
 }

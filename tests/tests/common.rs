@@ -20,12 +20,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[allow(unused_imports)]
 pub use ressh_testkit::{
     free_port, require_cmd, require_netns, require_root, resshd_bin, run_timeout, ssh_keygen, Net,
-    Resshd, Sshd, TempDir, TestUser, SSHD_BIN,
+    Resshd, Sshd, TempDir, TestUser, Tmux, SSHD_BIN,
 };
 
 /// How long one short command (an exec, a small transfer) may take.
@@ -47,6 +47,15 @@ pub fn ressh_bin() -> PathBuf {
         );
     }
     bin.with_file_name("ressh")
+}
+
+/// `known_hosts` lines for `server`'s three host keys as seen at
+/// `[127.0.0.1]:port` (a proxy's port in front of it).
+pub fn known_hosts_at(server: &Resshd, port: u16) -> String {
+    ["ed25519", "rsa", "ecdsa"]
+        .iter()
+        .map(|kind| format!("[127.0.0.1]:{port} {}\n", server.server.host_key_pub(kind)))
+        .collect()
 }
 
 /// Shell-quotes one word.
@@ -211,10 +220,20 @@ pub fn comm(pid: u32) -> Option<String> {
 
 /// VmRSS of `pid` in bytes (None once it is gone).
 pub fn rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// VmHWM of `pid` in bytes: the most it was resident (None once it is gone).
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A size field of /proc/`pid`/status (`field` with its colon), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
@@ -620,6 +639,54 @@ pub fn reconnects(log: &str) -> usize {
         .count()
 }
 
+/// Waits until resshd's log holds more than `seen` lines containing
+/// `needle`, the next of which was written after `since` (both taken before
+/// what makes resshd write it); returns when that line was written, as
+/// (not before, not after) in the kernel's real-time clock (a few ms
+/// granular), from the log file's modification times rather than from when
+/// the test noticed the line: exact (both the same) when it was still the
+/// last line at the poll that found it, else between the start of the
+/// previous poll (it was not there yet) and the time of the last write.
+pub fn wait_logged(
+    resshd: &Resshd,
+    needle: &str,
+    seen: usize,
+    since: SystemTime,
+    timeout: Duration,
+) -> (SystemTime, SystemTime) {
+    let path = resshd.server.log_path();
+    let mtime = || fs::metadata(path).and_then(|m| m.modified()).unwrap();
+    let mut before = since;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = SystemTime::now();
+        let m1 = mtime();
+        let log = resshd.log();
+        if mtime() == m1 {
+            let lines: Vec<&str> = log.lines().collect();
+            match lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(needle))
+                .nth(seen)
+            {
+                Some((i, _)) if i + 1 == lines.len() => return (m1, m1),
+                Some(_) => return (before, m1),
+                // Not written when this read began (the file times lag the
+                // clock by up to a tick).
+                None => before = before.max(now - Duration::from_millis(10)),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for line {} with \"{needle}\" in resshd's \
+             log\n{log}",
+            seen + 1
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// How many lines of `log` contain `needle`.
 pub fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
@@ -627,16 +694,19 @@ pub fn count(log: &str, needle: &str) -> usize {
 
 // ----- a recording TCP proxy ---------------------------------------------------
 
-/// One proxied connection: what the client sent, and the two sockets.
+/// One proxied connection: what each side sent, and the two sockets.
 pub struct Proxied {
     pub from_client: Arc<Mutex<Vec<u8>>>,
+    pub from_server: Arc<Mutex<Vec<u8>>>,
     client: TcpStream,
     server: TcpStream,
 }
 
-/// A TCP proxy on 127.0.0.1 (of the namespace it was made in) that forwards
-/// to `target`, records every byte each client sends, and can cut all its
-/// connections (both sides see EOF, like a broken path that a RST ends).
+/// A TCP proxy on 127.0.0.1 (of the namespace it was made in: started
+/// inside [`Net::enter_client`], it listens and connects from there) that
+/// forwards to `target`, records every byte each side sends, and can cut
+/// all its connections (both sides see EOF, like a broken path that a RST
+/// ends).
 pub struct Proxy {
     pub port: u16,
     pub conns: Arc<Mutex<Vec<Proxied>>>,
@@ -688,18 +758,20 @@ impl Proxy {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let rec = Arc::new(Mutex::new(Vec::new()));
+                let answers = Arc::new(Mutex::new(Vec::new()));
                 pump(
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
-                    Some(rec.clone()),
+                    rec.clone(),
                 );
                 pump(
                     server.try_clone().unwrap(),
                     client.try_clone().unwrap(),
-                    None,
+                    answers.clone(),
                 );
                 c2.lock().unwrap().push(Proxied {
                     from_client: rec,
+                    from_server: answers,
                     client,
                     server,
                 });
@@ -739,6 +811,15 @@ impl Proxy {
             .clone()
     }
 
+    /// What the server sent on connection `i` so far.
+    pub fn answered(&self, i: usize) -> Vec<u8> {
+        self.conns.lock().unwrap()[i]
+            .from_server
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
     /// Shuts down every connection made so far, both ways.
     pub fn cut(&self) {
         for c in self.conns.lock().unwrap().iter() {
@@ -758,7 +839,7 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, rec: Option<Arc<Mutex<Vec<u8>>>>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, rec: Arc<Mutex<Vec<u8>>>) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -766,9 +847,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, rec: Option<Arc<Mutex<Vec<u8>>>>
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if let Some(r) = &rec {
-                r.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+            rec.lock().unwrap().extend_from_slice(&buf[..n]);
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }
@@ -830,6 +909,33 @@ pub fn clear_packet(payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(payload);
     p.resize(p.len() + pad, 0);
     p
+}
+
+/// SSH_MSG_RECONNECT_REQUEST.
+pub const REQUEST: u8 = 242;
+
+/// What a client sent on the first connection `proxy` swallowed (while
+/// [`Proxy::blackhole`] is set) that carries a whole reconnect request;
+/// waits 30 s for it, then panics with `context()`.
+pub fn swallowed_reconnect(proxy: &Proxy, context: impl Fn() -> String) -> Vec<u8> {
+    wait_for(
+        "a swallowed reconnect request",
+        Duration::from_secs(30),
+        || {
+            proxy.held().into_iter().find(|b| {
+                b.windows(2).any(|w| w == b"\r\n")
+                    && parse_clear(b).payloads.get(1).map(|p| p[0]) == Some(REQUEST)
+            })
+        },
+        context,
+    )
+}
+
+/// The token (`string T_i`) of a request payload: its byte range.
+pub fn token_range(request: &[u8]) -> std::ops::Range<usize> {
+    let len = u32::from_be_bytes(request[1..5].try_into().unwrap()) as usize;
+    assert_eq!(len, 32, "token length");
+    5..5 + len
 }
 
 /// Reads what a server sends on `s` until it closes (or `timeout`):

@@ -18,10 +18,18 @@
 //! | issue 24 / issue 13 hole 9: reconnects refused for seconds | `refused` |
 //! | issue 24 targets: mass reconnects, also during a flood | `mass` |
 //! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
+//! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
+//! | 1, 2, 12. a user against their own worker, a second resshd | `hostile_user` |
+//! | 5. a client that never acknowledges and floods requests | `backpressure` |
+//! | 10. a session worker that lies (the user took it over) | `hostile_user` |
 //! | 11. a client that vanished without FIN/RST, default configuration | `vanished` |
+//!
+//! | issue 21 item | module |
+//! |---|---|
+//! | resshd's RekeyLimit by bytes and by time, seen by stock ssh | `rekey` |
 //!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never
@@ -47,8 +55,10 @@ mod legacy;
 mod mass;
 mod readmission;
 mod refused;
+mod rekey;
 mod restart;
 mod roaming;
 mod suspicion;
 mod transfer;
+mod triggers;
 mod vanished;

@@ -11,13 +11,27 @@
 //!   a tracer exits at once, before it reads anything from its monitor.
 //! - `a_stopped_session_worker_does_not_wedge_resshd`: the user SIGSTOPs
 //!   their worker and floods resshd with reconnect requests naming its token,
-//!   each with a 30 KB KEXINIT; resshd keeps answering new connections (a
-//!   banner within 2 s, a stock ssh login of another user) throughout, and
-//!   the session resumes after SIGCONT. The flood lasts 45 s
-//!   (`RESSH_WEDGE_SECS` makes it longer).
+//!   each with a KEXINIT as large as resshd decodes (37 KB); resshd keeps
+//!   answering new connections (a banner within 2 s, a stock ssh login of
+//!   another user) throughout, and the session resumes after SIGCONT. The
+//!   flood lasts 45 s (`RESSH_WEDGE_SECS` makes it longer: the resshd of
+//!   issue 13, whose monitor and broker wrote with blocking sends, stopped
+//!   answering after 169 s of it).
 //! - `a_second_resshd_does_not_take_the_broker_socket`: a rescue resshd on
 //!   another port with the same BrokerSocket refuses to start, says why, and
 //!   the first one's sessions keep reconnecting.
+//! - `a_lying_session_worker_is_not_believed`: the user took over their
+//!   worker (played by `src/bin/hostile-session.rs`, installed as
+//!   resshd-session of a copy of resshd; other users get the real worker).
+//!   Its lies, each in a stock ssh login: a reconnect it was not handed
+//!   (no "Reconnected" logged), login records for a tty or a pid not the
+//!   user's (none in wtmp), the resume token of another user's live session
+//!   (the broker drops the claim; that session still reconnects and the
+//!   liar is asked nothing), a host-key signature over 100 bytes, a second
+//!   one without a key exchange, a reconnect verdict unasked and a 2000-byte
+//!   log line forging a root login. The last four end the worker and its
+//!   connection, no signature or forged line gets through, and resshd logs
+//!   why.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -53,15 +67,7 @@ fn start_session(server: &Resshd, dir: &TempDir, tag: &str) -> Session {
         proxy.port,
         CLIENT_EXTRA,
     );
-    let mut kh = String::new();
-    for kind in ["ed25519", "rsa", "ecdsa"] {
-        kh += &format!(
-            "[127.0.0.1]:{} {}\n",
-            proxy.port,
-            server.server.host_key_pub(kind)
-        );
-    }
-    fs::write(&known_hosts, kh).unwrap();
+    fs::write(&known_hosts, known_hosts_at(server, proxy.port)).unwrap();
     let stop = dir.join(format!("stop-{tag}"));
     let client = Client::spawn(&mut ressh_here(
         &login.config,
@@ -239,29 +245,30 @@ fn a_traced_session_worker_refuses_to_run() {
     assert!(stderr.contains("traced by process"), "{stderr}");
 }
 
-/// A cleartext KEXINIT payload like `kexinit`, its client-to-server
-/// languages list replaced by `n` bytes of names.
-fn padded_kexinit(kexinit: &[u8], n: usize) -> Vec<u8> {
-    let mut lists = Vec::new();
-    let mut at = 17;
-    for _ in 0..10 {
-        let len = u32::from_be_bytes(kexinit[at..at + 4].try_into().unwrap()) as usize;
-        lists.push(kexinit[at + 4..at + 4 + len].to_vec());
-        at += 4 + len;
-    }
-    let mut pad = "x".repeat(n - n % 2);
-    // "x,x,x...": names separated by commas.
-    unsafe { pad.as_bytes_mut() }
-        .iter_mut()
-        .skip(1)
-        .step_by(2)
-        .for_each(|b| *b = b',');
-    pad.push('x');
-    lists[8] = pad.into_bytes();
+/// A cleartext KEXINIT payload like `kexinit`, as large as resshd's
+/// decoder takes one (about 37 KB): every name-list but the key exchange
+/// methods filled up to `MAX_NAMES` names of `MAX_NAME_LEN` bytes, the real
+/// names first, so that it negotiates as `kexinit` does.
+fn padded_kexinit(kexinit: &[u8]) -> Vec<u8> {
+    use ressh_proto::msg::{MAX_NAMES, MAX_NAME_LEN};
     let mut p = kexinit[..17].to_vec();
-    for l in lists {
-        p.extend_from_slice(&(l.len() as u32).to_be_bytes());
-        p.extend_from_slice(&l);
+    let mut at = 17;
+    for list in 0..10 {
+        let len = u32::from_be_bytes(kexinit[at..at + 4].try_into().unwrap()) as usize;
+        let mut names = text(&kexinit[at + 4..at + 4 + len]);
+        at += 4 + len;
+        let mut n = names.split(',').filter(|s| !s.is_empty()).count();
+        while list > 0 && n < MAX_NAMES {
+            let tail = format!("-{list}-{n}@example.com");
+            let pad = "x".repeat(MAX_NAME_LEN - tail.len());
+            if !names.is_empty() {
+                names.push(',');
+            }
+            names += &(pad + &tail);
+            n += 1;
+        }
+        p.extend_from_slice(&(names.len() as u32).to_be_bytes());
+        p.extend_from_slice(names.as_bytes());
     }
     p.extend_from_slice(&kexinit[at..]);
     p
@@ -290,7 +297,7 @@ fn a_stopped_session_worker_does_not_wedge_resshd() {
     let s = start_session(&server, &dir, "wg");
     let other = Lab::make_login(&dir, &dir.join("kh-other"), "wo", "");
     let recorded = parse_clear(&cut_and_record(&s, &server));
-    let kexinit = padded_kexinit(&recorded.payloads[0], 30_000);
+    let kexinit = padded_kexinit(&recorded.payloads[0]);
     let mut attack = recorded.version.clone();
     attack.extend(clear_packet(&kexinit));
     attack.extend(clear_packet(&recorded.payloads[1]));
@@ -371,8 +378,18 @@ fn a_stopped_session_worker_does_not_wedge_resshd() {
         thread::sleep(Duration::from_millis(500));
     }
     stop.store(true, Ordering::Relaxed);
-    // The flood reached the stopped worker: its monitor gave up waiting.
+    // The flood was decoded and routed (each request refused in the end),
+    // and reached the stopped worker: its monitor gave up waiting.
     let log = server.log();
+    let sent = sent.load(Ordering::Relaxed);
+    let refused = log
+        .lines()
+        .filter(|l| l.contains(": Reconnect from 127.0.0.1 port ") && l.contains(" refused: "))
+        .count();
+    assert!(
+        !log.contains("too large") && refused >= sent / 2,
+        "{refused} of {sent} requests refused as reconnects\n{log}"
+    );
     assert!(
         log.contains("the session gave no reconnect verdict"),
         "the requests never reached the session\n{log}"
@@ -380,9 +397,9 @@ fn a_stopped_session_worker_does_not_wedge_resshd() {
     report(
         "a_stopped_session_worker_does_not_wedge_resshd",
         &format!(
-            "{} reconnect requests of 30 KB in {secs} s against a stopped worker; \
-             {probes} probes, slowest banner {:.0} ms",
-            sent.load(Ordering::Relaxed),
+            "{sent} reconnect requests of {} KB in {secs} s against a stopped worker \
+             ({refused} refused when the flood stopped); {probes} probes, slowest banner {:.0} ms",
+            attack.len() / 1000,
             worst.as_secs_f64() * 1000.0
         ),
     );
@@ -452,4 +469,201 @@ fn a_second_resshd_does_not_take_the_broker_socket() {
     cut_and_record(&s, &server);
     let seen = s.client.line_count();
     s.client.wait_lines(seen + 10, T);
+}
+
+/// resshd with its real binaries copied into `dir`, the session worker
+/// replaced by the hostile one (`src/bin/hostile-session.rs`), which runs
+/// the real worker for every uid its script does not name.
+fn resshd_with_hostile_worker(dir: &TempDir) -> (Resshd, std::path::PathBuf) {
+    let bin = dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    let built = ressh_bin();
+    for (from, to) in [
+        ("resshd", "resshd"),
+        ("resshd-kex", "resshd-kex"),
+        ("resshd-session", "resshd-session.real"),
+    ] {
+        fs::copy(built.with_file_name(from), bin.join(to)).unwrap();
+    }
+    fs::copy(
+        env!("CARGO_BIN_EXE_hostile-session"),
+        bin.join("resshd-session"),
+    )
+    .unwrap();
+    let server = Resshd::start(&bin.join("resshd"), "DetachTimeout 300\n");
+    (server, bin.join("hostile.script"))
+}
+
+/// One login of `who` with stock ssh whose session worker follows `plan`;
+/// returns ssh and the hostile worker's pid, once it said it started.
+fn hostile_login(
+    server: &Resshd,
+    script: &std::path::Path,
+    who: &Login,
+    plan: &str,
+) -> (std::process::Child, u32) {
+    fs::write(script, format!("{} {plan}\n", who.user.uid)).unwrap();
+    let ssh = Command::new("ssh")
+        .args(ssh_opts(who, server.port()))
+        .arg("-N")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let said = format!(": hostile: {plan} pid ");
+    let log = server.wait_log(&said, T, |l| l.contains(&said));
+    let line = log.lines().find(|l| l.contains(&said)).unwrap();
+    let pid = line.rsplit(' ').next().unwrap().parse().unwrap();
+    (ssh, pid)
+}
+
+/// Waits until the hostile worker `pid` is dead and its client's
+/// connection closed; returns resshd's log.
+fn killed(server: &Resshd, mut ssh: std::process::Child, pid: u32) -> String {
+    wait_for(
+        "the hostile worker to be killed",
+        Duration::from_secs(20),
+        || (!alive(pid)).then_some(()),
+        || server.log(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ssh.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ssh still connected");
+        thread::sleep(Duration::from_millis(100));
+    }
+    server.log()
+}
+
+/// Asserts that the monitor logged `why` as its reason to end a worker.
+fn ended_for(log: &str, why: &str) {
+    assert!(log.contains(&format!("session worker: {why}")), "{log}");
+}
+
+/// Whether process `pid` said `what` through its monitor (in `log`).
+fn said(log: &str, pid: u32, what: &str) -> bool {
+    let mine = format!("resshd-session[{pid}]: ");
+    log.lines()
+        .any(|l| l.starts_with(&mine) && l.contains(what))
+}
+
+#[test]
+fn a_lying_session_worker_is_not_believed() {
+    require_root();
+    let dir = TempDir::new("e2e-liar");
+    let (server, script) = resshd_with_hostile_worker(&dir);
+    // Another user's real session (ressh, the real worker), to be robbed.
+    let victim = start_session(&server, &dir, "lv");
+    let liar = Lab::make_login(&dir, &dir.join("kh-liar"), "ll", "");
+    let name = &liar.user.name;
+    let no = |log: &str, what: &str| {
+        assert!(!log.contains(what), "{what:?} in the log\n{log}");
+    };
+
+    // Attached without a hand-over; login records for a tty that is not
+    // the user's (root's pty, with the worker's own pid) and for the
+    // worker's own pty with a pid that is not the user's (init).
+    let root_pty = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR).unwrap();
+    nix::pty::grantpt(&root_pty).unwrap();
+    let root_tty = nix::pty::ptsname_r(&root_pty).unwrap();
+    let (ssh, pid) = hostile_login(&server, &script, &liar, &format!("lies {root_tty}"));
+    let log = server.wait_log("the lies", T, |l| l.contains(": hostile: told its lies"));
+    // Neither the broker nor the log hears of a reconnect.
+    no(&log, &format!("Reconnected: user {name}"));
+    let wtmp = Command::new("utmpdump")
+        .arg("/var/log/wtmp")
+        .output()
+        .unwrap();
+    assert!(wtmp.status.success());
+    let wtmp = String::from_utf8_lossy(&wtmp.stdout);
+    assert!(
+        !wtmp.contains(name.as_str()),
+        "wtmp records the liar:\n{}",
+        wtmp.lines()
+            .filter(|l| l.contains(name.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        log.contains("the session worker claims a reconnect it was not given"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "refused a login record for {root_tty} (pid {pid})"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused a login record for /dev/pts/") && l.ends_with("(pid 1)")),
+        "{log}"
+    );
+    signal(pid, "KILL");
+    let mut ssh = ssh;
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+
+    // Tokens: the victim's. Its client's next reconnect is swallowed, so
+    // the token it names stays the session's; the liar claims it.
+    victim.proxy.blackhole.store(true, Ordering::Relaxed);
+    victim.proxy.cut();
+    let request = parse_clear(&swallowed_reconnect(&victim.proxy, || {
+        victim.client.stderr()
+    }))
+    .payloads
+    .swap_remove(1);
+    let token: String = request[token_range(&request)]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (ssh, pid) = hostile_login(&server, &script, &liar, &format!("steal {token}"));
+    server.wait_log("the claim", T, |l| {
+        l.contains(": hostile: claimed the token")
+    });
+    // The monitor passed the claim on before it relayed that line; the
+    // broker reads it within milliseconds.
+    thread::sleep(Duration::from_secs(1));
+    let before = reconnects(&server.log());
+    victim.proxy.blackhole.store(false, Ordering::Relaxed);
+    victim.proxy.cut();
+    let seen = victim.client.line_count();
+    victim.client.wait_lines(seen + 10, T);
+    let log = server.log();
+    assert!(reconnects(&log) > before, "{log}");
+    no(&log, ": hostile: asked for a verdict");
+    no(&log, ": hostile: was handed the transport");
+    assert!(log.contains("claims a token of monitor"), "{log}");
+    signal(pid, "KILL");
+    let mut ssh = ssh;
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+
+    // A signature over 100 bytes: no exchange hash. None comes back.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "sign 100");
+    let log = killed(&server, ssh, pid);
+    assert!(!said(&log, pid, "hostile: signature"), "{log}");
+    ended_for(&log, "signature asked over 100 bytes");
+    // Two over 32 bytes without a key exchange between them: the first is
+    // the one a rekey may have; the second is refused.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "sign 32");
+    let log = killed(&server, ssh, pid);
+    assert!(said(&log, pid, "hostile: signature 1 came back"), "{log}");
+    assert!(!said(&log, pid, "hostile: signature 2"), "{log}");
+    ended_for(&log, "a second host-key signature");
+    // A reconnect verdict nobody asked for.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "verdict");
+    ended_for(
+        &killed(&server, ssh, pid),
+        "a reconnect verdict nobody asked for",
+    );
+    // A log line over the limit, forging a root login: not written.
+    let (ssh, pid) = hostile_login(&server, &script, &liar, "log 2000");
+    let log = killed(&server, ssh, pid);
+    no(&log, "203.0.113.66");
+    ended_for(&log, "a log line of 2000 bytes");
+
+    // Through all of it the victim's session went on.
+    let seen = victim.client.line_count();
+    victim.client.wait_lines(seen + 10, T);
 }

@@ -6,6 +6,14 @@
 //! address, and the time from the route change to data flowing again is
 //! measured.
 //!
+//! What makes ressh move is its netlink watch (a route or source address
+//! change on the path to the server), not a dead connection: keepalives
+//! are every 600 s (`-o ServerAliveInterval=600`), so the fallback cannot
+//! notice a stranded connection within the test's time; each reconnect must
+//! name the netlink trigger ("route or address changed"), ressh must never
+//! say "connection lost", and it must have reconnected within [`BOUND`] of
+//! the route change.
+//!
 //! Printed per move and as median/p95: route change -> ressh's
 //! "reconnected" line; route change -> data flowing (the end of the pause
 //! in the counter's output around the move, or, with make-before-break
@@ -19,11 +27,23 @@ use crate::common::*;
 
 const MOVES: usize = 6;
 
+/// The route change -> "reconnected" bound: the netlink trigger acts at
+/// once (milliseconds, unloaded); the keepalive fallback would take 600 s.
+const BOUND: Duration = Duration::from_secs(3);
+
+/// ressh's reason for a reconnect that its netlink watch started.
+const NETLINK_REASON: &str = "(route or address changed)";
+
 #[test]
 fn session_follows_the_client_to_a_new_address() {
     let lab = Lab::new("roam", "DetachTimeout 300\n");
     let stop = lab.user().home.join("stop-counter");
-    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    let mut client = Client::spawn(&mut lab.ressh(&[
+        "-o",
+        "ServerAliveInterval=600",
+        "server",
+        &counter_cmd(&stop, 1_000_000),
+    ]));
     client.wait_lines(100, T);
     let user = lab.user().name.clone();
 
@@ -42,6 +62,30 @@ fn session_follows_the_client_to_a_new_address() {
         let route = lab.net.roam_timed();
         let done = Instant::now();
         assert_eq!(lab.net.client_addr().to_string(), new);
+        // Within the bound from the route change (roam() itself, which
+        // checks the new path, may have used part of it).
+        let reconnected = client.wait_err(
+            "reconnected to ",
+            route,
+            BOUND.saturating_sub(route.elapsed()),
+        );
+        let took = reconnected.saturating_duration_since(route);
+        assert!(
+            took <= BOUND,
+            "move {i}: reconnected {took:?} after the route change (bound {BOUND:?})\n{}",
+            client.describe()
+        );
+        let why = client
+            .err_lines()
+            .into_iter()
+            .find(|(t, l)| *t >= route && l.contains("reconnected to "))
+            .map(|(_, l)| l)
+            .unwrap();
+        assert!(
+            why.contains(NETLINK_REASON),
+            "move {i}: the reconnect was not started by the netlink watch: {why}\n{}",
+            client.describe()
+        );
         let needle = format!("Reconnected: user {user} from {new} port ");
         let log = lab.wait_log(
             &format!("resshd to log the reconnect from {new} (move {i})"),
@@ -57,7 +101,6 @@ fn session_follows_the_client_to_a_new_address() {
             line.contains(&format!("(was {old} port ")),
             "the reconnect line does not name the old address {old}: {line}"
         );
-        let reconnected = client.wait_err("reconnected to ", route, Duration::from_secs(30));
         let seen = client.line_count();
         client.wait_lines(seen + 20, Duration::from_secs(30));
         let lines = client.out_lines();
@@ -87,6 +130,11 @@ fn session_follows_the_client_to_a_new_address() {
     fs::write(&stop, "").unwrap();
     let status = client.wait_exit(T);
     assert!(status.success(), "ressh: {status}\n{}", client.describe());
+    let err = client.stderr();
+    assert!(
+        !err.contains("connection lost") && count(&err, NETLINK_REASON) == MOVES,
+        "ressh took another path than the netlink watch:\n{err}"
+    );
     let n = check_counter(&client.out_lines());
     for m in &moves {
         report("roaming", m);

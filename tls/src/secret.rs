@@ -103,12 +103,21 @@ pub fn mac_eq(a: &[u8; LEN], b: &[u8; LEN]) -> bool {
     openssl::memcmp::eq(a, b)
 }
 
-/// E: a per-connection value both ends of a TLS connection share
-/// (RFC 8446 §7.5 exporter), binding the RESUME exchange to it.
+/// `Exporter(label, 32)` of docs/restls.md: RFC 5705 / RFC 8446 §7.5
+/// keying material with **no** context. Under TLS 1.3 an empty context is
+/// the same, under TLS 1.2 it is not (the PRF seed would carry a zero
+/// length), and the document, like `openssl s_server -keymatexport`, uses
+/// none.
+fn export(ssl: &SslRef, label: &str) -> Result<Zeroizing<[u8; LEN]>, openssl::error::ErrorStack> {
+    let mut out = Zeroizing::new([0u8; LEN]);
+    ssl.export_keying_material(&mut out[..], label, None)?;
+    Ok(out)
+}
+
+/// E: a per-connection value both ends of a TLS connection share, binding
+/// the RESUME exchange to it.
 pub fn resume_binding(ssl: &SslRef) -> Result<Zeroizing<[u8; LEN]>, openssl::error::ErrorStack> {
-    let mut e = Zeroizing::new([0u8; LEN]);
-    ssl.export_keying_material(&mut e[..], LABEL_RESUME, Some(&[]))?;
-    Ok(e)
+    export(ssl, LABEL_RESUME)
 }
 
 /// RS_i, the secret of a resilient connection; wiped on drop.
@@ -131,9 +140,7 @@ pub enum Role {
 impl Secret {
     /// RS_0, from the first TLS connection.
     pub fn initial(ssl: &SslRef) -> Result<Secret, openssl::error::ErrorStack> {
-        let mut rs = Zeroizing::new([0u8; LEN]);
-        ssl.export_keying_material(&mut rs[..], LABEL_SECRET, Some(&[]))?;
-        Ok(Secret(rs))
+        Ok(Secret(export(ssl, LABEL_SECRET)?))
     }
 
     /// T_i, the connection identifier sent in a reconnect's ClientHello.
@@ -195,21 +202,55 @@ mod tests {
         assert_ne!(s.hello(), s.hello(), "fresh nonce");
     }
 
+    fn hex(s: &str) -> [u8; LEN] {
+        let v: Vec<u8> = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect();
+        v.try_into().unwrap()
+    }
+
+    /// docs/restls.md §2, §3 and §5 against tools/vectors/vectors.py, which
+    /// computes them from the document's text; RS_0 stands for the first
+    /// connection's exporter value, E for the new connection's binding
+    /// (the exporter itself: tests/exporter.rs, against openssl s_server).
     #[test]
-    fn derivations_differ() {
-        let s = Secret(Zeroizing::new([1; LEN]));
-        let e = [2; LEN];
-        let n = s.ratchet(&e);
-        assert_ne!(n.token(), s.token());
-        assert_ne!(
-            s.resume_mac(Role::Client, &e, 1),
-            s.resume_mac(Role::Server, &e, 1)
+    fn derivations_match_independent_vectors() {
+        let s = Secret(Zeroizing::new(hex(
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        )));
+        let nonce = hex("e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+        let e = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+        let t0 = s.token();
+        assert_eq!(
+            t0,
+            hex("3285a4d1b360337507b9c23f6f91ac4a034c0c970149c37376b3a790cc8f5a5e")
         );
-        assert_ne!(
-            s.resume_mac(Role::Client, &e, 1),
-            s.resume_mac(Role::Client, &e, 2)
+        assert_eq!(
+            s.hello_mac(&t0, &nonce),
+            hex("750278c68e433195daff030d7ac34db7594292fe1d8390fe7bbdf91fdfa5b630")
         );
-        assert_ne!(n.ratchet(&e).token(), n.token());
+        assert_eq!(
+            s.resume_mac(Role::Client, &e, 0x0102_0304_0506_0708),
+            hex("01b7abccc1abe27c4486adf8253f82f2ba625296880cc477d85d076ed520b32b")
+        );
+        assert_eq!(
+            s.resume_mac(Role::Server, &e, 7),
+            hex("539099eaa3301d7e9c5afac00df8b5325241e9a057a5341328a00083df634539")
+        );
+        let next = s.ratchet(&e);
+        assert_eq!(
+            *next.0,
+            hex("d4c39058f54bd8738daa46c0174978bb1cf511387d658e82c6470f71f14e0c6f")
+        );
+        assert_eq!(
+            next.token(),
+            hex("1a1ba5bd0d796f12e5503a0cee602ca8ada2d3496a4e2bb84b9d9d673f38fc05")
+        );
+    }
+
+    #[test]
+    fn answers_decode_strictly() {
         for (b, a) in [(&[0u8][..], Answer::New), (&[3], Answer::Refused)] {
             assert_eq!(Answer::decode(b), Some(a));
         }

@@ -1,5 +1,5 @@
 //! restls end to end: the tunnel under repeated cuts, interop with stock
-//! OpenSSL peers, forged reconnects, and a real application.
+//! OpenSSL peers and stunnel, forged reconnects, and a real application.
 
 mod common;
 
@@ -176,6 +176,99 @@ fn legacy_restls_client_against_openssl_s_server() {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     assert_eq!(line.trim_end(), "desserts", "client log:\n{}", cli.stderr());
+}
+
+/// stunnel (Debian's stunnel4) in the foreground with one service made of
+/// `service` lines; it logs to its stderr.
+fn stunnel(service: &str) -> (Proc, TempDir) {
+    let dir = TempDir::new("restls-stunnel");
+    let conf = dir.join("stunnel.conf");
+    std::fs::write(
+        &conf,
+        format!("foreground = yes\nsyslog = no\npid =\ndebug = info\n[svc]\n{service}"),
+    )
+    .unwrap();
+    let p = Proc::spawn(Command::new(require_cmd("stunnel4")).arg(&conf));
+    (p, dir)
+}
+
+/// Sends `line` through `port` and reads it back (an echo behind).
+fn echo_through(port: u16, line: &str, logs: &dyn Fn() -> String) {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (&c).write_all(line.as_bytes()).unwrap();
+    let mut got = String::new();
+    BufReader::new(&c).read_line(&mut got).unwrap();
+    assert_eq!(got, line, "{}", logs());
+}
+
+/// README.md: against stunnel restls is plain TLS. restls's client through
+/// stunnel's server to an echo: the data passes, and since stunnel ignores
+/// the extension, a cut of the TCP connection ends the tunnelled one: no
+/// reconnect (restls's client logs nothing for a plain connection).
+#[test]
+fn legacy_restls_client_through_stunnel_server() {
+    let certs = Certs::new();
+    let port = free_port();
+    let (st, _conf) = stunnel(&format!(
+        "accept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{}\ncert = {}\nkey = {}\n",
+        echo_server(),
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    wait_listening(port, &st);
+    let relay = common::Relay::new(port, u64::MAX);
+    let (cli, cport) = client(&certs, relay.port);
+    let logs = || format!("restls:\n{}\nstunnel:\n{}", cli.stderr(), st.stderr());
+    echo_through(cport, "through stunnel\n", &logs);
+
+    let c = TcpStream::connect(("127.0.0.1", cport)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (&c).write_all(b"before the cut\n").unwrap();
+    let mut r = BufReader::new(&c);
+    let mut got = String::new();
+    r.read_line(&mut got).unwrap();
+    assert_eq!(got, "before the cut\n", "{}", logs());
+    assert!(relay.cut() >= 1);
+    // The tunnelled connection ends (EOF or reset), never carries on.
+    let mut rest = Vec::new();
+    let end = r.read_to_end(&mut rest);
+    assert!(
+        matches!(&end, Ok(0))
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "after the cut: {end:?} {rest:?}\n{}",
+        logs()
+    );
+    // One TCP connection per tunnelled one, none for a reconnect.
+    assert_eq!(relay.connections(), 2, "restls reconnected\n{}", logs());
+    assert!(!cli.stderr().contains("reconnected"), "{}", logs());
+}
+
+/// stunnel's client, verifying the certificate and its name, through
+/// restls's server to an echo: the data passes and restls logs plain TLS.
+#[test]
+fn legacy_stunnel_client_against_restls_server() {
+    let certs = Certs::new();
+    let (srv, sport) = server(&certs, echo_server());
+    let port = free_port();
+    let (st, _conf) = stunnel(&format!(
+        "client = yes\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{sport}\n\
+         CAfile = {}\nverifyChain = yes\ncheckHost = {NAME}\nsni = {NAME}\n",
+        certs.cert.display()
+    ));
+    wait_listening(port, &st);
+    let logs = || format!("restls:\n{}\nstunnel:\n{}", srv.stderr(), st.stderr());
+    echo_through(port, "stunnel to restls\n", &logs);
+    wait_until("restls to log connection 0", || {
+        srv.stderr().contains("connection 0: TLSv1.3, ")
+    });
+    assert!(
+        srv.stderr().contains("connection 0: TLSv1.3, plain TLS"),
+        "{}",
+        logs()
+    );
 }
 
 /// A TLS client that offers `hello` (no ticket: a full handshake) and

@@ -326,7 +326,7 @@ impl Session {
         for pat in &self.cfg.send_env {
             for (k, v) in std::env::vars_os() {
                 let k = k.to_string_lossy().into_owned();
-                if config::match_pattern_list(&k, pat, false) && !sent_env.contains(&k) {
+                if ressh_compat::pattern::match_pattern(&k, pat) && !sent_env.contains(&k) {
                     crate::debug1!("Sending env {k}");
                     use std::os::unix::ffi::OsStrExt;
                     reqs.push((

@@ -315,6 +315,25 @@ pub fn askpass(dir: &Path, name: &str, answer: &str) -> (PathBuf, PathBuf) {
     (script, log)
 }
 
+/// An askpass script answering its prompts with `answers` in order (and
+/// failing beyond them), logging each prompt to the returned log file.
+pub fn askpass_answers(dir: &Path, name: &str, answers: &[&str]) -> (PathBuf, PathBuf) {
+    let script = dir.join(name);
+    let log = dir.join(format!("{name}.log"));
+    let mut body = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {log}\nn=$(wc -l < {log})\ncase $n in\n",
+        log = sq(&log.to_string_lossy())
+    );
+    for (i, a) in answers.iter().enumerate() {
+        body.push_str(&format!("  {}) printf '%s\\n' {};;\n", i + 1, sq(a)));
+    }
+    body.push_str("  *) exit 1;;\nesac\n");
+    fs::write(&script, body).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    (script, log)
+}
+
 /// An echo server on 127.0.0.1 for the life of the test process.
 pub fn echo_server() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,9 +1,9 @@
 //! Shared helpers of resshd's end-to-end tests: a resshd started with the
 //! testkit, stock OpenSSH clients pointed at it, real users and groups,
-//! tmux for ptys, an echo server for forwarding, and /proc readers.
+//! an echo server for forwarding, and /proc readers.
 //!
 //! Everything made here is removed on drop: the daemon and its children,
-//! users, groups, temp dirs, tmux servers and background clients.
+//! users, groups, temp dirs and background clients.
 
 #![allow(dead_code)]
 
@@ -526,70 +526,6 @@ impl Drop for LiveSession {
             unsafe { libc::kill(-pg, libc::SIGKILL) };
             let _ = self.child.wait();
         }
-    }
-}
-
-// ----- tmux ----------------------------------------------------------------------------
-
-/// A private tmux server (own socket), killed on drop.
-pub struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    pub fn new(tag: &str) -> Tmux {
-        require_cmd("tmux");
-        Tmux {
-            socket: format!("ressh-e2e-{tag}-{}", std::process::id()),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(require_cmd("tmux"));
-        c.env("TERM", "xterm")
-            .args(["-f", "/dev/null", "-L", &self.socket]);
-        c
-    }
-
-    pub fn run(&self, args: &[&str]) -> String {
-        let out = run(self.cmd().args(args));
-        assert!(out.status.success(), "tmux {args:?}: {}", describe(&out));
-        text(&out.stdout)
-    }
-
-    pub fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "main"])
-    }
-
-    /// Waits until the screen satisfies `pred`; returns it.
-    pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        wait_for(
-            what,
-            Duration::from_secs(20),
-            || {
-                let s = self.screen();
-                pred(&s).then_some(s)
-            },
-            || format!("--- screen ---\n{}", self.screen()),
-        )
-    }
-
-    pub fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "main"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    pub fn alive(&self) -> bool {
-        run(self.cmd().args(["has-session", "-t", "main"]))
-            .status
-            .success()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = run(self.cmd().arg("kill-server"));
     }
 }
 

@@ -16,17 +16,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keywords::{self, Check, Imp, Kind, HOST_KEY_ALGS};
-use super::pattern::{self, AddrMatch, ListMatch};
 use super::raw::{Raw, Value, MAX_PORTS};
 use super::values::{
-    a2port, hpdelim, is_none_word, parse_flag, parse_int, parse_port, parse_size, parse_time,
-    split_args, split_keyword, split_match_words,
+    is_none_word, parse_flag, parse_int, parse_port, parse_size, split_match_words,
 };
 use super::{
     AddressFamily, ChannelTimeout, ConfigError, Forwarding, GatewayPorts, HostPort, LogLevel,
     MatchContext, MaxStartups, PermitList, PermitRootLogin, PermitUserEnvironment, Subsystem,
     SyslogFacility,
 };
+use ressh_compat::addrmatch::{self, AddrMatch};
+use ressh_compat::expand::tilde_expand;
+use ressh_compat::glob::glob;
+use ressh_compat::misc::{a2port, argv_split, convtime, hpdelim, split_keyword};
+use ressh_compat::pattern::{self, ListMatch};
 
 /// sshd's include nesting limit.
 const MAX_DEPTH: usize = 16;
@@ -42,8 +45,6 @@ const MAX_TOTAL: usize = 16 << 20;
 const MAX_ERRORS: usize = 100;
 /// Warnings kept.
 const MAX_WARNINGS: usize = 1000;
-/// Directory entries examined by one `Include` glob.
-const MAX_GLOB_ENTRIES: usize = 16384;
 /// Smallest and largest ResilienceBufferSize.
 const MIN_RESILIENCE_BUFFER: u64 = 64 << 10;
 const MAX_RESILIENCE_BUFFER: u64 = 4 << 30;
@@ -86,10 +87,10 @@ impl MatchBlock {
                 .is_some_and(|h| pattern::match_hostname(h, p) == ListMatch::Match),
             Criterion::Address(p) => ctx
                 .addr
-                .is_some_and(|a| pattern::addr_match_list(Some(a), p) == AddrMatch::Match),
+                .is_some_and(|a| addrmatch::addr_match_list(Some(a), p) == AddrMatch::Match),
             Criterion::LocalAddress(p) => ctx
                 .local_addr
-                .is_some_and(|a| pattern::addr_match_list(Some(a), p) == AddrMatch::Match),
+                .is_some_and(|a| addrmatch::addr_match_list(Some(a), p) == AddrMatch::Match),
             Criterion::LocalPort(n) => ctx.local_port == Some(*n),
             Criterion::RDomain(_) => false,
         })
@@ -340,7 +341,7 @@ impl Parser {
             ));
             return;
         }
-        let args = match split_args(rest) {
+        let args = match argv_split(rest) {
             Ok(a) => a,
             Err(e) => {
                 self.error(format!("{at}: {e}"));
@@ -414,7 +415,7 @@ impl Parser {
             let pat = if arg.starts_with('/') {
                 arg.clone()
             } else if arg.starts_with('~') {
-                match tilde_expand(arg) {
+                match tilde_expand(arg, None) {
                     Ok(p) => p,
                     Err(e) => {
                         self.error(format!("{at}: {e}"));
@@ -494,7 +495,7 @@ impl Parser {
             )?),
             Imp::HostKey => Value::HostKey(derelativise(a.one()?)?),
             Imp::PidFile => Value::PidFile(derelativise(a.one()?)?),
-            Imp::LoginGraceTime => Value::LoginGraceTime(parse_time(a.one()?)?),
+            Imp::LoginGraceTime => Value::LoginGraceTime(convtime(a.one()?)?),
             Imp::PermitRootLogin => Value::PermitRootLogin(one_of(
                 a.one()?,
                 &[
@@ -607,14 +608,14 @@ impl Parser {
             Imp::RequiredRsaSize => Value::RequiredRsaSize(int_arg(a)?),
             Imp::MaxDetachedSessions => Value::MaxDetachedSessions(int_arg(a)?),
             Imp::Banner => Value::Banner(derelativise(a.one()?)?),
-            Imp::ClientAliveInterval => Value::ClientAliveInterval(parse_time(a.one()?)?),
-            Imp::DetachTimeout => Value::DetachTimeout(parse_time(a.one()?)?),
-            Imp::DetachGraceTime => Value::DetachGraceTime(parse_time(a.one()?)?),
+            Imp::ClientAliveInterval => Value::ClientAliveInterval(convtime(a.one()?)?),
+            Imp::DetachTimeout => Value::DetachTimeout(convtime(a.one()?)?),
+            Imp::DetachGraceTime => Value::DetachGraceTime(convtime(a.one()?)?),
             Imp::AuthorizedKeysFile => {
                 let list = a.some()?;
                 let mut out = Vec::with_capacity(list.len());
                 for f in list {
-                    out.push(tilde_expand(f)?);
+                    out.push(tilde_expand(f, None)?);
                 }
                 Value::AuthorizedKeysFile(out)
             }
@@ -684,7 +685,7 @@ impl Parser {
                 let interval = match interval {
                     None => None,
                     Some(i) if i == "none" => None,
-                    Some(i) => Some(parse_time(i)?),
+                    Some(i) => Some(convtime(i)?),
                 };
                 Value::RekeyLimit(bytes, interval)
             }
@@ -706,7 +707,7 @@ impl Parser {
                         .filter(|(ty, _)| !ty.is_empty())
                         .ok_or_else(|| format!("invalid channel timeout {item}"))?;
                     let timeout =
-                        parse_time(t).map_err(|_| format!("invalid channel timeout {item}"))?;
+                        convtime(t).map_err(|_| format!("invalid channel timeout {item}"))?;
                     out.push(ChannelTimeout {
                         channel_type: ty.to_string(),
                         timeout,
@@ -719,7 +720,7 @@ impl Parser {
                 Value::UnusedConnectionTimeout(if is_none_word(v) {
                     None
                 } else {
-                    Some(parse_time(v)?).filter(|d| *d != Duration::ZERO)
+                    Some(convtime(v)?).filter(|d| *d != Duration::ZERO)
                 })
             }
             Imp::VersionAddendum => {
@@ -1177,7 +1178,7 @@ fn parse_match(rest: &str) -> Result<Vec<Criterion>, String> {
             "group" => Criterion::Group(arg),
             "host" => Criterion::Host(arg),
             "address" | "localaddress" => {
-                if pattern::addr_match_list(None, &arg) == AddrMatch::Invalid {
+                if addrmatch::addr_match_list(None, &arg) == AddrMatch::Invalid {
                     return Err(format!("Invalid Match {attrib} argument '{arg}'"));
                 }
                 if attrib.eq_ignore_ascii_case("address") {
@@ -1198,36 +1199,13 @@ fn parse_match(rest: &str) -> Result<Vec<Criterion>, String> {
     Ok(out)
 }
 
-/// `~` and `~user` at the start of a path, to the home directory (sshd's
-/// `tilde_expand_filename`, with the daemon's uid for a bare `~`).
-pub(crate) fn tilde_expand(path: &str) -> Result<String, String> {
-    let Some(rest) = path.strip_prefix('~') else {
-        return Ok(path.to_string());
-    };
-    let (user, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let found = if user.is_empty() {
-        nix::unistd::User::from_uid(nix::unistd::getuid())
-    } else {
-        nix::unistd::User::from_name(user)
-    };
-    let home = match found {
-        Ok(Some(u)) => u.dir,
-        _ => return Err(format!("tilde expansion of \"{path}\": no such user")),
-    };
-    let home = home.display().to_string();
-    Ok(format!("{}{tail}", home.trim_end_matches('/')))
-}
-
 /// sshd's `derelativise_path`: `none` stays none (None), `~` expands, and
 /// relative paths become relative to the current directory.
 fn derelativise(path: &str) -> Result<Option<PathBuf>, String> {
     if is_none_word(path) {
         return Ok(None);
     }
-    let p = tilde_expand(path)?;
+    let p = tilde_expand(path, None)?;
     if p.starts_with('/') {
         return Ok(Some(PathBuf::from(p)));
     }
@@ -1235,195 +1213,9 @@ fn derelativise(path: &str) -> Result<Option<PathBuf>, String> {
     Ok(Some(cwd.join(p)))
 }
 
-/// One glob pattern element.
-#[derive(Debug, PartialEq, Eq)]
-enum Tok {
-    Lit(char),
-    Any,
-    Star,
-    Class {
-        negated: bool,
-        items: Vec<(char, char)>,
-    },
-}
-
-fn has_magic(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-fn tokenize_glob(p: &str) -> Vec<Tok> {
-    let c: Vec<char> = p.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < c.len() {
-        match c[i] {
-            '*' => out.push(Tok::Star),
-            '?' => out.push(Tok::Any),
-            '\\' if i + 1 < c.len() => {
-                i += 1;
-                out.push(Tok::Lit(c[i]));
-            }
-            '[' => {
-                // Find the closing bracket (a ']' right after '[' or '[!' is literal).
-                let mut j = i + 1;
-                let negated = j < c.len() && (c[j] == '!' || c[j] == '^');
-                if negated {
-                    j += 1;
-                }
-                let start = j;
-                if j < c.len() && c[j] == ']' {
-                    j += 1;
-                }
-                while j < c.len() && c[j] != ']' {
-                    j += 1;
-                }
-                if j >= c.len() {
-                    out.push(Tok::Lit('['));
-                } else {
-                    let body = &c[start..j];
-                    let mut items = Vec::new();
-                    let mut k = 0;
-                    while k < body.len() {
-                        if k + 2 < body.len() && body[k + 1] == '-' {
-                            items.push((body[k], body[k + 2]));
-                            k += 3;
-                        } else {
-                            items.push((body[k], body[k]));
-                            k += 1;
-                        }
-                    }
-                    out.push(Tok::Class { negated, items });
-                    i = j;
-                }
-            }
-            ch => out.push(Tok::Lit(ch)),
-        }
-        i += 1;
-    }
-    out
-}
-
-fn tok_matches(t: &Tok, ch: char) -> bool {
-    match t {
-        Tok::Lit(l) => *l == ch,
-        Tok::Any => true,
-        Tok::Star => false,
-        Tok::Class { negated, items } => items.iter().any(|&(a, b)| a <= ch && ch <= b) != *negated,
-    }
-}
-
-/// fnmatch(3) of one path component: `*`, `?`, `[...]`, backslash escapes;
-/// a leading `.` must be matched explicitly.
-fn fnmatch(pattern: &str, name: &str) -> bool {
-    let toks = tokenize_glob(pattern);
-    let s: Vec<char> = name.chars().collect();
-    if s.first() == Some(&'.') && toks.first() != Some(&Tok::Lit('.')) {
-        return false;
-    }
-    let (mut si, mut pi) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < toks.len() && toks[pi] != Tok::Star && tok_matches(&toks[pi], s[si]) {
-            si += 1;
-            pi += 1;
-        } else if pi < toks.len() && toks[pi] == Tok::Star {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    toks[pi..].iter().all(|t| *t == Tok::Star)
-}
-
-/// glob(3) without flags: the existing paths matching `pattern`, sorted.
-/// Unreadable directories are skipped, as glob does without GLOB_ERR.
-fn glob(pattern: &str) -> Result<Vec<PathBuf>, String> {
-    let absolute = pattern.starts_with('/');
-    let mut cands: Vec<PathBuf> = vec![if absolute {
-        PathBuf::from("/")
-    } else {
-        PathBuf::new()
-    }];
-    let mut examined = 0usize;
-    for comp in pattern.split('/').filter(|c| !c.is_empty()) {
-        let mut next = Vec::new();
-        if !has_magic(comp) {
-            let lit: String = tokenize_glob(comp)
-                .into_iter()
-                .map(|t| match t {
-                    Tok::Lit(c) => c,
-                    _ => '?',
-                })
-                .collect();
-            for c in cands {
-                next.push(c.join(&lit));
-            }
-        } else {
-            for c in cands {
-                let dir = if c.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    c.as_path()
-                };
-                let Ok(rd) = std::fs::read_dir(dir) else {
-                    continue;
-                };
-                for e in rd.flatten() {
-                    examined += 1;
-                    if examined > MAX_GLOB_ENTRIES {
-                        return Err(format!("more than {MAX_GLOB_ENTRIES} directory entries"));
-                    }
-                    let name = e.file_name();
-                    let Some(name) = name.to_str() else {
-                        continue;
-                    };
-                    if fnmatch(comp, name) {
-                        next.push(c.join(name));
-                    }
-                }
-            }
-        }
-        cands = next;
-        if cands.len() > MAX_INCLUDED_FILES * 4 {
-            return Err("too many matches".into());
-        }
-    }
-    let mut out: Vec<PathBuf> = cands
-        .into_iter()
-        .filter(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_ok())
-        .collect();
-    out.sort_by(|a, b| {
-        a.as_os_str()
-            .as_encoded_bytes()
-            .cmp(b.as_os_str().as_encoded_bytes())
-    });
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnmatch_rules() {
-        assert!(fnmatch("*.conf", "a.conf"));
-        assert!(!fnmatch("*.conf", ".a.conf"));
-        assert!(fnmatch(".*.conf", ".a.conf"));
-        assert!(!fnmatch("*.conf", "a.conf~"));
-        assert!(fnmatch("a?c", "abc"));
-        assert!(fnmatch("[ab]x", "bx"));
-        assert!(!fnmatch("[!ab]x", "bx"));
-        assert!(fnmatch("[a-c]x", "cx"));
-        assert!(fnmatch("[]]x", "]x"));
-        assert!(fnmatch("\\*", "*"));
-        assert!(!fnmatch("\\*", "a"));
-        assert!(fnmatch("[x", "[x"));
-    }
 
     #[test]
     fn match_lines() {

@@ -357,14 +357,7 @@ mod tests {
     //! Cipher(algorithms.AES(bytes(range(16))), modes.CTR(b'\xff' * 16)).encryptor().update(bytes(64))
     //! ```
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        assert!(s.len() % 2 == 0);
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::wire::hex;
 
     fn material(
         cipher: &str,
@@ -551,10 +544,6 @@ mod tests {
         ]
     }
 
-    fn unhex(s: &str) -> Vec<u8> {
-        hex(&s.split_whitespace().collect::<String>())
-    }
-
     const PKT_IV: &str = "00112233445566778899aabbfffffffe";
 
     #[test]
@@ -571,7 +560,7 @@ mod tests {
             let mut o = opening_key(&m).unwrap();
             assert_eq!(s.tag_len(), super::super::mac(v.mac).unwrap().tag_len);
             for (seq, plain, sealed) in v.packets {
-                let (plain, sealed) = (unhex(plain), unhex(sealed));
+                let (plain, sealed) = (hex(plain), hex(sealed));
                 let mut p = plain.clone();
                 s.seal(seq, &mut p).unwrap();
                 assert_eq!(p, sealed, "{} seq {seq}", v.cipher);
@@ -602,10 +591,10 @@ mod tests {
             let mut s = sealing_key(&m).unwrap();
             let mut o = opening_key(&m).unwrap();
             let (seq, plain, sealed) = v.packets[0];
-            let mut p = unhex(plain);
+            let mut p = hex(plain);
             s.seal(seq, &mut p).unwrap();
-            assert_eq!(p, unhex(sealed));
-            let n = unhex(plain).len();
+            assert_eq!(p, hex(sealed));
+            let n = hex(plain).len();
             let (body, tag) = p.split_at_mut(n);
             o.open(seq, body, tag).unwrap();
 
@@ -618,10 +607,10 @@ mod tests {
             let mut s = sealing_key(&se).unwrap();
             let mut o = opening_key(&oe).unwrap();
             for (seq, plain, sealed) in &v.packets[1..] {
-                let plain = unhex(plain);
+                let plain = hex(plain);
                 let mut p = plain.clone();
                 s.seal(*seq, &mut p).unwrap();
-                assert_eq!(p, unhex(sealed));
+                assert_eq!(p, hex(sealed));
                 let (body, tag) = p.split_at_mut(plain.len());
                 o.open(*seq, body, tag).unwrap();
                 assert_eq!(body, &plain[..]);
@@ -674,8 +663,8 @@ mod tests {
         );
         let mut o = opening_key(&m).unwrap();
         let (seq, plain, sealed) = v.packets[0];
-        let plain = unhex(plain);
-        let sealed = unhex(sealed);
+        let plain = hex(plain);
+        let sealed = hex(sealed);
         let n = plain.len();
         let before = o.export();
 

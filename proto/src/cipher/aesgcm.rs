@@ -226,15 +226,7 @@ mod tests {
     //!         ctr = (ctr + 1) % (1 << 64)
     //! ```
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        assert!(s.len() % 2 == 0);
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::wire::hex;
 
     fn material(cipher: &str, key: Vec<u8>, iv: Vec<u8>) -> KeyMaterial {
         KeyMaterial {

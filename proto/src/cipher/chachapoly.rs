@@ -229,15 +229,7 @@ mod tests {
     //!
     //! The second packet's body (80 bytes) spans keystream blocks 1 and 2.
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        assert!(s.len() % 2 == 0);
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::wire::hex;
 
     fn material(key: Vec<u8>) -> KeyMaterial {
         KeyMaterial {

@@ -12,7 +12,7 @@ use super::relay::{OnEof, Relay};
 use super::Ctx;
 use crate::pty::{self, Pty, WinSize};
 use crate::{child, env, log};
-use ressh_ipc::pattern;
+use ressh_compat::pattern;
 
 /// Most env requests accepted per session.
 const MAX_ENV: usize = 256;

@@ -983,15 +983,31 @@ impl ProtoClient {
     }
 
     /// A reconnect whose request the client never confirms: it sends the
-    /// request and then only holds the new connection open for `hold`.
-    pub fn reconnect_unconfirmed(&mut self, hold: Duration) {
+    /// request and then holds the new connection open, reading (and
+    /// discarding) what the server sends, until the server closes it (60 s
+    /// at most). Returns the time from just before the request was sent to
+    /// the close.
+    pub fn reconnect_unconfirmed(&mut self) -> Duration {
         let mut att = self.conn.reconnect_attempt().unwrap();
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let sent = Instant::now();
         s.write_all(&att.take_output()).unwrap();
-        thread::sleep(hold);
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the unconfirmed attempt's connection: {e}"),
+            }
+        }
+        let held = sent.elapsed();
         drop(s);
         drop(att);
         self.conn.abort_reconnect();
+        held
     }
 
     /// Sends DISCONNECT and closes.

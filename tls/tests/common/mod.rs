@@ -54,29 +54,53 @@ impl Certs {
 pub struct Proc {
     child: Child,
     pub log: PathBuf,
+    out: PathBuf,
     _dir: TempDir,
 }
 
 impl Proc {
+    /// Stdin is /dev/null, stdout is dropped.
     pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc::start(cmd, Stdio::null(), false)
+    }
+
+    /// For a program that works while its console is open (`openssl
+    /// s_server` ends at EOF on stdin): stdin is a pipe held open until the
+    /// process is dropped, stdout is kept (see [`Proc::stdout`]).
+    pub fn spawn_console(cmd: &mut Command) -> Proc {
+        Proc::start(cmd, Stdio::piped(), true)
+    }
+
+    fn start(cmd: &mut Command, stdin: Stdio, keep_stdout: bool) -> Proc {
         let dir = TempDir::new("restls-log");
-        let log = dir.join("stderr");
+        let (log, out) = (dir.join("stderr"), dir.join("stdout"));
         let f = fs::File::create(&log).unwrap();
+        let stdout = if keep_stdout {
+            Stdio::from(fs::File::create(&out).unwrap())
+        } else {
+            Stdio::null()
+        };
         let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(f)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Proc {
             child,
             log,
+            out,
             _dir: dir,
         }
     }
 
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What a [`Proc::spawn_console`] process printed so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
     }
 }
 

@@ -1,28 +1,25 @@
-//! OpenSSH pattern matching (`match.c`, `addrmatch.c`), reusable outside the
-//! configuration parser: `Match` criteria, `AllowUsers user@host`, the
-//! `from=` option of authorized_keys, `AcceptEnv`.
+//! OpenSSH's `match.c`: glob patterns and pattern lists, as ssh_config's
+//! `Host`/`Match`, sshd_config's `Match` and `AllowUsers`, authorized_keys'
+//! `from=`, `AcceptEnv`/`SendEnv` and `IgnoreUnknown` use them.
 //!
 //! * A *pattern* is a glob with `*` (any run of characters, possibly empty)
 //!   and `?` (exactly one character); there are no escapes.
 //! * A *pattern list* is comma-separated patterns, each optionally negated
 //!   with a leading `!`. A negated pattern that matches makes the whole list
 //!   fail ([`ListMatch::Negated`]), whatever else matches.
-//! * An *address list* is a pattern list whose entries may also be
-//!   `address/masklen` CIDR networks (IPv4 or IPv6); an entry that is not
-//!   valid CIDR is matched as a pattern against the address's text.
 //!
-//! Matching works on bytes, like OpenSSH's C code, and never recurses, so a
-//! hostile pattern costs at most `O(len(string) * len(pattern))`.
+//! Matching works on bytes, like OpenSSH's C code, and never recurses: one
+//! backtrack point (the last `*` seen), so a hostile pattern costs at most
+//! `O(len(string) * len(pattern))` (OpenSSH's recursive matcher is
+//! exponential on `*a*a*a*b`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
+use crate::addrmatch::{addr_match_list, AddrMatch};
 
 /// Longest single pattern of a pattern list (OpenSSH: 1024 bytes with the
 /// terminating NUL). A longer one makes the list fail.
 const MAX_SUBPATTERN: usize = 1023;
-
-/// Longest `address[/len]` entry considered for CIDR parsing (OpenSSH's
-/// 64-byte buffer); longer entries are matched as patterns.
-const MAX_CIDR_TEXT: usize = 63;
 
 /// The outcome of matching against a pattern list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,28 +39,39 @@ impl ListMatch {
     }
 }
 
-/// The outcome of matching an address against an address list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AddrMatch {
-    NoMatch,
-    Match,
-    /// A negated entry matched.
-    Negated,
-    /// The list has a malformed entry (empty, or a CIDR network with bits
-    /// set beyond its mask or a mask too long for its family).
-    Invalid,
-}
-
-impl AddrMatch {
-    /// True only for [`AddrMatch::Match`].
-    pub fn is_match(self) -> bool {
-        self == AddrMatch::Match
+/// Whether `s` matches `pattern` as a whole, on bytes, case-sensitively.
+/// A `*` in the pattern is a wildcard even where the string has one.
+pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // The last `*` seen and the string position it is tried from.
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || (pattern[p] != b'*' && pattern[p] == s[i])) {
+            p += 1;
+            i += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, i));
+            p += 1;
+        } else if let Some((sp, si)) = star {
+            p = sp + 1;
+            i = si + 1;
+            star = Some((sp, si + 1));
+        } else {
+            return false;
+        }
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
-/// Whether `s` matches the glob `pattern` (`*` and `?`), case-sensitively.
+/// Whether `s` matches the glob `pattern` (`*` and `?`), case-sensitively
+/// (OpenSSH's `match_pattern`).
 pub fn match_pattern(s: &str, pattern: &str) -> bool {
-    ressh_ipc::pattern::matches(pattern.as_bytes(), s.as_bytes())
+    matches(pattern.as_bytes(), s.as_bytes())
+}
+
+/// Whether `s` matches any of `patterns` (each one pattern, no lists).
+pub fn matches_any<S: AsRef<str>>(patterns: &[S], s: &str) -> bool {
+    patterns.iter().any(|p| match_pattern(s, p.as_ref()))
 }
 
 /// Matches `s` against a comma-separated pattern list (OpenSSH's
@@ -120,143 +128,6 @@ pub fn match_group_list(groups: &[String], list: &str) -> bool {
         }
     }
     found
-}
-
-/// Parses an address as OpenSSH's `addr_pton` does for numeric hosts: an
-/// IPv4 dotted quad or an IPv6 address, an IPv6 zone (`%eth0`) ignored.
-pub fn parse_addr(s: &str) -> Option<IpAddr> {
-    if let Ok(a) = s.parse::<Ipv4Addr>() {
-        return Some(IpAddr::V4(a));
-    }
-    let v6 = match s.find('%') {
-        Some(i) if i > 0 && i + 1 < s.len() => &s[..i],
-        Some(_) => return None,
-        None => s,
-    };
-    v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
-}
-
-/// The outcome of parsing one address-list entry as CIDR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cidr {
-    /// A network: its base address and mask length.
-    Net(IpAddr, u8),
-    /// Not CIDR syntax at all (matched as a pattern instead).
-    NotCidr,
-    /// CIDR syntax with an impossible mask length or host bits set.
-    Invalid,
-}
-
-/// Parses `address[/masklen]` (OpenSSH's `addr_pton_cidr`). Without a mask
-/// the network is the single address.
-pub fn parse_cidr(s: &str) -> Cidr {
-    if s.len() > MAX_CIDR_TEXT {
-        return Cidr::NotCidr;
-    }
-    let (addr_text, mask) = match s.split_once('/') {
-        Some((a, m)) => {
-            if m.is_empty() || m.len() > 3 || !m.bytes().all(|c| c.is_ascii_digit()) {
-                return Cidr::NotCidr;
-            }
-            let v: u32 = match m.parse() {
-                Ok(v) => v,
-                Err(_) => return Cidr::NotCidr,
-            };
-            if v > 128 {
-                return Cidr::NotCidr;
-            }
-            (a, Some(v))
-        }
-        None => (s, None),
-    };
-    let addr = match parse_addr(addr_text) {
-        Some(a) => a,
-        None => return Cidr::NotCidr,
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = mask.unwrap_or(max);
-    if len > max {
-        return Cidr::Invalid;
-    }
-    // Checked above: len <= 128.
-    let len = len as u8;
-    if masked(addr, len) != addr {
-        return Cidr::Invalid;
-    }
-    Cidr::Net(addr, len)
-}
-
-/// `addr` with every bit beyond the first `len` cleared.
-fn masked(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(bits & mask))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len.min(128)))
-            };
-            IpAddr::V6(Ipv6Addr::from(bits & mask))
-        }
-    }
-}
-
-/// Whether `addr` lies in the network `net/len` (different families never
-/// match).
-pub fn addr_in_net(addr: IpAddr, net: IpAddr, len: u8) -> bool {
-    addr.is_ipv4() == net.is_ipv4() && masked(addr, len) == net
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) as plain IPv4, as sshd
-/// normalises peer addresses before matching.
-pub fn normalize_addr(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(a),
-        },
-        v4 => v4,
-    }
-}
-
-/// Matches an address against an address list (OpenSSH's
-/// `addr_match_list`). With `addr` None the list is only checked for
-/// well-formedness: the result is then [`AddrMatch::NoMatch`] or
-/// [`AddrMatch::Invalid`].
-pub fn addr_match_list(addr: Option<IpAddr>, list: &str) -> AddrMatch {
-    let addr = addr.map(normalize_addr);
-    let text = addr.map(|a| a.to_string());
-    let mut ret = AddrMatch::NoMatch;
-    for item in list.split(',') {
-        let (neg, entry) = match item.strip_prefix('!') {
-            Some(rest) => (true, rest),
-            None => (false, item),
-        };
-        if entry.is_empty() {
-            return AddrMatch::Invalid;
-        }
-        let found = match parse_cidr(entry) {
-            Cidr::Invalid => return AddrMatch::Invalid,
-            Cidr::Net(net, len) => addr.is_some_and(|a| addr_in_net(a, net, len)),
-            Cidr::NotCidr => text.as_deref().is_some_and(|t| match_pattern(t, entry)),
-        };
-        if found {
-            if neg {
-                return AddrMatch::Negated;
-            }
-            ret = AddrMatch::Match;
-        }
-    }
-    ret
 }
 
 /// A malformed address list (see [`AddrMatch::Invalid`]).
@@ -340,6 +211,60 @@ mod tests {
     }
 
     #[test]
+    fn wildcards() {
+        let m = |p: &str, s: &str| matches(p.as_bytes(), s.as_bytes());
+        assert!(m("LC_*", "LC_ALL"));
+        assert!(m("LC_*", "LC_"));
+        assert!(!m("LC_*", "LANG"));
+        assert!(m("*", ""));
+        assert!(m("FOO", "FOO"));
+        assert!(!m("FOO", "FOOD"));
+        assert!(!m("FOO", "foo"));
+        assert!(m("F?O", "FXO"));
+        assert!(!m("F?O", "FO"));
+        assert!(m("*a*b*c", "xxaybzzc"));
+        assert!(!m("*a*b*c", "xxaybzzcd"));
+        assert!(m("a**b", "ab"));
+        assert!(m("*.example.*", "www.example.org"));
+        assert!(!m("", "x"));
+        assert!(m("", ""));
+        assert!(m("?", "x"));
+        assert!(!m("?", ""));
+        assert!(!m("abc", "ab"));
+        // A `*` in the pattern is a wildcard even where the string has one.
+        assert!(m("*a", "*ba"));
+    }
+
+    #[test]
+    fn any_of_a_list() {
+        let pats = vec!["LANG".to_string(), "LC_*".to_string()];
+        assert!(matches_any(&pats, "LANG"));
+        assert!(matches_any(&pats, "LC_CTYPE"));
+        assert!(!matches_any(&pats, "PATH"));
+        assert!(!matches_any::<String>(&[], "LANG"));
+    }
+
+    /// The client's old recursive matcher took exponential time here (a
+    /// `Host` line is the attacker's only if the config is, but `from=` and
+    /// `AcceptEnv` patterns meet names a peer chose).
+    #[test]
+    fn many_stars_are_bounded() {
+        // In a thread, so that a matcher that takes exponential time fails
+        // the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = "a".repeat(60);
+            let _ = tx.send((
+                match_pattern(&s, "*a*a*a*a*a*a*a*a*b"),
+                match_pattern(&s, "*a*a*a*a*a*a*a*a*"),
+                match_pattern_list(&s, "x,*a*a*a*a*a*a*a*a*b", false),
+            ));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(2));
+        assert_eq!(got, Ok((false, true, ListMatch::NoMatch)));
+    }
+
+    #[test]
     fn globs() {
         assert!(match_pattern("", ""));
         assert!(match_pattern("", "*"));
@@ -395,48 +320,6 @@ mod tests {
         assert!(match_group_list(&groups, "wheel"));
         assert!(!match_group_list(&groups, "*,!wheel"));
         assert!(!match_group_list(&[], "*"));
-    }
-
-    #[test]
-    fn cidr() {
-        assert_eq!(parse_cidr("10.0.0.0/8"), Cidr::Net(ip("10.0.0.0"), 8));
-        assert_eq!(parse_cidr("10.0.0.1/8"), Cidr::Invalid);
-        assert_eq!(parse_cidr("10.0.0.0/33"), Cidr::Invalid);
-        assert_eq!(parse_cidr("10.0.0.0/129"), Cidr::NotCidr);
-        assert_eq!(parse_cidr("10.0.0.0/"), Cidr::NotCidr);
-        assert_eq!(parse_cidr("10.0.0.*"), Cidr::NotCidr);
-        assert_eq!(parse_cidr("1.2.3.4"), Cidr::Net(ip("1.2.3.4"), 32));
-        assert_eq!(parse_cidr("2001:db8::/32"), Cidr::Net(ip("2001:db8::"), 32));
-        assert_eq!(parse_cidr("2001:db8::1/32"), Cidr::Invalid);
-        assert_eq!(parse_cidr("::/0"), Cidr::Net(ip("::"), 0));
-        assert_eq!(parse_cidr("0.0.0.0/0"), Cidr::Net(ip("0.0.0.0"), 0));
-        assert_eq!(parse_cidr("fe80::1%eth0"), Cidr::Net(ip("fe80::1"), 128));
-    }
-
-    #[test]
-    fn addr_lists() {
-        let a = Some(ip("192.168.1.20"));
-        assert_eq!(addr_match_list(a, "192.168.1.0/24"), AddrMatch::Match);
-        assert_eq!(addr_match_list(a, "192.168.2.0/24"), AddrMatch::NoMatch);
-        assert_eq!(addr_match_list(a, "192.168.1.*"), AddrMatch::Match);
-        assert_eq!(addr_match_list(a, "*,!192.168.0.0/16"), AddrMatch::Negated);
-        assert_eq!(
-            addr_match_list(a, "10.0.0.0/8,192.168.1.20"),
-            AddrMatch::Match
-        );
-        assert_eq!(addr_match_list(a, "10.0.0.1/8"), AddrMatch::Invalid);
-        assert_eq!(addr_match_list(a, "10.0.0.0/8,,"), AddrMatch::Invalid);
-        assert_eq!(
-            addr_match_list(None, "10.0.0.0/8,1.2.3.*"),
-            AddrMatch::NoMatch
-        );
-        assert_eq!(addr_match_list(None, "!"), AddrMatch::Invalid);
-        let v6 = Some(ip("2001:db8::5"));
-        assert_eq!(addr_match_list(v6, "2001:db8::/32"), AddrMatch::Match);
-        assert_eq!(addr_match_list(v6, "0.0.0.0/0"), AddrMatch::NoMatch);
-        assert_eq!(addr_match_list(v6, "::/0"), AddrMatch::Match);
-        let mapped = Some(ip("::ffff:10.1.2.3"));
-        assert_eq!(addr_match_list(mapped, "10.0.0.0/8"), AddrMatch::Match);
     }
 
     #[test]

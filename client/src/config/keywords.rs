@@ -1,0 +1,554 @@
+//! The keyword table of ssh_config as ressh reads it, like resshd's for
+//! sshd_config: every keyword ssh knows is implemented (parsed at its line
+//! into a typed field of [`Raw`]), accepted because ignoring it is harmless,
+//! or accepted only at its safe value. A keyword not in the table is an
+//! error (as in ssh) unless `IgnoreUnknown` lists it.
+
+use ressh_compat::misc::convtime;
+use ressh_compat::pattern;
+
+use super::{parse_escape_char, Family, RequestTty, SessionType, Strict};
+use crate::args;
+use crate::log::Level;
+
+/// The implemented keywords.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    HostName,
+    Port,
+    User,
+    IdentityFile,
+    IdentitiesOnly,
+    IdentityAgent,
+    ProxyCommand,
+    ProxyJump,
+    ServerAliveInterval,
+    ServerAliveCountMax,
+    ConnectTimeout,
+    ConnectionAttempts,
+    StrictHostKeyChecking,
+    UserKnownHostsFile,
+    GlobalKnownHostsFile,
+    HashKnownHosts,
+    HostKeyAlias,
+    SetEnv,
+    SendEnv,
+    BatchMode,
+    LogLevel,
+    RequestTty,
+    AddressFamily,
+    EscapeChar,
+    Ciphers,
+    Macs,
+    KexAlgorithms,
+    HostKeyAlgorithms,
+    PubkeyAcceptedAlgorithms,
+    PreferredAuthentications,
+    PubkeyAuthentication,
+    PasswordAuthentication,
+    KbdInteractiveAuthentication,
+    NumberOfPasswordPrompts,
+    ExitOnForwardFailure,
+    ClearAllForwardings,
+    GatewayPorts,
+    LocalForward,
+    RemoteForward,
+    DynamicForward,
+    RemoteCommand,
+    SessionType,
+    StdinNull,
+    ForkAfterAuthentication,
+    ResilienceSuspectFloor,
+    ResilienceSuspectCap,
+    Resilience,
+    IgnoreUnknown,
+}
+
+/// How a keyword is handled.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Implemented: parsed into its field of [`Raw`].
+    Set(Key),
+    /// Accepted and ignored: not doing it is harmless.
+    Ignored,
+    /// Only these values (lowercase) are accepted; others are refused.
+    Only(&'static [&'static str]),
+}
+
+const NO: &[&str] = &["no", "false"];
+
+/// The keyword (lowercase, aliases resolved) and how it is handled.
+fn lookup(k: &str) -> Option<(&str, Kind)> {
+    use Key::*;
+    use Kind::*;
+    let k = match k {
+        "pubkeyacceptedkeytypes" => "pubkeyacceptedalgorithms",
+        "challengeresponseauthentication" => "kbdinteractiveauthentication",
+        _ => k,
+    };
+    let kind = match k {
+        "hostname" => Set(HostName),
+        "port" => Set(Port),
+        "user" => Set(User),
+        "identityfile" => Set(IdentityFile),
+        "identitiesonly" => Set(IdentitiesOnly),
+        "identityagent" => Set(IdentityAgent),
+        "proxycommand" => Set(ProxyCommand),
+        "proxyjump" => Set(ProxyJump),
+        "serveraliveinterval" => Set(ServerAliveInterval),
+        "serveralivecountmax" => Set(ServerAliveCountMax),
+        "connecttimeout" => Set(ConnectTimeout),
+        "connectionattempts" => Set(ConnectionAttempts),
+        "stricthostkeychecking" => Set(StrictHostKeyChecking),
+        "userknownhostsfile" => Set(UserKnownHostsFile),
+        "globalknownhostsfile" => Set(GlobalKnownHostsFile),
+        "hashknownhosts" => Set(HashKnownHosts),
+        "hostkeyalias" => Set(HostKeyAlias),
+        "setenv" => Set(SetEnv),
+        "sendenv" => Set(SendEnv),
+        "batchmode" => Set(BatchMode),
+        "loglevel" => Set(LogLevel),
+        "requesttty" => Set(RequestTty),
+        "addressfamily" => Set(AddressFamily),
+        "escapechar" => Set(EscapeChar),
+        "ciphers" => Set(Ciphers),
+        "macs" => Set(Macs),
+        "kexalgorithms" => Set(KexAlgorithms),
+        "hostkeyalgorithms" => Set(HostKeyAlgorithms),
+        "pubkeyacceptedalgorithms" => Set(PubkeyAcceptedAlgorithms),
+        "preferredauthentications" => Set(PreferredAuthentications),
+        "pubkeyauthentication" => Set(PubkeyAuthentication),
+        "passwordauthentication" => Set(PasswordAuthentication),
+        "kbdinteractiveauthentication" => Set(KbdInteractiveAuthentication),
+        "numberofpasswordprompts" => Set(NumberOfPasswordPrompts),
+        "exitonforwardfailure" => Set(ExitOnForwardFailure),
+        "clearallforwardings" => Set(ClearAllForwardings),
+        "gatewayports" => Set(GatewayPorts),
+        "localforward" => Set(LocalForward),
+        "remoteforward" => Set(RemoteForward),
+        "dynamicforward" => Set(DynamicForward),
+        "remotecommand" => Set(RemoteCommand),
+        "sessiontype" => Set(SessionType),
+        "stdinnull" => Set(StdinNull),
+        "forkafterauthentication" => Set(ForkAfterAuthentication),
+        "resilience" => Set(Resilience),
+        "resiliencesuspectfloor" => Set(ResilienceSuspectFloor),
+        "resiliencesuspectcap" => Set(ResilienceSuspectCap),
+        "ignoreunknown" => Set(IgnoreUnknown),
+        "compression"
+        | "tcpkeepalive"
+        | "visualhostkey"
+        | "checkhostip"
+        | "gssapiauthentication"
+        | "gssapidelegatecredentials"
+        | "gssapikeyexchange"
+        | "gssapikexalgorithms"
+        | "gssapitrustdns"
+        | "gssapirenewalforcesrekey"
+        | "gssapiclientidentity"
+        | "gssapiserveridentity"
+        | "protocol"
+        | "syslogfacility"
+        | "ipqos"
+        | "nohostauthenticationforlocalhost"
+        | "rekeylimit"
+        | "xauthlocation"
+        | "canonicalizehostname"
+        | "canonicaldomains"
+        | "canonicalizefallbacklocal"
+        | "canonicalizemaxdots"
+        | "canonicalizepermittedcnames"
+        | "streamlocalbindmask"
+        | "streamlocalbindunlink"
+        | "fingerprinthash"
+        | "securitykeyprovider"
+        | "requiredrsasize"
+        | "obscurekeystroketiming"
+        | "enableescapecommandline"
+        | "tag"
+        | "logverbose"
+        | "permitremoteopen"
+        | "forwardx11timeout"
+        | "forwardx11trusted"
+        | "casignaturealgorithms"
+        | "hostbasedacceptedalgorithms"
+        | "hostbasedkeytypes"
+        | "updatehostkeys"
+        | "addkeystoagent"
+        | "useroaming"
+        | "controlpath"
+        | "warnweakcrypto"
+        | "verifyhostkeydns"
+        | "localcommand"
+        | "channeltimeout"
+        | "usekeychain" => Ignored,
+        "forwardagent"
+        | "forwardx11"
+        | "permitlocalcommand"
+        | "hostbasedauthentication"
+        | "enablesshkeysign"
+        | "useprivilegedport"
+        | "proxyusefdpass"
+        | "controlpersist"
+        | "controlmaster"
+        | "tunnel" => Only(NO),
+        "bindaddress" | "bindinterface" | "certificatefile" | "knownhostscommand"
+        | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => Only(&[]),
+        _ => return None,
+    };
+    Some((k, kind))
+}
+
+/// What the configuration sources said, each field typed and set by its
+/// first value (ssh's first-value-wins), the lists accumulated.
+#[derive(Default, Debug)]
+pub(super) struct Raw {
+    pub host_name: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    /// As written (`none` entries included); empty when never set.
+    pub identity_files: Vec<String>,
+    pub identities_only: Option<bool>,
+    pub identity_agent: Option<String>,
+    /// As written (`none` included).
+    pub proxy_command: Option<String>,
+    pub proxy_jump: Option<String>,
+    /// Seconds; `none` is 0.
+    pub server_alive_interval: Option<u64>,
+    pub server_alive_count_max: Option<u32>,
+    /// Seconds; `none` is 0.
+    pub connect_timeout: Option<u64>,
+    pub connection_attempts: Option<u32>,
+    pub strict: Option<Strict>,
+    pub user_known_hosts: Option<Vec<String>>,
+    pub global_known_hosts: Option<Vec<String>>,
+    pub hash_known_hosts: Option<bool>,
+    pub host_key_alias: Option<String>,
+    pub set_env: Option<Vec<(String, String)>>,
+    pub send_env: Vec<String>,
+    pub batch_mode: Option<bool>,
+    pub log_level: Option<Level>,
+    pub request_tty: Option<RequestTty>,
+    pub address_family: Option<Family>,
+    pub escape_char: Option<Option<u8>>,
+    pub ciphers: Option<String>,
+    pub macs: Option<String>,
+    pub kex_algorithms: Option<String>,
+    pub host_key_algorithms: Option<String>,
+    pub pubkey_accepted_algorithms: Option<String>,
+    pub preferred_authentications: Option<Vec<String>>,
+    pub pubkey_authentication: Option<bool>,
+    pub password_authentication: Option<bool>,
+    pub kbd_interactive_authentication: Option<bool>,
+    pub number_of_password_prompts: Option<u32>,
+    pub exit_on_forward_failure: Option<bool>,
+    pub clear_all_forwardings: Option<bool>,
+    pub gateway_ports: Option<bool>,
+    /// `LocalForward`s, `RemoteForward`s, `DynamicForward`s: their words
+    /// joined by `:` (checked by `forward::parse` once all are read).
+    pub local_forwards: Vec<String>,
+    pub remote_forwards: Vec<String>,
+    pub dynamic_forwards: Vec<String>,
+    /// As written (`none` included).
+    pub remote_command: Option<String>,
+    pub session_type: Option<SessionType>,
+    pub stdin_null: Option<bool>,
+    pub fork_after_authentication: Option<bool>,
+    pub resilience: Option<bool>,
+    /// Milliseconds; the cap's inner None is `none` (the keepalive interval).
+    pub suspect_floor_ms: Option<u64>,
+    pub suspect_cap_ms: Option<Option<u64>>,
+    /// IgnoreUnknown's patterns, as one pattern list.
+    pub ignore_unknown: Option<String>,
+}
+
+/// Sets `slot` unless an earlier source did.
+fn first<T>(slot: &mut Option<T>, v: T) {
+    if slot.is_none() {
+        *slot = Some(v);
+    }
+}
+
+fn yes_no(key: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("{key}: expected yes or no, got {v:?}")),
+    }
+}
+
+/// The value of `v` (case-insensitively) in `table`.
+fn one_of<T: Copy>(key: &str, v: &str, table: &[(&str, T)]) -> Result<T, String> {
+    let lower = v.to_ascii_lowercase();
+    match table.iter().find(|(name, _)| *name == lower) {
+        Some(&(_, t)) => Ok(t),
+        None => Err(format!(
+            "{key}: bad value {v:?} (one of {})",
+            table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+fn number(key: &str, v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .map_err(|_| format!("{key}: bad number {v:?}"))
+}
+
+/// A whole number of milliseconds (ressh's own keywords).
+fn millis(key: &str, v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| format!("{key}: bad number of milliseconds {v:?}"))
+}
+
+/// `none` (0) or a convtime (`30`, `1m`, `1h30m`).
+fn seconds(key: &str, v: &str) -> Result<u64, String> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    convtime(v)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{key}: {e}"))
+}
+
+impl Raw {
+    /// One keyword line (from a file or `-o`): `vals` are its words.
+    /// Inactive lines (in a `Host`/`Match` block that does not apply) are
+    /// only checked for an unknown keyword.
+    pub(super) fn set(&mut self, key: &str, vals: Vec<String>, active: bool) -> Result<(), String> {
+        let Some((key, kind)) = lookup(key) else {
+            if let Some(list) = &self.ignore_unknown {
+                if pattern::match_pattern_list(key, list, true).is_match() {
+                    return Ok(());
+                }
+            }
+            return Err(format!("Bad configuration option: {key}"));
+        };
+        if !active {
+            return Ok(());
+        }
+        if vals.is_empty() {
+            return Err(format!("{key}: missing argument"));
+        }
+        match kind {
+            Kind::Set(k) => self.apply(k, key, vals),
+            Kind::Ignored => Ok(()),
+            Kind::Only(allowed) => {
+                let v = vals[0].to_ascii_lowercase();
+                if allowed.contains(&v.as_str()) {
+                    Ok(())
+                } else if allowed.is_empty() {
+                    Err(format!("{key} is not supported by ressh"))
+                } else {
+                    Err(format!(
+                        "{key} {} is not supported by ressh (only {})",
+                        vals[0],
+                        allowed.join("/")
+                    ))
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, k: Key, key: &str, vals: Vec<String>) -> Result<(), String> {
+        let v = vals[0].as_str();
+        let flag = |slot: &mut Option<bool>| -> Result<(), String> {
+            first(slot, yes_no(key, v)?);
+            Ok(())
+        };
+        match k {
+            Key::HostName => first(&mut self.host_name, v.to_string()),
+            Key::Port => first(
+                &mut self.port,
+                args::parse_port(v).ok_or_else(|| format!("Bad port '{v}'"))?,
+            ),
+            Key::User => first(&mut self.user, v.to_string()),
+            Key::IdentityFile => self.identity_files.push(v.to_string()),
+            Key::IdentitiesOnly => flag(&mut self.identities_only)?,
+            Key::IdentityAgent => first(&mut self.identity_agent, v.to_string()),
+            Key::ProxyCommand => first(&mut self.proxy_command, vals.join(" ")),
+            Key::ProxyJump => first(&mut self.proxy_jump, v.to_string()),
+            Key::ServerAliveInterval => first(&mut self.server_alive_interval, seconds(key, v)?),
+            Key::ServerAliveCountMax => first(&mut self.server_alive_count_max, number(key, v)?),
+            Key::ConnectTimeout => first(&mut self.connect_timeout, seconds(key, v)?),
+            Key::ConnectionAttempts => first(&mut self.connection_attempts, number(key, v)?),
+            Key::StrictHostKeyChecking => first(
+                &mut self.strict,
+                one_of(
+                    key,
+                    v,
+                    &[
+                        ("yes", Strict::Yes),
+                        ("no", Strict::No),
+                        ("off", Strict::No),
+                        ("ask", Strict::Ask),
+                        ("accept-new", Strict::AcceptNew),
+                        ("true", Strict::Yes),
+                        ("false", Strict::No),
+                    ],
+                )?,
+            ),
+            Key::UserKnownHostsFile => first(&mut self.user_known_hosts, vals),
+            Key::GlobalKnownHostsFile => first(&mut self.global_known_hosts, vals),
+            Key::HashKnownHosts => flag(&mut self.hash_known_hosts)?,
+            Key::HostKeyAlias => first(&mut self.host_key_alias, v.to_string()),
+            Key::SetEnv => {
+                let mut pairs = Vec::new();
+                for kv in &vals {
+                    match kv.split_once('=') {
+                        Some((n, val)) if !n.is_empty() => {
+                            pairs.push((n.to_string(), val.to_string()))
+                        }
+                        _ => return Err(format!("SetEnv: expected NAME=VALUE, got {kv:?}")),
+                    }
+                }
+                first(&mut self.set_env, pairs)
+            }
+            Key::SendEnv => {
+                for v in vals {
+                    if let Some(pat) = v.strip_prefix('-') {
+                        self.send_env.retain(|x| !pattern::match_pattern(x, pat));
+                    } else {
+                        self.send_env.push(v);
+                    }
+                }
+            }
+            Key::BatchMode => flag(&mut self.batch_mode)?,
+            Key::LogLevel => first(
+                &mut self.log_level,
+                Level::parse(v).ok_or_else(|| format!("unsupported log level '{v}'"))?,
+            ),
+            Key::RequestTty => first(
+                &mut self.request_tty,
+                one_of(
+                    key,
+                    v,
+                    &[
+                        ("no", RequestTty::No),
+                        ("yes", RequestTty::Yes),
+                        ("force", RequestTty::Force),
+                        ("auto", RequestTty::Auto),
+                        ("true", RequestTty::Yes),
+                        ("false", RequestTty::No),
+                    ],
+                )?,
+            ),
+            Key::AddressFamily => first(
+                &mut self.address_family,
+                one_of(
+                    key,
+                    v,
+                    &[
+                        ("any", Family::Any),
+                        ("inet", Family::Inet),
+                        ("inet6", Family::Inet6),
+                    ],
+                )?,
+            ),
+            Key::EscapeChar => first(&mut self.escape_char, parse_escape_char(v)?),
+            Key::Ciphers => first(&mut self.ciphers, v.to_string()),
+            Key::Macs => first(&mut self.macs, v.to_string()),
+            Key::KexAlgorithms => first(&mut self.kex_algorithms, v.to_string()),
+            Key::HostKeyAlgorithms => first(&mut self.host_key_algorithms, v.to_string()),
+            Key::PubkeyAcceptedAlgorithms => {
+                first(&mut self.pubkey_accepted_algorithms, v.to_string())
+            }
+            Key::PreferredAuthentications => first(
+                &mut self.preferred_authentications,
+                v.split(',').map(|m| m.trim().to_string()).collect(),
+            ),
+            Key::PubkeyAuthentication => flag(&mut self.pubkey_authentication)?,
+            Key::PasswordAuthentication => flag(&mut self.password_authentication)?,
+            Key::KbdInteractiveAuthentication => flag(&mut self.kbd_interactive_authentication)?,
+            Key::NumberOfPasswordPrompts => {
+                first(&mut self.number_of_password_prompts, number(key, v)?)
+            }
+            Key::ExitOnForwardFailure => flag(&mut self.exit_on_forward_failure)?,
+            Key::ClearAllForwardings => flag(&mut self.clear_all_forwardings)?,
+            Key::GatewayPorts => first(
+                &mut self.gateway_ports,
+                one_of(
+                    key,
+                    v,
+                    &[
+                        ("yes", true),
+                        ("no", false),
+                        ("true", true),
+                        ("false", false),
+                        ("clientspecified", false),
+                    ],
+                )?,
+            ),
+            Key::LocalForward | Key::RemoteForward => {
+                if vals.len() > 2 {
+                    return Err(format!("{key}: too many arguments"));
+                }
+                let list = if k == Key::LocalForward {
+                    &mut self.local_forwards
+                } else {
+                    &mut self.remote_forwards
+                };
+                list.push(vals.join(":"));
+            }
+            Key::DynamicForward => {
+                if vals.len() > 1 {
+                    return Err(format!("{key}: too many arguments"));
+                }
+                self.dynamic_forwards.push(v.to_string());
+            }
+            Key::RemoteCommand => first(&mut self.remote_command, vals.join(" ")),
+            Key::SessionType => first(
+                &mut self.session_type,
+                one_of(
+                    key,
+                    v,
+                    &[
+                        ("none", SessionType::None),
+                        ("subsystem", SessionType::Subsystem),
+                        ("default", SessionType::Default),
+                    ],
+                )?,
+            ),
+            Key::StdinNull => flag(&mut self.stdin_null)?,
+            Key::ForkAfterAuthentication => flag(&mut self.fork_after_authentication)?,
+            Key::Resilience => flag(&mut self.resilience)?,
+            Key::ResilienceSuspectFloor => first(&mut self.suspect_floor_ms, millis(key, v)?),
+            Key::ResilienceSuspectCap => first(
+                &mut self.suspect_cap_ms,
+                if v.eq_ignore_ascii_case("none") {
+                    None
+                } else {
+                    Some(millis(key, v)?)
+                },
+            ),
+            Key::IgnoreUnknown => first(&mut self.ignore_unknown, vals.join(",")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every keyword Debian's ssh prints with `-G` is in the table: a
+    /// configuration ssh accepts is not refused for an unknown keyword.
+    #[test]
+    fn knows_every_keyword_of_ssh() {
+        let ssh = ressh_testkit::require_cmd("ssh");
+        let out = std::process::Command::new(ssh)
+            .args(["-G", "-F", "none", "h"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let keys: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_ascii_lowercase)
+            .filter(|k| k != "host")
+            .collect();
+        assert!(keys.len() > 50, "{text}");
+        let unknown: Vec<&String> = keys.iter().filter(|k| lookup(k).is_none()).collect();
+        assert!(unknown.is_empty(), "unknown to ressh: {unknown:?}");
+    }
+}

@@ -1,0 +1,108 @@
+//! A private tmux server: a real pty for interactive clients, driven by
+//! keys and read back as a screen.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cmd::{require_cmd, run};
+use crate::util::{text, wait_for};
+
+/// A private tmux server (own socket, no config) whose one session is
+/// `main`; killed on drop.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// `tag` makes the socket name unique beside this process's id.
+    pub fn new(tag: &str) -> Tmux {
+        require_cmd("tmux");
+        Tmux {
+            socket: format!("ressh-test-{tag}-{}", std::process::id()),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(require_cmd("tmux"));
+        c.env("TERM", "xterm")
+            .args(["-f", "/dev/null", "-L", &self.socket]);
+        c
+    }
+
+    /// Runs `tmux args...`; panics unless it succeeds. Returns its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = run(self.cmd().args(args));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}\n{}",
+            out.status,
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Starts session `main`, `cols` x `rows`, running the shell command `line`.
+    pub fn start(&self, cols: u16, rows: u16, line: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "main",
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &rows.to_string(),
+            line,
+        ]);
+    }
+
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "main"])
+    }
+
+    /// Waits (20 s at most) until the screen satisfies `pred`; returns it.
+    pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_for(
+            what,
+            Duration::from_secs(20),
+            || {
+                let s = self.screen();
+                pred(&s).then_some(s)
+            },
+            || format!("--- screen ---\n{}", self.screen()),
+        )
+    }
+
+    /// Whether the screen satisfies `pred` within `within`.
+    pub fn poll(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if pred(&self.screen()) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// `send-keys -t main keys...` (tmux key names: "Enter", "C-c", ...).
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "main"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Whether session `main` still exists (its program has not exited).
+    pub fn alive(&self) -> bool {
+        run(self.cmd().args(["has-session", "-t", "main"]))
+            .status
+            .success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = run(self.cmd().arg("kill-server"));
+    }
+}
