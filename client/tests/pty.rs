@@ -28,8 +28,8 @@ fn prompt(s: &str) -> bool {
 }
 
 fn shell_session(env: &Env) {
-    let tmux = Tmux::new("pty");
-    tmux.start(&pane(env, ""));
+    let tmux = Tmux::new("pty").with_history(100);
+    tmux.start(100, 30, &pane(env, ""));
     let s = tmux.wait("the remote prompt", prompt);
     let local_term = s
         .lines()
@@ -84,8 +84,8 @@ fn pty_shell_resshd() {
 fn escapes_and_signals_restore_the_terminal() {
     let env = Env::sshd("");
     // ~. ends the session: 255, terminal restored.
-    let tmux = Tmux::new("esc");
-    tmux.start(&pane(&env, ""));
+    let tmux = Tmux::new("esc").with_history(100);
+    tmux.start(100, 30, &pane(&env, ""));
     tmux.wait("the remote prompt", prompt);
     tmux.keys(&["echo a~b", "Enter"]);
     tmux.wait("a literal ~ mid-line", |s| {
@@ -110,8 +110,8 @@ fn escapes_and_signals_restore_the_terminal() {
     drop(tmux);
 
     // SIGTERM while in raw mode.
-    let tmux = Tmux::new("sig");
-    tmux.start(&pane(&env, "-o ServerAliveCountMax=7"));
+    let tmux = Tmux::new("sig").with_history(100);
+    tmux.start(100, 30, &pane(&env, "-o ServerAliveCountMax=7"));
     tmux.wait("the remote prompt", prompt);
     let pid = std::fs::read_to_string(env.dir.join("ressh.pid")).unwrap();
     let pid = pid.trim();

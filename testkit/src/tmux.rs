@@ -12,6 +12,8 @@ use crate::util::{text, wait_for};
 /// `main`; killed on drop.
 pub struct Tmux {
     socket: String,
+    /// Lines of history above the window that [`Tmux::screen`] includes.
+    history: u32,
 }
 
 impl Tmux {
@@ -20,7 +22,14 @@ impl Tmux {
         require_cmd("tmux");
         Tmux {
             socket: format!("ressh-test-{tag}-{}", std::process::id()),
+            history: 0,
         }
+    }
+
+    /// Makes [`Tmux::screen`] include `lines` of history above the window.
+    pub fn with_history(mut self, lines: u32) -> Tmux {
+        self.history = lines;
+        self
     }
 
     fn cmd(&self) -> Command {
@@ -57,8 +66,10 @@ impl Tmux {
         ]);
     }
 
+    /// The window's text (with the history asked for).
     pub fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "main"])
+        let start = format!("-{}", self.history);
+        self.run(&["capture-pane", "-p", "-t", "main", "-S", &start])
     }
 
     /// Waits (20 s at most) until the screen satisfies `pred`; returns it.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use ressh_testkit::{
     require_cmd, require_root, resshd_bin, run_timeout, run_with_stdin, ssh_keygen, Resshd, Sshd,
-    TempDir, TestUser,
+    TempDir, TestUser, Tmux,
 };
 
 pub const RESSH: &str = env!("CARGO_BIN_EXE_ressh");
@@ -211,85 +211,6 @@ pub fn spawn(cmd: &mut Command) -> Bg {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap())
-}
-
-/// A private tmux server (its own socket) killed on drop.
-pub struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    pub fn new(tag: &str) -> Tmux {
-        require_cmd("tmux");
-        let mut b = [0u8; 4];
-        fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut b)
-            .unwrap();
-        Tmux {
-            socket: format!(
-                "ressh-cl-{tag}-{}-{}",
-                std::process::id(),
-                u32::from_le_bytes(b)
-            ),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(require_cmd("tmux"));
-        c.env("TERM", "xterm")
-            .args(["-f", "/dev/null", "-L", &self.socket]);
-        c
-    }
-
-    pub fn run(&self, args: &[&str]) -> String {
-        let out = run_timeout(self.cmd().args(args), T);
-        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    /// Starts `shell_cmd` (run by sh) in a 100x30 window named main.
-    pub fn start(&self, shell_cmd: &str) {
-        self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "main",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            shell_cmd,
-        ]);
-    }
-
-    pub fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "main", "-S", "-100"])
-    }
-
-    pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        wait_for(
-            what,
-            Duration::from_secs(20),
-            || {
-                let s = self.screen();
-                pred(&s).then_some(s)
-            },
-            || format!("--- screen ---\n{}", self.screen()),
-        )
-    }
-
-    pub fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "main"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = run_timeout(self.cmd().arg("kill-server"), T);
-    }
 }
 
 /// Shell-quotes one word.
