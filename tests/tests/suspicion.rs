@@ -153,15 +153,20 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A numbered line every 100 ms until `stop` exists, then `END n`.
+fn ticker(stop: &std::path::Path) -> String {
+    format!(
+        "i=0; while [ ! -e {} ]; do echo $i; i=$((i+1)); sleep 0.1; done; echo END $i",
+        sq(&stop.to_string_lossy())
+    )
+}
+
 #[test]
 fn output_resumes_within_seconds_when_the_flow_is_dropped() {
     let lab = Lab::new("susp_out", "DetachTimeout 300\n");
     let cfg = default_config(&lab, "default_config", PORT);
     let stop = lab.user().home.join("stop-counter");
-    let cmd = format!(
-        "i=0; while [ ! -e {} ]; do echo $i; i=$((i+1)); sleep 0.1; done; echo END $i",
-        sq(&stop.to_string_lossy())
-    );
+    let cmd = ticker(&stop);
     let mut client = Client::spawn(&mut ressh_cmd(&lab.net, &cfg, &["server", &cmd]));
     client.wait_lines(10, T);
     let took = drop_flow_repeatedly(&lab, &client, "output");
@@ -228,10 +233,7 @@ fn a_path_that_comes_back_first_keeps_the_old_connection() {
     let lab = Lab::new("susp_back", "DetachTimeout 300\n");
     let cfg = config_with(&lab, "debug_config", PORT, "LogLevel DEBUG1\n");
     let stop = lab.user().home.join("stop-counter");
-    let cmd = format!(
-        "i=0; while [ ! -e {} ]; do echo $i; i=$((i+1)); sleep 0.1; done; echo END $i",
-        sq(&stop.to_string_lossy())
-    );
+    let cmd = ticker(&stop);
     let mut client = Client::spawn(&mut ressh_cmd(&lab.net, &cfg, &["server", &cmd]));
     client.wait_lines(10, T);
     let port = session_port(&lab);
