@@ -20,10 +20,11 @@
 //! Each disruption must have forced a reconnect of its own, for the reason
 //! its kind causes (ressh's "reconnected to ... (<reason>)" line after it
 //! began): a kill aborts the socket, a reject resets it, a blackhole
-//! silences keepalives, a link down silences them too or changes the route
-//! (netlink). Blackholes and link downs last at least 3 s, beyond the about
-//! two seconds in which unanswered keepalives are noticed, so none can pass
-//! unnoticed; a disruption that did nothing fails the test at once.
+//! leaves a probe unanswered (a suspicion, or the keepalives' deadline), a
+//! link down does too or changes the route (netlink). Blackholes and link
+//! downs last at least 3 s, beyond the about two seconds in which an
+//! unanswered keepalive is noticed, so none can pass unnoticed; a
+//! disruption that did nothing fails the test at once.
 //!
 //! Printed per kind: the outage (the longest pause in the client's output
 //! from the start of the disruption until just after ressh reported the
@@ -60,12 +61,14 @@ impl Kind {
     /// Whether ressh's "reconnected ... (<reason>)" line names what this
     /// kind of disruption does to the connection.
     fn caused(self, line: &str) -> bool {
-        let keepalives = line.contains(" to keepalives)");
+        // Silence: a probe unanswered for the suspicion timeout, or for
+        // the keepalive interval (whichever ressh noticed first).
+        let silence = line.contains(" to keepalives)") || line.contains("(path suspected: ");
         match self {
             Kind::Kill => line.contains("Software caused connection abort"),
             Kind::Reject(_) => line.contains("Connection reset by peer"),
-            Kind::Blackhole(_) => keepalives,
-            Kind::LinkDown(_) => keepalives || line.contains("(route or address changed)"),
+            Kind::Blackhole(_) => silence,
+            Kind::LinkDown(_) => silence || line.contains("(route or address changed)"),
         }
     }
 }
