@@ -20,29 +20,25 @@
 //! - a slow healthy path: an upload through a relay with 100 ms round trip
 //!   and a 100 kB/s bottleneck for [`slow_secs`]: no reconnect on
 //!   suspicion (ressh's counts at exit), and the upload arrives intact;
-//! - a healthy path on a machine with no CPU to spare: busy loops (twice
-//!   the cores) and a memory-bandwidth hog run for [`load_secs`] beside two
-//!   sessions, one uploading while the ticker prints, one where the user
-//!   types: no reconnect on suspicion, the upload, the numbers and the
-//!   echoed lines arrive intact.
+//! - a healthy path on a machine with no CPU to spare: in its own test
+//!   binary (tests/loaded.rs), since it loads every core.
 //!
 //! Printed: the time from the drop to output flowing again, per drop and
 //! as a distribution (`RESSH_E2E_SUSPECT_RUNS=10` for bench/README.md).
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use openssl::sha::Sha256;
 use ressh_testkit::DelayRelay;
 
 use crate::common::*;
+use crate::suspect_kit::*;
 
 /// The resume bound for every drop, and for their median.
 const EVERY: Duration = Duration::from_secs(3);
@@ -58,41 +54,6 @@ fn runs() -> usize {
 /// Seconds of the slow-path upload (`RESSH_E2E_SLOW_SECS`, default 30).
 fn slow_secs() -> usize {
     env_number("RESSH_E2E_SLOW_SECS", 30)
-}
-
-/// Seconds of the run under CPU load (`RESSH_E2E_LOAD_SECS`, default 30).
-fn load_secs() -> usize {
-    env_number("RESSH_E2E_LOAD_SECS", 30)
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// An ssh_config for the lab's user with ressh's defaults, to resshd
-/// through `port` of 198.18.0.1 (its own, or a relay's).
-fn default_config(lab: &Lab, name: &str, port: u16) -> PathBuf {
-    config_with(lab, name, port, "LogLevel VERBOSE\n")
-}
-
-/// [`default_config`] with `extra` lines instead of `LogLevel VERBOSE`.
-fn config_with(lab: &Lab, name: &str, port: u16, extra: &str) -> PathBuf {
-    let path = lab.dir.join(name);
-    write_client_config(
-        &path,
-        &lab.user().name,
-        &lab.login.key,
-        &lab.known_hosts,
-        "198.18.0.1",
-        port,
-        &format!("{extra}HostKeyAlias 198.18.0.1\n"),
-    );
-    path
 }
 
 /// The client's one established connection to the server.
@@ -149,27 +110,8 @@ fn drop_flow_repeatedly(lab: &Lab, client: &Client, what: &str) -> Stats {
     took
 }
 
-/// Checks ressh's counts at exit (-v): `n` reconnects on suspicion, all
-/// switched to the new connection.
-fn check_counts(client: &Client, n: usize) {
-    let want = format!("path suspicions: {n} reconnects ({n} switched");
-    let err = client.stderr();
-    assert!(
-        err.lines().any(|l| l.starts_with(&want)),
-        "ressh's counts do not say {want:?}:\n{err}"
-    );
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// A numbered line every 100 ms until `stop` exists, then `END n`.
-fn ticker(stop: &std::path::Path) -> String {
-    format!(
-        "i=0; while [ ! -e {} ]; do echo $i; i=$((i+1)); sleep 0.1; done; echo END $i",
-        sq(&stop.to_string_lossy())
-    )
 }
 
 #[test]
@@ -358,195 +300,4 @@ fn a_slow_healthy_path_is_not_suspected_during_an_upload() {
             RATE / 1000
         ),
     );
-}
-
-/// Processes that keep every core busy at normal priority: two busy loops
-/// per core and a loop of `dd` clearing a 64 MiB buffer over and over
-/// (memory bandwidth), each in a session of its own (`setsid`), so that the
-/// scheduler's autogroups weigh each like any other program's session
-/// rather than all of them as one. Killed on drop; each also stops by
-/// itself once this process is gone.
-struct CpuHogs(Vec<Child>);
-
-impl CpuHogs {
-    fn start() -> CpuHogs {
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        let while_we_live = format!("while kill -0 {} 2>/dev/null; do", std::process::id());
-        let busy = format!("{while_we_live} :; done");
-        let dd = format!(
-            "{while_we_live} dd if=/dev/zero of=/dev/null bs=64M count=8 2>/dev/null; done"
-        );
-        let hogs = std::iter::repeat(busy).take(2 * cores).chain([dd]);
-        CpuHogs(
-            hogs.map(|script| {
-                // Not a group leader: setsid calls setsid(2) and execs, so
-                // the child is the hog itself.
-                Command::new(require_cmd("setsid"))
-                    .args(["sh", "-c", &script])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("cannot start {script:?}: {e}"))
-            })
-            .collect(),
-        )
-    }
-}
-
-impl Drop for CpuHogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The machine's (busy, idle) CPU time so far, in clock ticks
-/// (/proc/stat's first line; idle includes iowait).
-fn cpu_ticks() -> (u64, u64) {
-    let stat = fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let t: Vec<u64> = stat
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("cpu "))
-        .expect("/proc/stat's cpu line")
-        .split_whitespace()
-        .map(|v| v.parse().expect("a number in /proc/stat"))
-        .collect();
-    let idle = t[3] + t[4];
-    (t.iter().take(8).sum::<u64>() - idle, idle)
-}
-
-/// Writes `secs` seconds of data to `to` as fast as it is taken: 256 KiB
-/// blocks of random bytes, each starting with its number. Returns the
-/// bytes written and their SHA-256 in hex.
-fn upload_for(mut to: impl Write, secs: u64) -> std::io::Result<(u64, String)> {
-    let mut block = vec![0u8; 256 << 10];
-    fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut block)
-        .unwrap();
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(secs) {
-        block[..8].copy_from_slice(&n.to_be_bytes());
-        to.write_all(&block)?;
-        h.update(&block);
-        n += 1;
-    }
-    let hex = h.finish().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((n * block.len() as u64, hex))
-}
-
-/// Types numbered lines into `to` for `secs` seconds as a user does: a
-/// burst of five lines 100 ms apart, then a pause of 1.5 s, long enough
-/// for ressh to probe the silence after the echoes (at the suspicion
-/// timeout, 500 ms by default) and to wait for the answer. Then `END n`.
-fn type_for(mut to: impl Write, secs: u64) -> std::io::Result<()> {
-    let started = Instant::now();
-    let mut i = 0u64;
-    while started.elapsed() < Duration::from_secs(secs) {
-        to.write_all(format!("{i}\n").as_bytes())?;
-        i += 1;
-        let pause = if i % 5 == 0 { 1500 } else { 100 };
-        thread::sleep(Duration::from_millis(pause));
-    }
-    to.write_all(format!("END {i}\n").as_bytes())
-}
-
-/// The line of ressh's counts at exit (-v).
-fn counts_line(client: &Client) -> String {
-    client
-        .stderr()
-        .lines()
-        .find(|l| l.starts_with("path suspicions: "))
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Issue 23's "no spurious switch on loopback under full CPU load": the
-/// lab's paths are a fraction of a millisecond, so the suspicion timeout
-/// is its floor (500 ms by default), and on a machine where every core is
-/// busy the server's answers wait for the scheduler. With ressh's
-/// defaults, for [`load_secs`], two sessions at once while [`CpuHogs`]
-/// run: one uploads as fast as it goes (stdin into a remote `sha256sum`)
-/// while the remote ticker prints a line every 100 ms; in the other the
-/// user types in bursts with pauses ([`type_for`]) and the remote `cat`
-/// echoes, so that ressh probes each pause and the server's answers to
-/// the probes must come in time. Neither ressh may reconnect on suspicion
-/// (their counts at exit), resshd must commit no reconnect, the upload's
-/// hash, the ticker's numbers and the echoed lines must be exact, and the
-/// machine must really have been busy (under 5% idle).
-#[test]
-fn no_suspicion_on_loopback_under_full_cpu_load() {
-    let lab = Lab::new("susp_cpu", "DetachTimeout 300\n");
-    let cfg = default_config(&lab, "default_config", PORT);
-    let secs = load_secs() as u64;
-    let stop = lab.user().home.join("stop-counter");
-    let cmd = format!("( {} ) & sha256sum | sed 's/^/SUM /'; wait", ticker(&stop));
-    let hogs = CpuHogs::start();
-    let before = cpu_ticks();
-    let started = Instant::now();
-    let (mut bulk, upload) = Client::spawn_typed(&mut ressh_cmd(&lab.net, &cfg, &["server", &cmd]));
-    let (mut typed, keys) =
-        Client::spawn_typed(&mut ressh_cmd(&lab.net, &cfg, &["-T", "server", "cat"]));
-    let typist = thread::spawn(move || type_for(keys, secs));
-    let (bytes, want) = upload_for(upload, secs)
-        .unwrap_or_else(|e| panic!("ressh took no more input: {e}\n{}", bulk.describe()));
-    typist
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("ressh took no more input: {e}\n{}", typed.describe()));
-    let sum = wait_for(
-        "the upload's hash",
-        T,
-        || {
-            bulk.out_lines()
-                .into_iter()
-                .find_map(|(_, l)| l.strip_prefix("SUM ").map(str::to_string))
-        },
-        || bulk.describe(),
-    );
-    let took = started.elapsed();
-    let after = cpu_ticks();
-    drop(hogs);
-    fs::write(&stop, "").unwrap();
-    for c in [&mut bulk, &mut typed] {
-        let status = c.wait_exit(T);
-        assert!(status.success(), "ressh: {status}\n{}", c.describe());
-    }
-    assert!(
-        sum.starts_with(&want),
-        "the upload arrived changed: {want} sent, {sum:?} received"
-    );
-    let lines: Vec<Line> = bulk
-        .out_lines()
-        .into_iter()
-        .filter(|(_, l)| !l.starts_with("SUM "))
-        .collect();
-    let n = check_counter(&lines);
-    let echoed = check_counter(&typed.out_lines());
-    let (busy, idle) = (after.0 - before.0, after.1 - before.1);
-    let idle_pct = 100.0 * idle as f64 / (busy + idle).max(1) as f64;
-    report(
-        "suspicion",
-        &format!(
-            "full CPU load ({idle_pct:.1}% idle) for {:.1} s: {} MB uploaded, {n} lines \
-             printed, {echoed} typed lines echoed\n  upload: {}\n  typing: {}",
-            took.as_secs_f64(),
-            bytes / 1_000_000,
-            counts_line(&bulk),
-            counts_line(&typed)
-        ),
-    );
-    assert!(
-        idle_pct < 5.0,
-        "the machine was {idle_pct:.1}% idle: not under full load"
-    );
-    check_counts(&bulk, 0);
-    check_counts(&typed, 0);
-    assert_eq!(reconnects(&lab.log()), 0, "resshd saw reconnects");
 }
