@@ -58,6 +58,7 @@ mod refused;
 mod rekey;
 mod restart;
 mod roaming;
+mod suspect_kit;
 mod suspicion;
 mod transfer;
 mod triggers;

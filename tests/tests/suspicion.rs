@@ -19,7 +19,9 @@
 //!   commits no reconnect, the output is exact;
 //! - a slow healthy path: an upload through a relay with 100 ms round trip
 //!   and a 100 kB/s bottleneck for [`slow_secs`]: no reconnect on
-//!   suspicion (ressh's counts at exit), and the upload arrives intact.
+//!   suspicion (ressh's counts at exit), and the upload arrives intact;
+//! - a healthy path on a machine with no CPU to spare: in its own test
+//!   binary (tests/loaded.rs), since it loads every core.
 //!
 //! Printed: the time from the drop to output flowing again, per drop and
 //! as a distribution (`RESSH_E2E_SUSPECT_RUNS=10` for bench/README.md).
@@ -27,7 +29,6 @@
 use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 use ressh_testkit::DelayRelay;
 
 use crate::common::*;
+use crate::suspect_kit::*;
 
 /// The resume bound for every drop, and for their median.
 const EVERY: Duration = Duration::from_secs(3);
@@ -52,36 +54,6 @@ fn runs() -> usize {
 /// Seconds of the slow-path upload (`RESSH_E2E_SLOW_SECS`, default 30).
 fn slow_secs() -> usize {
     env_number("RESSH_E2E_SLOW_SECS", 30)
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// An ssh_config for the lab's user with ressh's defaults, to resshd
-/// through `port` of 198.18.0.1 (its own, or a relay's).
-fn default_config(lab: &Lab, name: &str, port: u16) -> PathBuf {
-    config_with(lab, name, port, "LogLevel VERBOSE\n")
-}
-
-/// [`default_config`] with `extra` lines instead of `LogLevel VERBOSE`.
-fn config_with(lab: &Lab, name: &str, port: u16, extra: &str) -> PathBuf {
-    let path = lab.dir.join(name);
-    write_client_config(
-        &path,
-        &lab.user().name,
-        &lab.login.key,
-        &lab.known_hosts,
-        "198.18.0.1",
-        port,
-        &format!("{extra}HostKeyAlias 198.18.0.1\n"),
-    );
-    path
 }
 
 /// The client's one established connection to the server.
@@ -138,27 +110,8 @@ fn drop_flow_repeatedly(lab: &Lab, client: &Client, what: &str) -> Stats {
     took
 }
 
-/// Checks ressh's counts at exit (-v): `n` reconnects on suspicion, all
-/// switched to the new connection.
-fn check_counts(client: &Client, n: usize) {
-    let want = format!("path suspicions: {n} reconnects ({n} switched");
-    let err = client.stderr();
-    assert!(
-        err.lines().any(|l| l.starts_with(&want)),
-        "ressh's counts do not say {want:?}:\n{err}"
-    );
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// A numbered line every 100 ms until `stop` exists, then `END n`.
-fn ticker(stop: &std::path::Path) -> String {
-    format!(
-        "i=0; while [ ! -e {} ]; do echo $i; i=$((i+1)); sleep 0.1; done; echo END $i",
-        sq(&stop.to_string_lossy())
-    )
 }
 
 #[test]
@@ -337,12 +290,7 @@ fn a_slow_healthy_path_is_not_suspected_during_an_upload() {
     );
     check_counts(&client, 0);
     assert_eq!(reconnects(&lab.log()), 0, "resshd saw reconnects");
-    let summary = client
-        .stderr()
-        .lines()
-        .find(|l| l.starts_with("path suspicions: "))
-        .unwrap_or_default()
-        .to_string();
+    let summary = counts_line(&client);
     report(
         "suspicion",
         &format!(
