@@ -32,6 +32,14 @@
 //!   log line forging a root login. The last four end the worker and its
 //!   connection, no signature or forged line gets through, and resshd logs
 //!   why.
+//! - `many_sessions_of_one_user_do_not_make_resshd_spin`: the listener holds
+//!   one descriptor per live session (its link to that session's monitor),
+//!   so one user's sessions can use up its RLIMIT_NOFILE. The test lowers
+//!   the running resshd's soft limit to 40 (prlimit(1); its children go back
+//!   to the limits resshd started with)
+//!   so that some 30 stock ssh logins of one user reach it, then connects
+//!   once more: resshd must not turn each failing accept(2) into a log line
+//!   in a busy loop (sshd pauses 100 ms after EMFILE/ENFILE).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -666,4 +674,67 @@ fn a_lying_session_worker_is_not_believed() {
     // Through all of it the victim's session went on.
     let seen = victim.client.line_count();
     victim.client.wait_lines(seen + 10, T);
+}
+
+#[test]
+fn many_sessions_of_one_user_do_not_make_resshd_spin() {
+    require_root();
+    const LIMIT: usize = 40;
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "");
+    let dir = TempDir::new("e2e-nofile");
+    let login = Lab::make_login(&dir, &dir.join("kh"), "nf", "");
+    let daemon = server.server.pid();
+    let fds = || fs::read_dir(format!("/proc/{daemon}/fd")).unwrap().count();
+    let out = Command::new("prlimit")
+        .args(["--pid", &daemon.to_string(), &format!("--nofile={LIMIT}:")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The user logs in again and again (ssh -N: a session, no command)
+    // until resshd holds as many descriptors as it may.
+    let mut sessions = Vec::new();
+    while fds() < LIMIT {
+        assert!(
+            sessions.len() < LIMIT,
+            "{} sessions, resshd holds {} fds",
+            sessions.len(),
+            fds()
+        );
+        let mut ssh = Command::new("ssh");
+        ssh.args(ssh_opts(&login, server.port()))
+            .arg("-N")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        sessions.push(ssh.spawn().unwrap());
+        let n = sessions.len();
+        wait_for(
+            "the session's worker",
+            Duration::from_secs(20),
+            // (the last one may find resshd out of descriptors)
+            || (worker_pids(&login.user).len() == n || fds() >= LIMIT).then_some(()),
+            || server.log(),
+        );
+    }
+
+    // Anyone connects now: accept(2) fails with EMFILE while the
+    // connection waits in the backlog.
+    let before = count(&server.log(), "accept: ");
+    let _waiting = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    thread::sleep(Duration::from_secs(3));
+    let errors = count(&server.log(), "accept: ") - before;
+    for mut s in sessions {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert!(
+        errors <= 60,
+        "resshd logged {errors} failed accepts in 3 s with {LIMIT} descriptors in use \
+         (a busy loop; sshd waits 100 ms after EMFILE)"
+    );
 }
