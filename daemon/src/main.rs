@@ -680,6 +680,7 @@ fn serve(
     let mut links: HashMap<Pid, Link> = HashMap::new();
     let mut broker = Broker::new(Instant::now());
     let mut throttle = Throttle::default();
+    let mut accepts = AcceptPause::default();
     loop {
         let now = Instant::now();
         let mut timeout = [broker.next_deadline(), children.next_deadline()]
@@ -692,11 +693,21 @@ fn serve(
             timeout =
                 Some(timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1))));
         }
+        let accepting = accepts.accepting(Instant::now());
+        if let Some(until) = accepts.until {
+            let left = until.saturating_duration_since(Instant::now());
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         let mut fds: Vec<PollFd> = Vec::with_capacity(2 + listeners.len() + links.len());
         fds.push(PollFd::new(signals.pipe.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(broker_sock.as_fd(), PollFlags::POLLIN));
         for l in &listeners {
-            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            let ev = if accepting {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            };
+            fds.push(PollFd::new(l.as_fd(), ev));
         }
         let pids: Vec<Pid> = links.keys().copied().collect();
         for p in &pids {
@@ -787,7 +798,7 @@ fn serve(
         }
         flush_links(&mut links, &mut broker, &mut children);
         for (i, l) in listeners.iter().enumerate() {
-            if !ready[2 + i] {
+            if !ready[2 + i] || !accepting {
                 continue;
             }
             loop {
@@ -795,7 +806,7 @@ fn serve(
                     Ok(x) => x,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        log::error(&format!("accept: {e}"));
+                        accepts.failed(&e, Instant::now());
                         break;
                     }
                 };
@@ -898,6 +909,56 @@ impl Throttle {
                 self.since = None;
             }
         }
+    }
+}
+
+/// After accept(2) fails for want of resources (descriptors, memory),
+/// resshd stops accepting for [`ACCEPT_PAUSE`], as sshd does, rather than
+/// retrying at once on a connection that stays queued (a busy loop that
+/// fills the log); the error is logged at most once a second.
+#[derive(Default)]
+struct AcceptPause {
+    until: Option<Instant>,
+    logged: Option<Instant>,
+    suppressed: u64,
+}
+
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+impl AcceptPause {
+    fn accepting(&mut self, now: Instant) -> bool {
+        if self.until.is_some_and(|t| now >= t) {
+            self.until = None;
+        }
+        self.until.is_none()
+    }
+
+    fn failed(&mut self, e: &std::io::Error, now: Instant) {
+        let scarce = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        if scarce {
+            self.until = Some(now + ACCEPT_PAUSE);
+        }
+        if self
+            .logged
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!(" ({n} more since the last report)"),
+        };
+        let pause = if scarce {
+            "; not accepting for 100 ms"
+        } else {
+            ""
+        };
+        log::error(&format!("accept: {e}{pause}{more}"));
+        self.logged = Some(now);
     }
 }
 

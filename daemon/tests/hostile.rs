@@ -182,10 +182,15 @@ fn wrong_and_hostile_input_is_refused_and_a_live_session_survives() {
         Duration::from_secs(30),
         |l| l.matches("Connection from").count() >= before + 50,
     );
-    let kex_workers = descendants_named(srv.pid(), "resshd-kex").len();
-    assert!(
-        kex_workers >= 50,
-        "{kex_workers} kex workers for 50 half-open connections"
+    // Each monitor logs the connection, then starts its kex worker.
+    wait_for(
+        "a kex worker for each of the 50 half-open connections",
+        Duration::from_secs(30),
+        || (descendants_named(srv.pid(), "resshd-kex").len() >= 50).then_some(()),
+        || {
+            let n = descendants_named(srv.pid(), "resshd-kex").len();
+            format!("{n} kex workers")
+        },
     );
     assert_eq!(srv.exec_ok(&login, "echo during-flood"), "during-flood\n");
     drop(flood);
