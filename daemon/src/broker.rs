@@ -25,6 +25,12 @@ use ressh_proto::resilience::failure;
 /// is answered TRY_AGAIN, not UNKNOWN_SESSION.
 pub const FILLING: Duration = Duration::from_secs(5);
 
+/// Reconnects of one session routed at once (the owning monitor queues
+/// as many at its worker). One: with more, a flood of forged or replayed
+/// requests on a saturated machine filled every slot as surely as one and
+/// cost more (measured with 16; see `attacks::a_replay_flood_…`).
+pub const ROUTES_PER_SESSION: usize = 1;
+
 /// A message for a monitor.
 pub type Out = (Pid, FromBroker, Vec<OwnedFd>);
 
@@ -194,10 +200,15 @@ impl Broker {
                 }
                 let owner = self.tokens.get(&request.request.token).copied();
                 let reply = match owner {
-                    Some(o) if self.routes.values().any(|r| r.owner == o) => refusal(
-                        failure::TRY_AGAIN,
-                        "another reconnect of this session is in progress",
-                    ),
+                    Some(o)
+                        if self.routes.values().filter(|r| r.owner == o).count()
+                            >= ROUTES_PER_SESSION =>
+                    {
+                        refusal(
+                            failure::TRY_AGAIN,
+                            "too many reconnects of this session in progress",
+                        )
+                    }
                     Some(o) if o != from => {
                         self.next_id += 1;
                         let id = self.next_id;
@@ -589,7 +600,16 @@ mod tests {
         let ok = || ToBroker::Verdict { id, result: Ok(()) };
         b.handle(pid(10), ok(), vec![], t0).unwrap();
         assert!(b.handle(pid(10), ok(), vec![], t0).is_err(), "twice");
-        // A second attempt at the same session waits its turn.
+        // More attempts at the same session are routed beside it, up to a
+        // bound; past it they are told to try again.
+        for p in 1..ROUTES_PER_SESSION as i32 {
+            hello(&mut b, 100 + p, t0);
+            let out = b.handle(pid(100 + p), route(7), vec![], t0).unwrap();
+            assert!(
+                matches!(&out[..], [(o, FromBroker::Validate { .. }, _)] if *o == pid(10)),
+                "attempt {p} not routed"
+            );
+        }
         hello(&mut b, 22, t0);
         let out = b.handle(pid(22), route(7), vec![], t0).unwrap();
         assert!(matches!(

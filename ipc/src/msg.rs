@@ -183,16 +183,27 @@ pub enum ToSession {
     /// it as if its detach timeout had passed (only while detached).
     Terminate,
     /// Phase 1 of a reconnect: validate (Connection::accept_reconnect) and
-    /// answer with [`FromSession::ReconnectVerdict`]. Nothing changes yet.
-    Reconnect(Box<ressh_proto::ReconnectRequest>),
+    /// answer with [`FromSession::ReconnectVerdict`] naming the same `id`
+    /// (the broker's route). Nothing changes yet. Several may be in flight.
+    Reconnect {
+        id: u64,
+        request: Box<ressh_proto::ReconnectRequest>,
+    },
     /// Phase 2, only after a positive verdict, with the new socket attached:
     /// bytes already read from it, and the client's new address. The worker
     /// sends the reply, waits for the key confirmation and commits, or
     /// aborts (the session stays as it was).
     Transport {
+        id: u64,
         leftover: Vec<u8>,
         peer_addr: String,
         peer_port: u16,
+    },
+    /// After a positive verdict: the monitor refuses reconnect `id` (the
+    /// new address's policy, judged only once the request's MAC proved it
+    /// genuine, or the verdict came too late). The worker drops the attempt.
+    Refused {
+        id: u64,
     },
 }
 
@@ -209,8 +220,11 @@ pub enum FromSession {
     /// The resume tokens this session answers to now (after start and after
     /// every reconnect).
     Tokens(Vec<Vec<u8>>),
-    /// The answer to [`ToSession::Reconnect`]: Err((code, description)).
-    ReconnectVerdict(Result<(), (u32, String)>),
+    /// The answer to [`ToSession::Reconnect`] `id`: Err((code, description)).
+    ReconnectVerdict {
+        id: u64,
+        result: Result<(), (u32, String)>,
+    },
     /// The transport broke without DISCONNECT: the session waits.
     Detached,
     /// A reconnect committed: the session runs on the transport the

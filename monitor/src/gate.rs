@@ -119,15 +119,15 @@ pub struct SessionGate {
     /// A rekey's signature may be given: once per key exchange the worker
     /// completes (`FromSession::KexDone`), never twice in a row.
     may_sign: bool,
-    /// A routed reconnect awaits the worker's verdict.
-    validating: bool,
+    /// Routed reconnects awaiting the worker's verdict.
+    validating: u32,
 }
 
 impl Default for SessionGate {
     fn default() -> Self {
         SessionGate {
             may_sign: true,
-            validating: false,
+            validating: 0,
         }
     }
 }
@@ -135,7 +135,7 @@ impl Default for SessionGate {
 impl SessionGate {
     /// The monitor sent the worker a reconnect request to validate.
     pub fn asked_verdict(&mut self) {
-        self.validating = true;
+        self.validating += 1;
     }
 
     /// Checks `m` against the phase and advances it.
@@ -154,11 +154,11 @@ impl SessionGate {
                     return Err("bad resume tokens".into());
                 }
             }
-            FromSession::ReconnectVerdict(_) => {
-                if !self.validating {
+            FromSession::ReconnectVerdict { .. } => {
+                if self.validating == 0 {
                     return Err("a reconnect verdict nobody asked for".into());
                 }
-                self.validating = false;
+                self.validating -= 1;
             }
             FromSession::LoginStarted { tty, .. } | FromSession::LoginEnded { tty } => {
                 if tty.len() > 64 {
@@ -308,7 +308,10 @@ mod tests {
     #[test]
     fn session_worker_verdicts_only_when_asked() {
         let mut g = SessionGate::default();
-        let v = || FromSession::ReconnectVerdict(Ok(()));
+        let v = || FromSession::ReconnectVerdict {
+            id: 1,
+            result: Ok(()),
+        };
         assert!(g.check(&v()).is_err());
         g.asked_verdict();
         g.check(&v()).unwrap();
@@ -356,7 +359,12 @@ mod tests {
         g.check(&ssign(32)).unwrap();
         g.check(&FromSession::Log("a".into())).unwrap();
         assert!(g.check(&ssign(32)).is_err(), "a log line is no KexDone");
-        assert!(g.check(&FromSession::ReconnectVerdict(Ok(()))).is_err());
+        assert!(g
+            .check(&FromSession::ReconnectVerdict {
+                id: 1,
+                result: Ok(())
+            })
+            .is_err());
         // From the decoded frame too.
         let m = FromKex::Log(long);
         assert!(KexGate::default().check((&m).into(), false).is_err());

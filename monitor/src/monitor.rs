@@ -8,6 +8,7 @@
 //! before success and only after a session id exists, the hand-over only
 //! after the monitor itself accepted a user.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -1103,15 +1104,31 @@ const WORKER_QUEUE: usize = 1024 * 1024;
 const WORKER_STALL: Duration = Duration::from_secs(30);
 /// How often a monitor without a broker looks for one (resshd restarting).
 const RELINK_EVERY: Duration = Duration::from_millis(200);
+/// Reconnect requests at the worker at once, as many as the broker routes
+/// per session (resshd's `broker::ROUTES_PER_SESSION`).
+const VALIDATING_MAX: usize = 1;
+
+/// A routed reconnect request at the worker.
+struct Validating {
+    /// The broker's route id.
+    id: u64,
+    /// When it was sent to the worker.
+    since: Instant,
+    /// The broker was answered already (TRY_AGAIN: the verdict came late).
+    answered: bool,
+    /// The new connection's address, as the listener accepted it.
+    peer_addr: String,
+    peer_port: u16,
+}
 
 /// The session worker's link: reads when poll(2) says so, writes through a
 /// bounded queue, so the monitor never blocks on a process the user owns.
 struct WorkerLink<'e> {
     ep: &'e Endpoint,
     out: ressh_ipc::Outbox,
-    /// The routed request the worker validates: its id, when it was sent,
-    /// and whether the broker was already answered for it (too late).
-    validating: Option<(u64, Instant, bool)>,
+    /// The routed requests at the worker, oldest first (it answers in
+    /// order); at most [`VALIDATING_MAX`].
+    validating: VecDeque<Validating>,
     /// The transport last handed to the worker, and its address: what the
     /// monitor itself saw, believed over anything the worker says.
     handed: Option<(SocketAddr, OwnedFd)>,
@@ -1139,7 +1156,7 @@ impl Monitor<'_> {
         let mut w = WorkerLink {
             ep: ours,
             out: ressh_ipc::Outbox::new(WORKER_QUEUE),
-            validating: None,
+            validating: VecDeque::new(),
             handed: None,
             transport: Some(sock),
         };
@@ -1153,8 +1170,8 @@ impl Monitor<'_> {
             if !w.out.is_empty() {
                 soon(Duration::from_secs(1));
             }
-            if let Some((_, since, false)) = w.validating {
-                soon((since + VERDICT_TIMEOUT).saturating_duration_since(now));
+            if let Some(v) = w.validating.iter().find(|v| !v.answered) {
+                soon((v.since + VERDICT_TIMEOUT).saturating_duration_since(now));
             }
             let (session_ready, broker_ready, transport_ended) = {
                 let mut ev = PollFlags::POLLIN;
@@ -1228,18 +1245,18 @@ impl Monitor<'_> {
                 }
             }
             let now = Instant::now();
-            if let Some((id, since, answered)) = w.validating.as_mut() {
-                if !*answered && now.saturating_duration_since(*since) >= VERDICT_TIMEOUT {
+            for v in w.validating.iter_mut() {
+                if !v.answered && now.saturating_duration_since(v.since) >= VERDICT_TIMEOUT {
                     // The worker is slow or stopped: the client tries again;
                     // its late verdict is dropped.
-                    *answered = true;
+                    v.answered = true;
                     log::info(&format!(
                         "{}: the session gave no reconnect verdict in {} s",
                         self.who(),
                         VERDICT_TIMEOUT.as_secs()
                     ));
                     self.to_broker(&ToBroker::Verdict {
-                        id: *id,
+                        id: v.id,
                         result: Err((
                             ressh_proto::resilience::failure::TRY_AGAIN,
                             "the session is busy".into(),
@@ -1297,14 +1314,6 @@ impl Monitor<'_> {
     }
 
     fn on_session_msg(&mut self, w: &mut WorkerLink<'_>, m: FromSession) -> Result<(), String> {
-        // A verdict that came after the broker was told to try again.
-        if matches!(m, FromSession::ReconnectVerdict(_))
-            && matches!(w.validating, Some((_, _, true)))
-        {
-            w.validating = None;
-            self.session_gate.check(&m)?;
-            return Ok(());
-        }
         // The table: anything out of phase kills the worker (logged by
         // run_session as "session worker: ...").
         self.session_gate.check(&m)?;
@@ -1319,10 +1328,44 @@ impl Monitor<'_> {
                 self.tokens = t;
                 Ok(())
             }
-            FromSession::ReconnectVerdict(result) => {
-                if let Some((id, _, _)) = w.validating.take() {
-                    self.to_broker(&ToBroker::Verdict { id, result });
+            FromSession::ReconnectVerdict { id, result } => {
+                // Answered in the order asked (the gate counted it).
+                let Some(v) = w.validating.pop_front() else {
+                    return Ok(());
+                };
+                if v.id != id {
+                    return Err(format!(
+                        "a reconnect verdict for {id}, expected one for {}",
+                        v.id
+                    ));
                 }
+                if v.answered {
+                    // Too late: the broker was told to try again.
+                    if result.is_ok() {
+                        w.send(&ToSession::Refused { id }, Vec::new())?;
+                    }
+                    return Ok(());
+                }
+                let mut result = result;
+                if result.is_ok() {
+                    if let Err(why) = self.reconnect_allowed(&v.peer_addr) {
+                        log::info(&format!(
+                            "Reconnect of {} from {} port {} refused: {why}",
+                            self.who(),
+                            v.peer_addr,
+                            v.peer_port
+                        ));
+                        w.send(&ToSession::Refused { id }, Vec::new())?;
+                        // The reason names the user and the policy: it
+                        // stays in the log; the unauthenticated peer hears
+                        // no more than the code says.
+                        result = Err((
+                            ressh_proto::resilience::failure::NOT_ALLOWED,
+                            "not allowed from this address".into(),
+                        ));
+                    }
+                }
+                self.to_broker(&ToBroker::Verdict { id: v.id, result });
                 Ok(())
             }
             FromSession::LoginStarted { tty, pid } => {
@@ -1447,35 +1490,34 @@ impl Monitor<'_> {
                 peer_addr,
                 peer_port,
             } => {
-                let refuse = |code, why: String| ToBroker::Verdict {
+                if w.validating.len() >= VALIDATING_MAX {
+                    // A bounded queue at the worker: it may be stopped,
+                    // and nothing piles up for it.
+                    self.to_broker(&ToBroker::Verdict {
+                        id,
+                        result: Err((
+                            ressh_proto::resilience::failure::TRY_AGAIN,
+                            "the session is busy".into(),
+                        )),
+                    });
+                    return Ok(());
+                }
+                // The worker checks the MAC first (cheap, and a forged or
+                // replayed request goes no further); the address policy
+                // (PAM account management among it) is judged only for a
+                // genuine request, when its verdict comes back.
+                w.validating.push_back(Validating {
                     id,
-                    result: Err((code, why)),
-                };
-                if let Err(why) = self.reconnect_allowed(&peer_addr) {
-                    log::info(&format!(
-                        "Reconnect of {} from {peer_addr} port {peer_port} refused: {why}",
-                        self.who()
-                    ));
-                    // The reason names the user and the policy: it stays
-                    // in the log; the unauthenticated peer hears no more
-                    // than the code says.
-                    let code = ressh_proto::resilience::failure::NOT_ALLOWED;
-                    self.to_broker(&refuse(code, "not allowed from this address".into()));
-                    return Ok(());
-                }
-                if w.validating.is_some() {
-                    // One request at the worker at a time: it may be
-                    // stopped, and nothing piles up for it.
-                    let code = ressh_proto::resilience::failure::TRY_AGAIN;
-                    self.to_broker(&refuse(code, "the session is busy".into()));
-                    return Ok(());
-                }
-                w.validating = Some((id, Instant::now(), false));
+                    since: Instant::now(),
+                    answered: false,
+                    peer_addr,
+                    peer_port,
+                });
                 self.session_gate.asked_verdict();
-                w.send(&ToSession::Reconnect(request), Vec::new())
+                w.send(&ToSession::Reconnect { id, request }, Vec::new())
             }
             FromBroker::Transport {
-                id: _,
+                id,
                 leftover,
                 peer_addr,
                 peer_port,
@@ -1491,6 +1533,7 @@ impl Monitor<'_> {
                 w.handed = Some((SocketAddr::new(ip, peer_port), copy));
                 w.send(
                     &ToSession::Transport {
+                        id,
                         leftover,
                         peer_addr,
                         peer_port,

@@ -71,8 +71,9 @@ impl HostKeySigner for MonitorSigner {
                     return Err(fail(ressh_proto::wire::printable(e.as_bytes())))
                 }
                 ToSession::Start(_) => return Err(fail("unexpected second Start".into())),
-                m @ (ToSession::Reconnect(_)
+                m @ (ToSession::Reconnect { .. }
                 | ToSession::Transport { .. }
+                | ToSession::Refused { .. }
                 | ToSession::Terminate) => {
                     self.inbox
                         .lock()

@@ -507,20 +507,6 @@ fn replayed_request_does_not_block_the_real_reconnect() {
     replays_against_the_real_reconnect(20, "");
 }
 
-/// As [`replayed_request_does_not_block_the_real_reconnect`], with the
-/// recording replayed 400 times a second, MaxStartups raised so that the
-/// replays are not dropped as a flood (what is tested is what replays do,
-/// not MaxStartups). The broker lets one reconnect of a session be in
-/// progress at a time and answers any other "another reconnect of this
-/// session is in progress" (TRY_AGAIN): a replay, refused only once the
-/// session has seen it, holds that slot meanwhile, and against the resshd
-/// of this commit every attempt of the real client for 20 s got that
-/// answer (5244 of the replays got it too).
-#[test]
-fn a_replay_flood_does_not_block_the_real_reconnect() {
-    replays_against_the_real_reconnect(400, "MaxStartups 4000\n");
-}
-
 fn replays_against_the_real_reconnect(per_sec: u32, extra_config: &str) {
     require_root();
     let server = Resshd::start(

@@ -106,6 +106,8 @@ pub struct Detached {
 /// An accepted reconnect attempt.
 pub struct Pending {
     pub id: u64,
+    /// The monitor's name for it (the broker's route).
+    route: u64,
     /// The poll token of its transport.
     pub token: Token,
     sr: ServerReconnect,
@@ -176,15 +178,19 @@ impl Session {
 
     fn monitor_message(&mut self, m: ToSession, fds: Vec<OwnedFd>) {
         match m {
-            ToSession::Reconnect(req) if fds.is_empty() => self.reconnect_request(&req),
+            ToSession::Reconnect { id, request } if fds.is_empty() => {
+                self.reconnect_request(id, &request)
+            }
             ToSession::Transport {
+                id,
                 leftover,
                 peer_addr,
                 peer_port,
-            } => self.transport(leftover, peer_addr, peer_port, fds),
-            ToSession::Reconnect(_) => {
+            } => self.transport(id, leftover, peer_addr, peer_port, fds),
+            ToSession::Reconnect { .. } => {
                 log!("monitor: a reconnect request with descriptors; ignored")
             }
+            ToSession::Refused { id } => self.refused(id),
             ToSession::Terminate => {
                 if let Some(d) = self.detached.as_mut() {
                     log!("too many detached sessions for this user: ending this one");
@@ -200,7 +206,7 @@ impl Session {
     /// ever evicted (a replayed or otherwise unconfirmable attempt must not
     /// displace the real client's), the engine bounds how many there are,
     /// and the first confirmed one commits. A refused one changes nothing.
-    fn reconnect_request(&mut self, req: &ReconnectRequest) {
+    fn reconnect_request(&mut self, route: u64, req: &ReconnectRequest) {
         let verdict = match self.conn.accept_reconnect(req) {
             Ok(sr) => {
                 let token = (0..NEW_SOCKS)
@@ -211,6 +217,7 @@ impl Session {
                         self.next_pending += 1;
                         self.pending.push(Pending {
                             id: self.next_pending,
+                            route,
                             token,
                             sr,
                             deadline: Instant::now() + PENDING_TIMEOUT,
@@ -238,14 +245,33 @@ impl Session {
                 printable(description.as_bytes())
             );
         }
-        self.notify(FromSession::ReconnectVerdict(verdict));
+        self.notify(FromSession::ReconnectVerdict {
+            id: route,
+            result: verdict,
+        });
     }
 
-    /// Phase 2: the new socket for the accepted attempt. The broker routes
-    /// one reconnect of a session at a time, from the request to the
-    /// handover, so the socket belongs to the attempt accepted last.
+    /// The monitor refused attempt `route`, which this worker accepted (the
+    /// new address's policy, or a verdict that came too late): it is
+    /// dropped before any transport came.
+    fn refused(&mut self, route: u64) {
+        match self
+            .pending
+            .iter()
+            .position(|p| p.route == route && p.wire.is_none())
+        {
+            Some(i) => {
+                let p = self.pending.remove(i);
+                self.conn.drop_reconnect(p.sr);
+            }
+            None => log!("monitor: refused a reconnect that is not pending; ignored"),
+        }
+    }
+
+    /// Phase 2: the new socket for accepted attempt `route`.
     fn transport(
         &mut self,
+        route: u64,
         leftover: Vec<u8>,
         peer_addr: String,
         peer_port: u16,
@@ -260,7 +286,7 @@ impl Session {
             return;
         }
         let fd = fds.remove(0);
-        let Some(p) = self.pending.last_mut() else {
+        let Some(p) = self.pending.iter_mut().find(|p| p.route == route) else {
             log!("monitor: a transport from {shown} without a pending reconnect; closed");
             return;
         };

@@ -39,6 +39,9 @@ use ressh_testkit::{require_cmd, require_root, ssh_keygen, TempDir, TestUser};
 
 pub const WORKER: &str = env!("CARGO_BIN_EXE_resshd-session");
 
+/// The route ids this harness gives reconnect requests, as the broker does.
+static ROUTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A permissive policy like a default sshd_config with AcceptEnv LANG LC_*
 /// and the sftp subsystem.
 pub fn default_policy() -> SessionPolicy {
@@ -659,7 +662,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                     mine.push(tok);
                 }
             }
-            Ok((FromSession::ReconnectVerdict(v), _)) => {
+            Ok((FromSession::ReconnectVerdict { result: v, .. }, _)) => {
                 record(MonitorEvent::Verdict(v.clone()));
                 link.verdicts.lock().unwrap().push_back(v);
                 link.verdict_cv.notify_all();
@@ -706,6 +709,7 @@ fn route(
     // The version line and KEXINIT go out before the session's reply.
     sock.write_all(&conn.take_output())
         .map_err(|e| format!("write: {e}"))?;
+    let route_id = ROUTES.fetch_add(1, Ordering::SeqCst) + 1;
     let link = shared
         .routes
         .lock()
@@ -715,7 +719,13 @@ fn route(
     let verdict = match &link {
         None => Err((failure::UNKNOWN_SESSION, "unknown session".to_string())),
         Some(l) => {
-            l.send(&ToSession::Reconnect(req), &[])?;
+            l.send(
+                &ToSession::Reconnect {
+                    id: route_id,
+                    request: req,
+                },
+                &[],
+            )?;
             l.wait_verdict(Duration::from_secs(30))
                 .unwrap_or(Err((failure::TRY_AGAIN, "no verdict".to_string())))
         }
@@ -729,6 +739,7 @@ fn route(
             *l.handed.lock().unwrap() = Some((peer.ip().to_string(), peer.port()));
             l.send(
                 &ToSession::Transport {
+                    id: route_id,
                     leftover,
                     peer_addr: peer.ip().to_string(),
                     peer_port: peer.port(),

@@ -108,7 +108,13 @@ fn run() -> Result<(), String> {
             serve(&ep, &say, false)
         }
         Some("verdict") => {
-            send(&ep, FromSession::ReconnectVerdict(Ok(())))?;
+            send(
+                &ep,
+                FromSession::ReconnectVerdict {
+                    id: 1,
+                    result: Ok(()),
+                },
+            )?;
             serve(&ep, &say, false)
         }
         Some("log") => {
@@ -150,9 +156,9 @@ fn serve(
             Err(e) => return Err(e.to_string()),
         };
         match m {
-            ToSession::Reconnect(_) if yes => {
+            ToSession::Reconnect { id, .. } if yes => {
                 say("asked for a verdict: yes".into())?;
-                send(ep, FromSession::ReconnectVerdict(Ok(())))?;
+                send(ep, FromSession::ReconnectVerdict { id, result: Ok(()) })?;
             }
             ToSession::Transport { peer_addr, .. } => {
                 say(format!("was handed the transport of {peer_addr}"))?
