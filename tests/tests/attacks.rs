@@ -58,15 +58,12 @@ struct Side {
 impl Side {
     fn new(dir: &TempDir, known_hosts: &std::path::Path, tag: &str, target: SocketAddr) -> Side {
         let proxy = Proxy::start(target);
-        let login = Lab::make_login(dir, known_hosts, tag, CLIENT_EXTRA);
-        write_client_config(
-            &login.config,
-            &login.user.name,
-            &login.key,
+        let login = Lab::make_login_to(
+            dir,
             known_hosts,
-            "127.0.0.1",
-            proxy.port,
+            tag,
             CLIENT_EXTRA,
+            ("127.0.0.1", proxy.port),
         );
         let stop = login.user.home.join("stop-counter");
         Side {

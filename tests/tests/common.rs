@@ -143,21 +143,25 @@ impl Lab {
 
     /// Another user with its own key and config (`tag` names the files).
     pub fn make_login(dir: &TempDir, known_hosts: &Path, tag: &str, extra: &str) -> Login {
+        Lab::make_login_to(dir, known_hosts, tag, extra, ("198.18.0.1", PORT))
+    }
+
+    /// [`Lab::make_login`] whose ssh_config points at `host` port `port`
+    /// (a loopback resshd, or a proxy in front of it).
+    pub fn make_login_to(
+        dir: &TempDir,
+        known_hosts: &Path,
+        tag: &str,
+        extra: &str,
+        (host, port): (&str, u16),
+    ) -> Login {
         let user = TestUser::create(&format!("e2e{tag}"));
         let keydir = dir.join(format!("keys-{tag}"));
         fs::create_dir_all(&keydir).unwrap();
         let (key, pub_line) = ssh_keygen(&keydir, "ed25519", "");
         user.authorize_key(&pub_line);
         let config = dir.join(format!("ssh_config-{tag}"));
-        write_client_config(
-            &config,
-            &user.name,
-            &key,
-            known_hosts,
-            "198.18.0.1",
-            PORT,
-            extra,
-        );
+        write_client_config(&config, &user.name, &key, known_hosts, host, port, extra);
         Login { key, config, user }
     }
 

@@ -65,15 +65,12 @@ fn start_session(server: &Resshd, dir: &TempDir, tag: &str) -> Session {
     let target = SocketAddr::from(([127, 0, 0, 1], server.port()));
     let proxy = Proxy::start(target);
     let known_hosts = dir.join(format!("known_hosts-{tag}"));
-    let login = Lab::make_login(dir, &known_hosts, tag, CLIENT_EXTRA);
-    write_client_config(
-        &login.config,
-        &login.user.name,
-        &login.key,
+    let login = Lab::make_login_to(
+        dir,
         &known_hosts,
-        "127.0.0.1",
-        proxy.port,
+        tag,
         CLIENT_EXTRA,
+        ("127.0.0.1", proxy.port),
     );
     fs::write(&known_hosts, known_hosts_at(server, proxy.port)).unwrap();
     let stop = dir.join(format!("stop-{tag}"));
@@ -312,22 +309,14 @@ fn a_stopped_session_worker_does_not_wedge_resshd() {
     let worker = the_worker(&s.login.user);
 
     // The user stops their own worker...
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            &s.login.user.name,
-            "--",
-            "kill",
-            "-STOP",
-            &worker.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ressh_testkit::run_ok(Command::new("runuser").args([
+        "-u",
+        &s.login.user.name,
+        "--",
+        "kill",
+        "-STOP",
+        &worker.to_string(),
+    ]));
 
     // ...and floods resshd with its recorded reconnect request.
     let secs: u64 = std::env::var("RESSH_WEDGE_SECS")
@@ -685,15 +674,11 @@ fn many_sessions_of_one_user_do_not_make_resshd_spin() {
     let login = Lab::make_login(&dir, &dir.join("kh"), "nf", "");
     let daemon = server.server.pid();
     let fds = || fs::read_dir(format!("/proc/{daemon}/fd")).unwrap().count();
-    let out = Command::new("prlimit")
-        .args(["--pid", &daemon.to_string(), &format!("--nofile={LIMIT}:")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ressh_testkit::run_ok(Command::new("prlimit").args([
+        "--pid",
+        &daemon.to_string(),
+        &format!("--nofile={LIMIT}:"),
+    ]));
 
     // The user logs in again and again (ssh -N: a session, no command)
     // until resshd holds as many descriptors as it may.

@@ -28,15 +28,12 @@ fn loopback(tag: &str) -> (Resshd, Login, TempDir) {
     let dir = TempDir::new(&format!("e2e-{tag}"));
     let known_hosts = dir.join("known_hosts");
     fs::write(&known_hosts, server.server.known_hosts()).unwrap();
-    let login = Lab::make_login(&dir, &known_hosts, tag, CLIENT_EXTRA);
-    write_client_config(
-        &login.config,
-        &login.user.name,
-        &login.key,
+    let login = Lab::make_login_to(
+        &dir,
         &known_hosts,
-        "127.0.0.1",
-        server.port(),
+        tag,
         CLIENT_EXTRA,
+        ("127.0.0.1", server.port()),
     );
     (server, login, dir)
 }
