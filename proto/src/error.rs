@@ -45,6 +45,10 @@ pub enum Error {
     UnknownAlgorithm(String),
     /// The peer broke the protocol: a message out of order, a bad state, …
     Protocol(&'static str),
+    /// The application called the engine where that call is not allowed
+    /// (a bug in the caller, not in the peer). The connection stays as it
+    /// was: nothing is sent to the peer.
+    Misuse(&'static str),
     /// The peer's host key was rejected by the application.
     HostKeyRejected,
     /// The peer sent DISCONNECT.
@@ -56,6 +60,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the peer caused this error (and is told why by DISCONNECT),
+    /// as opposed to the local application misusing the engine.
+    pub fn is_peer_fault(&self) -> bool {
+        !matches!(self, Error::Misuse(_) | Error::Closed | Error::State(_))
+    }
+
     /// The disconnect reason sent to the peer when this error ends the connection.
     pub fn disconnect_reason(&self) -> u32 {
         match self {
@@ -82,6 +92,7 @@ impl fmt::Display for Error {
             Error::NoCommonAlgorithm(what) => write!(f, "no matching {what} found"),
             Error::UnknownAlgorithm(name) => write!(f, "unknown algorithm {name}"),
             Error::Protocol(what) => write!(f, "protocol error: {what}"),
+            Error::Misuse(what) => write!(f, "engine misuse: {what}"),
             Error::HostKeyRejected => write!(f, "host key rejected"),
             Error::PeerDisconnected {
                 reason,
