@@ -9,6 +9,7 @@ pub mod error;
 pub mod kex;
 pub mod keys;
 pub mod msg;
+pub mod pqc;
 pub mod resilience;
 pub mod wire;
 
