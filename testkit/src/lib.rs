@@ -15,8 +15,10 @@
 //!   addresses all come from 198.18.0.0/15.
 
 mod cmd;
+mod debroot;
 mod keys;
 mod netns;
+mod newssh;
 mod relay;
 mod resshd;
 mod sshd;
@@ -29,8 +31,10 @@ pub use cmd::{
     descendants, is_root, kill_tree, require_cmd, require_root, run, run_ok, run_timeout,
     run_with_stdin, which, DEFAULT_TIMEOUT,
 };
+pub use debroot::{debootstrap, host_suite_and_mirror, SYSTEM_PATH};
 pub use keys::ssh_keygen;
 pub use netns::{require_netns, Net};
+pub use newssh::{NewSsh, NEW_SSH_ROOT};
 pub use relay::DelayRelay;
 pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 #[allow(unused_imports)]
 pub use ressh_testkit::{
     free_port, require_cmd, require_netns, require_root, resshd_bin, run_timeout, ssh_keygen, Net,
-    Resshd, Sshd, TempDir, TestUser, Tmux, SSHD_BIN,
+    NewSsh, Resshd, Sshd, TempDir, TestUser, Tmux, SSHD_BIN,
 };
 
 /// How long one short command (an exec, a small transfer) may take.

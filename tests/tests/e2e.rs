@@ -19,6 +19,7 @@
 //! | issue 24 targets: mass reconnects, also during a flood | `mass` |
 //! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
 //! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
+//! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -53,6 +54,7 @@ mod disruptions;
 mod hostile_user;
 mod legacy;
 mod mass;
+mod newest_openssh;
 mod readmission;
 mod refused;
 mod rekey;

@@ -40,12 +40,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ressh_testkit::{require_cmd, require_root, run_timeout, ssh_keygen, TempDir};
+use ressh_testkit::{
+    debootstrap, host_suite_and_mirror, require_cmd, require_root, run_timeout, ssh_keygen,
+    TempDir, SYSTEM_PATH,
+};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 const SSH_TIMEOUT: Duration = Duration::from_secs(60);
 const USER: &str = "alice";
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const BANNER: &str = "ressh packaging test: reloaded banner";
 
 fn text(b: &[u8]) -> String {
@@ -79,7 +81,7 @@ impl Timer {
 }
 
 /// $PATH with cargo's own directory first (cargo-deb runs `cargo`) and
-/// the system directories last (debootstrap runs `chroot`).
+/// the system directories last.
 fn tool_path() -> std::ffi::OsString {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(cargo) = std::env::var_os("CARGO") {
@@ -111,62 +113,6 @@ fn profile() -> (PathBuf, &'static str) {
         _ => "dev",
     };
     (dir, name)
-}
-
-/// The host's Debian release (codename) and the first mirror its apt
-/// sources name for it (deb822 .sources files, then sources.list).
-fn host_suite_and_mirror() -> (String, String) {
-    let os = fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let suite = os
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-        .map(|s| s.trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
-        .expect("VERSION_CODENAME in /etc/os-release: this test needs a Debian host");
-    let mut texts = Vec::new();
-    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut paths: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for p in paths {
-            if p.extension().is_some_and(|e| e == "sources") {
-                texts.push(fs::read_to_string(&p).unwrap_or_default());
-            }
-        }
-    }
-    for text in &texts {
-        for para in text.split("\n\n") {
-            let field = |name: &str| {
-                para.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_string())
-            };
-            let types = field("Types:").unwrap_or_default();
-            let suites = field("Suites:").unwrap_or_default();
-            let comps = field("Components:").unwrap_or_default();
-            if types.split_whitespace().any(|t| t == "deb")
-                && suites.split_whitespace().any(|s| s == suite)
-                && comps.split_whitespace().any(|c| c == "main")
-            {
-                if let Some(uri) =
-                    field("URIs:").and_then(|u| u.split_whitespace().next().map(String::from))
-                {
-                    return (suite, uri);
-                }
-            }
-        }
-    }
-    let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    for line in list.lines() {
-        let mut w = line.split_whitespace().filter(|w| !w.starts_with('['));
-        if w.next() == Some("deb") {
-            if let (Some(uri), Some(s)) = (w.next(), w.next()) {
-                if s == suite {
-                    return (suite, uri.to_string());
-                }
-            }
-        }
-    }
-    panic!("no apt source for {suite} main found in /etc/apt: cannot debootstrap");
 }
 
 /// `sh -c script` inside fresh mount and pid namespaces (mounts die with
@@ -488,18 +434,7 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
     // 2. A clean root.
     let root = tmp.join("root");
     let (suite, mirror) = host_suite_and_mirror();
-    ok(
-        "debootstrap",
-        run_timeout(
-            Command::new(require_cmd("unshare"))
-                .env("PATH", tool_path())
-                .args(["--mount", "--propagation", "private", "debootstrap"])
-                .args(["--variant=minbase", &suite])
-                .arg(&root)
-                .arg(&mirror),
-            Duration::from_secs(600),
-        ),
-    );
+    ok("debootstrap", debootstrap(&suite, &root, &mirror, &[]));
     t.step(&format!("debootstrap {suite} minbase"));
 
     // 3. Install, twice.
