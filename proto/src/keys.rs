@@ -1,4 +1,5 @@
-//! Public-key algorithms: ssh-ed25519, rsa-sha2-256/512 and ecdsa-sha2-nistp256.
+//! Public-key algorithms: ssh-ed25519, rsa-sha2-256/512 and
+//! ecdsa-sha2-nistp256/384/521 (RFC 5656: SHA-256, SHA-384, SHA-512).
 //!
 //! Public keys are kept as their validated wire components, so that two keys
 //! compare equal exactly when their blobs do. Private keys wrap an OpenSSL
@@ -46,19 +47,17 @@ const SECRET_BUF_CAP: usize = 32 * 1024;
 
 const ED25519: &str = "ssh-ed25519";
 const RSA: &str = "ssh-rsa";
-const ECDSA_P256: &str = "ecdsa-sha2-nistp256";
-const NISTP256: &str = "nistp256";
 const RSA_SHA2_256: &str = "rsa-sha2-256";
 const RSA_SHA2_512: &str = "rsa-sha2-512";
 
 const ED25519_ALGS: &[&str] = &[ED25519];
 const RSA_ALGS: &[&str] = &[RSA_SHA2_512, RSA_SHA2_256];
-const ECDSA_ALGS: &[&str] = &[ECDSA_P256];
+const ECDSA_P256_ALGS: &[&str] = &["ecdsa-sha2-nistp256"];
+const ECDSA_P384_ALGS: &[&str] = &["ecdsa-sha2-nistp384"];
+const ECDSA_P521_ALGS: &[&str] = &["ecdsa-sha2-nistp521"];
 
 const ED25519_KEY_LEN: usize = 32;
 const ED25519_SIG_LEN: usize = 64;
-const P256_POINT_LEN: usize = 65;
-const P256_SCALAR_LEN: usize = 32;
 
 const OPENSSH_MAGIC: &[u8] = b"openssh-key-v1\0";
 const OPENSSH_BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
@@ -89,26 +88,36 @@ pub enum KeyType {
     Ed25519,
     Rsa,
     EcdsaP256,
+    EcdsaP384,
+    EcdsaP521,
 }
 
 impl KeyType {
-    /// The SSH key type name ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256").
+    /// Every supported key type: the one list of them.
+    pub const ALL: [KeyType; 5] = [
+        KeyType::Ed25519,
+        KeyType::Rsa,
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::EcdsaP521,
+    ];
+
+    /// The SSH key type name ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", ...).
     pub fn name(self) -> &'static str {
         match self {
             KeyType::Ed25519 => ED25519,
             KeyType::Rsa => RSA,
-            KeyType::EcdsaP256 => ECDSA_P256,
+            KeyType::EcdsaP256 => Curve::P256.key_name(),
+            KeyType::EcdsaP384 => Curve::P384.key_name(),
+            KeyType::EcdsaP521 => Curve::P521.key_name(),
         }
     }
 
     /// The key type of an SSH key type name.
     pub fn from_name(name: &[u8]) -> Option<KeyType> {
-        match name {
-            b"ssh-ed25519" => Some(KeyType::Ed25519),
-            b"ssh-rsa" => Some(KeyType::Rsa),
-            b"ecdsa-sha2-nistp256" => Some(KeyType::EcdsaP256),
-            _ => None,
-        }
+        KeyType::ALL
+            .into_iter()
+            .find(|t| t.name().as_bytes() == name)
     }
 
     /// The signature algorithms usable with keys of this type, preferred first.
@@ -117,15 +126,127 @@ impl KeyType {
         match self {
             KeyType::Ed25519 => ED25519_ALGS,
             KeyType::Rsa => RSA_ALGS,
-            KeyType::EcdsaP256 => ECDSA_ALGS,
+            KeyType::EcdsaP256 => ECDSA_P256_ALGS,
+            KeyType::EcdsaP384 => ECDSA_P384_ALGS,
+            KeyType::EcdsaP521 => ECDSA_P521_ALGS,
         }
     }
 
     /// The key type that signs with the named signature algorithm.
     pub fn from_signature_algorithm(alg: &str) -> Option<KeyType> {
-        [KeyType::Ed25519, KeyType::Rsa, KeyType::EcdsaP256]
+        KeyType::ALL
             .into_iter()
             .find(|t| t.signature_algorithms().contains(&alg))
+    }
+
+    /// The curve of an ECDSA key type.
+    fn curve(self) -> Option<Curve> {
+        match self {
+            KeyType::Ed25519 | KeyType::Rsa => None,
+            KeyType::EcdsaP256 => Some(Curve::P256),
+            KeyType::EcdsaP384 => Some(Curve::P384),
+            KeyType::EcdsaP521 => Some(Curve::P521),
+        }
+    }
+}
+
+/// The NIST curves of ECDSA keys (RFC 5656 §6.2.1: the hash follows the
+/// curve's size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Curve {
+    P256,
+    P384,
+    P521,
+}
+
+impl Curve {
+    /// The key type (and signature algorithm) name.
+    fn key_name(self) -> &'static str {
+        match self {
+            Curve::P256 => "ecdsa-sha2-nistp256",
+            Curve::P384 => "ecdsa-sha2-nistp384",
+            Curve::P521 => "ecdsa-sha2-nistp521",
+        }
+    }
+
+    /// The curve identifier inside key blobs.
+    fn id(self) -> &'static str {
+        match self {
+            Curve::P256 => "nistp256",
+            Curve::P384 => "nistp384",
+            Curve::P521 => "nistp521",
+        }
+    }
+
+    fn key_type(self) -> KeyType {
+        match self {
+            Curve::P256 => KeyType::EcdsaP256,
+            Curve::P384 => KeyType::EcdsaP384,
+            Curve::P521 => KeyType::EcdsaP521,
+        }
+    }
+
+    fn nid(self) -> Nid {
+        match self {
+            Curve::P256 => Nid::X9_62_PRIME256V1,
+            Curve::P384 => Nid::SECP384R1,
+            Curve::P521 => Nid::SECP521R1,
+        }
+    }
+
+    fn from_nid(nid: Nid) -> Option<Curve> {
+        [Curve::P256, Curve::P384, Curve::P521]
+            .into_iter()
+            .find(|c| c.nid() == nid)
+    }
+
+    /// Size of the curve's order (and field) in bits.
+    fn bits(self) -> usize {
+        match self {
+            Curve::P256 => 256,
+            Curve::P384 => 384,
+            Curve::P521 => 521,
+        }
+    }
+
+    /// Bytes of a scalar (r, s or the private key d).
+    fn scalar_len(self) -> usize {
+        self.bits().div_ceil(8)
+    }
+
+    /// Bytes of an uncompressed SEC1 point.
+    fn point_len(self) -> usize {
+        1 + 2 * self.scalar_len()
+    }
+
+    /// The message digest signed (RFC 5656 §6.2.1).
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Curve::P256 => openssl::sha::sha256(data).to_vec(),
+            Curve::P384 => openssl::sha::sha384(data).to_vec(),
+            Curve::P521 => openssl::sha::sha512(data).to_vec(),
+        }
+    }
+
+    fn group(self) -> Result<EcGroup> {
+        Ok(EcGroup::from_curve_name(self.nid())?)
+    }
+
+    /// Validates a public point: uncompressed, coordinates in range, on the
+    /// curve (OpenSSL checks both when decoding), and of full order.
+    fn public_key(self, q: &[u8]) -> Result<EcKey<Public>> {
+        if q.len() != self.point_len() || q[0] != 0x04 {
+            return Err(Error::Malformed("ecdsa public point"));
+        }
+        let group = self.group()?;
+        let mut ctx = BigNumContext::new()?;
+        let point = EcPoint::from_bytes(&group, q, &mut ctx)
+            .map_err(|_| Error::Malformed("ecdsa public point"))?;
+        let key = EcKey::from_public_key(&group, &point)
+            .map_err(|_| Error::Malformed("ecdsa public point"))?;
+        key.check_key()
+            .map_err(|_| Error::Malformed("ecdsa public point"))?;
+        Ok(key)
     }
 }
 
@@ -138,7 +259,7 @@ enum Inner {
         n: Vec<u8>,
     },
     /// Uncompressed SEC1 point, validated on the curve.
-    EcdsaP256([u8; P256_POINT_LEN]),
+    Ecdsa(Curve, Vec<u8>),
 }
 
 /// A validated public key.
@@ -159,27 +280,6 @@ fn magnitude_bits(m: &[u8]) -> usize {
 fn strip_zeros(m: &[u8]) -> &[u8] {
     let start = m.iter().position(|&b| b != 0).unwrap_or(m.len());
     &m[start..]
-}
-
-fn p256_group() -> Result<EcGroup> {
-    Ok(EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?)
-}
-
-/// Validates a P-256 public point: uncompressed, coordinates in range, on
-/// the curve (OpenSSL checks both when decoding), and of full order.
-fn p256_public_key(q: &[u8]) -> Result<EcKey<Public>> {
-    if q.len() != P256_POINT_LEN || q[0] != 0x04 {
-        return Err(Error::Malformed("ecdsa public point"));
-    }
-    let group = p256_group()?;
-    let mut ctx = BigNumContext::new()?;
-    let point = EcPoint::from_bytes(&group, q, &mut ctx)
-        .map_err(|_| Error::Malformed("ecdsa public point"))?;
-    let key = EcKey::from_public_key(&group, &point)
-        .map_err(|_| Error::Malformed("ecdsa public point"))?;
-    key.check_key()
-        .map_err(|_| Error::Malformed("ecdsa public point"))?;
-    Ok(key)
 }
 
 fn rsa_public_checks(e: &[u8], n: &[u8]) -> Result<()> {
@@ -223,15 +323,17 @@ impl PublicKey {
                     n: n.to_vec(),
                 }
             }
-            Some(KeyType::EcdsaP256) => {
-                if r.string()? != NISTP256.as_bytes() {
+            Some(t) => {
+                // Every other key type is ECDSA.
+                let curve = t
+                    .curve()
+                    .ok_or_else(|| Error::UnknownAlgorithm(printable(name)))?;
+                if r.string()? != curve.id().as_bytes() {
                     return Err(Error::Malformed("ecdsa curve name"));
                 }
                 let q = r.string()?;
-                p256_public_key(q)?;
-                let mut a = [0u8; P256_POINT_LEN];
-                a.copy_from_slice(q);
-                Inner::EcdsaP256(a)
+                curve.public_key(q)?;
+                Inner::Ecdsa(curve, q.to_vec())
             }
             None => return Err(Error::UnknownAlgorithm(printable(name))),
         };
@@ -249,8 +351,8 @@ impl PublicKey {
                 v.put_mpint(e);
                 v.put_mpint(n);
             }
-            Inner::EcdsaP256(q) => {
-                v.put_str(NISTP256);
+            Inner::Ecdsa(curve, q) => {
+                v.put_str(curve.id());
                 v.put_string(q);
             }
         }
@@ -261,7 +363,7 @@ impl PublicKey {
         match self.inner {
             Inner::Ed25519(_) => KeyType::Ed25519,
             Inner::Rsa { .. } => KeyType::Rsa,
-            Inner::EcdsaP256(_) => KeyType::EcdsaP256,
+            Inner::Ecdsa(curve, _) => curve.key_type(),
         }
     }
 
@@ -274,11 +376,13 @@ impl PublicKey {
         self.key_type().signature_algorithms()
     }
 
-    /// Key size in bits (256 for ed25519 and nistp256, the modulus size for RSA).
+    /// Key size in bits (256 for ed25519, the curve's for ECDSA, the
+    /// modulus size for RSA).
     pub fn bits(&self) -> usize {
         match &self.inner {
+            Inner::Ed25519(_) => 256,
             Inner::Rsa { n, .. } => magnitude_bits(n),
-            _ => 256,
+            Inner::Ecdsa(curve, _) => curve.bits(),
         }
     }
 
@@ -327,25 +431,24 @@ impl PublicKey {
                 let mut v = Verifier::new(md, &pkey)?;
                 v.verify_oneshot(&padded, data).unwrap_or(false)
             }
-            Inner::EcdsaP256(q) => {
+            Inner::Ecdsa(curve, q) => {
                 let mut sr = Reader::new(sig);
                 let rr = strip_zeros(sr.mpint()?);
                 let ss = strip_zeros(sr.mpint()?);
                 sr.finish()?;
                 if rr.is_empty()
                     || ss.is_empty()
-                    || rr.len() > P256_SCALAR_LEN
-                    || ss.len() > P256_SCALAR_LEN
+                    || rr.len() > curve.scalar_len()
+                    || ss.len() > curve.scalar_len()
                 {
                     return Err(Error::BadSignature);
                 }
-                let key = p256_public_key(q)?;
+                let key = curve.public_key(q)?;
                 let esig = EcdsaSig::from_private_components(
                     BigNum::from_slice(rr)?,
                     BigNum::from_slice(ss)?,
                 )?;
-                let digest = openssl::sha::sha256(data);
-                esig.verify(&digest, &key).unwrap_or(false)
+                esig.verify(&curve.digest(data), &key).unwrap_or(false)
             }
         };
         if ok {
@@ -416,7 +519,7 @@ impl PublicKey {
                 BigNum::from_slice(n)?,
                 BigNum::from_slice(e)?,
             )?)?,
-            Inner::EcdsaP256(q) => PKey::from_ec_key(p256_public_key(q)?)?,
+            Inner::Ecdsa(curve, q) => PKey::from_ec_key(curve.public_key(q)?)?,
         })
     }
 }
@@ -614,9 +717,11 @@ impl PrivateKey {
         let pkey = match t {
             KeyType::Ed25519 => PKey::generate_ed25519()?,
             KeyType::Rsa => PKey::from_rsa(Rsa::generate(RSA_GENERATE_BITS)?)?,
-            KeyType::EcdsaP256 => {
-                let group = p256_group()?;
-                PKey::from_ec_key(EcKey::generate(&group)?)?
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => {
+                let curve = t
+                    .curve()
+                    .ok_or_else(|| Error::UnknownAlgorithm(t.name().into()))?;
+                PKey::from_ec_key(EcKey::generate(&*curve.group()?)?)?
             }
         };
         PrivateKey::from_pkey(pkey)
@@ -657,11 +762,15 @@ impl PrivateKey {
             }
             Id::EC => {
                 let ec = pkey.ec_key()?;
-                if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
-                    return Err(Error::UnknownAlgorithm(
-                        "ecdsa curve other than nistp256".into(),
-                    ));
-                }
+                let curve = ec
+                    .group()
+                    .curve_name()
+                    .and_then(Curve::from_nid)
+                    .ok_or_else(|| {
+                        Error::UnknownAlgorithm(
+                            "ecdsa curve other than nistp256, nistp384, nistp521".into(),
+                        )
+                    })?;
                 ec.check_key()
                     .map_err(|_| Error::Malformed("ecdsa private key"))?;
                 let mut ctx = BigNumContext::new()?;
@@ -670,8 +779,8 @@ impl PrivateKey {
                     PointConversionForm::UNCOMPRESSED,
                     &mut ctx,
                 )?;
-                blob.put_str(ECDSA_P256);
-                blob.put_str(NISTP256);
+                blob.put_str(curve.key_name());
+                blob.put_str(curve.id());
                 blob.put_string(&q);
             }
             _ => return Err(Error::UnknownAlgorithm("private key type".into())),
@@ -716,10 +825,9 @@ impl PrivateKey {
                 padded.extend_from_slice(&raw);
                 padded
             }
-            Inner::EcdsaP256(_) => {
+            Inner::Ecdsa(curve, _) => {
                 let ec = self.pkey.ec_key()?;
-                let digest = openssl::sha::sha256(data);
-                let esig = EcdsaSig::sign(&digest, &ec)?;
+                let esig = EcdsaSig::sign(&curve.digest(data), &ec)?;
                 let mut v = Vec::new();
                 v.put_mpint(&esig.r().to_vec());
                 v.put_mpint(&esig.s().to_vec());
@@ -924,17 +1032,21 @@ impl PrivateKey {
                 // from_pkey runs RSA_check_key (p, q prime, n = pq, d, CRT values).
                 PrivateKey::from_pkey(PKey::from_rsa(rsa)?)
             }
-            Some(KeyType::EcdsaP256) => {
-                if r.string()? != NISTP256.as_bytes() {
+            Some(t) => {
+                // Every other key type is ECDSA.
+                let curve = t
+                    .curve()
+                    .ok_or_else(|| Error::UnknownAlgorithm(printable(name)))?;
+                if r.string()? != curve.id().as_bytes() {
                     return Err(Error::Malformed("ecdsa curve name"));
                 }
                 let q = r.string()?;
                 let d = r.mpint()?;
-                if strip_zeros(d).len() > P256_SCALAR_LEN {
+                if strip_zeros(d).len() > curve.scalar_len() {
                     return Err(Error::Malformed("ecdsa private scalar"));
                 }
-                let public = p256_public_key(q)?;
-                let group = p256_group()?;
+                let public = curve.public_key(q)?;
+                let group = curve.group()?;
                 let d = secret_bn(d)?;
                 let ec = EcKey::from_private_components(&group, &d, public.public_key())?;
                 // from_pkey runs EC_KEY_check_key: 0 < d < order and d·G = Q.
@@ -971,9 +1083,9 @@ impl PrivateKey {
                 v.put_mpint(&secret_vec(p));
                 v.put_mpint(&secret_vec(q));
             }
-            Inner::EcdsaP256(q) => {
+            Inner::Ecdsa(curve, q) => {
                 let ec = self.pkey.ec_key()?;
-                v.put_str(NISTP256);
+                v.put_str(curve.id());
                 v.put_string(q);
                 v.put_mpint(&secret_vec(ec.private_key()));
             }
@@ -1531,7 +1643,7 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
     #[test]
     fn sign_verify_round_trips() {
         let mut keys: Vec<PrivateKey> = all_keys().into_iter().map(|k| k.0).collect();
-        for t in [KeyType::Ed25519, KeyType::Rsa, KeyType::EcdsaP256] {
+        for t in KeyType::ALL {
             let k = PrivateKey::generate(t).unwrap();
             assert_eq!(k.key_type(), t);
             keys.push(k);
@@ -1569,6 +1681,8 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
                 "ssh-ed25519",
                 "rsa-sha2-256",
                 "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
                 "ssh-dss",
                 "",
             ] {
@@ -1600,7 +1714,7 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
 
     #[test]
     fn openssh_private_format_round_trips() {
-        for t in [KeyType::Ed25519, KeyType::Rsa, KeyType::EcdsaP256] {
+        for t in KeyType::ALL {
             let k = PrivateKey::generate(t).unwrap();
             let pem = k.to_openssh_pem("round trip").unwrap();
             assert!(pem.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
@@ -1980,6 +2094,222 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
             ["rsa-sha2-512", "rsa-sha2-256"]
         );
         assert_eq!(KeyType::from_name(b"ssh-ed25519"), Some(KeyType::Ed25519));
+        for (t, name) in [
+            (KeyType::EcdsaP384, "ecdsa-sha2-nistp384"),
+            (KeyType::EcdsaP521, "ecdsa-sha2-nistp521"),
+        ] {
+            assert_eq!(KeyType::from_name(name.as_bytes()), Some(t));
+            assert_eq!(KeyType::from_signature_algorithm(name), Some(t));
+            assert_eq!(t.name(), name);
+            assert_eq!(t.signature_algorithms(), [name]);
+        }
+        for t in KeyType::ALL {
+            assert_eq!(KeyType::from_name(t.name().as_bytes()), Some(t));
+        }
+    }
+
+    /// `ssh-keygen` (Debian's OpenSSH) on `args` with `stdin`; its stdout.
+    /// Fails the test unless it exits with status 0.
+    fn keygen(args: &[&std::ffi::OsStr], stdin: &[u8]) -> String {
+        let out = ressh_testkit::run_with_stdin(
+            std::process::Command::new(ressh_testkit::require_cmd("ssh-keygen")).args(args),
+            stdin,
+            ressh_testkit::DEFAULT_TIMEOUT,
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "ssh-keygen {args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// An SSHSIG armour of `sig` (a signature blob) by `key` over MSG in
+    /// namespace "ressh-test" (PROTOCOL.sshsig), as `ssh-keygen -Y sign`.
+    fn sshsig_armour(key: &PrivateKey, alg: &str) -> String {
+        let mut signed = b"SSHSIG".to_vec();
+        signed.put_str("ressh-test");
+        signed.put_str("");
+        signed.put_str("sha512");
+        signed.put_string(&openssl::sha::sha512(MSG));
+        let sig = key.sign(alg, &signed).unwrap();
+        let mut bin = b"SSHSIG".to_vec();
+        bin.put_u32(1);
+        bin.put_string(&key.public_key().to_blob());
+        bin.put_str("ressh-test");
+        bin.put_str("");
+        bin.put_str("sha512");
+        bin.put_string(&sig);
+        let b = base64::encode_block(&bin);
+        let mut s = String::from("-----BEGIN SSH SIGNATURE-----\n");
+        for c in b.as_bytes().chunks(70) {
+            s.push_str(std::str::from_utf8(c).unwrap());
+            s.push('\n');
+        }
+        s + "-----END SSH SIGNATURE-----\n"
+    }
+
+    /// nistp384 and nistp521 keys made by ssh-keygen load, sign and verify
+    /// with the curve's hash (RFC 5656: SHA-384, SHA-512), both ways:
+    /// `ssh-keygen -Y sign`'s signatures verify here, ours verify in
+    /// `ssh-keygen -Y check-novalidate`, and ssh-keygen reads the private
+    /// keys we write.
+    #[test]
+    fn ecdsa_p384_p521_against_ssh_keygen() {
+        let dir = ressh_testkit::TempDir::new("keys-ecdsa");
+        let msg = dir.join("msg");
+        std::fs::write(&msg, MSG).unwrap();
+        for (kind, t, alg, bits) in [
+            ("ecdsa-384", KeyType::EcdsaP384, "ecdsa-sha2-nistp384", 384),
+            ("ecdsa-521", KeyType::EcdsaP521, "ecdsa-sha2-nistp521", 521),
+        ] {
+            let (path, line) = ressh_testkit::ssh_keygen(dir.path(), kind, "");
+            let key = PrivateKey::from_openssh_pem(&std::fs::read(&path).unwrap()).unwrap();
+            let public = key.public_key();
+            assert_eq!((public.key_type(), public.bits()), (t, bits));
+            assert_eq!(PublicKey::from_openssh(&line).unwrap().0, public);
+            assert_eq!(public.to_openssh("ressh-test"), line);
+            let fp = keygen(&["-l".as_ref(), "-f".as_ref(), path.as_os_str()], b"");
+            assert_eq!(fp.split(' ').nth(1), Some(public.fingerprint().as_str()));
+
+            // ssh-keygen signs, we verify.
+            keygen(
+                &[
+                    "-Y".as_ref(),
+                    "sign".as_ref(),
+                    "-n".as_ref(),
+                    "ressh-test".as_ref(),
+                    "-f".as_ref(),
+                    path.as_os_str(),
+                    msg.as_os_str(),
+                ],
+                b"",
+            );
+            let armoured = std::fs::read_to_string(dir.join("msg.sig")).unwrap();
+            std::fs::remove_file(dir.join("msg.sig")).unwrap();
+            let (signer, signed, sig) = sshsig(&armoured);
+            assert_eq!(signer, public);
+            assert_eq!(public.verify(&signed, &sig), Ok(alg));
+            let mut other = signed.clone();
+            *other.last_mut().unwrap() ^= 1;
+            assert_eq!(public.verify(&other, &sig), Err(Error::BadSignature));
+
+            // We sign, ssh-keygen verifies.
+            let ours = dir.join(format!("{kind}.sig"));
+            std::fs::write(&ours, sshsig_armour(&key, alg)).unwrap();
+            let out = keygen(
+                &[
+                    "-Y".as_ref(),
+                    "check-novalidate".as_ref(),
+                    "-n".as_ref(),
+                    "ressh-test".as_ref(),
+                    "-s".as_ref(),
+                    ours.as_os_str(),
+                ],
+                MSG,
+            );
+            assert!(out.contains("Good"), "{out}");
+
+            // ssh-keygen reads the private key we write (of a key we made).
+            let made = PrivateKey::generate(t).unwrap();
+            let written = dir.join(format!("{kind}.ours"));
+            std::fs::write(&written, made.to_openssh_pem("ours").unwrap()).unwrap();
+            std::fs::set_permissions(
+                &written,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            let derived = keygen(&["-y".as_ref(), "-f".as_ref(), written.as_os_str()], b"");
+            assert_eq!(derived.trim(), made.public_key().to_openssh("ours"));
+        }
+    }
+
+    /// nistp384/521 blobs and signatures: another curve's point or name,
+    /// compressed points, over-long scalars, every truncation and flipped
+    /// bit: refused, never a panic.
+    #[test]
+    fn malformed_ecdsa_p384_p521_are_refused() {
+        let keys: Vec<PrivateKey> = [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::EcdsaP521]
+            .into_iter()
+            .map(|t| PrivateKey::generate(t).unwrap())
+            .collect();
+        let point = |k: &PrivateKey| {
+            let blob = k.public_key().to_blob();
+            let mut r = Reader::new(&blob);
+            r.string().unwrap();
+            r.string().unwrap();
+            r.string().unwrap().to_vec()
+        };
+        let blob = |name: &str, id: &str, q: &[u8]| {
+            let mut v = Vec::new();
+            v.put_str(name);
+            v.put_str(id);
+            v.put_string(q);
+            v
+        };
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            let public = k.public_key();
+            let name = public.key_type_name();
+            let id = &name["ecdsa-sha2-".len()..];
+            let q = point(k);
+            assert_eq!(PublicKey::from_blob(&blob(name, id, &q)).unwrap(), public);
+            // Another curve's name or point.
+            for (j, other) in keys.iter().enumerate() {
+                if i != j {
+                    let other_name = other.public_key().key_type_name();
+                    let other_id = &other_name["ecdsa-sha2-".len()..];
+                    assert!(PublicKey::from_blob(&blob(name, other_id, &q)).is_err());
+                    assert!(PublicKey::from_blob(&blob(name, id, &point(other))).is_err());
+                }
+            }
+            // Compressed, and off the curve.
+            let half = (q.len() - 1) / 2;
+            let mut compressed = vec![0x02 | (q[q.len() - 1] & 1)];
+            compressed.extend_from_slice(&q[1..=half]);
+            assert!(PublicKey::from_blob(&blob(name, id, &compressed)).is_err());
+            let mut off = q.clone();
+            *off.last_mut().unwrap() ^= 1;
+            assert_eq!(
+                PublicKey::from_blob(&blob(name, id, &off)),
+                Err(Error::Malformed("ecdsa public point"))
+            );
+            let good = blob(name, id, &q);
+            for n in 0..good.len() {
+                assert!(PublicKey::from_blob(&good[..n]).is_err());
+            }
+            for at in 0..good.len() {
+                let mut b = good.clone();
+                b[at] ^= 0x20;
+                let _ = PublicKey::from_blob(&b);
+            }
+
+            // Signatures: valid, then scalars one byte too long, zero, swapped.
+            let sig = k.sign(name, MSG).unwrap();
+            assert_eq!(public.verify(MSG, &sig), Ok(name));
+            let (_, inner) = split_sig(&sig);
+            let mut r = Reader::new(&inner);
+            let (rr, ss) = (r.mpint().unwrap(), r.mpint().unwrap());
+            let too_long = vec![0x7f; public.bits().div_ceil(8) + 1];
+            for (a, b) in [
+                (&too_long[..], ss),
+                (rr, &too_long[..]),
+                (&[][..], ss),
+                (ss, rr),
+            ] {
+                let mut v = Vec::new();
+                v.put_mpint(a);
+                v.put_mpint(b);
+                assert!(public.verify(MSG, &sig_blob(name, &v)).is_err(), "{name}");
+            }
+            // Another curve's signature algorithm name.
+            let other = keys[i - 1].public_key().key_type_name();
+            assert!(public.verify(MSG, &sig_blob(other, &inner)).is_err());
+            for n in 0..sig.len() {
+                assert!(public.verify(MSG, &sig[..n]).is_err());
+            }
+        }
     }
 
     mod prop {
