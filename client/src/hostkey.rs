@@ -22,7 +22,7 @@ pub fn type_label(k: &PublicKey) -> &'static str {
     match k.key_type() {
         KeyType::Ed25519 => "ED25519",
         KeyType::Rsa => "RSA",
-        KeyType::EcdsaP256 => "ECDSA",
+        KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => "ECDSA",
     }
 }
 
