@@ -15,7 +15,9 @@
 //! Its programs run on the host through the root's own dynamic loader and
 //! libraries ([`NewSsh::command`]): host paths (keys, configs, sockets on
 //! loopback) work as for the host's ssh. Programs that exec others by
-//! their installed path (sshd → sshd-session) run in the root with chroot.
+//! their installed path (sshd → sshd-session, ssh → ssh-sk-helper) would
+//! run the host's copies this way: they need chroot into the root, which
+//! this module does not offer yet.
 
 use std::fs;
 use std::path::{Path, PathBuf};
