@@ -24,7 +24,7 @@ use ressh_ipc::msg::{AuthRequest, AuthVerdict, FromKex, ToKex, MAX_LOG_LEN};
 use ressh_ipc::Endpoint;
 use ressh_proto::error::reason;
 use ressh_proto::keys::PublicKey;
-use ressh_proto::{AuthAttempt, Connection, Event, HostKeySigner};
+use ressh_proto::{AuthAttempt, Connection, Event, SignRequest};
 
 struct Args {
     chroot: Option<PathBuf>,
@@ -51,34 +51,25 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Asks the monitor to sign exchange hashes.
-struct MonitorSigner {
-    ipc: Arc<Endpoint>,
-    keys: Vec<PublicKey>,
-}
-
-impl HostKeySigner for MonitorSigner {
-    fn public_keys(&self) -> Vec<PublicKey> {
-        self.keys.clone()
-    }
-
-    fn sign(&self, key: &PublicKey, alg: &str, data: &[u8]) -> ressh_proto::Result<Vec<u8>> {
-        let req = FromKex::Sign {
-            key: key.to_blob(),
-            alg: alg.to_string(),
-            data: data.to_vec(),
-        };
-        self.ipc
-            .send(&req, &[])
-            .map_err(|e| ressh_proto::Error::Crypto(e.to_string()))?;
-        match self.ipc.recv::<ToKex>() {
-            Ok((ToKex::Signature(Ok(sig)), _)) => Ok(sig),
-            Ok((ToKex::Signature(Err(e)), _)) => Err(ressh_proto::Error::Crypto(e)),
-            Ok(_) => Err(ressh_proto::Error::Crypto(
-                "monitor answered out of turn".into(),
-            )),
-            Err(e) => Err(ressh_proto::Error::Crypto(e.to_string())),
+/// Asks the monitor to sign an exchange hash, and waits for its answer.
+fn sign(ipc: &Endpoint, r: SignRequest) -> Result<Vec<u8>, String> {
+    let req = FromKex::Sign {
+        key: r.key.to_blob(),
+        alg: r.algorithm,
+        data: r.data,
+    };
+    ipc.send(&req, &[]).map_err(|e| e.to_string())?;
+    match ipc.recv::<ToKex>() {
+        Ok((ToKex::Signature(Ok(sig)), _)) => Ok(sig),
+        Ok((ToKex::Signature(Err(e)), _)) => {
+            log_line(&format!(
+                "host key signing failed: {}",
+                ressh_proto::wire::printable(e.as_bytes())
+            ));
+            Err("the monitor did not sign".into())
         }
+        Ok(_) => Err("monitor answered out of turn".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -143,15 +134,10 @@ fn run() -> Result<(), String> {
     for k in &start.host_keys {
         keys.push(PublicKey::from_blob(k).map_err(|e| format!("host key from monitor: {e}"))?);
     }
-    let signer = MonitorSigner {
-        ipc: ipc.clone(),
-        keys,
-    };
     let now = Instant::now();
     let deadline =
         (start.login_grace_secs > 0).then(|| now + Duration::from_secs(start.login_grace_secs));
-    let mut conn = Connection::server(start.proto.clone(), Box::new(signer), now)
-        .map_err(|e| e.to_string())?;
+    let mut conn = Connection::server(start.proto.clone(), keys, now).map_err(|e| e.to_string())?;
     let mut sock = TcpStream::from(sock);
     let mut banner = start.banner.clone();
     let mut buf = vec![0u8; 64 * 1024];
@@ -167,6 +153,24 @@ fn run() -> Result<(), String> {
             // A user-auth request, or the answers of a keyboard-interactive
             // exchange, for the monitor to judge.
             let (user, request, pk) = match ev {
+                Event::SignHostKey(r) => {
+                    // The key exchange waits for the monitor's signature;
+                    // without one it ends with a DISCONNECT.
+                    let (signature, failed) = match sign(&ipc, r) {
+                        Ok(sig) => (Some(sig), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    let r = conn.host_key_signed(signature, Instant::now());
+                    if let Some(e) = failed {
+                        let _ = flush(&mut conn, &mut sock);
+                        return Err(e);
+                    }
+                    if let Err(e) = r {
+                        let _ = flush(&mut conn, &mut sock);
+                        return Err(e.to_string());
+                    }
+                    continue;
+                }
                 Event::AuthRequest { user, attempt } => {
                     kbdint = None;
                     auth_user = Some(ressh_proto::wire::printable(user.as_bytes()));

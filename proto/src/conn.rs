@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::cipher::{self, KeyMaterial};
 use crate::error::{reason, Error, Result};
-use crate::kex::{self, Ephemeral, Negotiated};
+use crate::kex::{Negotiated, KEX_ALGS};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::msg::{self, num, AuthMethod, ChannelKind, ChannelReq, GlobalReq};
 use crate::resilience::{self, is_resilient};
@@ -36,27 +36,6 @@ const BULK_UNACKED: usize = 64 << 10;
 pub enum Role {
     Client,
     Server,
-}
-
-/// Signs exchange hashes with the server's host keys. In resshd this is a
-/// request to the privileged monitor; the keys never enter the worker.
-pub trait HostKeySigner: Send {
-    fn public_keys(&self) -> Vec<PublicKey>;
-    /// Returns the SSH signature blob of `data` made with `key` using `alg`.
-    fn sign(&self, key: &PublicKey, alg: &str, data: &[u8]) -> Result<Vec<u8>>;
-}
-
-impl HostKeySigner for Vec<PrivateKey> {
-    fn public_keys(&self) -> Vec<PublicKey> {
-        self.iter().map(|k| k.public_key()).collect()
-    }
-    fn sign(&self, key: &PublicKey, alg: &str, data: &[u8]) -> Result<Vec<u8>> {
-        let k = self
-            .iter()
-            .find(|k| &k.public_key() == key)
-            .ok_or(Error::Protocol("no such host key"))?;
-        k.sign(alg, data)
-    }
 }
 
 /// Tunables of a connection. The algorithm lists are in preference order.
@@ -103,7 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             version: concat!("SSH-2.0-ressh_", env!("CARGO_PKG_VERSION")).to_string(),
-            kex: kex::KEX_ALGS.iter().map(|s| s.to_string()).collect(),
+            kex: KEX_ALGS.iter().map(|s| s.to_string()).collect(),
             host_key_algs: [
                 "ssh-ed25519",
                 "ecdsa-sha2-nistp256",
@@ -179,6 +158,9 @@ pub enum Event {
     /// Client: the server's host key, verified to have signed the exchange.
     /// The key exchange waits until [`Connection::accept_host_key`] is called.
     HostKey(PublicKey),
+    /// Server: sign this exchange hash with a host key. The key exchange
+    /// waits until [`Connection::host_key_signed`] is called.
+    SignHostKey(SignRequest),
     /// A key exchange finished (`first` for the one that set the session id).
     KexDone {
         first: bool,
@@ -350,37 +332,13 @@ enum ClientAuth {
     KeyboardInteractive,
 }
 
-struct KexRun {
-    first: bool,
-    local_init: Vec<u8>,
-    peer_init: Option<Vec<u8>>,
-    negotiated: Option<Negotiated>,
-    eph: Option<Ephemeral>,
-    ignore_next: bool,
-    /// Client: keys computed, waiting for the host-key verdict.
-    pending: Option<PendingKeys>,
-    newkeys_sent: bool,
-    newkeys_recv: bool,
-    /// Keys for the direction we receive, installed at the peer's NEWKEYS.
-    recv_keys: Option<KeyMaterial>,
-    /// First exchange: both sides offered resilience.
-    resilience: bool,
-    /// Server: this connection is a reconnect (the extension was chosen).
-    reconnect: bool,
-    reconnect_received: bool,
-}
-
-struct PendingKeys {
-    send: KeyMaterial,
-    recv: KeyMaterial,
-    host_key: Vec<u8>,
-}
-
 /// A live SSH connection, client or server.
 pub struct Connection {
     role: Role,
     config: Config,
-    signer: Option<Box<dyn HostKeySigner>>,
+    /// Server: the host keys, whose private halves sign elsewhere
+    /// ([`Event::SignHostKey`]); empty on a client.
+    host_keys: Vec<PublicKey>,
     local_version: String,
     peer_version: Option<String>,
     preamble_seen: usize,
@@ -450,28 +408,24 @@ const SPARE_MAX: usize = 2 << 20;
 impl Connection {
     /// A client connection; its version line and first KEXINIT are queued.
     pub fn client(config: Config, now: Instant) -> Result<Self> {
-        Self::new(Role::Client, config, None, now)
+        Self::new(Role::Client, config, Vec::new(), now)
     }
 
-    /// A server connection signing with `signer`'s host keys.
-    pub fn server(config: Config, signer: Box<dyn HostKeySigner>, now: Instant) -> Result<Self> {
-        if signer.public_keys().is_empty() {
-            return Err(Error::Protocol("server without host keys"));
+    /// A server connection with these host keys: each exchange hash is
+    /// signed by the application ([`Event::SignHostKey`]).
+    pub fn server(config: Config, host_keys: Vec<PublicKey>, now: Instant) -> Result<Self> {
+        if host_keys.is_empty() {
+            return Err(Error::Misuse("server without host keys"));
         }
-        Self::new(Role::Server, config, Some(signer), now)
+        Self::new(Role::Server, config, host_keys, now)
     }
 
-    fn new(
-        role: Role,
-        config: Config,
-        signer: Option<Box<dyn HostKeySigner>>,
-        now: Instant,
-    ) -> Result<Self> {
+    fn new(role: Role, config: Config, host_keys: Vec<PublicKey>, now: Instant) -> Result<Self> {
         let mut c = Connection {
             role,
             local_version: config.version.clone(),
             config,
-            signer,
+            host_keys,
             peer_version: None,
             preamble_seen: 0,
             inbuf: Vec::new(),
@@ -802,6 +756,10 @@ impl Connection {
 
     fn fail_on_err(&mut self, r: Result<()>) -> Result<()> {
         if let Err(e) = &r {
+            if matches!(e, Error::Misuse(_)) {
+                // The caller's mistake: the connection stays as it was.
+                return r;
+            }
             if matches!(e, Error::PeerDisconnected { .. } | Error::Closed) {
             } else if self.in_reconnect_exchange() && !self.closed {
                 // During a reconnect the answer is RECONNECT_FAILURE, not
@@ -828,7 +786,7 @@ impl Connection {
             && self
                 .kex
                 .as_ref()
-                .is_some_and(|k| k.reconnect && !k.reconnect_received)
+                .is_some_and(KexRun::awaits_reconnect_request)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -868,12 +826,9 @@ impl Connection {
                 return Ok(());
             }
             // A client waiting for the host-key verdict reads nothing more,
-            // nor does a server that handed a reconnect request on.
-            if self
-                .kex
-                .as_ref()
-                .is_some_and(|k| k.pending.is_some() || k.reconnect_received)
-            {
+            // nor does a server waiting for a signature or one that handed a
+            // reconnect request on.
+            if self.kex.as_ref().is_some_and(KexRun::pauses_input) {
                 return Ok(());
             }
             // Decrypted where it lies: the payload is copied out once.
@@ -1026,353 +981,12 @@ impl Connection {
         Ok(())
     }
 
-    // ----- key exchange --------------------------------------------------
-
-    fn kexinit(&self, first: bool) -> msg::KexInit {
-        let mut kex_names = self.config.kex.clone();
-        if first {
-            match self.role {
-                Role::Client => {
-                    kex_names.push(kex::EXT_INFO_C.into());
-                    kex_names.push(kex::STRICT_C.into());
-                }
-                Role::Server => kex_names.push(kex::STRICT_S.into()),
-            }
-            if self.config.resilience {
-                kex_names.push(resilience::NAME.into());
-            }
-        }
-        let host_key = match (&self.role, &self.signer) {
-            (Role::Server, Some(s)) => {
-                let mut algs = Vec::new();
-                for k in s.public_keys() {
-                    for a in k.signature_algorithms() {
-                        algs.push(a.to_string());
-                    }
-                }
-                algs
-            }
-            _ => self.config.host_key_algs.clone(),
-        };
-        let mut cookie = [0u8; 16];
-        openssl::rand::rand_bytes(&mut cookie).expect("OpenSSL RNG");
-        let none = vec!["none".to_string()];
-        msg::KexInit {
-            cookie,
-            kex: kex_names,
-            host_key,
-            cipher_c2s: self.config.ciphers.clone(),
-            cipher_s2c: self.config.ciphers.clone(),
-            mac_c2s: self.config.macs.clone(),
-            mac_s2c: self.config.macs.clone(),
-            comp_c2s: none.clone(),
-            comp_s2c: none,
-            lang_c2s: Vec::new(),
-            lang_s2c: Vec::new(),
-            first_kex_follows: false,
-            reserved: 0,
-        }
-    }
-
-    fn start_kex(&mut self) -> Result<()> {
-        let first = self.session_id.is_none();
-        let init = self.kexinit(first).encode();
-        self.write_now(&init)?;
-        self.kex = Some(KexRun {
-            first,
-            local_init: init,
-            peer_init: None,
-            negotiated: None,
-            eph: None,
-            ignore_next: false,
-            pending: None,
-            newkeys_sent: false,
-            newkeys_recv: false,
-            recv_keys: None,
-            resilience: false,
-            reconnect: false,
-            reconnect_received: false,
-        });
-        Ok(())
-    }
-
-    fn on_kexinit(&mut self, payload: Vec<u8>) -> Result<()> {
-        if self.kex.is_none() {
-            self.start_kex()?;
-        }
-        let peer = msg::KexInit::decode(&payload)?;
-        let kx = self.kex.as_mut().expect("kex started");
-        if kx.peer_init.is_some() {
-            return Err(Error::Protocol("second KEXINIT during key exchange"));
-        }
-        let local = msg::KexInit::decode(&kx.local_init)?;
-        let (c, s) = match self.role {
-            Role::Client => (&local, &peer),
-            Role::Server => (&peer, &local),
-        };
-        let n = kex::negotiate(c, s)?;
-        if kx.first {
-            let strict = match self.role {
-                Role::Client => peer.kex.iter().any(|k| k == kex::STRICT_S),
-                Role::Server => peer.kex.iter().any(|k| k == kex::STRICT_C),
-            };
-            self.strict_kex = strict;
-            if strict && self.reader.seq != 1 {
-                return Err(Error::Protocol(
-                    "strict KEX: KEXINIT was not the first message",
-                ));
-            }
-            if self.role == Role::Server {
-                self.peer_ext_info = peer.kex.iter().any(|k| k == kex::EXT_INFO_C);
-            }
-            kx.resilience =
-                self.config.resilience && peer.kex.iter().any(|k| k == resilience::NAME);
-        }
-        if n.kex == resilience::NAME {
-            // A reconnect: only a server, only as the first exchange.
-            if self.role != Role::Server || !kx.first || !self.config.resilience {
-                return Err(Error::Protocol("unexpected reconnect key exchange"));
-            }
-            kx.reconnect = true;
-            kx.negotiated = Some(n);
-            kx.peer_init = Some(payload);
-            return Ok(());
-        }
-        kx.ignore_next = peer.first_kex_follows && !kex::guess_was_right(c, s);
-        kx.negotiated = Some(n);
-        kx.peer_init = Some(payload);
-        if self.role == Role::Client {
-            let eph = Ephemeral::generate()?;
-            let q_c = eph.public()?;
-            kx.eph = Some(eph);
-            self.write_now(&msg::KexEcdhInit { q_c }.encode())?;
-        }
-        Ok(())
-    }
-
-    fn on_kex_message(&mut self, n: u8, payload: Vec<u8>) -> Result<()> {
-        let Some(kx) = self.kex.as_mut() else {
-            return Err(Error::Protocol("key exchange message outside key exchange"));
-        };
-        if kx.peer_init.is_none() {
-            return Err(Error::Protocol("key exchange message before KEXINIT"));
-        }
-        if kx.ignore_next {
-            kx.ignore_next = false;
-            return Ok(());
-        }
-        match (self.role, n) {
-            (Role::Server, num::KEX_ECDH_INIT) if kx.eph.is_none() && !kx.newkeys_sent => {
-                self.server_ecdh(payload)
-            }
-            (Role::Client, num::KEX_ECDH_REPLY)
-                if kx.eph.is_some() && kx.pending.is_none() && !kx.newkeys_sent =>
-            {
-                self.client_ecdh(payload)
-            }
-            _ => Err(Error::Protocol("unexpected key exchange message")),
-        }
-    }
-
-    fn server_ecdh(&mut self, payload: Vec<u8>) -> Result<()> {
-        let init = msg::KexEcdhInit::decode(&payload)?;
-        let kx = self.kex.as_mut().expect("kex");
-        let n = kx.negotiated.clone().expect("negotiated");
-        let signer = self
-            .signer
-            .as_ref()
-            .ok_or(Error::Protocol("server without signer"))?;
-        let key = signer
-            .public_keys()
-            .into_iter()
-            .find(|k| k.signature_algorithms().contains(&n.host_key.as_str()))
-            .ok_or(Error::NoCommonAlgorithm("host key"))?;
-        let k_s = key.to_blob();
-        let eph = Ephemeral::generate()?;
-        let q_s = eph.public()?;
-        let k = eph.agree(&init.q_c)?;
-        let peer_version = self.peer_version.clone().unwrap_or_default();
-        let h = kex::exchange_hash(
-            &peer_version,
-            &self.local_version,
-            kx.peer_init.as_ref().expect("peer init"),
-            &kx.local_init,
-            &k_s,
-            &init.q_c,
-            &q_s,
-            &k,
-        )?;
-        let signature = signer.sign(&key, &n.host_key, &h)?;
-        if kx.first && kx.resilience {
-            self.resilience = Some(resilience::State::new(
-                resilience::resume_secret(&k, &h)?,
-                self.config.resilience_buffer,
-                self.config.detach_timeout,
-            ));
-        }
-        let sid = self.session_id.get_or_insert_with(|| h.clone()).clone();
-        let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &n)?;
-        kx.recv_keys = Some(c2s);
-        self.write_now(
-            &msg::KexEcdhReply {
-                host_key: k_s,
-                q_s,
-                signature,
-            }
-            .encode(),
-        )?;
-        self.send_newkeys(s2c)
-    }
-
-    fn client_ecdh(&mut self, payload: Vec<u8>) -> Result<()> {
-        let reply = msg::KexEcdhReply::decode(&payload)?;
-        let kx = self.kex.as_mut().expect("kex");
-        let n = kx.negotiated.clone().expect("negotiated");
-        let key = PublicKey::from_blob(&reply.host_key)?;
-        if !key.signature_algorithms().contains(&n.host_key.as_str()) {
-            return Err(Error::Protocol(
-                "host key does not match the negotiated algorithm",
-            ));
-        }
-        let k = kx.eph.as_ref().expect("eph").agree(&reply.q_s)?;
-        let q_c = kx.eph.as_ref().expect("eph").public()?;
-        let peer_version = self.peer_version.clone().unwrap_or_default();
-        let h = kex::exchange_hash(
-            &self.local_version,
-            &peer_version,
-            &kx.local_init,
-            kx.peer_init.as_ref().expect("peer init"),
-            &reply.host_key,
-            &q_c,
-            &reply.q_s,
-            &k,
-        )?;
-        let alg = key.verify(&h, &reply.signature)?;
-        if alg != n.host_key {
-            return Err(Error::Protocol(
-                "host key signature algorithm differs from the negotiated one",
-            ));
-        }
-        let sid = self.session_id.clone().unwrap_or_else(|| h.clone());
-        let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &n)?;
-        if kx.first && kx.resilience {
-            self.resilience = Some(resilience::State::new(
-                resilience::resume_secret(&k, &h)?,
-                self.config.resilience_buffer,
-                0,
-            ));
-        }
-        if let Some(known) = &self.host_key {
-            // A rekey must present the same host key.
-            if known != &reply.host_key {
-                return Err(Error::HostKeyRejected);
-            }
-            self.session_id.get_or_insert(h);
-            kx.recv_keys = Some(s2c);
-            return self.send_newkeys(c2s);
-        }
-        kx.pending = Some(PendingKeys {
-            send: c2s,
-            recv: s2c,
-            host_key: reply.host_key.clone(),
-        });
-        self.session_id = Some(sid);
-        self.events.push_back(Event::HostKey(key));
-        Ok(())
-    }
-
-    /// Client: the application accepts the host key of [`Event::HostKey`];
-    /// the key exchange continues. Rejecting means dropping the connection
-    /// (or calling [`Self::disconnect`] with HOST_KEY_NOT_VERIFIABLE).
-    pub fn accept_host_key(&mut self, now: Instant) -> Result<()> {
-        self.check_open()?;
-        self.now = now;
-        let Some(p) = self.kex.as_mut().and_then(|k| k.pending.take()) else {
-            return Err(Error::Protocol("no host key awaiting a verdict"));
-        };
-        self.host_key = Some(p.host_key);
-        self.kex.as_mut().expect("kex").recv_keys = Some(p.recv);
-        let r = self.send_newkeys(p.send).and_then(|_| self.process(now));
-        self.fail_on_err(r)
-    }
-
-    fn send_newkeys(&mut self, send: KeyMaterial) -> Result<()> {
-        self.write_now(&[num::NEWKEYS])?;
-        self.writer.set_key(&send)?;
-        let kx = self.kex.as_mut().expect("kex");
-        kx.newkeys_sent = true;
-        let first = kx.first;
-        if self.strict_kex {
-            self.writer.seq = 0;
-        }
-        if first && self.role == Role::Server && self.peer_ext_info {
-            self.write_now(&self.ext_info())?;
-        }
-        self.finish_kex_if_done()
-    }
-
-    fn ext_info(&self) -> Vec<u8> {
-        let algs = "ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256";
-        msg::ExtInfo(vec![
-            ("server-sig-algs".to_string(), algs.as_bytes().to_vec()),
-            ("ping@openssh.com".to_string(), b"0".to_vec()),
-        ])
-        .encode()
-    }
-
-    fn on_newkeys(&mut self, payload: &[u8]) -> Result<()> {
-        if payload.len() != 1 {
-            return Err(Error::TrailingData);
-        }
-        let kx = self
-            .kex
-            .as_mut()
-            .ok_or(Error::Protocol("NEWKEYS outside key exchange"))?;
-        let keys = kx
-            .recv_keys
-            .take()
-            .ok_or(Error::Protocol("NEWKEYS before key exchange reply"))?;
-        kx.newkeys_recv = true;
-        self.reader.set_key(&keys)?;
-        if self.strict_kex {
-            self.reader.seq = 0;
-        }
-        self.finish_kex_if_done()
-    }
-
-    fn finish_kex_if_done(&mut self) -> Result<()> {
-        let done = self
-            .kex
-            .as_ref()
-            .is_some_and(|k| k.newkeys_sent && k.newkeys_recv);
-        if !done {
-            return Ok(());
-        }
-        let kx = self.kex.take().expect("kex");
-        self.last_kex_reset();
-        self.events.push_back(Event::KexDone {
-            first: kx.first,
-            algorithms: kx.negotiated.expect("negotiated"),
-        });
-        if kx.first && self.role == Role::Client {
-            let mut p = vec![num::SERVICE_REQUEST];
-            crate::wire::Put::put_str(&mut p, "ssh-userauth");
-            self.write_now(&p)?;
-        }
-        self.flush_deferred()
-    }
-
     fn flush_deferred(&mut self) -> Result<()> {
         while let Some(p) = self.deferred.pop_front() {
             self.write_payload(p)?;
         }
         self.deferred_bytes = 0;
         Ok(())
-    }
-
-    fn last_kex_reset(&mut self) {
-        // The engine has no clock: it uses the latest time it was given.
-        self.last_kex = self.now;
     }
 
     // ----- dispatch --------------------------------------------------------
@@ -1548,30 +1162,9 @@ impl Connection {
                 Ok(())
             }
             resilience::MSG_RECONNECT_REQUEST
-                if self
-                    .kex
-                    .as_ref()
-                    .is_some_and(|k| k.reconnect && k.peer_init.is_some()) =>
+                if self.kex.as_ref().is_some_and(KexRun::is_reconnect) =>
             {
-                let request = resilience::Request::decode(&payload)?;
-                let kx = self.kex.as_mut().expect("kex");
-                kx.reconnect_received = true;
-                let transcript = resilience::Transcript {
-                    v_c: self.peer_version.clone().unwrap_or_default(),
-                    v_s: self.local_version.clone(),
-                    i_c: kx.peer_init.clone().expect("peer init"),
-                    i_s: kx.local_init.clone(),
-                };
-                let negotiated = kx.negotiated.clone().expect("negotiated");
-                self.events
-                    .push_back(Event::ReconnectRequest(Box::new(ReconnectRequest {
-                        request,
-                        transcript,
-                        negotiated,
-                        writer_seq: self.writer.seq,
-                        reader_seq: self.reader.seq,
-                    })));
-                Ok(())
+                self.on_reconnect_request(&payload)
             }
             _ => {
                 let mut p = vec![num::UNIMPLEMENTED];
@@ -1579,49 +1172,6 @@ impl Connection {
                 self.send(p)
             }
         }
-    }
-
-    /// RFC 4253 §7.1 and OpenSSH's strict KEX (Terrapin): which messages a
-    /// peer may send while a key exchange runs.
-    fn check_allowed_during_kex(&self, n: u8) -> Result<()> {
-        let Some(kx) = &self.kex else {
-            return Ok(());
-        };
-        let generic = matches!(
-            n,
-            num::DISCONNECT | num::IGNORE | num::UNIMPLEMENTED | num::DEBUG
-        );
-        let kex_msg = matches!(n, num::KEXINIT | num::NEWKEYS | 30..=49);
-        if kx.peer_init.is_none() {
-            if kx.first && n != num::KEXINIT && n != num::DISCONNECT {
-                return Err(Error::Protocol("first message was not KEXINIT"));
-            }
-            // A rekey the peer has not seen yet: anything may still arrive.
-            return Ok(());
-        }
-        if kx.newkeys_recv {
-            return Ok(());
-        }
-        if kx.reconnect {
-            if n == resilience::MSG_RECONNECT_REQUEST && !kx.reconnect_received
-                || n == num::DISCONNECT
-            {
-                return Ok(());
-            }
-            return Err(Error::Protocol("unexpected message in a reconnect"));
-        }
-        if kx.first && self.strict_kex {
-            if kex_msg || n == num::DISCONNECT {
-                return Ok(());
-            }
-            return Err(Error::Protocol(
-                "strict KEX: unexpected message during initial key exchange",
-            ));
-        }
-        if kex_msg || generic {
-            return Ok(());
-        }
-        Err(Error::Protocol("unexpected message during key exchange"))
     }
 
     // ----- user authentication ------------------------------------------
@@ -2686,12 +2236,8 @@ impl Connection {
 
     /// Rebuilds a connection from [`Self::export`]'s output. The input is
     /// treated as hostile: decoded strictly and checked for consistency.
-    /// A server needs its host-key signer again for later rekeys.
-    pub fn import(
-        bytes: &[u8],
-        signer: Option<Box<dyn HostKeySigner>>,
-        now: Instant,
-    ) -> Result<Self> {
+    /// A server needs its host keys again for later rekeys (a client none).
+    pub fn import(bytes: &[u8], host_keys: Vec<PublicKey>, now: Instant) -> Result<Self> {
         let s: Snapshot =
             postcard::from_bytes(bytes).map_err(|_| Error::State("undecodable state"))?;
         if s.version != SNAPSHOT_VERSION {
@@ -2725,10 +2271,8 @@ impl Connection {
                 return Err(Error::State("inconsistent resilience state"));
             }
         }
-        if (s.role == Role::Server) != signer.is_some() {
-            return Err(Error::State(
-                "a server needs a host-key signer, a client none",
-            ));
+        if (s.role == Role::Server) == host_keys.is_empty() {
+            return Err(Error::State("a server needs host keys, a client none"));
         }
         let mut writer = PacketWriter::new(&s.writer, s.writer_seq)?;
         writer.bytes = s.writer_bytes;
@@ -2739,7 +2283,7 @@ impl Connection {
         Ok(Connection {
             role: s.role,
             config: s.config,
-            signer,
+            host_keys,
             local_version: s.local_version,
             peer_version: Some(s.peer_version),
             preamble_seen: 0,
@@ -2789,6 +2333,10 @@ impl Connection {
 #[cfg(test)]
 #[path = "conn_fuzz.rs"]
 mod fuzz_tests;
+
+mod kex;
+use kex::KexRun;
+pub use kex::SignRequest;
 
 #[path = "reconnect.rs"]
 mod reconnect;

@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 use super::{Connection, Event, ReconnectRequest, Role};
 use crate::cipher::KeyMaterial;
 use crate::error::{Error, Result};
-use crate::kex::{self, Ephemeral, Negotiated};
+use crate::kex::curve25519::Ephemeral;
+use crate::kex::{self, Hash, Negotiated, SecretForm, SharedSecret};
 use crate::msg::{self, num};
 use crate::resilience::{self, Request, Transcript};
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
@@ -22,6 +23,12 @@ use ressh_resilience::suspect::Watch;
 pub struct Refused {
     pub code: u32,
     pub description: String,
+}
+
+/// K' of a reconnect: X25519's output, taken by the key derivation as an
+/// mpint with SHA-256 (docs/PROTOCOL.md §5), whatever the session's method.
+fn reconnect_secret(k: Zeroizing<Vec<u8>>) -> SharedSecret {
+    SharedSecret::new(k, Hash::Sha256, SecretForm::Mpint)
 }
 
 /// The client's half, driven over a fresh transport.
@@ -157,7 +164,7 @@ impl ClientReconnect {
         let i_s = self.i_s.clone().expect("server kexinit");
         let server = msg::KexInit::decode(&i_s)?;
         let n: Negotiated = kex::negotiate(&self.client_kexinit, &server)?;
-        let k = self.eph.agree(&reply.q_s)?;
+        let k = reconnect_secret(self.eph.agree(&reply.q_s)?);
         let t = Transcript {
             v_c: self.version.clone(),
             v_s: self.peer_version.clone().unwrap_or_default(),
@@ -171,14 +178,14 @@ impl ClientReconnect {
             &reply.q_s,
             self.r_c,
             reply.r_s,
-            &k,
+            k.raw(),
         )?;
         let expect = resilience::mac_s(&self.rs, &h)?;
         if !openssl::memcmp::eq(&expect, &reply.mac) {
             return Err(Error::Mac);
         }
         let (c2s, s2c) = kex::derive_keys(&k, &h, &self.session_id, &n)?;
-        let next_rs = resilience::ratchet(&self.rs, &h, &k)?;
+        let next_rs = resilience::ratchet(&self.rs, &h, k.raw())?;
         // NEWKEYS, then the key confirmation under the new keys.
         self.writer.write(&[num::NEWKEYS], &mut self.outbuf)?;
         self.writer.set_key(&c2s)?;
@@ -333,7 +340,7 @@ impl Connection {
         // previous token too (docs/PROTOCOL.md §5), so use the secret we hold.
         let rs = r.rs.clone();
         let token = resilience::token(&rs)?;
-        let mut kexinit = self.kexinit(false);
+        let mut kexinit = self.kexinit(false)?;
         kexinit.kex = vec![resilience::NAME.to_string()];
         let i_c = kexinit.encode();
         let eph = Ephemeral::generate()?;
@@ -545,16 +552,16 @@ impl Connection {
         let q = &req.request;
         let eph = Ephemeral::generate()?;
         let q_s = eph.public()?;
-        let k = eph.agree(&q.q_c)?;
+        let k = reconnect_secret(eph.agree(&q.q_c)?);
         let r_s = r.recv;
-        let h = resilience::h_prime(&req.transcript, &q.token, &q.q_c, &q_s, q.r_c, r_s, &k)?;
+        let h = resilience::h_prime(&req.transcript, &q.token, &q.q_c, &q_s, q.r_c, r_s, k.raw())?;
         let mac = resilience::mac_s(&rs, &h)?;
         let sid = self
             .session_id
             .clone()
             .ok_or(Error::Protocol("no session"))?;
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &req.negotiated)?;
-        let next_rs = resilience::ratchet(&rs, &h, &k)?;
+        let next_rs = resilience::ratchet(&rs, &h, k.raw())?;
         let mut writer = PacketWriter::none();
         writer.seq = req.writer_seq;
         let mut outbuf = Vec::new();

@@ -24,7 +24,7 @@ mod session;
 mod signer;
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -85,9 +85,7 @@ fn run() -> Result<(), String> {
         .map(|b| PublicKey::from_blob(b))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("host key from monitor: {e}"))?;
-    let inbox: signer::Inbox = Arc::new(Mutex::new(Default::default()));
-    let signer = signer::MonitorSigner::new(endpoint.clone(), host_keys, inbox.clone());
-    let conn = Connection::import(&start.state, Some(Box::new(signer)), Instant::now());
+    let conn = Connection::import(&start.state, host_keys, Instant::now());
     // The state holds the session keys: wipe this copy at once.
     start.state.zeroize();
     let conn = conn.map_err(|e| format!("importing the connection: {e}"))?;
@@ -103,6 +101,6 @@ fn run() -> Result<(), String> {
         pam_env: start.pam_env,
         login_message: start.login_message,
     };
-    let mut s = session::Session::new(conn, sock, info, endpoint, inbox)?;
+    let mut s = session::Session::new(conn, sock, info, endpoint)?;
     s.run()
 }

@@ -20,8 +20,7 @@
 //!
 //! Names in direct-tcpip requests are resolved on a short-lived thread
 //! (numeric addresses and `localhost` directly), so DNS never blocks the
-//! loop. Host-key signatures for a rekey do block it, for at most the IPC
-//! timeout: the monitor is local and answers at once.
+//! loop; nor do host-key signatures for a rekey (see [`crate::signer`]).
 
 mod resume;
 
@@ -47,13 +46,13 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use ressh_proto::error::reason;
 use ressh_proto::msg::{open_failure, ChannelKind, ChannelReq, GlobalReq};
 use ressh_proto::wire::printable;
-use ressh_proto::{Connection, Event};
+use ressh_proto::{Connection, Error, Event};
 
 use crate::channels::relay::Relay;
 use crate::channels::session::{ExitKind, SessionChan};
 use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
 use crate::channels::{Ctx, Info, Target, OUT_HIGH};
-use crate::signer::Inbox;
+use crate::signer::Signer;
 
 use resume::{Detached, Monitor, Pending};
 
@@ -145,6 +144,8 @@ pub struct Session {
     wire: Option<Wire>,
     /// The monitor's endpoint: signatures, tokens, routed reconnects.
     monitor: Monitor,
+    /// A rekey's host-key signature asked of the monitor.
+    signer: Signer,
     /// Set while the session waits for a reconnect.
     detached: Option<Detached>,
     /// Reconnects accepted by [`Connection::accept_reconnect`] and not yet
@@ -180,7 +181,6 @@ impl Session {
         sock: std::net::TcpStream,
         info: Info,
         endpoint: Arc<Endpoint>,
-        inbox: Inbox,
     ) -> Result<Session, String> {
         let poll = Poll::new().map_err(|e| io_err("poll", e))?;
         let registry = poll.registry().try_clone().map_err(|e| io_err("poll", e))?;
@@ -234,7 +234,8 @@ impl Session {
             poll,
             conn,
             wire: Some(Wire::new(sock)),
-            monitor: Monitor::new(endpoint, inbox),
+            monitor: Monitor::new(endpoint),
+            signer: Signer::default(),
             detached: None,
             pending: Vec::new(),
             next_pending: 0,
@@ -299,6 +300,7 @@ impl Session {
                 self.conn.poll_timeout(),
                 self.alive.deadline,
                 self.silence_deadline(),
+                self.signer.deadline(),
                 pending,
             ]
             .into_iter()
@@ -509,7 +511,9 @@ impl Session {
     }
 
     fn read_socket(&mut self, buf: &mut [u8]) -> bool {
-        if self.ended || self.conn.output().len() >= OUT_HIGH {
+        // The engine reads nothing while a signature is outstanding: the
+        // client's bytes wait in the socket, not in memory.
+        if self.ended || self.conn.output().len() >= OUT_HIGH || self.signer.waiting() {
             return false;
         }
         let Some(w) = self.wire.as_mut().filter(|w| w.readable) else {
@@ -716,6 +720,11 @@ impl Session {
                 let why = format!("Connection to {} port {} is dead", i.peer_addr, i.peer_port);
                 self.transport_lost(&why);
             }
+            // A rekey: the monitor signs its exchange hash.
+            Event::SignHostKey(r) => {
+                let m = self.signer.ask(r, Instant::now());
+                self.notify(m);
+            }
             // The monitor signs one exchange hash per key exchange: tell it
             // this one is done, so it signs the next.
             Event::KexDone { .. } => self.notify(FromSession::KexDone),
@@ -726,6 +735,17 @@ impl Session {
             | Event::Writable { .. }
             | Event::Reconnected => {}
             _ => {}
+        }
+    }
+
+    /// The monitor's answer to the engine's request for a signature (None:
+    /// it could not sign, which ends the connection).
+    fn signed(&mut self, signature: Option<Vec<u8>>) {
+        match self.conn.host_key_signed(signature, Instant::now()) {
+            // The exchange it was for is gone (a reconnect moved the
+            // session meanwhile): nothing to do.
+            Err(Error::Misuse(what)) => log!("monitor: a signature not wanted any more ({what})"),
+            r => self.after_input(r),
         }
     }
 
@@ -1038,6 +1058,11 @@ impl Session {
                 self.transport_lost(&why);
                 return;
             }
+        }
+        if self.signer.overdue(now) {
+            log!("no host-key signature from the monitor in time");
+            self.signed(None);
+            return;
         }
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             let r = self.conn.handle_timeout(now);

@@ -36,7 +36,6 @@ use ressh_proto::wire::printable;
 use ressh_proto::{ReconnectRequest, ServerReconnect};
 
 use super::{io_err, Session, Wire, NEW_SOCK, NEW_SOCKS, SOCK};
-use crate::signer::Inbox;
 
 /// How long an accepted reconnect may wait for its transport, and then for
 /// the client's key confirmation.
@@ -45,8 +44,6 @@ pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The monitor's endpoint, read without blocking the loop.
 pub struct Monitor {
     endpoint: Arc<Endpoint>,
-    /// Messages the signer received while it waited for a signature.
-    inbox: Inbox,
     /// Edge-triggered readiness; cleared when poll(2) finds nothing.
     pub readable: bool,
 }
@@ -54,10 +51,9 @@ pub struct Monitor {
 type Incoming = (ToSession, Vec<OwnedFd>);
 
 impl Monitor {
-    pub fn new(endpoint: Arc<Endpoint>, inbox: Inbox) -> Monitor {
+    pub fn new(endpoint: Arc<Endpoint>) -> Monitor {
         Monitor {
             endpoint,
-            inbox,
             readable: true,
         }
     }
@@ -66,16 +62,8 @@ impl Monitor {
         self.endpoint.send(m, &[])
     }
 
-    /// The next message, queued ones first; None when nothing waits.
+    /// The next message; None when nothing waits.
     fn try_recv(&mut self) -> ressh_ipc::Result<Option<Incoming>> {
-        let queued = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        if let Some(m) = queued {
-            return Ok(Some(m));
-        }
         if !self.readable {
             return Ok(None);
         }
@@ -197,7 +185,10 @@ impl Session {
                     d.deadline = Some(std::time::Instant::now());
                 }
             }
-            ToSession::Signature(_) => log!("monitor: a signature nobody asked for; ignored"),
+            ToSession::Signature(answer) => match self.signer.answer(answer, &fds) {
+                Some(signature) => self.signed(signature),
+                None => log!("monitor: a signature nobody asked for; ignored"),
+            },
             ToSession::Start(_) => log!("monitor: a second Start; ignored"),
         }
     }
