@@ -26,22 +26,19 @@ pub const STRICT_C: &str = "kex-strict-c-v00@openssh.com";
 pub const STRICT_S: &str = "kex-strict-s-v00@openssh.com";
 
 /// The registry: key-exchange methods in default preference order.
-const REGISTRY: &[Method] = &[
+pub const METHODS: &[Method] = &[
     curve25519::CURVE25519_SHA256,
     curve25519::CURVE25519_SHA256_LIBSSH,
 ];
 
-/// Key-exchange methods in default preference order.
-pub static METHODS: &[Method] = REGISTRY;
-
 /// The names of [`METHODS`], in the same order.
-pub static KEX_ALGS: &[&str] = &names::<{ REGISTRY.len() }>();
+pub static KEX_ALGS: &[&str] = &names::<{ METHODS.len() }>();
 
 const fn names<const N: usize>() -> [&'static str; N] {
     let mut out = [""; N];
     let mut i = 0;
     while i < N {
-        out[i] = REGISTRY[i].name;
+        out[i] = METHODS[i].name;
         i += 1;
     }
     out
