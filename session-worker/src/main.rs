@@ -36,7 +36,8 @@ use zeroize::Zeroize;
 
 /// The fd the monitor puts the IPC endpoint on.
 const IPC_FD: i32 = 3;
-/// How long to wait for the monitor (Start, signatures).
+/// How long to wait for the monitor: for Start, and for the rest of a
+/// frame it has begun.
 const IPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() {
