@@ -5,6 +5,12 @@
 //! drain [`Connection::poll_event`], and call [`Connection::handle_timeout`] at
 //! [`Connection::poll_timeout`]. Time is always an argument; nothing here
 //! reads a clock, touches a socket or spawns a thread.
+//!
+//! The connection owns its parts, each with its behaviour in `conn/`:
+//! `auth.rs` (user authentication, one `Auth` value), `channels.rs`
+//! (the channel table and the connection protocol), `io.rs` (the transport's
+//! buffers), `timers.rs` (delayed ACKs, keepalives, path suspicion) and
+//! `snapshot.rs` (moving the state between processes).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
