@@ -80,6 +80,22 @@ pub enum Error {
     },
 }
 
+/// Why a reconnect from a new address is refused: logged; the client
+/// hears only NOT_ALLOWED.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// The configuration or the account refuses, in sshd's words.
+    #[error("{0}")]
+    Policy(String),
+    /// PAM could not be asked.
+    #[error(transparent)]
+    Pam(#[from] Error),
+    #[error("PAM: {0}")]
+    PamItem(pam::PamError),
+    #[error("PAM account management refuses {user}: {source}")]
+    PamAccount { user: String, source: pam::PamError },
+}
+
 /// How workers are confined.
 #[derive(Debug, Clone)]
 pub enum Privsep {
@@ -1621,9 +1637,14 @@ impl Monitor<'_> {
     /// be enabled and satisfy AuthenticationMethods there; and the account
     /// must still be valid (PAM account management with the new PAM_RHOST,
     /// or the shadow entry without PAM).
-    fn reconnect_allowed(&mut self, addr: &str) -> Result<(), String> {
-        let a = self.accepted.as_ref().ok_or("no user")?;
-        let ip: std::net::IpAddr = addr.parse().map_err(|_| "bad address".to_string())?;
+    fn reconnect_allowed(&mut self, addr: &str) -> Result<(), Refusal> {
+        let a = self
+            .accepted
+            .as_ref()
+            .ok_or_else(|| Refusal::Policy("no user".into()))?;
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| Refusal::Policy("bad address".into()))?;
         let group_names: Vec<String> = a
             .groups
             .iter()
@@ -1655,10 +1676,13 @@ impl Monitor<'_> {
             &settings.deny_users,
             &settings.allow_groups,
             &settings.deny_groups,
-        )?;
+        )
+        .map_err(Refusal::Policy)?;
         if let Some(from) = &a.options.from {
             if !authkeys::from_matches(from, &peer) {
-                return Err(format!("key's from=\"{from}\" does not match {addr}"));
+                return Err(Refusal::Policy(format!(
+                    "key's from=\"{from}\" does not match {addr}"
+                )));
             }
         }
         admissible(
@@ -1666,17 +1690,18 @@ impl Monitor<'_> {
             a.user.uid.is_root(),
             &a.methods,
             a.options.command.is_some(),
-        )?;
+        )
+        .map_err(Refusal::Policy)?;
         let name = a.user.name.clone();
         if settings.use_pam {
             let mut messages = Vec::new();
-            let pam = self.ensure_pam(&name).map_err(|e| e.to_string())?;
+            let pam = self.ensure_pam(&name)?;
             pam.set_item(pam::PAM_RHOST, &ip.to_string())
-                .map_err(|e| format!("PAM: {e}"))?;
+                .map_err(Refusal::PamItem)?;
             pam.acct_mgmt(0, &mut pam::collect_messages(&mut messages))
-                .map_err(|e| format!("PAM account management refuses {name}: {e}"))?;
+                .map_err(|source| Refusal::PamAccount { user: name, source })?;
         } else {
-            shadow_account_ok(&name)?;
+            shadow_account_ok(&name).map_err(Refusal::Policy)?;
         }
         Ok(())
     }
