@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 
 /// Why a connection's monitor gives up (logged with the peer's address;
 /// the monitor exits 1). A worker that closes its link is no error: the
-/// connection ended (see [`link_end`]).
+/// connection ended (see `link_end`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The link to a worker or to the broker failed.
