@@ -136,6 +136,8 @@ impl std::fmt::Display for PamError {
     }
 }
 
+impl std::error::Error for PamError {}
+
 /// Where the conversation function finds the closure of the call in
 /// progress: a pointer to a `&mut Conversation` on that call's stack, or
 /// null outside a call (then every prompt fails).
