@@ -56,6 +56,13 @@ pub fn install() -> std::io::Result<&'static Signals> {
     Ok(SIGNALS.get().expect("set above"))
 }
 
+/// Stops ressh as SIGTSTP's default action would (the ~^Z escape).
+pub fn stop_self() {
+    if let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTSTP) {
+        crate::debug1!("cannot stop: {e}");
+    }
+}
+
 /// The installed signals, if [`install`] ran.
 pub fn get() -> Option<&'static Signals> {
     SIGNALS.get()
