@@ -286,8 +286,7 @@ pub fn load_private(path: &Path, batch: bool, tries: u32) -> Result<PrivateKey, 
 fn check_permissions(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).map_err(|e| format!("Load key \"{}\": {e}", path.display()))?;
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = nix::unistd::getuid().as_raw();
     if m.uid() == uid && m.mode() & 0o077 != 0 {
         return Err(format!(
             "Permissions 0{:o} for '{}' are too open: the private key must not be accessible \

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -376,17 +377,17 @@ impl Channels {
         let input = if stdin_null {
             LocalFd::devnull()
         } else {
-            LocalFd::stdio(0, false, reg, T_STDIN)
+            LocalFd::stdio(io::stdin().as_fd(), false, reg, T_STDIN)
         }
         .map_err(|e| fatal(format!("ressh: stdin: {e}")))?;
-        let out = LocalFd::stdio(1, true, reg, T_STDOUT)
+        let out = LocalFd::stdio(io::stdout().as_fd(), true, reg, T_STDOUT)
             .map_err(|e| fatal(format!("ressh: stdout: {e}")))?;
         ch.in_ready = true;
         ch.input = Some(Rc::new(input));
         ch.out = Some(Sink::new(Rc::new(out)));
         ch.tokens.extend([T_STDIN, T_STDOUT]);
         if stderr {
-            let err = LocalFd::stdio(2, true, reg, T_STDERR)
+            let err = LocalFd::stdio(io::stderr().as_fd(), true, reg, T_STDERR)
                 .map_err(|e| fatal(format!("ressh: stderr: {e}")))?;
             ch.err = Some(Sink::new(Rc::new(err)));
             ch.tokens.push(T_STDERR);
@@ -560,7 +561,7 @@ impl Session {
                     crate::debug2!("channel {id}: local input at EOF");
                 }
                 Ok(n) => {
-                    if input.mode == Mode::Tty && !crate::fdio::poll_now(input.raw(), false) {
+                    if input.mode == Mode::Tty && !input.readable_now() {
                         ch.in_ready = false;
                     }
                     let is_main = ch.kind == Kind::Main;

@@ -2,7 +2,6 @@
 //! user authenticated, then the forwards and the main channel set up, and
 //! going to the background (-f) once that is done.
 
-use std::io;
 use std::time::Instant;
 
 use ressh_proto::error::reason;
@@ -167,34 +166,9 @@ impl Session {
     fn go_background(&mut self) {
         self.login.fork_pending = false;
         crate::debug1!("forking to background");
-        // SAFETY: single-threaded (above). The parent leaves with _exit,
-        // which skips destructors: they would end the session the child now
-        // owns (DISCONNECT, the proxy command's SIGHUP).
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = io::Error::last_os_error();
+        let keep_stderr = crate::log::on_stderr() && crate::log::enabled(crate::log::Level::Debug1);
+        if let Err(e) = crate::sys::go_background(keep_stderr) {
             self.set_quit(fatal(format!("ressh: cannot go to the background: {e}")));
-            return;
-        }
-        if pid > 0 {
-            // SAFETY: see above.
-            unsafe { libc::_exit(0) };
-        }
-        // SAFETY: plain system calls on our own descriptors; setsid cannot
-        // fail in a child, which is no process group leader.
-        unsafe {
-            libc::setsid();
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-            if null >= 0 {
-                let keep_stderr =
-                    crate::log::on_stderr() && crate::log::enabled(crate::log::Level::Debug1);
-                libc::dup2(null, 0);
-                libc::dup2(null, 1);
-                if !keep_stderr {
-                    libc::dup2(null, 2);
-                }
-                libc::close(null);
-            }
         }
     }
 }
