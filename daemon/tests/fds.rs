@@ -76,6 +76,7 @@ fn scene(srv: &Server, login: &Login, command: &str) -> Scene {
 /// resshd may hold it, least of all the chrooted, seccomp'd kex worker and
 /// the processes of the user.
 #[test]
+#[allow(unsafe_code)] // fcntl F_DUPFD and close on a raw descriptor
 fn a_descriptor_resshd_was_started_with_reaches_no_process() {
     require_root();
     let dir = TempDir::new("fds-stray");

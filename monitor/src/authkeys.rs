@@ -467,6 +467,7 @@ fn get_number(b: &[u8], pos: &mut usize, from: i64, to: i64, n: usize) -> Option
 /// `YYYYMMDD[HHMM[SS]]` with an optional `Z` / `UTC` suffix, as OpenSSH
 /// parses it (strptime() of a reformatted copy, then mktime() or timegm()).
 /// None if invalid or before the epoch.
+#[allow(unsafe_code)] // timegm/mktime
 fn parse_absolute_time(s: &[u8]) -> Option<i64> {
     let mut l = s.len();
     let mut utc = false;
@@ -542,6 +543,7 @@ fn parse_absolute_time(s: &[u8]) -> Option<i64> {
 }
 
 /// format_absolute_time(): local time as `YYYY-MM-DDTHH:MM:SS`.
+#[allow(unsafe_code)] // localtime_r
 fn format_time(t: i64) -> String {
     // SAFETY: all-zero is a valid `struct tm`; localtime_r only writes it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -859,11 +861,13 @@ pub fn secure_path(path: &Path, uid: u32, home: &Path) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 // Reading the files
 
+#[allow(unsafe_code)] // setfsuid(2) as a query
 fn current_fsuid() -> u32 {
     // SAFETY: an invalid id changes nothing and returns the current one.
     unsafe { libc::setfsuid(u32::MAX) as u32 }
 }
 
+#[allow(unsafe_code)] // setfsgid(2) as a query
 fn current_fsgid() -> u32 {
     // SAFETY: as for current_fsuid().
     unsafe { libc::setfsgid(u32::MAX) as u32 }
@@ -877,6 +881,7 @@ struct FsIdentity {
 }
 
 impl FsIdentity {
+    #[allow(unsafe_code)] // setfsuid/setfsgid(2)
     fn assume(uid: u32, gid: u32) -> Result<FsIdentity, String> {
         // SAFETY: geteuid() has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -897,6 +902,7 @@ impl FsIdentity {
 }
 
 impl Drop for FsIdentity {
+    #[allow(unsafe_code)] // setfsuid/setfsgid(2)
     fn drop(&mut self) {
         if let Some((uid, gid)) = self.saved {
             // SAFETY: plain system calls restoring the saved identity.
@@ -916,6 +922,7 @@ impl Drop for FsIdentity {
 /// auth_openfile(): opens `file` as the user, checks it is a regular file
 /// and, with StrictModes, its path. None if it cannot be used (missing
 /// files silently).
+#[allow(unsafe_code)] // fcntl on the key file's descriptor
 fn open_key_file(
     file: &Path,
     uid: u32,
@@ -1201,6 +1208,7 @@ mod tests {
         }
     }
 
+    #[allow(unsafe_code)] // geteuid
     fn is_root() -> bool {
         // SAFETY: no preconditions.
         unsafe { libc::geteuid() == 0 }

@@ -161,6 +161,7 @@ struct Partial {
 /// started with, a PAM module left open, or a library opened without
 /// close-on-exec reaches neither worker nor the user's processes.
 /// Async-signal-safe: only dup/dup2/close/close_range calls.
+#[allow(unsafe_code)] // fcntl/dup2/close in a pre_exec hook (async-signal-safe)
 fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
@@ -258,6 +259,7 @@ impl Monitor<'_> {
         self.run_session(sock, state)
     }
 
+    #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
     fn spawn_kex(&self, sock: &OwnedFd) -> Result<(Endpoint, Child), String> {
         let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.ctx.kex_worker);
@@ -988,6 +990,7 @@ impl Monitor<'_> {
         text
     }
 
+    #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
     fn run_session(&mut self, sock: OwnedFd, state: Vec<u8>) -> Result<(), String> {
         let use_pam = self.accepted.as_ref().expect("accepted").settings.use_pam;
         let pam_env = if use_pam {
@@ -1660,6 +1663,7 @@ fn shown_port(a: SocketAddr) -> u16 {
 }
 
 /// setgroups(2) for this process (the monitor runs as root).
+#[allow(unsafe_code)] // setgroups(2) in a pre_exec hook
 fn set_groups(groups: &[u32]) -> Result<(), String> {
     // SAFETY: setgroups with a valid pointer and length.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
@@ -1841,6 +1845,7 @@ fn auth_complete(s: &Settings, completed: &[String]) -> bool {
 
 /// sshd's checks of the shadow entry without PAM (auth.c allowed_user):
 /// a locked password ("!") or an expired account refuses the user.
+#[allow(unsafe_code)] // getspnam (the shadow entry)
 fn shadow_account_ok(name: &str) -> Result<(), String> {
     let Ok(c) = CString::new(name) else {
         return Ok(());

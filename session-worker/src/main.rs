@@ -50,6 +50,7 @@ fn main() {
     std::process::exit(code);
 }
 
+#[allow(unsafe_code)] // adopting the monitor link passed as descriptor 3
 fn run() -> Result<(), String> {
     // First of all, before fd 3 is used: become the user (when exec'd as
     // root) and make this process untraceable (see ressh_ipc::harden).

@@ -422,6 +422,7 @@ impl Bg {
         self.child.try_wait().unwrap()
     }
 
+    #[allow(unsafe_code)] // kill(2)
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -429,6 +430,7 @@ impl Bg {
 }
 
 impl Drop for Bg {
+    #[allow(unsafe_code)] // kill(2)
     fn drop(&mut self) {
         let pg = self.child.id() as i32;
         // SAFETY: kill(2) on the process group we created for the child.
@@ -490,6 +492,7 @@ impl LiveSession {
     }
 
     /// Writes `input`, closes stdin, and waits (bounded) for the end.
+    #[allow(unsafe_code)] // kill(2) of the process group
     pub fn finish(mut self, input: &[u8]) -> Output {
         if let Some(mut s) = self.stdin.take() {
             let _ = s.write_all(input);
@@ -519,6 +522,7 @@ impl LiveSession {
 }
 
 impl Drop for LiveSession {
+    #[allow(unsafe_code)] // kill(2) of the process group
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             let pg = self.child.id() as i32;
