@@ -58,6 +58,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
+
 use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
 use ressh_proto::keys::PublicKey;
 
@@ -861,16 +864,13 @@ pub fn secure_path(path: &Path, uid: u32, home: &Path) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 // Reading the files
 
-#[allow(unsafe_code)] // setfsuid(2) as a query
+/// setfsuid(2) with an invalid id changes nothing and returns the current one.
 fn current_fsuid() -> u32 {
-    // SAFETY: an invalid id changes nothing and returns the current one.
-    unsafe { libc::setfsuid(u32::MAX) as u32 }
+    setfsuid(Uid::from_raw(u32::MAX)).as_raw()
 }
 
-#[allow(unsafe_code)] // setfsgid(2) as a query
 fn current_fsgid() -> u32 {
-    // SAFETY: as for current_fsuid().
-    unsafe { libc::setfsgid(u32::MAX) as u32 }
+    setfsgid(Gid::from_raw(u32::MAX)).as_raw()
 }
 
 /// The calling thread's file system uid and gid switched to a user's until
@@ -881,16 +881,15 @@ struct FsIdentity {
 }
 
 impl FsIdentity {
-    #[allow(unsafe_code)] // setfsuid/setfsgid(2)
     fn assume(uid: u32, gid: u32) -> Result<FsIdentity, String> {
-        // SAFETY: geteuid() has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !geteuid().is_root() {
             return Ok(FsIdentity { saved: None });
         }
-        // SAFETY: plain system calls; their effect is undone in drop().
-        let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
+        // Undone in drop().
+        let old_gid = setfsgid(Gid::from_raw(gid));
+        let old_uid = setfsuid(Uid::from_raw(uid));
         let me = FsIdentity {
-            saved: Some((old_uid as u32, old_gid as u32)),
+            saved: Some((old_uid.as_raw(), old_gid.as_raw())),
         };
         if current_fsuid() != uid || current_fsgid() != gid {
             return Err(format!(
@@ -902,14 +901,10 @@ impl FsIdentity {
 }
 
 impl Drop for FsIdentity {
-    #[allow(unsafe_code)] // setfsuid/setfsgid(2)
     fn drop(&mut self) {
         if let Some((uid, gid)) = self.saved {
-            // SAFETY: plain system calls restoring the saved identity.
-            unsafe {
-                libc::setfsuid(uid);
-                libc::setfsgid(gid);
-            }
+            setfsuid(Uid::from_raw(uid));
+            setfsgid(Gid::from_raw(gid));
             if current_fsuid() != uid || current_fsgid() != gid {
                 // Going on with a user's file system identity would be wrong
                 // in ways nobody could follow; sshd is fatal() here too.
@@ -971,12 +966,9 @@ fn open_key_file(
         return None;
     }
     let fd = f.as_raw_fd();
-    // SAFETY: fcntl on a descriptor owned by `f`.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl != -1 {
-            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_retain(fl) - OFlag::O_NONBLOCK;
+        let _ = fcntl(fd, FcntlArg::F_SETFL(fl));
     }
     if strict_modes {
         if let Err(e) = safe_path(file, &st, uid, home) {

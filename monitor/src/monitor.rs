@@ -161,28 +161,19 @@ struct Partial {
 /// started with, a PAM module left open, or a library opened without
 /// close-on-exec reaches neither worker nor the user's processes.
 /// Async-signal-safe: only dup/dup2/close/close_range calls.
-#[allow(unsafe_code)] // fcntl/dup2/close in a pre_exec hook (async-signal-safe)
 fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
-        // SAFETY: fcntl(F_DUPFD) on a descriptor we own.
-        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
-        if h < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        high.push(h);
+        high.push(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(100))?);
     }
     for (i, &h) in high.iter().enumerate() {
-        // SAFETY: dup2 onto the fixed slot; clears close-on-exec there.
-        if unsafe { libc::dup2(h, 3 + i as i32) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // dup2 onto the fixed slot clears close-on-exec there.
+        nix::unistd::dup2(h, 3 + i as i32)?;
     }
     // The temporary copies are not close-on-exec (F_DUPFD): left open, they
     // would reach the worker and every process it starts (the user's).
     for &h in &high {
-        // SAFETY: closing a descriptor this child made above.
-        unsafe { libc::close(h) };
+        let _ = nix::unistd::close(h);
     }
     ressh_ipc::harden::cloexec_from(3 + fds.len() as i32)
 }

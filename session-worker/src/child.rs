@@ -51,16 +51,11 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Best effort: a failure leaves the pipe as it was.
-#[allow(unsafe_code)] // fcntl F_SETPIPE_SZ
 fn grow_pipe(fd: &OwnedFd) {
-    // SAFETY: fcntl(F_SETPIPE_SZ) on a descriptor we own; no memory passed.
-    unsafe {
-        libc::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(fd),
-            libc::F_SETPIPE_SZ,
-            PIPE_SIZE,
-        );
-    }
+    let _ = nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+    );
 }
 
 fn basename(path: &str) -> &str {

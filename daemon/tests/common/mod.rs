@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
 use ressh_testkit::{
     require_cmd, require_root, resshd_bin, run, run_timeout, ssh_keygen, Resshd, TempDir, TestUser,
 };
@@ -422,22 +425,17 @@ impl Bg {
         self.child.try_wait().unwrap()
     }
 
-    #[allow(unsafe_code)] // kill(2)
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let sig = Signal::try_from(sig).expect("a signal number");
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("kill");
     }
 }
 
 impl Drop for Bg {
-    #[allow(unsafe_code)] // kill(2)
     fn drop(&mut self) {
-        let pg = self.child.id() as i32;
-        // SAFETY: kill(2) on the process group we created for the child.
-        unsafe {
-            libc::kill(-pg, libc::SIGCONT);
-            libc::kill(-pg, libc::SIGKILL);
-        }
+        let pg = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(pg, Signal::SIGCONT);
+        let _ = killpg(pg, Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -492,7 +490,6 @@ impl LiveSession {
     }
 
     /// Writes `input`, closes stdin, and waits (bounded) for the end.
-    #[allow(unsafe_code)] // kill(2) of the process group
     pub fn finish(mut self, input: &[u8]) -> Output {
         if let Some(mut s) = self.stdin.take() {
             let _ = s.write_all(input);
@@ -503,9 +500,7 @@ impl LiveSession {
                 break st;
             }
             if Instant::now() >= deadline {
-                let pg = self.child.id() as i32;
-                // SAFETY: kill(2) on our child's process group.
-                unsafe { libc::kill(-pg, libc::SIGKILL) };
+                let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
                 let _ = self.child.wait();
                 panic!("the live session did not finish within {SSH_TIMEOUT:?}");
             }
@@ -522,12 +517,9 @@ impl LiveSession {
 }
 
 impl Drop for LiveSession {
-    #[allow(unsafe_code)] // kill(2) of the process group
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let pg = self.child.id() as i32;
-            // SAFETY: kill(2) on our child's process group.
-            unsafe { libc::kill(-pg, libc::SIGKILL) };
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
             let _ = self.child.wait();
         }
     }
