@@ -917,7 +917,6 @@ impl Drop for FsIdentity {
 /// auth_openfile(): opens `file` as the user, checks it is a regular file
 /// and, with StrictModes, its path. None if it cannot be used (missing
 /// files silently).
-#[allow(unsafe_code)] // fcntl on the key file's descriptor
 fn open_key_file(
     file: &Path,
     uid: u32,
@@ -1200,10 +1199,8 @@ mod tests {
         }
     }
 
-    #[allow(unsafe_code)] // geteuid
     fn is_root() -> bool {
-        // SAFETY: no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        geteuid().is_root()
     }
 
     fn chmod(p: &Path, mode: u32) {
