@@ -261,6 +261,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
+#[allow(unsafe_code)] // fork(2)
 fn daemonize() -> Result<(), Error> {
     // SAFETY: single-threaded here; the parent exits at once.
     match unsafe { fork() }? {
@@ -312,6 +313,7 @@ impl Signals {
     }
 
     /// In a forked child: back to default dispositions.
+    #[allow(unsafe_code)] // signal(2) back to SIG_DFL
     fn uninstall(self) {
         for id in self.ids {
             signal_hook::low_level::unregister(id);
@@ -535,6 +537,7 @@ fn inetd(
 
 /// The connection's socket and addresses; 0.0.0.0 port 0 where stdin is
 /// no TCP socket.
+#[allow(unsafe_code)] // adopting stdin (the inetd socket) and fork(2)
 fn inetd_socket() -> Result<(OwnedFd, SocketAddr, SocketAddr), Error> {
     use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
     use nix::sys::stat::{fstat, SFlag};
@@ -609,6 +612,7 @@ fn relay_stdio(sock: UnixStream) -> ! {
 /// Copies from `from` to `to` until EOF or an error, with plain reads and
 /// writes (std's copy splices, and a splice from a pipe into a Unix socket
 /// can wait for more input before it delivers what it has).
+#[allow(unsafe_code)] // read(2)/write(2) on raw descriptors
 fn pump(from: i32, to: i32) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -625,6 +629,7 @@ fn pump(from: i32, to: i32) {
         }
         let mut off = 0;
         while off < n as usize {
+            // SAFETY: buf[off..] holds at least n - off initialised bytes.
             let w = unsafe { libc::write(to, buf[off..].as_ptr().cast(), n as usize - off) };
             if w < 0 {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -705,6 +710,7 @@ fn random() -> u32 {
     u32::from_ne_bytes(r) % 10_000
 }
 
+#[allow(unsafe_code)] // fork(2) of the listener's child
 fn serve(
     ctx: &Context,
     settings: &Settings,

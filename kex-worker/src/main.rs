@@ -116,6 +116,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(unsafe_code)] // adopting the descriptors resshd passes as 3 and 4
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     // SAFETY: the monitor passes these two descriptors to us; nothing else

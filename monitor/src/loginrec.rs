@@ -5,6 +5,7 @@
 //!
 //! A missing utmp, wtmp or lastlog file is not created (the system's boot
 //! or packaging makes them); failures are returned for the caller to log.
+#![allow(unsafe_code)] // libc's utmpx/wtmp functions, which nix does not wrap
 
 use std::ffi::{c_char, CString};
 use std::net::IpAddr;

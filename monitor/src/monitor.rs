@@ -224,24 +224,16 @@ struct Partial {
 fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
-        // SAFETY: fcntl(F_DUPFD) on a descriptor we own.
-        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
-        if h < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        high.push(h);
+        high.push(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(100))?);
     }
     for (i, &h) in high.iter().enumerate() {
-        // SAFETY: dup2 onto the fixed slot; clears close-on-exec there.
-        if unsafe { libc::dup2(h, 3 + i as i32) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // dup2 onto the fixed slot clears close-on-exec there.
+        nix::unistd::dup2(h, 3 + i as i32)?;
     }
     // The temporary copies are not close-on-exec (F_DUPFD): left open, they
     // would reach the worker and every process it starts (the user's).
     for &h in &high {
-        // SAFETY: closing a descriptor this child made above.
-        unsafe { libc::close(h) };
+        let _ = nix::unistd::close(h);
     }
     ressh_ipc::harden::cloexec_from(3 + fds.len() as i32)
 }
@@ -318,6 +310,7 @@ impl Monitor<'_> {
         self.run_session(sock, state)
     }
 
+    #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
     fn spawn_kex(&self, sock: &OwnedFd) -> Result<(Endpoint, Child), Error> {
         let (ours, theirs) = Endpoint::pair()?;
         let mut cmd = Command::new(&self.ctx.kex_worker);
@@ -1054,6 +1047,7 @@ impl Monitor<'_> {
         text
     }
 
+    #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
     fn run_session(&mut self, sock: OwnedFd, state: Vec<u8>) -> Result<(), Error> {
         let use_pam = self.accepted.as_ref().expect("accepted").settings.use_pam;
         let pam_env = if use_pam {
@@ -1746,6 +1740,7 @@ fn shown_port(a: SocketAddr) -> u16 {
 }
 
 /// setgroups(2) for this process (the monitor runs as root).
+#[allow(unsafe_code)] // setgroups(2) in a pre_exec hook
 fn set_groups(groups: &[u32]) -> Result<(), Error> {
     // SAFETY: setgroups with a valid pointer and length.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
@@ -1936,6 +1931,7 @@ fn auth_complete(s: &Settings, completed: &[String]) -> bool {
 
 /// sshd's checks of the shadow entry without PAM (auth.c allowed_user):
 /// a locked password ("!") or an expired account refuses the user.
+#[allow(unsafe_code)] // getspnam (the shadow entry)
 fn shadow_account_ok(name: &str) -> Result<(), String> {
     let Ok(c) = CString::new(name) else {
         return Ok(());

@@ -78,6 +78,7 @@ fn main() {
     std::process::exit(code);
 }
 
+#[allow(unsafe_code)] // adopting the monitor link passed as descriptor 3
 fn run() -> Result<(), Error> {
     // First of all, before fd 3 is used: become the user (when exec'd as
     // root) and make this process untraceable (see ressh_ipc::harden).
