@@ -14,6 +14,7 @@ use ressh_proto::transport::{PacketReader, PacketWriter};
 use ressh_proto::{Config, Connection, Event};
 
 /// CPU seconds of the calling thread.
+#[allow(unsafe_code)] // clock_gettime(CLOCK_THREAD_CPUTIME_ID)
 pub fn thread_cpu() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -177,6 +177,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(unsafe_code)] // adopting the descriptors resshd passes as 3 and 4
 fn run() -> Result<(), Error> {
     let args = parse_args()?;
     // SAFETY: the monitor passes these two descriptors to us; nothing else

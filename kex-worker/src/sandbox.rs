@@ -1,5 +1,6 @@
 //! Confinement of the pre-auth worker: an empty chroot, the privsep user,
 //! no_new_privs, and a seccomp allow-list that kills on anything else.
+#![allow(unsafe_code)] // seccomp and no_new_privs; its tests call raw system calls under the filter
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -240,17 +241,17 @@ mod tests {
             (r < 0) as libc::c_int
         }
         type Probe<'a> = (&'a str, Box<dyn Fn() -> libc::c_int + 'a>);
-        // SAFETY (all probes): raw system calls with valid, NUL-terminated
-        // strings and null-terminated argument vectors, or integers.
         let probes: Vec<Probe> = vec![
             (
                 "socket",
+                // SAFETY: integer arguments only.
                 Box::new(|| lived(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) })),
             ),
             (
                 "socketpair",
                 Box::new(|| {
                     let mut sv = [0; 2];
+                    // SAFETY: sv has room for the two descriptors socketpair writes.
                     lived(unsafe {
                         libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr())
                     })
@@ -258,11 +259,13 @@ mod tests {
             ),
             (
                 "execve",
+                // SAFETY: prog and argv are NUL-terminated and outlive the call.
                 Box::new(move || lived(unsafe { libc::execve(prog, argv, std::ptr::null()) })),
             ),
             (
                 "openat /etc/shadow",
                 Box::new(move || {
+                    // SAFETY: shadow is a NUL-terminated path that outlives the call.
                     lived(unsafe { libc::openat(libc::AT_FDCWD, shadow, libc::O_RDONLY) })
                 }),
             ),
@@ -270,6 +273,7 @@ mod tests {
                 "open /etc/shadow",
                 Box::new(move || {
                     lived(
+                        // SAFETY: shadow is a NUL-terminated path that outlives the call.
                         unsafe { libc::syscall(libc::SYS_open, shadow, libc::O_RDONLY) }
                             as libc::c_int,
                     )
@@ -278,21 +282,27 @@ mod tests {
             (
                 "ptrace PTRACE_TRACEME",
                 Box::new(|| {
+                    // SAFETY: integer arguments only.
                     lived(unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } as libc::c_int)
                 }),
             ),
             (
                 "ptrace PTRACE_ATTACH",
                 Box::new(move || {
+                    // SAFETY: integer arguments only; NO_PID names no process.
                     lived(unsafe { libc::ptrace(libc::PTRACE_ATTACH, NO_PID, 0, 0) } as libc::c_int)
                 }),
             ),
             (
                 "kill",
+                // SAFETY: signal 0 only checks that the process exists.
                 Box::new(move || lived(unsafe { libc::kill(parent, 0) })),
             ),
+            // SAFETY: integer argument only.
             ("setuid", Box::new(|| lived(unsafe { libc::setuid(0) }))),
+            // SAFETY: the child of a probe returns into under_filter, which _exits.
             ("fork", Box::new(|| lived(unsafe { libc::fork() }))),
+            // SAFETY: no preconditions.
             ("getppid", Box::new(|| lived(unsafe { libc::getppid() }))),
         ];
         let survived: Vec<String> = probes

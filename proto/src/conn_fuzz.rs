@@ -8,6 +8,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::keys::KeyType;
+use crate::keys::PrivateKey;
+use crate::msg::AuthMethod;
 use crate::transport::MAX_PACKET_LEN;
 
 /// The servers' host key (one for all: generating one per case is slow).
@@ -24,7 +26,7 @@ fn sign(s: &mut Connection, e: &Event) {
     }
 }
 
-fn fresh(server: bool) -> Connection {
+pub(super) fn fresh(server: bool) -> Connection {
     let now = Instant::now();
     if server {
         let keys = host().iter().map(|k| k.public_key()).collect();
@@ -36,7 +38,7 @@ fn fresh(server: bool) -> Connection {
 
 /// Moves bytes until quiet, accepting the host key. Returns the bytes the
 /// client sent, for mutation.
-fn pump(c: &mut Connection, s: &mut Connection, transcript: &mut Vec<u8>) {
+pub(super) fn pump(c: &mut Connection, s: &mut Connection, transcript: &mut Vec<u8>) {
     let now = Instant::now();
     for _ in 0..100 {
         let a = c.take_output();
@@ -72,7 +74,7 @@ fn pump(c: &mut Connection, s: &mut Connection, transcript: &mut Vec<u8>) {
 }
 
 /// An authenticated pair with one open session channel.
-fn open_pair() -> (Connection, Connection) {
+pub(super) fn open_pair() -> (Connection, Connection) {
     let mut c = fresh(false);
     let mut s = fresh(true);
     let mut t = Vec::new();
@@ -86,9 +88,9 @@ fn open_pair() -> (Connection, Connection) {
 
 fn assert_bounded(c: &Connection) {
     assert!(
-        c.inbuf.len() <= MAX_PACKET_LEN + 4 + 64,
+        c.io.inbuf.len() <= MAX_PACKET_LEN + 4 + 64,
         "input buffer grew to {}",
-        c.inbuf.len()
+        c.io.inbuf.len()
     );
     assert!(c.channels.len() <= c.config.max_channels);
 }

@@ -46,13 +46,14 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use ressh_proto::error::reason;
 use ressh_proto::msg::{open_failure, ChannelKind, ChannelReq, GlobalReq};
 use ressh_proto::wire::printable;
-use ressh_proto::{Connection, Error, Event};
+use ressh_proto::{Connection, Event};
 
 use crate::channels::relay::Relay;
 use crate::channels::session::{ExitKind, SessionChan};
 use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
 use crate::channels::{Ctx, Info, Target, OUT_HIGH};
 use crate::signer::Signer;
+use crate::Error;
 
 use resume::{Detached, Monitor, Pending};
 
@@ -171,8 +172,9 @@ pub struct Session {
     ended: bool,
 }
 
-fn io_err(what: &str, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
+/// `what` the event loop needed of the system failed.
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io { what, source }
 }
 
 impl Session {
@@ -181,9 +183,9 @@ impl Session {
         sock: std::net::TcpStream,
         info: Info,
         endpoint: Arc<Endpoint>,
-    ) -> Result<Session, String> {
-        let poll = Poll::new().map_err(|e| io_err("poll", e))?;
-        let registry = poll.registry().try_clone().map_err(|e| io_err("poll", e))?;
+    ) -> Result<Session, Error> {
+        let poll = Poll::new().map_err(io_err("poll"))?;
+        let registry = poll.registry().try_clone().map_err(io_err("poll"))?;
         let sock = resume::into_mio(sock, poll.registry(), SOCK)?;
         poll.registry()
             .register(
@@ -191,23 +193,23 @@ impl Session {
                 IPC,
                 Interest::READABLE,
             )
-            .map_err(|e| io_err("poll", e))?;
+            .map_err(io_err("poll"))?;
 
         // SIGCHLD and the terminating signals wake the loop through a pipe;
         // which terminating signal came is kept in a flag.
-        let (signal_pipe, wr) = UnixStream::pair().map_err(|e| io_err("signal pipe", e))?;
+        let (signal_pipe, wr) = UnixStream::pair().map_err(io_err("signal pipe"))?;
         signal_pipe
             .set_nonblocking(true)
             .and_then(|_| wr.set_nonblocking(true))
-            .map_err(|e| io_err("signal pipe", e))?;
+            .map_err(io_err("signal pipe"))?;
         let term_signal = Arc::new(AtomicUsize::new(0));
         for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
             signal_hook::flag::register_usize(sig, term_signal.clone(), sig as usize)
-                .map_err(|e| io_err("signal", e))?;
+                .map_err(io_err("signal"))?;
         }
         for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-            let w = wr.try_clone().map_err(|e| io_err("signal pipe", e))?;
-            signal_hook::low_level::pipe::register(sig, w).map_err(|e| io_err("signal", e))?;
+            let w = wr.try_clone().map_err(io_err("signal pipe"))?;
+            signal_hook::low_level::pipe::register(sig, w).map_err(io_err("signal"))?;
         }
         poll.registry()
             .register(
@@ -215,8 +217,8 @@ impl Session {
                 SIGNALS,
                 Interest::READABLE,
             )
-            .map_err(|e| io_err("poll", e))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| io_err("poll", e))?);
+            .map_err(io_err("poll"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("poll"))?);
         let (resolved_tx, resolved_rx) = mpsc::channel();
 
         let p = &info.policy;
@@ -258,7 +260,7 @@ impl Session {
 
     /// Runs until the client disconnects or the connection ends. Errors are
     /// internal failures (the caller logs them and exits non-zero).
-    pub fn run(&mut self) -> Result<(), String> {
+    pub fn run(&mut self) -> Result<(), Error> {
         // Bytes the kex worker read past the end of authentication.
         let r = self.conn.handle_input(&[], Instant::now());
         self.after_input(r);
@@ -278,7 +280,7 @@ impl Session {
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err("poll", e)),
+                Err(e) => return Err(io_err("poll")(e)),
             }
             for ev in events.iter() {
                 self.dispatch(ev)?;
@@ -335,7 +337,7 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, ev: &mio::event::Event) -> Result<(), String> {
+    fn dispatch(&mut self, ev: &mio::event::Event) -> Result<(), Error> {
         match ev.token() {
             SOCK => {
                 if let Some(w) = &mut self.wire {
@@ -399,7 +401,16 @@ impl Session {
             return;
         }
         log!("channel {id}: {e}");
-        let _ = self.conn.close_channel(id);
+        // Closing an open channel fails only when the connection ends with
+        // it (what waits for the peer passed its bound: the session ends)
+        // or by a misuse of the engine (a bug here: logged; the session
+        // goes on).
+        if let Err(e) = self.conn.close_channel(id) {
+            log!("channel {id}: closing it: {e}");
+            if self.conn.is_closed() {
+                self.end();
+            }
+        }
     }
 
     /// The channel is closed on both sides: release it, but first let what
@@ -547,11 +558,7 @@ impl Session {
 
     fn write_socket(&mut self) -> bool {
         let Some(w) = self.wire.as_mut() else {
-            // Detached: what the engine queued was for the lost transport;
-            // the retransmit buffer keeps what matters.
-            if !self.conn.output().is_empty() {
-                let _ = self.conn.take_output();
-            }
+            self.drop_output();
             return false;
         };
         let mut progress = false;
@@ -583,7 +590,7 @@ impl Session {
         }
         if let Some(e) = failed {
             if self.ended {
-                self.conn.consume_output(self.conn.output().len());
+                self.drop_output();
             } else {
                 let i = &self.ctx.info;
                 let why = format!(
@@ -595,6 +602,13 @@ impl Session {
             progress = true;
         }
         progress
+    }
+
+    /// Drops what the engine queued for a transport that is gone (lost,
+    /// or failed while the session ends); with resilience the retransmit
+    /// buffer keeps what the client has not acknowledged.
+    fn drop_output(&mut self) {
+        self.conn.consume_output(self.conn.output().len());
     }
 
     /// Best effort: sends what is still queued (a DISCONNECT, final
@@ -744,7 +758,9 @@ impl Session {
         match self.conn.host_key_signed(signature, Instant::now()) {
             // The exchange it was for is gone (a reconnect moved the
             // session meanwhile): nothing to do.
-            Err(Error::Misuse(what)) => log!("monitor: a signature not wanted any more ({what})"),
+            Err(ressh_proto::Error::Misuse(what)) => {
+                log!("monitor: a signature not wanted any more ({what})")
+            }
             r => self.after_input(r),
         }
     }

@@ -36,6 +36,7 @@ use ressh_proto::wire::printable;
 use ressh_proto::{ReconnectRequest, ServerReconnect};
 
 use super::{io_err, Session, Wire, NEW_SOCK, NEW_SOCKS, SOCK};
+use crate::Error;
 
 /// How long an accepted reconnect may wait for its transport, and then for
 /// the client's key confirmation.
@@ -111,14 +112,13 @@ pub fn into_mio(
     sock: std::net::TcpStream,
     registry: &Registry,
     token: Token,
-) -> Result<TcpStream, String> {
-    sock.set_nonblocking(true)
-        .map_err(|e| io_err("socket", e))?;
+) -> Result<TcpStream, Error> {
+    sock.set_nonblocking(true).map_err(io_err("socket"))?;
     let _ = sock.set_nodelay(true);
     let mut sock = TcpStream::from_std(sock);
     registry
         .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-        .map_err(|e| io_err("poll", e))?;
+        .map_err(io_err("poll"))?;
     Ok(sock)
 }
 
@@ -292,7 +292,7 @@ impl Session {
             Err(e) => {
                 p.peer_addr = peer_addr;
                 p.peer_port = peer_port;
-                self.abandon_pending(id, &e);
+                self.abandon_pending(id, &e.to_string());
                 return;
             }
         };
@@ -445,7 +445,7 @@ impl Session {
             SOCK,
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            log!("Reconnect failed: {}", io_err("poll", e));
+            log!("Reconnect failed: poll: {e}");
             self.conn.abort_reconnect();
             self.end();
             return;
@@ -508,9 +508,7 @@ impl Session {
         if let Some(mut w) = self.wire.take() {
             let _ = self.poll.registry().deregister(&mut w.stream);
         }
-        // Queued for the lost transport: the retransmit buffer keeps what
-        // the client has not acknowledged.
-        let _ = self.conn.take_output();
+        self.drop_output();
         if self.detached.is_some() {
             return;
         }

@@ -506,6 +506,7 @@ fn accept_loop(
 }
 
 /// Authenticates one client in-process, then hands it to a worker.
+#[allow(unsafe_code)] // pre_exec placing the worker's descriptor at 3
 fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), String> {
     sock.set_nonblocking(false).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))
@@ -910,6 +911,7 @@ impl ProtoClient {
 
     /// Breaks the TCP connection without DISCONNECT; whatever is in flight
     /// is lost. The session can go on with [`Self::reconnect`].
+    #[allow(unsafe_code)] // setsockopt SO_LINGER to cut the transport with a RST
     pub fn kill_transport(&mut self, how: Cut) {
         let s = self.sock.take().expect("the client has no transport");
         match how {
