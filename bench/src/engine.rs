@@ -14,6 +14,7 @@ use ressh_proto::transport::{PacketReader, PacketWriter};
 use ressh_proto::{Config, Connection, Event};
 
 /// CPU seconds of the calling thread.
+#[allow(unsafe_code)] // clock_gettime(CLOCK_THREAD_CPUTIME_ID)
 pub fn thread_cpu() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -86,12 +87,22 @@ pub fn packets(cipher: &str, mac: &str, total: usize) -> EngineRate {
 struct Pair {
     c: Connection,
     s: Connection,
+    /// The server's host key, which signs its exchange hashes.
+    host: [PrivateKey; 1],
     now: Instant,
     /// The server's id of the channel it accepted.
     sid: Option<u32>,
 }
 
 impl Pair {
+    /// Signs the exchange hash when the server asks.
+    fn sign(&mut self, e: &Event) {
+        if let Event::SignHostKey(r) = e {
+            let sig = r.sign_with(&self.host);
+            self.s.host_key_signed(sig, self.now).expect("sign");
+        }
+    }
+
     /// Moves bytes both ways until quiet; returns the client's events.
     fn pump(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
@@ -113,6 +124,7 @@ impl Pair {
                 moved = true;
             }
             while let Some(e) = self.s.poll_event() {
+                self.sign(&e);
                 match e {
                     Event::AuthRequest { .. } => self.s.auth_accept().expect("accept"),
                     Event::ChannelOpenRequest { id, .. } => {
@@ -151,7 +163,8 @@ pub fn engine(cipher: &str, mac: &str, resilience: bool, total: usize) -> Engine
     let now = Instant::now();
     let mut p = Pair {
         c: Connection::client(cfg.clone(), now).expect("client"),
-        s: Connection::server(cfg, Box::new(vec![host]), now).expect("server"),
+        s: Connection::server(cfg, vec![host.public_key()], now).expect("server"),
+        host: [host],
         now,
         sid: None,
     };
@@ -195,7 +208,9 @@ pub fn engine(cipher: &str, mac: &str, resilience: bool, total: usize) -> Engine
             p.s.consume_output(k);
             if !back.is_empty() {
                 p.s.handle_input(&back, now).expect("server input");
-                while p.s.poll_event().is_some() {}
+                while let Some(e) = p.s.poll_event() {
+                    p.sign(&e);
+                }
             }
             let t3 = thread_cpu();
             tsend += t3 - t2;

@@ -9,6 +9,7 @@
 //! - [`LogWatch`] wakes up when a log file is written (inotify).
 //!
 //! The first two act on the network namespace of the calling thread.
+#![allow(unsafe_code)] // netlink and inotify sockets, recv and poll on them
 
 use std::ffi::CString;
 use std::fs;

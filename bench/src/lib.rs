@@ -40,12 +40,14 @@ pub fn require_bin(dir: &Path, name: &str) -> Result<PathBuf, String> {
 }
 
 /// Whether the effective uid is 0.
+#[allow(unsafe_code)] // geteuid
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// The login name of the effective user (from the password database).
+#[allow(unsafe_code)] // getpwuid
 pub fn user_name() -> String {
     // SAFETY: getpwuid returns a pointer into static storage or null; we
     // copy the name out before any other call could overwrite it.

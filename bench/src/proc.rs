@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub use ressh_testkit::{descendants, kill_tree};
 
+#[allow(unsafe_code)] // kill(2)
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a plain pid; errors (gone already) are ignored.
     unsafe {
@@ -85,6 +86,7 @@ pub fn tree_mem(pids: &[u32]) -> TreeMem {
 }
 
 /// CPU seconds used so far by `pid` (user + system).
+#[allow(unsafe_code)] // sysconf
 pub fn cpu_of(pid: u32) -> f64 {
     let Ok(st) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
@@ -102,6 +104,7 @@ pub fn cpu_of(pid: u32) -> f64 {
 
 /// Busy CPU time of the whole machine so far, in seconds (all cores:
 /// user + nice + system + irq + softirq + steal, from `/proc/stat`).
+#[allow(unsafe_code)] // sysconf
 pub fn cpu_busy() -> f64 {
     let s = fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = s.lines().next() else {
@@ -125,6 +128,7 @@ pub fn cpu_busy() -> f64 {
 }
 
 /// Raises the soft limit on open files to the hard limit (many clients).
+#[allow(unsafe_code)] // setrlimit
 pub fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit on a valid, initialized struct.
     unsafe {

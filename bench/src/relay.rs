@@ -117,6 +117,7 @@ impl Drop for CountingRelay {
 /// socket → stdout until either side ends, then exits. Killing the process
 /// cuts the connection: ressh sees its proxy end, the server sees the TCP
 /// connection close.
+#[allow(unsafe_code)] // a File over stdin/stdout's descriptors
 pub fn stdio_proxy(addr: SocketAddr) -> ! {
     let sock = match TcpStream::connect(addr) {
         Ok(s) => s,

@@ -8,9 +8,12 @@
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::termios::{tcgetattr, tcsetattr, InputFlags, LocalFlags, OutputFlags, SetArg};
 use zeroize::Zeroizing;
 
 const DEFAULT_ASKPASS: &str = "/usr/bin/ssh-askpass";
@@ -133,27 +136,25 @@ fn read_tty(prompt: &str, kind: Kind) -> Result<Zeroizing<String>, PromptError> 
         .write(true)
         .open("/dev/tty")
         .map_err(|e| PromptError::Unavailable(format!("cannot open /dev/tty: {e}")))?;
-    let fd = tty.as_raw_fd();
-    // SAFETY: termios is plain data.
-    let mut orig: libc::termios = unsafe { std::mem::zeroed() };
-    let have_termios = unsafe { libc::tcgetattr(fd, &mut orig) } == 0;
+    let orig = tcgetattr(&tty).ok();
     let was_raw = crate::tty::raw_active();
-    if have_termios {
-        let mut t = orig;
-        t.c_lflag |= libc::ICANON | libc::ISIG;
-        t.c_iflag |= libc::ICRNL;
-        t.c_oflag |= libc::OPOST;
+    if let Some(orig) = &orig {
+        let mut t = orig.clone();
+        t.local_flags |= LocalFlags::ICANON | LocalFlags::ISIG;
+        t.input_flags |= InputFlags::ICRNL;
+        t.output_flags |= OutputFlags::OPOST;
+        let echo = LocalFlags::ECHO | LocalFlags::ECHOE | LocalFlags::ECHOK | LocalFlags::ECHONL;
         if kind == Kind::Secret {
-            t.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ECHONL);
+            t.local_flags &= !echo;
         } else {
-            t.c_lflag |= libc::ECHO;
+            t.local_flags |= LocalFlags::ECHO;
         }
-        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &t) };
+        let _ = tcsetattr(&tty, SetArg::TCSAFLUSH, &t);
     }
     let _ = tty.write_all(prompt.as_bytes());
-    let result = read_line(fd);
-    if have_termios {
-        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &orig) };
+    let result = read_line(&tty);
+    if let Some(orig) = &orig {
+        let _ = tcsetattr(&tty, SetArg::TCSAFLUSH, orig);
     }
     if kind == Kind::Secret || result.is_err() {
         let _ = tty.write_all(if was_raw { b"\r\n" } else { b"\n" });
@@ -161,48 +162,38 @@ fn read_tty(prompt: &str, kind: Kind) -> Result<Zeroizing<String>, PromptError> 
     result
 }
 
-fn read_line(fd: RawFd) -> Result<Zeroizing<String>, PromptError> {
-    let sig_fd = crate::sig::get().map(|s| s.fd());
+fn read_line(tty: &std::fs::File) -> Result<Zeroizing<String>, PromptError> {
+    let sig = crate::sig::get();
     let mut line = Zeroizing::new(Vec::with_capacity(256));
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if let Some(s) = sig_fd {
-            fds.push(libc::pollfd {
-                fd: s,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let mut fds = vec![PollFd::new(tty.as_fd(), PollFlags::POLLIN)];
+        if let Some(s) = sig {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
         }
-        // SAFETY: fds is a valid array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return Err(PromptError::Cancelled),
+            Ok(_) => {}
+        }
+        let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+        let (tty_ready, sig_ready) = (ready(&fds[0]), fds.get(1).is_some_and(ready));
+        if sig.is_some_and(|s| s.terminated().is_some()) {
             return Err(PromptError::Cancelled);
         }
-        if crate::sig::get().is_some_and(|s| s.terminated().is_some()) {
-            return Err(PromptError::Cancelled);
-        }
-        if fds.len() > 1 && fds[1].revents != 0 {
-            if let Some(s) = crate::sig::get() {
+        if sig_ready {
+            if let Some(s) = sig {
                 s.drain();
             }
         }
-        if fds[0].revents == 0 {
+        if !tty_ready {
             continue;
         }
         let mut b = [0u8; 1];
-        // SAFETY: reading one byte into a valid buffer.
-        let r = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        if r <= 0 {
+        let r = match (&*tty).read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r,
+        };
+        if !matches!(r, Ok(1)) {
             if line.is_empty() {
                 return Err(PromptError::Cancelled);
             }

@@ -8,10 +8,13 @@
 //! devices epoll refuses (/dev/null) are always ready.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -31,51 +34,58 @@ pub struct LocalFd {
 }
 
 fn getfl(fd: RawFd) -> io::Result<i32> {
-    // SAFETY: fcntl on a valid descriptor.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fl)
+    Ok(fcntl(fd, FcntlArg::F_GETFL)?)
 }
 
 fn setfl(fd: RawFd, fl: i32) -> io::Result<()> {
-    // SAFETY: fcntl on a valid descriptor.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, fl) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(fl)))?;
     Ok(())
 }
 
-fn is_regular(fd: RawFd) -> bool {
-    // SAFETY: stat is plain data filled by fstat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    unsafe { libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG }
+/// Makes `fd` non-blocking.
+pub fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
+    let fd = fd.as_fd().as_raw_fd();
+    setfl(fd, getfl(fd)? | libc::O_NONBLOCK)
 }
 
-/// Whether `fd` is readable (or writable) right now.
-pub fn poll_now(fd: RawFd, write: bool) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: if write { libc::POLLOUT } else { libc::POLLIN },
-        revents: 0,
+fn is_regular(fd: RawFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFREG)
+}
+
+/// Waits up to `ms` (0: not at all) until `fd` is readable (or writable);
+/// returns whether it is.
+fn wait_ready(fd: BorrowedFd, write: bool, ms: u16) -> bool {
+    let events = if write {
+        PollFlags::POLLOUT
+    } else {
+        PollFlags::POLLIN
     };
-    // SAFETY: one valid pollfd, no wait.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents != 0
+    let mut p = [PollFd::new(fd, events)];
+    matches!(poll(&mut p, PollTimeout::from(ms)), Ok(n) if n > 0)
+        && p[0].revents().is_some_and(|r| !r.is_empty())
+}
+
+/// Writes all of `buf` to `fd`, waiting out EAGAIN; errors are dropped
+/// (diagnostics must never fail loudly).
+pub fn write_all_quietly(fd: BorrowedFd, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) if n > 0 => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                wait_ready(fd, true, 1000);
+            }
+            _ => return,
+        }
+    }
 }
 
 impl LocalFd {
-    /// A copy of standard descriptor `fd` (or of /dev/null when `devnull`),
-    /// prepared for the event loop and registered under `token`.
-    pub fn stdio(fd: RawFd, write: bool, reg: &Registry, token: Token) -> io::Result<LocalFd> {
-        // SAFETY: dup of a standard descriptor; the copy is owned here.
-        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if d < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let owned = unsafe { OwnedFd::from_raw_fd(d) };
-        Self::prepare(owned, write, reg, token)
+    /// A copy of standard descriptor `fd`, prepared for the event loop and
+    /// registered under `token`.
+    pub fn stdio(fd: BorrowedFd, write: bool, reg: &Registry, token: Token) -> io::Result<LocalFd> {
+        // F_DUPFD_CLOEXEC from 3: the copy is never a standard descriptor.
+        Self::prepare(fd.try_clone_to_owned()?, write, reg, token)
     }
 
     /// /dev/null for reading (-n).
@@ -153,42 +163,37 @@ impl LocalFd {
         self.fd.as_raw_fd()
     }
 
+    /// Whether it can be read right now without blocking.
+    pub fn readable_now(&self) -> bool {
+        wait_ready(self.fd.as_fd(), false, 0)
+    }
+
     /// Reads; `WouldBlock` when nothing is there.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.mode == Mode::Tty && !poll_now(self.raw(), false) {
+        if self.mode == Mode::Tty && !self.readable_now() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         loop {
-            // SAFETY: buf is a valid writable slice.
-            let n = unsafe { libc::read(self.raw(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match nix::unistd::read(self.raw(), buf) {
+                Err(Errno::EINTR) => {}
+                r => return Ok(r?),
             }
         }
     }
 
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            // SAFETY: buf is a valid slice.
-            let n = unsafe { libc::write(self.raw(), buf.as_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match nix::unistd::write(&self.fd, buf) {
+                Err(Errno::EINTR) => {}
+                r => return Ok(r?),
             }
         }
     }
 
     /// shutdown(SHUT_WR) for sockets; a no-op for others.
     pub fn shutdown_write(&self) {
-        // SAFETY: shutdown on our descriptor; ENOTSOCK is ignored.
-        unsafe { libc::shutdown(self.raw(), libc::SHUT_WR) };
+        // ENOTSOCK for others: nothing to do.
+        let _ = nix::sys::socket::shutdown(self.raw(), nix::sys::socket::Shutdown::Write);
     }
 
     pub fn deregister(&mut self, reg: &Registry) {
@@ -199,14 +204,8 @@ impl LocalFd {
     }
 
     /// Waits until the descriptor can be written (for the final flush).
-    pub fn wait_writable(&self, ms: i32) {
-        let mut p = libc::pollfd {
-            fd: self.raw(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, ms) };
+    pub fn wait_writable(&self, ms: u16) {
+        wait_ready(self.fd.as_fd(), true, ms);
     }
 }
 
@@ -229,7 +228,7 @@ mod tests {
         let before = getfl(r.as_raw_fd()).unwrap();
         assert_eq!(before & libc::O_NONBLOCK, 0);
         {
-            let l = LocalFd::stdio(r.as_raw_fd(), false, poll.registry(), Token(1)).unwrap();
+            let l = LocalFd::stdio(r.as_fd(), false, poll.registry(), Token(1)).unwrap();
             assert_eq!(l.mode, Mode::Poll);
             let mut b = [0u8; 4];
             assert_eq!(
@@ -248,10 +247,10 @@ mod tests {
     fn regular_files_and_devnull_are_always_ready() {
         let poll = mio::Poll::new().unwrap();
         let f = std::fs::File::open("/proc/self/status").unwrap();
-        let l = LocalFd::stdio(f.as_raw_fd(), false, poll.registry(), Token(1)).unwrap();
+        let l = LocalFd::stdio(f.as_fd(), false, poll.registry(), Token(1)).unwrap();
         assert_eq!(l.mode, Mode::Always);
         let n = std::fs::File::open("/dev/null").unwrap();
-        let l = LocalFd::stdio(n.as_raw_fd(), false, poll.registry(), Token(2)).unwrap();
+        let l = LocalFd::stdio(n.as_fd(), false, poll.registry(), Token(2)).unwrap();
         assert_eq!(l.mode, Mode::Always);
         let mut b = [0u8; 4];
         assert_eq!(l.read(&mut b).unwrap(), 0);

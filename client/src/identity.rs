@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ressh_proto::keys::{KeyType, PrivateKey, PublicKey, BAD_PASSPHRASE};
+use ressh_proto::wire::{Put, Reader};
 use ressh_proto::Error as ProtoError;
 
 use crate::askpass::{self, Kind, PromptError};
@@ -22,35 +23,45 @@ const AGENT_SIGN_RESPONSE: u8 = 14;
 const SSH_AGENT_RSA_SHA2_256: u32 = 2;
 const SSH_AGENT_RSA_SHA2_512: u32 = 4;
 const MAX_AGENT_MSG: usize = 256 * 1024;
+/// Agent keys used at most (ssh tries them one by one).
+const MAX_AGENT_KEYS: usize = 1024;
 
 /// A connection to ssh-agent.
 pub struct Agent {
     sock: UnixStream,
 }
 
-fn put_u32(v: &mut Vec<u8>, n: u32) {
-    v.extend_from_slice(&n.to_be_bytes());
+fn bad_answer(e: ProtoError) -> std::io::Error {
+    std::io::Error::other(format!("bad agent answer: {e}"))
 }
 
-fn put_string(v: &mut Vec<u8>, s: &[u8]) {
-    put_u32(v, s.len() as u32);
-    v.extend_from_slice(s);
+/// The keys of an IDENTITIES_ANSWER (its type byte already taken) with
+/// their comments; keys ressh cannot use are skipped.
+fn parse_identities(r: &mut Reader) -> Result<Vec<(PublicKey, String)>, ProtoError> {
+    let n = r.u32()?;
+    let mut out = Vec::new();
+    // Each entry takes at least 8 bytes of a bounded message: a count
+    // larger than the message fails at its end.
+    for _ in 0..n {
+        let blob = r.string()?;
+        let comment = r.string()?;
+        if out.len() >= MAX_AGENT_KEYS {
+            continue;
+        }
+        match PublicKey::from_blob(blob) {
+            Ok(k) => out.push((k, String::from_utf8_lossy(comment).into_owned())),
+            Err(e) => crate::debug2!("agent key skipped: {e}"),
+        }
+    }
+    r.finish()?;
+    Ok(out)
 }
 
-struct Rd<'a>(&'a [u8]);
-
-impl<'a> Rd<'a> {
-    fn u32(&mut self) -> Option<u32> {
-        let (h, t) = self.0.split_at_checked(4)?;
-        self.0 = t;
-        Some(u32::from_be_bytes(h.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
-        let (h, t) = self.0.split_at_checked(n)?;
-        self.0 = t;
-        Some(h)
-    }
+/// The signature of a SIGN_RESPONSE (its type byte already taken).
+fn parse_signature(r: &mut Reader) -> Result<Vec<u8>, ProtoError> {
+    let sig = r.string()?.to_vec();
+    r.finish()?;
+    Ok(sig)
 }
 
 impl Agent {
@@ -61,9 +72,11 @@ impl Agent {
         Ok(Agent { sock })
     }
 
+    /// Sends `msg` and returns the answer, its length checked (at least
+    /// the type byte, at most [`MAX_AGENT_MSG`]).
     fn call(&mut self, msg: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut framed = Vec::with_capacity(msg.len() + 4);
-        put_string(&mut framed, msg);
+        framed.put_string(msg);
         self.sock.write_all(&framed)?;
         let mut len = [0u8; 4];
         self.sock.read_exact(&mut len)?;
@@ -78,49 +91,28 @@ impl Agent {
 
     /// The agent's keys with their comments (keys ressh cannot use are skipped).
     pub fn identities(&mut self) -> std::io::Result<Vec<(PublicKey, String)>> {
-        let r = self.call(&[AGENTC_REQUEST_IDENTITIES])?;
-        if r[0] != AGENT_IDENTITIES_ANSWER {
+        let answer = self.call(&[AGENTC_REQUEST_IDENTITIES])?;
+        let mut r = Reader::new(&answer);
+        if r.u8().map_err(bad_answer)? != AGENT_IDENTITIES_ANSWER {
             return Err(std::io::Error::other("agent refused to list keys"));
         }
-        let mut rd = Rd(&r[1..]);
-        let n = rd
-            .u32()
-            .ok_or_else(|| std::io::Error::other("bad agent answer"))?;
-        let mut out = Vec::new();
-        for _ in 0..n.min(1024) {
-            let (Some(blob), Some(comment)) = (rd.string(), rd.string()) else {
-                return Err(std::io::Error::other("bad agent answer"));
-            };
-            match PublicKey::from_blob(blob) {
-                Ok(k) => out.push((k, String::from_utf8_lossy(comment).into_owned())),
-                Err(e) => crate::debug2!("agent key skipped: {e}"),
-            }
-        }
-        Ok(out)
+        parse_identities(&mut r).map_err(bad_answer)
     }
 
     /// Asks the agent to sign `data` with `key` using `alg`.
     pub fn sign(&mut self, key: &PublicKey, alg: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut m = vec![AGENTC_SIGN_REQUEST];
-        put_string(&mut m, &key.to_blob());
-        put_string(&mut m, data);
-        put_u32(
-            &mut m,
-            match alg {
-                "rsa-sha2-256" => SSH_AGENT_RSA_SHA2_256,
-                "rsa-sha2-512" => SSH_AGENT_RSA_SHA2_512,
-                _ => 0,
-            },
-        );
-        let r = self.call(&m)?;
-        match r[0] {
-            AGENT_SIGN_RESPONSE => {
-                let mut rd = Rd(&r[1..]);
-                let sig = rd
-                    .string()
-                    .ok_or_else(|| std::io::Error::other("bad agent signature"))?;
-                Ok(sig.to_vec())
-            }
+        m.put_string(&key.to_blob());
+        m.put_string(data);
+        m.put_u32(match alg {
+            "rsa-sha2-256" => SSH_AGENT_RSA_SHA2_256,
+            "rsa-sha2-512" => SSH_AGENT_RSA_SHA2_512,
+            _ => 0,
+        });
+        let answer = self.call(&m)?;
+        let mut r = Reader::new(&answer);
+        match r.u8().map_err(bad_answer)? {
+            AGENT_SIGN_RESPONSE => parse_signature(&mut r).map_err(bad_answer),
             AGENT_FAILURE => Err(std::io::Error::other("agent refused to sign")),
             _ => Err(std::io::Error::other("unexpected agent answer")),
         }
@@ -294,8 +286,7 @@ pub fn load_private(path: &Path, batch: bool, tries: u32) -> Result<PrivateKey, 
 fn check_permissions(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).map_err(|e| format!("Load key \"{}\": {e}", path.display()))?;
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = nix::unistd::getuid().as_raw();
     if m.uid() == uid && m.mode() & 0o077 != 0 {
         return Err(format!(
             "Permissions 0{:o} for '{}' are too open: the private key must not be accessible \
@@ -352,11 +343,65 @@ mod tests {
     }
 
     #[test]
-    fn reading_agent_messages_is_bounded() {
-        let mut r = Rd(&[0, 0, 0, 9, 1, 2]);
-        assert_eq!(r.string(), None);
-        let mut r = Rd(&[0, 0, 0, 1, 7]);
-        assert_eq!(r.string(), Some(&[7u8][..]));
-        assert_eq!(r.u32(), None);
+    fn agent_answers_are_decoded_strictly() {
+        let ed = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
+        let entry = |blob: &[u8], comment: &str| {
+            let mut v = Vec::new();
+            v.put_string(blob);
+            v.put_str(comment);
+            v
+        };
+        let answer = |n: u32, entries: &[Vec<u8>], tail: &[u8]| {
+            let mut v = Vec::new();
+            v.put_u32(n);
+            entries.iter().for_each(|e| v.extend_from_slice(e));
+            v.extend_from_slice(tail);
+            v
+        };
+        let good = entry(&ed.to_blob(), "me@host");
+        let junk = entry(b"not a key", "junk");
+        let parse = |b: &[u8]| parse_identities(&mut Reader::new(b));
+        // A key ressh cannot use is skipped; the others are kept.
+        let keys = parse(&answer(2, &[junk.clone(), good.clone()], &[])).unwrap();
+        assert_eq!(keys, vec![(ed.clone(), "me@host".to_string())]);
+        // A count larger than the entries, a string longer than the
+        // message, bytes after the last entry: all refused.
+        assert_eq!(
+            parse(&answer(3, std::slice::from_ref(&good), &[])),
+            Err(ProtoError::Truncated)
+        );
+        assert_eq!(
+            parse(&[0, 0, 0, 1, 0, 0, 0, 9, 1, 2]),
+            Err(ProtoError::Truncated)
+        );
+        assert_eq!(
+            parse(&answer(1, std::slice::from_ref(&good), &[0])),
+            Err(ProtoError::TrailingData)
+        );
+        // A huge count is bounded by the message, not allocated for.
+        assert_eq!(
+            parse(&answer(u32::MAX, &[], &[])),
+            Err(ProtoError::Truncated)
+        );
+        // More keys than ressh uses: the rest are read but not kept.
+        let many: Vec<Vec<u8>> = (0..MAX_AGENT_KEYS + 1).map(|_| good.clone()).collect();
+        let n = many.len() as u32;
+        assert_eq!(parse(&answer(n, &many, &[])).unwrap().len(), MAX_AGENT_KEYS);
+
+        let mut sig = Vec::new();
+        sig.put_string(b"signature");
+        assert_eq!(
+            parse_signature(&mut Reader::new(&sig)).unwrap(),
+            b"signature"
+        );
+        sig.push(0);
+        assert_eq!(
+            parse_signature(&mut Reader::new(&sig)),
+            Err(ProtoError::TrailingData)
+        );
+        assert_eq!(
+            parse_signature(&mut Reader::new(&[0, 0, 1])),
+            Err(ProtoError::Truncated)
+        );
     }
 }

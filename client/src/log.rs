@@ -4,8 +4,12 @@
 //! so a full pipe is waited for instead of panicking as `eprintln!` would.
 
 use std::fmt;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use crate::fdio::write_all_quietly;
 
 /// ssh's LogLevel values, in increasing verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,7 +54,8 @@ impl Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-static LOG_FD: AtomicI32 = AtomicI32::new(2);
+/// The -E file; None: stderr.
+static LOG_FILE: OnceLock<File> = OnceLock::new();
 
 pub fn set_level(l: Level) {
     LEVEL.store(l as u8, Ordering::Relaxed);
@@ -64,40 +69,20 @@ pub fn enabled(l: Level) -> bool {
     l <= level()
 }
 
-/// Sends log lines to `fd` (the -E file) instead of stderr.
-pub fn set_fd(fd: RawFd) {
-    LOG_FD.store(fd, Ordering::Relaxed);
+/// Sends log lines to `file` (the -E file) instead of stderr.
+pub fn set_file(file: File) {
+    let _ = LOG_FILE.set(file);
 }
 
 /// Whether log lines go to stderr (no -E file).
 pub fn on_stderr() -> bool {
-    LOG_FD.load(Ordering::Relaxed) == 2
+    LOG_FILE.get().is_none()
 }
 
-/// Writes all of `buf` to `fd`, waiting out EAGAIN; errors are dropped.
-pub fn write_all_fd(fd: RawFd, mut buf: &[u8]) {
-    while !buf.is_empty() {
-        // SAFETY: buf is a valid slice; fd is only written to.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n > 0 {
-            buf = &buf[n as usize..];
-            continue;
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => {
-                let mut p = libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, 1000) };
-            }
-            _ => return,
-        }
-    }
+/// Writes all of `buf` to stderr, waiting out a full pipe; errors are
+/// dropped.
+pub fn write_stderr(buf: &[u8]) {
+    write_all_quietly(std::io::stderr().as_fd(), buf);
 }
 
 /// One diagnostic line with `prefix`; the line ends in CR LF while the
@@ -120,7 +105,10 @@ pub fn emit(prefix: &str, args: fmt::Arguments<'_>) {
     } else {
         "\n"
     });
-    write_all_fd(LOG_FD.load(Ordering::Relaxed), clean.as_bytes());
+    match LOG_FILE.get() {
+        Some(f) => write_all_quietly(f.as_fd(), clean.as_bytes()),
+        None => write_stderr(clean.as_bytes()),
+    }
 }
 
 /// Writes text as is (a banner, a prompt's preamble), converting newlines
@@ -131,7 +119,7 @@ pub fn raw_text(text: &str) {
     } else {
         text.to_string()
     };
-    write_all_fd(2, text.as_bytes());
+    write_stderr(text.as_bytes());
 }
 
 #[macro_export]

@@ -17,10 +17,9 @@ mod log;
 mod session;
 mod sig;
 mod socks;
+mod sys;
 mod transport;
 mod tty;
-
-use std::os::fd::IntoRawFd;
 
 use config::{RequestTty, SessionType};
 use session::{Plan, Quit, Session};
@@ -34,7 +33,7 @@ fn version() -> String {
 }
 
 fn die(msg: &str) -> ! {
-    log::write_all_fd(2, format!("{msg}\n").as_bytes());
+    log::write_stderr(format!("{msg}\n").as_bytes());
     std::process::exit(255)
 }
 
@@ -87,7 +86,7 @@ fn main() {
         Err(e) => die(&e.0),
     };
     if a.version {
-        log::write_all_fd(2, format!("{}\n", version()).as_bytes());
+        log::write_stderr(format!("{}\n", version()).as_bytes());
         std::process::exit(0);
     }
     if a.destination.is_none() {
@@ -120,7 +119,7 @@ fn main() {
             .append(true)
             .open(f)
         {
-            Ok(file) => log::set_fd(file.into_raw_fd()),
+            Ok(file) => log::set_file(file),
             Err(e) => die(&format!("ressh: cannot open log file {f}: {e}")),
         }
     }

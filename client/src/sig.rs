@@ -4,7 +4,7 @@
 //! path, so the terminal is restored.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,8 +16,8 @@ pub struct Signals {
     winch: Arc<AtomicBool>,
     /// SIGUSR2: reconnect now.
     usr2: Arc<AtomicBool>,
-    /// The terminating signal received, if any.
-    term: Arc<std::sync::atomic::AtomicI32>,
+    /// SIGINT, SIGTERM, SIGHUP, SIGQUIT: whether each was received.
+    term: Vec<(i32, Arc<AtomicBool>)>,
 }
 
 static SIGNALS: OnceLock<Signals> = OnceLock::new();
@@ -31,21 +31,17 @@ pub fn install() -> std::io::Result<&'static Signals> {
     rx.set_nonblocking(true)?;
     tx.set_nonblocking(true)?;
     let winch = Arc::new(AtomicBool::new(false));
-    let term = Arc::new(std::sync::atomic::AtomicI32::new(0));
     signal_hook::flag::register(SIGWINCH, winch.clone())?;
     signal_hook::low_level::pipe::register(SIGWINCH, tx.try_clone()?)?;
     let usr2 = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(SIGUSR2, usr2.clone())?;
     signal_hook::low_level::pipe::register(SIGUSR2, tx.try_clone()?)?;
+    let mut term = Vec::new();
     for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
-        let t = term.clone();
-        // SAFETY: the handler only stores into an atomic (async-signal-safe).
-        unsafe {
-            signal_hook::low_level::register(sig, move || {
-                t.store(sig, Ordering::SeqCst);
-            })?;
-        }
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(sig, flag.clone())?;
         signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+        term.push((sig, flag));
     }
     let _ = SIGNALS.set(Signals {
         wake_rx: rx,
@@ -54,6 +50,13 @@ pub fn install() -> std::io::Result<&'static Signals> {
         term,
     });
     Ok(SIGNALS.get().expect("set above"))
+}
+
+/// Stops ressh as SIGTSTP's default action would (the ~^Z escape).
+pub fn stop_self() {
+    if let Err(e) = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTSTP) {
+        crate::debug1!("cannot stop: {e}");
+    }
 }
 
 /// The installed signals, if [`install`] ran.
@@ -65,6 +68,11 @@ impl Signals {
     /// The descriptor that becomes readable when a signal arrives.
     pub fn fd(&self) -> RawFd {
         self.wake_rx.as_raw_fd()
+    }
+
+    /// The same descriptor, borrowed (for poll(2)).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.wake_rx.as_fd()
     }
 
     /// Empties the wake-up socket.
@@ -89,9 +97,7 @@ impl Signals {
 
     /// The terminating signal received, if any (it stays set).
     pub fn terminated(&self) -> Option<i32> {
-        match self.term.load(Ordering::SeqCst) {
-            0 => None,
-            s => Some(s),
-        }
+        let mut got = self.term.iter().filter(|(_, f)| f.load(Ordering::SeqCst));
+        got.next().map(|(sig, _)| *sig)
     }
 }

@@ -5,15 +5,20 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::unistd::Pid;
+
 use crate::args;
 use crate::config::{Config, Family};
+use crate::fdio::set_nonblocking;
 use crate::log::Level;
 
 /// What [`Transport::tcp_progress`] reads from the kernel.
@@ -63,15 +68,6 @@ pub enum Transport {
     },
 }
 
-fn set_nonblocking(fd: i32) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 impl Transport {
     /// The TCP endpoints (none through a proxy command).
     pub fn tcp_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
@@ -85,16 +81,9 @@ impl Transport {
     /// is dead, without waiting for TCP's own many-minute timeout.
     pub fn set_user_timeout(&self, t: Duration) {
         if let Transport::Tcp { sock, .. } = self {
-            let ms = t.as_millis().min(u32::MAX as u128) as libc::c_uint;
-            // SAFETY: setsockopt with a valid pointer to a c_uint.
-            unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_USER_TIMEOUT,
-                    (&ms as *const libc::c_uint).cast(),
-                    std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-                );
+            let ms = t.as_millis().min(u32::MAX as u128) as u32;
+            if let Err(e) = setsockopt(sock, sockopt::TcpUserTimeout, &ms) {
+                crate::debug1!("TCP_USER_TIMEOUT: {e}");
             }
         }
     }
@@ -106,22 +95,8 @@ impl Transport {
         let Transport::Tcp { sock, .. } = self else {
             return None;
         };
-        // SAFETY: tcp_info is plain old data; getsockopt writes at most
-        // `len` bytes into it and sets `len` to what it wrote.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let r = unsafe {
-            libc::getsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            )
-        };
-        // Older kernels fill less; tcpi_notsent_bytes is the last field read.
-        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_notsent_bytes) + 4;
-        (r == 0 && len as usize >= needed).then(|| TcpProgress {
+        let info = crate::sys::tcp_info(sock)?;
+        Some(TcpProgress {
             since_ack: Duration::from_millis(info.tcpi_last_ack_recv.into()),
             in_flight: info.tcpi_unacked,
             not_sent: info.tcpi_notsent_bytes,
@@ -201,8 +176,8 @@ impl Transport {
         };
         match child.try_wait() {
             Ok(None) => {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+                // Our own child, not yet reaped: its pid names it.
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP);
                 for _ in 0..50 {
                     if let Ok(Some(_)) = child.try_wait() {
                         return;
@@ -215,16 +190,9 @@ impl Transport {
             Ok(Some(_)) => {}
             Err(_) => {
                 if let Some(fd) = pidfd.take() {
-                    // SAFETY: pidfd_send_signal on our pidfd; no siginfo.
-                    unsafe {
-                        libc::syscall(
-                            libc::SYS_pidfd_send_signal,
-                            fd.as_raw_fd(),
-                            libc::SIGHUP,
-                            std::ptr::null::<libc::siginfo_t>(),
-                            0,
-                        )
-                    };
+                    if let Err(e) = crate::sys::pidfd_send_signal(fd.as_fd(), libc::SIGHUP) {
+                        crate::debug1!("cannot hang up the proxy command: {e}");
+                    }
                 }
             }
         }
@@ -269,19 +237,14 @@ fn spawn(mut cmd: Command, desc: String) -> Result<Transport, DialError> {
     let mut child = cmd
         .spawn()
         .map_err(|e| DialError(format!("proxy command failed to start: {e}")))?;
-    // SAFETY: pidfd_open of our own child, not yet waited for, so the pid
-    // names it; the result is checked.
-    let pidfd = match unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } {
-        fd if fd >= 0 => Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        _ => None,
-    };
+    // Not yet waited for: the pid names our child.
+    let pidfd = crate::sys::pidfd_open(child.id());
     let wr = child.stdin.take().expect("piped");
     let rd = child.stdout.take().expect("piped");
-    // SAFETY: the fds come from the child's pipes, owned and not used elsewhere.
-    let wr = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(wr.into_raw_fd())) };
-    let rd = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(rd.into_raw_fd())) };
-    set_nonblocking(wr.as_raw_fd()).map_err(|e| DialError(e.to_string()))?;
-    set_nonblocking(rd.as_raw_fd()).map_err(|e| DialError(e.to_string()))?;
+    let wr = std::fs::File::from(OwnedFd::from(wr));
+    let rd = std::fs::File::from(OwnedFd::from(rd));
+    set_nonblocking(&wr).map_err(|e| DialError(e.to_string()))?;
+    set_nonblocking(&rd).map_err(|e| DialError(e.to_string()))?;
     Ok(Transport::Command {
         child,
         pidfd,

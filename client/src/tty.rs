@@ -3,6 +3,7 @@
 //!
 //! The saved settings live in a process-wide slot so that the panic hook,
 //! the signal path and normal exit all restore the same state.
+#![allow(unsafe_code)] // termios and TIOCGWINSZ on a raw descriptor, kept for the panic hook
 
 use std::io;
 use std::os::fd::RawFd;
@@ -13,13 +14,14 @@ static SAVED: Mutex<Option<(RawFd, libc::termios)>> = Mutex::new(None);
 static RAW: AtomicBool = AtomicBool::new(false);
 
 pub fn isatty(fd: RawFd) -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(fd) == 1 }
+    nix::unistd::isatty(fd).unwrap_or(false)
 }
 
 fn get_attr(fd: RawFd) -> io::Result<libc::termios> {
-    // SAFETY: termios is plain data; tcgetattr fills it.
+    // SAFETY: termios is plain old data, for which all zeroes is valid.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes one termios into `t`, which is one; a bad
+    // descriptor is an error, not undefined behaviour.
     if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -27,7 +29,7 @@ fn get_attr(fd: RawFd) -> io::Result<libc::termios> {
 }
 
 fn set_attr(fd: RawFd, t: &libc::termios) -> io::Result<()> {
-    // SAFETY: t is a valid termios.
+    // SAFETY: tcsetattr only reads the termios `t` points to, a valid one.
     if unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, t) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -125,8 +127,13 @@ impl Drop for RawGuard {
 
 /// (columns, rows, width px, height px) of the terminal on `fd`.
 pub fn window_size(fd: RawFd) -> Option<(u32, u32, u32, u32)> {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which is one.
     if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } != 0 {
         return None;
     }
@@ -163,15 +170,9 @@ mod tests {
     #[test]
     fn modes_of_a_pty_parse() {
         // A real pty pair from the kernel.
-        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
-        assert!(master >= 0);
-        unsafe {
-            assert_eq!(libc::grantpt(master), 0);
-            assert_eq!(libc::unlockpt(master), 0);
-        }
-        let name = unsafe { std::ffi::CStr::from_ptr(libc::ptsname(master)) }.to_owned();
-        let slave = unsafe { libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
-        assert!(slave >= 0);
+        let pty = nix::pty::openpty(None, None).unwrap();
+        use std::os::fd::AsRawFd;
+        let slave = pty.slave.as_raw_fd();
         let modes = terminal_modes(slave);
         let parsed = ressh_proto::msg::parse_modes(&modes).unwrap();
         assert!(parsed.iter().any(|&(op, _)| op == 53), "ECHO present");
@@ -201,9 +202,5 @@ mod tests {
             assert_eq!(get_attr(slave).unwrap().c_lflag & libc::ICANON, 0);
         }
         assert_eq!(get_attr(slave).unwrap().c_lflag, before.c_lflag);
-        unsafe {
-            libc::close(slave);
-            libc::close(master);
-        }
     }
 }

@@ -124,9 +124,9 @@ fn keyboard_interactive_wrong_answers_are_refused() {
 /// Serves one connection: keyboard-interactive with two prompts, the
 /// second echoed (the answers must be `code` and `yes`), then one exec.
 fn serve(mut sock: TcpStream, code: &'static str) -> Vec<String> {
-    let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let key = [PrivateKey::generate(KeyType::Ed25519).unwrap()];
     let mut conn =
-        Connection::server(Config::default(), Box::new(vec![key]), Instant::now()).unwrap();
+        Connection::server(Config::default(), vec![key[0].public_key()], Instant::now()).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut seen = Vec::new();
@@ -139,6 +139,9 @@ fn serve(mut sock: TcpStream, code: &'static str) -> Vec<String> {
         }
         while let Some(ev) = conn.poll_event() {
             match ev {
+                Event::SignHostKey(r) => conn
+                    .host_key_signed(r.sign_with(&key), Instant::now())
+                    .unwrap(),
                 Event::AuthRequest { attempt, .. } => match attempt {
                     AuthAttempt::KeyboardInteractive { .. } => conn
                         .auth_info_request(

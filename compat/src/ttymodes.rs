@@ -5,6 +5,7 @@
 //!
 //! The opcodes here are what the table says; the wire encoding (a byte
 //! opcode and a uint32 each, ended by TTY_OP_END) is the protocol crate's.
+#![allow(unsafe_code)] // libc cfget/cfset*speed on the libc::termios the table works on
 
 use libc::{tcflag_t, termios};
 

@@ -25,18 +25,31 @@ pub struct Args {
     pub version: bool,
 }
 
+/// A command line resshd does not take (printed with the usage, as sshd).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("unexpected argument {0}")]
+    Unexpected(String),
+    #[error("option requires an argument -- {0}")]
+    MissingValue(char),
+    #[error("Bad port number: {0}")]
+    BadPort(String),
+    #[error("illegal option -- {0}")]
+    Illegal(char),
+}
+
 impl Args {
-    pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, UsageError> {
         let mut a = Args {
             config_file: PathBuf::from("/etc/ressh/resshd_config"),
             ..Default::default()
         };
         while let Some(arg) = it.next() {
             let Some(flags) = arg.strip_prefix('-') else {
-                return Err(format!("unexpected argument {arg}"));
+                return Err(UsageError::Unexpected(arg));
             };
             if flags.is_empty() {
-                return Err("unexpected argument -".into());
+                return Err(UsageError::Unexpected(arg));
             }
             for (i, c) in flags.char_indices() {
                 match c {
@@ -58,8 +71,7 @@ impl Args {
                     'C' | 'E' | 'f' | 'h' | 'o' | 'p' => {
                         let rest = &flags[i + c.len_utf8()..];
                         let v = if rest.is_empty() {
-                            it.next()
-                                .ok_or_else(|| format!("option requires an argument -- {c}"))?
+                            it.next().ok_or(UsageError::MissingValue(c))?
                         } else {
                             rest.to_string()
                         };
@@ -73,13 +85,13 @@ impl Args {
                                 v.parse::<u16>()
                                     .ok()
                                     .filter(|p| *p != 0)
-                                    .ok_or_else(|| format!("Bad port number: {v}"))?,
+                                    .ok_or_else(|| UsageError::BadPort(v.clone()))?,
                             ),
                             _ => unreachable!(),
                         }
                         break;
                     }
-                    _ => return Err(format!("illegal option -- {c}")),
+                    _ => return Err(UsageError::Illegal(c)),
                 }
             }
         }
@@ -91,7 +103,7 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn p(s: &[&str]) -> Result<Args, String> {
+    fn p(s: &[&str]) -> Result<Args, UsageError> {
         Args::parse(s.iter().map(|x| x.to_string()))
     }
 
@@ -114,9 +126,9 @@ mod tests {
         assert_eq!(a.config_file, PathBuf::from("/tmp/c"));
         assert_eq!(a.overrides, vec!["LogLevel=DEBUG"]);
         assert_eq!(a.host_keys, vec![PathBuf::from("/k")]);
-        assert!(p(&["-x"]).is_err());
-        assert!(p(&["-p", "0"]).is_err());
-        assert!(p(&["-p"]).is_err());
+        assert_eq!(p(&["-x"]).err(), Some(UsageError::Illegal('x')));
+        assert_eq!(p(&["-p", "0"]).err(), Some(UsageError::BadPort("0".into())));
+        assert_eq!(p(&["-p"]).err(), Some(UsageError::MissingValue('p')));
         assert!(p(&["-t"]).unwrap().test);
         let a = p(&["-T", "-C", "user=alice,addr=10.0.0.1", "-i"]).unwrap();
         assert!(a.dump && a.test && a.inetd);

@@ -31,6 +31,37 @@ pub const FILLING: Duration = Duration::from_secs(5);
 /// cost more (measured with 16; see `attacks::a_replay_flood_…`).
 pub const ROUTES_PER_SESSION: usize = 1;
 
+/// What a monitor said that the table refuses: its link is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("monitor speaks broker protocol {0}, this resshd {BROKER_VERSION}")]
+    Version(u32),
+    #[error("monitor of an older resshd (no Hello)")]
+    NoHello,
+    #[error("a second Hello")]
+    SecondHello,
+    #[error("authenticated twice")]
+    AuthenticatedTwice,
+    #[error("tokens before authentication")]
+    TokensBeforeAuth,
+    #[error("claims a token of monitor {0}")]
+    ForeignToken(Pid),
+    #[error("detached before authentication")]
+    DetachedBeforeAuth,
+    #[error("a session's monitor asked to route a reconnect")]
+    RouteFromSession,
+    #[error("a second route request")]
+    SecondRoute,
+    #[error("answered for route {0}, which it does not own")]
+    NotOwner(u64),
+    #[error("answered twice for route {0}")]
+    AnsweredTwice(u64),
+    #[error("handed over a socket nobody asked for")]
+    UnaskedHandover,
+    #[error("a hand-over without exactly one socket")]
+    HandoverFds,
+}
+
 /// A message for a monitor.
 pub type Out = (Pid, FromBroker, Vec<OwnedFd>);
 
@@ -122,14 +153,14 @@ impl Broker {
     }
 
     /// Handles a message from `from`'s link. Err: a protocol violation;
-    /// drop the link (the error says why).
+    /// drop the link.
     pub fn handle(
         &mut self,
         from: Pid,
         m: ToBroker,
         fds: Vec<OwnedFd>,
         now: Instant,
-    ) -> Result<Vec<Out>, String> {
+    ) -> Result<Vec<Out>, Violation> {
         let link = self.links.entry(from).or_default();
         if !link.greeted {
             return match m {
@@ -137,30 +168,28 @@ impl Broker {
                     link.greeted = true;
                     Ok(Vec::new())
                 }
-                ToBroker::Hello { version } => Err(format!(
-                    "monitor speaks broker protocol {version}, this resshd {BROKER_VERSION}"
-                )),
-                _ => Err("monitor of an older resshd (no Hello)".into()),
+                ToBroker::Hello { version } => Err(Violation::Version(version)),
+                _ => Err(Violation::NoHello),
             };
         }
         let mut out = Vec::new();
         match m {
-            ToBroker::Hello { .. } => return Err("a second Hello".into()),
+            ToBroker::Hello { .. } => return Err(Violation::SecondHello),
             ToBroker::Authenticated { user } => {
                 if link.user.is_some() {
-                    return Err("authenticated twice".into());
+                    return Err(Violation::AuthenticatedTwice);
                 }
                 link.user = Some(user);
             }
             ToBroker::Tokens(tokens) => {
                 if link.user.is_none() {
-                    return Err("tokens before authentication".into());
+                    return Err(Violation::TokensBeforeAuth);
                 }
                 self.tokens.retain(|_, p| *p != from);
                 for t in tokens {
                     match self.tokens.get(&t) {
                         Some(owner) if *owner != from => {
-                            return Err(format!("claims a token of monitor {owner}"))
+                            return Err(Violation::ForeignToken(*owner))
                         }
                         _ => {
                             self.tokens.insert(t, from);
@@ -174,7 +203,7 @@ impl Broker {
                 grace_secs,
             } => {
                 if link.user.is_none() {
-                    return Err("detached before authentication".into());
+                    return Err(Violation::DetachedBeforeAuth);
                 }
                 if link.detached.is_none() {
                     link.detached = Some(Detached {
@@ -188,7 +217,7 @@ impl Broker {
             }
             ToBroker::Route { request, .. } if link.user.is_some() => {
                 let _ = request;
-                return Err("a session's monitor asked to route a reconnect".into());
+                return Err(Violation::RouteFromSession);
             }
             ToBroker::Route {
                 request,
@@ -196,7 +225,7 @@ impl Broker {
                 peer_port,
             } => {
                 if self.routes.values().any(|r| r.requester == from) {
-                    return Err("a second route request".into());
+                    return Err(Violation::SecondRoute);
                 }
                 let owner = self.tokens.get(&request.request.token).copied();
                 let reply = match owner {
@@ -246,10 +275,10 @@ impl Broker {
                     return Ok(out);
                 };
                 if route.owner != from {
-                    return Err(format!("answered for route {id}, which it does not own"));
+                    return Err(Violation::NotOwner(id));
                 }
                 if route.accepted {
-                    return Err(format!("answered twice for route {id}"));
+                    return Err(Violation::AnsweredTwice(id));
                 }
                 let requester = route.requester;
                 if result.is_err() {
@@ -269,12 +298,12 @@ impl Broker {
                     .iter()
                     .find(|(_, r)| r.requester == from && r.accepted)
                 else {
-                    return Err("handed over a socket nobody asked for".into());
+                    return Err(Violation::UnaskedHandover);
                 };
                 self.routes.remove(&id);
                 let owner = route.owner;
                 if fds.len() != 1 {
-                    return Err("a hand-over without exactly one socket".into());
+                    return Err(Violation::HandoverFds);
                 }
                 out.push((
                     owner,
@@ -415,17 +444,26 @@ mod tests {
         let mut b = Broker::new(t0);
         b.opened(pid(1));
         let old = ToBroker::Authenticated { user: "u".into() };
-        assert!(b.handle(pid(1), old, vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(1), old, vec![], t0).err(),
+            Some(Violation::NoHello)
+        );
         b.opened(pid(2));
         let v = ToBroker::Hello {
             version: BROKER_VERSION + 1,
         };
-        assert!(b.handle(pid(2), v, vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(2), v, vec![], t0).err(),
+            Some(Violation::Version(BROKER_VERSION + 1))
+        );
         hello(&mut b, 3, t0);
         let again = ToBroker::Hello {
             version: BROKER_VERSION,
         };
-        assert!(b.handle(pid(3), again, vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(3), again, vec![], t0).err(),
+            Some(Violation::SecondHello)
+        );
     }
 
     #[test]
@@ -446,7 +484,10 @@ mod tests {
             id: *id,
             result: Ok(()),
         };
-        assert!(b.handle(pid(30), forged, vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(30), forged, vec![], t0).err(),
+            Some(Violation::NotOwner(*id))
+        );
         let v = ToBroker::Verdict {
             id: *id,
             result: Ok(()),
@@ -516,7 +557,10 @@ mod tests {
         )
         .unwrap();
         let steal = ToBroker::Tokens(vec![vec![7; 32]]);
-        assert!(b.handle(pid(11), steal, vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(11), steal, vec![], t0).err(),
+            Some(Violation::ForeignToken(pid(10)))
+        );
         hello(&mut b, 20, t0);
         let out = b.handle(pid(20), route(7), vec![], t0).unwrap();
         assert_eq!(out[0].0, pid(10));
@@ -528,7 +572,10 @@ mod tests {
         let mut b = Broker::new(t0);
         hello(&mut b, 10, t0);
         let t = ToBroker::Tokens(vec![vec![1; 32]]);
-        assert!(b.handle(pid(10), t, vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(10), t, vec![], t0).err(),
+            Some(Violation::TokensBeforeAuth)
+        );
     }
 
     #[test]
@@ -583,7 +630,10 @@ mod tests {
             peer_addr: "198.18.0.2".into(),
             peer_port: 1,
         };
-        assert!(b.handle(pid(20), h(), vec![], t0).is_err());
+        assert_eq!(
+            b.handle(pid(20), h(), vec![], t0).err(),
+            Some(Violation::UnaskedHandover)
+        );
         hello(&mut b, 21, t0);
         let out = b.handle(pid(21), route(7), vec![], t0).unwrap();
         let [(_, FromBroker::Validate { id, .. }, _)] = &out[..] else {
@@ -592,14 +642,20 @@ mod tests {
         let id = *id;
         // Not before the owner accepted.
         let (s, _) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert!(b.handle(pid(21), h(), vec![s.into()], t0).is_err());
+        assert_eq!(
+            b.handle(pid(21), h(), vec![s.into()], t0).err(),
+            Some(Violation::UnaskedHandover)
+        );
         let mut b = Broker::new(t0);
         session(&mut b, 10, "alice", 7, t0);
         hello(&mut b, 21, t0);
         b.handle(pid(21), route(7), vec![], t0).unwrap();
         let ok = || ToBroker::Verdict { id, result: Ok(()) };
         b.handle(pid(10), ok(), vec![], t0).unwrap();
-        assert!(b.handle(pid(10), ok(), vec![], t0).is_err(), "twice");
+        assert_eq!(
+            b.handle(pid(10), ok(), vec![], t0).err(),
+            Some(Violation::AnsweredTwice(id))
+        );
         // More attempts at the same session are routed beside it, up to a
         // bound; past it they are told to try again.
         for p in 1..ROUTES_PER_SESSION as i32 {

@@ -35,7 +35,68 @@ use ressh_proto::keys::PrivateKey;
 
 use args::Args;
 use broker::Broker;
+use ressh_monitor::config::ConfigError;
 use startups::{Class, Startups};
+
+/// Why resshd cannot start or go on: logged, and resshd exits 1.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Sys(#[from] nix::Error),
+    #[error("{call}: {source}")]
+    Call {
+        call: &'static str,
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] ressh_proto::Error),
+    /// An operation on a named file or socket (the text names it).
+    #[error("{what}: {source}")]
+    At {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("Bind to port {} on {} failed: {source}.", addr.port(), addr.ip())]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("Cannot bind any address.")]
+    NoListener,
+    #[error("no hostkeys available -- exiting.")]
+    NoHostKeys,
+    #[error("Privilege separation user {0} does not exist")]
+    NoPrivsepUser(String),
+    #[error("{} must be a directory owned by root and not group or world-writable", .0.display())]
+    PrivsepDirUnsafe(PathBuf),
+    #[error("{} must be empty", .0.display())]
+    PrivsepDirNotEmpty(PathBuf),
+    #[error("BrokerSocket {} belongs to a running resshd; give this instance a BrokerSocket of its own", .0.display())]
+    BrokerSocketTaken(PathBuf),
+    #[error("Invalid test mode specification {0}")]
+    BadConnectionSpec(String),
+    #[error("Invalid -C port {0}")]
+    BadConnectionSpecPort(String),
+    #[error("re-exec failed: {0}")]
+    Reexec(std::io::Error),
+}
+
+/// `call` names the system call that failed.
+fn call(call: &'static str) -> impl FnOnce(nix::Error) -> Error {
+    move |source| Error::Call { call, source }
+}
+
+/// `what` names the file or socket an io error is about.
+fn at(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::At {
+        what: what.to_string(),
+        source,
+    }
+}
 
 fn main() -> ExitCode {
     // Descriptors beyond stdin, stdout and stderr that resshd was started
@@ -75,14 +136,14 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            e.lines().for_each(log::error);
+            e.to_string().lines().for_each(log::error);
             ExitCode::from(1)
         }
     }
 }
 
-fn load_config(args: &Args) -> Result<Config, String> {
-    let config = Config::load(&args.config_file, &args.overrides).map_err(|e| e.to_string())?;
+fn load_config(args: &Args) -> Result<Config, Error> {
+    let config = Config::load(&args.config_file, &args.overrides)?;
     for w in config.warnings() {
         eprintln!("resshd: {w}");
     }
@@ -92,10 +153,10 @@ fn load_config(args: &Args) -> Result<Config, String> {
 fn load_host_keys(paths: &[PathBuf]) -> Vec<PrivateKey> {
     let mut keys = Vec::new();
     for p in paths {
-        match std::fs::read(p)
-            .map_err(|e| e.to_string())
-            .and_then(|b| PrivateKey::from_openssh_pem(&b).map_err(|e| e.to_string()))
-        {
+        let key = std::fs::read(p)
+            .map_err(Error::from)
+            .and_then(|b| Ok(PrivateKey::from_openssh_pem(&b)?));
+        match key {
             Ok(k) => keys.push(k),
             Err(e) => log::error(&format!("Unable to load host key \"{}\": {e}", p.display())),
         }
@@ -117,7 +178,7 @@ fn worker_path(name: &str) -> PathBuf {
 }
 
 /// Checks (and, unless only testing, creates) the privsep setup.
-fn privsep(settings: &Settings, create: bool) -> Result<Privsep, String> {
+fn privsep(settings: &Settings, create: bool) -> Result<Privsep, Error> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(Privsep::Unprivileged {
             uid: nix::unistd::getuid().as_raw(),
@@ -127,7 +188,7 @@ fn privsep(settings: &Settings, create: bool) -> Result<Privsep, String> {
     let user = nix::unistd::User::from_name(name)
         .ok()
         .flatten()
-        .ok_or_else(|| format!("Privilege separation user {name} does not exist"))?;
+        .ok_or_else(|| Error::NoPrivsepUser(name.clone()))?;
     let dir = settings.privilege_separation_directory.clone();
     if !dir.exists() {
         if !create {
@@ -137,25 +198,17 @@ fn privsep(settings: &Settings, create: bool) -> Result<Privsep, String> {
                 chroot: dir,
             });
         }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(at(format!("cannot create {}", dir.display())))?;
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(at(dir.display()))?;
     }
-    let md = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let md = std::fs::metadata(&dir).map_err(at(dir.display()))?;
     use std::os::unix::fs::MetadataExt;
     if md.uid() != 0 || md.mode() & 0o022 != 0 || !md.is_dir() {
-        return Err(format!(
-            "{} must be a directory owned by root and not group or world-writable",
-            dir.display()
-        ));
+        return Err(Error::PrivsepDirUnsafe(dir));
     }
-    if std::fs::read_dir(&dir)
-        .map_err(|e| e.to_string())?
-        .next()
-        .is_some()
-    {
-        return Err(format!("{} must be empty", dir.display()));
+    if std::fs::read_dir(&dir)?.next().is_some() {
+        return Err(Error::PrivsepDirNotEmpty(dir));
     }
     Ok(Privsep::Root {
         uid: user.uid.as_raw(),
@@ -164,11 +217,10 @@ fn privsep(settings: &Settings, create: bool) -> Result<Privsep, String> {
     })
 }
 
-fn bind(settings: &Settings) -> Result<Vec<TcpListener>, String> {
+fn bind(settings: &Settings) -> Result<Vec<TcpListener>, Error> {
     let mut out = Vec::new();
-    for addr in settings.listen_socket_addrs().map_err(|e| e.to_string())? {
-        let l = listen(addr)
-            .map_err(|e| format!("Bind to port {} on {} failed: {e}.", addr.port(), addr.ip()))?;
+    for addr in settings.listen_socket_addrs()? {
+        let l = listen(addr).map_err(|source| Error::Bind { addr, source })?;
         log::info(&format!(
             "Server listening on {} port {}.",
             addr.ip(),
@@ -177,7 +229,7 @@ fn bind(settings: &Settings) -> Result<Vec<TcpListener>, String> {
         out.push(l);
     }
     if out.is_empty() {
-        return Err("Cannot bind any address.".into());
+        return Err(Error::NoListener);
     }
     Ok(out)
 }
@@ -209,21 +261,21 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-fn daemonize() -> Result<(), String> {
+#[allow(unsafe_code)] // fork(2)
+fn daemonize() -> Result<(), Error> {
     // SAFETY: single-threaded here; the parent exits at once.
-    match unsafe { fork() }.map_err(|e| e.to_string())? {
+    match unsafe { fork() }? {
         ForkResult::Parent { .. } => std::process::exit(0),
         ForkResult::Child => {}
     }
-    nix::unistd::setsid().map_err(|e| e.to_string())?;
-    std::env::set_current_dir("/").map_err(|e| e.to_string())?;
+    nix::unistd::setsid()?;
+    std::env::set_current_dir("/")?;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/null")
-        .map_err(|e| e.to_string())?;
-    nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| e.to_string())?;
-    nix::unistd::dup2(null.as_raw_fd(), 1).map_err(|e| e.to_string())?;
+        .open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    nix::unistd::dup2(null.as_raw_fd(), 1)?;
     Ok(())
 }
 
@@ -236,30 +288,19 @@ struct Signals {
 const SIGS: [i32; 3] = [libc::SIGCHLD, libc::SIGHUP, libc::SIGTERM];
 
 impl Signals {
-    fn install() -> Result<Signals, String> {
-        let (r, w) = UnixStream::pair().map_err(|e| e.to_string())?;
-        r.set_nonblocking(true).map_err(|e| e.to_string())?;
-        w.set_nonblocking(true).map_err(|e| e.to_string())?;
+    fn install() -> Result<Signals, Error> {
+        let (r, w) = UnixStream::pair()?;
+        r.set_nonblocking(true)?;
+        w.set_nonblocking(true)?;
         let mut ids = Vec::new();
         let flags = SIGS.map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
         for (i, s) in SIGS.iter().enumerate() {
-            ids.push(signal_hook::flag::register(*s, flags[i].clone()).map_err(|e| e.to_string())?);
-            ids.push(
-                signal_hook::low_level::pipe::register(
-                    *s,
-                    w.try_clone().map_err(|e| e.to_string())?,
-                )
-                .map_err(|e| e.to_string())?,
-            );
+            ids.push(signal_hook::flag::register(*s, flags[i].clone())?);
+            ids.push(signal_hook::low_level::pipe::register(*s, w.try_clone()?)?);
         }
         // SIGINT terminates like SIGTERM.
-        ids.push(
-            signal_hook::flag::register(libc::SIGINT, flags[2].clone())
-                .map_err(|e| e.to_string())?,
-        );
-        ids.push(
-            signal_hook::low_level::pipe::register(libc::SIGINT, w).map_err(|e| e.to_string())?,
-        );
+        ids.push(signal_hook::flag::register(libc::SIGINT, flags[2].clone())?);
+        ids.push(signal_hook::low_level::pipe::register(libc::SIGINT, w)?);
         Ok(Signals {
             pipe: r,
             ids,
@@ -272,6 +313,7 @@ impl Signals {
     }
 
     /// In a forked child: back to default dispositions.
+    #[allow(unsafe_code)] // signal(2) back to SIG_DFL
     fn uninstall(self) {
         for id in self.ids {
             signal_hook::low_level::unregister(id);
@@ -283,22 +325,22 @@ impl Signals {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn run(args: Args) -> Result<(), Error> {
     if let Some(path) = &args.log_file {
         // Every process (monitors and workers) inherits stderr: all log here.
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-        nix::unistd::dup2(f.as_raw_fd(), 2).map_err(|e| e.to_string())?;
+            .map_err(at(format!("cannot open log file {}", path.display())))?;
+        nix::unistd::dup2(f.as_raw_fd(), 2)?;
     }
     let config = load_config(&args)?;
     let mut settings = config.global();
     apply_command_line(&mut settings, &args);
     let host_keys = load_host_keys(&settings.host_keys);
     if host_keys.is_empty() {
-        return Err("no hostkeys available -- exiting.".into());
+        return Err(Error::NoHostKeys);
     }
     if !args.debug && !args.quiet {
         use ressh_monitor::config::LogLevel as L;
@@ -376,12 +418,12 @@ fn apply_command_line(settings: &mut Settings, args: &Args) {
 
 /// sshd's -C connection specification: `user=`, `host=`, `addr=`,
 /// `laddr=`, `lport=`, `rdomain=`, comma-separated.
-fn parse_connection_spec(spec: &str) -> Result<MatchContext, String> {
+fn parse_connection_spec(spec: &str) -> Result<MatchContext, Error> {
     let mut ctx = MatchContext::default();
     for item in spec.split(',') {
         let (k, v) = item
             .split_once('=')
-            .ok_or_else(|| format!("Invalid test mode specification {item}"))?;
+            .ok_or_else(|| Error::BadConnectionSpec(item.into()))?;
         match k {
             "user" => {
                 ctx.groups = nix::unistd::User::from_name(v)
@@ -405,13 +447,13 @@ fn parse_connection_spec(spec: &str) -> Result<MatchContext, String> {
             "addr" => {
                 ctx.addr = Some(
                     v.parse()
-                        .map_err(|_| format!("Invalid test mode specification {item}"))?,
+                        .map_err(|_| Error::BadConnectionSpec(item.into()))?,
                 )
             }
             "laddr" => {
                 ctx.local_addr = Some(
                     v.parse()
-                        .map_err(|_| format!("Invalid test mode specification {item}"))?,
+                        .map_err(|_| Error::BadConnectionSpec(item.into()))?,
                 )
             }
             "lport" => {
@@ -419,11 +461,11 @@ fn parse_connection_spec(spec: &str) -> Result<MatchContext, String> {
                     v.parse()
                         .ok()
                         .filter(|p| *p != 0)
-                        .ok_or_else(|| format!("Invalid -C port {v}"))?,
+                        .ok_or_else(|| Error::BadConnectionSpecPort(v.into()))?,
                 )
             }
             "rdomain" => {}
-            _ => return Err(format!("Invalid test mode specification {item}")),
+            _ => return Err(Error::BadConnectionSpec(item.into())),
         }
     }
     Ok(ctx)
@@ -486,7 +528,7 @@ fn inetd(
     settings: Settings,
     host_keys: Vec<PrivateKey>,
     privsep: Privsep,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let (sock, peer, local) = inetd_socket()?;
     let ctx = context(&settings, config, host_keys, privsep);
     let code = ressh_monitor::monitor::run(&ctx, sock, peer, local);
@@ -495,7 +537,8 @@ fn inetd(
 
 /// The connection's socket and addresses; 0.0.0.0 port 0 where stdin is
 /// no TCP socket.
-fn inetd_socket() -> Result<(OwnedFd, SocketAddr, SocketAddr), String> {
+#[allow(unsafe_code)] // adopting stdin (the inetd socket) and fork(2)
+fn inetd_socket() -> Result<(OwnedFd, SocketAddr, SocketAddr), Error> {
     use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
     use nix::sys::stat::{fstat, SFlag};
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -511,10 +554,9 @@ fn inetd_socket() -> Result<(OwnedFd, SocketAddr, SocketAddr), String> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/null")
-        .map_err(|e| e.to_string())?;
+        .open("/dev/null")?;
     if is_sock(0) && same {
-        let fd = nix::unistd::dup(0).map_err(|e| format!("dup: {e}"))?;
+        let fd = nix::unistd::dup(0).map_err(call("dup"))?;
         // SAFETY: dup just made this descriptor for us.
         let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let addr = |a: Option<SockaddrStorage>| {
@@ -535,9 +577,9 @@ fn inetd_socket() -> Result<(OwnedFd, SocketAddr, SocketAddr), String> {
         }
         return Ok((sock, peer, local));
     }
-    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (ours, theirs) = UnixStream::pair().map_err(at("socketpair"))?;
     // SAFETY: single-threaded here; the child only relays bytes and exits.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { fork() }.map_err(call("fork"))? {
         ForkResult::Child => {
             drop(ours);
             relay_stdio(theirs);
@@ -570,6 +612,7 @@ fn relay_stdio(sock: UnixStream) -> ! {
 /// Copies from `from` to `to` until EOF or an error, with plain reads and
 /// writes (std's copy splices, and a splice from a pipe into a Unix socket
 /// can wait for more input before it delivers what it has).
+#[allow(unsafe_code)] // read(2)/write(2) on raw descriptors
 fn pump(from: i32, to: i32) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -586,6 +629,7 @@ fn pump(from: i32, to: i32) {
         }
         let mut off = 0;
         while off < n as usize {
+            // SAFETY: buf[off..] holds at least n - off initialised bytes.
             let w = unsafe { libc::write(to, buf[off..].as_ptr().cast(), n as usize - off) };
             if w < 0 {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -601,30 +645,36 @@ fn pump(from: i32, to: i32) {
 /// Binds the broker socket that monitors connect to (root-only). A stale
 /// socket of an earlier resshd is replaced: its monitors reconnect here;
 /// a live one is refused.
-fn broker_listener(path: &Path) -> Result<UnixListener, String> {
+fn broker_listener(path: &Path) -> Result<UnixListener, Error> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(at(dir.display()))?;
     }
     // A socket a live resshd still answers on is its, not ours to take:
     // its sessions would lose their reconnects. One nobody answers on is
     // left by a resshd that stopped (or by ourselves before SIGHUP).
     if UnixStream::connect(path).is_ok() {
-        return Err(format!(
-            "BrokerSocket {} belongs to a running resshd; give this instance a BrokerSocket of its own",
-            path.display()
-        ));
+        return Err(Error::BrokerSocketTaken(path.into()));
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(at(path.display())(e)),
     }
-    let l =
-        UnixListener::bind(path).map_err(|e| format!("broker socket {}: {e}", path.display()))?;
+    let l = UnixListener::bind(path).map_err(at(format!("broker socket {}", path.display())))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        .map_err(at(path.display()))?;
+    l.set_nonblocking(true)?;
     Ok(l)
+}
+
+/// Why a monitor's link ends.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Ipc(#[from] ressh_ipc::Error),
+    /// The monitor broke the broker's protocol.
+    #[error(transparent)]
+    Broker(#[from] broker::Violation),
 }
 
 /// A monitor's link: what it sends is read when poll(2) says so; what we
@@ -660,18 +710,19 @@ fn random() -> u32 {
     u32::from_ne_bytes(r) % 10_000
 }
 
+#[allow(unsafe_code)] // fork(2) of the listener's child
 fn serve(
     ctx: &Context,
     settings: &Settings,
     listeners: Vec<TcpListener>,
     broker_sock: UnixListener,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let signals = Signals::install()?;
     // The broker keeps a link to every session's monitor: thousands of
     // descriptors on a busy server. Its own soft limit goes up to the hard
     // one; each monitor puts the inherited one back before anything else.
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let nofile = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    let nofile = getrlimit(Resource::RLIMIT_NOFILE)?;
     let _ = setrlimit(Resource::RLIMIT_NOFILE, nofile.1, nofile.1);
     // Connections forked by this resshd and not yet authenticated, for
     // MaxStartups, PerSourceMaxStartups and the reconnects' budget.
@@ -726,7 +777,7 @@ fn serve(
         match poll(&mut fds, t) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(call("poll")(e)),
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
@@ -763,10 +814,8 @@ fn serve(
             }
             let Some(link) = links.get(p) else { continue };
             let result = match link.ep.recv::<ToBroker>() {
-                Ok((m, fds)) => broker.handle(*p, m, fds, now),
-                // Closed: the monitor is exiting.
-                Err(ressh_ipc::Error::Closed) => Err(String::new()),
-                Err(e) => Err(e.to_string()),
+                Ok((m, fds)) => broker.handle(*p, m, fds, now).map_err(LinkError::from),
+                Err(e) => Err(LinkError::from(e)),
             };
             match result {
                 Ok(o) => {
@@ -778,7 +827,8 @@ fn serve(
                     outs.extend(o);
                 }
                 Err(why) => {
-                    if !why.is_empty() {
+                    // Closed: the monitor is exiting, nothing to report.
+                    if !matches!(why, LinkError::Ipc(ressh_ipc::Error::Closed)) {
                         log::error(&format!("broker: monitor {p}: {why}; link dropped"));
                     }
                     drop_link(&mut links, &mut broker, &mut children, *p);
@@ -1061,11 +1111,11 @@ fn reap(children: &mut Startups) {
     }
 }
 
-fn reexec() -> Result<(), String> {
+fn reexec() -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe()?;
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .exec();
-    Err(format!("re-exec failed: {err}"))
+    Err(Error::Reexec(err))
 }

@@ -19,6 +19,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 
+use nix::time::{clock_gettime, ClockId};
+
 /// Sends `state` (newline-separated `VAR=value` assignments) to the
 /// service manager. Ok(false) when not run by one (`$NOTIFY_SOCKET` unset).
 pub fn notify(state: &str) -> io::Result<bool> {
@@ -53,13 +55,10 @@ fn send_to(addr: &OsStr, state: &str) -> io::Result<()> {
 
 /// CLOCK_MONOTONIC in microseconds, as `MONOTONIC_USEC=` wants it.
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to the pointer we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    // CLOCK_MONOTONIC can always be read.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000
+    })
 }
 
 fn report(what: &str, r: io::Result<bool>) {

@@ -17,6 +17,8 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg};
+
 use common::{
     children, comm, descendants_named, describe, fd_targets, run_ssh, wait_for, Bg, Login, Server,
 };
@@ -81,13 +83,12 @@ fn a_descriptor_resshd_was_started_with_reaches_no_process() {
     let dir = TempDir::new("fds-stray");
     let marker = dir.join("stray-descriptor");
     let f = fs::File::create(&marker).unwrap();
-    // SAFETY: F_DUPFD on a descriptor we own; the copy is not close-on-exec.
-    let stray = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD, 500) };
-    assert!(stray >= 500, "F_DUPFD: {}", std::io::Error::last_os_error());
+    // A copy that is not close-on-exec.
+    let stray = fcntl(f.as_raw_fd(), FcntlArg::F_DUPFD(500)).expect("F_DUPFD");
+    assert!(stray >= 500, "F_DUPFD: {stray}");
     let srv = Server::start("");
     // resshd has it (or had it): only this test's copy may go now.
-    // SAFETY: closing the copy made above, used by nobody else.
-    unsafe { libc::close(stray) };
+    nix::unistd::close(stray).unwrap();
     drop(f);
     let login = Login::new("fdstray");
     let s = scene(&srv, &login, "sleep 60; true");

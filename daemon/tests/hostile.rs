@@ -8,11 +8,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::{
     descendants_named, describe, read_until_closed, text, wait_for, LiveSession, Login, Server,
 };
+use ressh_ipc::msg::{ToBroker, BROKER_VERSION};
+use ressh_ipc::Endpoint;
 use ressh_testkit::{require_root, run_timeout};
 
 /// Connects and reads the server's version line.
@@ -257,6 +260,47 @@ fn past_max_startups_connections_are_dropped_and_service_recovers() {
     assert_eq!(srv.exec_ok(&login, "echo recovered"), "recovered\n");
     let out = live.finish(b"hi\n");
     assert_eq!(text(&out.stdout), "got hi\n", "{}", describe(&out));
+    srv.assert_healthy();
+}
+
+/// The broker tells a monitor that closes its link (it exits with its
+/// connection) from one that breaks the broker's protocol by the kind of
+/// error: only the second is logged, with its link dropped.
+#[test]
+fn the_broker_logs_a_monitor_that_breaks_its_protocol_not_one_that_exits() {
+    require_root();
+    let login = Login::new("brlink");
+    let srv = Server::start("");
+    // A real monitor links to the broker and exits when the login ends.
+    assert_eq!(srv.exec_ok(&login, "echo done"), "done\n");
+    wait_for(
+        "the login's monitor to exit",
+        Duration::from_secs(15),
+        || srv.monitors().is_empty().then_some(()),
+        || srv.log(),
+    );
+    // Then links of this process, one after the other, each greeting
+    // twice; the second is processed after the monitor's link closed.
+    let hello = ToBroker::Hello {
+        version: BROKER_VERSION,
+    };
+    for n in 1..=2 {
+        let link = UnixStream::connect(srv.resshd.broker_socket()).unwrap();
+        let ep = Endpoint::from_fd(link.into());
+        ep.send(&hello, &[]).unwrap();
+        ep.send(&hello, &[]).unwrap();
+        srv.wait_log("the broker dropping a link", Duration::from_secs(15), |l| {
+            l.matches("link dropped").count() >= n
+        });
+    }
+    let log = srv.log();
+    let dropped: Vec<&str> = log.lines().filter(|l| l.contains("link dropped")).collect();
+    let ours = format!(
+        "broker: monitor {}: a second Hello; link dropped",
+        std::process::id()
+    );
+    assert_eq!(dropped.len(), 2, "{log}");
+    assert!(dropped.iter().all(|l| l.ends_with(&ours)), "{log}");
     srv.assert_healthy();
 }
 

@@ -9,6 +9,8 @@
 //! credentials change, so there is no window between exec and
 //! [`forbid_tracing`] in which the user could attach.
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::resource::{getrlimit, Resource};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
 
 /// Becomes `uid`/`gid` with the supplementary `groups`, irrevocably.
@@ -38,6 +40,7 @@ pub fn forbid_tracing() -> Result<(), String> {
 }
 
 /// PR_SET_DUMPABLE 0, also where fs.suid_dumpable would leave it set.
+#[allow(unsafe_code)] // prctl(2)
 pub fn non_dumpable() -> Result<(), String> {
     // SAFETY: prctl with constant arguments has no memory effects.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
@@ -118,11 +121,11 @@ mod tests {
 /// which reports a failed exec to the parent, working.
 pub fn cloexec_from(lowest: i32) -> std::io::Result<()> {
     close_range(lowest, libc::CLOSE_RANGE_CLOEXEC, |fd| {
-        // SAFETY: fcntl on an integer descriptor; a closed one fails (EBADF).
-        unsafe {
-            let f = libc::fcntl(fd, libc::F_GETFD);
-            if f >= 0 && f & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
+        // A closed descriptor fails (EBADF) and is skipped.
+        if let Ok(f) = fcntl(fd, FcntlArg::F_GETFD) {
+            let f = FdFlag::from_bits_retain(f);
+            if !f.contains(FdFlag::FD_CLOEXEC) {
+                let _ = fcntl(fd, FcntlArg::F_SETFD(f | FdFlag::FD_CLOEXEC));
             }
         }
     })
@@ -132,15 +135,16 @@ pub fn cloexec_from(lowest: i32) -> std::io::Result<()> {
 /// opens anything: whatever it inherited beyond stdin, stdout and stderr
 /// is not meant for it nor for anything it starts).
 pub fn close_from(lowest: i32) -> std::io::Result<()> {
+    // Nothing in this process uses them yet (called first thing in main);
+    // a closed one fails harmlessly.
     close_range(lowest, 0, |fd| {
-        // SAFETY: closing a descriptor nothing in this process uses yet
-        // (called first thing in main); a closed one fails harmlessly.
-        unsafe { libc::close(fd) };
+        let _ = nix::unistd::close(fd);
     })
 }
 
 /// close_range(2) from `lowest` up with `flags`; on kernels before 5.11,
 /// `each` for every descriptor the process may have.
+#[allow(unsafe_code)] // close_range(2), which nix does not wrap
 fn close_range(lowest: i32, flags: u32, each: impl Fn(i32)) -> std::io::Result<()> {
     // SAFETY: close_range(2) on descriptors the callers own (see them).
     let r = unsafe {
@@ -166,17 +170,10 @@ fn close_range(lowest: i32, flags: u32, each: impl Fn(i32)) -> std::io::Result<(
 /// One past the highest descriptor the process can have (RLIMIT_NOFILE,
 /// capped): for the loops where close_range(2) is missing.
 fn fd_limit() -> i32 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit to a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0
-        || rl.rlim_cur == libc::RLIM_INFINITY
-    {
-        return 1 << 20;
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != libc::RLIM_INFINITY => soft.min(1 << 20) as i32,
+        _ => 1 << 20,
     }
-    rl.rlim_cur.min(1 << 20) as i32
 }
 
 #[cfg(test)]
@@ -185,31 +182,22 @@ mod fd_tests {
     use std::os::fd::AsRawFd;
 
     fn is_cloexec(fd: i32) -> bool {
-        // SAFETY: F_GETFD on an integer descriptor.
-        let f = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        assert!(f >= 0, "fd {fd}: {}", std::io::Error::last_os_error());
-        f & libc::FD_CLOEXEC != 0
+        let f = fcntl(fd, FcntlArg::F_GETFD).unwrap_or_else(|e| panic!("fd {fd}: {e}"));
+        FdFlag::from_bits_retain(f).contains(FdFlag::FD_CLOEXEC)
     }
 
     #[test]
     fn descriptors_from_the_lowest_up_become_close_on_exec() {
         let f = std::fs::File::open("/dev/null").unwrap();
-        // SAFETY: F_DUPFD on our own descriptor: copies without CLOEXEC.
-        let (low, high) = unsafe {
-            (
-                libc::fcntl(f.as_raw_fd(), libc::F_DUPFD, 600),
-                libc::fcntl(f.as_raw_fd(), libc::F_DUPFD, 700),
-            )
-        };
+        // Copies of our own descriptor, without CLOEXEC.
+        let low = fcntl(f.as_raw_fd(), FcntlArg::F_DUPFD(600)).unwrap();
+        let high = fcntl(f.as_raw_fd(), FcntlArg::F_DUPFD(700)).unwrap();
         assert!((600..650).contains(&low) && high >= 700, "{low} {high}");
         assert!(!is_cloexec(low) && !is_cloexec(high));
         cloexec_from(650).unwrap();
         assert!(is_cloexec(high), "above the bound");
         assert!(!is_cloexec(low), "below the bound: untouched");
-        // SAFETY: closing the copies made above.
-        unsafe {
-            libc::close(high);
-            libc::close(low);
-        }
+        nix::unistd::close(high).unwrap();
+        nix::unistd::close(low).unwrap();
     }
 }

@@ -156,6 +156,7 @@ impl Endpoint {
     }
 
     /// Receives one message and the descriptors that came with it.
+    #[allow(unsafe_code)] // taking ownership of the descriptors SCM_RIGHTS delivered
     pub fn recv<T: DeserializeOwned>(&self) -> Result<(T, Vec<OwnedFd>)> {
         let mut header = [0u8; 4];
         let mut fds = Vec::new();

@@ -24,7 +24,7 @@ use ressh_ipc::msg::{AuthRequest, AuthVerdict, FromKex, ToKex, MAX_LOG_LEN};
 use ressh_ipc::Endpoint;
 use ressh_proto::error::reason;
 use ressh_proto::keys::PublicKey;
-use ressh_proto::{AuthAttempt, Connection, Event, HostKeySigner};
+use ressh_proto::{AuthAttempt, Connection, Event, SignRequest};
 
 struct Args {
     chroot: Option<PathBuf>,
@@ -32,7 +32,75 @@ struct Args {
     gid: Option<u32>,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// Why the worker stopped early; logged as one line.
+#[derive(Debug)]
+enum Error {
+    /// A bad command line.
+    Usage(String),
+    /// Root, without the arguments to drop privileges.
+    RootWithoutSandbox,
+    Sandbox(sandbox::Error),
+    Rng(openssl::error::ErrorStack),
+    /// The link to the monitor failed.
+    Ipc(ressh_ipc::Error),
+    /// The monitor sent something out of turn.
+    Monitor(&'static str),
+    /// A host key from the monitor did not decode.
+    HostKey(ressh_proto::Error),
+    /// The SSH connection ended on an error.
+    Ssh(ressh_proto::Error),
+    /// The client's socket failed.
+    Socket(&'static str, std::io::Error),
+    Poll(nix::Error),
+    /// LoginGraceTime passed.
+    Timeout,
+    /// Keyboard-interactive answers nobody asked for.
+    UnexpectedInfoResponse,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Usage(what) => write!(f, "{what}"),
+            Error::RootWithoutSandbox => {
+                write!(
+                    f,
+                    "refusing to run as root without --chroot, --uid and --gid"
+                )
+            }
+            Error::Sandbox(e) => write!(f, "{e}"),
+            Error::Rng(e) => write!(f, "random number generator: {e}"),
+            Error::Ipc(e) => write!(f, "{e}"),
+            Error::Monitor(what) => write!(f, "{what}"),
+            Error::HostKey(e) => write!(f, "host key from monitor: {e}"),
+            Error::Ssh(e) => write!(f, "{e}"),
+            Error::Socket(op, e) => write!(f, "{op}: {e}"),
+            Error::Poll(e) => write!(f, "poll: {e}"),
+            Error::Timeout => write!(f, "Timeout before authentication"),
+            Error::UnexpectedInfoResponse => write!(f, "info response without a request"),
+        }
+    }
+}
+
+impl From<ressh_ipc::Error> for Error {
+    fn from(e: ressh_ipc::Error) -> Self {
+        Error::Ipc(e)
+    }
+}
+
+impl From<ressh_proto::Error> for Error {
+    fn from(e: ressh_proto::Error) -> Self {
+        Error::Ssh(e)
+    }
+}
+
+impl From<sandbox::Error> for Error {
+    fn from(e: sandbox::Error) -> Self {
+        Error::Sandbox(e)
+    }
+}
+
+fn parse_args() -> Result<Args, Error> {
     let mut a = Args {
         chroot: None,
         uid: None,
@@ -40,45 +108,38 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
+        let v = it
+            .next()
+            .ok_or_else(|| Error::Usage(format!("{k} needs a value")))?;
+        let id = |what: &str| v.parse().map_err(|_| Error::Usage(format!("bad {what}")));
         match k.as_str() {
-            "--chroot" => a.chroot = Some(PathBuf::from(v)),
-            "--uid" => a.uid = Some(v.parse().map_err(|_| "bad --uid")?),
-            "--gid" => a.gid = Some(v.parse().map_err(|_| "bad --gid")?),
-            _ => return Err(format!("unknown argument {k}")),
+            "--chroot" => a.chroot = Some(PathBuf::from(&v)),
+            "--uid" => a.uid = Some(id("--uid")?),
+            "--gid" => a.gid = Some(id("--gid")?),
+            _ => return Err(Error::Usage(format!("unknown argument {k}"))),
         }
     }
     Ok(a)
 }
 
-/// Asks the monitor to sign exchange hashes.
-struct MonitorSigner {
-    ipc: Arc<Endpoint>,
-    keys: Vec<PublicKey>,
-}
-
-impl HostKeySigner for MonitorSigner {
-    fn public_keys(&self) -> Vec<PublicKey> {
-        self.keys.clone()
-    }
-
-    fn sign(&self, key: &PublicKey, alg: &str, data: &[u8]) -> ressh_proto::Result<Vec<u8>> {
-        let req = FromKex::Sign {
-            key: key.to_blob(),
-            alg: alg.to_string(),
-            data: data.to_vec(),
-        };
-        self.ipc
-            .send(&req, &[])
-            .map_err(|e| ressh_proto::Error::Crypto(e.to_string()))?;
-        match self.ipc.recv::<ToKex>() {
-            Ok((ToKex::Signature(Ok(sig)), _)) => Ok(sig),
-            Ok((ToKex::Signature(Err(e)), _)) => Err(ressh_proto::Error::Crypto(e)),
-            Ok(_) => Err(ressh_proto::Error::Crypto(
-                "monitor answered out of turn".into(),
-            )),
-            Err(e) => Err(ressh_proto::Error::Crypto(e.to_string())),
+/// Asks the monitor to sign an exchange hash, and waits for its answer.
+fn sign(ipc: &Endpoint, r: SignRequest) -> Result<Vec<u8>, Error> {
+    let req = FromKex::Sign {
+        key: r.key.to_blob(),
+        alg: r.algorithm,
+        data: r.data,
+    };
+    ipc.send(&req, &[])?;
+    match ipc.recv::<ToKex>()? {
+        (ToKex::Signature(Ok(sig)), _) => Ok(sig),
+        (ToKex::Signature(Err(e)), _) => {
+            log_line(&format!(
+                "host key signing failed: {}",
+                ressh_proto::wire::printable(e.as_bytes())
+            ));
+            Err(Error::Monitor("the monitor did not sign"))
         }
+        _ => Err(Error::Monitor("monitor answered out of turn")),
     }
 }
 
@@ -110,13 +171,14 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log_line(&e);
+            log_line(&e.to_string());
             ExitCode::from(1)
         }
     }
 }
 
-fn run() -> Result<(), String> {
+#[allow(unsafe_code)] // adopting the descriptors resshd passes as 3 and 4
+fn run() -> Result<(), Error> {
     let args = parse_args()?;
     // SAFETY: the monitor passes these two descriptors to us; nothing else
     // in this process refers to them.
@@ -124,34 +186,30 @@ fn run() -> Result<(), String> {
     // OpenSSL loads its configuration and seeds its RNG before the chroot.
     openssl::init();
     let mut warm = [0u8; 32];
-    openssl::rand::rand_bytes(&mut warm).map_err(|e| e.to_string())?;
+    openssl::rand::rand_bytes(&mut warm).map_err(Error::Rng)?;
     if let (Some(root), Some(uid), Some(gid)) = (&args.chroot, args.uid, args.gid) {
         sandbox::drop_privileges(root, uid, gid)?;
     } else if nix::unistd::geteuid().is_root() {
-        return Err("refusing to run as root without --chroot, --uid and --gid".into());
+        return Err(Error::RootWithoutSandbox);
     }
     sandbox::confine()?;
 
     let ipc = Arc::new(Endpoint::from_fd(ipc));
     let _ = MONITOR.set(ipc.clone());
-    let start = match ipc.recv::<ToKex>() {
-        Ok((ToKex::Start(s), _)) => s,
-        Ok(_) => return Err("monitor did not start with Start".into()),
-        Err(e) => return Err(e.to_string()),
+    let start = match ipc.recv::<ToKex>()? {
+        (ToKex::Start(s), _) => s,
+        _ => return Err(Error::Monitor("monitor did not start with Start")),
     };
-    let mut keys = Vec::new();
-    for k in &start.host_keys {
-        keys.push(PublicKey::from_blob(k).map_err(|e| format!("host key from monitor: {e}"))?);
-    }
-    let signer = MonitorSigner {
-        ipc: ipc.clone(),
-        keys,
-    };
+    let keys = start
+        .host_keys
+        .iter()
+        .map(|k| PublicKey::from_blob(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::HostKey)?;
     let now = Instant::now();
     let deadline =
         (start.login_grace_secs > 0).then(|| now + Duration::from_secs(start.login_grace_secs));
-    let mut conn = Connection::server(start.proto.clone(), Box::new(signer), now)
-        .map_err(|e| e.to_string())?;
+    let mut conn = Connection::server(start.proto.clone(), keys, now)?;
     let mut sock = TcpStream::from(sock);
     let mut banner = start.banner.clone();
     let mut buf = vec![0u8; 64 * 1024];
@@ -167,11 +225,29 @@ fn run() -> Result<(), String> {
             // A user-auth request, or the answers of a keyboard-interactive
             // exchange, for the monitor to judge.
             let (user, request, pk) = match ev {
+                Event::SignHostKey(r) => {
+                    // The key exchange waits for the monitor's signature;
+                    // without one it ends with a DISCONNECT.
+                    let (signature, failed) = match sign(&ipc, r) {
+                        Ok(sig) => (Some(sig), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    let r = conn.host_key_signed(signature, Instant::now());
+                    if let Some(e) = failed {
+                        let _ = flush(&mut conn, &mut sock);
+                        return Err(e);
+                    }
+                    if let Err(e) = r {
+                        let _ = flush(&mut conn, &mut sock);
+                        return Err(e.into());
+                    }
+                    continue;
+                }
                 Event::AuthRequest { user, attempt } => {
                     kbdint = None;
                     auth_user = Some(ressh_proto::wire::printable(user.as_bytes()));
                     if let Some(text) = banner.take() {
-                        conn.auth_banner(&text).map_err(|e| e.to_string())?;
+                        conn.auth_banner(&text)?;
                     }
                     let request = match attempt {
                         AuthAttempt::None => AuthRequest::None,
@@ -205,7 +281,7 @@ fn run() -> Result<(), String> {
                     let Some(user) = kbdint.take() else {
                         conn.disconnect(reason::PROTOCOL_ERROR, "unexpected info response");
                         let _ = flush(&mut conn, &mut sock);
-                        return Err("info response without a request".into());
+                        return Err(Error::UnexpectedInfoResponse);
                     };
                     (user, AuthRequest::InfoResponse(answers), None)
                 }
@@ -215,19 +291,16 @@ fn run() -> Result<(), String> {
                     // validates. Everything we had to send is sent.
                     flush(&mut conn, &mut sock)?;
                     let leftover = conn.take_unprocessed_input();
-                    ipc.send(&FromKex::Reconnect { request, leftover }, &[])
-                        .map_err(|e| e.to_string())?;
-                    return match ipc.recv::<ToKex>() {
-                        Ok((ToKex::ReconnectHandedOver, _)) => Ok(()),
-                        Ok((ToKex::ReconnectRefused { code, description }, _)) => {
+                    ipc.send(&FromKex::Reconnect { request, leftover }, &[])?;
+                    return match ipc.recv::<ToKex>()? {
+                        (ToKex::ReconnectHandedOver, _) => Ok(()),
+                        (ToKex::ReconnectRefused { code, description }, _) => {
                             let refused = ressh_proto::Refused { code, description };
-                            conn.reconnect_failure(&refused)
-                                .map_err(|e| e.to_string())?;
+                            conn.reconnect_failure(&refused)?;
                             let _ = flush(&mut conn, &mut sock);
                             Ok(())
                         }
-                        Ok(_) => Err("monitor answered out of turn".into()),
-                        Err(e) => Err(e.to_string()),
+                        _ => Err(Error::Monitor("monitor answered out of turn")),
                     };
                 }
                 Event::Disconnected { .. } => {
@@ -245,35 +318,33 @@ fn run() -> Result<(), String> {
                     request,
                 },
                 &[],
-            )
-            .map_err(|e| e.to_string())?;
-            let verdict = match ipc.recv::<ToKex>() {
-                Ok((ToKex::Verdict(v), _)) => v,
-                Ok(_) => return Err("monitor answered out of turn".into()),
-                Err(e) => return Err(e.to_string()),
+            )?;
+            let verdict = match ipc.recv::<ToKex>()? {
+                (ToKex::Verdict(v), _) => v,
+                _ => return Err(Error::Monitor("monitor answered out of turn")),
             };
             match verdict {
                 AuthVerdict::Accept => {
-                    conn.auth_accept().map_err(|e| e.to_string())?;
+                    conn.auth_accept()?;
                     // The USERAUTH_SUCCESS travels in the exported output.
-                    let state = conn.export(Instant::now()).map_err(|e| e.to_string())?;
+                    let state = conn.export(Instant::now())?;
                     ipc.send(
                         &FromKex::Authenticated {
                             state: state.to_vec(),
                         },
                         &[],
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                     return Ok(());
                 }
                 AuthVerdict::Reject { methods, partial } => {
                     let m: Vec<&str> = methods.iter().map(|s| s.as_str()).collect();
-                    conn.auth_reject(&m, partial).map_err(|e| e.to_string())?;
+                    conn.auth_reject(&m, partial)?;
                 }
                 AuthVerdict::PkOk => {
-                    let (alg, blob) = pk.ok_or("PkOk for a request that was no key query")?;
-                    let key = PublicKey::from_blob(&blob).map_err(|e| e.to_string())?;
-                    conn.auth_pk_ok(&alg, &key).map_err(|e| e.to_string())?;
+                    let (alg, blob) =
+                        pk.ok_or(Error::Monitor("PkOk for a request that was no key query"))?;
+                    let key = PublicKey::from_blob(&blob)?;
+                    conn.auth_pk_ok(&alg, &key)?;
                 }
                 AuthVerdict::Disconnect(text) => {
                     conn.disconnect(reason::NO_MORE_AUTH_METHODS_AVAILABLE, &text);
@@ -287,8 +358,7 @@ fn run() -> Result<(), String> {
                 } => {
                     let p: Vec<(&str, bool)> =
                         prompts.iter().map(|(t, e)| (t.as_str(), *e)).collect();
-                    conn.auth_info_request(&name, &instruction, &p)
-                        .map_err(|e| e.to_string())?;
+                    conn.auth_info_request(&name, &instruction, &p)?;
                     kbdint = Some(user);
                 }
             }
@@ -300,7 +370,7 @@ fn run() -> Result<(), String> {
                 if left.is_zero() {
                     conn.disconnect(reason::BY_APPLICATION, "Timeout before authentication");
                     let _ = flush(&mut conn, &mut sock);
-                    return Err("Timeout before authentication".into());
+                    return Err(Error::Timeout);
                 }
                 PollTimeout::try_from(left.as_millis().min(60_000) as i32)
                     .unwrap_or(PollTimeout::MAX)
@@ -312,7 +382,7 @@ fn run() -> Result<(), String> {
             Ok(0) => continue,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(Error::Poll(e)),
         }
         let n = match sock.read(&mut buf) {
             Ok(0) => {
@@ -324,11 +394,11 @@ fn run() -> Result<(), String> {
             }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(Error::Socket("read", e)),
         };
         if let Err(e) = conn.handle_input(&buf[..n], Instant::now()) {
             let _ = flush(&mut conn, &mut sock);
-            return Err(e.to_string());
+            return Err(e.into());
         }
     }
 }
@@ -341,10 +411,11 @@ fn by_user(user: &Option<String>) -> String {
     }
 }
 
-fn flush(conn: &mut Connection, sock: &mut TcpStream) -> Result<(), String> {
+fn flush(conn: &mut Connection, sock: &mut TcpStream) -> Result<(), Error> {
     let out = conn.take_output();
     if !out.is_empty() {
-        sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        sock.write_all(&out)
+            .map_err(|e| Error::Socket("write", e))?;
     }
     Ok(())
 }

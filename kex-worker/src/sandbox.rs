@@ -1,8 +1,9 @@
 //! Confinement of the pre-auth worker: an empty chroot, the privsep user,
 //! no_new_privs, and a seccomp allow-list that kills on anything else.
+#![allow(unsafe_code)] // seccomp and no_new_privs; its tests call raw system calls under the filter
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{chdir, chroot};
 use seccompiler::{
@@ -10,42 +11,72 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+/// Why confinement failed.
+#[derive(Debug)]
+pub enum Error {
+    Chroot(PathBuf, nix::Error),
+    Chdir(nix::Error),
+    /// Becoming the privsep user, or making the process non-dumpable.
+    User(Box<dyn std::error::Error + Send + Sync>),
+    NoNewPrivs(std::io::Error),
+    /// Building the seccomp program.
+    Filter(seccompiler::BackendError),
+    /// Installing it.
+    Install(seccompiler::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Chroot(root, e) => write!(f, "chroot {}: {e}", root.display()),
+            Error::Chdir(e) => write!(f, "chdir /: {e}"),
+            Error::User(e) => write!(f, "{e}"),
+            Error::NoNewPrivs(e) => write!(f, "PR_SET_NO_NEW_PRIVS: {e}"),
+            Error::Filter(e) => write!(f, "seccomp: {e}"),
+            Error::Install(e) => write!(f, "seccomp: {e}"),
+        }
+    }
+}
+
+impl From<seccompiler::BackendError> for Error {
+    fn from(e: seccompiler::BackendError) -> Self {
+        Error::Filter(e)
+    }
+}
+
 /// Drops to `uid`/`gid` inside `root` (when running as root).
-pub fn drop_privileges(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    chroot(root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    ressh_ipc::harden::become_user(uid, gid, &[gid])?;
+pub fn drop_privileges(root: &Path, uid: u32, gid: u32) -> Result<(), Error> {
+    chroot(root).map_err(|e| Error::Chroot(root.to_path_buf(), e))?;
+    chdir("/").map_err(Error::Chdir)?;
+    ressh_ipc::harden::become_user(uid, gid, &[gid]).map_err(|e| Error::User(e.into()))?;
     // Kex workers share the privsep user: none may trace another.
-    ressh_ipc::harden::non_dumpable()
+    ressh_ipc::harden::non_dumpable().map_err(|e| Error::User(e.into()))
 }
 
 /// Sets no_new_privs and installs the seccomp filter.
-pub fn confine() -> Result<(), String> {
+pub fn confine() -> Result<(), Error> {
     install(&filter()?)
 }
 
 /// The installation half of [`confine`], given the built program: only
 /// system calls, so a forked child of the tests can run it as well.
-fn install(prog: &BpfProgram) -> Result<(), String> {
+fn install(prog: &BpfProgram) -> Result<(), Error> {
     no_new_privs()?;
-    seccompiler::apply_filter(prog).map_err(|e| format!("seccomp: {e}"))
+    seccompiler::apply_filter(prog).map_err(Error::Install)
 }
 
 /// PR_SET_NO_NEW_PRIVS (async-signal-safe).
-fn no_new_privs() -> Result<(), String> {
+fn no_new_privs() -> Result<(), Error> {
     // SAFETY: prctl with these constant arguments has no memory effects.
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if r != 0 {
-        return Err(format!(
-            "PR_SET_NO_NEW_PRIVS: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(Error::NoNewPrivs(std::io::Error::last_os_error()));
     }
     Ok(())
 }
 
 /// The allow-list: anything else kills the process (SIGSYS).
-fn filter() -> Result<BpfProgram, String> {
+fn filter() -> Result<BpfProgram, Error> {
     let allowed: &[libc::c_long] = &[
         libc::SYS_read,
         libc::SYS_write,
@@ -91,23 +122,16 @@ fn filter() -> Result<BpfProgram, String> {
         SeccompCmpArgLen::Dword,
         SeccompCmpOp::Eq,
         libc::F_GETFD as u64,
-    )
-    .map_err(|e| format!("seccomp: {e}"))?;
-    rules.insert(
-        libc::SYS_fcntl,
-        vec![SeccompRule::new(vec![getfd]).map_err(|e| format!("seccomp: {e}"))?],
-    );
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("seccomp: {e}"))?;
+    )?;
+    rules.insert(libc::SYS_fcntl, vec![SeccompRule::new(vec![getfd])?]);
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
         SeccompAction::Allow,
         arch,
-    )
-    .map_err(|e| format!("seccomp: {e}"))?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("seccomp: {e}"))
+    )?;
+    Ok(filter.try_into()?)
 }
 
 #[cfg(test)]
@@ -217,17 +241,17 @@ mod tests {
             (r < 0) as libc::c_int
         }
         type Probe<'a> = (&'a str, Box<dyn Fn() -> libc::c_int + 'a>);
-        // SAFETY (all probes): raw system calls with valid, NUL-terminated
-        // strings and null-terminated argument vectors, or integers.
         let probes: Vec<Probe> = vec![
             (
                 "socket",
+                // SAFETY: integer arguments only.
                 Box::new(|| lived(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) })),
             ),
             (
                 "socketpair",
                 Box::new(|| {
                     let mut sv = [0; 2];
+                    // SAFETY: sv has room for the two descriptors socketpair writes.
                     lived(unsafe {
                         libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr())
                     })
@@ -235,11 +259,13 @@ mod tests {
             ),
             (
                 "execve",
+                // SAFETY: prog and argv are NUL-terminated and outlive the call.
                 Box::new(move || lived(unsafe { libc::execve(prog, argv, std::ptr::null()) })),
             ),
             (
                 "openat /etc/shadow",
                 Box::new(move || {
+                    // SAFETY: shadow is a NUL-terminated path that outlives the call.
                     lived(unsafe { libc::openat(libc::AT_FDCWD, shadow, libc::O_RDONLY) })
                 }),
             ),
@@ -247,6 +273,7 @@ mod tests {
                 "open /etc/shadow",
                 Box::new(move || {
                     lived(
+                        // SAFETY: shadow is a NUL-terminated path that outlives the call.
                         unsafe { libc::syscall(libc::SYS_open, shadow, libc::O_RDONLY) }
                             as libc::c_int,
                     )
@@ -255,21 +282,27 @@ mod tests {
             (
                 "ptrace PTRACE_TRACEME",
                 Box::new(|| {
+                    // SAFETY: integer arguments only.
                     lived(unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } as libc::c_int)
                 }),
             ),
             (
                 "ptrace PTRACE_ATTACH",
                 Box::new(move || {
+                    // SAFETY: integer arguments only; NO_PID names no process.
                     lived(unsafe { libc::ptrace(libc::PTRACE_ATTACH, NO_PID, 0, 0) } as libc::c_int)
                 }),
             ),
             (
                 "kill",
+                // SAFETY: signal 0 only checks that the process exists.
                 Box::new(move || lived(unsafe { libc::kill(parent, 0) })),
             ),
+            // SAFETY: integer argument only.
             ("setuid", Box::new(|| lived(unsafe { libc::setuid(0) }))),
+            // SAFETY: the child of a probe returns into under_filter, which _exits.
             ("fork", Box::new(|| lived(unsafe { libc::fork() }))),
+            // SAFETY: no preconditions.
             ("getppid", Box::new(|| lived(unsafe { libc::getppid() }))),
         ];
         let survived: Vec<String> = probes

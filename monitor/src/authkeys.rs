@@ -58,6 +58,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
+
 use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
 use ressh_proto::keys::PublicKey;
 
@@ -467,6 +470,7 @@ fn get_number(b: &[u8], pos: &mut usize, from: i64, to: i64, n: usize) -> Option
 /// `YYYYMMDD[HHMM[SS]]` with an optional `Z` / `UTC` suffix, as OpenSSH
 /// parses it (strptime() of a reformatted copy, then mktime() or timegm()).
 /// None if invalid or before the epoch.
+#[allow(unsafe_code)] // timegm/mktime
 fn parse_absolute_time(s: &[u8]) -> Option<i64> {
     let mut l = s.len();
     let mut utc = false;
@@ -542,6 +546,7 @@ fn parse_absolute_time(s: &[u8]) -> Option<i64> {
 }
 
 /// format_absolute_time(): local time as `YYYY-MM-DDTHH:MM:SS`.
+#[allow(unsafe_code)] // localtime_r
 fn format_time(t: i64) -> String {
     // SAFETY: all-zero is a valid `struct tm`; localtime_r only writes it.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -859,14 +864,13 @@ pub fn secure_path(path: &Path, uid: u32, home: &Path) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 // Reading the files
 
+/// setfsuid(2) with an invalid id changes nothing and returns the current one.
 fn current_fsuid() -> u32 {
-    // SAFETY: an invalid id changes nothing and returns the current one.
-    unsafe { libc::setfsuid(u32::MAX) as u32 }
+    setfsuid(Uid::from_raw(u32::MAX)).as_raw()
 }
 
 fn current_fsgid() -> u32 {
-    // SAFETY: as for current_fsuid().
-    unsafe { libc::setfsgid(u32::MAX) as u32 }
+    setfsgid(Gid::from_raw(u32::MAX)).as_raw()
 }
 
 /// The calling thread's file system uid and gid switched to a user's until
@@ -878,14 +882,14 @@ struct FsIdentity {
 
 impl FsIdentity {
     fn assume(uid: u32, gid: u32) -> Result<FsIdentity, String> {
-        // SAFETY: geteuid() has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !geteuid().is_root() {
             return Ok(FsIdentity { saved: None });
         }
-        // SAFETY: plain system calls; their effect is undone in drop().
-        let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
+        // Undone in drop().
+        let old_gid = setfsgid(Gid::from_raw(gid));
+        let old_uid = setfsuid(Uid::from_raw(uid));
         let me = FsIdentity {
-            saved: Some((old_uid as u32, old_gid as u32)),
+            saved: Some((old_uid.as_raw(), old_gid.as_raw())),
         };
         if current_fsuid() != uid || current_fsgid() != gid {
             return Err(format!(
@@ -899,11 +903,8 @@ impl FsIdentity {
 impl Drop for FsIdentity {
     fn drop(&mut self) {
         if let Some((uid, gid)) = self.saved {
-            // SAFETY: plain system calls restoring the saved identity.
-            unsafe {
-                libc::setfsuid(uid);
-                libc::setfsgid(gid);
-            }
+            setfsuid(Uid::from_raw(uid));
+            setfsgid(Gid::from_raw(gid));
             if current_fsuid() != uid || current_fsgid() != gid {
                 // Going on with a user's file system identity would be wrong
                 // in ways nobody could follow; sshd is fatal() here too.
@@ -964,12 +965,9 @@ fn open_key_file(
         return None;
     }
     let fd = f.as_raw_fd();
-    // SAFETY: fcntl on a descriptor owned by `f`.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl != -1 {
-            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_retain(fl) - OFlag::O_NONBLOCK;
+        let _ = fcntl(fd, FcntlArg::F_SETFL(fl));
     }
     if strict_modes {
         if let Err(e) = safe_path(file, &st, uid, home) {
@@ -1202,8 +1200,7 @@ mod tests {
     }
 
     fn is_root() -> bool {
-        // SAFETY: no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        geteuid().is_root()
     }
 
     fn chmod(p: &Path, mode: u32) {

@@ -24,25 +24,45 @@ pub const HASH_LENGTHS: [usize; 3] = [32, 48, 64];
 pub const MAX_TOKENS: usize = 4;
 pub const TOKEN_LEN: usize = 32;
 
-fn hash_length(data: &[u8]) -> Result<(), String> {
+/// A request the table refuses: the worker broke the protocol between
+/// the processes, and the monitor kills it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("signature asked over {0} bytes, not an exchange hash")]
+    NotAnExchangeHash(usize),
+    #[error("a log line of {0} bytes (at most {MAX_LOG_LEN})")]
+    LogLineTooLong(usize),
+    #[error("a second host-key signature before auth")]
+    SecondSignatureBeforeAuth,
+    #[error("auth request out of order")]
+    AuthOutOfOrder,
+    #[error("kex worker claims success the monitor did not grant")]
+    UngrantedSuccess,
+    #[error("reconnect request after a key exchange")]
+    ReconnectAfterKex,
+    #[error("a second host-key signature in one key exchange")]
+    SecondSignatureInKex,
+    #[error("bad resume tokens")]
+    BadTokens,
+    #[error("a reconnect verdict nobody asked for")]
+    UnaskedVerdict,
+    #[error("a tty name too long")]
+    TtyTooLong,
+}
+
+fn hash_length(data: &[u8]) -> Result<(), Violation> {
     if HASH_LENGTHS.contains(&data.len()) {
         Ok(())
     } else {
-        Err(format!(
-            "signature asked over {} bytes, not an exchange hash",
-            data.len()
-        ))
+        Err(Violation::NotAnExchangeHash(data.len()))
     }
 }
 
 /// A log line from a worker: any time, at most [`MAX_LOG_LEN`] bytes (the
 /// worker cuts its lines to that; a longer one is no line of ours).
-fn log_length(text: &str) -> Result<(), String> {
+fn log_length(text: &str) -> Result<(), Violation> {
     if text.len() > MAX_LOG_LEN {
-        return Err(format!(
-            "a log line of {} bytes (at most {MAX_LOG_LEN})",
-            text.len()
-        ));
+        return Err(Violation::LogLineTooLong(text.len()));
     }
     Ok(())
 }
@@ -81,28 +101,28 @@ pub struct KexGate {
 impl KexGate {
     /// Checks `m` against the phase (`accepted`: the monitor itself
     /// accepted a user) and advances it.
-    pub fn check(&mut self, m: KexRequest<'_>, accepted: bool) -> Result<(), String> {
+    pub fn check(&mut self, m: KexRequest<'_>, accepted: bool) -> Result<(), Violation> {
         match m {
             KexRequest::Sign(data) => {
                 if accepted || self.signed || self.reconnect {
-                    return Err("a second host-key signature before auth".into());
+                    return Err(Violation::SecondSignatureBeforeAuth);
                 }
                 hash_length(data)?;
                 self.signed = true;
             }
             KexRequest::Auth => {
                 if !self.signed || accepted {
-                    return Err("auth request out of order".into());
+                    return Err(Violation::AuthOutOfOrder);
                 }
             }
             KexRequest::Authenticated => {
                 if !accepted {
-                    return Err("kex worker claims success the monitor did not grant".into());
+                    return Err(Violation::UngrantedSuccess);
                 }
             }
             KexRequest::Reconnect => {
                 if self.signed || self.reconnect {
-                    return Err("reconnect request after a key exchange".into());
+                    return Err(Violation::ReconnectAfterKex);
                 }
                 self.reconnect = true;
             }
@@ -139,11 +159,11 @@ impl SessionGate {
     }
 
     /// Checks `m` against the phase and advances it.
-    pub fn check(&mut self, m: &FromSession) -> Result<(), String> {
+    pub fn check(&mut self, m: &FromSession) -> Result<(), Violation> {
         match m {
             FromSession::Sign { data, .. } => {
                 if !self.may_sign {
-                    return Err("a second host-key signature in one key exchange".into());
+                    return Err(Violation::SecondSignatureInKex);
                 }
                 hash_length(data)?;
                 self.may_sign = false;
@@ -151,18 +171,18 @@ impl SessionGate {
             FromSession::KexDone => self.may_sign = true,
             FromSession::Tokens(t) => {
                 if t.len() > MAX_TOKENS || t.iter().any(|x| x.len() != TOKEN_LEN) {
-                    return Err("bad resume tokens".into());
+                    return Err(Violation::BadTokens);
                 }
             }
             FromSession::ReconnectVerdict { .. } => {
                 if self.validating == 0 {
-                    return Err("a reconnect verdict nobody asked for".into());
+                    return Err(Violation::UnaskedVerdict);
                 }
                 self.validating -= 1;
             }
             FromSession::LoginStarted { tty, .. } | FromSession::LoginEnded { tty } => {
                 if tty.len() > 64 {
-                    return Err("a tty name too long".into());
+                    return Err(Violation::TtyTooLong);
                 }
             }
             FromSession::Log(text) => log_length(text)?,

@@ -5,6 +5,7 @@
 //!
 //! A missing utmp, wtmp or lastlog file is not created (the system's boot
 //! or packaging makes them); failures are returned for the caller to log.
+#![allow(unsafe_code)] // libc's utmpx/wtmp functions, which nix does not wrap
 
 use std::ffi::{c_char, CString};
 use std::net::IpAddr;
@@ -96,10 +97,18 @@ fn entry(l: &Login, login: bool) -> libc::utmpx {
     ut
 }
 
+/// A login record that could not be written (logged; the login goes on).
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {source}")]
+pub struct Error {
+    file: &'static str,
+    source: std::io::Error,
+}
+
 /// Writes `ut` to utmp (replacing the entry of its line) and appends it
 /// to wtmp.
-fn write_utmp_wtmp(ut: &libc::utmpx) -> Result<(), String> {
-    let mut errors = Vec::new();
+fn write_utmp_wtmp(ut: &libc::utmpx) -> Result<(), Error> {
+    let mut result = Ok(());
     if Path::new(UTMP_FILE).exists() {
         let name = CString::new(UTMP_FILE).expect("no NUL");
         // SAFETY: glibc's utmp API, used from this single-threaded process.
@@ -111,7 +120,10 @@ fn write_utmp_wtmp(ut: &libc::utmpx) -> Result<(), String> {
             !r.is_null()
         };
         if !ok {
-            errors.push(format!("{UTMP_FILE}: {}", std::io::Error::last_os_error()));
+            result = Err(Error {
+                file: UTMP_FILE,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     if Path::new(WTMP_FILE).exists() {
@@ -119,15 +131,11 @@ fn write_utmp_wtmp(ut: &libc::utmpx) -> Result<(), String> {
         // SAFETY: appends one record under glibc's lock.
         unsafe { updwtmpx(name.as_ptr(), ut) };
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    result
 }
 
 /// Records the login in utmp, wtmp and lastlog.
-pub fn record_login(l: &Login) -> Result<(), String> {
+pub fn record_login(l: &Login) -> Result<(), Error> {
     let ut = entry(l, true);
     let r = write_utmp_wtmp(&ut);
     let r2 = write_lastlog(l);
@@ -135,7 +143,7 @@ pub fn record_login(l: &Login) -> Result<(), String> {
 }
 
 /// Records the logout in utmp and wtmp.
-pub fn record_logout(l: &Login) -> Result<(), String> {
+pub fn record_logout(l: &Login) -> Result<(), Error> {
     write_utmp_wtmp(&entry(l, false))
 }
 
@@ -146,7 +154,7 @@ const LL_LINE: usize = 32;
 const LL_HOST: usize = 256;
 const LL_SIZE: usize = 4 + LL_LINE + LL_HOST;
 
-fn write_lastlog(l: &Login) -> Result<(), String> {
+fn write_lastlog(l: &Login) -> Result<(), Error> {
     let path = Path::new(LASTLOG_FILE);
     if !path.exists() {
         return Ok(());
@@ -160,12 +168,14 @@ fn write_lastlog(l: &Login) -> Result<(), String> {
     let host = l.host.as_bytes();
     let n = host.len().min(LL_HOST);
     rec[4 + LL_LINE..4 + LL_LINE + n].copy_from_slice(&host[..n]);
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| format!("{LASTLOG_FILE}: {e}"))?;
-    f.write_all_at(&rec, l.uid as u64 * LL_SIZE as u64)
-        .map_err(|e| format!("{LASTLOG_FILE}: {e}"))
+        .and_then(|f| f.write_all_at(&rec, l.uid as u64 * LL_SIZE as u64))
+        .map_err(|source| Error {
+            file: LASTLOG_FILE,
+            source,
+        })
 }
 
 /// The user's last login from lastlog: (time, line, host).

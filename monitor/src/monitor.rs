@@ -29,12 +29,72 @@ use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
     Config, GatewayPorts, MatchContext, PermitRootLogin, PermitUserEnvironment, Settings,
 };
-use crate::gate::{KexGate, LogBudget, LogVerdict, SessionGate};
+use crate::gate::{KexGate, LogBudget, LogVerdict, SessionGate, Violation};
 use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
 use crate::policy;
 use zeroize::Zeroizing;
+
+/// Why a connection's monitor gives up (logged with the peer's address;
+/// the monitor exits 1). A worker that closes its link is no error: the
+/// connection ended (see `link_end`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The link to a worker or to the broker failed.
+    #[error(transparent)]
+    Ipc(#[from] ressh_ipc::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("cannot start {}: {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Timeout before authentication")]
+    LoginGraceTime,
+    /// The kex worker asked what its phase does not allow.
+    #[error("kex worker: {0}")]
+    KexViolation(Violation),
+    /// The session worker asked what its phase does not allow (logged
+    /// under "session worker: ").
+    #[error(transparent)]
+    SessionViolation(Violation),
+    /// A worker or the broker sent what the monitor's state refuses.
+    #[error("{0}")]
+    Unexpected(String),
+    /// The session worker leaves its queue unread.
+    #[error("the session worker does not read: {0}")]
+    WorkerQueueFull(ressh_ipc::Error),
+    #[error("the session worker has read nothing for {} s", .0.as_secs())]
+    WorkerStalled(Duration),
+    #[error("PAM: {call}: {source}")]
+    Pam {
+        call: &'static str,
+        source: pam::PamError,
+    },
+    #[error("{call}: {source}")]
+    Sys {
+        call: &'static str,
+        source: nix::Error,
+    },
+}
+
+/// Why a reconnect from a new address is refused: logged; the client
+/// hears only NOT_ALLOWED.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// The configuration or the account refuses, in sshd's words.
+    #[error("{0}")]
+    Policy(String),
+    /// PAM could not be asked.
+    #[error(transparent)]
+    Pam(#[from] Error),
+    #[error("PAM: {0}")]
+    PamItem(pam::PamError),
+    #[error("PAM account management refuses {user}: {source}")]
+    PamAccount { user: String, source: pam::PamError },
+}
 
 /// How workers are confined.
 #[derive(Debug, Clone)]
@@ -134,7 +194,7 @@ struct Monitor<'a> {
     /// conversation short: handled next.
     stashed: Option<FromKex>,
     /// The link to the kex worker broke inside a PAM conversation.
-    ipc_failure: Option<String>,
+    ipc_failure: Option<ressh_ipc::Error>,
     /// Messages from PAM (account management, session) for the login.
     login_messages: Vec<String>,
     /// Logins recorded in utmp/wtmp, to record the logout.
@@ -164,24 +224,16 @@ struct Partial {
 fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
-        // SAFETY: fcntl(F_DUPFD) on a descriptor we own.
-        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
-        if h < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        high.push(h);
+        high.push(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(100))?);
     }
     for (i, &h) in high.iter().enumerate() {
-        // SAFETY: dup2 onto the fixed slot; clears close-on-exec there.
-        if unsafe { libc::dup2(h, 3 + i as i32) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // dup2 onto the fixed slot clears close-on-exec there.
+        nix::unistd::dup2(h, 3 + i as i32)?;
     }
     // The temporary copies are not close-on-exec (F_DUPFD): left open, they
     // would reach the worker and every process it starts (the user's).
     for &h in &high {
-        // SAFETY: closing a descriptor this child made above.
-        unsafe { libc::close(h) };
+        let _ = nix::unistd::close(h);
     }
     ressh_ipc::harden::cloexec_from(3 + fds.len() as i32)
 }
@@ -208,7 +260,7 @@ impl Monitor<'_> {
         shown_port(self.peer)
     }
 
-    fn run(&mut self, sock: OwnedFd) -> Result<(), String> {
+    fn run(&mut self, sock: OwnedFd) -> Result<(), Error> {
         log::info(&format!(
             "Connection from {} on {} port {}",
             self.at(),
@@ -258,8 +310,9 @@ impl Monitor<'_> {
         self.run_session(sock, state)
     }
 
-    fn spawn_kex(&self, sock: &OwnedFd) -> Result<(Endpoint, Child), String> {
-        let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
+    #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
+    fn spawn_kex(&self, sock: &OwnedFd) -> Result<(Endpoint, Child), Error> {
+        let (ours, theirs) = Endpoint::pair()?;
         let mut cmd = Command::new(&self.ctx.kex_worker);
         // Not the log on fd 2: the worker logs through us (FromKex::Log),
         // and what else it might write there (a panic) goes nowhere.
@@ -275,9 +328,10 @@ impl Monitor<'_> {
         let fds = [theirs.as_raw_fd(), sock.as_raw_fd()];
         // SAFETY: place_fds only calls async-signal-safe functions.
         unsafe { cmd.pre_exec(move || place_fds(&fds)) };
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.ctx.kex_worker.display()))?;
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: self.ctx.kex_worker.clone(),
+            source,
+        })?;
         drop(theirs);
         let s = &self.settings;
         let start = KexStart {
@@ -291,8 +345,7 @@ impl Monitor<'_> {
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
         };
-        ours.send(&ToKex::Start(Box::new(start)), &[])
-            .map_err(|e| e.to_string())?;
+        ours.send(&ToKex::Start(Box::new(start)), &[])?;
         Ok((ours, child))
     }
 
@@ -320,7 +373,7 @@ impl Monitor<'_> {
         sock: &OwnedFd,
         request: Box<ressh_proto::ReconnectRequest>,
         leftover: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let who = self.who();
         let result = match &self.broker {
             // resshd is restarting: the client tries again.
@@ -329,8 +382,7 @@ impl Monitor<'_> {
                 "no broker".to_string(),
             )),
             Some(b) => {
-                b.set_timeout(Some(Duration::from_secs(15)))
-                    .map_err(|e| e.to_string())?;
+                b.set_timeout(Some(Duration::from_secs(15)))?;
                 b.send(
                     &ToBroker::Route {
                         request,
@@ -338,11 +390,10 @@ impl Monitor<'_> {
                         peer_port: self.peer.port(),
                     },
                     &[],
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 match b.recv::<FromBroker>() {
                     Ok((FromBroker::RouteResult(r), _)) => r,
-                    Ok(_) => return Err("broker answered out of turn".into()),
+                    Ok(_) => return Err(Error::Unexpected("broker answered out of turn".into())),
                     Err(e) => Err((
                         ressh_proto::resilience::failure::TRY_AGAIN,
                         format!("broker: {e}"),
@@ -360,67 +411,58 @@ impl Monitor<'_> {
                         peer_port: self.peer.port(),
                     },
                     &[sock.as_fd()],
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 log::info(&format!("Reconnect from {who} handed to its session"));
-                kex.send(&ToKex::ReconnectHandedOver, &[])
-                    .map_err(|e| e.to_string())
+                Ok(kex.send(&ToKex::ReconnectHandedOver, &[])?)
             }
             Err((code, description)) => {
                 log::info(&format!("Reconnect from {who} refused: {description}"));
-                kex.send(&ToKex::ReconnectRefused { code, description }, &[])
-                    .map_err(|e| e.to_string())
+                Ok(kex.send(&ToKex::ReconnectRefused { code, description }, &[])?)
             }
         }
     }
 
-    fn serve_kex(&mut self, ipc: &Endpoint) -> Result<KexOutcome, String> {
+    fn serve_kex(&mut self, ipc: &Endpoint) -> Result<KexOutcome, Error> {
         let grace = self.settings.login_grace_time;
         let deadline = (!grace.is_zero()).then(|| Instant::now() + grace + Duration::from_secs(1));
         loop {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err("Timeout before authentication".into());
+                    return Err(Error::LoginGraceTime);
                 }
-                ipc.set_timeout(Some(left)).map_err(|e| e.to_string())?;
+                ipc.set_timeout(Some(left))?;
             }
             let msg = match self.stashed.take() {
                 Some(m) => m,
                 None => match ipc.recv::<FromKex>() {
                     Ok((m, _)) => m,
-                    Err(ressh_ipc::Error::Closed) => return Ok(KexOutcome::Closed),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return link_end(e),
                 },
             };
             // The table: anything out of phase kills the worker.
             self.kex_gate
                 .check((&msg).into(), self.accepted.is_some())
-                .map_err(|e| format!("kex worker: {e}"))?;
+                .map_err(Error::KexViolation)?;
             match msg {
                 FromKex::Sign { key, alg, data } => {
                     // The one signature (the gate allows no second): its
                     // exchange hash is the session id.
                     self.session_id = Some(data.clone());
                     let r = self.sign(&key, &alg, &data);
-                    ipc.send(&ToKex::Signature(r), &[])
-                        .map_err(|e| e.to_string())?;
+                    ipc.send(&ToKex::Signature(r), &[])?;
                 }
                 FromKex::Auth { user, request } => {
                     let v = self.judge(ipc, &user, request);
                     if let Some(e) = self.ipc_failure.take() {
-                        if e == "closed" {
-                            return Ok(KexOutcome::Closed);
-                        }
-                        return Err(e);
+                        return link_end(e);
                     }
                     // A conversation cut short: the next request is due.
                     let Some(v) = v else { continue };
                     if let AuthVerdict::Disconnect(t) = &v {
                         log::info(&format!("Disconnecting {}: {t}", self.who()));
                     }
-                    ipc.send(&ToKex::Verdict(v), &[])
-                        .map_err(|e| e.to_string())?;
+                    ipc.send(&ToKex::Verdict(v), &[])?;
                 }
                 FromKex::Reconnect { request, leftover } => {
                     return Ok(KexOutcome::Reconnect(request, leftover));
@@ -726,11 +768,16 @@ impl Monitor<'_> {
     }
 
     /// The PAM transaction for `name`, started (again) if needed.
-    fn ensure_pam(&mut self, name: &str) -> Result<&mut Pam, String> {
+    fn ensure_pam(&mut self, name: &str) -> Result<&mut Pam, Error> {
         if !self.pam.as_ref().is_some_and(|p| p.user() == name) {
             self.pam = None;
-            let p = Pam::start(pam::SERVICE, name, &self.peer.ip().to_string())
-                .map_err(|e| format!("PAM: pam_start: {e}"))?;
+            let p =
+                Pam::start(pam::SERVICE, name, &self.peer.ip().to_string()).map_err(|source| {
+                    Error::Pam {
+                        call: "pam_start",
+                        source,
+                    }
+                })?;
             self.pam = Some(p);
         }
         Ok(self.pam.as_mut().expect("started"))
@@ -755,7 +802,7 @@ impl Monitor<'_> {
                         format!("Access denied for user {name} by PAM account configuration")
                     }
                 }),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         match r {
             Ok(()) => {
@@ -792,7 +839,7 @@ impl Monitor<'_> {
             _ => ("keyboard-interactive", "keyboard-interactive/pam"),
         };
         if let Err(e) = self.ensure_pam(name) {
-            log::error(&e);
+            log::error(&e.to_string());
             return Some(self.reject());
         }
         let mut pam = self.pam.take().expect("started");
@@ -918,7 +965,7 @@ impl Monitor<'_> {
 
     /// PAM's credentials and session (UsePAM), opened before the session
     /// worker starts as sshd opens them; returns PAM's environment.
-    fn open_pam_session(&mut self) -> Result<Vec<(String, String)>, String> {
+    fn open_pam_session(&mut self) -> Result<Vec<(String, String)>, Error> {
         let a = self.accepted.as_ref().expect("accepted");
         let (name, groups) = (a.user.name.clone(), a.groups.clone());
         let change_ids = matches!(self.ctx.privsep, Privsep::Root { .. });
@@ -929,7 +976,10 @@ impl Monitor<'_> {
         // with the user's groups in place, keep what it leaves for the
         // session worker, and put the monitor's own back.
         let saved = if change_ids {
-            let saved = nix::unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?;
+            let saved = nix::unistd::getgroups().map_err(|source| Error::Sys {
+                call: "getgroups",
+                source,
+            })?;
             set_groups(&groups)?;
             Some(saved)
         } else {
@@ -941,15 +991,24 @@ impl Monitor<'_> {
             let raw: Vec<u32> = saved.iter().map(|g| g.as_raw()).collect();
             set_groups(&raw)?;
         }
-        cred.map_err(|e| format!("PAM: pam_setcred(): {e}"))?;
+        cred.map_err(|source| Error::Pam {
+            call: "pam_setcred()",
+            source,
+        })?;
         if let Some(g) = with_pam {
-            let g = g.map_err(|e| format!("getgroups: {e}"))?;
+            let g = g.map_err(|source| Error::Sys {
+                call: "getgroups",
+                source,
+            })?;
             self.accepted.as_mut().expect("accepted").groups =
                 g.iter().map(|g| g.as_raw()).collect();
         }
         let pam = self.pam.as_mut().expect("PAM started");
         pam.open_session(&mut pam::collect_messages(&mut messages))
-            .map_err(|e| format!("PAM: pam_open_session(): {e}"))?;
+            .map_err(|source| Error::Pam {
+                call: "pam_open_session()",
+                source,
+            })?;
         let env = pam
             .env()
             .into_iter()
@@ -988,7 +1047,8 @@ impl Monitor<'_> {
         text
     }
 
-    fn run_session(&mut self, sock: OwnedFd, state: Vec<u8>) -> Result<(), String> {
+    #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
+    fn run_session(&mut self, sock: OwnedFd, state: Vec<u8>) -> Result<(), Error> {
         let use_pam = self.accepted.as_ref().expect("accepted").settings.use_pam;
         let pam_env = if use_pam {
             match self.open_pam_session() {
@@ -1004,7 +1064,7 @@ impl Monitor<'_> {
         };
         let a = self.accepted.as_ref().expect("accepted");
         let login_message = self.login_message(&a.settings, a.user.uid.as_raw());
-        let (ours, theirs) = Endpoint::pair().map_err(|e| e.to_string())?;
+        let (ours, theirs) = Endpoint::pair()?;
         let mut cmd = Command::new(&self.ctx.session_worker);
         // Not the log on fd 2: the worker runs as the user and logs through
         // us (FromSession::Log).
@@ -1028,9 +1088,10 @@ impl Monitor<'_> {
         }
         // SAFETY: place_fds only calls async-signal-safe functions.
         unsafe { cmd.pre_exec(move || place_fds(&fds)) };
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.ctx.session_worker.display()))?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: self.ctx.session_worker.clone(),
+            source,
+        })?;
         self.worker_pid = child.id();
         drop(theirs);
         let user = UserInfo {
@@ -1057,8 +1118,7 @@ impl Monitor<'_> {
             pam_env,
             login_message,
         };
-        ours.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])
-            .map_err(|e| e.to_string())?;
+        ours.send(&ToSession::Start(Box::new(start)), &[sock.as_fd()])?;
         // The monitor keeps its copy of the socket to see for itself when
         // the transport ends (serve_session).
         // Serve the session worker (rekey signatures, tokens, reconnects)
@@ -1067,7 +1127,7 @@ impl Monitor<'_> {
             log::error(&format!("{}: session worker: {e}", self.who()));
             let _ = child.kill();
         }
-        let status = child.wait().map_err(|e| e.to_string());
+        let status = child.wait();
         for l in std::mem::take(&mut self.logins) {
             if let Err(e) = loginrec::record_logout(&l) {
                 log::debug(&format!("logout record for {}: {e}", l.tty));
@@ -1138,21 +1198,18 @@ struct WorkerLink<'e> {
 }
 
 impl WorkerLink<'_> {
-    fn send(&mut self, m: &ToSession, fds: Vec<OwnedFd>) -> Result<(), String> {
-        self.out
-            .push(m, fds)
-            .map_err(|e| format!("the session worker does not read: {e}"))?;
-        self.out.flush(self.ep.as_fd()).map_err(|e| e.to_string())
+    fn send(&mut self, m: &ToSession, fds: Vec<OwnedFd>) -> Result<(), Error> {
+        self.out.push(m, fds).map_err(Error::WorkerQueueFull)?;
+        Ok(self.out.flush(self.ep.as_fd())?)
     }
 }
 
 impl Monitor<'_> {
-    fn serve_session(&mut self, ours: &Endpoint, sock: OwnedFd) -> Result<(), String> {
+    fn serve_session(&mut self, ours: &Endpoint, sock: OwnedFd) -> Result<(), Error> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         // nix has no name for it.
         let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-        ours.set_timeout(Some(WORKER_READ_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        ours.set_timeout(Some(WORKER_READ_TIMEOUT))?;
         let mut w = WorkerLink {
             ep: ours,
             out: ressh_ipc::Outbox::new(WORKER_QUEUE),
@@ -1196,7 +1253,12 @@ impl Monitor<'_> {
                 match poll(&mut fds, wait) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("poll: {e}")),
+                    Err(source) => {
+                        return Err(Error::Sys {
+                            call: "poll",
+                            source,
+                        })
+                    }
                 }
                 let r: Vec<bool> = fds
                     .iter()
@@ -1224,12 +1286,15 @@ impl Monitor<'_> {
                 match ours.recv::<FromSession>() {
                     Ok((m, fds)) => {
                         if !fds.is_empty() {
-                            return Err("descriptors from the session worker".into());
+                            return Err(Error::Unexpected(
+                                "descriptors from the session worker".into(),
+                            ));
                         }
                         self.on_session_msg(&mut w, m)?
                     }
+                    // The worker exits with its session.
                     Err(ressh_ipc::Error::Closed) => return Ok(()),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 }
             }
             if broker_ready {
@@ -1264,12 +1329,9 @@ impl Monitor<'_> {
                     });
                 }
             }
-            w.out.flush(ours.as_fd()).map_err(|e| e.to_string())?;
+            w.out.flush(ours.as_fd())?;
             if w.out.stalled_for(now).is_some_and(|t| t >= WORKER_STALL) {
-                return Err(format!(
-                    "the session worker has read nothing for {} s",
-                    WORKER_STALL.as_secs()
-                ));
+                return Err(Error::WorkerStalled(WORKER_STALL));
             }
         }
     }
@@ -1313,10 +1375,12 @@ impl Monitor<'_> {
         }
     }
 
-    fn on_session_msg(&mut self, w: &mut WorkerLink<'_>, m: FromSession) -> Result<(), String> {
+    fn on_session_msg(&mut self, w: &mut WorkerLink<'_>, m: FromSession) -> Result<(), Error> {
         // The table: anything out of phase kills the worker (logged by
         // run_session as "session worker: ...").
-        self.session_gate.check(&m)?;
+        self.session_gate
+            .check(&m)
+            .map_err(Error::SessionViolation)?;
         match m {
             FromSession::Sign { key, alg, data } => {
                 let r = self.sign(&key, &alg, &data);
@@ -1334,10 +1398,10 @@ impl Monitor<'_> {
                     return Ok(());
                 };
                 if v.id != id {
-                    return Err(format!(
+                    return Err(Error::Unexpected(format!(
                         "a reconnect verdict for {id}, expected one for {}",
                         v.id
-                    ));
+                    )));
                 }
                 if v.answered {
                     // Too late: the broker was told to try again.
@@ -1482,7 +1546,7 @@ impl Monitor<'_> {
         w: &mut WorkerLink<'_>,
         m: FromBroker,
         fds: Vec<OwnedFd>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         match m {
             FromBroker::Validate {
                 id,
@@ -1523,13 +1587,18 @@ impl Monitor<'_> {
                 peer_port,
             } => {
                 if fds.len() != 1 {
-                    return Err("transport without exactly one socket".into());
+                    return Err(Error::Unexpected(
+                        "transport without exactly one socket".into(),
+                    ));
                 }
                 let Ok(ip) = peer_addr.parse::<std::net::IpAddr>() else {
-                    return Err(format!("transport from a bad address {peer_addr:?}"));
+                    return Err(Error::Unexpected(format!(
+                        "transport from a bad address {peer_addr:?}"
+                    )));
                 };
-                let [fd] = <[OwnedFd; 1]>::try_from(fds).map_err(|_| "no socket")?;
-                let copy = fd.try_clone().map_err(|e| e.to_string())?;
+                let [fd] = <[OwnedFd; 1]>::try_from(fds)
+                    .map_err(|_| Error::Unexpected("no socket".into()))?;
+                let copy = fd.try_clone()?;
                 w.handed = Some((SocketAddr::new(ip, peer_port), copy));
                 w.send(
                     &ToSession::Transport {
@@ -1548,7 +1617,9 @@ impl Monitor<'_> {
                 ));
                 w.send(&ToSession::Terminate, Vec::new())
             }
-            FromBroker::RouteResult(_) => Err("route result for a session".into()),
+            FromBroker::RouteResult(_) => {
+                Err(Error::Unexpected("route result for a session".into()))
+            }
         }
     }
 
@@ -1560,9 +1631,14 @@ impl Monitor<'_> {
     /// be enabled and satisfy AuthenticationMethods there; and the account
     /// must still be valid (PAM account management with the new PAM_RHOST,
     /// or the shadow entry without PAM).
-    fn reconnect_allowed(&mut self, addr: &str) -> Result<(), String> {
-        let a = self.accepted.as_ref().ok_or("no user")?;
-        let ip: std::net::IpAddr = addr.parse().map_err(|_| "bad address".to_string())?;
+    fn reconnect_allowed(&mut self, addr: &str) -> Result<(), Refusal> {
+        let a = self
+            .accepted
+            .as_ref()
+            .ok_or_else(|| Refusal::Policy("no user".into()))?;
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| Refusal::Policy("bad address".into()))?;
         let group_names: Vec<String> = a
             .groups
             .iter()
@@ -1594,10 +1670,13 @@ impl Monitor<'_> {
             &settings.deny_users,
             &settings.allow_groups,
             &settings.deny_groups,
-        )?;
+        )
+        .map_err(Refusal::Policy)?;
         if let Some(from) = &a.options.from {
             if !authkeys::from_matches(from, &peer) {
-                return Err(format!("key's from=\"{from}\" does not match {addr}"));
+                return Err(Refusal::Policy(format!(
+                    "key's from=\"{from}\" does not match {addr}"
+                )));
             }
         }
         admissible(
@@ -1605,17 +1684,18 @@ impl Monitor<'_> {
             a.user.uid.is_root(),
             &a.methods,
             a.options.command.is_some(),
-        )?;
+        )
+        .map_err(Refusal::Policy)?;
         let name = a.user.name.clone();
         if settings.use_pam {
             let mut messages = Vec::new();
             let pam = self.ensure_pam(&name)?;
             pam.set_item(pam::PAM_RHOST, &ip.to_string())
-                .map_err(|e| format!("PAM: {e}"))?;
+                .map_err(Refusal::PamItem)?;
             pam.acct_mgmt(0, &mut pam::collect_messages(&mut messages))
-                .map_err(|e| format!("PAM account management refuses {name}: {e}"))?;
+                .map_err(|source| Refusal::PamAccount { user: name, source })?;
         } else {
-            shadow_account_ok(&name)?;
+            shadow_account_ok(&name).map_err(Refusal::Policy)?;
         }
         Ok(())
     }
@@ -1660,10 +1740,14 @@ fn shown_port(a: SocketAddr) -> u16 {
 }
 
 /// setgroups(2) for this process (the monitor runs as root).
-fn set_groups(groups: &[u32]) -> Result<(), String> {
+#[allow(unsafe_code)] // setgroups(2) in a pre_exec hook
+fn set_groups(groups: &[u32]) -> Result<(), Error> {
     // SAFETY: setgroups with a valid pointer and length.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
-        return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
+        return Err(Error::Sys {
+            call: "setgroups",
+            source: nix::Error::last(),
+        });
     }
     Ok(())
 }
@@ -1690,7 +1774,7 @@ fn kbdint_round(
     msgs: &[pam::Message],
     info: &mut String,
     stashed: &mut Option<FromKex>,
-    failure: &mut Option<String>,
+    failure: &mut Option<ressh_ipc::Error>,
 ) -> Option<Vec<Option<Zeroizing<String>>>> {
     let mut prompts = Vec::new();
     for m in msgs {
@@ -1713,7 +1797,7 @@ fn kbdint_round(
         prompts,
     };
     if let Err(e) = ipc.send(&ToKex::Verdict(request), &[]) {
-        *failure = Some(e.to_string());
+        *failure = Some(e);
         return None;
     }
     match ipc.recv::<FromKex>() {
@@ -1738,14 +1822,20 @@ fn kbdint_round(
             *stashed = Some(other);
             None
         }
-        Err(ressh_ipc::Error::Closed) => {
-            *failure = Some("closed".into());
-            None
-        }
         Err(e) => {
-            *failure = Some(e.to_string());
+            *failure = Some(e);
             None
         }
+    }
+}
+
+/// How serving the kex worker ends when its link does: the worker closing
+/// it is the connection ending (the client went away, the worker exited
+/// with it); anything else is a failure of the link.
+fn link_end(e: ressh_ipc::Error) -> Result<KexOutcome, Error> {
+    match e {
+        ressh_ipc::Error::Closed => Ok(KexOutcome::Closed),
+        e => Err(e.into()),
     }
 }
 
@@ -1841,6 +1931,7 @@ fn auth_complete(s: &Settings, completed: &[String]) -> bool {
 
 /// sshd's checks of the shadow entry without PAM (auth.c allowed_user):
 /// a locked password ("!") or an expired account refuses the user.
+#[allow(unsafe_code)] // getspnam (the shadow entry)
 fn shadow_account_ok(name: &str) -> Result<(), String> {
     let Ok(c) = CString::new(name) else {
         return Ok(());
@@ -1897,6 +1988,39 @@ mod tests {
         AuthenticationMethods publickey\n\
         Match Address *,!198.18.0.0/16\n\
         AuthenticationMethods publickey,password\n";
+
+    /// One keyboard-interactive round against a kex worker's end of a real
+    /// socketpair that reads the prompt and then does `then`; the failure
+    /// kbdint_round kept, and how serving the kex worker ends on it.
+    fn round_then(then: impl FnOnce(Endpoint) + Send + 'static) -> Result<KexOutcome, Error> {
+        let (ours, theirs) = Endpoint::pair().unwrap();
+        let worker = std::thread::spawn(move || {
+            let (m, _) = theirs.recv::<ToKex>().unwrap();
+            assert!(matches!(m, ToKex::Verdict(AuthVerdict::InfoRequest { .. })));
+            then(theirs);
+        });
+        let (mut info, mut stashed, mut failure) = (String::new(), None, None);
+        let prompt = [pam::Message::PromptEchoOff("Password: ".into())];
+        let answers = kbdint_round(&ours, "u", &prompt, &mut info, &mut stashed, &mut failure);
+        worker.join().unwrap();
+        assert!(answers.is_none() && stashed.is_none());
+        link_end(failure.expect("the link failure is kept"))
+    }
+
+    #[test]
+    fn a_closed_kex_link_in_a_pam_conversation_ends_the_connection_quietly() {
+        // The worker exits (its client went away): no error, exit code 0.
+        assert!(matches!(round_then(drop), Ok(KexOutcome::Closed)));
+        // A frame that does not decode is a failure, logged and exit 1.
+        let garbled = round_then(|ep| {
+            nix::unistd::write(&ep, &[0, 0, 0, 1, 0xff]).unwrap();
+        });
+        assert!(
+            matches!(garbled, Err(Error::Ipc(ressh_ipc::Error::Decode))),
+            "{:?}",
+            garbled.map(|_| ())
+        );
+    }
 
     #[test]
     fn one_factor_inside_is_not_enough_outside() {

@@ -8,6 +8,7 @@
 //! so a keyboard-interactive conversation can ask the kex worker for the
 //! client's answers while `pam_authenticate` runs. Answers (passwords) are
 //! copied into memory PAM owns (and frees); the Rust copies are zeroized.
+#![allow(unsafe_code)] // FFI to libpam, which has no safe crate here
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr;
@@ -135,6 +136,8 @@ impl std::fmt::Display for PamError {
         f.write_str(&self.text)
     }
 }
+
+impl std::error::Error for PamError {}
 
 /// Where the conversation function finds the closure of the call in
 /// progress: a pointer to a `&mut Conversation` on that call's stack, or
@@ -348,6 +351,8 @@ impl Pam {
         let mut p: *const c_void = ptr::null();
         // SAFETY: PAM returns a pointer to its own copy of the item.
         let r = unsafe { pam_get_item(self.handle, PAM_USER, &mut p) };
+        // SAFETY: PAM_USER is a NUL-terminated string, checked non-NULL, that
+        // lives as long as the handle.
         (r == PAM_SUCCESS && !p.is_null()).then(|| unsafe { c_text(p as *const c_char) })
     }
 

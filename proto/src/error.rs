@@ -51,6 +51,8 @@ pub enum Error {
     Misuse(&'static str),
     /// The peer's host key was rejected by the application.
     HostKeyRejected,
+    /// The application could not sign the exchange hash with the host key.
+    SigningFailed,
     /// The peer sent DISCONNECT.
     PeerDisconnected { reason: u32, description: String },
     /// The connection is already closed.
@@ -63,16 +65,20 @@ impl Error {
     /// Whether the peer caused this error (and is told why by DISCONNECT),
     /// as opposed to the local application misusing the engine.
     pub fn is_peer_fault(&self) -> bool {
-        !matches!(self, Error::Misuse(_) | Error::Closed | Error::State(_))
+        !matches!(
+            self,
+            Error::Misuse(_) | Error::Closed | Error::State(_) | Error::SigningFailed
+        )
     }
 
     /// The disconnect reason sent to the peer when this error ends the connection.
     pub fn disconnect_reason(&self) -> u32 {
         match self {
             Error::Mac => reason::MAC_ERROR,
-            Error::NoCommonAlgorithm(_) | Error::UnknownAlgorithm(_) | Error::BadSignature => {
-                reason::KEY_EXCHANGE_FAILED
-            }
+            Error::NoCommonAlgorithm(_)
+            | Error::UnknownAlgorithm(_)
+            | Error::BadSignature
+            | Error::SigningFailed => reason::KEY_EXCHANGE_FAILED,
             Error::HostKeyRejected => reason::HOST_KEY_NOT_VERIFIABLE,
             _ => reason::PROTOCOL_ERROR,
         }
@@ -94,6 +100,7 @@ impl fmt::Display for Error {
             Error::Protocol(what) => write!(f, "protocol error: {what}"),
             Error::Misuse(what) => write!(f, "engine misuse: {what}"),
             Error::HostKeyRejected => write!(f, "host key rejected"),
+            Error::SigningFailed => write!(f, "host key signing failed"),
             Error::PeerDisconnected {
                 reason,
                 description,

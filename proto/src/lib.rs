@@ -16,7 +16,7 @@ pub mod wire;
 pub mod transport;
 
 pub use conn::{
-    AuthAttempt, ClientReconnect, Config, Connection, Event, HostKeySigner, ReconnectRequest,
-    Refused, Role, ServerReconnect, Stats,
+    AuthAttempt, ClientReconnect, Config, Connection, Event, ReconnectRequest, Refused, Role,
+    ServerReconnect, SignRequest, Stats,
 };
 pub use error::{Error, Result};

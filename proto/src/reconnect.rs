@@ -11,17 +11,23 @@ use zeroize::Zeroizing;
 use super::{Connection, Event, ReconnectRequest, Role};
 use crate::cipher::KeyMaterial;
 use crate::error::{Error, Result};
-use crate::kex::{self, Ephemeral, Negotiated};
+use crate::kex::curve25519::Ephemeral;
+use crate::kex::{self, Hash, Negotiated, SecretForm, SharedSecret};
 use crate::msg::{self, num};
 use crate::resilience::{self, Request, Transcript};
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
-use ressh_resilience::suspect::Watch;
 
 /// Why a reconnect was refused, from SSH_MSG_RECONNECT_FAILURE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub code: u32,
     pub description: String,
+}
+
+/// K' of a reconnect: X25519's output, taken by the key derivation as an
+/// mpint with SHA-256 (docs/PROTOCOL.md §5), whatever the session's method.
+fn reconnect_secret(k: Zeroizing<Vec<u8>>) -> SharedSecret {
+    SharedSecret::new(k, Hash::Sha256, SecretForm::Mpint)
 }
 
 /// The client's half, driven over a fresh transport.
@@ -34,7 +40,6 @@ pub struct ClientReconnect {
     writer: PacketWriter,
     reader: PacketReader,
     i_c: Vec<u8>,
-    i_s: Option<Vec<u8>>,
     eph: Ephemeral,
     q_c: Vec<u8>,
     token: Vec<u8>,
@@ -42,13 +47,24 @@ pub struct ClientReconnect {
     r_c: u64,
     session_id: Vec<u8>,
     client_kexinit: msg::KexInit,
-    /// Set once the reply verified: keys and the peer's count.
-    verified: Option<Verified>,
-    done: bool,
+    phase: Phase,
     /// The server refused (RECONNECT_FAILURE or DISCONNECT).
     refused: Option<Refused>,
 }
 
+/// How far the client's half has come.
+enum Phase {
+    /// Waiting for the server's KEXINIT.
+    Kexinit,
+    /// Waiting for the server's reply; its KEXINIT came.
+    Reply { i_s: Vec<u8> },
+    /// The reply verified; waiting for the server's NEWKEYS.
+    NewKeys(Verified),
+    /// Complete: the session may move here.
+    Done(Verified),
+}
+
+/// What a verified reply gave: keys and the peer's count.
 struct Verified {
     recv: KeyMaterial,
     r_s: u64,
@@ -67,7 +83,7 @@ impl ClientReconnect {
 
     /// Whether the exchange completed: call [`Connection::complete_reconnect`].
     pub fn is_done(&self) -> bool {
-        self.done
+        matches!(self.phase, Phase::Done(_))
     }
 
     /// Why the server refused, if it did.
@@ -78,11 +94,10 @@ impl ClientReconnect {
     /// Feeds bytes from the new transport. Errors end this attempt only;
     /// the session is untouched.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<()> {
-        if self.done {
-            self.inbuf.extend_from_slice(data);
+        self.inbuf.extend_from_slice(data);
+        if self.is_done() {
             return Ok(());
         }
-        self.inbuf.extend_from_slice(data);
         if self.peer_version.is_none() {
             match scan_version(&self.inbuf, true, &mut self.preamble_seen)? {
                 VersionScan::More => {
@@ -97,7 +112,7 @@ impl ClientReconnect {
                 }
             }
         }
-        while !self.done {
+        while !self.is_done() {
             let Some((payload, n)) = self.reader.read(&self.inbuf)? else {
                 return Ok(());
             };
@@ -108,9 +123,9 @@ impl ClientReconnect {
     }
 
     fn packet(&mut self, p: Vec<u8>) -> Result<()> {
-        match p[0] {
-            num::IGNORE | num::DEBUG => Ok(()),
-            num::DISCONNECT => {
+        match (p[0], &self.phase) {
+            (num::IGNORE | num::DEBUG, _) => Ok(()),
+            (num::DISCONNECT, _) => {
                 let d = msg::Disconnect::decode(&p)?;
                 self.refused = Some(Refused {
                     code: 0,
@@ -121,7 +136,7 @@ impl ClientReconnect {
                     description: d.description,
                 })
             }
-            resilience::MSG_RECONNECT_FAILURE => {
+            (resilience::MSG_RECONNECT_FAILURE, _) => {
                 let (code, description) = resilience::decode_failure(&p)?;
                 self.refused = Some(Refused {
                     code,
@@ -129,35 +144,39 @@ impl ClientReconnect {
                 });
                 Err(Error::Protocol("server refused the reconnect"))
             }
-            num::KEXINIT if self.i_s.is_none() => {
+            (num::KEXINIT, Phase::Kexinit) => {
                 let server = msg::KexInit::decode(&p)?;
                 let n = kex::negotiate(&self.client_kexinit, &server)?;
                 if n.kex != resilience::NAME {
                     return Err(Error::Protocol("server does not resume sessions"));
                 }
-                self.i_s = Some(p);
+                self.phase = Phase::Reply { i_s: p };
                 Ok(())
             }
-            resilience::MSG_RECONNECT_REPLY if self.i_s.is_some() && self.verified.is_none() => {
-                self.on_reply(&p)
+            (resilience::MSG_RECONNECT_REPLY, Phase::Reply { i_s }) => {
+                let v = self.on_reply(&p, i_s.clone())?;
+                self.phase = Phase::NewKeys(v);
+                Ok(())
             }
-            num::NEWKEYS if self.verified.is_some() && p.len() == 1 => {
-                let v = self.verified.as_ref().expect("verified");
+            (num::NEWKEYS, Phase::NewKeys(v)) if p.len() == 1 => {
                 self.reader.set_key(&v.recv)?;
                 self.reader.seq = 0;
-                self.done = true;
+                if let Phase::NewKeys(v) = std::mem::replace(&mut self.phase, Phase::Kexinit) {
+                    self.phase = Phase::Done(v);
+                }
                 Ok(())
             }
             _ => Err(Error::Protocol("unexpected message during reconnect")),
         }
     }
 
-    fn on_reply(&mut self, p: &[u8]) -> Result<()> {
+    /// Verifies the server's reply and answers with NEWKEYS and the key
+    /// confirmation.
+    fn on_reply(&mut self, p: &[u8], i_s: Vec<u8>) -> Result<Verified> {
         let reply = resilience::Reply::decode(p)?;
-        let i_s = self.i_s.clone().expect("server kexinit");
         let server = msg::KexInit::decode(&i_s)?;
         let n: Negotiated = kex::negotiate(&self.client_kexinit, &server)?;
-        let k = self.eph.agree(&reply.q_s)?;
+        let k = reconnect_secret(self.eph.agree(&reply.q_s)?);
         let t = Transcript {
             v_c: self.version.clone(),
             v_s: self.peer_version.clone().unwrap_or_default(),
@@ -171,26 +190,25 @@ impl ClientReconnect {
             &reply.q_s,
             self.r_c,
             reply.r_s,
-            &k,
+            k.raw(),
         )?;
         let expect = resilience::mac_s(&self.rs, &h)?;
         if !openssl::memcmp::eq(&expect, &reply.mac) {
             return Err(Error::Mac);
         }
         let (c2s, s2c) = kex::derive_keys(&k, &h, &self.session_id, &n)?;
-        let next_rs = resilience::ratchet(&self.rs, &h, &k)?;
+        let next_rs = resilience::ratchet(&self.rs, &h, k.raw())?;
         // NEWKEYS, then the key confirmation under the new keys.
         self.writer.write(&[num::NEWKEYS], &mut self.outbuf)?;
         self.writer.set_key(&c2s)?;
         self.writer.seq = 0;
         self.writer
             .write(&resilience::encode_ack(self.r_c, false), &mut self.outbuf)?;
-        self.verified = Some(Verified {
+        Ok(Verified {
             recv: s2c,
             r_s: reply.r_s,
             next_rs,
-        });
-        Ok(())
+        })
     }
 }
 
@@ -317,23 +335,20 @@ impl Connection {
     /// connection is not changed; it may even keep running meanwhile.
     pub fn reconnect_attempt(&mut self) -> Result<ClientReconnect> {
         if self.role != Role::Client {
-            return Err(Error::Protocol("only a client reconnects"));
+            return Err(Error::Misuse("only a client reconnects"));
         }
         let r = self
             .resilience
             .as_ref()
             .filter(|r| r.active)
-            .ok_or(Error::Protocol("resilience is not active"))?;
-        let session_id = self
-            .session_id
-            .clone()
-            .ok_or(Error::Protocol("no session"))?;
+            .ok_or(Error::Misuse("resilience is not active"))?;
+        let session_id = self.session_id.clone().ok_or(Error::Misuse("no session"))?;
         // Before the server's first packet under the last reconnect's keys
         // arrived, it may or may not have committed: the server accepts the
         // previous token too (docs/PROTOCOL.md §5), so use the secret we hold.
         let rs = r.rs.clone();
         let token = resilience::token(&rs)?;
-        let mut kexinit = self.kexinit(false);
+        let mut kexinit = self.kexinit(false)?;
         kexinit.kex = vec![resilience::NAME.to_string()];
         let i_c = kexinit.encode();
         let eph = Ephemeral::generate()?;
@@ -364,7 +379,6 @@ impl Connection {
             writer,
             reader: PacketReader::none(),
             i_c,
-            i_s: None,
             eph,
             q_c,
             token,
@@ -372,8 +386,7 @@ impl Connection {
             r_c,
             session_id,
             client_kexinit: kexinit,
-            verified: None,
-            done: false,
+            phase: Phase::Kexinit,
             refused: None,
         })
     }
@@ -381,14 +394,13 @@ impl Connection {
     /// Client: switches the session to the attempt's transport. The caller
     /// then sends [`Self::output`] on the new transport and drops the old.
     pub fn complete_reconnect(&mut self, att: ClientReconnect, now: Instant) -> Result<()> {
-        if !att.done {
-            return Err(Error::Protocol("reconnect not complete"));
-        }
-        let v = att.verified.expect("verified");
+        let Phase::Done(v) = att.phase else {
+            return Err(Error::Misuse("reconnect not complete"));
+        };
         let r = self
             .resilience
             .as_mut()
-            .ok_or(Error::Protocol("resilience is not active"))?;
+            .ok_or(Error::Misuse("resilience is not active"))?;
         // Messages that arrived on the old connection after we announced
         // our count will come again: drop that many.
         r.skip = r
@@ -401,9 +413,7 @@ impl Connection {
         self.kex = None;
         self.writer = att.writer;
         self.reader = att.reader;
-        self.inbuf = att.inbuf;
-        self.outbuf = att.outbuf;
-        self.out_pos = 0;
+        self.io.switch(att.inbuf, att.outbuf);
         self.peer_version = att.peer_version;
         self.after_reconnect(now, resend)?;
         // Bytes of the server that came with its NEWKEYS.
@@ -421,7 +431,7 @@ impl Connection {
         &mut self,
         req: &ReconnectRequest,
     ) -> std::result::Result<ServerReconnect, Refused> {
-        let rs = self.validate_reconnect(req)?;
+        let (rs, r_s) = self.validate_reconnect(req)?;
         if self.reconnects_pending >= resilience::MAX_PENDING_RECONNECTS {
             return Err(Refused {
                 code: resilience::failure::TRY_AGAIN,
@@ -429,7 +439,7 @@ impl Connection {
             });
         }
         let sr = self
-            .prepare_server_reconnect(req, rs)
+            .prepare_server_reconnect(req, rs, r_s)
             .map_err(|e| Refused {
                 code: resilience::failure::TRY_AGAIN,
                 description: e.to_string(),
@@ -469,11 +479,11 @@ impl Connection {
     }
 
     /// Checks a request's token, MAC, freshness and count; returns the
-    /// resume secret it was made with.
+    /// resume secret it was made with and our receive count.
     fn validate_reconnect(
         &mut self,
         req: &ReconnectRequest,
-    ) -> std::result::Result<Zeroizing<Vec<u8>>, Refused> {
+    ) -> std::result::Result<(Zeroizing<Vec<u8>>, u64), Refused> {
         let refuse = |code, d: &str| Refused {
             code,
             description: d.to_string(),
@@ -533,28 +543,27 @@ impl Connection {
                 "receive count out of range",
             ));
         }
-        Ok(rs)
+        Ok((rs, r.recv))
     }
 
     fn prepare_server_reconnect(
         &self,
         req: &ReconnectRequest,
         rs: Zeroizing<Vec<u8>>,
+        r_s: u64,
     ) -> Result<ServerReconnect> {
-        let r = self.resilience.as_ref().expect("resilience");
         let q = &req.request;
         let eph = Ephemeral::generate()?;
         let q_s = eph.public()?;
-        let k = eph.agree(&q.q_c)?;
-        let r_s = r.recv;
-        let h = resilience::h_prime(&req.transcript, &q.token, &q.q_c, &q_s, q.r_c, r_s, &k)?;
+        let k = reconnect_secret(eph.agree(&q.q_c)?);
+        let h = resilience::h_prime(&req.transcript, &q.token, &q.q_c, &q_s, q.r_c, r_s, k.raw())?;
         let mac = resilience::mac_s(&rs, &h)?;
         let sid = self
             .session_id
             .clone()
             .ok_or(Error::Protocol("no session"))?;
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &req.negotiated)?;
-        let next_rs = resilience::ratchet(&rs, &h, &k)?;
+        let next_rs = resilience::ratchet(&rs, &h, k.raw())?;
         let mut writer = PacketWriter::none();
         writer.seq = req.writer_seq;
         let mut outbuf = Vec::new();
@@ -592,15 +601,15 @@ impl Connection {
     /// other attempt still pending is void from now on: drop it.
     pub fn commit_reconnect(&mut self, sr: ServerReconnect, now: Instant) -> Result<()> {
         if !sr.confirmed {
-            return Err(Error::Protocol("reconnect not confirmed"));
+            return Err(Error::Misuse("reconnect not confirmed"));
         }
         if sr.epoch != self.reconnect_epoch {
-            return Err(Error::Protocol("reconnect superseded"));
+            return Err(Error::Misuse("reconnect superseded"));
         }
         let r = self
             .resilience
             .as_mut()
-            .ok_or(Error::Protocol("resilience is not active"))?;
+            .ok_or(Error::Misuse("resilience is not active"))?;
         // Checked before anything changes (acked() checks its range first).
         let skip = r
             .recv
@@ -617,9 +626,7 @@ impl Connection {
         self.kex = None;
         self.writer = sr.writer;
         self.reader = sr.reader;
-        self.inbuf = sr.inbuf;
-        self.outbuf = sr.outbuf;
-        self.out_pos = 0;
+        self.io.switch(sr.inbuf, sr.outbuf);
         self.peer_version = Some(sr.transcript.v_c);
         self.local_version = sr.transcript.v_s;
         self.send_ack(false)?;
@@ -637,15 +644,12 @@ impl Connection {
         self.closed = false;
         self.now = now;
         self.last_kex = now;
-        self.last_rx = now;
-        self.probe_sent = None;
-        self.dead_reported = false;
         // A new path: measure its round trip before the retransmissions
         // queue up behind the probe.
-        self.watch = Watch::default();
+        self.timers.new_path(now);
         if self.role == Role::Client && self.suspect_timeout().is_some() {
             self.send_ack(true)?;
-            self.watch.want_reply_sent(now, None);
+            self.timers.watch.want_reply_sent(now, None);
         }
         for p in resend {
             self.write_now(&p)?;
@@ -658,7 +662,7 @@ impl Connection {
     /// Server, on the new connection's engine (kex worker): bytes received
     /// after the reconnect request, to hand over with the socket.
     pub fn take_unprocessed_input(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.inbuf)
+        std::mem::take(&mut self.io.inbuf)
     }
 
     /// Server: the bytes a new connection's engine still has to send (its

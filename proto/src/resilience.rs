@@ -439,7 +439,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kex::Ephemeral;
+    use crate::kex::curve25519::Ephemeral;
+    use crate::kex::{derive, Hash, SecretForm, SharedSecret};
     use crate::wire::hex;
 
     #[test]
@@ -549,7 +550,14 @@ mod tests {
         );
         // The new traffic keys: K', H' and the original session id.
         assert_eq!(
-            &crate::kex::derive(&k2, &h2, b'C', &h0, 32).unwrap()[..],
+            &derive(
+                &SharedSecret::new(k2, Hash::Sha256, SecretForm::Mpint),
+                &h2,
+                b'C',
+                &h0,
+                32
+            )
+            .unwrap()[..],
             &hex("9839dca7755a64d8436faefb58cbdabb3aea8d6073153ff59529e2cd09b89df5")[..]
         );
         // HMAC-SHA-256 itself, RFC 4231 test case 2.

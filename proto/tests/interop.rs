@@ -231,9 +231,13 @@ fn serve_one(
     std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().unwrap();
         let mut conn =
-            Connection::server(Config::default(), Box::new(vec![host]), Instant::now()).unwrap();
+            Connection::server(Config::default(), vec![host.public_key()], Instant::now()).unwrap();
+        let host = [host];
         drive(&mut conn, &mut sock, |c, e| {
             match e {
+                Event::SignHostKey(r) => c
+                    .host_key_signed(r.sign_with(&host), Instant::now())
+                    .unwrap(),
                 Event::AuthRequest {
                     attempt: AuthAttempt::PublicKeyQuery { algorithm, key },
                     ..

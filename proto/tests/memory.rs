@@ -3,13 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use ressh_proto::keys::{KeyType, PrivateKey};
+use ressh_proto::error::reason;
+use ressh_proto::keys::{KeyType, PrivateKey, PublicKey};
 use ressh_proto::msg::{ChannelKind, ChannelReq};
-use ressh_proto::{AuthAttempt, Config, Connection, Event, HostKeySigner};
+use ressh_proto::{AuthAttempt, Config, Connection, Error, Event};
+
+fn public(keys: &[PrivateKey]) -> Vec<PublicKey> {
+    keys.iter().map(|k| k.public_key()).collect()
+}
 
 struct Pair {
     c: Connection,
     s: Connection,
+    /// The server's host keys, which sign its exchange hashes.
+    host: Vec<PrivateKey>,
+    /// Whether [`Self::pump`] answers the server's requests to sign.
+    sign: bool,
     now: Instant,
     ce: Vec<Event>,
     se: Vec<Event>,
@@ -20,7 +29,9 @@ impl Pair {
         let now = Instant::now();
         Pair {
             c: Connection::client(client, now).unwrap(),
-            s: Connection::server(server, Box::new(host), now).unwrap(),
+            s: Connection::server(server, public(&host), now).unwrap(),
+            host,
+            sign: true,
             now,
             ce: Vec::new(),
             se: Vec::new(),
@@ -28,7 +39,7 @@ impl Pair {
     }
 
     /// Moves bytes both ways until both sides are quiet. Host keys are
-    /// accepted as they come.
+    /// accepted and exchange hashes signed as they come.
     fn pump(&mut self) {
         for _ in 0..10_000 {
             let a = self.c.take_output();
@@ -48,6 +59,10 @@ impl Pair {
                 moved = true;
             }
             while let Some(e) = self.s.poll_event() {
+                if let (true, Event::SignHostKey(r)) = (self.sign, &e) {
+                    let sig = r.sign_with(&self.host);
+                    self.s.host_key_signed(sig, self.now).unwrap();
+                }
                 self.se.push(e);
                 moved = true;
             }
@@ -262,9 +277,9 @@ fn rekeys_during_transfer_and_state_moves_mid_transfer() {
         assert!(!p.s.output().is_empty());
         let sstate = p.s.export(p.now).unwrap();
         let cstate = p.c.export(p.now).unwrap();
-        let signer: Box<dyn HostKeySigner> = Box::new(vec![host2.take().unwrap()]);
-        p.s = Connection::import(&sstate, Some(signer), p.now).unwrap();
-        p.c = Connection::import(&cstate, None, p.now).unwrap();
+        p.host = vec![host2.take().unwrap()];
+        p.s = Connection::import(&sstate, public(&p.host), p.now).unwrap();
+        p.c = Connection::import(&cstate, Vec::new(), p.now).unwrap();
     });
     eprintln!("rekeys during the transfer (client, server): {rekeys:?}");
     // The client rekeys once it has received more than 200 000 bytes under
@@ -435,4 +450,72 @@ fn window_flow_control_and_close() {
     assert!(p.ce.contains(&Event::Closed { id: cid }));
     assert!(p.se.contains(&Event::Closed { id: sid }));
     assert!(p.c.send_data(cid, b"x").is_err());
+}
+
+/// The server's key exchange waits for the application's signature of the
+/// exchange hash (an event, then a continuation), however late it comes;
+/// an application that cannot sign ends the connection with a DISCONNECT
+/// that says so.
+#[test]
+fn host_key_signature_is_an_event_and_a_continuation() {
+    for signs in [true, false] {
+        let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+        p.sign = false;
+        p.pump();
+        let Some(Event::SignHostKey(req)) = p.se.pop() else {
+            panic!("no request to sign: {:?}", p.se);
+        };
+        assert_eq!(req.key, p.host[0].public_key());
+        assert_eq!(req.algorithm, "ssh-ed25519");
+        assert_eq!(req.data.len(), 32, "a SHA-256 exchange hash");
+        assert!(p.ce.is_empty(), "the client heard nothing yet: {:?}", p.ce);
+        let later = p.now + Duration::from_secs(5);
+        if signs {
+            let sig = req.sign_with(&p.host);
+            p.s.host_key_signed(sig, later).unwrap();
+            p.pump();
+            assert!(p.ce.contains(&Event::AuthReady), "{:?}", p.ce);
+            assert!(p
+                .se
+                .iter()
+                .any(|e| matches!(e, Event::KexDone { first: true, .. })));
+        } else {
+            let e = p.s.host_key_signed(None, later).unwrap_err();
+            assert_eq!(e, Error::SigningFailed);
+            assert!(p.s.is_closed());
+            p.pump();
+            assert_eq!(
+                p.ce,
+                [Event::Disconnected {
+                    reason: reason::KEY_EXCHANGE_FAILED,
+                    description: "host key signing failed".into(),
+                }]
+            );
+        }
+    }
+}
+
+/// The continuations called when nothing waits for them are the caller's
+/// mistake: an error, and the connection stays exactly as it was (nothing
+/// sent, not closed, the exchange goes on).
+#[test]
+fn continuations_without_a_request_change_nothing() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+    let misuse = |r: ressh_proto::Result<()>| assert!(matches!(r, Err(Error::Misuse(_))), "{r:?}");
+    for round in 0..2 {
+        let (c_out, s_out) = (p.c.output().to_vec(), p.s.output().to_vec());
+        misuse(p.c.accept_host_key(p.now));
+        misuse(p.s.host_key_signed(Some(vec![1, 2, 3]), p.now));
+        misuse(p.s.host_key_signed(None, p.now));
+        // A client has no host key to sign with, a server none to accept.
+        misuse(p.c.host_key_signed(None, p.now));
+        misuse(p.s.accept_host_key(p.now));
+        assert!(!p.c.is_closed() && !p.s.is_closed(), "round {round}");
+        assert_eq!((p.c.output(), p.s.output()), (&c_out[..], &s_out[..]));
+        // Round 0 before the key exchange ran, round 1 after.
+        p.pump();
+    }
+    assert!(p.ce.contains(&Event::AuthReady));
 }

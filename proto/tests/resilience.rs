@@ -5,12 +5,19 @@
 
 use std::time::{Duration, Instant};
 
-use ressh_proto::keys::{KeyType, PrivateKey};
+use ressh_proto::keys::{KeyType, PrivateKey, PublicKey};
 use ressh_proto::msg::{ChannelKind, ChannelReq};
-use ressh_proto::{Config, Connection, Event, HostKeySigner};
+use ressh_proto::{Config, Connection, Event};
 
-fn host() -> Box<dyn HostKeySigner> {
-    Box::new(vec![PrivateKey::generate(KeyType::Ed25519).unwrap()])
+/// The servers' host key: every server of these tests, original, moved or
+/// answering a reconnect, has it (a reconnect never signs).
+fn host_key() -> &'static [PrivateKey] {
+    static HOST: std::sync::OnceLock<Vec<PrivateKey>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| vec![PrivateKey::generate(KeyType::Ed25519).unwrap()])
+}
+
+fn host() -> Vec<PublicKey> {
+    host_key().iter().map(|k| k.public_key()).collect()
 }
 
 struct Pair {
@@ -88,6 +95,10 @@ impl Pair {
         while let Some(e) = self.s.poll_event() {
             any = true;
             match e {
+                Event::SignHostKey(r) => {
+                    let sig = r.sign_with(host_key());
+                    self.s.host_key_signed(sig, self.now).unwrap();
+                }
                 Event::AuthRequest { .. } => self.s.auth_accept().unwrap(),
                 Event::ChannelOpenRequest { id, .. } => {
                     self.sid = id;
@@ -152,7 +163,7 @@ fn client_announces_its_keepalive_interval() {
         assert_eq!(p.c.peer_detach_timeout(), Some(3600));
         // Moved to another process (the session worker), then resumed.
         let st = p.s.export(p.now).unwrap();
-        p.s = Connection::import(&st, Some(host_same(&p.s)), p.now).unwrap();
+        p.s = Connection::import(&st, host(), p.now).unwrap();
         assert_eq!(p.s.peer_keepalive(), want, "after export and import");
         p.cut();
         p.reconnect(&Config::default());
@@ -431,17 +442,12 @@ fn state_moves_between_processes_with_its_buffers() {
     let p = stream_with_cuts(2 << 20, 3, &sc, |p, cut| {
         if cut == 2 {
             let st = p.s.export(p.now).unwrap();
-            p.s = Connection::import(&st, Some(host_same(&p.s)), p.now).unwrap();
+            p.s = Connection::import(&st, host(), p.now).unwrap();
             let ct = p.c.export(p.now).unwrap();
-            p.c = Connection::import(&ct, None, p.now).unwrap();
+            p.c = Connection::import(&ct, Vec::new(), p.now).unwrap();
         }
     });
     assert!(p.c.resilience_active());
-}
-
-/// The reconnect never signs, so any signer does for the moved server.
-fn host_same(_: &Connection) -> Box<dyn HostKeySigner> {
-    host()
 }
 
 #[test]

@@ -4,8 +4,14 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::time::{clock_gettime, ClockId};
 
 /// A NETLINK_ROUTE socket subscribed to link, address and route changes.
 /// Readable whenever something changed; [`Netlink::drain`] clears it.
@@ -15,38 +21,18 @@ pub struct Netlink {
 
 impl Netlink {
     pub fn open() -> io::Result<Netlink> {
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        sa.nl_groups = (libc::RTMGRP_LINK
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        let groups = libc::RTMGRP_LINK
             | libc::RTMGRP_IPV4_IFADDR
             | libc::RTMGRP_IPV6_IFADDR
             | libc::RTMGRP_IPV4_ROUTE
-            | libc::RTMGRP_IPV6_ROUTE) as u32;
-        // SAFETY: sa is a valid sockaddr_nl of the given size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+            | libc::RTMGRP_IPV6_ROUTE;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups as u32))?;
         Ok(Netlink { fd })
     }
 
@@ -55,19 +41,12 @@ impl Netlink {
         let mut buf = [0u8; 16384];
         let mut any = false;
         loop {
-            // SAFETY: buf is valid for its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0 {
-                any = true;
-                continue;
-            }
-            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(1..) => any = true,
                 // Overrun: we lost notifications, which is itself a change.
-                any = true;
-                continue;
+                Err(Errno::ENOBUFS) => any = true,
+                Ok(0) | Err(_) => return any,
             }
-            return any;
         }
     }
 }
@@ -97,12 +76,9 @@ pub fn preferred_source(server: SocketAddr) -> Option<IpAddr> {
     s.local_addr().ok().map(|a| a.ip())
 }
 
-fn clock(id: libc::clockid_t) -> Duration {
-    // SAFETY: timespec is plain data; clock_gettime fills it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+/// Clock `id` now (zero if it cannot be read: both clocks always can).
+fn clock(id: ClockId) -> Duration {
+    clock_gettime(id).map_or(Duration::ZERO, Duration::from)
 }
 
 /// Notices that the machine was suspended: CLOCK_BOOTTIME advances during
@@ -115,7 +91,7 @@ pub struct SuspendDetector {
 
 /// CLOCK_BOOTTIME - CLOCK_MONOTONIC: the time spent suspended since boot.
 fn suspended_since_boot() -> Duration {
-    clock(libc::CLOCK_BOOTTIME).saturating_sub(clock(libc::CLOCK_MONOTONIC))
+    clock(ClockId::CLOCK_BOOTTIME).saturating_sub(clock(ClockId::CLOCK_MONOTONIC))
 }
 
 /// Whether the machine slept between two readings of

@@ -52,14 +52,10 @@ const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// Best effort: a failure leaves the pipe as it was.
 fn grow_pipe(fd: &OwnedFd) {
-    // SAFETY: fcntl(F_SETPIPE_SZ) on a descriptor we own; no memory passed.
-    unsafe {
-        libc::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(fd),
-            libc::F_SETPIPE_SZ,
-            PIPE_SIZE,
-        );
-    }
+    let _ = nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+    );
 }
 
 fn basename(path: &str) -> &str {
@@ -86,6 +82,7 @@ fn chdir_error_text(errno: i32) -> &'static [u8] {
 /// setsid, TIOCSCTTY, chdir (home, else `/` with a message on stderr like
 /// sshd's), default signal dispositions, an empty signal mask, and every
 /// descriptor above stderr close-on-exec.
+#[allow(unsafe_code)] // pre_exec (the child's session, terminal and credentials)
 pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     let mut cmd = Command::new(spec.shell);
     match spec.command {

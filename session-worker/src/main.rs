@@ -24,7 +24,7 @@ mod session;
 mod signer;
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -36,8 +36,37 @@ use zeroize::Zeroize;
 
 /// The fd the monitor puts the IPC endpoint on.
 const IPC_FD: i32 = 3;
-/// How long to wait for the monitor (Start, signatures).
+/// How long to wait for the monitor: for Start, and for the rest of a
+/// frame it has begun.
 const IPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the worker gives up (logged as "fatal: ..."; it exits 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Becoming the user or forbidding tracing failed (`ressh_ipc::harden`).
+    #[error("{0}")]
+    Harden(String),
+    #[error("no IPC endpoint on fd {IPC_FD}: {0}")]
+    NoEndpoint(nix::Error),
+    #[error(transparent)]
+    Ipc(#[from] ressh_ipc::Error),
+    #[error("waiting for Start: {0}")]
+    NoStart(ressh_ipc::Error),
+    #[error("the first message was not Start")]
+    NotStart,
+    #[error("Start came with {0} fds, not 1")]
+    StartFds(usize),
+    #[error("host key from monitor: {0}")]
+    HostKey(ressh_proto::Error),
+    #[error("importing the connection: {0}")]
+    Import(ressh_proto::Error),
+    /// What the event loop needs of the system (poll, the signal pipe).
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
 
 fn main() {
     let code = match run() {
@@ -50,32 +79,28 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run() -> Result<(), String> {
+#[allow(unsafe_code)] // adopting the monitor link passed as descriptor 3
+fn run() -> Result<(), Error> {
     // First of all, before fd 3 is used: become the user (when exec'd as
     // root) and make this process untraceable (see ressh_ipc::harden).
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some((uid, gid, groups)) = ressh_ipc::harden::user_args(&args)? {
-        ressh_ipc::harden::become_user(uid, gid, &groups)?;
+    if let Some((uid, gid, groups)) = ressh_ipc::harden::user_args(&args).map_err(Error::Harden)? {
+        ressh_ipc::harden::become_user(uid, gid, &groups).map_err(Error::Harden)?;
     }
-    ressh_ipc::harden::forbid_tracing()?;
+    ressh_ipc::harden::forbid_tracing().map_err(Error::Harden)?;
     // Take fd 3, and keep it from every child.
-    fcntl(IPC_FD, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-        .map_err(|e| format!("no IPC endpoint on fd {IPC_FD}: {e}"))?;
+    fcntl(IPC_FD, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(Error::NoEndpoint)?;
     // SAFETY: fd 3 is open (checked above) and nothing else in this process owns it.
     let endpoint = Arc::new(Endpoint::from_fd(unsafe { OwnedFd::from_raw_fd(IPC_FD) }));
-    endpoint
-        .set_timeout(Some(IPC_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    endpoint.set_timeout(Some(IPC_TIMEOUT))?;
     log::to_monitor(endpoint.clone());
 
-    let (msg, mut fds) = endpoint
-        .recv::<ToSession>()
-        .map_err(|e| format!("waiting for Start: {e}"))?;
+    let (msg, mut fds) = endpoint.recv::<ToSession>().map_err(Error::NoStart)?;
     let ToSession::Start(mut start) = msg else {
-        return Err("the first message was not Start".into());
+        return Err(Error::NotStart);
     };
     if fds.len() != 1 {
-        return Err(format!("Start came with {} fds, not 1", fds.len()));
+        return Err(Error::StartFds(fds.len()));
     }
     let sock = std::net::TcpStream::from(fds.remove(0));
 
@@ -84,13 +109,11 @@ fn run() -> Result<(), String> {
         .iter()
         .map(|b| PublicKey::from_blob(b))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("host key from monitor: {e}"))?;
-    let inbox: signer::Inbox = Arc::new(Mutex::new(Default::default()));
-    let signer = signer::MonitorSigner::new(endpoint.clone(), host_keys, inbox.clone());
-    let conn = Connection::import(&start.state, Some(Box::new(signer)), Instant::now());
+        .map_err(Error::HostKey)?;
+    let conn = Connection::import(&start.state, host_keys, Instant::now());
     // The state holds the session keys: wipe this copy at once.
     start.state.zeroize();
-    let conn = conn.map_err(|e| format!("importing the connection: {e}"))?;
+    let conn = conn.map_err(Error::Import)?;
 
     let start = *start;
     let info = channels::Info {
@@ -103,6 +126,6 @@ fn run() -> Result<(), String> {
         pam_env: start.pam_env,
         login_message: start.login_message,
     };
-    let mut s = session::Session::new(conn, sock, info, endpoint, inbox)?;
+    let mut s = session::Session::new(conn, sock, info, endpoint)?;
     s.run()
 }

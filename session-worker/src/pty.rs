@@ -1,5 +1,6 @@
 //! Pseudo-terminals: allocation (as the user, with openpty), terminal modes
 //! from pty-req (RFC 4254 §8) and window sizes.
+#![allow(unsafe_code)] // pty ioctls (TIOCSWINSZ) and termios on raw descriptors
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -77,6 +78,7 @@ fn apply_modes(fd: RawFd, modes: &[(u8, u32)]) -> io::Result<()> {
     }
     // SAFETY: termios is plain data, filled in by tcgetattr.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes one termios to a valid pointer.
     if unsafe { libc::tcgetattr(fd, &mut t) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -103,10 +105,14 @@ mod tests {
         let modes = ressh_proto::msg::encode_modes(&[(53, 0), (1, 7)]);
         let p = open(size, &modes).unwrap();
         assert!(p.path.starts_with("/dev/pts/"), "{}", p.path);
+        // SAFETY: winsize is plain data; all zeros is a valid value.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes one winsize to a valid pointer.
         assert!(unsafe { libc::ioctl(p.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } >= 0);
         assert_eq!((ws.ws_col, ws.ws_row), (100, 30));
+        // SAFETY: termios is plain data; all zeros is a valid value.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr writes one termios to a valid pointer.
         assert!(unsafe { libc::tcgetattr(p.slave.as_raw_fd(), &mut t) } >= 0);
         assert_eq!(t.c_lflag & libc::ECHO, 0);
         assert_eq!(t.c_cc[libc::VINTR], 7);

@@ -20,8 +20,7 @@
 //!
 //! Names in direct-tcpip requests are resolved on a short-lived thread
 //! (numeric addresses and `localhost` directly), so DNS never blocks the
-//! loop. Host-key signatures for a rekey do block it, for at most the IPC
-//! timeout: the monitor is local and answers at once.
+//! loop; nor do host-key signatures for a rekey (see [`crate::signer`]).
 
 mod resume;
 
@@ -53,7 +52,8 @@ use crate::channels::relay::Relay;
 use crate::channels::session::{ExitKind, SessionChan};
 use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
 use crate::channels::{Ctx, Info, Target, OUT_HIGH};
-use crate::signer::Inbox;
+use crate::signer::Signer;
+use crate::Error;
 
 use resume::{Detached, Monitor, Pending};
 
@@ -145,6 +145,8 @@ pub struct Session {
     wire: Option<Wire>,
     /// The monitor's endpoint: signatures, tokens, routed reconnects.
     monitor: Monitor,
+    /// A rekey's host-key signature asked of the monitor.
+    signer: Signer,
     /// Set while the session waits for a reconnect.
     detached: Option<Detached>,
     /// Reconnects accepted by [`Connection::accept_reconnect`] and not yet
@@ -170,8 +172,9 @@ pub struct Session {
     ended: bool,
 }
 
-fn io_err(what: &str, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
+/// `what` the event loop needed of the system failed.
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io { what, source }
 }
 
 impl Session {
@@ -180,10 +183,9 @@ impl Session {
         sock: std::net::TcpStream,
         info: Info,
         endpoint: Arc<Endpoint>,
-        inbox: Inbox,
-    ) -> Result<Session, String> {
-        let poll = Poll::new().map_err(|e| io_err("poll", e))?;
-        let registry = poll.registry().try_clone().map_err(|e| io_err("poll", e))?;
+    ) -> Result<Session, Error> {
+        let poll = Poll::new().map_err(io_err("poll"))?;
+        let registry = poll.registry().try_clone().map_err(io_err("poll"))?;
         let sock = resume::into_mio(sock, poll.registry(), SOCK)?;
         poll.registry()
             .register(
@@ -191,23 +193,23 @@ impl Session {
                 IPC,
                 Interest::READABLE,
             )
-            .map_err(|e| io_err("poll", e))?;
+            .map_err(io_err("poll"))?;
 
         // SIGCHLD and the terminating signals wake the loop through a pipe;
         // which terminating signal came is kept in a flag.
-        let (signal_pipe, wr) = UnixStream::pair().map_err(|e| io_err("signal pipe", e))?;
+        let (signal_pipe, wr) = UnixStream::pair().map_err(io_err("signal pipe"))?;
         signal_pipe
             .set_nonblocking(true)
             .and_then(|_| wr.set_nonblocking(true))
-            .map_err(|e| io_err("signal pipe", e))?;
+            .map_err(io_err("signal pipe"))?;
         let term_signal = Arc::new(AtomicUsize::new(0));
         for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
             signal_hook::flag::register_usize(sig, term_signal.clone(), sig as usize)
-                .map_err(|e| io_err("signal", e))?;
+                .map_err(io_err("signal"))?;
         }
         for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-            let w = wr.try_clone().map_err(|e| io_err("signal pipe", e))?;
-            signal_hook::low_level::pipe::register(sig, w).map_err(|e| io_err("signal", e))?;
+            let w = wr.try_clone().map_err(io_err("signal pipe"))?;
+            signal_hook::low_level::pipe::register(sig, w).map_err(io_err("signal"))?;
         }
         poll.registry()
             .register(
@@ -215,8 +217,8 @@ impl Session {
                 SIGNALS,
                 Interest::READABLE,
             )
-            .map_err(|e| io_err("poll", e))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| io_err("poll", e))?);
+            .map_err(io_err("poll"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("poll"))?);
         let (resolved_tx, resolved_rx) = mpsc::channel();
 
         let p = &info.policy;
@@ -234,7 +236,8 @@ impl Session {
             poll,
             conn,
             wire: Some(Wire::new(sock)),
-            monitor: Monitor::new(endpoint, inbox),
+            monitor: Monitor::new(endpoint),
+            signer: Signer::default(),
             detached: None,
             pending: Vec::new(),
             next_pending: 0,
@@ -257,7 +260,7 @@ impl Session {
 
     /// Runs until the client disconnects or the connection ends. Errors are
     /// internal failures (the caller logs them and exits non-zero).
-    pub fn run(&mut self) -> Result<(), String> {
+    pub fn run(&mut self) -> Result<(), Error> {
         // Bytes the kex worker read past the end of authentication.
         let r = self.conn.handle_input(&[], Instant::now());
         self.after_input(r);
@@ -277,7 +280,7 @@ impl Session {
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err("poll", e)),
+                Err(e) => return Err(io_err("poll")(e)),
             }
             for ev in events.iter() {
                 self.dispatch(ev)?;
@@ -299,6 +302,7 @@ impl Session {
                 self.conn.poll_timeout(),
                 self.alive.deadline,
                 self.silence_deadline(),
+                self.signer.deadline(),
                 pending,
             ]
             .into_iter()
@@ -333,7 +337,7 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, ev: &mio::event::Event) -> Result<(), String> {
+    fn dispatch(&mut self, ev: &mio::event::Event) -> Result<(), Error> {
         match ev.token() {
             SOCK => {
                 if let Some(w) = &mut self.wire {
@@ -397,7 +401,16 @@ impl Session {
             return;
         }
         log!("channel {id}: {e}");
-        let _ = self.conn.close_channel(id);
+        // Closing an open channel fails only when the connection ends with
+        // it (what waits for the peer passed its bound: the session ends)
+        // or by a misuse of the engine (a bug here: logged; the session
+        // goes on).
+        if let Err(e) = self.conn.close_channel(id) {
+            log!("channel {id}: closing it: {e}");
+            if self.conn.is_closed() {
+                self.end();
+            }
+        }
     }
 
     /// The channel is closed on both sides: release it, but first let what
@@ -509,7 +522,9 @@ impl Session {
     }
 
     fn read_socket(&mut self, buf: &mut [u8]) -> bool {
-        if self.ended || self.conn.output().len() >= OUT_HIGH {
+        // The engine reads nothing while a signature is outstanding: the
+        // client's bytes wait in the socket, not in memory.
+        if self.ended || self.conn.output().len() >= OUT_HIGH || self.signer.waiting() {
             return false;
         }
         let Some(w) = self.wire.as_mut().filter(|w| w.readable) else {
@@ -543,11 +558,7 @@ impl Session {
 
     fn write_socket(&mut self) -> bool {
         let Some(w) = self.wire.as_mut() else {
-            // Detached: what the engine queued was for the lost transport;
-            // the retransmit buffer keeps what matters.
-            if !self.conn.output().is_empty() {
-                let _ = self.conn.take_output();
-            }
+            self.drop_output();
             return false;
         };
         let mut progress = false;
@@ -579,7 +590,7 @@ impl Session {
         }
         if let Some(e) = failed {
             if self.ended {
-                self.conn.consume_output(self.conn.output().len());
+                self.drop_output();
             } else {
                 let i = &self.ctx.info;
                 let why = format!(
@@ -591,6 +602,13 @@ impl Session {
             progress = true;
         }
         progress
+    }
+
+    /// Drops what the engine queued for a transport that is gone (lost,
+    /// or failed while the session ends); with resilience the retransmit
+    /// buffer keeps what the client has not acknowledged.
+    fn drop_output(&mut self) {
+        self.conn.consume_output(self.conn.output().len());
     }
 
     /// Best effort: sends what is still queued (a DISCONNECT, final
@@ -716,6 +734,11 @@ impl Session {
                 let why = format!("Connection to {} port {} is dead", i.peer_addr, i.peer_port);
                 self.transport_lost(&why);
             }
+            // A rekey: the monitor signs its exchange hash.
+            Event::SignHostKey(r) => {
+                let m = self.signer.ask(r, Instant::now());
+                self.notify(m);
+            }
             // The monitor signs one exchange hash per key exchange: tell it
             // this one is done, so it signs the next.
             Event::KexDone { .. } => self.notify(FromSession::KexDone),
@@ -726,6 +749,19 @@ impl Session {
             | Event::Writable { .. }
             | Event::Reconnected => {}
             _ => {}
+        }
+    }
+
+    /// The monitor's answer to the engine's request for a signature (None:
+    /// it could not sign, which ends the connection).
+    fn signed(&mut self, signature: Option<Vec<u8>>) {
+        match self.conn.host_key_signed(signature, Instant::now()) {
+            // The exchange it was for is gone (a reconnect moved the
+            // session meanwhile): nothing to do.
+            Err(ressh_proto::Error::Misuse(what)) => {
+                log!("monitor: a signature not wanted any more ({what})")
+            }
+            r => self.after_input(r),
         }
     }
 
@@ -1038,6 +1074,11 @@ impl Session {
                 self.transport_lost(&why);
                 return;
             }
+        }
+        if self.signer.overdue(now) {
+            log!("no host-key signature from the monitor in time");
+            self.signed(None);
+            return;
         }
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             let r = self.conn.handle_timeout(now);

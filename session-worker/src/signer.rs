@@ -1,89 +1,80 @@
 //! Host-key signatures for rekeys, made by the monitor: the keys never
 //! enter this process.
 //!
-//! The monitor's endpoint also brings unsolicited messages (a routed
-//! reconnect, a new transport). One that arrives while the signer waits for
-//! its signature is queued in the [`Inbox`], with its descriptors, and the
-//! event loop handles it right after, in order.
+//! The engine asks with `Event::SignHostKey`; the request goes to the
+//! monitor and the event loop goes on. The answer comes back among the
+//! monitor's other messages and is fed to the engine
+//! (`Connection::host_key_signed`). Meanwhile the session reads nothing
+//! from the client; a monitor that does not answer within [`SIGN_TIMEOUT`]
+//! ends the key exchange, and the connection, with a DISCONNECT.
 
-use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ressh_ipc::msg::{FromSession, ToSession};
-use ressh_ipc::Endpoint;
-use ressh_proto::keys::PublicKey;
-use ressh_proto::{Error, HostKeySigner, Result};
+use ressh_ipc::msg::FromSession;
+use ressh_proto::wire::printable;
+use ressh_proto::SignRequest;
 
-/// Messages from the monitor received while signing, oldest first.
-pub type Inbox = Arc<Mutex<VecDeque<(ToSession, Vec<OwnedFd>)>>>;
+/// How long the monitor may take to answer.
+pub const SIGN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Bound on the whole wait for a signature, however many other messages
-/// arrive meanwhile.
-const SIGN_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub struct MonitorSigner {
-    endpoint: Arc<Endpoint>,
-    keys: Vec<PublicKey>,
-    inbox: Inbox,
+/// The signature asked of the monitor, if one is outstanding.
+#[derive(Default)]
+pub struct Signer {
+    deadline: Option<Instant>,
 }
 
-impl MonitorSigner {
-    pub fn new(endpoint: Arc<Endpoint>, keys: Vec<PublicKey>, inbox: Inbox) -> Self {
-        MonitorSigner {
-            endpoint,
-            keys,
-            inbox,
+impl Signer {
+    /// The message that asks the monitor to sign `r`.
+    pub fn ask(&mut self, r: SignRequest, now: Instant) -> FromSession {
+        self.deadline = Some(now + SIGN_TIMEOUT);
+        FromSession::Sign {
+            key: r.key.to_blob(),
+            alg: r.algorithm,
+            data: r.data,
         }
     }
-}
 
-impl HostKeySigner for MonitorSigner {
-    fn public_keys(&self) -> Vec<PublicKey> {
-        self.keys.clone()
+    /// Whether a signature is outstanding.
+    pub fn waiting(&self) -> bool {
+        self.deadline.is_some()
     }
 
-    /// Asks the monitor and blocks for its answer (bounded by the
-    /// endpoint's receive timeout and [`SIGN_TIMEOUT`]).
-    fn sign(&self, key: &PublicKey, alg: &str, data: &[u8]) -> Result<Vec<u8>> {
-        let req = FromSession::Sign {
-            key: key.to_blob(),
-            alg: alg.to_string(),
-            data: data.to_vec(),
-        };
-        let fail = |what: String| Error::Crypto(format!("host-key signature from monitor: {what}"));
-        self.endpoint
-            .send(&req, &[])
-            .map_err(|e| fail(e.to_string()))?;
-        let deadline = Instant::now() + SIGN_TIMEOUT;
-        loop {
-            let (reply, fds) = self
-                .endpoint
-                .recv::<ToSession>()
-                .map_err(|e| fail(e.to_string()))?;
-            match reply {
-                ToSession::Signature(_) if !fds.is_empty() => {
-                    return Err(fail("unexpected descriptors".into()))
-                }
-                ToSession::Signature(Ok(sig)) => return Ok(sig),
-                ToSession::Signature(Err(e)) => {
-                    return Err(fail(ressh_proto::wire::printable(e.as_bytes())))
-                }
-                ToSession::Start(_) => return Err(fail("unexpected second Start".into())),
-                m @ (ToSession::Reconnect { .. }
-                | ToSession::Transport { .. }
-                | ToSession::Refused { .. }
-                | ToSession::Terminate) => {
-                    self.inbox
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_back((m, fds));
-                }
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The monitor's answer, for the engine: Some(signature), or Some(None)
+    /// when it could not sign (the reason is logged). None: nobody asked.
+    pub fn answer(
+        &mut self,
+        answer: Result<Vec<u8>, String>,
+        fds: &[OwnedFd],
+    ) -> Option<Option<Vec<u8>>> {
+        self.deadline.take()?;
+        Some(match answer {
+            _ if !fds.is_empty() => {
+                log!("monitor: a signature with descriptors");
+                None
             }
-            if Instant::now() >= deadline {
-                return Err(fail("no signature in time".into()));
+            Ok(sig) => Some(sig),
+            Err(e) => {
+                log!(
+                    "host-key signature from monitor: {}",
+                    printable(e.as_bytes())
+                );
+                None
             }
+        })
+    }
+
+    /// Whether the outstanding signature is overdue at `now` (it is then
+    /// given up).
+    pub fn overdue(&mut self, now: Instant) -> bool {
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.deadline = None;
+            return true;
         }
+        false
     }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{default_policy, rss_kib, Harness, ProtoClient};
+use ressh_proto::error::reason;
 use ressh_proto::msg::{open_failure, ChannelKind, ChannelReq};
 use ressh_proto::Event;
 
@@ -351,4 +352,39 @@ fn remote_forward_allocation_refused_channel_and_cancel() {
     c.bye();
     let log = h.finish();
     assert!(log.contains("cancelled"), "{log}");
+}
+
+/// A rekey whose signature the monitor refuses ends the connection with a
+/// DISCONNECT that says so (key exchange failed), and the worker with it;
+/// the monitor's reason is logged.
+#[test]
+fn a_refused_rekey_signature_ends_the_connection() {
+    let h = Harness::start("nosign", default_policy());
+    let mut c = ProtoClient::connect(&h);
+    h.refuse_signatures();
+    c.conn.rekey().unwrap();
+    let mut got = None;
+    c.until(T, |_, ev| match ev {
+        Event::Disconnected {
+            reason,
+            description,
+        } => {
+            got = Some((reason, description));
+            true
+        }
+        _ => false,
+    });
+    assert_eq!(
+        got,
+        Some((
+            reason::KEY_EXCHANGE_FAILED,
+            "host key signing failed".to_string()
+        ))
+    );
+    let log = h.finish();
+    assert!(
+        log.contains("host-key signature from monitor: refused by the test monitor"),
+        "{log}"
+    );
+    assert_eq!(h.signs(), 1);
 }

@@ -770,6 +770,7 @@ fn ns_file(name: &str) -> File {
 }
 
 /// Moves the calling thread into the network namespace `ns`.
+#[allow(unsafe_code)] // setns(2) from the C library (testkit is std only)
 fn setns_net(ns: &File) -> io::Result<()> {
     // SAFETY: a plain syscall on a valid open descriptor; it touches no memory of ours.
     if unsafe { setns(ns.as_raw_fd(), CLONE_NEWNET) } == 0 {
@@ -779,6 +780,7 @@ fn setns_net(ns: &File) -> io::Result<()> {
     }
 }
 
+#[allow(unsafe_code)] // pre_exec (setns in the child)
 pub(crate) fn in_ns<'c>(name: &str, cmd: &'c mut Command) -> &'c mut Command {
     let ns = ns_file(name);
     // SAFETY: the closure runs in the forked child before exec; it only makes the

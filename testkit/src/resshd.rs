@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::{Net, Sshd, TempDir, TestUser};
 
+/// The broker socket's name, beside the chroot directory.
+const BROKER_SOCKET: &str = "broker.sock";
+
 /// resshd on 127.0.0.1 (or, with [`Resshd::start_in`], inside a [`Net`]'s
 /// server namespace) with generated host keys, its own privsep user (a
 /// [`TestUser`]), its own empty chroot directory and broker socket;
@@ -47,7 +50,7 @@ impl Resshd {
             "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\nBrokerSocket {}\n{extra_config}",
             privsep_user.name,
             chroot.display(),
-            parent.join("broker.sock").display()
+            parent.join(BROKER_SOCKET).display()
         );
         let server = match net {
             Some(net) => Sshd::start_binary_in(bin, &config, net, 22),
@@ -63,6 +66,11 @@ impl Resshd {
 
     pub fn port(&self) -> u16 {
         self.server.port()
+    }
+
+    /// The broker socket its monitors link to (BrokerSocket).
+    pub fn broker_socket(&self) -> PathBuf {
+        self._chroot_parent.join(BROKER_SOCKET)
     }
 
     pub fn log(&self) -> String {

@@ -34,10 +34,25 @@
 //! the server's detach timeout has passed and exits with an error; the
 //! session on the server, whose old path is gone, is detached by
 //! ClientAlive and ends at its detach timeout with all its processes.
+//!
+//! `forged_reconnect_is_refused_before_the_address_is_judged` (namespaces,
+//! `UsePAM yes`, `AllowUsers U@198.18.1.2`): the MAC is checked before the
+//! address policy (PROTOCOL.md §8), so a forger learns nothing about the
+//! policy and sets none of it in motion. A genuine reconnect from
+//! 198.18.1.2 is recorded; then the account expires (`chage -E 0`: PAM
+//! account management now refuses it from anywhere). Its request with one
+//! MAC byte flipped, and the used request replayed, are sent from
+//! 198.18.1.2 (AllowUsers admits it, PAM would refuse) and, after a roam
+//! with the client stopped, from 198.18.2.2 (AllowUsers forbids it): each
+//! gets RECONNECT_FAILURE AUTHENTICATION_FAILED (2), never NOT_ALLOWED (3),
+//! and the log holds no judgement of the policy (no refusal naming the
+//! session, AllowUsers or PAM). The client, continued, reconnects from
+//! 198.18.2.2 for real and gets NOT_ALLOWED: the address is forbidden.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -86,26 +101,25 @@ impl Side {
     }
 }
 
-/// Cuts the side's proxied connection and waits for the reconnect; returns
-/// what the client sent on the new connection (the reconnect exchange and
-/// what followed).
-fn cut_and_record(side: &Side, server: &Resshd) -> Vec<u8> {
-    let before = side.proxy.accepted();
+/// Cuts `proxy`'s connections and waits for `client` to reconnect through
+/// it; returns what the client sent on the new connection (the reconnect
+/// exchange and what followed).
+fn cut_and_record(proxy: &Proxy, client: &Client, server: &Resshd) -> Vec<u8> {
+    let before = proxy.accepted();
     let before_log = reconnects(&server.log());
     let t = Instant::now();
-    side.proxy.cut();
-    side.client()
-        .wait_err("reconnected to ", t, Duration::from_secs(30));
+    proxy.cut();
+    client.wait_err("reconnected to ", t, Duration::from_secs(30));
     wait_for(
         "resshd to log the reconnect",
         Duration::from_secs(10),
         || (reconnects(&server.log()) > before_log).then_some(()),
         || server.log(),
     );
-    let seen = side.client().line_count();
-    side.client().wait_lines(seen + 10, T);
-    assert_eq!(side.proxy.accepted(), before + 1);
-    side.proxy.recorded(before)
+    let seen = client.line_count();
+    client.wait_lines(seen + 10, T);
+    assert_eq!(proxy.accepted(), before + 1);
+    proxy.recorded(before)
 }
 
 /// The parts of a recorded reconnect.
@@ -136,28 +150,40 @@ fn parse_reconnect(bytes: &[u8]) -> Recorded {
     }
 }
 
-/// Sends `bytes` on a fresh connection to resshd; returns the local port,
+/// One attempt on a fresh connection to resshd: the attacker's address,
 /// what the server sent back, whether it closed, and how long that took.
-fn attack(port: u16, bytes: &[u8]) -> (u16, Vec<u8>, bool, Duration) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let local = s.local_addr().unwrap().port();
+struct Attempt {
+    from: SocketAddr,
+    got: Vec<u8>,
+    closed: bool,
+    took: Duration,
+}
+
+/// Sends `bytes` on a fresh connection to `to` (from the network namespace
+/// the calling thread is in).
+fn attack(to: SocketAddr, bytes: &[u8]) -> Attempt {
+    let mut s = TcpStream::connect(to).unwrap();
+    let from = s.local_addr().unwrap();
     let t = Instant::now();
     // The server may close before it has read everything: that is fine.
     let _ = s.write_all(bytes);
     let (got, closed) = read_until_closed(&mut s, Duration::from_secs(30));
-    (local, got, closed, t.elapsed())
+    Attempt {
+        from,
+        got,
+        closed,
+        took: t.elapsed(),
+    }
 }
 
-/// resshd's log lines about the attacker's connection from local `port`.
-/// Sends `bytes` as a reconnect attempt that must fail authentication:
-/// the connection closed with RECONNECT_FAILURE AUTHENTICATION_FAILED (2)
-/// and a "refused" line logged about it. Returns a line for the report.
-fn refused_as_unauthenticated(server: &Resshd, what: &str, bytes: &[u8]) -> String {
-    let (p, got, closed, took) = attack(server.port(), bytes);
-    let log = server.log();
-    let about = lines_about(&log, p);
-    let failure = reconnect_failure(&got);
-    assert!(closed, "{what}: resshd kept the connection open\n{about}");
+/// Asserts that attempt `a` failed authentication: the connection closed
+/// with RECONNECT_FAILURE AUTHENTICATION_FAILED (2) and a "refused" line
+/// logged about it (`log`, read after the attempt). Returns a line for the
+/// report.
+fn refused_as_unauthenticated(what: &str, a: &Attempt, log: &str) -> String {
+    let about = lines_about(log, a.from);
+    let failure = reconnect_failure(&a.got);
+    assert!(a.closed, "{what}: resshd kept the connection open\n{about}");
     assert_eq!(
         failure.as_ref().map(|f| f.0),
         Some(AUTHENTICATION_FAILED),
@@ -166,14 +192,15 @@ fn refused_as_unauthenticated(server: &Resshd, what: &str, bytes: &[u8]) -> Stri
     assert!(about.contains("refused"), "{what}: not logged\n{log}");
     format!(
         "{what}: {failure:?} after {:.0} ms; log: {}",
-        took.as_secs_f64() * 1000.0,
+        a.took.as_secs_f64() * 1000.0,
         about.trim().replace('\n', " | ")
     )
 }
 
-fn lines_about(log: &str, port: u16) -> String {
+/// resshd's log lines about the connection from `from`.
+fn lines_about(log: &str, from: SocketAddr) -> String {
     log.lines()
-        .filter(|l| l.contains(&format!("127.0.0.1 port {port}")))
+        .filter(|l| l.contains(&format!("{} port {}", from.ip(), from.port())))
         .map(|l| format!("{l}\n"))
         .collect()
 }
@@ -198,8 +225,8 @@ fn reconnect_attacks_are_refused() {
     a.client().wait_lines(50, T);
     b.client().wait_lines(50, T);
 
-    let ra = parse_reconnect(&cut_and_record(&a, &server));
-    let rb = parse_reconnect(&cut_and_record(&b, &server));
+    let ra = parse_reconnect(&cut_and_record(&a.proxy, a.client(), &server));
+    let rb = parse_reconnect(&cut_and_record(&b.proxy, b.client(), &server));
     assert_ne!(
         ra.request[token_range(&ra.request)],
         rb.request[token_range(&rb.request)]
@@ -221,10 +248,10 @@ fn reconnect_attacks_are_refused() {
     };
 
     // 1. Replay of A's whole reconnect.
-    let (p, got, closed, took) = attack(server.port(), &ra.all);
+    let r = attack(target, &ra.all);
     let log = server.log();
-    let about = lines_about(&log, p);
-    assert!(closed, "replay: resshd kept the connection open\n{about}");
+    let about = lines_about(&log, r.from);
+    assert!(r.closed, "replay: resshd kept the connection open\n{about}");
     assert_eq!(reconnects(&log), reconnected, "replay: {log}");
     assert!(
         about.contains("failed") || about.contains("refused"),
@@ -232,8 +259,8 @@ fn reconnect_attacks_are_refused() {
     );
     results.push(format!(
         "replayed reconnect: closed after {:.0} ms, {} bytes back; log: {}",
-        took.as_secs_f64() * 1000.0,
-        got.len(),
+        r.took.as_secs_f64() * 1000.0,
+        r.got.len(),
         about.trim().replace('\n', " | ")
     ));
     progress(&a, "after the replay");
@@ -244,7 +271,8 @@ fn reconnect_attacks_are_refused() {
     let mut bytes = ra.version.clone();
     bytes.extend(clear_packet(&ra.kexinit));
     bytes.extend(clear_packet(&req));
-    results.push(refused_as_unauthenticated(&server, "wrong MAC", &bytes));
+    let r = attack(target, &bytes);
+    results.push(refused_as_unauthenticated("wrong MAC", &r, &server.log()));
     progress(&a, "after the wrong MAC");
 
     // 3. B's request with A's token.
@@ -253,10 +281,11 @@ fn reconnect_attacks_are_refused() {
     let mut bytes = rb.version.clone();
     bytes.extend(clear_packet(&rb.kexinit));
     bytes.extend(clear_packet(&req));
+    let r = attack(target, &bytes);
     results.push(refused_as_unauthenticated(
-        &server,
         "B's request with A's token",
-        &bytes,
+        &r,
+        &server.log(),
     ));
     progress(&a, "after the foreign token");
     progress(&b, "after the foreign token");
@@ -275,11 +304,14 @@ fn reconnect_attacks_are_refused() {
     let mut bytes = ra.version.clone();
     bytes.extend(clear_packet(&ra.kexinit));
     bytes.extend(&garbage);
-    let (p, got, closed, took) = attack(server.port(), &bytes);
+    let r = attack(target, &bytes);
     let log = server.log();
-    let about = lines_about(&log, p);
-    assert!(closed, "garbage: resshd kept the connection open\n{about}");
-    let failure = reconnect_failure(&got);
+    let about = lines_about(&log, r.from);
+    assert!(
+        r.closed,
+        "garbage: resshd kept the connection open\n{about}"
+    );
+    let failure = reconnect_failure(&r.got);
     assert_eq!(
         failure,
         Some((AUTHENTICATION_FAILED, "packet length too large".to_string())),
@@ -293,7 +325,7 @@ fn reconnect_attacks_are_refused() {
     );
     results.push(format!(
         "garbage after the KEXINIT: {failure:?} after {:.0} ms; log: {}",
-        took.as_secs_f64() * 1000.0,
+        r.took.as_secs_f64() * 1000.0,
         about.trim().replace('\n', " | ")
     ));
 
@@ -304,7 +336,7 @@ fn reconnect_attacks_are_refused() {
     assert!(!log.contains("panicked"), "{log}");
     progress(&a, "after the attacks");
     progress(&b, "after the attacks");
-    let again = parse_reconnect(&cut_and_record(&a, &server));
+    let again = parse_reconnect(&cut_and_record(&a.proxy, a.client(), &server));
     assert_ne!(
         again.request[token_range(&again.request)],
         ra.request[token_range(&ra.request)],
@@ -450,6 +482,114 @@ fn reconnect_from_a_forbidden_address_is_refused() {
             err.lines().rfind(|l| l.starts_with("ressh:")).unwrap_or("")
         ),
     );
+}
+
+#[test]
+fn forged_reconnect_is_refused_before_the_address_is_judged() {
+    let lab = Lab::new(
+        "forge",
+        "UsePAM yes\nAllowUsers {USER}@198.18.1.2\nDetachTimeout 300\n",
+    );
+    let user = lab.user().name.clone();
+    let target = SocketAddr::from((lab.net.server_addr(), PORT));
+    let proxy = lab.net.enter_client(|| Proxy::start(target));
+    let login = &lab.login;
+    write_client_config(
+        &login.config,
+        &user,
+        &login.key,
+        &lab.known_hosts,
+        "127.0.0.1",
+        proxy.port,
+        CLIENT_EXTRA,
+    );
+    fs::write(&lab.known_hosts, known_hosts_at(&lab.resshd, proxy.port)).unwrap();
+    let stop = lab.user().home.join("stop-counter");
+    let client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    client.wait_lines(50, T);
+
+    // A genuine reconnect from the allowed address, recorded; its request
+    // has been used now. The forgeries: it with one MAC byte flipped, and
+    // it replayed as it is.
+    let rec = parse_reconnect(&cut_and_record(&proxy, &client, &lab.resshd));
+    let mut flipped = rec.request.clone();
+    *flipped.last_mut().unwrap() ^= 0x01;
+    let forgeries = [("wrong MAC", flipped), ("replay", rec.request.clone())].map(|(what, req)| {
+        let mut bytes = rec.version.clone();
+        bytes.extend(clear_packet(&rec.kexinit));
+        bytes.extend(clear_packet(&req));
+        (what, bytes)
+    });
+    // From now on PAM account management refuses this user from anywhere.
+    run_ok(Command::new(require_cmd("chage")).args(["-E", "0", &user]));
+
+    let mut results = Vec::new();
+    let mut forge = |addr: &str| {
+        for (what, bytes) in &forgeries {
+            let a = lab.net.enter_client(|| attack(target, bytes));
+            assert_eq!(a.from.ip().to_string(), addr);
+            let what = format!("{what} from {addr}");
+            results.push(refused_as_unauthenticated(&what, &a, &lab.log()));
+        }
+    };
+    // From 198.18.1.2, which AllowUsers admits but PAM now refuses.
+    forge("198.18.1.2");
+    // From 198.18.2.2, which AllowUsers forbids. The client is stopped
+    // meanwhile, so its own reconnect from there comes only afterwards.
+    signal(client.pid(), "STOP");
+    lab.net.roam();
+    forge("198.18.2.2");
+    // Neither policy was consulted: no refusal names the session (as one
+    // judged by the policy does), AllowUsers or PAM; no reconnect happened
+    // beyond the genuine one.
+    let log = lab.log();
+    let judged: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("Reconnect of user ")
+                || l.contains("AllowUsers")
+                || l.contains("PAM account management")
+        })
+        .collect();
+    assert!(
+        judged.is_empty(),
+        "a forged request was judged by the address policy: {judged:?}\n{log}"
+    );
+    assert_eq!(reconnects(&log), 1, "{log}");
+
+    // The client's own reconnect from 198.18.2.2 is genuine: the policy
+    // judges it and refuses it with NOT_ALLOWED, on the wire and in the log.
+    let before = proxy.accepted();
+    let resumed = Instant::now();
+    signal(client.pid(), "CONT");
+    // The proxy records what the server sent before it passes it on, so
+    // once ressh reports the refusal the answer is recorded whole.
+    client.wait_err(
+        "server refuses this address",
+        resumed,
+        Duration::from_secs(30),
+    );
+    let log = lab.log();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains(&format!("Reconnect of user {user} ")))
+        .unwrap_or_else(|| panic!("the client's reconnect was not judged\n{log}"));
+    assert!(
+        refusal.contains(" from 198.18.2.2 port ")
+            && refusal.contains("refused")
+            && refusal.contains("AllowUsers"),
+        "{refusal}"
+    );
+    assert!(proxy.accepted() > before);
+    let answer = reconnect_failure(&proxy.answered(before))
+        .unwrap_or_else(|| panic!("no RECONNECT_FAILURE on the client's reconnect\n{log}"));
+    assert_eq!(answer.0, NOT_ALLOWED, "the client's reconnect: {answer:?}");
+    results.push(format!(
+        "the client's own reconnect from 198.18.2.2: {answer:?}; log: {refusal}"
+    ));
+    for r in &results {
+        report("attacks", r);
+    }
 }
 
 /// Sends `bytes` to resshd on fresh connections `per_sec` times a second

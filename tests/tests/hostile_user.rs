@@ -40,6 +40,7 @@
 //!   so that some 30 stock ssh logins of one user reach it, then connects
 //!   once more: resshd must not turn each failing accept(2) into a log line
 //!   in a busy loop (sshd pauses 100 ms after EMFILE/ENFILE).
+#![allow(unsafe_code)] // fork and ptrace, the attacks this module makes as the user
 
 use std::fs;
 use std::io::{Read, Write};
@@ -131,6 +132,7 @@ fn a_user_cannot_take_over_their_session_worker() {
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork");
     if child == 0 {
+        // SAFETY: raw system calls with valid pointers, then _exit.
         unsafe {
             let groups = [gid];
             if libc::setgroups(1, groups.as_ptr()) != 0

@@ -73,6 +73,7 @@ pub fn entry(ssl: &SslRef) -> Option<Arc<Entry>> {
     ssl.ex_data(indices().entry).cloned()
 }
 
+#[allow(unsafe_code)] // SSL_CTX_set_timeout, which the openssl crate lacks
 pub fn server_context(
     cert: &Path,
     key: &Path,
@@ -172,6 +173,7 @@ pub fn client_context(
 
 /// A client `Ssl` offering `hello`, verifying the server as `servername`,
 /// keeping new tickets in `ticket`.
+#[allow(unsafe_code)] // SslRef::set_session, unsafe in the openssl crate
 pub fn client_ssl(
     ctx: &SslContext,
     servername: &str,

@@ -119,6 +119,7 @@ impl Resilient<'_> {
     }
 }
 
+#[allow(unsafe_code)] // poll(2) (tls does not depend on nix)
 fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>, now: Instant) -> io::Result<()> {
     let ms: i32 = match deadline {
         None => -1,

@@ -9,7 +9,7 @@ The Rust tests pin this script's output; regenerate with
 
     python3 tools/vectors/vectors.py
 
-and compare with the hex constants in the tests of proto/src/kex.rs,
+and compare with the hex constants in the tests of proto/src/kex/mod.rs,
 proto/src/resilience.rs and tls/src/secret.rs.
 """
 
@@ -134,6 +134,17 @@ def ssh_kex_hash(v_c, v_s, i_c, i_s, k_s, q_c, q_s, k) -> bytes:
     )
 
 
+def ssh_kex_hash_sha512_string(v_c, v_s, i_c, i_s, k_s, c_init, s_reply, k) -> bytes:
+    """The exchange hash of the hybrid methods (sntrup761x25519-sha512,
+    draft-ietf-sshm-mlkem-hybrid-kex §2.4): the same fields with the
+    client's init and the server's reply bytes as strings, K a string, and
+    the method's hash (here SHA-512)."""
+    return hashlib.sha512(
+        string(v_c) + string(v_s) + string(i_c) + string(i_s) + string(k_s)
+        + string(c_init) + string(s_reply) + string(k)
+    ).digest()
+
+
 # ---------------------------------------------------------------- docs/restls.md
 
 
@@ -174,6 +185,15 @@ def ssh_derive(k: bytes, h_: bytes, x: bytes, sid: bytes, n: int) -> bytes:
     return out[:n]
 
 
+def ssh_derive_sha512_string(k: bytes, h_: bytes, x: bytes, sid: bytes, n: int) -> bytes:
+    """RFC 4253 §7.2 with SHA-512 and K a string (the hybrid methods)."""
+    sha512 = lambda b: hashlib.sha512(b).digest()
+    out = sha512(string(k) + h_ + x + sid)
+    while len(out) < n:
+        out += sha512(string(k) + h_ + out)
+    return out[:n]
+
+
 # ---------------------------------------------------------------- the vectors
 
 
@@ -197,7 +217,7 @@ def main() -> None:
         show(f"{name}", k)
         show(f"{name}.mpint", mpint(k))
 
-    # curve25519-sha256 exchange hash (proto/src/kex.rs).
+    # curve25519-sha256 exchange hash (proto/src/kex/mod.rs).
     v_c = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"
     v_s = b"SSH-2.0-resshd_0.1"
     i_c = b"\x14" + pattern(0x10, 16) + b"client kexinit"
@@ -217,6 +237,17 @@ def main() -> None:
     # RFC 4253 §7.2 key derivation, two blocks.
     show("derive(K=01..20, H=11*32, 'C', sid=22*32, 64)",
          ssh_derive(pattern(1), b"\x11" * 32, b"C", b"\x22" * 32, 64))
+
+    # A method with SHA-512 and K as a string (proto/src/kex/mod.rs), the
+    # same transcript with longer init and reply bytes; K = k_high, whose
+    # string and mpint encodings differ. The derivation takes three blocks.
+    c_init, s_reply = pattern(0x90, 64), pattern(0xB0, 48)
+    show("kex512.init", c_init)
+    show("kex512.reply", s_reply)
+    show("kex512.H(k_high)",
+         ssh_kex_hash_sha512_string(v_c, v_s, i_c, i_s, k_s, c_init, s_reply, k_high))
+    show("derive512(K=string k_high, H=11*64, 'C', sid=22*64, 150)",
+         ssh_derive_sha512_string(k_high, b"\x11" * 64, b"C", b"\x22" * 64, 150))
 
     # docs/PROTOCOL.md §3: RS_0 and T_0 after a first key exchange with
     # exchange hash H.

@@ -429,6 +429,7 @@ fn server_cpu(server: &Server) -> (f64, f64) {
 
 /// Makes a pipe hold 1 MiB (64 KiB by default), so that the harness wakes
 /// up 16 times less often than with the default; the same for both clients.
+#[allow(unsafe_code)] // fcntl F_SETPIPE_SZ
 fn grow_pipe(fd: i32) {
     // SAFETY: fcntl on a descriptor we own; no memory passed.
     unsafe {
@@ -436,6 +437,7 @@ fn grow_pipe(fd: i32) {
     }
 }
 
+#[allow(unsafe_code)] // splice(2) on raw descriptors
 fn splice(from: i32, to: i32, len: usize) -> isize {
     // SAFETY: plain splice(2) between two valid descriptors, no offsets.
     unsafe {

@@ -84,6 +84,7 @@ impl Style {
     }
 }
 
+#[allow(unsafe_code)] // signal_hook::low_level::register
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The relay: ressh runs `ressh-demo relay HOST:PORT PIDDIR` as its
@@ -254,6 +255,7 @@ fn exited(s: std::process::ExitStatus) -> String {
 /// Makes a spawned process die with the demo (SIGTERM when it exits) and
 /// puts it in its own process group (a Ctrl-C reaches only the demo, which
 /// then cleans up in order).
+#[allow(unsafe_code)] // pre_exec (PR_SET_PDEATHSIG in the child)
 fn die_with_parent(cmd: &mut Command) {
     cmd.process_group(0);
     // SAFETY: prctl in the forked child before exec; async-signal-safe.

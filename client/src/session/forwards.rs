@@ -1,10 +1,112 @@
-//! The forwarded connections: -L and -D listeners accepting (a -D
-//! connection first tells where it goes, in SOCKS), and -R connections the
-//! server opens and ressh connects to their local target.
+//! The forwards: -L and -D listeners accepting (a -D connection first
+//! tells where it goes, in SOCKS), -R requests to the server and the
+//! connections it then opens, which ressh connects to their local target.
+//! Once a forwarded connection has its channel, [`super::channels`] carries
+//! its data.
 
-use std::io::{Read, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
 
-use super::*;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use ressh_proto::msg::{self, ChannelKind, GlobalReq};
+
+use super::channels::{Chan, Kind};
+use super::{fatal, Quit, Session};
+use crate::fdio::LocalFd;
+use crate::forward::{self, Forward};
+use crate::socks;
+use crate::transport;
+
+/// A -L or -D listener.
+struct Listener {
+    sock: TcpListener,
+    port: u16,
+    /// -L: where every connection goes; None (-D): where each connection's
+    /// SOCKS request says.
+    to: Option<(String, u16)>,
+}
+
+/// A -D connection whose SOCKS request is still coming.
+struct SocksConn {
+    sock: TcpStream,
+    peer: std::net::SocketAddr,
+    listener: usize,
+    hs: socks::Handshake,
+    readable: bool,
+}
+
+struct RemoteFwd {
+    fwd: Forward,
+    bound: Option<u32>,
+}
+
+/// A global request awaiting the server's reply.
+pub(super) enum Global {
+    Keepalive,
+    RemoteForward(usize),
+}
+
+/// A -R connection being made to the local target.
+struct Connecting {
+    id: u32,
+    rfwd: usize,
+    sock: TcpStream,
+}
+
+#[derive(Default)]
+pub(super) struct Forwards {
+    listeners: Vec<Listener>,
+    socks: HashMap<Token, SocksConn>,
+    rfwds: Vec<RemoteFwd>,
+    /// Our global requests in the order the replies come.
+    globals: VecDeque<Global>,
+    connecting: HashMap<Token, Connecting>,
+}
+
+impl Forwards {
+    /// A global request wanting a reply was sent.
+    pub(super) fn expect_reply(&mut self, g: Global) {
+        self.globals.push_back(g);
+    }
+
+    pub(super) fn is_connecting(&self, t: Token) -> bool {
+        self.connecting.contains_key(&t)
+    }
+
+    pub(super) fn connecting_any(&self) -> bool {
+        !self.connecting.is_empty()
+    }
+
+    /// Readiness of a SOCKS handshake; false if `t` is none of ours.
+    pub(super) fn mark(&mut self, t: Token, readable: bool) -> bool {
+        match self.socks.get_mut(&t) {
+            Some(s) => {
+                s.readable |= readable;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether replies to -R requests are still to come.
+    pub(super) fn remote_pending(&self) -> bool {
+        self.globals
+            .iter()
+            .any(|g| matches!(g, Global::RemoteForward(_)))
+    }
+
+    /// The -R forward the server opens a connection for: the one bound to
+    /// `port` on `address`, else the one bound to `port`.
+    fn remote_for(&self, address: &str, port: u32) -> Option<usize> {
+        let bound = |r: &&RemoteFwd| r.bound == Some(port);
+        let i = self
+            .rfwds
+            .iter()
+            .position(|r| bound(&r) && forward::remote_bind(&r.fwd) == address);
+        i.or_else(|| self.rfwds.iter().position(|r| bound(&r)))
+    }
+}
 
 impl Session {
     pub(super) fn on_open_request(&mut self, id: u32, kind: ChannelKind) {
@@ -16,28 +118,23 @@ impl Session {
         } = kind
         else {
             crate::debug1!("refusing a {} channel from the server", kind.name());
-            let _ = self.conn.reject_channel(
+            self.refuse_open(
                 id,
                 msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
                 "open refused by client",
             );
             return;
         };
-        let idx = self
-            .rfwds
-            .iter()
-            .position(|r| r.bound == Some(port) && forward::remote_bind(&r.fwd) == address);
-        let idx = idx.or_else(|| self.rfwds.iter().position(|r| r.bound == Some(port)));
-        let Some(idx) = idx else {
+        let Some(idx) = self.fwd.remote_for(&address, port) else {
             crate::info!("WARNING: server requests forwarding for unknown listen_port {port}");
-            let _ = self.conn.reject_channel(
+            self.refuse_open(
                 id,
                 msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
                 "unknown port",
             );
             return;
         };
-        let f = self.rfwds[idx].fwd.clone();
+        let f = self.fwd.rfwds[idx].fwd.clone();
         crate::debug1!(
             "client_request_forwarded_tcpip: listen {address} port {port}, originator \
              {originator} port {originator_port} -> {}:{}",
@@ -47,14 +144,10 @@ impl Session {
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(f.host.as_str(), f.host_port))
             .ok()
             .and_then(|mut a| a.next());
-        let sock = addr.and_then(|a| mio::net::TcpStream::connect(a).ok());
+        let sock = addr.and_then(|a| TcpStream::connect(a).ok());
         let Some(mut sock) = sock else {
             crate::info!("connect_to {} port {}: failed.", f.host, f.host_port);
-            let _ = self.conn.reject_channel(
-                id,
-                msg::open_failure::CONNECT_FAILED,
-                "Connection refused",
-            );
+            self.refuse_open(id, msg::open_failure::CONNECT_FAILED, "Connection refused");
             return;
         };
         let t = self.token();
@@ -64,12 +157,10 @@ impl Session {
             .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
             .is_err()
         {
-            let _ =
-                self.conn
-                    .reject_channel(id, msg::open_failure::RESOURCE_SHORTAGE, "cannot poll");
+            self.refuse_open(id, msg::open_failure::RESOURCE_SHORTAGE, "cannot poll");
             return;
         }
-        self.connecting.insert(
+        self.fwd.connecting.insert(
             t,
             Connecting {
                 id,
@@ -79,9 +170,15 @@ impl Session {
         );
     }
 
+    /// Refuses a channel the server opens (it awaits this answer).
+    fn refuse_open(&mut self, id: u32, reason: u32, why: &str) {
+        let r = self.conn.reject_channel(id, reason, why);
+        self.engine("reject_channel", r);
+    }
+
     /// A -R connection attempt made progress.
     pub(super) fn finish_connect(&mut self, t: Token) {
-        let Some(c) = self.connecting.get(&t) else {
+        let Some(c) = self.fwd.connecting.get(&t) else {
             return;
         };
         let done = match c.sock.take_error() {
@@ -92,65 +189,47 @@ impl Session {
                 Err(e) => Err(e),
             },
         };
-        let mut c = self.connecting.remove(&t).expect("present");
+        let Some(mut c) = self.fwd.connecting.remove(&t) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut c.sock);
-        let f = self.rfwds[c.rfwd].fwd.clone();
-        match done {
-            Err(e) => {
-                crate::info!(
-                    "connect_to {} port {}: failed: {}",
-                    f.host,
-                    f.host_port,
-                    transport::strip_os_error(&e)
-                );
-                let _ = self.conn.reject_channel(
-                    c.id,
-                    msg::open_failure::CONNECT_FAILED,
-                    "Connection refused",
-                );
-            }
-            Ok(()) => {
-                // SAFETY: the socket's fd moves into an OwnedFd; mio no longer owns it.
-                let fd = unsafe { OwnedFd::from_raw_fd(c.sock.into_raw_fd()) };
-                let t2 = self.token();
-                match LocalFd::socket(fd, self.poll.registry(), t2) {
-                    Ok(l) => {
-                        if self.conn.accept_channel(c.id).is_err() {
-                            return;
-                        }
-                        let mut ch = Chan::new(
-                            c.id,
-                            Kind::Remote(c.rfwd),
-                            format!("remote forward to {}:{}", f.host, f.host_port),
-                        );
-                        let l = std::rc::Rc::new(l);
-                        ch.open = true;
-                        ch.input = Some(l.clone());
-                        ch.out = Some(Sink::new(l));
-                        ch.tokens.push(t2);
-                        let key = self.insert_chan(ch);
-                        self.tokens.insert(t2, key);
-                    }
-                    Err(_) => {
-                        let _ = self.conn.reject_channel(
-                            c.id,
-                            msg::open_failure::RESOURCE_SHORTAGE,
-                            "cannot poll",
-                        );
-                    }
-                }
-            }
+        let f = self.fwd.rfwds[c.rfwd].fwd.clone();
+        if let Err(e) = done {
+            crate::info!(
+                "connect_to {} port {}: failed: {}",
+                f.host,
+                f.host_port,
+                transport::strip_os_error(&e)
+            );
+            self.refuse_open(
+                c.id,
+                msg::open_failure::CONNECT_FAILED,
+                "Connection refused",
+            );
+            return;
         }
+        let t2 = self.token();
+        let Ok(l) = LocalFd::socket(c.sock.into(), self.poll.registry(), t2) else {
+            self.refuse_open(c.id, msg::open_failure::RESOURCE_SHORTAGE, "cannot poll");
+            return;
+        };
+        let r = self.conn.accept_channel(c.id);
+        if self.engine("accept_channel", r).is_none() {
+            return;
+        }
+        let desc = format!("remote forward to {}:{}", f.host, f.host_port);
+        let ch = Chan::socket(c.id, Kind::Remote(c.rfwd), desc, l, t2, true);
+        self.chans.insert(ch);
     }
 
     /// Accepts connections on -L and -D listeners.
     pub(super) fn accept_local(&mut self) {
-        if !self.authenticated || self.quit.is_some() {
+        if !self.login.authenticated || self.quit.is_some() {
             return;
         }
-        for i in 0..self.listeners.len() {
+        for i in 0..self.fwd.listeners.len() {
             loop {
-                let (sock, peer) = match self.listeners[i].1.sock.accept() {
+                let (sock, peer) = match self.fwd.listeners[i].sock.accept() {
                     Ok(x) => x,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -158,8 +237,8 @@ impl Session {
                         break;
                     }
                 };
-                let port = self.listeners[i].1.port;
-                match self.listeners[i].1.to.clone() {
+                let port = self.fwd.listeners[i].port;
+                match self.fwd.listeners[i].to.clone() {
                     Some((host, host_port)) => {
                         crate::debug1!(
                             "Connection to port {port} forwarding to {host}:{host_port} requested."
@@ -180,7 +259,7 @@ impl Session {
                             crate::debug1!("cannot poll a SOCKS connection: {e}");
                             continue;
                         }
-                        self.socks.insert(
+                        self.fwd.socks.insert(
                             t,
                             SocksConn {
                                 sock,
@@ -202,7 +281,7 @@ impl Session {
     fn open_forward(
         &mut self,
         listener: usize,
-        sock: mio::net::TcpStream,
+        sock: TcpStream,
         peer: std::net::SocketAddr,
         to: (String, u16),
         socks: Option<(socks::Version, Vec<u8>)>,
@@ -224,37 +303,31 @@ impl Session {
                 return;
             }
         };
-        // SAFETY: the accepted socket's fd moves into an OwnedFd.
-        let fd = unsafe { OwnedFd::from_raw_fd(sock.into_raw_fd()) };
         let t = self.token();
-        let Ok(l) = LocalFd::socket(fd, self.poll.registry(), t) else {
-            let _ = self.conn.close_channel(id);
-            return;
+        let l = match LocalFd::socket(sock.into(), self.poll.registry(), t) {
+            Ok(l) => l,
+            Err(e) => {
+                crate::debug1!("cannot poll the connection from {peer}: {e}");
+                let r = self.conn.close_channel(id);
+                self.engine("close_channel", r);
+                return;
+            }
         };
-        let l = std::rc::Rc::new(l);
         let via = if socks.is_some() { " (SOCKS)" } else { "" };
-        let port = self.listeners[listener].1.port;
-        let mut ch = Chan::new(
-            id,
-            Kind::Local(listener),
-            format!("port {port}{via} to {host}:{host_port} from {peer}"),
-        );
-        ch.input = Some(l.clone());
-        ch.out = Some(Sink::new(l));
-        ch.in_ready = true;
+        let port = self.fwd.listeners[listener].port;
+        let desc = format!("port {port}{via} to {host}:{host_port} from {peer}");
+        let mut ch = Chan::socket(id, Kind::Local(listener), desc, l, t, false);
         if let Some((v, first)) = socks {
-            ch.socks = Some(v);
-            ch.unsent = first;
+            ch.owe_socks_reply(v, first);
         }
-        ch.tokens.push(t);
-        let key = self.insert_chan(ch);
-        self.tokens.insert(t, key);
+        self.chans.insert(ch);
     }
 
     /// Reads the SOCKS requests of -D connections; a complete one opens its
     /// channel, a bad one is answered (where SOCKS can say why) and closed.
     pub(super) fn pump_socks(&mut self) {
         let ready: Vec<Token> = self
+            .fwd
             .socks
             .iter()
             .filter(|(_, c)| c.readable)
@@ -262,7 +335,7 @@ impl Session {
             .collect();
         let mut buf = [0u8; socks::MAX_REQUEST];
         for t in ready {
-            let Some(c) = self.socks.get_mut(&t) else {
+            let Some(c) = self.fwd.socks.get_mut(&t) else {
                 continue;
             };
             let mut out = Vec::new();
@@ -298,11 +371,15 @@ impl Session {
             // socket's buffer, or the client is not worth keeping.
             let written =
                 out.is_empty() || matches!((&c.sock).write(&out), Ok(n) if n == out.len());
+            if matches!(step, Ok(None)) && written {
+                continue;
+            }
+            let Some(mut c) = self.fwd.socks.remove(&t) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut c.sock);
             match step {
-                Ok(None) if written => {}
                 Ok(Some((request, rest))) if written => {
-                    let mut c = self.socks.remove(&t).expect("present");
-                    let _ = self.poll.registry().deregister(&mut c.sock);
                     crate::debug1!(
                         "Dynamic forwarding: {} asks for {}:{} ({:?})",
                         c.peer,
@@ -318,20 +395,135 @@ impl Session {
                         Some((request.version, rest)),
                     );
                 }
-                _ => {
-                    let mut c = self.socks.remove(&t).expect("present");
-                    let _ = self.poll.registry().deregister(&mut c.sock);
-                    match step {
-                        Err(Some(r)) => {
-                            crate::info!("SOCKS client {}: {}; closing it", c.peer, r.why)
-                        }
-                        Err(None) => {
-                            crate::debug1!("SOCKS client {} left before its request", c.peer)
-                        }
-                        Ok(_) => crate::debug1!("SOCKS client {}: cannot answer it", c.peer),
-                    }
+                Err(Some(r)) => crate::info!("SOCKS client {}: {}; closing it", c.peer, r.why),
+                Err(None) => crate::debug1!("SOCKS client {} left before its request", c.peer),
+                Ok(_) => crate::debug1!("SOCKS client {}: cannot answer it", c.peer),
+            }
+        }
+    }
+
+    /// Binds the listener of a -L (`to` Some) or -D forward.
+    fn listen(
+        &mut self,
+        bind: Option<&str>,
+        port: u16,
+        to: Option<(String, u16)>,
+    ) -> Result<(), Quit> {
+        let addrs = forward::bind_addrs(bind, port, self.cfg.gateway_ports)
+            .map_err(|e| fatal(format!("ressh: {e}")))?;
+        let what = if to.is_some() {
+            "Local forwarding"
+        } else {
+            "Dynamic forwarding (SOCKS)"
+        };
+        let mut bound = 0;
+        let mut last_err = None;
+        for a in addrs {
+            match TcpListener::bind(a) {
+                Ok(mut l) => {
+                    let t = self.token();
+                    self.poll
+                        .registry()
+                        .register(&mut l, t, Interest::READABLE)
+                        .map_err(|e| fatal(format!("ressh: {e}")))?;
+                    crate::debug1!("{what} listening on {a}.");
+                    self.fwd.listeners.push(Listener {
+                        sock: l,
+                        port,
+                        to: to.clone(),
+                    });
+                    bound += 1;
+                }
+                Err(e) => {
+                    crate::debug1!("bind {a}: {e}");
+                    last_err = Some(format!(
+                        "bind [{}]:{}: {}",
+                        a.ip(),
+                        a.port(),
+                        transport::strip_os_error(&e)
+                    ));
                 }
             }
         }
+        if bound == 0 {
+            let m = format!(
+                "{}\nCould not request local forwarding.",
+                last_err.unwrap_or_else(|| "no address to bind".into())
+            );
+            if self.cfg.exit_on_forward_failure {
+                return Err(fatal(m));
+            }
+            crate::error!("{m}");
+        }
+        Ok(())
+    }
+
+    pub(super) fn setup_forwards(&mut self) -> Result<(), Quit> {
+        if self.login.untrusted
+            && (!self.cfg.local_forwards.is_empty()
+                || !self.cfg.remote_forwards.is_empty()
+                || !self.cfg.dynamic_forwards.is_empty())
+        {
+            crate::error!("Port forwarding is disabled to avoid man-in-the-middle attacks.");
+            return Ok(());
+        }
+        for spec in self.cfg.local_forwards.clone() {
+            let f = forward::parse(&spec, false).map_err(|e| fatal(format!("ressh: {e}")))?;
+            self.listen(f.bind.as_deref(), f.port, Some((f.host, f.host_port)))?;
+        }
+        for spec in self.cfg.dynamic_forwards.clone() {
+            let (bind, port) =
+                forward::parse_dynamic(&spec).map_err(|e| fatal(format!("ressh: {e}")))?;
+            self.listen(bind.as_deref(), port, None)?;
+        }
+        for spec in self.cfg.remote_forwards.clone() {
+            let f = forward::parse(&spec, true).map_err(|e| fatal(format!("ressh: {e}")))?;
+            let req = GlobalReq::TcpipForward {
+                address: forward::remote_bind(&f),
+                port: f.port as u32,
+            };
+            self.conn
+                .global_request(req, true)
+                .map_err(|e| fatal(format!("ressh: {e}")))?;
+            let i = self.fwd.rfwds.len();
+            self.fwd.expect_reply(Global::RemoteForward(i));
+            self.fwd.rfwds.push(RemoteFwd {
+                fwd: f,
+                bound: None,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_global_reply(&mut self, success: bool, data: &[u8]) {
+        let Some(Global::RemoteForward(i)) = self.fwd.globals.pop_front() else {
+            return; // a keepalive's, or none expected
+        };
+        let f = self.fwd.rfwds[i].fwd.clone();
+        if success {
+            if f.port == 0 {
+                let port = msg::RequestSuccess(data.to_vec()).bound_port().unwrap_or(0);
+                self.fwd.rfwds[i].bound = Some(port);
+                crate::info!(
+                    "Allocated port {port} for remote forward to {}:{}",
+                    f.host,
+                    f.host_port
+                );
+            } else {
+                self.fwd.rfwds[i].bound = Some(f.port as u32);
+            }
+            crate::debug1!("remote forward success for: listen {}", f.port);
+        } else {
+            let m = format!(
+                "Warning: remote port forwarding failed for listen port {}",
+                f.port
+            );
+            if self.cfg.exit_on_forward_failure {
+                self.set_quit(fatal(m));
+                return;
+            }
+            crate::error!("{m}");
+        }
+        self.background_when_ready();
     }
 }

@@ -14,15 +14,14 @@ use std::time::{Duration, Instant};
 use mio::Token;
 use ressh_proto::ClientReconnect;
 
+use super::keepalive::resilience_interval;
 use super::retry::{self, Failure, Schedule};
-use super::{fatal, Session, T_READ, T_WRITE};
+use super::{fatal, Session};
 use crate::transport::{self, Transport};
-use ressh_resilience::netwatch;
 
-/// Tokens of the transport being tried and of the netlink socket.
+/// Tokens of the transport being tried.
 pub(super) const T_NEW_READ: Token = Token(6);
 pub(super) const T_NEW_WRITE: Token = Token(7);
-pub(super) const T_NETLINK: Token = Token(8);
 
 /// One attempt may take this long before it is abandoned.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,38 +83,19 @@ struct Attempt {
     request: Option<Vec<u8>>,
 }
 
-/// What watches for reasons to reconnect early.
-pub(super) struct Watch {
-    netlink: Option<netwatch::Netlink>,
-    netlink_ready: bool,
-    suspend: netwatch::SuspendDetector,
-    next_suspend_check: Instant,
-}
-
-impl Watch {
-    pub(super) fn new(reg: &mio::Registry) -> Watch {
-        let netlink = netwatch::Netlink::open().ok().and_then(|n| {
-            use std::os::fd::AsRawFd;
-            reg.register(
-                &mut mio::unix::SourceFd(&n.as_raw_fd()),
-                T_NETLINK,
-                mio::Interest::READABLE,
-            )
-            .ok()
-            .map(|_| n)
-        });
-        Watch {
-            netlink,
-            netlink_ready: false,
-            suspend: netwatch::SuspendDetector::default(),
-            next_suspend_check: Instant::now() + Duration::from_secs(1),
+impl Resume {
+    /// Readiness of the attempt's transport.
+    pub(super) fn mark(&mut self, readable: bool, writable: bool) {
+        if let Some(a) = self.attempt.as_mut() {
+            a.readable |= readable;
+            a.writable |= writable;
         }
     }
 }
 
 impl Session {
     pub(super) fn resilient(&self) -> bool {
-        self.authenticated && self.conn.resilience_active() && !self.conn.is_closed()
+        self.login.authenticated && self.conn.resilience_active() && !self.conn.is_closed()
     }
 
     /// The transport broke; with resilience the session waits for a new
@@ -124,13 +104,9 @@ impl Session {
         if !self.resilient() {
             return false;
         }
-        self.t_dead = true;
-        self.t_read = false;
-        self.t_write = false;
-        self.transport.deregister(self.poll.registry());
-        self.transport.close();
+        self.link.close(self.poll.registry());
         let now = Instant::now();
-        match &mut self.resume {
+        match &mut self.link.resume {
             Some(r) if r.lost_at.is_none() => {
                 r.lost_at = Some(now);
                 // Trying beside a working transport, maybe waiting a while
@@ -143,7 +119,7 @@ impl Session {
             Some(_) => {}
             None => self.begin_resume(why, Some(now)),
         }
-        if let Some(r) = &self.resume {
+        if let Some(r) = &self.link.resume {
             let secs = r.detach_timeout;
             crate::debug1!(
                 "the server keeps the session for {secs} s; retrying until then (+{} s)",
@@ -161,7 +137,7 @@ impl Session {
             return;
         }
         let now = Instant::now();
-        if let Some(r) = self.resume.as_mut() {
+        if let Some(r) = self.link.resume.as_mut() {
             // Asked again (SIGUSR2, ~R) while waiting between attempts:
             // try now, and back off from the start.
             if r.attempt.is_none() {
@@ -174,7 +150,7 @@ impl Session {
         let mut schedule = Schedule::new(retry::seed());
         let first = schedule.next_delay();
         crate::debug1!("reconnecting: {why}");
-        self.resume = Some(Resume {
+        self.link.resume = Some(Resume {
             lost_at,
             started: now,
             detach_timeout: self.conn.peer_detach_timeout().unwrap_or(0),
@@ -193,14 +169,14 @@ impl Session {
     /// are moving (a probe queued behind a bulk upload), try a new
     /// connection beside the old one; whichever answers first wins.
     pub(super) fn path_suspect(&mut self) {
-        if !self.resilient() || self.t_dead || self.resume.is_some() {
+        if !self.resilient() || self.link.dead() || self.link.resume.is_some() {
             return;
         }
         let Some(s) = self.conn.suspect_timeout() else {
             return;
         };
         let now = Instant::now();
-        let tcp = self.transport.tcp_progress();
+        let tcp = self.link.transport.tcp_progress();
         if let Some(p) = &tcp {
             crate::debug1!(
                 "path suspected; TCP: last acknowledgement {} ms ago, {} segments in flight, \
@@ -210,20 +186,20 @@ impl Session {
                 p.not_sent
             );
         }
-        let keepalive = self.keepalive().unwrap_or(s);
+        let keepalive = resilience_interval(&self.cfg);
         if tcp.is_some_and(|p| p.moving(s, keepalive)) {
-            self.suspicions.dismissed += 1;
+            self.link.suspicions.dismissed += 1;
             crate::debug1!("TCP says our data is moving: the path is only slow");
             self.conn.path_alive(now);
             return;
         }
-        self.suspicions.reconnects += 1;
+        self.link.suspicions.reconnects += 1;
         let why = format!(
             "path suspected: no answer to a probe for {} ms",
             s.as_millis()
         );
         self.begin_resume(&why, None);
-        if let Some(r) = self.resume.as_mut() {
+        if let Some(r) = self.link.resume.as_mut() {
             r.suspected = true;
         }
     }
@@ -234,29 +210,30 @@ impl Session {
     /// without it) and the old connection kept.
     pub(super) fn heard_on_old(&mut self) {
         if !self
+            .link
             .resume
             .as_ref()
             .is_some_and(|r| r.suspected && r.lost_at.is_none())
         {
             return;
         }
-        let r = self.resume.take().expect("resume");
+        let r = self.link.resume.take().expect("resume");
         if let Some(mut a) = r.attempt {
             a.transport.deregister(self.poll.registry());
             a.transport.close();
         }
         self.conn.abort_reconnect();
-        self.suspicions.old_back += 1;
+        self.link.suspicions.old_back += 1;
         crate::verbose!(
             "the old connection answered after {} ms, before the new one was ready: keeping it; {}",
             r.started.elapsed().as_millis(),
-            self.suspicions.summary()
+            self.link.suspicions.summary()
         );
     }
 
     /// A one-line status for interactive sessions; -v logs otherwise.
     pub(super) fn status(&self, text: &str) {
-        if self.raw.is_some() {
+        if self.chans.raw() {
             crate::log::raw_text(&format!("\r\n[ressh: {text}]\r\n"));
         } else {
             crate::verbose!("{text}");
@@ -266,7 +243,7 @@ impl Session {
     /// Work of one loop turn: triggers, attempts, deadlines.
     pub(super) fn resume_tick(&mut self, buf: &mut [u8]) {
         self.check_triggers();
-        let Some(r) = self.resume.as_mut() else {
+        let Some(r) = self.link.resume.as_mut() else {
             return;
         };
         let now = Instant::now();
@@ -294,54 +271,8 @@ impl Session {
         self.drive_attempt(buf);
     }
 
-    fn check_triggers(&mut self) {
-        if !self.resilient() {
-            return;
-        }
-        if self.sig.take_usr2() {
-            self.begin_resume("SIGUSR2", None);
-        }
-        let now = Instant::now();
-        if now >= self.watch.next_suspend_check {
-            self.watch.next_suspend_check = now + Duration::from_secs(1);
-            if self.watch.suspend.resumed() {
-                self.begin_resume("resumed from suspend", None);
-            }
-        }
-        if std::mem::take(&mut self.watch.netlink_ready) {
-            let changed = self.watch.netlink.as_ref().is_some_and(|n| n.drain());
-            if changed && self.resume.is_none() && !self.t_dead {
-                // Only a change that affects our path counts: the source
-                // address the kernel would now choose for the server.
-                if let Some((local, peer)) = self.transport.tcp_addrs() {
-                    let now_src = netwatch::preferred_source(peer);
-                    if now_src != Some(local.ip()) {
-                        self.begin_resume("route or address changed", None);
-                    }
-                } else {
-                    // Through a proxy command we cannot tell: try anew.
-                    self.begin_resume("network changed", None);
-                }
-            }
-        }
-    }
-
-    pub(super) fn mark_resume(&mut self, t: Token, readable: bool, writable: bool) -> bool {
-        match t {
-            T_NETLINK => self.watch.netlink_ready = true,
-            T_NEW_READ | T_NEW_WRITE => {
-                if let Some(a) = self.resume.as_mut().and_then(|r| r.attempt.as_mut()) {
-                    a.readable |= readable;
-                    a.writable |= writable;
-                }
-            }
-            _ => return false,
-        }
-        true
-    }
-
     fn start_attempt(&mut self) {
-        let r = self.resume.as_mut().expect("resume");
+        let r = self.link.resume.as_mut().expect("resume");
         r.attempts += 1;
         let n = r.attempts;
         crate::debug1!("reconnect attempt {n}");
@@ -366,12 +297,10 @@ impl Session {
             self.attempt_failed(Failure::Connection(e.to_string()));
             return;
         }
-        if let Some(t) = self.keepalive() {
-            transport.set_user_timeout(t * 2);
-        }
+        transport.set_user_timeout(resilience_interval(&self.cfg) * 2);
         // The request goes with our first bytes once TCP has connected;
         // nothing is awaited first.
-        self.resume.as_mut().expect("resume").attempt = Some(Attempt {
+        self.link.resume.as_mut().expect("resume").attempt = Some(Attempt {
             transport,
             request: Some(cr.take_output()),
             cr,
@@ -401,7 +330,7 @@ impl Session {
     }
 
     fn drive_attempt(&mut self, buf: &mut [u8]) {
-        let Some(a) = self.resume.as_mut().and_then(|r| r.attempt.as_mut()) else {
+        let Some(a) = self.link.resume.as_mut().and_then(|r| r.attempt.as_mut()) else {
             return;
         };
         if a.started.elapsed() > ATTEMPT_TIMEOUT {
@@ -466,7 +395,7 @@ impl Session {
     }
 
     fn drop_attempt(&mut self, f: Failure) {
-        if let Some(mut a) = self.resume.as_mut().and_then(|r| r.attempt.take()) {
+        if let Some(mut a) = self.link.resume.as_mut().and_then(|r| r.attempt.take()) {
             a.transport.deregister(self.poll.registry());
             a.transport.close();
         }
@@ -478,7 +407,7 @@ impl Session {
     /// ends the session here (see retry.rs); resume_tick gives up once the
     /// server's detach timeout has passed.
     fn attempt_failed(&mut self, f: Failure) {
-        let Some(r) = self.resume.as_mut() else {
+        let Some(r) = self.link.resume.as_mut() else {
             return;
         };
         let now = Instant::now();
@@ -491,9 +420,9 @@ impl Session {
             // keep the old one and stop trying.
             crate::verbose!("reconnect failed ({what}); keeping the current connection");
             if r.suspected {
-                self.suspicions.failed += 1;
+                self.link.suspicions.failed += 1;
             }
-            self.resume = None;
+            self.link.resume = None;
             return;
         }
         let since = r
@@ -513,7 +442,7 @@ impl Session {
             r.attempts,
             wait.as_secs_f64()
         );
-        if self.raw.is_some() {
+        if self.chans.raw() {
             crate::log::raw_text(&format!("\r[ressh: {text}]\x1b[K"));
         } else {
             crate::verbose!("{text}");
@@ -521,7 +450,7 @@ impl Session {
     }
 
     fn finish_attempt(&mut self) {
-        let r = self.resume.take().expect("resume");
+        let r = self.link.resume.take().expect("resume");
         let a = r.attempt.expect("attempt");
         let Attempt {
             mut transport, cr, ..
@@ -533,18 +462,11 @@ impl Session {
             return;
         }
         // Swap: the old transport goes, the new one takes its tokens.
-        self.transport.deregister(self.poll.registry());
-        self.transport.close();
         transport.deregister(self.poll.registry());
-        if let Err(e) = transport.register(self.poll.registry(), T_READ, T_WRITE) {
+        if let Err(e) = self.link.replace(transport, self.poll.registry()) {
             self.set_quit(fatal(format!("ressh: {e}")));
             return;
         }
-        self.transport = transport;
-        self.t_dead = false;
-        self.t_read = true;
-        self.t_write = true;
-        self.last_recv = now;
         let took = now.duration_since(r.lost_at.unwrap_or(r.started));
         let text = format!(
             "reconnected to {} after {:.1} s ({})",
@@ -552,41 +474,26 @@ impl Session {
             took.as_secs_f64(),
             r.why
         );
-        if self.raw.is_some() {
+        if self.chans.raw() {
             crate::log::raw_text(&format!("\r[ressh: {text}]\x1b[K\r\n"));
         } else {
             crate::verbose!("{text}");
         }
         if r.suspected {
-            self.suspicions.switched += 1;
-            crate::verbose!("{}", self.suspicions.summary());
+            self.link.suspicions.switched += 1;
+            crate::verbose!("{}", self.link.suspicions.summary());
         }
         self.drain_events();
     }
 
-    /// The interval of resilience keepalives (ServerAliveInterval, else 15 s).
-    pub(super) fn keepalive(&self) -> Option<Duration> {
-        Some(Duration::from_secs(if self.cfg.server_alive_interval > 0 {
-            self.cfg.server_alive_interval
-        } else {
-            15
-        }))
-    }
-
     /// When the resume machinery needs the loop to wake up.
     pub(super) fn resume_timeout(&self) -> Option<Instant> {
-        let mut t = Some(self.watch.next_suspend_check);
-        if let Some(r) = &self.resume {
-            let x = match &r.attempt {
-                Some(a) => a.started + ATTEMPT_TIMEOUT,
-                None => r.next_try,
-            };
-            t = t.map(|t| t.min(x)).or(Some(x));
-            if let Some(d) = retry::deadline(r.lost_at, r.detach_timeout) {
-                t = t.map(|t| t.min(d));
-            }
-        }
-        t
+        let r = self.link.resume.as_ref()?;
+        let t = match &r.attempt {
+            Some(a) => a.started + ATTEMPT_TIMEOUT,
+            None => r.next_try,
+        };
+        Some(retry::deadline(r.lost_at, r.detach_timeout).map_or(t, |d| t.min(d)))
     }
 }
 

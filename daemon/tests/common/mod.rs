@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
 use ressh_testkit::{
     require_cmd, require_root, resshd_bin, run, run_timeout, ssh_keygen, Resshd, TempDir, TestUser,
 };
@@ -423,19 +426,16 @@ impl Bg {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let sig = Signal::try_from(sig).expect("a signal number");
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("kill");
     }
 }
 
 impl Drop for Bg {
     fn drop(&mut self) {
-        let pg = self.child.id() as i32;
-        // SAFETY: kill(2) on the process group we created for the child.
-        unsafe {
-            libc::kill(-pg, libc::SIGCONT);
-            libc::kill(-pg, libc::SIGKILL);
-        }
+        let pg = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(pg, Signal::SIGCONT);
+        let _ = killpg(pg, Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -500,9 +500,7 @@ impl LiveSession {
                 break st;
             }
             if Instant::now() >= deadline {
-                let pg = self.child.id() as i32;
-                // SAFETY: kill(2) on our child's process group.
-                unsafe { libc::kill(-pg, libc::SIGKILL) };
+                let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
                 let _ = self.child.wait();
                 panic!("the live session did not finish within {SSH_TIMEOUT:?}");
             }
@@ -521,9 +519,7 @@ impl LiveSession {
 impl Drop for LiveSession {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let pg = self.child.id() as i32;
-            // SAFETY: kill(2) on our child's process group.
-            unsafe { libc::kill(-pg, libc::SIGKILL) };
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
             let _ = self.child.wait();
         }
     }

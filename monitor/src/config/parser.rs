@@ -138,26 +138,36 @@ impl Parsed {
     }
 }
 
+/// Why a configuration file could not be read (the message follows the
+/// file's name).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than {MAX_FILE} bytes")]
+    TooLarge,
+    #[error("line {0}: invalid UTF-8")]
+    Utf8(usize),
+}
+
 /// Reads a configuration file, bounded, as UTF-8.
-pub(crate) fn read_config_file(path: &Path) -> Result<String, String> {
+pub(crate) fn read_config_file(path: &Path) -> Result<String, ReadError> {
     use std::os::unix::fs::OpenOptionsExt;
     // Non-blocking, so that a FIFO cannot stall the daemon; fstat then
     // refuses anything but a regular file.
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(ReadError::NotRegular);
     }
     let mut buf = Vec::new();
-    f.take(MAX_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
+    f.take(MAX_FILE + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > MAX_FILE {
-        return Err(format!("larger than {MAX_FILE} bytes"));
+        return Err(ReadError::TooLarge);
     }
     String::from_utf8(buf).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
@@ -165,7 +175,7 @@ pub(crate) fn read_config_file(path: &Path) -> Result<String, String> {
             .filter(|&&c| c == b'\n')
             .count()
             + 1;
-        format!("line {line}: invalid UTF-8")
+        ReadError::Utf8(line)
     })
 }
 

@@ -19,7 +19,7 @@ use openssl::cipher::Cipher;
 use openssl::cipher_ctx::CipherCtx;
 use zeroize::Zeroizing;
 
-use super::aesctr::EvpMac;
+use super::evpmac::EvpMac;
 use super::{CipherAlg, KeyMaterial, OpeningKey, SealingKey};
 use crate::error::{Error, Result};
 

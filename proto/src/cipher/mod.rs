@@ -98,6 +98,7 @@ pub struct MacAlg {
 mod aesctr;
 mod aesgcm;
 mod chachapoly;
+mod evpmac;
 mod none;
 
 /// Ciphers in default preference order (OpenSSH's order).

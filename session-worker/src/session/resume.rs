@@ -36,7 +36,7 @@ use ressh_proto::wire::printable;
 use ressh_proto::{ReconnectRequest, ServerReconnect};
 
 use super::{io_err, Session, Wire, NEW_SOCK, NEW_SOCKS, SOCK};
-use crate::signer::Inbox;
+use crate::Error;
 
 /// How long an accepted reconnect may wait for its transport, and then for
 /// the client's key confirmation.
@@ -45,8 +45,6 @@ pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The monitor's endpoint, read without blocking the loop.
 pub struct Monitor {
     endpoint: Arc<Endpoint>,
-    /// Messages the signer received while it waited for a signature.
-    inbox: Inbox,
     /// Edge-triggered readiness; cleared when poll(2) finds nothing.
     pub readable: bool,
 }
@@ -54,10 +52,9 @@ pub struct Monitor {
 type Incoming = (ToSession, Vec<OwnedFd>);
 
 impl Monitor {
-    pub fn new(endpoint: Arc<Endpoint>, inbox: Inbox) -> Monitor {
+    pub fn new(endpoint: Arc<Endpoint>) -> Monitor {
         Monitor {
             endpoint,
-            inbox,
             readable: true,
         }
     }
@@ -66,16 +63,8 @@ impl Monitor {
         self.endpoint.send(m, &[])
     }
 
-    /// The next message, queued ones first; None when nothing waits.
+    /// The next message; None when nothing waits.
     fn try_recv(&mut self) -> ressh_ipc::Result<Option<Incoming>> {
-        let queued = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        if let Some(m) = queued {
-            return Ok(Some(m));
-        }
         if !self.readable {
             return Ok(None);
         }
@@ -123,14 +112,13 @@ pub fn into_mio(
     sock: std::net::TcpStream,
     registry: &Registry,
     token: Token,
-) -> Result<TcpStream, String> {
-    sock.set_nonblocking(true)
-        .map_err(|e| io_err("socket", e))?;
+) -> Result<TcpStream, Error> {
+    sock.set_nonblocking(true).map_err(io_err("socket"))?;
     let _ = sock.set_nodelay(true);
     let mut sock = TcpStream::from_std(sock);
     registry
         .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-        .map_err(|e| io_err("poll", e))?;
+        .map_err(io_err("poll"))?;
     Ok(sock)
 }
 
@@ -197,7 +185,10 @@ impl Session {
                     d.deadline = Some(std::time::Instant::now());
                 }
             }
-            ToSession::Signature(_) => log!("monitor: a signature nobody asked for; ignored"),
+            ToSession::Signature(answer) => match self.signer.answer(answer, &fds) {
+                Some(signature) => self.signed(signature),
+                None => log!("monitor: a signature nobody asked for; ignored"),
+            },
             ToSession::Start(_) => log!("monitor: a second Start; ignored"),
         }
     }
@@ -301,7 +292,7 @@ impl Session {
             Err(e) => {
                 p.peer_addr = peer_addr;
                 p.peer_port = peer_port;
-                self.abandon_pending(id, &e);
+                self.abandon_pending(id, &e.to_string());
                 return;
             }
         };
@@ -454,7 +445,7 @@ impl Session {
             SOCK,
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            log!("Reconnect failed: {}", io_err("poll", e));
+            log!("Reconnect failed: poll: {e}");
             self.conn.abort_reconnect();
             self.end();
             return;
@@ -517,9 +508,7 @@ impl Session {
         if let Some(mut w) = self.wire.take() {
             let _ = self.poll.registry().deregister(&mut w.stream);
         }
-        // Queued for the lost transport: the retransmit buffer keeps what
-        // the client has not acknowledged.
-        let _ = self.conn.take_output();
+        self.drop_output();
         if self.detached.is_some() {
             return;
         }

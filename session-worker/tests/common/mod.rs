@@ -118,6 +118,8 @@ struct Shared {
     sign_requests: AtomicUsize,
     /// Delay before answering a signature request, in ms.
     sign_delay_ms: AtomicU64,
+    /// Answer signature requests with a refusal.
+    refuse_signs: AtomicBool,
     connections: AtomicUsize,
     errors: Mutex<Vec<String>>,
     /// Resume token → the owning worker's link.
@@ -212,6 +214,7 @@ impl Harness {
             signs: AtomicUsize::new(0),
             sign_requests: AtomicUsize::new(0),
             sign_delay_ms: AtomicU64::new(0),
+            refuse_signs: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             errors: Mutex::new(Vec::new()),
             routes: Mutex::new(HashMap::new()),
@@ -318,6 +321,11 @@ impl Harness {
         self.shared
             .sign_delay_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Refuse later signature requests, as a monitor whose gate said no.
+    pub fn refuse_signatures(&self) {
+        self.shared.refuse_signs.store(true, Ordering::SeqCst);
     }
 
     /// Reconnects handed over to a worker with `ToSession::Transport`.
@@ -498,16 +506,18 @@ fn accept_loop(
 }
 
 /// Authenticates one client in-process, then hands it to a worker.
+#[allow(unsafe_code)] // pre_exec placing the worker's descriptor at 3
 fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), String> {
     sock.set_nonblocking(false).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
     let mut conn = Connection::server(
         cfg.proto.clone(),
-        Box::new(vec![cfg.host.clone()]),
+        vec![cfg.host.public_key()],
         Instant::now(),
     )
     .map_err(|e| e.to_string())?;
+    let host = std::slice::from_ref(&cfg.host);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut buf = vec![0u8; 65536];
     'auth: loop {
@@ -515,6 +525,9 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
         sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
         while let Some(ev) = conn.poll_event() {
             match ev {
+                Event::SignHostKey(r) => conn
+                    .host_key_signed(r.sign_with(host), Instant::now())
+                    .map_err(|e| e.to_string())?,
                 Event::AuthRequest {
                     user,
                     attempt: AuthAttempt::PublicKeyQuery { algorithm, key },
@@ -640,7 +653,9 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                 if delay > 0 {
                     thread::sleep(Duration::from_millis(delay));
                 }
-                let reply = if key == cfg.host.public_key().to_blob() {
+                let reply = if shared.refuse_signs.load(Ordering::SeqCst) {
+                    Err("refused by the test monitor".to_string())
+                } else if key == cfg.host.public_key().to_blob() {
                     cfg.host.sign(&alg, &data).map_err(|e| e.to_string())
                 } else {
                     Err("unknown host key".to_string())
@@ -896,6 +911,7 @@ impl ProtoClient {
 
     /// Breaks the TCP connection without DISCONNECT; whatever is in flight
     /// is lost. The session can go on with [`Self::reconnect`].
+    #[allow(unsafe_code)] // setsockopt SO_LINGER to cut the transport with a RST
     pub fn kill_transport(&mut self, how: Cut) {
         let s = self.sock.take().expect("the client has no transport");
         match how {

@@ -713,13 +713,8 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {msg:?}"));
     let now = {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: writes one timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1000
     };
     assert!(
         usec <= now && now - usec < 60_000_000,

@@ -37,6 +37,7 @@ fn main() {
     }
 }
 
+#[allow(unsafe_code)] // adopting the monitor link passed as descriptor 3
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;

@@ -1,0 +1,134 @@
+//! Where the line runs between the application's misuse of the engine
+//! (refused, nothing sent, the connection goes on) and the peer's faults
+//! (DISCONNECT naming the reason, the connection closes), checked against
+//! a real peer engine.
+
+use std::fmt::Debug;
+use std::time::Instant;
+
+use super::fuzz_tests::{fresh, open_pair, pump};
+use super::*;
+use crate::error::reason;
+use crate::keys::PrivateKey;
+
+/// `r` is a misuse, and `c` sent nothing and stays open.
+fn refused<T: Debug>(r: Result<T>, c: &Connection) {
+    assert!(matches!(r, Err(Error::Misuse(_))), "{r:?}");
+    assert!(!r.unwrap_err().is_peer_fault());
+    assert!(c.output().is_empty(), "a misuse sent something");
+    assert!(!c.is_closed(), "a misuse closed the connection");
+}
+
+fn events(c: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+#[test]
+fn misuse_is_refused_and_leaves_the_connection_usable() {
+    let now = Instant::now();
+    // Before authentication.
+    let mut c = fresh(false);
+    let mut s = fresh(true);
+    pump(&mut c, &mut s, &mut Vec::new());
+    assert!(!c.is_authenticated());
+    refused(c.open_channel(ChannelKind::Session), &c);
+    refused(c.auth_info_response(&["x"]), &c);
+    refused(s.auth_accept(), &s);
+    refused(s.auth_reject(&["password"], false), &s);
+    refused(s.reconnect_attempt().map(drop), &s);
+    c.auth_none("u").unwrap();
+    let out = c.take_output();
+    refused(c.auth_password("u", "p"), &c);
+    s.handle_input(&out, now).unwrap();
+    pump(&mut c, &mut s, &mut Vec::new());
+    assert_eq!(c.user(), Some("u"));
+    assert_eq!(s.user(), Some("u"));
+    assert!(c.is_authenticated() && s.is_authenticated());
+
+    // After it, with one session channel open (id 0 on both sides).
+    let (mut c, mut s) = open_pair();
+    refused(c.auth_none("u"), &c);
+    refused(c.send_data(7, b"x"), &c);
+    refused(c.channel_request(7, ChannelReq::Shell, true), &c);
+    refused(c.consume(0, 1), &c);
+    refused(c.channel_reply(0, true), &c);
+    refused(c.global_reply(true, &[]), &c);
+    refused(c.accept_channel(0), &c);
+    refused(c.reject_channel(0, 1, "no"), &c);
+    refused(s.auth_accept(), &s);
+    refused(s.auth_pk_ok("ssh-ed25519", &host()[0].public_key()), &s);
+    c.rekey().unwrap();
+    let out = c.take_output();
+    refused(c.export(now), &c);
+    s.handle_input(&out, now).unwrap();
+    pump(&mut c, &mut s, &mut Vec::new());
+
+    // The connection goes on: data flows, and a consume that was refused
+    // left the window as it was.
+    assert_eq!(c.send_data(0, b"still here").unwrap(), 10);
+    let out = c.take_output();
+    s.handle_input(&out, now).unwrap();
+    let got = events(&mut s);
+    assert!(
+        got.contains(&Event::Data {
+            id: 0,
+            data: b"still here".to_vec()
+        }),
+        "{got:?}"
+    );
+    refused(s.consume(0, 11), &s);
+    s.consume(0, 10).unwrap();
+    assert!(c.export(now).is_ok() && s.export(now).is_ok());
+}
+
+/// Feeds `bytes` to `victim`, which must fail with `expect`, close, and
+/// tell `peer` by DISCONNECT with `code`.
+fn faults(victim: &mut Connection, peer: &mut Connection, bytes: &[u8], expect: Error, code: u32) {
+    let now = Instant::now();
+    let err = victim.handle_input(bytes, now).unwrap_err();
+    assert_eq!(err, expect);
+    assert!(err.is_peer_fault());
+    assert!(victim.is_closed());
+    let out = victim.take_output();
+    peer.handle_input(&out, now).unwrap();
+    let description = format!("{expect}");
+    assert!(
+        events(peer).contains(&Event::Disconnected {
+            reason: code,
+            description
+        }),
+        "no DISCONNECT {code} for {expect}"
+    );
+    assert!(peer.is_closed());
+}
+
+#[test]
+fn a_peer_fault_sends_disconnect_with_its_reason() {
+    // A message about a channel the client does not have.
+    let (mut c, mut s) = open_pair();
+    s.send(msg::ChannelEof(77).encode()).unwrap();
+    let bytes = s.take_output();
+    let e = Error::Protocol("message for an unknown or closed channel");
+    faults(&mut c, &mut s, &bytes, e, reason::PROTOCOL_ERROR);
+
+    // Data after the client's own EOF.
+    let (mut c, mut s) = open_pair();
+    c.send_eof(0).unwrap();
+    let mut p = msg::channel_data_header(0, 1).to_vec();
+    p.push(b'x');
+    c.send(p).unwrap();
+    let bytes = c.take_output();
+    let e = Error::Protocol("data on a channel not open for data");
+    faults(&mut s, &mut c, &bytes, e, reason::PROTOCOL_ERROR);
+
+    // A packet altered on the way.
+    let (mut c, mut s) = open_pair();
+    s.send_data(0, b"hello").unwrap();
+    let mut bytes = s.take_output();
+    *bytes.last_mut().unwrap() ^= 1;
+    faults(&mut c, &mut s, &bytes, Error::Mac, reason::MAC_ERROR);
+}
+
+fn host() -> Vec<PrivateKey> {
+    vec![PrivateKey::generate(crate::keys::KeyType::Ed25519).unwrap()]
+}
