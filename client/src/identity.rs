@@ -306,10 +306,10 @@ pub fn signature_algorithm(
     server_sig_algs: Option<&[String]>,
     accepted: Option<&[String]>,
 ) -> Option<&'static str> {
-    let ok = |a: &str| accepted.map_or(true, |list| list.iter().any(|x| x == a));
+    let ok = |a: &str| accepted.is_none_or(|list| list.iter().any(|x| x == a));
     match key.key_type() {
         KeyType::Rsa => {
-            let server = |a: &str| server_sig_algs.map_or(true, |l| l.iter().any(|x| x == a));
+            let server = |a: &str| server_sig_algs.is_none_or(|l| l.iter().any(|x| x == a));
             ["rsa-sha2-512", "rsa-sha2-256"]
                 .into_iter()
                 .find(|a| ok(a) && server(a))

@@ -390,7 +390,7 @@ fn parse_options(s: &[u8]) -> Result<ParsedOptions, &'static str> {
                 Some(t) if t != 0 => t,
                 _ => return Err("invalid expires time"),
             };
-            if o.expiry_time.map_or(true, |old| t < old) {
+            if o.expiry_time.is_none_or(|old| t < old) {
                 o.expiry_time = Some(t);
             }
         } else if opt_match(s, &mut i, b"environment") {

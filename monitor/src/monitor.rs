@@ -769,7 +769,7 @@ impl Monitor<'_> {
 
     /// The PAM transaction for `name`, started (again) if needed.
     fn ensure_pam(&mut self, name: &str) -> Result<&mut Pam, Error> {
-        if !self.pam.as_ref().is_some_and(|p| p.user() == name) {
+        if self.pam.as_ref().is_none_or(|p| p.user() != name) {
             self.pam = None;
             let p =
                 Pam::start(pam::SERVICE, name, &self.peer.ip().to_string()).map_err(|source| {

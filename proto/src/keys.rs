@@ -528,7 +528,7 @@ impl PublicKey {
 /// decoded bytes gives back (padding present, no stray characters or bits).
 fn b64_decode_strict(s: &str) -> Result<Zeroizing<Vec<u8>>> {
     let ok_char = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=';
-    if s.is_empty() || s.len() % 4 != 0 || !s.bytes().all(ok_char) {
+    if s.is_empty() || !s.len().is_multiple_of(4) || !s.bytes().all(ok_char) {
         return Err(Error::Malformed("base64"));
     }
     let v = Zeroizing::new(base64::decode_block(s).map_err(|_| Error::Malformed("base64"))?);
@@ -657,7 +657,7 @@ impl<'a> OpensshEnvelope<'a> {
                 if *rounds > MAX_KDF_ROUNDS {
                     return Err(Error::TooLarge("bcrypt kdf rounds"));
                 }
-                if self.private.is_empty() || self.private.len() % AES_BLOCK_SIZE != 0 {
+                if self.private.is_empty() || !self.private.len().is_multiple_of(AES_BLOCK_SIZE) {
                     return Err(Error::Malformed("private section length"));
                 }
                 if passphrase.is_empty() {

@@ -38,7 +38,7 @@ impl Rtt {
                 self.rttvar = r / 2;
             }
             Some(s) => {
-                let err = if s > r { s - r } else { r - s };
+                let err = s.abs_diff(r);
                 self.rttvar = self.rttvar * 3 / 4 + err / 4;
                 self.srtt = Some(s * 7 / 8 + r / 8);
             }
@@ -125,7 +125,7 @@ impl Watch {
         self.rtt_probe.is_none()
             && self
                 .last_sample
-                .map_or(true, |t| now.saturating_duration_since(t) >= RTT_REFRESH)
+                .is_none_or(|t| now.saturating_duration_since(t) >= RTT_REFRESH)
     }
 
     /// A want-reply ACK was sent at `now` (a probe when `s` is Some: it

@@ -532,7 +532,7 @@ pub fn biggest_gap(lines: &[Line], from: Instant, until: Instant) -> Option<(Dur
         if let Some(p) = prev {
             if *t >= from {
                 let gap = t.saturating_duration_since(p.max(from));
-                if best.map_or(true, |(g, _)| gap > g) {
+                if best.is_none_or(|(g, _)| gap > g) {
                     best = Some((gap, *t));
                 }
             }

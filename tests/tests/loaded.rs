@@ -41,7 +41,7 @@ impl CpuHogs {
         let dd = format!(
             "{while_we_live} dd if=/dev/zero of=/dev/null bs=64M count=8 2>/dev/null; done"
         );
-        let hogs = std::iter::repeat(busy).take(2 * cores).chain([dd]);
+        let hogs = std::iter::repeat_n(busy, 2 * cores).chain([dd]);
         CpuHogs(
             hogs.map(|script| {
                 // Not a group leader: setsid calls setsid(2) and execs, so
@@ -94,7 +94,7 @@ fn type_for(mut to: impl Write, secs: u64) -> std::io::Result<()> {
     while started.elapsed() < Duration::from_secs(secs) {
         to.write_all(format!("{i}\n").as_bytes())?;
         i += 1;
-        let pause = if i % 5 == 0 { 1500 } else { 100 };
+        let pause = if i.is_multiple_of(5) { 1500 } else { 100 };
         thread::sleep(Duration::from_millis(pause));
     }
     to.write_all(format!("END {i}\n").as_bytes())

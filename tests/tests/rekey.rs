@@ -56,7 +56,7 @@ fn exchanges(log: &[Line]) -> Vec<Kex> {
         if l.ends_with("SSH2_MSG_KEXINIT sent") {
             // ssh's answer to a KEXINIT comes after it; an exchange that
             // ssh starts, before the server's.
-            sent_first = v.last().map_or(true, |k| k.newkeys_sent.is_some());
+            sent_first = v.last().is_none_or(|k| k.newkeys_sent.is_some());
         } else if l.ends_with("SSH2_MSG_KEXINIT received") {
             v.push(Kex {
                 kexinit_received: *t,

@@ -208,7 +208,7 @@ pub(crate) fn run_resilient(
         let mut fds = Vec::with_capacity(3);
         let want_local_read = !local_eof
             && r.core.room() > 0
-            && r.conn.as_ref().map_or(true, |c| c.pending_out() < HIGH);
+            && r.conn.as_ref().is_none_or(|c| c.pending_out() < HIGH);
         let mut ev = 0;
         if want_local_read {
             ev |= libc::POLLIN;

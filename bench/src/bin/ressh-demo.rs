@@ -689,7 +689,7 @@ impl Demo {
                         .parse()
                         .map_err(|_| format!("unexpected output: {line:?}"))?;
                     seen.push(n);
-                    if n % 50 == 0 {
+                    if n.is_multiple_of(50) {
                         st.say(&format!("counter: {n}"));
                     }
                     if moves.peek().is_some_and(|m| *m == n) {

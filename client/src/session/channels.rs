@@ -144,13 +144,8 @@ impl Chan {
     }
 
     fn drained(&self) -> bool {
-        self.out
-            .as_ref()
-            .map_or(true, |s| s.pending() == 0 || s.dead)
-            && self
-                .err
-                .as_ref()
-                .map_or(true, |s| s.pending() == 0 || s.dead)
+        self.out.as_ref().is_none_or(|s| s.pending() == 0 || s.dead)
+            && self.err.as_ref().is_none_or(|s| s.pending() == 0 || s.dead)
     }
 
     fn is_forward(&self) -> bool {
@@ -534,7 +529,7 @@ impl Session {
                     .chans
                     .by_key
                     .get(&key)
-                    .map_or(true, |c| !c.unsent.is_empty())
+                    .is_none_or(|c| !c.unsent.is_empty())
                 {
                     return;
                 }

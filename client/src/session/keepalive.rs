@@ -97,7 +97,7 @@ impl Session {
     /// A ServerAlive probe if one is due; the session ends when
     /// ServerAliveCountMax of them went unanswered.
     pub(super) fn server_alive(&mut self, now: Instant) {
-        if !self.alive.next.is_some_and(|t| now >= t) {
+        if self.alive.next.is_none_or(|t| now < t) {
             return;
         }
         if self.alive.missed >= self.cfg.server_alive_count_max {

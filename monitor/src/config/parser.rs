@@ -1150,7 +1150,7 @@ fn parse_auth_methods(a: &Args) -> Result<Option<Vec<Vec<String>>>, String> {
             };
             let ok = match name {
                 "publickey" | "password" | "hostbased" | "gssapi-with-mic" => sub.is_none(),
-                "keyboard-interactive" => sub.map_or(true, |s| !s.is_empty()),
+                "keyboard-interactive" => sub.is_none_or(|s| !s.is_empty()),
                 _ => false,
             };
             if !ok {

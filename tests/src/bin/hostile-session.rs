@@ -121,7 +121,10 @@ fn run() -> Result<(), String> {
         Some("log") => {
             let mut line =
                 "Accepted publickey for root from 203.0.113.66 port 22 ssh2 ".to_string();
-            line.extend(std::iter::repeat('x').take(number(1)?.saturating_sub(line.len())));
+            line.extend(std::iter::repeat_n(
+                'x',
+                number(1)?.saturating_sub(line.len()),
+            ));
             send(&ep, FromSession::Log(line))?;
             serve(&ep, &say, false)
         }
@@ -193,7 +196,7 @@ fn key_type(blob: &[u8]) -> Result<&str, String> {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("not hex: {s:?}"));
     }
     (0..s.len())
