@@ -356,19 +356,13 @@ fn reconnect_attacks_are_refused() {
     }
 }
 
-#[test]
-fn reconnect_from_a_forbidden_address_is_refused() {
-    let lab = Lab::new(
-        "allow",
-        "AllowUsers {USER}@198.18.1.2\nDetachTimeout 5\nClientAliveInterval 1\n\
-         ClientAliveCountMax 2\n",
-    );
+/// ressh -> a recording proxy on the client namespace's loopback ->
+/// resshd, from the client's current address, running a counter (stopped by
+/// creating the returned file) that has printed its first 50 lines.
+fn counter_via_proxy(lab: &Lab) -> (Proxy, Client, std::path::PathBuf) {
     let user = lab.user().name.clone();
-    // ressh -> a recording proxy on the client namespace's loopback ->
-    // resshd, from the client's current address.
-    let proxy = lab
-        .net
-        .enter_client(|| Proxy::start(SocketAddr::from((lab.net.server_addr(), PORT))));
+    let target = SocketAddr::from((lab.net.server_addr(), PORT));
+    let proxy = lab.net.enter_client(|| Proxy::start(target));
     let login = &lab.login;
     write_client_config(
         &login.config,
@@ -381,8 +375,20 @@ fn reconnect_from_a_forbidden_address_is_refused() {
     );
     fs::write(&lab.known_hosts, known_hosts_at(&lab.resshd, proxy.port)).unwrap();
     let stop = lab.user().home.join("stop-counter");
-    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    let client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
     client.wait_lines(50, T);
+    (proxy, client, stop)
+}
+
+#[test]
+fn reconnect_from_a_forbidden_address_is_refused() {
+    let lab = Lab::new(
+        "allow",
+        "AllowUsers {USER}@198.18.1.2\nDetachTimeout 5\nClientAliveInterval 1\n\
+         ClientAliveCountMax 2\n",
+    );
+    let user = lab.user().name.clone();
+    let (proxy, mut client, _stop) = counter_via_proxy(&lab);
     assert_eq!(proxy.accepted(), 1);
     let procs = lab.user().processes();
     assert!(procs.len() >= 2, "{procs:?}");
@@ -492,21 +498,7 @@ fn forged_reconnect_is_refused_before_the_address_is_judged() {
     );
     let user = lab.user().name.clone();
     let target = SocketAddr::from((lab.net.server_addr(), PORT));
-    let proxy = lab.net.enter_client(|| Proxy::start(target));
-    let login = &lab.login;
-    write_client_config(
-        &login.config,
-        &user,
-        &login.key,
-        &lab.known_hosts,
-        "127.0.0.1",
-        proxy.port,
-        CLIENT_EXTRA,
-    );
-    fs::write(&lab.known_hosts, known_hosts_at(&lab.resshd, proxy.port)).unwrap();
-    let stop = lab.user().home.join("stop-counter");
-    let client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
-    client.wait_lines(50, T);
+    let (proxy, client, _stop) = counter_via_proxy(&lab);
 
     // A genuine reconnect from the allowed address, recorded; its request
     // has been used now. The forgeries: it with one MAC byte flipped, and
