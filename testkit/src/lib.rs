@@ -11,8 +11,9 @@
 //! - Everything a test creates is removed on `Drop`: users ([`TestUser`]), daemons and
 //!   their children ([`Sshd`]), directories ([`TempDir`]), network namespaces ([`Net`]).
 //! - No child can hang the suite: [`run`] kills it after a timeout.
-//! - Network: loopback (`127.0.0.1`), or the network namespaces of [`Net`], whose
-//!   addresses all come from 198.18.0.0/15.
+//! - Network: loopback (`127.0.0.1`), a namespace of its own with only loopback
+//!   ([`Loopback`]), or the network namespaces of [`Net`], whose addresses all come
+//!   from 198.18.0.0/15.
 
 mod cmd;
 mod keys;
@@ -30,7 +31,7 @@ pub use cmd::{
     run_with_stdin, which, DEFAULT_TIMEOUT,
 };
 pub use keys::ssh_keygen;
-pub use netns::{require_netns, Net};
+pub use netns::{require_netns, Loopback, Net};
 pub use relay::DelayRelay;
 pub use resshd::{resshd_bin, Resshd};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
