@@ -9,7 +9,7 @@
 //! - A test that needs root calls [`require_root`] and FAILS when not root; it never
 //!   passes having tested nothing. The same for missing binaries ([`require_cmd`]).
 //! - Everything a test creates is removed on `Drop`: users ([`TestUser`]), daemons and
-//!   their children ([`Sshd`]), directories ([`TempDir`]), network namespaces ([`Net`]).
+//!   their children ([`Sshd`]), directories ([`TempDir`]), network namespaces ([`Net`], [`Loopback`]).
 //! - No child can hang the suite: [`run`] kills it after a timeout.
 //! - Network: loopback (`127.0.0.1`), a namespace of its own with only loopback
 //!   ([`Loopback`]), or the network namespaces of [`Net`], whose addresses all come

@@ -943,3 +943,50 @@ fn nft(ns: &str, script: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+
+    /// Only loopback inside; `kill_all` kills what was left there and nothing else;
+    /// drop deletes the namespace.
+    #[test]
+    fn loopback_isolated_killed_and_removed() {
+        let ns = Loopback::new("lo test");
+        let links = ok(ip_cmd(ns.name()).args(["-o", "link", "show"]));
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(links.contains(": lo: ") && links.contains("UP"), "{links}");
+        let routes = ok(ip_cmd(ns.name()).args(["route", "show"]));
+        assert!(routes.stdout.is_empty(), "a route in a loopback namespace");
+
+        let mut inside = Command::new(require_cmd("sleep"));
+        let mut inside = ns
+            .in_ns(inside.arg("60").stdout(Stdio::null()))
+            .spawn()
+            .unwrap();
+        let mut outside = Command::new(require_cmd("sleep"))
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let killed = ns.kill_all();
+        assert_eq!(killed, [inside.id()]);
+        assert!(
+            inside.wait().unwrap().code().is_none(),
+            "killed by a signal"
+        );
+        assert!(
+            outside.try_wait().unwrap().is_none(),
+            "the outside process lives"
+        );
+        outside.kill().unwrap();
+        outside.wait().unwrap();
+        assert!(ns.kill_all().is_empty());
+
+        let path = ns_path(ns.name());
+        assert!(path.exists());
+        drop(ns);
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+}
