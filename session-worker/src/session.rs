@@ -757,7 +757,7 @@ impl Session {
             // The exchange it was for is gone (a reconnect moved the
             // session meanwhile): nothing to do.
             Err(ressh_proto::Error::Misuse(what)) => {
-                log!("monitor: a signature not wanted any more ({what})")
+                log!("monitor: a signature not for the running key exchange, dropped ({what})")
             }
             r => self.after_input(r),
         }
