@@ -134,11 +134,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "sshd_config SetEnv: the server's value must win",
     ),
     (
-        "rekey",
-        22,
-        "copies fail while rekeying (server RekeyLimit 16, or -oRekeyLimit=256k)",
-    ),
-    (
         "dhgex",
         22,
         "diffie-hellman-group-exchange-sha1/-sha256 not offered",
