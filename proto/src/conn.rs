@@ -486,7 +486,7 @@ impl Connection {
         }
         let mut t: Option<Instant> = None;
         let mut at = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
-        if self.kex.is_none() {
+        if self.may_rekey() {
             at(self.last_kex + self.config.rekey_interval);
         }
         self.resilience_deadlines(at);
@@ -498,8 +498,7 @@ impl Connection {
             return Err(Error::Closed);
         }
         self.now = now;
-        let r = if self.kex.is_none()
-            && self.session_id.is_some()
+        let r = if self.may_rekey()
             && now.saturating_duration_since(self.last_kex) >= self.config.rekey_interval
         {
             self.start_kex()
@@ -646,9 +645,17 @@ impl Connection {
         }
     }
 
+    /// Whether a limit may start a key exchange now: none is running, and
+    /// user authentication is over. As OpenSSH, never before: its client
+    /// takes a KEXINIT during user authentication for a protocol error
+    /// ("bad message during authentication"), and only the first exchange
+    /// has happened then.
+    fn may_rekey(&self) -> bool {
+        self.kex.is_none() && self.session_id.is_some() && self.auth.is_done()
+    }
+
     fn maybe_rekey(&mut self) -> Result<()> {
-        if self.kex.is_none()
-            && self.session_id.is_some()
+        if self.may_rekey()
             && (self.writer.bytes > self.config.rekey_bytes
                 || self.reader.bytes > self.config.rekey_bytes
                 || self.writer.packets > 1 << 31
@@ -661,8 +668,18 @@ impl Connection {
 
     // ----- sending -----------------------------------------------------
 
-    /// Sends a payload now, or holds it while a key exchange runs.
+    /// Sends a payload now, or holds it while a key exchange runs; then
+    /// starts a rekey if a limit is passed.
     fn send(&mut self, payload: Vec<u8>) -> Result<()> {
+        self.send_no_rekey(payload)?;
+        self.maybe_rekey()
+    }
+
+    /// [`Self::send`] without looking at the rekey limits: for what ends
+    /// user authentication, after which a server's connection leaves for
+    /// the session's process ([`Self::export`] refuses a running
+    /// exchange). A limit passed by then is acted on at the next packet.
+    fn send_no_rekey(&mut self, payload: Vec<u8>) -> Result<()> {
         let n = payload[0];
         let transport = (1..=49).contains(&n);
         self.check_bound(n, payload.len(), transport)?;
@@ -670,8 +687,7 @@ impl Connection {
             self.io.defer(payload, is_resilient(n));
             return Ok(());
         }
-        self.write_payload(payload)?;
-        self.maybe_rekey()
+        self.write_payload(payload)
     }
 
     /// Refuses to queue a message past the hard bound on what waits for the
@@ -923,7 +939,8 @@ impl Connection {
         self.send(p)
     }
 
-    /// Starts counting resilient messages and announces our parameters.
+    /// Starts counting resilient messages and announces our parameters
+    /// (part of ending user authentication: no rekey starts here).
     fn activate_resilience(&mut self) -> Result<()> {
         // A client announces its keepalive interval in whole seconds,
         // rounded up, so that the server never expects it sooner than it
@@ -940,7 +957,7 @@ impl Connection {
             Role::Client => keepalive,
         };
         let info = resilience::encode_info(secs, r.local_cap);
-        self.send(info)
+        self.send_no_rekey(info)
     }
 }
 

@@ -31,6 +31,7 @@
 //! | issue 21 item | module |
 //! |---|---|
 //! | resshd's RekeyLimit by bytes and by time, seen by stock ssh | `rekey` |
+//! | issue 22, regress `rekey`: RekeyLimit 16, copies both ways with stock ssh | `rekey` |
 //!
 //! All tests need root and the workspace's binaries (`cargo build
 //! --workspace`; `cargo test --workspace` builds them). They fail, never

@@ -259,7 +259,7 @@ impl Connection {
             sent: 0,
             received: 0,
         };
-        self.send(vec![num::USERAUTH_SUCCESS])?;
+        self.send_no_rekey(vec![num::USERAUTH_SUCCESS])?;
         self.activate_resilience()
     }
 

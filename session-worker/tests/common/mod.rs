@@ -121,6 +121,9 @@ struct Shared {
     /// Answer signature requests with a refusal.
     refuse_signs: AtomicBool,
     connections: AtomicUsize,
+    /// Connections whose serving thread has returned (its worker's link
+    /// ended and every message from it, log lines included, was handled).
+    served: AtomicUsize,
     errors: Mutex<Vec<String>>,
     /// Resume token → the owning worker's link.
     routes: Mutex<HashMap<Vec<u8>, Arc<Link>>>,
@@ -216,6 +219,7 @@ impl Harness {
             sign_delay_ms: AtomicU64::new(0),
             refuse_signs: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
             errors: Mutex::new(Vec::new()),
             routes: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
@@ -414,12 +418,15 @@ impl Harness {
                 }
             }
             drop(workers);
-            if running == 0 {
+            // A worker's last log lines are written by the thread serving
+            // its link, which may still be reading them when it exits.
+            let served = self.shared.served.load(Ordering::SeqCst);
+            if running == 0 && served == self.shared.connections.load(Ordering::SeqCst) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "{running} worker(s) still running; log:\n{}",
+                "{running} worker(s) still running, or their links still served; log:\n{}",
                 self.log()
             );
             thread::sleep(Duration::from_millis(20));
@@ -492,6 +499,7 @@ fn accept_loop(
                     if let Err(e) = serve(sock, &cfg, &shared) {
                         shared.errors.lock().unwrap().push(e);
                     }
+                    shared.served.fetch_add(1, Ordering::SeqCst);
                 }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
