@@ -71,6 +71,7 @@ pub fn verify(cfg: &Config, key: &PublicKey, peer: &str) -> Result<Outcome, Stri
     let kh = KnownHosts::load(&files(cfg));
     let label = type_label(key);
     let fp = key.fingerprint();
+    crate::debug1!("Server host key: {} {fp}", key.key_type_name());
     match kh.check(&name, key) {
         Verdict::Known(loc) => {
             crate::debug1!("Host '{name}' is known and matches the {label} host key.");

@@ -62,7 +62,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
 
 use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
-use ressh_proto::keys::PublicKey;
+use ressh_proto::keys::{KeyType, PublicKey};
 
 use ressh_compat::expand::percent_expand;
 use ressh_compat::misc::a2port;
@@ -569,20 +569,9 @@ fn format_time(t: i64) -> String {
 // ---------------------------------------------------------------------------
 // Lines
 
-/// Key type names and the name proto knows the blob by.
-const SUPPORTED_TYPES: &[(&str, &str)] = &[
-    ("ssh-ed25519", "ssh-ed25519"),
-    ("ssh-rsa", "ssh-rsa"),
-    ("rsa-sha2-256", "ssh-rsa"),
-    ("rsa-sha2-512", "ssh-rsa"),
-    ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"),
-];
-
 /// The other key type names OpenSSH 9.2 reads from authorized_keys.
 const UNSUPPORTED_TYPES: &[&str] = &[
     "ssh-dss",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
     "webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
@@ -600,11 +589,12 @@ const UNSUPPORTED_TYPES: &[&str] = &[
     "ssh-xmss-cert-v01@openssh.com",
 ];
 
+/// The name proto knows the blob of a key type name by: a key type, or an
+/// RSA signature algorithm name, which OpenSSH reads as "ssh-rsa".
 fn supported_type(name: &[u8]) -> Option<&'static str> {
-    SUPPORTED_TYPES
-        .iter()
-        .find(|(n, _)| n.as_bytes() == name)
-        .map(|&(_, canon)| canon)
+    KeyType::from_name(name)
+        .or_else(|| KeyType::from_signature_algorithm(std::str::from_utf8(name).ok()?))
+        .map(KeyType::name)
 }
 
 fn known_type(name: &[u8]) -> bool {
@@ -1514,14 +1504,21 @@ mod tests {
             let err = parse_line(&format!("no-pty,bogus {line}")).unwrap_err();
             assert!(err.contains("unknown key option"), "{err}");
         }
+        // The bigger curves are read as ssh-keygen writes them.
+        for bits in ["384", "521"] {
+            let line = keygen(
+                dir.path(),
+                &["-t", "ecdsa", "-b", bits],
+                &format!("ec{bits}"),
+            );
+            let ak = parse_line(&format!("restrict {line}")).unwrap().unwrap();
+            assert_eq!(ak.key.bits().to_string(), bits);
+        }
         // Types this daemon does not support are skipped with a reason.
-        let p384 = keygen(dir.path(), &["-t", "ecdsa", "-b", "384"], "ec384");
-        let err = parse_line(&p384).unwrap_err();
-        assert!(
-            err.contains("unsupported key type ecdsa-sha2-nistp384"),
-            "{err}"
-        );
-        let err = parse_line(&format!("restrict {p384}")).unwrap_err();
+        let dss = "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZp";
+        let err = parse_line(dss).unwrap_err();
+        assert!(err.contains("unsupported key type ssh-dss"), "{err}");
+        let err = parse_line(&format!("restrict {dss}")).unwrap_err();
         assert!(err.contains("unsupported key type"), "{err}");
     }
 

@@ -51,7 +51,7 @@
 //! | SyslogFacility | `syslog_facility` | AUTH |
 //! | LogLevel (M) | `log_level` | INFO |
 //! | PubkeyAuthentication (M; alias DSAAuthentication) | `pubkey_authentication` | yes |
-//! | PubkeyAcceptedAlgorithms (M; PubkeyAcceptedKeyTypes) | `pubkey_accepted_algorithms` | `+ - ^` against [`HOST_KEY_ALGS`] |
+//! | PubkeyAcceptedAlgorithms (M; PubkeyAcceptedKeyTypes) | `pubkey_accepted_algorithms` | `+ - ^` against [`host_key_algs`] |
 //! | HostKeyAlgorithms | `host_key_algorithms` | idem |
 //! | Ciphers / MACs / KexAlgorithms | `ciphers`, `macs`, `kex_algorithms` | against `ressh_proto`'s registries |
 //! | PasswordAuthentication (M) | `password_authentication` | yes (without PAM password auth is off anyway) |
@@ -166,7 +166,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-pub use keywords::HOST_KEY_ALGS;
+pub use keywords::host_key_algs;
 
 use parser::{Criterion, Parsed};
 use raw::Raw;

@@ -93,14 +93,25 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    /// Every supported key type: the one list of them.
+    /// Every supported key type: the one list of them, in OpenSSH's order
+    /// of preference (its default HostKeyAlgorithms and
+    /// PubkeyAcceptedAlgorithms, certificates and FIDO keys aside).
     pub const ALL: [KeyType; 5] = [
         KeyType::Ed25519,
-        KeyType::Rsa,
         KeyType::EcdsaP256,
         KeyType::EcdsaP384,
         KeyType::EcdsaP521,
+        KeyType::Rsa,
     ];
+
+    /// The signature algorithms of every key type, preferred first: the
+    /// default host key and user key algorithm lists.
+    pub fn all_signature_algorithms() -> Vec<&'static str> {
+        KeyType::ALL
+            .into_iter()
+            .flat_map(|t| t.signature_algorithms().iter().copied())
+            .collect()
+    }
 
     /// The SSH key type name ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", ...).
     pub fn name(self) -> &'static str {
@@ -1691,17 +1702,22 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
                 }
             }
         }
-        // A signature by one key does not verify under another of the same type.
+        // A signature by one key does not verify under another of the same
+        // type (the fixed keys come first, the generated ones after them).
+        let generated = |t: KeyType| keys[3..].iter().find(|k| k.key_type() == t).unwrap();
         let s = keys[0].sign("ssh-ed25519", MSG).unwrap();
         assert_eq!(
-            keys[3].public_key().verify(MSG, &s),
+            generated(KeyType::Ed25519).public_key().verify(MSG, &s),
             Err(Error::BadSignature)
         );
         let s = keys[1].sign("rsa-sha2-512", MSG).unwrap();
-        assert!(keys[4].public_key().verify(MSG, &s).is_err());
+        assert!(generated(KeyType::Rsa)
+            .public_key()
+            .verify(MSG, &s)
+            .is_err());
         let s = keys[2].sign("ecdsa-sha2-nistp256", MSG).unwrap();
         assert_eq!(
-            keys[5].public_key().verify(MSG, &s),
+            generated(KeyType::EcdsaP256).public_key().verify(MSG, &s),
             Err(Error::BadSignature)
         );
         // Cross-type: an ed25519 signature presented to an RSA key.

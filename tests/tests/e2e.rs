@@ -20,6 +20,7 @@
 //! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
 //! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
 //! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
+//! | issue 15: P-384 and P-521 host and user keys, both directions with Debian OpenSSH | `key_types` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -52,6 +53,7 @@ mod backpressure;
 mod detach;
 mod disruptions;
 mod hostile_user;
+mod key_types;
 mod legacy;
 mod mass;
 mod newest_openssh;

@@ -495,12 +495,9 @@ pub(crate) const OPENSSH_KEY_ALGS: &[&str] = &[
 
 /// resshd's host key and user key signature algorithms, preferred first
 /// (OpenSSH's default order restricted to what `ressh_proto::keys` does).
-pub const HOST_KEY_ALGS: &[&str] = &[
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
-];
+pub fn host_key_algs() -> Vec<&'static str> {
+    ressh_proto::keys::KeyType::all_signature_algorithms()
+}
 
 #[cfg(test)]
 mod tests {
@@ -516,8 +513,8 @@ mod tests {
                 k.name
             );
         }
-        for a in HOST_KEY_ALGS {
-            assert!(OPENSSH_KEY_ALGS.contains(a));
+        for a in host_key_algs() {
+            assert!(OPENSSH_KEY_ALGS.contains(&a));
         }
         for c in ressh_proto::cipher::CIPHERS {
             assert!(OPENSSH_CIPHERS.contains(&c.name), "{}", c.name);

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::keywords::{self, Check, Imp, Kind, HOST_KEY_ALGS};
+use super::keywords::{self, host_key_algs, Check, Imp, Kind};
 use super::raw::{Raw, Value, MAX_PORTS};
 use super::values::{
     is_none_word, parse_flag, parse_int, parse_port, parse_size, split_match_words,
@@ -906,7 +906,7 @@ impl AlgSet {
                 false,
             ),
             AlgSet::Key => (
-                s(HOST_KEY_ALGS.to_vec()),
+                s(host_key_algs()),
                 keywords::OPENSSH_KEY_ALGS,
                 "key algorithm",
                 true,

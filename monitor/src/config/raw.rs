@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::keywords::HOST_KEY_ALGS;
+use super::keywords::host_key_algs;
 use super::{
     AddressFamily, ChannelTimeout, Forwarding, GatewayPorts, ListenAddress, LogLevel, MaxStartups,
     PermitList, PermitRootLogin, PermitUserEnvironment, Settings, Subsystem, SyslogFacility,
@@ -412,7 +412,7 @@ impl Raw {
                 .unwrap_or_else(|| names(ressh_proto::kex::KEX_ALGS)),
             host_key_algorithms: self
                 .host_key_algorithms
-                .unwrap_or_else(|| names(HOST_KEY_ALGS)),
+                .unwrap_or_else(|| names(&host_key_algs())),
             strict_modes: self.strict_modes.unwrap_or(true),
             permit_user_environment: self
                 .permit_user_environment
@@ -448,7 +448,7 @@ impl Raw {
             pubkey_authentication: self.pubkey_authentication.unwrap_or(true),
             pubkey_accepted_algorithms: self
                 .pubkey_accepted_algorithms
-                .unwrap_or_else(|| names(HOST_KEY_ALGS)),
+                .unwrap_or_else(|| names(&host_key_algs())),
             password_authentication: self.password_authentication.unwrap_or(true),
             kbd_interactive_authentication: self.kbd_interactive_authentication.unwrap_or(true),
             permit_empty_passwords: self.permit_empty_passwords.unwrap_or(false),

@@ -161,8 +161,8 @@ fn defaults_are_sshds() {
         .map(|c| c.name)
         .collect();
     assert_eq!(s.ciphers, ciphers);
-    assert_eq!(s.host_key_algorithms, HOST_KEY_ALGS);
-    assert_eq!(s.pubkey_accepted_algorithms, HOST_KEY_ALGS);
+    assert_eq!(s.host_key_algorithms, host_key_algs());
+    assert_eq!(s.pubkey_accepted_algorithms, host_key_algs());
     assert!(s.allows_local_tcp_forwarding() && s.allows_agent_forwarding());
     assert!(parse("").warnings().is_empty());
 }
@@ -1016,7 +1016,7 @@ fn algorithm_modifiers() {
     assert!(e.contains("MAC hmac-sha2-256 is not supported"), "{e}");
     let c = parse("Ciphers +aes128-cbc\nPubkeyAcceptedAlgorithms +ssh-rsa");
     assert_eq!(c.global().ciphers, ours_c);
-    assert_eq!(c.global().pubkey_accepted_algorithms, HOST_KEY_ALGS);
+    assert_eq!(c.global().pubkey_accepted_algorithms, host_key_algs());
     assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
     assert!(c.warnings()[0].contains("aes128-cbc"));
     // Garbage is refused like sshd does.
@@ -1037,7 +1037,9 @@ fn algorithm_modifiers() {
             "rsa-sha2-512",
             "rsa-sha2-256",
             "ssh-ed25519",
-            "ecdsa-sha2-nistp256"
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521"
         ]
     );
     assert_eq!(
@@ -1052,7 +1054,13 @@ fn algorithm_modifiers() {
     assert_eq!(
         c.resolve(&ctx(Some("x"), &[], None, None))
             .pubkey_accepted_algorithms,
-        vec!["ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"]
+        vec![
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
     );
 }
 
