@@ -23,6 +23,8 @@ pub fn type_label(k: &PublicKey) -> &'static str {
         KeyType::Ed25519 => "ED25519",
         KeyType::Rsa => "RSA",
         KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => "ECDSA",
+        KeyType::SkEd25519 => "ED25519-SK",
+        KeyType::SkEcdsaP256 => "ECDSA-SK",
     }
 }
 

@@ -27,12 +27,11 @@
 //!
 //! - Only the key types of `ressh_proto::keys` are accepted: ssh-ed25519,
 //!   ssh-rsa (also written `rsa-sha2-256` / `rsa-sha2-512` as OpenSSH
-//!   accepts) and ecdsa-sha2-nistp256. Lines of other types are skipped
-//!   with a reason.
+//!   accepts), ecdsa-sha2-nistp256/384/521 and the FIDO security keys
+//!   sk-ssh-ed25519@openssh.com and sk-ecdsa-sha2-nistp256@openssh.com.
+//!   Lines of other types are skipped with a reason.
 //! - Certificates are not supported: `cert-authority` lines are skipped, and
 //!   so are lines with `principals=` (which OpenSSH refuses on non-CA keys).
-//!   `touch-required` / `verify-required` only concern security-key types,
-//!   which are not supported; they are accepted and have no effect.
 //! - Addresses in patterns are parsed strictly (dotted-quad IPv4, IPv6
 //!   without a `%scope`); OpenSSH's getaddrinfo() also takes shorthand IPv4
 //!   such as `127.1`. Such entries are compared as wildcard patterns here.
@@ -117,6 +116,12 @@ pub struct KeyOptions {
     /// `tunnel="n"`: the only tun device that may be forwarded
     /// ([`TUNNEL_ANY`] for `tunnel="any"`).
     pub tunnel: Option<u32>,
+    /// `no-touch-required`: a security key's signature is accepted without
+    /// the user's touch.
+    pub no_touch_required: bool,
+    /// `verify-required`: a security key's signature must say the user was
+    /// verified (PIN or biometrics).
+    pub verify_required: bool,
 }
 
 /// One usable authorized_keys line.
@@ -361,10 +366,10 @@ fn parse_options(s: &[u8]) -> Result<ParsedOptions, &'static str> {
             o.no_agent_forwarding = !r;
         } else if let Some(r) = opt_flag(s, &mut i, b"x11-forwarding", true) {
             o.no_x11_forwarding = !r;
-        } else if opt_flag(s, &mut i, b"touch-required", true).is_some()
-            || opt_flag(s, &mut i, b"verify-required", true).is_some()
-        {
-            // Security-key options: no effect on the key types supported.
+        } else if let Some(r) = opt_flag(s, &mut i, b"touch-required", true) {
+            o.no_touch_required = !r;
+        } else if let Some(r) = opt_flag(s, &mut i, b"verify-required", true) {
+            o.verify_required = r;
         } else if let Some(r) = opt_flag(s, &mut i, b"pty", true) {
             o.no_pty = !r;
         } else if let Some(r) = opt_flag(s, &mut i, b"user-rc", true) {
@@ -572,8 +577,6 @@ fn format_time(t: i64) -> String {
 /// The other key type names OpenSSH 9.2 reads from authorized_keys.
 const UNSUPPORTED_TYPES: &[&str] = &[
     "ssh-dss",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
     "webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
     "ssh-xmss@openssh.com",
     "ssh-ed25519-cert-v01@openssh.com",
@@ -1290,11 +1293,13 @@ mod tests {
         let o = opts("no-port-forwarding,no-agent-forwarding,no-user-rc").unwrap();
         assert!(o.no_port_forwarding && o.no_agent_forwarding && o.no_user_rc);
         assert!(!o.restrict && !o.no_pty);
-        // Security-key flags are accepted and change nothing.
-        assert_eq!(
-            opts("no-touch-required,verify-required").unwrap(),
-            KeyOptions::default()
-        );
+        // Security-key flags, as sshauthopt_parse() reads them (the last
+        // one wins; "restrict" leaves them alone).
+        let o = opts("no-touch-required,verify-required,restrict").unwrap();
+        assert!(o.no_touch_required && o.verify_required);
+        let o =
+            opts("no-touch-required,touch-required,verify-required,no-verify-required").unwrap();
+        assert!(!o.no_touch_required && !o.verify_required);
     }
 
     #[test]

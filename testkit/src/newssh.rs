@@ -16,8 +16,10 @@
 //! libraries ([`NewSsh::command`]): host paths (keys, configs, sockets on
 //! loopback) work as for the host's ssh. Programs that exec others by
 //! their installed path (sshd → sshd-session, ssh → ssh-sk-helper) would
-//! run the host's copies this way: they need chroot into the root, which
-//! this module does not offer yet.
+//! run the host's copies this way: they run chrooted into the root
+//! ([`NewSsh::chrooted`]), with their files in a [`NewSsh::scratch`]
+//! directory inside it; the network namespace is still the host's, so
+//! loopback servers are reachable.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cmd::{require_cmd, require_root, run_timeout};
 use crate::debroot::{debootstrap, host_suite_and_mirror, SYSTEM_PATH};
+use crate::TempDir;
 
 /// Where the root is cached.
 pub const NEW_SSH_ROOT: &str = "/var/cache/ressh-tests/sid-root";
@@ -180,6 +183,33 @@ impl NewSsh {
             .arg(libs.join(":"))
             .arg(self.root.join(prog.trim_start_matches('/')));
         c
+    }
+
+    /// `prog` of the root run chrooted into it (by root): it sees only the
+    /// root's files, its own helpers included (ssh → ssh-sk-helper).
+    pub fn chrooted(&self, prog: &str) -> Command {
+        let mut c = Command::new(require_cmd("chroot"));
+        c.arg(&self.root).arg(prog);
+        c
+    }
+
+    /// A temporary directory inside the root's /tmp (removed on drop), for
+    /// the files of [`NewSsh::chrooted`] programs; [`NewSsh::inside`] gives
+    /// the paths they see.
+    pub fn scratch(&self, prefix: &str) -> TempDir {
+        TempDir::new_in(&self.root.join("tmp"), prefix)
+    }
+
+    /// `host_path` (under the root) as a chrooted program sees it.
+    pub fn inside(&self, host_path: &Path) -> PathBuf {
+        let rel = host_path.strip_prefix(&self.root).unwrap_or_else(|_| {
+            panic!(
+                "{} is not inside {}",
+                host_path.display(),
+                self.root.display()
+            )
+        });
+        Path::new("/").join(rel)
     }
 
     /// The FIDO test provider, at its path on the host.

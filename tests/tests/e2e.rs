@@ -21,6 +21,7 @@
 //! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
 //! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
 //! | issue 15: P-384 and P-521 host and user keys, both directions with Debian OpenSSH | `key_types` |
+//! | issue 15: FIDO user keys (sk-dummy.so) against resshd and sshd alike | `security_keys` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -62,6 +63,7 @@ mod refused;
 mod rekey;
 mod restart;
 mod roaming;
+mod security_keys;
 mod suspect_kit;
 mod suspicion;
 mod transfer;

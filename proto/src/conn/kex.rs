@@ -554,7 +554,7 @@ impl Connection {
     }
 
     fn ext_info(&self) -> Vec<u8> {
-        let algs = crate::keys::KeyType::all_signature_algorithms().join(",");
+        let algs = crate::keys::KeyType::user_signature_algorithms().join(",");
         msg::ExtInfo(vec![
             ("server-sig-algs".to_string(), algs.as_bytes().to_vec()),
             ("ping@openssh.com".to_string(), b"0".to_vec()),
