@@ -962,6 +962,12 @@ impl Monitor<'_> {
             permit_listen: policy::permits(&s.permit_listen, &o.permitlisten),
             gateway_ports: s.gateway_ports != GatewayPorts::No,
             accept_env: s.accept_env.clone(),
+            set_env: s
+                .set_env
+                .iter()
+                .filter_map(|e| e.split_once('='))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             key_environment: match &s.permit_user_environment {
                 PermitUserEnvironment::No => Vec::new(),
                 PermitUserEnvironment::Yes => o.environment.clone(),

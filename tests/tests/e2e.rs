@@ -22,6 +22,7 @@
 //! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
 //! | issue 15: P-384 and P-521 host and user keys, both directions with Debian OpenSSH | `key_types` |
 //! | issue 15: FIDO user keys (sk-dummy.so) against resshd and sshd alike | `security_keys` |
+//! | issue 15: sshd_config SetEnv, the same session environment as under sshd | `set_env` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -64,6 +65,7 @@ mod rekey;
 mod restart;
 mod roaming;
 mod security_keys;
+mod set_env;
 mod suspect_kit;
 mod suspicion;
 mod transfer;
