@@ -23,6 +23,7 @@
 //! | issue 15: P-384 and P-521 host and user keys, both directions with Debian OpenSSH | `key_types` |
 //! | issue 15: FIDO user keys (sk-dummy.so) against resshd and sshd alike | `security_keys` |
 //! | issue 15: sshd_config SetEnv, the same session environment as under sshd | `set_env` |
+//! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -59,6 +60,7 @@ mod key_types;
 mod legacy;
 mod mass;
 mod newest_openssh;
+mod queries;
 mod readmission;
 mod refused;
 mod rekey;
