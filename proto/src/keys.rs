@@ -2592,6 +2592,20 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
                 prop_assert!(PrivateKey::from_openssh_pem(&armoured).is_err());
                 let ed = PrivateKey::from_ed25519_seed(&[1; 32]).unwrap().public_key();
                 prop_assert!(ed.verify(b"m", &data).is_err());
+                // Security keys: a known type name, then anything; a valid
+                // key, then a signature of its type with anything after.
+                for t in KeyType::SECURITY_KEYS {
+                    let mut blob = Vec::new();
+                    blob.put_str(t.name());
+                    blob.extend_from_slice(&data);
+                    let _ = PublicKey::from_blob(&blob);
+                    let sk = super::sk_pair(t).1;
+                    prop_assert!(sk.verify_detailed(b"m", &data).is_err());
+                    let mut sig = Vec::new();
+                    sig.put_str(t.name());
+                    sig.extend_from_slice(&data);
+                    prop_assert!(sk.verify_detailed(b"m", &sig).is_err());
+                }
             }
         }
     }
