@@ -218,7 +218,8 @@ pub enum FromSession {
         alg: String,
         data: Vec<u8>,
     },
-    /// A key exchange completed: the next one may be signed.
+    /// A key exchange completed, or a reconnect abandoned the one that
+    /// ran: the next one may be signed.
     KexDone,
     /// The resume tokens this session answers to now (after start and after
     /// every reconnect).

@@ -362,8 +362,6 @@ impl Monitor<'_> {
         k.sign(alg, data).map_err(|e| e.to_string())
     }
 
-    /// Serves the kex worker until it hands over an authenticated
-    /// connection (Some) or the client goes away (None).
     /// A new connection that asks to resume a session: ask the broker to
     /// route the request to the owning session; only after it validated,
     /// hand the socket over (the path of a reconnect in docs/ARCHITECTURE.md).
@@ -422,6 +420,8 @@ impl Monitor<'_> {
         }
     }
 
+    /// Serves the kex worker until it hands over an authenticated
+    /// connection, asks to resume a session, or goes away (the outcome).
     fn serve_kex(&mut self, ipc: &Endpoint) -> Result<KexOutcome, Error> {
         let grace = self.settings.login_grace_time;
         let deadline = (!grace.is_zero()).then(|| Instant::now() + grace + Duration::from_secs(1));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ressh_proto::error::reason;
 use ressh_proto::keys::{KeyType, PrivateKey, PublicKey};
 use ressh_proto::msg::{ChannelKind, ChannelReq};
-use ressh_proto::{AuthAttempt, Config, Connection, Error, Event};
+use ressh_proto::{AuthAttempt, Config, Connection, Error, Event, SignRequest};
 
 fn public(keys: &[PrivateKey]) -> Vec<PublicKey> {
     keys.iter().map(|k| k.public_key()).collect()
@@ -494,6 +494,46 @@ fn host_key_signature_is_an_event_and_a_continuation() {
             );
         }
     }
+}
+
+/// A signature that is not over the exchange waiting for one (a late answer
+/// to an exchange a reconnect abandoned, or another key's) is refused and not
+/// sent: the exchange waits on for the right one, which completes it.
+#[test]
+fn a_signature_over_other_data_is_not_sent() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let other = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+    p.sign = false;
+    p.pump();
+    let Some(Event::SignHostKey(req)) = p.se.pop() else {
+        panic!("no request to sign: {:?}", p.se);
+    };
+    let stale = SignRequest {
+        data: vec![7; 32],
+        ..req.clone()
+    };
+    let foreign = SignRequest {
+        key: other.public_key(),
+        ..req.clone()
+    };
+    let s_out = p.s.output().to_vec();
+    for (what, sig) in [
+        ("another hash", stale.sign_with(&p.host)),
+        (
+            "another key",
+            foreign.sign_with(std::slice::from_ref(&other)),
+        ),
+        ("garbage", Some(vec![0; 83])),
+    ] {
+        let r = p.s.host_key_signed(sig, p.now);
+        assert!(matches!(r, Err(Error::Misuse(_))), "{what}: {r:?}");
+        assert!(!p.s.is_closed(), "{what}");
+        assert_eq!(p.s.output(), &s_out[..], "{what}: something was sent");
+    }
+    p.s.host_key_signed(req.sign_with(&p.host), p.now).unwrap();
+    p.pump();
+    assert!(p.ce.contains(&Event::AuthReady), "{:?}", p.ce);
 }
 
 /// The continuations called when nothing waits for them are the caller's

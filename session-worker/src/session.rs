@@ -740,14 +740,12 @@ impl Session {
                 self.notify(m);
             }
             // The monitor signs one exchange hash per key exchange: tell it
-            // this one is done, so it signs the next.
-            Event::KexDone { .. } => self.notify(FromSession::KexDone),
+            // this one is done, so it signs the next. A reconnect (logged by
+            // the commit itself) abandons the exchange that was running, on
+            // both sides: that one is over too.
+            Event::KexDone { .. } | Event::Reconnected => self.notify(FromSession::KexDone),
             // Replies to our keepalives: any input already reset the count.
-            // Reconnected: logged by the commit itself.
-            Event::GlobalReply { .. }
-            | Event::ChannelReply { .. }
-            | Event::Writable { .. }
-            | Event::Reconnected => {}
+            Event::GlobalReply { .. } | Event::ChannelReply { .. } | Event::Writable { .. } => {}
             _ => {}
         }
     }
@@ -759,7 +757,7 @@ impl Session {
             // The exchange it was for is gone (a reconnect moved the
             // session meanwhile): nothing to do.
             Err(ressh_proto::Error::Misuse(what)) => {
-                log!("monitor: a signature not wanted any more ({what})")
+                log!("monitor: a signature not for the running key exchange, dropped ({what})")
             }
             r => self.after_input(r),
         }

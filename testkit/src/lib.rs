@@ -9,10 +9,11 @@
 //! - A test that needs root calls [`require_root`] and FAILS when not root; it never
 //!   passes having tested nothing. The same for missing binaries ([`require_cmd`]).
 //! - Everything a test creates is removed on `Drop`: users ([`TestUser`]), daemons and
-//!   their children ([`Sshd`]), directories ([`TempDir`]), network namespaces ([`Net`]).
+//!   their children ([`Sshd`]), directories ([`TempDir`]), network namespaces ([`Net`], [`Loopback`]).
 //! - No child can hang the suite: [`run`] kills it after a timeout.
-//! - Network: loopback (`127.0.0.1`), or the network namespaces of [`Net`], whose
-//!   addresses all come from 198.18.0.0/15.
+//! - Network: loopback (`127.0.0.1`), a namespace of its own with only loopback
+//!   ([`Loopback`]), or the network namespaces of [`Net`], whose addresses all come
+//!   from 198.18.0.0/15.
 
 mod cmd;
 mod debroot;
@@ -33,7 +34,7 @@ pub use cmd::{
 };
 pub use debroot::{debootstrap, host_suite_and_mirror, SYSTEM_PATH};
 pub use keys::ssh_keygen;
-pub use netns::{require_netns, Net};
+pub use netns::{require_netns, Loopback, Net};
 pub use newssh::{NewSsh, NEW_SSH_ROOT};
 pub use relay::DelayRelay;
 pub use resshd::{resshd_bin, Resshd};

@@ -173,17 +173,7 @@ impl Net {
     pub fn new(tag: &str) -> Net {
         require_root();
         require_cmd("ip");
-        let tag: String = tag
-            .chars()
-            .take(12)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let tag = clean_tag(tag);
         let (server, router, client) = loop {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);
             let names =
@@ -691,6 +681,72 @@ impl Drop for Net {
     }
 }
 
+/// One network namespace with nothing but its loopback interface up (127.0.0.1 and
+/// ::1): no route anywhere else, so a lookup of a name server fails at once rather
+/// than waiting for an answer, and fixed port numbers never meet another test's.
+/// On drop, every process inside is killed and the namespace deleted. Requires root.
+#[derive(Debug)]
+pub struct Loopback {
+    name: String,
+}
+
+impl Loopback {
+    /// Creates the namespace `rs-<tag>-<pid>-<n>-l` (`tag` as in [`Net::new`]).
+    pub fn new(tag: &str) -> Loopback {
+        require_root();
+        require_cmd("ip");
+        let name = unique_name(&clean_tag(tag), "l");
+        add_netns(&name);
+        let ns = Loopback { name };
+        ip_batch(&ns.name, "link set lo up\n");
+        ns
+    }
+
+    /// The namespace's name (for `ip netns exec`, `ip -n`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes `cmd`, when spawned, run inside the namespace; see [`Net::in_server`].
+    pub fn in_ns<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        in_ns(&self.name, cmd)
+    }
+
+    /// SIGKILLs every process left inside the namespace (what a test started there
+    /// and did not stop, e.g. a daemon whose test timed out) and returns their pids,
+    /// empty when there was none. Panics if one survives.
+    pub fn kill_all(&self) -> Vec<u32> {
+        kill_all_in(&self.name).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        if let Err(e) = remove_netns(&self.name) {
+            if thread::panicking() {
+                eprintln!("ressh-testkit: {e}");
+            } else {
+                panic!("ressh-testkit: {e}");
+            }
+        }
+    }
+}
+
+/// A namespace name's tag: at most 12 characters, letters, digits and `_` (the rest
+/// becomes `_`).
+fn clean_tag(tag: &str) -> String {
+    tag.chars()
+        .take(12)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn ns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
@@ -731,27 +787,8 @@ fn remove_netns(name: &str) -> Result<(), String> {
     if !ns_path(name).exists() {
         return Ok(());
     }
+    kill_all_in(name)?;
     let ip = require_cmd("ip");
-    let me = process::id().to_string();
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let out = run_timeout(Command::new(&ip).args(["netns", "pids", name]), CMD_TIMEOUT);
-        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter(|p| *p != me)
-            .map(str::to_string)
-            .collect();
-        if pids.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "processes {pids:?} in namespace {name} survive SIGKILL"
-            ));
-        }
-        crate::cmd::signal_pids("KILL", &pids);
-        thread::sleep(Duration::from_millis(10));
-    }
     let out = run_timeout(Command::new(&ip).args(["netns", "del", name]), CMD_TIMEOUT);
     if !out.status.success() && ns_path(name).exists() {
         return Err(format!(
@@ -761,6 +798,35 @@ fn remove_netns(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// SIGKILLs every process inside namespace `name` (never this one) until none is left;
+/// returns the pids it found alive at first.
+fn kill_all_in(name: &str) -> Result<Vec<u32>, String> {
+    let ip = require_cmd("ip");
+    let me = process::id().to_string();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let mut first = None;
+    loop {
+        let out = run_timeout(Command::new(&ip).args(["netns", "pids", name]), CMD_TIMEOUT);
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|p| *p != me)
+            .map(str::to_string)
+            .collect();
+        let found =
+            first.get_or_insert_with(|| pids.iter().filter_map(|p| p.parse().ok()).collect());
+        if pids.is_empty() {
+            return Ok(std::mem::take(found));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "processes {pids:?} in namespace {name} survive SIGKILL"
+            ));
+        }
+        crate::cmd::signal_pids("KILL", &pids);
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Opens the namespace file of `name` (panics if it is gone).
@@ -877,5 +943,52 @@ fn nft(ns: &str, script: &str) {
             out.status,
             describe_output(&out)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+
+    /// Only loopback inside; `kill_all` kills what was left there and nothing else;
+    /// drop deletes the namespace.
+    #[test]
+    fn loopback_isolated_killed_and_removed() {
+        let ns = Loopback::new("lo test");
+        let links = ok(ip_cmd(ns.name()).args(["-o", "link", "show"]));
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(links.contains(": lo: ") && links.contains("UP"), "{links}");
+        let routes = ok(ip_cmd(ns.name()).args(["route", "show"]));
+        assert!(routes.stdout.is_empty(), "a route in a loopback namespace");
+
+        let mut inside = Command::new(require_cmd("sleep"));
+        let mut inside = ns
+            .in_ns(inside.arg("60").stdout(Stdio::null()))
+            .spawn()
+            .unwrap();
+        let mut outside = Command::new(require_cmd("sleep"))
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let killed = ns.kill_all();
+        assert_eq!(killed, [inside.id()]);
+        assert!(
+            inside.wait().unwrap().code().is_none(),
+            "killed by a signal"
+        );
+        assert!(
+            outside.try_wait().unwrap().is_none(),
+            "the outside process lives"
+        );
+        outside.kill().unwrap();
+        outside.wait().unwrap();
+        assert!(ns.kill_all().is_empty());
+
+        let path = ns_path(ns.name());
+        assert!(path.exists());
+        drop(ns);
+        assert!(!path.exists(), "{} left behind", path.display());
     }
 }

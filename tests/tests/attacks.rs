@@ -360,20 +360,7 @@ fn reconnect_attacks_are_refused() {
 /// resshd, from the client's current address, running a counter (stopped by
 /// creating the returned file) that has printed its first 50 lines.
 fn counter_via_proxy(lab: &Lab) -> (Proxy, Client, std::path::PathBuf) {
-    let user = lab.user().name.clone();
-    let target = SocketAddr::from((lab.net.server_addr(), PORT));
-    let proxy = lab.net.enter_client(|| Proxy::start(target));
-    let login = &lab.login;
-    write_client_config(
-        &login.config,
-        &user,
-        &login.key,
-        &lab.known_hosts,
-        "127.0.0.1",
-        proxy.port,
-        CLIENT_EXTRA,
-    );
-    fs::write(&lab.known_hosts, known_hosts_at(&lab.resshd, proxy.port)).unwrap();
+    let proxy = lab.via_proxy();
     let stop = lab.user().home.join("stop-counter");
     let client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
     client.wait_lines(50, T);

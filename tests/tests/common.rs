@@ -17,7 +17,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -186,6 +186,26 @@ impl Lab {
     /// The resshd-session processes of the lab's user.
     pub fn session_workers(&self) -> Vec<u32> {
         worker_pids(self.user())
+    }
+
+    /// A recording proxy on the client namespace's loopback in front of
+    /// resshd; the lab user's ssh_config and known_hosts now point ressh at
+    /// it.
+    pub fn via_proxy(&self) -> Proxy {
+        let target = std::net::SocketAddr::from((self.net.server_addr(), PORT));
+        let proxy = self.net.enter_client(|| Proxy::start(target));
+        let login = &self.login;
+        write_client_config(
+            &login.config,
+            &login.user.name,
+            &login.key,
+            &self.known_hosts,
+            "127.0.0.1",
+            proxy.port,
+            CLIENT_EXTRA,
+        );
+        fs::write(&self.known_hosts, known_hosts_at(&self.resshd, proxy.port)).unwrap();
+        proxy
     }
 }
 
@@ -719,7 +739,21 @@ pub struct Proxy {
     /// (a path that swallows the client's attempts): see [`Proxy::held`].
     pub blackhole: Arc<AtomicBool>,
     held: Arc<Mutex<Vec<Held>>>,
+    hold: Arc<Hold>,
 }
+
+/// What becomes of the server's bytes (see [`Proxy::hold_after`]).
+#[derive(Default)]
+struct Hold {
+    /// Forwarded (0), forwarded up to and with the next chunk of at least
+    /// this many bytes, or recorded only ([`HOLDING`]).
+    state: AtomicUsize,
+    /// The largest chunk recorded only.
+    withheld: AtomicUsize,
+}
+
+/// [`Hold::state`]: the server's bytes go no further.
+const HOLDING: usize = usize::MAX;
 
 /// A swallowed connection and what its client sent.
 type Held = (TcpStream, Arc<Mutex<Vec<u8>>>);
@@ -733,7 +767,9 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let blackhole = Arc::new(AtomicBool::new(false));
         let held: Arc<Mutex<Vec<Held>>> = Arc::default();
+        let hold: Arc<Hold> = Arc::default();
         let (c2, s2, b2, h2) = (conns.clone(), stop.clone(), blackhole.clone(), held.clone());
+        let hold2 = hold.clone();
         thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
                 let (client, _) = match listener.accept() {
@@ -767,11 +803,13 @@ impl Proxy {
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
                     rec.clone(),
+                    None,
                 );
                 pump(
                     server.try_clone().unwrap(),
                     client.try_clone().unwrap(),
                     answers.clone(),
+                    Some(hold2.clone()),
                 );
                 c2.lock().unwrap().push(Proxied {
                     from_client: rec,
@@ -787,7 +825,33 @@ impl Proxy {
             stop,
             blackhole,
             held,
+            hold,
         }
+    }
+
+    /// From now on, the server's next chunk of at least `min` bytes still
+    /// reaches the client; what the server sends after it is recorded but
+    /// goes no further (a path that dies in one direction), until
+    /// [`Proxy::release`].
+    pub fn hold_after(&self, min: usize) {
+        self.hold.state.store(min, Ordering::SeqCst);
+    }
+
+    /// Whether the server's bytes are being held back.
+    pub fn holding(&self) -> bool {
+        self.hold.state.load(Ordering::SeqCst) == HOLDING
+    }
+
+    /// The size of the largest chunk (one read: what the server wrote at
+    /// once, at most 64 KiB) held back so far.
+    pub fn biggest_withheld(&self) -> usize {
+        self.hold.withheld.load(Ordering::SeqCst)
+    }
+
+    /// The server's bytes are forwarded again (on connections made from now
+    /// on: what was held is gone).
+    pub fn release(&self) {
+        self.hold.state.store(0, Ordering::SeqCst);
     }
 
     /// What the client sent on the connections swallowed while
@@ -843,7 +907,7 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, rec: Arc<Mutex<Vec<u8>>>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, rec: Arc<Mutex<Vec<u8>>>, hold: Option<Arc<Hold>>) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -852,8 +916,20 @@ fn pump(mut from: TcpStream, mut to: TcpStream, rec: Arc<Mutex<Vec<u8>>>) {
                 Ok(n) => n,
             };
             rec.lock().unwrap().extend_from_slice(&buf[..n]);
+            let min = hold.as_ref().map_or(0, |h| h.state.load(Ordering::SeqCst));
+            if min == HOLDING {
+                if let Some(h) = &hold {
+                    h.withheld.fetch_max(n, Ordering::SeqCst);
+                }
+                continue;
+            }
             if to.write_all(&buf[..n]).is_err() {
                 break;
+            }
+            if min != 0 && n >= min {
+                if let Some(h) = &hold {
+                    h.state.store(HOLDING, Ordering::SeqCst);
+                }
             }
         }
         let _ = to.shutdown(Shutdown::Write);

@@ -19,6 +19,8 @@
 //! - the 7 idle seconds bring exactly two, each after 3 s and less than
 //!   1 MiB (so by time).
 
+use std::io::Write;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -169,5 +171,68 @@ fn rekeylimit_by_bytes_and_by_time_against_stock_ssh() {
     report(
         "rekey",
         &format!("RekeyLimit 1M 3s against stock ssh:\n{table}"),
+    );
+}
+
+/// A rekey that a broken path cuts short: resshd has signed the exchange
+/// hash and sent its reply, the client never sees it, and the session moves
+/// to a new transport (which abandons the exchange on both sides). The
+/// monitor signs one exchange hash per key exchange; the next rekey must
+/// still be signed, and the session go on.
+#[test]
+fn a_rekey_cut_short_by_a_reconnect_leaves_the_next_one_signed() {
+    let lab = Lab::new("rkcut", "RekeyLimit default 4s\n");
+    let proxy = lab.via_proxy();
+    let (client, mut typed) = Client::spawn_typed(&mut lab.ressh(&["-T", "server", "cat"]));
+    let mut echo = |n: usize, what: &str| {
+        writeln!(typed, "{what}").unwrap();
+        wait_for(
+            &format!("{what:?} echoed"),
+            Duration::from_secs(20),
+            || (client.line_count() >= n).then_some(()),
+            || format!("{}\nresshd's log:\n{}", client.describe(), lab.log()),
+        );
+        assert_eq!(client.last_line().unwrap().1, what, "{}", client.describe());
+    };
+    echo(1, "before");
+    // The session is idle but for small keepalives and their answers:
+    // the next big packet from resshd is its KEXINIT. The client answers
+    // it (KEXINIT, ECDH_INIT), resshd signs and replies; the reply and
+    // everything after it are held back.
+    proxy.hold_after(500);
+    wait_for(
+        "resshd's KEXINIT to pass",
+        Duration::from_secs(15),
+        || proxy.holding().then_some(()),
+        || lab.log(),
+    );
+    // Its reply (host key, signature: some 200 bytes) and NEWKEYS go out
+    // at once, bigger than an answer to a keepalive.
+    wait_for(
+        "resshd's signed reply",
+        Duration::from_secs(10),
+        || (proxy.biggest_withheld() >= 200).then_some(()),
+        || {
+            format!(
+                "{} bytes held back at most\n{}",
+                proxy.biggest_withheld(),
+                lab.log()
+            )
+        },
+    );
+    let log = lab.log();
+    proxy.cut();
+    proxy.release();
+    lab.wait_log("the reconnect", Duration::from_secs(30), |l| {
+        reconnects(l) > reconnects(&log)
+    });
+    echo(2, "reconnected");
+    // The rekeys after it (every 4 s) are signed by the monitor.
+    thread::sleep(Duration::from_secs(10));
+    echo(3, "after");
+    let log = lab.log();
+    assert!(
+        !log.contains("second host-key signature"),
+        "the monitor refused a rekey's signature:\n{log}"
     );
 }

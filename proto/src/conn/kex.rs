@@ -392,6 +392,18 @@ impl Connection {
         };
         self.now = now;
         let signature = signature.ok_or(Error::SigningFailed)?;
+        // The answer must be over this exchange's hash: a late answer to a
+        // request of an exchange a reconnect abandoned is not, and must not
+        // reach the client (it would fail the verification and disconnect).
+        let alg = &u.agreed.negotiated.host_key;
+        if !matches!(u.key.verify(&u.h, &signature), Ok(a) if a == *alg) {
+            self.kex = Some(KexRun {
+                first,
+                local_init,
+                phase: Phase::AwaitSignature(u),
+            });
+            return Err(Error::Misuse("a signature that is not over this exchange"));
+        }
         self.send_reply(first, local_init, *u, signature)?;
         self.process(now)
     }

@@ -1,0 +1,635 @@
+//! Issue 22: OpenSSH's own regression suite (Debian's package `openssh-tests`,
+//! `/usr/lib/openssh/regress`) run with Debian's sshd and with resshd as the server
+//! under test (`TEST_SSH_SSHD`); the clients are Debian's own ssh, scp, sftp and
+//! ssh-agent. Fails when a test passes with sshd and fails with resshd, unless the
+//! test is in [`RESSHD_FAILS`] (the ratchet: each entry names the issue that will fix
+//! it); fails as well when a listed test passes with resshd (the list must shrink
+//! with every fix), and when sshd itself fails a test not in [`SSHD_FAILS`] (its log
+//! is printed). A test that skips itself counts as failed: it tested nothing.
+//!
+//! The suite runs as Debian's autopkgtest runs it (the package's `run-tests`): as an
+//! unprivileged user with password-less `sudo` (`SUDO=sudo`; the servers run as
+//! root), from a copy of the suite, with `TEST_SSH_UNSAFE_PERMISSIONS=1`. Each test
+//! is one `sh test-exec.sh OBJ test.sh`, as the suite's Makefile runs it.
+//!
+//! [`WORKERS`] runs go side by side, each in a network namespace of its own with
+//! only loopback ([`Loopback`]: the suite's fixed ports, 4242 and the forwarding
+//! tests' 33xx, never meet another run's or another test's, and a name-server lookup
+//! fails at once) with its own copy of the suite. After every test, whatever it left
+//! running in the namespace is killed. resshd gets the three options it cannot run
+//! without (`TEST_SSH_SSHD_CONFOPTS`): a privilege-separation user and directory of
+//! this test's own and a broker socket per run.
+//!
+//! Prints a table of every test with both servers: the result, the first failure
+//! the suite logged, and the seconds each took; docs/regress.md keeps the numbers.
+//! Own test binary: it keeps several regress runs busy for minutes, which would
+//! disturb the timing-sensitive tests of the e2e binary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ressh_testkit::{
+    require_cmd, require_netns, require_root, resshd_bin, run_ok, run_timeout, Loopback, TempDir,
+    TestUser, SSHD_BIN,
+};
+
+/// Where Debian's `openssh-tests` installs the suite.
+const SUITE: &str = "/usr/lib/openssh/regress";
+
+/// The suite's tests that exercise the server (issue 22's list), in the order its
+/// Makefile runs them.
+const TESTS: &[&str] = &[
+    "connect",
+    "proxy-connect",
+    "connect-privsep",
+    "connect-uri",
+    "proto-version",
+    "proto-mismatch",
+    "exit-status",
+    "exit-status-signal",
+    "envpass",
+    "transfer",
+    "banner",
+    "rekey",
+    "dhgex",
+    "stderr-data",
+    "stderr-after-eof",
+    "broken-pipe",
+    "try-ciphers",
+    "yes-head",
+    "login-timeout",
+    "agent",
+    "agent-getpeereid",
+    "agent-timeout",
+    "agent-ptrace",
+    "agent-subprocess",
+    "key-options",
+    "scp",
+    "scp3",
+    "scp-uri",
+    "sftp",
+    "sftp-chroot",
+    "sftp-cmds",
+    "sftp-badcmds",
+    "sftp-batch",
+    "sftp-glob",
+    "sftp-perm",
+    "sftp-uri",
+    "reconfigure",
+    "dynamic-forward",
+    "forwarding",
+    "multiplex",
+    "reexec",
+    "brokenkeys",
+    "cfgmatch",
+    "percent",
+    "localcommand",
+    "forcecommand",
+    "portnum",
+    "keytype",
+    "kextype",
+    "cert-hostkey",
+    "cert-userkey",
+    "keys-command",
+    "forward-control",
+    "integrity",
+    "krl",
+    "multipubkey",
+    "limit-keytype",
+    "hostkey-agent",
+    "hostkey-rotate",
+    "principals-command",
+    "cert-file",
+    "servcfginclude",
+    "allow-deny-users",
+    "authinfo",
+    "channel-timeout",
+    "connection-timeout",
+];
+
+/// The ratchet: tests that pass with sshd and fail with resshd today, as
+/// `(test, issue that will fix it, what fails)`. A test that fails with resshd and
+/// is not here fails this test; so does one that is here and passes.
+const RESSHD_FAILS: &[(&str, u32, &str)] = &[
+    (
+        "proxy-connect",
+        22,
+        "login name `user:style` (BSD auth style): invalid user",
+    ),
+    (
+        "proto-mismatch",
+        22,
+        "`resshd -i` answers an SSH-1.5 banner with its KEXINIT, not exit 255",
+    ),
+    (
+        "envpass",
+        15,
+        "sshd_config SetEnv: the server's value must win",
+    ),
+    (
+        "rekey",
+        22,
+        "copies fail while rekeying (server RekeyLimit 16, or -oRekeyLimit=256k)",
+    ),
+    (
+        "dhgex",
+        22,
+        "diffie-hellman-group-exchange-sha1/-sha256 not offered",
+    ),
+    (
+        "try-ciphers",
+        22,
+        "MACs and ciphers sshd enables (hmac-sha1, umac, aes192-ctr, ...)",
+    ),
+    ("agent", 17, "agent forwarding"),
+    ("sftp-chroot", 16, "ChrootDirectory: sshd_config rejected"),
+    (
+        "multiplex",
+        17,
+        "streamlocal and remote forwards through a mux master",
+    ),
+    (
+        "reexec",
+        22,
+        "a copy of resshd elsewhere looks for its workers in /usr/libexec/ressh",
+    ),
+    ("cfgmatch", 22, "Match semantics (first: Match rdomain)"),
+    ("keytype", 15, "sk- keys, ecdsa-sha2-nistp384/521"),
+    (
+        "kextype",
+        15,
+        "kex algorithms of current OpenSSH (first: diffie-hellman-group1-sha1)",
+    ),
+    ("cert-hostkey", 16, "host certificates"),
+    ("cert-userkey", 16, "user certificates"),
+    ("keys-command", 16, "AuthorizedKeysCommand"),
+    (
+        "integrity",
+        22,
+        "connections closed during the MAC-corruption test",
+    ),
+    (
+        "multipubkey",
+        16,
+        "user certificates with AuthenticationMethods publickey,publickey",
+    ),
+    ("limit-keytype", 16, "user certificates"),
+    ("hostkey-agent", 22, "HostKeyAgent"),
+    (
+        "hostkey-rotate",
+        22,
+        "hostkeys-00@openssh.com (UpdateHostKeys) from the server side",
+    ),
+    ("principals-command", 16, "AuthorizedPrincipalsCommand"),
+    ("cert-file", 16, "user certificates (CertificateFile)"),
+    (
+        "servcfginclude",
+        22,
+        "its own sshd_config has no PrivilegeSeparationUser: `resshd -T` wants user \
+         `resshd`, which the package makes and this test does not",
+    ),
+    ("authinfo", 22, "ExposeAuthInfo (SSH_USER_AUTH)"),
+    ("channel-timeout", 22, "ChannelTimeout"),
+    ("connection-timeout", 22, "UnusedConnectionTimeout"),
+];
+
+/// Tests Debian's sshd fails here, as `(test, why)`; resshd is not compared on them.
+const SSHD_FAILS: &[(&str, &str)] = &[];
+
+/// Tests that take longest, started first so that no run is left with a long one
+/// at the end (measured; the rest follow in [`TESTS`] order).
+const SLOW_FIRST: &[&str] = &[
+    "rekey",
+    "forward-control",
+    "cert-hostkey",
+    "cert-userkey",
+    "multiplex",
+    "integrity",
+    "channel-timeout",
+    "connection-timeout",
+    "try-ciphers",
+    "exit-status",
+];
+
+/// Runs side by side (each a network namespace and a copy of the suite).
+const WORKERS: usize = 4;
+
+/// Time limit of one test with one server; `timeout` ends it after that.
+const TEST_LIMIT: Duration = Duration::from_secs(900);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Server {
+    Sshd,
+    Resshd,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Sshd => "sshd",
+            Server::Resshd => "resshd",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Pass,
+    /// The first `FAIL:`/`FATAL:` line the suite logged (or its last output line).
+    Fail(String),
+    /// The test skipped itself (or part of itself): the line saying so.
+    Skipped(String),
+    TimedOut,
+}
+
+impl Outcome {
+    fn passed(&self) -> bool {
+        matches!(self, Outcome::Pass)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Outcome::Pass => "ok".to_string(),
+            Outcome::Fail(why) => format!("FAIL {why}"),
+            Outcome::Skipped(why) => format!("SKIPPED {why}"),
+            Outcome::TimedOut => format!("TIMEOUT after {TEST_LIMIT:?}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    outcome: Outcome,
+    secs: f64,
+    /// The end of the suite's failed-sshd.log and the test's output, for a failure.
+    log: String,
+}
+
+/// A sudoers drop-in giving `user` password-less sudo, removed on drop.
+struct Sudoer(PathBuf);
+
+impl Sudoer {
+    fn grant(user: &TestUser) -> Sudoer {
+        // sudo ignores drop-ins whose name has a '.' or ends in '~'; test users have neither.
+        assert!(!user.name.contains(['.', '~']), "user name {}", user.name);
+        let path = Path::new("/etc/sudoers.d").join(&user.name);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", user.name))
+            .unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o440)).unwrap();
+        run_ok(Command::new(require_cmd("visudo")).arg("-cf").arg(&tmp));
+        fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+        Sudoer(path)
+    }
+}
+
+impl Drop for Sudoer {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.0) {
+            eprintln!("regress: cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// What every run shares: the user the suite runs as, resshd's binaries where that
+/// user can run them, resshd's privilege-separation user and directory.
+struct Setup {
+    user: TestUser,
+    _sudo: Sudoer,
+    resshd: PathBuf,
+    privsep_user: TestUser,
+    /// Root-owned: the privilege-separation directory and the broker sockets.
+    privsep: TempDir,
+    _bin: TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let user = TestUser::create("regress");
+        let sudo = Sudoer::grant(&user);
+        // A copy the test user may execute (the build may sit under /root), the
+        // workers next to it as resshd wants them.
+        let bin = TempDir::new("regress-bin");
+        fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let built = resshd_bin();
+        for name in ["resshd", "resshd-kex", "resshd-session"] {
+            let from = built.with_file_name(name);
+            assert!(
+                from.exists(),
+                "{} is missing: build the whole workspace (cargo build --workspace)",
+                from.display()
+            );
+            fs::copy(&from, bin.join(name))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+        let privsep_user = TestUser::create("ps");
+        let privsep = TempDir::new("regress-privsep");
+        fs::create_dir(privsep.join("empty")).unwrap();
+        Setup {
+            resshd: bin.join("resshd"),
+            user,
+            _sudo: sudo,
+            privsep_user,
+            privsep,
+            _bin: bin,
+        }
+    }
+}
+
+/// One run: a namespace and a copy of the suite, owned by the test user.
+struct Worker {
+    id: usize,
+    ns: Loopback,
+    dir: TempDir,
+}
+
+impl Worker {
+    fn new(id: usize, setup: &Setup) -> Worker {
+        let ns = Loopback::new(&format!("regress{id}"));
+        let dir = TempDir::new("regress");
+        run_ok(
+            Command::new(require_cmd("cp"))
+                .args(["-a", SUITE])
+                .arg(dir.join("regress")),
+        );
+        // The suite makes the agent set-gid in agent-ptrace: never the system's own.
+        fs::copy(require_cmd("ssh-agent"), dir.join("ssh-agent")).unwrap();
+        run_ok(
+            Command::new(require_cmd("chown"))
+                .arg("-R")
+                .arg(format!("{}:{}", setup.user.uid, setup.user.gid))
+                .arg(dir.path()),
+        );
+        Worker { id, ns, dir }
+    }
+
+    fn obj(&self) -> PathBuf {
+        self.dir.join("regress")
+    }
+
+    /// Runs one test of the suite with `server`.
+    fn run(&self, setup: &Setup, test: &str, server: Server) -> Run {
+        let obj = self.obj();
+        let (sshd, confopts) = match server {
+            Server::Sshd => (PathBuf::from(SSHD_BIN), String::new()),
+            Server::Resshd => (
+                setup.resshd.clone(),
+                format!(
+                    "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\n\
+                     BrokerSocket {}",
+                    setup.privsep_user.name,
+                    setup.privsep.join("empty").display(),
+                    setup
+                        .privsep
+                        .join(format!("broker{}.sock", self.id))
+                        .display()
+                ),
+            ),
+        };
+        // As the suite's Makefile runs a test (stdin /dev/zero as in Debian's
+        // run-tests), under a time limit.
+        let script = format!(
+            "exec timeout -k 10 {} sh \"$1/test-exec.sh\" \"$1\" \"$1/$2.sh\" </dev/zero",
+            TEST_LIMIT.as_secs()
+        );
+        let mut cmd = Command::new(require_cmd("runuser"));
+        cmd.args(["-u", &setup.user.name, "--", "sh", "-c", &script, "sh"])
+            .arg(&obj)
+            .arg(test)
+            .current_dir(&obj)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &setup.user.home)
+            .env("SUDO", "sudo")
+            .env("TEST_SHELL", "sh")
+            .env("OBJ", &obj)
+            .env("BUILDDIR", &obj)
+            .env("TEST_SSH_SSH", "ssh")
+            .env("TEST_SSH_SSHD", &sshd)
+            .env("TEST_SSH_SSHD_CONFOPTS", confopts)
+            .env("TEST_SSH_SSHAGENT", self.dir.join("ssh-agent"))
+            .env("TEST_SSH_SFTPSERVER", "/usr/lib/openssh/sftp-server")
+            .env("TEST_SSH_UNSAFE_PERMISSIONS", "1")
+            .env("TEST_SSH_IPV6", "yes")
+            .env("TEST_SSH_ECC", "yes");
+        self.ns.in_ns(&mut cmd);
+        let started = Instant::now();
+        let out = run_timeout(&mut cmd, TEST_LIMIT + Duration::from_secs(60));
+        let secs = started.elapsed().as_secs_f64();
+        let left = self.ns.kill_all();
+
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |name: &str| {
+            let path = obj.join(name);
+            let text = fs::read(&path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let _ = fs::remove_file(&path);
+            text
+        };
+        let failed_regress = read("failed-regress.log");
+        let failed_sshd = read("failed-sshd.log");
+        read("failed-ssh.log");
+
+        let skipped = output.lines().find(|l| is_skip(l));
+        let outcome = match (out.status.code(), skipped) {
+            (Some(124 | 137), _) => Outcome::TimedOut,
+            (Some(0), None) => Outcome::Pass,
+            (Some(0), Some(line)) => Outcome::Skipped(printable(line)),
+            _ => Outcome::Fail(
+                failed_regress
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("FATAL: ")
+                            .or_else(|| l.strip_prefix("FAIL: "))
+                    })
+                    .or_else(|| output.lines().last())
+                    .map_or_else(|| "no output".to_string(), printable),
+            ),
+        };
+        let log = if outcome.passed() {
+            String::new()
+        } else {
+            format!(
+                "--- {test} with {}: output ({}) ---\n{}\n--- failed-sshd.log (end) ---\n{}\n\
+                 --- left running, killed: {left:?} ---",
+                server.name(),
+                out.status,
+                tail(&output, 30),
+                tail(&failed_sshd, 60)
+            )
+        };
+        Run { outcome, secs, log }
+    }
+}
+
+/// Whether a line of a test's output says it skipped itself or a part of itself: the
+/// suite's `skip` ("SKIPPED: ..."), the tests' own "skipped (...)", "Skipped: ...",
+/// "skipping: ..." and sftp-glob's "(skipped: ...)". Not a test's own description
+/// that merely contains the word (scp's "skipped file after scp -p ...").
+fn is_skip(line: &str) -> bool {
+    let line = line.trim().to_ascii_lowercase();
+    line.starts_with("skipped") || line.starts_with("skipping") || line.contains("(skipped:")
+}
+
+/// One line of what a test printed, for the table: at most 160 characters, anything
+/// but printable ASCII (a server's binary KEXINIT, say) shown as `?`.
+fn printable(line: &str) -> String {
+    clean(line.trim(), 160)
+}
+
+/// `line`'s first `max` characters, anything but printable ASCII shown as `?`.
+fn clean(line: &str, max: usize) -> String {
+    line.chars()
+        .take(max)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The last `n` lines of `s`, each cut to 300 characters of printable ASCII.
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<String> = s.lines().map(|l| clean(l, 300)).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every test with both servers, [`WORKERS`] at a time, slow ones first.
+fn run_all(setup: &Setup) -> BTreeMap<(&'static str, Server), Run> {
+    let mut order: Vec<&'static str> = SLOW_FIRST.to_vec();
+    order.extend(TESTS.iter().filter(|t| !SLOW_FIRST.contains(t)));
+    // Popped from the end.
+    let jobs: Vec<(&'static str, Server)> = order
+        .iter()
+        .flat_map(|t| [(*t, Server::Sshd), (*t, Server::Resshd)])
+        .rev()
+        .collect();
+    let jobs = Mutex::new(jobs);
+    let results = Mutex::new(BTreeMap::new());
+    thread::scope(|scope| {
+        for id in 0..WORKERS {
+            let (jobs, results) = (&jobs, &results);
+            scope.spawn(move || {
+                let worker = Worker::new(id, setup);
+                loop {
+                    let Some((test, server)) = jobs.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let run = worker.run(setup, test, server);
+                    println!(
+                        "regress: {test:<20} {:<6} {:>6.1}s {}",
+                        server.name(),
+                        run.secs,
+                        run.outcome.describe()
+                    );
+                    results.lock().unwrap().insert((test, server), run);
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap()
+}
+
+#[test]
+fn openssh_regress_suite() {
+    require_root();
+    require_netns();
+    for prog in ["sudo", "visudo", "runuser", "timeout", "ssh", "ssh-agent"] {
+        require_cmd(prog);
+    }
+    assert!(
+        Path::new(SUITE).join("test-exec.sh").exists(),
+        "{SUITE} is missing: apt-get install openssh-tests"
+    );
+    // The lists name tests of the list, once each.
+    let mut listed: Vec<&str> = RESSHD_FAILS.iter().map(|(t, _, _)| *t).collect();
+    listed.extend(SSHD_FAILS.iter().map(|(t, _)| *t));
+    for list in [&listed, &SLOW_FIRST.to_vec()] {
+        for (i, t) in list.iter().enumerate() {
+            assert!(TESTS.contains(t), "{t} is listed but is not one of TESTS");
+            assert!(!list[..i].contains(t), "{t} is listed twice");
+        }
+    }
+
+    let setup = Setup::new();
+    let started = Instant::now();
+    let results = run_all(&setup);
+    let wall = started.elapsed();
+
+    let mut table = String::new();
+    let mut problems = Vec::new();
+    let (mut sshd_ok, mut resshd_ok) = (0, 0);
+    for test in TESTS {
+        let sshd = &results[&(*test, Server::Sshd)];
+        let resshd = &results[&(*test, Server::Resshd)];
+        sshd_ok += usize::from(sshd.outcome.passed());
+        resshd_ok += usize::from(resshd.outcome.passed());
+        writeln!(
+            table,
+            "| {test} | {} | {} | {:.0} | {:.0} |",
+            sshd.outcome.describe(),
+            resshd.outcome.describe(),
+            sshd.secs,
+            resshd.secs
+        )
+        .unwrap();
+        match (
+            sshd.outcome.passed(),
+            SSHD_FAILS.iter().find(|(t, _)| t == test),
+        ) {
+            (false, None) => problems.push(format!(
+                "Debian's sshd fails {test}: {}\n{}",
+                sshd.outcome.describe(),
+                sshd.log
+            )),
+            (true, Some((_, why))) => problems.push(format!(
+                "{test} passes with Debian's sshd now: remove it from SSHD_FAILS ({why})"
+            )),
+            (false, Some(_)) => continue,
+            (true, None) => {}
+        }
+        match (
+            resshd.outcome.passed(),
+            RESSHD_FAILS.iter().find(|(t, _, _)| t == test),
+        ) {
+            (false, None) => problems.push(format!(
+                "{test} passes with sshd and fails with resshd: {}\n{}",
+                resshd.outcome.describe(),
+                resshd.log
+            )),
+            (true, Some((_, issue, why))) => problems.push(format!(
+                "{test} passes with resshd now: remove it from RESSHD_FAILS \
+                 (issue {issue}: {why})"
+            )),
+            _ => {}
+        }
+    }
+    println!(
+        "| test | sshd | resshd | sshd s | resshd s |\n|---|---|---|---|---|\n{table}\
+         regress: of {} tests, Debian's sshd passes {sshd_ok}, resshd {resshd_ok}; \
+         {WORKERS} runs side by side took {:.0} s",
+        TESTS.len(),
+        wall.as_secs_f64()
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n\n{}",
+        problems.len(),
+        problems.join("\n\n")
+    );
+}
