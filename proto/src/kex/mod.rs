@@ -19,6 +19,8 @@ use crate::msg::KexInit;
 use crate::wire::Put;
 
 pub mod curve25519;
+pub mod mlkem768x25519;
+pub mod sntrup761x25519;
 
 pub const EXT_INFO_C: &str = "ext-info-c";
 pub const EXT_INFO_S: &str = "ext-info-s";
@@ -27,6 +29,9 @@ pub const STRICT_S: &str = "kex-strict-s-v00@openssh.com";
 
 /// The registry: key-exchange methods in default preference order.
 pub const METHODS: &[Method] = &[
+    mlkem768x25519::MLKEM768X25519_SHA256,
+    sntrup761x25519::SNTRUP761X25519_SHA512,
+    sntrup761x25519::SNTRUP761X25519_SHA512_OPENSSH,
     curve25519::CURVE25519_SHA256,
     curve25519::CURVE25519_SHA256_LIBSSH,
 ];
@@ -57,6 +62,18 @@ impl Hash {
             Hash::Sha256 => MessageDigest::sha256(),
             Hash::Sha512 => MessageDigest::sha512(),
         }
+    }
+
+    /// The hash of the concatenation of `parts` (the hybrid methods' K).
+    pub fn of(self, parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut h = Hasher::new(self.digest())?;
+        for p in parts {
+            h.update(p)?;
+        }
+        let mut d = h.finish()?;
+        let out = Zeroizing::new(d.to_vec());
+        zeroize::Zeroize::zeroize(&mut *d);
+        Ok(out)
     }
 }
 
