@@ -20,6 +20,7 @@
 //! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
 //! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
 //! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
+//! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -55,6 +56,7 @@ mod hostile_user;
 mod legacy;
 mod mass;
 mod newest_openssh;
+mod pqkex;
 mod readmission;
 mod refused;
 mod rekey;
