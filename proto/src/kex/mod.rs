@@ -120,17 +120,26 @@ pub trait ClientKex: Send {
 impl Method {
     /// Server: the reply bytes and K, from the client's init bytes.
     pub fn server_reply(&self, init: &[u8]) -> Result<(Vec<u8>, SharedSecret)> {
-        let s = (self.server)(init)?;
+        let s = (self.server)(init).map_err(refused)?;
         Ok((s.reply, self.secret(s.k)))
     }
 
     /// Client: K from the server's reply bytes.
     pub fn client_finish(&self, c: Box<dyn ClientKex>, reply: &[u8]) -> Result<SharedSecret> {
-        Ok(self.secret(c.finish(reply)?))
+        Ok(self.secret(c.finish(reply).map_err(refused)?))
     }
 
     fn secret(&self, k: Zeroizing<Vec<u8>>) -> SharedSecret {
         SharedSecret::new(k, self.hash, self.secret)
+    }
+}
+
+/// A method's refusal of the peer's bytes is a failed key exchange
+/// (DISCONNECT reason KEY_EXCHANGE_FAILED), whichever method refused.
+fn refused(e: Error) -> Error {
+    match e {
+        Error::Malformed(what) => Error::KeyExchange(what),
+        e => e,
     }
 }
 
