@@ -13,6 +13,7 @@
 //! Debian's sshd.
 
 use std::fs;
+use std::time::Instant;
 
 use crate::common::*;
 
@@ -111,4 +112,56 @@ fn ressh_against_debian12_sshd_every_method_and_host_key() {
     );
     table += &format!("ressh mlkem768x25519-sha256 alone: {}\n", err.trim());
     report("pqkex", &format!("ressh against Debian 12 sshd:\n{table}"));
+}
+
+/// The resilience extension after a hybrid first exchange: K a string-hashed
+/// 64-byte (sntrup761x25519-sha512) or 32-byte (mlkem768x25519-sha256)
+/// hash, the session id 64 or 32 bytes, through resshd's monitor and
+/// session worker. Each connection is killed three times; the counter's
+/// output stays whole and in order, and resshd logs every reconnect.
+#[test]
+fn sessions_resume_after_a_hybrid_first_exchange() {
+    let lab = Lab::new("pqkr", "DetachTimeout 300\n");
+    let mut table = String::new();
+    for method in ["sntrup761x25519-sha512", "mlkem768x25519-sha256"] {
+        let stop = lab.user().home.join(format!("stop-{method}"));
+        let kex = format!("KexAlgorithms={method}");
+        let mut client = Client::spawn(&mut lab.ressh(&[
+            "-v",
+            "-o",
+            &kex,
+            "server",
+            &counter_cmd(&stop, 1_000_000),
+        ]));
+        client.wait_lines(50, T);
+        let before = reconnects(&lab.log());
+        for i in 0..3 {
+            let since = Instant::now();
+            assert!(
+                lab.net.try_kill_tcp(PORT) > 0,
+                "{method}, kill {i}: no connection to kill\n{}",
+                client.describe()
+            );
+            client.wait_err("reconnected to ", since, T);
+            let n = client.line_count();
+            client.wait_lines(n + 20, T);
+        }
+        fs::write(&stop, "").unwrap();
+        let st = client.wait_exit(T);
+        assert!(st.success(), "{method}: {st}\n{}", client.describe());
+        let count = check_counter(&client.out_lines());
+        let kexes = kex_exchanges(&client.stderr());
+        assert!(
+            !kexes.is_empty() && kexes.iter().all(|(m, _)| m == method),
+            "{method}: exchanges {kexes:?}"
+        );
+        let log = lab.log();
+        assert!(
+            reconnects(&log) >= before + 3,
+            "{method}: resshd logged {} reconnects\n{log}",
+            reconnects(&log) - before
+        );
+        table += &format!("{method}: 3 reconnects, counter whole ({count} lines)\n");
+    }
+    report("pqkex", &format!("resumed sessions:\n{table}"));
 }
