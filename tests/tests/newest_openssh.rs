@@ -9,6 +9,9 @@
 //! warning; against a second resshd configured with curve25519 only, the
 //! same ssh does warn (so the absence above is not a missed message). Prints the version and
 //! how long getting the root took (the first run builds it).
+//!
+//! ressh against its sshd (chrooted, [`NewSsh::sshd_wrapper`]) likewise:
+//! mlkem768x25519-sha256 with each host key type, rekeys included.
 
 use std::fs;
 use std::time::Instant;
@@ -116,5 +119,56 @@ fn newest_openssh_uses_mlkem768x25519_without_warning() {
         "newest_openssh",
         "mlkem768x25519-sha256 with every host key, rekeys included, no warning; \
          curve25519 only: warned",
+    );
+}
+
+/// ressh against the newest sshd (chrooted into the root,
+/// [`NewSsh::sshd_wrapper`], with `RekeyLimit 64K`): with each host key
+/// type, every exchange, the first and the rekeys, is
+/// mlkem768x25519-sha256, ressh's first choice and OpenSSH's.
+#[test]
+fn ressh_against_newest_sshd_uses_mlkem768x25519() {
+    require_root();
+    let new = NewSsh::get();
+    let dir = TempDir::new("e2e-newsshd");
+    let known_hosts = dir.join("known_hosts");
+    // The user first: the chrooted sshd sees the host's passwd as it was
+    // when it started (a bind mount of the file useradd then replaces).
+    let login = Lab::make_login_to(&dir, &known_hosts, "ns", "", ("127.0.0.1", 0));
+    let sshd = Sshd::start_binary(&new.sshd_wrapper(dir.path()), "RekeyLimit 64K\n");
+    write_client_config(
+        &login.config,
+        &login.user.name,
+        &login.key,
+        &known_hosts,
+        "127.0.0.1",
+        sshd.port(),
+        "",
+    );
+    fs::write(&known_hosts, sshd.known_hosts()).unwrap();
+    for hk in HOST_KEY_ALGS {
+        let hk_opt = format!("HostKeyAlgorithms={hk}");
+        check_kex_run(
+            &mut ressh_here(
+                &login.config,
+                &["-v", "-o", &hk_opt, "server", &kex_run_command()],
+            ),
+            &format!("ressh / {hk} against the newest sshd"),
+            "mlkem768x25519-sha256",
+            hk,
+            &|| sshd.log(),
+        );
+    }
+    let log = sshd.log();
+    assert!(
+        log.contains("kex: algorithm: mlkem768x25519-sha256"),
+        "the newest sshd did not log mlkem768x25519-sha256:\n{log}"
+    );
+    report(
+        "newest_openssh",
+        &format!(
+            "ressh against {}'s sshd: mlkem768x25519-sha256 with every host key, rekeys included",
+            new.suite
+        ),
     );
 }
