@@ -24,6 +24,7 @@
 //! | issue 15: FIDO user keys (sk-dummy.so) against resshd and sshd alike | `security_keys` |
 //! | issue 15: sshd_config SetEnv, the same session environment as under sshd | `set_env` |
 //! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
+//! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -60,6 +61,7 @@ mod key_types;
 mod legacy;
 mod mass;
 mod newest_openssh;
+mod pqkex;
 mod queries;
 mod readmission;
 mod refused;

@@ -442,8 +442,10 @@ pub(crate) const OPENSSH_MACS: &[&str] = &[
     "umac-128-etm@openssh.com",
 ];
 
-/// OpenSSH 9.2's key-exchange names (Debian's build).
+/// OpenSSH 9.2's key-exchange names (Debian's build) and
+/// mlkem768x25519-sha256 (OpenSSH 9.9+).
 pub(crate) const OPENSSH_KEX: &[&str] = &[
+    "mlkem768x25519-sha256",
     "diffie-hellman-group1-sha1",
     "diffie-hellman-group14-sha1",
     "diffie-hellman-group14-sha256",
