@@ -27,6 +27,8 @@ pub struct Args {
     pub log_file: Option<String>,
     /// -t count: 1 = yes, 2+ = force.
     pub tty: u8,
+    /// -Q query: print the algorithms asked for and exit.
+    pub query: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +44,13 @@ pub const USAGE: &str = "\
 usage: ressh [-46aCfGNnqsTtVvx] [-c cipher_spec] [-D [bind_address:]port]
              [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]
              [-J destination] [-L address] [-l login_name] [-m mac_spec]
-             [-o option] [-p port] [-R address] [-W host:port]
-             destination [command [argument ...]]";
+             [-o option] [-p port] [-Q query_option] [-R address]
+             [-W host:port] destination [command [argument ...]]";
 
 /// Flags without an argument.
 const FLAGS: &str = "46AaCfGgKkMNnqsTtVvXxYy";
 /// Flags taking an argument.
-const WITH_ARG: &str = "BbcDEeFIiJLlmOoPpRSWw";
+const WITH_ARG: &str = "BbcDEeFIiJLlmOoPpQRSWw";
 
 fn refuse(flag: char, what: &str) -> ArgError {
     ArgError(format!("ressh: option -{flag} ({what}) is not supported"))
@@ -167,6 +169,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                 }
                 'P' => a.settings.push(kw("tag")),
                 'p' => direct.push(kw("port")),
+                'Q' => a.query = Some(val),
                 'R' => a.settings.push(kw("remoteforward")),
                 'S' => a.settings.push(kw("controlpath")),
                 'W' => a.stdio_forward = Some(val),
@@ -309,6 +312,13 @@ mod tests {
 
     fn has(a: &Args, k: &str, v: &str) -> bool {
         a.settings.iter().any(|(kk, vv)| kk == k && vv == v)
+    }
+
+    #[test]
+    fn query_takes_its_kind() {
+        assert_eq!(p(&["-Q", "kex"]).query.as_deref(), Some("kex"));
+        assert_eq!(p(&["-Qsig"]).query.as_deref(), Some("sig"));
+        assert!(parse(["-Q".to_string()]).is_err());
     }
 
     #[test]

@@ -47,15 +47,10 @@ fn proto_err(e: ressh_proto::Error) -> String {
 impl Auth {
     pub fn new(cfg: &Config, identities: Vec<Identity>, agent: Option<Agent>) -> Auth {
         let accepted_algs = cfg.pubkey_accepted_algorithms.as_ref().map(|spec| {
-            let known: Vec<String> = [
-                "ssh-ed25519",
-                "ecdsa-sha2-nistp256",
-                "rsa-sha2-512",
-                "rsa-sha2-256",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let known: Vec<String> = ressh_proto::keys::KeyType::all_signature_algorithms()
+                .into_iter()
+                .map(String::from)
+                .collect();
             crate::config::algorithm_list("PubkeyAcceptedAlgorithms", spec, &known, &known)
                 .unwrap_or(known)
         });

@@ -683,6 +683,53 @@ fn finish(
     })
 }
 
+/// `ssh -Q`'s queries that ressh answers, as `-Q help` lists them.
+const QUERIES: &[&str] = &[
+    "cipher",
+    "cipher-auth",
+    "kex",
+    "key",
+    "key-plain",
+    "key-sig",
+    "mac",
+    "sig",
+];
+
+/// `-Q query`: the algorithms ressh supports of a kind, one a line, as
+/// `ssh -Q` prints them (straight from the registries: ciphers, MACs and
+/// key exchanges of `ressh_proto`, its key types and signature algorithms).
+/// The query is the kind, or the configuration keyword whose values it
+/// lists; case does not matter. None: unsupported.
+pub fn query(q: &str) -> Option<Vec<&'static str>> {
+    use ressh_proto::{cipher, kex, keys::KeyType};
+    let keys = || KeyType::ALL.iter().map(|t| t.name()).collect::<Vec<_>>();
+    Some(match q.to_ascii_lowercase().as_str() {
+        "cipher" | "ciphers" => cipher::CIPHERS.iter().map(|c| c.name).collect(),
+        "cipher-auth" => cipher::CIPHERS
+            .iter()
+            .filter(|c| c.aead)
+            .map(|c| c.name)
+            .collect(),
+        "mac" | "macs" => cipher::MACS.iter().map(|m| m.name).collect(),
+        "kex" | "kexalgorithms" => kex::KEX_ALGS.to_vec(),
+        "key" | "key-plain" => keys(),
+        "sig" | "hostkeyalgorithms" | "pubkeyacceptedalgorithms" => {
+            KeyType::all_signature_algorithms()
+        }
+        "key-sig" => {
+            let mut v = keys();
+            for a in KeyType::all_signature_algorithms() {
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+            }
+            v
+        }
+        "help" => QUERIES.to_vec(),
+        _ => return None,
+    })
+}
+
 /// Applies an algorithm list spec (`a,b`, `+a,b`, `-pat`, `^a,b`) to
 /// `defaults`; every named algorithm must be one of `known`.
 pub fn algorithm_list(

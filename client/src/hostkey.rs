@@ -23,6 +23,8 @@ pub fn type_label(k: &PublicKey) -> &'static str {
         KeyType::Ed25519 => "ED25519",
         KeyType::Rsa => "RSA",
         KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => "ECDSA",
+        KeyType::SkEd25519 => "ED25519-SK",
+        KeyType::SkEcdsaP256 => "ECDSA-SK",
     }
 }
 
@@ -71,6 +73,7 @@ pub fn verify(cfg: &Config, key: &PublicKey, peer: &str) -> Result<Outcome, Stri
     let kh = KnownHosts::load(&files(cfg));
     let label = type_label(key);
     let fp = key.fingerprint();
+    crate::debug1!("Server host key: {} {fp}", key.key_type_name());
     match kh.check(&name, key) {
         Verdict::Known(loc) => {
             crate::debug1!("Host '{name}' is known and matches the {label} host key.");

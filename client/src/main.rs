@@ -89,6 +89,17 @@ fn main() {
         log::write_stderr(format!("{}\n", version()).as_bytes());
         std::process::exit(0);
     }
+    if let Some(q) = &a.query {
+        match config::query(q) {
+            Some(names) => {
+                for n in names {
+                    println!("{n}");
+                }
+                std::process::exit(0);
+            }
+            None => die(&format!("Unsupported query \"{q}\"")),
+        }
+    }
     if a.destination.is_none() {
         die(args::USAGE);
     }

@@ -143,6 +143,9 @@ pub struct SessionPolicy {
     pub accept_env: Vec<String>,
     /// environment= from authorized_keys (already filtered by PermitUserEnvironment).
     pub key_environment: Vec<(String, String)>,
+    /// SetEnv of sshd_config (first value of a name only): over the
+    /// client's, the key's and PAM's variables.
+    pub set_env: Vec<(String, String)>,
     /// Subsystem name → command.
     pub subsystems: Vec<(String, String)>,
     pub client_alive_interval_secs: u64,

@@ -27,12 +27,11 @@
 //!
 //! - Only the key types of `ressh_proto::keys` are accepted: ssh-ed25519,
 //!   ssh-rsa (also written `rsa-sha2-256` / `rsa-sha2-512` as OpenSSH
-//!   accepts) and ecdsa-sha2-nistp256. Lines of other types are skipped
-//!   with a reason.
+//!   accepts), ecdsa-sha2-nistp256/384/521 and the FIDO security keys
+//!   sk-ssh-ed25519@openssh.com and sk-ecdsa-sha2-nistp256@openssh.com.
+//!   Lines of other types are skipped with a reason.
 //! - Certificates are not supported: `cert-authority` lines are skipped, and
 //!   so are lines with `principals=` (which OpenSSH refuses on non-CA keys).
-//!   `touch-required` / `verify-required` only concern security-key types,
-//!   which are not supported; they are accepted and have no effect.
 //! - Addresses in patterns are parsed strictly (dotted-quad IPv4, IPv6
 //!   without a `%scope`); OpenSSH's getaddrinfo() also takes shorthand IPv4
 //!   such as `127.1`. Such entries are compared as wildcard patterns here.
@@ -62,7 +61,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
 
 use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
-use ressh_proto::keys::PublicKey;
+use ressh_proto::keys::{KeyType, PublicKey};
 
 use ressh_compat::expand::percent_expand;
 use ressh_compat::misc::a2port;
@@ -117,6 +116,12 @@ pub struct KeyOptions {
     /// `tunnel="n"`: the only tun device that may be forwarded
     /// ([`TUNNEL_ANY`] for `tunnel="any"`).
     pub tunnel: Option<u32>,
+    /// `no-touch-required`: a security key's signature is accepted without
+    /// the user's touch.
+    pub no_touch_required: bool,
+    /// `verify-required`: a security key's signature must say the user was
+    /// verified (PIN or biometrics).
+    pub verify_required: bool,
 }
 
 /// One usable authorized_keys line.
@@ -361,10 +366,10 @@ fn parse_options(s: &[u8]) -> Result<ParsedOptions, &'static str> {
             o.no_agent_forwarding = !r;
         } else if let Some(r) = opt_flag(s, &mut i, b"x11-forwarding", true) {
             o.no_x11_forwarding = !r;
-        } else if opt_flag(s, &mut i, b"touch-required", true).is_some()
-            || opt_flag(s, &mut i, b"verify-required", true).is_some()
-        {
-            // Security-key options: no effect on the key types supported.
+        } else if let Some(r) = opt_flag(s, &mut i, b"touch-required", true) {
+            o.no_touch_required = !r;
+        } else if let Some(r) = opt_flag(s, &mut i, b"verify-required", true) {
+            o.verify_required = r;
         } else if let Some(r) = opt_flag(s, &mut i, b"pty", true) {
             o.no_pty = !r;
         } else if let Some(r) = opt_flag(s, &mut i, b"user-rc", true) {
@@ -569,22 +574,9 @@ fn format_time(t: i64) -> String {
 // ---------------------------------------------------------------------------
 // Lines
 
-/// Key type names and the name proto knows the blob by.
-const SUPPORTED_TYPES: &[(&str, &str)] = &[
-    ("ssh-ed25519", "ssh-ed25519"),
-    ("ssh-rsa", "ssh-rsa"),
-    ("rsa-sha2-256", "ssh-rsa"),
-    ("rsa-sha2-512", "ssh-rsa"),
-    ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"),
-];
-
 /// The other key type names OpenSSH 9.2 reads from authorized_keys.
 const UNSUPPORTED_TYPES: &[&str] = &[
     "ssh-dss",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
     "webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
     "ssh-xmss@openssh.com",
     "ssh-ed25519-cert-v01@openssh.com",
@@ -600,11 +592,12 @@ const UNSUPPORTED_TYPES: &[&str] = &[
     "ssh-xmss-cert-v01@openssh.com",
 ];
 
+/// The name proto knows the blob of a key type name by: a key type, or an
+/// RSA signature algorithm name, which OpenSSH reads as "ssh-rsa".
 fn supported_type(name: &[u8]) -> Option<&'static str> {
-    SUPPORTED_TYPES
-        .iter()
-        .find(|(n, _)| n.as_bytes() == name)
-        .map(|&(_, canon)| canon)
+    KeyType::from_name(name)
+        .or_else(|| KeyType::from_signature_algorithm(std::str::from_utf8(name).ok()?))
+        .map(KeyType::name)
 }
 
 fn known_type(name: &[u8]) -> bool {
@@ -1300,11 +1293,13 @@ mod tests {
         let o = opts("no-port-forwarding,no-agent-forwarding,no-user-rc").unwrap();
         assert!(o.no_port_forwarding && o.no_agent_forwarding && o.no_user_rc);
         assert!(!o.restrict && !o.no_pty);
-        // Security-key flags are accepted and change nothing.
-        assert_eq!(
-            opts("no-touch-required,verify-required").unwrap(),
-            KeyOptions::default()
-        );
+        // Security-key flags, as sshauthopt_parse() reads them (the last
+        // one wins; "restrict" leaves them alone).
+        let o = opts("no-touch-required,verify-required,restrict").unwrap();
+        assert!(o.no_touch_required && o.verify_required);
+        let o =
+            opts("no-touch-required,touch-required,verify-required,no-verify-required").unwrap();
+        assert!(!o.no_touch_required && !o.verify_required);
     }
 
     #[test]
@@ -1514,14 +1509,21 @@ mod tests {
             let err = parse_line(&format!("no-pty,bogus {line}")).unwrap_err();
             assert!(err.contains("unknown key option"), "{err}");
         }
+        // The bigger curves are read as ssh-keygen writes them.
+        for bits in ["384", "521"] {
+            let line = keygen(
+                dir.path(),
+                &["-t", "ecdsa", "-b", bits],
+                &format!("ec{bits}"),
+            );
+            let ak = parse_line(&format!("restrict {line}")).unwrap().unwrap();
+            assert_eq!(ak.key.bits().to_string(), bits);
+        }
         // Types this daemon does not support are skipped with a reason.
-        let p384 = keygen(dir.path(), &["-t", "ecdsa", "-b", "384"], "ec384");
-        let err = parse_line(&p384).unwrap_err();
-        assert!(
-            err.contains("unsupported key type ecdsa-sha2-nistp384"),
-            "{err}"
-        );
-        let err = parse_line(&format!("restrict {p384}")).unwrap_err();
+        let dss = "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZp";
+        let err = parse_line(dss).unwrap_err();
+        assert!(err.contains("unsupported key type ssh-dss"), "{err}");
+        let err = parse_line(&format!("restrict {dss}")).unwrap_err();
         assert!(err.contains("unsupported key type"), "{err}");
     }
 

@@ -51,8 +51,9 @@
 //! | SyslogFacility | `syslog_facility` | AUTH |
 //! | LogLevel (M) | `log_level` | INFO |
 //! | PubkeyAuthentication (M; alias DSAAuthentication) | `pubkey_authentication` | yes |
-//! | PubkeyAcceptedAlgorithms (M; PubkeyAcceptedKeyTypes) | `pubkey_accepted_algorithms` | `+ - ^` against [`HOST_KEY_ALGS`] |
-//! | HostKeyAlgorithms | `host_key_algorithms` | idem |
+//! | PubkeyAuthOptions (M) | `pubkey_auth_options` | none; touch-required, verify-required (security keys) |
+//! | PubkeyAcceptedAlgorithms (M; PubkeyAcceptedKeyTypes) | `pubkey_accepted_algorithms` | `+ - ^` against [`user_key_algs`] (with the FIDO sk- algorithms) |
+//! | HostKeyAlgorithms | `host_key_algorithms` | `+ - ^` against [`host_key_algs`] |
 //! | Ciphers / MACs / KexAlgorithms | `ciphers`, `macs`, `kex_algorithms` | against `ressh_proto`'s registries |
 //! | PasswordAuthentication (M) | `password_authentication` | yes (without PAM password auth is off anyway) |
 //! | KbdInteractiveAuthentication (M; ChallengeResponse-, SkeyAuthentication) | `kbd_interactive_authentication` | yes |
@@ -166,7 +167,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-pub use keywords::HOST_KEY_ALGS;
+pub use keywords::{host_key_algs, user_key_algs};
 
 use parser::{Criterion, Parsed};
 use raw::Raw;
@@ -285,6 +286,15 @@ pub enum SyslogFacility {
     Local7,
 }
 
+/// PubkeyAuthOptions: requirements on every security key's signature, on
+/// top of its authorized_keys line's `verify-required` (and over its
+/// `no-touch-required`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PubkeyAuthOptions {
+    pub touch_required: bool,
+    pub verify_required: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PermitUserEnvironment {
     No,
@@ -388,6 +398,7 @@ pub struct Settings {
     pub permit_root_login: PermitRootLogin,
     pub log_level: LogLevel,
     pub pubkey_authentication: bool,
+    pub pubkey_auth_options: PubkeyAuthOptions,
     pub pubkey_accepted_algorithms: Vec<String>,
     pub password_authentication: bool,
     pub kbd_interactive_authentication: bool,
@@ -591,6 +602,16 @@ impl Settings {
         line("printlastlog", yn(self.print_last_log));
         line("tcpkeepalive", yn(self.tcp_keep_alive));
         line("pubkeyauthentication", yn(self.pubkey_authentication));
+        let pao = self.pubkey_auth_options;
+        line(
+            "pubkeyauthoptions",
+            match (pao.touch_required, pao.verify_required) {
+                (false, false) => "none",
+                (true, false) => "touch-required",
+                (false, true) => "verify-required",
+                (true, true) => "touch-required verify-required",
+            },
+        );
         line("passwordauthentication", yn(self.password_authentication));
         line(
             "kbdinteractiveauthentication",

@@ -23,7 +23,7 @@ use ressh_ipc::msg::{
     SessionPolicy, SessionStart, ToBroker, ToKex, ToSession, UserInfo,
 };
 use ressh_ipc::Endpoint;
-use ressh_proto::keys::{PrivateKey, PublicKey};
+use ressh_proto::keys::{self, PrivateKey, PublicKey};
 
 use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
@@ -682,11 +682,34 @@ impl Monitor<'_> {
             &algorithm,
             &blob,
         );
-        match key.verify(&data, &signature) {
-            Ok(a) if a == algorithm => {}
+        let sk_flags = match key.verify_detailed(&data, &signature) {
+            Ok(v) if v.alg == algorithm => v.sk.map(|(flags, _)| flags),
             _ => {
                 log::info(&format!(
                     "Failed publickey for {} from {at}: bad signature",
+                    user.name
+                ));
+                return self.reject();
+            }
+        };
+        if let Some(flags) = sk_flags {
+            // A security key's signature says whether the user touched the
+            // key and was verified: auth2-pubkey.c's requirements.
+            let required = settings.pubkey_auth_options;
+            let touch = required.touch_required || !found.options.no_touch_required;
+            let verify = required.verify_required || found.options.verify_required;
+            let unmet = if touch && flags & keys::SK_USER_PRESENCE == 0 {
+                Some("user presence (authenticator touch)")
+            } else if verify && flags & keys::SK_USER_VERIFICATION == 0 {
+                Some("user verification")
+            } else {
+                None
+            };
+            if let Some(what) = unmet {
+                log::info(&format!(
+                    "public key {} {} signature for {} from {at} rejected: {what} requirement not met",
+                    key.key_type_name(),
+                    key.fingerprint(),
                     user.name
                 ));
                 return self.reject();
@@ -939,6 +962,12 @@ impl Monitor<'_> {
             permit_listen: policy::permits(&s.permit_listen, &o.permitlisten),
             gateway_ports: s.gateway_ports != GatewayPorts::No,
             accept_env: s.accept_env.clone(),
+            set_env: s
+                .set_env
+                .iter()
+                .filter_map(|e| e.split_once('='))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             key_environment: match &s.permit_user_environment {
                 PermitUserEnvironment::No => Vec::new(),
                 PermitUserEnvironment::Yes => o.environment.clone(),

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::cipher;
 use crate::error::{Error, Result};
 use crate::kex::{Negotiated, KEX_ALGS};
-use crate::keys::PublicKey;
+use crate::keys::{KeyType, PublicKey};
 use crate::msg::{self, num, ChannelKind, ChannelReq, GlobalReq};
 use crate::resilience::{self, is_resilient};
 use crate::transport::{scan_version, PacketReader, PacketWriter, VersionScan};
@@ -101,15 +101,10 @@ impl Default for Config {
         Config {
             version: concat!("SSH-2.0-ressh_", env!("CARGO_PKG_VERSION")).to_string(),
             kex: KEX_ALGS.iter().map(|s| s.to_string()).collect(),
-            host_key_algs: [
-                "ssh-ed25519",
-                "ecdsa-sha2-nistp256",
-                "rsa-sha2-512",
-                "rsa-sha2-256",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            host_key_algs: KeyType::all_signature_algorithms()
+                .into_iter()
+                .map(String::from)
+                .collect(),
             ciphers: cipher::CIPHERS.iter().map(|c| c.name.to_string()).collect(),
             macs: cipher::MACS.iter().map(|m| m.name.to_string()).collect(),
             rekey_bytes: 1 << 30,

@@ -19,7 +19,7 @@ fn host() -> &'static [PrivateKey] {
 }
 
 /// Answers the server's requests to sign the exchange hash.
-fn sign(s: &mut Connection, e: &Event) {
+pub(super) fn sign(s: &mut Connection, e: &Event) {
     if let Event::SignHostKey(r) = e {
         // A mutated exchange may end at this point.
         let _ = s.host_key_signed(r.sign_with(host()), Instant::now());

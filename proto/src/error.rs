@@ -39,6 +39,9 @@ pub enum Error {
     BadSignature,
     /// A cryptographic primitive failed (OpenSSL error text).
     Crypto(String),
+    /// The key-exchange method refused the peer's init or reply bytes
+    /// (wrong length, an invalid public key or point); the text names them.
+    KeyExchange(&'static str),
     /// No algorithm in common for the named category.
     NoCommonAlgorithm(&'static str),
     /// An algorithm name is not known to the registry.
@@ -75,7 +78,8 @@ impl Error {
     pub fn disconnect_reason(&self) -> u32 {
         match self {
             Error::Mac => reason::MAC_ERROR,
-            Error::NoCommonAlgorithm(_)
+            Error::KeyExchange(_)
+            | Error::NoCommonAlgorithm(_)
             | Error::UnknownAlgorithm(_)
             | Error::BadSignature
             | Error::SigningFailed => reason::KEY_EXCHANGE_FAILED,
@@ -98,6 +102,7 @@ impl fmt::Display for Error {
             Error::NoCommonAlgorithm(what) => write!(f, "no matching {what} found"),
             Error::UnknownAlgorithm(name) => write!(f, "unknown algorithm {name}"),
             Error::Protocol(what) => write!(f, "protocol error: {what}"),
+            Error::KeyExchange(what) => write!(f, "key exchange failed: {what}"),
             Error::Misuse(what) => write!(f, "engine misuse: {what}"),
             Error::HostKeyRejected => write!(f, "host key rejected"),
             Error::SigningFailed => write!(f, "host key signing failed"),

@@ -55,6 +55,20 @@ const RSA_ALGS: &[&str] = &[RSA_SHA2_512, RSA_SHA2_256];
 const ECDSA_P256_ALGS: &[&str] = &["ecdsa-sha2-nistp256"];
 const ECDSA_P384_ALGS: &[&str] = &["ecdsa-sha2-nistp384"];
 const ECDSA_P521_ALGS: &[&str] = &["ecdsa-sha2-nistp521"];
+const SK_ED25519: &str = "sk-ssh-ed25519@openssh.com";
+const SK_ECDSA_P256: &str = "sk-ecdsa-sha2-nistp256@openssh.com";
+const SK_ED25519_ALGS: &[&str] = &[SK_ED25519];
+const SK_ECDSA_P256_ALGS: &[&str] = &[SK_ECDSA_P256];
+
+/// Flag of a security key's signature: the user touched the key
+/// (PROTOCOL.u2f, "SSH_SK_USER_PRESENCE_REQD").
+pub const SK_USER_PRESENCE: u8 = 0x01;
+/// Flag of a security key's signature: the user was verified (PIN or
+/// biometrics; "SSH_SK_USER_VERIFICATION_REQD").
+pub const SK_USER_VERIFICATION: u8 = 0x04;
+/// Bound on a security key's application string (OpenSSH's are "ssh:..."
+/// and short).
+const SK_MAX_APPLICATION: usize = 1024;
 
 const ED25519_KEY_LEN: usize = 32;
 const ED25519_SIG_LEN: usize = 64;
@@ -90,17 +104,55 @@ pub enum KeyType {
     EcdsaP256,
     EcdsaP384,
     EcdsaP521,
+    /// FIDO security keys (PROTOCOL.u2f): user keys only, verified and never
+    /// made or held here.
+    SkEd25519,
+    SkEcdsaP256,
 }
 
 impl KeyType {
-    /// Every supported key type: the one list of them.
+    /// Every supported key type: the one list of them, in OpenSSH's order
+    /// of preference (its default HostKeyAlgorithms and
+    /// PubkeyAcceptedAlgorithms, certificates and FIDO keys aside).
     pub const ALL: [KeyType; 5] = [
         KeyType::Ed25519,
-        KeyType::Rsa,
         KeyType::EcdsaP256,
         KeyType::EcdsaP384,
         KeyType::EcdsaP521,
+        KeyType::Rsa,
     ];
+
+    /// The FIDO security key types, whose private half lives in the
+    /// security key: verified as user keys, never host keys.
+    pub const SECURITY_KEYS: [KeyType; 2] = [KeyType::SkEd25519, KeyType::SkEcdsaP256];
+
+    /// The signature algorithms of every key type of [`KeyType::ALL`],
+    /// preferred first: the default host key algorithm list.
+    pub fn all_signature_algorithms() -> Vec<&'static str> {
+        KeyType::ALL
+            .into_iter()
+            .flat_map(|t| t.signature_algorithms().iter().copied())
+            .collect()
+    }
+
+    /// The default user key algorithm list: OpenSSH's order, the security
+    /// key algorithms between ECDSA and RSA.
+    pub fn user_signature_algorithms() -> Vec<&'static str> {
+        let mut v = KeyType::all_signature_algorithms();
+        let rsa = v.iter().position(|a| *a == RSA_SHA2_512).unwrap_or(v.len());
+        v.splice(
+            rsa..rsa,
+            KeyType::SECURITY_KEYS
+                .into_iter()
+                .flat_map(|t| t.signature_algorithms().iter().copied()),
+        );
+        v
+    }
+
+    /// Every key type, the security keys included.
+    fn every() -> impl Iterator<Item = KeyType> {
+        KeyType::ALL.into_iter().chain(KeyType::SECURITY_KEYS)
+    }
 
     /// The SSH key type name ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", ...).
     pub fn name(self) -> &'static str {
@@ -110,14 +162,14 @@ impl KeyType {
             KeyType::EcdsaP256 => Curve::P256.key_name(),
             KeyType::EcdsaP384 => Curve::P384.key_name(),
             KeyType::EcdsaP521 => Curve::P521.key_name(),
+            KeyType::SkEd25519 => SK_ED25519,
+            KeyType::SkEcdsaP256 => SK_ECDSA_P256,
         }
     }
 
     /// The key type of an SSH key type name.
     pub fn from_name(name: &[u8]) -> Option<KeyType> {
-        KeyType::ALL
-            .into_iter()
-            .find(|t| t.name().as_bytes() == name)
+        KeyType::every().find(|t| t.name().as_bytes() == name)
     }
 
     /// The signature algorithms usable with keys of this type, preferred first.
@@ -129,20 +181,21 @@ impl KeyType {
             KeyType::EcdsaP256 => ECDSA_P256_ALGS,
             KeyType::EcdsaP384 => ECDSA_P384_ALGS,
             KeyType::EcdsaP521 => ECDSA_P521_ALGS,
+            KeyType::SkEd25519 => SK_ED25519_ALGS,
+            KeyType::SkEcdsaP256 => SK_ECDSA_P256_ALGS,
         }
     }
 
     /// The key type that signs with the named signature algorithm.
     pub fn from_signature_algorithm(alg: &str) -> Option<KeyType> {
-        KeyType::ALL
-            .into_iter()
-            .find(|t| t.signature_algorithms().contains(&alg))
+        KeyType::every().find(|t| t.signature_algorithms().contains(&alg))
     }
 
-    /// The curve of an ECDSA key type.
+    /// The curve of an ECDSA key type (not of a security key: its blobs
+    /// differ).
     fn curve(self) -> Option<Curve> {
         match self {
-            KeyType::Ed25519 | KeyType::Rsa => None,
+            KeyType::Ed25519 | KeyType::Rsa | KeyType::SkEd25519 | KeyType::SkEcdsaP256 => None,
             KeyType::EcdsaP256 => Some(Curve::P256),
             KeyType::EcdsaP384 => Some(Curve::P384),
             KeyType::EcdsaP521 => Some(Curve::P521),
@@ -260,6 +313,20 @@ enum Inner {
     },
     /// Uncompressed SEC1 point, validated on the curve.
     Ecdsa(Curve, Vec<u8>),
+    /// A security key: its Ed25519 key or P-256 point, and its application
+    /// string ("ssh:" by default), hashed into everything it signs.
+    SkEd25519([u8; ED25519_KEY_LEN], Vec<u8>),
+    SkEcdsa(Vec<u8>, Vec<u8>),
+}
+
+/// What a verified signature says beyond its validity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The signature algorithm.
+    pub alg: &'static str,
+    /// A security key's flags byte and counter (PROTOCOL.u2f): None for
+    /// every other key type.
+    pub sk: Option<(u8, u32)>,
 }
 
 /// A validated public key.
@@ -314,6 +381,22 @@ impl PublicKey {
                     .map_err(|_| Error::Malformed("ed25519 public key"))?;
                 Inner::Ed25519(k)
             }
+            Some(KeyType::SkEd25519) => {
+                let k = r.string()?;
+                let k: [u8; ED25519_KEY_LEN] = k
+                    .try_into()
+                    .map_err(|_| Error::Malformed("ed25519 public key"))?;
+                Inner::SkEd25519(k, sk_application(r.string()?)?)
+            }
+            Some(KeyType::SkEcdsaP256) => {
+                let curve = Curve::P256;
+                if r.string()? != curve.id().as_bytes() {
+                    return Err(Error::Malformed("ecdsa curve name"));
+                }
+                let q = r.string()?;
+                curve.public_key(q)?;
+                Inner::SkEcdsa(q.to_vec(), sk_application(r.string()?)?)
+            }
             Some(KeyType::Rsa) => {
                 let e = strip_zeros(r.mpint()?);
                 let n = strip_zeros(r.mpint()?);
@@ -355,6 +438,15 @@ impl PublicKey {
                 v.put_str(curve.id());
                 v.put_string(q);
             }
+            Inner::SkEd25519(k, app) => {
+                v.put_string(k);
+                v.put_string(app);
+            }
+            Inner::SkEcdsa(q, app) => {
+                v.put_str(Curve::P256.id());
+                v.put_string(q);
+                v.put_string(app);
+            }
         }
         v
     }
@@ -364,6 +456,8 @@ impl PublicKey {
             Inner::Ed25519(_) => KeyType::Ed25519,
             Inner::Rsa { .. } => KeyType::Rsa,
             Inner::Ecdsa(curve, _) => curve.key_type(),
+            Inner::SkEd25519(..) => KeyType::SkEd25519,
+            Inner::SkEcdsa(..) => KeyType::SkEcdsaP256,
         }
     }
 
@@ -380,7 +474,7 @@ impl PublicKey {
     /// modulus size for RSA).
     pub fn bits(&self) -> usize {
         match &self.inner {
-            Inner::Ed25519(_) => 256,
+            Inner::Ed25519(_) | Inner::SkEd25519(..) | Inner::SkEcdsa(..) => 256,
             Inner::Rsa { n, .. } => magnitude_bits(n),
             Inner::Ecdsa(curve, _) => curve.bits(),
         }
@@ -396,23 +490,43 @@ impl PublicKey {
     }
 
     /// Verifies an SSH signature blob (string alg-name, string sig) over
-    /// `data`. Returns the signature algorithm used.
+    /// `data`. Returns the signature algorithm used. A security key's
+    /// signature must also say that the user touched the key; a verifier
+    /// that may waive that (authorized_keys `no-touch-required`) uses
+    /// [`PublicKey::verify_detailed`].
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> Result<&'static str> {
+        let v = self.verify_detailed(data, signature)?;
+        match v.sk {
+            Some((flags, _)) if flags & SK_USER_PRESENCE == 0 => Err(Error::BadSignature),
+            _ => Ok(v.alg),
+        }
+    }
+
+    /// Verifies an SSH signature blob over `data`, and returns what it says:
+    /// for a security key (PROTOCOL.u2f) the blob also carries the flags
+    /// byte and counter, which are signed with SHA-256 of the application
+    /// and of `data`; whether the flags suffice is the caller's decision.
+    pub fn verify_detailed(&self, data: &[u8], signature: &[u8]) -> Result<Verified> {
         let mut r = Reader::new(signature);
         let alg_name = r.string()?;
         let sig = r.string()?;
+        let sk = match self.inner {
+            Inner::SkEd25519(..) | Inner::SkEcdsa(..) => Some((r.u8()?, r.u32()?)),
+            _ => None,
+        };
         r.finish()?;
         let alg = self.accepted_alg(alg_name)?;
-        let ok = match &self.inner {
-            Inner::Ed25519(k) => {
-                if sig.len() != ED25519_SIG_LEN {
-                    return Err(Error::Malformed("ed25519 signature"));
-                }
-                let pkey = PKey::public_key_from_raw_bytes(k, Id::ED25519)?;
-                let mut v = Verifier::new_without_digest(&pkey)?;
-                v.verify_oneshot(sig, data).unwrap_or(false)
-            }
-            Inner::Rsa { e, n } => {
+        let sk_signed = |app: &[u8], (flags, counter): (u8, u32)| {
+            let mut m = Vec::with_capacity(32 + 1 + 4 + 32);
+            m.extend_from_slice(&openssl::sha::sha256(app));
+            m.push(flags);
+            m.put_u32(counter);
+            m.extend_from_slice(&openssl::sha::sha256(data));
+            m
+        };
+        let ok = match (&self.inner, sk) {
+            (Inner::Ed25519(k), _) => ed25519_verify(k, sig, data)?,
+            (Inner::Rsa { e, n }, _) => {
                 // Like OpenSSH, accept a signature shorter than the modulus
                 // (some implementations strip leading zeros) and left-pad it.
                 if sig.len() > n.len() || sig.is_empty() {
@@ -431,28 +545,15 @@ impl PublicKey {
                 let mut v = Verifier::new(md, &pkey)?;
                 v.verify_oneshot(&padded, data).unwrap_or(false)
             }
-            Inner::Ecdsa(curve, q) => {
-                let mut sr = Reader::new(sig);
-                let rr = strip_zeros(sr.mpint()?);
-                let ss = strip_zeros(sr.mpint()?);
-                sr.finish()?;
-                if rr.is_empty()
-                    || ss.is_empty()
-                    || rr.len() > curve.scalar_len()
-                    || ss.len() > curve.scalar_len()
-                {
-                    return Err(Error::BadSignature);
-                }
-                let key = curve.public_key(q)?;
-                let esig = EcdsaSig::from_private_components(
-                    BigNum::from_slice(rr)?,
-                    BigNum::from_slice(ss)?,
-                )?;
-                esig.verify(&curve.digest(data), &key).unwrap_or(false)
+            (Inner::Ecdsa(curve, q), _) => ecdsa_verify(*curve, q, sig, data)?,
+            (Inner::SkEd25519(k, app), Some(fc)) => ed25519_verify(k, sig, &sk_signed(app, fc))?,
+            (Inner::SkEcdsa(q, app), Some(fc)) => {
+                ecdsa_verify(Curve::P256, q, sig, &sk_signed(app, fc))?
             }
+            (Inner::SkEd25519(..) | Inner::SkEcdsa(..), None) => false,
         };
         if ok {
-            Ok(alg)
+            Ok(Verified { alg, sk })
         } else {
             Err(Error::BadSignature)
         }
@@ -520,8 +621,50 @@ impl PublicKey {
                 BigNum::from_slice(e)?,
             )?)?,
             Inner::Ecdsa(curve, q) => PKey::from_ec_key(curve.public_key(q)?)?,
+            Inner::SkEd25519(..) | Inner::SkEcdsa(..) => {
+                return Err(Error::UnknownAlgorithm(self.key_type_name().into()))
+            }
         })
     }
+}
+
+/// A raw Ed25519 signature over `data`.
+fn ed25519_verify(k: &[u8; ED25519_KEY_LEN], sig: &[u8], data: &[u8]) -> Result<bool> {
+    if sig.len() != ED25519_SIG_LEN {
+        return Err(Error::Malformed("ed25519 signature"));
+    }
+    let pkey = PKey::public_key_from_raw_bytes(k, Id::ED25519)?;
+    let mut v = Verifier::new_without_digest(&pkey)?;
+    Ok(v.verify_oneshot(sig, data).unwrap_or(false))
+}
+
+/// An SSH ECDSA signature (mpint r, mpint s) over the curve's hash of `data`.
+fn ecdsa_verify(curve: Curve, q: &[u8], sig: &[u8], data: &[u8]) -> Result<bool> {
+    let mut sr = Reader::new(sig);
+    let rr = strip_zeros(sr.mpint()?);
+    let ss = strip_zeros(sr.mpint()?);
+    sr.finish()?;
+    if rr.is_empty()
+        || ss.is_empty()
+        || rr.len() > curve.scalar_len()
+        || ss.len() > curve.scalar_len()
+    {
+        return Err(Error::BadSignature);
+    }
+    let key = curve.public_key(q)?;
+    let esig = EcdsaSig::from_private_components(BigNum::from_slice(rr)?, BigNum::from_slice(ss)?)?;
+    Ok(esig.verify(&curve.digest(data), &key).unwrap_or(false))
+}
+
+/// A security key's application string: bounded and printable.
+fn sk_application(app: &[u8]) -> Result<Vec<u8>> {
+    if app.len() > SK_MAX_APPLICATION {
+        return Err(Error::TooLarge("security key application"));
+    }
+    if !app.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Malformed("security key application"));
+    }
+    Ok(app.to_vec())
 }
 
 /// Canonical base64 only: the input must be exactly what encoding the
@@ -723,6 +866,9 @@ impl PrivateKey {
                     .ok_or_else(|| Error::UnknownAlgorithm(t.name().into()))?;
                 PKey::from_ec_key(EcKey::generate(&*curve.group()?)?)?
             }
+            KeyType::SkEd25519 | KeyType::SkEcdsaP256 => {
+                return Err(Error::UnknownAlgorithm(t.name().into()))
+            }
         };
         PrivateKey::from_pkey(pkey)
     }
@@ -832,6 +978,10 @@ impl PrivateKey {
                 v.put_mpint(&esig.r().to_vec());
                 v.put_mpint(&esig.s().to_vec());
                 v
+            }
+            // A private key is made from an OpenSSL key: never a security key's.
+            Inner::SkEd25519(..) | Inner::SkEcdsa(..) => {
+                return Err(Error::UnknownAlgorithm(alg.into()))
             }
         };
         let mut out = Vec::with_capacity(sig.len() + alg.len() + 8);
@@ -1089,6 +1239,9 @@ impl PrivateKey {
                 v.put_string(q);
                 v.put_mpint(&secret_vec(ec.private_key()));
             }
+            Inner::SkEd25519(..) | Inner::SkEcdsa(..) => {
+                return Err(Error::UnknownAlgorithm(self.public.key_type_name().into()))
+            }
         }
         Ok(())
     }
@@ -1158,6 +1311,112 @@ mod tests {
         let sig = r.string().unwrap().to_vec();
         r.finish().unwrap();
         (alg, sig)
+    }
+
+    /// A security key made of an ordinary key of the same algorithm (the
+    /// signature arithmetic is the same; only the blobs and the signed data
+    /// differ): (the private key, the sk public key with application "ssh:").
+    fn sk_pair(t: KeyType) -> (PrivateKey, PublicKey) {
+        let (plain, name) = match t {
+            KeyType::SkEd25519 => (KeyType::Ed25519, SK_ED25519),
+            _ => (KeyType::EcdsaP256, SK_ECDSA_P256),
+        };
+        let k = PrivateKey::generate(plain).unwrap();
+        let blob = k.public_key().to_blob();
+        let mut r = Reader::new(&blob);
+        r.string().unwrap();
+        let mut sk = Vec::new();
+        sk.put_str(name);
+        // The key (ed25519) or curve name and point (ecdsa), as they are.
+        while r.remaining() > 0 {
+            sk.put_string(r.string().unwrap());
+        }
+        sk.put_string(b"ssh:");
+        (k, PublicKey::from_blob(&sk).unwrap())
+    }
+
+    /// PROTOCOL.u2f's signature of `msg` by a security key: the inner
+    /// signature over SHA-256(application) || flags || counter ||
+    /// SHA-256(msg), then the flags and counter.
+    fn sk_sign(k: &PrivateKey, pk: &PublicKey, msg: &[u8], flags: u8, counter: u32) -> Vec<u8> {
+        let mut signed = openssl::sha::sha256(b"ssh:").to_vec();
+        signed.push(flags);
+        signed.put_u32(counter);
+        signed.extend_from_slice(&openssl::sha::sha256(msg));
+        let (_, raw) = split_sig(
+            &k.sign(k.public_key().signature_algorithms()[0], &signed)
+                .unwrap(),
+        );
+        let mut v = Vec::new();
+        v.put_str(pk.key_type_name());
+        v.put_string(&raw);
+        v.push(flags);
+        v.put_u32(counter);
+        v
+    }
+
+    #[test]
+    fn security_key_signatures() {
+        for t in KeyType::SECURITY_KEYS {
+            let (k, pk) = sk_pair(t);
+            assert_eq!(pk.key_type(), t);
+            assert_eq!(PublicKey::from_blob(&pk.to_blob()).unwrap(), pk);
+            let alg = t.name();
+            // Touched: both verifiers accept, and say so.
+            let s = sk_sign(&k, &pk, MSG, SK_USER_PRESENCE, 7);
+            assert_eq!(pk.verify(MSG, &s), Ok(alg));
+            assert_eq!(
+                pk.verify_detailed(MSG, &s),
+                Ok(Verified {
+                    alg,
+                    sk: Some((SK_USER_PRESENCE, 7))
+                })
+            );
+            assert_eq!(pk.verify(b"not the message", &s), Err(Error::BadSignature));
+            // Not touched: a valid signature, refused by the plain verifier.
+            let flags = SK_USER_VERIFICATION;
+            let s = sk_sign(&k, &pk, MSG, flags, 8);
+            assert_eq!(pk.verify(MSG, &s), Err(Error::BadSignature));
+            assert_eq!(pk.verify_detailed(MSG, &s).unwrap().sk, Some((flags, 8)));
+            // The flags and the counter are signed: changing them breaks it.
+            let n = s.len();
+            for (at, bit) in [(n - 5, SK_USER_PRESENCE), (n - 1, 1)] {
+                let mut bad = s.clone();
+                bad[at] ^= bit;
+                assert_eq!(pk.verify_detailed(MSG, &bad), Err(Error::BadSignature));
+            }
+            // Without flags and counter, or with a byte more: malformed.
+            let plain = k
+                .sign(k.public_key().signature_algorithms()[0], MSG)
+                .unwrap();
+            assert!(pk.verify_detailed(MSG, &plain).is_err());
+            let mut long = s.clone();
+            long.push(0);
+            assert!(pk.verify_detailed(MSG, &long).is_err());
+            // Every truncation of the signature and of the key fails cleanly.
+            for i in 0..s.len() {
+                assert!(pk.verify_detailed(MSG, &s[..i]).is_err());
+            }
+            let blob = pk.to_blob();
+            for i in 0..blob.len() {
+                assert!(PublicKey::from_blob(&blob[..i]).is_err());
+            }
+            // The plain key's signature is no security key's, and the other way.
+            assert!(k.public_key().verify(MSG, &s).is_err());
+            // A security key signs nothing here.
+            assert!(PrivateKey::generate(t).is_err());
+            assert!(pk.to_pkey().is_err());
+        }
+        // Applications are bounded and printable.
+        let (k, pk) = sk_pair(KeyType::SkEd25519);
+        let mut blob = pk.to_blob();
+        blob.truncate(blob.len() - 8);
+        for app in [&b"ssh:\n"[..], &[b'a'; SK_MAX_APPLICATION + 1]] {
+            let mut b = blob.clone();
+            b.put_string(app);
+            assert!(PublicKey::from_blob(&b).is_err());
+        }
+        drop(k);
     }
 
     // ---------------------------------------------------------------------
@@ -1691,17 +1950,22 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
                 }
             }
         }
-        // A signature by one key does not verify under another of the same type.
+        // A signature by one key does not verify under another of the same
+        // type (the fixed keys come first, the generated ones after them).
+        let generated = |t: KeyType| keys[3..].iter().find(|k| k.key_type() == t).unwrap();
         let s = keys[0].sign("ssh-ed25519", MSG).unwrap();
         assert_eq!(
-            keys[3].public_key().verify(MSG, &s),
+            generated(KeyType::Ed25519).public_key().verify(MSG, &s),
             Err(Error::BadSignature)
         );
         let s = keys[1].sign("rsa-sha2-512", MSG).unwrap();
-        assert!(keys[4].public_key().verify(MSG, &s).is_err());
+        assert!(generated(KeyType::Rsa)
+            .public_key()
+            .verify(MSG, &s)
+            .is_err());
         let s = keys[2].sign("ecdsa-sha2-nistp256", MSG).unwrap();
         assert_eq!(
-            keys[5].public_key().verify(MSG, &s),
+            generated(KeyType::EcdsaP256).public_key().verify(MSG, &s),
             Err(Error::BadSignature)
         );
         // Cross-type: an ed25519 signature presented to an RSA key.
@@ -2328,6 +2592,20 @@ tWlm1gdQe26db72GS7ZFzKhNDhBzw6WVwW6ToXfrzLA=\n\
                 prop_assert!(PrivateKey::from_openssh_pem(&armoured).is_err());
                 let ed = PrivateKey::from_ed25519_seed(&[1; 32]).unwrap().public_key();
                 prop_assert!(ed.verify(b"m", &data).is_err());
+                // Security keys: a known type name, then anything; a valid
+                // key, then a signature of its type with anything after.
+                for t in KeyType::SECURITY_KEYS {
+                    let mut blob = Vec::new();
+                    blob.put_str(t.name());
+                    blob.extend_from_slice(&data);
+                    let _ = PublicKey::from_blob(&blob);
+                    let sk = super::sk_pair(t).1;
+                    prop_assert!(sk.verify_detailed(b"m", &data).is_err());
+                    let mut sig = Vec::new();
+                    sig.put_str(t.name());
+                    sig.extend_from_slice(&data);
+                    prop_assert!(sk.verify_detailed(b"m", &sig).is_err());
+                }
             }
         }
     }

@@ -549,16 +549,22 @@ mod tests {
             hex("54107a3996533a4e5513bad6585ffcab0befa198abfd73fe62bfdc20dc6cbe42")
         );
         // The new traffic keys: K', H' and the original session id.
+        let k2 = SharedSecret::new(k2, Hash::Sha256, SecretForm::Mpint);
         assert_eq!(
-            &derive(
-                &SharedSecret::new(k2, Hash::Sha256, SecretForm::Mpint),
-                &h2,
-                b'C',
-                &h0,
-                32
-            )
-            .unwrap()[..],
+            &derive(&k2, &h2, b'C', &h0, 32).unwrap()[..],
             &hex("9839dca7755a64d8436faefb58cbdabb3aea8d6073153ff59529e2cd09b89df5")[..]
+        );
+        // After a hybrid first exchange: K a 64-byte hash output (still an
+        // mpint in RS_0), H and the session id 64 bytes.
+        let k64: Vec<u8> = (0x80..0xc0).collect();
+        let h64: Vec<u8> = (0x40..0x80).collect();
+        assert_eq!(
+            &resume_secret(&k64, &h64).unwrap()[..],
+            &hex("bdcca972383b32141430c5f0f1805894b1a02afbb98b323d093e59f3dbd0d4ef")[..]
+        );
+        assert_eq!(
+            &derive(&k2, &h2, b'C', &h64, 32).unwrap()[..],
+            &hex("cb0a89ac0b1ca76f2b12745b8a031362fb7fe84ef4ff03510f7cc80e72016985")[..]
         );
         // HMAC-SHA-256 itself, RFC 4231 test case 2.
         let tag = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]).unwrap();

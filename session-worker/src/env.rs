@@ -17,6 +17,8 @@ pub struct EnvInputs<'a> {
     pub key_env: &'a [(String, String)],
     /// What PAM's modules set (pam_env), with UsePAM.
     pub pam_env: &'a [(String, String)],
+    /// SetEnv of sshd_config.
+    pub set_env: &'a [(String, String)],
     pub peer_addr: &'a str,
     pub peer_port: u16,
     pub local_addr: &'a str,
@@ -41,7 +43,8 @@ fn set(env: &mut Vec<(String, Vec<u8>)>, name: &str, value: impl Into<Vec<u8>>) 
 
 /// The environment, in OpenSSH's order: client variables first (so the
 /// fixed ones below override them), then USER .. SHELL, TZ, TERM, the key's
-/// environment= options, PAM's environment, SSH_CLIENT, SSH_CONNECTION,
+/// environment= options, PAM's environment, SetEnv (the administrator's
+/// word over the client's and the user's), SSH_CLIENT, SSH_CONNECTION,
 /// SSH_TTY and SSH_ORIGINAL_COMMAND.
 pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
     let mut env = Vec::new();
@@ -69,6 +72,9 @@ pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
         set(&mut env, n, v.as_str());
     }
     for (n, v) in i.pam_env {
+        set(&mut env, n, v.as_str());
+    }
+    for (n, v) in i.set_env {
         set(&mut env, n, v.as_str());
     }
     set(
@@ -121,12 +127,20 @@ mod tests {
             ("FROM_PAM".to_string(), "2".to_string()),
             ("SSH_CLIENT".to_string(), "forged".to_string()),
         ];
+        // SetEnv overrides the client, the key and PAM, not SSH_*.
+        let set_env = vec![
+            ("LANG".to_string(), "C".to_string()),
+            ("FROM_KEY".to_string(), "admin".to_string()),
+            ("FROM_PAM".to_string(), "admin".to_string()),
+            ("SSH_CONNECTION".to_string(), "admin".to_string()),
+        ];
         let env = build(&EnvInputs {
             user: &user,
             shell: "/bin/bash",
             client_env: &client,
             key_env: &key_env,
             pam_env: &pam_env,
+            set_env: &set_env,
             peer_addr: "127.0.0.1",
             peer_port: 5555,
             local_addr: "127.0.0.1",
@@ -137,7 +151,7 @@ mod tests {
             tz: None,
         });
         assert_eq!(get(&env, "USER"), Some(&b"alice"[..]));
-        assert_eq!(get(&env, "LANG"), Some(&b"C.UTF-8"[..]));
+        assert_eq!(get(&env, "LANG"), Some(&b"C"[..]));
         assert_eq!(get(&env, "PATH"), Some(USER_PATH.as_bytes()));
         assert_eq!(get(&env, "MAIL"), Some(&b"/var/mail/alice"[..]));
         assert_eq!(get(&env, "SSH_CLIENT"), Some(&b"127.0.0.1 5555 22"[..]));
@@ -147,8 +161,8 @@ mod tests {
         );
         assert_eq!(get(&env, "SSH_TTY"), Some(&b"/dev/pts/3"[..]));
         assert_eq!(get(&env, "TERM"), Some(&b"xterm"[..]));
-        assert_eq!(get(&env, "FROM_KEY"), Some(&b"1"[..]));
-        assert_eq!(get(&env, "FROM_PAM"), Some(&b"2"[..]));
+        assert_eq!(get(&env, "FROM_KEY"), Some(&b"admin"[..]));
+        assert_eq!(get(&env, "FROM_PAM"), Some(&b"admin"[..]));
         assert_eq!(get(&env, "SSH_ORIGINAL_COMMAND"), Some(&b"ls -l"[..]));
         assert_eq!(env.iter().filter(|(n, _)| n == "USER").count(), 1);
     }

@@ -16,8 +16,11 @@
 //! libraries ([`NewSsh::command`]): host paths (keys, configs, sockets on
 //! loopback) work as for the host's ssh. Programs that exec others by
 //! their installed path (sshd → sshd-session, ssh → ssh-sk-helper) would
-//! run the host's copies this way: they need chroot into the root, which
-//! this module does not offer yet.
+//! run the host's copies this way: they run chrooted into the root
+//! ([`NewSsh::chrooted`]), with their files in a [`NewSsh::scratch`]
+//! directory inside it; the network namespace is still the host's, so
+//! loopback servers are reachable. The root's sshd runs chrooted too
+//! ([`NewSsh::sshd_wrapper`], for [`crate::Sshd::start_binary`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cmd::{require_cmd, require_root, run_timeout};
 use crate::debroot::{debootstrap, host_suite_and_mirror, SYSTEM_PATH};
+use crate::TempDir;
 
 /// Where the root is cached.
 pub const NEW_SSH_ROOT: &str = "/var/cache/ressh-tests/sid-root";
@@ -180,6 +184,62 @@ impl NewSsh {
             .arg(libs.join(":"))
             .arg(self.root.join(prog.trim_start_matches('/')));
         c
+    }
+
+    /// `prog` of the root run chrooted into it (by root): it sees only the
+    /// root's files, its own helpers included (ssh → ssh-sk-helper).
+    pub fn chrooted(&self, prog: &str) -> Command {
+        let mut c = Command::new(require_cmd("chroot"));
+        c.arg(&self.root).arg(prog);
+        c
+    }
+
+    /// A temporary directory inside the root's /tmp (removed on drop), for
+    /// the files of [`NewSsh::chrooted`] programs; [`NewSsh::inside`] gives
+    /// the paths they see.
+    pub fn scratch(&self, prefix: &str) -> TempDir {
+        TempDir::new_in(&self.root.join("tmp"), prefix)
+    }
+
+    /// `host_path` (under the root) as a chrooted program sees it.
+    pub fn inside(&self, host_path: &Path) -> PathBuf {
+        let rel = host_path.strip_prefix(&self.root).unwrap_or_else(|_| {
+            panic!(
+                "{} is not inside {}",
+                host_path.display(),
+                self.root.display()
+            )
+        });
+        Path::new("/").join(rel)
+    }
+
+    /// Writes into `dir` a program that runs the root's sshd with its
+    /// arguments, chrooted into the root, for [`crate::Sshd::start_binary`]
+    /// (which passes `-D -e -f CONFIG` and kills it, as any sshd). In a
+    /// private mount namespace (its mounts die with it) the host's /proc,
+    /// /dev, /home (test users' homes), temp dir (the server's config and
+    /// host keys) and /run/sshd, and the host's passwd, group and shadow
+    /// (test users, the privilege separation user), are bound over the
+    /// root's: host paths and users work as for the host's sshd. The chain
+    /// of execs keeps one pid, the sshd's.
+    pub fn sshd_wrapper(&self, dir: &Path) -> PathBuf {
+        let tmp = std::env::temp_dir();
+        let script = format!(
+            "#!/bin/sh\n\
+             exec unshare --mount --propagation private sh -ec '\n\
+             r=$0\n\
+             mkdir -p \"$r/run/sshd\" \"$r{tmp}\"\n\
+             for d in /proc /dev /home {tmp} /run/sshd; do mount --rbind \"$d\" \"$r$d\"; done\n\
+             for f in /etc/passwd /etc/group /etc/shadow; do mount --bind \"$f\" \"$r$f\"; done\n\
+             exec chroot \"$r\" /usr/sbin/sshd \"$@\"' {root} \"$@\"\n",
+            tmp = tmp.display(),
+            root = self.root.display()
+        );
+        let path = dir.join("newest-sshd");
+        fs::write(&path, script).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
     }
 
     /// The FIDO test provider, at its path on the host.

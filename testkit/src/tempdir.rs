@@ -20,7 +20,11 @@ pub struct TempDir {
 impl TempDir {
     /// Creates the directory; panics if it cannot.
     pub fn new(prefix: &str) -> TempDir {
-        let base = std::env::temp_dir();
+        TempDir::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// Like [`TempDir::new`], under `base` instead of the temp dir.
+    pub fn new_in(base: &Path, prefix: &str) -> TempDir {
         for _ in 0..100 {
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

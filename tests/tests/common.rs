@@ -1070,3 +1070,78 @@ pub fn mib(n: u64) -> String {
     let _ = write!(s, "{:.1} MiB", n as f64 / (1 << 20) as f64);
     s
 }
+
+// ----- key exchanges seen by a client ----------------------------------------
+
+/// Host key algorithms of every host key type resshd has.
+pub const HOST_KEY_ALGS: [&str; 3] = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"];
+/// Output of [`kex_run_command`]: with `RekeyLimit 64K`, several rekeys.
+pub const KEX_RUN_OUTPUT: usize = 400_000;
+
+/// The (method, host key algorithm) of every key exchange in a client's
+/// `-v` log: OpenSSH's `kex: algorithm: M` and `kex: host key algorithm:
+/// H` lines, or ressh's `kex: M host key H cipher ...`.
+pub fn kex_exchanges(stderr: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = Vec::new();
+    for l in stderr.lines().map(str::trim_end) {
+        let Some(rest) = l.split_once("kex: ").map(|x| x.1) else {
+            continue;
+        };
+        if let Some(m) = rest.strip_prefix("algorithm: ") {
+            v.push((m.to_string(), String::new()));
+        } else if let Some(h) = rest.strip_prefix("host key algorithm: ") {
+            if let Some(last) = v.last_mut() {
+                last.1 = h.to_string();
+            }
+        } else if let Some((m, h)) = rest.split_once(" host key ") {
+            let h = h.split(' ').next().unwrap_or("");
+            v.push((m.to_string(), h.to_string()));
+        }
+    }
+    v
+}
+
+/// Runs `cmd`, a client with `-v` and [`kex_run_command`] against a server
+/// with `RekeyLimit 64K`: the command must succeed with its whole output,
+/// and the log must show the first exchange and at least two rekeys, all
+/// with `method` and `host_key`. Returns the client's stderr.
+pub fn check_kex_run(
+    cmd: &mut Command,
+    what: &str,
+    method: &str,
+    host_key: &str,
+    server_log: &dyn Fn() -> String,
+) -> String {
+    let out = run_timeout(cmd, T);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{err}\nserver log:\n{}",
+        out.status,
+        server_log()
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.len() == KEX_RUN_OUTPUT && stdout.bytes().all(|b| b == b'x'),
+        "{what}: {} bytes of output, not {KEX_RUN_OUTPUT} x\n{err}",
+        stdout.len()
+    );
+    let kex = kex_exchanges(&err);
+    assert!(
+        kex.len() >= 3,
+        "{what}: {} key exchanges, not the first and two rekeys: {kex:?}\n{err}",
+        kex.len()
+    );
+    for (m, h) in &kex {
+        assert!(
+            m == method && h == host_key,
+            "{what}: an exchange used {m} / {h}, not {method} / {host_key}: {kex:?}"
+        );
+    }
+    err
+}
+
+/// A remote command printing [`KEX_RUN_OUTPUT`] bytes `x`.
+pub fn kex_run_command() -> String {
+    format!("head -c {KEX_RUN_OUTPUT} /dev/zero | tr '\\0' x")
+}

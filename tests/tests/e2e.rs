@@ -20,6 +20,11 @@
 //! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
 //! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
 //! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
+//! | issue 15: P-384 and P-521 host and user keys, both directions with Debian OpenSSH | `key_types` |
+//! | issue 15: FIDO user keys (sk-dummy.so) against resshd and sshd alike | `security_keys` |
+//! | issue 15: sshd_config SetEnv, the same session environment as under sshd | `set_env` |
+//! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
+//! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -53,14 +58,19 @@ mod backpressure;
 mod detach;
 mod disruptions;
 mod hostile_user;
+mod key_types;
 mod legacy;
 mod mass;
 mod newest_openssh;
+mod pqkex;
+mod queries;
 mod readmission;
 mod refused;
 mod rekey;
 mod restart;
 mod roaming;
+mod security_keys;
+mod set_env;
 mod suspect_kit;
 mod suspicion;
 mod transfer;

@@ -288,6 +288,13 @@ def main() -> None:
     show("rc.T_1", ssh_token(rs1))
     show("rc.key C->S (K', H', sid = ssh.H, 'C', 32)", ssh_derive(k2, h2, b"C", h0, 32))
 
+    # A first exchange by a hybrid method: K is a hash output (64 bytes for
+    # sntrup761x25519-sha512, still an mpint in RS_0), H and so the session
+    # id 64 bytes, which the reconnect's derivation takes as they are.
+    k64, h64 = pattern(0x80, 64), pattern(0x40, 64)
+    show("ssh.RS_0(K = 80..bf, H = 40..7f)", ssh_rs0(k64, h64))
+    show("rc.key C->S (K', H', sid = 40..7f, 'C', 32)", ssh_derive(k2, h2, b"C", h64, 32))
+
     # docs/restls.md: RS_0 stands for Exporter("EXPORTER-restls-secret", 32)
     # of the first connection, E for the binding of the reconnect's one.
     trs0 = pattern(0x00)

@@ -30,6 +30,7 @@ const MIB: u64 = 1 << 20;
 const USAGE: &str = "\
 usage: ressh-bench [--reps N] [--size MIB] [--sessions N] [--seq N] [--conc N]
                    [--trials N] [--only LIST] [--skip LIST] [--quick] [--out FILE]
+                   [--kex LIST]
 
 Measures ressh/resshd and OpenSSH ssh/sshd side by side on this machine and
 prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
@@ -37,7 +38,8 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
   cat       1 GiB (--size) through exec cat, each cipher, both directions
   sftp      sftp get and put of the same file
   resil     resilience on vs off; ACK bytes on the wire
-  setup     exec true: --seq sequential (200), --conc concurrent (50)
+  setup     exec true: --seq sequential (200), --conc concurrent (50), for
+            each key exchange of --kex
   memory    RSS/PSS per idle session and per detached session (--sessions 1000)
   reconnect reconnect after a killed connection / a route change (--trials 30)
   tls       restls beside stunnel4: --size through each tunnel both ways;
@@ -46,6 +48,10 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
 --quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10
 --out FILE  also write the report to FILE
 --ciphers L only these ciphers in `cat` (e.g. chacha20-poly1305@openssh.com)
+--kex L     key exchanges of `setup`, each measured on both sides (default
+            curve25519-sha256; e.g. mlkem768x25519-sha256,
+            sntrup761x25519-sha512; Debian 12's OpenSSH has no mlkem768x25519,
+            its column is then empty)
 --down-only only server → client in `cat`
 --serve     only start both servers (as for the measurements), print client
             command lines, and wait for Enter (for profiling by hand)";
@@ -82,6 +88,8 @@ struct Opts {
     ciphers: Vec<String>,
     /// Directions of the `cat` section.
     dirs: Vec<&'static str>,
+    /// Key exchanges of the `setup` section.
+    kex: Vec<String>,
 }
 
 const SECTIONS: [&str; 8] = [
@@ -108,6 +116,7 @@ fn parse_args() -> Result<Opts, String> {
         serve: false,
         ciphers: Vec::new(),
         dirs: vec!["down", "up"],
+        kex: vec!["curve25519-sha256".to_string()],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -157,6 +166,7 @@ fn parse_args() -> Result<Opts, String> {
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--serve" => o.serve = true,
             "--ciphers" => o.ciphers = val()?.split(',').map(str::to_string).collect(),
+            "--kex" => o.kex = val()?.split(',').map(str::to_string).collect(),
             "--down-only" => o.dirs = vec!["down"],
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -1120,27 +1130,51 @@ impl Bench {
 
     fn setup(&mut self) -> Result<(), String> {
         let pair = self.both("setup", "")?;
+        let openssh_kex = Command::new("/usr/bin/ssh")
+            .args(["-Q", "kex"])
+            .output()
+            .map_err(|e| format!("ssh -Q kex: {e}"))?;
+        let openssh_kex = String::from_utf8_lossy(&openssh_kex.stdout).into_owned();
+        for kex in self.o.kex.clone() {
+            // Each side that has the method; OpenSSH's column stays empty
+            // without it (Debian 12 has no mlkem768x25519-sha256).
+            let sides: Vec<&ClientSetup> = pair
+                .iter()
+                .map(|(_, c)| c)
+                .filter(|c| c.kind == Kind::Ressh || openssh_kex.lines().any(|l| l == kex))
+                .collect();
+            self.setup_kex(&sides, &kex)?;
+        }
+        Ok(())
+    }
+
+    /// `exec true` with key exchange `kex`, through each client of `sides`.
+    fn setup_kex(&mut self, sides: &[&ClientSetup], kex: &str) -> Result<(), String> {
+        let opt = format!("KexAlgorithms={kex}");
         let mut seq: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
         let blocks = 10.min(self.o.seq);
         let per = self.o.seq.div_ceil(blocks);
         for block in 0..blocks {
-            for (_, c) in &pair {
+            for c in sides {
                 let c0 = proc::cpu_busy();
                 for _ in 0..per {
-                    let mut cmd = c.ssh(&[]);
+                    let mut cmd = c.ssh(&["-o", &opt]);
                     cmd.arg("true");
                     let t = timed(&mut cmd)?;
                     seq.entry(c.kind.name()).or_default().push(t * 1000.0);
                 }
                 *cpu.entry(c.kind.name()).or_default() += proc::cpu_busy() - c0;
             }
-            say!("sequential exec true: block {}/{blocks} done", block + 1);
+            say!(
+                "sequential exec true ({kex}): block {}/{blocks} done",
+                block + 1
+            );
         }
-        for (_, c) in &pair {
+        for c in sides {
             let s = Summary::of(&seq[c.kind.name()]);
             say!(
-                "{}: exec true median {:.1} ms, p95 {:.1} ms",
+                "{} ({kex}): exec true median {:.1} ms, p95 {:.1} ms",
                 c.kind.name(),
                 s.median,
                 s.p95
@@ -1150,23 +1184,23 @@ impl Bench {
         self.row(
             "setup",
             format!(
-                "exec true, {} sequential: time per connection",
+                "exec true, {} sequential, {kex}: time per connection",
                 per * blocks
             ),
             "ms",
             &seq["ressh"],
-            Some(&seq["OpenSSH"]),
+            seq.get("OpenSSH").map(Vec::as_slice),
             false,
             1,
             "median (min–max); p95 below",
         );
-        let p95 = |k: &str| Summary::of(&seq[k]).p95;
+        let p95 = |k: &str| seq.get(k).map(|v| vec![Summary::of(v).p95]);
         self.row(
             "setup",
             "  p95 of the same",
             "ms",
-            &[p95("ressh")],
-            Some(&[p95("OpenSSH")]),
+            &p95("ressh").unwrap_or_default(),
+            p95("OpenSSH").as_deref(),
             false,
             1,
             "",
@@ -1176,7 +1210,7 @@ impl Bench {
             "  CPU per connection (whole machine, client + server)",
             "ms",
             &[cpu["ressh"] / n * 1000.0],
-            Some(&[cpu["OpenSSH"] / n * 1000.0]),
+            cpu.get("OpenSSH").map(|c| vec![c / n * 1000.0]).as_deref(),
             false,
             1,
             "",
@@ -1184,11 +1218,11 @@ impl Bench {
         let mut rate: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut lat: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for rep in 0..self.o.reps.max(3) {
-            for (_, c) in &pair {
+            for c in sides {
                 let t0 = Instant::now();
                 let mut kids = Vec::new();
                 for _ in 0..self.o.conc {
-                    let mut cmd = c.ssh(&[]);
+                    let mut cmd = c.ssh(&["-o", &opt]);
                     cmd.arg("true")
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
@@ -1227,10 +1261,13 @@ impl Bench {
         }
         self.row(
             "setup",
-            format!("exec true, {} at once: connections per second", self.o.conc),
+            format!(
+                "exec true, {} at once, {kex}: connections per second",
+                self.o.conc
+            ),
             "conn/s",
             &rate["ressh"],
-            Some(&rate["OpenSSH"]),
+            rate.get("OpenSSH").map(Vec::as_slice),
             true,
             0,
             "",

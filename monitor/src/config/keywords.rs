@@ -16,6 +16,7 @@ pub(crate) enum Imp {
     SyslogFacility,
     LogLevel,
     PubkeyAuthentication,
+    PubkeyAuthOptions,
     PubkeyAcceptedAlgorithms,
     HostKeyAlgorithms,
     PasswordAuthentication,
@@ -86,8 +87,6 @@ pub(crate) enum Check {
     OneOf(&'static [&'static str]),
     /// One word from the list (case-sensitive, as sshd compares).
     OneOfExact(&'static [&'static str]),
-    /// One or more words, each from the list (case-insensitive).
-    EachOf(&'static [&'static str]),
     /// Exactly one argument.
     One,
     /// One or more arguments.
@@ -194,6 +193,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("syslogfacility", Imp::SyslogFacility, G),
     imp("loglevel", Imp::LogLevel, M),
     imp("pubkeyauthentication", Imp::PubkeyAuthentication, M),
+    imp("pubkeyauthoptions", Imp::PubkeyAuthOptions, M),
     imp("dsaauthentication", Imp::PubkeyAuthentication, G),
     imp("pubkeyacceptedalgorithms", Imp::PubkeyAcceptedAlgorithms, M),
     imp("pubkeyacceptedkeytypes", Imp::PubkeyAcceptedAlgorithms, M),
@@ -295,14 +295,8 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     ign("gssusesessionccache", Check::Some, G, NO_KRB),
     ign("gssapiusesessioncredcache", Check::Some, G, NO_KRB),
     ign("logverbose", Check::Some, M, "resshd has no per-function logging"),
-    ign(
-        "pubkeyauthoptions",
-        Check::EachOf(&["none", "touch-required", "verify-required"]),
-        M,
-        "resshd accepts no FIDO (sk-) keys, so touch and verification requirements are moot",
-    ),
     ign("casignaturealgorithms", Check::One, M, NO_CERTS),
-    ign("securitykeyprovider", Check::One, G, "resshd accepts no FIDO (sk-) keys"),
+    ign("securitykeyprovider", Check::One, G, "resshd only verifies FIDO (sk-) keys' signatures"),
     ign(
         "hostcertificate",
         Check::One,
@@ -448,8 +442,10 @@ pub(crate) const OPENSSH_MACS: &[&str] = &[
     "umac-128-etm@openssh.com",
 ];
 
-/// OpenSSH 9.2's key-exchange names (Debian's build).
+/// OpenSSH 9.2's key-exchange names (Debian's build) and
+/// mlkem768x25519-sha256 (OpenSSH 9.9+).
 pub(crate) const OPENSSH_KEX: &[&str] = &[
+    "mlkem768x25519-sha256",
     "diffie-hellman-group1-sha1",
     "diffie-hellman-group14-sha1",
     "diffie-hellman-group14-sha256",
@@ -493,14 +489,17 @@ pub(crate) const OPENSSH_KEY_ALGS: &[&str] = &[
     "ssh-xmss-cert-v01@openssh.com",
 ];
 
-/// resshd's host key and user key signature algorithms, preferred first
-/// (OpenSSH's default order restricted to what `ressh_proto::keys` does).
-pub const HOST_KEY_ALGS: &[&str] = &[
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
-];
+/// resshd's host key signature algorithms, preferred first (OpenSSH's
+/// default order restricted to what `ressh_proto::keys` does).
+pub fn host_key_algs() -> Vec<&'static str> {
+    ressh_proto::keys::KeyType::all_signature_algorithms()
+}
+
+/// resshd's user key signature algorithms: the host key ones and the FIDO
+/// security keys', in OpenSSH's order.
+pub fn user_key_algs() -> Vec<&'static str> {
+    ressh_proto::keys::KeyType::user_signature_algorithms()
+}
 
 #[cfg(test)]
 mod tests {
@@ -516,8 +515,8 @@ mod tests {
                 k.name
             );
         }
-        for a in HOST_KEY_ALGS {
-            assert!(OPENSSH_KEY_ALGS.contains(a));
+        for a in user_key_algs() {
+            assert!(OPENSSH_KEY_ALGS.contains(&a));
         }
         for c in ressh_proto::cipher::CIPHERS {
             assert!(OPENSSH_CIPHERS.contains(&c.name), "{}", c.name);

@@ -7,10 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::keywords::HOST_KEY_ALGS;
+use super::keywords::{host_key_algs, user_key_algs};
 use super::{
     AddressFamily, ChannelTimeout, Forwarding, GatewayPorts, ListenAddress, LogLevel, MaxStartups,
-    PermitList, PermitRootLogin, PermitUserEnvironment, Settings, Subsystem, SyslogFacility,
+    PermitList, PermitRootLogin, PermitUserEnvironment, PubkeyAuthOptions, Settings, Subsystem,
+    SyslogFacility,
 };
 
 /// A parsed, validated directive value.
@@ -30,6 +31,7 @@ pub(crate) enum Value {
     SyslogFacility(SyslogFacility),
     LogLevel(LogLevel),
     PubkeyAuthentication(bool),
+    PubkeyAuthOptions(PubkeyAuthOptions),
     PubkeyAcceptedAlgorithms(Vec<String>),
     HostKeyAlgorithms(Vec<String>),
     PasswordAuthentication(bool),
@@ -118,6 +120,7 @@ pub(crate) struct Raw {
     permit_root_login: Option<PermitRootLogin>,
     log_level: Option<LogLevel>,
     pubkey_authentication: Option<bool>,
+    pubkey_auth_options: Option<PubkeyAuthOptions>,
     pubkey_accepted_algorithms: Option<Vec<String>>,
     password_authentication: Option<bool>,
     kbd_interactive_authentication: Option<bool>,
@@ -199,6 +202,7 @@ impl Raw {
             Value::SyslogFacility(x) => first(&mut self.syslog_facility, x),
             Value::LogLevel(x) => first(&mut self.log_level, x),
             Value::PubkeyAuthentication(x) => first(&mut self.pubkey_authentication, x),
+            Value::PubkeyAuthOptions(x) => first(&mut self.pubkey_auth_options, x),
             Value::PubkeyAcceptedAlgorithms(x) => first(&mut self.pubkey_accepted_algorithms, x),
             Value::HostKeyAlgorithms(x) => first(&mut self.host_key_algorithms, x),
             Value::PasswordAuthentication(x) => first(&mut self.password_authentication, x),
@@ -280,6 +284,7 @@ impl Raw {
         over(&mut self.permit_root_login, &m.permit_root_login);
         over(&mut self.log_level, &m.log_level);
         over(&mut self.pubkey_authentication, &m.pubkey_authentication);
+        over(&mut self.pubkey_auth_options, &m.pubkey_auth_options);
         over(
             &mut self.pubkey_accepted_algorithms,
             &m.pubkey_accepted_algorithms,
@@ -412,7 +417,7 @@ impl Raw {
                 .unwrap_or_else(|| names(ressh_proto::kex::KEX_ALGS)),
             host_key_algorithms: self
                 .host_key_algorithms
-                .unwrap_or_else(|| names(HOST_KEY_ALGS)),
+                .unwrap_or_else(|| names(&host_key_algs())),
             strict_modes: self.strict_modes.unwrap_or(true),
             permit_user_environment: self
                 .permit_user_environment
@@ -446,9 +451,10 @@ impl Raw {
                 .unwrap_or(PermitRootLogin::ProhibitPassword),
             log_level: self.log_level.unwrap_or(LogLevel::Info),
             pubkey_authentication: self.pubkey_authentication.unwrap_or(true),
+            pubkey_auth_options: self.pubkey_auth_options.unwrap_or_default(),
             pubkey_accepted_algorithms: self
                 .pubkey_accepted_algorithms
-                .unwrap_or_else(|| names(HOST_KEY_ALGS)),
+                .unwrap_or_else(|| names(&user_key_algs())),
             password_authentication: self.password_authentication.unwrap_or(true),
             kbd_interactive_authentication: self.kbd_interactive_authentication.unwrap_or(true),
             permit_empty_passwords: self.permit_empty_passwords.unwrap_or(false),

@@ -161,8 +161,8 @@ fn defaults_are_sshds() {
         .map(|c| c.name)
         .collect();
     assert_eq!(s.ciphers, ciphers);
-    assert_eq!(s.host_key_algorithms, HOST_KEY_ALGS);
-    assert_eq!(s.pubkey_accepted_algorithms, HOST_KEY_ALGS);
+    assert_eq!(s.host_key_algorithms, host_key_algs());
+    assert_eq!(s.pubkey_accepted_algorithms, user_key_algs());
     assert!(s.allows_local_tcp_forwarding() && s.allows_agent_forwarding());
     assert!(parse("").warnings().is_empty());
 }
@@ -875,7 +875,6 @@ fn unknown_refused_deprecated() {
         "Compression delayed",
         "GSSAPIAuthentication no",
         "IPQoS lowdelay throughput",
-        "PubkeyAuthOptions touch-required",
         "HostCertificate /etc/cert",
         "FingerprintHash md5",
     ] {
@@ -1016,7 +1015,7 @@ fn algorithm_modifiers() {
     assert!(e.contains("MAC hmac-sha2-256 is not supported"), "{e}");
     let c = parse("Ciphers +aes128-cbc\nPubkeyAcceptedAlgorithms +ssh-rsa");
     assert_eq!(c.global().ciphers, ours_c);
-    assert_eq!(c.global().pubkey_accepted_algorithms, HOST_KEY_ALGS);
+    assert_eq!(c.global().pubkey_accepted_algorithms, user_key_algs());
     assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
     assert!(c.warnings()[0].contains("aes128-cbc"));
     // Garbage is refused like sshd does.
@@ -1037,14 +1036,26 @@ fn algorithm_modifiers() {
             "rsa-sha2-512",
             "rsa-sha2-256",
             "ssh-ed25519",
-            "ecdsa-sha2-nistp256"
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com"
         ]
     );
     assert_eq!(
         g("HostKeyAlgorithms -ecdsa*").host_key_algorithms,
         vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
     );
+    // Security keys sign as users, never as hosts.
     assert!(parse_err("HostKeyAlgorithms sk-*").contains("names no key algorithm"));
+    assert_eq!(
+        g("PubkeyAcceptedAlgorithms sk-*").pubkey_accepted_algorithms,
+        vec![
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com"
+        ]
+    );
     parse_err("HostKeyAlgorithms nomatch*");
     // A Match block's algorithm list is relative to the defaults too.
     let c = parse("PubkeyAcceptedAlgorithms ssh-ed25519\nMatch User x\n PubkeyAcceptedAlgorithms -ssh-ed25519");
@@ -1052,7 +1063,15 @@ fn algorithm_modifiers() {
     assert_eq!(
         c.resolve(&ctx(Some("x"), &[], None, None))
             .pubkey_accepted_algorithms,
-        vec!["ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"]
+        vec![
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
     );
 }
 
@@ -1392,6 +1411,9 @@ fn single_options_same_as_sshd_t() {
         "PermitEmptyPasswords yes",
         "PasswordAuthentication no",
         "PubkeyAuthentication no",
+        "PubkeyAuthOptions none",
+        "PubkeyAuthOptions touch-required",
+        "PubkeyAuthOptions Verify-Required touch-required",
         "DSAAuthentication no",
         "ChallengeResponseAuthentication no",
         "AllowUsers a b@10.0.0.0/8\nDenyUsers c\nAllowGroups g\nDenyGroups h i",

@@ -186,8 +186,10 @@ impl Connection {
                                     &algorithm,
                                     &blob,
                                 );
-                                match key.verify(&data, &sig) {
-                                    Ok(a) if a == algorithm => AuthAttempt::PublicKey {
+                                // A security key's flags are the monitor's
+                                // decision (authorized_keys options).
+                                match key.verify_detailed(&data, &sig) {
+                                    Ok(v) if v.alg == algorithm => AuthAttempt::PublicKey {
                                         algorithm,
                                         key,
                                         signature: sig,

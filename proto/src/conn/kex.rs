@@ -566,7 +566,7 @@ impl Connection {
     }
 
     fn ext_info(&self) -> Vec<u8> {
-        let algs = "ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256";
+        let algs = crate::keys::KeyType::user_signature_algorithms().join(",");
         msg::ExtInfo(vec![
             ("server-sig-algs".to_string(), algs.as_bytes().to_vec()),
             ("ping@openssh.com".to_string(), b"0".to_vec()),

@@ -6,7 +6,7 @@
 use std::fmt::Debug;
 use std::time::Instant;
 
-use super::fuzz_tests::{fresh, open_pair, pump};
+use super::fuzz_tests::{fresh, open_pair, pump, sign};
 use super::*;
 use crate::error::reason;
 use crate::keys::PrivateKey;
@@ -127,6 +127,67 @@ fn a_peer_fault_sends_disconnect_with_its_reason() {
     let mut bytes = s.take_output();
     *bytes.last_mut().unwrap() ^= 1;
     faults(&mut c, &mut s, &bytes, Error::Mac, reason::MAC_ERROR);
+}
+
+/// The client's first bytes, the server's answer, and the client's
+/// SSH_MSG_KEX_ECDH_INIT packet (in clear) of the default method.
+fn to_kex_init() -> (Connection, Connection, Vec<u8>) {
+    let now = Instant::now();
+    let (mut c, mut s) = (fresh(false), fresh(true));
+    s.handle_input(&c.take_output(), now).unwrap();
+    c.handle_input(&s.take_output(), now).unwrap();
+    let init = c.take_output();
+    assert_eq!(init[5], msg::num::KEX_ECDH_INIT);
+    (c, s, init)
+}
+
+/// Offsets of the init (or reply) bytes in a clear KEX_ECDH packet: after
+/// length, padding length, message number and, for the reply, the host
+/// key string; then the string's length.
+fn q_range(packet: &[u8], after_host_key: bool) -> std::ops::Range<usize> {
+    let be = |i: usize| u32::from_be_bytes(packet[i..i + 4].try_into().unwrap()) as usize;
+    let mut at = 6;
+    if after_host_key {
+        at += 4 + be(at);
+    }
+    at + 4..at + 4 + be(at)
+}
+
+/// The default method is mlkem768x25519-sha256; hostile init and reply
+/// bytes end the key exchange with DISCONNECT, key exchange failed, naming
+/// what was wrong, on either side.
+#[test]
+fn hostile_kex_bytes_fail_the_key_exchange() {
+    assert_eq!(crate::kex::KEX_ALGS[0], "mlkem768x25519-sha256");
+    // Server: an ML-KEM encapsulation key failing FIPS 203's modulus check.
+    let (mut c, mut s, mut init) = to_kex_init();
+    let q = q_range(&init, false);
+    assert_eq!(q.len(), 1184 + 32);
+    init[q.start..q.start + 1152].fill(0xff);
+    let e = Error::KeyExchange("ml-kem-768 public key (modulus check)");
+    faults(&mut s, &mut c, &init, e, reason::KEY_EXCHANGE_FAILED);
+
+    // Server: a low-order X25519 point beside a valid ML-KEM key.
+    let (mut c, mut s, mut init) = to_kex_init();
+    let q = q_range(&init, false);
+    init[q.end - 32..q.end].fill(0);
+    let e = Error::KeyExchange("curve25519 shared secret is zero");
+    faults(&mut s, &mut c, &init, e, reason::KEY_EXCHANGE_FAILED);
+
+    // Client: the server's reply with a low-order X25519 point.
+    let now = Instant::now();
+    let (mut c, mut s, init) = to_kex_init();
+    s.handle_input(&init, now).unwrap();
+    while let Some(e) = s.poll_event() {
+        sign(&mut s, &e);
+    }
+    let mut reply = s.take_output();
+    assert_eq!(reply[5], msg::num::KEX_ECDH_REPLY);
+    let q = q_range(&reply, true);
+    assert_eq!(q.len(), 1088 + 32);
+    reply[q.end - 32..q.end].fill(0);
+    let e = Error::KeyExchange("curve25519 shared secret is zero");
+    faults(&mut c, &mut s, &reply, e, reason::KEY_EXCHANGE_FAILED);
 }
 
 fn host() -> Vec<PrivateKey> {

@@ -19,6 +19,8 @@ use crate::msg::KexInit;
 use crate::wire::Put;
 
 pub mod curve25519;
+pub mod mlkem768x25519;
+pub mod sntrup761x25519;
 
 pub const EXT_INFO_C: &str = "ext-info-c";
 pub const EXT_INFO_S: &str = "ext-info-s";
@@ -27,6 +29,9 @@ pub const STRICT_S: &str = "kex-strict-s-v00@openssh.com";
 
 /// The registry: key-exchange methods in default preference order.
 pub const METHODS: &[Method] = &[
+    mlkem768x25519::MLKEM768X25519_SHA256,
+    sntrup761x25519::SNTRUP761X25519_SHA512,
+    sntrup761x25519::SNTRUP761X25519_SHA512_OPENSSH,
     curve25519::CURVE25519_SHA256,
     curve25519::CURVE25519_SHA256_LIBSSH,
 ];
@@ -57,6 +62,18 @@ impl Hash {
             Hash::Sha256 => MessageDigest::sha256(),
             Hash::Sha512 => MessageDigest::sha512(),
         }
+    }
+
+    /// The hash of the concatenation of `parts` (the hybrid methods' K).
+    pub fn of(self, parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut h = Hasher::new(self.digest())?;
+        for p in parts {
+            h.update(p)?;
+        }
+        let mut d = h.finish()?;
+        let out = Zeroizing::new(d.to_vec());
+        zeroize::Zeroize::zeroize(&mut *d);
+        Ok(out)
     }
 }
 
@@ -103,17 +120,26 @@ pub trait ClientKex: Send {
 impl Method {
     /// Server: the reply bytes and K, from the client's init bytes.
     pub fn server_reply(&self, init: &[u8]) -> Result<(Vec<u8>, SharedSecret)> {
-        let s = (self.server)(init)?;
+        let s = (self.server)(init).map_err(refused)?;
         Ok((s.reply, self.secret(s.k)))
     }
 
     /// Client: K from the server's reply bytes.
     pub fn client_finish(&self, c: Box<dyn ClientKex>, reply: &[u8]) -> Result<SharedSecret> {
-        Ok(self.secret(c.finish(reply)?))
+        Ok(self.secret(c.finish(reply).map_err(refused)?))
     }
 
     fn secret(&self, k: Zeroizing<Vec<u8>>) -> SharedSecret {
         SharedSecret::new(k, self.hash, self.secret)
+    }
+}
+
+/// A method's refusal of the peer's bytes is a failed key exchange
+/// (DISCONNECT reason KEY_EXCHANGE_FAILED), whichever method refused.
+fn refused(e: Error) -> Error {
+    match e {
+        Error::Malformed(what) => Error::KeyExchange(what),
+        e => e,
     }
 }
 

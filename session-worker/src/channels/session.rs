@@ -250,6 +250,7 @@ impl SessionChan {
             shell,
             client_env: &self.env,
             key_env: &policy.key_environment,
+            set_env: &policy.set_env,
             pam_env: &info.pam_env,
             peer_addr: &info.peer_addr,
             peer_port: info.peer_port,

@@ -54,6 +54,7 @@ pub fn default_policy() -> SessionPolicy {
         gateway_ports: false,
         accept_env: vec!["LANG".into(), "LC_*".into()],
         key_environment: Vec::new(),
+        set_env: Vec::new(),
         subsystems: vec![("sftp".into(), "/usr/lib/openssh/sftp-server".into())],
         client_alive_interval_secs: 0,
         client_alive_count_max: 3,
