@@ -25,6 +25,7 @@
 //! | issue 15: sshd_config SetEnv, the same session environment as under sshd | `set_env` |
 //! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
+//! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -70,6 +71,7 @@ mod restart;
 mod roaming;
 mod security_keys;
 mod set_env;
+mod ssh_audit;
 mod suspect_kit;
 mod suspicion;
 mod transfer;
