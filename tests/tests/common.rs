@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 #[allow(unused_imports)]
 pub use ressh_testkit::{
     free_port, require_cmd, require_netns, require_root, resshd_bin, run_ok, run_timeout,
-    run_with_stdin, ssh_keygen, Net, NewSsh, Resshd, Sshd, TempDir, TestUser, Tmux, SSHD_BIN,
+    run_with_stdin, ssh_audit, ssh_keygen, Net, NewSsh, Resshd, Sshd, TempDir, TestUser, Tmux,
+    SSHD_BIN, SSH_AUDIT_VERSION,
 };
 
 /// How long one short command (an exec, a small transfer) may take.
@@ -1073,8 +1074,58 @@ pub fn mib(n: u64) -> String {
 
 // ----- key exchanges seen by a client ----------------------------------------
 
-/// Host key algorithms of every host key type resshd has.
-pub const HOST_KEY_ALGS: [&str; 3] = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"];
+/// Every host key algorithm resshd supports: those of testkit's three
+/// host keys (ed25519, ECDSA P-256, RSA with both SHA-2 signatures) and of
+/// the bigger curves' keys of [`BigCurveHostKeys`].
+pub const HOST_KEY_ALGS: [&str; 6] = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+];
+
+/// The ECDSA curves testkit's servers have no host key of:
+/// ([`ssh_keygen`] kind, key and signature algorithm).
+pub const BIG_CURVES: [(&str, &str); 2] = [
+    ("ecdsa-384", "ecdsa-sha2-nistp384"),
+    ("ecdsa-521", "ecdsa-sha2-nistp521"),
+];
+
+/// A host key of each of [`BIG_CURVES`], made by `ssh-keygen` in a
+/// directory of the caller's, to give a server beside its usual three.
+pub struct BigCurveHostKeys {
+    /// (private key path, public key line), in [`BIG_CURVES`] order.
+    pub keys: Vec<(PathBuf, String)>,
+}
+
+impl BigCurveHostKeys {
+    pub fn new(dir: &Path) -> BigCurveHostKeys {
+        let keys = BIG_CURVES
+            .iter()
+            .map(|(kind, _)| ssh_keygen(dir, kind, ""))
+            .collect();
+        BigCurveHostKeys { keys }
+    }
+
+    /// `HostKey` lines for a server's configuration.
+    pub fn config(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(p, _)| format!("HostKey {}\n", p.display()))
+            .collect()
+    }
+
+    /// `known_hosts` lines for the keys at `host` (`198.18.0.1`,
+    /// `[127.0.0.1]:PORT`).
+    pub fn known_hosts(&self, host: &str) -> String {
+        self.keys
+            .iter()
+            .map(|(_, line)| format!("{host} {line}\n"))
+            .collect()
+    }
+}
 /// Output of [`kex_run_command`]: with `RekeyLimit 64K`, several rekeys.
 pub const KEX_RUN_OUTPUT: usize = 400_000;
 
@@ -1139,6 +1190,43 @@ pub fn check_kex_run(
         );
     }
     err
+}
+
+/// (the client's `KexAlgorithms` option, or None for its default; the
+/// method every exchange must use).
+pub type KexCase<'a> = (Option<&'a str>, &'a str);
+
+/// [`check_kex_run`] once per case × [`HOST_KEY_ALGS`] (one connection
+/// each, the server holding every host key type): `client(args)` is the
+/// client with its config, `args` are `-v [-o KexAlgorithms=M] -o
+/// HostKeyAlgorithms=H server CMD`; `check(what, stderr)` looks further at
+/// each run's log. Returns a table of the cells.
+pub fn check_kex_matrix(
+    what: &str,
+    cases: &[KexCase],
+    client: &dyn Fn(&[&str]) -> Command,
+    server_log: &dyn Fn() -> String,
+    check: &dyn Fn(&str, &str),
+) -> String {
+    let mut table = String::new();
+    let cmdline = kex_run_command();
+    for (option, method) in cases {
+        for hk in HOST_KEY_ALGS {
+            let kex_opt = option.map(|m| format!("KexAlgorithms={m}"));
+            let hk_opt = format!("HostKeyAlgorithms={hk}");
+            let mut args = vec!["-v"];
+            if let Some(o) = &kex_opt {
+                args.extend(["-o", o]);
+            }
+            args.extend(["-o", &hk_opt, "server", &cmdline]);
+            let cell = format!("{what} -o KexAlgorithms={option:?} / {hk}");
+            let stderr = check_kex_run(&mut client(&args), &cell, method, hk, server_log);
+            check(&cell, &stderr);
+            let n = kex_exchanges(&stderr).len();
+            table += &format!("{cell}: {method}, {n} exchanges\n");
+        }
+    }
+    table
 }
 
 /// A remote command printing [`KEX_RUN_OUTPUT`] bytes `x`.

@@ -19,12 +19,13 @@
 //! | issue 24 targets: mass reconnects, also during a flood | `mass` |
 //! | issue 23: a silently dropped flow noticed in about a second | `suspicion` |
 //! | issue 21: `~R` and a resume from suspend make ressh reconnect | `triggers` |
-//! | issue 15: the newest Debian OpenSSH (sid) logs in to resshd | `newest_openssh` |
+//! | issue 15: the newest Debian OpenSSH (sid) both ways, every hybrid method × host key type | `newest_openssh` |
 //! | issue 15: P-384 and P-521 host and user keys, both directions with Debian OpenSSH | `key_types` |
 //! | issue 15: FIDO user keys (sk-dummy.so) against resshd and sshd alike | `security_keys` |
 //! | issue 15: sshd_config SetEnv, the same session environment as under sshd | `set_env` |
 //! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
+//! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -71,6 +72,7 @@ mod restart;
 mod roaming;
 mod security_keys;
 mod set_env;
+mod ssh_audit;
 mod suspect_kit;
 mod suspicion;
 mod transfer;

@@ -18,12 +18,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-/// (ssh_keygen kind, key/signature algorithm name).
-const CURVES: [(&str, &str); 2] = [
-    ("ecdsa-384", "ecdsa-sha2-nistp384"),
-    ("ecdsa-521", "ecdsa-sha2-nistp521"),
-];
-
 /// `ssh-keygen -lf <private>.pub`'s "SHA256:..." field.
 fn fingerprint(private: &Path) -> String {
     let out = run_ok(
@@ -36,14 +30,6 @@ fn fingerprint(private: &Path) -> String {
         .nth(1)
         .unwrap_or_else(|| panic!("ssh-keygen -l printed no fingerprint"))
         .to_string()
-}
-
-/// A host key of each curve in `dir`: (private key path, public line).
-fn host_keys(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
-    CURVES
-        .iter()
-        .map(|(kind, _)| ssh_keygen(dir, kind, ""))
-        .collect()
 }
 
 /// Logs in with `client(config, args)` (stock ssh or ressh, `-v`, config
@@ -61,7 +47,7 @@ fn login_per_curve(
 ) {
     // File names without the spaces and arrow of `what`.
     let tag: String = what.chars().filter(char::is_ascii_alphanumeric).collect();
-    for (i, (kind, alg)) in CURVES.iter().enumerate() {
+    for (i, (kind, alg)) in BIG_CURVES.iter().enumerate() {
         let (host_key, host_pub) = &hosts[i];
         let known_hosts = dir.join(format!("known_hosts-{tag}-{kind}"));
         fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_pub}\n")).unwrap();
@@ -111,11 +97,9 @@ fn stock_ssh_and_ressh_log_in_to_resshd_with_p384_and_p521_keys() {
     let dir = TempDir::new("e2e-keytypes");
     let keydir = dir.join("host");
     fs::create_dir_all(&keydir).unwrap();
-    let hosts = host_keys(&keydir);
-    let extra: String = hosts
-        .iter()
-        .map(|(p, _)| format!("HostKey {}\n", p.display()))
-        .collect();
+    let host_keys = BigCurveHostKeys::new(&keydir);
+    let extra = host_keys.config();
+    let hosts = host_keys.keys;
     let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &extra);
     let user = TestUser::create("e2ekt");
     let log = || server.log();
@@ -149,11 +133,9 @@ fn ressh_logs_in_to_stock_sshd_with_p384_and_p521_keys() {
     let dir = TempDir::new("e2e-keytypes-sshd");
     let keydir = dir.join("host");
     fs::create_dir_all(&keydir).unwrap();
-    let hosts = host_keys(&keydir);
-    let extra: String = hosts
-        .iter()
-        .map(|(p, _)| format!("HostKey {}\n", p.display()))
-        .collect();
+    let host_keys = BigCurveHostKeys::new(&keydir);
+    let extra = host_keys.config();
+    let hosts = host_keys.keys;
     let sshd = Sshd::start(&extra);
     let user = TestUser::create("e2eks");
     login_per_curve(
