@@ -8,70 +8,21 @@
 //! bytes are refused by length, by FIPS 203's modulus check of the
 //! encapsulation key and by the all-zero X25519 check (as OpenSSH does).
 
-use zeroize::Zeroizing;
-
-use super::curve25519::Ephemeral;
-use super::{ClientKex, Hash, Method, SecretForm, ServerHalf};
-use crate::error::{Error, Result};
-use crate::pqc::mlkem768::{self, CIPHERTEXT_LEN, PUBLIC_KEY_LEN};
+use super::hybrid::{self, MlKem768};
+use super::{Hash, Method, SecretForm};
 
 pub const MLKEM768X25519_SHA256: Method = Method {
     name: "mlkem768x25519-sha256",
     hash: Hash::Sha256,
     secret: SecretForm::String,
-    client,
-    server,
+    client: hybrid::client::<MlKem768>,
+    server: hybrid::server::<MlKem768>,
 };
-
-struct Client {
-    kem: mlkem768::SecretKey,
-    eph: Ephemeral,
-    init: Vec<u8>,
-}
-
-impl ClientKex for Client {
-    fn init(&self) -> &[u8] {
-        &self.init
-    }
-
-    fn finish(self: Box<Self>, reply: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        if reply.len() != CIPHERTEXT_LEN + 32 {
-            return Err(Error::Malformed("mlkem768x25519 reply length"));
-        }
-        let (ct, q_s) = reply.split_at(CIPHERTEXT_LEN);
-        let kem = mlkem768::decapsulate(&self.kem, ct)?;
-        let ecdh = self.eph.agree(q_s)?;
-        Hash::Sha256.of(&[&kem[..], &ecdh])
-    }
-}
-
-fn client() -> Result<Box<dyn ClientKex>> {
-    let kem = mlkem768::keypair()?;
-    let eph = Ephemeral::generate()?;
-    let mut init = kem.public_key();
-    init.extend_from_slice(&eph.public()?);
-    Ok(Box::new(Client { kem, eph, init }))
-}
-
-fn server(init: &[u8]) -> Result<ServerHalf> {
-    if init.len() != PUBLIC_KEY_LEN + 32 {
-        return Err(Error::Malformed("mlkem768x25519 init length"));
-    }
-    let (ek, q_c) = init.split_at(PUBLIC_KEY_LEN);
-    let (ct, kem) = mlkem768::encapsulate(ek)?;
-    let eph = Ephemeral::generate()?;
-    let ecdh = eph.agree(q_c)?;
-    let mut reply = ct;
-    reply.extend_from_slice(&eph.public()?);
-    Ok(ServerHalf {
-        reply,
-        k: Hash::Sha256.of(&[&kem[..], &ecdh])?,
-    })
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pqc::mlkem768::{CIPHERTEXT_LEN, PUBLIC_KEY_LEN};
 
     /// Both halves through the registry entry agree on a 32-byte K;
     /// hostile init and reply bytes are refused with an error.

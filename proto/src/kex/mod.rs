@@ -19,6 +19,7 @@ use crate::msg::KexInit;
 use crate::wire::Put;
 
 pub mod curve25519;
+mod hybrid;
 pub mod mlkem768x25519;
 pub mod sntrup761x25519;
 

@@ -12,19 +12,15 @@
 //! ciphertext of the right length decodes (a forged ciphertext gives an
 //! unrelated secret), as in the reference code and OpenSSH.
 
-use zeroize::Zeroizing;
-
-use super::curve25519::Ephemeral;
-use super::{ClientKex, Hash, Method, SecretForm, ServerHalf};
-use crate::error::{Error, Result};
-use crate::pqc::sntrup761::{self, CIPHERTEXT_LEN, PUBLIC_KEY_LEN};
+use super::hybrid::{self, Sntrup761};
+use super::{Hash, Method, SecretForm};
 
 pub const SNTRUP761X25519_SHA512: Method = Method {
     name: "sntrup761x25519-sha512",
     hash: Hash::Sha512,
     secret: SecretForm::String,
-    client,
-    server,
+    client: hybrid::client::<Sntrup761>,
+    server: hybrid::server::<Sntrup761>,
 };
 
 pub const SNTRUP761X25519_SHA512_OPENSSH: Method = Method {
@@ -32,55 +28,10 @@ pub const SNTRUP761X25519_SHA512_OPENSSH: Method = Method {
     ..SNTRUP761X25519_SHA512
 };
 
-struct Client {
-    kem: sntrup761::SecretKey,
-    eph: Ephemeral,
-    init: Vec<u8>,
-}
-
-impl ClientKex for Client {
-    fn init(&self) -> &[u8] {
-        &self.init
-    }
-
-    fn finish(self: Box<Self>, reply: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        if reply.len() != CIPHERTEXT_LEN + 32 {
-            return Err(Error::Malformed("sntrup761x25519 reply length"));
-        }
-        let (ct, q_s) = reply.split_at(CIPHERTEXT_LEN);
-        let kem = sntrup761::decapsulate(&self.kem, ct)?;
-        let ecdh = self.eph.agree(q_s)?;
-        Hash::Sha512.of(&[&kem[..], &ecdh])
-    }
-}
-
-fn client() -> Result<Box<dyn ClientKex>> {
-    let kem = sntrup761::keypair()?;
-    let eph = Ephemeral::generate()?;
-    let mut init = kem.public_key();
-    init.extend_from_slice(&eph.public()?);
-    Ok(Box::new(Client { kem, eph, init }))
-}
-
-fn server(init: &[u8]) -> Result<ServerHalf> {
-    if init.len() != PUBLIC_KEY_LEN + 32 {
-        return Err(Error::Malformed("sntrup761x25519 init length"));
-    }
-    let (pk, q_c) = init.split_at(PUBLIC_KEY_LEN);
-    let (ct, kem) = sntrup761::encapsulate(pk)?;
-    let eph = Ephemeral::generate()?;
-    let ecdh = eph.agree(q_c)?;
-    let mut reply = ct;
-    reply.extend_from_slice(&eph.public()?);
-    Ok(ServerHalf {
-        reply,
-        k: Hash::Sha512.of(&[&kem[..], &ecdh])?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pqc::sntrup761::{CIPHERTEXT_LEN, PUBLIC_KEY_LEN};
 
     /// Both halves through the registry entry agree on a 64-byte K;
     /// hostile init and reply bytes are refused with an error.
