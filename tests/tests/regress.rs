@@ -129,11 +129,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "`resshd -i` answers an SSH-1.5 banner with its KEXINIT, not exit 255",
     ),
     (
-        "envpass",
-        15,
-        "sshd_config SetEnv: the server's value must win",
-    ),
-    (
         "dhgex",
         22,
         "diffie-hellman-group-exchange-sha1/-sha256 not offered",
@@ -156,11 +151,15 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "a copy of resshd elsewhere looks for its workers in /usr/libexec/ressh",
     ),
     ("cfgmatch", 22, "Match semantics (first: Match rdomain)"),
-    ("keytype", 15, "sk- keys, ecdsa-sha2-nistp384/521"),
+    (
+        "keytype",
+        22,
+        "FIDO (sk-) keys as host keys (user sk- keys and P-384/521 pass)",
+    ),
     (
         "kextype",
-        15,
-        "kex algorithms of current OpenSSH (first: diffie-hellman-group1-sha1)",
+        22,
+        "the finite-field and NIST-curve key exchanges (first: diffie-hellman-group1-sha1)",
     ),
     ("cert-hostkey", 16, "host certificates"),
     ("cert-userkey", 16, "user certificates"),
