@@ -119,11 +119,18 @@ fn background_after_authentication_sshd() {
     let pids = pids_with(&log);
     assert_eq!(pids.len(), 1, "{pids:?}\n{}", ctx());
     let pid = pids[0];
-    // Its own session; stdin on /dev/null.
-    assert_eq!(stat_field(pid, 6), pid.to_string(), "session id");
-    assert_eq!(
-        fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(),
-        Path::new("/dev/null")
+    // Its own session (the parent exits right after fork, so the child may
+    // not have called setsid yet); stdin on /dev/null.
+    wait_for(
+        "the background ressh to lead its own session, stdin on /dev/null",
+        T,
+        || {
+            let fd0 = fs::read_link(format!("/proc/{pid}/fd/0")).ok();
+            (stat_field(pid, 6) == pid.to_string()
+                && fd0.as_deref() == Some(Path::new("/dev/null")))
+            .then_some(())
+        },
+        ctx,
     );
     assert_eq!(fs::read_to_string(&out_file).unwrap(), "");
     fs::write(&flag, "").unwrap();
