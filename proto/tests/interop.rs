@@ -11,13 +11,24 @@ use ressh_proto::msg::{ChannelKind, ChannelReq};
 use ressh_proto::{AuthAttempt, Config, Connection, Event};
 use ressh_testkit::{require_cmd, require_root, ssh_keygen, Sshd, TempDir, TestUser};
 
-const CIPHERS: &[(&str, &str)] = &[
-    ("chacha20-poly1305@openssh.com", ""),
-    ("aes128-gcm@openssh.com", ""),
-    ("aes256-gcm@openssh.com", ""),
-    ("aes128-ctr", "hmac-sha2-256-etm@openssh.com"),
-    ("aes256-ctr", "hmac-sha2-512-etm@openssh.com"),
-];
+/// Every cipher of the registry, and every MAC of the registry with one of
+/// the AES-CTR ciphers in turn (the AEAD ciphers take no MAC).
+fn ciphers() -> Vec<(&'static str, &'static str)> {
+    let ctr: Vec<&str> = ressh_proto::cipher::CIPHERS
+        .iter()
+        .filter(|c| !c.aead)
+        .map(|c| c.name)
+        .collect();
+    let mut out: Vec<(&str, &str)> = ressh_proto::cipher::CIPHERS
+        .iter()
+        .filter(|c| c.aead)
+        .map(|c| (c.name, ""))
+        .collect();
+    for (i, m) in ressh_proto::cipher::MACS.iter().enumerate() {
+        out.push((ctr[i % ctr.len()], m.name));
+    }
+    out
+}
 
 /// Pumps a connection over a blocking socket, handing each event to `on`,
 /// until `on` returns true or the deadline passes.
@@ -153,7 +164,7 @@ fn proto_client_against_stock_sshd_every_cipher() {
     let (host_key, _) = PublicKey::from_openssh(&sshd.host_key_pub("ed25519")).unwrap();
     let key = PrivateKey::from_openssh_pem(&std::fs::read(dir.path().join("id_ed25519")).unwrap())
         .unwrap();
-    for (cipher, mac) in CIPHERS {
+    for (cipher, mac) in ciphers() {
         let mut cfg = Config {
             ciphers: vec![cipher.to_string()],
             ..Default::default()
@@ -303,7 +314,7 @@ fn stock_ssh_against_proto_server_every_cipher() {
         (KeyType::Rsa, "rsa-sha2-512"),
         (KeyType::EcdsaP256, "ecdsa-sha2-nistp256"),
     ] {
-        for (cipher, mac) in CIPHERS {
+        for (cipher, mac) in ciphers() {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let host = PrivateKey::generate(host_kind).unwrap();

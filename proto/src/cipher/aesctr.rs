@@ -1,10 +1,16 @@
-//! `aes128-ctr` and `aes256-ctr` (RFC 4344) combined with the
-//! encrypt-then-MAC MACs `hmac-sha2-256-etm@openssh.com` and
-//! `hmac-sha2-512-etm@openssh.com` (OpenSSH PROTOCOL §1.5).
+//! `aes128-ctr`, `aes192-ctr` and `aes256-ctr` (RFC 4344) with every MAC
+//! of the registry: HMAC-SHA1, HMAC-SHA2-256/512 and UMAC-64/128, each
+//! either encrypt-then-MAC (the `-etm@openssh.com` names, OpenSSH
+//! PROTOCOL §1.5) or encrypt-and-MAC (RFC 4253 §6.4).
 //!
 //! With an EtM MAC the 4-byte packet length travels in the clear, the rest
-//! of the packet is CTR-encrypted, and the MAC is
-//! `HMAC(mac_key, uint32 seq || length || ciphertext)`.
+//! of the packet is CTR-encrypted, and the MAC covers `length ||
+//! ciphertext`. With encrypt-and-MAC the whole packet, length included, is
+//! encrypted and the MAC covers the plaintext; the receiver learns the
+//! length by decrypting the first four bytes with the keystream block of
+//! the packet's first counter value, which is computed ahead (so reading
+//! the length changes no state). HMAC's input starts with the 32-bit
+//! sequence number; UMAC takes the sequence number as its 64-bit nonce.
 //!
 //! The CTR keystream runs on across packets: one OpenSSL context lives as
 //! long as the key, and the number of 16-byte blocks it has processed is
@@ -16,42 +22,46 @@ use openssl::cipher_ctx::CipherCtx;
 use zeroize::Zeroizing;
 
 use super::evpmac::EvpMac;
-use super::{CipherAlg, KeyMaterial, MacAlg, OpeningKey, SealingKey};
+use super::umac::Umac;
+use super::{CipherAlg, KeyMaterial, MacAlg, MacKind, OpeningKey, SealingKey};
 use crate::error::{Error, Result};
 
-pub const AES128_CTR: CipherAlg = CipherAlg {
-    name: "aes128-ctr",
-    key_len: 16,
-    iv_len: 16,
-    aead: false,
-    sealing: sealing_key,
-    opening: opening_key,
-};
+const fn ctr(name: &'static str, key_len: usize) -> CipherAlg {
+    CipherAlg {
+        name,
+        key_len,
+        iv_len: 16,
+        aead: false,
+        sealing: sealing_key,
+        opening: opening_key,
+    }
+}
 
-pub const AES256_CTR: CipherAlg = CipherAlg {
-    name: "aes256-ctr",
-    key_len: 32,
-    iv_len: 16,
-    aead: false,
-    sealing: sealing_key,
-    opening: opening_key,
-};
+pub const AES128_CTR: CipherAlg = ctr("aes128-ctr", 16);
+pub const AES192_CTR: CipherAlg = ctr("aes192-ctr", 24);
+pub const AES256_CTR: CipherAlg = ctr("aes256-ctr", 32);
 
 const BLOCK: usize = 16;
 /// The longest MAC of [`super::MACS`] (hmac-sha2-512).
 const MAX_TAG: usize = 64;
 
 fn sealing_key(m: &KeyMaterial) -> Result<Box<dyn SealingKey>> {
-    Ok(Box::new(CtrEtm::new(m)?))
+    Ok(Box::new(Ctr::new(m)?))
 }
 
 fn opening_key(m: &KeyMaterial) -> Result<Box<dyn OpeningKey>> {
-    Ok(Box::new(CtrEtm::new(m)?))
+    Ok(Box::new(Ctr::new(m)?))
 }
 
-/// One direction of AES-CTR + HMAC-EtM. CTR encryption and decryption are
+/// A MAC's keyed state.
+enum Mac {
+    Hmac(EvpMac),
+    Umac(Box<Umac>),
+}
+
+/// One direction of AES-CTR with a MAC. CTR encryption and decryption are
 /// the same operation, so the same type serves both directions.
-struct CtrEtm {
+struct Ctr {
     cipher: &'static CipherAlg,
     mac_alg: &'static MacAlg,
     key: Zeroizing<Vec<u8>>,
@@ -61,23 +71,23 @@ struct CtrEtm {
     blocks: u128,
     mac_key: Zeroizing<Vec<u8>>,
     ctx: CipherCtx,
-    mac: EvpMac,
+    mac: Mac,
     tag: Zeroizing<[u8; MAX_TAG]>,
+    /// Encrypt-and-MAC only: AES-ECB under the same key, and the keystream
+    /// block that will decrypt the next packet's length.
+    ahead: Option<(CipherCtx, Zeroizing<[u8; BLOCK]>)>,
 }
 
-impl CtrEtm {
+impl Ctr {
     fn new(m: &KeyMaterial) -> Result<Self> {
-        let (cipher, evp): (&'static CipherAlg, &'static CipherRef) = match m.cipher.as_str() {
-            "aes128-ctr" => (&AES128_CTR, Cipher::aes_128_ctr()),
-            "aes256-ctr" => (&AES256_CTR, Cipher::aes_256_ctr()),
-            other => return Err(Error::UnknownAlgorithm(other.to_string())),
-        };
+        let (cipher, evp, ecb): (&'static CipherAlg, &'static CipherRef, &'static CipherRef) =
+            match m.cipher.as_str() {
+                "aes128-ctr" => (&AES128_CTR, Cipher::aes_128_ctr(), Cipher::aes_128_ecb()),
+                "aes192-ctr" => (&AES192_CTR, Cipher::aes_192_ctr(), Cipher::aes_192_ecb()),
+                "aes256-ctr" => (&AES256_CTR, Cipher::aes_256_ctr(), Cipher::aes_256_ecb()),
+                other => return Err(Error::UnknownAlgorithm(other.to_string())),
+            };
         let mac_alg = super::mac(&m.mac)?;
-        let digest = match mac_alg.name {
-            "hmac-sha2-256-etm@openssh.com" => c"SHA256",
-            "hmac-sha2-512-etm@openssh.com" => c"SHA512",
-            other => return Err(Error::UnknownAlgorithm(other.to_string())),
-        };
         if m.key.len() != cipher.key_len
             || m.iv.len() != cipher.iv_len
             || m.mac_key.len() != mac_alg.key_len
@@ -85,12 +95,23 @@ impl CtrEtm {
         {
             return Err(Error::State("key material does not fit the cipher"));
         }
+        let mac = match mac_alg.kind {
+            MacKind::Hmac(digest) => Mac::Hmac(EvpMac::hmac(digest, &m.mac_key)?),
+            MacKind::Umac => Mac::Umac(Box::new(Umac::new(&m.mac_key, mac_alg.tag_len)?)),
+        };
         let mut iv = [0u8; BLOCK];
         iv.copy_from_slice(&m.iv);
         let mut ctx = CipherCtx::new()?;
         ctx.encrypt_init(Some(evp), Some(&m.key), Some(&iv))?;
-        let mac = EvpMac::hmac(digest, &m.mac_key)?;
-        Ok(CtrEtm {
+        let ahead = if mac_alg.etm {
+            None
+        } else {
+            let mut e = CipherCtx::new()?;
+            e.encrypt_init(Some(ecb), Some(&m.key), None)?;
+            e.set_padding(false);
+            Some((e, Zeroizing::new([0u8; BLOCK])))
+        };
+        let mut k = Ctr {
             cipher,
             mac_alg,
             key: Zeroizing::new(m.key.clone()),
@@ -100,18 +121,45 @@ impl CtrEtm {
             ctx,
             mac,
             tag: Zeroizing::new([0u8; MAX_TAG]),
-        })
+            ahead,
+        };
+        k.look_ahead()?;
+        Ok(k)
     }
 
-    /// Computes the EtM MAC of `packet` into `self.tag`.
-    fn compute_mac(&mut self, seq: u32, packet: &[u8]) -> Result<()> {
+    /// The counter block of the next packet.
+    fn counter(&self) -> [u8; BLOCK] {
+        u128::from_be_bytes(self.iv)
+            .wrapping_add(self.blocks)
+            .to_be_bytes()
+    }
+
+    /// Encrypt-and-MAC: the keystream block of the next packet's start.
+    fn look_ahead(&mut self) -> Result<()> {
+        let counter = self.counter();
+        if let Some((ecb, block)) = &mut self.ahead {
+            let mut out = Zeroizing::new([0u8; 2 * BLOCK]);
+            if ecb.cipher_update(&counter, Some(&mut out[..]))? != BLOCK {
+                return Err(Error::Crypto("short AES output".into()));
+            }
+            block.copy_from_slice(&out[..BLOCK]);
+        }
+        Ok(())
+    }
+
+    /// Computes the MAC of `data` (sequence number `seq`) into `self.tag`.
+    fn compute_mac(&mut self, seq: u32, data: &[u8]) -> Result<()> {
         let n = self.mac_alg.tag_len;
-        self.mac.init(None)?;
-        self.mac.update(&seq.to_be_bytes())?;
-        self.mac.update(packet)?;
-        let written = self.mac.finish(&mut self.tag[..n])?;
-        if written != n {
-            return Err(Error::Crypto("unexpected MAC length".into()));
+        match &mut self.mac {
+            Mac::Hmac(mac) => {
+                mac.init(None)?;
+                mac.update(&seq.to_be_bytes())?;
+                mac.update(data)?;
+                if mac.finish(&mut self.tag[..n])? != n {
+                    return Err(Error::Crypto("unexpected MAC length".into()));
+                }
+            }
+            Mac::Umac(mac) => mac.tag(u64::from(seq), data, &mut self.tag[..n])?,
         }
         Ok(())
     }
@@ -124,54 +172,74 @@ impl CtrEtm {
             return Err(Error::Crypto("short CTR output".into()));
         }
         self.blocks = self.blocks.wrapping_add((n / BLOCK) as u128);
+        self.look_ahead()
+    }
+
+    /// Puts the keystream back to `blocks` blocks after the start.
+    fn rewind(&mut self, blocks: u128) -> Result<()> {
+        self.blocks = blocks;
+        let counter = self.counter();
+        self.ctx.encrypt_init(None, None, Some(&counter))?;
+        self.look_ahead()
+    }
+
+    /// Where encryption starts: after the length with EtM, at the start
+    /// of the packet without.
+    fn skip(&self) -> usize {
+        if self.mac_alg.etm {
+            4
+        } else {
+            0
+        }
+    }
+
+    fn check_layout(&self, len: usize) -> Result<()> {
+        let body = len
+            .checked_sub(4)
+            .ok_or(Error::Malformed("packet length"))?;
+        if body == 0 || !(len - self.skip()).is_multiple_of(BLOCK) {
+            return Err(Error::Malformed("packet length"));
+        }
+        if body > i32::MAX as usize - BLOCK {
+            return Err(Error::TooLarge("packet"));
+        }
         Ok(())
     }
 
     fn material(&self) -> KeyMaterial {
-        let iv = u128::from_be_bytes(self.iv).wrapping_add(self.blocks);
         KeyMaterial {
             cipher: self.cipher.name.to_string(),
             mac: self.mac_alg.name.to_string(),
             key: self.key.to_vec(),
-            iv: iv.to_be_bytes().to_vec(),
+            iv: self.counter().to_vec(),
             mac_key: self.mac_key.to_vec(),
         }
     }
 }
 
-/// Checks that `len` bytes are a 4-byte length and a non-empty,
-/// block-aligned body OpenSSL can take in one call.
-fn check_layout(len: usize) -> Result<()> {
-    let body = len
-        .checked_sub(4)
-        .ok_or(Error::Malformed("packet length"))?;
-    if body == 0 || body % BLOCK != 0 {
-        return Err(Error::Malformed("packet length"));
-    }
-    if body > i32::MAX as usize - BLOCK {
-        return Err(Error::TooLarge("packet"));
-    }
-    Ok(())
-}
-
-impl SealingKey for CtrEtm {
+impl SealingKey for Ctr {
     fn block_size(&self) -> usize {
         BLOCK
     }
     fn length_outside_blocks(&self) -> bool {
-        true
+        self.mac_alg.etm
     }
     fn tag_len(&self) -> usize {
         self.mac_alg.tag_len
     }
     fn seal_in_place(&mut self, seq: u32, packet: &mut [u8], tag: &mut [u8]) -> Result<()> {
-        check_layout(packet.len())?;
+        self.check_layout(packet.len())?;
         let n = self.mac_alg.tag_len;
         if tag.len() != n {
             return Err(Error::State("wrong tag length"));
         }
-        self.crypt(&mut packet[4..])?;
-        self.compute_mac(seq, packet)?;
+        if self.mac_alg.etm {
+            self.crypt(&mut packet[4..])?;
+            self.compute_mac(seq, packet)?;
+        } else {
+            self.compute_mac(seq, packet)?;
+            self.crypt(packet)?;
+        }
         tag.copy_from_slice(&self.tag[..n]);
         Ok(())
     }
@@ -180,30 +248,50 @@ impl SealingKey for CtrEtm {
     }
 }
 
-impl OpeningKey for CtrEtm {
+impl OpeningKey for Ctr {
     fn block_size(&self) -> usize {
         BLOCK
     }
     fn length_outside_blocks(&self) -> bool {
-        true
+        self.mac_alg.etm
     }
     fn tag_len(&self) -> usize {
         self.mac_alg.tag_len
     }
     fn decrypt_length(&self, _seq: u32, first4: [u8; 4]) -> u32 {
-        u32::from_be_bytes(first4)
+        let mut len = first4;
+        if let Some((_, ks)) = &self.ahead {
+            for (b, k) in len.iter_mut().zip(ks.iter()) {
+                *b ^= k;
+            }
+        }
+        u32::from_be_bytes(len)
     }
     fn open(&mut self, seq: u32, packet: &mut [u8], tag: &[u8]) -> Result<()> {
-        check_layout(packet.len())?;
+        self.check_layout(packet.len())?;
         let n = self.mac_alg.tag_len;
         if tag.len() != n {
             return Err(Error::Mac);
         }
-        self.compute_mac(seq, packet)?;
-        if !openssl::memcmp::eq(&self.tag[..n], tag) {
-            return Err(Error::Mac);
+        if self.mac_alg.etm {
+            self.compute_mac(seq, packet)?;
+            if !openssl::memcmp::eq(&self.tag[..n], tag) {
+                return Err(Error::Mac);
+            }
+            return self.crypt(&mut packet[4..]);
         }
-        self.crypt(&mut packet[4..])
+        // Encrypt-and-MAC: the MAC is of the plaintext. On a mismatch the
+        // packet is encrypted back and the keystream rewound.
+        let before = self.blocks;
+        self.crypt(packet)?;
+        self.compute_mac(seq, packet)?;
+        if openssl::memcmp::eq(&self.tag[..n], tag) {
+            return Ok(());
+        }
+        self.rewind(before)?;
+        self.crypt(packet)?;
+        self.rewind(before)?;
+        Err(Error::Mac)
     }
     fn export(&self) -> KeyMaterial {
         self.material()
@@ -237,6 +325,16 @@ mod tests {
     //!     for seq, payload in [(3, b'hello world'), (4, bytes(range(40))), (5, b'x')]:
     //!         p = pkt(payload, 16, 0xa5)
     //!         print(seq, p.hex(), ssh_ctr_etm(enc, mk, digest, seq, p).hex())
+    //! # encrypt-and-MAC (hmac-sha2-256 with aes192-ctr, key 20..37; hmac-sha1
+    //! # with aes128-ctr, key 10..1f, MAC key 80..93): the whole packet is
+    //! # block-aligned and encrypted, the MAC is of the plaintext
+    //! def pkt_em(payload, bs, pad_byte):
+    //!     padlen = bs - ((4 + 1 + len(payload)) % bs)
+    //!     if padlen < 4: padlen += bs
+    //!     body = bytes([padlen]) + payload + bytes([pad_byte]) * padlen
+    //!     return struct.pack('>I', len(body)) + body
+    //! def ssh_ctr_em(enc, mac_key, digest, seq, p):
+    //!     return enc.update(p) + hmac.new(mac_key, struct.pack('>I', seq) + p, digest).digest()
     //! # keystream across the 128-bit wrap:
     //! Cipher(algorithms.AES(bytes(range(16))), modes.CTR(b'\xff' * 16)).encryptor().update(bytes(64))
     //! ```
@@ -365,8 +463,8 @@ mod tests {
         packets: [(u32, &'static str, &'static str); 3],
     }
 
-    fn vectors() -> [Vector; 2] {
-        [
+    fn vectors() -> Vec<Vector> {
+        vec![
             Vector {
                 cipher: "aes128-ctr",
                 mac: "hmac-sha2-256-etm@openssh.com",
@@ -426,6 +524,62 @@ mod tests {
                     ),
                 ],
             },
+            Vector {
+                cipher: "aes192-ctr",
+                mac: "hmac-sha2-256",
+                key: (0x20..0x38).collect(),
+                mac_key: (0x80..0xa0).collect(),
+                packets: [
+                    (
+                        3,
+                        "0000001c1068656c6c6f20776f726c64a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
+                        "73b7d19d7bd3cfae90474ef0bf39be4db15e753b093afd84850d060b50f5ab01\
+                         477a244b9499a6633f4d0e56f2456b8520b3d25a99c376e3ac14673e634497ec",
+                    ),
+                    (
+                        4,
+                        "0000003c13000102030405060708090a0b0c0d0e0f101112131415161718191a\
+                         1b1c1d1e1f2021222324252627a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
+                        "cb7cc0f8a39f8386b172e8a38cca79ac789905539a0e64fd864b48b54771ba6f\
+                         ef684b0de4492457b2385fbc69e9299e5729e71990fac4de6f879e6dfbdf5b0d\
+                         895acfad40bc4968a6c747dfe061512f92ec1a96c12b123428314d6c3eee9f38",
+                    ),
+                    (
+                        5,
+                        "0000000c0a78a5a5a5a5a5a5a5a5a5a5",
+                        "822a7e602607ed249585a772329d5a0c51a34c8da956d0ff602acebb454ebb0d\
+                         02cd907cbc564e9caf7f658279e3de3d",
+                    ),
+                ],
+            },
+            Vector {
+                cipher: "aes128-ctr",
+                mac: "hmac-sha1",
+                key: (0x10..0x20).collect(),
+                mac_key: (0x80..0x94).collect(),
+                packets: [
+                    (
+                        3,
+                        "0000001c1068656c6c6f20776f726c64a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
+                        "8dc53a93f0ad71dbd9855bfe6cc5aa2fb2648fa4891c19946b626901d8f1f902\
+                         e7334df9069da08eb06e36bae7152624cd4a30e4",
+                    ),
+                    (
+                        4,
+                        "0000003c13000102030405060708090a0b0c0d0e0f101112131415161718191a\
+                         1b1c1d1e1f2021222324252627a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
+                        "5f2bc407c1c82ba8d0202ea7fef292b72bb2a773d1f3056b2dbe4ebcefa8e3b0\
+                         0653e434652926c5e85144efbcbccc772e14c6d5e98ffd3c090e78b0f7884938\
+                         d1d94b54f3a05485fa7b2fcb3fc4dcafe691723a",
+                    ),
+                    (
+                        5,
+                        "0000000c0a78a5a5a5a5a5a5a5a5a5a5",
+                        "0ae4202054c82cb3c021febda74c9bf8214ae487ce52e9ad4b10aa62a1a581b4\
+                         de5a5538",
+                    ),
+                ],
+            },
         ]
     }
 
@@ -456,8 +610,13 @@ mod tests {
                 o.open(seq, body, tag).unwrap();
                 assert_eq!(body, &plain[..]);
             }
-            // 1 + 3 + 1 blocks after ...fffffffe.
-            let want = hex("00112233445566778899aabc00000003");
+            // 1 + 3 + 1 blocks after ...fffffffe with EtM, 2 + 4 + 1
+            // without (the length is encrypted too).
+            let want = if super::super::mac(v.mac).unwrap().etm {
+                hex("00112233445566778899aabc00000003")
+            } else {
+                hex("00112233445566778899aabc00000005")
+            };
             assert_eq!(s.export().iv, want);
             assert_eq!(o.export().iv, want);
         }
@@ -538,44 +697,49 @@ mod tests {
 
     #[test]
     fn bad_tag_rejected_and_state_unchanged() {
-        let v = &vectors()[0];
-        let m = material(
-            v.cipher,
-            v.mac,
-            v.key.clone(),
-            hex(PKT_IV),
-            v.mac_key.clone(),
-        );
-        let mut o = opening_key(&m).unwrap();
-        let (seq, plain, sealed) = v.packets[0];
-        let plain = hex(plain);
-        let sealed = hex(sealed);
-        let n = plain.len();
-        let before = o.export();
+        // An EtM and an encrypt-and-MAC vector: the second decrypts before
+        // it can check, and must encrypt back and rewind.
+        for v in [&vectors()[0], &vectors()[2]] {
+            let m = material(
+                v.cipher,
+                v.mac,
+                v.key.clone(),
+                hex(PKT_IV),
+                v.mac_key.clone(),
+            );
+            let mut o = opening_key(&m).unwrap();
+            let (seq, plain, sealed) = v.packets[0];
+            let plain = hex(plain);
+            let sealed = hex(sealed);
+            let n = plain.len();
+            let before = o.export();
+            let length_key = o.decrypt_length(seq, [0; 4]);
 
-        // Flipped bit in the tag, the ciphertext, the length; wrong seq;
-        // short, long and empty tags.
-        for i in [0, 3, 4, n - 1, n, sealed.len() - 1] {
+            // Flipped bit in the tag, the ciphertext, the length; wrong seq;
+            // short, long and empty tags.
+            for i in [0, 3, 4, n - 1, n, sealed.len() - 1] {
+                let mut p = sealed.clone();
+                p[i] ^= 0x01;
+                let (body, tag) = p.split_at_mut(n);
+                let copy = body.to_vec();
+                assert_eq!(o.open(seq, body, tag), Err(Error::Mac));
+                assert_eq!(body, &copy[..], "packet must stay untouched");
+            }
             let mut p = sealed.clone();
-            p[i] ^= 0x01;
             let (body, tag) = p.split_at_mut(n);
-            let copy = body.to_vec();
-            assert_eq!(o.open(seq, body, tag), Err(Error::Mac));
-            assert_eq!(body, &copy[..], "packet must stay untouched");
-        }
-        let mut p = sealed.clone();
-        let (body, tag) = p.split_at_mut(n);
-        assert_eq!(o.open(seq + 1, body, tag), Err(Error::Mac));
-        assert_eq!(o.open(seq, body, &tag[..31]), Err(Error::Mac));
-        assert_eq!(o.open(seq, body, &[]), Err(Error::Mac));
-        let mut long = tag.to_vec();
-        long.push(0);
-        assert_eq!(o.open(seq, body, &long), Err(Error::Mac));
-        assert_eq!(o.export().iv, before.iv);
+            assert_eq!(o.open(seq + 1, body, tag), Err(Error::Mac));
+            assert_eq!(o.open(seq, body, &tag[..tag.len() - 1]), Err(Error::Mac));
+            assert_eq!(o.open(seq, body, &[]), Err(Error::Mac));
+            let mut long = tag.to_vec();
+            long.push(0);
+            assert_eq!(o.open(seq, body, &long), Err(Error::Mac));
+            assert_eq!(o.export().iv, before.iv);
+            assert_eq!(o.decrypt_length(seq, [0; 4]), length_key);
 
-        // The key still opens the genuine packet afterwards.
-        o.open(seq, body, tag).unwrap();
-        assert_eq!(body, &plain[..]);
+            // The key still opens the genuine packet afterwards.
+            o.open(seq, body, tag).unwrap();
+            assert_eq!(body, &plain[..]);
+        }
     }
 
     #[test]
@@ -612,7 +776,7 @@ mod tests {
                 vec![0; 16],
                 vec![0; 16],
             ),
-            material("aes192-ctr", v.mac, vec![0; 24], vec![0; 16], vec![0; 64]),
+            material("aes192-ctr", v.mac, vec![0; 32], vec![0; 16], vec![0; 64]),
         ];
         for m in &bad {
             assert!(sealing_key(m).is_err(), "{m:?}");
@@ -622,27 +786,35 @@ mod tests {
 
     #[test]
     fn round_trip_many_packets() {
-        for (cipher, klen) in [("aes128-ctr", 16), ("aes256-ctr", 32)] {
-            for (mac, mlen) in [
-                ("hmac-sha2-256-etm@openssh.com", 32),
-                ("hmac-sha2-512-etm@openssh.com", 64),
-            ] {
-                let m = material(cipher, mac, vec![9; klen], vec![0xfe; 16], vec![3; mlen]);
+        for c in [&AES128_CTR, &AES192_CTR, &AES256_CTR] {
+            for mac in super::super::MACS {
+                let m = material(
+                    c.name,
+                    mac.name,
+                    vec![9; c.key_len],
+                    vec![0xfe; 16],
+                    vec![3; mac.key_len],
+                );
                 let mut s = sealing_key(&m).unwrap();
                 let mut o = opening_key(&m).unwrap();
-                assert!(s.length_outside_blocks() && o.length_outside_blocks());
+                assert_eq!(s.length_outside_blocks(), mac.etm);
+                assert_eq!(o.length_outside_blocks(), mac.etm);
                 assert_eq!((s.block_size(), o.block_size()), (16, 16));
+                // Encrypt-and-MAC aligns the length too.
+                let extra = if mac.etm { 0 } else { 12 };
                 for i in 0..50u32 {
-                    let body_len = 16 * (1 + (i as usize * 7) % 40);
+                    let body_len = 16 * (1 + (i as usize * 7) % 40) + extra;
                     let mut plain = (body_len as u32).to_be_bytes().to_vec();
                     plain.extend((0..body_len).map(|j| (j as u32 ^ i) as u8));
                     let mut p = plain.clone();
                     s.seal(i, &mut p).unwrap();
-                    assert_eq!(p.len(), plain.len() + mlen);
+                    assert_eq!(p.len(), plain.len() + mac.tag_len);
                     assert_ne!(&p[4..plain.len()], &plain[4..]);
+                    let first4 = [p[0], p[1], p[2], p[3]];
+                    assert_eq!(o.decrypt_length(i, first4) as usize, body_len);
                     let (body, tag) = p.split_at_mut(plain.len());
                     o.open(i, body, tag).unwrap();
-                    assert_eq!(body, &plain[..]);
+                    assert_eq!(body, &plain[..], "{} {}", c.name, mac.name);
                 }
                 assert_eq!(s.export().iv, o.export().iv);
             }

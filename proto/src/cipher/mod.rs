@@ -2,10 +2,12 @@
 //! name registry ([`CIPHERS`], [`MACS`]). Adding an algorithm means adding a
 //! file and one registry entry here.
 //!
-//! Every supported mode keeps the 4-byte packet length readable from the
-//! first four bytes alone (plain for AES-GCM and the EtM MACs, separately
-//! encrypted for chacha20-poly1305), so the transport never decrypts a
-//! partial block speculatively.
+//! Every supported mode makes the 4-byte packet length readable from the
+//! first four bytes alone without changing any state: plain for AES-GCM and
+//! the EtM MACs, separately encrypted for chacha20-poly1305, and for AES-CTR
+//! with an encrypt-and-MAC MAC by the keystream block computed ahead for
+//! the next packet. The transport never decrypts a partial block
+//! speculatively.
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -88,11 +90,42 @@ pub struct CipherAlg {
     pub opening: fn(&KeyMaterial) -> Result<Box<dyn OpeningKey>>,
 }
 
-/// A MAC in the registry (only encrypt-then-MAC modes are offered).
+/// A MAC in the registry.
 pub struct MacAlg {
     pub name: &'static str,
     pub key_len: usize,
     pub tag_len: usize,
+    /// Encrypt-then-MAC (the `-etm@openssh.com` names): the length in the
+    /// clear, the MAC over the ciphertext. Otherwise encrypt-and-MAC.
+    pub etm: bool,
+    pub kind: MacKind,
+}
+
+/// What computes a MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacKind {
+    /// HMAC with an OpenSSL digest name.
+    Hmac(&'static std::ffi::CStr),
+    /// UMAC (RFC 4418) with the tag length of the entry.
+    Umac,
+}
+
+const fn mac_alg(name: &'static str, key_len: usize, tag_len: usize, kind: MacKind) -> MacAlg {
+    let b = name.as_bytes();
+    let suffix = b"-etm@openssh.com";
+    let mut etm = b.len() > suffix.len();
+    let mut i = 0;
+    while etm && i < suffix.len() {
+        etm = b[b.len() - suffix.len() + i] == suffix[i];
+        i += 1;
+    }
+    MacAlg {
+        name,
+        key_len,
+        tag_len,
+        etm,
+        kind,
+    }
 }
 
 mod aesctr;
@@ -100,29 +133,36 @@ mod aesgcm;
 mod chachapoly;
 mod evpmac;
 mod none;
+mod umac;
 
 /// Ciphers in default preference order (OpenSSH's order).
 pub static CIPHERS: &[CipherAlg] = &[
     chachapoly::ALG,
     aesctr::AES128_CTR,
+    aesctr::AES192_CTR,
     aesctr::AES256_CTR,
     aesgcm::AES128_GCM,
     aesgcm::AES256_GCM,
 ];
 
-/// MACs in default preference order.
+/// MACs in default preference order (OpenSSH's): the EtM forms first.
+/// MD5 and the truncated `-96` HMACs are not offered (resshd_config(5)).
 pub static MACS: &[MacAlg] = &[
-    MacAlg {
-        name: "hmac-sha2-256-etm@openssh.com",
-        key_len: 32,
-        tag_len: 32,
-    },
-    MacAlg {
-        name: "hmac-sha2-512-etm@openssh.com",
-        key_len: 64,
-        tag_len: 64,
-    },
+    mac_alg("umac-64-etm@openssh.com", 16, 8, MacKind::Umac),
+    mac_alg("umac-128-etm@openssh.com", 16, 16, MacKind::Umac),
+    mac_alg("hmac-sha2-256-etm@openssh.com", 32, 32, SHA256),
+    mac_alg("hmac-sha2-512-etm@openssh.com", 64, 64, SHA512),
+    mac_alg("hmac-sha1-etm@openssh.com", 20, 20, SHA1),
+    mac_alg("umac-64@openssh.com", 16, 8, MacKind::Umac),
+    mac_alg("umac-128@openssh.com", 16, 16, MacKind::Umac),
+    mac_alg("hmac-sha2-256", 32, 32, SHA256),
+    mac_alg("hmac-sha2-512", 64, 64, SHA512),
+    mac_alg("hmac-sha1", 20, 20, SHA1),
 ];
+
+const SHA1: MacKind = MacKind::Hmac(c"SHA1");
+const SHA256: MacKind = MacKind::Hmac(c"SHA256");
+const SHA512: MacKind = MacKind::Hmac(c"SHA512");
 
 pub fn cipher(name: &str) -> Result<&'static CipherAlg> {
     CIPHERS
