@@ -711,7 +711,7 @@ pub fn query(q: &str) -> Option<Vec<&'static str>> {
             .map(|c| c.name)
             .collect(),
         "mac" | "macs" => cipher::MACS.iter().map(|m| m.name).collect(),
-        "kex" | "kexalgorithms" => kex::KEX_ALGS.to_vec(),
+        "kex" | "kexalgorithms" => kex::KEX_SUPPORTED.to_vec(),
         "key" | "key-plain" => keys(),
         "sig" | "hostkeyalgorithms" | "pubkeyacceptedalgorithms" => {
             KeyType::all_signature_algorithms()

@@ -100,12 +100,21 @@ pub struct Session {
 fn proto_config(cfg: &Config, known_types: &[String]) -> Result<ressh_proto::Config, String> {
     let mut pc = ressh_proto::Config::default();
     let known_hk = pc.host_key_algs.clone();
-    let spec = |what: &str, spec: &Option<String>, list: &mut Vec<String>| -> Result<(), String> {
+    // The defaults are the lists `pc` starts with; what may be named is the
+    // same but for key exchange, where some methods are off by default.
+    let spec_in = |what: &str,
+                   spec: &Option<String>,
+                   list: &mut Vec<String>,
+                   known: &[String]|
+     -> Result<(), String> {
         if let Some(s) = spec {
-            let known = list.clone();
-            *list = config::algorithm_list(what, s, &known, &known).map_err(|e| e.0)?;
+            *list = config::algorithm_list(what, s, list, known).map_err(|e| e.0)?;
         }
         Ok(())
+    };
+    let spec = |what: &str, spec: &Option<String>, list: &mut Vec<String>| {
+        let known = list.clone();
+        spec_in(what, spec, list, &known)
     };
     pc.resilience = cfg.resilience;
     pc.suspect_floor = Duration::from_millis(cfg.suspect_floor_ms);
@@ -116,7 +125,11 @@ fn proto_config(cfg: &Config, known_types: &[String]) -> Result<ressh_proto::Con
     };
     spec("cipher", &cfg.ciphers, &mut pc.ciphers)?;
     spec("MAC", &cfg.macs, &mut pc.macs)?;
-    spec("key exchange", &cfg.kex_algorithms, &mut pc.kex)?;
+    let all_kex: Vec<String> = ressh_proto::kex::KEX_SUPPORTED
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    spec_in("key exchange", &cfg.kex_algorithms, &mut pc.kex, &all_kex)?;
     spec("host key", &cfg.host_key_algorithms, &mut pc.host_key_algs)?;
     if cfg.host_key_algorithms.is_none() && !known_types.is_empty() {
         // Prefer the key types known_hosts has for this host (ssh's

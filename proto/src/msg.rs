@@ -39,6 +39,11 @@ pub mod num {
     pub const KEX_ECDH_REPLY: u8 = 31;
     pub const KEXDH_INIT: u8 = 30;
     pub const KEXDH_REPLY: u8 = 31;
+    // RFC 4419 group exchange.
+    pub const KEX_DH_GEX_GROUP: u8 = 31;
+    pub const KEX_DH_GEX_INIT: u8 = 32;
+    pub const KEX_DH_GEX_REPLY: u8 = 33;
+    pub const KEX_DH_GEX_REQUEST: u8 = 34;
     // RFC 4252 / RFC 4256 user authentication.
     pub const USERAUTH_REQUEST: u8 = 50;
     pub const USERAUTH_FAILURE: u8 = 51;
@@ -519,14 +524,24 @@ pub struct KexEcdhInit {
 
 impl KexEcdhInit {
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(num::KEX_ECDH_INIT)
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self> {
+        Self::decode_as(payload, num::KEX_ECDH_INIT)
+    }
+
+    /// The same shape under another number: SSH_MSG_KEX_DH_GEX_INIT, whose
+    /// mpint e is the string of its contents.
+    pub fn encode_as(&self, n: u8) -> Vec<u8> {
         let mut b = Vec::with_capacity(5 + self.q_c.len());
-        b.put_u8(num::KEX_ECDH_INIT);
+        b.put_u8(n);
         b.put_string(&self.q_c);
         b
     }
 
-    pub fn decode(payload: &[u8]) -> Result<Self> {
-        let mut r = open(payload, num::KEX_ECDH_INIT)?;
+    pub fn decode_as(payload: &[u8], n: u8) -> Result<Self> {
+        let mut r = open(payload, n)?;
         let q_c = bytes(&mut r)?;
         r.finish()?;
         Ok(KexEcdhInit { q_c })
@@ -544,17 +559,26 @@ pub struct KexEcdhReply {
 
 impl KexEcdhReply {
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(num::KEX_ECDH_REPLY)
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self> {
+        Self::decode_as(payload, num::KEX_ECDH_REPLY)
+    }
+
+    /// The same shape under another number: SSH_MSG_KEX_DH_GEX_REPLY.
+    pub fn encode_as(&self, n: u8) -> Vec<u8> {
         let mut b =
             Vec::with_capacity(13 + self.host_key.len() + self.q_s.len() + self.signature.len());
-        b.put_u8(num::KEX_ECDH_REPLY);
+        b.put_u8(n);
         b.put_string(&self.host_key);
         b.put_string(&self.q_s);
         b.put_string(&self.signature);
         b
     }
 
-    pub fn decode(payload: &[u8]) -> Result<Self> {
-        let mut r = open(payload, num::KEX_ECDH_REPLY)?;
+    pub fn decode_as(payload: &[u8], n: u8) -> Result<Self> {
+        let mut r = open(payload, n)?;
         let host_key = bytes(&mut r)?;
         let q_s = bytes(&mut r)?;
         let signature = bytes(&mut r)?;
@@ -564,6 +588,58 @@ impl KexEcdhReply {
             q_s,
             signature,
         })
+    }
+}
+
+/// SSH_MSG_KEX_DH_GEX_REQUEST (RFC 4419 §3): the prime sizes a client
+/// accepts and prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KexDhGexRequest {
+    pub min: u32,
+    pub n: u32,
+    pub max: u32,
+}
+
+impl KexDhGexRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(13);
+        b.put_u8(num::KEX_DH_GEX_REQUEST);
+        b.put_u32(self.min);
+        b.put_u32(self.n);
+        b.put_u32(self.max);
+        b
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self> {
+        let mut r = open(payload, num::KEX_DH_GEX_REQUEST)?;
+        let (min, n, max) = (r.u32()?, r.u32()?, r.u32()?);
+        r.finish()?;
+        Ok(KexDhGexRequest { min, n, max })
+    }
+}
+
+/// SSH_MSG_KEX_DH_GEX_GROUP: the prime and generator, as mpint contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KexDhGexGroup {
+    pub p: Vec<u8>,
+    pub g: Vec<u8>,
+}
+
+impl KexDhGexGroup {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(9 + self.p.len() + self.g.len());
+        b.put_u8(num::KEX_DH_GEX_GROUP);
+        b.put_string(&self.p);
+        b.put_string(&self.g);
+        b
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self> {
+        let mut r = open(payload, num::KEX_DH_GEX_GROUP)?;
+        let p = bytes(&mut r)?;
+        let g = bytes(&mut r)?;
+        r.finish()?;
+        Ok(KexDhGexGroup { p, g })
     }
 }
 

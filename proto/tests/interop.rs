@@ -11,8 +11,31 @@ use ressh_proto::msg::{ChannelKind, ChannelReq};
 use ressh_proto::{AuthAttempt, Config, Connection, Event};
 use ressh_testkit::{require_cmd, require_root, ssh_keygen, Sshd, TempDir, TestUser};
 
-/// Every cipher of the registry, and every MAC of the registry with one of
-/// the AES-CTR ciphers in turn (the AEAD ciphers take no MAC).
+/// Every key-exchange method of the registry that Debian's OpenSSH has
+/// (all but mlkem768x25519-sha256, which OpenSSH 9.2 lacks).
+fn kex_methods() -> Vec<&'static str> {
+    let out = Command::new("ssh").args(["-Q", "kex"]).output().unwrap();
+    let theirs = String::from_utf8(out.stdout).unwrap();
+    let ours: Vec<&str> = ressh_proto::kex::KEX_SUPPORTED
+        .iter()
+        .copied()
+        .filter(|k| theirs.lines().any(|l| l == *k))
+        .collect();
+    assert!(ours.len() >= ressh_proto::kex::KEX_SUPPORTED.len() - 1);
+    ours
+}
+
+/// (cipher, MAC, key exchange) cases: every cipher and every key-exchange
+/// method of the registry, and every MAC with one of the AES-CTR ciphers in
+/// turn (the AEAD ciphers take no MAC). Empty: the default.
+fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut out: Vec<(&str, &str, &str)> = ciphers().into_iter().map(|(c, m)| (c, m, "")).collect();
+    for k in kex_methods() {
+        out.push(("chacha20-poly1305@openssh.com", "", k));
+    }
+    out
+}
+
 fn ciphers() -> Vec<(&'static str, &'static str)> {
     let ctr: Vec<&str> = ressh_proto::cipher::CIPHERS
         .iter()
@@ -160,17 +183,20 @@ fn proto_client_against_stock_sshd_every_cipher() {
             PublicKey::from_openssh(&pub_line).unwrap().0
         );
     }
-    let sshd = Sshd::start("");
+    let sshd = Sshd::start(&format!("KexAlgorithms {}\n", kex_methods().join(",")));
     let (host_key, _) = PublicKey::from_openssh(&sshd.host_key_pub("ed25519")).unwrap();
     let key = PrivateKey::from_openssh_pem(&std::fs::read(dir.path().join("id_ed25519")).unwrap())
         .unwrap();
-    for (cipher, mac) in ciphers() {
+    for (cipher, mac, kex) in cases() {
         let mut cfg = Config {
             ciphers: vec![cipher.to_string()],
             ..Default::default()
         };
         if !mac.is_empty() {
             cfg.macs = vec![mac.to_string()];
+        }
+        if !kex.is_empty() {
+            cfg.kex = vec![kex.to_string()];
         }
         let r = client_exec(
             sshd.port(),
@@ -184,7 +210,7 @@ fn proto_client_against_stock_sshd_every_cipher() {
         assert_eq!(
             r.stdout,
             b"hello\n",
-            "{cipher}: stdout; sshd log:\n{}",
+            "{cipher} {kex}: stdout; sshd log:\n{}",
             sshd.log()
         );
         assert_eq!(r.stderr, b"oops\n", "{cipher}");
@@ -241,8 +267,14 @@ fn serve_one(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let (mut sock, _) = listener.accept().unwrap();
-        let mut conn =
-            Connection::server(Config::default(), vec![host.public_key()], Instant::now()).unwrap();
+        let cfg = Config {
+            kex: ressh_proto::kex::KEX_SUPPORTED
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+            ..Default::default()
+        };
+        let mut conn = Connection::server(cfg, vec![host.public_key()], Instant::now()).unwrap();
         let host = [host];
         drive(&mut conn, &mut sock, |c, e| {
             match e {
@@ -314,7 +346,10 @@ fn stock_ssh_against_proto_server_every_cipher() {
         (KeyType::Rsa, "rsa-sha2-512"),
         (KeyType::EcdsaP256, "ecdsa-sha2-nistp256"),
     ] {
-        for (cipher, mac) in ciphers() {
+        for (cipher, mac, kex) in cases() {
+            if host_kind != KeyType::Ed25519 && !kex.is_empty() {
+                continue;
+            }
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let host = PrivateKey::generate(host_kind).unwrap();
@@ -345,6 +380,11 @@ fn stock_ssh_against_proto_server_every_cipher() {
             .arg("-i")
             .arg(&key_path)
             .args(["-c", cipher])
+            .args(if kex.is_empty() {
+                vec![]
+            } else {
+                vec!["-o".to_string(), format!("KexAlgorithms={kex}")]
+            })
             .args(if mac.is_empty() {
                 vec![]
             } else {
@@ -359,7 +399,7 @@ fn stock_ssh_against_proto_server_every_cipher() {
             let out = cmd.output().unwrap();
             server.join().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.stdout, b"out\n", "{host_alg}/{cipher}: {stderr}");
+            assert_eq!(out.stdout, b"out\n", "{host_alg}/{cipher}/{kex}: {stderr}");
             assert!(stderr.contains("err"), "{host_alg}/{cipher}: {stderr}");
             assert_eq!(out.status.code(), Some(5), "{host_alg}/{cipher}: {stderr}");
         }

@@ -805,10 +805,15 @@ impl Parser {
     /// against what resshd implements.
     fn algorithms(&mut self, at: &str, a: &Args, set: AlgSet) -> Result<Vec<String>, String> {
         let spec = a.one()?;
-        let (ours, known, what, wildcards) = set.lists();
-        let ours: Vec<String> = ours;
+        let AlgLists {
+            defaults,
+            supported,
+            known,
+            what,
+            wildcards,
+        } = set.lists();
         if let Some(patterns) = spec.strip_prefix('-') {
-            let left: Vec<String> = ours
+            let left: Vec<String> = defaults
                 .iter()
                 .filter(|n| pattern::match_pattern_list(n, patterns, false) != ListMatch::Match)
                 .cloned()
@@ -833,7 +838,7 @@ impl Parser {
                     return Err(bad());
                 }
                 wanted.push(name.to_string());
-            } else if ours.iter().any(|o| o == name) {
+            } else if supported.iter().any(|o| o == name) {
                 wanted.push(name.to_string());
             } else if known.contains(&name) {
                 if modifier.is_some() {
@@ -849,14 +854,14 @@ impl Parser {
             }
         }
         let list: Vec<String> = match modifier {
-            Some(b'+') => cat(&ours, &wanted),
-            Some(_) => cat(&wanted, &ours),
+            Some(b'+') => cat(&defaults, &wanted),
+            Some(_) => cat(&wanted, &defaults),
             None => wanted,
         };
-        // Expand patterns against our algorithms, in our order.
+        // Expand patterns against what resshd implements, in its order.
         let mut out: Vec<String> = Vec::new();
         for p in &list {
-            for o in &ours {
+            for o in &supported {
                 if pattern::match_pattern(o, p) && !out.contains(o) {
                     out.push(o.clone());
                 }
@@ -893,45 +898,67 @@ enum AlgSet {
 }
 
 impl AlgSet {
-    /// (resshd's names, OpenSSH's names, description, wildcards allowed).
-    fn lists(self) -> (Vec<String>, &'static [&'static str], &'static str, bool) {
-        let s = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
-        match self {
-            AlgSet::Cipher => (
-                s(ressh_proto::cipher::CIPHERS
+    /// (resshd's defaults, everything resshd implements, OpenSSH's names,
+    /// description, wildcards allowed).
+    fn lists(self) -> AlgLists {
+        let s = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let (defaults, supported, known, what, wildcards) = match self {
+            AlgSet::Cipher => {
+                let all: Vec<&str> = ressh_proto::cipher::CIPHERS
                     .iter()
                     .map(|c| c.name)
-                    .collect()),
-                keywords::OPENSSH_CIPHERS,
-                "cipher",
-                false,
-            ),
-            AlgSet::Mac => (
-                s(ressh_proto::cipher::MACS.iter().map(|m| m.name).collect()),
-                keywords::OPENSSH_MACS,
-                "MAC",
-                false,
-            ),
+                    .collect();
+                (s(&all), s(&all), keywords::OPENSSH_CIPHERS, "cipher", false)
+            }
+            AlgSet::Mac => {
+                let all: Vec<&str> = ressh_proto::cipher::MACS.iter().map(|m| m.name).collect();
+                (s(&all), s(&all), keywords::OPENSSH_MACS, "MAC", false)
+            }
             AlgSet::Kex => (
-                s(ressh_proto::kex::KEX_ALGS.to_vec()),
+                s(ressh_proto::kex::KEX_ALGS),
+                s(ressh_proto::kex::KEX_SUPPORTED),
                 keywords::OPENSSH_KEX,
                 "key exchange algorithm",
                 false,
             ),
-            AlgSet::Key => (
-                s(host_key_algs()),
-                keywords::OPENSSH_KEY_ALGS,
-                "key algorithm",
-                true,
-            ),
-            AlgSet::UserKey => (
-                s(user_key_algs()),
-                keywords::OPENSSH_KEY_ALGS,
-                "key algorithm",
-                true,
-            ),
+            AlgSet::Key => {
+                let all = s(&host_key_algs());
+                (
+                    all.clone(),
+                    all,
+                    keywords::OPENSSH_KEY_ALGS,
+                    "key algorithm",
+                    true,
+                )
+            }
+            AlgSet::UserKey => {
+                let all = s(&user_key_algs());
+                (
+                    all.clone(),
+                    all,
+                    keywords::OPENSSH_KEY_ALGS,
+                    "key algorithm",
+                    true,
+                )
+            }
+        };
+        AlgLists {
+            defaults,
+            supported,
+            known,
+            what,
+            wildcards,
         }
     }
+}
+
+/// What an algorithm list is resolved against.
+struct AlgLists {
+    defaults: Vec<String>,
+    supported: Vec<String>,
+    known: &'static [&'static str],
+    what: &'static str,
+    wildcards: bool,
 }
 
 /// Checks an ignored keyword's value; returns it (for the safe-value test).

@@ -1009,8 +1009,17 @@ fn algorithm_modifiers() {
     // list, a warning for "+" / "^".
     let e = parse_err("Ciphers aes128-ctr,aes192-cbc");
     assert!(e.contains("cipher aes192-cbc is not supported"), "{e}");
-    let e = parse_err("KexAlgorithms diffie-hellman-group14-sha256");
-    assert!(e.contains("diffie-hellman-group14-sha256"), "{e}");
+    let e = parse_err("KexAlgorithms diffie-hellman-group1-sha1");
+    assert!(e.contains("diffie-hellman-group1-sha1"), "{e}");
+    let k = g("KexAlgorithms +diffie-hellman-group1*,diffie-hellman-group14-*").kex_algorithms;
+    assert_eq!(k.len(), ours_k.len() + 2, "{k:?}");
+    assert_eq!(
+        k[ours_k.len()..],
+        [
+            "diffie-hellman-group14-sha256",
+            "diffie-hellman-group14-sha1"
+        ]
+    );
     let e = parse_err("MACs hmac-sha2-256,hmac-md5");
     assert!(e.contains("MAC hmac-md5 is not supported"), "{e}");
     let c = parse("Ciphers +aes128-cbc\nPubkeyAcceptedAlgorithms +ssh-rsa");

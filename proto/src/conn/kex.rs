@@ -15,6 +15,7 @@ use std::time::Instant;
 use super::{Connection, Event, ReconnectRequest, Role};
 use crate::cipher::KeyMaterial;
 use crate::error::{Error, Result};
+use crate::kex::gex::{self, Group, Request};
 use crate::kex::{self, ClientKex, Method, Negotiated, SharedSecret, Transcript};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::msg::{self, num};
@@ -42,13 +43,27 @@ enum Phase {
     /// Our KEXINIT is sent; the peer's has not come.
     SentInit,
     /// Server: waiting for the client's init. `ignore_next`: the client's
-    /// guessed first packet (first_kex_packet_follows) guessed wrong.
-    AwaitInit { agreed: Agreed, ignore_next: bool },
-    /// Client: our init is sent; waiting for the server's reply.
+    /// guessed first packet (first_kex_packet_follows) guessed wrong. A
+    /// group exchange first waits for the request (`group` None), then
+    /// for the init in the group it sent.
+    AwaitInit {
+        agreed: Agreed,
+        ignore_next: bool,
+        group: Option<Box<GexGroup>>,
+    },
+    /// Client, group exchange: the request is sent; waiting for the group.
+    AwaitGroup {
+        agreed: Agreed,
+        ignore_next: bool,
+        request: Request,
+    },
+    /// Client: our init is sent; waiting for the server's reply. `group`:
+    /// a group exchange's part of the exchange hash.
     AwaitReply {
         agreed: Agreed,
         ignore_next: bool,
         client: Box<dyn ClientKex>,
+        group: Option<Vec<u8>>,
     },
     /// Server: waiting for the application's signature of H.
     AwaitSignature(Box<Unsigned>),
@@ -65,9 +80,17 @@ enum Phase {
     },
 }
 
+/// Server, group exchange: what was asked and what was sent.
+struct GexGroup {
+    request: Request,
+    group: Group,
+}
+
 /// Server: the reply, computed and not yet signed.
 struct Unsigned {
     agreed: Agreed,
+    /// SSH_MSG_KEX_ECDH_REPLY, or SSH_MSG_KEX_DH_GEX_REPLY.
+    reply_num: u8,
     key: PublicKey,
     reply: Vec<u8>,
     k: SharedSecret,
@@ -247,6 +270,20 @@ impl Connection {
                 resilience,
             };
             match self.role {
+                Role::Client if method.group_exchange => {
+                    let request = Request::for_need(dh_need_bits(&agreed.negotiated));
+                    let m = msg::KexDhGexRequest {
+                        min: request.min,
+                        n: request.n,
+                        max: request.max,
+                    };
+                    self.write_now(&m.encode())?;
+                    Phase::AwaitGroup {
+                        agreed,
+                        ignore_next,
+                        request,
+                    }
+                }
                 Role::Client => {
                     let client = (method.client)()?;
                     let init = msg::KexEcdhInit {
@@ -257,11 +294,13 @@ impl Connection {
                         agreed,
                         ignore_next,
                         client,
+                        group: None,
                     }
                 }
                 Role::Server => Phase::AwaitInit {
                     agreed,
                     ignore_next,
+                    group: None,
                 },
             }
         };
@@ -294,10 +333,25 @@ impl Connection {
                 Phase::AwaitInit {
                     agreed,
                     ignore_next: true,
+                    group,
                 },
             ) => Phase::AwaitInit {
                 agreed,
                 ignore_next: false,
+                group,
+            },
+            (
+                _,
+                _,
+                Phase::AwaitGroup {
+                    agreed,
+                    ignore_next: true,
+                    request,
+                },
+            ) => Phase::AwaitGroup {
+                agreed,
+                ignore_next: false,
+                request,
             },
             (
                 _,
@@ -306,18 +360,70 @@ impl Connection {
                     agreed,
                     client,
                     ignore_next: true,
+                    group,
                 },
             ) => Phase::AwaitReply {
                 agreed,
                 client,
                 ignore_next: false,
+                group,
             },
-            (Role::Server, num::KEX_ECDH_INIT, Phase::AwaitInit { agreed, .. }) => {
-                self.server_kex(&local_init, agreed, &payload)?
+            (
+                Role::Server,
+                num::KEX_DH_GEX_REQUEST,
+                Phase::AwaitInit {
+                    agreed,
+                    group: None,
+                    ..
+                },
+            ) if agreed.method.group_exchange => self.server_gex_group(agreed, &payload)?,
+            (
+                Role::Server,
+                num::KEX_ECDH_INIT,
+                Phase::AwaitInit {
+                    agreed,
+                    group: None,
+                    ..
+                },
+            ) if !agreed.method.group_exchange => {
+                self.server_kex(&local_init, agreed, &payload, None)?
             }
-            (Role::Client, num::KEX_ECDH_REPLY, Phase::AwaitReply { agreed, client, .. }) => {
-                self.client_kex(first, &local_init, agreed, client, &payload)?
-            }
+            (
+                Role::Server,
+                num::KEX_DH_GEX_INIT,
+                Phase::AwaitInit {
+                    agreed,
+                    group: Some(g),
+                    ..
+                },
+            ) => self.server_kex(&local_init, agreed, &payload, Some(*g))?,
+            (
+                Role::Client,
+                num::KEX_DH_GEX_GROUP,
+                Phase::AwaitGroup {
+                    agreed, request, ..
+                },
+            ) => self.client_gex_init(agreed, request, &payload)?,
+            (
+                Role::Client,
+                num::KEX_ECDH_REPLY,
+                Phase::AwaitReply {
+                    agreed,
+                    client,
+                    group: None,
+                    ..
+                },
+            ) => self.client_kex(first, &local_init, agreed, client, &payload, None)?,
+            (
+                Role::Client,
+                num::KEX_DH_GEX_REPLY,
+                Phase::AwaitReply {
+                    agreed,
+                    client,
+                    group: Some(t),
+                    ..
+                },
+            ) => self.client_kex(first, &local_init, agreed, client, &payload, Some(t))?,
             _ => return Err(Error::Protocol("unexpected key exchange message")),
         };
         self.kex = Some(KexRun {
@@ -328,10 +434,65 @@ impl Connection {
         Ok(())
     }
 
+    /// Server, group exchange: the client's request; the group goes out.
+    fn server_gex_group(&mut self, agreed: Agreed, payload: &[u8]) -> Result<Phase> {
+        let r = msg::KexDhGexRequest::decode(payload)?;
+        let request = Request {
+            min: r.min,
+            n: r.n,
+            max: r.max,
+        };
+        let group = Group::choose(&request)?;
+        self.write_now(
+            &msg::KexDhGexGroup {
+                p: kex::dh::to_mpint_contents(group.p()),
+                g: kex::dh::to_mpint_contents(group.g()),
+            }
+            .encode(),
+        )?;
+        Ok(Phase::AwaitInit {
+            agreed,
+            ignore_next: false,
+            group: Some(Box::new(GexGroup { request, group })),
+        })
+    }
+
+    /// Client, group exchange: the server's group; our init goes out.
+    fn client_gex_init(
+        &mut self,
+        agreed: Agreed,
+        request: Request,
+        payload: &[u8],
+    ) -> Result<Phase> {
+        let m = msg::KexDhGexGroup::decode(payload)?;
+        let group = Group::received(&request, &m.p, &m.g)?;
+        let client: Box<dyn ClientKex> = Box::new(gex::Client(group.exponent()?));
+        let init = msg::KexEcdhInit {
+            q_c: client.init().to_vec(),
+        };
+        self.write_now(&init.encode_as(num::KEX_DH_GEX_INIT))?;
+        Ok(Phase::AwaitReply {
+            agreed,
+            ignore_next: false,
+            client,
+            group: Some(group.transcript(&request)),
+        })
+    }
+
     /// Server: the client's init. The reply and H are computed; the
     /// exchange waits for the application to sign H.
-    fn server_kex(&mut self, local_init: &[u8], agreed: Agreed, payload: &[u8]) -> Result<Phase> {
-        let init = msg::KexEcdhInit::decode(payload)?;
+    fn server_kex(
+        &mut self,
+        local_init: &[u8],
+        agreed: Agreed,
+        payload: &[u8],
+        gex: Option<GexGroup>,
+    ) -> Result<Phase> {
+        let (init_num, reply_num) = match gex {
+            Some(_) => (num::KEX_DH_GEX_INIT, num::KEX_DH_GEX_REPLY),
+            None => (num::KEX_ECDH_INIT, num::KEX_ECDH_REPLY),
+        };
+        let init = msg::KexEcdhInit::decode_as(payload, init_num)?;
         let alg = agreed.negotiated.host_key.as_str();
         let key = self
             .host_keys
@@ -339,7 +500,16 @@ impl Connection {
             .find(|k| k.signature_algorithms().contains(&alg))
             .cloned()
             .ok_or(Error::NoCommonAlgorithm("host key"))?;
-        let (reply, k) = agreed.method.server_reply(&init.q_c)?;
+        let (reply, k, group) = match &gex {
+            Some(g) => {
+                let (reply, k) = agreed.method.server_reply_in(&g.group, &init.q_c)?;
+                (reply, k, g.group.transcript(&g.request))
+            }
+            None => {
+                let (reply, k) = agreed.method.server_reply(&init.q_c)?;
+                (reply, k, Vec::new())
+            }
+        };
         let peer_version = self.peer_version.clone().unwrap_or_default();
         let h = kex::exchange_hash(
             &Transcript {
@@ -348,6 +518,7 @@ impl Connection {
                 i_c: &agreed.peer_init,
                 i_s: local_init,
                 k_s: &key.to_blob(),
+                group: &group,
                 init: &init.q_c,
                 reply: &reply,
             },
@@ -360,6 +531,7 @@ impl Connection {
         }));
         Ok(Phase::AwaitSignature(Box::new(Unsigned {
             agreed,
+            reply_num,
             key,
             reply,
             k,
@@ -417,6 +589,7 @@ impl Connection {
     ) -> Result<()> {
         let Unsigned {
             agreed,
+            reply_num,
             key,
             reply,
             k,
@@ -437,7 +610,7 @@ impl Connection {
                 q_s: reply,
                 signature,
             }
-            .encode(),
+            .encode_as(reply_num),
         )?;
         self.kex = Some(KexRun {
             first,
@@ -456,8 +629,13 @@ impl Connection {
         agreed: Agreed,
         client: Box<dyn ClientKex>,
         payload: &[u8],
+        group: Option<Vec<u8>>,
     ) -> Result<Phase> {
-        let reply = msg::KexEcdhReply::decode(payload)?;
+        let reply_num = match group {
+            Some(_) => num::KEX_DH_GEX_REPLY,
+            None => num::KEX_ECDH_REPLY,
+        };
+        let reply = msg::KexEcdhReply::decode_as(payload, reply_num)?;
         let n = &agreed.negotiated;
         let key = PublicKey::from_blob(&reply.host_key)?;
         if !key.signature_algorithms().contains(&n.host_key.as_str()) {
@@ -475,6 +653,7 @@ impl Connection {
                 i_c: local_init,
                 i_s: &agreed.peer_init,
                 k_s: &reply.host_key,
+                group: group.as_deref().unwrap_or_default(),
                 init: &init,
                 reply: &reply.q_s,
             },
@@ -685,4 +864,23 @@ impl Connection {
         }
         Err(Error::Protocol("unexpected message during key exchange"))
     }
+}
+
+/// The security strength in bits the negotiated ciphers and MACs need, for
+/// a group-exchange request (OpenSSH's `dh_need`: the cipher's key length,
+/// at most 256 bits for chacha20-poly1305's double key, its IV and the MAC
+/// key).
+fn dh_need_bits(n: &Negotiated) -> u32 {
+    let mut need = 0;
+    for c in [&n.cipher_c2s, &n.cipher_s2c] {
+        if let Ok(c) = crate::cipher::cipher(c) {
+            need = need.max(c.key_len.min(32)).max(c.iv_len);
+        }
+    }
+    for m in [&n.mac_c2s, &n.mac_s2c] {
+        if let Ok(m) = crate::cipher::mac(m) {
+            need = need.max(m.key_len);
+        }
+    }
+    8 * need as u32
 }

@@ -141,7 +141,7 @@ impl Connection {
         if !s.auth.is_consistent(s.role) {
             return Err(Error::State("inconsistent authentication state"));
         }
-        if !matches!(s.session_id.len(), 32 | 48 | 64) || !s.peer_version.starts_with("SSH-") {
+        if !matches!(s.session_id.len(), 20 | 32 | 48 | 64) || !s.peer_version.starts_with("SSH-") {
             return Err(Error::State("inconsistent transport state"));
         }
         if let Some(r) = &s.resilience {

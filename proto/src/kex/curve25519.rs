@@ -16,6 +16,8 @@ pub const CURVE25519_SHA256: Method = Method {
     name: "curve25519-sha256",
     hash: Hash::Sha256,
     secret: SecretForm::Mpint,
+    default: true,
+    group_exchange: false,
     client,
     server,
 };

@@ -15,6 +15,8 @@ pub const MLKEM768X25519_SHA256: Method = Method {
     name: "mlkem768x25519-sha256",
     hash: Hash::Sha256,
     secret: SecretForm::String,
+    default: true,
+    group_exchange: false,
     client: hybrid::client::<MlKem768>,
     server: hybrid::server::<MlKem768>,
 };

@@ -19,6 +19,9 @@ use crate::msg::KexInit;
 use crate::wire::Put;
 
 pub mod curve25519;
+pub mod dh;
+pub mod ecdh;
+pub mod gex;
 mod hybrid;
 pub mod mlkem768x25519;
 pub mod sntrup761x25519;
@@ -28,23 +31,52 @@ pub const EXT_INFO_S: &str = "ext-info-s";
 pub const STRICT_C: &str = "kex-strict-c-v00@openssh.com";
 pub const STRICT_S: &str = "kex-strict-s-v00@openssh.com";
 
-/// The registry: key-exchange methods in default preference order.
+/// The registry: key-exchange methods in preference order, the default
+/// ones (OpenSSH 10's default list) first.
 pub const METHODS: &[Method] = &[
     mlkem768x25519::MLKEM768X25519_SHA256,
     sntrup761x25519::SNTRUP761X25519_SHA512,
     sntrup761x25519::SNTRUP761X25519_SHA512_OPENSSH,
     curve25519::CURVE25519_SHA256,
     curve25519::CURVE25519_SHA256_LIBSSH,
+    ecdh::NISTP256,
+    ecdh::NISTP384,
+    ecdh::NISTP521,
+    gex::GEX_SHA256,
+    dh::GROUP16_SHA512,
+    dh::GROUP18_SHA512,
+    dh::GROUP14_SHA256,
+    dh::GROUP14_SHA1,
+    gex::GEX_SHA1,
 ];
 
-/// The names of [`METHODS`], in the same order.
-pub static KEX_ALGS: &[&str] = &names::<{ METHODS.len() }>();
+/// The names of the default [`METHODS`], in the same order.
+pub static KEX_ALGS: &[&str] = &names::<{ count(true) }>(true);
 
-const fn names<const N: usize>() -> [&'static str; N] {
-    let mut out = [""; N];
+/// The names of every method of [`METHODS`], in the same order: what a
+/// configuration may name.
+pub static KEX_SUPPORTED: &[&str] = &names::<{ count(false) }>(false);
+
+const fn count(defaults_only: bool) -> usize {
+    let mut n = 0;
     let mut i = 0;
-    while i < N {
-        out[i] = METHODS[i].name;
+    while i < METHODS.len() {
+        if METHODS[i].default || !defaults_only {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn names<const N: usize>(defaults_only: bool) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut n) = (0, 0);
+    while i < METHODS.len() {
+        if METHODS[i].default || !defaults_only {
+            out[n] = METHODS[i].name;
+            n += 1;
+        }
         i += 1;
     }
     out
@@ -53,14 +85,18 @@ const fn names<const N: usize>() -> [&'static str; N] {
 /// The hash of a method: of the exchange hash H and of the key derivation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hash {
+    Sha1,
     Sha256,
+    Sha384,
     Sha512,
 }
 
 impl Hash {
     fn digest(self) -> MessageDigest {
         match self {
+            Hash::Sha1 => MessageDigest::sha1(),
             Hash::Sha256 => MessageDigest::sha256(),
+            Hash::Sha384 => MessageDigest::sha384(),
             Hash::Sha512 => MessageDigest::sha512(),
         }
     }
@@ -93,6 +129,12 @@ pub struct Method {
     pub name: &'static str,
     pub hash: Hash,
     pub secret: SecretForm,
+    /// In the default list (else only when configured).
+    pub default: bool,
+    /// Diffie-Hellman group exchange ([`gex`]): a request and a group
+    /// precede the init, and the method's own `client` / `server` are not
+    /// used.
+    pub group_exchange: bool,
     /// Client: a fresh ephemeral state, whose [`ClientKex::init`] bytes go
     /// in SSH_MSG_KEX_ECDH_INIT.
     pub client: fn() -> Result<Box<dyn ClientKex>>,
@@ -123,6 +165,17 @@ impl Method {
     pub fn server_reply(&self, init: &[u8]) -> Result<(Vec<u8>, SharedSecret)> {
         let s = (self.server)(init).map_err(refused)?;
         Ok((s.reply, self.secret(s.k)))
+    }
+
+    /// Server, group exchange: the reply bytes and K in the group sent.
+    pub fn server_reply_in(
+        &self,
+        group: &gex::Group,
+        init: &[u8],
+    ) -> Result<(Vec<u8>, SharedSecret)> {
+        let x = group.exponent()?;
+        let k = x.agree(init).map_err(refused)?;
+        Ok((x.public().to_vec(), self.secret(k)))
     }
 
     /// Client: K from the server's reply bytes.
@@ -190,6 +243,8 @@ pub struct Transcript<'a> {
     pub i_c: &'a [u8],
     pub i_s: &'a [u8],
     pub k_s: &'a [u8],
+    /// Group exchange only: the request and the group ([`gex::Group::transcript`]).
+    pub group: &'a [u8],
     pub init: &'a [u8],
     pub reply: &'a [u8],
 }
@@ -202,6 +257,7 @@ pub fn exchange_hash(t: &Transcript<'_>, k: &SharedSecret) -> Result<Vec<u8>> {
     b.put_string(t.i_c);
     b.put_string(t.i_s);
     b.put_string(t.k_s);
+    b.extend_from_slice(t.group);
     b.put_string(t.init);
     b.put_string(t.reply);
     b.extend_from_slice(&k.encoded());
@@ -366,6 +422,7 @@ mod tests {
             i_c: &i_c,
             i_s: &i_s,
             k_s: &k_s,
+            group: &[],
             init,
             reply,
         })

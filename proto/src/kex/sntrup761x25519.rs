@@ -19,6 +19,8 @@ pub const SNTRUP761X25519_SHA512: Method = Method {
     name: "sntrup761x25519-sha512",
     hash: Hash::Sha512,
     secret: SecretForm::String,
+    default: true,
+    group_exchange: false,
     client: hybrid::client::<Sntrup761>,
     server: hybrid::server::<Sntrup761>,
 };
