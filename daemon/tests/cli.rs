@@ -175,7 +175,7 @@ fn inetd_mode_on_a_socket() {
         .spawn()
         .unwrap();
     let out: Output = client.join().unwrap();
-    let _ = daemon.wait();
+    let status = daemon.wait().unwrap();
     assert!(
         out.status.success(),
         "{}\n--- resshd log ---\n{}",
@@ -183,10 +183,40 @@ fn inetd_mode_on_a_socket() {
         setup.log()
     );
     assert_eq!(text(&out.stdout), "via-socket\n");
+    assert_eq!(status.code(), Some(0), "after a session resshd -i exits 0");
     let log = setup.log();
     assert!(
         log.contains(&format!("Connection from 127.0.0.1 port {}", peer.port())),
         "{log}"
+    );
+}
+
+/// `resshd -i` exits as sshd does when the connection ends before
+/// authentication: 255. Here the client speaks SSH-1.5 (OpenSSH's
+/// proto-mismatch regress test); resshd still sends its own version line.
+#[test]
+fn inetd_mode_exits_255_before_authentication() {
+    let setup = InetdSetup::new("");
+    let out = run_timeout(
+        Command::new("sh")
+            .arg("-c")
+            .arg("echo SSH-1.5-HALLO | \"$0\" -i -f \"$1\" -E \"$2\"")
+            .arg(resshd_bin())
+            .arg(&setup.config)
+            .arg(&setup.log),
+        SSH_TIMEOUT,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}\n{}",
+        describe(&out),
+        setup.log()
+    );
+    assert!(
+        text(&out.stdout).starts_with("SSH-2.0-"),
+        "{}",
+        describe(&out)
     );
 }
 

@@ -118,7 +118,9 @@ pub struct Context {
     pub privsep: Privsep,
 }
 
-/// Runs the monitor for one connection; returns the process exit code.
+/// Runs the monitor for one connection; returns the process exit code: 0
+/// after a session, 255 (as sshd) when the connection ended before
+/// authentication or on an error.
 pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) -> i32 {
     let broker = connect_broker(&ctx.broker_socket);
     let mut m = Monitor {
@@ -151,12 +153,22 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
     };
     crate::keepalive::apply(&sock, m.settings.tcp_keep_alive);
     match m.run(sock) {
-        Ok(()) => 0,
+        Ok(Ended::Session) => 0,
+        Ok(Ended::BeforeAuthentication) => 255,
         Err(e) => {
             log::error(&format!("{}: {e}", m.who()));
-            1
+            255
         }
     }
+}
+
+/// How a connection ended without an error.
+enum Ended {
+    /// After a session (or after handing a reconnect to its session).
+    Session,
+    /// Before the user authenticated: a version mismatch, a failed key
+    /// exchange or login, a client that went away.
+    BeforeAuthentication,
 }
 
 struct Accepted {
@@ -260,7 +272,7 @@ impl Monitor<'_> {
         shown_port(self.peer)
     }
 
-    fn run(&mut self, sock: OwnedFd) -> Result<(), Error> {
+    fn run(&mut self, sock: OwnedFd) -> Result<Ended, Error> {
         log::info(&format!(
             "Connection from {} on {} port {}",
             self.at(),
@@ -270,9 +282,11 @@ impl Monitor<'_> {
         let (ipc, mut child) = self.spawn_kex(&sock)?;
         self.worker_pid = child.id();
         let result = self.serve_kex(&ipc);
+        let mut handed_over = false;
         let result = match result {
             Ok(KexOutcome::Reconnect(request, leftover)) => {
                 // The worker waits for our answer before it exits.
+                handed_over = true;
                 self.route_reconnect(&ipc, &sock, request, leftover)
                     .map(|()| KexOutcome::Closed)
             }
@@ -297,7 +311,11 @@ impl Monitor<'_> {
             Err(e) => log::error(&format!("wait for kex worker: {e}")),
         }
         let KexOutcome::Authenticated(state) = result? else {
-            return Ok(());
+            return Ok(if handed_over {
+                Ended::Session
+            } else {
+                Ended::BeforeAuthentication
+            });
         };
         if let (Some(b), Some(a)) = (&self.broker, &self.accepted) {
             let _ = b.send(
@@ -307,7 +325,7 @@ impl Monitor<'_> {
                 &[],
             );
         }
-        self.run_session(sock, state)
+        self.run_session(sock, state).map(|()| Ended::Session)
     }
 
     #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)

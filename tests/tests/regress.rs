@@ -123,21 +123,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         22,
         "login name `user:style` (BSD auth style): invalid user",
     ),
-    (
-        "proto-mismatch",
-        22,
-        "`resshd -i` answers an SSH-1.5 banner with its KEXINIT, not exit 255",
-    ),
-    (
-        "dhgex",
-        22,
-        "diffie-hellman-group-exchange-sha1/-sha256 not offered",
-    ),
-    (
-        "try-ciphers",
-        22,
-        "MACs and ciphers sshd enables (hmac-sha1, umac, aes192-ctr, ...)",
-    ),
     ("agent", 17, "agent forwarding"),
     ("sftp-chroot", 16, "ChrootDirectory: sshd_config rejected"),
     (
@@ -156,19 +141,9 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         22,
         "FIDO (sk-) keys as host keys (user sk- keys and P-384/521 pass)",
     ),
-    (
-        "kextype",
-        22,
-        "the finite-field and NIST-curve key exchanges (first: diffie-hellman-group1-sha1)",
-    ),
     ("cert-hostkey", 16, "host certificates"),
     ("cert-userkey", 16, "user certificates"),
     ("keys-command", 16, "AuthorizedKeysCommand"),
-    (
-        "integrity",
-        22,
-        "connections closed during the MAC-corruption test",
-    ),
     (
         "multipubkey",
         16,
@@ -192,6 +167,38 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ("authinfo", 22, "ExposeAuthInfo (SSH_USER_AUTH)"),
     ("channel-timeout", 22, "ChannelTimeout"),
     ("connection-timeout", 22, "UnusedConnectionTimeout"),
+];
+
+/// Tests that fail with resshd only because they try algorithms resshd
+/// refuses ([`REFUSED`]), as `(test, what it tries)`. Each runs a second time
+/// with resshd and an `ssh` whose `-Q` lists leave those out (the suite asks
+/// `ssh -Q` what to try), and must pass then; it must still fail without.
+const REFUSED_ONLY: &[(&str, &str)] = &[
+    ("try-ciphers", "every cipher with every MAC"),
+    ("integrity", "MAC corruption with every MAC"),
+    ("dhgex", "group exchange with 3des-cbc first"),
+    (
+        "kextype",
+        "every key exchange, diffie-hellman-group1-sha1 first",
+    ),
+];
+
+/// What resshd refuses of what Debian's OpenSSH offers, each refusal with
+/// its reason in resshd_config(5) (Ciphers, MACs, KexAlgorithms). The test
+/// checks that this is exactly what `ssh -Q` lists and resshd's registries
+/// lack.
+const REFUSED: &[&str] = &[
+    "3des-cbc",
+    "aes128-cbc",
+    "aes192-cbc",
+    "aes256-cbc",
+    "hmac-sha1-96",
+    "hmac-md5",
+    "hmac-md5-96",
+    "hmac-sha1-96-etm@openssh.com",
+    "hmac-md5-etm@openssh.com",
+    "hmac-md5-96-etm@openssh.com",
+    "diffie-hellman-group1-sha1",
 ];
 
 /// Tests Debian's sshd fails here, as `(test, why)`; resshd is not compared on them.
@@ -222,6 +229,8 @@ const TEST_LIMIT: Duration = Duration::from_secs(900);
 enum Server {
     Sshd,
     Resshd,
+    /// resshd, with the client's `-Q` lists short of [`REFUSED`].
+    ResshdNoRefused,
 }
 
 impl Server {
@@ -229,6 +238,7 @@ impl Server {
         match self {
             Server::Sshd => "sshd",
             Server::Resshd => "resshd",
+            Server::ResshdNoRefused => "resshd-",
         }
     }
 }
@@ -298,6 +308,8 @@ struct Setup {
     user: TestUser,
     _sudo: Sudoer,
     resshd: PathBuf,
+    /// `ssh`, short of [`REFUSED`] in its `-Q` lists.
+    ssh_without_refused: PathBuf,
     privsep_user: TestUser,
     /// Root-owned: the privilege-separation directory and the broker sockets.
     privsep: TempDir,
@@ -323,11 +335,28 @@ impl Setup {
             fs::copy(&from, bin.join(name))
                 .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
         }
+        // ssh, whose -Q lists leave out what resshd refuses.
+        let filter: String = REFUSED.iter().map(|a| format!(" -e '{a}'")).collect();
+        let wrapper = bin.join("ssh-without-refused");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh
+case \"$1 $2\" in
+\"-Q cipher\"|\"-Q mac\"|\"-Q kex\")
+                 \tssh \"$@\" | grep -vxF{filter}\n\texit 0;;
+esac
+exec ssh \"$@\"\n"
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
         let privsep_user = TestUser::create("ps");
         let privsep = TempDir::new("regress-privsep");
         fs::create_dir(privsep.join("empty")).unwrap();
         Setup {
             resshd: bin.join("resshd"),
+            ssh_without_refused: wrapper,
             user,
             _sudo: sudo,
             privsep_user,
@@ -373,7 +402,7 @@ impl Worker {
         let obj = self.obj();
         let (sshd, confopts) = match server {
             Server::Sshd => (PathBuf::from(SSHD_BIN), String::new()),
-            Server::Resshd => (
+            Server::Resshd | Server::ResshdNoRefused => (
                 setup.resshd.clone(),
                 format!(
                     "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\n\
@@ -405,7 +434,13 @@ impl Worker {
             .env("TEST_SHELL", "sh")
             .env("OBJ", &obj)
             .env("BUILDDIR", &obj)
-            .env("TEST_SSH_SSH", "ssh")
+            .env(
+                "TEST_SSH_SSH",
+                match server {
+                    Server::ResshdNoRefused => setup.ssh_without_refused.as_os_str(),
+                    _ => "ssh".as_ref(),
+                },
+            )
             .env("TEST_SSH_SSHD", &sshd)
             .env("TEST_SSH_SSHD_CONFOPTS", confopts)
             .env("TEST_SSH_SSHAGENT", self.dir.join("ssh-agent"))
@@ -528,7 +563,13 @@ fn run_all(setup: &Setup, tests: &[&'static str]) -> BTreeMap<(&'static str, Ser
     // Popped from the end.
     let jobs: Vec<(&'static str, Server)> = order
         .iter()
-        .flat_map(|t| [(*t, Server::Sshd), (*t, Server::Resshd)])
+        .flat_map(|t| {
+            let mut v = vec![(*t, Server::Sshd), (*t, Server::Resshd)];
+            if REFUSED_ONLY.iter().any(|(r, _)| r == t) {
+                v.push((*t, Server::ResshdNoRefused));
+            }
+            v
+        })
         .rev()
         .collect();
     let workers = WORKERS.min(jobs.len());
@@ -571,6 +612,7 @@ fn openssh_regress_suite() {
     );
     // The lists name tests of the list, once each.
     let mut listed: Vec<&str> = RESSHD_FAILS.iter().map(|(t, _, _)| *t).collect();
+    listed.extend(REFUSED_ONLY.iter().map(|(t, _)| *t));
     listed.extend(SSHD_FAILS.iter().map(|(t, _)| *t));
     for list in [&listed, &SLOW_FIRST.to_vec()] {
         for (i, t) in list.iter().enumerate() {
@@ -578,6 +620,36 @@ fn openssh_regress_suite() {
             assert!(!list[..i].contains(t), "{t} is listed twice");
         }
     }
+
+    // REFUSED is what Debian's ssh offers and resshd lacks, no more, no less.
+    let mut lacking = Vec::new();
+    for (q, ours) in [
+        (
+            "cipher",
+            ressh_proto::cipher::CIPHERS
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "mac",
+            ressh_proto::cipher::MACS.iter().map(|m| m.name).collect(),
+        ),
+        ("kex", ressh_proto::kex::KEX_SUPPORTED.to_vec()),
+    ] {
+        let out = run_ok(Command::new("ssh").args(["-Q", q]));
+        let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+        lacking.extend(
+            theirs
+                .lines()
+                .filter(|a| !ours.contains(a))
+                .map(str::to_string),
+        );
+    }
+    assert_eq!(
+        lacking, REFUSED,
+        "REFUSED must be what ssh -Q lists and resshd lacks"
+    );
 
     let tests = selected();
     let setup = Setup::new();
@@ -616,6 +688,30 @@ fn openssh_regress_suite() {
             )),
             (false, Some(_)) => continue,
             (true, None) => {}
+        }
+        if let Some((_, what)) = REFUSED_ONLY.iter().find(|(t, _)| t == test) {
+            let without = &results[&(*test, Server::ResshdNoRefused)];
+            writeln!(
+                table,
+                "| {test} without what resshd refuses | | {} | | {:.0} |",
+                without.outcome.describe(),
+                without.secs
+            )
+            .unwrap();
+            resshd_ok += usize::from(without.outcome.passed());
+            if !without.outcome.passed() {
+                problems.push(format!(
+                    "{test} ({what}) fails with resshd even without the algorithms it refuses: {}\n{}",
+                    without.outcome.describe(),
+                    without.log
+                ));
+            }
+            if resshd.outcome.passed() {
+                problems.push(format!(
+                    "{test} passes with resshd and every algorithm: remove it from REFUSED_ONLY"
+                ));
+            }
+            continue;
         }
         match (
             resshd.outcome.passed(),
