@@ -69,6 +69,11 @@ impl InetdSetup {
     }
 
     fn ssh(&self, login: &Login) -> Command {
+        self.ssh_as(login, &login.user.name)
+    }
+
+    /// Like [`Self::ssh`] with another login name (`User`).
+    fn ssh_as(&self, login: &Login, user: &str) -> Command {
         let mut c = Command::new(require_cmd("ssh"));
         c.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
             .args(["-o", "StrictHostKeyChecking=yes"])
@@ -79,7 +84,7 @@ impl InetdSetup {
             .arg("-o")
             .arg(format!("IdentityFile={}", login.key.display()))
             .arg("-o")
-            .arg(format!("User={}", login.user.name))
+            .arg(format!("User={user}"))
             .args(["-o", "LogLevel=ERROR"]);
         c
     }
@@ -128,6 +133,23 @@ fn inetd_mode_as_a_proxy_command() {
             login.user.name
         )),
         "{log}"
+    );
+    // "user:style" (a BSD authentication style, OpenSSH's proxy-connect
+    // test): the style is dropped, as sshd drops it on Linux.
+    let out = run_timeout(
+        setup
+            .ssh_as(&login, &format!("{}:bsdstyle", login.user.name))
+            .arg("-o")
+            .arg(format!("ProxyCommand={proxy}"))
+            .arg("inetd-host")
+            .arg("id -un"),
+        SSH_TIMEOUT,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n", login.user.name),
+        "{}",
+        describe(&out)
     );
     // Without -e or -E nothing reaches ssh's stderr (sshd -i logs to
     // syslog).

@@ -515,7 +515,11 @@ impl Monitor<'_> {
     /// Judges one user-auth request. None when no verdict is due: a
     /// keyboard-interactive conversation was cut short by another request
     /// (now in `stashed`) or by a broken link (`ipc_failure`).
-    fn judge(&mut self, ipc: &Endpoint, name: &str, request: AuthRequest) -> Option<AuthVerdict> {
+    fn judge(&mut self, ipc: &Endpoint, sent: &str, request: AuthRequest) -> Option<AuthVerdict> {
+        // "user:style" asks for a BSD authentication style, which Linux has
+        // not: sshd drops the style, and so do we (a public-key signature
+        // still covers the name as sent).
+        let name = sent.split_once(':').map_or(sent, |(u, _)| u);
         let (ip, port) = (self.peer.ip(), self.peer.port());
         let at = self.at();
         if self.partial.as_ref().is_some_and(|p| p.user != name) {
@@ -604,7 +608,7 @@ impl Monitor<'_> {
                 algorithm,
                 blob,
                 signature,
-            } => Some(self.publickey(user, groups, settings, algorithm, blob, signature)),
+            } => Some(self.publickey(sent, user, groups, settings, algorithm, blob, signature)),
             request => {
                 if user.uid.is_root() && settings.permit_root_login != PermitRootLogin::Yes {
                     log::info(&format!("ROOT LOGIN REFUSED FROM {at}"));
@@ -615,8 +619,12 @@ impl Monitor<'_> {
         }
     }
 
+    /// `sent`: the login name as the client sent it, which its signature
+    /// covers.
+    #[allow(clippy::too_many_arguments)]
     fn publickey(
         &mut self,
+        sent: &str,
         user: nix::unistd::User,
         groups: Vec<u32>,
         settings: Settings,
@@ -695,7 +703,7 @@ impl Monitor<'_> {
         let sid = self.session_id.clone().unwrap_or_default();
         let data = ressh_proto::msg::publickey_signed_data(
             &sid,
-            &user.name,
+            sent,
             "ssh-connection",
             &algorithm,
             &blob,

@@ -118,11 +118,6 @@ const TESTS: &[&str] = &[
 /// `(test, issue that will fix it, what fails)`. A test that fails with resshd and
 /// is not here fails this test; so does one that is here and passes.
 const RESSHD_FAILS: &[(&str, u32, &str)] = &[
-    (
-        "proxy-connect",
-        22,
-        "login name `user:style` (BSD auth style): invalid user",
-    ),
     ("agent", 17, "agent forwarding"),
     ("sftp-chroot", 16, "ChrootDirectory: sshd_config rejected"),
     (
