@@ -16,9 +16,39 @@ use std::time::{Duration, Instant};
 
 use ressh_ipc::msg::{FromKex, FromSession, MAX_LOG_LEN};
 
-/// Lengths of the exchange hashes of the key exchanges resshd offers
-/// (SHA-256, SHA-384, SHA-512): the only data a host key signs.
-pub const HASH_LENGTHS: [usize; 3] = [32, 48, 64];
+/// Lengths of the exchange hashes of the key exchanges a connection may
+/// run (its configured methods' hashes): the only data a host key signs.
+/// SHA-1's 20 bytes only where a SHA-1 method is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashLengths(Vec<usize>);
+
+impl HashLengths {
+    pub fn of<S: AsRef<str>>(kex_methods: &[S]) -> HashLengths {
+        let mut v: Vec<usize> = kex_methods
+            .iter()
+            .filter_map(|n| ressh_proto::kex::method(n.as_ref()).ok())
+            .map(|m| m.hash.output_len())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        HashLengths(v)
+    }
+
+    fn check(&self, data: &[u8]) -> Result<(), Violation> {
+        if self.0.contains(&data.len()) {
+            Ok(())
+        } else {
+            Err(Violation::NotAnExchangeHash(data.len()))
+        }
+    }
+}
+
+impl Default for HashLengths {
+    /// Those of the default methods.
+    fn default() -> Self {
+        HashLengths::of(ressh_proto::kex::KEX_ALGS)
+    }
+}
 
 /// Most resume tokens a session answers to at once, and their length.
 pub const MAX_TOKENS: usize = 4;
@@ -48,14 +78,6 @@ pub enum Violation {
     UnaskedVerdict,
     #[error("a tty name too long")]
     TtyTooLong,
-}
-
-fn hash_length(data: &[u8]) -> Result<(), Violation> {
-    if HASH_LENGTHS.contains(&data.len()) {
-        Ok(())
-    } else {
-        Err(Violation::NotAnExchangeHash(data.len()))
-    }
 }
 
 /// A log line from a worker: any time, at most [`MAX_LOG_LEN`] bytes (the
@@ -96,9 +118,18 @@ pub struct KexGate {
     signed: bool,
     /// The new connection asked to resume a session instead.
     reconnect: bool,
+    hashes: HashLengths,
 }
 
 impl KexGate {
+    /// A gate for a connection whose key exchanges have these hashes.
+    pub fn new(hashes: HashLengths) -> KexGate {
+        KexGate {
+            hashes,
+            ..KexGate::default()
+        }
+    }
+
     /// Checks `m` against the phase (`accepted`: the monitor itself
     /// accepted a user) and advances it.
     pub fn check(&mut self, m: KexRequest<'_>, accepted: bool) -> Result<(), Violation> {
@@ -107,7 +138,7 @@ impl KexGate {
                 if accepted || self.signed || self.reconnect {
                     return Err(Violation::SecondSignatureBeforeAuth);
                 }
-                hash_length(data)?;
+                self.hashes.check(data)?;
                 self.signed = true;
             }
             KexRequest::Auth => {
@@ -141,6 +172,7 @@ pub struct SessionGate {
     may_sign: bool,
     /// Routed reconnects awaiting the worker's verdict.
     validating: u32,
+    hashes: HashLengths,
 }
 
 impl Default for SessionGate {
@@ -148,11 +180,20 @@ impl Default for SessionGate {
         SessionGate {
             may_sign: true,
             validating: 0,
+            hashes: HashLengths::default(),
         }
     }
 }
 
 impl SessionGate {
+    /// A gate for a session whose key exchanges have these hashes.
+    pub fn new(hashes: HashLengths) -> SessionGate {
+        SessionGate {
+            hashes,
+            ..SessionGate::default()
+        }
+    }
+
     /// The monitor sent the worker a reconnect request to validate.
     pub fn asked_verdict(&mut self) {
         self.validating += 1;
@@ -165,7 +206,7 @@ impl SessionGate {
                 if !self.may_sign {
                     return Err(Violation::SecondSignatureInKex);
                 }
-                hash_length(data)?;
+                self.hashes.check(data)?;
                 self.may_sign = false;
             }
             FromSession::KexDone => self.may_sign = true,
@@ -273,7 +314,11 @@ mod tests {
         for n in [0, 1, 20, 31, 33, 1000] {
             assert!(KexGate::default().check(sign(n), false).is_err(), "{n}");
         }
-        for n in HASH_LENGTHS {
+        // SHA-1's hash only with a SHA-1 method configured.
+        let sha1 = HashLengths::of(&["curve25519-sha256", "diffie-hellman-group14-sha1"]);
+        assert_eq!(sha1, HashLengths(vec![20, 32]));
+        KexGate::new(sha1).check(sign(20), false).unwrap();
+        for n in [32, 48, 64] {
             let mut g = KexGate::default();
             g.check(sign(n), false).unwrap();
             // MON_ONCE: a second signature (a pre-auth rekey, or an oracle).

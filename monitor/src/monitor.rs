@@ -29,7 +29,7 @@ use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
     Config, GatewayPorts, MatchContext, PermitRootLogin, PermitUserEnvironment, Settings,
 };
-use crate::gate::{KexGate, LogBudget, LogVerdict, SessionGate, Violation};
+use crate::gate::{HashLengths, KexGate, LogBudget, LogVerdict, SessionGate, Violation};
 use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
@@ -151,6 +151,11 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         worker_pid: 0,
         log_budget: LogBudget::new(Instant::now()),
     };
+    // Signatures only over data as long as this connection's exchange
+    // hashes can be.
+    let hashes = HashLengths::of(&m.settings.kex_algorithms);
+    m.kex_gate = KexGate::new(hashes.clone());
+    m.session_gate = SessionGate::new(hashes);
     crate::keepalive::apply(&sock, m.settings.tcp_keep_alive);
     match m.run(sock) {
         Ok(Ended::Session) => 0,

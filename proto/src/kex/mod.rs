@@ -101,6 +101,11 @@ impl Hash {
         }
     }
 
+    /// The length of its output in bytes (of an exchange hash).
+    pub fn output_len(self) -> usize {
+        self.digest().size()
+    }
+
     /// The hash of the concatenation of `parts` (the hybrid methods' K).
     pub fn of(self, parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>> {
         let mut h = Hasher::new(self.digest())?;
