@@ -464,7 +464,7 @@ fn parse_connection_spec(spec: &str) -> Result<MatchContext, Error> {
                         .ok_or_else(|| Error::BadConnectionSpecPort(v.into()))?,
                 )
             }
-            "rdomain" => {}
+            "rdomain" => ctx.rdomain = Some(v.to_string()),
             _ => return Err(Error::BadConnectionSpec(item.into())),
         }
     }

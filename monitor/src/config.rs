@@ -222,6 +222,10 @@ pub struct MatchContext {
     pub addr: Option<IpAddr>,
     pub local_addr: Option<IpAddr>,
     pub local_port: Option<u16>,
+    /// The routing domain the connection arrived in: on Linux the VRF
+    /// device the listening socket is bound to (SO_BINDTODEVICE), as sshd
+    /// reads it; None outside one.
+    pub rdomain: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

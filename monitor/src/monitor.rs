@@ -122,6 +122,7 @@ pub struct Context {
 /// after a session, 255 (as sshd) when the connection ended before
 /// authentication or on an error.
 pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) -> i32 {
+    let rdomain = rdomain_of(&sock);
     let broker = connect_broker(&ctx.broker_socket);
     let mut m = Monitor {
         ctx,
@@ -133,8 +134,10 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
             addr: known(peer).then(|| peer.ip()),
             local_addr: known(local).then(|| local.ip()),
             local_port: known(local).then(|| local.port()),
+            rdomain: rdomain.clone(),
             ..Default::default()
         }),
+        rdomain,
         session_id: None,
         kex_gate: KexGate::default(),
         session_gate: SessionGate::default(),
@@ -167,6 +170,14 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
     }
 }
 
+/// The routing domain of a connection: the device its socket is bound to
+/// (a VRF on Linux), as sshd's `sys_get_rdomain()` reads it.
+fn rdomain_of(sock: &OwnedFd) -> Option<String> {
+    let dev = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::BindToDevice).ok()?;
+    let dev = dev.to_string_lossy().trim_end_matches('\0').to_string();
+    (!dev.is_empty()).then_some(dev)
+}
+
 /// How a connection ended without an error.
 enum Ended {
     /// After a session (or after handing a reconnect to its session).
@@ -189,6 +200,8 @@ struct Monitor<'a> {
     ctx: &'a Context,
     peer: SocketAddr,
     local: SocketAddr,
+    /// The connection's routing domain (`Match RDomain`).
+    rdomain: Option<String>,
     /// Settings for the connection before the user is known.
     settings: Settings,
     /// The first exchange hash signed: the session id.
@@ -575,6 +588,7 @@ impl Monitor<'_> {
             addr: Some(ip),
             local_addr: Some(self.local.ip()),
             local_port: Some(self.local.port()),
+            rdomain: self.rdomain.clone(),
         });
         let peer = PeerInfo {
             addr: ip,
@@ -1716,6 +1730,7 @@ impl Monitor<'_> {
             addr: Some(ip),
             local_addr: Some(self.local.ip()),
             local_port: Some(self.local.port()),
+            rdomain: self.rdomain.clone(),
         });
         let peer = PeerInfo {
             addr: ip,

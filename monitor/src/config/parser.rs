@@ -92,7 +92,10 @@ impl MatchBlock {
                 .local_addr
                 .is_some_and(|a| addrmatch::addr_match_list(Some(a), p) == AddrMatch::Match),
             Criterion::LocalPort(n) => ctx.local_port == Some(*n),
-            Criterion::RDomain(_) => false,
+            Criterion::RDomain(p) => ctx
+                .rdomain
+                .as_deref()
+                .is_some_and(|r| pattern::match_pattern_list(r, p, false) == ListMatch::Match),
         })
     }
 }
