@@ -420,7 +420,9 @@ fn apply_command_line(settings: &mut Settings, args: &Args) {
 /// `laddr=`, `lport=`, `rdomain=`, comma-separated.
 fn parse_connection_spec(spec: &str) -> Result<MatchContext, Error> {
     let mut ctx = MatchContext::default();
-    for item in spec.split(',') {
+    // As sshd's strsep() loop: an empty item ends the list (a trailing
+    // comma is fine).
+    for item in spec.split(',').take_while(|i| !i.is_empty()) {
         let (k, v) = item
             .split_once('=')
             .ok_or_else(|| Error::BadConnectionSpec(item.into()))?;
@@ -513,8 +515,14 @@ fn context(
         broker_socket: settings.broker_socket.clone(),
         config: Arc::new(config),
         host_keys: Arc::new(host_keys),
-        kex_worker: worker_path("resshd-kex"),
-        session_worker: worker_path("resshd-session"),
+        kex_worker: settings
+            .resshd_kex_path
+            .clone()
+            .unwrap_or_else(|| worker_path("resshd-kex")),
+        session_worker: settings
+            .resshd_session_path
+            .clone()
+            .unwrap_or_else(|| worker_path("resshd-session")),
         privsep,
     }
 }

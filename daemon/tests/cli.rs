@@ -277,6 +277,7 @@ fn dump_with_and_without_connection_spec() {
              Match User alice Address 10.0.0.0/8\n  MaxSessions 2\n  PasswordAuthentication no\n\
              Match Host gw.example\n  AllowTcpForwarding no\n\
              Match LocalPort 2222\n  ForceCommand /bin/echo hi\n\
+             Match RDomain vrf*\n  MaxAuthTries 4\n\
              Match All\n  PermitTTY no\n",
             key = key.display(),
             d = dir.path().display()
@@ -306,6 +307,11 @@ fn dump_with_and_without_connection_spec() {
     let other = dump(&["-T", "-f", &c, "-C", "user=bob,addr=10.1.2.3,lport=22"]);
     assert_eq!(one(&other, "maxsessions"), "7");
     assert_eq!(one(&other, "allowtcpforwarding"), "yes");
+    assert_eq!(one(&other, "maxauthtries"), "6");
+    // A routing domain, and a trailing comma (which ends the list, as in
+    // sshd: OpenSSH's cfgmatch test writes one).
+    let vrf = dump(&["-T", "-f", &c, "-C", "rdomain=vrf1,user=bob,"]);
+    assert_eq!(one(&vrf, "maxauthtries"), "4");
     // -p and -o apply to -T as to the daemon.
     let p = dump(&["-T", "-f", &c, "-p", "2200", "-o", "MaxAuthTries=3"]);
     assert_eq!(p["port"], vec!["2200"]);

@@ -91,6 +91,7 @@
 //! | PrivilegeSeparationUser | `privilege_separation_user` | resshd | the unprivileged user of `resshd-kex` |
 //! | PrivilegeSeparationDirectory | `privilege_separation_directory` | /run/resshd/empty | its empty chroot |
 //! | BrokerSocket | `broker_socket` | /run/resshd/broker.sock | where monitors reach resshd; survives restarts of resshd |
+//! | ResshdKexPath, ResshdSessionPath | `resshd_kex_path`, `resshd_session_path` | next to resshd, else /usr/libexec/ressh | the workers' programs (as OpenSSH's SshdAuthPath, SshdSessionPath) |
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
 //! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | sessions per user kept detached longer than DetachGraceTime |
 //! | DetachGraceTime (M) | `detach_grace_time` | 10m | how long a detached session does not count against MaxDetachedSessions |
@@ -387,6 +388,10 @@ pub struct Settings {
     pub privilege_separation_user: String,
     pub privilege_separation_directory: PathBuf,
     pub broker_socket: PathBuf,
+    /// Where the workers are; None: next to resshd, else in
+    /// /usr/libexec/ressh.
+    pub resshd_kex_path: Option<PathBuf>,
+    pub resshd_session_path: Option<PathBuf>,
     /// UsePAM: password and keyboard-interactive authentication through
     /// PAM, PAM account and session management (service `resshd`).
     pub use_pam: bool,
@@ -756,6 +761,14 @@ impl Settings {
             &self.privilege_separation_directory.display().to_string(),
         );
         line("brokersocket", &self.broker_socket.display().to_string());
+        for (k, v) in [
+            ("resshdkexpath", &self.resshd_kex_path),
+            ("resshdsessionpath", &self.resshd_session_path),
+        ] {
+            if let Some(p) = v {
+                line(k, &p.display().to_string());
+            }
+        }
         line("detachtimeout", &self.detach_timeout.as_secs().to_string());
         line(
             "maxdetachedsessions",

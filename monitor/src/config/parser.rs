@@ -784,6 +784,16 @@ impl Parser {
                 }
                 Value::BrokerSocket(PathBuf::from(d))
             }
+            Imp::ResshdKexPath | Imp::ResshdSessionPath => {
+                let d = a.one()?;
+                if !d.starts_with('/') {
+                    return Err(format!("{} must be an absolute path", a.keyword));
+                }
+                match imp {
+                    Imp::ResshdKexPath => Value::ResshdKexPath(PathBuf::from(d)),
+                    _ => Value::ResshdSessionPath(PathBuf::from(d)),
+                }
+            }
             Imp::ResilienceBufferSize => {
                 let v = parse_size(a.one()?).map_err(|e| format!("{}: {e}", a.keyword))?;
                 if !(MIN_RESILIENCE_BUFFER..=MAX_RESILIENCE_BUFFER).contains(&v) {

@@ -79,6 +79,8 @@ pub(crate) enum Value {
     PrivilegeSeparationUser(String),
     PrivilegeSeparationDirectory(PathBuf),
     BrokerSocket(PathBuf),
+    ResshdKexPath(PathBuf),
+    ResshdSessionPath(PathBuf),
     DetachTimeout(Duration),
     DetachGraceTime(Duration),
     MaxDetachedSessions(u32),
@@ -112,6 +114,8 @@ pub(crate) struct Raw {
     privilege_separation_user: Option<String>,
     privilege_separation_directory: Option<PathBuf>,
     broker_socket: Option<PathBuf>,
+    resshd_kex_path: Option<PathBuf>,
+    resshd_session_path: Option<PathBuf>,
     use_pam: Option<bool>,
     print_motd: Option<bool>,
     print_last_log: Option<bool>,
@@ -266,6 +270,8 @@ impl Raw {
                 first(&mut self.privilege_separation_directory, x)
             }
             Value::BrokerSocket(x) => first(&mut self.broker_socket, x),
+            Value::ResshdKexPath(x) => first(&mut self.resshd_kex_path, x),
+            Value::ResshdSessionPath(x) => first(&mut self.resshd_session_path, x),
             Value::DetachTimeout(x) => first(&mut self.detach_timeout, x),
             Value::DetachGraceTime(x) => first(&mut self.detach_grace_time, x),
             Value::MaxDetachedSessions(x) => first(&mut self.max_detached_sessions, x),
@@ -441,6 +447,8 @@ impl Raw {
             broker_socket: self
                 .broker_socket
                 .unwrap_or_else(|| PathBuf::from("/run/resshd/broker.sock")),
+            resshd_kex_path: self.resshd_kex_path,
+            resshd_session_path: self.resshd_session_path,
             use_pam: self.use_pam.unwrap_or(false),
             print_motd: self.print_motd.unwrap_or(true),
             print_last_log: self.print_last_log.unwrap_or(true),

@@ -1233,6 +1233,8 @@ const NOT_COMPARED: &[&str] = &[
     "privilegeseparationuser",
     "privilegeseparationdirectory",
     "brokersocket",
+    "resshdkexpath",
+    "resshdsessionpath",
     "detachtimeout",
     "maxdetachedsessions",
     "detachgracetime",
