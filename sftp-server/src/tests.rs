@@ -1,0 +1,137 @@
+//! The server's decoding and limits, fed bytes directly. Its behaviour
+//! against stock OpenSSH `sftp` is tested end to end (tests/tests/chroot.rs).
+
+use super::*;
+
+const USER: User<'static> = User {
+    name: "nobody",
+    home: "/",
+};
+
+fn opts(args: &[&str]) -> Options {
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    parse_args(&a, &USER).unwrap()
+}
+
+fn packet(body: &[u8]) -> Vec<u8> {
+    let mut p = (body.len() as u32).to_be_bytes().to_vec();
+    p.extend_from_slice(body);
+    p
+}
+
+const INIT: &[u8] = &[SSH2_FXP_INIT, 0, 0, 0, 3];
+
+fn run(o: &Options, input: &[u8]) -> (i32, Vec<u8>) {
+    let mut out = Vec::new();
+    let code = serve(o, &USER, input, &mut out);
+    (code, out)
+}
+
+#[test]
+fn options_as_sftp_server() {
+    let o = opts(&[
+        "-R", "-l", "DEBUG3", "-f", "AUTH", "-u", "027", "-d", "%d/x/%u", "-e",
+    ]);
+    assert!(o.read_only && o.to_stderr);
+    assert_eq!(o.level, Level::Debug3);
+    assert_eq!(o.umask, Some(0o27));
+    assert_eq!(o.start_dir.as_deref(), Some("//x/nobody"));
+    let o = opts(&["-el", "INFO", "-P", "write,remove", "-pread"]);
+    assert_eq!(o.level, Level::Info);
+    assert_eq!(
+        o.deny,
+        Some(vec!["write".to_string(), "remove".to_string()])
+    );
+    assert_eq!(o.allow, Some(vec!["read".to_string()]));
+    for bad in [
+        &["-u", "999"][..],
+        &["-l", "LOUD"],
+        &["-f", "KERN"],
+        &["-x"],
+        &["-d"],
+    ] {
+        let a: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+        assert!(parse_args(&a, &USER).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn version_lists_permitted_extensions() {
+    let (code, out) = run(&opts(&[]), &packet(INIT));
+    assert_eq!(code, 0);
+    assert_eq!(&out[4..9], &[SSH2_FXP_VERSION, 0, 0, 0, 3]);
+    let text = String::from_utf8_lossy(&out);
+    for e in [
+        "posix-rename@openssh.com",
+        "copy-data",
+        "users-groups-by-id@openssh.com",
+    ] {
+        assert!(text.contains(e), "{e}");
+    }
+    // Read-only: the extensions that write are not offered.
+    let (_, out) = run(&opts(&["-R"]), &packet(INIT));
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("posix-rename") && text.contains("statvfs@openssh.com"));
+}
+
+#[test]
+fn too_long_packet_ends_the_server_with_11() {
+    let mut input = packet(INIT);
+    input.extend_from_slice(&(MAX_PACKET + 1).to_be_bytes());
+    assert_eq!(run(&opts(&[]), &input).0, 11);
+    // At the limit it is read (and then fails to decode as nothing known).
+    let mut input = packet(INIT);
+    let mut big = vec![0u8; MAX_PACKET as usize];
+    big[0] = SSH2_FXP_STATUS;
+    input.extend_from_slice(&packet(&big));
+    assert_eq!(run(&opts(&[]), &input).0, 0);
+}
+
+#[test]
+fn request_before_init_is_fatal() {
+    assert_eq!(
+        run(&opts(&[]), &packet(&[16, 0, 0, 0, 1, 0, 0, 0, 1, b'.'])).0,
+        255
+    );
+    assert_eq!(run(&opts(&[]), &packet(&[])).0, 255);
+}
+
+#[test]
+fn short_fields_are_fatal_never_a_panic() {
+    // Every prefix of every request type, and lengths that lie.
+    let bodies: Vec<Vec<u8>> = (3u8..=20)
+        .chain([SSH2_FXP_EXTENDED])
+        .flat_map(|t| {
+            let full = [
+                t, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xf0, b'x', 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
+            (1..full.len()).map(move |n| full[..n].to_vec())
+        })
+        .collect();
+    for b in bodies {
+        let mut input = packet(INIT);
+        input.extend_from_slice(&packet(&b));
+        let (code, _) = run(&opts(&[]), &input);
+        assert!(code == 255 || code == 0, "{b:?}: {code}");
+    }
+}
+
+#[test]
+fn bad_handles_fail_politely() {
+    let mut input = packet(INIT);
+    // close of a handle never opened, then of a 3-byte handle.
+    input.extend_from_slice(&packet(&[4, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 9]));
+    input.extend_from_slice(&packet(&[4, 0, 0, 0, 8, 0, 0, 0, 3, 0, 0, 9]));
+    let (code, out) = run(&opts(&[]), &input);
+    assert_eq!(code, 0);
+    let status = |id: u8| {
+        let mut s = vec![SSH2_FXP_STATUS, 0, 0, 0, id, 0, 0, 0, FX_FAILURE as u8];
+        s.extend_from_slice(&[0, 0, 0, 7]);
+        s.extend_from_slice(b"Failure");
+        s
+    };
+    for id in [7, 8] {
+        let s = status(id);
+        assert!(out.windows(s.len()).any(|w| w == &s[..]), "{out:?}");
+    }
+}
