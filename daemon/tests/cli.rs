@@ -393,8 +393,8 @@ fn version() {
 }
 
 /// `Subsystem sftp internal-sftp` and `ForceCommand internal-sftp` (common
-/// in existing sshd_configs) run the external sftp server: stock sftp
-/// works, and a forced internal-sftp serves sftp whatever was asked.
+/// in existing sshd_configs) run resshd's in-process sftp server: stock
+/// sftp works, and a forced internal-sftp serves sftp whatever was asked.
 #[test]
 fn internal_sftp_runs_the_sftp_server() {
     require_root();

@@ -52,6 +52,41 @@ enum What {
     Subsystem(String),
 }
 
+/// The arguments of `internal-sftp [args]` (sshd's IS_INTERNAL_SFTP: the
+/// name alone or followed by a space or tab; split on spaces as sshd's
+/// strtok), or None for any other command.
+fn internal_sftp_args(command: &[u8]) -> Option<Vec<String>> {
+    let rest = command.strip_prefix(b"internal-sftp")?;
+    if !(rest.is_empty() || rest.starts_with(b" ") || rest.starts_with(b"\t")) {
+        return None;
+    }
+    let rest = String::from_utf8_lossy(rest);
+    Some(
+        rest.split(' ')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The in-process sftp server, in the channel's child (as the user, in
+/// the chroot if any): its exit status, 1 for bad options as sftp-server.
+fn internal_sftp(args: &[String], name: &str, home: &str) -> i32 {
+    let user = ressh_sftp_server::User { name, home };
+    match ressh_sftp_server::parse_args(args, &user) {
+        Ok(opts) => ressh_sftp_server::serve(
+            &opts,
+            &user,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        ),
+        Err(e) => {
+            eprintln!("internal-sftp: {e}");
+            1
+        }
+    }
+}
+
 /// Signal names accepted in "signal" requests (OpenSSH's set).
 fn signal_by_name(name: &str) -> Option<Signal> {
     Some(match name {
@@ -267,8 +302,29 @@ impl SessionChan {
             env: &environment,
             home: &info.user.home,
             pty_slave: self.pty.as_ref().map(|p| &p.slave),
+            chrooted: info.chrooted,
         };
-        let spawned = match child::spawn(&spec) {
+        let internal = command.as_deref().and_then(internal_sftp_args);
+        let spawned = match internal {
+            // sshd refuses a shell or exec that ForceCommand internal-sftp
+            // turned into sftp: it is not an sftp client.
+            Some(_) if !matches!(what, What::Subsystem(_)) => {
+                log!("{label}: refusing non-sftp session");
+                child::spawn_in_process(&spec, || {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stdout(),
+                        b"This service allows sftp connections only.\n",
+                    );
+                    1
+                })
+            }
+            Some(args) => {
+                let (name, home) = (info.user.name.clone(), info.user.home.clone());
+                child::spawn_in_process(&spec, move || internal_sftp(&args, &name, &home))
+            }
+            None => child::spawn(&spec),
+        };
+        let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
                 log!("{label}: cannot start {shell}: {e}");
@@ -410,6 +466,19 @@ fn crlf(text: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn internal_sftp_commands() {
+        use super::internal_sftp_args as a;
+        assert_eq!(a(b"internal-sftp"), Some(vec![]));
+        assert_eq!(
+            a(b"internal-sftp  -l INFO -d /x"),
+            Some(vec!["-l".into(), "INFO".into(), "-d".into(), "/x".into()])
+        );
+        assert_eq!(a(b"internal-sftp\t-R"), Some(vec!["\t-R".into()]));
+        assert_eq!(a(b"internal-sftpx"), None);
+        assert_eq!(a(b"/usr/lib/openssh/sftp-server"), None);
+    }
+
     #[test]
     fn crlf() {
         assert_eq!(super::crlf("a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
