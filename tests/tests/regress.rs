@@ -139,7 +139,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "MACs and ciphers sshd enables (hmac-sha1, umac, aes192-ctr, ...)",
     ),
     ("agent", 17, "agent forwarding"),
-    ("sftp-chroot", 16, "ChrootDirectory: sshd_config rejected"),
     (
         "multiplex",
         17,
