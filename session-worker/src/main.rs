@@ -105,6 +105,12 @@ fn run() -> Result<(), Error> {
     // process non-dumpable again, and the user never sees it dumpable.
     ressh_ipc::harden::forbid_tracing().map_err(Error::Harden)?;
     if let Some(dir) = &chroot {
+        // sshd calls initgroups(3) before its chroot, which loads every
+        // NSS module of the group database (with nss-systemd, the one that
+        // knows root and nobody without /etc/passwd): a group-list lookup
+        // here does the same, so owners are named inside the jail as under
+        // sshd. Its answer is not used.
+        let _ = nix::unistd::getgrouplist(c"root", nix::unistd::Gid::from_raw(0));
         // ChrootDirectory: entered as root, before the user's credentials
         // and before anything is read from anyone; the monitor checked
         // the path's ownership and modes. Once the user, this process

@@ -132,6 +132,8 @@ mkdir /upload/d
 symlink moved.txt /upload/link
 chmod 600 /upload/moved.txt
 ls -1 /upload
+ls -l /upload/moved.txt
+ls -la /upload
 rmdir /upload/d
 rm /upload/link
 -put {L}/up.txt /hello.txt
