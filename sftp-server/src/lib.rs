@@ -1278,9 +1278,9 @@ impl<W: Write> Server<'_, W> {
                 st = portable(errno(&e));
                 break;
             }
-            left -= n as u64;
-            ro += n as u64;
-            wo += n as u64;
+            left = left.saturating_sub(n as u64);
+            ro = ro.saturating_add(n as u64);
+            wo = wo.saturating_add(n as u64);
         }
         self.status(id, st)
     }

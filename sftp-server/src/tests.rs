@@ -135,3 +135,28 @@ fn bad_handles_fail_politely() {
         assert!(out.windows(s.len()).any(|w| w == &s[..]), "{out:?}");
     }
 }
+
+proptest::proptest! {
+    /// Any packets after INIT end in an exit status, never a panic. Read
+    /// only (`-R`), so that no request a random packet forms can change
+    /// the files of the machine the tests run on as root; what writes is
+    /// refused after the same framing (length, type, id) as the rest.
+    #[test]
+    fn arbitrary_packets_never_panic(
+        packets in proptest::collection::vec(
+            (3u8..=21, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+            0..16,
+        ),
+        raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+    ) {
+        let mut input = packet(INIT);
+        for (t, body) in &packets {
+            let mut b = vec![*t, 0, 0, 0, 1];
+            b.extend_from_slice(body);
+            input.extend_from_slice(&packet(&b));
+        }
+        input.extend_from_slice(&raw);
+        let (code, _) = run(&opts(&["-R"]), &input);
+        proptest::prop_assert!([0, 11, 255].contains(&code), "exit {}", code);
+    }
+}
