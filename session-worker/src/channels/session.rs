@@ -304,7 +304,14 @@ impl SessionChan {
             pty_slave: self.pty.as_ref().map(|p| &p.slave),
             chrooted: info.chrooted,
         };
-        let internal = command.as_deref().and_then(internal_sftp_args);
+        // Only the configuration names internal-sftp (a Subsystem's command,
+        // a forced command): a client's exec "internal-sftp" is a shell
+        // command like any other, as under sshd.
+        let configured = matches!(what, What::Subsystem(_)) || policy.force_command.is_some();
+        let internal = command
+            .as_deref()
+            .filter(|_| configured)
+            .and_then(internal_sftp_args);
         let spawned = match internal {
             // sshd refuses a shell or exec that ForceCommand internal-sftp
             // turned into sftp: it is not an sftp client.
