@@ -33,6 +33,8 @@ pub struct Spawned {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// An in-process child's log lines ([`spawn_in_process`]).
+    pub log: Option<OwnedFd>,
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -177,41 +179,50 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     let stdin = child.stdin.take().map(OwnedFd::from);
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
-    finish(pid, stdin, stdout, stderr)
-}
-
-fn finish(
-    pid: Pid,
-    stdin: Option<OwnedFd>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-) -> io::Result<Spawned> {
-    for fd in [&stdin, &stdout, &stderr].into_iter().flatten() {
-        set_nonblocking(fd)?;
-    }
-    for fd in [&stdin, &stdout].into_iter().flatten() {
-        grow_pipe(fd);
-    }
-    // The child is reaped by the event loop (waitpid on SIGCHLD); std's
-    // handle is dropped without waiting.
-    Ok(Spawned {
+    finish(Spawned {
         pid,
         stdin,
         stdout,
         stderr,
+        log: None,
     })
 }
 
+/// This side's ends made non-blocking, the pipes grown.
+fn finish(s: Spawned) -> io::Result<Spawned> {
+    for fd in [&s.stdin, &s.stdout, &s.stderr, &s.log]
+        .into_iter()
+        .flatten()
+    {
+        set_nonblocking(fd)?;
+    }
+    for fd in [&s.stdin, &s.stdout].into_iter().flatten() {
+        grow_pipe(fd);
+    }
+    // The child is reaped by the event loop (waitpid on SIGCHLD); std's
+    // handle is dropped without waiting.
+    Ok(s)
+}
+
+/// The descriptor an in-process child writes its log lines to.
+const LOG_FD: i32 = 3;
+
 /// Runs `serve` in a forked child instead of executing a program (sshd's
-/// in-process `internal-sftp`): the child is set up as [`spawn`]'s, closes
-/// every descriptor above stderr (the monitor link, the client's socket,
-/// the other channels'), runs `serve` on its stdin and stdout as the user,
-/// and exits with what it returns. Nothing is executed, so nothing need
-/// exist inside a ChrootDirectory. This process has a single thread, so
-/// the child may allocate.
-#[allow(unsafe_code)] // fork(2), dup2(2) and _exit(2)
-pub fn spawn_in_process(spec: &Spec<'_>, serve: impl FnOnce() -> i32) -> io::Result<Spawned> {
+/// in-process `internal-sftp`): the child is set up as [`spawn`]'s, keeps
+/// a log pipe on descriptor 3 ([`Spawned::log`] reads it) and closes every
+/// descriptor above it (the monitor link, the client's socket, the other
+/// channels'), runs `serve` on its stdin and stdout as the user with the
+/// log pipe, and exits with what it returns. Nothing is executed, so
+/// nothing need exist inside a ChrootDirectory. This process has a single
+/// thread, so the child may allocate.
+#[allow(unsafe_code)] // fork(2), dup2(2), adopting descriptor 3, _exit(2)
+pub fn spawn_in_process(
+    spec: &Spec<'_>,
+    serve: impl FnOnce(std::fs::File) -> i32,
+) -> io::Result<Spawned> {
     use nix::unistd::{dup2, fork, pipe2, ForkResult};
+    use std::os::fd::FromRawFd;
+    let (log_r, log_w) = pipe2(OFlag::O_CLOEXEC)?;
     let with_pty = spec.pty_slave.is_some();
     // The child's stdin, stdout and stderr, and this side's pipe ends.
     let (child_ends, ours): (Vec<OwnedFd>, Option<[OwnedFd; 3]>) = match spec.pty_slave {
@@ -232,23 +243,37 @@ pub fn spawn_in_process(spec: &Spec<'_>, serve: impl FnOnce() -> i32) -> io::Res
     match unsafe { fork() }? {
         ForkResult::Child => {
             let mut ok = true;
-            for (to, from) in child_ends.iter().enumerate() {
+            for (to, from) in child_ends.iter().chain([&log_w]).enumerate() {
                 ok &= dup2(from.as_raw_fd(), to as i32).is_ok();
             }
             ok = ok
                 && setup(with_pty, &home, &msg, spec.chrooted).is_ok()
-                && ressh_ipc::harden::close_from(3).is_ok();
-            let code = if ok { serve() } else { 1 };
+                && ressh_ipc::harden::close_from(LOG_FD + 1).is_ok();
+            let code = if ok {
+                // SAFETY: descriptor 3 is the log pipe just placed there;
+                // nothing else in this child owns it.
+                serve(unsafe { std::fs::File::from_raw_fd(LOG_FD) })
+            } else {
+                1
+            };
             // SAFETY: ends the child without running this process's
             // atexit handlers or flushing buffers that belong to the parent.
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
             drop(child_ends);
-            match ours {
-                Some([i, o, e]) => finish(child, Some(i), Some(o), Some(e)),
-                None => finish(child, None, None, None),
-            }
+            drop(log_w);
+            let (stdin, stdout, stderr) = match ours {
+                Some([i, o, e]) => (Some(i), Some(o), Some(e)),
+                None => (None, None, None),
+            };
+            finish(Spawned {
+                pid: child,
+                stdin,
+                stdout,
+                stderr,
+                log: Some(log_r),
+            })
         }
     }
 }

@@ -18,6 +18,7 @@
 mod ls;
 mod wire;
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, ReadDir};
 use std::io::{self, Read, Write};
@@ -178,8 +179,8 @@ pub struct Options {
     pub read_only: bool,
     /// `-l`: the log level (default ERROR).
     pub level: Level,
-    /// `-e`: log to stderr. Without it nothing is logged: there is no
-    /// syslog socket in a chroot, and `-f` is accepted for compatibility.
+    /// `-e`: log to stderr instead of the log [`serve`] is given (`-f` is
+    /// accepted for compatibility: the caller decides where lines go).
     pub to_stderr: bool,
     /// `-u`: the umask, octal.
     pub umask: Option<u32>,
@@ -197,6 +198,9 @@ pub struct Options {
 pub struct User<'a> {
     pub name: &'a str,
     pub home: &'a str,
+    /// The client's address, for the log ("session opened for local user
+    /// NAME from [ADDR]").
+    pub client: &'a str,
 }
 
 fn names_list(s: &str) -> Vec<String> {
@@ -311,6 +315,9 @@ enum Handle {
         file: File,
         name: Vec<u8>,
         append: bool,
+        /// Bytes read and written through the handle, logged at close.
+        read: Cell<u64>,
+        written: Cell<u64>,
     },
     Dir {
         iter: ReadDir,
@@ -457,18 +464,27 @@ fn realpath(p: &[u8]) -> Result<Vec<u8>, Errno> {
     }
 }
 
-struct Server<'a, W: Write> {
+struct Server<'a, W: Write, L: Write> {
     opts: &'a Options,
     user: &'a User<'a>,
     out: W,
+    /// Where lines go without `-e` (borrowed mutably only to write one).
+    log: std::cell::RefCell<L>,
     handles: Vec<Option<Handle>>,
     max_handles: usize,
     init_done: bool,
 }
 
 /// Serves one client on `input` and `output` until it closes; returns the
-/// exit status (0 at the client's EOF, as sftp-server).
-pub fn serve(opts: &Options, user: &User<'_>, mut input: impl Read, output: impl Write) -> i32 {
+/// exit status (0 at the client's EOF, as sftp-server). Log lines at or
+/// above `-l`'s level go to `log`, one per line (to stderr with `-e`).
+pub fn serve(
+    opts: &Options,
+    user: &User<'_>,
+    mut input: impl Read,
+    output: impl Write,
+    log: impl Write,
+) -> i32 {
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
@@ -476,6 +492,7 @@ pub fn serve(opts: &Options, user: &User<'_>, mut input: impl Read, output: impl
         opts,
         user,
         out: output,
+        log: std::cell::RefCell::new(log),
         handles: Vec::new(),
         max_handles: nofile.saturating_sub(5).min(1 << 20) as usize,
         init_done: false,
@@ -493,7 +510,10 @@ pub fn serve(opts: &Options, user: &User<'_>, mut input: impl Read, output: impl
     }
     s.log(
         Level::Info,
-        &format!("session opened for local user {}", user.name),
+        &format!(
+            "session opened for local user {} from [{}]",
+            user.name, user.client
+        ),
     );
     if let Some(m) = opts.umask {
         s.log(Level::Debug1, &format!("Setting umask 0{m:o}"));
@@ -514,6 +534,9 @@ pub fn serve(opts: &Options, user: &User<'_>, mut input: impl Read, output: impl
             break stop;
         }
     };
+    for h in s.handles.iter().flatten() {
+        s.log_close(h, "forced ");
+    }
     let code = match stop {
         Stop::Eof => 0,
         Stop::TooLong => {
@@ -534,17 +557,46 @@ pub fn serve(opts: &Options, user: &User<'_>, mut input: impl Read, output: impl
     };
     s.log(
         Level::Info,
-        &format!("session closed for local user {}", user.name),
+        &format!(
+            "session closed for local user {} from [{}]",
+            user.name, user.client
+        ),
     );
     code
 }
 
-impl<W: Write> Server<'_, W> {
+impl<W: Write, L: Write> Server<'_, W, L> {
     fn log(&self, level: Level, text: &str) {
-        if self.opts.to_stderr && level <= self.opts.level && level != Level::Quiet {
+        if level > self.opts.level || self.opts.level == Level::Quiet {
+            return;
+        }
+        if self.opts.to_stderr {
             let line = ressh_compat::log::line(None, "internal-sftp", std::process::id(), text);
             ressh_compat::log::to_stderr(&line);
+        } else {
+            // A log that fails loses the line, never the session.
+            let mut log = self.log.borrow_mut();
+            let _ = writeln!(log, "{text}").and_then(|()| log.flush());
         }
+    }
+
+    /// sftp-server's `handle_log_close`.
+    fn log_close(&self, h: &Handle, why: &str) {
+        let text = match h {
+            Handle::File {
+                name,
+                read,
+                written,
+                ..
+            } => format!(
+                "{why}close \"{}\" bytes read {} written {}",
+                show(name),
+                read.get(),
+                written.get()
+            ),
+            Handle::Dir { path, .. } => format!("{why}closedir \"{}\"", show(path)),
+        };
+        self.log(Level::Info, &text);
     }
 
     /// One whole packet into `buf`, its length checked before anything
@@ -683,7 +735,10 @@ impl<W: Write> Server<'_, W> {
             "close" => {
                 let h = self.handle_arg(r)?;
                 let st = match h.and_then(|h| self.handles.get_mut(h).and_then(Option::take)) {
-                    Some(_) => FX_OK,
+                    Some(h) => {
+                        self.log_close(&h, "");
+                        FX_OK
+                    }
                     None => FX_FAILURE,
                 };
                 self.status(id, st)
@@ -978,9 +1033,25 @@ impl<W: Write> Server<'_, W> {
         } else {
             0o666
         };
+        let names: Vec<&str> = [
+            (FXF_READ, "READ"),
+            (FXF_WRITE, "WRITE"),
+            (FXF_APPEND, "APPEND"),
+            (FXF_CREAT, "CREATE"),
+            (FXF_TRUNC, "TRUNCATE"),
+            (FXF_EXCL, "EXCL"),
+        ]
+        .iter()
+        .filter(|(f, _)| pflags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
         self.log(
             Level::Info,
-            &format!("open \"{}\" flags 0x{pflags:x} mode 0{mode:o}", show(name)),
+            &format!(
+                "open \"{}\" flags {} mode 0{mode:o}",
+                show(name),
+                names.join(",")
+            ),
         );
         let (read, write) = (pflags & FXF_READ != 0, pflags & FXF_WRITE != 0);
         let mut flags = 0;
@@ -1012,6 +1083,8 @@ impl<W: Write> Server<'_, W> {
                     file,
                     name: name.to_vec(),
                     append: pflags & FXF_APPEND != 0,
+                    read: Cell::new(0),
+                    written: Cell::new(0),
                 };
                 self.new_handle(id, h)
             }
@@ -1023,7 +1096,8 @@ impl<W: Write> Server<'_, W> {
         let h = self.handle_arg(r)?;
         let off = r.u64()?;
         let len = r.u32()?.min(MAX_READ);
-        let Some(f) = self.file(h) else {
+        let Some(Some(Handle::File { file: f, read, .. })) = h.and_then(|h| self.handles.get(h))
+        else {
             return self.status(id, FX_FAILURE);
         };
         let mut buf = vec![0u8; len as usize];
@@ -1032,6 +1106,9 @@ impl<W: Write> Server<'_, W> {
         } else {
             f.read_at(&mut buf, off)
         };
+        if let Ok(n) = res {
+            read.set(read.get().saturating_add(n as u64));
+        }
         match res {
             Ok(0) if len > 0 => self.status(id, FX_EOF),
             Ok(n) => {
@@ -1048,12 +1125,20 @@ impl<W: Write> Server<'_, W> {
         let off = r.u64()?;
         let data = r.string()?;
         let st = match h.and_then(|h| self.handles.get(h)) {
-            Some(Some(Handle::File { file, append, .. })) => {
+            Some(Some(Handle::File {
+                file,
+                append,
+                written,
+                ..
+            })) => {
                 let res = if *append {
                     (&*file).write(data)
                 } else {
                     file.write_at(data, off)
                 };
+                if let Ok(n) = res {
+                    written.set(written.get().saturating_add(n as u64));
+                }
                 match res {
                     Ok(n) if n == data.len() => FX_OK,
                     Ok(_) => FX_FAILURE,
@@ -1220,12 +1305,16 @@ impl<W: Write> Server<'_, W> {
         let write_off = r.u64()?;
         let (
             Some(Some(Handle::File {
-                file: rf, name: rn, ..
+                file: rf,
+                name: rn,
+                read,
+                ..
             })),
             Some(Some(Handle::File {
                 file: wf,
                 name: wn,
                 append,
+                written,
                 ..
             })),
         ) = (
@@ -1278,6 +1367,8 @@ impl<W: Write> Server<'_, W> {
                 st = portable(errno(&e));
                 break;
             }
+            read.set(read.get().saturating_add(n as u64));
+            written.set(written.get().saturating_add(n as u64));
             left = left.saturating_sub(n as u64);
             ro = ro.saturating_add(n as u64);
             wo = wo.saturating_add(n as u64);

@@ -6,6 +6,7 @@ use super::*;
 const USER: User<'static> = User {
     name: "nobody",
     home: "/",
+    client: "192.0.2.1",
 };
 
 fn opts(args: &[&str]) -> Options {
@@ -22,9 +23,38 @@ fn packet(body: &[u8]) -> Vec<u8> {
 const INIT: &[u8] = &[SSH2_FXP_INIT, 0, 0, 0, 3];
 
 fn run(o: &Options, input: &[u8]) -> (i32, Vec<u8>) {
-    let mut out = Vec::new();
-    let code = serve(o, &USER, input, &mut out);
-    (code, out)
+    run_logged(o, input).0
+}
+
+/// The exit status, the replies and the log.
+fn run_logged(o: &Options, input: &[u8]) -> ((i32, Vec<u8>), String) {
+    let (mut out, mut log) = (Vec::new(), Vec::new());
+    let code = serve(o, &USER, input, &mut out, &mut log);
+    ((code, out), String::from_utf8(log).unwrap())
+}
+
+/// Lines at `-l`'s level and above go to the log given, one per line;
+/// with -e nothing does (they go to stderr).
+#[test]
+fn log_levels() {
+    let mut input = packet(INIT);
+    // opendir "/" (logged at INFO), realpath "/" (VERBOSE).
+    input.extend_from_slice(&packet(&[11, 0, 0, 0, 1, 0, 0, 0, 1, b'/']));
+    input.extend_from_slice(&packet(&[16, 0, 0, 0, 2, 0, 0, 0, 1, b'/']));
+    let (_, log) = run_logged(&opts(&[]), &input);
+    assert_eq!(log, "");
+    let (_, log) = run_logged(&opts(&["-l", "INFO"]), &input);
+    assert_eq!(
+        log,
+        "session opened for local user nobody from [192.0.2.1]\n\
+         opendir \"/\"\n\
+         forced closedir \"/\"\n\
+         session closed for local user nobody from [192.0.2.1]\n"
+    );
+    let (_, log) = run_logged(&opts(&["-l", "VERBOSE"]), &input);
+    assert!(log.contains("realpath \"/\"\n"), "{log}");
+    let (_, log) = run_logged(&opts(&["-e", "-l", "DEBUG3"]), &input);
+    assert_eq!(log, "");
 }
 
 #[test]

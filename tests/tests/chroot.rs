@@ -330,7 +330,7 @@ fn internal_sftp_options_as_sshd() {
     let j = jailed("e2ecopt");
     // -d: the start directory, here /upload given as %d-free text with %u
     // unused by the path but expanded; -u 077: files 600, directories 700.
-    let pair = Pair::start(&jail_config(&j.user, " -d /upload -u 077"));
+    let pair = Pair::start(&jail_config(&j.user, " -d /upload -u 077 -l INFO"));
     let (ok, out, err) = same_as_sshd(
         &j,
         &pair,
@@ -339,6 +339,20 @@ fn internal_sftp_options_as_sshd() {
     );
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("Remote working directory: /upload\n"), "{out}");
+    // -l INFO: sftp-server's lines reach resshd's log through the session
+    // (sshd's go to a syslog socket the jail does not have).
+    let log = pair.resshd.log();
+    for line in [
+        format!(
+            "internal-sftp: session opened for local user {} from [127.0.0.1]",
+            j.user.name
+        ),
+        "internal-sftp: open \"/upload/up.txt\" flags WRITE,CREATE,TRUNCATE mode 0644".into(),
+        "internal-sftp: close \"/upload/up.txt\" bytes read 0 written 23".into(),
+        "internal-sftp: mkdir name \"/upload/d\" mode 0777".into(),
+    ] {
+        assert!(log.contains(&line), "no {line:?} in\n{log}");
+    }
     let files = jail_files(&j.user);
     assert_eq!(
         files

@@ -13,6 +13,7 @@ use super::Ctx;
 use crate::pty::{self, Pty, WinSize};
 use crate::{child, env, log};
 use ressh_compat::pattern;
+use std::fs::File;
 
 /// Most env requests accepted per session.
 const MAX_ENV: usize = 256;
@@ -70,15 +71,17 @@ fn internal_sftp_args(command: &[u8]) -> Option<Vec<String>> {
 }
 
 /// The in-process sftp server, in the channel's child (as the user, in
-/// the chroot if any): its exit status, 1 for bad options as sftp-server.
-fn internal_sftp(args: &[String], name: &str, home: &str) -> i32 {
-    let user = ressh_sftp_server::User { name, home };
+/// the chroot if any), logging to `log` (which resshd's log receives): its
+/// exit status, 1 for bad options as sftp-server.
+fn internal_sftp(args: &[String], name: &str, home: &str, client: &str, log: File) -> i32 {
+    let user = ressh_sftp_server::User { name, home, client };
     match ressh_sftp_server::parse_args(args, &user) {
         Ok(opts) => ressh_sftp_server::serve(
             &opts,
             &user,
             std::io::stdin().lock(),
             std::io::stdout().lock(),
+            log,
         ),
         Err(e) => {
             eprintln!("internal-sftp: {e}");
@@ -317,7 +320,7 @@ impl SessionChan {
             // turned into sftp: it is not an sftp client.
             Some(_) if !matches!(what, What::Subsystem(_)) => {
                 log!("{label}: refusing non-sftp session");
-                child::spawn_in_process(&spec, || {
+                child::spawn_in_process(&spec, |_log| {
                     let _ = std::io::Write::write_all(
                         &mut std::io::stdout(),
                         b"This service allows sftp connections only.\n",
@@ -326,8 +329,10 @@ impl SessionChan {
                 })
             }
             Some(args) => {
-                let (name, home) = (info.user.name.clone(), info.user.home.clone());
-                child::spawn_in_process(&spec, move || internal_sftp(&args, &name, &home))
+                let user = &info.user;
+                child::spawn_in_process(&spec, |log| {
+                    internal_sftp(&args, &user.name, &user.home, &info.peer_addr, log)
+                })
             }
             None => child::spawn(&spec),
         };
@@ -391,6 +396,14 @@ impl SessionChan {
                 Ok(())
             })(),
         };
+        // An in-process child's log lines go to resshd's log.
+        let r = r.and_then(|()| match spawned.log {
+            Some(l) => self
+                .relay
+                .add(ctx, l, Interest::READABLE)
+                .map(|slot| self.relay.set_log(slot)),
+            None => Ok(()),
+        });
         ctx.children.insert(spawned.pid, self.id);
         self.child = Some(Child {
             pid: spawned.pid,
