@@ -190,3 +190,53 @@ proptest::proptest! {
         proptest::prop_assert!([0, 11, 255].contains(&code), "exit {}", code);
     }
 }
+
+/// The status code of the reply to request `id` in `out`.
+fn status_of(out: &[u8], id: u8) -> Option<u32> {
+    let head = [SSH2_FXP_STATUS, 0, 0, 0, id];
+    let at = out.windows(5).position(|w| w == head)?;
+    let c = out.get(at + 5..at + 9)?;
+    Some(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// -P refuses the requests named, -p allows only those named; a refused
+/// request is answered PERMISSION_DENIED before its fields are looked at,
+/// an allowed one runs (here: remove and stat of a path that does not
+/// exist, NO_SUCH_FILE).
+#[test]
+fn allow_and_deny_lists() {
+    let missing = b"/nonexistent-ressh-sftp-test";
+    let req = |t: u8, id: u8| {
+        let mut b = vec![t, 0, 0, 0, id, 0, 0, 0, missing.len() as u8];
+        b.extend_from_slice(missing);
+        packet(&b)
+    };
+    let mut input = packet(INIT);
+    input.extend_from_slice(&req(13, 1)); // remove
+    input.extend_from_slice(&req(17, 2)); // stat
+    for (args, remove, stat) in [
+        (&[][..], FX_NO_SUCH_FILE, FX_NO_SUCH_FILE),
+        (&["-P", "remove"][..], FX_PERMISSION_DENIED, FX_NO_SUCH_FILE),
+        (
+            &["-p", "stat,open"][..],
+            FX_PERMISSION_DENIED,
+            FX_NO_SUCH_FILE,
+        ),
+        (
+            &["-p", "remove", "-P", "remove"][..],
+            FX_PERMISSION_DENIED,
+            FX_PERMISSION_DENIED,
+        ),
+        (&["-R"][..], FX_PERMISSION_DENIED, FX_NO_SUCH_FILE),
+    ] {
+        let (code, out) = run(&opts(args), &input);
+        assert_eq!(code, 0);
+        assert_eq!(status_of(&out, 1), Some(remove), "{args:?} remove");
+        assert_eq!(status_of(&out, 2), Some(stat), "{args:?} stat");
+    }
+    // -Q requests lists them all, and nothing else runs.
+    let (code, out) = run(&opts(&["-Q", "requests"]), &input);
+    assert_eq!(code, 0);
+    let names = String::from_utf8(out).unwrap();
+    assert!(names.starts_with("open\nclose\nread\n") && names.ends_with("users-groups-by-id\n"));
+}
