@@ -373,7 +373,30 @@ fn internal_sftp_options_as_sshd() {
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("Permission denied"), "{err}");
     assert!(jail_files(&j.user).is_empty());
-    report("chroot", "-R, -d, -u: as sshd's internal-sftp");
+    drop(pair);
+    // The home directory's path inside the jail: sessions start there,
+    // and -d's %u is the user's name.
+    let inner_home = j.user.home.join(j.user.home.strip_prefix("/").unwrap());
+    fs::create_dir_all(inner_home.join("sub")).unwrap();
+    let home = j.user.home.display();
+    for (options, start) in [
+        (String::new(), format!("{home}")),
+        (" -d /home/%u/sub".to_string(), format!("{home}/sub")),
+    ] {
+        assert!(start.starts_with("/home/"), "{start}");
+        let pair = Pair::start(&jail_config(&j.user, &options));
+        let (ok, out, err) = same_as_sshd(&j, &pair, stock_sftp, "pwd\n");
+        assert!(ok, "{out}\n{err}");
+        assert_eq!(
+            out,
+            format!("sftp> pwd\nRemote working directory: {start}\n"),
+            "{options}"
+        );
+    }
+    report(
+        "chroot",
+        "-R, -d, -u, the home inside the jail: as sshd's internal-sftp",
+    );
 }
 
 /// A directory made for a test outside any home, removed on drop.
