@@ -451,16 +451,22 @@ fn version() {
 }
 
 /// `Subsystem sftp internal-sftp` and `ForceCommand internal-sftp` (common
-/// in existing sshd_configs) run the external sftp server: stock sftp
-/// works, and a forced internal-sftp serves sftp whatever was asked.
+/// in existing sshd_configs) run resshd's in-process sftp server: stock
+/// sftp works. A client's exec "internal-sftp" is a shell command like any
+/// other; under ForceCommand internal-sftp an exec is refused with sshd's
+/// words.
 #[test]
 fn internal_sftp_runs_the_sftp_server() {
     require_root();
     let login = Login::new("isftp");
     fs::write(login.user.home.join("hello.txt"), "hi\n").unwrap();
-    for extra in [
-        "Subsystem sftp internal-sftp\n",
-        "Subsystem sftp internal-sftp -l INFO\nForceCommand internal-sftp\n",
+    for (extra, exec_out, exec_code) in [
+        ("Subsystem sftp internal-sftp\n", "", 127),
+        (
+            "Subsystem sftp internal-sftp -l INFO\nForceCommand internal-sftp\n",
+            "This service allows sftp connections only.\n",
+            1,
+        ),
     ] {
         let srv = common::Server::start(extra);
         let out = ressh_testkit::run_with_stdin(
@@ -479,6 +485,14 @@ fn internal_sftp_runs_the_sftp_server() {
             "{}",
             describe(&out)
         );
+        let out = srv.exec(&login, "internal-sftp");
+        assert_eq!(
+            out.status.code(),
+            Some(exec_code),
+            "{extra}: {}",
+            describe(&out)
+        );
+        assert_eq!(text(&out.stdout), exec_out, "{extra}: {}", describe(&out));
         srv.assert_healthy();
     }
 }

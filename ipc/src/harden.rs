@@ -133,10 +133,10 @@ pub fn cloexec_from(lowest: i32) -> std::io::Result<()> {
 
 /// Closes every descriptor from `lowest` up (resshd at startup, before it
 /// opens anything: whatever it inherited beyond stdin, stdout and stderr
-/// is not meant for it nor for anything it starts).
+/// is not meant for it nor for anything it starts; resshd-session's
+/// in-process children, which never use their parent's descriptors).
 pub fn close_from(lowest: i32) -> std::io::Result<()> {
-    // Nothing in this process uses them yet (called first thing in main);
-    // a closed one fails harmlessly.
+    // The callers use none of them afterwards; a closed one fails harmlessly.
     close_range(lowest, 0, |fd| {
         let _ = nix::unistd::close(fd);
     })

@@ -67,6 +67,7 @@
 //! | StrictModes | `strict_modes` | yes |
 //! | PermitUserEnvironment | `permit_user_environment` | no; yes; or an allow pattern list |
 //! | PermitTTY (M), ForceCommand (M) | `permit_tty`, `force_command` | yes, none |
+//! | ChrootDirectory (M) | `chroot_directory` | none; `%%`, `%h`, `%u`, `%U` expanded at login, see [`crate::policy::chroot_dir`] |
 //! | AcceptEnv (M), SetEnv (M) | `accept_env`, `set_env` | |
 //! | Subsystem | `subsystems` | none by default; first definition per name wins (9.2 refuses a repeat; we warn) |
 //! | AllowTcpForwarding (M), AllowStreamLocalForwarding (M) | ... | yes/all, no, local, remote |
@@ -123,7 +124,6 @@
 //! | UseDNS | no | host-name patterns (`DenyUsers u@*.example`, `Match Host`) would silently stop matching |
 //! | HostbasedAuthentication, KerberosAuthentication, GSSAPIAuthentication, GSSAPIKeyExchange | no | users relying on them would be locked out without a hint |
 //! | PermitTunnel | no | no tun/tap forwarding |
-//! | ChrootDirectory | none | sessions would see the whole file system (resshd cannot chroot sessions) |
 //! | AuthorizedKeysCommand | none | the command may be where keys are revoked |
 //! | AuthorizedPrincipalsFile, AuthorizedPrincipalsCommand, TrustedUserCAKeys | none | no certificate authentication |
 //! | RevokedKeys | none | a revocation list we cannot honour |
@@ -137,10 +137,10 @@
 //! CheckMail, PermitBlacklistedKeys, UseLogin, VerifyReverseMapping,
 //! ReverseMappingCheck, AuthorizedKeysFile2, UsePrivilegeSeparation.
 //!
-//! `internal-sftp` (in `Subsystem` or `ForceCommand`) runs Debian's
-//! external sftp server, `/usr/lib/openssh/sftp-server`, with the same
-//! arguments: resshd has no in-process sftp server, and without
-//! ChrootDirectory the two serve the same files. Without UsePAM, password
+//! `internal-sftp` (in `Subsystem` or `ForceCommand`) is served in
+//! process by resshd-session's child for the channel, as the user (inside
+//! ChrootDirectory if one applies), with sftp-server(8)'s options; no
+//! binary is executed. Without UsePAM, password
 //! and keyboard-interactive authentication stay off whatever
 //! PasswordAuthentication says, and locked (`!` password) and expired
 //! accounts are refused as sshd refuses them without PAM.
@@ -430,6 +430,8 @@ pub struct Settings {
     pub deny_groups: Vec<String>,
     pub permit_tty: bool,
     pub force_command: Option<String>,
+    /// The session's root, `%` tokens unexpanded; None for `none`.
+    pub chroot_directory: Option<String>,
     pub accept_env: Vec<String>,
     /// `NAME=value`, names unique.
     pub set_env: Vec<String>,
@@ -658,6 +660,10 @@ impl Settings {
         line(
             "forcecommand",
             self.force_command.as_deref().unwrap_or("none"),
+        );
+        line(
+            "chrootdirectory",
+            self.chroot_directory.as_deref().unwrap_or("none"),
         );
         line(
             "versionaddendum",

@@ -73,6 +73,9 @@ pub enum Error {
         call: &'static str,
         source: pam::PamError,
     },
+    /// ChrootDirectory cannot be used (sshd's message).
+    #[error("{0}")]
+    Chroot(String),
     #[error("{call}: {source}")]
     Sys {
         call: &'static str,
@@ -996,11 +999,7 @@ impl Monitor<'_> {
             (false, false) => Forwarding::None,
         };
         SessionPolicy {
-            force_command: s
-                .force_command
-                .as_deref()
-                .map(policy::external_sftp)
-                .or_else(|| o.command.clone()),
+            force_command: s.force_command.clone().or_else(|| o.command.clone()),
             permit_pty: s.permit_tty && !o.no_pty,
             forwarding,
             permit_open: policy::permits(&s.permit_open, &o.permitopen),
@@ -1028,7 +1027,7 @@ impl Monitor<'_> {
             subsystems: s
                 .subsystems
                 .iter()
-                .map(|x| (x.name.clone(), policy::external_sftp(&x.command)))
+                .map(|x| (x.name.clone(), x.command.clone()))
                 .collect(),
             client_alive_interval_secs: s.client_alive_interval.as_secs(),
             client_alive_count_max: s.client_alive_count_max,
@@ -1121,8 +1120,28 @@ impl Monitor<'_> {
         text
     }
 
+    /// The session's ChrootDirectory, expanded and checked as sshd's
+    /// `safely_chroot` (the error is sshd's message).
+    fn chroot(&self) -> Result<Option<String>, String> {
+        let a = self.accepted.as_ref().expect("accepted");
+        let Some(template) = &a.settings.chroot_directory else {
+            return Ok(None);
+        };
+        if !matches!(self.ctx.privsep, Privsep::Root { .. }) {
+            return Err("server lacks privileges to chroot to ChrootDirectory".into());
+        }
+        let dir = policy::chroot_dir(template, &a.user)?;
+        log::debug(&format!("checking chroot directory \"{dir}\""));
+        policy::check_chroot(&dir)?;
+        log::debug(&format!("session root directory \"{dir}\""));
+        Ok(Some(dir))
+    }
+
     #[allow(unsafe_code)] // pre_exec (placing the worker's descriptors)
     fn run_session(&mut self, sock: OwnedFd, state: Vec<u8>) -> Result<(), Error> {
+        // sshd's fatal in its post-authentication child: the connection
+        // ends, its message logged (by `run`, after who it was).
+        let chroot = self.chroot().map_err(Error::Chroot)?;
         let use_pam = self.accepted.as_ref().expect("accepted").settings.use_pam;
         let pam_env = if use_pam {
             match self.open_pam_session() {
@@ -1149,6 +1168,10 @@ impl Monitor<'_> {
             .current_dir("/");
         let fds = [theirs.as_raw_fd()];
         let (uid, gid) = (a.user.uid.as_raw(), a.user.gid.as_raw());
+        if let Some(dir) = &chroot {
+            // Entered by the worker as root, before it becomes the user.
+            cmd.arg("--chroot").arg(dir);
+        }
         if matches!(self.ctx.privsep, Privsep::Root { .. }) {
             // The worker becomes the user itself: exec'd as root and then
             // changing its credentials, it is never dumpable by the user.

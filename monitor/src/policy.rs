@@ -79,19 +79,50 @@ pub fn permits(config: &PermitList, key: &[HostPort]) -> Permits {
     Permits { admin, key }
 }
 
-/// Where Debian's sftp server lives (openssh-sftp-server).
-pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+/// ChrootDirectory for a user as sshd expands it: a leading `~`, then
+/// `%%`, `%h` (home), `%u` (name), `%U` (uid).
+pub fn chroot_dir(template: &str, user: &nix::unistd::User) -> Result<String, String> {
+    let home = user.dir.to_string_lossy();
+    let t = ressh_compat::expand::tilde_expand(template, Some(&user.dir))?;
+    let uid = user.uid.as_raw().to_string();
+    ressh_compat::expand::percent_expand(&t, &[('h', &home), ('u', &user.name), ('U', &uid)])
+        .map_err(|e| e.to_string())
+}
 
-/// `internal-sftp [args]` (sshd's in-process sftp server) as the external
-/// sftp server with the same arguments: resshd has no in-process server,
-/// and without ChrootDirectory (which resshd refuses) the two behave the
-/// same. Any other command is returned as it is.
-pub fn external_sftp(command: &str) -> String {
-    match command.strip_prefix("internal-sftp") {
-        Some("") => SFTP_SERVER.to_string(),
-        Some(rest) if rest.starts_with([' ', '\t']) => format!("{SFTP_SERVER}{rest}"),
-        _ => command.to_string(),
+/// sshd's `safely_chroot` checks, by root before anything runs in the
+/// chroot: an absolute path whose every component (`/`, `/srv/`,
+/// `/srv/jail`) is a directory owned by root and writable by nobody else.
+/// The error is sshd's fatal message.
+pub fn check_chroot(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !path.starts_with('/') {
+        return Err("chroot path does not begin at root".into());
     }
+    if path.len() >= libc::PATH_MAX as usize {
+        return Err("chroot path too long".into());
+    }
+    let mut ends: Vec<usize> = path.match_indices('/').map(|(i, _)| i + 1).collect();
+    if ends.last() != Some(&path.len()) {
+        ends.push(path.len());
+    }
+    for end in ends {
+        let component = &path[..end];
+        let last = end == path.len();
+        let what = if last { "" } else { "component " };
+        let st = std::fs::metadata(component)
+            .map_err(|e| format!("safely_chroot: stat(\"{component}\"): {e}"))?;
+        if st.uid() != 0 || st.mode() & 0o022 != 0 {
+            return Err(format!(
+                "bad ownership or modes for chroot directory {what}\"{component}\""
+            ));
+        }
+        if !st.is_dir() {
+            return Err(format!(
+                "chroot path {what}\"{component}\" is not a directory"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -225,13 +256,39 @@ mod tests {
     }
 
     #[test]
-    fn internal_sftp_runs_the_sftp_server() {
-        assert_eq!(external_sftp("internal-sftp"), SFTP_SERVER);
+    fn chroot_tokens() {
+        let u = nix::unistd::User::from_name("root").unwrap().unwrap();
         assert_eq!(
-            external_sftp("internal-sftp -l INFO"),
-            format!("{SFTP_SERVER} -l INFO")
+            chroot_dir("/srv/%u/%U%%/%h", &u).unwrap(),
+            "/srv/root/0%//root"
         );
-        assert_eq!(external_sftp("internal-sftpx"), "internal-sftpx");
-        assert_eq!(external_sftp("/bin/true"), "/bin/true");
+        assert_eq!(chroot_dir("~/jail", &u).unwrap(), "/root/jail");
+        assert!(chroot_dir("/srv/%x", &u).is_err());
+    }
+
+    /// sshd's messages, the component named (with its slash) when it is
+    /// not the last one.
+    #[test]
+    fn chroot_checks() {
+        assert_eq!(check_chroot("/"), Ok(()));
+        assert_eq!(check_chroot("/usr/lib"), Ok(()));
+        assert_eq!(
+            check_chroot("/tmp"),
+            Err("bad ownership or modes for chroot directory \"/tmp\"".into())
+        );
+        assert_eq!(
+            check_chroot("/tmp/x/y"),
+            Err("bad ownership or modes for chroot directory component \"/tmp/\"".into())
+        );
+        assert_eq!(
+            check_chroot("/etc/passwd"),
+            Err("chroot path \"/etc/passwd\" is not a directory".into())
+        );
+        assert!(check_chroot("srv")
+            .unwrap_err()
+            .contains("does not begin at root"));
+        assert!(check_chroot("/nonexistent-ressh/x")
+            .unwrap_err()
+            .contains("stat(\"/nonexistent-ressh/\")"));
     }
 }

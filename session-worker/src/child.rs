@@ -1,9 +1,9 @@
 //! Starting the user's commands: the login shell, `shell -c command`, with a
 //! pty or with pipes, in a new session.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -22,6 +22,9 @@ pub struct Spec<'a> {
     /// With a pty: its slave becomes stdin, stdout, stderr and the
     /// controlling terminal.
     pub pty_slave: Option<&'a OwnedFd>,
+    /// Inside ChrootDirectory: a missing home directory is not reported
+    /// (sshd's behaviour), the child starts in `/`.
+    pub chrooted: bool,
 }
 
 /// A started child and this side's ends of its pipes (non-blocking).
@@ -30,6 +33,8 @@ pub struct Spawned {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// An in-process child's log lines ([`spawn_in_process`]).
+    pub log: Option<OwnedFd>,
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -78,10 +83,54 @@ fn chdir_error_text(errno: i32) -> &'static [u8] {
     }
 }
 
+/// What every child does first, in the forked process (so only
+/// async-signal-safe calls, on data prepared before the fork): lead a new
+/// session, take the pty as controlling terminal, chdir home (else `/`,
+/// with sshd's message on stderr unless `quiet`), default signal
+/// dispositions and an empty signal mask.
+#[allow(unsafe_code)] // raw system calls between fork and exec
+fn setup(with_pty: bool, home: &CStr, msg: &[u8], quiet: bool) -> io::Result<()> {
+    // SAFETY: async-signal-safe calls on valid pointers to data the caller
+    // owns; sigemptyset initializes the zeroed set before it is used.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if with_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::chdir(home.as_ptr()) != 0 {
+            let errno = *libc::__errno_location();
+            if !quiet {
+                let text = chdir_error_text(errno);
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::write(2, text.as_ptr().cast(), text.len());
+            }
+            libc::chdir(c"/".as_ptr());
+        }
+        for sig in 1..NSIG {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+/// The home directory as a C string, and sshd's message for a failed chdir.
+fn home_dir(spec: &Spec<'_>) -> (CString, Vec<u8>) {
+    let home = CString::new(spec.home).unwrap_or_else(|_| CString::from(c"/"));
+    let mut msg = b"Could not chdir to home directory ".to_vec();
+    msg.extend_from_slice(spec.home.as_bytes());
+    msg.extend_from_slice(b": ");
+    (home, msg)
+}
+
 /// Starts the child. Between fork and exec only async-signal-safe calls run:
-/// setsid, TIOCSCTTY, chdir (home, else `/` with a message on stderr like
-/// sshd's), default signal dispositions, an empty signal mask, and every
-/// descriptor above stderr close-on-exec.
+/// [`setup`], and every descriptor above stderr close-on-exec.
 #[allow(unsafe_code)] // pre_exec (the child's session, terminal and credentials)
 pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     let mut cmd = Command::new(spec.shell);
@@ -111,35 +160,13 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
                 .stderr(Stdio::piped());
         }
     }
-    let home = CString::new(spec.home).unwrap_or_else(|_| CString::from(c"/"));
-    let mut msg = b"Could not chdir to home directory ".to_vec();
-    msg.extend_from_slice(spec.home.as_bytes());
-    msg.extend_from_slice(b": ");
+    let (home, msg) = home_dir(spec);
+    let quiet = spec.chrooted;
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if with_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::chdir(home.as_ptr()) != 0 {
-                let errno = *libc::__errno_location();
-                let text = chdir_error_text(errno);
-                libc::write(2, msg.as_ptr().cast(), msg.len());
-                libc::write(2, text.as_ptr().cast(), text.len());
-                libc::chdir(c"/".as_ptr());
-            }
-            for sig in 1..NSIG {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            setup(with_pty, &home, &msg, quiet)?;
             // Only stdin, stdout and stderr reach the user's command:
             // nothing this process holds or inherited without close-on-exec.
             ressh_ipc::harden::cloexec_from(3)
@@ -152,20 +179,103 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
     let stdin = child.stdin.take().map(OwnedFd::from);
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
-    for fd in [&stdin, &stdout, &stderr].into_iter().flatten() {
-        set_nonblocking(fd)?;
-    }
-    for fd in [&stdin, &stdout].into_iter().flatten() {
-        grow_pipe(fd);
-    }
-    // The child is reaped by the event loop (waitpid on SIGCHLD); std's
-    // handle is dropped without waiting.
-    Ok(Spawned {
+    finish(Spawned {
         pid,
         stdin,
         stdout,
         stderr,
+        log: None,
     })
+}
+
+/// This side's ends made non-blocking, the pipes grown.
+fn finish(s: Spawned) -> io::Result<Spawned> {
+    for fd in [&s.stdin, &s.stdout, &s.stderr, &s.log]
+        .into_iter()
+        .flatten()
+    {
+        set_nonblocking(fd)?;
+    }
+    for fd in [&s.stdin, &s.stdout].into_iter().flatten() {
+        grow_pipe(fd);
+    }
+    // The child is reaped by the event loop (waitpid on SIGCHLD); std's
+    // handle is dropped without waiting.
+    Ok(s)
+}
+
+/// The descriptor an in-process child writes its log lines to.
+const LOG_FD: i32 = 3;
+
+/// Runs `serve` in a forked child instead of executing a program (sshd's
+/// in-process `internal-sftp`): the child is set up as [`spawn`]'s, keeps
+/// a log pipe on descriptor 3 ([`Spawned::log`] reads it) and closes every
+/// descriptor above it (the monitor link, the client's socket, the other
+/// channels'), runs `serve` on its stdin and stdout as the user with the
+/// log pipe, and exits with what it returns. Nothing is executed, so
+/// nothing need exist inside a ChrootDirectory. This process has a single
+/// thread, so the child may allocate.
+#[allow(unsafe_code)] // fork(2), dup2(2), adopting descriptor 3, _exit(2)
+pub fn spawn_in_process(
+    spec: &Spec<'_>,
+    serve: impl FnOnce(std::fs::File) -> i32,
+) -> io::Result<Spawned> {
+    use nix::unistd::{dup2, fork, pipe2, ForkResult};
+    use std::os::fd::FromRawFd;
+    let (log_r, log_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let with_pty = spec.pty_slave.is_some();
+    // The child's stdin, stdout and stderr, and this side's pipe ends.
+    let (child_ends, ours): (Vec<OwnedFd>, Option<[OwnedFd; 3]>) = match spec.pty_slave {
+        Some(slave) => (
+            vec![slave.try_clone()?, slave.try_clone()?, slave.try_clone()?],
+            None,
+        ),
+        None => {
+            let (i_r, i_w) = pipe2(OFlag::O_CLOEXEC)?;
+            let (o_r, o_w) = pipe2(OFlag::O_CLOEXEC)?;
+            let (e_r, e_w) = pipe2(OFlag::O_CLOEXEC)?;
+            (vec![i_r, o_w, e_w], Some([i_w, o_r, e_r]))
+        }
+    };
+    let (home, msg) = home_dir(spec);
+    // SAFETY: this process has one thread, so the child may run any code;
+    // it never returns from this function (it exits).
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let mut ok = true;
+            for (to, from) in child_ends.iter().chain([&log_w]).enumerate() {
+                ok &= dup2(from.as_raw_fd(), to as i32).is_ok();
+            }
+            ok = ok
+                && setup(with_pty, &home, &msg, spec.chrooted).is_ok()
+                && ressh_ipc::harden::close_from(LOG_FD + 1).is_ok();
+            let code = if ok {
+                // SAFETY: descriptor 3 is the log pipe just placed there;
+                // nothing else in this child owns it.
+                serve(unsafe { std::fs::File::from_raw_fd(LOG_FD) })
+            } else {
+                1
+            };
+            // SAFETY: ends the child without running this process's
+            // atexit handlers or flushing buffers that belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(child_ends);
+            drop(log_w);
+            let (stdin, stdout, stderr) = match ours {
+                Some([i, o, e]) => (Some(i), Some(o), Some(e)),
+                None => (None, None, None),
+            };
+            finish(Spawned {
+                pid: child,
+                stdin,
+                stdout,
+                stderr,
+                log: Some(log_r),
+            })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,20 @@ pub enum Error {
     },
 }
 
+/// `--chroot DIR` (first on the command line, from the monitor): taken out
+/// of `args`, the rest is `--uid --gid --groups`.
+fn take_chroot(args: &mut Vec<String>) -> Result<Option<String>, Error> {
+    if args.first().map(String::as_str) != Some("--chroot") {
+        return Ok(None);
+    }
+    if args.len() < 2 {
+        return Err(Error::Harden("--chroot needs a value".into()));
+    }
+    let dir = args.remove(1);
+    args.remove(0);
+    Ok(Some(dir))
+}
+
 fn main() {
     let code = match run() {
         Ok(()) => 0,
@@ -83,11 +97,32 @@ fn main() {
 fn run() -> Result<(), Error> {
     // First of all, before fd 3 is used: become the user (when exec'd as
     // root) and make this process untraceable (see ressh_ipc::harden).
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some((uid, gid, groups)) = ressh_ipc::harden::user_args(&args).map_err(Error::Harden)? {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let chroot = take_chroot(&mut args)?;
+    let user = ressh_ipc::harden::user_args(&args).map_err(Error::Harden)?;
+    // Refuse a tracer while /proc is still in view (a tracer of this root
+    // process can only be root); becoming the user below makes the
+    // process non-dumpable again, and the user never sees it dumpable.
+    ressh_ipc::harden::forbid_tracing().map_err(Error::Harden)?;
+    if let Some(dir) = &chroot {
+        // sshd calls initgroups(3) before its chroot, which loads every
+        // NSS module of the group database (with nss-systemd, the one that
+        // knows root and nobody without /etc/passwd): a group-list lookup
+        // here does the same, so owners are named inside the jail as under
+        // sshd. Its answer is not used.
+        let _ = nix::unistd::getgrouplist(c"root", nix::unistd::Gid::from_raw(0));
+        // ChrootDirectory: entered as root, before the user's credentials
+        // and before anything is read from anyone; the monitor checked
+        // the path's ownership and modes. Once the user, this process
+        // holds no descriptor or directory outside the jail.
+        nix::unistd::chroot(dir.as_str())
+            .and_then(|()| nix::unistd::chdir("/"))
+            .map_err(|e| Error::Harden(format!("chroot(\"{dir}\"): {e}")))?;
+    }
+    if let Some((uid, gid, groups)) = user {
         ressh_ipc::harden::become_user(uid, gid, &groups).map_err(Error::Harden)?;
     }
-    ressh_ipc::harden::forbid_tracing().map_err(Error::Harden)?;
+    ressh_ipc::harden::non_dumpable().map_err(Error::Harden)?;
     // Take fd 3, and keep it from every child.
     fcntl(IPC_FD, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(Error::NoEndpoint)?;
     // SAFETY: fd 3 is open (checked above) and nothing else in this process owns it.
@@ -125,6 +160,7 @@ fn run() -> Result<(), Error> {
         local_port: start.local_port,
         pam_env: start.pam_env,
         login_message: start.login_message,
+        chrooted: chroot.is_some(),
     };
     let mut s = session::Session::new(conn, sock, info, endpoint)?;
     s.run()

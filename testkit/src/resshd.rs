@@ -11,7 +11,9 @@ const BROKER_SOCKET: &str = "broker.sock";
 /// resshd on 127.0.0.1 (or, with [`Resshd::start_in`], inside a [`Net`]'s
 /// server namespace) with generated host keys, its own privsep user (a
 /// [`TestUser`]), its own empty chroot directory and broker socket;
-/// everything is removed on drop.
+/// everything is removed on drop. Its sftp is resshd's own in-process
+/// server (`Subsystem sftp internal-sftp`) unless the caller sets a
+/// Subsystem.
 pub struct Resshd {
     // Field order is drop order: the daemon goes first.
     pub server: Sshd,
@@ -46,8 +48,16 @@ impl Resshd {
         let privsep_user = TestUser::create("ps");
         let parent = TempDir::new("resshd-chroot");
         let chroot = parent.join("empty");
+        let sftp = if extra_config
+            .lines()
+            .any(|l| crate::sshd::keyword(l).as_deref() == Some("subsystem"))
+        {
+            ""
+        } else {
+            "Subsystem sftp internal-sftp\n"
+        };
         let config = format!(
-            "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\nBrokerSocket {}\n{extra_config}",
+            "PrivilegeSeparationUser {}\nPrivilegeSeparationDirectory {}\nBrokerSocket {}\n{sftp}{extra_config}",
             privsep_user.name,
             chroot.display(),
             parent.join(BROKER_SOCKET).display()

@@ -70,7 +70,7 @@ pub struct Sshd {
 }
 
 /// The keyword of a config line (`Keyword value` or `Keyword=value`), lowercased.
-fn keyword(line: &str) -> Option<String> {
+pub(crate) fn keyword(line: &str) -> Option<String> {
     let line = line.trim_start();
     if line.is_empty() || line.starts_with('#') {
         return None;

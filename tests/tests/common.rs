@@ -64,6 +64,43 @@ pub fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Runs `f` while another thread kills the client's connections to the
+/// server every `every`; returns `f`'s result and when each kill hit
+/// something.
+pub fn with_kills<R>(net: &Net, every: Duration, f: impl FnOnce() -> R) -> (R, Vec<Instant>) {
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            let mut kills = Vec::new();
+            let mut next = Instant::now() + every;
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now < next {
+                    thread::sleep((next - now).min(Duration::from_millis(50)));
+                    continue;
+                }
+                next += every;
+                let t = Instant::now();
+                if net.try_kill_tcp(PORT) > 0 {
+                    kills.push(t);
+                }
+            }
+            kills
+        });
+        // Stop the killer even if f panics.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let guard = Stop(&stop);
+        let r = f();
+        drop(guard);
+        (r, killer.join().unwrap())
+    })
+}
+
 // ----- the lab ---------------------------------------------------------------
 
 /// A user with a key, and the ssh_config (`-F`) that makes ressh log in as

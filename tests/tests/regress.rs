@@ -119,7 +119,6 @@ const TESTS: &[&str] = &[
 /// is not here fails this test; so does one that is here and passes.
 const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ("agent", 17, "agent forwarding"),
-    ("sftp-chroot", 16, "ChrootDirectory: sshd_config rejected"),
     (
         "multiplex",
         17,

@@ -17,7 +17,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,43 +26,6 @@ const SIZE: usize = 256 << 20;
 /// sftp's -l, in Kbit/s.
 const LIMIT_KBIT: u64 = 100_000;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Runs `f` while another thread kills the client's connections to the
-/// server every `every`; returns `f`'s result and when each kill hit
-/// something.
-fn with_kills<R>(net: &Net, every: Duration, f: impl FnOnce() -> R) -> (R, Vec<Instant>) {
-    let stop = AtomicBool::new(false);
-    thread::scope(|scope| {
-        let killer = scope.spawn(|| {
-            let mut kills = Vec::new();
-            let mut next = Instant::now() + every;
-            while !stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now < next {
-                    thread::sleep((next - now).min(Duration::from_millis(50)));
-                    continue;
-                }
-                next += every;
-                let t = Instant::now();
-                if net.try_kill_tcp(PORT) > 0 {
-                    kills.push(t);
-                }
-            }
-            kills
-        });
-        // Stop the killer even if f panics.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let guard = Stop(&stop);
-        let r = f();
-        drop(guard);
-        (r, killer.join().unwrap())
-    })
-}
 
 /// Per kill: the time from it to the first "reconnected" line of ressh on
 /// stderr after it.

@@ -677,6 +677,14 @@ impl Parser {
                     Some(c.to_string())
                 })
             }
+            Imp::ChrootDirectory => {
+                let d = a.one()?;
+                Value::ChrootDirectory(if is_none_word(d) {
+                    None
+                } else {
+                    Some(d.to_string())
+                })
+            }
             Imp::AuthenticationMethods => Value::AuthenticationMethods(parse_auth_methods(a)?),
             Imp::StreamLocalBindMask => {
                 let v = a.one()?;

@@ -68,6 +68,8 @@ pub(crate) enum Value {
     SetEnv(Vec<String>),
     /// None for `none` (clears a global ForceCommand from a Match block).
     ForceCommand(Option<String>),
+    /// None for `none`.
+    ChrootDirectory(Option<String>),
     AuthenticationMethods(Option<Vec<Vec<String>>>),
     StreamLocalBindMask(u32),
     StreamLocalBindUnlink(bool),
@@ -141,6 +143,7 @@ pub(crate) struct Raw {
     deny_groups: Vec<String>,
     permit_tty: Option<bool>,
     force_command: Option<Option<String>>,
+    chroot_directory: Option<Option<String>>,
     accept_env: Vec<String>,
     set_env: Option<Vec<String>>,
     allow_tcp_forwarding: Option<Forwarding>,
@@ -252,6 +255,7 @@ impl Raw {
             Value::AcceptEnv(x) => self.accept_env.extend(x),
             Value::SetEnv(x) => first(&mut self.set_env, x),
             Value::ForceCommand(x) => first(&mut self.force_command, x),
+            Value::ChrootDirectory(x) => first(&mut self.chroot_directory, x),
             Value::AuthenticationMethods(x) => first(&mut self.authentication_methods, x),
             Value::StreamLocalBindMask(x) => first(&mut self.stream_local_bind_mask, x),
             Value::StreamLocalBindUnlink(x) => first(&mut self.stream_local_bind_unlink, x),
@@ -316,6 +320,7 @@ impl Raw {
         over_list(&mut self.deny_groups, &m.deny_groups);
         over(&mut self.permit_tty, &m.permit_tty);
         over(&mut self.force_command, &m.force_command);
+        over(&mut self.chroot_directory, &m.chroot_directory);
         over_list(&mut self.accept_env, &m.accept_env);
         over(&mut self.set_env, &m.set_env);
         over(&mut self.allow_tcp_forwarding, &m.allow_tcp_forwarding);
@@ -478,6 +483,7 @@ impl Raw {
             deny_groups: self.deny_groups,
             permit_tty: self.permit_tty.unwrap_or(true),
             force_command: self.force_command.unwrap_or(None),
+            chroot_directory: self.chroot_directory.unwrap_or(None),
             accept_env: self.accept_env,
             set_env: self.set_env.unwrap_or_default(),
             allow_tcp_forwarding: self.allow_tcp_forwarding.unwrap_or(Forwarding::Yes),

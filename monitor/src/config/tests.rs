@@ -802,6 +802,24 @@ Match User f*
     assert_eq!(r.force_command.as_deref(), Some("/bin/global"));
 }
 
+/// ChrootDirectory as sshd: first wins, per Match, `none` (any case)
+/// clears a global one, tokens are kept for the login.
+#[test]
+fn chroot_directory_per_match() {
+    let c = parse(
+        "ChrootDirectory /srv/%u\nMatch Group sftponly\n    ChrootDirectory %h\nMatch User root\n    ChrootDirectory NONE\n",
+    );
+    let r = c.resolve(&ctx(Some("bob"), &[], None, None));
+    assert_eq!(r.chroot_directory.as_deref(), Some("/srv/%u"));
+    let r = c.resolve(&ctx(Some("root"), &[], None, None));
+    assert_eq!(r.chroot_directory, None);
+    assert!(parse_err("ChrootDirectory").contains("test.conf:1"));
+    assert_eq!(
+        g("ChrootDirectory \"/a b\"").chroot_directory.as_deref(),
+        Some("/a b")
+    );
+}
+
 #[test]
 fn match_all_returns_to_global() {
     let c = parse("Match User foo\n  MaxSessions 3\nMatch all\nPort 2222\nMaxSessions 7\nCiphers aes256-ctr\n");
@@ -856,7 +874,6 @@ fn unknown_refused_deprecated() {
     assert_eq!(e.lines().count(), 3);
     assert!(e.lines().next().unwrap().starts_with("test.conf:1:"));
     for refused in [
-        "ChrootDirectory /srv/%u",
         "AuthorizedKeysCommand /usr/bin/keys %u",
         "AuthorizedPrincipalsFile /etc/p",
         "AuthorizedPrincipalsCommand /usr/bin/p",
@@ -882,7 +899,6 @@ fn unknown_refused_deprecated() {
         parse_err(&format!("Match User nobody-at-all\n{refused}"));
     }
     for ignored in [
-        "ChrootDirectory none",
         "PermitTunnel no",
         "UseDNS no",
         "X11Forwarding yes",

@@ -45,6 +45,8 @@ pub struct Info {
     pub pam_env: Vec<(String, String)>,
     /// Shown on interactive logins (see `SessionStart::login_message`).
     pub login_message: String,
+    /// The session runs inside ChrootDirectory.
+    pub chrooted: bool,
 }
 
 /// Shared state of the event loop that channel code works with.

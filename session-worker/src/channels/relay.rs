@@ -66,7 +66,20 @@ pub struct Relay {
     /// Bytes sent as channel data before anything read from the outputs
     /// (the login message of an interactive login).
     prefix: Vec<u8>,
+    /// An in-process child's log pipe: lines go to resshd's log.
+    log: Option<LogIn>,
 }
+
+/// Log lines from a child: the slot, and an unfinished line (at most
+/// [`MAX_LOG_LINE`] bytes; a longer one is cut there).
+struct LogIn {
+    slot: usize,
+    line: Vec<u8>,
+    eof: bool,
+}
+
+/// The longest log line taken from a child (the monitor cuts at 1024).
+const MAX_LOG_LINE: usize = 1024;
 
 impl Relay {
     pub fn new(id: u32, on_eof: OnEof) -> Relay {
@@ -82,7 +95,17 @@ impl Relay {
             failed: false,
             detached: false,
             prefix: Vec::new(),
+            log: None,
         }
+    }
+
+    /// Logs the lines `slot` reads (an in-process child's log pipe).
+    pub fn set_log(&mut self, slot: usize) {
+        self.log = Some(LogIn {
+            slot,
+            line: Vec::new(),
+            eof: false,
+        });
     }
 
     pub fn set_on_eof(&mut self, on_eof: OnEof) {
@@ -179,9 +202,9 @@ impl Relay {
         self.peer_eof = true;
     }
 
-    /// Every output fd has reached EOF.
+    /// Every output fd has reached EOF (the log pipe too).
     pub fn outs_done(&self) -> bool {
-        self.outs.iter().all(|o| o.eof)
+        self.outs.iter().all(|o| o.eof) && self.log.as_ref().is_none_or(|l| l.eof)
     }
 
     /// The client sent EOF and everything before it was written (or dropped).
@@ -190,7 +213,9 @@ impl Relay {
     }
 
     fn slot_in_use(&self, slot: usize) -> bool {
-        self.input == Input::Open(slot) || self.outs.iter().any(|o| o.slot == slot && !o.eof)
+        self.input == Input::Open(slot)
+            || self.outs.iter().any(|o| o.slot == slot && !o.eof)
+            || self.log.as_ref().is_some_and(|l| l.slot == slot && !l.eof)
     }
 
     fn drop_slot(&mut self, ctx: &mut Ctx, slot: usize) {
@@ -224,7 +249,58 @@ impl Relay {
         for i in 0..self.outs.len() {
             progress |= self.pump_out(i, conn, ctx, scratch)?;
         }
+        progress |= self.pump_log(ctx, scratch);
         Ok(progress)
+    }
+
+    /// Reads the log pipe (at most one scratch buffer per call, so a child
+    /// that floods its log cannot starve the rest) and logs its lines.
+    fn pump_log(&mut self, ctx: &mut Ctx, scratch: &mut [u8]) -> bool {
+        let Some(l) = self.log.as_mut().filter(|l| !l.eof) else {
+            return false;
+        };
+        let Some(s) = self.streams.get_mut(l.slot).and_then(|s| s.as_mut()) else {
+            l.eof = true;
+            return true;
+        };
+        if !s.readable {
+            return false;
+        }
+        let n = match nix::unistd::read(s.fd.as_raw_fd(), scratch) {
+            Ok(0) => {
+                l.eof = true;
+                0
+            }
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => {
+                s.readable = false;
+                return false;
+            }
+            Err(Errno::EINTR) => return true,
+            Err(_) => {
+                l.eof = true;
+                0
+            }
+        };
+        for &b in &scratch[..n] {
+            if b == b'\n' {
+                crate::log!("internal-sftp: {}", String::from_utf8_lossy(&l.line));
+                l.line.clear();
+            } else if l.line.len() < MAX_LOG_LINE {
+                l.line.push(b);
+            }
+        }
+        if l.eof {
+            if !l.line.is_empty() {
+                crate::log!("internal-sftp: {}", String::from_utf8_lossy(&l.line));
+                l.line.clear();
+            }
+            let slot = l.slot;
+            if !self.slot_in_use(slot) {
+                self.drop_slot(ctx, slot);
+            }
+        }
+        true
     }
 
     fn pump_input(&mut self, conn: &mut Connection, ctx: &mut Ctx) -> ressh_proto::Result<bool> {
@@ -348,6 +424,9 @@ impl Relay {
         for o in &mut self.outs {
             o.eof = true;
         }
+        if let Some(l) = &mut self.log {
+            l.eof = true;
+        }
         let keep = match self.input {
             Input::Open(slot) if self.pending() > 0 => Some(slot),
             _ => None,
@@ -383,6 +462,9 @@ impl Relay {
         self.pos = 0;
         for o in &mut self.outs {
             o.eof = true;
+        }
+        if let Some(l) = &mut self.log {
+            l.eof = true;
         }
     }
 }

@@ -13,6 +13,7 @@ use super::Ctx;
 use crate::pty::{self, Pty, WinSize};
 use crate::{child, env, log};
 use ressh_compat::pattern;
+use std::fs::File;
 
 /// Most env requests accepted per session.
 const MAX_ENV: usize = 256;
@@ -50,6 +51,43 @@ enum What {
     Shell,
     Exec(Vec<u8>),
     Subsystem(String),
+}
+
+/// The arguments of `internal-sftp [args]` (sshd's IS_INTERNAL_SFTP: the
+/// name alone or followed by a space or tab; split on spaces as sshd's
+/// strtok), or None for any other command.
+fn internal_sftp_args(command: &[u8]) -> Option<Vec<String>> {
+    let rest = command.strip_prefix(b"internal-sftp")?;
+    if !(rest.is_empty() || rest.starts_with(b" ") || rest.starts_with(b"\t")) {
+        return None;
+    }
+    let rest = String::from_utf8_lossy(rest);
+    Some(
+        rest.split(' ')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The in-process sftp server, in the channel's child (as the user, in
+/// the chroot if any), logging to `log` (which resshd's log receives): its
+/// exit status, 1 for bad options as sftp-server.
+fn internal_sftp(args: &[String], name: &str, home: &str, client: &str, log: File) -> i32 {
+    let user = ressh_sftp_server::User { name, home, client };
+    match ressh_sftp_server::parse_args(args, &user) {
+        Ok(opts) => ressh_sftp_server::serve(
+            &opts,
+            &user,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+            log,
+        ),
+        Err(e) => {
+            eprintln!("internal-sftp: {e}");
+            1
+        }
+    }
 }
 
 /// Signal names accepted in "signal" requests (OpenSSH's set).
@@ -267,8 +305,38 @@ impl SessionChan {
             env: &environment,
             home: &info.user.home,
             pty_slave: self.pty.as_ref().map(|p| &p.slave),
+            chrooted: info.chrooted,
         };
-        let spawned = match child::spawn(&spec) {
+        // Only the configuration names internal-sftp (a Subsystem's command,
+        // a forced command): a client's exec "internal-sftp" is a shell
+        // command like any other, as under sshd.
+        let configured = matches!(what, What::Subsystem(_)) || policy.force_command.is_some();
+        let internal = command
+            .as_deref()
+            .filter(|_| configured)
+            .and_then(internal_sftp_args);
+        let spawned = match internal {
+            // sshd refuses a shell or exec that ForceCommand internal-sftp
+            // turned into sftp: it is not an sftp client.
+            Some(_) if !matches!(what, What::Subsystem(_)) => {
+                log!("{label}: refusing non-sftp session");
+                child::spawn_in_process(&spec, |_log| {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stdout(),
+                        b"This service allows sftp connections only.\n",
+                    );
+                    1
+                })
+            }
+            Some(args) => {
+                let user = &info.user;
+                child::spawn_in_process(&spec, |log| {
+                    internal_sftp(&args, &user.name, &user.home, &info.peer_addr, log)
+                })
+            }
+            None => child::spawn(&spec),
+        };
+        let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
                 log!("{label}: cannot start {shell}: {e}");
@@ -328,6 +396,14 @@ impl SessionChan {
                 Ok(())
             })(),
         };
+        // An in-process child's log lines go to resshd's log.
+        let r = r.and_then(|()| match spawned.log {
+            Some(l) => self
+                .relay
+                .add(ctx, l, Interest::READABLE)
+                .map(|slot| self.relay.set_log(slot)),
+            None => Ok(()),
+        });
         ctx.children.insert(spawned.pid, self.id);
         self.child = Some(Child {
             pid: spawned.pid,
@@ -410,6 +486,19 @@ fn crlf(text: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn internal_sftp_commands() {
+        use super::internal_sftp_args as a;
+        assert_eq!(a(b"internal-sftp"), Some(vec![]));
+        assert_eq!(
+            a(b"internal-sftp  -l INFO -d /x"),
+            Some(vec!["-l".into(), "INFO".into(), "-d".into(), "/x".into()])
+        );
+        assert_eq!(a(b"internal-sftp\t-R"), Some(vec!["\t-R".into()]));
+        assert_eq!(a(b"internal-sftpx"), None);
+        assert_eq!(a(b"/usr/lib/openssh/sftp-server"), None);
+    }
+
     #[test]
     fn crlf() {
         assert_eq!(super::crlf("a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
