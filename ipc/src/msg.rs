@@ -208,6 +208,9 @@ pub enum ToSession {
     Refused {
         id: u64,
     },
+    /// The answer to [`FromSession::ProveHostKeys`]: one signature per key,
+    /// in order, or why not.
+    HostKeyProofs(Result<Vec<Vec<u8>>, String>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +246,12 @@ pub enum FromSession {
     /// One log line, as [`FromKex::Log`]; the monitor names the user and
     /// the peer address itself.
     Log(String),
+    /// The client asks the server to prove it holds these host keys
+    /// (`hostkeys-prove-00@openssh.com`, OpenSSH's UpdateHostKeys): the
+    /// monitor signs, for each blob that is one of its host keys, the fixed
+    /// statement OpenSSH defines over this connection's session id, and
+    /// answers with [`ToSession::HostKeyProofs`].
+    ProveHostKeys(Vec<Vec<u8>>),
 }
 
 /// The version of the monitor ↔ broker link, sent first in

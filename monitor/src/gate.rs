@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 use ressh_ipc::msg::{FromKex, FromSession, MAX_LOG_LEN};
 
+/// Host key proofs a session gets (`hostkeys-prove-00@openssh.com`): ssh
+/// asks once per connection; each costs the root monitor one signature per
+/// key, so a user's session cannot make it sign without end.
+pub const MAX_PROOFS: u32 = 8;
+/// Keys one proof may name, and the size of a key blob.
+pub const MAX_PROVED_KEYS: usize = 16;
+pub const MAX_KEY_BLOB: usize = 16 << 10;
+
 /// Lengths of the exchange hashes of the key exchanges a connection may
 /// run (its configured methods' hashes): the only data a host key signs.
 /// SHA-1's 20 bytes only where a SHA-1 method is configured.
@@ -58,6 +66,8 @@ pub const TOKEN_LEN: usize = 32;
 /// the processes, and the monitor kills it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
+    #[error("more host key proofs than a client asks for")]
+    TooManyProofs,
     #[error("signature asked over {0} bytes, not an exchange hash")]
     NotAnExchangeHash(usize),
     #[error("a log line of {0} bytes (at most {MAX_LOG_LEN})")]
@@ -173,6 +183,8 @@ pub struct SessionGate {
     /// Routed reconnects awaiting the worker's verdict.
     validating: u32,
     hashes: HashLengths,
+    /// Host key proofs given so far.
+    proofs: u32,
 }
 
 impl Default for SessionGate {
@@ -181,6 +193,7 @@ impl Default for SessionGate {
             may_sign: true,
             validating: 0,
             hashes: HashLengths::default(),
+            proofs: 0,
         }
     }
 }
@@ -227,6 +240,15 @@ impl SessionGate {
                 }
             }
             FromSession::Log(text) => log_length(text)?,
+            FromSession::ProveHostKeys(blobs) => {
+                if blobs.len() > MAX_PROVED_KEYS
+                    || blobs.iter().any(|b| b.len() > MAX_KEY_BLOB)
+                    || self.proofs >= MAX_PROOFS
+                {
+                    return Err(Violation::TooManyProofs);
+                }
+                self.proofs += 1;
+            }
             FromSession::Detached | FromSession::Attached => {}
         }
         Ok(())
@@ -381,6 +403,20 @@ mod tests {
         g.asked_verdict();
         g.check(&v()).unwrap();
         assert!(g.check(&v()).is_err());
+    }
+
+    /// Host key proofs: bounded in keys, blob size and number, so the
+    /// user's worker cannot keep the root monitor signing.
+    #[test]
+    fn session_worker_host_key_proofs_are_bounded() {
+        let mut g = SessionGate::default();
+        let prove = |n: usize, len: usize| FromSession::ProveHostKeys(vec![vec![0; len]; n]);
+        assert!(g.check(&prove(MAX_PROVED_KEYS + 1, 10)).is_err());
+        assert!(g.check(&prove(1, MAX_KEY_BLOB + 1)).is_err());
+        for _ in 0..MAX_PROOFS {
+            g.check(&prove(MAX_PROVED_KEYS, 100)).unwrap();
+        }
+        assert_eq!(g.check(&prove(1, 10)), Err(Violation::TooManyProofs));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use ressh_ipc::msg::{
 };
 use ressh_ipc::Endpoint;
 use ressh_proto::keys::{self, PrivateKey, PublicKey};
+use ressh_proto::wire::Put as _;
 
 use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
@@ -142,6 +143,7 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         }),
         rdomain,
         session_id: None,
+        host_key_alg: None,
         kex_gate: KexGate::default(),
         session_gate: SessionGate::default(),
         failures: 0,
@@ -205,6 +207,8 @@ struct Monitor<'a> {
     local: SocketAddr,
     /// The connection's routing domain (`Match RDomain`).
     rdomain: Option<String>,
+    /// The host key algorithm of the last exchange signed.
+    host_key_alg: Option<String>,
     /// Settings for the connection before the user is known.
     settings: Settings,
     /// The first exchange hash signed: the session id.
@@ -388,6 +392,39 @@ impl Monitor<'_> {
         Ok((ours, child))
     }
 
+    /// `hostkeys-prove-00@openssh.com` (OpenSSH's serverloop.c): for each
+    /// blob, one of our host keys, a signature over the statement
+    /// `string "hostkeys-prove-00@openssh.com" || string session id ||
+    /// string blob`, made here from what the monitor knows (the session id
+    /// of the one signed exchange): never over data the worker chose. RSA
+    /// keys sign with the exchange's RSA algorithm, else rsa-sha2-512.
+    fn prove_host_keys(&self, blobs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+        let sid = self.session_id.as_ref().ok_or("no session id")?;
+        blobs
+            .iter()
+            .map(|blob| {
+                let k = self
+                    .ctx
+                    .host_keys
+                    .iter()
+                    .find(|k| k.public_key().to_blob() == *blob)
+                    .ok_or("not one of our host keys")?;
+                let pubkey = k.public_key();
+                let algs = pubkey.signature_algorithms();
+                let alg = match &self.host_key_alg {
+                    Some(a) if algs.contains(&a.as_str()) => a.as_str(),
+                    _ if algs.contains(&"rsa-sha2-512") => "rsa-sha2-512",
+                    _ => algs.first().copied().ok_or("no signature algorithm")?,
+                };
+                let mut data = Vec::new();
+                data.put_str("hostkeys-prove-00@openssh.com");
+                data.put_string(sid);
+                data.put_string(blob);
+                k.sign(alg, &data).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
     fn sign(&self, key: &[u8], alg: &str, data: &[u8]) -> Result<Vec<u8>, String> {
         let k = self
             .ctx
@@ -488,6 +525,7 @@ impl Monitor<'_> {
                     // The one signature (the gate allows no second): its
                     // exchange hash is the session id.
                     self.session_id = Some(data.clone());
+                    self.host_key_alg = Some(alg.clone());
                     let r = self.sign(&key, &alg, &data);
                     ipc.send(&ToKex::Signature(r), &[])?;
                 }
@@ -1480,8 +1518,16 @@ impl Monitor<'_> {
             .map_err(Error::SessionViolation)?;
         match m {
             FromSession::Sign { key, alg, data } => {
+                self.host_key_alg = Some(alg.clone());
                 let r = self.sign(&key, &alg, &data);
                 w.send(&ToSession::Signature(r), Vec::new())
+            }
+            FromSession::ProveHostKeys(blobs) => {
+                let r = self.prove_host_keys(&blobs);
+                if let Err(e) = &r {
+                    log::info(&format!("{}: host key proof refused: {e}", self.who()));
+                }
+                w.send(&ToSession::HostKeyProofs(r), Vec::new())
             }
             FromSession::KexDone => Ok(()),
             FromSession::Tokens(t) => {

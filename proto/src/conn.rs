@@ -431,6 +431,11 @@ impl Connection {
         self.peer_version.as_deref()
     }
 
+    /// Server: the host keys (public halves) it offers.
+    pub fn host_keys(&self) -> &[PublicKey] {
+        &self.host_keys
+    }
+
     pub fn session_id(&self) -> Option<&[u8]> {
         self.session_id.as_deref()
     }

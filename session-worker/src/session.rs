@@ -24,7 +24,7 @@
 
 mod resume;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -167,6 +167,10 @@ pub struct Session {
     resolved_tx: Sender<Resolved>,
     resolved_rx: Receiver<Resolved>,
     alive: Alive,
+    /// Replies to the client's global requests, in the order they came
+    /// (RFC 4254 §4): a host key proof waits for the monitor's signatures
+    /// (None), and the replies behind it wait with it.
+    global_replies: VecDeque<Option<(bool, Vec<u8>)>>,
     scratch: Vec<u8>,
     /// Set when the session is over; the loop then flushes and returns.
     ended: bool,
@@ -253,6 +257,7 @@ impl Session {
             resolved_tx,
             resolved_rx,
             alive,
+            global_replies: VecDeque::new(),
             scratch: vec![0; CHUNK],
             ended: false,
         })
@@ -265,6 +270,7 @@ impl Session {
         let r = self.conn.handle_input(&[], Instant::now());
         self.after_input(r);
         self.send_tokens();
+        self.announce_host_keys();
         let mut events = Events::with_capacity(256);
         while !self.ended {
             let more = self.work();
@@ -935,13 +941,62 @@ impl Session {
                     None => (false, Vec::new()),
                 }
             }
+            GlobalReq::HostKeysProve(blobs) if want_reply => {
+                self.global_replies.push_back(None);
+                self.notify(FromSession::ProveHostKeys(blobs));
+                return;
+            }
             _ => (false, Vec::new()),
         };
         if want_reply {
+            self.global_replies.push_back(Some((ok, data)));
+            self.send_global_replies();
+        }
+    }
+
+    /// Sends the replies that are ready, in order.
+    fn send_global_replies(&mut self) {
+        while let Some(Some(_)) = self.global_replies.front() {
+            let Some(Some((ok, data))) = self.global_replies.pop_front() else {
+                break;
+            };
             if let Err(e) = self.conn.global_reply(ok, &data) {
                 log!("global reply: {e}");
                 self.end();
+                return;
             }
+        }
+    }
+
+    /// The monitor's answer to a host key proof: the reply it held up.
+    pub(super) fn host_key_proofs(&mut self, r: Result<Vec<Vec<u8>>, String>) {
+        let Some(slot) = self.global_replies.iter_mut().find(|r| r.is_none()) else {
+            log!("monitor: host key proofs nobody asked for; ignored");
+            return;
+        };
+        *slot = Some(match r {
+            Ok(sigs) => {
+                let mut data = Vec::new();
+                for s in &sigs {
+                    ressh_proto::wire::Put::put_string(&mut data, s);
+                }
+                (true, data)
+            }
+            Err(e) => {
+                log!("host key proof: {}", printable(e.as_bytes()));
+                (false, Vec::new())
+            }
+        });
+        self.send_global_replies();
+    }
+
+    /// OpenSSH's `hostkeys-00@openssh.com` (UpdateHostKeys): once the
+    /// session starts, the client learns every host key the server has,
+    /// and may ask for proof of the ones it does not know.
+    fn announce_host_keys(&mut self) {
+        let keys: Vec<Vec<u8>> = self.conn.host_keys().iter().map(|k| k.to_blob()).collect();
+        if let Err(e) = self.conn.global_request(GlobalReq::HostKeys(keys), false) {
+            log!("announcing host keys: {e}");
         }
     }
 

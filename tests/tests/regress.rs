@@ -134,11 +134,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ),
     ("limit-keytype", 16, "user certificates"),
     ("hostkey-agent", 22, "HostKeyAgent"),
-    (
-        "hostkey-rotate",
-        22,
-        "hostkeys-00@openssh.com (UpdateHostKeys) from the server side",
-    ),
     ("principals-command", 16, "AuthorizedPrincipalsCommand"),
     ("cert-file", 16, "user certificates (CertificateFile)"),
     ("authinfo", 22, "ExposeAuthInfo (SSH_USER_AUTH)"),
@@ -163,6 +158,7 @@ const REFUSED_ONLY: &[(&str, &str)] = &[
         "keytype",
         "every key type as user and host key, FIDO keys second",
     ),
+    ("hostkey-rotate", "a host key of every key type"),
 ];
 
 /// What resshd refuses of what Debian's OpenSSH offers, each refusal with

@@ -862,14 +862,15 @@ impl Parser {
             } else if supported.iter().any(|o| o == name) {
                 wanted.push(name.to_string());
             } else if known.contains(&name) {
-                if modifier.is_some() {
-                    self.warn(format!(
-                        "{at}: {} {spec}: {what} {name} is not supported by resshd; ignored",
-                        a.keyword
-                    ));
-                } else {
-                    return Err(format!("{what} {name} is not supported by resshd"));
-                }
+                // One of OpenSSH's that resshd refuses (resshd_config(5)
+                // says which and why): left out with a warning, so that a
+                // configuration written for OpenSSH's compatibility keeps
+                // working without it. A list left with nothing is an error
+                // below.
+                self.warn(format!(
+                    "{at}: {} {spec}: {what} {name} is not supported by resshd; ignored",
+                    a.keyword
+                ));
             } else {
                 return Err(bad());
             }

@@ -189,6 +189,7 @@ impl Session {
                 Some(signature) => self.signed(signature),
                 None => log!("monitor: a signature nobody asked for; ignored"),
             },
+            ToSession::HostKeyProofs(r) => self.host_key_proofs(r),
             ToSession::Start(_) => log!("monitor: a second Start; ignored"),
         }
     }

@@ -691,6 +691,12 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
                 link.verdicts.lock().unwrap().push_back(v);
                 link.verdict_cv.notify_all();
             }
+            Ok((FromSession::ProveHostKeys(_), _)) => {
+                let no = Err("host key proofs: not in the test monitor".to_string());
+                if let Err(e) = link.send(&ToSession::HostKeyProofs(no), &[]) {
+                    break Err(format!("send HostKeyProofs: {e}"));
+                }
+            }
             Ok((FromSession::Detached, _)) => record(MonitorEvent::Detached),
             Ok((FromSession::KexDone, _)) => {}
             Ok((FromSession::Log(text), _)) => {
