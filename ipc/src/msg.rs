@@ -154,6 +154,10 @@ pub struct SessionPolicy {
     /// DetachTimeout: how long a session whose transport broke waits for a
     /// reconnect (0: it ends at once, as without resilience).
     pub detach_timeout_secs: u64,
+    /// ChannelTimeout: (channel type pattern, seconds), first match wins.
+    pub channel_timeouts: Vec<(String, u64)>,
+    /// UnusedConnectionTimeout in seconds.
+    pub unused_connection_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

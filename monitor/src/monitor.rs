@@ -1071,6 +1071,12 @@ impl Monitor<'_> {
             client_alive_count_max: s.client_alive_count_max,
             max_sessions: s.max_sessions,
             detach_timeout_secs: s.detach_timeout.as_secs(),
+            channel_timeouts: s
+                .channel_timeouts
+                .iter()
+                .map(|t| (t.channel_type.clone(), t.timeout.as_secs()))
+                .collect(),
+            unused_connection_timeout_secs: s.unused_connection_timeout.map(|d| d.as_secs()),
         }
     }
 

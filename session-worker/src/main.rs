@@ -17,6 +17,7 @@
 mod channels;
 mod child;
 mod env;
+mod idle;
 #[macro_use]
 mod log;
 mod pty;

@@ -46,6 +46,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use ressh_proto::error::reason;
 use ressh_proto::msg::{open_failure, ChannelKind, ChannelReq, GlobalReq};
 use ressh_proto::wire::printable;
+
+use crate::idle::Idle;
 use ressh_proto::{Connection, Event};
 
 use crate::channels::relay::Relay;
@@ -167,6 +169,8 @@ pub struct Session {
     resolved_tx: Sender<Resolved>,
     resolved_rx: Receiver<Resolved>,
     alive: Alive,
+    /// ChannelTimeout and UnusedConnectionTimeout.
+    idle: Idle,
     /// Replies to the client's global requests, in the order they came
     /// (RFC 4254 §4): a host key proof waits for the monitor's signatures
     /// (None), and the replies behind it wait with it.
@@ -236,6 +240,16 @@ impl Session {
             last_heard: Instant::now(),
         };
         alive.heard(Instant::now());
+        let idle = Idle::new(
+            p.channel_timeouts
+                .iter()
+                .map(|(t, s)| (t.clone(), Duration::from_secs(*s)))
+                .collect(),
+            p.unused_connection_timeout_secs
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            Instant::now(),
+        );
         Ok(Session {
             poll,
             conn,
@@ -257,6 +271,7 @@ impl Session {
             resolved_tx,
             resolved_rx,
             alive,
+            idle,
             global_replies: VecDeque::new(),
             scratch: vec![0; CHUNK],
             ended: false,
@@ -309,6 +324,7 @@ impl Session {
                 self.alive.deadline,
                 self.silence_deadline(),
                 self.signer.deadline(),
+                self.idle.deadline(),
                 pending,
             ]
             .into_iter()
@@ -380,6 +396,7 @@ impl Session {
                 Some(Target::Listener(lid)) => {
                     if let Some(l) = self.listeners.get_mut(&lid) {
                         for c in l.accept(&mut self.conn, &mut self.ctx) {
+                            self.idle.typed(c.id(), "forwarded-tcpip", Instant::now());
                             self.chans.insert(c.id(), Chan::Tcp(c));
                         }
                     }
@@ -423,6 +440,7 @@ impl Session {
     /// the client sent reach the local side (as OpenSSH drains a channel's
     /// output buffer before closing its fd).
     fn closed(&mut self, id: u32) {
+        self.idle.closed(id, Instant::now());
         self.ctx.children.retain(|_, c| *c != id);
         let mut relay = match self.chans.remove(&id) {
             Some(Chan::Session(s)) => s.into_relay(&mut self.ctx),
@@ -437,6 +455,7 @@ impl Session {
     }
 
     fn forget(&mut self, id: u32) {
+        self.idle.closed(id, Instant::now());
         // A child still running is reaped, but no longer reported.
         self.ctx.children.retain(|_, c| *c != id);
         match self.chans.remove(&id) {
@@ -499,7 +518,12 @@ impl Session {
             None => return false,
         };
         match r {
-            Ok(p) => p,
+            Ok(p) => {
+                if p {
+                    self.idle.active(id, Instant::now());
+                }
+                p
+            }
             Err(e) => {
                 self.chan_error(id, e);
                 true
@@ -694,6 +718,7 @@ impl Session {
                 request,
             } => self.channel_request(id, want_reply, request),
             Event::Data { id, data } => {
+                self.idle.active(id, Instant::now());
                 let r = match self.chans.get_mut(&id) {
                     Some(Chan::Session(s)) => s.relay().data(&mut self.conn, &data),
                     Some(Chan::Tcp(t)) => t.relay().data(&mut self.conn, &data),
@@ -770,6 +795,8 @@ impl Session {
     }
 
     fn open_request(&mut self, id: u32, kind: ChannelKind) {
+        // Counted from here; a refused channel is forgotten again.
+        self.idle.typed(id, kind.name(), Instant::now());
         let r = match kind {
             ChannelKind::Session => {
                 let sessions = self
@@ -809,6 +836,10 @@ impl Session {
         };
         if let Err(e) = r {
             self.chan_error(id, e);
+        }
+        if !self.chans.contains_key(&id) {
+            // Refused (or failed at once): not a channel.
+            self.idle.closed(id, Instant::now());
         }
     }
 
@@ -902,10 +933,20 @@ impl Session {
     }
 
     fn channel_request(&mut self, id: u32, want_reply: bool, request: ChannelReq) {
+        // The channel's type for ChannelTimeout, once it runs something.
+        let kind = match &request {
+            ChannelReq::Shell => Some("session:shell".to_string()),
+            ChannelReq::Exec(_) => Some("session:command".to_string()),
+            ChannelReq::Subsystem(name) => Some(format!("session:subsystem:{name}")),
+            _ => None,
+        };
         let ok = match self.chans.get_mut(&id) {
             Some(Chan::Session(s)) => s.request(&mut self.ctx, request),
             _ => false,
         };
+        if let Some(kind) = kind.filter(|_| ok) {
+            self.idle.typed(id, &kind, Instant::now());
+        }
         if want_reply {
             if let Err(e) = self.conn.channel_reply(id, ok) {
                 self.chan_error(id, e);
@@ -1065,6 +1106,37 @@ impl Session {
         }
     }
 
+    /// ChannelTimeout and UnusedConnectionTimeout (never while detached).
+    fn idle_timeouts(&mut self, now: Instant) {
+        let e = self.idle.expired(now);
+        for (id, t) in e.channels {
+            log!(
+                "channel {id}: timed out after {} seconds of inactivity",
+                t.as_secs()
+            );
+            if let Some(Chan::Session(s)) = self.chans.get(&id) {
+                if let Some((pid, _)) = s.running_child() {
+                    let _ = killpg(pid, Signal::SIGHUP);
+                }
+            }
+            if let Err(e) = self.conn.close_channel(id) {
+                self.chan_error(id, e);
+            }
+        }
+        if e.connection {
+            let i = &self.ctx.info;
+            log!(
+                "Unused connection timeout: user {} from {} port {}",
+                printable(i.user.name.as_bytes()),
+                i.peer_addr,
+                i.peer_port
+            );
+            self.conn
+                .disconnect(reason::BY_APPLICATION, "unused connection timeout");
+            self.end();
+        }
+    }
+
     fn timers(&mut self) {
         let now = Instant::now();
         let late: Vec<u64> = self
@@ -1100,6 +1172,10 @@ impl Session {
             }
             // ClientAlive does not run while detached, nor do the
             // engine's timers: there is no transport to send on.
+            return;
+        }
+        self.idle_timeouts(now);
+        if self.ended {
             return;
         }
         if self.silence_deadline().is_some_and(|t| t <= now) {

@@ -137,8 +137,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ("principals-command", 16, "AuthorizedPrincipalsCommand"),
     ("cert-file", 16, "user certificates (CertificateFile)"),
     ("authinfo", 22, "ExposeAuthInfo (SSH_USER_AUTH)"),
-    ("channel-timeout", 22, "ChannelTimeout"),
-    ("connection-timeout", 22, "UnusedConnectionTimeout"),
 ];
 
 /// Tests that fail with resshd only because they try algorithms resshd

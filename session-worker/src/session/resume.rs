@@ -477,6 +477,7 @@ impl Session {
             away.as_secs_f64()
         );
         self.alive.heard(now);
+        self.idle.restart(now);
         if let Err(e) = r {
             log!("disconnecting: {e}");
             self.end();

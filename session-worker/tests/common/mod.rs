@@ -60,6 +60,8 @@ pub fn default_policy() -> SessionPolicy {
         client_alive_count_max: 3,
         max_sessions: 10,
         detach_timeout_secs: 0,
+        channel_timeouts: Vec::new(),
+        unused_connection_timeout_secs: None,
     }
 }
 
