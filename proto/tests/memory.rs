@@ -409,7 +409,7 @@ fn bad_signature_is_refused_by_the_engine() {
     let mut sig = user.sign("ssh-ed25519", b"not the session").unwrap();
     let n = sig.len();
     sig[n - 1] ^= 1;
-    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key(), sig)
+    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key().to_blob(), sig)
         .unwrap();
     p.pump();
     assert!(p.se.iter().all(|e| !matches!(e, Event::AuthRequest { .. })));
