@@ -538,15 +538,15 @@ mod tests {
     /// ssh's order_hostkeyalgs on ressh's default list.
     #[test]
     fn host_key_algorithms_follow_known_hosts() {
-        let pc = |known: hostkey::Known| {
-            let cfg = crate::config::resolve(&crate::args::Args {
+        let base = || {
+            crate::config::resolve(&crate::args::Args {
                 destination: Some("h".into()),
                 config_file: Some("none".into()),
                 ..Default::default()
             })
-            .unwrap();
-            proto_config(&cfg, &known).unwrap().host_key_algs
+            .unwrap()
         };
+        let pc = |known: hostkey::Known| proto_config(&base(), &known).unwrap().host_key_algs;
         let types = |t: &[&str]| t.iter().map(|s| s.to_string()).collect();
         // Nothing known: certificates first, then plain keys.
         let all = pc(hostkey::Known::default());
@@ -581,6 +581,16 @@ mod tests {
         assert_eq!(
             ca[first_plain..first_plain + 2],
             ["rsa-sha2-512", "rsa-sha2-256"]
+        );
+        // HostKeyAlgorithms names certificate algorithms too, and is then
+        // taken as it is.
+        let mut cfg = base();
+        cfg.host_key_algorithms = Some("rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519".into());
+        assert_eq!(
+            proto_config(&cfg, &known(&["ssh-ed25519"], true))
+                .unwrap()
+                .host_key_algs,
+            ["rsa-sha2-256-cert-v01@openssh.com", "ssh-ed25519"]
         );
     }
 }
