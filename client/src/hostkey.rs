@@ -121,14 +121,17 @@ fn check_cert(
         "Server host certificate: {} {fp}, serial {} ID \"{}\" CA {} {} valid from {} to {}",
         cert.type_name(),
         cert.serial,
-        cert.key_id,
+        crate::auth::clean(&cert.key_id),
         cert.signature_key.key_type_name(),
         cert.signature_key.fingerprint(),
         cert.valid_after,
         cert.valid_before
     );
     for p in &cert.principals {
-        crate::debug2!("Server host certificate hostname: {p}");
+        crate::debug2!(
+            "Server host certificate hostname: {}",
+            crate::auth::clean(p)
+        );
     }
     let loc = match kh.check_ca(name, &cert.key, &cert.signature_key) {
         CaVerdict::Revoked(loc) => return Err(revoked(&label, &fp, name, &loc)),

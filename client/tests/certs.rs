@@ -327,6 +327,35 @@ fn host_certificates_trusted_through_cert_authority_only() {
     let err = h.refused(&trusted, &[], "an expired host certificate");
     assert!(err.contains("Certificate invalid: expired"), "{err}");
 
+    // An unknown critical option: refused (ssh knows none for hosts).
+    h.certify(
+        &h.ca.clone(),
+        &["-n", "127.0.0.1", "-O", "critical:frob@example.com=1"],
+    );
+    let err = h.refused(&trusted, &[], "a host certificate with a critical option");
+    assert!(
+        err.contains("Certificate contains unsupported critical options"),
+        "{err}"
+    );
+
+    // Signed by the listed CA with an algorithm CASignatureAlgorithms
+    // leaves out: refused. The server's key id, with a terminal escape in
+    // it, reaches -vv output without its control characters.
+    h.certify(&h.ca.clone(), &["-n", "127.0.0.1", "-I", "\x1b[2Jid"]);
+    let err = h.refused(
+        &trusted,
+        &["-vv", "-o", "CASignatureAlgorithms=rsa-sha2-512"],
+        "a host certificate signed with a disallowed algorithm",
+    );
+    assert!(
+        err.contains("Certificate signed with disallowed algorithm"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ID \"[2Jid\"") && !err.contains('\x1b'),
+        "{err}"
+    );
+
     // A CA that is not listed: refused.
     let (other_ca, _) = ssh_keygen(h.dir.path(), "ed25519", "");
     h.certify(&other_ca, &["-n", "127.0.0.1"]);
