@@ -8,11 +8,13 @@
 //!   left); an expired one is refused by sshd, and ressh goes on to the
 //!   next identity or fails clearly;
 //! - host certificates (sshd's HostCertificate) trusted through a
-//!   `@cert-authority` line alone with StrictHostKeyChecking yes, also
-//!   under HostKeyAlias; refused for another principal, expired, signed by
-//!   a CA not listed, and when the host key or the CA is `@revoked`; a
-//!   certificate that is not trusted falls back to the plain key in
-//!   known_hosts, as ssh does.
+//!   `@cert-authority` line alone (user or global known_hosts file) with
+//!   StrictHostKeyChecking yes, also under HostKeyAlias; refused for
+//!   another principal, expired, with a critical option, signed with an
+//!   algorithm CASignatureAlgorithms leaves out, signed by a CA not
+//!   listed, and when the host key or the CA is `@revoked`; a certificate
+//!   that is not trusted falls back to the plain key in known_hosts, as
+//!   ssh does.
 
 mod common;
 use common::*;
@@ -291,6 +293,11 @@ fn host_certificates_trusted_through_cert_authority_only() {
         trusted,
         "known_hosts changed"
     );
+    // The same from the global known_hosts file.
+    let global = h.dir.join("ssh_known_hosts");
+    fs::write(&global, &trusted).unwrap();
+    let opt = format!("GlobalKnownHostsFile={}", global.display());
+    h.accepted("", &["-o", &opt], "a CA in the global known_hosts file");
 
     // Another principal: refused, and not accepted as a plain key either.
     h.certify(&h.ca.clone(), &["-n", "other.example"]);
