@@ -47,8 +47,9 @@ fn proto_err(e: ressh_proto::Error) -> String {
 impl Auth {
     pub fn new(cfg: &Config, identities: Vec<Identity>, agent: Option<Agent>) -> Auth {
         let accepted_algs = cfg.pubkey_accepted_algorithms.as_ref().map(|spec| {
-            let known: Vec<String> = ressh_proto::keys::KeyType::all_signature_algorithms()
+            let known: Vec<String> = ressh_proto::cert::all_signature_algorithms()
                 .into_iter()
+                .chain(ressh_proto::keys::KeyType::all_signature_algorithms())
                 .map(String::from)
                 .collect();
             crate::config::algorithm_list("PubkeyAcceptedAlgorithms", spec, &known, &known)
@@ -174,6 +175,7 @@ impl Auth {
             let id = &self.identities[i];
             let Some(alg) = identity::signature_algorithm(
                 &id.public,
+                id.cert.is_some(),
                 conn.server_sig_algs(),
                 self.accepted_algs.as_deref(),
             ) else {
@@ -181,12 +183,12 @@ impl Auth {
                 continue;
             };
             crate::debug1!(
-                "Offering public key: {} {} {}",
+                "Offering public key: {} {} {} (algorithm {alg})",
                 id.name,
-                id.public.key_type_name(),
+                id.type_name(),
                 id.public.fingerprint()
             );
-            conn.auth_publickey_query(&self.user, alg, &id.public)
+            conn.auth_publickey_query(&self.user, alg, &id.blob())
                 .map_err(proto_err)?;
             self.pending = Pending::Query(i, alg);
             return Ok(true);
@@ -201,12 +203,13 @@ impl Auth {
         };
         crate::debug1!("Server accepts key: {}", self.identities[i].name);
         let public: PublicKey = self.identities[i].public.clone();
+        let blob = self.identities[i].blob();
         let data = conn
-            .publickey_sign_data(&self.user, alg, &public)
+            .publickey_sign_data(&self.user, alg, &blob)
             .map_err(proto_err)?;
         let sig = match &mut self.identities[i].source {
-            Source::Agent => match self.agent.as_mut() {
-                Some(a) => a.sign(&public, alg, &data).map_err(|e| e.to_string()),
+            Source::Agent { blob } => match self.agent.as_mut() {
+                Some(a) => a.sign(blob, alg, &data).map_err(|e| e.to_string()),
                 None => Err("agent gone".to_string()),
             },
             Source::File { path, key } => {
@@ -219,9 +222,9 @@ impl Auth {
                     }
                 }
                 match key {
-                    Some(k) if k.public_key() == public => {
-                        k.sign(alg, &data).map_err(|e| e.to_string())
-                    }
+                    Some(k) if k.public_key() == public => k
+                        .sign(identity::plain_algorithm(alg), &data)
+                        .map_err(|e| e.to_string()),
                     Some(_) => Err("private key does not match its .pub file".to_string()),
                     None => Err("key not loaded".to_string()),
                 }
@@ -229,7 +232,7 @@ impl Auth {
         };
         match sig {
             Ok(sig) => {
-                conn.auth_publickey_signed(&self.user, alg, &public, sig)
+                conn.auth_publickey_signed(&self.user, alg, &blob, sig)
                     .map_err(proto_err)?;
                 self.pending = Pending::Signed(i);
                 Ok(())

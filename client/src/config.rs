@@ -76,6 +76,9 @@ pub struct Config {
     pub port: u16,
     pub user: String,
     pub identity_files: Vec<IdentityFile>,
+    /// CertificateFile: user certificates to offer (with the private key
+    /// of an identity file or the agent).
+    pub certificate_files: Vec<IdentityFile>,
     pub identities_only: bool,
     /// The agent socket; None when disabled or unset.
     pub identity_agent: Option<PathBuf>,
@@ -110,6 +113,9 @@ pub struct Config {
     pub kex_algorithms: Option<String>,
     pub host_key_algorithms: Option<String>,
     pub pubkey_accepted_algorithms: Option<String>,
+    /// CASignatureAlgorithms: the signature algorithms a host certificate's
+    /// CA may have signed with (None: every one ressh verifies).
+    pub ca_signature_algorithms: Option<Vec<String>>,
     pub preferred_authentications: Vec<String>,
     pub pubkey_authentication: bool,
     pub password_authentication: bool,
@@ -569,6 +575,32 @@ fn finish(
             spec: v.clone(),
         });
     }
+    let certificate_files = raw
+        .certificate_files
+        .iter()
+        .map(|v| {
+            Ok(IdentityFile {
+                path: path(v)?,
+                explicit: true,
+                spec: v.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let ca_signature_algorithms = match &raw.ca_signature_algorithms {
+        Some(spec) => {
+            let known: Vec<String> = ressh_proto::keys::KeyType::user_signature_algorithms()
+                .into_iter()
+                .map(String::from)
+                .collect();
+            Some(algorithm_list(
+                "CASignatureAlgorithms",
+                spec,
+                &known,
+                &known,
+            )?)
+        }
+        None => None,
+    };
     let identity_agent = match raw.identity_agent.as_deref() {
         Some(v) if v.eq_ignore_ascii_case("none") => None,
         Some("SSH_AUTH_SOCK") => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
@@ -626,6 +658,7 @@ fn finish(
         port,
         user: user.clone(),
         identity_files,
+        certificate_files,
         identities_only: raw.identities_only.unwrap_or(false),
         identity_agent,
         proxy_command,
@@ -664,6 +697,7 @@ fn finish(
         kex_algorithms: raw.kex_algorithms.clone(),
         host_key_algorithms: raw.host_key_algorithms.clone(),
         pubkey_accepted_algorithms: raw.pubkey_accepted_algorithms.clone(),
+        ca_signature_algorithms,
         preferred_authentications,
         pubkey_authentication: raw.pubkey_authentication.unwrap_or(true),
         password_authentication: raw.password_authentication.unwrap_or(true),
@@ -838,6 +872,9 @@ pub fn dump(c: &Config) -> String {
     for f in &c.identity_files {
         line("identityfile", &f.spec);
     }
+    for f in &c.certificate_files {
+        line("certificatefile", &f.spec);
+    }
     let files: Vec<String> = c
         .user_known_hosts
         .iter()
@@ -946,10 +983,12 @@ Host alias
     Port 2200
     User first
     IdentityFile ~/.ssh/a_%r_%h_%p
+    CertificateFile ~/.ssh/c_%r_%h-cert.pub
 Host *
     Port 9999
     User second
     IdentityFile /k/%u
+    CertificateFile /c/%u
     StrictHostKeyChecking accept-new
     LocalForward 8080 localhost:80
     SendEnv LANG LC_*
@@ -969,6 +1008,16 @@ Host *
         assert_eq!(
             c.identity_files[1].path,
             PathBuf::from(format!("/k/{}", local_user().0))
+        );
+        // CertificateFile: every one kept, in order, tokens expanded.
+        assert_eq!(c.certificate_files.len(), 2);
+        assert!(c.certificate_files[0]
+            .path
+            .ends_with(".ssh/c_first_real.example-cert.pub"));
+        assert_eq!(c.certificate_files[0].spec, "~/.ssh/c_%r_%h-cert.pub");
+        assert_eq!(
+            c.certificate_files[1].path,
+            PathBuf::from(format!("/c/{}", local_user().0))
         );
         assert_eq!(c.strict, Strict::AcceptNew);
         assert_eq!(c.local_forwards, vec!["8080:localhost:80"]);

@@ -3,12 +3,19 @@
 //! them, `no` adds them and (as ssh) lets a changed key through with
 //! password and keyboard-interactive auth and forwarding disabled, `ask`
 //! asks. A changed or revoked key is refused loudly.
+//!
+//! A host certificate is trusted as ssh trusts it: a `@cert-authority` line
+//! for the host names its CA, it is a host certificate valid now, the name
+//! connected to (or HostKeyAlias) is one of its principals, and it has no
+//! critical option. A certificate that fails any of this is dropped and its
+//! key judged as a plain key; a revoked key or CA refuses the host.
 
+use ressh_proto::cert::{CertKind, Certificate};
 use ressh_proto::keys::{KeyType, PublicKey};
 
 use crate::askpass;
 use crate::config::{Config, Strict};
-use crate::known_hosts::{self, KnownHosts, Verdict};
+use crate::known_hosts::{self, CaVerdict, KnownHosts, Location, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -45,9 +52,23 @@ pub fn files(cfg: &Config) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Key types known for the host, to prefer them in the key exchange.
-pub fn known_types(cfg: &Config) -> Vec<String> {
-    KnownHosts::load(&files(cfg)).known_types(&lookup_name(cfg))
+/// What known_hosts knows of the host, to order the host key algorithms
+/// as ssh does (`order_hostkeyalgs`).
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Key type names of its plain keys.
+    pub types: Vec<String>,
+    /// A @cert-authority line covers it.
+    pub ca: bool,
+}
+
+pub fn known(cfg: &Config) -> Known {
+    let kh = KnownHosts::load(&files(cfg));
+    let name = lookup_name(cfg);
+    Known {
+        types: kh.known_types(&name),
+        ca: kh.has_ca(&name),
+    }
 }
 
 fn add(cfg: &Config, name: &str, key: &PublicKey) {
@@ -67,10 +88,104 @@ fn add(cfg: &Config, name: &str, key: &PublicKey) {
     }
 }
 
-/// Judges the server's host key; Err is the one-line refusal.
-pub fn verify(cfg: &Config, key: &PublicKey, peer: &str) -> Result<Outcome, String> {
+/// ssh's warning for a revoked host key (or CA), as the refusal.
+fn revoked(label: &str, fp: &str, name: &str, loc: &Location) -> String {
+    format!(
+        "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+         @       WARNING: REVOKED HOST KEY DETECTED!               @\n\
+         @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+         The {label} host key {fp} for {name} is marked as revoked ({loc}).\n\
+         This could mean that a stolen key is being used to impersonate this host.\n\
+         Host key verification failed."
+    )
+}
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Judges a host certificate: Ok(true) trusted, Ok(false) not (judge its
+/// key as a plain key), Err refused (revoked).
+fn check_cert(
+    cfg: &Config,
+    kh: &KnownHosts,
+    name: &str,
+    cert: &Certificate,
+) -> Result<bool, String> {
+    let label = format!("{}-CERT", type_label(&cert.key));
+    let fp = cert.key.fingerprint();
+    crate::debug1!(
+        "Server host certificate: {} {fp}, serial {} ID \"{}\" CA {} {} valid from {} to {}",
+        cert.type_name(),
+        cert.serial,
+        crate::auth::clean(&cert.key_id),
+        cert.signature_key.key_type_name(),
+        cert.signature_key.fingerprint(),
+        cert.valid_after,
+        cert.valid_before
+    );
+    for p in &cert.principals {
+        crate::debug2!(
+            "Server host certificate hostname: {}",
+            crate::auth::clean(p)
+        );
+    }
+    let loc = match kh.check_ca(name, &cert.key, &cert.signature_key) {
+        CaVerdict::Revoked(loc) => return Err(revoked(&label, &fp, name, &loc)),
+        CaVerdict::Unknown => {
+            crate::debug1!("No matching CA found. Retry with plain key");
+            return Ok(false);
+        }
+        CaVerdict::Trusted(loc) => loc,
+    };
+    crate::debug1!("Host '{name}' is known and matches the {label} host certificate.");
+    crate::debug1!("Found CA key in {loc}");
+    // The principal is the host name as connected to (or HostKeyAlias),
+    // never the "[host]:port" form known_hosts files it under.
+    let principal = match &cfg.host_key_alias {
+        Some(a) => a.clone(),
+        None => cfg.host.to_ascii_lowercase(),
+    };
+    let checked = cert
+        .check_authority(CertKind::Host, Some(&principal), true, true, now())
+        .and_then(|()| match cert.critical_options.first() {
+            Some(_) => Err("Certificate contains unsupported critical options"),
+            None => Ok(()),
+        })
+        .and_then(|()| match &cfg.ca_signature_algorithms {
+            Some(list) if !list.iter().any(|a| a == cert.signature_algorithm) => {
+                Err("Certificate signed with disallowed algorithm")
+            }
+            _ => Ok(()),
+        });
+    match checked {
+        Ok(()) => Ok(true),
+        Err(why) => {
+            crate::error!("{why}");
+            crate::debug1!("No matching CA found. Retry with plain key");
+            Ok(false)
+        }
+    }
+}
+
+/// Judges the server's host key (and its certificate, if it sent one);
+/// Err is the refusal.
+pub fn verify(
+    cfg: &Config,
+    key: &PublicKey,
+    cert: Option<&Certificate>,
+    peer: &str,
+) -> Result<Outcome, String> {
     let name = lookup_name(cfg);
     let kh = KnownHosts::load(&files(cfg));
+    if let Some(cert) = cert {
+        if check_cert(cfg, &kh, &name, cert)? {
+            return Ok(Outcome::Accept);
+        }
+    }
     let label = type_label(key);
     let fp = key.fingerprint();
     crate::debug1!("Server host key: {} {fp}", key.key_type_name());
@@ -80,10 +195,7 @@ pub fn verify(cfg: &Config, key: &PublicKey, peer: &str) -> Result<Outcome, Stri
             crate::debug1!("Found key in {loc}");
             Ok(Outcome::Accept)
         }
-        Verdict::Revoked(loc) => Err(format!(
-            "Host key verification failed: the {label} host key {fp} of '{name}' is marked \
-             as REVOKED in {loc}; refusing to connect"
-        )),
+        Verdict::Revoked(loc) => Err(revoked(label, &fp, &name, &loc)),
         Verdict::Changed(loc) => {
             let msg = format!(
                 "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED for '{name}': it sent the \
@@ -103,13 +215,6 @@ pub fn verify(cfg: &Config, key: &PublicKey, peer: &str) -> Result<Outcome, Stri
                  expected. Host key verification failed."
             ))
         }
-        Verdict::New {
-            cert_authority: Some(loc),
-            ..
-        } => Err(format!(
-            "Host key verification failed: '{name}' is covered by the @cert-authority entry \
-             at {loc}, but host certificates are not supported by ressh"
-        )),
         Verdict::New { other_types, .. } => match cfg.strict {
             Strict::Yes => Err(format!(
                 "Host key verification failed: no {label} host key is known for '{name}' and \

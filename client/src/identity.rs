@@ -1,13 +1,18 @@
-//! User identities: OpenSSH private key files (with passphrase prompts) and
-//! keys held by ssh-agent (SSH_AUTH_SOCK), in ssh's order: agent keys that
-//! match identity files first, then the other agent keys (unless
-//! IdentitiesOnly), then the files the agent does not hold.
+//! User identities: OpenSSH private key files (with passphrase prompts),
+//! keys held by ssh-agent (SSH_AUTH_SOCK), and user certificates
+//! (CertificateFile, `<identity>-cert.pub` beside an identity file, and
+//! those the agent holds), in ssh's order: CertificateFile certificates
+//! first, then agent keys that match identity files, then the other agent
+//! keys (unless IdentitiesOnly), then the files the agent does not hold. A
+//! certificate is signed for by its key: the agent's if it holds it, else
+//! the identity file's.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ressh_proto::cert::{self, CertKind, Certificate};
 use ressh_proto::keys::{KeyType, PrivateKey, PublicKey, BAD_PASSPHRASE};
 use ressh_proto::wire::{Put, Reader};
 use ressh_proto::Error as ProtoError;
@@ -35,9 +40,28 @@ fn bad_answer(e: ProtoError) -> std::io::Error {
     std::io::Error::other(format!("bad agent answer: {e}"))
 }
 
+/// A key or certificate the agent holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentKey {
+    /// The key (of the certificate, for a certificate).
+    pub public: PublicKey,
+    pub cert: Option<Certificate>,
+    pub comment: String,
+}
+
+impl AgentKey {
+    /// The blob the agent knows it by.
+    fn blob(&self) -> Vec<u8> {
+        match &self.cert {
+            Some(c) => c.blob().to_vec(),
+            None => self.public.to_blob(),
+        }
+    }
+}
+
 /// The keys of an IDENTITIES_ANSWER (its type byte already taken) with
-/// their comments; keys ressh cannot use are skipped.
-fn parse_identities(r: &mut Reader) -> Result<Vec<(PublicKey, String)>, ProtoError> {
+/// their comments; keys and certificates ressh cannot use are skipped.
+fn parse_identities(r: &mut Reader) -> Result<Vec<AgentKey>, ProtoError> {
     let n = r.u32()?;
     let mut out = Vec::new();
     // Each entry takes at least 8 bytes of a bounded message: a count
@@ -48,8 +72,19 @@ fn parse_identities(r: &mut Reader) -> Result<Vec<(PublicKey, String)>, ProtoErr
         if out.len() >= MAX_AGENT_KEYS {
             continue;
         }
-        match PublicKey::from_blob(blob) {
-            Ok(k) => out.push((k, String::from_utf8_lossy(comment).into_owned())),
+        let comment = String::from_utf8_lossy(comment).into_owned();
+        let is_cert = Reader::new(blob).string().is_ok_and(cert::is_cert_name);
+        let key = if is_cert {
+            Certificate::from_blob(blob).map(|c| (c.key.clone(), Some(c)))
+        } else {
+            PublicKey::from_blob(blob).map(|k| (k, None))
+        };
+        match key {
+            Ok((public, cert)) => out.push(AgentKey {
+                public,
+                cert,
+                comment,
+            }),
             Err(e) => crate::debug2!("agent key skipped: {e}"),
         }
     }
@@ -89,8 +124,9 @@ impl Agent {
         Ok(buf)
     }
 
-    /// The agent's keys with their comments (keys ressh cannot use are skipped).
-    pub fn identities(&mut self) -> std::io::Result<Vec<(PublicKey, String)>> {
+    /// The agent's keys and certificates with their comments (those ressh
+    /// cannot use are skipped).
+    pub fn identities(&mut self) -> std::io::Result<Vec<AgentKey>> {
         let answer = self.call(&[AGENTC_REQUEST_IDENTITIES])?;
         let mut r = Reader::new(&answer);
         if r.u8().map_err(bad_answer)? != AGENT_IDENTITIES_ANSWER {
@@ -99,12 +135,14 @@ impl Agent {
         parse_identities(&mut r).map_err(bad_answer)
     }
 
-    /// Asks the agent to sign `data` with `key` using `alg`.
-    pub fn sign(&mut self, key: &PublicKey, alg: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    /// Asks the agent to sign `data` with the key (or certificate) it knows
+    /// as `blob`, using `alg` (a certificate algorithm signs as its plain
+    /// one).
+    pub fn sign(&mut self, blob: &[u8], alg: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
         let mut m = vec![AGENTC_SIGN_REQUEST];
-        m.put_string(&key.to_blob());
+        m.put_string(blob);
         m.put_string(data);
-        m.put_u32(match alg {
+        m.put_u32(match plain_algorithm(alg) {
             "rsa-sha2-256" => SSH_AGENT_RSA_SHA2_256,
             "rsa-sha2-512" => SSH_AGENT_RSA_SHA2_512,
             _ => 0,
@@ -119,8 +157,15 @@ impl Agent {
     }
 }
 
+/// The signature algorithm a certificate algorithm signs with; others as
+/// they are.
+pub fn plain_algorithm(alg: &str) -> &str {
+    cert::plain_algorithm(alg.as_bytes()).unwrap_or(alg)
+}
+
 pub enum Source {
-    Agent,
+    /// The agent signs, with the key (or certificate) it knows as `blob`.
+    Agent { blob: Vec<u8> },
     File {
         path: PathBuf,
         key: Option<PrivateKey>,
@@ -128,10 +173,57 @@ pub enum Source {
 }
 
 pub struct Identity {
+    /// The key that signs (a certificate's key, for a certificate).
     pub public: PublicKey,
+    /// The certificate offered instead of the key.
+    pub cert: Option<Certificate>,
     pub source: Source,
     /// For messages: the file name or the agent's comment.
     pub name: String,
+}
+
+impl Identity {
+    /// What is offered to the server: the certificate, or the key.
+    pub fn blob(&self) -> Vec<u8> {
+        match &self.cert {
+            Some(c) => c.blob().to_vec(),
+            None => self.public.to_blob(),
+        }
+    }
+
+    /// Its type name ("ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com").
+    pub fn type_name(&self) -> &'static str {
+        match &self.cert {
+            Some(c) => c.type_name(),
+            None => self.public.key_type_name(),
+        }
+    }
+}
+
+/// A user certificate file (`*-cert.pub`), if it holds one; a missing
+/// file is no certificate, others are told at debug level.
+fn load_cert(path: &Path) -> Option<Certificate> {
+    let line = match std::fs::read_to_string(path) {
+        Ok(l) => l,
+        Err(e) => {
+            crate::debug2!("no certificate {}: {e}", path.display());
+            return None;
+        }
+    };
+    match Certificate::from_openssh(&line) {
+        Ok((c, _)) if c.kind == CertKind::User => Some(c),
+        Ok(_) => {
+            crate::debug1!(
+                "ignoring certificate {}: not a user certificate",
+                path.display()
+            );
+            None
+        }
+        Err(e) => {
+            crate::debug1!("ignoring certificate {}: {e}", path.display());
+            None
+        }
+    }
 }
 
 /// The public key of a key file: `file.pub`, or the private file's clear part.
@@ -151,9 +243,17 @@ fn file_public(path: &Path) -> Result<Option<PublicKey>, String> {
     }
 }
 
+/// An identity file: its key (None when only a passphrase would tell)
+/// and the certificate of `<file>-cert.pub`, when this entry is that.
+struct FileEntry {
+    path: PathBuf,
+    public: Option<PublicKey>,
+    cert: Option<Certificate>,
+}
+
 /// Builds the identity list for `cfg`.
 pub fn collect(cfg: &Config, agent: Option<&mut Agent>) -> Vec<Identity> {
-    let mut files: Vec<(PathBuf, Option<PublicKey>)> = Vec::new();
+    let mut files: Vec<FileEntry> = Vec::new();
     for f in &cfg.identity_files {
         let path = &f.path;
         if !path.exists() {
@@ -172,9 +272,34 @@ pub fn collect(cfg: &Config, agent: Option<&mut Agent>) -> Vec<Identity> {
                     path.display(),
                     k.as_ref().map(|k| k.key_type_name()).unwrap_or("unknown")
                 );
-                files.push((path.clone(), k));
+                files.push(FileEntry {
+                    path: path.clone(),
+                    public: k,
+                    cert: None,
+                });
             }
-            Err(e) => crate::info!("Load key \"{}\": {e}", path.display()),
+            Err(e) => {
+                crate::info!("Load key \"{}\": {e}", path.display());
+                continue;
+            }
+        }
+        // As ssh: the certificate beside the key, unless CertificateFile
+        // names the certificates.
+        if cfg.certificate_files.is_empty() {
+            let mut cp = path.as_os_str().to_owned();
+            cp.push("-cert.pub");
+            if let Some(c) = load_cert(Path::new(&cp)) {
+                crate::debug1!(
+                    "identity file {}-cert type {}",
+                    path.display(),
+                    c.type_name()
+                );
+                files.push(FileEntry {
+                    path: path.clone(),
+                    public: Some(c.key.clone()),
+                    cert: Some(c),
+                });
+            }
         }
     }
     let agent_keys = match agent {
@@ -184,51 +309,114 @@ pub fn collect(cfg: &Config, agent: Option<&mut Agent>) -> Vec<Identity> {
         }),
         None => Vec::new(),
     };
+    // Who signs for a certificate's key: the agent holding the plain key,
+    // else an identity file of that key.
+    let file_keys: Vec<(PathBuf, PublicKey)> = files
+        .iter()
+        .filter(|f| f.cert.is_none())
+        .filter_map(|f| Some((f.path.clone(), f.public.clone()?)))
+        .collect();
+    let signer = |key: &PublicKey, file: Option<&Path>| -> Option<Source> {
+        if let Some(a) = agent_keys
+            .iter()
+            .find(|a| a.cert.is_none() && a.public == *key)
+        {
+            return Some(Source::Agent { blob: a.blob() });
+        }
+        let path = file.map(Path::to_path_buf).or_else(|| {
+            file_keys
+                .iter()
+                .find(|(_, k)| k == key)
+                .map(|(p, _)| p.clone())
+        })?;
+        Some(Source::File { path, key: None })
+    };
     let mut out = Vec::new();
+    for f in &cfg.certificate_files {
+        let Some(c) = load_cert(&f.path) else {
+            continue;
+        };
+        crate::debug1!(
+            "certificate file {} type {}",
+            f.path.display(),
+            c.type_name()
+        );
+        match signer(&c.key, None) {
+            Some(source) => out.push(Identity {
+                public: c.key.clone(),
+                cert: Some(c),
+                source,
+                name: f.path.display().to_string(),
+            }),
+            None => crate::debug1!(
+                "ignoring certificate {}: no identity file or agent key for its key",
+                f.path.display()
+            ),
+        }
+    }
     let mut used_agent = vec![false; agent_keys.len()];
     let mut files_left = Vec::new();
-    for (path, k) in files {
-        let in_agent = k
-            .as_ref()
-            .and_then(|k| agent_keys.iter().position(|(ak, _)| ak == k));
+    for f in files {
+        let in_agent = f.public.as_ref().and_then(|k| {
+            agent_keys
+                .iter()
+                .position(|a| a.public == *k && a.cert == f.cert)
+        });
         match in_agent {
             Some(i) if !used_agent[i] => {
                 used_agent[i] = true;
+                let a = &agent_keys[i];
                 out.push(Identity {
-                    public: agent_keys[i].0.clone(),
-                    source: Source::Agent,
-                    name: path.display().to_string(),
+                    public: a.public.clone(),
+                    cert: a.cert.clone(),
+                    source: Source::Agent { blob: a.blob() },
+                    name: f.path.display().to_string(),
                 });
             }
-            _ => files_left.push((path, k)),
+            _ => files_left.push(f),
         }
     }
     if !cfg.identities_only {
-        for (i, (k, comment)) in agent_keys.iter().enumerate() {
+        for (i, a) in agent_keys.iter().enumerate() {
             if !used_agent[i] {
                 out.push(Identity {
-                    public: k.clone(),
-                    source: Source::Agent,
-                    name: comment.clone(),
+                    public: a.public.clone(),
+                    cert: a.cert.clone(),
+                    source: Source::Agent { blob: a.blob() },
+                    name: a.comment.clone(),
                 });
             }
         }
     }
-    for (path, k) in files_left {
-        let name = path.display().to_string();
-        match k {
-            Some(public) => out.push(Identity {
+    for f in files_left {
+        let name = f.path.display().to_string();
+        match (f.public, f.cert) {
+            (Some(public), Some(cert)) => {
+                let source = signer(&public, Some(&f.path)).expect("a file signs");
+                out.push(Identity {
+                    public,
+                    cert: Some(cert),
+                    source,
+                    name,
+                });
+            }
+            (Some(public), None) => out.push(Identity {
                 public,
-                source: Source::File { path, key: None },
+                cert: None,
+                source: Source::File {
+                    path: f.path,
+                    key: None,
+                },
                 name,
             }),
-            None => {
+            (None, _) => {
                 // Encrypted PEM without a .pub: decrypt now to learn the key.
-                match load_private(&path, cfg.batch_mode, cfg.number_of_password_prompts) {
+                match load_private(&f.path, cfg.batch_mode, cfg.number_of_password_prompts) {
                     Ok(key) => out.push(Identity {
                         public: key.public_key(),
+                        cert: None,
                         source: Source::File {
-                            path,
+                            path: f.path,
                             key: Some(key),
                         },
                         name,
@@ -298,24 +486,35 @@ fn check_permissions(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The signature algorithm for `key`: for RSA the best SHA-2 variant the
-/// server lists (rsa-sha2-512 when it lists none), filtered by
-/// PubkeyAcceptedAlgorithms.
+/// The signature algorithm for `key` (offered as a certificate when
+/// `cert`): for RSA the best SHA-2 variant the server lists (rsa-sha2-512
+/// when it lists none; for a certificate, the server's list names the
+/// plain algorithms), filtered by PubkeyAcceptedAlgorithms.
 pub fn signature_algorithm(
     key: &PublicKey,
+    cert: bool,
     server_sig_algs: Option<&[String]>,
     accepted: Option<&[String]>,
 ) -> Option<&'static str> {
     let ok = |a: &str| accepted.is_none_or(|list| list.iter().any(|x| x == a));
+    let candidates: Vec<&'static str> = if cert {
+        cert::signature_algorithms(key.key_type())
+    } else {
+        key.signature_algorithms().to_vec()
+    };
     match key.key_type() {
         KeyType::Rsa => {
-            let server = |a: &str| server_sig_algs.is_none_or(|l| l.iter().any(|x| x == a));
-            ["rsa-sha2-512", "rsa-sha2-256"]
-                .into_iter()
+            let server = |a: &str| {
+                let plain = plain_algorithm(a);
+                server_sig_algs.is_none_or(|l| l.iter().any(|x| x == plain))
+            };
+            candidates
+                .iter()
+                .copied()
                 .find(|a| ok(a) && server(a))
-                .or_else(|| ["rsa-sha2-512", "rsa-sha2-256"].into_iter().find(|a| ok(a)))
+                .or_else(|| candidates.iter().copied().find(|a| ok(a)))
         }
-        _ => key.signature_algorithms().iter().copied().find(|a| ok(a)),
+        _ => candidates.into_iter().find(|a| ok(a)),
     }
 }
 
@@ -328,18 +527,55 @@ mod tests {
         let rsa = PrivateKey::generate(KeyType::Rsa).unwrap().public_key();
         let ed = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
         let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(signature_algorithm(&rsa, None, None), Some("rsa-sha2-512"));
+        assert_eq!(
+            signature_algorithm(&rsa, false, None, None),
+            Some("rsa-sha2-512")
+        );
         let only256 = l(&["ssh-ed25519", "rsa-sha2-256"]);
         assert_eq!(
-            signature_algorithm(&rsa, Some(&only256), None),
+            signature_algorithm(&rsa, false, Some(&only256), None),
             Some("rsa-sha2-256")
         );
         assert_eq!(
-            signature_algorithm(&ed, Some(&only256), None),
+            signature_algorithm(&ed, false, Some(&only256), None),
             Some("ssh-ed25519")
         );
         let acc = l(&["ecdsa-sha2-nistp256"]);
-        assert_eq!(signature_algorithm(&ed, None, Some(&acc)), None);
+        assert_eq!(signature_algorithm(&ed, false, None, Some(&acc)), None);
+        // Certificates: the certificate algorithm, chosen for RSA by the
+        // plain names the server lists, and filtered by
+        // PubkeyAcceptedAlgorithms by its own name.
+        assert_eq!(
+            signature_algorithm(&rsa, true, Some(&only256), None),
+            Some("rsa-sha2-256-cert-v01@openssh.com")
+        );
+        assert_eq!(
+            signature_algorithm(&rsa, true, None, None),
+            Some("rsa-sha2-512-cert-v01@openssh.com")
+        );
+        assert_eq!(
+            signature_algorithm(&ed, true, Some(&only256), None),
+            Some("ssh-ed25519-cert-v01@openssh.com")
+        );
+        let plain_only = l(&["ssh-ed25519", "rsa-sha2-512"]);
+        assert_eq!(
+            signature_algorithm(&ed, true, None, Some(&plain_only)),
+            None
+        );
+        assert_eq!(
+            signature_algorithm(
+                &rsa,
+                true,
+                None,
+                Some(&l(&["rsa-sha2-256-cert-v01@openssh.com"]))
+            ),
+            Some("rsa-sha2-256-cert-v01@openssh.com")
+        );
+        assert_eq!(
+            plain_algorithm("rsa-sha2-256-cert-v01@openssh.com"),
+            "rsa-sha2-256"
+        );
+        assert_eq!(plain_algorithm("ssh-ed25519"), "ssh-ed25519");
     }
 
     #[test]
@@ -363,7 +599,32 @@ mod tests {
         let parse = |b: &[u8]| parse_identities(&mut Reader::new(b));
         // A key ressh cannot use is skipped; the others are kept.
         let keys = parse(&answer(2, &[junk.clone(), good.clone()], &[])).unwrap();
-        assert_eq!(keys, vec![(ed.clone(), "me@host".to_string())]);
+        assert_eq!(
+            keys,
+            vec![AgentKey {
+                public: ed.clone(),
+                cert: None,
+                comment: "me@host".to_string()
+            }]
+        );
+        // A certificate (made by ssh-keygen -s) is kept with its key; one
+        // whose CA signature does not verify is skipped.
+        let dir = std::env::temp_dir().join(format!("ressh-agent-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, _) = ressh_testkit::ssh_keygen(&dir, "ed25519", "");
+        let (user, _) = ressh_testkit::ssh_keygen(&dir, "ecdsa", "");
+        let (_, line) = ressh_testkit::ssh_keygen_sign(&ca, &user, &["-I", "id", "-n", "u"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (c, _) = Certificate::from_openssh(&line).unwrap();
+        let mut forged = c.blob().to_vec();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        let cert = entry(c.blob(), "cert");
+        let keys = parse(&answer(2, &[entry(&forged, "forged"), cert], &[])).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].public, c.key);
+        assert_eq!(keys[0].cert.as_ref(), Some(&c));
+        assert_eq!(keys[0].blob(), c.blob());
         // A count larger than the entries, a string longer than the
         // message, bytes after the last entry: all refused.
         assert_eq!(

@@ -1,7 +1,7 @@
 //! known_hosts in OpenSSH's format: `[@marker] patterns keytype base64 [comment]`,
 //! plain or hashed (`|1|salt|hmac-sha1`) host fields, `[host]:port` names,
-//! `@revoked` keys, and `@cert-authority` lines (host certificates are not
-//! supported: a host known only through one is refused clearly).
+//! `@revoked` keys, and `@cert-authority` lines (the CAs whose host
+//! certificates are trusted for the hosts the line matches).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -64,9 +64,19 @@ pub enum Verdict {
     New {
         /// Keys of other types are known for the host.
         other_types: bool,
-        /// A @cert-authority line covers this host.
-        cert_authority: Option<Location>,
     },
+}
+
+/// What known_hosts says of a host certificate's CA (the certificate's
+/// own checks are the caller's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaVerdict {
+    /// A @cert-authority line for this host names the CA.
+    Trusted(Location),
+    /// The certified key or the CA is marked @revoked.
+    Revoked(Location),
+    /// No @cert-authority line for this host names the CA.
+    Unknown,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +134,13 @@ fn parse_line(line: &str) -> Option<(Marker, Hosts, String, Vec<u8>)> {
     Some((marker, hosts, key_type, blob))
 }
 
+fn loc(e: &Entry) -> Location {
+    Location {
+        file: e.file.clone(),
+        line: e.line,
+    }
+}
+
 impl KnownHosts {
     /// Reads the files that exist; unreadable or malformed lines are skipped.
     pub fn load(files: &[PathBuf]) -> KnownHosts {
@@ -169,21 +186,22 @@ impl KnownHosts {
             .filter(move |e| Self::host_matches(e, name))
     }
 
+    /// The @revoked line of `key`, if any: a revoked key is refused
+    /// whatever host it is listed for.
+    fn revoked(&self, key: &PublicKey) -> Option<Location> {
+        let blob = key.to_blob();
+        self.entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.blob == blob)
+            .map(loc)
+    }
+
     /// Judges `key` presented by the host known as `name`.
     pub fn check(&self, name: &str, key: &PublicKey) -> Verdict {
         let blob = key.to_blob();
         let ty = key.key_type_name();
-        let loc = |e: &Entry| Location {
-            file: e.file.clone(),
-            line: e.line,
-        };
-        // A revoked key is refused whatever host it is listed for.
-        if let Some(e) = self
-            .entries
-            .iter()
-            .find(|e| e.marker == Marker::Revoked && e.blob == blob)
-        {
-            return Verdict::Revoked(loc(e));
+        if let Some(l) = self.revoked(key) {
+            return Verdict::Revoked(l);
         }
         let plain: Vec<&Entry> = self
             .for_host(name)
@@ -197,11 +215,31 @@ impl KnownHosts {
         }
         Verdict::New {
             other_types: !plain.is_empty(),
-            cert_authority: self
-                .for_host(name)
-                .find(|e| e.marker == Marker::CertAuthority)
-                .map(loc),
         }
+    }
+
+    /// Judges the CA `ca` of a certificate for `key` presented by the host
+    /// known as `name` (as ssh: the key or the CA @revoked refuses it; a
+    /// @cert-authority line for the host naming the CA trusts it).
+    pub fn check_ca(&self, name: &str, key: &PublicKey, ca: &PublicKey) -> CaVerdict {
+        if let Some(l) = self.revoked(key).or_else(|| self.revoked(ca)) {
+            return CaVerdict::Revoked(l);
+        }
+        let blob = ca.to_blob();
+        match self
+            .for_host(name)
+            .find(|e| e.marker == Marker::CertAuthority && e.blob == blob)
+        {
+            Some(e) => CaVerdict::Trusted(loc(e)),
+            None => CaVerdict::Unknown,
+        }
+    }
+
+    /// Whether a @cert-authority line applies to `name` (ssh then prefers
+    /// the certificate host key algorithms).
+    pub fn has_ca(&self, name: &str) -> bool {
+        self.for_host(name)
+            .any(|e| e.marker == Marker::CertAuthority)
     }
 
     /// Key type names listed for `name` (to prefer them in the key exchange).
@@ -318,21 +356,49 @@ mod tests {
         assert!(matches!(kh.check("[h3]:2222", &k3), Verdict::Known(_)));
         assert_eq!(
             kh.check("[h3]:2222", &k4),
-            Verdict::New {
-                other_types: true,
-                cert_authority: None
-            }
+            Verdict::New { other_types: true }
         );
         assert!(matches!(kh.check("h3", &k3), Verdict::New { .. }));
-        // A @cert-authority line is not a known key.
-        match kh.check("x.ca.example", &k3) {
-            Verdict::New {
-                cert_authority: Some(l),
-                ..
-            } => assert_eq!(l.line, 6),
-            v => panic!("{v:?}"),
-        }
+        // A @cert-authority line is not a known key...
+        assert_eq!(
+            kh.check("x.ca.example", &k3),
+            Verdict::New { other_types: false }
+        );
+        // ... but trusts its CA for the hosts it matches, and no other CA.
+        assert!(kh.has_ca("x.ca.example") && !kh.has_ca("host1"));
+        assert!(matches!(
+            kh.check_ca("x.ca.example", &k4, &k3),
+            CaVerdict::Trusted(Location { line: 6, .. })
+        ));
+        assert_eq!(kh.check_ca("host1", &k4, &k3), CaVerdict::Unknown);
+        assert_eq!(kh.check_ca("x.ca.example", &k4, &k1), CaVerdict::Unknown);
+        // A revoked certified key or a revoked CA refuses the certificate.
+        assert!(matches!(
+            kh.check_ca("x.ca.example", &k2, &k3),
+            CaVerdict::Revoked(Location { line: 5, .. })
+        ));
+        assert!(matches!(
+            kh.check_ca("x.ca.example", &k4, &k2),
+            CaVerdict::Revoked(Location { line: 5, .. })
+        ));
         assert_eq!(kh.known_types("[h3]:2222"), vec!["ecdsa-sha2-nistp256"]);
+        // A hashed host field on a @cert-authority line.
+        let f2 = d.join("global");
+        fs::write(
+            &f2,
+            format!(
+                "@cert-authority {} {}\n",
+                hash_name("[ca.hashed]:2200", &salt),
+                k1.to_openssh("")
+            ),
+        )
+        .unwrap();
+        let kh = KnownHosts::load(&[f, f2]);
+        assert!(matches!(
+            kh.check_ca("[ca.hashed]:2200", &k4, &k1),
+            CaVerdict::Trusted(Location { line: 1, .. })
+        ));
+        assert_eq!(kh.check_ca("ca.hashed", &k4, &k1), CaVerdict::Unknown);
         fs::remove_dir_all(&d).unwrap();
     }
 

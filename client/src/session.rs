@@ -17,12 +17,15 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use ressh_proto::cert;
 use ressh_proto::error::reason;
+use ressh_proto::keys::KeyType;
 use ressh_proto::msg;
 use ressh_proto::{Connection, Event};
 
 use crate::auth;
 use crate::config::{self, Config};
+use crate::hostkey;
 use crate::sig::Signals;
 use crate::transport;
 
@@ -97,9 +100,41 @@ pub struct Session {
     quit: Option<Quit>,
 }
 
-fn proto_config(cfg: &Config, known_types: &[String]) -> Result<ressh_proto::Config, String> {
-    let mut pc = ressh_proto::Config::default();
-    let known_hk = pc.host_key_algs.clone();
+/// The plain key type name an algorithm (plain or certificate) signs with.
+fn plain_key_type(alg: &str) -> Option<&'static str> {
+    let plain = cert::plain_algorithm(alg.as_bytes()).unwrap_or(alg);
+    KeyType::from_signature_algorithm(plain).map(KeyType::name)
+}
+
+/// ssh's order_hostkeyalgs: when known_hosts has a plain key of the type
+/// of the first algorithm, the list as it is; otherwise the algorithms of
+/// the key types it has for the host first (and every certificate
+/// algorithm when a @cert-authority line covers the host), each group in
+/// the list's order.
+fn order_host_key_algs(algs: Vec<String>, known: &hostkey::Known) -> Vec<String> {
+    let known_type =
+        |a: &str| plain_key_type(a).is_some_and(|t| known.types.iter().any(|k| k == t));
+    if algs.first().is_some_and(|a| known_type(a)) {
+        return algs;
+    }
+    let (mut first, rest): (Vec<String>, Vec<String>) = algs
+        .into_iter()
+        .partition(|a| (known.ca && cert::is_cert_name(a.as_bytes())) || known_type(a));
+    first.extend(rest);
+    first
+}
+
+fn proto_config(cfg: &Config, known: &hostkey::Known) -> Result<ressh_proto::Config, String> {
+    let mut pc = ressh_proto::Config {
+        // As ssh: host certificates first, then plain keys.
+        host_key_algs: KeyType::ALL
+            .into_iter()
+            .flat_map(cert::signature_algorithms)
+            .chain(KeyType::all_signature_algorithms())
+            .map(String::from)
+            .collect(),
+        ..Default::default()
+    };
     // The defaults are the lists `pc` starts with; what may be named is the
     // same but for key exchange, where some methods are off by default.
     let spec_in = |what: &str,
@@ -131,19 +166,8 @@ fn proto_config(cfg: &Config, known_types: &[String]) -> Result<ressh_proto::Con
         .collect();
     spec_in("key exchange", &cfg.kex_algorithms, &mut pc.kex, &all_kex)?;
     spec("host key", &cfg.host_key_algorithms, &mut pc.host_key_algs)?;
-    if cfg.host_key_algorithms.is_none() && !known_types.is_empty() {
-        // Prefer the key types known_hosts has for this host (ssh's
-        // order_hostkeyalgs), so a known host is not asked for a new type.
-        let alg_type = |a: &str| {
-            ressh_proto::keys::KeyType::from_signature_algorithm(a)
-                .map(|t| t.name().to_string())
-                .unwrap_or_default()
-        };
-        let (mut first, rest): (Vec<String>, Vec<String>) = known_hk
-            .into_iter()
-            .partition(|a| known_types.contains(&alg_type(a)));
-        first.extend(rest);
-        pc.host_key_algs = first;
+    if cfg.host_key_algorithms.is_none() {
+        pc.host_key_algs = order_host_key_algs(std::mem::take(&mut pc.host_key_algs), known);
     }
     Ok(pc)
 }
@@ -152,7 +176,7 @@ impl Session {
     /// Dials and builds a session for `cfg`; nothing is read yet.
     pub fn connect(cfg: Config, plan: Plan) -> Result<Session, Quit> {
         let sig = crate::sig::install().map_err(|e| fatal(format!("ressh: signals: {e}")))?;
-        let known = crate::hostkey::known_types(&cfg);
+        let known = hostkey::known(&cfg);
         let mut pc = proto_config(&cfg, &known).map_err(|e| fatal(format!("ressh: {e}")))?;
         // Resilience keepalives (docs/PROTOCOL.md §4): ServerAliveInterval,
         // else 15 s; a silent server then means reconnecting.
@@ -517,5 +541,69 @@ impl Session {
         self.link.close(self.poll.registry());
         self.chans.restore_terminal();
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ssh's order_hostkeyalgs on ressh's default list.
+    #[test]
+    fn host_key_algorithms_follow_known_hosts() {
+        let base = || {
+            crate::config::resolve(&crate::args::Args {
+                destination: Some("h".into()),
+                config_file: Some("none".into()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let pc = |known: hostkey::Known| proto_config(&base(), &known).unwrap().host_key_algs;
+        let types = |t: &[&str]| t.iter().map(|s| s.to_string()).collect();
+        // Nothing known: certificates first, then plain keys.
+        let all = pc(hostkey::Known::default());
+        assert_eq!(all[0], "ssh-ed25519-cert-v01@openssh.com");
+        let first_plain = all.iter().position(|a| a == "ssh-ed25519").unwrap();
+        assert!(all[..first_plain]
+            .iter()
+            .all(|a| cert::is_cert_name(a.as_bytes())));
+        assert!(all[first_plain..]
+            .iter()
+            .all(|a| !cert::is_cert_name(a.as_bytes())));
+        // An ed25519 key known: the type of the first algorithm, list as is.
+        let known = |t: &[&str], ca: bool| hostkey::Known {
+            types: types(t),
+            ca,
+        };
+        assert_eq!(pc(known(&["ssh-ed25519"], false)), all);
+        // An RSA key known: RSA certificates and keys first.
+        let rsa = pc(known(&["ssh-rsa"], false));
+        assert_eq!(
+            rsa[..4],
+            [
+                "rsa-sha2-512-cert-v01@openssh.com",
+                "rsa-sha2-256-cert-v01@openssh.com",
+                "rsa-sha2-512",
+                "rsa-sha2-256"
+            ]
+        );
+        // An RSA key and a CA: every certificate algorithm, then RSA.
+        let ca = pc(known(&["ssh-rsa"], true));
+        assert_eq!(ca[..first_plain], all[..first_plain]);
+        assert_eq!(
+            ca[first_plain..first_plain + 2],
+            ["rsa-sha2-512", "rsa-sha2-256"]
+        );
+        // HostKeyAlgorithms names certificate algorithms too, and is then
+        // taken as it is.
+        let mut cfg = base();
+        cfg.host_key_algorithms = Some("rsa-sha2-256-cert-v01@openssh.com,ssh-ed25519".into());
+        assert_eq!(
+            proto_config(&cfg, &known(&["ssh-ed25519"], true))
+                .unwrap()
+                .host_key_algs,
+            ["rsa-sha2-256-cert-v01@openssh.com", "ssh-ed25519"]
+        );
     }
 }

@@ -168,8 +168,10 @@ pub enum AuthAttempt {
 /// Something that happened on the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Client: the server's host key, verified to have signed the exchange.
-    /// The key exchange waits until [`Connection::accept_host_key`] is called.
+    /// Client: the server's host key, verified to have signed the exchange
+    /// (when the server sent a certificate, its key: the certificate itself
+    /// is [`Connection::host_certificate`]). The key exchange waits until
+    /// [`Connection::accept_host_key`] is called.
     HostKey(PublicKey),
     /// Server: sign this exchange hash with a host key. The key exchange
     /// waits until [`Connection::host_key_signed`] is called.

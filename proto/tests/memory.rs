@@ -260,6 +260,55 @@ fn host_and_user_key_types() {
     }
 }
 
+/// The host key is judged once, at the first exchange; a rekey (also one
+/// on a transport a reconnect replaced, which presents no host key itself)
+/// must present the very same key, or certificate: a server signing with
+/// another key is refused, never handed to the application to accept.
+#[test]
+fn a_rekey_must_present_the_host_key_of_the_first_exchange() {
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(
+        cfg(""),
+        cfg(""),
+        vec![PrivateKey::generate(KeyType::Ed25519).unwrap()],
+    );
+    p.auth_with_key(&user, "ssh-ed25519");
+    let state = p.s.export(p.now).unwrap();
+    p.host = vec![PrivateKey::generate(KeyType::Ed25519).unwrap()];
+    p.s = Connection::import(&state, public(&p.host), p.now).unwrap();
+    p.ce.clear();
+    p.c.rekey().unwrap();
+    let mut refused = None;
+    for _ in 0..100 {
+        let a = p.c.take_output();
+        if !a.is_empty() {
+            p.s.handle_input(&a, p.now).unwrap();
+        }
+        while let Some(e) = p.s.poll_event() {
+            if let Event::SignHostKey(r) = &e {
+                let sig = r.sign_with(&p.host);
+                p.s.host_key_signed(sig, p.now).unwrap();
+            }
+        }
+        let b = p.s.take_output();
+        if !b.is_empty() {
+            if let Err(e) = p.c.handle_input(&b, p.now) {
+                refused = Some(e);
+                break;
+            }
+        }
+        while let Some(e) = p.c.poll_event() {
+            assert!(
+                !matches!(e, Event::HostKey(_)),
+                "asked about a new host key"
+            );
+            p.ce.push(e);
+        }
+    }
+    assert_eq!(refused, Some(Error::HostKeyRejected));
+    assert_eq!(rekeys_in(&p.ce), 0);
+}
+
 #[test]
 fn rekeys_during_transfer_and_state_moves_mid_transfer() {
     let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
@@ -409,7 +458,7 @@ fn bad_signature_is_refused_by_the_engine() {
     let mut sig = user.sign("ssh-ed25519", b"not the session").unwrap();
     let n = sig.len();
     sig[n - 1] ^= 1;
-    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key(), sig)
+    p.c.auth_publickey_signed("alice", "ssh-ed25519", &user.public_key().to_blob(), sig)
         .unwrap();
     p.pump();
     assert!(p.se.iter().all(|e| !matches!(e, Event::AuthRequest { .. })));

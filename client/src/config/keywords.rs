@@ -18,6 +18,7 @@ enum Key {
     Port,
     User,
     IdentityFile,
+    CertificateFile,
     IdentitiesOnly,
     IdentityAgent,
     ProxyCommand,
@@ -43,6 +44,7 @@ enum Key {
     KexAlgorithms,
     HostKeyAlgorithms,
     PubkeyAcceptedAlgorithms,
+    CaSignatureAlgorithms,
     PreferredAuthentications,
     PubkeyAuthentication,
     PasswordAuthentication,
@@ -91,6 +93,7 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "port" => Set(Port),
         "user" => Set(User),
         "identityfile" => Set(IdentityFile),
+        "certificatefile" => Set(CertificateFile),
         "identitiesonly" => Set(IdentitiesOnly),
         "identityagent" => Set(IdentityAgent),
         "proxycommand" => Set(ProxyCommand),
@@ -116,6 +119,7 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "kexalgorithms" => Set(KexAlgorithms),
         "hostkeyalgorithms" => Set(HostKeyAlgorithms),
         "pubkeyacceptedalgorithms" => Set(PubkeyAcceptedAlgorithms),
+        "casignaturealgorithms" => Set(CaSignatureAlgorithms),
         "preferredauthentications" => Set(PreferredAuthentications),
         "pubkeyauthentication" => Set(PubkeyAuthentication),
         "passwordauthentication" => Set(PasswordAuthentication),
@@ -170,7 +174,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "permitremoteopen"
         | "forwardx11timeout"
         | "forwardx11trusted"
-        | "casignaturealgorithms"
         | "hostbasedacceptedalgorithms"
         | "hostbasedkeytypes"
         | "updatehostkeys"
@@ -192,8 +195,8 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "controlpersist"
         | "controlmaster"
         | "tunnel" => Only(NO),
-        "bindaddress" | "bindinterface" | "certificatefile" | "knownhostscommand"
-        | "revokedhostkeys" | "pkcs11provider" | "tunneldevice" => Only(&[]),
+        "bindaddress" | "bindinterface" | "knownhostscommand" | "revokedhostkeys"
+        | "pkcs11provider" | "tunneldevice" => Only(&[]),
         _ => return None,
     };
     Some((k, kind))
@@ -208,6 +211,8 @@ pub(super) struct Raw {
     pub user: Option<String>,
     /// As written (`none` entries included); empty when never set.
     pub identity_files: Vec<String>,
+    /// As written, in order.
+    pub certificate_files: Vec<String>,
     pub identities_only: Option<bool>,
     pub identity_agent: Option<String>,
     /// As written (`none` included).
@@ -236,6 +241,7 @@ pub(super) struct Raw {
     pub kex_algorithms: Option<String>,
     pub host_key_algorithms: Option<String>,
     pub pubkey_accepted_algorithms: Option<String>,
+    pub ca_signature_algorithms: Option<String>,
     pub preferred_authentications: Option<Vec<String>>,
     pub pubkey_authentication: Option<bool>,
     pub password_authentication: Option<bool>,
@@ -363,6 +369,7 @@ impl Raw {
             ),
             Key::User => first(&mut self.user, v.to_string()),
             Key::IdentityFile => self.identity_files.push(v.to_string()),
+            Key::CertificateFile => self.certificate_files.push(v.to_string()),
             Key::IdentitiesOnly => flag(&mut self.identities_only)?,
             Key::IdentityAgent => first(&mut self.identity_agent, v.to_string()),
             Key::ProxyCommand => first(&mut self.proxy_command, vals.join(" ")),
@@ -452,6 +459,7 @@ impl Raw {
             Key::PubkeyAcceptedAlgorithms => {
                 first(&mut self.pubkey_accepted_algorithms, v.to_string())
             }
+            Key::CaSignatureAlgorithms => first(&mut self.ca_signature_algorithms, v.to_string()),
             Key::PreferredAuthentications => first(
                 &mut self.preferred_authentications,
                 v.split(',').map(|m| m.trim().to_string()).collect(),

@@ -43,7 +43,8 @@ impl Login {
 impl Session {
     pub(super) fn on_host_key(&mut self, key: &PublicKey) {
         let peer = self.link.describe().replace(" port ", ":");
-        match hostkey::verify(&self.cfg, key, &peer) {
+        let cert = self.conn.host_certificate().cloned();
+        match hostkey::verify(&self.cfg, key, cert.as_ref(), &peer) {
             Ok(o) => {
                 self.login.untrusted = o == Outcome::AcceptUntrusted;
                 if let Err(e) = self.conn.accept_host_key(Instant::now()) {

@@ -203,6 +203,52 @@ impl Drop for Bg {
     }
 }
 
+/// Stock ssh-agent (`-D`) on a socket in a directory of its own, killed
+/// on drop.
+pub struct SshAgent {
+    _agent: Bg,
+    pub sock: PathBuf,
+    _dir: TempDir,
+}
+
+impl SshAgent {
+    pub fn start() -> SshAgent {
+        let dir = TempDir::new("agent");
+        let sock = dir.join("agent.sock");
+        let agent = Bg(Command::new(require_cmd("ssh-agent"))
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap());
+        wait_for(
+            "ssh-agent's socket",
+            Duration::from_secs(5),
+            || sock.exists().then_some(()),
+            || format!("no {}", sock.display()),
+        );
+        SshAgent {
+            _agent: agent,
+            sock,
+            _dir: dir,
+        }
+    }
+
+    /// `ssh-add key` (which adds `key-cert.pub` too when it is there).
+    pub fn add(&self, key: &Path) {
+        let out = run_timeout(
+            Command::new(require_cmd("ssh-add"))
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &self.sock),
+            T,
+        );
+        assert!(out.status.success(), "ssh-add: {}", text(&out.stderr));
+    }
+}
+
 /// Starts `cmd` in the background with piped stderr.
 pub fn spawn(cmd: &mut Command) -> Bg {
     Bg(cmd

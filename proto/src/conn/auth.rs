@@ -426,28 +426,20 @@ impl Connection {
         self.client_auth_send(user, method, Method::Password)
     }
 
-    /// Client: asks whether the server would accept `key` ([`Event::AuthPkOk`]).
-    pub fn auth_publickey_query(
-        &mut self,
-        user: &str,
-        algorithm: &str,
-        key: &PublicKey,
-    ) -> Result<()> {
+    /// Client: asks whether the server would accept the key (or
+    /// certificate) `blob` for `algorithm` ([`Event::AuthPkOk`] if so).
+    pub fn auth_publickey_query(&mut self, user: &str, algorithm: &str, blob: &[u8]) -> Result<()> {
         let method = AuthMethod::PublicKey {
             algorithm: algorithm.to_string(),
-            blob: key.to_blob(),
+            blob: blob.to_vec(),
             signature: None,
         };
         self.client_auth_send(user, method, Method::PublicKeyQuery)
     }
 
-    /// Client: the bytes a public-key signature must cover (RFC 4252 §7).
-    pub fn publickey_sign_data(
-        &self,
-        user: &str,
-        algorithm: &str,
-        key: &PublicKey,
-    ) -> Result<Vec<u8>> {
+    /// Client: the bytes a public-key signature must cover (RFC 4252 §7),
+    /// for the key (or certificate) `blob`.
+    pub fn publickey_sign_data(&self, user: &str, algorithm: &str, blob: &[u8]) -> Result<Vec<u8>> {
         let sid = self
             .session_id
             .as_ref()
@@ -457,7 +449,7 @@ impl Connection {
             user,
             "ssh-connection",
             algorithm,
-            &key.to_blob(),
+            blob,
         ))
     }
 
@@ -467,12 +459,12 @@ impl Connection {
         &mut self,
         user: &str,
         algorithm: &str,
-        key: &PublicKey,
+        blob: &[u8],
         signature: Vec<u8>,
     ) -> Result<()> {
         let method = AuthMethod::PublicKey {
             algorithm: algorithm.to_string(),
-            blob: key.to_blob(),
+            blob: blob.to_vec(),
             signature: Some(signature),
         };
         self.client_auth_send(user, method, Method::PublicKey)
@@ -480,10 +472,10 @@ impl Connection {
 
     /// Client: public-key auth with a private key held in memory.
     pub fn auth_publickey(&mut self, user: &str, algorithm: &str, key: &PrivateKey) -> Result<()> {
-        let public = key.public_key();
-        let data = self.publickey_sign_data(user, algorithm, &public)?;
+        let blob = key.public_key().to_blob();
+        let data = self.publickey_sign_data(user, algorithm, &blob)?;
         let sig = key.sign(algorithm, &data)?;
-        self.auth_publickey_signed(user, algorithm, &public, sig)
+        self.auth_publickey_signed(user, algorithm, &blob, sig)
     }
 
     pub fn auth_keyboard_interactive(&mut self, user: &str) -> Result<()> {

@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use super::{Connection, Event, ReconnectRequest, Role};
+use crate::cert::{self, Certificate};
 use crate::cipher::KeyMaterial;
 use crate::error::{Error, Result};
 use crate::kex::gex::{self, Group, Request};
@@ -103,6 +104,8 @@ struct Unverified {
     send: KeyMaterial,
     recv: KeyMaterial,
     host_key: Vec<u8>,
+    /// The host key as a certificate, when it is one.
+    host_cert: Option<Certificate>,
 }
 
 /// Server: an exchange hash to sign with a host key ([`Event::SignHostKey`]).
@@ -637,8 +640,22 @@ impl Connection {
         };
         let reply = msg::KexEcdhReply::decode_as(payload, reply_num)?;
         let n = &agreed.negotiated;
-        let key = PublicKey::from_blob(&reply.host_key)?;
-        if !key.signature_algorithms().contains(&n.host_key.as_str()) {
+        // A certificate algorithm: the host key is a certificate (its CA
+        // signature verified here; whether that CA is trusted is the
+        // application's verdict), and its key signs the exchange.
+        let host_cert = match cert::plain_algorithm(n.host_key.as_bytes()) {
+            Some(_) => Some(Certificate::from_blob(&reply.host_key)?),
+            None => None,
+        };
+        let key = match &host_cert {
+            Some(c) => c.key.clone(),
+            None => PublicKey::from_blob(&reply.host_key)?,
+        };
+        let matches = match &host_cert {
+            Some(c) => c.signature_algorithms().contains(&n.host_key.as_str()),
+            None => key.signature_algorithms().contains(&n.host_key.as_str()),
+        };
+        if !matches {
             return Err(Error::Protocol(
                 "host key does not match the negotiated algorithm",
             ));
@@ -660,7 +677,8 @@ impl Connection {
             &k,
         )?;
         let alg = key.verify(&h, &reply.signature)?;
-        if alg != n.host_key {
+        let expected = cert::plain_algorithm(n.host_key.as_bytes()).unwrap_or(&n.host_key);
+        if alg != expected {
             return Err(Error::Protocol(
                 "host key signature algorithm differs from the negotiated one",
             ));
@@ -690,7 +708,21 @@ impl Connection {
             send: c2s,
             recv: s2c,
             host_key: reply.host_key,
+            host_cert,
         })))
+    }
+
+    /// Client: the certificate the server sent as its host key, while
+    /// [`Event::HostKey`] (which carries the certificate's key) awaits a
+    /// verdict; None when it sent a plain key or nothing awaits one.
+    pub fn host_certificate(&self) -> Option<&Certificate> {
+        match &self.kex {
+            Some(KexRun {
+                phase: Phase::AwaitVerdict(u),
+                ..
+            }) => u.host_cert.as_ref(),
+            _ => None,
+        }
     }
 
     /// Client: the application accepts the host key of [`Event::HostKey`];
@@ -721,6 +753,7 @@ impl Connection {
             send,
             recv,
             host_key,
+            ..
         } = *u;
         self.host_key = Some(host_key);
         self.kex = Some(KexRun {
