@@ -8,6 +8,7 @@ pub mod conn;
 pub mod error;
 pub mod kex;
 pub mod keys;
+pub mod krl;
 pub mod msg;
 pub mod pqc;
 pub mod resilience;
