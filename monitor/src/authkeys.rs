@@ -1010,17 +1010,17 @@ fn read_line_bounded<R: BufRead>(
     }
 }
 
-/// auth_check_authkey_line() over one file. Some(line) for the first entry
-/// of `key` that is not expired and whose `from=` admits the peer.
-fn scan_file(
-    f: File,
+/// auth_check_authkey_line() over one file (or a command's output, named
+/// `file` in messages). Some(line) for the first entry of `key` that is not
+/// expired and whose `from=` admits the peer.
+fn scan<R: BufRead>(
+    mut r: R,
     file: &Path,
     key: &PublicKey,
     peer: &PeerInfo,
     now_unix: i64,
     log: &mut Vec<String>,
 ) -> Option<AuthorizedKey> {
-    let mut r = BufReader::new(f);
     let mut buf = Vec::new();
     let mut lineno: u64 = 0;
     loop {
@@ -1111,11 +1111,25 @@ pub fn find_key(
         let Some(f) = open_key_file(file, uid, gid, home, strict_modes, &mut log) else {
             continue;
         };
-        if let Some(found) = scan_file(f, file, key, peer, now_unix, &mut log) {
+        if let Some(found) = scan(BufReader::new(f), file, key, peer, now_unix, &mut log) {
             return (Some(found), log);
         }
     }
     (None, log)
+}
+
+/// Looks `key` up in `text`, an AuthorizedKeysCommand's output, exactly as
+/// [`find_key`] does in a file (`name` stands for the file in messages).
+pub fn find_key_in_output(
+    text: &[u8],
+    name: &str,
+    key: &PublicKey,
+    peer: &PeerInfo,
+    now_unix: i64,
+) -> (Option<AuthorizedKey>, Vec<String>) {
+    let mut log = Vec::new();
+    let found = scan(text, Path::new(name), key, peer, now_unix, &mut log);
+    (found, log)
 }
 
 // ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
 use crate::policy;
+use crate::{keys_command, revoked};
 use zeroize::Zeroizing;
 
 /// Why a connection's monitor gives up (logged with the peer's address;
@@ -148,6 +149,7 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         logins: Vec::new(),
         worker_pid: 0,
         log_budget: LogBudget::new(Instant::now()),
+        grace_deadline: None,
     };
     crate::keepalive::apply(&sock, m.settings.tcp_keep_alive);
     match m.run(sock) {
@@ -204,6 +206,8 @@ struct Monitor<'a> {
     /// How many log lines the workers may still send (one budget for the
     /// connection, kex and session worker alike).
     log_budget: LogBudget,
+    /// When LoginGraceTime ends (None: never).
+    grace_deadline: Option<Instant>,
 }
 
 /// Progress through AuthenticationMethods for one user.
@@ -425,6 +429,7 @@ impl Monitor<'_> {
     fn serve_kex(&mut self, ipc: &Endpoint) -> Result<KexOutcome, Error> {
         let grace = self.settings.login_grace_time;
         let deadline = (!grace.is_zero()).then(|| Instant::now() + grace + Duration::from_secs(1));
+        self.grace_deadline = deadline;
         loop {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
@@ -624,6 +629,10 @@ impl Monitor<'_> {
         let Ok(key) = PublicKey::from_blob(&blob) else {
             return self.reject();
         };
+        if let Some(why) = revoked::refusal(settings.revoked_keys.as_deref(), &key, None) {
+            log::error(&why);
+            return self.reject();
+        }
         let now_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -649,6 +658,13 @@ impl Monitor<'_> {
         for n in notes {
             log::info(&n);
         }
+        let found = match (found, &settings.authorized_keys_command) {
+            (Some(f), _) => Some(f),
+            (None, None) => None,
+            (None, Some(command)) => {
+                self.keys_command(&settings, command, &user, &key, &peer, now_unix)
+            }
+        };
         let Some(found) = found else {
             if signature.is_some() {
                 log::info(&format!(
@@ -737,6 +753,42 @@ impl Monitor<'_> {
             settings,
             Some((found.options, blob)),
         )
+    }
+
+    /// AuthorizedKeysCommand for `user`'s `key`, within what is left of
+    /// LoginGraceTime (this connection's monitor waits for it; no other
+    /// connection does).
+    fn keys_command(
+        &self,
+        settings: &Settings,
+        command: &str,
+        user: &nix::unistd::User,
+        key: &PublicKey,
+        peer: &PeerInfo,
+        now_unix: i64,
+    ) -> Option<authkeys::AuthorizedKey> {
+        let Some(run_as) = &settings.authorized_keys_command_user else {
+            log::error("No user for AuthorizedKeysCommand specified, skipping");
+            return None;
+        };
+        let timeout = match self.grace_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => keys_command::TIMEOUT,
+        };
+        let conn_id = format!(
+            "{} {} {} {}",
+            shown_ip(self.local),
+            shown_port(self.local),
+            self.peer_ip(),
+            self.peer_port()
+        );
+        let (found, notes) = keys_command::find_key(
+            command, run_as, user, key, &conn_id, peer, now_unix, timeout,
+        );
+        for n in notes {
+            log::info(&n);
+        }
+        found
     }
 
     /// A method succeeded: the user is in when AuthenticationMethods is

@@ -641,6 +641,20 @@ impl Parser {
                 }
                 Value::AuthorizedKeysFile(out)
             }
+            Imp::AuthorizedKeysCommand => {
+                let c = a.raw()?;
+                if is_none_word(c) {
+                    Value::AuthorizedKeysCommand(None)
+                } else if c.starts_with('/') {
+                    Value::AuthorizedKeysCommand(Some(c.to_string()))
+                } else {
+                    return Err(format!("{} must be an absolute path", a.keyword));
+                }
+            }
+            Imp::AuthorizedKeysCommandUser => {
+                Value::AuthorizedKeysCommandUser(a.one()?.to_string())
+            }
+            Imp::RevokedKeys => Value::RevokedKeys(derelativise(a.one()?)?),
             Imp::AcceptEnv => {
                 let list = a.some()?;
                 if list.iter().any(|e| e.contains('=')) {

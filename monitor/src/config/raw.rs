@@ -64,6 +64,11 @@ pub(crate) enum Value {
     ClientAliveInterval(Duration),
     ClientAliveCountMax(u32),
     AuthorizedKeysFile(Vec<String>),
+    /// None for `none`.
+    AuthorizedKeysCommand(Option<String>),
+    AuthorizedKeysCommandUser(String),
+    /// None for `none`.
+    RevokedKeys(Option<PathBuf>),
     AcceptEnv(Vec<String>),
     SetEnv(Vec<String>),
     /// None for `none` (clears a global ForceCommand from a Match block).
@@ -130,6 +135,9 @@ pub(crate) struct Raw {
     max_sessions: Option<u32>,
     required_rsa_size: Option<u32>,
     authorized_keys_files: Option<Vec<String>>,
+    authorized_keys_command: Option<Option<String>>,
+    authorized_keys_command_user: Option<String>,
+    revoked_keys: Option<Option<PathBuf>>,
     banner: Option<Option<PathBuf>>,
     allow_users: Vec<String>,
     deny_users: Vec<String>,
@@ -245,6 +253,9 @@ impl Raw {
             Value::ClientAliveInterval(x) => first(&mut self.client_alive_interval, x),
             Value::ClientAliveCountMax(x) => first(&mut self.client_alive_count_max, x),
             Value::AuthorizedKeysFile(x) => first(&mut self.authorized_keys_files, x),
+            Value::AuthorizedKeysCommand(x) => first(&mut self.authorized_keys_command, x),
+            Value::AuthorizedKeysCommandUser(x) => first(&mut self.authorized_keys_command_user, x),
+            Value::RevokedKeys(x) => first(&mut self.revoked_keys, x),
             Value::AcceptEnv(x) => self.accept_env.extend(x),
             Value::SetEnv(x) => first(&mut self.set_env, x),
             Value::ForceCommand(x) => first(&mut self.force_command, x),
@@ -303,6 +314,15 @@ impl Raw {
         over(&mut self.max_sessions, &m.max_sessions);
         over(&mut self.required_rsa_size, &m.required_rsa_size);
         over(&mut self.authorized_keys_files, &m.authorized_keys_files);
+        over(
+            &mut self.authorized_keys_command,
+            &m.authorized_keys_command,
+        );
+        over(
+            &mut self.authorized_keys_command_user,
+            &m.authorized_keys_command_user,
+        );
+        over(&mut self.revoked_keys, &m.revoked_keys);
         over(&mut self.banner, &m.banner);
         over_list(&mut self.allow_users, &m.allow_users);
         over_list(&mut self.deny_users, &m.deny_users);
@@ -463,6 +483,9 @@ impl Raw {
             max_sessions: self.max_sessions.unwrap_or(10),
             required_rsa_size: self.required_rsa_size.unwrap_or(1024),
             authorized_keys_files,
+            authorized_keys_command: self.authorized_keys_command.unwrap_or(None),
+            authorized_keys_command_user: self.authorized_keys_command_user,
+            revoked_keys: self.revoked_keys.unwrap_or(None),
             banner: self.banner.unwrap_or(None),
             allow_users: self.allow_users,
             deny_users: self.deny_users,

@@ -391,6 +391,30 @@ fn value_formats() {
     assert!(g("AuthorizedKeysFile none")
         .authorized_keys_files
         .is_empty());
+    // AuthorizedKeysCommand (raw, absolute or none, needs its user),
+    // AuthorizedKeysCommandUser, RevokedKeys.
+    let s = g(
+        "AuthorizedKeysCommand /usr/bin/keys -u %u \"a b\" # x\nAuthorizedKeysCommandUser nobody",
+    );
+    assert_eq!(
+        s.authorized_keys_command.as_deref(),
+        Some("/usr/bin/keys -u %u \"a b\" # x")
+    );
+    assert_eq!(s.authorized_keys_command_user.as_deref(), Some("nobody"));
+    assert_eq!(
+        g("AuthorizedKeysCommand none").authorized_keys_command,
+        None
+    );
+    assert!(parse_err("AuthorizedKeysCommand keys").contains("must be an absolute path"));
+    assert!(parse_err("AuthorizedKeysCommand /bin/keys")
+        .contains("AuthorizedKeysCommand set without AuthorizedKeysCommandUser"));
+    parse("Match User x\nAuthorizedKeysCommand /bin/keys");
+    assert_eq!(
+        g("RevokedKeys /etc/ssh/revoked").revoked_keys,
+        Some(PathBuf::from("/etc/ssh/revoked"))
+    );
+    assert_eq!(g("RevokedKeys none").revoked_keys, None);
+    assert!(parse_err("RevokedKeys").contains("RevokedKeys"));
     // RekeyLimit.
     let s = g("RekeyLimit 1G 1h");
     assert_eq!((s.rekey_limit, s.rekey_interval), (1 << 30, secs(3600)));
@@ -771,9 +795,18 @@ Match User f*
     AcceptEnv Z
     ForceCommand /bin/other
     AuthorizedKeysFile /etc/keys/%u
+    AuthorizedKeysCommand /bin/keys %u
+    AuthorizedKeysCommandUser nobody
+    RevokedKeys /etc/revoked
 ",
     );
+    let r = c.resolve(&ctx(Some("bar"), &[], None, None));
+    assert_eq!(r.authorized_keys_command, None);
+    assert_eq!(r.revoked_keys, None);
     let r = c.resolve(&ctx(Some("foo"), &[], None, None));
+    assert_eq!(r.authorized_keys_command.as_deref(), Some("/bin/keys %u"));
+    assert_eq!(r.authorized_keys_command_user.as_deref(), Some("nobody"));
+    assert_eq!(r.revoked_keys, Some(PathBuf::from("/etc/revoked")));
     assert_eq!(r.allow_users, vec!["c", "d"]);
     assert_eq!(r.accept_env, vec!["Y", "Z"]);
     assert_eq!(r.banner, None);
@@ -843,11 +876,9 @@ fn unknown_refused_deprecated() {
     assert!(e.lines().next().unwrap().starts_with("test.conf:1:"));
     for refused in [
         "ChrootDirectory /srv/%u",
-        "AuthorizedKeysCommand /usr/bin/keys %u",
         "AuthorizedPrincipalsFile /etc/p",
         "AuthorizedPrincipalsCommand /usr/bin/p",
         "TrustedUserCAKeys /etc/ca.pub",
-        "RevokedKeys /etc/revoked",
         "HostbasedAuthentication yes",
         "GSSAPIAuthentication yes",
         "KerberosAuthentication yes",
