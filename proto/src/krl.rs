@@ -621,7 +621,7 @@ mod tests {
             (0, 7u64, "plain"),
             (1, 12, "ranged"),
             (2, 42, "alice"),
-            (3, 1001, "dense"),
+            (3, 1024, "dense"),
         ];
         let mut facts = Vec::new();
         for (i, serial, id) in issued {
@@ -659,7 +659,13 @@ mod tests {
         );
         std::fs::write(
             &spec,
-            "serial: 7\nserial: 10-20\nid: alice\nserial: 1000\nserial: 1001\nserial: 1003\nserial: 1005\n",
+            format!(
+                "serial: 7\nserial: 10-20\nid: alice\n{}",
+                (1000..=1040)
+                    .step_by(2)
+                    .map(|s| format!("serial: {s}\n"))
+                    .collect::<String>()
+            ),
         )
         .unwrap();
         let krl_path = dir.join("krl");
@@ -681,6 +687,11 @@ mod tests {
                 .arg(&keys_spec),
         );
         let krl = Krl::parse(&std::fs::read(&krl_path).unwrap()).unwrap();
+        // Every other serial from 1000 to 1040: ssh-keygen writes a bitmap.
+        assert!(krl
+            .certs
+            .iter()
+            .any(|c| c.bitmaps.iter().any(|(_, b)| b.len() > 1)));
         let ca_blob = blob_of(&ca_line);
         let other = blob_of(&other_ca_line);
         let check = |i: usize, ca: &[u8]| {
@@ -696,6 +707,20 @@ mod tests {
         };
         for i in 0..4 {
             assert!(check(i, &ca_blob), "certificate {i}");
+        }
+        // Every serial the bitmap spans, by the facts alone.
+        for serial in 995..1045 {
+            let facts = CertFacts {
+                ca_key_blob: &ca_blob,
+                serial,
+                key_id: b"",
+            };
+            let want = (1000..=1040).contains(&serial) && serial % 2 == 0;
+            assert_eq!(
+                krl.is_revoked(&key(), Some(&facts)),
+                want,
+                "serial {serial}"
+            );
         }
         // Serials and ids count for their CA only; the revoked plain keys
         // stay revoked under any CA.
