@@ -168,6 +168,8 @@ struct Accepted {
     settings: Settings,
     /// The methods the user authenticated with, in order.
     methods: Vec<String>,
+    /// The public keys (blobs) of its publickey steps.
+    keys: Vec<Vec<u8>>,
 }
 
 struct Monitor<'a> {
@@ -825,6 +827,7 @@ impl Monitor<'_> {
         }
         let options = p.options.clone();
         let methods = p.completed.clone();
+        let keys = p.used_keys.clone();
         if settings.use_pam {
             if let Err(v) = self.pam_account(&user.name) {
                 return v;
@@ -838,6 +841,7 @@ impl Monitor<'_> {
             options,
             settings,
             methods,
+            keys,
         });
         AuthVerdict::Accept
     }
@@ -1707,7 +1711,8 @@ impl Monitor<'_> {
     /// A reconnect from `addr` is judged as a new login from there would
     /// be, except for the authentication itself: the configuration as Match
     /// resolves it for that address; AllowUsers/DenyUsers (with @host),
-    /// AllowGroups/DenyGroups; the from= option of the key used;
+    /// AllowGroups/DenyGroups; the from= option of the key used; RevokedKeys
+    /// for the keys used (read again);
     /// PermitRootLogin; the methods the user authenticated with must still
     /// be enabled and satisfy AuthenticationMethods there; and the account
     /// must still be valid (PAM account management with the new PAM_RHOST,
@@ -1758,6 +1763,14 @@ impl Monitor<'_> {
                 return Err(Refusal::Policy(format!(
                     "key's from=\"{from}\" does not match {addr}"
                 )));
+            }
+        }
+        // A key revoked since the login resumes nothing.
+        for blob in &a.keys {
+            let key = PublicKey::from_blob(blob)
+                .map_err(|e| Refusal::Policy(format!("the login's key: {e}")))?;
+            if let Some(why) = revoked::refusal(settings.revoked_keys.as_deref(), &key, None) {
+                return Err(Refusal::Policy(why));
             }
         }
         admissible(

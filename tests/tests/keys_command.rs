@@ -19,6 +19,10 @@
 //!   missing file and a list with a line that is no key: for each, which
 //!   of two keys logs in is the same under resshd as under sshd (and is
 //!   what sshd(8) documents).
+//! - `a_key_revoked_while_detached_resumes_nothing` (namespaces): a ressh
+//!   session resumes after a cut; its key is then listed in RevokedKeys and
+//!   the connection cut again: the reconnect is refused, resshd logs that
+//!   the key is revoked, and ressh gives up at the detach timeout.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -437,4 +441,39 @@ fn revoked_keys_as_sshd() {
     let log = resshd.log();
     assert!(log.contains("revoked by file"), "{log}");
     assert!(log.contains("Error checking authentication key"), "{log}");
+}
+
+#[test]
+fn a_key_revoked_while_detached_resumes_nothing() {
+    let files = TempDir::new("e2e-revoked-resume");
+    let revoked = files.join("revoked");
+    fs::write(&revoked, "").unwrap();
+    let lab = Lab::new(
+        "revres",
+        &format!("RevokedKeys {}\nDetachTimeout 5\n", revoked.display()),
+    );
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    client.wait_lines(20, T);
+    // A cut: the session resumes.
+    lab.net.kill_tcp(PORT);
+    lab.wait_log("the reconnect", T, |l| reconnects(l) == 1);
+    let seen = client.line_count();
+    client.wait_lines(seen + 10, T);
+    // The key revoked, another cut: the reconnect is refused.
+    let pub_line = fs::read_to_string(format!("{}.pub", lab.login.key.display())).unwrap();
+    fs::write(&revoked, pub_line).unwrap();
+    lab.net.kill_tcp(PORT);
+    let refused = |l: &str| {
+        l.lines()
+            .any(|l| l.contains(" refused: Authentication key ") && l.contains("revoked by file"))
+    };
+    lab.wait_log("the reconnect to be refused", T, refused);
+    let status = client.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "ressh: {status}\n{}", client.stderr());
+    assert_eq!(reconnects(&lab.log()), 1, "{}", lab.log());
+    report(
+        "revoked_keys",
+        "a key revoked while detached: the reconnect refused, ressh gave up",
+    );
 }
