@@ -118,3 +118,43 @@ pub fn find_key(
         Err(e) => fail(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ressh_proto::keys::{KeyType, PrivateKey};
+
+    fn root() -> User {
+        User::from_uid(nix::unistd::Uid::from_raw(0))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn argv_as_sshd_builds_it() {
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
+        let u = root();
+        // Without arguments: the user name.
+        assert_eq!(
+            argv("/bin/keys", &u, &key, "c").unwrap(),
+            ["/bin/keys", "root"]
+        );
+        // The program itself is not expanded; '#' is no comment.
+        assert_eq!(
+            argv("/bin/%u 'a %u' b\\ c #%U %%%t", &u, &key, "1 2 3 4").unwrap(),
+            ["/bin/%u", "a root", "b c", "#0", "%ssh-ed25519"]
+        );
+        assert_eq!(
+            argv("/bin/k %C %D", &u, &key, "1 2 3 4").unwrap(),
+            ["/bin/k", "1 2 3 4", ""]
+        );
+        assert!(argv("/bin/k \"open", &u, &key, "")
+            .unwrap_err()
+            .contains("invalid quotes"));
+        assert!(argv("/bin/k %z", &u, &key, "").unwrap_err().contains("%z"));
+        assert!(argv("/bin/k %", &u, &key, "").is_err());
+        assert!(argv("   ", &u, &key, "")
+            .unwrap_err()
+            .contains("no arguments"));
+    }
+}
