@@ -23,7 +23,10 @@ use ressh_ipc::msg::{
     SessionPolicy, SessionStart, ToBroker, ToKex, ToSession, UserInfo,
 };
 use ressh_ipc::Endpoint;
-use ressh_proto::keys::{self, PrivateKey, PublicKey};
+use ressh_proto::cert::Certificate;
+use ressh_proto::keys::{self, PrivateKey};
+use ressh_proto::wire::printable;
+use ressh_proto::OfferedKey;
 
 use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
@@ -159,10 +162,23 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
     }
 }
 
+/// What a reconnect re-checks of the certificate a user logged in with.
+#[derive(Clone, Debug)]
+struct CertValidity {
+    key_id: String,
+    serial: u64,
+    valid_after: u64,
+    valid_before: u64,
+}
+
 struct Accepted {
     user: nix::unistd::User,
     groups: Vec<u32>,
+    /// The key options of the login (a certificate's merged in, its
+    /// source-address among them).
     options: KeyOptions,
+    /// The certificate the user logged in with.
+    cert: Option<CertValidity>,
     settings: Settings,
     /// The methods the user authenticated with, in order.
     methods: Vec<String>,
@@ -212,6 +228,8 @@ struct Partial {
     completed: Vec<String>,
     /// The authorized_keys options of a publickey step.
     options: KeyOptions,
+    /// The certificate of that step, if it was one.
+    cert: Option<CertValidity>,
     used_keys: Vec<Vec<u8>>,
     settings: Settings,
 }
@@ -621,13 +639,26 @@ impl Monitor<'_> {
         {
             return self.reject();
         }
-        let Ok(key) = PublicKey::from_blob(&blob) else {
+        // Decoded (and a certificate's CA signature verified) here: the
+        // worker's word about the key counts for nothing.
+        let Ok(key) = OfferedKey::from_blob(&algorithm, &blob) else {
             return self.reject();
         };
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        if let OfferedKey::Cert(c) = &key {
+            if !settings
+                .ca_signature_algorithms
+                .iter()
+                .any(|a| a == c.signature_algorithm)
+            {
+                log::info(&format!(
+                    "refusing certificate key {} with signature type {}",
+                    describe_key(&key),
+                    c.signature_algorithm
+                ));
+                return self.reject();
+            }
+        }
+        let now_unix = unix_now();
         let files: Vec<PathBuf> = settings
             .authorized_keys_files
             .iter()
@@ -636,9 +667,10 @@ impl Monitor<'_> {
                     .ok()
             })
             .collect();
-        let (found, notes) = authkeys::find_key(
+        let (mut found, mut notes) = authkeys::find_key(
             &files,
             &key,
+            &user.name,
             user.uid.as_raw(),
             user.gid.as_raw(),
             &user.dir,
@@ -646,16 +678,18 @@ impl Monitor<'_> {
             &peer,
             now_unix,
         );
+        if let (None, OfferedKey::Cert(cert)) = (&found, &key) {
+            found = self.user_cert_trusted_ca(&user, &settings, cert, &peer, now_unix, &mut notes);
+        }
         for n in notes {
             log::info(&n);
         }
         let Some(found) = found else {
             if signature.is_some() {
                 log::info(&format!(
-                    "Failed publickey for {} from {at} ssh2: {} {}",
+                    "Failed publickey for {} from {at} ssh2: {}",
                     user.name,
-                    key.key_type_name(),
-                    key.fingerprint()
+                    describe_key(&key)
                 ));
             }
             return self.reject();
@@ -682,8 +716,8 @@ impl Monitor<'_> {
             &algorithm,
             &blob,
         );
-        let sk_flags = match key.verify_detailed(&data, &signature) {
-            Ok(v) if v.alg == algorithm => v.sk.map(|(flags, _)| flags),
+        let sk_flags = match key.verify_detailed(&algorithm, &data, &signature) {
+            Ok(v) => v.sk.map(|(flags, _)| flags),
             _ => {
                 log::info(&format!(
                     "Failed publickey for {} from {at}: bad signature",
@@ -707,9 +741,8 @@ impl Monitor<'_> {
             };
             if let Some(what) = unmet {
                 log::info(&format!(
-                    "public key {} {} signature for {} from {at} rejected: {what} requirement not met",
-                    key.key_type_name(),
-                    key.fingerprint(),
+                    "public key {} signature for {} from {at} rejected: {what} requirement not met",
+                    describe_key(&key),
                     user.name
                 ));
                 return self.reject();
@@ -724,19 +757,110 @@ impl Monitor<'_> {
             return self.reject();
         }
         let text = format!(
-            "publickey for {} from {at} ssh2: {} {}",
+            "publickey for {} from {at} ssh2: {}",
             user.name,
-            key.key_type_name(),
-            key.fingerprint()
+            describe_key(&key)
         );
+        let validity = match &key {
+            OfferedKey::Cert(c) => Some(CertValidity {
+                key_id: c.key_id.clone(),
+                serial: c.serial,
+                valid_after: c.valid_after,
+                valid_before: c.valid_before,
+            }),
+            OfferedKey::Plain(_) => None,
+        };
         self.success(
             "publickey",
             &text,
             user,
             groups,
             settings,
-            Some((found.options, blob)),
+            Some((found.options, blob, validity)),
         )
+    }
+
+    /// user_cert_trusted_ca(): a certificate signed by a TrustedUserCAKeys
+    /// CA, for the user's name or (with AuthorizedPrincipalsFile) a
+    /// principal the user's file lists. The entry found (the CA, with the
+    /// final options), the reasons in `log`.
+    fn user_cert_trusted_ca(
+        &self,
+        user: &nix::unistd::User,
+        settings: &Settings,
+        cert: &Certificate,
+        peer: &PeerInfo,
+        now_unix: i64,
+        log: &mut Vec<String>,
+    ) -> Option<authkeys::AuthorizedKey> {
+        let ca_file = settings.trusted_user_ca_keys.as_ref()?;
+        let ca = &cert.signature_key;
+        let (listed, notes) = authkeys::ca_in_file(ca_file, ca);
+        log.extend(notes);
+        if !listed {
+            log.push(format!(
+                "CA {} {} is not listed in {}",
+                ca.key_type_name(),
+                ca.fingerprint(),
+                ca_file.display()
+            ));
+            return None;
+        }
+        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+        let principals_file = settings
+            .authorized_principals_file
+            .as_ref()
+            .map(|p| authkeys::expand_authorized_keys_path(p, &user.name, &user.dir, uid));
+        let found = match &principals_file {
+            Some(Ok(f)) => {
+                let (found, notes) =
+                    authkeys::find_principal(f, cert, uid, gid, &user.dir, settings.strict_modes);
+                log.extend(notes);
+                found
+            }
+            Some(Err(e)) => {
+                log.push(format!("AuthorizedPrincipalsFile: {e}"));
+                None
+            }
+            None => None,
+        };
+        let via = ca_file.display();
+        match authkeys::cert_authorised_by_ca(
+            cert,
+            &user.name,
+            principals_file.is_some(),
+            found,
+            peer,
+            now_unix,
+            log,
+        ) {
+            Ok(options) => {
+                log.push(format!(
+                    "Accepted certificate ID \"{}\" (serial {}) signed by {} CA {} via {via}",
+                    printable(cert.key_id.as_bytes()),
+                    cert.serial,
+                    ca.key_type_name(),
+                    ca.fingerprint()
+                ));
+                Some(authkeys::AuthorizedKey {
+                    key: ca.clone(),
+                    options,
+                    comment: String::new(),
+                    cert_authority: true,
+                    principals: None,
+                })
+            }
+            Err(reason) => {
+                log.push(format!(
+                    "Refusing certificate ID \"{}\" serial={} signed by {} CA {} via {via}: {reason}",
+                    printable(cert.key_id.as_bytes()),
+                    cert.serial,
+                    ca.key_type_name(),
+                    ca.fingerprint()
+                ));
+                None
+            }
+        }
     }
 
     /// A method succeeded: the user is in when AuthenticationMethods is
@@ -749,19 +873,21 @@ impl Monitor<'_> {
         user: nix::unistd::User,
         groups: Vec<u32>,
         settings: Settings,
-        key: Option<(KeyOptions, Vec<u8>)>,
+        key: Option<(KeyOptions, Vec<u8>, Option<CertValidity>)>,
     ) -> AuthVerdict {
         let p = self.partial.get_or_insert_with(|| Partial {
             user: user.name.clone(),
             completed: Vec::new(),
             options: KeyOptions::default(),
+            cert: None,
             used_keys: Vec::new(),
             settings: settings.clone(),
         });
         p.completed.push(method.to_string());
         p.settings = settings.clone();
-        if let Some((options, blob)) = key {
+        if let Some((options, blob, cert)) = key {
             p.options = options;
+            p.cert = cert;
             p.used_keys.push(blob);
         }
         if !auth_complete(&settings, &p.completed) {
@@ -772,6 +898,7 @@ impl Monitor<'_> {
             };
         }
         let options = p.options.clone();
+        let cert = p.cert.clone();
         let methods = p.completed.clone();
         if settings.use_pam {
             if let Err(v) = self.pam_account(&user.name) {
@@ -784,6 +911,7 @@ impl Monitor<'_> {
             user,
             groups,
             options,
+            cert,
             settings,
             methods,
         });
@@ -1708,6 +1836,27 @@ impl Monitor<'_> {
                 )));
             }
         }
+        if let Some(list) = &a.options.source_address {
+            if !authkeys::cert_source_allowed(list, ip) {
+                return Err(Refusal::Policy(format!(
+                    "certificate source-address \"{list}\" does not admit {addr}"
+                )));
+            }
+        }
+        if let Some(c) = &a.cert {
+            let now = u64::try_from(unix_now()).unwrap_or(0);
+            if now < c.valid_after || now >= c.valid_before {
+                return Err(Refusal::Policy(format!(
+                    "certificate ID \"{}\" (serial {}) is not valid now ({}): \
+                     valid from {} to {}",
+                    printable(c.key_id.as_bytes()),
+                    c.serial,
+                    now,
+                    c.valid_after,
+                    c.valid_before
+                )));
+            }
+        }
         admissible(
             &settings,
             a.user.uid.is_root(),
@@ -1756,6 +1905,31 @@ fn shown_ip(a: SocketAddr) -> String {
         a.ip().to_string()
     } else {
         "UNKNOWN".into()
+    }
+}
+
+/// Seconds since the epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A user key for sshd's log lines: "TYPE SHA256:..." for a plain key;
+/// for a certificate also its ID, serial and CA, as sshd logs them.
+fn describe_key(key: &OfferedKey) -> String {
+    match key {
+        OfferedKey::Plain(k) => format!("{} {}", k.key_type_name(), k.fingerprint()),
+        OfferedKey::Cert(c) => format!(
+            "{} {} ID {} (serial {}) CA {} {}",
+            c.type_name(),
+            c.key.fingerprint(),
+            printable(c.key_id.as_bytes()),
+            c.serial,
+            c.signature_key.key_type_name(),
+            c.signature_key.fingerprint()
+        ),
     }
 }
 

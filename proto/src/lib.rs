@@ -17,7 +17,7 @@ pub mod wire;
 pub mod transport;
 
 pub use conn::{
-    AuthAttempt, ClientReconnect, Config, Connection, Event, ReconnectRequest, Refused, Role,
-    ServerReconnect, SignRequest, Stats,
+    AuthAttempt, ClientReconnect, Config, Connection, Event, OfferedKey, ReconnectRequest, Refused,
+    Role, ServerReconnect, SignRequest, Stats,
 };
 pub use error::{Error, Result};
