@@ -1836,27 +1836,8 @@ impl Monitor<'_> {
                 )));
             }
         }
-        if let Some(list) = &a.options.source_address {
-            if !authkeys::cert_source_allowed(list, ip) {
-                return Err(Refusal::Policy(format!(
-                    "certificate source-address \"{list}\" does not admit {addr}"
-                )));
-            }
-        }
-        if let Some(c) = &a.cert {
-            let now = u64::try_from(unix_now()).unwrap_or(0);
-            if now < c.valid_after || now >= c.valid_before {
-                return Err(Refusal::Policy(format!(
-                    "certificate ID \"{}\" (serial {}) is not valid now ({}): \
-                     valid from {} to {}",
-                    printable(c.key_id.as_bytes()),
-                    c.serial,
-                    now,
-                    c.valid_after,
-                    c.valid_before
-                )));
-            }
-        }
+        cert_admits_reconnect(a.cert.as_ref(), &a.options, ip, unix_now())
+            .map_err(Refusal::Policy)?;
         admissible(
             &settings,
             a.user.uid.is_root(),
@@ -1906,6 +1887,49 @@ fn shown_ip(a: SocketAddr) -> String {
     } else {
         "UNKNOWN".into()
     }
+}
+
+/// What a reconnect from `ip` at `now` (seconds since the epoch) re-checks
+/// of the login's certificate, as a new login would: its validity interval
+/// (it may have expired while the session was detached) and its
+/// `source-address` (in `options`); also the authorized_keys line's
+/// `expiry-time`. Err is the reason, for the log.
+fn cert_admits_reconnect(
+    cert: Option<&CertValidity>,
+    options: &KeyOptions,
+    ip: std::net::IpAddr,
+    now: i64,
+) -> Result<(), String> {
+    if let Some(list) = &options.source_address {
+        if !authkeys::cert_source_allowed(list, ip) {
+            return Err(format!(
+                "certificate source-address \"{list}\" does not admit {ip}"
+            ));
+        }
+    }
+    if let Some(exp) = options.expiry_time {
+        if exp < now {
+            return Err(format!("the key's expiry-time {exp} has passed"));
+        }
+    }
+    if let Some(c) = cert {
+        let t = u64::try_from(now).unwrap_or(0);
+        if t < c.valid_after || t >= c.valid_before {
+            let why = if t < c.valid_after {
+                "not yet valid"
+            } else {
+                "expired"
+            };
+            return Err(format!(
+                "certificate ID \"{}\" (serial {}) {why}: valid from {} to {}, now {t}",
+                printable(c.key_id.as_bytes()),
+                c.serial,
+                c.valid_after,
+                c.valid_before
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Seconds since the epoch (0 if the clock is before it).
@@ -2169,6 +2193,47 @@ fn shadow_account_ok(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// A reconnect re-checks the certificate of the login: expired while
+    /// detached, or a new address outside its source-address, is refused.
+    #[test]
+    fn reconnects_recheck_the_certificate() {
+        let cert = CertValidity {
+            key_id: "id".into(),
+            serial: 7,
+            valid_after: 1_000,
+            valid_before: 2_000,
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let none = KeyOptions::default();
+        let check = |c, o: &KeyOptions, addr: &str, now| cert_admits_reconnect(c, o, ip(addr), now);
+        assert_eq!(check(Some(&cert), &none, "198.18.0.9", 1_999), Ok(()));
+        let e = check(Some(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
+        assert!(
+            e.contains("certificate ID \"id\" (serial 7) expired"),
+            "{e}"
+        );
+        let e = check(Some(&cert), &none, "198.18.0.9", 999).unwrap_err();
+        assert!(e.contains("not yet valid"), "{e}");
+        // No certificate: nothing to re-check.
+        assert_eq!(check(None, &none, "198.18.0.9", 5_000), Ok(()));
+        let sa = KeyOptions {
+            source_address: Some("198.18.0.0/24".into()),
+            ..KeyOptions::default()
+        };
+        assert_eq!(check(Some(&cert), &sa, "198.18.0.9", 1_500), Ok(()));
+        let e = check(Some(&cert), &sa, "198.19.0.9", 1_500).unwrap_err();
+        assert!(
+            e.contains("source-address \"198.18.0.0/24\" does not admit 198.19.0.9"),
+            "{e}"
+        );
+        let exp = KeyOptions {
+            expiry_time: Some(1_200),
+            ..KeyOptions::default()
+        };
+        assert!(check(None, &exp, "198.18.0.9", 1_201).is_err());
+        assert_eq!(check(None, &exp, "198.18.0.9", 1_200), Ok(()));
+    }
 
     /// The settings a connection from `addr` gets under `config`.
     fn at(config: &str, addr: &str) -> Settings {
