@@ -400,6 +400,17 @@ pub struct Settings {
     pub pubkey_authentication: bool,
     pub pubkey_auth_options: PubkeyAuthOptions,
     pub pubkey_accepted_algorithms: Vec<String>,
+    /// TrustedUserCAKeys: CA keys trusted to sign user certificates for
+    /// any user (whose name the certificate must list, unless
+    /// AuthorizedPrincipalsFile says otherwise).
+    pub trusted_user_ca_keys: Option<PathBuf>,
+    /// AuthorizedPrincipalsFile, unexpanded (`%h`, `%u`, `%U`, `%%`).
+    pub authorized_principals_file: Option<String>,
+    /// CASignatureAlgorithms: what a certificate's CA may have signed it
+    /// with.
+    pub ca_signature_algorithms: Vec<String>,
+    /// HostCertificate: certificates of the host keys (global).
+    pub host_certificates: Vec<PathBuf>,
     pub password_authentication: bool,
     pub kbd_interactive_authentication: bool,
     pub permit_empty_passwords: bool,
@@ -670,6 +681,21 @@ impl Settings {
             "pubkeyacceptedalgorithms",
             &self.pubkey_accepted_algorithms.join(","),
         );
+        line(
+            "trustedusercakeys",
+            &path_or_none(&self.trusted_user_ca_keys),
+        );
+        line(
+            "authorizedprincipalsfile",
+            self.authorized_principals_file.as_deref().unwrap_or("none"),
+        );
+        line(
+            "casignaturealgorithms",
+            &self.ca_signature_algorithms.join(","),
+        );
+        for c in &self.host_certificates {
+            line("hostcertificate", &c.display().to_string());
+        }
         line("loglevel", self.log_level.name());
         line("syslogfacility", self.syslog_facility.name());
         if self.authorized_keys_files.is_empty() {

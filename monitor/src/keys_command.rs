@@ -26,7 +26,7 @@ use std::time::Duration;
 use nix::unistd::User;
 use ressh_compat::expand::percent_expand;
 use ressh_compat::misc::split_args;
-use ressh_proto::keys::PublicKey;
+use ressh_proto::conn::OfferedKey;
 
 use crate::authkeys::{self, AuthorizedKey, PeerInfo};
 use crate::command::{self, Limits};
@@ -42,7 +42,7 @@ const TAG: &str = "AuthorizedKeysCommand";
 pub fn argv(
     command: &str,
     user: &User,
-    key: &PublicKey,
+    key: &OfferedKey,
     conn_id: &str,
 ) -> Result<Vec<String>, String> {
     let mut av = split_args(command, false)
@@ -56,18 +56,22 @@ pub fn argv(
     }
     let home = user.dir.to_string_lossy();
     let uid = user.uid.as_raw().to_string();
-    let fingerprint = key.fingerprint();
-    let openssh = key.to_openssh("");
-    let base64 = openssh.split(' ').nth(1).unwrap_or_default();
+    // As sshd: a certificate's type and blob, its key's fingerprint.
+    let fingerprint = key.key().fingerprint();
+    let base64 = openssl::base64::encode_block(&key.to_blob());
+    let type_name = match key {
+        OfferedKey::Plain(k) => k.key_type_name(),
+        OfferedKey::Cert(c) => c.type_name(),
+    };
     let tokens = [
         ('C', conn_id),
         ('D', ""),
         ('U', uid.as_str()),
         ('u', user.name.as_str()),
         ('h', &home),
-        ('t', key.key_type_name()),
+        ('t', type_name),
         ('f', fingerprint.as_str()),
-        ('k', base64),
+        ('k', base64.as_str()),
     ];
     for a in av.iter_mut().skip(1) {
         *a = percent_expand(a, &tokens).map_err(|e| format!("{TAG}: {e}"))?;
@@ -84,7 +88,7 @@ pub fn find_key(
     command: &str,
     run_as: &str,
     user: &User,
-    key: &PublicKey,
+    key: &OfferedKey,
     conn_id: &str,
     peer: &PeerInfo,
     now_unix: i64,
@@ -114,7 +118,7 @@ pub fn find_key(
         max_line: authkeys::MAX_LINE_LEN,
     };
     match command::run(TAG, &av, &runner, &limits) {
-        Ok(out) => authkeys::find_key_in_output(&out, TAG, key, peer, now_unix),
+        Ok(out) => authkeys::find_key_in_output(&out, TAG, key, &user.name, peer, now_unix),
         Err(e) => fail(e),
     }
 }
@@ -132,7 +136,7 @@ mod tests {
 
     #[test]
     fn argv_as_sshd_builds_it() {
-        let key = PrivateKey::generate(KeyType::Ed25519).unwrap().public_key();
+        let key = OfferedKey::Plain(PrivateKey::generate(KeyType::Ed25519).unwrap().public_key());
         let u = root();
         // Without arguments: the user name.
         assert_eq!(

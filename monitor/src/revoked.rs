@@ -9,12 +9,15 @@
 //! or does not parse (a malformed KRL, a line that is not a key) revokes
 //! every key: a revocation list that cannot be honoured must not let keys
 //! through. In a plain list, lines of key types resshd does not know
-//! (ssh-dss, certificates) count as such errors. A listed key revokes the
-//! key itself, and any certificate whose CA it is.
+//! (ssh-dss) count as such errors. A listed key revokes the key itself,
+//! its certificates, and any certificate whose CA it is; a listed
+//! certificate revokes its key (sshd compares public parts).
 
 use std::io::Read;
 use std::path::Path;
 
+use ressh_proto::cert::Certificate;
+use ressh_proto::conn::OfferedKey;
 use ressh_proto::keys::PublicKey;
 use ressh_proto::krl::{self, CertFacts, Krl};
 
@@ -41,9 +44,11 @@ pub fn check(path: &Path, key: &PublicKey, cert: Option<&CertFacts<'_>>) -> Resu
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (listed, _) = PublicKey::from_openssh(line.trim_end())
-            .map_err(|e| format!("line {}: not a public key resshd knows: {e}", n + 1))?;
-        let listed = listed.to_blob();
+        let listed = match PublicKey::from_openssh(line.trim_end()) {
+            Ok((k, _)) => k.to_blob(),
+            Err(e) => certified_key(line)
+                .ok_or_else(|| format!("line {}: not a public key resshd knows: {e}", n + 1))?,
+        };
         if listed == blob || cert.is_some_and(|c| c.ca_key_blob == listed) {
             return Ok(true);
         }
@@ -51,16 +56,24 @@ pub fn check(path: &Path, key: &PublicKey, cert: Option<&CertFacts<'_>>) -> Resu
     Ok(false)
 }
 
-/// The revocation check of a login: None if `key` may be used, else the
-/// message to log. For certificates, the certificate path calls this with
-/// the certificate's facts.
-pub fn refusal(
-    path: Option<&Path>,
-    key: &PublicKey,
-    cert: Option<&CertFacts<'_>>,
-) -> Option<String> {
+/// The revocation check of a login (`auth_key_is_revoked()` of the key,
+/// and for a certificate of its CA key too): None if `key` may be used,
+/// else the message to log.
+pub fn refusal(path: Option<&Path>, offered: &OfferedKey) -> Option<String> {
     let path = path?;
-    match check(path, key, cert) {
+    let (key, ca_blob) = match offered {
+        OfferedKey::Plain(k) => (k, None),
+        OfferedKey::Cert(c) => (&c.key, Some(c.signature_key.to_blob())),
+    };
+    let facts = match (offered, &ca_blob) {
+        (OfferedKey::Cert(c), Some(ca)) => Some(CertFacts {
+            ca_key_blob: ca,
+            serial: c.serial,
+            key_id: c.key_id.as_bytes(),
+        }),
+        _ => None,
+    };
+    match check(path, key, facts.as_ref()) {
         Ok(false) => None,
         Ok(true) => Some(format!(
             "Authentication key {} {} revoked by file {}",
@@ -74,5 +87,27 @@ pub fn refusal(
             key.fingerprint(),
             path.display()
         )),
+    }
+}
+
+/// The certified key of a certificate line (`type base64 [comment]`): a
+/// listed certificate revokes its key, as sshd compares public parts.
+fn certified_key(line: &str) -> Option<Vec<u8>> {
+    let mut fields = line.split([' ', '\t']).filter(|f| !f.is_empty());
+    let (ty, b64) = (fields.next()?, fields.next()?);
+    if !ressh_proto::cert::is_cert_name(ty.as_bytes()) {
+        return None;
+    }
+    let blob = openssl::base64::decode_block(b64).ok()?;
+    let cert = Certificate::from_blob(&blob).ok()?;
+    (cert.type_name() == ty).then(|| cert.key.to_blob())
+}
+
+/// A key blob a login used (as it was offered): a plain key or a
+/// certificate.
+pub fn offered_key(blob: &[u8]) -> ressh_proto::Result<OfferedKey> {
+    match PublicKey::from_blob(blob) {
+        Ok(k) => Ok(OfferedKey::Plain(k)),
+        Err(_) => Ok(OfferedKey::Cert(Box::new(Certificate::from_blob(blob)?))),
     }
 }

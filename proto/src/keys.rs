@@ -669,7 +669,7 @@ fn sk_application(app: &[u8]) -> Result<Vec<u8>> {
 
 /// Canonical base64 only: the input must be exactly what encoding the
 /// decoded bytes gives back (padding present, no stray characters or bits).
-fn b64_decode_strict(s: &str) -> Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn b64_decode_strict(s: &str) -> Result<Zeroizing<Vec<u8>>> {
     let ok_char = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=';
     if s.is_empty() || !s.len().is_multiple_of(4) || !s.bytes().all(ok_char) {
         return Err(Error::Malformed("base64"));

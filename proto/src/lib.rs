@@ -3,6 +3,7 @@
 //! Bytes and the current time go in; bytes to send, events and the next
 //! deadline come out. No sockets, threads or clock reads live here.
 
+pub mod cert;
 pub mod cipher;
 pub mod conn;
 pub mod error;
@@ -17,7 +18,7 @@ pub mod wire;
 pub mod transport;
 
 pub use conn::{
-    AuthAttempt, ClientReconnect, Config, Connection, Event, ReconnectRequest, Refused, Role,
-    ServerReconnect, SignRequest, Stats,
+    AuthAttempt, ClientReconnect, Config, Connection, Event, OfferedKey, ReconnectRequest, Refused,
+    Role, ServerReconnect, SignRequest, Stats,
 };
 pub use error::{Error, Result};

@@ -40,6 +40,26 @@ pub fn ssh_keygen(dir: &Path, kind: &str, passphrase: &str) -> (PathBuf, String)
     (private, line)
 }
 
+/// Certifies the public key of `private` (its `.pub`) with the CA private
+/// key `ca` by `ssh-keygen -s`, adding `args` (`-I id`, `-n principals`,
+/// `-V validity`, `-O option`, `-h` for a host certificate, `-z serial`,
+/// `-t rsa-sha2-256` for an RSA CA's signature algorithm ...). Returns the
+/// certificate's path (`<private>-cert.pub`) and its line. Panics on failure.
+pub fn ssh_keygen_sign(ca: &Path, private: &Path, args: &[&str]) -> (PathBuf, String) {
+    let mut cmd = Command::new(require_cmd("ssh-keygen"));
+    cmd.args(["-q", "-s"])
+        .arg(ca)
+        .args(args)
+        .arg(pub_path(private));
+    run_ok(&mut cmd);
+    let mut cert = private.as_os_str().to_owned();
+    cert.push("-cert.pub");
+    let cert = PathBuf::from(cert);
+    let line =
+        read_pub(&cert).unwrap_or_else(|e| panic!("ssh-keygen wrote no {}: {e}", cert.display()));
+    (cert, line)
+}
+
 /// `<private>.pub`.
 pub(crate) fn pub_path(private: &Path) -> PathBuf {
     let mut p = private.as_os_str().to_owned();

@@ -34,7 +34,7 @@ pub use cmd::{
     run_with_stdin, which, DEFAULT_TIMEOUT,
 };
 pub use debroot::{debootstrap, host_suite_and_mirror, SYSTEM_PATH};
-pub use keys::ssh_keygen;
+pub use keys::{ssh_keygen, ssh_keygen_sign};
 pub use netns::{require_netns, Loopback, Net};
 pub use newssh::{NewSsh, NEW_SSH_ROOT};
 pub use relay::DelayRelay;

@@ -26,6 +26,7 @@
 //! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
+//! | issue 16: OpenSSH user and host certificates (stock ssh-keygen -s and ssh) | `certs` |
 //! | issue 16: AuthorizedKeysCommand (as sshd runs it, and bounded) and RevokedKeys (lists, KRLs) | `keys_command` |
 //!
 //! | issue 13 hole | module |
@@ -57,6 +58,7 @@ mod a_long;
 
 mod attacks;
 mod backpressure;
+mod certs;
 mod detach;
 mod disruptions;
 mod hostile_user;

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::keywords::{self, host_key_algs, user_key_algs, Check, Imp, Kind};
+use super::keywords::{self, ca_signature_algs, host_key_algs, user_key_algs, Check, Imp, Kind};
 use super::raw::{Raw, Value, MAX_PORTS};
 use super::values::{
     is_none_word, parse_flag, parse_int, parse_port, parse_size, split_match_words,
@@ -655,6 +655,22 @@ impl Parser {
                 Value::AuthorizedKeysCommandUser(a.one()?.to_string())
             }
             Imp::RevokedKeys => Value::RevokedKeys(derelativise(a.one()?)?),
+            Imp::TrustedUserCaKeys => Value::TrustedUserCaKeys(derelativise(a.one()?)?),
+            Imp::AuthorizedPrincipalsFile => {
+                let f = a.one()?;
+                Value::AuthorizedPrincipalsFile(if is_none_word(f) {
+                    None
+                } else {
+                    Some(tilde_expand(f, None)?)
+                })
+            }
+            Imp::CaSignatureAlgorithms => {
+                Value::CaSignatureAlgorithms(self.algorithms(at, a, AlgSet::CaKey)?)
+            }
+            Imp::HostCertificate => match derelativise(a.one()?)? {
+                Some(p) => Value::HostCertificate(p),
+                None => return Err("HostCertificate none: a file name is needed".into()),
+            },
             Imp::AcceptEnv => {
                 let list = a.some()?;
                 if list.iter().any(|e| e.contains('=')) {
@@ -904,6 +920,7 @@ enum AlgSet {
     Kex,
     Key,
     UserKey,
+    CaKey,
 }
 
 impl AlgSet {
@@ -940,6 +957,12 @@ impl AlgSet {
             ),
             AlgSet::UserKey => (
                 s(user_key_algs()),
+                keywords::OPENSSH_KEY_ALGS,
+                "key algorithm",
+                true,
+            ),
+            AlgSet::CaKey => (
+                s(ca_signature_algs()),
                 keywords::OPENSSH_KEY_ALGS,
                 "key algorithm",
                 true,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::keywords::{host_key_algs, user_key_algs};
+use super::keywords::{ca_signature_algs, host_key_algs, user_key_algs};
 use super::{
     AddressFamily, ChannelTimeout, Forwarding, GatewayPorts, ListenAddress, LogLevel, MaxStartups,
     PermitList, PermitRootLogin, PermitUserEnvironment, PubkeyAuthOptions, Settings, Subsystem,
@@ -79,6 +79,12 @@ pub(crate) enum Value {
     RekeyLimit(u64, Option<Duration>),
     RequiredRsaSize(u32),
     ChannelTimeout(Vec<ChannelTimeout>),
+    /// None for `none`.
+    TrustedUserCaKeys(Option<PathBuf>),
+    /// None for `none`; tokens kept.
+    AuthorizedPrincipalsFile(Option<String>),
+    CaSignatureAlgorithms(Vec<String>),
+    HostCertificate(PathBuf),
     UnusedConnectionTimeout(Option<Duration>),
     VersionAddendum(String),
     PrivilegeSeparationUser(String),
@@ -127,6 +133,10 @@ pub(crate) struct Raw {
     pubkey_authentication: Option<bool>,
     pubkey_auth_options: Option<PubkeyAuthOptions>,
     pubkey_accepted_algorithms: Option<Vec<String>>,
+    trusted_user_ca_keys: Option<Option<PathBuf>>,
+    authorized_principals_file: Option<Option<String>>,
+    ca_signature_algorithms: Option<Vec<String>>,
+    host_certificates: Vec<PathBuf>,
     password_authentication: Option<bool>,
     kbd_interactive_authentication: Option<bool>,
     permit_empty_passwords: Option<bool>,
@@ -213,6 +223,10 @@ impl Raw {
             Value::PubkeyAuthOptions(x) => first(&mut self.pubkey_auth_options, x),
             Value::PubkeyAcceptedAlgorithms(x) => first(&mut self.pubkey_accepted_algorithms, x),
             Value::HostKeyAlgorithms(x) => first(&mut self.host_key_algorithms, x),
+            Value::TrustedUserCaKeys(x) => first(&mut self.trusted_user_ca_keys, x),
+            Value::AuthorizedPrincipalsFile(x) => first(&mut self.authorized_principals_file, x),
+            Value::CaSignatureAlgorithms(x) => first(&mut self.ca_signature_algorithms, x),
+            Value::HostCertificate(x) => self.host_certificates.push(x),
             Value::PasswordAuthentication(x) => first(&mut self.password_authentication, x),
             Value::KbdInteractiveAuthentication(x) => {
                 first(&mut self.kbd_interactive_authentication, x)
@@ -299,6 +313,15 @@ impl Raw {
         over(
             &mut self.pubkey_accepted_algorithms,
             &m.pubkey_accepted_algorithms,
+        );
+        over(&mut self.trusted_user_ca_keys, &m.trusted_user_ca_keys);
+        over(
+            &mut self.authorized_principals_file,
+            &m.authorized_principals_file,
+        );
+        over(
+            &mut self.ca_signature_algorithms,
+            &m.ca_signature_algorithms,
         );
         over(
             &mut self.password_authentication,
@@ -475,6 +498,12 @@ impl Raw {
             pubkey_accepted_algorithms: self
                 .pubkey_accepted_algorithms
                 .unwrap_or_else(|| names(&user_key_algs())),
+            trusted_user_ca_keys: self.trusted_user_ca_keys.unwrap_or(None),
+            authorized_principals_file: self.authorized_principals_file.unwrap_or(None),
+            ca_signature_algorithms: self
+                .ca_signature_algorithms
+                .unwrap_or_else(|| names(&ca_signature_algs())),
+            host_certificates: self.host_certificates,
             password_authentication: self.password_authentication.unwrap_or(true),
             kbd_interactive_authentication: self.kbd_interactive_authentication.unwrap_or(true),
             permit_empty_passwords: self.permit_empty_passwords.unwrap_or(false),

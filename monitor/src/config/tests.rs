@@ -876,9 +876,7 @@ fn unknown_refused_deprecated() {
     assert!(e.lines().next().unwrap().starts_with("test.conf:1:"));
     for refused in [
         "ChrootDirectory /srv/%u",
-        "AuthorizedPrincipalsFile /etc/p",
         "AuthorizedPrincipalsCommand /usr/bin/p",
-        "TrustedUserCAKeys /etc/ca.pub",
         "HostbasedAuthentication yes",
         "GSSAPIAuthentication yes",
         "KerberosAuthentication yes",
@@ -906,7 +904,6 @@ fn unknown_refused_deprecated() {
         "Compression delayed",
         "GSSAPIAuthentication no",
         "IPQoS lowdelay throughput",
-        "HostCertificate /etc/cert",
         "FingerprintHash md5",
     ] {
         let c = parse(ignored);
@@ -1057,16 +1054,30 @@ fn algorithm_modifiers() {
     // Wildcards: refused in cipher/MAC/kex lists (sshd too), allowed in key
     // algorithm lists, expanded in our preference order.
     parse_err("Ciphers aes*");
+    // (Patterns match the certificate algorithms too, as in sshd.)
     assert_eq!(
         g("HostKeyAlgorithms rsa-sha2-*").host_key_algorithms,
-        vec!["rsa-sha2-512", "rsa-sha2-256"]
+        vec![
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
     );
     assert_eq!(
         g("PubkeyAcceptedAlgorithms ^rsa-*,ssh-ed25519").pubkey_accepted_algorithms,
         vec![
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
             "rsa-sha2-512",
             "rsa-sha2-256",
             "ssh-ed25519",
+            "ssh-ed25519-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+            "sk-ssh-ed25519-cert-v01@openssh.com",
+            "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
             "ecdsa-sha2-nistp256",
             "ecdsa-sha2-nistp384",
             "ecdsa-sha2-nistp521",
@@ -1076,13 +1087,22 @@ fn algorithm_modifiers() {
     );
     assert_eq!(
         g("HostKeyAlgorithms -ecdsa*").host_key_algorithms,
-        vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+        vec![
+            "ssh-ed25519-cert-v01@openssh.com",
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
+            "ssh-ed25519",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
     );
     // Security keys sign as users, never as hosts.
     assert!(parse_err("HostKeyAlgorithms sk-*").contains("names no key algorithm"));
     assert_eq!(
         g("PubkeyAcceptedAlgorithms sk-*").pubkey_accepted_algorithms,
         vec![
+            "sk-ssh-ed25519-cert-v01@openssh.com",
+            "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
             "sk-ssh-ed25519@openssh.com",
             "sk-ecdsa-sha2-nistp256@openssh.com"
         ]
@@ -1095,6 +1115,14 @@ fn algorithm_modifiers() {
         c.resolve(&ctx(Some("x"), &[], None, None))
             .pubkey_accepted_algorithms,
         vec![
+            "ssh-ed25519-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+            "sk-ssh-ed25519-cert-v01@openssh.com",
+            "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
             "ecdsa-sha2-nistp256",
             "ecdsa-sha2-nistp384",
             "ecdsa-sha2-nistp521",
@@ -1637,4 +1665,70 @@ fn tcp_keep_alive_global_default_yes() {
     );
     parse_err("TCPKeepAlive maybe");
     parse_err("Match User x\nTCPKeepAlive no");
+}
+
+#[test]
+fn certificate_keywords() {
+    let s = g("TrustedUserCAKeys /etc/ressh/ca.pub\nAuthorizedPrincipalsFile .ssh/principals_%u\n\
+               CASignatureAlgorithms ssh-ed25519,rsa-sha2-*\nHostCertificate /etc/ressh/host-cert.pub\n\
+               HostCertificate /etc/ressh/rsa-cert.pub");
+    assert_eq!(
+        s.trusted_user_ca_keys.as_deref(),
+        Some(Path::new("/etc/ressh/ca.pub"))
+    );
+    assert_eq!(
+        s.authorized_principals_file.as_deref(),
+        Some(".ssh/principals_%u")
+    );
+    assert_eq!(
+        s.ca_signature_algorithms,
+        vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+    );
+    assert_eq!(
+        s.host_certificates,
+        vec![
+            PathBuf::from("/etc/ressh/host-cert.pub"),
+            PathBuf::from("/etc/ressh/rsa-cert.pub")
+        ]
+    );
+    let d = s.dump();
+    for want in [
+        "trustedusercakeys /etc/ressh/ca.pub\n",
+        "authorizedprincipalsfile .ssh/principals_%u\n",
+        "casignaturealgorithms ssh-ed25519,rsa-sha2-512,rsa-sha2-256\n",
+        "hostcertificate /etc/ressh/host-cert.pub\n",
+    ] {
+        assert!(d.contains(want), "{want:?} in\n{d}");
+    }
+    // Defaults: none, and sshd's CA signature algorithms (no SHA-1 RSA, no
+    // certificate algorithms).
+    let d = g("");
+    assert_eq!(d.trusted_user_ca_keys, None);
+    assert_eq!(d.authorized_principals_file, None);
+    assert!(d.host_certificates.is_empty());
+    assert_eq!(
+        d.ca_signature_algorithms,
+        vec![
+            "ssh-ed25519",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
+    );
+    assert!(
+        parse_err("CASignatureAlgorithms ssh-ed25519-cert-v01@openssh.com")
+            .contains("not supported")
+    );
+    // Per user in Match blocks; `none` turns them off there.
+    let c = parse(
+        "TrustedUserCAKeys /etc/ca.pub\nMatch User x\n TrustedUserCAKeys none\n AuthorizedPrincipalsFile none",
+    );
+    let x = c.resolve(&ctx(Some("x"), &[], None, None));
+    assert_eq!(x.trusted_user_ca_keys, None);
+    assert_eq!(x.authorized_principals_file, None);
+    assert!(parse_err("Match User x\n HostCertificate /etc/c").contains("HostCertificate"));
 }
