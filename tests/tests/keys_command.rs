@@ -19,6 +19,11 @@
 //!   missing file and a list with a line that is no key: for each, which
 //!   of two keys logs in is the same under resshd as under sshd (and is
 //!   what sshd(8) documents).
+//! - `revoked_certificates_as_sshd`: user certificates of a trusted CA
+//!   (TrustedUserCAKeys), revoked by KRLs `ssh-keygen -k -s CA` made (a
+//!   serial; a key id), by a KRL listing the CA key, and by a plain list
+//!   holding one certificate: which certificate logs in is the same under
+//!   resshd as under sshd.
 //! - `a_key_revoked_while_detached_resumes_nothing` (namespaces): a ressh
 //!   session resumes after a cut; its key is then listed in RevokedKeys and
 //!   the connection cut again: the reconnect is refused, resshd logs that
@@ -441,6 +446,101 @@ fn revoked_keys_as_sshd() {
     let log = resshd.log();
     assert!(log.contains("revoked by file"), "{log}");
     assert!(log.contains("Error checking authentication key"), "{log}");
+}
+
+#[test]
+fn revoked_certificates_as_sshd() {
+    let dir = TempDir::new("e2e-revoked-certs");
+    let user = TestUser::create("krlc");
+    let (ca, ca_line) = ssh_keygen(dir.path(), "ed25519", "");
+    let ca_pub = format!("{}.pub", ca.display());
+    // Two keys no authorized_keys lists, each with a certificate.
+    let certified: Vec<(PathBuf, String)> = [("5", "one"), ("6", "two")]
+        .iter()
+        .map(|(serial, id)| {
+            let (key, _) = ssh_keygen(dir.path(), "ecdsa", "");
+            let (_, line) = ressh_testkit::ssh_keygen_sign(
+                &ca,
+                &key,
+                &["-I", id, "-n", &user.name, "-z", serial],
+            );
+            (key, line)
+        })
+        .collect();
+    let revoked = dir.join("revoked");
+    let config = format!(
+        "TrustedUserCAKeys {ca_pub}\nRevokedKeys {}\n",
+        revoked.display()
+    );
+    let resshd = Resshd::start(&resshd_bin(), &config);
+    let sshd = Sshd::start(&config);
+    let keygen = require_cmd("ssh-keygen");
+    let krl = |spec: &str, ca: bool| {
+        let s = dir.join("spec");
+        fs::write(&s, spec).unwrap();
+        let _ = fs::remove_file(&revoked);
+        let mut cmd = Command::new(&keygen);
+        cmd.args(["-q", "-k", "-f"]).arg(&revoked);
+        if ca {
+            cmd.arg("-s").arg(&ca_pub);
+        }
+        run_ok(cmd.arg(&s));
+    };
+    type Setup<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Setup, [bool; 2])> = vec![
+        ("empty KRL", Box::new(|| krl("", true)), [true, true]),
+        (
+            "KRL of serial 5",
+            Box::new(|| krl("serial: 5\n", true)),
+            [false, true],
+        ),
+        (
+            "KRL of key id two",
+            Box::new(|| krl("id: two\n", true)),
+            [true, false],
+        ),
+        (
+            "KRL of the CA key",
+            Box::new(|| krl(&format!("{ca_line}\n"), false)),
+            [false, false],
+        ),
+        (
+            "plain list of certificate one",
+            Box::new(|| fs::write(&revoked, format!("{}\n", certified[0].1)).unwrap()),
+            [false, true],
+        ),
+    ];
+    let resshd_known = known_hosts_at(&resshd, resshd.port());
+    for (what, setup, want) in &cases {
+        setup();
+        for (tag, port, known) in [
+            ("sshd", sshd.port(), sshd.known_hosts()),
+            ("resshd", resshd.port(), resshd_known.clone()),
+        ] {
+            let got: Vec<bool> = certified
+                .iter()
+                .map(|(k, _)| {
+                    ssh_login(&dir, port, &known, &user, k, "true")
+                        .status
+                        .success()
+                })
+                .collect();
+            assert_eq!(
+                got,
+                want,
+                "{what}: {tag} let in [one, two] = {got:?}\n{}",
+                if tag == "resshd" {
+                    resshd.log()
+                } else {
+                    sshd.log()
+                }
+            );
+        }
+        report(
+            "revoked_keys",
+            &format!("certificates, {what}: [one, two] in = {want:?}, as sshd"),
+        );
+    }
 }
 
 #[test]
