@@ -9,9 +9,10 @@
 //! comments; `#` is an ordinary character). In every argument but the first
 //! these tokens are expanded: `%%` a percent sign, `%C` the connection
 //! ("local-address local-port remote-address remote-port"), `%D` the
-//! routing domain (always empty), `%f` the key's SHA256 fingerprint, `%h`
-//! the user's home directory, `%k` the key in base64, `%t` its type, `%U`
-//! the user's uid, `%u` the user name; any other token makes the command
+//! routing domain (always empty), `%f` the key's SHA256 fingerprint (a
+//! certificate's: its key's), `%h` the user's home directory, `%k` the key
+//! (or certificate) in base64, `%t` its type, `%U` the user's uid, `%u` the
+//! user name; any other token makes the command
 //! unusable. A command without arguments gets the user name as its only
 //! argument. AuthorizedKeysCommandUser may contain `%u`.
 //!
