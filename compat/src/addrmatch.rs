@@ -167,6 +167,35 @@ pub fn addr_match_list(addr: Option<IpAddr>, list: &str) -> AddrMatch {
     ret
 }
 
+/// Longest entry of a CIDR-only list (OpenSSH's INET6_ADDRSTRLEN + 3).
+const MAX_CIDR_ENTRY: usize = 46 + 3;
+
+/// Matches an address against a list of CIDR networks and addresses only,
+/// no patterns and no negation (OpenSSH's `addr_match_cidr_list`, for
+/// certificates' `source-address`). [`AddrMatch::Match`] when `addr` is in
+/// one of them; [`AddrMatch::Invalid`] for a malformed list (an empty entry, other characters than hex
+/// digits, `.`, `:` and `/`, an overlong entry, a network with bits set
+/// beyond its mask). With `addr` None only the list is checked.
+pub fn addr_match_cidr_list(addr: Option<IpAddr>, list: &str) -> AddrMatch {
+    let addr = addr.map(normalize_addr);
+    let mut found = AddrMatch::NoMatch;
+    for entry in list.split(',') {
+        let ok_char = |c: char| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/');
+        if entry.is_empty() || entry.len() > MAX_CIDR_ENTRY || !entry.chars().all(ok_char) {
+            return AddrMatch::Invalid;
+        }
+        match parse_cidr(entry) {
+            Cidr::Net(net, len) => {
+                if addr.is_some_and(|a| addr_in_net(a, net, len)) {
+                    found = AddrMatch::Match;
+                }
+            }
+            Cidr::Invalid | Cidr::NotCidr => return AddrMatch::Invalid,
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +218,36 @@ mod tests {
         assert_eq!(parse_cidr("::/0"), Cidr::Net(ip("::"), 0));
         assert_eq!(parse_cidr("0.0.0.0/0"), Cidr::Net(ip("0.0.0.0"), 0));
         assert_eq!(parse_cidr("fe80::1%eth0"), Cidr::Net(ip("fe80::1"), 128));
+    }
+
+    #[test]
+    fn cidr_only_lists() {
+        let a = Some(ip("198.18.0.7"));
+        assert_eq!(addr_match_cidr_list(a, "198.18.0.0/15"), AddrMatch::Match);
+        assert_eq!(
+            addr_match_cidr_list(a, "127.0.0.1,198.18.0.7"),
+            AddrMatch::Match
+        );
+        assert_eq!(addr_match_cidr_list(a, "127.0.0.0/8"), AddrMatch::NoMatch);
+        let mapped = Some(ip("::ffff:198.18.0.7"));
+        assert_eq!(
+            addr_match_cidr_list(mapped, "198.18.0.0/16"),
+            AddrMatch::Match
+        );
+        assert_eq!(
+            addr_match_cidr_list(None, "::1,10.0.0.0/8"),
+            AddrMatch::NoMatch
+        );
+        for bad in [
+            "",
+            "1.2.3.4,",
+            "198.18.0.*",
+            "!1.2.3.4",
+            "10.0.0.1/8",
+            "host",
+        ] {
+            assert_eq!(addr_match_cidr_list(a, bad), AddrMatch::Invalid, "{bad:?}");
+        }
     }
 
     #[test]

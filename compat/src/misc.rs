@@ -42,11 +42,17 @@ pub fn split_keyword(line: &str) -> Result<Option<(&str, &str)>, String> {
 }
 
 /// Splits arguments like OpenSSH's `argv_split(..., terminate_on_comment=1)`
-/// (ssh_config and sshd_config values):
-/// whitespace separates, `"` and `'` quote (also mid-word), a backslash
-/// escapes a quote, a backslash or (outside quotes) a space, and a `#` at
-/// the start of a word ends the line.
+/// (ssh_config and sshd_config values): see [`split_args`].
 pub fn argv_split(s: &str) -> Result<Vec<String>, String> {
+    split_args(s, true)
+}
+
+/// OpenSSH's `argv_split()`: whitespace separates, `"` and `'` quote (also
+/// mid-word), a backslash escapes a quote, a backslash or (outside quotes)
+/// a space, and with `terminate_on_comment` a `#` at the start of a word
+/// ends the line (sshd splits its command lines, AuthorizedKeysCommand,
+/// without).
+pub fn split_args(s: &str, terminate_on_comment: bool) -> Result<Vec<String>, String> {
     let b: Vec<char> = s.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -55,7 +61,7 @@ pub fn argv_split(s: &str) -> Result<Vec<String>, String> {
             i += 1;
             continue;
         }
-        if b[i] == '#' {
+        if terminate_on_comment && b[i] == '#' {
             break;
         }
         let mut arg = String::new();

@@ -343,7 +343,7 @@ fn run() -> Result<(), Error> {
                 AuthVerdict::PkOk => {
                     let (alg, blob) =
                         pk.ok_or(Error::Monitor("PkOk for a request that was no key query"))?;
-                    let key = PublicKey::from_blob(&blob)?;
+                    let key = ressh_proto::OfferedKey::from_blob(&alg, &blob)?;
                     conn.auth_pk_ok(&alg, &key)?;
                 }
                 AuthVerdict::Disconnect(text) => {

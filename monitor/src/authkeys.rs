@@ -30,8 +30,12 @@
 //!   accepts), ecdsa-sha2-nistp256/384/521 and the FIDO security keys
 //!   sk-ssh-ed25519@openssh.com and sk-ecdsa-sha2-nistp256@openssh.com.
 //!   Lines of other types are skipped with a reason.
-//! - Certificates are not supported: `cert-authority` lines are skipped, and
-//!   so are lines with `principals=` (which OpenSSH refuses on non-CA keys).
+//! - Certificates (PROTOCOL.certkeys, `ressh_proto::cert`) are accepted by
+//!   `cert-authority` lines (with `principals=`), by TrustedUserCAKeys and
+//!   AuthorizedPrincipalsFile ([`ca_in_file`], [`find_principal`]); their
+//!   critical options and extensions become key options
+//!   ([`cert_options`]) merged with the line's as sshd merges them
+//!   ([`merge_options`]).
 //! - Addresses in patterns are parsed strictly (dotted-quad IPv4, IPv6
 //!   without a `%scope`); OpenSSH's getaddrinfo() also takes shorthand IPv4
 //!   such as `127.1`. Such entries are compared as wildcard patterns here.
@@ -61,7 +65,9 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::{geteuid, setfsgid, setfsuid, Gid, Uid};
 
 use ressh_ipc::permit::{HostPattern, HostPort, PortPattern};
+use ressh_proto::cert::{CertKind, Certificate};
 use ressh_proto::keys::{KeyType, PublicKey};
+use ressh_proto::OfferedKey;
 
 use ressh_compat::expand::percent_expand;
 use ressh_compat::misc::a2port;
@@ -122,6 +128,9 @@ pub struct KeyOptions {
     /// `verify-required`: a security key's signature must say the user was
     /// verified (PIN or biometrics).
     pub verify_required: bool,
+    /// A certificate's `source-address` critical option: the CIDR list the
+    /// client's address must be in ([`cert_source_allowed`]).
+    pub source_address: Option<String>,
 }
 
 /// One usable authorized_keys line.
@@ -130,6 +139,10 @@ pub struct AuthorizedKey {
     pub key: PublicKey,
     pub options: KeyOptions,
     pub comment: String,
+    /// `cert-authority`: the key signs user certificates.
+    pub cert_authority: bool,
+    /// `principals="list"` of a cert-authority line.
+    pub principals: Option<String>,
 }
 
 /// The connecting peer, for `from=` and `user@host` patterns.
@@ -700,16 +713,15 @@ fn parse_line_bytes(line: &[u8]) -> Result<Option<AuthorizedKey>, String> {
         None => ParsedOptions::default(),
         Some(o) => parse_options(o).map_err(|e| format!("bad key options: {e}"))?,
     };
-    if parsed.cert_authority {
-        return Err("cert-authority key skipped: certificates are not supported".into());
-    }
-    if parsed.principals.is_some() {
+    if parsed.principals.is_some() && !parsed.cert_authority {
         return Err("principals on non-CA key".into());
     }
     Ok(Some(AuthorizedKey {
         key,
         options: parsed.opts,
         comment,
+        cert_authority: parsed.cert_authority,
+        principals: parsed.principals,
     }))
 }
 
@@ -1010,17 +1022,21 @@ fn read_line_bounded<R: BufRead>(
     }
 }
 
-/// auth_check_authkey_line() over one file. Some(line) for the first entry
-/// of `key` that is not expired and whose `from=` admits the peer.
-fn scan_file(
-    f: File,
+/// auth_check_authkey_line() over one file (or a command's output, named
+/// `file` in messages). Some(line) for the first entry of `key` that is not
+/// expired and whose `from=` admits the peer; for a certificate, the first
+/// `cert-authority` entry of its CA that also authorises the certificate
+/// for `user` at `now_unix`, its options then merged with the
+/// certificate's.
+fn scan<R: BufRead>(
+    mut r: R,
     file: &Path,
-    key: &PublicKey,
+    key: &OfferedKey,
+    user: &str,
     peer: &PeerInfo,
     now_unix: i64,
     log: &mut Vec<String>,
 ) -> Option<AuthorizedKey> {
-    let mut r = BufReader::new(f);
     let mut buf = Vec::new();
     let mut lineno: u64 = 0;
     loop {
@@ -1050,47 +1066,141 @@ fn scan_file(
                 continue;
             }
         };
-        if ak.key != *key {
+        // A certificate matches its CA's cert-authority lines only; a plain
+        // key matches lines of that key that are not cert-authority ones.
+        let matches = match key {
+            OfferedKey::Plain(k) => ak.key == *k && !ak.cert_authority,
+            OfferedKey::Cert(c) => ak.key == c.signature_key && ak.cert_authority,
+        };
+        if !matches {
             continue;
         }
         log.push(format!(
-            "{loc}: matching key found: {} {}",
-            key.key_type_name(),
-            key.fingerprint()
+            "{loc}: matching {} found: {} {}",
+            if ak.cert_authority { "CA" } else { "key" },
+            ak.key.key_type_name(),
+            ak.key.fingerprint()
         ));
-        if let Some(exp) = ak.options.expiry_time {
-            if now_unix > 0 && exp < now_unix {
-                log.push(format!("{loc}: entry expired at {}", format_time(exp)));
-                continue;
-            }
+        if !authorise_options(&ak.options, &loc, user, peer, now_unix, log) {
+            continue;
         }
-        if let Some(from) = &ak.options.from {
-            let r = pattern::match_host_and_ip(Some(&peer.host()), Some(peer.ip()), from);
-            if r != Ok(true) {
-                if r.is_err() {
-                    log.push(format!("{loc}: invalid from criteria"));
-                }
+        let OfferedKey::Cert(cert) = key else {
+            return Some(ak);
+        };
+        match cert_authorised_by_line(cert, &ak, user, peer, now_unix, log) {
+            Ok(options) => {
                 log.push(format!(
-                    "{loc}: Authentication tried with correct key but not from a \
-                     permitted host (host={}, ip={}, required={}).",
-                    trunc(&peer.host(), 200),
-                    peer.ip(),
-                    trunc(from, 200)
+                    "Accepted certificate ID \"{}\" (serial {}) signed by CA {} {} found at {loc}",
+                    printable(cert.key_id.as_bytes(), 100),
+                    cert.serial,
+                    ak.key.key_type_name(),
+                    ak.key.fingerprint()
                 ));
-                continue;
+                return Some(AuthorizedKey { options, ..ak });
             }
+            Err(reason) => log.push(format!(
+                "Refusing certificate ID \"{}\" serial={} signed by {} CA {} via {loc}: {reason}",
+                printable(cert.key_id.as_bytes(), 100),
+                cert.serial,
+                ak.key.key_type_name(),
+                ak.key.fingerprint()
+            )),
         }
-        return Some(ak);
     }
+}
+
+/// auth_authorise_keyopts(): an entry's `expiry-time`, `from=` and (for
+/// a certificate's options) `source-address` against the peer. False when
+/// they refuse, with the reasons in `log`.
+fn authorise_options(
+    o: &KeyOptions,
+    loc: &str,
+    user: &str,
+    peer: &PeerInfo,
+    now_unix: i64,
+    log: &mut Vec<String>,
+) -> bool {
+    if let Some(exp) = o.expiry_time {
+        if now_unix > 0 && exp < now_unix {
+            log.push(format!("{loc}: entry expired at {}", format_time(exp)));
+            return false;
+        }
+    }
+    if let Some(from) = &o.from {
+        let r = pattern::match_host_and_ip(Some(&peer.host()), Some(peer.ip()), from);
+        if r != Ok(true) {
+            if r.is_err() {
+                log.push(format!("{loc}: invalid from criteria"));
+            }
+            log.push(format!(
+                "{loc}: Authentication tried with correct key but not from a \
+                 permitted host (host={}, ip={}, required={}).",
+                trunc(&peer.host(), 200),
+                peer.ip(),
+                trunc(from, 200)
+            ));
+            return false;
+        }
+    }
+    if let Some(list) = &o.source_address {
+        if !cert_source_allowed(list, peer.addr) {
+            log.push(format!(
+                "{loc}: Authentication tried for {} with valid certificate but not \
+                 from a permitted source address ({}).",
+                trunc(user, 100),
+                peer.ip()
+            ));
+            return false;
+        }
+    }
+    true
+}
+
+/// The rest of auth_check_authkey_line() for a certificate whose CA the
+/// cert-authority line `ak` names: the certificate's options (authorised
+/// against the peer) merged with the line's, `principals=` or else the
+/// user name among the certificate's principals, and the validity
+/// interval. The merged options, or the reason for refusing.
+fn cert_authorised_by_line(
+    cert: &Certificate,
+    ak: &AuthorizedKey,
+    user: &str,
+    peer: &PeerInfo,
+    now_unix: i64,
+    log: &mut Vec<String>,
+) -> Result<KeyOptions, String> {
+    let certopts = cert_options(cert)?;
+    if !authorise_options(&certopts, "cert", user, peer, now_unix, log) {
+        return Err("Refused by certificate options".into());
+    }
+    let merged = merge_options(&ak.options, &certopts)?;
+    if let Some(list) = &ak.principals {
+        if !list
+            .split(',')
+            .take_while(|e| !e.is_empty())
+            .any(|e| cert.principals.iter().any(|p| p == e))
+        {
+            return Err("Certificate does not contain an authorized principal".into());
+        }
+    }
+    let name = ak.principals.is_none().then_some(user);
+    cert.check_authority(CertKind::User, name, false, false, unix_now(now_unix))?;
+    Ok(merged)
+}
+
+/// Seconds since the epoch as the certificate checks take them.
+fn unix_now(now_unix: i64) -> u64 {
+    u64::try_from(now_unix).unwrap_or(0)
 }
 
 /// Looks `key` up in the user's authorized_keys `files`, in order, as sshd
 /// does: missing files are skipped silently; files that cannot be opened,
 /// are not regular files or fail StrictModes (when `strict_modes`) are
 /// skipped with a message; lines that cannot be used are skipped with a
-/// message. Returns the first line whose key is `key`, that has not expired
-/// at `now_unix` and whose `from=` admits `peer`, with the log messages
-/// gathered on the way (matches that were refused included).
+/// message. Returns the first line whose key is `key` (for a certificate:
+/// a cert-authority line of its CA that authorises it for `user`), that
+/// has not expired at `now_unix` and whose `from=` admits `peer`, with the
+/// log messages gathered on the way (matches that were refused included).
 ///
 /// Files are opened and checked with the user's file system identity
 /// (`uid`, `gid`; see the module documentation) and read line by line, at
@@ -1098,7 +1208,8 @@ fn scan_file(
 #[allow(clippy::too_many_arguments)]
 pub fn find_key(
     files: &[PathBuf],
-    key: &PublicKey,
+    key: &OfferedKey,
+    user: &str,
     uid: u32,
     gid: u32,
     home: &Path,
@@ -1111,11 +1222,324 @@ pub fn find_key(
         let Some(f) = open_key_file(file, uid, gid, home, strict_modes, &mut log) else {
             continue;
         };
-        if let Some(found) = scan_file(f, file, key, peer, now_unix, &mut log) {
+        if let Some(found) = scan(BufReader::new(f), file, key, user, peer, now_unix, &mut log) {
             return (Some(found), log);
         }
     }
     (None, log)
+}
+
+/// Looks `key` up in `text`, an AuthorizedKeysCommand's output, exactly as
+/// [`find_key`] does in a file (`name` stands for the file in messages).
+pub fn find_key_in_output(
+    text: &[u8],
+    name: &str,
+    key: &OfferedKey,
+    user: &str,
+    peer: &PeerInfo,
+    now_unix: i64,
+) -> (Option<AuthorizedKey>, Vec<String>) {
+    let mut log = Vec::new();
+    let found = scan(text, Path::new(name), key, user, peer, now_unix, &mut log);
+    (found, log)
+}
+
+// ---------------------------------------------------------------------------
+// Certificates (auth-options.c, auth2-pubkey.c user_cert_trusted_ca)
+
+/// sshauthopt_from_cert(): a user certificate's critical options and
+/// extensions as key options. The extensions grant (`permit-pty`, ...:
+/// what a certificate lacks is forbidden); an unknown critical option, a
+/// repeated or malformed known one, or a known one with extra data refuses
+/// the certificate; unknown extensions are ignored.
+pub fn cert_options(cert: &Certificate) -> Result<KeyOptions, String> {
+    if cert.kind != CertKind::User {
+        return Err("Invalid certificate options".into());
+    }
+    let mut o = KeyOptions {
+        no_pty: true,
+        no_port_forwarding: true,
+        no_agent_forwarding: true,
+        no_x11_forwarding: true,
+        no_user_rc: true,
+        ..KeyOptions::default()
+    };
+    for e in &cert.extensions {
+        let flag = match e.name.as_str() {
+            "no-touch-required" => &mut o.no_touch_required,
+            "permit-X11-forwarding" => &mut o.no_x11_forwarding,
+            "permit-agent-forwarding" => &mut o.no_agent_forwarding,
+            "permit-port-forwarding" => &mut o.no_port_forwarding,
+            "permit-pty" => &mut o.no_pty,
+            "permit-user-rc" => &mut o.no_user_rc,
+            _ => continue,
+        };
+        if !e.data.is_empty() {
+            return Err(format!(
+                "Certificate option \"{}\" corrupt (extra data)",
+                printable(e.name.as_bytes(), 100)
+            ));
+        }
+        // no-touch-required sets its flag; the permits clear theirs.
+        *flag = e.name == "no-touch-required";
+    }
+    for c in &cert.critical_options {
+        let bad = |what: &str| {
+            format!(
+                "Certificate critical option \"{}\" {what}",
+                printable(c.name.as_bytes(), 100)
+            )
+        };
+        match c.name.as_str() {
+            "verify-required" => {
+                if !c.data.is_empty() {
+                    return Err(bad("corrupt (extra data)"));
+                }
+                o.verify_required = true;
+            }
+            "force-command" => {
+                let v = c.string_value().map_err(|_| bad("is malformed"))?;
+                o.command = Some(v.to_string());
+            }
+            "source-address" => {
+                let v = c.string_value().map_err(|_| bad("is malformed"))?;
+                if ressh_compat::addrmatch::addr_match_cidr_list(None, v)
+                    == ressh_compat::addrmatch::AddrMatch::Invalid
+                {
+                    return Err("Certificate source-address contents invalid".into());
+                }
+                o.source_address = Some(v.to_string());
+            }
+            _ => return Err(bad("is not supported")),
+        }
+    }
+    Ok(o)
+}
+
+/// sshauthopt_merge(): `additional` (a certificate's options) laid under
+/// `primary` (those of the authorized_keys or principals line). Permissions
+/// must be in both, restrictions in either; access lists, environment and
+/// tunnel come from `primary` when it has them; two forced commands must
+/// be the same.
+pub fn merge_options(primary: &KeyOptions, additional: &KeyOptions) -> Result<KeyOptions, String> {
+    let pick = |p: &Option<String>, a: &Option<String>| p.clone().or_else(|| a.clone());
+    let list = |p: &Vec<HostPort>, a: &Vec<HostPort>| {
+        if p.is_empty() {
+            a.clone()
+        } else {
+            p.clone()
+        }
+    };
+    let command = match (&primary.command, &additional.command) {
+        (Some(p), Some(a)) if p != a => {
+            return Err("forced command options do not match".into());
+        }
+        (p, a) => pick(p, a),
+    };
+    let expiry_time = match (primary.expiry_time, additional.expiry_time) {
+        (Some(p), Some(a)) => Some(p.min(a)),
+        (p, a) => p.or(a),
+    };
+    Ok(KeyOptions {
+        from: pick(&primary.from, &additional.from),
+        source_address: pick(&primary.source_address, &additional.source_address),
+        command,
+        environment: if primary.environment.is_empty() {
+            additional.environment.clone()
+        } else {
+            primary.environment.clone()
+        },
+        no_pty: primary.no_pty || additional.no_pty,
+        no_port_forwarding: primary.no_port_forwarding || additional.no_port_forwarding,
+        no_agent_forwarding: primary.no_agent_forwarding || additional.no_agent_forwarding,
+        no_x11_forwarding: primary.no_x11_forwarding || additional.no_x11_forwarding,
+        no_user_rc: primary.no_user_rc || additional.no_user_rc,
+        permitopen: list(&primary.permitopen, &additional.permitopen),
+        permitlisten: list(&primary.permitlisten, &additional.permitlisten),
+        expiry_time,
+        restrict: false,
+        tunnel: primary.tunnel.or(additional.tunnel),
+        no_touch_required: primary.no_touch_required && additional.no_touch_required,
+        verify_required: primary.verify_required || additional.verify_required,
+    })
+}
+
+/// Whether a certificate's `source-address` list admits `addr` (sshd's
+/// addr_match_cidr_list; a malformed list admits nobody).
+pub fn cert_source_allowed(list: &str, addr: IpAddr) -> bool {
+    ressh_compat::addrmatch::addr_match_cidr_list(Some(addr), list).is_match()
+}
+
+/// sshkey_in_file() for TrustedUserCAKeys: whether `ca` is one of the keys
+/// listed in `file` (read as resshd, as sshd reads it; lines that are no
+/// key are skipped with a message).
+pub fn ca_in_file(file: &Path, ca: &PublicKey) -> (bool, Vec<String>) {
+    let mut log = Vec::new();
+    let f = match File::open(file) {
+        Ok(f) => f,
+        Err(e) => {
+            log.push(format!("{}: {e}", file.display()));
+            return (false, log);
+        }
+    };
+    let mut r = BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut lineno = 0u64;
+    loop {
+        match read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN + 2) {
+            Ok(None) => return (false, log),
+            Ok(Some(overlong)) => {
+                lineno += 1;
+                if overlong {
+                    continue;
+                }
+            }
+            Err(e) => {
+                log.push(format!("{}: read error: {e}", file.display()));
+                return (false, log);
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\n' || c == '\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match read_key(line.as_bytes()) {
+            Ok((k, _)) if k == *ca => return (true, log),
+            Ok(_) => {}
+            Err(e) => log.push(format!("{}:{lineno}: {e}", file.display())),
+        }
+    }
+}
+
+/// match_principals_file(): the options of the first line of an
+/// AuthorizedPrincipalsFile (opened as the user, with StrictModes) whose
+/// principal the certificate lists. A line is `[options] principal`;
+/// `#` starts a comment.
+#[allow(clippy::too_many_arguments)]
+pub fn find_principal(
+    file: &Path,
+    cert: &Certificate,
+    uid: u32,
+    gid: u32,
+    home: &Path,
+    strict_modes: bool,
+) -> (Option<KeyOptions>, Vec<String>) {
+    let mut log = Vec::new();
+    let Some(f) = open_key_file(file, uid, gid, home, strict_modes, &mut log) else {
+        return (None, log);
+    };
+    let mut r = BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut lineno = 0u64;
+    loop {
+        match read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN + 2) {
+            Ok(None) => return (None, log),
+            Ok(Some(overlong)) => {
+                lineno += 1;
+                if overlong {
+                    log.push(format!(
+                        "{}:{lineno}: line longer than {MAX_LINE_LEN} bytes, skipped",
+                        file.display()
+                    ));
+                    continue;
+                }
+            }
+            Err(e) => {
+                log.push(format!("{}: read error: {e}", file.display()));
+                return (None, log);
+            }
+        }
+        let loc = format!("{}:{lineno}", file.display());
+        match principals_line(&buf, cert) {
+            Ok(Some(o)) => return (Some(o), log),
+            Ok(None) => {}
+            Err(e) => log.push(format!("{loc}: bad principals options: {e}")),
+        }
+    }
+}
+
+/// auth_check_principals_line() after auth_process_principals()'s
+/// trimming: Some(options) when the line names one of the certificate's
+/// principals.
+fn principals_line(line: &[u8], cert: &Certificate) -> Result<Option<KeyOptions>, &'static str> {
+    // C string functions stop at a NUL byte; `#` starts a comment.
+    let line = line.split(|&b| b == 0).next().unwrap_or_default();
+    let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+    let start = line
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(line.len());
+    let mut line = &line[start..];
+    while let [rest @ .., b'\n' | b'\r' | b' ' | b'\t'] = line {
+        line = rest;
+    }
+    if line.is_empty() {
+        return Ok(None);
+    }
+    // Internal white space: options, then the principal after the last
+    // space (or, without one, the last tab).
+    let cut = line
+        .iter()
+        .rposition(|&b| b == b' ')
+        .or_else(|| line.iter().rposition(|&b| b == b'\t'));
+    let (opts, principal) = match cut {
+        Some(i) => {
+            let p = &line[i..];
+            let p = &p[p.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+            (Some(&line[..i]), p)
+        }
+        None => (None, line),
+    };
+    let parsed = match opts {
+        Some(o) => parse_options(o)?,
+        None => ParsedOptions::default(),
+    };
+    if parsed.cert_authority {
+        return Err("cert-authority flag invalid here");
+    }
+    if parsed.principals.is_some() {
+        return Err("principals on non-CA key");
+    }
+    Ok(cert
+        .principals
+        .iter()
+        .any(|p| p.as_bytes() == principal)
+        .then_some(parsed.opts))
+}
+
+/// The checks of user_cert_trusted_ca() once the CA is trusted: the
+/// principal (the user name, or a principals file's `found` line:
+/// `use_file` says a principals file is configured), the validity
+/// interval, the certificate's options against the peer, merged under the
+/// principals line's. The final options, or the reason for refusing.
+pub fn cert_authorised_by_ca(
+    cert: &Certificate,
+    user: &str,
+    use_file: bool,
+    found: Option<KeyOptions>,
+    peer: &PeerInfo,
+    now_unix: i64,
+    log: &mut Vec<String>,
+) -> Result<KeyOptions, String> {
+    if use_file && found.is_none() {
+        return Err("Certificate does not contain an authorized principal".into());
+    }
+    let name = (!use_file).then_some(user);
+    cert.check_authority(CertKind::User, name, true, false, unix_now(now_unix))?;
+    let certopts = cert_options(cert)?;
+    if !authorise_options(&certopts, "cert", user, peer, now_unix, log) {
+        return Err("Refused by certificate options".into());
+    }
+    match found {
+        None => Ok(certopts),
+        Some(p) => {
+            if !authorise_options(&p, "principals", user, peer, now_unix, log) {
+                return Err("Refused by certificate principals options".into());
+            }
+            merge_options(&p, &certopts)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1569,11 +1993,14 @@ mod tests {
             parse_line(&format!("command=\"oops {line}")),
             Err("invalid key option string".to_string())
         );
-        // Certificates are not supported.
-        let err = parse_line(&format!("cert-authority {line}")).unwrap_err();
-        assert!(err.contains("cert-authority"), "{err}");
+        // principals= only on cert-authority lines.
+        let ak = parse_line(&format!("cert-authority,principals=\"a,b\" {line}"))
+            .unwrap()
+            .unwrap();
+        assert!(ak.cert_authority);
+        assert_eq!(ak.principals.as_deref(), Some("a,b"));
         let err = parse_line(&format!("principals=\"a\" {line}")).unwrap_err();
-        assert!(err.contains("principals"), "{err}");
+        assert!(err.contains("principals on non-CA key"), "{err}");
         // Overlong lines.
         let long = format!("{line} {}", "c".repeat(MAX_LINE_LEN));
         assert!(parse_line(&long).unwrap_err().contains("too long"));
@@ -2004,7 +2431,17 @@ mod tests {
         let files = vec![missing.clone(), ak.clone()];
         let p = peer4([192, 0, 2, 9]);
         let now = 1_800_000_000;
-        let (found, log) = find_key(&files, &k, UID, GID, &home, true, &p, now);
+        let (found, log) = find_key(
+            &files,
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            true,
+            &p,
+            now,
+        );
         let found = found.expect("key found");
         assert_eq!(found.key, k);
         assert_eq!(found.options.command.as_deref(), Some("/bin/true"));
@@ -2029,7 +2466,8 @@ mod tests {
         // From another address the plain line at the end is used.
         let (found, _) = find_key(
             &files,
-            &k,
+            &OfferedKey::Plain(k.clone()),
+            "u",
             UID,
             GID,
             &home,
@@ -2041,22 +2479,53 @@ mod tests {
         // A key that is not there.
         let (absent, _) = publine(KeyType::Ed25519, "absent");
         assert_eq!(
-            find_key(&files, &absent, UID, GID, &home, true, &p, now).0,
+            find_key(
+                &files,
+                &OfferedKey::Plain(absent.clone()),
+                "u",
+                UID,
+                GID,
+                &home,
+                true,
+                &p,
+                now
+            )
+            .0,
             None
         );
         // StrictModes: a group-writable file is refused, unless StrictModes
         // is off.
         chmod(&ak, 0o660);
-        let (found, log) = find_key(&files, &k, UID, GID, &home, true, &p, now);
+        let (found, log) = find_key(
+            &files,
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            true,
+            &p,
+            now,
+        );
         assert!(found.is_none());
         assert!(
             log.iter()
                 .any(|l| l.starts_with("Authentication refused: bad ownership or modes for file")),
             "{log:?}"
         );
-        assert!(find_key(&files, &k, UID, GID, &home, false, &p, now)
-            .0
-            .is_some());
+        assert!(find_key(
+            &files,
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            false,
+            &p,
+            now
+        )
+        .0
+        .is_some());
         chmod(&ak, 0o600);
         // The first file that has the key wins.
         let second = home.join(".ssh/authorized_keys2");
@@ -2065,7 +2534,8 @@ mod tests {
         chmod(&second, 0o600);
         let (found, _) = find_key(
             &[second.clone(), ak.clone()],
-            &k,
+            &OfferedKey::Plain(k.clone()),
+            "u",
             UID,
             GID,
             &home,
@@ -2079,7 +2549,8 @@ mod tests {
         chmod(&second, 0o600);
         let (found, log) = find_key(
             std::slice::from_ref(&second),
-            &k,
+            &OfferedKey::Plain(k.clone()),
+            "u",
             UID,
             GID,
             &home,
@@ -2096,7 +2567,8 @@ mod tests {
         // ... while root's own reads of root's files still work.
         assert!(find_key(
             std::slice::from_ref(&second),
-            &k,
+            &OfferedKey::Plain(k.clone()),
+            "u",
             0,
             0,
             &home,
@@ -2125,14 +2597,34 @@ mod tests {
         let fifo = home.join(".ssh/fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         chown(&fifo, Some(UID), Some(GID)).unwrap();
-        let (found, log) = find_key(&[fifo, ak.clone()], &k, UID, GID, &home, true, &p, 1);
+        let (found, log) = find_key(
+            &[fifo, ak.clone()],
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            true,
+            &p,
+            1,
+        );
         assert!(found.is_some());
         assert!(
             log.iter().any(|l| l.contains("is not a regular file")),
             "{log:?}"
         );
         // A directory neither.
-        let (found, log) = find_key(&[home.join(".ssh")], &k, UID, GID, &home, true, &p, 1);
+        let (found, log) = find_key(
+            &[home.join(".ssh")],
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            true,
+            &p,
+            1,
+        );
         assert!(found.is_none());
         assert!(
             log.iter().any(|l| l.contains("is not a regular file")),
@@ -2141,7 +2633,17 @@ mod tests {
         // Overlong lines are skipped, and reading goes on.
         let long = format!("{}\n{line}\n", "x".repeat(MAX_LINE_LEN + 10));
         fs::write(&ak, long).unwrap();
-        let (found, log) = find_key(std::slice::from_ref(&ak), &k, UID, GID, &home, true, &p, 1);
+        let (found, log) = find_key(
+            std::slice::from_ref(&ak),
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            true,
+            &p,
+            1,
+        );
         assert!(found.is_some());
         assert!(
             log.iter().any(|l| l.contains(":1: line longer than")),
@@ -2149,11 +2651,19 @@ mod tests {
         );
         // A last line without a newline counts.
         fs::write(&ak, &line).unwrap();
-        assert!(
-            find_key(std::slice::from_ref(&ak), &k, UID, GID, &home, true, &p, 1)
-                .0
-                .is_some()
-        );
+        assert!(find_key(
+            std::slice::from_ref(&ak),
+            &OfferedKey::Plain(k.clone()),
+            "u",
+            UID,
+            GID,
+            &home,
+            true,
+            &p,
+            1
+        )
+        .0
+        .is_some());
     }
 
     #[test]

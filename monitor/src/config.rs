@@ -61,6 +61,8 @@
 //! | AuthenticationMethods (M) | `authentication_methods` | any |
 //! | MaxAuthTries (M), MaxSessions (M) | `max_auth_tries`, `max_sessions` | 6, 10 |
 //! | AuthorizedKeysFile (M) | `authorized_keys_files` | .ssh/authorized_keys .ssh/authorized_keys2; tokens kept, see [`crate::authkeys::expand_authorized_keys_path`] |
+//! | AuthorizedKeysCommand (M), AuthorizedKeysCommandUser (M) | `authorized_keys_command`, `authorized_keys_command_user` | none; run by the monitor, bounded, see [`crate::keys_command`]; the command without its user is refused globally, as sshd |
+//! | RevokedKeys (M) | `revoked_keys` | none; a plain key list or a KRL, see [`crate::revoked`] |
 //! | RequiredRSASize (M) | `required_rsa_size` | 1024 (`ressh_proto` refuses < 2048 regardless) |
 //! | Banner (M) | `banner` | none |
 //! | AllowUsers / DenyUsers / AllowGroups / DenyGroups (M) | `allow_users` ... | accumulate; a Match block's list replaces the global one |
@@ -113,7 +115,7 @@
 //! GSSAPIUseSessionCredCache, LogVerbose, PubkeyAuthOptions (no FIDO keys
 //! are accepted at all), CASignatureAlgorithms, SecurityKeyProvider,
 //! HostCertificate, ExposeAuthInfo, FingerprintHash, DebianBanner,
-//! AuthorizedKeysCommandUser, AuthorizedPrincipalsCommandUser.
+//! AuthorizedPrincipalsCommandUser.
 //!
 //! **Ignored at one value, refused at any other** (an error naming the
 //! keyword and the reason): ignoring these would weaken security or
@@ -124,9 +126,7 @@
 //! | UseDNS | no | host-name patterns (`DenyUsers u@*.example`, `Match Host`) would silently stop matching |
 //! | HostbasedAuthentication, KerberosAuthentication, GSSAPIAuthentication, GSSAPIKeyExchange | no | users relying on them would be locked out without a hint |
 //! | PermitTunnel | no | no tun/tap forwarding |
-//! | AuthorizedKeysCommand | none | the command may be where keys are revoked |
 //! | AuthorizedPrincipalsFile, AuthorizedPrincipalsCommand, TrustedUserCAKeys | none | no certificate authentication |
-//! | RevokedKeys | none | a revocation list we cannot honour |
 //! | HostKeyAgent | none | host keys must be private key files |
 //!
 //! **Refused**: RDomain (as sshd on Linux).
@@ -409,6 +409,17 @@ pub struct Settings {
     pub pubkey_authentication: bool,
     pub pubkey_auth_options: PubkeyAuthOptions,
     pub pubkey_accepted_algorithms: Vec<String>,
+    /// TrustedUserCAKeys: CA keys trusted to sign user certificates for
+    /// any user (whose name the certificate must list, unless
+    /// AuthorizedPrincipalsFile says otherwise).
+    pub trusted_user_ca_keys: Option<PathBuf>,
+    /// AuthorizedPrincipalsFile, unexpanded (`%h`, `%u`, `%U`, `%%`).
+    pub authorized_principals_file: Option<String>,
+    /// CASignatureAlgorithms: what a certificate's CA may have signed it
+    /// with.
+    pub ca_signature_algorithms: Vec<String>,
+    /// HostCertificate: certificates of the host keys (global).
+    pub host_certificates: Vec<PathBuf>,
     pub password_authentication: bool,
     pub kbd_interactive_authentication: bool,
     pub permit_empty_passwords: bool,
@@ -423,6 +434,13 @@ pub struct Settings {
     /// [`crate::authkeys::expand_authorized_keys_path`]); empty
     /// for `none`.
     pub authorized_keys_files: Vec<String>,
+    /// The command line, unsplit and unexpanded (see
+    /// [`crate::keys_command`]); None for `none`.
+    pub authorized_keys_command: Option<String>,
+    /// Unexpanded (`%u`).
+    pub authorized_keys_command_user: Option<String>,
+    /// A plain list of public keys or a KRL (see [`crate::revoked`]).
+    pub revoked_keys: Option<PathBuf>,
     pub banner: Option<PathBuf>,
     pub allow_users: Vec<String>,
     pub deny_users: Vec<String>,
@@ -678,6 +696,21 @@ impl Settings {
             "pubkeyacceptedalgorithms",
             &self.pubkey_accepted_algorithms.join(","),
         );
+        line(
+            "trustedusercakeys",
+            &path_or_none(&self.trusted_user_ca_keys),
+        );
+        line(
+            "authorizedprincipalsfile",
+            self.authorized_principals_file.as_deref().unwrap_or("none"),
+        );
+        line(
+            "casignaturealgorithms",
+            &self.ca_signature_algorithms.join(","),
+        );
+        for c in &self.host_certificates {
+            line("hostcertificate", &c.display().to_string());
+        }
         line("loglevel", self.log_level.name());
         line("syslogfacility", self.syslog_facility.name());
         if self.authorized_keys_files.is_empty() {
@@ -685,6 +718,17 @@ impl Settings {
         } else {
             line("authorizedkeysfile", &self.authorized_keys_files.join(" "));
         }
+        line(
+            "authorizedkeyscommand",
+            self.authorized_keys_command.as_deref().unwrap_or("none"),
+        );
+        line(
+            "authorizedkeyscommanduser",
+            self.authorized_keys_command_user
+                .as_deref()
+                .unwrap_or("none"),
+        );
+        line("revokedkeys", &path_or_none(&self.revoked_keys));
         for k in &self.host_keys {
             line("hostkey", &k.display().to_string());
         }
@@ -941,6 +985,13 @@ impl Config {
         let parsed = parser::parse(text, name, base_dir, overrides)?;
         let global_raw = parsed.global_raw();
         let global = global_raw.clone().finish();
+        // As sshd, for the global section only.
+        if global.authorized_keys_command.is_some() && global.authorized_keys_command_user.is_none()
+        {
+            return Err(ConfigError::one(
+                "AuthorizedKeysCommand set without AuthorizedKeysCommandUser",
+            ));
+        }
         Ok(Config {
             parsed,
             global_raw,

@@ -3,12 +3,15 @@
 //! per-connection monitor that answers its unprivileged workers.
 
 pub mod authkeys;
+pub mod command;
 
 pub mod config;
 pub mod gate;
 pub mod keepalive;
+pub mod keys_command;
 pub mod log;
 pub mod loginrec;
 pub mod monitor;
 pub mod pam;
 pub mod policy;
+pub mod revoked;

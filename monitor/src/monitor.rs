@@ -23,8 +23,10 @@ use ressh_ipc::msg::{
     SessionPolicy, SessionStart, ToBroker, ToKex, ToSession, UserInfo,
 };
 use ressh_ipc::Endpoint;
-use ressh_proto::keys::{self, PrivateKey, PublicKey};
-use ressh_proto::wire::Put as _;
+use ressh_proto::cert::Certificate;
+use ressh_proto::keys::{self, PrivateKey};
+use ressh_proto::wire::{printable, Put as _};
+use ressh_proto::OfferedKey;
 
 use crate::authkeys::{self, KeyOptions, PeerInfo};
 use crate::config::{
@@ -35,6 +37,7 @@ use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
 use crate::policy;
+use crate::{keys_command, revoked};
 use zeroize::Zeroizing;
 
 /// Why a connection's monitor gives up (logged with the peer's address;
@@ -158,6 +161,7 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         logins: Vec::new(),
         worker_pid: 0,
         log_budget: LogBudget::new(Instant::now()),
+        grace_deadline: None,
     };
     // Signatures only over data as long as this connection's exchange
     // hashes can be.
@@ -192,13 +196,28 @@ enum Ended {
     BeforeAuthentication,
 }
 
+/// What a reconnect re-checks of the certificate a user logged in with.
+#[derive(Clone, Debug)]
+struct CertValidity {
+    key_id: String,
+    serial: u64,
+    valid_after: u64,
+    valid_before: u64,
+}
+
 struct Accepted {
     user: nix::unistd::User,
     groups: Vec<u32>,
+    /// The key options of the login (a certificate's merged in, its
+    /// source-address among them).
     options: KeyOptions,
+    /// The certificate the user logged in with.
+    cert: Option<CertValidity>,
     settings: Settings,
     /// The methods the user authenticated with, in order.
     methods: Vec<String>,
+    /// The public keys (blobs) of its publickey steps.
+    keys: Vec<Vec<u8>>,
 }
 
 struct Monitor<'a> {
@@ -241,6 +260,8 @@ struct Monitor<'a> {
     /// How many log lines the workers may still send (one budget for the
     /// connection, kex and session worker alike).
     log_budget: LogBudget,
+    /// When LoginGraceTime ends (None: never).
+    grace_deadline: Option<Instant>,
 }
 
 /// Progress through AuthenticationMethods for one user.
@@ -249,6 +270,8 @@ struct Partial {
     completed: Vec<String>,
     /// The authorized_keys options of a publickey step.
     options: KeyOptions,
+    /// The certificate of that step, if it was one.
+    cert: Option<CertValidity>,
     used_keys: Vec<Vec<u8>>,
     settings: Settings,
 }
@@ -501,6 +524,7 @@ impl Monitor<'_> {
     fn serve_kex(&mut self, ipc: &Endpoint) -> Result<KexOutcome, Error> {
         let grace = self.settings.login_grace_time;
         let deadline = (!grace.is_zero()).then(|| Instant::now() + grace + Duration::from_secs(1));
+        self.grace_deadline = deadline;
         loop {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
@@ -707,13 +731,30 @@ impl Monitor<'_> {
         {
             return self.reject();
         }
-        let Ok(key) = PublicKey::from_blob(&blob) else {
+        // Decoded (and a certificate's CA signature verified) here: the
+        // worker's word about the key counts for nothing.
+        let Ok(key) = OfferedKey::from_blob(&algorithm, &blob) else {
             return self.reject();
         };
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        if let Some(why) = revoked::refusal(settings.revoked_keys.as_deref(), &key) {
+            log::error(&why);
+            return self.reject();
+        }
+        if let OfferedKey::Cert(c) = &key {
+            if !settings
+                .ca_signature_algorithms
+                .iter()
+                .any(|a| a == c.signature_algorithm)
+            {
+                log::info(&format!(
+                    "refusing certificate key {} with signature type {}",
+                    describe_key(&key),
+                    c.signature_algorithm
+                ));
+                return self.reject();
+            }
+        }
+        let now_unix = unix_now();
         let files: Vec<PathBuf> = settings
             .authorized_keys_files
             .iter()
@@ -722,9 +763,10 @@ impl Monitor<'_> {
                     .ok()
             })
             .collect();
-        let (found, notes) = authkeys::find_key(
+        let (mut found, mut notes) = authkeys::find_key(
             &files,
             &key,
+            &user.name,
             user.uid.as_raw(),
             user.gid.as_raw(),
             &user.dir,
@@ -732,16 +774,25 @@ impl Monitor<'_> {
             &peer,
             now_unix,
         );
+        if let (None, OfferedKey::Cert(cert)) = (&found, &key) {
+            found = self.user_cert_trusted_ca(&user, &settings, cert, &peer, now_unix, &mut notes);
+        }
         for n in notes {
             log::info(&n);
         }
+        let found = match (found, &settings.authorized_keys_command) {
+            (Some(f), _) => Some(f),
+            (None, None) => None,
+            (None, Some(command)) => {
+                self.keys_command(&settings, command, &user, &key, &peer, now_unix)
+            }
+        };
         let Some(found) = found else {
             if signature.is_some() {
                 log::info(&format!(
-                    "Failed publickey for {} from {at} ssh2: {} {}",
+                    "Failed publickey for {} from {at} ssh2: {}",
                     user.name,
-                    key.key_type_name(),
-                    key.fingerprint()
+                    describe_key(&key)
                 ));
             }
             return self.reject();
@@ -768,8 +819,8 @@ impl Monitor<'_> {
             &algorithm,
             &blob,
         );
-        let sk_flags = match key.verify_detailed(&data, &signature) {
-            Ok(v) if v.alg == algorithm => v.sk.map(|(flags, _)| flags),
+        let sk_flags = match key.verify_detailed(&algorithm, &data, &signature) {
+            Ok(v) => v.sk.map(|(flags, _)| flags),
             _ => {
                 log::info(&format!(
                     "Failed publickey for {} from {at}: bad signature",
@@ -793,9 +844,8 @@ impl Monitor<'_> {
             };
             if let Some(what) = unmet {
                 log::info(&format!(
-                    "public key {} {} signature for {} from {at} rejected: {what} requirement not met",
-                    key.key_type_name(),
-                    key.fingerprint(),
+                    "public key {} signature for {} from {at} rejected: {what} requirement not met",
+                    describe_key(&key),
                     user.name
                 ));
                 return self.reject();
@@ -810,19 +860,146 @@ impl Monitor<'_> {
             return self.reject();
         }
         let text = format!(
-            "publickey for {} from {at} ssh2: {} {}",
+            "publickey for {} from {at} ssh2: {}",
             user.name,
-            key.key_type_name(),
-            key.fingerprint()
+            describe_key(&key)
         );
+        let validity = match &key {
+            OfferedKey::Cert(c) => Some(CertValidity {
+                key_id: c.key_id.clone(),
+                serial: c.serial,
+                valid_after: c.valid_after,
+                valid_before: c.valid_before,
+            }),
+            OfferedKey::Plain(_) => None,
+        };
         self.success(
             "publickey",
             &text,
             user,
             groups,
             settings,
-            Some((found.options, blob)),
+            Some((found.options, blob, validity)),
         )
+    }
+
+    /// AuthorizedKeysCommand for `user`'s `key`, within what is left of
+    /// LoginGraceTime (this connection's monitor waits for it; no other
+    /// connection does).
+    fn keys_command(
+        &self,
+        settings: &Settings,
+        command: &str,
+        user: &nix::unistd::User,
+        key: &OfferedKey,
+        peer: &PeerInfo,
+        now_unix: i64,
+    ) -> Option<authkeys::AuthorizedKey> {
+        let Some(run_as) = &settings.authorized_keys_command_user else {
+            log::error("No user for AuthorizedKeysCommand specified, skipping");
+            return None;
+        };
+        let timeout = match self.grace_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => keys_command::TIMEOUT,
+        };
+        let conn_id = format!(
+            "{} {} {} {}",
+            shown_ip(self.local),
+            shown_port(self.local),
+            self.peer_ip(),
+            self.peer_port()
+        );
+        let (found, notes) = keys_command::find_key(
+            command, run_as, user, key, &conn_id, peer, now_unix, timeout,
+        );
+        for n in notes {
+            log::info(&n);
+        }
+        found
+    }
+
+    /// user_cert_trusted_ca(): a certificate signed by a TrustedUserCAKeys
+    /// CA, for the user's name or (with AuthorizedPrincipalsFile) a
+    /// principal the user's file lists. The entry found (the CA, with the
+    /// final options), the reasons in `log`.
+    fn user_cert_trusted_ca(
+        &self,
+        user: &nix::unistd::User,
+        settings: &Settings,
+        cert: &Certificate,
+        peer: &PeerInfo,
+        now_unix: i64,
+        log: &mut Vec<String>,
+    ) -> Option<authkeys::AuthorizedKey> {
+        let ca_file = settings.trusted_user_ca_keys.as_ref()?;
+        let ca = &cert.signature_key;
+        let (listed, notes) = authkeys::ca_in_file(ca_file, ca);
+        log.extend(notes);
+        if !listed {
+            log.push(format!(
+                "CA {} {} is not listed in {}",
+                ca.key_type_name(),
+                ca.fingerprint(),
+                ca_file.display()
+            ));
+            return None;
+        }
+        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+        let principals_file = settings
+            .authorized_principals_file
+            .as_ref()
+            .map(|p| authkeys::expand_authorized_keys_path(p, &user.name, &user.dir, uid));
+        let found = match &principals_file {
+            Some(Ok(f)) => {
+                let (found, notes) =
+                    authkeys::find_principal(f, cert, uid, gid, &user.dir, settings.strict_modes);
+                log.extend(notes);
+                found
+            }
+            Some(Err(e)) => {
+                log.push(format!("AuthorizedPrincipalsFile: {e}"));
+                None
+            }
+            None => None,
+        };
+        let via = ca_file.display();
+        match authkeys::cert_authorised_by_ca(
+            cert,
+            &user.name,
+            principals_file.is_some(),
+            found,
+            peer,
+            now_unix,
+            log,
+        ) {
+            Ok(options) => {
+                log.push(format!(
+                    "Accepted certificate ID \"{}\" (serial {}) signed by {} CA {} via {via}",
+                    printable(cert.key_id.as_bytes()),
+                    cert.serial,
+                    ca.key_type_name(),
+                    ca.fingerprint()
+                ));
+                Some(authkeys::AuthorizedKey {
+                    key: ca.clone(),
+                    options,
+                    comment: String::new(),
+                    cert_authority: true,
+                    principals: None,
+                })
+            }
+            Err(reason) => {
+                log.push(format!(
+                    "Refusing certificate ID \"{}\" serial={} signed by {} CA {} via {via}: {reason}",
+                    printable(cert.key_id.as_bytes()),
+                    cert.serial,
+                    ca.key_type_name(),
+                    ca.fingerprint()
+                ));
+                None
+            }
+        }
     }
 
     /// A method succeeded: the user is in when AuthenticationMethods is
@@ -835,19 +1012,21 @@ impl Monitor<'_> {
         user: nix::unistd::User,
         groups: Vec<u32>,
         settings: Settings,
-        key: Option<(KeyOptions, Vec<u8>)>,
+        key: Option<(KeyOptions, Vec<u8>, Option<CertValidity>)>,
     ) -> AuthVerdict {
         let p = self.partial.get_or_insert_with(|| Partial {
             user: user.name.clone(),
             completed: Vec::new(),
             options: KeyOptions::default(),
+            cert: None,
             used_keys: Vec::new(),
             settings: settings.clone(),
         });
         p.completed.push(method.to_string());
         p.settings = settings.clone();
-        if let Some((options, blob)) = key {
+        if let Some((options, blob, cert)) = key {
             p.options = options;
+            p.cert = cert;
             p.used_keys.push(blob);
         }
         if !auth_complete(&settings, &p.completed) {
@@ -858,7 +1037,9 @@ impl Monitor<'_> {
             };
         }
         let options = p.options.clone();
+        let cert = p.cert.clone();
         let methods = p.completed.clone();
+        let keys = p.used_keys.clone();
         if settings.use_pam {
             if let Err(v) = self.pam_account(&user.name) {
                 return v;
@@ -870,8 +1051,10 @@ impl Monitor<'_> {
             user,
             groups,
             options,
+            cert,
             settings,
             methods,
+            keys,
         });
         AuthVerdict::Accept
     }
@@ -1775,7 +1958,8 @@ impl Monitor<'_> {
     /// A reconnect from `addr` is judged as a new login from there would
     /// be, except for the authentication itself: the configuration as Match
     /// resolves it for that address; AllowUsers/DenyUsers (with @host),
-    /// AllowGroups/DenyGroups; the from= option of the key used;
+    /// AllowGroups/DenyGroups; the from= option of the key used; RevokedKeys
+    /// for the keys used (read again);
     /// PermitRootLogin; the methods the user authenticated with must still
     /// be enabled and satisfy AuthenticationMethods there; and the account
     /// must still be valid (PAM account management with the new PAM_RHOST,
@@ -1829,6 +2013,16 @@ impl Monitor<'_> {
                 )));
             }
         }
+        cert_admits_reconnect(a.cert.as_ref(), &a.options, ip, unix_now())
+            .map_err(Refusal::Policy)?;
+        // A key or certificate revoked since the login resumes nothing.
+        for blob in &a.keys {
+            let key = revoked::offered_key(blob)
+                .map_err(|e| Refusal::Policy(format!("the login's key: {e}")))?;
+            if let Some(why) = revoked::refusal(settings.revoked_keys.as_deref(), &key) {
+                return Err(Refusal::Policy(why));
+            }
+        }
         admissible(
             &settings,
             a.user.uid.is_root(),
@@ -1877,6 +2071,74 @@ fn shown_ip(a: SocketAddr) -> String {
         a.ip().to_string()
     } else {
         "UNKNOWN".into()
+    }
+}
+
+/// What a reconnect from `ip` at `now` (seconds since the epoch) re-checks
+/// of the login's certificate, as a new login would: its validity interval
+/// (it may have expired while the session was detached) and its
+/// `source-address` (in `options`); also the authorized_keys line's
+/// `expiry-time`. Err is the reason, for the log.
+fn cert_admits_reconnect(
+    cert: Option<&CertValidity>,
+    options: &KeyOptions,
+    ip: std::net::IpAddr,
+    now: i64,
+) -> Result<(), String> {
+    if let Some(list) = &options.source_address {
+        if !authkeys::cert_source_allowed(list, ip) {
+            return Err(format!(
+                "certificate source-address \"{list}\" does not admit {ip}"
+            ));
+        }
+    }
+    if let Some(exp) = options.expiry_time {
+        if exp < now {
+            return Err(format!("the key's expiry-time {exp} has passed"));
+        }
+    }
+    if let Some(c) = cert {
+        let t = u64::try_from(now).unwrap_or(0);
+        if t < c.valid_after || t >= c.valid_before {
+            let why = if t < c.valid_after {
+                "not yet valid"
+            } else {
+                "expired"
+            };
+            return Err(format!(
+                "certificate ID \"{}\" (serial {}) {why}: valid from {} to {}, now {t}",
+                printable(c.key_id.as_bytes()),
+                c.serial,
+                c.valid_after,
+                c.valid_before
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A user key for sshd's log lines: "TYPE SHA256:..." for a plain key;
+/// for a certificate also its ID, serial and CA, as sshd logs them.
+fn describe_key(key: &OfferedKey) -> String {
+    match key {
+        OfferedKey::Plain(k) => format!("{} {}", k.key_type_name(), k.fingerprint()),
+        OfferedKey::Cert(c) => format!(
+            "{} {} ID {} (serial {}) CA {} {}",
+            c.type_name(),
+            c.key.fingerprint(),
+            printable(c.key_id.as_bytes()),
+            c.serial,
+            c.signature_key.key_type_name(),
+            c.signature_key.fingerprint()
+        ),
     }
 }
 
@@ -2116,6 +2378,47 @@ fn shadow_account_ok(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// A reconnect re-checks the certificate of the login: expired while
+    /// detached, or a new address outside its source-address, is refused.
+    #[test]
+    fn reconnects_recheck_the_certificate() {
+        let cert = CertValidity {
+            key_id: "id".into(),
+            serial: 7,
+            valid_after: 1_000,
+            valid_before: 2_000,
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let none = KeyOptions::default();
+        let check = |c, o: &KeyOptions, addr: &str, now| cert_admits_reconnect(c, o, ip(addr), now);
+        assert_eq!(check(Some(&cert), &none, "198.18.0.9", 1_999), Ok(()));
+        let e = check(Some(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
+        assert!(
+            e.contains("certificate ID \"id\" (serial 7) expired"),
+            "{e}"
+        );
+        let e = check(Some(&cert), &none, "198.18.0.9", 999).unwrap_err();
+        assert!(e.contains("not yet valid"), "{e}");
+        // No certificate: nothing to re-check.
+        assert_eq!(check(None, &none, "198.18.0.9", 5_000), Ok(()));
+        let sa = KeyOptions {
+            source_address: Some("198.18.0.0/24".into()),
+            ..KeyOptions::default()
+        };
+        assert_eq!(check(Some(&cert), &sa, "198.18.0.9", 1_500), Ok(()));
+        let e = check(Some(&cert), &sa, "198.19.0.9", 1_500).unwrap_err();
+        assert!(
+            e.contains("source-address \"198.18.0.0/24\" does not admit 198.19.0.9"),
+            "{e}"
+        );
+        let exp = KeyOptions {
+            expiry_time: Some(1_200),
+            ..KeyOptions::default()
+        };
+        assert!(check(None, &exp, "198.18.0.9", 1_201).is_err());
+        assert_eq!(check(None, &exp, "198.18.0.9", 1_200), Ok(()));
+    }
 
     /// The settings a connection from `addr` gets under `config`.
     fn at(config: &str, addr: &str) -> Settings {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::cert::{self, Certificate};
 use crate::cipher;
 use crate::error::{Error, Result};
 use crate::kex::{Negotiated, KEX_ALGS};
@@ -141,6 +142,81 @@ pub struct Stats {
     pub data_received: u64,
 }
 
+/// A user's public key as offered in publickey user-auth: a plain key, or
+/// an OpenSSH certificate whose CA signature has verified (whether that CA
+/// is trusted is the application's decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferedKey {
+    Plain(PublicKey),
+    Cert(Box<Certificate>),
+}
+
+impl OfferedKey {
+    /// Decodes the key blob of a publickey request for `algorithm`: a
+    /// certificate for a certificate algorithm, else a plain key. The
+    /// algorithm must be one the key signs with.
+    pub fn from_blob(algorithm: &str, blob: &[u8]) -> Result<OfferedKey> {
+        let key = if cert::is_cert_name(algorithm.as_bytes()) {
+            OfferedKey::Cert(Box::new(Certificate::from_blob(blob)?))
+        } else {
+            OfferedKey::Plain(PublicKey::from_blob(blob)?)
+        };
+        let fits = match &key {
+            OfferedKey::Plain(k) => k.signature_algorithms().contains(&algorithm),
+            OfferedKey::Cert(c) => c.signature_algorithms().contains(&algorithm),
+        };
+        if !fits {
+            return Err(Error::UnknownAlgorithm(crate::wire::printable(
+                algorithm.as_bytes(),
+            )));
+        }
+        Ok(key)
+    }
+
+    /// The blob as offered.
+    pub fn to_blob(&self) -> Vec<u8> {
+        match self {
+            OfferedKey::Plain(k) => k.to_blob(),
+            OfferedKey::Cert(c) => c.blob().to_vec(),
+        }
+    }
+
+    /// The key that signs: the plain key, or the certified one.
+    pub fn key(&self) -> &PublicKey {
+        match self {
+            OfferedKey::Plain(k) => k,
+            OfferedKey::Cert(c) => &c.key,
+        }
+    }
+
+    /// Verifies a signature over `data` for `algorithm` (for a certificate,
+    /// the signature names the plain algorithm its algorithm stands for).
+    pub fn verify_detailed(
+        &self,
+        algorithm: &str,
+        data: &[u8],
+        sig: &[u8],
+    ) -> Result<crate::keys::Verified> {
+        match self {
+            OfferedKey::Plain(k) => {
+                let v = k.verify_detailed(data, sig)?;
+                if v.alg != algorithm {
+                    return Err(Error::BadSignature);
+                }
+                Ok(v)
+            }
+            OfferedKey::Cert(c) => c.verify_detailed(algorithm, data, sig),
+        }
+    }
+}
+
+/// A plain key offered is that key; a certificate is no plain key.
+impl PartialEq<PublicKey> for OfferedKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        matches!(self, OfferedKey::Plain(k) if k == other)
+    }
+}
+
 /// A user-auth attempt seen by a server, for the application to judge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthAttempt {
@@ -150,13 +226,13 @@ pub enum AuthAttempt {
     /// [`Connection::auth_pk_ok`] if it would be accepted.
     PublicKeyQuery {
         algorithm: String,
-        key: PublicKey,
+        key: OfferedKey,
     },
     /// A public key whose signature over the session has been verified.
     /// The signature is kept so a privileged monitor can verify it again.
     PublicKey {
         algorithm: String,
-        key: PublicKey,
+        key: OfferedKey,
         signature: Vec<u8>,
     },
     KeyboardInteractive {

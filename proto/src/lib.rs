@@ -9,6 +9,7 @@ pub mod conn;
 pub mod error;
 pub mod kex;
 pub mod keys;
+pub mod krl;
 pub mod msg;
 pub mod pqc;
 pub mod resilience;
@@ -17,7 +18,7 @@ pub mod wire;
 pub mod transport;
 
 pub use conn::{
-    AuthAttempt, ClientReconnect, Config, Connection, Event, ReconnectRequest, Refused, Role,
-    ServerReconnect, SignRequest, Stats,
+    AuthAttempt, ClientReconnect, Config, Connection, Event, OfferedKey, ReconnectRequest, Refused,
+    Role, ServerReconnect, SignRequest, Stats,
 };
 pub use error::{Error, Result};

@@ -27,6 +27,8 @@
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
 //! | issue 16: ChrootDirectory and the in-process internal-sftp, as sshd's, resilient in the jail | `chroot` |
+//! | issue 16: OpenSSH user and host certificates (stock ssh-keygen -s and ssh) | `certs` |
+//! | issue 16: AuthorizedKeysCommand (as sshd runs it, and bounded) and RevokedKeys (lists, KRLs) | `keys_command` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -57,11 +59,13 @@ mod a_long;
 
 mod attacks;
 mod backpressure;
+mod certs;
 mod chroot;
 mod detach;
 mod disruptions;
 mod hostile_user;
 mod key_types;
+mod keys_command;
 mod legacy;
 mod mass;
 mod newest_openssh;

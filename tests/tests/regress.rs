@@ -126,7 +126,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ),
     ("cert-hostkey", 16, "host certificates"),
     ("cert-userkey", 16, "user certificates"),
-    ("keys-command", 16, "AuthorizedKeysCommand"),
     (
         "multipubkey",
         16,

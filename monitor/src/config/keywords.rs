@@ -49,6 +49,9 @@ pub(crate) enum Imp {
     ClientAliveInterval,
     ClientAliveCountMax,
     AuthorizedKeysFile,
+    AuthorizedKeysCommand,
+    AuthorizedKeysCommandUser,
+    RevokedKeys,
     AcceptEnv,
     SetEnv,
     ForceCommand,
@@ -59,6 +62,10 @@ pub(crate) enum Imp {
     RekeyLimit,
     RequiredRsaSize,
     ChannelTimeout,
+    TrustedUserCaKeys,
+    AuthorizedPrincipalsFile,
+    CaSignatureAlgorithms,
+    HostCertificate,
     UnusedConnectionTimeout,
     VersionAddendum,
     PrivilegeSeparationUser,
@@ -180,7 +187,6 @@ const DIGESTS: &[&str] = &["md5", "sha1", "sha256", "sha384", "sha512"];
 const NO_X11: &str = "resshd has no X11 forwarding";
 const NO_KRB: &str = "resshd has no Kerberos or GSSAPI support";
 const NO_HOSTBASED: &str = "resshd has no host-based authentication";
-const NO_CERTS: &str = "resshd does not accept certificates";
 
 /// All keywords, lowercase.
 pub(crate) static KEYWORDS: &[Keyword] = &[
@@ -233,6 +239,9 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("clientaliveinterval", Imp::ClientAliveInterval, M),
     imp("clientalivecountmax", Imp::ClientAliveCountMax, M),
     imp("authorizedkeysfile", Imp::AuthorizedKeysFile, M),
+    imp("authorizedkeyscommand", Imp::AuthorizedKeysCommand, M),
+    imp("authorizedkeyscommanduser", Imp::AuthorizedKeysCommandUser, M),
+    imp("revokedkeys", Imp::RevokedKeys, M),
     imp("acceptenv", Imp::AcceptEnv, M),
     imp("setenv", Imp::SetEnv, M),
     imp("forcecommand", Imp::ForceCommand, M),
@@ -243,6 +252,10 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("rekeylimit", Imp::RekeyLimit, M),
     imp("requiredrsasize", Imp::RequiredRsaSize, M),
     imp("channeltimeout", Imp::ChannelTimeout, M),
+    imp("trustedusercakeys", Imp::TrustedUserCaKeys, M),
+    imp("authorizedprincipalsfile", Imp::AuthorizedPrincipalsFile, M),
+    imp("casignaturealgorithms", Imp::CaSignatureAlgorithms, M),
+    imp("hostcertificate", Imp::HostCertificate, G),
     imp("unusedconnectiontimeout", Imp::UnusedConnectionTimeout, M),
     imp("versionaddendum", Imp::VersionAddendum, G),
     imp("usepam", Imp::UsePam, G),
@@ -301,14 +314,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     ign("gssusesessionccache", Check::Some, G, NO_KRB),
     ign("gssapiusesessioncredcache", Check::Some, G, NO_KRB),
     ign("logverbose", Check::Some, M, "resshd has no per-function logging"),
-    ign("casignaturealgorithms", Check::One, M, NO_CERTS),
     ign("securitykeyprovider", Check::One, G, "resshd only verifies FIDO (sk-) keys' signatures"),
-    ign(
-        "hostcertificate",
-        Check::One,
-        G,
-        "resshd presents plain host keys only",
-    ),
     ign("exposeauthinfo", Check::Flag, M, "resshd does not set SSH_USER_AUTH"),
     ign(
         "fingerprinthash",
@@ -317,12 +323,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
         "resshd logs SHA256 fingerprints",
     ),
     ign("debianbanner", Check::Flag, G, "resshd's version string is its own"),
-    ign(
-        "authorizedkeyscommanduser",
-        Check::One,
-        M,
-        "AuthorizedKeysCommand is not supported",
-    ),
     ign(
         "authorizedprincipalscommanduser",
         Check::One,
@@ -351,21 +351,11 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
         "resshd has no tun/tap forwarding",
     ),
     safe(
-        "authorizedkeyscommand",
+        "authorizedprincipalscommand",
         Check::Raw,
         NONE,
         M,
-        "resshd cannot run an AuthorizedKeysCommand (it may be where keys are revoked)",
-    ),
-    safe("authorizedprincipalsfile", Check::One, NONE, M, NO_CERTS),
-    safe("authorizedprincipalscommand", Check::Raw, NONE, M, NO_CERTS),
-    safe("trustedusercakeys", Check::One, NONE, M, NO_CERTS),
-    safe(
-        "revokedkeys",
-        Check::One,
-        NONE,
-        M,
-        "resshd cannot honour a key revocation list yet",
+        "resshd cannot run an AuthorizedPrincipalsCommand yet (it may be where principals are revoked)",
     ),
     safe(
         "hostkeyagent",
@@ -491,13 +481,36 @@ pub(crate) const OPENSSH_KEY_ALGS: &[&str] = &[
 /// resshd's host key signature algorithms, preferred first (OpenSSH's
 /// default order restricted to what `ressh_proto::keys` does).
 pub fn host_key_algs() -> Vec<&'static str> {
-    ressh_proto::keys::KeyType::all_signature_algorithms()
+    with_certs(ressh_proto::keys::KeyType::all_signature_algorithms())
+}
+
+/// The certificate algorithms of `plain` (in its order), then `plain`: as
+/// OpenSSH's default lists put them.
+fn with_certs(plain: Vec<&'static str>) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for a in &plain {
+        if let Some(t) = ressh_proto::keys::KeyType::from_signature_algorithm(a) {
+            for c in ressh_proto::cert::signature_algorithms(t) {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out.extend(plain);
+    out
+}
+
+/// The signature algorithms a CA may have signed certificates with
+/// (CASignatureAlgorithms' default: the plain user key algorithms).
+pub fn ca_signature_algs() -> Vec<&'static str> {
+    ressh_proto::keys::KeyType::user_signature_algorithms()
 }
 
 /// resshd's user key signature algorithms: the host key ones and the FIDO
 /// security keys', in OpenSSH's order.
 pub fn user_key_algs() -> Vec<&'static str> {
-    ressh_proto::keys::KeyType::user_signature_algorithms()
+    with_certs(ressh_proto::keys::KeyType::user_signature_algorithms())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::keywords::{self, host_key_algs, user_key_algs, Check, Imp, Kind};
+use super::keywords::{self, ca_signature_algs, host_key_algs, user_key_algs, Check, Imp, Kind};
 use super::raw::{Raw, Value, MAX_PORTS};
 use super::values::{
     is_none_word, parse_flag, parse_int, parse_port, parse_size, split_match_words,
@@ -644,6 +644,36 @@ impl Parser {
                 }
                 Value::AuthorizedKeysFile(out)
             }
+            Imp::AuthorizedKeysCommand => {
+                let c = a.raw()?;
+                if is_none_word(c) {
+                    Value::AuthorizedKeysCommand(None)
+                } else if c.starts_with('/') {
+                    Value::AuthorizedKeysCommand(Some(c.to_string()))
+                } else {
+                    return Err(format!("{} must be an absolute path", a.keyword));
+                }
+            }
+            Imp::AuthorizedKeysCommandUser => {
+                Value::AuthorizedKeysCommandUser(a.one()?.to_string())
+            }
+            Imp::RevokedKeys => Value::RevokedKeys(derelativise(a.one()?)?),
+            Imp::TrustedUserCaKeys => Value::TrustedUserCaKeys(derelativise(a.one()?)?),
+            Imp::AuthorizedPrincipalsFile => {
+                let f = a.one()?;
+                Value::AuthorizedPrincipalsFile(if is_none_word(f) {
+                    None
+                } else {
+                    Some(tilde_expand(f, None)?)
+                })
+            }
+            Imp::CaSignatureAlgorithms => {
+                Value::CaSignatureAlgorithms(self.algorithms(at, a, AlgSet::CaKey)?)
+            }
+            Imp::HostCertificate => match derelativise(a.one()?)? {
+                Some(p) => Value::HostCertificate(p),
+                None => return Err("HostCertificate none: a file name is needed".into()),
+            },
             Imp::AcceptEnv => {
                 let list = a.some()?;
                 if list.iter().any(|e| e.contains('=')) {
@@ -917,6 +947,7 @@ enum AlgSet {
     Kex,
     Key,
     UserKey,
+    CaKey,
 }
 
 impl AlgSet {
@@ -955,6 +986,16 @@ impl AlgSet {
             }
             AlgSet::UserKey => {
                 let all = s(&user_key_algs());
+                (
+                    all.clone(),
+                    all,
+                    keywords::OPENSSH_KEY_ALGS,
+                    "key algorithm",
+                    true,
+                )
+            }
+            AlgSet::CaKey => {
+                let all = s(&ca_signature_algs());
                 (
                     all.clone(),
                     all,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::keywords::{host_key_algs, user_key_algs};
+use super::keywords::{ca_signature_algs, host_key_algs, user_key_algs};
 use super::{
     AddressFamily, ChannelTimeout, Forwarding, GatewayPorts, ListenAddress, LogLevel, MaxStartups,
     PermitList, PermitRootLogin, PermitUserEnvironment, PubkeyAuthOptions, Settings, Subsystem,
@@ -64,6 +64,11 @@ pub(crate) enum Value {
     ClientAliveInterval(Duration),
     ClientAliveCountMax(u32),
     AuthorizedKeysFile(Vec<String>),
+    /// None for `none`.
+    AuthorizedKeysCommand(Option<String>),
+    AuthorizedKeysCommandUser(String),
+    /// None for `none`.
+    RevokedKeys(Option<PathBuf>),
     AcceptEnv(Vec<String>),
     SetEnv(Vec<String>),
     /// None for `none` (clears a global ForceCommand from a Match block).
@@ -76,6 +81,12 @@ pub(crate) enum Value {
     RekeyLimit(u64, Option<Duration>),
     RequiredRsaSize(u32),
     ChannelTimeout(Vec<ChannelTimeout>),
+    /// None for `none`.
+    TrustedUserCaKeys(Option<PathBuf>),
+    /// None for `none`; tokens kept.
+    AuthorizedPrincipalsFile(Option<String>),
+    CaSignatureAlgorithms(Vec<String>),
+    HostCertificate(PathBuf),
     UnusedConnectionTimeout(Option<Duration>),
     VersionAddendum(String),
     PrivilegeSeparationUser(String),
@@ -128,6 +139,10 @@ pub(crate) struct Raw {
     pubkey_authentication: Option<bool>,
     pubkey_auth_options: Option<PubkeyAuthOptions>,
     pubkey_accepted_algorithms: Option<Vec<String>>,
+    trusted_user_ca_keys: Option<Option<PathBuf>>,
+    authorized_principals_file: Option<Option<String>>,
+    ca_signature_algorithms: Option<Vec<String>>,
+    host_certificates: Vec<PathBuf>,
     password_authentication: Option<bool>,
     kbd_interactive_authentication: Option<bool>,
     permit_empty_passwords: Option<bool>,
@@ -136,6 +151,9 @@ pub(crate) struct Raw {
     max_sessions: Option<u32>,
     required_rsa_size: Option<u32>,
     authorized_keys_files: Option<Vec<String>>,
+    authorized_keys_command: Option<Option<String>>,
+    authorized_keys_command_user: Option<String>,
+    revoked_keys: Option<Option<PathBuf>>,
     banner: Option<Option<PathBuf>>,
     allow_users: Vec<String>,
     deny_users: Vec<String>,
@@ -212,6 +230,10 @@ impl Raw {
             Value::PubkeyAuthOptions(x) => first(&mut self.pubkey_auth_options, x),
             Value::PubkeyAcceptedAlgorithms(x) => first(&mut self.pubkey_accepted_algorithms, x),
             Value::HostKeyAlgorithms(x) => first(&mut self.host_key_algorithms, x),
+            Value::TrustedUserCaKeys(x) => first(&mut self.trusted_user_ca_keys, x),
+            Value::AuthorizedPrincipalsFile(x) => first(&mut self.authorized_principals_file, x),
+            Value::CaSignatureAlgorithms(x) => first(&mut self.ca_signature_algorithms, x),
+            Value::HostCertificate(x) => self.host_certificates.push(x),
             Value::PasswordAuthentication(x) => first(&mut self.password_authentication, x),
             Value::KbdInteractiveAuthentication(x) => {
                 first(&mut self.kbd_interactive_authentication, x)
@@ -252,6 +274,9 @@ impl Raw {
             Value::ClientAliveInterval(x) => first(&mut self.client_alive_interval, x),
             Value::ClientAliveCountMax(x) => first(&mut self.client_alive_count_max, x),
             Value::AuthorizedKeysFile(x) => first(&mut self.authorized_keys_files, x),
+            Value::AuthorizedKeysCommand(x) => first(&mut self.authorized_keys_command, x),
+            Value::AuthorizedKeysCommandUser(x) => first(&mut self.authorized_keys_command_user, x),
+            Value::RevokedKeys(x) => first(&mut self.revoked_keys, x),
             Value::AcceptEnv(x) => self.accept_env.extend(x),
             Value::SetEnv(x) => first(&mut self.set_env, x),
             Value::ForceCommand(x) => first(&mut self.force_command, x),
@@ -299,6 +324,15 @@ impl Raw {
             &mut self.pubkey_accepted_algorithms,
             &m.pubkey_accepted_algorithms,
         );
+        over(&mut self.trusted_user_ca_keys, &m.trusted_user_ca_keys);
+        over(
+            &mut self.authorized_principals_file,
+            &m.authorized_principals_file,
+        );
+        over(
+            &mut self.ca_signature_algorithms,
+            &m.ca_signature_algorithms,
+        );
         over(
             &mut self.password_authentication,
             &m.password_authentication,
@@ -313,6 +347,15 @@ impl Raw {
         over(&mut self.max_sessions, &m.max_sessions);
         over(&mut self.required_rsa_size, &m.required_rsa_size);
         over(&mut self.authorized_keys_files, &m.authorized_keys_files);
+        over(
+            &mut self.authorized_keys_command,
+            &m.authorized_keys_command,
+        );
+        over(
+            &mut self.authorized_keys_command_user,
+            &m.authorized_keys_command_user,
+        );
+        over(&mut self.revoked_keys, &m.revoked_keys);
         over(&mut self.banner, &m.banner);
         over_list(&mut self.allow_users, &m.allow_users);
         over_list(&mut self.deny_users, &m.deny_users);
@@ -468,6 +511,12 @@ impl Raw {
             pubkey_accepted_algorithms: self
                 .pubkey_accepted_algorithms
                 .unwrap_or_else(|| names(&user_key_algs())),
+            trusted_user_ca_keys: self.trusted_user_ca_keys.unwrap_or(None),
+            authorized_principals_file: self.authorized_principals_file.unwrap_or(None),
+            ca_signature_algorithms: self
+                .ca_signature_algorithms
+                .unwrap_or_else(|| names(&ca_signature_algs())),
+            host_certificates: self.host_certificates,
             password_authentication: self.password_authentication.unwrap_or(true),
             kbd_interactive_authentication: self.kbd_interactive_authentication.unwrap_or(true),
             permit_empty_passwords: self.permit_empty_passwords.unwrap_or(false),
@@ -476,6 +525,9 @@ impl Raw {
             max_sessions: self.max_sessions.unwrap_or(10),
             required_rsa_size: self.required_rsa_size.unwrap_or(1024),
             authorized_keys_files,
+            authorized_keys_command: self.authorized_keys_command.unwrap_or(None),
+            authorized_keys_command_user: self.authorized_keys_command_user,
+            revoked_keys: self.revoked_keys.unwrap_or(None),
             banner: self.banner.unwrap_or(None),
             allow_users: self.allow_users,
             deny_users: self.deny_users,

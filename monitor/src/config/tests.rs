@@ -392,6 +392,30 @@ fn value_formats() {
     assert!(g("AuthorizedKeysFile none")
         .authorized_keys_files
         .is_empty());
+    // AuthorizedKeysCommand (raw, absolute or none, needs its user),
+    // AuthorizedKeysCommandUser, RevokedKeys.
+    let s = g(
+        "AuthorizedKeysCommand /usr/bin/keys -u %u \"a b\" # x\nAuthorizedKeysCommandUser nobody",
+    );
+    assert_eq!(
+        s.authorized_keys_command.as_deref(),
+        Some("/usr/bin/keys -u %u \"a b\" # x")
+    );
+    assert_eq!(s.authorized_keys_command_user.as_deref(), Some("nobody"));
+    assert_eq!(
+        g("AuthorizedKeysCommand none").authorized_keys_command,
+        None
+    );
+    assert!(parse_err("AuthorizedKeysCommand keys").contains("must be an absolute path"));
+    assert!(parse_err("AuthorizedKeysCommand /bin/keys")
+        .contains("AuthorizedKeysCommand set without AuthorizedKeysCommandUser"));
+    parse("Match User x\nAuthorizedKeysCommand /bin/keys");
+    assert_eq!(
+        g("RevokedKeys /etc/ssh/revoked").revoked_keys,
+        Some(PathBuf::from("/etc/ssh/revoked"))
+    );
+    assert_eq!(g("RevokedKeys none").revoked_keys, None);
+    assert!(parse_err("RevokedKeys").contains("RevokedKeys"));
     // RekeyLimit.
     let s = g("RekeyLimit 1G 1h");
     assert_eq!((s.rekey_limit, s.rekey_interval), (1 << 30, secs(3600)));
@@ -785,9 +809,18 @@ Match User f*
     AcceptEnv Z
     ForceCommand /bin/other
     AuthorizedKeysFile /etc/keys/%u
+    AuthorizedKeysCommand /bin/keys %u
+    AuthorizedKeysCommandUser nobody
+    RevokedKeys /etc/revoked
 ",
     );
+    let r = c.resolve(&ctx(Some("bar"), &[], None, None));
+    assert_eq!(r.authorized_keys_command, None);
+    assert_eq!(r.revoked_keys, None);
     let r = c.resolve(&ctx(Some("foo"), &[], None, None));
+    assert_eq!(r.authorized_keys_command.as_deref(), Some("/bin/keys %u"));
+    assert_eq!(r.authorized_keys_command_user.as_deref(), Some("nobody"));
+    assert_eq!(r.revoked_keys, Some(PathBuf::from("/etc/revoked")));
     assert_eq!(r.allow_users, vec!["c", "d"]);
     assert_eq!(r.accept_env, vec!["Y", "Z"]);
     assert_eq!(r.banner, None);
@@ -874,11 +907,7 @@ fn unknown_refused_deprecated() {
     assert_eq!(e.lines().count(), 3);
     assert!(e.lines().next().unwrap().starts_with("test.conf:1:"));
     for refused in [
-        "AuthorizedKeysCommand /usr/bin/keys %u",
-        "AuthorizedPrincipalsFile /etc/p",
         "AuthorizedPrincipalsCommand /usr/bin/p",
-        "TrustedUserCAKeys /etc/ca.pub",
-        "RevokedKeys /etc/revoked",
         "HostbasedAuthentication yes",
         "GSSAPIAuthentication yes",
         "KerberosAuthentication yes",
@@ -905,7 +934,6 @@ fn unknown_refused_deprecated() {
         "Compression delayed",
         "GSSAPIAuthentication no",
         "IPQoS lowdelay throughput",
-        "HostCertificate /etc/cert",
         "FingerprintHash md5",
     ] {
         let c = parse(ignored);
@@ -1073,16 +1101,30 @@ fn algorithm_modifiers() {
     // Wildcards: refused in cipher/MAC/kex lists (sshd too), allowed in key
     // algorithm lists, expanded in our preference order.
     parse_err("Ciphers aes*");
+    // (Patterns match the certificate algorithms too, as in sshd.)
     assert_eq!(
         g("HostKeyAlgorithms rsa-sha2-*").host_key_algorithms,
-        vec!["rsa-sha2-512", "rsa-sha2-256"]
+        vec![
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
     );
     assert_eq!(
         g("PubkeyAcceptedAlgorithms ^rsa-*,ssh-ed25519").pubkey_accepted_algorithms,
         vec![
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
             "rsa-sha2-512",
             "rsa-sha2-256",
             "ssh-ed25519",
+            "ssh-ed25519-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+            "sk-ssh-ed25519-cert-v01@openssh.com",
+            "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
             "ecdsa-sha2-nistp256",
             "ecdsa-sha2-nistp384",
             "ecdsa-sha2-nistp521",
@@ -1092,13 +1134,22 @@ fn algorithm_modifiers() {
     );
     assert_eq!(
         g("HostKeyAlgorithms -ecdsa*").host_key_algorithms,
-        vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+        vec![
+            "ssh-ed25519-cert-v01@openssh.com",
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
+            "ssh-ed25519",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
     );
     // Security keys sign as users, never as hosts.
     assert!(parse_err("HostKeyAlgorithms sk-*").contains("names no key algorithm"));
     assert_eq!(
         g("PubkeyAcceptedAlgorithms sk-*").pubkey_accepted_algorithms,
         vec![
+            "sk-ssh-ed25519-cert-v01@openssh.com",
+            "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
             "sk-ssh-ed25519@openssh.com",
             "sk-ecdsa-sha2-nistp256@openssh.com"
         ]
@@ -1111,6 +1162,14 @@ fn algorithm_modifiers() {
         c.resolve(&ctx(Some("x"), &[], None, None))
             .pubkey_accepted_algorithms,
         vec![
+            "ssh-ed25519-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+            "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+            "sk-ssh-ed25519-cert-v01@openssh.com",
+            "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            "rsa-sha2-512-cert-v01@openssh.com",
+            "rsa-sha2-256-cert-v01@openssh.com",
             "ecdsa-sha2-nistp256",
             "ecdsa-sha2-nistp384",
             "ecdsa-sha2-nistp521",
@@ -1657,4 +1716,70 @@ fn tcp_keep_alive_global_default_yes() {
     );
     parse_err("TCPKeepAlive maybe");
     parse_err("Match User x\nTCPKeepAlive no");
+}
+
+#[test]
+fn certificate_keywords() {
+    let s = g("TrustedUserCAKeys /etc/ressh/ca.pub\nAuthorizedPrincipalsFile .ssh/principals_%u\n\
+               CASignatureAlgorithms ssh-ed25519,rsa-sha2-*\nHostCertificate /etc/ressh/host-cert.pub\n\
+               HostCertificate /etc/ressh/rsa-cert.pub");
+    assert_eq!(
+        s.trusted_user_ca_keys.as_deref(),
+        Some(Path::new("/etc/ressh/ca.pub"))
+    );
+    assert_eq!(
+        s.authorized_principals_file.as_deref(),
+        Some(".ssh/principals_%u")
+    );
+    assert_eq!(
+        s.ca_signature_algorithms,
+        vec!["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]
+    );
+    assert_eq!(
+        s.host_certificates,
+        vec![
+            PathBuf::from("/etc/ressh/host-cert.pub"),
+            PathBuf::from("/etc/ressh/rsa-cert.pub")
+        ]
+    );
+    let d = s.dump();
+    for want in [
+        "trustedusercakeys /etc/ressh/ca.pub\n",
+        "authorizedprincipalsfile .ssh/principals_%u\n",
+        "casignaturealgorithms ssh-ed25519,rsa-sha2-512,rsa-sha2-256\n",
+        "hostcertificate /etc/ressh/host-cert.pub\n",
+    ] {
+        assert!(d.contains(want), "{want:?} in\n{d}");
+    }
+    // Defaults: none, and sshd's CA signature algorithms (no SHA-1 RSA, no
+    // certificate algorithms).
+    let d = g("");
+    assert_eq!(d.trusted_user_ca_keys, None);
+    assert_eq!(d.authorized_principals_file, None);
+    assert!(d.host_certificates.is_empty());
+    assert_eq!(
+        d.ca_signature_algorithms,
+        vec![
+            "ssh-ed25519",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+            "rsa-sha2-512",
+            "rsa-sha2-256"
+        ]
+    );
+    assert!(
+        parse_err("CASignatureAlgorithms ssh-ed25519-cert-v01@openssh.com")
+            .contains("not supported")
+    );
+    // Per user in Match blocks; `none` turns them off there.
+    let c = parse(
+        "TrustedUserCAKeys /etc/ca.pub\nMatch User x\n TrustedUserCAKeys none\n AuthorizedPrincipalsFile none",
+    );
+    let x = c.resolve(&ctx(Some("x"), &[], None, None));
+    assert_eq!(x.trusted_user_ca_keys, None);
+    assert_eq!(x.authorized_principals_file, None);
+    assert!(parse_err("Match User x\n HostCertificate /etc/c").contains("HostCertificate"));
 }

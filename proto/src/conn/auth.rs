@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{AuthAttempt, Connection, Event, Role};
+use super::{AuthAttempt, Connection, Event, OfferedKey, Role};
 use crate::error::{reason, Error, Result};
-use crate::keys::{PrivateKey, PublicKey};
+use crate::keys::PrivateKey;
 use crate::msg::{self, num, AuthMethod};
 use crate::wire::Reader;
 
@@ -167,12 +167,9 @@ impl Connection {
                         blob,
                         signature,
                     } => {
-                        let Ok(key) = PublicKey::from_blob(&blob) else {
+                        let Ok(key) = OfferedKey::from_blob(&algorithm, &blob) else {
                             return self.auth_failure_auto();
                         };
-                        if !key.signature_algorithms().contains(&algorithm.as_str()) {
-                            return self.auth_failure_auto();
-                        }
                         match signature {
                             None => AuthAttempt::PublicKeyQuery { algorithm, key },
                             Some(sig) => {
@@ -188,8 +185,8 @@ impl Connection {
                                 );
                                 // A security key's flags are the monitor's
                                 // decision (authorized_keys options).
-                                match key.verify_detailed(&data, &sig) {
-                                    Ok(v) if v.alg == algorithm => AuthAttempt::PublicKey {
+                                match key.verify_detailed(&algorithm, &data, &sig) {
+                                    Ok(_) => AuthAttempt::PublicKey {
                                         algorithm,
                                         key,
                                         signature: sig,
@@ -279,7 +276,7 @@ impl Connection {
     }
 
     /// Server: the queried public key would be accepted (SSH_MSG_USERAUTH_PK_OK).
-    pub fn auth_pk_ok(&mut self, algorithm: &str, key: &PublicKey) -> Result<()> {
+    pub fn auth_pk_ok(&mut self, algorithm: &str, key: &OfferedKey) -> Result<()> {
         self.expect_server_auth(true)?;
         self.send(
             msg::UserauthPkOk {

@@ -56,7 +56,10 @@ fn misuse_is_refused_and_leaves_the_connection_usable() {
     refused(c.accept_channel(0), &c);
     refused(c.reject_channel(0, 1, "no"), &c);
     refused(s.auth_accept(), &s);
-    refused(s.auth_pk_ok("ssh-ed25519", &host()[0].public_key()), &s);
+    refused(
+        s.auth_pk_ok("ssh-ed25519", &OfferedKey::Plain(host()[0].public_key())),
+        &s,
+    );
     c.rekey().unwrap();
     let out = c.take_output();
     refused(c.export(now), &c);

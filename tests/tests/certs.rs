@@ -1,0 +1,368 @@
+//! Issue 16: OpenSSH user certificates, made at test time by stock
+//! `ssh-keygen -s`, used by stock `ssh` against resshd on loopback.
+//!
+//! One resshd trusts a user CA (TrustedUserCAKeys); a second user has an
+//! AuthorizedPrincipalsFile (Match User), a third a `cert-authority,
+//! principals=` line for another CA in authorized_keys. Each certificate is
+//! a fresh key certified with other `ssh-keygen -s` options; stock ssh
+//! offers it (`<key>-cert.pub` beside the key) and the key itself, which no
+//! authorized_keys lists, so a login succeeds only through the certificate.
+//! Checked: the accepted certificate (resshd logs its ID), expired, not yet
+//! valid, another principal, the principals file (its principal accepted,
+//! the user's own name not), the cert-authority line (its principal only),
+//! a CA not trusted at all, `force-command` (the command runs instead),
+//! `source-address` excluding 127.0.0.1, `no-pty` (`ssh -tt` gets no
+//! terminal; with `permit-pty` it does), `no-port-forwarding` (`ssh -W`
+//! refused; allowed by default), an unknown critical option (refused), and
+//! a CA signature algorithm outside CASignatureAlgorithms (refused). Each
+//! refusal is checked by resshd's log line giving sshd's reason.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ressh_testkit::ssh_keygen_sign;
+
+use crate::common::*;
+
+/// A user, their certificates' CA, and what a login as them needs.
+struct CertLab {
+    dir: TempDir,
+    server: Resshd,
+    known_hosts: PathBuf,
+    /// Key and certificate files are numbered: each certificate its key.
+    n: std::cell::Cell<u32>,
+}
+
+impl CertLab {
+    /// A fresh key in its own file, certified by `ca` with `args`; the
+    /// private key's path (ssh finds `<key>-cert.pub` beside it).
+    fn cert(&self, ca: &Path, args: &[&str]) -> PathBuf {
+        let n = self.n.get();
+        self.n.set(n + 1);
+        let key = self.dir.join(format!("key{n}"));
+        run_ok(
+            Command::new(require_cmd("ssh-keygen"))
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "cert-test", "-f"])
+                .arg(&key),
+        );
+        ssh_keygen_sign(ca, &key, args);
+        key
+    }
+
+    /// Stock ssh as `user` with `key` (and its certificate), `ssh_args`
+    /// before the host and `command` after it.
+    fn ssh(&self, user: &TestUser, key: &Path, ssh_args: &[&str], command: &str) -> Output {
+        let cfg = self.dir.join(format!(
+            "ssh_config-{}-{}",
+            user.name,
+            key.file_name().unwrap().to_string_lossy()
+        ));
+        write_client_config(
+            &cfg,
+            &user.name,
+            key,
+            &self.known_hosts,
+            "127.0.0.1",
+            self.server.port(),
+            "",
+        );
+        run_timeout(
+            Command::new(require_cmd("ssh"))
+                .arg("-F")
+                .arg(&cfg)
+                .args(ssh_args)
+                .args(["server", command]),
+            T,
+        )
+    }
+
+    /// Logs in and runs `command`: its stdout; fails the test otherwise.
+    fn accepted(
+        &self,
+        what: &str,
+        user: &TestUser,
+        key: &Path,
+        args: &[&str],
+        cmd: &str,
+    ) -> String {
+        let out = self.ssh(user, key, args, cmd);
+        assert!(
+            out.status.success(),
+            "{what}: login refused: {}\n{}\nresshd:\n{}",
+            out.status,
+            text(&out.stderr),
+            self.server.log()
+        );
+        let id = key.file_name().unwrap().to_string_lossy().to_string();
+        self.server.wait_log(
+            &format!("{what}: resshd accepting certificate ID {id}"),
+            T,
+            |l| {
+                l.lines().any(|l| {
+                    l.contains(&format!("Accepted publickey for {}", user.name))
+                        && l.contains(&format!(" ID {id} "))
+                })
+            },
+        );
+        text(&out.stdout)
+    }
+
+    /// `ssh -tt` (a terminal or nothing) gets no terminal: ssh gives up
+    /// when the pty request fails, and resshd says why.
+    fn no_pty(&self, what: &str, user: &TestUser, key: &Path) {
+        let out = self.ssh(user, key, &["-tt"], "tty");
+        assert!(
+            !out.status.success()
+                && !text(&out.stdout).contains("/dev/pts")
+                && text(&out.stderr).contains("PTY allocation request failed"),
+            "{what}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        self.server
+            .wait_log(&format!("{what}: resshd refusing the pty"), T, |l| {
+                l.contains(&format!("user {} from", user.name)) && l.contains("pty request refused")
+            });
+        report("certs", &format!("{what}: no pty"));
+    }
+
+    /// The login is refused, and resshd logs `reason` about the
+    /// certificate of `key`.
+    fn refused(&self, what: &str, user: &TestUser, key: &Path, reason: &str) {
+        let out = self.ssh(user, key, &[], "echo logged-in");
+        assert!(
+            !out.status.success() && !text(&out.stdout).contains("logged-in"),
+            "{what}: a login went through: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let id = key.file_name().unwrap().to_string_lossy().to_string();
+        self.server.wait_log(
+            &format!("{what}: resshd refusing certificate ID {id}: {reason}"),
+            T,
+            |l| {
+                l.lines().any(|l| {
+                    l.contains(reason)
+                        && (l.contains(&format!("\"{id}\""))
+                            || l.contains(&format!(" ID {id} "))
+                            || reason == NOT_LISTED)
+                })
+            },
+        );
+        report("certs", &format!("{what}: refused ({reason})"));
+    }
+}
+
+/// sshd's words for a CA that TrustedUserCAKeys does not list (the line
+/// names the CA, not the certificate).
+const NOT_LISTED: &str = "is not listed in";
+
+/// A TCP listener on loopback that writes `hello-through-forward` to each
+/// connection: the target of `ssh -W`.
+fn greeter() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"hello-through-forward\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn user_certificates_as_sshd_judges_them() {
+    let dir = TempDir::new("e2e-certs");
+    let (ca, ca_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    let (other_ca, other_ca_pub) = ssh_keygen(dir.path(), "ecdsa", "");
+    let (rsa_ca, rsa_ca_pub) = ssh_keygen(dir.path(), "rsa-2048", "");
+    let cas = dir.join("user_ca.pub");
+    fs::write(&cas, format!("# trusted\n{ca_pub}\n{rsa_ca_pub}\n")).unwrap();
+    let user = TestUser::create("e2ec");
+    let with_file = TestUser::create("e2ecp");
+    let with_line = TestUser::create("e2eca");
+    // The principals file: options, then the principal.
+    let principals = with_file.home.join(".ssh/principals");
+    fs::write(&principals, "# who may log in\nops\nno-pty   deploy\n").unwrap();
+    with_file.own(&principals, 0o600);
+    with_line.authorize_key(&format!(
+        "cert-authority,principals=\"deploy,ci\" {other_ca_pub}"
+    ));
+    let config = format!(
+        "TrustedUserCAKeys {}\nCASignatureAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512\n\
+         Match User {}\n    AuthorizedPrincipalsFile %h/.ssh/principals\n",
+        cas.display(),
+        with_file.name
+    );
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config);
+    let known_hosts = dir.join("known_hosts");
+    fs::write(&known_hosts, known_hosts_at(&server, server.port())).unwrap();
+    let lab = CertLab {
+        dir,
+        server,
+        known_hosts,
+        n: std::cell::Cell::new(0),
+    };
+    let u = user.name.as_str();
+    let id = |n: u32| format!("key{n}");
+    // Each certificate's ID is its key's file name.
+    let next = || id(lab.n.get());
+
+    // Accepted: the user's name among the principals.
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", &format!("x,{u}"), "-V", "-5m:+1h"]);
+    let out = lab.accepted("accepted", &user, &k, &[], "echo certified");
+    assert_eq!(out, "certified\n");
+    // Expired; not yet valid; another principal; a CA nobody trusts.
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u, "-V", "20200101:20200102"]);
+    lab.refused("expired", &user, &k, "Certificate invalid: expired");
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u, "-V", "+1d:+2d"]);
+    lab.refused(
+        "not yet valid",
+        &user,
+        &k,
+        "Certificate invalid: not yet valid",
+    );
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", "someone-else"]);
+    lab.refused(
+        "wrong principal",
+        &user,
+        &k,
+        "Certificate invalid: name is not a listed principal",
+    );
+    let i = next();
+    let k = lab.cert(&other_ca, &["-I", &i, "-n", u]);
+    lab.refused("untrusted CA", &user, &k, NOT_LISTED);
+
+    // AuthorizedPrincipalsFile: its principals, not the user's name; its
+    // options apply.
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", "ops"]);
+    assert_eq!(
+        lab.accepted("principals file", &with_file, &k, &[], "echo ops-in"),
+        "ops-in\n"
+    );
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", "deploy"]);
+    lab.no_pty("principals file options", &with_file, &k);
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", &with_file.name]);
+    lab.refused(
+        "principals file without the user's principal",
+        &with_file,
+        &k,
+        "Certificate does not contain an authorized principal",
+    );
+
+    // cert-authority,principals= in authorized_keys.
+    let i = next();
+    let k = lab.cert(&other_ca, &["-I", &i, "-n", "ci"]);
+    assert_eq!(
+        lab.accepted("cert-authority line", &with_line, &k, &[], "echo ca-line"),
+        "ca-line\n"
+    );
+    let i = next();
+    let k = lab.cert(&other_ca, &["-I", &i, "-n", &with_line.name]);
+    lab.refused(
+        "cert-authority line, principal not listed",
+        &with_line,
+        &k,
+        "Certificate does not contain an authorized principal",
+    );
+
+    // Critical options and extensions.
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u, "-O", "force-command=echo forced"]);
+    assert_eq!(
+        lab.accepted("force-command", &user, &k, &[], "echo asked"),
+        "forced\n"
+    );
+    let i = next();
+    let k = lab.cert(
+        &ca,
+        &["-I", &i, "-n", u, "-O", "source-address=198.18.0.0/15"],
+    );
+    lab.refused(
+        "source-address",
+        &user,
+        &k,
+        "Refused by certificate options",
+    );
+    assert!(
+        lab.server.log().contains(&format!(
+            "Authentication tried for {u} with valid certificate but not from a permitted \
+             source address (127.0.0.1)"
+        )),
+        "source-address: no reason logged"
+    );
+    let i = next();
+    let k = lab.cert(
+        &ca,
+        &[
+            "-I",
+            &i,
+            "-n",
+            u,
+            "-O",
+            "source-address=198.18.0.0/15,127.0.0.1/32",
+        ],
+    );
+    lab.accepted("source-address admitting", &user, &k, &[], "true");
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u, "-O", "no-pty"]);
+    lab.no_pty("no-pty", &user, &k);
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u]);
+    let out = lab.accepted("permit-pty", &user, &k, &["-tt"], "tty; true");
+    assert!(out.contains("/dev/pts/"), "permit-pty: {out:?}");
+    let target = greeter();
+    let w = format!("127.0.0.1:{target}");
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u]);
+    let out = lab.ssh(&user, &k, &["-W", &w], "");
+    assert!(
+        text(&out.stdout).contains("hello-through-forward"),
+        "permit-port-forwarding: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", u, "-O", "no-port-forwarding"]);
+    let out = lab.ssh(&user, &k, &["-W", &w], "");
+    assert!(
+        !text(&out.stdout).contains("hello-through-forward")
+            && text(&out.stderr).contains("administratively prohibited"),
+        "no-port-forwarding: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let i = next();
+    let k = lab.cert(
+        &ca,
+        &["-I", &i, "-n", u, "-O", "critical:made-up@example.test=1"],
+    );
+    lab.refused(
+        "unknown critical option",
+        &user,
+        &k,
+        "Certificate critical option \"made-up@example.test\" is not supported",
+    );
+    // CASignatureAlgorithms has rsa-sha2-512 but not rsa-sha2-256.
+    let i = next();
+    let k = lab.cert(&rsa_ca, &["-I", &i, "-n", u, "-t", "rsa-sha2-512"]);
+    lab.accepted("rsa-sha2-512 CA signature", &user, &k, &[], "true");
+    let i = next();
+    let k = lab.cert(&rsa_ca, &["-I", &i, "-n", u, "-t", "rsa-sha2-256"]);
+    lab.refused(
+        "rsa-sha2-256 CA signature",
+        &user,
+        &k,
+        "with signature type rsa-sha2-256",
+    );
+}
