@@ -1772,7 +1772,7 @@ fn certificate_keywords() {
     );
     assert!(
         parse_err("CASignatureAlgorithms ssh-ed25519-cert-v01@openssh.com")
-            .contains("not supported")
+            .contains("names no key algorithm resshd supports")
     );
     // Per user in Match blocks; `none` turns them off there.
     let c = parse(
