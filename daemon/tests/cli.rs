@@ -242,6 +242,56 @@ fn inetd_mode_exits_255_before_authentication() {
     );
 }
 
+/// ExposeAuthInfo (OpenSSH's authinfo test, and as sshd writes the file):
+/// SSH_USER_AUTH names a file of the user's, mode 0600, whose line names
+/// the method and the key the user logged in with; the file is gone when
+/// the session ends. Without it (the default) there is no SSH_USER_AUTH.
+#[test]
+fn expose_auth_info() {
+    let login = Login::new("authinfo");
+    let run = |extra: &str, command: &str| {
+        let setup = InetdSetup::new(extra);
+        let proxy = format!(
+            "{} -i -f {} -E {}",
+            resshd_bin().display(),
+            setup.config.display(),
+            setup.log.display()
+        );
+        let out = run_timeout(
+            setup
+                .ssh(&login)
+                .arg("-o")
+                .arg(format!("ProxyCommand={proxy}"))
+                .arg("inetd-host")
+                .arg(command),
+            SSH_TIMEOUT,
+        );
+        (out, setup)
+    };
+    let (out, setup) = run(
+        "ExposeAuthInfo yes\n",
+        "echo \"$SSH_USER_AUTH\"; stat -c '%a %U' \"$SSH_USER_AUTH\"; cat \"$SSH_USER_AUTH\"",
+    );
+    assert!(out.status.success(), "{}\n{}", describe(&out), setup.log());
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let path = lines.next().unwrap_or_default().to_string();
+    assert!(path.starts_with("/tmp/sshauth."), "{stdout}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("600 {}", login.user.name).as_str())
+    );
+    let key: Vec<&str> = login.pub_line.split_whitespace().take(2).collect();
+    assert_eq!(
+        lines.next(),
+        Some(format!("publickey {}", key.join(" ")).as_str())
+    );
+    assert!(!Path::new(&path).exists(), "{path} left behind");
+    let (out, setup) = run("", "echo \"[${SSH_USER_AUTH-unset}]\"");
+    assert!(out.status.success(), "{}\n{}", describe(&out), setup.log());
+    assert_eq!(text(&out.stdout), "[unset]\n");
+}
+
 /// `resshd -T` output as keyword → values.
 fn dump(args: &[&str]) -> BTreeMap<String, Vec<String>> {
     let out = run_timeout(Command::new(resshd_bin()).args(args), SSH_TIMEOUT);

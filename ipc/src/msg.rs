@@ -158,6 +158,10 @@ pub struct SessionPolicy {
     pub channel_timeouts: Vec<(String, u64)>,
     /// UnusedConnectionTimeout in seconds.
     pub unused_connection_timeout_secs: Option<u64>,
+    /// ExposeAuthInfo: the text of the file SSH_USER_AUTH names, a line per
+    /// method the user authenticated with (`publickey TYPE BASE64`,
+    /// `password`, `keyboard-interactive`), as sshd writes it.
+    pub auth_info: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -114,7 +114,7 @@
 //! GSSAPIStoreCredentialsOnRekey, GSSAPIKexAlgorithms, GSSUseSessionCCache,
 //! GSSAPIUseSessionCredCache, LogVerbose, PubkeyAuthOptions (no FIDO keys
 //! are accepted at all), CASignatureAlgorithms, SecurityKeyProvider,
-//! HostCertificate, ExposeAuthInfo, FingerprintHash, DebianBanner,
+//! HostCertificate, FingerprintHash, DebianBanner,
 //! AuthorizedPrincipalsCommandUser.
 //!
 //! **Ignored at one value, refused at any other** (an error naming the
@@ -470,6 +470,9 @@ pub struct Settings {
     pub rekey_interval: Duration,
     pub channel_timeouts: Vec<ChannelTimeout>,
     pub unused_connection_timeout: Option<Duration>,
+    /// ExposeAuthInfo: the methods (and keys) the user authenticated with,
+    /// in a file named by SSH_USER_AUTH.
+    pub expose_auth_info: bool,
     pub detach_timeout: Duration,
     pub max_detached_sessions: u32,
     /// Detached for less than this, a session does not count against
@@ -611,6 +614,7 @@ impl Settings {
             "streamlocalbindmask",
             &format!("0{:o}", self.stream_local_bind_mask),
         );
+        line("exposeauthinfo", yn(self.expose_auth_info));
         line(
             "unusedconnectiontimeout",
             &self

@@ -187,6 +187,28 @@ fn rdomain_of(sock: &OwnedFd) -> Option<String> {
     (!dev.is_empty()).then_some(dev)
 }
 
+/// ExposeAuthInfo's text: a line per method, a public key step with its key
+/// (the key or certificate as a key file line has it), in the order done.
+fn auth_info(methods: &[String], keys: &[Vec<u8>]) -> String {
+    let mut keys = keys.iter();
+    let mut out = String::new();
+    for m in methods {
+        out.push_str(m);
+        if m == "publickey" {
+            if let Some(blob) = keys.next() {
+                let mut r = ressh_proto::wire::Reader::new(blob);
+                let name = r.string().map(printable).unwrap_or_default();
+                out.push(' ');
+                out.push_str(&name);
+                out.push(' ');
+                out.push_str(&openssl::base64::encode_block(blob));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// How a connection ended without an error.
 enum Ended {
     /// After a session (or after handing a reconnect to its session).
@@ -1260,6 +1282,7 @@ impl Monitor<'_> {
                 .map(|t| (t.channel_type.clone(), t.timeout.as_secs()))
                 .collect(),
             unused_connection_timeout_secs: s.unused_connection_timeout.map(|d| d.as_secs()),
+            auth_info: s.expose_auth_info.then(|| auth_info(&a.methods, &a.keys)),
         }
     }
 

@@ -30,6 +30,28 @@ pub struct EnvInputs<'a> {
     pub original_command: Option<&'a [u8]>,
     /// TZ of this process, passed on like sshd does.
     pub tz: Option<Vec<u8>>,
+    /// ExposeAuthInfo's file ([`write_auth_info`]).
+    pub auth_info: Option<&'a str>,
+}
+
+/// ExposeAuthInfo: `text` in a new file only the user can read, in /tmp
+/// as sshd makes it (`/tmp/sshauth.` and 15 random characters, created
+/// exclusively, mode 0600, by this process, which runs as the user and,
+/// with ChrootDirectory, inside the jail). Its path, for SSH_USER_AUTH; the
+/// session removes it when it ends.
+#[allow(unsafe_code)] // adopting the descriptor mkstemp(3) returns
+pub fn write_auth_info(text: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let (fd, path) = nix::unistd::mkstemp("/tmp/sshauth.XXXXXXXXXXXXXXX")?;
+    // SAFETY: mkstemp just opened this descriptor for us and nothing else owns it.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let path = path.to_string_lossy().into_owned();
+    if let Err(e) = f.write_all(text.as_bytes()) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
 }
 
 /// Sets `name` to `value`, replacing an earlier value in place.
@@ -96,6 +118,9 @@ pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
     if let Some(cmd) = i.original_command {
         set(&mut env, "SSH_ORIGINAL_COMMAND", cmd);
     }
+    if let Some(f) = i.auth_info {
+        set(&mut env, "SSH_USER_AUTH", f);
+    }
     env
 }
 
@@ -135,6 +160,7 @@ mod tests {
             ("SSH_CONNECTION".to_string(), "admin".to_string()),
         ];
         let env = build(&EnvInputs {
+            auth_info: None,
             user: &user,
             shell: "/bin/bash",
             client_env: &client,

@@ -152,6 +152,18 @@ fn run() -> Result<(), Error> {
     let conn = conn.map_err(Error::Import)?;
 
     let start = *start;
+    let auth_info_file =
+        start
+            .policy
+            .auth_info
+            .as_deref()
+            .and_then(|text| match env::write_auth_info(text) {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    log!("ExposeAuthInfo: cannot write /tmp/sshauth.*: {e}");
+                    None
+                }
+            });
     let info = channels::Info {
         user: start.user,
         policy: start.policy,
@@ -161,6 +173,7 @@ fn run() -> Result<(), Error> {
         local_port: start.local_port,
         pam_env: start.pam_env,
         login_message: start.login_message,
+        auth_info_file,
         chrooted: chroot.is_some(),
     };
     let mut s = session::Session::new(conn, sock, info, endpoint)?;

@@ -673,6 +673,9 @@ impl Session {
     /// fd is closed. The same after a disconnect and a detach timeout.
     fn cleanup(&mut self) {
         self.abandon_all_pending("the session ended");
+        if let Some(f) = self.ctx.info.auth_info_file.take() {
+            let _ = std::fs::remove_file(f);
+        }
         for chan in self.chans.values() {
             if let Chan::Session(s) = chan {
                 if let Some((pid, true)) = s.running_child() {

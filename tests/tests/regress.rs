@@ -135,7 +135,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ("hostkey-agent", 22, "HostKeyAgent"),
     ("principals-command", 16, "AuthorizedPrincipalsCommand"),
     ("cert-file", 16, "user certificates (CertificateFile)"),
-    ("authinfo", 22, "ExposeAuthInfo (SSH_USER_AUTH)"),
 ];
 
 /// Tests that fail with resshd only because they try algorithms resshd

@@ -67,6 +67,7 @@ pub(crate) enum Imp {
     CaSignatureAlgorithms,
     HostCertificate,
     UnusedConnectionTimeout,
+    ExposeAuthInfo,
     VersionAddendum,
     PrivilegeSeparationUser,
     PrivilegeSeparationDirectory,
@@ -257,6 +258,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("casignaturealgorithms", Imp::CaSignatureAlgorithms, M),
     imp("hostcertificate", Imp::HostCertificate, G),
     imp("unusedconnectiontimeout", Imp::UnusedConnectionTimeout, M),
+    imp("exposeauthinfo", Imp::ExposeAuthInfo, M),
     imp("versionaddendum", Imp::VersionAddendum, G),
     imp("usepam", Imp::UsePam, G),
     imp("printmotd", Imp::PrintMotd, G),
@@ -315,7 +317,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     ign("gssapiusesessioncredcache", Check::Some, G, NO_KRB),
     ign("logverbose", Check::Some, M, "resshd has no per-function logging"),
     ign("securitykeyprovider", Check::One, G, "resshd only verifies FIDO (sk-) keys' signatures"),
-    ign("exposeauthinfo", Check::Flag, M, "resshd does not set SSH_USER_AUTH"),
     ign(
         "fingerprinthash",
         Check::OneOf(DIGESTS),

@@ -549,6 +549,7 @@ impl Parser {
             }
             Imp::PermitEmptyPasswords => Value::PermitEmptyPasswords(parse_flag(a.one()?)?),
             Imp::PermitTty => Value::PermitTty(parse_flag(a.one()?)?),
+            Imp::ExposeAuthInfo => Value::ExposeAuthInfo(parse_flag(a.one()?)?),
             Imp::StrictModes => Value::StrictModes(parse_flag(a.one()?)?),
             Imp::PermitUserEnvironment => {
                 let v = a.one()?;

@@ -88,6 +88,7 @@ pub(crate) enum Value {
     CaSignatureAlgorithms(Vec<String>),
     HostCertificate(PathBuf),
     UnusedConnectionTimeout(Option<Duration>),
+    ExposeAuthInfo(bool),
     VersionAddendum(String),
     PrivilegeSeparationUser(String),
     PrivilegeSeparationDirectory(PathBuf),
@@ -179,6 +180,7 @@ pub(crate) struct Raw {
     rekey_interval: Option<Duration>,
     channel_timeouts: Option<Vec<ChannelTimeout>>,
     unused_connection_timeout: Option<Option<Duration>>,
+    expose_auth_info: Option<bool>,
     detach_timeout: Option<Duration>,
     detach_grace_time: Option<Duration>,
     max_detached_sessions: Option<u32>,
@@ -293,6 +295,7 @@ impl Raw {
             Value::RequiredRsaSize(x) => first(&mut self.required_rsa_size, x),
             Value::ChannelTimeout(x) => first(&mut self.channel_timeouts, x),
             Value::UnusedConnectionTimeout(x) => first(&mut self.unused_connection_timeout, x),
+            Value::ExposeAuthInfo(x) => first(&mut self.expose_auth_info, x),
             Value::VersionAddendum(x) => first(&mut self.version_addendum, x),
             Value::PrivilegeSeparationUser(x) => first(&mut self.privilege_separation_user, x),
             Value::PrivilegeSeparationDirectory(x) => {
@@ -386,6 +389,7 @@ impl Raw {
         over(&mut self.rekey_limit, &m.rekey_limit);
         over(&mut self.rekey_interval, &m.rekey_interval);
         over(&mut self.channel_timeouts, &m.channel_timeouts);
+        over(&mut self.expose_auth_info, &m.expose_auth_info);
         over(
             &mut self.unused_connection_timeout,
             &m.unused_connection_timeout,
@@ -555,6 +559,7 @@ impl Raw {
             rekey_interval: self.rekey_interval.unwrap_or(Duration::ZERO),
             channel_timeouts: self.channel_timeouts.unwrap_or_default(),
             unused_connection_timeout: self.unused_connection_timeout.unwrap_or(None),
+            expose_auth_info: self.expose_auth_info.unwrap_or(false),
             detach_timeout: self.detach_timeout.unwrap_or(Duration::from_secs(3600)),
             detach_grace_time: self.detach_grace_time.unwrap_or(Duration::from_secs(600)),
             max_detached_sessions: self.max_detached_sessions.unwrap_or(10),

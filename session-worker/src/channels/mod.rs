@@ -45,6 +45,8 @@ pub struct Info {
     pub pam_env: Vec<(String, String)>,
     /// Shown on interactive logins (see `SessionStart::login_message`).
     pub login_message: String,
+    /// ExposeAuthInfo's file, removed when the session ends.
+    pub auth_info_file: Option<String>,
     /// The session runs inside ChrootDirectory.
     pub chrooted: bool,
 }

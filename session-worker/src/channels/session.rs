@@ -298,6 +298,7 @@ impl SessionChan {
             term: self.term.as_deref(),
             original_command: original.as_deref(),
             tz: std::env::var_os("TZ").map(std::os::unix::ffi::OsStringExt::into_vec),
+            auth_info: info.auth_info_file.as_deref(),
         });
         let spec = child::Spec {
             shell,

@@ -62,6 +62,7 @@ pub fn default_policy() -> SessionPolicy {
         detach_timeout_secs: 0,
         channel_timeouts: Vec::new(),
         unused_connection_timeout_secs: None,
+        auth_info: None,
     }
 }
 
