@@ -1459,6 +1459,24 @@ pub fn find_principal(
     }
 }
 
+/// As [`find_principal`], over a command's output (`name` for the log):
+/// its lines are bounded by the command runner.
+pub fn find_principal_in_output(
+    text: &[u8],
+    name: &str,
+    cert: &Certificate,
+) -> (Option<KeyOptions>, Vec<String>) {
+    let mut log = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        match principals_line(line, cert) {
+            Ok(Some(o)) => return (Some(o), log),
+            Ok(None) => {}
+            Err(e) => log.push(format!("{name}:{}: bad principals options: {e}", i + 1)),
+        }
+    }
+    (None, log)
+}
+
 /// auth_check_principals_line() after auth_process_principals()'s
 /// trimming: Some(options) when the line names one of the certificate's
 /// principals.

@@ -62,6 +62,7 @@
 //! | MaxAuthTries (M), MaxSessions (M) | `max_auth_tries`, `max_sessions` | 6, 10 |
 //! | AuthorizedKeysFile (M) | `authorized_keys_files` | .ssh/authorized_keys .ssh/authorized_keys2; tokens kept, see [`crate::authkeys::expand_authorized_keys_path`] |
 //! | AuthorizedKeysCommand (M), AuthorizedKeysCommandUser (M) | `authorized_keys_command`, `authorized_keys_command_user` | none; run by the monitor, bounded, see [`crate::keys_command`]; the command without its user is refused globally, as sshd |
+//! | AuthorizedPrincipalsCommand (M), AuthorizedPrincipalsCommandUser (M) | `authorized_principals_command`, `authorized_principals_command_user` | none; as the keys command, see [`crate::keys_command`] |
 //! | RevokedKeys (M) | `revoked_keys` | none; a plain key list or a KRL, see [`crate::revoked`] |
 //! | RequiredRSASize (M) | `required_rsa_size` | 1024 (`ressh_proto` refuses < 2048 regardless) |
 //! | Banner (M) | `banner` | none |
@@ -114,8 +115,7 @@
 //! GSSAPIStoreCredentialsOnRekey, GSSAPIKexAlgorithms, GSSUseSessionCCache,
 //! GSSAPIUseSessionCredCache, LogVerbose, PubkeyAuthOptions (no FIDO keys
 //! are accepted at all), CASignatureAlgorithms, SecurityKeyProvider,
-//! HostCertificate, FingerprintHash, DebianBanner,
-//! AuthorizedPrincipalsCommandUser.
+//! HostCertificate, FingerprintHash, DebianBanner.
 //!
 //! **Ignored at one value, refused at any other** (an error naming the
 //! keyword and the reason): ignoring these would weaken security or
@@ -126,7 +126,7 @@
 //! | UseDNS | no | host-name patterns (`DenyUsers u@*.example`, `Match Host`) would silently stop matching |
 //! | HostbasedAuthentication, KerberosAuthentication, GSSAPIAuthentication, GSSAPIKeyExchange | no | users relying on them would be locked out without a hint |
 //! | PermitTunnel | no | no tun/tap forwarding |
-//! | AuthorizedPrincipalsFile, AuthorizedPrincipalsCommand, TrustedUserCAKeys | none | no certificate authentication |
+//! | AuthorizedPrincipalsFile, TrustedUserCAKeys | none | no certificate authentication |
 //! | HostKeyAgent | none | host keys must be private key files |
 //!
 //! **Refused**: RDomain (as sshd on Linux).
@@ -439,6 +439,10 @@ pub struct Settings {
     pub authorized_keys_command: Option<String>,
     /// Unexpanded (`%u`).
     pub authorized_keys_command_user: Option<String>,
+    /// As the keys command, for the principals a certificate may name (see
+    /// [`crate::keys_command`]).
+    pub authorized_principals_command: Option<String>,
+    pub authorized_principals_command_user: Option<String>,
     /// A plain list of public keys or a KRL (see [`crate::revoked`]).
     pub revoked_keys: Option<PathBuf>,
     pub banner: Option<PathBuf>,
@@ -732,6 +736,18 @@ impl Settings {
                 .as_deref()
                 .unwrap_or("none"),
         );
+        line(
+            "authorizedprincipalscommand",
+            self.authorized_principals_command
+                .as_deref()
+                .unwrap_or("none"),
+        );
+        line(
+            "authorizedprincipalscommanduser",
+            self.authorized_principals_command_user
+                .as_deref()
+                .unwrap_or("none"),
+        );
         line("revokedkeys", &path_or_none(&self.revoked_keys));
         for k in &self.host_keys {
             line("hostkey", &k.display().to_string());
@@ -994,6 +1010,13 @@ impl Config {
         {
             return Err(ConfigError::one(
                 "AuthorizedKeysCommand set without AuthorizedKeysCommandUser",
+            ));
+        }
+        if global.authorized_principals_command.is_some()
+            && global.authorized_principals_command_user.is_none()
+        {
+            return Err(ConfigError::one(
+                "AuthorizedPrincipalsCommand set without AuthorizedPrincipalsCommandUser",
             ));
         }
         Ok(Config {

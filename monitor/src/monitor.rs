@@ -905,6 +905,25 @@ impl Monitor<'_> {
         )
     }
 
+    /// What is left of LoginGraceTime, for a command the monitor waits for.
+    fn grace_left(&self) -> Duration {
+        match self.grace_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => keys_command::TIMEOUT,
+        }
+    }
+
+    /// The connection as the commands' `%C` gives it.
+    fn conn_id(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            shown_ip(self.local),
+            shown_port(self.local),
+            self.peer_ip(),
+            self.peer_port()
+        )
+    }
+
     /// AuthorizedKeysCommand for `user`'s `key`, within what is left of
     /// LoginGraceTime (this connection's monitor waits for it; no other
     /// connection does).
@@ -921,19 +940,15 @@ impl Monitor<'_> {
             log::error("No user for AuthorizedKeysCommand specified, skipping");
             return None;
         };
-        let timeout = match self.grace_deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => keys_command::TIMEOUT,
-        };
-        let conn_id = format!(
-            "{} {} {} {}",
-            shown_ip(self.local),
-            shown_port(self.local),
-            self.peer_ip(),
-            self.peer_port()
-        );
         let (found, notes) = keys_command::find_key(
-            command, run_as, user, key, &conn_id, peer, now_unix, timeout,
+            command,
+            run_as,
+            user,
+            key,
+            &self.conn_id(),
+            peer,
+            now_unix,
+            self.grace_left(),
         );
         for n in notes {
             log::info(&n);
@@ -972,7 +987,7 @@ impl Monitor<'_> {
             .authorized_principals_file
             .as_ref()
             .map(|p| authkeys::expand_authorized_keys_path(p, &user.name, &user.dir, uid));
-        let found = match &principals_file {
+        let mut found = match &principals_file {
             Some(Ok(f)) => {
                 let (found, notes) =
                     authkeys::find_principal(f, cert, uid, gid, &user.dir, settings.strict_modes);
@@ -985,11 +1000,32 @@ impl Monitor<'_> {
             }
             None => None,
         };
+        // Then AuthorizedPrincipalsCommand, as sshd.
+        let command = settings.authorized_principals_command.as_deref();
+        if let (None, Some(command)) = (&found, command) {
+            match &settings.authorized_principals_command_user {
+                Some(run_as) => {
+                    let (f, notes) = keys_command::find_principal(
+                        command,
+                        run_as,
+                        user,
+                        cert,
+                        &self.conn_id(),
+                        self.grace_left(),
+                    );
+                    log.extend(notes);
+                    found = f;
+                }
+                None => log.push(
+                    "No user for AuthorizedPrincipalsCommand specified, skipping".to_string(),
+                ),
+            }
+        }
         let via = ca_file.display();
         match authkeys::cert_authorised_by_ca(
             cert,
             &user.name,
-            principals_file.is_some(),
+            principals_file.is_some() || command.is_some(),
             found,
             peer,
             now_unix,

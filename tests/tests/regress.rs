@@ -133,7 +133,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ),
     ("limit-keytype", 16, "user certificates"),
     ("hostkey-agent", 22, "HostKeyAgent"),
-    ("principals-command", 16, "AuthorizedPrincipalsCommand"),
     ("cert-file", 16, "user certificates (CertificateFile)"),
 ];
 

@@ -51,6 +51,8 @@ pub(crate) enum Imp {
     AuthorizedKeysFile,
     AuthorizedKeysCommand,
     AuthorizedKeysCommandUser,
+    AuthorizedPrincipalsCommand,
+    AuthorizedPrincipalsCommandUser,
     RevokedKeys,
     AcceptEnv,
     SetEnv,
@@ -102,8 +104,6 @@ pub(crate) enum Check {
     One,
     /// One or more arguments.
     Some,
-    /// The raw rest of the line (commands).
-    Raw,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,6 +242,16 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("authorizedkeysfile", Imp::AuthorizedKeysFile, M),
     imp("authorizedkeyscommand", Imp::AuthorizedKeysCommand, M),
     imp("authorizedkeyscommanduser", Imp::AuthorizedKeysCommandUser, M),
+    imp(
+        "authorizedprincipalscommand",
+        Imp::AuthorizedPrincipalsCommand,
+        M,
+    ),
+    imp(
+        "authorizedprincipalscommanduser",
+        Imp::AuthorizedPrincipalsCommandUser,
+        M,
+    ),
     imp("revokedkeys", Imp::RevokedKeys, M),
     imp("acceptenv", Imp::AcceptEnv, M),
     imp("setenv", Imp::SetEnv, M),
@@ -324,12 +334,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
         "resshd logs SHA256 fingerprints",
     ),
     ign("debianbanner", Check::Flag, G, "resshd's version string is its own"),
-    ign(
-        "authorizedprincipalscommanduser",
-        Check::One,
-        M,
-        "AuthorizedPrincipalsCommand is not supported",
-    ),
     // Ignored only at values that match what resshd does; any other value
     // is refused, since silently dropping it would weaken security or
     // silently turn the server into something else than configured.
@@ -350,13 +354,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
         NO,
         M,
         "resshd has no tun/tap forwarding",
-    ),
-    safe(
-        "authorizedprincipalscommand",
-        Check::Raw,
-        NONE,
-        M,
-        "resshd cannot run an AuthorizedPrincipalsCommand yet (it may be where principals are revoked)",
     ),
     safe(
         "hostkeyagent",

@@ -645,18 +645,25 @@ impl Parser {
                 }
                 Value::AuthorizedKeysFile(out)
             }
-            Imp::AuthorizedKeysCommand => {
+            Imp::AuthorizedKeysCommand | Imp::AuthorizedPrincipalsCommand => {
                 let c = a.raw()?;
-                if is_none_word(c) {
-                    Value::AuthorizedKeysCommand(None)
+                let c = if is_none_word(c) {
+                    None
                 } else if c.starts_with('/') {
-                    Value::AuthorizedKeysCommand(Some(c.to_string()))
+                    Some(c.to_string())
                 } else {
                     return Err(format!("{} must be an absolute path", a.keyword));
+                };
+                match imp {
+                    Imp::AuthorizedKeysCommand => Value::AuthorizedKeysCommand(c),
+                    _ => Value::AuthorizedPrincipalsCommand(c),
                 }
             }
             Imp::AuthorizedKeysCommandUser => {
                 Value::AuthorizedKeysCommandUser(a.one()?.to_string())
+            }
+            Imp::AuthorizedPrincipalsCommandUser => {
+                Value::AuthorizedPrincipalsCommandUser(a.one()?.to_string())
             }
             Imp::RevokedKeys => Value::RevokedKeys(derelativise(a.one()?)?),
             Imp::TrustedUserCaKeys => Value::TrustedUserCaKeys(derelativise(a.one()?)?),
@@ -1056,13 +1063,6 @@ fn check_value(check: Check, a: &Args) -> Result<String, String> {
         }
         Check::One => a.one().map(str::to_string),
         Check::Some => a.some().map(|l| l.join(" ")),
-        Check::Raw => {
-            let r = a.raw()?;
-            if !r.starts_with('/') && !is_none_word(r) {
-                return Err(format!("{} must be an absolute path", a.keyword));
-            }
-            Ok(r.to_string())
-        }
     }
 }
 

@@ -67,6 +67,8 @@ pub(crate) enum Value {
     /// None for `none`.
     AuthorizedKeysCommand(Option<String>),
     AuthorizedKeysCommandUser(String),
+    AuthorizedPrincipalsCommand(Option<String>),
+    AuthorizedPrincipalsCommandUser(String),
     /// None for `none`.
     RevokedKeys(Option<PathBuf>),
     AcceptEnv(Vec<String>),
@@ -154,6 +156,8 @@ pub(crate) struct Raw {
     authorized_keys_files: Option<Vec<String>>,
     authorized_keys_command: Option<Option<String>>,
     authorized_keys_command_user: Option<String>,
+    authorized_principals_command: Option<Option<String>>,
+    authorized_principals_command_user: Option<String>,
     revoked_keys: Option<Option<PathBuf>>,
     banner: Option<Option<PathBuf>>,
     allow_users: Vec<String>,
@@ -278,6 +282,12 @@ impl Raw {
             Value::AuthorizedKeysFile(x) => first(&mut self.authorized_keys_files, x),
             Value::AuthorizedKeysCommand(x) => first(&mut self.authorized_keys_command, x),
             Value::AuthorizedKeysCommandUser(x) => first(&mut self.authorized_keys_command_user, x),
+            Value::AuthorizedPrincipalsCommand(x) => {
+                first(&mut self.authorized_principals_command, x)
+            }
+            Value::AuthorizedPrincipalsCommandUser(x) => {
+                first(&mut self.authorized_principals_command_user, x)
+            }
             Value::RevokedKeys(x) => first(&mut self.revoked_keys, x),
             Value::AcceptEnv(x) => self.accept_env.extend(x),
             Value::SetEnv(x) => first(&mut self.set_env, x),
@@ -357,6 +367,14 @@ impl Raw {
         over(
             &mut self.authorized_keys_command_user,
             &m.authorized_keys_command_user,
+        );
+        over(
+            &mut self.authorized_principals_command,
+            &m.authorized_principals_command,
+        );
+        over(
+            &mut self.authorized_principals_command_user,
+            &m.authorized_principals_command_user,
         );
         over(&mut self.revoked_keys, &m.revoked_keys);
         over(&mut self.banner, &m.banner);
@@ -531,6 +549,8 @@ impl Raw {
             authorized_keys_files,
             authorized_keys_command: self.authorized_keys_command.unwrap_or(None),
             authorized_keys_command_user: self.authorized_keys_command_user,
+            authorized_principals_command: self.authorized_principals_command.unwrap_or(None),
+            authorized_principals_command_user: self.authorized_principals_command_user,
             revoked_keys: self.revoked_keys.unwrap_or(None),
             banner: self.banner.unwrap_or(None),
             allow_users: self.allow_users,

@@ -906,8 +906,17 @@ fn unknown_refused_deprecated() {
     let e = parse_err("Frob 1\nMaxSessions x\nNope 2\n");
     assert_eq!(e.lines().count(), 3);
     assert!(e.lines().next().unwrap().starts_with("test.conf:1:"));
+    assert!(parse_err("AuthorizedPrincipalsCommand /usr/bin/p %u")
+        .contains("AuthorizedPrincipalsCommand set without AuthorizedPrincipalsCommandUser"));
+    assert!(parse_err("AuthorizedPrincipalsCommand p").contains("absolute path"));
+    let c = parse(
+        "AuthorizedPrincipalsCommand /usr/bin/p %u %i\nAuthorizedPrincipalsCommandUser nobody",
+    );
+    assert_eq!(
+        c.global().authorized_principals_command.as_deref(),
+        Some("/usr/bin/p %u %i")
+    );
     for refused in [
-        "AuthorizedPrincipalsCommand /usr/bin/p",
         "HostbasedAuthentication yes",
         "GSSAPIAuthentication yes",
         "KerberosAuthentication yes",
