@@ -3,6 +3,7 @@
 //! Bytes and the current time go in; bytes to send, events and the next
 //! deadline come out. No sockets, threads or clock reads live here.
 
+pub mod agent;
 pub mod cert;
 pub mod cipher;
 pub mod conn;
