@@ -29,9 +29,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 use ressh_ipc::msg::ToBroker;
 use ressh_ipc::{Endpoint, Outbox};
 use ressh_monitor::config::{Config, MatchContext, Settings};
+use ressh_monitor::hostkeys::HostKeys;
 use ressh_monitor::log;
 use ressh_monitor::monitor::{Context, Privsep};
-use ressh_proto::keys::PrivateKey;
 
 use args::Args;
 use broker::Broker;
@@ -150,18 +150,13 @@ fn load_config(args: &Args) -> Result<Config, Error> {
     Ok(config)
 }
 
-fn load_host_keys(paths: &[PathBuf]) -> Vec<PrivateKey> {
-    let mut keys = Vec::new();
-    for p in paths {
-        let key = std::fs::read(p)
-            .map_err(Error::from)
-            .and_then(|b| Ok(PrivateKey::from_openssh_pem(&b)?));
-        match key {
-            Ok(k) => keys.push(k),
-            Err(e) => log::error(&format!("Unable to load host key \"{}\": {e}", p.display())),
-        }
+fn load_host_keys(settings: &Settings) -> HostKeys {
+    let agent = settings.host_key_agent.as_deref();
+    let (keys, errors) = ressh_monitor::hostkeys::load(&settings.host_keys, agent);
+    for e in errors {
+        log::error(&e);
     }
-    keys
+    HostKeys::new(keys, agent.map(Path::to_path_buf))
 }
 
 /// The workers live next to resshd (a build tree), else in /usr/libexec/ressh.
@@ -338,7 +333,7 @@ fn run(args: Args) -> Result<(), Error> {
     let config = load_config(&args)?;
     let mut settings = config.global();
     apply_command_line(&mut settings, &args);
-    let host_keys = load_host_keys(&settings.host_keys);
+    let host_keys = load_host_keys(&settings);
     if host_keys.is_empty() {
         return Err(Error::NoHostKeys);
     }
@@ -505,12 +500,7 @@ fn syslog_stderr() {
 
 /// What every monitor needs: the configuration, the host keys, where the
 /// workers and the broker are.
-fn context(
-    settings: &Settings,
-    config: Config,
-    host_keys: Vec<PrivateKey>,
-    privsep: Privsep,
-) -> Context {
+fn context(settings: &Settings, config: Config, host_keys: HostKeys, privsep: Privsep) -> Context {
     Context {
         broker_socket: settings.broker_socket.clone(),
         config: Arc::new(config),
@@ -534,7 +524,7 @@ fn context(
 fn inetd(
     config: Config,
     settings: Settings,
-    host_keys: Vec<PrivateKey>,
+    host_keys: HostKeys,
     privsep: Privsep,
 ) -> Result<(), Error> {
     let (sock, peer, local) = inetd_socket()?;

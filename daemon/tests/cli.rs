@@ -292,6 +292,71 @@ fn expose_auth_info() {
     assert_eq!(text(&out.stdout), "[unset]\n");
 }
 
+/// HostKeyAgent: a HostKey file with only the public key, its private half
+/// in a stock ssh-agent; the monitor has the agent sign, and stock ssh
+/// checks the key against known_hosts. Without HostKeyAgent the same
+/// configuration has no such host key, and the login fails.
+#[test]
+fn host_key_in_an_agent() {
+    let login = Login::new("hkagent");
+    let dir = TempDir::new("hkagent");
+    let (key, key_pub) = ssh_keygen(dir.path(), "ecdsa", "");
+    let sock = dir.join("agent.sock");
+    let mut agent = Command::new(require_cmd("ssh-agent"))
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + SSH_TIMEOUT;
+    while !sock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = run_timeout(
+        Command::new(require_cmd("ssh-add"))
+            .env("SSH_AUTH_SOCK", &sock)
+            .arg(&key),
+        SSH_TIMEOUT,
+    );
+    assert!(added.status.success(), "{}", describe(&added));
+    fs::remove_file(&key).unwrap();
+    let login_with = |extra: &str| {
+        let setup = InetdSetup::new(&format!("{extra}HostKey {}.pub\n", key.display()));
+        let mut kh = fs::read_to_string(&setup.known_hosts).unwrap();
+        kh.push_str(&format!("inetd-host {key_pub}\n"));
+        fs::write(&setup.known_hosts, kh).unwrap();
+        let proxy = format!(
+            "{} -i -f {} -E {}",
+            resshd_bin().display(),
+            setup.config.display(),
+            setup.log.display()
+        );
+        let out = run_timeout(
+            setup
+                .ssh(&login)
+                .args(["-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256"])
+                .arg("-o")
+                .arg(format!("ProxyCommand={proxy}"))
+                .arg("inetd-host")
+                .arg("echo signed-by-agent"),
+            SSH_TIMEOUT,
+        );
+        (out, setup.log())
+    };
+    let (out, log) = login_with(&format!("HostKeyAgent {}\n", sock.display()));
+    let (without, without_log) = login_with("");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(out.status.success(), "{}\n{log}", describe(&out));
+    assert_eq!(text(&out.stdout), "signed-by-agent\n");
+    assert!(!without.status.success(), "{}", describe(&without));
+    assert!(
+        without_log.contains("Unable to load host key"),
+        "{without_log}"
+    );
+}
+
 /// `resshd -T` output as keyword → values.
 fn dump(args: &[&str]) -> BTreeMap<String, Vec<String>> {
     let out = run_timeout(Command::new(resshd_bin()).args(args), SSH_TIMEOUT);

@@ -127,7 +127,6 @@
 //! | HostbasedAuthentication, KerberosAuthentication, GSSAPIAuthentication, GSSAPIKeyExchange | no | users relying on them would be locked out without a hint |
 //! | PermitTunnel | no | no tun/tap forwarding |
 //! | AuthorizedPrincipalsFile, TrustedUserCAKeys | none | no certificate authentication |
-//! | HostKeyAgent | none | host keys must be private key files |
 //!
 //! **Refused**: RDomain (as sshd on Linux).
 //!
@@ -388,6 +387,9 @@ pub struct Settings {
     pub privilege_separation_user: String,
     pub privilege_separation_directory: PathBuf,
     pub broker_socket: PathBuf,
+    /// HostKeyAgent: the ssh-agent socket holding the private halves of
+    /// host keys whose HostKey files hold only public keys.
+    pub host_key_agent: Option<PathBuf>,
     /// Where the workers are; None: next to resshd, else in
     /// /usr/libexec/ressh.
     pub resshd_kex_path: Option<PathBuf>,
@@ -831,6 +833,7 @@ impl Settings {
             &self.privilege_separation_directory.display().to_string(),
         );
         line("brokersocket", &self.broker_socket.display().to_string());
+        line("hostkeyagent", &path_or_none(&self.host_key_agent));
         for (k, v) in [
             ("resshdkexpath", &self.resshd_kex_path),
             ("resshdsessionpath", &self.resshd_session_path),

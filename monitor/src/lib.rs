@@ -7,6 +7,7 @@ pub mod command;
 
 pub mod config;
 pub mod gate;
+pub mod hostkeys;
 pub mod keepalive;
 pub mod keys_command;
 pub mod log;

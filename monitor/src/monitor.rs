@@ -24,7 +24,7 @@ use ressh_ipc::msg::{
 };
 use ressh_ipc::Endpoint;
 use ressh_proto::cert::Certificate;
-use ressh_proto::keys::{self, PrivateKey};
+use ressh_proto::keys;
 use ressh_proto::wire::{printable, Put as _};
 use ressh_proto::OfferedKey;
 
@@ -33,6 +33,7 @@ use crate::config::{
     Config, GatewayPorts, MatchContext, PermitRootLogin, PermitUserEnvironment, Settings,
 };
 use crate::gate::{HashLengths, KexGate, LogBudget, LogVerdict, SessionGate, Violation};
+use crate::hostkeys::HostKeys;
 use crate::log;
 use crate::loginrec::{self, Login};
 use crate::pam::{self, Pam};
@@ -119,7 +120,7 @@ pub struct Context {
     /// Where resshd's broker listens (BrokerSocket).
     pub broker_socket: PathBuf,
     pub config: Arc<Config>,
-    pub host_keys: Arc<Vec<PrivateKey>>,
+    pub host_keys: Arc<HostKeys>,
     pub kex_worker: PathBuf,
     pub session_worker: PathBuf,
     pub privsep: Privsep,
@@ -427,8 +428,9 @@ impl Monitor<'_> {
             host_keys: self
                 .ctx
                 .host_keys
+                .public_keys()
                 .iter()
-                .map(|k| k.public_key().to_blob())
+                .map(|k| k.to_blob())
                 .collect(),
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
@@ -451,8 +453,7 @@ impl Monitor<'_> {
                 let k = self
                     .ctx
                     .host_keys
-                    .iter()
-                    .find(|k| k.public_key().to_blob() == *blob)
+                    .find(blob)
                     .ok_or("not one of our host keys")?;
                 let pubkey = k.public_key();
                 let algs = pubkey.signature_algorithms();
@@ -465,22 +466,14 @@ impl Monitor<'_> {
                 data.put_str("hostkeys-prove-00@openssh.com");
                 data.put_string(sid);
                 data.put_string(blob);
-                k.sign(alg, &data).map_err(|e| e.to_string())
+                self.ctx.host_keys.sign(k, alg, &data)
             })
             .collect()
     }
 
     fn sign(&self, key: &[u8], alg: &str, data: &[u8]) -> Result<Vec<u8>, String> {
-        let k = self
-            .ctx
-            .host_keys
-            .iter()
-            .find(|k| k.public_key().to_blob() == key)
-            .ok_or("no such host key")?;
-        if !k.public_key().signature_algorithms().contains(&alg) {
-            return Err(format!("algorithm {alg} does not fit the host key"));
-        }
-        k.sign(alg, data).map_err(|e| e.to_string())
+        let k = self.ctx.host_keys.find(key).ok_or("no such host key")?;
+        self.ctx.host_keys.sign(k, alg, data)
     }
 
     /// A new connection that asks to resume a session: ask the broker to
@@ -1489,8 +1482,9 @@ impl Monitor<'_> {
             host_keys: self
                 .ctx
                 .host_keys
+                .public_keys()
                 .iter()
-                .map(|k| k.public_key().to_blob())
+                .map(|k| k.to_blob())
                 .collect(),
             user,
             peer_addr: self.peer_ip(),

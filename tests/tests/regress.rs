@@ -132,7 +132,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "user certificates with AuthenticationMethods publickey,publickey",
     ),
     ("limit-keytype", 16, "user certificates"),
-    ("hostkey-agent", 22, "HostKeyAgent"),
     ("cert-file", 16, "user certificates (CertificateFile)"),
 ];
 
@@ -154,6 +153,7 @@ const REFUSED_ONLY: &[(&str, &str)] = &[
         "every key type as user and host key, FIDO keys second",
     ),
     ("hostkey-rotate", "a host key of every key type"),
+    ("hostkey-agent", "a host key of every key type, in an agent"),
 ];
 
 /// What resshd refuses of what Debian's OpenSSH offers, each refusal with

@@ -74,6 +74,7 @@ pub(crate) enum Imp {
     PrivilegeSeparationUser,
     PrivilegeSeparationDirectory,
     BrokerSocket,
+    HostKeyAgent,
     ResshdKexPath,
     ResshdSessionPath,
     DetachTimeout,
@@ -181,7 +182,6 @@ const fn dep(name: &'static str, in_match: bool) -> Keyword {
 }
 
 const NO: &[&str] = &["no"];
-const NONE: &[&str] = &["none"];
 const TUNMODES: &[&str] = &["no", "point-to-point", "ethernet", "yes"];
 const DIGESTS: &[&str] = &["md5", "sha1", "sha256", "sha384", "sha512"];
 
@@ -281,6 +281,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("privilegeseparationuser", Imp::PrivilegeSeparationUser, G),
     imp("privilegeseparationdirectory", Imp::PrivilegeSeparationDirectory, G),
     imp("brokersocket", Imp::BrokerSocket, G),
+    imp("hostkeyagent", Imp::HostKeyAgent, G),
     imp("resshdkexpath", Imp::ResshdKexPath, G),
     imp("resshdsessionpath", Imp::ResshdSessionPath, G),
     imp("detachtimeout", Imp::DetachTimeout, M),
@@ -354,13 +355,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
         NO,
         M,
         "resshd has no tun/tap forwarding",
-    ),
-    safe(
-        "hostkeyagent",
-        Check::One,
-        NONE,
-        G,
-        "resshd signs with host key files only",
     ),
     Keyword {
         name: "rdomain",

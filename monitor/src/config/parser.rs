@@ -823,6 +823,16 @@ impl Parser {
                 }
                 Value::PrivilegeSeparationDirectory(PathBuf::from(d))
             }
+            Imp::HostKeyAgent => {
+                // As sshd: a socket path, `SSH_AUTH_SOCK` (that variable
+                // of resshd's environment), or none.
+                let v = a.one()?;
+                Value::HostKeyAgent(match v {
+                    _ if is_none_word(v) => None,
+                    "SSH_AUTH_SOCK" => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+                    _ => Some(PathBuf::from(v)),
+                })
+            }
             Imp::BrokerSocket => {
                 let d = a.one()?;
                 if !d.starts_with('/') {

@@ -95,6 +95,7 @@ pub(crate) enum Value {
     PrivilegeSeparationUser(String),
     PrivilegeSeparationDirectory(PathBuf),
     BrokerSocket(PathBuf),
+    HostKeyAgent(Option<PathBuf>),
     ResshdKexPath(PathBuf),
     ResshdSessionPath(PathBuf),
     DetachTimeout(Duration),
@@ -130,6 +131,7 @@ pub(crate) struct Raw {
     privilege_separation_user: Option<String>,
     privilege_separation_directory: Option<PathBuf>,
     broker_socket: Option<PathBuf>,
+    host_key_agent: Option<Option<PathBuf>>,
     resshd_kex_path: Option<PathBuf>,
     resshd_session_path: Option<PathBuf>,
     use_pam: Option<bool>,
@@ -312,6 +314,7 @@ impl Raw {
                 first(&mut self.privilege_separation_directory, x)
             }
             Value::BrokerSocket(x) => first(&mut self.broker_socket, x),
+            Value::HostKeyAgent(x) => first(&mut self.host_key_agent, x),
             Value::ResshdKexPath(x) => first(&mut self.resshd_kex_path, x),
             Value::ResshdSessionPath(x) => first(&mut self.resshd_session_path, x),
             Value::DetachTimeout(x) => first(&mut self.detach_timeout, x),
@@ -517,6 +520,7 @@ impl Raw {
             broker_socket: self
                 .broker_socket
                 .unwrap_or_else(|| PathBuf::from("/run/resshd/broker.sock")),
+            host_key_agent: self.host_key_agent.unwrap_or(None),
             resshd_kex_path: self.resshd_kex_path,
             resshd_session_path: self.resshd_session_path,
             use_pam: self.use_pam.unwrap_or(false),

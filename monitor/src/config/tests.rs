@@ -923,7 +923,6 @@ fn unknown_refused_deprecated() {
         "PermitTunnel yes",
         "PermitTunnel point-to-point",
         "UseDNS yes",
-        "HostKeyAgent /run/agent.sock",
         "RDomain 1",
     ] {
         let e = parse_err(refused);
