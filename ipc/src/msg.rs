@@ -139,6 +139,9 @@ pub struct SessionPolicy {
     pub permit_listen: Permits,
     /// GatewayPorts: remote forwards may bind non-loopback addresses.
     pub gateway_ports: bool,
+    /// auth-agent-req@openssh.com is granted: AllowAgentForwarding and no
+    /// no-agent-forwarding (or restrict) on the key or certificate.
+    pub agent_forwarding: bool,
     /// AcceptEnv patterns.
     pub accept_env: Vec<String>,
     /// environment= from authorized_keys (already filtered by PermitUserEnvironment).

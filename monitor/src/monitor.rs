@@ -987,6 +987,7 @@ impl Monitor<'_> {
             permit_open: policy::permits(&s.permit_open, &o.permitopen),
             permit_listen: policy::permits(&s.permit_listen, &o.permitlisten),
             gateway_ports: s.gateway_ports != GatewayPorts::No,
+            agent_forwarding: s.allows_agent_forwarding() && !o.no_agent_forwarding,
             accept_env: s.accept_env.clone(),
             set_env: s
                 .set_env

@@ -1,6 +1,7 @@
 //! Channel kinds and what they share: the registry of pollable fds
 //! ([`Ctx`]) and the byte relay between a channel and local fds ([`relay`]).
 
+pub mod agent;
 pub mod relay;
 pub mod session;
 pub mod tcpip;
@@ -31,6 +32,8 @@ pub enum Target {
     Listener(u64),
     /// An fd of a closed channel still writing what the client sent.
     Linger(u64),
+    /// The forwarded agent's listening socket.
+    Agent,
 }
 
 /// Who and where: the facts of the session every channel may need.
@@ -59,6 +62,9 @@ pub struct Ctx {
     pub logins: HashMap<Pid, String>,
     /// Messages for the monitor, sent by the event loop.
     pub to_monitor: Vec<FromSession>,
+    /// The forwarded agent's socket, once a session asked for it (one per
+    /// connection, as sshd).
+    pub agent: Option<agent::AgentSocket>,
 }
 
 impl Ctx {
@@ -72,6 +78,7 @@ impl Ctx {
             children: HashMap::new(),
             logins: HashMap::new(),
             to_monitor: Vec::new(),
+            agent: None,
         }
     }
 

@@ -8,6 +8,7 @@ use ressh_proto::msg::ChannelReq;
 use ressh_proto::wire::printable;
 use ressh_proto::Connection;
 
+use super::agent::AgentSocket;
 use super::relay::{OnEof, Relay};
 use super::Ctx;
 use crate::pty::{self, Pty, WinSize};
@@ -177,10 +178,7 @@ impl SessionChan {
                 log!("X11 forwarding request refused");
                 false
             }
-            ChannelReq::AuthAgentReq => {
-                log!("agent forwarding request refused");
-                false
-            }
+            ChannelReq::AuthAgentReq => !started && agent_request(ctx),
             _ => false,
         }
     }
@@ -260,6 +258,7 @@ impl SessionChan {
             term: self.term.as_deref(),
             original_command: original.as_deref(),
             tz: std::env::var_os("TZ").map(std::os::unix::ffi::OsStringExt::into_vec),
+            auth_sock: ctx.agent.as_ref().map(|a| a.path()),
         });
         let spec = child::Spec {
             shell,
@@ -390,6 +389,30 @@ impl SessionChan {
     pub fn close(&mut self, ctx: &mut Ctx) {
         self.relay.close(ctx);
         self.pty = None;
+    }
+}
+
+/// auth-agent-req@openssh.com: the agent socket, if the policy grants it
+/// and this connection has none yet (sshd honours the first request only).
+fn agent_request(ctx: &mut Ctx) -> bool {
+    if !ctx.info.policy.agent_forwarding {
+        log!("agent forwarding request refused: disabled");
+        return false;
+    }
+    if ctx.agent.is_some() {
+        log!("authentication forwarding requested twice");
+        return false;
+    }
+    match AgentSocket::create(ctx) {
+        Ok(a) => {
+            log!("agent forwarding on {}", a.path());
+            ctx.agent = Some(a);
+            true
+        }
+        Err(e) => {
+            log!("agent forwarding disabled: cannot create the listener socket: {e}");
+            false
+        }
     }
 }
 

@@ -52,6 +52,7 @@ pub fn default_policy() -> SessionPolicy {
         permit_open: Permits::ANY,
         permit_listen: Permits::ANY,
         gateway_ports: false,
+        agent_forwarding: true,
         accept_env: vec!["LANG".into(), "LC_*".into()],
         key_environment: Vec::new(),
         set_env: Vec::new(),
