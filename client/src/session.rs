@@ -26,6 +26,7 @@ use crate::config::{self, Config};
 use crate::sig::Signals;
 use crate::transport;
 
+mod agent;
 mod channels;
 mod forwards;
 mod keepalive;

@@ -20,6 +20,7 @@ enum Key {
     IdentityFile,
     IdentitiesOnly,
     IdentityAgent,
+    ForwardAgent,
     ProxyCommand,
     ProxyJump,
     ServerAliveInterval,
@@ -93,6 +94,7 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "identityfile" => Set(IdentityFile),
         "identitiesonly" => Set(IdentitiesOnly),
         "identityagent" => Set(IdentityAgent),
+        "forwardagent" => Set(ForwardAgent),
         "proxycommand" => Set(ProxyCommand),
         "proxyjump" => Set(ProxyJump),
         "serveraliveinterval" => Set(ServerAliveInterval),
@@ -182,8 +184,7 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "localcommand"
         | "channeltimeout"
         | "usekeychain" => Ignored,
-        "forwardagent"
-        | "forwardx11"
+        "forwardx11"
         | "permitlocalcommand"
         | "hostbasedauthentication"
         | "enablesshkeysign"
@@ -210,6 +211,11 @@ pub(super) struct Raw {
     pub identity_files: Vec<String>,
     pub identities_only: Option<bool>,
     pub identity_agent: Option<String>,
+    /// ForwardAgent (and -A, -a): yes or no; a socket path or `$VAR`
+    /// also means yes (ssh's two settings).
+    pub forward_agent: Option<bool>,
+    /// The socket path or `$VAR` of ForwardAgent, as written.
+    pub forward_agent_path: Option<String>,
     /// As written (`none` included).
     pub proxy_command: Option<String>,
     pub proxy_jump: Option<String>,
@@ -365,6 +371,13 @@ impl Raw {
             Key::IdentityFile => self.identity_files.push(v.to_string()),
             Key::IdentitiesOnly => flag(&mut self.identities_only)?,
             Key::IdentityAgent => first(&mut self.identity_agent, v.to_string()),
+            Key::ForwardAgent => match yes_no(key, v) {
+                Ok(b) => first(&mut self.forward_agent, b),
+                Err(_) => {
+                    first(&mut self.forward_agent, true);
+                    first(&mut self.forward_agent_path, v.to_string());
+                }
+            },
             Key::ProxyCommand => first(&mut self.proxy_command, vals.join(" ")),
             Key::ProxyJump => first(&mut self.proxy_jump, v.to_string()),
             Key::ServerAliveInterval => first(&mut self.server_alive_interval, seconds(key, v)?),

@@ -29,6 +29,8 @@ pub(super) enum Kind {
     Local(usize),
     /// A -R connection (remote forward index).
     Remote(usize),
+    /// A connection of the server to the forwarded agent.
+    Agent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +151,7 @@ impl Chan {
     }
 
     fn is_forward(&self) -> bool {
-        matches!(self.kind, Kind::Local(_) | Kind::Remote(_))
+        matches!(self.kind, Kind::Local(_) | Kind::Remote(_) | Kind::Agent)
     }
 
     /// Whether its input can be read (or its EOF sent) now.
@@ -797,6 +799,10 @@ impl Session {
             return;
         };
         let mut reqs: Vec<(ChannelReq, Option<Req>)> = Vec::new();
+        if self.cfg.forward_agent.is_some() {
+            crate::debug1!("Requesting authentication agent forwarding.");
+            reqs.push((ChannelReq::AuthAgentReq, None));
+        }
         if pty {
             let term = std::env::var("TERM").unwrap_or_default();
             let fd = if tty::isatty(0) { 0 } else { 1 };
@@ -932,7 +938,7 @@ impl Session {
         match ch.kind {
             Kind::Main => self.set_quit(fatal(text)),
             Kind::Stdio => self.set_quit(fatal(format!("{text}\nstdio forwarding failed"))),
-            Kind::Local(_) | Kind::Remote(_) => {
+            Kind::Local(_) | Kind::Remote(_) | Kind::Agent => {
                 crate::info!("{text}");
                 if let (Some(v), Some(s)) = (ch.socks, ch.out.as_ref()) {
                     let rep = match r {
