@@ -1233,3 +1233,51 @@ pub fn check_kex_matrix(
 pub fn kex_run_command() -> String {
     format!("head -c {KEX_RUN_OUTPUT} /dev/zero | tr '\\0' x")
 }
+
+// ----- a stock ssh-agent -----------------------------------------------------
+
+/// Debian's `ssh-agent` in the foreground on a socket of its own, holding
+/// the keys given to [`SshAgent::add`]; killed on drop.
+pub struct SshAgent {
+    child: Child,
+    pub sock: PathBuf,
+}
+
+impl SshAgent {
+    /// Starts the agent on `dir/<name>`.
+    pub fn start(dir: &Path, name: &str) -> SshAgent {
+        let sock = dir.join(name);
+        let child = Command::new(require_cmd("ssh-agent"))
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let agent = SshAgent { child, sock };
+        wait_for(
+            "ssh-agent's socket",
+            Duration::from_secs(10),
+            || agent.sock.exists().then_some(()),
+            String::new,
+        );
+        agent
+    }
+
+    /// `ssh-add key`.
+    pub fn add(&self, key: &Path) {
+        run_ok(
+            Command::new(require_cmd("ssh-add"))
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &self.sock),
+        );
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -26,6 +26,7 @@
 //! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
+//! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -54,6 +55,7 @@ mod common;
 #[path = "long.rs"]
 mod a_long;
 
+mod agent_forwarding;
 mod attacks;
 mod backpressure;
 mod detach;
