@@ -344,11 +344,15 @@ fn an_agent_channel_nobody_asked_for_is_refused() {
         c.args(["-N", "server"]);
         c
     };
+    // The client has an agent (and uses it), only not forwarded.
+    let use_agent = "-oIdentityAgent=SSH_AUTH_SOCK";
     let mut ssh = Command::new(require_cmd("ssh"));
-    ssh.arg("-F").arg(&who.config).args(["-N", "server"]);
-    let agent_opts = ["-A", "-oIdentityAgent=SSH_AUTH_SOCK"];
+    ssh.arg("-F")
+        .arg(&who.config)
+        .args([use_agent, "-N", "server"]);
+    let agent_opts = ["-A", use_agent];
     for (name, mut cmd, accepted) in [
-        ("ressh", ressh(&[]), false),
+        ("ressh", ressh(&[use_agent]), false),
         ("ssh", ssh, false),
         ("ressh -A", ressh(&agent_opts), true),
     ] {
