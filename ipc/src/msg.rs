@@ -142,6 +142,9 @@ pub struct SessionPolicy {
     /// auth-agent-req@openssh.com is granted: AllowAgentForwarding and no
     /// no-agent-forwarding (or restrict) on the key or certificate.
     pub agent_forwarding: bool,
+    /// x11-req is granted (X11Forwarding, and no no-x11-forwarding on the
+    /// key or certificate): how.
+    pub x11: Option<X11Policy>,
     /// AcceptEnv patterns.
     pub accept_env: Vec<String>,
     /// environment= from authorized_keys (already filtered by PermitUserEnvironment).
@@ -157,6 +160,14 @@ pub struct SessionPolicy {
     /// DetachTimeout: how long a session whose transport broke waits for a
     /// reconnect (0: it ends at once, as without resilience).
     pub detach_timeout_secs: u64,
+}
+
+/// X11DisplayOffset, X11UseLocalhost and XAuthLocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct X11Policy {
+    pub display_offset: u32,
+    pub use_localhost: bool,
+    pub xauth_location: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub struct EnvInputs<'a> {
     pub tz: Option<Vec<u8>>,
     /// The forwarded agent's socket, once the client asked for one.
     pub auth_sock: Option<&'a str>,
+    /// The forwarded X11 display, if the client asked for one.
+    pub display: Option<&'a str>,
 }
 
 /// Sets `name` to `value`, replacing an earlier value in place.
@@ -45,7 +47,7 @@ fn set(env: &mut Vec<(String, Vec<u8>)>, name: &str, value: impl Into<Vec<u8>>) 
 
 /// The environment, in OpenSSH's order: client variables first (so the
 /// fixed ones below override them), then USER .. SHELL, TZ, TERM,
-/// SSH_AUTH_SOCK, the key's
+/// DISPLAY, SSH_AUTH_SOCK, the key's
 /// environment= options, PAM's environment, SetEnv (the administrator's
 /// word over the client's and the user's), SSH_CLIENT, SSH_CONNECTION,
 /// SSH_TTY and SSH_ORIGINAL_COMMAND.
@@ -70,6 +72,9 @@ pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
     }
     if let Some(term) = i.term {
         set(&mut env, "TERM", term);
+    }
+    if let Some(display) = i.display {
+        set(&mut env, "DISPLAY", display);
     }
     if let Some(sock) = i.auth_sock {
         set(&mut env, "SSH_AUTH_SOCK", sock);
@@ -156,6 +161,7 @@ mod tests {
             original_command: Some(b"ls -l"),
             tz: None,
             auth_sock: Some("/tmp/ssh-XXXXXXXXXX/agent.7"),
+            display: Some("localhost:10.0"),
         });
         assert_eq!(get(&env, "USER"), Some(&b"alice"[..]));
         assert_eq!(get(&env, "LANG"), Some(&b"C"[..]));
@@ -171,6 +177,7 @@ mod tests {
         assert_eq!(get(&env, "FROM_KEY"), Some(&b"admin"[..]));
         assert_eq!(get(&env, "FROM_PAM"), Some(&b"admin"[..]));
         assert_eq!(get(&env, "SSH_ORIGINAL_COMMAND"), Some(&b"ls -l"[..]));
+        assert_eq!(get(&env, "DISPLAY"), Some(&b"localhost:10.0"[..]));
         assert_eq!(
             get(&env, "SSH_AUTH_SOCK"),
             Some(&b"/tmp/ssh-XXXXXXXXXX/agent.7"[..])

@@ -371,6 +371,15 @@ impl Session {
                         r.ready(token, ev);
                     }
                 }
+                Some(Target::X11(id)) => {
+                    let new = match self.chans.get_mut(&id) {
+                        Some(Chan::Session(s)) => s.x11_accept(&mut self.conn, &mut self.ctx),
+                        _ => Vec::new(),
+                    };
+                    for c in new {
+                        self.chans.insert(c.id(), Chan::Tcp(c));
+                    }
+                }
                 Some(Target::Agent) => {
                     if let Some(mut a) = self.ctx.agent.take() {
                         for c in a.accept(&mut self.conn, &mut self.ctx) {

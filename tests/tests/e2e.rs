@@ -27,6 +27,7 @@
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
 //! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
+//! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -80,3 +81,4 @@ mod suspicion;
 mod transfer;
 mod triggers;
 mod vanished;
+mod x11_forwarding;

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod relay;
 pub mod session;
 pub mod tcpip;
+pub mod x11;
 
 use std::collections::HashMap;
 use std::io;
@@ -34,6 +35,8 @@ pub enum Target {
     Linger(u64),
     /// The forwarded agent's listening socket.
     Agent,
+    /// A listening socket of the X11 display of this session channel.
+    X11(u32),
 }
 
 /// Who and where: the facts of the session every channel may need.

@@ -344,7 +344,7 @@ fn listen_addrs(address: &str, gateway_ports: bool) -> Option<Vec<IpAddr>> {
 
 /// A non-blocking, close-on-exec listening socket (IPv6 sockets v6-only, so
 /// 0.0.0.0 and :: can share a port).
-fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(super) fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
