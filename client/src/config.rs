@@ -82,6 +82,14 @@ pub struct Config {
     /// The agent socket forwarded to the server (ForwardAgent, -A); None
     /// when not forwarding (or `$VAR` names an unset variable).
     pub forward_agent: Option<PathBuf>,
+    /// ForwardX11 (-X, -Y): ask for X11 forwarding to $DISPLAY.
+    pub forward_x11: bool,
+    /// ForwardX11Trusted (-Y): the real cookie, else an untrusted one
+    /// generated with xauth. Debian's default: yes.
+    pub forward_x11_trusted: bool,
+    /// ForwardX11Timeout for untrusted forwarding; None: no timeout.
+    pub forward_x11_timeout: Option<Duration>,
+    pub xauth_location: PathBuf,
     /// ProxyCommand with its `%` tokens expanded.
     pub proxy_command: Option<String>,
     /// ProxyCommand as written (`-G` prints it so, as ssh does).
@@ -653,6 +661,13 @@ fn finish(
         identities_only: raw.identities_only.unwrap_or(false),
         identity_agent,
         forward_agent,
+        forward_x11: raw.forward_x11.unwrap_or(false),
+        forward_x11_trusted: raw.forward_x11_trusted.unwrap_or(true),
+        forward_x11_timeout: match raw.forward_x11_timeout.unwrap_or(1200) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        xauth_location: PathBuf::from(raw.xauth_location.as_deref().unwrap_or("/usr/bin/xauth")),
         proxy_command,
         proxy_command_spec,
         proxy_jump,
@@ -849,6 +864,13 @@ pub fn dump(c: &Config) -> String {
     );
     line("exitonforwardfailure", yn(c.exit_on_forward_failure));
     line("forwardagent", yn(c.forward_agent.is_some()));
+    line("forwardx11", yn(c.forward_x11));
+    line("forwardx11trusted", yn(c.forward_x11_trusted));
+    line(
+        "forwardx11timeout",
+        &c.forward_x11_timeout.map_or(0, |d| d.as_secs()).to_string(),
+    );
+    line("xauthlocation", &c.xauth_location.display().to_string());
     line("forkafterauthentication", yn(c.fork_after_authentication));
     line("gatewayports", yn(c.gateway_ports));
     line("hashknownhosts", yn(c.hash_known_hosts));
@@ -1113,10 +1135,10 @@ Host *
         assert!(e.0.contains("Bad configuration option: bogus"), "{e}");
         assert!(e.0.contains("line 1"), "{e}");
         assert!(with_config("IgnoreUnknown bog*\nBogus 1\n", "h", &[]).is_ok());
-        let e = with_config("ForwardX11 yes\n", "h", &[]).unwrap_err();
+        let e = with_config("ControlMaster yes\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("not supported"), "{e}");
         // Only in an active block.
-        assert!(with_config("Host other\n ForwardX11 yes\n", "h", &[]).is_ok());
+        assert!(with_config("Host other\n ControlMaster yes\n", "h", &[]).is_ok());
         assert!(with_config("ForwardAgent no\nForwardX11 no\n", "h", &[]).is_ok());
         let e = with_config("DynamicForward 1080:h:80\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("Bad dynamic forwarding"), "{e}");
@@ -1135,7 +1157,7 @@ Host *
         let c = with_config(debian, "h", &[]).unwrap();
         assert!(c.hash_known_hosts);
         // The command line's own refusals.
-        let e = with_config("", "h", &[("forwardx11", "yes")]).unwrap_err();
+        let e = with_config("", "h", &[("controlmaster", "yes")]).unwrap_err();
         assert!(e.0.contains("command line"), "{e}");
     }
 

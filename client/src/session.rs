@@ -34,6 +34,7 @@ mod link;
 mod login;
 mod resume;
 mod retry;
+mod x11;
 
 use channels::Channels;
 use forwards::Forwards;
@@ -93,6 +94,8 @@ pub struct Session {
     login: Login,
     chans: Channels,
     fwd: Forwards,
+    /// X11 forwarding, once requested.
+    x11: Option<x11::X11Fwd>,
     alive: Keepalive,
     link: Link,
     quit: Option<Quit>,
@@ -184,6 +187,7 @@ impl Session {
             login,
             chans: Channels::default(),
             fwd: Forwards::default(),
+            x11: None,
             alive,
             link: Link::new(transport),
             quit: None,

@@ -21,6 +21,10 @@ enum Key {
     IdentitiesOnly,
     IdentityAgent,
     ForwardAgent,
+    ForwardX11,
+    ForwardX11Trusted,
+    ForwardX11Timeout,
+    XAuthLocation,
     ProxyCommand,
     ProxyJump,
     ServerAliveInterval,
@@ -95,6 +99,10 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "identitiesonly" => Set(IdentitiesOnly),
         "identityagent" => Set(IdentityAgent),
         "forwardagent" => Set(ForwardAgent),
+        "forwardx11" => Set(ForwardX11),
+        "forwardx11trusted" => Set(ForwardX11Trusted),
+        "forwardx11timeout" => Set(ForwardX11Timeout),
+        "xauthlocation" => Set(XAuthLocation),
         "proxycommand" => Set(ProxyCommand),
         "proxyjump" => Set(ProxyJump),
         "serveraliveinterval" => Set(ServerAliveInterval),
@@ -154,7 +162,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "ipqos"
         | "nohostauthenticationforlocalhost"
         | "rekeylimit"
-        | "xauthlocation"
         | "canonicalizehostname"
         | "canonicaldomains"
         | "canonicalizefallbacklocal"
@@ -170,8 +177,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "tag"
         | "logverbose"
         | "permitremoteopen"
-        | "forwardx11timeout"
-        | "forwardx11trusted"
         | "casignaturealgorithms"
         | "hostbasedacceptedalgorithms"
         | "hostbasedkeytypes"
@@ -184,8 +189,7 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "localcommand"
         | "channeltimeout"
         | "usekeychain" => Ignored,
-        "forwardx11"
-        | "permitlocalcommand"
+        "permitlocalcommand"
         | "hostbasedauthentication"
         | "enablesshkeysign"
         | "useprivilegedport"
@@ -216,6 +220,11 @@ pub(super) struct Raw {
     pub forward_agent: Option<bool>,
     /// The socket path or `$VAR` of ForwardAgent, as written.
     pub forward_agent_path: Option<String>,
+    pub forward_x11: Option<bool>,
+    pub forward_x11_trusted: Option<bool>,
+    /// Seconds; 0 (`none`): no timeout.
+    pub forward_x11_timeout: Option<u64>,
+    pub xauth_location: Option<String>,
     /// As written (`none` included).
     pub proxy_command: Option<String>,
     pub proxy_jump: Option<String>,
@@ -371,6 +380,10 @@ impl Raw {
             Key::IdentityFile => self.identity_files.push(v.to_string()),
             Key::IdentitiesOnly => flag(&mut self.identities_only)?,
             Key::IdentityAgent => first(&mut self.identity_agent, v.to_string()),
+            Key::ForwardX11 => flag(&mut self.forward_x11)?,
+            Key::ForwardX11Trusted => flag(&mut self.forward_x11_trusted)?,
+            Key::ForwardX11Timeout => first(&mut self.forward_x11_timeout, seconds(key, v)?),
+            Key::XAuthLocation => first(&mut self.xauth_location, v.to_string()),
             Key::ForwardAgent => match yes_no(key, v) {
                 Ok(b) => first(&mut self.forward_agent, b),
                 Err(_) => {

@@ -113,6 +113,9 @@ impl Session {
         if kind == ChannelKind::AuthAgent {
             return self.on_agent_open(id);
         }
+        if matches!(kind, ChannelKind::X11 { .. }) {
+            return self.on_x11_open(id);
+        }
         let ChannelKind::ForwardedTcpip {
             address,
             port,
