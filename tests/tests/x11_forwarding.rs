@@ -30,6 +30,32 @@ fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The hash of the screen's pixels taken directly from Xvfb, once two
+/// consecutive shots agree (a fresh Xvfb paints its root window after it
+/// accepts the first client).
+fn local_screen(x: &Xvfb) -> String {
+    let shot = || {
+        let out = run_ok(x.env(Command::new("sh").args([
+            "-c",
+            "xwd -root -silent | tail -c 5242880 | sha256sum | cut -d' ' -f1",
+        ])));
+        text(&out.stdout).trim().to_string()
+    };
+    let mut last = shot();
+    wait_for(
+        "two equal shots of Xvfb's screen",
+        std::time::Duration::from_secs(10),
+        || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = shot();
+            let same = now == last;
+            last = now;
+            same.then(|| last.clone())
+        },
+        String::new,
+    )
+}
+
 /// The probe's hash of the screen's pixels.
 fn xwd(out: &str) -> Option<&str> {
     field(out, "xwd").and_then(|v| v.split(' ').next())
@@ -39,11 +65,7 @@ fn xwd(out: &str) -> Option<&str> {
 fn stock_ssh_forwards_x11_through_resshd() {
     let dir = TempDir::new("e2e-x11");
     let x = Xvfb::start(dir.path());
-    let local = run_ok(x.env(Command::new("sh").args([
-        "-c",
-        "xwd -root -silent | tail -c 5242880 | sha256sum | cut -d' ' -f1",
-    ])));
-    let local_xwd = text(&local.stdout).trim().to_string();
+    let local_xwd = local_screen(&x);
     let user = TestUser::create("e2ex");
     let plain = TestUser::create("e2exn");
     let (key, line) = ssh_keygen(dir.path(), "ed25519", "");
@@ -149,11 +171,7 @@ fn probe_with(
 fn ressh_forwards_x11_trusted_and_untrusted() {
     let dir = TempDir::new("e2e-rx11");
     let x = Xvfb::start(dir.path());
-    let local = run_ok(x.env(Command::new("sh").args([
-        "-c",
-        "xwd -root -silent | tail -c 5242880 | sha256sum | cut -d' ' -f1",
-    ])));
-    let local_xwd = text(&local.stdout).trim().to_string();
+    let local_xwd = local_screen(&x);
     let user = TestUser::create("e2erx");
     let (key, line) = ssh_keygen(dir.path(), "ed25519", "");
     user.authorize_key(&line);
@@ -208,7 +226,7 @@ fn ressh_forwards_x11_trusted_and_untrusted() {
         );
         assert!(field(&by_ressh, "display").is_some_and(|d| d.starts_with("localhost:1")));
         assert_ne!(
-            field(&by_ressh, "xwd"),
+            xwd(&by_ressh),
             Some(local_xwd.as_str()),
             "{name}: {by_ressh}"
         );
