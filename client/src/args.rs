@@ -96,7 +96,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                 match c {
                     '4' => direct.push(("addressfamily".into(), "inet".into())),
                     '6' => direct.push(("addressfamily".into(), "inet6".into())),
-                    'A' => return Err(refuse('A', "agent forwarding")),
+                    'A' => direct.push(("forwardagent".into(), "yes".into())),
                     'a' => direct.push(("forwardagent".into(), "no".into())),
                     'C' => direct.push(("compression".into(), "yes".into())),
                     'f' => {
@@ -125,7 +125,11 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                     }
                     'V' => a.version = true,
                     'v' => a.verbose = a.verbose.saturating_add(1),
-                    'X' | 'Y' => return Err(refuse(c, "X11 forwarding")),
+                    'X' => direct.push(("forwardx11".into(), "yes".into())),
+                    'Y' => {
+                        direct.push(("forwardx11".into(), "yes".into()));
+                        direct.push(("forwardx11trusted".into(), "yes".into()));
+                    }
                     'x' => direct.push(("forwardx11".into(), "no".into())),
                     'y' => {} // syslog: logging goes to stderr or -E
                     _ => unreachable!(),
@@ -432,12 +436,7 @@ mod tests {
 
     #[test]
     fn refused_and_bad_options() {
-        for args in [
-            &["-A", "h"][..],
-            &["-X", "h"],
-            &["-M", "h"],
-            &["-O", "exit", "h"],
-        ] {
+        for args in [&["-M", "h"][..], &["-O", "exit", "h"]] {
             let e = parse(args.iter().map(|s| s.to_string())).unwrap_err();
             assert!(e.0.contains("not supported"), "{e}");
         }

@@ -82,6 +82,17 @@ pub struct Config {
     pub identities_only: bool,
     /// The agent socket; None when disabled or unset.
     pub identity_agent: Option<PathBuf>,
+    /// The agent socket forwarded to the server (ForwardAgent, -A); None
+    /// when not forwarding (or `$VAR` names an unset variable).
+    pub forward_agent: Option<PathBuf>,
+    /// ForwardX11 (-X, -Y): ask for X11 forwarding to $DISPLAY.
+    pub forward_x11: bool,
+    /// ForwardX11Trusted (-Y): the real cookie, else an untrusted one
+    /// generated with xauth. Debian's default: yes.
+    pub forward_x11_trusted: bool,
+    /// ForwardX11Timeout for untrusted forwarding; None: no timeout.
+    pub forward_x11_timeout: Option<Duration>,
+    pub xauth_location: PathBuf,
     /// ProxyCommand with its `%` tokens expanded.
     pub proxy_command: Option<String>,
     /// ProxyCommand as written (`-G` prints it so, as ssh does).
@@ -610,6 +621,27 @@ fn finish(
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
     };
+    // ForwardAgent yes forwards the agent ssh itself uses: IdentityAgent's
+    // socket (by default $SSH_AUTH_SOCK), which ssh puts in SSH_AUTH_SOCK
+    // before it reads a ForwardAgent `$VAR`.
+    let forward_agent = match (raw.forward_agent, raw.forward_agent_path.as_deref()) {
+        (Some(true), None) | (Some(true), Some("$SSH_AUTH_SOCK")) => identity_agent.clone(),
+        (Some(true), Some(v)) if v.starts_with('$') => {
+            let name = &v[1..];
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return err(format!(
+                    "Invalid ForwardAgent environment variable name {v}"
+                ));
+            }
+            std::env::var_os(name)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        }
+        (Some(true), Some(v)) => Some(path(v)?),
+        _ => None,
+    };
     let files =
         |set: &Option<Vec<String>>, default: &[&str]| -> Result<Vec<PathBuf>, ConfigError> {
             let vals: Vec<String> = match set {
@@ -661,6 +693,14 @@ fn finish(
         certificate_files,
         identities_only: raw.identities_only.unwrap_or(false),
         identity_agent,
+        forward_agent,
+        forward_x11: raw.forward_x11.unwrap_or(false),
+        forward_x11_trusted: raw.forward_x11_trusted.unwrap_or(true),
+        forward_x11_timeout: match raw.forward_x11_timeout.unwrap_or(1200) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        xauth_location: PathBuf::from(raw.xauth_location.as_deref().unwrap_or("/usr/bin/xauth")),
         proxy_command,
         proxy_command_spec,
         proxy_jump,
@@ -857,6 +897,14 @@ pub fn dump(c: &Config) -> String {
             .map_or("none".to_string(), |ms| ms.to_string()),
     );
     line("exitonforwardfailure", yn(c.exit_on_forward_failure));
+    line("forwardagent", yn(c.forward_agent.is_some()));
+    line("forwardx11", yn(c.forward_x11));
+    line("forwardx11trusted", yn(c.forward_x11_trusted));
+    line(
+        "forwardx11timeout",
+        &c.forward_x11_timeout.map_or(0, |d| d.as_secs()).to_string(),
+    );
+    line("xauthlocation", &c.xauth_location.display().to_string());
     line("forkafterauthentication", yn(c.fork_after_authentication));
     line("gatewayports", yn(c.gateway_ports));
     line("hashknownhosts", yn(c.hash_known_hosts));
@@ -1136,10 +1184,10 @@ Host *
         assert!(e.0.contains("Bad configuration option: bogus"), "{e}");
         assert!(e.0.contains("line 1"), "{e}");
         assert!(with_config("IgnoreUnknown bog*\nBogus 1\n", "h", &[]).is_ok());
-        let e = with_config("ForwardAgent yes\n", "h", &[]).unwrap_err();
+        let e = with_config("ControlMaster yes\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("not supported"), "{e}");
         // Only in an active block.
-        assert!(with_config("Host other\n ForwardAgent yes\n", "h", &[]).is_ok());
+        assert!(with_config("Host other\n ControlMaster yes\n", "h", &[]).is_ok());
         assert!(with_config("ForwardAgent no\nForwardX11 no\n", "h", &[]).is_ok());
         let e = with_config("DynamicForward 1080:h:80\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("Bad dynamic forwarding"), "{e}");
@@ -1158,8 +1206,43 @@ Host *
         let c = with_config(debian, "h", &[]).unwrap();
         assert!(c.hash_known_hosts);
         // The command line's own refusals.
-        let e = with_config("", "h", &[("forwardagent", "yes")]).unwrap_err();
+        let e = with_config("", "h", &[("controlmaster", "yes")]).unwrap_err();
         assert!(e.0.contains("command line"), "{e}");
+    }
+
+    #[test]
+    fn forward_agent() {
+        let fa =
+            |text: &str, cli: &[(&str, &str)]| with_config(text, "h", cli).unwrap().forward_agent;
+        assert_eq!(fa("", &[]), None);
+        assert_eq!(fa("ForwardAgent no\n", &[]), None);
+        // yes: the agent ressh itself uses (IdentityAgent).
+        let ia = "IdentityAgent /run/i.sock\nForwardAgent yes\n";
+        assert_eq!(fa(ia, &[]), Some("/run/i.sock".into()));
+        assert_eq!(fa("IdentityAgent none\n", &[("forwardagent", "yes")]), None);
+        assert_eq!(
+            fa("ForwardAgent /run/a.sock\n", &[]),
+            Some("/run/a.sock".into())
+        );
+        // -A (yes) keeps the configured socket, as ssh; -a wins over it.
+        let sock = "ForwardAgent /run/a.sock\n";
+        assert_eq!(
+            fa(sock, &[("forwardagent", "yes")]),
+            Some("/run/a.sock".into())
+        );
+        assert_eq!(fa(sock, &[("forwardagent", "no")]), None);
+        // $VAR: the variable's value; unset, no forwarding.
+        std::env::set_var("RESSH_TEST_FWD_AGENT", "/run/b.sock");
+        assert_eq!(
+            fa("ForwardAgent $RESSH_TEST_FWD_AGENT\n", &[]),
+            Some("/run/b.sock".into())
+        );
+        assert_eq!(fa("ForwardAgent $RESSH_TEST_UNSET_VAR\n", &[]), None);
+        let e = with_config("ForwardAgent $1x\n", "h", &[]).unwrap_err();
+        assert!(
+            e.0.contains("Invalid ForwardAgent environment variable"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::hostkey;
 use crate::sig::Signals;
 use crate::transport;
 
+mod agent;
 mod channels;
 mod forwards;
 mod keepalive;
@@ -36,6 +37,7 @@ mod link;
 mod login;
 mod resume;
 mod retry;
+mod x11;
 
 use channels::Channels;
 use forwards::Forwards;
@@ -95,6 +97,8 @@ pub struct Session {
     login: Login,
     chans: Channels,
     fwd: Forwards,
+    /// X11 forwarding, once requested.
+    x11: Option<x11::X11Fwd>,
     alive: Keepalive,
     link: Link,
     quit: Option<Quit>,
@@ -207,6 +211,7 @@ impl Session {
             login,
             chans: Channels::default(),
             fwd: Forwards::default(),
+            x11: None,
             alive,
             link: Link::new(transport),
             quit: None,

@@ -139,6 +139,12 @@ pub struct SessionPolicy {
     pub permit_listen: Permits,
     /// GatewayPorts: remote forwards may bind non-loopback addresses.
     pub gateway_ports: bool,
+    /// auth-agent-req@openssh.com is granted: AllowAgentForwarding and no
+    /// no-agent-forwarding (or restrict) on the key or certificate.
+    pub agent_forwarding: bool,
+    /// x11-req is granted (X11Forwarding, and no no-x11-forwarding on the
+    /// key or certificate): how.
+    pub x11: Option<X11Policy>,
     /// AcceptEnv patterns.
     pub accept_env: Vec<String>,
     /// environment= from authorized_keys (already filtered by PermitUserEnvironment).
@@ -162,6 +168,14 @@ pub struct SessionPolicy {
     /// method the user authenticated with (`publickey TYPE BASE64`,
     /// `password`, `keyboard-interactive`), as sshd writes it.
     pub auth_info: Option<String>,
+}
+
+/// X11DisplayOffset, X11UseLocalhost and XAuthLocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct X11Policy {
+    pub display_offset: u32,
+    pub use_localhost: bool,
+    pub xauth_location: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

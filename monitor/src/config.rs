@@ -76,6 +76,7 @@
 //! | AllowTcpForwarding (M), AllowStreamLocalForwarding (M) | ... | yes/all, no, local, remote |
 //! | AllowAgentForwarding (M), DisableForwarding (M) | ... | yes, no; see [`Settings::allows_local_tcp_forwarding`] etc. |
 //! | GatewayPorts (M) | `gateway_ports` | no, yes, clientspecified |
+//! | X11Forwarding (M), X11DisplayOffset (M), X11UseLocalhost (M), XAuthLocation | `x11_forwarding`, ... | no, 10, yes, /usr/bin/xauth |
 //! | PermitOpen (M), PermitListen (M) | `permit_open`, `permit_listen` | any, none, `host:port` (`*` port) |
 //! | StreamLocalBindMask (M), StreamLocalBindUnlink (M) | ... | 0177, no |
 //! | ClientAliveInterval (M), ClientAliveCountMax (M) | ... | 0, 3 |
@@ -105,7 +106,6 @@
 //! the feature is absent and its absence only makes resshd more
 //! restrictive, or the keyword tunes something resshd does its own way.
 //! Values are still syntax-checked like sshd does.
-//! X11Forwarding, X11DisplayOffset, X11UseLocalhost, XAuthLocation,
 //! Compression, IPQoS,
 //! ModuliFile, PermitUserRC, IgnoreRhosts, IgnoreUserKnownHosts,
 //! HostbasedUsesNameFromPacketOnly, HostbasedAcceptedAlgorithms
@@ -462,6 +462,10 @@ pub struct Settings {
     pub allow_tcp_forwarding: Forwarding,
     pub allow_stream_local_forwarding: Forwarding,
     pub allow_agent_forwarding: bool,
+    pub x11_forwarding: bool,
+    pub x11_display_offset: u32,
+    pub x11_use_localhost: bool,
+    pub xauth_location: String,
     pub disable_forwarding: bool,
     pub gateway_ports: GatewayPorts,
     pub permit_open: PermitList,
@@ -524,6 +528,11 @@ impl Settings {
                 self.allow_stream_local_forwarding,
                 Forwarding::Yes | Forwarding::Remote
             )
+    }
+
+    /// Whether X11 forwarding is allowed.
+    pub fn allows_x11_forwarding(&self) -> bool {
+        !self.disable_forwarding && self.x11_forwarding
     }
 
     /// Whether agent forwarding is allowed.
@@ -675,6 +684,10 @@ impl Settings {
         };
         line("allowtcpforwarding", fwd(self.allow_tcp_forwarding));
         line("allowagentforwarding", yn(self.allow_agent_forwarding));
+        line("x11forwarding", yn(self.x11_forwarding));
+        line("x11displayoffset", &self.x11_display_offset.to_string());
+        line("x11uselocalhost", yn(self.x11_use_localhost));
+        line("xauthlocation", &self.xauth_location);
         line("disableforwarding", yn(self.disable_forwarding));
         line(
             "allowstreamlocalforwarding",

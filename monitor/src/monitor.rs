@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ressh_ipc::msg::{
     AuthRequest, AuthVerdict, Forwarding, FromBroker, FromKex, FromSession, KexStart,
-    SessionPolicy, SessionStart, ToBroker, ToKex, ToSession, UserInfo,
+    SessionPolicy, SessionStart, ToBroker, ToKex, ToSession, UserInfo, X11Policy,
 };
 use ressh_ipc::Endpoint;
 use ressh_proto::cert::Certificate;
@@ -1277,6 +1277,12 @@ impl Monitor<'_> {
             permit_open: policy::permits(&s.permit_open, &o.permitopen),
             permit_listen: policy::permits(&s.permit_listen, &o.permitlisten),
             gateway_ports: s.gateway_ports != GatewayPorts::No,
+            agent_forwarding: s.allows_agent_forwarding() && !o.no_agent_forwarding,
+            x11: (s.allows_x11_forwarding() && !o.no_x11_forwarding).then(|| X11Policy {
+                display_offset: s.x11_display_offset,
+                use_localhost: s.x11_use_localhost,
+                xauth_location: s.xauth_location.clone(),
+            }),
             accept_env: s.accept_env.clone(),
             set_env: s
                 .set_env

@@ -1194,6 +1194,9 @@ pub enum ChannelKind {
         originator: String,
         originator_port: u32,
     },
+    /// "auth-agent@openssh.com": a connection to the forwarded agent
+    /// (OpenSSH PROTOCOL §2.2; no type-specific data).
+    AuthAgent,
     /// Any other channel type with its type-specific bytes. `name` must not
     /// be one of the names above.
     Other { name: String, data: Vec<u8> },
@@ -1207,6 +1210,7 @@ impl ChannelKind {
             ChannelKind::DirectTcpip { .. } => "direct-tcpip",
             ChannelKind::ForwardedTcpip { .. } => "forwarded-tcpip",
             ChannelKind::X11 { .. } => "x11",
+            ChannelKind::AuthAgent => "auth-agent@openssh.com",
             ChannelKind::Other { name, .. } => name,
         }
     }
@@ -1229,7 +1233,7 @@ impl ChannelOpen {
         b.put_u32(self.initial_window);
         b.put_u32(self.max_packet);
         match &self.kind {
-            ChannelKind::Session => {}
+            ChannelKind::Session | ChannelKind::AuthAgent => {}
             ChannelKind::DirectTcpip {
                 host: a,
                 port: p,
@@ -1283,6 +1287,7 @@ impl ChannelOpen {
                 originator: ascii(&mut r, "originator address")?,
                 originator_port: r.u32()?,
             },
+            "auth-agent@openssh.com" => ChannelKind::AuthAgent,
             _ => ChannelKind::Other {
                 data: rest(&mut r),
                 name,
@@ -2078,6 +2083,7 @@ mod tests {
                 originator: "10.0.0.1".into(),
                 originator_port: 6000,
             },
+            ChannelKind::AuthAgent,
             ChannelKind::Other {
                 name: "direct-streamlocal@openssh.com".into(),
                 data: vec![1, 2, 3],
@@ -2783,6 +2789,7 @@ mod tests {
                 originator: o,
                 originator_port: op,
             }),
+            Just(ChannelKind::AuthAgent),
             ("x-[a-z]{1,8}", blob_s()).prop_map(|(name, data)| ChannelKind::Other { name, data }),
         ]
     }

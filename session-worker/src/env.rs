@@ -30,6 +30,10 @@ pub struct EnvInputs<'a> {
     pub original_command: Option<&'a [u8]>,
     /// TZ of this process, passed on like sshd does.
     pub tz: Option<Vec<u8>>,
+    /// The forwarded agent's socket, once the client asked for one.
+    pub auth_sock: Option<&'a str>,
+    /// The forwarded X11 display, if the client asked for one.
+    pub display: Option<&'a str>,
     /// ExposeAuthInfo's file ([`write_auth_info`]).
     pub auth_info: Option<&'a str>,
 }
@@ -64,7 +68,8 @@ fn set(env: &mut Vec<(String, Vec<u8>)>, name: &str, value: impl Into<Vec<u8>>) 
 }
 
 /// The environment, in OpenSSH's order: client variables first (so the
-/// fixed ones below override them), then USER .. SHELL, TZ, TERM, the key's
+/// fixed ones below override them), then USER .. SHELL, TZ, TERM,
+/// DISPLAY, SSH_AUTH_SOCK, the key's
 /// environment= options, PAM's environment, SetEnv (the administrator's
 /// word over the client's and the user's), SSH_CLIENT, SSH_CONNECTION,
 /// SSH_TTY and SSH_ORIGINAL_COMMAND.
@@ -89,6 +94,12 @@ pub fn build(i: &EnvInputs<'_>) -> Vec<(String, Vec<u8>)> {
     }
     if let Some(term) = i.term {
         set(&mut env, "TERM", term);
+    }
+    if let Some(display) = i.display {
+        set(&mut env, "DISPLAY", display);
+    }
+    if let Some(sock) = i.auth_sock {
+        set(&mut env, "SSH_AUTH_SOCK", sock);
     }
     for (n, v) in i.key_env {
         set(&mut env, n, v.as_str());
@@ -160,7 +171,7 @@ mod tests {
             ("SSH_CONNECTION".to_string(), "admin".to_string()),
         ];
         let env = build(&EnvInputs {
-            auth_info: None,
+            auth_info: Some("/tmp/sshauth.abc"),
             user: &user,
             shell: "/bin/bash",
             client_env: &client,
@@ -175,8 +186,11 @@ mod tests {
             term: Some("xterm"),
             original_command: Some(b"ls -l"),
             tz: None,
+            auth_sock: Some("/tmp/ssh-XXXXXXXXXX/agent.7"),
+            display: Some("localhost:10.0"),
         });
         assert_eq!(get(&env, "USER"), Some(&b"alice"[..]));
+        assert_eq!(get(&env, "SSH_USER_AUTH"), Some(&b"/tmp/sshauth.abc"[..]));
         assert_eq!(get(&env, "LANG"), Some(&b"C"[..]));
         assert_eq!(get(&env, "PATH"), Some(USER_PATH.as_bytes()));
         assert_eq!(get(&env, "MAIL"), Some(&b"/var/mail/alice"[..]));
@@ -190,6 +204,11 @@ mod tests {
         assert_eq!(get(&env, "FROM_KEY"), Some(&b"admin"[..]));
         assert_eq!(get(&env, "FROM_PAM"), Some(&b"admin"[..]));
         assert_eq!(get(&env, "SSH_ORIGINAL_COMMAND"), Some(&b"ls -l"[..]));
+        assert_eq!(get(&env, "DISPLAY"), Some(&b"localhost:10.0"[..]));
+        assert_eq!(
+            get(&env, "SSH_AUTH_SOCK"),
+            Some(&b"/tmp/ssh-XXXXXXXXXX/agent.7"[..])
+        );
         assert_eq!(env.iter().filter(|(n, _)| n == "USER").count(), 1);
     }
 }

@@ -393,6 +393,23 @@ impl Session {
                         r.ready(token, ev);
                     }
                 }
+                Some(Target::X11(id)) => {
+                    let new = match self.chans.get_mut(&id) {
+                        Some(Chan::Session(s)) => s.x11_accept(&mut self.conn, &mut self.ctx),
+                        _ => Vec::new(),
+                    };
+                    for c in new {
+                        self.chans.insert(c.id(), Chan::Tcp(c));
+                    }
+                }
+                Some(Target::Agent) => {
+                    if let Some(mut a) = self.ctx.agent.take() {
+                        for c in a.accept(&mut self.conn, &mut self.ctx) {
+                            self.chans.insert(c.id(), Chan::Tcp(c));
+                        }
+                        self.ctx.agent = Some(a);
+                    }
+                }
                 Some(Target::Listener(lid)) => {
                     if let Some(l) = self.listeners.get_mut(&lid) {
                         for c in l.accept(&mut self.conn, &mut self.ctx) {
@@ -689,6 +706,9 @@ impl Session {
         }
         for (_, mut r) in self.lingering.drain() {
             r.close(&mut self.ctx);
+        }
+        if let Some(a) = self.ctx.agent.take() {
+            a.close(&mut self.ctx);
         }
         let lids: Vec<u64> = self.listeners.keys().copied().collect();
         for lid in lids {

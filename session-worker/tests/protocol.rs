@@ -167,6 +167,7 @@ fn a_client_that_stops_reading_stops_the_command() {
 fn refusals_of_channels_and_requests() {
     let mut policy = default_policy();
     policy.max_sessions = 1;
+    policy.agent_forwarding = false;
     let h = Harness::start("refuse", policy);
     let mut c = ProtoClient::connect(&h);
     let first = c.conn.open_channel(ChannelKind::Session).unwrap();

@@ -1270,3 +1270,106 @@ pub fn check_kex_matrix(
 pub fn kex_run_command() -> String {
     format!("head -c {KEX_RUN_OUTPUT} /dev/zero | tr '\\0' x")
 }
+
+// ----- a stock ssh-agent -----------------------------------------------------
+
+/// Debian's `ssh-agent` in the foreground on a socket of its own, holding
+/// the keys given to [`SshAgent::add`]; killed on drop.
+pub struct SshAgent {
+    child: Child,
+    pub sock: PathBuf,
+}
+
+impl SshAgent {
+    /// Starts the agent on `dir/<name>`.
+    pub fn start(dir: &Path, name: &str) -> SshAgent {
+        let sock = dir.join(name);
+        let child = Command::new(require_cmd("ssh-agent"))
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let agent = SshAgent { child, sock };
+        wait_for(
+            "ssh-agent's socket",
+            Duration::from_secs(10),
+            || agent.sock.exists().then_some(()),
+            String::new,
+        );
+        agent
+    }
+
+    /// `ssh-add key`.
+    pub fn add(&self, key: &Path) {
+        run_ok(
+            Command::new(require_cmd("ssh-add"))
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &self.sock),
+        );
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ----- an X server -------------------------------------------------------------
+
+/// Debian's Xvfb on a free display (`-displayfd`), local connections only,
+/// with a MIT-MAGIC-COOKIE-1 of its own; `xauthority` holds that cookie
+/// for `display`, as a user's ~/.Xauthority would. Killed on drop.
+pub struct Xvfb {
+    _server: Client,
+    /// `:N`.
+    pub display: String,
+    pub xauthority: PathBuf,
+}
+
+impl Xvfb {
+    pub fn start(dir: &Path) -> Xvfb {
+        let xauth = require_cmd("xauth");
+        let mut raw = [0u8; 16];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut raw))
+            .unwrap();
+        let cookie: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let server_auth = dir.join("xvfb-auth");
+        run_ok(
+            Command::new(&xauth)
+                .arg("-f")
+                .arg(&server_auth)
+                .args(["add", ":0", ".", &cookie]),
+        );
+        let server = Client::spawn(
+            Command::new(require_cmd("Xvfb"))
+                .args(["-displayfd", "1", "-nolisten", "tcp", "-auth"])
+                .arg(&server_auth),
+        );
+        server.wait_lines(0, T);
+        let display = format!(":{}", server.out_lines()[0].1.trim());
+        let xauthority = dir.join("xauthority");
+        run_ok(
+            Command::new(&xauth)
+                .arg("-f")
+                .arg(&xauthority)
+                .args(["add", &display, ".", &cookie]),
+        );
+        Xvfb {
+            _server: server,
+            display,
+            xauthority,
+        }
+    }
+
+    /// Sets DISPLAY and XAUTHORITY of `cmd` for this server.
+    pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env("DISPLAY", &self.display)
+            .env("XAUTHORITY", &self.xauthority)
+    }
+}

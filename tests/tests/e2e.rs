@@ -29,6 +29,8 @@
 //! | issue 16: ChrootDirectory and the in-process internal-sftp, as sshd's, resilient in the jail | `chroot` |
 //! | issue 16: OpenSSH user and host certificates (stock ssh-keygen -s and ssh) | `certs` |
 //! | issue 16: AuthorizedKeysCommand (as sshd runs it, and bounded) and RevokedKeys (lists, KRLs) | `keys_command` |
+//! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
+//! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -57,6 +59,7 @@ mod common;
 #[path = "long.rs"]
 mod a_long;
 
+mod agent_forwarding;
 mod attacks;
 mod backpressure;
 mod certs;
@@ -84,3 +87,4 @@ mod suspicion;
 mod transfer;
 mod triggers;
 mod vanished;
+mod x11_forwarding;

@@ -473,7 +473,7 @@ fn a_second_resshd_does_not_take_the_broker_socket() {
 /// resshd with its real binaries copied into `dir`, the session worker
 /// replaced by the hostile one (`src/bin/hostile-session.rs`), which runs
 /// the real worker for every uid its script does not name.
-fn resshd_with_hostile_worker(dir: &TempDir) -> (Resshd, std::path::PathBuf) {
+pub(crate) fn resshd_with_hostile_worker(dir: &TempDir) -> (Resshd, std::path::PathBuf) {
     let bin = dir.join("bin");
     fs::create_dir(&bin).unwrap();
     let built = ressh_bin();

@@ -21,6 +21,11 @@ enum Key {
     CertificateFile,
     IdentitiesOnly,
     IdentityAgent,
+    ForwardAgent,
+    ForwardX11,
+    ForwardX11Trusted,
+    ForwardX11Timeout,
+    XAuthLocation,
     ProxyCommand,
     ProxyJump,
     ServerAliveInterval,
@@ -96,6 +101,11 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "certificatefile" => Set(CertificateFile),
         "identitiesonly" => Set(IdentitiesOnly),
         "identityagent" => Set(IdentityAgent),
+        "forwardagent" => Set(ForwardAgent),
+        "forwardx11" => Set(ForwardX11),
+        "forwardx11trusted" => Set(ForwardX11Trusted),
+        "forwardx11timeout" => Set(ForwardX11Timeout),
+        "xauthlocation" => Set(XAuthLocation),
         "proxycommand" => Set(ProxyCommand),
         "proxyjump" => Set(ProxyJump),
         "serveraliveinterval" => Set(ServerAliveInterval),
@@ -156,7 +166,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "ipqos"
         | "nohostauthenticationforlocalhost"
         | "rekeylimit"
-        | "xauthlocation"
         | "canonicalizehostname"
         | "canonicaldomains"
         | "canonicalizefallbacklocal"
@@ -172,8 +181,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "tag"
         | "logverbose"
         | "permitremoteopen"
-        | "forwardx11timeout"
-        | "forwardx11trusted"
         | "hostbasedacceptedalgorithms"
         | "hostbasedkeytypes"
         | "updatehostkeys"
@@ -185,9 +192,7 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "localcommand"
         | "channeltimeout"
         | "usekeychain" => Ignored,
-        "forwardagent"
-        | "forwardx11"
-        | "permitlocalcommand"
+        "permitlocalcommand"
         | "hostbasedauthentication"
         | "enablesshkeysign"
         | "useprivilegedport"
@@ -215,6 +220,16 @@ pub(super) struct Raw {
     pub certificate_files: Vec<String>,
     pub identities_only: Option<bool>,
     pub identity_agent: Option<String>,
+    /// ForwardAgent (and -A, -a): yes or no; a socket path or `$VAR`
+    /// also means yes (ssh's two settings).
+    pub forward_agent: Option<bool>,
+    /// The socket path or `$VAR` of ForwardAgent, as written.
+    pub forward_agent_path: Option<String>,
+    pub forward_x11: Option<bool>,
+    pub forward_x11_trusted: Option<bool>,
+    /// Seconds; 0 (`none`): no timeout.
+    pub forward_x11_timeout: Option<u64>,
+    pub xauth_location: Option<String>,
     /// As written (`none` included).
     pub proxy_command: Option<String>,
     pub proxy_jump: Option<String>,
@@ -372,6 +387,17 @@ impl Raw {
             Key::CertificateFile => self.certificate_files.push(v.to_string()),
             Key::IdentitiesOnly => flag(&mut self.identities_only)?,
             Key::IdentityAgent => first(&mut self.identity_agent, v.to_string()),
+            Key::ForwardX11 => flag(&mut self.forward_x11)?,
+            Key::ForwardX11Trusted => flag(&mut self.forward_x11_trusted)?,
+            Key::ForwardX11Timeout => first(&mut self.forward_x11_timeout, seconds(key, v)?),
+            Key::XAuthLocation => first(&mut self.xauth_location, v.to_string()),
+            Key::ForwardAgent => match yes_no(key, v) {
+                Ok(b) => first(&mut self.forward_agent, b),
+                Err(_) => {
+                    first(&mut self.forward_agent, true);
+                    first(&mut self.forward_agent_path, v.to_string());
+                }
+            },
             Key::ProxyCommand => first(&mut self.proxy_command, vals.join(" ")),
             Key::ProxyJump => first(&mut self.proxy_jump, v.to_string()),
             Key::ServerAliveInterval => first(&mut self.server_alive_interval, seconds(key, v)?),

@@ -21,6 +21,8 @@ use crate::fdio::{LocalFd, Mode};
 use crate::socks;
 use crate::tty::{self, RawGuard};
 
+use super::x11::{Gate, X11Gate};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     Main,
@@ -29,6 +31,10 @@ pub(super) enum Kind {
     Local(usize),
     /// A -R connection (remote forward index).
     Remote(usize),
+    /// A connection of the server to the forwarded agent.
+    Agent,
+    /// An X connection on the server, to the local display.
+    X11,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +95,8 @@ pub(super) struct Chan {
     /// A -D connection owed its SOCKS reply: sent when the server answers
     /// the channel open.
     socks: Option<socks::Version>,
+    /// An X connection whose first packet (and cookie) is not checked yet.
+    x11_gate: Option<X11Gate>,
 }
 
 impl Chan {
@@ -112,7 +120,13 @@ impl Chan {
             replies: VecDeque::new(),
             desc,
             socks: None,
+            x11_gate: None,
         }
+    }
+
+    /// Holds the channel's data until its X connection setup is checked.
+    pub(super) fn set_x11_gate(&mut self, gate: X11Gate) {
+        self.x11_gate = Some(gate);
     }
 
     /// A forwarded connection on socket `sock` (registered under `token`):
@@ -149,7 +163,10 @@ impl Chan {
     }
 
     fn is_forward(&self) -> bool {
-        matches!(self.kind, Kind::Local(_) | Kind::Remote(_))
+        matches!(
+            self.kind,
+            Kind::Local(_) | Kind::Remote(_) | Kind::Agent | Kind::X11
+        )
     }
 
     /// Whether its input can be read (or its EOF sent) now.
@@ -396,6 +413,27 @@ impl Session {
     pub(super) fn on_data(&mut self, id: u32, ext: bool, data: Vec<u8>) {
         let Some(ch) = self.chans.get_mut(id) else {
             self.discard(id, data.len());
+            return;
+        };
+        let data = match ch.x11_gate.as_mut().filter(|_| !ext) {
+            None => data,
+            Some(g) => match g.feed(&data) {
+                Gate::Pending => return,
+                Gate::Pass(out) => {
+                    ch.x11_gate = None;
+                    out
+                }
+                Gate::Reject => {
+                    let held = g.held();
+                    ch.x11_gate = None;
+                    crate::error!("X11 connection rejected because of wrong authentication.");
+                    self.discard(id, held);
+                    self.close_chan(id);
+                    return;
+                }
+            },
+        };
+        let Some(ch) = self.chans.get_mut(id) else {
             return;
         };
         let sink = if ext {
@@ -797,6 +835,13 @@ impl Session {
             return;
         };
         let mut reqs: Vec<(ChannelReq, Option<Req>)> = Vec::new();
+        if let Some(r) = self.x11_request() {
+            reqs.push((r, None));
+        }
+        if self.cfg.forward_agent.is_some() {
+            crate::debug1!("Requesting authentication agent forwarding.");
+            reqs.push((ChannelReq::AuthAgentReq, None));
+        }
         if pty {
             let term = std::env::var("TERM").unwrap_or_default();
             let fd = if tty::isatty(0) { 0 } else { 1 };
@@ -932,7 +977,7 @@ impl Session {
         match ch.kind {
             Kind::Main => self.set_quit(fatal(text)),
             Kind::Stdio => self.set_quit(fatal(format!("{text}\nstdio forwarding failed"))),
-            Kind::Local(_) | Kind::Remote(_) => {
+            Kind::Local(_) | Kind::Remote(_) | Kind::Agent | Kind::X11 => {
                 crate::info!("{text}");
                 if let (Some(v), Some(s)) = (ch.socks, ch.out.as_ref()) {
                     let rep = match r {

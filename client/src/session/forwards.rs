@@ -110,6 +110,12 @@ impl Forwards {
 
 impl Session {
     pub(super) fn on_open_request(&mut self, id: u32, kind: ChannelKind) {
+        if kind == ChannelKind::AuthAgent {
+            return self.on_agent_open(id);
+        }
+        if matches!(kind, ChannelKind::X11 { .. }) {
+            return self.on_x11_open(id);
+        }
         let ChannelKind::ForwardedTcpip {
             address,
             port,
@@ -171,7 +177,7 @@ impl Session {
     }
 
     /// Refuses a channel the server opens (it awaits this answer).
-    fn refuse_open(&mut self, id: u32, reason: u32, why: &str) {
+    pub(super) fn refuse_open(&mut self, id: u32, reason: u32, why: &str) {
         let r = self.conn.reject_channel(id, reason, why);
         self.engine("reject_channel", r);
     }

@@ -28,6 +28,10 @@ pub(crate) enum Imp {
     AllowTcpForwarding,
     AllowStreamLocalForwarding,
     AllowAgentForwarding,
+    X11Forwarding,
+    X11DisplayOffset,
+    X11UseLocalhost,
+    XAuthLocation,
     DisableForwarding,
     GatewayPorts,
     PermitOpen,
@@ -95,8 +99,6 @@ pub(crate) enum Imp {
 pub(crate) enum Check {
     /// `yes` or `no`.
     Flag,
-    /// A non-negative int.
-    Int,
     /// One word from the list (case-insensitive).
     OneOf(&'static [&'static str]),
     /// One word from the list (case-sensitive, as sshd compares).
@@ -185,7 +187,6 @@ const NO: &[&str] = &["no"];
 const TUNMODES: &[&str] = &["no", "point-to-point", "ethernet", "yes"];
 const DIGESTS: &[&str] = &["md5", "sha1", "sha256", "sha384", "sha512"];
 
-const NO_X11: &str = "resshd has no X11 forwarding";
 const NO_KRB: &str = "resshd has no Kerberos or GSSAPI support";
 const NO_HOSTBASED: &str = "resshd has no host-based authentication";
 
@@ -291,10 +292,10 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     // Ignored with a warning: the feature is absent and its absence only
     // makes resshd more restrictive, or the keyword tunes something resshd
     // does its own way.
-    ign("x11forwarding", Check::Flag, M, NO_X11),
-    ign("x11displayoffset", Check::Int, M, NO_X11),
-    ign("x11uselocalhost", Check::Flag, M, NO_X11),
-    ign("xauthlocation", Check::One, G, NO_X11),
+    imp("x11forwarding", Imp::X11Forwarding, M),
+    imp("x11displayoffset", Imp::X11DisplayOffset, M),
+    imp("x11uselocalhost", Imp::X11UseLocalhost, M),
+    imp("xauthlocation", Imp::XAuthLocation, G),
     ign(
         "compression",
         Check::OneOf(&["yes", "delayed", "no"]),

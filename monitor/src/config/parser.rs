@@ -564,6 +564,10 @@ impl Parser {
                 Value::AllowStreamLocalForwarding(parse_forwarding(a.one()?)?)
             }
             Imp::AllowAgentForwarding => Value::AllowAgentForwarding(parse_flag(a.one()?)?),
+            Imp::X11Forwarding => Value::X11Forwarding(parse_flag(a.one()?)?),
+            Imp::X11DisplayOffset => Value::X11DisplayOffset(int_arg(a)?),
+            Imp::X11UseLocalhost => Value::X11UseLocalhost(parse_flag(a.one()?)?),
+            Imp::XAuthLocation => Value::XAuthLocation(a.one()?.to_string()),
             Imp::DisableForwarding => Value::DisableForwarding(parse_flag(a.one()?)?),
             Imp::GatewayPorts => Value::GatewayPorts(one_of(
                 a.one()?,
@@ -1048,11 +1052,6 @@ fn check_value(check: Check, a: &Args) -> Result<String, String> {
         Check::Flag => {
             let v = a.one()?;
             parse_flag(v)?;
-            Ok(v.to_string())
-        }
-        Check::Int => {
-            let v = a.one()?;
-            parse_int(v).map_err(|e| format!("{} {e}.", a.keyword))?;
             Ok(v.to_string())
         }
         Check::OneOf(words) => {

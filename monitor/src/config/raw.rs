@@ -43,6 +43,10 @@ pub(crate) enum Value {
     AllowTcpForwarding(Forwarding),
     AllowStreamLocalForwarding(Forwarding),
     AllowAgentForwarding(bool),
+    X11Forwarding(bool),
+    X11DisplayOffset(u32),
+    X11UseLocalhost(bool),
+    XAuthLocation(String),
     DisableForwarding(bool),
     GatewayPorts(GatewayPorts),
     PermitOpen(PermitList),
@@ -174,6 +178,10 @@ pub(crate) struct Raw {
     allow_tcp_forwarding: Option<Forwarding>,
     allow_stream_local_forwarding: Option<Forwarding>,
     allow_agent_forwarding: Option<bool>,
+    x11_forwarding: Option<bool>,
+    x11_display_offset: Option<u32>,
+    x11_use_localhost: Option<bool>,
+    xauth_location: Option<String>,
     disable_forwarding: Option<bool>,
     gateway_ports: Option<GatewayPorts>,
     permit_open: Option<PermitList>,
@@ -255,6 +263,10 @@ impl Raw {
                 first(&mut self.allow_stream_local_forwarding, x)
             }
             Value::AllowAgentForwarding(x) => first(&mut self.allow_agent_forwarding, x),
+            Value::X11Forwarding(x) => first(&mut self.x11_forwarding, x),
+            Value::X11DisplayOffset(x) => first(&mut self.x11_display_offset, x),
+            Value::X11UseLocalhost(x) => first(&mut self.x11_use_localhost, x),
+            Value::XAuthLocation(x) => first(&mut self.xauth_location, x),
             Value::DisableForwarding(x) => first(&mut self.disable_forwarding, x),
             Value::GatewayPorts(x) => first(&mut self.gateway_ports, x),
             Value::PermitOpen(x) => first(&mut self.permit_open, x),
@@ -396,6 +408,9 @@ impl Raw {
             &m.allow_stream_local_forwarding,
         );
         over(&mut self.allow_agent_forwarding, &m.allow_agent_forwarding);
+        over(&mut self.x11_forwarding, &m.x11_forwarding);
+        over(&mut self.x11_display_offset, &m.x11_display_offset);
+        over(&mut self.x11_use_localhost, &m.x11_use_localhost);
         over(&mut self.disable_forwarding, &m.disable_forwarding);
         over(&mut self.gateway_ports, &m.gateway_ports);
         over(&mut self.permit_open, &m.permit_open);
@@ -571,6 +586,12 @@ impl Raw {
                 .allow_stream_local_forwarding
                 .unwrap_or(Forwarding::Yes),
             allow_agent_forwarding: self.allow_agent_forwarding.unwrap_or(true),
+            x11_forwarding: self.x11_forwarding.unwrap_or(false),
+            x11_display_offset: self.x11_display_offset.unwrap_or(10),
+            x11_use_localhost: self.x11_use_localhost.unwrap_or(true),
+            xauth_location: self
+                .xauth_location
+                .unwrap_or_else(|| "/usr/bin/xauth".into()),
             disable_forwarding: self.disable_forwarding.unwrap_or(false),
             gateway_ports: self.gateway_ports.unwrap_or(GatewayPorts::No),
             permit_open: self.permit_open.unwrap_or(PermitList::Any),

@@ -1,9 +1,11 @@
 //! Channel kinds and what they share: the registry of pollable fds
 //! ([`Ctx`]) and the byte relay between a channel and local fds ([`relay`]).
 
+pub mod agent;
 pub mod relay;
 pub mod session;
 pub mod tcpip;
+pub mod x11;
 
 use std::collections::HashMap;
 use std::io;
@@ -31,6 +33,10 @@ pub enum Target {
     Listener(u64),
     /// An fd of a closed channel still writing what the client sent.
     Linger(u64),
+    /// The forwarded agent's listening socket.
+    Agent,
+    /// A listening socket of the X11 display of this session channel.
+    X11(u32),
 }
 
 /// Who and where: the facts of the session every channel may need.
@@ -63,6 +69,9 @@ pub struct Ctx {
     pub logins: HashMap<Pid, String>,
     /// Messages for the monitor, sent by the event loop.
     pub to_monitor: Vec<FromSession>,
+    /// The forwarded agent's socket, once a session asked for it (one per
+    /// connection, as sshd).
+    pub agent: Option<agent::AgentSocket>,
 }
 
 impl Ctx {
@@ -76,6 +85,7 @@ impl Ctx {
             children: HashMap::new(),
             logins: HashMap::new(),
             to_monitor: Vec::new(),
+            agent: None,
         }
     }
 

@@ -8,7 +8,10 @@ use ressh_proto::msg::ChannelReq;
 use ressh_proto::wire::printable;
 use ressh_proto::Connection;
 
+use super::agent::AgentSocket;
 use super::relay::{OnEof, Relay};
+use super::tcpip::TcpChan;
+use super::x11::X11Display;
 use super::Ctx;
 use crate::pty::{self, Pty, WinSize};
 use crate::{child, env, log};
@@ -45,6 +48,8 @@ pub struct SessionChan {
     relay: Relay,
     child: Option<Child>,
     finished: bool,
+    /// The forwarded X11 display (x11-req).
+    x11: Option<X11Display>,
 }
 
 enum What {
@@ -123,6 +128,7 @@ impl SessionChan {
             relay: Relay::new(id, OnEof::Close),
             child: None,
             finished: false,
+            x11: None,
         }
     }
 
@@ -211,15 +217,63 @@ impl SessionChan {
                 fd.is_some_and(|fd| pty::set_winsize(fd, size).is_ok())
             }
             ChannelReq::Signal(name) => self.signal(&name),
-            ChannelReq::X11Req { .. } => {
-                log!("X11 forwarding request refused");
-                false
+            ChannelReq::X11Req {
+                single_connection,
+                auth_protocol,
+                auth_cookie,
+                screen,
+            } => {
+                !started
+                    && self.x11_request(ctx, single_connection, auth_protocol, auth_cookie, screen)
             }
-            ChannelReq::AuthAgentReq => {
-                log!("agent forwarding request refused");
-                false
-            }
+            ChannelReq::AuthAgentReq => !started && agent_request(ctx),
             _ => false,
+        }
+    }
+
+    /// x11-req: a display, if the policy grants it and the session has
+    /// none yet.
+    fn x11_request(
+        &mut self,
+        ctx: &mut Ctx,
+        single: bool,
+        proto: String,
+        cookie: String,
+        screen: u32,
+    ) -> bool {
+        let Some(policy) = ctx.info.policy.x11.clone() else {
+            log!("X11 forwarding request refused: disabled");
+            return false;
+        };
+        if self.x11.is_some() {
+            log!("X11 display already set");
+            return false;
+        }
+        if !std::path::Path::new(&policy.xauth_location).exists() {
+            log!(
+                "X11 forwarding refused: no xauth program at {}",
+                policy.xauth_location
+            );
+            return false;
+        }
+        match X11Display::create(ctx, self.id, &policy, single, proto, cookie, screen) {
+            Ok(d) => {
+                log!("X11 forwarding on display {}", d.display);
+                self.x11 = Some(d);
+                true
+            }
+            Err(e) => {
+                log!("X11 forwarding refused: {e}");
+                false
+            }
+        }
+    }
+
+    /// X connections to the session's display: their channels.
+    pub fn x11_accept(&mut self, conn: &mut Connection, ctx: &mut Ctx) -> Vec<TcpChan> {
+        match &mut self.x11 {
+            Some(d) => d.accept(conn, ctx),
+            None => Vec::new(),
         }
     }
 
@@ -299,7 +353,14 @@ impl SessionChan {
             original_command: original.as_deref(),
             tz: std::env::var_os("TZ").map(std::os::unix::ffi::OsStringExt::into_vec),
             auth_info: info.auth_info_file.as_deref(),
+            auth_sock: ctx.agent.as_ref().map(|a| a.path()),
+            display: self.x11.as_ref().map(|d| d.display.as_str()),
         });
+        if let (Some(d), Some(p)) = (&self.x11, &policy.x11) {
+            if let Err(e) = d.xauth(&p.xauth_location, &info.user.home) {
+                log!("{label}: xauth: {e}");
+            }
+        }
         let spec = child::Spec {
             shell,
             command: command.as_deref(),
@@ -457,8 +518,11 @@ impl SessionChan {
     }
 
     /// The channel is closed: its relay, to drain what the client sent.
-    pub fn into_relay(mut self, _ctx: &mut Ctx) -> Relay {
+    pub fn into_relay(mut self, ctx: &mut Ctx) -> Relay {
         self.pty = None;
+        if let Some(mut d) = self.x11.take() {
+            d.close(ctx);
+        }
         std::mem::replace(&mut self.relay, Relay::new(self.id, OnEof::Close))
     }
 
@@ -467,6 +531,33 @@ impl SessionChan {
     pub fn close(&mut self, ctx: &mut Ctx) {
         self.relay.close(ctx);
         self.pty = None;
+        if let Some(mut d) = self.x11.take() {
+            d.close(ctx);
+        }
+    }
+}
+
+/// auth-agent-req@openssh.com: the agent socket, if the policy grants it
+/// and this connection has none yet (sshd honours the first request only).
+fn agent_request(ctx: &mut Ctx) -> bool {
+    if !ctx.info.policy.agent_forwarding {
+        log!("agent forwarding request refused: disabled");
+        return false;
+    }
+    if ctx.agent.is_some() {
+        log!("authentication forwarding requested twice");
+        return false;
+    }
+    match AgentSocket::create(ctx) {
+        Ok(a) => {
+            log!("agent forwarding on {}", a.path());
+            ctx.agent = Some(a);
+            true
+        }
+        Err(e) => {
+            log!("agent forwarding disabled: cannot create the listener socket: {e}");
+            false
+        }
     }
 }
 

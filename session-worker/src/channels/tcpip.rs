@@ -50,6 +50,8 @@ pub struct TcpChan {
     state: State,
     relay: Relay,
     sent_eof: bool,
+    /// The channel type, for log lines.
+    kind: &'static str,
     /// "host port N" of the target or originator, for log lines.
     desc: String,
     port: u16,
@@ -81,6 +83,7 @@ impl TcpChan {
             state: State::Resolving,
             relay: Relay::new(id, OnEof::Shutdown),
             sent_eof: false,
+            kind: "direct-tcpip",
             desc: format!(
                 "{} port {port}",
                 ressh_proto::wire::printable(host.as_bytes())
@@ -90,16 +93,17 @@ impl TcpChan {
         }
     }
 
-    /// A forwarded-tcpip channel for an accepted connection, waiting for
-    /// the client to confirm the channel.
+    /// A channel we open for an accepted connection (`kind`:
+    /// forwarded-tcpip, auth-agent@openssh.com), waiting for the client to
+    /// confirm it.
     pub fn forwarded(
         id: u32,
         ctx: &mut Ctx,
-        sock: TcpStream,
-        peer: SocketAddr,
+        fd: OwnedFd,
+        kind: &'static str,
+        desc: String,
     ) -> io::Result<TcpChan> {
         let mut relay = Relay::new(id, OnEof::Shutdown);
-        let fd = OwnedFd::from(sock);
         let slot = relay.add(ctx, fd, Interest::READABLE | Interest::WRITABLE)?;
         relay.add_out(slot, None);
         relay.set_input(slot);
@@ -108,8 +112,9 @@ impl TcpChan {
             state: State::Opening,
             relay,
             sent_eof: false,
-            desc: format!("{} port {}", peer.ip(), peer.port()),
-            port: peer.port(),
+            kind,
+            desc,
+            port: 0,
             last_error: None,
         })
     }
@@ -234,7 +239,7 @@ impl TcpChan {
                 let slot = self.relay.add_registered(OwnedFd::from(sock), token);
                 self.relay.add_out(slot, None);
                 self.relay.set_input(slot);
-                log!("direct-tcpip to {} connected ({addr})", self.desc);
+                log!("{} to {} connected ({addr})", self.kind, self.desc);
                 conn.accept_channel(self.id)?;
                 Ok(Status::Alive)
             }
@@ -253,11 +258,11 @@ impl TcpChan {
         }
     }
 
-    /// The client confirmed our forwarded-tcpip channel.
+    /// The client confirmed a channel we opened.
     pub fn opened(&mut self) {
         if matches!(self.state, State::Opening) {
             self.state = State::Open;
-            log!("forwarded-tcpip from {} opened", self.desc);
+            log!("{} from {} opened", self.kind, self.desc);
         }
     }
 
@@ -339,7 +344,7 @@ fn listen_addrs(address: &str, gateway_ports: bool) -> Option<Vec<IpAddr>> {
 
 /// A non-blocking, close-on-exec listening socket (IPv6 sockets v6-only, so
 /// 0.0.0.0 and :: can share a port).
-fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(super) fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -418,7 +423,8 @@ impl Listener {
                 let Ok(id) = conn.open_channel(kind) else {
                     continue;
                 };
-                match TcpChan::forwarded(id, ctx, stream, peer) {
+                let desc = format!("{} port {}", peer.ip(), peer.port());
+                match TcpChan::forwarded(id, ctx, OwnedFd::from(stream), "forwarded-tcpip", desc) {
                     Ok(c) => out.push(c),
                     Err(e) => {
                         log!("cannot watch a forwarded connection: {e}");

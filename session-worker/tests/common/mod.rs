@@ -52,6 +52,8 @@ pub fn default_policy() -> SessionPolicy {
         permit_open: Permits::ANY,
         permit_listen: Permits::ANY,
         gateway_ports: false,
+        agent_forwarding: true,
+        x11: None,
         accept_env: vec!["LANG".into(), "LC_*".into()],
         key_environment: Vec::new(),
         set_env: Vec::new(),

@@ -17,6 +17,10 @@
 //! <uid> sign <n>          two Signs over <n> bytes, without a KexDone between.
 //! <uid> verdict           a ReconnectVerdict nobody asked for.
 //! <uid> log <n>           a forged log line of <n> bytes.
+//! <uid> open <type>       serves the client's connection itself and opens a
+//!                         channel of <type> (auth-agent@openssh.com, x11)
+//!                         the client never asked for; says whether the
+//!                         client accepted or refused it.
 //! ```
 //!
 //! A uid without a line gets the real worker (exec'd as it is). Progress
@@ -29,6 +33,9 @@ use std::path::Path;
 
 use ressh_ipc::msg::{FromSession, ToSession};
 use ressh_ipc::Endpoint;
+use ressh_proto::msg::ChannelKind;
+use ressh_proto::{Connection, Event};
+use std::time::Instant;
 
 fn main() {
     if let Err(e) = run() {
@@ -59,7 +66,7 @@ fn run() -> Result<(), String> {
     ressh_ipc::harden::forbid_tracing()?;
     // SAFETY: the monitor puts the worker's link on fd 3; nothing else owns it.
     let ep = Endpoint::from_fd(unsafe { OwnedFd::from_raw_fd(3) });
-    let (start, _client) = ep.recv::<ToSession>().map_err(|e| e.to_string())?;
+    let (start, mut client) = ep.recv::<ToSession>().map_err(|e| e.to_string())?;
     let ToSession::Start(start) = start else {
         return Err("the first message was not Start".into());
     };
@@ -128,7 +135,70 @@ fn run() -> Result<(), String> {
             send(&ep, FromSession::Log(line))?;
             serve(&ep, &say, false)
         }
+        Some("open") => {
+            let kind = match plan.get(1).map(String::as_str) {
+                Some("auth-agent@openssh.com") => ChannelKind::AuthAgent,
+                Some("x11") => ChannelKind::X11 {
+                    originator: "127.0.0.1".into(),
+                    originator_port: 40000,
+                },
+                other => return Err(format!("open: which channel type? {other:?}")),
+            };
+            let sock = client.pop().ok_or("no client socket")?;
+            let answer = open_unasked(&start, std::net::TcpStream::from(sock), kind)?;
+            say(answer)?;
+            serve(&ep, &say, false)
+        }
         _ => Err(format!("unknown plan {plan:?}")),
+    }
+}
+
+/// Imports the connection as the real worker does, opens a channel of
+/// `kind` and serves the client until it answers: "channel <type>
+/// accepted" or "channel <type> refused: <reason> <description>".
+fn open_unasked(
+    start: &ressh_ipc::msg::SessionStart,
+    mut sock: std::net::TcpStream,
+    kind: ChannelKind,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let host_keys = start
+        .host_keys
+        .iter()
+        .map(|b| ressh_proto::keys::PublicKey::from_blob(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut conn =
+        Connection::import(&start.state, host_keys, Instant::now()).map_err(|e| e.to_string())?;
+    let name = kind.name().to_string();
+    let id = conn.open_channel(kind).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let out = conn.take_output();
+        sock.write_all(&out).map_err(|e| e.to_string())?;
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::ChannelOpened { id: i } if i == id => {
+                    return Ok(format!("channel {name} accepted"))
+                }
+                Event::ChannelOpenFailed {
+                    id: i,
+                    reason,
+                    description,
+                } if i == id => {
+                    return Ok(format!("channel {name} refused: {reason} {description}"))
+                }
+                _ => {}
+            }
+        }
+        let n = sock.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the client closed the connection".into());
+        }
+        conn.handle_input(&buf[..n], Instant::now())
+            .map_err(|e| e.to_string())?;
     }
 }
 
