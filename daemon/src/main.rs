@@ -31,6 +31,7 @@ use ressh_ipc::{Endpoint, Outbox};
 use ressh_monitor::config::{Config, MatchContext, Settings};
 use ressh_monitor::log;
 use ressh_monitor::monitor::{Context, Privsep};
+use ressh_proto::cert::{CertKind, Certificate};
 use ressh_proto::keys::PrivateKey;
 
 use args::Args;
@@ -162,6 +163,42 @@ fn load_host_keys(paths: &[PathBuf]) -> Vec<PrivateKey> {
         }
     }
     keys
+}
+
+/// HostCertificate files, as sshd loads them: each must be a host
+/// certificate (its CA signature valid) of one of the host keys; one that
+/// is not is logged and left out.
+fn load_host_certificates(paths: &[PathBuf], keys: &[PrivateKey]) -> Vec<Certificate> {
+    let mut certs: Vec<Certificate> = Vec::new();
+    for p in paths {
+        let cert = std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                Certificate::from_openssh(t.lines().next().unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            });
+        match cert {
+            Ok((c, _)) if c.kind != CertKind::Host => log::error(&format!(
+                "Certificate file is not a host certificate: {}",
+                p.display()
+            )),
+            Ok((c, _)) if !keys.iter().any(|k| k.public_key() == c.key) => log::error(&format!(
+                "No matching private key for certificate: {}",
+                p.display()
+            )),
+            Ok((c, _)) => {
+                // One certificate a key, the first given (as sshd).
+                if !certs.iter().any(|o| o.key == c.key) {
+                    certs.push(c);
+                }
+            }
+            Err(e) => log::error(&format!(
+                "Could not load host certificate \"{}\": {e}",
+                p.display()
+            )),
+        }
+    }
+    certs
 }
 
 /// The workers live next to resshd (a build tree), else in /usr/libexec/ressh.
@@ -512,6 +549,10 @@ fn context(
     Context {
         broker_socket: settings.broker_socket.clone(),
         config: Arc::new(config),
+        host_certs: Arc::new(load_host_certificates(
+            &settings.host_certificates,
+            &host_keys,
+        )),
         host_keys: Arc::new(host_keys),
         kex_worker: worker_path("resshd-kex"),
         session_worker: worker_path("resshd-session"),

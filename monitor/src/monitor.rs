@@ -116,6 +116,8 @@ pub struct Context {
     pub broker_socket: PathBuf,
     pub config: Arc<Config>,
     pub host_keys: Arc<Vec<PrivateKey>>,
+    /// HostCertificate: certificates of some of `host_keys`.
+    pub host_certs: Arc<Vec<Certificate>>,
     pub kex_worker: PathBuf,
     pub session_worker: PathBuf,
     pub privsep: Privsep,
@@ -359,6 +361,12 @@ impl Monitor<'_> {
                 .host_keys
                 .iter()
                 .map(|k| k.public_key().to_blob())
+                .collect(),
+            host_certs: self
+                .ctx
+                .host_certs
+                .iter()
+                .map(|c| c.blob().to_vec())
                 .collect(),
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
@@ -1265,6 +1273,12 @@ impl Monitor<'_> {
                 .host_keys
                 .iter()
                 .map(|k| k.public_key().to_blob())
+                .collect(),
+            host_certs: self
+                .ctx
+                .host_certs
+                .iter()
+                .map(|c| c.blob().to_vec())
                 .collect(),
             user,
             peer_addr: self.peer_ip(),

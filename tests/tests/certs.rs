@@ -366,3 +366,106 @@ fn user_certificates_as_sshd_judges_them() {
         "with signature type rsa-sha2-256",
     );
 }
+
+/// HostCertificate: resshd offers the certificate of its P-384 host key;
+/// stock ssh, whose known_hosts has only an `@cert-authority` line for the
+/// host CA (StrictHostKeyChecking yes), accepts it and logs in, also across
+/// rekeys (the session worker offers the certificate again). A certificate
+/// for another host name, and one the CA did not sign, are refused.
+#[test]
+fn host_certificate_accepted_by_stock_ssh() {
+    let dir = TempDir::new("e2e-hostcert");
+    let (host_ca, host_ca_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    let (other_ca, _) = ssh_keygen(dir.path(), "ed25519", "");
+    let (host_key, _) = ssh_keygen(dir.path(), "ecdsa-384", "");
+    let (cert, _) = ssh_keygen_sign(
+        &host_ca,
+        &host_key,
+        &["-h", "-I", "resshd-host", "-n", "127.0.0.1"],
+    );
+    let user = TestUser::create("e2ehc");
+    let (key, key_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    user.authorize_key(&key_pub);
+    let login = |what: &str, server: &Resshd, ssh_extra: &[&str]| {
+        let known_hosts = dir.join(format!("known_hosts-{}", server.port()));
+        fs::write(
+            &known_hosts,
+            format!(
+                "@cert-authority [127.0.0.1]:{} {host_ca_pub}\n",
+                server.port()
+            ),
+        )
+        .unwrap();
+        let cfg = dir.join(format!("ssh_config-{}", server.port()));
+        write_client_config(
+            &cfg,
+            &user.name,
+            &key,
+            &known_hosts,
+            "127.0.0.1",
+            server.port(),
+            "",
+        );
+        let out = run_timeout(
+            Command::new(require_cmd("ssh"))
+                .arg("-F")
+                .arg(&cfg)
+                .args(["-v"])
+                .args(ssh_extra)
+                .args(["server", "head -c 300000 /dev/zero | wc -c"]),
+            T,
+        );
+        report("certs", &format!("{what}: ssh exit {}", out.status));
+        out
+    };
+    let config = |cert: &Path| {
+        format!(
+            "HostKey {}\nHostCertificate {}\n",
+            host_key.display(),
+            cert.display()
+        )
+    };
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config(&cert));
+    // A rekey every 100 KB: the session worker signs with the certified key
+    // and sends the certificate again.
+    let out = login("host certificate", &server, &["-o", "RekeyLimit=100K"]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success() && text(&out.stdout).trim() == "300000",
+        "ssh refused resshd's host certificate: {}\n{}\n{err}\nresshd:\n{}",
+        out.status,
+        text(&out.stdout),
+        server.log()
+    );
+    assert!(
+        err.contains("Server host certificate: ecdsa-sha2-nistp384-cert-v01@openssh.com")
+            && err.contains("Host '[127.0.0.1]:")
+            && err.contains("is known and matches the ECDSA-CERT host certificate"),
+        "ssh did not check the certificate: {err}"
+    );
+    assert!(err.contains("rekey"), "no rekey happened: {err}");
+    drop(server);
+
+    // Not signed by the trusted CA, or for another name: refused.
+    for (what, ca, name) in [
+        ("another CA", &other_ca, "127.0.0.1"),
+        ("another host name", &host_ca, "elsewhere.example"),
+    ] {
+        let k2 = dir.join(format!("host-{}", name.len()));
+        fs::copy(&host_key, &k2).unwrap();
+        fs::copy(
+            format!("{}.pub", host_key.display()),
+            format!("{}.pub", k2.display()),
+        )
+        .unwrap();
+        let (cert2, _) = ssh_keygen_sign(ca, &k2, &["-h", "-I", "bad", "-n", name]);
+        let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config(&cert2));
+        let out = login(what, &server, &[]);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("Host key verification failed"),
+            "{what}: ssh accepted: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+}

@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use super::{Connection, Event, ReconnectRequest, Role};
+use crate::cert;
 use crate::cipher::KeyMaterial;
 use crate::error::{Error, Result};
 use crate::kex::{self, ClientKex, Method, Negotiated, SharedSecret, Transcript};
@@ -68,7 +69,12 @@ enum Phase {
 /// Server: the reply, computed and not yet signed.
 struct Unsigned {
     agreed: Agreed,
+    /// The key that signs, and the blob sent as the host key (a
+    /// certificate's, for a certificate algorithm).
     key: PublicKey,
+    k_s: Vec<u8>,
+    /// The signature algorithm (a certificate algorithm's plain one).
+    sign_alg: String,
     reply: Vec<u8>,
     k: SharedSecret,
     h: Vec<u8>,
@@ -145,12 +151,16 @@ impl Connection {
             }
         }
         let host_key = match self.role {
-            Role::Server => self
-                .host_keys
-                .iter()
-                .flat_map(|k| k.signature_algorithms())
-                .map(|a| a.to_string())
-                .collect(),
+            Role::Server => {
+                let mut algs: Vec<String> = Vec::new();
+                for k in &self.host_keys {
+                    algs.extend(k.signature_algorithms().iter().map(|a| a.to_string()));
+                }
+                for c in &self.host_certs {
+                    algs.extend(c.signature_algorithms().into_iter().map(String::from));
+                }
+                algs
+            }
             Role::Client => self.config.host_key_algs.clone(),
         };
         let mut cookie = [0u8; 16];
@@ -332,13 +342,26 @@ impl Connection {
     /// exchange waits for the application to sign H.
     fn server_kex(&mut self, local_init: &[u8], agreed: Agreed, payload: &[u8]) -> Result<Phase> {
         let init = msg::KexEcdhInit::decode(payload)?;
-        let alg = agreed.negotiated.host_key.as_str();
-        let key = self
-            .host_keys
-            .iter()
-            .find(|k| k.signature_algorithms().contains(&alg))
-            .cloned()
-            .ok_or(Error::NoCommonAlgorithm("host key"))?;
+        let alg = agreed.negotiated.host_key.clone();
+        let alg = alg.as_str();
+        let (key, k_s, sign_alg) = match cert::plain_algorithm(alg.as_bytes()) {
+            Some(plain) => {
+                let c = self
+                    .host_certs
+                    .iter()
+                    .find(|c| c.signature_algorithms().contains(&alg))
+                    .ok_or(Error::NoCommonAlgorithm("host key"))?;
+                (c.key.clone(), c.blob().to_vec(), plain)
+            }
+            None => {
+                let k = self
+                    .host_keys
+                    .iter()
+                    .find(|k| k.signature_algorithms().contains(&alg))
+                    .ok_or(Error::NoCommonAlgorithm("host key"))?;
+                (k.clone(), k.to_blob(), alg)
+            }
+        };
         let (reply, k) = agreed.method.server_reply(&init.q_c)?;
         let peer_version = self.peer_version.clone().unwrap_or_default();
         let h = kex::exchange_hash(
@@ -347,7 +370,7 @@ impl Connection {
                 v_s: &self.local_version,
                 i_c: &agreed.peer_init,
                 i_s: local_init,
-                k_s: &key.to_blob(),
+                k_s: &k_s,
                 init: &init.q_c,
                 reply: &reply,
             },
@@ -355,12 +378,14 @@ impl Connection {
         )?;
         self.events.push_back(Event::SignHostKey(SignRequest {
             key: key.clone(),
-            algorithm: alg.to_string(),
+            algorithm: sign_alg.to_string(),
             data: h.clone(),
         }));
         Ok(Phase::AwaitSignature(Box::new(Unsigned {
             agreed,
             key,
+            k_s,
+            sign_alg: sign_alg.to_string(),
             reply,
             k,
             h,
@@ -395,8 +420,7 @@ impl Connection {
         // The answer must be over this exchange's hash: a late answer to a
         // request of an exchange a reconnect abandoned is not, and must not
         // reach the client (it would fail the verification and disconnect).
-        let alg = &u.agreed.negotiated.host_key;
-        if !matches!(u.key.verify(&u.h, &signature), Ok(a) if a == *alg) {
+        if !matches!(u.key.verify(&u.h, &signature), Ok(a) if a == u.sign_alg) {
             self.kex = Some(KexRun {
                 first,
                 local_init,
@@ -417,10 +441,11 @@ impl Connection {
     ) -> Result<()> {
         let Unsigned {
             agreed,
-            key,
+            k_s,
             reply,
             k,
             h,
+            ..
         } = u;
         if first && agreed.resilience {
             self.resilience = Some(resilience::State::new(
@@ -433,7 +458,7 @@ impl Connection {
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &agreed.negotiated)?;
         self.write_now(
             &msg::KexEcdhReply {
-                host_key: key.to_blob(),
+                host_key: k_s,
                 q_s: reply,
                 signature,
             }
