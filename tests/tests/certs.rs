@@ -412,7 +412,7 @@ fn host_certificate_accepted_by_stock_ssh() {
                 .arg(&cfg)
                 .args(["-v"])
                 .args(ssh_extra)
-                .args(["server", "head -c 300000 /dev/zero | wc -c"]),
+                .args(["server", "head -c 1000000 /dev/zero"]),
             T,
         );
         report("certs", &format!("{what}: ssh exit {}", out.status));
@@ -431,10 +431,10 @@ fn host_certificate_accepted_by_stock_ssh() {
     let out = login("host certificate", &server, &["-o", "RekeyLimit=100K"]);
     let err = text(&out.stderr);
     assert!(
-        out.status.success() && text(&out.stdout).trim() == "300000",
+        out.status.success() && out.stdout.len() == 1_000_000,
         "ssh refused resshd's host certificate: {}\n{}\n{err}\nresshd:\n{}",
         out.status,
-        text(&out.stdout),
+        out.stdout.len(),
         server.log()
     );
     assert!(
@@ -443,7 +443,10 @@ fn host_certificate_accepted_by_stock_ssh() {
             && err.contains("is known and matches the ECDSA-CERT host certificate"),
         "ssh did not check the certificate: {err}"
     );
-    assert!(err.contains("rekey"), "no rekey happened: {err}");
+    assert!(
+        err.matches("SSH2_MSG_KEXINIT received").count() >= 2,
+        "no rekey happened: {err}"
+    );
     drop(server);
 
     // Not signed by the trusted CA, or for another name: refused.
@@ -463,8 +466,8 @@ fn host_certificate_accepted_by_stock_ssh() {
         let out = login(what, &server, &[]);
         assert!(
             !out.status.success() && text(&out.stderr).contains("Host key verification failed"),
-            "{what}: ssh accepted: {}\n{}",
-            text(&out.stdout),
+            "{what}: ssh accepted: {} bytes\n{}",
+            out.stdout.len(),
             text(&out.stderr)
         );
     }
