@@ -472,3 +472,107 @@ fn host_certificate_accepted_by_stock_ssh() {
         );
     }
 }
+
+/// The kex worker is where untrusted bytes are decoded, so an attacker may
+/// own it (played by `src/bin/hostile-kex.rs`, installed as resshd-kex of a
+/// copy of resshd). It skips the key exchange and sends the monitor
+/// publickey requests, each correctly signed with the user's key over the
+/// session id the monitor knows: a certificate of the trusted CA whose
+/// principal was rewritten to the user's name (the CA's signature no
+/// longer holds), the certified key's plain blob under a certificate
+/// algorithm, the certificate under the plain key's algorithm, and a
+/// certificate of an untrusted CA for a key authorized_keys lists as a
+/// plain key. The monitor refuses them all; the genuine certificate, sent
+/// last by the same worker, is accepted (the harness works).
+#[test]
+fn a_lying_kex_worker_is_not_believed_about_certificates() {
+    let dir = TempDir::new("e2e-certliar");
+    let bin = dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    let built = ressh_bin();
+    for (from, to) in [
+        ("resshd", "resshd"),
+        ("resshd-session", "resshd-session"),
+        ("resshd-kex", "resshd-kex.real"),
+    ] {
+        fs::copy(built.with_file_name(from), bin.join(to)).unwrap();
+    }
+    fs::copy(env!("CARGO_BIN_EXE_hostile-kex"), bin.join("resshd-kex")).unwrap();
+    let (ca, ca_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    let (rogue_ca, _) = ssh_keygen(dir.path(), "ed25519", "");
+    let cas = dir.join("user_ca.pub");
+    fs::write(&cas, format!("{ca_pub}\n")).unwrap();
+    let user = TestUser::create("e2ecl");
+    let u = user.name.as_str();
+    // The same length as the user's name, to be overwritten by it.
+    let other = "z".repeat(u.len());
+    let (key, key_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    user.authorize_key(&key_pub);
+    let blob_of = |line: &str| {
+        let b64 = line.split_whitespace().nth(1).unwrap();
+        openssl::base64::decode_block(b64).unwrap()
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let cert_for = |ca: &Path, principal: &str| {
+        let k = dir.join(format!(
+            "k-{principal}-{}",
+            ca.file_name().unwrap().to_string_lossy()
+        ));
+        fs::copy(&key, &k).unwrap();
+        fs::copy(
+            format!("{}.pub", key.display()),
+            format!("{}.pub", k.display()),
+        )
+        .unwrap();
+        blob_of(&ssh_keygen_sign(ca, &k, &["-I", "liar", "-n", principal]).1)
+    };
+    let genuine = cert_for(&ca, u);
+    let mut forged = cert_for(&ca, &other);
+    let at = forged
+        .windows(other.len())
+        .position(|w| w == other.as_bytes())
+        .unwrap();
+    forged[at..at + u.len()].copy_from_slice(u.as_bytes());
+    let rogue = cert_for(&rogue_ca, u);
+    let plain = blob_of(&key_pub);
+    let cert_alg = "ssh-ed25519-cert-v01@openssh.com";
+    let k = key.display();
+    let cases = [
+        ("forged-principal", cert_alg, &forged),
+        ("plain-blob-as-cert", cert_alg, &plain),
+        ("cert-as-plain", "ssh-ed25519", &genuine),
+        ("untrusted-ca-plain-line", cert_alg, &rogue),
+        ("genuine", cert_alg, &genuine),
+    ];
+    let script: String = cases
+        .iter()
+        .map(|(case, alg, blob)| format!("{case} {u} {alg} {} {k}\n", hex(blob)))
+        .collect();
+    fs::write(bin.join("hostile-kex.script"), script).unwrap();
+    let server = Resshd::start(
+        &bin.join("resshd"),
+        &format!("TrustedUserCAKeys {}\n", cas.display()),
+    );
+    let _conn = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    // Until the last verdict, or an acceptance (after which the monitor
+    // takes further requests for a broken protocol and ends the worker).
+    let log = server.wait_log("the hostile kex worker's last verdict", T, |l| {
+        l.contains("hostile-kex: genuine") || l.contains(" Accept\n")
+    });
+    for (case, _, _) in &cases[..4] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("hostile-kex: {case} ")))
+            .unwrap_or_else(|| panic!("no verdict for {case}:\n{log}"));
+        assert!(
+            line.contains("Reject") && !line.contains("Accept"),
+            "{case}: {line}"
+        );
+        report("certs", &format!("hostile kex worker: {case}: refused"));
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("hostile-kex: genuine"))
+        .unwrap();
+    assert!(line.ends_with("hostile-kex: genuine Accept"), "{line}");
+}
