@@ -756,12 +756,14 @@ impl Monitor<'_> {
                 return self.reject();
             }
         }
+        // "publickey,publickey" needs two different keys: a certificate
+        // and its own plain key are one key (sshd's sshkey_equal_public).
+        let used = key.key().to_blob();
         if self
             .partial
             .as_ref()
-            .is_some_and(|p| p.used_keys.contains(&blob))
+            .is_some_and(|p| p.used_keys.contains(&used))
         {
-            // "publickey,publickey" needs two different keys.
             return self.reject();
         }
         let text = format!(
@@ -784,7 +786,7 @@ impl Monitor<'_> {
             user,
             groups,
             settings,
-            Some((found.options, blob, validity)),
+            Some((found.options, used, validity)),
         )
     }
 

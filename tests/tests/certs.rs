@@ -184,6 +184,7 @@ fn user_certificates_as_sshd_judges_them() {
     let user = TestUser::create("e2ec");
     let with_file = TestUser::create("e2ecp");
     let with_line = TestUser::create("e2eca");
+    let two_keys = TestUser::create("e2ec2");
     // The principals file: options, then the principal.
     let principals = with_file.home.join(".ssh/principals");
     fs::write(&principals, "# who may log in\nops\nno-pty   deploy\n").unwrap();
@@ -193,9 +194,11 @@ fn user_certificates_as_sshd_judges_them() {
     ));
     let config = format!(
         "TrustedUserCAKeys {}\nCASignatureAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512\n\
-         Match User {}\n    AuthorizedPrincipalsFile %h/.ssh/principals\n",
+         Match User {}\n    AuthorizedPrincipalsFile %h/.ssh/principals\n\
+         Match User {}\n    AuthenticationMethods publickey,publickey\n",
         cas.display(),
-        with_file.name
+        with_file.name,
+        two_keys.name
     );
     let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config);
     let known_hosts = dir.join("known_hosts");
@@ -352,6 +355,33 @@ fn user_certificates_as_sshd_judges_them() {
         &user,
         &k,
         "Certificate critical option \"made-up@example.test\" is not supported",
+    );
+    // AuthenticationMethods publickey,publickey: a certificate and its own
+    // key are one key (refused); with another key it is two.
+    let t = two_keys.name.as_str();
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", t]);
+    let own = fs::read_to_string(format!("{}.pub", k.display())).unwrap();
+    two_keys.authorize_key(&own);
+    let out = lab.ssh(&two_keys, &k, &[], "echo both");
+    assert!(
+        !out.status.success(),
+        "a certificate and its own key passed as two keys: {}",
+        text(&out.stderr)
+    );
+    let (other, other_pub) = ssh_keygen(lab.dir.path(), "ed25519", "");
+    two_keys.authorize_key(&other_pub);
+    let other = other.display().to_string();
+    let out = lab.ssh(&two_keys, &k, &["-i", &other], "echo both");
+    assert_eq!(
+        text(&out.stdout),
+        "both\n",
+        "a certificate and another key: {}",
+        text(&out.stderr)
+    );
+    report(
+        "certs",
+        "publickey,publickey: the certificate's own key refused, another key accepted",
     );
     // CASignatureAlgorithms has rsa-sha2-512 but not rsa-sha2-256.
     let i = next();

@@ -161,8 +161,18 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         22,
         "the finite-field and NIST-curve key exchanges (first: diffie-hellman-group1-sha1)",
     ),
-    ("cert-hostkey", 16, "host certificates"),
-    ("cert-userkey", 16, "user certificates"),
+    (
+        "cert-hostkey",
+        22,
+        "FIDO (sk-) and ssh-dss host keys and so their certificates (Ed25519, ECDSA and RSA \
+         host certificates pass)",
+    ),
+    (
+        "cert-userkey",
+        16,
+        "RevokedKeys (KRL) for certificates; ssh-dss and SHA-1 ssh-rsa certificates are \
+         refused by design",
+    ),
     ("keys-command", 16, "AuthorizedKeysCommand"),
     (
         "integrity",
@@ -171,10 +181,16 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ),
     (
         "multipubkey",
-        16,
-        "user certificates with AuthenticationMethods publickey,publickey",
+        22,
+        "`AuthenticationMethods publickey,publickey` in a `Match all` block, PubkeyAuthentication \
+         off outside it: refused as an invalid method list (the certificate cases pass)",
     ),
-    ("limit-keytype", 16, "user certificates"),
+    (
+        "limit-keytype",
+        22,
+        "PubkeyAcceptedAlgorithms naming ssh-rsa (SHA-1) is refused (the certificate checks \
+         before it pass)",
+    ),
     ("hostkey-agent", 22, "HostKeyAgent"),
     (
         "hostkey-rotate",
@@ -182,7 +198,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "hostkeys-00@openssh.com (UpdateHostKeys) from the server side",
     ),
     ("principals-command", 16, "AuthorizedPrincipalsCommand"),
-    ("cert-file", 16, "user certificates (CertificateFile)"),
     (
         "servcfginclude",
         22,
