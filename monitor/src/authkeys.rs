@@ -1401,7 +1401,6 @@ pub fn ca_in_file(file: &Path, ca: &PublicKey) -> (bool, Vec<String>) {
 /// AuthorizedPrincipalsFile (opened as the user, with StrictModes) whose
 /// principal the certificate lists. A line is `[options] principal`;
 /// `#` starts a comment.
-#[allow(clippy::too_many_arguments)]
 pub fn find_principal(
     file: &Path,
     cert: &Certificate,
