@@ -165,6 +165,12 @@ fn load_host_keys(paths: &[PathBuf]) -> Vec<PrivateKey> {
     keys
 }
 
+/// The host keys and the certificates of some of them.
+struct HostKeys {
+    keys: Vec<PrivateKey>,
+    certs: Vec<Certificate>,
+}
+
 /// HostCertificate files, as sshd loads them: each must be a host
 /// certificate (its CA signature valid) of one of the host keys; one that
 /// is not is logged and left out.
@@ -379,6 +385,12 @@ fn run(args: Args) -> Result<(), Error> {
     if host_keys.is_empty() {
         return Err(Error::NoHostKeys);
     }
+    // Loaded (and their errors reported) before -t returns, as by sshd.
+    let host_certs = load_host_certificates(&settings.host_certificates, &host_keys);
+    let keys = HostKeys {
+        keys: host_keys,
+        certs: host_certs,
+    };
     if !args.debug && !args.quiet {
         use ressh_monitor::config::LogLevel as L;
         log::init(
@@ -404,7 +416,7 @@ fn run(args: Args) -> Result<(), Error> {
         return Ok(());
     }
     if args.inetd {
-        return inetd(config, settings, host_keys, privsep);
+        return inetd(config, settings, keys, privsep);
     }
     let broker_sock = broker_listener(&settings.broker_socket)?;
     let listeners = bind(&settings)?;
@@ -419,7 +431,7 @@ fn run(args: Args) -> Result<(), Error> {
             ));
         }
     }
-    let ctx = context(&settings, config, host_keys, privsep);
+    let ctx = context(&settings, config, keys, privsep);
     notify::ready();
     serve(&ctx, &settings, listeners, broker_sock)
 }
@@ -540,20 +552,12 @@ fn syslog_stderr() {
 
 /// What every monitor needs: the configuration, the host keys, where the
 /// workers and the broker are.
-fn context(
-    settings: &Settings,
-    config: Config,
-    host_keys: Vec<PrivateKey>,
-    privsep: Privsep,
-) -> Context {
+fn context(settings: &Settings, config: Config, keys: HostKeys, privsep: Privsep) -> Context {
     Context {
         broker_socket: settings.broker_socket.clone(),
         config: Arc::new(config),
-        host_certs: Arc::new(load_host_certificates(
-            &settings.host_certificates,
-            &host_keys,
-        )),
-        host_keys: Arc::new(host_keys),
+        host_certs: Arc::new(keys.certs),
+        host_keys: Arc::new(keys.keys),
         kex_worker: worker_path("resshd-kex"),
         session_worker: worker_path("resshd-session"),
         privsep,
@@ -567,11 +571,11 @@ fn context(
 fn inetd(
     config: Config,
     settings: Settings,
-    host_keys: Vec<PrivateKey>,
+    keys: HostKeys,
     privsep: Privsep,
 ) -> Result<(), Error> {
     let (sock, peer, local) = inetd_socket()?;
-    let ctx = context(&settings, config, host_keys, privsep);
+    let ctx = context(&settings, config, keys, privsep);
     let code = ressh_monitor::monitor::run(&ctx, sock, peer, local);
     std::process::exit(code);
 }
