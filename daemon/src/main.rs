@@ -150,13 +150,19 @@ fn load_config(args: &Args) -> Result<Config, Error> {
     Ok(config)
 }
 
+/// The host keys (HostKey, HostKeyAgent) and their certificates
+/// (HostCertificate); what cannot be loaded is logged.
 fn load_host_keys(settings: &Settings) -> HostKeys {
     let agent = settings.host_key_agent.as_deref();
     let (keys, errors) = ressh_monitor::hostkeys::load(&settings.host_keys, agent);
     for e in errors {
         log::error(&e);
     }
-    HostKeys::new(keys, agent.map(Path::to_path_buf))
+    let mut keys = HostKeys::new(keys, agent.map(Path::to_path_buf));
+    for e in keys.load_certificates(&settings.host_certificates) {
+        log::error(&e);
+    }
+    keys
 }
 
 /// The workers live next to resshd (a build tree), else in /usr/libexec/ressh.
@@ -333,8 +339,9 @@ fn run(args: Args) -> Result<(), Error> {
     let config = load_config(&args)?;
     let mut settings = config.global();
     apply_command_line(&mut settings, &args);
-    let host_keys = load_host_keys(&settings);
-    if host_keys.is_empty() {
+    // Loaded (and their errors reported) before -t returns, as by sshd.
+    let keys = load_host_keys(&settings);
+    if keys.is_empty() {
         return Err(Error::NoHostKeys);
     }
     if !args.debug && !args.quiet {
@@ -362,7 +369,7 @@ fn run(args: Args) -> Result<(), Error> {
         return Ok(());
     }
     if args.inetd {
-        return inetd(config, settings, host_keys, privsep);
+        return inetd(config, settings, keys, privsep);
     }
     let broker_sock = broker_listener(&settings.broker_socket)?;
     let listeners = bind(&settings)?;
@@ -377,7 +384,7 @@ fn run(args: Args) -> Result<(), Error> {
             ));
         }
     }
-    let ctx = context(&settings, config, host_keys, privsep);
+    let ctx = context(&settings, config, keys, privsep);
     notify::ready();
     serve(&ctx, &settings, listeners, broker_sock)
 }
@@ -500,11 +507,11 @@ fn syslog_stderr() {
 
 /// What every monitor needs: the configuration, the host keys, where the
 /// workers and the broker are.
-fn context(settings: &Settings, config: Config, host_keys: HostKeys, privsep: Privsep) -> Context {
+fn context(settings: &Settings, config: Config, keys: HostKeys, privsep: Privsep) -> Context {
     Context {
         broker_socket: settings.broker_socket.clone(),
         config: Arc::new(config),
-        host_keys: Arc::new(host_keys),
+        host_keys: Arc::new(keys),
         kex_worker: settings
             .resshd_kex_path
             .clone()
@@ -524,11 +531,11 @@ fn context(settings: &Settings, config: Config, host_keys: HostKeys, privsep: Pr
 fn inetd(
     config: Config,
     settings: Settings,
-    host_keys: HostKeys,
+    keys: HostKeys,
     privsep: Privsep,
 ) -> Result<(), Error> {
     let (sock, peer, local) = inetd_socket()?;
-    let ctx = context(&settings, config, host_keys, privsep);
+    let ctx = context(&settings, config, keys, privsep);
     let code = ressh_monitor::monitor::run(&ctx, sock, peer, local);
     std::process::exit(code);
 }

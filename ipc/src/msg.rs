@@ -20,6 +20,8 @@ pub const MAX_LOG_LEN: usize = 1024;
 pub struct KexStart {
     pub proto: ressh_proto::Config,
     pub host_keys: Vec<Vec<u8>>,
+    /// Host certificate blobs (HostCertificate), each of one of the keys.
+    pub host_certs: Vec<Vec<u8>>,
     pub banner: Option<String>,
     /// Seconds the client has to authenticate (LoginGraceTime; 0 = no limit).
     pub login_grace_secs: u64,
@@ -184,6 +186,8 @@ pub struct SessionStart {
     pub state: Vec<u8>,
     /// Public host key blobs (rekeys are signed by the monitor).
     pub host_keys: Vec<Vec<u8>>,
+    /// Host certificate blobs, offered again on rekeys.
+    pub host_certs: Vec<Vec<u8>>,
     pub user: UserInfo,
     pub peer_addr: String,
     pub peer_port: u16,

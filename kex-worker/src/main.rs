@@ -209,7 +209,13 @@ fn run() -> Result<(), Error> {
     let now = Instant::now();
     let deadline =
         (start.login_grace_secs > 0).then(|| now + Duration::from_secs(start.login_grace_secs));
-    let mut conn = Connection::server(start.proto.clone(), keys, now)?;
+    let certs = start
+        .host_certs
+        .iter()
+        .map(|b| ressh_proto::cert::Certificate::from_blob(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::HostKey)?;
+    let mut conn = Connection::server_with_certificates(start.proto.clone(), keys, certs, now)?;
     let mut sock = TcpStream::from(sock);
     let mut banner = start.banner.clone();
     let mut buf = vec![0u8; 64 * 1024];

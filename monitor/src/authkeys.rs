@@ -1416,7 +1416,6 @@ pub fn ca_in_file(file: &Path, ca: &PublicKey) -> (bool, Vec<String>) {
 /// AuthorizedPrincipalsFile (opened as the user, with StrictModes) whose
 /// principal the certificate lists. A line is `[options] principal`;
 /// `#` starts a comment.
-#[allow(clippy::too_many_arguments)]
 pub fn find_principal(
     file: &Path,
     cert: &Certificate,
@@ -2743,5 +2742,112 @@ mod tests {
             let _ = from_matches(&p, &peer4([1, 2, 3, 4]));
             let _ = from_matches(&p, &PeerInfo { addr: "::1".parse().unwrap(), port: 1, hostname: Some(s.clone()) });
         }
+    }
+
+    /// A user certificate made by ssh-keygen with `args`.
+    fn keygen_cert(dir: &ressh_testkit::TempDir, args: &[&str]) -> Certificate {
+        let (ca, _) = ressh_testkit::ssh_keygen(dir.path(), "ed25519", "");
+        let (key, _) = ressh_testkit::ssh_keygen(dir.path(), "ed25519", "");
+        let (_, line) = ressh_testkit::ssh_keygen_sign(&ca, &key, args);
+        Certificate::from_openssh(&line).unwrap().0
+    }
+
+    #[test]
+    fn principals_file_lines() {
+        let dir = ressh_testkit::TempDir::new("principals");
+        let cert = keygen_cert(&dir, &["-I", "p", "-n", "ops,deploy"]);
+        let line = |l: &str| principals_line(l.as_bytes(), &cert);
+        assert_eq!(line("ops\n"), Ok(Some(KeyOptions::default())));
+        assert_eq!(line("  deploy  \t\n"), Ok(Some(KeyOptions::default())));
+        assert_eq!(line("other\n"), Ok(None));
+        assert_eq!(line("# ops\n"), Ok(None));
+        assert_eq!(line("op\n"), Ok(None));
+        // Options before the last word; the principal is the last word.
+        let o = line("no-pty,command=\"id\"   ops\n").unwrap().unwrap();
+        assert!(o.no_pty);
+        assert_eq!(o.command.as_deref(), Some("id"));
+        assert_eq!(line("blah ops"), Err("unknown key option"));
+        assert_eq!(
+            line("cert-authority ops"),
+            Err("cert-authority flag invalid here")
+        );
+        // A comment after the principal ends the line.
+        assert!(line("ops # the ops team").unwrap().is_some());
+    }
+
+    #[test]
+    fn certificate_options_and_their_merge() {
+        let dir = ressh_testkit::TempDir::new("certopts");
+        let plain = keygen_cert(&dir, &["-I", "o"]);
+        let o = cert_options(&plain).unwrap();
+        // ssh-keygen's default extensions permit all but no-touch-required.
+        assert!(!o.no_pty && !o.no_port_forwarding && !o.no_agent_forwarding);
+        assert!(!o.no_x11_forwarding && !o.no_user_rc && !o.no_touch_required);
+        let bare = keygen_cert(&dir, &["-I", "o", "-O", "clear"]);
+        let o = cert_options(&bare).unwrap();
+        assert!(o.no_pty && o.no_port_forwarding && o.no_agent_forwarding);
+        assert!(o.no_x11_forwarding && o.no_user_rc);
+        let forced = keygen_cert(&dir, &["-I", "o", "-O", "force-command=id"]);
+        let certopts = cert_options(&forced).unwrap();
+        assert_eq!(certopts.command.as_deref(), Some("id"));
+        // Merged under a line's options: permissions in both, the same
+        // forced command or none.
+        let line = KeyOptions {
+            no_pty: true,
+            command: Some("id".into()),
+            environment: vec![("A".into(), "b".into())],
+            ..KeyOptions::default()
+        };
+        let m = merge_options(&line, &certopts).unwrap();
+        assert!(m.no_pty && !m.no_port_forwarding);
+        assert_eq!(m.command.as_deref(), Some("id"));
+        assert_eq!(m.environment, line.environment);
+        let other = KeyOptions {
+            command: Some("true".into()),
+            ..KeyOptions::default()
+        };
+        assert_eq!(
+            merge_options(&other, &certopts),
+            Err("forced command options do not match".to_string())
+        );
+        // no-touch-required must be in both, verify-required in either.
+        let touchless = KeyOptions {
+            no_touch_required: true,
+            verify_required: true,
+            ..KeyOptions::default()
+        };
+        let m = merge_options(&touchless, &certopts).unwrap();
+        assert!(!m.no_touch_required && m.verify_required);
+        // An unknown critical option, or a malformed source-address,
+        // refuses the certificate.
+        let unknown = keygen_cert(&dir, &["-I", "o", "-O", "critical:x@example.test=1"]);
+        assert!(cert_options(&unknown)
+            .unwrap_err()
+            .contains("is not supported"));
+        let bad = keygen_cert(&dir, &["-I", "o", "-O", "source-address=198.18.0.0/15"]);
+        let o = cert_options(&bad).unwrap();
+        let peer = |a: [u8; 4]| PeerInfo {
+            addr: IpAddr::from(a),
+            port: 1,
+            hostname: None,
+        };
+        let mut log = Vec::new();
+        assert!(authorise_options(
+            &o,
+            "c",
+            "u",
+            &peer([198, 19, 1, 1]),
+            1,
+            &mut log
+        ));
+        assert!(!authorise_options(
+            &o,
+            "c",
+            "u",
+            &peer([198, 20, 0, 1]),
+            1,
+            &mut log
+        ));
+        assert!(log[0].contains("not from a permitted source address (198.20.0.1)"));
     }
 }

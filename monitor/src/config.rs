@@ -52,8 +52,12 @@
 //! | LogLevel (M) | `log_level` | INFO |
 //! | PubkeyAuthentication (M; alias DSAAuthentication) | `pubkey_authentication` | yes |
 //! | PubkeyAuthOptions (M) | `pubkey_auth_options` | none; touch-required, verify-required (security keys) |
-//! | PubkeyAcceptedAlgorithms (M; PubkeyAcceptedKeyTypes) | `pubkey_accepted_algorithms` | `+ - ^` against [`user_key_algs`] (with the FIDO sk- algorithms) |
-//! | HostKeyAlgorithms | `host_key_algorithms` | `+ - ^` against [`host_key_algs`] |
+//! | PubkeyAcceptedAlgorithms (M; PubkeyAcceptedKeyTypes) | `pubkey_accepted_algorithms` | `+ - ^` against [`user_key_algs`] (with the FIDO sk- and the certificate algorithms) |
+//! | HostKeyAlgorithms | `host_key_algorithms` | `+ - ^` against [`host_key_algs`] (certificate algorithms first) |
+//! | HostCertificate | `host_certificates` | none; accumulate |
+//! | TrustedUserCAKeys (M) | `trusted_user_ca_keys` | none |
+//! | AuthorizedPrincipalsFile (M) | `authorized_principals_file` | none; tokens kept as for AuthorizedKeysFile |
+//! | CASignatureAlgorithms (M) | `ca_signature_algorithms` | `+ - ^` against [`ca_signature_algs`] |
 //! | Ciphers / MACs / KexAlgorithms | `ciphers`, `macs`, `kex_algorithms` | against `ressh_proto`'s registries |
 //! | PasswordAuthentication (M) | `password_authentication` | yes (without PAM password auth is off anyway) |
 //! | KbdInteractiveAuthentication (M; ChallengeResponse-, SkeyAuthentication) | `kbd_interactive_authentication` | yes |
@@ -114,8 +118,8 @@
 //! GSSAPICleanupCredentials, GSSAPIStrictAcceptorCheck,
 //! GSSAPIStoreCredentialsOnRekey, GSSAPIKexAlgorithms, GSSUseSessionCCache,
 //! GSSAPIUseSessionCredCache, LogVerbose, PubkeyAuthOptions (no FIDO keys
-//! are accepted at all), CASignatureAlgorithms, SecurityKeyProvider,
-//! HostCertificate, FingerprintHash, DebianBanner.
+//! are accepted at all), SecurityKeyProvider, FingerprintHash,
+//! DebianBanner.
 //!
 //! **Ignored at one value, refused at any other** (an error naming the
 //! keyword and the reason): ignoring these would weaken security or
@@ -126,7 +130,6 @@
 //! | UseDNS | no | host-name patterns (`DenyUsers u@*.example`, `Match Host`) would silently stop matching |
 //! | HostbasedAuthentication, KerberosAuthentication, GSSAPIAuthentication, GSSAPIKeyExchange | no | users relying on them would be locked out without a hint |
 //! | PermitTunnel | no | no tun/tap forwarding |
-//! | AuthorizedPrincipalsFile, TrustedUserCAKeys | none | no certificate authentication |
 //!
 //! **Refused**: RDomain (as sshd on Linux).
 //!
@@ -167,7 +170,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-pub use keywords::{host_key_algs, user_key_algs};
+pub use keywords::{ca_signature_algs, host_key_algs, user_key_algs};
 
 use parser::{Criterion, Parsed};
 use raw::Raw;

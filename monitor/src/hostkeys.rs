@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ressh_proto::agent::Agent;
+use ressh_proto::cert::{CertKind, Certificate};
 use ressh_proto::keys::{PrivateKey, PublicKey};
 
 /// One host key.
@@ -24,16 +25,64 @@ impl HostKey {
     }
 }
 
-/// The host keys and the agent that holds those not read from files.
+/// The host keys, the agent that holds those not read from files, and the
+/// certificates of some of them (HostCertificate).
 #[derive(Default)]
 pub struct HostKeys {
     keys: Vec<HostKey>,
     agent: Option<PathBuf>,
+    certs: Vec<Certificate>,
 }
 
 impl HostKeys {
     pub fn new(keys: Vec<HostKey>, agent: Option<PathBuf>) -> HostKeys {
-        HostKeys { keys, agent }
+        HostKeys {
+            keys,
+            agent,
+            certs: Vec::new(),
+        }
+    }
+
+    /// HostCertificate files, as sshd loads them: each must be a host
+    /// certificate (its CA signature valid) of one of the host keys; one
+    /// that is not is left out, and what is wrong returned for the log.
+    pub fn load_certificates(&mut self, paths: &[PathBuf]) -> Vec<String> {
+        let publics = self.public_keys();
+        let mut errors = Vec::new();
+        for p in paths {
+            let cert = std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    Certificate::from_openssh(t.lines().next().unwrap_or_default())
+                        .map_err(|e| e.to_string())
+                });
+            match cert {
+                Ok((c, _)) if c.kind != CertKind::Host => errors.push(format!(
+                    "Certificate file is not a host certificate: {}",
+                    p.display()
+                )),
+                Ok((c, _)) if !publics.contains(&c.key) => errors.push(format!(
+                    "No matching private key for certificate: {}",
+                    p.display()
+                )),
+                Ok((c, _)) => {
+                    // One certificate a key, the first given (as sshd).
+                    if !self.certs.iter().any(|o| o.key == c.key) {
+                        self.certs.push(c);
+                    }
+                }
+                Err(e) => errors.push(format!(
+                    "Could not load host certificate \"{}\": {e}",
+                    p.display()
+                )),
+            }
+        }
+        errors
+    }
+
+    /// HostCertificate: certificates of some of the keys.
+    pub fn certs(&self) -> &[Certificate] {
+        &self.certs
     }
 
     pub fn is_empty(&self) -> bool {

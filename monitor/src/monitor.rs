@@ -432,6 +432,13 @@ impl Monitor<'_> {
                 .iter()
                 .map(|k| k.to_blob())
                 .collect(),
+            host_certs: self
+                .ctx
+                .host_keys
+                .certs()
+                .iter()
+                .map(|c| c.blob().to_vec())
+                .collect(),
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
         };
@@ -866,12 +873,14 @@ impl Monitor<'_> {
                 return self.reject();
             }
         }
+        // "publickey,publickey" needs two different keys: a certificate
+        // and its own plain key are one key (sshd's sshkey_equal_public).
+        let used = key.key().to_blob();
         if self
             .partial
             .as_ref()
-            .is_some_and(|p| p.used_keys.contains(&blob))
+            .is_some_and(|p| p.used_keys.contains(&used))
         {
-            // "publickey,publickey" needs two different keys.
             return self.reject();
         }
         let text = format!(
@@ -894,7 +903,7 @@ impl Monitor<'_> {
             user,
             groups,
             settings,
-            Some((found.options, blob, validity)),
+            Some((found.options, used, validity)),
         )
     }
 
@@ -1491,6 +1500,13 @@ impl Monitor<'_> {
                 .public_keys()
                 .iter()
                 .map(|k| k.to_blob())
+                .collect(),
+            host_certs: self
+                .ctx
+                .host_keys
+                .certs()
+                .iter()
+                .map(|c| c.blob().to_vec())
                 .collect(),
             user,
             peer_addr: self.peer_ip(),

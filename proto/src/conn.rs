@@ -389,6 +389,9 @@ pub struct Connection {
     /// Server: the host keys, whose private halves sign elsewhere
     /// ([`Event::SignHostKey`]); empty on a client.
     host_keys: Vec<PublicKey>,
+    /// Server: OpenSSH certificates of some of `host_keys`, offered as
+    /// their `*-cert-v01@openssh.com` algorithms.
+    host_certs: Vec<Certificate>,
     local_version: String,
     peer_version: Option<String>,
     preamble_seen: usize,
@@ -423,7 +426,7 @@ pub struct Connection {
 impl Connection {
     /// A client connection; its version line and first KEXINIT are queued.
     pub fn client(config: Config, now: Instant) -> Result<Self> {
-        Self::new(Role::Client, config, Vec::new(), now)
+        Self::new(Role::Client, config, Vec::new(), Vec::new(), now)
     }
 
     /// A server connection with these host keys: each exchange hash is
@@ -432,11 +435,52 @@ impl Connection {
         if host_keys.is_empty() {
             return Err(Error::Misuse("server without host keys"));
         }
-        Self::new(Role::Server, config, host_keys, now)
+        Self::new(Role::Server, config, host_keys, Vec::new(), now)
     }
 
-    fn new(role: Role, config: Config, host_keys: Vec<PublicKey>, now: Instant) -> Result<Self> {
+    /// A server connection whose host keys also have certificates
+    /// (HostCertificate): see [`Connection::set_host_certificates`].
+    pub fn server_with_certificates(
+        config: Config,
+        host_keys: Vec<PublicKey>,
+        certs: Vec<Certificate>,
+        now: Instant,
+    ) -> Result<Self> {
+        if host_keys.is_empty() {
+            return Err(Error::Misuse("server without host keys"));
+        }
+        Self::new(Role::Server, config, host_keys, certs, now)
+    }
+
+    /// Server: host certificates, each of one of the host keys, offered
+    /// from the next key exchange on (an imported connection needs them
+    /// again). A key exchange that agrees on a certificate algorithm sends
+    /// the certificate as the host key and signs with the certified key.
+    pub fn set_host_certificates(&mut self, certs: Vec<Certificate>) -> Result<()> {
+        if self.role != Role::Server {
+            return Err(Error::Misuse("host certificates on a client"));
+        }
+        if certs
+            .iter()
+            .any(|c| c.kind != cert::CertKind::Host || !self.host_keys.contains(&c.key))
+        {
+            return Err(Error::Misuse("a host certificate of no host key"));
+        }
+        self.host_certs = certs;
+        Ok(())
+    }
+
+    fn new(
+        role: Role,
+        config: Config,
+        host_keys: Vec<PublicKey>,
+        certs: Vec<Certificate>,
+        now: Instant,
+    ) -> Result<Self> {
         let mut c = Self::assemble(role, config, host_keys, now);
+        if !certs.is_empty() {
+            c.set_host_certificates(certs)?;
+        }
         let version = format!("{}\r\n", c.local_version);
         c.io = Io::with(Vec::new(), version.into_bytes());
         c.start_kex()?;
@@ -451,6 +495,7 @@ impl Connection {
             local_version: config.version.clone(),
             config,
             host_keys,
+            host_certs: Vec::new(),
             peer_version: None,
             preamble_seen: 0,
             io: Io::default(),

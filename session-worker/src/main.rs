@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use ressh_ipc::msg::ToSession;
 use ressh_ipc::Endpoint;
+use ressh_proto::cert::Certificate;
 use ressh_proto::keys::PublicKey;
 use ressh_proto::Connection;
 use zeroize::Zeroize;
@@ -146,10 +147,18 @@ fn run() -> Result<(), Error> {
         .map(|b| PublicKey::from_blob(b))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::HostKey)?;
+    let host_certs = start
+        .host_certs
+        .iter()
+        .map(|b| Certificate::from_blob(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::HostKey)?;
     let conn = Connection::import(&start.state, host_keys, Instant::now());
     // The state holds the session keys: wipe this copy at once.
     start.state.zeroize();
-    let conn = conn.map_err(Error::Import)?;
+    let mut conn = conn.map_err(Error::Import)?;
+    conn.set_host_certificates(host_certs)
+        .map_err(Error::HostKey)?;
 
     let start = *start;
     let auth_info_file =

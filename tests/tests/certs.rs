@@ -184,6 +184,7 @@ fn user_certificates_as_sshd_judges_them() {
     let user = TestUser::create("e2ec");
     let with_file = TestUser::create("e2ecp");
     let with_line = TestUser::create("e2eca");
+    let two_keys = TestUser::create("e2ec2");
     // The principals file: options, then the principal.
     let principals = with_file.home.join(".ssh/principals");
     fs::write(&principals, "# who may log in\nops\nno-pty   deploy\n").unwrap();
@@ -193,9 +194,11 @@ fn user_certificates_as_sshd_judges_them() {
     ));
     let config = format!(
         "TrustedUserCAKeys {}\nCASignatureAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512\n\
-         Match User {}\n    AuthorizedPrincipalsFile %h/.ssh/principals\n",
+         Match User {}\n    AuthorizedPrincipalsFile %h/.ssh/principals\n\
+         Match User {}\n    AuthenticationMethods publickey,publickey\n",
         cas.display(),
-        with_file.name
+        with_file.name,
+        two_keys.name
     );
     let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config);
     let known_hosts = dir.join("known_hosts");
@@ -353,6 +356,33 @@ fn user_certificates_as_sshd_judges_them() {
         &k,
         "Certificate critical option \"made-up@example.test\" is not supported",
     );
+    // AuthenticationMethods publickey,publickey: a certificate and its own
+    // key are one key (refused); with another key it is two.
+    let t = two_keys.name.as_str();
+    let i = next();
+    let k = lab.cert(&ca, &["-I", &i, "-n", t]);
+    let own = fs::read_to_string(format!("{}.pub", k.display())).unwrap();
+    two_keys.authorize_key(&own);
+    let out = lab.ssh(&two_keys, &k, &[], "echo both");
+    assert!(
+        !out.status.success(),
+        "a certificate and its own key passed as two keys: {}",
+        text(&out.stderr)
+    );
+    let (other, other_pub) = ssh_keygen(lab.dir.path(), "ed25519", "");
+    two_keys.authorize_key(&other_pub);
+    let other = other.display().to_string();
+    let out = lab.ssh(&two_keys, &k, &["-i", &other], "echo both");
+    assert_eq!(
+        text(&out.stdout),
+        "both\n",
+        "a certificate and another key: {}",
+        text(&out.stderr)
+    );
+    report(
+        "certs",
+        "publickey,publickey: the certificate's own key refused, another key accepted",
+    );
     // CASignatureAlgorithms has rsa-sha2-512 but not rsa-sha2-256.
     let i = next();
     let k = lab.cert(&rsa_ca, &["-I", &i, "-n", u, "-t", "rsa-sha2-512"]);
@@ -365,4 +395,214 @@ fn user_certificates_as_sshd_judges_them() {
         &k,
         "with signature type rsa-sha2-256",
     );
+}
+
+/// HostCertificate: resshd offers the certificate of its P-384 host key;
+/// stock ssh, whose known_hosts has only an `@cert-authority` line for the
+/// host CA (StrictHostKeyChecking yes), accepts it and logs in, also across
+/// rekeys (the session worker offers the certificate again). A certificate
+/// for another host name, and one the CA did not sign, are refused.
+#[test]
+fn host_certificate_accepted_by_stock_ssh() {
+    let dir = TempDir::new("e2e-hostcert");
+    let (host_ca, host_ca_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    let (other_ca, _) = ssh_keygen(dir.path(), "ed25519", "");
+    let (host_key, _) = ssh_keygen(dir.path(), "ecdsa-384", "");
+    let (cert, _) = ssh_keygen_sign(
+        &host_ca,
+        &host_key,
+        &["-h", "-I", "resshd-host", "-n", "127.0.0.1"],
+    );
+    let user = TestUser::create("e2ehc");
+    let (key, key_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    user.authorize_key(&key_pub);
+    let login = |what: &str, server: &Resshd, ssh_extra: &[&str]| {
+        let known_hosts = dir.join(format!("known_hosts-{}", server.port()));
+        fs::write(
+            &known_hosts,
+            format!(
+                "@cert-authority [127.0.0.1]:{} {host_ca_pub}\n",
+                server.port()
+            ),
+        )
+        .unwrap();
+        let cfg = dir.join(format!("ssh_config-{}", server.port()));
+        write_client_config(
+            &cfg,
+            &user.name,
+            &key,
+            &known_hosts,
+            "127.0.0.1",
+            server.port(),
+            "",
+        );
+        let out = run_timeout(
+            Command::new(require_cmd("ssh"))
+                .arg("-F")
+                .arg(&cfg)
+                .args(["-v"])
+                .args(ssh_extra)
+                .args(["server", "head -c 1000000 /dev/zero"]),
+            T,
+        );
+        report("certs", &format!("{what}: ssh exit {}", out.status));
+        out
+    };
+    let config = |cert: &Path| {
+        format!(
+            "HostKey {}\nHostCertificate {}\n",
+            host_key.display(),
+            cert.display()
+        )
+    };
+    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config(&cert));
+    // A rekey every 100 KB: the session worker signs with the certified key
+    // and sends the certificate again.
+    let out = login("host certificate", &server, &["-o", "RekeyLimit=100K"]);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success() && out.stdout.len() == 1_000_000,
+        "ssh refused resshd's host certificate: {}\n{}\n{err}\nresshd:\n{}",
+        out.status,
+        out.stdout.len(),
+        server.log()
+    );
+    assert!(
+        err.contains("Server host certificate: ecdsa-sha2-nistp384-cert-v01@openssh.com")
+            && err.contains("Host '[127.0.0.1]:")
+            && err.contains("is known and matches the ECDSA-CERT host certificate"),
+        "ssh did not check the certificate: {err}"
+    );
+    assert!(
+        err.matches("SSH2_MSG_KEXINIT received").count() >= 2,
+        "no rekey happened: {err}"
+    );
+    drop(server);
+
+    // Not signed by the trusted CA, or for another name: refused.
+    for (what, ca, name) in [
+        ("another CA", &other_ca, "127.0.0.1"),
+        ("another host name", &host_ca, "elsewhere.example"),
+    ] {
+        let k2 = dir.join(format!("host-{}", name.len()));
+        fs::copy(&host_key, &k2).unwrap();
+        fs::copy(
+            format!("{}.pub", host_key.display()),
+            format!("{}.pub", k2.display()),
+        )
+        .unwrap();
+        let (cert2, _) = ssh_keygen_sign(ca, &k2, &["-h", "-I", "bad", "-n", name]);
+        let server = Resshd::start(&ressh_bin().with_file_name("resshd"), &config(&cert2));
+        let out = login(what, &server, &[]);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("Host key verification failed"),
+            "{what}: ssh accepted: {} bytes\n{}",
+            out.stdout.len(),
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The kex worker is where untrusted bytes are decoded, so an attacker may
+/// own it (played by `src/bin/hostile-kex.rs`, installed as resshd-kex of a
+/// copy of resshd). It skips the key exchange and sends the monitor
+/// publickey requests, each correctly signed with the user's key over the
+/// session id the monitor knows: a certificate of the trusted CA whose
+/// principal was rewritten to the user's name (the CA's signature no
+/// longer holds), the certified key's plain blob under a certificate
+/// algorithm, the certificate under the plain key's algorithm, and a
+/// certificate of an untrusted CA for a key authorized_keys lists as a
+/// plain key. The monitor refuses them all; the genuine certificate, sent
+/// last by the same worker, is accepted (the harness works).
+#[test]
+fn a_lying_kex_worker_is_not_believed_about_certificates() {
+    let dir = TempDir::new("e2e-certliar");
+    let bin = dir.join("bin");
+    fs::create_dir(&bin).unwrap();
+    let built = ressh_bin();
+    for (from, to) in [
+        ("resshd", "resshd"),
+        ("resshd-session", "resshd-session"),
+        ("resshd-kex", "resshd-kex.real"),
+    ] {
+        fs::copy(built.with_file_name(from), bin.join(to)).unwrap();
+    }
+    fs::copy(env!("CARGO_BIN_EXE_hostile-kex"), bin.join("resshd-kex")).unwrap();
+    let (ca, ca_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    let (rogue_ca, _) = ssh_keygen(dir.path(), "ed25519", "");
+    let cas = dir.join("user_ca.pub");
+    fs::write(&cas, format!("{ca_pub}\n")).unwrap();
+    let user = TestUser::create("e2ecl");
+    let u = user.name.as_str();
+    // The same length as the user's name, to be overwritten by it.
+    let other = "z".repeat(u.len());
+    let (key, key_pub) = ssh_keygen(dir.path(), "ed25519", "");
+    user.authorize_key(&key_pub);
+    let blob_of = |line: &str| {
+        let b64 = line.split_whitespace().nth(1).unwrap();
+        openssl::base64::decode_block(b64).unwrap()
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let cert_for = |ca: &Path, principal: &str| {
+        let k = dir.join(format!(
+            "k-{principal}-{}",
+            ca.file_name().unwrap().to_string_lossy()
+        ));
+        fs::copy(&key, &k).unwrap();
+        fs::copy(
+            format!("{}.pub", key.display()),
+            format!("{}.pub", k.display()),
+        )
+        .unwrap();
+        blob_of(&ssh_keygen_sign(ca, &k, &["-I", "liar", "-n", principal]).1)
+    };
+    let genuine = cert_for(&ca, u);
+    let mut forged = cert_for(&ca, &other);
+    let at = forged
+        .windows(other.len())
+        .position(|w| w == other.as_bytes())
+        .unwrap();
+    forged[at..at + u.len()].copy_from_slice(u.as_bytes());
+    let rogue = cert_for(&rogue_ca, u);
+    let plain = blob_of(&key_pub);
+    let cert_alg = "ssh-ed25519-cert-v01@openssh.com";
+    let k = key.display();
+    let cases = [
+        ("forged-principal", cert_alg, &forged),
+        ("plain-blob-as-cert", cert_alg, &plain),
+        ("cert-as-plain", "ssh-ed25519", &genuine),
+        ("untrusted-ca-plain-line", cert_alg, &rogue),
+        ("genuine", cert_alg, &genuine),
+    ];
+    let script: String = cases
+        .iter()
+        .map(|(case, alg, blob)| format!("{case} {u} {alg} {} {k}\n", hex(blob)))
+        .collect();
+    fs::write(bin.join("hostile-kex.script"), script).unwrap();
+    let server = Resshd::start(
+        &bin.join("resshd"),
+        &format!("TrustedUserCAKeys {}\n", cas.display()),
+    );
+    let _conn = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    // Until the last verdict, or an acceptance (after which the monitor
+    // takes further requests for a broken protocol and ends the worker).
+    let log = server.wait_log("the hostile kex worker's last verdict", T, |l| {
+        l.contains("hostile-kex: genuine") || l.contains(" Accept\n")
+    });
+    for (case, _, _) in &cases[..4] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("hostile-kex: {case} ")))
+            .unwrap_or_else(|| panic!("no verdict for {case}:\n{log}"));
+        assert!(
+            line.contains("Reject") && !line.contains("Accept"),
+            "{case}: {line}"
+        );
+        report("certs", &format!("hostile kex worker: {case}: refused"));
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("hostile-kex: genuine"))
+        .unwrap();
+    assert!(line.ends_with("hostile-kex: genuine Accept"), "{line}");
 }

@@ -5,9 +5,10 @@
 //!   for that kind (so the shape and the names are `ssh -Q`'s; new names in
 //!   ressh's registries show up without edits here), the new key types
 //!   among them; an unknown kind fails as `ssh -Q` does.
-//! - `resshd -T`'s `hostkeyalgorithms` and `pubkeyacceptedalgorithms` are
-//!   Debian's `sshd -T`'s defaults without what resshd does not do
-//!   (certificates; security keys as host keys), in sshd's order.
+//! - `resshd -T`'s `hostkeyalgorithms`, `pubkeyacceptedalgorithms` and
+//!   `casignaturealgorithms` are Debian's `sshd -T`'s defaults without what
+//!   resshd does not do (security keys as host keys, webauthn), in sshd's
+//!   order, certificate algorithms included.
 
 use std::fs;
 use std::process::Command;
@@ -116,18 +117,22 @@ fn resshd_t_lists_key_algorithms_as_sshd_t() {
     };
     let sshd = dump(std::path::Path::new(SSHD_BIN), &sshd_cfg);
     let resshd = dump(&ressh_bin().with_file_name("resshd"), &resshd_cfg);
-    let no_certs = |v: Vec<String>| -> Vec<String> {
+    let no_webauthn = |v: Vec<String>| -> Vec<String> {
         v.into_iter()
-            .filter(|a| !a.contains("-cert-v01@") && !a.starts_with("webauthn-"))
+            .filter(|a| !a.starts_with("webauthn-"))
             .collect()
     };
-    let want_user = no_certs(sshd("pubkeyacceptedalgorithms"));
+    let want_user = no_webauthn(sshd("pubkeyacceptedalgorithms"));
     assert_eq!(resshd("pubkeyacceptedalgorithms"), want_user);
-    let want_host: Vec<String> = no_certs(sshd("hostkeyalgorithms"))
+    let want_host: Vec<String> = no_webauthn(sshd("hostkeyalgorithms"))
         .into_iter()
         .filter(|a| !a.starts_with("sk-"))
         .collect();
     assert_eq!(resshd("hostkeyalgorithms"), want_host);
+    assert_eq!(
+        resshd("casignaturealgorithms"),
+        no_webauthn(sshd("casignaturealgorithms"))
+    );
     report(
         "queries",
         &format!("resshd -T pubkeyacceptedalgorithms {}", want_user.join(",")),

@@ -128,15 +128,23 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         17,
         "streamlocal and remote forwards through a mux master",
     ),
-    ("cert-hostkey", 16, "host certificates"),
-    ("cert-userkey", 16, "user certificates"),
+    (
+        "cert-userkey",
+        16,
+        "ssh-dss and SHA-1 ssh-rsa certificates are refused by design",
+    ),
     (
         "multipubkey",
-        16,
-        "user certificates with AuthenticationMethods publickey,publickey",
+        22,
+        "`AuthenticationMethods publickey,publickey` in a `Match all` block, PubkeyAuthentication \
+         off outside it: refused as an invalid method list (the certificate cases pass)",
     ),
-    ("limit-keytype", 16, "user certificates"),
-    ("cert-file", 16, "user certificates (CertificateFile)"),
+    (
+        "limit-keytype",
+        22,
+        "PubkeyAcceptedAlgorithms naming ssh-rsa (SHA-1) is refused (the certificate checks \
+         before it pass)",
+    ),
 ];
 
 /// Tests that fail with resshd only because they try algorithms resshd
@@ -158,6 +166,10 @@ const REFUSED_ONLY: &[(&str, &str)] = &[
     ),
     ("hostkey-rotate", "a host key of every key type"),
     ("hostkey-agent", "a host key of every key type, in an agent"),
+    (
+        "cert-hostkey",
+        "host certificates of every key type (Ed25519, ECDSA and RSA ones pass)",
+    ),
 ];
 
 /// What resshd refuses of what Debian's OpenSSH offers, each refusal with

@@ -92,7 +92,12 @@ struct Unsigned {
     agreed: Agreed,
     /// SSH_MSG_KEX_ECDH_REPLY, or SSH_MSG_KEX_DH_GEX_REPLY.
     reply_num: u8,
+    /// The key that signs, and the blob sent as the host key (a
+    /// certificate's, for a certificate algorithm).
     key: PublicKey,
+    k_s: Vec<u8>,
+    /// The signature algorithm (a certificate algorithm's plain one).
+    sign_alg: String,
     reply: Vec<u8>,
     k: SharedSecret,
     h: Vec<u8>,
@@ -171,12 +176,16 @@ impl Connection {
             }
         }
         let host_key = match self.role {
-            Role::Server => self
-                .host_keys
-                .iter()
-                .flat_map(|k| k.signature_algorithms())
-                .map(|a| a.to_string())
-                .collect(),
+            Role::Server => {
+                let mut algs: Vec<String> = Vec::new();
+                for k in &self.host_keys {
+                    algs.extend(k.signature_algorithms().iter().map(|a| a.to_string()));
+                }
+                for c in &self.host_certs {
+                    algs.extend(c.signature_algorithms().into_iter().map(String::from));
+                }
+                algs
+            }
             Role::Client => self.config.host_key_algs.clone(),
         };
         let mut cookie = [0u8; 16];
@@ -496,13 +505,26 @@ impl Connection {
             None => (num::KEX_ECDH_INIT, num::KEX_ECDH_REPLY),
         };
         let init = msg::KexEcdhInit::decode_as(payload, init_num)?;
-        let alg = agreed.negotiated.host_key.as_str();
-        let key = self
-            .host_keys
-            .iter()
-            .find(|k| k.signature_algorithms().contains(&alg))
-            .cloned()
-            .ok_or(Error::NoCommonAlgorithm("host key"))?;
+        let alg = agreed.negotiated.host_key.clone();
+        let alg = alg.as_str();
+        let (key, k_s, sign_alg) = match cert::plain_algorithm(alg.as_bytes()) {
+            Some(plain) => {
+                let c = self
+                    .host_certs
+                    .iter()
+                    .find(|c| c.signature_algorithms().contains(&alg))
+                    .ok_or(Error::NoCommonAlgorithm("host key"))?;
+                (c.key.clone(), c.blob().to_vec(), plain)
+            }
+            None => {
+                let k = self
+                    .host_keys
+                    .iter()
+                    .find(|k| k.signature_algorithms().contains(&alg))
+                    .ok_or(Error::NoCommonAlgorithm("host key"))?;
+                (k.clone(), k.to_blob(), alg)
+            }
+        };
         let (reply, k, group) = match &gex {
             Some(g) => {
                 let (reply, k) = agreed.method.server_reply_in(&g.group, &init.q_c)?;
@@ -520,7 +542,7 @@ impl Connection {
                 v_s: &self.local_version,
                 i_c: &agreed.peer_init,
                 i_s: local_init,
-                k_s: &key.to_blob(),
+                k_s: &k_s,
                 group: &group,
                 init: &init.q_c,
                 reply: &reply,
@@ -529,13 +551,15 @@ impl Connection {
         )?;
         self.events.push_back(Event::SignHostKey(SignRequest {
             key: key.clone(),
-            algorithm: alg.to_string(),
+            algorithm: sign_alg.to_string(),
             data: h.clone(),
         }));
         Ok(Phase::AwaitSignature(Box::new(Unsigned {
             agreed,
             reply_num,
             key,
+            k_s,
+            sign_alg: sign_alg.to_string(),
             reply,
             k,
             h,
@@ -570,8 +594,7 @@ impl Connection {
         // The answer must be over this exchange's hash: a late answer to a
         // request of an exchange a reconnect abandoned is not, and must not
         // reach the client (it would fail the verification and disconnect).
-        let alg = &u.agreed.negotiated.host_key;
-        if !matches!(u.key.verify(&u.h, &signature), Ok(a) if a == *alg) {
+        if !matches!(u.key.verify(&u.h, &signature), Ok(a) if a == u.sign_alg) {
             self.kex = Some(KexRun {
                 first,
                 local_init,
@@ -593,10 +616,11 @@ impl Connection {
         let Unsigned {
             agreed,
             reply_num,
-            key,
+            k_s,
             reply,
             k,
             h,
+            ..
         } = u;
         if first && agreed.resilience {
             self.resilience = Some(resilience::State::new(
@@ -609,7 +633,7 @@ impl Connection {
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &agreed.negotiated)?;
         self.write_now(
             &msg::KexEcdhReply {
-                host_key: key.to_blob(),
+                host_key: k_s,
                 q_s: reply,
                 signature,
             }

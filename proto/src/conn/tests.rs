@@ -196,3 +196,46 @@ fn hostile_kex_bytes_fail_the_key_exchange() {
 fn host() -> Vec<PrivateKey> {
     vec![PrivateKey::generate(crate::keys::KeyType::Ed25519).unwrap()]
 }
+
+/// Host certificates: only a server's, only host certificates of its own
+/// host keys; their certificate algorithms are offered after the plain
+/// ones.
+#[test]
+fn host_certificates_are_checked_and_offered() {
+    let dir = ressh_testkit::TempDir::new("hostcert");
+    let (ca, _) = ressh_testkit::ssh_keygen(dir.path(), "ed25519", "");
+    let (host_key, host_pub) = ressh_testkit::ssh_keygen(dir.path(), "ecdsa-384", "");
+    let key = PublicKey::from_openssh(&host_pub).unwrap().0;
+    let cert = |args: &[&str]| {
+        let (_, line) = ressh_testkit::ssh_keygen_sign(&ca, &host_key, args);
+        crate::cert::Certificate::from_openssh(&line).unwrap().0
+    };
+    let host_cert = cert(&["-h", "-I", "h"]);
+    let user_cert = cert(&["-I", "u"]);
+    let now = Instant::now();
+    let mut c = Connection::client(Config::default(), now).unwrap();
+    c.take_output();
+    refused(c.set_host_certificates(vec![host_cert.clone()]), &c);
+    let other = host()[0].public_key();
+    let mut s = Connection::server(Config::default(), vec![other.clone()], now).unwrap();
+    s.take_output();
+    refused(s.set_host_certificates(vec![host_cert.clone()]), &s);
+    let mut s = Connection::server(Config::default(), vec![key.clone()], now).unwrap();
+    s.take_output();
+    refused(s.set_host_certificates(vec![user_cert]), &s);
+    let s = Connection::server_with_certificates(
+        Config::default(),
+        vec![other, key],
+        vec![host_cert],
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        s.kexinit(false).unwrap().host_key,
+        [
+            "ssh-ed25519",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp384-cert-v01@openssh.com"
+        ]
+    );
+}

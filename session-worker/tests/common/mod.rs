@@ -638,6 +638,7 @@ fn serve(mut sock: TcpStream, cfg: &ServeCfg, shared: &Shared) -> Result<(), Str
     let start = SessionStart {
         state: state.to_vec(),
         host_keys: vec![cfg.host.public_key().to_blob()],
+        host_certs: Vec::new(),
         user: cfg.user.clone(),
         peer_addr: peer.ip().to_string(),
         peer_port: peer.port(),

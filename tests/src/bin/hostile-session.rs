@@ -31,6 +31,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use ressh_e2e::unhex;
 use ressh_ipc::msg::{FromSession, ToSession};
 use ressh_ipc::Endpoint;
 use ressh_proto::msg::ChannelKind;
@@ -263,14 +264,4 @@ fn key_type(blob: &[u8]) -> Result<&str, String> {
         .get(4..4usize.saturating_add(len))
         .ok_or("short key blob")?;
     std::str::from_utf8(name).map_err(|_| "key type not UTF-8".to_string())
-}
-
-fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("not hex: {s:?}"));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
 }
