@@ -1022,21 +1022,16 @@ fn read_line_bounded<R: BufRead>(
     }
 }
 
-/// auth_check_authkey_line() over one file (or a command's output, named
-/// `file` in messages). Some(line) for the first entry of `key` that is not
-/// expired and whose `from=` admits the peer; for a certificate, the first
-/// `cert-authority` entry of its CA that also authorises the certificate
-/// for `user` at `now_unix`, its options then merged with the
-/// certificate's.
-fn scan<R: BufRead>(
+/// The first `Some` that `f` makes of the lines of `r` (a file, or a
+/// command's output, named `file` in messages), with each line's location
+/// (`file:lineno`). Lines longer than [`MAX_LINE_LEN`] are skipped and a
+/// read error ends the scan, both with a message in `log`.
+fn first_line<R: BufRead, T>(
     mut r: R,
     file: &Path,
-    key: &OfferedKey,
-    user: &str,
-    peer: &PeerInfo,
-    now_unix: i64,
     log: &mut Vec<String>,
-) -> Option<AuthorizedKey> {
+    mut f: impl FnMut(&str, &[u8], &mut Vec<String>) -> Option<T>,
+) -> Option<T> {
     let mut buf = Vec::new();
     let mut lineno: u64 = 0;
     loop {
@@ -1058,12 +1053,34 @@ fn scan<R: BufRead>(
             }
         }
         let loc = format!("{}:{lineno}", file.display());
-        let ak = match parse_line_bytes(&buf) {
+        if let Some(t) = f(&loc, &buf, log) {
+            return Some(t);
+        }
+    }
+}
+
+/// auth_check_authkey_line() over one file (or a command's output, named
+/// `file` in messages). Some(line) for the first entry of `key` that is not
+/// expired and whose `from=` admits the peer; for a certificate, the first
+/// `cert-authority` entry of its CA that also authorises the certificate
+/// for `user` at `now_unix`, its options then merged with the
+/// certificate's.
+fn scan<R: BufRead>(
+    r: R,
+    file: &Path,
+    key: &OfferedKey,
+    user: &str,
+    peer: &PeerInfo,
+    now_unix: i64,
+    log: &mut Vec<String>,
+) -> Option<AuthorizedKey> {
+    first_line(r, file, log, |loc, buf, log| {
+        let ak = match parse_line_bytes(buf) {
             Ok(Some(ak)) => ak,
-            Ok(None) => continue,
+            Ok(None) => return None,
             Err(reason) => {
                 log.push(format!("{loc}: {reason}"));
-                continue;
+                return None;
             }
         };
         // A certificate matches its CA's cert-authority lines only; a plain
@@ -1073,7 +1090,7 @@ fn scan<R: BufRead>(
             OfferedKey::Cert(c) => ak.key == c.signature_key && ak.cert_authority,
         };
         if !matches {
-            continue;
+            return None;
         }
         log.push(format!(
             "{loc}: matching {} found: {} {}",
@@ -1081,8 +1098,8 @@ fn scan<R: BufRead>(
             ak.key.key_type_name(),
             ak.key.fingerprint()
         ));
-        if !authorise_options(&ak.options, &loc, user, peer, now_unix, log) {
-            continue;
+        if !authorise_options(&ak.options, loc, user, peer, now_unix, log) {
+            return None;
         }
         let OfferedKey::Cert(cert) = key else {
             return Some(ak);
@@ -1106,7 +1123,8 @@ fn scan<R: BufRead>(
                 ak.key.fingerprint()
             )),
         }
-    }
+        None
+    })
 }
 
 /// auth_authorise_keyopts(): an entry's `expiry-time`, `from=` and (for
@@ -1382,34 +1400,22 @@ pub fn ca_in_file(file: &Path, ca: &PublicKey) -> (bool, Vec<String>) {
             return (false, log);
         }
     };
-    let mut r = BufReader::new(f);
-    let mut buf = Vec::new();
-    let mut lineno = 0u64;
-    loop {
-        match read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN + 2) {
-            Ok(None) => return (false, log),
-            Ok(Some(overlong)) => {
-                lineno += 1;
-                if overlong {
-                    continue;
-                }
-            }
-            Err(e) => {
-                log.push(format!("{}: read error: {e}", file.display()));
-                return (false, log);
-            }
-        }
-        let line = String::from_utf8_lossy(&buf);
+    let found = first_line(BufReader::new(f), file, &mut log, |loc, line, log| {
+        let line = String::from_utf8_lossy(line);
         let line = line.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\n' || c == '\r');
         if line.is_empty() || line.starts_with('#') {
-            continue;
+            return None;
         }
         match read_key(line.as_bytes()) {
-            Ok((k, _)) if k == *ca => return (true, log),
-            Ok(_) => {}
-            Err(e) => log.push(format!("{}:{lineno}: {e}", file.display())),
+            Ok((k, _)) if k == *ca => Some(()),
+            Ok(_) => None,
+            Err(e) => {
+                log.push(format!("{loc}: {e}"));
+                None
+            }
         }
-    }
+    });
+    (found.is_some(), log)
 }
 
 /// match_principals_file(): the options of the first line of an
@@ -1428,34 +1434,10 @@ pub fn find_principal(
     let Some(f) = open_key_file(file, uid, gid, home, strict_modes, &mut log) else {
         return (None, log);
     };
-    let mut r = BufReader::new(f);
-    let mut buf = Vec::new();
-    let mut lineno = 0u64;
-    loop {
-        match read_line_bounded(&mut r, &mut buf, MAX_LINE_LEN + 2) {
-            Ok(None) => return (None, log),
-            Ok(Some(overlong)) => {
-                lineno += 1;
-                if overlong {
-                    log.push(format!(
-                        "{}:{lineno}: line longer than {MAX_LINE_LEN} bytes, skipped",
-                        file.display()
-                    ));
-                    continue;
-                }
-            }
-            Err(e) => {
-                log.push(format!("{}: read error: {e}", file.display()));
-                return (None, log);
-            }
-        }
-        let loc = format!("{}:{lineno}", file.display());
-        match principals_line(&buf, cert) {
-            Ok(Some(o)) => return (Some(o), log),
-            Ok(None) => {}
-            Err(e) => log.push(format!("{loc}: bad principals options: {e}")),
-        }
-    }
+    let found = first_line(BufReader::new(f), file, &mut log, |loc, line, log| {
+        principal_of(line, cert, loc, log)
+    });
+    (found, log)
 }
 
 /// As [`find_principal`], over a command's output (`name` for the log):
@@ -1466,14 +1448,27 @@ pub fn find_principal_in_output(
     cert: &Certificate,
 ) -> (Option<KeyOptions>, Vec<String>) {
     let mut log = Vec::new();
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        match principals_line(line, cert) {
-            Ok(Some(o)) => return (Some(o), log),
-            Ok(None) => {}
-            Err(e) => log.push(format!("{name}:{}: bad principals options: {e}", i + 1)),
+    let found = first_line(text, Path::new(name), &mut log, |loc, line, log| {
+        principal_of(line, cert, loc, log)
+    });
+    (found, log)
+}
+
+/// One principals line's options, if it names one of `cert`'s principals
+/// (a bad line is logged at `loc`).
+fn principal_of(
+    line: &[u8],
+    cert: &Certificate,
+    loc: &str,
+    log: &mut Vec<String>,
+) -> Option<KeyOptions> {
+    match principals_line(line, cert) {
+        Ok(found) => found,
+        Err(e) => {
+            log.push(format!("{loc}: bad principals options: {e}"));
+            None
         }
     }
-    (None, log)
 }
 
 /// auth_check_principals_line() after auth_process_principals()'s
