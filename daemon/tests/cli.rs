@@ -68,6 +68,17 @@ impl InetdSetup {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `resshd -i` on this configuration, logging to [`Self::log`], as
+    /// ssh's ProxyCommand.
+    fn proxy_command(&self) -> String {
+        format!(
+            "ProxyCommand={} -i -f {} -E {}",
+            resshd_bin().display(),
+            self.config.display(),
+            self.log.display()
+        )
+    }
+
     fn ssh(&self, login: &Login) -> Command {
         self.ssh_as(login, &login.user.name)
     }
@@ -96,17 +107,11 @@ impl InetdSetup {
 fn inetd_mode_as_a_proxy_command() {
     let setup = InetdSetup::new("");
     let login = Login::new("inetd");
-    let proxy = format!(
-        "{} -i -f {} -E {}",
-        resshd_bin().display(),
-        setup.config.display(),
-        setup.log.display()
-    );
     let out = run_timeout(
         setup
             .ssh(&login)
             .arg("-o")
-            .arg(format!("ProxyCommand={proxy}"))
+            .arg(setup.proxy_command())
             .arg("inetd-host")
             .arg("echo ok; id -un; echo \"$SSH_CONNECTION\""),
         SSH_TIMEOUT,
@@ -140,7 +145,7 @@ fn inetd_mode_as_a_proxy_command() {
         setup
             .ssh_as(&login, &format!("{}:bsdstyle", login.user.name))
             .arg("-o")
-            .arg(format!("ProxyCommand={proxy}"))
+            .arg(setup.proxy_command())
             .arg("inetd-host")
             .arg("id -un"),
         SSH_TIMEOUT,
@@ -251,17 +256,11 @@ fn expose_auth_info() {
     let login = Login::new("authinfo");
     let run = |extra: &str, command: &str| {
         let setup = InetdSetup::new(extra);
-        let proxy = format!(
-            "{} -i -f {} -E {}",
-            resshd_bin().display(),
-            setup.config.display(),
-            setup.log.display()
-        );
         let out = run_timeout(
             setup
                 .ssh(&login)
                 .arg("-o")
-                .arg(format!("ProxyCommand={proxy}"))
+                .arg(setup.proxy_command())
                 .arg("inetd-host")
                 .arg(command),
             SSH_TIMEOUT,
@@ -326,18 +325,12 @@ fn host_key_in_an_agent() {
         let mut kh = fs::read_to_string(&setup.known_hosts).unwrap();
         kh.push_str(&format!("inetd-host {key_pub}\n"));
         fs::write(&setup.known_hosts, kh).unwrap();
-        let proxy = format!(
-            "{} -i -f {} -E {}",
-            resshd_bin().display(),
-            setup.config.display(),
-            setup.log.display()
-        );
         let out = run_timeout(
             setup
                 .ssh(&login)
                 .args(["-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256"])
                 .arg("-o")
-                .arg(format!("ProxyCommand={proxy}"))
+                .arg(setup.proxy_command())
                 .arg("inetd-host")
                 .arg("echo signed-by-agent"),
             SSH_TIMEOUT,

@@ -80,9 +80,14 @@ impl HostKeys {
         errors
     }
 
-    /// HostCertificate: certificates of some of the keys.
-    pub fn certs(&self) -> &[Certificate] {
-        &self.certs
+    /// The public halves' blobs, for the workers.
+    pub fn public_blobs(&self) -> Vec<Vec<u8>> {
+        self.keys.iter().map(|k| k.public_key().to_blob()).collect()
+    }
+
+    /// HostCertificate: the certificates' blobs, for the workers.
+    pub fn cert_blobs(&self) -> Vec<Vec<u8>> {
+        self.certs.iter().map(|c| c.blob().to_vec()).collect()
     }
 
     pub fn is_empty(&self) -> bool {

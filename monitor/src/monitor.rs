@@ -425,20 +425,8 @@ impl Monitor<'_> {
         let s = &self.settings;
         let start = KexStart {
             proto: policy::proto_config(s),
-            host_keys: self
-                .ctx
-                .host_keys
-                .public_keys()
-                .iter()
-                .map(|k| k.to_blob())
-                .collect(),
-            host_certs: self
-                .ctx
-                .host_keys
-                .certs()
-                .iter()
-                .map(|c| c.blob().to_vec())
-                .collect(),
+            host_keys: self.ctx.host_keys.public_blobs(),
+            host_certs: self.ctx.host_keys.cert_blobs(),
             banner: policy::banner_text(s),
             login_grace_secs: s.login_grace_time.as_secs(),
         };
@@ -1494,20 +1482,8 @@ impl Monitor<'_> {
         };
         let start = SessionStart {
             state,
-            host_keys: self
-                .ctx
-                .host_keys
-                .public_keys()
-                .iter()
-                .map(|k| k.to_blob())
-                .collect(),
-            host_certs: self
-                .ctx
-                .host_keys
-                .certs()
-                .iter()
-                .map(|c| c.blob().to_vec())
-                .collect(),
+            host_keys: self.ctx.host_keys.public_blobs(),
+            host_certs: self.ctx.host_keys.cert_blobs(),
             user,
             peer_addr: self.peer_ip(),
             peer_port: self.peer_port(),
