@@ -31,6 +31,7 @@ mod forwards;
 mod keepalive;
 mod link;
 mod login;
+mod mux;
 mod resume;
 mod retry;
 
@@ -39,6 +40,7 @@ use forwards::Forwards;
 use keepalive::Keepalive;
 use link::Link;
 use login::Login;
+use mux::Mux;
 
 const T_READ: Token = Token(0);
 const T_WRITE: Token = Token(1);
@@ -94,6 +96,11 @@ pub struct Session {
     fwd: Forwards,
     alive: Keepalive,
     link: Link,
+    mux: Mux,
+    /// ControlPersist: what the foreground process does once the master
+    /// went to the background (its session through the master); its
+    /// result is the exit code.
+    foreground: Option<Box<dyn FnOnce() -> i32>>,
     quit: Option<Quit>,
 }
 
@@ -185,8 +192,16 @@ impl Session {
             fwd: Forwards::default(),
             alive,
             link: Link::new(transport),
+            mux: Mux::default(),
+            foreground: None,
             quit: None,
         })
+    }
+
+    /// ControlPersist: `job` runs in the foreground process once the master
+    /// forked to the background after authentication.
+    pub fn persist(&mut self, job: Box<dyn FnOnce() -> i32>) {
+        self.foreground = Some(job);
     }
 
     fn token(&mut self) -> Token {
@@ -249,6 +264,7 @@ impl Session {
             self.resume_tick(&mut buf);
             self.handle_timeouts();
             self.accept_local();
+            self.pump_mux();
             self.pump_socks();
             self.pump_inputs(&mut buf);
             self.flush_outputs();
@@ -263,7 +279,7 @@ impl Session {
         if self.link.mark(t, readable, writable) || self.alive.mark(t) {
             return;
         }
-        if t == T_SIGNAL {
+        if t == T_SIGNAL || self.mux.mark(t, readable) {
             return;
         }
         if self.fwd.is_connecting(t) {
@@ -281,7 +297,8 @@ impl Session {
         let now = Instant::now();
         let mut t: Option<Instant> = self.conn.poll_timeout();
         let alive = self.alive.timeout(self.resilient());
-        for d in [self.login.kex_deadline, alive, self.resume_timeout()]
+        let idle = self.mux_idle_deadline();
+        for d in [self.login.kex_deadline, alive, self.resume_timeout(), idle]
             .into_iter()
             .flatten()
         {
@@ -455,6 +472,14 @@ impl Session {
         if self.quit.is_some() {
             return;
         }
+        if self
+            .mux_idle_deadline()
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            crate::debug1!("ControlPersist timeout expired");
+            self.set_quit(Quit { code: 0, msg: None });
+            return;
+        }
         // Wait for forwarded connections still open, as ssh does.
         let Some(main) = self.chans.main_done() else {
             return;
@@ -514,6 +539,7 @@ impl Session {
         self.link
             .write_out_blocking(&mut self.conn, Instant::now() + Duration::from_millis(500));
         self.chans.drop_all(self.poll.registry());
+        self.mux.close(self.poll.registry());
         self.link.close(self.poll.registry());
         self.chans.restore_terminal();
         q

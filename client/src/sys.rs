@@ -8,21 +8,24 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::unistd::ForkResult;
 
-/// -f: forks; the parent exits 0 at once and the child carries on in a
+/// -f: forks; the parent exits 0 at once (or runs `job` and exits with
+/// its result: ControlPersist's session through the master the child
+/// becomes) and the child carries on in a
 /// new session, stdin and stdout (and stderr unless `keep_stderr`) on
 /// /dev/null (best effort, as ssh: the child goes on without). Returns in
 /// the child only, or with the error of fork. The caller must be the only
 /// thread (ressh never starts one).
-pub fn go_background(keep_stderr: bool) -> io::Result<()> {
+pub fn go_background(keep_stderr: bool, job: Option<Box<dyn FnOnce() -> i32>>) -> io::Result<()> {
     // SAFETY: ressh is single-threaded (the caller's contract), so the
     // child is a complete copy: no lock held by another thread, no state
     // half-written.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { .. } => {
+            let code = job.map_or(0, |j| j());
             // SAFETY: _exit ends the process at once and cannot fail. It
             // skips destructors on purpose: they would end the session the
             // child now owns (DISCONNECT, the proxy command's SIGHUP).
-            unsafe { libc::_exit(0) }
+            unsafe { libc::_exit(code) }
         }
         ForkResult::Child => {}
     }

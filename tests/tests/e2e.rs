@@ -26,6 +26,7 @@
 //! | issue 15: `ressh -Q` as the newest `ssh -Q`, `resshd -T` key algorithms as `sshd -T` | `queries` |
 //! | issue 15: post-quantum key exchanges against Debian 12's OpenSSH | `pqkex` |
 //! | issue 15: ssh-audit (PyPI) flags nothing in resshd's defaults the newest sshd passes | `ssh_audit` |
+//! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -62,6 +63,7 @@ mod hostile_user;
 mod key_types;
 mod legacy;
 mod mass;
+mod mux;
 mod newest_openssh;
 mod pqkex;
 mod queries;
