@@ -86,13 +86,18 @@ fn control_command(cfg: &config::Config, cmd: &str) -> i32 {
     let Some(path) = &cfg.control_path else {
         die("No ControlPath specified for \"-O\" command");
     };
-    if !matches!(cmd, "check" | "exit" | "stop") {
-        if matches!(cmd, "forward" | "cancel" | "proxy") {
-            die(&format!(
-                "ressh: -O {cmd} is not supported yet (check, exit and stop are)"
-            ));
+    if !matches!(cmd, "check" | "exit" | "stop" | "forward" | "cancel") {
+        if cmd == "proxy" {
+            die("ressh: -O proxy is not supported (check, forward, cancel, exit and stop are)");
         }
         die(&format!("Invalid multiplex command.\n{}", args::USAGE));
+    }
+    let forwards = match mux::FwdReq::from_config(cfg) {
+        Ok(f) => f,
+        Err(e) => die(&format!("ressh: {e}")),
+    };
+    if matches!(cmd, "forward" | "cancel") && forwards.is_empty() {
+        die(&format!("No forwardings specified for -O {cmd}"));
     }
     let fail = |e: std::io::Error| -> i32 {
         log::write_stderr(format!("Control socket connect({}): {e}\n", path.display()).as_bytes());
@@ -107,6 +112,21 @@ fn control_command(cfg: &config::Config, cmd: &str) -> i32 {
             .alive()
             .map(|pid| format!("Master running (pid={pid})\r\n")),
         "exit" => c.terminate().map(|()| "Exit request sent.\r\n".to_string()),
+        "forward" | "cancel" => {
+            let mut r = Ok(String::new());
+            for f in &forwards {
+                match c.forward(cmd == "cancel", f) {
+                    // As ssh: an allocated remote port on stdout.
+                    Ok(Some(port)) => println!("{port}"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            r
+        }
         _ => c
             .stop_listening()
             .map(|()| "Stop listening request sent.\r\n".to_string()),
@@ -141,14 +161,8 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
         debug1!("only sessions go through a master; connecting directly");
         return None;
     };
-    if !cfg.local_forwards.is_empty()
-        || !cfg.remote_forwards.is_empty()
-        || !cfg.dynamic_forwards.is_empty()
-    {
-        debug1!("forwards do not go through a master yet; connecting directly");
-        return None;
-    }
-    let c = match mux::Client::connect(path) {
+    let forwards = mux::FwdReq::from_config(cfg).ok()?;
+    let mut c = match mux::Client::connect(path) {
         Ok(c) => c,
         Err(e) => {
             let stale = e.kind() == std::io::ErrorKind::ConnectionRefused;
@@ -163,6 +177,21 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
             return None;
         }
     };
+    // The forwards first, as ssh; the master refusing one means a
+    // connection of our own.
+    for f in &forwards {
+        match c.forward(false, f) {
+            Ok(Some(port)) => info!(
+                "Allocated port {port} for remote forward to {}:{}",
+                f.connect_host, f.connect_port
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                error!("master forward request failed: {e}");
+                return None;
+            }
+        }
+    }
     let mut env: Vec<String> = Vec::new();
     for (k, v) in std::env::vars() {
         if cfg

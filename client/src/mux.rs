@@ -36,7 +36,14 @@ pub const S_FAILURE: u32 = 0x8000_0003;
 pub const S_EXIT_MESSAGE: u32 = 0x8000_0004;
 pub const S_ALIVE: u32 = 0x8000_0005;
 pub const S_SESSION_OPENED: u32 = 0x8000_0006;
+pub const S_REMOTE_PORT: u32 = 0x8000_0007;
 pub const S_TTY_ALLOC_FAIL: u32 = 0x8000_0008;
+
+pub const FWD_LOCAL: u32 = 1;
+pub const FWD_REMOTE: u32 = 2;
+pub const FWD_DYNAMIC: u32 = 3;
+/// A port that says its host is a Unix socket path.
+pub const PORT_STREAMLOCAL: u32 = 0xffff_fffe;
 
 /// The largest packet either end accepts (as OpenSSH's 256 KiB).
 pub const MAX_PACKET: usize = 256 * 1024;
@@ -166,6 +173,88 @@ impl NewSession {
             b.put_str(v);
         }
         frame(&b)
+    }
+}
+
+/// A MUX_C_OPEN_FWD or MUX_C_CLOSE_FWD request, after its type and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FwdReq {
+    pub ftype: u32,
+    pub listen_host: String,
+    pub listen_port: u32,
+    pub connect_host: String,
+    pub connect_port: u32,
+}
+
+impl FwdReq {
+    /// Strict: a port is at most 65535 or [`PORT_STREAMLOCAL`], nothing
+    /// follows (as mux.c's "malformed message").
+    pub fn decode(r: &mut Reader<'_>) -> Result<FwdReq, String> {
+        let e = |e: ressh_proto::Error| e.to_string();
+        let ftype = r.u32().map_err(e)?;
+        let listen_host = cstring(r)?;
+        let listen_port = r.u32().map_err(e)?;
+        let connect_host = cstring(r)?;
+        let connect_port = r.u32().map_err(e)?;
+        r.finish().map_err(e)?;
+        for p in [listen_port, connect_port] {
+            if p > 65535 && p != PORT_STREAMLOCAL {
+                return Err(format!("bad port {p}"));
+            }
+        }
+        Ok(FwdReq {
+            ftype,
+            listen_host,
+            listen_port,
+            connect_host,
+            connect_port,
+        })
+    }
+
+    pub fn encode(&self, kind: u32, rid: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.put_u32(kind);
+        b.put_u32(rid);
+        b.put_u32(self.ftype);
+        b.put_str(&self.listen_host);
+        b.put_u32(self.listen_port);
+        b.put_str(&self.connect_host);
+        b.put_u32(self.connect_port);
+        frame(&b)
+    }
+
+    /// The forwards of a configuration (-L, -D, -R), as requests.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Vec<FwdReq>, String> {
+        // As ssh's mux client: no bind address is "", an empty one "*".
+        let lhost = |b: &Option<String>| match b.as_deref() {
+            None => String::new(),
+            Some("") => "*".to_string(),
+            Some(h) => h.to_string(),
+        };
+        let mut v = Vec::new();
+        for (list, remote) in [(&cfg.local_forwards, false), (&cfg.remote_forwards, true)] {
+            for spec in list {
+                let f = crate::forward::parse(spec, remote)?;
+                v.push(FwdReq {
+                    ftype: if remote { FWD_REMOTE } else { FWD_LOCAL },
+                    listen_host: lhost(&f.bind),
+                    listen_port: f.port.into(),
+                    connect_host: f.host,
+                    connect_port: f.host_port.into(),
+                });
+            }
+        }
+        for spec in &cfg.dynamic_forwards {
+            let (bind, port) = crate::forward::parse_dynamic(spec)?;
+            v.push(FwdReq {
+                ftype: FWD_DYNAMIC,
+                listen_host: lhost(&bind),
+                listen_port: port.into(),
+                connect_host: String::new(),
+                connect_port: 0,
+            });
+        }
+        Ok(v)
     }
 }
 
@@ -376,6 +465,27 @@ impl Client {
     /// MUX_C_STOP_LISTENING.
     pub fn stop_listening(&mut self) -> io::Result<()> {
         self.simple(C_STOP_LISTENING).map(|_| ())
+    }
+
+    /// MUX_C_OPEN_FWD (or MUX_C_CLOSE_FWD when `cancel`): for a remote
+    /// forward on port 0, the port the server allocated.
+    pub fn forward(&mut self, cancel: bool, f: &FwdReq) -> io::Result<Option<u32>> {
+        let rid = self.next_rid();
+        let kind = if cancel { C_CLOSE_FWD } else { C_OPEN_FWD };
+        self.sock.write_all(&f.encode(kind, rid))?;
+        let (k, rest) = self.reply(rid)?;
+        let mut r = Reader::new(&rest);
+        match k {
+            S_OK => Ok(None),
+            S_REMOTE_PORT if !cancel => Ok(Some(r.u32().map_err(|_| bad("short reply"))?)),
+            S_PERMISSION_DENIED | S_FAILURE => {
+                let why = cstring(&mut r).unwrap_or_default();
+                Err(io::Error::other(format!(
+                    "forwarding request failed: {why}"
+                )))
+            }
+            k => Err(bad(format!("unexpected reply 0x{k:08x}"))),
+        }
     }
 
     /// A session through the master on our stdin, stdout and stderr; waits

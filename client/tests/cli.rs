@@ -31,7 +31,6 @@ fn unsupported_options_are_refused_clearly() {
     for args in [
         &["-A", "h", "true"][..],
         &["-X", "h"],
-        &["-F", "none", "-S", "/nonexistent/cm", "-O", "forward", "h"],
         &["-F", "none", "-S", "/nonexistent/cm", "-O", "proxy", "h"],
         &["-F", "none", "-o", "ForwardAgent=yes", "h", "true"],
         &["-F", "none", "-D", "/tmp/socks.sock", "h", "true"],

@@ -4,12 +4,16 @@
 //!
 //! - a ressh master (`-M -S -N -f`) serves stock `ssh -S`: `-O check`,
 //!   sessions with their exit status, stdout and stderr apart and stdin,
-//!   all on the master's one connection (resshd accepts one login), and
+//!   `-O forward`/`-O cancel` of `-L` and `-R` (a port the server
+//!   allocates), all on the master's one connection (resshd accepts one login), and
 //!   `-O exit` ends the master and removes its socket;
+//! - a stock `ssh -t` client in a real terminal (tmux) gets a pty of the
+//!   terminal's size through a ressh master, and resizes reach it;
 //! - `ControlMaster auto` + `ControlPersist yes`: the first ressh becomes
 //!   the master in the background and runs its command through it, the
 //!   second rides it;
 //! - ressh is a mux client of a stock `ssh` master (sessions, `-O check`,
+//!   `-O forward`/`cancel`, a session's `-L` handed to the master,
 //!   `-O exit`);
 //! - 50 sequential commands of stock `ssh -S` through a ressh master whose
 //!   connection is cut once (a recording proxy in front of resshd), the
@@ -82,6 +86,40 @@ impl Setup {
     fn logins(&self) -> usize {
         count(&self.server.log(), "Accepted publickey")
     }
+}
+
+/// A TCP echo server on 127.0.0.1: its port.
+fn echo_server() -> u16 {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = c.try_clone().unwrap();
+                let mut w = c;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    port
+}
+
+/// Whether bytes sent to 127.0.0.1:`port` come back.
+fn echoes(port: u16) -> bool {
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let msg = b"through the master\n";
+    let mut back = [0u8; 19];
+    c.write_all(msg).is_ok() && c.read_exact(&mut back).is_ok() && &back == msg
+}
+
+/// `-O forward` (or `cancel`) of `spec` (`-L`/`-R`/`-D` and its value)
+/// through `cmd`: its stdout.
+fn control_forward(cmd: &mut Command, op: &str, spec: [&str; 2]) -> String {
+    cmd.args(["-O", op, spec[0], spec[1], "server"]);
+    run_ok_out(cmd)
 }
 
 /// A master in the background, killed on drop if still there.
@@ -168,6 +206,21 @@ fn ressh_master_serves_stock_ssh() {
             .collect::<Vec<_>>(),
         ["started", "ended"]
     );
+    // Forwards added and removed through the master: -L, and -R on a port
+    // the server allocates (printed by ssh).
+    let echo = echo_server();
+    let lport = free_port();
+    let l = format!("{lport}:127.0.0.1:{echo}");
+    control_forward(&mut s.ssh(&[]), "forward", ["-L", &l]);
+    assert!(echoes(lport), "-L through the ressh master");
+    control_forward(&mut s.ssh(&[]), "cancel", ["-L", &l]);
+    assert!(!echoes(lport), "-L still there after -O cancel");
+    let r = format!("0:127.0.0.1:{echo}");
+    let rport: u16 = control_forward(&mut s.ssh(&[]), "forward", ["-R", &r])
+        .trim()
+        .parse()
+        .expect("the allocated port");
+    assert!(echoes(rport), "-R through the ressh master");
     // Everything rode the master's one connection.
     assert_eq!(s.logins(), 1, "{}", s.server.log());
 
@@ -180,6 +233,31 @@ fn ressh_master_serves_stock_ssh() {
         || s.server.log(),
     );
     assert!(!s.sock().exists(), "the socket is removed");
+}
+
+/// A stock `ssh -t` client of a ressh master in a real terminal (tmux):
+/// the remote pty has its terminal's size, and follows it when the window
+/// is resized (ssh relays SIGWINCH to the master, which sends the new size).
+#[test]
+fn pty_session_through_ressh_master_follows_resizes() {
+    let s = setup("muxt");
+    let _master = ressh_master(&s, &[]);
+    let line = format!(
+        "{} -F {} -S {} -t server 'stty size; read x; stty size; read y'",
+        require_cmd("ssh").display(),
+        sq(&s.login.config.to_string_lossy()),
+        sq(&s.sock().to_string_lossy()),
+    );
+    let tmux = Tmux::new("muxt");
+    tmux.start(80, 24, &line);
+    tmux.wait("the first size", |sc| sc.contains("24 80"));
+    tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
+    // Let the signal reach the master before asking again.
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the new size", |sc| sc.contains("30 100"));
+    tmux.keys(&["Enter"]);
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
 }
 
 #[test]
@@ -224,6 +302,21 @@ fn ressh_client_of_stock_master() {
     assert!(text(&out.stderr).contains("err\n"));
     let out = run_with_stdin(&mut s.ressh(&["server", "wc -c"]), &[b'x'; 100_000], T);
     assert_eq!(text(&out.stdout).trim(), "100000", "{}", text(&out.stderr));
+    // ressh's -O forward and cancel, and a session with a -L, which the
+    // master takes on.
+    let echo = echo_server();
+    let (p1, p2) = (free_port(), free_port());
+    let l = format!("{p1}:127.0.0.1:{echo}");
+    control_forward(&mut s.ressh(&[]), "forward", ["-L", &l]);
+    assert!(echoes(p1), "-L through the ssh master");
+    control_forward(&mut s.ressh(&[]), "cancel", ["-L", &l]);
+    assert!(!echoes(p1), "-L still there after -O cancel");
+    let l = format!("{p2}:127.0.0.1:{echo}");
+    assert_eq!(
+        run_ok_out(&mut s.ressh(&["-L", &l, "server", "echo with"])),
+        "with\n"
+    );
+    assert!(echoes(p2), "the session's -L stays with the master");
     assert_eq!(s.logins(), 1, "{}", s.server.log());
     let out = run_timeout(&mut s.ressh(&["-O", "exit", "server"]), T);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -94,6 +94,8 @@ pub(super) struct Chan {
     tokens: Vec<(Token, Role)>,
     /// A mux session's exit status.
     exit: Option<u32>,
+    /// A mux session with a pty: its window follows its terminal's.
+    pty: bool,
     sent_eof: bool,
     recv_eof: bool,
     out_shut: bool,
@@ -120,6 +122,7 @@ impl Chan {
             err: None,
             tokens: Vec::new(),
             exit: None,
+            pty: false,
             sent_eof: false,
             recv_eof: false,
             out_shut: false,
@@ -406,6 +409,22 @@ impl Channels {
     pub(super) fn mux_input_fd(&self, id: u32) -> Option<std::os::fd::RawFd> {
         let c = self.live.get(&id).and_then(|k| self.by_key.get(k))?;
         c.input.as_ref().map(|f| f.raw())
+    }
+
+    /// Marks mux session `id` as having a pty.
+    pub(super) fn set_mux_pty(&mut self, id: u32) {
+        if let Some(c) = self.get_mut(id) {
+            c.pty = true;
+        }
+    }
+
+    /// The open mux sessions with a pty: their ids and terminals.
+    fn mux_ptys(&self) -> Vec<(u32, std::os::fd::RawFd)> {
+        self.by_key
+            .values()
+            .filter(|c| c.pty && c.open && !c.closed && !c.close_sent)
+            .filter_map(|c| Some((c.id, c.input.as_ref()?.raw())))
+            .collect()
     }
 
     /// Whether any mux session remains.
@@ -772,14 +791,21 @@ impl Session {
         }
     }
 
+    /// SIGWINCH: the window size of every session with a pty, ours and
+    /// the mux clients' (whose ssh relays the signal to the master).
     pub(super) fn send_window_change(&mut self) {
-        if !matches!(self.plan, Plan::Session { pty: true, .. }) {
-            return;
+        let mut ptys = self.chans.mux_ptys();
+        if matches!(self.plan, Plan::Session { pty: true, .. }) {
+            if let Some(id) = self.chans.main_open_id() {
+                ptys.push((id, if tty::isatty(0) { 0 } else { 1 }));
+            }
         }
-        let Some(id) = self.chans.main_open_id() else {
-            return;
-        };
-        let fd = if tty::isatty(0) { 0 } else { 1 };
+        for (id, fd) in ptys {
+            self.window_change(id, fd);
+        }
+    }
+
+    fn window_change(&mut self, id: u32, fd: std::os::fd::RawFd) {
         if let Some((cols, rows, w, h)) = tty::window_size(fd) {
             let req = ChannelReq::WindowChange {
                 cols,

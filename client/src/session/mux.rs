@@ -375,13 +375,17 @@ impl Session {
                 }
                 c.want_fds = Some(Pending { rid, req });
             }
+            proto::C_OPEN_FWD | proto::C_CLOSE_FWD => {
+                let f = proto::FwdReq::decode(&mut r)?;
+                let answer = self.mux_forward(t, rid, kind == proto::C_OPEN_FWD, f);
+                if let (Some(a), Some(c)) = (answer, self.mux.clients.get_mut(&t)) {
+                    reply(c, a);
+                }
+            }
             _ => {
-                // Forwards, stdio forwarding and proxy mode are not
-                // offered by a ressh master; the client is told so.
+                // Stdio forwarding and proxy mode are not offered by a
+                // ressh master; the client is told so.
                 let why = match kind {
-                    proto::C_OPEN_FWD | proto::C_CLOSE_FWD => {
-                        "forwarding through a ressh master is not supported"
-                    }
                     proto::C_NEW_STDIO_FWD => {
                         "stdio forwarding through a ressh master is not supported"
                     }
@@ -392,6 +396,106 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A forward opened or closed for client `t`: the reply, or None when
+    /// it comes later (a remote forward waits for the server).
+    fn mux_forward(&mut self, t: Token, rid: u32, open: bool, f: proto::FwdReq) -> Option<Vec<u8>> {
+        let fail = |why: &str| Some(proto::status(proto::S_FAILURE, rid, Some(why)));
+        if ![proto::FWD_LOCAL, proto::FWD_REMOTE, proto::FWD_DYNAMIC].contains(&f.ftype) {
+            return fail("Invalid forwarding request");
+        }
+        if f.listen_port == proto::PORT_STREAMLOCAL || f.connect_port == proto::PORT_STREAMLOCAL {
+            return fail("forwarding of Unix sockets is not supported by ressh");
+        }
+        let dynamic = f.ftype == proto::FWD_DYNAMIC;
+        if !dynamic
+            && (f.connect_host.is_empty() || (f.ftype == proto::FWD_LOCAL && f.connect_port == 0))
+        {
+            return fail("Invalid forwarding request");
+        }
+        let ask = matches!(
+            self.cfg.control_master,
+            crate::config::ControlMaster::Ask | crate::config::ControlMaster::AutoAsk
+        );
+        let verb = if open { "Open" } else { "Close" };
+        let prompt = format!(
+            "{verb} forward of port {} on {}? ",
+            f.listen_port, self.cfg.host
+        );
+        if ask && !crate::askpass::confirm(&prompt, self.cfg.batch_mode).is_ok_and(|a| a == "yes") {
+            return Some(proto::status(
+                proto::S_PERMISSION_DENIED,
+                rid,
+                Some("Permission denied"),
+            ));
+        }
+        let bind = (!f.listen_host.is_empty()).then(|| f.listen_host.clone());
+        // Ports were checked to be at most 65535.
+        let lport = f.listen_port as u16;
+        let to = (!dynamic).then(|| (f.connect_host.clone(), f.connect_port as u16));
+        let ok = Some(proto::status(proto::S_OK, rid, None));
+        if f.ftype == proto::FWD_REMOTE {
+            let fwd = crate::forward::Forward {
+                bind,
+                port: lport,
+                host: f.connect_host,
+                host_port: f.connect_port as u16,
+            };
+            if !open {
+                return if self.cancel_remote(&fwd) {
+                    ok
+                } else {
+                    fail("port not forwarded")
+                };
+            }
+            return match self.request_remote(fwd, Some((t, rid))) {
+                Ok(()) => None,
+                Err(e) => fail(&e),
+            };
+        }
+        if !open {
+            return if self.cancel_listen(bind.as_deref(), lport, &to) {
+                ok
+            } else {
+                fail("port not forwarded")
+            };
+        }
+        match self.bind_forward(bind.as_deref(), lport, to) {
+            Ok(()) => ok,
+            Err(
+                super::forwards::ListenError::Unbound(m) | super::forwards::ListenError::Fatal(m),
+            ) => {
+                crate::debug1!("mux forward: {m}");
+                fail("Port forwarding failed")
+            }
+        }
+    }
+
+    /// The server answered a remote forward of client `t` (request `rid`):
+    /// bound on `port`, or refused (None).
+    pub(super) fn mux_remote_forward_reply(
+        &mut self,
+        t: Token,
+        rid: u32,
+        allocated: bool,
+        port: Option<u32>,
+    ) {
+        let Some(c) = self.mux.clients.get_mut(&t) else {
+            return;
+        };
+        let r = match port {
+            None => proto::status(proto::S_FAILURE, rid, Some("remote port forwarding failed")),
+            Some(p) if allocated => {
+                let mut b = Vec::new();
+                b.put_u32(proto::S_REMOTE_PORT);
+                b.put_u32(rid);
+                b.put_u32(p);
+                proto::frame(&b)
+            }
+            Some(_) => proto::status(proto::S_OK, rid, None),
+        };
+        reply(c, r);
     }
 
     /// Opens the session channel of a request whose descriptors came.
@@ -474,6 +578,9 @@ impl Session {
         } else {
             Some(req.command)
         };
+        if pty.is_some() {
+            self.chans.set_mux_pty(id);
+        }
         self.send_session_requests(id, pty, env, command, req.subsystem);
     }
 
