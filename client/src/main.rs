@@ -152,15 +152,10 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
     if matches!(cfg.control_master, ControlMaster::Yes | ControlMaster::Ask) {
         return None;
     }
-    let Plan::Session {
-        command,
-        subsystem,
-        pty,
-    } = plan
-    else {
-        debug1!("only sessions go through a master; connecting directly");
+    if *plan == Plan::None {
+        debug1!("-N does not go through a master; connecting directly");
         return None;
-    };
+    }
     let forwards = mux::FwdReq::from_config(cfg).ok()?;
     let mut c = match mux::Client::connect(path) {
         Ok(c) => c,
@@ -192,6 +187,26 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
             }
         }
     }
+    let (command, subsystem, pty) = match plan {
+        Plan::Session {
+            command,
+            subsystem,
+            pty,
+        } => (command, subsystem, pty),
+        Plan::Stdio { host, port } => {
+            if cfg.stdin_null {
+                stdin_from_devnull();
+            }
+            return Some(match c.stdio_forward(host, *port) {
+                Ok(()) => 0,
+                Err(e) => {
+                    error!("mux: stdio forwarding: {e}");
+                    255
+                }
+            });
+        }
+        Plan::None => return None,
+    };
     let mut env: Vec<String> = Vec::new();
     for (k, v) in std::env::vars() {
         if cfg
@@ -212,10 +227,7 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
         env,
     };
     if cfg.stdin_null {
-        if let Ok(null) = std::fs::File::open("/dev/null") {
-            use std::os::fd::AsRawFd;
-            let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
-        }
+        stdin_from_devnull();
     }
     let raw = *pty && tty::isatty(0);
     let r = c.session(&req, || {
@@ -239,6 +251,14 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
             error!("mux: {e}");
             Some(255)
         }
+    }
+}
+
+/// -n for a mux client: the descriptor passed as stdin is /dev/null.
+fn stdin_from_devnull() {
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
     }
 }
 

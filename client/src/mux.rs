@@ -488,6 +488,39 @@ impl Client {
         }
     }
 
+    /// MUX_C_NEW_STDIO_FWD (-W): our stdin and stdout to `host:port`
+    /// through the master, until it closes the connection.
+    pub fn stdio_forward(mut self, host: &str, port: u16) -> io::Result<()> {
+        self.alive()?;
+        let rid = self.next_rid();
+        let mut b = Vec::new();
+        b.put_u32(C_NEW_STDIO_FWD);
+        b.put_u32(rid);
+        b.put_string(b"");
+        b.put_str(host);
+        b.put_u32(port.into());
+        self.sock.write_all(&frame(&b))?;
+        for fd in [0, 1] {
+            send_fd(&self.sock, fd)?;
+        }
+        let (k, rest) = self.reply(rid)?;
+        let mut r = Reader::new(&rest);
+        match k {
+            S_SESSION_OPENED => {}
+            S_PERMISSION_DENIED | S_FAILURE => {
+                let why = cstring(&mut r).unwrap_or_default();
+                return Err(io::Error::other(format!("refused: {why}")));
+            }
+            k => return Err(bad(format!("unexpected reply 0x{k:08x}"))),
+        }
+        self.sock.set_read_timeout(None)?;
+        match self.read_packet() {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(bad("unexpected message from the master")),
+        }
+    }
+
     /// A session through the master on our stdin, stdout and stderr; waits
     /// for its end and returns the exit status (255 when the master went
     /// away without one). `opened` runs once the session is up (raw mode).

@@ -5,7 +5,7 @@
 //! - a ressh master (`-M -S -N -f`) serves stock `ssh -S`: `-O check`,
 //!   sessions with their exit status, stdout and stderr apart and stdin,
 //!   `-O forward`/`-O cancel` of `-L` and `-R` (a port the server
-//!   allocates), all on the master's one connection (resshd accepts one login), and
+//!   allocates), `-W`, all on the master's one connection (resshd accepts one login), and
 //!   `-O exit` ends the master and removes its socket;
 //! - a stock `ssh -t` client in a real terminal (tmux) gets a pty of the
 //!   terminal's size through a ressh master, and resizes reach it;
@@ -13,7 +13,7 @@
 //!   the master in the background and runs its command through it, the
 //!   second rides it;
 //! - ressh is a mux client of a stock `ssh` master (sessions, `-O check`,
-//!   `-O forward`/`cancel`, a session's `-L` handed to the master,
+//!   `-O forward`/`cancel`, a session's `-L` handed to the master, `-W`,
 //!   `-O exit`);
 //! - 50 sequential commands of stock `ssh -S` through a ressh master whose
 //!   connection is cut once (a recording proxy in front of resshd), the
@@ -221,6 +221,12 @@ fn ressh_master_serves_stock_ssh() {
         .parse()
         .expect("the allocated port");
     assert!(echoes(rport), "-R through the ressh master");
+    // -W (MUX_C_NEW_STDIO_FWD): stdin and stdout to the echo server.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let w = format!("127.0.0.1:{echo}");
+    let out = run_with_stdin(&mut s.ssh(&["-W", &w, "server"]), &data, T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == data, "-W through the ressh master");
     // Everything rode the master's one connection.
     assert_eq!(s.logins(), 1, "{}", s.server.log());
 
@@ -317,6 +323,11 @@ fn ressh_client_of_stock_master() {
         "with\n"
     );
     assert!(echoes(p2), "the session's -L stays with the master");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let w = format!("127.0.0.1:{echo}");
+    let out = run_with_stdin(&mut s.ressh(&["-W", &w, "server"]), &data, T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == data, "ressh -W through the ssh master");
     assert_eq!(s.logins(), 1, "{}", s.server.log());
     let out = run_timeout(&mut s.ressh(&["-O", "exit", "server"]), T);
     assert!(out.status.success(), "{}", text(&out.stderr));

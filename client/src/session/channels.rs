@@ -154,26 +154,30 @@ impl Chan {
         ch
     }
 
-    /// The session of a mux client on the descriptors it passed (stdin,
-    /// stdout, stderr), registered under `tokens`.
+    /// The session (or -W stdio forward) of a mux client on the
+    /// descriptors it passed (stdin, stdout and, for a session, stderr),
+    /// registered under `tokens`.
     pub(super) fn mux(
         id: u32,
         client: Token,
-        fds: [std::os::fd::OwnedFd; 3],
-        tokens: [Token; 3],
+        fds: Vec<std::os::fd::OwnedFd>,
+        tokens: &[Token],
         reg: &Registry,
     ) -> io::Result<Chan> {
         let mut ch = Chan::new(id, Kind::Mux(client), "a mux client's session".into());
-        let [i, o, e] = fds;
-        ch.input = Some(Rc::new(LocalFd::adopt(i, false, reg, tokens[0])?));
-        ch.in_ready = true;
-        ch.out = Some(Sink::new(Rc::new(LocalFd::adopt(o, true, reg, tokens[1])?)));
-        ch.err = Some(Sink::new(Rc::new(LocalFd::adopt(e, true, reg, tokens[2])?)));
-        ch.tokens = vec![
-            (tokens[0], Role::Input),
-            (tokens[1], Role::Output),
-            (tokens[2], Role::Errors),
-        ];
+        let roles = [Role::Input, Role::Output, Role::Errors];
+        for ((fd, &t), role) in fds.into_iter().zip(tokens).zip(roles) {
+            let fd = Rc::new(LocalFd::adopt(fd, role != Role::Input, reg, t)?);
+            match role {
+                Role::Input => {
+                    ch.input = Some(fd);
+                    ch.in_ready = true;
+                }
+                Role::Output => ch.out = Some(Sink::new(fd)),
+                _ => ch.err = Some(Sink::new(fd)),
+            }
+            ch.tokens.push((t, role));
+        }
         Ok(ch)
     }
 

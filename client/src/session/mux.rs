@@ -30,10 +30,28 @@ const READ: usize = 16 * 1024;
 /// A client that lets this much of our replies pile up is dropped.
 const OUT_MAX: usize = 64 * 1024;
 
-/// A session request waiting for its descriptors, or for the channel.
+/// What a client asked for that takes its descriptors.
+enum Want {
+    /// MUX_C_NEW_SESSION: stdin, stdout and stderr.
+    Session(NewSession),
+    /// MUX_C_NEW_STDIO_FWD (-W): stdin and stdout to a direct-tcpip
+    /// channel.
+    Stdio { host: String, port: u16 },
+}
+
+impl Want {
+    fn fds(&self) -> usize {
+        match self {
+            Want::Session(_) => 3,
+            Want::Stdio { .. } => 2,
+        }
+    }
+}
+
+/// A request waiting for its descriptors, or for its channel.
 struct Pending {
     rid: u32,
-    req: NewSession,
+    want: Want,
 }
 
 struct Client {
@@ -279,18 +297,17 @@ impl Session {
             let Some(c) = self.mux.clients.get_mut(&t) else {
                 return Ok(());
             };
-            if c.want_fds.is_some() {
-                // The three descriptors come with a byte each.
-                if c.inbuf.len() < 3 {
+            if let Some(n) = c.want_fds.as_ref().map(|p| p.want.fds()) {
+                // The descriptors come with a byte each.
+                if c.inbuf.len() < n {
                     return Ok(());
                 }
-                if c.fds.len() != 3 {
+                if c.fds.len() != n {
                     return Err("did not receive the descriptors".into());
                 }
-                c.inbuf.drain(..3);
+                c.inbuf.drain(..n);
                 let fds: Vec<OwnedFd> = c.fds.drain(..).collect();
                 let p = c.want_fds.take().expect("checked above");
-                let fds: [OwnedFd; 3] = fds.try_into().expect("three");
                 self.mux_open_session(t, p, fds);
                 continue;
             }
@@ -358,8 +375,29 @@ impl Session {
                 reply(c, proto::status(proto::S_OK, rid, None));
                 self.mux.stop_listening(self.poll.registry());
             }
-            proto::C_NEW_SESSION => {
-                let req = NewSession::decode(&mut r)?;
+            proto::C_NEW_SESSION | proto::C_NEW_STDIO_FWD => {
+                let want = if kind == proto::C_NEW_SESSION {
+                    Want::Session(NewSession::decode(&mut r)?)
+                } else {
+                    r.string().map_err(e)?; // reserved
+                    let host = proto::cstring(&mut r)?;
+                    let port = r.u32().map_err(e)?;
+                    r.finish().map_err(e)?;
+                    if port == proto::PORT_STREAMLOCAL {
+                        reply(
+                            c,
+                            proto::status(
+                                proto::S_FAILURE,
+                                rid,
+                                Some("forwarding to Unix sockets is not supported by ressh"),
+                            ),
+                        );
+                        c.closing = true;
+                        return Ok(());
+                    }
+                    let port = u16::try_from(port).map_err(|_| format!("bad port {port}"))?;
+                    Want::Stdio { host, port }
+                };
                 if c.session || c.opening.is_some() {
                     // Its descriptors still come: taken and closed.
                     reply(
@@ -373,7 +411,7 @@ impl Session {
                     c.closing = true;
                     return Ok(());
                 }
-                c.want_fds = Some(Pending { rid, req });
+                c.want_fds = Some(Pending { rid, want });
             }
             proto::C_OPEN_FWD | proto::C_CLOSE_FWD => {
                 let f = proto::FwdReq::decode(&mut r)?;
@@ -383,12 +421,9 @@ impl Session {
                 }
             }
             _ => {
-                // Stdio forwarding and proxy mode are not offered by a
-                // ressh master; the client is told so.
+                // Proxy mode is not offered by a ressh master; the client
+                // is told so.
                 let why = match kind {
-                    proto::C_NEW_STDIO_FWD => {
-                        "stdio forwarding through a ressh master is not supported"
-                    }
                     proto::C_PROXY => "proxy mode is not supported by a ressh master",
                     _ => "unsupported request",
                 };
@@ -499,7 +534,7 @@ impl Session {
     }
 
     /// Opens the session channel of a request whose descriptors came.
-    fn mux_open_session(&mut self, t: Token, p: Pending, fds: [OwnedFd; 3]) {
+    fn mux_open_session(&mut self, t: Token, p: Pending, fds: Vec<OwnedFd>) {
         let ask = matches!(
             self.cfg.control_master,
             crate::config::ControlMaster::Ask | crate::config::ControlMaster::AutoAsk
@@ -514,7 +549,16 @@ impl Session {
             }
             return;
         }
-        let id = match self.conn.open_channel(ChannelKind::Session) {
+        let kind = match &p.want {
+            Want::Session(_) => ChannelKind::Session,
+            Want::Stdio { host, port } => ChannelKind::DirectTcpip {
+                host: host.clone(),
+                port: u32::from(*port),
+                originator: "127.0.0.1".into(),
+                originator_port: 65535,
+            },
+        };
+        let id = match self.conn.open_channel(kind) {
             Ok(id) => id,
             Err(e) => {
                 if let Some(c) = self.mux.clients.get_mut(&t) {
@@ -524,8 +568,8 @@ impl Session {
                 return;
             }
         };
-        let tokens = [self.token(), self.token(), self.token()];
-        match Chan::mux(id, t, fds, tokens, self.poll.registry()) {
+        let tokens: Vec<Token> = fds.iter().map(|_| self.token()).collect();
+        match Chan::mux(id, t, fds, &tokens, self.poll.registry()) {
             Ok(ch) => {
                 self.chans.insert(ch);
             }
@@ -554,7 +598,9 @@ impl Session {
         if let Some(c) = self.mux.clients.get_mut(&t) {
             reply(c, proto::frame(&b));
         }
-        let req = p.req;
+        let Want::Session(req) = p.want else {
+            return; // stdio forwarding: nothing to ask for
+        };
         let tty_fd = self.chans.mux_input_fd(id);
         let pty = (req.want_tty)
             .then(|| tty_fd.map(|fd| (req.term.clone(), fd, crate::tty::terminal_modes(fd))))
