@@ -456,6 +456,35 @@ fn hostile_mux_clients_are_dropped() {
             p.extend(packet(&[0x1000_0002, 7, 0, 9, 0, 0, 0, 0xffff_ffff], &[]));
             p
         }),
+        ("a forward to port 70000", {
+            let mut p = hello.clone();
+            let mut body = Vec::new();
+            for w in [0x1000_0006u32, 7, 1] {
+                body.extend(w.to_be_bytes());
+            }
+            body.extend(9u32.to_be_bytes());
+            body.extend(b"127.0.0.1");
+            body.extend(70000u32.to_be_bytes());
+            body.extend(1u32.to_be_bytes());
+            body.push(b'h');
+            body.extend(22u32.to_be_bytes());
+            p.extend((body.len() as u32).to_be_bytes());
+            p.extend(body);
+            p
+        }),
+        ("a stdio forward to port 65536", {
+            let mut p = hello.clone();
+            let mut body = Vec::new();
+            body.extend(0x1000_0008u32.to_be_bytes());
+            body.extend(7u32.to_be_bytes());
+            body.extend(0u32.to_be_bytes());
+            body.extend(1u32.to_be_bytes());
+            body.push(b'h');
+            body.extend(65536u32.to_be_bytes());
+            p.extend((body.len() as u32).to_be_bytes());
+            p.extend(body);
+            p
+        }),
         ("garbage", {
             let mut p = hello.clone();
             p.extend((0..2000u32).map(|i| (i * 7919 % 251) as u8));
