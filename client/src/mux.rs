@@ -488,6 +488,24 @@ impl Client {
         }
     }
 
+    /// Waits until the socket is readable (true) or a signal came (false).
+    fn wait_readable(&self, sig: &crate::sig::Signals) -> io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut p = [
+            PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sig.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut p, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        if ready(&p[1]) {
+            sig.drain();
+        }
+        Ok(ready(&p[0]) && !ready(&p[1]))
+    }
+
     /// MUX_C_NEW_STDIO_FWD (-W): our stdin and stdout to `host:port`
     /// through the master, until it closes the connection.
     pub fn stdio_forward(mut self, host: &str, port: u16) -> io::Result<()> {
@@ -525,7 +543,8 @@ impl Client {
     /// for its end and returns the exit status (255 when the master went
     /// away without one). `opened` runs once the session is up (raw mode).
     pub fn session(mut self, req: &NewSession, opened: impl FnOnce()) -> io::Result<i32> {
-        self.alive()?;
+        let sig = crate::sig::install()?;
+        let master = self.alive()?;
         let rid = self.next_rid();
         self.sock.write_all(&req.encode(rid))?;
         for fd in [0, 1, 2] {
@@ -545,6 +564,19 @@ impl Client {
         self.sock.set_read_timeout(None)?;
         let mut exit = None;
         loop {
+            // As ssh's mux client: a window change is the master's to send
+            // (SIGWINCH relayed to it); a terminating signal ends us (255).
+            if !self.wait_readable(sig)? {
+                if sig.take_winch() {
+                    let pid = nix::unistd::Pid::from_raw(master as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH);
+                }
+                if let Some(s) = sig.terminated() {
+                    crate::debug1!("Exiting on signal {s}");
+                    return Ok(255);
+                }
+                continue;
+            }
             let p = match self.read_packet() {
                 Ok(p) => p,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,

@@ -8,7 +8,8 @@
 //!   allocates), `-W`, all on the master's one connection (resshd accepts one login), and
 //!   `-O exit` ends the master and removes its socket;
 //! - a stock `ssh -t` client in a real terminal (tmux) gets a pty of the
-//!   terminal's size through a ressh master, and resizes reach it;
+//!   terminal's size through a ressh master, and resizes reach it (and
+//!   ressh `-t` through a stock master likewise);
 //! - `ControlMaster auto` + `ControlPersist yes`: the first ressh becomes
 //!   the master in the background and runs its command through it, the
 //!   second rides it;
@@ -259,6 +260,30 @@ fn pty_session_through_ressh_master_follows_resizes() {
     tmux.wait("the first size", |sc| sc.contains("24 80"));
     tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
     // Let the signal reach the master before asking again.
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the new size", |sc| sc.contains("30 100"));
+    tmux.keys(&["Enter"]);
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+}
+
+/// The other way round: ressh `-t` in tmux through a stock ssh master;
+/// ressh relays SIGWINCH to the master as ssh does.
+#[test]
+fn ressh_pty_through_stock_master_follows_resizes() {
+    let s = setup("muxr");
+    run_ok_out(&mut s.ssh(&["-M", "-N", "-f", "server"]));
+    let _master = Master(check(&mut s.ssh(&["-O", "check", "server"])));
+    let line = format!(
+        "{} -F {} -S {} -t server 'stty size; read x; stty size; read y'",
+        ressh_bin().display(),
+        sq(&s.login.config.to_string_lossy()),
+        sq(&s.sock().to_string_lossy()),
+    );
+    let tmux = Tmux::new("muxr");
+    tmux.start(80, 24, &line);
+    tmux.wait("the first size", |sc| sc.contains("24 80"));
+    tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
     std::thread::sleep(Duration::from_millis(500));
     tmux.keys(&["Enter"]);
     tmux.wait("the new size", |sc| sc.contains("30 100"));
