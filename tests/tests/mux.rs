@@ -13,6 +13,8 @@
 //! - `ControlMaster auto` + `ControlPersist yes`: the first ressh becomes
 //!   the master in the background and runs its command through it, the
 //!   second rides it;
+//! - `ControlPersist 3` ends the background master 3 s after its last
+//!   client; `-O stop` removes the socket and the master stays;
 //! - ressh is a mux client of a stock `ssh` master (sessions, `-O check`,
 //!   `-O forward`/`cancel`, a session's `-L` handed to the master, `-W`,
 //!   `-O exit`);
@@ -316,6 +318,41 @@ fn auto_master_with_persist() {
         || (!alive(master.0)).then_some(()),
         String::new,
     );
+}
+
+/// `ControlPersist` with a time: the background master ends that long
+/// after its last client, and removes its socket; `-O stop` makes a master
+/// stop listening while it stays.
+#[test]
+fn persist_timeout_and_stop() {
+    let s = setup("muxq");
+    let args = [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPersist=3",
+        "server",
+        "echo once",
+    ];
+    assert_eq!(run_ok_out(&mut s.ressh(&args)), "once\n");
+    let master = Master(check(&mut s.ressh(&["-O", "check", "server"])));
+    let idle = std::time::Instant::now();
+    wait_for(
+        "the master to end after ControlPersist",
+        T,
+        || (!alive(master.0)).then_some(()),
+        String::new,
+    );
+    let took = idle.elapsed();
+    assert!(took >= Duration::from_secs(2), "ended after {took:?}");
+    assert!(!s.sock().exists(), "the socket is removed");
+
+    let master = ressh_master(&s, &[]);
+    let out = run_timeout(&mut s.ssh(&["-O", "stop", "server"]), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!s.sock().exists(), "the socket is removed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(master.0), "-O stop ended the master");
 }
 
 #[test]
