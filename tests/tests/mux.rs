@@ -8,7 +8,8 @@
 //!   allocates), `-W`, all on the master's one connection (resshd accepts one login), and
 //!   `-O exit` ends the master and removes its socket;
 //! - a stock `ssh -t` client in a real terminal (tmux) gets a pty of the
-//!   terminal's size through a ressh master, and resizes reach it (and
+//!   terminal's size through a ressh master, resizes reach it, `~.` ends
+//!   it (and
 //!   ressh `-t` through a stock master likewise);
 //! - `ControlMaster auto` + `ControlPersist yes`: the first ressh becomes
 //!   the master in the background and runs its command through it, the
@@ -246,7 +247,8 @@ fn ressh_master_serves_stock_ssh() {
 
 /// A stock `ssh -t` client of a ressh master in a real terminal (tmux):
 /// the remote pty has its terminal's size, and follows it when the window
-/// is resized (ssh relays SIGWINCH to the master, which sends the new size).
+/// is resized (ssh relays SIGWINCH to the master, which sends the new size);
+/// `~.` ends that session and not the master.
 #[test]
 fn pty_session_through_ressh_master_follows_resizes() {
     let s = setup("muxt");
@@ -265,7 +267,16 @@ fn pty_session_through_ressh_master_follows_resizes() {
     std::thread::sleep(Duration::from_millis(500));
     tmux.keys(&["Enter"]);
     tmux.wait("the new size", |sc| sc.contains("30 100"));
-    tmux.keys(&["Enter"]);
+    // At the start of a line, ~. ends this session (the remote `read y`
+    // would otherwise wait for a newline).
+    tmux.keys(&["-l", "~."]);
+    wait_for(
+        "~. to end the shared session",
+        T,
+        || (!tmux.alive()).then_some(()),
+        || tmux.screen(),
+    );
+    assert!(alive(_master.0), "~. of a client ended the master");
     assert_eq!(s.logins(), 1, "{}", s.server.log());
 }
 

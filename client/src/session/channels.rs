@@ -96,6 +96,8 @@ pub(super) struct Chan {
     exit: Option<u32>,
     /// A mux session with a pty: its window follows its terminal's.
     pty: bool,
+    /// A mux session's escape character (with a pty, as ssh's master).
+    escape: Option<Escape>,
     sent_eof: bool,
     recv_eof: bool,
     out_shut: bool,
@@ -123,6 +125,7 @@ impl Chan {
             tokens: Vec::new(),
             exit: None,
             pty: false,
+            escape: None,
             sent_eof: false,
             recv_eof: false,
             out_shut: false,
@@ -415,10 +418,12 @@ impl Channels {
         c.input.as_ref().map(|f| f.raw())
     }
 
-    /// Marks mux session `id` as having a pty.
-    pub(super) fn set_mux_pty(&mut self, id: u32) {
+    /// Marks mux session `id` as having a pty, with escape character
+    /// `escape` (None: none).
+    pub(super) fn set_mux_pty(&mut self, id: u32, escape: Option<u8>) {
         if let Some(c) = self.get_mut(id) {
             c.pty = true;
+            c.escape = escape.map(Escape::new);
         }
     }
 
@@ -480,6 +485,14 @@ impl Channels {
         }
         self.main = Some(self.insert(ch));
         Ok(())
+    }
+}
+
+/// A message of ours to a mux session's stderr (best effort: it is not
+/// channel data, so it does not go through the sink's accounting).
+fn note(ch: &Chan, msg: &str) {
+    if let Some(s) = ch.err.as_ref() {
+        let _ = s.fd.write(msg.as_bytes());
     }
 }
 
@@ -649,6 +662,35 @@ impl Session {
                 Ok(n) => {
                     if input.mode == Mode::Tty && !input.readable_now() {
                         ch.in_ready = false;
+                    }
+                    if let Some(esc) = ch.escape.as_mut() {
+                        // A mux session's escapes: ~. ends that session.
+                        let outs = esc.feed(&buf[..n]);
+                        let e = esc.char();
+                        for o in outs {
+                            match o {
+                                escape::Out::Data(d) => ch.unsent.extend_from_slice(&d),
+                                escape::Out::Cmd(escape::Cmd::Disconnect) => {
+                                    note(ch, &format!("{}.\r\n", e as char));
+                                    let id = ch.id;
+                                    self.send_unsent(key);
+                                    self.close_chan(id);
+                                    return;
+                                }
+                                escape::Out::Cmd(escape::Cmd::Help) => {
+                                    let h = format!(
+                                        "Supported escape sequences:\r\n {0}.   - terminate \
+                                         session\r\n {0}{0}   - send the escape character\r\n",
+                                        e as char
+                                    );
+                                    note(ch, &h);
+                                }
+                                escape::Out::Cmd(_) => {
+                                    note(ch, "that escape is not available in a shared session\r\n")
+                                }
+                            }
+                        }
+                        continue;
                     }
                     let is_main = ch.kind == Kind::Main;
                     match self.chans.escape.as_mut() {

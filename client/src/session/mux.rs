@@ -625,7 +625,12 @@ impl Session {
             Some(req.command)
         };
         if pty.is_some() {
-            self.chans.set_mux_pty(id);
+            // Escapes in an ASCII byte only; anything else is none.
+            let esc = req
+                .escape
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(u8::is_ascii);
+            self.chans.set_mux_pty(id, esc);
         }
         self.send_session_requests(id, pty, env, command, req.subsystem);
     }
