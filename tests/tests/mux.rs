@@ -14,6 +14,7 @@
 //! - `ControlMaster auto` + `ControlPersist yes`: the first ressh becomes
 //!   the master in the background and runs its command through it, the
 //!   second rides it;
+//! - `-MM` asks (SSH_ASKPASS) before each client's session;
 //! - `ControlPersist 3` ends the background master 3 s after its last
 //!   client; `-O stop` removes the socket and the master stays;
 //! - ressh is a mux client of a stock `ssh` master (sessions, `-O check`,
@@ -328,6 +329,57 @@ fn auto_master_with_persist() {
         T,
         || (!alive(master.0)).then_some(()),
         String::new,
+    );
+}
+
+/// `-MM` (ControlMaster ask): each client's session is put to the user
+/// (SSH_ASKPASS, forced); refused, stock ssh connects by itself instead;
+/// allowed, it rides the master.
+#[test]
+fn ask_master_asks_for_each_session() {
+    let s = setup("muxa");
+    let answer = s.dir.join("answer");
+    let asked = s.dir.join("asked");
+    let script = s.dir.join("askpass");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {}\ncat {}\n",
+            sq(&asked.to_string_lossy()),
+            sq(&answer.to_string_lossy())
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(&answer, "no\n").unwrap();
+    let mut cmd = s.ressh(&["-o", "BatchMode=no", "-MM", "-N", "-f", "server"]);
+    cmd.env("SSH_ASKPASS", &script)
+        .env("SSH_ASKPASS_REQUIRE", "force");
+    run_ok_out(&mut cmd);
+    let _master = Master(check(&mut s.ssh(&["-O", "check", "server"])));
+    assert_eq!(s.logins(), 1);
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["server", "echo refused"])),
+        "refused\n"
+    );
+    assert_eq!(s.logins(), 2, "refused, ssh logs in by itself");
+    let prompts = fs::read_to_string(&asked).unwrap_or_default();
+    assert!(
+        prompts.contains("Allow shared connection to 127.0.0.1?"),
+        "{prompts:?}"
+    );
+    fs::write(&answer, "yes\n").unwrap();
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["server", "echo allowed"])),
+        "allowed\n"
+    );
+    assert_eq!(s.logins(), 2, "allowed, through the master");
+    assert_eq!(
+        fs::read_to_string(&asked)
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        2
     );
 }
 
