@@ -11,7 +11,8 @@
 //!   terminal's size through a ressh master, resizes reach it, `~.` ends
 //!   it (and
 //!   ressh `-t` through a stock master likewise);
-//! - `ControlMaster auto` + `ControlPersist yes`: the first ressh becomes
+//! - `ControlMaster auto` + `ControlPersist yes`: a stale socket is
+//!   replaced; the first ressh becomes
 //!   the master in the background and runs its command through it, the
 //!   second rides it;
 //! - `-MM` asks (SSH_ASKPASS) before each client's session;
@@ -308,6 +309,10 @@ fn ressh_pty_through_stock_master_follows_resizes() {
 #[test]
 fn auto_master_with_persist() {
     let s = setup("muxp");
+    // A stale socket of ours (nobody listens): auto removes it and becomes
+    // the master.
+    drop(UnixListener::bind(s.sock()).unwrap());
+    assert!(s.sock().exists());
     let opts = ["-o", "ControlMaster=auto", "-o", "ControlPersist=yes"];
     let mut args = opts.to_vec();
     args.extend(["server", "echo first; exit 2"]);
