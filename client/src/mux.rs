@@ -567,8 +567,11 @@ impl Client {
             // As ssh's mux client: a window change is the master's to send
             // (SIGWINCH relayed to it); a terminating signal ends us (255).
             if !self.wait_readable(sig)? {
-                if sig.take_winch() {
-                    let pid = nix::unistd::Pid::from_raw(master as i32);
+                // The pid is the master's word: only a real process id (as
+                // ssh: above 1; 0 or -1 would signal a whole group).
+                let pid = i32::try_from(master).ok().filter(|&p| p > 1);
+                if let (true, Some(p)) = (sig.take_winch(), pid) {
+                    let pid = nix::unistd::Pid::from_raw(p);
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH);
                 }
                 if let Some(s) = sig.terminated() {
