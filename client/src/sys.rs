@@ -21,7 +21,13 @@ pub fn go_background(keep_stderr: bool, job: Option<Box<dyn FnOnce() -> i32>>) -
     // half-written.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { .. } => {
-            let code = job.map_or(0, |j| j());
+            let code = job.map_or(0, |j| {
+                // The job starts afresh: the connection, its listeners and
+                // the event loop are the child's now. Holding copies would
+                // keep a replaced connection from closing.
+                close_inherited();
+                j()
+            });
             // SAFETY: _exit ends the process at once and cannot fail. It
             // skips destructors on purpose: they would end the session the
             // child now owns (DISCONNECT, the proxy command's SIGHUP).
@@ -42,6 +48,38 @@ pub fn go_background(keep_stderr: bool, job: Option<Box<dyn FnOnce() -> i32>>) -
         }
     }
     Ok(())
+}
+
+/// Closes the descriptors above stderr that belong to the connection and
+/// the event loop (the parent of [`go_background`], whose owners of them
+/// never run again): all but connected Unix-domain sockets, which the
+/// signal handlers write to (closing those could hand their numbers to a
+/// new socket the handlers would then write into).
+fn close_inherited() {
+    use nix::sys::socket::SockaddrStorage;
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Listed first: closing while reading the directory would close its
+    // own descriptor.
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: `fd` is open (listed above) and only borrowed here.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        let unix = getsockname::<SockaddrStorage>(fd)
+            .ok()
+            .and_then(|a| a.family())
+            .is_some_and(|f| f == AddressFamily::Unix);
+        let listening = getsockopt(&b, sockopt::AcceptConn).unwrap_or(false);
+        if !unix || listening {
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 /// A pidfd of child `pid` (None on kernels without pidfd_open). The child

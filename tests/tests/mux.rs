@@ -128,6 +128,21 @@ fn control_forward(cmd: &mut Command, op: &str, spec: [&str; 2]) -> String {
     run_ok_out(cmd)
 }
 
+/// The inodes of every TCP socket of the namespace (/proc/net/tcp, tcp6).
+fn tcp_inodes() -> Vec<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A master in the background, killed on drop if still there.
 struct Master(u32);
 
@@ -315,10 +330,20 @@ fn auto_master_with_persist() {
     assert!(s.sock().exists());
     let opts = ["-o", "ControlMaster=auto", "-o", "ControlPersist=yes"];
     let mut args = opts.to_vec();
-    args.extend(["server", "echo first; exit 2"]);
-    let out = run_timeout(&mut s.ressh(&args), T);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "first\n");
+    args.extend(["server", "echo first; sleep 1; exit 2"]);
+    let mut first = Client::spawn(&mut s.ressh(&args));
+    first.wait_lines(0, T);
+    // The foreground process is only a mux client now: the connection's
+    // TCP socket is the background master's alone (a copy here would keep
+    // a replaced connection from closing).
+    let tcp = tcp_inodes();
+    let held: Vec<String> = sockets_above_stderr(first.pid())
+        .into_iter()
+        .filter(|s| tcp.iter().any(|i| s.ends_with(&format!("socket:[{i}]"))))
+        .collect();
+    assert!(held.is_empty(), "the mux client holds TCP sockets {held:?}");
+    assert_eq!(first.wait_exit(T).code(), Some(2), "{}", first.describe());
+    assert_eq!(first.line_count(), 1);
     // The master stays in the background.
     let master = Master(check(&mut s.ressh(&["-O", "check", "server"])));
     assert_eq!(comm(master.0).as_deref(), Some("ressh"));
