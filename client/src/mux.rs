@@ -38,6 +38,7 @@ pub const S_ALIVE: u32 = 0x8000_0005;
 pub const S_SESSION_OPENED: u32 = 0x8000_0006;
 pub const S_REMOTE_PORT: u32 = 0x8000_0007;
 pub const S_TTY_ALLOC_FAIL: u32 = 0x8000_0008;
+pub const S_PROXY: u32 = 0x8000_000f;
 
 pub const FWD_LOCAL: u32 = 1;
 pub const FWD_REMOTE: u32 = 2;

@@ -32,6 +32,7 @@ mod keepalive;
 mod link;
 mod login;
 mod mux;
+mod muxproxy;
 mod resume;
 mod retry;
 
@@ -369,6 +370,11 @@ impl Session {
     }
 
     fn on_event(&mut self, ev: Event) {
+        // The channels of mux proxy clients are theirs.
+        if let Some(t) = self.proxy_owner(&ev) {
+            self.proxy_event(t, ev);
+            return;
+        }
         match ev {
             Event::HostKey(key) => self.on_host_key(&key),
             Event::KexDone { first, algorithms } => self.on_kex_done(first, &algorithms),

@@ -5,7 +5,9 @@
 //! - a ressh master (`-M -S -N -f`) serves stock `ssh -S`: `-O check`,
 //!   sessions with their exit status, stdout and stderr apart and stdin,
 //!   `-O forward`/`-O cancel` of `-L` and `-R` (a port the server
-//!   allocates), `-W`, all on the master's one connection (resshd accepts one login), and
+//!   allocates), `-W`, `-O proxy` (exit status, 3 MB through `cat`, an
+//!   idle session whose keepalives are answered), all on the master's one
+//!   connection (resshd accepts one login), and
 //!   `-O exit` ends the master and removes its socket;
 //! - a stock `ssh -t` client in a real terminal (tmux) gets a pty of the
 //!   terminal's size through a ressh master, resizes reach it, `~.` ends
@@ -211,6 +213,31 @@ fn ressh_master_serves_stock_ssh() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello\nworld\ndone\n");
+    // Proxy mode (-O proxy): ssh speaks the connection protocol over the
+    // control socket; the master carries its channels.
+    let out = run_timeout(
+        &mut s.ssh(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let out = run_with_stdin(&mut s.ssh(&["-O", "proxy", "server", "cat"]), &data, T);
+    assert!(
+        out.status.success(),
+        "{:?}, {} bytes out: {}",
+        out.status,
+        out.stdout.len(),
+        text(&out.stderr)
+    );
+    assert!(out.stdout == data, "3 MB through cat in proxy mode");
+    // Idle for longer than ServerAliveInterval 1 × ServerAliveCountMax 3:
+    // its keepalives are answered.
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["-O", "proxy", "server", "sleep 5; echo late"])),
+        "late\n"
+    );
     // A second client alongside a long one.
     let mut long = Client::spawn(&mut s.ssh(&["server", "echo started; sleep 3; echo ended"]));
     long.wait_lines(0, T);
@@ -640,6 +667,22 @@ fn hostile_mux_clients_are_dropped() {
             p.extend(body);
             p
         }),
+        ("a proxy packet with padding", {
+            let mut p = hello.clone();
+            p.extend(packet(&[0x1000_000f, 7], &[]));
+            // length 6, padding length 1, SSH_MSG_IGNORE, a byte.
+            p.extend([0, 0, 0, 6, 1, 2, 0, 0, 0, 0]);
+            p
+        }),
+        (
+            "a proxy channel open of an unknown kind, then data for it",
+            {
+                let mut p = hello.clone();
+                p.extend(packet(&[0x1000_000f, 7], &[]));
+                p.extend([0, 0, 0, 2, 0, 200]);
+                p
+            },
+        ),
         ("garbage", {
             let mut p = hello.clone();
             p.extend((0..2000u32).map(|i| (i * 7919 % 251) as u8));

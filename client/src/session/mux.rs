@@ -22,6 +22,7 @@ use ressh_proto::msg::ChannelKind;
 use ressh_proto::wire::{Put, Reader};
 
 use super::channels::Chan;
+use super::muxproxy::{self, Proxy};
 use super::Session;
 use crate::mux::{self as proto, NewSession};
 
@@ -70,6 +71,8 @@ struct Client {
     /// Close once `out` is written.
     closing: bool,
     dead: bool,
+    /// In proxy mode (MUX_C_PROXY): its channels.
+    proxy: Option<Proxy>,
 }
 
 /// The control socket and its clients.
@@ -82,6 +85,30 @@ pub(super) struct Mux {
 }
 
 impl Mux {
+    /// Proxy client `t`'s channels.
+    pub(super) fn proxy(&mut self, t: Token) -> Option<&mut Proxy> {
+        self.clients.get_mut(&t)?.proxy.as_mut()
+    }
+
+    /// What goes out to client `t`.
+    pub(super) fn client_out(&mut self, t: Token) -> Option<&mut Vec<u8>> {
+        self.clients.get_mut(&t).map(|c| &mut c.out)
+    }
+
+    /// What goes out to proxy client `t`, and its channels.
+    pub(super) fn client_parts(&mut self, t: Token) -> Option<(&mut Vec<u8>, &mut Proxy)> {
+        let c = self.clients.get_mut(&t)?;
+        Some((&mut c.out, c.proxy.as_mut()?))
+    }
+
+    /// The proxy client whose channel engine channel `id` is.
+    pub(super) fn proxy_owner(&self, id: u32) -> Option<Token> {
+        self.clients
+            .iter()
+            .find(|(_, c)| c.proxy.as_ref().is_some_and(|p| p.has(id)))
+            .map(|(t, _)| *t)
+    }
+
     /// Whether `t` is ours; readiness noted.
     pub(super) fn mark(&mut self, t: Token, readable: bool) -> bool {
         if self.listener.as_ref().is_some_and(|l| l.1 == t) {
@@ -170,6 +197,8 @@ impl Session {
                     c.dead = true;
                 }
             }
+            // A proxy client's data moves as windows and its socket allow.
+            self.proxy_pump(t);
             self.write_mux(t);
         }
         let dead: Vec<Token> = self
@@ -180,15 +209,22 @@ impl Session {
             .map(|(t, _)| *t)
             .collect();
         for t in dead {
+            let mut proxied = Vec::new();
             if let Some(c) = self.mux.clients.remove(&t) {
                 let _ = self
                     .poll
                     .registry()
                     .deregister(&mut SourceFd(&c.sock.as_raw_fd()));
+                proxied = c.proxy.map(|p| p.engine_ids()).unwrap_or_default();
             }
-            // A client gone with its session open: the session ends.
+            // A client gone with its session open: the session ends, and
+            // so do a proxy client's channels.
             if let Some(id) = self.chans.mux_session(t) {
                 self.close_chan(id);
+            }
+            for id in proxied {
+                let r = self.conn.close_channel(id);
+                self.engine("closing a proxied channel", r);
             }
         }
         let idle = self.mux.clients.is_empty() && !self.chans.mux_sessions();
@@ -254,6 +290,7 @@ impl Session {
                     readable: true,
                     closing: false,
                     dead: false,
+                    proxy: None,
                 },
             );
         }
@@ -297,6 +334,16 @@ impl Session {
             let Some(c) = self.mux.clients.get_mut(&t) else {
                 return Ok(());
             };
+            if c.proxy.is_some() {
+                if !c.fds.is_empty() {
+                    return Err("descriptors in proxy mode".into());
+                }
+                let Some(p) = muxproxy::take(&mut c.inbuf)? else {
+                    return Ok(());
+                };
+                self.proxy_packet(t, &p)?;
+                continue;
+            }
             if let Some(n) = c.want_fds.as_ref().map(|p| p.want.fds()) {
                 // The descriptors come with a byte each.
                 if c.inbuf.len() < n {
@@ -413,6 +460,17 @@ impl Session {
                 }
                 c.want_fds = Some(Pending { rid, want });
             }
+            proto::C_PROXY => {
+                r.finish().map_err(e)?;
+                if c.session || c.opening.is_some() {
+                    return Err("proxy mode after a session".into());
+                }
+                let mut b = Vec::new();
+                b.put_u32(proto::S_PROXY);
+                b.put_u32(rid);
+                reply(c, proto::frame(&b));
+                c.proxy = Some(Proxy::default());
+            }
             proto::C_OPEN_FWD | proto::C_CLOSE_FWD => {
                 let f = proto::FwdReq::decode(&mut r)?;
                 let answer = self.mux_forward(t, rid, kind == proto::C_OPEN_FWD, f);
@@ -421,13 +479,10 @@ impl Session {
                 }
             }
             _ => {
-                // Proxy mode is not offered by a ressh master; the client
-                // is told so.
-                let why = match kind {
-                    proto::C_PROXY => "proxy mode is not supported by a ressh master",
-                    _ => "unsupported request",
-                };
-                reply(c, proto::status(proto::S_FAILURE, rid, Some(why)));
+                reply(
+                    c,
+                    proto::status(proto::S_FAILURE, rid, Some("unsupported request")),
+                );
             }
         }
         Ok(())
@@ -695,7 +750,11 @@ impl Session {
                 Err(_) => c.dead = true,
             }
         }
-        if c.out.len() > OUT_MAX {
+        // 4 MiB for a proxy client: its channel data stops being queued
+        // at 256 KiB (muxproxy::OUT_SOFT), so only a client that never
+        // reads gets there.
+        let max = if c.proxy.is_some() { 4 << 20 } else { OUT_MAX };
+        if c.out.len() > max {
             c.dead = true;
         }
     }
