@@ -25,7 +25,8 @@
 //!   `-O exit`);
 //! - 50 sequential commands of stock `ssh -S` through a ressh master whose
 //!   connection is cut once (a recording proxy in front of resshd), the
-//!   cut while one of them runs: every output arrives, exactly once;
+//!   cut while one of them runs beside an `-O proxy` one: every output
+//!   arrives, exactly once;
 //! - hostile mux clients (lengths over the bound, garbage, requests before
 //!   the hello, descriptors nobody asked for) are dropped one by one while
 //!   the master serves on;
@@ -545,13 +546,19 @@ fn fifty_commands_through_a_cut() {
     let _master = ressh_master(&s, &[]);
     for i in 0..50 {
         let cmd = if i == 25 {
-            // The cut comes while this one runs.
-            let mut c = Client::spawn(&mut s.ssh(&["server", "echo 25a; sleep 2; echo 25b"]));
+            // The cut comes while this one runs, and a proxy-mode one
+            // (-O proxy) beside it.
+            let cmd = "echo 25a; sleep 2; echo 25b";
+            let mut c = Client::spawn(&mut s.ssh(&["server", cmd]));
+            let mut px = Client::spawn(&mut s.ssh(&["-O", "proxy", "server", cmd]));
             c.wait_lines(0, T);
+            px.wait_lines(0, T);
             proxy.cut();
-            assert!(c.wait_exit(T).success(), "{}", c.describe());
-            let lines: Vec<String> = c.out_lines().into_iter().map(|(_, l)| l).collect();
-            assert_eq!(lines, ["25a", "25b"]);
+            for c in [&mut c, &mut px] {
+                assert!(c.wait_exit(T).success(), "{}", c.describe());
+                let lines: Vec<String> = c.out_lines().into_iter().map(|(_, l)| l).collect();
+                assert_eq!(lines, ["25a", "25b"]);
+            }
             continue;
         } else {
             format!("echo {i}")
