@@ -29,6 +29,10 @@ pub struct Args {
     pub tty: u8,
     /// -Q query: print the algorithms asked for and exit.
     pub query: Option<String>,
+    /// -O ctl_cmd: a control command for the master of ControlPath.
+    pub control_command: Option<String>,
+    /// Number of -M flags (1: ControlMaster yes, 2+: ask).
+    pub master: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +45,11 @@ impl fmt::Display for ArgError {
 }
 
 pub const USAGE: &str = "\
-usage: ressh [-46aCfGNnqsTtVvx] [-c cipher_spec] [-D [bind_address:]port]
+usage: ressh [-46aCfGMNnqsTtVvx] [-c cipher_spec] [-D [bind_address:]port]
              [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]
              [-J destination] [-L address] [-l login_name] [-m mac_spec]
-             [-o option] [-p port] [-Q query_option] [-R address]
-             [-W host:port] destination [command [argument ...]]";
+             [-O ctl_cmd] [-o option] [-p port] [-Q query_option]
+             [-R address] [-S ctl_path] [-W host:port] destination [command [argument ...]]";
 
 /// Flags without an argument.
 const FLAGS: &str = "46AaCfGgKkMNnqsTtVvXxYy";
@@ -109,7 +113,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                     'k' => a
                         .settings
                         .push(("gssapidelegatecredentials".into(), "no".into())),
-                    'M' => return Err(refuse('M', "connection sharing")),
+                    'M' => a.master = a.master.saturating_add(1),
                     'N' => direct.push(("sessiontype".into(), "none".into())),
                     'n' => direct.push(("stdinnull".into(), "yes".into())),
                     'q' => a.quiet = true,
@@ -166,7 +170,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
                 'L' => a.settings.push(kw("localforward")),
                 'l' => a.settings.push(kw("user")),
                 'm' => direct.push(kw("macs")),
-                'O' => return Err(refuse('O', "control commands")),
+                'O' => a.control_command = Some(val),
                 'o' => {
                     let (k, v) = split_option(&val)?;
                     a.settings.push((k, v));
@@ -194,6 +198,11 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Args, ArgError> 
     }
     if let Some(t) = tty_req {
         direct.push(("requesttty".into(), t.into()));
+    }
+    match a.master {
+        0 => {}
+        1 => direct.push(("controlmaster".into(), "yes".into())),
+        _ => direct.push(("controlmaster".into(), "ask".into())),
     }
     if a.stdio_forward.is_some() {
         direct.push(("sessiontype".into(), "none".into()));
@@ -432,11 +441,19 @@ mod tests {
         assert_eq!(first("requesttty"), "no");
         let a = p(&["-l", "x", "u@h", "-l", "y"]);
         assert_eq!(a.dest_index, 1);
+        let a = p(&["-M", "-S", "/s", "-O", "check", "h"]);
+        let first = |k: &str| a.settings.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        assert_eq!(first("controlmaster"), "yes");
+        assert_eq!(first("controlpath"), "/s");
+        assert_eq!(a.control_command.as_deref(), Some("check"));
+        let a = p(&["-MM", "h"]);
+        let first = |k: &str| a.settings.iter().find(|(kk, _)| kk == k).unwrap().1.clone();
+        assert_eq!(first("controlmaster"), "ask");
     }
 
     #[test]
     fn refused_and_bad_options() {
-        for args in [&["-M", "h"][..], &["-O", "exit", "h"]] {
+        for args in [&["-K", "h"][..], &["-w", "0:0", "h"]] {
             let e = parse(args.iter().map(|s| s.to_string())).unwrap_err();
             assert!(e.0.contains("not supported"), "{e}");
         }

@@ -52,6 +52,16 @@ pub enum RequestTty {
     Auto,
 }
 
+/// `ControlMaster` (and -M/-MM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMaster {
+    No,
+    Yes,
+    Ask,
+    Auto,
+    AutoAsk,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionType {
     Default,
@@ -135,6 +145,11 @@ pub struct Config {
     pub exit_on_forward_failure: bool,
     /// -f: go to the background once authenticated.
     pub fork_after_authentication: bool,
+    pub control_master: ControlMaster,
+    /// ControlPath, tokens and `~` expanded; None for `none` or unset.
+    pub control_path: Option<PathBuf>,
+    /// ControlPersist: None for no, Some(0) for ever, else seconds idle.
+    pub control_persist: Option<u64>,
     pub gateway_ports: bool,
     pub remote_command: Option<String>,
     pub session_type: SessionType,
@@ -228,6 +243,15 @@ pub struct Tokens<'a> {
 
 /// Expands %h %p %r %u %n %d %i %l %L %%; other tokens are refused.
 pub fn expand_tokens(s: &str, t: &Tokens<'_>) -> Result<String, ConfigError> {
+    expand_tokens_with(s, t, &[])
+}
+
+/// [`expand_tokens`] with `extra` tokens (ControlPath's %C).
+fn expand_tokens_with(
+    s: &str,
+    t: &Tokens<'_>,
+    extra: &[(char, &str)],
+) -> Result<String, ConfigError> {
     let port = t.port.to_string();
     let home = t.home.to_string_lossy();
     let uid = nix::unistd::getuid().to_string();
@@ -247,9 +271,25 @@ pub fn expand_tokens(s: &str, t: &Tokens<'_>) -> Result<String, ConfigError> {
             ('i', &uid),
             ('l', &long),
             ('L', short),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     )
     .map_err(|e| ConfigError(e.to_string()))
+}
+
+/// ControlPath's %C: the SHA-1 in hex of the local host name, the host,
+/// the port, the user and the ProxyJump, as ssh's ssh_connection_hash.
+fn connection_hash(t: &Tokens<'_>, jump: &str) -> String {
+    let long = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = format!("{long}{}{}{}{jump}", t.host, t.port, t.user);
+    openssl::sha::sha1(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `~`, `~/...` (the home directory ressh uses, `home`) and `~user/...`
@@ -681,6 +721,14 @@ fn finish(
         None => None,
     };
     let proxy_jump = not_none(&raw.proxy_jump);
+    let control_path = match not_none(&raw.control_path) {
+        Some(v) => {
+            let hash = connection_hash(&t, proxy_jump.as_deref().unwrap_or(""));
+            let p = expand_tokens_with(&v, &t, &[('C', &hash)])?;
+            Some(tilde(&p, &home)?)
+        }
+        None => None,
+    };
     if proxy_command.is_some() && proxy_jump.is_some() {
         // ssh takes whichever came first; ressh keeps it simple and refuses.
         return err("ProxyCommand and ProxyJump are both set; use one");
@@ -745,6 +793,9 @@ fn finish(
         number_of_password_prompts: raw.number_of_password_prompts.unwrap_or(3),
         exit_on_forward_failure: raw.exit_on_forward_failure.unwrap_or(false),
         fork_after_authentication: raw.fork_after_authentication.unwrap_or(false),
+        control_master: raw.control_master.unwrap_or(ControlMaster::No),
+        control_path,
+        control_persist: raw.control_persist.flatten(),
         gateway_ports: raw.gateway_ports.unwrap_or(false),
         remote_command,
         session_type: raw.session_type.unwrap_or(SessionType::Default),
@@ -906,6 +957,27 @@ pub fn dump(c: &Config) -> String {
     );
     line("xauthlocation", &c.xauth_location.display().to_string());
     line("forkafterauthentication", yn(c.fork_after_authentication));
+    line(
+        "controlmaster",
+        match c.control_master {
+            ControlMaster::No => "false",
+            ControlMaster::Yes => "true",
+            ControlMaster::Ask => "ask",
+            ControlMaster::Auto => "auto",
+            ControlMaster::AutoAsk => "autoask",
+        },
+    );
+    if let Some(p) = &c.control_path {
+        line("controlpath", &p.display().to_string());
+    }
+    line(
+        "controlpersist",
+        &match c.control_persist {
+            None => "no".to_string(),
+            Some(0) => "yes".to_string(),
+            Some(s) => s.to_string(),
+        },
+    );
     line("gatewayports", yn(c.gateway_ports));
     line("hashknownhosts", yn(c.hash_known_hosts));
     line(
@@ -1184,15 +1256,13 @@ Host *
         assert!(e.0.contains("Bad configuration option: bogus"), "{e}");
         assert!(e.0.contains("line 1"), "{e}");
         assert!(with_config("IgnoreUnknown bog*\nBogus 1\n", "h", &[]).is_ok());
-        let e = with_config("ControlMaster yes\n", "h", &[]).unwrap_err();
+        let e = with_config("Tunnel yes\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("not supported"), "{e}");
         // Only in an active block.
-        assert!(with_config("Host other\n ControlMaster yes\n", "h", &[]).is_ok());
-        assert!(with_config("ForwardAgent no\nForwardX11 no\n", "h", &[]).is_ok());
+        assert!(with_config("Host other\n Tunnel yes\n", "h", &[]).is_ok());
+        assert!(with_config("Tunnel no\n", "h", &[]).is_ok());
         let e = with_config("DynamicForward 1080:h:80\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("Bad dynamic forwarding"), "{e}");
-        let e = with_config("ControlMaster auto\n", "h", &[]).unwrap_err();
-        assert!(e.0.contains("controlmaster auto is not supported"), "{e}");
         let e = with_config("ForkAfterAuthentication maybe\n", "h", &[]).unwrap_err();
         assert!(e.0.contains("expected yes or no"), "{e}");
         for v in ["yes", "no", "ask"] {
@@ -1206,7 +1276,7 @@ Host *
         let c = with_config(debian, "h", &[]).unwrap();
         assert!(c.hash_known_hosts);
         // The command line's own refusals.
-        let e = with_config("", "h", &[("controlmaster", "yes")]).unwrap_err();
+        let e = with_config("", "h", &[("tunnel", "yes")]).unwrap_err();
         assert!(e.0.contains("command line"), "{e}");
     }
 

@@ -88,6 +88,12 @@ impl LocalFd {
         Self::prepare(fd.try_clone_to_owned()?, write, reg, token)
     }
 
+    /// `fd` itself (passed by a mux client), prepared as [`LocalFd::stdio`]
+    /// prepares a copy.
+    pub fn adopt(fd: OwnedFd, write: bool, reg: &Registry, token: Token) -> io::Result<LocalFd> {
+        Self::prepare(fd, write, reg, token)
+    }
+
     /// /dev/null for reading (-n).
     pub fn devnull() -> io::Result<LocalFd> {
         let f = std::fs::File::open("/dev/null")?;

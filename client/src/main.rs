@@ -14,6 +14,7 @@ mod hostkey;
 mod identity;
 mod known_hosts;
 mod log;
+mod mux;
 mod session;
 mod sig;
 mod socks;
@@ -21,7 +22,7 @@ mod sys;
 mod transport;
 mod tty;
 
-use config::{RequestTty, SessionType};
+use config::{ControlMaster, RequestTty, SessionType};
 use session::{Plan, Quit, Session};
 
 fn version() -> String {
@@ -77,6 +78,188 @@ fn plan(a: &args::Args, cfg: &config::Config) -> Result<Plan, String> {
         subsystem,
         pty,
     })
+}
+
+/// `-O cmd`: a control command to the master of ControlPath; the exit
+/// code.
+fn control_command(cfg: &config::Config, cmd: &str) -> i32 {
+    let Some(path) = &cfg.control_path else {
+        die("No ControlPath specified for \"-O\" command");
+    };
+    if !matches!(cmd, "check" | "exit" | "stop" | "forward" | "cancel") {
+        if cmd == "proxy" {
+            die("ressh: -O proxy is not supported (check, forward, cancel, exit and stop are)");
+        }
+        die(&format!("Invalid multiplex command.\n{}", args::USAGE));
+    }
+    let forwards = match mux::FwdReq::from_config(cfg) {
+        Ok(f) => f,
+        Err(e) => die(&format!("ressh: {e}")),
+    };
+    if matches!(cmd, "forward" | "cancel") && forwards.is_empty() {
+        die(&format!("No forwardings specified for -O {cmd}"));
+    }
+    let fail = |e: std::io::Error| -> i32 {
+        log::write_stderr(format!("Control socket connect({}): {e}\n", path.display()).as_bytes());
+        255
+    };
+    let mut c = match mux::Client::connect(path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let r = match cmd {
+        "check" => c
+            .alive()
+            .map(|pid| format!("Master running (pid={pid})\r\n")),
+        "exit" => c.terminate().map(|()| "Exit request sent.\r\n".to_string()),
+        "forward" | "cancel" => {
+            let mut r = Ok(String::new());
+            for f in &forwards {
+                match c.forward(cmd == "cancel", f) {
+                    // As ssh: an allocated remote port on stdout.
+                    Ok(Some(port)) => println!("{port}"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            r
+        }
+        _ => c
+            .stop_listening()
+            .map(|()| "Stop listening request sent.\r\n".to_string()),
+    };
+    match r {
+        Ok(m) => {
+            log::write_stderr(m.as_bytes());
+            0
+        }
+        Err(e) => {
+            log::write_stderr(format!("ressh: {e}\n").as_bytes());
+            255
+        }
+    }
+}
+
+/// With a ControlPath and ControlMaster no/auto/autoask, a session goes
+/// through the master there if one answers: its exit code. None: connect
+/// directly (no master, or what is asked for is not shared: -W, -N and
+/// forwards).
+fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
+    let path = cfg.control_path.as_ref()?;
+    if matches!(cfg.control_master, ControlMaster::Yes | ControlMaster::Ask) {
+        return None;
+    }
+    if *plan == Plan::None {
+        debug1!("-N does not go through a master; connecting directly");
+        return None;
+    }
+    let forwards = mux::FwdReq::from_config(cfg).ok()?;
+    let mut c = match mux::Client::connect(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let stale = e.kind() == std::io::ErrorKind::ConnectionRefused;
+            if stale && cfg.control_master != ControlMaster::No {
+                // A socket nobody listens on: as ssh, removed, so that this
+                // connection can become the master.
+                let _ = std::fs::remove_file(path);
+            }
+            if e.kind() != std::io::ErrorKind::NotFound {
+                error!("Control socket connect({}): {e}", path.display());
+            }
+            return None;
+        }
+    };
+    // The forwards first, as ssh; the master refusing one means a
+    // connection of our own.
+    for f in &forwards {
+        match c.forward(false, f) {
+            Ok(Some(port)) => info!(
+                "Allocated port {port} for remote forward to {}:{}",
+                f.connect_host, f.connect_port
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                error!("master forward request failed: {e}");
+                return None;
+            }
+        }
+    }
+    let (command, subsystem, pty) = match plan {
+        Plan::Session {
+            command,
+            subsystem,
+            pty,
+        } => (command, subsystem, pty),
+        Plan::Stdio { host, port } => {
+            if cfg.stdin_null {
+                stdin_from_devnull();
+            }
+            return Some(match c.stdio_forward(host, *port) {
+                Ok(()) => 0,
+                Err(e) => {
+                    error!("mux: stdio forwarding: {e}");
+                    255
+                }
+            });
+        }
+        Plan::None => return None,
+    };
+    let mut env: Vec<String> = Vec::new();
+    for (k, v) in std::env::vars() {
+        if cfg
+            .send_env
+            .iter()
+            .any(|p| ressh_compat::pattern::match_pattern(&k, p))
+        {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    env.extend(cfg.set_env.iter().map(|(k, v)| format!("{k}={v}")));
+    let req = mux::NewSession {
+        want_tty: *pty,
+        subsystem: *subsystem,
+        escape: cfg.escape_char.map(u32::from),
+        term: std::env::var("TERM").unwrap_or_default(),
+        command: command.clone().unwrap_or_default(),
+        env,
+    };
+    if cfg.stdin_null {
+        stdin_from_devnull();
+    }
+    let raw = *pty && tty::isatty(0);
+    let r = c.session(&req, || {
+        if raw {
+            if let Err(e) = tty::enter_raw(0) {
+                debug1!("raw mode: {e}");
+            }
+        }
+    });
+    tty::leave_raw();
+    match r {
+        Ok(code) => {
+            if *pty && log::enabled(log::Level::Info) {
+                log::write_stderr(
+                    format!("Shared connection to {} closed.\r\n", cfg.host).as_bytes(),
+                );
+            }
+            Some(code)
+        }
+        Err(e) => {
+            error!("mux: {e}");
+            Some(255)
+        }
+    }
+}
+
+/// -n for a mux client: the descriptor passed as stdin is /dev/null.
+fn stdin_from_devnull() {
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+    }
 }
 
 fn main() {
@@ -135,12 +318,44 @@ fn main() {
         }
     }
     debug1!("{}", version());
+    if let Some(cmd) = &a.control_command {
+        std::process::exit(control_command(&cfg, cmd));
+    }
     let plan = match plan(&a, &cfg) {
         Ok(p) => p,
         Err(e) => die(&e),
     };
+    if let Some(code) = mux_client(&cfg, &plan) {
+        std::process::exit(code);
+    }
+    // ControlPersist, as ssh: the master goes to the background without a
+    // session of its own once authenticated, and this process runs the
+    // session through it.
+    let persist = cfg.control_path.is_some()
+        && cfg.control_master != ControlMaster::No
+        && cfg.control_persist.is_some()
+        && !cfg.fork_after_authentication
+        && matches!(plan, Plan::Session { .. });
+    let mut cfg = cfg;
+    let (plan, job) = if persist {
+        cfg.fork_after_authentication = true;
+        let (c, p) = (cfg.clone(), plan);
+        let job: Box<dyn FnOnce() -> i32> = Box::new(move || {
+            let mut c = c;
+            c.control_master = ControlMaster::No;
+            mux_client(&c, &p).unwrap_or(255)
+        });
+        (Plan::None, Some(job))
+    } else {
+        (plan, None)
+    };
     let q = match Session::connect(cfg, plan) {
-        Ok(s) => s.run(),
+        Ok(mut s) => {
+            if let Some(j) = job {
+                s.persist(j);
+            }
+            s.run()
+        }
         Err(q) => q,
     };
     tty::leave_raw();

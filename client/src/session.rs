@@ -35,6 +35,8 @@ mod forwards;
 mod keepalive;
 mod link;
 mod login;
+mod mux;
+mod muxproxy;
 mod resume;
 mod retry;
 mod x11;
@@ -44,6 +46,7 @@ use forwards::Forwards;
 use keepalive::Keepalive;
 use link::Link;
 use login::Login;
+use mux::Mux;
 
 const T_READ: Token = Token(0);
 const T_WRITE: Token = Token(1);
@@ -101,6 +104,11 @@ pub struct Session {
     x11: Option<x11::X11Fwd>,
     alive: Keepalive,
     link: Link,
+    mux: Mux,
+    /// ControlPersist: what the foreground process does once the master
+    /// went to the background (its session through the master); its
+    /// result is the exit code.
+    foreground: Option<Box<dyn FnOnce() -> i32>>,
     quit: Option<Quit>,
 }
 
@@ -214,8 +222,16 @@ impl Session {
             x11: None,
             alive,
             link: Link::new(transport),
+            mux: Mux::default(),
+            foreground: None,
             quit: None,
         })
+    }
+
+    /// ControlPersist: `job` runs in the foreground process once the master
+    /// forked to the background after authentication.
+    pub fn persist(&mut self, job: Box<dyn FnOnce() -> i32>) {
+        self.foreground = Some(job);
     }
 
     fn token(&mut self) -> Token {
@@ -278,6 +294,7 @@ impl Session {
             self.resume_tick(&mut buf);
             self.handle_timeouts();
             self.accept_local();
+            self.pump_mux();
             self.pump_socks();
             self.pump_inputs(&mut buf);
             self.flush_outputs();
@@ -292,7 +309,7 @@ impl Session {
         if self.link.mark(t, readable, writable) || self.alive.mark(t) {
             return;
         }
-        if t == T_SIGNAL {
+        if t == T_SIGNAL || self.mux.mark(t, readable) {
             return;
         }
         if self.fwd.is_connecting(t) {
@@ -310,7 +327,8 @@ impl Session {
         let now = Instant::now();
         let mut t: Option<Instant> = self.conn.poll_timeout();
         let alive = self.alive.timeout(self.resilient());
-        for d in [self.login.kex_deadline, alive, self.resume_timeout()]
+        let idle = self.mux_idle_deadline();
+        for d in [self.login.kex_deadline, alive, self.resume_timeout(), idle]
             .into_iter()
             .flatten()
         {
@@ -381,6 +399,11 @@ impl Session {
     }
 
     fn on_event(&mut self, ev: Event) {
+        // The channels of mux proxy clients are theirs.
+        if let Some(t) = self.proxy_owner(&ev) {
+            self.proxy_event(t, ev);
+            return;
+        }
         match ev {
             Event::HostKey(key) => self.on_host_key(&key),
             Event::KexDone { first, algorithms } => self.on_kex_done(first, &algorithms),
@@ -484,6 +507,14 @@ impl Session {
         if self.quit.is_some() {
             return;
         }
+        if self
+            .mux_idle_deadline()
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            crate::debug1!("ControlPersist timeout expired");
+            self.set_quit(Quit { code: 0, msg: None });
+            return;
+        }
         // Wait for forwarded connections still open, as ssh does.
         let Some(main) = self.chans.main_done() else {
             return;
@@ -543,6 +574,7 @@ impl Session {
         self.link
             .write_out_blocking(&mut self.conn, Instant::now() + Duration::from_millis(500));
         self.chans.drop_all(self.poll.registry());
+        self.mux.close(self.poll.registry());
         self.link.close(self.poll.registry());
         self.chans.restore_terminal();
         q

@@ -8,21 +8,30 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::unistd::ForkResult;
 
-/// -f: forks; the parent exits 0 at once and the child carries on in a
+/// -f: forks; the parent exits 0 at once (or runs `job` and exits with
+/// its result: ControlPersist's session through the master the child
+/// becomes) and the child carries on in a
 /// new session, stdin and stdout (and stderr unless `keep_stderr`) on
 /// /dev/null (best effort, as ssh: the child goes on without). Returns in
 /// the child only, or with the error of fork. The caller must be the only
 /// thread (ressh never starts one).
-pub fn go_background(keep_stderr: bool) -> io::Result<()> {
+pub fn go_background(keep_stderr: bool, job: Option<Box<dyn FnOnce() -> i32>>) -> io::Result<()> {
     // SAFETY: ressh is single-threaded (the caller's contract), so the
     // child is a complete copy: no lock held by another thread, no state
     // half-written.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { .. } => {
+            let code = job.map_or(0, |j| {
+                // The job starts afresh: the connection, its listeners and
+                // the event loop are the child's now. Holding copies would
+                // keep a replaced connection from closing.
+                close_inherited();
+                j()
+            });
             // SAFETY: _exit ends the process at once and cannot fail. It
             // skips destructors on purpose: they would end the session the
             // child now owns (DISCONNECT, the proxy command's SIGHUP).
-            unsafe { libc::_exit(0) }
+            unsafe { libc::_exit(code) }
         }
         ForkResult::Child => {}
     }
@@ -39,6 +48,38 @@ pub fn go_background(keep_stderr: bool) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Closes the descriptors above stderr that belong to the connection and
+/// the event loop (the parent of [`go_background`], whose owners of them
+/// never run again): all but connected Unix-domain sockets, which the
+/// signal handlers write to (closing those could hand their numbers to a
+/// new socket the handlers would then write into).
+fn close_inherited() {
+    use nix::sys::socket::SockaddrStorage;
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Listed first: closing while reading the directory would close its
+    // own descriptor.
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: `fd` is open (listed above) and only borrowed here.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        let unix = getsockname::<SockaddrStorage>(fd)
+            .ok()
+            .and_then(|a| a.family())
+            .is_some_and(|f| f == AddressFamily::Unix);
+        let listening = getsockopt(&b, sockopt::AcceptConn).unwrap_or(false);
+        if !unix || listening {
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 /// A pidfd of child `pid` (None on kernels without pidfd_open). The child

@@ -1,5 +1,5 @@
 //! The command line alone (no server): version, usage, refused options
-//! (connection sharing among them), bad configuration, and -G.
+//! (forwards through a master among them), bad configuration, and -G.
 
 use std::process::Command;
 
@@ -29,11 +29,8 @@ fn version_and_usage() {
 #[test]
 fn unsupported_options_are_refused_clearly() {
     for args in [
-        &["-M", "h", "true"][..],
-        &["-O", "check", "h"],
-        &["-F", "none", "-o", "ControlMaster=auto", "h", "true"],
-        &["-F", "none", "-o", "ControlMaster yes", "h", "true"],
-        &["-F", "none", "-o", "ControlPersist=10m", "h", "true"],
+        &["-K", "h", "true"][..],
+        &["-F", "none", "-S", "/nonexistent/cm", "-O", "proxy", "h"],
         &["-F", "none", "-D", "/tmp/socks.sock", "h", "true"],
         &["-F", "none", "-o", "NoSuchOption=1", "h", "true"],
         &["-F", "none", "-L", "/tmp/a.sock:/tmp/b.sock", "h", "true"],
@@ -107,4 +104,52 @@ fn print_config() {
         "{s}"
     );
     assert!(s.contains("gatewayports yes\n"), "{s}");
+}
+
+/// ControlMaster, ControlPath (every token, %C included) and ControlPersist
+/// as stock `ssh -G` prints them, so that ressh and ssh find each other's
+/// masters.
+#[test]
+fn control_settings_as_ssh_prints_them() {
+    let ssh = ressh_testkit::require_cmd("ssh");
+    let path = "ControlPath=~/.ssh/cm-%C-%h-%p-%r-%u-%L-%l-%n-%i-%%";
+    for extra in [
+        &["-o", path][..],
+        &[
+            "-o",
+            path,
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            "ControlPersist=10m",
+        ],
+        &["-o", path, "-M", "-o", "ControlPersist=yes"],
+        &[
+            "-o",
+            path,
+            "-o",
+            "ControlMaster=autoask",
+            "-o",
+            "ControlPersist=0",
+        ],
+        &["-S", "none", "-o", "ControlMaster=ask"],
+    ] {
+        let mut args = vec!["-G", "-F", "none", "-p", "2222", "-l", "bob"];
+        args.extend_from_slice(extra);
+        args.push("h.example");
+        let control = |o: std::process::Output| -> Vec<String> {
+            assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", err(&o));
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("control"))
+                .map(str::to_string)
+                .collect()
+        };
+        let ours = control(run(&args));
+        let theirs = control(ressh_testkit::run_timeout(
+            Command::new(&ssh).args(&args),
+            std::time::Duration::from_secs(30),
+        ));
+        assert_eq!(ours, theirs, "{extra:?}");
+    }
 }

@@ -31,6 +31,7 @@
 //! | issue 16: AuthorizedKeysCommand (as sshd runs it, and bounded) and RevokedKeys (lists, KRLs) | `keys_command` |
 //! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
 //! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
+//! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -71,6 +72,7 @@ mod key_types;
 mod keys_command;
 mod legacy;
 mod mass;
+mod mux;
 mod newest_openssh;
 mod pqkex;
 mod queries;

@@ -126,7 +126,8 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     (
         "multiplex",
         17,
-        "streamlocal and remote forwards through a mux master",
+        "Unix-socket (streamlocal) forwards: resshd has no direct-streamlocal@openssh.com \
+         channels or streamlocal-forward@openssh.com requests (the TCP forwards pass)",
     ),
     (
         "cert-userkey",

@@ -40,6 +40,8 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
   resil     resilience on vs off; ACK bytes on the wire
   setup     exec true: --seq sequential (200), --conc concurrent (50), for
             each key exchange of --kex
+  mux       connection sharing: 50 sequential exec true through a master
+            (ressh master vs ssh master, --reps times)
   memory    RSS/PSS per idle session and per detached session (--sessions 1000)
   reconnect reconnect after a killed connection / a route change (--trials 30)
   tls       restls beside stunnel4: --size through each tunnel both ways;
@@ -92,12 +94,13 @@ struct Opts {
     kex: Vec<String>,
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "engine",
     "cat",
     "sftp",
     "resil",
     "setup",
+    "mux",
     "memory",
     "reconnect",
     "tls",
@@ -326,6 +329,7 @@ fn run(o: Opts) -> Result<(), String> {
             "sftp" => b.sftp(),
             "resil" => b.resilience(),
             "setup" => b.setup(),
+            "mux" => b.mux(),
             "memory" => b.memory(),
             "reconnect" => b.reconnect(),
             "tls" => b.tls(),
@@ -1271,6 +1275,65 @@ impl Bench {
             true,
             0,
             "",
+        );
+        Ok(())
+    }
+
+    /// Connection sharing: 50 sequential `exec true` over one shared
+    /// connection, a ressh master against resshd beside an ssh master
+    /// against sshd, each with clients of its own kind; then stock `ssh`
+    /// clients through the ressh master (the master alone compared).
+    fn mux(&mut self) -> Result<(), String> {
+        const N: usize = 50;
+        let pair = self.both("mux", "")?;
+        let stock = self.client(&pair[1].0, None)?;
+        let mut per: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut stock_via_ressh: Vec<f64> = Vec::new();
+        for rep in 0..self.o.reps {
+            for (_, c) in &pair {
+                let sock = self.dir.join(format!("mux-{}-{rep}", c.kind.name()));
+                let s = sock.to_string_lossy().into_owned();
+                timed(&mut c.ssh(&["-S", &s, "-M", "-N", "-f"]))?;
+                let run = |client: &ClientSetup| -> Result<f64, String> {
+                    let t0 = Instant::now();
+                    for _ in 0..N {
+                        let mut cmd = client.ssh(&["-S", &s]);
+                        cmd.arg("true");
+                        timed(&mut cmd)?;
+                    }
+                    Ok(t0.elapsed().as_secs_f64())
+                };
+                let own = run(c)?;
+                per.entry(c.kind.name()).or_default().push(own);
+                if c.kind == Kind::Ressh {
+                    stock_via_ressh.push(run(&stock)?);
+                }
+                timed(&mut c.ssh(&["-S", &s, "-O", "exit"]))?;
+                say!(
+                    "mux #{rep} via {}: {N} commands in {own:.2} s",
+                    c.kind.name()
+                );
+            }
+        }
+        self.row(
+            "mux",
+            format!("{N} sequential exec true over one shared connection (own clients)"),
+            "s",
+            &per["ressh"],
+            per.get("OpenSSH").map(Vec::as_slice),
+            false,
+            2,
+            "ressh -S via a ressh master vs ssh -S via an ssh master",
+        );
+        self.row(
+            "mux",
+            "  the same with stock ssh -S clients",
+            "s",
+            &stock_via_ressh,
+            per.get("OpenSSH").map(Vec::as_slice),
+            false,
+            2,
+            "stock ssh through the ressh master vs through the ssh master",
         );
         Ok(())
     }

@@ -7,7 +7,7 @@
 use ressh_compat::misc::convtime;
 use ressh_compat::pattern;
 
-use super::{parse_escape_char, Family, RequestTty, SessionType, Strict};
+use super::{parse_escape_char, ControlMaster, Family, RequestTty, SessionType, Strict};
 use crate::args;
 use crate::log::Level;
 
@@ -68,6 +68,9 @@ enum Key {
     ResilienceSuspectFloor,
     ResilienceSuspectCap,
     Resilience,
+    ControlMaster,
+    ControlPath,
+    ControlPersist,
     IgnoreUnknown,
 }
 
@@ -142,6 +145,9 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "remoteforward" => Set(RemoteForward),
         "dynamicforward" => Set(DynamicForward),
         "remotecommand" => Set(RemoteCommand),
+        "controlmaster" => Set(ControlMaster),
+        "controlpath" => Set(ControlPath),
+        "controlpersist" => Set(ControlPersist),
         "sessiontype" => Set(SessionType),
         "stdinnull" => Set(StdinNull),
         "forkafterauthentication" => Set(ForkAfterAuthentication),
@@ -186,7 +192,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "updatehostkeys"
         | "addkeystoagent"
         | "useroaming"
-        | "controlpath"
         | "warnweakcrypto"
         | "verifyhostkeydns"
         | "localcommand"
@@ -197,8 +202,6 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         | "enablesshkeysign"
         | "useprivilegedport"
         | "proxyusefdpass"
-        | "controlpersist"
-        | "controlmaster"
         | "tunnel" => Only(NO),
         "bindaddress" | "bindinterface" | "knownhostscommand" | "revokedhostkeys"
         | "pkcs11provider" | "tunneldevice" => Only(&[]),
@@ -275,6 +278,11 @@ pub(super) struct Raw {
     pub session_type: Option<SessionType>,
     pub stdin_null: Option<bool>,
     pub fork_after_authentication: Option<bool>,
+    pub control_master: Option<ControlMaster>,
+    /// As written (`none` included), tokens unexpanded.
+    pub control_path: Option<String>,
+    /// Seconds; 0 is `yes` (for ever), None `no`.
+    pub control_persist: Option<Option<u64>>,
     pub resilience: Option<bool>,
     /// Milliseconds; the cap's inner None is `none` (the keepalive interval).
     pub suspect_floor_ms: Option<u64>,
@@ -552,6 +560,32 @@ impl Raw {
                     None
                 } else {
                     Some(millis(key, v)?)
+                },
+            ),
+            Key::ControlMaster => first(
+                &mut self.control_master,
+                one_of(
+                    key,
+                    v,
+                    &[
+                        ("yes", ControlMaster::Yes),
+                        ("true", ControlMaster::Yes),
+                        ("no", ControlMaster::No),
+                        ("false", ControlMaster::No),
+                        ("ask", ControlMaster::Ask),
+                        ("auto", ControlMaster::Auto),
+                        ("autoask", ControlMaster::AutoAsk),
+                    ],
+                )?,
+            ),
+            Key::ControlPath => first(&mut self.control_path, v.to_string()),
+            Key::ControlPersist => first(
+                &mut self.control_persist,
+                match v.to_ascii_lowercase().as_str() {
+                    "yes" | "true" => Some(0),
+                    "no" | "false" => None,
+                    // 0, as yes: for ever.
+                    _ => Some(convtime(v).map_err(|e| format!("{key}: {e}"))?.as_secs()),
                 },
             ),
             Key::IgnoreUnknown => first(&mut self.ignore_unknown, vals.join(",")),

@@ -35,6 +35,18 @@ pub(super) enum Kind {
     Agent,
     /// An X connection on the server, to the local display.
     X11,
+    /// The session of a mux client (its control connection's token).
+    Mux(Token),
+}
+
+/// What a token stands for in its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Input,
+    Output,
+    Errors,
+    /// A socket: input and output.
+    Both,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +97,13 @@ pub(super) struct Chan {
     out: Option<Sink>,
     err: Option<Sink>,
     /// Our tokens, for deregistration.
-    tokens: Vec<Token>,
+    tokens: Vec<(Token, Role)>,
+    /// A mux session's exit status.
+    exit: Option<u32>,
+    /// A mux session with a pty: its window follows its terminal's.
+    pty: bool,
+    /// A mux session's escape character (with a pty, as ssh's master).
+    escape: Option<Escape>,
     sent_eof: bool,
     recv_eof: bool,
     out_shut: bool,
@@ -113,6 +131,9 @@ impl Chan {
             out: None,
             err: None,
             tokens: Vec::new(),
+            exit: None,
+            pty: false,
+            escape: None,
             sent_eof: false,
             recv_eof: false,
             out_shut: false,
@@ -146,8 +167,35 @@ impl Chan {
         ch.in_ready = !open;
         ch.input = Some(sock.clone());
         ch.out = Some(Sink::new(sock));
-        ch.tokens.push(token);
+        ch.tokens.push((token, Role::Both));
         ch
+    }
+
+    /// The session (or -W stdio forward) of a mux client on the
+    /// descriptors it passed (stdin, stdout and, for a session, stderr),
+    /// registered under `tokens`.
+    pub(super) fn mux(
+        id: u32,
+        client: Token,
+        fds: Vec<std::os::fd::OwnedFd>,
+        tokens: &[Token],
+        reg: &Registry,
+    ) -> io::Result<Chan> {
+        let mut ch = Chan::new(id, Kind::Mux(client), "a mux client's session".into());
+        let roles = [Role::Input, Role::Output, Role::Errors];
+        for ((fd, &t), role) in fds.into_iter().zip(tokens).zip(roles) {
+            let fd = Rc::new(LocalFd::adopt(fd, role != Role::Input, reg, t)?);
+            match role {
+                Role::Input => {
+                    ch.input = Some(fd);
+                    ch.in_ready = true;
+                }
+                Role::Output => ch.out = Some(Sink::new(fd)),
+                _ => ch.err = Some(Sink::new(fd)),
+            }
+            ch.tokens.push((t, role));
+        }
+        Ok(ch)
     }
 
     /// A -D connection owed its SOCKS reply, with the bytes it sent after
@@ -200,7 +248,7 @@ pub(super) struct Channels {
     /// Live engine channel ids to keys.
     live: HashMap<u32, Key>,
     next_key: Key,
-    tokens: HashMap<Token, Key>,
+    tokens: HashMap<Token, (Key, Role)>,
     /// The session or stdio channel: kept until exit for its status.
     main: Option<Key>,
     exit_status: Option<i32>,
@@ -216,8 +264,8 @@ impl Channels {
     pub(super) fn insert(&mut self, ch: Chan) -> Key {
         let key = self.next_key;
         self.next_key += 1;
-        for t in &ch.tokens {
-            self.tokens.insert(*t, key);
+        for (t, role) in &ch.tokens {
+            self.tokens.insert(*t, (key, *role));
         }
         self.live.insert(ch.id, key);
         self.by_key.insert(key, ch);
@@ -247,21 +295,22 @@ impl Channels {
     }
 
     pub(super) fn mark(&mut self, t: Token, readable: bool, writable: bool) {
-        let Some(ch) = self.tokens.get(&t).and_then(|k| self.by_key.get_mut(k)) else {
+        let Some(&(key, role)) = self.tokens.get(&t) else {
             return;
         };
-        let (is_stdout, is_stderr) = (t == T_STDOUT, t == T_STDERR);
-        if t == T_STDIN || (!is_stdout && !is_stderr) {
+        let Some(ch) = self.by_key.get_mut(&key) else {
+            return;
+        };
+        if matches!(role, Role::Input | Role::Both) {
             ch.in_ready |= readable;
         }
-        if is_stderr {
-            if let Some(s) = ch.err.as_mut() {
-                s.ready |= writable;
-            }
-        } else if is_stdout || t != T_STDIN {
-            if let Some(s) = ch.out.as_mut() {
-                s.ready |= writable;
-            }
+        let sink = match role {
+            Role::Errors => ch.err.as_mut(),
+            Role::Output | Role::Both => ch.out.as_mut(),
+            Role::Input => None,
+        };
+        if let Some(s) = sink {
+            s.ready |= writable;
         }
     }
 
@@ -329,7 +378,7 @@ impl Channels {
         if self.live.get(&ch.id) == Some(&key) {
             self.live.remove(&ch.id);
         }
-        for t in &ch.tokens {
+        for (t, _) in &ch.tokens {
             self.tokens.remove(t);
         }
         let mut fds: Vec<Rc<LocalFd>> = Vec::new();
@@ -350,17 +399,63 @@ impl Channels {
         }
     }
 
-    /// Drops channels that are closed and drained, but the main one.
-    fn reap(&mut self, reg: &Registry) {
+    /// Drops channels that are closed and drained, but the main one;
+    /// returns the mux sessions among them: (client, session id, exit
+    /// status).
+    fn reap(&mut self, reg: &Registry) -> Vec<(Token, u32, Option<u32>)> {
         let done: Vec<Key> = self
             .by_key
             .iter()
             .filter(|(k, c)| c.closed && c.drained() && Some(**k) != self.main)
             .map(|(k, _)| *k)
             .collect();
+        let mut ended = Vec::new();
         for key in done {
+            if let Some(c) = self.by_key.get(&key) {
+                if let Kind::Mux(t) = c.kind {
+                    ended.push((t, c.id, c.exit));
+                }
+            }
             self.drop_chan(key, reg);
         }
+        ended
+    }
+
+    /// The mux session of client `client`, if any: its engine id.
+    pub(super) fn mux_session(&self, client: Token) -> Option<u32> {
+        self.by_key
+            .values()
+            .find(|c| c.kind == Kind::Mux(client) && !c.closed)
+            .map(|c| c.id)
+    }
+
+    /// The descriptor a mux session reads (its client's stdin).
+    pub(super) fn mux_input_fd(&self, id: u32) -> Option<std::os::fd::RawFd> {
+        let c = self.live.get(&id).and_then(|k| self.by_key.get(k))?;
+        c.input.as_ref().map(|f| f.raw())
+    }
+
+    /// Marks mux session `id` as having a pty, with escape character
+    /// `escape` (None: none).
+    pub(super) fn set_mux_pty(&mut self, id: u32, escape: Option<u8>) {
+        if let Some(c) = self.get_mut(id) {
+            c.pty = true;
+            c.escape = escape.map(Escape::new);
+        }
+    }
+
+    /// The open mux sessions with a pty: their ids and terminals.
+    fn mux_ptys(&self) -> Vec<(u32, std::os::fd::RawFd)> {
+        self.by_key
+            .values()
+            .filter(|c| c.pty && c.open && !c.closed && !c.close_sent)
+            .filter_map(|c| Some((c.id, c.input.as_ref()?.raw())))
+            .collect()
+    }
+
+    /// Whether any mux session remains.
+    pub(super) fn mux_sessions(&self) -> bool {
+        self.by_key.values().any(|c| matches!(c.kind, Kind::Mux(_)))
     }
 
     pub(super) fn restore_terminal(&mut self) {
@@ -397,15 +492,24 @@ impl Channels {
         ch.in_ready = true;
         ch.input = Some(Rc::new(input));
         ch.out = Some(Sink::new(Rc::new(out)));
-        ch.tokens.extend([T_STDIN, T_STDOUT]);
+        ch.tokens
+            .extend([(T_STDIN, Role::Input), (T_STDOUT, Role::Output)]);
         if stderr {
             let err = LocalFd::stdio(io::stderr().as_fd(), true, reg, T_STDERR)
                 .map_err(|e| fatal(format!("ressh: stderr: {e}")))?;
             ch.err = Some(Sink::new(Rc::new(err)));
-            ch.tokens.push(T_STDERR);
+            ch.tokens.push((T_STDERR, Role::Errors));
         }
         self.main = Some(self.insert(ch));
         Ok(())
+    }
+}
+
+/// A message of ours to a mux session's stderr (best effort: it is not
+/// channel data, so it does not go through the sink's accounting).
+fn note(ch: &Chan, msg: &str) {
+    if let Some(s) = ch.err.as_ref() {
+        let _ = s.fd.write(msg.as_bytes());
     }
 }
 
@@ -465,7 +569,7 @@ impl Session {
     }
 
     /// Closes channel `id` from our side.
-    fn close_chan(&mut self, id: u32) {
+    pub(super) fn close_chan(&mut self, id: u32) {
         if let Some(ch) = self.chans.get_mut(id) {
             ch.close_sent = true;
         }
@@ -596,6 +700,35 @@ impl Session {
                 Ok(n) => {
                     if input.mode == Mode::Tty && !input.readable_now() {
                         ch.in_ready = false;
+                    }
+                    if let Some(esc) = ch.escape.as_mut() {
+                        // A mux session's escapes: ~. ends that session.
+                        let outs = esc.feed(&buf[..n]);
+                        let e = esc.char();
+                        for o in outs {
+                            match o {
+                                escape::Out::Data(d) => ch.unsent.extend_from_slice(&d),
+                                escape::Out::Cmd(escape::Cmd::Disconnect) => {
+                                    note(ch, &format!("{}.\r\n", e as char));
+                                    let id = ch.id;
+                                    self.send_unsent(key);
+                                    self.close_chan(id);
+                                    return;
+                                }
+                                escape::Out::Cmd(escape::Cmd::Help) => {
+                                    let h = format!(
+                                        "Supported escape sequences:\r\n {0}.   - terminate \
+                                         session\r\n {0}{0}   - send the escape character\r\n",
+                                        e as char
+                                    );
+                                    note(ch, &h);
+                                }
+                                escape::Out::Cmd(_) => {
+                                    note(ch, "that escape is not available in a shared session\r\n")
+                                }
+                            }
+                        }
+                        continue;
                     }
                     let is_main = ch.kind == Kind::Main;
                     match self.chans.escape.as_mut() {
@@ -733,19 +866,30 @@ impl Session {
         }
     }
 
-    /// Drops channels that are closed and drained.
+    /// Drops channels that are closed and drained; a mux client whose
+    /// session ended gets its exit message (once its descriptors are
+    /// closed, so that a reader of its stdout sees the end).
     pub(super) fn reap_channels(&mut self) {
-        self.chans.reap(self.poll.registry());
+        for (client, sid, exit) in self.chans.reap(self.poll.registry()) {
+            self.mux_session_ended(client, sid, exit);
+        }
     }
 
+    /// SIGWINCH: the window size of every session with a pty, ours and
+    /// the mux clients' (whose ssh relays the signal to the master).
     pub(super) fn send_window_change(&mut self) {
-        if !matches!(self.plan, Plan::Session { pty: true, .. }) {
-            return;
+        let mut ptys = self.chans.mux_ptys();
+        if matches!(self.plan, Plan::Session { pty: true, .. }) {
+            if let Some(id) = self.chans.main_open_id() {
+                ptys.push((id, if tty::isatty(0) { 0 } else { 1 }));
+            }
         }
-        let Some(id) = self.chans.main_open_id() else {
-            return;
-        };
-        let fd = if tty::isatty(0) { 0 } else { 1 };
+        for (id, fd) in ptys {
+            self.window_change(id, fd);
+        }
+    }
+
+    fn window_change(&mut self, id: u32, fd: std::os::fd::RawFd) {
         if let Some((cols, rows, w, h)) = tty::window_size(fd) {
             let req = ChannelReq::WindowChange {
                 cols,
@@ -807,6 +951,11 @@ impl Session {
         let Some(ch) = self.chans.get_mut(id) else {
             return;
         };
+        if let Kind::Mux(client) = ch.kind {
+            ch.open = true;
+            self.mux_session_opened(client, id);
+            return;
+        }
         ch.open = true;
         if let Some(v) = ch.socks.take() {
             // The first bytes on a fresh socket: they fit its buffer.
@@ -834,17 +983,55 @@ impl Session {
         else {
             return;
         };
-        let mut reqs: Vec<(ChannelReq, Option<Req>)> = Vec::new();
+        // X11 and agent forwarding, asked for with the main session only.
+        let mut forwarding: Vec<ChannelReq> = Vec::new();
         if let Some(r) = self.x11_request() {
-            reqs.push((r, None));
+            forwarding.push(r);
         }
         if self.cfg.forward_agent.is_some() {
             crate::debug1!("Requesting authentication agent forwarding.");
-            reqs.push((ChannelReq::AuthAgentReq, None));
+            forwarding.push(ChannelReq::AuthAgentReq);
         }
-        if pty {
+        let pty = pty.then(|| {
             let term = std::env::var("TERM").unwrap_or_default();
             let fd = if tty::isatty(0) { 0 } else { 1 };
+            (term, fd, self.chans.modes.clone())
+        });
+        let mut env: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut sent_env: Vec<String> = Vec::new();
+        for pat in &self.cfg.send_env {
+            for (k, v) in std::env::vars_os() {
+                let k = k.to_string_lossy().into_owned();
+                if ressh_compat::pattern::match_pattern(&k, pat) && !sent_env.contains(&k) {
+                    crate::debug1!("Sending env {k}");
+                    use std::os::unix::ffi::OsStrExt;
+                    env.push((k.clone(), v.as_bytes().to_vec()));
+                    sent_env.push(k);
+                }
+            }
+        }
+        for (k, v) in &self.cfg.set_env {
+            crate::debug1!("Setting env {k} = {v}");
+            env.push((k.clone(), v.as_bytes().to_vec()));
+        }
+        self.send_session_requests(id, pty, forwarding, env, command, subsystem);
+    }
+
+    /// Sends a session's requests: a pty (terminal type, the terminal whose
+    /// size is taken, its modes), X11 and agent forwarding (`forwarding`,
+    /// after the pty as ssh sends them), the environment, and the shell,
+    /// command or subsystem.
+    pub(super) fn send_session_requests(
+        &mut self,
+        id: u32,
+        pty: Option<(String, std::os::fd::RawFd, Vec<u8>)>,
+        forwarding: Vec<ChannelReq>,
+        env: Vec<(String, Vec<u8>)>,
+        command: Option<String>,
+        subsystem: bool,
+    ) {
+        let mut reqs: Vec<(ChannelReq, Option<Req>)> = Vec::new();
+        if let Some((term, fd, modes)) = pty {
             let (cols, rows, w, h) = tty::window_size(fd).unwrap_or((80, 24, 0, 0));
             reqs.push((
                 ChannelReq::PtyReq {
@@ -853,38 +1040,14 @@ impl Session {
                     rows,
                     width_px: w,
                     height_px: h,
-                    modes: self.chans.modes.clone(),
+                    modes,
                 },
                 Some(Req::Pty),
             ));
         }
-        let mut sent_env: Vec<String> = Vec::new();
-        for pat in &self.cfg.send_env {
-            for (k, v) in std::env::vars_os() {
-                let k = k.to_string_lossy().into_owned();
-                if ressh_compat::pattern::match_pattern(&k, pat) && !sent_env.contains(&k) {
-                    crate::debug1!("Sending env {k}");
-                    use std::os::unix::ffi::OsStrExt;
-                    reqs.push((
-                        ChannelReq::Env {
-                            name: k.clone(),
-                            value: v.as_bytes().to_vec(),
-                        },
-                        None,
-                    ));
-                    sent_env.push(k);
-                }
-            }
-        }
-        for (k, v) in &self.cfg.set_env {
-            crate::debug1!("Setting env {k} = {v}");
-            reqs.push((
-                ChannelReq::Env {
-                    name: k.clone(),
-                    value: v.as_bytes().to_vec(),
-                },
-                None,
-            ));
+        reqs.extend(forwarding.into_iter().map(|r| (r, None)));
+        for (name, value) in env {
+            reqs.push((ChannelReq::Env { name, value }, None));
         }
         match (command, subsystem) {
             (Some(c), true) => {
@@ -898,8 +1061,8 @@ impl Session {
             (None, _) => reqs.push((ChannelReq::Shell, Some(Req::Shell))),
         }
         for (r, kind) in reqs {
-            if let Err(e) = self.conn.channel_request(id, r, kind.is_some()) {
-                self.set_quit(fatal(format!("ressh: {e}")));
+            let sent = self.conn.channel_request(id, r, kind.is_some());
+            if self.engine("a channel request", sent).is_none() {
                 return;
             }
             if let Some(k) = kind {
@@ -920,6 +1083,16 @@ impl Session {
         if success {
             return;
         }
+        if let Kind::Mux(client) = ch.kind {
+            // As ssh: a pty refused is told to the client, which leaves raw
+            // mode; the session goes on. Anything else closes the channel.
+            if r == Req::Pty {
+                self.mux_tty_failed(client, id);
+            } else {
+                self.close_chan(id);
+            }
+            return;
+        }
         match r {
             Req::Pty => crate::error!("PTY allocation request failed on channel {id}"),
             Req::Shell => self.set_quit(fatal(format!("shell request failed on channel {id}"))),
@@ -934,6 +1107,11 @@ impl Session {
     /// signal is kept; every request wanting a reply is refused.
     pub(super) fn on_channel_request(&mut self, id: u32, want_reply: bool, request: &ChannelReq) {
         let chans = &mut self.chans;
+        if let (Some(c), ChannelReq::ExitStatus(s)) = (chans.get_mut(id), request) {
+            if matches!(c.kind, Kind::Mux(_)) {
+                c.exit = Some(*s);
+            }
+        }
         if chans.main.is_some() && chans.main == chans.live.get(&id).copied() {
             match request {
                 ChannelReq::ExitStatus(s) => chans.exit_status = Some(*s as i32),
@@ -975,6 +1153,11 @@ impl Session {
             return;
         };
         match ch.kind {
+            Kind::Mux(client) => {
+                crate::info!("{text}");
+                self.chans.drop_chan(key, self.poll.registry());
+                self.mux_session_refused(client);
+            }
             Kind::Main => self.set_quit(fatal(text)),
             Kind::Stdio => self.set_quit(fatal(format!("{text}\nstdio forwarding failed"))),
             Kind::Local(_) | Kind::Remote(_) | Kind::Agent | Kind::X11 => {

@@ -20,11 +20,20 @@ use crate::transport;
 
 /// A -L or -D listener.
 struct Listener {
-    sock: TcpListener,
+    /// None once cancelled (through a mux client): the indexes stay.
+    sock: Option<TcpListener>,
+    bind: Option<String>,
     port: u16,
     /// -L: where every connection goes; None (-D): where each connection's
     /// SOCKS request says.
     to: Option<(String, u16)>,
+}
+
+/// Why a listener could not be set up: nothing bound (a forward failure),
+/// or worse.
+pub(super) enum ListenError {
+    Unbound(String),
+    Fatal(String),
 }
 
 /// A -D connection whose SOCKS request is still coming.
@@ -39,6 +48,10 @@ struct SocksConn {
 struct RemoteFwd {
     fwd: Forward,
     bound: Option<u32>,
+    /// Asked for by a mux client (its token and request id): the answer
+    /// goes to it.
+    origin: Option<(Token, u32)>,
+    cancelled: bool,
 }
 
 /// A global request awaiting the server's reply.
@@ -99,7 +112,7 @@ impl Forwards {
     /// The -R forward the server opens a connection for: the one bound to
     /// `port` on `address`, else the one bound to `port`.
     fn remote_for(&self, address: &str, port: u32) -> Option<usize> {
-        let bound = |r: &&RemoteFwd| r.bound == Some(port);
+        let bound = |r: &&RemoteFwd| r.bound == Some(port) && !r.cancelled;
         let i = self
             .rfwds
             .iter()
@@ -234,8 +247,9 @@ impl Session {
             return;
         }
         for i in 0..self.fwd.listeners.len() {
-            loop {
-                let (sock, peer) = match self.fwd.listeners[i].sock.accept() {
+            // A cancelled listener (None) accepts nothing.
+            while let Some(l) = &self.fwd.listeners[i].sock {
+                let (sock, peer) = match l.accept() {
                     Ok(x) => x,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -408,15 +422,34 @@ impl Session {
         }
     }
 
-    /// Binds the listener of a -L (`to` Some) or -D forward.
+    /// Binds the listener of a -L (`to` Some) or -D forward; a failure to
+    /// bind ends ressh only with ExitOnForwardFailure.
     fn listen(
         &mut self,
         bind: Option<&str>,
         port: u16,
         to: Option<(String, u16)>,
     ) -> Result<(), Quit> {
-        let addrs = forward::bind_addrs(bind, port, self.cfg.gateway_ports)
-            .map_err(|e| fatal(format!("ressh: {e}")))?;
+        match self.bind_forward(bind, port, to) {
+            Ok(()) => Ok(()),
+            Err(ListenError::Fatal(m)) => Err(fatal(format!("ressh: {m}"))),
+            Err(ListenError::Unbound(m)) if self.cfg.exit_on_forward_failure => Err(fatal(m)),
+            Err(ListenError::Unbound(m)) => {
+                crate::error!("{m}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Binds the listener of a -L (`to` Some) or -D forward.
+    pub(super) fn bind_forward(
+        &mut self,
+        bind: Option<&str>,
+        port: u16,
+        to: Option<(String, u16)>,
+    ) -> Result<(), ListenError> {
+        let addrs =
+            forward::bind_addrs(bind, port, self.cfg.gateway_ports).map_err(ListenError::Fatal)?;
         let what = if to.is_some() {
             "Local forwarding"
         } else {
@@ -431,10 +464,11 @@ impl Session {
                     self.poll
                         .registry()
                         .register(&mut l, t, Interest::READABLE)
-                        .map_err(|e| fatal(format!("ressh: {e}")))?;
+                        .map_err(|e| ListenError::Fatal(e.to_string()))?;
                     crate::debug1!("{what} listening on {a}.");
                     self.fwd.listeners.push(Listener {
-                        sock: l,
+                        sock: Some(l),
+                        bind: bind.map(str::to_string),
                         port,
                         to: to.clone(),
                     });
@@ -452,16 +486,77 @@ impl Session {
             }
         }
         if bound == 0 {
-            let m = format!(
+            return Err(ListenError::Unbound(format!(
                 "{}\nCould not request local forwarding.",
                 last_err.unwrap_or_else(|| "no address to bind".into())
-            );
-            if self.cfg.exit_on_forward_failure {
-                return Err(fatal(m));
-            }
-            crate::error!("{m}");
+            )));
         }
         Ok(())
+    }
+
+    /// Closes the listeners of the -L or -D forward on `bind:port` going
+    /// to `to`; whether there was one.
+    pub(super) fn cancel_listen(
+        &mut self,
+        bind: Option<&str>,
+        port: u16,
+        to: &Option<(String, u16)>,
+    ) -> bool {
+        let mut found = false;
+        for l in &mut self.fwd.listeners {
+            if l.sock.is_some() && l.bind.as_deref() == bind && l.port == port && &l.to == to {
+                if let Some(mut sock) = l.sock.take() {
+                    let _ = self.poll.registry().deregister(&mut sock);
+                }
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Asks the server for a -R forward; the answer goes to `origin` (a
+    /// mux client and its request id) when given.
+    pub(super) fn request_remote(
+        &mut self,
+        f: Forward,
+        origin: Option<(Token, u32)>,
+    ) -> Result<(), String> {
+        let req = GlobalReq::TcpipForward {
+            address: forward::remote_bind(&f),
+            port: f.port as u32,
+        };
+        self.conn
+            .global_request(req, true)
+            .map_err(|e| e.to_string())?;
+        let i = self.fwd.rfwds.len();
+        self.fwd.expect_reply(Global::RemoteForward(i));
+        self.fwd.rfwds.push(RemoteFwd {
+            fwd: f,
+            bound: None,
+            origin,
+            cancelled: false,
+        });
+        Ok(())
+    }
+
+    /// Cancels the -R forward `f` (cancel-tcpip-forward); whether there
+    /// was one.
+    pub(super) fn cancel_remote(&mut self, f: &Forward) -> bool {
+        let Some(r) = self
+            .fwd
+            .rfwds
+            .iter_mut()
+            .find(|r| !r.cancelled && r.bound.is_some() && &r.fwd == f)
+        else {
+            return false;
+        };
+        r.cancelled = true;
+        let req = GlobalReq::CancelTcpipForward {
+            address: forward::remote_bind(f),
+            port: r.bound.unwrap_or(f.port as u32),
+        };
+        let sent = self.conn.global_request(req, false);
+        self.engine("cancel-tcpip-forward", sent).is_some()
     }
 
     pub(super) fn setup_forwards(&mut self) -> Result<(), Quit> {
@@ -484,19 +579,8 @@ impl Session {
         }
         for spec in self.cfg.remote_forwards.clone() {
             let f = forward::parse(&spec, true).map_err(|e| fatal(format!("ressh: {e}")))?;
-            let req = GlobalReq::TcpipForward {
-                address: forward::remote_bind(&f),
-                port: f.port as u32,
-            };
-            self.conn
-                .global_request(req, true)
+            self.request_remote(f, None)
                 .map_err(|e| fatal(format!("ressh: {e}")))?;
-            let i = self.fwd.rfwds.len();
-            self.fwd.expect_reply(Global::RemoteForward(i));
-            self.fwd.rfwds.push(RemoteFwd {
-                fwd: f,
-                bound: None,
-            });
         }
         Ok(())
     }
@@ -506,6 +590,19 @@ impl Session {
             return; // a keepalive's, or none expected
         };
         let f = self.fwd.rfwds[i].fwd.clone();
+        if let Some((client, rid)) = self.fwd.rfwds[i].origin {
+            let port = if !success {
+                None
+            } else if f.port == 0 {
+                msg::RequestSuccess(data.to_vec()).bound_port().ok()
+            } else {
+                Some(f.port as u32)
+            };
+            self.fwd.rfwds[i].bound = port;
+            self.fwd.rfwds[i].cancelled = port.is_none();
+            self.mux_remote_forward_reply(client, rid, f.port == 0, port);
+            return;
+        }
         if success {
             if f.port == 0 {
                 let port = msg::RequestSuccess(data.to_vec()).bound_port().unwrap_or(0);

@@ -140,6 +140,10 @@ impl Session {
             self.set_quit(q);
             return;
         }
+        if let Err(e) = self.mux_listen() {
+            self.set_quit(fatal(format!("ressh: {e}")));
+            return;
+        }
         if let Err(q) = self.open_main() {
             self.set_quit(q);
             return;
@@ -168,7 +172,8 @@ impl Session {
         self.login.fork_pending = false;
         crate::debug1!("forking to background");
         let keep_stderr = crate::log::on_stderr() && crate::log::enabled(crate::log::Level::Debug1);
-        if let Err(e) = crate::sys::go_background(keep_stderr) {
+        let job = self.foreground.take();
+        if let Err(e) = crate::sys::go_background(keep_stderr, job) {
             self.set_quit(fatal(format!("ressh: cannot go to the background: {e}")));
         }
     }

@@ -1,0 +1,803 @@
+//! Issue 17: connection sharing (ControlMaster) with OpenSSH's
+//! multiplexing protocol, against a loopback resshd, both ways with
+//! Debian's stock `ssh`:
+//!
+//! - a ressh master (`-M -S -N -f`) serves stock `ssh -S`: `-O check`,
+//!   sessions with their exit status, stdout and stderr apart and stdin,
+//!   `-O forward`/`-O cancel` of `-L` and `-R` (a port the server
+//!   allocates), `-W`, `-O proxy` (exit status, 3 MB through `cat`, an
+//!   idle session whose keepalives are answered), all on the master's one
+//!   connection (resshd accepts one login), and
+//!   `-O exit` ends the master and removes its socket;
+//! - a stock `ssh -t` client in a real terminal (tmux) gets a pty of the
+//!   terminal's size through a ressh master, resizes reach it, `~.` ends
+//!   it (and
+//!   ressh `-t` through a stock master likewise);
+//! - `ControlMaster auto` + `ControlPersist yes`: a stale socket is
+//!   replaced; the first ressh becomes
+//!   the master in the background and runs its command through it, the
+//!   second rides it;
+//! - `-MM` asks (SSH_ASKPASS) before each client's session;
+//! - `ControlPersist 3` ends the background master 3 s after its last
+//!   client; `-O stop` removes the socket and the master stays;
+//! - ressh is a mux client of a stock `ssh` master (sessions, `-O check`,
+//!   `-O forward`/`cancel`, a session's `-L` handed to the master, `-W`,
+//!   `-O exit`);
+//! - 50 sequential commands of stock `ssh -S` through a ressh master whose
+//!   connection is cut once (a recording proxy in front of resshd), the
+//!   cut while one of them runs beside an `-O proxy` one: every output
+//!   arrives, exactly once;
+//! - hostile mux clients (lengths over the bound, garbage, requests before
+//!   the hello, descriptors nobody asked for) are dropped one by one while
+//!   the master serves on;
+//! - the control socket: mode 0600, a socket owned by another user is
+//!   refused by ressh's mux client, and a client of another uid is refused
+//!   by the master (SO_PEERCRED).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A loopback resshd and a user whose ssh_config points at it (at `via`,
+/// a proxy's port, when given).
+struct Setup {
+    server: Resshd,
+    login: Login,
+    dir: TempDir,
+}
+
+fn setup(tag: &str) -> Setup {
+    require_root();
+    let server = Resshd::start(&resshd_bin(), "DetachTimeout 300\n");
+    let dir = TempDir::new(&format!("e2e-{tag}"));
+    let known_hosts = dir.join("known_hosts");
+    fs::write(&known_hosts, server.server.known_hosts()).unwrap();
+    let login = Lab::make_login_to(
+        &dir,
+        &known_hosts,
+        tag,
+        "ServerAliveInterval 1\n",
+        ("127.0.0.1", server.port()),
+    );
+    Setup { server, login, dir }
+}
+
+impl Setup {
+    fn sock(&self) -> PathBuf {
+        self.dir.join("cm")
+    }
+
+    /// Stock ssh with the user's config and ControlPath.
+    fn ssh(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(require_cmd("ssh"));
+        c.arg("-F")
+            .arg(&self.login.config)
+            .arg("-S")
+            .arg(self.sock());
+        c.args(args);
+        c
+    }
+
+    /// ressh with the user's config and ControlPath.
+    fn ressh(&self, args: &[&str]) -> Command {
+        let mut c = ressh_here(&self.login.config, &["-S"]);
+        c.arg(self.sock()).args(args);
+        c
+    }
+
+    /// How many logins resshd accepted.
+    fn logins(&self) -> usize {
+        count(&self.server.log(), "Accepted publickey")
+    }
+}
+
+/// A TCP echo server on 127.0.0.1: its port.
+fn echo_server() -> u16 {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = c.try_clone().unwrap();
+                let mut w = c;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    port
+}
+
+/// Whether bytes sent to 127.0.0.1:`port` come back.
+fn echoes(port: u16) -> bool {
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let msg = b"through the master\n";
+    let mut back = [0u8; 19];
+    c.write_all(msg).is_ok() && c.read_exact(&mut back).is_ok() && &back == msg
+}
+
+/// `-O forward` (or `cancel`) of `spec` (`-L`/`-R`/`-D` and its value)
+/// through `cmd`: its stdout.
+fn control_forward(cmd: &mut Command, op: &str, spec: [&str; 2]) -> String {
+    cmd.args(["-O", op, spec[0], spec[1], "server"]);
+    run_ok_out(cmd)
+}
+
+/// The inodes of every TCP socket of the namespace (/proc/net/tcp, tcp6).
+fn tcp_inodes() -> Vec<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A master in the background, killed on drop if still there.
+struct Master(u32);
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            signal(self.0, "KILL");
+        }
+    }
+}
+
+/// `-O check` through `cmd`: the master's pid.
+fn check(cmd: &mut Command) -> u32 {
+    let out = run_timeout(cmd, T);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "-O check: {}\n{err}", out.status);
+    let pid = err
+        .split("Master running (pid=")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok());
+    pid.unwrap_or_else(|| panic!("no pid in {err:?}"))
+}
+
+fn run_ok_out(cmd: &mut Command) -> String {
+    let out = run_timeout(cmd, T);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Starts a ressh master (`-M -N -f`, `extra` options before) and returns
+/// it, checked by stock `ssh -O check`.
+fn ressh_master(s: &Setup, extra: &[&str]) -> Master {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["-M", "-N", "-f", "server"]);
+    run_ok_out(&mut s.ressh(&args));
+    let pid = check(&mut s.ssh(&["-O", "check", "server"]));
+    assert_eq!(comm(pid).as_deref(), Some("ressh"), "the master is ressh");
+    Master(pid)
+}
+
+#[test]
+fn ressh_master_serves_stock_ssh() {
+    let s = setup("muxm");
+    let master = ressh_master(&s, &[]);
+    let meta = fs::symlink_metadata(s.sock()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600, "control socket mode");
+    assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
+
+    // Exit status, stdout and stderr apart.
+    let out = run_timeout(&mut s.ssh(&["server", "echo out; echo err >&2; exit 3"]), T);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("err"));
+    // stdin, to its end.
+    let out = run_with_stdin(
+        &mut s.ssh(&["server", "cat; echo done"]),
+        b"hello\nworld\n",
+        T,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\nworld\ndone\n");
+    // Proxy mode (-O proxy): ssh speaks the connection protocol over the
+    // control socket; the master carries its channels.
+    let out = run_timeout(
+        &mut s.ssh(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let out = run_with_stdin(&mut s.ssh(&["-O", "proxy", "server", "cat"]), &data, T);
+    assert!(
+        out.status.success(),
+        "{:?}, {} bytes out: {}",
+        out.status,
+        out.stdout.len(),
+        text(&out.stderr)
+    );
+    assert!(out.stdout == data, "3 MB through cat in proxy mode");
+    // Idle for longer than ServerAliveInterval 1 × ServerAliveCountMax 3:
+    // its keepalives are answered.
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["-O", "proxy", "server", "sleep 5; echo late"])),
+        "late\n"
+    );
+    // A second client alongside a long one.
+    let mut long = Client::spawn(&mut s.ssh(&["server", "echo started; sleep 3; echo ended"]));
+    long.wait_lines(0, T);
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["server", "echo beside"])),
+        "beside\n"
+    );
+    assert_eq!(long.line_count(), 1, "the long one still runs");
+    assert!(long.wait_exit(T).success());
+    assert_eq!(
+        long.out_lines()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>(),
+        ["started", "ended"]
+    );
+    // Forwards added and removed through the master: -L, and -R on a port
+    // the server allocates (printed by ssh).
+    let echo = echo_server();
+    let lport = free_port();
+    let l = format!("{lport}:127.0.0.1:{echo}");
+    control_forward(&mut s.ssh(&[]), "forward", ["-L", &l]);
+    assert!(echoes(lport), "-L through the ressh master");
+    control_forward(&mut s.ssh(&[]), "cancel", ["-L", &l]);
+    assert!(!echoes(lport), "-L still there after -O cancel");
+    let r = format!("0:127.0.0.1:{echo}");
+    let rport: u16 = control_forward(&mut s.ssh(&[]), "forward", ["-R", &r])
+        .trim()
+        .parse()
+        .expect("the allocated port");
+    assert!(echoes(rport), "-R through the ressh master");
+    // -W (MUX_C_NEW_STDIO_FWD): stdin and stdout to the echo server.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let w = format!("127.0.0.1:{echo}");
+    let out = run_with_stdin(&mut s.ssh(&["-W", &w, "server"]), &data, T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == data, "-W through the ressh master");
+    // Everything rode the master's one connection.
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+
+    let out = run_timeout(&mut s.ssh(&["-O", "exit", "server"]), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the master to exit",
+        T,
+        || (!alive(master.0)).then_some(()),
+        || s.server.log(),
+    );
+    assert!(!s.sock().exists(), "the socket is removed");
+}
+
+/// A stock `ssh -t` client of a ressh master in a real terminal (tmux):
+/// the remote pty has its terminal's size, and follows it when the window
+/// is resized (ssh relays SIGWINCH to the master, which sends the new size);
+/// `~.` ends that session and not the master.
+#[test]
+fn pty_session_through_ressh_master_follows_resizes() {
+    let s = setup("muxt");
+    let _master = ressh_master(&s, &[]);
+    let line = format!(
+        "{} -F {} -S {} -t server 'stty size; read x; stty size; read y'",
+        require_cmd("ssh").display(),
+        sq(&s.login.config.to_string_lossy()),
+        sq(&s.sock().to_string_lossy()),
+    );
+    let tmux = Tmux::new("muxt");
+    tmux.start(80, 24, &line);
+    tmux.wait("the first size", |sc| sc.contains("24 80"));
+    tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
+    // Let the signal reach the master before asking again.
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the new size", |sc| sc.contains("30 100"));
+    // At the start of a line, ~. ends this session (the remote `read y`
+    // would otherwise wait for a newline).
+    tmux.keys(&["-l", "~."]);
+    wait_for(
+        "~. to end the shared session",
+        T,
+        || (!tmux.alive()).then_some(()),
+        || tmux.screen(),
+    );
+    assert!(alive(_master.0), "~. of a client ended the master");
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+}
+
+/// The other way round: ressh `-t` in tmux through a stock ssh master;
+/// ressh relays SIGWINCH to the master as ssh does.
+#[test]
+fn ressh_pty_through_stock_master_follows_resizes() {
+    let s = setup("muxr");
+    run_ok_out(&mut s.ssh(&["-M", "-N", "-f", "server"]));
+    let _master = Master(check(&mut s.ssh(&["-O", "check", "server"])));
+    let line = format!(
+        "{} -F {} -S {} -t server 'stty size; read x; stty size; read y'",
+        ressh_bin().display(),
+        sq(&s.login.config.to_string_lossy()),
+        sq(&s.sock().to_string_lossy()),
+    );
+    let tmux = Tmux::new("muxr");
+    tmux.start(80, 24, &line);
+    tmux.wait("the first size", |sc| sc.contains("24 80"));
+    tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the new size", |sc| sc.contains("30 100"));
+    tmux.keys(&["Enter"]);
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+}
+
+#[test]
+fn auto_master_with_persist() {
+    let s = setup("muxp");
+    // A stale socket of ours (nobody listens): auto removes it and becomes
+    // the master.
+    drop(UnixListener::bind(s.sock()).unwrap());
+    assert!(s.sock().exists());
+    let opts = ["-o", "ControlMaster=auto", "-o", "ControlPersist=yes"];
+    let mut args = opts.to_vec();
+    args.extend(["server", "echo first; sleep 1; exit 2"]);
+    let mut first = Client::spawn(&mut s.ressh(&args));
+    first.wait_lines(0, T);
+    // The foreground process is only a mux client now: the connection's
+    // TCP socket is the background master's alone (a copy here would keep
+    // a replaced connection from closing).
+    let tcp = tcp_inodes();
+    let held: Vec<String> = sockets_above_stderr(first.pid())
+        .into_iter()
+        .filter(|s| tcp.iter().any(|i| s.ends_with(&format!("socket:[{i}]"))))
+        .collect();
+    assert!(held.is_empty(), "the mux client holds TCP sockets {held:?}");
+    assert_eq!(first.wait_exit(T).code(), Some(2), "{}", first.describe());
+    assert_eq!(first.line_count(), 1);
+    // The master stays in the background.
+    let master = Master(check(&mut s.ressh(&["-O", "check", "server"])));
+    assert_eq!(comm(master.0).as_deref(), Some("ressh"));
+    let mut args = opts.to_vec();
+    args.extend(["server", "echo second"]);
+    assert_eq!(run_ok_out(&mut s.ressh(&args)), "second\n");
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+    let out = run_timeout(&mut s.ressh(&["-O", "exit", "server"]), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Exit request sent."));
+    wait_for(
+        "the master to exit",
+        T,
+        || (!alive(master.0)).then_some(()),
+        String::new,
+    );
+}
+
+/// `-MM` (ControlMaster ask): each client's session is put to the user
+/// (SSH_ASKPASS, forced); refused, stock ssh connects by itself instead;
+/// allowed, it rides the master.
+#[test]
+fn ask_master_asks_for_each_session() {
+    let s = setup("muxa");
+    let answer = s.dir.join("answer");
+    let asked = s.dir.join("asked");
+    let script = s.dir.join("askpass");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {}\ncat {}\n",
+            sq(&asked.to_string_lossy()),
+            sq(&answer.to_string_lossy())
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(&answer, "no\n").unwrap();
+    let mut cmd = s.ressh(&["-o", "BatchMode=no", "-MM", "-N", "-f", "server"]);
+    cmd.env("SSH_ASKPASS", &script)
+        .env("SSH_ASKPASS_REQUIRE", "force");
+    run_ok_out(&mut cmd);
+    let _master = Master(check(&mut s.ssh(&["-O", "check", "server"])));
+    assert_eq!(s.logins(), 1);
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["server", "echo refused"])),
+        "refused\n"
+    );
+    assert_eq!(s.logins(), 2, "refused, ssh logs in by itself");
+    let prompts = fs::read_to_string(&asked).unwrap_or_default();
+    assert!(
+        prompts.contains("Allow shared connection to 127.0.0.1?"),
+        "{prompts:?}"
+    );
+    fs::write(&answer, "yes\n").unwrap();
+    assert_eq!(
+        run_ok_out(&mut s.ssh(&["server", "echo allowed"])),
+        "allowed\n"
+    );
+    assert_eq!(s.logins(), 2, "allowed, through the master");
+    assert_eq!(
+        fs::read_to_string(&asked)
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        2
+    );
+}
+
+/// `ControlPersist` with a time: the background master ends that long
+/// after its last client, and removes its socket; `-O stop` makes a master
+/// stop listening while it stays.
+#[test]
+fn persist_timeout_and_stop() {
+    let s = setup("muxq");
+    let args = [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPersist=3",
+        "server",
+        "echo once",
+    ];
+    assert_eq!(run_ok_out(&mut s.ressh(&args)), "once\n");
+    let master = Master(check(&mut s.ressh(&["-O", "check", "server"])));
+    let idle = std::time::Instant::now();
+    wait_for(
+        "the master to end after ControlPersist",
+        T,
+        || (!alive(master.0)).then_some(()),
+        String::new,
+    );
+    let took = idle.elapsed();
+    assert!(took >= Duration::from_secs(2), "ended after {took:?}");
+    assert!(!s.sock().exists(), "the socket is removed");
+
+    let master = ressh_master(&s, &[]);
+    let out = run_timeout(&mut s.ssh(&["-O", "stop", "server"]), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!s.sock().exists(), "the socket is removed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(master.0), "-O stop ended the master");
+}
+
+#[test]
+fn ressh_client_of_stock_master() {
+    let s = setup("muxs");
+    run_ok_out(&mut s.ssh(&["-M", "-N", "-f", "server"]));
+    let master = Master(check(&mut s.ressh(&["-O", "check", "server"])));
+    assert_eq!(comm(master.0).as_deref(), Some("ssh"), "the master is ssh");
+    let out = run_timeout(
+        &mut s.ressh(&["server", "echo out; echo err >&2; exit 4"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"));
+    let out = run_with_stdin(&mut s.ressh(&["server", "wc -c"]), &[b'x'; 100_000], T);
+    assert_eq!(text(&out.stdout).trim(), "100000", "{}", text(&out.stderr));
+    // ressh's -O forward and cancel, and a session with a -L, which the
+    // master takes on.
+    let echo = echo_server();
+    let (p1, p2) = (free_port(), free_port());
+    let l = format!("{p1}:127.0.0.1:{echo}");
+    control_forward(&mut s.ressh(&[]), "forward", ["-L", &l]);
+    assert!(echoes(p1), "-L through the ssh master");
+    control_forward(&mut s.ressh(&[]), "cancel", ["-L", &l]);
+    assert!(!echoes(p1), "-L still there after -O cancel");
+    let l = format!("{p2}:127.0.0.1:{echo}");
+    assert_eq!(
+        run_ok_out(&mut s.ressh(&["-L", &l, "server", "echo with"])),
+        "with\n"
+    );
+    assert!(echoes(p2), "the session's -L stays with the master");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let w = format!("127.0.0.1:{echo}");
+    let out = run_with_stdin(&mut s.ressh(&["-W", &w, "server"]), &data, T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == data, "ressh -W through the ssh master");
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+    let out = run_timeout(&mut s.ressh(&["-O", "exit", "server"]), T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the master to exit",
+        T,
+        || (!alive(master.0)).then_some(()),
+        String::new,
+    );
+}
+
+#[test]
+fn fifty_commands_through_a_cut() {
+    let s = setup("muxc");
+    let proxy = Proxy::start(
+        (
+            "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+            s.server.port(),
+        )
+            .into(),
+    );
+    let known = s.dir.join("known_hosts");
+    fs::write(&known, known_hosts_at(&s.server, proxy.port)).unwrap();
+    write_client_config(
+        &s.login.config,
+        &s.login.user.name,
+        &s.login.key,
+        &known,
+        "127.0.0.1",
+        proxy.port,
+        "ServerAliveInterval 1\n",
+    );
+    let _master = ressh_master(&s, &[]);
+    for i in 0..50 {
+        let cmd = if i == 25 {
+            // The cut comes while this one runs, and a proxy-mode one
+            // (-O proxy) beside it.
+            let cmd = "echo 25a; sleep 2; echo 25b";
+            let mut c = Client::spawn(&mut s.ssh(&["server", cmd]));
+            let mut px = Client::spawn(&mut s.ssh(&["-O", "proxy", "server", cmd]));
+            c.wait_lines(0, T);
+            px.wait_lines(0, T);
+            proxy.cut();
+            for c in [&mut c, &mut px] {
+                assert!(c.wait_exit(T).success(), "{}", c.describe());
+                let lines: Vec<String> = c.out_lines().into_iter().map(|(_, l)| l).collect();
+                assert_eq!(lines, ["25a", "25b"]);
+            }
+            continue;
+        } else {
+            format!("echo {i}")
+        };
+        assert_eq!(run_ok_out(&mut s.ssh(&["server", &cmd])), format!("{i}\n"));
+    }
+    assert_eq!(reconnects(&s.server.log()), 1, "{}", s.server.log());
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+    assert!(proxy.accepted() >= 2);
+}
+
+/// Reads until the master closes the connection; panics if it has not
+/// within 10 s.
+fn closed_by_master(mut c: UnixStream, what: &str) {
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: the master kept the connection: {e}"),
+        }
+    }
+}
+
+fn packet(words: &[u32], strings: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for w in words {
+        body.extend_from_slice(&w.to_be_bytes());
+    }
+    for s in strings {
+        body.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        body.extend_from_slice(s);
+    }
+    let mut p = (body.len() as u32).to_be_bytes().to_vec();
+    p.extend(body);
+    p
+}
+
+const HELLO: &[u32] = &[1, 4];
+
+#[test]
+fn hostile_mux_clients_are_dropped() {
+    let s = setup("muxh");
+    let master = ressh_master(&s, &[]);
+    let hello = packet(HELLO, &[]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a length of 4 GiB",
+            vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1],
+        ),
+        ("a length over the bound", {
+            let mut p = hello.clone();
+            p.extend((300u32 << 10).to_be_bytes());
+            p.extend([0u8; 64]);
+            p
+        }),
+        ("a request before the hello", packet(&[0x1000_0004, 1], &[])),
+        ("another version", packet(&[1, 3], &[])),
+        ("a zero length", {
+            let mut p = hello.clone();
+            p.extend([0, 0, 0, 0]);
+            p
+        }),
+        ("a truncated session request", {
+            let mut p = hello.clone();
+            p.extend(packet(&[0x1000_0002, 7, 0, 1], &[]));
+            p
+        }),
+        ("a session request whose strings overrun", {
+            let mut p = hello.clone();
+            let mut body = packet(&[0x1000_0002, 7], &[b""]);
+            body.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            body.extend([0, 0, 0, 0]);
+            body.extend([0x7f, 0xff, 0xff, 0xff]);
+            let len = (body.len() - 4) as u32;
+            body[..4].copy_from_slice(&len.to_be_bytes());
+            p.extend(body);
+            p
+        }),
+        ("a flag that is no flag", {
+            let mut p = hello.clone();
+            p.extend(packet(&[0x1000_0002, 7, 0, 9, 0, 0, 0, 0xffff_ffff], &[]));
+            p
+        }),
+        ("a forward to port 70000", {
+            let mut p = hello.clone();
+            let mut body = Vec::new();
+            for w in [0x1000_0006u32, 7, 1] {
+                body.extend(w.to_be_bytes());
+            }
+            body.extend(9u32.to_be_bytes());
+            body.extend(b"127.0.0.1");
+            body.extend(70000u32.to_be_bytes());
+            body.extend(1u32.to_be_bytes());
+            body.push(b'h');
+            body.extend(22u32.to_be_bytes());
+            p.extend((body.len() as u32).to_be_bytes());
+            p.extend(body);
+            p
+        }),
+        ("a stdio forward to port 65536", {
+            let mut p = hello.clone();
+            let mut body = Vec::new();
+            body.extend(0x1000_0008u32.to_be_bytes());
+            body.extend(7u32.to_be_bytes());
+            body.extend(0u32.to_be_bytes());
+            body.extend(1u32.to_be_bytes());
+            body.push(b'h');
+            body.extend(65536u32.to_be_bytes());
+            p.extend((body.len() as u32).to_be_bytes());
+            p.extend(body);
+            p
+        }),
+        ("a proxy packet with padding", {
+            let mut p = hello.clone();
+            p.extend(packet(&[0x1000_000f, 7], &[]));
+            // length 6, padding length 1, SSH_MSG_IGNORE, a byte.
+            p.extend([0, 0, 0, 6, 1, 2, 0, 0, 0, 0]);
+            p
+        }),
+        (
+            "a proxy channel open of an unknown kind, then data for it",
+            {
+                let mut p = hello.clone();
+                p.extend(packet(&[0x1000_000f, 7], &[]));
+                p.extend([0, 0, 0, 2, 0, 200]);
+                p
+            },
+        ),
+        ("garbage", {
+            let mut p = hello.clone();
+            p.extend((0..2000u32).map(|i| (i * 7919 % 251) as u8));
+            p
+        }),
+    ];
+    for (what, bytes) in cases {
+        let mut c = UnixStream::connect(s.sock()).unwrap();
+        // The master's hello first.
+        let mut h = [0u8; 12];
+        c.read_exact(&mut h).unwrap();
+        assert_eq!(h, [0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 4], "{what}: hello");
+        let _ = c.write_all(&bytes);
+        closed_by_master(c, what);
+        assert!(alive(master.0), "{what}: the master died");
+    }
+    // Descriptors nobody asked for.
+    let mut c = UnixStream::connect(s.sock()).unwrap();
+    c.write_all(&hello).unwrap();
+    send_fd(&c, 0);
+    closed_by_master(c, "a descriptor nobody asked for");
+    // The master serves on.
+    assert_eq!(check(&mut s.ssh(&["-O", "check", "server"])), master.0);
+    assert_eq!(run_ok_out(&mut s.ssh(&["server", "echo still"])), "still\n");
+}
+
+/// Passes `fd` over `sock` with one byte (as ssh's mm_send_fd).
+fn send_fd(sock: &UnixStream, fd: i32) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(b"\0")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+}
+
+#[test]
+fn control_socket_of_another_user_is_refused() {
+    let s = setup("muxo");
+    let other = TestUser::create("muxo2");
+    // A socket someone else owns at the ControlPath.
+    let l = UnixListener::bind(s.sock()).unwrap();
+    l.set_nonblocking(true).unwrap();
+    chown(&s.sock(), other.uid);
+    let out = run_timeout(&mut s.ressh(&["-O", "check", "server"]), T);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("is owned by uid"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(l.accept().is_err(), "ressh connected to a foreign socket");
+    // A session with ControlMaster auto does not use it either: it
+    // connects directly.
+    let out = run_timeout(
+        &mut s.ressh(&["-o", "ControlMaster=auto", "server", "echo direct"]),
+        T,
+    );
+    assert_eq!(text(&out.stdout), "direct\n", "{}", text(&out.stderr));
+    assert!(l.accept().is_err(), "ressh connected to a foreign socket");
+}
+
+#[test]
+fn master_refuses_another_uid() {
+    let s = setup("muxu");
+    let other = TestUser::create("muxu2");
+    let log = s.dir.join("master.log");
+    let master = ressh_master(&s, &["-E", log.to_str().unwrap()]);
+    // Let the other user reach the socket (as a lax umask or an ACL
+    // would): only the master's own check stands in the way.
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(s.sock(), fs::Permissions::from_mode(0o666)).unwrap();
+    let mut cmd = Command::new(require_cmd("setpriv"));
+    cmd.args(["--reuid", &other.uid.to_string()])
+        .args(["--regid", &other.gid.to_string(), "--clear-groups"])
+        .arg(require_cmd("ssh"))
+        .args(["-F", "/dev/null", "-S"])
+        .arg(s.sock())
+        .args(["-O", "check", "server"])
+        .env("HOME", &other.home);
+    let out = run_timeout(&mut cmd, T);
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "another uid got an answer: {}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("Master running"));
+    wait_for(
+        "the master to log the refusal",
+        T,
+        || {
+            fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("uid mismatch"))
+        },
+        || fs::read_to_string(&log).unwrap_or_default(),
+    );
+    assert!(alive(master.0));
+    assert_eq!(check(&mut s.ssh(&["-O", "check", "server"])), master.0);
+}
+
+fn chown(p: &Path, uid: u32) {
+    nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+}
