@@ -22,6 +22,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use ressh_testkit::ssh_keygen_sign;
 
@@ -605,4 +606,59 @@ fn a_lying_kex_worker_is_not_believed_about_certificates() {
         .find(|l| l.contains("hostile-kex: genuine"))
         .unwrap();
     assert!(line.ends_with("hostile-kex: genuine Accept"), "{line}");
+}
+
+/// A user certificate is judged again at every reconnect: ressh logs in with
+/// a certificate valid for about 30 s (its plain key is in no
+/// authorized_keys, so only the certificate admits the user); a cut while it
+/// is valid resumes; after it has expired, the next cut's reconnect is
+/// refused, with the reason in resshd's log, and ressh gives up.
+#[test]
+fn a_certificate_expired_while_detached_resumes_nothing() {
+    let files = TempDir::new("e2e-cert-resume");
+    let (ca, _) = ssh_keygen(files.path(), "ed25519", "");
+    let lab = Lab::new(
+        "certres",
+        &format!("TrustedUserCAKeys {}.pub\nDetachTimeout 60\n", ca.display()),
+    );
+    let user = lab.user().name.clone();
+    let signed = std::time::Instant::now();
+    // ressh offers <key>-cert.pub beside its key, as ssh does.
+    ssh_keygen_sign(
+        &ca,
+        &lab.login.key,
+        &["-I", "resume-test", "-n", &user, "-V", "-1m:+30s"],
+    );
+    fs::write(lab.user().home.join(".ssh/authorized_keys"), "").unwrap();
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&["server", &counter_cmd(&stop, 1_000_000)]));
+    client.wait_lines(20, T);
+    assert!(
+        lab.log()
+            .contains("Accepted certificate ID \"resume-test\""),
+        "{}",
+        lab.log()
+    );
+    // A cut while the certificate is valid: the session resumes.
+    lab.net.kill_tcp(PORT);
+    lab.wait_log("the reconnect", T, |l| reconnects(l) == 1);
+    let seen = client.line_count();
+    client.wait_lines(seen + 10, T);
+    // Once it has expired, another cut: the reconnect is refused.
+    let expired = Duration::from_secs(31).saturating_sub(signed.elapsed());
+    std::thread::sleep(expired);
+    lab.net.kill_tcp(PORT);
+    let refused = |l: &str| {
+        l.lines().any(|l| {
+            l.contains(" refused: certificate ID \"resume-test\"") && l.contains(" expired")
+        })
+    };
+    lab.wait_log("the reconnect to be refused", T, refused);
+    let status = client.wait_exit(Duration::from_secs(90));
+    assert!(!status.success(), "ressh: {status}\n{}", client.stderr());
+    assert_eq!(reconnects(&lab.log()), 1, "{}", lab.log());
+    report(
+        "certs",
+        "a certificate expired while detached: the reconnect refused, ressh gave up",
+    );
 }
