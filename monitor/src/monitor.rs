@@ -234,8 +234,9 @@ struct Accepted {
     /// The key options of the login (a certificate's merged in, its
     /// source-address among them).
     options: KeyOptions,
-    /// The certificate the user logged in with.
-    cert: Option<CertValidity>,
+    /// The certificates the user logged in with (one per publickey step
+    /// that used one).
+    certs: Vec<CertValidity>,
     settings: Settings,
     /// The methods the user authenticated with, in order.
     methods: Vec<String>,
@@ -291,10 +292,12 @@ struct Monitor<'a> {
 struct Partial {
     user: String,
     completed: Vec<String>,
-    /// The authorized_keys options of a publickey step.
+    /// The authorized_keys options of the publickey steps, merged as
+    /// sshd's auth_activate_options: a later key adds its restrictions and
+    /// lifts none of an earlier one's.
     options: KeyOptions,
-    /// The certificate of that step, if it was one.
-    cert: Option<CertValidity>,
+    /// The certificates of those steps.
+    certs: Vec<CertValidity>,
     used_keys: Vec<Vec<u8>>,
     settings: Settings,
 }
@@ -1069,17 +1072,29 @@ impl Monitor<'_> {
             user: user.name.clone(),
             completed: Vec::new(),
             options: KeyOptions::default(),
-            cert: None,
+            certs: Vec::new(),
             used_keys: Vec::new(),
             settings: settings.clone(),
         });
-        p.completed.push(method.to_string());
-        p.settings = settings.clone();
         if let Some((options, blob, cert)) = key {
-            p.options = options;
-            p.cert = cert;
+            let merged = if p.used_keys.is_empty() {
+                Ok(options)
+            } else {
+                authkeys::merge_options(&p.options, &options)
+            };
+            match merged {
+                Ok(o) => p.options = o,
+                Err(e) => {
+                    // sshd: "key options inconsistent with existing".
+                    log::info(&format!("Key options inconsistent with earlier ones: {e}"));
+                    return self.reject();
+                }
+            }
+            p.certs.extend(cert);
             p.used_keys.push(blob);
         }
+        p.completed.push(method.to_string());
+        p.settings = settings.clone();
         if !auth_complete(&settings, &p.completed) {
             log::info(&format!("Partial {text}"));
             return AuthVerdict::Reject {
@@ -1088,7 +1103,7 @@ impl Monitor<'_> {
             };
         }
         let options = p.options.clone();
-        let cert = p.cert.clone();
+        let certs = p.certs.clone();
         let methods = p.completed.clone();
         let keys = p.used_keys.clone();
         if settings.use_pam {
@@ -1102,7 +1117,7 @@ impl Monitor<'_> {
             user,
             groups,
             options,
-            cert,
+            certs,
             settings,
             methods,
             keys,
@@ -2072,8 +2087,7 @@ impl Monitor<'_> {
                 )));
             }
         }
-        cert_admits_reconnect(a.cert.as_ref(), &a.options, ip, unix_now())
-            .map_err(Refusal::Policy)?;
+        cert_admits_reconnect(&a.certs, &a.options, ip, unix_now()).map_err(Refusal::Policy)?;
         // A key or certificate revoked since the login resumes nothing.
         for blob in &a.keys {
             let key = revoked::offered_key(blob)
@@ -2139,7 +2153,7 @@ fn shown_ip(a: SocketAddr) -> String {
 /// `source-address` (in `options`); also the authorized_keys line's
 /// `expiry-time`. Err is the reason, for the log.
 fn cert_admits_reconnect(
-    cert: Option<&CertValidity>,
+    certs: &[CertValidity],
     options: &KeyOptions,
     ip: std::net::IpAddr,
     now: i64,
@@ -2156,7 +2170,7 @@ fn cert_admits_reconnect(
             return Err(format!("the key's expiry-time {exp} has passed"));
         }
     }
-    if let Some(c) = cert {
+    for c in certs {
         let t = u64::try_from(now).unwrap_or(0);
         if t < c.valid_after || t >= c.valid_before {
             let why = if t < c.valid_after {
@@ -2450,23 +2464,31 @@ mod tests {
         };
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         let none = KeyOptions::default();
-        let check = |c, o: &KeyOptions, addr: &str, now| cert_admits_reconnect(c, o, ip(addr), now);
-        assert_eq!(check(Some(&cert), &none, "198.18.0.9", 1_999), Ok(()));
-        let e = check(Some(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
+        let check = |c: &[CertValidity], o: &KeyOptions, addr: &str, now| {
+            cert_admits_reconnect(c, o, ip(addr), now)
+        };
+        assert_eq!(
+            check(std::slice::from_ref(&cert), &none, "198.18.0.9", 1_999),
+            Ok(())
+        );
+        let e = check(std::slice::from_ref(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
         assert!(
             e.contains("certificate ID \"id\" (serial 7) expired"),
             "{e}"
         );
-        let e = check(Some(&cert), &none, "198.18.0.9", 999).unwrap_err();
+        let e = check(std::slice::from_ref(&cert), &none, "198.18.0.9", 999).unwrap_err();
         assert!(e.contains("not yet valid"), "{e}");
         // No certificate: nothing to re-check.
-        assert_eq!(check(None, &none, "198.18.0.9", 5_000), Ok(()));
+        assert_eq!(check(&[], &none, "198.18.0.9", 5_000), Ok(()));
         let sa = KeyOptions {
             source_address: Some("198.18.0.0/24".into()),
             ..KeyOptions::default()
         };
-        assert_eq!(check(Some(&cert), &sa, "198.18.0.9", 1_500), Ok(()));
-        let e = check(Some(&cert), &sa, "198.19.0.9", 1_500).unwrap_err();
+        assert_eq!(
+            check(std::slice::from_ref(&cert), &sa, "198.18.0.9", 1_500),
+            Ok(())
+        );
+        let e = check(std::slice::from_ref(&cert), &sa, "198.19.0.9", 1_500).unwrap_err();
         assert!(
             e.contains("source-address \"198.18.0.0/24\" does not admit 198.19.0.9"),
             "{e}"
@@ -2475,8 +2497,8 @@ mod tests {
             expiry_time: Some(1_200),
             ..KeyOptions::default()
         };
-        assert!(check(None, &exp, "198.18.0.9", 1_201).is_err());
-        assert_eq!(check(None, &exp, "198.18.0.9", 1_200), Ok(()));
+        assert!(check(&[], &exp, "198.18.0.9", 1_201).is_err());
+        assert_eq!(check(&[], &exp, "198.18.0.9", 1_200), Ok(()));
     }
 
     /// The settings a connection from `addr` gets under `config`.

@@ -28,6 +28,12 @@
 //!   session resumes after a cut; its key is then listed in RevokedKeys and
 //!   the connection cut again: the reconnect is refused, resshd logs that
 //!   the key is revoked, and ressh gives up at the detach timeout.
+//! - `two_keys_keep_the_first_keys_restrictions`: with
+//!   `AuthenticationMethods publickey,publickey`, one key's line forces a
+//!   command and the other's does not; whichever key stock ssh offers
+//!   first, the forced command runs under both servers (sshd merges the
+//!   options of every key step; a later key must not lift an earlier one's
+//!   restrictions).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -575,5 +581,61 @@ fn a_key_revoked_while_detached_resumes_nothing() {
     report(
         "revoked_keys",
         "a key revoked while detached: the reconnect refused, ressh gave up",
+    );
+}
+
+#[test]
+fn two_keys_keep_the_first_keys_restrictions() {
+    let dir = TempDir::new("e2e-twokeys");
+    let user = TestUser::create("twokey");
+    let (restricted, r_line) = ssh_keygen(dir.path(), "ed25519", "");
+    let (free, f_line) = ssh_keygen(dir.path(), "ecdsa", "");
+    user.authorize_key(&format!("command=\"echo forced by its line\" {r_line}"));
+    user.authorize_key(&f_line);
+    let config = "AuthenticationMethods publickey,publickey\n";
+    let resshd = Resshd::start(&resshd_bin(), config);
+    let sshd = Sshd::start(config);
+    let resshd_known = known_hosts_at(&resshd, resshd.port());
+    for (tag, port, known) in [
+        ("sshd", sshd.port(), sshd.known_hosts()),
+        ("resshd", resshd.port(), resshd_known),
+    ] {
+        let known_hosts = dir.join(format!("known_hosts-{tag}"));
+        fs::write(&known_hosts, known).unwrap();
+        // ssh offers the -i key first, then the config's: each order once.
+        for (first, second) in [(&restricted, &free), (&free, &restricted)] {
+            let cfg = dir.join(format!("ssh_config-{tag}"));
+            write_client_config(
+                &cfg,
+                &user.name,
+                second,
+                &known_hosts,
+                "127.0.0.1",
+                port,
+                "",
+            );
+            let out = run_timeout(
+                Command::new(require_cmd("ssh"))
+                    .arg("-F")
+                    .arg(&cfg)
+                    .arg("-i")
+                    .arg(first)
+                    .args(["server", "echo not forced"]),
+                T,
+            );
+            let first_name = first.file_name().unwrap().to_string_lossy();
+            assert_eq!(
+                (out.status.success(), text(&out.stdout).trim()),
+                (true, "forced by its line"),
+                "{tag}, {first_name} offered first: the restricted key's command= must hold \
+                 whichever key a second step uses\nstderr: {}\nresshd:\n{}",
+                text(&out.stderr),
+                resshd.log()
+            );
+        }
+    }
+    report(
+        "keys_command",
+        "two keys (AuthenticationMethods publickey,publickey): the first key's command= holds, as sshd",
     );
 }
