@@ -869,12 +869,20 @@ impl Monitor<'_> {
                 return self.reject();
             }
         }
-        if self
-            .partial
-            .as_ref()
-            .is_some_and(|p| p.used_keys.contains(&blob))
-        {
-            // "publickey,publickey" needs two different keys.
+        // "publickey,publickey" needs two different keys: a key and its
+        // certificate, or two certificates of one key, are one key (sshd's
+        // auth2_key_already_used compares public parts).
+        let plain = key.key().to_blob();
+        if self.partial.as_ref().is_some_and(|p| {
+            p.used_keys
+                .iter()
+                .any(|b| revoked::offered_key(b).is_ok_and(|k| k.key().to_blob() == plain))
+        }) {
+            log::info(&format!(
+                "refusing previously-used key {} for {}",
+                describe_key(&key),
+                user.name
+            ));
             return self.reject();
         }
         let text = format!(
