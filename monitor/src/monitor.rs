@@ -2111,6 +2111,15 @@ impl Monitor<'_> {
             a.options.command.is_some(),
         )
         .map_err(Refusal::Policy)?;
+        // What the session runs was decided at login: a login from here
+        // that would be jailed or given another forced command is not
+        // this session.
+        if settings.chroot_directory != a.settings.chroot_directory {
+            return Err(Refusal::Policy("ChrootDirectory differs from there".into()));
+        }
+        if settings.force_command != a.settings.force_command {
+            return Err(Refusal::Policy("ForceCommand differs from there".into()));
+        }
         let name = a.user.name.clone();
         if settings.use_pam {
             let mut messages = Vec::new();
