@@ -234,9 +234,9 @@ struct Accepted {
     /// The key options of the login (a certificate's merged in, its
     /// source-address among them).
     options: KeyOptions,
-    /// The certificates the user logged in with (one per publickey step
-    /// that used one).
-    certs: Vec<CertValidity>,
+    /// Each publickey step's own options and certificate: a reconnect
+    /// re-checks every key's from=, expiry-time and certificate.
+    steps: Vec<(KeyOptions, Option<CertValidity>)>,
     settings: Settings,
     /// The methods the user authenticated with, in order.
     methods: Vec<String>,
@@ -296,8 +296,8 @@ struct Partial {
     /// sshd's auth_activate_options: a later key adds its restrictions and
     /// lifts none of an earlier one's.
     options: KeyOptions,
-    /// The certificates of those steps.
-    certs: Vec<CertValidity>,
+    /// Each of those steps' own options and certificate.
+    steps: Vec<(KeyOptions, Option<CertValidity>)>,
     used_keys: Vec<Vec<u8>>,
     settings: Settings,
 }
@@ -1080,13 +1080,13 @@ impl Monitor<'_> {
             user: user.name.clone(),
             completed: Vec::new(),
             options: KeyOptions::default(),
-            certs: Vec::new(),
+            steps: Vec::new(),
             used_keys: Vec::new(),
             settings: settings.clone(),
         });
         if let Some((options, blob, cert)) = key {
             let merged = if p.used_keys.is_empty() {
-                Ok(options)
+                Ok(options.clone())
             } else {
                 authkeys::merge_options(&p.options, &options)
             };
@@ -1098,7 +1098,7 @@ impl Monitor<'_> {
                     return self.reject();
                 }
             }
-            p.certs.extend(cert);
+            p.steps.push((options, cert));
             p.used_keys.push(blob);
         }
         p.completed.push(method.to_string());
@@ -1111,7 +1111,7 @@ impl Monitor<'_> {
             };
         }
         let options = p.options.clone();
-        let certs = p.certs.clone();
+        let steps = p.steps.clone();
         let methods = p.completed.clone();
         let keys = p.used_keys.clone();
         if settings.use_pam {
@@ -1125,7 +1125,7 @@ impl Monitor<'_> {
             user,
             groups,
             options,
-            certs,
+            steps,
             settings,
             methods,
             keys,
@@ -2088,14 +2088,17 @@ impl Monitor<'_> {
             &settings.deny_groups,
         )
         .map_err(Refusal::Policy)?;
-        if let Some(from) = &a.options.from {
-            if !authkeys::from_matches(from, &peer) {
-                return Err(Refusal::Policy(format!(
-                    "key's from=\"{from}\" does not match {addr}"
-                )));
+        for (options, cert) in &a.steps {
+            if let Some(from) = &options.from {
+                if !authkeys::from_matches(from, &peer) {
+                    return Err(Refusal::Policy(format!(
+                        "key's from=\"{from}\" does not match {addr}"
+                    )));
+                }
             }
+            cert_admits_reconnect(cert.as_ref(), options, ip, unix_now())
+                .map_err(Refusal::Policy)?;
         }
-        cert_admits_reconnect(&a.certs, &a.options, ip, unix_now()).map_err(Refusal::Policy)?;
         // A key or certificate revoked since the login resumes nothing.
         for blob in &a.keys {
             let key = revoked::offered_key(blob)
@@ -2170,7 +2173,7 @@ fn shown_ip(a: SocketAddr) -> String {
 /// `source-address` (in `options`); also the authorized_keys line's
 /// `expiry-time`. Err is the reason, for the log.
 fn cert_admits_reconnect(
-    certs: &[CertValidity],
+    cert: Option<&CertValidity>,
     options: &KeyOptions,
     ip: std::net::IpAddr,
     now: i64,
@@ -2187,7 +2190,7 @@ fn cert_admits_reconnect(
             return Err(format!("the key's expiry-time {exp} has passed"));
         }
     }
-    for c in certs {
+    if let Some(c) = cert {
         let t = u64::try_from(now).unwrap_or(0);
         if t < c.valid_after || t >= c.valid_before {
             let why = if t < c.valid_after {
@@ -2481,31 +2484,25 @@ mod tests {
         };
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         let none = KeyOptions::default();
-        let check = |c: &[CertValidity], o: &KeyOptions, addr: &str, now| {
+        let check = |c: Option<&CertValidity>, o: &KeyOptions, addr: &str, now| {
             cert_admits_reconnect(c, o, ip(addr), now)
         };
-        assert_eq!(
-            check(std::slice::from_ref(&cert), &none, "198.18.0.9", 1_999),
-            Ok(())
-        );
-        let e = check(std::slice::from_ref(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
+        assert_eq!(check(Some(&cert), &none, "198.18.0.9", 1_999), Ok(()));
+        let e = check(Some(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
         assert!(
             e.contains("certificate ID \"id\" (serial 7) expired"),
             "{e}"
         );
-        let e = check(std::slice::from_ref(&cert), &none, "198.18.0.9", 999).unwrap_err();
+        let e = check(Some(&cert), &none, "198.18.0.9", 999).unwrap_err();
         assert!(e.contains("not yet valid"), "{e}");
         // No certificate: nothing to re-check.
-        assert_eq!(check(&[], &none, "198.18.0.9", 5_000), Ok(()));
+        assert_eq!(check(None, &none, "198.18.0.9", 5_000), Ok(()));
         let sa = KeyOptions {
             source_address: Some("198.18.0.0/24".into()),
             ..KeyOptions::default()
         };
-        assert_eq!(
-            check(std::slice::from_ref(&cert), &sa, "198.18.0.9", 1_500),
-            Ok(())
-        );
-        let e = check(std::slice::from_ref(&cert), &sa, "198.19.0.9", 1_500).unwrap_err();
+        assert_eq!(check(Some(&cert), &sa, "198.18.0.9", 1_500), Ok(()));
+        let e = check(Some(&cert), &sa, "198.19.0.9", 1_500).unwrap_err();
         assert!(
             e.contains("source-address \"198.18.0.0/24\" does not admit 198.19.0.9"),
             "{e}"
@@ -2514,8 +2511,8 @@ mod tests {
             expiry_time: Some(1_200),
             ..KeyOptions::default()
         };
-        assert!(check(&[], &exp, "198.18.0.9", 1_201).is_err());
-        assert_eq!(check(&[], &exp, "198.18.0.9", 1_200), Ok(()));
+        assert!(check(None, &exp, "198.18.0.9", 1_201).is_err());
+        assert_eq!(check(None, &exp, "198.18.0.9", 1_200), Ok(()));
     }
 
     /// The settings a connection from `addr` gets under `config`.
