@@ -681,8 +681,9 @@ fn one_key_and_its_certificate_are_not_two_keys() {
             }
             run_timeout(c.args(["server", "echo in"]), T)
         };
-        // Two keys: in (the setup works).
-        let out = ssh(&[&other]);
+        // The certificate, the key itself (refused: used), then a second
+        // key: in (the setup works, and a refused repeat ends nothing).
+        let out = ssh(&[&key, &other]);
         assert_eq!(
             (out.status.success(), text(&out.stdout).trim()),
             (true, "in"),

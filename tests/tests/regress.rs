@@ -133,7 +133,8 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     (
         "multipubkey",
         16,
-        "user certificates with AuthenticationMethods publickey,publickey",
+        "AuthenticationMethods publickey,publickey in a Match block under a global \
+         PubkeyAuthentication no: \"invalid AuthenticationMethods method list\"",
     ),
     ("limit-keytype", 16, "user certificates"),
     ("cert-file", 16, "user certificates (CertificateFile)"),
