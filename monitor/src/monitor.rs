@@ -234,8 +234,9 @@ struct Accepted {
     /// The key options of the login (a certificate's merged in, its
     /// source-address among them).
     options: KeyOptions,
-    /// The certificate the user logged in with.
-    cert: Option<CertValidity>,
+    /// Each publickey step's own options and certificate: a reconnect
+    /// re-checks every key's from=, expiry-time and certificate.
+    steps: Vec<(KeyOptions, Option<CertValidity>)>,
     settings: Settings,
     /// The methods the user authenticated with, in order.
     methods: Vec<String>,
@@ -291,10 +292,12 @@ struct Monitor<'a> {
 struct Partial {
     user: String,
     completed: Vec<String>,
-    /// The authorized_keys options of a publickey step.
+    /// The authorized_keys options of the publickey steps, merged as
+    /// sshd's auth_activate_options: a later key adds its restrictions and
+    /// lifts none of an earlier one's.
     options: KeyOptions,
-    /// The certificate of that step, if it was one.
-    cert: Option<CertValidity>,
+    /// Each of those steps' own options and certificate.
+    steps: Vec<(KeyOptions, Option<CertValidity>)>,
     used_keys: Vec<Vec<u8>>,
     settings: Settings,
 }
@@ -861,14 +864,20 @@ impl Monitor<'_> {
                 return self.reject();
             }
         }
-        // "publickey,publickey" needs two different keys: a certificate
-        // and its own plain key are one key (sshd's sshkey_equal_public).
-        let used = key.key().to_blob();
-        if self
-            .partial
-            .as_ref()
-            .is_some_and(|p| p.used_keys.contains(&used))
-        {
+        // "publickey,publickey" needs two different keys: a key and its
+        // certificate, or two certificates of one key, are one key (sshd's
+        // auth2_key_already_used compares public parts).
+        let plain = key.key().to_blob();
+        if self.partial.as_ref().is_some_and(|p| {
+            p.used_keys
+                .iter()
+                .any(|b| revoked::offered_key(b).is_ok_and(|k| k.key().to_blob() == plain))
+        }) {
+            log::info(&format!(
+                "refusing previously-used key {} for {}",
+                describe_key(&key),
+                user.name
+            ));
             return self.reject();
         }
         let text = format!(
@@ -1066,17 +1075,29 @@ impl Monitor<'_> {
             user: user.name.clone(),
             completed: Vec::new(),
             options: KeyOptions::default(),
-            cert: None,
+            steps: Vec::new(),
             used_keys: Vec::new(),
             settings: settings.clone(),
         });
-        p.completed.push(method.to_string());
-        p.settings = settings.clone();
         if let Some((options, blob, cert)) = key {
-            p.options = options;
-            p.cert = cert;
+            let merged = if p.used_keys.is_empty() {
+                Ok(options.clone())
+            } else {
+                authkeys::merge_options(&p.options, &options)
+            };
+            match merged {
+                Ok(o) => p.options = o,
+                Err(e) => {
+                    // sshd: "key options inconsistent with existing".
+                    log::info(&format!("Key options inconsistent with earlier ones: {e}"));
+                    return self.reject();
+                }
+            }
+            p.steps.push((options, cert));
             p.used_keys.push(blob);
         }
+        p.completed.push(method.to_string());
+        p.settings = settings.clone();
         if !auth_complete(&settings, &p.completed) {
             log::info(&format!("Partial {text}"));
             return AuthVerdict::Reject {
@@ -1085,7 +1106,7 @@ impl Monitor<'_> {
             };
         }
         let options = p.options.clone();
-        let cert = p.cert.clone();
+        let steps = p.steps.clone();
         let methods = p.completed.clone();
         let keys = p.used_keys.clone();
         if settings.use_pam {
@@ -1099,7 +1120,7 @@ impl Monitor<'_> {
             user,
             groups,
             options,
-            cert,
+            steps,
             settings,
             methods,
             keys,
@@ -2057,15 +2078,17 @@ impl Monitor<'_> {
             &settings.deny_groups,
         )
         .map_err(Refusal::Policy)?;
-        if let Some(from) = &a.options.from {
-            if !authkeys::from_matches(from, &peer) {
-                return Err(Refusal::Policy(format!(
-                    "key's from=\"{from}\" does not match {addr}"
-                )));
+        for (options, cert) in &a.steps {
+            if let Some(from) = &options.from {
+                if !authkeys::from_matches(from, &peer) {
+                    return Err(Refusal::Policy(format!(
+                        "key's from=\"{from}\" does not match {addr}"
+                    )));
+                }
             }
+            cert_admits_reconnect(cert.as_ref(), options, ip, unix_now())
+                .map_err(Refusal::Policy)?;
         }
-        cert_admits_reconnect(a.cert.as_ref(), &a.options, ip, unix_now())
-            .map_err(Refusal::Policy)?;
         // A key or certificate revoked since the login resumes nothing.
         for blob in &a.keys {
             let key = revoked::offered_key(blob)
@@ -2081,6 +2104,15 @@ impl Monitor<'_> {
             a.options.command.is_some(),
         )
         .map_err(Refusal::Policy)?;
+        // What the session runs was decided at login: a login from here
+        // that would be jailed or given another forced command is not
+        // this session.
+        if settings.chroot_directory != a.settings.chroot_directory {
+            return Err(Refusal::Policy("ChrootDirectory differs from there".into()));
+        }
+        if settings.force_command != a.settings.force_command {
+            return Err(Refusal::Policy("ForceCommand differs from there".into()));
+        }
         let name = a.user.name.clone();
         if settings.use_pam {
             let mut messages = Vec::new();
@@ -2442,7 +2474,9 @@ mod tests {
         };
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         let none = KeyOptions::default();
-        let check = |c, o: &KeyOptions, addr: &str, now| cert_admits_reconnect(c, o, ip(addr), now);
+        let check = |c: Option<&CertValidity>, o: &KeyOptions, addr: &str, now| {
+            cert_admits_reconnect(c, o, ip(addr), now)
+        };
         assert_eq!(check(Some(&cert), &none, "198.18.0.9", 1_999), Ok(()));
         let e = check(Some(&cert), &none, "198.18.0.9", 2_000).unwrap_err();
         assert!(

@@ -28,6 +28,17 @@
 //!   session resumes after a cut; its key is then listed in RevokedKeys and
 //!   the connection cut again: the reconnect is refused, resshd logs that
 //!   the key is revoked, and ressh gives up at the detach timeout.
+//! - `two_keys_keep_the_first_keys_restrictions`: with
+//!   `AuthenticationMethods publickey,publickey`, one key's line forces a
+//!   command and the other's does not; whichever key stock ssh offers
+//!   first, the forced command runs under both servers (sshd merges the
+//!   options of every key step; a later key must not lift an earlier one's
+//!   restrictions).
+//! - `one_key_and_its_certificate_are_not_two_keys`: with the same
+//!   AuthenticationMethods, a listed key that is also certified by a
+//!   TrustedUserCAKeys CA, offered by stock ssh as its certificate and as
+//!   itself, does not log in under either server (one key, whatever its
+//!   encoding); the key with a second one does.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -575,5 +586,122 @@ fn a_key_revoked_while_detached_resumes_nothing() {
     report(
         "revoked_keys",
         "a key revoked while detached: the reconnect refused, ressh gave up",
+    );
+}
+
+#[test]
+fn two_keys_keep_the_first_keys_restrictions() {
+    let dir = TempDir::new("e2e-twokeys");
+    let user = TestUser::create("twokey");
+    let (restricted, r_line) = ssh_keygen(dir.path(), "ed25519", "");
+    let (free, f_line) = ssh_keygen(dir.path(), "ecdsa", "");
+    user.authorize_key(&format!("command=\"echo forced by its line\" {r_line}"));
+    user.authorize_key(&f_line);
+    let config = "AuthenticationMethods publickey,publickey\n";
+    let resshd = Resshd::start(&resshd_bin(), config);
+    let sshd = Sshd::start(config);
+    let resshd_known = known_hosts_at(&resshd, resshd.port());
+    for (tag, port, known) in [
+        ("sshd", sshd.port(), sshd.known_hosts()),
+        ("resshd", resshd.port(), resshd_known),
+    ] {
+        let known_hosts = dir.join(format!("known_hosts-{tag}"));
+        fs::write(&known_hosts, known).unwrap();
+        // ssh offers the -i key first, then the config's: each order once.
+        for (first, second) in [(&restricted, &free), (&free, &restricted)] {
+            let cfg = dir.join(format!("ssh_config-{tag}"));
+            write_client_config(
+                &cfg,
+                &user.name,
+                second,
+                &known_hosts,
+                "127.0.0.1",
+                port,
+                "",
+            );
+            let out = run_timeout(
+                Command::new(require_cmd("ssh"))
+                    .arg("-F")
+                    .arg(&cfg)
+                    .arg("-i")
+                    .arg(first)
+                    .args(["server", "echo not forced"]),
+                T,
+            );
+            let first_name = first.file_name().unwrap().to_string_lossy();
+            assert_eq!(
+                (out.status.success(), text(&out.stdout).trim()),
+                (true, "forced by its line"),
+                "{tag}, {first_name} offered first: the restricted key's command= must hold \
+                 whichever key a second step uses\nstderr: {}\nresshd:\n{}",
+                text(&out.stderr),
+                resshd.log()
+            );
+        }
+    }
+    report(
+        "keys_command",
+        "two keys (AuthenticationMethods publickey,publickey): the first key's command= holds, as sshd",
+    );
+}
+
+#[test]
+fn one_key_and_its_certificate_are_not_two_keys() {
+    let dir = TempDir::new("e2e-keycert");
+    let user = TestUser::create("keycert");
+    let (ca, ca_line) = ssh_keygen(dir.path(), "ed25519", "");
+    let (key, key_line) = ssh_keygen(dir.path(), "ed25519", "");
+    let (other, other_line) = ssh_keygen(dir.path(), "ecdsa", "");
+    // `key` is listed, and certified (ssh offers key-cert.pub, then key).
+    ressh_testkit::ssh_keygen_sign(&ca, &key, &["-I", "keycert", "-n", &user.name]);
+    user.authorize_key(&key_line);
+    user.authorize_key(&other_line);
+    let cas = dir.join("user_ca.pub");
+    fs::write(&cas, format!("{ca_line}\n")).unwrap();
+    let config = format!(
+        "AuthenticationMethods publickey,publickey\nTrustedUserCAKeys {}\n",
+        cas.display()
+    );
+    let resshd = Resshd::start(&resshd_bin(), &config);
+    let sshd = Sshd::start(&config);
+    let resshd_known = known_hosts_at(&resshd, resshd.port());
+    for (tag, port, known) in [
+        ("sshd", sshd.port(), sshd.known_hosts()),
+        ("resshd", resshd.port(), resshd_known),
+    ] {
+        let known_hosts = dir.join(format!("known_hosts-{tag}"));
+        fs::write(&known_hosts, known).unwrap();
+        let cfg = dir.join(format!("ssh_config-{tag}"));
+        write_client_config(&cfg, &user.name, &key, &known_hosts, "127.0.0.1", port, "");
+        let ssh = |extra: &[&Path]| {
+            let mut c = Command::new(require_cmd("ssh"));
+            c.arg("-F").arg(&cfg);
+            for k in extra {
+                c.arg("-i").arg(k);
+            }
+            run_timeout(c.args(["server", "echo in"]), T)
+        };
+        // The certificate, the key itself (refused: used), then a second
+        // key: in (the setup works, and a refused repeat ends nothing).
+        let out = ssh(&[&key, &other]);
+        assert_eq!(
+            (out.status.success(), text(&out.stdout).trim()),
+            (true, "in"),
+            "{tag}: two keys must log in\nstderr: {}\nresshd:\n{}",
+            text(&out.stderr),
+            resshd.log()
+        );
+        // One key, offered as its certificate and as itself: not two keys.
+        let out = ssh(&[]);
+        assert!(
+            !out.status.success() && !text(&out.stdout).contains("in"),
+            "{tag}: one key and its certificate passed publickey,publickey\nstderr: {}\nresshd:\n{}",
+            text(&out.stderr),
+            resshd.log()
+        );
+    }
+    report(
+        "keys_command",
+        "one key and its certificate are one key for publickey,publickey, as sshd",
     );
 }

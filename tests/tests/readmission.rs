@@ -12,6 +12,11 @@
 //!   reconnect is refused by pam_acct_mgmt.
 //! - `reconnect_of_a_locked_account_is_refused` (UsePAM no): the password is
 //!   locked (`usermod -L`); after a cut the reconnect is refused.
+//! - `reconnect_into_a_forced_command_is_refused`,
+//!   `reconnect_into_a_chroot_is_refused`: a shell session roams to
+//!   198.18.2.2, where Match sets ForceCommand internal-sftp (or
+//!   ChrootDirectory): a login from there would get only that, so the
+//!   reconnect is refused and logged.
 
 use std::process::Command;
 use std::time::Duration;
@@ -95,4 +100,31 @@ fn reconnect_of_a_locked_account_is_refused() {
         "readmission",
         &format!("password locked while attached: {line}"),
     );
+}
+
+/// A shell session started where no Match confines it roams to a network
+/// whose Match block jails (`settings`): a login from there would get only
+/// that, so the reconnect is refused rather than resuming the shell.
+fn roamed_into_confinement(tag: &str, settings: &str, why: &str) {
+    let lab = Lab::new(
+        tag,
+        &format!("DetachTimeout 30\nMatch Address 198.18.2.0/24\n{settings}"),
+    );
+    let _client = counter_session(&lab);
+    lab.net.roam();
+    let line = refused_for(&lab, why);
+    report(
+        "readmission",
+        &format!("a shell roamed to where {settings:?} applies: {line}"),
+    );
+}
+
+#[test]
+fn reconnect_into_a_forced_command_is_refused() {
+    roamed_into_confinement("rforce", "ForceCommand internal-sftp\n", "ForceCommand");
+}
+
+#[test]
+fn reconnect_into_a_chroot_is_refused() {
+    roamed_into_confinement("rjail", "ChrootDirectory /usr\n", "ChrootDirectory");
 }

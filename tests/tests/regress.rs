@@ -136,9 +136,9 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     ),
     (
         "multipubkey",
-        22,
-        "`AuthenticationMethods publickey,publickey` in a `Match all` block, PubkeyAuthentication \
-         off outside it: refused as an invalid method list (the certificate cases pass)",
+        16,
+        "AuthenticationMethods publickey,publickey in a Match block under a global \
+         PubkeyAuthentication no: \"invalid AuthenticationMethods method list\"",
     ),
     (
         "limit-keytype",
