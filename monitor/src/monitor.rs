@@ -900,7 +900,7 @@ impl Monitor<'_> {
             user,
             groups,
             settings,
-            Some((found.options, used, validity)),
+            Some((found.options, blob, validity)),
         )
     }
 
