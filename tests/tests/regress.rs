@@ -143,8 +143,13 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
     (
         "limit-keytype",
         22,
-        "PubkeyAcceptedAlgorithms naming ssh-rsa (SHA-1) is refused (the certificate checks \
-         before it pass)",
+        "`cert failed`: a certificate step (not investigated yet)",
+    ),
+    (
+        "hostkey-agent",
+        22,
+        "`HostKeyAlgorithms ssh-rsa`: SHA-1 RSA host key signatures, which resshd refuses \
+         (resshd_config(5)); every other type (FIDO and DSA aside) passes from the agent",
     ),
 ];
 
@@ -166,7 +171,6 @@ const REFUSED_ONLY: &[(&str, &str)] = &[
         "every key type as user and host key, FIDO keys second",
     ),
     ("hostkey-rotate", "a host key of every key type"),
-    ("hostkey-agent", "a host key of every key type, in an agent"),
     (
         "cert-hostkey",
         "host certificates of every key type (Ed25519, ECDSA and RSA ones pass)",
