@@ -141,11 +141,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
          PubkeyAuthentication no: \"invalid AuthenticationMethods method list\"",
     ),
     (
-        "limit-keytype",
-        22,
-        "`cert failed`: a certificate step (not investigated yet)",
-    ),
-    (
         "hostkey-agent",
         22,
         "`HostKeyAlgorithms ssh-rsa`: SHA-1 RSA host key signatures, which resshd refuses \
@@ -171,6 +166,10 @@ const REFUSED_ONLY: &[(&str, &str)] = &[
         "every key type as user and host key, FIDO keys second",
     ),
     ("hostkey-rotate", "a host key of every key type"),
+    (
+        "limit-keytype",
+        "PubkeyAcceptedAlgorithms of every key type, DSA alone in one step",
+    ),
     (
         "cert-hostkey",
         "host certificates of every key type (Ed25519, ECDSA and RSA ones pass)",
