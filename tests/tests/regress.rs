@@ -135,12 +135,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "ssh-dss and SHA-1 ssh-rsa certificates are refused by design",
     ),
     (
-        "multipubkey",
-        16,
-        "AuthenticationMethods publickey,publickey in a Match block under a global \
-         PubkeyAuthentication no: \"invalid AuthenticationMethods method list\"",
-    ),
-    (
         "hostkey-agent",
         22,
         "`HostKeyAlgorithms ssh-rsa`: SHA-1 RSA host key signatures, which resshd refuses \

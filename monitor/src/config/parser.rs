@@ -1260,7 +1260,10 @@ fn parse_auth_methods(a: &Args) -> Result<Option<Vec<Vec<String>>>, String> {
                 None => (m, None),
             };
             let ok = match name {
-                "publickey" | "password" | "hostbased" | "gssapi-with-mic" => sub.is_none(),
+                // "none", as sshd takes it: a list no login can complete.
+                "none" | "publickey" | "password" | "hostbased" | "gssapi-with-mic" => {
+                    sub.is_none()
+                }
                 "keyboard-interactive" => sub.is_none_or(|s| !s.is_empty()),
                 _ => false,
             };

@@ -484,6 +484,12 @@ fn value_formats() {
     assert_eq!(g("AuthenticationMethods any").authentication_methods, None);
     parse_err("AuthenticationMethods any publickey");
     parse_err("AuthenticationMethods publickey,bogus");
+    // "none" as sshd takes it (OpenSSH's multipubkey test writes it).
+    assert_eq!(
+        g("AuthenticationMethods none").authentication_methods,
+        Some(vec![vec!["none".to_string()]])
+    );
+    parse_err("AuthenticationMethods none:x");
     parse_err("AuthenticationMethods publickey,,password");
     // ChannelTimeout, UnusedConnectionTimeout.
     assert_eq!(
