@@ -14,7 +14,7 @@ mod startups;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -697,8 +697,33 @@ const LINK_QUEUE: usize = 1024 * 1024;
 const LINK_STALL: Duration = Duration::from_secs(10);
 
 /// The first bytes queued on `sock`, looked at and left there.
+/// What admission looks at: the client's address and the bytes after
+/// the PROXY protocol header for a ProxyProtocolFrom balancer's connection
+/// whose header was peeked whole (HAProxy sends it with the first
+/// segment); else the connection's own address and bytes. Only for
+/// counting (MaxStartups per source, reconnect or startup): the
+/// connection's monitor reads the header for everything else.
+fn admission_view<'a>(
+    settings: &Settings,
+    peer: SocketAddr,
+    first: &'a [u8],
+) -> (IpAddr, &'a [u8]) {
+    if !ressh_monitor::proxy::from_balancer(settings.proxy_protocol_from.as_deref(), peer) {
+        return (peer.ip(), first);
+    }
+    match ressh_proto::proxy_header::parse(first) {
+        Ok(Some((h, n))) => (
+            h.addrs.map_or(peer.ip(), |(client, _)| client.ip()),
+            &first[n..],
+        ),
+        _ => (peer.ip(), &[]),
+    }
+}
+
 fn peek_first(sock: &std::net::TcpStream) -> Vec<u8> {
-    let mut first = [0u8; 128];
+    // A reconnect's first flight, behind a PROXY header of up to 512 bytes
+    // (a v1 line is at most 107, HAProxy's v2 without TLVs 28 or 52).
+    let mut first = [0u8; 128 + 512];
     let got = nix::sys::socket::recv(
         sock.as_raw_fd(),
         &mut first,
@@ -871,8 +896,10 @@ fn serve(
                 // A reconnect sends its first flight without waiting for
                 // us: it is usually queued already. Only looked at, never
                 // parsed (startups::claims_reconnect).
-                let claim = startups::claims_reconnect(&peek_first(&sock));
-                let class = match children.admit(peer.ip(), claim, random()) {
+                let first = peek_first(&sock);
+                let (source, first) = admission_view(settings, peer, &first);
+                let claim = startups::claims_reconnect(first);
+                let class = match children.admit(source, claim, random()) {
                     Ok(c) => c,
                     Err(why) => {
                         throttle.dropped(&why, peer, Some(local));
@@ -904,7 +931,7 @@ fn serve(
                         std::process::exit(code);
                     }
                     Ok(ForkResult::Parent { child }) => {
-                        children.add(child, peer.ip(), class, Instant::now());
+                        children.add(child, source, class, Instant::now());
                     }
                     Err(e) => log::error(&format!("fork: {e}")),
                 }

@@ -101,6 +101,7 @@
 //! | PrivilegeSeparationDirectory | `privilege_separation_directory` | /run/resshd/empty | its empty chroot |
 //! | BrokerSocket | `broker_socket` | /run/resshd/broker.sock | where monitors reach resshd; survives restarts of resshd |
 //! | ResshdKexPath, ResshdSessionPath | `resshd_kex_path`, `resshd_session_path` | next to resshd, else /usr/libexec/ressh | the workers' programs (as OpenSSH's SshdAuthPath, SshdSessionPath) |
+//! | ProxyProtocolFrom | `proxy_protocol_from` | none; load balancers (addresses or CIDR networks) whose connections must start with a PROXY protocol v1/v2 header, see [`crate::proxy`] |
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
 //! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | sessions per user kept detached longer than DetachGraceTime |
 //! | DetachGraceTime (M) | `detach_grace_time` | 10m | how long a detached session does not count against MaxDetachedSessions |
@@ -393,6 +394,9 @@ pub struct Settings {
     /// HostKeyAgent: the ssh-agent socket holding the private halves of
     /// host keys whose HostKey files hold only public keys.
     pub host_key_agent: Option<PathBuf>,
+    /// ProxyProtocolFrom: the load balancers (a CIDR list) whose
+    /// connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol_from: Option<String>,
     /// Where the workers are; None: next to resshd, else in
     /// /usr/libexec/ressh.
     pub resshd_kex_path: Option<PathBuf>,
@@ -850,6 +854,10 @@ impl Settings {
         );
         line("brokersocket", &self.broker_socket.display().to_string());
         line("hostkeyagent", &path_or_none(&self.host_key_agent));
+        line(
+            "proxyprotocolfrom",
+            self.proxy_protocol_from.as_deref().unwrap_or("none"),
+        );
         for (k, v) in [
             ("resshdkexpath", &self.resshd_kex_path),
             ("resshdsessionpath", &self.resshd_session_path),

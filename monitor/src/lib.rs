@@ -15,4 +15,5 @@ pub mod loginrec;
 pub mod monitor;
 pub mod pam;
 pub mod policy;
+pub mod proxy;
 pub mod revoked;

@@ -130,6 +130,10 @@ pub struct Context {
 /// after a session, 255 (as sshd) when the connection ended before
 /// authentication or on an error.
 pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) -> i32 {
+    let (peer, local) = match behind_balancer(ctx, &sock, peer, local) {
+        Ok(addrs) => addrs,
+        Err(()) => return 255,
+    };
     let rdomain = rdomain_of(&sock);
     let broker = connect_broker(&ctx.broker_socket);
     let mut m = Monitor {
@@ -176,6 +180,44 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         Err(e) => {
             log::error(&format!("{}: {e}", m.who()));
             255
+        }
+    }
+}
+
+/// The client's address and the one it connected to: from the PROXY
+/// protocol header when `peer` is a ProxyProtocolFrom balancer, else the
+/// connection's own. Err: a balancer's connection without a valid header,
+/// logged and dropped.
+fn behind_balancer(
+    ctx: &Context,
+    sock: &OwnedFd,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<(SocketAddr, SocketAddr), ()> {
+    let list = ctx.config.global().proxy_protocol_from;
+    if !crate::proxy::from_balancer(list.as_deref(), peer) {
+        return Ok((peer, local));
+    }
+    match crate::proxy::read_header(sock, peer, local, crate::proxy::HEADER_TIME) {
+        Ok((client, to)) => {
+            log::info(&format!(
+                "PROXY protocol header from balancer {} port {}: client {} port {} to {} port {}",
+                shown_ip(peer),
+                shown_port(peer),
+                shown_ip(client),
+                shown_port(client),
+                shown_ip(to),
+                shown_port(to)
+            ));
+            Ok((client, to))
+        }
+        Err(e) => {
+            log::info(&format!(
+                "Connection from balancer {} port {} dropped: {e}",
+                shown_ip(peer),
+                shown_port(peer)
+            ));
+            Err(())
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod krl;
 pub mod msg;
 pub mod pqc;
+pub mod proxy_header;
 pub mod resilience;
 pub mod wire;
 

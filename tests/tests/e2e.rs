@@ -63,6 +63,7 @@ mod a_long;
 mod agent_forwarding;
 mod attacks;
 mod backpressure;
+mod balancer;
 mod certs;
 mod chroot;
 mod detach;

@@ -837,6 +837,22 @@ impl Parser {
                     _ => Some(PathBuf::from(v)),
                 })
             }
+            Imp::ProxyProtocolFrom => {
+                // Balancers' addresses: CIDR networks or addresses, no
+                // patterns or negation (a header is believed only from
+                // exactly these).
+                let v = a.one()?;
+                Value::ProxyProtocolFrom(if is_none_word(v) {
+                    None
+                } else if addrmatch::addr_match_cidr_list(None, v) == AddrMatch::Invalid {
+                    return Err(format!(
+                        "{}: invalid address list \"{v}\" (addresses or networks, comma separated)",
+                        a.keyword
+                    ));
+                } else {
+                    Some(v.to_string())
+                })
+            }
             Imp::BrokerSocket => {
                 let d = a.one()?;
                 if !d.starts_with('/') {

@@ -100,6 +100,7 @@ pub(crate) enum Value {
     PrivilegeSeparationDirectory(PathBuf),
     BrokerSocket(PathBuf),
     HostKeyAgent(Option<PathBuf>),
+    ProxyProtocolFrom(Option<String>),
     ResshdKexPath(PathBuf),
     ResshdSessionPath(PathBuf),
     DetachTimeout(Duration),
@@ -136,6 +137,7 @@ pub(crate) struct Raw {
     privilege_separation_directory: Option<PathBuf>,
     broker_socket: Option<PathBuf>,
     host_key_agent: Option<Option<PathBuf>>,
+    proxy_protocol_from: Option<Option<String>>,
     resshd_kex_path: Option<PathBuf>,
     resshd_session_path: Option<PathBuf>,
     use_pam: Option<bool>,
@@ -327,6 +329,7 @@ impl Raw {
             }
             Value::BrokerSocket(x) => first(&mut self.broker_socket, x),
             Value::HostKeyAgent(x) => first(&mut self.host_key_agent, x),
+            Value::ProxyProtocolFrom(x) => first(&mut self.proxy_protocol_from, x),
             Value::ResshdKexPath(x) => first(&mut self.resshd_kex_path, x),
             Value::ResshdSessionPath(x) => first(&mut self.resshd_session_path, x),
             Value::DetachTimeout(x) => first(&mut self.detach_timeout, x),
@@ -536,6 +539,7 @@ impl Raw {
                 .broker_socket
                 .unwrap_or_else(|| PathBuf::from("/run/resshd/broker.sock")),
             host_key_agent: self.host_key_agent.unwrap_or(None),
+            proxy_protocol_from: self.proxy_protocol_from.unwrap_or(None),
             resshd_kex_path: self.resshd_kex_path,
             resshd_session_path: self.resshd_session_path,
             use_pam: self.use_pam.unwrap_or(false),

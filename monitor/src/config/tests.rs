@@ -246,6 +246,21 @@ fn value_formats() {
         (24, 56)
     );
     parse_err("PerSourceNetBlockSize 33");
+    // ProxyProtocolFrom: CIDR lists only, global only.
+    assert_eq!(g("").proxy_protocol_from, None);
+    assert_eq!(
+        g("ProxyProtocolFrom 198.18.0.0/24,198.18.5.1").proxy_protocol_from,
+        Some("198.18.0.0/24,198.18.5.1".to_string())
+    );
+    for bad in [
+        "198.18.*",
+        "!198.18.0.1",
+        "198.18.0.1/24",
+        "balancer.example",
+    ] {
+        assert!(parse_err(&format!("ProxyProtocolFrom {bad}")).contains("invalid address list"));
+    }
+    parse_err("Match Address 198.18.0.1\nProxyProtocolFrom 198.18.0.1");
     // PermitRootLogin.
     for (v, want) in [
         ("yes", PermitRootLogin::Yes),
@@ -1327,6 +1342,7 @@ const NOT_COMPARED: &[&str] = &[
     "maxdetachedsessions",
     "detachgracetime",
     "resiliencebuffersize",
+    "proxyprotocolfrom",
 ];
 
 fn compare_with_sshd(ours: &Settings, theirs: &BTreeMap<String, Vec<String>>, what: &str) {

@@ -1,0 +1,219 @@
+//! Issue 20, the client's real address behind a load balancer: Debian's
+//! HAProxy in TCP mode in front of resshd, sending the PROXY protocol (v1
+//! and v2), and `ProxyProtocolFrom` naming it. resshd must see the client,
+//! not the balancer: in its log, in `Match Address`, in SSH_CONNECTION, and
+//! in a reconnect from the client's new address after it moved. A header is
+//! believed only from a listed balancer; a listed balancer's connection
+//! without one is dropped with a log line.
+//!
+//! Lab: HAProxy listens on 198.18.0.1:2300 in the server namespace and
+//! connects to resshd at 198.18.0.1:22, so the balancer's address is
+//! 198.18.0.1; the client is 198.18.1.2 (then 198.18.2.2 after a move).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const FRONTEND: u16 = 2300;
+
+/// resshd_config of these tests: the balancer is listed, and a `Match` on
+/// the balancer's own address denies every login, so a login that works
+/// proves resshd matched on the client's address.
+const SERVER: &str = "ProxyProtocolFrom 198.18.0.1\nDetachTimeout 300\n\
+                      Match Address 198.18.0.1\n    DenyUsers *\n";
+
+/// HAProxy, foreground, in the server namespace; `send` is `send-proxy` (v1)
+/// or `send-proxy-v2`. The lab user's config now points at it. Killed on
+/// drop (and with the namespaces).
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn haproxy(lab: &Lab, send: &str) -> Haproxy {
+    let cfg = lab.dir.join(format!("haproxy-{send}.cfg"));
+    fs::write(
+        &cfg,
+        format!(
+            "global\n    maxconn 64\n\
+             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\
+             frontend fe\n    bind 198.18.0.1:{FRONTEND}\n    default_backend be\n\
+             backend be\n    server resshd 198.18.0.1:{PORT} {send}\n"
+        ),
+    )
+    .unwrap();
+    let child = lab
+        .net
+        .cmd_server("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy (Debian package haproxy) must be installed");
+    let h = Haproxy(child);
+    let deadline = Instant::now() + T;
+    while lab
+        .net
+        .enter_client(|| TcpStream::connect(("198.18.0.1", FRONTEND)))
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "haproxy does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let login = &lab.login;
+    write_client_config(
+        &login.config,
+        &login.user.name,
+        &login.key,
+        &lab.known_hosts,
+        "198.18.0.1",
+        FRONTEND,
+        CLIENT_EXTRA,
+    );
+    let known = known_hosts_at(&lab.resshd, FRONTEND).replace("[127.0.0.1]", "[198.18.0.1]");
+    fs::write(&lab.known_hosts, known).unwrap();
+    h
+}
+
+#[test]
+fn through_haproxy_resshd_sees_the_client_and_its_moves() {
+    for send in ["send-proxy-v2", "send-proxy"] {
+        let lab = Lab::new("pp", SERVER);
+        let _h = haproxy(&lab, send);
+        let user = lab.user().name.clone();
+
+        // SSH_CONNECTION and the log name the client and the frontend.
+        let out = lab
+            .ressh(&["server", "echo $SSH_CONNECTION"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{send}: login through haproxy: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab.log()
+        );
+        let conn = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<&str> = conn.split_whitespace().collect();
+        assert_eq!(f.len(), 4, "{send}: SSH_CONNECTION {conn:?}");
+        assert_eq!(
+            (f[0], f[2], f[3]),
+            ("198.18.1.2", "198.18.0.1", "2300"),
+            "{send}: SSH_CONNECTION {conn:?}"
+        );
+        let log = lab.log();
+        assert!(
+            log.contains("PROXY protocol header from balancer 198.18.0.1"),
+            "{send}: {log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "Accepted publickey for {user} from 198.18.1.2 port"
+            )),
+            "{send}: {log}"
+        );
+
+        // A session that moves: its reconnects come through the balancer
+        // from the new address, and are matched and logged with it.
+        let stop = lab.user().home.join("stop-counter");
+        let mut client = Client::spawn(&mut lab.ressh(&[
+            "-o",
+            "ServerAliveInterval=600",
+            "server",
+            &counter_cmd(&stop, 1_000_000),
+        ]));
+        client.wait_lines(50, T);
+        for _ in 0..2 {
+            let before = reconnects(&lab.log());
+            let since = Instant::now();
+            lab.net.roam();
+            client.wait_err("reconnected to ", since, T);
+            let n = client.line_count();
+            client.wait_lines(n + 20, T);
+            assert!(reconnects(&lab.log()) > before, "{send}: {}", lab.log());
+        }
+        fs::write(&stop, "").unwrap();
+        assert!(client.wait_exit(T).success(), "{}", client.describe());
+        check_counter(&client.out_lines());
+        let log = lab.log();
+        let resumed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("PROXY protocol header from balancer"))
+            .collect();
+        assert!(
+            resumed.iter().any(|l| l.contains("client 198.18.2.2 port")),
+            "{send}: no connection from the moved client's address\n{log}"
+        );
+    }
+}
+
+/// Reads what resshd sends until it closes (or 10 s).
+fn exchange(s: &mut TcpStream, send: &[u8]) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(send);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn a_header_is_believed_only_from_a_listed_balancer() {
+    let lab = Lab::new("pp-forge", SERVER);
+    // A client (not a balancer) sends a header naming another address:
+    // resshd reads it as a bad version line and believes nothing.
+    let forged = b"PROXY TCP4 198.18.9.9 198.18.0.1 40000 22\r\nSSH-2.0-x\r\n";
+    let got = lab.net.enter_client(|| {
+        let mut s = TcpStream::connect(("198.18.0.1", PORT)).unwrap();
+        exchange(&mut s, forged)
+    });
+    assert!(got.starts_with(b"SSH-2.0-"), "{got:?}");
+    let log = lab.wait_log("the forged connection", T, |l| {
+        l.contains("Connection from 198.18.1.2 port")
+    });
+    assert!(
+        !log.contains("198.18.9.9"),
+        "a forged header was believed:\n{log}"
+    );
+
+    // The balancer's address without a header: dropped, said why, before
+    // any SSH byte.
+    let got = lab.net.enter_server(|| {
+        let mut s = TcpStream::connect(("198.18.0.1", PORT)).unwrap();
+        exchange(&mut s, b"SSH-2.0-OpenSSH_9.2p1\r\n")
+    });
+    assert!(
+        got.is_empty(),
+        "resshd answered a headerless balancer: {got:?}"
+    );
+    lab.wait_log("the headerless balancer's drop", T, |l| {
+        l.contains("Connection from balancer 198.18.0.1 port")
+            && l.contains("dropped: no PROXY protocol header")
+    });
+
+    // A header split over several segments, then a login: read exactly.
+    let addr = SocketAddr::from(([198, 18, 0, 1], PORT));
+    let got = lab.net.enter_server(|| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        for part in [&b"PROXY TCP4 198.18"[..], b".7.7 198.18.0.1 4", b"1 22\r\n"] {
+            s.write_all(part).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut banner = [0u8; 8];
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_exact(&mut banner).map(|()| banner.to_vec())
+    });
+    assert_eq!(got.unwrap(), b"SSH-2.0-");
+    lab.wait_log("the split header's client", T, |l| {
+        l.contains("client 198.18.7.7 port 41 to 198.18.0.1 port 22")
+    });
+}
