@@ -12,7 +12,7 @@ mod broker;
 mod notify;
 mod startups;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -67,6 +67,10 @@ enum Error {
     },
     #[error("Cannot bind any address.")]
     NoListener,
+    #[error("a fleet needs FleetKey, FleetNodes and FleetListenAddress together; {0}")]
+    FleetIncomplete(&'static str),
+    #[error("fleet: {0}")]
+    Fleet(String),
     #[error("no hostkeys available -- exiting.")]
     NoHostKeys,
     #[error("Privilege separation user {0} does not exist")]
@@ -218,6 +222,11 @@ fn privsep(settings: &Settings, create: bool) -> Result<Privsep, Error> {
     })
 }
 
+/// Fleet link processes at once (each relays one reconnected session for
+/// its life, or waits up to `fleet::ASK_TIME` for a handshake): past this,
+/// resshd stops accepting links until one ends.
+const MAX_FLEET_LINKS: usize = 4096;
+
 fn bind(settings: &Settings) -> Result<Vec<TcpListener>, Error> {
     let mut out = Vec::new();
     for addr in settings.listen_socket_addrs()? {
@@ -233,6 +242,42 @@ fn bind(settings: &Settings) -> Result<Vec<TcpListener>, Error> {
         return Err(Error::NoListener);
     }
     Ok(out)
+}
+
+/// The listener for links from the other nodes of a fleet, if this node is
+/// in one; its key and node list are checked now, so a broken fleet
+/// configuration stops resshd at start rather than at the first relayed
+/// reconnect.
+fn bind_fleet(settings: &Settings) -> Result<Option<TcpListener>, Error> {
+    let (key, nodes, addr) = match (
+        &settings.fleet_key,
+        &settings.fleet_nodes,
+        settings.fleet_listen_address,
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(k), Some(n), Some(a)) => (k, n, a),
+        (None, _, _) => return Err(Error::FleetIncomplete("FleetKey is missing")),
+        (_, None, _) => return Err(Error::FleetIncomplete("FleetNodes is missing")),
+        (_, _, None) => return Err(Error::FleetIncomplete("FleetListenAddress is missing")),
+    };
+    let me = ressh_monitor::fleet::Identity::load(key).map_err(Error::Fleet)?;
+    let listed = ressh_monitor::fleet::read_nodes(nodes).map_err(Error::Fleet)?;
+    let Some(this) = listed.iter().find(|n| n.key == me.public()) else {
+        return Err(Error::Fleet(format!(
+            "{}: this node's key ({}) is not listed",
+            nodes.display(),
+            key.display()
+        )));
+    };
+    let l = listen(addr).map_err(|source| Error::Bind { addr, source })?;
+    log::info(&format!(
+        "Fleet node {}: links from {} other nodes on {} port {}.",
+        this.name,
+        listed.len() - 1,
+        addr.ip(),
+        addr.port()
+    ));
+    Ok(Some(l))
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -373,6 +418,7 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let broker_sock = broker_listener(&settings.broker_socket)?;
     let listeners = bind(&settings)?;
+    let fleet = bind_fleet(&settings)?;
     if !args.foreground {
         daemonize()?;
     }
@@ -386,7 +432,7 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let ctx = context(&settings, config, keys, privsep);
     notify::ready();
-    serve(&ctx, &settings, listeners, broker_sock)
+    serve(&ctx, &settings, listeners, fleet, broker_sock)
 }
 
 /// -p and -h: ports replace the configured ones on every listen address;
@@ -745,8 +791,11 @@ fn serve(
     ctx: &Context,
     settings: &Settings,
     listeners: Vec<TcpListener>,
+    fleet: Option<TcpListener>,
     broker_sock: UnixListener,
 ) -> Result<(), Error> {
+    // Link processes for other fleet nodes' relayed reconnects.
+    let mut fleet_children: HashSet<Pid> = HashSet::new();
     let signals = Signals::install()?;
     // The broker keeps a link to every session's monitor: thousands of
     // descriptors on a busy server. Its own soft limit goes up to the hard
@@ -779,9 +828,17 @@ fn serve(
             let left = until.saturating_duration_since(Instant::now());
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        let mut fds: Vec<PollFd> = Vec::with_capacity(2 + listeners.len() + links.len());
+        let mut fds: Vec<PollFd> = Vec::with_capacity(3 + listeners.len() + links.len());
         fds.push(PollFd::new(signals.pipe.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(broker_sock.as_fd(), PollFlags::POLLIN));
+        if let Some(f) = &fleet {
+            let ev = if fleet_children.len() < MAX_FLEET_LINKS {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            };
+            fds.push(PollFd::new(f.as_fd(), ev));
+        }
         for l in &listeners {
             let ev = if accepting {
                 PollFlags::POLLIN
@@ -816,7 +873,7 @@ fn serve(
             while matches!((&signals.pipe).read(&mut sink), Ok(n) if n > 0) {}
         }
         if signals.take(0) {
-            reap(&mut children);
+            reap(&mut children, &mut fleet_children);
         }
         if signals.take(2) {
             log::info("Received signal 15; terminating.");
@@ -837,7 +894,52 @@ fn serve(
         let now = Instant::now();
         let mut outs = broker.tick(now);
         children.tick(now);
-        let base = 2 + listeners.len();
+        let first = 2 + usize::from(fleet.is_some());
+        if let Some(f) = fleet.as_ref().filter(|_| ready[2]) {
+            while fleet_children.len() < MAX_FLEET_LINKS {
+                let (sock, from) = match f.accept() {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        log::error(&format!("fleet accept: {e}"));
+                        break;
+                    }
+                };
+                let _ = sock.set_nonblocking(false);
+                // SAFETY: as for a client's connection below.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => {
+                        drop(listeners);
+                        drop(links);
+                        drop(broker_sock);
+                        drop(children);
+                        signals.uninstall();
+                        let _ = setrlimit(Resource::RLIMIT_NOFILE, nofile.0, nofile.1);
+                        let (Some(key), Some(nodes)) = (&settings.fleet_key, &settings.fleet_nodes)
+                        else {
+                            std::process::exit(255);
+                        };
+                        std::process::exit(ressh_monitor::fleet::serve_link(
+                            key,
+                            nodes,
+                            &settings.broker_socket,
+                            sock,
+                            from,
+                        ));
+                    }
+                    Ok(ForkResult::Parent { child }) => {
+                        fleet_children.insert(child);
+                    }
+                    Err(e) => log::error(&format!("fork: {e}")),
+                }
+            }
+            if fleet_children.len() >= MAX_FLEET_LINKS {
+                log::error(&format!(
+                    "fleet: {MAX_FLEET_LINKS} links open; not accepting more until one ends"
+                ));
+            }
+        }
+        let base = first + listeners.len();
         for (i, p) in pids.iter().enumerate() {
             if !ready[base + i] {
                 continue;
@@ -878,7 +980,7 @@ fn serve(
         }
         flush_links(&mut links, &mut broker, &mut children);
         for (i, l) in listeners.iter().enumerate() {
-            if !ready[2 + i] || !accepting {
+            if !ready[first + i] || !accepting {
                 continue;
             }
             loop {
@@ -1131,11 +1233,12 @@ fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut B
     }
 }
 
-fn reap(children: &mut Startups) {
+fn reap(children: &mut Startups, fleet_children: &mut HashSet<Pid>) {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
                 children.done(pid);
+                fleet_children.remove(&pid);
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(_) => {}

@@ -102,6 +102,7 @@
 //! | BrokerSocket | `broker_socket` | /run/resshd/broker.sock | where monitors reach resshd; survives restarts of resshd |
 //! | ResshdKexPath, ResshdSessionPath | `resshd_kex_path`, `resshd_session_path` | next to resshd, else /usr/libexec/ressh | the workers' programs (as OpenSSH's SshdAuthPath, SshdSessionPath) |
 //! | ProxyProtocolFrom | `proxy_protocol_from` | none; load balancers (addresses or CIDR networks) whose connections must start with a PROXY protocol v1/v2 header, see [`crate::proxy`] |
+//! | FleetKey, FleetNodes, FleetListenAddress | `fleet_key`, `fleet_nodes`, `fleet_listen_address` | none; a fleet of nodes behind a load balancer, see [`crate::fleet`] |
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
 //! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | sessions per user kept detached longer than DetachGraceTime |
 //! | DetachGraceTime (M) | `detach_grace_time` | 10m | how long a detached session does not count against MaxDetachedSessions |
@@ -397,6 +398,12 @@ pub struct Settings {
     /// ProxyProtocolFrom: the load balancers (a CIDR list) whose
     /// connections start with a PROXY protocol header naming the client.
     pub proxy_protocol_from: Option<String>,
+    /// FleetKey, FleetNodes, FleetListenAddress: this node's key, the
+    /// fleet's node list and where this node accepts links from the others
+    /// (see [`crate::fleet`]). A fleet needs all three.
+    pub fleet_key: Option<PathBuf>,
+    pub fleet_nodes: Option<PathBuf>,
+    pub fleet_listen_address: Option<std::net::SocketAddr>,
     /// Where the workers are; None: next to resshd, else in
     /// /usr/libexec/ressh.
     pub resshd_kex_path: Option<PathBuf>,
@@ -857,6 +864,14 @@ impl Settings {
         line(
             "proxyprotocolfrom",
             self.proxy_protocol_from.as_deref().unwrap_or("none"),
+        );
+        line("fleetkey", &path_or_none(&self.fleet_key));
+        line("fleetnodes", &path_or_none(&self.fleet_nodes));
+        line(
+            "fleetlistenaddress",
+            &self
+                .fleet_listen_address
+                .map_or("none".to_string(), |a| a.to_string()),
         );
         for (k, v) in [
             ("resshdkexpath", &self.resshd_kex_path),

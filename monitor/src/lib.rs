@@ -6,6 +6,7 @@ pub mod authkeys;
 pub mod command;
 
 pub mod config;
+pub mod fleet;
 pub mod gate;
 pub mod hostkeys;
 pub mod keepalive;

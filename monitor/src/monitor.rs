@@ -167,6 +167,7 @@ pub fn run(ctx: &Context, sock: OwnedFd, peer: SocketAddr, local: SocketAddr) ->
         worker_pid: 0,
         log_budget: LogBudget::new(Instant::now()),
         grace_deadline: None,
+        relay: None,
     };
     // Signatures only over data as long as this connection's exchange
     // hashes can be.
@@ -328,6 +329,9 @@ struct Monitor<'a> {
     log_budget: LogBudget,
     /// When LoginGraceTime ends (None: never).
     grace_deadline: Option<Instant>,
+    /// A reconnect that another fleet node's session accepted: the link
+    /// this connection's bytes go through from now on.
+    relay: Option<openssl::ssl::SslStream<std::net::TcpStream>>,
 }
 
 /// Progress through AuthenticationMethods for one user.
@@ -425,6 +429,10 @@ impl Monitor<'_> {
                 }
             }
             Err(e) => log::error(&format!("wait for kex worker: {e}")),
+        }
+        if let Some(link) = self.relay.take() {
+            crate::fleet::pump(link, sock);
+            return Ok(Ended::Session);
         }
         let KexOutcome::Authenticated(state) = result? else {
             return Ok(if handed_over {
@@ -526,7 +534,19 @@ impl Monitor<'_> {
         request: Box<ressh_proto::ReconnectRequest>,
         leftover: Vec<u8>,
     ) -> Result<(), Error> {
+        use ressh_proto::resilience::failure;
         let who = self.who();
+        let fleet = self
+            .settings
+            .fleet_key
+            .clone()
+            .zip(self.settings.fleet_nodes.clone());
+        let asked = fleet.as_ref().map(|_| crate::fleet::Ask {
+            request: request.clone(),
+            peer_addr: self.peer.ip().to_string(),
+            peer_port: self.peer.port(),
+            leftover: leftover.clone(),
+        });
         let result = match &self.broker {
             // resshd is restarting: the client tries again.
             None => Err((
@@ -552,6 +572,27 @@ impl Monitor<'_> {
                     )),
                 }
             }
+        };
+        // Not a session of this node (or not yet: a restarted node's
+        // sessions register again): another node of the fleet may own it.
+        // No node does: this node's answer stands.
+        let result = match (result, fleet, asked) {
+            (Err((code, why)), Some((key, nodes)), Some(ask))
+                if code == failure::UNKNOWN_SESSION || code == failure::TRY_AGAIN =>
+            {
+                match crate::fleet::ask_fleet(&key, &nodes, &ask) {
+                    Ok((node, link)) => {
+                        log::info(&format!(
+                            "Reconnect from {who} relayed to its session on fleet node {node}"
+                        ));
+                        self.relay = Some(link);
+                        return Ok(kex.send(&ToKex::ReconnectHandedOver, &[])?);
+                    }
+                    Err((c, _)) if c == failure::UNKNOWN_SESSION => Err((code, why)),
+                    Err(e) => Err(e),
+                }
+            }
+            (result, _, _) => result,
         };
         match result {
             Ok(()) => {
@@ -2173,7 +2214,7 @@ impl Monitor<'_> {
 /// A link to resshd's broker, greeted with our protocol version, or None
 /// when it cannot be reached. The broker reads at once; the send timeout
 /// only keeps a wedged broker from wedging this monitor.
-fn connect_broker(path: &std::path::Path) -> Option<Endpoint> {
+pub(crate) fn connect_broker(path: &std::path::Path) -> Option<Endpoint> {
     let s = std::os::unix::net::UnixStream::connect(path).ok()?;
     let b = Endpoint::from_fd(OwnedFd::from(s));
     b.set_send_timeout(Some(Duration::from_secs(2))).ok()?;

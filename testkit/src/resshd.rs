@@ -33,10 +33,16 @@ impl Resshd {
     /// ([`Sshd::start_binary_in`]). Its monitors and workers run there too, so the
     /// lab's drop kills whatever outlives the daemon.
     pub fn start_in(bin: &Path, net: &Net, extra_config: &str) -> Resshd {
-        Resshd::start_inner(bin, extra_config, Some(net))
+        Resshd::start_inner(bin, extra_config, Some((net, 22)))
     }
 
-    fn start_inner(bin: &Path, extra_config: &str, net: Option<&Net>) -> Resshd {
+    /// [`Resshd::start_in`] on another port: several resshd in one lab
+    /// (the nodes of a fleet), each with its own keys and broker socket.
+    pub fn start_in_port(bin: &Path, net: &Net, port: u16, extra_config: &str) -> Resshd {
+        Resshd::start_inner(bin, extra_config, Some((net, port)))
+    }
+
+    fn start_inner(bin: &Path, extra_config: &str, net: Option<(&Net, u16)>) -> Resshd {
         for w in ["resshd-kex", "resshd-session"] {
             let p = bin.with_file_name(w);
             assert!(
@@ -63,7 +69,7 @@ impl Resshd {
             parent.join(BROKER_SOCKET).display()
         );
         let server = match net {
-            Some(net) => Sshd::start_binary_in(bin, &config, net, 22),
+            Some((net, port)) => Sshd::start_binary_in(bin, &config, net, port),
             None => Sshd::start_binary(bin, &config),
         };
         Resshd {

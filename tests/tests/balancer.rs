@@ -16,6 +16,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use ressh_testkit::{Resshd, TempDir};
+
 use crate::common::*;
 
 const FRONTEND: u16 = 2300;
@@ -39,14 +41,25 @@ impl Drop for Haproxy {
 }
 
 fn haproxy(lab: &Lab, send: &str) -> Haproxy {
+    haproxy_to(lab, send, &[PORT], &[])
+}
+
+/// [`haproxy`] balancing round robin over resshd on each of `ports`;
+/// `extra_keys`: more resshd whose host keys the client must know (a
+/// fleet's other nodes).
+fn haproxy_to(lab: &Lab, send: &str, ports: &[u16], extra_keys: &[&Resshd]) -> Haproxy {
     let cfg = lab.dir.join(format!("haproxy-{send}.cfg"));
+    let servers: String = ports
+        .iter()
+        .map(|p| format!("    server n{p} 198.18.0.1:{p} {send}\n"))
+        .collect();
     fs::write(
         &cfg,
         format!(
             "global\n    maxconn 64\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\
              frontend fe\n    bind 198.18.0.1:{FRONTEND}\n    default_backend be\n\
-             backend be\n    server resshd 198.18.0.1:{PORT} {send}\n"
+             backend be\n    balance roundrobin\n{servers}"
         ),
     )
     .unwrap();
@@ -79,7 +92,10 @@ fn haproxy(lab: &Lab, send: &str) -> Haproxy {
         FRONTEND,
         CLIENT_EXTRA,
     );
-    let known = known_hosts_at(&lab.resshd, FRONTEND).replace("[127.0.0.1]", "[198.18.0.1]");
+    let known: String = std::iter::once(&lab.resshd)
+        .chain(extra_keys.iter().copied())
+        .map(|r| known_hosts_at(r, FRONTEND).replace("[127.0.0.1]", "[198.18.0.1]"))
+        .collect();
     fs::write(&lab.known_hosts, known).unwrap();
     h
 }
@@ -216,4 +232,102 @@ fn a_header_is_believed_only_from_a_listed_balancer() {
     lab.wait_log("the split header's client", T, |l| {
         l.contains("client 198.18.7.7 port 41 to 198.18.0.1 port 22")
     });
+}
+
+/// Ports of a fleet's nodes in the lab (node 0 is the lab's own resshd)
+/// and of their links.
+const NODES: [u16; 3] = [PORT, 23, 24];
+const LINKS: [u16; 3] = [2297, 2298, 2299];
+
+/// Keys and node list of a three-node fleet, and each node's config.
+fn fleet_files(dir: &TempDir) -> Vec<String> {
+    let keydir = dir.join("fleet");
+    fs::create_dir(&keydir).unwrap();
+    let mut list = String::from("# the lab's fleet\n");
+    for (i, link) in LINKS.iter().enumerate() {
+        let key = keydir.join(format!("node{i}"));
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-C", "", "-t", "ed25519", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        list += &format!("node{i} 198.18.0.1:{link} {}", public.trim());
+        list += "\n";
+    }
+    let nodes = keydir.join("nodes");
+    fs::write(&nodes, list).unwrap();
+    LINKS
+        .iter()
+        .enumerate()
+        .map(|(i, link)| {
+            format!(
+                "FleetKey {}\nFleetNodes {}\nFleetListenAddress 198.18.0.1:{link}\n",
+                keydir.join(format!("node{i}")).display(),
+                nodes.display()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_fleet_relays_reconnects_to_the_owning_node() {
+    let dir = TempDir::new("fleet");
+    let cfgs = fleet_files(&dir);
+    let lab = Lab::new("fleet", &format!("{}{SERVER}", cfgs[0]));
+    let bin = ressh_bin().with_file_name("resshd");
+    let others: Vec<Resshd> = (1..3)
+        .map(|i| Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{SERVER}", cfgs[i])))
+        .collect();
+    let _h = haproxy_to(
+        &lab,
+        "send-proxy-v2",
+        &NODES,
+        &others.iter().collect::<Vec<_>>(),
+    );
+    let logs = || {
+        std::iter::once(lab.log())
+            .chain(others.iter().map(|r| r.log()))
+            .collect::<Vec<String>>()
+    };
+    for l in logs() {
+        assert!(l.contains("Fleet node node"), "{l}");
+    }
+
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&[
+        "-o",
+        "ServerAliveInterval=600",
+        "server",
+        &counter_cmd(&stop, 1_000_000),
+    ]));
+    client.wait_lines(50, T);
+    // Round robin: of three reconnects in a row, at most one lands on the
+    // owner; the others must be relayed.
+    for _ in 0..3 {
+        let since = Instant::now();
+        lab.net.roam();
+        client.wait_err("reconnected to ", since, T);
+        let n = client.line_count();
+        client.wait_lines(n + 20, T);
+    }
+    fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit(T).success(), "{}", client.describe());
+    check_counter(&client.out_lines());
+    let all = logs().join("\n--- next node ---\n");
+    let relayed = count(&all, "relayed to its session on fleet node");
+    assert!(relayed >= 2, "{relayed} relayed reconnects\n{all}");
+    // Found at the first node asked, never by the client's luck of
+    // retrying until the balancer picks the owner.
+    assert!(
+        !client.stderr().contains("does not know the session"),
+        "{}",
+        client.stderr()
+    );
+    assert_eq!(
+        count(&all, "fleet: reconnect from 198.18."),
+        relayed,
+        "every relay's owner side logged it\n{all}"
+    );
 }

@@ -853,6 +853,34 @@ impl Parser {
                     Some(v.to_string())
                 })
             }
+            Imp::FleetKey | Imp::FleetNodes => {
+                let v = a.one()?;
+                let path = if is_none_word(v) {
+                    None
+                } else if v.starts_with('/') {
+                    Some(PathBuf::from(v))
+                } else {
+                    return Err(format!("{} must be an absolute path or none", a.keyword));
+                };
+                if imp == Imp::FleetKey {
+                    Value::FleetKey(path)
+                } else {
+                    Value::FleetNodes(path)
+                }
+            }
+            Imp::FleetListenAddress => {
+                let v = a.one()?;
+                Value::FleetListenAddress(if is_none_word(v) {
+                    None
+                } else {
+                    Some(v.parse::<std::net::SocketAddr>().map_err(|_| {
+                        format!(
+                            "{}: want address:port or [address]:port, got \"{v}\"",
+                            a.keyword
+                        )
+                    })?)
+                })
+            }
             Imp::BrokerSocket => {
                 let d = a.one()?;
                 if !d.starts_with('/') {

@@ -1343,6 +1343,9 @@ const NOT_COMPARED: &[&str] = &[
     "detachgracetime",
     "resiliencebuffersize",
     "proxyprotocolfrom",
+    "fleetkey",
+    "fleetnodes",
+    "fleetlistenaddress",
 ];
 
 fn compare_with_sshd(ours: &Settings, theirs: &BTreeMap<String, Vec<String>>, what: &str) {

@@ -1,0 +1,574 @@
+//! Fleets: several resshd nodes behind one load balancer. A reconnect that
+//! lands on a node that does not own its session is relayed to the node
+//! that does, over a mutually authenticated link between nodes
+//! (docs/fleet.md).
+//!
+//! - Membership is configuration: `FleetNodes` names a file of
+//!   `name host:port public-key` lines (every node, this one included);
+//!   `FleetKey` is this node's private key (an OpenSSH key file). A node is
+//!   its key: links are TLS 1.3 with a self-signed certificate made from
+//!   that key at each start, and a peer is believed only if its
+//!   certificate's key is listed. The files are read afresh for each link,
+//!   so an edited list takes effect for the next reconnect.
+//! - Finding the owner reveals nothing new: the receiving node asks every
+//!   other node with the reconnect's own token (which the client sends in
+//!   the clear anyway, and which changes with each reconnect); nothing in it
+//!   names a node.
+//! - The owner validates the relayed reconnect exactly as a local one (its
+//!   broker and session monitor see a requester with the client's
+//!   address); the link is a byte pipe after that. The receiving node's
+//!   monitor and the owner's link process each pump one direction pair
+//!   between the client's socket, the link and the session.
+//!
+//! The link's protocol: after the TLS handshake, the receiving node sends
+//! one frame (a 4-byte big-endian length, then a postcard-encoded [`Ask`])
+//! and reads one [`Answer`]; after an accepted answer both ends carry the
+//! connection's bytes until either side closes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Public};
+use openssl::ssl::{
+    ErrorCode, HandshakeError, Ssl, SslContext, SslMethod, SslStream, SslVerifyMode, SslVersion,
+};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use ressh_ipc::msg::{FromBroker, ToBroker};
+use ressh_proto::keys::{PrivateKey, PublicKey};
+use ressh_proto::resilience::failure;
+use ressh_proto::ReconnectRequest;
+use serde::{Deserialize, Serialize};
+
+use crate::log;
+
+/// Longest FleetNodes file read.
+const MAX_NODES_FILE: u64 = 256 * 1024;
+/// Most nodes in a fleet.
+const MAX_NODES: usize = 256;
+/// Largest frame on a link before the byte pipe (a reconnect request and
+/// the bytes that came with it).
+const MAX_FRAME: usize = 256 * 1024;
+/// Time to connect to a node and have its answer.
+pub const ASK_TIME: Duration = Duration::from_secs(10);
+/// Bytes buffered per direction by a relay.
+const PUMP_BUF: usize = 256 * 1024;
+
+/// One line of the FleetNodes file.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub addr: String,
+    pub key: PublicKey,
+}
+
+/// What a receiving node asks the others.
+#[derive(Serialize, Deserialize)]
+pub struct Ask {
+    pub request: Box<ReconnectRequest>,
+    pub peer_addr: String,
+    pub peer_port: u16,
+    /// Bytes the client sent after its request.
+    pub leftover: Vec<u8>,
+}
+
+/// The answer: the owner's verdict (Ok: the link is the connection now),
+/// or why not (UNKNOWN_SESSION from a node that does not own it).
+#[derive(Serialize, Deserialize)]
+pub struct Answer(pub Result<(), (u32, String)>);
+
+/// Reads a FleetNodes file: `name host:port key-type base64 [comment]`
+/// lines, `#` comments and blank lines. Strict: a malformed line, a
+/// duplicate name or key is an error naming the line.
+pub fn read_nodes(path: &Path) -> Result<Vec<Node>, String> {
+    let text = read_root_file(path, MAX_NODES_FILE, 0o022)?;
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut w = line.splitn(3, char::is_whitespace);
+        let (Some(name), Some(addr), Some(key)) = (w.next(), w.next(), w.next()) else {
+            return Err(format!("{}: want `name host:port public-key`", at()));
+        };
+        let ok_name = name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok_name {
+            return Err(format!("{}: bad node name {name:?}", at()));
+        }
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(format!("{}: bad address {addr:?} (host:port)", at()));
+        }
+        let (key, _) = PublicKey::from_openssh(key.trim())
+            .map_err(|e| format!("{}: bad public key: {e}", at()))?;
+        if nodes.iter().any(|n| n.name == name || n.key == key) {
+            return Err(format!("{}: node {name} listed twice", at()));
+        }
+        if nodes.len() == MAX_NODES {
+            return Err(format!("{}: more than {MAX_NODES} nodes", at()));
+        }
+        nodes.push(Node {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            key,
+        });
+    }
+    Ok(nodes)
+}
+
+/// A root-owned regular file of at most `max` bytes, none of whose `deny`
+/// mode bits are set (the node list must not be writable by others: a line
+/// added there is a node believed; the key must be readable by root alone).
+fn read_root_file(path: &Path, max: u64, deny: u32) -> Result<String, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| at(&e))?;
+    let meta = f.metadata().map_err(|e| at(&e))?;
+    if !meta.is_file() {
+        return Err(at(&"not a regular file"));
+    }
+    if meta.uid() != 0 || meta.mode() & deny != 0 {
+        return Err(at(&format_args!(
+            "must be owned by root and mode {:o} at most",
+            0o666 & !deny
+        )));
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf).map_err(|e| at(&e))?;
+    if buf.len() as u64 > max {
+        return Err(at(&format_args!("longer than {max} bytes")));
+    }
+    String::from_utf8(buf).map_err(|_| at(&"not UTF-8"))
+}
+
+/// This node's identity for links: its key and a self-signed certificate.
+pub struct Identity {
+    key: PrivateKey,
+    cert: X509,
+}
+
+impl Identity {
+    pub fn load(path: &Path) -> Result<Identity, String> {
+        let text = read_root_file(path, 64 * 1024, 0o077)?;
+        let key = PrivateKey::from_openssh_pem(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let cert = self_signed(&key).map_err(|e| format!("fleet certificate: {e}"))?;
+        Ok(Identity { key, cert })
+    }
+
+    pub fn public(&self) -> PublicKey {
+        self.key.public_key()
+    }
+}
+
+fn self_signed(key: &PrivateKey) -> Result<X509, openssl::error::ErrorStack> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", "resshd fleet node")?;
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(key.pkey())?;
+    b.set_not_before(Asn1Time::days_from_now(0)?.as_ref())?;
+    b.set_not_after(Asn1Time::days_from_now(3650)?.as_ref())?;
+    // Ed25519 signs without a separate digest.
+    let md = match key.pkey().id() {
+        openssl::pkey::Id::ED25519 => MessageDigest::null(),
+        _ => MessageDigest::sha256(),
+    };
+    b.sign(key.pkey(), md)?;
+    Ok(b.build())
+}
+
+/// A TLS 1.3 context that presents `me` and believes exactly the peers
+/// whose keys are `allowed` (their certificates are self-signed: the key is
+/// the identity, nothing else in the certificate counts).
+fn context(me: &Identity, allowed: Vec<PKey<Public>>) -> Result<SslContext, String> {
+    let e = |e: openssl::error::ErrorStack| format!("TLS: {e}");
+    let mut b = SslContext::builder(SslMethod::tls()).map_err(e)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_3))
+        .map_err(e)?;
+    b.set_certificate(&me.cert).map_err(e)?;
+    b.set_private_key(me.key.pkey()).map_err(e)?;
+    b.check_private_key().map_err(e)?;
+    b.set_verify_callback(
+        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        move |_, store| {
+            // Only the leaf counts (a self-signed certificate is its own
+            // chain); its key must be a listed node's.
+            if store.error_depth() != 0 {
+                return false;
+            }
+            let Some(cert) = store.current_cert() else {
+                return false;
+            };
+            let Ok(key) = cert.public_key() else {
+                return false;
+            };
+            allowed.iter().any(|a| a.public_eq(&key))
+        },
+    );
+    Ok(b.build())
+}
+
+fn pkeys<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<PKey<Public>> {
+    nodes.filter_map(|n| n.key.to_pkey().ok()).collect()
+}
+
+fn write_frame<T: Serialize>(s: &mut impl Write, m: &T) -> Result<(), String> {
+    let body = postcard::to_allocvec(m).map_err(|e| format!("encode: {e}"))?;
+    if body.len() > MAX_FRAME {
+        return Err("frame too large".into());
+    }
+    s.write_all(&(body.len() as u32).to_be_bytes())
+        .and_then(|()| s.write_all(&body))
+        .and_then(|()| s.flush())
+        .map_err(|e| format!("link: {e}"))
+}
+
+fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut impl Read) -> Result<T, String> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(|e| format!("link: {e}"))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(format!("link: a frame of {len} bytes"));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).map_err(|e| format!("link: {e}"))?;
+    postcard::from_bytes(&body).map_err(|_| "link: undecodable frame".to_string())
+}
+
+/// The receiving node's side: asks every other node of `nodes_file`
+/// whether it owns the session of `ask`. Ok: the owner accepted; the
+/// returned link carries the connection from now on. Err: the verdict for
+/// the client (UNKNOWN_SESSION when no node owns it, TRY_AGAIN when a node
+/// could not be asked, the owner's refusal as it gave it).
+pub fn ask_fleet(
+    key_file: &Path,
+    nodes_file: &Path,
+    ask: &Ask,
+) -> Result<(String, SslStream<TcpStream>), (u32, String)> {
+    let fail = |e: String| (failure::TRY_AGAIN, e);
+    let me = Identity::load(key_file).map_err(fail)?;
+    let nodes = read_nodes(nodes_file).map_err(fail)?;
+    let mine = me.public();
+    let mut unsure = Vec::new();
+    for node in nodes.iter().filter(|n| n.key != mine) {
+        match ask_node(&me, node, ask) {
+            Ok(Ok(link)) => return Ok((node.name.clone(), link)),
+            Ok(Err((code, _))) if code == failure::UNKNOWN_SESSION => {}
+            // Restarting (its sessions registering again), or busy: it may
+            // still be the owner.
+            Ok(Err((code, why))) if code == failure::TRY_AGAIN => {
+                unsure.push(format!("{} ({why})", node.name));
+            }
+            // The owner's verdict.
+            Ok(Err(refused)) => return Err(refused),
+            Err(e) => {
+                log::error(&format!("fleet: node {} ({}): {e}", node.name, node.addr));
+                unsure.push(format!("{} (unreachable)", node.name));
+            }
+        }
+    }
+    if unsure.is_empty() {
+        Err((
+            failure::UNKNOWN_SESSION,
+            "unknown session (on every node of the fleet)".into(),
+        ))
+    } else {
+        Err((
+            failure::TRY_AGAIN,
+            format!("unknown session here; fleet node {}", unsure.join(", ")),
+        ))
+    }
+}
+
+type Asked = Result<SslStream<TcpStream>, (u32, String)>;
+
+fn ask_node(me: &Identity, node: &Node, ask: &Ask) -> Result<Asked, String> {
+    let deadline = Instant::now() + ASK_TIME;
+    let addr = node
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    let tcp = TcpStream::connect_timeout(&addr, ASK_TIME).map_err(|e| format!("connect: {e}"))?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let ctx = context(me, pkeys(std::iter::once(node)))?;
+    let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
+    let mut tls = ssl
+        .connect(tcp)
+        .map_err(|e| format!("TLS handshake: {}", handshake_error(e)))?;
+    write_frame(&mut tls, ask)?;
+    let Answer(verdict) = read_frame(&mut tls)?;
+    Ok(verdict.map(|()| tls))
+}
+
+fn handshake_error<S>(e: HandshakeError<S>) -> String {
+    match e {
+        HandshakeError::SetupFailure(e) => e.to_string(),
+        HandshakeError::Failure(m) | HandshakeError::WouldBlock(m) => m.error().to_string(),
+    }
+}
+
+/// The owning node's side of a link (a child of resshd for each accepted
+/// link connection): the TLS handshake as server, believing only listed
+/// nodes; the question; the local broker's route, exactly as a local
+/// reconnect's; the answer; then the connection's bytes between the link
+/// and the session (through a socketpair whose other end the session got).
+pub fn serve_link(
+    key_file: &Path,
+    nodes_file: &Path,
+    broker_socket: &Path,
+    sock: TcpStream,
+    from: SocketAddr,
+) -> i32 {
+    match serve_link_inner(key_file, nodes_file, broker_socket, sock) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::info(&format!(
+                "fleet link from {} port {}: {e}",
+                from.ip(),
+                from.port()
+            ));
+            255
+        }
+    }
+}
+
+fn serve_link_inner(
+    key_file: &Path,
+    nodes_file: &Path,
+    broker_socket: &Path,
+    sock: TcpStream,
+) -> Result<(), String> {
+    let me = Identity::load(key_file)?;
+    let nodes = read_nodes(nodes_file)?;
+    let mine = me.public();
+    let ctx = context(&me, pkeys(nodes.iter().filter(|n| n.key != mine)))?;
+    sock.set_read_timeout(Some(ASK_TIME))
+        .map_err(|e| e.to_string())?;
+    sock.set_write_timeout(Some(ASK_TIME))
+        .map_err(|e| e.to_string())?;
+    let _ = sock.set_nodelay(true);
+    let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
+    let mut tls = ssl
+        .accept(sock)
+        .map_err(|e| format!("refused: TLS handshake: {}", handshake_error(e)))?;
+    let ask: Ask = read_frame(&mut tls)?;
+    let (peer_addr, peer_port) = (ask.peer_addr.clone(), ask.peer_port);
+    if peer_addr.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("a bad client address {peer_addr:?}"));
+    }
+    let verdict = route_here(broker_socket, ask);
+    let (verdict, session_end) = match verdict {
+        Ok(end) => (Ok(()), Some(end)),
+        Err(e) => (Err(e), None),
+    };
+    write_frame(&mut tls, &Answer(verdict))?;
+    if let Some(end) = session_end {
+        log::info(&format!(
+            "fleet: reconnect from {peer_addr} port {peer_port} relayed to its session"
+        ));
+        tls.get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| e.to_string())?;
+        tls.get_ref()
+            .set_write_timeout(None)
+            .map_err(|e| e.to_string())?;
+        pump(tls, end);
+    }
+    Ok(())
+}
+
+/// Routes the asked reconnect through this node's broker as a local
+/// requester would. Ok: our end of the socketpair the session now reads.
+fn route_here(broker_socket: &Path, ask: Ask) -> Result<OwnedFd, (u32, String)> {
+    let again = |e: String| (failure::TRY_AGAIN, e);
+    let b =
+        crate::monitor::connect_broker(broker_socket).ok_or_else(|| again("no broker".into()))?;
+    b.set_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| again(e.to_string()))?;
+    b.send(
+        &ToBroker::Route {
+            request: ask.request,
+            peer_addr: ask.peer_addr.clone(),
+            peer_port: ask.peer_port,
+        },
+        &[],
+    )
+    .map_err(|e| again(format!("broker: {e}")))?;
+    match b.recv::<FromBroker>() {
+        Ok((FromBroker::RouteResult(Ok(())), _)) => {}
+        Ok((FromBroker::RouteResult(Err(e)), _)) => return Err(e),
+        Ok(_) => return Err(again("broker answered out of turn".into())),
+        Err(e) => return Err(again(format!("broker: {e}"))),
+    }
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| again(e.to_string()))?;
+    b.send(
+        &ToBroker::Handover {
+            leftover: ask.leftover,
+            peer_addr: ask.peer_addr,
+            peer_port: ask.peer_port,
+        },
+        &[theirs.as_fd()],
+    )
+    .map_err(|e| again(format!("broker: {e}")))?;
+    Ok(OwnedFd::from(ours))
+}
+
+/// Carries bytes both ways between `link` and `other` until either side
+/// closes or fails; then closes both. Each direction buffers at most
+/// [`PUMP_BUF`] bytes: a side that does not read stops the other's reads.
+pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
+    if link.get_ref().set_nonblocking(true).is_err() {
+        return;
+    }
+    let _ = nix::fcntl::fcntl(
+        other.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut to_other: Vec<u8> = Vec::new();
+    let mut to_link: Vec<u8> = Vec::new();
+    let mut tmp = vec![0u8; 64 * 1024];
+    let mut link_eof = false;
+    let mut other_eof = false;
+    loop {
+        let mut progress = false;
+        // Link -> other.
+        if !link_eof && to_other.len() < PUMP_BUF {
+            match link.ssl_read(&mut tmp) {
+                Ok(0) => link_eof = true,
+                Ok(n) => {
+                    to_other.extend_from_slice(&tmp[..n]);
+                    progress = true;
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+                Err(_) => link_eof = true,
+            }
+        }
+        if !to_other.is_empty() {
+            match nix::unistd::write(&other, &to_other) {
+                Ok(n) => {
+                    to_other.drain(..n);
+                    progress |= n > 0;
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+        // Other -> link.
+        if !other_eof && to_link.len() < PUMP_BUF {
+            match nix::unistd::read(other.as_raw_fd(), &mut tmp) {
+                Ok(0) => other_eof = true,
+                Ok(n) => {
+                    to_link.extend_from_slice(&tmp[..n]);
+                    progress = true;
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(_) => other_eof = true,
+            }
+        }
+        if !to_link.is_empty() {
+            match link.ssl_write(&to_link) {
+                Ok(n) => {
+                    to_link.drain(..n);
+                    progress |= n > 0;
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+                Err(_) => return,
+            }
+        }
+        // Either side gone, and what it sent delivered: done (the session
+        // sees the end of its transport, as when a client's TCP dies).
+        if (link_eof && to_other.is_empty()) || (other_eof && to_link.is_empty()) {
+            let _ = link.shutdown();
+            return;
+        }
+        if progress || link.ssl().pending() > 0 {
+            continue;
+        }
+        let mut link_ev = PollFlags::POLLIN;
+        if !to_link.is_empty() {
+            link_ev |= PollFlags::POLLOUT;
+        }
+        let mut other_ev = PollFlags::empty();
+        if !other_eof && to_link.len() < PUMP_BUF {
+            other_ev |= PollFlags::POLLIN;
+        }
+        if !to_other.is_empty() {
+            other_ev |= PollFlags::POLLOUT;
+        }
+        let tcp = link.get_ref().as_fd();
+        let mut fds = [
+            PollFd::new(tcp, link_ev),
+            PollFd::new(other.as_fd(), other_ev),
+        ];
+        let _ = poll(&mut fds, PollTimeout::from(1000u16));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_file_is_strict() {
+        let dir = std::env::temp_dir().join(format!("fleet-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let k1 = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519)
+            .unwrap()
+            .public_key()
+            .to_openssh("");
+        let k2 = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519)
+            .unwrap()
+            .public_key()
+            .to_openssh("");
+        let f = dir.join("nodes");
+        let ok =
+            format!("# the fleet\nn1 198.18.0.1:2299 {k1} a comment\n\nn2 198.18.0.2:2299 {k2}\n");
+        std::fs::write(&f, &ok).unwrap();
+        let nodes = read_nodes(&f).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[1].addr, "198.18.0.2:2299");
+        for bad in [
+            format!("n1 198.18.0.1 {k1}\n"),
+            "n1 198.18.0.1:2299\n".to_string(),
+            format!("n/1 198.18.0.1:2299 {k1}\n"),
+            format!("n1 198.18.0.1:2299 {k1}\nn1 198.18.0.2:2299 {k2}\n"),
+            format!("n1 198.18.0.1:2299 {k1}\nn2 198.18.0.2:2299 {k1}\n"),
+            "n1 198.18.0.1:2299 ssh-ed25519 AAAAnotakey\n".to_string(),
+        ] {
+            std::fs::write(&f, &bad).unwrap();
+            assert!(read_nodes(&f).is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
