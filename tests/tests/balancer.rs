@@ -315,9 +315,74 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     fs::write(&stop, "").unwrap();
     assert!(client.wait_exit(T).success(), "{}", client.describe());
     check_counter(&client.out_lines());
+
+    // A link from a key the fleet does not list is refused at the TLS
+    // handshake and changes nothing.
+    let stranger = dir.join("stranger");
+    for (args, out) in [
+        (vec!["genpkey", "-algorithm", "ed25519", "-out"], &stranger),
+        (
+            vec![
+                "req",
+                "-new",
+                "-x509",
+                "-subj",
+                "/CN=node0",
+                "-days",
+                "1",
+                "-key",
+            ],
+            &stranger,
+        ),
+    ] {
+        let mut c = std::process::Command::new("openssl");
+        c.args(&args).arg(out);
+        if args[0] == "req" {
+            c.arg("-out").arg(dir.join("stranger.crt"));
+        }
+        assert!(c.status().unwrap().success());
+    }
+    let forged = lab
+        .net
+        .cmd_server("openssl")
+        .args(["s_client", "-brief", "-connect", "198.18.0.1:2297", "-key"])
+        .arg(&stranger)
+        .arg("-cert")
+        .arg(dir.join("stranger.crt"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    lab.wait_log("the stranger's link refused", T, |l| {
+        l.contains("fleet link from 198.18.0.1 port") && l.contains("refused: TLS handshake")
+    });
+    assert!(!forged.status.success(), "{forged:?}");
+
+    // sftp through a kill of the client's connection every second: most
+    // of its reconnects land on another node and are relayed.
+    let src = lab.user().home.join("fleet-file");
+    random_file(&src, 24 << 20);
+    let dst = lab.dir.join("fleet-file");
+    let batch = lab.dir.join("fleet-batch");
+    fs::write(&batch, format!("get {} {}\n", src.display(), dst.display())).unwrap();
+    let mut cmd = lab.net.cmd_client("sftp");
+    cmd.arg("-S")
+        .arg(ressh_bin())
+        .arg("-F")
+        .arg(&lab.login.config)
+        .args(["-l", "32000", "-b"])
+        .arg(&batch)
+        .arg("server");
+    let mut sftp = Client::spawn(&mut cmd);
+    let (status, kills) = with_kills_on(&lab.net, FRONTEND, Duration::from_secs(1), || {
+        sftp.wait_exit(T * 3)
+    });
+    assert!(status.success(), "{}", sftp.describe());
+    assert!(kills.len() >= 3, "{} kills", kills.len());
+    assert_eq!(sha256_file(&src), sha256_file(&dst));
+
     let all = logs().join("\n--- next node ---\n");
     let relayed = count(&all, "relayed to its session on fleet node");
-    assert!(relayed >= 2, "{relayed} relayed reconnects\n{all}");
+    assert!(relayed >= 4, "{relayed} relayed reconnects\n{all}");
     // Found at the first node asked, never by the client's luck of
     // retrying until the balancer picks the owner.
     assert!(

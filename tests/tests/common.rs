@@ -68,6 +68,17 @@ pub fn sq(s: &str) -> String {
 /// server every `every`; returns `f`'s result and when each kill hit
 /// something.
 pub fn with_kills<R>(net: &Net, every: Duration, f: impl FnOnce() -> R) -> (R, Vec<Instant>) {
+    with_kills_on(net, PORT, every, f)
+}
+
+/// [`with_kills`] of the client's connections to the server's `port`
+/// (a balancer's, a proxy's).
+pub fn with_kills_on<R>(
+    net: &Net,
+    port: u16,
+    every: Duration,
+    f: impl FnOnce() -> R,
+) -> (R, Vec<Instant>) {
     let stop = AtomicBool::new(false);
     thread::scope(|scope| {
         let killer = scope.spawn(|| {
@@ -81,7 +92,7 @@ pub fn with_kills<R>(net: &Net, every: Duration, f: impl FnOnce() -> R) -> (R, V
                 }
                 next += every;
                 let t = Instant::now();
-                if net.try_kill_tcp(PORT) > 0 {
+                if net.try_kill_tcp(port) > 0 {
                     kills.push(t);
                 }
             }
