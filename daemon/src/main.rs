@@ -71,6 +71,8 @@ enum Error {
     FleetIncomplete(&'static str),
     #[error("fleet: {0}")]
     Fleet(String),
+    #[error("FleetDrain without a fleet would strand every session's reconnect")]
+    DrainAlone,
     #[error("no hostkeys available -- exiting.")]
     NoHostKeys,
     #[error("Privilege separation user {0} does not exist")]
@@ -417,8 +419,16 @@ fn run(args: Args) -> Result<(), Error> {
         return inetd(config, settings, keys, privsep);
     }
     let broker_sock = broker_listener(&settings.broker_socket)?;
-    let listeners = bind(&settings)?;
     let fleet = bind_fleet(&settings)?;
+    let listeners = if settings.fleet_drain {
+        if fleet.is_none() {
+            return Err(Error::DrainAlone);
+        }
+        log::info("FleetDrain: no new connections; serving this node's sessions until they end.");
+        Vec::new()
+    } else {
+        bind(&settings)?
+    };
     if !args.foreground {
         daemonize()?;
     }
@@ -895,48 +905,54 @@ fn serve(
         let mut outs = broker.tick(now);
         children.tick(now);
         let first = 2 + usize::from(fleet.is_some());
+        // Accepted first, forked after: a child must not keep any
+        // listener (a SIGHUP's re-exec binds them again).
+        let mut fleet_links = Vec::new();
         if let Some(f) = fleet.as_ref().filter(|_| ready[2]) {
-            while fleet_children.len() < MAX_FLEET_LINKS {
-                let (sock, from) = match f.accept() {
-                    Ok(x) => x,
+            while fleet_children.len() + fleet_links.len() < MAX_FLEET_LINKS {
+                match f.accept() {
+                    Ok(x) => fleet_links.push(x),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         log::error(&format!("fleet accept: {e}"));
                         break;
                     }
-                };
-                let _ = sock.set_nonblocking(false);
-                // SAFETY: as for a client's connection below.
-                match unsafe { fork() } {
-                    Ok(ForkResult::Child) => {
-                        drop(listeners);
-                        drop(links);
-                        drop(broker_sock);
-                        drop(children);
-                        signals.uninstall();
-                        let _ = setrlimit(Resource::RLIMIT_NOFILE, nofile.0, nofile.1);
-                        let (Some(key), Some(nodes)) = (&settings.fleet_key, &settings.fleet_nodes)
-                        else {
-                            std::process::exit(255);
-                        };
-                        std::process::exit(ressh_monitor::fleet::serve_link(
-                            key,
-                            nodes,
-                            &settings.broker_socket,
-                            sock,
-                            from,
-                        ));
-                    }
-                    Ok(ForkResult::Parent { child }) => {
-                        fleet_children.insert(child);
-                    }
-                    Err(e) => log::error(&format!("fork: {e}")),
                 }
             }
-            if fleet_children.len() >= MAX_FLEET_LINKS {
+            if fleet_children.len() + fleet_links.len() >= MAX_FLEET_LINKS {
                 log::error(&format!(
                     "fleet: {MAX_FLEET_LINKS} links open; not accepting more until one ends"
                 ));
+            }
+        }
+        for (sock, from) in fleet_links {
+            let _ = sock.set_nonblocking(false);
+            // SAFETY: as for a client's connection below.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    drop(listeners);
+                    drop(fleet);
+                    drop(links);
+                    drop(broker_sock);
+                    drop(children);
+                    signals.uninstall();
+                    let _ = setrlimit(Resource::RLIMIT_NOFILE, nofile.0, nofile.1);
+                    let (Some(key), Some(nodes)) = (&settings.fleet_key, &settings.fleet_nodes)
+                    else {
+                        std::process::exit(255);
+                    };
+                    std::process::exit(ressh_monitor::fleet::serve_link(
+                        key,
+                        nodes,
+                        &settings.broker_socket,
+                        sock,
+                        from,
+                    ));
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    fleet_children.insert(child);
+                }
+                Err(e) => log::error(&format!("fork: {e}")),
             }
         }
         let base = first + listeners.len();
@@ -1023,6 +1039,7 @@ fn serve(
                 match unsafe { fork() } {
                     Ok(ForkResult::Child) => {
                         drop(listeners);
+                        drop(fleet);
                         drop(links);
                         drop(broker_sock);
                         drop(children);

@@ -102,7 +102,7 @@
 //! | BrokerSocket | `broker_socket` | /run/resshd/broker.sock | where monitors reach resshd; survives restarts of resshd |
 //! | ResshdKexPath, ResshdSessionPath | `resshd_kex_path`, `resshd_session_path` | next to resshd, else /usr/libexec/ressh | the workers' programs (as OpenSSH's SshdAuthPath, SshdSessionPath) |
 //! | ProxyProtocolFrom | `proxy_protocol_from` | none; load balancers (addresses or CIDR networks) whose connections must start with a PROXY protocol v1/v2 header, see [`crate::proxy`] |
-//! | FleetKey, FleetNodes, FleetListenAddress | `fleet_key`, `fleet_nodes`, `fleet_listen_address` | none; a fleet of nodes behind a load balancer, see [`crate::fleet`] |
+//! | FleetKey, FleetNodes, FleetListenAddress, FleetDrain | `fleet_key`, `fleet_nodes`, `fleet_listen_address`, `fleet_drain` | none, none, none, no; a fleet of nodes behind a load balancer, see [`crate::fleet`] |
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
 //! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | sessions per user kept detached longer than DetachGraceTime |
 //! | DetachGraceTime (M) | `detach_grace_time` | 10m | how long a detached session does not count against MaxDetachedSessions |
@@ -404,6 +404,10 @@ pub struct Settings {
     pub fleet_key: Option<PathBuf>,
     pub fleet_nodes: Option<PathBuf>,
     pub fleet_listen_address: Option<std::net::SocketAddr>,
+    /// FleetDrain: this node takes no new connections (its SSH listeners
+    /// are closed, so the balancer sends them elsewhere); its sessions'
+    /// reconnects reach it through the other nodes' links.
+    pub fleet_drain: bool,
     /// Where the workers are; None: next to resshd, else in
     /// /usr/libexec/ressh.
     pub resshd_kex_path: Option<PathBuf>,
@@ -867,6 +871,7 @@ impl Settings {
         );
         line("fleetkey", &path_or_none(&self.fleet_key));
         line("fleetnodes", &path_or_none(&self.fleet_nodes));
+        line("fleetdrain", yn(self.fleet_drain));
         line(
             "fleetlistenaddress",
             &self

@@ -58,6 +58,7 @@ fn haproxy_to(lab: &Lab, send: &str, ports: &[u16], extra_keys: &[&Resshd]) -> H
         format!(
             "global\n    maxconn 64\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\
+             \x20   retries 2\n    option redispatch 1\n\
              frontend fe\n    bind 198.18.0.1:{FRONTEND}\n    default_backend be\n\
              backend be\n    balance roundrobin\n{servers}"
         ),
@@ -394,5 +395,89 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
         count(&all, "fleet: reconnect from 198.18."),
         relayed,
         "every relay's owner side logged it\n{all}"
+    );
+}
+
+#[test]
+fn a_drained_node_serves_its_sessions_until_they_end() {
+    let dir = TempDir::new("fleet");
+    let cfgs = fleet_files(&dir);
+    let mut lab = Lab::new("drain", &format!("{}{SERVER}", cfgs[0]));
+    let bin = ressh_bin().with_file_name("resshd");
+    let mut others: Vec<Resshd> = (1..3)
+        .map(|i| Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{SERVER}", cfgs[i])))
+        .collect();
+    let _h = haproxy_to(
+        &lab,
+        "send-proxy-v2",
+        &NODES,
+        &others.iter().collect::<Vec<_>>(),
+    );
+    let user = lab.user().name.clone();
+    let accepted = format!("Accepted publickey for {user}");
+
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = Client::spawn(&mut lab.ressh(&[
+        "-o",
+        "ServerAliveInterval=600",
+        "server",
+        &counter_cmd(&stop, 1_000_000),
+    ]));
+    client.wait_lines(50, T);
+    let mut nodes: Vec<&mut Resshd> = std::iter::once(&mut lab.resshd)
+        .chain(others.iter_mut())
+        .collect();
+    let owner = nodes
+        .iter()
+        .position(|n| n.log().contains(&accepted))
+        .expect("the session's node");
+    let node = &mut nodes[owner];
+    let config = node.server.config_path().to_path_buf();
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("FleetDrain yes\n{text}")).unwrap();
+    signal(node.server.pid(), "HUP");
+    node.wait_log("the drain", T, |l| {
+        l.contains("FleetDrain: no new connections")
+    });
+    let logins_before = count(&node.log(), &accepted);
+    drop(nodes);
+
+    // New logins all go to the other nodes.
+    for i in 0..6 {
+        let out = lab.ressh(&["server", "true"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "login {i} with node{owner} drained: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let owner_log = |lab: &Lab, others: &[Resshd]| {
+        if owner == 0 {
+            lab.log()
+        } else {
+            others[owner - 1].log()
+        }
+    };
+    assert_eq!(
+        count(&owner_log(&lab, &others), &accepted),
+        logins_before,
+        "a drained node took a new login"
+    );
+
+    // Its session goes on: its reconnects come through the other nodes.
+    for _ in 0..2 {
+        let since = Instant::now();
+        lab.net.roam();
+        client.wait_err("reconnected to ", since, T);
+        let n = client.line_count();
+        client.wait_lines(n + 20, T);
+    }
+    fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit(T).success(), "{}", client.describe());
+    check_counter(&client.out_lines());
+    let log = owner_log(&lab, &others);
+    assert!(
+        count(&log, "fleet: reconnect from 198.18.") >= 2,
+        "the drained owner served no relayed reconnect\n{log}"
     );
 }

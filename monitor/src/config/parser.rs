@@ -868,6 +868,7 @@ impl Parser {
                     Value::FleetNodes(path)
                 }
             }
+            Imp::FleetDrain => Value::FleetDrain(parse_flag(a.one()?)?),
             Imp::FleetListenAddress => {
                 let v = a.one()?;
                 Value::FleetListenAddress(if is_none_word(v) {

@@ -1346,6 +1346,7 @@ const NOT_COMPARED: &[&str] = &[
     "fleetkey",
     "fleetnodes",
     "fleetlistenaddress",
+    "fleetdrain",
 ];
 
 fn compare_with_sshd(ours: &Settings, theirs: &BTreeMap<String, Vec<String>>, what: &str) {
