@@ -467,6 +467,7 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
         "usr/share/man/man5/resshd_config.5.gz",
         "usr/share/doc/ressh/copyright",
         "usr/share/doc/ressh/changelog.Debian.gz",
+        "usr/share/doc/ressh/fleet.md",
     ] {
         assert!(root.join(f).exists(), "/{f} is not installed");
     }
