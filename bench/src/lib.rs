@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod lab;
 pub mod proc;
 pub mod relay;

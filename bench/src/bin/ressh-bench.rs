@@ -94,7 +94,7 @@ struct Opts {
     kex: Vec<String>,
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "engine",
     "cat",
     "sftp",
@@ -103,6 +103,7 @@ const SECTIONS: [&str; 9] = [
     "mux",
     "memory",
     "reconnect",
+    "fleet",
     "tls",
 ];
 
@@ -332,6 +333,7 @@ fn run(o: Opts) -> Result<(), String> {
             "mux" => b.mux(),
             "memory" => b.memory(),
             "reconnect" => b.reconnect(),
+            "fleet" => b.fleet(),
             "tls" => b.tls(),
             _ => Ok(()),
         };
@@ -1687,6 +1689,87 @@ impl Bench {
             format!(
                 "p95 {:.1} ms; ressh logged {logged} reconnects in all",
                 Summary::of(&roam_alone).p95
+            ),
+        );
+        Ok(())
+    }
+
+    /// docs/fleet.md: a reconnect relayed by another node against one the
+    /// owner takes itself (ressh_bench::fleet).
+    fn fleet(&mut self) -> Result<(), String> {
+        let bulk = (self.o.size_mib * MIB / 8).max(16 * MIB);
+        let f = ressh_bench::fleet::measure(&ressh_bench::fleet::Setup {
+            resshd: &self.resshd,
+            ressh: &self.ressh,
+            keys: &self.keys,
+            user: &self.user.name,
+            authorized_keys: &self.user.home.join(".ssh/authorized_keys"),
+            dir: self.dir.path(),
+            trials: self.o.trials,
+            reps: self.o.reps,
+            bulk,
+        })?;
+        let t = self.o.trials;
+        let (lm, rm) = (Summary::of(&f.local_ms), Summary::of(&f.relayed_ms));
+        say!(
+            "fleet: reconnect {:.1} ms local, {:.1} ms relayed; cat {:.0} / {:.0} MB/s",
+            lm.median,
+            rm.median,
+            Summary::of(&f.local_mbps).median,
+            Summary::of(&f.relayed_mbps).median
+        );
+        self.row(
+            "fleet",
+            format!("reconnect taken by the owning node, {t} trials: median"),
+            "ms",
+            &f.local_ms,
+            None,
+            false,
+            1,
+            format!("kill to first byte echoed; p95 {:.1} ms", lm.p95),
+        );
+        self.row(
+            "fleet",
+            format!("reconnect relayed by another node, {t} trials: median"),
+            "ms",
+            &f.relayed_ms,
+            None,
+            false,
+            1,
+            format!(
+                "p95 {:.1} ms; {:.2}× the local median (one link handshake and a route through the owner's broker more)",
+                rm.p95,
+                rm.median / lm.median.max(1e-9)
+            ),
+        );
+        let (lt, rt) = (Summary::of(&f.local_mbps), Summary::of(&f.relayed_mbps));
+        self.row(
+            "fleet",
+            format!(
+                "`cat` over a local connection, {} MiB each way: median",
+                bulk / MIB
+            ),
+            "MB/s",
+            &f.local_mbps,
+            None,
+            true,
+            0,
+            "written to the session and read back",
+        );
+        self.row(
+            "fleet",
+            format!(
+                "`cat` over a relayed connection, {} MiB each way: median",
+                bulk / MIB
+            ),
+            "MB/s",
+            &f.relayed_mbps,
+            None,
+            true,
+            0,
+            format!(
+                "{:.2}× the local median (two more processes copy each byte, one TLS hop)",
+                rt.median / lt.median.max(1e-9)
             ),
         );
         Ok(())
