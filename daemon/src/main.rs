@@ -224,6 +224,18 @@ fn privsep(settings: &Settings, create: bool) -> Result<Privsep, Error> {
     })
 }
 
+/// A fleet link process before it speaks TLS: non-dumpable, and with
+/// privilege separation in the empty chroot as its user (the kex worker's).
+fn confine_link(privsep: &Privsep) -> Result<(), String> {
+    ressh_ipc::harden::non_dumpable()?;
+    if let Privsep::Root { uid, gid, chroot } = privsep {
+        nix::unistd::chroot(chroot).map_err(|e| format!("chroot {}: {e}", chroot.display()))?;
+        nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
+        ressh_ipc::harden::become_user(*uid, *gid, &[])?;
+    }
+    Ok(())
+}
+
 /// Fleet link processes at once (each relays one reconnected session for
 /// its life, or waits up to `fleet::ASK_TIME` for a handshake): past this,
 /// resshd stops accepting links until one ends.
@@ -945,6 +957,7 @@ fn serve(
                         key,
                         nodes,
                         &settings.broker_socket,
+                        || confine_link(&ctx.privsep),
                         sock,
                         from,
                     ));

@@ -342,14 +342,20 @@ fn handshake_error<S>(e: HandshakeError<S>) -> String {
 /// nodes; the question; the local broker's route, exactly as a local
 /// reconnect's; the answer; then the connection's bytes between the link
 /// and the session (through a socketpair whose other end the session got).
+///
+/// It reads the key and the node list and links to the broker as root,
+/// then `confine`s itself (resshd drops it to the privilege-separation user
+/// in the empty chroot, non-dumpable) before its first byte of TLS: what
+/// an unauthenticated peer talks to holds no privilege.
 pub fn serve_link(
     key_file: &Path,
     nodes_file: &Path,
     broker_socket: &Path,
+    confine: impl FnOnce() -> Result<(), String>,
     sock: TcpStream,
     from: SocketAddr,
 ) -> i32 {
-    match serve_link_inner(key_file, nodes_file, broker_socket, sock) {
+    match serve_link_inner(key_file, nodes_file, broker_socket, confine, sock) {
         Ok(()) => 0,
         Err(e) => {
             log::info(&format!(
@@ -366,12 +372,16 @@ fn serve_link_inner(
     key_file: &Path,
     nodes_file: &Path,
     broker_socket: &Path,
+    confine: impl FnOnce() -> Result<(), String>,
     sock: TcpStream,
 ) -> Result<(), String> {
     let me = Identity::load(key_file)?;
     let nodes = read_nodes(nodes_file)?;
     let mine = me.public();
     let ctx = context(&me, pkeys(nodes.iter().filter(|n| n.key != mine)))?;
+    drop(me);
+    let broker = crate::monitor::connect_broker(broker_socket);
+    confine()?;
     sock.set_read_timeout(Some(ASK_TIME))
         .map_err(|e| e.to_string())?;
     sock.set_write_timeout(Some(ASK_TIME))
@@ -386,7 +396,7 @@ fn serve_link_inner(
     if peer_addr.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("a bad client address {peer_addr:?}"));
     }
-    let verdict = route_here(broker_socket, ask);
+    let verdict = route_here(broker, ask);
     let (verdict, session_end) = match verdict {
         Ok(end) => (Ok(()), Some(end)),
         Err(e) => (Err(e), None),
@@ -409,10 +419,9 @@ fn serve_link_inner(
 
 /// Routes the asked reconnect through this node's broker as a local
 /// requester would. Ok: our end of the socketpair the session now reads.
-fn route_here(broker_socket: &Path, ask: Ask) -> Result<OwnedFd, (u32, String)> {
+fn route_here(broker: Option<ressh_ipc::Endpoint>, ask: Ask) -> Result<OwnedFd, (u32, String)> {
     let again = |e: String| (failure::TRY_AGAIN, e);
-    let b =
-        crate::monitor::connect_broker(broker_socket).ok_or_else(|| again("no broker".into()))?;
+    let b = broker.ok_or_else(|| again("no broker".into()))?;
     b.set_timeout(Some(Duration::from_secs(15)))
         .map_err(|e| again(e.to_string()))?;
     b.send(

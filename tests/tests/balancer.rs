@@ -356,7 +356,9 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     lab.wait_log("the stranger's link refused", T, |l| {
         l.contains("fleet link from 198.18.0.1 port") && l.contains("refused: TLS handshake")
     });
-    assert!(!forged.status.success(), "{forged:?}");
+    // (openssl s_client may report the TLS 1.3 connection established: the
+    // server checks the client's certificate after its own Finished.)
+    drop(forged);
 
     // sftp through a kill of the client's connection every second: most
     // of its reconnects land on another node and are relayed.
