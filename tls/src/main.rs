@@ -48,12 +48,20 @@ fn notify(state: &str) {
     }
 }
 
-/// SIGHUP, from now on: `reload` is run, between RELOADING=1 and READY=1.
-fn on_sighup(reload: impl Fn() + Send + 'static) -> Result<(), String> {
-    let mut sigs = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(|e| format!("SIGHUP handler: {e}"))?;
+/// Signals, from now on: on SIGHUP `reload` runs, between RELOADING=1 and
+/// READY=1; SIGTERM sends STOPPING=1 and exits (status 0), ending every
+/// connection, as the default action would.
+fn on_signals(reload: impl Fn() + Send + 'static) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
+    let mut sigs = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM])
+        .map_err(|e| format!("signal handlers: {e}"))?;
     std::thread::spawn(move || {
-        for _ in sigs.forever() {
+        for sig in sigs.forever() {
+            if sig == SIGTERM {
+                eprintln!("restls: SIGTERM: stopping");
+                notify("STOPPING=1\nSTATUS=Stopping\n");
+                std::process::exit(0);
+            }
             if let Err(e) = sd_notify::reloading() {
                 eprintln!("restls: sd_notify: {e}");
             }
@@ -160,7 +168,7 @@ fn run(args: &[String]) -> Result<(), Error> {
             }
             let server = Arc::new(server);
             let s2 = server.clone();
-            on_sighup(move || match s2.reload(&cert, &key) {
+            on_signals(move || match s2.reload(&cert, &key) {
                 Ok(()) => eprintln!("restls: reloaded {} and {}", cert.display(), key.display()),
                 Err(e) => eprintln!("restls: reload failed, serving as before: {e}"),
             })
@@ -180,7 +188,7 @@ fn run(args: &[String]) -> Result<(), Error> {
             if check {
                 return Ok(());
             }
-            on_sighup(|| eprintln!("restls: reload: a client has nothing to reload"))
+            on_signals(|| eprintln!("restls: reload: a client has nothing to reload"))
                 .map_err(Error::Failed)?;
             serve(listen, move |mut s, log| {
                 let id = log.0;

@@ -684,6 +684,7 @@ fn notified(sock: &std::os::unix::net::UnixDatagram, log: &dyn Fn() -> String) -
 /// (RELOADING=1, then READY=1), while a connection made before carries
 /// on, and is resumed after a cut (the ticket keys did not change). A
 /// reload with a key that is not the certificate's changes nothing.
+/// SIGTERM: STOPPING=1, exit status 0.
 #[test]
 fn sighup_reloads_the_certificate_and_keeps_connections() {
     let old = Certs::new();
@@ -708,7 +709,7 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let srv = Proc::spawn(
+    let mut srv = Proc::spawn(
         restls()
             .arg("--config")
             .arg(&conf)
@@ -763,6 +764,18 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
         cli.stderr(),
         log()
     );
+
+    let out = run_timeout(
+        Command::new("kill").args(["-TERM", &srv.child_id().to_string()]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "kill -TERM: {out:?}");
+    let msg = notified(&sock, &log);
+    assert!(
+        msg.lines().any(|l| l == "STOPPING=1"),
+        "after SIGTERM: {msg:?}"
+    );
+    assert!(srv.exit_status().success(), "{}", srv.stderr());
 }
 
 /// The command line: --help and --version exit 0 on stdout; a usage error
