@@ -194,8 +194,14 @@ fn host_port(v: &str) -> Result<String, String> {
     let (host, port) = v
         .rsplit_once(':')
         .ok_or_else(|| format!("not HOST:PORT: {v:?}"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    // An IPv6 address in brackets, or a name or IPv4 address without ':'.
+    let host = match host.strip_prefix('[') {
+        Some(h) => h
+            .strip_suffix(']')
+            .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => Some(host).filter(|h| !h.contains(':')),
+    };
+    if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
         return Err(format!("not HOST:PORT: {v:?}"));
     }
     number(port, 1, 65535).map_err(|e| format!("port of {v:?}: {e}"))?;
@@ -481,6 +487,12 @@ mod tests {
             "--connect: port of \"h:0\": 0 is not in 1..=65535"
         );
         assert_eq!(err(&["proxy"]), "mode: server or client, not \"proxy\"");
+        assert_eq!(
+            err(&["client", "--connect=::1:80"]),
+            "--connect: not HOST:PORT: \"::1:80\""
+        );
+        let s = run(&["client", "--connect=[::1]:80"]).unwrap();
+        assert_eq!(s.connect.as_deref(), Some("[::1]:80"));
         assert!(err(&["--listen=127.0.0.1:1"]).starts_with("no mode"));
         assert!(matches!(parse(&["--help".into()]), Ok(Cli::Help)));
         assert!(matches!(parse(&["-V".into()]), Ok(Cli::Version)));
