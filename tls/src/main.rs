@@ -203,8 +203,11 @@ fn run(args: &[String]) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string().map_err(|a| format!("not UTF-8: {a:?}")))
+        .collect();
+    match args.map_err(Error::Usage).and_then(|a| run(&a)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Usage(e)) => {
             eprintln!("restls: {e}\n{}\nTry 'restls --help'.", args::USAGE);
