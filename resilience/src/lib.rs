@@ -8,10 +8,12 @@
 //! - [`netwatch`]: what makes a client reconnect before TCP notices a broken
 //!   path (route and address changes, resume from suspend);
 //! - [`suspect`]: when a client suspects a silently dead path (probes
-//!   unanswered for a few smoothed round trips).
+//!   unanswered for a few smoothed round trips);
+//! - [`sd_notify`]: what both daemons (resshd, restls) tell systemd.
 
 pub mod netwatch;
 mod retransmit;
+pub mod sd_notify;
 pub mod suspect;
 
 pub use retransmit::{OutOfRange, Retransmit, Unit};

@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
+use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    ExtensionContext, Ssl, SslAlert, SslContext, SslFiletype, SslMethod, SslRef, SslSession,
+    ExtensionContext, Ssl, SslAlert, SslContext, SslMethod, SslRef, SslSession,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
+use openssl::x509::X509;
+use zeroize::Zeroizing;
 
 use crate::secret::{Answer, Hello, EXT_TYPE};
 use crate::server::{Entry, Table};
@@ -73,17 +76,67 @@ pub fn entry(ssl: &SslRef) -> Option<Arc<Entry>> {
     ssl.ex_data(indices().entry).cloned()
 }
 
+/// A server's certificate chain and private key. Each connection gets the
+/// identity current when it arrives ([`Identity::apply`]), so that a reload
+/// changes it for new connections while the context (and with it the
+/// session ticket keys that reconnects resume with) stays the same.
+pub struct Identity {
+    cert: X509,
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
+
+impl Identity {
+    /// `cert`: PEM certificates, the server's first; `key`: its PEM key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Identity, String> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map(Zeroizing::new)
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let certs =
+            X509::stack_from_pem(&read(cert)?).map_err(|e| format!("{}: {e}", cert.display()))?;
+        let mut certs = certs.into_iter();
+        let first = certs
+            .next()
+            .ok_or_else(|| format!("{}: no certificate", cert.display()))?;
+        let pkey = PKey::private_key_from_pem(&read(key)?)
+            .map_err(|e| format!("{}: {e}", key.display()))?;
+        let matches = first
+            .public_key()
+            .map(|p| p.public_eq(&pkey))
+            .unwrap_or(false);
+        if !matches {
+            return Err(format!(
+                "{} is not the key of {}",
+                key.display(),
+                cert.display()
+            ));
+        }
+        Ok(Identity {
+            cert: first,
+            chain: certs.collect(),
+            key: pkey,
+        })
+    }
+
+    /// Makes `ssl` present this identity.
+    pub fn apply(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+        ssl.set_certificate(&self.cert)?;
+        ssl.set_private_key(&self.key)?;
+        for c in &self.chain {
+            ssl.add_chain_cert(c.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// The server's context, without a certificate: each connection gets its
+/// [`Identity`].
 #[allow(unsafe_code)] // SSL_CTX_set_timeout, which the openssl crate lacks
-pub fn server_context(
-    cert: &Path,
-    key: &Path,
-    table: Arc<Table>,
-) -> Result<SslContext, ErrorStack> {
+pub fn server_context(table: Arc<Table>) -> Result<SslContext, ErrorStack> {
     let mut b = SslContext::builder(SslMethod::tls_server())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    b.set_certificate_chain_file(cert)?;
-    b.set_private_key_file(key, SslFiletype::PEM)?;
-    b.check_private_key()?;
     // SAFETY: a valid SSL_CTX of ours; the call only stores the value.
     unsafe { SSL_CTX_set_timeout(b.as_ptr(), TICKET_LIFETIME) };
     let i = indices();

@@ -1,24 +1,24 @@
 //! restls: a tunnel like stunnel whose TLS connections survive TCP breaks.
 //!
-//!     restls server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
+//!     restls server --listen ADDR:PORT --forward HOST:PORT --cert FILE --key FILE
 //!     restls client --listen ADDR:PORT --connect HOST:PORT [--ca FILE] [--servername NAME]
+//!     restls --config /etc/restls/NAME.conf
 //!
 //! Each accepted local TCP connection becomes one resilient TLS connection.
+//! Under systemd (restls@.service) it reports READY=1 once it listens, and
+//! SIGHUP makes a server load its certificate and key again.
+
+mod args;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use ressh_resilience::sd_notify;
 use ressh_tls::{Client, ClientConfig, Events, Server, ServerConfig};
 
-const USAGE: &str = "usage:
-  restls server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
-                [--detach-timeout SECS] [--buffer BYTES] [--max-startups N]
-  restls client --listen ADDR:PORT --connect HOST:PORT [--ca FILE] [--servername NAME]
-                [--keepalive SECS] [--give-up SECS] [--buffer BYTES] [--tls-max 1.2|1.3]";
+use args::{need, Cli, Mode, Settings};
 
 /// Logs a connection's events to stderr.
 struct Log(u64);
@@ -42,74 +42,47 @@ impl Events for Log {
     }
 }
 
-#[derive(Default)]
-struct Args {
-    listen: Option<String>,
-    forward: Option<String>,
-    connect: Option<String>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    ca: Option<PathBuf>,
-    servername: Option<String>,
-    detach: Option<u64>,
-    keepalive: Option<u64>,
-    give_up: Option<u64>,
-    buffer: Option<usize>,
-    max_startups: Option<usize>,
-    tls_max: Option<openssl::ssl::SslVersion>,
-}
-
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        let num = |v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag}: not a number: {v}"))
-        };
-        match flag.as_str() {
-            "--listen" => a.listen = Some(val()?),
-            "--forward" => a.forward = Some(val()?),
-            "--connect" => a.connect = Some(val()?),
-            "--cert" => a.cert = Some(val()?.into()),
-            "--key" => a.key = Some(val()?.into()),
-            "--ca" => a.ca = Some(val()?.into()),
-            "--servername" => a.servername = Some(val()?),
-            "--detach-timeout" => a.detach = Some(num(val()?)?),
-            "--keepalive" => a.keepalive = Some(num(val()?)?.max(1)),
-            "--give-up" => a.give_up = Some(num(val()?)?),
-            "--buffer" => a.buffer = Some(num(val()?)?.clamp(64 * 1024, 1 << 30) as usize),
-            "--tls-max" => {
-                a.tls_max = Some(match val()?.as_str() {
-                    "1.2" => openssl::ssl::SslVersion::TLS1_2,
-                    "1.3" => openssl::ssl::SslVersion::TLS1_3,
-                    v => return Err(format!("--tls-max: 1.2 or 1.3, not {v}")),
-                })
-            }
-            "--max-startups" => a.max_startups = Some(num(val()?)?.clamp(1, 1 << 16) as usize),
-            _ => return Err(format!("unknown argument {flag}")),
-        }
+fn notify(state: &str) {
+    if let Err(e) = sd_notify::notify(state) {
+        eprintln!("restls: sd_notify: {e}");
     }
-    Ok(a)
 }
 
-fn need<T>(v: Option<T>, what: &str) -> Result<T, String> {
-    v.ok_or_else(|| format!("{what} is required"))
+/// Signals, from now on: on SIGHUP `reload` runs, between RELOADING=1 and
+/// READY=1; SIGTERM sends STOPPING=1 and exits (status 0), ending every
+/// connection, as the default action would.
+fn on_signals(reload: impl Fn() + Send + 'static) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
+    let mut sigs = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM])
+        .map_err(|e| format!("signal handlers: {e}"))?;
+    std::thread::spawn(move || {
+        for sig in sigs.forever() {
+            if sig == SIGTERM {
+                eprintln!("restls: SIGTERM: stopping");
+                notify("STOPPING=1\nSTATUS=Stopping\n");
+                std::process::exit(0);
+            }
+            if let Err(e) = sd_notify::reloading() {
+                eprintln!("restls: sd_notify: {e}");
+            }
+            reload();
+            notify("READY=1\nSTATUS=Listening\n");
+        }
+    });
+    Ok(())
 }
 
+/// Accepts on `listen`, calling `each` on a thread of its own for every
+/// connection; READY=1 once listening.
 fn serve(
-    listen: &str,
+    listen: SocketAddr,
     each: impl Fn(TcpStream, Log) + Send + Sync + 'static,
 ) -> Result<(), String> {
     let l = TcpListener::bind(listen).map_err(|e| format!("listen {listen}: {e}"))?;
     if let Ok(a) = l.local_addr() {
         eprintln!("restls: listening on {a}");
     }
+    notify("READY=1\nSTATUS=Listening\n");
     let each = Arc::new(each);
     let n = AtomicU64::new(0);
     for s in l.incoming() {
@@ -125,71 +98,124 @@ fn serve(
     Ok(())
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let (mode, rest) = args.split_first().ok_or(USAGE)?;
-    let a = parse(rest)?;
-    let listen = need(a.listen, "--listen")?;
-    match mode.as_str() {
-        "server" => {
-            let forward = need(a.forward, "--forward")?;
-            let mut cfg = ServerConfig::default();
-            if let Some(d) = a.detach {
-                cfg.detach_timeout = Duration::from_secs(d);
+fn server_config(s: &Settings) -> ServerConfig {
+    let mut cfg = ServerConfig::default();
+    if let Some(d) = s.detach_timeout {
+        cfg.detach_timeout = d;
+    }
+    if let Some(b) = s.buffer {
+        cfg.buffer = b;
+    }
+    if let Some(m) = s.max_startups {
+        cfg.max_startups = m;
+    }
+    cfg
+}
+
+fn client_config(s: &Settings) -> Result<ClientConfig, String> {
+    let connect = need(&s.connect, "connect")?;
+    let host = connect
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        .unwrap_or_default();
+    let mut cfg = ClientConfig::new(&connect, s.servername.as_deref().unwrap_or(&host));
+    cfg.ca = s.ca.clone();
+    if let Some(k) = s.keepalive {
+        cfg.keepalive = k;
+    }
+    if let Some(g) = s.give_up {
+        cfg.give_up = g;
+    }
+    cfg.max_version = s.tls_max;
+    if let Some(b) = s.buffer {
+        cfg.buffer = b;
+    }
+    Ok(cfg)
+}
+
+/// A usage or configuration error (exit 2), or a failure (exit 1).
+enum Error {
+    Usage(String),
+    Failed(String),
+}
+
+fn run(args: &[String]) -> Result<(), Error> {
+    let (mode, s, check) = match args::parse(args).map_err(Error::Usage)? {
+        Cli::Help => {
+            print!("{}", args::help());
+            return Ok(());
+        }
+        Cli::Version => {
+            println!("restls {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Cli::Run {
+            mode,
+            settings,
+            check,
+        } => (mode, settings, check),
+    };
+    let listen = need(&s.listen, "listen").map_err(Error::Usage)?;
+    match mode {
+        Mode::Server => {
+            let forward = need(&s.forward, "forward").map_err(Error::Usage)?;
+            let cert = need(&s.cert, "cert").map_err(Error::Usage)?;
+            let key = need(&s.key, "key").map_err(Error::Usage)?;
+            let server = Server::new(&cert, &key, server_config(&s))
+                .map_err(|e| Error::Failed(format!("certificate or key: {e}")))?;
+            if check {
+                return Ok(());
             }
-            if let Some(b) = a.buffer {
-                cfg.buffer = b;
-            }
-            if let Some(m) = a.max_startups {
-                cfg.max_startups = m;
-            }
-            let server = Server::new(&need(a.cert, "--cert")?, &need(a.key, "--key")?, cfg)
-                .map_err(|e| format!("certificate or key: {e}"))?;
-            serve(&listen, move |s, log| {
+            let server = Arc::new(server);
+            let s2 = server.clone();
+            on_signals(move || match s2.reload(&cert, &key) {
+                Ok(()) => eprintln!("restls: reloaded {} and {}", cert.display(), key.display()),
+                Err(e) => eprintln!("restls: reload failed, serving as before: {e}"),
+            })
+            .map_err(Error::Failed)?;
+            serve(listen, move |s, log| {
                 let id = log.0;
                 let r = server.serve(s, || TcpStream::connect(&forward), &log);
                 if let Err(e) = r {
                     eprintln!("restls: connection {id}: {e}");
                 }
             })
+            .map_err(Error::Failed)
         }
-        "client" => {
-            let connect = need(a.connect, "--connect")?;
-            let host = connect
-                .rsplit_once(':')
-                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-                .ok_or("--connect needs HOST:PORT")?;
-            let mut cfg = ClientConfig::new(&connect, &a.servername.unwrap_or(host));
-            cfg.ca = a.ca;
-            if let Some(k) = a.keepalive {
-                cfg.keepalive = Duration::from_secs(k);
+        Mode::Client => {
+            let cfg = client_config(&s).map_err(Error::Usage)?;
+            let client = Client::new(cfg).map_err(|e| Error::Failed(format!("TLS setup: {e}")))?;
+            if check {
+                return Ok(());
             }
-            if let Some(g) = a.give_up {
-                cfg.give_up = Duration::from_secs(g);
-            }
-            cfg.max_version = a.tls_max;
-            if let Some(b) = a.buffer {
-                cfg.buffer = b;
-            }
-            let client = Client::new(cfg).map_err(|e| format!("TLS setup: {e}"))?;
-            serve(&listen, move |mut s, log| {
+            on_signals(|| eprintln!("restls: reload: a client has nothing to reload"))
+                .map_err(Error::Failed)?;
+            serve(listen, move |mut s, log| {
                 let id = log.0;
                 let r = client.connect().and_then(|c| client.relay(c, &mut s, &log));
                 if let Err(e) = r {
                     eprintln!("restls: connection {id}: {e}");
                 }
             })
+            .map_err(Error::Failed)
         }
-        _ => Err(USAGE.to_string()),
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string().map_err(|a| format!("not UTF-8: {a:?}")))
+        .collect();
+    match args.map_err(Error::Usage).and_then(|a| run(&a)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("restls: {e}");
+        Err(Error::Usage(e)) => {
+            eprintln!("restls: {e}\n{}\nTry 'restls --help'.", args::USAGE);
             ExitCode::from(2)
+        }
+        Err(Error::Failed(e)) => {
+            eprintln!("restls: {e}");
+            ExitCode::from(1)
         }
     }
 }

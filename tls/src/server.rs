@@ -9,13 +9,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{Ssl, SslContext};
 
 use crate::core::Core;
-use crate::ctx;
+use crate::ctx::{self, Identity};
 use crate::engine::Tls;
 use crate::frame::{self, MAC_LEN};
 use crate::pump::{self, Events, Local, Resilient, Side};
@@ -136,6 +136,8 @@ impl Table {
 /// A restls server: one context and table shared by every connection.
 pub struct Server {
     ctx: SslContext,
+    /// The certificate and key new connections get ([`Server::reload`]).
+    identity: RwLock<Arc<Identity>>,
     table: Arc<Table>,
     config: ServerConfig,
     /// Handshakes in progress.
@@ -143,19 +145,33 @@ pub struct Server {
 }
 
 impl Server {
+    /// `cert`: the PEM certificate chain, the server's first; `key`: its
+    /// PEM private key.
     pub fn new(
         cert: &std::path::Path,
         key: &std::path::Path,
         config: ServerConfig,
-    ) -> Result<Server, openssl::error::ErrorStack> {
+    ) -> Result<Server, String> {
+        let identity = Identity::load(cert, key)?;
         let table = Arc::new(Table::default());
-        let ctx = ctx::server_context(cert, key, table.clone())?;
+        let ctx = ctx::server_context(table.clone()).map_err(|e| e.to_string())?;
         Ok(Server {
             ctx,
+            identity: RwLock::new(Arc::new(identity)),
             table,
             config,
             startups: AtomicUsize::new(0),
         })
+    }
+
+    /// Loads a new certificate chain and key for the connections accepted
+    /// from now on; connections made before keep theirs, and reconnect as
+    /// before (the session ticket keys do not change). On an error nothing
+    /// changes.
+    pub fn reload(&self, cert: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
+        let identity = Arc::new(Identity::load(cert, key)?);
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = identity;
+        Ok(())
     }
 
     /// Serves one accepted TCP connection on the calling thread: a new
@@ -174,7 +190,13 @@ impl Server {
                 self.config.max_startups
             ));
         }
+        let identity = self
+            .identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut ssl = Ssl::new(&self.ctx).map_err(|e| e.to_string())?;
+        identity.apply(&mut ssl).map_err(|e| e.to_string())?;
         ssl.set_accept_state();
         let mut tls = Tls::new(ssl, tcp).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + HANDSHAKE_TIME;

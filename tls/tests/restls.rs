@@ -652,3 +652,197 @@ fn tls12_tunnel_is_resilient_too() {
     );
     assert!(run.cli.stderr().contains("reconnected"), "{}", run.logs());
 }
+
+/// The certificate a new TLS connection to 127.0.0.1:`port` is shown, DER.
+fn served_certificate(port: u16) -> Vec<u8> {
+    let mut b = openssl::ssl::SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let tls = b.build().connect(NAME, tcp).unwrap();
+    tls.ssl().peer_certificate().unwrap().to_der().unwrap()
+}
+
+fn der(pem: &std::path::Path) -> Vec<u8> {
+    openssl::x509::X509::from_pem(&std::fs::read(pem).unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// The next sd_notify datagram on `sock`.
+fn notified(sock: &std::os::unix::net::UnixDatagram, log: &dyn Fn() -> String) -> String {
+    let mut buf = [0u8; 1024];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no sd_notify message: {e}\n{}", log()));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A server run from a configuration file, as restls@.service runs it,
+/// tells `$NOTIFY_SOCKET` READY=1 once it listens; SIGHUP (systemctl
+/// reload) makes it show a new certificate to new connections
+/// (RELOADING=1, then READY=1), while a connection made before carries
+/// on, and is resumed after a cut (the ticket keys did not change). A
+/// reload with a key that is not the certificate's changes nothing.
+/// SIGTERM: STOPPING=1, exit status 0.
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_connections() {
+    let old = Certs::new();
+    let new = Certs::new();
+    let dir = TempDir::new("restls-reload");
+    let (cert, key) = (dir.join("demo.crt"), dir.join("demo.key"));
+    std::fs::copy(&old.cert, &cert).unwrap();
+    std::fs::copy(&old.key, &key).unwrap();
+    let conf = dir.join("demo.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# restls.conf(5)\nmode server\nlisten 127.0.0.1:0\nforward 127.0.0.1:{}\n\
+             cert {}\nkey {}\ndetach-timeout 60\n",
+            echo_server(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut srv = Proc::spawn(
+        restls()
+            .arg("--config")
+            .arg(&conf)
+            .env("NOTIFY_SOCKET", &sock_path),
+    );
+    let log = || srv.stderr();
+    assert!(notified(&sock, &log).lines().any(|l| l == "READY=1"));
+    let sport = listening(&srv).port();
+    assert_eq!(served_certificate(sport), der(&old.cert));
+
+    let relay = Arc::new(Relay::new(sport, u64::MAX));
+    let (cli, cport) = client(&old, relay.port);
+    let mut chat = Chat::new(cport);
+    chat.round();
+
+    let hup = || {
+        let out = run_timeout(
+            Command::new("kill").args(["-HUP", &srv.child_id().to_string()]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "kill -HUP: {out:?}");
+        let msg = notified(&sock, &log);
+        assert!(
+            msg.lines().any(|l| l == "RELOADING=1")
+                && msg.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+            "after SIGHUP: {msg:?}"
+        );
+        let msg = notified(&sock, &log);
+        assert!(msg.lines().any(|l| l == "READY=1"), "after reload: {msg:?}");
+    };
+    // A key that is not the certificate's: refused, the old pair stays.
+    std::fs::copy(&new.cert, &cert).unwrap();
+    hup();
+    assert!(log().contains("reload failed"), "{}", log());
+    assert_eq!(served_certificate(sport), der(&old.cert));
+
+    std::fs::copy(&new.key, &key).unwrap();
+    hup();
+    assert_eq!(
+        served_certificate(sport),
+        der(&new.cert),
+        "a new connection after the reload is not shown the new certificate\n{}",
+        log()
+    );
+    chat.round();
+    assert!(relay.cut() > 0);
+    chat.round();
+    chat.round();
+    assert!(
+        cli.stderr().contains("reconnected"),
+        "client:\n{}\nserver:\n{}",
+        cli.stderr(),
+        log()
+    );
+
+    let out = run_timeout(
+        Command::new("kill").args(["-TERM", &srv.child_id().to_string()]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "kill -TERM: {out:?}");
+    let msg = notified(&sock, &log);
+    assert!(
+        msg.lines().any(|l| l == "STOPPING=1"),
+        "after SIGTERM: {msg:?}"
+    );
+    assert!(srv.exit_status().success(), "{}", srv.stderr());
+}
+
+/// The command line: --help and --version exit 0 on stdout; a usage error
+/// exits 2 naming the option and the value; a configuration error names
+/// the file and line; a certificate that cannot be loaded exits 1 (also
+/// for --check, which otherwise exits 0 without serving).
+#[test]
+fn command_line_help_version_and_errors() {
+    let run = |args: &[&str]| {
+        let out = run_timeout(restls().args(args), Duration::from_secs(20));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    for opt in [
+        "--config",
+        "--check",
+        "--listen",
+        "--forward",
+        "--cert",
+        "--key",
+        "--tls-max",
+    ] {
+        assert!(out.contains(opt), "--help lacks {opt}:\n{out}");
+    }
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(
+        (code, out),
+        (Some(0), format!("restls {}\n", env!("CARGO_PKG_VERSION")))
+    );
+    let (code, _, err) = run(&["client", "--keepalive=soon"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with("restls: --keepalive: not a number: \"soon\"\n"),
+        "{err}"
+    );
+
+    let certs = Certs::new();
+    let conf = certs.dir.join("t.conf");
+    std::fs::write(
+        &conf,
+        "mode server\nlisten 127.0.0.1:0\nforwrd 127.0.0.1:1\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!("{}:3: forwrd: unknown option", conf.display())),
+        "{err}"
+    );
+
+    let base = |key: &std::path::Path| {
+        format!(
+            "mode server\nlisten 127.0.0.1:0\nforward 127.0.0.1:1\ncert {}\nkey {}\n",
+            certs.cert.display(),
+            key.display()
+        )
+    };
+    std::fs::write(&conf, base(&certs.key)).unwrap();
+    let (code, _, err) = run(&["--config", conf.to_str().unwrap(), "--check"]);
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::write(&conf, base(&certs.cert)).unwrap();
+    let (code, _, err) = run(&["--config", conf.to_str().unwrap(), "--check"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("certificate or key"), "{err}");
+}

@@ -23,8 +23,17 @@
 //!    the unit's ExecReload= lines run: RELOADING=1 (with MONOTONIC_USEC)
 //!    then READY=1, from the same pid. A new login shows the banner; the
 //!    old session still works and never saw it.
-//! 7. SIGTERM: STOPPING=1. Then `apt-get purge`: the privsep user, the host
-//!    keys and /etc/ressh are gone.
+//! 7. SIGTERM: STOPPING=1.
+//! 8. restls@demo.service from the installed template, run the same way
+//!    (as a dynamic uid in the group restls, the root read-only) in front
+//!    of redis in a network namespace lab: READY=1; redis-cli through a
+//!    restls client loses nothing while the tunnel's TCP connections are
+//!    killed again and again and the unit is reloaded with a new
+//!    certificate (a mismatched key fails the reload at `--check`); new
+//!    connections see the new certificate; SIGTERM: STOPPING=1 (see
+//!    `restls_service`).
+//! 9. `apt-get purge`: the privsep user, the host keys, /etc/ressh and the
+//!    group restls are gone; the admin's /etc/restls/demo.conf stays.
 //!
 //! Cleanup: everything lives in the temp dir and in namespaces whose pid 1
 //! is resshd: killing it (or `unshare --kill-child` when the test dies)
@@ -41,7 +50,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ressh_testkit::{
-    debootstrap, host_suite_and_mirror, require_cmd, require_root, run_timeout, ssh_keygen,
+    debootstrap, host_suite_and_mirror, require_cmd, require_root, run_timeout, ssh_keygen, Net,
     TempDir, SYSTEM_PATH,
 };
 
@@ -140,6 +149,34 @@ fn in_namespaces(root: &Path, net: bool, script: &str) -> Command {
     c
 }
 
+/// `systemd-analyze verify` passes `unit` (named `name`), with its commands'
+/// paths taken in the root (and its man pages from the root).
+fn verify_unit(root: &Path, dir: &Path, name: &str, unit: &str) {
+    fs::create_dir_all(dir).unwrap();
+    let rooted: String = unit
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if k.starts_with("Exec") && v.starts_with('/') => {
+                format!("{k}={}{v}\n", root.display())
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(dir.join(name), rooted).unwrap();
+    let verify = run_timeout(
+        Command::new(require_cmd("systemd-analyze"))
+            .arg("verify")
+            .arg(dir.join(name))
+            .env("MANPATH", root.join("usr/share/man")),
+        STEP_TIMEOUT,
+    );
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify {name}:\n{}",
+        describe(&verify)
+    );
+}
+
 /// `script` run by the root's /bin/sh in the root, as apt would run things.
 fn in_root(root: &Path, script: &str) -> Output {
     let quoted = script.replace('\'', "'\\''");
@@ -173,10 +210,12 @@ struct Notify {
 }
 
 impl Notify {
-    fn bind(root: &Path) -> Notify {
+    /// `/run/NAME` in the root, writable by every user (as systemd's).
+    fn bind(root: &Path, name: &str) -> Notify {
         use nix::sys::socket::{setsockopt, sockopt::PassCred};
-        let rel = "run/ressh-test-notify.sock";
-        let sock = UnixDatagram::bind(root.join(rel)).unwrap();
+        let rel = format!("run/{name}");
+        let sock = UnixDatagram::bind(root.join(&rel)).unwrap();
+        fs::set_permissions(root.join(&rel), fs::Permissions::from_mode(0o666)).unwrap();
         setsockopt(&sock, PassCred, &true).unwrap();
         Notify {
             sock,
@@ -371,9 +410,13 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
         "ip",
         "ssh-keygen",
         "systemd-analyze",
+        "openssl",
+        "redis-server",
+        "redis-cli",
     ] {
         require_cmd(c);
     }
+    ressh_testkit::require_netns();
     assert!(
         Path::new("/usr/bin/ssh").exists(),
         "/usr/bin/ssh is missing"
@@ -384,7 +427,7 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
 
     // 1. The .deb of this build's binaries; lintian in the background.
     let (target, profile) = profile();
-    for b in ["resshd", "resshd-kex", "resshd-session", "ressh"] {
+    for b in ["resshd", "resshd-kex", "resshd-session", "ressh", "restls"] {
         assert!(
             target.join(b).exists(),
             "{} is missing: build the workspace first",
@@ -511,30 +554,7 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
         .find(|p| p.exists())
         .expect("resshd.service is not installed");
     let unit = fs::read_to_string(&unit_path).unwrap();
-    let verify_dir = tmp.join("verify");
-    fs::create_dir(&verify_dir).unwrap();
-    let rooted: String = unit
-        .lines()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) if k.starts_with("Exec") && v.starts_with('/') => {
-                format!("{k}={}{v}\n", root.display())
-            }
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    fs::write(verify_dir.join("resshd.service"), rooted).unwrap();
-    let verify = run_timeout(
-        Command::new(require_cmd("systemd-analyze"))
-            .arg("verify")
-            .arg(verify_dir.join("resshd.service"))
-            .env("MANPATH", root.join("usr/share/man")),
-        STEP_TIMEOUT,
-    );
-    assert!(
-        verify.status.success() && verify.stderr.is_empty(),
-        "systemd-analyze verify:\n{}",
-        describe(&verify)
-    );
+    verify_unit(&root, &tmp.join("verify"), "resshd.service", &unit);
 
     // A user of the root, with a key.
     let (key, key_pub) = ssh_keygen(tmp.path(), "ed25519", "");
@@ -558,7 +578,7 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
     let pre = unit_values(&unit, "ExecStartPre");
     let start = unit_values(&unit, "ExecStart");
     assert_eq!(start.len(), 1, "{start:?}");
-    let notify = Notify::bind(&root);
+    let notify = Notify::bind(&root, "ressh-test-notify.sock");
     let log_path = tmp.join("journal.log");
     let log = fs::File::create(&log_path).unwrap();
     let md = log.metadata().unwrap();
@@ -784,6 +804,8 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
     );
     t.step("stop");
 
+    restls_service(&root, tmp.path(), &target, &mut t);
+
     ok("apt-get purge", in_root(&root, "apt-get purge -y ressh"));
     let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
     assert!(
@@ -799,5 +821,451 @@ fn deb_installs_into_a_clean_root_and_serves_stock_ssh() {
     // and so /etc/ressh; nothing of the package's own may remain.
     assert!(keys(&root).is_empty(), "purge left host keys");
     assert!(!root.join("etc/ressh/resshd_config").exists());
+    assert!(
+        !group.lines().any(|l| l.starts_with("restls:")),
+        "purge left the restls group"
+    );
+    // restls@demo's configuration and keys are the admin's: kept.
+    assert!(root.join("etc/restls/demo.conf").exists());
     t.step("purge");
+}
+
+/// A uid of systemd's DynamicUser= range (61184-65519), in no passwd file.
+const DYNAMIC_UID: u32 = 61_200;
+/// The name in the test certificates.
+const TLS_NAME: &str = "restls-demo";
+/// Commands redis-cli sends through the tunnel while it is cut.
+const INCRS: usize = 20_000;
+
+/// A self-signed certificate and key for [`TLS_NAME`] in `dir`, `tag.crt`
+/// and `tag.key`.
+fn tls_cert(dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{tag}.crt")),
+        dir.join(format!("{tag}.key")),
+    );
+    ok(
+        "openssl req",
+        run_timeout(
+            Command::new(require_cmd("openssl"))
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .args(["-subj", &format!("/CN={TLS_NAME}")])
+                .args(["-addext", &format!("subjectAltName=DNS:{TLS_NAME}")])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&crt),
+            STEP_TIMEOUT,
+        ),
+    );
+    (crt, key)
+}
+
+/// Installs `crt` and `key` as /etc/restls/demo.{crt,key} of the root, the
+/// key `root:restls` 0640 as restls.conf(5) says.
+fn install_pair(root: &Path, gid: u32, crt: &Path, key: &Path) {
+    let (c, k) = (
+        root.join("etc/restls/demo.crt"),
+        root.join("etc/restls/demo.key"),
+    );
+    fs::copy(crt, &c).unwrap();
+    fs::set_permissions(&c, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::copy(key, &k).unwrap();
+    std::os::unix::fs::chown(&k, Some(0), Some(gid)).unwrap();
+    fs::set_permissions(&k, fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+/// Waits for "restls: listening on" in the log at `path`.
+fn wait_listening_log(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains("restls: listening on")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "restls did not start:\n{}",
+            fs::read_to_string(path).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// restls@demo.service, from the installed template, run as systemd would
+/// run it (no systemd here): its ExecStart= in the root (chroot), made
+/// read-only as by ProtectSystem=strict, as a uid of the DynamicUser= range
+/// with the unit's SupplementaryGroups= only (restls), no capabilities and
+/// no_new_privs, in the server namespace of a [`Net`] lab, with a
+/// `$NOTIFY_SOCKET`. In front of a redis server (the host's redis-server,
+/// in the same namespace); a restls client (this build's) in the client
+/// namespace. Checks READY=1 from the main pid; redis-cli through the
+/// tunnel before; a long redis-cli stream of INCRs while the tunnel's TCP
+/// connections are killed (`ss -K`) again and again and the service is
+/// reloaded (the unit's ExecReload= lines: a mismatched key fails at
+/// `--check`; a new pair gives RELOADING=1 then READY=1): every reply
+/// arrives, in order, none lost or repeated; afterwards the values are
+/// there, a new connection is shown the new certificate; SIGTERM gives
+/// STOPPING=1 and exit 0.
+fn restls_service(root: &Path, tmp: &Path, target: &Path, t: &mut Timer) {
+    for f in [
+        "usr/bin/restls",
+        "usr/share/man/man1/restls.1.gz",
+        "usr/share/man/man5/restls.conf.5.gz",
+        "usr/share/doc/ressh/examples/restls.conf",
+    ] {
+        assert!(root.join(f).exists(), "/{f} is not installed");
+    }
+    let group = fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(
+        group.lines().any(|l| l.starts_with("restls:")),
+        "postinst made no group restls:\n{group}"
+    );
+    assert!(root.join("etc/restls").is_dir(), "no /etc/restls");
+    let template = ["usr/lib/systemd/system", "lib/systemd/system"]
+        .iter()
+        .map(|d| root.join(d).join("restls@.service"))
+        .find(|p| p.exists())
+        .expect("restls@.service is not installed");
+    let unit = fs::read_to_string(template).unwrap().replace("%i", "demo");
+    verify_unit(root, &tmp.join("verify"), "restls@demo.service", &unit);
+    assert_eq!(unit_values(&unit, "Type"), ["notify"]);
+    assert_eq!(unit_values(&unit, "DynamicUser"), ["yes"]);
+    assert_eq!(unit_values(&unit, "ProtectSystem"), ["strict"]);
+    // The unit's supplementary groups, as gids of the root.
+    let gid_of = |name: &str| -> u32 {
+        group
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:x:")))
+            .and_then(|r| r.split(':').next())
+            .and_then(|g| g.parse().ok())
+            .unwrap_or_else(|| panic!("no group {name} in the root:\n{group}"))
+    };
+    let groups: Vec<String> = unit_values(&unit, "SupplementaryGroups")
+        .iter()
+        .flat_map(|v| {
+            v.split_whitespace()
+                .map(|g| gid_of(g).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        format!("--groups={}", groups.join(","))
+    };
+    let start = unit_values(&unit, "ExecStart");
+    assert_eq!(start.len(), 1, "{start:?}");
+    let reload = unit_values(&unit, "ExecReload");
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    let as_unit_user = format!(
+        "setpriv --reuid={DYNAMIC_UID} --regid={DYNAMIC_UID} {groups} \
+         --inh-caps=-all --no-new-privs --"
+    );
+
+    let certs = tmp.join("restls-certs");
+    fs::create_dir(&certs).unwrap();
+    let (old_crt, old_key) = tls_cert(&certs, "old");
+    let (new_crt, new_key) = tls_cert(&certs, "new");
+    let ca = certs.join("ca.pem");
+    fs::write(
+        &ca,
+        [fs::read(&old_crt).unwrap(), fs::read(&new_crt).unwrap()].concat(),
+    )
+    .unwrap();
+    let gid = gid_of("restls");
+    install_pair(root, gid, &old_crt, &old_key);
+    fs::write(
+        root.join("etc/restls/demo.conf"),
+        "# restls@demo.service\nmode server\nlisten 0.0.0.0:6380\n\
+         forward 127.0.0.1:6379\ncert /etc/restls/demo.crt\nkey /etc/restls/demo.key\n",
+    )
+    .unwrap();
+
+    let net = Net::new("pkgtls");
+    let redis_dir = tmp.join("redis");
+    fs::create_dir(&redis_dir).unwrap();
+    let mut redis = net
+        .cmd_server(require_cmd("redis-server"))
+        .args(["--port", "6379", "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&redis_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let redis_cli = require_cmd("redis-cli");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run_timeout(
+            net.cmd_server(&redis_cli).args(["-p", "6379", "PING"]),
+            SSH_TIMEOUT,
+        );
+        if text(&out.stdout) == "PONG\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    // The service, as the unit starts it.
+    let notify = Notify::bind(root, "restls-test-notify.sock");
+    let log_path = tmp.join("restls-journal.log");
+    let log = fs::File::create(&log_path).unwrap();
+    let script = format!(
+        "mount --bind \"$ROOT\" \"$ROOT\"\n\
+         mount -o remount,bind,ro \"$ROOT\"\n\
+         mount -t proc proc \"$ROOT/proc\"\n\
+         exec chroot \"$ROOT\" {as_unit_user} {}",
+        start[0]
+    );
+    let mut cmd = in_namespaces(root, false, &script);
+    net.in_server(&mut cmd)
+        .current_dir("/")
+        .env("NOTIFY_SOCKET", &notify.path_in_root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut daemon = Daemon {
+        unshare: cmd.spawn().expect("start restls@demo"),
+        log: log_path,
+    };
+    let pid = daemon.pid();
+    let journal = daemon.log.clone();
+    let ctx = || {
+        format!(
+            "--- restls@demo's journal ---\n{}",
+            fs::read_to_string(&journal).unwrap_or_default()
+        )
+    };
+    let (msg, from) = notify.recv(Duration::from_secs(60), &ctx);
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}\n{}", ctx());
+    assert_eq!(from as u32, pid, "READY=1 not from the main pid\n{}", ctx());
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == DYNAMIC_UID.to_string()),
+        "{uid_line}"
+    );
+    t.step("restls@demo: start (READY=1)");
+
+    // The tunnel's client end, and redis-cli through it.
+    let client_log = tmp.join("restls-client.log");
+    let _client = Daemon {
+        unshare: net
+            .cmd_client(target.join("restls"))
+            .args(["client", "--listen", "127.0.0.1:6379"])
+            .args(["--connect", &format!("{}:6380", net.server_addr())])
+            .arg("--ca")
+            .arg(&ca)
+            .args([
+                "--servername",
+                TLS_NAME,
+                "--keepalive",
+                "2",
+                "--give-up",
+                "120",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&client_log).unwrap())
+            .spawn()
+            .expect("restls client"),
+        log: client_log.clone(),
+    };
+    wait_listening_log(&client_log);
+    let both = || {
+        format!(
+            "{}\n--- client ---\n{}",
+            ctx(),
+            fs::read_to_string(&client_log).unwrap_or_default()
+        )
+    };
+    let redis_cmd = |args: &[&str]| -> String {
+        let out = run_timeout(
+            net.cmd_client(&redis_cli)
+                .args(["-h", "127.0.0.1", "-p", "6379"])
+                .args(args),
+            SSH_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}\n{}",
+            describe(&out),
+            both()
+        );
+        text(&out.stdout)
+    };
+    assert_eq!(redis_cmd(&["SET", "restls:before", "hello"]), "OK\n");
+
+    // A long stream of INCRs through cuts and a reload.
+    let mut stream = net
+        .cmd_client(&redis_cli)
+        .args(["-h", "127.0.0.1", "-p", "6379"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    let mut stdin = stream.stdin.take().unwrap();
+    let feeder = thread::spawn(move || {
+        for _ in 0..INCRS / 500 {
+            for _ in 0..500 {
+                stdin.write_all(b"INCR restls:counter\n").unwrap();
+            }
+            thread::sleep(Duration::from_millis(40));
+        }
+    });
+    let mut out = stream.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
+        s
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (cuts, replies) = thread::scope(|sc| {
+        let cutter = sc.spawn(|| {
+            let mut cuts = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(300));
+                cuts += net.try_kill_tcp(6380);
+            }
+            cuts
+        });
+        thread::sleep(Duration::from_millis(700));
+        // systemctl reload: the ExecReload= lines in order, as the unit's
+        // user, up to the first that fails.
+        let systemctl_reload = || -> Result<(), (String, Output)> {
+            for line in &reload {
+                let line = line.replace("$MAINPID", &pid.to_string());
+                let out = if line.starts_with("/usr/bin/restls") {
+                    run_timeout(
+                        in_namespaces(
+                            root,
+                            false,
+                            &format!("exec chroot \"$ROOT\" {as_unit_user} {line}"),
+                        )
+                        .current_dir("/"),
+                        SSH_TIMEOUT,
+                    )
+                } else {
+                    run_timeout(Command::new("/bin/sh").args(["-ec", &line]), SSH_TIMEOUT)
+                };
+                if !out.status.success() {
+                    return Err((line, out));
+                }
+            }
+            Ok(())
+        };
+        // The new certificate with the old key: the reload fails at --check.
+        install_pair(root, gid, &new_crt, &old_key);
+        match systemctl_reload() {
+            Err((line, out)) => assert!(
+                line == reload[0] && text(&out.stderr).contains("certificate or key"),
+                "{line}: {}",
+                describe(&out)
+            ),
+            Ok(()) => panic!("a reload with a mismatched key succeeded\n{}", both()),
+        }
+        install_pair(root, gid, &new_crt, &new_key);
+        if let Err((line, out)) = systemctl_reload() {
+            panic!("ExecReload={line} failed\n{}\n{}", describe(&out), both());
+        }
+        let (msg, from) = notify.recv(Duration::from_secs(30), &ctx);
+        assert!(
+            msg.lines().any(|l| l == "RELOADING=1"),
+            "{msg:?}\n{}",
+            both()
+        );
+        assert_eq!(from as u32, pid);
+        let (msg, from) = notify.recv(Duration::from_secs(30), &ctx);
+        assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}\n{}", both());
+        assert_eq!(from as u32, pid);
+        feeder.join().unwrap();
+        let replies = reader.join().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (cutter.join().unwrap(), replies)
+    });
+    let status = stream.wait().unwrap();
+    let want: Vec<String> = (1..=INCRS).map(|i| i.to_string()).collect();
+    let got: Vec<&str> = replies.lines().collect();
+    assert!(
+        status.success() && got == want,
+        "redis-cli: {status}, {} replies, last {:?}\n{}",
+        got.len(),
+        got.last(),
+        both()
+    );
+    assert!(
+        cuts >= 2,
+        "only {cuts} cuts: the stream was too short to test"
+    );
+    assert!(
+        ctx().contains("reconnect"),
+        "the service saw no reconnect\n{}",
+        both()
+    );
+    assert_eq!(redis_cmd(&["GET", "restls:before"]), "hello\n");
+    assert_eq!(redis_cmd(&["GET", "restls:counter"]), format!("{INCRS}\n"));
+    t.step(&format!(
+        "restls@demo: redis through {cuts} cuts and a reload"
+    ));
+
+    // A new connection is shown the new certificate, not the old.
+    let s_client = |ca: &Path| {
+        run_timeout(
+            net.cmd_client(require_cmd("openssl"))
+                .args(["s_client", "-brief", "-verify_return_error"])
+                .args(["-connect", &format!("{}:6380", net.server_addr())])
+                .args(["-servername", TLS_NAME, "-CAfile"])
+                .arg(ca)
+                .stdin(Stdio::null()),
+            SSH_TIMEOUT,
+        )
+    };
+    let out = s_client(&new_crt);
+    assert!(
+        out.status.success(),
+        "new certificate: {}\n{}",
+        describe(&out),
+        both()
+    );
+    let out = s_client(&old_crt);
+    assert!(
+        !out.status.success(),
+        "the old certificate is still served\n{}",
+        both()
+    );
+
+    ok(
+        "kill -TERM",
+        run_timeout(
+            Command::new("/bin/kill").args(["-TERM", &pid.to_string()]),
+            SSH_TIMEOUT,
+        ),
+    );
+    let (msg, from) = notify.recv(Duration::from_secs(30), &ctx);
+    assert!(
+        msg.lines().any(|l| l == "STOPPING=1") && from as u32 == pid,
+        "after SIGTERM: {msg:?} from {from}\n{}",
+        ctx()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = daemon.unshare.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restls did not exit on SIGTERM\n{}",
+            ctx()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "restls exited with {status}\n{}", ctx());
+    let _ = redis.kill();
+    let _ = redis.wait();
+    t.step("restls@demo: stop");
 }

@@ -159,11 +159,52 @@ fn man_pages_name_every_keyword_and_render_cleanly() {
         "ressh(1) lacks the options {undocumented:?}"
     );
 
+    // restls(1) and restls.conf(5) have an entry for every option restls
+    // parses (`Opt("name", ...` in tls/src/args.rs), and the page its
+    // command-line-only ones.
+    let args = read("tls/src/args.rs");
+    let table = args
+        .split_once("const OPTS: &[Opt] = &[")
+        .and_then(|(_, t)| t.split_once("];"))
+        .map(|(t, _)| t)
+        .expect("no OPTS in tls/src/args.rs");
+    let opts: Vec<String> = table
+        .split("Opt(")
+        .skip(1)
+        .filter_map(|o| o.split('"').nth(1))
+        .map(String::from)
+        .collect();
+    assert!(opts.len() > 10, "no options found in tls/src/args.rs");
+    let restls1 = read("packaging/man/restls.1");
+    let conf5 = read("packaging/man/restls.conf.5");
+    let roff = |name: &str| name.replace('-', "\\-");
+    for o in &opts {
+        assert!(
+            restls1.contains(&format!(".BI \\-\\-{} ", roff(o))),
+            "restls(1) lacks --{o}"
+        );
+        if o != "mode" {
+            assert!(
+                conf5.contains(&format!(".BI {} ", roff(o))),
+                "restls.conf(5) lacks {o}"
+            );
+        }
+    }
+    assert!(conf5.contains(".BI mode "), "restls.conf(5) lacks mode");
+    for o in ["config", "check", "help", "version"] {
+        assert!(
+            restls1.contains(&format!("\\-\\-{o}")),
+            "restls(1) lacks --{o}"
+        );
+    }
+
     let groff = require_cmd("groff");
     for page in [
         "packaging/man/resshd.8",
         "packaging/man/resshd_config.5",
         "packaging/man/ressh.1",
+        "packaging/man/restls.1",
+        "packaging/man/restls.conf.5",
     ] {
         let out = run_ok(
             Command::new(&groff)
@@ -223,6 +264,8 @@ fn copyright_lists_every_linked_crate() {
             "ressh-kex-worker",
             "-p",
             "ressh-session-worker",
+            "-p",
+            "ressh-tls",
         ]));
     assert!(out.status.success(), "cargo tree: {}", text(&out.stderr));
     let mut problems = Vec::new();
@@ -330,5 +373,42 @@ fn unit_settings_and_exposure() {
     assert!(
         ours <= theirs,
         "resshd.service exposure {ours} is worse than ssh.service's {theirs}"
+    );
+}
+
+/// restls@.service: Type=notify, reload checks then sends SIGHUP, a dynamic
+/// user in the group restls, and an exposure below 2.0.
+#[test]
+fn restls_unit_settings_and_exposure() {
+    let s = unit_settings(&read("packaging/systemd/restls@.service"));
+    let get = |k: &str| -> Vec<&str> {
+        s.iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("Type"), ["notify"]);
+    assert_eq!(
+        get("ExecStart"),
+        ["/usr/bin/restls --config /etc/restls/%i.conf"]
+    );
+    assert_eq!(
+        get("ExecReload"),
+        [
+            "/usr/bin/restls --config /etc/restls/%i.conf --check",
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
+    assert_eq!(get("DynamicUser"), ["yes"]);
+    assert_eq!(get("SupplementaryGroups"), ["restls"]);
+    // systemd-analyze wants an instance's name for a template.
+    let dir = ressh_testkit::TempDir::new("restls-unit");
+    let unit = dir.join("restls@x.service");
+    std::fs::copy(workspace().join("packaging/systemd/restls@.service"), &unit).unwrap();
+    let score = exposure(&unit);
+    eprintln!("exposure: restls@x.service {score}");
+    assert!(
+        score < 2.0,
+        "restls@.service exposure {score}, not below 2.0"
     );
 }
