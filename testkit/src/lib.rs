@@ -41,7 +41,7 @@ pub use newssh::{NewSsh, NEW_SSH_ROOT};
 pub use relay::DelayRelay;
 pub use resshd::{resshd_bin, Resshd};
 pub use sshaudit::{ssh_audit, SSH_AUDIT_DIR, SSH_AUDIT_VERSION};
-pub use sshconfig::{keyword_table, ssh_keywords, KeywordRow};
+pub use sshconfig::{keyword_table, ssh_keywords, wild_config, KeywordRow};
 pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;
 pub use tmux::Tmux;

@@ -21,10 +21,33 @@ pub struct KeywordRow {
     pub note: String,
 }
 
-/// docs/ssh_config.md's keyword table, in order.
-pub fn keyword_table() -> Vec<KeywordRow> {
+/// docs/ssh_config.md.
+fn document() -> (std::path::PathBuf, String) {
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ssh_config.md");
     let text = std::fs::read_to_string(&doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
+    (doc, text)
+}
+
+/// docs/ssh_config.md's configuration "found in the wild" (its indented
+/// block), as a file's text.
+pub fn wild_config() -> String {
+    let (doc, text) = document();
+    let (_, wild) = text
+        .split_once("## Configurations found in the wild\n")
+        .unwrap_or_else(|| panic!("{}: no wild configuration", doc.display()));
+    let config: String = wild
+        .lines()
+        .skip_while(|l| !l.starts_with("    "))
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    assert!(config.contains("Match final"), "{config}");
+    config
+}
+
+/// docs/ssh_config.md's keyword table, in order.
+pub fn keyword_table() -> Vec<KeywordRow> {
+    let (doc, text) = document();
     let rows: Vec<KeywordRow> = text
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| Keyword "))

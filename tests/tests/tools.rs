@@ -27,6 +27,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::mux::check;
 
 /// Every file under `dir` (relative path; `.git` left out) and its sha256.
 fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
@@ -70,7 +71,12 @@ fn ressh_line(lab: &Lab, extra: &str) -> String {
 
 /// `prog args...` in the lab's client namespace, without an agent.
 fn tool(lab: &Lab, prog: &str) -> Command {
-    let mut c = lab.net.cmd_client(require_cmd(prog));
+    tool_at(lab, &require_cmd(prog))
+}
+
+/// [`tool`] for a program at a path.
+fn tool_at(lab: &Lab, prog: &Path) -> Command {
+    let mut c = lab.net.cmd_client(prog);
     c.env_remove("SSH_AUTH_SOCK")
         .env_remove("SSH_ASKPASS")
         .env_remove("DISPLAY");
@@ -158,32 +164,28 @@ fn control_socket(dir: &Path) -> std::path::PathBuf {
     socks[0].clone()
 }
 
-/// Stock `ssh -S sock -O op server`: its stderr.
-fn stock_control(lab: &Lab, sock: &Path, op: &str) -> String {
-    let out = run_timeout(
-        tool(lab, "ssh")
-            .arg("-F")
-            .arg(&lab.login.config)
-            .arg("-S")
-            .arg(sock)
-            .args(["-O", op, "server"]),
-        T,
-    );
-    assert!(out.status.success(), "ssh -O {op}: {}", text(&out.stderr));
-    text(&out.stderr)
+/// Stock `ssh -S sock args... server` with the lab user's config.
+fn stock_ssh(lab: &Lab, sock: &Path, args: &[&str]) -> Command {
+    let mut c = tool(lab, "ssh");
+    c.arg("-F")
+        .arg(&lab.login.config)
+        .arg("-S")
+        .arg(sock)
+        .args(args)
+        .arg("server");
+    c
 }
 
 /// The ressh master behind `sock`, asked with stock `ssh -O check`: its pid.
 fn ressh_master_pid(lab: &Lab, sock: &Path) -> u32 {
-    let err = stock_control(lab, sock, "check");
-    let pid: u32 = err
-        .split("Master running (pid=")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {err:?}"));
+    let pid = check(&mut stock_ssh(lab, sock, &["-O", "check"]));
     assert_eq!(comm(pid).as_deref(), Some("ressh"), "the master is ressh");
     pid
+}
+
+/// Ends the master behind `sock` with stock `ssh -O exit`.
+fn stock_exit(lab: &Lab, sock: &Path) {
+    run_tool(&mut stock_ssh(lab, sock, &["-O", "exit"]), T);
 }
 
 #[test]
@@ -257,7 +259,7 @@ fn git_clone_and_push_through_cuts() {
     );
     assert_eq!(count(&lab.log(), "Accepted publickey"), 1, "{}", lab.log());
     assert!(reconnects(&lab.log()) > kills.len(), "{}", lab.log());
-    stock_control(&lab, &control_socket(&cm), "exit");
+    stock_exit(&lab, &control_socket(&cm));
 }
 
 #[test]
@@ -355,7 +357,7 @@ fn sftp_and_scp_share_a_ressh_master_through_cuts() {
     );
     assert_eq!(count(&lab.log(), "Accepted publickey"), 1, "{}", lab.log());
     assert!(reconnects(&lab.log()) > kills.len(), "{}", lab.log());
-    stock_control(&lab, &control_socket(&cm), "exit");
+    stock_exit(&lab, &control_socket(&cm));
 }
 
 /// The playbook: copies a tree and a big file, runs commands (one only
@@ -462,7 +464,7 @@ fn ansible_playbook_twice_through_cuts() {
     ressh_master_pid(&lab, &control_socket(&cp));
     assert_eq!(count(&lab.log(), "Accepted publickey"), 1, "{}", lab.log());
     assert!(reconnects(&lab.log()) >= all_kills, "{}", lab.log());
-    stock_control(&lab, &control_socket(&cp), "exit");
+    stock_exit(&lab, &control_socket(&cp));
 }
 
 /// The sha256 of `s`, as sha256sum prints it.
@@ -477,4 +479,51 @@ fn sha256_of(s: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// docs/ssh_config.md's configuration "found in the wild" (ForwardAgent,
+/// ControlMaster auto with ControlPath ~/.ssh/cm-%C and ControlPersist,
+/// an Include of ~/.ssh/config.d, keywords ressh ignores, Match blocks) as
+/// the user's ~/.ssh/config above the lab's settings: ressh starts, the
+/// first command makes a master in ~/.ssh, the next ones ride it, also
+/// after a cut, and stock `ssh -S` runs a session through it.
+#[test]
+fn wild_config_connects_and_shares() {
+    let lab = Lab::new("twild", "");
+    let home = lab.dir.join("home");
+    fs::create_dir_all(home.join(".ssh/config.d")).unwrap();
+    fs::write(
+        home.join(".ssh/config.d/10-lab.conf"),
+        "Host server\n    ServerAliveInterval 1\n",
+    )
+    .unwrap();
+    let lab_config = fs::read_to_string(&lab.login.config).unwrap();
+    fs::write(
+        home.join(".ssh/config"),
+        format!("{}\n{lab_config}", ressh_testkit::wild_config()),
+    )
+    .unwrap();
+    let ressh = |args: &[&str]| -> String {
+        let mut c = tool_at(&lab, &ressh_bin());
+        c.env("HOME", &home).args(args);
+        run_tool(&mut c, T)
+    };
+    assert_eq!(ressh(&["server", "echo one"]), "one\n");
+    let sock = control_socket(&home.join(".ssh"));
+    let master = ressh_master_pid(&lab, &sock);
+    assert_eq!(ressh(&["server", "echo two"]), "two\n");
+    lab.net.kill_tcp(PORT);
+    assert_eq!(ressh(&["server", "echo three"]), "three\n");
+    assert_eq!(
+        run_tool(stock_ssh(&lab, &sock, &[]).arg("echo four"), T),
+        "four\n"
+    );
+    assert_eq!(
+        ressh_master_pid(&lab, &sock),
+        master,
+        "one master throughout"
+    );
+    assert_eq!(count(&lab.log(), "Accepted publickey"), 1, "{}", lab.log());
+    assert!(reconnects(&lab.log()) >= 1, "{}", lab.log());
+    stock_exit(&lab, &sock);
 }
