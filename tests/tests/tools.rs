@@ -2,7 +2,7 @@
 //! ressh as their `ssh`, against resshd in a network namespace, the
 //! master's connection cut (`ss -K`) while they work, and nothing lost:
 //!
-//! - `rsync -e ressh` of a tree (300 files, 5 MB) with cuts during the
+//! - `rsync -e ressh` of a tree (300 files, about 6 MB) with cuts during the
 //!   transfer: the copy is identical (sha256 of every file);
 //! - `git clone`/`push`/`fetch` with `GIT_SSH_COMMAND='ressh -o
 //!   ControlMaster=auto -o ControlPath=... -o ControlPersist=60s'` to a bare
@@ -18,7 +18,14 @@
 //!   `sftp_executable` without `-S`: `sftp_extra_args = -S ressh` makes
 //!   sftp use ressh too), a playbook that copies files, runs commands and
 //!   fetches a file, run twice with cuts during the runs: both runs
-//!   succeed, the second changes nothing, the files are identical.
+//!   succeed, the second changes nothing, the files are identical;
+//! - docs/ssh_config.md's configuration "found in the wild" as a user's
+//!   ~/.ssh/config: ressh connects, shares one master (ControlPath
+//!   ~/.ssh/cm-%C) through a cut, and stock `ssh -S` rides it.
+//!
+//! Stock `ssh -O check`/`-O exit` against the ressh master end each
+//! shared-connection test; mux.rs has stock `ssh -S` sessions through a
+//! ressh master with a cut.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -110,8 +117,8 @@ fn rsync_tree_through_cuts() {
     make_tree(&src, 300);
     let dst = user_dir(&lab, "copy");
     let want = tree_digest(&src);
-    assert!(want.len() == 300);
-    // 5 MB at 1000 KB/s: cuts every 1.5 s land in the middle.
+    assert_eq!(want.len(), 300);
+    // About 6 MB at 1000 KB/s: cuts every 1.5 s land in the middle.
     let (_, kills) = with_kills(&lab.net, Duration::from_millis(1500), || {
         run_tool(
             tool(&lab, "rsync")
