@@ -16,9 +16,10 @@
 //!   its default `ssh_args` (`-C -o ControlMaster=auto -o
 //!   ControlPersist=60s`), files over sftp (ansible-core 2.14 runs
 //!   `sftp_executable` without `-S`: `sftp_extra_args = -S ressh` makes
-//!   sftp use ressh too), a playbook that copies files, runs commands and
-//!   fetches a file, run twice with cuts during the runs: both runs
-//!   succeed, the second changes nothing, the files are identical;
+//!   sftp use ressh too; the same for scp), a playbook that copies files,
+//!   runs commands and fetches a file, run twice (files over sftp, then
+//!   over scp) with cuts during the runs: both runs succeed, the second
+//!   changes nothing, the files are identical;
 //! - docs/ssh_config.md's configuration "found in the wild" as a user's
 //!   ~/.ssh/config: ressh connects, shares one master (ControlPath
 //!   ~/.ssh/cm-%C) through a cut, and stock `ssh -S` rides it.
@@ -411,6 +412,7 @@ fn ansible_playbook_twice_through_cuts() {
         format!(
             "[defaults]\ninventory = {inv}\n\n[ssh_connection]\nssh_executable = {ressh}\n\
              ssh_common_args = -F {config}\nsftp_extra_args = -S {ressh}\n\
+             scp_extra_args = -S {ressh}\n\
              control_path_dir = {cp}\n",
             inv = lab.dir.join("inventory").display(),
             config = lab.login.config.display(),
@@ -424,7 +426,7 @@ fn ansible_playbook_twice_through_cuts() {
     )
     .unwrap();
     fs::write(lab.dir.join("site.yml"), PLAYBOOK).unwrap();
-    let play = || {
+    let play = |transfer: &str| {
         run_tool(
             tool(&lab, "ansible-playbook")
                 .current_dir(lab.dir.path())
@@ -432,6 +434,7 @@ fn ansible_playbook_twice_through_cuts() {
                 .env("ANSIBLE_HOME", lab.dir.join("ansible-home"))
                 .env("ANSIBLE_LOCAL_TEMP", lab.dir.join("ansible-tmp"))
                 .env("ANSIBLE_NOCOLOR", "1")
+                .env("ANSIBLE_SSH_TRANSFER_METHOD", transfer)
                 .arg("-e")
                 .arg(format!("local={}", local.display()))
                 .arg("site.yml"),
@@ -440,8 +443,9 @@ fn ansible_playbook_twice_through_cuts() {
     };
     let mut all_kills = 0;
     let mut recaps = Vec::new();
-    for _ in 0..2 {
-        let (out, kills) = with_kills(&lab.net, Duration::from_secs(2), play);
+    // Files over sftp (ansible's default), then over scp.
+    for transfer in ["sftp", "scp"] {
+        let (out, kills) = with_kills(&lab.net, Duration::from_secs(2), || play(transfer));
         assert!(!kills.is_empty(), "no cut landed during the run:\n{out}");
         all_kills += kills.len();
         let recap = out
