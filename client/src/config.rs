@@ -79,8 +79,10 @@ pub enum Family {
 /// The settings for one connection, after all sources and defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The host as given on the command line (lowercased), used by `Host`.
+    /// The host as given on the command line (`Host`, `%n`).
     pub original_host: String,
+    /// Debug lines about the settings ressh ignored, with where they are.
+    pub notes: Vec<String>,
     /// Where to connect: HostName, or the original host.
     pub host: String,
     pub port: u16,
@@ -95,6 +97,9 @@ pub struct Config {
     /// The agent socket forwarded to the server (ForwardAgent, -A); None
     /// when not forwarding (or `$VAR` names an unset variable).
     pub forward_agent: Option<PathBuf>,
+    /// ForwardAgent as set (what `-G` prints, as ssh), whether or not it
+    /// names an agent.
+    pub forward_agent_set: bool,
     /// ForwardX11 (-X, -Y): ask for X11 forwarding to $DISPLAY.
     pub forward_x11: bool,
     /// ForwardX11Trusted (-Y): the real cookie, else an untrusted one
@@ -204,16 +209,18 @@ fn command_line(line: &str) -> Option<(String, Vec<String>)> {
 }
 
 struct Ctx<'a> {
-    /// The host as given on the command line (what `Host` lines see).
+    /// The host as given on the command line (what `Host` and `Match
+    /// originalhost` lines see, and `%n`).
     given_host: &'a str,
-    /// The same, lowercased (`Match originalhost`, `%n`).
-    original_host: &'a str,
     local_user: &'a str,
     home: &'a Path,
     /// Files being read (for Include loops) and depth.
     depth: usize,
     /// Whether this file is the user's (relative Includes go to ~/.ssh).
     user_file: bool,
+    /// ssh's final pass (after a `Match final` or `Match canonical` was
+    /// seen): the files read again, where those match.
+    final_pass: bool,
 }
 
 /// `none`, a single character, or `^X`.
@@ -357,8 +364,10 @@ fn read_file(
                 active = host_matches(&vals, ctx.given_host);
             }
             "match" => {
-                active = eval_match(&vals, raw, ctx)
+                let mut want_final = false;
+                active = eval_match(&vals, raw, ctx, &mut want_final)
                     .map_err(|e| ConfigError(format!("{}: {e}", at())))?;
+                raw.want_final |= want_final;
             }
             "include" => {
                 if vals.is_empty() {
@@ -391,7 +400,7 @@ fn read_file(
                 }
             }
             _ => raw
-                .set(&key, vals, active)
+                .set(&key, vals, active, &at())
                 .map_err(|e| ConfigError(format!("{}: {e}", at())))?,
         }
     }
@@ -419,11 +428,16 @@ fn host_matches(patterns: &[String], host: &str) -> bool {
 }
 
 /// HostName with its `%h` (the original host) and `%%` expanded, or the
-/// original host.
+/// original host; lowercased unless an address (as ssh).
 fn host_name(raw: &Raw, original_host: &str) -> String {
-    match &raw.host_name {
+    let h = match &raw.host_name {
         Some(h) => h.replace("%h", original_host).replace("%%", "%"),
         None => original_host.to_string(),
+    };
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        h
+    } else {
+        h.to_ascii_lowercase()
     }
 }
 
@@ -434,7 +448,7 @@ fn host_and_user(raw: &Raw, ctx: &Ctx<'_>) -> (String, String) {
         .user
         .clone()
         .unwrap_or_else(|| ctx.local_user.to_string());
-    (host_name(raw, ctx.original_host), user)
+    (host_name(raw, ctx.given_host), user)
 }
 
 /// `Match exec`: runs the command (tokens expanded) with the user's shell,
@@ -446,7 +460,7 @@ fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
         arg,
         &Tokens {
             host: &hostname,
-            original_host: ctx.original_host,
+            original_host: ctx.given_host,
             port,
             user: &user,
             local_user: ctx.local_user,
@@ -467,7 +481,13 @@ fn match_exec(arg: &str, raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
     Ok(status.success())
 }
 
-fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String> {
+/// A `Match` line; `want_final` is set when it has `final` or `canonical`.
+fn eval_match(
+    vals: &[String],
+    raw: &Raw,
+    ctx: &Ctx<'_>,
+    want_final: &mut bool,
+) -> Result<bool, String> {
     if vals.is_empty() {
         return Err("Match with no criteria".into());
     }
@@ -482,7 +502,12 @@ fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String>
         };
         let ok = match crit.as_str() {
             "all" => true,
-            "canonical" | "final" => false,
+            // ressh does not canonicalize: the final pass is a second
+            // reading, as ssh's when no canonicalization happened.
+            "canonical" | "final" => {
+                *want_final = true;
+                ctx.final_pass
+            }
             "host" | "originalhost" | "user" | "localuser" => {
                 let Some(arg) = vals.get(i) else {
                     return Err(format!("Match {crit} needs an argument"));
@@ -491,7 +516,7 @@ fn eval_match(vals: &[String], raw: &Raw, ctx: &Ctx<'_>) -> Result<bool, String>
                 let (hostname, user) = host_and_user(raw, ctx);
                 match crit.as_str() {
                     "host" => pattern::match_hostname(&hostname, arg),
-                    "originalhost" => pattern::match_hostname(ctx.original_host, arg),
+                    "originalhost" => pattern::match_hostname(ctx.given_host, arg),
                     "user" => pattern::match_pattern_list(&user, arg, false),
                     _ => pattern::match_pattern_list(ctx.local_user, arg, false),
                 }
@@ -531,7 +556,7 @@ pub fn resolve_with(a: &Args, system: Option<&Path>) -> Result<Config, ConfigErr
         .ok_or_else(|| ConfigError(args::USAGE.to_string()))?;
     let dest = args::parse_destination(dest_s).map_err(|e| ConfigError(e.0))?;
     let (local_user, home) = local_user();
-    let original_host = dest.host.to_ascii_lowercase();
+    let original_host = dest.host.clone();
     let mut raw = Raw::default();
     let mut dest_settings = Vec::new();
     if let Some(u) = &dest.user {
@@ -560,28 +585,33 @@ pub fn resolve_with(a: &Args, system: Option<&Path>) -> Result<Config, ConfigErr
         } else {
             vals
         };
-        raw.set(k, vals, true)
+        raw.set(k, vals, true, "command-line line 0")
             .map_err(|e| ConfigError(format!("command line: {e}")))?;
     }
-    let ctx = Ctx {
-        given_host: &dest.host,
-        original_host: &original_host,
-        local_user: &local_user,
-        home: &home,
-        depth: 0,
-        user_file: true,
-    };
-    match a.config_file.as_deref() {
-        Some("none") => {}
-        Some(f) => read_file(&mut raw, &tilde(f, &home)?, &ctx, true, true)?,
-        None => {
-            read_file(&mut raw, &home.join(".ssh/config"), &ctx, true, false)?;
-            let sys = system.unwrap_or(Path::new("/etc/ssh/ssh_config"));
-            let ctx = Ctx {
-                user_file: false,
-                ..ctx
-            };
-            read_file(&mut raw, sys, &ctx, true, false)?;
+    for final_pass in [false, true] {
+        if final_pass && !raw.want_final {
+            break;
+        }
+        let ctx = Ctx {
+            given_host: &dest.host,
+            local_user: &local_user,
+            home: &home,
+            depth: 0,
+            user_file: true,
+            final_pass,
+        };
+        match a.config_file.as_deref() {
+            Some("none") => {}
+            Some(f) => read_file(&mut raw, &tilde(f, &home)?, &ctx, true, true)?,
+            None => {
+                read_file(&mut raw, &home.join(".ssh/config"), &ctx, true, false)?;
+                let sys = system.unwrap_or(Path::new("/etc/ssh/ssh_config"));
+                let ctx = Ctx {
+                    user_file: false,
+                    ..ctx
+                };
+                read_file(&mut raw, sys, &ctx, true, false)?;
+            }
         }
     }
     finish(raw, a, original_host, local_user, home)
@@ -742,6 +772,7 @@ fn finish(
         identities_only: raw.identities_only.unwrap_or(false),
         identity_agent,
         forward_agent,
+        forward_agent_set: raw.forward_agent.unwrap_or(false),
         forward_x11: raw.forward_x11.unwrap_or(false),
         forward_x11_trusted: raw.forward_x11_trusted.unwrap_or(true),
         forward_x11_timeout: match raw.forward_x11_timeout.unwrap_or(1200) {
@@ -804,6 +835,7 @@ fn finish(
         suspect_floor_ms: raw.suspect_floor_ms.unwrap_or(500),
         suspect_cap_ms: raw.suspect_cap_ms.flatten(),
         config_file: a.config_file.clone(),
+        notes: raw.notes.clone(),
         original_host,
     })
 }
@@ -948,7 +980,7 @@ pub fn dump(c: &Config) -> String {
             .map_or("none".to_string(), |ms| ms.to_string()),
     );
     line("exitonforwardfailure", yn(c.exit_on_forward_failure));
-    line("forwardagent", yn(c.forward_agent.is_some()));
+    line("forwardagent", yn(c.forward_agent_set));
     line("forwardx11", yn(c.forward_x11));
     line("forwardx11trusted", yn(c.forward_x11_trusted));
     line(

@@ -302,10 +302,6 @@ fn main() {
     {
         die("Cannot fork into background without a command to execute.");
     }
-    if a.print_config {
-        print!("{}", config::dump(&cfg));
-        std::process::exit(0);
-    }
     log::set_level(cfg.log_level);
     if let Some(f) = &a.log_file {
         match std::fs::OpenOptions::new()
@@ -316,6 +312,13 @@ fn main() {
             Ok(file) => log::set_file(file),
             Err(e) => die(&format!("ressh: cannot open log file {f}: {e}")),
         }
+    }
+    for note in &cfg.notes {
+        debug1!("{note}");
+    }
+    if a.print_config {
+        print!("{}", config::dump(&cfg));
+        std::process::exit(0);
     }
     debug1!("{}", version());
     if let Some(cmd) = &a.control_command {

@@ -46,6 +46,7 @@ Match all
 /// The fields both print that ressh implements, with all their values
 /// (in order, for the ones that may repeat).
 const FIELDS: &[&str] = &[
+    "host",
     "user",
     "hostname",
     "port",
@@ -108,6 +109,8 @@ fn print_config_matches_ssh() {
         &["-D", "127.0.0.1:1090", "-L", "1:h:2", "-f", "alias1"],
         &["-o", "ProxyCommand=ssh -W \"%h:%p\"  -l %r jump", "x"],
         &["-J", "u@jump:2222,other", "x", "true"],
+        // %n is the host as typed, %h lowercased.
+        &["-o", "RemoteCommand=echo %n %h", "MiXed.Example"],
     ] {
         let ours = dump(RESSH, &file, args);
         let theirs = dump(&ssh.display().to_string(), &file, args);
@@ -234,4 +237,105 @@ Host *
     assert_eq!(dump(&ssh, &file, &["FOO"])["user"], "upper");
     assert_ne!(dump(&ssh, &file, &["foo"])["user"], "upper");
     assert_eq!(dump(&ssh, &file, &["inc"])["user"], "included");
+}
+
+/// docs/ssh_config.md's configuration "found in the wild" (connection
+/// sharing in `Host *`, an Include of ~/.ssh/config.d, macOS's UseKeychain
+/// under IgnoreUnknown, Match host/exec/originalhost/final, keywords ressh
+/// ignores) as a real user's ~/.ssh/config: ressh accepts it, says with
+/// -v what it ignores, and `ressh -G` prints what `ssh -G` prints for every
+/// keyword both print.
+#[test]
+fn wild_config_matches_ssh() {
+    ressh_testkit::require_root();
+    let ssh = ressh_testkit::require_cmd("ssh").display().to_string();
+    let config = ressh_testkit::wild_config();
+    let user = ressh_testkit::TestUser::create("wildcfg");
+    let dot = user.home.join(".ssh");
+    fs::create_dir_all(dot.join("config.d")).unwrap();
+    fs::write(dot.join("config"), &config).unwrap();
+    fs::write(
+        dot.join("config.d/10-work.conf"),
+        "Host work\n    HostName Work.Example\n    User w\n",
+    )
+    .unwrap();
+    for (p, mode) in [
+        (dot.join("config.d/10-work.conf"), 0o600),
+        (dot.join("config"), 0o600),
+        (dot.join("config.d"), 0o700),
+        (dot.clone(), 0o700),
+    ] {
+        user.own(&p, mode);
+    }
+    let as_user = |bin: &str, args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(bin);
+        c.args(args)
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir(&user.home)
+            .env("HOME", &user.home)
+            .env("USER", &user.name);
+        let out = ressh_testkit::run_timeout(&mut c, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "{bin} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let dump = |bin: &str, host: &str| -> BTreeMap<String, String> {
+        let out = as_user(bin, &["-G", host]);
+        let mut m = BTreeMap::new();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = l.split_once(' ') {
+                m.entry(k.to_string())
+                    .and_modify(|old: &mut String| {
+                        old.push('\n');
+                        old.push_str(v)
+                    })
+                    .or_insert_with(|| v.to_string());
+            }
+        }
+        m
+    };
+    for host in ["work", "Web01.example", "a.example", "other"] {
+        let ours = dump(RESSH, host);
+        let theirs = dump(&ssh, host);
+        let mut compared = 0;
+        for (k, v) in &ours {
+            // The default IdentityFile list: ssh's has key types ressh
+            // lacks (print_config_matches_ssh checks it).
+            if k == "identityfile" {
+                continue;
+            }
+            if let Some(t) = theirs.get(k) {
+                assert_eq!(v, t, "{k} for {host}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 20, "{compared} keywords compared for {host}");
+    }
+    let a = dump(RESSH, "Web01.example");
+    for (k, v) in [
+        ("user", "ops"),
+        ("port", "2222"),
+        ("serveralivecountmax", "5"),
+        ("controlmaster", "auto"),
+        ("controlpersist", "600"),
+    ] {
+        assert_eq!(a[k], v, "{k}");
+    }
+    assert_eq!(dump(RESSH, "work")["hostname"], "work.example");
+    let err = as_user(RESSH, &["-v", "-G", "a.example"]).stderr;
+    let err = String::from_utf8_lossy(&err);
+    for ignored in [
+        "ignoring addkeystoagent yes",
+        "ignoring usekeychain yes",
+        "ignoring canonicalizehostname yes",
+        "ignoring gssapiauthentication no",
+        "ignoring updatehostkeys yes",
+    ] {
+        assert!(err.contains(ignored), "no {ignored:?} in {err}");
+    }
 }

@@ -28,7 +28,7 @@ use crate::hostile_user::resshd_with_hostile_worker;
 const PROBE: &str = r#"s=${SSH_AUTH_SOCK-unset}; echo "sock=$s"; if [ "$s" != unset ]; then stat -c "dir=%a %U" "${s%/*}"; ssh-add -l; echo "add=$?"; fi"#;
 
 /// The SHA256 fingerprint of a public key file, as `ssh-add -l` shows it.
-fn fingerprint(pub_key: &Path) -> String {
+pub(crate) fn fingerprint(pub_key: &Path) -> String {
     let out = run_ok(
         Command::new(require_cmd("ssh-keygen"))
             .arg("-lf")

@@ -30,8 +30,9 @@
 //! | issue 16: OpenSSH user and host certificates (stock ssh-keygen -s and ssh) | `certs` |
 //! | issue 16: AuthorizedKeysCommand (as sshd runs it, and bounded) and RevokedKeys (lists, KRLs) | `keys_command` |
 //! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
-//! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
+//! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it; a `ressh -A -X` shell through a cut | `x11_forwarding` |
 //! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
+//! | issue 17: rsync, git, sftp/scp -S, Ansible with ressh as their ssh, through cuts | `tools` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -87,6 +88,7 @@ mod set_env;
 mod ssh_audit;
 mod suspect_kit;
 mod suspicion;
+mod tools;
 mod transfer;
 mod triggers;
 mod vanished;

@@ -158,7 +158,7 @@ impl Drop for Master {
 }
 
 /// `-O check` through `cmd`: the master's pid.
-fn check(cmd: &mut Command) -> u32 {
+pub(crate) fn check(cmd: &mut Command) -> u32 {
     let out = run_timeout(cmd, T);
     let err = text(&out.stderr);
     assert!(out.status.success(), "-O check: {}\n{err}", out.status);

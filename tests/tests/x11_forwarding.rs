@@ -13,10 +13,16 @@
 //! made, as ssh does: the session can no longer read the screen (and
 //! xdpyinfo fares as it does under stock ssh the same way). A server that
 //! opens an x11 channel nobody asked for is refused by ressh as by ssh.
+//!
+//! An interactive shell (`ressh -A -X` in a terminal, tmux) to resshd in a
+//! network namespace: `ssh-add -l` through the forwarded agent and
+//! `xdpyinfo`/`xwd -root` through the X11 forward work before a cut of the
+//! connection (`ss -K`) and, in the same shell, after it.
 
 use std::fs;
 use std::process::Command;
 
+use crate::agent_forwarding::fingerprint;
 use crate::common::*;
 use crate::hostile_user::resshd_with_hostile_worker;
 
@@ -279,4 +285,68 @@ fn an_x11_channel_nobody_asked_for_is_refused() {
         let since = std::time::Instant::now() - std::time::Duration::from_secs(60);
         client.wait_err("Warning: ssh server tried X11 forwarding", since, T);
     }
+}
+
+#[test]
+fn shell_with_agent_and_x11_through_a_cut() {
+    let lab = Lab::new("ax11cut", "X11Forwarding yes\n");
+    let x = Xvfb::start(lab.dir.path());
+    let local_xwd = local_screen(&x);
+    let fp = fingerprint(&lab.login.key.with_extension("pub"));
+    let agent = SshAgent::start(lab.dir.path(), "agent.sock");
+    agent.add(&lab.login.key);
+    let line = format!(
+        "ip netns exec {} env SSH_AUTH_SOCK={} DISPLAY={} XAUTHORITY={} {} -F {} -A -X \
+         -oIdentityAgent=SSH_AUTH_SOCK server",
+        lab.net.client_ns(),
+        sq(&agent.sock.to_string_lossy()),
+        x.display,
+        sq(&x.xauthority.to_string_lossy()),
+        sq(&ressh_bin().to_string_lossy()),
+        sq(&lab.login.config.to_string_lossy()),
+    );
+    let tmux = Tmux::new("ax11cut");
+    tmux.start(120, 40, &line);
+    // Typed into the shell; the output goes to a file of the user, and
+    // `done<n>` (typed `do""ne<n>`) says it is there.
+    let probe = |n: u32| -> String {
+        let file = lab.user().home.join(format!("probe{n}"));
+        tmux.keys(&[
+            "-l",
+            &format!(
+                "(ssh-add -l; echo add=$?; {PROBE}) > {} 2>&1; echo do\"\"ne{n}\n",
+                file.display()
+            ),
+        ]);
+        tmux.wait(&format!("probe {n}"), |sc| sc.contains(&format!("done{n}")));
+        let out = fs::read_to_string(&file).unwrap_or_default();
+        assert!(out.contains(&fp), "ssh-add -l does not list {fp}:\n{out}");
+        assert_eq!(field(&out, "add"), Some("0"), "{out}");
+        assert!(
+            field(&out, "display").is_some_and(|d| d.starts_with("localhost:")),
+            "{out}"
+        );
+        assert_eq!(
+            xwd(&out),
+            Some(local_xwd.as_str()),
+            "xwd -root through the forward\n{out}"
+        );
+        out
+    };
+    probe(1);
+    lab.net.kill_tcp(PORT);
+    lab.wait_log("the reconnect", T, |l| reconnects(l) >= 1);
+    probe(2);
+    tmux.keys(&["-l", "exit\n"]);
+    wait_for(
+        "the shell to end",
+        T,
+        || (!tmux.alive()).then_some(()),
+        || tmux.screen(),
+    );
+    assert_eq!(count(&lab.log(), "Accepted publickey"), 1, "{}", lab.log());
+    report(
+        "x11_forwarding",
+        "ressh -A -X shell: ssh-add -l and xwd -root through the forwards before and after a cut",
+    );
 }
