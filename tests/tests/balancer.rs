@@ -483,3 +483,96 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
         "the drained owner served no relayed reconnect\n{log}"
     );
 }
+
+/// The pids of `pid`'s descendants (children first found, then theirs).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &p.to_string()])
+            .output()
+            .unwrap();
+        for c in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(c) = c.parse() {
+                all.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn a_node_that_dies_takes_only_its_sessions_and_says_so() {
+    let dir = TempDir::new("fleet");
+    let cfgs = fleet_files(&dir);
+    let server = format!("DetachTimeout 5\n{SERVER}");
+    let lab = Lab::new("gone", &format!("{}{server}", cfgs[0]));
+    let bin = ressh_bin().with_file_name("resshd");
+    let others: Vec<Resshd> = (1..3)
+        .map(|i| Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{server}", cfgs[i])))
+        .collect();
+    let _h = haproxy_to(
+        &lab,
+        "send-proxy-v2",
+        &NODES,
+        &others.iter().collect::<Vec<_>>(),
+    );
+    let nodes: Vec<&Resshd> = std::iter::once(&lab.resshd).chain(others.iter()).collect();
+    let user = lab.user().name.clone();
+    let accepted = format!("Accepted publickey for {user}");
+    // Logins so far on each node.
+    let logins = || -> Vec<usize> { nodes.iter().map(|n| count(&n.log(), &accepted)).collect() };
+
+    // Two sessions on two different nodes (round robin: consecutive
+    // logins land on consecutive nodes).
+    let mut sessions = Vec::new();
+    let mut owners = Vec::new();
+    for k in 0..2 {
+        let before = logins();
+        let stop = lab.user().home.join(format!("stop-{k}"));
+        let c = Client::spawn(&mut lab.ressh(&[
+            "-o",
+            "ServerAliveInterval=600",
+            "server",
+            &counter_cmd(&stop, 1_000_000),
+        ]));
+        c.wait_lines(30, T);
+        let after = logins();
+        let owner = (0..3).find(|&i| after[i] > before[i]).expect("its node");
+        owners.push(owner);
+        sessions.push((c, stop));
+    }
+    assert_ne!(owners[0], owners[1], "both sessions on node{}", owners[0]);
+
+    // The first session's node dies: every process of it.
+    let dead = nodes[owners[0]];
+    let mut pids = descendants(dead.server.pid());
+    pids.push(dead.server.pid());
+    for p in &pids {
+        signal(*p, "KILL");
+    }
+    let since = Instant::now();
+    lab.net.roam();
+
+    // The other session goes on.
+    let (c1, stop1) = &mut sessions[1];
+    c1.wait_err("reconnected to ", since, T);
+    let n = c1.line_count();
+    c1.wait_lines(n + 20, T);
+    fs::write(&*stop1, "").unwrap();
+    assert!(c1.wait_exit(T).success(), "{}", c1.describe());
+    check_counter(&c1.out_lines());
+
+    // The first is told why on each attempt, and gives up within the
+    // detach timeout (5 s) and ressh's margin.
+    let (c0, _) = &mut sessions[0];
+    let st = c0.wait_exit(Duration::from_secs(60));
+    assert!(!st.success(), "{}", c0.describe());
+    let err = c0.stderr();
+    assert!(
+        err.contains(&format!("fleet node node{} (unreachable)", owners[0])),
+        "{err}"
+    );
+}
