@@ -272,29 +272,62 @@ fn fleet_files(dir: &TempDir) -> Vec<String> {
         .collect()
 }
 
+/// A three-node fleet in one lab behind HAProxy (round robin, PROXY v2):
+/// node 0 is the lab's own resshd. Field order is drop order.
+struct Fleet {
+    _haproxy: Haproxy,
+    others: Vec<Resshd>,
+    lab: Lab,
+    dir: TempDir,
+}
+
+impl Fleet {
+    /// `server`: every node's resshd_config lines after its fleet lines.
+    fn start(tag: &str, server: &str) -> Fleet {
+        let dir = TempDir::new("fleet");
+        let cfgs = fleet_files(&dir);
+        let lab = Lab::new(tag, &format!("{}{server}", cfgs[0]));
+        let bin = ressh_bin().with_file_name("resshd");
+        let others: Vec<Resshd> = (1..3)
+            .map(|i| {
+                Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{server}", cfgs[i]))
+            })
+            .collect();
+        let haproxy = haproxy_to(
+            &lab,
+            "send-proxy-v2",
+            &NODES,
+            &others.iter().collect::<Vec<_>>(),
+        );
+        let f = Fleet {
+            _haproxy: haproxy,
+            others,
+            lab,
+            dir,
+        };
+        for n in f.nodes() {
+            assert!(n.log().contains("Fleet node node"), "{}", n.log());
+        }
+        f
+    }
+
+    fn nodes(&self) -> Vec<&Resshd> {
+        std::iter::once(&self.lab.resshd)
+            .chain(self.others.iter())
+            .collect()
+    }
+
+    /// Every node's log, one after the other.
+    fn logs(&self) -> String {
+        let logs: Vec<String> = self.nodes().iter().map(|n| n.log()).collect();
+        logs.join("\n--- next node ---\n")
+    }
+}
+
 #[test]
 fn a_fleet_relays_reconnects_to_the_owning_node() {
-    let dir = TempDir::new("fleet");
-    let cfgs = fleet_files(&dir);
-    let lab = Lab::new("fleet", &format!("{}{SERVER}", cfgs[0]));
-    let bin = ressh_bin().with_file_name("resshd");
-    let others: Vec<Resshd> = (1..3)
-        .map(|i| Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{SERVER}", cfgs[i])))
-        .collect();
-    let _h = haproxy_to(
-        &lab,
-        "send-proxy-v2",
-        &NODES,
-        &others.iter().collect::<Vec<_>>(),
-    );
-    let logs = || {
-        std::iter::once(lab.log())
-            .chain(others.iter().map(|r| r.log()))
-            .collect::<Vec<String>>()
-    };
-    for l in logs() {
-        assert!(l.contains("Fleet node node"), "{l}");
-    }
+    let f = Fleet::start("fleet", SERVER);
+    let (lab, dir) = (&f.lab, &f.dir);
 
     let stop = lab.user().home.join("stop-counter");
     let mut client = Client::spawn(&mut lab.ressh(&[
@@ -383,7 +416,7 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     assert!(kills.len() >= 3, "{} kills", kills.len());
     assert_eq!(sha256_file(&src), sha256_file(&dst));
 
-    let all = logs().join("\n--- next node ---\n");
+    let all = f.logs();
     let relayed = count(&all, "relayed to its session on fleet node");
     assert!(relayed >= 4, "{relayed} relayed reconnects\n{all}");
     // Found at the first node asked, never by the client's luck of
@@ -402,19 +435,8 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
 
 #[test]
 fn a_drained_node_serves_its_sessions_until_they_end() {
-    let dir = TempDir::new("fleet");
-    let cfgs = fleet_files(&dir);
-    let mut lab = Lab::new("drain", &format!("{}{SERVER}", cfgs[0]));
-    let bin = ressh_bin().with_file_name("resshd");
-    let mut others: Vec<Resshd> = (1..3)
-        .map(|i| Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{SERVER}", cfgs[i])))
-        .collect();
-    let _h = haproxy_to(
-        &lab,
-        "send-proxy-v2",
-        &NODES,
-        &others.iter().collect::<Vec<_>>(),
-    );
+    let f = Fleet::start("drain", SERVER);
+    let lab = &f.lab;
     let user = lab.user().name.clone();
     let accepted = format!("Accepted publickey for {user}");
 
@@ -426,14 +448,12 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
         &counter_cmd(&stop, 1_000_000),
     ]));
     client.wait_lines(50, T);
-    let mut nodes: Vec<&mut Resshd> = std::iter::once(&mut lab.resshd)
-        .chain(others.iter_mut())
-        .collect();
-    let owner = nodes
+    let owner = f
+        .nodes()
         .iter()
         .position(|n| n.log().contains(&accepted))
         .expect("the session's node");
-    let node = &mut nodes[owner];
+    let node = f.nodes()[owner];
     let config = node.server.config_path().to_path_buf();
     let text = fs::read_to_string(&config).unwrap();
     fs::write(&config, format!("FleetDrain yes\n{text}")).unwrap();
@@ -442,7 +462,6 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
         l.contains("FleetDrain: no new connections")
     });
     let logins_before = count(&node.log(), &accepted);
-    drop(nodes);
 
     // New logins all go to the other nodes.
     for i in 0..6 {
@@ -453,15 +472,8 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let owner_log = |lab: &Lab, others: &[Resshd]| {
-        if owner == 0 {
-            lab.log()
-        } else {
-            others[owner - 1].log()
-        }
-    };
     assert_eq!(
-        count(&owner_log(&lab, &others), &accepted),
+        count(&node.log(), &accepted),
         logins_before,
         "a drained node took a new login"
     );
@@ -477,7 +489,7 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
     fs::write(&stop, "").unwrap();
     assert!(client.wait_exit(T).success(), "{}", client.describe());
     check_counter(&client.out_lines());
-    let log = owner_log(&lab, &others);
+    let log = node.log();
     assert!(
         count(&log, "fleet: reconnect from 198.18.") >= 2,
         "the drained owner served no relayed reconnect\n{log}"
@@ -505,21 +517,9 @@ fn descendants(pid: u32) -> Vec<u32> {
 
 #[test]
 fn a_node_that_dies_takes_only_its_sessions_and_says_so() {
-    let dir = TempDir::new("fleet");
-    let cfgs = fleet_files(&dir);
-    let server = format!("DetachTimeout 5\n{SERVER}");
-    let lab = Lab::new("gone", &format!("{}{server}", cfgs[0]));
-    let bin = ressh_bin().with_file_name("resshd");
-    let others: Vec<Resshd> = (1..3)
-        .map(|i| Resshd::start_in_port(&bin, &lab.net, NODES[i], &format!("{}{server}", cfgs[i])))
-        .collect();
-    let _h = haproxy_to(
-        &lab,
-        "send-proxy-v2",
-        &NODES,
-        &others.iter().collect::<Vec<_>>(),
-    );
-    let nodes: Vec<&Resshd> = std::iter::once(&lab.resshd).chain(others.iter()).collect();
+    let f = Fleet::start("gone", &format!("DetachTimeout 5\n{SERVER}"));
+    let lab = &f.lab;
+    let nodes = f.nodes();
     let user = lab.user().name.clone();
     let accepted = format!("Accepted publickey for {user}");
     // Logins so far on each node.
