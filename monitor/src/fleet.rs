@@ -312,29 +312,65 @@ fn ask_node(me: &Identity, node: &Node, ask: &Ask) -> Result<Asked, String> {
         .next()
         .ok_or("no address")?;
     let tcp = TcpStream::connect_timeout(&addr, ASK_TIME).map_err(|e| format!("connect: {e}"))?;
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let ctx = context(me, pkeys(std::iter::once(node)))?;
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
-    let mut tls = ssl
-        .connect(tcp)
-        .map_err(|e| format!("TLS handshake: {}", handshake_error(e)))?;
+    let mut tls = handshake(ssl, tcp, false, deadline)?;
     write_frame(&mut tls, ask)?;
     let Answer(verdict) = read_frame(&mut tls)?;
     Ok(verdict.map(|()| tls))
 }
 
-fn handshake_error<S>(e: HandshakeError<S>) -> String {
-    match e {
-        HandshakeError::SetupFailure(e) => e.to_string(),
-        HandshakeError::Failure(m) | HandshakeError::WouldBlock(m) => m.error().to_string(),
-    }
+/// The TLS handshake on `tcp` (as server if `server`), done by
+/// `deadline` whatever the peer's pace (a per-read timeout alone lets a
+/// peer sending a byte now and then hold it for ever); after it, each read
+/// or write of the stream waits at most what is left until `deadline`.
+fn handshake(
+    ssl: Ssl,
+    tcp: TcpStream,
+    server: bool,
+    deadline: Instant,
+) -> Result<SslStream<TcpStream>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("TLS handshake: {e}");
+    tcp.set_nonblocking(true).map_err(|e| err(&e))?;
+    let mut step = if server {
+        ssl.accept(tcp)
+    } else {
+        ssl.connect(tcp)
+    };
+    let tls = loop {
+        let mid = match step {
+            Ok(tls) => break tls,
+            Err(HandshakeError::WouldBlock(mid)) => mid,
+            Err(HandshakeError::SetupFailure(e)) => return Err(err(&e)),
+            Err(HandshakeError::Failure(m)) => return Err(err(m.error())),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(err(&format_args!("not done within {ASK_TIME:?}")));
+        }
+        let ev = if mid.error().code() == ErrorCode::WANT_WRITE {
+            PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(mid.get_ref().as_fd(), ev)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(err(&format_args!("poll: {e}"))),
+        }
+        step = mid.handshake();
+    };
+    let tcp = tls.get_ref();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_nonblocking(false)
+        .and_then(|()| tcp.set_read_timeout(Some(left)))
+        .and_then(|()| tcp.set_write_timeout(Some(left)))
+        .map_err(|e| err(&e))?;
+    Ok(tls)
 }
 
 /// The owning node's side of a link (a child of resshd for each accepted
@@ -375,6 +411,7 @@ fn serve_link_inner(
     confine: impl FnOnce() -> Result<(), String>,
     sock: TcpStream,
 ) -> Result<(), String> {
+    let deadline = Instant::now() + ASK_TIME;
     let me = Identity::load(key_file)?;
     let nodes = read_nodes(nodes_file)?;
     let mine = me.public();
@@ -382,15 +419,9 @@ fn serve_link_inner(
     drop(me);
     let broker = crate::monitor::connect_broker(broker_socket);
     confine()?;
-    sock.set_read_timeout(Some(ASK_TIME))
-        .map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(ASK_TIME))
-        .map_err(|e| e.to_string())?;
     let _ = sock.set_nodelay(true);
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
-    let mut tls = ssl
-        .accept(sock)
-        .map_err(|e| format!("refused: TLS handshake: {}", handshake_error(e)))?;
+    let mut tls = handshake(ssl, sock, true, deadline).map_err(|e| format!("refused: {e}"))?;
     let ask: Ask = read_frame(&mut tls)?;
     let (peer_addr, peer_port) = (ask.peer_addr.clone(), ask.peer_port);
     if peer_addr.parse::<std::net::IpAddr>().is_err() {
@@ -579,5 +610,120 @@ mod tests {
             assert!(read_nodes(&f).is_err(), "{bad}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Sends a TLS record header announcing 16 KiB, then one byte every
+    /// half second (each read well within a per-read timeout) until
+    /// `until`: a handshake that never ends.
+    fn dribble(mut s: TcpStream, until: Instant) {
+        let _ = s.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]);
+        while Instant::now() < until && s.write_all(&[0]).is_ok() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A peer that dribbles its TLS handshake is cut off ASK_TIME after it
+    /// connected, on both ends of a link: the owner's link process (which
+    /// any network client of the fleet port reaches, and whose 4096 slots
+    /// it would otherwise hold for ever) and the asking monitor, root, that
+    /// whoever answers at a listed node's address would otherwise hold (and
+    /// with it the client's reconnect slot).
+    #[test]
+    fn a_dribbled_handshake_ends_in_time() {
+        use ressh_proto::kex::Negotiated;
+        use ressh_proto::resilience::{Request, Transcript};
+        use std::net::TcpListener;
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = std::env::temp_dir().join(format!("fleet-dribble-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519).unwrap();
+        let other = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, me.to_openssh_pem("").unwrap()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Whoever answers at the other node's address, without its key.
+        let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+        let nodes = dir.join("nodes");
+        std::fs::write(
+            &nodes,
+            format!(
+                "me 127.0.0.1:1 {}\nother {} {}\n",
+                me.public_key().to_openssh(""),
+                squatter.local_addr().unwrap(),
+                other.public_key().to_openssh("")
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&nodes, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let start = Instant::now();
+        let stop = start + ASK_TIME + Duration::from_secs(8);
+        // The owner's side, an unauthenticated client dribbling to it.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, _) = l.accept().unwrap();
+        let (k, n, d) = (key.clone(), nodes.clone(), dir.clone());
+        let owner = std::thread::spawn(move || {
+            serve_link_inner(&k, &n, &d.join("no-broker"), || Ok(()), sock)
+        });
+        std::thread::spawn(move || dribble(client, stop));
+        // The asking side, the squatter dribbling its answer.
+        std::thread::spawn(move || {
+            let (s, _) = squatter.accept().unwrap();
+            dribble(s, stop);
+        });
+        let ask = Ask {
+            request: Box::new(ReconnectRequest {
+                request: Request {
+                    token: vec![7; 32],
+                    q_c: vec![1; 32],
+                    r_c: 0,
+                    mac: vec![2; 32],
+                },
+                transcript: Transcript {
+                    v_c: "SSH-2.0-x".into(),
+                    v_s: "SSH-2.0-y".into(),
+                    i_c: vec![],
+                    i_s: vec![],
+                },
+                negotiated: Negotiated {
+                    kex: String::new(),
+                    host_key: String::new(),
+                    cipher_c2s: String::new(),
+                    cipher_s2c: String::new(),
+                    mac_c2s: String::new(),
+                    mac_s2c: String::new(),
+                },
+                writer_seq: 0,
+                reader_seq: 0,
+            }),
+            peer_addr: "198.18.0.2".into(),
+            peer_port: 4000,
+            leftover: vec![],
+        };
+        let (k, n) = (key.clone(), nodes.clone());
+        let asker = std::thread::spawn(move || ask_fleet(&k, &n, &ask).map(|(node, _)| node));
+
+        let limit = ASK_TIME + Duration::from_secs(3);
+        while !(owner.is_finished() && asker.is_finished()) && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (owner_done, asker_done) = (owner.is_finished(), asker.is_finished());
+        let owner = owner.join().unwrap();
+        let asker = asker.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            owner_done && asker_done,
+            "still in a dribbled handshake after {limit:?}: \
+             the owner's link process {}, the asking side {}",
+            if owner_done { "no" } else { "yes" },
+            if asker_done { "no" } else { "yes" },
+        );
+        let e = owner.unwrap_err();
+        assert!(e.contains("TLS handshake"), "{e}");
+        let (code, why) = asker.unwrap_err();
+        assert_eq!(code, failure::TRY_AGAIN, "{why}");
+        assert!(why.contains("other (unreachable)"), "{why}");
     }
 }
