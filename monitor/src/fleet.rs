@@ -500,18 +500,30 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut link_eof = false;
     let mut other_eof = false;
+    // What TLS asked for to go on (a read may need to write, a write to
+    // read).
+    let wants = |e: &openssl::ssl::Error| match e.code() {
+        ErrorCode::WANT_READ => Some(PollFlags::POLLIN),
+        ErrorCode::WANT_WRITE => Some(PollFlags::POLLOUT),
+        _ => None,
+    };
+    // Whether the link is read: not past its end, and room for what comes.
+    let link_readable = |link_eof: bool, to_other: &[u8]| !link_eof && to_other.len() < PUMP_BUF;
     loop {
         let mut progress = false;
+        let mut link_ev = PollFlags::empty();
         // Link -> other.
-        if !link_eof && to_other.len() < PUMP_BUF {
+        if link_readable(link_eof, &to_other) {
             match link.ssl_read(&mut tmp) {
                 Ok(0) => link_eof = true,
                 Ok(n) => {
                     to_other.extend_from_slice(&tmp[..n]);
                     progress = true;
                 }
-                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
-                Err(_) => link_eof = true,
+                Err(e) => match wants(&e) {
+                    Some(ev) => link_ev |= ev,
+                    None => link_eof = true,
+                },
             }
         }
         if !to_other.is_empty() {
@@ -542,8 +554,10 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
                     to_link.drain(..n);
                     progress |= n > 0;
                 }
-                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
-                Err(_) => return,
+                Err(e) => match wants(&e) {
+                    Some(ev) => link_ev |= ev,
+                    None => return,
+                },
             }
         }
         // Either side gone, and what it sent delivered: done (the session
@@ -552,13 +566,13 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
             let _ = link.shutdown();
             return;
         }
-        if progress || link.ssl().pending() > 0 {
+        if progress || (link.ssl().pending() > 0 && link_readable(link_eof, &to_other)) {
             continue;
         }
-        let mut link_ev = PollFlags::POLLIN;
-        if !to_link.is_empty() {
-            link_ev |= PollFlags::POLLOUT;
-        }
+        // Wait only for what can be acted on: a side with no room to read
+        // into is not polled for input (it would be ready at once, for
+        // ever, and the loop would spin), nor a side nothing is waited
+        // for (its hang-up or error is reported whatever is asked).
         let mut other_ev = PollFlags::empty();
         if !other_eof && to_link.len() < PUMP_BUF {
             other_ev |= PollFlags::POLLIN;
@@ -566,11 +580,13 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
         if !to_other.is_empty() {
             other_ev |= PollFlags::POLLOUT;
         }
-        let tcp = link.get_ref().as_fd();
-        let mut fds = [
-            PollFd::new(tcp, link_ev),
-            PollFd::new(other.as_fd(), other_ev),
-        ];
+        let mut fds = Vec::with_capacity(2);
+        if !link_ev.is_empty() {
+            fds.push(PollFd::new(link.get_ref().as_fd(), link_ev));
+        }
+        if !other_ev.is_empty() {
+            fds.push(PollFd::new(other.as_fd(), other_ev));
+        }
         let _ = poll(&mut fds, PollTimeout::from(1000u16));
     }
 }
@@ -725,5 +741,70 @@ mod tests {
         let (code, why) = asker.unwrap_err();
         assert_eq!(code, failure::TRY_AGAIN, "{why}");
         assert!(why.contains("other (unreachable)"), "{why}");
+    }
+
+    /// CPU time the thread `tid` of this process has used.
+    fn thread_cpu(tid: i32) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // After the command's closing parenthesis: state is field 3, utime
+        // and stime fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap();
+        Duration::from_millis(ticks * 1000 / u64::try_from(hz).unwrap())
+    }
+
+    /// A relay whose session side does not read while the link side keeps
+    /// sending (a client that floods input while its session is stalled,
+    /// or that does not read while its session writes) waits in poll: it
+    /// does not spin on a readable link it has no room to read.
+    #[test]
+    fn a_stalled_side_does_not_make_the_pump_spin() {
+        use std::net::TcpListener;
+        let node = || {
+            let key = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519).unwrap();
+            Identity {
+                cert: self_signed(&key).unwrap(),
+                key,
+            }
+        };
+        let (a, b) = (node(), node());
+        let ca = context(&a, vec![b.public().to_pkey().unwrap()]).unwrap();
+        let cb = context(&b, vec![a.public().to_pkey().unwrap()]).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (srv, _) = l.accept().unwrap();
+        let deadline = Instant::now() + ASK_TIME;
+        let server = std::thread::spawn(move || {
+            handshake(Ssl::new(&cb).unwrap(), srv, true, deadline).unwrap()
+        });
+        let mut sender = handshake(Ssl::new(&ca).unwrap(), tcp, false, deadline).unwrap();
+        let link = server.join().unwrap();
+        sender.get_ref().set_write_timeout(None).unwrap();
+
+        // The session's end, never read.
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            pump(link, OwnedFd::from(ours));
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The link's peer sends until every buffer on the way is full.
+        std::thread::spawn(move || {
+            let chunk = vec![0x55u8; 16 * 1024];
+            while sender.write_all(&chunk).is_ok() {}
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let before = thread_cpu(tid);
+        std::thread::sleep(Duration::from_secs(3));
+        let used = thread_cpu(tid) - before;
+        assert!(
+            used < Duration::from_millis(300),
+            "the pump used {used:?} of CPU in 3 s with nothing to do"
+        );
     }
 }
