@@ -514,7 +514,8 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
         let mut link_ev = PollFlags::empty();
         // Link -> other.
         if link_readable(link_eof, &to_other) {
-            match link.ssl_read(&mut tmp) {
+            let room = (PUMP_BUF - to_other.len()).min(tmp.len());
+            match link.ssl_read(&mut tmp[..room]) {
                 Ok(0) => link_eof = true,
                 Ok(n) => {
                     to_other.extend_from_slice(&tmp[..n]);
@@ -538,7 +539,8 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
         }
         // Other -> link.
         if !other_eof && to_link.len() < PUMP_BUF {
-            match nix::unistd::read(other.as_raw_fd(), &mut tmp) {
+            let room = (PUMP_BUF - to_link.len()).min(tmp.len());
+            match nix::unistd::read(other.as_raw_fd(), &mut tmp[..room]) {
                 Ok(0) => other_eof = true,
                 Ok(n) => {
                     to_link.extend_from_slice(&tmp[..n]);
