@@ -937,11 +937,14 @@ fn serve(
                 ));
             }
         }
-        for (sock, from) in fleet_links {
+        let mut fleet_links = fleet_links.into_iter();
+        while let Some((sock, from)) = fleet_links.next() {
             let _ = sock.set_nonblocking(false);
             // SAFETY: as for a client's connection below.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
+                    // The links accepted with this one are other peers'.
+                    drop(fleet_links);
                     drop(listeners);
                     drop(fleet);
                     drop(links);

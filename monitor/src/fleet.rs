@@ -312,29 +312,65 @@ fn ask_node(me: &Identity, node: &Node, ask: &Ask) -> Result<Asked, String> {
         .next()
         .ok_or("no address")?;
     let tcp = TcpStream::connect_timeout(&addr, ASK_TIME).map_err(|e| format!("connect: {e}"))?;
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let ctx = context(me, pkeys(std::iter::once(node)))?;
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
-    let mut tls = ssl
-        .connect(tcp)
-        .map_err(|e| format!("TLS handshake: {}", handshake_error(e)))?;
+    let mut tls = handshake(ssl, tcp, false, deadline)?;
     write_frame(&mut tls, ask)?;
     let Answer(verdict) = read_frame(&mut tls)?;
     Ok(verdict.map(|()| tls))
 }
 
-fn handshake_error<S>(e: HandshakeError<S>) -> String {
-    match e {
-        HandshakeError::SetupFailure(e) => e.to_string(),
-        HandshakeError::Failure(m) | HandshakeError::WouldBlock(m) => m.error().to_string(),
-    }
+/// The TLS handshake on `tcp` (as server if `server`), done by
+/// `deadline` whatever the peer's pace (a per-read timeout alone lets a
+/// peer sending a byte now and then hold it for ever); after it, each read
+/// or write of the stream waits at most what is left until `deadline`.
+fn handshake(
+    ssl: Ssl,
+    tcp: TcpStream,
+    server: bool,
+    deadline: Instant,
+) -> Result<SslStream<TcpStream>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("TLS handshake: {e}");
+    tcp.set_nonblocking(true).map_err(|e| err(&e))?;
+    let mut step = if server {
+        ssl.accept(tcp)
+    } else {
+        ssl.connect(tcp)
+    };
+    let tls = loop {
+        let mid = match step {
+            Ok(tls) => break tls,
+            Err(HandshakeError::WouldBlock(mid)) => mid,
+            Err(HandshakeError::SetupFailure(e)) => return Err(err(&e)),
+            Err(HandshakeError::Failure(m)) => return Err(err(m.error())),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(err(&format_args!("not done within {ASK_TIME:?}")));
+        }
+        let ev = if mid.error().code() == ErrorCode::WANT_WRITE {
+            PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(mid.get_ref().as_fd(), ev)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(err(&format_args!("poll: {e}"))),
+        }
+        step = mid.handshake();
+    };
+    let tcp = tls.get_ref();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_nonblocking(false)
+        .and_then(|()| tcp.set_read_timeout(Some(left)))
+        .and_then(|()| tcp.set_write_timeout(Some(left)))
+        .map_err(|e| err(&e))?;
+    Ok(tls)
 }
 
 /// The owning node's side of a link (a child of resshd for each accepted
@@ -375,6 +411,7 @@ fn serve_link_inner(
     confine: impl FnOnce() -> Result<(), String>,
     sock: TcpStream,
 ) -> Result<(), String> {
+    let deadline = Instant::now() + ASK_TIME;
     let me = Identity::load(key_file)?;
     let nodes = read_nodes(nodes_file)?;
     let mine = me.public();
@@ -382,15 +419,9 @@ fn serve_link_inner(
     drop(me);
     let broker = crate::monitor::connect_broker(broker_socket);
     confine()?;
-    sock.set_read_timeout(Some(ASK_TIME))
-        .map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(ASK_TIME))
-        .map_err(|e| e.to_string())?;
     let _ = sock.set_nodelay(true);
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
-    let mut tls = ssl
-        .accept(sock)
-        .map_err(|e| format!("refused: TLS handshake: {}", handshake_error(e)))?;
+    let mut tls = handshake(ssl, sock, true, deadline).map_err(|e| format!("refused: {e}"))?;
     let ask: Ask = read_frame(&mut tls)?;
     let (peer_addr, peer_port) = (ask.peer_addr.clone(), ask.peer_port);
     if peer_addr.parse::<std::net::IpAddr>().is_err() {
@@ -469,18 +500,31 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut link_eof = false;
     let mut other_eof = false;
+    // What TLS asked for to go on (a read may need to write, a write to
+    // read).
+    let wants = |e: &openssl::ssl::Error| match e.code() {
+        ErrorCode::WANT_READ => Some(PollFlags::POLLIN),
+        ErrorCode::WANT_WRITE => Some(PollFlags::POLLOUT),
+        _ => None,
+    };
+    // Whether the link is read: not past its end, and room for what comes.
+    let link_readable = |link_eof: bool, to_other: &[u8]| !link_eof && to_other.len() < PUMP_BUF;
     loop {
         let mut progress = false;
+        let mut link_ev = PollFlags::empty();
         // Link -> other.
-        if !link_eof && to_other.len() < PUMP_BUF {
-            match link.ssl_read(&mut tmp) {
+        if link_readable(link_eof, &to_other) {
+            let room = (PUMP_BUF - to_other.len()).min(tmp.len());
+            match link.ssl_read(&mut tmp[..room]) {
                 Ok(0) => link_eof = true,
                 Ok(n) => {
                     to_other.extend_from_slice(&tmp[..n]);
                     progress = true;
                 }
-                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
-                Err(_) => link_eof = true,
+                Err(e) => match wants(&e) {
+                    Some(ev) => link_ev |= ev,
+                    None => link_eof = true,
+                },
             }
         }
         if !to_other.is_empty() {
@@ -495,7 +539,8 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
         }
         // Other -> link.
         if !other_eof && to_link.len() < PUMP_BUF {
-            match nix::unistd::read(other.as_raw_fd(), &mut tmp) {
+            let room = (PUMP_BUF - to_link.len()).min(tmp.len());
+            match nix::unistd::read(other.as_raw_fd(), &mut tmp[..room]) {
                 Ok(0) => other_eof = true,
                 Ok(n) => {
                     to_link.extend_from_slice(&tmp[..n]);
@@ -511,8 +556,10 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
                     to_link.drain(..n);
                     progress |= n > 0;
                 }
-                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
-                Err(_) => return,
+                Err(e) => match wants(&e) {
+                    Some(ev) => link_ev |= ev,
+                    None => return,
+                },
             }
         }
         // Either side gone, and what it sent delivered: done (the session
@@ -521,13 +568,13 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
             let _ = link.shutdown();
             return;
         }
-        if progress || link.ssl().pending() > 0 {
+        if progress || (link.ssl().pending() > 0 && link_readable(link_eof, &to_other)) {
             continue;
         }
-        let mut link_ev = PollFlags::POLLIN;
-        if !to_link.is_empty() {
-            link_ev |= PollFlags::POLLOUT;
-        }
+        // Wait only for what can be acted on: a side with no room to read
+        // into is not polled for input (it would be ready at once, for
+        // ever, and the loop would spin), nor a side nothing is waited
+        // for (its hang-up or error is reported whatever is asked).
         let mut other_ev = PollFlags::empty();
         if !other_eof && to_link.len() < PUMP_BUF {
             other_ev |= PollFlags::POLLIN;
@@ -535,11 +582,13 @@ pub fn pump(mut link: SslStream<TcpStream>, other: OwnedFd) {
         if !to_other.is_empty() {
             other_ev |= PollFlags::POLLOUT;
         }
-        let tcp = link.get_ref().as_fd();
-        let mut fds = [
-            PollFd::new(tcp, link_ev),
-            PollFd::new(other.as_fd(), other_ev),
-        ];
+        let mut fds = Vec::with_capacity(2);
+        if !link_ev.is_empty() {
+            fds.push(PollFd::new(link.get_ref().as_fd(), link_ev));
+        }
+        if !other_ev.is_empty() {
+            fds.push(PollFd::new(other.as_fd(), other_ev));
+        }
         let _ = poll(&mut fds, PollTimeout::from(1000u16));
     }
 }
@@ -579,5 +628,185 @@ mod tests {
             assert!(read_nodes(&f).is_err(), "{bad}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Sends a TLS record header announcing 16 KiB, then one byte every
+    /// half second (each read well within a per-read timeout) until
+    /// `until`: a handshake that never ends.
+    fn dribble(mut s: TcpStream, until: Instant) {
+        let _ = s.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]);
+        while Instant::now() < until && s.write_all(&[0]).is_ok() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A peer that dribbles its TLS handshake is cut off ASK_TIME after it
+    /// connected, on both ends of a link: the owner's link process (which
+    /// any network client of the fleet port reaches, and whose 4096 slots
+    /// it would otherwise hold for ever) and the asking monitor, root, that
+    /// whoever answers at a listed node's address would otherwise hold (and
+    /// with it the client's reconnect slot).
+    #[test]
+    fn a_dribbled_handshake_ends_in_time() {
+        use ressh_proto::kex::Negotiated;
+        use ressh_proto::resilience::{Request, Transcript};
+        use std::net::TcpListener;
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = std::env::temp_dir().join(format!("fleet-dribble-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519).unwrap();
+        let other = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, me.to_openssh_pem("").unwrap()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Whoever answers at the other node's address, without its key.
+        let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+        let nodes = dir.join("nodes");
+        std::fs::write(
+            &nodes,
+            format!(
+                "me 127.0.0.1:1 {}\nother {} {}\n",
+                me.public_key().to_openssh(""),
+                squatter.local_addr().unwrap(),
+                other.public_key().to_openssh("")
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&nodes, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let start = Instant::now();
+        let stop = start + ASK_TIME + Duration::from_secs(8);
+        // The owner's side, an unauthenticated client dribbling to it.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, _) = l.accept().unwrap();
+        let (k, n, d) = (key.clone(), nodes.clone(), dir.clone());
+        let owner = std::thread::spawn(move || {
+            serve_link_inner(&k, &n, &d.join("no-broker"), || Ok(()), sock)
+        });
+        std::thread::spawn(move || dribble(client, stop));
+        // The asking side, the squatter dribbling its answer.
+        std::thread::spawn(move || {
+            let (s, _) = squatter.accept().unwrap();
+            dribble(s, stop);
+        });
+        let ask = Ask {
+            request: Box::new(ReconnectRequest {
+                request: Request {
+                    token: vec![7; 32],
+                    q_c: vec![1; 32],
+                    r_c: 0,
+                    mac: vec![2; 32],
+                },
+                transcript: Transcript {
+                    v_c: "SSH-2.0-x".into(),
+                    v_s: "SSH-2.0-y".into(),
+                    i_c: vec![],
+                    i_s: vec![],
+                },
+                negotiated: Negotiated {
+                    kex: String::new(),
+                    host_key: String::new(),
+                    cipher_c2s: String::new(),
+                    cipher_s2c: String::new(),
+                    mac_c2s: String::new(),
+                    mac_s2c: String::new(),
+                },
+                writer_seq: 0,
+                reader_seq: 0,
+            }),
+            peer_addr: "198.18.0.2".into(),
+            peer_port: 4000,
+            leftover: vec![],
+        };
+        let (k, n) = (key.clone(), nodes.clone());
+        let asker = std::thread::spawn(move || ask_fleet(&k, &n, &ask).map(|(node, _)| node));
+
+        let limit = ASK_TIME + Duration::from_secs(3);
+        while !(owner.is_finished() && asker.is_finished()) && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (owner_done, asker_done) = (owner.is_finished(), asker.is_finished());
+        let owner = owner.join().unwrap();
+        let asker = asker.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            owner_done && asker_done,
+            "still in a dribbled handshake after {limit:?}: \
+             the owner's link process {}, the asking side {}",
+            if owner_done { "no" } else { "yes" },
+            if asker_done { "no" } else { "yes" },
+        );
+        let e = owner.unwrap_err();
+        assert!(e.contains("TLS handshake"), "{e}");
+        let (code, why) = asker.unwrap_err();
+        assert_eq!(code, failure::TRY_AGAIN, "{why}");
+        assert!(why.contains("other (unreachable)"), "{why}");
+    }
+
+    /// CPU time the thread `tid` of this process has used.
+    fn thread_cpu(tid: i32) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // After the command's closing parenthesis: state is field 3, utime
+        // and stime fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap();
+        Duration::from_millis(ticks * 1000 / u64::try_from(hz).unwrap())
+    }
+
+    /// A relay whose session side does not read while the link side keeps
+    /// sending (a client that floods input while its session is stalled,
+    /// or that does not read while its session writes) waits in poll: it
+    /// does not spin on a readable link it has no room to read.
+    #[test]
+    fn a_stalled_side_does_not_make_the_pump_spin() {
+        use std::net::TcpListener;
+        let node = || {
+            let key = PrivateKey::generate(ressh_proto::keys::KeyType::Ed25519).unwrap();
+            Identity {
+                cert: self_signed(&key).unwrap(),
+                key,
+            }
+        };
+        let (a, b) = (node(), node());
+        let ca = context(&a, vec![b.public().to_pkey().unwrap()]).unwrap();
+        let cb = context(&b, vec![a.public().to_pkey().unwrap()]).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (srv, _) = l.accept().unwrap();
+        let deadline = Instant::now() + ASK_TIME;
+        let server = std::thread::spawn(move || {
+            handshake(Ssl::new(&cb).unwrap(), srv, true, deadline).unwrap()
+        });
+        let mut sender = handshake(Ssl::new(&ca).unwrap(), tcp, false, deadline).unwrap();
+        let link = server.join().unwrap();
+        sender.get_ref().set_write_timeout(None).unwrap();
+
+        // The session's end, never read.
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            pump(link, OwnedFd::from(ours));
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The link's peer sends until every buffer on the way is full.
+        std::thread::spawn(move || {
+            let chunk = vec![0x55u8; 16 * 1024];
+            while sender.write_all(&chunk).is_ok() {}
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let before = thread_cpu(tid);
+        std::thread::sleep(Duration::from_secs(3));
+        let used = thread_cpu(tid) - before;
+        assert!(
+            used < Duration::from_millis(300),
+            "the pump used {used:?} of CPU in 3 s with nothing to do"
+        );
     }
 }

@@ -576,3 +576,49 @@ fn a_node_that_dies_takes_only_its_sessions_and_says_so() {
         "{err}"
     );
 }
+
+/// A link process holds its own peer's connection and no other: links
+/// accepted together (queued while resshd was stopped) each go to their
+/// own process, and the first keeps no copy of the second's socket. Seen
+/// from the second peer: its link, refused at once (not TLS), is closed at
+/// once, not when the first peer's link process ends (it waits 10 s for a
+/// handshake that does not come). A copy would also put one peer's
+/// connection within reach of a process that talks to another,
+/// unauthenticated, peer.
+#[test]
+fn each_link_process_holds_only_its_own_connection() {
+    let dir = TempDir::new("fleet");
+    let cfgs = fleet_files(&dir);
+    let lab = Lab::new("linkfd", &format!("{}{SERVER}", cfgs[0]));
+    let resshd = lab.resshd.server.pid();
+    let link = SocketAddr::from(([198, 18, 0, 1], LINKS[0]));
+    signal(resshd, "STOP");
+    let (_silent, mut refused) = lab.net.enter_client(|| {
+        (
+            TcpStream::connect(link).unwrap(),
+            TcpStream::connect(link).unwrap(),
+        )
+    });
+    signal(resshd, "CONT");
+    refused.write_all(b"not a TLS handshake\r\n").unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let end = refused.read_to_end(&mut got);
+    let took = t0.elapsed();
+    lab.wait_log("the refused link", T, |l| {
+        l.contains("fleet link from 198.18.1.2") && l.contains("refused: TLS handshake")
+    });
+    // Its end: a FIN, or a reset (bytes left unread).
+    let closed = end.as_ref().map_or_else(
+        |e| e.kind() == std::io::ErrorKind::ConnectionReset,
+        |_| true,
+    );
+    assert!(
+        closed && took < Duration::from_secs(4),
+        "the refused link was not closed at once ({end:?} after {took:?}): \
+         another link process holds its socket"
+    );
+}
