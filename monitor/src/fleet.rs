@@ -270,9 +270,24 @@ pub fn ask_fleet(
     let me = Identity::load(key_file).map_err(fail)?;
     let nodes = read_nodes(nodes_file).map_err(fail)?;
     let mine = me.public();
+    let others: Vec<&Node> = nodes.iter().filter(|n| n.key != mine).collect();
+    // All at once: a dead node costs its ASK_TIME once, not once per node
+    // before the owner. At most one can own the token.
+    let answers: Vec<Result<Asked, String>> = std::thread::scope(|scope| {
+        let asks: Vec<_> = others
+            .iter()
+            .map(|node| scope.spawn(|| ask_node(&me, node, ask)))
+            .collect();
+        asks.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("asking thread failed".into()))
+            })
+            .collect()
+    });
     let mut unsure = Vec::new();
-    for node in nodes.iter().filter(|n| n.key != mine) {
-        match ask_node(&me, node, ask) {
+    for (node, answer) in others.iter().zip(answers) {
+        match answer {
             Ok(Ok(link)) => return Ok((node.name.clone(), link)),
             Ok(Err((code, _))) if code == failure::UNKNOWN_SESSION => {}
             // Restarting (its sessions registering again), or busy: it may
@@ -312,13 +327,25 @@ fn ask_node(me: &Identity, node: &Node, ask: &Ask) -> Result<Asked, String> {
         .next()
         .ok_or("no address")?;
     let tcp = TcpStream::connect_timeout(&addr, ASK_TIME).map_err(|e| format!("connect: {e}"))?;
-    let _ = tcp.set_nodelay(true);
+    link_socket(&tcp);
     let ctx = context(me, pkeys(std::iter::once(node)))?;
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
     let mut tls = handshake(ssl, tcp, false, deadline)?;
     write_frame(&mut tls, ask)?;
     let Answer(verdict) = read_frame(&mut tls)?;
     Ok(verdict.map(|()| tls))
+}
+
+/// A link's TCP options: no Nagle delay, and keepalives that find a node
+/// gone silently (powered off, cut off) within about a minute, so the
+/// relays on both sides end and the session detaches as after a cut.
+fn link_socket(tcp: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = tcp.set_nodelay(true);
+    let _ = setsockopt(tcp, sockopt::KeepAlive, &true);
+    let _ = setsockopt(tcp, sockopt::TcpKeepIdle, &30);
+    let _ = setsockopt(tcp, sockopt::TcpKeepInterval, &10);
+    let _ = setsockopt(tcp, sockopt::TcpKeepCount, &3);
 }
 
 /// The TLS handshake on `tcp` (as server if `server`), done by
@@ -419,7 +446,7 @@ fn serve_link_inner(
     drop(me);
     let broker = crate::monitor::connect_broker(broker_socket);
     confine()?;
-    let _ = sock.set_nodelay(true);
+    link_socket(&sock);
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
     let mut tls = handshake(ssl, sock, true, deadline).map_err(|e| format!("refused: {e}"))?;
     let ask: Ask = read_frame(&mut tls)?;
