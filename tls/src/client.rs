@@ -46,6 +46,9 @@ pub struct ClientConfig {
     pub give_up: Duration,
     /// Most unacknowledged bytes kept.
     pub buffer: usize,
+    /// Most bytes waiting for one destination (the local stream, or TCP
+    /// to the server) before the client stops reading what feeds it.
+    pub queue: usize,
     /// The highest TLS version offered (None: TLS 1.3).
     pub max_version: Option<openssl::ssl::SslVersion>,
 }
@@ -59,6 +62,7 @@ impl ClientConfig {
             keepalive: Duration::from_secs(10),
             give_up: Duration::from_secs(3600),
             buffer: 8 << 20,
+            queue: 1 << 20,
             max_version: None,
         }
     }
@@ -131,7 +135,7 @@ impl Client {
         events: &dyn Events,
     ) -> Result<(), String> {
         let Some((secret, ticket)) = conn.resilient else {
-            return pump::run_plain(local, conn.tls);
+            return pump::run_plain(local, conn.tls, self.config.queue);
         };
         let source = conn.tls.tcp.local_addr().ok().map(|a| a.ip());
         let mut side = ClientSide {
@@ -152,6 +156,7 @@ impl Client {
             to_local: Vec::new(),
             last_rx: Instant::now(),
             events,
+            queue: self.config.queue,
         };
         pump::run_resilient(local, r, &mut side)
     }

@@ -16,7 +16,8 @@ use ressh_tls::{Client, ClientConfig, Events, Server, ServerConfig};
 
 const USAGE: &str = "usage:
   restls server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
-                [--detach-timeout SECS] [--buffer BYTES] [--max-startups N]
+                [--detach-timeout SECS] [--buffer BYTES] [--max-startups N] [--queue BYTES]
+                [--max-connections N] [--max-detached N] [--max-per-source N]
   restls client --listen ADDR:PORT --connect HOST:PORT [--ca FILE] [--servername NAME]
                 [--keepalive SECS] [--give-up SECS] [--buffer BYTES] [--tls-max 1.2|1.3]";
 
@@ -56,6 +57,10 @@ struct Args {
     give_up: Option<u64>,
     buffer: Option<usize>,
     max_startups: Option<usize>,
+    queue: Option<usize>,
+    max_connections: Option<usize>,
+    max_detached: Option<usize>,
+    max_per_source: Option<usize>,
     tls_max: Option<openssl::ssl::SslVersion>,
 }
 
@@ -92,6 +97,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 })
             }
             "--max-startups" => a.max_startups = Some(num(val()?)?.clamp(1, 1 << 16) as usize),
+            "--queue" => a.queue = Some(num(val()?)?.clamp(64 * 1024, 1 << 30) as usize),
+            "--max-connections" => a.max_connections = Some(num(val()?)?.min(1 << 24) as usize),
+            "--max-detached" => a.max_detached = Some(num(val()?)?.min(1 << 24) as usize),
+            "--max-per-source" => a.max_per_source = Some(num(val()?)?.min(1 << 24) as usize),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -142,6 +151,10 @@ fn run(args: &[String]) -> Result<(), String> {
             if let Some(m) = a.max_startups {
                 cfg.max_startups = m;
             }
+            cfg.queue = a.queue.unwrap_or(cfg.queue);
+            cfg.max_connections = a.max_connections.unwrap_or(cfg.max_connections);
+            cfg.max_detached = a.max_detached.unwrap_or(cfg.max_detached);
+            cfg.max_per_source = a.max_per_source.unwrap_or(cfg.max_per_source);
             let server = Server::new(&need(a.cert, "--cert")?, &need(a.key, "--key")?, cfg)
                 .map_err(|e| format!("certificate or key: {e}"))?;
             serve(&listen, move |s, log| {

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use crate::core::Core;
 use crate::engine::{Status, Tls};
 
-/// Above this much waiting in one direction, stop reading its source.
-const HIGH: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
 
 /// What happens to a connection, for applications that care (paper §5.4).
@@ -90,6 +88,9 @@ pub(crate) struct Resilient<'a> {
     pub to_local: Vec<u8>,
     pub last_rx: Instant,
     pub events: &'a dyn Events,
+    /// The queue cap: above this much waiting for one destination (the
+    /// local stream, or TCP to the peer), stop reading what feeds it.
+    pub queue: usize,
 }
 
 impl Resilient<'_> {
@@ -208,7 +209,7 @@ pub(crate) fn run_resilient(
         let mut fds = Vec::with_capacity(3);
         let want_local_read = !local_eof
             && r.core.room() > 0
-            && r.conn.as_ref().is_none_or(|c| c.pending_out() < HIGH);
+            && r.conn.as_ref().is_none_or(|c| c.pending_out() < r.queue);
         let mut ev = 0;
         if want_local_read {
             ev |= libc::POLLIN;
@@ -218,8 +219,10 @@ pub(crate) fn run_resilient(
         }
         fds.push(pfd(local.as_raw_fd(), ev));
         if let Some(c) = &r.conn {
+            // Reading from the peer makes output to it too (ACK replies):
+            // while that backs up, stop reading it, as for the local stream.
             let mut ev = 0;
-            if r.to_local.len() < HIGH {
+            if r.to_local.len() < r.queue && c.pending_out() < r.queue {
                 ev |= libc::POLLIN;
             }
             if c.pending_out() > 0 {
@@ -373,7 +376,8 @@ fn write_blocking(local: &mut dyn Local, buf: &mut Vec<u8>) -> io::Result<()> {
 /// Relays plain TLS (the extension was not negotiated): a broken connection
 /// ends it, as with any TLS. End of the local stream sends close_notify;
 /// the peer's close_notify ends the local stream.
-pub(crate) fn run_plain(local: &mut dyn Local, mut c: Tls) -> Result<(), String> {
+/// `queue`: as [`Resilient::queue`].
+pub(crate) fn run_plain(local: &mut dyn Local, mut c: Tls, queue: usize) -> Result<(), String> {
     local.set_nonblocking(true).map_err(|e| e.to_string())?;
     c.set_nonblocking().map_err(|e| e.to_string())?;
     let mut to_local = std::mem::take(&mut c.plain);
@@ -383,12 +387,14 @@ pub(crate) fn run_plain(local: &mut dyn Local, mut c: Tls) -> Result<(), String>
             return Ok(());
         }
         let now = Instant::now();
-        let want_local = !local_eof && c.pending_out() < HIGH;
+        let want_local = !local_eof && c.pending_out() < queue;
         let mut ev = if want_local { libc::POLLIN } else { 0 };
         if !to_local.is_empty() {
             ev |= libc::POLLOUT;
         }
-        let mut tev = if !peer_closed && to_local.len() < HIGH {
+        // TLS answers some records itself (KeyUpdate): stop reading the
+        // peer while output to it backs up.
+        let mut tev = if !peer_closed && to_local.len() < queue && c.pending_out() < queue {
             libc::POLLIN
         } else {
             0

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +40,18 @@ pub struct ServerConfig {
     /// so that a flood of slow handshakes cannot take every thread and
     /// descriptor.
     pub max_startups: usize,
+    /// Most bytes waiting for one destination of a connection (its local
+    /// stream, or TCP to its client) before the server stops reading what
+    /// feeds it.
+    pub queue: usize,
+    /// Most connections served at once, attached or detached (handshakes
+    /// count in `max_startups` instead; a reconnect is not a new one).
+    pub max_connections: usize,
+    /// Most connections detached at once: one that breaks beyond them ends.
+    pub max_detached: usize,
+    /// Most connections served at once whose first TCP connection came
+    /// from one IP address.
+    pub max_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,7 +60,89 @@ impl Default for ServerConfig {
             detach_timeout: Duration::from_secs(3600),
             buffer: 8 << 20,
             max_startups: 64,
+            queue: 1 << 20,
+            max_connections: 10_000,
+            max_detached: 1_000,
+            max_per_source: 100,
         }
+    }
+}
+
+/// Connections served, detached, and by source address, against the caps.
+#[derive(Default)]
+struct Counts {
+    served: usize,
+    detached: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+struct Limits {
+    counts: Mutex<Counts>,
+    max_connections: usize,
+    max_detached: usize,
+    max_per_source: usize,
+}
+
+impl Limits {
+    /// Takes a place for a new connection from `ip`, or says which cap is
+    /// reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Served, String> {
+        let mut c = lock(&self.counts);
+        if c.served >= self.max_connections {
+            return Err(format!(
+                "refused: {} connections already (max connections)",
+                c.served
+            ));
+        }
+        let from = c.by_source.entry(ip).or_default();
+        if *from >= self.max_per_source {
+            return Err(format!(
+                "refused: {} connections from {ip} already (max per source)",
+                *from
+            ));
+        }
+        *from += 1;
+        c.served += 1;
+        Ok(Served(self.clone(), ip))
+    }
+
+    /// Takes a place for a connection that just broke, or says the cap is
+    /// reached (the connection then ends).
+    fn detach(self: &Arc<Self>) -> Result<Detached, String> {
+        let mut c = lock(&self.counts);
+        if c.detached >= self.max_detached {
+            return Err(format!(
+                "ended: {} connections detached already (max detached)",
+                c.detached
+            ));
+        }
+        c.detached += 1;
+        Ok(Detached(self.clone()))
+    }
+}
+
+/// A connection's place in [`Limits`], given back on drop.
+struct Served(Arc<Limits>, IpAddr);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let mut c = lock(&self.0.counts);
+        c.served -= 1;
+        if let Some(n) = c.by_source.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_source.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// A detached connection's place in [`Limits`], given back on drop.
+struct Detached(Arc<Limits>);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        lock(&self.0.counts).detached -= 1;
     }
 }
 
@@ -140,6 +234,7 @@ pub struct Server {
     config: ServerConfig,
     /// Handshakes in progress.
     startups: AtomicUsize,
+    limits: Arc<Limits>,
 }
 
 impl Server {
@@ -150,11 +245,18 @@ impl Server {
     ) -> Result<Server, openssl::error::ErrorStack> {
         let table = Arc::new(Table::default());
         let ctx = ctx::server_context(cert, key, table.clone())?;
+        let limits = Arc::new(Limits {
+            counts: Mutex::default(),
+            max_connections: config.max_connections,
+            max_detached: config.max_detached,
+            max_per_source: config.max_per_source,
+        });
         Ok(Server {
             ctx,
             table,
             config,
             startups: AtomicUsize::new(0),
+            limits,
         })
     }
 
@@ -190,13 +292,25 @@ impl Server {
             });
         }
         let version = tls.ssl.ssl().version_str();
+        let served = match answer {
+            None | Some(Answer::New) => match self.limits.admit(tls.peer.ip()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tls.close();
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         if !matches!(answer, Some(Answer::Accepted)) {
             events.established(version, answer == Some(Answer::New));
         }
         match answer {
             None => {
                 let mut local = open_local().map_err(|e| format!("forward: {e}"))?;
-                pump::run_plain(&mut local, tls)
+                let r = pump::run_plain(&mut local, tls, self.config.queue);
+                drop(served);
+                r
             }
             Some(Answer::New) => {
                 let secret = Secret::initial(tls.ssl.ssl()).map_err(|e| e.to_string())?;
@@ -207,7 +321,9 @@ impl Server {
                         return Err(format!("forward: {e}"));
                     }
                 };
-                self.own(&mut local, tls, secret, events)
+                let r = self.own(&mut local, tls, secret, events);
+                drop(served);
+                r
             }
             Some(Answer::Accepted) => self.hand_over(tls, deadline),
             Some(a) => {
@@ -271,6 +387,8 @@ impl Server {
             wake: wake_r,
             detach: self.config.detach_timeout,
             detached_since: None,
+            limits: self.limits.clone(),
+            detached: None,
         };
         let r = Resilient {
             core: Core::new(self.config.buffer),
@@ -279,6 +397,7 @@ impl Server {
             to_local: Vec::new(),
             last_rx: Instant::now(),
             events,
+            queue: self.config.queue,
         };
         pump::run_resilient(local, r, &mut side)
     }
@@ -291,6 +410,9 @@ struct ServerSide {
     wake: UnixStream,
     detach: Duration,
     detached_since: Option<Instant>,
+    limits: Arc<Limits>,
+    /// Our place among the detached connections, while detached.
+    detached: Option<Detached>,
 }
 
 impl ServerSide {
@@ -326,6 +448,7 @@ impl ServerSide {
         }
         self.table.insert(keep[1], &self.entry);
         self.detached_since = None;
+        self.detached = None;
         r.switch(h.tls, frames, now)
     }
 }
@@ -360,6 +483,9 @@ impl Side for ServerSide {
 
     /// Waits (detached) for a handoff, until the detach timeout.
     fn broken(&mut self, _r: &mut Resilient<'_>, _why: &str, now: Instant) -> Result<(), String> {
+        if self.detached.is_none() {
+            self.detached = Some(self.limits.detach()?);
+        }
         self.detached_since = Some(now);
         Ok(())
     }

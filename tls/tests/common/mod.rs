@@ -6,18 +6,22 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use openssl::ssl::{
+    ExtensionContext, Ssl, SslContext, SslMethod, SslStream, SslVerifyMode, SslVersion,
+};
 use openssl::symm::{Cipher, Crypter, Mode};
+use ressh_tls::{Answer, EXT_TYPE};
 
-pub use ressh_testkit::{free_port, require_cmd, run_timeout, TempDir};
+pub use ressh_testkit::{require_cmd, run_timeout, TempDir};
 
 pub const NAME: &str = "restls-test";
 
@@ -92,6 +96,10 @@ impl Proc {
             out,
             _dir: dir,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stderr(&self) -> String {
@@ -404,4 +412,112 @@ pub fn check_stream(mut r: TcpStream, seed: u8, total: usize) -> Result<(), Stri
         return Err(format!("ended after {at} of {total} bytes"));
     }
     Ok(())
+}
+
+/// An echo server for any number of connections, forever.
+pub fn echo_server() -> u16 {
+    echo_server_counted().0
+}
+
+/// [`echo_server`], and how many of its connections are open.
+pub fn echo_server_counted() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let o = open.clone();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut &s, &mut w);
+                let _ = w.shutdown(Shutdown::Write);
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// A TLS client written here, not restls's: it offers the extension body
+/// `hello` (no ticket: a full handshake), at most TLS `max`, and returns
+/// the stream and the server's answer. What it then sends is up to the
+/// test (a hostile client speaks raw frames).
+pub fn ext_client(
+    tcp: TcpStream,
+    certs: &Certs,
+    hello: &[u8],
+    max: Option<SslVersion>,
+) -> (SslStream<TcpStream>, Option<Answer>) {
+    let answer: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let mut b = SslContext::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(&certs.cert).unwrap();
+    b.set_verify(SslVerifyMode::PEER);
+    b.set_max_proto_version(max).unwrap();
+    let body = hello.to_vec();
+    let a = answer.clone();
+    b.add_custom_ext(
+        EXT_TYPE,
+        ExtensionContext::TLS_ONLY
+            | ExtensionContext::CLIENT_HELLO
+            | ExtensionContext::TLS1_2_SERVER_HELLO
+            | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS,
+        move |_, ctx, _| {
+            Ok(ctx
+                .contains(ExtensionContext::CLIENT_HELLO)
+                .then(|| body.clone()))
+        },
+        move |_, _, data: &[u8], _| {
+            *a.lock().unwrap() = Answer::decode(data);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let ctx = b.build();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    ssl.set_hostname(NAME).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let s = ssl.connect(tcp).expect("handshake");
+    let a = *answer.lock().unwrap();
+    (s, a)
+}
+
+/// A line-echo conversation that must keep working.
+pub struct Chat {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    n: u64,
+}
+
+impl Chat {
+    pub fn new(port: u16) -> Chat {
+        Chat::over(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    pub fn over(s: TcpStream) -> Chat {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Chat {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+            n: 0,
+        }
+    }
+
+    pub fn round(&mut self) {
+        self.n += 1;
+        let msg = format!("line {}\n", self.n);
+        self.w.write_all(msg.as_bytes()).unwrap();
+        let mut got = String::new();
+        self.r.read_line(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,0 +1,212 @@
+//! restls's server against hostile clients written here (raw frames over
+//! TLS, idle handshakes, readers that never read, connections dropped by
+//! the thousand): the real binary's resident memory, read from /proc, stays
+//! within what its settings allow, and it keeps serving real clients.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use openssl::ssl::SslStream;
+use ressh_testkit::rss;
+use ressh_tls::frame;
+use ressh_tls::{Answer, Hello};
+
+const MIB: u64 = 1 << 20;
+
+/// A real client through a restls client still gets its bytes echoed.
+fn served(certs: &Certs, sport: u16, srv: &Proc) {
+    let (cli, cport) = client(certs, sport);
+    let mut c = TcpStream::connect(("127.0.0.1", cport)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    c.read_exact(&mut got).unwrap_or_else(|e| {
+        panic!(
+            "not served: {e}\nserver:\n{}\nclient:\n{}",
+            srv.stderr(),
+            cli.stderr()
+        )
+    });
+    assert_eq!(&got, b"ping");
+}
+
+fn rss_of(p: &Proc) -> u64 {
+    rss(p.pid()).unwrap_or_else(|| panic!("the server died:\n{}", p.stderr()))
+}
+
+/// The review's attack: a client negotiates the extension, then sends ACKs
+/// with want reply as fast as it can and never reads. Each asks for a reply;
+/// a server that keeps reading queues the replies without bound (400 MiB
+/// sent took it from 7 MB to 414 MB). The server must stop reading that
+/// peer once its output to it backs up: the flood stalls (the client's
+/// writes block), and the server's memory stays flat.
+#[test]
+fn ack_flood_without_reading_is_bounded() {
+    let certs = Certs::new();
+    let (srv, sport) = server(&certs, echo_server());
+    served(&certs, sport, &srv);
+    let before = rss_of(&srv);
+    let tcp = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+    let (mut s, answer) = ext_client(tcp, &certs, &Hello::New.encode(), None);
+    assert_eq!(answer, Some(Answer::New));
+    s.get_ref()
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut acks = Vec::new();
+    while acks.len() + 10 <= 16 * 1024 {
+        frame::put_ack(&mut acks, 0, true);
+    }
+    const LIMIT: u64 = 300 * MIB;
+    let (mut sent, start) = (0u64, Instant::now());
+    let mut peak = before;
+    let stalled = loop {
+        if sent >= LIMIT || start.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        if s.write_all(&acks).is_err() {
+            break true;
+        }
+        sent += acks.len() as u64;
+        if sent % (16 * MIB) < acks.len() as u64 {
+            peak = peak.max(rss_of(&srv));
+        }
+    };
+    thread::sleep(Duration::from_millis(500));
+    let after = rss_of(&srv).max(peak);
+    eprintln!(
+        "sent {} MiB of ACKs in {:?}, stalled: {stalled}; server RSS {} -> {} MiB",
+        sent / MIB,
+        start.elapsed(),
+        before / MIB,
+        after / MIB
+    );
+    assert!(
+        after < before + 32 * MIB,
+        "the server grew from {} to {} MiB under {} MiB of unread ACK replies\n{}",
+        before / MIB,
+        after / MIB,
+        sent / MIB,
+        srv.stderr()
+    );
+    assert!(
+        stalled,
+        "the server read {} MiB of ACKs whose replies were never read",
+        sent / MIB
+    );
+    served(&certs, sport, &srv);
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`
+/// (all of 127/8 is local), to stand for another client host.
+fn connect_from(from: Ipv4Addr, port: u16) -> TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(from, 0)),
+    )
+    .unwrap();
+    let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).unwrap();
+    TcpStream::from(fd)
+}
+
+/// A resilient connection opened by the hostile client from `from`: Some
+/// while the server serves it, None when it was closed after the handshake.
+fn open_resilient(certs: &Certs, port: u16, from: Ipv4Addr) -> Option<SslStream<TcpStream>> {
+    let (mut s, answer) = ext_client(connect_from(from, port), certs, &Hello::New.encode(), None);
+    assert_eq!(answer, Some(Answer::New));
+    // Served: the server answers a keepalive. Refused: it closes.
+    let mut ping = Vec::new();
+    frame::put_ack(&mut ping, 0, true);
+    s.write_all(&ping).ok()?;
+    let mut got = [0u8; 10];
+    s.read_exact(&mut got).ok()?;
+    Some(s)
+}
+
+/// Connections past --max-connections, or past --max-per-source from one
+/// address, are closed after their handshake and logged; other addresses,
+/// and the same one once a connection ended, are served again.
+#[test]
+fn connections_past_the_caps_are_refused() {
+    let certs = Certs::new();
+    let (srv, sport) = start_server(
+        &certs,
+        echo_server(),
+        &["--max-connections", "4", "--max-per-source", "2"],
+    );
+    let (a, b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let mut held: Vec<_> = (0..2)
+        .map(|_| open_resilient(&certs, sport, a).expect("served"))
+        .collect();
+    assert!(
+        open_resilient(&certs, sport, a).is_none(),
+        "a third from {a}"
+    );
+    wait_until("the per-source refusal in the log", || {
+        srv.stderr()
+            .contains("refused: 2 connections from 127.0.0.2 already (max per source)")
+    });
+    held.extend((0..2).map(|_| open_resilient(&certs, sport, b).expect("served")));
+    let c = Ipv4Addr::new(127, 0, 0, 4);
+    assert!(open_resilient(&certs, sport, c).is_none(), "a fifth");
+    wait_until("the refusal in the log", || {
+        srv.stderr()
+            .contains("refused: 4 connections already (max connections)")
+    });
+    // An explicit close frees its place at once.
+    let mut first = held.remove(0);
+    first.shutdown().unwrap();
+    drop(first);
+    wait_until("a place again", || {
+        open_resilient(&certs, sport, c).is_some()
+    });
+}
+
+/// Connections that break past --max-detached end at once (their forwarded
+/// connection is closed, and it is logged); those within it stay detached,
+/// their forwarded connections open, waiting for their client.
+#[test]
+fn detached_connections_past_the_cap_end() {
+    let certs = Certs::new();
+    let (echo, open) = echo_server_counted();
+    let (srv, sport) = start_server(&certs, echo, &["--max-detached", "2"]);
+    let (cli, cport) = client(&certs, sport);
+    let mut chats: Vec<Chat> = (0..5).map(|_| Chat::new(cport)).collect();
+    for c in &mut chats {
+        c.round();
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 5);
+    // The client vanishes: every TCP connection breaks without close_notify.
+    drop(cli);
+    wait_until("three refusals in the log", || {
+        srv.stderr()
+            .matches("ended: 2 connections detached already (max detached)")
+            .count()
+            == 3
+    });
+    wait_until("three forwarded connections closed", || {
+        open.load(Ordering::SeqCst) == 2
+    });
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        open.load(Ordering::SeqCst),
+        2,
+        "the detached connections within the cap must stay\n{}",
+        srv.stderr()
+    );
+}
