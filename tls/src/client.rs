@@ -116,7 +116,11 @@ impl Client {
         let mut tls = Tls::new(ssl, tcp).map_err(|e| e.to_string())?;
         tls.handshake(Instant::now() + HANDSHAKE_TIME)
             .map_err(|e| e.to_string())?;
-        let resilient = match ctx::answer(tls.ssl.ssl()) {
+        let answer = ctx::answer(tls.ssl.ssl());
+        if answer.is_some() && !ctx::secure_version(tls.ssl.ssl()) {
+            return Err("server negotiated TLS 1.2 without extended master secret".into());
+        }
+        let resilient = match answer {
             None => None,
             Some(Answer::New) => {
                 let s = Secret::initial(tls.ssl.ssl()).map_err(|e| e.to_string())?;
@@ -230,6 +234,9 @@ impl ClientSide<'_> {
         }
         if !tls.ssl.ssl().session_reused() {
             return Err(Transient("session not resumed".into()));
+        }
+        if !ctx::secure_version(tls.ssl.ssl()) {
+            return Err(Fatal("TLS 1.2 without extended master secret".into()));
         }
         let e = secret::resume_binding(tls.ssl.ssl()).map_err(|e| Transient(e.to_string()))?;
         let mut out = Vec::new();

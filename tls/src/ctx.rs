@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
@@ -66,6 +67,29 @@ fn answer_context(ctx: ExtensionContext) -> bool {
 /// (server); None: not negotiated.
 pub fn answer(ssl: &SslRef) -> Option<Answer> {
     ssl.ex_data(indices().answer).copied()
+}
+
+/// Whether a completed handshake may carry the extension: TLS 1.3, or
+/// TLS 1.2 with the extended master secret (RFC 7627; docs/restls.md §2).
+/// Without it a TLS 1.2 master secret, and so every exporter value, can be
+/// made equal on two connections by a man in the middle (triple handshake).
+#[allow(unsafe_code)] // SSL_get_extms_support, a macro the openssl crate lacks
+pub fn secure_version(ssl: &SslRef) -> bool {
+    const SSL_CTRL_GET_EXTMS_SUPPORT: libc::c_int = 122;
+    if ssl.version2() != Some(SslVersion::TLS1_2) {
+        return ssl.version2() == Some(SslVersion::TLS1_3);
+    }
+    // SAFETY: a valid SSL whose handshake completed; the call reads a flag
+    // of its session.
+    let ems = unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_GET_EXTMS_SUPPORT,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    ems == 1
 }
 
 /// Server: the connection a reconnect's ClientHello named.

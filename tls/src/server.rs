@@ -291,6 +291,14 @@ impl Server {
                 _ => e.to_string(),
             });
         }
+        if answer.is_some() && !ctx::secure_version(tls.ssl.ssl()) {
+            tls.close();
+            return Err(
+                "refused: TLS 1.2 without extended master secret (RFC 7627) for a resilient \
+                 connection"
+                    .into(),
+            );
+        }
         let version = tls.ssl.ssl().version_str();
         let served = match answer {
             None | Some(Answer::New) => match self.limits.admit(tls.peer.ip()) {

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use openssl::ssl::SslStream;
+use openssl::ssl::{SslContextBuilder, SslOptions, SslStream, SslVersion};
 use ressh_testkit::rss;
 use ressh_tls::frame;
 use ressh_tls::{Answer, Hello};
@@ -54,7 +54,7 @@ fn ack_flood_without_reading_is_bounded() {
     served(&certs, sport, &srv);
     let before = rss_of(&srv);
     let tcp = TcpStream::connect(("127.0.0.1", sport)).unwrap();
-    let (mut s, answer) = ext_client(tcp, &certs, &Hello::New.encode(), None);
+    let (mut s, answer) = ext_client(tcp, &certs, &Hello::New.encode(), |_| {});
     assert_eq!(answer, Some(Answer::New));
     s.get_ref()
         .set_write_timeout(Some(Duration::from_secs(3)))
@@ -127,7 +127,12 @@ fn connect_from(from: Ipv4Addr, port: u16) -> TcpStream {
 /// A resilient connection opened by the hostile client from `from`: Some
 /// while the server serves it, None when it was closed after the handshake.
 fn open_resilient(certs: &Certs, port: u16, from: Ipv4Addr) -> Option<SslStream<TcpStream>> {
-    let (mut s, answer) = ext_client(connect_from(from, port), certs, &Hello::New.encode(), None);
+    let (mut s, answer) = ext_client(
+        connect_from(from, port),
+        certs,
+        &Hello::New.encode(),
+        |_| {},
+    );
     assert_eq!(answer, Some(Answer::New));
     // Served: the server answers a keepalive. Refused: it closes.
     let mut ping = Vec::new();
@@ -209,4 +214,43 @@ fn detached_connections_past_the_cap_end() {
         "the detached connections within the cap must stay\n{}",
         srv.stderr()
     );
+}
+
+/// docs/restls.md §2: over TLS 1.2 the extension needs the extended master
+/// secret (RFC 7627). A client that offers the extension but not the
+/// extended master secret is closed after its handshake, and logged; with
+/// it (OpenSSL's default), TLS 1.2 is served.
+#[test]
+fn tls12_without_extended_master_secret_is_refused() {
+    let certs = Certs::new();
+    let (srv, sport) = server(&certs, echo_server());
+    let tls12 = |b: &mut SslContextBuilder| {
+        b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+    };
+    let ping = |s: &mut SslStream<TcpStream>| {
+        let mut p = Vec::new();
+        frame::put_ack(&mut p, 0, true);
+        s.write_all(&p).ok()?;
+        let mut got = [0u8; 10];
+        s.read_exact(&mut got).ok()
+    };
+    let tcp = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+    let (mut s, answer) = ext_client(tcp, &certs, &Hello::New.encode(), tls12);
+    assert_eq!(answer, Some(Answer::New));
+    assert!(
+        ping(&mut s).is_some(),
+        "TLS 1.2 with EMS not served\n{}",
+        srv.stderr()
+    );
+    let tcp = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+    let (mut s, _) = ext_client(tcp, &certs, &Hello::New.encode(), |b| {
+        tls12(b);
+        // SSL_OP_NO_EXTENDED_MASTER_SECRET (OpenSSL 3).
+        b.set_options(SslOptions::from_bits_retain(1));
+    });
+    assert!(ping(&mut s).is_none(), "served without EMS");
+    wait_until("the refusal in the log", || {
+        srv.stderr()
+            .contains("refused: TLS 1.2 without extended master secret")
+    });
 }

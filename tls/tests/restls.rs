@@ -259,7 +259,7 @@ fn legacy_stunnel_client_against_restls_server() {
 /// connection without sending anything.
 fn probe(port: u16, certs: &Certs, hello: &[u8]) -> (Option<Answer>, bool) {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (mut s, a) = ext_client(tcp, certs, hello, None);
+    let (mut s, a) = ext_client(tcp, certs, hello, |_| {});
     let mut buf = [0u8; 64];
     let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
     (a, closed)

@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{
-    ExtensionContext, Ssl, SslContext, SslMethod, SslStream, SslVerifyMode, SslVersion,
+    ExtensionContext, Ssl, SslContext, SslContextBuilder, SslMethod, SslStream, SslVerifyMode,
 };
 use openssl::symm::{Cipher, Crypter, Mode};
 use ressh_tls::{Answer, EXT_TYPE};
@@ -441,20 +441,20 @@ pub fn echo_server_counted() -> (u16, Arc<AtomicUsize>) {
 }
 
 /// A TLS client written here, not restls's: it offers the extension body
-/// `hello` (no ticket: a full handshake), at most TLS `max`, and returns
-/// the stream and the server's answer. What it then sends is up to the
+/// `hello` (no ticket: a full handshake), with its context set up further
+/// by `tweak`, and returns the stream and the server's answer. What it then sends is up to the
 /// test (a hostile client speaks raw frames).
 pub fn ext_client(
     tcp: TcpStream,
     certs: &Certs,
     hello: &[u8],
-    max: Option<SslVersion>,
+    tweak: impl FnOnce(&mut SslContextBuilder),
 ) -> (SslStream<TcpStream>, Option<Answer>) {
     let answer: Arc<Mutex<Option<Answer>>> = Arc::default();
     let mut b = SslContext::builder(SslMethod::tls_client()).unwrap();
     b.set_ca_file(&certs.cert).unwrap();
     b.set_verify(SslVerifyMode::PEER);
-    b.set_max_proto_version(max).unwrap();
+    tweak(&mut b);
     let body = hello.to_vec();
     let a = answer.clone();
     b.add_custom_ext(
