@@ -18,6 +18,7 @@ const USAGE: &str = "usage:
   restls server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
                 [--detach-timeout SECS] [--buffer BYTES] [--max-startups N] [--queue BYTES]
                 [--max-connections N] [--max-detached N] [--max-per-source N]
+                [--ticket-lifetime SECS]
   restls client --listen ADDR:PORT --connect HOST:PORT [--ca FILE] [--servername NAME]
                 [--keepalive SECS] [--give-up SECS] [--buffer BYTES] [--tls-max 1.2|1.3]";
 
@@ -61,6 +62,7 @@ struct Args {
     max_connections: Option<usize>,
     max_detached: Option<usize>,
     max_per_source: Option<usize>,
+    ticket_lifetime: Option<u64>,
     tls_max: Option<openssl::ssl::SslVersion>,
 }
 
@@ -101,6 +103,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--max-connections" => a.max_connections = Some(num(val()?)?.min(1 << 24) as usize),
             "--max-detached" => a.max_detached = Some(num(val()?)?.min(1 << 24) as usize),
             "--max-per-source" => a.max_per_source = Some(num(val()?)?.min(1 << 24) as usize),
+            "--ticket-lifetime" => a.ticket_lifetime = Some(num(val()?)?.clamp(2, 7 * 24 * 3600)),
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
@@ -155,6 +158,9 @@ fn run(args: &[String]) -> Result<(), String> {
             cfg.max_connections = a.max_connections.unwrap_or(cfg.max_connections);
             cfg.max_detached = a.max_detached.unwrap_or(cfg.max_detached);
             cfg.max_per_source = a.max_per_source.unwrap_or(cfg.max_per_source);
+            if let Some(t) = a.ticket_lifetime {
+                cfg.ticket_lifetime = Duration::from_secs(t);
+            }
             let server = Server::new(&need(a.cert, "--cert")?, &need(a.key, "--key")?, cfg)
                 .map_err(|e| format!("certificate or key: {e}"))?;
             serve(&listen, move |s, log| {

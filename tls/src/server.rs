@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{Ssl, SslContext};
+use openssl::ssl::{Ssl, SslContext, SslVersion};
 
 use crate::core::Core;
 use crate::ctx;
@@ -52,6 +52,11 @@ pub struct ServerConfig {
     /// Most connections served at once whose first TCP connection came
     /// from one IP address.
     pub max_per_source: usize,
+    /// Lifetime of the session tickets a reconnect resumes with (at most 7
+    /// days). A TLS 1.3 connection is sent a fresh one every half lifetime
+    /// while attached; a TLS 1.2 one can reconnect only within this long
+    /// after its last (re)connect.
+    pub ticket_lifetime: Duration,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_detached: 1_000,
             max_per_source: 100,
+            ticket_lifetime: ctx::MAX_TICKET_LIFETIME,
         }
     }
 }
@@ -244,7 +250,7 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Server, openssl::error::ErrorStack> {
         let table = Arc::new(Table::default());
-        let ctx = ctx::server_context(cert, key, table.clone())?;
+        let ctx = ctx::server_context(cert, key, table.clone(), config.ticket_lifetime)?;
         let limits = Arc::new(Limits {
             counts: Mutex::default(),
             max_connections: config.max_connections,
@@ -397,6 +403,8 @@ impl Server {
             detached_since: None,
             limits: self.limits.clone(),
             detached: None,
+            ticket_every: self.config.ticket_lifetime / 2,
+            ticket_due: Instant::now() + self.config.ticket_lifetime / 2,
         };
         let r = Resilient {
             core: Core::new(self.config.buffer),
@@ -421,6 +429,10 @@ struct ServerSide {
     limits: Arc<Limits>,
     /// Our place among the detached connections, while detached.
     detached: Option<Detached>,
+    /// How often, and when next, a live TLS 1.3 connection gets a fresh
+    /// session ticket.
+    ticket_every: Duration,
+    ticket_due: Instant,
 }
 
 impl ServerSide {
@@ -466,8 +478,11 @@ impl Side for ServerSide {
         Some(self.wake.as_raw_fd())
     }
 
-    fn deadline(&self, _r: &Resilient<'_>) -> Option<Instant> {
-        self.detached_since.map(|t| t + self.detach)
+    fn deadline(&self, r: &Resilient<'_>) -> Option<Instant> {
+        match self.detached_since {
+            Some(t) => Some(t + self.detach),
+            None => r.conn.as_ref().map(|_| self.ticket_due),
+        }
     }
 
     fn act(
@@ -481,6 +496,12 @@ impl Side for ServerSide {
             while matches!((&self.wake).read(&mut b), Ok(n) if n > 0) {}
             while let Ok(h) = self.handoffs.try_recv() {
                 self.commit(r, h, now)?;
+            }
+        }
+        if let Some(c) = r.conn.as_mut().filter(|_| now >= self.ticket_due) {
+            self.ticket_due = now + self.ticket_every;
+            if c.ssl.ssl().version2() == Some(SslVersion::TLS1_3) && !ctx::new_ticket(&mut c.ssl) {
+                return Ok(Some("could not issue a session ticket".into()));
             }
         }
         match self.detached_since {

@@ -569,3 +569,30 @@ fn tls12_tunnel_is_resilient_too() {
     );
     assert!(run.cli.stderr().contains("reconnected"), "{}", run.logs());
 }
+
+/// A reconnect resumes with the newest session ticket, and tickets expire
+/// (at most 7 days in TLS 1.3). The server sends fresh tickets on a live
+/// TLS 1.3 connection, so a connection attached for several ticket
+/// lifetimes (here 3 s) still reconnects after a cut.
+#[test]
+fn reconnect_after_longer_than_a_ticket_lifetime() {
+    let certs = Certs::new();
+    let (srv, sport) = start_server(&certs, echo_server(), &["--ticket-lifetime", "3"]);
+    let relay = Relay::new(sport, u64::MAX);
+    let (cli, cport) = client(&certs, relay.port);
+    let mut chat = Chat::new(cport);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        chat.round();
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(relay.connections(), 1, "no reconnect yet\n{}", cli.stderr());
+    assert_eq!(relay.cut(), 1);
+    chat.round();
+    assert!(
+        cli.stderr().contains("reconnected"),
+        "server:\n{}\nclient:\n{}",
+        srv.stderr(),
+        cli.stderr()
+    );
+}
