@@ -11,8 +11,8 @@ use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
-    ExtensionContext, Ssl, SslAlert, SslContext, SslFiletype, SslMethod, SslRef, SslSession,
-    SslSessionCacheMode, SslVerifyMode, SslVersion,
+    ExtensionContext, Ssl, SslAlert, SslContext, SslFiletype, SslMethod, SslMode, SslRef,
+    SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 
 use crate::secret::{Answer, Hello, EXT_TYPE};
@@ -126,6 +126,8 @@ pub fn server_context(
 ) -> Result<SslContext, ErrorStack> {
     let mut b = SslContext::builder(SslMethod::tls_server())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    // An idle connection keeps no record buffers (the server holds many).
+    b.set_mode(SslMode::RELEASE_BUFFERS);
     b.set_certificate_chain_file(cert)?;
     b.set_private_key_file(key, SslFiletype::PEM)?;
     b.check_private_key()?;

@@ -5,7 +5,7 @@
 //!
 //! Each accepted local TCP connection becomes one resilient TLS connection.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +41,11 @@ impl Events for Log {
             "restls: connection {}: peer address changed from {old} to {new}",
             self.0
         );
+    }
+    fn closed(&self, error: Option<&str>) {
+        if let Some(e) = error {
+            eprintln!("restls: connection {}: {e}", self.0);
+        }
     }
 }
 
@@ -114,14 +119,19 @@ fn need<T>(v: Option<T>, what: &str) -> Result<T, String> {
     v.ok_or_else(|| format!("{what} is required"))
 }
 
-fn serve(
-    listen: &str,
-    each: impl Fn(TcpStream, Log) + Send + Sync + 'static,
-) -> Result<(), String> {
+fn bind(listen: &str) -> Result<TcpListener, String> {
     let l = TcpListener::bind(listen).map_err(|e| format!("listen {listen}: {e}"))?;
     if let Ok(a) = l.local_addr() {
         eprintln!("restls: listening on {a}");
     }
+    Ok(l)
+}
+
+fn serve(
+    listen: &str,
+    each: impl Fn(TcpStream, Log) + Send + Sync + 'static,
+) -> Result<(), String> {
+    let l = bind(listen)?;
     let each = Arc::new(each);
     let n = AtomicU64::new(0);
     for s in l.incoming() {
@@ -163,13 +173,19 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             let server = Server::new(&need(a.cert, "--cert")?, &need(a.key, "--key")?, cfg)
                 .map_err(|e| format!("certificate or key: {e}"))?;
-            serve(&listen, move |s, log| {
-                let id = log.0;
-                let r = server.serve(s, || TcpStream::connect(&forward), &log);
-                if let Err(e) = r {
-                    eprintln!("restls: connection {id}: {e}");
-                }
-            })
+            let to: Vec<SocketAddr> = forward
+                .to_socket_addrs()
+                .map_err(|e| format!("--forward {forward}: {e}"))?
+                .collect();
+            let Some(&to) = to.first() else {
+                return Err(format!("--forward {forward}: no address"));
+            };
+            let l = bind(&listen)?;
+            // Connects without blocking the event loop (to the first address).
+            let open = || mio::net::TcpStream::connect(to);
+            server
+                .run(l, open, |id| Arc::new(Log(id)))
+                .map_err(|e| format!("event loop: {e}"))
         }
         "client" => {
             let connect = need(a.connect, "--connect")?;
@@ -192,7 +208,9 @@ fn run(args: &[String]) -> Result<(), String> {
             let client = Client::new(cfg).map_err(|e| format!("TLS setup: {e}"))?;
             serve(&listen, move |mut s, log| {
                 let id = log.0;
-                let r = client.connect().and_then(|c| client.relay(c, &mut s, &log));
+                let r = client
+                    .connect()
+                    .and_then(|c| client.relay(c, &mut s, Arc::new(log)));
                 if let Err(e) = r {
                     eprintln!("restls: connection {id}: {e}");
                 }
