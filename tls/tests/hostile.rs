@@ -254,3 +254,117 @@ fn tls12_without_extended_master_secret_is_refused() {
             .contains("refused: TLS 1.2 without extended master secret")
     });
 }
+
+/// Thousands of TCP connections that never send a ClientHello: past
+/// --max-startups each is closed at once and logged, the server stays one
+/// thread with flat memory, and once the silent ones go, clients are served.
+#[test]
+fn thousands_of_idle_handshakes_are_bounded() {
+    const N: usize = 3000;
+    const STARTUPS: usize = 16;
+    raise_nofile(N as u64 + 1000);
+    let certs = Certs::new();
+    let (srv, sport) = start_server(
+        &certs,
+        echo_server(),
+        &["--max-startups", &STARTUPS.to_string()],
+    );
+    served(&certs, sport, &srv);
+    let before = rss_of(&srv);
+    let silent: Vec<TcpStream> = (0..N)
+        .map(|_| TcpStream::connect(("127.0.0.1", sport)).unwrap())
+        .collect();
+    // Closed by the server: end of stream or reset; open: would block.
+    let closed = || {
+        silent
+            .iter()
+            .filter(|s| {
+                s.set_nonblocking(true).unwrap();
+                let mut r: &TcpStream = s;
+                match r.read(&mut [0u8; 1]) {
+                    Ok(n) => n == 0,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            })
+            .count()
+    };
+    wait_until("all but the handshakes in progress closed", || {
+        closed() >= N - STARTUPS
+    });
+    let after = rss_of(&srv);
+    eprintln!(
+        "{N} silent connections: {} closed; server RSS {} -> {} KiB, {} threads",
+        closed(),
+        before / 1024,
+        after / 1024,
+        threads(srv.pid())
+    );
+    assert!(
+        after < before + 16 * MIB,
+        "the server grew from {before} to {after} bytes"
+    );
+    assert_eq!(threads(srv.pid()), 1);
+    assert!(srv.stderr().contains("(max startups)"));
+    drop(silent);
+    served(&certs, sport, &srv);
+}
+
+/// Clients that make the forwarded application send without end and never
+/// read: each connection holds at most --buffer unacknowledged bytes and
+/// --queue bytes towards its client, then stops reading the application.
+#[test]
+fn slow_readers_cost_at_most_buffer_and_queue_each() {
+    const N: u64 = 20;
+    let certs = Certs::new();
+    // The application: sends to each connection as fast as it is read.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let source = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let chunk = vec![0x5a; 64 * 1024];
+                while s.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    let (buffer, queue) = (MIB, MIB / 4);
+    let (srv, sport) = start_server(
+        &certs,
+        source,
+        &[
+            "--buffer",
+            &buffer.to_string(),
+            "--queue",
+            &queue.to_string(),
+        ],
+    );
+    let before = rss_of(&srv);
+    let readers: Vec<_> = (0..N)
+        .map(|_| {
+            let tcp = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+            let (s, a) = ext_client(tcp, &certs, &Hello::New.encode(), |_| {});
+            assert_eq!(a, Some(Answer::New));
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    let first = rss_of(&srv);
+    thread::sleep(Duration::from_secs(2));
+    let second = rss_of(&srv);
+    eprintln!(
+        "{N} slow readers: server RSS {} -> {} -> {} KiB",
+        before / 1024,
+        first / 1024,
+        second / 1024
+    );
+    // Per connection: the buffer, the queue, a read's worth (64 KiB) and
+    // TLS's own; the rest of the data waits in the application.
+    let bound = N * (buffer + queue + 256 * 1024);
+    assert!(
+        second < before + bound,
+        "the server grew by {} KiB, more than {} KiB",
+        (second - before) / 1024,
+        bound / 1024
+    );
+    drop(readers);
+}

@@ -628,3 +628,36 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Threads of a process, from /proc.
+pub fn threads(pid: u32) -> usize {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Raises this process's descriptor limits to at least `want` (the hard
+/// one too: the tests run as root), so that it and the restls processes it
+/// starts afterwards (which inherit them) can hold many connections.
+#[allow(unsafe_code)] // getrlimit/setrlimit
+pub fn raise_nofile(want: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to an rlimit for the calls to fill and read.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+        l.rlim_max = l.rlim_max.max(want);
+        l.rlim_cur = l.rlim_max;
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l),
+            0,
+            "RLIMIT_NOFILE {want}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
