@@ -596,6 +596,15 @@ fn notified(sock: &std::os::unix::net::UnixDatagram, log: &dyn Fn() -> String) -
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Sends `sig` (`-HUP`, ...) to process `pid`.
+fn kill(sig: &str, pid: u32) {
+    let out = run_timeout(
+        Command::new("kill").args([sig, &pid.to_string()]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "kill {sig}: {out:?}");
+}
+
 /// A server run from a configuration file, as restls@.service runs it,
 /// tells `$NOTIFY_SOCKET` READY=1 once it listens; SIGHUP (systemctl
 /// reload) makes it show a new certificate to new connections
@@ -644,11 +653,7 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     chat.round();
 
     let hup = || {
-        let out = run_timeout(
-            Command::new("kill").args(["-HUP", &srv.pid().to_string()]),
-            Duration::from_secs(10),
-        );
-        assert!(out.status.success(), "kill -HUP: {out:?}");
+        kill("-HUP", srv.pid());
         let msg = notified(&sock, &log);
         assert!(
             msg.lines().any(|l| l == "RELOADING=1")
@@ -683,17 +688,38 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
         log()
     );
 
-    let out = run_timeout(
-        Command::new("kill").args(["-TERM", &srv.pid().to_string()]),
-        Duration::from_secs(10),
-    );
-    assert!(out.status.success(), "kill -TERM: {out:?}");
+    kill("-TERM", srv.pid());
     let msg = notified(&sock, &log);
     assert!(
         msg.lines().any(|l| l == "STOPPING=1"),
         "after SIGTERM: {msg:?}"
     );
     assert!(srv.exit_status().success(), "{}", srv.stderr());
+}
+
+/// A client's signals are events of its accept loop too: on SIGHUP it logs
+/// that it has nothing to reload and carries on (its connection relays, a
+/// new one is accepted); SIGTERM ends it with status 0.
+#[test]
+fn client_carries_on_after_sighup_and_stops_on_sigterm() {
+    let certs = Certs::new();
+    let (_srv, sport) = start_server(&certs, echo_server(), &[]);
+    let (mut cli, cport) = client(&certs, sport);
+    let mut chat = Chat::new(cport);
+    chat.round();
+    kill("-HUP", cli.pid());
+    wait_until("the client's reload log line", || {
+        cli.stderr().contains("a client has nothing to reload")
+    });
+    chat.round();
+    Chat::new(cport).round();
+    kill("-TERM", cli.pid());
+    assert!(cli.exit_status().success(), "{}", cli.stderr());
+    assert!(
+        cli.stderr().contains("SIGTERM: stopping"),
+        "{}",
+        cli.stderr()
+    );
 }
 
 /// The command line: --help and --version exit 0 on stdout; a usage error
