@@ -453,10 +453,11 @@ impl Server {
     }
 
     /// Serves every connection `listener` accepts, on the calling thread,
-    /// forever: a new connection is relayed to the local stream
-    /// `open_local` makes (it must not block: a non-blocking connect), a
-    /// reconnect is validated and handed to its connection. `events_for`
-    /// gives each accepted TCP connection, numbered from 0, its [`Events`].
+    /// until `on_control` says stop: a new connection is relayed to the
+    /// local stream `open_local` makes (it must not block: a non-blocking
+    /// connect), a reconnect is validated and handed to its connection.
+    /// `events_for` gives each accepted TCP connection, numbered from 0, its
+    /// [`Events`].
     /// When `control` becomes readable (a signal's self-pipe, say),
     /// `on_control` runs in the loop; it must read `control` until it would
     /// block (the loop is edge-triggered). When it returns false, `run`
