@@ -128,8 +128,14 @@ pub fn cpu_busy() -> f64 {
 }
 
 /// Raises the soft limit on open files to the hard limit (many clients).
-#[allow(unsafe_code)] // setrlimit
 pub fn raise_nofile() -> u64 {
+    raise_nofile_to(0)
+}
+
+/// [`raise_nofile`], first raising the hard limit to `want` if it is lower
+/// (as root; children started afterwards inherit both).
+#[allow(unsafe_code)] // setrlimit
+pub fn raise_nofile_to(want: u64) -> u64 {
     // SAFETY: getrlimit/setrlimit on a valid, initialized struct.
     unsafe {
         let mut r = libc::rlimit {
@@ -137,6 +143,15 @@ pub fn raise_nofile() -> u64 {
             rlim_max: 0,
         };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            if r.rlim_max < want {
+                let higher = libc::rlimit {
+                    rlim_cur: want,
+                    rlim_max: want,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &higher) == 0 {
+                    r = higher;
+                }
+            }
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }

@@ -13,8 +13,12 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use openssl::ssl::{ExtensionContext, SslConnector, SslMethod, SslMode, SslStream};
 
 use crate::daemon::free_port;
 use crate::lab::destroy_tcp_to;
@@ -152,7 +156,9 @@ impl Drop for Running {
 }
 
 /// Starts `kind` in front of `backend`, with logs in `dir`; `counted`: the
-/// client end reaches the server end through a [`CountingRelay`].
+/// client end reaches the server end through a [`CountingRelay`];
+/// `restls_server`: more options of restls's server end.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     kind: Tunnel,
     restls: &Path,
@@ -161,6 +167,7 @@ pub fn start(
     key: &Path,
     backend: u16,
     counted: bool,
+    restls_server: &[&str],
 ) -> Result<Running, String> {
     let (sport, cport) = (free_port(), free_port());
     let relay = if counted {
@@ -187,7 +194,8 @@ pub fn start(
                 .arg("--cert")
                 .arg(cert)
                 .arg("--key")
-                .arg(key);
+                .arg(key)
+                .args(restls_server);
             let mut c = Command::new(restls);
             c.arg("client")
                 .args(["--listen", &format!("127.0.0.1:{cport}")])
@@ -352,4 +360,136 @@ pub fn stunnel_loses_the_stream(t: &Running) -> Result<bool, String> {
         .map_err(|e| format!("SOCK_DESTROY: {e}"))?;
     let _ = c.write_all(b"y");
     Ok(!matches!(c.read(&mut b), Ok(1)))
+}
+
+/// A backend for idle connections: accepts them and keeps them open.
+pub struct Holder {
+    pub port: u16,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Holder {
+    pub fn start() -> Result<Holder, String> {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = l.local_addr().map_err(|e| e.to_string())?.port();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let h = held.clone();
+        thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                h.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+            }
+        });
+        Ok(Holder { port, held })
+    }
+
+    pub fn count(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Closes every connection held.
+    pub fn clear(&self) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// restls's extension (docs/restls.md §1, §2): type 0xFF5A, body 0x00 for
+/// a new connection, answered 0x00 by a server that makes it resilient.
+const RESTLS_EXT: u16 = 0xFF5A;
+
+/// What [`idle_connections`] measured.
+pub struct Idle {
+    /// Handshakes completed per second, `CLIENTS` clients at once.
+    pub handshakes_per_s: f64,
+    /// Growth of the server end's resident memory per open connection.
+    pub bytes_per_conn: f64,
+}
+
+/// Client threads opening connections at once.
+pub const CLIENTS: usize = 4;
+
+/// Opens `n` TLS connections straight to `t`'s server end, which forwards
+/// each to `holder`, and keeps them all open and idle: with restls, each
+/// offers the extension and must be answered as a new resilient
+/// connection; with stunnel, plain TLS. TLS 1.3, OpenSSL's defaults, the
+/// certificate verified.
+pub fn idle_connections(
+    t: &Running,
+    kind: Tunnel,
+    cert: &Path,
+    holder: &Holder,
+    n: usize,
+) -> Result<Idle, String> {
+    let pid = t.children.first().ok_or("no server end")?.id();
+    let before = proc::mem(pid).ok_or("server end gone")?.rss;
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    b.set_ca_file(cert).map_err(|e| e.to_string())?;
+    // Many idle clients in this process: no record buffers while idle.
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    let resilient = Arc::new(AtomicUsize::new(0));
+    if kind == Tunnel::Restls {
+        let r = resilient.clone();
+        b.add_custom_ext(
+            RESTLS_EXT,
+            ExtensionContext::TLS_ONLY
+                | ExtensionContext::CLIENT_HELLO
+                | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS,
+            |_, ctx, _| {
+                Ok(ctx
+                    .contains(ExtensionContext::CLIENT_HELLO)
+                    .then(|| vec![0]))
+            },
+            move |_, _, data: &[u8], _| {
+                if data == [0] {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let ctx = Arc::new(b.build());
+    let port = t.server_port;
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|w| {
+            let ctx = ctx.clone();
+            thread::spawn(move || -> Result<Vec<SslStream<TcpStream>>, String> {
+                let mine = n / CLIENTS + usize::from(w < n % CLIENTS);
+                let mut open = Vec::with_capacity(mine);
+                for _ in 0..mine {
+                    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+                    let s = ctx
+                        .connect("localhost", tcp)
+                        .map_err(|e| format!("handshake: {e}"))?;
+                    open.push(s);
+                }
+                Ok(open)
+            })
+        })
+        .collect();
+    let mut open = Vec::with_capacity(n);
+    for w in workers {
+        open.extend(w.join().map_err(|_| "client thread panicked")??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if !proc::wait_until(Duration::from_secs(60), || holder.count() >= n) {
+        return Err(format!(
+            "{kind:?}: {} of {n} connections reached the backend",
+            holder.count()
+        ));
+    }
+    if kind == Tunnel::Restls && resilient.load(Ordering::Relaxed) != n {
+        return Err(format!(
+            "restls answered {} of {n} connections as resilient",
+            resilient.load(Ordering::Relaxed)
+        ));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after = proc::mem(pid).ok_or("server end gone")?.rss;
+    drop(open);
+    holder.clear();
+    Ok(Idle {
+        handshakes_per_s: n as f64 / secs,
+        bytes_per_conn: after.saturating_sub(before) as f64 * 1024.0 / n as f64,
+    })
 }

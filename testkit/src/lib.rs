@@ -46,4 +46,4 @@ pub use sshd::{free_port, Sshd, SSHD_BIN};
 pub use tempdir::TempDir;
 pub use tmux::Tmux;
 pub use user::TestUser;
-pub use util::{random_file, sha256_file, text, wait_for};
+pub use util::{peak_rss, random_file, rss, sha256_file, text, wait_for};

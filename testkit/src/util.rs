@@ -63,3 +63,26 @@ pub fn sha256_file(path: &Path) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// VmRSS of `pid` in bytes (None once it is gone).
+pub fn rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// VmHWM of `pid` in bytes: the most it was resident (None once it is gone).
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A size field of /proc/`pid`/status (`field` with its colon), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}

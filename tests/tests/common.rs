@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-pub use ressh_testkit::{random_file, sha256_file, text, wait_for};
+pub use ressh_testkit::{peak_rss, random_file, rss, sha256_file, text, wait_for};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
@@ -289,29 +289,6 @@ pub fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim().to_string())
-}
-
-/// VmRSS of `pid` in bytes (None once it is gone).
-pub fn rss(pid: u32) -> Option<u64> {
-    status_bytes(pid, "VmRSS:")
-}
-
-/// VmHWM of `pid` in bytes: the most it was resident (None once it is gone).
-pub fn peak_rss(pid: u32) -> Option<u64> {
-    status_bytes(pid, "VmHWM:")
-}
-
-/// A size field of /proc/`pid`/status (`field` with its colon), in bytes.
-fn status_bytes(pid: u32, field: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 /// The sockets among `pid`'s descriptors above stderr, as `fd -> socket:[inode]`.

@@ -77,6 +77,30 @@ const OPTS: &[Opt] = &[
         "most TLS handshakes in progress at once [64]",
     ),
     Opt(
+        "max-connections",
+        "N",
+        For::Server,
+        "most connections served at once, attached or detached [10000]",
+    ),
+    Opt(
+        "max-detached",
+        "N",
+        For::Server,
+        "most connections detached at once; one more that breaks ends [1000]",
+    ),
+    Opt(
+        "max-per-source",
+        "N",
+        For::Server,
+        "most connections served at once from one client IP address [100]",
+    ),
+    Opt(
+        "ticket-lifetime",
+        "SECS",
+        For::Server,
+        "lifetime of the session tickets reconnects resume with [604800]",
+    ),
+    Opt(
         "connect",
         "HOST:PORT",
         For::Client,
@@ -117,6 +141,12 @@ const OPTS: &[Opt] = &[
         "BYTES",
         For::Both,
         "most unacknowledged bytes kept per connection [8388608]",
+    ),
+    Opt(
+        "queue",
+        "BYTES",
+        For::Both,
+        "most bytes waiting for one side of a connection before the other is not read [1048576]",
     ),
 ];
 
@@ -171,6 +201,11 @@ pub struct Settings {
     pub give_up: Option<Duration>,
     pub buffer: Option<usize>,
     pub max_startups: Option<usize>,
+    pub queue: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_detached: Option<usize>,
+    pub max_per_source: Option<usize>,
+    pub ticket_lifetime: Option<Duration>,
     pub tls_max: Option<SslVersion>,
     /// The options given and where (`--NAME` or `FILE:LINE`), to refuse
     /// repeats and the other mode's options.
@@ -254,6 +289,13 @@ impl Settings {
             "give-up" => self.give_up = Some(secs(v, 0)?),
             "buffer" => self.buffer = Some(number(v, 64 << 10, 1 << 30)? as usize),
             "max-startups" => self.max_startups = Some(number(v, 1, 1 << 16)? as usize),
+            "queue" => self.queue = Some(number(v, 64 << 10, 1 << 30)? as usize),
+            "max-connections" => self.max_connections = Some(number(v, 1, 1 << 24)? as usize),
+            "max-detached" => self.max_detached = Some(number(v, 0, 1 << 24)? as usize),
+            "max-per-source" => self.max_per_source = Some(number(v, 1, 1 << 24)? as usize),
+            "ticket-lifetime" => {
+                self.ticket_lifetime = Some(Duration::from_secs(number(v, 2, 7 * 24 * 3600)?))
+            }
             "tls-max" => {
                 self.tls_max = Some(match v {
                     "1.2" => SslVersion::TLS1_2,
@@ -315,6 +357,11 @@ impl Settings {
             give_up,
             buffer,
             max_startups,
+            queue,
+            max_connections,
+            max_detached,
+            max_per_source,
+            ticket_lifetime,
             tls_max
         );
         for (name, at) in file.given {
@@ -486,6 +533,24 @@ mod tests {
             err(&["client", "--connect=h:0"]),
             "--connect: port of \"h:0\": 0 is not in 1..=65535"
         );
+        assert_eq!(
+            err(&["server", "--queue=1k"]),
+            "--queue: not a number: \"1k\""
+        );
+        assert_eq!(
+            err(&["server", "--ticket-lifetime=1"]),
+            "--ticket-lifetime: 1 is not in 2..=604800"
+        );
+        assert_eq!(
+            err(&["server", "--max-connections", "0"]),
+            "--max-connections: 0 is not in 1..=16777216"
+        );
+        assert_eq!(
+            err(&["client", "--max-detached=5"]),
+            "--max-detached: max-detached is not an option of restls client"
+        );
+        let s = run(&["client", "--queue=65536"]).unwrap();
+        assert_eq!(s.queue, Some(65536));
         assert_eq!(err(&["proxy"]), "mode: server or client, not \"proxy\"");
         assert_eq!(
             err(&["client", "--connect=::1:80"]),
@@ -506,7 +571,8 @@ mod tests {
         std::fs::write(
             &f,
             "# a comment\n\nmode server\nlisten 127.0.0.1:4433\nforward localhost:6379\n\
-             cert /etc/restls/t.crt\nkey /etc/restls/t.key\nbuffer 65536\n",
+             cert /etc/restls/t.crt\nkey /etc/restls/t.key\nbuffer 65536\n\
+             max-detached 0\nticket-lifetime 3600\n",
         )
         .unwrap();
         let fs = f.to_str().unwrap();
@@ -515,6 +581,8 @@ mod tests {
         assert_eq!(s.buffer, Some(131072));
         assert_eq!(s.forward.as_deref(), Some("localhost:6379"));
         assert_eq!(s.key, Some(PathBuf::from("/etc/restls/t.key")));
+        assert_eq!(s.max_detached, Some(0));
+        assert_eq!(s.ticket_lifetime, Some(Duration::from_secs(3600)));
         for (text, want) in [
             (
                 "mode server\nlisten 1.2.3.4\n",

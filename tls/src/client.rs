@@ -46,6 +46,9 @@ pub struct ClientConfig {
     pub give_up: Duration,
     /// Most unacknowledged bytes kept.
     pub buffer: usize,
+    /// Most bytes waiting for one destination (the local stream, or TCP
+    /// to the server) before the client stops reading what feeds it.
+    pub queue: usize,
     /// The highest TLS version offered (None: TLS 1.3).
     pub max_version: Option<openssl::ssl::SslVersion>,
 }
@@ -59,6 +62,7 @@ impl ClientConfig {
             keepalive: Duration::from_secs(10),
             give_up: Duration::from_secs(3600),
             buffer: 8 << 20,
+            queue: 1 << 20,
             max_version: None,
         }
     }
@@ -112,7 +116,11 @@ impl Client {
         let mut tls = Tls::new(ssl, tcp).map_err(|e| e.to_string())?;
         tls.handshake(Instant::now() + HANDSHAKE_TIME)
             .map_err(|e| e.to_string())?;
-        let resilient = match ctx::answer(tls.ssl.ssl()) {
+        let answer = ctx::answer(tls.ssl.ssl());
+        if answer.is_some() && !ctx::secure_version(tls.ssl.ssl()) {
+            return Err("server negotiated TLS 1.2 without extended master secret".into());
+        }
+        let resilient = match answer {
             None => None,
             Some(Answer::New) => {
                 let s = Secret::initial(tls.ssl.ssl()).map_err(|e| e.to_string())?;
@@ -128,10 +136,10 @@ impl Client {
         &self,
         conn: Connection,
         local: &mut dyn Local,
-        events: &dyn Events,
+        events: Arc<dyn Events>,
     ) -> Result<(), String> {
         let Some((secret, ticket)) = conn.resilient else {
-            return pump::run_plain(local, conn.tls);
+            return pump::run_plain(local, conn.tls, self.config.queue);
         };
         let source = conn.tls.tcp.local_addr().ok().map(|a| a.ip());
         let mut side = ClientSide {
@@ -145,14 +153,8 @@ impl Client {
             probe_sent: None,
             seen: Seen::default(),
         };
-        let r = Resilient {
-            core: Core::new(self.config.buffer),
-            conn: Some(conn.tls),
-            tx: Vec::new(),
-            to_local: Vec::new(),
-            last_rx: Instant::now(),
-            events,
-        };
+        let core = Core::new(self.config.buffer);
+        let r = Resilient::new(core, conn.tls, events, self.config.queue);
         pump::run_resilient(local, r, &mut side)
     }
 
@@ -162,7 +164,7 @@ impl Client {
         let conn = self.connect()?;
         let (app, mut ours) = UnixStream::pair().map_err(|e| e.to_string())?;
         let me = self.clone();
-        std::thread::spawn(move || me.relay(conn, &mut ours, &*events));
+        std::thread::spawn(move || me.relay(conn, &mut ours, events));
         Ok(app)
     }
 }
@@ -203,7 +205,7 @@ struct Seen {
 impl ClientSide<'_> {
     /// One reconnect attempt (docs/restls.md §5), beside the live connection
     /// if there is one: nothing changes unless it succeeds.
-    fn attempt(&mut self, r: &mut Resilient<'_>) -> Result<(), Failed> {
+    fn attempt(&mut self, r: &mut Resilient) -> Result<(), Failed> {
         use Failed::{Fatal, Transient};
         let cfg = &self.client.config;
         let r_c = r.core.recv_count();
@@ -225,6 +227,9 @@ impl ClientSide<'_> {
         }
         if !tls.ssl.ssl().session_reused() {
             return Err(Transient("session not resumed".into()));
+        }
+        if !ctx::secure_version(tls.ssl.ssl()) {
+            return Err(Fatal("TLS 1.2 without extended master secret".into()));
         }
         let e = secret::resume_binding(tls.ssl.ssl()).map_err(|e| Transient(e.to_string()))?;
         let mut out = Vec::new();
@@ -267,7 +272,7 @@ impl ClientSide<'_> {
 
     /// Feeds the watch with what happened since the last look (all of it
     /// at `now`: the pump read and sent it in this turn).
-    fn observe(&mut self, r: &Resilient<'_>, now: Instant) {
+    fn observe(&mut self, r: &Resilient, now: Instant) {
         let ka = self.client.config.keepalive;
         if self.seen.last_rx != Some(r.last_rx) {
             self.seen.last_rx = Some(r.last_rx);
@@ -297,7 +302,7 @@ impl ClientSide<'_> {
     }
 
     /// Keepalive, round-trip measurement and path suspicion.
-    fn probe(&mut self, r: &mut Resilient<'_>, now: Instant) -> Probe {
+    fn probe(&mut self, r: &mut Resilient, now: Instant) -> Probe {
         let ka = self.client.config.keepalive;
         let s = self.suspect_timeout();
         match self.probe_sent {
@@ -354,7 +359,7 @@ impl Side for ClientSide<'_> {
         self.netlink.as_ref().map(|n| n.as_raw_fd())
     }
 
-    fn deadline(&self, r: &Resilient<'_>) -> Option<Instant> {
+    fn deadline(&self, r: &Resilient) -> Option<Instant> {
         let ka = self.client.config.keepalive;
         let s = self.suspect_timeout();
         let mut t = match self.probe_sent {
@@ -374,7 +379,7 @@ impl Side for ClientSide<'_> {
 
     fn act(
         &mut self,
-        r: &mut Resilient<'_>,
+        r: &mut Resilient,
         extra_ready: bool,
         now: Instant,
     ) -> Result<Option<String>, String> {
@@ -411,7 +416,7 @@ impl Side for ClientSide<'_> {
     }
 
     /// Reconnects until it works or the give-up time passes.
-    fn broken(&mut self, r: &mut Resilient<'_>, why: &str, now: Instant) -> Result<(), String> {
+    fn broken(&mut self, r: &mut Resilient, why: &str, now: Instant) -> Result<(), String> {
         let give_up = now + self.client.config.give_up;
         let mut wait = Duration::ZERO;
         let mut last = why.to_string();

@@ -5,12 +5,14 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    ExtensionContext, Ssl, SslAlert, SslContext, SslMethod, SslRef, SslSession,
+    ExtensionContext, Ssl, SslAlert, SslContext, SslMethod, SslMode, SslRef, SslSession,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
@@ -19,14 +21,33 @@ use zeroize::Zeroizing;
 use crate::secret::{Answer, Hello, EXT_TYPE};
 use crate::server::{Entry, Table};
 
-/// Lifetime of the server's session tickets: the TLS 1.3 maximum (RFC 8446
-/// §4.6.1). A reconnect resumes with the ticket of the previous connection,
-/// so a connection can be resumed for this long after its last (re)connect.
-const TICKET_LIFETIME: libc::c_long = 7 * 24 * 3600;
+/// The longest lifetime of a session ticket: the TLS 1.3 maximum (RFC 8446
+/// §4.6.1), restls's default. A reconnect resumes with the newest ticket
+/// the client received; the server sends fresh ones on live TLS 1.3
+/// connections (see [`new_ticket`]), so only a TLS 1.2 connection is
+/// limited to this long after its last (re)connect.
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 extern "C" {
     // OpenSSL ≥ 1.1 (a function, not a macro); the openssl crate lacks it.
     fn SSL_CTX_set_timeout(ctx: *mut openssl_sys::SSL_CTX, t: libc::c_long) -> libc::c_long;
+    // OpenSSL ≥ 3.0.
+    fn SSL_new_session_ticket(s: *mut openssl_sys::SSL) -> libc::c_int;
+}
+
+/// Server, TLS 1.3: queues a fresh session ticket on a live connection and
+/// has OpenSSL write it (into the connection's pending output), so that a
+/// connection attached for longer than a ticket's lifetime can still
+/// resume. False if OpenSSL refused.
+#[allow(unsafe_code)] // SSL_new_session_ticket, which the openssl crate lacks
+pub fn new_ticket<S: std::io::Read + std::io::Write>(s: &mut openssl::ssl::SslStream<S>) -> bool {
+    // SAFETY: a valid SSL of a completed TLS 1.3 server handshake; the call
+    // only marks a ticket to send.
+    if unsafe { SSL_new_session_ticket(s.ssl().as_ptr()) } != 1 {
+        return false;
+    }
+    // The ticket goes out with the next handshake or write call.
+    s.do_handshake().is_ok()
 }
 
 /// Where a resumption ticket for the next reconnect is kept (client).
@@ -69,6 +90,29 @@ fn answer_context(ctx: ExtensionContext) -> bool {
 /// (server); None: not negotiated.
 pub fn answer(ssl: &SslRef) -> Option<Answer> {
     ssl.ex_data(indices().answer).copied()
+}
+
+/// Whether a completed handshake may carry the extension: TLS 1.3, or
+/// TLS 1.2 with the extended master secret (RFC 7627; docs/restls.md §2).
+/// Without it a TLS 1.2 master secret, and so every exporter value, can be
+/// made equal on two connections by a man in the middle (triple handshake).
+#[allow(unsafe_code)] // SSL_get_extms_support, a macro the openssl crate lacks
+pub fn secure_version(ssl: &SslRef) -> bool {
+    const SSL_CTRL_GET_EXTMS_SUPPORT: libc::c_int = 122;
+    if ssl.version2() != Some(SslVersion::TLS1_2) {
+        return ssl.version2() == Some(SslVersion::TLS1_3);
+    }
+    // SAFETY: a valid SSL whose handshake completed; the call reads a flag
+    // of its session.
+    let ems = unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_GET_EXTMS_SUPPORT,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    ems == 1
 }
 
 /// Server: the connection a reconnect's ClientHello named.
@@ -134,11 +178,17 @@ impl Identity {
 /// The server's context, without a certificate: each connection gets its
 /// [`Identity`].
 #[allow(unsafe_code)] // SSL_CTX_set_timeout, which the openssl crate lacks
-pub fn server_context(table: Arc<Table>) -> Result<SslContext, ErrorStack> {
+pub fn server_context(
+    table: Arc<Table>,
+    ticket_lifetime: Duration,
+) -> Result<SslContext, ErrorStack> {
     let mut b = SslContext::builder(SslMethod::tls_server())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    // An idle connection keeps no record buffers (the server holds many).
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    let lifetime = ticket_lifetime.clamp(Duration::from_secs(1), MAX_TICKET_LIFETIME);
     // SAFETY: a valid SSL_CTX of ours; the call only stores the value.
-    unsafe { SSL_CTX_set_timeout(b.as_ptr(), TICKET_LIFETIME) };
+    unsafe { SSL_CTX_set_timeout(b.as_ptr(), lifetime.as_secs() as libc::c_long) };
     let i = indices();
     b.add_custom_ext(
         EXT_TYPE,

@@ -73,6 +73,20 @@ pub struct Tls {
     pub peer: SocketAddr,
     /// Decrypted bytes not yet consumed.
     pub plain: Vec<u8>,
+    /// The socket may have input, or room for output: set by the event
+    /// loop's readiness, cleared when a call would block (edge-triggered
+    /// readiness is remembered here until used up).
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// How far a non-blocking read of the peer's RESUME got.
+pub enum ResumeRead {
+    /// Not complete yet.
+    Pending,
+    Got(u64, [u8; MAC_LEN]),
+    /// The first frame is something else, or malformed.
+    Bad,
 }
 
 impl Tls {
@@ -85,6 +99,8 @@ impl Tls {
             tcp,
             peer,
             plain: Vec::new(),
+            readable: true,
+            writable: true,
         })
     }
 
@@ -94,15 +110,8 @@ impl Tls {
         io.tx.len() - io.tx_pos
     }
 
-    /// Whether input already read from TCP waits to be decrypted (records
-    /// that came with the end of a handshake): do not wait for the socket.
-    pub fn has_input(&self) -> bool {
-        let io = self.ssl.get_ref();
-        io.rx.len() > io.pos || self.ssl.ssl().pending() > 0
-    }
-
     /// Reads once from TCP (non-blocking or with the socket's timeout).
-    /// Ok(false): end of stream.
+    /// Ok(false): end of stream. WouldBlock clears [`Tls::readable`].
     pub fn pull(&mut self) -> io::Result<bool> {
         let io = self.ssl.get_mut();
         // What OpenSSL consumed goes; a partial record stays.
@@ -119,11 +128,31 @@ impl Tls {
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
-            Err(e) => Err(e),
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.readable = false;
+                }
+                Err(e)
+            }
         }
     }
 
-    /// Writes what it can of the pending output to TCP.
+    /// Gives back the memory of buffers that are empty (an idle connection
+    /// keeps none of its peak).
+    pub fn trim(&mut self) {
+        let io = self.ssl.get_mut();
+        for v in [&mut io.rx, &mut io.tx] {
+            if v.is_empty() && v.capacity() > 0 {
+                *v = Vec::new();
+            }
+        }
+        if self.plain.is_empty() && self.plain.capacity() > 0 {
+            self.plain = Vec::new();
+        }
+    }
+
+    /// Writes what it can of the pending output to TCP. WouldBlock clears
+    /// [`Tls::writable`].
     pub fn push(&mut self) -> io::Result<()> {
         let io = self.ssl.get_mut();
         let r = loop {
@@ -134,7 +163,10 @@ impl Tls {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => io.tx_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break Ok(());
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -203,6 +235,56 @@ impl Tls {
         }
     }
 
+    /// Advances the handshake with what the socket has, without blocking:
+    /// Ok(true) once it completed (its last flight is in the pending
+    /// output, pushed as far as the socket takes it).
+    pub fn handshake_step(&mut self) -> io::Result<bool> {
+        loop {
+            let r = self.ssl.do_handshake();
+            let pushed = self.push();
+            match r {
+                Ok(()) => return pushed.map(|()| true),
+                Err(e) if e.code() == ErrorCode::WANT_READ => pushed?,
+                Err(e) => return Err(broken("TLS handshake", e)),
+            }
+            if !self.readable {
+                return Ok(false);
+            }
+            match self.pull() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the peer's first frame, which must be a RESUME, without
+    /// blocking.
+    pub fn resume_step(&mut self) -> io::Result<ResumeRead> {
+        loop {
+            if self.decrypt()?.0 == Status::Closed {
+                return Err(broken("TLS", "closed by the peer"));
+            }
+            match frame::parse(&self.plain) {
+                Ok(Some((Frame::Resume { count, mac }, n))) => {
+                    let r = ResumeRead::Got(count, *mac);
+                    self.plain.drain(..n);
+                    return Ok(r);
+                }
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return Ok(ResumeRead::Bad),
+            }
+            if !self.readable {
+                return Ok(ResumeRead::Pending);
+            }
+            match self.pull() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ResumeRead::Pending),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Blocks until more plaintext arrived (or the deadline passed).
     pub fn read_plain_blocking(&mut self, deadline: Instant) -> io::Result<()> {
         let before = self.plain.len();
@@ -267,11 +349,11 @@ impl Tls {
         self.tcp.set_nonblocking(true)
     }
 
-    /// Sends close_notify and whatever is pending, best effort, briefly.
+    /// Sends close_notify and whatever is pending, as far as the socket
+    /// takes it without blocking (the connection ends anyway).
     pub fn close(mut self) {
         let _ = self.ssl.shutdown();
-        let _ = self.tcp.set_nonblocking(false);
-        let _ = self.flush_blocking(Instant::now() + std::time::Duration::from_secs(2));
+        let _ = self.push();
         let _ = self.tcp.shutdown(std::net::Shutdown::Write);
     }
 }

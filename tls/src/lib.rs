@@ -12,11 +12,12 @@
 //! says how much each received; then each retransmits the rest. Without the
 //! extension on both sides the connection is plain TLS.
 //!
-//! The API: [`Client`] and [`Server`] relay a connection to a local stream
-//! (any [`Local`]: a TCP socket for a tunnel, or the socket pair behind
-//! [`Client::stream`]), calling [`Events`] when the connection is lost,
-//! reconnected, or its peer address changes. [`Core`] is the sans-IO
-//! resilience state machine under them.
+//! The API: [`Client`] relays one connection to a local stream on its
+//! thread (any [`Local`]: a TCP socket for a tunnel, or the socket pair
+//! behind [`Client::stream`]); [`Server::run`] serves every connection a
+//! listener accepts in one event loop. Both call [`Events`] when a
+//! connection is lost, reconnected, or its peer address changes. [`Core`]
+//! is the sans-IO resilience state machine under them.
 
 mod client;
 pub mod core;

@@ -10,13 +10,20 @@
 
 mod args;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Token};
 use ressh_resilience::sd_notify;
 use ressh_tls::{Client, ClientConfig, Events, Server, ServerConfig};
+use signal_hook::consts::{SIGHUP, SIGTERM};
 
 use args::{need, Cli, Mode, Settings};
 
@@ -40,6 +47,11 @@ impl Events for Log {
             self.0
         );
     }
+    fn closed(&self, error: Option<&str>) {
+        if let Some(e) = error {
+            eprintln!("restls: connection {}: {e}", self.0);
+        }
+    }
 }
 
 fn notify(state: &str) {
@@ -48,67 +60,149 @@ fn notify(state: &str) {
     }
 }
 
-/// Signals, from now on: on SIGHUP `reload` runs, between RELOADING=1 and
-/// READY=1; SIGTERM sends STOPPING=1 and exits (status 0), ending every
-/// connection, as the default action would.
-fn on_signals(reload: impl Fn() + Send + 'static) -> Result<(), String> {
-    use signal_hook::consts::{SIGHUP, SIGTERM};
-    let mut sigs = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM])
-        .map_err(|e| format!("signal handlers: {e}"))?;
-    std::thread::spawn(move || {
-        for sig in sigs.forever() {
-            if sig == SIGTERM {
-                eprintln!("restls: SIGTERM: stopping");
-                notify("STOPPING=1\nSTATUS=Stopping\n");
-                std::process::exit(0);
+/// SIGHUP and SIGTERM, caught as flags and a byte on a socket that the
+/// accept loop polls: the handlers do nothing else.
+struct Signals {
+    wake: UnixStream,
+    hup: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        let (hup, term) = (Arc::default(), Arc::default());
+        for (sig, flag) in [(SIGHUP, &hup), (SIGTERM, &term)] {
+            // The flag first: the byte wakes a loop that reads it.
+            signal_hook::flag::register(sig, Arc::clone(flag))?;
+            signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+        }
+        Ok(Signals {
+            wake: rx,
+            hup,
+            term,
+        })
+    }
+
+    /// Acts on the signals that came, once the socket is readable: SIGHUP
+    /// runs `reload` between RELOADING=1 and READY=1; SIGTERM sends
+    /// STOPPING=1 and returns false: stop (every connection ends, exit 0).
+    fn handle(&self, reload: impl FnOnce()) -> bool {
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.wake).read(&mut buf) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
             }
+        }
+        if self.term.swap(false, Ordering::SeqCst) {
+            eprintln!("restls: SIGTERM: stopping");
+            notify("STOPPING=1\nSTATUS=Stopping\n");
+            return false;
+        }
+        if self.hup.swap(false, Ordering::SeqCst) {
             if let Err(e) = sd_notify::reloading() {
                 eprintln!("restls: sd_notify: {e}");
             }
             reload();
             notify("READY=1\nSTATUS=Listening\n");
         }
-    });
-    Ok(())
+        true
+    }
 }
 
-/// Accepts on `listen`, calling `each` on a thread of its own for every
-/// connection; READY=1 once listening.
-fn serve(
-    listen: SocketAddr,
-    each: impl Fn(TcpStream, Log) + Send + Sync + 'static,
-) -> Result<(), String> {
+/// Listens on `listen`, and tells systemd READY=1.
+fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
     let l = TcpListener::bind(listen).map_err(|e| format!("listen {listen}: {e}"))?;
     if let Ok(a) = l.local_addr() {
         eprintln!("restls: listening on {a}");
     }
     notify("READY=1\nSTATUS=Listening\n");
+    Ok(l)
+}
+
+/// After an accept error (out of descriptors), the client tries again
+/// after this.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The client's accept loop, until SIGTERM: `each` runs on a thread of its
+/// own for every connection.
+fn serve_client(
+    l: TcpListener,
+    signals: &Signals,
+    each: impl Fn(TcpStream, Log) + Send + Sync + 'static,
+) -> io::Result<()> {
+    const LISTENER: Token = Token(0);
+    const SIGNALS: Token = Token(1);
+    l.set_nonblocking(true)?;
+    let mut poll = Poll::new()?;
+    let r = poll.registry();
+    r.register(&mut SourceFd(&l.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    r.register(
+        &mut SourceFd(&signals.wake.as_raw_fd()),
+        SIGNALS,
+        Interest::READABLE,
+    )?;
     let each = Arc::new(each);
-    let n = AtomicU64::new(0);
-    for s in l.incoming() {
-        match s {
-            Ok(s) => {
-                let id = n.fetch_add(1, Ordering::Relaxed);
-                let each = each.clone();
-                std::thread::spawn(move || each(s, Log(id)));
+    let mut evs = mio::Events::with_capacity(8);
+    let mut next_id = 0u64;
+    let mut retry = None;
+    loop {
+        if let Err(e) = poll.poll(&mut evs, retry) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
-            Err(e) => eprintln!("restls: accept: {e}"),
+        }
+        let signalled = evs.iter().any(|e| e.token() == SIGNALS);
+        if signalled
+            && !signals.handle(|| eprintln!("restls: reload: a client has nothing to reload"))
+        {
+            return Ok(());
+        }
+        retry = None;
+        loop {
+            match l.accept() {
+                Ok((s, _)) => {
+                    let log = Log(next_id);
+                    next_id += 1;
+                    match s.set_nonblocking(false) {
+                        Ok(()) => {
+                            let each = each.clone();
+                            std::thread::spawn(move || each(s, log));
+                        }
+                        Err(e) => log.closed(Some(&e.to_string())),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("restls: accept: {e}");
+                    retry = Some(ACCEPT_RETRY);
+                    break;
+                }
+            }
         }
     }
-    Ok(())
 }
 
 fn server_config(s: &Settings) -> ServerConfig {
     let mut cfg = ServerConfig::default();
-    if let Some(d) = s.detach_timeout {
-        cfg.detach_timeout = d;
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = s.$f { cfg.$f = v; } )* };
     }
-    if let Some(b) = s.buffer {
-        cfg.buffer = b;
-    }
-    if let Some(m) = s.max_startups {
-        cfg.max_startups = m;
-    }
+    set!(
+        detach_timeout,
+        buffer,
+        max_startups,
+        queue,
+        max_connections,
+        max_detached,
+        max_per_source,
+        ticket_lifetime
+    );
     cfg
 }
 
@@ -129,6 +223,9 @@ fn client_config(s: &Settings) -> Result<ClientConfig, String> {
     cfg.max_version = s.tls_max;
     if let Some(b) = s.buffer {
         cfg.buffer = b;
+    }
+    if let Some(q) = s.queue {
+        cfg.queue = q;
     }
     Ok(cfg)
 }
@@ -156,6 +253,10 @@ fn run(args: &[String]) -> Result<(), Error> {
         } => (mode, settings, check),
     };
     let listen = need(&s.listen, "listen").map_err(Error::Usage)?;
+    let failed = |what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| Error::Failed(format!("{what}: {e}"))
+    };
     match mode {
         Mode::Server => {
             let forward = need(&s.forward, "forward").map_err(Error::Usage)?;
@@ -166,21 +267,27 @@ fn run(args: &[String]) -> Result<(), Error> {
             if check {
                 return Ok(());
             }
-            let server = Arc::new(server);
-            let s2 = server.clone();
-            on_signals(move || match s2.reload(&cert, &key) {
+            // Resolved once; connects without blocking the event loop.
+            let to = forward
+                .to_socket_addrs()
+                .map_err(failed(&format!("--forward {forward}")))?
+                .next()
+                .ok_or_else(|| Error::Failed(format!("--forward {forward}: no address")))?;
+            let signals = Signals::install().map_err(failed("signal handlers"))?;
+            let l = bind(listen).map_err(Error::Failed)?;
+            let reload = || match server.reload(&cert, &key) {
                 Ok(()) => eprintln!("restls: reloaded {} and {}", cert.display(), key.display()),
                 Err(e) => eprintln!("restls: reload failed, serving as before: {e}"),
-            })
-            .map_err(Error::Failed)?;
-            serve(listen, move |s, log| {
-                let id = log.0;
-                let r = server.serve(s, || TcpStream::connect(&forward), &log);
-                if let Err(e) = r {
-                    eprintln!("restls: connection {id}: {e}");
-                }
-            })
-            .map_err(Error::Failed)
+            };
+            server
+                .run(
+                    l,
+                    signals.wake.as_fd(),
+                    || signals.handle(reload),
+                    || mio::net::TcpStream::connect(to),
+                    |id| Arc::new(Log(id)),
+                )
+                .map_err(failed("event loop"))
         }
         Mode::Client => {
             let cfg = client_config(&s).map_err(Error::Usage)?;
@@ -188,16 +295,18 @@ fn run(args: &[String]) -> Result<(), Error> {
             if check {
                 return Ok(());
             }
-            on_signals(|| eprintln!("restls: reload: a client has nothing to reload"))
-                .map_err(Error::Failed)?;
-            serve(listen, move |mut s, log| {
+            let signals = Signals::install().map_err(failed("signal handlers"))?;
+            let l = bind(listen).map_err(Error::Failed)?;
+            serve_client(l, &signals, move |mut s, log| {
                 let id = log.0;
-                let r = client.connect().and_then(|c| client.relay(c, &mut s, &log));
+                let r = client
+                    .connect()
+                    .and_then(|c| client.relay(c, &mut s, Arc::new(log)));
                 if let Err(e) = r {
                     eprintln!("restls: connection {id}: {e}");
                 }
             })
-            .map_err(Error::Failed)
+            .map_err(failed("accept loop"))
         }
     }
 }

@@ -1,23 +1,28 @@
-//! The event loop of one connection: moves bytes between the application's
-//! local stream and the TLS connection, through the resilience [`Core`]
-//! when the extension was negotiated, plainly otherwise. What differs
-//! between the roles (how a broken connection is replaced) is [`Side`].
+//! One connection's relay: moves bytes between the application's local
+//! stream and the TLS connection, through the resilience [`Core`] when the
+//! extension was negotiated, plainly otherwise. What differs between the
+//! roles (how a broken connection is replaced) is [`Side`].
+//!
+//! A relay is a state machine stepped by an event loop ([`Pump::step`],
+//! [`Plain::step`]): the server's one loop steps every connection (mio,
+//! edge-triggered), a client's thread steps its one connection (poll(2)).
+//! Readiness is remembered in flags, set by the loop and cleared when a
+//! call would block, so both kinds of loop drive the same code.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::Core;
 use crate::engine::{Status, Tls};
 
-/// Above this much waiting in one direction, stop reading its source.
-const HIGH: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
 
 /// What happens to a connection, for applications that care (paper §5.4).
-/// Called on the connection's own thread; keep them short.
+/// Called from the event loop; keep them short.
 pub trait Events: Send + Sync {
     /// Server: a new connection's handshake completed, with the extension
     /// (`resilient`) or as plain TLS.
@@ -28,6 +33,9 @@ pub trait Events: Send + Sync {
     fn reconnected(&self, _peer: SocketAddr) {}
     /// The peer's address differs from the previous connection's.
     fn peer_address_changed(&self, _old: SocketAddr, _new: SocketAddr) {}
+    /// Server: the connection ended, cleanly (None) or why not; also for a
+    /// TCP connection refused before or after its handshake.
+    fn closed(&self, _error: Option<&str>) {}
 }
 
 /// [`Events`] that ignores everything.
@@ -49,6 +57,16 @@ impl Local for TcpStream {
     }
 }
 
+impl Local for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    /// Always non-blocking.
+    fn set_nonblocking(&self, _on: bool) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Local for UnixStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
@@ -61,27 +79,27 @@ impl Local for UnixStream {
 /// What a role does about connections (client: reconnect; server: wait for
 /// a handoff).
 pub(crate) trait Side {
-    /// A descriptor to watch besides the sockets (netlink, a waker).
+    /// A descriptor to watch besides the sockets (netlink).
     fn extra_fd(&self) -> Option<RawFd>;
     /// The next time [`Side::act`] must run.
-    fn deadline(&self, r: &Resilient<'_>) -> Option<Instant>;
-    /// Called after every poll while the connection works. May replace the
+    fn deadline(&self, r: &Resilient) -> Option<Instant>;
+    /// Called on every step while the connection works. May replace the
     /// connection (a reconnect), declare it broken (Ok(Some(why))), or end
     /// everything (Err).
     fn act(
         &mut self,
-        r: &mut Resilient<'_>,
+        r: &mut Resilient,
         extra_ready: bool,
         now: Instant,
     ) -> Result<Option<String>, String>;
     /// The connection broke.
-    fn broken(&mut self, r: &mut Resilient<'_>, why: &str, now: Instant) -> Result<(), String>;
+    fn broken(&mut self, r: &mut Resilient, why: &str, now: Instant) -> Result<(), String>;
     /// The session ended (close or error): forget it.
     fn ended(&mut self);
 }
 
 /// The state [`Side`] works on.
-pub(crate) struct Resilient<'a> {
+pub(crate) struct Resilient {
     pub core: Core,
     pub conn: Option<Tls>,
     /// Frames waiting to be encrypted on `conn`.
@@ -89,10 +107,25 @@ pub(crate) struct Resilient<'a> {
     /// Application bytes waiting for the local stream.
     pub to_local: Vec<u8>,
     pub last_rx: Instant,
-    pub events: &'a dyn Events,
+    pub events: Arc<dyn Events>,
+    /// The queue cap: above this much waiting for one destination (the
+    /// local stream, or TCP to the peer), stop reading what feeds it.
+    pub queue: usize,
 }
 
-impl Resilient<'_> {
+impl Resilient {
+    pub fn new(core: Core, tls: Tls, events: Arc<dyn Events>, queue: usize) -> Resilient {
+        Resilient {
+            core,
+            conn: Some(tls),
+            tx: Vec::new(),
+            to_local: Vec::new(),
+            last_rx: Instant::now(),
+            events,
+            queue,
+        }
+    }
+
     /// Switches to `tls`, which completed the RESUME exchange: `frames` are
     /// its first frames (the RESUME, when ours is sent after the switch).
     pub fn switch(&mut self, tls: Tls, frames: Vec<u8>, now: Instant) -> Result<(), String> {
@@ -116,6 +149,13 @@ impl Resilient<'_> {
                 .receive(&mut c.plain, &mut self.to_local, &mut self.tx, now)?;
         }
         Ok(())
+    }
+
+    /// Whether the peer may be read: nothing backs up towards the local
+    /// stream or towards the peer (reading makes output to it too: ACK
+    /// replies).
+    fn want_tcp_read(&self, c: &Tls) -> bool {
+        self.to_local.len() < self.queue && c.pending_out() < self.queue
     }
 }
 
@@ -145,7 +185,8 @@ fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>, now: Instant) -> io
 
 /// A pollfd; no interest means the descriptor is left out (a hung-up socket
 /// would otherwise wake every poll).
-fn pfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+fn pfd(fd: RawFd, read: bool, write: bool) -> libc::pollfd {
+    let events = if read { libc::POLLIN } else { 0 } | if write { libc::POLLOUT } else { 0 };
     libc::pollfd {
         fd: if events == 0 { -1 } else { fd },
         events,
@@ -153,18 +194,45 @@ fn pfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-const READY: libc::c_short = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+fn readable(f: &libc::pollfd) -> bool {
+    f.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
 
-/// Reads at most `max` bytes from the local stream: None on WouldBlock,
-/// Some(empty) at end of stream (an error counts as the end).
-fn read_local(local: &mut dyn Local, max: usize) -> Option<Vec<u8>> {
+fn writable(f: &libc::pollfd) -> bool {
+    f.revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+/// The local stream's readiness, remembered as [`Tls::readable`] is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalReady {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Default for LocalReady {
+    /// Optimistic: a call that would block clears it.
+    fn default() -> Self {
+        LocalReady {
+            readable: true,
+            writable: true,
+        }
+    }
+}
+
+/// Reads at most `max` bytes from the local stream: None when it would
+/// block (clearing `ready.readable`), Some(empty) at end of stream (an
+/// error counts as the end).
+fn read_local(local: &mut dyn Local, ready: &mut LocalReady, max: usize) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; max.min(CHUNK)];
     match local.read(&mut buf) {
         Ok(n) => {
             buf.truncate(n);
             Some(buf)
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            ready.readable = false;
+            None
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
         Err(_) => Some(Vec::new()),
     }
@@ -172,7 +240,7 @@ fn read_local(local: &mut dyn Local, max: usize) -> Option<Vec<u8>> {
 
 /// Writes what it can of `buf` to the local stream; Err: the application
 /// is gone.
-fn write_local(local: &mut dyn Local, buf: &mut Vec<u8>) -> io::Result<()> {
+fn write_local(local: &mut dyn Local, ready: &mut LocalReady, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut done = 0;
     let r = loop {
         if done == buf.len() {
@@ -181,98 +249,160 @@ fn write_local(local: &mut dyn Local, buf: &mut Vec<u8>) -> io::Result<()> {
         match local.write(&buf[done..]) {
             Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.writable = false;
+                break Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => break Err(e),
         }
     };
     buf.drain(..done);
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = Vec::new();
+    }
     r
 }
 
-/// Runs a resilient connection until it is closed for good.
-pub(crate) fn run_resilient(
-    local: &mut dyn Local,
-    mut r: Resilient<'_>,
-    side: &mut dyn Side,
-) -> Result<(), String> {
-    local.set_nonblocking(true).map_err(|e| e.to_string())?;
-    if let Some(c) = &r.conn {
-        c.set_nonblocking().map_err(|e| e.to_string())?;
-    }
-    let mut local_eof = false;
-    let mut local_shut = false;
-    let result = loop {
-        let now = Instant::now();
-        // What to wait for.
-        let mut fds = Vec::with_capacity(3);
-        let want_local_read = !local_eof
-            && r.core.room() > 0
-            && r.conn.as_ref().is_none_or(|c| c.pending_out() < HIGH);
-        let mut ev = 0;
-        if want_local_read {
-            ev |= libc::POLLIN;
-        }
-        if !r.to_local.is_empty() {
-            ev |= libc::POLLOUT;
-        }
-        fds.push(pfd(local.as_raw_fd(), ev));
-        if let Some(c) = &r.conn {
-            let mut ev = 0;
-            if r.to_local.len() < HIGH {
-                ev |= libc::POLLIN;
-            }
-            if c.pending_out() > 0 {
-                ev |= libc::POLLOUT;
-            }
-            fds.push(pfd(c.tcp.as_raw_fd(), ev));
-        } else {
-            fds.push(pfd(-1, 0));
-        }
-        if let Some(fd) = side.extra_fd() {
-            fds.push(pfd(fd, libc::POLLIN));
-        }
-        // Do not wait while input is buffered or frames are unsent (the
-        // retransmission after a reconnect).
-        let now_if_input = r
-            .conn
-            .as_ref()
-            .filter(|c| c.has_input() || !r.tx.is_empty())
-            .map(|_| now);
-        let deadline = [r.core.timeout(), side.deadline(&r), now_if_input]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Err(e) = poll(&mut fds, deadline, now) {
-            break Err(format!("poll: {e}"));
-        }
-        let now = Instant::now();
+/// What a step leaves to its event loop.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Step again at once: readiness is left that the step did not use up
+    /// (it does a bounded amount of work per call, for fairness).
+    Again,
+    /// Wait for readiness, or until this time.
+    Wait(Option<Instant>),
+    /// The connection is over.
+    Ended(Result<(), String>),
+}
 
+/// What a relay wants to do next, for a level-triggered loop's poll set.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wants {
+    pub local_read: bool,
+    pub local_write: bool,
+    pub tcp_read: bool,
+    pub tcp_write: bool,
+}
+
+/// A resilient connection's relay.
+pub(crate) struct Pump {
+    pub r: Resilient,
+    pub local: LocalReady,
+    local_eof: bool,
+    local_shut: bool,
+    /// The peer's close_notify: what it sent still goes to the local
+    /// stream, then the connection ends with this result.
+    closing: Option<Result<(), String>>,
+}
+
+impl Pump {
+    pub fn new(r: Resilient) -> Pump {
+        Pump {
+            r,
+            local: LocalReady::default(),
+            local_eof: false,
+            local_shut: false,
+            closing: None,
+        }
+    }
+
+    fn want_local_read(&self) -> bool {
+        let r = &self.r;
+        !self.local_eof
+            && self.closing.is_none()
+            && r.core.room() > 0
+            && r.conn.as_ref().is_none_or(|c| c.pending_out() < r.queue)
+    }
+
+    pub fn wants(&self) -> Wants {
+        let r = &self.r;
+        let c = r.conn.as_ref().filter(|_| self.closing.is_none());
+        Wants {
+            local_read: self.want_local_read(),
+            local_write: !r.to_local.is_empty(),
+            tcp_read: c.is_some_and(|c| r.want_tcp_read(c)),
+            tcp_write: c.is_some_and(|c| c.pending_out() > 0),
+        }
+    }
+
+    /// Does what readiness and time allow; an error ends the connection
+    /// with close_notify.
+    pub fn step(
+        &mut self,
+        local: &mut dyn Local,
+        side: &mut dyn Side,
+        extra_ready: bool,
+        now: Instant,
+    ) -> Step {
+        let result = self.step_inner(local, side, extra_ready, now);
+        if let Some(done) = result {
+            side.ended();
+            if let Some(c) = self.r.conn.take() {
+                c.close();
+            }
+            return Step::Ended(done);
+        }
+        let w = self.wants();
+        let r = &self.r;
+        let again = (w.local_read && self.local.readable)
+            || (w.local_write && self.local.writable)
+            || r.conn
+                .as_ref()
+                .is_some_and(|c| (w.tcp_read && c.readable) || (w.tcp_write && c.writable));
+        if again {
+            return Step::Again;
+        }
+        if let Some(c) = &mut self.r.conn {
+            c.trim();
+        }
+        Step::Wait(
+            [self.r.core.timeout(), side.deadline(&self.r)]
+                .into_iter()
+                .flatten()
+                .min(),
+        )
+    }
+
+    fn step_inner(
+        &mut self,
+        local: &mut dyn Local,
+        side: &mut dyn Side,
+        extra_ready: bool,
+        now: Instant,
+    ) -> Option<Result<(), String>> {
         // The local stream.
-        if fds[0].revents & (READY | libc::POLLNVAL) != 0 && want_local_read {
-            let max = r.core.room();
-            if let Some(data) = read_local(local, max) {
+        if self.want_local_read_now() {
+            let max = self.r.core.room();
+            if let Some(data) = read_local(local, &mut self.local, max) {
+                let r = &mut self.r;
                 if data.is_empty() {
-                    local_eof = true;
+                    self.local_eof = true;
                     r.core.send_fin(&mut r.tx);
                 } else {
                     r.core.send(&data, &mut r.tx);
                 }
             }
         }
-        if !r.to_local.is_empty()
-            && fds[0].revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
-        {
-            if let Err(e) = write_local(local, &mut r.to_local) {
-                break Err(format!("local stream: {e}"));
+        let r = &mut self.r;
+        if !r.to_local.is_empty() && self.local.writable {
+            if let Err(e) = write_local(local, &mut self.local, &mut r.to_local) {
+                return Some(Err(format!("local stream: {e}")));
             }
+        }
+        if self.closing.is_some() {
+            if !r.to_local.is_empty() {
+                return None;
+            }
+            return self.closing.take();
         }
 
         // The TLS connection.
         let mut why = None;
         let mut closed = false;
+        let want_tcp = r.conn.as_ref().is_some_and(|c| r.want_tcp_read(c));
         if let Some(c) = &mut r.conn {
-            if fds[1].revents & READY != 0 {
+            if c.readable && want_tcp {
                 match c.pull() {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -293,30 +423,33 @@ pub(crate) fn run_resilient(
             }
         }
         if let Err(e) = r.process(now) {
-            if let Some(c) = r.conn.take() {
-                c.close();
-            }
-            break Err(e.to_string());
+            return Some(Err(e.to_string()));
         }
         if closed {
             // close_notify: the peer ended the connection for good.
-            let _ = write_blocking(local, &mut r.to_local);
-            break if r.core.peer_fin() && r.core.fin_sent() {
+            self.closing = Some(if r.core.peer_fin() && r.core.fin_sent() {
                 Ok(())
             } else {
                 Err("closed by the peer before the end of the streams".into())
+            });
+            if let Some(c) = r.conn.take() {
+                c.close();
+            }
+            return if r.to_local.is_empty() {
+                self.closing.take()
+            } else {
+                None
             };
         }
         r.core.on_timeout(now, &mut r.tx);
-        if r.core.peer_fin() && r.to_local.is_empty() && !local_shut {
-            local_shut = true;
+        if r.core.peer_fin() && r.to_local.is_empty() && !self.local_shut {
+            self.local_shut = true;
             let _ = local.shutdown_write();
         }
         if why.is_none() {
-            let ready = fds.get(2).is_some_and(|f| f.revents & READY != 0);
-            match side.act(&mut r, ready, now) {
+            match side.act(r, extra_ready, now) {
                 Ok(w) => why = w,
-                Err(e) => break Err(e),
+                Err(e) => return Some(Err(e)),
             }
         }
         if let Some(c) = &mut r.conn {
@@ -326,7 +459,7 @@ pub(crate) fn run_resilient(
                 }
                 r.tx.clear();
             }
-            if why.is_none() && c.pending_out() > 0 {
+            if why.is_none() && c.pending_out() > 0 && c.writable {
                 if let Err(e) = c.push() {
                     why = Some(format!("TCP write: {e}"));
                 }
@@ -335,102 +468,219 @@ pub(crate) fn run_resilient(
             // Detached: the frames are lost anyway; the buffer has the data.
             r.tx.clear();
         }
+        if r.tx.is_empty() && r.tx.capacity() > 0 {
+            r.tx = Vec::new();
+        }
         if let Some(why) = why {
             r.conn = None;
             r.tx.clear();
             r.events.lost(&why);
-            if let Err(e) = side.broken(&mut r, &why, now) {
-                break Err(e);
+            if let Err(e) = side.broken(r, &why, now) {
+                return Some(Err(e));
             }
-            continue;
+            return None;
         }
         if r.core.finished() && r.to_local.is_empty() {
             if let Some(c) = r.conn.take() {
                 c.close();
             }
-            break Ok(());
+            return Some(Ok(()));
         }
-    };
-    side.ended();
-    if result.is_err() {
-        // An explicit close: the peer ends the connection too.
-        if let Some(c) = r.conn.take() {
-            c.close();
+        None
+    }
+
+    fn want_local_read_now(&self) -> bool {
+        self.want_local_read() && self.local.readable
+    }
+}
+
+/// Runs a resilient connection on the calling thread until it is closed
+/// for good (a client's connection).
+pub(crate) fn run_resilient(
+    local: &mut dyn Local,
+    r: Resilient,
+    side: &mut dyn Side,
+) -> Result<(), String> {
+    local.set_nonblocking(true).map_err(|e| e.to_string())?;
+    if let Some(c) = &r.conn {
+        c.set_nonblocking().map_err(|e| e.to_string())?;
+    }
+    let mut p = Pump::new(r);
+    let mut extra_ready = false;
+    loop {
+        let now = Instant::now();
+        let deadline = match p.step(local, side, extra_ready, now) {
+            Step::Ended(r) => return r,
+            Step::Again => Some(now),
+            Step::Wait(d) => d,
+        };
+        let w = p.wants();
+        let tcp = p.r.conn.as_ref();
+        let mut fds = vec![
+            pfd(
+                local.as_raw_fd(),
+                w.local_read && !p.local.readable,
+                w.local_write && !p.local.writable,
+            ),
+            match tcp {
+                Some(c) => pfd(
+                    c.tcp.as_raw_fd(),
+                    w.tcp_read && !c.readable,
+                    w.tcp_write && !c.writable,
+                ),
+                None => pfd(-1, false, false),
+            },
+        ];
+        if let Some(fd) = side.extra_fd() {
+            fds.push(pfd(fd, true, false));
+        }
+        poll(&mut fds, deadline, now).map_err(|e| format!("poll: {e}"))?;
+        p.local.readable |= readable(&fds[0]);
+        p.local.writable |= writable(&fds[0]);
+        if let Some(c) = &mut p.r.conn {
+            c.readable |= readable(&fds[1]);
+            c.writable |= writable(&fds[1]);
+        }
+        extra_ready = fds.get(2).is_some_and(readable);
+    }
+}
+
+/// Plain TLS (the extension was not negotiated): a broken connection ends
+/// it, as with any TLS. End of the local stream sends close_notify; the
+/// peer's close_notify ends the local stream.
+pub(crate) struct Plain {
+    pub c: Tls,
+    pub local: LocalReady,
+    to_local: Vec<u8>,
+    local_eof: bool,
+    peer_closed: bool,
+    local_shut: bool,
+    queue: usize,
+}
+
+impl Plain {
+    /// `queue`: as [`Resilient::queue`].
+    pub fn new(mut c: Tls, queue: usize) -> Plain {
+        let to_local = std::mem::take(&mut c.plain);
+        Plain {
+            c,
+            local: LocalReady::default(),
+            to_local,
+            local_eof: false,
+            peer_closed: false,
+            local_shut: false,
+            queue,
         }
     }
-    result
-}
 
-/// Writes all of `buf` to the local stream, briefly blocking (the session is
-/// ending; the application gets what arrived).
-fn write_blocking(local: &mut dyn Local, buf: &mut Vec<u8>) -> io::Result<()> {
-    local.set_nonblocking(false)?;
-    let r = local.write_all(buf);
-    buf.clear();
-    r
-}
+    pub fn wants(&self) -> Wants {
+        let c = &self.c;
+        Wants {
+            local_read: !self.local_eof && c.pending_out() < self.queue,
+            local_write: !self.to_local.is_empty(),
+            // TLS answers some records itself (KeyUpdate): stop reading the
+            // peer while output to it backs up.
+            tcp_read: !self.peer_closed
+                && self.to_local.len() < self.queue
+                && c.pending_out() < self.queue,
+            tcp_write: c.pending_out() > 0,
+        }
+    }
 
-/// Relays plain TLS (the extension was not negotiated): a broken connection
-/// ends it, as with any TLS. End of the local stream sends close_notify;
-/// the peer's close_notify ends the local stream.
-pub(crate) fn run_plain(local: &mut dyn Local, mut c: Tls) -> Result<(), String> {
-    local.set_nonblocking(true).map_err(|e| e.to_string())?;
-    c.set_nonblocking().map_err(|e| e.to_string())?;
-    let mut to_local = std::mem::take(&mut c.plain);
-    let (mut local_eof, mut peer_closed, mut local_shut) = (false, false, false);
-    loop {
-        if local_eof && local_shut && c.pending_out() == 0 {
-            return Ok(());
+    pub fn step(&mut self, local: &mut dyn Local) -> Step {
+        match self.step_inner(local) {
+            Ok(true) => return Step::Ended(Ok(())),
+            Ok(false) => {}
+            Err(e) => return Step::Ended(Err(e)),
         }
-        let now = Instant::now();
-        let want_local = !local_eof && c.pending_out() < HIGH;
-        let mut ev = if want_local { libc::POLLIN } else { 0 };
-        if !to_local.is_empty() {
-            ev |= libc::POLLOUT;
+        let w = self.wants();
+        let c = &self.c;
+        if (w.local_read && self.local.readable)
+            || (w.local_write && self.local.writable)
+            || (w.tcp_read && c.readable)
+            || (w.tcp_write && c.writable)
+        {
+            return Step::Again;
         }
-        let mut tev = if !peer_closed && to_local.len() < HIGH {
-            libc::POLLIN
-        } else {
-            0
-        };
-        if c.pending_out() > 0 {
-            tev |= libc::POLLOUT;
+        self.c.trim();
+        Step::Wait(None)
+    }
+
+    /// Ok(true): done.
+    fn step_inner(&mut self, local: &mut dyn Local) -> Result<bool, String> {
+        if self.local_eof && self.local_shut && self.c.pending_out() == 0 {
+            return Ok(true);
         }
-        let mut fds = [pfd(local.as_raw_fd(), ev), pfd(c.tcp.as_raw_fd(), tev)];
-        let deadline = (!peer_closed && c.has_input()).then_some(now);
-        poll(&mut fds, deadline, now).map_err(|e| format!("poll: {e}"))?;
-        if want_local && fds[0].revents & READY != 0 {
-            if let Some(data) = read_local(local, CHUNK) {
+        let w = self.wants();
+        if w.local_read && self.local.readable {
+            if let Some(data) = read_local(local, &mut self.local, CHUNK) {
                 if data.is_empty() {
-                    local_eof = true;
-                    let _ = c.ssl.shutdown();
+                    self.local_eof = true;
+                    let _ = self.c.ssl.shutdown();
                 } else {
-                    c.encrypt(&data).map_err(|e| e.to_string())?;
+                    self.c.encrypt(&data).map_err(|e| e.to_string())?;
                 }
             }
         }
-        if !to_local.is_empty() {
-            write_local(local, &mut to_local).map_err(|e| format!("local stream: {e}"))?;
+        if !self.to_local.is_empty() && self.local.writable {
+            write_local(local, &mut self.local, &mut self.to_local)
+                .map_err(|e| format!("local stream: {e}"))?;
         }
-        if !peer_closed {
-            if fds[1].revents & READY != 0 {
-                match c.pull() {
+        if !self.peer_closed {
+            if w.tcp_read && self.c.readable {
+                match self.c.pull() {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(format!("TCP read: {e}")),
                 }
             }
-            let (st, _) = c.decrypt().map_err(|e| e.to_string())?;
-            to_local.append(&mut c.plain);
+            let (st, _) = self.c.decrypt().map_err(|e| e.to_string())?;
+            self.to_local.append(&mut self.c.plain);
             if st == Status::Closed {
-                peer_closed = true;
+                self.peer_closed = true;
             }
         }
-        if peer_closed && to_local.is_empty() && !local_shut {
-            local_shut = true;
+        if self.peer_closed && self.to_local.is_empty() && !self.local_shut {
+            self.local_shut = true;
             let _ = local.shutdown_write();
         }
-        c.push().map_err(|e| format!("TCP write: {e}"))?;
+        if self.c.writable {
+            self.c.push().map_err(|e| format!("TCP write: {e}"))?;
+        }
+        Ok(false)
+    }
+}
+
+/// Relays plain TLS on the calling thread (a client's connection).
+pub(crate) fn run_plain(local: &mut dyn Local, c: Tls, queue: usize) -> Result<(), String> {
+    local.set_nonblocking(true).map_err(|e| e.to_string())?;
+    c.set_nonblocking().map_err(|e| e.to_string())?;
+    let mut p = Plain::new(c, queue);
+    loop {
+        let now = Instant::now();
+        let deadline = match p.step(local) {
+            Step::Ended(r) => return r,
+            Step::Again => Some(now),
+            Step::Wait(d) => d,
+        };
+        let w = p.wants();
+        let mut fds = [
+            pfd(
+                local.as_raw_fd(),
+                w.local_read && !p.local.readable,
+                w.local_write && !p.local.writable,
+            ),
+            pfd(
+                p.c.tcp.as_raw_fd(),
+                w.tcp_read && !p.c.readable,
+                w.tcp_write && !p.c.writable,
+            ),
+        ];
+        poll(&mut fds, deadline, now).map_err(|e| format!("poll: {e}"))?;
+        p.local.readable |= readable(&fds[0]);
+        p.local.writable |= writable(&fds[0]);
+        p.c.readable |= readable(&fds[1]);
+        p.c.writable |= writable(&fds[1]);
     }
 }
 

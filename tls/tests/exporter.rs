@@ -16,6 +16,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+use ressh_testkit::free_port;
 use ressh_tls::secret::{resume_binding, Secret};
 
 /// The `n`th (from 1) value s_server printed, waiting for it.

@@ -7,13 +7,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use openssl::ssl::{ExtensionContext, SslContext, SslMethod, SslVerifyMode};
-use ressh_testkit::{require_netns, Net};
+use openssl::ssl::{SslMethod, SslVerifyMode};
+use ressh_testkit::{free_port, require_netns, Net};
 use ressh_tls::{Answer, Hello, EXT_TYPE};
 
 const MIB: usize = 1 << 20;
@@ -108,22 +108,6 @@ fn tunnel_256_mib_both_ways_with_a_cut_every_half_second() {
         run.logs()
     );
     assert!(run.cli.stderr().contains("reconnected"), "{}", run.logs());
-}
-
-/// An echo server for one connection at a time, forever.
-fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                let _ = std::io::copy(&mut &s, &mut w);
-                let _ = w.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
 }
 
 #[test]
@@ -275,37 +259,10 @@ fn legacy_stunnel_client_against_restls_server() {
 /// returns the server's answer and whether the server then closed the
 /// connection without sending anything.
 fn probe(port: u16, certs: &Certs, hello: &[u8]) -> (Option<Answer>, bool) {
-    let answer: Arc<Mutex<Option<Answer>>> = Arc::default();
-    let mut b = SslContext::builder(SslMethod::tls_client()).unwrap();
-    b.set_ca_file(&certs.cert).unwrap();
-    b.set_verify(SslVerifyMode::PEER);
-    let body = hello.to_vec();
-    let a = answer.clone();
-    b.add_custom_ext(
-        EXT_TYPE,
-        ExtensionContext::TLS_ONLY
-            | ExtensionContext::CLIENT_HELLO
-            | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS,
-        move |_, ctx, _| {
-            Ok(ctx
-                .contains(ExtensionContext::CLIENT_HELLO)
-                .then(|| body.clone()))
-        },
-        move |_, _, data: &[u8], _| {
-            *a.lock().unwrap() = Answer::decode(data);
-            Ok(())
-        },
-    )
-    .unwrap();
-    let ctx = b.build();
-    let mut ssl = openssl::ssl::Ssl::new(&ctx).unwrap();
-    ssl.set_hostname(NAME).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut s = ssl.connect(tcp).expect("handshake");
+    let (mut s, a) = ext_client(tcp, certs, hello, |_| {});
     let mut buf = [0u8; 64];
     let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
-    let a = *answer.lock().unwrap();
     (a, closed)
 }
 
@@ -315,45 +272,6 @@ fn hello_in(bytes: &[u8]) -> Option<Vec<u8>> {
     let pat = [hi, lo, 0, 97, 1];
     let at = bytes.windows(pat.len()).position(|w| w == pat)?;
     bytes.get(at + 4..at + 4 + 97).map(<[u8]>::to_vec)
-}
-
-/// A line-echo conversation that must keep working.
-struct Chat {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-    n: u64,
-}
-
-impl Chat {
-    fn new(port: u16) -> Chat {
-        Chat::over(TcpStream::connect(("127.0.0.1", port)).unwrap())
-    }
-
-    fn over(s: TcpStream) -> Chat {
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Chat {
-            w: s.try_clone().unwrap(),
-            r: BufReader::new(s),
-            n: 0,
-        }
-    }
-
-    fn round(&mut self) {
-        self.n += 1;
-        let msg = format!("line {}\n", self.n);
-        self.w.write_all(msg.as_bytes()).unwrap();
-        let mut got = String::new();
-        self.r.read_line(&mut got).unwrap();
-        assert_eq!(got, msg);
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -678,6 +596,15 @@ fn notified(sock: &std::os::unix::net::UnixDatagram, log: &dyn Fn() -> String) -
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Sends `sig` (`-HUP`, ...) to process `pid`.
+fn kill(sig: &str, pid: u32) {
+    let out = run_timeout(
+        Command::new("kill").args([sig, &pid.to_string()]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "kill {sig}: {out:?}");
+}
+
 /// A server run from a configuration file, as restls@.service runs it,
 /// tells `$NOTIFY_SOCKET` READY=1 once it listens; SIGHUP (systemctl
 /// reload) makes it show a new certificate to new connections
@@ -726,11 +653,7 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     chat.round();
 
     let hup = || {
-        let out = run_timeout(
-            Command::new("kill").args(["-HUP", &srv.child_id().to_string()]),
-            Duration::from_secs(10),
-        );
-        assert!(out.status.success(), "kill -HUP: {out:?}");
+        kill("-HUP", srv.pid());
         let msg = notified(&sock, &log);
         assert!(
             msg.lines().any(|l| l == "RELOADING=1")
@@ -765,17 +688,38 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
         log()
     );
 
-    let out = run_timeout(
-        Command::new("kill").args(["-TERM", &srv.child_id().to_string()]),
-        Duration::from_secs(10),
-    );
-    assert!(out.status.success(), "kill -TERM: {out:?}");
+    kill("-TERM", srv.pid());
     let msg = notified(&sock, &log);
     assert!(
         msg.lines().any(|l| l == "STOPPING=1"),
         "after SIGTERM: {msg:?}"
     );
     assert!(srv.exit_status().success(), "{}", srv.stderr());
+}
+
+/// A client's signals are events of its accept loop too: on SIGHUP it logs
+/// that it has nothing to reload and carries on (its connection relays, a
+/// new one is accepted); SIGTERM ends it with status 0.
+#[test]
+fn client_carries_on_after_sighup_and_stops_on_sigterm() {
+    let certs = Certs::new();
+    let (_srv, sport) = start_server(&certs, echo_server(), &[]);
+    let (mut cli, cport) = client(&certs, sport);
+    let mut chat = Chat::new(cport);
+    chat.round();
+    kill("-HUP", cli.pid());
+    wait_until("the client's reload log line", || {
+        cli.stderr().contains("a client has nothing to reload")
+    });
+    chat.round();
+    Chat::new(cport).round();
+    kill("-TERM", cli.pid());
+    assert!(cli.exit_status().success(), "{}", cli.stderr());
+    assert!(
+        cli.stderr().contains("SIGTERM: stopping"),
+        "{}",
+        cli.stderr()
+    );
 }
 
 /// The command line: --help and --version exit 0 on stdout; a usage error
@@ -802,6 +746,11 @@ fn command_line_help_version_and_errors() {
         "--cert",
         "--key",
         "--tls-max",
+        "--queue",
+        "--max-connections",
+        "--max-detached",
+        "--max-per-source",
+        "--ticket-lifetime",
     ] {
         assert!(out.contains(opt), "--help lacks {opt}:\n{out}");
     }
@@ -814,6 +763,12 @@ fn command_line_help_version_and_errors() {
     assert_eq!(code, Some(2));
     assert!(
         err.starts_with("restls: --keepalive: not a number: \"soon\"\n"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["server", "--max-per-source=0"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.starts_with("restls: --max-per-source: 0 is not in 1..=16777216\n"),
         "{err}"
     );
 
@@ -845,4 +800,31 @@ fn command_line_help_version_and_errors() {
     let (code, _, err) = run(&["--config", conf.to_str().unwrap(), "--check"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("certificate or key"), "{err}");
+}
+
+/// A reconnect resumes with the newest session ticket, and tickets expire
+/// (at most 7 days in TLS 1.3). The server sends fresh tickets on a live
+/// TLS 1.3 connection, so a connection attached for several ticket
+/// lifetimes (here 3 s) still reconnects after a cut.
+#[test]
+fn reconnect_after_longer_than_a_ticket_lifetime() {
+    let certs = Certs::new();
+    let (srv, sport) = start_server(&certs, echo_server(), &["--ticket-lifetime", "3"]);
+    let relay = Relay::new(sport, u64::MAX);
+    let (cli, cport) = client(&certs, relay.port);
+    let mut chat = Chat::new(cport);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        chat.round();
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(relay.connections(), 1, "no reconnect yet\n{}", cli.stderr());
+    assert_eq!(relay.cut(), 1);
+    chat.round();
+    assert!(
+        cli.stderr().contains("reconnected"),
+        "server:\n{}\nclient:\n{}",
+        srv.stderr(),
+        cli.stderr()
+    );
 }

@@ -30,7 +30,7 @@ const MIB: u64 = 1 << 20;
 const USAGE: &str = "\
 usage: ressh-bench [--reps N] [--size MIB] [--sessions N] [--seq N] [--conc N]
                    [--trials N] [--only LIST] [--skip LIST] [--quick] [--out FILE]
-                   [--kex LIST]
+                   [--kex LIST] [--tls-idle N]
 
 Measures ressh/resshd and OpenSSH ssh/sshd side by side on this machine and
 prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
@@ -45,9 +45,12 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
   memory    RSS/PSS per idle session and per detached session (--sessions 1000)
   reconnect reconnect after a killed connection / a route change (--trials 30)
   tls       restls beside stunnel4: --size through each tunnel both ways;
-            restls's reconnect after a killed TLS connection (--trials)
+            restls's reconnect after a killed TLS connection (--trials);
+            --tls-idle idle connections at the server end (10000): memory
+            per connection, handshakes per second
 --reps N    repetitions of each transfer (default 5)
---quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10
+--quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10,
+            tls-idle 1000
 --out FILE  also write the report to FILE
 --ciphers L only these ciphers in `cat` (e.g. chacha20-poly1305@openssh.com)
 --kex L     key exchanges of `setup`, each measured on both sides (default
@@ -82,6 +85,8 @@ struct Opts {
     seq: usize,
     conc: usize,
     trials: usize,
+    /// Idle connections at each TLS tunnel's server end.
+    tls_idle: usize,
     sections: Vec<&'static str>,
     out: Option<PathBuf>,
     /// Only start the two servers, print client commands, wait for Enter.
@@ -115,6 +120,7 @@ fn parse_args() -> Result<Opts, String> {
         seq: 200,
         conc: 50,
         trials: 30,
+        tls_idle: 10_000,
         sections: SECTIONS.to_vec(),
         out: None,
         serve: false,
@@ -154,6 +160,7 @@ fn parse_args() -> Result<Opts, String> {
             "--seq" => o.seq = num(val()?)?.max(1),
             "--conc" => o.conc = num(val()?)?.max(1),
             "--trials" => o.trials = num(val()?)?.max(1),
+            "--tls-idle" => o.tls_idle = num(val()?)?.max(1),
             "--only" => o.sections = list(&val()?)?,
             "--skip" => {
                 let skip = list(&val()?)?;
@@ -166,6 +173,7 @@ fn parse_args() -> Result<Opts, String> {
                 o.conc = 20;
                 o.sessions = 100;
                 o.trials = 10;
+                o.tls_idle = 1000;
             }
             "--out" => o.out = Some(PathBuf::from(val()?)),
             "--serve" => o.serve = true,
@@ -733,6 +741,7 @@ impl Bench {
             &key,
             backend.port,
             false,
+            &[],
         )?;
         let s = tls::start(
             Tunnel::Stunnel,
@@ -742,6 +751,7 @@ impl Bench {
             &key,
             backend.port,
             false,
+            &[],
         )?;
         let bytes = self.bytes;
         let gib = bytes as f64 / (1u64 << 30) as f64;
@@ -792,7 +802,7 @@ impl Bench {
         // (apart from the timed runs: the relay costs CPU of its own).
         let mut wire = Vec::new();
         for kind in [Tunnel::Restls, Tunnel::Stunnel] {
-            let t = tls::start(kind, &restls, &dir, &cert, &key, backend.port, true)?;
+            let t = tls::start(kind, &restls, &dir, &cert, &key, backend.port, true, &[])?;
             let (up, down) = tls::wire_overhead(&t, bytes.min(256 * MIB))?;
             say!("tls {kind:?}: wire bytes per data byte {up:.5} (data direction), {down:.6} back");
             wire.push((up, down));
@@ -844,6 +854,71 @@ impl Bench {
                     "kept the stream (unexpected)"
                 }
             ),
+        );
+        drop((r, s));
+        self.tls_idle(&restls, &dir, &cert, &key)
+    }
+
+    /// --tls-idle idle TLS connections straight to each tunnel's server end
+    /// (restls: resilient ones), forwarded to a backend that keeps them:
+    /// the server end's memory per connection and the handshake rate.
+    fn tls_idle(
+        &mut self,
+        restls: &Path,
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(), String> {
+        let n = self.o.tls_idle;
+        // Here: a client socket and a backend socket per connection; at the
+        // server end (started after this, inheriting it): two as well.
+        let want = 2 * n as u64 + 64;
+        let limit = proc::raise_nofile_to(want);
+        if limit < want {
+            return Err(format!(
+                "RLIMIT_NOFILE {limit}: {n} idle TLS connections need {want} (raising the hard \
+                 limit needs CAP_SYS_RESOURCE; or a smaller --tls-idle)"
+            ));
+        }
+        let holder = tls::Holder::start()?;
+        let mut got = Vec::new();
+        for kind in [Tunnel::Restls, Tunnel::Stunnel] {
+            // Every connection comes from 127.0.0.1: lift the caps.
+            let caps = n.to_string();
+            let args = ["--max-connections", &caps, "--max-per-source", &caps];
+            let t = tls::start(kind, restls, dir, cert, key, holder.port, false, &args)?;
+            // Connections made by start()'s readiness check.
+            proc::wait_until(Duration::from_secs(5), || holder.count() > 0);
+            thread::sleep(Duration::from_millis(200));
+            holder.clear();
+            let idle = tls::idle_connections(&t, kind, cert, &holder, n)
+                .map_err(|e| format!("{kind:?}, {n} idle connections: {e}"))?;
+            say!(
+                "tls {kind:?}: {n} idle connections, {:.0} handshakes/s, {:.1} KiB per connection",
+                idle.handshakes_per_s,
+                idle.bytes_per_conn / 1024.0
+            );
+            got.push(idle);
+        }
+        self.row(
+            "tls",
+            format!("idle TLS connections at the server end ({n}): memory per connection"),
+            "KiB",
+            &[got[0].bytes_per_conn / 1024.0],
+            Some(&[got[1].bytes_per_conn / 1024.0]),
+            false,
+            1,
+            "RSS growth of the server end process; restls: resilient connections, one thread; stunnel4: a thread each",
+        );
+        self.row(
+            "tls",
+            format!("  handshakes per second, {} clients at once", tls::CLIENTS),
+            "1/s",
+            &[got[0].handshakes_per_s],
+            Some(&[got[1].handshakes_per_s]),
+            true,
+            0,
+            "full TLS 1.3 handshakes (P-256 certificate), straight to the server end",
         );
         Ok(())
     }

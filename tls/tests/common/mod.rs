@@ -6,18 +6,25 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use openssl::ssl::{
+    ExtensionContext, Ssl, SslContext, SslContextBuilder, SslMethod, SslSession,
+    SslSessionCacheMode, SslStream, SslVerifyMode,
+};
 use openssl::symm::{Cipher, Crypter, Mode};
+use ressh_tls::frame::{self, Frame};
+use ressh_tls::secret::{mac_eq, resume_binding, Role, Secret};
+use ressh_tls::{Answer, Hello, EXT_TYPE};
 
-pub use ressh_testkit::{free_port, require_cmd, run_timeout, TempDir};
+pub use ressh_testkit::{require_cmd, run_timeout, TempDir};
 
 pub const NAME: &str = "restls-test";
 
@@ -94,7 +101,7 @@ impl Proc {
         }
     }
 
-    pub fn child_id(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -424,4 +431,249 @@ pub fn check_stream(mut r: TcpStream, seed: u8, total: usize) -> Result<(), Stri
         return Err(format!("ended after {at} of {total} bytes"));
     }
     Ok(())
+}
+
+/// An echo server for any number of connections, forever.
+pub fn echo_server() -> u16 {
+    echo_server_counted().0
+}
+
+/// [`echo_server`], and how many of its connections are open.
+pub fn echo_server_counted() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let o = open.clone();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut &s, &mut w);
+                let _ = w.shutdown(Shutdown::Write);
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// A TLS client written here, not restls's: it offers the extension body
+/// `hello` (no ticket: a full handshake), with its context set up further
+/// by `tweak`, and returns the stream and the server's answer. What it then
+/// sends is up to the test (a hostile client speaks raw frames).
+pub fn ext_client(
+    tcp: TcpStream,
+    certs: &Certs,
+    hello: &[u8],
+    tweak: impl FnOnce(&mut SslContextBuilder),
+) -> (SslStream<TcpStream>, Option<Answer>) {
+    ext_connect(tcp, certs, hello, tweak, None)
+}
+
+/// [`ext_client`], offering `session` for resumption.
+fn ext_connect(
+    tcp: TcpStream,
+    certs: &Certs,
+    hello: &[u8],
+    tweak: impl FnOnce(&mut SslContextBuilder),
+    session: Option<&SslSession>,
+) -> (SslStream<TcpStream>, Option<Answer>) {
+    let answer: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let mut b = SslContext::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(&certs.cert).unwrap();
+    b.set_verify(SslVerifyMode::PEER);
+    let body = hello.to_vec();
+    let a = answer.clone();
+    b.add_custom_ext(
+        EXT_TYPE,
+        ExtensionContext::TLS_ONLY
+            | ExtensionContext::CLIENT_HELLO
+            | ExtensionContext::TLS1_2_SERVER_HELLO
+            | ExtensionContext::TLS1_3_ENCRYPTED_EXTENSIONS,
+        move |_, ctx, _| {
+            Ok(ctx
+                .contains(ExtensionContext::CLIENT_HELLO)
+                .then(|| body.clone()))
+        },
+        move |_, _, data: &[u8], _| {
+            *a.lock().unwrap() = Answer::decode(data);
+            Ok(())
+        },
+    )
+    .unwrap();
+    tweak(&mut b);
+    let ctx = b.build();
+    let mut ssl = Ssl::new(&ctx).unwrap();
+    ssl.set_hostname(NAME).unwrap();
+    if let Some(t) = session {
+        // SAFETY: the session comes from a context built as this one (here,
+        // against the same server); the server decides whether it resumes.
+        #[allow(unsafe_code)]
+        unsafe {
+            ssl.set_session(t).unwrap()
+        };
+    }
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let s = ssl.connect(tcp).expect("handshake");
+    let a = *answer.lock().unwrap();
+    (s, a)
+}
+
+/// A resilient connection made by a client written here from
+/// docs/restls.md §2–§5 (not restls's client), idle until the test
+/// reconnects it: one socket, no thread.
+pub struct RawConn {
+    pub s: SslStream<TcpStream>,
+    secret: Secret,
+    ticket: Arc<Mutex<Option<SslSession>>>,
+}
+
+fn keep_tickets(slot: &Arc<Mutex<Option<SslSession>>>) -> impl FnOnce(&mut SslContextBuilder) {
+    let slot = slot.clone();
+    move |b| {
+        b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        b.set_new_session_callback(move |_, s| *slot.lock().unwrap() = Some(s));
+    }
+}
+
+impl RawConn {
+    /// A new resilient connection to 127.0.0.1:`port`; None if the server
+    /// closed it instead of answering a keepalive.
+    pub fn open(port: u16, certs: &Certs) -> Option<RawConn> {
+        let ticket = Arc::default();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (s, a) = ext_client(tcp, certs, &Hello::New.encode(), keep_tickets(&ticket));
+        assert_eq!(a, Some(Answer::New));
+        let secret = Secret::initial(s.ssl()).unwrap();
+        let mut c = RawConn { s, secret, ticket };
+        // Reading the answer also takes the tickets sent before it.
+        c.ping().ok()?;
+        Some(c)
+    }
+
+    /// An ACK with want reply, and its answer.
+    pub fn ping(&mut self) -> Result<(), String> {
+        let mut p = Vec::new();
+        frame::put_ack(&mut p, 0, true);
+        self.s.write_all(&p).map_err(|e| e.to_string())?;
+        let mut got = [0u8; 10];
+        self.s.read_exact(&mut got).map_err(|e| e.to_string())?;
+        match frame::parse(&got) {
+            Ok(Some((Frame::Ack { .. }, 10))) => Ok(()),
+            other => Err(format!("not an ACK: {other:?}")),
+        }
+    }
+
+    /// Breaks the TCP connection (no close_notify) and continues the
+    /// connection over a new one (docs/restls.md §5), having received
+    /// nothing: returns the server's count.
+    pub fn reconnect(&mut self, port: u16, certs: &Certs) -> Result<u64, String> {
+        let _ = self.s.get_ref().shutdown(Shutdown::Both);
+        let hello = self.secret.hello();
+        let t = self.ticket.lock().unwrap().clone().ok_or("no ticket")?;
+        let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        let (mut s, a) = ext_connect(
+            tcp,
+            certs,
+            &hello.encode(),
+            keep_tickets(&self.ticket),
+            Some(&t),
+        );
+        if a != Some(Answer::Accepted) {
+            return Err(format!("answer {a:?}"));
+        }
+        if !s.ssl().session_reused() {
+            return Err("not resumed".into());
+        }
+        let e = resume_binding(s.ssl()).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        frame::put_resume(&mut out, 0, &self.secret.resume_mac(Role::Client, &e, 0));
+        s.write_all(&out).map_err(|e| e.to_string())?;
+        let mut got = [0u8; 9 + frame::MAC_LEN];
+        s.read_exact(&mut got)
+            .map_err(|e| format!("no RESUME: {e}"))?;
+        let Ok(Some((Frame::Resume { count, mac }, _))) = frame::parse(&got) else {
+            return Err("not a RESUME".into());
+        };
+        if !mac_eq(mac, &self.secret.resume_mac(Role::Server, &e, count)) {
+            return Err("the server's RESUME does not verify".into());
+        }
+        self.secret = self.secret.ratchet(&e);
+        self.s = s;
+        Ok(count)
+    }
+}
+
+/// A line-echo conversation that must keep working.
+pub struct Chat {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+    n: u64,
+}
+
+impl Chat {
+    pub fn new(port: u16) -> Chat {
+        Chat::over(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    pub fn over(s: TcpStream) -> Chat {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Chat {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+            n: 0,
+        }
+    }
+
+    pub fn round(&mut self) {
+        self.n += 1;
+        let msg = format!("line {}\n", self.n);
+        self.w.write_all(msg.as_bytes()).unwrap();
+        let mut got = String::new();
+        self.r.read_line(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Threads of a process, from /proc.
+pub fn threads(pid: u32) -> usize {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Raises this process's descriptor limits to at least `want` (the hard
+/// one too: the tests run as root), so that it and the restls processes it
+/// starts afterwards (which inherit them) can hold many connections.
+#[allow(unsafe_code)] // getrlimit/setrlimit
+pub fn raise_nofile(want: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to an rlimit for the calls to fill and read.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+        l.rlim_max = l.rlim_max.max(want);
+        l.rlim_cur = l.rlim_max;
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l),
+            0,
+            "RLIMIT_NOFILE {want}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
