@@ -105,6 +105,13 @@ fn at(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn main() -> ExitCode {
+    // A fleet link process resshd executes for each accepted link (its
+    // link on descriptor 3): before anything closes that.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(ressh_monitor::fleet::LINK_ARG) {
+        let code = ressh_monitor::fleet::link_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     // Descriptors beyond stdin, stdout and stderr that resshd was started
     // with (an admin's shell, a wrapper script; systemd passes none, and
     // resshd takes no sockets from it) are meant for nobody: closed before
@@ -222,18 +229,6 @@ fn privsep(settings: &Settings, create: bool) -> Result<Privsep, Error> {
         gid: user.gid.as_raw(),
         chroot: dir,
     })
-}
-
-/// A fleet link process before it speaks TLS: non-dumpable, and with
-/// privilege separation in the empty chroot as its user (the kex worker's).
-fn confine_link(privsep: &Privsep) -> Result<(), String> {
-    ressh_ipc::harden::non_dumpable()?;
-    if let Privsep::Root { uid, gid, chroot } = privsep {
-        nix::unistd::chroot(chroot).map_err(|e| format!("chroot {}: {e}", chroot.display()))?;
-        nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
-        ressh_ipc::harden::become_user(*uid, *gid, &[])?;
-    }
-    Ok(())
 }
 
 /// Fleet link processes at once (each relays one reconnected session for
@@ -956,14 +951,19 @@ fn serve(
                     else {
                         std::process::exit(255);
                     };
-                    std::process::exit(ressh_monitor::fleet::serve_link(
+                    let e = ressh_monitor::fleet::exec_link(
+                        sock,
                         key,
                         nodes,
                         &settings.broker_socket,
-                        || confine_link(&ctx.privsep),
-                        sock,
-                        from,
+                        &ctx.privsep,
+                    );
+                    log::error(&format!(
+                        "fleet link from {} port {}: cannot execute resshd: {e}",
+                        from.ip(),
+                        from.port()
                     ));
+                    std::process::exit(255);
                 }
                 Ok(ForkResult::Parent { child }) => {
                     fleet_children.insert(child);

@@ -400,6 +400,85 @@ fn handshake(
     Ok(tls)
 }
 
+/// resshd's first argument when it runs as a fleet link process
+/// ([`exec_link`], [`link_main`]).
+pub const LINK_ARG: &str = "--fleet-link";
+
+/// In a child of resshd for an accepted link: executes resshd afresh as a
+/// link process with the link on descriptor 3 (a new address space: none
+/// of the listener's host keys or state reach what talks to an
+/// unauthenticated peer). Returns only on failure.
+#[allow(unsafe_code)] // pre_exec (placing the link's descriptor)
+pub fn exec_link(
+    sock: TcpStream,
+    key_file: &Path,
+    nodes_file: &Path,
+    broker_socket: &Path,
+    privsep: &crate::monitor::Privsep,
+) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(LINK_ARG).args(log::to_words());
+    cmd.arg(key_file).arg(nodes_file).arg(broker_socket);
+    match privsep {
+        crate::monitor::Privsep::Root { uid, gid, chroot } => {
+            cmd.arg(uid.to_string()).arg(gid.to_string()).arg(chroot)
+        }
+        crate::monitor::Privsep::Unprivileged { .. } => cmd.args(["-", "-", "-"]),
+    };
+    cmd.env_clear();
+    let fd = sock.as_raw_fd();
+    // SAFETY: place_fds only calls async-signal-safe functions.
+    unsafe { cmd.pre_exec(move || crate::monitor::place_fds(&[fd])) };
+    cmd.exec()
+}
+
+/// A link process: `args` as [`exec_link`] made them (after [`LINK_ARG`]),
+/// the link on descriptor 3. Reads the key and list and links to the
+/// broker as root, then confines itself (non-dumpable; with privilege
+/// separation the privsep user in the empty chroot) before any TLS.
+#[allow(unsafe_code)] // taking descriptor 3, placed there by exec_link
+pub fn link_main(args: &[String]) -> i32 {
+    let [l0, l1, l2, key, nodes, broker, uid, gid, chroot] = args else {
+        eprintln!("resshd {LINK_ARG}: is run by resshd itself");
+        return 2;
+    };
+    if !log::from_words(&[l0.clone(), l1.clone(), l2.clone()]) {
+        return 2;
+    }
+    let privsep = match (uid.parse::<u32>(), gid.parse::<u32>()) {
+        (Ok(u), Ok(g)) => Some((u, g, std::path::PathBuf::from(chroot))),
+        _ => None,
+    };
+    // SAFETY: resshd placed the accepted link there (exec_link); nothing
+    // else in this fresh process owns it.
+    let sock = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(3) };
+    let Ok(from) = sock.peer_addr() else {
+        return 255;
+    };
+    let confine = || -> Result<(), String> {
+        ressh_ipc::harden::non_dumpable()?;
+        if let Some((uid, gid, chroot)) = &privsep {
+            nix::unistd::chroot(chroot).map_err(|e| format!("chroot {}: {e}", chroot.display()))?;
+            nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
+            ressh_ipc::harden::become_user(*uid, *gid, &[])?;
+        }
+        Ok(())
+    };
+    serve_link(
+        Path::new(key),
+        Path::new(nodes),
+        Path::new(broker),
+        confine,
+        sock,
+        from,
+    )
+}
+
 /// The owning node's side of a link (a child of resshd for each accepted
 /// link connection): the TLS handshake as server, believing only listed
 /// nodes; the question; the local broker's route, exactly as a local
@@ -407,10 +486,9 @@ fn handshake(
 /// and the session (through a socketpair whose other end the session got).
 ///
 /// It reads the key and the node list and links to the broker as root,
-/// then `confine`s itself (resshd drops it to the privilege-separation user
-/// in the empty chroot, non-dumpable) before its first byte of TLS: what
-/// an unauthenticated peer talks to holds no privilege.
-pub fn serve_link(
+/// then `confine`s itself ([`link_main`]) before its first byte of TLS:
+/// what an unauthenticated peer talks to holds no privilege.
+fn serve_link(
     key_file: &Path,
     nodes_file: &Path,
     broker_socket: &Path,

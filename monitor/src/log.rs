@@ -31,6 +31,31 @@ pub fn set_facility(facility: i32) {
     FACILITY.store(facility, Ordering::Relaxed);
 }
 
+/// The settings as words for a helper resshd executes (`from_words`
+/// there): the level, the prefix flag and the facility.
+pub fn to_words() -> [String; 3] {
+    [
+        MAX.load(Ordering::Relaxed).to_string(),
+        u8::from(PREFIX.load(Ordering::Relaxed)).to_string(),
+        FACILITY.load(Ordering::Relaxed).to_string(),
+    ]
+}
+
+/// Takes the settings [`to_words`] gave; false if they do not parse.
+pub fn from_words(w: &[String]) -> bool {
+    let (Some(Ok(max)), Some(Ok(prefix)), Some(Ok(facility))) = (
+        w.first().map(|x| x.parse::<u8>()),
+        w.get(1).map(|x| x.parse::<u8>()),
+        w.get(2).map(|x| x.parse::<i32>()),
+    ) else {
+        return false;
+    };
+    MAX.store(max, Ordering::Relaxed);
+    PREFIX.store(prefix == 1, Ordering::Relaxed);
+    FACILITY.store(facility, Ordering::Relaxed);
+    true
+}
+
 pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX.load(Ordering::Relaxed)
 }

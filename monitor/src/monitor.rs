@@ -353,7 +353,7 @@ struct Partial {
 /// started with, a PAM module left open, or a library opened without
 /// close-on-exec reaches neither worker nor the user's processes.
 /// Async-signal-safe: only dup/dup2/close/close_range calls.
-fn place_fds(fds: &[i32]) -> std::io::Result<()> {
+pub(crate) fn place_fds(fds: &[i32]) -> std::io::Result<()> {
     let mut high = Vec::with_capacity(fds.len());
     for &fd in fds {
         high.push(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(100))?);

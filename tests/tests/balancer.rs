@@ -346,6 +346,29 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
         let n = client.line_count();
         client.wait_lines(n + 20, T);
     }
+    // A relayed connection's link process on the owner: executed afresh
+    // (`resshd --fleet-link`), not root. Roam until the connection is a
+    // relayed one (round robin: within two more moves).
+    let mut links = link_processes();
+    for _ in 0..3 {
+        if !links.is_empty() {
+            break;
+        }
+        let since = Instant::now();
+        lab.net.roam();
+        client.wait_err("reconnected to ", since, T);
+        let n = client.line_count();
+        client.wait_lines(n + 5, T);
+        links = link_processes();
+    }
+    assert!(
+        !links.is_empty(),
+        "no link process while relayed\n{}",
+        f.logs()
+    );
+    for (pid, uid) in &links {
+        assert_ne!(*uid, 0, "link process {pid} runs as root");
+    }
     fs::write(&stop, "").unwrap();
     assert!(client.wait_exit(T).success(), "{}", client.describe());
     check_counter(&client.out_lines());
@@ -494,6 +517,31 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
         count(&log, "fleet: reconnect from 198.18.") >= 2,
         "the drained owner served no relayed reconnect\n{log}"
     );
+}
+
+/// resshd's fleet link processes running now: pid and real uid.
+fn link_processes() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let mut words = cmd.split(|&b| b == 0);
+        let (Some(exe), Some(arg)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if exe.ends_with(b"resshd") && arg == b"--fleet-link" {
+            let status = fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            out.push((pid, uid));
+        }
+    }
+    out
 }
 
 /// The pids of `pid`'s descendants (children first found, then theirs).
