@@ -32,6 +32,7 @@
 //! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
 //! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
 //! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
+//! | issue 17: compression (zlib@openssh.com) both ways with stock ssh/sshd, through cuts, a zip bomb | `compression` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -65,6 +66,7 @@ mod attacks;
 mod backpressure;
 mod certs;
 mod chroot;
+mod compression;
 mod detach;
 mod disruptions;
 mod hostile_user;

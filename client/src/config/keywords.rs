@@ -64,6 +64,7 @@ enum Key {
     RemoteCommand,
     SessionType,
     StdinNull,
+    Compression,
     ForkAfterAuthentication,
     ResilienceSuspectFloor,
     ResilienceSuspectCap,
@@ -150,13 +151,13 @@ fn lookup(k: &str) -> Option<(&str, Kind)> {
         "controlpersist" => Set(ControlPersist),
         "sessiontype" => Set(SessionType),
         "stdinnull" => Set(StdinNull),
+        "compression" => Set(Compression),
         "forkafterauthentication" => Set(ForkAfterAuthentication),
         "resilience" => Set(Resilience),
         "resiliencesuspectfloor" => Set(ResilienceSuspectFloor),
         "resiliencesuspectcap" => Set(ResilienceSuspectCap),
         "ignoreunknown" => Set(IgnoreUnknown),
-        "compression"
-        | "tcpkeepalive"
+        "tcpkeepalive"
         | "visualhostkey"
         | "checkhostip"
         | "gssapiauthentication"
@@ -277,6 +278,7 @@ pub(super) struct Raw {
     pub remote_command: Option<String>,
     pub session_type: Option<SessionType>,
     pub stdin_null: Option<bool>,
+    pub compression: Option<bool>,
     pub fork_after_authentication: Option<bool>,
     pub control_master: Option<ControlMaster>,
     /// As written (`none` included), tokens unexpanded.
@@ -551,6 +553,7 @@ impl Raw {
                 )?,
             ),
             Key::StdinNull => flag(&mut self.stdin_null)?,
+            Key::Compression => flag(&mut self.compression)?,
             Key::ForkAfterAuthentication => flag(&mut self.fork_after_authentication)?,
             Key::Resilience => flag(&mut self.resilience)?,
             Key::ResilienceSuspectFloor => first(&mut self.suspect_floor_ms, millis(key, v)?),
