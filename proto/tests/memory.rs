@@ -653,7 +653,10 @@ fn delayed_compression_across_the_hand_over_and_rekeys() {
     assert!(rekeys.0 >= 1 && rekeys.0 == rekeys.1, "rekeys {rekeys:?}");
     let wire = p.wire - wire;
     assert!(wire < 2_000_000 / 4, "{wire} bytes on the wire for 2 MB");
-    // A stream in use does not move: its window is not exported.
+    // A stream in use does not move: its window is not exported (8 KiB
+    // of data, a few dozen bytes on the wire: no rekey in between).
+    p.s.send_data(sid, &[7u8; 8192]).unwrap();
+    p.pump();
     assert!(p.s.export(p.now).is_err());
     p.c.rekey().unwrap();
     p.pump();
