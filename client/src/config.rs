@@ -159,6 +159,9 @@ pub struct Config {
     pub remote_command: Option<String>,
     pub session_type: SessionType,
     pub stdin_null: bool,
+    /// Compression (`-C`): ask for `zlib@openssh.com` (delayed, after
+    /// authentication), as ssh.
+    pub compression: bool,
     /// `Resilience` (ressh's own keyword, default yes): offer the resilience
     /// extension. `no` makes every connection plain SSH (for comparisons;
     /// OpenSSH's `ssh` needs `IgnoreUnknown Resilience` to share the file).
@@ -831,6 +834,7 @@ fn finish(
         remote_command,
         session_type: raw.session_type.unwrap_or(SessionType::Default),
         stdin_null: raw.stdin_null.unwrap_or(false),
+        compression: raw.compression.unwrap_or(false),
         resilience: raw.resilience.unwrap_or(true),
         suspect_floor_ms: raw.suspect_floor_ms.unwrap_or(500),
         suspect_cap_ms: raw.suspect_cap_ms.flatten(),

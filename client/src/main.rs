@@ -220,6 +220,8 @@ fn mux_client(cfg: &config::Config, plan: &Plan) -> Option<i32> {
     env.extend(cfg.set_env.iter().map(|(k, v)| format!("{k}={v}")));
     let req = mux::NewSession {
         want_tty: *pty,
+        want_x11: cfg.forward_x11,
+        want_agent: cfg.forward_agent.is_some(),
         subsystem: *subsystem,
         escape: cfg.escape_char.map(u32::from),
         term: std::env::var("TERM").unwrap_or_default(),

@@ -110,6 +110,11 @@ pub fn cstring(r: &mut Reader<'_>) -> Result<String, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession {
     pub want_tty: bool,
+    /// The client's ForwardX11 and ForwardAgent: the master forwards X11
+    /// and the agent for this session when its own settings allow it too
+    /// (mux.c's `mux_session_confirm`).
+    pub want_x11: bool,
+    pub want_agent: bool,
     pub subsystem: bool,
     /// None: no escape character.
     pub escape: Option<u32>,
@@ -132,8 +137,8 @@ impl NewSession {
         let e = |e: ressh_proto::Error| e.to_string();
         r.string().map_err(e)?; // reserved
         let want_tty = flag(r)?;
-        let _x11 = flag(r)?;
-        let _agent = flag(r)?;
+        let want_x11 = flag(r)?;
+        let want_agent = flag(r)?;
         let subsystem = flag(r)?;
         let escape = match r.u32().map_err(e)? {
             0xffff_ffff => None,
@@ -150,6 +155,8 @@ impl NewSession {
         }
         Ok(NewSession {
             want_tty,
+            want_x11,
+            want_agent,
             subsystem,
             escape,
             term,
@@ -164,8 +171,8 @@ impl NewSession {
         b.put_u32(rid);
         b.put_string(b"");
         b.put_u32(self.want_tty as u32);
-        b.put_u32(0);
-        b.put_u32(0);
+        b.put_u32(self.want_x11 as u32);
+        b.put_u32(self.want_agent as u32);
         b.put_u32(self.subsystem as u32);
         b.put_u32(self.escape.unwrap_or(0xffff_ffff));
         b.put_str(&self.term);
@@ -628,6 +635,8 @@ mod tests {
     fn session_requests_decode_strictly() {
         let req = NewSession {
             want_tty: true,
+            want_x11: false,
+            want_agent: true,
             subsystem: false,
             escape: Some(u32::from(b'~')),
             term: "xterm".into(),

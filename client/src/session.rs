@@ -164,6 +164,7 @@ fn proto_config(cfg: &Config, known: &hostkey::Known) -> Result<ressh_proto::Con
         spec_in(what, spec, list, &known)
     };
     pc.resilience = cfg.resilience;
+    pc.compression = ressh_proto::zlib::offer(true, cfg.compression);
     pc.suspect_floor = Duration::from_millis(cfg.suspect_floor_ms);
     pc.suspect_cap = match cfg.suspect_cap_ms {
         None => Some(Duration::MAX),
@@ -486,13 +487,15 @@ impl Session {
             }
         };
         crate::debug1!(
-            "kex: {} host key {} cipher {} / {} mac {} / {}",
+            "kex: {} host key {} cipher {} / {} mac {} / {} compression {} / {}",
             algorithms.kex,
             algorithms.host_key,
             algorithms.cipher_c2s,
             algorithms.cipher_s2c,
             mac(&algorithms.mac_c2s),
-            mac(&algorithms.mac_s2c)
+            mac(&algorithms.mac_s2c),
+            algorithms.comp_c2s,
+            algorithms.comp_s2c
         );
         if first {
             self.login.kex_deadline = None;

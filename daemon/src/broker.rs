@@ -418,6 +418,8 @@ mod tests {
                 host_key: String::new(),
                 cipher_c2s: String::new(),
                 cipher_s2c: String::new(),
+                comp_c2s: String::new(),
+                comp_s2c: String::new(),
                 mac_c2s: String::new(),
                 mac_s2c: String::new(),
             },

@@ -284,7 +284,7 @@ pub enum FromSession {
 /// [`ToBroker::Hello`]: monitors that outlive an upgrade of resshd are
 /// refused clearly, never misparsed. Bump it with any change to
 /// [`ToBroker`] or [`FromBroker`].
-pub const BROKER_VERSION: u32 = 2;
+pub const BROKER_VERSION: u32 = 3;
 
 /// Monitor → broker (resshd): lifecycle of a connection, so the broker
 /// keeps its table of live sessions (MaxStartups counts connections that

@@ -91,6 +91,7 @@
 //! | UsePAM | `use_pam` | no; with yes: password and keyboard-interactive authentication, account and session management through PAM service `resshd` (see `pam`) |
 //! | PrintMotd, PrintLastLog | `print_motd`, `print_last_log` | yes, yes: shown on interactive logins (a shell on a pty) unless ~/.hushlogin exists |
 //! | TCPKeepAlive (KeepAlive) | `tcp_keep_alive` | yes: SO_KEEPALIVE on each accepted connection, the kernel's timers (`net.ipv4.tcp_keepalive_*`) decide when a silent peer is dead, as with sshd |
+//! | Compression | `compression` | yes (= delayed): `zlib@openssh.com` offered after `none`, as sshd; no: `none` only |
 //! | Include, Match | structure | |
 //!
 //! resshd's own keywords:
@@ -112,7 +113,7 @@
 //! the feature is absent and its absence only makes resshd more
 //! restrictive, or the keyword tunes something resshd does its own way.
 //! Values are still syntax-checked like sshd does.
-//! Compression, IPQoS,
+//! IPQoS,
 //! ModuliFile, PermitUserRC, IgnoreRhosts, IgnoreUserKnownHosts,
 //! HostbasedUsesNameFromPacketOnly, HostbasedAcceptedAlgorithms
 //! (-KeyTypes), KerberosOrLocalPasswd, KerberosTicketCleanup,
@@ -422,6 +423,9 @@ pub struct Settings {
     /// TCPKeepAlive: SO_KEEPALIVE on every accepted connection, with the
     /// kernel's timers (as sshd).
     pub tcp_keep_alive: bool,
+    /// Compression: offer `zlib@openssh.com` (after authentication, the
+    /// only kind sshd has; `yes` and `delayed` mean it).
+    pub compression: bool,
 
     // Allowed in Match.
     pub permit_root_login: PermitRootLogin,
@@ -667,6 +671,7 @@ impl Settings {
         line("printmotd", yn(self.print_motd));
         line("printlastlog", yn(self.print_last_log));
         line("tcpkeepalive", yn(self.tcp_keep_alive));
+        line("compression", yn(self.compression));
         line("pubkeyauthentication", yn(self.pubkey_authentication));
         let pao = self.pubkey_auth_options;
         line(

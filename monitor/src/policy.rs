@@ -15,6 +15,7 @@ pub fn proto_config(s: &Settings) -> ressh_proto::Config {
         macs: s.macs.clone(),
         kex: s.kex_algorithms.clone(),
         host_key_algs: s.host_key_algorithms.clone(),
+        compression: ressh_proto::zlib::offer(false, s.compression),
         ..Default::default()
     };
     if s.rekey_limit > 0 {

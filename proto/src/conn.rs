@@ -67,6 +67,10 @@ pub struct Config {
     pub host_key_algs: Vec<String>,
     pub ciphers: Vec<String>,
     pub macs: Vec<String>,
+    /// Compression methods offered, in preference order: `none` and
+    /// `zlib@openssh.com` ([`crate::zlib`]), as OpenSSH's
+    /// `compression_alg_list`.
+    pub compression: Vec<String>,
     /// Rekey after this many bytes in either direction (RFC 4344 §3.2).
     pub rekey_bytes: u64,
     /// Rekey after this much time.
@@ -108,6 +112,7 @@ impl Default for Config {
                 .collect(),
             ciphers: cipher::CIPHERS.iter().map(|c| c.name.to_string()).collect(),
             macs: cipher::MACS.iter().map(|m| m.name.to_string()).collect(),
+            compression: vec!["none".into()],
             rekey_bytes: 1 << 30,
             rekey_interval: Duration::from_secs(3600),
             window: 2 * 1024 * 1024,
@@ -741,14 +746,21 @@ impl Connection {
             let Some((range, n)) = self.reader.read_in_place(&mut self.io.inbuf[*off..])? else {
                 return Ok(());
             };
-            let plain = &self.io.inbuf[*off + range.start..*off + range.end];
+            let span = *off + range.start..*off + range.end;
+            let inflated = self.reader.inflate(&self.io.inbuf[span.clone()])?;
+            let plain = match &inflated {
+                Some(p) => p,
+                None => &self.io.inbuf[span.clone()],
+            };
             if plain[0] == num::CHANNEL_DATA && self.auth.is_done() {
                 let (id, data) = msg::decode_channel_data(plain)?;
                 let (len, dlen) = (plain.len(), data.len());
                 // The data ends the payload (decode checked its length).
-                let at = *off + range.end - dlen;
                 let mut data = self.io.payload_buf(dlen);
-                data.extend_from_slice(&self.io.inbuf[at..at + dlen]);
+                data.extend_from_slice(match &inflated {
+                    Some(p) => &p[len - dlen..],
+                    None => &self.io.inbuf[span.end - dlen..span.end],
+                });
                 *off += n;
                 if self.reader.seq == 0 && !self.strict_kex && self.session_id.is_some() {
                     return Err(Error::Protocol("incoming sequence number wrapped"));
@@ -757,7 +769,7 @@ impl Connection {
                 self.maybe_rekey()?;
                 continue;
             }
-            let payload = plain.to_vec();
+            let payload = inflated.unwrap_or_else(|| self.io.inbuf[span].to_vec());
             *off += n;
             if self.reader.seq == 0 && !self.strict_kex && self.session_id.is_some() {
                 // Sequence numbers wrapped without a rekey: refuse, as OpenSSH.
@@ -869,6 +881,11 @@ impl Connection {
     fn write_now(&mut self, payload: &[u8]) -> Result<()> {
         let before = self.io.outbuf().len();
         self.writer.write(payload, self.io.outbuf())?;
+        if payload[0] == num::USERAUTH_SUCCESS && self.role == Role::Server {
+            // Delayed compression starts after it, both ways (OpenSSH).
+            self.writer.zlib.authenticated();
+            self.reader.zlib.authenticated();
+        }
         if payload[0] == resilience::MSG_ACK {
             self.stats.acks_sent += 1;
             self.stats.ack_wire_bytes += (self.io.outbuf().len() - before) as u64;

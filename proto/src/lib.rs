@@ -18,6 +18,7 @@ pub mod resilience;
 pub mod wire;
 
 pub mod transport;
+pub mod zlib;
 
 pub use conn::{
     AuthAttempt, ClientReconnect, Config, Connection, Event, OfferedKey, ReconnectRequest, Refused,

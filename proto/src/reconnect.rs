@@ -67,6 +67,8 @@ enum Phase {
 /// What a verified reply gave: keys and the peer's count.
 struct Verified {
     recv: KeyMaterial,
+    /// `zlib@openssh.com` agreed on for what the server sends.
+    recv_zlib: bool,
     r_s: u64,
     next_rs: Zeroizing<Vec<u8>>,
 }
@@ -159,7 +161,7 @@ impl ClientReconnect {
                 Ok(())
             }
             (num::NEWKEYS, Phase::NewKeys(v)) if p.len() == 1 => {
-                self.reader.set_key(&v.recv)?;
+                self.reader.set_key(&v.recv, v.recv_zlib)?;
                 self.reader.seq = 0;
                 if let Phase::NewKeys(v) = std::mem::replace(&mut self.phase, Phase::Kexinit) {
                     self.phase = Phase::Done(v);
@@ -200,12 +202,16 @@ impl ClientReconnect {
         let next_rs = resilience::ratchet(&self.rs, &h, k.raw())?;
         // NEWKEYS, then the key confirmation under the new keys.
         self.writer.write(&[num::NEWKEYS], &mut self.outbuf)?;
-        self.writer.set_key(&c2s)?;
+        // A reconnect's NEWKEYS comes after authentication: compression,
+        // when agreed, starts at once, from a fresh stream
+        // (docs/PROTOCOL.md §9).
+        self.writer.set_key(&c2s, n.zlib(true, true))?;
         self.writer.seq = 0;
         self.writer
             .write(&resilience::encode_ack(self.r_c, false), &mut self.outbuf)?;
         Ok(Verified {
             recv: s2c,
+            recv_zlib: n.zlib(true, false),
             r_s: reply.r_s,
             next_rs,
         })
@@ -220,6 +226,7 @@ pub struct ServerReconnect {
     reader: PacketReader,
     writer: PacketWriter,
     recv: KeyMaterial,
+    recv_zlib: bool,
     got_newkeys: bool,
     confirmed: bool,
     r_c: u64,
@@ -255,7 +262,7 @@ impl ServerReconnect {
             self.inbuf.drain(..n);
             match p[0] {
                 num::NEWKEYS if !self.got_newkeys && p.len() == 1 => {
-                    self.reader.set_key(&self.recv)?;
+                    self.reader.set_key(&self.recv, self.recv_zlib)?;
                     self.reader.seq = 0;
                     self.got_newkeys = true;
                 }
@@ -361,7 +368,7 @@ impl Connection {
         let mut outbuf = Vec::new();
         outbuf.extend_from_slice(self.local_version.as_bytes());
         outbuf.extend_from_slice(b"\r\n");
-        let mut writer = PacketWriter::none();
+        let mut writer = PacketWriter::authenticated();
         writer.write(&i_c, &mut outbuf)?;
         let req = Request {
             token: token.clone(),
@@ -377,7 +384,7 @@ impl Connection {
             inbuf: Vec::new(),
             outbuf,
             writer,
-            reader: PacketReader::none(),
+            reader: PacketReader::authenticated(),
             i_c,
             eph,
             q_c,
@@ -564,7 +571,7 @@ impl Connection {
             .ok_or(Error::Protocol("no session"))?;
         let (c2s, s2c) = kex::derive_keys(&k, &h, &sid, &req.negotiated)?;
         let next_rs = resilience::ratchet(&rs, &h, k.raw())?;
-        let mut writer = PacketWriter::none();
+        let mut writer = PacketWriter::authenticated();
         writer.seq = req.writer_seq;
         let mut outbuf = Vec::new();
         let reply = resilience::Reply {
@@ -574,9 +581,9 @@ impl Connection {
         };
         writer.write(&reply.encode(), &mut outbuf)?;
         writer.write(&[num::NEWKEYS], &mut outbuf)?;
-        writer.set_key(&s2c)?;
+        writer.set_key(&s2c, req.negotiated.zlib(false, true))?;
         writer.seq = 0;
-        let mut reader = PacketReader::none();
+        let mut reader = PacketReader::authenticated();
         reader.seq = req.reader_seq;
         Ok(ServerReconnect {
             outbuf,
@@ -584,6 +591,7 @@ impl Connection {
             reader,
             writer,
             recv: c2s,
+            recv_zlib: req.negotiated.zlib(false, false),
             got_newkeys: false,
             confirmed: false,
             r_c: q.r_c,

@@ -2,6 +2,7 @@
 
 use crate::cipher::{self, KeyMaterial, OpeningKey, SealingKey};
 use crate::error::{Error, Result};
+use crate::zlib::{Deflate, Delayed, Inflate};
 
 /// Largest `packet_length` accepted, as OpenSSH (PACKET_MAX_SIZE).
 pub const MAX_PACKET_LEN: usize = 256 * 1024;
@@ -69,6 +70,10 @@ pub fn scan_version(buf: &[u8], allow_preamble: bool, seen: &mut usize) -> Resul
 /// Encrypting side of the packet layer.
 pub struct PacketWriter {
     key: Box<dyn SealingKey>,
+    /// `zlib@openssh.com` of the keys in use ([`crate::zlib`]).
+    pub zlib: Delayed<Deflate>,
+    /// Compressed payloads are built here.
+    zbuf: Vec<u8>,
     pub seq: u32,
     /// Bytes and packets sealed under the current keys (for rekeying limits).
     pub bytes: u64,
@@ -79,6 +84,8 @@ impl PacketWriter {
     pub fn new(m: &KeyMaterial, seq: u32) -> Result<Self> {
         Ok(PacketWriter {
             key: cipher::sealing_key(m)?,
+            zlib: Delayed::default(),
+            zbuf: Vec::new(),
             seq,
             bytes: 0,
             packets: 0,
@@ -89,8 +96,18 @@ impl PacketWriter {
         Self::new(&none_material(), 0).expect("none cipher")
     }
 
-    pub fn set_key(&mut self, m: &KeyMaterial) -> Result<()> {
+    /// [`Self::none`] on a transport of an authenticated session (a
+    /// reconnect's): compression starts with the first keys that agree on it.
+    pub fn authenticated() -> Self {
+        let mut w = Self::none();
+        w.zlib.authenticated();
+        w
+    }
+
+    /// New keys; `zlib`: their exchange agreed on `zlib@openssh.com`.
+    pub fn set_key(&mut self, m: &KeyMaterial, zlib: bool) -> Result<()> {
         self.key = cipher::sealing_key(m)?;
+        self.zlib.new_keys(zlib);
         self.bytes = 0;
         self.packets = 0;
         Ok(())
@@ -100,10 +117,25 @@ impl PacketWriter {
         self.key.export()
     }
 
-    /// Frames, pads, seals `payload` and appends the packet to `out`. The
-    /// packet is built and sealed in place at the end of `out`: the payload
-    /// is copied once (this is the hot path of bulk transfers).
+    /// Compresses (when on), frames, pads, seals `payload` and appends the
+    /// packet to `out`. The packet is built and sealed in place at the end
+    /// of `out`: the payload is copied once (this is the hot path of bulk
+    /// transfers).
     pub fn write(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if !self.zlib.is_on() {
+            return self.seal(payload, out);
+        }
+        let mut body = std::mem::take(&mut self.zbuf);
+        body.clear();
+        let r = self
+            .zlib
+            .feed(payload, &mut body)
+            .and_then(|_| self.seal(&body, out));
+        self.zbuf = body;
+        r
+    }
+
+    fn seal(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let bs = self.key.block_size().max(8);
         let aad = if self.key.length_outside_blocks() {
             4
@@ -142,6 +174,8 @@ impl PacketWriter {
 /// Decrypting side of the packet layer.
 pub struct PacketReader {
     key: Box<dyn OpeningKey>,
+    /// `zlib@openssh.com` of the keys in use ([`crate::zlib`]).
+    pub zlib: Delayed<Inflate>,
     pub seq: u32,
     scratch: Vec<u8>,
     pub bytes: u64,
@@ -152,6 +186,7 @@ impl PacketReader {
     pub fn new(m: &KeyMaterial, seq: u32) -> Result<Self> {
         Ok(PacketReader {
             key: cipher::opening_key(m)?,
+            zlib: Delayed::default(),
             seq,
             scratch: Vec::new(),
             bytes: 0,
@@ -163,8 +198,17 @@ impl PacketReader {
         Self::new(&none_material(), 0).expect("none cipher")
     }
 
-    pub fn set_key(&mut self, m: &KeyMaterial) -> Result<()> {
+    /// See [`PacketWriter::authenticated`].
+    pub fn authenticated() -> Self {
+        let mut r = Self::none();
+        r.zlib.authenticated();
+        r
+    }
+
+    /// New keys; `zlib`: their exchange agreed on `zlib@openssh.com`.
+    pub fn set_key(&mut self, m: &KeyMaterial, zlib: bool) -> Result<()> {
         self.key = cipher::opening_key(m)?;
+        self.zlib.new_keys(zlib);
         self.bytes = 0;
         self.packets = 0;
         Ok(())
@@ -186,7 +230,11 @@ impl PacketReader {
         p.extend_from_slice(&buf[..total]);
         let r = self.read_in_place(&mut p);
         let out = match r {
-            Ok(Some((range, n))) => Ok(Some((p[range].to_vec(), n))),
+            Ok(Some((range, n))) => match self.inflate(&p[range.clone()]) {
+                Ok(Some(v)) => Ok(Some((v, n))),
+                Ok(None) => Ok(Some((p[range].to_vec(), n))),
+                Err(e) => Err(e),
+            },
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
@@ -194,8 +242,25 @@ impl PacketReader {
         out
     }
 
+    /// When compression is on: the payload of a packet
+    /// [`Self::read_in_place`] found, inflated (bounded by
+    /// [`crate::zlib::MAX_INFLATED`]). `None` when it is off: the payload
+    /// is the packet's.
+    pub fn inflate(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        if !self.zlib.feed(body, &mut out)? {
+            return Ok(None);
+        }
+        if out.is_empty() {
+            return Err(Error::Malformed("empty packet"));
+        }
+        Ok(Some(out))
+    }
+
     /// Like [`Self::read`], but verifies and decrypts the packet where it
-    /// lies in `buf` and returns where its payload is, without copying.
+    /// lies in `buf` and returns where its payload is, without copying;
+    /// when compression is on, that payload is still to be inflated
+    /// ([`Self::inflate`]).
     /// On an error the packet's bytes in `buf` may have been changed.
     pub fn read_in_place(
         &mut self,

@@ -22,6 +22,8 @@ struct Pair {
     now: Instant,
     ce: Vec<Event>,
     se: Vec<Event>,
+    /// Bytes the server sent the client.
+    wire: usize,
 }
 
 impl Pair {
@@ -35,6 +37,7 @@ impl Pair {
             now,
             ce: Vec::new(),
             se: Vec::new(),
+            wire: 0,
         }
     }
 
@@ -48,6 +51,7 @@ impl Pair {
                 self.s.handle_input(&a, self.now).unwrap();
             }
             if !b.is_empty() {
+                self.wire += b.len();
                 self.c.handle_input(&b, self.now).unwrap();
             }
             let mut moved = !a.is_empty() || !b.is_empty();
@@ -607,4 +611,87 @@ fn continuations_without_a_request_change_nothing() {
         p.pump();
     }
     assert!(p.ce.contains(&Event::AuthReady));
+}
+
+/// `zlib@openssh.com` as OpenSSH does it: agreed when the client asks for
+/// it and the server offers it, off until user authentication ends, then
+/// on in both directions; the server's connection moves to another
+/// process right after its USERAUTH_SUCCESS (and the first compressed
+/// packet, its resilience INFO), as resshd's does; every rekey restarts
+/// both streams; 2 MB arrive intact in far fewer bytes.
+#[test]
+fn delayed_compression_across_the_hand_over_and_rekeys() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut cc = cfg("aes256-gcm@openssh.com");
+    cc.compression = ressh_proto::zlib::offer(true, true);
+    cc.rekey_bytes = 4_000;
+    let mut sc = cfg("");
+    sc.compression = ressh_proto::zlib::offer(false, true);
+    let mut p = Pair::new(cc, sc, vec![host]);
+    p.pump();
+    let first = p.ce.iter().find_map(|e| match e {
+        Event::KexDone { algorithms, .. } => Some(algorithms.clone()),
+        _ => None,
+    });
+    let first = first.expect("key exchange");
+    assert_eq!(
+        (first.comp_c2s.as_str(), first.comp_s2c.as_str()),
+        ("zlib@openssh.com", "zlib@openssh.com")
+    );
+    p.c.auth_publickey("alice", "ssh-ed25519", &user).unwrap();
+    p.pump();
+    assert!(matches!(p.se.pop(), Some(Event::AuthRequest { .. })));
+    p.s.auth_accept().unwrap();
+    let state = p.s.export(p.now).unwrap();
+    p.s = Connection::import(&state, public(&p.host), p.now).unwrap();
+    p.pump();
+    assert!(p.ce.contains(&Event::AuthSuccess));
+    let (cid, sid) = p.open_exec();
+    let wire = p.wire;
+    let rekeys = transfer(&mut p, cid, sid, 2_000_000, |_| {});
+    assert!(rekeys.0 >= 1 && rekeys.0 == rekeys.1, "rekeys {rekeys:?}");
+    let wire = p.wire - wire;
+    assert!(wire < 2_000_000 / 4, "{wire} bytes on the wire for 2 MB");
+    // A stream in use does not move: its window is not exported (8 KiB
+    // of data, a few dozen bytes on the wire: no rekey in between).
+    p.s.send_data(sid, &[7u8; 8192]).unwrap();
+    p.pump();
+    assert!(p.s.export(p.now).is_err());
+    p.c.rekey().unwrap();
+    p.pump();
+    // Right after a rekey both streams are fresh again, so it moves.
+    assert!(p.s.export(p.now).is_ok());
+}
+
+/// A server that does not offer compression gets none, whatever the
+/// client asks; `zlib` (compression from the first packet, which OpenSSH
+/// dropped) is never agreed on.
+#[test]
+fn compression_needs_both_sides_and_never_plain_zlib() {
+    let mut cc = cfg("");
+    cc.compression = ressh_proto::zlib::offer(true, true);
+    let mut p = Pair::new(
+        cc.clone(),
+        cfg(""),
+        vec![PrivateKey::generate(KeyType::Ed25519).unwrap()],
+    );
+    p.pump();
+    let agreed = p.se.iter().find_map(|e| match e {
+        Event::KexDone { algorithms, .. } => Some(algorithms.comp_s2c.clone()),
+        _ => None,
+    });
+    assert_eq!(agreed.as_deref(), Some("none"));
+    cc.compression = vec!["zlib".into()];
+    let mut sc = cfg("");
+    sc.compression = vec!["zlib".into(), "none".into()];
+    let now = Instant::now();
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut c = Connection::client(cc, now).unwrap();
+    let mut s = Connection::server(sc, vec![host.public_key()], now).unwrap();
+    let r = s.handle_input(&c.take_output(), now);
+    assert!(
+        matches!(r, Err(Error::UnknownAlgorithm(ref n)) if n == "zlib"),
+        "{r:?}"
+    );
 }

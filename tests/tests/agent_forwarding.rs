@@ -25,7 +25,7 @@ use crate::hostile_user::resshd_with_hostile_worker;
 
 /// Prints the session's agent socket, its directory's mode and owner, the
 /// keys `ssh-add -l` lists and its exit status.
-const PROBE: &str = r#"s=${SSH_AUTH_SOCK-unset}; echo "sock=$s"; if [ "$s" != unset ]; then stat -c "dir=%a %U" "${s%/*}"; ssh-add -l; echo "add=$?"; fi"#;
+pub(crate) const PROBE: &str = r#"s=${SSH_AUTH_SOCK-unset}; echo "sock=$s"; if [ "$s" != unset ]; then stat -c "dir=%a %U" "${s%/*}"; ssh-add -l; echo "add=$?"; fi"#;
 
 /// The SHA256 fingerprint of a public key file, as `ssh-add -l` shows it.
 pub(crate) fn fingerprint(pub_key: &Path) -> String {
@@ -42,14 +42,14 @@ pub(crate) fn fingerprint(pub_key: &Path) -> String {
 }
 
 /// `key=value` from the probe's output.
-fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
     out.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The probe's findings when an agent was forwarded: a socket named as
 /// sshd names it, in a 0700 directory of `user`, listing `fp`.
-fn assert_forwarded(out: &str, user: &str, fp: &str) -> String {
+pub(crate) fn assert_forwarded(out: &str, user: &str, fp: &str) -> String {
     let sock = field(out, "sock").unwrap_or_default().to_string();
     let name_ok = sock
         .strip_prefix("/tmp/ssh-")

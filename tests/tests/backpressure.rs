@@ -203,45 +203,17 @@ const UNACKED_RSS_BOUND: u64 = 64 << 20;
 
 #[test]
 fn a_client_that_never_acknowledges_is_disconnected() {
-    use ressh_proto::keys::PrivateKey;
     use ressh_proto::msg::GlobalReq;
-    use ressh_proto::{Config, Connection, Event};
-    use std::net::TcpStream;
+    use ressh_proto::{Config, Event};
 
     require_root();
     // The defaults: ResilienceBufferSize 16M.
     let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "");
     let dir = TempDir::new("e2e-unacked");
     let login = Lab::make_login(&dir, &dir.join("known_hosts"), "na", "");
-    let key = PrivateKey::from_openssh_pem(&std::fs::read(&login.key).unwrap()).unwrap();
-    let mut sock = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
-    sock.set_nonblocking(true).unwrap();
-    let mut conn = Connection::client(Config::default(), Instant::now()).unwrap();
-
-    let (mut pending, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
     // Log in as the user, with the resilience extension.
-    let deadline = Instant::now() + T;
-    let mut authenticated = false;
-    while !authenticated {
-        assert!(Instant::now() < deadline, "no login\n{}", server.log());
-        let (progress, end) = pump(&mut conn, &mut sock, &mut pending, &mut buf);
-        assert!(end.is_none(), "{end:?} before the login\n{}", server.log());
-        while let Some(e) = conn.poll_event() {
-            match e {
-                Event::HostKey(_) => conn.accept_host_key(Instant::now()).unwrap(),
-                Event::AuthReady => {
-                    let alg = key.public_key().signature_algorithms()[0];
-                    conn.auth_publickey(&login.user.name, alg, &key).unwrap();
-                }
-                Event::AuthSuccess => authenticated = true,
-                Event::AuthFailure { methods, .. } => panic!("auth refused: {methods:?}"),
-                _ => {}
-            }
-        }
-        if !progress {
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
+    let (mut conn, mut sock) = engine_login(Config::default(), &server, &login);
+    let (mut pending, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
     assert!(
         conn.resilience_active(),
         "resshd did not take up resilience"
@@ -292,7 +264,7 @@ fn a_client_that_never_acknowledges_is_disconnected() {
                 sent += 1;
             }
         }
-        let (progress, e) = pump(&mut conn, &mut sock, &mut pending, &mut buf);
+        let (progress, e) = pump_engine(&mut conn, &mut sock, &mut pending, &mut buf);
         while let Some(e) = conn.poll_event() {
             if let Event::Disconnected { description, .. } = e {
                 ended = Some(description);
@@ -359,61 +331,4 @@ fn a_client_that_never_acknowledges_is_disconnected() {
             mib(UNACKED_RSS_BOUND)
         ),
     );
-}
-
-/// How a connection ended, as [`pump`] saw it.
-#[derive(Debug)]
-enum End {
-    /// The peer closed (FIN).
-    Closed,
-    /// The peer reset the connection.
-    Reset,
-    /// Another error of the socket, or of the protocol (a DISCONNECT
-    /// received is one: see the connection's events).
-    Error(String),
-}
-
-/// Moves one round of bytes between `conn` and the non-blocking `sock`:
-/// writes what it can of its output (the rest waits in `pending`), feeds
-/// it what arrived. Returns whether anything moved, and how the
-/// connection ended if it did.
-fn pump(
-    conn: &mut ressh_proto::Connection,
-    sock: &mut std::net::TcpStream,
-    pending: &mut Vec<u8>,
-    buf: &mut [u8],
-) -> (bool, Option<End>) {
-    use std::io::{ErrorKind, Write};
-    pending.extend(conn.take_output());
-    let mut progress = false;
-    while !pending.is_empty() {
-        match sock.write(pending) {
-            Ok(n) => {
-                pending.drain(..n);
-                progress = true;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            // The server closed: what it sent last is still to be read.
-            Err(_) => {
-                pending.clear();
-                break;
-            }
-        }
-    }
-    loop {
-        match sock.read(buf) {
-            Ok(0) => return (progress, Some(End::Closed)),
-            Ok(n) => {
-                progress = true;
-                if let Err(e) = conn.handle_input(&buf[..n], Instant::now()) {
-                    return (progress, Some(End::Error(e.to_string())));
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return (progress, None),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
-                return (progress, Some(End::Reset))
-            }
-            Err(e) => return (progress, Some(End::Error(e.to_string()))),
-        }
-    }
 }

@@ -380,8 +380,19 @@ impl Client {
 
     /// Starts `cmd` with `stdin`.
     pub fn spawn_with(cmd: &mut Command, stdin: Stdio) -> Client {
+        Client::spawn_io(cmd, stdin, None)
+    }
+
+    /// A client whose standard output (binary data) goes to `file`, not
+    /// into lines; its stderr is read as usual.
+    pub fn spawn_into(cmd: &mut Command, file: fs::File) -> Client {
+        Client::spawn_io(cmd, Stdio::null(), Some(file))
+    }
+
+    fn spawn_io(cmd: &mut Command, stdin: Stdio, stdout: Option<fs::File>) -> Client {
+        let to_file = stdout.is_some();
         cmd.stdin(stdin)
-            .stdout(Stdio::piped())
+            .stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
             .stderr(Stdio::piped())
             .process_group(0);
         let mut child = cmd
@@ -389,10 +400,10 @@ impl Client {
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            read_lines(child.stdout.take().unwrap(), out.clone()),
-            read_lines(child.stderr.take().unwrap(), err.clone()),
-        ];
+        let mut readers = vec![read_lines(child.stderr.take().unwrap(), err.clone())];
+        if !to_file {
+            readers.push(read_lines(child.stdout.take().unwrap(), out.clone()));
+        }
         Client {
             child,
             out,
@@ -914,6 +925,16 @@ impl Proxy {
             .clone()
     }
 
+    /// The bytes both sides sent on all its connections so far.
+    pub fn bytes(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.from_client.lock().unwrap().len() + c.from_server.lock().unwrap().len())
+            .sum()
+    }
+
     /// Shuts down every connection made so far, both ways.
     pub fn cut(&self) {
         for c in self.conns.lock().unwrap().iter() {
@@ -1359,5 +1380,105 @@ impl Xvfb {
     pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         cmd.env("DISPLAY", &self.display)
             .env("XAUTHORITY", &self.xauthority)
+    }
+}
+
+// ----- a client on ressh's own protocol engine -----------------------------------
+
+/// A client on ressh's protocol engine (what an attacker could write
+/// without running ressh), logged in to the loopback `server` as `login`'s
+/// user with its key; `config` says what it offers. Returns it with its
+/// non-blocking socket, right after USERAUTH_SUCCESS.
+pub fn engine_login(
+    config: ressh_proto::Config,
+    server: &Resshd,
+    login: &Login,
+) -> (ressh_proto::Connection, TcpStream) {
+    use ressh_proto::keys::PrivateKey;
+    use ressh_proto::{Connection, Event};
+    let key = PrivateKey::from_openssh_pem(&fs::read(&login.key).unwrap()).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut conn = Connection::client(config, Instant::now()).unwrap();
+    let (mut pending, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+    let deadline = Instant::now() + T;
+    let mut authenticated = false;
+    while !authenticated || !pending.is_empty() {
+        assert!(Instant::now() < deadline, "no login\n{}", server.log());
+        let (progress, end) = pump_engine(&mut conn, &mut sock, &mut pending, &mut buf);
+        assert!(end.is_none(), "{end:?} before the login\n{}", server.log());
+        while let Some(e) = conn.poll_event() {
+            match e {
+                Event::HostKey(_) => conn.accept_host_key(Instant::now()).unwrap(),
+                Event::AuthReady => {
+                    let alg = key.public_key().signature_algorithms()[0];
+                    conn.auth_publickey(&login.user.name, alg, &key).unwrap();
+                }
+                Event::AuthSuccess => authenticated = true,
+                Event::AuthFailure { methods, .. } => panic!("auth refused: {methods:?}"),
+                _ => {}
+            }
+        }
+        if !progress {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    (conn, sock)
+}
+
+/// How a connection ended, as [`pump_engine`] saw it.
+#[derive(Debug)]
+pub enum End {
+    /// The peer closed (FIN).
+    Closed,
+    /// The peer reset the connection.
+    Reset,
+    /// Another error of the socket, or of the protocol (a DISCONNECT
+    /// received is one: see the connection's events).
+    Error(String),
+}
+
+/// Moves one round of bytes between `conn` and the non-blocking `sock`:
+/// writes what it can of its output (the rest waits in `pending`), feeds
+/// it what arrived. Returns whether anything moved, and how the
+/// connection ended if it did.
+pub fn pump_engine(
+    conn: &mut ressh_proto::Connection,
+    sock: &mut std::net::TcpStream,
+    pending: &mut Vec<u8>,
+    buf: &mut [u8],
+) -> (bool, Option<End>) {
+    use std::io::{ErrorKind, Write};
+    pending.extend(conn.take_output());
+    let mut progress = false;
+    while !pending.is_empty() {
+        match sock.write(pending) {
+            Ok(n) => {
+                pending.drain(..n);
+                progress = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // The server closed: what it sent last is still to be read.
+            Err(_) => {
+                pending.clear();
+                break;
+            }
+        }
+    }
+    loop {
+        match sock.read(buf) {
+            Ok(0) => return (progress, Some(End::Closed)),
+            Ok(n) => {
+                progress = true;
+                if let Err(e) = conn.handle_input(&buf[..n], Instant::now()) {
+                    return (progress, Some(End::Error(e.to_string())));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return (progress, None),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                return (progress, Some(End::Reset))
+            }
+            Err(e) => return (progress, Some(End::Error(e.to_string()))),
+        }
     }
 }

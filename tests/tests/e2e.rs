@@ -33,6 +33,7 @@
 //! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it; a `ressh -A -X` shell through a cut | `x11_forwarding` |
 //! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
 //! | issue 17: rsync, git, sftp/scp -S, Ansible with ressh as their ssh, through cuts | `tools` |
+//! | issue 17: compression (zlib@openssh.com) both ways with stock ssh/sshd, through cuts, a zip bomb | `compression` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -67,6 +68,7 @@ mod backpressure;
 mod balancer;
 mod certs;
 mod chroot;
+mod compression;
 mod detach;
 mod disruptions;
 mod hostile_user;

@@ -30,6 +30,12 @@
 //! - hostile mux clients (lengths over the bound, garbage, requests before
 //!   the hello, descriptors nobody asked for) are dropped one by one while
 //!   the master serves on;
+//! - mux clients' sessions forward the agent and X11 as OpenSSH's master
+//!   does (the client asks, the master's ForwardAgent and ForwardX11 with
+//!   its own $DISPLAY decide): stock `ssh -S -A -Y` and `ressh -S -A -Y`
+//!   through a ressh master started with `-oForwardAgent=<agent> -Y` under
+//!   Xvfb get `ssh-add -l` listing the master's agent key and the Xvfb
+//!   screen through `xwd`; the same clients without `-A -Y` get neither;
 //! - the control socket: mode 0600, a socket owned by another user is
 //!   refused by ressh's mux client, and a client of another uid is refused
 //!   by the master (SO_PEERCRED).
@@ -53,8 +59,13 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Setup {
+    setup_with(tag, "")
+}
+
+/// [`setup`] with more resshd_config lines.
+fn setup_with(tag: &str, server_extra: &str) -> Setup {
     require_root();
-    let server = Resshd::start(&resshd_bin(), "DetachTimeout 300\n");
+    let server = Resshd::start(&resshd_bin(), &format!("DetachTimeout 300\n{server_extra}"));
     let dir = TempDir::new(&format!("e2e-{tag}"));
     let known_hosts = dir.join("known_hosts");
     fs::write(&known_hosts, server.server.known_hosts()).unwrap();
@@ -800,4 +811,54 @@ fn master_refuses_another_uid() {
 
 fn chown(p: &Path, uid: u32) {
     nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+}
+
+#[test]
+fn mux_clients_forward_the_agent_and_x11() {
+    use crate::agent_forwarding as agent;
+    use crate::x11_forwarding as x11;
+
+    let s = setup_with("muxax", "X11Forwarding yes\n");
+    let x = Xvfb::start(s.dir.path());
+    let screen = x11::local_screen(&x);
+    let agent_sock = SshAgent::start(s.dir.path(), "agent.sock");
+    agent_sock.add(&s.login.key);
+    let fp = agent::fingerprint(&s.login.key.with_extension("pub"));
+    // The master forwards the agent at this path and X11 (trusted) to
+    // its $DISPLAY; mux clients only ask.
+    let forward = format!("-oForwardAgent={}", agent_sock.sock.display());
+    run_ok_out(x.env(&mut s.ressh(&[&forward, "-Y", "-M", "-N", "-f", "server"])));
+    let master = Master(check(&mut s.ssh(&["-O", "check", "server"])));
+    let probe = format!("{}; {}", agent::PROBE, x11::PROBE);
+    let user = s.login.user.name.clone();
+    // Not asked for: neither. First, since a server that set up agent
+    // forwarding for one session gives every later session of the
+    // connection its socket, as sshd does.
+    let clients = |args: &[&str]| {
+        let mut all = vec![args.to_vec(), args.to_vec()];
+        for a in &mut all {
+            a.extend(["server", probe.as_str()]);
+        }
+        [("ssh", s.ssh(&all[0])), ("ressh", s.ressh(&all[1]))]
+    };
+    for (name, mut c) in clients(&[]) {
+        let out = run_ok_out(c.env_remove("DISPLAY").env_remove("SSH_AUTH_SOCK"));
+        assert_eq!(agent::field(&out, "sock"), Some("unset"), "{name}: {out}");
+        assert_eq!(x11::field(&out, "display"), Some("unset"), "{name}: {out}");
+    }
+    // The clients' own environment has neither an agent nor a display.
+    for (name, mut c) in clients(&["-A", "-Y"]) {
+        let out = run_ok_out(c.env_remove("DISPLAY").env_remove("SSH_AUTH_SOCK"));
+        agent::assert_forwarded(&out, &user, &fp);
+        let display = x11::field(&out, "display").unwrap_or_default();
+        assert!(display.starts_with("localhost:1"), "{name}: {out}");
+        assert_eq!(x11::xwd(&out), Some(screen.as_str()), "{name}: xwd\n{out}");
+    }
+    assert_eq!(s.logins(), 1, "every session rode the master's connection");
+    drop(master);
+    report(
+        "mux",
+        "stock ssh and ressh through a ressh master: agent (ssh-add -l) and X11 (xwd) \
+         forwarded on -A -Y only",
+    );
 }

@@ -29,9 +29,9 @@ use crate::hostile_user::resshd_with_hostile_worker;
 /// What the session sees of its display (the image: the pixels at the end
 /// of `xwd -root`'s output, 1280x1024 of 32 bits; the header names the
 /// display, which differs).
-const PROBE: &str = r#"echo "display=${DISPLAY-unset}"; if [ -n "$DISPLAY" ]; then xdpyinfo | grep -E '^(name of display|  dimensions)'; f=$(mktemp); xwd -root -silent > "$f"; echo "xwd=$(tail -c 5242880 "$f" | sha256sum | cut -d' ' -f1) of $(wc -c < "$f") bytes"; rm -f "$f"; fi"#;
+pub(crate) const PROBE: &str = r#"echo "display=${DISPLAY-unset}"; if [ -n "$DISPLAY" ]; then xdpyinfo | grep -E '^(name of display|  dimensions)'; f=$(mktemp); xwd -root -silent > "$f"; echo "xwd=$(tail -c 5242880 "$f" | sha256sum | cut -d' ' -f1) of $(wc -c < "$f") bytes"; rm -f "$f"; fi"#;
 
-fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
     out.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
@@ -39,7 +39,7 @@ fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
 /// The hash of the screen's pixels taken directly from Xvfb, once two
 /// consecutive shots agree (a fresh Xvfb paints its root window after it
 /// accepts the first client).
-fn local_screen(x: &Xvfb) -> String {
+pub(crate) fn local_screen(x: &Xvfb) -> String {
     let shot = || {
         let out = run_ok(x.env(Command::new("sh").args([
             "-c",
@@ -63,7 +63,7 @@ fn local_screen(x: &Xvfb) -> String {
 }
 
 /// The probe's hash of the screen's pixels.
-fn xwd(out: &str) -> Option<&str> {
+pub(crate) fn xwd(out: &str) -> Option<&str> {
     field(out, "xwd").and_then(|v| v.split(' ').next())
 }
 

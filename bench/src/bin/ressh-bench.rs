@@ -35,7 +35,8 @@ usage: ressh-bench [--reps N] [--size MIB] [--sessions N] [--seq N] [--conc N]
 Measures ressh/resshd and OpenSSH ssh/sshd side by side on this machine and
 prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
   engine    ressh's protocol engine alone, in memory (CPU time per side)
-  cat       1 GiB (--size) through exec cat, each cipher, both directions
+  cat       1 GiB (--size) through exec cat, each cipher, both directions;
+            then compressible text with -C (zlib@openssh.com)
   sftp      sftp get and put of the same file
   resil     resilience on vs off; ACK bytes on the wire
   setup     exec true: --seq sequential (200), --conc concurrent (50), for
@@ -231,6 +232,8 @@ struct Bench {
     dir: TempDir,
     keys: Keys,
     file: PathBuf,
+    /// `bytes` of log-like text, for compression (`cat` with -C).
+    text: PathBuf,
     bytes: u64,
     ressh: PathBuf,
     resshd: PathBuf,
@@ -281,6 +284,7 @@ fn run(o: Opts) -> Result<(), String> {
     user.authorize_key(&keys.user_pub);
     let bytes = o.size_mib * MIB;
     let file = user.home.join("data");
+    let text = user.home.join("text");
     if o.sections
         .iter()
         .any(|s| ["cat", "sftp", "resil"].contains(s))
@@ -293,12 +297,17 @@ fn run(o: Opts) -> Result<(), String> {
         make_file(&file, bytes)?;
         user.own(&file, 0o600);
     }
+    if o.sections.contains(&"cat") {
+        make_text_file(&text, bytes)?;
+        user.own(&text, 0o600);
+    }
     let mut b = Bench {
         o,
         user,
         dir,
         keys,
         file,
+        text,
         bytes,
         ressh,
         resshd,
@@ -371,6 +380,30 @@ fn make_file(path: &Path, bytes: u64) -> Result<(), String> {
         left -= n as u64;
     }
     f.sync_all().map_err(|e| e.to_string())
+}
+
+/// `bytes` of log-like text in `path`: deflate shrinks it about 10 times,
+/// as it does a real log or source tree.
+fn make_text_file(path: &Path, bytes: u64) -> Result<(), String> {
+    let mut f = std::io::BufWriter::new(File::create(path).map_err(|e| e.to_string())?);
+    let (mut written, mut i) = (0u64, 0u64);
+    while written < bytes {
+        let line = format!(
+            "{i:09} worker {} finished job {:x} in {} ms\n",
+            i % 13,
+            i.wrapping_mul(2_654_435_761) % 65_521,
+            i % 997
+        );
+        let n = line.len().min((bytes - written) as usize);
+        f.write_all(&line.as_bytes()[..n])
+            .map_err(|e| e.to_string())?;
+        written += n as u64;
+        i += 1;
+    }
+    f.into_inner()
+        .map_err(|e| e.to_string())?
+        .sync_all()
+        .map_err(|e| e.to_string())
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
@@ -925,17 +958,31 @@ impl Bench {
 
     fn throughput(&mut self) -> Result<(), String> {
         let pair = self.both("cat", "")?;
-        let down = format!("cat {}; sleep 1", self.file.display());
         let up = "cat > /dev/null && echo done; sleep 1";
         let gib = self.bytes as f64 / (1u64 << 30) as f64;
+        // Each cipher with random data, then the first one with -C and
+        // text (compression both ways: zlib@openssh.com).
+        let mut cases: Vec<(String, Vec<&str>, PathBuf)> = Vec::new();
         for (label, cipher, mac) in CIPHERS {
             if !self.o.ciphers.is_empty() && !self.o.ciphers.iter().any(|c| c == cipher) {
                 continue;
             }
-            let mut extra = vec!["-c", cipher];
+            let mut extra = vec!["-c", *cipher];
             if let Some(m) = mac {
                 extra.extend(["-m", m]);
             }
+            if cases.is_empty() {
+                let mut compressed = extra.clone();
+                compressed.push("-C");
+                cases.push((format!("{label}, -C, text"), compressed, self.text.clone()));
+            }
+            cases.insert(
+                cases.len() - 1,
+                (label.to_string(), extra, self.file.clone()),
+            );
+        }
+        for (label, extra, file) in cases {
+            let down = format!("cat {}; sleep 1", file.display());
             for dir in self.o.dirs.clone() {
                 let mut res: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
                 for rep in 0..self.o.reps {
@@ -946,7 +993,7 @@ impl Bench {
                             download(srv, cmd, self.bytes)
                         } else {
                             cmd.arg(up);
-                            upload(srv, cmd, &self.file, self.bytes)
+                            upload(srv, cmd, &file, self.bytes)
                         }
                         .map_err(|e| format!("{} {label} {dir}: {e}", c.kind.name()))?;
                         say!(

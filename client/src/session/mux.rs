@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
-use ressh_proto::msg::ChannelKind;
+use ressh_proto::msg::{ChannelKind, ChannelReq};
 use ressh_proto::wire::{Put, Reader};
 
 use super::channels::Chan;
@@ -687,8 +687,18 @@ impl Session {
                 .filter(u8::is_ascii);
             self.chans.set_mux_pty(id, esc);
         }
-        // A mux client's session forwards neither X11 nor the agent.
-        self.send_session_requests(id, pty, Vec::new(), env, command, req.subsystem);
+        // X11 and the agent when the client wants them and our own
+        // ForwardX11 (with our $DISPLAY) and ForwardAgent allow them, as
+        // mux.c's mux_session_confirm.
+        let mut forwarding = Vec::new();
+        if req.want_x11 {
+            forwarding.extend(self.x11_request());
+        }
+        if req.want_agent && self.cfg.forward_agent.is_some() {
+            crate::debug1!("Requesting authentication agent forwarding.");
+            forwarding.push(ChannelReq::AuthAgentReq);
+        }
+        self.send_session_requests(id, pty, forwarding, env, command, req.subsystem);
     }
 
     /// The server refused the session channel of client `t`.

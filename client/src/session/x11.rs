@@ -32,6 +32,24 @@ pub(super) struct X11Fwd {
     refuse_after: Option<Instant>,
 }
 
+impl X11Fwd {
+    /// The x11-req of a session: the fake cookie, the display's screen.
+    fn request(&self) -> ChannelReq {
+        let screen = self
+            .display
+            .rsplit_once(':')
+            .and_then(|(_, r)| r.split_once('.'))
+            .and_then(|(_, s)| s.parse().ok())
+            .unwrap_or(0);
+        ChannelReq::X11Req {
+            single_connection: false,
+            auth_protocol: self.proto.clone(),
+            auth_cookie: hex(&self.fake),
+            screen,
+        }
+    }
+}
+
 /// The first packet of an X connection, held until it is complete and its
 /// cookie checked.
 pub(super) struct X11Gate {
@@ -192,6 +210,12 @@ impl Session {
             crate::debug1!("X11 forwarding requested but DISPLAY not set");
             return None;
         };
+        // As ssh: one display, one cookie and one fake for the connection,
+        // however many sessions (a mux client's too) forward it.
+        if let Some(x) = &self.x11 {
+            crate::debug1!("Requesting X11 forwarding with authentication spoofing.");
+            return Some(x.request());
+        }
         // xauth knows a localhost display by its unix: name.
         let xdisplay = match display.strip_prefix("localhost:") {
             Some(rest) => format!("unix:{rest}"),
@@ -223,19 +247,8 @@ impl Session {
         };
         let mut fake = vec![0u8; real.len()];
         openssl::rand::rand_bytes(&mut fake).ok()?;
-        let screen = display
-            .rsplit_once(':')
-            .and_then(|(_, r)| r.split_once('.'))
-            .and_then(|(_, s)| s.parse().ok())
-            .unwrap_or(0);
         crate::debug1!("Requesting X11 forwarding with authentication spoofing.");
-        let req = ChannelReq::X11Req {
-            single_connection: false,
-            auth_protocol: proto.clone(),
-            auth_cookie: hex(&fake),
-            screen,
-        };
-        self.x11 = Some(X11Fwd {
+        let x = self.x11.insert(X11Fwd {
             display,
             proto,
             real,
@@ -245,7 +258,7 @@ impl Session {
                 _ => None,
             },
         });
-        Some(req)
+        Some(x.request())
     }
 
     /// The server opened an x11 channel.

@@ -94,6 +94,7 @@ pub(crate) enum Imp {
     PrintMotd,
     PrintLastLog,
     TcpKeepAlive,
+    Compression,
     Include,
     Match,
 }
@@ -281,6 +282,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("printlastlog", Imp::PrintLastLog, G),
     imp("tcpkeepalive", Imp::TcpKeepAlive, G),
     imp("keepalive", Imp::TcpKeepAlive, G),
+    imp("compression", Imp::Compression, G),
     imp("include", Imp::Include, M),
     imp("match", Imp::Match, M),
     // resshd's own.
@@ -306,12 +308,6 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("x11displayoffset", Imp::X11DisplayOffset, M),
     imp("x11uselocalhost", Imp::X11UseLocalhost, M),
     imp("xauthlocation", Imp::XAuthLocation, G),
-    ign(
-        "compression",
-        Check::OneOf(&["yes", "delayed", "no"]),
-        G,
-        "resshd never compresses",
-    ),
     ign("ipqos", Check::Some, M, "resshd does not set IP QoS"),
     ign("modulifile", Check::One, G, "resshd has no Diffie-Hellman group exchange"),
     ign("permituserrc", Check::Flag, M, "resshd never runs ~/.ssh/rc"),

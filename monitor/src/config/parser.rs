@@ -913,6 +913,11 @@ impl Parser {
             Imp::PrintMotd => Value::PrintMotd(parse_flag(a.one()?)?),
             Imp::PrintLastLog => Value::PrintLastLog(parse_flag(a.one()?)?),
             Imp::TcpKeepAlive => Value::TcpKeepAlive(parse_flag(a.one()?)?),
+            // As sshd: delayed is yes (compression after authentication).
+            Imp::Compression => Value::Compression(match a.one()? {
+                v if v.eq_ignore_ascii_case("delayed") => true,
+                v => parse_flag(v)?,
+            }),
             Imp::Include | Imp::Match => return Ok(None),
         };
         Ok(Some(v))

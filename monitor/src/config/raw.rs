@@ -115,6 +115,7 @@ pub(crate) enum Value {
     PrintMotd(bool),
     PrintLastLog(bool),
     TcpKeepAlive(bool),
+    Compression(bool),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -152,6 +153,7 @@ pub(crate) struct Raw {
     print_motd: Option<bool>,
     print_last_log: Option<bool>,
     tcp_keep_alive: Option<bool>,
+    compression: Option<bool>,
 
     permit_root_login: Option<PermitRootLogin>,
     log_level: Option<LogLevel>,
@@ -352,6 +354,7 @@ impl Raw {
             Value::PrintMotd(x) => first(&mut self.print_motd, x),
             Value::PrintLastLog(x) => first(&mut self.print_last_log, x),
             Value::TcpKeepAlive(x) => first(&mut self.tcp_keep_alive, x),
+            Value::Compression(x) => first(&mut self.compression, x),
         }
     }
 
@@ -562,6 +565,7 @@ impl Raw {
             print_motd: self.print_motd.unwrap_or(true),
             print_last_log: self.print_last_log.unwrap_or(true),
             tcp_keep_alive: self.tcp_keep_alive.unwrap_or(true),
+            compression: self.compression.unwrap_or(true),
 
             permit_root_login: self
                 .permit_root_login

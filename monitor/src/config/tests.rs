@@ -960,7 +960,6 @@ fn unknown_refused_deprecated() {
         "PermitTunnel no",
         "UseDNS no",
         "PermitUserRC no",
-        "Compression delayed",
         "GSSAPIAuthentication no",
         "IPQoS lowdelay throughput",
         "FingerprintHash md5",
@@ -1717,6 +1716,32 @@ fn pam_motd_lastlog() {
     );
     parse_err("UsePAM maybe");
     parse_err("Match User x\nPrintMotd no");
+}
+
+#[test]
+fn compression_global_default_yes_as_sshd() {
+    assert!(parse("Port 22").global().compression);
+    for (text, want) in [
+        ("Compression no", false),
+        ("Compression delayed", true),
+        ("Compression yes", true),
+    ] {
+        let c = parse(text);
+        assert!(c.warnings().is_empty(), "{text}: {:?}", c.warnings());
+        let s = c.global();
+        assert_eq!(s.compression, want, "{text}");
+        let line = format!("compression {}\n", if want { "yes" } else { "no" });
+        assert!(s.dump().contains(&line), "{text}");
+        let offered = crate::policy::proto_config(&s).compression;
+        let expect: &[&str] = if want {
+            &["none", "zlib@openssh.com"]
+        } else {
+            &["none"]
+        };
+        assert_eq!(offered, expect, "{text}");
+    }
+    parse_err("Compression fast");
+    parse_err("Match User x\nCompression no");
 }
 
 #[test]

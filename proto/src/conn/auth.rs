@@ -351,6 +351,9 @@ impl Connection {
                     received: 0,
                 };
                 self.events.push_back(Event::AuthSuccess);
+                // Delayed compression starts with the next packet, both ways.
+                self.writer.zlib.authenticated();
+                self.reader.zlib.authenticated();
                 self.activate_resilience()
             }
             (num::USERAUTH_FAILURE, _) => {

@@ -190,7 +190,6 @@ impl Connection {
         };
         let mut cookie = [0u8; 16];
         openssl::rand::rand_bytes(&mut cookie)?;
-        let none = vec!["none".to_string()];
         Ok(msg::KexInit {
             cookie,
             kex: kex_names,
@@ -199,8 +198,8 @@ impl Connection {
             cipher_s2c: self.config.ciphers.clone(),
             mac_c2s: self.config.macs.clone(),
             mac_s2c: self.config.macs.clone(),
-            comp_c2s: none.clone(),
-            comp_s2c: none,
+            comp_c2s: self.config.compression.clone(),
+            comp_s2c: self.config.compression.clone(),
             lang_c2s: Vec::new(),
             lang_s2c: Vec::new(),
             first_kex_follows: false,
@@ -639,12 +638,13 @@ impl Connection {
             }
             .encode_as(reply_num),
         )?;
+        let n = agreed.negotiated.clone();
         self.kex = Some(KexRun {
             first,
             local_init,
             phase: Phase::NewKeysSent { agreed, recv: c2s },
         });
-        self.send_newkeys(first, &s2c)
+        self.send_newkeys(first, &s2c, &n)
     }
 
     /// Client: the server's reply, verified. A rekey with the known host key
@@ -722,7 +722,7 @@ impl Connection {
                 return Err(Error::HostKeyRejected);
             }
             self.session_id.get_or_insert(h);
-            self.send_newkeys(first, &c2s)?;
+            self.send_newkeys(first, &c2s, n)?;
             return Ok(Phase::NewKeysSent { agreed, recv: s2c });
         }
         self.session_id = Some(sid);
@@ -780,18 +780,20 @@ impl Connection {
             ..
         } = *u;
         self.host_key = Some(host_key);
+        let n = agreed.negotiated.clone();
         self.kex = Some(KexRun {
             first,
             local_init,
             phase: Phase::NewKeysSent { agreed, recv },
         });
-        self.send_newkeys(first, &send)?;
+        self.send_newkeys(first, &send, &n)?;
         self.process(now)
     }
 
-    fn send_newkeys(&mut self, first: bool, send: &KeyMaterial) -> Result<()> {
+    fn send_newkeys(&mut self, first: bool, send: &KeyMaterial, n: &Negotiated) -> Result<()> {
         self.write_now(&[num::NEWKEYS])?;
-        self.writer.set_key(send)?;
+        let client = self.role == Role::Client;
+        self.writer.set_key(send, n.zlib(client, true))?;
         if self.strict_kex {
             self.writer.seq = 0;
         }
@@ -828,7 +830,9 @@ impl Connection {
                 return Err(Error::Protocol("NEWKEYS before key exchange reply"));
             }
         };
-        self.reader.set_key(&recv)?;
+        let client = self.role == Role::Client;
+        self.reader
+            .set_key(&recv, agreed.negotiated.zlib(client, false))?;
         if self.strict_kex {
             self.reader.seq = 0;
         }

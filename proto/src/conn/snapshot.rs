@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use crate::keys::PublicKey;
 use crate::resilience::{self, is_resilient};
 use crate::transport::{PacketReader, PacketWriter};
+use crate::zlib;
 
 /// Format version of exported state.
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -39,36 +40,40 @@ struct Snapshot {
     resilience: Option<resilience::State>,
 }
 
-/// One direction of the transport: its keys and counters.
+/// One direction of the transport: its keys, compression and counters.
 #[derive(Serialize, Deserialize)]
 struct Direction {
     keys: KeyMaterial,
+    zlib: zlib::Exported,
     seq: u32,
     bytes: u64,
     packets: u64,
 }
 
 impl Direction {
-    fn of_writer(w: &PacketWriter) -> Self {
-        Direction {
+    fn of_writer(w: &PacketWriter) -> Result<Self> {
+        Ok(Direction {
             keys: w.export(),
+            zlib: w.zlib.export()?,
             seq: w.seq,
             bytes: w.bytes,
             packets: w.packets,
-        }
+        })
     }
 
-    fn of_reader(r: &PacketReader) -> Self {
-        Direction {
+    fn of_reader(r: &PacketReader) -> Result<Self> {
+        Ok(Direction {
             keys: r.export(),
+            zlib: r.zlib.export()?,
             seq: r.seq,
             bytes: r.bytes,
             packets: r.packets,
-        }
+        })
     }
 
     fn writer(&self) -> Result<PacketWriter> {
         let mut w = PacketWriter::new(&self.keys, self.seq)?;
+        w.zlib = zlib::Delayed::import(self.zlib.clone())?;
         w.bytes = self.bytes;
         w.packets = self.packets;
         Ok(w)
@@ -76,6 +81,7 @@ impl Direction {
 
     fn reader(&self) -> Result<PacketReader> {
         let mut r = PacketReader::new(&self.keys, self.seq)?;
+        r.zlib = zlib::Delayed::import(self.zlib.clone())?;
         r.bytes = self.bytes;
         r.packets = self.packets;
         Ok(r)
@@ -105,8 +111,8 @@ impl Connection {
             local_version: self.local_version.clone(),
             peer_version: self.peer_version.clone().unwrap_or_default(),
             io: self.io.save()?,
-            writer: Direction::of_writer(&self.writer),
-            reader: Direction::of_reader(&self.reader),
+            writer: Direction::of_writer(&self.writer)?,
+            reader: Direction::of_reader(&self.reader)?,
             session_id,
             host_key: self.host_key.clone(),
             strict_kex: self.strict_kex,

@@ -283,6 +283,18 @@ pub struct Negotiated {
     pub cipher_s2c: String,
     pub mac_c2s: String,
     pub mac_s2c: String,
+    /// `none` or `zlib@openssh.com` ([`crate::zlib`]).
+    pub comp_c2s: String,
+    pub comp_s2c: String,
+}
+
+impl Negotiated {
+    /// Whether `zlib@openssh.com` was agreed on for what a party in `role`
+    /// sends (`sending`) or receives.
+    pub fn zlib(&self, client: bool, sending: bool) -> bool {
+        let c2s = client == sending;
+        crate::zlib::agreed(if c2s { &self.comp_c2s } else { &self.comp_s2c })
+    }
 }
 
 fn first_match(client: &[String], server: &[String], what: &'static str) -> Result<String> {
@@ -314,11 +326,18 @@ pub fn negotiate(client: &KexInit, server: &KexInit) -> Result<Negotiated> {
     };
     let mac_c2s = mac_for(&cipher_c2s, &client.mac_c2s, &server.mac_c2s)?;
     let mac_s2c = mac_for(&cipher_s2c, &client.mac_s2c, &server.mac_s2c)?;
-    let none = vec!["none".to_string()];
-    first_match(&client.comp_c2s, &none, "compression")?;
-    first_match(&client.comp_s2c, &none, "compression")?;
-    first_match(&server.comp_c2s, &none, "compression")?;
-    first_match(&server.comp_s2c, &none, "compression")?;
+    // Only what this engine implements can be agreed on, whatever both
+    // lists hold (`zlib`, compression from the start, is not: OpenSSH
+    // dropped it too).
+    let comp = |cl: &[String], sv: &[String]| -> Result<String> {
+        let name = first_match(cl, sv, "compression")?;
+        match name.as_str() {
+            "none" | crate::zlib::NAME => Ok(name),
+            _ => Err(Error::UnknownAlgorithm(name)),
+        }
+    };
+    let comp_c2s = comp(&client.comp_c2s, &server.comp_c2s)?;
+    let comp_s2c = comp(&client.comp_s2c, &server.comp_s2c)?;
     Ok(Negotiated {
         kex,
         host_key,
@@ -326,6 +345,8 @@ pub fn negotiate(client: &KexInit, server: &KexInit) -> Result<Negotiated> {
         cipher_s2c,
         mac_c2s,
         mac_s2c,
+        comp_c2s,
+        comp_s2c,
     })
 }
 
