@@ -817,6 +817,8 @@ mod tests {
                     cipher_s2c: String::new(),
                     mac_c2s: String::new(),
                     mac_s2c: String::new(),
+                    comp_c2s: String::new(),
+                    comp_s2c: String::new(),
                 },
                 writer_seq: 0,
                 reader_seq: 0,
