@@ -32,6 +32,7 @@
 //! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
 //! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
 //! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
+//! | issue 22: Unix-socket forwarding (-L/-R with paths) as sshd's, its refusals, StreamLocalBind* | `streamlocal` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -84,6 +85,7 @@ mod roaming;
 mod security_keys;
 mod set_env;
 mod ssh_audit;
+mod streamlocal;
 mod suspect_kit;
 mod suspicion;
 mod transfer;

@@ -124,12 +124,6 @@ const RESSHD_FAILS: &[(&str, u32, &str)] = &[
         "user certificates through the agent (cert-authority); its forwarding part passes",
     ),
     (
-        "multiplex",
-        17,
-        "Unix-socket (streamlocal) forwards: resshd has no direct-streamlocal@openssh.com \
-         channels or streamlocal-forward@openssh.com requests (the TCP forwards pass)",
-    ),
-    (
         "cert-userkey",
         16,
         "ssh-dss and SHA-1 ssh-rsa certificates are refused by design",
