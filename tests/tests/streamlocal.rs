@@ -9,15 +9,21 @@
 //!   (the same as sshd's); a file already at the path makes `-R` fail
 //!   unless StreamLocalBindUnlink (a Match block) removes it first;
 //! - `AllowStreamLocalForwarding no` (Match), `local` (Match: `-L` only),
-//!   and a key's `restrict`: refused, on each server the same.
+//!   and a key's `restrict`: refused, on each server the same;
+//! - `ressh -R /path:host:port` (the three-namespace lab): the socket resshd
+//!   made keeps working through a cut (the connection reset, new ones
+//!   dropped until resshd's session is detached), and a connection made to
+//!   it during the cut gets its echo once ressh reconnected (the listener
+//!   lives in the session worker, which waits for the reconnect).
 
 use std::fs;
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -248,5 +254,76 @@ fn streamlocal_forwarding_refused_as_by_sshd() {
     report(
         "streamlocal",
         "AllowStreamLocalForwarding no/local and restrict: refused as by sshd",
+    );
+}
+
+#[test]
+fn a_ressh_unix_socket_remote_forward_survives_a_cut() {
+    let lab = Lab::new("slcut", "DetachTimeout 120\n");
+    // A TCP echo server in the client's namespace: the forward's target.
+    let listener = lab
+        .net
+        .enter_client(|| TcpListener::bind(("127.0.0.1", 0)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = c.try_clone().unwrap();
+                let mut w = c;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    let remote = lab.user().home.join("fwd.sock");
+    let spec = format!("{}:127.0.0.1:{port}", remote.display());
+    let mut tunnel = Client::spawn(&mut lab.ressh(&["-N", "-R", &spec, "server"]));
+    assert!(
+        echoes(&remote),
+        "no echo before the cut\n{}",
+        tunnel.describe()
+    );
+    let meta = fs::metadata(&remote).unwrap();
+    assert_eq!(meta.uid(), lab.user().uid, "the socket is not the user's");
+
+    // The cut: the connection reset (resshd's session worker detaches) and
+    // no new one let through until the test says so.
+    let since = Instant::now();
+    lab.net.drop_new_connections(true);
+    lab.net.kill_tcp(PORT);
+    tunnel.wait_err("connection lost", since, Duration::from_secs(15));
+    lab.wait_log("the session to detach", T, |l| l.contains("Detached: user"));
+    // Made during the cut: resshd's listener takes it; its channel opens
+    // once ressh is back.
+    let msg = b"during the cut\n";
+    let mut during = UnixStream::connect(&remote).expect("the socket during the cut");
+    during.write_all(msg).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.net.drop_new_connections(false);
+    during
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut back = vec![0u8; msg.len()];
+    during.read_exact(&mut back).unwrap_or_else(|e| {
+        panic!(
+            "no echo of the connection made during the cut: {e}\n{}",
+            tunnel.describe()
+        )
+    });
+    assert_eq!(back, msg);
+    assert!(
+        echoes(&remote),
+        "no echo after the cut\n{}",
+        tunnel.describe()
+    );
+    assert!(reconnects(&lab.log()) >= 1, "no reconnect:\n{}", lab.log());
+    assert!(
+        tunnel.try_status().is_none(),
+        "ressh exited\n{}",
+        tunnel.describe()
+    );
+    report(
+        "streamlocal",
+        "ressh -R /path:host:port through a cut, a connection made during it",
     );
 }
