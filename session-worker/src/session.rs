@@ -977,7 +977,7 @@ impl Session {
             );
         }
         // PermitOpen and permitopen= apply to paths too, with sshd's
-        // PORT_STREAMLOCAL as the port: only `any` lets one through.
+        // PORT_STREAMLOCAL as the port: only `any` or a `*` port matches.
         if !p.permit_open.allows(path, PORT_STREAMLOCAL) {
             log!("Received request to connect to path {shown}, but the request was denied.");
             return self.conn.reject_channel(
