@@ -1,6 +1,8 @@
 //! Port forwarding specs (-L, -R, -D, LocalForward, RemoteForward,
-//! DynamicForward) and the addresses of local listeners. Unix-socket and
-//! remote dynamic forwards are refused with a clear message.
+//! DynamicForward) and the addresses of local listeners. A remote forward
+//! may listen on a Unix-domain socket of the server (`-R /path:host:port`);
+//! other Unix-socket and remote dynamic forwards are refused with a clear
+//! message.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
@@ -14,6 +16,9 @@ pub struct Forward {
     pub port: u16,
     pub host: String,
     pub host_port: u16,
+    /// -R only: the server listens on this Unix-domain socket path
+    /// (streamlocal-forward@openssh.com) instead of `bind:port`.
+    pub listen_path: Option<String>,
 }
 
 /// Splits on ':' outside `[...]`; brackets are removed from the fields.
@@ -50,6 +55,18 @@ fn port(s: &str, allow_zero: bool, spec: &str) -> Result<u16, String> {
 /// Parses a -L (`remote` false) or -R spec.
 pub fn parse(spec: &str, remote: bool) -> Result<Forward, String> {
     let f = fields(spec)?;
+    if remote && f.len() == 3 && f[0].contains('/') {
+        if f[1].is_empty() {
+            return Err(format!("Bad forwarding specification {spec:?}"));
+        }
+        return Ok(Forward {
+            bind: None,
+            port: 0,
+            host: f[1].clone(),
+            host_port: port_or_socket(&f[2], spec)?,
+            listen_path: Some(f[0].clone()),
+        });
+    }
     let (bind, p, host, hp) = match f.len() {
         3 => (None, &f[0], &f[1], &f[2]),
         4 => (Some(f[0].clone()), &f[1], &f[2], &f[3]),
@@ -75,6 +92,7 @@ pub fn parse(spec: &str, remote: bool) -> Result<Forward, String> {
         port,
         host: host.clone(),
         host_port,
+        listen_path: None,
     })
 }
 
@@ -137,12 +155,11 @@ pub fn show_listen(bind: Option<&str>, port: u16) -> String {
 
 /// A -L or -R forward as `ssh -G` prints it: `listen [host]:port`.
 pub fn show(f: &Forward) -> String {
-    format!(
-        "{} [{}]:{}",
-        show_listen(f.bind.as_deref(), f.port),
-        f.host,
-        f.host_port
-    )
+    let listen = match &f.listen_path {
+        Some(path) => path.clone(),
+        None => show_listen(f.bind.as_deref(), f.port),
+    };
+    format!("{listen} [{}]:{}", f.host, f.host_port)
 }
 
 /// The listen address sent in a tcpip-forward request (ssh's
@@ -165,6 +182,7 @@ mod tests {
             port,
             host: host.into(),
             host_port: hp,
+            listen_path: None,
         }
     }
 
@@ -187,6 +205,12 @@ mod tests {
         assert!(parse("0:h:2", false).is_err());
         assert!(parse("8080", true).unwrap_err().contains("dynamic"));
         assert!(parse("/tmp/s:/tmp/t", false).unwrap_err().contains("Unix"));
+        assert!(parse("/tmp/s:/tmp/t", true).unwrap_err().contains("Unix"));
+        assert!(parse("/tmp/s:h:1", false).unwrap_err().contains("Unix"));
+        let unix = parse("/tmp/s:h:1", true).unwrap();
+        assert_eq!(unix.listen_path.as_deref(), Some("/tmp/s"));
+        assert_eq!((unix.host.as_str(), unix.host_port), ("h", 1));
+        assert_eq!(show(&unix), "/tmp/s [h]:1");
         assert!(parse("1:h:/tmp/s", false).unwrap_err().contains("Unix"));
         assert!(parse("a:b:c:d:e", false).is_err());
         assert!(parse("x:h:1", false).is_err());

@@ -141,6 +141,16 @@ pub struct SessionPolicy {
     pub permit_listen: Permits,
     /// GatewayPorts: remote forwards may bind non-loopback addresses.
     pub gateway_ports: bool,
+    /// AllowStreamLocalForwarding, DisableForwarding and the key's or
+    /// certificate's port forwarding permission: which Unix-domain socket
+    /// forwards (direct-streamlocal, streamlocal-forward) are granted.
+    /// direct-streamlocal paths must also pass `permit_open`, as in sshd.
+    pub stream_local: Forwarding,
+    /// StreamLocalBindMask: the umask a streamlocal-forward socket is
+    /// created under.
+    pub stream_local_bind_mask: u32,
+    /// StreamLocalBindUnlink: remove an existing file at the path first.
+    pub stream_local_bind_unlink: bool,
     /// auth-agent-req@openssh.com is granted: AllowAgentForwarding and no
     /// no-agent-forwarding (or restrict) on the key or certificate.
     pub agent_forwarding: bool,

@@ -82,6 +82,10 @@ impl HostPort {
     }
 }
 
+/// The port a Unix-domain socket path is checked with (sshd's
+/// PORT_STREAMLOCAL, -2): only a `*` port pattern matches it.
+pub const PORT_STREAMLOCAL: u32 = 0xffff_fffe;
+
 /// One list: the configuration's or the key's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Permit {

@@ -1362,15 +1362,23 @@ impl Monitor<'_> {
     fn policy(&self, a: &Accepted) -> SessionPolicy {
         let s = &a.settings;
         let o = &a.options;
-        let forwarding = match (
-            s.allows_local_tcp_forwarding() && !o.no_port_forwarding,
-            s.allows_remote_tcp_forwarding() && !o.no_port_forwarding,
+        let grant = |local: bool, remote: bool| match (
+            local && !o.no_port_forwarding,
+            remote && !o.no_port_forwarding,
         ) {
             (true, true) => Forwarding::All,
             (true, false) => Forwarding::Local,
             (false, true) => Forwarding::Remote,
             (false, false) => Forwarding::None,
         };
+        let forwarding = grant(
+            s.allows_local_tcp_forwarding(),
+            s.allows_remote_tcp_forwarding(),
+        );
+        let stream_local = grant(
+            s.allows_local_stream_local_forwarding(),
+            s.allows_remote_stream_local_forwarding(),
+        );
         SessionPolicy {
             force_command: s.force_command.clone().or_else(|| o.command.clone()),
             permit_pty: s.permit_tty && !o.no_pty,
@@ -1378,6 +1386,9 @@ impl Monitor<'_> {
             permit_open: policy::permits(&s.permit_open, &o.permitopen),
             permit_listen: policy::permits(&s.permit_listen, &o.permitlisten),
             gateway_ports: s.gateway_ports != GatewayPorts::No,
+            stream_local,
+            stream_local_bind_mask: s.stream_local_bind_mask,
+            stream_local_bind_unlink: s.stream_local_bind_unlink,
             agent_forwarding: s.allows_agent_forwarding() && !o.no_agent_forwarding,
             x11: (s.allows_x11_forwarding() && !o.no_x11_forwarding).then(|| X11Policy {
                 display_offset: s.x11_display_offset,

@@ -718,7 +718,22 @@ impl Connection {
     fn process_inner(&mut self, off: &mut usize, now: Instant) -> Result<()> {
         if self.peer_version.is_none() {
             let allow = self.role == Role::Client;
-            match scan_version(&self.io.inbuf, allow, &mut self.preamble_seen)? {
+            let scanned = scan_version(&self.io.inbuf, allow, &mut self.preamble_seen);
+            if scanned.is_err() && self.role == Role::Server {
+                // As sshd: a plain-text reason to the client before closing.
+                let b = &self.io.inbuf;
+                let why = if b.starts_with(b"SSH-")
+                    && !(b.starts_with(b"SSH-2.0-") || b.starts_with(b"SSH-1.99-"))
+                {
+                    "Protocol major versions differ."
+                } else {
+                    "Invalid SSH identification string."
+                };
+                self.io
+                    .outbuf()
+                    .extend_from_slice(format!("{why}\r\n").as_bytes());
+            }
+            match scanned? {
                 VersionScan::More => {
                     // Discard complete preamble lines so the buffer stays bounded.
                     if let Some(p) = self.io.inbuf.iter().rposition(|&b| b == b'\n') {

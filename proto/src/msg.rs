@@ -143,6 +143,15 @@ fn utf8(r: &mut Reader<'_>, what: &'static str) -> Result<String> {
         .map_err(|_| Error::Malformed(what))
 }
 
+/// A Unix-domain socket path: UTF-8 without NUL (a C string to OpenSSH).
+fn socket_path(r: &mut Reader<'_>) -> Result<String> {
+    let s = utf8(r, "socket path")?;
+    if s.contains('\0') {
+        return Err(Error::Malformed("socket path"));
+    }
+    Ok(s)
+}
+
 /// A secret UTF-8 string, copied once straight into a zeroizing buffer.
 fn secret(r: &mut Reader<'_>, what: &'static str) -> Result<Zeroizing<String>> {
     let s = r.string()?;
@@ -1035,6 +1044,11 @@ pub enum GlobalReq {
     TcpipForward { address: String, port: u32 },
     /// "cancel-tcpip-forward".
     CancelTcpipForward { address: String, port: u32 },
+    /// "streamlocal-forward@openssh.com": listen on a Unix-domain socket
+    /// (OpenSSH PROTOCOL §2.4).
+    StreamlocalForward { path: String },
+    /// "cancel-streamlocal-forward@openssh.com".
+    CancelStreamlocalForward { path: String },
     /// "no-more-sessions@openssh.com".
     NoMoreSessions,
     /// "keepalive@openssh.com".
@@ -1054,6 +1068,8 @@ impl GlobalReq {
         match self {
             GlobalReq::TcpipForward { .. } => "tcpip-forward",
             GlobalReq::CancelTcpipForward { .. } => "cancel-tcpip-forward",
+            GlobalReq::StreamlocalForward { .. } => "streamlocal-forward@openssh.com",
+            GlobalReq::CancelStreamlocalForward { .. } => "cancel-streamlocal-forward@openssh.com",
             GlobalReq::NoMoreSessions => "no-more-sessions@openssh.com",
             GlobalReq::Keepalive => "keepalive@openssh.com",
             GlobalReq::HostKeys(_) => "hostkeys-00@openssh.com",
@@ -1093,6 +1109,8 @@ impl GlobalRequest {
                 b.put_str(address);
                 b.put_u32(*port);
             }
+            GlobalReq::StreamlocalForward { path }
+            | GlobalReq::CancelStreamlocalForward { path } => b.put_str(path),
             GlobalReq::NoMoreSessions | GlobalReq::Keepalive => {}
             GlobalReq::HostKeys(keys) | GlobalReq::HostKeysProve(keys) => {
                 for k in keys {
@@ -1116,6 +1134,12 @@ impl GlobalRequest {
             "cancel-tcpip-forward" => GlobalReq::CancelTcpipForward {
                 address: ascii(&mut r, "address")?,
                 port: r.u32()?,
+            },
+            "streamlocal-forward@openssh.com" => GlobalReq::StreamlocalForward {
+                path: socket_path(&mut r)?,
+            },
+            "cancel-streamlocal-forward@openssh.com" => GlobalReq::CancelStreamlocalForward {
+                path: socket_path(&mut r)?,
             },
             "no-more-sessions@openssh.com" => GlobalReq::NoMoreSessions,
             "keepalive@openssh.com" => GlobalReq::Keepalive,
@@ -1194,6 +1218,18 @@ pub enum ChannelKind {
         originator: String,
         originator_port: u32,
     },
+    /// "direct-streamlocal@openssh.com": a connection to a Unix-domain
+    /// socket (OpenSSH PROTOCOL §2.4; the reserved string and port that
+    /// follow the path are kept as sent).
+    DirectStreamlocal {
+        path: String,
+        reserved: String,
+        reserved_port: u32,
+    },
+    /// "forwarded-streamlocal@openssh.com": a connection accepted on a
+    /// socket of a streamlocal-forward (the reserved string after the path
+    /// is empty as OpenSSH sends it).
+    ForwardedStreamlocal { path: String, reserved: String },
     /// "auth-agent@openssh.com": a connection to the forwarded agent
     /// (OpenSSH PROTOCOL §2.2; no type-specific data).
     AuthAgent,
@@ -1210,6 +1246,8 @@ impl ChannelKind {
             ChannelKind::DirectTcpip { .. } => "direct-tcpip",
             ChannelKind::ForwardedTcpip { .. } => "forwarded-tcpip",
             ChannelKind::X11 { .. } => "x11",
+            ChannelKind::DirectStreamlocal { .. } => "direct-streamlocal@openssh.com",
+            ChannelKind::ForwardedStreamlocal { .. } => "forwarded-streamlocal@openssh.com",
             ChannelKind::AuthAgent => "auth-agent@openssh.com",
             ChannelKind::Other { name, .. } => name,
         }
@@ -1258,6 +1296,19 @@ impl ChannelOpen {
                 b.put_str(originator);
                 b.put_u32(*originator_port);
             }
+            ChannelKind::DirectStreamlocal {
+                path,
+                reserved,
+                reserved_port,
+            } => {
+                b.put_str(path);
+                b.put_str(reserved);
+                b.put_u32(*reserved_port);
+            }
+            ChannelKind::ForwardedStreamlocal { path, reserved } => {
+                b.put_str(path);
+                b.put_str(reserved);
+            }
             ChannelKind::Other { data, .. } => b.extend_from_slice(data),
         }
         b
@@ -1286,6 +1337,15 @@ impl ChannelOpen {
             "x11" => ChannelKind::X11 {
                 originator: ascii(&mut r, "originator address")?,
                 originator_port: r.u32()?,
+            },
+            "direct-streamlocal@openssh.com" => ChannelKind::DirectStreamlocal {
+                path: socket_path(&mut r)?,
+                reserved: utf8(&mut r, "reserved")?,
+                reserved_port: r.u32()?,
+            },
+            "forwarded-streamlocal@openssh.com" => ChannelKind::ForwardedStreamlocal {
+                path: socket_path(&mut r)?,
+                reserved: utf8(&mut r, "reserved")?,
             },
             "auth-agent@openssh.com" => ChannelKind::AuthAgent,
             _ => ChannelKind::Other {
@@ -2049,8 +2109,14 @@ mod tests {
             GlobalReq::Keepalive,
             GlobalReq::HostKeys(vec![vec![1, 2], vec![]]),
             GlobalReq::HostKeysProve(vec![vec![3]]),
+            GlobalReq::StreamlocalForward {
+                path: "/tmp/s".into(),
+            },
+            GlobalReq::CancelStreamlocalForward {
+                path: "/tmp/ß".into(),
+            },
             GlobalReq::Other {
-                name: "streamlocal-forward@openssh.com".into(),
+                name: "x-example@ressh".into(),
                 data: vec![0, 0, 0, 1, b'/'],
             },
         ];
@@ -2084,8 +2150,17 @@ mod tests {
                 originator_port: 6000,
             },
             ChannelKind::AuthAgent,
+            ChannelKind::DirectStreamlocal {
+                path: "/run/x.sock".into(),
+                reserved: "".into(),
+                reserved_port: 0,
+            },
+            ChannelKind::ForwardedStreamlocal {
+                path: "/tmp/y".into(),
+                reserved: "".into(),
+            },
             ChannelKind::Other {
-                name: "direct-streamlocal@openssh.com".into(),
+                name: "x-example@ressh".into(),
                 data: vec![1, 2, 3],
             },
         ];
@@ -2790,6 +2865,15 @@ mod tests {
                 originator_port: op,
             }),
             Just(ChannelKind::AuthAgent),
+            (ascii_s(), ascii_s(), any::<u32>()).prop_map(|(path, reserved, reserved_port)| {
+                ChannelKind::DirectStreamlocal {
+                    path,
+                    reserved,
+                    reserved_port,
+                }
+            }),
+            (ascii_s(), ascii_s())
+                .prop_map(|(path, reserved)| ChannelKind::ForwardedStreamlocal { path, reserved }),
             ("x-[a-z]{1,8}", blob_s()).prop_map(|(name, data)| ChannelKind::Other { name, data }),
         ]
     }
@@ -2800,6 +2884,8 @@ mod tests {
                 .prop_map(|(address, port)| GlobalReq::TcpipForward { address, port }),
             (ascii_s(), any::<u32>())
                 .prop_map(|(address, port)| GlobalReq::CancelTcpipForward { address, port }),
+            ascii_s().prop_map(|path| GlobalReq::StreamlocalForward { path }),
+            ascii_s().prop_map(|path| GlobalReq::CancelStreamlocalForward { path }),
             Just(GlobalReq::NoMoreSessions),
             Just(GlobalReq::Keepalive),
             proptest::collection::vec(blob_s(), 0..4).prop_map(GlobalReq::HostKeys),

@@ -52,10 +52,12 @@ use ressh_proto::{Connection, Event};
 
 use crate::channels::relay::Relay;
 use crate::channels::session::{ExitKind, SessionChan};
+use crate::channels::streamlocal::{self, UnixForward};
 use crate::channels::tcpip::{quick_resolve, Listener, Status, TcpChan};
 use crate::channels::{Ctx, Info, Target, OUT_HIGH};
 use crate::signer::Signer;
 use crate::Error;
+use ressh_ipc::permit::PORT_STREAMLOCAL;
 
 use resume::{Detached, Monitor, Pending};
 
@@ -159,6 +161,8 @@ pub struct Session {
     ctx: Ctx,
     chans: HashMap<u32, Chan>,
     listeners: HashMap<u64, Listener>,
+    /// streamlocal-forward listeners (ids from `next_listener` too).
+    unix_forwards: HashMap<u64, UnixForward>,
     next_listener: u64,
     /// Relays of closed channels still writing what the client sent.
     lingering: HashMap<u64, Relay>,
@@ -262,6 +266,7 @@ impl Session {
             ctx: Ctx::new(registry, info, FIRST_TOKEN),
             chans: HashMap::new(),
             listeners: HashMap::new(),
+            unix_forwards: HashMap::new(),
             next_listener: 0,
             lingering: HashMap::new(),
             next_linger: 0,
@@ -414,6 +419,15 @@ impl Session {
                     if let Some(l) = self.listeners.get_mut(&lid) {
                         for c in l.accept(&mut self.conn, &mut self.ctx) {
                             self.idle.typed(c.id(), "forwarded-tcpip", Instant::now());
+                            self.chans.insert(c.id(), Chan::Tcp(c));
+                        }
+                    }
+                }
+                Some(Target::StreamLocal(lid)) => {
+                    if let Some(l) = self.unix_forwards.get_mut(&lid) {
+                        for c in l.accept(&mut self.conn, &mut self.ctx) {
+                            let kind = "forwarded-streamlocal@openssh.com";
+                            self.idle.typed(c.id(), kind, Instant::now());
                             self.chans.insert(c.id(), Chan::Tcp(c));
                         }
                     }
@@ -716,6 +730,9 @@ impl Session {
                 l.close(&mut self.ctx);
             }
         }
+        for (_, u) in std::mem::take(&mut self.unix_forwards) {
+            u.close(&mut self.ctx);
+        }
     }
 
     // ----- protocol events -------------------------------------------------
@@ -845,6 +862,7 @@ impl Session {
                 originator,
                 originator_port,
             } => self.direct_tcpip(id, &host, port, &originator, originator_port),
+            ChannelKind::DirectStreamlocal { path, .. } => self.direct_streamlocal(id, &path),
             other => {
                 log!(
                     "refused a channel of unknown type {}",
@@ -946,6 +964,53 @@ impl Session {
         Ok(())
     }
 
+    fn direct_streamlocal(&mut self, id: u32, path: &str) -> ressh_proto::Result<()> {
+        use ressh_ipc::msg::Forwarding;
+        let p = &self.ctx.info.policy;
+        let shown = printable(path.as_bytes());
+        if !matches!(p.stream_local, Forwarding::All | Forwarding::Local) {
+            log!("refused streamlocal port forward: target {shown}");
+            return self.conn.reject_channel(
+                id,
+                open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "streamlocal forwarding is disabled",
+            );
+        }
+        // PermitOpen and permitopen= apply to paths too, with sshd's
+        // PORT_STREAMLOCAL as the port: only `any` or a `*` port matches.
+        if !p.permit_open.allows(path, PORT_STREAMLOCAL) {
+            log!("Received request to connect to path {shown}, but the request was denied.");
+            return self.conn.reject_channel(
+                id,
+                open_failure::ADMINISTRATIVELY_PROHIBITED,
+                "administratively prohibited: open failed",
+            );
+        }
+        let fd = match streamlocal::connect_to(path) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log!("connect to path {shown} failed: {e}");
+                return self
+                    .conn
+                    .reject_channel(id, open_failure::CONNECT_FAILED, &e.to_string());
+            }
+        };
+        let kind = "direct-streamlocal@openssh.com";
+        match TcpChan::connected(id, &mut self.ctx, fd, kind, format!("path {shown}")) {
+            Ok(chan) => {
+                log!("{kind} to {shown} connected");
+                self.conn.accept_channel(id)?;
+                self.chans.insert(id, Chan::Tcp(chan));
+                Ok(())
+            }
+            Err(e) => {
+                log!("cannot watch a forwarded connection: {e}");
+                self.conn
+                    .reject_channel(id, open_failure::RESOURCE_SHORTAGE, "resource shortage")
+            }
+        }
+    }
+
     fn resolutions(&mut self) {
         while let Ok((id, addrs)) = self.resolved_rx.try_recv() {
             if let Some(Chan::Tcp(t)) = self.chans.get_mut(&id) {
@@ -999,6 +1064,25 @@ impl Session {
                             "remote forward on {} port {} cancelled",
                             printable(address.as_bytes()),
                             l.bound
+                        );
+                        (true, Vec::new())
+                    }
+                    None => (false, Vec::new()),
+                }
+            }
+            GlobalReq::StreamlocalForward { path } => (self.streamlocal_forward(&path), Vec::new()),
+            GlobalReq::CancelStreamlocalForward { path } => {
+                let found = self
+                    .unix_forwards
+                    .iter()
+                    .find(|(_, u)| u.path == path)
+                    .map(|(k, _)| *k);
+                match found.and_then(|k| self.unix_forwards.remove(&k)) {
+                    Some(u) => {
+                        u.close(&mut self.ctx);
+                        log!(
+                            "remote forward on path {} cancelled",
+                            printable(path.as_bytes())
                         );
                         (true, Vec::new())
                     }
@@ -1089,6 +1173,31 @@ impl Session {
             Err(e) => {
                 log!("remote forward on {shown} port {port} failed: {e}");
                 None
+            }
+        }
+    }
+
+    /// Listens on a Unix-domain socket for a remote forward; whether it does.
+    fn streamlocal_forward(&mut self, path: &str) -> bool {
+        use ressh_ipc::msg::Forwarding;
+        let p = &self.ctx.info.policy;
+        let shown = printable(path.as_bytes());
+        if !matches!(p.stream_local, Forwarding::All | Forwarding::Remote) {
+            log!("refused remote streamlocal forward on {shown}: forwarding is disabled");
+            return false;
+        }
+        let (mask, unlink) = (p.stream_local_bind_mask, p.stream_local_bind_unlink);
+        let id = self.next_listener;
+        self.next_listener += 1;
+        match UnixForward::bind(&mut self.ctx, id, path, mask, unlink) {
+            Ok(u) => {
+                log!("remote forward listening on path {shown}");
+                self.unix_forwards.insert(id, u);
+                true
+            }
+            Err(e) => {
+                log!("remote forward on path {shown} failed: {e}");
+                false
             }
         }
     }

@@ -34,6 +34,7 @@
 //! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
 //! | issue 17: rsync, git, sftp/scp -S, Ansible with ressh as their ssh, through cuts | `tools` |
 //! | issue 17: compression (zlib@openssh.com) both ways with stock ssh/sshd, through cuts, a zip bomb | `compression` |
+//! | issue 22: Unix-socket forwarding (-L/-R with paths) as sshd's, its refusals, StreamLocalBind* | `streamlocal` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -88,6 +89,7 @@ mod roaming;
 mod security_keys;
 mod set_env;
 mod ssh_audit;
+mod streamlocal;
 mod suspect_kit;
 mod suspicion;
 mod tools;

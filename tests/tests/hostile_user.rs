@@ -32,6 +32,14 @@
 //!   log line forging a root login. The last four end the worker and its
 //!   connection, no signature or forged line gets through, and resshd logs
 //!   why.
+//! - `a_session_worker_flooding_host_key_proofs_is_cut_off`: the taken-over
+//!   worker asks the monitor for host key proofs: of a blob that is no
+//!   host key (refused), then of the real key a thousand times; the
+//!   monitor answers as many as its bound (`gate::MAX_PROOFS`) allows, each
+//!   signature over OpenSSH's proof structure (session id and key) and
+//!   never over the bytes the worker chose, then ends the worker. Proofs of
+//!   17 keys at once, or of a blob over 16 KiB, end it at once, unanswered.
+//!   After each, another user's stock ssh login works.
 //! - `many_sessions_of_one_user_do_not_make_resshd_spin`: the listener holds
 //!   one descriptor per live session (its link to that session's monitor),
 //!   so one user's sessions can use up its RLIMIT_NOFILE. The test lowers
@@ -665,6 +673,63 @@ fn a_lying_session_worker_is_not_believed() {
     // Through all of it the victim's session went on.
     let seen = victim.client.line_count();
     victim.client.wait_lines(seen + 10, T);
+}
+
+#[test]
+fn a_session_worker_flooding_host_key_proofs_is_cut_off() {
+    use ressh_monitor::gate::MAX_PROOFS;
+    require_root();
+    let dir = TempDir::new("e2e-proofs");
+    let (server, script) = resshd_with_hostile_worker(&dir);
+    let prover = Lab::make_login(&dir, &dir.join("kh-prover"), "hp", "");
+    let other = Lab::make_login(&dir, &dir.join("kh-other"), "ho", "");
+    let another_login_works = || {
+        let started = Instant::now();
+        let out = run_timeout(
+            Command::new("ssh")
+                .args(ssh_opts(&other, server.port()))
+                .arg("echo still-here"),
+            T,
+        );
+        assert!(
+            text(&out.stdout).contains("still-here"),
+            "another login failed after {:?}: {}\n{}",
+            started.elapsed(),
+            text(&out.stderr),
+            server.log()
+        );
+    };
+
+    let (ssh, pid) = hostile_login(&server, &script, &prover, "prove flood");
+    let log = killed(&server, ssh, pid);
+    assert!(
+        said(
+            &log,
+            pid,
+            "hostile: proof 0 refused: not one of our host keys"
+        ),
+        "{log}"
+    );
+    // The refused request counts: MAX_PROOFS requests in all are answered.
+    let signed = (1..)
+        .take_while(|i| said(&log, pid, &format!("hostile: proof {i} signs the proof")))
+        .count();
+    assert_eq!(signed, MAX_PROOFS as usize - 1, "{log}");
+    assert!(!said(&log, pid, "signs something else"), "{log}");
+    assert!(
+        !said(&log, pid, &format!("hostile: proof {MAX_PROOFS} ")),
+        "{log}"
+    );
+    ended_for(&log, "more host key proofs than a client asks for");
+    another_login_works();
+
+    for how in ["many", "large"] {
+        let (ssh, pid) = hostile_login(&server, &script, &prover, &format!("prove {how}"));
+        let log = killed(&server, ssh, pid);
+        assert!(!said(&log, pid, "hostile: proof 0"), "{how}: {log}");
+        ended_for(&log, "more host key proofs than a client asks for");
+        another_login_works();
+    }
 }
 
 #[test]

@@ -117,56 +117,58 @@ const TESTS: &[&str] = &[
 /// The ratchet: tests that pass with sshd and fail with resshd today, as
 /// `(test, issue that will fix it, what fails)`. A test that fails with resshd and
 /// is not here fails this test; so does one that is here and passes.
-const RESSHD_FAILS: &[(&str, u32, &str)] = &[
-    (
-        "agent",
-        16,
-        "user certificates through the agent (cert-authority); its forwarding part passes",
-    ),
-    (
-        "multiplex",
-        17,
-        "Unix-socket (streamlocal) forwards: resshd has no direct-streamlocal@openssh.com \
-         channels or streamlocal-forward@openssh.com requests (the TCP forwards pass)",
-    ),
-    (
-        "cert-userkey",
-        16,
-        "ssh-dss and SHA-1 ssh-rsa certificates are refused by design",
-    ),
-    (
-        "hostkey-agent",
-        22,
-        "`HostKeyAlgorithms ssh-rsa`: SHA-1 RSA host key signatures, which resshd refuses \
-         (resshd_config(5)); every other type (FIDO and DSA aside) passes from the agent",
-    ),
-];
+const RESSHD_FAILS: &[(&str, u32, &str)] = &[];
 
 /// Tests that fail with resshd only because they try algorithms resshd
-/// refuses ([`REFUSED`]), as `(test, what it tries)`. Each runs a second time
-/// with resshd, an `ssh` whose `-Q` lists leave those out (the suite asks
-/// `ssh -Q` what to try) and a copy of the test without the lines that name
-/// one, and must pass then; it must still fail as it is.
-const REFUSED_ONLY: &[(&str, &str)] = &[
-    ("try-ciphers", "every cipher with every MAC"),
-    ("integrity", "MAC corruption with every MAC"),
-    ("dhgex", "group exchange with 3des-cbc first"),
+/// refuses ([`REFUSED`], [`REFUSED_SIGNATURES`]), as `(test, what it tries,
+/// whether RSA keys go too)`. Each runs a second time with resshd, an `ssh`
+/// (as `TEST_SSH_SSH` and first on PATH: some tests run plain `ssh -Q`)
+/// whose `-Q` lists leave those out (the suite asks `ssh -Q` what to try) and
+/// a copy of the test without the lines that name one, and must pass then;
+/// it must still fail as it is. The suite names RSA keys `ssh-rsa`, which is
+/// also the SHA-1 signature resshd refuses: a test that takes that name as an
+/// algorithm (`HostKeyAlgorithms ssh-rsa`, `PubkeyAcceptedAlgorithms
+/// ssh-rsa*`) runs again without RSA keys and their certificates.
+const REFUSED_ONLY: &[(&str, &str, bool)] = &[
+    (
+        "agent",
+        "a DSA user key from the agent (PubkeyAcceptedAlgorithms +ssh-dss)",
+        false,
+    ),
+    ("try-ciphers", "every cipher with every MAC", false),
+    ("integrity", "MAC corruption with every MAC", false),
+    ("dhgex", "group exchange with 3des-cbc first", false),
     (
         "kextype",
         "every key exchange, diffie-hellman-group1-sha1 first",
+        false,
     ),
     (
         "keytype",
         "every key type as user and host key, FIDO keys second",
+        false,
     ),
-    ("hostkey-rotate", "a host key of every key type"),
+    ("hostkey-rotate", "a host key of every key type", false),
     (
         "limit-keytype",
         "PubkeyAcceptedAlgorithms of every key type, DSA alone in one step",
+        false,
     ),
     (
         "cert-hostkey",
         "host certificates of every key type (Ed25519, ECDSA and RSA ones pass)",
+        false,
+    ),
+    (
+        "cert-userkey",
+        "user certificates of every key type; DSA and SHA-1 RSA (`ssh-rsa*`) ones",
+        true,
+    ),
+    (
+        "hostkey-agent",
+        "host keys in an agent: `HostKeyAlgorithms ssh-rsa`, DSA, FIDO, \
+         ssh-rsa- and ssh-dss-cert-v01",
+        true,
     ),
 ];
 
@@ -191,6 +193,50 @@ const REFUSED: &[&str] = &[
     "ssh-dss",
 ];
 
+/// The signature algorithms resshd refuses of those Debian's OpenSSH
+/// signs with, beyond [`REFUSED`]: SHA-1 RSA (`ssh-rsa`, also the name of
+/// RSA keys, which resshd takes with rsa-sha2-256/512), the SHA-1 and DSA
+/// certificate forms and WebAuthn signatures of FIDO keys (which OpenSSH's
+/// ssh never makes), each with its reason in resshd_config(5). The test
+/// checks that this is exactly what `ssh -Q sig` and the certificate lines of
+/// `ssh -Q key-sig` list and resshd's registries lack.
+const REFUSED_SIGNATURES: &[&str] = &[
+    "webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+    "ssh-dss-cert-v01@openssh.com",
+    "ssh-rsa-cert-v01@openssh.com",
+];
+
+/// What a run without refused algorithms leaves out of `ssh -Q` lists:
+/// `(lists of key types, lists of signature algorithms)`. With `rsa_keys`,
+/// RSA keys too, with every certificate form.
+fn left_out(rsa_keys: bool) -> (Vec<String>, Vec<String>) {
+    use ressh_proto::keys::KeyType;
+    let mut keys: Vec<String> = REFUSED.iter().map(|a| a.to_string()).collect();
+    let mut sigs: Vec<String> = REFUSED
+        .iter()
+        .chain(REFUSED_SIGNATURES)
+        .map(|a| a.to_string())
+        .collect();
+    if rsa_keys {
+        keys.push(KeyType::Rsa.name().to_string());
+        sigs.push(KeyType::Rsa.name().to_string());
+    }
+    // A key type left out goes with its certificates (the suite lists
+    // them with `ssh -Q key-sig` and expects a key of each).
+    for t in keys.iter().filter_map(|k| KeyType::from_name(k.as_bytes())) {
+        sigs.push(ressh_proto::cert::cert_type_name(t).to_string());
+        sigs.extend(
+            ressh_proto::cert::signature_algorithms(t)
+                .into_iter()
+                .map(str::to_string),
+        );
+    }
+    sigs.sort();
+    sigs.dedup();
+    (keys, sigs)
+}
+
 /// Tests Debian's sshd fails here, as `(test, why)`; resshd is not compared on them.
 const SSHD_FAILS: &[(&str, &str)] = &[];
 
@@ -208,6 +254,9 @@ const SLOW_FIRST: &[&str] = &[
     "try-ciphers",
     "exit-status",
 ];
+
+/// The PATH the suite runs with.
+const PATH: &str = "/usr/bin:/bin:/usr/sbin:/sbin";
 
 /// Runs side by side (each a network namespace and a copy of the suite).
 const WORKERS: usize = 4;
@@ -335,8 +384,6 @@ struct Setup {
     _sudo: Sudoer,
     resshd: PathBuf,
     _default_privsep: DefaultPrivsepUser,
-    /// `ssh`, short of [`REFUSED`] in its `-Q` lists.
-    ssh_without_refused: PathBuf,
     privsep_user: TestUser,
     /// Root-owned: the privilege-separation directory and the broker sockets.
     privsep: TempDir,
@@ -362,34 +409,12 @@ impl Setup {
             fs::copy(&from, bin.join(name))
                 .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
         }
-        // ssh, whose -Q lists leave out what resshd refuses (the suite's
-        // log wrapper puts -E LOG before the arguments).
-        let filter: String = REFUSED.iter().map(|a| format!(" -e '{a}'")).collect();
-        let wrapper = bin.join("ssh-without-refused");
-        fs::write(
-            &wrapper,
-            format!(
-                r#"#!/bin/sh
-q=
-for a in "$@"; do
-	case "$q$a" in
-	-Qcipher|-Qmac|-Qkex|-Qkey-plain) ssh "$@" | grep -vxF{filter}; exit 0;;
-	esac
-	q=; [ "$a" = -Q ] && q=-Q
-done
-exec ssh "$@"
-"#
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
         let privsep_user = TestUser::create("ps");
         let privsep = TempDir::new("regress-privsep");
         fs::create_dir(privsep.join("empty")).unwrap();
         Setup {
             resshd: bin.join("resshd"),
             _default_privsep: DefaultPrivsepUser::ensure(),
-            ssh_without_refused: wrapper,
             user,
             _sudo: sudo,
             privsep_user,
@@ -430,6 +455,42 @@ impl Worker {
         self.dir.join("regress")
     }
 
+    /// A directory of this run with `ssh`: Debian's, except that its `-Q`
+    /// lists leave out `keys` (cipher, mac, kex, key-plain, key) and `sigs`
+    /// (sig, key-sig). The suite's log wrapper puts `-E LOG` before the
+    /// arguments.
+    fn without_refused_ssh(&self, keys: &[String], sigs: &[String]) -> PathBuf {
+        let bin = self.dir.join("without-refused");
+        let _ = fs::create_dir(&bin);
+        let filter =
+            |names: &[String]| -> String { names.iter().map(|a| format!(" -e '{a}'")).collect() };
+        let ssh = require_cmd("ssh");
+        let wrapper = bin.join("ssh");
+        fs::write(
+            &wrapper,
+            format!(
+                r#"#!/bin/sh
+q=
+for a in "$@"; do
+	case "$q$a" in
+	-Qcipher|-Qmac|-Qkex|-Qkey-plain|-Qkey) {ssh} "$@" | grep -vxF{keys}; exit 0;;
+	-Qsig|-Qkey-sig) {ssh} "$@" | grep -vxF{sigs}; exit 0;;
+	esac
+	q=; [ "$a" = -Q ] && q=-Q
+done
+exec {ssh} "$@"
+"#,
+                ssh = ssh.display(),
+                keys = filter(keys),
+                sigs = filter(sigs),
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
     /// Runs one test of the suite with `server`.
     fn run(&self, setup: &Setup, test: &str, server: Server) -> Run {
         let obj = self.obj();
@@ -455,19 +516,23 @@ impl Worker {
         // run-tests), under a time limit.
         // Without what resshd refuses: also a copy of the test without the
         // lines that name a refused algorithm (dhgex names 3des-cbc itself).
-        let script_name = match server {
+        let (script_name, ssh, path) = match server {
             Server::ResshdNoRefused => {
+                let rsa_keys = REFUSED_ONLY.iter().any(|(t, _, rsa)| *t == test && *rsa);
+                let (keys, sigs) = left_out(rsa_keys);
                 let text = fs::read_to_string(obj.join(format!("{test}.sh"))).unwrap();
                 let kept: String = text
                     .lines()
-                    .filter(|l| !l.split_whitespace().any(|w| REFUSED.contains(&w)))
+                    .filter(|l| !l.split_whitespace().any(|w| sigs.iter().any(|a| a == w)))
                     .map(|l| format!("{l}\n"))
                     .collect();
                 let name = format!("{test}-without-refused");
                 fs::write(obj.join(format!("{name}.sh")), kept).unwrap();
-                name
+                let bin = self.without_refused_ssh(&keys, &sigs);
+                let path = format!("{}:{PATH}", bin.display());
+                (name, bin.join("ssh"), path)
             }
-            _ => test.to_string(),
+            _ => (test.to_string(), PathBuf::from("ssh"), PATH.to_string()),
         };
         let script = format!(
             "exec timeout -k 10 {} sh \"$1/test-exec.sh\" \"$1\" \"$1/$2.sh\" </dev/zero",
@@ -479,19 +544,13 @@ impl Worker {
             .arg(&script_name)
             .current_dir(&obj)
             .env_clear()
-            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("PATH", path)
             .env("HOME", &setup.user.home)
             .env("SUDO", "sudo")
             .env("TEST_SHELL", "sh")
             .env("OBJ", &obj)
             .env("BUILDDIR", &obj)
-            .env(
-                "TEST_SSH_SSH",
-                match server {
-                    Server::ResshdNoRefused => setup.ssh_without_refused.as_os_str(),
-                    _ => "ssh".as_ref(),
-                },
-            )
+            .env("TEST_SSH_SSH", ssh)
             .env("TEST_SSH_SSHD", &sshd)
             .env("TEST_SSH_SSHD_CONFOPTS", confopts)
             .env("TEST_SSH_SSHAGENT", self.dir.join("ssh-agent"))
@@ -616,7 +675,7 @@ fn run_all(setup: &Setup, tests: &[&'static str]) -> BTreeMap<(&'static str, Ser
         .iter()
         .flat_map(|t| {
             let mut v = vec![(*t, Server::Sshd), (*t, Server::Resshd)];
-            if REFUSED_ONLY.iter().any(|(r, _)| r == t) {
+            if REFUSED_ONLY.iter().any(|(r, _, _)| r == t) {
                 v.push((*t, Server::ResshdNoRefused));
             }
             v
@@ -663,7 +722,7 @@ fn openssh_regress_suite() {
     );
     // The lists name tests of the list, once each.
     let mut listed: Vec<&str> = RESSHD_FAILS.iter().map(|(t, _, _)| *t).collect();
-    listed.extend(REFUSED_ONLY.iter().map(|(t, _)| *t));
+    listed.extend(REFUSED_ONLY.iter().map(|(t, _, _)| *t));
     listed.extend(SSHD_FAILS.iter().map(|(t, _)| *t));
     for list in [&listed, &SLOW_FIRST.to_vec()] {
         for (i, t) in list.iter().enumerate() {
@@ -708,6 +767,30 @@ fn openssh_regress_suite() {
         lacking, REFUSED,
         "REFUSED must be what ssh -Q lists and resshd lacks"
     );
+    // REFUSED_SIGNATURES: the signature algorithms (plain, and the
+    // certificate lines of key-sig) resshd lacks beyond those.
+    let mut lacking = Vec::new();
+    for (q, ours) in [
+        (
+            "sig",
+            ressh_proto::keys::KeyType::user_signature_algorithms(),
+        ),
+        ("key-sig", ressh_proto::cert::all_signature_algorithms()),
+    ] {
+        let out = run_ok(Command::new("ssh").args(["-Q", q]));
+        let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+        lacking.extend(
+            theirs
+                .lines()
+                .filter(|a| q == "sig" || a.contains("-cert-v01@"))
+                .filter(|a| !ours.contains(a) && !REFUSED.contains(a))
+                .map(str::to_string),
+        );
+    }
+    assert_eq!(
+        lacking, REFUSED_SIGNATURES,
+        "REFUSED_SIGNATURES must be what ssh -Q sig/key-sig list and resshd lacks"
+    );
 
     let tests = selected();
     let setup = Setup::new();
@@ -747,7 +830,7 @@ fn openssh_regress_suite() {
             (false, Some(_)) => continue,
             (true, None) => {}
         }
-        if let Some((_, what)) = REFUSED_ONLY.iter().find(|(t, _)| t == test) {
+        if let Some((_, what, _)) = REFUSED_ONLY.iter().find(|(t, _, _)| t == test) {
             let without = &results[&(*test, Server::ResshdNoRefused)];
             writeln!(
                 table,

@@ -112,7 +112,8 @@ impl Forwards {
     /// The -R forward the server opens a connection for: the one bound to
     /// `port` on `address`, else the one bound to `port`.
     fn remote_for(&self, address: &str, port: u32) -> Option<usize> {
-        let bound = |r: &&RemoteFwd| r.bound == Some(port) && !r.cancelled;
+        let bound =
+            |r: &&RemoteFwd| r.bound == Some(port) && !r.cancelled && r.fwd.listen_path.is_none();
         let i = self
             .rfwds
             .iter()
@@ -128,6 +129,21 @@ impl Session {
         }
         if matches!(kind, ChannelKind::X11 { .. }) {
             return self.on_x11_open(id);
+        }
+        if let ChannelKind::ForwardedStreamlocal { path, .. } = &kind {
+            let found = self.fwd.rfwds.iter().position(|r| {
+                !r.cancelled && r.bound.is_some() && r.fwd.listen_path.as_ref() == Some(path)
+            });
+            let Some(idx) = found else {
+                crate::info!("WARNING: server requests forwarding for unknown path {path}");
+                self.refuse_open(
+                    id,
+                    msg::open_failure::ADMINISTRATIVELY_PROHIBITED,
+                    "unknown path",
+                );
+                return;
+            };
+            return self.connect_remote_target(id, idx);
         }
         let ChannelKind::ForwardedTcpip {
             address,
@@ -153,13 +169,20 @@ impl Session {
             );
             return;
         };
-        let f = self.fwd.rfwds[idx].fwd.clone();
+        let f = &self.fwd.rfwds[idx].fwd;
         crate::debug1!(
             "client_request_forwarded_tcpip: listen {address} port {port}, originator \
              {originator} port {originator_port} -> {}:{}",
             f.host,
             f.host_port
         );
+        self.connect_remote_target(id, idx);
+    }
+
+    /// Starts connecting the channel `id` the server opened for the -R
+    /// forward `idx` to that forward's local target.
+    fn connect_remote_target(&mut self, id: u32, idx: usize) {
+        let f = self.fwd.rfwds[idx].fwd.clone();
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(f.host.as_str(), f.host_port))
             .ok()
             .and_then(|mut a| a.next());
@@ -521,9 +544,12 @@ impl Session {
         f: Forward,
         origin: Option<(Token, u32)>,
     ) -> Result<(), String> {
-        let req = GlobalReq::TcpipForward {
-            address: forward::remote_bind(&f),
-            port: f.port as u32,
+        let req = match &f.listen_path {
+            Some(path) => GlobalReq::StreamlocalForward { path: path.clone() },
+            None => GlobalReq::TcpipForward {
+                address: forward::remote_bind(&f),
+                port: f.port as u32,
+            },
         };
         self.conn
             .global_request(req, true)
@@ -551,9 +577,12 @@ impl Session {
             return false;
         };
         r.cancelled = true;
-        let req = GlobalReq::CancelTcpipForward {
-            address: forward::remote_bind(f),
-            port: r.bound.unwrap_or(f.port as u32),
+        let req = match &f.listen_path {
+            Some(path) => GlobalReq::CancelStreamlocalForward { path: path.clone() },
+            None => GlobalReq::CancelTcpipForward {
+                address: forward::remote_bind(f),
+                port: r.bound.unwrap_or(f.port as u32),
+            },
         };
         let sent = self.conn.global_request(req, false);
         self.engine("cancel-tcpip-forward", sent).is_some()
@@ -604,23 +633,33 @@ impl Session {
             return;
         }
         if success {
-            if f.port == 0 {
-                let port = msg::RequestSuccess(data.to_vec()).bound_port().unwrap_or(0);
-                self.fwd.rfwds[i].bound = Some(port);
-                crate::info!(
-                    "Allocated port {port} for remote forward to {}:{}",
-                    f.host,
-                    f.host_port
-                );
+            if let Some(path) = &f.listen_path {
+                self.fwd.rfwds[i].bound = Some(0);
+                crate::debug1!("remote forward success for: listen path {path}");
             } else {
-                self.fwd.rfwds[i].bound = Some(f.port as u32);
+                if f.port == 0 {
+                    let port = msg::RequestSuccess(data.to_vec()).bound_port().unwrap_or(0);
+                    self.fwd.rfwds[i].bound = Some(port);
+                    crate::info!(
+                        "Allocated port {port} for remote forward to {}:{}",
+                        f.host,
+                        f.host_port
+                    );
+                } else {
+                    self.fwd.rfwds[i].bound = Some(f.port as u32);
+                }
+                crate::debug1!("remote forward success for: listen {}", f.port);
             }
-            crate::debug1!("remote forward success for: listen {}", f.port);
         } else {
-            let m = format!(
-                "Warning: remote port forwarding failed for listen port {}",
-                f.port
-            );
+            let m = match &f.listen_path {
+                Some(path) => {
+                    format!("Warning: remote port forwarding failed for listen path {path}")
+                }
+                None => format!(
+                    "Warning: remote port forwarding failed for listen port {}",
+                    f.port
+                ),
+            };
             if self.cfg.exit_on_forward_failure {
                 self.set_quit(fatal(m));
                 return;

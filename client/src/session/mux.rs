@@ -531,6 +531,7 @@ impl Session {
                 port: lport,
                 host: f.connect_host,
                 host_port: f.connect_port as u16,
+                listen_path: None,
             };
             if !open {
                 return if self.cancel_remote(&fwd) {

@@ -239,3 +239,24 @@ fn host_certificates_are_checked_and_offered() {
         ]
     );
 }
+
+/// As sshd, a server tells a client whose identification it rejects why,
+/// in plain text, before closing (OpenSSH's regress `multiplex` reads it
+/// through a forward).
+#[test]
+fn a_rejected_identification_is_answered_in_plain_text() {
+    for (input, why) in [
+        (&b"\n"[..], &b"Invalid SSH identification string.\r\n"[..]),
+        (
+            b"GET / HTTP/1.0\r\n",
+            b"Invalid SSH identification string.\r\n",
+        ),
+        (b"SSH-1.5-HALLO\r\n", b"Protocol major versions differ.\r\n"),
+    ] {
+        let keys: Vec<PublicKey> = host().iter().map(PrivateKey::public_key).collect();
+        let mut s = Connection::server(Config::default(), keys, Instant::now()).unwrap();
+        let _ = s.take_output();
+        assert!(s.handle_input(input, Instant::now()).is_err());
+        assert_eq!(s.take_output(), why, "{:?}", String::from_utf8_lossy(input));
+    }
+}

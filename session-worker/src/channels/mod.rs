@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod relay;
 pub mod session;
+pub mod streamlocal;
 pub mod tcpip;
 pub mod x11;
 
@@ -31,6 +32,8 @@ pub enum Target {
     Chan(u32),
     /// A listening socket of the remote forward with this id.
     Listener(u64),
+    /// The listening socket of the streamlocal-forward with this id.
+    StreamLocal(u64),
     /// An fd of a closed channel still writing what the client sent.
     Linger(u64),
     /// The forwarded agent's listening socket.

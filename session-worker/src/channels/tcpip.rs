@@ -119,6 +119,20 @@ impl TcpChan {
         })
     }
 
+    /// A channel the client opened whose socket is already connected
+    /// (direct-streamlocal): open at once.
+    pub fn connected(
+        id: u32,
+        ctx: &mut Ctx,
+        fd: OwnedFd,
+        kind: &'static str,
+        desc: String,
+    ) -> io::Result<TcpChan> {
+        let mut c = TcpChan::forwarded(id, ctx, fd, kind, desc)?;
+        c.state = State::Open;
+        Ok(c)
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }

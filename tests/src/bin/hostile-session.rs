@@ -17,6 +17,12 @@
 //! <uid> sign <n>          two Signs over <n> bytes, without a KexDone between.
 //! <uid> verdict           a ReconnectVerdict nobody asked for.
 //! <uid> log <n>           a forged log line of <n> bytes.
+//! <uid> prove <how>      host key proofs (hostkeys-prove-00@openssh.com)
+//!                         asked of the monitor: `flood`, one of a blob that
+//!                         is no host key, then of the real host key again
+//!                         and again, checking what each signature covers;
+//!                         `many`, 17 blobs at once; `large`, a blob of 16 KiB
+//!                         and one byte.
 //! <uid> open <type>       serves the client's connection itself and opens a
 //!                         channel of <type> (auth-agent@openssh.com, x11)
 //!                         the client never asked for; says whether the
@@ -136,6 +142,10 @@ fn run() -> Result<(), String> {
             send(&ep, FromSession::Log(line))?;
             serve(&ep, &say, false)
         }
+        Some("prove") => {
+            prove(&ep, &start, plan.get(1).map(String::as_str), &say)?;
+            serve(&ep, &say, false)
+        }
         Some("open") => {
             let kind = match plan.get(1).map(String::as_str) {
                 Some("auth-agent@openssh.com") => ChannelKind::AuthAgent,
@@ -152,6 +162,56 @@ fn run() -> Result<(), String> {
         }
         _ => Err(format!("unknown plan {plan:?}")),
     }
+}
+
+/// Asks the monitor for host key proofs as `how` says; tells what came
+/// back: "proof N refused: ...", "proof N signs the proof" (a signature
+/// that verifies over the proof of OpenSSH's PROTOCOL §2.5, and not over
+/// the blob the worker chose) or "proof N signs something else".
+fn prove(
+    ep: &Endpoint,
+    start: &ressh_ipc::msg::SessionStart,
+    how: Option<&str>,
+    say: &dyn Fn(String) -> Result<(), String>,
+) -> Result<(), String> {
+    use ressh_proto::keys::PublicKey;
+    use ressh_proto::wire::Put;
+    let blob = start.host_keys.first().ok_or("no host key")?.clone();
+    let requests: Vec<Vec<Vec<u8>>> = match how {
+        Some("flood") => std::iter::once(vec![vec![0x41; 100]])
+            .chain(std::iter::repeat_n(vec![blob.clone()], 1000))
+            .collect(),
+        Some("many") => vec![vec![blob.clone(); 17]],
+        Some("large") => vec![vec![vec![0x41; (16 << 10) + 1]]],
+        other => return Err(format!("prove: how? {other:?}")),
+    };
+    let key = PublicKey::from_blob(&blob).map_err(|e| e.to_string())?;
+    let conn = Connection::import(&start.state, vec![key.clone()], Instant::now())
+        .map_err(|e| e.to_string())?;
+    let sid = conn.session_id().ok_or("no session id")?.to_vec();
+    let mut proof = Vec::new();
+    proof.put_str("hostkeys-prove-00@openssh.com");
+    proof.put_string(&sid);
+    proof.put_string(&blob);
+    for (i, blobs) in requests.into_iter().enumerate() {
+        send(ep, FromSession::ProveHostKeys(blobs))?;
+        match ep.recv::<ToSession>().map_err(|e| e.to_string())?.0 {
+            ToSession::HostKeyProofs(Ok(sigs)) => {
+                let proves = sigs.len() == 1
+                    && key.verify(&proof, &sigs[0]).is_ok()
+                    && key.verify(&blob, &sigs[0]).is_err();
+                let what = if proves {
+                    "signs the proof"
+                } else {
+                    "signs something else"
+                };
+                say(format!("proof {i} {what}"))?
+            }
+            ToSession::HostKeyProofs(Err(e)) => say(format!("proof {i} refused: {e}"))?,
+            _ => return Err("an answer that is no proof".into()),
+        }
+    }
+    Ok(())
 }
 
 /// Imports the connection as the real worker does, opens a channel of
