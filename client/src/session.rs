@@ -165,6 +165,7 @@ fn proto_config(cfg: &Config, known: &hostkey::Known) -> Result<ressh_proto::Con
     };
     pc.resilience = cfg.resilience;
     pc.suspect_floor = Duration::from_millis(cfg.suspect_floor_ms);
+    pc.window_max = cfg.channel_window_max;
     pc.suspect_cap = match cfg.suspect_cap_ms {
         None => Some(Duration::MAX),
         Some(0) => None,
@@ -299,6 +300,9 @@ impl Session {
             self.pump_inputs(&mut buf);
             self.flush_outputs();
             self.reap_channels();
+            if let Some(w) = self.conn.window_grown() {
+                crate::debug1!("channel receive window grew to {w} bytes");
+            }
             self.check_done();
         }
         self.finish()

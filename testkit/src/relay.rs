@@ -3,8 +3,17 @@
 //! way (a bottleneck with a queue in front of it). The kernel has no `netem` here,
 //! so the delay is made in user space: the relay reads, waits, then writes.
 //!
-//! Std only. The relay holds at most [`QUEUE_CHUNKS`] chunks of [`CHUNK`] bytes per
-//! direction; beyond that it stops reading and TCP's flow control pushes back.
+//! The relay is a TCP endpoint on each side (it terminates TCP: the kernels of the
+//! two ends see a round trip of microseconds, their TCP windows and congestion control
+//! never see the delay; what does is everything above TCP, such as SSH's channel
+//! windows). The rate is a token bucket of one chunk (the reader takes a chunk, then
+//! waits until the rate has paid for it). Per direction it holds at most what the
+//! delay keeps in flight at the full rate plus [`QUEUE`] bytes (the bottleneck's
+//! queue), in chunks of [`CHUNK`]; beyond that it stops reading and TCP's
+//! flow control pushes back.
+//!
+//! Std only: two threads per direction, one timed `sleep` per chunk (tens of
+//! microseconds of oversleep each, which is why chunks are large).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,10 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Bytes read at a time.
-const CHUNK: usize = 16 << 10;
-/// Chunks in flight inside the relay per direction.
-const QUEUE_CHUNKS: usize = 64;
+/// Bytes read at a time: a millisecond's worth at the rate, within these bounds
+/// (the reader's schedule is absolute, so oversleeping one chunk is made up by the
+/// next: the rate holds whatever the chunk).
+const CHUNK: std::ops::RangeInclusive<u64> = (16 << 10)..=(256 << 10);
+/// The bottleneck's queue, beyond what is in flight, per direction.
+pub const QUEUE: u64 = 1 << 20;
 
 /// A running relay; stops accepting and cuts its connections on drop.
 pub struct DelayRelay {
@@ -58,11 +69,13 @@ impl DelayRelay {
                     let Ok(server) = TcpStream::connect(target) else {
                         continue;
                     };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
                     for (from, to) in [(&client, &server), (&server, &client)] {
                         let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
                             continue;
                         };
-                        let (tx, rx) = sync_channel(QUEUE_CHUNKS);
+                        let (tx, rx) = sync_channel(queue_chunks(one_way, rate));
                         thread::spawn(move || read_side(from, tx, rate));
                         thread::spawn(move || write_side(rx, to, one_way));
                     }
@@ -89,11 +102,23 @@ impl Drop for DelayRelay {
     }
 }
 
+/// Bytes read at a time at `rate`.
+fn chunk(rate: u64) -> usize {
+    (rate / 1000).clamp(*CHUNK.start(), *CHUNK.end()) as usize
+}
+
+/// Chunks held per direction: the bytes in flight at `rate` for `one_way`, plus
+/// [`QUEUE`], in whole chunks (smaller reads hold less).
+fn queue_chunks(one_way: Duration, rate: u64) -> usize {
+    let bytes = (rate as f64 * one_way.as_secs_f64()) as u64 + QUEUE;
+    bytes.div_ceil(chunk(rate) as u64).max(2) as usize
+}
+
 /// Reads at most `rate` bytes per second and queues each chunk with its arrival time.
 fn read_side(mut from: TcpStream, tx: SyncSender<(Instant, Vec<u8>)>, rate: u64) {
     let start = Instant::now();
     let mut total = 0u64;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; chunk(rate)];
     loop {
         // Not ahead of the rate: wait until `total` bytes are due.
         let due = start + Duration::from_secs_f64(total as f64 / rate as f64);

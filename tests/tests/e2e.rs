@@ -32,6 +32,7 @@
 //! | issue 17: agent forwarding both ways with stock ssh-agent/ssh/sshd, across a cut | `agent_forwarding` |
 //! | issue 17: X11 forwarding by resshd under Xvfb, as sshd does it | `x11_forwarding` |
 //! | issue 17: connection sharing (ControlMaster, PROTOCOL.mux) both ways with stock ssh, through a cut | `mux` |
+//! | issue 19: channel windows grow past 2 MiB through a 100 ms delay relay, ressh and stock ssh | `window` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -89,4 +90,5 @@ mod suspicion;
 mod transfer;
 mod triggers;
 mod vanished;
+mod window;
 mod x11_forwarding;

@@ -16,7 +16,7 @@ use crate::resilience::{self, is_resilient};
 use crate::transport::{PacketReader, PacketWriter};
 
 /// Format version of exported state.
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -220,7 +220,13 @@ mod tests {
         let cases: [(Tamper, &str); 8] = [
             (|s| s.version += 1, "unknown state version"),
             (|s| s.config.max_channels = 0, "invalid configuration"),
-            (|s| s.config.window = 1, "inconsistent channel table"),
+            (
+                |s| {
+                    s.config.window = 1;
+                    s.config.window_max = 1;
+                },
+                "inconsistent channel table",
+            ),
             (
                 |s| {
                     s.auth = Auth::Server {
