@@ -88,9 +88,10 @@ impl DelayRelay {
     }
 }
 
-impl Drop for DelayRelay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+impl DelayRelay {
+    /// Cuts every connection made so far (both sides see an end of stream); the relay
+    /// goes on accepting new ones.
+    pub fn cut(&self) {
         for c in self
             .conns
             .lock()
@@ -99,6 +100,13 @@ impl Drop for DelayRelay {
         {
             let _ = c.shutdown(Shutdown::Both);
         }
+    }
+}
+
+impl Drop for DelayRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
     }
 }
 
