@@ -562,6 +562,9 @@ impl Session {
             st.data_sent,
             st.data_received
         );
+        if st.window_max > 0 {
+            crate::debug1!("largest channel receive window: {} bytes", st.window_max);
+        }
         if self.conn.resilience_active() {
             crate::debug1!(
                 "resilience: sent {} ACKs ({} bytes on the wire), received {}",

@@ -91,11 +91,18 @@ impl Channel {
 /// had arrives at least a round trip after the adjust left (exactly one when
 /// the peer was waiting for it). The smallest such delay is the channel's
 /// round trip. The rate: bytes consumed by the application over at least one
-/// round trip. The window becomes twice their product (the bandwidth-delay
-/// product) when that is more than it is, within [`Config::window_max`]. A
-/// peer held back by the window sends a window per round trip, so its window
-/// doubles each round trip until the path or the application is the limit;
-/// a fast path with a short round trip (loopback) keeps the initial window.
+/// round trip. The window becomes [`GROWTH`] times their product (the
+/// bandwidth-delay product) when that is more than it is, within
+/// [`Config::window_max`]. A peer held back by the window sends about half a
+/// window per round trip (credit goes back in halves, and the window's own
+/// transmission time adds to the cycle), so its window doubles each round
+/// trip until the path or the application is the limit; a fast path with a
+/// short round trip (loopback) keeps the initial window.
+/// The window a channel aims at, in bandwidth-delay products. Measured
+/// through a delay relay: with twice the product, a window-limited peer
+/// moved half a window per round trip, so the window stayed where it was.
+const GROWTH: f64 = 4.0;
+
 #[derive(Debug, Clone, Default)]
 struct Tuner {
     /// Bytes received on the channel, ever.
@@ -140,7 +147,7 @@ impl Tuner {
         }
         self.epoch = Some((now, self.consumed_total));
         let rate = (self.consumed_total - base) as f64 / span.as_secs_f64();
-        let want = 2.0 * rate * rtt.as_secs_f64();
+        let want = GROWTH * rate * rtt.as_secs_f64();
         if want > f64::from(window) {
             (want.min(f64::from(max)) as u32).max(window)
         } else {
@@ -771,8 +778,8 @@ mod tuner_tests {
 
     const MIB: u32 = 1 << 20;
 
-    /// A peer held back by the window on a 100 ms path sends a window per
-    /// round trip: the window doubles each round trip up to the maximum.
+    /// A peer held back by the window on a 100 ms path moves half a window
+    /// per round trip: the window doubles each round trip up to the maximum.
     #[test]
     fn a_window_limited_path_doubles_the_window_up_to_the_maximum() {
         let (mut t, t0) = (Tuner::default(), Instant::now());
@@ -783,13 +790,13 @@ mod tuner_tests {
         for _ in 0..8 {
             // The peer had no credit left when this adjust left; what it
             // sends next arrives a round trip later, a window's worth.
-            let w = t.on_adjust(window, 0, window, max, now);
+            let w = t.on_adjust(window / 2, 0, window, max, now);
             if w != window {
                 seen.push(w);
             }
             window = w;
             now += rtt;
-            t.on_data(window as usize, now);
+            t.on_data(window as usize / 2, now);
         }
         assert_eq!(t.rtt, Some(rtt));
         assert_eq!(seen.last(), Some(&max), "{seen:?}");
