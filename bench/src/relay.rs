@@ -166,3 +166,52 @@ pub fn stdio_proxy(addr: SocketAddr) -> ! {
         thread::park();
     }
 }
+
+/// A raw TCP throughput measurement (as iperf's): a sink on 127.0.0.1 that
+/// reads one connection to its end, and [`RawTcp::send`] to write to it,
+/// directly or through a relay in front of the sink.
+pub struct RawTcp {
+    pub addr: SocketAddr,
+    sink: thread::JoinHandle<io::Result<(u64, f64)>>,
+}
+
+impl RawTcp {
+    pub fn sink() -> io::Result<RawTcp> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let addr = listener.local_addr()?;
+        let sink = thread::spawn(move || {
+            let (mut s, _) = listener.accept()?;
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut got, mut first) = (0u64, None);
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                first.get_or_insert_with(std::time::Instant::now);
+                got += n as u64;
+            }
+            let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            Ok((got, secs))
+        });
+        Ok(RawTcp { addr, sink })
+    }
+
+    /// Sends `bytes` to `to` (the sink, or a relay to it), then waits for the
+    /// sink: the bytes it received and the seconds from its first byte to
+    /// the end of the stream.
+    pub fn send(self, to: SocketAddr, bytes: u64) -> io::Result<(u64, f64)> {
+        let mut c = TcpStream::connect(to)?;
+        let buf = vec![0x5au8; 1 << 20];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            c.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        c.shutdown(Shutdown::Write)?;
+        self.sink
+            .join()
+            .map_err(|_| io::Error::other("the sink panicked"))?
+    }
+}

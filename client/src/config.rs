@@ -173,6 +173,10 @@ pub struct Config {
     /// (None); a cap of 0 turns suspicion off.
     pub suspect_floor_ms: u64,
     pub suspect_cap_ms: Option<u64>,
+    /// `ChannelWindowMax` (ressh's own, bytes, default 32M): the most a
+    /// channel's receive window grows to with the path's bandwidth-delay
+    /// product.
+    pub channel_window_max: u32,
     /// The -F file, passed on to ProxyJump's child.
     pub config_file: Option<String>,
 }
@@ -837,6 +841,7 @@ fn finish(
         compression: raw.compression.unwrap_or(false),
         resilience: raw.resilience.unwrap_or(true),
         suspect_floor_ms: raw.suspect_floor_ms.unwrap_or(500),
+        channel_window_max: raw.channel_window_max.unwrap_or(32 << 20),
         suspect_cap_ms: raw.suspect_cap_ms.flatten(),
         config_file: a.config_file.clone(),
         notes: raw.notes.clone(),
@@ -978,6 +983,7 @@ pub fn dump(c: &Config) -> String {
     line("batchmode", yn(c.batch_mode));
     line("resilience", yn(c.resilience));
     line("resiliencesuspectfloor", &c.suspect_floor_ms.to_string());
+    line("channelwindowmax", &c.channel_window_max.to_string());
     line(
         "resiliencesuspectcap",
         &c.suspect_cap_ms
@@ -1254,6 +1260,12 @@ Host x
         assert!(with_config("ResilienceSuspectCap -1\n", "h", &[]).is_err());
         let g = dump(&with_config("ResilienceSuspectCap 900\n", "h", &[]).unwrap());
         assert!(g.contains("resiliencesuspectfloor 500\n"), "{g}");
+        assert!(g.contains("channelwindowmax 33554432\n"), "{g}");
+        let c = with_config("ChannelWindowMax 64m\n", "h", &[]).unwrap();
+        assert_eq!(c.channel_window_max, 64 << 20);
+        assert!(with_config("ChannelWindowMax 1M\n", "h", &[]).is_err());
+        assert!(with_config("ChannelWindowMax 2G\n", "h", &[]).is_err());
+        assert!(with_config("ChannelWindowMax lots\n", "h", &[]).is_err());
         assert!(g.contains("resiliencesuspectcap 900\n"), "{g}");
     }
 

@@ -166,6 +166,7 @@ fn proto_config(cfg: &Config, known: &hostkey::Known) -> Result<ressh_proto::Con
     pc.resilience = cfg.resilience;
     pc.compression = ressh_proto::zlib::offer(true, cfg.compression);
     pc.suspect_floor = Duration::from_millis(cfg.suspect_floor_ms);
+    pc.window_max = cfg.channel_window_max;
     pc.suspect_cap = match cfg.suspect_cap_ms {
         None => Some(Duration::MAX),
         Some(0) => None,
@@ -300,6 +301,9 @@ impl Session {
             self.pump_inputs(&mut buf);
             self.flush_outputs();
             self.reap_channels();
+            if let Some(w) = self.conn.window_grown() {
+                crate::debug1!("channel receive window grew to {w} bytes");
+            }
             self.check_done();
         }
         self.finish()
@@ -561,6 +565,9 @@ impl Session {
             st.data_sent,
             st.data_received
         );
+        if st.window_max > 0 {
+            crate::debug1!("largest channel receive window: {} bytes", st.window_max);
+        }
         if self.conn.resilience_active() {
             crate::debug1!(
                 "resilience: sent {} ACKs ({} bytes on the wire), received {}",

@@ -107,7 +107,8 @@
 //! | DetachTimeout (M) | `detach_timeout` | 1h | how long a detached (connection lost) session waits for a reconnect; 0: not at all |
 //! | MaxDetachedSessions (M) | `max_detached_sessions` | 10 | sessions per user kept detached longer than DetachGraceTime |
 //! | DetachGraceTime (M) | `detach_grace_time` | 10m | how long a detached session does not count against MaxDetachedSessions |
-//! | ResilienceBufferSize (M) | `resilience_buffer_size` | 16M | per-session cap on unacknowledged data (64K..4G, K/M/G suffixes) |
+//! | ResilienceBufferSize (M) | `resilience_buffer_size` | 48M | per-session cap on unacknowledged data (64K..4G, K/M/G suffixes) |
+//! | ChannelWindowMax (M) | `channel_window_max` | 32M | the most a channel's receive window grows to with the path's bandwidth-delay product (2M, the initial window: no growth, ..1G) |
 //!
 //! **Ignored with a warning** (`file:line: unsupported option X ignored`):
 //! the feature is absent and its absence only makes resshd more
@@ -512,6 +513,7 @@ pub struct Settings {
     /// connections at once).
     pub detach_grace_time: Duration,
     pub resilience_buffer_size: u64,
+    pub channel_window_max: u64,
 }
 
 impl Settings {
@@ -904,6 +906,7 @@ impl Settings {
             "resiliencebuffersize",
             &self.resilience_buffer_size.to_string(),
         );
+        line("channelwindowmax", &self.channel_window_max.to_string());
         o
     }
 }

@@ -27,6 +27,7 @@ pub fn proto_config(s: &Settings) -> ressh_proto::Config {
     c.auth_methods = auth_methods(s);
     c.detach_timeout = u32::try_from(s.detach_timeout.as_secs()).unwrap_or(u32::MAX);
     c.resilience_buffer = u32::try_from(s.resilience_buffer_size).unwrap_or(u32::MAX);
+    c.window_max = u32::try_from(s.channel_window_max).unwrap_or(u32::MAX);
     c
 }
 

@@ -75,8 +75,11 @@ pub struct Config {
     pub rekey_bytes: u64,
     /// Rekey after this much time.
     pub rekey_interval: Duration,
-    /// Receive window and largest packet we accept per channel.
+    /// Initial receive window and largest packet we accept per channel.
     pub window: u32,
+    /// The most a channel's receive window grows to with the measured
+    /// bandwidth-delay product (no growth when not above `window`).
+    pub window_max: u32,
     pub max_packet: u32,
     pub max_channels: usize,
     /// Server: the methods named in USERAUTH_FAILURE when the engine itself
@@ -116,6 +119,7 @@ impl Default for Config {
             rekey_bytes: 1 << 30,
             rekey_interval: Duration::from_secs(3600),
             window: 2 * 1024 * 1024,
+            window_max: 32 * 1024 * 1024,
             max_packet: 32 * 1024,
             max_channels: 1024,
             auth_methods: vec![
@@ -124,7 +128,7 @@ impl Default for Config {
                 "keyboard-interactive".into(),
             ],
             resilience: true,
-            resilience_buffer: 16 * 1024 * 1024,
+            resilience_buffer: 48 * 1024 * 1024,
             detach_timeout: 3600,
             keepalive: Duration::ZERO,
             suspect_floor: Duration::from_millis(500),
@@ -145,6 +149,8 @@ pub struct Stats {
     /// Channel data bytes (payload of CHANNEL_DATA and EXTENDED_DATA).
     pub data_sent: u64,
     pub data_received: u64,
+    /// The largest receive window a channel has grown to (0: none grew).
+    pub window_max: u32,
 }
 
 /// A user's public key as offered in publickey user-auth: a plain key, or

@@ -312,6 +312,9 @@ impl Session {
                 self.dispatch(ev)?;
             }
             self.timers();
+            if let Some(w) = self.conn.window_grown() {
+                crate::log!("channel receive window grew to {w} bytes");
+            }
         }
         self.flush();
         self.cleanup();

@@ -1,7 +1,7 @@
 //! Running commands with a time limit, finding binaries, root checks, process trees.
 
 use std::env;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -84,7 +84,7 @@ pub fn require_cmd(name: &str) -> PathBuf {
 /// Runs `cmd` to completion with stdin from `/dev/null`, capturing stdout and stderr,
 /// and kills it after [`DEFAULT_TIMEOUT`]. See [`run_timeout`].
 pub fn run(cmd: &mut Command) -> Output {
-    run_inner(cmd, None, DEFAULT_TIMEOUT)
+    run_inner(cmd, Io::Null, DEFAULT_TIMEOUT)
 }
 
 /// Runs `cmd` like [`run`] and panics (with its output) unless it exits with status 0.
@@ -105,23 +105,43 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 /// exits but something it started keeps the output pipes open for more than a few
 /// seconds, that process group is killed too.
 pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    run_inner(cmd, None, timeout)
+    run_inner(cmd, Io::Null, timeout)
+}
+
+/// Like [`run_timeout`], with stdin read from `input` and stdout written to `output`
+/// (bulk data the test checks afterwards); the returned stdout is empty.
+pub fn run_files(cmd: &mut Command, input: File, output: File, timeout: Duration) -> Output {
+    run_inner(cmd, Io::Files(input, output), timeout)
+}
+
+/// The child's stdin and stdout.
+enum Io<'a> {
+    Null,
+    Input(&'a [u8]),
+    Files(File, File),
 }
 
 /// Like [`run_timeout`], with `input` written to the child's stdin, which is then closed.
 pub fn run_with_stdin(cmd: &mut Command, input: &[u8], timeout: Duration) -> Output {
-    run_inner(cmd, Some(input), timeout)
+    run_inner(cmd, Io::Input(input), timeout)
 }
 
-fn run_inner(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
+fn run_inner(cmd: &mut Command, io: Io<'_>, timeout: Duration) -> Output {
+    let input = match io {
+        Io::Null => {
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            None
+        }
+        Io::Input(input) => {
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+            Some(input)
+        }
+        Io::Files(i, o) => {
+            cmd.stdin(i).stdout(o);
+            None
+        }
+    };
+    cmd.stderr(Stdio::piped()).process_group(0);
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
@@ -135,11 +155,14 @@ fn run_inner(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Outp
         });
     }
     let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
+    let mut pending = 0;
     if let Some(out) = child.stdout.take() {
         read_in_thread(out, true, tx.clone());
+        pending += 1;
     }
     if let Some(err) = child.stderr.take() {
         read_in_thread(err, false, tx.clone());
+        pending += 1;
     }
     drop(tx);
 
@@ -164,7 +187,6 @@ fn run_inner(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Outp
     }
 
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut pending = 2;
     let mut grace_end = Instant::now() + PIPE_GRACE;
     let mut group_killed = status.is_none();
     while pending > 0 {

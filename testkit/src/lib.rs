@@ -31,8 +31,8 @@ mod user;
 mod util;
 
 pub use cmd::{
-    descendants, is_root, kill_tree, require_cmd, require_root, run, run_ok, run_timeout,
-    run_with_stdin, which, DEFAULT_TIMEOUT,
+    descendants, is_root, kill_tree, require_cmd, require_root, run, run_files, run_ok,
+    run_timeout, run_with_stdin, which, DEFAULT_TIMEOUT,
 };
 pub use debroot::{debootstrap, host_suite_and_mirror, SYSTEM_PATH};
 pub use keys::{ssh_keygen, ssh_keygen_sign};

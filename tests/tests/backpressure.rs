@@ -207,7 +207,7 @@ fn a_client_that_never_acknowledges_is_disconnected() {
     use ressh_proto::{Config, Event};
 
     require_root();
-    // The defaults: ResilienceBufferSize 16M.
+    // The defaults: ResilienceBufferSize 48M.
     let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "");
     let dir = TempDir::new("e2e-unacked");
     let login = Lab::make_login(&dir, &dir.join("known_hosts"), "na", "");

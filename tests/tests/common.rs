@@ -24,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 #[allow(unused_imports)]
 pub use ressh_testkit::{
-    free_port, require_cmd, require_netns, require_root, resshd_bin, run_ok, run_timeout,
-    run_with_stdin, ssh_audit, ssh_keygen, Net, NewSsh, Resshd, Sshd, TempDir, TestUser, Tmux,
-    SSHD_BIN, SSH_AUDIT_VERSION,
+    free_port, require_cmd, require_netns, require_root, resshd_bin, run_files, run_ok,
+    run_timeout, run_with_stdin, ssh_audit, ssh_keygen, Net, NewSsh, Resshd, Sshd, TempDir,
+    TestUser, Tmux, SSHD_BIN, SSH_AUDIT_VERSION,
 };
 
 /// How long one short command (an exec, a small transfer) may take.

@@ -35,6 +35,7 @@
 //! | issue 17: rsync, git, sftp/scp -S, Ansible with ressh as their ssh, through cuts | `tools` |
 //! | issue 17: compression (zlib@openssh.com) both ways with stock ssh/sshd, through cuts, a zip bomb | `compression` |
 //! | issue 22: Unix-socket forwarding (-L/-R with paths) as sshd's, its refusals, StreamLocalBind* | `streamlocal` |
+//! | issue 19: channel windows grow past 2 MiB through a 100 ms delay relay, ressh and stock ssh | `window` |
 //!
 //! | issue 13 hole | module |
 //! |---|---|
@@ -96,4 +97,5 @@ mod tools;
 mod transfer;
 mod triggers;
 mod vanished;
+mod window;
 mod x11_forwarding;

@@ -23,7 +23,7 @@ use ressh_bench::proc::{self, Mem};
 use ressh_bench::stats::{ratio, Summary};
 use ressh_bench::tls::{self, Tunnel};
 use ressh_bench::{bin_dir, is_root, require_bin};
-use ressh_testkit::{Net, TempDir, TestUser};
+use ressh_testkit::{DelayRelay, Net, TempDir, TestUser};
 
 const MIB: u64 = 1 << 20;
 
@@ -49,10 +49,14 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
             restls's reconnect after a killed TLS connection (--trials);
             --tls-idle idle connections at the server end (10000): memory
             per connection, handshakes per second
+  wan       long fast paths through a delay relay (1 Gbit/s; 50, 100, 200 ms
+            round trip): raw TCP, exec cat both ways, sftp get and put; a cut
+            during a download at 100 ms, throughput over time (--trace FILE)
 --reps N    repetitions of each transfer (default 5)
 --quick     reps 1, size 256 MiB, seq 50, conc 20, sessions 100, trials 10,
             tls-idle 1000
 --out FILE  also write the report to FILE
+--trace F   `wan`: write the cut's throughput over time to F (CSV)
 --ciphers L only these ciphers in `cat` (e.g. chacha20-poly1305@openssh.com)
 --kex L     key exchanges of `setup`, each measured on both sides (default
             curve25519-sha256; e.g. mlkem768x25519-sha256,
@@ -98,6 +102,8 @@ struct Opts {
     dirs: Vec<&'static str>,
     /// Key exchanges of the `setup` section.
     kex: Vec<String>,
+    /// `wan`: where the cut's throughput over time goes (CSV).
+    trace: Option<PathBuf>,
 }
 
 const SECTIONS: [&str; 10] = [
@@ -111,6 +117,7 @@ const SECTIONS: [&str; 10] = [
     "reconnect",
     "fleet",
     "tls",
+    "wan",
 ];
 
 fn parse_args() -> Result<Opts, String> {
@@ -128,6 +135,7 @@ fn parse_args() -> Result<Opts, String> {
         ciphers: Vec::new(),
         dirs: vec!["down", "up"],
         kex: vec!["curve25519-sha256".to_string()],
+        trace: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -163,6 +171,7 @@ fn parse_args() -> Result<Opts, String> {
             "--trials" => o.trials = num(val()?)?.max(1),
             "--tls-idle" => o.tls_idle = num(val()?)?.max(1),
             "--only" => o.sections = list(&val()?)?,
+            "--trace" => o.trace = Some(PathBuf::from(val()?)),
             "--skip" => {
                 let skip = list(&val()?)?;
                 o.sections.retain(|s| !skip.contains(s));
@@ -287,7 +296,7 @@ fn run(o: Opts) -> Result<(), String> {
     let text = user.home.join("text");
     if o.sections
         .iter()
-        .any(|s| ["cat", "sftp", "resil"].contains(s))
+        .any(|s| ["cat", "sftp", "resil", "wan"].contains(s))
     {
         say!(
             "writing {} MiB of random data to {}",
@@ -352,6 +361,7 @@ fn run(o: Opts) -> Result<(), String> {
             "reconnect" => b.reconnect(),
             "fleet" => b.fleet(),
             "tls" => b.tls(),
+            "wan" => b.wan(),
             _ => Ok(()),
         };
         if let Err(e) = r {
@@ -657,6 +667,30 @@ fn timed(cmd: &mut Command) -> Result<f64, String> {
         ));
     }
     Ok(t)
+}
+
+/// Raw TCP throughput (MB/s) of `bytes` to a sink on 127.0.0.1, directly
+/// or through a [`DelayRelay`] delaying each way by `one_way` at `rate`.
+fn raw_tcp(one_way: Option<Duration>, rate: u64, bytes: u64) -> Result<f64, String> {
+    use ressh_bench::relay::RawTcp;
+    let sink = RawTcp::sink().map_err(|e| e.to_string())?;
+    let (got, secs) = match one_way {
+        None => {
+            let to = sink.addr;
+            sink.send(to, bytes)
+        }
+        Some(d) => {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+            let relay = DelayRelay::start(l, sink.addr, d, rate).map_err(|e| e.to_string())?;
+            let to = relay.addr;
+            sink.send(to, bytes)
+        }
+    }
+    .map_err(|e| format!("raw TCP: {e}"))?;
+    if got != bytes {
+        return Err(format!("raw TCP: {got} of {bytes} bytes arrived"));
+    }
+    Ok(mbps(bytes, secs))
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
@@ -1050,6 +1084,237 @@ impl Bench {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Long fast paths (issue 19): testkit's [`DelayRelay`] on 127.0.0.1
+    /// between client and server, delaying each direction by half the round
+    /// trip and pacing to 1 Gbit/s. First raw TCP (the relay's own cost),
+    /// then ressh/resshd beside ssh/sshd (aes128-gcm for both): exec cat
+    /// both ways, sftp get and put, as ratios and as shares of raw TCP
+    /// through the same relay; then a cut during a download at 100 ms.
+    fn wan(&mut self) -> Result<(), String> {
+        const RATE: u64 = 125_000_000;
+        let reps = self.o.reps;
+        let bytes = self.bytes;
+        let raw = |one_way: Option<Duration>| -> Result<Vec<f64>, String> {
+            (0..reps).map(|_| raw_tcp(one_way, RATE, bytes)).collect()
+        };
+        let direct = raw(None)?;
+        say!("raw TCP direct: {direct:.0?} MB/s");
+        self.row(
+            "wan",
+            "raw TCP on 127.0.0.1, no relay",
+            "MB/s",
+            &direct,
+            None,
+            true,
+            0,
+            "",
+        );
+        let mut raw_by_rtt = BTreeMap::new();
+        for rtt in [0u64, 50, 100, 200] {
+            let v = raw(Some(Duration::from_millis(rtt / 2)))?;
+            say!("raw TCP through the relay, {rtt} ms: {v:.0?} MB/s");
+            raw_by_rtt.insert(rtt, Summary::of(&v).median);
+            self.row(
+                "wan",
+                format!("raw TCP through the relay, {rtt} ms round trip, 1 Gbit/s pacing"),
+                "MB/s",
+                &v,
+                None,
+                true,
+                0,
+                "the relay's own limit (125 MB/s is the pacing)",
+            );
+        }
+        let cipher = ["-c", "aes128-gcm@openssh.com"];
+        let down = format!("cat {}; sleep 1", self.file.display());
+        let up = "cat > /dev/null && echo done; sleep 1";
+        let batch = |name: &str, text: String| -> Result<PathBuf, String> {
+            let p = self.dir.join(name);
+            fs::write(&p, text).map_err(|e| e.to_string())?;
+            Ok(p)
+        };
+        let empty = batch("wan-empty", "pwd\n".into())?;
+        let get = batch(
+            "wan-get",
+            format!("get {} /dev/null\n", self.file.display()),
+        )?;
+        let put = batch(
+            "wan-put",
+            format!("put {} /dev/null\n", self.file.display()),
+        )?;
+        let servers = [
+            self.server(Kind::Ressh, "wan", "")?,
+            self.server(Kind::OpenSsh, "wan", "")?,
+        ];
+        for rtt in [50u64, 100, 200] {
+            let one_way = Duration::from_millis(rtt / 2);
+            let mut relays = Vec::new();
+            let mut clients = Vec::new();
+            for srv in &servers {
+                let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+                let r = DelayRelay::start(
+                    l,
+                    std::net::SocketAddr::new(srv.addr.into(), srv.port),
+                    one_way,
+                    RATE,
+                )
+                .map_err(|e| e.to_string())?;
+                clients.push(self.client(srv, Some(r.addr.port()))?);
+                relays.push(r);
+            }
+            let sftp = |c: &ClientSetup, b: &Path| -> Result<f64, String> {
+                let bs = b.display().to_string();
+                let mut cmd = c.sftp(&["-q", "-b", &bs, "-c", cipher[1]]);
+                cmd.arg(c.dest());
+                timed(&mut cmd).map_err(|e| format!("sftp via {}: {e}", c.kind.name()))
+            };
+            let base: Vec<f64> = clients
+                .iter()
+                .map(|c| sftp(c, &empty))
+                .collect::<Result<_, _>>()?;
+            let mut res: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+            for rep in 0..reps {
+                for (i, (srv, c)) in servers.iter().zip(&clients).enumerate() {
+                    let k = c.kind.name();
+                    let mut cmd = c.ssh(&cipher);
+                    cmd.arg(&down);
+                    let d = download(srv, cmd, bytes).map_err(|e| format!("{k} down: {e}"))?;
+                    let mut cmd = c.ssh(&cipher);
+                    cmd.arg(up);
+                    let u =
+                        upload(srv, cmd, &self.file, bytes).map_err(|e| format!("{k} up: {e}"))?;
+                    let g = (sftp(c, &get)? - base[i]).max(1e-3);
+                    let p = (sftp(c, &put)? - base[i]).max(1e-3);
+                    let v = [
+                        ("down", mbps(bytes, d.secs)),
+                        ("up", mbps(bytes, u.secs)),
+                        ("get", mbps(bytes, g)),
+                        ("put", mbps(bytes, p)),
+                    ];
+                    say!("wan {rtt} ms {k} #{rep}: {v:.0?} MB/s");
+                    for (what, x) in v {
+                        res.entry((what, k)).or_default().push(x);
+                    }
+                }
+            }
+            let raw = raw_by_rtt[&rtt];
+            for (what, label) in [
+                ("down", "exec cat, server → client"),
+                ("up", "exec cat, client → server"),
+                ("get", "sftp get (stock sftp; -S ressh against resshd)"),
+                ("put", "sftp put (stock sftp; -S ressh against resshd)"),
+            ] {
+                let r = &res[&(what, "ressh")];
+                let share = Summary::of(r).median / raw * 100.0;
+                self.row(
+                    "wan",
+                    format!("{label}, {rtt} ms round trip, 1 Gbit/s"),
+                    "MB/s",
+                    r,
+                    Some(&res[&(what, "OpenSSH")]),
+                    true,
+                    0,
+                    format!("ressh: {share:.0}% of raw TCP through the relay ({raw:.0} MB/s)"),
+                );
+            }
+        }
+        self.cut_trace(&servers[0])
+    }
+
+    /// A download at 100 ms through the relay, cut (the relay ends both
+    /// connections) when a third of it has arrived: the bytes per 50 ms
+    /// around the cut, written to --trace, and the time from the cut until
+    /// a 200 ms window runs at 90% of the rate before the cut.
+    fn cut_trace(&mut self, srv: &Server) -> Result<(), String> {
+        const RATE: u64 = 125_000_000;
+        const BIN: f64 = 0.05;
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+        let relay = DelayRelay::start(
+            l,
+            std::net::SocketAddr::new(srv.addr.into(), srv.port),
+            Duration::from_millis(50),
+            RATE,
+        )
+        .map_err(|e| e.to_string())?;
+        let c = self.client(srv, Some(relay.addr.port()))?;
+        let mut cmd = c.ssh(&["-c", "aes128-gcm@openssh.com"]);
+        cmd.arg(format!("cat {}; sleep 1", self.file.display()));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut got, mut reads, mut cut_at) = (0u64, Vec::new(), None);
+        let t0 = Instant::now();
+        loop {
+            let n = out.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+            reads.push((t0.elapsed().as_secs_f64(), got));
+            if cut_at.is_none() && got >= self.bytes / 3 {
+                relay.cut();
+                cut_at = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        let st = child.wait().map_err(|e| e.to_string())?;
+        if !st.success() || got != self.bytes {
+            return Err(format!(
+                "cut trace: client exited with {st} after {got} of {} bytes: {}",
+                self.bytes,
+                stderr_of(&mut child).trim()
+            ));
+        }
+        let cut = cut_at.ok_or("no cut")?;
+        let first = reads.first().map_or(0.0, |r| r.0);
+        let end = reads.last().map_or(0.0, |r| r.0);
+        let bins = ((end - first) / BIN).ceil() as usize + 1;
+        let mut per = vec![0u64; bins];
+        let mut prev = 0;
+        for (t, total) in &reads {
+            per[((t - first) / BIN) as usize] += total - prev;
+            prev = *total;
+        }
+        let rate = |from: f64, to: f64| -> f64 {
+            let (a, b) = (
+                ((from - first) / BIN) as usize,
+                ((to - first) / BIN) as usize,
+            );
+            per[a.min(bins)..b.min(bins)].iter().sum::<u64>() as f64 / (to - from) / 1e6
+        };
+        let before = rate((cut - 1.0).max(first), cut);
+        let back = (0..)
+            .map(|i| cut + i as f64 * BIN)
+            .take_while(|t| t + 0.2 <= end)
+            .find(|t| rate(*t, t + 0.2) >= 0.9 * before)
+            .map(|t| t - cut);
+        if let Some(path) = &self.o.trace {
+            let mut csv = String::from("seconds_from_cut,MB_per_s\n");
+            for (i, b) in per.iter().enumerate() {
+                let t = first + i as f64 * BIN - cut;
+                csv += &format!("{t:.3},{:.1}\n", *b as f64 / BIN / 1e6);
+            }
+            fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+            say!("cut trace written to {}", path.display());
+        }
+        say!("cut at {cut:.2} s: {before:.0} MB/s before, back to 90% after {back:?} s");
+        self.row(
+            "wan",
+            "a cut during a download at 100 ms: from the cut to 90% of the rate before",
+            "ms",
+            &[back.map_or(f64::NAN, |b| b * 1000.0)],
+            None,
+            false,
+            0,
+            format!("{before:.0} MB/s in the second before the cut; 200 ms windows"),
+        );
         Ok(())
     }
 

@@ -68,6 +68,7 @@ enum Key {
     Compression,
     ForkAfterAuthentication,
     ResilienceSuspectFloor,
+    ChannelWindowMax,
     ResilienceSuspectCap,
     Resilience,
     ControlMaster,
@@ -124,6 +125,7 @@ const KEYWORDS: &[(&str, Kind)] = {
             Set(KbdInteractiveAuthentication),
         ),
         ("channeltimeout", Ignored),
+        ("channelwindowmax", Set(ChannelWindowMax)),
         ("checkhostip", Ignored),
         ("cipher", Ignored),
         ("ciphers", Set(Ciphers)),
@@ -337,6 +339,8 @@ pub(super) struct Raw {
     /// Milliseconds; the cap's inner None is `none` (the keepalive interval).
     pub suspect_floor_ms: Option<u64>,
     pub suspect_cap_ms: Option<Option<u64>>,
+    /// Bytes (K, M, G suffixes), within [`WINDOW_MAX_RANGE`].
+    pub channel_window_max: Option<u32>,
     /// IgnoreUnknown's patterns, as one pattern list.
     pub ignore_unknown: Option<String>,
     /// Debug lines about what was ignored, with where.
@@ -384,6 +388,22 @@ fn one_of<T: Copy>(key: &str, v: &str, table: &[(&str, T)]) -> Result<T, String>
 fn number(key: &str, v: &str) -> Result<u32, String> {
     v.parse::<u32>()
         .map_err(|_| format!("{key}: bad number {v:?}"))
+}
+
+/// ChannelWindowMax's bounds: the initial window (no growth) to 1G.
+const WINDOW_MAX_RANGE: std::ops::RangeInclusive<u64> = (2 << 20)..=(1 << 30);
+
+/// A ChannelWindowMax size.
+fn window_max(key: &str, v: &str) -> Result<u32, String> {
+    let n = ressh_compat::misc::parse_size(v).map_err(|e| format!("{key}: {e}"))?;
+    if !WINDOW_MAX_RANGE.contains(&n) {
+        return Err(format!(
+            "{key} must be between {} and {} bytes",
+            WINDOW_MAX_RANGE.start(),
+            WINDOW_MAX_RANGE.end()
+        ));
+    }
+    Ok(n as u32)
 }
 
 /// A whole number of milliseconds (ressh's own keywords).
@@ -640,6 +660,7 @@ impl Raw {
             Key::ForkAfterAuthentication => flag(&mut self.fork_after_authentication)?,
             Key::Resilience => flag(&mut self.resilience)?,
             Key::ResilienceSuspectFloor => first(&mut self.suspect_floor_ms, millis(key, v)?),
+            Key::ChannelWindowMax => first(&mut self.channel_window_max, window_max(key, v)?),
             Key::ResilienceSuspectCap => first(
                 &mut self.suspect_cap_ms,
                 if v.eq_ignore_ascii_case("none") {

@@ -90,6 +90,7 @@ pub(crate) enum Imp {
     DetachGraceTime,
     MaxDetachedSessions,
     ResilienceBufferSize,
+    ChannelWindowMax,
     UsePam,
     PrintMotd,
     PrintLastLog,
@@ -301,6 +302,7 @@ pub(crate) static KEYWORDS: &[Keyword] = &[
     imp("detachgracetime", Imp::DetachGraceTime, M),
     imp("maxdetachedsessions", Imp::MaxDetachedSessions, M),
     imp("resiliencebuffersize", Imp::ResilienceBufferSize, M),
+    imp("channelwindowmax", Imp::ChannelWindowMax, M),
     // Ignored with a warning: the feature is absent and its absence only
     // makes resshd more restrictive, or the keyword tunes something resshd
     // does its own way.

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use super::keywords::{self, ca_signature_algs, host_key_algs, user_key_algs, Check, Imp, Kind};
 use super::raw::{Raw, Value, MAX_PORTS};
-use super::values::{
-    is_none_word, parse_flag, parse_int, parse_port, parse_size, split_match_words,
-};
+use super::values::{is_none_word, parse_flag, parse_int, parse_port, split_match_words};
 use super::{
     AddressFamily, ChannelTimeout, ConfigError, Forwarding, GatewayPorts, HostPort, LogLevel,
     MatchContext, MaxStartups, PermitList, PermitRootLogin, PermitUserEnvironment,
@@ -28,6 +26,7 @@ use super::{
 use ressh_compat::addrmatch::{self, AddrMatch};
 use ressh_compat::expand::tilde_expand;
 use ressh_compat::glob::glob;
+use ressh_compat::misc::parse_size;
 use ressh_compat::misc::{a2port, argv_split, convtime, hpdelim, split_keyword};
 use ressh_compat::pattern::{self, ListMatch};
 
@@ -45,6 +44,10 @@ const MAX_TOTAL: usize = 16 << 20;
 const MAX_ERRORS: usize = 100;
 /// Warnings kept.
 const MAX_WARNINGS: usize = 1000;
+/// Smallest and largest ChannelWindowMax: the initial window (no growth)
+/// to 1G.
+const MIN_WINDOW_MAX: u64 = 2 << 20;
+const MAX_WINDOW_MAX: u64 = 1 << 30;
 /// Smallest and largest ResilienceBufferSize.
 const MIN_RESILIENCE_BUFFER: u64 = 64 << 10;
 const MAX_RESILIENCE_BUFFER: u64 = 4 << 30;
@@ -908,6 +911,16 @@ impl Parser {
                     ));
                 }
                 Value::ResilienceBufferSize(v)
+            }
+            Imp::ChannelWindowMax => {
+                let v = parse_size(a.one()?).map_err(|e| format!("{}: {e}", a.keyword))?;
+                if !(MIN_WINDOW_MAX..=MAX_WINDOW_MAX).contains(&v) {
+                    return Err(format!(
+                        "{} must be between {MIN_WINDOW_MAX} and {MAX_WINDOW_MAX} bytes",
+                        a.keyword
+                    ));
+                }
+                Value::ChannelWindowMax(v)
             }
             Imp::UsePam => Value::UsePam(parse_flag(a.one()?)?),
             Imp::PrintMotd => Value::PrintMotd(parse_flag(a.one()?)?),

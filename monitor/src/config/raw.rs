@@ -111,6 +111,7 @@ pub(crate) enum Value {
     DetachGraceTime(Duration),
     MaxDetachedSessions(u32),
     ResilienceBufferSize(u64),
+    ChannelWindowMax(u64),
     UsePam(bool),
     PrintMotd(bool),
     PrintLastLog(bool),
@@ -211,6 +212,7 @@ pub(crate) struct Raw {
     detach_grace_time: Option<Duration>,
     max_detached_sessions: Option<u32>,
     resilience_buffer_size: Option<u64>,
+    channel_window_max: Option<u64>,
 }
 
 /// Sets `slot` unless already set (first value wins).
@@ -350,6 +352,7 @@ impl Raw {
             Value::DetachGraceTime(x) => first(&mut self.detach_grace_time, x),
             Value::MaxDetachedSessions(x) => first(&mut self.max_detached_sessions, x),
             Value::ResilienceBufferSize(x) => first(&mut self.resilience_buffer_size, x),
+            Value::ChannelWindowMax(x) => first(&mut self.channel_window_max, x),
             Value::UsePam(x) => first(&mut self.use_pam, x),
             Value::PrintMotd(x) => first(&mut self.print_motd, x),
             Value::PrintLastLog(x) => first(&mut self.print_last_log, x),
@@ -452,6 +455,7 @@ impl Raw {
         over(&mut self.detach_grace_time, &m.detach_grace_time);
         over(&mut self.max_detached_sessions, &m.max_detached_sessions);
         over(&mut self.resilience_buffer_size, &m.resilience_buffer_size);
+        over(&mut self.channel_window_max, &m.channel_window_max);
     }
 
     /// The settings, with sshd's (and resshd's) defaults for what is unset.
@@ -632,7 +636,8 @@ impl Raw {
             detach_timeout: self.detach_timeout.unwrap_or(Duration::from_secs(3600)),
             detach_grace_time: self.detach_grace_time.unwrap_or(Duration::from_secs(600)),
             max_detached_sessions: self.max_detached_sessions.unwrap_or(10),
-            resilience_buffer_size: self.resilience_buffer_size.unwrap_or(16 << 20),
+            resilience_buffer_size: self.resilience_buffer_size.unwrap_or(48 << 20),
+            channel_window_max: self.channel_window_max.unwrap_or(32 << 20),
         }
     }
 }

@@ -156,7 +156,8 @@ fn defaults_are_sshds() {
     assert_eq!(s.detach_timeout, secs(3600));
     assert_eq!(s.max_detached_sessions, 10);
     assert_eq!(s.detach_grace_time, secs(600));
-    assert_eq!(s.resilience_buffer_size, 16 << 20);
+    assert_eq!(s.resilience_buffer_size, 48 << 20);
+    assert_eq!(s.channel_window_max, 32 << 20);
     let ciphers: Vec<&str> = ressh_proto::cipher::CIPHERS
         .iter()
         .map(|c| c.name)
@@ -561,6 +562,9 @@ fn value_formats() {
     assert_eq!(g("ResilienceBufferSize 1g").resilience_buffer_size, 1 << 30);
     parse_err("ResilienceBufferSize 1K");
     parse_err("ResilienceBufferSize 5G");
+    assert_eq!(g("ChannelWindowMax 64m").channel_window_max, 64 << 20);
+    parse_err("ChannelWindowMax 1M");
+    parse_err("ChannelWindowMax 2G");
     parse_err("ResilienceBufferSize lots");
     parse_err("PrivilegeSeparationDirectory relative");
     parse_err("PrivilegeSeparationUser -x");
@@ -1226,7 +1230,8 @@ fn dump_format() {
         "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2\n",
         "maxstartups 10:30:100\n",
         "streamlocalbindmask 0177\n",
-        "resiliencebuffersize 16777216\n",
+        "resiliencebuffersize 50331648\n",
+        "channelwindowmax 33554432\n",
     ] {
         assert!(d.contains(want), "missing {want:?} in\n{d}");
     }
@@ -1346,6 +1351,7 @@ const NOT_COMPARED: &[&str] = &[
     "fleetnodes",
     "fleetlistenaddress",
     "fleetdrain",
+    "channelwindowmax",
 ];
 
 fn compare_with_sshd(ours: &Settings, theirs: &BTreeMap<String, Vec<String>>, what: &str) {

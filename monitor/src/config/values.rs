@@ -75,63 +75,6 @@ pub(crate) fn parse_int(s: &str) -> Result<u32, String> {
     }
 }
 
-/// A byte count with an optional fraction and scale suffix
-/// (`B`, `K`, `M`, `G`, `T`, `P`, `E`, case-insensitive, powers of 1024),
-/// like OpenBSD's `scan_scaled` (negative values refused).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("bad size '{s}'");
-    let (num, scale) = match s.as_bytes().last() {
-        Some(c) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                b'B' => 0,
-                b'K' => 10,
-                b'M' => 20,
-                b'G' => 30,
-                b'T' => 40,
-                b'P' => 50,
-                b'E' => 60,
-                _ => return Err(bad()),
-            };
-            (&s[..s.len() - 1], shift)
-        }
-        _ => (s, 0u32),
-    };
-    let num = num.strip_prefix('+').unwrap_or(num);
-    let (int_part, frac_part) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(bad());
-    }
-    if !int_part.bytes().all(|c| c.is_ascii_digit())
-        || !frac_part.bytes().all(|c| c.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    let int_digits = int_part.trim_start_matches('0');
-    if int_digits.len() > 19 {
-        return Err(bad());
-    }
-    let int: u128 = if int_digits.is_empty() {
-        0
-    } else {
-        int_digits.parse().map_err(|_| bad())?
-    };
-    let mut value = int.checked_shl(scale).ok_or_else(bad)?;
-    // Fraction: only meaningful with a scale; at most 18 digits considered.
-    let frac_digits = &frac_part[..frac_part.len().min(18)];
-    if !frac_digits.is_empty() {
-        let f: u128 = frac_digits.parse().map_err(|_| bad())?;
-        let denom = 10u128.pow(frac_digits.len() as u32);
-        value += (f << scale) / denom;
-    }
-    u64::try_from(value)
-        .ok()
-        .filter(|&v| v <= i64::MAX as u64)
-        .ok_or_else(bad)
-}
-
 /// A port for `Port`, `ListenAddress` and `Match LocalPort`: 1..=65535.
 pub(crate) fn parse_port(s: &str) -> Result<u16, String> {
     match a2port(s) {
@@ -158,17 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_ints_ports() {
-        assert_eq!(parse_size("16M"), Ok(16 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("1.5K"), Ok(1536));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert_eq!(parse_size("8B"), Ok(8));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("K").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("16E").is_err());
+    fn ints_ports() {
         assert_eq!(parse_int("6"), Ok(6));
         assert_eq!(parse_int("2147483647"), Ok(2147483647));
         assert!(parse_int("2147483648").is_err());

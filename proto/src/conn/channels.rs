@@ -2,6 +2,7 @@
 //! request counters, and the messages that act on them.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,14 @@ struct Channel {
     local_window: u32,
     /// Consumed by the application and not yet returned by WINDOW_ADJUST.
     consumed: u32,
+    /// Our receive window now: `local_window + consumed + delivered and not
+    /// consumed`. Starts at [`Config::window`] and grows with the
+    /// bandwidth-delay product up to [`Config::window_max`].
+    window: u32,
+    /// How fast the window turns over (see [`Tuner`]); not exported: a
+    /// moved session measures its new path afresh.
+    #[serde(skip)]
+    tuner: Tuner,
     /// What we may still send.
     remote_window: u32,
     remote_max_packet: u32,
@@ -53,6 +62,8 @@ impl Channel {
             remote_id,
             local_window,
             consumed: 0,
+            window: local_window,
+            tuner: Tuner::default(),
             remote_window,
             remote_max_packet,
             sent_eof: false,
@@ -71,6 +82,80 @@ impl Channel {
     }
 }
 
+/// Receive-window auto-tuning (as HPN-SSH grows its window, measured here
+/// on the channel itself rather than on the TCP socket, which a proxy or
+/// relay may terminate close by).
+///
+/// The round trip: after a WINDOW_ADJUST the peer can send the new credit
+/// only once the adjust reached it, so the first byte beyond the credit it
+/// had arrives at least a round trip after the adjust left (exactly one when
+/// the peer was waiting for it). The smallest such delay is the channel's
+/// round trip. The rate: bytes consumed by the application over at least one
+/// round trip. The window becomes [`GROWTH`] times their product (the
+/// bandwidth-delay product) when that is more than it is, within
+/// [`Config::window_max`]. A peer held back by the window sends about half a
+/// window per round trip (credit goes back in halves, and the window's own
+/// transmission time adds to the cycle), so its window doubles each round
+/// trip until the path or the application is the limit; a fast path with a
+/// short round trip (loopback) keeps the initial window.
+/// The window a channel aims at, in bandwidth-delay products. Measured
+/// through a delay relay: with twice the product, a window-limited peer
+/// moved half a window per round trip, so the window stayed where it was.
+const GROWTH: f64 = 4.0;
+
+#[derive(Debug, Clone, Default)]
+struct Tuner {
+    /// Bytes received on the channel, ever.
+    received: u64,
+    /// A round-trip probe: when `received` passes the offset, the time since
+    /// the adjust is a sample.
+    probe: Option<(u64, Instant)>,
+    rtt: Option<Duration>,
+    /// Start of the current rate measurement: when, and `consumed_total`.
+    epoch: Option<(Instant, u64)>,
+    consumed_total: u64,
+}
+
+impl Tuner {
+    fn on_data(&mut self, n: usize, now: Instant) {
+        self.received += n as u64;
+        if let Some((offset, at)) = self.probe {
+            if self.received > offset {
+                let sample = now.saturating_duration_since(at);
+                self.rtt = Some(self.rtt.map_or(sample, |r| r.min(sample)));
+                self.probe = None;
+            }
+        }
+    }
+
+    /// An adjust of `add` bytes leaves now, while the peer still had
+    /// `credit`; returns the window the channel should have, given it has
+    /// `window` and may have at most `max`.
+    fn on_adjust(&mut self, add: u32, credit: u32, window: u32, max: u32, now: Instant) -> u32 {
+        self.consumed_total += u64::from(add);
+        if self.probe.is_none() {
+            self.probe = Some((self.received + u64::from(credit), now));
+        }
+        let Some(rtt) = self.rtt.filter(|r| !r.is_zero()) else {
+            self.epoch.get_or_insert((now, self.consumed_total));
+            return window;
+        };
+        let (start, base) = *self.epoch.get_or_insert((now, self.consumed_total));
+        let span = now.saturating_duration_since(start);
+        if span < rtt {
+            return window;
+        }
+        self.epoch = Some((now, self.consumed_total));
+        let rate = (self.consumed_total - base) as f64 / span.as_secs_f64();
+        let want = GROWTH * rate * rtt.as_secs_f64();
+        if want > f64::from(window) {
+            (want.min(f64::from(max)) as u32).max(window)
+        } else {
+            window
+        }
+    }
+}
+
 /// The channels by our id, and the global requests in flight.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct Channels {
@@ -82,6 +167,9 @@ pub(super) struct Channels {
     global_replies_we_owe: u32,
     /// The peer sent no-more-sessions@openssh.com.
     no_more_sessions: bool,
+    /// The largest receive window [`Connection::window_grown`] reported.
+    #[serde(skip)]
+    window_reported: u32,
 }
 
 impl Channels {
@@ -145,10 +233,11 @@ impl Channels {
     /// Whether an exported table fits the configuration.
     pub(super) fn is_consistent(&self, c: &Config) -> bool {
         self.map.len() <= c.max_channels
-            && self
-                .map
-                .values()
-                .all(|ch| ch.local_window <= c.window && ch.consumed <= c.window - ch.local_window)
+            && self.map.values().all(|ch| {
+                ch.window <= c.window_max.max(c.window)
+                    && ch.local_window <= ch.window
+                    && ch.consumed <= ch.window - ch.local_window
+            })
     }
 }
 
@@ -261,6 +350,19 @@ impl Connection {
         self.send(m)
     }
 
+    /// A channel's receive window has grown to at least twice what was last
+    /// reported (at first: the initial window): the largest window now, for
+    /// the application's log. At most a few times per connection (each
+    /// report doubles the bar, within [`Config::window_max`]).
+    pub fn window_grown(&mut self) -> Option<u32> {
+        let bar = self.channels.window_reported.max(self.config.window);
+        let now = self.stats.window_max;
+        (u64::from(now) >= 2 * u64::from(bar)).then(|| {
+            self.channels.window_reported = now;
+            now
+        })
+    }
+
     /// How many bytes [`Self::send_data`] would take now.
     pub fn send_window(&self, id: u32) -> usize {
         match self.channels.map.get(&id) {
@@ -335,10 +437,11 @@ impl Connection {
     /// A no-op once the channel is gone.
     pub fn consume(&mut self, id: u32, n: usize) -> Result<()> {
         self.check_conn()?;
-        let window = self.config.window;
+        let (now, max) = (self.now, self.config.window_max.max(self.config.window));
         let Some(ch) = self.channels.map.get_mut(&id) else {
             return Ok(());
         };
+        let window = ch.window;
         let delivered = window - ch.local_window.min(window);
         let consumed = u32::try_from(n)
             .ok()
@@ -347,9 +450,14 @@ impl Connection {
             .ok_or(Error::Misuse("consumed more than was delivered"))?;
         ch.consumed = consumed;
         if ch.local_window < window / 2 && ch.consumed > 0 && !ch.recv_eof && !ch.sent_close {
-            let add = ch.consumed;
+            let grown = ch
+                .tuner
+                .on_adjust(ch.consumed, ch.local_window, window, max, now);
+            let add = ch.consumed + (grown - window);
+            ch.window = grown;
             ch.local_window += add;
             ch.consumed = 0;
+            self.stats.window_max = self.stats.window_max.max(grown);
             let m = msg::ChannelWindowAdjust {
                 recipient: ch.remote_id,
                 bytes: add,
@@ -603,6 +711,7 @@ impl Connection {
             ));
         }
         ch.local_window -= data.len() as u32;
+        ch.tuner.on_data(data.len(), self.now);
         let closing = ch.sent_close;
         self.stats.data_received += data.len() as u64;
         if closing {
@@ -659,5 +768,52 @@ impl Connection {
         self.events
             .push_back(Event::ChannelOpenRequest { id, kind: m.kind });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tuner_tests {
+    use super::Tuner;
+    use std::time::{Duration, Instant};
+
+    const MIB: u32 = 1 << 20;
+
+    /// A peer held back by the window on a 100 ms path moves half a window
+    /// per round trip: the window doubles each round trip up to the maximum.
+    #[test]
+    fn a_window_limited_path_doubles_the_window_up_to_the_maximum() {
+        let (mut t, t0) = (Tuner::default(), Instant::now());
+        let rtt = Duration::from_millis(100);
+        let (mut window, max) = (2 * MIB, 32 * MIB);
+        let mut now = t0;
+        let mut seen = vec![window];
+        for _ in 0..8 {
+            // The peer had no credit left when this adjust left; what it
+            // sends next arrives a round trip later, a window's worth.
+            let w = t.on_adjust(window / 2, 0, window, max, now);
+            if w != window {
+                seen.push(w);
+            }
+            window = w;
+            now += rtt;
+            t.on_data(window as usize / 2, now);
+        }
+        assert_eq!(t.rtt, Some(rtt));
+        assert_eq!(seen.last(), Some(&max), "{seen:?}");
+        assert!(seen.windows(2).all(|p| p[1] <= 2 * p[0] + 1), "{seen:?}");
+    }
+
+    /// Loopback: a short round trip keeps the initial window however fast
+    /// the data moves (1 GB/s, 50 µs: the product is 50 kB).
+    #[test]
+    fn a_short_round_trip_keeps_the_initial_window() {
+        let (mut t, mut now) = (Tuner::default(), Instant::now());
+        let window = 2 * MIB;
+        for _ in 0..100 {
+            assert_eq!(t.on_adjust(MIB, MIB, window, 32 * MIB, now), window);
+            now += Duration::from_micros(50);
+            t.on_data(MIB as usize + 1, now);
+            now += Duration::from_millis(1);
+        }
     }
 }

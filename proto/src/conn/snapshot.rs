@@ -226,7 +226,13 @@ mod tests {
         let cases: [(Tamper, &str); 8] = [
             (|s| s.version += 1, "unknown state version"),
             (|s| s.config.max_channels = 0, "invalid configuration"),
-            (|s| s.config.window = 1, "inconsistent channel table"),
+            (
+                |s| {
+                    s.config.window = 1;
+                    s.config.window_max = 1;
+                },
+                "inconsistent channel table",
+            ),
             (
                 |s| {
                     s.auth = Auth::Server {

@@ -1,0 +1,140 @@
+//! Issue 19: channel windows that grow with the bandwidth-delay product.
+//!
+//! resshd in the server namespace, reached through a delay relay (testkit's
+//! [`DelayRelay`]: 100 ms each way, a 20 MB/s bottleneck, so a round trip of
+//! 200 ms and a bandwidth-delay product of 4 MB, twice the initial 2 MiB
+//! window; a debug build keeps up with 20 MB/s even on a busy machine, so the
+//! window, not the CPU, is what holds the transfer back). Through it, 32 MiB
+//! of random data go both ways with ressh
+//! (`cat` on the server), and up with Debian's stock `ssh` into resshd. Each
+//! transfer must arrive intact, and the receiving side must say its channel
+//! receive window grew past 2 MiB: ressh on stderr (`-v`), resshd-session in
+//! resshd's log (`channel receive window grew to N bytes`). Not timed.
+//!
+//! Printed: each transfer's time and the largest window the receiver logged.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ressh_testkit::DelayRelay;
+
+use crate::common::*;
+use crate::suspect_kit::default_config;
+
+const SIZE: usize = 32 << 20;
+const ONE_WAY: Duration = Duration::from_millis(100);
+const RATE: u64 = 20_000_000;
+const INITIAL: u64 = 2 << 20;
+const T: Duration = Duration::from_secs(240);
+const LINE: &str = "channel receive window grew to ";
+
+/// The largest window in `log`'s "channel receive window grew to N bytes"
+/// lines (0 without one).
+fn grown(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split(LINE).nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Runs `cmd` with stdin from `input` and stdout into `output`; returns how
+/// long it took and its stderr.
+fn transfer(
+    cmd: &mut Command,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> (Duration, String) {
+    let (i, o) = (
+        fs::File::open(input).unwrap(),
+        fs::File::create(output).unwrap(),
+    );
+    let started = Instant::now();
+    let out = run_files(cmd, i, o, T);
+    let took = started.elapsed();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{cmd:?}: {}\n{err}", out.status);
+    (took, err)
+}
+
+#[test]
+fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
+    let lab = Lab::new("win", "");
+    let target: SocketAddr = "198.18.0.1:22".parse().unwrap();
+    let relay = lab.net.enter_server(|| {
+        let l = TcpListener::bind(("198.18.0.1", 0)).expect("bind the relay");
+        DelayRelay::start(l, target, ONE_WAY, RATE).expect("start the relay")
+    });
+    let cfg = default_config(&lab, "win_config", relay.addr.port());
+    let home = &lab.user().home;
+    let remote = home.join("down.bin");
+    random_file(&remote, SIZE);
+    lab.user().own(&remote, 0o644);
+    let local = lab.dir.join("up.bin");
+    random_file(&local, SIZE);
+    let empty = lab.dir.join("empty");
+    fs::write(&empty, "").unwrap();
+
+    // Download: ressh's receive window.
+    let got = lab.dir.join("down.got");
+    let cat = format!("cat {}", sq(&remote.to_string_lossy()));
+    let (took, err) = transfer(
+        &mut ressh_cmd(&lab.net, &cfg, &["-v", "server", &cat]),
+        &empty,
+        &got,
+    );
+    assert_eq!(
+        sha256_file(&got),
+        sha256_file(&remote),
+        "the download arrived changed"
+    );
+    let w = grown(&err);
+    report(
+        "window",
+        &format!("ressh download: {took:?}, window grew to {w} bytes"),
+    );
+    assert!(
+        w > INITIAL,
+        "ressh's window did not grow past 2 MiB:\n{err}"
+    );
+
+    // Upload: resshd-session's receive window, with ressh and with stock ssh.
+    for (who, mut cmd) in [
+        ("ressh", ressh_cmd(&lab.net, &cfg, &["server", "sha256sum"])),
+        ("ssh", {
+            let mut c = Command::new("ssh");
+            c.args(["-F", &cfg.to_string_lossy(), "server", "sha256sum"]);
+            lab.net.in_client(&mut c);
+            c
+        }),
+    ] {
+        let before = count(&lab.log(), LINE);
+        let sum = lab.dir.join(format!("{who}.sum"));
+        let (took, _) = transfer(&mut cmd, &local, &sum);
+        let said = fs::read_to_string(&sum).unwrap();
+        assert!(
+            said.starts_with(&sha256_file(&local)),
+            "{who}: the upload arrived changed: {said:?}"
+        );
+        // The worker logs through the monitor: give the line a moment.
+        let log = lab.wait_log("the worker's window line", Duration::from_secs(10), |l| {
+            count(l, LINE) > before
+        });
+        let new: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(LINE))
+            .skip(before)
+            .collect();
+        let w = grown(&new.join("\n"));
+        report(
+            "window",
+            &format!("{who} upload: {took:?}, resshd's window {w} bytes"),
+        );
+        assert!(
+            w > INITIAL,
+            "{who}: resshd's window did not grow past 2 MiB"
+        );
+    }
+}
