@@ -1139,6 +1139,8 @@ impl Session {
             }
         });
         self.send_global_replies();
+        // What ended meanwhile (see reap).
+        self.reap();
     }
 
     /// OpenSSH's `hostkeys-00@openssh.com` (UpdateHostKeys): once the
@@ -1219,6 +1221,13 @@ impl Session {
     }
 
     fn reap(&mut self) {
+        // While the monitor signs host-key proofs, a command's end waits
+        // (its zombie stays): the client must get the proofs before the
+        // session closes, or it quits without learning the keys. sshd's
+        // order, which answers the proof request before anything else.
+        if self.global_replies.iter().any(Option::is_none) {
+            return;
+        }
         loop {
             let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ExitKind::Status(code)),

@@ -131,7 +131,9 @@ fn rsync_tree_through_cuts() {
     });
     assert!(!kills.is_empty(), "no cut landed during the transfer");
     assert_eq!(tree_digest(&dst), want, "the copy differs");
-    assert!(reconnects(&lab.log()) >= kills.len(), "{}", lab.log());
+    // A kill can also hit a reconnect still in progress: then one
+    // reconnect answers two kills.
+    assert!(reconnects(&lab.log()) * 2 >= kills.len(), "{}", lab.log());
 }
 
 /// Limits what the client namespace sends to `rate` (tc's token bucket
@@ -474,7 +476,8 @@ fn ansible_playbook_twice_through_cuts() {
     // Every ssh and sftp of both runs rode one ressh master.
     ressh_master_pid(&lab, &control_socket(&cp));
     assert_eq!(count(&lab.log(), "Accepted publickey"), 1, "{}", lab.log());
-    assert!(reconnects(&lab.log()) >= all_kills, "{}", lab.log());
+    // One reconnect may answer two kills (see above).
+    assert!(reconnects(&lab.log()) * 2 >= all_kills, "{}", lab.log());
     stock_exit(&lab, &control_socket(&cp));
 }
 

@@ -106,7 +106,7 @@ struct Opts {
     trace: Option<PathBuf>,
 }
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "engine",
     "cat",
     "sftp",
