@@ -142,20 +142,11 @@ fn through_haproxy_resshd_sees_the_client_and_its_moves() {
         // A session that moves: its reconnects come through the balancer
         // from the new address, and are matched and logged with it.
         let stop = lab.user().home.join("stop-counter");
-        let mut client = Client::spawn(&mut lab.ressh(&[
-            "-o",
-            "ServerAliveInterval=600",
-            "server",
-            &counter_cmd(&stop, 1_000_000),
-        ]));
+        let mut client = counter(&lab, &stop);
         client.wait_lines(50, T);
         for _ in 0..2 {
             let before = reconnects(&lab.log());
-            let since = Instant::now();
-            lab.net.roam();
-            client.wait_err("reconnected to ", since, T);
-            let n = client.line_count();
-            client.wait_lines(n + 20, T);
+            roam(&lab, &client, 20);
             assert!(reconnects(&lab.log()) > before, "{send}: {}", lab.log());
         }
         fs::write(&stop, "").unwrap();
@@ -171,6 +162,27 @@ fn through_haproxy_resshd_sees_the_client_and_its_moves() {
             "{send}: no connection from the moved client's address\n{log}"
         );
     }
+}
+
+/// A counter session through the lab (keepalives too rare to matter: the
+/// client moves on netlink's word); stops when `stop` exists.
+fn counter(lab: &Lab, stop: &std::path::Path) -> Client {
+    Client::spawn(&mut lab.ressh(&[
+        "-o",
+        "ServerAliveInterval=600",
+        "server",
+        &counter_cmd(stop, 1_000_000),
+    ]))
+}
+
+/// Moves the client to its other address; returns once `client` said it
+/// reconnected and `more` lines came through.
+fn roam(lab: &Lab, client: &Client, more: usize) {
+    let since = Instant::now();
+    lab.net.roam();
+    client.wait_err("reconnected to ", since, T);
+    let n = client.line_count();
+    client.wait_lines(n + more, T);
 }
 
 /// Reads what resshd sends until it closes (or 10 s).
@@ -330,21 +342,12 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     let (lab, dir) = (&f.lab, &f.dir);
 
     let stop = lab.user().home.join("stop-counter");
-    let mut client = Client::spawn(&mut lab.ressh(&[
-        "-o",
-        "ServerAliveInterval=600",
-        "server",
-        &counter_cmd(&stop, 1_000_000),
-    ]));
+    let mut client = counter(lab, &stop);
     client.wait_lines(50, T);
     // Round robin: of three reconnects in a row, at most one lands on the
     // owner; the others must be relayed.
     for _ in 0..3 {
-        let since = Instant::now();
-        lab.net.roam();
-        client.wait_err("reconnected to ", since, T);
-        let n = client.line_count();
-        client.wait_lines(n + 20, T);
+        roam(lab, &client, 20);
     }
     // A relayed connection's link process on the owner: executed afresh
     // (`resshd --fleet-link`), not root. Roam until the connection is a
@@ -354,11 +357,7 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
         if !links.is_empty() {
             break;
         }
-        let since = Instant::now();
-        lab.net.roam();
-        client.wait_err("reconnected to ", since, T);
-        let n = client.line_count();
-        client.wait_lines(n + 5, T);
+        roam(lab, &client, 5);
         links = link_processes();
     }
     assert!(
@@ -464,12 +463,7 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
     let accepted = format!("Accepted publickey for {user}");
 
     let stop = lab.user().home.join("stop-counter");
-    let mut client = Client::spawn(&mut lab.ressh(&[
-        "-o",
-        "ServerAliveInterval=600",
-        "server",
-        &counter_cmd(&stop, 1_000_000),
-    ]));
+    let mut client = counter(lab, &stop);
     client.wait_lines(50, T);
     let owner = f
         .nodes()
@@ -503,11 +497,7 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
 
     // Its session goes on: its reconnects come through the other nodes.
     for _ in 0..2 {
-        let since = Instant::now();
-        lab.net.roam();
-        client.wait_err("reconnected to ", since, T);
-        let n = client.line_count();
-        client.wait_lines(n + 20, T);
+        roam(lab, &client, 20);
     }
     fs::write(&stop, "").unwrap();
     assert!(client.wait_exit(T).success(), "{}", client.describe());
@@ -580,12 +570,7 @@ fn a_node_that_dies_takes_only_its_sessions_and_says_so() {
     for k in 0..2 {
         let before = logins();
         let stop = lab.user().home.join(format!("stop-{k}"));
-        let c = Client::spawn(&mut lab.ressh(&[
-            "-o",
-            "ServerAliveInterval=600",
-            "server",
-            &counter_cmd(&stop, 1_000_000),
-        ]));
+        let c = counter(lab, &stop);
         c.wait_lines(30, T);
         let after = logins();
         let owner = (0..3).find(|&i| after[i] > before[i]).expect("its node");
