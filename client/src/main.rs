@@ -87,9 +87,6 @@ fn control_command(cfg: &config::Config, cmd: &str) -> i32 {
         die("No ControlPath specified for \"-O\" command");
     };
     if !matches!(cmd, "check" | "exit" | "stop" | "forward" | "cancel") {
-        if cmd == "proxy" {
-            die("ressh: -O proxy is not supported (check, forward, cancel, exit and stop are)");
-        }
         die(&format!("Invalid multiplex command.\n{}", args::USAGE));
     }
     let forwards = match mux::FwdReq::from_config(cfg) {
@@ -141,6 +138,33 @@ fn control_command(cfg: &config::Config, cmd: &str) -> i32 {
             255
         }
     }
+}
+
+/// `-O proxy`: the session through the master of ControlPath in proxy
+/// mode (MUX_C_PROXY), this process speaking the connection protocol on
+/// the control socket.
+fn proxy_session(mut cfg: config::Config, plan: Plan) -> Result<Session, Quit> {
+    let Some(path) = cfg.control_path.clone() else {
+        die("No ControlPath specified for \"-O\" command");
+    };
+    let fail = |msg: String| Quit {
+        code: 255,
+        msg: Some(msg),
+    };
+    let c = mux::Client::connect(&path)
+        .map_err(|e| fail(format!("Control socket connect({}): {e}", path.display())))?;
+    let sock = c
+        .proxy()
+        .map_err(|e| fail(format!("ressh: -O proxy: {e}")))?;
+    // As ssh in proxy mode: no master of its own, and nothing for the
+    // master but the connection protocol: ServerAlive probes (global
+    // requests an OpenSSH master does not relay) are the master's part,
+    // whose connection is the one to watch.
+    cfg.control_master = ControlMaster::No;
+    cfg.control_persist = None;
+    cfg.server_alive_interval = 0;
+    let desc = format!("control socket {}", path.display());
+    Session::proxy(cfg, plan, sock, desc)
 }
 
 /// With a ControlPath and ControlMaster no/auto/autoask, a session goes
@@ -323,20 +347,24 @@ fn main() {
         std::process::exit(0);
     }
     debug1!("{}", version());
-    if let Some(cmd) = &a.control_command {
+    let proxy = a.control_command.as_deref() == Some("proxy");
+    if let Some(cmd) = a.control_command.as_deref().filter(|_| !proxy) {
         std::process::exit(control_command(&cfg, cmd));
     }
     let plan = match plan(&a, &cfg) {
         Ok(p) => p,
         Err(e) => die(&e),
     };
-    if let Some(code) = mux_client(&cfg, &plan) {
-        std::process::exit(code);
+    if !proxy {
+        if let Some(code) = mux_client(&cfg, &plan) {
+            std::process::exit(code);
+        }
     }
     // ControlPersist, as ssh: the master goes to the background without a
     // session of its own once authenticated, and this process runs the
     // session through it.
-    let persist = cfg.control_path.is_some()
+    let persist = !proxy
+        && cfg.control_path.is_some()
         && cfg.control_master != ControlMaster::No
         && cfg.control_persist.is_some()
         && !cfg.fork_after_authentication
@@ -354,7 +382,12 @@ fn main() {
     } else {
         (plan, None)
     };
-    let q = match Session::connect(cfg, plan) {
+    let session = if proxy {
+        proxy_session(cfg, plan)
+    } else {
+        Session::connect(cfg, plan)
+    };
+    let q = match session {
         Ok(mut s) => {
             if let Some(j) = job {
                 s.persist(j);

@@ -496,6 +496,29 @@ impl Client {
         }
     }
 
+    /// MUX_C_PROXY (`-O proxy`): once the master says MUX_S_PROXY, the
+    /// socket carries the SSH connection protocol (mux framing); it is
+    /// returned for that, non-blocking.
+    pub fn proxy(mut self) -> io::Result<UnixStream> {
+        let rid = self.next_rid();
+        let mut b = Vec::new();
+        b.put_u32(C_PROXY);
+        b.put_u32(rid);
+        self.sock.write_all(&frame(&b))?;
+        let (k, rest) = self.reply(rid)?;
+        match k {
+            S_PROXY if rest.is_empty() => {}
+            S_PERMISSION_DENIED | S_FAILURE => {
+                let why = cstring(&mut Reader::new(&rest)).unwrap_or_default();
+                return Err(io::Error::other(format!("master returned error: {why}")));
+            }
+            k => return Err(bad(format!("unexpected reply 0x{k:08x}"))),
+        }
+        self.sock.set_read_timeout(None)?;
+        self.sock.set_nonblocking(true)?;
+        Ok(self.sock)
+    }
+
     /// Waits until the socket is readable (true) or a signal came (false).
     fn wait_readable(&self, sig: &crate::sig::Signals) -> io::Result<bool> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

@@ -189,15 +189,26 @@ fn proto_config(cfg: &Config, known: &hostkey::Known) -> Result<ressh_proto::Con
 impl Session {
     /// Dials and builds a session for `cfg`; nothing is read yet.
     pub fn connect(cfg: Config, plan: Plan) -> Result<Session, Quit> {
-        let sig = crate::sig::install().map_err(|e| fatal(format!("ressh: signals: {e}")))?;
         let known = hostkey::known(&cfg);
         let mut pc = proto_config(&cfg, &known).map_err(|e| fatal(format!("ressh: {e}")))?;
         // Resilience keepalives (docs/PROTOCOL.md §4): ServerAliveInterval,
         // else 15 s; a silent server then means reconnecting.
         pc.keepalive = keepalive::resilience_interval(&cfg);
-        let mut transport = transport::dial(&cfg).map_err(|e| fatal(format!("ressh: {}", e.0)))?;
+        let transport = transport::dial(&cfg).map_err(|e| fatal(format!("ressh: {}", e.0)))?;
         let now = Instant::now();
         let conn = Connection::client(pc, now).map_err(|e| fatal(format!("ressh: {e}")))?;
+        Session::assemble(cfg, plan, conn, transport, now)
+    }
+
+    /// A session of `conn` on `transport`, registered for readiness.
+    fn assemble(
+        cfg: Config,
+        plan: Plan,
+        conn: Connection,
+        mut transport: transport::Transport,
+        now: Instant,
+    ) -> Result<Session, Quit> {
+        let sig = crate::sig::install().map_err(|e| fatal(format!("ressh: signals: {e}")))?;
         let poll = Poll::new().map_err(|e| fatal(format!("ressh: poll: {e}")))?;
         transport
             .register(poll.registry(), T_READ, T_WRITE)
@@ -228,6 +239,33 @@ impl Session {
             foreground: None,
             quit: None,
         })
+    }
+
+    /// A session through a master's control socket in proxy mode (`-O
+    /// proxy`, `sock` past MUX_S_PROXY): the engine speaks the connection
+    /// protocol on it with no key exchange and no authentication
+    /// ([`Connection::mux_proxy_client`]), and the session goes on as
+    /// after authentication on a connection of its own: forwards, then
+    /// the main channel. `desc` names the socket in messages.
+    pub fn proxy(
+        cfg: Config,
+        plan: Plan,
+        sock: std::os::unix::net::UnixStream,
+        desc: String,
+    ) -> Result<Session, Quit> {
+        let pc = proto_config(&cfg, &hostkey::Known::default())
+            .map_err(|e| fatal(format!("ressh: {e}")))?;
+        let now = Instant::now();
+        let conn = Connection::mux_proxy_client(pc, &cfg.user, now);
+        let transport = transport::Transport::Mux {
+            sock: mio::net::UnixStream::from_std(sock),
+            desc,
+        };
+        let mut s = Session::assemble(cfg, plan, conn, transport, now)?;
+        // No key exchange to time out.
+        s.login.kex_deadline = None;
+        s.on_auth_success();
+        Ok(s)
     }
 
     /// ControlPersist: `job` runs in the foreground process once the master

@@ -1,7 +1,8 @@
 //! The byte stream under the SSH connection: a TCP socket, or the pipes of a
 //! ProxyCommand child, or (for ProxyJump) the pipes of a child `ressh -W`
-//! through the jump host. [`dial`] makes one from the resolved configuration
-//! and can be called again later to replace a broken one.
+//! through the jump host, or a mux master's control socket in proxy mode
+//! (`-O proxy`). [`dial`] makes one from the resolved configuration and can
+//! be called again later to replace a broken one.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -66,6 +67,11 @@ pub enum Transport {
         wr: std::fs::File,
         desc: String,
     },
+    /// A master's control socket in proxy mode (`-O proxy`).
+    Mux {
+        sock: mio::net::UnixStream,
+        desc: String,
+    },
 }
 
 impl Transport {
@@ -73,7 +79,7 @@ impl Transport {
     pub fn tcp_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
         match self {
             Transport::Tcp { sock, .. } => Some((sock.local_addr().ok()?, sock.peer_addr().ok()?)),
-            Transport::Command { .. } => None,
+            Transport::Command { .. } | Transport::Mux { .. } => None,
         }
     }
 
@@ -117,7 +123,7 @@ impl Transport {
                     Err(e) => Err(e),
                 }
             }
-            Transport::Command { .. } => Ok(true),
+            Transport::Command { .. } | Transport::Mux { .. } => Ok(true),
         }
     }
 
@@ -125,6 +131,9 @@ impl Transport {
     pub fn register(&mut self, reg: &Registry, r: Token, w: Token) -> io::Result<()> {
         match self {
             Transport::Tcp { sock, .. } => {
+                reg.register(sock, r, Interest::READABLE | Interest::WRITABLE)
+            }
+            Transport::Mux { sock, .. } => {
                 reg.register(sock, r, Interest::READABLE | Interest::WRITABLE)
             }
             Transport::Command { rd, wr, .. } => {
@@ -139,6 +148,9 @@ impl Transport {
             Transport::Tcp { sock, .. } => {
                 let _ = reg.deregister(sock);
             }
+            Transport::Mux { sock, .. } => {
+                let _ = reg.deregister(sock);
+            }
             Transport::Command { rd, wr, .. } => {
                 let _ = reg.deregister(&mut SourceFd(&rd.as_raw_fd()));
                 let _ = reg.deregister(&mut SourceFd(&wr.as_raw_fd()));
@@ -149,6 +161,7 @@ impl Transport {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp { sock, .. } => sock.read(buf),
+            Transport::Mux { sock, .. } => sock.read(buf),
             Transport::Command { rd, .. } => rd.read(buf),
         }
     }
@@ -156,14 +169,17 @@ impl Transport {
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp { sock, .. } => sock.write(buf),
+            Transport::Mux { sock, .. } => sock.write(buf),
             Transport::Command { wr, .. } => wr.write(buf),
         }
     }
 
-    /// "127.0.0.1 port 22", or the proxy command.
+    /// "127.0.0.1 port 22", the proxy command, or the control socket.
     pub fn describe(&self) -> &str {
         match self {
-            Transport::Tcp { desc, .. } | Transport::Command { desc, .. } => desc,
+            Transport::Tcp { desc, .. }
+            | Transport::Command { desc, .. }
+            | Transport::Mux { desc, .. } => desc,
         }
     }
 

@@ -50,6 +50,10 @@ const ACK_DELAY: Duration = Duration::from_secs(1);
 /// upload are, every [`ACK_DELAY`] (docs/PROTOCOL.md §4, "Path suspicion").
 const BULK_UNACKED: usize = 64 << 10;
 
+/// [`Connection::peer_version`] of a mux proxy client: no version line
+/// is exchanged on a control socket.
+pub const MUX_PROXY_PEER: &str = "mux proxy";
+
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -438,6 +442,27 @@ impl Connection {
     /// A client connection; its version line and first KEXINIT are queued.
     pub fn client(config: Config, now: Instant) -> Result<Self> {
         Self::new(Role::Client, config, Vec::new(), Vec::new(), now)
+    }
+
+    /// A client of a mux master's control socket in proxy mode
+    /// (PROTOCOL.mux, MUX_C_PROXY): the master's connection carries ours,
+    /// so there is no version exchange, no key exchange and no user
+    /// authentication: the connection protocol is open at once for
+    /// `user`, each packet unencrypted in the mux framing
+    /// ([`crate::transport::mux_frame`]), and only its messages are sent.
+    /// Nothing of the resilience extension: the master's connection is
+    /// the resilient one.
+    pub fn mux_proxy_client(config: Config, user: &str, now: Instant) -> Self {
+        let mut c = Self::assemble(Role::Client, config, Vec::new(), now);
+        c.peer_version = Some(MUX_PROXY_PEER.to_string());
+        c.writer = PacketWriter::mux();
+        c.reader = PacketReader::mux();
+        c.auth = Auth::Done {
+            user: user.to_string(),
+            sent: 0,
+            received: 0,
+        };
+        c
     }
 
     /// A server connection with these host keys: each exchange hash is
@@ -911,7 +936,7 @@ impl Connection {
             self.stats.acks_sent += 1;
             self.stats.ack_wire_bytes += (self.io.outbuf().len() - before) as u64;
         }
-        if self.writer.seq == 0 && !self.strict_kex {
+        if self.writer.seq == 0 && !self.strict_kex && self.session_id.is_some() {
             return Err(Error::Protocol("outgoing sequence number wrapped"));
         }
         Ok(())

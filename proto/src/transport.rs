@@ -67,9 +67,45 @@ pub fn scan_version(buf: &[u8], allow_preamble: bool, seen: &mut usize) -> Resul
     }
 }
 
+/// Mux proxy framing (PROTOCOL.mux, MUX_C_PROXY): on a master's control
+/// socket in proxy mode each packet is `uint32 length, byte 0 (padding
+/// length), payload`, unencrypted and unpadded. Appends `payload` so
+/// framed to `out`.
+pub fn mux_frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
+    out.push(0);
+    out.extend_from_slice(payload);
+}
+
+/// The packet in mux proxy framing at the front of `buf`, once `buf`
+/// holds all of it: where its payload is and the bytes it takes. Strict:
+/// a length from 2 (the padding length and a type) to
+/// [`MAX_PACKET_LEN`], checked before anything is buffered, and a padding
+/// length of 0.
+pub fn mux_unframe(buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if !(2..=MAX_PACKET_LEN).contains(&len) {
+        return Err(Error::TooLarge("mux proxy packet length"));
+    }
+    if buf[4] != 0 {
+        return Err(Error::Malformed("padding in a mux proxy packet"));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((5..4 + len, 4 + len)))
+}
+
 /// Encrypting side of the packet layer.
 pub struct PacketWriter {
     key: Box<dyn SealingKey>,
+    /// Mux proxy framing ([`mux_frame`]) instead of the binary packet
+    /// protocol: only connection-protocol messages (80 to 127) are sent,
+    /// as OpenSSH's mux client (packet.c, `ssh_packet_send_mux`).
+    mux: bool,
     /// `zlib@openssh.com` of the keys in use ([`crate::zlib`]).
     pub zlib: Delayed<Deflate>,
     /// Compressed payloads are built here.
@@ -84,6 +120,7 @@ impl PacketWriter {
     pub fn new(m: &KeyMaterial, seq: u32) -> Result<Self> {
         Ok(PacketWriter {
             key: cipher::sealing_key(m)?,
+            mux: false,
             zlib: Delayed::default(),
             zbuf: Vec::new(),
             seq,
@@ -94,6 +131,13 @@ impl PacketWriter {
 
     pub fn none() -> Self {
         Self::new(&none_material(), 0).expect("none cipher")
+    }
+
+    /// The writer of a mux proxy client ([`mux_frame`]).
+    pub fn mux() -> Self {
+        let mut w = Self::none();
+        w.mux = true;
+        w
     }
 
     /// [`Self::none`] on a transport of an authenticated session (a
@@ -122,6 +166,14 @@ impl PacketWriter {
     /// of `out`: the payload is copied once (this is the hot path of bulk
     /// transfers).
     pub fn write(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.mux {
+            if (80..=127).contains(&payload[0]) {
+                mux_frame(payload, out);
+                self.seq = self.seq.wrapping_add(1);
+                self.packets += 1;
+            }
+            return Ok(());
+        }
         if !self.zlib.is_on() {
             return self.seal(payload, out);
         }
@@ -174,6 +226,8 @@ impl PacketWriter {
 /// Decrypting side of the packet layer.
 pub struct PacketReader {
     key: Box<dyn OpeningKey>,
+    /// Mux proxy framing ([`mux_unframe`]).
+    mux: bool,
     /// `zlib@openssh.com` of the keys in use ([`crate::zlib`]).
     pub zlib: Delayed<Inflate>,
     pub seq: u32,
@@ -186,6 +240,7 @@ impl PacketReader {
     pub fn new(m: &KeyMaterial, seq: u32) -> Result<Self> {
         Ok(PacketReader {
             key: cipher::opening_key(m)?,
+            mux: false,
             zlib: Delayed::default(),
             seq,
             scratch: Vec::new(),
@@ -196,6 +251,13 @@ impl PacketReader {
 
     pub fn none() -> Self {
         Self::new(&none_material(), 0).expect("none cipher")
+    }
+
+    /// The reader of a mux proxy client ([`mux_unframe`]).
+    pub fn mux() -> Self {
+        let mut r = Self::none();
+        r.mux = true;
+        r
     }
 
     /// See [`PacketWriter::authenticated`].
@@ -266,6 +328,14 @@ impl PacketReader {
         &mut self,
         buf: &mut [u8],
     ) -> Result<Option<(std::ops::Range<usize>, usize)>> {
+        if self.mux {
+            let r = mux_unframe(buf)?;
+            if let Some((_, n)) = &r {
+                self.packets += 1;
+                self.bytes += *n as u64;
+            }
+            return Ok(r);
+        }
         let Some(total) = self.packet_size(buf)? else {
             return Ok(None);
         };
@@ -290,6 +360,9 @@ impl PacketReader {
     /// The size of the packet at the front of `buf` (length, body and tag),
     /// once `buf` holds all of it; the length is checked first.
     fn packet_size(&self, buf: &[u8]) -> Result<Option<usize>> {
+        if self.mux {
+            return Ok(mux_unframe(buf)?.map(|(_, n)| n));
+        }
         if buf.len() < 4 {
             return Ok(None);
         }
@@ -370,5 +443,32 @@ mod tests {
         bad[..4].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
         assert!(r.read(&bad).is_err());
         assert!(r.read(&out[..3]).unwrap().is_none());
+    }
+
+    #[test]
+    fn mux_packets_are_framed_strictly() {
+        let mut w = PacketWriter::mux();
+        let mut r = PacketReader::mux();
+        let mut out = Vec::new();
+        // Only the connection protocol goes out (an IGNORE does not).
+        w.write(b"\x02xx", &mut out).unwrap();
+        assert!(out.is_empty());
+        w.write(b"\x60\0\0\0\x07", &mut out).unwrap();
+        assert_eq!(out, b"\0\0\0\x06\0\x60\0\0\0\x07");
+        let (p, n) = r.read(&out).unwrap().unwrap();
+        assert_eq!((p.as_slice(), n), (&b"\x60\0\0\0\x07"[..], out.len()));
+        // Every prefix waits; the length is checked before the rest is
+        // there, and a padding length other than 0 is refused.
+        for k in 0..out.len() {
+            assert!(r.read(&out[..k]).unwrap().is_none(), "{k}");
+        }
+        for len in [0u32, 1, MAX_PACKET_LEN as u32 + 1, u32::MAX] {
+            let mut bad = len.to_be_bytes().to_vec();
+            bad.push(0);
+            assert!(r.read(&bad).is_err(), "{len}");
+        }
+        let mut bad = out.clone();
+        bad[4] = 4;
+        assert!(r.read(&bad).is_err());
     }
 }

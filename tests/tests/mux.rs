@@ -23,10 +23,18 @@
 //! - ressh is a mux client of a stock `ssh` master (sessions, `-O check`,
 //!   `-O forward`/`cancel`, a session's `-L` handed to the master, `-W`,
 //!   `-O exit`);
+//! - ressh in proxy mode (`-O proxy`) through a ressh master and through a
+//!   stock `ssh` master logged in to Debian's sshd: exit status, stdout
+//!   and stderr apart, 3 MiB through `cat` (sha256), a pty in tmux of the
+//!   terminal's size that follows a resize, `-W`, `-N -L`; every one a
+//!   proxy client in the master's log, none a mux session; a fake master
+//!   saying what no master says (lengths over the bound, a refusal, bytes
+//!   after MUX_S_PROXY, padding, a confirmation of no channel, a truncated
+//!   message) ends ressh with 255 and a message, never a panic;
 //! - 50 sequential commands of stock `ssh -S` through a ressh master whose
 //!   connection is cut once (a recording proxy in front of resshd), the
-//!   cut while one of them runs beside an `-O proxy` one: every output
-//!   arrives, exactly once;
+//!   cut while one of them runs beside `-O proxy` ones of stock ssh and of
+//!   ressh: every output arrives, exactly once;
 //! - hostile mux clients (lengths over the bound, garbage, requests before
 //!   the hello, descriptors nobody asked for) are dropped one by one while
 //!   the master serves on;
@@ -533,6 +541,228 @@ fn ressh_client_of_stock_master() {
     );
 }
 
+/// How many `ressh -O proxy` clients [`ressh_proxy_sessions`] runs.
+const PROXY_SESSIONS: usize = 5;
+
+/// `ressh -O proxy` sessions through the master `ressh` (a ressh command
+/// with the ControlPath) reaches: exit status, stdout and stderr apart,
+/// 3 MiB through `cat` (sha256), a pty in a real terminal (tmux) of its
+/// size, following a resize, `-W` and `-N -L`.
+fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
+    let out = run_timeout(
+        &mut ressh(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let out = run_with_stdin(&mut ressh(&["-O", "proxy", "server", "cat"]), &data, T);
+    assert!(
+        out.status.success(),
+        "{:?}, {} bytes out: {}",
+        out.status,
+        out.stdout.len(),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        openssl::sha::sha256(&out.stdout),
+        openssl::sha::sha256(&data),
+        "3 MiB through cat in proxy mode ({} bytes came back)",
+        out.stdout.len()
+    );
+    let line = ressh(&[
+        "-O",
+        "proxy",
+        "-t",
+        "server",
+        "tty; stty size; read x; stty size; read y",
+    ]);
+    let line = std::iter::once(line.get_program())
+        .chain(line.get_args())
+        .map(|a| sq(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tmux = Tmux::new(tag);
+    tmux.start(80, 24, &line);
+    tmux.wait("a pty of the terminal's size", |sc| {
+        sc.contains("/dev/pts/") && sc.contains("24 80")
+    });
+    tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["Enter"]);
+    tmux.wait("the new size", |sc| sc.contains("30 100"));
+    tmux.keys(&["Enter"]);
+    wait_for(
+        "the pty session to end",
+        T,
+        || (!tmux.alive()).then_some(()),
+        || tmux.screen(),
+    );
+    let echo = echo_server();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let w = format!("127.0.0.1:{echo}");
+    let out = run_with_stdin(&mut ressh(&["-O", "proxy", "-W", &w, "server"]), &data, T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == data, "-W in proxy mode");
+    let lport = free_port();
+    let l = format!("{lport}:127.0.0.1:{echo}");
+    let mut fwd = Client::spawn(&mut ressh(&["-O", "proxy", "-N", "-L", &l, "server"]));
+    wait_for(
+        "-L of -N in proxy mode",
+        T,
+        || echoes(lport).then_some(()),
+        || fwd.describe(),
+    );
+    signal(fwd.pid(), "TERM");
+    fwd.wait_exit(T);
+}
+
+/// ressh in proxy mode (`-O proxy`) through a ressh master: its sessions
+/// ride the master's one connection.
+#[test]
+fn ressh_proxy_client_of_ressh_master() {
+    let s = setup("muxy");
+    let log = s.dir.join("master.log");
+    let log_arg = log.to_string_lossy();
+    let _master = ressh_master(&s, &["-E", &log_arg, "-o", "LogLevel=DEBUG2"]);
+    ressh_proxy_sessions(&|a| s.ressh(a), "muxy");
+    assert_eq!(s.logins(), 1, "{}", s.server.log());
+    // Each in proxy mode, none a mux session (0x10000002).
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        count(&log, "mux request 0x1000000f"),
+        PROXY_SESSIONS,
+        "{log}"
+    );
+    assert_eq!(count(&log, "mux request 0x10000002"), 0, "{log}");
+}
+
+/// ressh in proxy mode through a stock `ssh` master logged in to Debian's
+/// sshd.
+#[test]
+fn ressh_proxy_client_of_stock_master() {
+    require_root();
+    let sshd = Sshd::start("");
+    let dir = TempDir::new("e2e-muxz");
+    let known_hosts = dir.join("known_hosts");
+    fs::write(&known_hosts, sshd.known_hosts()).unwrap();
+    let login = Lab::make_login_to(&dir, &known_hosts, "muxz", "", ("127.0.0.1", sshd.port()));
+    let sock = dir.join("cm");
+    let ssh = |args: &[&str]| {
+        let mut c = Command::new(require_cmd("ssh"));
+        c.arg("-F")
+            .arg(&login.config)
+            .arg("-S")
+            .arg(&sock)
+            .args(args);
+        c
+    };
+    let log = dir.join("master.log");
+    let log_arg = log.to_string_lossy();
+    run_ok_out(&mut ssh(&[
+        "-E", &log_arg, "-vv", "-M", "-N", "-f", "server",
+    ]));
+    let master = Master(check(&mut ssh(&["-O", "check", "server"])));
+    assert_eq!(comm(master.0).as_deref(), Some("ssh"), "the master is ssh");
+    let ressh = |args: &[&str]| {
+        let mut c = ressh_here(&login.config, &["-S"]);
+        c.arg(&sock).args(args);
+        c
+    };
+    ressh_proxy_sessions(&ressh, "muxz");
+    // Each in proxy mode, none a mux session.
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(count(&log, "proxy request"), PROXY_SESSIONS, "{log}");
+    assert_eq!(count(&log, "request tty"), 0, "{log}");
+    assert_eq!(
+        count(&sshd.log(), "Accepted publickey"),
+        1,
+        "{}",
+        sshd.log()
+    );
+}
+
+/// A master that is not one (a socket of ours, a program answering the
+/// hello): ressh in proxy mode decodes what it says strictly and within
+/// bounds, and ends with 255 and a message, never a panic.
+#[test]
+fn ressh_proxy_client_of_a_hostile_master() {
+    let dir = TempDir::new("e2e-muxw");
+    let config = dir.join("ssh_config");
+    fs::write(
+        &config,
+        "Host *\n    HostName 127.0.0.1\n    BatchMode yes\n",
+    )
+    .unwrap();
+    let proxy_ok = packet(&[0x8000_000f, 0], &[]);
+    let proxied = |frame: &[u8]| [proxy_ok.clone(), frame.to_vec()].concat();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a reply over the bound",
+            0x7fff_ffffu32.to_be_bytes().to_vec(),
+            "bad packet length",
+        ),
+        (
+            "a refusal",
+            packet(&[0x8000_0003, 0], &[b"no proxies here"]),
+            "no proxies here",
+        ),
+        (
+            "MUX_S_PROXY with more after it",
+            packet(&[0x8000_000f, 0, 7], &[]),
+            "unexpected reply",
+        ),
+        (
+            "a proxy packet over the bound",
+            proxied(&[0xff, 0xff, 0xff, 0xf0, 0]),
+            "packet length",
+        ),
+        (
+            "a proxy packet with padding",
+            proxied(b"\0\0\0\x06\x04\x5d\0\0\0\0"),
+            "padding",
+        ),
+        (
+            "a confirmation of no channel",
+            proxied(b"\0\0\0\x12\0\x5b\0\0\0\x09\0\0\0\0\0\0\0\0\0\0\x80\0"),
+            "",
+        ),
+        ("a truncated message", proxied(b"\0\0\0\x03\0\x5d\x01"), ""),
+    ];
+    for (what, answer, says) in cases {
+        let sock = dir.join("cm");
+        let _ = fs::remove_file(&sock);
+        let l = UnixListener::bind(&sock).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(T)).unwrap();
+            // The hello, then MUX_C_PROXY.
+            let mut got = [0u8; 24];
+            c.read_exact(&mut got[..12]).unwrap();
+            c.write_all(&packet(HELLO, &[])).unwrap();
+            c.read_exact(&mut got[12..]).unwrap();
+            c.write_all(&answer).unwrap();
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+            got
+        });
+        let mut cmd = ressh_here(&config, &["-S"]);
+        cmd.arg(&sock).args(["-O", "proxy", "server", "true"]);
+        let out = run_timeout(&mut cmd, T);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(err.contains(says), "{what}: {err}");
+        let got = fake.join().unwrap();
+        assert_eq!(
+            got[12..],
+            packet(&[0x1000_000f, 0], &[])[..],
+            "{what}: MUX_C_PROXY after the hello"
+        );
+    }
+}
+
 #[test]
 fn fifty_commands_through_a_cut() {
     let s = setup("muxc");
@@ -557,15 +787,17 @@ fn fifty_commands_through_a_cut() {
     let _master = ressh_master(&s, &[]);
     for i in 0..50 {
         let cmd = if i == 25 {
-            // The cut comes while this one runs, and a proxy-mode one
-            // (-O proxy) beside it.
+            // The cut comes while this one runs, and proxy-mode ones
+            // (-O proxy) of stock ssh and of ressh beside it.
             let cmd = "echo 25a; sleep 2; echo 25b";
             let mut c = Client::spawn(&mut s.ssh(&["server", cmd]));
             let mut px = Client::spawn(&mut s.ssh(&["-O", "proxy", "server", cmd]));
-            c.wait_lines(0, T);
-            px.wait_lines(0, T);
+            let mut rpx = Client::spawn(&mut s.ressh(&["-O", "proxy", "server", cmd]));
+            for c in [&c, &px, &rpx] {
+                c.wait_lines(0, T);
+            }
             proxy.cut();
-            for c in [&mut c, &mut px] {
+            for c in [&mut c, &mut px, &mut rpx] {
                 assert!(c.wait_exit(T).success(), "{}", c.describe());
                 let lines: Vec<String> = c.out_lines().into_iter().map(|(_, l)| l).collect();
                 assert_eq!(lines, ["25a", "25b"]);

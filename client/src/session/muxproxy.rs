@@ -17,11 +17,10 @@ use std::collections::{HashMap, VecDeque};
 
 use mio::Token;
 use ressh_proto::msg::{self, ChannelKind};
-use ressh_proto::wire::Put;
+use ressh_proto::transport::{mux_frame, mux_unframe};
 use ressh_proto::Event;
 
 use super::Session;
-use crate::mux as proto;
 
 /// The window we give the client per channel, and our largest packet.
 const WINDOW: u32 = 2 << 20;
@@ -81,38 +80,26 @@ impl Proxy {
     }
 }
 
-/// One unpadded packet: length, padding length 0, payload. OpenSSH's
-/// reader refuses a packet length under 5 (packet.c, reading from a mux
-/// master), which only REQUEST_FAILURE (one byte, our answer to the
-/// client's keepalives) would be: it gets zero bytes after it, which
-/// ssh's handler of the reply does not read.
+/// One unpadded packet: length, padding length 0, payload
+/// ([`mux_frame`]). OpenSSH's reader refuses a packet length under 5
+/// (packet.c, reading from a mux master), which only REQUEST_FAILURE (one
+/// byte, our answer to the client's keepalives) would be: it gets zero
+/// bytes after it, which ssh's handler of the reply does not read.
 fn packet(payload: &[u8]) -> Vec<u8> {
-    let body = payload.len().max(4);
-    let mut v = Vec::with_capacity(body + 5);
-    v.put_u32(body as u32 + 1);
-    v.push(0);
-    v.extend_from_slice(payload);
-    v.resize(body + 5, 0);
+    let mut p = payload.to_vec();
+    p.resize(p.len().max(4), 0);
+    let mut v = Vec::with_capacity(p.len() + 5);
+    mux_frame(&p, &mut v);
     v
 }
 
-/// The next packet's payload off the front of `buf`.
+/// The next packet's payload off the front of `buf` ([`mux_unframe`]).
 pub(super) fn take(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
-    if buf.len() < 5 {
+    let Some((payload, n)) = mux_unframe(buf).map_err(|e| e.to_string())? else {
         return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if !(2..=proto::MAX_PACKET).contains(&len) {
-        return Err(format!("bad proxy packet length {len}"));
-    }
-    if buf[4] != 0 {
-        return Err("padding in a proxy packet".into());
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let p = buf[5..4 + len].to_vec();
-    buf.drain(..4 + len);
+    };
+    let p = buf[payload].to_vec();
+    buf.drain(..n);
     Ok(Some(p))
 }
 
