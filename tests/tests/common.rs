@@ -1355,9 +1355,13 @@ impl Xvfb {
                 .arg(&server_auth)
                 .args(["add", ":0", ".", &cookie]),
         );
+        // -noreset: an X server resets when its last client leaves, and
+        // drops the connections that arrive meanwhile (a client right
+        // after another, through a forward, would see "unable to open
+        // display" now and then).
         let server = Client::spawn(
             Command::new(require_cmd("Xvfb"))
-                .args(["-displayfd", "1", "-nolisten", "tcp", "-auth"])
+                .args(["-displayfd", "1", "-nolisten", "tcp", "-noreset", "-auth"])
                 .arg(&server_auth),
         );
         server.wait_lines(0, T);
