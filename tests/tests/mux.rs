@@ -43,7 +43,8 @@
 //!   its own $DISPLAY decide): stock `ssh -S -A -Y` and `ressh -S -A -Y`
 //!   through a ressh master started with `-oForwardAgent=<agent> -Y` under
 //!   Xvfb get `ssh-add -l` listing the master's agent key and the Xvfb
-//!   screen through `xwd`; the same clients without `-A -Y` get neither;
+//!   screen through `xwd`, in one session before and after a cut of the
+//!   master's connection; the same clients without `-A -Y` get neither;
 //! - the control socket: mode 0600, a socket owned by another user is
 //!   refused by ressh's mux client, and a client of another uid is refused
 //!   by the master (SO_PEERCRED).
@@ -108,6 +109,24 @@ impl Setup {
         let mut c = ressh_here(&self.login.config, &["-S"]);
         c.arg(self.sock()).args(args);
         c
+    }
+
+    /// A recording proxy in front of resshd (to cut the connection); the
+    /// user's ssh_config and known_hosts now point at it.
+    fn via_proxy(&self) -> Proxy {
+        let proxy = Proxy::start((std::net::Ipv4Addr::LOCALHOST, self.server.port()).into());
+        let known = self.dir.join("known_hosts");
+        fs::write(&known, known_hosts_at(&self.server, proxy.port)).unwrap();
+        write_client_config(
+            &self.login.config,
+            &self.login.user.name,
+            &self.login.key,
+            &known,
+            "127.0.0.1",
+            proxy.port,
+            "ServerAliveInterval 1\n",
+        );
+        proxy
     }
 
     /// How many logins resshd accepted.
@@ -766,24 +785,7 @@ fn ressh_proxy_client_of_a_hostile_master() {
 #[test]
 fn fifty_commands_through_a_cut() {
     let s = setup("muxc");
-    let proxy = Proxy::start(
-        (
-            "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
-            s.server.port(),
-        )
-            .into(),
-    );
-    let known = s.dir.join("known_hosts");
-    fs::write(&known, known_hosts_at(&s.server, proxy.port)).unwrap();
-    write_client_config(
-        &s.login.config,
-        &s.login.user.name,
-        &s.login.key,
-        &known,
-        "127.0.0.1",
-        proxy.port,
-        "ServerAliveInterval 1\n",
-    );
+    let proxy = s.via_proxy();
     let _master = ressh_master(&s, &[]);
     for i in 0..50 {
         let cmd = if i == 25 {
@@ -1051,6 +1053,7 @@ fn mux_clients_forward_the_agent_and_x11() {
     use crate::x11_forwarding as x11;
 
     let s = setup_with("muxax", "X11Forwarding yes\n");
+    let proxy = s.via_proxy();
     let x = Xvfb::start(s.dir.path());
     let screen = x11::local_screen(&x);
     let agent_sock = SshAgent::start(s.dir.path(), "agent.sock");
@@ -1066,31 +1069,71 @@ fn mux_clients_forward_the_agent_and_x11() {
     // Not asked for: neither. First, since a server that set up agent
     // forwarding for one session gives every later session of the
     // connection its socket, as sshd does.
-    let clients = |args: &[&str]| {
+    let clients = |args: &[&str], cmd: &str| {
         let mut all = vec![args.to_vec(), args.to_vec()];
         for a in &mut all {
-            a.extend(["server", probe.as_str()]);
+            a.extend(["server", cmd]);
         }
         [("ssh", s.ssh(&all[0])), ("ressh", s.ressh(&all[1]))]
     };
-    for (name, mut c) in clients(&[]) {
+    for (name, mut c) in clients(&[], &probe) {
         let out = run_ok_out(c.env_remove("DISPLAY").env_remove("SSH_AUTH_SOCK"));
         assert_eq!(agent::field(&out, "sock"), Some("unset"), "{name}: {out}");
         assert_eq!(x11::field(&out, "display"), Some("unset"), "{name}: {out}");
     }
     // The clients' own environment has neither an agent nor a display.
-    for (name, mut c) in clients(&["-A", "-Y"]) {
-        let out = run_ok_out(c.env_remove("DISPLAY").env_remove("SSH_AUTH_SOCK"));
-        agent::assert_forwarded(&out, &user, &fp);
-        let display = x11::field(&out, "display").unwrap_or_default();
-        assert!(display.starts_with("localhost:1"), "{name}: {out}");
-        assert_eq!(x11::xwd(&out), Some(screen.as_str()), "{name}: xwd\n{out}");
+    // The probe runs before and after a cut of the master's connection
+    // while the session is open: after the reconnect, the server's new
+    // agent and X11 channels still reach the master's agent and display.
+    let cut_probe = format!("{probe}; echo '--cut--'; read x; {probe}");
+    for ((name, mut c), base) in clients(&["-A", "-Y"], &cut_probe).into_iter().zip(1..) {
+        let (mut c, mut stdin) =
+            Client::spawn_typed(c.env_remove("DISPLAY").env_remove("SSH_AUTH_SOCK"));
+        wait_for(
+            "the probe before the cut",
+            T,
+            || {
+                c.out_lines()
+                    .iter()
+                    .any(|(_, l)| l == "--cut--")
+                    .then_some(())
+            },
+            || c.describe(),
+        );
+        proxy.cut();
+        wait_for(
+            "the master to reconnect",
+            T,
+            || (reconnects(&s.server.log()) == base).then_some(()),
+            || s.server.log(),
+        );
+        stdin.write_all(b"\n").unwrap();
+        drop(stdin);
+        assert!(c.wait_exit(T).success(), "{name}: {}", c.describe());
+        let lines: Vec<String> = c.out_lines().into_iter().map(|(_, l)| l).collect();
+        let at = lines.iter().position(|l| l == "--cut--").unwrap();
+        for (when, out) in [("before", &lines[..at]), ("after", &lines[at + 1..])] {
+            let out = out.join("\n");
+            agent::assert_forwarded(&out, &user, &fp);
+            let display = x11::field(&out, "display").unwrap_or_default();
+            assert!(display.starts_with("localhost:1"), "{name} {when}: {out}");
+            assert_eq!(
+                x11::xwd(&out),
+                Some(screen.as_str()),
+                "{name} {when} the cut: xwd\n{out}\n{}",
+                c.stderr()
+            );
+        }
     }
     assert_eq!(s.logins(), 1, "every session rode the master's connection");
+    assert!(
+        proxy.accepted() >= 3,
+        "the master reconnected after each cut"
+    );
     drop(master);
     report(
         "mux",
         "stock ssh and ressh through a ressh master: agent (ssh-add -l) and X11 (xwd) \
-         forwarded on -A -Y only",
+         forwarded on -A -Y only, and still after a cut of the master's connection",
     );
 }
