@@ -25,8 +25,9 @@
 //!   `-O exit`);
 //! - ressh in proxy mode (`-O proxy`) through a ressh master and through a
 //!   stock `ssh` master logged in to Debian's sshd: exit status, stdout
-//!   and stderr apart, 3 MiB through `cat` (sha256), a pty in tmux of the
-//!   terminal's size that follows a resize, `-W`, `-N -L`; every one a
+//!   and stderr apart, 3 MiB through `cat` (sha256), a login shell on a
+//!   pty in tmux of the terminal's size that follows a resize and passes
+//!   its exit status, `-W`, `-N -L`; every one a
 //!   proxy client in the master's log, none a mux session; a fake master
 //!   saying what no master says (lengths over the bound, a refusal, bytes
 //!   after MUX_S_PROXY, padding, a confirmation of no channel, a truncated
@@ -565,8 +566,9 @@ const PROXY_SESSIONS: usize = 5;
 
 /// `ressh -O proxy` sessions through the master `ressh` (a ressh command
 /// with the ControlPath) reaches: exit status, stdout and stderr apart,
-/// 3 MiB through `cat` (sha256), a pty in a real terminal (tmux) of its
-/// size, following a resize, `-W` and `-N -L`.
+/// 3 MiB through `cat` (sha256), a login shell on a pty in a real
+/// terminal (tmux) of its size, following a resize, its exit status, `-W`
+/// and `-N -L`.
 fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
     let out = run_timeout(
         &mut ressh(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
@@ -590,34 +592,28 @@ fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
         "3 MiB through cat in proxy mode ({} bytes came back)",
         out.stdout.len()
     );
-    let line = ressh(&[
-        "-O",
-        "proxy",
-        "-t",
-        "server",
-        "tty; stty size; read x; stty size; read y",
-    ]);
+    // A login shell on a pty (no command, stdin a terminal).
+    let line = ressh(&["-O", "proxy", "server"]);
     let line = std::iter::once(line.get_program())
         .chain(line.get_args())
         .map(|a| sq(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ");
     let tmux = Tmux::new(tag);
-    tmux.start(80, 24, &line);
+    tmux.start(80, 24, &format!("{line}; echo \"exit=$?\"; sleep 60"));
+    tmux.keys(&["-l", "tty; stty size"]);
+    tmux.keys(&["Enter"]);
     tmux.wait("a pty of the terminal's size", |sc| {
         sc.contains("/dev/pts/") && sc.contains("24 80")
     });
     tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
     std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["-l", "stty size"]);
     tmux.keys(&["Enter"]);
     tmux.wait("the new size", |sc| sc.contains("30 100"));
+    tmux.keys(&["-l", "exit 7"]);
     tmux.keys(&["Enter"]);
-    wait_for(
-        "the pty session to end",
-        T,
-        || (!tmux.alive()).then_some(()),
-        || tmux.screen(),
-    );
+    tmux.wait("the shell's exit status", |sc| sc.contains("exit=7"));
     let echo = echo_server();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let w = format!("127.0.0.1:{echo}");
