@@ -260,3 +260,71 @@ fn a_rejected_identification_is_answered_in_plain_text() {
         assert_eq!(s.take_output(), why, "{:?}", String::from_utf8_lossy(input));
     }
 }
+
+/// A mux proxy client: the connection protocol at once, nothing before it
+/// (no version line, no KEXINIT), its messages in the mux framing, others
+/// (DISCONNECT) not sent, and what the master says decoded as any peer's.
+#[test]
+fn mux_proxy_client_speaks_only_the_connection_protocol() {
+    use crate::transport::mux_frame;
+    let now = Instant::now();
+    let mut c = Connection::mux_proxy_client(Config::default(), "u", now);
+    assert!(c.output().is_empty(), "no version line, no KEXINIT");
+    assert!(c.is_authenticated());
+    assert_eq!(c.poll_timeout(), None, "no rekey, no resilience timers");
+    let id = c.open_channel(ChannelKind::Session).unwrap();
+    let open = msg::ChannelOpen {
+        sender: id,
+        initial_window: Config::default().window,
+        max_packet: Config::default().max_packet,
+        kind: ChannelKind::Session,
+    }
+    .encode();
+    let mut framed = Vec::new();
+    mux_frame(&open, &mut framed);
+    assert_eq!(c.take_output(), framed);
+    let confirm = msg::ChannelOpenConfirmation {
+        recipient: id,
+        sender: 5,
+        initial_window: 1 << 20,
+        max_packet: 32768,
+        data: Vec::new(),
+    }
+    .encode();
+    let mut input = Vec::new();
+    mux_frame(&confirm, &mut input);
+    let data = msg::ChannelData {
+        recipient: id,
+        data: b"hi".to_vec(),
+    }
+    .encode();
+    mux_frame(&data, &mut input);
+    c.handle_input(&input, now).unwrap();
+    let evs = events(&mut c);
+    assert!(
+        matches!(evs[0], Event::ChannelOpened { id: i } if i == id),
+        "{evs:?}"
+    );
+    assert!(
+        matches!(&evs[1], Event::Data { id: i, data } if *i == id && data == b"hi"),
+        "{evs:?}"
+    );
+    assert_eq!(c.send_data(id, b"yo").unwrap(), 2);
+    let out = c.take_output();
+    let mut framed = Vec::new();
+    mux_frame(
+        &msg::ChannelData {
+            recipient: 5,
+            data: b"yo".to_vec(),
+        }
+        .encode(),
+        &mut framed,
+    );
+    assert_eq!(out, framed);
+    c.disconnect(reason::BY_APPLICATION, "bye");
+    assert!(c.output().is_empty(), "DISCONNECT is not the master's");
+    // A bad frame is a fault of the peer: the connection closes.
+    let mut c = Connection::mux_proxy_client(Config::default(), "u", now);
+    assert!(c.handle_input(&[0, 0, 0, 1, 0], now).is_err());
+    assert!(c.is_closed());
+}
