@@ -30,7 +30,6 @@ fn version_and_usage() {
 fn unsupported_options_are_refused_clearly() {
     for args in [
         &["-K", "h", "true"][..],
-        &["-F", "none", "-S", "/nonexistent/cm", "-O", "proxy", "h"],
         &["-F", "none", "-D", "/tmp/socks.sock", "h", "true"],
         &["-F", "none", "-o", "NoSuchOption=1", "h", "true"],
         &["-F", "none", "-L", "/tmp/a.sock:/tmp/b.sock", "h", "true"],
