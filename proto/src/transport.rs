@@ -2,6 +2,7 @@
 
 use crate::cipher::{self, KeyMaterial, OpeningKey, SealingKey};
 use crate::error::{Error, Result};
+use crate::msg;
 use crate::zlib::{Deflate, Delayed, Inflate};
 
 /// Largest `packet_length` accepted, as OpenSSH (PACKET_MAX_SIZE).
@@ -96,7 +97,19 @@ pub fn mux_unframe(buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>
     if buf.len() < 4 + len {
         return Ok(None);
     }
-    Ok(Some((5..4 + len, 4 + len)))
+    // A packet length under 5 does not pass OpenSSH's reader of this
+    // framing, so a master pads the one-byte REQUEST_SUCCESS and
+    // REQUEST_FAILURE with zeros to four bytes (ressh's does): those
+    // zeros are not the message's. Unambiguous: neither message has 3
+    // bytes of its own after the type.
+    let one_byte = len == 5
+        && matches!(
+            buf[5],
+            msg::num::REQUEST_SUCCESS | msg::num::REQUEST_FAILURE
+        )
+        && buf[6..9] == [0, 0, 0];
+    let end = if one_byte { 6 } else { 4 + len };
+    Ok(Some((5..end, 4 + len)))
 }
 
 /// Encrypting side of the packet layer.
@@ -470,5 +483,14 @@ mod tests {
         let mut bad = out.clone();
         bad[4] = 4;
         assert!(r.read(&bad).is_err());
+        // A one-byte global reply padded to four bytes by a master for
+        // OpenSSH's reader: the message is its byte; other messages keep
+        // every byte.
+        let (p, n) = r.read(b"\0\0\0\x05\0\x52\0\0\0").unwrap().unwrap();
+        assert_eq!((p.as_slice(), n), (&b"\x52"[..], 9));
+        let (p, _) = r.read(b"\0\0\0\x05\0\x52\0\0\x01").unwrap().unwrap();
+        assert_eq!(p, b"\x52\0\0\x01");
+        let (p, _) = r.read(b"\0\0\0\x05\0\x60\0\0\0").unwrap().unwrap();
+        assert_eq!(p, b"\x60\0\0\0");
     }
 }

@@ -27,7 +27,8 @@
 //!   stock `ssh` master logged in to Debian's sshd: exit status, stdout
 //!   and stderr apart, 3 MiB through `cat` (sha256), a login shell on a
 //!   pty in tmux of the terminal's size that follows a resize and passes
-//!   its exit status, `-W`, `-N -L`; every one a
+//!   its exit status, `-W`, `-N -L`, a `-R` a ressh master refuses (a
+//!   warning, the session goes on); every one a
 //!   proxy client in the master's log, none a mux session; a fake master
 //!   saying what no master says (lengths over the bound, a refusal, bytes
 //!   after MUX_S_PROXY, padding, a confirmation of no channel, a truncated
@@ -642,12 +643,22 @@ fn ressh_proxy_client_of_ressh_master() {
     let log_arg = log.to_string_lossy();
     let _master = ressh_master(&s, &["-E", &log_arg, "-o", "LogLevel=DEBUG2"]);
     ressh_proxy_sessions(&|a| s.ressh(a), "muxy");
+    // A ressh master refuses a proxy client's -R (REQUEST_FAILURE padded
+    // for OpenSSH's reader): a warning, as ssh's, and the session goes on.
+    let out = run_timeout(
+        &mut s.ressh(&["-O", "proxy", "-R", "0:127.0.0.1:22", "server", "echo on"]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(text(&out.stdout), "on\n");
+    assert!(err.contains("remote port forwarding failed"), "{err}");
     assert_eq!(s.logins(), 1, "{}", s.server.log());
     // Each in proxy mode, none a mux session (0x10000002).
     let log = fs::read_to_string(&log).unwrap();
     assert_eq!(
         count(&log, "mux request 0x1000000f"),
-        PROXY_SESSIONS,
+        PROXY_SESSIONS + 1,
         "{log}"
     );
     assert_eq!(count(&log, "mux request 0x10000002"), 0, "{log}");
