@@ -774,16 +774,20 @@ fn end_asker(mut child: std::process::Child, who: &str, grace: Duration) {
     use std::os::unix::process::ExitStatusExt;
     let start = Instant::now();
     let mut killed = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if start.elapsed() >= grace => {
-                killed = true;
-                let _ = child.kill();
-                break child.wait().ok();
+    let status = if grace == Duration::MAX {
+        child.wait().ok()
+    } else {
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if start.elapsed() >= grace => {
+                    killed = true;
+                    let _ = child.kill();
+                    break child.wait().ok();
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break None,
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
         }
     };
     if let Some(sig) = status.and_then(|st| st.signal()) {
