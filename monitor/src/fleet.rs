@@ -248,15 +248,26 @@ fn write_frame<T: Serialize>(s: &mut impl Write, m: &T) -> Result<(), String> {
 }
 
 fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut impl Read) -> Result<T, String> {
+    read_frame_max(s, MAX_FRAME)
+}
+
+/// A frame of at most `max` bytes, decoded strictly (no byte left over).
+fn read_frame_max<T: for<'de> Deserialize<'de>>(
+    s: &mut impl Read,
+    max: usize,
+) -> Result<T, String> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).map_err(|e| format!("link: {e}"))?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(format!("link: a frame of {len} bytes"));
     }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).map_err(|e| format!("link: {e}"))?;
-    postcard::from_bytes(&body).map_err(|_| "link: undecodable frame".to_string())
+    match postcard::take_from_bytes(&body) {
+        Ok((m, [])) => Ok(m),
+        _ => Err("link: undecodable frame".to_string()),
+    }
 }
 
 /// The receiving node's side, in the asking process ([`ask_main`]): asks
@@ -734,16 +745,7 @@ fn read_verdict(s: &std::os::unix::net::UnixStream, deadline: Instant) -> Result
             (&mut &*self.0).read(buf)
         }
     }
-    let mut len = [0u8; 4];
-    let mut r = ByDeadline(s, deadline);
-    r.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_VERDICT {
-        return Err(format!("a verdict of {len} bytes"));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(|e| e.to_string())?;
-    let v: Verdict = postcard::from_bytes(&body).map_err(|_| "an undecodable verdict")?;
+    let v: Verdict = read_frame_max(&mut ByDeadline(s, deadline), MAX_VERDICT)?;
     if let Ok(node) = &v.0 {
         if !valid_name(node) {
             return Err(format!("a bad node name {node:?}"));
@@ -1215,6 +1217,72 @@ mod tests {
         };
         assert_eq!(under(&asking, connect), Ok(0));
         assert_eq!(under(&answering, connect), Err(libc::SIGSYS));
+    }
+
+    /// The monitor believes of its asking process (the privsep user, which
+    /// whoever breaks into it controls) only a well-formed verdict, of at
+    /// most MAX_VERDICT bytes, by its deadline however the bytes are paced;
+    /// a node name it will log must be a name the list allows.
+    #[test]
+    fn the_monitor_believes_only_a_well_formed_verdict_in_time() {
+        use std::os::unix::net::UnixStream;
+        let frame = |v: &Verdict| {
+            let body = postcard::to_allocvec(v).unwrap();
+            let mut f = (body.len() as u32).to_be_bytes().to_vec();
+            f.extend(body);
+            f
+        };
+        let read = |bytes: Vec<u8>, pace: Option<Duration>| {
+            let (mut asker, monitor) = UnixStream::pair().unwrap();
+            let sender = std::thread::spawn(move || match pace {
+                None => {
+                    let _ = asker.write_all(&bytes);
+                }
+                Some(p) => {
+                    for b in bytes {
+                        if asker.write_all(&[b]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(p);
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            let v = read_verdict(&monitor, Instant::now() + Duration::from_secs(1));
+            let took = t0.elapsed();
+            drop(monitor);
+            sender.join().unwrap();
+            (v.map(|v| v.0), took)
+        };
+        let relayed = frame(&Verdict(Ok("node-1.a_b".into())));
+        assert_eq!(read(relayed.clone(), None).0, Ok(Ok("node-1.a_b".into())));
+        let refused = Verdict(Err((failure::UNKNOWN_SESSION, "unknown session".into())));
+        assert_eq!(
+            read(frame(&refused), None).0,
+            Ok(Err((failure::UNKNOWN_SESSION, "unknown session".into())))
+        );
+        let long = Verdict(Err((failure::TRY_AGAIN, "x".repeat(MAX_VERDICT))));
+        let mut trailing = relayed.clone();
+        trailing[3] += 1;
+        trailing.push(0);
+        let forged = Verdict(Ok("node1\nresshd[1]: Accepted publickey for root".into()));
+        for (what, bytes) in [
+            ("a verdict longer than MAX_VERDICT", frame(&long)),
+            ("a byte after the verdict", trailing),
+            ("a node name with a line break", frame(&forged)),
+            ("an empty node name", frame(&Verdict(Ok(String::new())))),
+            (
+                "half a verdict, then the end",
+                relayed[..relayed.len() / 2].to_vec(),
+            ),
+            ("nothing", Vec::new()),
+        ] {
+            assert!(read(bytes, None).0.is_err(), "{what} was believed");
+        }
+        // A byte every 300 ms: each read is quick, the whole is late.
+        let (v, took) = read(relayed, Some(Duration::from_millis(300)));
+        assert!(v.is_err(), "a dribbled verdict was believed after {took:?}");
+        assert!(took < Duration::from_millis(1500), "waited {took:?}");
     }
 
     /// Sends a TLS record header announcing 16 KiB, then one byte every
