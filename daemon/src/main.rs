@@ -105,11 +105,11 @@ fn at(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn main() -> ExitCode {
-    // A fleet link process resshd executes for each accepted link (its
-    // link on descriptor 3): before anything closes that.
+    // A fleet link process resshd executes for each accepted link, or a
+    // monitor for a reconnect another node may own (its descriptors from 3
+    // on are the link's): before anything closes those.
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(ressh_monitor::fleet::LINK_ARG) {
-        let code = ressh_monitor::fleet::link_main(&argv[2..]);
+    if let Some(code) = ressh_monitor::fleet::main(&argv) {
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
     // Descriptors beyond stdin, stdout and stderr that resshd was started
@@ -1269,9 +1269,16 @@ fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut B
 fn reap(children: &mut Startups, fleet_children: &mut HashSet<Pid>) {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
+            Ok(WaitStatus::Exited(pid, _)) => {
                 children.done(pid);
                 fleet_children.remove(&pid);
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                children.done(pid);
+                // SIGSYS: its seccomp filter caught a forbidden call.
+                if fleet_children.remove(&pid) {
+                    log::error(&format!("fleet link process {pid} killed by signal {sig}"));
+                }
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(_) => {}

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 pub mod harden;
 pub mod msg;
 pub mod permit;
+pub mod sandbox;
 
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -17,8 +17,14 @@
 //! - The owner validates the relayed reconnect exactly as a local one (its
 //!   broker and session monitor see a requester with the client's
 //!   address); the link is a byte pipe after that. The receiving node's
-//!   monitor and the owner's link process each pump one direction pair
-//!   between the client's socket, the link and the session.
+//!   asking process and the owner's link process each pump one direction
+//!   pair between the client's socket, the link and the session.
+//! - No root process speaks TLS or touches another node: both ends of a
+//!   link are resshd executed afresh (`--fleet-ask` for the receiving
+//!   node's monitor, `--fleet-link` for each accepted link), which read the
+//!   key and the list as root, then drop to the privsep user in the empty
+//!   chroot, non-dumpable, under a seccomp allow-list ([`link_filter`]),
+//!   before their first byte with another node.
 //!
 //! The link's protocol: after the TLS handshake, the receiving node sends
 //! one frame (a 4-byte big-endian length, then a postcard-encoded [`Ask`])
@@ -28,7 +34,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -40,6 +46,7 @@ use openssl::ssl::{
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 use ressh_ipc::msg::{FromBroker, ToBroker};
+use ressh_ipc::sandbox;
 use ressh_proto::keys::{PrivateKey, PublicKey};
 use ressh_proto::resilience::failure;
 use ressh_proto::ReconnectRequest;
@@ -98,11 +105,7 @@ pub fn read_nodes(path: &Path) -> Result<Vec<Node>, String> {
         let (Some(name), Some(addr), Some(key)) = (w.next(), w.next(), w.next()) else {
             return Err(format!("{}: want `name host:port public-key`", at()));
         };
-        let ok_name = name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok_name {
+        if !valid_name(name) {
             return Err(format!("{}: bad node name {name:?}", at()));
         }
         if addr
@@ -245,38 +248,63 @@ fn write_frame<T: Serialize>(s: &mut impl Write, m: &T) -> Result<(), String> {
 }
 
 fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut impl Read) -> Result<T, String> {
+    read_frame_max(s, MAX_FRAME)
+}
+
+/// A frame of at most `max` bytes, decoded strictly (no byte left over).
+fn read_frame_max<T: for<'de> Deserialize<'de>>(
+    s: &mut impl Read,
+    max: usize,
+) -> Result<T, String> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).map_err(|e| format!("link: {e}"))?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(format!("link: a frame of {len} bytes"));
     }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).map_err(|e| format!("link: {e}"))?;
-    postcard::from_bytes(&body).map_err(|_| "link: undecodable frame".to_string())
+    match postcard::take_from_bytes(&body) {
+        Ok((m, [])) => Ok(m),
+        _ => Err("link: undecodable frame".to_string()),
+    }
 }
 
-/// The receiving node's side: asks every other node of `nodes_file`
-/// whether it owns the session of `ask`. Ok: the owner accepted; the
-/// returned link carries the connection from now on. Err: the verdict for
-/// the client (UNKNOWN_SESSION when no node owns it, TRY_AGAIN when a node
-/// could not be asked, the owner's refusal as it gave it).
+/// The receiving node's side, in the asking process ([`ask_main`]): asks
+/// every other node of `nodes_file` whether it owns the session of `ask`.
+/// It reads the key and the list, resolves the nodes' addresses and makes
+/// their sockets, then `confine`s itself before it connects to any: the TLS
+/// with whoever answers at those addresses runs without privilege. Ok: the
+/// owner accepted; the returned link carries the connection from now on.
+/// Err: the verdict for the client (UNKNOWN_SESSION when no node owns it,
+/// TRY_AGAIN when a node could not be asked, the owner's refusal as it gave
+/// it).
 pub fn ask_fleet(
     key_file: &Path,
     nodes_file: &Path,
+    confine: impl FnOnce() -> Result<(), String>,
     ask: &Ask,
 ) -> Result<(String, SslStream<TcpStream>), (u32, String)> {
     let fail = |e: String| (failure::TRY_AGAIN, e);
     let me = Identity::load(key_file).map_err(fail)?;
     let nodes = read_nodes(nodes_file).map_err(fail)?;
     let mine = me.public();
-    let others: Vec<&Node> = nodes.iter().filter(|n| n.key != mine).collect();
+    let (others, dials): (Vec<Node>, Vec<Result<Dial, String>>) = nodes
+        .into_iter()
+        .filter(|n| n.key != mine)
+        .map(|n| {
+            let d = dial(&me, &n);
+            (n, d)
+        })
+        .unzip();
+    drop(me);
+    confine().map_err(fail)?;
     // All at once: a dead node costs its ASK_TIME once, not once per node
     // before the owner. At most one can own the token.
     let answers: Vec<Result<Asked, String>> = std::thread::scope(|scope| {
-        let asks: Vec<_> = others
-            .iter()
-            .map(|node| scope.spawn(|| ask_node(&me, node, ask)))
+        let asks: Vec<_> = dials
+            .into_iter()
+            .map(|d| scope.spawn(move || ask_node(d, ask)))
             .collect();
         asks.into_iter()
             .map(|h| {
@@ -318,22 +346,75 @@ pub fn ask_fleet(
 
 type Asked = Result<SslStream<TcpStream>, (u32, String)>;
 
-fn ask_node(me: &Identity, node: &Node, ask: &Ask) -> Result<Asked, String> {
-    let deadline = Instant::now() + ASK_TIME;
+/// What asking one node takes, made before the asking process confines
+/// itself: the TLS context believing that node's key, its address
+/// (resolved), and an unconnected socket (the confined process makes none).
+struct Dial {
+    ctx: SslContext,
+    addr: SocketAddr,
+    sock: OwnedFd,
+}
+
+fn dial(me: &Identity, node: &Node) -> Result<Dial, String> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
     let addr = node
         .addr
         .to_socket_addrs()
         .map_err(|e| format!("resolve: {e}"))?
         .next()
         .ok_or("no address")?;
-    let tcp = TcpStream::connect_timeout(&addr, ASK_TIME).map_err(|e| format!("connect: {e}"))?;
-    link_socket(&tcp);
     let ctx = context(me, pkeys(std::iter::once(node)))?;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let sock = socket(family, SockType::Stream, flags, None).map_err(|e| format!("socket: {e}"))?;
+    Ok(Dial { ctx, addr, sock })
+}
+
+fn ask_node(dial: Result<Dial, String>, ask: &Ask) -> Result<Asked, String> {
+    let Dial { ctx, addr, sock } = dial?;
+    let deadline = Instant::now() + ASK_TIME;
+    let tcp = connect(sock, addr, ASK_TIME).map_err(|e| format!("connect: {e}"))?;
+    link_socket(&tcp);
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
     let mut tls = handshake(ssl, tcp, false, deadline)?;
     write_frame(&mut tls, ask)?;
     let Answer(verdict) = read_frame(&mut tls)?;
     Ok(verdict.map(|()| tls))
+}
+
+/// Connects the non-blocking `sock` to `addr` within `timeout`.
+fn connect(sock: OwnedFd, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{getsockopt, sockopt, SockaddrStorage};
+    let deadline = Instant::now() + timeout;
+    match nix::sys::socket::connect(sock.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) => return Ok(TcpStream::from(sock)),
+        Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection timed out",
+            ));
+        }
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match getsockopt(&sock, sockopt::SocketError)? {
+        0 => Ok(TcpStream::from(sock)),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
 }
 
 /// A link's TCP options: no Nagle delay, and keepalives that find a node
@@ -400,29 +481,38 @@ fn handshake(
     Ok(tls)
 }
 
-/// resshd's first argument when it runs as a fleet link process
-/// ([`exec_link`], [`link_main`]).
+/// resshd's first argument when it runs as a fleet link process: the
+/// owner's side of a link ([`exec_link`], [`link_main`]).
 pub const LINK_ARG: &str = "--fleet-link";
+/// The same for the asking side ([`ask_in_process`], [`ask_main`]).
+pub const ASK_ARG: &str = "--fleet-ask";
 
-/// In a child of resshd for an accepted link: executes resshd afresh as a
-/// link process with the link on descriptor 3 (a new address space: none
-/// of the listener's host keys or state reach what talks to an
-/// unauthenticated peer). Returns only on failure.
-#[allow(unsafe_code)] // pre_exec (placing the link's descriptor)
-pub fn exec_link(
-    sock: TcpStream,
+/// resshd's entry for its fleet processes: Some(exit code) if `argv` is a
+/// link process's ([`LINK_ARG`] or [`ASK_ARG`]), before resshd does
+/// anything else (its descriptors 3 and on are the link's).
+pub fn main(argv: &[String]) -> Option<i32> {
+    match argv.get(1).map(String::as_str) {
+        Some(LINK_ARG) => Some(link_main(&argv[2..])),
+        Some(ASK_ARG) => Some(ask_main(&argv[2..])),
+        _ => None,
+    }
+}
+
+/// resshd executed afresh as the link process `which` (a new address
+/// space: none of the listener's host keys or state, nor the monitor's,
+/// reach what talks to another node), its descriptors 3 and on `fds`.
+#[allow(unsafe_code)] // pre_exec (placing the descriptors)
+fn link_command(
+    which: &str,
     key_file: &Path,
     nodes_file: &Path,
     broker_socket: &Path,
     privsep: &crate::monitor::Privsep,
-) -> std::io::Error {
+    fds: Vec<i32>,
+) -> std::io::Result<std::process::Command> {
     use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return e,
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg(LINK_ARG).args(log::to_words());
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg(which).args(log::to_words());
     cmd.arg(key_file).arg(nodes_file).arg(broker_socket);
     match privsep {
         crate::monitor::Privsep::Root { uid, gid, chroot } => {
@@ -431,28 +521,129 @@ pub fn exec_link(
         crate::monitor::Privsep::Unprivileged { .. } => cmd.args(["-", "-", "-"]),
     };
     cmd.env_clear();
-    let fd = sock.as_raw_fd();
     // SAFETY: place_fds only calls async-signal-safe functions.
-    unsafe { cmd.pre_exec(move || crate::monitor::place_fds(&[fd])) };
-    cmd.exec()
+    unsafe { cmd.pre_exec(move || crate::monitor::place_fds(&fds)) };
+    Ok(cmd)
+}
+
+/// In a child of resshd for an accepted link: executes resshd afresh as a
+/// link process with the link on descriptor 3. Returns only on failure.
+pub fn exec_link(
+    sock: TcpStream,
+    key_file: &Path,
+    nodes_file: &Path,
+    broker_socket: &Path,
+    privsep: &crate::monitor::Privsep,
+) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let fd = sock.as_raw_fd();
+    match link_command(
+        LINK_ARG,
+        key_file,
+        nodes_file,
+        broker_socket,
+        privsep,
+        vec![fd],
+    ) {
+        Ok(mut cmd) => cmd.exec(),
+        Err(e) => e,
+    }
+}
+
+/// The privsep user's uid and gid, and the empty chroot.
+type PrivsepUser = (u32, u32, PathBuf);
+
+/// A link process's arguments as [`link_command`] made them (after its
+/// first): the key, the list, the broker's socket, and the privsep user and
+/// chroot if resshd runs as root. None: not resshd's.
+fn link_args(args: &[String]) -> Option<(&Path, &Path, &Path, Option<PrivsepUser>)> {
+    let [l0, l1, l2, key, nodes, broker, uid, gid, chroot] = args else {
+        eprintln!("resshd: a fleet link process is run by resshd itself");
+        return None;
+    };
+    if !log::from_words(&[l0.clone(), l1.clone(), l2.clone()]) {
+        return None;
+    }
+    let privsep = match (uid.parse::<u32>(), gid.parse::<u32>()) {
+        (Ok(u), Ok(g)) => Some((u, g, PathBuf::from(chroot))),
+        _ => None,
+    };
+    Some((Path::new(key), Path::new(nodes), Path::new(broker), privsep))
+}
+
+/// A link process's confinement, once it has read what only root may
+/// (the key, the list) and before its first byte with another node:
+/// with privilege separation the privsep user in the empty chroot, always
+/// non-dumpable, no_new_privs, and the seccomp allow-list `filter`
+/// ([`link_filter`]) whose breach kills it with SIGSYS (its parent logs it).
+fn confine(privsep: &Option<PrivsepUser>, filter: &[sandbox::BpfProgram]) -> Result<(), String> {
+    match privsep {
+        Some((uid, gid, chroot)) => {
+            sandbox::drop_privileges(chroot, *uid, *gid).map_err(|e| e.to_string())?
+        }
+        None => ressh_ipc::harden::non_dumpable()?,
+    }
+    sandbox::install(filter).map_err(|e| e.to_string())
+}
+
+/// The system calls a confined link process may make: TLS and the byte
+/// pump on descriptors it holds (non-blocking set by ioctl FIONBIO for the
+/// link, fcntl F_SETFL O_NONBLOCK for the other end), messages to the
+/// broker or the monitor, memory and time. The asking side also connects
+/// its sockets (made before) and asks the nodes from threads: clone only
+/// for a thread (clone3, whose flags a filter cannot see, fails with ENOSYS
+/// and the C library falls back to clone). Anything else kills it: no
+/// socket, file, program, signal to another process, or child.
+fn link_filter(asking: bool) -> Result<Vec<sandbox::BpfProgram>, sandbox::Error> {
+    use sandbox::{SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as If};
+    let mut allowed = sandbox::BASE.to_vec();
+    let nonblock = sandbox::SeccompRule::new(vec![
+        If::new(1, Len::Dword, Op::Eq, libc::F_SETFL as u64)?,
+        If::new(2, Len::Dword, Op::Eq, libc::O_NONBLOCK as u64)?,
+    ])?;
+    let getfd =
+        sandbox::SeccompRule::new(vec![If::new(1, Len::Dword, Op::Eq, libc::F_GETFD as u64)?])?;
+    let mut rules = vec![
+        (libc::SYS_fcntl, vec![getfd, nonblock]),
+        sandbox::only_with(libc::SYS_ioctl, 1, &[libc::FIONBIO])?,
+    ];
+    let mut progs = Vec::new();
+    if asking {
+        allowed.extend([
+            libc::SYS_connect,
+            libc::SYS_clone3,
+            libc::SYS_set_robust_list,
+            libc::SYS_rseq,
+            // The C library's malloc, sizing its arenas for a new thread.
+            libc::SYS_sched_getaffinity,
+        ]);
+        let thread = libc::CLONE_THREAD as u64;
+        rules.push((
+            libc::SYS_clone,
+            vec![sandbox::SeccompRule::new(vec![If::new(
+                0,
+                Len::Qword,
+                Op::MaskedEq(thread),
+                thread,
+            )?])?],
+        ));
+        progs.push(sandbox::fail_with(
+            &[libc::SYS_clone3],
+            libc::ENOSYS as u32,
+        )?);
+    }
+    // Last: it forbids installing another.
+    progs.push(sandbox::allow_list(&allowed, rules)?);
+    Ok(progs)
 }
 
 /// A link process: `args` as [`exec_link`] made them (after [`LINK_ARG`]),
 /// the link on descriptor 3. Reads the key and list and links to the
-/// broker as root, then confines itself (non-dumpable; with privilege
-/// separation the privsep user in the empty chroot) before any TLS.
+/// broker as root, then confines itself before any TLS.
 #[allow(unsafe_code)] // taking descriptor 3, placed there by exec_link
-pub fn link_main(args: &[String]) -> i32 {
-    let [l0, l1, l2, key, nodes, broker, uid, gid, chroot] = args else {
-        eprintln!("resshd {LINK_ARG}: is run by resshd itself");
+fn link_main(args: &[String]) -> i32 {
+    let Some((key, nodes, broker, privsep)) = link_args(args) else {
         return 2;
-    };
-    if !log::from_words(&[l0.clone(), l1.clone(), l2.clone()]) {
-        return 2;
-    }
-    let privsep = match (uid.parse::<u32>(), gid.parse::<u32>()) {
-        (Ok(u), Ok(g)) => Some((u, g, std::path::PathBuf::from(chroot))),
-        _ => None,
     };
     // SAFETY: resshd placed the accepted link there (exec_link); nothing
     // else in this fresh process owns it.
@@ -460,23 +651,221 @@ pub fn link_main(args: &[String]) -> i32 {
     let Ok(from) = sock.peer_addr() else {
         return 255;
     };
-    let confine = || -> Result<(), String> {
-        ressh_ipc::harden::non_dumpable()?;
-        if let Some((uid, gid, chroot)) = &privsep {
-            nix::unistd::chroot(chroot).map_err(|e| format!("chroot {}: {e}", chroot.display()))?;
-            nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
-            ressh_ipc::harden::become_user(*uid, *gid, &[])?;
+    let filter = match link_filter(false) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error(&format!("fleet link: {e}"));
+            return 255;
         }
-        Ok(())
     };
     serve_link(
-        Path::new(key),
-        Path::new(nodes),
-        Path::new(broker),
-        confine,
+        key,
+        nodes,
+        broker,
+        || confine(&privsep, &filter),
         sock,
         from,
     )
+}
+
+/// Longest verdict frame from the asking process: a code, a node's name
+/// or the reason for the client.
+const MAX_VERDICT: usize = 4096;
+/// What the monitor waits for the asking process's verdict beyond
+/// [`ASK_TIME`] (reading the files, resolving the names, starting).
+const VERDICT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The asking process's verdict to its monitor: Ok(the owner's node name:
+/// the process relays the connection now) or the verdict for the client.
+#[derive(Serialize, Deserialize)]
+struct Verdict(Result<String, (u32, String)>);
+
+/// The monitor's side of a reconnect that may be another node's: runs the
+/// asking process (resshd afresh, [`ASK_ARG`]) with the client's socket
+/// `sock` and `ask`, and waits at most [`ASK_TIME`] and a margin for its
+/// verdict. Ok: the owner's node name, and the process, which relays the
+/// connection from now on (the monitor waits for it: [`relay_ended`]).
+/// Err: the verdict for the client. The monitor itself makes no connection
+/// to another node and does no TLS; it believes nothing of the process's
+/// but a verdict code and a bounded text.
+pub fn ask_in_process(
+    sock: &OwnedFd,
+    key_file: &Path,
+    nodes_file: &Path,
+    privsep: &crate::monitor::Privsep,
+    ask: &Ask,
+    who: &str,
+) -> Result<(String, std::process::Child), (u32, String)> {
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+    let again = |e: String| (failure::TRY_AGAIN, format!("fleet: {e}"));
+    let deadline = Instant::now() + ASK_TIME + VERDICT_MARGIN;
+    let (mut ours, theirs) = UnixStream::pair().map_err(|e| again(e.to_string()))?;
+    let fds = vec![sock.as_raw_fd(), theirs.as_raw_fd()];
+    let mut cmd = link_command(ASK_ARG, key_file, nodes_file, Path::new("-"), privsep, fds)
+        .map_err(|e| again(format!("cannot execute resshd: {e}")))?;
+    // Its log lines go where the monitor's go; stdin and stdout may be the
+    // client's connection (inetd mode).
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let child = cmd
+        .spawn()
+        .map_err(|e| again(format!("cannot execute resshd: {e}")))?;
+    drop(theirs);
+    let verdict = ours
+        .set_write_timeout(Some(ASK_TIME))
+        .map_err(|e| e.to_string())
+        .and_then(|()| write_frame(&mut ours, ask))
+        .and_then(|()| read_verdict(&ours, deadline));
+    match verdict {
+        Ok(Verdict(Ok(node))) => Ok((node, child)),
+        Ok(Verdict(Err(refused))) => {
+            // It ends by itself once it gave its verdict.
+            end_asker(child, who, Duration::from_secs(2));
+            Err(refused)
+        }
+        Err(e) => {
+            end_asker(child, who, Duration::ZERO);
+            Err(again(format!("asking process: {e}")))
+        }
+    }
+}
+
+/// The asking process's verdict, read by `deadline` however it paces its
+/// bytes, and believed only if well-formed: a code and a text of at most
+/// [`MAX_VERDICT`] bytes, a node's name as the list allows them.
+fn read_verdict(s: &std::os::unix::net::UnixStream, deadline: Instant) -> Result<Verdict, String> {
+    struct ByDeadline<'a>(&'a std::os::unix::net::UnixStream, Instant);
+    impl Read for ByDeadline<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let left = self.1.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            self.0.set_read_timeout(Some(left))?;
+            (&mut &*self.0).read(buf)
+        }
+    }
+    let v: Verdict = read_frame_max(&mut ByDeadline(s, deadline), MAX_VERDICT)?;
+    if let Ok(node) = &v.0 {
+        if !valid_name(node) {
+            return Err(format!("a bad node name {node:?}"));
+        }
+    }
+    Ok(v)
+}
+
+/// A node's name as FleetNodes allows it.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Waits for the asking process that relays a connection to end (the
+/// connection's end), logging if a signal killed it (SIGSYS: its seccomp
+/// filter).
+pub fn relay_ended(child: std::process::Child, who: &str) {
+    end_asker(child, who, Duration::MAX);
+}
+
+/// Reaps the asking process, waiting at most `grace` before killing it;
+/// a signal other than that kill is logged.
+fn end_asker(mut child: std::process::Child, who: &str, grace: Duration) {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    let mut killed = false;
+    let status = if grace == Duration::MAX {
+        child.wait().ok()
+    } else {
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if start.elapsed() >= grace => {
+                    killed = true;
+                    let _ = child.kill();
+                    break child.wait().ok();
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break None,
+            }
+        }
+    };
+    if let Some(sig) = status.and_then(|st| st.signal()) {
+        if !(killed && sig == libc::SIGKILL) {
+            let sig = nix::sys::signal::Signal::try_from(sig)
+                .map_or_else(|_| sig.to_string(), |s| s.to_string());
+            log::error(&format!(
+                "{who}: fleet asking process {} killed by signal {sig}",
+                child.id()
+            ));
+        }
+    }
+}
+
+/// The asking process: `args` as [`ask_in_process`] made them (after
+/// [`ASK_ARG`]), the client's connection on descriptor 3 and the monitor on
+/// 4. Reads the question from the monitor, then asks the fleet
+/// ([`ask_fleet`], confined before it connects), gives the monitor its
+/// verdict, and relays the client's connection if the owner accepted.
+#[allow(unsafe_code)] // taking descriptors 3 and 4, placed there by ask_in_process
+fn ask_main(args: &[String]) -> i32 {
+    let Some((key, nodes, _, privsep)) = link_args(args) else {
+        return 2;
+    };
+    // SAFETY: the monitor placed the client's connection and its end of
+    // our socketpair there; nothing else in this fresh process owns them.
+    let (client, mut monitor) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            OwnedFd::from_raw_fd(3),
+            std::os::unix::net::UnixStream::from_raw_fd(4),
+        )
+    };
+    let filter = match link_filter(true) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error(&format!("fleet: {e}"));
+            return 255;
+        }
+    };
+    let ask: Ask = match monitor
+        .set_read_timeout(Some(ASK_TIME))
+        .map_err(|e| e.to_string())
+        .and_then(|()| read_frame(&mut monitor))
+    {
+        Ok(a) => a,
+        Err(e) => {
+            log::error(&format!("fleet: the question: {e}"));
+            return 255;
+        }
+    };
+    let confined = || {
+        // The C library installs its threads' signal handlers when the
+        // first thread starts: that first, while the process may.
+        std::thread::spawn(|| ())
+            .join()
+            .map_err(|_| "a thread failed".to_string())?;
+        confine(&privsep, &filter)
+    };
+    let verdict = ask_fleet(key, nodes, confined, &ask);
+    let (verdict, link) = match verdict {
+        Ok((node, link)) => (Verdict(Ok(node)), Some(link)),
+        Err(e) => (Verdict(Err(e)), None),
+    };
+    if write_frame(&mut monitor, &verdict).is_err() {
+        return 255;
+    }
+    drop(monitor);
+    if let Some(link) = link {
+        let tcp = link.get_ref();
+        if tcp.set_read_timeout(None).is_err() || tcp.set_write_timeout(None).is_err() {
+            return 255;
+        }
+        pump(link, client);
+    }
+    0
 }
 
 /// The owning node's side of a link (a child of resshd for each accepted
@@ -523,6 +912,9 @@ fn serve_link_inner(
     let ctx = context(&me, pkeys(nodes.iter().filter(|n| n.key != mine)))?;
     drop(me);
     let broker = crate::monitor::connect_broker(broker_socket);
+    // The session's end of the relay, made now: the confined process makes
+    // no socket.
+    let pair = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
     confine()?;
     link_socket(&sock);
     let ssl = Ssl::new(&ctx).map_err(|e| e.to_string())?;
@@ -532,7 +924,7 @@ fn serve_link_inner(
     if peer_addr.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("a bad client address {peer_addr:?}"));
     }
-    let verdict = route_here(broker, ask);
+    let verdict = route_here(broker, ask, pair);
     let (verdict, session_end) = match verdict {
         Ok(end) => (Ok(()), Some(end)),
         Err(e) => (Err(e), None),
@@ -555,7 +947,14 @@ fn serve_link_inner(
 
 /// Routes the asked reconnect through this node's broker as a local
 /// requester would. Ok: our end of the socketpair the session now reads.
-fn route_here(broker: Option<ressh_ipc::Endpoint>, ask: Ask) -> Result<OwnedFd, (u32, String)> {
+fn route_here(
+    broker: Option<ressh_ipc::Endpoint>,
+    ask: Ask,
+    (ours, theirs): (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ),
+) -> Result<OwnedFd, (u32, String)> {
     let again = |e: String| (failure::TRY_AGAIN, e);
     let b = broker.ok_or_else(|| again("no broker".into()))?;
     b.set_timeout(Some(Duration::from_secs(15)))
@@ -575,8 +974,6 @@ fn route_here(broker: Option<ressh_ipc::Endpoint>, ask: Ask) -> Result<OwnedFd, 
         Ok(_) => return Err(again("broker answered out of turn".into())),
         Err(e) => return Err(again(format!("broker: {e}"))),
     }
-    let (ours, theirs) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| again(e.to_string()))?;
     b.send(
         &ToBroker::Handover {
             leftover: ask.leftover,
@@ -735,6 +1132,159 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// What an attacker who runs code in a link process, asking or
+    /// answering, would try first (ressh_ipc::sandbox::probe::escapes:
+    /// another socket, AF_UNIX to a local daemon or AF_INET; a program; a
+    /// file; ptrace; a signal; setuid; a child): under the filter the
+    /// process installs, each kills it with SIGSYS.
+    #[test]
+    fn escapes_from_a_link_process_are_killed_by_sigsys() {
+        for asking in [false, true] {
+            let survived = sandbox::probe::survivors(&link_filter(asking).unwrap());
+            assert!(
+                survived.is_empty(),
+                "asking {asking}: each must kill the link process with SIGSYS (Err({})); \
+                 these ended otherwise (Ok(exit code) or Err(signal)): {survived:#?}",
+                libc::SIGSYS
+            );
+        }
+    }
+
+    /// The calls the link processes make once confined go through, with
+    /// the arguments they use and no other: the asking side's clone3 fails
+    /// (ENOSYS, so the C library starts its threads with clone, whose
+    /// flags the filter sees); non-blocking by fcntl only as F_SETFL
+    /// O_NONBLOCK.
+    #[test]
+    #[allow(unsafe_code)] // raw system calls under the filter
+    fn a_link_process_may_make_the_calls_it_needs_and_no_variant() {
+        use sandbox::probe::under;
+        let asking = link_filter(true).unwrap();
+        let answering = link_filter(false).unwrap();
+        // A descriptor of the test's own (flags set in a child change the
+        // parent's too: not the terminal's).
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let clone3 = || {
+            // SAFETY: the filter answers before the kernel reads the null
+            // argument (and the kernel refuses a zero size).
+            let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            libc::c_int::from(r != -1 || errno != Some(libc::ENOSYS))
+        };
+        assert_eq!(
+            under(&asking, clone3),
+            Ok(0),
+            "clone3 must fail with ENOSYS"
+        );
+        assert_eq!(under(&answering, clone3), Err(libc::SIGSYS));
+        let nonblock = || {
+            // SAFETY: integer arguments only (and below, the same or a
+            // pointer to a local or a static that outlives the call).
+            unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) }.abs()
+        };
+        let fionbio = || {
+            let mut on: libc::c_int = 1;
+            // SAFETY: as above.
+            unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) }.abs()
+        };
+        // SAFETY: as above.
+        let async_io = || unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC) };
+        // SAFETY: as above.
+        let setown = || unsafe { libc::fcntl(fd, libc::F_SETOWN, 1) };
+        // SAFETY: as above (a static byte).
+        let tiocsti = || unsafe { libc::ioctl(fd, libc::TIOCSTI, b"x".as_ptr()) };
+        for progs in [&asking, &answering] {
+            assert_eq!(under(progs, nonblock), Ok(0), "F_SETFL O_NONBLOCK");
+            assert_eq!(under(progs, fionbio), Ok(0), "FIONBIO");
+            assert_eq!(under(progs, async_io), Err(libc::SIGSYS), "F_SETFL O_ASYNC");
+            assert_eq!(under(progs, setown), Err(libc::SIGSYS), "F_SETOWN");
+            assert_eq!(under(progs, tiocsti), Err(libc::SIGSYS), "TIOCSTI");
+        }
+        // Connecting is the asking side's only (to a bad descriptor here:
+        // EBADF if let through).
+        let connect = || {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: 0 },
+                sin_zero: [0; 8],
+            };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // SAFETY: sa outlives the call; len is its size.
+            unsafe { libc::connect(-1, std::ptr::from_ref(&sa).cast(), len) };
+            0
+        };
+        assert_eq!(under(&asking, connect), Ok(0));
+        assert_eq!(under(&answering, connect), Err(libc::SIGSYS));
+    }
+
+    /// The monitor believes of its asking process (the privsep user, which
+    /// whoever breaks into it controls) only a well-formed verdict, of at
+    /// most MAX_VERDICT bytes, by its deadline however the bytes are paced;
+    /// a node name it will log must be a name the list allows.
+    #[test]
+    fn the_monitor_believes_only_a_well_formed_verdict_in_time() {
+        use std::os::unix::net::UnixStream;
+        let frame = |v: &Verdict| {
+            let body = postcard::to_allocvec(v).unwrap();
+            let mut f = (body.len() as u32).to_be_bytes().to_vec();
+            f.extend(body);
+            f
+        };
+        let read = |bytes: Vec<u8>, pace: Option<Duration>| {
+            let (mut asker, monitor) = UnixStream::pair().unwrap();
+            let sender = std::thread::spawn(move || match pace {
+                None => {
+                    let _ = asker.write_all(&bytes);
+                }
+                Some(p) => {
+                    for b in bytes {
+                        if asker.write_all(&[b]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(p);
+                    }
+                }
+            });
+            let t0 = Instant::now();
+            let v = read_verdict(&monitor, Instant::now() + Duration::from_secs(1));
+            let took = t0.elapsed();
+            drop(monitor);
+            sender.join().unwrap();
+            (v.map(|v| v.0), took)
+        };
+        let relayed = frame(&Verdict(Ok("node-1.a_b".into())));
+        assert_eq!(read(relayed.clone(), None).0, Ok(Ok("node-1.a_b".into())));
+        let refused = Verdict(Err((failure::UNKNOWN_SESSION, "unknown session".into())));
+        assert_eq!(
+            read(frame(&refused), None).0,
+            Ok(Err((failure::UNKNOWN_SESSION, "unknown session".into())))
+        );
+        let long = Verdict(Err((failure::TRY_AGAIN, "x".repeat(MAX_VERDICT))));
+        let mut trailing = relayed.clone();
+        trailing[3] += 1;
+        trailing.push(0);
+        let forged = Verdict(Ok("node1\nresshd[1]: Accepted publickey for root".into()));
+        for (what, bytes) in [
+            ("a verdict longer than MAX_VERDICT", frame(&long)),
+            ("a byte after the verdict", trailing),
+            ("a node name with a line break", frame(&forged)),
+            ("an empty node name", frame(&Verdict(Ok(String::new())))),
+            (
+                "half a verdict, then the end",
+                relayed[..relayed.len() / 2].to_vec(),
+            ),
+            ("nothing", Vec::new()),
+        ] {
+            assert!(read(bytes, None).0.is_err(), "{what} was believed");
+        }
+        // A byte every 300 ms: each read is quick, the whole is late.
+        let (v, took) = read(relayed, Some(Duration::from_millis(300)));
+        assert!(v.is_err(), "a dribbled verdict was believed after {took:?}");
+        assert!(took < Duration::from_millis(1500), "waited {took:?}");
+    }
+
     /// Sends a TLS record header announcing 16 KiB, then one byte every
     /// half second (each read well within a per-read timeout) until
     /// `until`: a handshake that never ends.
@@ -748,9 +1298,9 @@ mod tests {
     /// A peer that dribbles its TLS handshake is cut off ASK_TIME after it
     /// connected, on both ends of a link: the owner's link process (which
     /// any network client of the fleet port reaches, and whose 4096 slots
-    /// it would otherwise hold for ever) and the asking monitor, root, that
+    /// it would otherwise hold for ever) and the asking process, that
     /// whoever answers at a listed node's address would otherwise hold (and
-    /// with it the client's reconnect slot).
+    /// with it the client's reconnect slot and its monitor).
     #[test]
     fn a_dribbled_handshake_ends_in_time() {
         use ressh_proto::kex::Negotiated;
@@ -828,7 +1378,8 @@ mod tests {
             leftover: vec![],
         };
         let (k, n) = (key.clone(), nodes.clone());
-        let asker = std::thread::spawn(move || ask_fleet(&k, &n, &ask).map(|(node, _)| node));
+        let asker =
+            std::thread::spawn(move || ask_fleet(&k, &n, || Ok(()), &ask).map(|(node, _)| node));
 
         let limit = ASK_TIME + Duration::from_secs(3);
         while !(owner.is_finished() && asker.is_finished()) && start.elapsed() < limit {

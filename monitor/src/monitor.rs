@@ -329,9 +329,9 @@ struct Monitor<'a> {
     log_budget: LogBudget,
     /// When LoginGraceTime ends (None: never).
     grace_deadline: Option<Instant>,
-    /// A reconnect that another fleet node's session accepted: the link
-    /// this connection's bytes go through from now on.
-    relay: Option<openssl::ssl::SslStream<std::net::TcpStream>>,
+    /// A reconnect that another fleet node's session accepted: the asking
+    /// process that relays this connection's bytes from now on.
+    relay: Option<std::process::Child>,
 }
 
 /// Progress through AuthenticationMethods for one user.
@@ -430,8 +430,9 @@ impl Monitor<'_> {
             }
             Err(e) => log::error(&format!("wait for kex worker: {e}")),
         }
-        if let Some(link) = self.relay.take() {
-            crate::fleet::pump(link, sock);
+        if let Some(asker) = self.relay.take() {
+            drop(sock);
+            crate::fleet::relay_ended(asker, &self.who());
             return Ok(Ended::Session);
         }
         let KexOutcome::Authenticated(state) = result? else {
@@ -580,12 +581,19 @@ impl Monitor<'_> {
             (Err((code, why)), Some((key, nodes)), Some(ask))
                 if code == failure::UNKNOWN_SESSION || code == failure::TRY_AGAIN =>
             {
-                match crate::fleet::ask_fleet(&key, &nodes, &ask) {
-                    Ok((node, link)) => {
+                match crate::fleet::ask_in_process(
+                    sock,
+                    &key,
+                    &nodes,
+                    &self.ctx.privsep,
+                    &ask,
+                    &who,
+                ) {
+                    Ok((node, asker)) => {
                         log::info(&format!(
                             "Reconnect from {who} relayed to its session on fleet node {node}"
                         ));
-                        self.relay = Some(link);
+                        self.relay = Some(asker);
                         return Ok(kex.send(&ToKex::ReconnectHandedOver, &[])?);
                     }
                     Err((c, _)) if c == failure::UNKNOWN_SESSION => Err((code, why)),

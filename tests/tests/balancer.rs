@@ -352,13 +352,13 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     // A relayed connection's link process on the owner: executed afresh
     // (`resshd --fleet-link`), not root. Roam until the connection is a
     // relayed one (round robin: within two more moves).
-    let mut links = link_processes();
+    let mut links = fleet_processes("--fleet-link");
     for _ in 0..3 {
         if !links.is_empty() {
             break;
         }
         roam(lab, &client, 5);
-        links = link_processes();
+        links = fleet_processes("--fleet-link");
     }
     assert!(
         !links.is_empty(),
@@ -509,8 +509,10 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
     );
 }
 
-/// resshd's fleet link processes running now: pid and real uid.
-fn link_processes() -> Vec<(u32, u32)> {
+/// resshd's processes started as `resshd ARG` (`--fleet-link`, the owner's
+/// side of a link; `--fleet-ask`, the asking side) running now: pid and
+/// real uid.
+fn fleet_processes(arg: &str) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -518,20 +520,30 @@ fn link_processes() -> Vec<(u32, u32)> {
         };
         let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
         let mut words = cmd.split(|&b| b == 0);
-        let (Some(exe), Some(arg)) = (words.next(), words.next()) else {
+        let (Some(exe), Some(a)) = (words.next(), words.next()) else {
             continue;
         };
-        if exe.ends_with(b"resshd") && arg == b"--fleet-link" {
-            let status = fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            let uid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        if exe.ends_with(b"resshd") && a == arg.as_bytes() {
+            let uid = status_field(pid, "Uid")
+                .split_whitespace()
+                .next()
+                .and_then(|u| u.parse().ok())
                 .unwrap_or(0);
             out.push((pid, uid));
         }
     }
     out
+}
+
+/// A field of /proc/PID/status ("" if absent).
+fn status_field(pid: u32, field: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// The pids of `pid`'s descendants (children first found, then theirs).
@@ -658,4 +670,131 @@ fn each_link_process_holds_only_its_own_connection() {
         "the refused link was not closed at once ({end:?} after {took:?}): \
          another link process holds its socket"
     );
+}
+
+/// The asking side of a relay holds no privilege: with the fleet relaying
+/// a connection, (1) no root process of the nodes' namespace has a TCP
+/// connection to a link port (the root monitor neither connects to another
+/// node nor does its TLS); (2) the asking process that does runs as the
+/// privsep user in an empty chroot, with no capabilities, non-dumpable
+/// files (owned by root), and holds exactly two sockets: the client's
+/// connection and its link to the owner (not the other nodes' it asked,
+/// not its monitor's after the verdict); (3) both link processes run under
+/// their seccomp filter (what the filter forbids:
+/// fleet::tests::escapes_from_a_link_process_are_killed_by_sigsys).
+#[test]
+fn no_root_process_speaks_to_another_node() {
+    let f = Fleet::start("askconf", SERVER);
+    let lab = &f.lab;
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = counter(lab, &stop);
+    client.wait_lines(30, T);
+    // Roam until the connection is a relayed one (round robin: within
+    // three moves).
+    let mut links = fleet_processes("--fleet-link");
+    for _ in 0..4 {
+        if !links.is_empty() {
+            break;
+        }
+        roam(lab, &client, 5);
+        links = fleet_processes("--fleet-link");
+    }
+    assert!(!links.is_empty(), "never relayed\n{}", f.logs());
+    let n = client.line_count();
+    client.wait_lines(n + 3, T);
+
+    // (1) No root process of the nodes' namespace holds a connection to a
+    // link port.
+    let netns = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let ours = netns(lab.resshd.server.pid()).expect("resshd's namespace");
+    let mut root_links = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let root = status_field(pid, "Uid")
+            .split_whitespace()
+            .any(|u| u == "0");
+        if !root || netns(pid).as_ref() != Some(&ours) {
+            continue;
+        }
+        for s in tcp_sockets(pid) {
+            if LINKS.contains(&s.remote_port) {
+                let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                root_links.push(format!("{pid} ({cmd}): {s:?}"));
+            }
+        }
+    }
+    assert!(
+        root_links.is_empty(),
+        "root processes connected to another node's link port: {root_links:#?}"
+    );
+
+    // (2) The asking process.
+    let askers = fleet_processes("--fleet-ask");
+    assert!(
+        !askers.is_empty(),
+        "no asking process while relayed\n{}",
+        f.logs()
+    );
+    for &(pid, _) in &askers {
+        for field in ["Uid", "Gid"] {
+            let ids = status_field(pid, field);
+            assert!(
+                !ids.split_whitespace().any(|u| u == "0"),
+                "asking process {pid}: {field} {ids}"
+            );
+        }
+        assert_eq!(status_field(pid, "CapEff"), "0000000000000000", "{pid}");
+        assert_eq!(status_field(pid, "CapPrm"), "0000000000000000", "{pid}");
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "{pid}");
+        let root = fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        assert_ne!(
+            root,
+            std::path::Path::new("/"),
+            "asking process {pid} not chrooted"
+        );
+        assert_eq!(
+            fs::read_dir(&root).unwrap().count(),
+            0,
+            "asking process {pid}: its root {} is not empty",
+            root.display()
+        );
+        // Non-dumpable: its /proc files are root's, not the privsep user's.
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(format!("/proc/{pid}/status")).unwrap().uid();
+        assert_eq!(owner, 0, "asking process {pid} is dumpable");
+        let fds: Vec<u32> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        let tcp = tcp_sockets(pid);
+        let client_side = tcp
+            .iter()
+            .filter(|s| s.fd > 2 && NODES.contains(&s.local_port))
+            .count();
+        let link_side = tcp
+            .iter()
+            .filter(|s| s.fd > 2 && LINKS.contains(&s.remote_port))
+            .count();
+        assert!(
+            fds.len() == 2 && client_side == 1 && link_side == 1,
+            "asking process {pid} holds descriptors {fds:?}, TCP {tcp:?}: \
+             want only the client's connection and its link"
+        );
+    }
+
+    // (3) Both sides under their seccomp filter.
+    for (pid, _) in askers.iter().chain(&links) {
+        assert_eq!(status_field(*pid, "Seccomp"), "2", "process {pid}");
+    }
+
+    fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit(T).success(), "{}", client.describe());
+    check_counter(&client.out_lines());
+    let all = f.logs();
+    assert!(!all.contains("killed by signal"), "{all}");
 }

@@ -306,6 +306,54 @@ pub fn sockets_above_stderr(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// A TCP socket among a process's descriptors: its descriptor, ports, and
+/// state as /proc/net/tcp gives it (1: established, 10: listening).
+#[derive(Debug)]
+pub struct TcpSocket {
+    pub fd: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub state: u8,
+}
+
+/// `pid`'s TCP sockets, as its own network namespace lists them
+/// (/proc/PID/net/tcp and tcp6).
+pub fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
+    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+    // inode -> (local port, remote port, state)
+    let mut table = std::collections::HashMap::new();
+    for f in ["tcp", "tcp6"] {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
+        for l in text.lines().skip(1) {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(local), Some(remote), Some(state), Some(inode)) = (
+                w.get(1).and_then(|a| port(a)),
+                w.get(2).and_then(|a| port(a)),
+                w.get(3).and_then(|s| u8::from_str_radix(s, 16).ok()),
+                w.get(9),
+            ) {
+                table.insert(format!("socket:[{inode}]"), (local, remote, state));
+            }
+        }
+    }
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd: u32 = e.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(e.path()).ok()?;
+            let &(local_port, remote_port, state) = table.get(&*target.to_string_lossy())?;
+            Some(TcpSocket {
+                fd,
+                local_port,
+                remote_port,
+                state,
+            })
+        })
+        .collect()
+}
+
 pub fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

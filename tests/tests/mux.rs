@@ -171,21 +171,6 @@ fn control_forward(cmd: &mut Command, op: &str, spec: [&str; 2]) -> String {
     run_ok_out(cmd)
 }
 
-/// The inodes of every TCP socket of the namespace (/proc/net/tcp, tcp6).
-fn tcp_inodes() -> Vec<String> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .flat_map(|f| {
-            fs::read_to_string(f)
-                .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_whitespace().nth(9).map(str::to_string))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// A master in the background, killed on drop if still there.
 struct Master(u32);
 
@@ -404,10 +389,9 @@ fn auto_master_with_persist() {
     // The foreground process is only a mux client now: the connection's
     // TCP socket is the background master's alone (a copy here would keep
     // a replaced connection from closing).
-    let tcp = tcp_inodes();
-    let held: Vec<String> = sockets_above_stderr(first.pid())
+    let held: Vec<TcpSocket> = tcp_sockets(first.pid())
         .into_iter()
-        .filter(|s| tcp.iter().any(|i| s.ends_with(&format!("socket:[{i}]"))))
+        .filter(|s| s.fd > 2)
         .collect();
     assert!(held.is_empty(), "the mux client holds TCP sockets {held:?}");
     assert_eq!(first.wait_exit(T).code(), Some(2), "{}", first.describe());
