@@ -1131,20 +1131,7 @@ impl Bench {
         let cipher = ["-c", "aes128-gcm@openssh.com"];
         let down = format!("cat {}; sleep 1", self.file.display());
         let up = "cat > /dev/null && echo done; sleep 1";
-        let batch = |name: &str, text: String| -> Result<PathBuf, String> {
-            let p = self.dir.join(name);
-            fs::write(&p, text).map_err(|e| e.to_string())?;
-            Ok(p)
-        };
-        let empty = batch("wan-empty", "pwd\n".into())?;
-        let get = batch(
-            "wan-get",
-            format!("get {} /dev/null\n", self.file.display()),
-        )?;
-        let put = batch(
-            "wan-put",
-            format!("put {} /dev/null\n", self.file.display()),
-        )?;
+        let [empty, get, put] = self.sftp_batches("wan")?;
         let servers = [
             self.server(Kind::Ressh, "wan", "")?,
             self.server(Kind::OpenSsh, "wan", "")?,
@@ -1367,22 +1354,25 @@ impl Bench {
         Ok(())
     }
 
-    fn sftp(&mut self) -> Result<(), String> {
-        let pair = self.both("sftp", "")?;
+    /// sftp batch files `PREFIX-empty` (a round trip), `PREFIX-get` and
+    /// `PREFIX-put` (the test file to and from /dev/null).
+    fn sftp_batches(&self, prefix: &str) -> Result<[PathBuf; 3], String> {
         let batch = |name: &str, text: String| -> Result<PathBuf, String> {
-            let p = self.dir.join(name);
+            let p = self.dir.join(format!("{prefix}-{name}"));
             fs::write(&p, text).map_err(|e| e.to_string())?;
             Ok(p)
         };
-        let empty = batch("sftp-empty", "pwd\n".into())?;
-        let get = batch(
-            "sftp-get",
-            format!("get {} /dev/null\n", self.file.display()),
-        )?;
-        let put = batch(
-            "sftp-put",
-            format!("put {} /dev/null\n", self.file.display()),
-        )?;
+        let file = self.file.display();
+        Ok([
+            batch("empty", "pwd\n".into())?,
+            batch("get", format!("get {file} /dev/null\n"))?,
+            batch("put", format!("put {file} /dev/null\n"))?,
+        ])
+    }
+
+    fn sftp(&mut self) -> Result<(), String> {
+        let pair = self.both("sftp", "")?;
+        let [empty, get, put] = self.sftp_batches("sftp")?;
         let run = |c: &ClientSetup, b: &Path| -> Result<f64, String> {
             let bs = b.display().to_string();
             let mut cmd = c.sftp(&["-q", "-b", &bs]);
