@@ -14,17 +14,17 @@
 //! connection.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddrV4;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ressh_testkit::Net;
 
 use crate::daemon::{ClientSetup, Keys, Kind, Server, ServerSpec};
+use crate::lab::Cat;
 
 const NODE_A: u16 = 2222;
 const NODE_B: u16 = 2223;
@@ -108,21 +108,13 @@ pub fn measure(s: &Setup) -> Result<Figures, String> {
     let mut cmd = c.ssh(&["-T"]);
     cmd.arg("cat");
     net.in_client(&mut cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut pipe = Pipe::new(&mut child);
-    pipe.echo(1, Duration::from_secs(10))
-        .map_err(|e| format!("the session does not echo: {e}"))?;
+    let mut cat = Cat::spawn(cmd)?;
     let dst = SocketAddrV4::new(net.server_addr(), NODE_A);
-    let kill = |pipe: &mut Pipe| -> Result<f64, String> {
+    let kill = |cat: &mut Cat| -> Result<f64, String> {
         let (t0, _) = net
             .enter_client(|| crate::lab::destroy_tcp_to(dst))
             .map_err(|e| format!("SOCK_DESTROY: {e}"))?;
-        pipe.echo(1, Duration::from_secs(20))?;
+        cat.echo(1, Duration::from_secs(20))?;
         Ok(t0.elapsed().as_secs_f64() * 1000.0)
     };
     let mut f = Figures {
@@ -140,8 +132,8 @@ pub fn measure(s: &Setup) -> Result<Figures, String> {
         };
         for i in 0..s.trials {
             thread::sleep(Duration::from_millis(150));
-            pipe.echo(1, Duration::from_secs(10))?;
-            ms.push(kill(&mut pipe).map_err(|e| format!("trial {i}: {e}"))?);
+            cat.echo(1, Duration::from_secs(10))?;
+            ms.push(kill(&mut cat).map_err(|e| format!("trial {i}: {e}"))?);
         }
         // The session now runs over a connection of this kind: bulk.
         let mbps = if relayed {
@@ -151,7 +143,7 @@ pub fn measure(s: &Setup) -> Result<Figures, String> {
         };
         for _ in 0..s.reps {
             let t = Instant::now();
-            pipe.echo(s.bulk, Duration::from_secs(120))?;
+            cat.echo(s.bulk, Duration::from_secs(120))?;
             mbps.push(s.bulk as f64 / 1e6 / t.elapsed().as_secs_f64());
         }
     }
@@ -160,9 +152,7 @@ pub fn measure(s: &Setup) -> Result<Figures, String> {
         .matches("relayed to its session")
         .count();
     redirect(&net, false)?;
-    drop(pipe);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(cat);
     if relays < s.trials {
         return Err(format!(
             "node B relayed {relays} reconnects of {} (the DNAT did not take?)",
@@ -197,60 +187,4 @@ fn redirect(net: &Net, on: bool) -> Result<(), String> {
         return Err(format!("nft (NAT in a namespace) failed: {script}"));
     }
     Ok(())
-}
-
-/// A session running `cat`: what is written comes back; the reader counts.
-struct Pipe {
-    stdin: ChildStdin,
-    rx: mpsc::Receiver<Result<usize, String>>,
-}
-
-impl Pipe {
-    fn new(child: &mut Child) -> Pipe {
-        let stdin = child.stdin.take().expect("stdin");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let r = match stdout.read(&mut buf) {
-                    Ok(0) => Err("EOF".to_string()),
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e.to_string()),
-                };
-                let end = r.is_err();
-                if tx.send(r).is_err() || end {
-                    break;
-                }
-            }
-        });
-        Pipe { stdin, rx }
-    }
-
-    /// Writes `n` bytes and waits until `n` came back.
-    fn echo(&mut self, n: u64, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        let chunk = vec![b'x'; 64 * 1024];
-        let mut sent = 0u64;
-        let mut got = 0u64;
-        while got < n {
-            // Keep at most 4 MiB in flight: cat's pipes and the channel
-            // window hold the rest.
-            while sent < n && sent - got < 4 << 20 {
-                let k = (n - sent).min(chunk.len() as u64) as usize;
-                self.stdin
-                    .write_all(&chunk[..k])
-                    .map_err(|e| format!("write: {e}"))?;
-                sent += k as u64;
-            }
-            self.stdin.flush().map_err(|e| format!("write: {e}"))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(Ok(k)) => got += k as u64,
-                Ok(Err(e)) => return Err(format!("read: {e}")),
-                Err(_) => return Err(format!("{got} of {n} bytes back within {timeout:?}")),
-            }
-        }
-        Ok(())
-    }
 }

@@ -6,19 +6,23 @@
 //!   `ss -K` does) from this process, and says exactly when;
 //! - [`RouteWatch`] notes when the kernel announces a route or address
 //!   change (the moment ressh's own netlink socket hears of it);
-//! - [`LogWatch`] wakes up when a log file is written (inotify).
+//! - [`LogWatch`] wakes up when a log file is written (inotify);
+//! - [`Cat`] is a client session running `cat`: the bytes it echoes are
+//!   the witness that the session runs (again).
 //!
 //! The first two act on the network namespace of the calling thread.
 #![allow(unsafe_code)] // netlink and inotify sockets, recv and poll on them
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -271,5 +275,85 @@ impl LogWatch {
                 }
             }
         }
+    }
+}
+
+/// A client session running `cat`: what is written comes back. Its bytes
+/// are all `x`; a reader thread counts what returns and fails on any other
+/// byte. The client is killed when this is dropped.
+pub struct Cat {
+    child: Child,
+    stdin: ChildStdin,
+    rx: mpsc::Receiver<Result<usize, String>>,
+}
+
+impl Cat {
+    /// Spawns `cmd` (a client command line running `cat` remotely), its
+    /// stdin and stdout piped, and waits up to 10 s for its first echo.
+    pub fn spawn(mut cmd: Command) -> Result<Cat, String> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let r = match stdout.read(&mut buf) {
+                    Ok(0) => Err("EOF".to_string()),
+                    Ok(n) => match buf[..n].iter().find(|&&b| b != b'x') {
+                        None => Ok(n),
+                        Some(b) => Err(format!("echo returned {b:#x}")),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let end = r.is_err();
+                if tx.send(r).is_err() || end {
+                    break;
+                }
+            }
+        });
+        let mut cat = Cat { child, stdin, rx };
+        cat.echo(1, Duration::from_secs(10))
+            .map_err(|e| format!("the session does not echo: {e}"))?;
+        Ok(cat)
+    }
+
+    /// Writes `n` bytes and waits until `n` came back.
+    pub fn echo(&mut self, n: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0u64;
+        let mut got = 0u64;
+        while got < n {
+            // Keep at most 4 MiB in flight: cat's pipes and the channel
+            // window hold the rest.
+            while sent < n && sent - got < 4 << 20 {
+                let k = (n - sent).min(chunk.len() as u64) as usize;
+                self.stdin
+                    .write_all(&chunk[..k])
+                    .map_err(|e| format!("write: {e}"))?;
+                sent += k as u64;
+            }
+            self.stdin.flush().map_err(|e| format!("write: {e}"))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Ok(k)) => got += k as u64,
+                Ok(Err(e)) => return Err(format!("read: {e}")),
+                Err(_) => return Err(format!("{got} of {n} bytes back within {timeout:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

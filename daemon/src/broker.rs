@@ -370,8 +370,6 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ressh_proto::kex::Negotiated;
-    use ressh_proto::resilience::{Request, Transcript};
     use ressh_proto::ReconnectRequest;
 
     fn pid(n: i32) -> Pid {
@@ -400,34 +398,8 @@ mod tests {
     }
 
     fn route(token: u8) -> ToBroker {
-        let request = ReconnectRequest {
-            request: Request {
-                token: vec![token; 32],
-                q_c: vec![1; 32],
-                r_c: 0,
-                mac: vec![2; 32],
-            },
-            transcript: Transcript {
-                v_c: "SSH-2.0-x".into(),
-                v_s: "SSH-2.0-y".into(),
-                i_c: vec![],
-                i_s: vec![],
-            },
-            negotiated: Negotiated {
-                kex: String::new(),
-                host_key: String::new(),
-                cipher_c2s: String::new(),
-                cipher_s2c: String::new(),
-                comp_c2s: String::new(),
-                comp_s2c: String::new(),
-                mac_c2s: String::new(),
-                mac_s2c: String::new(),
-            },
-            writer_seq: 0,
-            reader_seq: 0,
-        };
         ToBroker::Route {
-            request: Box::new(request),
+            request: Box::new(ReconnectRequest::for_tests(token)),
             peer_addr: "198.18.0.2".into(),
             peer_port: 4000,
         }

@@ -1303,8 +1303,6 @@ mod tests {
     /// with it the client's reconnect slot and its monitor).
     #[test]
     fn a_dribbled_handshake_ends_in_time() {
-        use ressh_proto::kex::Negotiated;
-        use ressh_proto::resilience::{Request, Transcript};
         use std::net::TcpListener;
         use std::os::unix::fs::PermissionsExt;
 
@@ -1347,32 +1345,7 @@ mod tests {
             dribble(s, stop);
         });
         let ask = Ask {
-            request: Box::new(ReconnectRequest {
-                request: Request {
-                    token: vec![7; 32],
-                    q_c: vec![1; 32],
-                    r_c: 0,
-                    mac: vec![2; 32],
-                },
-                transcript: Transcript {
-                    v_c: "SSH-2.0-x".into(),
-                    v_s: "SSH-2.0-y".into(),
-                    i_c: vec![],
-                    i_s: vec![],
-                },
-                negotiated: Negotiated {
-                    kex: String::new(),
-                    host_key: String::new(),
-                    cipher_c2s: String::new(),
-                    cipher_s2c: String::new(),
-                    mac_c2s: String::new(),
-                    mac_s2c: String::new(),
-                    comp_c2s: String::new(),
-                    comp_s2c: String::new(),
-                },
-                writer_seq: 0,
-                reader_seq: 0,
-            }),
+            request: Box::new(ReconnectRequest::for_tests(7)),
             peer_addr: "198.18.0.2".into(),
             peer_port: 4000,
             leftover: vec![],

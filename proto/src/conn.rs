@@ -397,6 +397,41 @@ pub struct ReconnectRequest {
     pub reader_seq: u32,
 }
 
+impl ReconnectRequest {
+    /// A request for the session of `token` (32 bytes of it) whose other
+    /// fields are placeholders: for other crates' tests of routing, which
+    /// look at the token alone.
+    #[doc(hidden)]
+    pub fn for_tests(token: u8) -> Self {
+        ReconnectRequest {
+            request: resilience::Request {
+                token: vec![token; 32],
+                q_c: vec![1; 32],
+                r_c: 0,
+                mac: vec![2; 32],
+            },
+            transcript: resilience::Transcript {
+                v_c: "SSH-2.0-x".into(),
+                v_s: "SSH-2.0-y".into(),
+                i_c: vec![],
+                i_s: vec![],
+            },
+            negotiated: Negotiated {
+                kex: String::new(),
+                host_key: String::new(),
+                cipher_c2s: String::new(),
+                cipher_s2c: String::new(),
+                mac_c2s: String::new(),
+                mac_s2c: String::new(),
+                comp_c2s: String::new(),
+                comp_s2c: String::new(),
+            },
+            writer_seq: 0,
+            reader_seq: 0,
+        }
+    }
+}
+
 /// A live SSH connection, client or server.
 pub struct Connection {
     role: Role,

@@ -359,14 +359,7 @@ fn an_agent_channel_nobody_asked_for_is_refused() {
         let before = count(&server.log(), said);
         cmd.env("SSH_AUTH_SOCK", &agent.sock);
         let client = Client::spawn(&mut cmd);
-        let log = server.wait_log("the hostile worker's answer", T, |l| {
-            count(l, said) > before
-        });
-        let answer = log
-            .lines()
-            .filter(|l| l.contains(said))
-            .nth(before)
-            .unwrap();
+        let answer = wait_next_line(&server, "the hostile worker's answer", said, before, T);
         assert_eq!(
             answer.contains("accepted"),
             accepted,

@@ -258,6 +258,48 @@ impl Lab {
     }
 }
 
+/// A resshd on loopback (`DetachTimeout 300`, then `server_extra`) and a
+/// user whose ssh_config (`client_extra`) points at it, with their files in
+/// a new directory `e2e-TAG`.
+pub fn loopback_login(
+    tag: &str,
+    server_extra: &str,
+    client_extra: &str,
+) -> (Resshd, Login, TempDir) {
+    require_root();
+    let server = Resshd::start(
+        &ressh_bin().with_file_name("resshd"),
+        &format!("DetachTimeout 300\n{server_extra}"),
+    );
+    let dir = TempDir::new(&format!("e2e-{tag}"));
+    let known_hosts = dir.join("known_hosts");
+    fs::write(&known_hosts, server.server.known_hosts()).unwrap();
+    let login = Lab::make_login_to(
+        &dir,
+        &known_hosts,
+        tag,
+        client_extra,
+        ("127.0.0.1", server.port()),
+    );
+    (server, login, dir)
+}
+
+/// An echo server: every connection that `accept` returns gets back what
+/// it sends, each in a thread of its own, for as long as the test runs.
+pub fn serve_echo<S>(mut accept: impl FnMut() -> std::io::Result<S> + Send + 'static)
+where
+    S: Send + 'static,
+    for<'a> &'a S: Read + Write,
+{
+    thread::spawn(move || loop {
+        if let Ok(c) = accept() {
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut &c, &mut &c);
+            });
+        }
+    });
+}
+
 /// `ressh -F config args...` in `net`'s client namespace, with a clean
 /// agent/askpass environment.
 pub fn ressh_cmd(net: &Net, config: &Path, args: &[&str]) -> Command {
@@ -495,6 +537,21 @@ impl Client {
             &format!("more than {n} lines of output"),
             timeout,
             || (self.line_count() > n).then_some(()),
+            || self.describe(),
+        );
+    }
+
+    /// Waits until stdout has the line `line` (a pty's `\r` aside).
+    pub fn wait_line(&self, line: &str, timeout: Duration) {
+        wait_for(
+            &format!("the line \"{line}\" of output"),
+            timeout,
+            || {
+                self.out_lines()
+                    .iter()
+                    .any(|(_, l)| l.trim_end_matches('\r') == line)
+                    .then_some(())
+            },
             || self.describe(),
         );
     }
@@ -741,10 +798,13 @@ pub fn client_reconnect_times(stderr: &str) -> Stats {
     s
 }
 
-/// How many reconnects resshd's session workers logged.
+/// How many reconnects resshd's monitors logged. Counted from the
+/// monitor's own line (`resshd[PID]: Reconnected: user ...`), written once
+/// the session runs on the new transport: a session worker's lines go
+/// through its monitor's log budget, and on a busy run some are dropped.
 pub fn reconnects(log: &str) -> usize {
     log.lines()
-        .filter(|l| l.starts_with("resshd-session[") && l.contains(": Reconnected: user "))
+        .filter(|l| l.starts_with("resshd[") && l.contains("]: Reconnected: user "))
         .count()
 }
 
@@ -799,6 +859,20 @@ pub fn wait_logged(
 /// How many lines of `log` contain `needle`.
 pub fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Waits (for `what`) until resshd's log holds more than `seen` lines
+/// containing `needle` (`seen`: how many it held before); returns the next.
+pub fn wait_next_line(
+    resshd: &Resshd,
+    what: &str,
+    needle: &str,
+    seen: usize,
+    timeout: Duration,
+) -> String {
+    let log = resshd.wait_log(what, timeout, |l| count(l, needle) > seen);
+    let next = log.lines().filter(|l| l.contains(needle)).nth(seen);
+    next.expect("counted above").to_string()
 }
 
 // ----- a recording TCP proxy ---------------------------------------------------

@@ -31,18 +31,7 @@ fn vanished_client_session_is_torn_down_after_detach_timeout() {
             "server",
             "sleep 1000 & echo started; sleep 1001; echo never",
         ]));
-        wait_for(
-            "the remote command to start",
-            T,
-            || {
-                client
-                    .out_lines()
-                    .iter()
-                    .any(|(_, l)| l == "started")
-                    .then_some(())
-            },
-            || client.describe(),
-        );
+        client.wait_line("started", T);
         let workers = lab.session_workers();
         assert_eq!(workers.len(), 1, "session workers: {workers:?}");
         let procs = lab.user().processes();

@@ -69,17 +69,7 @@ fn sftp_round_trip(
 /// how long that took after the kill.
 fn killed_session(net: &Net, cmd: &mut std::process::Command) -> (Client, Duration) {
     let mut c = Client::spawn(cmd);
-    wait_for(
-        "the remote command to start",
-        T,
-        || {
-            c.out_lines()
-                .iter()
-                .any(|(_, l)| l == "started")
-                .then_some(())
-        },
-        || c.describe(),
-    );
+    c.wait_line("started", T);
     let t = Instant::now();
     net.kill_tcp(PORT);
     let status = c.wait_exit(Duration::from_secs(30));

@@ -75,18 +75,7 @@ fn setup(tag: &str) -> Setup {
 
 /// [`setup`] with more resshd_config lines.
 fn setup_with(tag: &str, server_extra: &str) -> Setup {
-    require_root();
-    let server = Resshd::start(&resshd_bin(), &format!("DetachTimeout 300\n{server_extra}"));
-    let dir = TempDir::new(&format!("e2e-{tag}"));
-    let known_hosts = dir.join("known_hosts");
-    fs::write(&known_hosts, server.server.known_hosts()).unwrap();
-    let login = Lab::make_login_to(
-        &dir,
-        &known_hosts,
-        tag,
-        "ServerAliveInterval 1\n",
-        ("127.0.0.1", server.port()),
-    );
+    let (server, login, dir) = loopback_login(tag, server_extra, "ServerAliveInterval 1\n");
     Setup { server, login, dir }
 }
 
@@ -141,15 +130,7 @@ impl Setup {
 fn echo_server() -> u16 {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = c.try_clone().unwrap();
-                let mut w = c;
-                let _ = std::io::copy(&mut r, &mut w);
-            });
-        }
-    });
+    serve_echo(move || l.accept().map(|(c, _)| c));
     port
 }
 

@@ -32,15 +32,7 @@ fn unix_echo(path: &Path) {
     let _ = fs::remove_file(path);
     let l = UnixListener::bind(path).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o777)).unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = c.try_clone().unwrap();
-                let mut w = c;
-                let _ = std::io::copy(&mut r, &mut w);
-            });
-        }
-    });
+    serve_echo(move || l.accept().map(|(c, _)| c));
 }
 
 /// Whether a message sent to the socket at `path` comes back (the socket
@@ -266,15 +258,7 @@ fn a_ressh_unix_socket_remote_forward_survives_a_cut() {
         .enter_client(|| TcpListener::bind(("127.0.0.1", 0)))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = c.try_clone().unwrap();
-                let mut w = c;
-                let _ = std::io::copy(&mut r, &mut w);
-            });
-        }
-    });
+    serve_echo(move || listener.accept().map(|(c, _)| c));
     let remote = lab.user().home.join("fwd.sock");
     let spec = format!("{}:127.0.0.1:{port}", remote.display());
     let mut tunnel = Client::spawn(&mut lab.ressh(&["-N", "-R", &spec, "server"]));

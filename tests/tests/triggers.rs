@@ -20,24 +20,6 @@ use crate::common::*;
 /// once (milliseconds, unloaded); the keepalive fallback would take 600 s.
 const BOUND: Duration = Duration::from_secs(3);
 
-/// A loopback resshd (`DetachTimeout 300`) and a user whose ssh_config
-/// (the lab's client settings) points ressh at it.
-fn loopback(tag: &str) -> (Resshd, Login, TempDir) {
-    require_root();
-    let server = Resshd::start(&ressh_bin().with_file_name("resshd"), "DetachTimeout 300\n");
-    let dir = TempDir::new(&format!("e2e-{tag}"));
-    let known_hosts = dir.join("known_hosts");
-    fs::write(&known_hosts, server.server.known_hosts()).unwrap();
-    let login = Lab::make_login_to(
-        &dir,
-        &known_hosts,
-        tag,
-        CLIENT_EXTRA,
-        ("127.0.0.1", server.port()),
-    );
-    (server, login, dir)
-}
-
 /// The counter's lines in `path` (a pty's output: `\r\n` line ends).
 fn counter_lines(path: &std::path::Path) -> Vec<Line> {
     let now = Instant::now();
@@ -49,7 +31,7 @@ fn counter_lines(path: &std::path::Path) -> Vec<Line> {
 
 #[test]
 fn tilde_r_in_a_pty_reconnects() {
-    let (server, login, dir) = loopback("tilder");
+    let (server, login, dir) = loopback_login("tilder", "", CLIENT_EXTRA);
     let stop = login.user.home.join("stop-counter");
     let (out, err, status) = (dir.join("out"), dir.join("err"), dir.join("status"));
     // ressh's stdin is tmux's pty (raw mode, escapes); its stdout and
@@ -155,7 +137,7 @@ fn tilde_r_in_a_pty_reconnects() {
 /// counter's output holds every number exactly once.
 #[test]
 fn suspend_detector_reconnects_at_once() {
-    let (server, login, dir) = loopback("suspend");
+    let (server, login, dir) = loopback_login("suspend", "", CLIENT_EXTRA);
     let shim = dir.join("clockshift.so");
     let src = dir.join("clockshift.c");
     fs::write(&src, include_str!("clockshift.c")).unwrap();

@@ -47,18 +47,7 @@ fn server_sockets(lab: &Lab) -> String {
 /// (session worker, shell, the two sleeps).
 fn idle_session(lab: &Lab, cmd: &mut std::process::Command) -> (Client, Vec<u32>) {
     let client = Client::spawn(cmd);
-    wait_for(
-        "the remote command to start",
-        T,
-        || {
-            client
-                .out_lines()
-                .iter()
-                .any(|(_, l)| l.trim_end() == "started")
-                .then_some(())
-        },
-        || format!("{}\n--- resshd log ---\n{}", client.describe(), lab.log()),
-    );
+    client.wait_line("started", T);
     let procs = lab.user().processes();
     assert!(
         procs.len() >= 3,

@@ -269,14 +269,7 @@ fn an_x11_channel_nobody_asked_for_is_refused() {
     for (name, cmd) in [("ressh", &mut ressh), ("ssh", &mut ssh)] {
         let before = count(&server.log(), said);
         let client = Client::spawn(x.env(cmd));
-        let log = server.wait_log("the hostile worker's answer", T, |l| {
-            count(l, said) > before
-        });
-        let answer = log
-            .lines()
-            .filter(|l| l.contains(said))
-            .nth(before)
-            .unwrap();
+        let answer = wait_next_line(&server, "the hostile worker's answer", said, before, T);
         assert!(
             answer.contains("refused: 1 "),
             "{name}: {answer}\n{}",

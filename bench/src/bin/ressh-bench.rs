@@ -13,12 +13,12 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ressh_bench::daemon::{ClientSetup, Keys, Kind, Server, ServerSpec};
+use ressh_bench::lab::Cat;
 use ressh_bench::proc::{self, Mem};
 use ressh_bench::stats::{ratio, Summary};
 use ressh_bench::tls::{self, Tunnel};
@@ -1131,20 +1131,7 @@ impl Bench {
         let cipher = ["-c", "aes128-gcm@openssh.com"];
         let down = format!("cat {}; sleep 1", self.file.display());
         let up = "cat > /dev/null && echo done; sleep 1";
-        let batch = |name: &str, text: String| -> Result<PathBuf, String> {
-            let p = self.dir.join(name);
-            fs::write(&p, text).map_err(|e| e.to_string())?;
-            Ok(p)
-        };
-        let empty = batch("wan-empty", "pwd\n".into())?;
-        let get = batch(
-            "wan-get",
-            format!("get {} /dev/null\n", self.file.display()),
-        )?;
-        let put = batch(
-            "wan-put",
-            format!("put {} /dev/null\n", self.file.display()),
-        )?;
+        let [empty, get, put] = self.sftp_batches("wan")?;
         let servers = [
             self.server(Kind::Ressh, "wan", "")?,
             self.server(Kind::OpenSsh, "wan", "")?,
@@ -1367,22 +1354,25 @@ impl Bench {
         Ok(())
     }
 
-    fn sftp(&mut self) -> Result<(), String> {
-        let pair = self.both("sftp", "")?;
+    /// sftp batch files `PREFIX-empty` (a round trip), `PREFIX-get` and
+    /// `PREFIX-put` (the test file to and from /dev/null).
+    fn sftp_batches(&self, prefix: &str) -> Result<[PathBuf; 3], String> {
         let batch = |name: &str, text: String| -> Result<PathBuf, String> {
-            let p = self.dir.join(name);
+            let p = self.dir.join(format!("{prefix}-{name}"));
             fs::write(&p, text).map_err(|e| e.to_string())?;
             Ok(p)
         };
-        let empty = batch("sftp-empty", "pwd\n".into())?;
-        let get = batch(
-            "sftp-get",
-            format!("get {} /dev/null\n", self.file.display()),
-        )?;
-        let put = batch(
-            "sftp-put",
-            format!("put {} /dev/null\n", self.file.display()),
-        )?;
+        let file = self.file.display();
+        Ok([
+            batch("empty", "pwd\n".into())?,
+            batch("get", format!("get {file} /dev/null\n"))?,
+            batch("put", format!("put {file} /dev/null\n"))?,
+        ])
+    }
+
+    fn sftp(&mut self) -> Result<(), String> {
+        let pair = self.both("sftp", "")?;
+        let [empty, get, put] = self.sftp_batches("sftp")?;
         let run = |c: &ClientSetup, b: &Path| -> Result<f64, String> {
             let bs = b.display().to_string();
             let mut cmd = c.sftp(&["-q", "-b", &bs]);
@@ -1936,15 +1926,7 @@ impl Bench {
         let mut cmd = c.ssh(&["-T", "-o", "LogLevel=VERBOSE", "-E", &logs]);
         cmd.arg("cat");
         net.in_client(&mut cmd);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let mut echo = Echo::new(&mut child);
-        echo.round(Duration::from_secs(10))
-            .map_err(|e| format!("the session does not echo: {e}"))?;
+        let mut cat = Cat::spawn(cmd)?;
         let dst = std::net::SocketAddrV4::new(net.server_addr(), port);
         let reconnects = || {
             fs::read_to_string(&log)
@@ -1958,13 +1940,13 @@ impl Bench {
         let mut kill = Vec::new();
         for i in 0..self.o.trials {
             thread::sleep(Duration::from_millis(150));
-            echo.round(Duration::from_secs(10))?;
+            cat.echo(1, Duration::from_secs(10))?;
             let (t0, _) = net
                 .enter_client(|| ressh_bench::lab::destroy_tcp_to(dst))
                 .map_err(|e| {
                     format!("SOCK_DESTROY (the kernel needs CONFIG_INET_DIAG_DESTROY): {e}")
                 })?;
-            echo.round(Duration::from_secs(20))
+            cat.echo(1, Duration::from_secs(20))
                 .map_err(|e| format!("kill trial {i}: {e}"))?;
             kill.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
@@ -1997,7 +1979,7 @@ impl Bench {
             // Let the client see the new interface come up (it must not
             // move yet: the default route is unchanged).
             thread::sleep(Duration::from_millis(150));
-            echo.round(Duration::from_secs(10))?;
+            cat.echo(1, Duration::from_secs(10))?;
             let before = reconnects();
             let t_start = Instant::now();
             let route = format!(
@@ -2019,7 +2001,7 @@ impl Bench {
             } else {
                 roam.push(ms);
             }
-            echo.round(Duration::from_secs(10))
+            cat.echo(1, Duration::from_secs(10))
                 .map_err(|e| format!("roam trial {i}: {e}"))?;
             cur = new;
         }
@@ -2030,9 +2012,7 @@ impl Bench {
             Summary::of(&roam_alone).median,
             Summary::of(&roam_alone).p95
         );
-        drop(echo);
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(cat);
         let logged = reconnects();
         drop(watch);
         drop(server);
@@ -2210,51 +2190,6 @@ struct MemResult {
     client_pss: f64,
     detached_rss: f64,
     detached_pss: f64,
-}
-
-// ----- echo through a session --------------------------------------------------
-
-/// A session running `cat`: write a byte, wait for it to come back.
-struct Echo {
-    stdin: ChildStdin,
-    rx: mpsc::Receiver<std::io::Result<u8>>,
-}
-
-impl Echo {
-    fn new(child: &mut Child) -> Echo {
-        let stdin = child.stdin.take().expect("stdin");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || loop {
-            let mut b = [0u8; 1];
-            let r = stdout.read(&mut b).and_then(|n| {
-                if n == 0 {
-                    Err(std::io::Error::other("EOF"))
-                } else {
-                    Ok(b[0])
-                }
-            });
-            let end = r.is_err();
-            if tx.send(r).is_err() || end {
-                break;
-            }
-        });
-        Echo { stdin, rx }
-    }
-
-    /// Sends one byte and waits for its echo.
-    fn round(&mut self, timeout: Duration) -> Result<(), String> {
-        self.stdin
-            .write_all(b"x")
-            .and_then(|_| self.stdin.flush())
-            .map_err(|e| format!("write: {e}"))?;
-        match self.rx.recv_timeout(timeout) {
-            Ok(Ok(b'x')) => Ok(()),
-            Ok(Ok(b)) => Err(format!("echo returned {b:#x}")),
-            Ok(Err(e)) => Err(format!("read: {e}")),
-            Err(_) => Err(format!("no echo within {timeout:?}")),
-        }
-    }
 }
 
 // ----- the lab's uplinks (as testkit's Net::roam, split so the trigger can be timed)
