@@ -906,7 +906,7 @@ fn serve(
             return reexec();
         }
         if ready[1] {
-            accept_links(&broker_sock, &mut links, &mut broker);
+            accept_links(&broker_sock, &mut links, &mut broker, &fleet_children);
         }
         let now = Instant::now();
         let mut outs = broker.tick(now);
@@ -1230,7 +1230,14 @@ fn flush_links(links: &mut HashMap<Pid, Link>, broker: &mut Broker, children: &m
 }
 
 /// Accepts monitors' broker links; only processes of our own uid (root).
-fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut Broker) {
+/// A link from one of our fleet link processes (`fleet_children`: it links
+/// as root, then speaks TLS with other nodes) may only relay a reconnect.
+fn accept_links(
+    l: &UnixListener,
+    links: &mut HashMap<Pid, Link>,
+    broker: &mut Broker,
+    fleet_children: &HashSet<Pid>,
+) {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     loop {
         let (s, _) = match l.accept() {
@@ -1262,7 +1269,14 @@ fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut B
                 out: Outbox::new(LINK_QUEUE),
             },
         );
-        broker.opened(pid);
+        broker.opened(
+            pid,
+            if fleet_children.contains(&pid) {
+                broker::Peer::FleetLink
+            } else {
+                broker::Peer::Monitor
+            },
+        );
     }
 }
 
