@@ -732,7 +732,9 @@ pub fn ask_in_process(
 
 /// The asking process's verdict, read by `deadline` however it paces its
 /// bytes, and believed only if well-formed: a code and a text of at most
-/// [`MAX_VERDICT`] bytes, a node's name as the list allows them.
+/// [`MAX_VERDICT`] bytes, a node's name as the list allows them. The text
+/// (the asking process's, or another node's, relayed) is logged and shown
+/// to the client: its control characters come escaped.
 fn read_verdict(s: &std::os::unix::net::UnixStream, deadline: Instant) -> Result<Verdict, String> {
     struct ByDeadline<'a>(&'a std::os::unix::net::UnixStream, Instant);
     impl Read for ByDeadline<'_> {
@@ -745,13 +747,12 @@ fn read_verdict(s: &std::os::unix::net::UnixStream, deadline: Instant) -> Result
             (&mut &*self.0).read(buf)
         }
     }
-    let v: Verdict = read_frame_max(&mut ByDeadline(s, deadline), MAX_VERDICT)?;
-    if let Ok(node) = &v.0 {
-        if !valid_name(node) {
-            return Err(format!("a bad node name {node:?}"));
-        }
+    let Verdict(v) = read_frame_max(&mut ByDeadline(s, deadline), MAX_VERDICT)?;
+    match v {
+        Ok(node) if !valid_name(&node) => Err(format!("a bad node name {node:?}")),
+        Ok(node) => Ok(Verdict(Ok(node))),
+        Err((code, why)) => Ok(Verdict(Err((code, log::escape(&why))))),
     }
-    Ok(v)
 }
 
 /// A node's name as FleetNodes allows it.
@@ -1265,7 +1266,18 @@ mod tests {
         let mut trailing = relayed.clone();
         trailing[3] += 1;
         trailing.push(0);
-        let forged = Verdict(Ok("node1\nresshd[1]: Accepted publickey for root".into()));
+        let line = "x\nresshd[1]: Accepted publickey for root from 198.18.0.9";
+        let forged = Verdict(Ok(format!("node1{line}")));
+        // A refusal's text (logged by the monitor, shown to the client)
+        // keeps no line break or other control character.
+        let injected = Verdict(Err((failure::TRY_AGAIN, line.into())));
+        assert_eq!(
+            read(frame(&injected), None).0,
+            Ok(Err((
+                failure::TRY_AGAIN,
+                "x\\x0aresshd[1]: Accepted publickey for root from 198.18.0.9".into()
+            )))
+        );
         for (what, bytes) in [
             ("a verdict longer than MAX_VERDICT", frame(&long)),
             ("a byte after the verdict", trailing),
