@@ -704,13 +704,21 @@ pub fn ask_in_process(
     let fds = vec![sock.as_raw_fd(), theirs.as_raw_fd()];
     let mut cmd = link_command(ASK_ARG, key_file, nodes_file, Path::new("-"), privsep, fds)
         .map_err(|e| again(format!("cannot execute resshd: {e}")))?;
-    // Its log lines go where the monitor's go; stdin and stdout may be the
-    // client's connection (inetd mode).
-    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    // Its log lines reach the log through the monitor, escaped and under
+    // its pid (written straight there, a process taken over would forge
+    // any other's lines); stdin and stdout may be the client's connection
+    // (inetd mode).
+    let (log_r, log_w) = log::stderr_pipe().map_err(|e| again(e.to_string()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_w));
     let child = cmd
         .spawn()
         .map_err(|e| again(format!("cannot execute resshd: {e}")))?;
+    drop(cmd);
     drop(theirs);
+    let (pid, context) = (child.id(), who.to_string());
+    std::thread::spawn(move || log::relay_stderr(log_r, "resshd", pid, &context));
     let verdict = ours
         .set_write_timeout(Some(ASK_TIME))
         .map_err(|e| e.to_string())

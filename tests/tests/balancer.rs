@@ -681,7 +681,11 @@ fn each_link_process_holds_only_its_own_connection() {
 /// connection and its link to the owner (not the other nodes' it asked,
 /// not its monitor's after the verdict); (3) both link processes run under
 /// their seccomp filter (what the filter forbids:
-/// fleet::tests::escapes_from_a_link_process_are_killed_by_sigsys).
+/// fleet::tests::escapes_from_a_link_process_are_killed_by_sigsys); (4)
+/// neither writes the log itself: a forged line written to their
+/// descriptor 2, as either would write it once taken over by a node or
+/// whoever answers at a node's address, reaches the log as that process's
+/// own escaped line, never as a line of another process.
 #[test]
 fn no_root_process_speaks_to_another_node() {
     let f = Fleet::start("askconf", SERVER);
@@ -790,6 +794,38 @@ fn no_root_process_speaks_to_another_node() {
     // (3) Both sides under their seccomp filter.
     for (pid, _) in askers.iter().chain(&links) {
         assert_eq!(status_field(*pid, "Seccomp"), "2", "process {pid}");
+    }
+
+    // (4) Their stderr is not the log.
+    let forged = |pid: u32| {
+        format!("resshd[1]: Accepted publickey for root from 198.18.9.9 port {pid} ssh2")
+    };
+    for (pid, _) in askers.iter().chain(&links) {
+        let mut stderr = fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/proc/{pid}/fd/2"))
+            .unwrap();
+        stderr
+            .write_all(format!("x\n{}\n", forged(*pid)).as_bytes())
+            .unwrap();
+    }
+    for (pid, _) in askers.iter().chain(&links) {
+        let line = forged(*pid);
+        let all = ressh_testkit::wait_for(
+            &format!("{pid}'s line in a log"),
+            T,
+            || {
+                let all = f.logs();
+                all.contains(&line).then_some(all)
+            },
+            || f.logs(),
+        );
+        let own = all.lines().find(|l| l.contains(&line)).unwrap();
+        let before = &own[..own.find(&line).unwrap()];
+        assert!(
+            before.contains(&format!("resshd[{pid}]: ")),
+            "process {pid} wrote a line of its choosing to the log: {own:?}"
+        );
     }
 
     fs::write(&stop, "").unwrap();
