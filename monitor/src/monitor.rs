@@ -594,6 +594,11 @@ impl Monitor<'_> {
                             "Reconnect from {who} relayed to its session on fleet node {node}"
                         ));
                         self.relay = Some(asker);
+                        // The owner's session validated it: no longer a
+                        // connection that has not authenticated, which the
+                        // listener counts (MaxStartups) while this link to
+                        // its broker is open, for the relay's life.
+                        self.broker = None;
                         return Ok(kex.send(&ToKex::ReconnectHandedOver, &[])?);
                     }
                     Err((c, _)) if c == failure::UNKNOWN_SESSION => Err((code, why)),

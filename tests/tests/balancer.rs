@@ -834,3 +834,59 @@ fn no_root_process_speaks_to_another_node() {
     let all = f.logs();
     assert!(!all.contains("killed by signal"), "{all}");
 }
+
+/// A relayed connection is no longer a startup on the node that relays it
+/// (the owner's session validated its reconnect): however many sessions a
+/// node relays, and for however long, MaxStartups counts only connections
+/// that have not authenticated. With `MaxStartups 1` on every node, after a
+/// relayed reconnect and the 5 s a reconnect's claim lasts, each node still
+/// greets a new connection.
+#[test]
+fn a_relayed_connection_is_not_a_startup() {
+    let f = Fleet::start("relstart", &format!("MaxStartups 1\n{SERVER}"));
+    let lab = &f.lab;
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = counter(lab, &stop);
+    client.wait_lines(30, T);
+    let mut askers = fleet_processes("--fleet-ask");
+    for _ in 0..4 {
+        if !askers.is_empty() {
+            break;
+        }
+        roam(lab, &client, 5);
+        askers = fleet_processes("--fleet-ask");
+    }
+    assert!(!askers.is_empty(), "never relayed\n{}", f.logs());
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        !fleet_processes("--fleet-ask").is_empty(),
+        "the relay ended\n{}",
+        f.logs()
+    );
+    for port in NODES {
+        let mut s = lab
+            .net
+            .enter_client(|| TcpStream::connect(("198.18.0.1", port)))
+            .unwrap();
+        // Its greeting, or its end (a drop).
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.contains(&b'\n') {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        assert!(
+            got.starts_with(b"SSH-2.0-"),
+            "node on port {port} dropped a new connection while relaying one \
+             (got {:?})\n{}",
+            String::from_utf8_lossy(&got),
+            f.logs()
+        );
+    }
+    fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit(T).success(), "{}", client.describe());
+    check_counter(&client.out_lines());
+}
