@@ -919,7 +919,7 @@ fn serve(
             return reexec();
         }
         if ready[1] {
-            accept_links(&broker_sock, &mut links, &mut broker, &fleet_children);
+            accept_links(&broker_sock, &mut links, &mut broker);
         }
         let now = Instant::now();
         let mut outs = broker.tick(now);
@@ -948,20 +948,23 @@ fn serve(
         let mut fleet_links = fleet_links.into_iter();
         while let Some((sock, from)) = fleet_links.next() {
             let _ = sock.set_nonblocking(false);
-            let (log_r, log_w) = match log::stderr_pipe() {
-                Ok(p) => p,
-                Err(e) => {
-                    log::error(&format!("fleet link: pipe: {e}"));
-                    continue;
-                }
-            };
+            // Its stderr, and its link to the broker: made here, so the
+            // broker knows it for a link process from the start.
+            let (log_r, log_w, ours, theirs) =
+                match log::stderr_pipe().and_then(|(r, w)| Ok((r, w, UnixStream::pair()?))) {
+                    Ok((r, w, (ours, theirs))) => (r, w, ours, theirs),
+                    Err(e) => {
+                        log::error(&format!("fleet link: {e}"));
+                        continue;
+                    }
+                };
             // SAFETY: as for a client's connection below.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
                     if nix::unistd::dup2(log_w.as_raw_fd(), 2).is_err() {
                         std::process::exit(255);
                     }
-                    drop((log_r, log_w));
+                    drop((log_r, log_w, ours));
                     drop(fleet_logs);
                     // The links accepted with this one are other peers'.
                     drop(fleet_links);
@@ -978,9 +981,9 @@ fn serve(
                     };
                     let e = ressh_monitor::fleet::exec_link(
                         sock,
+                        OwnedFd::from(theirs),
                         key,
                         nodes,
-                        &settings.broker_socket,
                         &ctx.privsep,
                     );
                     log::error(&format!(
@@ -992,7 +995,14 @@ fn serve(
                 }
                 Ok(ForkResult::Parent { child }) => {
                     fleet_children.insert(child);
-                    drop(log_w);
+                    drop((log_w, theirs));
+                    open_link(
+                        &mut links,
+                        &mut broker,
+                        child,
+                        OwnedFd::from(ours),
+                        broker::Peer::FleetLink,
+                    );
                     let log_r = std::fs::File::from(log_r);
                     let _ = nix::fcntl::fcntl(
                         log_r.as_raw_fd(),
@@ -1262,15 +1272,34 @@ fn flush_links(links: &mut HashMap<Pid, Link>, broker: &mut Broker, children: &m
     }
 }
 
-/// Accepts monitors' broker links; only processes of our own uid (root).
-/// A link from one of our fleet link processes (`fleet_children`: it links
-/// as root, then speaks TLS with other nodes) may only relay a reconnect.
-fn accept_links(
-    l: &UnixListener,
+/// A broker link on `fd` from `pid`, a `peer` (a monitor, or a fleet
+/// link process, which may only relay a reconnect).
+fn open_link(
     links: &mut HashMap<Pid, Link>,
     broker: &mut Broker,
-    fleet_children: &HashSet<Pid>,
+    pid: Pid,
+    fd: OwnedFd,
+    peer: broker::Peer,
 ) {
+    // Reads are done when poll(2) says so; the timeout bounds the wait for
+    // the rest of a frame a monitor began.
+    let ep = Endpoint::from_fd(fd);
+    if ep.set_timeout(Some(LINK_READ_TIMEOUT)).is_err() {
+        return;
+    }
+    links.insert(
+        pid,
+        Link {
+            ep,
+            out: Outbox::new(LINK_QUEUE),
+        },
+    );
+    broker.opened(pid, peer);
+}
+
+/// Accepts monitors' broker links; only processes of our own uid (root).
+/// (A fleet link process gets its link when it is forked: [`open_link`].)
+fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut Broker) {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     loop {
         let (s, _) = match l.accept() {
@@ -1288,28 +1317,8 @@ fn accept_links(
             log::error(&format!("broker: refused a link from uid {}", cred.uid()));
             continue;
         }
-        // Reads are done when poll(2) says so; the timeout bounds the wait
-        // for the rest of a frame a monitor began.
-        let ep = Endpoint::from_fd(OwnedFd::from(s));
-        if ep.set_timeout(Some(LINK_READ_TIMEOUT)).is_err() {
-            continue;
-        }
         let pid = Pid::from_raw(cred.pid());
-        links.insert(
-            pid,
-            Link {
-                ep,
-                out: Outbox::new(LINK_QUEUE),
-            },
-        );
-        broker.opened(
-            pid,
-            if fleet_children.contains(&pid) {
-                broker::Peer::FleetLink
-            } else {
-                broker::Peer::Monitor
-            },
-        );
+        open_link(links, broker, pid, OwnedFd::from(s), broker::Peer::Monitor);
     }
 }
 
@@ -1317,7 +1326,7 @@ fn accept_links(
 /// bounded share per turn of the loop, however fast it writes); at the
 /// pipe's end, its last line, and forgets it.
 fn relay_log(pid: &Pid, logs: &mut HashMap<Pid, (std::fs::File, log::Lines)>) {
-    let put = |l: &str| log::relay("resshd", pid.as_raw() as u32, "fleet link", l);
+    let put = |l: &str| log::relay_line("resshd", pid.as_raw() as u32, "fleet link", l);
     let Some((r, lines)) = logs.get_mut(pid) else {
         return;
     };

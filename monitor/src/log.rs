@@ -170,14 +170,33 @@ impl Lines {
     }
 }
 
+/// A line of the process `pid` (`program`) from its stderr pipe, logged
+/// with [`relay`] under `context`, without the `<N>` and `PROGRAM[PID]: `
+/// its own log line begins with (it is resshd too).
+pub fn relay_line(program: &str, pid: u32, context: &str, line: &str) {
+    relay(program, pid, context, own_text(program, pid, line))
+}
+
+/// `line` without a leading `<N>` and `PROGRAM[PID]: ` naming `pid`
+/// itself; as it is otherwise.
+fn own_text<'a>(program: &str, pid: u32, line: &'a str) -> &'a str {
+    let bare = line
+        .strip_prefix('<')
+        .and_then(|l| l.split_once('>'))
+        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(line, |(_, rest)| rest);
+    bare.strip_prefix(&format!("{program}[{pid}]: "))
+        .unwrap_or(line)
+}
+
 /// Reads the stderr pipe `r` of the process `pid` (`program`) to its end,
-/// logging each line with [`relay`] under `context`.
+/// logging each line with [`relay_line`] under `context`.
 pub fn relay_stderr(r: OwnedFd, program: &str, pid: u32, context: &str) {
     use std::io::Read;
     let mut r = std::fs::File::from(r);
     let mut lines = Lines::default();
     let mut buf = [0u8; 4096];
-    let put = |l: &str| relay(program, pid, context, l);
+    let put = |l: &str| relay_line(program, pid, context, l);
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
@@ -207,7 +226,16 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape, Lines, MAX_LINE, MAX_LINES};
+    use super::{escape, own_text, Lines, MAX_LINE, MAX_LINES};
+
+    #[test]
+    fn a_relayed_line_loses_only_its_own_prefix() {
+        assert_eq!(own_text("resshd", 7, "<3>resshd[7]: text"), "text");
+        assert_eq!(own_text("resshd", 7, "resshd[7]: text"), "text");
+        for other in ["resshd[1]: text", "<3>resshd[1]: text", "<x>resshd[7]: t"] {
+            assert_eq!(own_text("resshd", 7, other), other);
+        }
+    }
 
     #[test]
     fn a_pipes_lines_are_bounded() {

@@ -890,3 +890,67 @@ fn a_relayed_connection_is_not_a_startup() {
     assert!(client.wait_exit(T).success(), "{}", client.describe());
     check_counter(&client.out_lines());
 }
+
+/// A fleet link process taken over while it parses an unauthenticated
+/// peer's TLS holds its link to the broker (made as root): over it, it
+/// could say it had authenticated any user and detached with a cap of 0,
+/// and the broker would end that user's sessions detached past their
+/// grace. Played for real: a connection to the fleet port that never
+/// finishes its handshake, and the test (root) copies the link process's
+/// broker descriptor (4) with pidfd_getfd(2) and says it. The broker drops
+/// that link with the reason; the node goes on serving.
+#[test]
+#[allow(unsafe_code)] // pidfd_getfd: the takeover's copy of the broker link
+fn a_link_process_taken_over_cannot_speak_for_a_session() {
+    use ressh_ipc::msg::ToBroker;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let f = Fleet::start("linkbrk", SERVER);
+    let lab = &f.lab;
+    let link = SocketAddr::from(([198, 18, 0, 1], LINKS[0]));
+    let _silent = lab.net.enter_client(|| TcpStream::connect(link).unwrap());
+    // Taken over in its handshake: greeted its broker, confined.
+    let pid = ressh_testkit::wait_for(
+        "a link process in its handshake",
+        T,
+        || {
+            fleet_processes("--fleet-link")
+                .first()
+                .map(|p| p.0)
+                .filter(|&p| status_field(p, "Seccomp") == "2")
+        },
+        || f.logs(),
+    );
+    // SAFETY: raw system calls on a pid and descriptor numbers; the copied
+    // descriptor is ours alone.
+    let broker = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0);
+        assert!(pidfd >= 0, "pidfd_open {pid}");
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, 4 as libc::c_long, 0);
+        libc::close(pidfd as i32);
+        assert!(fd >= 0, "pidfd_getfd {pid} 4");
+        ressh_ipc::Endpoint::from_fd(OwnedFd::from_raw_fd(fd as i32))
+    };
+    let user = lab.user().name.clone();
+    for m in [
+        ToBroker::Authenticated { user },
+        ToBroker::Detached {
+            max_per_user: 0,
+            grace_secs: 0,
+        },
+    ] {
+        let _ = broker.send(&m, &[]);
+    }
+    lab.wait_log("the forged session refused", T, |l| {
+        l.contains("a fleet link process spoke for a session; link dropped")
+    });
+    // The node still serves logins.
+    let out = lab
+        .ressh(&["server", "echo", "still-here"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("still-here"),
+        "{out:?}\n{}",
+        f.logs()
+    );
+}
