@@ -10,7 +10,10 @@
 //! What a monitor says is checked against the table: the first message of a
 //! link must be [`ToBroker::Hello`] with this build's [`BROKER_VERSION`]; a
 //! token already owned by another session is not taken over; a verdict or a
-//! hand-over counts only from the monitor the route names.
+//! hand-over counts only from the monitor the route names. A fleet link
+//! process (it speaks TLS with other nodes, confined, holding the link it
+//! made as root) may only ask to route a reconnect and hand it over: it never
+//! speaks for a session (a user, tokens, a detach).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -60,13 +63,24 @@ pub enum Violation {
     UnaskedHandover,
     #[error("a hand-over without exactly one socket")]
     HandoverFds,
+    #[error("a fleet link process spoke for a session")]
+    FleetLinkSession,
+}
+
+/// Who is at the other end of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A connection's monitor: it may authenticate and own a session.
+    Monitor,
+    /// A fleet link process: it may only route a reconnect and hand it over.
+    FleetLink,
 }
 
 /// A message for a monitor.
 pub type Out = (Pid, FromBroker, Vec<OwnedFd>);
 
-#[derive(Default)]
 struct Link {
+    peer: Peer,
     /// Said Hello with our version.
     greeted: bool,
     user: Option<String>,
@@ -115,9 +129,17 @@ impl Broker {
         }
     }
 
-    /// A monitor linked to us.
-    pub fn opened(&mut self, pid: Pid) {
-        self.links.insert(pid, Link::default());
+    /// A monitor or a fleet link process linked to us.
+    pub fn opened(&mut self, pid: Pid, peer: Peer) {
+        self.links.insert(
+            pid,
+            Link {
+                peer,
+                greeted: false,
+                user: None,
+                detached: None,
+            },
+        );
     }
 
     /// A monitor's link closed (it exited) or was dropped. A reconnect
@@ -161,7 +183,9 @@ impl Broker {
         fds: Vec<OwnedFd>,
         now: Instant,
     ) -> Result<Vec<Out>, Violation> {
-        let link = self.links.entry(from).or_default();
+        let Some(link) = self.links.get_mut(&from) else {
+            return Err(Violation::NoHello);
+        };
         if !link.greeted {
             return match m {
                 ToBroker::Hello { version } if version == BROKER_VERSION => {
@@ -171,6 +195,11 @@ impl Broker {
                 ToBroker::Hello { version } => Err(Violation::Version(version)),
                 _ => Err(Violation::NoHello),
             };
+        }
+        if link.peer == Peer::FleetLink
+            && !matches!(m, ToBroker::Route { .. } | ToBroker::Handover { .. })
+        {
+            return Err(Violation::FleetLinkSession);
         }
         let mut out = Vec::new();
         match m {
@@ -377,7 +406,11 @@ mod tests {
     }
 
     fn hello(b: &mut Broker, p: i32, t0: Instant) {
-        b.opened(pid(p));
+        greet(b, p, Peer::Monitor, t0);
+    }
+
+    fn greet(b: &mut Broker, p: i32, peer: Peer, t0: Instant) {
+        b.opened(pid(p), peer);
         let v = ToBroker::Hello {
             version: BROKER_VERSION,
         };
@@ -416,13 +449,13 @@ mod tests {
     fn links_must_greet_with_our_version() {
         let t0 = Instant::now();
         let mut b = Broker::new(t0);
-        b.opened(pid(1));
+        b.opened(pid(1), Peer::Monitor);
         let old = ToBroker::Authenticated { user: "u".into() };
         assert_eq!(
             b.handle(pid(1), old, vec![], t0).err(),
             Some(Violation::NoHello)
         );
-        b.opened(pid(2));
+        b.opened(pid(2), Peer::Monitor);
         let v = ToBroker::Hello {
             version: BROKER_VERSION + 1,
         };
@@ -648,6 +681,63 @@ mod tests {
         ));
         let (s, _) = std::os::unix::net::UnixStream::pair().unwrap();
         let out = b.handle(pid(21), h(), vec![s.into()], t0).unwrap();
+        assert!(matches!(
+            &out[..],
+            [(p, FromBroker::Transport { .. }, fds)] if *p == pid(10) && fds.len() == 1
+        ));
+    }
+
+    /// A fleet link process parses an unauthenticated peer's TLS (confined,
+    /// but holding the broker link it made as root): taken over, it must not
+    /// be able to pose as a session of any user, or say that one detached
+    /// with a cap of 0, which would end that user's detached sessions (the
+    /// ones a fleet keeps for their reconnects). It may still relay one.
+    #[test]
+    fn a_fleet_link_process_cannot_speak_for_a_session() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(120);
+        let mut b = Broker::new(t0);
+        session(&mut b, 10, "alice", 7, t0);
+        b.handle(pid(10), detached(10, 60), vec![], t0).unwrap();
+        let forged = [
+            ToBroker::Authenticated {
+                user: "alice".into(),
+            },
+            ToBroker::Tokens(vec![vec![9; 32]]),
+            detached(0, 0),
+            ToBroker::Attached,
+            ToBroker::Verdict {
+                id: 1,
+                result: Ok(()),
+            },
+        ];
+        for (i, m) in forged.into_iter().enumerate() {
+            greet(&mut b, 50 + i as i32, Peer::FleetLink, later);
+            assert_eq!(
+                b.handle(pid(50 + i as i32), m.clone(), vec![], later).err(),
+                Some(Violation::FleetLinkSession),
+                "{m:?} believed"
+            );
+        }
+        assert!(b.tick(later).is_empty(), "alice's detached session ended");
+        // Its own job: a relayed reconnect, routed and handed over.
+        greet(&mut b, 60, Peer::FleetLink, later);
+        let out = b.handle(pid(60), route(7), vec![], later).unwrap();
+        let [(_, FromBroker::Validate { id, .. }, _)] = &out[..] else {
+            panic!("no validate")
+        };
+        let ok = ToBroker::Verdict {
+            id: *id,
+            result: Ok(()),
+        };
+        b.handle(pid(10), ok, vec![], later).unwrap();
+        let (s, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let h = ToBroker::Handover {
+            leftover: vec![],
+            peer_addr: "198.18.0.2".into(),
+            peer_port: 1,
+        };
+        let out = b.handle(pid(60), h, vec![s.into()], later).unwrap();
         assert!(matches!(
             &out[..],
             [(p, FromBroker::Transport { .. }, fds)] if *p == pid(10) && fds.len() == 1

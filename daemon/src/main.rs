@@ -813,6 +813,9 @@ fn serve(
 ) -> Result<(), Error> {
     // Link processes for other fleet nodes' relayed reconnects.
     let mut fleet_children: HashSet<Pid> = HashSet::new();
+    // Their stderr: relayed to the log line by line, escaped (written
+    // straight there, one taken over would forge any process's lines).
+    let mut fleet_logs: HashMap<Pid, (std::fs::File, log::Lines)> = HashMap::new();
     let signals = Signals::install()?;
     // The broker keeps a link to every session's monitor: thousands of
     // descriptors on a busy server. Its own soft limit goes up to the hard
@@ -873,6 +876,10 @@ fn serve(
             }
             fds.push(PollFd::new(l.ep.as_fd(), ev));
         }
+        let log_pids: Vec<Pid> = fleet_logs.keys().copied().collect();
+        for p in &log_pids {
+            fds.push(PollFd::new(fleet_logs[p].0.as_fd(), PollFlags::POLLIN));
+        }
         let t = match timeout {
             None => PollTimeout::NONE,
             Some(t) => PollTimeout::try_from(t.as_millis().min(60_000) as i32 + 1)
@@ -885,6 +892,12 @@ fn serve(
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
+        let logs_at = ready.len() - log_pids.len();
+        for (i, p) in log_pids.iter().enumerate() {
+            if ready[logs_at + i] {
+                relay_log(p, &mut fleet_logs);
+            }
+        }
         if ready[0] {
             let mut sink = [0u8; 64];
             while matches!((&signals.pipe).read(&mut sink), Ok(n) if n > 0) {}
@@ -935,9 +948,24 @@ fn serve(
         let mut fleet_links = fleet_links.into_iter();
         while let Some((sock, from)) = fleet_links.next() {
             let _ = sock.set_nonblocking(false);
+            // Its stderr, and its link to the broker: made here, so the
+            // broker knows it for a link process from the start.
+            let (log_r, log_w, ours, theirs) =
+                match log::stderr_pipe().and_then(|(r, w)| Ok((r, w, UnixStream::pair()?))) {
+                    Ok((r, w, (ours, theirs))) => (r, w, ours, theirs),
+                    Err(e) => {
+                        log::error(&format!("fleet link: {e}"));
+                        continue;
+                    }
+                };
             // SAFETY: as for a client's connection below.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
+                    if nix::unistd::dup2(log_w.as_raw_fd(), 2).is_err() {
+                        std::process::exit(255);
+                    }
+                    drop((log_r, log_w, ours));
+                    drop(fleet_logs);
                     // The links accepted with this one are other peers'.
                     drop(fleet_links);
                     drop(listeners);
@@ -953,9 +981,9 @@ fn serve(
                     };
                     let e = ressh_monitor::fleet::exec_link(
                         sock,
+                        OwnedFd::from(theirs),
                         key,
                         nodes,
-                        &settings.broker_socket,
                         &ctx.privsep,
                     );
                     log::error(&format!(
@@ -967,6 +995,20 @@ fn serve(
                 }
                 Ok(ForkResult::Parent { child }) => {
                     fleet_children.insert(child);
+                    drop((log_w, theirs));
+                    open_link(
+                        &mut links,
+                        &mut broker,
+                        child,
+                        OwnedFd::from(ours),
+                        broker::Peer::FleetLink,
+                    );
+                    let log_r = std::fs::File::from(log_r);
+                    let _ = nix::fcntl::fcntl(
+                        log_r.as_raw_fd(),
+                        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                    );
+                    fleet_logs.insert(child, (log_r, log::Lines::default()));
                 }
                 Err(e) => log::error(&format!("fork: {e}")),
             }
@@ -1056,6 +1098,7 @@ fn serve(
                     Ok(ForkResult::Child) => {
                         drop(listeners);
                         drop(fleet);
+                        drop(fleet_logs);
                         drop(links);
                         drop(broker_sock);
                         drop(children);
@@ -1229,7 +1272,33 @@ fn flush_links(links: &mut HashMap<Pid, Link>, broker: &mut Broker, children: &m
     }
 }
 
+/// A broker link on `fd` from `pid`, a `peer` (a monitor, or a fleet
+/// link process, which may only relay a reconnect).
+fn open_link(
+    links: &mut HashMap<Pid, Link>,
+    broker: &mut Broker,
+    pid: Pid,
+    fd: OwnedFd,
+    peer: broker::Peer,
+) {
+    // Reads are done when poll(2) says so; the timeout bounds the wait for
+    // the rest of a frame a monitor began.
+    let ep = Endpoint::from_fd(fd);
+    if ep.set_timeout(Some(LINK_READ_TIMEOUT)).is_err() {
+        return;
+    }
+    links.insert(
+        pid,
+        Link {
+            ep,
+            out: Outbox::new(LINK_QUEUE),
+        },
+    );
+    broker.opened(pid, peer);
+}
+
 /// Accepts monitors' broker links; only processes of our own uid (root).
+/// (A fleet link process gets its link when it is forked: [`open_link`].)
 fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut Broker) {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     loop {
@@ -1248,21 +1317,32 @@ fn accept_links(l: &UnixListener, links: &mut HashMap<Pid, Link>, broker: &mut B
             log::error(&format!("broker: refused a link from uid {}", cred.uid()));
             continue;
         }
-        // Reads are done when poll(2) says so; the timeout bounds the wait
-        // for the rest of a frame a monitor began.
-        let ep = Endpoint::from_fd(OwnedFd::from(s));
-        if ep.set_timeout(Some(LINK_READ_TIMEOUT)).is_err() {
-            continue;
-        }
         let pid = Pid::from_raw(cred.pid());
-        links.insert(
-            pid,
-            Link {
-                ep,
-                out: Outbox::new(LINK_QUEUE),
-            },
-        );
-        broker.opened(pid);
+        open_link(links, broker, pid, OwnedFd::from(s), broker::Peer::Monitor);
+    }
+}
+
+/// Relays what the fleet link process `pid` wrote to its stderr (a
+/// bounded share per turn of the loop, however fast it writes); at the
+/// pipe's end, its last line, and forgets it.
+fn relay_log(pid: &Pid, logs: &mut HashMap<Pid, (std::fs::File, log::Lines)>) {
+    let put = |l: &str| log::relay_line("resshd", pid.as_raw() as u32, "fleet link", l);
+    let Some((r, lines)) = logs.get_mut(pid) else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        match r.read(&mut buf) {
+            Ok(n) if n > 0 => lines.feed(&buf[..n], put),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => {
+                if let Some((_, lines)) = logs.remove(pid) {
+                    lines.finish(put);
+                }
+                return;
+            }
+        }
     }
 }
 

@@ -506,14 +506,13 @@ fn link_command(
     which: &str,
     key_file: &Path,
     nodes_file: &Path,
-    broker_socket: &Path,
     privsep: &crate::monitor::Privsep,
     fds: Vec<i32>,
 ) -> std::io::Result<std::process::Command> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg(which).args(log::to_words());
-    cmd.arg(key_file).arg(nodes_file).arg(broker_socket);
+    cmd.arg(key_file).arg(nodes_file);
     match privsep {
         crate::monitor::Privsep::Root { uid, gid, chroot } => {
             cmd.arg(uid.to_string()).arg(gid.to_string()).arg(chroot)
@@ -527,24 +526,19 @@ fn link_command(
 }
 
 /// In a child of resshd for an accepted link: executes resshd afresh as a
-/// link process with the link on descriptor 3. Returns only on failure.
+/// link process with the link on descriptor 3 and its link to the broker
+/// on 4 (made by resshd, which takes from it only a reconnect's route and
+/// hand-over). Returns only on failure.
 pub fn exec_link(
     sock: TcpStream,
+    broker: OwnedFd,
     key_file: &Path,
     nodes_file: &Path,
-    broker_socket: &Path,
     privsep: &crate::monitor::Privsep,
 ) -> std::io::Error {
     use std::os::unix::process::CommandExt;
-    let fd = sock.as_raw_fd();
-    match link_command(
-        LINK_ARG,
-        key_file,
-        nodes_file,
-        broker_socket,
-        privsep,
-        vec![fd],
-    ) {
+    let fds = vec![sock.as_raw_fd(), broker.as_raw_fd()];
+    match link_command(LINK_ARG, key_file, nodes_file, privsep, fds) {
         Ok(mut cmd) => cmd.exec(),
         Err(e) => e,
     }
@@ -554,10 +548,10 @@ pub fn exec_link(
 type PrivsepUser = (u32, u32, PathBuf);
 
 /// A link process's arguments as [`link_command`] made them (after its
-/// first): the key, the list, the broker's socket, and the privsep user and
-/// chroot if resshd runs as root. None: not resshd's.
-fn link_args(args: &[String]) -> Option<(&Path, &Path, &Path, Option<PrivsepUser>)> {
-    let [l0, l1, l2, key, nodes, broker, uid, gid, chroot] = args else {
+/// first): the key, the list, and the privsep user and chroot if resshd
+/// runs as root. None: not resshd's.
+fn link_args(args: &[String]) -> Option<(&Path, &Path, Option<PrivsepUser>)> {
+    let [l0, l1, l2, key, nodes, uid, gid, chroot] = args else {
         eprintln!("resshd: a fleet link process is run by resshd itself");
         return None;
     };
@@ -568,7 +562,7 @@ fn link_args(args: &[String]) -> Option<(&Path, &Path, &Path, Option<PrivsepUser
         (Ok(u), Ok(g)) => Some((u, g, PathBuf::from(chroot))),
         _ => None,
     };
-    Some((Path::new(key), Path::new(nodes), Path::new(broker), privsep))
+    Some((Path::new(key), Path::new(nodes), privsep))
 }
 
 /// A link process's confinement, once it has read what only root may
@@ -638,16 +632,20 @@ fn link_filter(asking: bool) -> Result<Vec<sandbox::BpfProgram>, sandbox::Error>
 }
 
 /// A link process: `args` as [`exec_link`] made them (after [`LINK_ARG`]),
-/// the link on descriptor 3. Reads the key and list and links to the
-/// broker as root, then confines itself before any TLS.
-#[allow(unsafe_code)] // taking descriptor 3, placed there by exec_link
+/// the link on descriptor 3, the broker on 4. Reads the key and list and
+/// greets the broker as root, then confines itself before any TLS.
+#[allow(unsafe_code)] // taking descriptors 3 and 4, placed there by exec_link
 fn link_main(args: &[String]) -> i32 {
-    let Some((key, nodes, broker, privsep)) = link_args(args) else {
+    let Some((key, nodes, privsep)) = link_args(args) else {
         return 2;
     };
-    // SAFETY: resshd placed the accepted link there (exec_link); nothing
-    // else in this fresh process owns it.
-    let sock = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(3) };
+    // SAFETY: resshd placed the accepted link and our end of its broker
+    // link there (exec_link); nothing else in this fresh process owns them.
+    let (sock, broker) = unsafe {
+        use std::os::fd::FromRawFd;
+        (TcpStream::from_raw_fd(3), OwnedFd::from_raw_fd(4))
+    };
+    let broker = crate::monitor::greet_broker(broker);
     let Ok(from) = sock.peer_addr() else {
         return 255;
     };
@@ -702,15 +700,23 @@ pub fn ask_in_process(
     let deadline = Instant::now() + ASK_TIME + VERDICT_MARGIN;
     let (mut ours, theirs) = UnixStream::pair().map_err(|e| again(e.to_string()))?;
     let fds = vec![sock.as_raw_fd(), theirs.as_raw_fd()];
-    let mut cmd = link_command(ASK_ARG, key_file, nodes_file, Path::new("-"), privsep, fds)
+    let mut cmd = link_command(ASK_ARG, key_file, nodes_file, privsep, fds)
         .map_err(|e| again(format!("cannot execute resshd: {e}")))?;
-    // Its log lines go where the monitor's go; stdin and stdout may be the
-    // client's connection (inetd mode).
-    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    // Its log lines reach the log through the monitor, escaped and under
+    // its pid (written straight there, a process taken over would forge
+    // any other's lines); stdin and stdout may be the client's connection
+    // (inetd mode).
+    let (log_r, log_w) = log::stderr_pipe().map_err(|e| again(e.to_string()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_w));
     let child = cmd
         .spawn()
         .map_err(|e| again(format!("cannot execute resshd: {e}")))?;
+    drop(cmd);
     drop(theirs);
+    let (pid, context) = (child.id(), who.to_string());
+    std::thread::spawn(move || log::relay_stderr(log_r, "resshd", pid, &context));
     let verdict = ours
         .set_write_timeout(Some(ASK_TIME))
         .map_err(|e| e.to_string())
@@ -732,7 +738,9 @@ pub fn ask_in_process(
 
 /// The asking process's verdict, read by `deadline` however it paces its
 /// bytes, and believed only if well-formed: a code and a text of at most
-/// [`MAX_VERDICT`] bytes, a node's name as the list allows them.
+/// [`MAX_VERDICT`] bytes, a node's name as the list allows them. The text
+/// (the asking process's, or another node's, relayed) is logged and shown
+/// to the client: its control characters come escaped.
 fn read_verdict(s: &std::os::unix::net::UnixStream, deadline: Instant) -> Result<Verdict, String> {
     struct ByDeadline<'a>(&'a std::os::unix::net::UnixStream, Instant);
     impl Read for ByDeadline<'_> {
@@ -745,13 +753,12 @@ fn read_verdict(s: &std::os::unix::net::UnixStream, deadline: Instant) -> Result
             (&mut &*self.0).read(buf)
         }
     }
-    let v: Verdict = read_frame_max(&mut ByDeadline(s, deadline), MAX_VERDICT)?;
-    if let Ok(node) = &v.0 {
-        if !valid_name(node) {
-            return Err(format!("a bad node name {node:?}"));
-        }
+    let Verdict(v) = read_frame_max(&mut ByDeadline(s, deadline), MAX_VERDICT)?;
+    match v {
+        Ok(node) if !valid_name(&node) => Err(format!("a bad node name {node:?}")),
+        Ok(node) => Ok(Verdict(Ok(node))),
+        Err((code, why)) => Ok(Verdict(Err((code, log::escape(&why))))),
     }
-    Ok(v)
 }
 
 /// A node's name as FleetNodes allows it.
@@ -811,7 +818,7 @@ fn end_asker(mut child: std::process::Child, who: &str, grace: Duration) {
 /// verdict, and relays the client's connection if the owner accepted.
 #[allow(unsafe_code)] // taking descriptors 3 and 4, placed there by ask_in_process
 fn ask_main(args: &[String]) -> i32 {
-    let Some((key, nodes, _, privsep)) = link_args(args) else {
+    let Some((key, nodes, privsep)) = link_args(args) else {
         return 2;
     };
     // SAFETY: the monitor placed the client's connection and its end of
@@ -874,18 +881,18 @@ fn ask_main(args: &[String]) -> i32 {
 /// reconnect's; the answer; then the connection's bytes between the link
 /// and the session (through a socketpair whose other end the session got).
 ///
-/// It reads the key and the node list and links to the broker as root,
+/// It reads the key and the node list as root (its broker link greeted),
 /// then `confine`s itself ([`link_main`]) before its first byte of TLS:
 /// what an unauthenticated peer talks to holds no privilege.
 fn serve_link(
     key_file: &Path,
     nodes_file: &Path,
-    broker_socket: &Path,
+    broker: Option<ressh_ipc::Endpoint>,
     confine: impl FnOnce() -> Result<(), String>,
     sock: TcpStream,
     from: SocketAddr,
 ) -> i32 {
-    match serve_link_inner(key_file, nodes_file, broker_socket, confine, sock) {
+    match serve_link_inner(key_file, nodes_file, broker, confine, sock) {
         Ok(()) => 0,
         Err(e) => {
             log::info(&format!(
@@ -901,7 +908,7 @@ fn serve_link(
 fn serve_link_inner(
     key_file: &Path,
     nodes_file: &Path,
-    broker_socket: &Path,
+    broker: Option<ressh_ipc::Endpoint>,
     confine: impl FnOnce() -> Result<(), String>,
     sock: TcpStream,
 ) -> Result<(), String> {
@@ -911,7 +918,6 @@ fn serve_link_inner(
     let mine = me.public();
     let ctx = context(&me, pkeys(nodes.iter().filter(|n| n.key != mine)))?;
     drop(me);
-    let broker = crate::monitor::connect_broker(broker_socket);
     // The session's end of the relay, made now: the confined process makes
     // no socket.
     let pair = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
@@ -1265,7 +1271,18 @@ mod tests {
         let mut trailing = relayed.clone();
         trailing[3] += 1;
         trailing.push(0);
-        let forged = Verdict(Ok("node1\nresshd[1]: Accepted publickey for root".into()));
+        let line = "x\nresshd[1]: Accepted publickey for root from 198.18.0.9";
+        let forged = Verdict(Ok(format!("node1{line}")));
+        // A refusal's text (logged by the monitor, shown to the client)
+        // keeps no line break or other control character.
+        let injected = Verdict(Err((failure::TRY_AGAIN, line.into())));
+        assert_eq!(
+            read(frame(&injected), None).0,
+            Ok(Err((
+                failure::TRY_AGAIN,
+                "x\\x0aresshd[1]: Accepted publickey for root from 198.18.0.9".into()
+            )))
+        );
         for (what, bytes) in [
             ("a verdict longer than MAX_VERDICT", frame(&long)),
             ("a byte after the verdict", trailing),
@@ -1334,10 +1351,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (sock, _) = l.accept().unwrap();
-        let (k, n, d) = (key.clone(), nodes.clone(), dir.clone());
-        let owner = std::thread::spawn(move || {
-            serve_link_inner(&k, &n, &d.join("no-broker"), || Ok(()), sock)
-        });
+        let (k, n) = (key.clone(), nodes.clone());
+        let owner = std::thread::spawn(move || serve_link_inner(&k, &n, None, || Ok(()), sock));
         std::thread::spawn(move || dribble(client, stop));
         // The asking side, the squatter dribbling its answer.
         std::thread::spawn(move || {

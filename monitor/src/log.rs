@@ -3,6 +3,7 @@
 //! understands when asked to) or appended to a file (-E).
 
 use ressh_compat::log as compat_log;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,6 +111,103 @@ pub fn relay(program: &str, pid: u32, context: &str, text: &str) {
     ));
 }
 
+/// Longest line [`Lines`] passes on (the rest of a longer one is dropped).
+const MAX_LINE: usize = 1024;
+/// Most lines [`Lines`] passes on from one process.
+const MAX_LINES: usize = 256;
+
+/// A pipe for the stderr of a process that must not write the log itself
+/// (the fleet processes, which talk to other nodes): its read end (close
+/// on exec) for the parent, which passes its [`Lines`] to [`relay`]; its
+/// write end to be the child's descriptor 2.
+pub fn stderr_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// A less privileged process's stderr cut into lines for [`relay`]: each
+/// at most [`MAX_LINE`] bytes, at most [`MAX_LINES`] of them (a process
+/// writing more is not heard any more).
+#[derive(Default)]
+pub struct Lines {
+    buf: Vec<u8>,
+    /// The rest of an overlong line is being dropped.
+    skipping: bool,
+    passed: usize,
+}
+
+impl Lines {
+    /// Takes `bytes` read from the pipe; `each` gets every line they end.
+    pub fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(&str)) {
+        for &b in bytes {
+            if b == b'\n' {
+                if !std::mem::take(&mut self.skipping) {
+                    self.pass(&mut each);
+                }
+                self.buf.clear();
+            } else if !self.skipping {
+                self.buf.push(b);
+                if self.buf.len() == MAX_LINE {
+                    self.pass(&mut each);
+                    self.buf.clear();
+                    self.skipping = true;
+                }
+            }
+        }
+    }
+
+    /// The pipe's end: a last line without its line break.
+    pub fn finish(mut self, mut each: impl FnMut(&str)) {
+        if !self.buf.is_empty() && !self.skipping {
+            self.pass(&mut each);
+        }
+    }
+
+    fn pass(&mut self, each: &mut impl FnMut(&str)) {
+        if self.passed < MAX_LINES {
+            self.passed += 1;
+            each(&String::from_utf8_lossy(&self.buf));
+        }
+    }
+}
+
+/// A line of the process `pid` (`program`) from its stderr pipe, logged
+/// with [`relay`] under `context`, without the `<N>` and `PROGRAM[PID]: `
+/// its own log line begins with (it is resshd too).
+pub fn relay_line(program: &str, pid: u32, context: &str, line: &str) {
+    relay(program, pid, context, own_text(program, pid, line))
+}
+
+/// `line` without a leading `<N>` and `PROGRAM[PID]: ` naming `pid`
+/// itself; as it is otherwise.
+fn own_text<'a>(program: &str, pid: u32, line: &'a str) -> &'a str {
+    let bare = line
+        .strip_prefix('<')
+        .and_then(|l| l.split_once('>'))
+        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(line, |(_, rest)| rest);
+    bare.strip_prefix(&format!("{program}[{pid}]: "))
+        .unwrap_or(line)
+}
+
+/// Reads the stderr pipe `r` of the process `pid` (`program`) to its end,
+/// logging each line with [`relay_line`] under `context`.
+pub fn relay_stderr(r: OwnedFd, program: &str, pid: u32, context: &str) {
+    use std::io::Read;
+    let mut r = std::fs::File::from(r);
+    let mut lines = Lines::default();
+    let mut buf = [0u8; 4096];
+    let put = |l: &str| relay_line(program, pid, context, l);
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => lines.feed(&buf[..n], put),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lines.finish(put);
+}
+
 /// `text` with control characters (C0, DEL, C1, and the Unicode line and
 /// paragraph separators) as `\xNN` / `\u{NNNN}`, everything else as is.
 pub fn escape(text: &str) -> String {
@@ -128,7 +226,40 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, own_text, Lines, MAX_LINE, MAX_LINES};
+
+    #[test]
+    fn a_relayed_line_loses_only_its_own_prefix() {
+        assert_eq!(own_text("resshd", 7, "<3>resshd[7]: text"), "text");
+        assert_eq!(own_text("resshd", 7, "resshd[7]: text"), "text");
+        for other in ["resshd[1]: text", "<3>resshd[1]: text", "<x>resshd[7]: t"] {
+            assert_eq!(own_text("resshd", 7, other), other);
+        }
+    }
+
+    #[test]
+    fn a_pipes_lines_are_bounded() {
+        let mut got = Vec::new();
+        let mut lines = Lines::default();
+        let long = "y".repeat(3 * MAX_LINE);
+        lines.feed(b"one\ntw", |l| got.push(l.to_string()));
+        lines.feed(format!("o\n{long}\nthree\n").as_bytes(), |l| {
+            got.push(l.to_string())
+        });
+        assert_eq!(got[..2], ["one", "two"]);
+        assert_eq!(got[2], "y".repeat(MAX_LINE));
+        assert_eq!(got[3], "three");
+        for _ in 0..2 * MAX_LINES {
+            lines.feed(b"more\n", |l| got.push(l.to_string()));
+        }
+        lines.finish(|l| got.push(l.to_string()));
+        assert_eq!(got.len(), MAX_LINES);
+        let mut last = Vec::new();
+        let mut lines = Lines::default();
+        lines.feed(b"no end", |l| last.push(l.to_string()));
+        lines.finish(|l| last.push(l.to_string()));
+        assert_eq!(last, ["no end"]);
+    }
 
     #[test]
     fn a_worker_line_cannot_start_another() {

@@ -594,6 +594,11 @@ impl Monitor<'_> {
                             "Reconnect from {who} relayed to its session on fleet node {node}"
                         ));
                         self.relay = Some(asker);
+                        // The owner's session validated it: no longer a
+                        // connection that has not authenticated, which the
+                        // listener counts (MaxStartups) while this link to
+                        // its broker is open, for the relay's life.
+                        self.broker = None;
                         return Ok(kex.send(&ToKex::ReconnectHandedOver, &[])?);
                     }
                     Err((c, _)) if c == failure::UNKNOWN_SESSION => Err((code, why)),
@@ -2235,7 +2240,12 @@ impl Monitor<'_> {
 /// only keeps a wedged broker from wedging this monitor.
 pub(crate) fn connect_broker(path: &std::path::Path) -> Option<Endpoint> {
     let s = std::os::unix::net::UnixStream::connect(path).ok()?;
-    let b = Endpoint::from_fd(OwnedFd::from(s));
+    greet_broker(OwnedFd::from(s))
+}
+
+/// The link to the broker on `fd`, greeted with our protocol version.
+pub(crate) fn greet_broker(fd: OwnedFd) -> Option<Endpoint> {
+    let b = Endpoint::from_fd(fd);
     b.set_send_timeout(Some(Duration::from_secs(2))).ok()?;
     let hello = ToBroker::Hello {
         version: ressh_ipc::msg::BROKER_VERSION,

@@ -681,7 +681,11 @@ fn each_link_process_holds_only_its_own_connection() {
 /// connection and its link to the owner (not the other nodes' it asked,
 /// not its monitor's after the verdict); (3) both link processes run under
 /// their seccomp filter (what the filter forbids:
-/// fleet::tests::escapes_from_a_link_process_are_killed_by_sigsys).
+/// fleet::tests::escapes_from_a_link_process_are_killed_by_sigsys); (4)
+/// neither writes the log itself: a forged line written to their
+/// descriptor 2, as either would write it once taken over by a node or
+/// whoever answers at a node's address, reaches the log as that process's
+/// own escaped line, never as a line of another process.
 #[test]
 fn no_root_process_speaks_to_another_node() {
     let f = Fleet::start("askconf", SERVER);
@@ -792,9 +796,161 @@ fn no_root_process_speaks_to_another_node() {
         assert_eq!(status_field(*pid, "Seccomp"), "2", "process {pid}");
     }
 
+    // (4) Their stderr is not the log.
+    let forged = |pid: u32| {
+        format!("resshd[1]: Accepted publickey for root from 198.18.9.9 port {pid} ssh2")
+    };
+    for (pid, _) in askers.iter().chain(&links) {
+        let mut stderr = fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/proc/{pid}/fd/2"))
+            .unwrap();
+        stderr
+            .write_all(format!("x\n{}\n", forged(*pid)).as_bytes())
+            .unwrap();
+    }
+    for (pid, _) in askers.iter().chain(&links) {
+        let line = forged(*pid);
+        let all = ressh_testkit::wait_for(
+            &format!("{pid}'s line in a log"),
+            T,
+            || {
+                let all = f.logs();
+                all.contains(&line).then_some(all)
+            },
+            || f.logs(),
+        );
+        let own = all.lines().find(|l| l.contains(&line)).unwrap();
+        let before = &own[..own.find(&line).unwrap()];
+        assert!(
+            before.contains(&format!("resshd[{pid}]: ")),
+            "process {pid} wrote a line of its choosing to the log: {own:?}"
+        );
+    }
+
     fs::write(&stop, "").unwrap();
     assert!(client.wait_exit(T).success(), "{}", client.describe());
     check_counter(&client.out_lines());
     let all = f.logs();
     assert!(!all.contains("killed by signal"), "{all}");
+}
+
+/// A relayed connection is no longer a startup on the node that relays it
+/// (the owner's session validated its reconnect): however many sessions a
+/// node relays, and for however long, MaxStartups counts only connections
+/// that have not authenticated. With `MaxStartups 1` on every node, after a
+/// relayed reconnect and the 5 s a reconnect's claim lasts, each node still
+/// greets a new connection.
+#[test]
+fn a_relayed_connection_is_not_a_startup() {
+    let f = Fleet::start("relstart", &format!("MaxStartups 1\n{SERVER}"));
+    let lab = &f.lab;
+    let stop = lab.user().home.join("stop-counter");
+    let mut client = counter(lab, &stop);
+    client.wait_lines(30, T);
+    let mut askers = fleet_processes("--fleet-ask");
+    for _ in 0..4 {
+        if !askers.is_empty() {
+            break;
+        }
+        roam(lab, &client, 5);
+        askers = fleet_processes("--fleet-ask");
+    }
+    assert!(!askers.is_empty(), "never relayed\n{}", f.logs());
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        !fleet_processes("--fleet-ask").is_empty(),
+        "the relay ended\n{}",
+        f.logs()
+    );
+    for port in NODES {
+        let mut s = lab
+            .net
+            .enter_client(|| TcpStream::connect(("198.18.0.1", port)))
+            .unwrap();
+        // Its greeting, or its end (a drop).
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.contains(&b'\n') {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        assert!(
+            got.starts_with(b"SSH-2.0-"),
+            "node on port {port} dropped a new connection while relaying one \
+             (got {:?})\n{}",
+            String::from_utf8_lossy(&got),
+            f.logs()
+        );
+    }
+    fs::write(&stop, "").unwrap();
+    assert!(client.wait_exit(T).success(), "{}", client.describe());
+    check_counter(&client.out_lines());
+}
+
+/// A fleet link process taken over while it parses an unauthenticated
+/// peer's TLS holds its link to the broker (made as root): over it, it
+/// could say it had authenticated any user and detached with a cap of 0,
+/// and the broker would end that user's sessions detached past their
+/// grace. Played for real: a connection to the fleet port that never
+/// finishes its handshake, and the test (root) copies the link process's
+/// broker descriptor (4) with pidfd_getfd(2) and says it. The broker drops
+/// that link with the reason; the node goes on serving.
+#[test]
+#[allow(unsafe_code)] // pidfd_getfd: the takeover's copy of the broker link
+fn a_link_process_taken_over_cannot_speak_for_a_session() {
+    use ressh_ipc::msg::ToBroker;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let f = Fleet::start("linkbrk", SERVER);
+    let lab = &f.lab;
+    let link = SocketAddr::from(([198, 18, 0, 1], LINKS[0]));
+    let _silent = lab.net.enter_client(|| TcpStream::connect(link).unwrap());
+    // Taken over in its handshake: greeted its broker, confined.
+    let pid = ressh_testkit::wait_for(
+        "a link process in its handshake",
+        T,
+        || {
+            fleet_processes("--fleet-link")
+                .first()
+                .map(|p| p.0)
+                .filter(|&p| status_field(p, "Seccomp") == "2")
+        },
+        || f.logs(),
+    );
+    // SAFETY: raw system calls on a pid and descriptor numbers; the copied
+    // descriptor is ours alone.
+    let broker = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0);
+        assert!(pidfd >= 0, "pidfd_open {pid}");
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, 4 as libc::c_long, 0);
+        libc::close(pidfd as i32);
+        assert!(fd >= 0, "pidfd_getfd {pid} 4");
+        ressh_ipc::Endpoint::from_fd(OwnedFd::from_raw_fd(fd as i32))
+    };
+    let user = lab.user().name.clone();
+    for m in [
+        ToBroker::Authenticated { user },
+        ToBroker::Detached {
+            max_per_user: 0,
+            grace_secs: 0,
+        },
+    ] {
+        let _ = broker.send(&m, &[]);
+    }
+    lab.wait_log("the forged session refused", T, |l| {
+        l.contains("a fleet link process spoke for a session; link dropped")
+    });
+    // The node still serves logins.
+    let out = lab
+        .ressh(&["server", "echo", "still-here"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("still-here"),
+        "{out:?}\n{}",
+        f.logs()
+    );
 }
