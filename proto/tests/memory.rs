@@ -505,6 +505,41 @@ fn window_flow_control_and_close() {
     assert!(p.c.send_data(cid, b"x").is_err());
 }
 
+/// Credit goes back in steps of an eighth of the window (at least three
+/// packets), not only when half of it is used: a sender held back by the
+/// window on a long path then always holds at least seven eighths of it,
+/// so a window a little above the bandwidth-delay product keeps the path
+/// full.
+#[test]
+fn credit_returns_every_eighth_of_the_window() {
+    let host = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let user = PrivateKey::generate(KeyType::Ed25519).unwrap();
+    let mut p = Pair::new(cfg(""), cfg(""), vec![host]);
+    p.auth_with_key(&user, "ssh-ed25519");
+    let (cid, sid) = p.open_exec();
+    let window = Config::default().window as usize;
+    let step = window / 8;
+    assert!(step >= 3 * Config::default().max_packet as usize);
+    // A quarter of the window in flight: more than half is left, so only
+    // the step can make an adjust due.
+    let n = p.s.send_data(sid, &vec![7u8; 2 * step]).unwrap();
+    assert_eq!(n, 2 * step);
+    let credit = window - n;
+    p.pump();
+    assert_eq!(p.s.send_window(sid), credit);
+    // One byte short of a step: no credit back yet.
+    p.c.consume(cid, step - 1).unwrap();
+    p.pump();
+    assert_eq!(p.s.send_window(sid), credit);
+    // The step: all of it comes back at once, and so the next one.
+    p.c.consume(cid, 1).unwrap();
+    p.pump();
+    assert_eq!(p.s.send_window(sid), credit + step);
+    p.c.consume(cid, step).unwrap();
+    p.pump();
+    assert_eq!(p.s.send_window(sid), window);
+}
+
 /// The server's key exchange waits for the application's signature of the
 /// exchange hash (an event, then a continuation), however late it comes;
 /// an application that cannot sign ends the connection with a DISCONNECT

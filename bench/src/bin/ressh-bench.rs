@@ -30,7 +30,8 @@ const MIB: u64 = 1 << 20;
 const USAGE: &str = "\
 usage: ressh-bench [--reps N] [--size MIB] [--sessions N] [--seq N] [--conc N]
                    [--trials N] [--only LIST] [--skip LIST] [--quick] [--out FILE]
-                   [--kex LIST] [--tls-idle N]
+                   [--kex LIST] [--tls-idle N] [--trace FILE] [--rtt LIST]
+                   [--callgrind DIR]
 
 Measures ressh/resshd and OpenSSH ssh/sshd side by side on this machine and
 prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
@@ -57,6 +58,12 @@ prints a Markdown table of ratios. Needs root. Sections (for --only/--skip):
             tls-idle 1000
 --out FILE  also write the report to FILE
 --trace F   `wan`: write the cut's throughput over time to F (CSV)
+--rtt L     `wan`: only these round trips, in ms (default 50,100,200)
+--callgrind DIR  `resil`: also a download of 64 MiB (at most --size) with
+            resilience on and off under valgrind's callgrind (ressh and
+            resshd-session), instructions per GiB; the profiles stay in DIR
+            (new or empty, reachable by other users: e.g. under /tmp) for
+            callgrind_annotate
 --ciphers L only these ciphers in `cat` (e.g. chacha20-poly1305@openssh.com)
 --kex L     key exchanges of `setup`, each measured on both sides (default
             curve25519-sha256; e.g. mlkem768x25519-sha256,
@@ -104,6 +111,10 @@ struct Opts {
     kex: Vec<String>,
     /// `wan`: where the cut's throughput over time goes (CSV).
     trace: Option<PathBuf>,
+    /// `wan`: the round trips measured, in ms.
+    rtts: Vec<u64>,
+    /// `resil`: also count instructions under callgrind, profiles kept here.
+    callgrind: Option<PathBuf>,
 }
 
 const SECTIONS: [&str; 11] = [
@@ -136,6 +147,8 @@ fn parse_args() -> Result<Opts, String> {
         dirs: vec!["down", "up"],
         kex: vec!["curve25519-sha256".to_string()],
         trace: None,
+        rtts: vec![50, 100, 200],
+        callgrind: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -172,6 +185,16 @@ fn parse_args() -> Result<Opts, String> {
             "--tls-idle" => o.tls_idle = num(val()?)?.max(1),
             "--only" => o.sections = list(&val()?)?,
             "--trace" => o.trace = Some(PathBuf::from(val()?)),
+            "--rtt" => {
+                o.rtts = val()?
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<u64>()
+                            .map_err(|_| format!("--rtt: bad number {v:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             "--skip" => {
                 let skip = list(&val()?)?;
                 o.sections.retain(|s| !skip.contains(s));
@@ -186,6 +209,7 @@ fn parse_args() -> Result<Opts, String> {
                 o.tls_idle = 1000;
             }
             "--out" => o.out = Some(PathBuf::from(val()?)),
+            "--callgrind" => o.callgrind = Some(PathBuf::from(val()?)),
             "--serve" => o.serve = true,
             "--ciphers" => o.ciphers = val()?.split(',').map(str::to_string).collect(),
             "--kex" => o.kex = val()?.split(',').map(str::to_string).collect(),
@@ -693,6 +717,49 @@ fn raw_tcp(one_way: Option<Duration>, rate: u64, bytes: u64) -> Result<f64, Stri
     Ok(mbps(bytes, secs))
 }
 
+/// Waits for the profiles of one ressh and one resshd-session in `out`
+/// (each written when its process ends), moves them to `run`; their
+/// instruction totals (client, server).
+fn collect_callgrind(out: &Path, run: &Path) -> Result<(u64, u64), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut found = (None, None);
+        for e in fs::read_dir(out).map_err(|e| e.to_string())? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let total = fs::read_to_string(&p).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("totals: "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            });
+            match (name.split('.').next(), total) {
+                (Some("ressh"), Some(n)) => found.0 = Some(n),
+                (Some("resshd-session"), Some(n)) => found.1 = Some(n),
+                _ => {}
+            }
+        }
+        if let (Some(c), Some(s)) = found {
+            let _ = fs::remove_dir_all(run);
+            fs::rename(out, run).map_err(|e| e.to_string())?;
+            fs::create_dir(out).map_err(|e| e.to_string())?;
+            fs::set_permissions(out, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+                .map_err(|e| e.to_string())?;
+            return Ok((c, s));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no callgrind profiles of ressh and resshd-session in {}",
+                out.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
@@ -1113,7 +1180,8 @@ impl Bench {
             "",
         );
         let mut raw_by_rtt = BTreeMap::new();
-        for rtt in [0u64, 50, 100, 200] {
+        let rtts = self.o.rtts.clone();
+        for &rtt in std::iter::once(&0).chain(&rtts) {
             let v = raw(Some(Duration::from_millis(rtt / 2)))?;
             say!("raw TCP through the relay, {rtt} ms: {v:.0?} MB/s");
             raw_by_rtt.insert(rtt, Summary::of(&v).median);
@@ -1136,7 +1204,7 @@ impl Bench {
             self.server(Kind::Ressh, "wan", "")?,
             self.server(Kind::OpenSsh, "wan", "")?,
         ];
-        for rtt in [50u64, 100, 200] {
+        for &rtt in &rtts {
             let one_way = Duration::from_millis(rtt / 2);
             let mut relays = Vec::new();
             let mut clients = Vec::new();
@@ -1154,7 +1222,10 @@ impl Bench {
             }
             let sftp = |c: &ClientSetup, b: &Path| -> Result<f64, String> {
                 let bs = b.display().to_string();
-                let mut cmd = c.sftp(&["-q", "-b", &bs, "-c", cipher[1]]);
+                // -R 128: stock sftp keeps 64 requests of 255 KiB in flight
+                // (the server's limits@openssh.com), 16.7 MB: at 200 ms that
+                // alone caps it at 84 MB/s whatever the channel window.
+                let mut cmd = c.sftp(&["-q", "-R", "128", "-b", &bs, "-c", cipher[1]]);
                 cmd.arg(c.dest());
                 timed(&mut cmd).map_err(|e| format!("sftp via {}: {e}", c.kind.name()))
             };
@@ -1191,8 +1262,14 @@ impl Bench {
             for (what, label) in [
                 ("down", "exec cat, server → client"),
                 ("up", "exec cat, client → server"),
-                ("get", "sftp get (stock sftp; -S ressh against resshd)"),
-                ("put", "sftp put (stock sftp; -S ressh against resshd)"),
+                (
+                    "get",
+                    "sftp get (stock sftp -R 128; -S ressh against resshd)",
+                ),
+                (
+                    "put",
+                    "sftp put (stock sftp -R 128; -S ressh against resshd)",
+                ),
             ] {
                 let r = &res[&(what, "ressh")];
                 let share = Summary::of(r).median / raw * 100.0;
@@ -1508,6 +1585,103 @@ impl Bench {
                 self.o.size_mib
             ),
         );
+        match self.o.callgrind.clone() {
+            Some(dir) => self.resilience_callgrind(&dir),
+            None => Ok(()),
+        }
+    }
+
+    /// A download with resilience on and off under callgrind: instructions
+    /// (user space, no kernel) of ressh and resshd-session per GiB. Machine
+    /// load does not change the counts, so one transfer each is enough.
+    fn resilience_callgrind(&mut self, dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        if !Path::new("/usr/bin/valgrind").exists() {
+            return Err("--callgrind needs valgrind: apt-get install valgrind".into());
+        }
+        let out = dir.join("out");
+        fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        if fs::read_dir(&out)
+            .map_err(|e| e.to_string())?
+            .next()
+            .is_some()
+        {
+            return Err(format!("{} is not empty", out.display()));
+        }
+        // The session worker runs as the bench's user: it must reach the
+        // wrapper and write its profile.
+        let open = |p: &Path, mode: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
+        };
+        open(dir, 0o755)?;
+        open(&out, 0o1777)?;
+        let wrapper = |name: &str, bin: &Path| -> Result<PathBuf, String> {
+            let p = dir.join(format!("{name}.sh"));
+            // The profile is made before exec, writable by all: callgrind
+            // writes it at exit, after resshd-session became the user.
+            let text = format!(
+                "#!/bin/sh\nf={}/{name}.$$\n: > \"$f\"\nchmod 666 \"$f\"\n\
+                 exec /usr/bin/valgrind -q --tool=callgrind --callgrind-out-file=\"$f\" {} \"$@\"\n",
+                out.display(),
+                bin.display()
+            );
+            fs::write(&p, text).map_err(|e| e.to_string())?;
+            open(&p, 0o755)?;
+            Ok(p)
+        };
+        let session = wrapper(
+            "resshd-session",
+            &require_bin(&bin_dir(), "resshd-session")?,
+        )?;
+        let extra = format!("ResshdSessionPath {}\n", session.display());
+        let s = self.server(Kind::Ressh, "resil-callgrind", &extra)?;
+        let mut c = self.client(&s, None)?;
+        c.bin = wrapper("ressh", &self.ressh)?;
+        let bytes = self.bytes.min(64 * MIB);
+        let cmd = format!("head -c {bytes} {}; sleep 1", self.file.display());
+        let mut counts = Vec::new();
+        for on in ["yes", "no"] {
+            let opt = format!("Resilience={on}");
+            let mut ssh = c.ssh(&["-o", &opt]);
+            ssh.arg(&cmd);
+            download(&s, ssh, bytes).map_err(|e| format!("under callgrind: {e}"))?;
+            let run = dir.join(format!("resilience-{on}"));
+            let (client, server) = collect_callgrind(&out, &run)?;
+            say!(
+                "callgrind, resilience {on}: ressh {client}, resshd-session {server} instructions"
+            );
+            counts.push((client, server));
+        }
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let per = |n: u64| n as f64 / gib / 1e9;
+        for (i, what) in [
+            "ressh + resshd-session",
+            "  ressh (client, receiving)",
+            "  resshd-session (server, sending)",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let pick = |(c, s): (u64, u64)| [c + s, c, s][i];
+            self.row(
+                "resil",
+                format!("instructions per GiB, {what}, on vs off (callgrind)"),
+                "10⁹",
+                &[per(pick(counts[0]))],
+                Some(&[per(pick(counts[1]))]),
+                false,
+                2,
+                if i == 0 {
+                    format!(
+                        "{} MiB download once each; user space only; profiles in {}",
+                        bytes / MIB,
+                        dir.display()
+                    )
+                } else {
+                    String::new()
+                },
+            );
+        }
         Ok(())
     }
 
