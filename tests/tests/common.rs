@@ -333,8 +333,9 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The sockets among `pid`'s descriptors above stderr, as `fd -> socket:[inode]`.
-pub fn sockets_above_stderr(pid: u32) -> Vec<String> {
+/// `pid`'s open descriptors and what each points to (`socket:[inode]`, a
+/// path, ...), as /proc/PID/fd shows them; empty if it is gone.
+fn fd_targets(pid: u32) -> Vec<(u32, String)> {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };
@@ -342,9 +343,17 @@ pub fn sockets_above_stderr(pid: u32) -> Vec<String> {
         .filter_map(|e| {
             let fd: u32 = e.file_name().to_str()?.parse().ok()?;
             let target = fs::read_link(e.path()).ok()?;
-            let target = target.to_string_lossy();
-            (fd > 2 && target.starts_with("socket:")).then(|| format!("{fd} -> {target}"))
+            Some((fd, target.to_string_lossy().into_owned()))
         })
+        .collect()
+}
+
+/// The sockets among `pid`'s descriptors above stderr, as `fd -> socket:[inode]`.
+pub fn sockets_above_stderr(pid: u32) -> Vec<String> {
+    fd_targets(pid)
+        .into_iter()
+        .filter(|(fd, target)| *fd > 2 && target.starts_with("socket:"))
+        .map(|(fd, target)| format!("{fd} -> {target}"))
         .collect()
 }
 
@@ -378,14 +387,10 @@ pub fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
             }
         }
     }
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let fd: u32 = e.file_name().to_str()?.parse().ok()?;
-            let target = fs::read_link(e.path()).ok()?;
-            let &(local_port, remote_port, state) = table.get(&*target.to_string_lossy())?;
+    fd_targets(pid)
+        .into_iter()
+        .filter_map(|(fd, target)| {
+            let &(local_port, remote_port, state) = table.get(&target)?;
             Some(TcpSocket {
                 fd,
                 local_port,

@@ -222,23 +222,7 @@ fn ressh_master_serves_stock_ssh() {
     assert_eq!(text(&out.stdout), "hello\nworld\ndone\n");
     // Proxy mode (-O proxy): ssh speaks the connection protocol over the
     // control socket; the master carries its channels.
-    let out = run_timeout(
-        &mut s.ssh(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
-        T,
-    );
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "out\n");
-    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    let out = run_with_stdin(&mut s.ssh(&["-O", "proxy", "server", "cat"]), &data, T);
-    assert!(
-        out.status.success(),
-        "{:?}, {} bytes out: {}",
-        out.status,
-        out.stdout.len(),
-        text(&out.stderr)
-    );
-    assert!(out.stdout == data, "3 MB through cat in proxy mode");
+    proxy_sessions(&|a| s.ssh(a), "muxm");
     // Idle for longer than ServerAliveInterval 1 × ServerAliveCountMax 3:
     // its keepalives are answered.
     assert_eq!(
@@ -527,24 +511,24 @@ fn ressh_client_of_stock_master() {
     );
 }
 
-/// How many `ressh -O proxy` clients [`ressh_proxy_sessions`] runs.
+/// How many `-O proxy` clients [`ressh_proxy_sessions`] runs.
 const PROXY_SESSIONS: usize = 5;
 
-/// `ressh -O proxy` sessions through the master `ressh` (a ressh command
-/// with the ControlPath) reaches: exit status, stdout and stderr apart,
+/// `-O proxy` sessions through the master that `client` (a ressh or
+/// stock ssh command with the ControlPath) reaches: exit status, stdout and stderr apart,
 /// 3 MiB through `cat` (sha256), a login shell on a pty in a real
-/// terminal (tmux) of its size, following a resize, its exit status, `-W`
-/// and `-N -L`.
-fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
+/// terminal (tmux) of its size, following a resize, its exit status, and
+/// `-N -L`.
+fn proxy_sessions(client: &dyn Fn(&[&str]) -> Command, tag: &str) {
     let out = run_timeout(
-        &mut ressh(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
+        &mut client(&["-O", "proxy", "server", "echo out; echo err >&2; exit 5"]),
         T,
     );
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "out\n");
     assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
-    let out = run_with_stdin(&mut ressh(&["-O", "proxy", "server", "cat"]), &data, T);
+    let out = run_with_stdin(&mut client(&["-O", "proxy", "server", "cat"]), &data, T);
     assert!(
         out.status.success(),
         "{:?}, {} bytes out: {}",
@@ -559,7 +543,7 @@ fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
         out.stdout.len()
     );
     // A login shell on a pty (no command, stdin a terminal).
-    let line = ressh(&["-O", "proxy", "server"]);
+    let line = client(&["-O", "proxy", "server"]);
     let line = std::iter::once(line.get_program())
         .chain(line.get_args())
         .map(|a| sq(&a.to_string_lossy()))
@@ -581,14 +565,9 @@ fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
     tmux.keys(&["Enter"]);
     tmux.wait("the shell's exit status", |sc| sc.contains("exit=7"));
     let echo = echo_server();
-    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let w = format!("127.0.0.1:{echo}");
-    let out = run_with_stdin(&mut ressh(&["-O", "proxy", "-W", &w, "server"]), &data, T);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(out.stdout == data, "-W in proxy mode");
     let lport = free_port();
     let l = format!("{lport}:127.0.0.1:{echo}");
-    let mut fwd = Client::spawn(&mut ressh(&["-O", "proxy", "-N", "-L", &l, "server"]));
+    let mut fwd = Client::spawn(&mut client(&["-O", "proxy", "-N", "-L", &l, "server"]));
     wait_for(
         "-L of -N in proxy mode",
         T,
@@ -597,6 +576,18 @@ fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
     );
     signal(fwd.pid(), "TERM");
     fwd.wait_exit(T);
+}
+
+/// [`proxy_sessions`] of `ressh`, and `-W` in proxy mode (which stock ssh
+/// refuses: "Cannot specify stdio forward with -O").
+fn ressh_proxy_sessions(ressh: &dyn Fn(&[&str]) -> Command, tag: &str) {
+    proxy_sessions(ressh, tag);
+    let echo = echo_server();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let w = format!("127.0.0.1:{echo}");
+    let out = run_with_stdin(&mut ressh(&["-O", "proxy", "-W", &w, "server"]), &data, T);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout == data, "-W in proxy mode");
 }
 
 /// ressh in proxy mode (`-O proxy`) through a ressh master: its sessions
