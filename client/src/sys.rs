@@ -1,7 +1,8 @@
 //! The system calls of the client that neither std nor nix wraps safely,
-//! each behind a safe function: going to the background (fork), pidfds,
+//! each behind a safe function: going to the background (fork), a proxy
+//! command's SIGHUP, pidfds,
 //! and TCP_INFO.
-#![allow(unsafe_code)] // fork, _exit, pidfd_open, pidfd_send_signal and TCP_INFO need it
+#![allow(unsafe_code)] // fork, _exit, pre_exec, pidfd_open, pidfd_send_signal and TCP_INFO need it
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -91,6 +92,24 @@ pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
     // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `cmd` start with SIGHUP at its default action, whatever ressh
+/// inherited (`nohup ressh ...` ignores it, and an ignored signal stays
+/// ignored across exec): ressh ends a proxy command by hanging it up.
+pub fn hangup_kills_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls signal(2), which is async-signal-safe; it touches no memory
+    // shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::signal(libc::SIGHUP, libc::SIG_DFL) == libc::SIG_ERR {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends `sig` to the process of `pidfd`.

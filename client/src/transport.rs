@@ -247,6 +247,7 @@ pub fn dial(cfg: &Config) -> Result<Transport, DialError> {
 }
 
 fn spawn(mut cmd: Command, desc: String) -> Result<Transport, DialError> {
+    crate::sys::hangup_kills_on_exec(&mut cmd);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

@@ -249,7 +249,17 @@ fn background_replaces_the_parents_proxy_command_resshd() {
         marker.display(),
         env.config.display()
     );
-    let mut c = env.ressh();
+    // As `nohup ressh -f ...` runs it: SIGHUP ignored in ressh and in what
+    // it starts, which must not keep the old proxy command alive.
+    let plain = env.ressh();
+    let mut c = Command::new("nohup");
+    c.arg(plain.get_program()).args(plain.get_args());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
     c.args(["-f", "-N", "-o", "LogLevel=VERBOSE", "-o", &pc, "-E"])
         .arg(&log)
         .args(["-D", &format!("127.0.0.1:{dport}"), "127.0.0.1"])
