@@ -185,6 +185,22 @@ fn roam(lab: &Lab, client: &Client, more: usize) {
     client.wait_lines(n + more, T);
 }
 
+/// Roams `client` until its connection is a relayed one (round robin:
+/// within three moves), so that a `resshd ARG` process of the relay runs;
+/// returns those processes ([`fleet_processes`]).
+fn roam_until_relayed(f: &Fleet, client: &Client, arg: &str) -> Vec<(u32, u32)> {
+    let mut found = fleet_processes(&f.lab, arg);
+    for _ in 0..4 {
+        if !found.is_empty() {
+            break;
+        }
+        roam(&f.lab, client, 5);
+        found = fleet_processes(&f.lab, arg);
+    }
+    assert!(!found.is_empty(), "never relayed\n{}", f.logs());
+    found
+}
+
 /// Reads what resshd sends until it closes (or 10 s).
 fn exchange(s: &mut TcpStream, send: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -352,13 +368,13 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     // A relayed connection's link process on the owner: executed afresh
     // (`resshd --fleet-link`), not root. Roam until the connection is a
     // relayed one (round robin: within two more moves).
-    let mut links = fleet_processes("--fleet-link");
+    let mut links = fleet_processes(lab, "--fleet-link");
     for _ in 0..3 {
         if !links.is_empty() {
             break;
         }
         roam(lab, &client, 5);
-        links = fleet_processes("--fleet-link");
+        links = fleet_processes(lab, "--fleet-link");
     }
     assert!(
         !links.is_empty(),
@@ -510,14 +526,21 @@ fn a_drained_node_serves_its_sessions_until_they_end() {
 }
 
 /// resshd's processes started as `resshd ARG` (`--fleet-link`, the owner's
-/// side of a link; `--fleet-ask`, the asking side) running now: pid and
-/// real uid.
-fn fleet_processes(arg: &str) -> Vec<(u32, u32)> {
+/// side of a link; `--fleet-ask`, the asking side) running now in the
+/// server namespace of `lab` (not another test's fleet): pid and real uid.
+fn fleet_processes(lab: &Lab, arg: &str) -> Vec<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = fs::metadata(format!("/var/run/netns/{}", lab.net.server_ns()))
+        .expect("the lab's server namespace")
+        .ino();
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
+        if fs::metadata(e.path().join("ns/net")).map(|m| m.ino()).ok() != Some(ns) {
+            continue;
+        }
         let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
         let mut words = cmd.split(|&b| b == 0);
         let (Some(exe), Some(a)) = (words.next(), words.next()) else {
@@ -693,17 +716,7 @@ fn no_root_process_speaks_to_another_node() {
     let stop = lab.user().home.join("stop-counter");
     let mut client = counter(lab, &stop);
     client.wait_lines(30, T);
-    // Roam until the connection is a relayed one (round robin: within
-    // three moves).
-    let mut links = fleet_processes("--fleet-link");
-    for _ in 0..4 {
-        if !links.is_empty() {
-            break;
-        }
-        roam(lab, &client, 5);
-        links = fleet_processes("--fleet-link");
-    }
-    assert!(!links.is_empty(), "never relayed\n{}", f.logs());
+    let links = roam_until_relayed(&f, &client, "--fleet-link");
     let n = client.line_count();
     client.wait_lines(n + 3, T);
 
@@ -736,7 +749,7 @@ fn no_root_process_speaks_to_another_node() {
     );
 
     // (2) The asking process.
-    let askers = fleet_processes("--fleet-ask");
+    let askers = fleet_processes(lab, "--fleet-ask");
     assert!(
         !askers.is_empty(),
         "no asking process while relayed\n{}",
@@ -848,18 +861,10 @@ fn a_relayed_connection_is_not_a_startup() {
     let stop = lab.user().home.join("stop-counter");
     let mut client = counter(lab, &stop);
     client.wait_lines(30, T);
-    let mut askers = fleet_processes("--fleet-ask");
-    for _ in 0..4 {
-        if !askers.is_empty() {
-            break;
-        }
-        roam(lab, &client, 5);
-        askers = fleet_processes("--fleet-ask");
-    }
-    assert!(!askers.is_empty(), "never relayed\n{}", f.logs());
+    roam_until_relayed(&f, &client, "--fleet-ask");
     std::thread::sleep(Duration::from_secs(7));
     assert!(
-        !fleet_processes("--fleet-ask").is_empty(),
+        !fleet_processes(lab, "--fleet-ask").is_empty(),
         "the relay ended\n{}",
         f.logs()
     );
@@ -913,7 +918,7 @@ fn a_link_process_taken_over_cannot_speak_for_a_session() {
         "a link process in its handshake",
         T,
         || {
-            fleet_processes("--fleet-link")
+            fleet_processes(lab, "--fleet-link")
                 .first()
                 .map(|p| p.0)
                 .filter(|&p| status_field(p, "Seccomp") == "2")
