@@ -316,7 +316,7 @@ fn agent_request_during_a_cut_is_answered_after_the_reconnect() {
         client.describe()
     );
     assert_eq!(field(&out, "add"), Some("0"), "{}", client.describe());
-    assert!(reconnects(&lab.log()) >= 1, "no reconnect:\n{}", lab.log());
+    wait_reconnects(&lab.resshd, 1);
     report(
         "agent_forwarding",
         "an agent request made during a cut answered after the reconnect",

@@ -813,6 +813,16 @@ pub fn reconnects(log: &str) -> usize {
         .count()
 }
 
+/// resshd's log once it counts at least `n` reconnects. The monitor writes
+/// its line when the session tells it that it resumed, which can be after
+/// the session's data flows again: a test that has just seen its data come
+/// back waits for the line rather than reading the log once.
+pub fn wait_reconnects(resshd: &Resshd, n: usize) -> String {
+    resshd.wait_log(&format!("{n} reconnects in resshd's log"), T, |l| {
+        reconnects(l) >= n
+    })
+}
+
 /// Waits until resshd's log holds more than `seen` lines containing
 /// `needle`, the next of which was written after `since` (both taken before
 /// what makes resshd write it); returns when that line was written, as

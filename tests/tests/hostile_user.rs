@@ -636,8 +636,7 @@ fn a_lying_session_worker_is_not_believed() {
     victim.proxy.cut();
     let seen = victim.client.line_count();
     victim.client.wait_lines(seen + 10, T);
-    let log = server.log();
-    assert!(reconnects(&log) > before, "{log}");
+    let log = wait_reconnects(&server, before + 1);
     no(&log, ": hostile: asked for a verdict");
     no(&log, ": hostile: was handed the transport");
     assert!(log.contains("claims a token of monitor"), "{log}");

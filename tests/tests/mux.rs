@@ -773,7 +773,8 @@ fn fifty_commands_through_a_cut() {
         };
         assert_eq!(run_ok_out(&mut s.ssh(&["server", &cmd])), format!("{i}\n"));
     }
-    assert_eq!(reconnects(&s.server.log()), 1, "{}", s.server.log());
+    let log = wait_reconnects(&s.server, 1);
+    assert_eq!(reconnects(&log), 1, "{log}");
     assert_eq!(s.logins(), 1, "{}", s.server.log());
     assert!(proxy.accepted() >= 2);
 }

@@ -300,7 +300,7 @@ fn a_ressh_unix_socket_remote_forward_survives_a_cut() {
         "no echo after the cut\n{}",
         tunnel.describe()
     );
-    assert!(reconnects(&lab.log()) >= 1, "no reconnect:\n{}", lab.log());
+    wait_reconnects(&lab.resshd, 1);
     assert!(
         tunnel.try_status().is_none(),
         "ressh exited\n{}",

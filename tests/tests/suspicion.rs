@@ -128,7 +128,8 @@ fn output_resumes_within_seconds_when_the_flow_is_dropped() {
     assert!(status.success(), "ressh: {status}\n{}", client.describe());
     let n = check_counter(&client.out_lines());
     check_counts(&client, runs());
-    assert_eq!(reconnects(&lab.log()), runs(), "resshd's reconnect count");
+    let log = wait_reconnects(&lab.resshd, runs());
+    assert_eq!(reconnects(&log), runs(), "resshd's reconnect count\n{log}");
     report(
         "suspicion",
         &format!(
