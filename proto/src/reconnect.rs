@@ -655,6 +655,7 @@ impl Connection {
         // A new path: measure its round trip before the retransmissions
         // queue up behind the probe.
         self.timers.new_path(now);
+        self.channels.new_path();
         if self.role == Role::Client && self.suspect_timeout().is_some() {
             self.send_ack(true)?;
             self.timers.watch.want_reply_sent(now, None);

@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Condvar;
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,8 @@ pub struct DelayRelay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// The delay each way of connections accepted from now on, in ns.
+    one_way: Arc<AtomicU64>,
 }
 
 impl DelayRelay {
@@ -53,7 +55,8 @@ impl DelayRelay {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (stop.clone(), conns.clone());
+        let one_way = Arc::new(AtomicU64::new(nanos(one_way)));
+        let (s, c, delay) = (stop.clone(), conns.clone(), one_way.clone());
         thread::Builder::new()
             .name("delay-relay".into())
             .spawn(move || {
@@ -67,6 +70,7 @@ impl DelayRelay {
                         Err(_) => continue,
                     };
                     let _ = client.set_nonblocking(false);
+                    let one_way = Duration::from_nanos(delay.load(Ordering::Relaxed));
                     let Ok(server) = TcpStream::connect(target) else {
                         continue;
                     };
@@ -91,11 +95,23 @@ impl DelayRelay {
                     held.push(server);
                 }
             })?;
-        Ok(DelayRelay { addr, stop, conns })
+        Ok(DelayRelay {
+            addr,
+            stop,
+            conns,
+            one_way,
+        })
     }
 }
 
 impl DelayRelay {
+    /// Connections accepted from now on are delayed `one_way` each way (a
+    /// client that reconnects after a [`cut`](Self::cut) has moved to a
+    /// longer or shorter path); those already made keep their delay.
+    pub fn set_one_way(&self, one_way: Duration) {
+        self.one_way.store(nanos(one_way), Ordering::Relaxed);
+    }
+
     /// Cuts every connection made so far (both sides see an end of stream); the relay
     /// goes on accepting new ones.
     pub fn cut(&self) {
@@ -115,6 +131,10 @@ impl Drop for DelayRelay {
         self.stop.store(true, Ordering::Relaxed);
         self.cut();
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Bytes read at a time at `rate`.

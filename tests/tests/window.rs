@@ -11,6 +11,10 @@
 //! receive window grew past 2 MiB: ressh on stderr (`-v`), resshd-session in
 //! resshd's log (`channel receive window grew to N bytes`). Not timed.
 //!
+//! The second test roams: a download starts on a short path, the connection
+//! is cut, and the reconnect takes the long one; ressh's window must grow
+//! after it (the round trip is measured again on the new path).
+//!
 //! Printed: each transfer's time and the largest window the receiver logged.
 
 use std::fs;
@@ -137,4 +141,78 @@ fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
             "{who}: resshd's window did not grow past 2 MiB"
         );
     }
+}
+
+/// A session that starts on a short path and roams onto a long one: the
+/// download's first 4 MiB cross the relay with no delay (ressh measures a
+/// round trip well under a millisecond, and its window stays at 2 MiB),
+/// then the relay cuts the connection and delays the next one 100 ms each
+/// way (the laptop moved from the office LAN to a far network). ressh
+/// reconnects, the rest follows, and ressh's window must grow past 2 MiB
+/// after the reconnect: the tuner measures the new path's round trip
+/// instead of keeping the old path's minimum.
+#[test]
+fn a_window_grows_after_roaming_onto_a_long_path() {
+    let lab = Lab::new("winroam", "DetachTimeout 120\n");
+    let target: SocketAddr = "198.18.0.1:22".parse().unwrap();
+    let relay = lab.net.enter_server(|| {
+        let l = TcpListener::bind(("198.18.0.1", 0)).expect("bind the relay");
+        DelayRelay::start(l, target, Duration::ZERO, RATE).expect("start the relay")
+    });
+    let cfg = default_config(&lab, "winroam_config", relay.addr.port());
+    let home = &lab.user().home;
+    let remote = home.join("down.bin");
+    random_file(&remote, SIZE);
+    lab.user().own(&remote, 0o644);
+    let go = home.join("go");
+    const FIRST: usize = 4 << 20;
+    let cmd = format!(
+        "f={}; head -c {FIRST} \"$f\"; while [ ! -e {} ]; do sleep 0.1; done; tail -c +{} \"$f\"",
+        sq(&remote.to_string_lossy()),
+        sq(&go.to_string_lossy()),
+        FIRST + 1
+    );
+    let got = lab.dir.join("down.got");
+    let mut client = Client::spawn_into(
+        &mut ressh_cmd(&lab.net, &cfg, &["-v", "server", &cmd]),
+        fs::File::create(&got).unwrap(),
+    );
+    let size = || fs::metadata(&got).map(|m| m.len()).unwrap_or(0);
+    wait_for(
+        "the first 4 MiB on the short path",
+        T,
+        || (size() == FIRST as u64).then_some(()),
+        || client.describe(),
+    );
+    assert_eq!(
+        grown(&client.stderr()),
+        0,
+        "the window grew on the short path"
+    );
+
+    let since = Instant::now();
+    relay.set_one_way(ONE_WAY);
+    relay.cut();
+    client.wait_err("reconnected to ", since, T);
+    let started = Instant::now();
+    fs::write(&go, "").unwrap();
+    let status = client.wait_exit(T);
+    let took = started.elapsed();
+    let err = client.stderr();
+    assert!(status.success(), "ressh: {status}\n{err}");
+    assert_eq!(
+        sha256_file(&got),
+        sha256_file(&remote),
+        "the download arrived changed"
+    );
+    let after = err.split("reconnected to ").nth(1).unwrap_or_default();
+    let w = grown(after);
+    report(
+        "window",
+        &format!("after roaming onto the long path: the rest in {took:?}, window grew to {w} bytes"),
+    );
+    assert!(
+        w > INITIAL,
+        "ressh's window did not grow past 2 MiB after the roam:\n{err}"
+    );
 }

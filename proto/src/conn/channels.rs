@@ -143,6 +143,17 @@ impl Tuner {
         }
     }
 
+    /// The session moved to a new transport (a reconnect, often from
+    /// another network): the old path's round trip says nothing of the new
+    /// one, and a probe or rate measurement spanning the outage is not a
+    /// sample. Without this a session that started on a LAN and roamed onto
+    /// a long path kept the LAN's round trip, and its window never grew.
+    fn new_path(&mut self) {
+        self.probe = None;
+        self.rtt = None;
+        self.epoch = None;
+    }
+
     /// An adjust of `add` bytes leaves now, while the peer still had
     /// `credit`; returns the window the channel should have, given it has
     /// `window` and may have at most `max`.
@@ -191,6 +202,13 @@ impl Channels {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Every channel's window tuner starts over on a new path.
+    pub(super) fn new_path(&mut self) {
+        for ch in self.map.values_mut() {
+            ch.tuner.new_path();
+        }
     }
 
     /// Adds a channel under the lowest free id; None at `max` channels.
@@ -825,6 +843,37 @@ mod tuner_tests {
                 .all(|p| f64::from(p[1]) <= GROWTH * f64::from(p[0])),
             "{seen:?}"
         );
+    }
+
+    /// A session that roams from a LAN (50 µs) to a 100 ms path: after
+    /// the new path the tuner measures its round trip again and the window
+    /// grows; without `new_path` it would keep the LAN's round trip and the
+    /// initial window.
+    #[test]
+    fn a_new_path_measures_its_own_round_trip() {
+        let (mut t, mut now) = (Tuner::default(), Instant::now());
+        let (window, max) = (2 * MIB, 32 * MIB);
+        for _ in 0..20 {
+            assert_eq!(t.on_adjust(MIB, MIB, window, max, now), window);
+            now += Duration::from_micros(50);
+            t.on_data(MIB as usize + 1, now);
+            now += Duration::from_millis(1);
+        }
+        assert_eq!(t.rtt, Some(Duration::from_micros(50)));
+        // A probe left just before the cut; its reply comes on the new path
+        // after a 30 s outage, and must not count.
+        assert_eq!(t.on_adjust(MIB, MIB, window, max, now), window);
+        now += Duration::from_secs(30);
+        t.new_path();
+        let rtt = Duration::from_millis(100);
+        let mut grown = window;
+        for _ in 0..4 {
+            grown = t.on_adjust(grown - grown / 8, 0, grown, max, now);
+            now += rtt;
+            t.on_data((grown - grown / 8) as usize, now);
+        }
+        assert_eq!(t.rtt, Some(rtt));
+        assert!(grown > window, "the window stayed at {grown}");
     }
 
     /// Loopback: a short round trip keeps the initial window however fast
