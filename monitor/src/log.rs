@@ -33,13 +33,11 @@ pub fn set_facility(facility: i32) {
 }
 
 /// The settings as words for a helper resshd executes (`from_words`
-/// there): the level, the prefix flag and the facility.
+/// there), whose stderr resshd relays ([`relay_stderr`]): the level, `<N>`
+/// prefixes always and no facility, so that each line tells the relay its
+/// level ([`relay_line`]).
 pub fn to_words() -> [String; 3] {
-    [
-        MAX.load(Ordering::Relaxed).to_string(),
-        u8::from(PREFIX.load(Ordering::Relaxed)).to_string(),
-        FACILITY.load(Ordering::Relaxed).to_string(),
-    ]
+    [MAX.load(Ordering::Relaxed).to_string(), "1".into(), "0".into()]
 }
 
 /// Takes the settings [`to_words`] gave; false if they do not parse.
@@ -98,13 +96,13 @@ pub fn debug(msg: &str) {
 /// monitor started it and the context (peer, user) as the monitor saw it,
 /// so a worker cannot speak for another process, and the text with every
 /// control character escaped, so it cannot end its line and start another.
-pub fn relay(program: &str, pid: u32, context: &str, text: &str) {
-    if !enabled(Level::Info) {
+pub fn relay(level: Level, program: &str, pid: u32, context: &str, text: &str) {
+    if !enabled(level) {
         return;
     }
     let text = format!("{context}: {}", escape(text));
     compat_log::to_stderr(&compat_log::line(
-        priority(Level::Info),
+        priority(level),
         program,
         pid,
         &text,
@@ -171,22 +169,39 @@ impl Lines {
 }
 
 /// A line of the process `pid` (`program`) from its stderr pipe, logged
-/// with [`relay`] under `context`, without the `<N>` and `PROGRAM[PID]: `
-/// its own log line begins with (it is resshd too).
+/// with [`relay`] under `context` at the level its `<N>` says
+/// ([`relayed_level`]), without the `<N>` and `PROGRAM[PID]: ` its own log
+/// line begins with (it is resshd too).
 pub fn relay_line(program: &str, pid: u32, context: &str, line: &str) {
-    relay(program, pid, context, own_text(program, pid, line))
+    let (level, text) = own_text(program, pid, line);
+    relay(level, program, pid, context, text)
 }
 
-/// `line` without a leading `<N>` and `PROGRAM[PID]: ` naming `pid`
-/// itself; as it is otherwise.
-fn own_text<'a>(program: &str, pid: u32, line: &'a str) -> &'a str {
-    let bare = line
+/// The level a relayed line's `<N>` names: an error for 0 to 3 (a less
+/// privileged process may make its own lines heard under `LogLevel
+/// ERROR`, no more: never an emergency or alert), debug for 7, else info;
+/// info without a prefix.
+fn relayed_level(n: Option<u32>) -> Level {
+    match n.map(|n| n & 7) {
+        Some(0..=3) => Level::Error,
+        Some(7) => Level::Debug,
+        _ => Level::Info,
+    }
+}
+
+/// `line`'s level ([`relayed_level`]) and its text without a leading
+/// `<N>` and `PROGRAM[PID]: ` naming `pid` itself (the whole line
+/// otherwise, at info).
+fn own_text<'a>(program: &str, pid: u32, line: &'a str) -> (Level, &'a str) {
+    let (n, bare) = line
         .strip_prefix('<')
         .and_then(|l| l.split_once('>'))
-        .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(line, |(_, rest)| rest);
-    bare.strip_prefix(&format!("{program}[{pid}]: "))
-        .unwrap_or(line)
+        .filter(|(n, _)| !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+        .map_or((None, line), |(n, rest)| (n.parse().ok(), rest));
+    match bare.strip_prefix(&format!("{program}[{pid}]: ")) {
+        Some(text) => (relayed_level(n), text),
+        None => (Level::Info, line),
+    }
 }
 
 /// Reads the stderr pipe `r` of the process `pid` (`program`) to its end,
@@ -226,14 +241,34 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape, own_text, Lines, MAX_LINE, MAX_LINES};
+    use super::{escape, own_text, Level, Lines, MAX_LINE, MAX_LINES};
 
     #[test]
     fn a_relayed_line_loses_only_its_own_prefix() {
-        assert_eq!(own_text("resshd", 7, "<3>resshd[7]: text"), "text");
-        assert_eq!(own_text("resshd", 7, "resshd[7]: text"), "text");
+        assert_eq!(own_text("resshd", 7, "<3>resshd[7]: text").1, "text");
+        assert_eq!(own_text("resshd", 7, "resshd[7]: text").1, "text");
         for other in ["resshd[1]: text", "<3>resshd[1]: text", "<x>resshd[7]: t"] {
-            assert_eq!(own_text("resshd", 7, other), other);
+            assert_eq!(own_text("resshd", 7, other), (Level::Info, other));
+        }
+    }
+
+    /// The level comes from the process's own prefix: error (0 to 3, an
+    /// emergency or alert claimed is logged as an error), info, debug; a
+    /// line without a prefix, or another process's, is info.
+    #[test]
+    fn a_relayed_line_keeps_its_level_up_to_error() {
+        for (line, level) in [
+            ("<3>resshd[7]: e", Level::Error),
+            ("<0>resshd[7]: e", Level::Error),
+            ("<131>resshd[7]: e", Level::Error),
+            ("<6>resshd[7]: i", Level::Info),
+            ("<4>resshd[7]: w", Level::Info),
+            ("<7>resshd[7]: d", Level::Debug),
+            ("resshd[7]: i", Level::Info),
+            ("<3>resshd[1]: forged", Level::Info),
+            ("<99999999999>resshd[7]: e", Level::Info),
+        ] {
+            assert_eq!(own_text("resshd", 7, line).0, level, "{line}");
         }
     }
 

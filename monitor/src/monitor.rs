@@ -2007,13 +2007,14 @@ impl Monitor<'_> {
             LogVerdict::Write { dropped } => {
                 if dropped > 0 {
                     log::relay(
+                        log::Level::Info,
                         program,
                         self.worker_pid,
                         context,
                         &format!("{dropped} log lines dropped (too many)"),
                     );
                 }
-                log::relay(program, self.worker_pid, context, text);
+                log::relay(log::Level::Info, program, self.worker_pid, context, text);
             }
         }
     }

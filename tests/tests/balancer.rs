@@ -959,3 +959,38 @@ fn a_link_process_taken_over_cannot_speak_for_a_session() {
         f.logs()
     );
 }
+
+/// Under `LogLevel ERROR` the fleet's errors still reach the log. The
+/// processes that talk to other nodes never write the log themselves: resshd
+/// relays their stderr, each line at the level its `<N>` names (at most an
+/// error). Here node0 runs alone: its session worker is killed, so the
+/// client's reconnect finds no session on it, and node0's asking process
+/// finds node1 and node2 down; it logs that at ERROR, and the client is told
+/// which nodes it could not ask. No INFO line is written.
+#[test]
+fn fleet_errors_reach_a_log_at_level_error() {
+    let dir = TempDir::new("fleet");
+    let cfgs = fleet_files(&dir);
+    let lab = Lab::new(
+        "flerr",
+        &format!("{}DetachTimeout 300\nLogLevel ERROR\n", cfgs[0]),
+    );
+    let stop = lab.user().home.join("stop-counter");
+    let client = counter(&lab, &stop);
+    client.wait_lines(20, T);
+    let workers = lab.session_workers();
+    assert!(!workers.is_empty(), "no session worker");
+    let since = Instant::now();
+    for pid in workers {
+        signal(pid, "KILL");
+    }
+    client.wait_err("fleet node node1 (unreachable)", since, T);
+    let log = lab.wait_log("the asking process's error", T, |l| {
+        l.contains("fleet: node node1 (198.18.0.1:") && l.contains("fleet: node node2 (198.18.0.1:")
+    });
+    let user = &lab.user().name;
+    assert!(
+        !log.contains(&format!("Accepted publickey for {user}")),
+        "LogLevel ERROR wrote an INFO line:\n{log}"
+    );
+}
