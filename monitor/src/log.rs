@@ -37,7 +37,11 @@ pub fn set_facility(facility: i32) {
 /// prefixes always and no facility, so that each line tells the relay its
 /// level ([`relay_line`]).
 pub fn to_words() -> [String; 3] {
-    [MAX.load(Ordering::Relaxed).to_string(), "1".into(), "0".into()]
+    [
+        MAX.load(Ordering::Relaxed).to_string(),
+        "1".into(),
+        "0".into(),
+    ]
 }
 
 /// Takes the settings [`to_words`] gave; false if they do not parse.
@@ -101,12 +105,7 @@ pub fn relay(level: Level, program: &str, pid: u32, context: &str, text: &str) {
         return;
     }
     let text = format!("{context}: {}", escape(text));
-    compat_log::to_stderr(&compat_log::line(
-        priority(level),
-        program,
-        pid,
-        &text,
-    ));
+    compat_log::to_stderr(&compat_log::line(priority(level), program, pid, &text));
 }
 
 /// Longest line [`Lines`] passes on (the rest of a longer one is dropped).

@@ -209,7 +209,9 @@ fn a_window_grows_after_roaming_onto_a_long_path() {
     let w = grown(after);
     report(
         "window",
-        &format!("after roaming onto the long path: the rest in {took:?}, window grew to {w} bytes"),
+        &format!(
+            "after roaming onto the long path: the rest in {took:?}, window grew to {w} bytes"
+        ),
     );
     assert!(
         w > INITIAL,
