@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Condvar;
 use std::sync::{Arc, Mutex};
@@ -36,8 +36,8 @@ pub struct DelayRelay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
-    /// The delay each way of connections accepted from now on, in ns.
-    one_way: Arc<AtomicU64>,
+    /// The delay each way and the rate of connections accepted from now on.
+    path: Arc<Mutex<(Duration, u64)>>,
 }
 
 impl DelayRelay {
@@ -55,8 +55,8 @@ impl DelayRelay {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let one_way = Arc::new(AtomicU64::new(nanos(one_way)));
-        let (s, c, delay) = (stop.clone(), conns.clone(), one_way.clone());
+        let path = Arc::new(Mutex::new((one_way, rate)));
+        let (s, c, p) = (stop.clone(), conns.clone(), path.clone());
         thread::Builder::new()
             .name("delay-relay".into())
             .spawn(move || {
@@ -70,7 +70,7 @@ impl DelayRelay {
                         Err(_) => continue,
                     };
                     let _ = client.set_nonblocking(false);
-                    let one_way = Duration::from_nanos(delay.load(Ordering::Relaxed));
+                    let (one_way, rate) = *p.lock().unwrap_or_else(|e| e.into_inner());
                     let Ok(server) = TcpStream::connect(target) else {
                         continue;
                     };
@@ -99,17 +99,18 @@ impl DelayRelay {
             addr,
             stop,
             conns,
-            one_way,
+            path,
         })
     }
 }
 
 impl DelayRelay {
-    /// Connections accepted from now on are delayed `one_way` each way (a
-    /// client that reconnects after a [`cut`](Self::cut) has moved to a
-    /// longer or shorter path); those already made keep their delay.
-    pub fn set_one_way(&self, one_way: Duration) {
-        self.one_way.store(nanos(one_way), Ordering::Relaxed);
+    /// Connections accepted from now on are delayed `one_way` each way and
+    /// pass at most `rate` bytes per second (a client that reconnects after a
+    /// [`cut`](Self::cut) has moved to another path); those already made
+    /// keep theirs.
+    pub fn set_path(&self, one_way: Duration, rate: u64) {
+        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = (one_way, rate);
     }
 
     /// Cuts every connection made so far (both sides see an end of stream); the relay
@@ -131,10 +132,6 @@ impl Drop for DelayRelay {
         self.stop.store(true, Ordering::Relaxed);
         self.cut();
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Bytes read at a time at `rate`.
