@@ -166,7 +166,8 @@ fn no_new_privs() -> Result<(), Error> {
 
 /// For the tests of each confined process's filter: what an attacker who
 /// runs code in it would try, each tried in a forked child under the
-/// filter.
+/// filter. Behind the `probe` feature, which only tests turn on.
+#[cfg(any(test, feature = "probe"))]
 pub mod probe {
     use std::ffi::CString;
 
