@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ressh_testkit::{Resshd, TempDir};
+use ressh_testkit::{kill_tree, Resshd, TempDir};
 
 use crate::common::*;
 
@@ -569,25 +569,6 @@ fn status_field(pid: u32, field: &str) -> String {
         .to_string()
 }
 
-/// The pids of `pid`'s descendants (children first found, then theirs).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut all = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let out = std::process::Command::new("pgrep")
-            .args(["-P", &p.to_string()])
-            .output()
-            .unwrap();
-        for c in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            if let Ok(c) = c.parse() {
-                all.push(c);
-                todo.push(c);
-            }
-        }
-    }
-    all
-}
-
 #[test]
 fn a_node_that_dies_takes_only_its_sessions_and_says_so() {
     let f = Fleet::start("gone", &format!("DetachTimeout 5\n{SERVER}"));
@@ -615,16 +596,7 @@ fn a_node_that_dies_takes_only_its_sessions_and_says_so() {
     assert_ne!(owners[0], owners[1], "both sessions on node{}", owners[0]);
 
     // The first session's node dies: every process of it.
-    let dead = nodes[owners[0]];
-    let mut pids = descendants(dead.server.pid());
-    pids.push(dead.server.pid());
-    for p in &pids {
-        // One may have ended meanwhile (a link process): not an error.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &p.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
+    kill_tree(nodes[owners[0]].server.pid());
     let since = Instant::now();
     lab.net.roam();
 
