@@ -368,20 +368,7 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     // A relayed connection's link process on the owner: executed afresh
     // (`resshd --fleet-link`), not root. Roam until the connection is a
     // relayed one (round robin: within two more moves).
-    let mut links = fleet_processes(lab, "--fleet-link");
-    for _ in 0..3 {
-        if !links.is_empty() {
-            break;
-        }
-        roam(lab, &client, 5);
-        links = fleet_processes(lab, "--fleet-link");
-    }
-    assert!(
-        !links.is_empty(),
-        "no link process while relayed\n{}",
-        f.logs()
-    );
-    for (pid, uid) in &links {
+    for (pid, uid) in &roam_until_relayed(&f, &client, "--fleet-link") {
         assert_ne!(*uid, 0, "link process {pid} runs as root");
     }
     fs::write(&stop, "").unwrap();
