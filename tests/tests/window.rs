@@ -65,19 +65,32 @@ fn transfer(
     (took, err)
 }
 
-#[test]
-fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
-    let lab = Lab::new("win", "");
+/// A lab whose client reaches resshd through a delay relay (`one_way`,
+/// `rate`) in the server namespace: the lab, the relay, an ssh_config
+/// pointing at it, and [`SIZE`] random bytes in the user's home to
+/// download.
+fn relay_lab(
+    tag: &str,
+    server: &str,
+    one_way: Duration,
+    rate: u64,
+) -> (Lab, DelayRelay, std::path::PathBuf, std::path::PathBuf) {
+    let lab = Lab::new(tag, server);
     let target: SocketAddr = "198.18.0.1:22".parse().unwrap();
     let relay = lab.net.enter_server(|| {
         let l = TcpListener::bind(("198.18.0.1", 0)).expect("bind the relay");
-        DelayRelay::start(l, target, ONE_WAY, RATE).expect("start the relay")
+        DelayRelay::start(l, target, one_way, rate).expect("start the relay")
     });
-    let cfg = default_config(&lab, "win_config", relay.addr.port());
-    let home = &lab.user().home;
-    let remote = home.join("down.bin");
+    let cfg = default_config(&lab, &format!("{tag}_config"), relay.addr.port());
+    let remote = lab.user().home.join("down.bin");
     random_file(&remote, SIZE);
     lab.user().own(&remote, 0o644);
+    (lab, relay, cfg, remote)
+}
+
+#[test]
+fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
+    let (lab, _relay, cfg, remote) = relay_lab("win", "", ONE_WAY, RATE);
     let local = lab.dir.join("up.bin");
     random_file(&local, SIZE);
     let empty = lab.dir.join("empty");
@@ -156,18 +169,9 @@ fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
 /// window did not grow at all after the reconnect.
 #[test]
 fn a_window_grows_after_roaming_onto_a_long_path() {
-    let lab = Lab::new("winroam", "DetachTimeout 120\n");
-    let target: SocketAddr = "198.18.0.1:22".parse().unwrap();
-    let relay = lab.net.enter_server(|| {
-        let l = TcpListener::bind(("198.18.0.1", 0)).expect("bind the relay");
-        DelayRelay::start(l, target, Duration::ZERO, SHORT_RATE).expect("start the relay")
-    });
-    let cfg = default_config(&lab, "winroam_config", relay.addr.port());
-    let home = &lab.user().home;
-    let remote = home.join("down.bin");
-    random_file(&remote, SIZE);
-    lab.user().own(&remote, 0o644);
-    let go = home.join("go");
+    let (lab, relay, cfg, remote) =
+        relay_lab("winroam", "DetachTimeout 120\n", Duration::ZERO, SHORT_RATE);
+    let go = lab.user().home.join("go");
     const FIRST: usize = 4 << 20;
     let cmd = format!(
         "f={}; head -c {FIRST} \"$f\"; while [ ! -e {} ]; do sleep 0.1; done; tail -c +{} \"$f\"",
