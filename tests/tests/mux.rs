@@ -29,8 +29,8 @@
 //!   pty in tmux of the terminal's size that follows a resize and passes
 //!   its exit status, `-W`, `-N -L`, a `-R` a ressh master refuses (a
 //!   warning, the session goes on), a `-R` of a fixed port through a stock
-//!   master (which relays the request, not the reply) carrying connections;
-//!   every one a
+//!   master (which relays the request, not the reply) carrying connections,
+//!   `-A` reaching no agent through either master (a warning); every one a
 //!   proxy client in the master's log, none a mux session; a fake master
 //!   saying what no master says (lengths over the bound, a refusal, bytes
 //!   after MUX_S_PROXY, padding, a confirmation of no channel, a truncated
@@ -753,6 +753,74 @@ fn ressh_proxy_remote_forward_through_stock_master() {
     assert!(out.status.success(), "{err}");
     assert_eq!(text(&out.stdout), "zero\n");
     assert!(!err.contains("Allocated port"), "{err}");
+}
+
+/// `ressh -O proxy -A` with an agent of its own (a key in it at
+/// $SSH_AUTH_SOCK), through a master started without -A (`ressh` runs the
+/// command and `master_log` is the master's log): the request reaches the
+/// server, which sets SSH_AUTH_SOCK, but its agent connections open on
+/// the master's connection and no master hands them to a proxy client:
+/// the master refuses them (its warning), `ssh-add -l` gets no agent, the
+/// proxy client's is never asked, ressh warns that it cannot forward it,
+/// and the session ends as usual.
+fn proxy_agent_is_not_forwarded(
+    ressh: &dyn Fn(&[&str]) -> Command,
+    key: &Path,
+    dir: &Path,
+    master_log: &dyn Fn() -> String,
+) {
+    use crate::agent_forwarding as agent;
+    let own = SshAgent::start(dir, "own-agent.sock");
+    own.add(key);
+    let fp = agent::fingerprint(&key.with_extension("pub"));
+    let probe = format!("{}; echo after", agent::PROBE);
+    let mut cmd = ressh(&[
+        "-A",
+        "-oIdentityAgent=SSH_AUTH_SOCK",
+        "-O",
+        "proxy",
+        "server",
+        &probe,
+    ]);
+    let out = run_timeout(cmd.env("SSH_AUTH_SOCK", &own.sock), T);
+    let (o, err) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{o}\n{err}");
+    assert_ne!(
+        agent::field(&o, "sock"),
+        Some("unset"),
+        "not asked for\n{o}"
+    );
+    // ssh-add fails on the refused connection, or dies of SIGPIPE when
+    // the server closed it before its request went.
+    match agent::field(&o, "add") {
+        Some("1") => assert!(err.contains("communication with agent failed"), "{err}"),
+        Some("141") => {}
+        _ => panic!("ssh-add -l did not fail as without an agent\n{o}\n{err}"),
+    }
+    assert!(!o.contains(&fp), "the proxy client's agent answered\n{o}");
+    assert!(o.ends_with("after\n"), "{o}");
+    assert!(
+        err.contains("Warning: -O proxy cannot forward the agent at"),
+        "no warning: {err}"
+    );
+    let log = master_log();
+    assert!(
+        log.contains("Warning: ssh server tried agent forwarding."),
+        "the master did not refuse the agent connection\n{log}"
+    );
+}
+
+/// [`proxy_agent_is_not_forwarded`] through a ressh master (to resshd)
+/// and a stock ssh master (to Debian's sshd).
+#[test]
+fn ressh_proxy_client_cannot_forward_its_agent() {
+    let s = setup("muxg");
+    let log = s.dir.join("master.log");
+    let _master = ressh_master(&s, &["-E", &log.to_string_lossy()]);
+    let master_log = || fs::read_to_string(&log).unwrap_or_default();
+    proxy_agent_is_not_forwarded(&|a| s.ressh(a), &s.login.key, s.dir.path(), &master_log);
+    let m = StockMaster::start("muxk");
+    proxy_agent_is_not_forwarded(&|a| m.ressh(a), &m.login.key, m.dir.path(), &|| m.log());
 }
 
 /// A master that is not one (a socket of ours, a program answering the
