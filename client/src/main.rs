@@ -163,6 +163,16 @@ fn proxy_session(mut cfg: config::Config, plan: Plan) -> Result<Session, Quit> {
     cfg.control_master = ControlMaster::No;
     cfg.control_persist = None;
     cfg.server_alive_interval = 0;
+    // The server's agent connections open on the master's connection, and
+    // no master (ressh's or ssh's) hands them to a proxy client: asked for
+    // as ssh asks, the forwarding is the master's agent, if it forwards one.
+    if let Some(agent) = &cfg.forward_agent {
+        crate::error!(
+            "Warning: -O proxy cannot forward the agent at {}: the server's agent \
+             connections go to the master, which answers them only if it forwards an agent",
+            agent.display()
+        );
+    }
     let desc = format!("control socket {}", path.display());
     Session::proxy(cfg, plan, sock, desc)
 }

@@ -28,7 +28,9 @@
 //!   and stderr apart, 3 MiB through `cat` (sha256), a login shell on a
 //!   pty in tmux of the terminal's size that follows a resize and passes
 //!   its exit status, `-W`, `-N -L`, a `-R` a ressh master refuses (a
-//!   warning, the session goes on); every one a
+//!   warning, the session goes on), a `-R` of a fixed port through a stock
+//!   master (which relays the request, not the reply) carrying connections,
+//!   `-A` reaching no agent through either master (a warning); every one a
 //!   proxy client in the master's log, none a mux session; a fake master
 //!   saying what no master says (lengths over the bound, a refusal, bytes
 //!   after MUX_S_PROXY, padding, a confirmation of no channel, a truncated
@@ -620,49 +622,205 @@ fn ressh_proxy_client_of_ressh_master() {
     assert_eq!(count(&log, "mux request 0x10000002"), 0, "{log}");
 }
 
+/// A stock `ssh -M -N -f` master logged in to Debian's sshd (its log at
+/// `-vv` in `log`), and the commands of its ControlPath.
+struct StockMaster {
+    _master: Master,
+    sshd: Sshd,
+    login: Login,
+    dir: TempDir,
+    log: PathBuf,
+}
+
+impl StockMaster {
+    fn start(tag: &str) -> StockMaster {
+        require_root();
+        let sshd = Sshd::start("");
+        let dir = TempDir::new(&format!("e2e-{tag}"));
+        let known_hosts = dir.join("known_hosts");
+        fs::write(&known_hosts, sshd.known_hosts()).unwrap();
+        let login = Lab::make_login_to(&dir, &known_hosts, tag, "", ("127.0.0.1", sshd.port()));
+        let log = dir.join("master.log");
+        let ssh = |args: &[&str]| StockMaster::ssh_cmd(&login.config, &dir.join("cm"), args);
+        let log_arg = log.to_string_lossy();
+        run_ok_out(&mut ssh(&[
+            "-E", &log_arg, "-vv", "-M", "-N", "-f", "server",
+        ]));
+        let master = Master(check(&mut ssh(&["-O", "check", "server"])));
+        assert_eq!(comm(master.0).as_deref(), Some("ssh"), "the master is ssh");
+        StockMaster {
+            _master: master,
+            sshd,
+            login,
+            dir,
+            log,
+        }
+    }
+
+    /// Stock ssh with `config` and ControlPath `sock`, without an agent.
+    fn ssh_cmd(config: &Path, sock: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(require_cmd("ssh"));
+        c.arg("-F")
+            .arg(config)
+            .arg("-S")
+            .arg(sock)
+            .args(args)
+            .env_remove("SSH_AUTH_SOCK");
+        c
+    }
+
+    /// ressh with the user's config and ControlPath.
+    fn ressh(&self, args: &[&str]) -> Command {
+        let mut c = ressh_here(&self.login.config, &["-S"]);
+        c.arg(self.dir.join("cm")).args(args);
+        c
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap()
+    }
+}
+
 /// ressh in proxy mode through a stock `ssh` master logged in to Debian's
 /// sshd.
 #[test]
 fn ressh_proxy_client_of_stock_master() {
-    require_root();
-    let sshd = Sshd::start("");
-    let dir = TempDir::new("e2e-muxz");
-    let known_hosts = dir.join("known_hosts");
-    fs::write(&known_hosts, sshd.known_hosts()).unwrap();
-    let login = Lab::make_login_to(&dir, &known_hosts, "muxz", "", ("127.0.0.1", sshd.port()));
-    let sock = dir.join("cm");
-    let ssh = |args: &[&str]| {
-        let mut c = Command::new(require_cmd("ssh"));
-        c.arg("-F")
-            .arg(&login.config)
-            .arg("-S")
-            .arg(&sock)
-            .args(args);
-        c
-    };
-    let log = dir.join("master.log");
-    let log_arg = log.to_string_lossy();
-    run_ok_out(&mut ssh(&[
-        "-E", &log_arg, "-vv", "-M", "-N", "-f", "server",
-    ]));
-    let master = Master(check(&mut ssh(&["-O", "check", "server"])));
-    assert_eq!(comm(master.0).as_deref(), Some("ssh"), "the master is ssh");
-    let ressh = |args: &[&str]| {
-        let mut c = ressh_here(&login.config, &["-S"]);
-        c.arg(&sock).args(args);
-        c
-    };
-    ressh_proxy_sessions(&ressh, "muxz");
+    let m = StockMaster::start("muxz");
+    ressh_proxy_sessions(&|a| m.ressh(a), "muxz");
     // Each in proxy mode, none a mux session.
-    let log = fs::read_to_string(&log).unwrap();
+    let log = m.log();
     assert_eq!(count(&log, "proxy request"), PROXY_SESSIONS, "{log}");
     assert_eq!(count(&log, "request tty"), 0, "{log}");
     assert_eq!(
-        count(&sshd.log(), "Accepted publickey"),
+        count(&m.sshd.log(), "Accepted publickey"),
         1,
         "{}",
-        sshd.log()
+        m.sshd.log()
     );
+}
+
+/// `ressh -O proxy -R` through a stock `ssh` master: the master relays
+/// the proxy client's `tcpip-forward` to sshd (noting that the server's
+/// opens for that port are the client's) but not sshd's reply, which its
+/// own reply queue swallows (clientloop.c, client_global_request_reply).
+/// sshd listens and the master hands the `forwarded-tcpip` opens to the
+/// proxy client: ressh takes them for a forward of a fixed port still
+/// awaiting its reply, as ssh does, and the connection reaches its target
+/// while the session goes on. A port the server allocates (0) is never
+/// learnt: the session goes on, with no port to print.
+#[test]
+fn ressh_proxy_remote_forward_through_stock_master() {
+    let m = StockMaster::start("muxf");
+    let echo = echo_server();
+    let rport = free_port();
+    let r = format!("{rport}:127.0.0.1:{echo}");
+    let (mut c, mut stdin) = Client::spawn_typed(&mut m.ressh(&[
+        "-v",
+        "-O",
+        "proxy",
+        "-R",
+        &r,
+        "server",
+        "echo up; read x; echo on",
+    ]));
+    // The forward was asked for before the command, and sshd takes them in
+    // order: it listens now.
+    c.wait_lines(0, T);
+    for n in 1..=2 {
+        assert!(echoes(rport), "connection {n} through -R\n{}", c.describe());
+    }
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    assert!(c.wait_exit(T).success(), "{}", c.describe());
+    let lines: Vec<String> = c.out_lines().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines, ["up", "on"]);
+    let err = c.stderr();
+    assert!(
+        !err.contains("remote forward success"),
+        "a reply came: {err}"
+    );
+    assert!(!err.contains("WARNING"), "{err}");
+    let log = m.log();
+    let relayed = format!("client_request_forwarded_tcpip: listen localhost port {rport}");
+    assert_eq!(count(&log, &relayed), 2, "{log}");
+    // Port 0: no reply, so no port; the session is not held up.
+    let zero = format!("0:127.0.0.1:{echo}");
+    let out = run_timeout(
+        &mut m.ressh(&["-O", "proxy", "-R", &zero, "server", "echo zero"]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(text(&out.stdout), "zero\n");
+    assert!(!err.contains("Allocated port"), "{err}");
+}
+
+/// `ressh -O proxy -A` with an agent of its own (a key in it at
+/// $SSH_AUTH_SOCK), through a master started without -A (`ressh` runs the
+/// command and `master_log` is the master's log): the request reaches the
+/// server, which sets SSH_AUTH_SOCK, but its agent connections open on
+/// the master's connection and no master hands them to a proxy client:
+/// the master refuses them (its warning), `ssh-add -l` gets no agent, the
+/// proxy client's is never asked, ressh warns that it cannot forward it,
+/// and the session ends as usual.
+fn proxy_agent_is_not_forwarded(
+    ressh: &dyn Fn(&[&str]) -> Command,
+    key: &Path,
+    dir: &Path,
+    master_log: &dyn Fn() -> String,
+) {
+    use crate::agent_forwarding as agent;
+    let own = SshAgent::start(dir, "own-agent.sock");
+    own.add(key);
+    let fp = agent::fingerprint(&key.with_extension("pub"));
+    let probe = format!("{}; echo after", agent::PROBE);
+    let mut cmd = ressh(&[
+        "-A",
+        "-oIdentityAgent=SSH_AUTH_SOCK",
+        "-O",
+        "proxy",
+        "server",
+        &probe,
+    ]);
+    let out = run_timeout(cmd.env("SSH_AUTH_SOCK", &own.sock), T);
+    let (o, err) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{o}\n{err}");
+    assert_ne!(
+        agent::field(&o, "sock"),
+        Some("unset"),
+        "not asked for\n{o}"
+    );
+    // ssh-add fails on the refused connection, or dies of SIGPIPE when
+    // the server closed it before its request went.
+    match agent::field(&o, "add") {
+        Some("1") => assert!(err.contains("communication with agent failed"), "{err}"),
+        Some("141") => {}
+        _ => panic!("ssh-add -l did not fail as without an agent\n{o}\n{err}"),
+    }
+    assert!(!o.contains(&fp), "the proxy client's agent answered\n{o}");
+    assert!(o.ends_with("after\n"), "{o}");
+    assert!(
+        err.contains("Warning: -O proxy cannot forward the agent at"),
+        "no warning: {err}"
+    );
+    let log = master_log();
+    assert!(
+        log.contains("Warning: ssh server tried agent forwarding."),
+        "the master did not refuse the agent connection\n{log}"
+    );
+}
+
+/// [`proxy_agent_is_not_forwarded`] through a ressh master (to resshd)
+/// and a stock ssh master (to Debian's sshd).
+#[test]
+fn ressh_proxy_client_cannot_forward_its_agent() {
+    let s = setup("muxg");
+    let log = s.dir.join("master.log");
+    let _master = ressh_master(&s, &["-E", &log.to_string_lossy()]);
+    let master_log = || fs::read_to_string(&log).unwrap_or_default();
+    proxy_agent_is_not_forwarded(&|a| s.ressh(a), &s.login.key, s.dir.path(), &master_log);
+    let m = StockMaster::start("muxk");
+    proxy_agent_is_not_forwarded(&|a| m.ressh(a), &m.login.key, m.dir.path(), &|| m.log());
 }
 
 /// A master that is not one (a socket of ours, a program answering the

@@ -47,10 +47,12 @@ struct SocksConn {
 
 struct RemoteFwd {
     fwd: Forward,
+    /// The port the server said it listens on.
     bound: Option<u32>,
     /// Asked for by a mux client (its token and request id): the answer
     /// goes to it.
     origin: Option<(Token, u32)>,
+    /// Cancelled, or refused by the server.
     cancelled: bool,
 }
 
@@ -110,10 +112,16 @@ impl Forwards {
     }
 
     /// The -R forward the server opens a connection for: the one bound to
-    /// `port` on `address`, else the one bound to `port`.
+    /// `port` on `address`, else the one bound to `port`. A forward of a
+    /// fixed port is taken as bound to it from the request on, as ssh
+    /// does: through an OpenSSH master in proxy mode the server's reply
+    /// never comes (the master relays the request, not the reply), while
+    /// the server listens and its opens reach us.
     fn remote_for(&self, address: &str, port: u32) -> Option<usize> {
-        let bound =
-            |r: &&RemoteFwd| r.bound == Some(port) && !r.cancelled && r.fwd.listen_path.is_none();
+        let bound = |r: &&RemoteFwd| {
+            let asked = (r.fwd.port != 0).then_some(u32::from(r.fwd.port));
+            r.bound.or(asked) == Some(port) && !r.cancelled && r.fwd.listen_path.is_none()
+        };
         let i = self
             .rfwds
             .iter()
@@ -651,6 +659,7 @@ impl Session {
                 crate::debug1!("remote forward success for: listen {}", f.port);
             }
         } else {
+            self.fwd.rfwds[i].cancelled = true;
             let m = match &f.listen_path {
                 Some(path) => {
                     format!("Warning: remote port forwarding failed for listen path {path}")
