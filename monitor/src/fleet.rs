@@ -511,7 +511,7 @@ fn link_command(
 ) -> std::io::Result<std::process::Command> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg(which).args(log::to_words());
+    cmd.arg(which).arg(log::to_word());
     cmd.arg(key_file).arg(nodes_file);
     match privsep {
         crate::monitor::Privsep::Root { uid, gid, chroot } => {
@@ -551,11 +551,11 @@ type PrivsepUser = (u32, u32, PathBuf);
 /// first): the key, the list, and the privsep user and chroot if resshd
 /// runs as root. None: not resshd's.
 fn link_args(args: &[String]) -> Option<(&Path, &Path, Option<PrivsepUser>)> {
-    let [l0, l1, l2, key, nodes, uid, gid, chroot] = args else {
+    let [level, key, nodes, uid, gid, chroot] = args else {
         eprintln!("resshd: a fleet link process is run by resshd itself");
         return None;
     };
-    if !log::from_words(&[l0.clone(), l1.clone(), l2.clone()]) {
+    if !log::from_word(level) {
         return None;
     }
     let privsep = match (uid.parse::<u32>(), gid.parse::<u32>()) {

@@ -32,30 +32,22 @@ pub fn set_facility(facility: i32) {
     FACILITY.store(facility, Ordering::Relaxed);
 }
 
-/// The settings as words for a helper resshd executes (`from_words`
-/// there), whose stderr resshd relays ([`relay_stderr`]): the level, `<N>`
-/// prefixes always and no facility, so that each line tells the relay its
-/// level ([`relay_line`]).
-pub fn to_words() -> [String; 3] {
-    [
-        MAX.load(Ordering::Relaxed).to_string(),
-        "1".into(),
-        "0".into(),
-    ]
+/// The log level as a word for a helper resshd executes, whose stderr
+/// resshd relays ([`relay_stderr`]): [`from_word`] there.
+pub fn to_word() -> String {
+    MAX.load(Ordering::Relaxed).to_string()
 }
 
-/// Takes the settings [`to_words`] gave; false if they do not parse.
-pub fn from_words(w: &[String]) -> bool {
-    let (Some(Ok(max)), Some(Ok(prefix)), Some(Ok(facility))) = (
-        w.first().map(|x| x.parse::<u8>()),
-        w.get(1).map(|x| x.parse::<u8>()),
-        w.get(2).map(|x| x.parse::<i32>()),
-    ) else {
+/// Takes the level [`to_word`] gave, with `<N>` prefixes always and no
+/// facility, so that each line tells the relay its level
+/// ([`relay_line`]); false if it does not parse.
+pub fn from_word(w: &str) -> bool {
+    let Ok(max) = w.parse::<u8>() else {
         return false;
     };
     MAX.store(max, Ordering::Relaxed);
-    PREFIX.store(prefix == 1, Ordering::Relaxed);
-    FACILITY.store(facility, Ordering::Relaxed);
+    PREFIX.store(true, Ordering::Relaxed);
+    FACILITY.store(0, Ordering::Relaxed);
     true
 }
 
