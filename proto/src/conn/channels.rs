@@ -82,22 +82,6 @@ impl Channel {
     }
 }
 
-/// Receive-window auto-tuning (as HPN-SSH grows its window, measured here
-/// on the channel itself rather than on the TCP socket, which a proxy or
-/// relay may terminate close by).
-///
-/// The round trip: after a WINDOW_ADJUST the peer can send the new credit
-/// only once the adjust reached it, so the first byte beyond the credit it
-/// had arrives at least a round trip after the adjust left (exactly one when
-/// the peer was waiting for it). The smallest such delay is the channel's
-/// round trip. The rate: bytes consumed by the application over at least one
-/// round trip. The window becomes [`GROWTH`] times their product (the
-/// bandwidth-delay product) when that is more than it is, within
-/// [`Config::window_max`]. A peer held back by the window sends about a
-/// window per round trip (credit goes back every [`adjust_step`]), so its
-/// window grows severalfold each round trip until the path or the
-/// application is the limit; a fast path with a short round trip (loopback) keeps the
-/// initial window.
 /// The window a channel aims at, in bandwidth-delay products. Four, not
 /// two: measured through a delay relay at 200 ms (256 MiB downloads), with
 /// twice the product the window grew more slowly and the transfer moved
@@ -118,6 +102,23 @@ fn adjust_step(window: u32, max_packet: u32) -> u32 {
         .min(window / 2)
 }
 
+/// Receive-window auto-tuning (as HPN-SSH grows its window, measured here
+/// on the channel itself rather than on the TCP socket, which a proxy or
+/// relay may terminate close by).
+///
+/// The round trip: after a WINDOW_ADJUST the peer can send the new credit
+/// only once the adjust reached it, so the first byte beyond the credit it
+/// had arrives at least a round trip after the adjust left (exactly one when
+/// the peer was waiting for it; data queued ahead of it adds its wait). The
+/// smallest such delay since the session's last reconnect is the channel's
+/// round trip. The rate: bytes consumed by the application over at least one
+/// round trip. The window becomes [`GROWTH`] times their product (the
+/// bandwidth-delay product) when that is more than it is, within
+/// [`Config::window_max`]. A peer held back by the window sends about a
+/// window per round trip (credit goes back every [`adjust_step`]), so its
+/// window grows severalfold each round trip until the path or the
+/// application is the limit; a fast path with a short round trip where
+/// nothing queues (loopback) keeps the initial window.
 #[derive(Debug, Clone, Default)]
 struct Tuner {
     /// Bytes received on the channel, ever.
