@@ -397,11 +397,11 @@ pub struct ReconnectRequest {
     pub reader_seq: u32,
 }
 
+#[cfg(feature = "for-tests")]
 impl ReconnectRequest {
     /// A request for the session of `token` (32 bytes of it) whose other
     /// fields are placeholders: for other crates' tests of routing, which
-    /// look at the token alone.
-    #[doc(hidden)]
+    /// look at the token alone. Behind the `for-tests` feature.
     pub fn for_tests(token: u8) -> Self {
         ReconnectRequest {
             request: resilience::Request {
