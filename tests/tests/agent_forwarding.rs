@@ -316,7 +316,7 @@ fn agent_request_during_a_cut_is_answered_after_the_reconnect() {
         client.describe()
     );
     assert_eq!(field(&out, "add"), Some("0"), "{}", client.describe());
-    wait_reconnects(&lab.resshd, 1);
+    wait_reconnects(&lab.resshd, 1, T);
     report(
         "agent_forwarding",
         "an agent request made during a cut answered after the reconnect",

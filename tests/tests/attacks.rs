@@ -110,12 +110,7 @@ fn cut_and_record(proxy: &Proxy, client: &Client, server: &Resshd) -> Vec<u8> {
     let t = Instant::now();
     proxy.cut();
     client.wait_err("reconnected to ", t, Duration::from_secs(30));
-    wait_for(
-        "resshd to log the reconnect",
-        Duration::from_secs(10),
-        || (reconnects(&server.log()) > before_log).then_some(()),
-        || server.log(),
-    );
+    wait_reconnects(server, before_log + 1, Duration::from_secs(10));
     let seen = client.line_count();
     client.wait_lines(seen + 10, T);
     assert_eq!(proxy.accepted(), before + 1);

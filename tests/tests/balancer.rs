@@ -147,7 +147,7 @@ fn through_haproxy_resshd_sees_the_client_and_its_moves() {
         for _ in 0..2 {
             let before = reconnects(&lab.log());
             roam(&lab, &client, 20);
-            wait_reconnects(&lab.resshd, before + 1);
+            wait_reconnects(&lab.resshd, before + 1, T);
         }
         fs::write(&stop, "").unwrap();
         assert!(client.wait_exit(T).success(), "{}", client.describe());

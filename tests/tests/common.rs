@@ -816,9 +816,10 @@ pub fn reconnects(log: &str) -> usize {
 /// resshd's log once it counts at least `n` reconnects. The monitor writes
 /// its line when the session tells it that it resumed, which can be after
 /// the session's data flows again: a test that has just seen its data come
-/// back waits for the line rather than reading the log once.
-pub fn wait_reconnects(resshd: &Resshd, n: usize) -> String {
-    resshd.wait_log(&format!("{n} reconnects in resshd's log"), T, |l| {
+/// back waits for the line rather than reading the log once. Panics after
+/// `timeout`.
+pub fn wait_reconnects(resshd: &Resshd, n: usize, timeout: Duration) -> String {
+    resshd.wait_log(&format!("{n} reconnects in resshd's log"), timeout, |l| {
         reconnects(l) >= n
     })
 }

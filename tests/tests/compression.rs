@@ -306,7 +306,7 @@ fn compressed_session_survives_cuts() {
     assert_eq!(sha256_file(&up_remote), want, "uploaded file");
     let up_wire = proxy.bytes() - before;
 
-    wait_reconnects(&lab.resshd, 2 * CUTS);
+    wait_reconnects(&lab.resshd, 2 * CUTS, T);
     for (what, wire) in [("download", down_wire), ("upload", up_wire)] {
         assert!(
             (wire as u64) < total / 2,

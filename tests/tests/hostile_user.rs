@@ -104,12 +104,7 @@ fn cut_and_record(s: &Session, server: &Resshd) -> Vec<u8> {
     let t = Instant::now();
     s.proxy.cut();
     s.client.wait_err("reconnected to ", t, T);
-    wait_for(
-        "resshd to log the reconnect",
-        Duration::from_secs(10),
-        || (reconnects(&server.log()) > before_log).then_some(()),
-        || server.log(),
-    );
+    wait_reconnects(server, before_log + 1, Duration::from_secs(10));
     s.proxy.recorded(before)
 }
 
@@ -636,7 +631,7 @@ fn a_lying_session_worker_is_not_believed() {
     victim.proxy.cut();
     let seen = victim.client.line_count();
     victim.client.wait_lines(seen + 10, T);
-    let log = wait_reconnects(&server, before + 1);
+    let log = wait_reconnects(&server, before + 1, T);
     no(&log, ": hostile: asked for a verdict");
     no(&log, ": hostile: was handed the transport");
     assert!(log.contains("claims a token of monitor"), "{log}");

@@ -65,7 +65,7 @@ fn session_resumes_after_10_minutes_blackholed_and_stopped() {
     let reconnected = client.wait_err("reconnected to ", cont, Duration::from_secs(60));
     client.wait_lines(before + 20, Duration::from_secs(60));
     let data = first_after(&client.out_lines(), cont).expect("a line after SIGCONT");
-    let log = lab.wait_log("resshd to log the reconnect", T, |l| reconnects(l) > 0);
+    let log = wait_reconnects(&lab.resshd, 1, T);
     let detached_after = detached_after
         .unwrap_or_else(|| panic!("resshd never detached the session during the outage\n{log}"));
     assert!(

@@ -931,7 +931,7 @@ fn fifty_commands_through_a_cut() {
         };
         assert_eq!(run_ok_out(&mut s.ssh(&["server", &cmd])), format!("{i}\n"));
     }
-    let log = wait_reconnects(&s.server, 1);
+    let log = wait_reconnects(&s.server, 1, T);
     assert_eq!(reconnects(&log), 1, "{log}");
     assert_eq!(s.logins(), 1, "{}", s.server.log());
     assert!(proxy.accepted() >= 2);

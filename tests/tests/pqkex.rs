@@ -149,7 +149,7 @@ fn sessions_resume_after_a_hybrid_first_exchange() {
             !kexes.is_empty() && kexes.iter().all(|(m, _)| m == method),
             "{method}: exchanges {kexes:?}"
         );
-        wait_reconnects(&lab.resshd, before + 3);
+        wait_reconnects(&lab.resshd, before + 3, T);
         table += &format!("{method}: 3 reconnects, counter whole ({count} lines)\n");
     }
     report("pqkex", &format!("resumed sessions:\n{table}"));

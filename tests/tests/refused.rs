@@ -98,11 +98,7 @@ fn ressh_keeps_the_session_while_reconnects_are_refused() {
         |l| count(l, "registered with the broker again") > relinked,
     );
     let at = client.wait_err("reconnected to ", since, Duration::from_secs(30));
-    let log = lab.wait_log(
-        "resshd to log the reconnect",
-        Duration::from_secs(10),
-        |l| reconnects(l) > reconnected,
-    );
+    let log = wait_reconnects(&lab.resshd, reconnected + 1, Duration::from_secs(10));
     assert!(log.contains("Reconnected: user "), "{log}");
     let seen = client.line_count();
     client.wait_lines(seen + 20, T);
@@ -131,11 +127,7 @@ fn ressh_keeps_the_session_while_reconnects_are_refused() {
     let lifted = Instant::now();
     lab.net.reject(false);
     let at = client.wait_err("reconnected to ", lifted, Duration::from_secs(30));
-    lab.wait_log(
-        "resshd to log the second reconnect",
-        Duration::from_secs(10),
-        |l| reconnects(l) > reconnected,
-    );
+    wait_reconnects(&lab.resshd, reconnected + 1, Duration::from_secs(10));
     let seen = client.line_count();
     client.wait_lines(seen + 20, T);
     report(

@@ -223,12 +223,10 @@ fn a_rekey_cut_short_by_a_reconnect_leaves_the_next_one_signed() {
             )
         },
     );
-    let log = lab.log();
+    let before = reconnects(&lab.log());
     proxy.cut();
     proxy.release();
-    lab.wait_log("the reconnect", Duration::from_secs(30), |l| {
-        reconnects(l) > reconnects(&log)
-    });
+    wait_reconnects(&lab.resshd, before + 1, Duration::from_secs(30));
     echo(2, "reconnected");
     // The rekeys after it (every 4 s) are signed by the monitor.
     thread::sleep(Duration::from_secs(10));

@@ -52,11 +52,7 @@ fn detached_session_survives_resshd_restarts() {
         );
         let off = Instant::now();
         lab.net.blackhole(false);
-        let log = lab.wait_log(
-            &format!("{how}: the client to reconnect"),
-            Duration::from_secs(60),
-            |l| reconnects(l) > reconnected,
-        );
+        let log = wait_reconnects(&lab.resshd, reconnected + 1, Duration::from_secs(60));
         assert!(
             log.lines().any(|l| l.starts_with("resshd-session[")
                 && l.contains(&format!("Reconnected: user {user} from 198.18.1.2 port "))),

@@ -300,7 +300,7 @@ fn a_ressh_unix_socket_remote_forward_survives_a_cut() {
         "no echo after the cut\n{}",
         tunnel.describe()
     );
-    wait_reconnects(&lab.resshd, 1);
+    wait_reconnects(&lab.resshd, 1, T);
     assert!(
         tunnel.try_status().is_none(),
         "ressh exited\n{}",

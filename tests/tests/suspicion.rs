@@ -128,7 +128,7 @@ fn output_resumes_within_seconds_when_the_flow_is_dropped() {
     assert!(status.success(), "ressh: {status}\n{}", client.describe());
     let n = check_counter(&client.out_lines());
     check_counts(&client, runs());
-    let log = wait_reconnects(&lab.resshd, runs());
+    let log = wait_reconnects(&lab.resshd, runs(), T);
     assert_eq!(reconnects(&log), runs(), "resshd's reconnect count\n{log}");
     report(
         "suspicion",

@@ -328,7 +328,7 @@ fn shell_with_agent_and_x11_through_a_cut() {
     };
     probe(1);
     lab.net.kill_tcp(PORT);
-    lab.wait_log("the reconnect", T, |l| reconnects(l) >= 1);
+    wait_reconnects(&lab.resshd, 1, T);
     probe(2);
     tmux.keys(&["-l", "exit\n"]);
     wait_for(
