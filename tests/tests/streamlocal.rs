@@ -137,6 +137,11 @@ fn remote_works(cfg: &Path, remote: &Path, local_echo: &Path) -> (bool, String) 
         || remote.display().to_string(),
     );
     let ok = up && echoes(remote);
+    if !up {
+        // ssh has exited: its stderr is read to the end (the reader thread
+        // may not have taken the last lines yet).
+        ssh.wait_exit(Duration::from_secs(5));
+    }
     (ok, ssh.stderr())
 }
 
