@@ -36,13 +36,23 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("PrintLastLog", "no"),
 ];
 
-/// A free TCP port on 127.0.0.1 (bound to port 0, read, and released). Another process
+/// A free TCP port on 127.0.0.1 (bound to port 0, read, and released), never one it
+/// returned before in this process (the kernel may hand out a port just released again:
+/// a test's forward and the server it goes through would then share one). Another process
 /// can take it before it is used; [`Sshd::start`] retries on that.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"));
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Debian's `/usr/sbin/sshd -D -e -f <config>` listening on `127.0.0.1:<port>`, with
