@@ -441,7 +441,20 @@ fn a_fleet_relays_reconnects_to_the_owning_node() {
     assert!(kills.len() >= 3, "{} kills", kills.len());
     assert_eq!(sha256_file(&src), sha256_file(&dst));
 
-    let all = f.logs();
+    // The owner's link process logs its side after it answered the asking
+    // node, and its node's monitor relays that line from a pipe: it may
+    // reach the log after the asker's line and the client's resumed data.
+    let all = wait_for(
+        "every relay's owner side to log it",
+        Duration::from_secs(10),
+        || {
+            let all = f.logs();
+            (count(&all, "fleet: reconnect from 198.18.")
+                >= count(&all, "relayed to its session on fleet node"))
+            .then_some(all)
+        },
+        || f.logs(),
+    );
     let relayed = count(&all, "relayed to its session on fleet node");
     assert!(relayed >= 4, "{relayed} relayed reconnects\n{all}");
     // Found at the first node asked, never by the client's luck of

@@ -366,9 +366,9 @@ fn internal_sftp_options_as_sshd() {
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("Remote working directory: /upload\n"), "{out}");
     // -l INFO: sftp-server's lines reach resshd's log through the session
-    // (sshd's go to a syslog socket the jail does not have).
-    let log = pair.resshd.log();
-    for line in [
+    // (sshd's go to a syslog socket the jail does not have). The session
+    // worker's monitor writes them, possibly after sftp has exited.
+    let lines: [String; 4] = [
         format!(
             "internal-sftp: session opened for local user {} from [127.0.0.1]",
             j.user.name
@@ -376,9 +376,11 @@ fn internal_sftp_options_as_sshd() {
         "internal-sftp: open \"/upload/up.txt\" flags WRITE,CREATE,TRUNCATE mode 0644".into(),
         "internal-sftp: close \"/upload/up.txt\" bytes read 0 written 23".into(),
         "internal-sftp: mkdir name \"/upload/d\" mode 0777".into(),
-    ] {
-        assert!(log.contains(&line), "no {line:?} in\n{log}");
-    }
+    ];
+    pair.resshd
+        .wait_log("internal-sftp's lines in resshd's log", T, |log| {
+            lines.iter().all(|line| log.contains(line))
+        });
     let files = jail_files(&j.user);
     assert_eq!(
         files

@@ -51,6 +51,8 @@ fn vanished_client_session_is_torn_down_after_detach_timeout() {
         }
         let detached_before = count(&lab.log(), "Detached: user ");
         let timeouts_before = count(&lab.log(), "Detach timeout: user ");
+        let disconnected = format!("Disconnected from user {user}");
+        let disconnected_before = count(&lab.log(), &disconnected);
         let since = SystemTime::now();
         if blackhole {
             lab.net.blackhole(true);
@@ -99,14 +101,16 @@ fn vanished_client_session_is_torn_down_after_detach_timeout() {
         for p in &procs {
             assert!(!alive(*p), "process {p} of the session survived");
         }
-        let log = lab.wait_log(
+        // The worker's "Detach timeout" (relayed by its monitor), then the
+        // monitor's own "Disconnected", written after it has reaped the
+        // worker: possibly after the processes are gone.
+        lab.wait_log(
             "the monitor to log the end of the session",
             Duration::from_secs(10),
-            |l| count(l, "Detach timeout: user ") > timeouts_before,
-        );
-        assert!(
-            log.contains(&format!("Disconnected from user {user}")),
-            "{log}"
+            |l| {
+                count(l, "Detach timeout: user ") > timeouts_before
+                    && count(l, &disconnected) > disconnected_before
+            },
         );
         report(
             "detach timeout",

@@ -232,7 +232,7 @@ fn ressh_master_serves_stock_ssh() {
         "late\n"
     );
     // A second client alongside a long one.
-    let mut long = Client::spawn(&mut s.ssh(&["server", "echo started; sleep 3; echo ended"]));
+    let mut long = Client::spawn(&mut s.ssh(&["server", "echo started; sleep 10; echo ended"]));
     long.wait_lines(0, T);
     assert_eq!(
         run_ok_out(&mut s.ssh(&["server", "echo beside"])),
