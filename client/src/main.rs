@@ -163,9 +163,11 @@ fn proxy_session(mut cfg: config::Config, plan: Plan) -> Result<Session, Quit> {
     cfg.control_master = ControlMaster::No;
     cfg.control_persist = None;
     cfg.server_alive_interval = 0;
-    // The server's agent connections open on the master's connection, and
-    // no master (ressh's or ssh's) hands them to a proxy client: asked for
-    // as ssh asks, the forwarding is the master's agent, if it forwards one.
+    // The server's agent and X11 connections open on the master's
+    // connection, and no master (ressh's or ssh's) hands them to a proxy
+    // client: asked for as ssh asks, the agent is the master's, if it
+    // forwards one, and an X11 connection meets the master's cookie check,
+    // which knows only its own.
     if let Some(agent) = &cfg.forward_agent {
         crate::error!(
             "Warning: -O proxy cannot forward the agent at {}: the server's agent \
@@ -173,6 +175,32 @@ fn proxy_session(mut cfg: config::Config, plan: Plan) -> Result<Session, Quit> {
             agent.display()
         );
     }
+    if cfg.forward_x11 && std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty()) {
+        crate::error!(
+            "Warning: -O proxy cannot forward X11: the server's X11 connections go to the \
+             master, which refuses them"
+        );
+    }
+    // A master relays a proxy client's tcpip-forward only: an ssh master
+    // ends a proxy client that asks for a Unix-socket forward, a ressh
+    // master refuses it. Such a forward fails here, as a refused one does.
+    let mut remote = Vec::new();
+    for spec in std::mem::take(&mut cfg.remote_forwards) {
+        match forward::parse(&spec, true).map(|f| f.listen_path) {
+            Ok(Some(p)) => {
+                let m = format!(
+                    "Warning: remote port forwarding failed for listen path {p}: \
+                     -O proxy cannot forward Unix-domain sockets"
+                );
+                if cfg.exit_on_forward_failure {
+                    return Err(fail(m));
+                }
+                crate::error!("{m}");
+            }
+            _ => remote.push(spec),
+        }
+    }
+    cfg.remote_forwards = remote;
     let desc = format!("control socket {}", path.display());
     Session::proxy(cfg, plan, sock, desc)
 }

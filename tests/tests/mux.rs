@@ -30,11 +30,13 @@
 //!   its exit status, `-W`, `-N -L`, a `-R` a ressh master refuses (a
 //!   warning, the session goes on), a `-R` of a fixed port through a stock
 //!   master (which relays the request, not the reply) carrying connections,
-//!   `-A` reaching no agent through either master (a warning); every one a
-//!   proxy client in the master's log, none a mux session; a fake master
-//!   saying what no master says (lengths over the bound, a refusal, bytes
-//!   after MUX_S_PROXY, padding, a confirmation of no channel, a truncated
-//!   message) ends ressh with 255 and a message, never a panic;
+//!   a `-R` of a Unix socket failing as a refused one, not asked for (an
+//!   ssh master ends a proxy client that asks), `-A` and `-Y` reaching no
+//!   agent and no display through either master (a warning each); every
+//!   one a proxy client in the master's log, none a mux session; a fake
+//!   master saying what no master says (lengths over the bound, a refusal,
+//!   bytes after MUX_S_PROXY, padding, a confirmation of no channel, a
+//!   truncated message) ends ressh with 255 and a message, never a panic;
 //! - 50 sequential commands of stock `ssh -S` through a ressh master whose
 //!   connection is cut once (a recording proxy in front of resshd), the
 //!   cut while one of them runs beside `-O proxy` ones of stock ssh and of
@@ -76,6 +78,9 @@ fn setup(tag: &str) -> Setup {
 }
 
 /// [`setup`] with more resshd_config lines.
+/// The server configuration of the X11 tests.
+const X11_ON: &str = "X11Forwarding yes\n";
+
 fn setup_with(tag: &str, server_extra: &str) -> Setup {
     let (server, login, dir) = loopback_login(tag, server_extra, "ServerAliveInterval 1\n");
     Setup { server, login, dir }
@@ -633,9 +638,9 @@ struct StockMaster {
 }
 
 impl StockMaster {
-    fn start(tag: &str) -> StockMaster {
+    fn start(tag: &str, sshd_extra: &str) -> StockMaster {
         require_root();
-        let sshd = Sshd::start("");
+        let sshd = Sshd::start(sshd_extra);
         let dir = TempDir::new(&format!("e2e-{tag}"));
         let known_hosts = dir.join("known_hosts");
         fs::write(&known_hosts, sshd.known_hosts()).unwrap();
@@ -685,7 +690,7 @@ impl StockMaster {
 /// sshd.
 #[test]
 fn ressh_proxy_client_of_stock_master() {
-    let m = StockMaster::start("muxz");
+    let m = StockMaster::start("muxz", "");
     ressh_proxy_sessions(&|a| m.ressh(a), "muxz");
     // Each in proxy mode, none a mux session.
     let log = m.log();
@@ -710,7 +715,7 @@ fn ressh_proxy_client_of_stock_master() {
 /// learnt: the session goes on, with no port to print.
 #[test]
 fn ressh_proxy_remote_forward_through_stock_master() {
-    let m = StockMaster::start("muxf");
+    let m = StockMaster::start("muxf", "");
     let echo = echo_server();
     let rport = free_port();
     let r = format!("{rport}:127.0.0.1:{echo}");
@@ -753,17 +758,54 @@ fn ressh_proxy_remote_forward_through_stock_master() {
     assert!(out.status.success(), "{err}");
     assert_eq!(text(&out.stdout), "zero\n");
     assert!(!err.contains("Allocated port"), "{err}");
+    // A Unix socket: the master would end the proxy client that asks (it
+    // relays tcpip-forward only), so ressh does not ask; the forward fails
+    // as a refused one, the session goes on, and so does the master.
+    let path = m.login.user.home.join("never.sock");
+    let unix = format!("{}:127.0.0.1:{echo}", path.display());
+    let out = run_timeout(
+        &mut m.ressh(&["-O", "proxy", "-R", &unix, "server", "echo unix"]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(text(&out.stdout), "unix\n");
+    let failed = format!(
+        "Warning: remote port forwarding failed for listen path {}",
+        path.display()
+    );
+    assert!(err.contains(&failed), "{err}");
+    let out = run_timeout(
+        &mut m.ressh(&[
+            "-oExitOnForwardFailure=yes",
+            "-O",
+            "proxy",
+            "-R",
+            &unix,
+            "server",
+            "echo never",
+        ]),
+        T,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(err.contains(&failed), "{err}");
+    assert_eq!(text(&out.stdout), "");
+    assert!(!path.exists(), "{} made", path.display());
+    run_ok(&mut m.ressh(&["-O", "check", "server"]));
 }
 
-/// `ressh -O proxy -A` with an agent of its own (a key in it at
-/// $SSH_AUTH_SOCK), through a master started without -A (`ressh` runs the
-/// command and `master_log` is the master's log): the request reaches the
-/// server, which sets SSH_AUTH_SOCK, but its agent connections open on
+/// `ressh -O proxy -A -Y` with an agent of its own (a key in it at
+/// $SSH_AUTH_SOCK) and an X server (Xvfb at $DISPLAY), through a master
+/// started without -A or -X (`ressh` runs the command and `master_log` is
+/// the master's log): both requests reach the server, which sets
+/// SSH_AUTH_SOCK and DISPLAY, but its agent and X11 connections open on
 /// the master's connection and no master hands them to a proxy client:
-/// the master refuses them (its warning), `ssh-add -l` gets no agent, the
-/// proxy client's is never asked, ressh warns that it cannot forward it,
-/// and the session ends as usual.
-fn proxy_agent_is_not_forwarded(
+/// the master refuses them (its two warnings), `ssh-add -l` gets no agent
+/// and `xdpyinfo` no display, the proxy client's agent is never asked,
+/// ressh warns that it cannot forward either, and the session ends as
+/// usual.
+fn proxy_agent_and_x11_are_not_forwarded(
     ressh: &dyn Fn(&[&str]) -> Command,
     key: &Path,
     dir: &Path,
@@ -772,17 +814,23 @@ fn proxy_agent_is_not_forwarded(
     use crate::agent_forwarding as agent;
     let own = SshAgent::start(dir, "own-agent.sock");
     own.add(key);
+    let x = Xvfb::start(dir);
     let fp = agent::fingerprint(&key.with_extension("pub"));
-    let probe = format!("{}; echo after", agent::PROBE);
+    let probe = format!(
+        "{}; echo \"display=${{DISPLAY-unset}}\"; xdpyinfo >/dev/null 2>&1; echo \"xdpy=$?\"; \
+         echo after",
+        agent::PROBE
+    );
     let mut cmd = ressh(&[
         "-A",
+        "-Y",
         "-oIdentityAgent=SSH_AUTH_SOCK",
         "-O",
         "proxy",
         "server",
         &probe,
     ]);
-    let out = run_timeout(cmd.env("SSH_AUTH_SOCK", &own.sock), T);
+    let out = run_timeout(x.env(&mut cmd).env("SSH_AUTH_SOCK", &own.sock), T);
     let (o, err) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{o}\n{err}");
     assert_ne!(
@@ -798,29 +846,39 @@ fn proxy_agent_is_not_forwarded(
         _ => panic!("ssh-add -l did not fail as without an agent\n{o}\n{err}"),
     }
     assert!(!o.contains(&fp), "the proxy client's agent answered\n{o}");
+    assert!(
+        agent::field(&o, "display").is_some_and(|d| d.starts_with("localhost:")),
+        "X11 not asked for\n{o}"
+    );
+    assert_eq!(agent::field(&o, "xdpy"), Some("1"), "xdpyinfo\n{o}\n{err}");
     assert!(o.ends_with("after\n"), "{o}");
-    assert!(
-        err.contains("Warning: -O proxy cannot forward the agent at"),
-        "no warning: {err}"
-    );
+    for warning in [
+        "Warning: -O proxy cannot forward the agent at",
+        "Warning: -O proxy cannot forward X11",
+    ] {
+        assert!(err.contains(warning), "no \"{warning}\": {err}");
+    }
     let log = master_log();
-    assert!(
-        log.contains("Warning: ssh server tried agent forwarding."),
-        "the master did not refuse the agent connection\n{log}"
-    );
+    for refusal in ["tried agent forwarding.", "tried X11 forwarding."] {
+        assert!(
+            log.contains(&format!("Warning: ssh server {refusal}")),
+            "the master did not refuse: {refusal}\n{log}"
+        );
+    }
 }
 
-/// [`proxy_agent_is_not_forwarded`] through a ressh master (to resshd)
-/// and a stock ssh master (to Debian's sshd).
+/// [`proxy_agent_and_x11_are_not_forwarded`] through a ressh master (to
+/// resshd) and a stock ssh master (to Debian's sshd), both servers with
+/// `X11Forwarding yes`.
 #[test]
-fn ressh_proxy_client_cannot_forward_its_agent() {
-    let s = setup("muxg");
+fn ressh_proxy_client_cannot_forward_its_agent_or_x11() {
+    let s = setup_with("muxg", X11_ON);
     let log = s.dir.join("master.log");
     let _master = ressh_master(&s, &["-E", &log.to_string_lossy()]);
     let master_log = || fs::read_to_string(&log).unwrap_or_default();
-    proxy_agent_is_not_forwarded(&|a| s.ressh(a), &s.login.key, s.dir.path(), &master_log);
-    let m = StockMaster::start("muxk");
-    proxy_agent_is_not_forwarded(&|a| m.ressh(a), &m.login.key, m.dir.path(), &|| m.log());
+    proxy_agent_and_x11_are_not_forwarded(&|a| s.ressh(a), &s.login.key, s.dir.path(), &master_log);
+    let m = StockMaster::start("muxk", X11_ON);
+    proxy_agent_and_x11_are_not_forwarded(&|a| m.ressh(a), &m.login.key, m.dir.path(), &|| m.log());
 }
 
 /// A master that is not one (a socket of ours, a program answering the
@@ -1174,7 +1232,7 @@ fn mux_clients_forward_the_agent_and_x11() {
     use crate::agent_forwarding as agent;
     use crate::x11_forwarding as x11;
 
-    let s = setup_with("muxax", "X11Forwarding yes\n");
+    let s = setup_with("muxax", X11_ON);
     let proxy = s.via_proxy();
     let x = Xvfb::start(s.dir.path());
     let screen = x11::local_screen(&x);
