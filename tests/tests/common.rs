@@ -824,6 +824,25 @@ pub fn wait_reconnects(resshd: &Resshd, n: usize, timeout: Duration) -> String {
     })
 }
 
+/// Whether session worker `pid` said `what`: a line of its own (its
+/// monitor writes them into resshd's log) containing it.
+pub fn worker_said(log: &str, pid: u32, what: &str) -> bool {
+    let mine = format!("resshd-session[{pid}]: ");
+    log.lines()
+        .any(|l| l.starts_with(&mine) && l.contains(what))
+}
+
+/// resshd's log once session worker `pid` has said `what`
+/// ([`worker_said`]): its monitor writes the worker's lines, possibly after
+/// the worker has exited. Panics after 20 s.
+pub fn wait_worker_said(resshd: &Resshd, pid: u32, what: &str) -> String {
+    resshd.wait_log(
+        &format!("resshd-session[{pid}] to say \"{what}\""),
+        Duration::from_secs(20),
+        |l| worker_said(l, pid, what),
+    )
+}
+
 /// Waits until resshd's log holds more than `seen` lines containing
 /// `needle`, the next of which was written after `since` (both taken before
 /// what makes resshd write it); returns when that line was written, as

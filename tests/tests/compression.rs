@@ -417,18 +417,7 @@ fn a_zip_bomb_gets_disconnect() {
         "resshd-session's peak memory grew by {}",
         mib(grew)
     );
-    // The worker's line goes through its monitor, which may write it after
-    // the worker has exited.
-    server.wait_log(
-        "the worker's disconnect in resshd's log",
-        Duration::from_secs(20),
-        |log| {
-            log.lines().any(|l| {
-                l.starts_with(&format!("resshd-session[{worker}]: "))
-                    && l.contains("decompressed packet too large")
-            })
-        },
-    );
+    wait_worker_said(&server, worker, "decompressed packet too large");
     report(
         "a_zip_bomb_gets_disconnect",
         &format!(

@@ -542,13 +542,6 @@ fn ended_for(log: &str, why: &str) {
     assert!(log.contains(&format!("session worker: {why}")), "{log}");
 }
 
-/// Whether process `pid` said `what` through its monitor (in `log`).
-fn said(log: &str, pid: u32, what: &str) -> bool {
-    let mine = format!("resshd-session[{pid}]: ");
-    log.lines()
-        .any(|l| l.starts_with(&mine) && l.contains(what))
-}
-
 #[test]
 fn a_lying_session_worker_is_not_believed() {
     require_root();
@@ -643,14 +636,17 @@ fn a_lying_session_worker_is_not_believed() {
     // A signature over 100 bytes: no exchange hash. None comes back.
     let (ssh, pid) = hostile_login(&server, &script, &liar, "sign 100");
     let log = killed(&server, ssh, pid);
-    assert!(!said(&log, pid, "hostile: signature"), "{log}");
+    assert!(!worker_said(&log, pid, "hostile: signature"), "{log}");
     ended_for(&log, "signature asked over 100 bytes");
     // Two over 32 bytes without a key exchange between them: the first is
     // the one a rekey may have; the second is refused.
     let (ssh, pid) = hostile_login(&server, &script, &liar, "sign 32");
     let log = killed(&server, ssh, pid);
-    assert!(said(&log, pid, "hostile: signature 1 came back"), "{log}");
-    assert!(!said(&log, pid, "hostile: signature 2"), "{log}");
+    assert!(
+        worker_said(&log, pid, "hostile: signature 1 came back"),
+        "{log}"
+    );
+    assert!(!worker_said(&log, pid, "hostile: signature 2"), "{log}");
     ended_for(&log, "a second host-key signature");
     // A reconnect verdict nobody asked for.
     let (ssh, pid) = hostile_login(&server, &script, &liar, "verdict");
@@ -697,7 +693,7 @@ fn a_session_worker_flooding_host_key_proofs_is_cut_off() {
     let (ssh, pid) = hostile_login(&server, &script, &prover, "prove flood");
     let log = killed(&server, ssh, pid);
     assert!(
-        said(
+        worker_said(
             &log,
             pid,
             "hostile: proof 0 refused: not one of our host keys"
@@ -706,12 +702,12 @@ fn a_session_worker_flooding_host_key_proofs_is_cut_off() {
     );
     // The refused request counts: MAX_PROOFS requests in all are answered.
     let signed = (1..)
-        .take_while(|i| said(&log, pid, &format!("hostile: proof {i} signs the proof")))
+        .take_while(|i| worker_said(&log, pid, &format!("hostile: proof {i} signs the proof")))
         .count();
     assert_eq!(signed, MAX_PROOFS as usize - 1, "{log}");
-    assert!(!said(&log, pid, "signs something else"), "{log}");
+    assert!(!worker_said(&log, pid, "signs something else"), "{log}");
     assert!(
-        !said(&log, pid, &format!("hostile: proof {MAX_PROOFS} ")),
+        !worker_said(&log, pid, &format!("hostile: proof {MAX_PROOFS} ")),
         "{log}"
     );
     ended_for(&log, "more host key proofs than a client asks for");
@@ -720,7 +716,7 @@ fn a_session_worker_flooding_host_key_proofs_is_cut_off() {
     for how in ["many", "large"] {
         let (ssh, pid) = hostile_login(&server, &script, &prover, &format!("prove {how}"));
         let log = killed(&server, ssh, pid);
-        assert!(!said(&log, pid, "hostile: proof 0"), "{how}: {log}");
+        assert!(!worker_said(&log, pid, "hostile: proof 0"), "{how}: {log}");
         ended_for(&log, "more host key proofs than a client asks for");
         another_login_works();
     }
