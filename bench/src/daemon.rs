@@ -101,12 +101,22 @@ pub struct Server {
     pub config: PathBuf,
 }
 
-/// A TCP port on 127.0.0.1 free right now.
+/// A TCP port on 127.0.0.1 free right now, never one it returned before in this
+/// process: the kernel may hand a port just released out again, and two ports
+/// chosen one after the other (a tunnel's two ends) would be the same.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn config_text(s: &ServerSpec, port: u16) -> String {
