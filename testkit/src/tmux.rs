@@ -17,11 +17,16 @@ pub struct Tmux {
 }
 
 impl Tmux {
-    /// `tag` makes the socket name unique beside this process's id.
+    /// `tag` goes into the socket name beside this process's id and a number of its
+    /// own: two tests of one process running at once with the same tag (as a helper
+    /// both call) get a server each, not one (where the second's `main` session
+    /// cannot be made, and the first to end kills the other's).
     pub fn new(tag: &str) -> Tmux {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         require_cmd("tmux");
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tmux {
-            socket: format!("ressh-test-{tag}-{}", std::process::id()),
+            socket: format!("ressh-test-{tag}-{}-{n}", std::process::id()),
             history: 0,
         }
     }
