@@ -7,7 +7,6 @@ mod common;
 use common::*;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The pane's command: print the local TERM, run ressh, then report its
 /// exit status and whether the terminal is back in cooked mode.
@@ -48,7 +47,7 @@ fn shell_session(env: &Env) {
     // Output from the remote pty gets CR LF: lines start at column 0.
     assert!(s.lines().any(|l| l.starts_with("/dev/pts/")), "{s}");
 
-    resize_until_seen(&tmux, 120, 40);
+    tmux.resize_until_seen(120, 40);
 
     // Input typed is echoed by the remote pty, not locally (raw mode).
     tmux.keys(&["clear; echo $((6*7))", "Enter"]);
@@ -145,26 +144,4 @@ fn tty_requests() {
     // RequestTTY=force in the config, -T wins over it.
     let out = env.exec_to(&["-T", "-o", "RequestTTY=force"], &["tty"]);
     assert_eq!(text(&out.stdout), "not a tty\n");
-}
-
-/// Resizes the tmux window to `cols`x`rows` and runs `stty size` until it shows the new
-/// size: the change travels tmux -> ssh (SIGWINCH) -> server -> pty while the shell may
-/// already run the command, so one `stty size` after a fixed pause can still show the
-/// old size on a loaded machine.
-fn resize_until_seen(tmux: &Tmux, cols: u16, rows: u16) {
-    let (x, y) = (cols.to_string(), rows.to_string());
-    tmux.run(&["resize-window", "-t", "main", "-x", &x, "-y", &y]);
-    let want = format!("{rows} {cols}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        tmux.keys(&["clear; stty size", "Enter"]);
-        if tmux.poll(Duration::from_secs(2), |s| s.contains(&want)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stty size never showed {want}:\n{}",
-            tmux.screen()
-        );
-    }
 }

@@ -10,7 +10,7 @@ mod common;
 
 use std::fs;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
     describe, echo_round_trip, random_bytes, sha256_file, text, wait_listening, Bg, EchoServer,
@@ -101,28 +101,6 @@ fn login_with_ed25519_and_rsa_exec_and_groups() {
     srv.assert_healthy();
 }
 
-/// Resizes the tmux window to `cols`x`rows` and runs `stty size` until it shows the new
-/// size: the change travels tmux -> ssh (SIGWINCH) -> server -> pty while the shell may
-/// already run the command, so one `stty size` after a fixed pause can still show the
-/// old size on a loaded machine.
-fn resize_until_seen(tmux: &Tmux, cols: u16, rows: u16) {
-    let (x, y) = (cols.to_string(), rows.to_string());
-    tmux.run(&["resize-window", "-t", "main", "-x", &x, "-y", &y]);
-    let want = format!("{rows} {cols}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        tmux.keys(&["clear; stty size", "Enter"]);
-        if tmux.poll(Duration::from_secs(2), |s| s.contains(&want)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stty size never showed {want}:\n{}",
-            tmux.screen()
-        );
-    }
-}
-
 /// Item 2: A pty shell in tmux: commands run, `stty size` shows the window's
 /// size, and a resize reaches the pty (window-change).
 #[test]
@@ -146,8 +124,8 @@ fn pty_shell_through_tmux_with_resize() {
     );
     assert!(s.contains("/dev/pts/"), "{s}");
 
-    resize_until_seen(&tmux, 120, 40);
-    resize_until_seen(&tmux, 90, 25);
+    tmux.resize_until_seen(120, 40);
+    tmux.resize_until_seen(90, 25);
 
     tmux.keys(&["clear; echo $((6*7))", "Enter"]);
     tmux.wait("arithmetic", |s| s.lines().any(|l| l.trim() == "42"));

@@ -102,6 +102,28 @@ impl Tmux {
         false
     }
 
+    /// Resizes the window to `cols`x`rows` and types `clear; stty size` into the shell
+    /// in it until that shows the new size (20 s): the change travels tmux -> ssh
+    /// (SIGWINCH) -> server -> pty while the shell may already run the command, so one
+    /// `stty size` after a pause can still show the old size on a loaded machine.
+    pub fn resize_until_seen(&self, cols: u16, rows: u16) {
+        let (x, y) = (cols.to_string(), rows.to_string());
+        self.run(&["resize-window", "-t", "main", "-x", &x, "-y", &y]);
+        let want = format!("{rows} {cols}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.keys(&["clear; stty size", "Enter"]);
+            if self.poll(Duration::from_secs(2), |s| s.contains(&want)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stty size never showed {want}:\n{}",
+                self.screen()
+            );
+        }
+    }
+
     /// `send-keys -t main keys...` (tmux key names: "Enter", "C-c", ...).
     pub fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "main"];
