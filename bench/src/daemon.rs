@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -101,14 +101,6 @@ pub struct Server {
     pub config: PathBuf,
 }
 
-/// A TCP port on 127.0.0.1 free right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
-
 fn config_text(s: &ServerSpec, port: u16) -> String {
     let mut c = format!(
         "# written by ressh-bench\n{extra}\nPort {port}\nListenAddress {listen}\nHostKey {hk}\n\
@@ -149,7 +141,7 @@ impl Server {
         let log = spec.dir.join("server.log");
         let mut last = String::new();
         for _ in 0..5 {
-            let port = spec.port.unwrap_or_else(free_port);
+            let port = spec.port.unwrap_or_else(ressh_testkit::free_port);
             fs::write(&config, config_text(spec, port)).map_err(|e| e.to_string())?;
             let out = File::create(&log).map_err(|e| e.to_string())?;
             let err = out.try_clone().map_err(|e| e.to_string())?;

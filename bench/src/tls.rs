@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use openssl::ssl::{ExtensionContext, SslConnector, SslMethod, SslMode, SslStream};
 
-use crate::daemon::free_port;
 use crate::lab::destroy_tcp_to;
 use crate::proc;
 use crate::relay::CountingRelay;
+use ressh_testkit::free_port;
 
 /// A self-signed certificate for `localhost` (P-256) and its key.
 pub fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {

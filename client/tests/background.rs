@@ -303,7 +303,13 @@ fn background_replaces_the_parents_proxy_command_resshd() {
         || format!("proxies {:?}\n{}", proxies(), ctx()),
     );
     assert_eq!(stat_field(second[0], 4), pid.to_string());
-    assert!(count_in_file(&log, "reconnected to") >= 1, "{}", ctx());
+    // The new proxy command runs before the reconnect through it is done and logged.
+    wait_for(
+        "the reconnect through the second proxy",
+        T,
+        || (count_in_file(&log, "reconnected to") >= 1).then_some(()),
+        ctx,
+    );
     echo_roundtrip(&mut s, b"through the second proxy");
 
     signal(pid, "TERM");

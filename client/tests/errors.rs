@@ -123,10 +123,9 @@ fn silent_server_and_connect_timeout() {
 
 #[test]
 fn connection_refused() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nobody listens there, and free_port gives it to no server of a concurrent test
+    // (a port bound to 0 and released may be the next one's).
+    let port = ressh_testkit::free_port();
     let out = ressh_to(port, &[]);
     one_line_255(
         &out,

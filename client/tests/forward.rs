@@ -174,10 +174,7 @@ fn forward_failures() {
     assert_eq!(out.status.code(), Some(255));
     // A -L connection the server cannot make: the local socket is closed.
     let env = Env::sshd("");
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dead = ressh_testkit::free_port();
     let lport = ressh_testkit::free_port();
     let mut c = env.ressh();
     c.args([
@@ -404,10 +401,7 @@ fn dynamic_forward_sshd() {
 
     // A target nobody listens on: the reply says so, and the client is
     // closed (ssh would have said "granted").
-    let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dead = ressh_testkit::free_port();
     let (mut s, rep) = socks5(dport, "127.0.0.1", dead);
     assert_eq!(rep, 5, "SOCKS5 reply for a refused connection");
     assert!(read_to_close(&mut s).is_empty());

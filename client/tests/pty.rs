@@ -7,7 +7,6 @@ mod common;
 use common::*;
 
 use std::process::Command;
-use std::time::Duration;
 
 /// The pane's command: print the local TERM, run ressh, then report its
 /// exit status and whether the terminal is back in cooked mode.
@@ -48,10 +47,7 @@ fn shell_session(env: &Env) {
     // Output from the remote pty gets CR LF: lines start at column 0.
     assert!(s.lines().any(|l| l.starts_with("/dev/pts/")), "{s}");
 
-    tmux.run(&["resize-window", "-t", "main", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["clear; stty size", "Enter"]);
-    tmux.wait("the size after resize", |s| s.contains("40 120"));
+    tmux.resize_until_seen(120, 40);
 
     // Input typed is echoed by the remote pty, not locally (raw mode).
     tmux.keys(&["clear; echo $((6*7))", "Enter"]);

@@ -309,7 +309,10 @@ fn host_key_in_an_agent() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + SSH_TIMEOUT;
-    while !sock.exists() && std::time::Instant::now() < deadline {
+    // Connectable, not just there: ssh-agent binds the socket, then listens.
+    while std::os::unix::net::UnixStream::connect(&sock).is_err()
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let added = run_timeout(

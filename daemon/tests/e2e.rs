@@ -124,15 +124,8 @@ fn pty_shell_through_tmux_with_resize() {
     );
     assert!(s.contains("/dev/pts/"), "{s}");
 
-    tmux.run(&["resize-window", "-t", "main", "-x", "120", "-y", "40"]);
-    thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["clear; stty size", "Enter"]);
-    tmux.wait("the size after resize-window", |s| s.contains("40 120"));
-
-    tmux.run(&["resize-window", "-t", "main", "-x", "90", "-y", "25"]);
-    thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["clear; stty size", "Enter"]);
-    tmux.wait("the size after the second resize", |s| s.contains("25 90"));
+    tmux.resize_until_seen(120, 40);
+    tmux.resize_until_seen(90, 25);
 
     tmux.keys(&["clear; echo $((6*7))", "Enter"]);
     tmux.wait("arithmetic", |s| s.lines().any(|l| l.trim() == "42"));

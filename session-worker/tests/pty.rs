@@ -25,21 +25,7 @@ fn pty_shell_through_tmux() {
     assert!(!s.contains("T= "), "TERM must come from pty-req: {s}");
 
     // Resizing the terminal sends window-change.
-    // The change travels tmux -> ssh -> worker -> pty while the shell may
-    // already run `stty`: asked again until it shows.
-    tmux.run(&["resize-window", "-t", "main", "-x", "100", "-y", "30"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        tmux.keys(&["clear; stty size", "Enter"]);
-        if tmux.poll(Duration::from_secs(2), |s| s.contains("30 100")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stty size never showed 30 100:\n{}",
-            tmux.screen()
-        );
-    }
+    tmux.resize_until_seen(100, 30);
 
     // ^C reaches the foreground job through the terminal (ISIG, VINTR);
     // sent once the sleep runs (before, it could hit `clear`, and the

@@ -36,23 +36,72 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("PrintLastLog", "no"),
 ];
 
-/// A free TCP port on 127.0.0.1 (bound to port 0, read, and released), never one it
-/// returned before in this process (the kernel may hand out a port just released again:
-/// a test's forward and the server it goes through would then share one). Another process
-/// can take it before it is used; [`Sshd::start`] retries on that.
+/// A free TCP port on 127.0.0.1, never one it returned before in this process (the
+/// kernel may hand out a port just released again: a test's forward and the server it
+/// goes through would then share one). It is taken below the kernel's ephemeral range
+/// (`ip_local_port_range`), from which bind(0) and outgoing connections draw theirs: a
+/// port returned here and left unbound for a while (a forward's, or one meant to refuse
+/// connections) is not taken meanwhile by another process's listener on port 0 or by
+/// the source port of some connection. It is free when chosen: no socket of any state
+/// uses it (`/proc/net/tcp*`) and it can be bound. Another program binding fixed ports
+/// can still take it; [`Sshd::start`] retries on that.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"));
-        if !given.contains(&port) {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(16384).max(1024);
+    if ephemeral_low < low + 1024 {
+        // No room below the ephemeral range: let the kernel choose.
+        loop {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"));
+            if !given.contains(&port) {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    let used = ports_in_use();
+    let span = u32::from(ephemeral_low - low);
+    // Another start at each call, in each process (test binaries run one after another).
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for i in 0..span {
+        let port = low + ((seed.wrapping_add(i)) % span) as u16;
+        if !given.contains(&port)
+            && !used.contains(&port)
+            && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port in {low}..{ephemeral_low}");
+}
+
+/// The local ports of every TCP socket of this network namespace, in any state.
+fn ports_in_use() -> Vec<u16> {
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let port = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|local| local.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            ports.extend(port);
+        }
+    }
+    ports
 }
 
 /// Debian's `/usr/sbin/sshd -D -e -f <config>` listening on `127.0.0.1:<port>`, with

@@ -17,11 +17,16 @@ pub struct Tmux {
 }
 
 impl Tmux {
-    /// `tag` makes the socket name unique beside this process's id.
+    /// `tag` goes into the socket name beside this process's id and a number of its
+    /// own: two tests of one process running at once with the same tag (as a helper
+    /// both call) get a server each, not one (where the second's `main` session
+    /// cannot be made, and the first to end kills the other's).
     pub fn new(tag: &str) -> Tmux {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         require_cmd("tmux");
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tmux {
-            socket: format!("ressh-test-{tag}-{}", std::process::id()),
+            socket: format!("ressh-test-{tag}-{}-{n}", std::process::id()),
             history: 0,
         }
     }
@@ -95,6 +100,28 @@ impl Tmux {
             thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Resizes the window to `cols`x`rows` and types `clear; stty size` into the shell
+    /// in it until that shows the new size (20 s): the change travels tmux -> ssh
+    /// (SIGWINCH) -> server -> pty while the shell may already run the command, so one
+    /// `stty size` after a pause can still show the old size on a loaded machine.
+    pub fn resize_until_seen(&self, cols: u16, rows: u16) {
+        let (x, y) = (cols.to_string(), rows.to_string());
+        self.run(&["resize-window", "-t", "main", "-x", &x, "-y", &y]);
+        let want = format!("{rows} {cols}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.keys(&["clear; stty size", "Enter"]);
+            if self.poll(Duration::from_secs(2), |s| s.contains(&want)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stty size never showed {want}:\n{}",
+                self.screen()
+            );
+        }
     }
 
     /// `send-keys -t main keys...` (tmux key names: "Enter", "C-c", ...).

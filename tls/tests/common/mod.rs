@@ -294,14 +294,17 @@ impl Relay {
                 if hold {
                     let mut c = c;
                     thread::spawn(move || {
-                        c.set_read_timeout(Some(Duration::from_millis(300)))
-                            .unwrap();
+                        // The first flight may be slow to come on a loaded machine;
+                        // after it, 300 ms of silence ends it.
+                        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                         let mut buf = [0u8; 4096];
                         while let Ok(n) = c.read(&mut buf) {
                             if n == 0 {
                                 break;
                             }
                             rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                            c.set_read_timeout(Some(Duration::from_millis(300)))
+                                .unwrap();
                         }
                         let _ = c.shutdown(Shutdown::Both);
                     });
