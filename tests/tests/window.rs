@@ -35,6 +35,8 @@ const T: Duration = Duration::from_secs(240);
 /// The short path's rate: well above what a debug build moves.
 const SHORT_RATE: u64 = 1_000_000_000;
 const LINE: &str = "channel receive window grew to ";
+/// The monitor's line once a session has ended, after all of its worker's lines.
+const ENDED: &str = "Disconnected from user ";
 
 /// The largest window in `log`'s "channel receive window grew to N bytes"
 /// lines (0 without one).
@@ -130,6 +132,7 @@ fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
         }),
     ] {
         let before = count(&lab.log(), LINE);
+        let ended = count(&lab.log(), ENDED);
         let sum = lab.dir.join(format!("{who}.sum"));
         let (took, _) = transfer(&mut cmd, &local, &sum);
         let said = fs::read_to_string(&sum).unwrap();
@@ -137,9 +140,11 @@ fn windows_grow_past_2_mib_on_a_long_path_with_ressh_and_stock_ssh() {
             said.starts_with(&sha256_file(&local)),
             "{who}: the upload arrived changed: {said:?}"
         );
-        // The worker logs through the monitor: give the line a moment.
-        let log = lab.wait_log("the worker's window line", Duration::from_secs(10), |l| {
-            count(l, LINE) > before
+        // The worker logs through its monitor, which says the session ended
+        // only after the worker's last line: then every window line of this
+        // run is in, and none is left to be credited to the next run.
+        let log = lab.wait_log("the session's end", Duration::from_secs(10), |l| {
+            count(l, ENDED) > ended
         });
         let new: Vec<&str> = log
             .lines()
@@ -191,7 +196,6 @@ fn a_window_grows_after_roaming_onto_a_long_path() {
         || (size() == FIRST as u64).then_some(()),
         || client.describe(),
     );
-    let before = grown(&client.stderr());
 
     let since = Instant::now();
     relay.set_path(ONE_WAY, RATE);
@@ -208,7 +212,10 @@ fn a_window_grows_after_roaming_onto_a_long_path() {
         sha256_file(&remote),
         "the download arrived changed"
     );
-    let after = err.split("reconnected to ").nth(1).unwrap_or_default();
+    // ressh's stderr in order, read once it has ended: the short path's
+    // lines, then the long path's.
+    let (short, after) = err.split_once("reconnected to ").unwrap_or((&err, ""));
+    let before = grown(short);
     let w = grown(after);
     report(
         "window",
